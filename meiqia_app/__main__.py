@@ -1,0 +1,5 @@
+import sys
+
+from meiqia_app.cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""Command line: ``python -m meiqia_app <command>`` (OPS-3)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+
+
+def _cmd_migrate(_args) -> int:
+    from meiqia_app.migrate import upgrade_to_head
+
+    upgrade_to_head()
+    print("database is at the newest migration")
+    return 0
+
+
+def _cmd_seed(args) -> int:
+    from meiqia_app.seed.loader import seed
+
+    as_of = dt.datetime.fromisoformat(args.as_of).replace(tzinfo=dt.timezone.utc) if args.as_of else None
+    report = seed(args.customers, seed_value=args.seed, as_of=as_of, workers=args.workers)
+    print(
+        f"seeded {report.customers:,} customers, {report.orders:,} orders, {report.conversations:,} conversations, "
+        f"{report.messages:,} messages, {report.events:,} events, {report.notes:,} notes "
+        f"in {report.seconds:,.1f} s; database {report.database_bytes / 1e6:,.0f} MB"
+    )
+    return 0
+
+
+def _cmd_init_demo(_args) -> int:
+    """Reference data and demo accounts only (no customers)."""
+    from meiqia_app.seed.loader import ensure_reference_data
+
+    ensure_reference_data()
+    return 0
+
+
+def _cmd_demo_accounts(_args) -> int:
+    from meiqia_app.seed.loader import demo_accounts_file
+
+    path = demo_accounts_file()
+    if not path.exists():
+        print("no demo accounts yet (run `python -m meiqia_app seed`)", file=sys.stderr)
+        return 1
+    accounts = json.loads(path.read_text())
+    print("Demo accounts (add the TOTP secret to any authenticator app, e.g. Google Authenticator):")
+    print(f"  {'username':<10} {'password':<22} {'role':<14} TOTP secret")
+    for account in accounts:
+        print(f"  {account['username']:<10} {account['password']:<22} {account['role']:<14} {account['totp_secret']}")
+    print("Or print a current code: .venv/bin/python -m meiqia_app totp-code SECRET")
+    return 0
+
+
+def _cmd_totp_code(args) -> int:
+    import pyotp
+
+    print(pyotp.TOTP(args.secret).now())
+    return 0
+
+
+def _cmd_create_user(args) -> int:
+    from meiqia_app.db import write_session
+    from meiqia_app.migrate import upgrade_to_head
+    from meiqia_app.services import audit, auth, users
+    from meiqia_app.services.errors import ValidationError
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    upgrade_to_head()
+    secret = args.totp_secret or auth.new_totp_secret()
+    try:
+        with write_session() as session:
+            users.ensure_builtin_roles(session)
+            user = users.create_user_record(session, args.username, args.password, args.role,
+                                            args.display_name or "", totp_secret=secret)
+            audit.record(session, SYSTEM_ACTOR, "user.create", target_type="user", target_id=user.id,
+                         details={"username": user.username, "role": args.role, "via": "cli"})
+    except ValidationError as error:
+        for field, (key, params) in error.field_errors.items():
+            print(f"error: {field}: {key} {params or ''}", file=sys.stderr)
+        return 2
+    print(f"created user {args.username} with role {args.role}")
+    if not args.totp_secret:
+        print(f"TOTP secret: {secret}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m meiqia_app", description="美洽客户数据 console commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=_cmd_migrate)
+
+    seed = sub.add_parser("seed", help="fill an empty database with demo data")
+    seed.add_argument("--customers", type=int, default=5000)
+    seed.add_argument("--seed", type=int, default=42)
+    seed.add_argument("--as-of", help="UTC date-time the history ends at (default: now), e.g. 2026-01-31T12:00")
+    seed.add_argument("--workers", type=int, default=None)
+    seed.set_defaults(func=_cmd_seed)
+
+    sub.add_parser("init-demo", help="roles, products, default tags and demo accounts").set_defaults(func=_cmd_init_demo)
+    sub.add_parser("demo-accounts", help="print the demo accounts").set_defaults(func=_cmd_demo_accounts)
+
+    code = sub.add_parser("totp-code", help="print the current TOTP code for a secret")
+    code.add_argument("secret")
+    code.set_defaults(func=_cmd_totp_code)
+
+    create = sub.add_parser("create-user", help="create a user")
+    create.add_argument("--username", required=True)
+    create.add_argument("--password", required=True)
+    create.add_argument("--role", required=True)
+    create.add_argument("--display-name")
+    create.add_argument("--totp-secret", help="BASE32 secret; generated and printed when omitted")
+    create.set_defaults(func=_cmd_create_user)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

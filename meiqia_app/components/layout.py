@@ -1,0 +1,136 @@
+"""The frame around every logged-in page: navigation by permission, language
+switch, the user menu."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import reflex as rx
+
+from meiqia_app.components.i18n import t
+from meiqia_app.state.base import AppState
+
+
+@dataclasses.dataclass(frozen=True)
+class NavItem:
+    href: str
+    label_key: str
+    icon: str
+    permission: str
+
+
+NAV_ITEMS: list[NavItem] = [
+    NavItem("/customers", "nav.customers", "users", "customer.view"),
+]
+
+
+def register_nav(item: NavItem) -> None:
+    """Pages add themselves to the navigation when they are registered."""
+    if all(existing.href != item.href for existing in NAV_ITEMS):
+        NAV_ITEMS.append(item)
+
+
+def _nav_link(item: NavItem) -> rx.Component:
+    active = AppState.router.page.path == item.href
+    return rx.cond(
+        AppState.perms.contains(item.permission),
+        rx.link(
+            rx.hstack(rx.icon(item.icon, size=16, aria_hidden="true"), rx.text(t(item.label_key), size="2"), spacing="2", align="center"),
+            href=item.href,
+            underline="none",
+            padding_x="3",
+            padding_y="2",
+            border_radius="6px",
+            width="100%",
+            color=rx.cond(active, "var(--accent-11)", "var(--gray-12)"),
+            background=rx.cond(active, "var(--accent-3)", "transparent"),
+            aria_current=rx.cond(active, "page", "false"),
+            id=f"nav-{item.href.strip('/').replace('/', '-') or 'home'}",
+        ),
+    )
+
+
+def sidebar() -> rx.Component:
+    return rx.box(
+        rx.vstack(
+            rx.hstack(
+                rx.icon("message-circle-heart", size=22, color="var(--accent-9)", aria_hidden="true"),
+                rx.heading(t("app.title"), size="4"),
+                align="center",
+                padding_x="3",
+                padding_bottom="3",
+            ),
+            rx.el.nav(
+                rx.vstack(*[_nav_link(item) for item in NAV_ITEMS], spacing="1", width="100%"),
+                aria_label=t("nav.main"),
+                width="100%",
+            ),
+            spacing="2",
+            width="100%",
+        ),
+        width="220px",
+        min_width="220px",
+        padding="4",
+        border_right="1px solid var(--gray-5)",
+        min_height="100vh",
+        background="var(--gray-2)",
+    )
+
+
+def language_switch() -> rx.Component:
+    return rx.button(
+        rx.icon("languages", size=16, aria_hidden="true"),
+        rx.cond(AppState.is_en, "中文", "English"),
+        on_click=AppState.set_lang(rx.cond(AppState.is_en, "zh", "en")),
+        variant="soft",
+        size="2",
+        aria_label=rx.cond(AppState.is_en, "切换到中文", "Switch to English"),
+        id="lang-switch",
+    )
+
+
+def user_menu() -> rx.Component:
+    return rx.hstack(
+        rx.text(t("nav.signed_in_as"), ": ", rx.text.strong(AppState.user_display), size="2", color_scheme="gray"),
+        rx.button(
+            rx.icon("log-out", size=16, aria_hidden="true"),
+            t("nav.logout"),
+            on_click=AppState.logout,
+            variant="ghost",
+            size="2",
+            id="logout",
+        ),
+        align="center",
+        spacing="3",
+    )
+
+
+def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
+    return rx.hstack(
+        rx.link(t("app.skip_to_content"), href="#main", class_name="skip-link"),
+        sidebar(),
+        rx.box(
+            rx.hstack(
+                rx.heading(t(title_key), size="6", as_="h1"),
+                rx.spacer(),
+                language_switch(),
+                user_menu(),
+                align="center",
+                padding_x="6",
+                padding_y="3",
+                border_bottom="1px solid var(--gray-5)",
+                width="100%",
+            ),
+            rx.el.main(
+                rx.vstack(*children, spacing="4", width="100%"),
+                id="main",
+                padding="6",
+                width="100%",
+            ),
+            width="100%",
+            min_width="0",
+        ),
+        spacing="0",
+        align="start",
+        width="100%",
+    )

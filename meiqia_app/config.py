@@ -1,0 +1,121 @@
+"""Settings from the environment, read in one place.
+
+Every knob an operator may turn lives here, with its default. Nothing else in
+the code reads ``os.environ`` for product settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import secrets
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return int(raw)
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    secret_key: str
+    timezone: str
+    session_idle_minutes: int
+    session_max_hours: int
+    lockout_threshold: int
+    lockout_minutes: int
+    bcrypt_rounds: int
+    cookie_secure: bool
+    allowed_origins: tuple[str, ...]
+    export_ttl_hours: int
+    export_pdf_max_rows: int
+    trash_retention_days: int
+    backup_keep: int
+    scheduler_enabled: bool
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+    @property
+    def imports_dir(self) -> Path:
+        return self.data_dir / "imports"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _load_secret_key(data_dir: Path) -> str:
+    """The key that encrypts TOTP secrets at rest.
+
+    An operator sets MEIQIA_SECRET_KEY in production; on a laptop we create one
+    beside the database on first start so `make run` needs no set-up.
+    """
+    from_env = os.environ.get("MEIQIA_SECRET_KEY")
+    if from_env:
+        return from_env
+    key_file = data_dir / "secret.key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+def _load() -> Settings:
+    data_dir = Path(os.environ.get("MEIQIA_DATA_DIR", PROJECT_ROOT / "data")).resolve()
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir / 'meiqia.db'}"
+    origins = os.environ.get(
+        "MEIQIA_ALLOWED_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000"
+    )
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        secret_key=_load_secret_key(data_dir),
+        timezone=os.environ.get("MEIQIA_TIMEZONE", "Asia/Shanghai"),
+        session_idle_minutes=_env_int("MEIQIA_SESSION_IDLE_MINUTES", 30),
+        session_max_hours=_env_int("MEIQIA_SESSION_MAX_HOURS", 12),
+        lockout_threshold=_env_int("MEIQIA_LOCKOUT_THRESHOLD", 5),
+        lockout_minutes=_env_int("MEIQIA_LOCKOUT_MINUTES", 15),
+        bcrypt_rounds=_env_int("MEIQIA_BCRYPT_ROUNDS", 12),
+        cookie_secure=_env_bool("MEIQIA_COOKIE_SECURE", False),
+        allowed_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+        export_ttl_hours=_env_int("MEIQIA_EXPORT_TTL_HOURS", 24),
+        export_pdf_max_rows=_env_int("MEIQIA_EXPORT_PDF_MAX_ROWS", 20000),
+        trash_retention_days=_env_int("MEIQIA_TRASH_RETENTION_DAYS", 30),
+        backup_keep=_env_int("MEIQIA_BACKUP_KEEP", 10),
+        scheduler_enabled=_env_bool("MEIQIA_SCHEDULER", True),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return _load()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings (tests point the app at a fresh data dir)."""
+    get_settings.cache_clear()
+    return get_settings()

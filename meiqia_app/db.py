@@ -1,0 +1,101 @@
+"""Engine and sessions.
+
+SQLite is the default store: WAL so readers never wait for the writer,
+foreign keys on, a busy timeout so concurrent writers queue instead of
+failing, and ``BEGIN IMMEDIATE`` for write transactions so two writers never
+deadlock upgrading a read lock. PostgreSQL is reached through DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+from sqlalchemy import Engine, create_engine, event
+from sqlmodel import Session
+
+from meiqia_app.config import get_settings
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - trivial
+        # Let SQLAlchemy's "begin" event below decide how a transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
+        cursor.execute("PRAGMA mmap_size=268435456")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # pragma: no cover - trivial
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=8,
+            max_overflow=16,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+
+
+def get_engine() -> Engine:
+    global _engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = make_engine(get_settings().database_url)
+    return _engine
+
+
+def reset_engine() -> None:
+    """Drop the cached engine (tests switch databases; restore swaps the file)."""
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = None
+
+
+def is_sqlite() -> bool:
+    return get_engine().dialect.name == "sqlite"
+
+
+@contextlib.contextmanager
+def read_session() -> Iterator[Session]:
+    """A session for reads; never commits."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        yield session
+
+
+@contextlib.contextmanager
+def write_session() -> Iterator[Session]:
+    """One write transaction: commits on success, rolls back on any error."""
+    engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

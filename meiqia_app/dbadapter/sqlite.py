@@ -1,0 +1,119 @@
+"""SQLite: FTS5 trigram search, the online backup API, raw executemany loads."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sqlalchemy import ColumnElement, Connection, bindparam, literal_column, text
+
+from meiqia_app.dbadapter.base import DatabaseAdapter
+
+_FTS = "customer_fts"
+
+_TRIGGERS = {
+    "customer_search_ai": (
+        "CREATE TRIGGER customer_search_ai AFTER INSERT ON customer_search BEGIN "
+        f"INSERT INTO {_FTS}(rowid, text) VALUES (new.customer_id, new.text); END"
+    ),
+    "customer_search_ad": (
+        "CREATE TRIGGER customer_search_ad AFTER DELETE ON customer_search BEGIN "
+        f"INSERT INTO {_FTS}({_FTS}, rowid, text) VALUES ('delete', old.customer_id, old.text); END"
+    ),
+    # Only a changed text touches the index (a profile edit that leaves name,
+    # phone and e-mail alone costs nothing here).
+    "customer_search_au": (
+        "CREATE TRIGGER customer_search_au AFTER UPDATE OF text ON customer_search "
+        "WHEN old.text IS NOT new.text BEGIN "
+        f"INSERT INTO {_FTS}({_FTS}, rowid, text) VALUES ('delete', old.customer_id, old.text); "
+        f"INSERT INTO {_FTS}(rowid, text) VALUES (new.customer_id, new.text); END"
+    ),
+}
+
+
+def fts_phrase_query(terms: Sequence[str]) -> str:
+    """Every term as an FTS5 phrase ("..." with quotes doubled), ANDed."""
+    return " AND ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+class SqliteAdapter(DatabaseAdapter):
+    name = "sqlite"
+
+    def search_ddl(self) -> list[str]:
+        return [
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {_FTS} USING fts5("
+            "text, content='customer_search', content_rowid='customer_id', "
+            "tokenize='trigram')",
+            *_TRIGGERS.values(),
+        ]
+
+    def search_ddl_drop(self) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {name}" for name in _TRIGGERS] + [f"DROP TABLE IF EXISTS {_FTS}"]
+
+    def matching_ids(self, conn: Connection, terms: Sequence[str], limit: int) -> list[int]:
+        rows = conn.execute(
+            text(f"SELECT rowid FROM {_FTS} WHERE {_FTS} MATCH :q LIMIT :limit"),
+            {"q": fts_phrase_query(terms), "limit": limit},
+        )
+        return [row[0] for row in rows]
+
+    def count_matches(self, conn: Connection, terms: Sequence[str]) -> int:
+        return conn.execute(
+            text(f"SELECT count(*) FROM {_FTS} WHERE {_FTS} MATCH :q"), {"q": fts_phrase_query(terms)}
+        ).scalar_one()
+
+    def indexed_match_condition(self, customer_id_column: ColumnElement, terms: Sequence[str]) -> ColumnElement:
+        sub = text(f"SELECT rowid FROM {_FTS} WHERE {_FTS} MATCH :fts_q").bindparams(
+            bindparam("fts_q", fts_phrase_query(terms))
+        )
+        return customer_id_column.in_(sub.columns(literal_column("rowid")).subquery().select())
+
+    def suspend_search_index(self, conn: Connection) -> None:
+        for name in _TRIGGERS:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+
+    def rebuild_search_index(self, conn: Connection) -> None:
+        conn.exec_driver_sql(f"INSERT INTO {_FTS}({_FTS}) VALUES ('rebuild')")
+        for statement in _TRIGGERS.values():
+            conn.exec_driver_sql(statement.replace("CREATE TRIGGER", "CREATE TRIGGER IF NOT EXISTS", 1))
+
+    def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+        placeholders = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+        conn.connection.driver_connection.cursor().executemany(sql, rows)
+
+    def analyze(self, conn: Connection) -> None:
+        # A full ANALYZE (seconds at 1M rows): with sampled statistics the
+        # planner took the status index over a 3,000-id IN list, 30x slower.
+        conn.exec_driver_sql("ANALYZE")
+
+    def backup_to(self, url: str, target: Path) -> None:
+        source_path = url.split("sqlite:///", 1)[1]
+        source = sqlite3.connect(source_path)
+        dest = sqlite3.connect(target)
+        try:
+            # Copies pages in steps so writers are only paused briefly.
+            source.backup(dest, pages=4096)
+        finally:
+            dest.close()
+            source.close()
+
+    def verify_backup(self, target: Path) -> str:
+        conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+        messages = [row[0] for row in rows]
+        return "ok" if messages == ["ok"] else "; ".join(messages)[:255]
+
+    def restore_from(self, url: str, source: Path) -> None:
+        live_path = url.split("sqlite:///", 1)[1]
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        dest = sqlite3.connect(live_path, timeout=30)
+        try:
+            src.backup(dest)
+        finally:
+            dest.close()
+            src.close()

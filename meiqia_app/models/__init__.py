@@ -1,0 +1,51 @@
+"""SQLModel tables. Importing this package registers every table on SQLModel.metadata."""
+
+from meiqia_app.models.activity import (
+    BehaviorEvent,
+    Conversation,
+    Message,
+    Note,
+    Order,
+    Product,
+)
+from meiqia_app.models.audit import AuditEntry
+from meiqia_app.models.auth import LoginChallenge, LoginThrottle, RecoveryCode, Role, User, UserSession
+from meiqia_app.models.customer import Customer, CustomerSearch
+from meiqia_app.models.tag import Tag, TagAssignment, TagRule
+from meiqia_app.models.workflow import (
+    AppSetting,
+    Backup,
+    DownloadToken,
+    ErasureRequest,
+    ExportJob,
+    Job,
+    SavedView,
+)
+
+__all__ = [
+    "AppSetting",
+    "AuditEntry",
+    "Backup",
+    "BehaviorEvent",
+    "Conversation",
+    "Customer",
+    "CustomerSearch",
+    "DownloadToken",
+    "ErasureRequest",
+    "ExportJob",
+    "Job",
+    "LoginChallenge",
+    "LoginThrottle",
+    "Message",
+    "Note",
+    "Order",
+    "Product",
+    "RecoveryCode",
+    "Role",
+    "SavedView",
+    "Tag",
+    "TagAssignment",
+    "TagRule",
+    "User",
+    "UserSession",
+]

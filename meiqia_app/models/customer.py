@@ -1,0 +1,104 @@
+"""The customer aggregate: the profile row and its search text."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+from meiqia_app.timeutil import utcnow
+
+STATUS_ACTIVE = "active"
+STATUS_ARCHIVED = "archived"
+STATUS_TRASHED = "trashed"
+STATUSES = (STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED)
+
+LIFECYCLE_STAGES = ("prospect", "new", "active", "dormant", "churned")
+MEMBERSHIP_TIERS = ("regular", "silver", "gold")
+SOURCES = ("web", "wechat", "app", "weibo", "miniprogram", "douyin", "phone", "offline")
+GENDERS = ("M", "F", "U")
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customer"
+    __table_args__ = (
+        # One index per sortable column, led by status: the list always filters
+        # on status (archived/trashed customers leave the working set), and the
+        # trailing id makes keyset pagination an index range scan.
+        Index("ix_customer_status_last_active", "status", "last_active_at", "id"),
+        Index("ix_customer_status_registered", "status", "registered_at", "id"),
+        Index("ix_customer_status_last_purchase", "status", "last_purchase_at", "id"),
+        Index("ix_customer_status_spent", "status", "total_spent_cents", "id"),
+        Index("ix_customer_status_orders", "status", "order_count", "id"),
+        Index("ix_customer_status_name", "status", "name_pinyin", "id"),
+        # Equality filters, each followed by the default sort.
+        Index("ix_customer_source", "status", "source", "last_active_at"),
+        Index("ix_customer_lifecycle", "status", "lifecycle_stage", "last_active_at"),
+        Index("ix_customer_tier", "status", "membership_tier", "last_active_at"),
+        Index("ix_customer_region", "status", "province", "city", "last_active_at"),
+        # Duplicate finder and import de-duplication.
+        Index("ix_customer_phone", "phone"),
+        Index("ix_customer_email", "email"),
+        Index("ix_customer_name_city", "name", "city"),
+        Index("ix_customer_external_id", "external_id"),
+        Index("ix_customer_visitor_id", "visitor_id"),
+        Index("ix_customer_trashed_at", "trashed_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    name_pinyin: str = Field(default="", max_length=256)
+    name_initials: str = Field(default="", max_length=64)
+    gender: str = Field(default="U", max_length=1)
+    birthday: dt.date | None = None
+    phone: str | None = Field(default=None, max_length=32)
+    email: str | None = Field(default=None, max_length=254)
+    address: str | None = Field(default=None, max_length=255)
+    province: str | None = Field(default=None, max_length=32)
+    city: str | None = Field(default=None, max_length=32)
+    company: str | None = Field(default=None, max_length=128)
+    source: str = Field(default="web", max_length=16)
+    external_id: str | None = Field(default=None, max_length=64)
+    visitor_id: str | None = Field(default=None, max_length=64)
+
+    registered_at: dt.datetime = Field(default_factory=utcnow)
+    last_active_at: dt.datetime = Field(default_factory=utcnow)
+    last_login_at: dt.datetime | None = None
+    first_purchase_at: dt.datetime | None = None
+    last_purchase_at: dt.datetime | None = None
+    order_count: int = 0
+    total_spent_cents: int = 0
+    lifecycle_stage: str = Field(default="prospect", max_length=16)
+    membership_tier: str = Field(default="regular", max_length=16)
+
+    consent_marketing: bool = False
+    consent_marketing_at: dt.datetime | None = None
+    consent_analytics: bool = False
+    consent_analytics_at: dt.datetime | None = None
+
+    status: str = Field(default=STATUS_ACTIVE, max_length=16)
+    archived_at: dt.datetime | None = None
+    trashed_at: dt.datetime | None = None
+    erased_at: dt.datetime | None = None
+
+    custom_attributes: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    version: int = 1
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+    updated_by_id: int | None = None
+    updated_by_name: str | None = Field(default=None, max_length=64)
+
+
+class CustomerSearch(SQLModel, table=True):
+    """Lower-cased text every search term is matched against, one row per customer.
+
+    Kept apart from ``customer`` so that list scans stay narrow. On SQLite an
+    FTS5 trigram index over ``text`` (created in the migration, kept in sync by
+    triggers) answers substring queries; see services/search.py for the format.
+    """
+
+    __tablename__ = "customer_search"
+
+    customer_id: int = Field(primary_key=True, foreign_key="customer.id", ondelete="CASCADE")
+    text: str = Field(sa_column=Column(Text, nullable=False))

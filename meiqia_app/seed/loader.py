@@ -1,0 +1,291 @@
+"""Load demo data: roles, demo accounts, products, tags, and N customers with
+their orders, conversations, messages, behaviour events, notes and tags.
+
+Generation runs in worker processes (two cores here); this process writes
+each chunk in one transaction through the adapter's bulk insert. Large loads
+drop the secondary indexes and the search index first and rebuild them once
+at the end, which is several times faster than maintaining them row by row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Connection, func, text
+from sqlalchemy.schema import CreateIndex, DropIndex
+from sqlmodel import Session, SQLModel, select
+
+from meiqia_app.config import get_settings
+from meiqia_app.db import get_engine, write_session
+from meiqia_app.dbadapter import get_adapter
+from meiqia_app.migrate import upgrade_to_head
+from meiqia_app.models import Customer, Product, Tag, User
+from meiqia_app.seed import data
+from meiqia_app.seed.generator import (
+    CONVERSATION_COLUMNS,
+    CUSTOMER_COLUMNS,
+    EVENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    NOTE_COLUMNS,
+    ORDER_COLUMNS,
+    Chunk,
+    GeneratorConfig,
+    SeedProduct,
+    generate_chunk,
+)
+from meiqia_app.services import audit, auth, users
+from meiqia_app.services.rbac import SYSTEM_ACTOR
+from meiqia_app.services.tag_names import tag_key
+from meiqia_app.timeutil import sqlite_text, utcnow
+
+BULK_TABLES = ("customer", "customer_order", "conversation", "message", "behavior_event", "note", "tag_assignment")
+LARGE_LOAD = 50_000
+
+DEMO_ACCOUNTS = (
+    ("admin", "admin", "系统管理员"),
+    ("manager", "manager", "王经理"),
+    ("analyst", "data_analyst", "数据分析师小陈"),
+    ("senior", "senior_agent", "高级客服小林"),
+    ("agent", "agent", "客服小美"),
+)
+
+DEFAULT_TAGS = (
+    # name, group, colour, description
+    ("新客户", "lifecycle", "green", "注册后 30 天内首次购买"),
+    ("高频客户", "behavior", "orange", "30 天内已付款订单 ≥ 3"),
+    ("金卡会员", "membership", "gold", "累计消费 ≥ 10000 元"),
+    ("银卡会员", "membership", "gray", "累计消费 3000–10000 元"),
+    ("普通会员", "membership", "blue", "累计消费 < 3000 元"),
+    ("投诉客户", "behavior", "red", "90 天内有投诉会话"),
+    ("待回访", "behavior", "cyan", "14 天内咨询过但未下单"),
+)
+
+
+@dataclasses.dataclass
+class SeedReport:
+    customers: int
+    orders: int
+    conversations: int
+    messages: int
+    events: int
+    notes: int
+    seconds: float
+    database_bytes: int
+    accounts: list[dict]
+
+
+def _identity(value):
+    return value
+
+
+def _iso_date(value: dt.date | None):
+    return value.isoformat() if value is not None else None
+
+
+def _formatters(dialect: str) -> tuple[Callable, Callable]:
+    if dialect == "sqlite":
+        return sqlite_text, _iso_date
+    return _identity, _identity
+
+
+# Worker-process state, set once per process by the pool initializer.
+_worker_config: GeneratorConfig | None = None
+
+
+def _init_worker(config: GeneratorConfig) -> None:
+    global _worker_config
+    _worker_config = config
+
+
+def _work(args: tuple[int, int, int]) -> Chunk:
+    chunk_index, chunk_size, total = args
+    return generate_chunk(_worker_config, chunk_index, chunk_size, total)
+
+
+def demo_accounts_file() -> Path:
+    return get_settings().data_dir / "demo_accounts.json"
+
+
+def ensure_demo_accounts(session: Session) -> list[dict]:
+    """One account per built-in role, enrolled in TOTP, recorded for `make run` to print."""
+    accounts_file = demo_accounts_file()
+    known = json.loads(accounts_file.read_text()) if accounts_file.exists() else []
+    by_name = {account["username"]: account for account in known}
+    for username, role_name, display_name in DEMO_ACCOUNTS:
+        if session.exec(select(User).where(User.username == username)).first():
+            continue
+        password = f"Demo-{username}-2026"
+        secret = auth.new_totp_secret()
+        users.create_user_record(session, username, password, role_name, display_name, totp_secret=secret)
+        by_name[username] = {"username": username, "password": password, "role": role_name, "totp_secret": secret}
+    accounts = list(by_name.values())
+    accounts_file.parent.mkdir(parents=True, exist_ok=True)
+    accounts_file.write_text(json.dumps(accounts, ensure_ascii=False, indent=2))
+    accounts_file.chmod(0o600)
+    return accounts
+
+
+def ensure_reference_data(with_demo_accounts: bool = True) -> list[dict]:
+    """Roles, products, default tags (and demo accounts): idempotent."""
+    upgrade_to_head()
+    with write_session() as session:
+        users.ensure_builtin_roles(session)
+        accounts = ensure_demo_accounts(session) if with_demo_accounts else []
+        if not session.exec(select(func.count()).select_from(Product)).one():
+            for sku, name, category, price in data.PRODUCTS:
+                session.add(Product(sku=sku, name=name, category=category, price_cents=price * 100))
+        existing = set(session.exec(select(Tag.name_key)).all())
+        for name, group, color, description in DEFAULT_TAGS + tuple((n, g, c, "") for n, g, c, _ in data.MANUAL_TAGS):
+            if tag_key(name) not in existing:
+                session.add(Tag(name=name, name_key=tag_key(name), group=group, color=color, description=description))
+    return accounts
+
+
+def _secondary_indexes(table_names: tuple[str, ...]):
+    for name in table_names:
+        table = SQLModel.metadata.tables[name]
+        for index in table.indexes:
+            if not index.unique:
+                yield index
+
+
+def _write_chunk(conn: Connection, adapter, chunk: Chunk, ids: dict[str, int], tag_ids: list[int]) -> None:
+    adapter.bulk_insert(conn, "customer", CUSTOMER_COLUMNS, chunk.customers)
+    adapter.bulk_insert(conn, "customer_search", ("customer_id", "text"), chunk.search)
+    order_base = ids["order"]
+    adapter.bulk_insert(conn, "customer_order", ORDER_COLUMNS, (
+        (order_base + i, f"MQ{order_base + i:010d}", *row) for i, row in enumerate(chunk.orders, start=1)
+    ))
+    ids["order"] += len(chunk.orders)
+    conversation_base = ids["conversation"]
+    adapter.bulk_insert(conn, "conversation", CONVERSATION_COLUMNS, (
+        (conversation_base + i, *row) for i, row in enumerate(chunk.conversations, start=1)
+    ))
+    ids["conversation"] += len(chunk.conversations)
+    adapter.bulk_insert(conn, "message", MESSAGE_COLUMNS, (
+        (conversation_base + position + 1, sender, body, sent) for position, sender, body, sent in chunk.messages
+    ))
+    adapter.bulk_insert(conn, "behavior_event", EVENT_COLUMNS, chunk.events)
+    adapter.bulk_insert(conn, "note", NOTE_COLUMNS, chunk.notes)
+    now = chunk.customers[0][CUSTOMER_COLUMNS.index("updated_at")] if chunk.customers else None
+    adapter.bulk_insert(conn, "tag_assignment", ("customer_id", "tag_id", "source", "assigned_at"), (
+        (customer_id, tag_ids[index], "manual", now) for customer_id, index in chunk.manual_tags
+    ))
+    adapter.bulk_insert(conn, "erasure_request", ("customer_id", "requested_by_name", "requested_at", "reason", "status"), (
+        (customer_id, "system", now, "客户来电要求删除个人数据", "pending") for customer_id in chunk.erasure_requests
+    ))
+
+
+def seed(
+    customers: int,
+    seed_value: int = 42,
+    as_of: dt.datetime | None = None,
+    chunk_size: int = 5000,
+    workers: int | None = None,
+    progress: Callable[[str], None] = print,
+) -> SeedReport:
+    started = time.perf_counter()
+    accounts = ensure_reference_data()
+    engine = get_engine()
+    adapter = get_adapter(engine)
+    dialect = engine.dialect.name
+    as_of = as_of or utcnow()
+    with write_session() as session:
+        existing = session.exec(select(func.count()).select_from(Customer)).one()
+        if existing:
+            raise RuntimeError(
+                f"the database already has {existing} customers; seed into an empty database "
+                "(set DATABASE_URL or MEIQIA_DATA_DIR to a new location)"
+            )
+        products = tuple(
+            SeedProduct(p.id, p.name, p.price_cents) for p in session.exec(select(Product).order_by(Product.id)).all()
+        )
+        manual_tag_ids = [
+            session.exec(select(Tag.id).where(Tag.name_key == tag_key(name))).one() for name, *_ in data.MANUAL_TAGS
+        ]
+        authors = session.exec(
+            select(User.id, User.display_name).where(User.username.in_(("agent", "senior", "manager")))
+        ).all() or [(None, "系统")]
+    format_datetime, format_date = _formatters(dialect)
+    config = GeneratorConfig(
+        seed=seed_value,
+        as_of=as_of,
+        products=products,
+        author_ids=tuple(a[0] for a in authors),
+        author_names=tuple(a[1] for a in authors),
+        format_datetime=format_datetime,
+        format_date=format_date,
+    )
+    large = customers >= LARGE_LOAD
+    totals = dict.fromkeys(("customers", "orders", "conversations", "messages", "events", "notes"), 0)
+    ids = {"order": 0, "conversation": 0}
+    chunk_count = (customers + chunk_size - 1) // chunk_size
+    tasks = [(index, chunk_size, customers) for index in range(chunk_count)]
+
+    with engine.connect() as conn:
+        if large:
+            progress("dropping secondary indexes for the bulk load")
+            with conn.begin():
+                for index in _secondary_indexes(BULK_TABLES):
+                    conn.execute(DropIndex(index, if_exists=True))
+                adapter.suspend_search_index(conn)
+        workers = workers or max(1, min(2, os.cpu_count() or 1))
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
+            for done, chunk in enumerate(pool.imap(_work, tasks), start=1):
+                with conn.begin():
+                    _write_chunk(conn, adapter, chunk, ids, manual_tag_ids)
+                totals["customers"] += len(chunk.customers)
+                totals["orders"] += len(chunk.orders)
+                totals["conversations"] += len(chunk.conversations)
+                totals["messages"] += len(chunk.messages)
+                totals["events"] += len(chunk.events)
+                totals["notes"] += len(chunk.notes)
+                if done % 20 == 0 or done == chunk_count:
+                    rate = totals["customers"] / (time.perf_counter() - started)
+                    progress(f"  {totals['customers']:,} / {customers:,} customers ({rate:,.0f}/s)")
+        if large:
+            progress("rebuilding indexes and the search index")
+            with conn.begin():
+                for index in _secondary_indexes(BULK_TABLES):
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+                adapter.rebuild_search_index(conn)
+        with conn.begin():
+            if dialect == "postgresql":
+                for table, column in (("customer_order", "id"), ("conversation", "id"), ("customer", "id")):
+                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                                      f"COALESCE((SELECT max({column}) FROM {table}), 1))"))
+            adapter.analyze(conn)
+
+    _after_seed_hooks(progress)
+    with write_session() as session:
+        audit.record(session, SYSTEM_ACTOR, "data.seed", details={**totals, "seed": seed_value})
+    elapsed = time.perf_counter() - started
+    db_bytes = _database_bytes()
+    return SeedReport(seconds=elapsed, database_bytes=db_bytes, accounts=accounts, **totals)
+
+
+def _after_seed_hooks(progress: Callable[[str], None]) -> None:
+    """Derived data other features keep (rule-based tags) is computed once after a load."""
+    try:
+        from meiqia_app.services import rules
+    except ImportError:  # the rules engine is not part of this build
+        return
+    progress("running the tag rules")
+    rules.run_all_rules(SYSTEM_ACTOR, progress=progress)
+
+
+def _database_bytes() -> int:
+    url = get_settings().database_url
+    if url.startswith("sqlite:///"):
+        path = Path(url.split("sqlite:///", 1)[1])
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+    with get_engine().connect() as conn:
+        return conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()

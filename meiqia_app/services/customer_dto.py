@@ -1,0 +1,105 @@
+"""What pages receive about customers: small dataclasses with display-ready,
+masked values. Table models never leave the services (Reflex would serialise
+every column of a model placed in a frontend var)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, select
+
+from meiqia_app.i18n import tr
+from meiqia_app.models import Tag, TagAssignment
+from meiqia_app.services.masking import MASK, mask_email, mask_phone
+from meiqia_app.services.rbac import Actor
+from meiqia_app.timeutil import format_local
+
+TAGS_PER_ROW = 6
+
+
+@dataclasses.dataclass
+class TagChip:
+    id: int
+    name: str
+    color: str
+    source: str = "manual"
+
+
+@dataclasses.dataclass
+class CustomerRow:
+    id: int
+    name: str
+    phone: str
+    email: str
+    region: str
+    source: str
+    lifecycle: str
+    tier: str
+    tags: list[TagChip]
+    last_active: str
+    registered: str
+    last_purchase: str
+    total_spent: str
+    order_count: int
+    status: str
+
+
+def money(cents: int | None) -> str:
+    return f"¥{(cents or 0) / 100:,.2f}"
+
+
+def region_text(province: str | None, city: str | None) -> str:
+    """北京 for municipalities, 广东 深圳 otherwise."""
+    if province and city and province != city:
+        return f"{province} {city}"
+    return province or city or ""
+
+
+def label(lang: str, prefix: str, code: str | None) -> str:
+    return tr(lang, f"{prefix}.{code}") if code else ""
+
+
+def tags_for(conn: Connection, customer_ids: Sequence[int], limit: int | None = TAGS_PER_ROW) -> dict[int, list[TagChip]]:
+    if not customer_ids:
+        return {}
+    ta = TagAssignment.__table__.c
+    t = Tag.__table__.c
+    rows = conn.execute(
+        select(ta.customer_id, t.id, t.name, t.color, ta.source)
+        .join(Tag.__table__, t.id == ta.tag_id)
+        .where(ta.customer_id.in_(list(customer_ids)))
+        .order_by(ta.customer_id, t.group, t.name)
+    )
+    result: dict[int, list[TagChip]] = defaultdict(list)
+    for customer_id, tag_id, name, color, source in rows:
+        if limit is None or len(result[customer_id]) < limit:
+            result[customer_id].append(TagChip(tag_id, name, color, source))
+    return result
+
+
+def customer_rows(conn: Connection, actor: Actor, records: Sequence, lang: str = "zh") -> list[CustomerRow]:
+    """List rows from raw records, masked for actors without customer.view_sensitive."""
+    sensitive = actor.can("customer.view_sensitive")
+    tags = tags_for(conn, [r.id for r in records])
+    rows = []
+    for r in records:
+        rows.append(CustomerRow(
+            id=r.id,
+            name=r.name,
+            phone=(r.phone or "") if sensitive else mask_phone(r.phone),
+            email=(r.email or "") if sensitive else mask_email(r.email),
+            region=region_text(r.province, r.city),
+            source=label(lang, "source", r.source),
+            lifecycle=label(lang, "lifecycle", r.lifecycle_stage),
+            tier=label(lang, "tier", r.membership_tier),
+            tags=tags.get(r.id, []),
+            last_active=format_local(r.last_active_at),
+            registered=format_local(r.registered_at),
+            last_purchase=format_local(r.last_purchase_at),
+            total_spent=money(r.total_spent_cents) if sensitive else MASK,
+            order_count=r.order_count,
+            status=label(lang, "status", r.status),
+        ))
+    return rows

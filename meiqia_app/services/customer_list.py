@@ -1,0 +1,276 @@
+"""Pages of the customer list and the number of matches (CUST-1, CUST-2).
+
+Search strategy. The search index gives the ids of matching customers. When
+the matches are few (at most ``CANDIDATE_CAP``), the page is read from exactly
+those ids and sorted — a rare term costs a handful of lookups. When they are
+many, the page walks the sort index and keeps matching rows — a common term
+fills a page within a few hundred rows. Either way no query scans the table.
+
+Counting. The number of matches is asked for separately, after the page is
+shown. It is exact when cheap (few candidates, no filters, or cached);
+otherwise a quick estimate comes first and the exact figure is computed once
+per distinct query and kept for a minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import OrderedDict
+
+from sqlalchemy import Connection, and_, case, func, select
+
+from meiqia_app.db import get_engine
+from meiqia_app.dbadapter import get_adapter
+from meiqia_app.models import Customer
+from meiqia_app.services.customer_dto import CustomerRow, customer_rows
+from meiqia_app.services.customer_query import (
+    C,
+    PAGE_SIZES,
+    SORTS,
+    ListQuery,
+    after_condition,
+    base_select,
+    decode_cursor,
+    encode_cursor,
+    filter_conditions,
+    never,
+    order_by,
+    status_condition,
+)
+from meiqia_app.services.rbac import Actor, require
+
+CANDIDATE_CAP = 3000
+ESTIMATE_SAMPLE = 8_000
+ESTIMATE_WINDOWS = 8
+COUNT_CACHE_SECONDS = 60
+COUNT_CACHE_SIZE = 512
+
+LIST_COLUMNS = (
+    C.id, C.name, C.phone, C.email, C.province, C.city, C.source, C.lifecycle_stage,
+    C.membership_tier, C.last_active_at, C.registered_at, C.last_purchase_at,
+    C.total_spent_cents, C.order_count, C.status, C.name_pinyin,
+)
+
+
+@dataclasses.dataclass
+class CustomerPage:
+    rows: list[CustomerRow]
+    next_cursor: str = ""
+    prev_cursor: str = ""
+    too_short: bool = False  # the query was one or two digits: ask for more
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchCount:
+    value: int
+    exact: bool
+
+
+def _search_condition(conn: Connection, query: ListQuery, for_counting: bool = False):
+    """(condition, candidate count or None when the matches are many)."""
+    terms = query.terms
+    if terms.empty:
+        return None, None
+    adapter = get_adapter(conn)
+    ids = adapter.matching_ids(conn, terms.terms, CANDIDATE_CAP + 1)
+    if len(ids) <= CANDIDATE_CAP:
+        return (C.id.in_(ids) if ids else never()), len(ids)
+    if for_counting:
+        return adapter.indexed_match_condition(C.id, terms.terms), None
+    return adapter.row_match_condition(C.id, terms.terms), None
+
+
+def all_conditions(conn: Connection, query: ListQuery) -> list:
+    """Filters plus search, as SQL conditions on the customer table."""
+    conditions = filter_conditions(query)
+    search, _ = _search_condition(conn, query)
+    if search is not None:
+        conditions.append(search)
+    elif query.terms.too_short_digits:
+        conditions.append(never())
+    return conditions
+
+
+def list_customers(
+    actor: Actor,
+    query: ListQuery,
+    cursor: str = "",
+    direction: str = "next",
+    page_size: int = 50,
+    lang: str = "zh",
+) -> CustomerPage:
+    """One page. ``direction`` is next (after ``cursor``), prev (before it) or last."""
+    require(actor, "customer.view", action="customer.list")
+    if page_size not in PAGE_SIZES:
+        page_size = 50
+    if direction not in ("next", "prev", "last"):
+        direction = "next"
+    descending = query.direction == "desc"
+    walk_descending = descending if direction == "next" else not descending
+    with get_engine().connect() as conn:
+        if query.terms.too_short_digits and query.terms.empty:
+            return CustomerPage(rows=[], too_short=True)
+        conditions = all_conditions(conn, query)
+        if cursor and direction != "last":
+            sort_value, row_id = decode_cursor(cursor, query.sort)
+            conditions.append(after_condition(query.sort, walk_descending, sort_value, row_id))
+        statement = (
+            base_select(LIST_COLUMNS, conditions)
+            .order_by(*order_by(query.sort, walk_descending))
+            .limit(page_size + 1)
+        )
+        records = conn.execute(statement).all()
+        has_more = len(records) > page_size
+        records = records[:page_size]
+        if direction != "next":
+            records.reverse()
+        rows = customer_rows(conn, actor, records, lang)
+    sort_column = SORTS[query.sort][0]
+
+    def cursor_of(record) -> str:
+        return encode_cursor(getattr(record, sort_column), record.id)
+
+    page = CustomerPage(rows=rows)
+    if not records:
+        return page
+    if direction == "next":
+        page.next_cursor = cursor_of(records[-1]) if has_more else ""
+        page.prev_cursor = cursor_of(records[0]) if cursor else ""
+    elif direction == "prev":
+        page.prev_cursor = cursor_of(records[0]) if has_more else ""
+        page.next_cursor = cursor_of(records[-1])
+    else:  # last
+        page.prev_cursor = cursor_of(records[0]) if has_more else ""
+    return page
+
+
+# --- counting ---------------------------------------------------------------------
+
+class _CountCache:
+    """Exact counts per query signature, for a minute; cleared on any customer write here."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def get(self, key: str) -> int | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or time.monotonic() - entry[0] > COUNT_CACHE_SECONDS:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: str, value: int) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic(), value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > COUNT_CACHE_SIZE:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_count_cache = _CountCache()
+
+
+def invalidate_counts() -> None:
+    """Called by every service that adds, changes the status of, or edits customers."""
+    _count_cache.clear()
+
+
+def _exact_count(conn: Connection, conditions: list) -> int:
+    return conn.execute(base_select([func.count()], conditions)).scalar_one()
+
+
+def _estimate(conn: Connection, conditions: list, query: ListQuery) -> int:
+    """Count in a few evenly spread windows of ids and scale up.
+
+    Each window is read through the primary key (a materialised id range),
+    so the planner cannot wander off to a filter index and the cost is fixed
+    at about ESTIMATE_SAMPLE row lookups whatever the filters are.
+    """
+    population = _status_population(conn, query.status)
+    low, high = conn.execute(select(func.min(C.id), func.max(C.id))).one()
+    if not population or low is None:
+        return 0
+    windows = ESTIMATE_WINDOWS
+    per_window = max(1, ESTIMATE_SAMPLE // windows)
+    step = max(per_window, (high - low + 1) // windows)
+    matched = in_status = 0
+    status = status_condition(query.status)
+    for start in range(low, high + 1, step):
+        window = (
+            select(C.id.label("wid")).where(C.id >= start).order_by(C.id).limit(per_window).subquery()
+        )
+        statement = (
+            select(
+                func.coalesce(func.sum(case((and_(*conditions), 1), else_=0)), 0),
+                func.coalesce(func.sum(case((status, 1), else_=0)), 0),
+            )
+            .select_from(window.join(Customer.__table__, C.id == window.c.wid))
+        )
+        window_matched, window_status = conn.execute(statement).one()
+        matched += window_matched
+        in_status += window_status
+    if not in_status:
+        return 0
+    return int(round(matched * population / in_status))
+
+
+def _status_population(conn: Connection, status: str) -> int:
+    key = f"status:{status}"
+    cached = _count_cache.get(key)
+    if cached is not None:
+        return cached
+    value = _exact_count(conn, [status_condition(status)])
+    _count_cache.put(key, value)
+    return value
+
+
+def count_customers(actor: Actor, query: ListQuery, exact: bool = False) -> MatchCount:
+    """How many customers match. ``exact=False`` may answer with an estimate."""
+    require(actor, "customer.view", action="customer.count")
+    key = query.signature()
+    cached = _count_cache.get(key)
+    if cached is not None:
+        return MatchCount(cached, True)
+    with get_engine().connect() as conn:
+        if query.terms.too_short_digits and query.terms.empty:
+            return MatchCount(0, True)
+        if not query.has_filters():
+            return MatchCount(_status_population(conn, query.status), True)
+        filters = filter_conditions(query)
+        search, candidates = _search_condition(conn, query, for_counting=exact)
+        if search is not None and candidates is not None:
+            value = _exact_count(conn, [*filters, search]) if candidates else 0
+            _count_cache.put(key, value)
+            return MatchCount(value, True)
+        conditions = filters + ([search] if search is not None else [])
+        if not exact:
+            return MatchCount(_estimate(conn, conditions, query), False)
+        value = _exact_count(conn, conditions)
+        _count_cache.put(key, value)
+        return MatchCount(value, True)
+
+
+def matching_ids(actor: Actor, query: ListQuery, after_id: int = 0, batch: int = 5000) -> list[int]:
+    """Ids of matching customers in id order, one batch after ``after_id``.
+
+    Bulk jobs (tagging, archiving, exporting "all N matching") walk the set
+    with this, never holding more than a batch in memory.
+    """
+    require(actor, "customer.view", action="customer.list")
+    with get_engine().connect() as conn:
+        conditions = all_conditions(conn, query)
+        statement = (
+            select(C.id).select_from(Customer.__table__)
+            .where(and_(*conditions, C.id > after_id))
+            .order_by(C.id)
+            .limit(batch)
+        )
+        return list(conn.execute(statement).scalars())

@@ -1,0 +1,308 @@
+"""The customer list query (CUST-1..3): search, filters, sort, keyset pages.
+
+A :class:`ListQuery` is what a person set up on the list page; it is also what
+a saved view stores and what bulk actions and exports receive as "all N
+matching". It is validated when built from untrusted input (``from_dict``),
+and it is turned into SQL only here, from allowlisted columns.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, and_, exists, false, or_, select, tuple_
+from sqlalchemy.sql import Select
+
+from meiqia_app.models import Customer, TagAssignment
+from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES, STATUSES
+from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.search_text import SearchTerms, parse_query
+from meiqia_app.timeutil import local_day_start_utc
+
+C = Customer.__table__.c
+TA = TagAssignment.__table__.c
+
+# Sortable columns: the key the UI sends -> the column, and whether it can be NULL.
+SORTS: dict[str, tuple[str, bool]] = {
+    "last_active_at": ("last_active_at", False),
+    "registered_at": ("registered_at", False),
+    "last_purchase_at": ("last_purchase_at", True),
+    "total_spent": ("total_spent_cents", False),
+    "order_count": ("order_count", False),
+    "name": ("name_pinyin", False),
+}
+PAGE_SIZES = (20, 50, 100)
+STATUS_CHOICES = ("active", "archived", "trashed", "all")
+CONSENT_CHOICES = ("", "yes", "no")
+MAX_TAG_FILTER = 20
+MAX_IDS = 10_000
+
+
+def _parse_date(value, field: str) -> str:
+    if value in (None, ""):
+        return ""
+    try:
+        return dt.date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise ValidationError.single(field, "error.bad_date") from None
+
+
+def _parse_number(value, field: str, integer: bool = False):
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value) if integer else round(float(value), 2)
+    except (TypeError, ValueError):
+        raise ValidationError.single(field, "error.bad_number") from None
+    if number < 0 or number > 10**12:
+        raise ValidationError.single(field, "error.bad_number")
+    return number
+
+
+def _choices(values, allowed: Sequence[str], field: str) -> tuple[str, ...]:
+    if values in (None, ""):
+        return ()
+    if isinstance(values, str):
+        values = [values]
+    result = []
+    for value in values:
+        if value not in allowed:
+            raise ValidationError.single(field, "error.bad_choice")
+        if value not in result:
+            result.append(value)
+    return tuple(result)
+
+
+def _ids(values, field: str, limit: int) -> tuple[int, ...]:
+    if values in (None, ""):
+        return ()
+    try:
+        ids = tuple(dict.fromkeys(int(v) for v in values))
+    except (TypeError, ValueError):
+        raise ValidationError.single(field, "error.bad_choice") from None
+    if len(ids) > limit or any(i <= 0 for i in ids):
+        raise ValidationError.single(field, "error.bad_choice")
+    return ids
+
+
+def _text(value, limit: int) -> str:
+    return str(value or "").strip()[:limit]
+
+
+@dataclasses.dataclass(frozen=True)
+class ListQuery:
+    q: str = ""
+    tags_any: tuple[int, ...] = ()
+    tags_all: tuple[int, ...] = ()
+    tags_none: tuple[int, ...] = ()
+    lifecycle: tuple[str, ...] = ()
+    tiers: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    province: str = ""
+    city: str = ""
+    registered_from: str = ""
+    registered_to: str = ""
+    active_from: str = ""
+    active_to: str = ""
+    purchase_from: str = ""
+    purchase_to: str = ""
+    spent_min: float | None = None
+    spent_max: float | None = None
+    orders_min: int | None = None
+    orders_max: int | None = None
+    consent_marketing: str = ""
+    status: str = "active"
+    sort: str = "last_active_at"
+    direction: str = "desc"
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "ListQuery":
+        """Build from untrusted input (browser events, saved views); raises ValidationError."""
+        data = data or {}
+        if not isinstance(data, dict):
+            raise ValidationError.single("query", "error.bad_choice")
+        status = data.get("status") or "active"
+        sort = data.get("sort") or "last_active_at"
+        direction = data.get("direction") or "desc"
+        if status not in STATUS_CHOICES:
+            raise ValidationError.single("status", "error.bad_choice")
+        if sort not in SORTS:
+            raise ValidationError.single("sort", "error.bad_choice")
+        if direction not in ("asc", "desc"):
+            raise ValidationError.single("direction", "error.bad_choice")
+        consent = data.get("consent_marketing") or ""
+        if consent not in CONSENT_CHOICES:
+            raise ValidationError.single("consent_marketing", "error.bad_choice")
+        return cls(
+            q=_text(data.get("q"), 100),
+            tags_any=_ids(data.get("tags_any"), "tags_any", MAX_TAG_FILTER),
+            tags_all=_ids(data.get("tags_all"), "tags_all", MAX_TAG_FILTER),
+            tags_none=_ids(data.get("tags_none"), "tags_none", MAX_TAG_FILTER),
+            lifecycle=_choices(data.get("lifecycle"), LIFECYCLE_STAGES, "lifecycle"),
+            tiers=_choices(data.get("tiers"), MEMBERSHIP_TIERS, "tiers"),
+            sources=_choices(data.get("sources"), SOURCES, "sources"),
+            province=_text(data.get("province"), 32),
+            city=_text(data.get("city"), 32),
+            registered_from=_parse_date(data.get("registered_from"), "registered_from"),
+            registered_to=_parse_date(data.get("registered_to"), "registered_to"),
+            active_from=_parse_date(data.get("active_from"), "active_from"),
+            active_to=_parse_date(data.get("active_to"), "active_to"),
+            purchase_from=_parse_date(data.get("purchase_from"), "purchase_from"),
+            purchase_to=_parse_date(data.get("purchase_to"), "purchase_to"),
+            spent_min=_parse_number(data.get("spent_min"), "spent_min"),
+            spent_max=_parse_number(data.get("spent_max"), "spent_max"),
+            orders_min=_parse_number(data.get("orders_min"), "orders_min", integer=True),
+            orders_max=_parse_number(data.get("orders_max"), "orders_max", integer=True),
+            consent_marketing=consent,
+            status=status,
+            sort=sort,
+            direction=direction,
+        )
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def signature(self) -> str:
+        """Stable identity of the matching set (sort excluded): the count cache key."""
+        data = self.to_dict()
+        data.pop("sort")
+        data.pop("direction")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def terms(self) -> SearchTerms:
+        return parse_query(self.q)
+
+    def has_filters(self) -> bool:
+        """Anything beyond the status narrows the set."""
+        base = ListQuery(status=self.status, sort=self.sort, direction=self.direction)
+        return dataclasses.replace(self, sort=base.sort, direction=base.direction) != base
+
+
+def _day_range(column: ColumnElement, start: str, end: str) -> list[ColumnElement]:
+    conditions = []
+    if start:
+        conditions.append(column >= local_day_start_utc(dt.date.fromisoformat(start)))
+    if end:
+        conditions.append(column < local_day_start_utc(dt.date.fromisoformat(end) + dt.timedelta(days=1)))
+    return conditions
+
+
+def status_condition(status: str) -> ColumnElement:
+    if status == "all":
+        return C.status.in_(("active", "archived"))
+    if status not in STATUSES:
+        raise ValidationError.single("status", "error.bad_choice")
+    return C.status == status
+
+
+def filter_conditions(query: ListQuery) -> list[ColumnElement]:
+    """Every condition of the query except the text search."""
+    conditions: list[ColumnElement] = [status_condition(query.status)]
+    if query.lifecycle:
+        conditions.append(C.lifecycle_stage.in_(query.lifecycle))
+    if query.tiers:
+        conditions.append(C.membership_tier.in_(query.tiers))
+    if query.sources:
+        conditions.append(C.source.in_(query.sources))
+    if query.province:
+        conditions.append(C.province == query.province)
+    if query.city:
+        conditions.append(C.city == query.city)
+    conditions += _day_range(C.registered_at, query.registered_from, query.registered_to)
+    conditions += _day_range(C.last_active_at, query.active_from, query.active_to)
+    conditions += _day_range(C.last_purchase_at, query.purchase_from, query.purchase_to)
+    if query.spent_min is not None:
+        conditions.append(C.total_spent_cents >= int(round(query.spent_min * 100)))
+    if query.spent_max is not None:
+        conditions.append(C.total_spent_cents <= int(round(query.spent_max * 100)))
+    if query.orders_min is not None:
+        conditions.append(C.order_count >= query.orders_min)
+    if query.orders_max is not None:
+        conditions.append(C.order_count <= query.orders_max)
+    if query.consent_marketing:
+        conditions.append(C.consent_marketing.is_(query.consent_marketing == "yes"))
+    if query.tags_any:
+        conditions.append(exists().where(TA.customer_id == C.id, TA.tag_id.in_(query.tags_any)))
+    for tag_id in query.tags_all:
+        conditions.append(exists().where(TA.customer_id == C.id, TA.tag_id == tag_id))
+    if query.tags_none:
+        conditions.append(~exists().where(TA.customer_id == C.id, TA.tag_id.in_(query.tags_none)))
+    return conditions
+
+
+# --- cursors ------------------------------------------------------------------------
+
+def encode_cursor(sort_value, row_id: int) -> str:
+    if isinstance(sort_value, dt.datetime):
+        value = {"t": sort_value.isoformat()}
+    else:
+        value = {"v": sort_value}
+    raw = json.dumps([value, row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[object, int]:
+    """The (sort value, id) a cursor points at; anything malformed is refused."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        row_id = int(row_id)
+        if "t" in value:
+            sort_value = dt.datetime.fromisoformat(value["t"])
+        else:
+            sort_value = value["v"]
+            if sort_value is not None and not isinstance(sort_value, (int, float, str)):
+                raise ValueError
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError, UnicodeDecodeError):
+        raise ValidationError.single("cursor", "error.bad_cursor") from None
+    column_name, nullable = SORTS[sort]
+    if sort_value is None and not nullable:
+        raise ValidationError.single("cursor", "error.bad_cursor")
+    return sort_value, row_id
+
+
+def after_condition(sort: str, descending: bool, sort_value, row_id: int) -> ColumnElement:
+    """Rows strictly after (value, id) in the order (col, id) [desc|asc].
+
+    SQLite sorts NULL first, so a descending walk meets NULLs last and an
+    ascending walk meets them first; the PostgreSQL query states NULLS
+    FIRST/LAST explicitly to walk the same way.
+    """
+    column_name, nullable = SORTS[sort]
+    column = C[column_name]
+    pair = tuple_(column, C.id)
+    if sort_value is None:
+        if descending:
+            return and_(column.is_(None), C.id < row_id)
+        return or_(and_(column.is_(None), C.id > row_id), column.is_not(None))
+    if descending:
+        condition = pair < tuple_(sort_value, row_id)
+        return or_(condition, column.is_(None)) if nullable else condition
+    return pair > tuple_(sort_value, row_id)
+
+
+def order_by(sort: str, descending: bool) -> list:
+    column_name, nullable = SORTS[sort]
+    column = C[column_name]
+    if descending:
+        ordered = [column.desc().nulls_last() if nullable else column.desc(), C.id.desc()]
+    else:
+        ordered = [column.asc().nulls_first() if nullable else column.asc(), C.id.asc()]
+    return ordered
+
+
+def base_select(columns: Sequence, conditions: Sequence[ColumnElement]) -> Select:
+    query = select(*columns).select_from(Customer.__table__)
+    if conditions:
+        query = query.where(and_(*conditions))
+    return query
+
+
+def never() -> ColumnElement:
+    return false()

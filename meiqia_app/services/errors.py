@@ -1,0 +1,46 @@
+"""Errors a user can cause. Each carries a message key the UI translates."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of the errors shown to people (as a toast or next to a field)."""
+
+    message_key = "error.generic"
+
+    def __init__(self, message_key: str | None = None, **params: object):
+        self.message_key = message_key or self.message_key
+        self.params = params
+        super().__init__(f"{self.message_key} {params}" if params else self.message_key)
+
+
+class PermissionDenied(AppError):
+    message_key = "error.permission_denied"
+
+
+class NotAuthenticated(AppError):
+    message_key = "error.not_authenticated"
+
+
+class NotFound(AppError):
+    message_key = "error.not_found"
+
+
+class Conflict(AppError):
+    """Somebody else changed the row since it was read (optimistic locking)."""
+
+    message_key = "error.conflict"
+
+
+class ValidationError(AppError):
+    """Bad input. ``field_errors`` maps a field name to (message key, params)."""
+
+    message_key = "error.validation"
+
+    def __init__(self, field_errors: dict[str, tuple[str, dict]] | None = None, message_key: str | None = None, **params):
+        super().__init__(message_key, **params)
+        self.field_errors = field_errors or {}
+
+    @classmethod
+    def single(cls, field: str, key: str, **params) -> "ValidationError":
+        return cls({field: (key, params)})

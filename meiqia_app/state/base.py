@@ -1,0 +1,129 @@
+"""The root state every page shares: language, who is logged in, and the
+helpers each protected handler uses to resolve the acting user.
+
+Identity is never a sticky backend var: every event that reads or changes
+data resolves the session cookie again (``_actor``), so a revoked or expired
+session stops working at the next click, and a copied websocket token is
+worth nothing without the HttpOnly cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote
+
+import reflex as rx
+
+from meiqia_app.i18n import error_text, normalize_lang, tr
+from meiqia_app.services import auth
+from meiqia_app.services.errors import AppError, NotAuthenticated, ValidationError
+from meiqia_app.services.rbac import Actor
+
+SESSION_COOKIE = "mq_session"
+T = TypeVar("T")
+
+
+def session_token_from_cookie_header(header: str) -> str:
+    if not header:
+        return ""
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except Exception:  # noqa: BLE001 - a malformed cookie header is just "no session"
+        return ""
+    morsel = jar.get(SESSION_COOKIE)
+    return morsel.value if morsel else ""
+
+
+class AppState(rx.State):
+    """Language and the logged-in user's public profile (never secrets)."""
+
+    # Kept per browser (UX-1); the backend reads it to translate messages.
+    lang: str = rx.LocalStorage("zh", name="mq_lang", sync=True)
+    user_name: str = ""
+    user_display: str = ""
+    user_role: str = ""
+    perms: list[str] = []
+
+    # Handlers of this class anyone may call without a session.
+    public_handlers: ClassVar[frozenset[str]] = frozenset({"set_lang", "check_login", "logout", "noop"})
+    requires_login: ClassVar[bool] = True
+
+    # --- helpers (underscore: not callable from the browser) ------------------------
+    def _tr(self, key: str, **params: Any) -> str:
+        return tr(normalize_lang(self.lang), key, **params)
+
+    def _client_ip(self) -> str:
+        return str(getattr(self.router.session, "client_ip", "") or "")
+
+    def _session_token(self) -> str:
+        return session_token_from_cookie_header(self.router.headers.cookie or "")
+
+    def _actor(self) -> Actor:
+        actor = auth.resolve_session(self._session_token(), self._client_ip())
+        if actor is None:
+            raise NotAuthenticated()
+        return actor
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a service off the event loop (DB work and bcrypt would block other users)."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def _on_error(self, error: Exception):
+        """Turn a service error into what the person sees."""
+        if isinstance(error, NotAuthenticated):
+            return self._to_login()
+        if isinstance(error, ValidationError) and error.field_errors and error.message_key == "error.validation":
+            field, (key, params) = next(iter(error.field_errors.items()))
+            return rx.toast.error(self._tr(key, **params))
+        if isinstance(error, AppError):
+            return rx.toast.error(error_text(normalize_lang(self.lang), error))
+        raise error
+
+    def _field_errors(self, error: ValidationError) -> dict[str, str]:
+        return {field: self._tr(key, **params) for field, (key, params) in error.field_errors.items()}
+
+    def _to_login(self):
+        path = self.router.page.path or "/"
+        return rx.redirect(f"/login?next={quote(path, safe='/')}")
+
+    def _set_user(self, actor: Actor) -> None:
+        self.user_name = actor.username
+        self.user_display = actor.display_name
+        self.user_role = actor.role_name
+        self.perms = sorted(actor.permissions)
+
+    # --- public handlers --------------------------------------------------------------
+    @rx.event
+    def set_lang(self, lang: str):
+        self.lang = normalize_lang(lang)
+
+    @rx.event
+    def noop(self):
+        return None
+
+    @rx.event
+    async def check_login(self):
+        """on_load of every protected page: no session, no page."""
+        actor = await self._call(auth.resolve_session, self._session_token(), self._client_ip())
+        if actor is None:
+            self.user_name = ""
+            self.perms = []
+            return self._to_login()
+        self._set_user(actor)
+        return None
+
+    @rx.event
+    async def logout(self):
+        await self._call(auth.logout, self._session_token(), self._client_ip())
+        self.user_name = ""
+        self.perms = []
+        # The route clears the HttpOnly cookie (JavaScript cannot).
+        return rx.redirect("/api/session/clear", is_external=False)
+
+    @rx.var
+    def is_en(self) -> bool:
+        return self.lang == "en"
