@@ -17,8 +17,11 @@ def _cmd_migrate(_args) -> int:
 
 
 def _cmd_seed(args) -> int:
-    from meiqia_app.seed.loader import seed
+    from meiqia_app.seed.loader import customer_count, seed
 
+    if args.if_empty and customer_count() > 0:
+        print(f"database already has {customer_count():,} customers; not seeding again")
+        return 0
     as_of = dt.datetime.fromisoformat(args.as_of).replace(tzinfo=dt.timezone.utc) if args.as_of else None
     report = seed(args.customers, seed_value=args.seed, as_of=as_of, workers=args.workers)
     print(
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=int, default=42)
     seed.add_argument("--as-of", help="UTC date-time the history ends at (default: now), e.g. 2026-01-31T12:00")
     seed.add_argument("--workers", type=int, default=None)
+    seed.add_argument("--if-empty", action="store_true", help="do nothing when customers exist (make run)")
     seed.set_defaults(func=_cmd_seed)
 
     sub.add_parser("init-demo", help="roles, products, default tags and demo accounts").set_defaults(func=_cmd_init_demo)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import reflex as rx
 
 from meiqia_app.i18n import EN, ZH
@@ -21,14 +23,17 @@ def t(key: str, **params: object) -> rx.Var:
 
 def _format(template: str, params: dict[str, object]) -> rx.Var:
     """str.format for Vars: split the template on {name} and concatenate."""
-    import re
-
     parts: list[object] = []
     position = 0
     for match in re.finditer(r"\{(\w+)\}", template):
         parts.append(template[position:match.start()])
         value = params.get(match.group(1), match.group(0))
-        parts.append(value.to_string() if isinstance(value, rx.Var) else str(value))
+        if isinstance(value, rx.vars.StringVar):
+            parts.append(value)
+        elif isinstance(value, rx.Var):
+            parts.append(value.to_string())  # numbers: JSON text is the plain number
+        else:
+            parts.append(str(value))
         position = match.end()
     parts.append(template[position:])
     var = rx.Var.create("")

@@ -55,7 +55,7 @@ def sidebar() -> rx.Component:
         rx.vstack(
             rx.hstack(
                 rx.icon("message-circle-heart", size=22, color="var(--accent-9)", aria_hidden="true"),
-                rx.heading(t("app.title"), size="4"),
+                rx.text(t("app.title"), size="4", weight="bold"),
                 align="center",
                 padding_x="3",
                 padding_bottom="3",

@@ -55,6 +55,8 @@ def _row(row: CustomerRow) -> rx.Component:
         rx.table.cell(row.last_active),
         class_name="customer-row",
         data_customer_id=row.id,
+        # The whole row is a target for the mouse; keyboard users have the name link.
+        on_click=rx.redirect("/customers/" + row.id.to_string()),
     )
 
 

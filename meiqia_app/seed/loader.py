@@ -23,7 +23,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlmodel import Session, SQLModel, select
 
 from meiqia_app.config import get_settings
-from meiqia_app.db import get_engine, write_session
+from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.migrate import upgrade_to_head
 from meiqia_app.models import Customer, Product, Tag, User
@@ -181,6 +181,11 @@ def _write_chunk(conn: Connection, adapter, chunk: Chunk, ids: dict[str, int], t
     adapter.bulk_insert(conn, "erasure_request", ("customer_id", "requested_by_name", "requested_at", "reason", "status"), (
         (customer_id, "system", now, "客户来电要求删除个人数据", "pending") for customer_id in chunk.erasure_requests
     ))
+
+
+def customer_count() -> int:
+    with read_session() as session:
+        return session.exec(select(func.count()).select_from(Customer)).one()
 
 
 def seed(

@@ -10,6 +10,7 @@ worth nothing without the HttpOnly cookie.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any, ClassVar, TypeVar
@@ -24,6 +25,12 @@ from meiqia_app.services.rbac import Actor
 
 SESSION_COOKIE = "mq_session"
 T = TypeVar("T")
+
+
+def full_page_load(path: str):
+    """Leave the single-page app for a same-site HTTP route (the session
+    cookie routes). ``rx.redirect`` would route client-side or open a new tab."""
+    return rx.call_script(f"window.location.assign({json.dumps(path)})")
 
 
 def session_token_from_cookie_header(header: str) -> str:
@@ -122,7 +129,7 @@ class AppState(rx.State):
         self.user_name = ""
         self.perms = []
         # The route clears the HttpOnly cookie (JavaScript cannot).
-        return rx.redirect("/api/session/clear", is_external=False)
+        return full_page_load("/api/session/clear")
 
     @rx.var
     def is_en(self) -> bool:

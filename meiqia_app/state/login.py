@@ -9,7 +9,7 @@ import reflex as rx
 
 from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError
-from meiqia_app.state.base import AppState
+from meiqia_app.state.base import AppState, full_page_load
 
 
 def safe_next(target: str | None) -> str:
@@ -101,7 +101,7 @@ class LoginState(AppState):
             self.enrol_qr = ""
             self.step = "recovery"
             return
-        yield rx.redirect(self._claim_url(), is_external=True)
+        yield full_page_load(self._claim_url())
 
     @rx.event
     def finish_recovery(self):
@@ -110,7 +110,7 @@ class LoginState(AppState):
         self.step = "password"
         url = self._claim_url()
         self._ticket = ""
-        return rx.redirect(url, is_external=True)
+        return full_page_load(url)
 
     @rx.event
     def back_to_password(self):

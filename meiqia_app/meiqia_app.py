@@ -1,0 +1,48 @@
+"""The Reflex application: theme, pages, the event guard and the session routes."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import reflex as rx
+
+from meiqia_app.pages.customer_detail import customer_detail_page
+from meiqia_app.pages.customers import customers_page
+from meiqia_app.pages.login import login_page
+from meiqia_app.services import auth
+from meiqia_app.state.base import AppState
+from meiqia_app.state.customer_detail import CustomerDetailState
+from meiqia_app.state.customer_list import CustomerListState
+from meiqia_app.state.login import LoginState
+from meiqia_app.web.event_guard import LoginRequiredMiddleware
+from meiqia_app.web.session_routes import session_api
+
+
+class HomeState(AppState):
+    """`/` sends a person to their work (or to the login)."""
+
+    public_handlers: ClassVar[frozenset[str]] = frozenset({"on_load"})
+
+    @rx.event
+    async def on_load(self):
+        actor = await self._call(auth.resolve_session, self._session_token(), self._client_ip())
+        return rx.redirect("/customers" if actor else "/login")
+
+
+def home_page() -> rx.Component:
+    return rx.center(rx.spinner(size="3"), min_height="100vh", aria_label="loading")
+
+
+app = rx.App(
+    stylesheets=["/app.css"],
+    head_components=[rx.el.meta(name="robots", content="noindex")],
+    api_transformer=session_api(),
+)
+app.add_middleware(LoginRequiredMiddleware())
+
+app.add_page(home_page, route="/", title="美洽客户管理", on_load=HomeState.on_load)
+app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", on_load=LoginState.on_load)
+app.add_page(customers_page, route="/customers", title="客户 · 美洽客户管理",
+             on_load=[AppState.check_login, CustomerListState.on_load])
+app.add_page(customer_detail_page, route="/customers/[customer_id]", title="客户详情 · 美洽客户管理",
+             on_load=[AppState.check_login, CustomerDetailState.on_load])

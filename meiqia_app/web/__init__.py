@@ -1,0 +1,1 @@
+"""HTTP-level pieces of the app: session routes and the event guard."""
