@@ -63,6 +63,25 @@ def _cmd_totp_code(args) -> int:
     return 0
 
 
+def _cmd_verify_audit(_args) -> int:
+    """Walk the audit hash chain; exit 1 and name the first bad entry if it is broken."""
+    from meiqia_app.db import read_session
+    from meiqia_app.services import audit
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    with read_session() as session:
+        report = audit.verify_chain(session)
+    audit.record_now(SYSTEM_ACTOR, "audit.verify", result="ok" if report.ok else "failed",
+                     details={"checked": report.checked, "first_bad_id": report.first_bad_id,
+                              "problem": report.problem, "via": "cli"}, flagged=not report.ok)
+    if report.ok:
+        print(f"audit log intact: {report.checked:,} entries checked")
+        return 0
+    print(f"audit log BROKEN at entry {report.first_bad_id} ({report.problem}); {report.checked:,} entries read",
+          file=sys.stderr)
+    return 1
+
+
 def _cmd_create_user(args) -> int:
     from meiqia_app.db import write_session
     from meiqia_app.migrate import upgrade_to_head
@@ -109,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     code = sub.add_parser("totp-code", help="print the current TOTP code for a secret")
     code.add_argument("secret")
     code.set_defaults(func=_cmd_totp_code)
+
+    sub.add_parser("verify-audit", help="check the audit log's hash chain").set_defaults(func=_cmd_verify_audit)
 
     create = sub.add_parser("create-user", help="create a user")
     create.add_argument("--username", required=True)

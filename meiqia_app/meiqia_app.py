@@ -6,10 +6,18 @@ from typing import ClassVar
 
 import reflex as rx
 
+from meiqia_app.pages.account import account_page
+from meiqia_app.pages.admin_roles import admin_roles_page
+from meiqia_app.pages.admin_users import admin_users_page
+from meiqia_app.pages.audit_log import audit_page
 from meiqia_app.pages.customer_detail import customer_detail_page
 from meiqia_app.pages.customers import customers_page
 from meiqia_app.pages.login import login_page
 from meiqia_app.services import auth
+from meiqia_app.state.account import AccountState
+from meiqia_app.state.admin_roles import AdminRolesState
+from meiqia_app.state.admin_users import AdminUsersState
+from meiqia_app.state.audit_log import AuditLogState
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_detail import CustomerDetailState
 from meiqia_app.state.customer_list import CustomerListState
@@ -46,3 +54,13 @@ app.add_page(customers_page, route="/customers", title="客户 · 美洽客户�
              on_load=[AppState.check_login, CustomerListState.on_load])
 app.add_page(customer_detail_page, route="/customers/[customer_id]", title="客户详情 · 美洽客户管理",
              on_load=[AppState.check_login, CustomerDetailState.on_load])
+
+def _protected(page, route: str, title: str, state_on_load) -> None:
+    """Every protected page checks the session before its own on_load runs."""
+    app.add_page(page, route=route, title=f"{title} · 美洽客户管理", on_load=[AppState.check_login, state_on_load])
+
+
+_protected(audit_page, "/audit", "审计日志", AuditLogState.on_load)
+_protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load)
+_protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load)
+_protected(account_page, "/account", "我的账户", AccountState.on_load)

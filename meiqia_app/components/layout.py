@@ -21,6 +21,10 @@ class NavItem:
 
 NAV_ITEMS: list[NavItem] = [
     NavItem("/customers", "nav.customers", "users", "customer.view"),
+    NavItem("/audit", "nav.audit", "scroll-text", "audit.view"),
+    NavItem("/admin/users", "nav.users", "user-cog", "user.manage"),
+    NavItem("/admin/roles", "nav.roles", "shield", "role.manage"),
+    NavItem("/account", "nav.account", "circle-user", ""),
 ]
 
 
@@ -32,22 +36,24 @@ def register_nav(item: NavItem) -> None:
 
 def _nav_link(item: NavItem) -> rx.Component:
     active = AppState.router.page.path == item.href
-    return rx.cond(
-        AppState.perms.contains(item.permission),
-        rx.link(
-            rx.hstack(rx.icon(item.icon, size=16, aria_hidden="true"), rx.text(t(item.label_key), size="2"), spacing="2", align="center"),
-            href=item.href,
-            underline="none",
-            padding_x="3",
-            padding_y="2",
-            border_radius="6px",
-            width="100%",
-            color=rx.cond(active, "var(--accent-11)", "var(--gray-12)"),
-            background=rx.cond(active, "var(--accent-3)", "transparent"),
-            aria_current=rx.cond(active, "page", "false"),
-            id=f"nav-{item.href.strip('/').replace('/', '-') or 'home'}",
-        ),
+    link = rx.link(
+        rx.hstack(rx.icon(item.icon, size=16, aria_hidden="true"), rx.text(t(item.label_key), size="2"), spacing="2", align="center"),
+        href=item.href,
+        underline="none",
+        padding_x="12px",
+        padding_y="8px",
+        border_radius="6px",
+        width="100%",
+        color=rx.cond(active, "var(--accent-11)", "var(--gray-12)"),
+        background=rx.cond(active, "var(--accent-3)", "transparent"),
+        aria_current=rx.cond(active, "page", "false"),
+        id=f"nav-{item.href.strip('/').replace('/', '-') or 'home'}",
     )
+    if not item.permission:
+        return link
+    # Hidden, not just disabled: a role does not see what it cannot use (the
+    # services refuse it anyway).
+    return rx.cond(AppState.perms.contains(item.permission), link)
 
 
 def sidebar() -> rx.Component:
@@ -57,8 +63,8 @@ def sidebar() -> rx.Component:
                 rx.icon("message-circle-heart", size=22, color="var(--accent-9)", aria_hidden="true"),
                 rx.text(t("app.title"), size="4", weight="bold"),
                 align="center",
-                padding_x="3",
-                padding_bottom="3",
+                padding_x="12px",
+                padding_bottom="12px",
             ),
             rx.el.nav(
                 rx.vstack(*[_nav_link(item) for item in NAV_ITEMS], spacing="1", width="100%"),
@@ -70,7 +76,7 @@ def sidebar() -> rx.Component:
         ),
         width="220px",
         min_width="220px",
-        padding="4",
+        padding="16px",
         border_right="1px solid var(--gray-5)",
         min_height="100vh",
         background="var(--gray-2)",
@@ -116,15 +122,15 @@ def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
                 language_switch(),
                 user_menu(),
                 align="center",
-                padding_x="6",
-                padding_y="3",
+                padding_x="24px",
+                padding_y="12px",
                 border_bottom="1px solid var(--gray-5)",
                 width="100%",
             ),
             rx.el.main(
                 rx.vstack(*children, spacing="4", width="100%"),
                 id="main",
-                padding="6",
+                padding="24px",
                 width="100%",
             ),
             width="100%",

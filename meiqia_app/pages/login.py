@@ -113,7 +113,7 @@ def login_page() -> rx.Component:
                 width="100%",
             ),
             width="420px",
-            padding="6",
+            padding="24px",
         ),
         min_height="100vh",
         background="var(--gray-2)",

@@ -13,7 +13,8 @@ def mask_phone(phone: str | None) -> str:
     if not phone:
         return ""
     digits = phone
-    if len(digits) >= 7:
+    # 138****5678 for full-length numbers; a shorter one would show every digit.
+    if len(digits) >= 11:
         return digits[:3] + "****" + digits[-4:]
     return MASK
 

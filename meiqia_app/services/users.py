@@ -10,7 +10,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from meiqia_app.db import read_session, write_session
-from meiqia_app.models import Role, User, UserSession
+from meiqia_app.models import LoginThrottle, Role, User, UserSession
 from meiqia_app.services import audit, auth
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import (
@@ -78,7 +78,7 @@ def role_dto(role: Role, user_count: int = 0) -> dict:
     }
 
 
-def user_dto(user: User, role: Role, active_sessions: int = 0) -> dict:
+def user_dto(user: User, role: Role, active_sessions: int = 0, locked: bool = False) -> dict:
     return {
         "id": user.id,
         "username": user.username,
@@ -90,6 +90,7 @@ def user_dto(user: User, role: Role, active_sessions: int = 0) -> dict:
         "totp_enrolled": user.totp_secret_enc is not None,
         "last_login_at": user.last_login_at,
         "active_sessions": active_sessions,
+        "locked": locked,
     }
 
 
@@ -155,8 +156,14 @@ def list_users(actor: Actor) -> list[dict]:
             .where(UserSession.revoked_at.is_(None), UserSession.expires_at > utcnow())
             .group_by(UserSession.user_id)
         ).all())
+        locked = set(session.exec(
+            select(LoginThrottle.username_key).where(LoginThrottle.locked_until > utcnow())
+        ).all())
         rows = session.exec(select(User, Role).join(Role, Role.id == User.role_id).order_by(User.id)).all()
-        return [user_dto(user, role, counts.get(user.id, 0)) for user, role in rows]
+        return [
+            user_dto(user, role, counts.get(user.id, 0), user.username.casefold() in locked)
+            for user, role in rows
+        ]
 
 
 def create_user(actor: Actor, username: str, password: str, role_name: str, display_name: str = "") -> dict:
@@ -313,6 +320,15 @@ def set_role_permissions(actor: Actor, role_id: int, permissions: list[str]) -> 
             "revoked": sorted(before - set(permissions)),
         })
         return role_dto(role)
+
+
+def get_export_policy(actor: Actor, role_id: int) -> ExportPolicy:
+    require(actor, "role.manage", action="role.export_policy", target_type="role", target_id=role_id)
+    with read_session() as session:
+        role = session.get(Role, int(role_id))
+        if role is None:
+            raise NotFound()
+        return ExportPolicy.from_json(role.export_policy)
 
 
 def set_export_policy(actor: Actor, role_id: int, policy: ExportPolicy) -> dict:

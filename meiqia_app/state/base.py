@@ -93,6 +93,17 @@ class AppState(rx.State):
     def _field_errors(self, error: ValidationError) -> dict[str, str]:
         return {field: self._tr(key, **params) for field, (key, params) in error.field_errors.items()}
 
+    @staticmethod
+    def _as_id(value: object) -> int:
+        """A positive integer id from whatever the browser sent."""
+        try:
+            number = int(str(value))
+        except (TypeError, ValueError):
+            raise ValidationError.single("id", "error.bad_number") from None
+        if number <= 0:
+            raise ValidationError.single("id", "error.bad_number")
+        return number
+
     def _to_login(self):
         path = self.router.page.path or "/"
         return rx.redirect(f"/login?next={quote(path, safe='/')}")

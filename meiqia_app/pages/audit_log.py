@@ -1,0 +1,117 @@
+"""/audit — who did what, when; newest first; chain verification."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from meiqia_app.components.i18n import t
+from meiqia_app.components.layout import page_shell
+from meiqia_app.services.audit_log import AuditRow
+from meiqia_app.state.audit_log import AuditLogState as S
+
+
+def _result_badge(result) -> rx.Component:
+    return rx.match(
+        result,
+        ("ok", rx.badge(t("audit.result.ok"), color_scheme="green")),
+        ("refused", rx.badge(t("audit.result.refused"), color_scheme="red")),
+        rx.badge(t("audit.result.failed"), color_scheme="orange"),
+    )
+
+
+def _row(row: AuditRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.cell(row.occurred_at, white_space="nowrap"),
+        rx.table.cell(row.actor),
+        rx.table.cell(rx.code(row.action, variant="ghost")),
+        rx.table.cell(row.target),
+        rx.table.cell(rx.hstack(_result_badge(row.result),
+                                rx.cond(row.flagged, rx.icon("flag", size=14, color="var(--red-9)")), spacing="1")),
+        rx.table.cell(rx.text(row.details, size="1", style={"word_break": "break-all"}), max_width="420px"),
+        rx.table.cell(row.client_ip),
+        class_name="audit-row",
+    )
+
+
+def _filter_input(label_key: str, name: str, input_type: str = "text") -> rx.Component:
+    return rx.vstack(
+        rx.el.label(t(label_key), html_for=f"audit-{name}", font_size="12px"),
+        rx.input(id=f"audit-{name}", name=name, type=input_type, size="2"),
+        spacing="1",
+    )
+
+
+def filter_bar() -> rx.Component:
+    return rx.form(
+        rx.flex(
+            _filter_input("audit.filter.actor", "actor"),
+            _filter_input("audit.filter.action", "action"),
+            _filter_input("audit.filter.target_type", "target_type"),
+            _filter_input("audit.filter.target_id", "target_id"),
+            rx.vstack(
+                rx.el.label(t("audit.filter.result"), html_for="audit-result", font_size="12px"),
+                rx.select.root(
+                    rx.select.trigger(id="audit-result", aria_label=t("audit.filter.result")),
+                    rx.select.content(
+                        rx.select.item(t("common.any"), value="any"),
+                        rx.select.item(t("audit.result.ok"), value="ok"),
+                        rx.select.item(t("audit.result.refused"), value="refused"),
+                        rx.select.item(t("audit.result.failed"), value="failed"),
+                    ),
+                    name="result",
+                    default_value="any",
+                ),
+                spacing="1",
+            ),
+            _filter_input("audit.filter.date_from", "date_from", "date"),
+            _filter_input("audit.filter.date_to", "date_to", "date"),
+            rx.button(rx.icon("filter", size=14), t("common.apply"), type="submit", id="audit-apply"),
+            spacing="3",
+            wrap="wrap",
+            align="end",
+        ),
+        on_submit=S.apply_filters,
+        reset_on_submit=False,
+        width="100%",
+    )
+
+
+def audit_page() -> rx.Component:
+    return page_shell(
+        rx.hstack(
+            rx.button(rx.icon("shield-check", size=16), t("audit.verify"), on_click=S.verify, variant="soft",
+                      id="audit-verify"),
+            rx.cond(
+                S.verify_message != "",
+                rx.callout(S.verify_message, icon=rx.cond(S.verify_ok, "check", "triangle-alert"),
+                           color_scheme=rx.cond(S.verify_ok, "green", "red"), size="1", id="audit-verify-result",
+                           role="status"),
+            ),
+            align="center",
+            spacing="3",
+        ),
+        filter_bar(),
+        rx.box(
+            rx.table.root(
+                rx.table.header(rx.table.row(*[
+                    rx.table.column_header_cell(t(key), scope="col") for key in (
+                        "audit.col.time", "audit.col.actor", "audit.col.action", "audit.col.target",
+                        "audit.col.result", "audit.col.details", "audit.col.ip")
+                ])),
+                rx.table.body(rx.foreach(S.rows, _row)),
+                variant="surface",
+                size="1",
+                id="audit-table",
+            ),
+            overflow_x="auto",
+            width="100%",
+        ),
+        rx.hstack(
+            rx.button(t("audit.newest"), on_click=S.newest, variant="soft", disabled=S.page_number <= 1),
+            rx.text(t("customers.page", page=S.page_number), size="2"),
+            rx.button(t("audit.older"), on_click=S.older, variant="soft", disabled=~S.has_older, id="audit-older"),
+            spacing="3",
+            align="center",
+        ),
+        title_key="audit.title",
+    )

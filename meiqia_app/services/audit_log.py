@@ -1,0 +1,129 @@
+"""Reading the audit log (AUDIT-2/3): the /audit page and `verify-audit`.
+
+Newest first with keyset paging on the id (ids grow with time), filters that
+use the (actor, time) / (action, time) / (target) indexes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from sqlmodel import select
+
+from meiqia_app.db import read_session
+from meiqia_app.models import AuditEntry
+from meiqia_app.services import audit
+from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.rbac import Actor, require
+from meiqia_app.timeutil import format_local, local_day_start_utc
+
+PAGE_SIZE = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditFilter:
+    actor: str = ""
+    action: str = ""
+    target_type: str = ""
+    target_id: str = ""
+    result: str = ""
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "AuditFilter":
+        """Validate what the browser sent (any dict may arrive)."""
+        def text(key: str, limit: int = 64) -> str:
+            value = raw.get(key) or ""
+            return str(value).strip()[:limit]
+
+        def day(key: str) -> dt.date | None:
+            value = text(key, 10)
+            if not value:
+                return None
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValidationError.single(key, "error.bad_date") from None
+
+        result = text("result", 16)
+        if result not in ("", "ok", "refused", "failed"):
+            raise ValidationError.single("result", "error.bad_choice")
+        found = cls(text("actor"), text("action"), text("target_type", 32), text("target_id"), result,
+                    day("date_from"), day("date_to"))
+        if found.date_from and found.date_to and found.date_from > found.date_to:
+            raise ValidationError.single("date_to", "error.date_range")
+        return found
+
+
+@dataclasses.dataclass
+class AuditRow:
+    id: int
+    occurred_at: str
+    actor: str
+    action: str
+    target: str
+    result: str
+    details: str
+    client_ip: str
+    flagged: bool
+
+
+@dataclasses.dataclass
+class AuditPage:
+    rows: list[AuditRow]
+    next_before_id: int  # 0: no older entries
+
+
+def _row(entry: AuditEntry) -> AuditRow:
+    return AuditRow(
+        id=entry.id,
+        occurred_at=format_local(entry.occurred_at, with_seconds=True),
+        actor=entry.actor_name,
+        action=entry.action,
+        target=f"{entry.target_type}:{entry.target_id}" if entry.target_type else "",
+        result=entry.result,
+        # Details are masked when written (services never log raw sensitive values).
+        details=entry.details if entry.details != "{}" else "",
+        client_ip=entry.client_ip,
+        flagged=bool(entry.flagged),
+    )
+
+
+def list_entries(actor: Actor, filters: AuditFilter, before_id: int = 0, limit: int = PAGE_SIZE) -> AuditPage:
+    require(actor, "audit.view", action="audit.list")
+    limit = max(1, min(int(limit), 200))
+    query = select(AuditEntry)
+    if filters.actor:
+        query = query.where(AuditEntry.actor_name == filters.actor)
+    if filters.action:
+        # "auth" matches auth.login, auth.logout...; "auth.login" matches exactly that family.
+        query = query.where((AuditEntry.action == filters.action) | AuditEntry.action.startswith(filters.action + "."))
+    if filters.target_type:
+        query = query.where(AuditEntry.target_type == filters.target_type)
+    if filters.target_id:
+        query = query.where(AuditEntry.target_id == filters.target_id)
+    if filters.result:
+        query = query.where(AuditEntry.result == filters.result)
+    if filters.date_from:
+        query = query.where(AuditEntry.occurred_at >= local_day_start_utc(filters.date_from))
+    if filters.date_to:
+        query = query.where(AuditEntry.occurred_at < local_day_start_utc(filters.date_to + dt.timedelta(days=1)))
+    if before_id:
+        query = query.where(AuditEntry.id < int(before_id))
+    with read_session() as session:
+        entries = session.exec(query.order_by(AuditEntry.id.desc()).limit(limit + 1)).all()
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return AuditPage([_row(e) for e in entries], entries[-1].id if more and entries else 0)
+
+
+def verify(actor: Actor) -> audit.ChainReport:
+    """Check the whole chain and record that it was checked (and what was found)."""
+    require(actor, "audit.view", action="audit.verify")
+    with read_session() as session:
+        report = audit.verify_chain(session)
+    audit.record_now(actor, "audit.verify", result="ok" if report.ok else "failed",
+                     details=dataclasses.asdict(report), flagged=not report.ok)
+    return report

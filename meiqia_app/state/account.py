@@ -1,0 +1,119 @@
+"""State of /account: one's own password, authenticator and sessions."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from meiqia_app.services import auth
+from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.state.base import AppState, full_page_load
+
+
+class AccountState(AppState):
+    password_errors: dict[str, str] = {}
+    recovery_left: int = 0
+
+    reenrol_step: str = ""  # "" | scan | codes
+    reenrol_secret: str = ""
+    reenrol_qr: str = ""
+    reenrol_error: str = ""
+    new_recovery_codes: list[str] = []
+    _reenrol_challenge: str = ""
+
+    logout_all_open: bool = False
+
+    @rx.event
+    async def on_load(self):
+        self.password_errors = {}
+        self.reenrol_step = ""
+        self.new_recovery_codes = []
+        try:
+            actor = self._actor()
+            self._set_user(actor)
+            self.recovery_left = await self._call(auth.remaining_recovery_codes, actor.user_id)
+        except AppError as error:
+            return self._on_error(error)
+
+    @rx.event
+    async def change_password(self, form: dict):
+        self.password_errors = {}
+        old = str(form.get("old_password", ""))[:256]
+        new = str(form.get("new_password", ""))[:256]
+        if new != str(form.get("repeat_password", ""))[:256]:
+            self.password_errors = {"repeat_password": self._tr("account.passwords_differ")}
+            return None
+        try:
+            actor = self._actor()
+            await self._call(auth.change_own_password, actor, old, new)
+        except ValidationError as error:
+            errors = self._field_errors(error)
+            if "password" in errors:
+                errors["new_password"] = errors.pop("password")
+            self.password_errors = errors
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        return [rx.toast.success(self._tr("account.password_changed")), rx.set_value("old_password", ""),
+                rx.set_value("new_password", ""), rx.set_value("repeat_password", "")]
+
+    @rx.event
+    async def start_reenrol(self):
+        try:
+            actor = self._actor()
+            enrolment = await self._call(auth.begin_reenrol, actor)
+        except AppError as error:
+            return self._on_error(error)
+        self._reenrol_challenge = enrolment.challenge
+        self.reenrol_secret = enrolment.secret
+        self.reenrol_qr = enrolment.qr
+        self.reenrol_error = ""
+        self.reenrol_step = "scan"
+        return None
+
+    @rx.event
+    async def confirm_reenrol(self, form: dict):
+        self.reenrol_error = ""
+        try:
+            actor = self._actor()
+            codes = await self._call(auth.confirm_reenrol, actor, self._reenrol_challenge,
+                                     str(form.get("code", ""))[:12])
+        except AppError as error:
+            if isinstance(error, auth.AuthError):
+                self.reenrol_error = self._tr(error.message_key, **error.params)
+                return None
+            return self._on_error(error)
+        self._reenrol_challenge = ""
+        self.reenrol_secret = ""
+        self.reenrol_qr = ""
+        self.new_recovery_codes = list(codes)
+        self.recovery_left = len(codes)
+        self.reenrol_step = "codes"
+        return rx.toast.success(self._tr("account.reenrolled"))
+
+    @rx.event
+    def finish_reenrol(self):
+        self.new_recovery_codes = []
+        self.reenrol_step = ""
+
+    @rx.event
+    def cancel_reenrol(self):
+        self._reenrol_challenge = ""
+        self.reenrol_secret = ""
+        self.reenrol_qr = ""
+        self.reenrol_step = ""
+
+    @rx.event
+    def set_logout_all_open(self, value: bool):
+        self.logout_all_open = bool(value)
+
+    @rx.event
+    async def logout_everywhere(self):
+        self.logout_all_open = False
+        try:
+            actor = self._actor()
+            await self._call(auth.logout_everywhere, actor)
+        except AppError as error:
+            return self._on_error(error)
+        self.user_name = ""
+        self.perms = []
+        return full_page_load("/api/session/clear")

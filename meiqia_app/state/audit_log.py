@@ -1,0 +1,93 @@
+"""State of /audit: filters, newest-first pages, chain verification."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from meiqia_app.services import audit_log
+from meiqia_app.services.audit_log import AuditFilter, AuditRow
+from meiqia_app.services.errors import AppError
+from meiqia_app.state.base import AppState
+
+
+class AuditLogState(AppState):
+    rows: list[AuditRow] = []
+    filters: dict[str, str] = {}
+    page_number: int = 1
+    has_older: bool = False
+    verify_message: str = ""
+    verify_ok: bool = True
+
+    _before_stack: list[int] = []
+    _next_before: int = 0
+
+    async def _load(self, before_id: int = 0):
+        actor = self._actor()
+        self._set_user(actor)
+        page = await self._call(audit_log.list_entries, actor, AuditFilter.from_dict(self.filters), before_id)
+        self.rows = page.rows
+        self._next_before = page.next_before_id
+        self.has_older = bool(page.next_before_id)
+
+    @rx.event
+    async def on_load(self):
+        self.page_number = 1
+        self._before_stack = []
+        self.verify_message = ""
+        try:
+            await self._load()
+        except AppError as error:
+            return self._on_error(error)
+
+    @rx.event
+    async def apply_filters(self, form: dict):
+        self.filters = {key: str(form.get(key, "") or "")[:64] for key in
+                        ("actor", "action", "target_type", "target_id", "result", "date_from", "date_to")}
+        if self.filters.get("result") == "any":
+            self.filters["result"] = ""
+        self.page_number = 1
+        self._before_stack = []
+        try:
+            await self._load()
+        except AppError as error:
+            return self._on_error(error)
+
+    @rx.event
+    async def clear_filters(self):
+        self.filters = {}
+        return await self.on_load()
+
+    @rx.event
+    async def older(self):
+        if not self._next_before:
+            return None
+        try:
+            before = self._next_before
+            await self._load(before)
+            self._before_stack = [*self._before_stack, before]
+            self.page_number += 1
+        except AppError as error:
+            return self._on_error(error)
+
+    @rx.event
+    async def newest(self):
+        self.page_number = 1
+        self._before_stack = []
+        try:
+            await self._load()
+        except AppError as error:
+            return self._on_error(error)
+
+    @rx.event
+    async def verify(self):
+        try:
+            report = await self._call(audit_log.verify, self._actor())
+        except AppError as error:
+            return self._on_error(error)
+        self.verify_ok = report.ok
+        if report.ok:
+            self.verify_message = self._tr("audit.verify_ok", count=f"{report.checked:,}")
+        else:
+            self.verify_message = self._tr("audit.verify_failed", id=report.first_bad_id or "?", problem=report.problem)
+        await self._load()
+        return None

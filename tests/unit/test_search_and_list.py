@@ -1,0 +1,406 @@
+"""Search text, the customer list query, keyset pages, counts and masking."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from meiqia_app.db import get_engine
+from meiqia_app.services import customer_list, customers
+from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
+from meiqia_app.services.masking import MASK, mask_email, mask_phone
+from meiqia_app.services.rbac import Actor
+from meiqia_app.services.search_text import FIELD_SEP, PAD, build_search_text, parse_query
+
+
+def rows(sql: str, **params) -> list:
+    with get_engine().connect() as conn:
+        return conn.execute(text(sql), params).all()
+
+
+def scalar(sql: str, **params):
+    with get_engine().connect() as conn:
+        return conn.execute(text(sql), params).scalar_one()
+
+
+def q(**data) -> ListQuery:
+    return ListQuery.from_dict(data)
+
+
+def ids_of(page) -> list[int]:
+    return [row.id for row in page.rows]
+
+
+def search_hits(term: str, status: str = "active") -> set[int]:
+    """Customers whose search text contains ``term``, straight from the table (no index)."""
+    return {r[0] for r in rows(
+        "SELECT s.customer_id FROM customer_search s JOIN customer c ON c.id = s.customer_id "
+        "WHERE instr(s.text, :term) > 0 AND c.status = :status",
+        term=term, status=status,
+    )}
+
+
+# --- search_text ---------------------------------------------------------------------------
+
+def test_parse_query_empty():
+    assert parse_query("").empty and parse_query(None).empty and parse_query("   ").empty
+
+
+def test_parse_query_phone_with_separators_becomes_digits():
+    assert parse_query("138-1234 5678").terms == ("13812345678",)
+    assert parse_query("+86 (138) 1234").terms == ("861381234",)
+
+
+def test_parse_query_full_width_is_normalised():
+    assert parse_query("１３８１２").terms == ("13812",)
+    assert parse_query("ＺＨＡＮＧ").terms == ("zhang",)
+
+
+def test_parse_query_pinyin_with_space_is_one_term():
+    assert parse_query("Zhang Wei").terms == ("zhangwei",)
+
+
+def test_parse_query_short_terms_are_padded_and_words_are_separate_terms():
+    assert parse_query("张").terms == ("张" + PAD * 2,)
+    assert parse_query("张伟 北京市").terms == ("张伟" + PAD, "北京市")
+    assert parse_query("北京 北京").terms == ("北京" + PAD,)
+    # Latin words with spaces are one pinyin term (documented: "zhang wei" -> "zhangwei").
+    assert parse_query("abc def").terms == ("abcdef",)
+
+
+def test_parse_query_one_or_two_digits_are_too_short():
+    parsed = parse_query("12")
+    assert parsed.empty and parsed.too_short_digits
+    assert parse_query("12 张伟").terms == ("张伟" + PAD,)
+    assert not parse_query("12 张伟").too_short_digits
+
+
+def test_parse_query_keeps_at_most_five_terms_and_strips_separators():
+    assert parse_query("张 王 李 赵 钱 孙 周").terms == tuple(c + PAD * 2 for c in "张王李赵钱")
+    # A typed separator or pad cannot make a term span two fields or fake a short piece.
+    assert all(FIELD_SEP not in term for term in parse_query("ab" + FIELD_SEP + "cde").terms)
+    assert parse_query("ab" + PAD + "c").terms == ("abc",)
+
+
+def test_search_text_contains_every_searchable_value():
+    search = build_search_text("张伟", "13800001111", "Zhang.Wei@Example.COM", "EXT-9", "v_abc")
+    fields = search.split(FIELD_SEP)
+    for value in ("张伟", "zhangwei", "zw", "13800001111", "zhang.wei@example.com", "ext-9", "v_abc"):
+        assert value in fields
+    assert len(fields) == len(set(fields))
+
+
+@pytest.mark.parametrize("typed", ["张", "伟", "张伟", "z", "zh", "zw", "zhang", "wei", "zhangwei", "ZHANG WEI",
+                                   "138", "0000111", "138-0000-1111", "example", "zhang.wei@"])
+def test_every_reasonable_query_for_a_customer_matches_its_search_text(typed):
+    search = build_search_text("张伟", "13800001111", "zhang.wei@example.com")
+    terms = parse_query(typed).terms
+    assert terms and all(term in search for term in terms)
+
+
+@pytest.mark.parametrize("typed", ["伟张", "李", "zx", "139", "gmail", "张伟伟"])
+def test_queries_for_someone_else_do_not_match(typed):
+    search = build_search_text("张伟", "13800001111", "zhang.wei@example.com")
+    assert not all(term in search for term in parse_query(typed).terms)
+
+
+# --- ListQuery validation --------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"sort": "password_hash"}, "sort"),
+        ({"sort": "name; DROP TABLE customer"}, "sort"),
+        ({"direction": "sideways"}, "direction"),
+        ({"status": "deleted"}, "status"),
+        ({"tiers": ["platinum"]}, "tiers"),
+        ({"registered_from": "2026-13-01"}, "registered_from"),
+        ({"spent_min": "-5"}, "spent_min"),
+        ({"orders_max": "many"}, "orders_max"),
+        ({"tags_any": ["x"]}, "tags_any"),
+        ({"tags_any": list(range(1, 30))}, "tags_any"),
+        ({"consent_marketing": "maybe"}, "consent_marketing"),
+    ],
+)
+def test_invalid_list_query_is_refused(data, field):
+    with pytest.raises(ValidationError) as caught:
+        ListQuery.from_dict(data)
+    assert field in caught.value.field_errors
+
+
+def test_list_query_defaults_and_round_trip():
+    query = ListQuery.from_dict({})
+    assert (query.status, query.sort, query.direction) == ("active", "last_active_at", "desc")
+    full = ListQuery.from_dict({"q": " 张伟 ", "tiers": ["gold", "gold"], "spent_min": "10.5", "sort": "name",
+                                "direction": "asc"})
+    assert full.q == "张伟" and full.tiers == ("gold",) and full.spent_min == 10.5
+    assert ListQuery.from_dict(full.to_dict()) == full
+    assert full.signature() == ListQuery.from_dict({**full.to_dict(), "sort": "total_spent"}).signature()
+
+
+def test_bad_cursor_is_refused(seeded_actors):
+    with pytest.raises(ValidationError) as caught:
+        customer_list.list_customers(seeded_actors["agent"], q(), cursor="not-a-cursor")
+    assert caught.value.field_errors["cursor"][0] == "error.bad_cursor"
+
+
+def test_list_requires_customer_view(seeded_db):
+    nobody = Actor(user_id=99, username="nobody", display_name="", role_name="x", permissions=frozenset())
+    with pytest.raises(PermissionDenied):
+        customer_list.list_customers(nobody, q())
+    with pytest.raises(PermissionDenied):
+        customer_list.count_customers(nobody, q())
+    assert scalar("SELECT count(*) FROM audit_entry WHERE result = 'refused' AND actor_name = 'nobody'") == 2
+
+
+# --- first page and search --------------------------------------------------------------------
+
+def test_first_page_is_fifty_active_customers_by_last_activity(seeded_actors):
+    page = customer_list.list_customers(seeded_actors["senior"], q())
+    expected = [r[0] for r in rows(
+        "SELECT id FROM customer WHERE status = 'active' ORDER BY last_active_at DESC, id DESC LIMIT 50"
+    )]
+    assert ids_of(page) == expected
+    assert page.next_cursor and not page.prev_cursor
+    assert {row.status for row in page.rows} == {"正常"}
+
+
+def test_page_labels_follow_the_language(seeded_actors):
+    page = customer_list.list_customers(seeded_actors["senior"], q(), lang="en")
+    assert {row.status for row in page.rows} == {"Active"}
+
+
+def test_archived_customers_are_listed_only_when_asked_for(seeded_actors):
+    archived = {r[0] for r in rows("SELECT id FROM customer WHERE status = 'archived'")}
+    assert archived, "the seed should contain archived customers"
+    page = customer_list.list_customers(seeded_actors["senior"], q(status="archived"), page_size=100)
+    assert set(ids_of(page)) == archived
+    everyone = walk(seeded_actors["senior"], q(status="all"))
+    assert archived <= set(everyone)
+
+
+def pick_customer(where: str) -> tuple:
+    found = rows(f"SELECT id, name, phone, email FROM customer WHERE status = 'active' AND {where} ORDER BY id LIMIT 1")
+    assert found, f"no seeded customer with {where}"
+    return found[0]
+
+
+@pytest.mark.parametrize("piece", [slice(0, 1), slice(0, 2), slice(1, 3), slice(0, 3)])
+def test_name_fragment_finds_the_customer(seeded_actors, piece):
+    customer_id, name, _phone, _email = pick_customer("length(name) = 3")
+    fragment = name[piece]
+    page = customer_list.list_customers(seeded_actors["agent"], q(q=fragment), page_size=100)
+    found = ids_of(page)
+    if len(found) < 100:
+        assert customer_id in found
+    assert found and all(fragment in row.name for row in page.rows)
+
+
+def test_phone_fragment_finds_exactly_the_customers_containing_it(seeded_actors):
+    customer_id, _name, phone, _email = pick_customer("length(phone) = 11")
+    fragment = phone[3:8]
+    page = customer_list.list_customers(seeded_actors["senior"], q(q=fragment), page_size=100)
+    assert customer_id in ids_of(page)
+    assert set(ids_of(page)) == search_hits(fragment)
+
+
+def test_phone_typed_with_separators_finds_the_customer(seeded_actors):
+    customer_id, _name, phone, _email = pick_customer("length(phone) = 11")
+    typed = f"{phone[:3]}-{phone[3:7]} {phone[7:]}"
+    page = customer_list.list_customers(seeded_actors["senior"], q(q=typed))
+    assert customer_id in ids_of(page)
+    assert all(row.phone == phone or phone in search_text_of(row.id) for row in page.rows)
+
+
+def search_text_of(customer_id: int) -> str:
+    return scalar("SELECT text FROM customer_search WHERE customer_id = :i", i=customer_id)
+
+
+def test_email_fragment_finds_the_customer(seeded_actors):
+    customer_id, _name, _phone, email = pick_customer("email LIKE '%@%.%' AND email GLOB '[a-z]*'")
+    local = email.split("@")[0]
+    fragment = local[: max(4, len(local) - 2)]
+    page = customer_list.list_customers(seeded_actors["senior"], q(q=fragment), page_size=100)
+    assert customer_id in ids_of(page)
+    assert set(ids_of(page)) == search_hits(fragment.lower())
+
+
+def test_two_digit_query_asks_for_more_instead_of_scanning(seeded_actors):
+    page = customer_list.list_customers(seeded_actors["agent"], q(q="13"))
+    assert page.too_short and page.rows == []
+    assert customer_list.count_customers(seeded_actors["agent"], q(q="13")).value == 0
+
+
+def test_query_with_no_match_gives_an_empty_page(seeded_actors):
+    page = customer_list.list_customers(seeded_actors["agent"], q(q="zzzqqqxxx"))
+    assert page.rows == [] and not page.next_cursor and not page.prev_cursor
+
+
+# --- keyset paging ------------------------------------------------------------------------------
+
+def walk(actor, query: ListQuery, page_size: int = 50) -> list[int]:
+    seen: list[int] = []
+    cursor = ""
+    for _ in range(100):
+        page = customer_list.list_customers(actor, query, cursor=cursor, page_size=page_size)
+        assert len(page.rows) <= page_size
+        seen += ids_of(page)
+        if not page.next_cursor:
+            return seen
+        assert len(page.rows) == page_size
+        cursor = page.next_cursor
+    raise AssertionError("paging did not end")
+
+
+def expected_order(sort_column: str, descending: bool, status: str = "active") -> list[int]:
+    direction = "DESC" if descending else "ASC"
+    # SQLite puts NULLs first ascending and last descending, which is the walk the UI promises.
+    return [r[0] for r in rows(
+        f"SELECT id FROM customer WHERE status = :s ORDER BY {sort_column} {direction}, id {direction}", s=status
+    )]
+
+
+SORT_COLUMNS = {
+    "last_active_at": "last_active_at",
+    "registered_at": "registered_at",
+    "last_purchase_at": "last_purchase_at",
+    "total_spent": "total_spent_cents",
+    "order_count": "order_count",
+    "name": "name_pinyin",
+}
+
+
+@pytest.mark.parametrize("direction", ["desc", "asc"])
+@pytest.mark.parametrize("sort", list(SORT_COLUMNS))
+def test_walking_next_cursors_visits_every_active_customer_once_in_order(seeded_actors, sort, direction):
+    seen = walk(seeded_actors["agent"], q(sort=sort, direction=direction))
+    assert len(seen) == len(set(seen))
+    assert seen == expected_order(SORT_COLUMNS[sort], direction == "desc")
+
+
+def test_walk_with_a_search_term_visits_every_match_once(seeded_actors):
+    seen = walk(seeded_actors["agent"], q(q="com"), page_size=20)
+    assert len(seen) > 20 and len(seen) == len(set(seen))
+    assert set(seen) == search_hits("com")
+    surname = pick_customer("length(name) >= 2")[1][0]
+    seen = walk(seeded_actors["agent"], q(q=surname), page_size=20)
+    assert len(seen) == len(set(seen)) and set(seen) == search_hits(surname + PAD * 2)
+
+
+def test_prev_cursor_returns_the_previous_page(seeded_actors):
+    actor = seeded_actors["agent"]
+    query = q()
+    pages = [customer_list.list_customers(actor, query)]
+    for _ in range(3):
+        pages.append(customer_list.list_customers(actor, query, cursor=pages[-1].next_cursor))
+    assert pages[1].prev_cursor and pages[2].prev_cursor
+
+    back = customer_list.list_customers(actor, query, cursor=pages[3].prev_cursor, direction="prev")
+    assert ids_of(back) == ids_of(pages[2])
+    back = customer_list.list_customers(actor, query, cursor=back.prev_cursor, direction="prev")
+    assert ids_of(back) == ids_of(pages[1])
+    back = customer_list.list_customers(actor, query, cursor=back.prev_cursor, direction="prev")
+    assert ids_of(back) == ids_of(pages[0])
+    assert back.prev_cursor == ""  # nothing before the first page
+    # ... and forward again from there.
+    forward = customer_list.list_customers(actor, query, cursor=back.next_cursor)
+    assert ids_of(forward) == ids_of(pages[1])
+
+
+@pytest.mark.parametrize("sort", ["last_purchase_at", "total_spent"])
+def test_last_page_then_prev_walks_everything_backwards(seeded_actors, sort):
+    actor = seeded_actors["agent"]
+    query = q(sort=sort, direction="desc")
+    page = customer_list.list_customers(actor, query, direction="last")
+    collected = list(reversed(ids_of(page)))
+    while page.prev_cursor:
+        page = customer_list.list_customers(actor, query, cursor=page.prev_cursor, direction="prev")
+        collected += list(reversed(ids_of(page)))
+    assert list(reversed(collected)) == expected_order(SORT_COLUMNS[sort], True)
+
+
+# --- counts -------------------------------------------------------------------------------------
+
+def test_count_without_filters_equals_the_table(seeded_actors):
+    result = customer_list.count_customers(seeded_actors["agent"], q())
+    assert result.exact and result.value == scalar("SELECT count(*) FROM customer WHERE status = 'active'")
+    everyone = customer_list.count_customers(seeded_actors["agent"], q(status="all"))
+    assert everyone.value == scalar("SELECT count(*) FROM customer WHERE status IN ('active', 'archived')")
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"tiers": ["gold"]}, "membership_tier = 'gold'"),
+        ({"sources": ["wechat", "app"]}, "source IN ('wechat', 'app')"),
+        ({"orders_min": 2, "orders_max": 5}, "order_count BETWEEN 2 AND 5"),
+        ({"spent_min": 1000}, "total_spent_cents >= 100000"),
+        ({"consent_marketing": "yes"}, "consent_marketing = 1"),
+    ],
+)
+def test_exact_count_with_filters_equals_raw_sql(seeded_actors, data, where):
+    expected = scalar(f"SELECT count(*) FROM customer WHERE status = 'active' AND {where}")
+    result = customer_list.count_customers(seeded_actors["agent"], q(**data), exact=True)
+    assert result.exact and result.value == expected
+    assert len(walk(seeded_actors["agent"], q(**data), page_size=100)) == expected
+
+
+def test_exact_count_of_a_search_equals_raw_sql(seeded_actors):
+    result = customer_list.count_customers(seeded_actors["agent"], q(q="com"), exact=True)
+    assert result.exact and result.value == len(search_hits("com"))
+
+
+# --- masking ----------------------------------------------------------------------------------
+
+def test_agent_sees_masked_contact_data_in_the_list(seeded_actors):
+    agent_page = customer_list.list_customers(seeded_actors["agent"], q(), page_size=100)
+    senior_page = customer_list.list_customers(seeded_actors["senior"], q(), page_size=100)
+    raw = {r[0]: r[1:] for r in rows("SELECT id, phone, email FROM customer")}
+    checked = 0
+    for agent_row, senior_row in zip(agent_page.rows, senior_page.rows):
+        phone, email = raw[agent_row.id]
+        assert senior_row.phone == (phone or "") and senior_row.email == (email or "")
+        assert agent_row.phone == mask_phone(phone) and agent_row.email == mask_email(email)
+        assert agent_row.total_spent == MASK and senior_row.total_spent.startswith("¥")
+        if phone and len(phone) == 11:
+            assert agent_row.phone == phone[:3] + "****" + phone[-4:]
+            checked += 1
+    assert checked > 50
+
+
+def test_masked_phone_never_reveals_a_whole_short_number():
+    for phone in ("1381234", "0000000", "12345678", "123456789", "0105551234"):
+        masked = mask_phone(phone)
+        assert sum(ch.isdigit() for ch in masked) < len(phone) - 3, (phone, masked)
+
+
+def test_masked_email_keeps_only_first_letter_and_domain():
+    assert mask_email("zhangwei88@qq.com") == "z***@qq.com"
+    assert mask_email("broken.qq.com") == MASK
+    assert mask_email(None) == ""
+
+
+def test_customer_detail_is_masked_for_agents_only(seeded_actors):
+    customer_id, _name, phone, email = pick_customer(
+        "length(phone) = 11 AND email IS NOT NULL AND address IS NOT NULL AND birthday IS NOT NULL"
+    )
+    address = scalar("SELECT address FROM customer WHERE id = :i", i=customer_id)
+    agent_view = customers.get_customer(seeded_actors["agent"], customer_id)
+    senior_view = customers.get_customer(seeded_actors["senior"], customer_id)
+
+    assert senior_view.sensitive_visible and not agent_view.sensitive_visible
+    assert senior_view.phone == phone and senior_view.email == email and senior_view.address == address
+    assert agent_view.phone == phone[:3] + "****" + phone[-4:]
+    assert agent_view.email == mask_email(email) and agent_view.email != email
+    assert address not in agent_view.address and agent_view.address.endswith(MASK)
+    assert agent_view.birthday == MASK and senior_view.birthday not in ("", MASK)
+    assert agent_view.total_spent == MASK
+    # Non-sensitive fields are the same for both.
+    assert agent_view.name == senior_view.name and agent_view.region == senior_view.region
+
+
+def test_customer_detail_of_unknown_or_bogus_id_is_not_found(seeded_actors):
+    for bogus in (10**9, "abc"):
+        with pytest.raises(NotFound):
+            customers.get_customer(seeded_actors["agent"], bogus)
