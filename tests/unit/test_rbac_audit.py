@@ -304,3 +304,37 @@ def test_chain_continues_correctly_after_verification(db):
     write_entries(2)
     report = verify()
     assert report.ok and report.checked == 4
+
+
+def test_reordered_rows_are_detected(db):
+    """Swapping two entries' positions (ids) breaks the chain at the first of them."""
+    write_entries(5)
+    raw("UPDATE audit_entry SET id = -2 WHERE id = 2")
+    raw("UPDATE audit_entry SET id = 2 WHERE id = 4")
+    raw("UPDATE audit_entry SET id = 4 WHERE id = -2")
+    report = verify()
+    assert report.ok is False and report.first_bad_id == 2
+
+
+def test_agent_calling_admin_services_directly_is_refused_and_nothing_changes(db, actors):
+    """What a crafted websocket event would reach: the service refuses on its own."""
+    agent = actors["agent"]
+    manager_id = user_by_name("manager").id
+    before_role = role_permissions("agent")
+    attempts = [
+        ("user.update", lambda: users.update_user(agent, manager_id, role_name="agent")),
+        ("user.reset_password", lambda: users.reset_password(agent, manager_id, "New-passw0rd-x")),
+        ("role.update", lambda: users.set_role_permissions(agent, role_id("agent"), list(rbac.PERMISSIONS))),
+        ("user.create", lambda: users.create_user(agent, "sneaky", "Sneaky-pass-2026", "admin")),
+    ]
+    for action, attempt in attempts:
+        with pytest.raises(PermissionDenied):
+            attempt()
+        refusals = [e for e in audit_entries(action) if e.result == "refused" and e.actor_name == "agent"]
+        assert refusals, action
+    with read_session() as session:
+        manager = session.exec(select(User).where(User.username == "manager")).one()
+        assert session.get(Role, manager.role_id).name == "manager"
+        assert session.exec(select(User).where(User.username == "sneaky")).first() is None
+    assert role_permissions("agent") == before_role
+    assert verify().ok

@@ -1,0 +1,127 @@
+"""Logins, lockout, logout and the role matrix, in Chromium."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pyotp
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import login, wait_for_path
+
+
+def _password_step(page, username: str, password: str) -> None:
+    page.goto("/login?next=/customers")
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(password)
+    page.locator("#login-submit").click()
+
+
+def test_wrong_and_reused_codes_are_refused(page, app_server):
+    account = app_server.accounts["analyst"]
+    _password_step(page, account.username, account.password)
+    right = account.fresh_code()
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    page.locator("#code").fill(wrong)
+    page.locator("#code-submit").click()
+    expect(page.locator("#login-error")).to_contain_text("验证码错误")
+    page.locator("#code").fill(right)
+    page.locator("#code-submit").click()
+    wait_for_path(page, "/customers")
+
+    # Same code again, from a fresh browser: refused as already used.
+    context = page.context.browser.new_context(base_url=app_server.url)
+    other = context.new_page()
+    try:
+        _password_step(other, account.username, account.password)
+        other.locator("#code").fill(right)
+        other.locator("#code-submit").click()
+        expect(other.locator("#login-error")).to_contain_text("已使用过")
+    finally:
+        context.close()
+
+
+def test_five_wrong_passwords_lock_the_account(page, app_server):
+    app_server.cli("create-user", "--username", "lockme", "--password", "Lock-me-2026x", "--role", "agent",
+                   "--totp-secret", pyotp.random_base32())
+    for _ in range(4):
+        _password_step(page, "lockme", "wrong-password-1")
+        expect(page.locator("#login-error")).to_contain_text("用户名或密码错误")
+    _password_step(page, "lockme", "wrong-password-1")
+    expect(page.locator("#login-error")).to_contain_text("已锁定")
+    # Even the right password is refused now.
+    _password_step(page, "lockme", "Lock-me-2026x")
+    expect(page.locator("#login-error")).to_contain_text("已锁定")
+    with sqlite3.connect(app_server.db_path()) as db:
+        actions = [row[0] for row in db.execute(
+            "SELECT action FROM audit_entry WHERE actor_name = 'lockme' ORDER BY id")]
+    assert "auth.lockout" in actions
+
+
+def test_logout_ends_the_session(page, app_server):
+    login(page, app_server, "senior")
+    expect(page.locator("#customer-table .customer-row").first).to_be_visible()
+    page.locator("#logout").click()
+    wait_for_path(page, "/login")
+    page.go_back()
+    # The customers page must not show data again: back at the login.
+    wait_for_path(page, "/login")
+    expect(page.locator("#customer-table .customer-row")).to_have_count(0)
+    with sqlite3.connect(app_server.db_path()) as db:
+        revoked = db.execute(
+            "SELECT count(*) FROM user_session s JOIN app_user u ON u.id = s.user_id "
+            "WHERE u.username = 'senior' AND s.revoked_reason = 'logout'").fetchone()[0]
+    assert revoked >= 1
+
+
+def test_agent_sees_no_admin_menus_and_admin_pages_refuse(page, app_server):
+    login(page, app_server, "agent")
+    expect(page.locator("#nav-customers")).to_be_visible()
+    for hidden in ("#nav-audit", "#nav-admin-users", "#nav-admin-roles"):
+        expect(page.locator(hidden)).to_have_count(0)
+    page.goto("/admin/users")
+    expect(page.get_by_text("没有权限执行此操作")).to_be_visible()
+    expect(page.locator(".user-row")).to_have_count(0)
+    with sqlite3.connect(app_server.db_path()) as db:
+        refused = db.execute("SELECT count(*) FROM audit_entry WHERE actor_name = 'agent' "
+                             "AND action = 'user.list' AND result = 'refused'").fetchone()[0]
+    assert refused >= 1
+
+
+def test_admin_edits_role_matrix_and_it_applies_at_next_load(page, browser, app_server):
+    agent_context = browser.new_context(base_url=app_server.url)
+    agent_page = agent_context.new_page()
+    try:
+        login(agent_page, app_server, "agent")
+        expect(agent_page.locator("#nav-audit")).to_have_count(0)
+
+        login(page, app_server, "admin", "/admin/roles")
+        box = page.locator("#perm-agent-audit-view")
+        expect(box).to_have_attribute("data-state", "unchecked")
+        box.click()
+        expect(box).to_have_attribute("data-state", "checked")
+
+        agent_page.reload()
+        expect(agent_page.locator("#nav-audit")).to_be_visible()
+        agent_page.locator("#nav-audit").click()
+        expect(agent_page.locator("#audit-table .audit-row").first).to_be_visible()
+        with sqlite3.connect(app_server.db_path()) as db:
+            granted = db.execute("SELECT details FROM audit_entry WHERE action = 'role.update' "
+                                 "ORDER BY id DESC LIMIT 1").fetchone()[0]
+        assert "audit.view" in granted
+
+        box.click()  # revoke again; the agent loses the page at the next load
+        expect(box).to_have_attribute("data-state", "unchecked")
+        agent_page.reload()
+        expect(agent_page.locator("#nav-audit")).to_have_count(0)
+    finally:
+        agent_context.close()
+
+
+def test_english_login_errors(page, app_server):
+    page.goto("/login")
+    page.locator("#lang-switch").click()
+    page.get_by_label("Username").fill("nobody-here")
+    page.get_by_label("Password").fill("whatever-123")
+    page.locator("#login-submit").click()
+    expect(page.locator("#login-error")).to_have_text("Wrong username or password")

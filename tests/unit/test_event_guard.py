@@ -1,0 +1,93 @@
+"""The websocket event guard: which handlers run without a session, and that
+a protected handler is blocked (redirect to the login) without one."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from reflex_base.event import Event
+
+from meiqia_app.services import auth
+from meiqia_app.state.admin_users import AdminUsersState
+from meiqia_app.state.base import AppState
+from meiqia_app.state.customer_list import CustomerListState
+from meiqia_app.state.login import LoginState, safe_next
+from meiqia_app.web.event_guard import LoginRequiredMiddleware, handler_owner, is_public
+
+
+def _event(state_cls, handler: str) -> Event:
+    return Event(name=f"{state_cls.get_full_name()}.{handler}", payload={})
+
+
+def _fake_state(cookie: str = "", path: str = "/admin/users"):
+    return SimpleNamespace(router=SimpleNamespace(
+        headers=SimpleNamespace(cookie=cookie),
+        session=SimpleNamespace(client_ip="127.0.0.1"),
+        page=SimpleNamespace(path=path),
+    ))
+
+
+def test_event_names_resolve_to_their_state_class():
+    assert handler_owner(_event(AdminUsersState, "change_role").name) == (AdminUsersState, "change_role")
+    assert handler_owner("not_reflex.something.x") == (None, "x")
+
+
+@pytest.mark.parametrize(("state_cls", "handler", "public"), [
+    (AppState, "set_lang", True),
+    (AppState, "check_login", True),
+    (LoginState, "submit_password", True),
+    (AdminUsersState, "set_lang", True),  # inherited allowlist
+    (AdminUsersState, "change_role", False),
+    (AdminUsersState, "confirm", False),
+    (CustomerListState, "set_q", False),
+])
+def test_only_allowlisted_handlers_are_public(state_cls, handler, public):
+    assert is_public(state_cls, handler) is public
+
+
+def test_protected_event_without_session_is_blocked_with_a_redirect(db):
+    update = asyncio.run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(AdminUsersState, "confirm")))
+    assert update is not None
+    assert [event.name for event in update.events] == ["_redirect"]
+    assert update.events[0].payload["path"].startswith("/login?next=/admin/users")
+
+
+def test_protected_event_with_a_live_session_passes(db):
+    import json
+
+    from sqlmodel import select
+
+    from meiqia_app.db import read_session
+    from meiqia_app.models import User
+
+    accounts = {a["username"]: a for a in json.loads((db / "demo_accounts.json").read_text())}
+    admin = accounts["admin"]
+    accepted = auth.begin_login("admin", admin["password"])
+    import pyotp
+
+    result = auth.complete_login(accepted.challenge, pyotp.TOTP(admin["totp_secret"]).now())
+    token = auth.claim_ticket(result.ticket)
+    state = _fake_state(cookie=f"other=1; mq_session={token}")
+    assert asyncio.run(LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm"))) is None
+    auth.logout(token)
+    assert asyncio.run(LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm"))) is not None
+    with read_session() as session:
+        assert session.exec(select(User).where(User.username == "admin")).one().last_login_at is not None
+
+
+def test_public_events_pass_without_session(db):
+    assert asyncio.run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(LoginState, "submit_password"))) is None
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("/customers", "/customers"),
+    ("//evil.example", "/"),
+    ("https://evil.example", "/"),
+    ("/\\evil", "/"),
+    ("/api/session/clear", "/"),
+    ("", "/"),
+])
+def test_login_next_is_same_site_only(target, expected):
+    assert safe_next(target) == expected
