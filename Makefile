@@ -49,8 +49,9 @@ unit: setup
 e2e: setup chromium
 	$(PY) -m pytest tests/e2e -q
 
+# Unit tests first: fast feedback, and they fail before the slow browser run.
 test: setup chromium
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests/unit tests/e2e -q
 
 bench: setup
 	$(PY) bench/search.py

@@ -7,7 +7,10 @@ import reflex as rx
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
 from meiqia_app.components.tags import tag_chip
+from meiqia_app.components.dialogs import field_error
+from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services.customers import ConsentView
+from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_detail import CustomerDetailState as S
 
 
@@ -78,13 +81,114 @@ def profile_card() -> rx.Component:
     )
 
 
+def _text_input(label_key: str, field: str, value, input_type: str = "text", placeholder=None) -> rx.Component:
+    return rx.vstack(
+        rx.el.label(t(label_key), html_for=f"edit-{field}", font_size="13px"),
+        rx.input(id=f"edit-{field}", name=field, type=input_type, default_value=value, width="100%",
+                 placeholder=placeholder if placeholder is not None else "",
+                 aria_invalid=rx.cond(S.edit_errors.contains(field), "true", "false")),
+        field_error(S.edit_errors.get(field, "")),
+        spacing="1",
+        width="100%",
+    )
+
+
+def _choice(label_key: str, field: str, value, codes: tuple[str, ...], prefix: str) -> rx.Component:
+    return rx.vstack(
+        rx.el.label(t(label_key), html_for=f"edit-{field}", font_size="13px"),
+        rx.select.root(
+            rx.select.trigger(id=f"edit-{field}", aria_label=t(label_key), width="100%"),
+            rx.select.content(*[rx.select.item(t(f"{prefix}.{code}"), value=code) for code in codes]),
+            name=field,
+            default_value=value,
+        ),
+        field_error(S.edit_errors.get(field, "")),
+        spacing="1",
+        width="100%",
+    )
+
+
+def _sensitive_input(label_key: str, field: str, value, input_type: str = "text") -> rx.Component:
+    """People who may not see a value get an empty field with the masked value
+    as a hint: leaving it empty keeps the stored value."""
+    return rx.cond(
+        S.customer.sensitive_visible,
+        _text_input(label_key, field, value, input_type),
+        _text_input(label_key, field, "", input_type, placeholder=t("customer.masked_hint", value=value)),
+    )
+
+
+def edit_dialog() -> rx.Component:
+    c = S.customer
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title(t("common.edit"), " · ", c.name),
+            rx.cond(
+                S.conflict != "",
+                rx.callout(
+                    rx.hstack(rx.text(S.conflict),
+                              rx.button(t("common.reload"), size="1", on_click=S.reload_after_conflict,
+                                        id="edit-reload"), align="center", spacing="3"),
+                    icon="triangle-alert", color_scheme="red", id="edit-conflict", role="alert",
+                ),
+            ),
+            rx.form(
+                rx.grid(
+                    _text_input("customer.name", "name", c.name),
+                    _choice("customer.gender", "gender", c.gender_code, GENDERS, "gender"),
+                    _sensitive_input("customer.phone", "phone", c.phone, "tel"),
+                    _sensitive_input("customer.email", "email", c.email, "email"),
+                    rx.cond(c.sensitive_visible, _text_input("customer.birthday", "birthday", c.birthday, "date"),
+                            _text_input("customer.birthday", "birthday", "", "date")),
+                    _sensitive_input("customer.address", "address", c.address),
+                    _text_input("customer.province", "province", c.province),
+                    _text_input("customer.city", "city", c.city),
+                    _text_input("customer.company", "company", c.company),
+                    _choice("customer.source", "source", c.source_code, SOURCES, "source"),
+                    _text_input("customer.external_id", "external_id", c.external_id),
+                    _text_input("customer.visitor_id", "visitor_id", c.visitor_id),
+                    _choice("customer.lifecycle", "lifecycle_stage", c.lifecycle_code, LIFECYCLE_STAGES, "lifecycle"),
+                    _choice("customer.tier", "membership_tier", c.tier_code, MEMBERSHIP_TIERS, "tier"),
+                    columns="2",
+                    spacing="3",
+                    width="100%",
+                ),
+                rx.hstack(
+                    rx.dialog.close(rx.button(t("common.cancel"), variant="soft", color_scheme="gray", type="button")),
+                    rx.button(t("common.save"), type="submit", loading=S.saving, id="edit-save"),
+                    justify="end",
+                    width="100%",
+                    margin_top="16px",
+                ),
+                on_submit=S.save,
+                reset_on_submit=False,
+                key=c.version,
+            ),
+            max_width="720px",
+        ),
+        open=S.editing,
+        on_open_change=S.set_editing,
+    )
+
+
+def actions_bar() -> rx.Component:
+    return rx.hstack(
+        rx.cond(
+            AppState.perms.contains("customer.edit"),
+            rx.button(rx.icon("pencil", size=16), t("common.edit"), on_click=S.start_edit, id="edit-customer"),
+        ),
+        spacing="2",
+    )
+
+
 def customer_detail_page() -> rx.Component:
     return page_shell(
         rx.link(rx.hstack(rx.icon("arrow-left", size=16, aria_hidden="true"), t("customer.back_to_list"), align="center"), href="/customers"),
         rx.cond(
             S.not_found,
             rx.callout(t("customers.not_found"), icon="info", color_scheme="orange", id="customer-not-found"),
-            rx.cond(S.customer, profile_card(), rx.spinner(size="3")),
+            rx.cond(S.customer, rx.vstack(actions_bar(), profile_card(), edit_dialog(), width="100%", spacing="3"),
+                    rx.spinner(size="3")),
         ),
         title_key="customer.profile",
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import reflex as rx
 
+from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
+
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
 from meiqia_app.components.tags import tag_chip
@@ -136,9 +138,191 @@ def customers_table() -> rx.Component:
     )
 
 
+def _checkbox_group(key: str, codes: tuple[str, ...], prefix: str) -> rx.Component:
+    return rx.el.fieldset(
+        rx.el.legend(t(f"filter.{key}"), font_size="13px", font_weight="600"),
+        rx.flex(
+            *[rx.el.label(rx.checkbox(name=f"{key}:{code}", default_checked=S.filters.get(key, []).to(list[str]).contains(code)),
+                          t(f"{prefix}.{code}"), display="flex", gap="4px", align_items="center", font_size="13px")
+              for code in codes],
+            spacing="3",
+            wrap="wrap",
+        ),
+        border="none",
+        padding="0",
+        margin="0",
+    )
+
+
+def _filter_input(key: str, input_type: str = "text") -> rx.Component:
+    return rx.vstack(
+        rx.el.label(t(f"filter.{key}"), html_for=f"filter-{key}", font_size="13px"),
+        rx.input(id=f"filter-{key}", name=key, type=input_type, size="1",
+                 default_value=S.filters.get(key, "").to(str), min=0 if input_type == "number" else None),
+        spacing="1",
+    )
+
+
+def _tag_select(key: str) -> rx.Component:
+    return rx.vstack(
+        rx.el.label(t(f"filter.{key}"), html_for=f"filter-{key}", font_size="13px"),
+        rx.select.root(
+            rx.select.trigger(id=f"filter-{key}", aria_label=t(f"filter.{key}"), placeholder="—"),
+            rx.select.content(
+                rx.select.item("—", value="none"),
+                rx.foreach(S.tag_options, lambda option: rx.select.item(option.name, value=option.id.to_string())),
+            ),
+            name=key,
+            size="1",
+        ),
+        spacing="1",
+    )
+
+
+def filter_panel() -> rx.Component:
+    return rx.popover.root(
+        rx.popover.trigger(rx.button(rx.icon("sliders-horizontal", size=16), t("filter.open"), variant="soft",
+                                     id="open-filters")),
+        rx.popover.content(
+            rx.form(
+                rx.vstack(
+                    _checkbox_group("lifecycle", LIFECYCLE_STAGES, "lifecycle"),
+                    _checkbox_group("tiers", MEMBERSHIP_TIERS, "tier"),
+                    _checkbox_group("sources", SOURCES, "source"),
+                    rx.grid(
+                        _filter_input("province"), _filter_input("city"),
+                        _filter_input("registered_from", "date"), _filter_input("registered_to", "date"),
+                        _filter_input("active_from", "date"), _filter_input("active_to", "date"),
+                        _filter_input("purchase_from", "date"), _filter_input("purchase_to", "date"),
+                        _filter_input("spent_min", "number"), _filter_input("spent_max", "number"),
+                        _filter_input("orders_min", "number"), _filter_input("orders_max", "number"),
+                        _tag_select("tags_any"), _tag_select("tags_none"),
+                        rx.vstack(
+                            rx.el.label(t("filter.consent_marketing"), html_for="filter-consent", font_size="13px"),
+                            rx.select.root(
+                                rx.select.trigger(id="filter-consent", aria_label=t("filter.consent_marketing")),
+                                rx.select.content(rx.select.item(t("common.any"), value="any"),
+                                                  rx.select.item(t("common.yes"), value="yes"),
+                                                  rx.select.item(t("common.no"), value="no")),
+                                name="consent_marketing", default_value="any", size="1",
+                            ),
+                            spacing="1",
+                        ),
+                        rx.vstack(
+                            rx.el.label(t("filter.status"), html_for="filter-status", font_size="13px"),
+                            rx.select.root(
+                                rx.select.trigger(id="filter-status", aria_label=t("filter.status")),
+                                rx.select.content(rx.select.item(t("status.active"), value="active"),
+                                                  rx.select.item(t("status.archived"), value="archived"),
+                                                  rx.select.item(t("status.all"), value="all")),
+                                name="status", default_value="active", size="1",
+                            ),
+                            spacing="1",
+                        ),
+                        columns="2",
+                        spacing="3",
+                        width="100%",
+                    ),
+                    rx.hstack(
+                        rx.popover.close(rx.button(t("common.cancel"), type="button", variant="soft", color_scheme="gray")),
+                        rx.button(t("common.apply"), type="submit", id="apply-filters"),
+                        justify="end",
+                        width="100%",
+                    ),
+                    spacing="3",
+                ),
+                on_submit=S.apply_filters,
+                reset_on_submit=False,
+            ),
+            width="560px",
+            max_height="80vh",
+            overflow_y="auto",
+        ),
+        open=S.filters_open,
+        on_open_change=S.set_filters_open,
+    )
+
+
+def _chip(chip) -> rx.Component:
+    return rx.badge(
+        chip.label,
+        rx.icon_button(rx.icon("x", size=12), size="1", variant="ghost", on_click=S.remove_filter(chip.key),
+                       aria_label=t("filter.remove", label=chip.label)),
+        variant="surface",
+        size="2",
+        class_name="filter-chip",
+    )
+
+
+def filter_chips() -> rx.Component:
+    return rx.cond(
+        S.chips.length() > 0,
+        rx.hstack(
+            rx.foreach(S.chips, _chip),
+            rx.button(t("filter.clear"), variant="ghost", size="1", on_click=S.clear_filters, id="clear-filters"),
+            wrap="wrap",
+            spacing="2",
+            align="center",
+            id="filter-chips",
+        ),
+    )
+
+
+def _view_item(view) -> rx.Component:
+    return rx.menu.item(
+        rx.hstack(
+            rx.text(view.name),
+            rx.cond(view.mine, rx.cond(view.shared, rx.icon("users", size=12)),
+                    rx.text(t("view.by", owner=view.owner), size="1", color_scheme="gray")),
+            spacing="2",
+            align="center",
+        ),
+        on_click=S.open_view(view.id),
+        class_name="view-item",
+    )
+
+
+def views_menu() -> rx.Component:
+    return rx.hstack(
+        rx.menu.root(
+            rx.menu.trigger(rx.button(rx.icon("bookmark", size=16), t("view.menu"), variant="soft", id="views-menu")),
+            rx.menu.content(
+                rx.cond(S.views.length() > 0, rx.foreach(S.views, _view_item),
+                        rx.menu.item(t("view.none"), disabled=True)),
+                rx.menu.separator(),
+                rx.menu.item(t("view.save_current"), on_click=S.set_save_view_open(True), id="save-view"),
+            ),
+        ),
+        rx.dialog.root(
+            rx.dialog.content(
+                rx.dialog.title(t("view.save_current")),
+                rx.form(
+                    rx.vstack(
+                        rx.el.label(t("view.name"), html_for="view-name", font_size="14px"),
+                        rx.input(id="view-name", name="name", required=True, max_length=64),
+                        rx.cond(S.save_view_error != "", rx.text(S.save_view_error, color="var(--red-11)", size="1")),
+                        rx.el.label(rx.checkbox(name="shared", id="view-shared"), t("view.shared"), display="flex",
+                                    gap="6px", align_items="center", font_size="14px"),
+                        rx.hstack(
+                            rx.dialog.close(rx.button(t("common.cancel"), type="button", variant="soft", color_scheme="gray")),
+                            rx.button(t("common.save"), type="submit", id="save-view-submit"),
+                            justify="end", width="100%",
+                        ),
+                        spacing="3",
+                    ),
+                    on_submit=S.save_view,
+                ),
+            ),
+            open=S.save_view_open,
+            on_open_change=S.set_save_view_open,
+        ),
+    )
+
+
 def customers_page() -> rx.Component:
     return page_shell(
-        rx.hstack(search_box(), rx.spacer(), count_line(), align="center", width="100%"),
+        rx.hstack(search_box(), filter_panel(), views_menu(), rx.spacer(), count_line(), align="center", width="100%"),
+        filter_chips(),
         customers_table(),
         pager(),
         title_key="customers.title",

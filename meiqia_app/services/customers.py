@@ -50,7 +50,9 @@ class CustomerDetail:
     order_count: int
     total_spent: str
     lifecycle: str
+    lifecycle_code: str
     tier: str
+    tier_code: str
     status: str
     status_code: str
     tags: list[TagChip]
@@ -116,7 +118,9 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             order_count=c.order_count,
             total_spent=money(c.total_spent_cents) if sensitive else MASK,
             lifecycle=label(lang, "lifecycle", c.lifecycle_stage),
+            lifecycle_code=c.lifecycle_stage,
             tier=label(lang, "tier", c.membership_tier),
+            tier_code=c.membership_tier,
             status=label(lang, "status", c.status),
             status_code=c.status,
             tags=tags,

@@ -1,18 +1,28 @@
-"""State of /customers/[customer_id]."""
+"""State of /customers/[customer_id]: the profile and its edit form."""
 
 from __future__ import annotations
 
 import reflex as rx
 
-from meiqia_app.services import customers
+from meiqia_app.services import customer_edit, customers
 from meiqia_app.services.customers import CustomerDetail
-from meiqia_app.services.errors import AppError, NotFound
+from meiqia_app.services.errors import AppError, Conflict, NotFound, ValidationError
 from meiqia_app.state.base import AppState
+
+FORM_FIELDS = ("name", "gender", "birthday", "phone", "email", "address", "province", "city", "company", "source",
+               "external_id", "visitor_id", "lifecycle_stage", "membership_tier")
 
 
 class CustomerDetailState(AppState):
     customer: CustomerDetail | None = None
     not_found: bool = False
+
+    editing: bool = False
+    edit_errors: dict[str, str] = {}
+    conflict: str = ""
+    saving: bool = False
+    # The version the edit form was opened on: the save is checked against it.
+    _edit_version: int = 0
 
     def _customer_id(self) -> int:
         raw = self.router.page.params.get("customer_id", "")
@@ -38,4 +48,56 @@ class CustomerDetailState(AppState):
     async def on_load(self):
         self.customer = None
         self.not_found = False
+        self.editing = False
+        self.conflict = ""
         return await self._reload()
+
+    @rx.event
+    def start_edit(self):
+        if self.customer is None:
+            return None
+        self._edit_version = self.customer.version
+        self.edit_errors = {}
+        self.conflict = ""
+        self.editing = True
+        return None
+
+    @rx.event
+    def set_editing(self, value: bool):
+        self.editing = bool(value)
+
+    @rx.event
+    async def reload_after_conflict(self):
+        """Throw away the form and show what is stored now."""
+        self.conflict = ""
+        self.editing = False
+        return await self._reload()
+
+    @rx.event
+    async def save(self, form: dict):
+        if self.customer is None:
+            return
+        values = {field: str(form.get(field, "") or "")[:300] for field in FORM_FIELDS if field in form}
+        self.edit_errors = {}
+        self.conflict = ""
+        self.saving = True
+        yield
+        try:
+            actor = self._actor()
+            await self._call(customer_edit.update_customer, actor, self.customer.id, self._edit_version, values)
+        except ValidationError as error:
+            self.edit_errors = self._field_errors(error)
+            self.saving = False
+            return
+        except Conflict as error:
+            self.conflict = self._tr(error.message_key, **error.params)
+            self.saving = False
+            return
+        except AppError as error:
+            self.saving = False
+            yield self._on_error(error)
+            return
+        self.saving = False
+        self.editing = False
+        await self._reload()
+        yield rx.toast.success(self._tr("common.saved"))

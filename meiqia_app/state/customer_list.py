@@ -3,14 +3,58 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import reflex as rx
 
-from meiqia_app.services import customer_list
+from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
+from meiqia_app.services import customer_list, saved_views, tags
+from meiqia_app.services.saved_views import ViewOption
+from meiqia_app.services.tags import TagOption
 from meiqia_app.services.customer_dto import CustomerRow
 from meiqia_app.services.customer_query import PAGE_SIZES, SORTS, ListQuery
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.state.base import AppState
+
+
+MULTI_FILTERS = {"lifecycle": LIFECYCLE_STAGES, "tiers": MEMBERSHIP_TIERS, "sources": SOURCES}
+TEXT_FILTERS = ("province", "city", "registered_from", "registered_to", "active_from", "active_to",
+                "purchase_from", "purchase_to", "spent_min", "spent_max", "orders_min", "orders_max")
+TAG_FILTERS = ("tags_any", "tags_all", "tags_none")
+LABEL_PREFIX = {"lifecycle": "lifecycle", "tiers": "tier", "sources": "source"}
+
+
+@dataclasses.dataclass
+class FilterChip:
+    key: str
+    label: str
+
+
+def filters_from_form(form: dict) -> dict:
+    """The filter panel's form → the dict ListQuery.from_dict validates.
+
+    Multi-choice filters arrive as one checkbox per value ("lifecycle:active").
+    """
+    filters: dict[str, object] = {}
+    for key, allowed in MULTI_FILTERS.items():
+        chosen = [value for value in allowed if form.get(f"{key}:{value}") in ("on", True, "true")]
+        if chosen:
+            filters[key] = chosen
+    for key in TEXT_FILTERS:
+        value = str(form.get(key, "") or "").strip()[:32]
+        if value:
+            filters[key] = value
+    for key in TAG_FILTERS:
+        value = str(form.get(key, "") or "")
+        if value and value != "none":
+            filters[key] = [value]
+    consent = str(form.get("consent_marketing", "") or "")
+    if consent in ("yes", "no"):
+        filters["consent_marketing"] = consent
+    status = str(form.get("status", "") or "")
+    if status in ("archived", "all"):
+        filters["status"] = status
+    return filters
 
 
 class CustomerListState(AppState):
@@ -21,6 +65,12 @@ class CustomerListState(AppState):
     filters: dict[str, object] = {}
 
     rows: list[CustomerRow] = []
+    tag_options: list[TagOption] = []
+    chips: list[FilterChip] = []
+    filters_open: bool = False
+    views: list[ViewOption] = []
+    save_view_open: bool = False
+    save_view_error: str = ""
     page_number: int = 1
     has_next: bool = False
     has_prev: bool = False
@@ -70,9 +120,109 @@ class CustomerListState(AppState):
     @rx.event
     async def on_load(self):
         try:
-            self._set_user(self._actor())
+            actor = self._actor()
+            self._set_user(actor)
+            self.tag_options = await self._call(tags.list_tag_options, actor)
+            self.views = await self._call(saved_views.list_views, actor)
         except AppError as error:
             return self._on_error(error)
+        self._refresh_chips()
+        return await self._reload_first_page()
+
+    def _refresh_chips(self) -> None:
+        names = {str(option.id): option.name for option in self.tag_options}
+        chips: list[FilterChip] = []
+        for key, value in self.filters.items():
+            if key in MULTI_FILTERS:
+                text = "、".join(self._tr(f"{LABEL_PREFIX[key]}.{v}") for v in value)
+            elif key in TAG_FILTERS:
+                text = "、".join(names.get(str(v), str(v)) for v in value)
+            elif key == "status":
+                text = self._tr(f"status.{value}")
+            elif key == "consent_marketing":
+                text = self._tr(f"common.{value}")
+            else:
+                text = str(value)
+            chips.append(FilterChip(key, f"{self._tr('filter.' + key)}: {text}"))
+        self.chips = chips
+
+    @rx.event
+    def set_filters_open(self, value: bool):
+        self.filters_open = bool(value)
+
+    @rx.event
+    async def apply_filters(self, form: dict):
+        if not isinstance(form, dict):
+            return None
+        candidate = filters_from_form(form)
+        try:
+            ListQuery.from_dict({**candidate, "q": self.q, "sort": self.sort, "direction": self.direction})
+        except ValidationError as error:
+            return self._on_error(error)
+        self.filters = candidate
+        self.filters_open = False
+        self._refresh_chips()
+        return await self._reload_first_page()
+
+    @rx.event
+    async def remove_filter(self, key: str):
+        if key not in self.filters:
+            return None
+        self.filters = {k: v for k, v in self.filters.items() if k != key}
+        self._refresh_chips()
+        return await self._reload_first_page()
+
+    # --- saved views -------------------------------------------------------------------
+    @rx.event
+    def set_save_view_open(self, value: bool):
+        self.save_view_open = bool(value)
+        self.save_view_error = ""
+
+    @rx.event
+    async def save_view(self, form: dict):
+        self.save_view_error = ""
+        try:
+            actor = self._actor()
+            view = await self._call(saved_views.save_view, actor, str(form.get("name", ""))[:80], self._query(),
+                                    form.get("shared") in ("on", True, "true"))
+            self.views = await self._call(saved_views.list_views, actor)
+        except ValidationError as error:
+            self.save_view_error = next(iter(self._field_errors(error).values()), "")
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        self.save_view_open = False
+        return rx.toast.success(self._tr("view.saved", name=view.name))
+
+    @rx.event
+    async def open_view(self, view_id: int):
+        try:
+            query = await self._call(saved_views.load_view, self._actor(), self._as_id(view_id))
+        except AppError as error:
+            return self._on_error(error)
+        data = query.to_dict()
+        self.q = data.pop("q")
+        self.sort = data.pop("sort")
+        self.direction = data.pop("direction")
+        self.filters = {key: value for key, value in data.items()
+                        if value not in (None, "", [], ()) and not (key == "status" and value == "active")}
+        self._refresh_chips()
+        return await self._reload_first_page()
+
+    @rx.event
+    async def delete_view(self, view_id: int):
+        try:
+            actor = self._actor()
+            await self._call(saved_views.delete_view, actor, self._as_id(view_id))
+            self.views = await self._call(saved_views.list_views, actor)
+        except AppError as error:
+            return self._on_error(error)
+        return rx.toast.success(self._tr("view.deleted"))
+
+    @rx.event
+    async def clear_filters(self):
+        self.filters = {}
+        self._refresh_chips()
         return await self._reload_first_page()
 
     @rx.event(supersedes=True)

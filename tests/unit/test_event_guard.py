@@ -4,6 +4,8 @@ a protected handler is blocked (redirect to the login) without one."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +17,14 @@ from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_list import CustomerListState
 from meiqia_app.state.login import LoginState, safe_next
 from meiqia_app.web.event_guard import LoginRequiredMiddleware, handler_owner, is_public
+
+
+def _run(coroutine):
+    """Run a coroutine on a fresh loop in a worker thread: Playwright's sync API
+    (e2e tests in the same session) keeps a loop running on the main thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Reflex keeps its state registry in context variables: carry them over.
+        return pool.submit(contextvars.copy_context().run, asyncio.run, coroutine).result()
 
 
 def _event(state_cls, handler: str) -> Event:
@@ -48,7 +58,7 @@ def test_only_allowlisted_handlers_are_public(state_cls, handler, public):
 
 
 def test_protected_event_without_session_is_blocked_with_a_redirect(db):
-    update = asyncio.run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(AdminUsersState, "confirm")))
+    update = _run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(AdminUsersState, "confirm")))
     assert update is not None
     assert [event.name for event in update.events] == ["_redirect"]
     assert update.events[0].payload["path"].startswith("/login?next=/admin/users")
@@ -70,15 +80,15 @@ def test_protected_event_with_a_live_session_passes(db):
     result = auth.complete_login(accepted.challenge, pyotp.TOTP(admin["totp_secret"]).now())
     token = auth.claim_ticket(result.ticket)
     state = _fake_state(cookie=f"other=1; mq_session={token}")
-    assert asyncio.run(LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm"))) is None
+    assert _run(LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm"))) is None
     auth.logout(token)
-    assert asyncio.run(LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm"))) is not None
+    assert _run(LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm"))) is not None
     with read_session() as session:
         assert session.exec(select(User).where(User.username == "admin")).one().last_login_at is not None
 
 
 def test_public_events_pass_without_session(db):
-    assert asyncio.run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(LoginState, "submit_password"))) is None
+    assert _run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(LoginState, "submit_password"))) is None
 
 
 @pytest.mark.parametrize(("target", "expected"), [

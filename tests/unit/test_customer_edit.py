@@ -1,0 +1,98 @@
+"""services/customer_edit.py: validation, optimistic locking, search upkeep, audit diff."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlmodel import select
+
+from meiqia_app.db import read_session
+from meiqia_app.models import AuditEntry, Customer, CustomerSearch
+from meiqia_app.services import customer_edit, customer_list
+from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.errors import Conflict, PermissionDenied, ValidationError
+
+
+def _customer(customer_id: int) -> Customer:
+    with read_session() as session:
+        return session.get(Customer, customer_id)
+
+
+def _first_active_id() -> int:
+    with read_session() as session:
+        return session.exec(select(Customer.id).where(Customer.status == "active").order_by(Customer.id)).first()
+
+
+def test_valid_phone_is_normalised_saved_and_audited_masked(seeded_db, seeded_actors):
+    cid = _first_active_id()
+    before = _customer(cid)
+    version = customer_edit.update_customer(seeded_actors["agent"], cid, before.version, {"phone": "+86 139-0000-1234"})
+    after = _customer(cid)
+    assert after.phone == "13900001234" and after.version == before.version + 1 == version
+    assert after.updated_by_name == seeded_actors["agent"].display_name
+    with read_session() as session:
+        entry = session.exec(select(AuditEntry).where(AuditEntry.action == "customer.update")).one()
+    changes = json.loads(entry.details)["changes"]
+    assert changes["phone"][1] == "139****1234"
+    assert "13900001234" not in entry.details
+
+
+def test_invalid_phone_and_email_are_refused_with_field_errors(seeded_db, seeded_actors):
+    cid = _first_active_id()
+    before = _customer(cid)
+    with pytest.raises(ValidationError) as caught:
+        customer_edit.update_customer(seeded_actors["agent"], cid, before.version,
+                                      {"phone": "12345", "email": "not-an-email", "name": ""})
+    assert caught.value.field_errors["phone"][0] == "error.phone_invalid"
+    assert caught.value.field_errors["email"][0] == "error.email_invalid"
+    assert caught.value.field_errors["name"][0] == "error.required"
+    assert _customer(cid).version == before.version
+
+
+def test_second_save_on_a_stale_version_gets_a_conflict_and_overwrites_nothing(seeded_db, seeded_actors):
+    cid = _first_active_id()
+    version = _customer(cid).version
+    customer_edit.update_customer(seeded_actors["admin"], cid, version, {"company": "First Co"})
+    with pytest.raises(Conflict) as caught:
+        customer_edit.update_customer(seeded_actors["agent"], cid, version, {"company": "Second Co"})
+    assert caught.value.params["by"] == seeded_actors["admin"].display_name
+    assert _customer(cid).company == "First Co"
+
+
+def test_renaming_updates_search_text_and_pinyin(seeded_db, seeded_actors):
+    cid = _first_active_id()
+    customer_edit.update_customer(seeded_actors["agent"], cid, _customer(cid).version, {"name": "欧阳娜娜"})
+    with read_session() as session:
+        text = session.get(CustomerSearch, cid).text
+    assert "欧阳娜娜" in text and "ouyangnana" in text
+    assert _customer(cid).name_initials == "oynn"
+    page = customer_list.list_customers(seeded_actors["agent"], ListQuery.from_dict({"q": "oynn"}))
+    assert cid in [row.id for row in page.rows]
+
+
+def test_agent_without_sensitive_view_keeps_masked_fields_when_left_empty(seeded_db, seeded_actors):
+    with read_session() as session:
+        customer = session.exec(select(Customer).where(Customer.phone.is_not(None), Customer.email.is_not(None),
+                                                       Customer.status == "active")).first()
+    customer_edit.update_customer(seeded_actors["agent"], customer.id, customer.version,
+                                  {"phone": "", "email": "", "company": "Kept Co"})
+    after = _customer(customer.id)
+    assert (after.phone, after.email, after.company) == (customer.phone, customer.email, "Kept Co")
+
+
+def test_analyst_cannot_edit_and_the_refusal_is_audited(seeded_db, seeded_actors):
+    cid = _first_active_id()
+    with pytest.raises(PermissionDenied):
+        customer_edit.update_customer(seeded_actors["analyst"], cid, 1, {"company": "x"})
+    with read_session() as session:
+        refused = session.exec(select(AuditEntry).where(AuditEntry.action == "customer.update",
+                                                        AuditEntry.result == "refused")).all()
+    assert len(refused) == 1
+
+
+def test_create_customer_is_searchable(db, actors):
+    new_id = customer_edit.create_customer(actors["agent"], {"name": "测试客户", "phone": "13700001111",
+                                                             "source": "wechat"})
+    page = customer_list.list_customers(actors["agent"], ListQuery.from_dict({"q": "0000111"}))
+    assert [row.id for row in page.rows] == [new_id]
