@@ -1,0 +1,119 @@
+"""An agent's daily work on customers: pinyin search, filters, saved views,
+editing with validation, and the edit conflict between two pages."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import login, wait_for_path
+
+
+def _db(app_server):
+    return sqlite3.connect(app_server.db_path())
+
+
+def test_agent_finds_customer_by_pinyin_initials(page, app_server):
+    with _db(app_server) as db:
+        name, initials = db.execute(
+            "SELECT name, name_initials FROM customer WHERE status='active' AND length(name_initials) = 3 "
+            "ORDER BY last_active_at DESC LIMIT 1").fetchone()
+    login(page, app_server, "agent")
+    page.get_by_role("searchbox").fill(initials)
+    expect(page.locator("#customer-table .customer-row").filter(has_text=name).first).to_be_visible()
+
+
+def test_two_filters_and_a_sort_match_the_database(page, app_server):
+    login(page, app_server, "manager")
+    page.locator("#open-filters").click()
+    page.get_by_role("checkbox", name="微信").click()
+    page.get_by_label("订单数不少于").fill("2")
+    page.locator("#apply-filters").click()
+    expect(page.locator(".filter-chip")).to_have_count(2)
+    page.get_by_role("button", name="按姓名排序").click()  # first click: descending
+    with _db(app_server) as db:
+        expected = [row[0] for row in db.execute(
+            "SELECT name FROM customer WHERE status='active' AND source='wechat' AND order_count >= 2 "
+            "ORDER BY name_pinyin DESC, id DESC LIMIT 10")]
+        total = db.execute("SELECT count(*) FROM customer WHERE status='active' AND source='wechat' "
+                           "AND order_count >= 2").fetchone()[0]
+    expect(page.locator("#match-count")).to_contain_text(f"{total:,}")
+    names = page.locator("#customer-table .customer-row th")
+    expect(names.first).to_have_text(expected[0])
+    assert names.all_inner_texts()[:10] == expected
+
+
+def test_saved_view_comes_back(page, app_server):
+    login(page, app_server, "manager")
+    page.locator("#open-filters").click()
+    page.get_by_role("checkbox", name="金卡会员").click()
+    page.locator("#apply-filters").click()
+    expect(page.locator(".filter-chip")).to_have_count(1)
+    page.locator("#views-menu").click()
+    page.locator("#save-view").click()
+    page.locator("#view-name").fill("金卡客户")
+    page.locator("#save-view-submit").click()
+    expect(page.get_by_text("已保存视图 金卡客户")).to_be_visible()
+    page.locator("#clear-filters").click()
+    expect(page.locator(".filter-chip")).to_have_count(0)
+    page.locator("#views-menu").click()
+    page.locator(".view-item").filter(has_text="金卡客户").click()
+    expect(page.locator(".filter-chip")).to_have_count(1)
+    expect(page.locator(".filter-chip")).to_contain_text("金卡会员")
+    with _db(app_server) as db:
+        gold = db.execute("SELECT count(*) FROM customer WHERE status='active' AND membership_tier='gold'").fetchone()[0]
+    expect(page.locator("#match-count")).to_contain_text(f"{gold:,}")
+
+
+def _open_customer(page, customer_id: int) -> None:
+    page.goto(f"/customers/{customer_id}")
+    expect(page.locator("#customer-name")).to_be_visible()
+
+
+def test_agent_edits_phone_invalid_refused_valid_saved_and_audited(page, app_server):
+    with _db(app_server) as db:
+        customer_id = db.execute("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 1 OFFSET 5").fetchone()[0]
+    login(page, app_server, "agent")
+    _open_customer(page, customer_id)
+    page.locator("#edit-customer").click()
+    page.locator("#edit-phone").fill("12345")
+    page.locator("#edit-save").click()
+    expect(page.get_by_text("手机号码无效")).to_be_visible()
+    page.locator("#edit-phone").fill("139 0011 2233")
+    page.locator("#edit-save").click()
+    expect(page.get_by_text("已保存")).to_be_visible()
+    expect(page.locator("#field-phone")).to_have_text("139****2233")
+    with _db(app_server) as db:
+        phone = db.execute("SELECT phone FROM customer WHERE id = ?", (customer_id,)).fetchone()[0]
+        details = db.execute("SELECT details FROM audit_entry WHERE action='customer.update' AND target_id=? "
+                             "ORDER BY id DESC LIMIT 1", (str(customer_id),)).fetchone()[0]
+    assert phone == "13900112233"
+    assert "139****2233" in details and "13900112233" not in details
+
+
+def test_second_editor_gets_a_conflict_and_nothing_is_overwritten(page, browser, app_server):
+    with _db(app_server) as db:
+        customer_id = db.execute("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 1 OFFSET 9").fetchone()[0]
+    other_context = browser.new_context(base_url=app_server.url)
+    other = other_context.new_page()
+    try:
+        login(page, app_server, "admin")
+        login(other, app_server, "manager")
+        _open_customer(page, customer_id)
+        _open_customer(other, customer_id)
+        page.locator("#edit-customer").click()
+        other.locator("#edit-customer").click()
+        page.locator("#edit-company").fill("先保存的公司")
+        page.locator("#edit-save").click()
+        expect(page.get_by_text("已保存")).to_be_visible()
+        other.locator("#edit-company").fill("后保存的公司")
+        other.locator("#edit-save").click()
+        expect(other.locator("#edit-conflict")).to_contain_text("系统管理员")
+        with _db(app_server) as db:
+            company = db.execute("SELECT company FROM customer WHERE id = ?", (customer_id,)).fetchone()[0]
+        assert company == "先保存的公司"
+        other.locator("#edit-reload").click()
+        expect(other.locator("#field-company")).to_have_text("先保存的公司")
+    finally:
+        other_context.close()
