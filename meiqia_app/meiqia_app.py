@@ -19,6 +19,7 @@ from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
 from meiqia_app.state.audit_log import AuditLogState
 from meiqia_app.state.base import AppState
+from meiqia_app.state.customer_activity import CustomerActivityState
 from meiqia_app.state.customer_detail import CustomerDetailState
 from meiqia_app.state.customer_list import CustomerListState
 from meiqia_app.state.login import LoginState
@@ -53,7 +54,7 @@ app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", o
 app.add_page(customers_page, route="/customers", title="客户 · 美洽客户管理",
              on_load=[AppState.check_login, CustomerListState.on_load])
 app.add_page(customer_detail_page, route="/customers/[customer_id]", title="客户详情 · 美洽客户管理",
-             on_load=[AppState.check_login, CustomerDetailState.on_load])
+             on_load=[AppState.check_login, CustomerDetailState.on_load, CustomerActivityState.on_load_activity])
 
 def _protected(page, route: str, title: str, state_on_load) -> None:
     """Every protected page checks the session before its own on_load runs."""

@@ -6,8 +6,8 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
-from meiqia_app.components.tags import tag_chip
 from meiqia_app.components.dialogs import field_error
+from meiqia_app.pages.customer_activity import tags_editor, timeline_card
 from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services.customers import ConsentView
 from meiqia_app.state.base import AppState
@@ -44,7 +44,7 @@ def profile_card() -> rx.Component:
                 align="center",
                 spacing="3",
             ),
-            rx.hstack(rx.foreach(c.tags, tag_chip), spacing="1", wrap="wrap", id="customer-tags"),
+            tags_editor(),
             rx.cond(c.erasure_pending, rx.callout(t("customer.erasure_pending"), icon="triangle-alert", color_scheme="orange")),
             rx.grid(
                 rx.data_list.root(
@@ -187,7 +187,8 @@ def customer_detail_page() -> rx.Component:
         rx.cond(
             S.not_found,
             rx.callout(t("customers.not_found"), icon="info", color_scheme="orange", id="customer-not-found"),
-            rx.cond(S.customer, rx.vstack(actions_bar(), profile_card(), edit_dialog(), width="100%", spacing="3"),
+            rx.cond(S.customer, rx.vstack(actions_bar(), profile_card(), edit_dialog(), timeline_card(),
+                                          width="100%", spacing="3"),
                     rx.spinner(size="3")),
         ),
         title_key="customer.profile",

@@ -76,12 +76,18 @@ def load_view(actor: Actor, view_id: int) -> ListQuery:
 
 def delete_view(actor: Actor, view_id: int) -> None:
     require(actor, "customer.view", action="view.delete")
+    # Ownership is checked in a read first: a refusal is audited in its own
+    # write transaction, which must not wait behind ours (SQLite has one writer).
+    with read_session() as session:
+        view = session.get(SavedView, int(view_id))
+        if view is None:
+            raise NotFound()
+        owner_id = view.owner_id
+    if owner_id != actor.user_id and not actor.is_admin:
+        refuse(actor, "view.delete", "error.permission_denied", target_type="view", target_id=view_id)
     with write_session() as session:
         view = session.get(SavedView, int(view_id))
         if view is None:
             raise NotFound()
-        if view.owner_id != actor.user_id and not actor.is_admin:
-            session.rollback()
-            refuse(actor, "view.delete", "error.permission_denied", target_type="view", target_id=view_id)
         session.delete(view)
         audit.record(session, actor, "view.delete", target_type="view", target_id=view_id, details={"name": view.name})

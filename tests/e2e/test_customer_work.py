@@ -117,3 +117,36 @@ def test_second_editor_gets_a_conflict_and_nothing_is_overwritten(page, browser,
         expect(other.locator("#field-company")).to_have_text("先保存的公司")
     finally:
         other_context.close()
+
+
+def test_agent_adds_note_and_tag_and_sees_timeline(page, app_server):
+    with _db(app_server) as db:
+        customer_id = db.execute(
+            "SELECT c.id FROM customer c WHERE c.status='active' AND c.order_count > 0 AND NOT EXISTS "
+            "(SELECT 1 FROM tag_assignment ta JOIN tag t ON t.id = ta.tag_id WHERE ta.customer_id = c.id "
+            "AND t.name = '待回访') ORDER BY c.id LIMIT 1").fetchone()[0]
+        orders = db.execute("SELECT count(*) FROM customer_order WHERE customer_id = ?", (customer_id,)).fetchone()[0]
+    login(page, app_server, "agent")
+    _open_customer(page, customer_id)
+    expect(page.locator("#timeline .timeline-item").first).to_be_visible()
+    page.locator("#timeline-kind").click()
+    page.get_by_role("option", name="订单").click()
+    expect(page.locator("#timeline .timeline-item[data-kind='order']")).to_have_count(min(orders, 20))
+    expect(page.locator("#timeline .timeline-item[data-kind='conversation']")).to_have_count(0)
+
+    page.locator("#note-text").fill("客户来电询问退款进度，已告知三个工作日内到账。")
+    page.locator("#note-add").click()
+    page.locator("#timeline-kind").click()
+    page.get_by_role("option", name="全部类型").click()
+    expect(page.locator("#timeline .timeline-item").first).to_contain_text("三个工作日")
+
+    page.locator("#tag-input").fill("回访")
+    page.locator(".tag-suggestion").filter(has_text="待回访").click()
+    expect(page.locator("#customer-tags")).to_contain_text("待回访")
+    with _db(app_server) as db:
+        note = db.execute("SELECT body FROM note WHERE customer_id = ? ORDER BY id DESC LIMIT 1", (customer_id,)).fetchone()[0]
+        tagged = db.execute("SELECT count(*) FROM tag_assignment ta JOIN tag t ON t.id = ta.tag_id "
+                            "WHERE ta.customer_id = ? AND t.name = '待回访'", (customer_id,)).fetchone()[0]
+        audited = db.execute("SELECT count(*) FROM audit_entry WHERE action IN ('note.create', 'customer.tag_add') "
+                             "AND actor_name = 'agent'").fetchone()[0]
+    assert "三个工作日" in note and tagged == 1 and audited >= 2

@@ -1,0 +1,181 @@
+"""Tags on one customer (CUST-5): autocomplete, add, remove.
+
+Tag names compare by ``Tag.name_key`` (services/tag_names.tag_key), so "VIP",
+"vip" and "ｖｉｐ" are one tag. Adding by a name nobody has used yet creates
+the tag, but only for actors with tag.manage; others pick from existing tags.
+
+Tag changes do NOT bump the customer's ``version`` / ``updated_at`` /
+``updated_by_*``: tags live in their own table, and a colleague clicking a tag
+must not turn somebody's open profile edit into a conflict. The audit log
+records who tagged whom and when.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sqlalchemy import case, exists
+from sqlalchemy import select as core_select
+from sqlmodel import Session, select
+
+from meiqia_app.db import get_engine, write_session
+from meiqia_app.dbadapter.base import escape_like
+from meiqia_app.models import Customer, Tag, TagAssignment
+from meiqia_app.models.tag import SOURCE_MANUAL
+from meiqia_app.services import audit
+from meiqia_app.services.customer_dto import TagChip
+from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.errors import NotFound, ValidationError
+from meiqia_app.services.rbac import Actor, require
+from meiqia_app.services.tag_names import MAX_TAG_NAME, tag_key
+from meiqia_app.timeutil import utcnow
+
+MAX_SUGGESTIONS = 50
+NEW_TAG_GROUP = "custom"
+NEW_TAG_COLOR = "gray"
+
+
+@dataclasses.dataclass
+class TagOption:
+    """One autocomplete suggestion."""
+
+    id: int
+    name: str
+    color: str
+    group: str
+
+
+def _as_id(value: object) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return int(value)
+    except (TypeError, ValueError):
+        raise NotFound() from None
+
+
+def _writable_customer(session: Session, customer_id: int) -> Customer:
+    customer = session.get(Customer, customer_id)
+    if customer is None or customer.status == "trashed" or customer.erased_at is not None:
+        raise NotFound()
+    return customer
+
+
+def _clean_name(name: object) -> str:
+    value = " ".join(str(name or "").split())
+    if not value:
+        raise ValidationError.single("tag", "error.required")
+    if len(value) > MAX_TAG_NAME:
+        raise ValidationError.single("tag", "error.too_long", max=MAX_TAG_NAME)
+    return value
+
+
+def suggest_tags(actor: Actor, prefix: str, limit: int = 10, exclude_customer_id: int | None = None) -> list[TagOption]:
+    """Existing tags whose name starts with, then contains, ``prefix`` (width- and case-insensitive).
+
+    An empty prefix lists the most recently assigned tags. ``exclude_customer_id``
+    leaves out the tags that customer already has.
+    """
+    require(actor, "customer.view", action="tag.suggest")
+    try:
+        limit = max(1, min(MAX_SUGGESTIONS, int(limit)))
+    except (TypeError, ValueError):
+        limit = 10
+    key = tag_key(str(prefix or ""))
+    t = Tag.__table__.c
+    statement = core_select(t.id, t.name, t.color, t.group)
+    if key:
+        # The tag table is small (hundreds of rows at most): a substring LIKE
+        # over name_key is cheap; prefix matches sort first.
+        pattern = escape_like(key)
+        statement = statement.where(t.name_key.like(f"%{pattern}%", escape="\\")).order_by(
+            case((t.name_key.like(f"{pattern}%", escape="\\"), 0), else_=1), t.name_key)
+    else:
+        statement = statement.order_by(t.last_assigned_at.is_(None), t.last_assigned_at.desc(), t.name_key)
+    if exclude_customer_id not in (None, ""):
+        ta = TagAssignment.__table__.c
+        statement = statement.where(~exists().where(ta.tag_id == t.id, ta.customer_id == _as_id(exclude_customer_id)))
+    with get_engine().connect() as conn:
+        rows = conn.execute(statement.limit(limit)).all()
+    return [TagOption(id=r.id, name=r.name, color=r.color, group=r.group) for r in rows]
+
+
+def _resolve_tag(session: Session, actor: Actor, tag_id_or_name: int | str) -> tuple[Tag, bool]:
+    """(tag, created). An int is a tag id; a string is a tag name."""
+    if isinstance(tag_id_or_name, int) and not isinstance(tag_id_or_name, bool):
+        tag = session.get(Tag, tag_id_or_name)
+        if tag is None:
+            raise NotFound()
+        return tag, False
+    name = _clean_name(tag_id_or_name)
+    key = tag_key(name)
+    tag = session.exec(select(Tag).where(Tag.name_key == key)).first()
+    if tag is not None:
+        return tag, False
+    if not actor.can("tag.manage"):
+        raise ValidationError.single("tag", "tag.not_found", name=name)
+    tag = Tag(name=name, name_key=key, group=NEW_TAG_GROUP, color=NEW_TAG_COLOR, created_by_id=actor.user_id)
+    session.add(tag)
+    session.flush()
+    audit.record(session, actor, "tag.create", target_type="tag", target_id=tag.id,
+                 details={"name": name, "group": NEW_TAG_GROUP, "via": "customer.tag_add"})
+    return tag, True
+
+
+def add_tag(actor: Actor, customer_id: int, tag_id_or_name: int | str) -> TagChip:
+    """Give the customer a tag (by id, or by name: see _resolve_tag); returns the chip to show.
+
+    Adding a tag a rule had assigned makes the assignment manual, so a rule in
+    sync mode no longer takes it away.
+    """
+    require(actor, "tag.assign", action="customer.tag_add", target_type="customer", target_id=customer_id)
+    customer_id = _as_id(customer_id)
+    with write_session() as session:
+        _writable_customer(session, customer_id)
+        tag, created = _resolve_tag(session, actor, tag_id_or_name)
+        chip = TagChip(tag.id, tag.name, tag.color, SOURCE_MANUAL)
+        assignment = session.get(TagAssignment, (customer_id, tag.id))
+        if assignment is not None and assignment.source == SOURCE_MANUAL:
+            return chip
+        now = utcnow()
+        previous_source = assignment.source if assignment is not None else None
+        if assignment is None:
+            assignment = TagAssignment(customer_id=customer_id, tag_id=tag.id)
+        assignment.source = SOURCE_MANUAL
+        assignment.rule_id = None
+        assignment.assigned_at = now
+        assignment.assigned_by_id = actor.user_id
+        session.add(assignment)
+        tag.last_assigned_at = now
+        session.add(tag)
+        details = {"tag_id": tag.id, "tag": tag.name, "changes": {"tags": [None, tag.name]}, "tag_created": created}
+        if previous_source is not None:
+            details["changes"] = {"tag_source": [previous_source, SOURCE_MANUAL]}
+        audit.record(session, actor, "customer.tag_add", target_type="customer", target_id=customer_id,
+                     details=details)
+    invalidate_counts()
+    return chip
+
+
+def remove_tag(actor: Actor, customer_id: int, tag_id: int) -> bool:
+    """Take a tag off the customer (manual or rule-assigned); False when it was not there.
+
+    A rule in sync mode may assign a rule tag again on its next run.
+    """
+    require(actor, "tag.assign", action="customer.tag_remove", target_type="customer", target_id=customer_id)
+    customer_id = _as_id(customer_id)
+    tag_id = _as_id(tag_id)
+    with write_session() as session:
+        _writable_customer(session, customer_id)
+        assignment = session.get(TagAssignment, (customer_id, tag_id))
+        if assignment is None:
+            return False
+        tag = session.get(Tag, tag_id)
+        name = tag.name if tag is not None else str(tag_id)
+        details = {"tag_id": tag_id, "tag": name, "source": assignment.source,
+                   "changes": {"tags": [name, None]}}
+        session.delete(assignment)
+        audit.record(session, actor, "customer.tag_remove", target_type="customer", target_id=customer_id,
+                     details=details)
+    invalidate_counts()
+    return True

@@ -1,0 +1,133 @@
+"""Notes on a customer (CUST-5): add, edit own, delete own; note.manage_any
+(admins) edits and deletes anybody's.
+
+Every change is audited with the text diff; a deleted note's text goes into
+the audit entry so nothing is lost. A refusal to touch someone else's note is
+audited too. Notes do not bump the customer's ``version``: writing a note
+while a colleague edits the profile must not turn their save into a conflict.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from meiqia_app.db import read_session, write_session
+from meiqia_app.models import Customer, Note
+from meiqia_app.services import audit, rbac
+from meiqia_app.services.errors import NotFound, ValidationError
+from meiqia_app.services.masking import mask_diff
+from meiqia_app.services.rbac import Actor, require
+from meiqia_app.services.timeline import may_change_note
+from meiqia_app.timeutil import utcnow
+
+MAX_NOTE_LENGTH = 2000
+
+
+def clean_text(text: object) -> str:
+    """Trimmed note text; required and at most MAX_NOTE_LENGTH characters."""
+    value = str(text or "").replace("\r\n", "\n").strip()
+    if not value:
+        raise ValidationError.single("text", "error.required")
+    if len(value) > MAX_NOTE_LENGTH:
+        raise ValidationError.single("text", "error.too_long", max=MAX_NOTE_LENGTH)
+    return value
+
+
+def _as_id(value: object) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return int(value)
+    except (TypeError, ValueError):
+        raise NotFound() from None
+
+
+def _writable_customer(session: Session, customer_id: int) -> Customer:
+    """Notes go on customers in the working set or the archive, not on trashed or erased ones."""
+    customer = session.get(Customer, customer_id)
+    if customer is None or customer.status == "trashed" or customer.erased_at is not None:
+        raise NotFound()
+    return customer
+
+
+def _check_author(actor: Actor, note_id: int, action: str) -> None:
+    """Refuse (audited) when the note is someone else's and the actor lacks note.manage_any.
+
+    Read in its own short session: the refusal is written in a transaction of
+    its own, which must not wait behind a write transaction of ours. A note's
+    author never changes, so checking before the write is safe.
+    """
+    with read_session() as session:
+        note = session.get(Note, note_id)
+        if note is None:
+            raise NotFound()
+        author_id = note.author_id
+    if not may_change_note(actor, author_id):
+        rbac.refuse(actor, action, "note.not_own", target_type="note", target_id=note_id,
+                    missing_permission="note.manage_any")
+
+
+def _require_note_access(actor: Actor, action: str, note_id: object) -> None:
+    """customer.edit (for own notes) or note.manage_any (for anybody's) before the note is read."""
+    if not actor.can("note.manage_any"):
+        require(actor, "customer.edit", action=action, target_type="note", target_id=note_id)
+
+
+def add_note(actor: Actor, customer_id: int, text: str) -> int:
+    """Write a note on the customer; returns its id."""
+    require(actor, "customer.edit", action="note.create", target_type="customer", target_id=customer_id)
+    customer_id = _as_id(customer_id)
+    body = clean_text(text)
+    with write_session() as session:
+        _writable_customer(session, customer_id)
+        now = utcnow()
+        note = Note(customer_id=customer_id, author_id=actor.user_id,
+                    author_name=(actor.display_name or actor.username)[:64], body=body, created_at=now, updated_at=now)
+        session.add(note)
+        session.flush()
+        audit.record(session, actor, "note.create", target_type="note", target_id=note.id,
+                     details={"customer_id": customer_id, "changes": mask_diff({"text": (None, body)})})
+        return note.id
+
+
+def edit_note(actor: Actor, note_id: int, text: str) -> None:
+    """Change a note's text (own notes; anybody's with note.manage_any)."""
+    _require_note_access(actor, "note.update", note_id)
+    note_id = _as_id(note_id)
+    _check_author(actor, note_id, "note.update")
+    body = clean_text(text)
+    with write_session() as session:
+        note = session.get(Note, note_id)
+        if note is None:
+            raise NotFound()
+        _writable_customer(session, note.customer_id)
+        if note.body == body:
+            return
+        old = note.body
+        note.body = body
+        note.updated_at = utcnow()
+        session.add(note)
+        audit.record(session, actor, "note.update", target_type="note", target_id=note.id,
+                     details={"customer_id": note.customer_id, "author_id": note.author_id,
+                              "changes": mask_diff({"text": (old, body)})})
+
+
+def delete_note(actor: Actor, note_id: int) -> None:
+    """Delete a note (own notes; anybody's with note.manage_any); its text stays in the audit log."""
+    _require_note_access(actor, "note.delete", note_id)
+    note_id = _as_id(note_id)
+    _check_author(actor, note_id, "note.delete")
+    with write_session() as session:
+        note = session.get(Note, note_id)
+        if note is None:
+            raise NotFound()
+        _writable_customer(session, note.customer_id)
+        details = {
+            "customer_id": note.customer_id,
+            "author_id": note.author_id,
+            "author": note.author_name,
+            "created_at": note.created_at.isoformat(),
+            "text": note.body,
+        }
+        session.delete(note)
+        audit.record(session, actor, "note.delete", target_type="note", target_id=note_id, details=details)

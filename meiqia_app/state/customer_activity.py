@@ -1,0 +1,181 @@
+"""The detail page's second half: timeline, notes and tags of one customer."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from meiqia_app.services import customer_tags, notes, timeline
+from meiqia_app.services.customer_tags import TagOption
+from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.timeline import MessageItem, TimelineItem
+from meiqia_app.state.customer_detail import CustomerDetailState
+
+KINDS = ("conversation", "order", "event", "note")
+
+
+class CustomerActivityState(CustomerDetailState):
+    items: list[TimelineItem] = []
+    kind: str = "all"
+    has_more: bool = False
+    loading_more: bool = False
+    expanded_key: str = ""
+    messages: list[MessageItem] = []
+
+    note_error: str = ""
+    editing_note_id: int = 0
+
+    tag_query: str = ""
+    tag_suggestions: list[TagOption] = []
+
+    _cursor: str = ""
+
+    def _kinds(self) -> set[str] | None:
+        return None if self.kind == "all" else {self.kind}
+
+    async def _load_timeline(self, more: bool = False):
+        actor = self._actor()
+        page = await self._call(timeline.customer_timeline, actor, self._customer_id(), self._kinds(),
+                                self._cursor if more else "", 20, self.lang)
+        self.items = [*self.items, *page.items] if more else page.items
+        self._cursor = page.next_cursor
+        self.has_more = bool(page.next_cursor)
+
+    @rx.event
+    async def on_load_activity(self):
+        self.kind = "all"
+        self.expanded_key = ""
+        self.messages = []
+        self.items = []
+        self.editing_note_id = 0
+        self.tag_query = ""
+        self.tag_suggestions = []
+        try:
+            await self._load_timeline()
+        except AppError as error:
+            if error.message_key == "error.not_found":
+                return None
+            return self._on_error(error)
+
+    @rx.event
+    async def set_kind(self, kind: str):
+        if kind not in ("all", *KINDS):
+            return None
+        self.kind = kind
+        try:
+            await self._load_timeline()
+        except AppError as error:
+            return self._on_error(error)
+
+    @rx.event
+    async def load_more(self):
+        if not self._cursor:
+            return
+        self.loading_more = True
+        yield
+        try:
+            await self._load_timeline(more=True)
+        except AppError as error:
+            yield self._on_error(error)
+        self.loading_more = False
+
+    @rx.event
+    async def toggle_messages(self, key: str, conversation_id: int):
+        if self.expanded_key == key:
+            self.expanded_key = ""
+            self.messages = []
+            return None
+        try:
+            self.messages = await self._call(timeline.conversation_messages, self._actor(),
+                                             self._as_id(conversation_id), 200, self.lang)
+        except AppError as error:
+            return self._on_error(error)
+        self.expanded_key = str(key)[:40]
+        return None
+
+    # --- notes ----------------------------------------------------------------------------
+    @rx.event
+    async def add_note(self, form: dict):
+        self.note_error = ""
+        try:
+            await self._call(notes.add_note, self._actor(), self._customer_id(), str(form.get("text", ""))[:4000])
+            await self._load_timeline()
+        except ValidationError as error:
+            self.note_error = next(iter(self._field_errors(error).values()), "")
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        return [rx.set_value("note-text", ""), rx.toast.success(self._tr("common.saved"))]
+
+    @rx.event
+    def start_note_edit(self, note_id: int):
+        self.editing_note_id = self._as_id(note_id)
+        self.note_error = ""
+
+    @rx.event
+    def cancel_note_edit(self):
+        self.editing_note_id = 0
+
+    @rx.event
+    async def save_note(self, form: dict):
+        self.note_error = ""
+        try:
+            await self._call(notes.edit_note, self._actor(), self.editing_note_id, str(form.get("text", ""))[:4000])
+            self.editing_note_id = 0
+            await self._load_timeline()
+        except ValidationError as error:
+            self.note_error = next(iter(self._field_errors(error).values()), "")
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        return rx.toast.success(self._tr("common.saved"))
+
+    @rx.event
+    async def delete_note(self, note_id: int):
+        try:
+            await self._call(notes.delete_note, self._actor(), self._as_id(note_id))
+            await self._load_timeline()
+        except AppError as error:
+            return self._on_error(error)
+        return rx.toast.success(self._tr("note.deleted"))
+
+    # --- tags -----------------------------------------------------------------------------
+    @rx.event(supersedes=True)
+    async def suggest(self, text: str):
+        self.tag_query = str(text or "")[:32]
+        try:
+            self.tag_suggestions = await self._call(customer_tags.suggest_tags, self._actor(), self.tag_query, 8,
+                                                    self._customer_id())
+        except AppError as error:
+            return self._on_error(error)
+
+    @rx.event
+    async def add_tag(self, tag_id: int):
+        try:
+            await self._call(customer_tags.add_tag, self._actor(), self._customer_id(), self._as_id(tag_id))
+        except AppError as error:
+            return self._on_error(error)
+        self.tag_query = ""
+        self.tag_suggestions = []
+        return await self._reload()
+
+    @rx.event
+    async def add_tag_by_name(self, form: dict):
+        name = str(form.get("tag", "") or "").strip()[:32]
+        if not name:
+            return None
+        try:
+            await self._call(customer_tags.add_tag, self._actor(), self._customer_id(), name)
+        except AppError as error:
+            return self._on_error(error)
+        self.tag_query = ""
+        self.tag_suggestions = []
+        failed = await self._reload()
+        return failed if failed is not None else rx.set_value("tag-input", "")
+
+    @rx.event
+    async def remove_tag(self, tag_id: int):
+        try:
+            await self._call(customer_tags.remove_tag, self._actor(), self._customer_id(), self._as_id(tag_id))
+        except AppError as error:
+            return self._on_error(error)
+        return await self._reload()
