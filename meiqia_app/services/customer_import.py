@@ -547,9 +547,8 @@ def _existing(conn: Connection, rows: list[_Row]) -> dict[tuple[str, str], int]:
 class _Pass:
     """One pass over a file: checks, duplicate detection, report and error file."""
 
-    def __init__(self, actor: Actor, path: Path, mapping: dict, *, dry_run: bool, skip_duplicates: bool,
+    def __init__(self, path: Path, mapping: dict, *, dry_run: bool, skip_duplicates: bool,
                  file_name: str, lang: str, progress: Progress | None):
-        self.actor = actor
         self.table = _open_table(path)
         try:
             self.mapping = resolve_mapping(self.table.headers, mapping)
@@ -680,7 +679,7 @@ def dry_run(
     require(actor, "customer.import", action="customer.import_dry_run", target_type="customer")
     started = time.perf_counter()
     checked = _checked_path(path)
-    work = _Pass(actor, checked, mapping, dry_run=True, skip_duplicates=True,
+    work = _Pass(checked, mapping, dry_run=True, skip_duplicates=True,
                  file_name=file_name or checked.name, lang=lang, progress=progress)
     try:
         engine = get_engine()
@@ -763,7 +762,7 @@ def run_import(
     require(actor, "customer.import", action="customer.import", target_type="customer")
     started = time.perf_counter()
     checked = _checked_path(path)
-    work = _Pass(actor, checked, mapping, dry_run=False, skip_duplicates=bool(skip_duplicates),
+    work = _Pass(checked, mapping, dry_run=False, skip_duplicates=bool(skip_duplicates),
                  file_name=file_name or checked.name, lang=lang, progress=progress)
     report = work.report
     template = _customer_template()

@@ -372,7 +372,8 @@ def big_file(count: int) -> Path:
         email = f"user{i}@example.com"
         if i % 100 == 7:
             phone = "12345"  # 1 % bad phones
-        data.append([name, phone, email, rng.choice("男女"), rng.choice(sources), "杭州", f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(0, 9)}"])
+        birthday = f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(0, 9)}"
+        data.append([name, phone, email, rng.choice("男女"), rng.choice(sources), "杭州", birthday])
     return write_csv("big.csv", data)
 
 
@@ -390,14 +391,14 @@ def test_a_100k_row_file_imports_with_flat_memory(actors):
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         report = run_import(actors["admin"], path, suggest_mapping(["姓名", "手机", "邮箱", "性别", "来源", "城市", "生日"]))
     finally:
         stop.set()
         sampler.join()
-    seconds = time.perf_counter() - started
-    print(f"\n100k import: {seconds:.1f} s, peak RSS +{(peak[0] - start_rss) / 2**20:.0f} MiB")
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    print(f"\n100k import: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak RSS +{(peak[0] - start_rss) / 2**20:.0f} MiB")
 
     assert (report.total_rows, report.invalid, report.inserted) == (count, count // 100, count - count // 100)
     assert scalar("SELECT count(*) FROM customer") == report.inserted

@@ -23,6 +23,7 @@ from meiqia_app.models import (
 from meiqia_app.services import audit, customer_list, duplicates, users
 from meiqia_app.services.customer_edit import create_customer
 from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customer_validation import normalize_phone
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.masking import MASK, mask_email, mask_phone
 from meiqia_app.services.search_text import build_search_text
@@ -68,7 +69,15 @@ def expected_groups(kind: str) -> dict[str, tuple[int, list[int]]]:
         f"(SELECT * FROM customer WHERE status <> 'trashed' AND {present} ORDER BY id) "
         f"GROUP BY k HAVING count(*) > 1 ORDER BY k"
     )
-    return {k: (n, sorted(int(i) for i in ids.split(","))[:duplicates.MEMBERS_PER_GROUP]) for k, n, ids in found}
+    return {k: (n, sorted(int(i) for i in ids.split(","))[:duplicates.MEMBERS_PER_GROUP]) for k, n, ids in found
+            if kind != "phone" or valid_phone(k)}
+
+
+def valid_phone(value: str) -> bool:
+    try:
+        return normalize_phone(value) == value
+    except ValueError:
+        return False
 
 
 def add_email_duplicates() -> None:
@@ -116,6 +125,16 @@ def test_small_pages_visit_every_group_exactly_once(seeded_db, seeded_actors, ki
     assert paged == whole
 
 
+def test_an_invalid_phone_shared_by_many_is_not_a_duplicate_group(db, actors):
+    admin = actors["admin"]
+    junk = [create_customer(admin, {"name": f"客户{i}"}) for i in range(3)]
+    execute("UPDATE customer SET phone = '0000000'")
+    assert rows("SELECT count(*) FROM customer WHERE phone = '0000000'")[0][0] == 3 == len(junk)
+    a = create_customer(admin, {"name": "甲", "phone": "+86 139 0000 1111"})
+    b = create_customer(admin, {"name": "乙", "phone": "13900001111"})
+    assert as_found(all_groups(admin, "phone")) == {"13900001111": (2, [a, b])}
+
+
 def test_a_group_left_with_one_live_customer_is_not_shown(seeded_db, seeded_actors):
     admin = seeded_actors["admin"]
     pair = next(g for g in all_groups(admin, "phone") if g.size == 2)
@@ -136,6 +155,38 @@ def test_emails_are_grouped_ignoring_case(db, actors):
     found = as_found(all_groups(admin, "email", limit=1))
     assert found == {"li.na@qq.com": (2, [4, 5]), "zhang.wei@qq.com": (3, [first, second, third])}
     assert found == expected_groups("email")
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 50])
+def test_capitalised_emails_are_found_on_every_page_size(db, actors, limit):
+    """Keys sharing first letters with capitalised spellings on both sides of page boundaries."""
+    import random
+
+    rng = random.Random(7)
+    locals_ = ["ma1", "ma2", "mb2", "mc3", "md", "me", "mf", "m_x", "na", "nb", "a1", "z9", "1234", "_u", "~v"]
+    values = []
+    for position, local in enumerate(locals_):
+        if position % 2:  # an all-lower-case pair: found by walking the index
+            values += [(f"{local}@qq.com", "active")] * 2
+        for _ in range(rng.randrange(1, 4)):
+            spelled = "".join(ch.upper() if rng.random() < 0.5 else ch for ch in local)
+            values.append((f"{spelled}@qq.com", "active"))
+    values += [("MA1@qq.com", "trashed"), ("Solo@qq.com", "active")]
+    with write_session() as session:
+        for index, (email, status) in enumerate(values):
+            session.execute(text(
+                "INSERT INTO customer (name, name_pinyin, name_initials, gender, email, source, registered_at, "
+                "last_active_at, order_count, total_spent_cents, lifecycle_stage, membership_tier, "
+                "consent_marketing, consent_analytics, status, custom_attributes, version, created_at, updated_at) "
+                "VALUES (:name, '', '', 'U', :email, 'web', '2026-01-01 00:00:00.000000', "
+                "'2026-01-01 00:00:00.000000', 0, 0, 'prospect', 'regular', 0, 0, :status, '{}', 1, "
+                "'2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"), {"name": f"客户{index}", "email": email,
+                                                                            "status": status})
+    expected = expected_groups("email")
+    assert len(expected) >= 6 and any(email != email.lower() for email, _status in values)
+    found = all_groups(actors["admin"], "email", limit=limit)
+    assert as_found(found) == expected
+    assert [g.key for g in found] == sorted(expected)
 
 
 def test_members_carry_what_the_list_shows(seeded_db, seeded_actors):
@@ -410,8 +461,12 @@ def test_merge_writes_one_audit_entry_with_everything_needed_to_undo_it(pair):
     assert merged["fields"]["email"] == mask_email("zw@example.com") and "海淀" not in merged["fields"]["address"]
     assert merged["moved_ids"]["orders"] == moved_orders
     assert merged["tag_ids"] == sorted(pair["tags"][1:])
-    assert details["survivor_changes"]["email"] == ["", mask_email("zw@example.com")] or \
-        details["survivor_changes"]["email"] == [None, mask_email("zw@example.com")]
+    assert details["survivor_changes"]["email"] == [None, mask_email("zw@example.com")]
+    recomputed = details["survivor_recomputed"]
+    assert recomputed["order_count"] == [0, 3]  # hand-made: no figures until now
+    assert recomputed["total_spent_cents"] == [MASK, MASK]  # amounts are sensitive
+    assert recomputed["registered_at"][0].startswith("2025-09-01") and recomputed["registered_at"][1].startswith("2025-06-01")
+    assert details["versions"] == {str(s): [1, 2], str(o): [1, 2]}
     assert "13812345678" not in entry.details and "zw@example.com" not in entry.details
     with read_session() as session:
         assert audit.verify_chain(session).ok
