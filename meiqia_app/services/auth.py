@@ -196,7 +196,7 @@ def looks_like_recovery_code(code: str) -> bool:
 
 # --- throttling ---------------------------------------------------------------
 
-def _throttle_key(username: str) -> str:
+def throttle_key(username: str) -> str:
     return username.strip().casefold()[:64]
 
 
@@ -230,7 +230,7 @@ def _clear_failures(session: Session, key: str) -> None:
 
 
 def unlock(session: Session, username: str) -> None:
-    _clear_failures(session, _throttle_key(username))
+    _clear_failures(session, throttle_key(username))
 
 
 def _anonymous(username: str, client_ip: str) -> Actor:
@@ -275,7 +275,7 @@ def begin_login(username: str, password: str, client_ip: str = "") -> PasswordAc
     """Step 1: username and password. Same answer and same cost for unknown names."""
     username = (username or "").strip()[:64]
     password = password or ""
-    key = _throttle_key(username)
+    key = throttle_key(username)
     with write_session() as session:
         user = session.exec(select(User).where(User.username == username)).first() if username else None
         stored_hash = user.password_hash if user is not None else _dummy_hash()
@@ -340,7 +340,7 @@ def complete_login(challenge: str, code: str, client_ip: str = "") -> SecondFact
         user = session.get(User, row.user_id)
         if user is None or not user.is_active:
             raise AuthError("auth.challenge_expired")
-        key = _throttle_key(user.username)
+        key = throttle_key(user.username)
         who = _anonymous(user.username, client_ip)
         try:
             _check_not_locked(session, key)

@@ -11,7 +11,8 @@ from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services import audit
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import clean_customer_fields
-from meiqia_app.services.errors import Conflict, NotFound, ValidationError
+from meiqia_app.services.customers import writable_customer
+from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.services.masking import mask_diff
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import build_search_text, pinyin_of
@@ -53,9 +54,7 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
                 raw.pop(field, None)
     values = clean_customer_fields(raw, partial=True)
     with write_session() as session:
-        customer = session.get(Customer, int(customer_id))
-        if customer is None or customer.status == "trashed" or customer.erased_at is not None:
-            raise NotFound()
+        customer = writable_customer(session, customer_id)
         if customer.version != int(expected_version):
             raise Conflict(by=customer.updated_by_name or "?", at=format_local(customer.updated_at))
         diff = {field: (getattr(customer, field), value) for field, value in values.items()

@@ -20,11 +20,12 @@ from sqlmodel import Session, select
 
 from meiqia_app.db import get_engine, write_session
 from meiqia_app.dbadapter.base import escape_like
-from meiqia_app.models import Customer, Tag, TagAssignment
+from meiqia_app.models import Tag, TagAssignment
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit
 from meiqia_app.services.customer_dto import TagChip
 from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customers import parse_id, writable_customer
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.tag_names import MAX_TAG_NAME, tag_key
@@ -43,22 +44,6 @@ class TagOption:
     name: str
     color: str
     group: str
-
-
-def _as_id(value: object) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return int(value)
-    except (TypeError, ValueError):
-        raise NotFound() from None
-
-
-def _writable_customer(session: Session, customer_id: int) -> Customer:
-    customer = session.get(Customer, customer_id)
-    if customer is None or customer.status == "trashed" or customer.erased_at is not None:
-        raise NotFound()
-    return customer
 
 
 def _clean_name(name: object) -> str:
@@ -94,7 +79,7 @@ def suggest_tags(actor: Actor, prefix: str, limit: int = 10, exclude_customer_id
         statement = statement.order_by(t.last_assigned_at.is_(None), t.last_assigned_at.desc(), t.name_key)
     if exclude_customer_id not in (None, ""):
         ta = TagAssignment.__table__.c
-        statement = statement.where(~exists().where(ta.tag_id == t.id, ta.customer_id == _as_id(exclude_customer_id)))
+        statement = statement.where(~exists().where(ta.tag_id == t.id, ta.customer_id == parse_id(exclude_customer_id)))
     with get_engine().connect() as conn:
         rows = conn.execute(statement.limit(limit)).all()
     return [TagOption(id=r.id, name=r.name, color=r.color, group=r.group) for r in rows]
@@ -129,9 +114,9 @@ def add_tag(actor: Actor, customer_id: int, tag_id_or_name: int | str) -> TagChi
     sync mode no longer takes it away.
     """
     require(actor, "tag.assign", action="customer.tag_add", target_type="customer", target_id=customer_id)
-    customer_id = _as_id(customer_id)
+    customer_id = parse_id(customer_id)
     with write_session() as session:
-        _writable_customer(session, customer_id)
+        writable_customer(session, customer_id)
         tag, created = _resolve_tag(session, actor, tag_id_or_name)
         chip = TagChip(tag.id, tag.name, tag.color, SOURCE_MANUAL)
         assignment = session.get(TagAssignment, (customer_id, tag.id))
@@ -163,10 +148,10 @@ def remove_tag(actor: Actor, customer_id: int, tag_id: int) -> bool:
     A rule in sync mode may assign a rule tag again on its next run.
     """
     require(actor, "tag.assign", action="customer.tag_remove", target_type="customer", target_id=customer_id)
-    customer_id = _as_id(customer_id)
-    tag_id = _as_id(tag_id)
+    customer_id = parse_id(customer_id)
+    tag_id = parse_id(tag_id)
     with write_session() as session:
-        _writable_customer(session, customer_id)
+        writable_customer(session, customer_id)
         assignment = session.get(TagAssignment, (customer_id, tag_id))
         if assignment is None:
             return False

@@ -66,13 +66,27 @@ class CustomerDetail:
     erased: bool
 
 
-def _get_row(session, customer_id: int) -> Customer:
+def parse_id(value: object) -> int:
+    """An id from untrusted input; anything that is not one is simply not found."""
     try:
-        customer_id = int(customer_id)
+        if isinstance(value, bool):
+            raise TypeError
+        return int(value)
     except (TypeError, ValueError):
         raise NotFound() from None
-    customer = session.get(Customer, customer_id)
+
+
+def _get_row(session, customer_id: int) -> Customer:
+    customer = session.get(Customer, parse_id(customer_id))
     if customer is None:
+        raise NotFound()
+    return customer
+
+
+def writable_customer(session, customer_id: int) -> Customer:
+    """A customer that may still be changed: not trashed, not erased."""
+    customer = _get_row(session, customer_id)
+    if customer.status == "trashed" or customer.erased_at is not None:
         raise NotFound()
     return customer
 

@@ -9,11 +9,11 @@ while a colleague edits the profile must not turn their save into a conflict.
 
 from __future__ import annotations
 
-from sqlmodel import Session
 
 from meiqia_app.db import read_session, write_session
-from meiqia_app.models import Customer, Note
+from meiqia_app.models import Note
 from meiqia_app.services import audit, rbac
+from meiqia_app.services.customers import parse_id, writable_customer
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.masking import mask_diff
 from meiqia_app.services.rbac import Actor, require
@@ -31,23 +31,6 @@ def clean_text(text: object) -> str:
     if len(value) > MAX_NOTE_LENGTH:
         raise ValidationError.single("text", "error.too_long", max=MAX_NOTE_LENGTH)
     return value
-
-
-def _as_id(value: object) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return int(value)
-    except (TypeError, ValueError):
-        raise NotFound() from None
-
-
-def _writable_customer(session: Session, customer_id: int) -> Customer:
-    """Notes go on customers in the working set or the archive, not on trashed or erased ones."""
-    customer = session.get(Customer, customer_id)
-    if customer is None or customer.status == "trashed" or customer.erased_at is not None:
-        raise NotFound()
-    return customer
 
 
 def _check_author(actor: Actor, note_id: int, action: str) -> None:
@@ -76,10 +59,10 @@ def _require_note_access(actor: Actor, action: str, note_id: object) -> None:
 def add_note(actor: Actor, customer_id: int, text: str) -> int:
     """Write a note on the customer; returns its id."""
     require(actor, "customer.edit", action="note.create", target_type="customer", target_id=customer_id)
-    customer_id = _as_id(customer_id)
+    customer_id = parse_id(customer_id)
     body = clean_text(text)
     with write_session() as session:
-        _writable_customer(session, customer_id)
+        writable_customer(session, customer_id)
         now = utcnow()
         note = Note(customer_id=customer_id, author_id=actor.user_id,
                     author_name=(actor.display_name or actor.username)[:64], body=body, created_at=now, updated_at=now)
@@ -93,14 +76,14 @@ def add_note(actor: Actor, customer_id: int, text: str) -> int:
 def edit_note(actor: Actor, note_id: int, text: str) -> None:
     """Change a note's text (own notes; anybody's with note.manage_any)."""
     _require_note_access(actor, "note.update", note_id)
-    note_id = _as_id(note_id)
+    note_id = parse_id(note_id)
     _check_author(actor, note_id, "note.update")
     body = clean_text(text)
     with write_session() as session:
         note = session.get(Note, note_id)
         if note is None:
             raise NotFound()
-        _writable_customer(session, note.customer_id)
+        writable_customer(session, note.customer_id)
         if note.body == body:
             return
         old = note.body
@@ -115,13 +98,13 @@ def edit_note(actor: Actor, note_id: int, text: str) -> None:
 def delete_note(actor: Actor, note_id: int) -> None:
     """Delete a note (own notes; anybody's with note.manage_any); its text stays in the audit log."""
     _require_note_access(actor, "note.delete", note_id)
-    note_id = _as_id(note_id)
+    note_id = parse_id(note_id)
     _check_author(actor, note_id, "note.delete")
     with write_session() as session:
         note = session.get(Note, note_id)
         if note is None:
             raise NotFound()
-        _writable_customer(session, note.customer_id)
+        writable_customer(session, note.customer_id)
         details = {
             "customer_id": note.customer_id,
             "author_id": note.author_id,

@@ -26,6 +26,7 @@ from meiqia_app.db import get_engine
 from meiqia_app.i18n import tr
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, Message, Note, Order, Product
 from meiqia_app.services.customer_dto import label, money
+from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.masking import MASK, mask_value
 from meiqia_app.services.rbac import Actor, require
@@ -122,15 +123,6 @@ def _below(time_column, id_column, kind: str, cursor: tuple[dt.datetime, str, in
 
 
 # --- helpers --------------------------------------------------------------------------
-
-def _as_id(value: object) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return int(value)
-    except (TypeError, ValueError):
-        raise NotFound() from None
-
 
 def _clean_kinds(kinds: Iterable[str] | None) -> tuple[str, ...]:
     """None or empty: every kind."""
@@ -298,7 +290,7 @@ def customer_timeline(
 ) -> TimelinePage:
     """One page of the customer's history, newest first; ``next_cursor`` is empty on the last page."""
     require(actor, "customer.view", action="customer.timeline", target_type="customer", target_id=customer_id)
-    customer_id = _as_id(customer_id)
+    customer_id = parse_id(customer_id)
     chosen = _clean_kinds(kinds)
     position = decode_cursor(cursor) if cursor else None
     try:
@@ -322,7 +314,7 @@ def customer_timeline(
 def conversation_messages(actor: Actor, conversation_id: int, limit: int = 200, lang: str = "zh") -> list[MessageItem]:
     """The messages of one conversation, oldest first (the expand action of a timeline item)."""
     require(actor, "customer.view", action="conversation.view", target_type="conversation", target_id=conversation_id)
-    conversation_id = _as_id(conversation_id)
+    conversation_id = parse_id(conversation_id)
     try:
         limit = max(1, min(MAX_MESSAGES, int(limit)))
     except (TypeError, ValueError):

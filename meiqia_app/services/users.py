@@ -161,7 +161,7 @@ def list_users(actor: Actor) -> list[dict]:
         ).all())
         rows = session.exec(select(User, Role).join(Role, Role.id == User.role_id).order_by(User.id)).all()
         return [
-            user_dto(user, role, counts.get(user.id, 0), user.username.casefold() in locked)
+            user_dto(user, role, counts.get(user.id, 0), auth.throttle_key(user.username) in locked)
             for user, role in rows
         ]
 
