@@ -33,3 +33,13 @@ def confirm_dialog(*, open_var, on_open_change, on_confirm, title: rx.Var | str,
 
 def field_error(message: rx.Var) -> rx.Component:
     return rx.cond(message, rx.text(message, color="var(--red-11)", size="1", role="alert"))
+
+
+def form_buttons(submit_id: str, *, submit_key: str = "common.save", closer=rx.dialog.close, **submit_props) -> rx.Component:
+    """Cancel (closes the dialog or popover) and the submit button, right-aligned."""
+    return rx.hstack(
+        closer(rx.button(t("common.cancel"), type="button", variant="soft", color_scheme="gray")),
+        rx.button(t(submit_key), type="submit", id=submit_id, **submit_props),
+        justify="end",
+        width="100%",
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from meiqia_app.components.dialogs import confirm_dialog, field_error
+from meiqia_app.components.dialogs import confirm_dialog, field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
 from meiqia_app.services.rbac import PERMISSIONS
@@ -113,12 +113,7 @@ def create_dialog() -> rx.Component:
                     field("roles.name", "name", True),
                     field("roles.label_zh", "label_zh"),
                     field("roles.label_en", "label_en"),
-                    rx.hstack(
-                        rx.dialog.close(rx.button(t("common.cancel"), variant="soft", color_scheme="gray", type="button")),
-                        rx.button(t("common.save"), type="submit", id="create-role-submit"),
-                        justify="end",
-                        width="100%",
-                    ),
+                    form_buttons("create-role-submit"),
                     spacing="3",
                 ),
                 on_submit=S.create_role,
@@ -162,12 +157,7 @@ def policy_dialog() -> rx.Component:
                         switch("roles.policy.approval_required", "approval_required", role.approval_required),
                         number("roles.policy.approval_over_rows", "approval_over_rows", role.approval_over_rows),
                         field_error(S.policy_error),
-                        rx.hstack(
-                            rx.dialog.close(rx.button(t("common.cancel"), variant="soft", color_scheme="gray", type="button")),
-                            rx.button(t("common.save"), type="submit", id="policy-submit"),
-                            justify="end",
-                            width="100%",
-                        ),
+                        form_buttons("policy-submit"),
                         spacing="3",
                     ),
                     on_submit=S.save_policy,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from meiqia_app.components.dialogs import confirm_dialog, field_error
+from meiqia_app.components.dialogs import confirm_dialog, field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
 from meiqia_app.state.admin_users import AdminUsersState as S
@@ -121,13 +121,7 @@ def create_dialog() -> rx.Component:
                         field_error(S.create_errors.get("role", "")),
                         spacing="1",
                     ),
-                    rx.hstack(
-                        rx.dialog.close(rx.button(t("common.cancel"), variant="soft", color_scheme="gray",
-                                                  type="button")),
-                        rx.button(t("common.save"), type="submit", id="create-user-submit"),
-                        justify="end",
-                        width="100%",
-                    ),
+                    form_buttons("create-user-submit"),
                     spacing="3",
                 ),
                 on_submit=S.create_user,
@@ -150,13 +144,7 @@ def password_dialog() -> rx.Component:
                              auto_complete="new-password"),
                     field_error(S.password_error),
                     rx.text(t("users.password_hint"), size="1", color_scheme="gray"),
-                    rx.hstack(
-                        rx.dialog.close(rx.button(t("common.cancel"), variant="soft", color_scheme="gray",
-                                                  type="button")),
-                        rx.button(t("common.save"), type="submit", id="reset-password-submit"),
-                        justify="end",
-                        width="100%",
-                    ),
+                    form_buttons("reset-password-submit"),
                     spacing="3",
                 ),
                 on_submit=S.reset_password,

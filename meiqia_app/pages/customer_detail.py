@@ -6,7 +6,7 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
-from meiqia_app.components.dialogs import field_error
+from meiqia_app.components.dialogs import field_error, form_buttons
 from meiqia_app.pages.customer_activity import tags_editor, timeline_card
 from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services.customers import ConsentView
@@ -153,13 +153,7 @@ def edit_dialog() -> rx.Component:
                     spacing="3",
                     width="100%",
                 ),
-                rx.hstack(
-                    rx.dialog.close(rx.button(t("common.cancel"), variant="soft", color_scheme="gray", type="button")),
-                    rx.button(t("common.save"), type="submit", loading=S.saving, id="edit-save"),
-                    justify="end",
-                    width="100%",
-                    margin_top="16px",
-                ),
+                rx.box(form_buttons("edit-save", loading=S.saving), width="100%", margin_top="16px"),
                 on_submit=S.save,
                 reset_on_submit=False,
                 key=c.version,

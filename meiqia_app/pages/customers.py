@@ -6,6 +6,7 @@ import reflex as rx
 
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 
+from meiqia_app.components.dialogs import form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
 from meiqia_app.components.tags import tag_chip
@@ -223,12 +224,7 @@ def filter_panel() -> rx.Component:
                         spacing="3",
                         width="100%",
                     ),
-                    rx.hstack(
-                        rx.popover.close(rx.button(t("common.cancel"), type="button", variant="soft", color_scheme="gray")),
-                        rx.button(t("common.apply"), type="submit", id="apply-filters"),
-                        justify="end",
-                        width="100%",
-                    ),
+                    form_buttons("apply-filters", submit_key="common.apply", closer=rx.popover.close),
                     spacing="3",
                 ),
                 on_submit=S.apply_filters,
@@ -303,11 +299,7 @@ def views_menu() -> rx.Component:
                         rx.cond(S.save_view_error != "", rx.text(S.save_view_error, color="var(--red-11)", size="1")),
                         rx.el.label(rx.checkbox(name="shared", id="view-shared"), t("view.shared"), display="flex",
                                     gap="6px", align_items="center", font_size="14px"),
-                        rx.hstack(
-                            rx.dialog.close(rx.button(t("common.cancel"), type="button", variant="soft", color_scheme="gray")),
-                            rx.button(t("common.save"), type="submit", id="save-view-submit"),
-                            justify="end", width="100%",
-                        ),
+                        form_buttons("save-view-submit"),
                         spacing="3",
                     ),
                     on_submit=S.save_view,
