@@ -20,12 +20,16 @@ def password_form() -> rx.Component:
     return rx.form(
         rx.vstack(
             rx.el.label(t("auth.username"), html_for="username"),
-            rx.input(id="username", name="username", default_value=S.username, auto_complete="username",
+            # No default_value bound to state: the state arriving after the page loads would
+            # append to what a quick typist already entered (seen as "lockmelockme").
+            rx.input(id="username", name="username", auto_complete="username",
                      required=True, size="3", width="100%", auto_focus=True),
             rx.el.label(t("auth.password"), html_for="password"),
             rx.input(id="password", name="password", type="password", auto_complete="current-password",
                      required=True, size="3", width="100%"),
-            rx.button(t("auth.next"), type="submit", size="3", width="100%", loading=S.busy, id="login-submit"),
+            # Disabled until hydrated: before that a native submit would put the password in the URL.
+            rx.button(t("auth.next"), type="submit", size="3", width="100%", loading=S.busy, id="login-submit",
+                      disabled=~rx.State.is_hydrated),
             spacing="3",
             width="100%",
         ),

@@ -119,3 +119,5 @@ class LoginState(AppState):
         self._challenge = ""
         self.enrol_secret = ""
         self.enrol_qr = ""
+        # The password form remounts empty; give the person their username back.
+        return rx.set_value("username", self.username)

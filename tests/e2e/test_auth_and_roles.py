@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pyotp
 from playwright.sync_api import expect
@@ -41,20 +42,41 @@ def test_wrong_and_reused_codes_are_refused(page, app_server):
         context.close()
 
 
-def test_five_wrong_passwords_lock_the_account(page, app_server):
-    app_server.cli("create-user", "--username", "lockme", "--password", "Lock-me-2026x", "--role", "agent",
+def _login_refusals(app_server, username: str) -> list[str]:
+    with sqlite3.connect(app_server.db_path()) as db:
+        return [row[0] for row in db.execute(
+            "SELECT details FROM audit_entry WHERE actor_name = ? AND action = 'auth.login' ORDER BY id",
+            (username,))]
+
+
+def _wait_for_refusals(app_server, username: str, count: int) -> list[str]:
+    """Each attempt must have reached the server before the next: the same error text
+    on screen cannot tell attempt 3 from attempt 4."""
+    deadline = time.monotonic() + 10
+    while len(refusals := _login_refusals(app_server, username)) < count:
+        assert time.monotonic() < deadline, f"only {len(refusals)} of {count} attempts reached the server"
+        time.sleep(0.1)
+    assert len(refusals) == count, refusals
+    return refusals
+
+
+def test_five_wrong_passwords_lock_the_account(page, app_server, username="lockme"):
+    app_server.cli("create-user", "--username", username, "--password", "Lock-me-2026x", "--role", "agent",
                    "--totp-secret", pyotp.random_base32())
-    for _ in range(4):
-        _password_step(page, "lockme", "wrong-password-1")
+    for attempt in range(1, 5):
+        _password_step(page, username, "wrong-password-1")
+        _wait_for_refusals(app_server, username, attempt)
         expect(page.locator("#login-error")).to_contain_text("用户名或密码错误")
-    _password_step(page, "lockme", "wrong-password-1")
+    _password_step(page, username, "wrong-password-1")
+    assert '"locked": true' in _wait_for_refusals(app_server, username, 5)[-1]
     expect(page.locator("#login-error")).to_contain_text("已锁定")
     # Even the right password is refused now.
-    _password_step(page, "lockme", "Lock-me-2026x")
+    _password_step(page, username, "Lock-me-2026x")
+    assert '"reason": "locked"' in _wait_for_refusals(app_server, username, 6)[-1]
     expect(page.locator("#login-error")).to_contain_text("已锁定")
     with sqlite3.connect(app_server.db_path()) as db:
         actions = [row[0] for row in db.execute(
-            "SELECT action FROM audit_entry WHERE actor_name = 'lockme' ORDER BY id")]
+            "SELECT action FROM audit_entry WHERE actor_name = ? ORDER BY id", (username,))]
     assert "auth.lockout" in actions
 
 
@@ -125,3 +147,12 @@ def test_english_login_errors(page, app_server):
     page.get_by_label("Password").fill("whatever-123")
     page.locator("#login-submit").click()
     expect(page.locator("#login-error")).to_have_text("Wrong username or password")
+
+
+def test_back_from_the_code_step_keeps_the_username(page, app_server):
+    account = app_server.accounts["analyst"]
+    _password_step(page, account.username, account.password)
+    expect(page.locator("#code")).to_be_visible()
+    page.locator("#code-form button[type=button]").click()
+    expect(page.locator("#username")).to_have_value(account.username)
+    expect(page.locator("#password")).to_have_value("")
