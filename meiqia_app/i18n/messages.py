@@ -1,9 +1,15 @@
 """Every message as a (中文, English) pair, so the two catalogues cannot drift apart.
 
-zh_CN.py and en.py are the two catalogues read off this table.
+zh_CN.py and en.py are the two catalogues read off this table. A feature may
+keep its messages in its own ``messages_<feature>.py`` beside this file (a dict
+named ENTRIES); they are merged here, and a key defined twice is an error.
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
 
 ENTRIES: dict[str, tuple[str, str]] = {
     # --- app shell ---------------------------------------------------------------
@@ -452,3 +458,18 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "dup.choice_not_in_merge": ("所选的值不属于参与合并的客户", "The chosen value is not from a customer in this merge"),
     "dup.version_missing": ("缺少客户版本，请重新打开合并对话框", "Customer versions are missing; open the merge dialog again"),
 }
+
+
+def _merge_feature_catalogues() -> None:
+    package_dir = Path(__file__).parent
+    for module_info in sorted(pkgutil.iter_modules([str(package_dir)]), key=lambda m: m.name):
+        if not module_info.name.startswith("messages_"):
+            continue
+        module = importlib.import_module(f"meiqia_app.i18n.{module_info.name}")
+        clash = set(module.ENTRIES) & set(ENTRIES)
+        if clash:
+            raise RuntimeError(f"{module_info.name} redefines messages: {sorted(clash)}")
+        ENTRIES.update(module.ENTRIES)
+
+
+_merge_feature_catalogues()

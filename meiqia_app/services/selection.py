@@ -1,0 +1,127 @@
+"""What a bulk action works on (CUST-1): "all N matching this filter" or ticked rows.
+
+Bulk tagging, archiving, deleting, exporting and cleanup all receive one of
+these. It is built from untrusted input (a browser event), so ``from_dict``
+validates it; walking it never holds more than one batch of ids in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from sqlalchemy import and_, select
+
+from meiqia_app.db import get_engine
+from meiqia_app.models import Customer
+from meiqia_app.services.customer_list import all_conditions, count_customers, matching_ids
+from meiqia_app.services.customer_query import ListQuery, status_condition
+from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.rbac import Actor, require
+
+C = Customer.__table__.c
+
+# Ticked rows come from pages of at most a few hundred; a bigger list is a
+# crafted event, and "all matching" is the way to act on more.
+MAX_TICKED_IDS = 10_000
+KIND_QUERY = "query"
+KIND_IDS = "ids"
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    kind: str = KIND_QUERY
+    query: ListQuery = dataclasses.field(default_factory=ListQuery)
+    ids: tuple[int, ...] = ()
+
+    @classmethod
+    def of_query(cls, query: ListQuery) -> "Selection":
+        return cls(kind=KIND_QUERY, query=query)
+
+    @classmethod
+    def of_ids(cls, ids, status: str = "all") -> "Selection":
+        """Ticked rows; ``status`` keeps e.g. archived rows out unless the list showed them."""
+        return cls.from_dict({"kind": KIND_IDS, "ids": list(ids), "query": {"status": status}})
+
+    @classmethod
+    def from_dict(cls, data) -> "Selection":
+        if not isinstance(data, dict):
+            raise ValidationError.single("selection", "error.bad_choice")
+        kind = data.get("kind")
+        query = ListQuery.from_dict(data.get("query") or {})
+        if kind == KIND_QUERY:
+            return cls(kind=KIND_QUERY, query=query)
+        if kind != KIND_IDS:
+            raise ValidationError.single("selection", "error.bad_choice")
+        raw = data.get("ids")
+        if not isinstance(raw, (list, tuple)) or not raw or len(raw) > MAX_TICKED_IDS:
+            raise ValidationError.single("selection", "error.bad_choice")
+        try:
+            ids = tuple(sorted({int(value) for value in raw}))
+        except (TypeError, ValueError):
+            raise ValidationError.single("selection", "error.bad_choice") from None
+        if ids[0] <= 0:
+            raise ValidationError.single("selection", "error.bad_choice")
+        # Only the status of the list matters for ticked rows; its search and
+        # filters were already applied when the rows were shown.
+        return cls(kind=KIND_IDS, query=ListQuery(status=query.status), ids=ids)
+
+    def to_dict(self) -> dict:
+        if self.kind == KIND_IDS:
+            return {"kind": KIND_IDS, "ids": list(self.ids), "query": {"status": self.query.status}}
+        return {"kind": KIND_QUERY, "query": self.query.to_dict()}
+
+    def describe(self) -> dict:
+        """For audit entries and job parameters: what was selected, not the rows."""
+        if self.kind == KIND_IDS:
+            return {"kind": KIND_IDS, "count": len(self.ids), "status": self.query.status,
+                    "ids_sample": list(self.ids[:20])}
+        return {"kind": KIND_QUERY, "query": self.query.to_dict()}
+
+
+def selection_count(actor: Actor, selection: Selection, exact: bool = True) -> int:
+    """How many customers the selection holds now."""
+    require(actor, "customer.view", action="customer.list")
+    if selection.kind == KIND_QUERY:
+        return count_customers(actor, selection.query, exact=exact).value
+    return sum(len(batch) for batch in _existing_ids_batches(selection, 0, 1000))
+
+
+def _existing_ids_batches(selection: Selection, after_id: int, batch: int) -> Iterator[list[int]]:
+    """Ticked ids that still exist in the list's status, in id order."""
+    pending = [i for i in selection.ids if i > after_id]
+    with get_engine().connect() as conn:
+        for start in range(0, len(pending), batch):
+            chunk = pending[start:start + batch]
+            statement = (select(C.id).where(and_(C.id.in_(chunk), status_condition(selection.query.status)))
+                         .order_by(C.id))
+            found = list(conn.execute(statement).scalars())
+            if found:
+                yield found
+
+
+def iter_selected_ids(actor: Actor, selection: Selection, after_id: int = 0,
+                      batch: int = 5000) -> Iterator[list[int]]:
+    """Batches of customer ids in ascending id order, starting after ``after_id``.
+
+    A job records the last id of each finished batch as its checkpoint and
+    resumes from there after a restart.
+    """
+    require(actor, "customer.view", action="customer.list")
+    if selection.kind == KIND_IDS:
+        yield from _existing_ids_batches(selection, after_id, batch)
+        return
+    while True:
+        ids = matching_ids(actor, selection.query, after_id=after_id, batch=batch)
+        if not ids:
+            return
+        yield ids
+        after_id = ids[-1]
+
+
+def selection_conditions(conn, selection: Selection) -> list:
+    """SQL conditions equivalent to the selection, for set-based statements
+    (``INSERT … SELECT``, ``UPDATE … WHERE``) that should not pull ids into Python."""
+    if selection.kind == KIND_IDS:
+        return [C.id.in_(selection.ids), status_condition(selection.query.status)]
+    return all_conditions(conn, selection.query)
