@@ -13,7 +13,7 @@ from meiqia_app.pages.audit_log import audit_page
 from meiqia_app.pages.customer_detail import customer_detail_page
 from meiqia_app.pages.customers import customers_page
 from meiqia_app.pages.login import login_page
-from meiqia_app.services import auth
+from meiqia_app.services import auth, jobs, scheduler
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
@@ -48,6 +48,15 @@ app = rx.App(
     api_transformer=session_api(),
 )
 app.add_middleware(LoginRequiredMiddleware())
+
+
+def _start_background_work() -> None:
+    """At start: resume jobs a previous process left unfinished, start the nightly scheduler."""
+    jobs.resume_interrupted_jobs()
+    scheduler.start_scheduler_thread()
+
+
+app.register_lifespan_task(_start_background_work)
 
 app.add_page(home_page, route="/", title="美洽客户管理", on_load=HomeState.on_load)
 app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", on_load=LoginState.on_load)

@@ -1,0 +1,64 @@
+"""The nightly scheduler: slots in the local zone, once per slot across workers, off switch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from meiqia_app.db import write_session
+from meiqia_app.models import AppSetting
+from meiqia_app.services import scheduler
+
+RUNS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _task(db, monkeypatch):
+    monkeypatch.setattr(scheduler, "_TASKS", {})
+    RUNS.clear()
+    scheduler.register_task("nightly", lambda: RUNS.append("nightly"), "02:00")
+
+
+def _utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+
+
+def test_slot_is_in_the_local_zone():
+    # 02:00 in Shanghai is 18:00 UTC the day before.
+    assert scheduler.due_at(_utc("2026-11-23 19:00"), "02:00") == _utc("2026-11-23 18:00")
+    assert scheduler.due_at(_utc("2026-11-23 17:59"), "02:00") == _utc("2026-11-22 18:00")
+
+
+def test_a_slot_runs_once_even_when_checked_twice():
+    assert scheduler.run_due_tasks(_utc("2026-11-23 18:30")) == ["nightly"]
+    assert scheduler.run_due_tasks(_utc("2026-11-23 18:31")) == []
+    assert scheduler.run_due_tasks(_utc("2026-11-24 18:01")) == ["nightly"]
+    assert RUNS == ["nightly", "nightly"]
+
+
+def test_fresh_install_does_not_run_last_nights_work_at_start():
+    scheduler.first_run_marks_now(_utc("2026-11-23 12:00"))
+    assert scheduler.run_due_tasks(_utc("2026-11-23 12:01")) == []
+    assert scheduler.run_due_tasks(_utc("2026-11-23 18:00")) == ["nightly"]
+
+
+def test_admin_can_move_or_switch_off_a_task():
+    with write_session() as session:
+        session.add(AppSetting(key="schedule.nightly", value=json.dumps("off")))
+        session.commit()
+    assert scheduler.run_due_tasks(_utc("2026-11-23 18:30")) == []
+    with write_session() as session:
+        row = session.get(AppSetting, "schedule.nightly")
+        row.value = json.dumps("23:30")
+        session.add(row)
+        session.commit()
+    assert scheduler.task_time("nightly") == "23:30"
+    assert scheduler.run_due_tasks(_utc("2026-11-23 15:31")) == ["nightly"]
+
+
+def test_a_failing_task_does_not_stop_the_others():
+    scheduler.register_task("broken", lambda: 1 / 0, "01:00")
+    assert sorted(scheduler.run_due_tasks(_utc("2026-11-23 18:30"))) == ["broken", "nightly"]
+    assert RUNS == ["nightly"]
