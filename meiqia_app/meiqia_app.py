@@ -12,6 +12,7 @@ from meiqia_app.pages.admin_users import admin_users_page
 from meiqia_app.pages.audit_log import audit_page
 from meiqia_app.pages.customer_detail import customer_detail_page
 from meiqia_app.pages.customers import customers_page
+from meiqia_app.pages.duplicates import duplicates_page
 from meiqia_app.pages.login import login_page
 from meiqia_app.services import auth, jobs, scheduler
 from meiqia_app.state.account import AccountState
@@ -22,6 +23,7 @@ from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_activity import CustomerActivityState
 from meiqia_app.state.customer_detail import CustomerDetailState
 from meiqia_app.state.customer_list import CustomerListState
+from meiqia_app.state.duplicates import DuplicatesState
 from meiqia_app.state.login import LoginState
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
@@ -70,6 +72,7 @@ def _protected(page, route: str, title: str, state_on_load) -> None:
     app.add_page(page, route=route, title=f"{title} · 美洽客户管理", on_load=[AppState.check_login, state_on_load])
 
 
+_protected(duplicates_page, "/duplicates", "重复客户", DuplicatesState.on_load)
 _protected(audit_page, "/audit", "审计日志", AuditLogState.on_load)
 _protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load)
 _protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load)

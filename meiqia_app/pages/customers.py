@@ -13,24 +13,35 @@ from meiqia_app.components.tags import tag_chip
 from meiqia_app.services.customer_dto import CustomerRow
 from meiqia_app.state.customer_list import CustomerListState as S
 
-# (column key, label key, sort key or None)
+# (column key, label key, sort key or None), in catalogue order (saved_views.LIST_COLUMNS).
 COLUMNS = [
     ("name", "customers.col.name", "name"),
     ("phone", "customers.col.phone", None),
+    ("email", "customers.col.email", None),
     ("region", "customers.col.region", None),
     ("source", "customers.col.source", None),
     ("lifecycle", "customers.col.lifecycle", None),
+    ("tier", "customers.col.tier", None),
     ("tags", "customers.col.tags", None),
+    ("total_spent", "customers.col.total_spent", "total_spent"),
+    ("order_count", "customers.col.order_count", "order_count"),
+    ("registered", "customers.col.registered", "registered_at"),
+    ("last_purchase", "customers.col.last_purchase", "last_purchase_at"),
     ("last_active", "customers.col.last_active", "last_active_at"),
+    ("status", "customers.col.status", None),
 ]
+
+
+def _shown(key: str, component: rx.Component) -> rx.Component:
+    return rx.cond(S.columns.contains(key), component)
 
 
 def _header_cell(key: str, label_key: str, sort_key: str | None) -> rx.Component:
     if sort_key is None:
-        return rx.table.column_header_cell(t(label_key), scope="col")
+        return _shown(key, rx.table.column_header_cell(t(label_key), scope="col"))
     is_sorted = S.sort == sort_key
     arrow = rx.cond(is_sorted, rx.cond(S.direction == "desc", "↓", "↑"), "")
-    return rx.table.column_header_cell(
+    return _shown(key, rx.table.column_header_cell(
         rx.button(
             t(label_key),
             rx.text(arrow, as_="span", aria_hidden="true"),
@@ -42,20 +53,41 @@ def _header_cell(key: str, label_key: str, sort_key: str | None) -> rx.Component
         ),
         scope="col",
         aria_sort=rx.cond(is_sorted, rx.cond(S.direction == "desc", "descending", "ascending"), "none"),
-    )
+    ))
+
+
+def _cell(key: str, row: CustomerRow) -> rx.Component:
+    content = {
+        "phone": row.phone,
+        "email": row.email,
+        "region": row.region,
+        "source": row.source,
+        "lifecycle": rx.badge(row.lifecycle, variant="soft"),
+        "tier": row.tier,
+        "tags": rx.hstack(rx.foreach(row.tags, tag_chip), spacing="1", wrap="wrap"),
+        "total_spent": row.total_spent,
+        "order_count": row.order_count,
+        "registered": row.registered,
+        "last_purchase": row.last_purchase,
+        "last_active": row.last_active,
+        "status": row.status,
+    }[key]
+    return _shown(key, rx.table.cell(content, class_name=f"col-{key}"))
 
 
 def _row(row: CustomerRow) -> rx.Component:
     return rx.table.row(
+        rx.table.cell(
+            rx.checkbox(checked=S.all_matching | S.selected_ids.contains(row.id),
+                        on_change=lambda checked: S.set_row_selected(row.id, checked),
+                        aria_label=t("bulk.select_row", name=row.name), class_name="row-select"),
+            # Ticking a row must not open it.
+            on_click=rx.stop_propagation,
+        ),
         rx.table.row_header_cell(
             rx.link(row.name, href="/customers/" + row.id.to_string(), aria_label=t("customers.open", name=row.name)),
         ),
-        rx.table.cell(row.phone),
-        rx.table.cell(row.region),
-        rx.table.cell(row.source),
-        rx.table.cell(rx.badge(row.lifecycle, variant="soft")),
-        rx.table.cell(rx.hstack(rx.foreach(row.tags, tag_chip), spacing="1", wrap="wrap")),
-        rx.table.cell(row.last_active),
+        *[_cell(key, row) for key, _label, _sort in COLUMNS if key != "name"],
         class_name="customer-row",
         data_customer_id=row.id,
         # The whole row is a target for the mouse; keyboard users have the name link.
@@ -124,7 +156,14 @@ def customers_table() -> rx.Component:
     return rx.cond(
         S.rows.length() > 0,
         rx.table.root(
-            rx.table.header(rx.table.row(*[_header_cell(*column) for column in COLUMNS])),
+            rx.table.header(rx.table.row(
+                rx.table.column_header_cell(
+                    rx.checkbox(checked=S.page_all_selected, on_change=S.set_page_selected,
+                                aria_label=t("bulk.select_page"), id="select-page"),
+                    width="36px",
+                ),
+                *[_header_cell(*column) for column in COLUMNS],
+            )),
             rx.table.body(rx.foreach(S.rows, _row)),
             variant="surface",
             size="2",
@@ -311,10 +350,64 @@ def views_menu() -> rx.Component:
     )
 
 
+def column_chooser() -> rx.Component:
+    return rx.popover.root(
+        rx.popover.trigger(rx.button(rx.icon("columns-3", size=16), t("customers.columns"), variant="soft",
+                                     id="choose-columns")),
+        rx.popover.content(
+            rx.vstack(
+                *[rx.el.label(
+                    rx.checkbox(checked=S.columns.contains(key), on_change=lambda _checked, key=key: S.toggle_column(key),
+                                disabled=key == "name", id=f"column-{key}"),
+                    t(label_key), display="flex", gap="6px", align_items="center", font_size="14px")
+                  for key, label_key, _sort in COLUMNS],
+                spacing="2",
+            ),
+        ),
+    )
+
+
+def selection_bar() -> rx.Component:
+    """Shown while rows are ticked: the count, "select all N matching", and the bulk actions."""
+    return rx.cond(
+        S.selected_count > 0,
+        rx.callout.root(
+            rx.hstack(
+                rx.cond(
+                    S.all_matching,
+                    rx.text(t("bulk.all_matching_selected", count=S.count_display), size="2", weight="medium"),
+                    rx.text(t("bulk.selected", count=S.selected_count), size="2", weight="medium"),
+                ),
+                rx.cond(
+                    S.page_all_selected & ~S.all_matching & (S.count_value > S.rows.length()),
+                    rx.button(t("bulk.select_all_matching", count=S.count_display), variant="ghost", size="1",
+                              on_click=S.select_all_matching, id="select-all-matching"),
+                ),
+                rx.spacer(),
+                bulk_actions(),
+                rx.button(t("bulk.clear"), variant="ghost", size="1", on_click=S.clear_selection, id="clear-selection"),
+                align="center",
+                width="100%",
+                spacing="3",
+            ),
+            variant="surface",
+            id="selection-bar",
+            width="100%",
+        ),
+    )
+
+
+def bulk_actions() -> rx.Component:
+    """The actions a role may take on the selection (each service re-checks the permission)."""
+    return rx.fragment()
+
+
 def customers_page() -> rx.Component:
     return page_shell(
-        rx.hstack(search_box(), filter_panel(), views_menu(), rx.spacer(), count_line(), align="center", width="100%"),
+        rx.hstack(search_box(), filter_panel(), views_menu(), column_chooser(), rx.spacer(), count_line(),
+                  align="center", width="100%"),
         filter_chips(),
+        selection_bar(),
         customers_table(),
         pager(),
         title_key="customers.title",

@@ -18,6 +18,19 @@ from meiqia_app.timeutil import utcnow
 
 MAX_VIEWS_PER_USER = 50
 
+# The list's columns (CUST-1 column chooser); a view remembers which are shown.
+LIST_COLUMNS = ("name", "phone", "email", "region", "source", "lifecycle", "tier", "tags",
+                "total_spent", "order_count", "registered", "last_purchase", "last_active", "status")
+DEFAULT_COLUMNS = ("name", "phone", "region", "source", "lifecycle", "tags", "last_active")
+
+
+def clean_columns(columns) -> list[str]:
+    """Known columns in catalogue order; the name is always shown (it opens the customer)."""
+    if not isinstance(columns, (list, tuple)):
+        return list(DEFAULT_COLUMNS)
+    chosen = {str(c) for c in columns[:len(LIST_COLUMNS)]} | {"name"}
+    return [c for c in LIST_COLUMNS if c in chosen]
+
 
 @dataclasses.dataclass
 class ViewOption:
@@ -38,7 +51,8 @@ def list_views(actor: Actor) -> list[ViewOption]:
         return [ViewOption(v.id, v.name, v.owner_name, v.shared, v.owner_id == actor.user_id) for v in rows]
 
 
-def save_view(actor: Actor, name: str, query: ListQuery, shared: bool = False) -> ViewOption:
+def save_view(actor: Actor, name: str, query: ListQuery, shared: bool = False,
+              columns=None) -> ViewOption:
     """Create or overwrite (same name) one of the actor's own views."""
     require(actor, "customer.view", action="view.save")
     name = (name or "").strip()
@@ -46,7 +60,8 @@ def save_view(actor: Actor, name: str, query: ListQuery, shared: bool = False) -
         raise ValidationError.single("name", "error.required")
     if len(name) > 64:
         raise ValidationError.single("name", "error.too_long", max=64)
-    payload = json.dumps(query.to_dict(), ensure_ascii=False, sort_keys=True)
+    payload = json.dumps({**query.to_dict(), "columns": clean_columns(columns)}, ensure_ascii=False,
+                         sort_keys=True)
     with write_session() as session:
         view = session.exec(select(SavedView).where(SavedView.owner_id == actor.user_id, SavedView.name == name)).first()
         if view is None:
@@ -66,12 +81,19 @@ def save_view(actor: Actor, name: str, query: ListQuery, shared: bool = False) -
 
 def load_view(actor: Actor, view_id: int) -> ListQuery:
     """The stored query, validated again (the rules may have changed since it was saved)."""
+    return load_view_setup(actor, view_id)[0]
+
+
+def load_view_setup(actor: Actor, view_id: int) -> tuple[ListQuery, list[str]]:
+    """The stored query and the columns the list showed."""
     require(actor, "customer.view", action="view.load")
     with read_session() as session:
         view = session.get(SavedView, int(view_id))
         if view is None or (view.owner_id != actor.user_id and not view.shared):
             raise NotFound()
-        return ListQuery.from_dict(json.loads(view.payload or "{}"))
+        payload = json.loads(view.payload or "{}")
+    columns = clean_columns(payload.pop("columns", None))
+    return ListQuery.from_dict(payload), columns
 
 
 def delete_view(actor: Actor, view_id: int) -> None:

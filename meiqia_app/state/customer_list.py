@@ -9,7 +9,8 @@ import reflex as rx
 
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services import customer_list, saved_views, tags
-from meiqia_app.services.saved_views import ViewOption
+from meiqia_app.services.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
+from meiqia_app.services.selection import Selection
 from meiqia_app.services.tags import TagOption
 from meiqia_app.services.customer_dto import CustomerRow
 from meiqia_app.services.customer_query import PAGE_SIZES, SORTS, ListQuery
@@ -22,6 +23,10 @@ TEXT_FILTERS = ("province", "city", "registered_from", "registered_to", "active_
                 "purchase_from", "purchase_to", "spent_min", "spent_max", "orders_min", "orders_max")
 TAG_FILTERS = ("tags_any", "tags_all", "tags_none")
 LABEL_PREFIX = {"lifecycle": "lifecycle", "tiers": "tier", "sources": "source"}
+
+
+def _row_id(row) -> int:
+    return row["id"] if isinstance(row, dict) else row.id
 
 
 @dataclasses.dataclass
@@ -80,6 +85,11 @@ class CustomerListState(AppState):
     count_value: int = -1
     count_exact: bool = False
 
+    columns: list[str] = list(DEFAULT_COLUMNS)
+    # Bulk selection (CUST-1): ticked ids, or every match of the current query.
+    selected_ids: list[int] = []
+    all_matching: bool = False
+
     # Cursors and the count generation stay on the server.
     _next_cursor: str = ""
     _prev_cursor: str = ""
@@ -109,7 +119,21 @@ class CustomerListState(AppState):
         self.page_number = page_number
         return None
 
+    def _selection(self) -> Selection:
+        """What a bulk action works on; built server-side from the list's own query."""
+        if self.all_matching:
+            return Selection.of_query(self._query())
+        if not self.selected_ids:
+            raise ValidationError.single("selection", "bulk.nothing_selected")
+        return Selection.of_ids(self.selected_ids, status=self._query().status)
+
+    def _clear_selection(self) -> None:
+        self.selected_ids = []
+        self.all_matching = False
+
     async def _reload_first_page(self):
+        # A changed query changes what "selected" means: start over.
+        self._clear_selection()
         result = await self._load()
         if result is not None:
             return result
@@ -184,7 +208,7 @@ class CustomerListState(AppState):
         try:
             actor = self._actor()
             view = await self._call(saved_views.save_view, actor, str(form.get("name", ""))[:80], self._query(),
-                                    form.get("shared") in ("on", True, "true"))
+                                    form.get("shared") in ("on", True, "true"), self.columns)
             self.views = await self._call(saved_views.list_views, actor)
         except ValidationError as error:
             self.save_view_error = next(iter(self._field_errors(error).values()), "")
@@ -197,10 +221,11 @@ class CustomerListState(AppState):
     @rx.event
     async def open_view(self, view_id: int):
         try:
-            query = await self._call(saved_views.load_view, self._actor(), self._as_id(view_id))
+            query, columns = await self._call(saved_views.load_view_setup, self._actor(), self._as_id(view_id))
         except AppError as error:
             return self._on_error(error)
         data = query.to_dict()
+        self.columns = columns
         self.q = data.pop("q")
         self.sort = data.pop("sort")
         self.direction = data.pop("direction")
@@ -301,7 +326,57 @@ class CustomerListState(AppState):
             if result.exact:
                 return
 
+    # --- columns and selection ----------------------------------------------------------
+    @rx.event
+    def toggle_column(self, key: str):
+        if key not in LIST_COLUMNS or key == "name":
+            return
+        chosen = set(self.columns) ^ {key}
+        self.columns = clean_columns(list(chosen))
+
+    @rx.event
+    def set_row_selected(self, customer_id: int, checked: bool):
+        try:
+            customer_id = int(customer_id)
+        except (TypeError, ValueError):
+            return
+        on_page = {_row_id(row) for row in self.rows}
+        if customer_id not in on_page:
+            return
+        self.all_matching = False
+        if checked and customer_id not in self.selected_ids:
+            self.selected_ids = [*self.selected_ids, customer_id]
+        elif not checked:
+            self.selected_ids = [i for i in self.selected_ids if i != customer_id]
+
+    @rx.event
+    def set_page_selected(self, checked: bool):
+        page_ids = [_row_id(row) for row in self.rows]
+        self.all_matching = False
+        if checked:
+            self.selected_ids = list(dict.fromkeys([*self.selected_ids, *page_ids]))
+        else:
+            self.selected_ids = [i for i in self.selected_ids if i not in set(page_ids)]
+
+    @rx.event
+    def select_all_matching(self):
+        self.all_matching = True
+
+    @rx.event
+    def clear_selection(self):
+        self._clear_selection()
+
     # --- view helpers -----------------------------------------------------------------
+    @rx.var
+    def selected_count(self) -> int:
+        if self.all_matching:
+            return max(self.count_value, 0)
+        return len(self.selected_ids)
+
+    @rx.var
+    def page_all_selected(self) -> bool:
+        return bool(self.rows) and (self.all_matching or all(_row_id(row) in self.selected_ids for row in self.rows))
+
     @rx.var
     def page_label(self) -> str:
         return str(self.page_number) if self.page_number > 0 else "…"
