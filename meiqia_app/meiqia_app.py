@@ -11,6 +11,7 @@ from meiqia_app.pages.admin_roles import admin_roles_page
 from meiqia_app.pages.admin_users import admin_users_page
 from meiqia_app.pages.audit_log import audit_page
 from meiqia_app.pages.customer_detail import customer_detail_page
+from meiqia_app.pages.customer_import import import_page
 from meiqia_app.pages.customers import customers_page
 from meiqia_app.pages.duplicates import duplicates_page
 from meiqia_app.pages.login import login_page
@@ -22,6 +23,7 @@ from meiqia_app.state.audit_log import AuditLogState
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_activity import CustomerActivityState
 from meiqia_app.state.customer_detail import CustomerDetailState
+from meiqia_app.state.customer_import import CustomerImportState
 from meiqia_app.state.customer_list import CustomerListState
 from meiqia_app.state.duplicates import DuplicatesState
 from meiqia_app.state.login import LoginState
@@ -72,6 +74,7 @@ def _protected(page, route: str, title: str, state_on_load) -> None:
     app.add_page(page, route=route, title=f"{title} · 美洽客户管理", on_load=[AppState.check_login, state_on_load])
 
 
+_protected(import_page, "/import", "导入客户", CustomerImportState.on_load)
 _protected(duplicates_page, "/duplicates", "重复客户", DuplicatesState.on_load)
 _protected(audit_page, "/audit", "审计日志", AuditLogState.on_load)
 _protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load)

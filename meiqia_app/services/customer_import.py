@@ -139,6 +139,37 @@ def new_upload_path(original_name: str) -> Path:
     return folder / f"{_stamp()}-{secrets.token_hex(6)}-upload{suffix}"
 
 
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+PREVIEW_ROWS = 5
+
+
+def upload_path_for(actor: Actor, original_name: str) -> Path:
+    """Where the page may save an upload: only for people who may import."""
+    require(actor, "customer.import", action="customer.import_upload", target_type="customer")
+    return new_upload_path(original_name)
+
+
+@dataclasses.dataclass
+class TablePreview:
+    headers: list[str]
+    sample: list[list[str]]  # the first data rows, as text, for the mapping step
+    suggested: dict[str, str]  # column index (as text) -> field
+
+
+def preview_table(actor: Actor, path: str | Path) -> TablePreview:
+    require(actor, "customer.import", action="customer.import_preview", target_type="customer")
+    headers, rows = read_table(path)
+    if not headers:
+        raise ValidationError.single("file", "import.empty_file")
+    sample = []
+    for _number, values in itertools.islice(rows, PREVIEW_ROWS):
+        values = list(values or [])
+        sample.append([_cell_text(v)[:MAX_VALUE_CHARS] for v in values[:len(headers)]]
+                      + [""] * max(0, len(headers) - len(values)))
+    suggested = {str(index): field for index, field in suggest_mapping(headers).items()}
+    return TablePreview([str(h or "")[:MAX_VALUE_CHARS] for h in headers], sample, suggested)
+
+
 def _stamp() -> str:
     return utcnow().strftime("%Y%m%d-%H%M%S")
 

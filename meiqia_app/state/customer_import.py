@@ -1,0 +1,226 @@
+"""State of /import: upload a file, map its columns, dry run, import (CUST-6)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import reflex as rx
+
+from meiqia_app.services import customer_import
+from meiqia_app.services.customer_import import ImportReport
+from meiqia_app.services.customer_validation import EDITABLE_FIELDS
+from meiqia_app.services.errors import AppError, NotAuthenticated, ValidationError
+from meiqia_app.state.base import AppState
+
+UPLOAD_ID = "import-upload"
+
+
+@dataclasses.dataclass
+class MappingRow:
+    index: str
+    header: str
+    sample: str
+    field: str
+
+
+@dataclasses.dataclass
+class ProblemRow:
+    row: int
+    field: str
+    message: str
+    value: str
+
+
+class _Progress:
+    """Written by the worker thread, read by the polling loop."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.expected = 0
+
+    def __call__(self, done: int, expected: int) -> None:
+        self.done, self.expected = done, expected
+
+
+class CustomerImportState(AppState):
+    file_name: str = ""
+    mapping_rows: list[MappingRow] = []
+    step: str = "upload"  # upload | mapping | running | report
+    error: str = ""
+    running_kind: str = ""  # dry_run | import
+    progress_done: int = 0
+    progress_expected: int = 0
+    skip_duplicates: bool = True
+
+    report_kind: str = ""
+    total_rows: int = 0
+    valid: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    inserted: int = 0
+    problem_count: int = 0
+    problems: list[ProblemRow] = []
+    seconds: float = 0.0
+    has_error_report: bool = False
+
+    _path: str = ""
+    _error_report_path: str = ""
+
+    @rx.event
+    async def on_load(self):
+        try:
+            actor = self._actor()
+        except AppError as error:
+            return self._on_error(error)
+        self._set_user(actor)
+        return None
+
+    @rx.event
+    def start_over(self):
+        if self.step == "running":
+            return
+        self.step = "upload"
+        self.file_name = ""
+        self.mapping_rows = []
+        self.error = ""
+        self._path = ""
+        self._error_report_path = ""
+        self.has_error_report = False
+        return rx.clear_selected_files(UPLOAD_ID)
+
+    @rx.event
+    async def handle_upload(self, files: list[rx.UploadFile]):
+        self.error = ""
+        if not files or len(files) != 1:
+            self.error = self._tr("import.choose_one_file")
+            return None
+        upload = files[0]
+        original = str(upload.name or "upload")[-120:]
+        try:
+            actor = self._actor()
+            target = await self._call(customer_import.upload_path_for, actor, original)
+            written = 0
+            with open(target, "wb") as out:
+                while chunk := await upload.read(1 << 20):
+                    written += len(chunk)
+                    if written > customer_import.MAX_UPLOAD_BYTES:
+                        break
+                    out.write(chunk)
+            if written > customer_import.MAX_UPLOAD_BYTES:
+                target.unlink(missing_ok=True)
+                self.error = self._tr("import.too_big", mb=customer_import.MAX_UPLOAD_BYTES // (1024 * 1024))
+                return None
+            preview = await self._call(customer_import.preview_table, actor, target)
+        except NotAuthenticated as error:
+            return self._on_error(error)
+        except AppError as error:
+            self.error = self._message(error)
+            return None
+        self._path = str(target)
+        self.file_name = original
+        self.mapping_rows = [
+            MappingRow(index=str(i), header=header or f"#{i + 1}",
+                       sample=" / ".join(row[i] for row in preview.sample if i < len(row) and row[i])[:80],
+                       field=preview.suggested.get(str(i), ""))
+            for i, header in enumerate(preview.headers)
+        ]
+        self.step = "mapping"
+        return None
+
+    def _message(self, error: AppError) -> str:
+        if isinstance(error, ValidationError) and error.field_errors:
+            return next(iter(self._field_errors(error).values()))
+        return self._tr(error.message_key, **error.params)
+
+    @rx.event
+    def set_column_field(self, index: str, field: str):
+        field = "" if field == "skip" else field
+        if field and field not in EDITABLE_FIELDS:
+            return
+        self.mapping_rows = [dataclasses.replace(row, field=field) if row.index == str(index) else row
+                             for row in self.mapping_rows]
+
+    @rx.event
+    def set_skip_duplicates(self, value: bool):
+        self.skip_duplicates = bool(value)
+
+    def _mapping(self) -> dict[str, str]:
+        return {row.index: row.field for row in self.mapping_rows if row.field}
+
+    @rx.event
+    def start_dry_run(self):
+        return self._start("dry_run")
+
+    @rx.event
+    def start_import(self):
+        return self._start("import")
+
+    def _start(self, kind: str):
+        if self.step not in ("mapping", "report") or not self._path:
+            return None
+        self.error = ""
+        self.running_kind = kind
+        self.step = "running"
+        self.progress_done = 0
+        self.progress_expected = 0
+        return CustomerImportState.run_work
+
+    @rx.event(background=True)
+    async def run_work(self):
+        async with self:
+            if self.step != "running":
+                return
+            kind, path, mapping, skip, lang = (self.running_kind, self._path, self._mapping(),
+                                               self.skip_duplicates, self.lang)
+            file_name = self.file_name
+            try:
+                actor = self._actor()
+            except AppError as error:
+                self.step = "mapping"
+                self.error = self._message(error)
+                return
+        progress = _Progress()
+        if kind == "dry_run":
+            work = asyncio.to_thread(customer_import.dry_run, actor, path, mapping, file_name=file_name, lang=lang,
+                                     progress=progress)
+        else:
+            work = asyncio.to_thread(customer_import.run_import, actor, path, mapping, skip, progress,
+                                     file_name=file_name, lang=lang)
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            await asyncio.sleep(0.5)
+            async with self:
+                self.progress_done, self.progress_expected = progress.done, progress.expected
+        async with self:
+            try:
+                report = task.result()
+            except AppError as error:
+                self.step = "mapping"
+                self.error = self._message(error)
+                return
+            self._show(report, kind)
+
+    def _show(self, report: ImportReport, kind: str) -> None:
+        self.step = "report"
+        self.report_kind = kind
+        self.total_rows = report.total_rows
+        self.valid = report.valid
+        self.invalid = report.invalid
+        self.duplicates = report.duplicates
+        self.inserted = report.inserted
+        self.problem_count = report.problem_count
+        self.seconds = report.seconds
+        self.problems = [
+            ProblemRow(p.row, self._tr(customer_import.FIELD_LABEL_KEYS[p.field]) if p.field else "",
+                       self._tr(p.message_key, **p.params), p.value)
+            for p in report.problems[:100]
+        ]
+        self._error_report_path = report.error_report_path
+        self.has_error_report = bool(report.error_report_path) and report.error_rows > 0
+
+    @rx.var
+    def progress_percent(self) -> int:
+        if self.progress_expected <= 0:
+            return 0
+        return min(100, int(self.progress_done * 100 / self.progress_expected))
