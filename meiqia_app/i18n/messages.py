@@ -365,6 +365,8 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "customer.address": ("地址", "Address"),
     "customer.province": ("省份", "Province"),
     "customer.city": ("城市", "City"),
+    "customer.new": ("新建客户", "New customer"),
+    "customer.created": ("客户已创建", "Customer created"),
     "customer.region": ("地区", "Region"),
     "customer.company": ("公司", "Company"),
     "customer.source": ("来源渠道", "Source channel"),

@@ -6,11 +6,13 @@ import reflex as rx
 
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 
-from meiqia_app.components.dialogs import form_buttons
+from meiqia_app.components.dialogs import field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
 from meiqia_app.components.tags import tag_chip
 from meiqia_app.services.customer_dto import CustomerRow
+from meiqia_app.state.base import AppState
+from meiqia_app.state.customer_create import CustomerCreateState as NewCustomer
 from meiqia_app.state.customer_list import CustomerListState as S
 
 # (column key, label key, sort key or None), in catalogue order (saved_views.LIST_COLUMNS).
@@ -402,10 +404,63 @@ def bulk_actions() -> rx.Component:
     return rx.fragment()
 
 
+def _new_field(label_key: str, field: str, input_type: str = "text", required: bool = False) -> rx.Component:
+    return rx.vstack(
+        rx.el.label(t(label_key), html_for=f"new-{field}", font_size="13px"),
+        rx.input(id=f"new-{field}", name=field, type=input_type, required=required, width="100%",
+                 aria_invalid=rx.cond(NewCustomer.errors.contains(field), "true", "false")),
+        field_error(NewCustomer.errors.get(field, "")),
+        spacing="1",
+        width="100%",
+    )
+
+
+def new_customer_dialog() -> rx.Component:
+    return rx.cond(
+        AppState.perms.contains("customer.create"),
+        rx.dialog.root(
+            rx.dialog.trigger(rx.button(rx.icon("user-plus", size=16), t("customer.new"), id="new-customer")),
+            rx.dialog.content(
+                rx.dialog.title(t("customer.new")),
+                rx.form(
+                    rx.grid(
+                        _new_field("customer.name", "name", required=True),
+                        rx.vstack(
+                            rx.el.label(t("customer.source"), html_for="new-source", font_size="13px"),
+                            rx.select.root(
+                                rx.select.trigger(id="new-source", aria_label=t("customer.source"), width="100%"),
+                                rx.select.content(*[rx.select.item(t(f"source.{code}"), value=code) for code in SOURCES]),
+                                name="source", default_value=SOURCES[0],
+                            ),
+                            spacing="1", width="100%",
+                        ),
+                        _new_field("customer.phone", "phone", "tel"),
+                        _new_field("customer.email", "email", "email"),
+                        _new_field("customer.province", "province"),
+                        _new_field("customer.city", "city"),
+                        _new_field("customer.company", "company"),
+                        _new_field("customer.external_id", "external_id"),
+                        columns="2",
+                        spacing="3",
+                        width="100%",
+                    ),
+                    rx.box(form_buttons("new-customer-save", loading=NewCustomer.saving), width="100%",
+                           margin_top="16px"),
+                    on_submit=NewCustomer.create,
+                    reset_on_submit=False,
+                ),
+                max_width="640px",
+            ),
+            open=NewCustomer.dialog_open,
+            on_open_change=NewCustomer.set_open,
+        ),
+    )
+
+
 def customers_page() -> rx.Component:
     return page_shell(
         rx.hstack(search_box(), filter_panel(), views_menu(), column_chooser(), rx.spacer(), count_line(),
-                  align="center", width="100%"),
+                  new_customer_dialog(), align="center", width="100%"),
         filter_chips(),
         selection_bar(),
         customers_table(),

@@ -150,3 +150,23 @@ def test_agent_adds_note_and_tag_and_sees_timeline(page, app_server):
         audited = db.execute("SELECT count(*) FROM audit_entry WHERE action IN ('note.create', 'customer.tag_add') "
                              "AND actor_name = 'agent'").fetchone()[0]
     assert "三个工作日" in note and tagged == 1 and audited >= 2
+
+
+def test_agent_creates_a_customer_by_hand(page, app_server):
+    login(page, app_server, "agent")
+    page.locator("#new-customer").click()
+    page.locator("#new-name").fill("手工新建客户")
+    page.locator("#new-phone").fill("12345")
+    page.locator("#new-customer-save").click()
+    expect(page.get_by_text("手机号码无效")).to_be_visible()
+    page.locator("#new-phone").fill("139 0011 2233")
+    page.locator("#new-city").fill("宁波")
+    page.locator("#new-customer-save").click()
+    page.wait_for_function("() => /^\\/customers\\/\\d+/.test(window.location.pathname)")
+    new_id = int(page.evaluate("window.location.pathname").rstrip("/").split("/")[-1])
+    with _db(app_server) as db:
+        row = db.execute("SELECT name, phone, city FROM customer WHERE id = ?", (new_id,)).fetchone()
+        audit = db.execute("SELECT actor_name FROM audit_entry WHERE action = 'customer.create' AND target_id = ?",
+                           (str(new_id),)).fetchone()
+    assert row == ("手工新建客户", "13900112233", "宁波")
+    assert audit == ("agent",)
