@@ -3,143 +3,31 @@ and Debian's Chromium driven by Playwright.
 
 One app per test session (a production build takes a while on 2 cores); each
 test gets a fresh browser context. Everything is stopped at the end, also when
-a test fails or the run is interrupted.
+a test fails or the run is interrupted. The app itself is started by
+``tests/e2e/harness.py`` (shared with the browser benchmarks).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyotp
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("MEIQIA_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-E2E_CUSTOMERS = int(os.environ.get("MEIQIA_E2E_CUSTOMERS", "400"))
-START_TIMEOUT = 600
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _run_cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "meiqia_app", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"meiqia_app {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
-@dataclass
-class Account:
-    username: str
-    password: str
-    role: str
-    totp_secret: str
-    last_step: int = -1
-
-    def fresh_code(self) -> str:
-        """A code for a time step not used yet: the server refuses replays."""
-        while True:
-            step = int(time.time()) // 30
-            if step > self.last_step:
-                self.last_step = step
-                return pyotp.TOTP(self.totp_secret).at(step * 30)
-            time.sleep(max(0.2, (step + 1) * 30 - time.time() + 0.2))
-
-
-@dataclass
-class RunningApp:
-    url: str
-    data_dir: Path
-    env: dict[str, str]
-    accounts: dict[str, Account] = field(default_factory=dict)
-    log_path: Path | None = None
-
-    def cli(self, *args: str) -> str:
-        return _run_cli(self.env, *args)
-
-    def db_path(self) -> Path:
-        return self.data_dir / "meiqia.db"
+from tests.e2e.harness import (  # noqa: F401 - re-exported for the test modules
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Account,
+    RunningApp,
+    login,
+    running_app,
+    wait_for_path,
+)
 
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory) -> RunningApp:
-    data_dir = tmp_path_factory.mktemp("meiqia-e2e")
-    port = _free_port()
-    bun_bin = ROOT / ".tools" / "bun" / "node_modules" / ".bin"
-    env = {
-        **os.environ,
-        "MEIQIA_DATA_DIR": str(data_dir),
-        "MEIQIA_ALLOWED_ORIGINS": f"http://localhost:{port},http://127.0.0.1:{port}",
-        "REFLEX_CHECK_LATEST_VERSION": "false",
-        # Its own build folder: a test build must not overwrite the one a
-        # running `make run` serves (the backend port is baked into it).
-        "REFLEX_WEB_WORKDIR": str(ROOT / ".web-test"),
-        "REFLEX_STATES_WORKDIR": str(data_dir / "states"),
-        "PATH": f"{bun_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    env.pop("DATABASE_URL", None)
-    _run_cli(env, "migrate")
-    _run_cli(env, "seed", "--customers", str(E2E_CUSTOMERS), "--seed", "7")
-    accounts = {
-        row["username"]: Account(row["username"], row["password"], row["role"], row["totp_secret"])
-        for row in json.loads((data_dir / "demo_accounts.json").read_text())
-    }
-    log_path = data_dir / "app.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
-         "--frontend-port", str(port), "--backend-port", str(port), "--loglevel", "info"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"app exited early:\n{log_path.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(url + "/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"app did not start in {START_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(1)
-        # The frontend is served from the same port once the build is done.
-        urllib.request.urlopen(url + "/login", timeout=30).read()
-        yield RunningApp(url=url, data_dir=data_dir, env=env, accounts=accounts, log_path=log_path)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log.close()
+    with running_app(tmp_path_factory.mktemp("meiqia-e2e")) as app:
+        yield app
 
 
 @pytest.fixture(scope="session")
@@ -161,25 +49,6 @@ def page(browser, app_server):
     page = context.new_page()
     yield page
     context.close()
-
-
-def login(page, app: RunningApp, username: str, next_path: str = "/customers") -> None:
-    """Log in like a person: password, then the authenticator code."""
-    account = app.accounts[username]
-    page.goto(f"/login?next={next_path}")
-    page.get_by_label("用户名").fill(account.username)
-    page.get_by_label("密码").fill(account.password)
-    page.locator("#login-submit").click()
-    page.locator("#code").fill(account.fresh_code())
-    page.locator("#code-submit").click()
-    wait_for_path(page, next_path)
-
-
-def wait_for_path(page, path: str) -> None:
-    """Wait until the browser shows ``path`` (query string ignored, trailing slash too)."""
-    page.wait_for_function(
-        "p => location.pathname.replace(/\\/$/, '') === p.replace(/\\/$/, '')", arg=path
-    )
 
 
 @pytest.fixture()
