@@ -1,11 +1,14 @@
-"""Shared test setup: every unit test gets its own SQLite database in a temp dir.
+"""Shared test setup: every unit test gets its own database.
 
-Migrating and seeding happen once per session into template files; each test
-gets a copy (a few milliseconds), so tests never see each other's rows.
+Migrating and seeding happen once per session into templates; each test gets
+a copy, so tests never see each other's rows. SQLite by default (a file copy,
+a few milliseconds); with ``MEIQIA_TEST_PG_URL`` set (``make test-pg``) the
+same tests run on PostgreSQL, each on a ``CREATE DATABASE … TEMPLATE`` copy.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sqlite3
@@ -19,6 +22,24 @@ os.environ["MEIQIA_SCHEDULER"] = "off"
 os.environ.pop("DATABASE_URL", None)
 
 TEST_SEED_CUSTOMERS = 300
+# The PostgreSQL server (no database name) when the suite runs on PostgreSQL.
+PG_SERVER_URL = os.environ.get("MEIQIA_TEST_PG_URL", "").rstrip("/")
+_pg_counter = itertools.count(1)
+
+
+def _pg_database_url(data_dir: Path) -> str:
+    return f"{PG_SERVER_URL}/{data_dir.name.replace('-', '_').lower()}"
+
+
+def _pg_admin(statement: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"{PG_SERVER_URL}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
 
 
 def _point_app_at(data_dir: Path) -> None:
@@ -27,15 +48,34 @@ def _point_app_at(data_dir: Path) -> None:
     from meiqia_app.services import customer_list
 
     os.environ["MEIQIA_DATA_DIR"] = str(data_dir)
+    if PG_SERVER_URL:
+        os.environ["DATABASE_URL"] = _pg_database_url(data_dir)
     reload_settings()
     reset_engine()
     customer_list.invalidate_counts()
 
 
+def _new_template(tmp_path_factory, name: str) -> Path:
+    data_dir = tmp_path_factory.mktemp(name, numbered=False) if not PG_SERVER_URL else \
+        tmp_path_factory.mktemp(f"tpl-{name}-{os.getpid()}", numbered=False)
+    if PG_SERVER_URL:
+        database = _pg_database_url(data_dir).rsplit("/", 1)[1]
+        _pg_admin(f"DROP DATABASE IF EXISTS {database}")
+        _pg_admin(f"CREATE DATABASE {database}")
+    return data_dir
+
+
 def _copy_database(source_dir: Path, target_dir: Path) -> None:
     target_dir.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(source_dir / "meiqia.db") as source, sqlite3.connect(target_dir / "meiqia.db") as target:
-        source.backup(target)
+    if PG_SERVER_URL:
+        source = _pg_database_url(source_dir).rsplit("/", 1)[1]
+        target = _pg_database_url(target_dir).rsplit("/", 1)[1]
+        _pg_admin(f"DROP DATABASE IF EXISTS {target}")
+        _pg_admin(f"CREATE DATABASE {target} TEMPLATE {source}")
+    else:
+        with sqlite3.connect(source_dir / "meiqia.db") as source, \
+                sqlite3.connect(target_dir / "meiqia.db") as target:
+            source.backup(target)
     for name in ("secret.key", "demo_accounts.json"):
         if (source_dir / name).exists():
             shutil.copy2(source_dir / name, target_dir / name)
@@ -46,12 +86,12 @@ def _template_dirs(tmp_path_factory):
     from meiqia_app.db import reset_engine
     from meiqia_app.seed.loader import ensure_reference_data, seed
 
-    empty = tmp_path_factory.mktemp("template-empty")
+    empty = _new_template(tmp_path_factory, "template-empty")
     _point_app_at(empty)
     ensure_reference_data()
     reset_engine()
 
-    seeded = tmp_path_factory.mktemp("template-seeded")
+    seeded = _new_template(tmp_path_factory, "template-seeded")
     _point_app_at(seeded)
     import datetime as dt
 
@@ -61,26 +101,33 @@ def _template_dirs(tmp_path_factory):
     return {"empty": empty, "seeded": seeded}
 
 
+def _test_data_dir(tmp_path: Path) -> Path:
+    # On PostgreSQL the folder name is the database name: unique per test.
+    return tmp_path / (f"data_{os.getpid()}_{next(_pg_counter)}" if PG_SERVER_URL else "data")
+
+
+def _database_for_test(template: Path, tmp_path: Path):
+    from meiqia_app.db import reset_engine
+
+    data_dir = _test_data_dir(tmp_path)
+    _copy_database(template, data_dir)
+    _point_app_at(data_dir)
+    yield data_dir
+    reset_engine()
+    if PG_SERVER_URL:
+        _pg_admin(f"DROP DATABASE IF EXISTS {_pg_database_url(data_dir).rsplit('/', 1)[1]} WITH (FORCE)")
+
+
 @pytest.fixture()
 def db(_template_dirs, tmp_path):
     """A migrated database with roles, products, tags and the demo accounts; no customers."""
-    _copy_database(_template_dirs["empty"], tmp_path / "data")
-    _point_app_at(tmp_path / "data")
-    yield tmp_path / "data"
-    from meiqia_app.db import reset_engine
-
-    reset_engine()
+    yield from _database_for_test(_template_dirs["empty"], tmp_path)
 
 
 @pytest.fixture()
 def seeded_db(_template_dirs, tmp_path):
     """Like ``db`` plus 300 seeded customers with their history."""
-    _copy_database(_template_dirs["seeded"], tmp_path / "data")
-    _point_app_at(tmp_path / "data")
-    yield tmp_path / "data"
-    from meiqia_app.db import reset_engine
-
-    reset_engine()
+    yield from _database_for_test(_template_dirs["seeded"], tmp_path)
 
 
 @pytest.fixture()

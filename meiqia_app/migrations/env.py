@@ -13,10 +13,14 @@ target_metadata = SQLModel.metadata
 # Tables the adapter creates by hand (FTS5 and its shadow tables) are not in
 # the metadata; autogenerate must not propose dropping them.
 ADAPTER_TABLE_PREFIXES = ("customer_fts",)
+# The search index the PostgreSQL adapter creates by hand (pg_trgm GIN).
+ADAPTER_INDEX_NAMES = ("ix_customer_search_text_trgm",)
 
 
 def include_object(obj, name, type_, reflected, compare_to):
     if type_ == "table" and name and name.startswith(ADAPTER_TABLE_PREFIXES):
+        return False
+    if type_ == "index" and name in ADAPTER_INDEX_NAMES:
         return False
     return True
 

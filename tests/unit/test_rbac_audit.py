@@ -245,7 +245,7 @@ def test_edited_details_are_detected(db):
     assert (report.ok, report.first_bad_id, report.problem) == (False, 3, "altered")
 
 
-@pytest.mark.parametrize("column, value", [("result", "ok2"), ("actor_name", "someone_else"), ("flagged", 1)])
+@pytest.mark.parametrize("column, value", [("result", "ok2"), ("actor_name", "someone_else"), ("flagged", True)])
 def test_any_edited_field_is_detected(db, column, value):
     write_entries(3)
     raw(f"UPDATE audit_entry SET {column} = :v WHERE id = 2", v=value)

@@ -1,0 +1,120 @@
+"""PostgreSQL: pg_trgm GIN search, COPY loads, advisory locks, pg_dump backups.
+
+The twin of ``sqlite.py``. Substring search: a trigram GIN index over
+``customer_search.text`` answers ``text LIKE '%term%'`` for terms of three or
+more characters; shorter terms (one or two Chinese characters) fall back to a
+scan of the narrow search table, which the list only uses when walking a sort
+index and stopping after a page (``row_match_condition``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy.engine import make_url
+
+from meiqia_app.dbadapter.base import DatabaseAdapter, escape_like
+from meiqia_app.models import CustomerSearch
+
+_INDEX = "ix_customer_search_text_trgm"
+# Any constant: the key of the transaction-level advisory lock that serialises
+# appends to the audit hash chain (SQLite gets this from BEGIN IMMEDIATE).
+AUDIT_CHAIN_LOCK = 727_001
+
+
+def _likes(terms: Sequence[str]):
+    text_column = CustomerSearch.__table__.c.text
+    return [text_column.like("%" + escape_like(term) + "%", escape="\\") for term in terms]
+
+
+def _libpq_args(url: str) -> tuple[list[str], dict[str, str]]:
+    """Command-line connection arguments for pg_dump / pg_restore, password in the environment."""
+    parsed = make_url(url)
+    args = []
+    if parsed.host:
+        args += ["--host", parsed.host]
+    if parsed.port:
+        args += ["--port", str(parsed.port)]
+    if parsed.username:
+        args += ["--username", parsed.username]
+    env = {**os.environ}
+    if parsed.password:
+        env["PGPASSWORD"] = parsed.password
+    return args + ["--dbname", parsed.database or "postgres"], env
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    # Debian keeps the versioned binaries outside PATH.
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    raise RuntimeError(f"{name} not found: install the PostgreSQL client tools")
+
+
+class PostgresAdapter(DatabaseAdapter):
+    name = "postgresql"
+
+    def search_ddl(self) -> list[str]:
+        return [
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+            f"CREATE INDEX IF NOT EXISTS {_INDEX} ON customer_search USING gin (text gin_trgm_ops)",
+        ]
+
+    def search_ddl_drop(self) -> list[str]:
+        return [f"DROP INDEX IF EXISTS {_INDEX}"]
+
+    def matching_ids(self, conn: Connection, terms: Sequence[str], limit: int) -> list[int]:
+        table = CustomerSearch.__table__
+        statement = select(table.c.customer_id).where(and_(*_likes(terms))).limit(limit)
+        return list(conn.execute(statement).scalars())
+
+    def count_matches(self, conn: Connection, terms: Sequence[str]) -> int:
+        table = CustomerSearch.__table__
+        return conn.execute(select(func.count()).select_from(table).where(and_(*_likes(terms)))).scalar_one()
+
+    def indexed_match_condition(self, customer_id_column: ColumnElement, terms: Sequence[str]) -> ColumnElement:
+        table = CustomerSearch.__table__
+        return customer_id_column.in_(select(table.c.customer_id).where(and_(*_likes(terms))))
+
+    def suspend_search_index(self, conn: Connection) -> None:
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_INDEX}")
+
+    def rebuild_search_index(self, conn: Connection) -> None:
+        for statement in self.search_ddl():
+            conn.exec_driver_sql(statement)
+
+    def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def analyze(self, conn: Connection) -> None:
+        conn.exec_driver_sql("ANALYZE")
+
+    def lock_audit_chain(self, conn: Connection) -> None:
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({AUDIT_CHAIN_LOCK})")
+
+    def backup_to(self, url: str, target: Path) -> None:
+        args, env = _libpq_args(url)
+        subprocess.run([_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(target), *args],
+                       env=env, check=True, capture_output=True, timeout=3600)
+
+    def verify_backup(self, target: Path) -> str:
+        done = subprocess.run([_tool("pg_restore"), "--list", str(target)], capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode != 0:
+            return (done.stderr.strip() or "pg_restore --list failed")[:255]
+        return "ok" if "TABLE DATA public customer " in done.stdout else "customer table data missing"
+
+    def restore_from(self, url: str, source: Path) -> None:
+        args, env = _libpq_args(url)
+        subprocess.run([_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--single-transaction",
+                        *args, str(source)], env=env, check=True, capture_output=True, timeout=3600)
