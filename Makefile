@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Python 3.11, Node 20, npm, apt):
 #   make run   - set up everything once, seed demo data, serve http://localhost:3000
 #   make test  - the same set-up plus Chromium, then unit and end-to-end tests
+#   make test-pg - both suites again on PostgreSQL + Redis with two backend workers
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ DEMO_CUSTOMERS ?= 5000
 export REFLEX_CHECK_LATEST_VERSION := false
 export PATH := $(CURDIR)/$(BUN_DIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test setup data unit e2e bench chromium clean
+.PHONY: run test test-pg setup data unit e2e bench chromium clean
 
 # The stamp is newer than requirements.txt once it is installed: a second
 # `make run` skips pip entirely.
@@ -51,6 +52,15 @@ e2e: setup chromium
 
 # Unit tests first: fast feedback, and they fail before the slow browser run.
 test: setup chromium
+	$(PY) -m pytest tests/unit tests/e2e -q
+
+# Throwaway PostgreSQL and Redis (Debian packages, loopback, temp data dirs),
+# stopped and deleted afterwards whatever the outcome.
+PG_SERVICES_DIR ?= /tmp/meiqia-test-services
+test-pg: setup chromium
+	@scripts/test-services.sh stop $(PG_SERVICES_DIR) >/dev/null 2>&1 || true
+	eval "$$(scripts/test-services.sh start $(PG_SERVICES_DIR))" && \
+	trap 'scripts/test-services.sh stop $(PG_SERVICES_DIR)' EXIT && \
 	$(PY) -m pytest tests/unit tests/e2e -q
 
 bench: setup

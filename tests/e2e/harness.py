@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,6 +81,44 @@ class RunningApp:
     def db_path(self) -> Path:
         return self.data_dir / "meiqia.db"
 
+    def sql(self):
+        """A DB-API connection to the app's database for checking outcomes.
+
+        SQLite or PostgreSQL alike: ``with app.sql() as db: db.execute("… ?", (x,))``
+        (``?`` placeholders; the PostgreSQL wrapper turns them into ``%s``).
+        """
+        database_url = self.env.get("DATABASE_URL", "")
+        if database_url.startswith("postgresql"):
+            return _PostgresChecks(database_url)
+        return sqlite3.connect(self.db_path(), timeout=30)
+
+
+class _PostgresChecks:
+    """The bit of sqlite3's connection API the tests use, over psycopg."""
+
+    def __init__(self, database_url: str) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+    def execute(self, statement: str, params=()):
+        return self._conn.execute(statement.replace("%", "%%").replace("?", "%s"), tuple(params))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._conn.close()
+
+
+def _pg_create_database(server_url: str, database: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres",
+                         autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.execute(f"CREATE DATABASE {database}")
+
 
 @contextlib.contextmanager
 def running_app(data_dir: Path, seed_customers: int | None = E2E_CUSTOMERS,
@@ -99,6 +138,16 @@ def running_app(data_dir: Path, seed_customers: int | None = E2E_CUSTOMERS,
         "PATH": f"{bun_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("DATABASE_URL", None)
+    # `make test-pg`: PostgreSQL for the data, Redis for Reflex's state, two backend workers.
+    pg_server = os.environ.get("MEIQIA_TEST_PG_URL", "").rstrip("/")
+    if pg_server and seed_customers is not None:
+        database = f"e2e_{os.getpid()}_{port}"
+        _pg_create_database(pg_server, database)
+        env["DATABASE_URL"] = f"{pg_server}/{database}"
+    redis_url = os.environ.get("MEIQIA_TEST_REDIS_URL", "")
+    if redis_url:
+        env["REFLEX_REDIS_URL"] = redis_url
+        env["GRANIAN_WORKERS"] = os.environ.get("MEIQIA_TEST_WORKERS", "2")
     env.update(extra_env or {})
     _run_cli(env, "migrate")
     if seed_customers is not None:

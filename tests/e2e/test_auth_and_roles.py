@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import pyotp
@@ -43,7 +42,7 @@ def test_wrong_and_reused_codes_are_refused(page, app_server):
 
 
 def _login_refusals(app_server, username: str) -> list[str]:
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         return [row[0] for row in db.execute(
             "SELECT details FROM audit_entry WHERE actor_name = ? AND action = 'auth.login' ORDER BY id",
             (username,))]
@@ -74,7 +73,7 @@ def test_five_wrong_passwords_lock_the_account(page, app_server, username="lockm
     _password_step(page, username, "Lock-me-2026x")
     assert '"reason": "locked"' in _wait_for_refusals(app_server, username, 6)[-1]
     expect(page.locator("#login-error")).to_contain_text("已锁定")
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         actions = [row[0] for row in db.execute(
             "SELECT action FROM audit_entry WHERE actor_name = ? ORDER BY id", (username,))]
     assert "auth.lockout" in actions
@@ -89,7 +88,7 @@ def test_logout_ends_the_session(page, app_server):
     # The customers page must not show data again: back at the login.
     wait_for_path(page, "/login")
     expect(page.locator("#customer-table .customer-row")).to_have_count(0)
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         revoked = db.execute(
             "SELECT count(*) FROM user_session s JOIN app_user u ON u.id = s.user_id "
             "WHERE u.username = 'senior' AND s.revoked_reason = 'logout'").fetchone()[0]
@@ -104,7 +103,7 @@ def test_agent_sees_no_admin_menus_and_admin_pages_refuse(page, app_server):
     page.goto("/admin/users")
     expect(page.get_by_text("没有权限执行此操作")).to_be_visible()
     expect(page.locator(".user-row")).to_have_count(0)
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         refused = db.execute("SELECT count(*) FROM audit_entry WHERE actor_name = 'agent' "
                              "AND action = 'user.list' AND result = 'refused'").fetchone()[0]
     assert refused >= 1
@@ -127,7 +126,7 @@ def test_admin_edits_role_matrix_and_it_applies_at_next_load(page, browser, app_
         expect(agent_page.locator("#nav-audit")).to_be_visible()
         agent_page.locator("#nav-audit").click()
         expect(agent_page.locator("#audit-table .audit-row").first).to_be_visible()
-        with sqlite3.connect(app_server.db_path()) as db:
+        with app_server.sql() as db:
             granted = db.execute("SELECT details FROM audit_entry WHERE action = 'role.update' "
                                  "ORDER BY id DESC LIMIT 1").fetchone()[0]
         assert "audit.view" in granted

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 
 from playwright.sync_api import expect
 
@@ -11,7 +10,7 @@ from tests.e2e.conftest import login
 
 
 def test_manager_checks_and_imports_a_csv(page, app_server, tmp_path):
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         existing_phone = db.execute("SELECT phone FROM customer WHERE phone LIKE '1__________' LIMIT 1").fetchone()[0]
         taken = {row[0] for row in db.execute("SELECT phone FROM customer WHERE phone IS NOT NULL")}
     rng = random.Random(5)
@@ -43,12 +42,12 @@ def test_manager_checks_and_imports_a_csv(page, app_server, tmp_path):
     expect(page.locator("#import-invalid")).to_have_text("1")
     expect(page.locator("#import-duplicates")).to_have_text("1")
     expect(page.locator("#import-problems")).to_contain_text("手机号码无效")
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         assert db.execute("SELECT count(*) FROM customer WHERE name LIKE '导入%'").fetchone()[0] == 0
 
     page.locator("#import-run-after-check").click()
     expect(page.locator("#import-inserted")).to_have_text("2")
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         rows = dict(db.execute("SELECT name, phone FROM customer WHERE name LIKE '导入%'").fetchall())
         audit = db.execute("SELECT actor_name, details FROM audit_entry WHERE action = 'customer.import' "
                            "ORDER BY id DESC LIMIT 1").fetchone()

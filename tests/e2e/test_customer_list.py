@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 
 from playwright.sync_api import expect
 
@@ -11,7 +10,7 @@ from tests.e2e.conftest import login, wait_for_path
 
 
 def _customer_with_phone(app_server) -> tuple[int, str, str]:
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         row = db.execute(
             "SELECT id, name, phone FROM customer WHERE phone IS NOT NULL AND length(phone) = 11 "
             "AND status = 'active' ORDER BY id LIMIT 1 OFFSET 17"

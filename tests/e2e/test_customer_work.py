@@ -3,7 +3,6 @@ editing with validation, and the edit conflict between two pages."""
 
 from __future__ import annotations
 
-import sqlite3
 
 from playwright.sync_api import expect
 
@@ -11,7 +10,7 @@ from tests.e2e.conftest import login, wait_for_path
 
 
 def _db(app_server):
-    return sqlite3.connect(app_server.db_path())
+    return app_server.sql()
 
 
 def test_agent_finds_customer_by_pinyin_initials(page, app_server):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 
 from playwright.sync_api import expect
 
@@ -11,7 +10,7 @@ from tests.e2e.conftest import login
 
 
 def _db(app_server):
-    return sqlite3.connect(app_server.db_path())
+    return app_server.sql()
 
 
 def test_manager_merges_a_duplicate_group_and_the_survivor_has_every_order(page, app_server):
