@@ -103,7 +103,7 @@ def search_box() -> rx.Component:
         value=S.q,
         on_change=S.set_q,
         # Results must show within 300 ms of the last keystroke (CUST-1): 150 ms of
-        # pause ends a word, the rest is the round trip (bench/typing.py).
+        # pause ends a word, the rest is the round trip (bench/keystroke_latency.py).
         debounce_timeout=150,
         placeholder=t("customers.search_placeholder"),
         aria_label=t("customers.search_label"),

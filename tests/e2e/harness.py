@@ -1,7 +1,7 @@
 """Starting the real app in prod mode on a free port, and logging in like a person.
 
 Used by the end-to-end tests (tests/e2e/conftest.py) and by browser
-benchmarks (bench/typing.py), so both run exactly the same app.
+benchmarks (bench/keystroke_latency.py), so both run exactly the same app.
 """
 
 from __future__ import annotations

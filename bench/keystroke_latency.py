@@ -1,6 +1,6 @@
 """How soon an agent's browser shows results after the last keystroke (CUST-1, not a test).
 
-    .venv/bin/python bench/typing.py [--data-dir /work/bench-data/1m] [--runs 20]
+    .venv/bin/python bench/keystroke_latency.py [--data-dir /work/bench-data/1m] [--runs 20]
 
 Starts the real app (prod build, one worker) on an existing database — by
 default the 1,000,000-customer one ``bench/search.py`` seeds — logs in as the
