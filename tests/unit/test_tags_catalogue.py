@@ -97,7 +97,8 @@ def test_merge_moves_assignments_without_duplicates_and_deletes_the_source(seede
     assert _assigned(source) == {}
     with get_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(Tag.__table__).where(Tag.__table__.c.id == source)).scalar_one() == 0
-        assert conn.execute(select(TagRule.__table__.c.tag_id)).scalars().all() == [target]
+        assert conn.execute(select(TagRule.__table__.c.tag_id)
+                            .where(TagRule.__table__.c.name == "r")).scalars().all() == [target]
     entry = _audits("tag.merge")[-1]
     assert entry["moved"] == 1 and entry["already_had"] == 1 and entry["from"] == "vip-old"
     with pytest.raises(ValidationError):
