@@ -13,6 +13,7 @@ from meiqia_app.pages.audit_log import audit_page
 from meiqia_app.pages.customer_detail import customer_detail_page
 from meiqia_app.pages.customers import customers_page
 from meiqia_app.pages.login import login_page
+from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.services import auth, jobs, scheduler
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
@@ -23,6 +24,7 @@ from meiqia_app.state.customer_activity import CustomerActivityState
 from meiqia_app.state.customer_detail import CustomerDetailState
 from meiqia_app.state.customer_list import CustomerListState
 from meiqia_app.state.login import LoginState
+from meiqia_app.state.tags_admin import TagsAdminState
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
 
@@ -74,3 +76,4 @@ _protected(audit_page, "/audit", "审计日志", AuditLogState.on_load)
 _protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load)
 _protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load)
 _protected(account_page, "/account", "我的账户", AccountState.on_load)
+_protected(tags_admin_page, "/tags", "标签与规则", TagsAdminState.on_load)
