@@ -31,7 +31,8 @@ import operator
 from collections.abc import Callable
 
 from sqlalchemy import (
-    and_, case, delete, exists, false, func, insert, literal, not_, or_, select, true,
+    BigInteger, Column, MetaData, Table, and_, case, delete, exists, false, func, insert, literal, not_, or_, select,
+    true,
 )
 from sqlmodel import select as sm_select
 
@@ -535,6 +536,14 @@ def _spec_of(rule: TagRule) -> RuleSpec:
                     conditions=clean_conditions(rule.conditions, check_products=False), enabled=rule.enabled)
 
 
+# The matching customers of the rule being run, computed once per run: the
+# condition (often a scan) is evaluated once, and reading the customer table
+# is kept apart from writing assignments (interleaving them thrashes the cache).
+_MATCH = Table("rule_match", MetaData(), Column("customer_id", BigInteger, primary_key=True),
+               prefixes=["TEMPORARY"])
+M = _MATCH.c
+
+
 def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> dict:
     """Apply one rule to every active customer in one transaction; returns the counts."""
     with write_session() as session:
@@ -543,20 +552,25 @@ def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> dict:
             raise NotFound()
         spec = _spec_of(rule)
         condition = compile_rule(spec.match, spec.conditions, now)
-        added = session.execute(insert(TagAssignment.__table__).from_select(
+        conn = session.connection()
+        _MATCH.drop(conn, checkfirst=True)
+        _MATCH.create(conn)
+        matched = conn.execute(insert(_MATCH).from_select(["customer_id"],
+                                                          select(C.id).where(SCOPE, condition))).rowcount
+        added = conn.execute(insert(TagAssignment.__table__).from_select(
             ["customer_id", "tag_id", "source", "rule_id", "assigned_at"],
-            select(C.id, literal(spec.tag_id), literal(SOURCE_RULE), literal(rule_id),
+            select(M.customer_id, literal(spec.tag_id), literal(SOURCE_RULE), literal(rule_id),
                    literal(now, TA.assigned_at.type))
-            .where(SCOPE, condition, ~exists().where(TA.customer_id == C.id, TA.tag_id == spec.tag_id)),
+            .where(~exists().where(TA.customer_id == M.customer_id, TA.tag_id == spec.tag_id)),
         )).rowcount
         removed = 0
         if spec.mode == "sync":
-            removed = session.execute(delete(TagAssignment.__table__).where(
+            removed = conn.execute(delete(TagAssignment.__table__).where(
                 TA.tag_id == spec.tag_id, _owned(rule_id),
-                exists().where(C.id == TA.customer_id, SCOPE, _not(condition)),
+                TA.customer_id.notin_(select(M.customer_id)),
+                exists().where(C.id == TA.customer_id, SCOPE),
             )).rowcount
-        matched = session.execute(select(func.count()).select_from(Customer.__table__)
-                                  .where(SCOPE, condition)).scalar_one()
+        _MATCH.drop(conn)
         summary = {"matched": matched, "added": added, "removed": removed, "at": now.isoformat()}
         rule.last_run_at = now
         rule.last_run_summary = json.dumps(summary)
