@@ -43,6 +43,7 @@ from meiqia_app.models import (
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.models.tag import SOURCE_MANUAL, SOURCE_RULE
 from meiqia_app.services import audit, jobs, scheduler
+from meiqia_app.services.lifecycle_update import recompute_lifecycle
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
@@ -657,8 +658,6 @@ def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) ->
     Called by services that change a customer (profile edit, create, orders).
     Returns {"added": [tag ids], "removed": [tag ids]}.
     """
-    from meiqia_app.services.lifecycle_update import recompute_lifecycle
-
     customer_id = parse_id(customer_id)
     now = now or utcnow()
     recompute_lifecycle(now=now, customer_id=customer_id)

@@ -347,3 +347,29 @@ def test_lifecycle_recompute_follows_configured_thresholds(world, seeded_actors)
         assert r.lifecycle_stage == lifecycle_stage(_t(r.first_purchase_at), _t(r.last_active_at), NOW, thresholds)
         assert r.membership_tier == membership_tier(r.total_spent_cents)
     assert len({r.lifecycle_stage for r in rows}) >= 4
+
+
+def test_adding_orders_makes_a_rule_tag_appear_without_a_run(seeded_actors):
+    from meiqia_app.models import Product
+    from meiqia_app.services import customer_orders
+
+    manager = seeded_actors["manager"]
+    tag_id = tags.create_tag(manager, "busy-week")
+    rules.save_rule(manager, _rule_data(tag_id, [{"field": "orders_paid_count", "op": "gte", "value": 2,
+                                                  "days": 7}]))
+    with get_engine().connect() as conn:
+        product_id = conn.execute(select(Product.__table__.c.id).limit(1)).scalar_one()
+        customer_id, orders_before = conn.execute(
+            select(C.id, C.order_count).where(C.status == "active", C.first_purchase_at.is_(None))
+            .order_by(C.id).limit(1)).one()
+    customer_orders.add_order(manager, customer_id, product_id)
+    assert customer_id not in _assigned(tag_id)
+    customer_orders.add_order(manager, customer_id, product_id, amount_yuan=12.5)
+    assert _assigned(tag_id)[customer_id][0] == "rule"
+    with get_engine().connect() as conn:
+        row = conn.execute(select(C.order_count, C.lifecycle_stage, C.first_purchase_at)
+                           .where(C.id == customer_id)).one()
+    assert row.order_count == orders_before + 2
+    assert row.lifecycle_stage == "new" and row.first_purchase_at is not None
+    with pytest.raises(PermissionDenied):
+        customer_orders.add_order(seeded_actors["analyst"], customer_id, product_id)
