@@ -130,4 +130,12 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "rule.field.complaint_count": ("投诉会话数", "Complaint conversations"),
     "rule.field.inquiry_count": ("咨询会话数", "Inquiry conversations"),
     "rule.field.product_views": ("商品浏览次数", "Product views"),
+    "tagadmin.thresholds": ("生命周期阶段阈值", "Lifecycle stage thresholds"),
+    "tagadmin.thresholds_hint": ("潜在：从未购买；新：首购在 N 天内；活跃：N 天内有活动；流失：超过 N 天无活动；其余为沉睡", "Prospect: never bought; new: first purchase within N days; active: activity within N days; churned: no activity for more than N days; otherwise dormant"),
+    "tagadmin.lc_new": ("新客户（天）", "New (days)"),
+    "tagadmin.lc_active": ("活跃（天）", "Active (days)"),
+    "tagadmin.lc_churn": ("流失（天）", "Churned (days)"),
+    "tagadmin.thresholds_save": ("保存并重新计算", "Save and recompute"),
+    "tagadmin.thresholds_saved": ("阈值已保存，正在重新计算客户阶段", "Thresholds saved; recomputing customer stages"),
+    "tagadmin.recomputed": ("已更新 {count} 位客户的阶段", "Stage updated for {count} customers"),
 }

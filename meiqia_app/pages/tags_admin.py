@@ -232,6 +232,35 @@ def job_progress() -> rx.Component:
     )
 
 
+def thresholds_card() -> rx.Component:
+    def number(label_key: str, which: str, value) -> rx.Component:
+        return rx.hstack(
+            rx.el.label(t(label_key), html_for=f"lc-{which}", font_size="14px"),
+            rx.input(id=f"lc-{which}", value=value, on_change=lambda v: S.set_lc(which, v), width="70px"),
+            align="center", spacing="1",
+        )
+
+    return rx.cond(
+        S.perms.contains("settings.manage"),
+        rx.card(
+            rx.vstack(
+                rx.text(t("tagadmin.thresholds"), weight="bold", size="2"),
+                rx.text(t("tagadmin.thresholds_hint"), size="1", color_scheme="gray"),
+                rx.hstack(
+                    number("tagadmin.lc_new", "new", S.lc_new),
+                    number("tagadmin.lc_active", "active", S.lc_active),
+                    number("tagadmin.lc_churn", "churn", S.lc_churn),
+                    rx.button(t("tagadmin.thresholds_save"), size="1", on_click=S.save_thresholds,
+                              disabled=S.job_running, id="save-thresholds"),
+                    spacing="4", align="center", wrap="wrap",
+                ),
+                spacing="2",
+            ),
+            width="100%",
+        ),
+    )
+
+
 def rules_tab() -> rx.Component:
     return rx.vstack(
         rx.hstack(
@@ -242,6 +271,7 @@ def rules_tab() -> rx.Component:
             width="100%", align="center",
         ),
         job_progress(),
+        thresholds_card(),
         rx.box(
             rx.table.root(
                 rx.table.header(rx.table.row(*[rx.table.column_header_cell(t(k), scope="col") for k in (

@@ -16,7 +16,7 @@ from sqlalchemy import case, or_, update
 
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AppSetting, Customer
-from meiqia_app.services import audit, scheduler
+from meiqia_app.services import audit, jobs, scheduler
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.lifecycle import LifecycleThresholds, TierThresholds
@@ -98,9 +98,29 @@ def recompute_lifecycle(now: dt.datetime | None = None, customer_id: int | None 
     return changed
 
 
+RECOMPUTE_JOB_KIND = "lifecycle.recompute"
+
+
+def start_recompute_job(actor: Actor) -> int:
+    """Recompute every customer's stage in the background (after the thresholds changed)."""
+    require(actor, "settings.manage", action="lifecycle.recompute")
+    job_id = jobs.create_job(actor, RECOMPUTE_JOB_KIND, {}, total=1)
+    jobs.start_in_background(job_id)
+    return job_id
+
+
+def _recompute_worker(ctx: jobs.JobContext) -> dict:
+    require(ctx.actor, "settings.manage", action="lifecycle.recompute")
+    changed = recompute_lifecycle()
+    audit.record_now(ctx.actor, "lifecycle.recompute", details={"changed": changed, "job_id": ctx.job_id})
+    ctx.progress(1)
+    return {"changed": changed}
+
+
 def _nightly() -> None:
     changed = recompute_lifecycle()
     audit.record_now(SYSTEM_ACTOR, "lifecycle.recompute", details={"changed": changed})
 
 
+jobs.register_worker(RECOMPUTE_JOB_KIND, _recompute_worker)
 scheduler.register_task("lifecycle", _nightly, "02:00")

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from meiqia_app.db import get_engine
 from meiqia_app.models import Product
 from meiqia_app.models.tag import TAG_GROUPS
-from meiqia_app.services import jobs, rules, tags
+from meiqia_app.services import jobs, lifecycle_update, rules, tags
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.services.rbac import Actor
 from meiqia_app.services.tags import NearDuplicate, TagView
@@ -113,6 +113,11 @@ class TagsAdminState(AppState):
     preview_lose: int = 0
     preview_sample: list[dict[str, str]] = []
 
+    # lifecycle thresholds (admins)
+    lc_new: str = ""
+    lc_active: str = ""
+    lc_churn: str = ""
+
     # a running job (rule run)
     job_id: int = 0
     job_percent: int = 0
@@ -141,6 +146,9 @@ class TagsAdminState(AppState):
                               last_run_at=v.last_run_at, last_run=self._run_text(v.last_run)) for v in views]
         if not self.products:
             self.products = await self._call(_products)
+        thresholds = await self._call(lifecycle_update.get_thresholds)
+        self.lc_new, self.lc_active, self.lc_churn = (str(thresholds.new_days), str(thresholds.active_days),
+                                                      str(thresholds.churn_days))
 
     async def _reload_hygiene(self, actor: Actor):
         try:
@@ -494,6 +502,29 @@ class TagsAdminState(AppState):
             return self._on_error(error)
         return rx.toast.success(self._tr("rule.deleted"))
 
+    # --- lifecycle thresholds -------------------------------------------------------------
+    @rx.event
+    def set_lc(self, which: str, value: str):
+        value = "".join(ch for ch in str(value or "") if ch.isdigit())[:4]
+        if which in ("new", "active", "churn"):
+            setattr(self, f"lc_{which}", value)
+
+    @rx.event
+    async def save_thresholds(self):
+        if self.job_running:
+            return None
+        try:
+            actor = self._actor()
+            await self._call(lifecycle_update.set_thresholds, actor, self.lc_new, self.lc_active, self.lc_churn)
+            job_id = await self._call(lifecycle_update.start_recompute_job, actor)
+        except ValidationError as error:
+            return rx.toast.error(next(iter(self._field_errors(error).values()), self._tr(error.message_key)))
+        except AppError as error:
+            return self._on_error(error)
+        self.job_id, self.job_percent, self.job_status, self.job_running, self.job_result = (
+            job_id, 0, "queued", True, "")
+        return [rx.toast.success(self._tr("tagadmin.thresholds_saved")), TagsAdminState.poll_job]
+
     # --- running --------------------------------------------------------------------------
     @rx.event
     async def run_rule(self, rule_id: int):
@@ -545,7 +576,10 @@ class TagsAdminState(AppState):
                 if view.finished:
                     self.job_running = False
                     result = view.result or {}
-                    self.job_result = self._run_text(result) if view.status == "done" else view.error
+                    if view.kind == lifecycle_update.RECOMPUTE_JOB_KIND:
+                        self.job_result = self._tr("tagadmin.recomputed", count=result.get("changed", 0))
+                    else:
+                        self.job_result = self._run_text(result) if view.status == "done" else view.error
                     await self._reload_rules(actor)
                     self.tags = await self._call(tags.list_tags, actor)
                     return

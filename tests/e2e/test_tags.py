@@ -56,3 +56,12 @@ def test_manager_builds_previews_and_runs_a_rule(page, app_server):
                           (tag_id,)).fetchall()
     assert {r[0] for r in rows} == expected
     assert {(r[1], r[2]) for r in rows} == {("rule", rule_id)}
+
+    # The list filtered by the tag shows exactly those customers.
+    page.goto("/customers")
+    page.locator("#open-filters").click()
+    page.locator("#filter-tags_any").click()
+    page.get_by_role("option", name="常客E2E").click()
+    page.locator("#apply-filters").click()
+    expect(page.locator(".filter-chip")).to_have_count(1)
+    expect(page.locator("#match-count")).to_contain_text(f"{len(expected):,}")
