@@ -663,6 +663,10 @@ def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) ->
     recompute_lifecycle(now=now, customer_id=customer_id)
     added, removed = [], []
     with write_session() as session:
+        customer = session.get(Customer, customer_id)
+        if customer is None or customer.status != "active":
+            # Like the full runs: rules leave archived and trashed customers alone.
+            return {"added": added, "removed": removed}
         rules = session.exec(sm_select(TagRule).where(TagRule.enabled.is_(True)).order_by(TagRule.id)).all()
         for rule in rules:
             spec = _spec_of(rule)

@@ -487,7 +487,7 @@ class TagsAdminState(AppState):
     async def toggle_rule(self, rule_id: int, enabled: bool):
         try:
             actor = self._actor()
-            await self._call(rules.set_rule_enabled, actor, self._as_id(rule_id), bool(enabled))
+            await self._call(rules.set_rule_enabled, actor, self._as_id(rule_id), enabled is True)
             await self._reload_rules(actor)
         except AppError as error:
             return self._on_error(error)
