@@ -38,6 +38,7 @@ def main() -> int:
     parser.add_argument("--work-dir", default="/tmp/bench-tags")
     parser.add_argument("--skip-bulk", action="store_true")
     parser.add_argument("--skip-rules", action="store_true")
+    parser.add_argument("--skip-preview", action="store_true")
     args = parser.parse_args()
 
     work = Path(args.work_dir)
@@ -118,6 +119,22 @@ def main() -> int:
         started = time.perf_counter()
         views = tags.list_tags(SYSTEM_ACTOR)
         print(f"tag table with usage counts ({len(views)} tags): {time.perf_counter() - started:.2f} s", flush=True)
+    if not args.skip_preview:
+        import datetime as dt
+
+        from meiqia_app.timeutil import as_utc
+
+        now = as_utc(newest if isinstance(newest, dt.datetime) else dt.datetime.fromisoformat(str(newest)))
+        rules.ensure_default_rules()
+        print("-- preview (matching / would gain / would lose / sample) of each default rule in sync mode", flush=True)
+        for view in rules.list_rules(SYSTEM_ACTOR):
+            data = {"name": view.name, "tag_id": view.tag_id, "match": view.match, "mode": "sync",
+                    "conditions": view.conditions}
+            started = time.perf_counter()
+            preview = rules.preview_rule(SYSTEM_ACTOR, data, view.id, now=now)
+            print(f"preview {view.name:<8} {time.perf_counter() - started:6.1f} s  matching={preview.matching:>8,} "
+                  f"gain={preview.would_gain:>7,} lose={preview.would_lose:>7,}  peak RSS {rss_mb():.0f} MB",
+                  flush=True)
     return 0
 
 
