@@ -138,4 +138,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "tagadmin.thresholds_save": ("保存并重新计算", "Save and recompute"),
     "tagadmin.thresholds_saved": ("阈值已保存，正在重新计算客户阶段", "Thresholds saved; recomputing customer stages"),
     "tagadmin.recomputed": ("已更新 {count} 位客户的阶段", "Stage updated for {count} customers"),
+    "rule.bad_schedule": ("请输入 HH:MM（如 02:30）或 off", "Enter HH:MM (e.g. 02:30) or off"),
+    "rule.schedule": ("每日自动运行时间", "Daily run at"),
+    "rule.schedule_saved": ("已保存：{value}", "Saved: {value}"),
 }

@@ -265,6 +265,10 @@ def rules_tab() -> rx.Component:
     return rx.vstack(
         rx.hstack(
             rx.text(t("rule.hint"), size="2", color_scheme="gray"), rx.spacer(),
+            rx.el.label(t("rule.schedule"), html_for="rule-schedule", font_size="14px"),
+            rx.input(id="rule-schedule", value=S.schedule, on_change=S.set_schedule, width="70px",
+                     placeholder="02:30"),
+            rx.button(t("common.save"), size="1", variant="soft", on_click=S.save_schedule, id="save-schedule"),
             rx.button(rx.icon("play", size=16), t("rule.run_all"), variant="soft", on_click=S.run_all,
                       disabled=S.job_running, id="run-all-rules"),
             rx.button(rx.icon("plus", size=16), t("rule.new"), on_click=S.open_new_rule, id="new-rule"),

@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import logging
 import operator
+import re
 from collections.abc import Callable
 
 from sqlalchemy import (
@@ -756,5 +757,33 @@ def _nightly() -> None:
     run_all_rules(SYSTEM_ACTOR)
 
 
+SCHEDULE_TASK = "tag_rules"
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def get_rule_schedule() -> str:
+    """The local "HH:MM" the rules run every day, or "off"."""
+    return scheduler.task_time(SCHEDULE_TASK) or "off"
+
+
+def set_rule_schedule(actor: Actor, value: object) -> str:
+    """Move the daily rule run (the ``schedule.tag_rules`` setting) or switch it off."""
+    require(actor, "rule.manage", action="rule.schedule", target_type="setting", target_id=f"schedule.{SCHEDULE_TASK}")
+    value = str(value or "").strip().lower()
+    if value != "off" and not _HHMM.match(value):
+        raise ValidationError.single("schedule", "rule.bad_schedule")
+    key = f"schedule.{SCHEDULE_TASK}"
+    before = get_rule_schedule()
+    with write_session() as session:
+        row = session.get(AppSetting, key) or AppSetting(key=key)
+        row.value = json.dumps(value)
+        row.updated_at = utcnow()
+        row.updated_by_name = actor.username
+        session.add(row)
+        audit.record(session, actor, "setting.update", target_type="setting", target_id=key,
+                     details={"before": before, "after": value})
+    return value
+
+
 jobs.register_worker(RUN_JOB_KIND, _run_worker)
-scheduler.register_task("tag_rules", _nightly, "02:30")
+scheduler.register_task(SCHEDULE_TASK, _nightly, "02:30")

@@ -113,6 +113,8 @@ class TagsAdminState(AppState):
     preview_lose: int = 0
     preview_sample: list[dict[str, str]] = []
 
+    schedule: str = ""
+
     # lifecycle thresholds (admins)
     lc_new: str = ""
     lc_active: str = ""
@@ -146,6 +148,7 @@ class TagsAdminState(AppState):
                               last_run_at=v.last_run_at, last_run=self._run_text(v.last_run)) for v in views]
         if not self.products:
             self.products = await self._call(_products)
+        self.schedule = await self._call(rules.get_rule_schedule)
         thresholds = await self._call(lifecycle_update.get_thresholds)
         self.lc_new, self.lc_active, self.lc_churn = (str(thresholds.new_days), str(thresholds.active_days),
                                                       str(thresholds.churn_days))
@@ -501,6 +504,20 @@ class TagsAdminState(AppState):
         except AppError as error:
             return self._on_error(error)
         return rx.toast.success(self._tr("rule.deleted"))
+
+    # --- schedule -------------------------------------------------------------------------
+    @rx.event
+    def set_schedule(self, value: str):
+        self.schedule = str(value or "")[:5]
+
+    @rx.event
+    async def save_schedule(self):
+        try:
+            value = await self._call(rules.set_rule_schedule, self._actor(), self.schedule)
+        except AppError as error:
+            return self._on_error(error)
+        self.schedule = value
+        return rx.toast.success(self._tr("rule.schedule_saved", value=value))
 
     # --- lifecycle thresholds -------------------------------------------------------------
     @rx.event

@@ -373,3 +373,18 @@ def test_adding_orders_makes_a_rule_tag_appear_without_a_run(seeded_actors):
     assert row.lifecycle_stage == "new" and row.first_purchase_at is not None
     with pytest.raises(PermissionDenied):
         customer_orders.add_order(seeded_actors["analyst"], customer_id, product_id)
+
+
+def test_rule_schedule_is_configurable(seeded_actors):
+    from meiqia_app.services import scheduler
+
+    manager = seeded_actors["manager"]
+    assert rules.get_rule_schedule() == "02:30"
+    assert rules.set_rule_schedule(manager, "03:15") == "03:15"
+    assert scheduler.task_time("tag_rules") == "03:15"
+    rules.set_rule_schedule(manager, "OFF")
+    assert scheduler.task_time("tag_rules") is None and rules.get_rule_schedule() == "off"
+    with pytest.raises(ValidationError):
+        rules.set_rule_schedule(manager, "25:00")
+    with pytest.raises(PermissionDenied):
+        rules.set_rule_schedule(seeded_actors["agent"], "01:00")
