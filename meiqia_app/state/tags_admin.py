@@ -128,9 +128,6 @@ class TagsAdminState(AppState):
     job_result: str = ""
 
     # --- helpers ------------------------------------------------------------------------
-    def _can(self, permission: str) -> bool:
-        return permission in self.perms
-
     async def _reload(self):
         actor = self._actor()
         self._set_user(actor)
@@ -142,12 +139,12 @@ class TagsAdminState(AppState):
             await self._reload_hygiene(actor)
 
     async def _reload_rules(self, actor: Actor):
+        if not self.products:
+            self.products = await self._call(_products)
         views = await self._call(rules.list_rules, actor)
         self.rules = [RuleRow(id=v.id, name=v.name, tag_name=v.tag_name, tag_color=v.tag_color, mode=v.mode,
                               enabled=v.enabled, summary=self._summary(v.match, v.conditions),
                               last_run_at=v.last_run_at, last_run=self._run_text(v.last_run)) for v in views]
-        if not self.products:
-            self.products = await self._call(_products)
         self.schedule = await self._call(rules.get_rule_schedule)
         thresholds = await self._call(lifecycle_update.get_thresholds)
         self.lc_new, self.lc_active, self.lc_churn = (str(thresholds.new_days), str(thresholds.active_days),
