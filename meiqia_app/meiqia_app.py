@@ -15,6 +15,7 @@ from meiqia_app.pages.customer_import import import_page
 from meiqia_app.pages.customers import customers_page
 from meiqia_app.pages.duplicates import duplicates_page
 from meiqia_app.pages.login import login_page
+from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.services import auth, jobs, scheduler
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
@@ -27,6 +28,7 @@ from meiqia_app.state.customer_import import CustomerImportState
 from meiqia_app.state.customer_list import CustomerListState
 from meiqia_app.state.duplicates import DuplicatesState
 from meiqia_app.state.login import LoginState
+from meiqia_app.state.tags_admin import TagsAdminState
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
 
@@ -80,3 +82,4 @@ _protected(audit_page, "/audit", "审计日志", AuditLogState.on_load)
 _protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load)
 _protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load)
 _protected(account_page, "/account", "我的账户", AccountState.on_load)
+_protected(tags_admin_page, "/tags", "标签与规则", TagsAdminState.on_load)

@@ -269,7 +269,7 @@ def seed(
                                       f"COALESCE((SELECT max({column}) FROM {table}), 1))"))
             adapter.analyze(conn)
 
-    _after_seed_hooks(progress)
+    _after_seed_hooks(progress, as_of)
     with write_session() as session:
         audit.record(session, SYSTEM_ACTOR, "data.seed", details={**totals, "seed": seed_value})
     elapsed = time.perf_counter() - started
@@ -277,14 +277,15 @@ def seed(
     return SeedReport(seconds=elapsed, database_bytes=db_bytes, accounts=accounts, **totals)
 
 
-def _after_seed_hooks(progress: Callable[[str], None]) -> None:
+def _after_seed_hooks(progress: Callable[[str], None], as_of: dt.datetime | None = None) -> None:
     """Derived data other features keep (rule-based tags) is computed once after a load."""
     try:
         from meiqia_app.services import rules
     except ImportError:  # the rules engine is not part of this build
         return
     progress("running the tag rules")
-    rules.run_all_rules(SYSTEM_ACTOR, progress=progress)
+    # As of the data's own date, so windows ("30 days") mean what the demo data means.
+    rules.run_all_rules(SYSTEM_ACTOR, now=as_of, progress=progress)
 
 
 def _database_bytes() -> int:

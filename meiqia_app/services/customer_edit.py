@@ -82,6 +82,7 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
                      details={"changes": mask_diff(diff), "version": int(expected_version) + 1})
         new_version = int(expected_version) + 1
     invalidate_counts()
+    _refresh_rules(customer_id)
     return new_version
 
 
@@ -94,7 +95,15 @@ def create_customer(actor: Actor, raw: dict, session: Session | None = None) -> 
     with write_session() as own:
         new_id = _insert(own, actor, values)
     invalidate_counts()
+    _refresh_rules(new_id)
     return new_id
+
+
+def _refresh_rules(customer_id: int) -> None:
+    """Rule tags and lifecycle stage follow the customer's data (TAG-3); see services/rules.py."""
+    from meiqia_app.services import rules  # rules imports customer services: import late
+
+    rules.refresh_customer(customer_id)
 
 
 def _insert(session: Session, actor: Actor, values: dict) -> int:

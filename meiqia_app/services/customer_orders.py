@@ -1,0 +1,77 @@
+"""Recording an order for a customer (TAG-3: rules follow a customer's new orders).
+
+The customer's derived figures (paid order count, total spent, first/last
+purchase, last activity) move with the order, then the customer's lifecycle
+stage and rule tags are brought up to date at once (``rules.refresh_customer``),
+without waiting for the nightly run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from meiqia_app.db import write_session
+from meiqia_app.models import Order, Product
+from meiqia_app.models.activity import ORDER_STATUSES
+from meiqia_app.services import audit
+from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customers import parse_id, writable_customer
+from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.rbac import Actor, require
+from meiqia_app.timeutil import as_utc, utcnow
+
+MAX_QUANTITY = 10_000
+MAX_AMOUNT_CENTS = 10_000_000_000
+
+
+def add_order(actor: Actor, customer_id: int, product_id: int, quantity: int = 1,
+              amount_yuan: float | None = None, status: str = "paid", at: dt.datetime | None = None) -> int:
+    """Record an order; returns its id. ``amount_yuan`` defaults to price × quantity."""
+    require(actor, "customer.edit", action="customer.order_add", target_type="customer", target_id=customer_id)
+    customer_id, product_id = parse_id(customer_id), parse_id(product_id)
+    if status not in ORDER_STATUSES:
+        raise ValidationError.single("status", "error.bad_choice")
+    try:
+        quantity = int(quantity)
+    except (TypeError, ValueError):
+        raise ValidationError.single("quantity", "error.bad_number") from None
+    if not 0 < quantity <= MAX_QUANTITY:
+        raise ValidationError.single("quantity", "error.bad_number")
+    now = as_utc(at) if at is not None else utcnow()
+    with write_session() as session:
+        customer = writable_customer(session, customer_id)
+        product = session.get(Product, product_id)
+        if product is None:
+            raise ValidationError.single("product_id", "error.not_found")
+        try:
+            cents = product.price_cents * quantity if amount_yuan is None else int(round(float(amount_yuan) * 100))
+        except (TypeError, ValueError):
+            raise ValidationError.single("amount", "error.bad_number") from None
+        if not 0 <= cents <= MAX_AMOUNT_CENTS:
+            raise ValidationError.single("amount", "error.bad_number")
+        paid = status == "paid"
+        order = Order(order_no=f"M{now:%Y%m%d%H%M%S}{secrets.token_hex(4)}", customer_id=customer_id,
+                      product_id=product_id, product_name=product.name, quantity=quantity, amount_cents=cents,
+                      status=status, created_at=now, paid_at=now if paid else None)
+        session.add(order)
+        if customer.last_active_at is None or as_utc(customer.last_active_at) < now:
+            customer.last_active_at = now
+        if paid:
+            customer.order_count += 1
+            customer.total_spent_cents += cents
+            if customer.first_purchase_at is None or as_utc(customer.first_purchase_at) > now:
+                customer.first_purchase_at = now
+            if customer.last_purchase_at is None or as_utc(customer.last_purchase_at) < now:
+                customer.last_purchase_at = now
+        session.add(customer)
+        session.flush()
+        order_id = order.id
+        audit.record(session, actor, "customer.order_add", target_type="customer", target_id=customer_id,
+                     details={"order_id": order_id, "product": product.name, "quantity": quantity,
+                              "amount_cents": cents, "status": status})
+    invalidate_counts()
+    from meiqia_app.services import rules  # rules imports customer services: import late
+
+    rules.refresh_customer(customer_id)
+    return order_id
