@@ -19,6 +19,8 @@ from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import format_local, today_local
 
 MAX_TREND_BUCKETS = {"day": 31, "week": 26, "month": 24}
+CHART_COLORS = ("#3e63dd", "#30a46c", "#f76b15", "#8e4ec6", "#e5484d", "#12a594", "#ffc53d", "#978365", "#0090ff",
+                "#d6409f", "#8d8d8d")
 
 
 def _both(key: str, **params) -> dict:
@@ -51,6 +53,7 @@ def _breakdown_rows(items: list[reports.Breakdown], prefix: str) -> list[dict]:
         {
             "key": item.key,
             **_group_label(prefix, item.key),
+            "color": CHART_COLORS[index % len(CHART_COLORS)],
             "total": item.total,
             "new": item.new,
             "new_previous": item.new_previous,
@@ -58,7 +61,7 @@ def _breakdown_rows(items: list[reports.Breakdown], prefix: str) -> list[dict]:
             "new_text": f"{item.new:,}",
             "new_previous_text": f"{item.new_previous:,}",
         }
-        for item in items
+        for index, item in enumerate(items)
     ]
 
 
@@ -329,3 +332,21 @@ def default_segment_params() -> dict:
     a_from = a_to - dt.timedelta(days=29)
     return {"a_from": a_from.isoformat(), "a_to": a_to.isoformat(), "b_from": b_from.isoformat(), "b_to": today.isoformat(),
             "view_id": "", "lifecycle": "", "source": ""}
+
+
+def shift_period(params: dict, step: int) -> dict:
+    """The period ``step`` periods before (negative) or after (positive) the one in ``params``."""
+    period = period_from_params(params)
+    step = max(-1200, min(1200, int(step)))
+    if period.kind == "custom":
+        days = period.days * step
+        first = period.first + dt.timedelta(days=days)
+        return {**params, "anchor": first.isoformat(), "end": (period.last + dt.timedelta(days=days)).isoformat()}
+    if period.kind == "month":
+        return {**params, "anchor": reports._add_months(period.first, step).isoformat()}
+    return {**params, "anchor": (period.first + dt.timedelta(days=period.days * step)).isoformat()}
+
+
+def snapshot_view(actor: Actor) -> dict:
+    snap = reports.agent_snapshot(actor)
+    return {"total": f"{snap.total_customers:,}", "today": f"{snap.new_today:,}", "month": f"{snap.new_this_month:,}"}
