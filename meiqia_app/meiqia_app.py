@@ -13,7 +13,7 @@ from meiqia_app.pages.customers import customers_page
 from meiqia_app.pages.dashboard import dashboard_page
 from meiqia_app.pages.login import login_page
 from meiqia_app.pages.reports import reports_page
-from meiqia_app.services import jobs, scheduler
+from meiqia_app.services import jobs, reports, scheduler
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
@@ -43,6 +43,7 @@ def _start_background_work() -> None:
 
 
 app.register_lifespan_task(_start_background_work)
+app.register_lifespan_task(reports.start_warmup)  # dashboard figures cached before the first visit
 
 app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", on_load=LoginState.on_load)
 app.add_page(customers_page, route="/customers", title="客户 · 美洽客户管理",

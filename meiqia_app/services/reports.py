@@ -265,7 +265,7 @@ def _data_signature(conn: Connection) -> tuple:
             select(func.max(EV.id)).scalar_subquery(),
         )
     ).one()
-    return (_write_version, str(get_engine().url), str(local_zone()), *maxima)
+    return (_write_version, *maxima)
 
 
 def _compute_and_store(key: tuple, compute: Callable[[Connection], object]) -> object:
@@ -299,7 +299,8 @@ def _cached(name: str, args: tuple, compute: Callable[[Connection], object], all
     busy system (a write every second) never makes a person wait for the cold
     aggregate; the page shows when the figures were computed.
     """
-    key = (name, args)
+    # The database and the zone are part of what is asked (tests and a restore switch databases).
+    key = (name, args, str(get_engine().url), str(local_zone()))
     entry = _cache.get(key)
     if entry is not None:
         stored_signature, stored_at, value = entry
@@ -517,9 +518,14 @@ class Dashboard:
     computed_at: str = ""
 
 
+def _snapshot_totals(conn: Connection, column) -> dict[str, int]:
+    """Today's working set per group: the same for every period, so cached on its own."""
+    return _cached(f"totals:{column.name}", (), lambda c: _group_counts(c, column))
+
+
 def _breakdowns(conn: Connection, column, period: Period, keys: tuple[str, ...] | None, limit: int | None) -> list[Breakdown]:
     previous = period.previous()
-    totals = _group_counts(conn, column)
+    totals = _snapshot_totals(conn, column)
     new = _group_counts(conn, column, C.registered_at >= period.start_utc, C.registered_at < period.end_utc)
     new_prev = _group_counts(conn, column, C.registered_at >= previous.start_utc, C.registered_at < previous.end_utc)
     if keys is None:
@@ -556,6 +562,39 @@ def dashboard(actor: Actor, period: Period, allow_stale: bool = False) -> Dashbo
         )
 
     return _cached("dashboard", (period,), compute, allow_stale)
+
+
+def warm_cache() -> None:
+    """Compute the figures people open first (this day / week / month and the
+    month before), so the first dashboard of the day is served from the cache.
+    Run at app start (in a thread) and just after local midnight by the scheduler."""
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    today = today_local()
+    for kind in ("month", "day", "week"):
+        dashboard(SYSTEM_ACTOR, make_period(kind, today))
+        trend(SYSTEM_ACTOR, "day", make_period(kind, today).last, 31)
+    dashboard(SYSTEM_ACTOR, make_period("month", today).previous())
+
+
+def start_warmup() -> None:
+    """Lifespan hook: warm the cache in a background thread (never delays the start)."""
+    def run() -> None:
+        try:
+            warm_cache()
+        except Exception:  # noqa: BLE001 - a failed warm-up only means a slower first dashboard
+            pass
+
+    threading.Thread(target=run, name="report-warmup", daemon=True).start()
+
+
+def _register_nightly_warmup() -> None:
+    from meiqia_app.services import scheduler
+
+    scheduler.register_task("reports_warmup", warm_cache, "00:05")
+
+
+_register_nightly_warmup()
 
 
 @dataclasses.dataclass(frozen=True)

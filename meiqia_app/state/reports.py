@@ -63,7 +63,9 @@ class DashboardState(AppState):
                 self.previous_label = view["previous"]["label"]
                 self.period_first = view["period"]["first"]
                 self.period_last = view["period"]["last"]
-                self.anchor = view["period"]["first"]
+                # The anchor stays the date the person chose (switching day / week /
+                # month keeps the period around it); it is filled in on first load.
+                self.anchor = self.anchor or view["period"]["first"]
                 self.end = view["period"]["last"] if self.kind == "custom" else ""
                 self.computed_at = view["computed_at"]
                 self.empty = view["empty"]

@@ -381,3 +381,29 @@ def test_change_formatting():
     assert reports.format_value("money", 123456789) == "¥1,234,567.89"
     assert reports.format_value("count", 1234567) == "1,234,567"
     assert os.environ.get("MEIQIA_TIMEZONE") in (None, "", "Asia/Shanghai")
+
+
+def test_dashboard_page_gets_old_figures_at_once_and_fresh_ones_after_refresh(boundary_rows, actors):
+    import time
+
+    from meiqia_app.db import write_session
+
+    period = reports.make_period("day", "2026-11-01")
+    assert reports.dashboard(actors["manager"], period, allow_stale=True).raw["new_customers"] == 1
+    with write_session() as session:
+        _add_customer(session, "戊", dt.datetime(2026, 11, 1, 3, tzinfo=UTC))
+    assert reports.dashboard(actors["manager"], period, allow_stale=True).raw["new_customers"] == 1  # stale, at once
+    deadline = time.monotonic() + 10
+    while reports._cache._refreshing and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reports.dashboard(actors["manager"], period, allow_stale=True).raw["new_customers"] == 2
+
+
+def test_warm_cache_runs_on_an_empty_database(db):
+    reports.invalidate_cache()
+    reports.warm_cache()
+    from meiqia_app.db import get_engine
+    from meiqia_app.timeutil import local_zone
+
+    key = ("dashboard", (reports.make_period("month"),), str(get_engine().url), str(local_zone()))
+    assert reports._cache.get(key) is not None
