@@ -100,7 +100,7 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
     period = period_from_params(params)
     granularity = granularity_from_params(params)
     board = reports.dashboard(actor, period, allow_stale=allow_stale)
-    points = reports.trend(actor, granularity, period.last, MAX_TREND_BUCKETS[granularity])
+    points = reports.trend(actor, granularity, period.last, MAX_TREND_BUCKETS[granularity], allow_stale=allow_stale)
     raw = board.raw
     empty = not (raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"])
     computed = dt.datetime.fromisoformat(board.computed_at) if board.computed_at else None

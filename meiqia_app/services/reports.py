@@ -59,7 +59,6 @@ from sqlalchemy.engine import Engine
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, Order
-from meiqia_app.models.activity import EVENT_KINDS
 from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import ValidationError
@@ -333,63 +332,102 @@ def _segment_conditions(conn: Connection, segment: ListQuery | None) -> list:
     return all_conditions(conn, segment)
 
 
+NON_ACTIVE = C.status.in_(("archived", "trashed"))
+
+
+def _combine(conn: Connection, statement, table, customer_column, seg: list) -> tuple[int, ...]:
+    """Run an additive aggregate over the working set (optionally a segment).
+
+    For a segment the rows are joined to their customer. For the whole working
+    set (the dashboard) that join would cost one customer look-up per row, so
+    the aggregate runs over every row through a covering index, and the part
+    belonging to archived / trashed customers (a small set, reached from the
+    customer side) is subtracted. Counts, sums and per-customer distinct counts
+    are all additive over disjoint sets of customers.
+    """
+    if seg:
+        joined = statement.select_from(table.join(Customer.__table__, C.id == customer_column)).where(ACTIVE, *seg)
+        return tuple(int(v or 0) for v in conn.execute(joined).one())
+    everything = conn.execute(statement.select_from(table)).one()
+    excluded = conn.execute(
+        statement.select_from(Customer.__table__.join(table, customer_column == C.id)).where(NON_ACTIVE)
+    ).one()
+    return tuple(int(a or 0) - int(b or 0) for a, b in zip(everything, excluded))
+
+
 def _active_customers(conn: Connection, start: dt.datetime, end: dt.datetime, seg: list) -> int:
-    ids = union(
-        select(EV.customer_id).where(EV.kind.in_(EVENT_KINDS), EV.occurred_at >= start, EV.occurred_at < end),
-        select(O.customer_id).where(O.created_at >= start, O.created_at < end),
-        select(CV.customer_id).where(CV.started_at >= start, CV.started_at < end),
-    ).subquery()
-    statement = (
-        select(func.count()).select_from(ids.join(Customer.__table__, C.id == ids.c.customer_id))
-        .where(ACTIVE, C.registered_at < end, *seg)
-    )
-    return conn.execute(statement).scalar_one()
+    """Customers of the working set with an event, an order or a conversation in the range."""
+    event_ids = select(EV.customer_id).where(EV.occurred_at >= start, EV.occurred_at < end)
+    order_ids = select(O.customer_id).where(O.created_at >= start, O.created_at < end)
+    chat_ids = select(CV.customer_id).where(CV.started_at >= start, CV.started_at < end)
+    ids = union(event_ids, order_ids, chat_ids).subquery()
+    if seg:
+        statement = (
+            select(func.count()).select_from(ids.join(Customer.__table__, C.id == ids.c.customer_id))
+            .where(ACTIVE, *seg)
+        )
+        return conn.execute(statement).scalar_one()
+    everything = conn.execute(select(func.count()).select_from(ids)).scalar_one()
+    EV2, O2, CV2 = (t.alias() for t in (BehaviorEvent.__table__, Order.__table__, Conversation.__table__))
+    excluded = conn.execute(
+        select(func.count()).select_from(Customer.__table__).where(
+            NON_ACTIVE,
+            select(EV2.c.id).where(EV2.c.customer_id == C.id, EV2.c.occurred_at >= start, EV2.c.occurred_at < end).exists()
+            | select(O2.c.id).where(O2.c.customer_id == C.id, O2.c.created_at >= start, O2.c.created_at < end).exists()
+            | select(CV2.c.id).where(CV2.c.customer_id == C.id, CV2.c.started_at >= start, CV2.c.started_at < end).exists(),
+        )
+    ).scalar_one()
+    return int(everything) - int(excluded)
 
 
 def _paid_orders(conn: Connection, start: dt.datetime, end: dt.datetime, seg: list) -> tuple[int, int, int]:
     """(orders, amount in cents, distinct buyers) of paid orders paid within the range."""
     statement = (
         select(func.count(), func.coalesce(func.sum(O.amount_cents), 0), func.count(distinct(O.customer_id)))
-        .select_from(Order.__table__.join(Customer.__table__, C.id == O.customer_id))
-        .where(O.status == "paid", O.paid_at >= start, O.paid_at < end, ACTIVE, *seg)
+        .where(O.status == "paid", O.paid_at >= start, O.paid_at < end)
     )
-    orders, amount, buyers = conn.execute(statement).one()
-    return int(orders), int(amount), int(buyers)
+    orders, amount, buyers = _combine(conn, statement, Order.__table__, O.customer_id, seg)
+    return orders, amount, buyers
 
 
 def _repeat_buyers(conn: Connection, start: dt.datetime, end: dt.datetime, seg: list) -> tuple[int, int]:
     """(buyers in the range, of whom with >= 2 paid orders up to the range's end)."""
-    buyers = (
-        select(O.customer_id.label("cid"))
-        .select_from(Order.__table__.join(Customer.__table__, C.id == O.customer_id))
-        .where(O.status == "paid", O.paid_at >= start, O.paid_at < end, ACTIVE, *seg)
-        .group_by(O.customer_id)
-        .subquery()
-    )
     O2 = Order.__table__.alias("o2")
-    paid_before_end = (
-        select(func.count()).select_from(O2)
-        .where(O2.c.customer_id == buyers.c.cid, O2.c.status == "paid", O2.c.paid_at < end)
-        .scalar_subquery()
-    )
-    statement = select(func.count(), func.coalesce(func.sum(case((paid_before_end >= 2, 1), else_=0)), 0)).select_from(buyers)
-    total, repeat = conn.execute(statement).one()
-    return int(total), int(repeat)
+
+    def count_for(buyers_from, *conditions) -> tuple[int, int]:
+        buyers = (
+            select(O.customer_id.label("cid")).select_from(buyers_from)
+            .where(O.status == "paid", O.paid_at >= start, O.paid_at < end, *conditions)
+            .group_by(O.customer_id)
+            .subquery()
+        )
+        paid_before_end = (
+            select(func.count()).select_from(O2)
+            .where(O2.c.customer_id == buyers.c.cid, O2.c.status == "paid", O2.c.paid_at < end)
+            .scalar_subquery()
+        )
+        total, repeat = conn.execute(
+            select(func.count(), func.coalesce(func.sum(case((paid_before_end >= 2, 1), else_=0)), 0)).select_from(buyers)
+        ).one()
+        return int(total), int(repeat)
+
+    joined = Customer.__table__.join(Order.__table__, O.customer_id == C.id)
+    if seg:
+        return count_for(joined, ACTIVE, *seg)
+    total, repeat = count_for(Order.__table__)
+    excluded_total, excluded_repeat = count_for(joined, NON_ACTIVE)
+    return total - excluded_total, repeat - excluded_repeat
 
 
 def _conversations(conn: Connection, start: dt.datetime, end: dt.datetime, seg: list) -> tuple[int, int, int, int]:
     """(conversations, complaints, rated, sum of ratings) started within the range."""
-    statement = (
-        select(
-            func.count(),
-            func.coalesce(func.sum(case((CV.category == "complaint", 1), else_=0)), 0),
-            func.count(CV.rating),
-            func.coalesce(func.sum(CV.rating), 0),
-        )
-        .select_from(Conversation.__table__.join(Customer.__table__, C.id == CV.customer_id))
-        .where(CV.started_at >= start, CV.started_at < end, ACTIVE, *seg)
-    )
-    return tuple(int(v) for v in conn.execute(statement).one())
+    statement = select(
+        func.count(),
+        func.coalesce(func.sum(case((CV.category == "complaint", 1), else_=0)), 0),
+        func.count(CV.rating),
+        func.coalesce(func.sum(CV.rating), 0),
+    ).where(CV.started_at >= start, CV.started_at < end)
+    return _combine(conn, statement, Conversation.__table__, CV.customer_id, seg)
 
 
 def _conversion(conn: Connection, start: dt.datetime, end: dt.datetime, seg: list) -> tuple[int, int]:
@@ -635,7 +673,7 @@ class TrendPoint:
 
 
 def trend(actor: Actor, granularity: str, last_day: dt.date | str | None = None, count: int | None = None,
-          segment: ListQuery | None = None) -> list[TrendPoint]:
+          segment: ListQuery | None = None, allow_stale: bool = False) -> list[TrendPoint]:
     """New customers, paid orders, amount and conversations per local bucket; empty buckets are 0."""
     require(actor, "report.view", action="report.trend")
     if granularity not in GRANULARITIES:
@@ -651,17 +689,20 @@ def trend(actor: Actor, granularity: str, last_day: dt.date | str | None = None,
             start = local_day_start_utc(start_day)
             end = local_day_start_utc(_bucket_end(granularity, start_day))
             new = _count_customers(conn, C.registered_at >= start, C.registered_at < end, *seg)
-            orders, amount, _buyers = _paid_orders(conn, start, end, seg)
-            chats = conn.execute(
-                select(func.count()).select_from(Conversation.__table__.join(Customer.__table__, C.id == CV.customer_id))
-                .where(CV.started_at >= start, CV.started_at < end, ACTIVE, *seg)
-            ).scalar_one()
+            orders, amount = _combine(
+                conn,
+                select(func.count(), func.coalesce(func.sum(O.amount_cents), 0)).where(
+                    O.status == "paid", O.paid_at >= start, O.paid_at < end),
+                Order.__table__, O.customer_id, seg,
+            )
+            (chats,) = _combine(conn, select(func.count()).where(CV.started_at >= start, CV.started_at < end),
+                                Conversation.__table__, CV.customer_id, seg)
             label = start_day.strftime("%Y-%m") if granularity == "month" else start_day.strftime("%m-%d")
             points.append(TrendPoint(start_day.isoformat(), label, new, orders, amount, int(chats)))
         return points
 
     signature = segment.signature() if segment is not None else ""
-    return _cached("trend", (granularity, starts[0], len(starts), signature), compute)
+    return _cached("trend", (granularity, starts[0], len(starts), signature), compute, allow_stale)
 
 
 # --- segment reports -----------------------------------------------------------------------

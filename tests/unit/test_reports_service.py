@@ -64,7 +64,7 @@ def expected(rows: Rows, start: dt.datetime, end: dt.datetime, segment=lambda c:
     active_ids = {e["customer"] for e in rows.events if start <= e["occurred"] < end}
     active_ids |= {o["customer"] for o in rows.orders if start <= o["created"] < end}
     active_ids |= {ch["customer"] for ch in rows.chats if start <= ch["started"] < end}
-    active = [c for c in total if c["id"] in active_ids]
+    active = [c for c in live if c["id"] in active_ids]
     converted = [c for c in new if c["first_purchase"] is not None and c["first_purchase"] < end]
     paid = [o for o in rows.orders if o["status"] == "paid" and o["paid"] and start <= o["paid"] < end
             and rows.live(o["customer"], segment)]
