@@ -268,9 +268,14 @@ def _data_signature(conn: Connection) -> tuple:
 
 
 def _compute_and_store(key: tuple, compute: Callable[[Connection], object]) -> object:
-    with get_engine().connect() as conn:
-        signature = _data_signature(conn)
-        value = compute(conn)
+    outer = getattr(_local, "excluded", None)
+    _local.excluded = None  # the archived / trashed ids are read afresh for each computation
+    try:
+        with get_engine().connect() as conn:
+            signature = _data_signature(conn)
+            value = compute(conn)
+    finally:
+        _local.excluded = outer
     _cache.put(key, signature, value)
     return value
 
@@ -333,6 +338,24 @@ def _segment_conditions(conn: Connection, segment: ListQuery | None) -> list:
 
 
 NON_ACTIVE = C.status.in_(("archived", "trashed"))
+EXCLUDED_CHUNK = 2000
+EXCLUDED_LIMIT = 100_000  # above this many archived / trashed customers, join instead
+_local = threading.local()
+
+
+def _excluded_chunks(conn: Connection) -> list[list[int]] | None:
+    """Ids of archived / trashed customers in chunks (None: too many, join instead).
+
+    Read once per computation (kept in a thread-local that ``_compute_and_store``
+    clears), through the status index.
+    """
+    cached = getattr(_local, "excluded", None)
+    if cached is not None:
+        return cached[0]
+    ids = list(conn.execute(select(C.id).where(NON_ACTIVE).limit(EXCLUDED_LIMIT + 1)).scalars())
+    chunks = None if len(ids) > EXCLUDED_LIMIT else [ids[i:i + EXCLUDED_CHUNK] for i in range(0, len(ids), EXCLUDED_CHUNK)]
+    _local.excluded = (chunks,)
+    return chunks
 
 
 def _combine(conn: Connection, statement, table, customer_column, seg: list) -> tuple[int, ...]:
@@ -341,43 +364,47 @@ def _combine(conn: Connection, statement, table, customer_column, seg: list) -> 
     For a segment the rows are joined to their customer. For the whole working
     set (the dashboard) that join would cost one customer look-up per row, so
     the aggregate runs over every row through a covering index, and the part
-    belonging to archived / trashed customers (a small set, reached from the
-    customer side) is subtracted. Counts, sums and per-customer distinct counts
-    are all additive over disjoint sets of customers.
+    belonging to archived / trashed customers (a small set: their ids, in
+    chunks, probe the per-customer indexes) is subtracted. Counts, sums and
+    per-customer distinct counts are additive over disjoint sets of customers.
     """
-    if seg:
+    chunks = None if seg else _excluded_chunks(conn)
+    if seg or chunks is None:
         joined = statement.select_from(table.join(Customer.__table__, C.id == customer_column)).where(ACTIVE, *seg)
         return tuple(int(v or 0) for v in conn.execute(joined).one())
-    everything = conn.execute(statement.select_from(table)).one()
-    excluded = conn.execute(
-        statement.select_from(Customer.__table__.join(table, customer_column == C.id)).where(NON_ACTIVE)
-    ).one()
-    return tuple(int(a or 0) - int(b or 0) for a, b in zip(everything, excluded))
+    totals = [int(v or 0) for v in conn.execute(statement.select_from(table)).one()]
+    for chunk in chunks:
+        # Led by the customer ids (a join on the primary key), so the planner
+        # probes the per-customer index instead of scanning the time range.
+        part = conn.execute(
+            statement.select_from(Customer.__table__.join(table, customer_column == C.id)).where(C.id.in_(chunk))
+        ).one()
+        totals = [t - int(v or 0) for t, v in zip(totals, part)]
+    return tuple(totals)
 
 
 def _active_customers(conn: Connection, start: dt.datetime, end: dt.datetime, seg: list) -> int:
     """Customers of the working set with an event, an order or a conversation in the range."""
-    event_ids = select(EV.customer_id).where(EV.occurred_at >= start, EV.occurred_at < end)
-    order_ids = select(O.customer_id).where(O.created_at >= start, O.created_at < end)
-    chat_ids = select(CV.customer_id).where(CV.started_at >= start, CV.started_at < end)
-    ids = union(event_ids, order_ids, chat_ids).subquery()
-    if seg:
+
+    def ids(*conditions):
+        return union(
+            select(EV.customer_id).where(EV.occurred_at >= start, EV.occurred_at < end, *[c(EV.customer_id) for c in conditions]),
+            select(O.customer_id).where(O.created_at >= start, O.created_at < end, *[c(O.customer_id) for c in conditions]),
+            select(CV.customer_id).where(CV.started_at >= start, CV.started_at < end, *[c(CV.customer_id) for c in conditions]),
+        ).subquery()
+
+    chunks = None if seg else _excluded_chunks(conn)
+    if seg or chunks is None:
+        every = ids()
         statement = (
-            select(func.count()).select_from(ids.join(Customer.__table__, C.id == ids.c.customer_id))
+            select(func.count()).select_from(every.join(Customer.__table__, C.id == every.c.customer_id))
             .where(ACTIVE, *seg)
         )
         return conn.execute(statement).scalar_one()
-    everything = conn.execute(select(func.count()).select_from(ids)).scalar_one()
-    EV2, O2, CV2 = (t.alias() for t in (BehaviorEvent.__table__, Order.__table__, Conversation.__table__))
-    excluded = conn.execute(
-        select(func.count()).select_from(Customer.__table__).where(
-            NON_ACTIVE,
-            select(EV2.c.id).where(EV2.c.customer_id == C.id, EV2.c.occurred_at >= start, EV2.c.occurred_at < end).exists()
-            | select(O2.c.id).where(O2.c.customer_id == C.id, O2.c.created_at >= start, O2.c.created_at < end).exists()
-            | select(CV2.c.id).where(CV2.c.customer_id == C.id, CV2.c.started_at >= start, CV2.c.started_at < end).exists(),
-        )
-    ).scalar_one()
-    return int(everything) - int(excluded)
+    total = conn.execute(select(func.count()).select_from(ids())).scalar_one()
+    for chunk in chunks:
+        total -= conn.execute(select(func.count()).select_from(ids(lambda column, chunk=chunk: column.in_(chunk)))).scalar_one()
+    return int(total)
 
 
 def _paid_orders(conn: Connection, start: dt.datetime, end: dt.datetime, seg: list) -> tuple[int, int, int]:
@@ -411,12 +438,15 @@ def _repeat_buyers(conn: Connection, start: dt.datetime, end: dt.datetime, seg: 
         ).one()
         return int(total), int(repeat)
 
-    joined = Customer.__table__.join(Order.__table__, O.customer_id == C.id)
-    if seg:
-        return count_for(joined, ACTIVE, *seg)
+    chunks = None if seg else _excluded_chunks(conn)
+    if seg or chunks is None:
+        return count_for(Customer.__table__.join(Order.__table__, O.customer_id == C.id), ACTIVE, *seg)
     total, repeat = count_for(Order.__table__)
-    excluded_total, excluded_repeat = count_for(joined, NON_ACTIVE)
-    return total - excluded_total, repeat - excluded_repeat
+    for chunk in chunks:
+        excluded_total, excluded_repeat = count_for(Customer.__table__.join(Order.__table__, O.customer_id == C.id),
+                                                    C.id.in_(chunk))
+        total, repeat = total - excluded_total, repeat - excluded_repeat
+    return total, repeat
 
 
 def _conversations(conn: Connection, start: dt.datetime, end: dt.datetime, seg: list) -> tuple[int, int, int, int]:
