@@ -63,7 +63,7 @@ from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
-from meiqia_app.timeutil import local_day_start_utc, local_zone, today_local, utcnow
+from meiqia_app.timeutil import as_utc, local_day_start_utc, local_zone, today_local, utcnow
 
 C = Customer.__table__.c
 O = Order.__table__.c
@@ -714,19 +714,42 @@ def trend(actor: Actor, granularity: str, last_day: dt.date | str | None = None,
 
     def compute(conn: Connection) -> list[TrendPoint]:
         seg = _segment_conditions(conn, segment)
+        bounds = [local_day_start_utc(day) for day in starts] + [local_day_start_utc(_bucket_end(granularity, starts[-1]))]
+        chunks = None if seg else _excluded_chunks(conn)
+        # Whole working set: per bucket the covered range aggregate, minus the
+        # archived / trashed customers' rows, read once for the whole range and
+        # bucketed here (they are few).
+        excluded_orders: list[tuple[dt.datetime, int]] = []
+        excluded_chats: list[dt.datetime] = []
+        for chunk in chunks or []:
+            excluded_orders += [
+                (as_utc(paid), int(amount)) for paid, amount in conn.execute(
+                    select(O.paid_at, O.amount_cents).select_from(Customer.__table__.join(Order.__table__, O.customer_id == C.id))
+                    .where(C.id.in_(chunk), O.status == "paid", O.paid_at >= bounds[0], O.paid_at < bounds[-1])
+                )
+            ]
+            excluded_chats += [
+                as_utc(started) for (started,) in conn.execute(
+                    select(CV.started_at).select_from(Customer.__table__.join(Conversation.__table__, CV.customer_id == C.id))
+                    .where(C.id.in_(chunk), CV.started_at >= bounds[0], CV.started_at < bounds[-1])
+                )
+            ]
         points = []
-        for start_day in starts:
-            start = local_day_start_utc(start_day)
-            end = local_day_start_utc(_bucket_end(granularity, start_day))
+        for index, start_day in enumerate(starts):
+            start, end = bounds[index], bounds[index + 1]
             new = _count_customers(conn, C.registered_at >= start, C.registered_at < end, *seg)
-            orders, amount = _combine(
-                conn,
-                select(func.count(), func.coalesce(func.sum(O.amount_cents), 0)).where(
-                    O.status == "paid", O.paid_at >= start, O.paid_at < end),
-                Order.__table__, O.customer_id, seg,
-            )
-            (chats,) = _combine(conn, select(func.count()).where(CV.started_at >= start, CV.started_at < end),
-                                Conversation.__table__, CV.customer_id, seg)
+            order_totals = select(func.count(), func.coalesce(func.sum(O.amount_cents), 0)).where(
+                O.status == "paid", O.paid_at >= start, O.paid_at < end)
+            chat_totals = select(func.count()).where(CV.started_at >= start, CV.started_at < end)
+            if seg or chunks is None:
+                orders, amount = _combine(conn, order_totals, Order.__table__, O.customer_id, seg)
+                (chats,) = _combine(conn, chat_totals, Conversation.__table__, CV.customer_id, seg)
+            else:
+                orders, amount = (int(v or 0) for v in conn.execute(order_totals.select_from(Order.__table__)).one())
+                chats = int(conn.execute(chat_totals.select_from(Conversation.__table__)).scalar_one())
+                mine = [a for paid, a in excluded_orders if start <= paid < end]
+                orders, amount = orders - len(mine), amount - sum(mine)
+                chats -= sum(1 for started in excluded_chats if start <= started < end)
             label = start_day.strftime("%Y-%m") if granularity == "month" else start_day.strftime("%m-%d")
             points.append(TrendPoint(start_day.isoformat(), label, new, orders, amount, int(chats)))
         return points

@@ -19,6 +19,9 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("customer", schema=None) as batch_op:
+        batch_op.create_index("ix_customer_report_registered",
+                              ["status", "registered_at", "source", "province", "first_purchase_at"], unique=False)
     with op.batch_alter_table("customer_order", schema=None) as batch_op:
         batch_op.create_index("ix_order_report_paid", ["status", "paid_at", "customer_id", "amount_cents"], unique=False)
         batch_op.create_index("ix_order_report_created", ["created_at", "customer_id"], unique=False)
@@ -38,3 +41,5 @@ def downgrade() -> None:
         batch_op.drop_index("ix_order_report_customer_paid")
         batch_op.drop_index("ix_order_report_created")
         batch_op.drop_index("ix_order_report_paid")
+    with op.batch_alter_table("customer", schema=None) as batch_op:
+        batch_op.drop_index("ix_customer_report_registered")
