@@ -341,6 +341,9 @@ NON_ACTIVE = C.status.in_(("archived", "trashed"))
 EXCLUDED_CHUNK = 2000
 EXCLUDED_LIMIT = 100_000  # above this many archived / trashed customers, join instead
 _local = threading.local()
+# Subtract the excluded customers' part only when the range holds many more
+# rows than there are excluded customers; otherwise join each row to its customer.
+_JOIN_FACTOR = 3
 
 
 def _excluded_chunks(conn: Connection) -> list[list[int]] | None:
@@ -373,6 +376,10 @@ def _combine(conn: Connection, statement, table, customer_column, seg: list) -> 
         joined = statement.select_from(table.join(Customer.__table__, C.id == customer_column)).where(ACTIVE, *seg)
         return tuple(int(v or 0) for v in conn.execute(joined).one())
     totals = [int(v or 0) for v in conn.execute(statement.select_from(table)).one()]
+    if totals[0] <= _JOIN_FACTOR * sum(len(c) for c in chunks):
+        # Few rows in the range (a short period): one customer look-up per row is cheaper.
+        joined = statement.select_from(table.join(Customer.__table__, C.id == customer_column)).where(ACTIVE)
+        return tuple(int(v or 0) for v in conn.execute(joined).one())
     for chunk in chunks:
         # Led by the customer ids (a join on the primary key), so the planner
         # probes the per-customer index instead of scanning the time range.
@@ -402,6 +409,11 @@ def _active_customers(conn: Connection, start: dt.datetime, end: dt.datetime, se
         )
         return conn.execute(statement).scalar_one()
     total = conn.execute(select(func.count()).select_from(ids())).scalar_one()
+    if total <= _JOIN_FACTOR * sum(len(c) for c in chunks):
+        every = ids()
+        return conn.execute(
+            select(func.count()).select_from(every.join(Customer.__table__, C.id == every.c.customer_id)).where(ACTIVE)
+        ).scalar_one()
     for chunk in chunks:
         total -= conn.execute(select(func.count()).select_from(ids(lambda column, chunk=chunk: column.in_(chunk)))).scalar_one()
     return int(total)
@@ -442,6 +454,8 @@ def _repeat_buyers(conn: Connection, start: dt.datetime, end: dt.datetime, seg: 
     if seg or chunks is None:
         return count_for(Customer.__table__.join(Order.__table__, O.customer_id == C.id), ACTIVE, *seg)
     total, repeat = count_for(Order.__table__)
+    if total <= _JOIN_FACTOR * sum(len(c) for c in chunks):
+        return count_for(Customer.__table__.join(Order.__table__, O.customer_id == C.id), ACTIVE)
     for chunk in chunks:
         excluded_total, excluded_repeat = count_for(Customer.__table__.join(Order.__table__, O.customer_id == C.id),
                                                     C.id.in_(chunk))
@@ -512,7 +526,13 @@ class Measure:
 def period_measures(conn: Connection, period: Period, seg: list) -> dict[str, float | None]:
     """Every headline figure for one period (raw numbers; cents for money)."""
     start, end = period.start_utc, period.end_utc
-    total = _count_customers(conn, C.registered_at < end, *seg)
+    if seg:
+        total = _count_customers(conn, C.registered_at < end, *seg)
+    else:
+        # Today's working set (cached apart, shared with the breakdowns) minus
+        # those registered after the period: a short index range for recent periods.
+        working_set = sum(_snapshot_totals(conn, C.lifecycle_stage).values())
+        total = working_set - _count_customers(conn, C.registered_at >= end)
     new = _count_customers(conn, C.registered_at >= start, C.registered_at < end, *seg)
     active = _active_customers(conn, start, end, seg)
     registered, purchased = _conversion(conn, start, end, seg)
