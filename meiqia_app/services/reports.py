@@ -14,8 +14,9 @@ when their customer does.
 Definitions (documented here because the numbers must be explainable):
 - total customers: registered before the end of the period.
 - new customers: registered within the period.
-- active customers: had a behaviour event, created an order or started a
-  conversation within the period; active rate = active / total.
+- active customers: customers of the working set that had a behaviour event,
+  created an order or started a conversation within the period;
+  active rate = active / total.
 - conversion rate: of the customers registered within the period, the share
   whose first paid order (``first_purchase_at``) is before the period's end.
 - repeat-purchase rate: of the customers with a paid order in the period
@@ -27,10 +28,18 @@ Definitions (documented here because the numbers must be explainable):
 - lifecycle distribution and customers by source / region: today's snapshot of
   the working set, plus new customers per source / region in both periods.
 
-Speed. Every figure is an aggregate over an index range (registration,
-payment, start and event-time indexes), never a read of the customer table
-into Python. Results are kept in an in-process cache (:class:`_ReportCache`)
-keyed by the function, its arguments and a *data version*:
+Speed (bench/reports.py; figures in the report of the branch). Every figure
+is an aggregate over an index range; migration 0002_reports adds covering
+indexes so the ranges are read index-only. The working set excludes archived /
+trashed customers: for a long range the aggregate runs over all rows and the
+excluded customers' part (few customers, probed through the per-customer
+indexes) is subtracted; for a short range each row is joined to its customer.
+Total customers = today's working set (cached) minus those registered after the
+period.
+
+Results are kept in an in-process cache (:class:`_ReportCache`) keyed by the
+function, its arguments, the database URL and the zone, and checked against a
+*data version*:
 - a counter bumped by a SQLAlchemy ``after_cursor_execute`` listener whenever
   this process runs an INSERT / UPDATE / DELETE on customer, customer_order,
   conversation, behavior_event or tag_assignment (so every service, ORM or
@@ -38,9 +47,14 @@ keyed by the function, its arguments and a *data version*:
 - the highest ids of customer / customer_order / conversation / behavior_event
   (index look-ups), so rows added by another process (CLI import, a second
   worker) invalidate it too;
-- entries older than ``CACHE_TTL_SECONDS`` are dropped, which bounds how long
-  an edit made by *another* process (e.g. archiving) can stay unseen.
-``invalidate_cache()`` clears it explicitly.
+- entries older than ``CACHE_TTL_SECONDS`` are recomputed, which bounds how
+  long an edit made by *another* process (e.g. archiving) can stay unseen.
+The dashboard page asks with ``allow_stale``: after a change it gets the last
+figures at once (with the time they were computed) while a background thread
+recomputes them. ``warm_cache`` runs at app start and just after local
+midnight (scheduler task ``reports_warmup``). ``invalidate_cache()`` clears all.
+With several workers (Redis state manager) each process has its own cache;
+the max-id signature and the TTL keep them honest.
 """
 
 from __future__ import annotations
