@@ -140,8 +140,8 @@ def lifecycle_chart() -> rx.Component:
 
 def bar_chart(rows, key: str = "total") -> rx.Component:
     return rx.recharts.bar_chart(
-        rx.recharts.bar(data_key=key, fill="#3e63dd", is_animation_active=False),
-        rx.recharts.bar(data_key="new", fill="#30a46c", is_animation_active=False),
+        rx.recharts.bar(data_key=key, fill="#3e63dd", is_animation_active=False, name=t("dash.col_total")),
+        rx.recharts.bar(data_key="new", fill="#30a46c", is_animation_active=False, name=t("dash.col_new")),
         rx.recharts.x_axis(data_key=rx.cond(AppState.is_en, "label_en", "label_zh")),
         rx.recharts.y_axis(),
         rx.recharts.graphing_tooltip(),

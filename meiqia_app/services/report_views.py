@@ -100,7 +100,10 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
     period = period_from_params(params)
     granularity = granularity_from_params(params)
     board = reports.dashboard(actor, period, allow_stale=allow_stale)
-    points = reports.trend(actor, granularity, period.last, MAX_TREND_BUCKETS[granularity], allow_stale=allow_stale)
+    count = MAX_TREND_BUCKETS[granularity]
+    if granularity == "day" and period.kind in ("month", "custom") and period.days <= 92:
+        count = period.days  # the days of the period itself
+    points = reports.trend(actor, granularity, period.last, count, allow_stale=allow_stale)
     raw = board.raw
     empty = not (raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"])
     computed = dt.datetime.fromisoformat(board.computed_at) if board.computed_at else None

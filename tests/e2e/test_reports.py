@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import sqlite3
 from zoneinfo import ZoneInfo
 
@@ -31,6 +32,13 @@ def _new_customers(app_server, first: dt.date) -> int:
                           (start, end)).fetchone()[0]
 
 
+def _shot(page, name: str) -> None:
+    """Screenshots for a person to look at, when MEIQIA_E2E_SHOTS names a folder."""
+    folder = os.environ.get("MEIQIA_E2E_SHOTS")
+    if folder:
+        page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True)
+
+
 def _number(text: str) -> int:
     return int(text.replace(",", "").strip())
 
@@ -50,6 +58,7 @@ def test_manager_dashboard_period_change_and_export(page, app_server):
     # Tables beside the charts are filled.
     expect(page.locator("#trend-table tbody tr").first).to_be_visible()
     expect(page.locator("#sources-table tbody tr")).to_have_count(8)
+    _shot(page, "dashboard-manager")
 
     # The month before: the figures change and match the database.
     previous_month = (this_month - dt.timedelta(days=1)).replace(day=1)
@@ -95,6 +104,7 @@ def test_manager_compares_two_periods_and_exports(page, app_server):
     new_row = page.locator("#comparison-table tbody tr", has_text="新增客户")
     expect(new_row.locator("td").nth(1)).to_have_text(f"{_new_customers(app_server, a_last.replace(day=1)):,}")
     expect(new_row.locator("td").nth(2)).to_have_text(f"{_new_customers(app_server, first):,}")
+    _shot(page, "reports")
     with page.expect_download() as info:
         page.locator("#report-export").click()
     book = load_workbook(io.BytesIO(open(info.value.path(), "rb").read()))
@@ -108,6 +118,7 @@ def test_agent_gets_quick_search_not_reports(page, app_server):
     expect(page.locator("#quick-search")).to_be_visible(timeout=30_000)
     expect(page.locator("#kpi-cards")).to_have_count(0)
     expect(page.locator("#nav-reports")).to_have_count(0)
+    _shot(page, "dashboard-agent")
     with sqlite3.connect(app_server.db_path()) as db:
         name = db.execute("SELECT name FROM customer WHERE status = 'active' ORDER BY id LIMIT 1").fetchone()[0]
     page.locator("#quick-search").fill(name)

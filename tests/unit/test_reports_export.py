@@ -25,6 +25,8 @@ def test_dashboard_view_cards_match_the_service(seeded_db, seeded_actors):
     assert cards["new_customers"]["label_zh"] == "新增客户" and cards["new_customers"]["label_en"] == "New customers"
     assert len(view["trend"]) == report_views.MAX_TREND_BUCKETS["week"]
     assert view["trend"][-1]["start"] == "2026-10-26"
+    daily = report_views.dashboard_view(seeded_actors["manager"], {**PARAMS, "granularity": "day"})
+    assert [p["start"] for p in daily["trend"]][::30] == ["2026-10-01", "2026-10-31"]
     assert not view["empty"]
 
 
