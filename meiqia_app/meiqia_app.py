@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import reflex as rx
 
 from meiqia_app.pages.account import account_page
@@ -13,10 +11,12 @@ from meiqia_app.pages.audit_log import audit_page
 from meiqia_app.pages.customer_detail import customer_detail_page
 from meiqia_app.pages.customer_import import import_page
 from meiqia_app.pages.customers import customers_page
+from meiqia_app.pages.dashboard import dashboard_page
 from meiqia_app.pages.duplicates import duplicates_page
 from meiqia_app.pages.login import login_page
+from meiqia_app.pages.reports import reports_page
 from meiqia_app.pages.tags_admin import tags_admin_page
-from meiqia_app.services import auth, jobs, scheduler
+from meiqia_app.services import jobs, reports, scheduler
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
@@ -28,24 +28,10 @@ from meiqia_app.state.customer_import import CustomerImportState
 from meiqia_app.state.customer_list import CustomerListState
 from meiqia_app.state.duplicates import DuplicatesState
 from meiqia_app.state.login import LoginState
+from meiqia_app.state.reports import DashboardState, ReportsState
 from meiqia_app.state.tags_admin import TagsAdminState
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
-
-
-class HomeState(AppState):
-    """`/` sends a person to their work (or to the login)."""
-
-    public_handlers: ClassVar[frozenset[str]] = frozenset({"on_load"})
-
-    @rx.event
-    async def on_load(self):
-        actor = await self._call(auth.resolve_session, self._session_token(), self._client_ip())
-        return rx.redirect("/customers" if actor else "/login")
-
-
-def home_page() -> rx.Component:
-    return rx.center(rx.spinner(size="3"), min_height="100vh", aria_label="loading")
 
 
 app = rx.App(
@@ -63,8 +49,8 @@ def _start_background_work() -> None:
 
 
 app.register_lifespan_task(_start_background_work)
+app.register_lifespan_task(reports.start_warmup)  # dashboard figures cached before the first visit
 
-app.add_page(home_page, route="/", title="美洽客户管理", on_load=HomeState.on_load)
 app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", on_load=LoginState.on_load)
 app.add_page(customers_page, route="/customers", title="客户 · 美洽客户管理",
              on_load=[AppState.check_login, CustomerListState.on_load])
@@ -76,8 +62,10 @@ def _protected(page, route: str, title: str, state_on_load) -> None:
     app.add_page(page, route=route, title=f"{title} · 美洽客户管理", on_load=[AppState.check_login, state_on_load])
 
 
+_protected(dashboard_page, "/", "概览", DashboardState.on_load)
 _protected(import_page, "/import", "导入客户", CustomerImportState.on_load)
 _protected(duplicates_page, "/duplicates", "重复客户", DuplicatesState.on_load)
+_protected(reports_page, "/reports", "数据报告", ReportsState.on_load)
 _protected(audit_page, "/audit", "审计日志", AuditLogState.on_load)
 _protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load)
 _protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load)

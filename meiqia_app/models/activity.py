@@ -32,6 +32,10 @@ class Order(SQLModel, table=True):
         Index("ix_order_product_customer", "product_id", "customer_id", "created_at"),
         Index("ix_order_status_paid_at", "status", "paid_at"),
         Index("ix_order_created_at", "created_at"),
+        # Covering indexes of the report aggregates (services/reports.py).
+        Index("ix_order_report_paid", "status", "paid_at", "customer_id", "amount_cents"),
+        Index("ix_order_report_created", "created_at", "customer_id"),
+        Index("ix_order_report_customer_paid", "customer_id", "status", "paid_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -56,6 +60,7 @@ class Conversation(SQLModel, table=True):
         Index("ix_conversation_customer_started", "customer_id", "started_at"),
         Index("ix_conversation_category_started", "category", "started_at", "customer_id"),
         Index("ix_conversation_started", "started_at"),
+        Index("ix_conversation_report_started", "started_at", "customer_id", "category", "rating"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -86,6 +91,7 @@ class BehaviorEvent(SQLModel, table=True):
         Index("ix_event_customer_occurred", "customer_id", "occurred_at"),
         Index("ix_event_product_kind", "product_id", "kind", "occurred_at", "customer_id"),
         Index("ix_event_kind_occurred", "kind", "occurred_at"),
+        Index("ix_event_report_occurred", "occurred_at", "customer_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

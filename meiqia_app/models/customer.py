@@ -37,6 +37,8 @@ class Customer(SQLModel, table=True):
         Index("ix_customer_lifecycle", "status", "lifecycle_stage", "last_active_at"),
         Index("ix_customer_tier", "status", "membership_tier", "last_active_at"),
         Index("ix_customer_region", "status", "province", "city", "last_active_at"),
+        # Reports: new customers per period by source / region and their conversion, index-only.
+        Index("ix_customer_report_registered", "status", "registered_at", "source", "province", "first_purchase_at"),
         # Duplicate finder and import de-duplication.
         Index("ix_customer_phone", "phone"),
         Index("ix_customer_email", "email"),

@@ -1,0 +1,249 @@
+"""States of `/` (the dashboard) and `/reports` (segment reports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import reflex as rx
+
+from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
+from meiqia_app.services import report_views, reports, saved_views
+from meiqia_app.services.errors import AppError
+from meiqia_app.state.base import AppState
+
+
+def _day(value: Any) -> str:
+    """A YYYY-MM-DD string or ''; the service validates it again."""
+    text = str(value or "").strip()[:10]
+    return text
+
+
+class DashboardState(AppState):
+    kind: str = "month"
+    anchor: str = ""
+    end: str = ""
+    granularity: str = "day"
+    full: bool = False
+    loading: bool = False
+    loaded: bool = False
+    cards: list[dict[str, str]] = []
+    lifecycle: list[dict[str, Any]] = []
+    sources: list[dict[str, Any]] = []
+    regions: list[dict[str, Any]] = []
+    trend: list[dict[str, Any]] = []
+    period_label: str = ""
+    previous_label: str = ""
+    period_first: str = ""
+    period_last: str = ""
+    computed_at: str = ""
+    empty: bool = False
+    snap_total: str = ""
+    snap_today: str = ""
+    snap_month: str = ""
+    quick_q: str = ""
+
+    def _params(self) -> dict:
+        return {"kind": self.kind, "anchor": self.anchor, "end": self.end, "granularity": self.granularity}
+
+    async def _load(self):
+        self.loading = True
+        yield
+        try:
+            actor = self._actor()
+            self._set_user(actor)
+            self.full = actor.can("report.view")
+            if self.full:
+                view = await self._call(report_views.dashboard_view, actor, self._params(), True)
+                self.cards = view["cards"]
+                self.lifecycle = view["lifecycle"]
+                self.sources = view["sources"]
+                self.regions = view["regions"]
+                self.trend = view["trend"]
+                self.period_label = view["period"]["label"]
+                self.previous_label = view["previous"]["label"]
+                self.period_first = view["period"]["first"]
+                self.period_last = view["period"]["last"]
+                # The anchor stays the date the person chose (switching day / week /
+                # month keeps the period around it); it is filled in on first load.
+                self.anchor = self.anchor or view["period"]["first"]
+                self.end = view["period"]["last"] if self.kind == "custom" else ""
+                self.computed_at = view["computed_at"]
+                self.empty = view["empty"]
+            else:
+                snap = await self._call(report_views.snapshot_view, actor)
+                self.snap_total, self.snap_today, self.snap_month = snap["total"], snap["today"], snap["month"]
+            self.loaded = True
+        except AppError as error:
+            yield self._on_error(error)
+        finally:
+            self.loading = False
+
+    @rx.event
+    async def on_load(self):
+        async for update in self._load():
+            yield update
+
+    @rx.event
+    async def set_kind(self, kind: str | list[str]):
+        if not isinstance(kind, str) or kind not in reports.PERIOD_KINDS:
+            return
+        self.kind = kind
+        if kind == "custom":
+            # Keep the dates of the period shown; the person edits them and applies.
+            self.anchor, self.end = self.period_first, self.period_last
+            return
+        self.end = ""
+        async for update in self._load():
+            yield update
+
+    @rx.event
+    async def set_granularity(self, granularity: str | list[str]):
+        if not isinstance(granularity, str) or granularity not in reports.GRANULARITIES:
+            return
+        self.granularity = granularity
+        async for update in self._load():
+            yield update
+
+    @rx.event
+    async def shift(self, step: int):
+        try:
+            step = 1 if int(step) > 0 else -1
+            params = report_views.shift_period(self._params(), step)
+        except (TypeError, ValueError):
+            return
+        except AppError as error:
+            yield self._on_error(error)
+            return
+        self.anchor, self.end = params["anchor"], params.get("end", "")
+        async for update in self._load():
+            yield update
+
+    @rx.event
+    def set_anchor(self, value: str):
+        self.anchor = _day(value)
+
+    @rx.event
+    def set_end(self, value: str):
+        self.end = _day(value)
+
+    @rx.event
+    async def apply_dates(self):
+        if not self.anchor:
+            return
+        if self.kind != "custom":
+            self.end = ""
+        async for update in self._load():
+            yield update
+
+    @rx.event
+    async def export_xlsx(self):
+        try:
+            actor = self._actor()
+            name, data = await self._call(report_views.export_xlsx, actor, "dashboard", self._params(), self.lang)
+        except AppError as error:
+            return self._on_error(error)
+        return [rx.download(data=data, filename=name), rx.toast.success(self._tr("report.exported"))]
+
+    @rx.event
+    async def quick_search(self, form: dict):
+        """An agent's search box: hand the text to the customer list and go there."""
+        from meiqia_app.state.customer_list import CustomerListState
+
+        text = str(form.get("q", "") or "").strip()[:100]
+        customers = await self.get_state(CustomerListState)
+        customers.q = text
+        return rx.redirect("/customers")
+
+    @rx.var
+    def can_export(self) -> bool:
+        return "export.request" in self.perms and "report.view" in self.perms
+
+
+class ReportsState(AppState):
+    a_from: str = ""
+    a_to: str = ""
+    b_from: str = ""
+    b_to: str = ""
+    view_id: str = ""
+    lifecycle_filter: str = ""
+    source_filter: str = ""
+    views: list[dict[str, str]] = []
+    comparison: list[dict[str, str]] = []
+    chart: list[dict[str, Any]] = []
+    cohorts: list[dict[str, Any]] = []
+    products: list[dict[str, Any]] = []
+    period_a_label: str = ""
+    period_b_label: str = ""
+    empty: bool = False
+    loading: bool = False
+    loaded: bool = False
+
+    def _params(self) -> dict:
+        return {"a_from": self.a_from, "a_to": self.a_to, "b_from": self.b_from, "b_to": self.b_to,
+                "view_id": self.view_id, "lifecycle": self.lifecycle_filter, "source": self.source_filter}
+
+    async def _run(self):
+        self.loading = True
+        yield
+        try:
+            actor = self._actor()
+            self._set_user(actor)
+            view = await self._call(report_views.segment_report_view, actor, self._params())
+            self.comparison = view["comparison"]
+            self.chart = view["chart"]
+            self.cohorts = view["cohorts"]
+            self.products = view["products"]
+            self.period_a_label = view["period_a"]["label"]
+            self.period_b_label = view["period_b"]["label"]
+            self.empty = view["empty"]
+            self.loaded = True
+        except AppError as error:
+            yield self._on_error(error)
+        finally:
+            self.loading = False
+
+    @rx.event
+    async def on_load(self):
+        try:
+            actor = self._actor()
+            options = await self._call(saved_views.list_views, actor)
+        except AppError as error:
+            yield self._on_error(error)
+            return
+        self.views = [{"id": str(o.id), "name": o.name} for o in options]
+        if not self.a_from:
+            defaults = report_views.default_segment_params()
+            self.a_from, self.a_to, self.b_from, self.b_to = defaults["a_from"], defaults["a_to"], defaults["b_from"], defaults["b_to"]
+        async for update in self._run():
+            yield update
+
+    @rx.event
+    def set_field(self, name: str, value: str):
+        """The period dates and segment pickers (allowlisted names; values checked again by the service)."""
+        value = str(value or "")
+        if name in ("a_from", "a_to", "b_from", "b_to"):
+            setattr(self, name, _day(value))
+        elif name == "view_id":
+            self.view_id = value if value.isdigit() else ""
+        elif name == "lifecycle":
+            self.lifecycle_filter = value if value in LIFECYCLE_STAGES else ""
+        elif name == "source":
+            self.source_filter = value if value in SOURCES else ""
+
+    @rx.event
+    async def run(self):
+        async for update in self._run():
+            yield update
+
+    @rx.event
+    async def export_xlsx(self):
+        try:
+            actor = self._actor()
+            name, data = await self._call(report_views.export_xlsx, actor, "segment", self._params(), self.lang)
+        except AppError as error:
+            return self._on_error(error)
+        return [rx.download(data=data, filename=name), rx.toast.success(self._tr("report.exported"))]
+
+    @rx.var
+    def can_export(self) -> bool:
+        return "export.request" in self.perms

@@ -1,0 +1,96 @@
+"""The dashboard / report views and their XLSX export: same numbers, permissions, audit."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from openpyxl import load_workbook
+from sqlmodel import select
+
+from meiqia_app.db import read_session
+from meiqia_app.models import AuditEntry
+from meiqia_app.services import report_views, reports
+from meiqia_app.services.errors import PermissionDenied, ValidationError
+
+PARAMS = {"kind": "month", "anchor": "2026-10-15", "granularity": "week"}
+SEGMENT = {"a_from": "2026-08-01", "a_to": "2026-08-31", "b_from": "2026-09-01", "b_to": "2026-10-31", "source": "wechat"}
+
+
+def test_dashboard_view_cards_match_the_service(seeded_db, seeded_actors):
+    view = report_views.dashboard_view(seeded_actors["manager"], PARAMS)
+    board = reports.dashboard(seeded_actors["manager"], reports.make_period("month", "2026-10-15"))
+    cards = {c["key"]: c for c in view["cards"]}
+    assert cards["new_customers"]["value"] == f"{board.raw['new_customers']:,}"
+    assert cards["new_customers"]["label_zh"] == "新增客户" and cards["new_customers"]["label_en"] == "New customers"
+    assert len(view["trend"]) == report_views.MAX_TREND_BUCKETS["week"]
+    assert view["trend"][-1]["start"] == "2026-10-26"
+    daily = report_views.dashboard_view(seeded_actors["manager"], {**PARAMS, "granularity": "day"})
+    assert [p["start"] for p in daily["trend"]][::30] == ["2026-10-01", "2026-10-31"]
+    assert not view["empty"]
+
+
+def test_dashboard_xlsx_has_a_sheet_per_table_with_the_page_numbers(seeded_db, seeded_actors):
+    manager = seeded_actors["manager"]
+    view = report_views.dashboard_view(manager, PARAMS)
+    name, data = report_views.export_xlsx(manager, "dashboard", PARAMS, "en")
+    assert name.endswith(".xlsx")
+    book = load_workbook(io.BytesIO(data))
+    assert book.sheetnames == ["Summary", "Trend", "Lifecycle", "Sources", "Regions"]
+    summary = {row[0]: row for row in book["Summary"].iter_rows(min_row=2, values_only=True)}
+    board = reports.dashboard(manager, reports.make_period("month", "2026-10-15"))
+    assert summary["New customers"][2] == board.raw["new_customers"]
+    assert summary["New customers"][1] == board.raw_previous["new_customers"]
+    assert summary["Amount"][2] == pytest.approx(board.raw["amount_cents"] / 100)
+    assert summary["Active rate"][2] == pytest.approx(board.raw["active_rate"])
+    cards = {c["label_en"]: c for c in view["cards"]}
+    assert f"{summary['Total customers'][2]:,}" == cards["Total customers"]["value"]
+    trend = list(book["Trend"].iter_rows(min_row=2, values_only=True))
+    assert [r[1] for r in trend] == [p["new_customers"] for p in view["trend"]]
+    sources = {r[0]: r for r in book["Sources"].iter_rows(min_row=2, values_only=True)}
+    assert sources["WeChat"][1] == next(s["total"] for s in view["sources"] if s["key"] == "wechat")
+    with read_session() as session:
+        entry = session.exec(select(AuditEntry).where(AuditEntry.action == "report.export")).one()
+    assert entry.actor_name == "manager" and '"xlsx"' in entry.details
+
+
+def test_segment_report_xlsx(seeded_db, seeded_actors):
+    analyst = seeded_actors["analyst"]
+    view = report_views.segment_report_view(analyst, SEGMENT)
+    name, data = report_views.export_xlsx(analyst, "segment", SEGMENT, "zh")
+    book = load_workbook(io.BytesIO(data))
+    assert book.sheetnames == ["周期对比", "留存", "热门商品"]
+    comparison = {r[0]: r for r in book["周期对比"].iter_rows(min_row=2, values_only=True)}
+    rows = {r["key"]: r for r in view["comparison"]}
+    assert f"{comparison['购买次数'][1]:,}" == rows["orders"]["a"]
+    assert f"{comparison['购买次数'][2]:,}" == rows["orders"]["b"]
+    cohorts = list(book["留存"].iter_rows(min_row=2, values_only=True))
+    assert [r[1] for r in cohorts] == [c["size"] for c in view["cohorts"]]
+    products = list(book["热门商品"].iter_rows(min_row=2, values_only=True))
+    assert [r[0] for r in products] == [p["product"] for p in view["products"]]
+
+
+@pytest.mark.parametrize("username", ["agent", "senior"])
+def test_export_refused_without_permissions(db, actors, username):
+    with pytest.raises(PermissionDenied):
+        report_views.export_xlsx(actors[username], "dashboard", PARAMS)
+
+
+def test_bad_parameters_are_refused(db, actors):
+    with pytest.raises(ValidationError):
+        report_views.dashboard_view(actors["manager"], {"kind": "month", "granularity": "hour"})
+    with pytest.raises(ValidationError):
+        report_views.segment_report_view(actors["manager"], {**SEGMENT, "lifecycle": "vip"})
+    with pytest.raises(ValidationError):
+        report_views.export_xlsx(actors["manager"], "everything", PARAMS)
+
+
+def test_saved_view_is_a_segment(seeded_db, seeded_actors):
+    from meiqia_app.services import saved_views
+    from meiqia_app.services.customer_query import ListQuery
+
+    manager = seeded_actors["manager"]
+    option = saved_views.save_view(manager, "微信客户", ListQuery(sources=("wechat",)))
+    by_view = report_views.segment_report_view(manager, {**SEGMENT, "source": "", "view_id": str(option.id)})
+    by_filter = report_views.segment_report_view(manager, SEGMENT)
+    assert by_view["comparison"] == by_filter["comparison"]
