@@ -12,8 +12,10 @@ from meiqia_app.pages.admin_users import admin_users_page
 from meiqia_app.pages.audit_log import audit_page
 from meiqia_app.pages.customer_detail import customer_detail_page
 from meiqia_app.pages.customers import customers_page
+from meiqia_app.pages.export import export_approvals_page, export_history_page, export_page
 from meiqia_app.pages.login import login_page
 from meiqia_app.services import auth, jobs, scheduler
+from meiqia_app.services.exports import service as export_service
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
@@ -22,6 +24,7 @@ from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_activity import CustomerActivityState
 from meiqia_app.state.customer_detail import CustomerDetailState
 from meiqia_app.state.customer_list import CustomerListState
+from meiqia_app.state.export import ExportApprovalsState, ExportHistoryState, ExportWizardState
 from meiqia_app.state.login import LoginState
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
@@ -53,9 +56,11 @@ app.add_middleware(LoginRequiredMiddleware())
 def _start_background_work() -> None:
     """At start: resume jobs a previous process left unfinished, start the nightly scheduler."""
     jobs.resume_interrupted_jobs()
+    export_service.reap_interrupted()
     scheduler.start_scheduler_thread()
 
 
+export_service.register_tasks()
 app.register_lifespan_task(_start_background_work)
 
 app.add_page(home_page, route="/", title="美洽客户管理", on_load=HomeState.on_load)
@@ -74,3 +79,6 @@ _protected(audit_page, "/audit", "审计日志", AuditLogState.on_load)
 _protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load)
 _protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load)
 _protected(account_page, "/account", "我的账户", AccountState.on_load)
+_protected(export_page, "/export", "数据导出", ExportWizardState.on_load)
+_protected(export_history_page, "/exports", "导出记录", ExportHistoryState.on_load)
+_protected(export_approvals_page, "/exports/approvals", "导出审批", ExportApprovalsState.on_load)
