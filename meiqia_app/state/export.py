@@ -177,8 +177,11 @@ class ExportWizardState(_ExportBase):
         listing = await self.get_state(CustomerListState)
         try:
             query = listing._query()
-            self._current_filter = query.to_dict()
-            self.current_filter_text = service._query_text(query, self.lang)
+            if query.has_filters() or query.q:
+                self._current_filter = query.to_dict()
+                self.current_filter_text = service._query_text(query, self.lang)
+            else:
+                self._current_filter, self.current_filter_text = {}, ""
         except AppError:
             self._current_filter = {}
             self.current_filter_text = ""
@@ -187,7 +190,7 @@ class ExportWizardState(_ExportBase):
         view = str(params.get("view", "") or "")
         if view and any(v["id"] == view for v in self.views):
             self.scope, self.view_id = "view", view
-        elif self.current_filter_text and self._current_filter and listing.filters:
+        elif self.current_filter_text:
             self.scope = "current"
         self.step = 1
         self.reviewed = False
