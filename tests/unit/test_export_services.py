@@ -28,7 +28,7 @@ from meiqia_app.services.exports.rows import ExportSpec, RowSource
 from meiqia_app.services.exports.writers import neutralise
 from meiqia_app.services.rbac import ExportPolicy
 from meiqia_app.services.selection import Selection
-from meiqia_app.timeutil import utcnow
+from meiqia_app.timeutil import to_local, utcnow
 
 C = Customer.__table__.c
 FIELDS = ["id", "name", "city", "registered_at", "order_count", "consent_marketing"]
@@ -93,6 +93,9 @@ def test_csv_has_bom_rfc4180_chinese_and_exactly_the_rows_of_a_direct_query(seed
     assert [(int(r[0]), r[1], r[2], int(r[4])) for r in rows[1:]] == [
         (e.id, e.name, e.city or "", e.order_count) for e in expected]
     assert {r[5] for r in rows[1:]} <= {"是", "否"} and len(rows[1][3]) == 19
+    with get_engine().connect() as conn:
+        stored = conn.execute(select(C.registered_at).where(C.id == int(rows[1][0]))).scalar_one()
+    assert rows[1][3] == to_local(stored.replace(tzinfo=dt.timezone.utc)).strftime("%Y-%m-%d %H:%M:%S")
     assert any("\u4e00" <= ch <= "\u9fff" for ch in rows[1][1])
     assert view["row_count"] == len(expected) and view["file_sha256"] == hashlib.sha256(raw).hexdigest()
 

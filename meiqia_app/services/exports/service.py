@@ -431,7 +431,7 @@ def run_export(export_id: int, password: str = "") -> dict:
         if job.protected and not password:
             raise ValidationError.single("password", "export.error.password_required")
         spec, lang, scope_text = _spec_of(job, actor)
-        source = RowSource(actor, spec, lang)
+        source = RowSource(actor, spec, lang, datetimes_as_text=job.format == "csv")
         meta = _meta(actor, job, spec, lang, scope_text)
 
         def progress(done: int) -> None:
