@@ -317,3 +317,40 @@ def test_cancel_before_run_and_large_exports_are_flagged(seeded_actors, monkeypa
     flagged = _run(manager, _request())
     entries = [e for e in _audit("export.run") if e.target_id == str(flagged["id"])]
     assert entries and entries[0].flagged and "large" in entries[0].details
+
+
+def test_streaming_xlsx_reads_back_like_the_openpyxl_reference(seeded_actors, tmp_path):
+    from meiqia_app.services.exports.writers import ExportMeta, write_xlsx, write_xlsx_openpyxl
+
+    fields = ("id", "name", "birthday", "registered_at", "last_purchase_at", "total_spent", "order_count",
+              "consent_marketing", "tags", "company", "avg_rating")
+    spec = ExportSpec(selection=Selection.of_query(ListQuery.from_dict({"status": "all"})), fields=fields)
+    with get_engine().begin() as conn:
+        conn.execute(update(Customer.__table__).where(C.id == 1).values(company="A&B <公司> \x01 \"x\" =1+1"))
+    meta = ExportMeta(exporter="王经理", exported_at=dt.datetime(2026, 11, 1, 9, 30), scope_text="全部 & <all>",
+                      headers=tuple(f"列{f}" for f in fields), fields=fields,
+                      labels={"sheet": "客户", "meta_sheet": "导出信息"})
+    fast, reference = tmp_path / "fast.xlsx", tmp_path / "ref.xlsx"
+    rows_fast = write_xlsx(fast, meta, RowSource(seeded_actors["manager"], spec).iter_batches(50))
+    rows_ref = write_xlsx_openpyxl(reference, meta, RowSource(seeded_actors["manager"], spec).iter_batches(50))
+    assert rows_fast == rows_ref > 0
+    a, b = openpyxl.load_workbook(fast), openpyxl.load_workbook(reference)
+    assert a.sheetnames == b.sheetnames == ["客户", "导出信息"]
+    sheet_a, sheet_b = a.worksheets[0], b.worksheets[0]
+    assert sheet_a.freeze_panes == "A2" and sheet_a["A1"].font.b
+    assert sheet_a.column_dimensions["B"].width == sheet_b.column_dimensions["B"].width
+    for row_a, row_b in zip(sheet_a.iter_rows(), sheet_b.iter_rows(), strict=True):
+        for cell_a, cell_b in zip(row_a, row_b, strict=True):
+            value_a, value_b = cell_a.value, cell_b.value
+            if isinstance(value_b, dt.datetime):
+                assert abs((value_a - value_b).total_seconds()) < 0.001
+            elif isinstance(value_b, float):
+                assert value_a == pytest.approx(value_b)
+            else:
+                assert value_a == value_b, (cell_a.coordinate, value_a, value_b)
+            if value_b is not None and not isinstance(value_b, str):
+                assert cell_a.number_format == cell_b.number_format or cell_b.number_format == "0"
+    company = [r[9] for r in sheet_a.iter_rows(min_row=2, values_only=True) if r[0] == 1][0]
+    assert company == 'A&B <公司>  "x" =1+1'
+    meta_a = {r[0]: r[1] for r in a.worksheets[1].iter_rows(values_only=True)}
+    assert meta_a["exporter"] == "王经理" and meta_a["row_count"] == rows_fast and meta_a["scope"] == "全部 & <all>"
