@@ -65,10 +65,18 @@ def _text_formatter(kind: str, meta: ExportMeta):
     return _as_text
 
 
+_FORMULA_START = frozenset(FORMULA_PREFIXES)
+
+
 def _as_text(value) -> str:
-    if value is None:
-        return ""
-    return neutralise(str(value))
+    """Any value as CSV text, neutralised (one call per cell: this is the hot path)."""
+    if value.__class__ is not str:
+        if value is None:
+            return ""
+        value = str(value)
+    if value and value[0] in _FORMULA_START:
+        return "'" + value
+    return value
 
 
 def write_csv(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progress: Progress | None = None) -> int:

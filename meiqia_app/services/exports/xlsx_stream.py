@@ -81,12 +81,32 @@ def _sheet_name(name: str) -> str:
     return cleaned[:31]
 
 
+_NEEDS_WORK = re.compile("[&<>\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_FORMULA_START = frozenset(_FORMULA)
+_BODY_CACHE: dict[str, str] = {}
+_BODY_CACHE_MAX = 50_000
+
+
+def _text_body(value: str) -> str:
+    """The inline-string part of a text cell, neutralised and escaped; cached,
+    because labels, cities and provinces repeat on most rows."""
+    body = _BODY_CACHE.get(value)
+    if body is not None:
+        return body
+    text = value
+    if text and text[0] in _FORMULA_START:
+        text = "'" + text
+    if _NEEDS_WORK.search(text):
+        text = escape(_ILLEGAL_XML.sub("", text))
+    body = f' t="inlineStr"><is><t xml:space="preserve">{text}</t></is></c>'
+    if len(_BODY_CACHE) >= _BODY_CACHE_MAX:
+        _BODY_CACHE.clear()
+    _BODY_CACHE[value] = body
+    return body
+
+
 def _text_cell(ref: str, value: str) -> str:
-    if value and value[0] in _FORMULA:
-        value = "'" + value
-    if _ILLEGAL_XML.search(value):
-        value = _ILLEGAL_XML.sub("", value)
-    return f'<c r="{ref}" t="inlineStr"><is><t xml:space="preserve">{escape(value)}</t></is></c>'
+    return '<c r="' + ref + '"' + _text_body(value)
 
 
 def _cell_writer(kind: str, true_text: str, false_text: str) -> Callable[[str, object], str]:
