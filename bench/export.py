@@ -37,22 +37,40 @@ class PeakRSS:
 
         self._process = psutil.Process()
         self.peak = 0
+        self.peak_anon = 0
         self._stop = threading.Event()
+
+    @staticmethod
+    def _anon() -> int:
+        """Anonymous (heap) memory: RSS minus the database pages SQLite maps (mmap_size)."""
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("RssAnon:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, self._process.memory_info().rss)
+        self.peak_anon = max(self.peak_anon, self._anon())
 
     def __enter__(self):
         self.peak = self._process.memory_info().rss
+        self.peak_anon = self._anon()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._sample()
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
+        self._sample()
 
 
 def limited(batches, limit: int):
@@ -125,7 +143,8 @@ def main() -> int:
                 elapsed = time.perf_counter() - started
             print(f"{label:<7} protected={'yes' if protected else 'no ':<3} rows={rows:>9,}  "
                   f"write={written:7.1f} s  total={elapsed:7.1f} s  {rows / elapsed:>9,.0f} rows/s  "
-                  f"size={final.stat().st_size / 1e6:8.1f} MB  peak_rss={rss.peak / 1e6:6.0f} MB", flush=True)
+                  f"size={final.stat().st_size / 1e6:8.1f} MB  peak_rss={rss.peak / 1e6:5.0f} MB "
+                  f"(anon {rss.peak_anon / 1e6:4.0f} MB)", flush=True)
             for leftover in (path, final):
                 leftover.unlink(missing_ok=True)
     return 0
