@@ -354,3 +354,29 @@ def test_streaming_xlsx_reads_back_like_the_openpyxl_reference(seeded_actors, tm
     assert company == 'A&B <公司>  "x" =1+1'
     meta_a = {r[0]: r[1] for r in a.worksheets[1].iter_rows(values_only=True)}
     assert meta_a["exporter"] == "王经理" and meta_a["row_count"] == rows_fast and meta_a["scope"] == "全部 & <all>"
+
+
+def test_marketing_exports_skip_customers_without_marketing_consent(seeded_actors):
+    view = _run(seeded_actors["manager"], _request(fields=["id", "consent_marketing"], purpose="marketing"))
+    rows = list(csv.reader(io.StringIO(_file(view).read_text("utf-8-sig"), newline="")))[1:]
+    with get_engine().connect() as conn:
+        expected = list(conn.execute(select(C.id).where(C.source == "wechat", C.status == "active",
+                                                        C.consent_marketing.is_(True)).order_by(C.id)).scalars())
+    assert sorted(int(r[0]) for r in rows) == expected and {r[1] for r in rows} == {"是"}
+
+
+def test_an_approved_protected_export_waits_for_its_requesters_password(seeded_actors):
+    actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0,
+                         allowed_fields=("id", "name", "phone"))
+    analyst, manager = actors["analyst"], actors["manager"]
+    pending = service.request_export(analyst, _request(fields=["id", "name"]), password=PASSWORD, start=False)
+    approved = service.decide(manager, pending["id"], True)
+    assert approved["status"] == "approved" and pending["id"] not in service._threads
+    with pytest.raises(ValidationError):
+        service.start_approved(analyst, pending["id"], "short")
+    with pytest.raises(Exception):
+        service.start_approved(manager, pending["id"], PASSWORD)  # only the requester
+    service.start_approved(analyst, pending["id"], PASSWORD)
+    service._threads.get(pending["id"]) and service._threads[pending["id"]].join(30)
+    done = service.export_view(analyst, pending["id"])
+    assert done["status"] == "done" and _file(done).suffix == ".zip"
