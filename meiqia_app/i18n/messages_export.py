@@ -165,5 +165,6 @@ ENTRIES.update({
     "export.comment": ("意见（可选）", "Comment (optional)"),
     "export.approvals.empty": ("没有待审批的导出", "No exports are waiting for approval"),
     "export.approved_toast": ("已批准导出 #{id}", "Export #{id} approved"),
+    "export.portability.all": ("该客户的全部数据", "Everything about the customer"),
     "export.rejected_toast": ("已拒绝导出 #{id}", "Export #{id} rejected"),
 })

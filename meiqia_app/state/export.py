@@ -96,7 +96,8 @@ class _ExportBase(AppState):
             id=view["id"], status=view["status"], status_label=self._tr(f"export.status.{view['status']}"),
             requested_by=view["requested_by"], format=view["format"].upper(), protected=view["protected"],
             scope_text=view["scope_text"],
-            fields_text=", ".join(self._tr(f"export.field.{f}") for f in view["fields"]),
+            fields_text=", ".join(self._tr("export.portability.all") if f == "*" else self._tr(f"export.field.{f}")
+                                  for f in view["fields"]),
             rows=view["row_count"] or view["row_estimate"], percent=view["percent"],
             size_text=_size_text(view["file_size"]) if view["file_size"] else "",
             sha256=view["file_sha256"], created_at=view["created_at"], expires_at=view["expires_at"],

@@ -380,3 +380,26 @@ def test_an_approved_protected_export_waits_for_its_requesters_password(seeded_a
     service._threads.get(pending["id"]) and service._threads[pending["id"]].join(30)
     done = service.export_view(analyst, pending["id"])
     assert done["status"] == "done" and _file(done).suffix == ".zip"
+
+
+def test_portability_export_holds_everything_about_one_customer_and_downloads_like_any_export(seeded_actors):
+    from meiqia_app.models import Order
+    from meiqia_app.services.exports import portability
+
+    manager = _with_session(seeded_actors["manager"])
+    with read_session() as session:
+        customer_id = session.exec(sm_select(Order.customer_id).limit(1)).first()
+    view = portability.export_customer(manager, customer_id, password=PASSWORD)
+    assert view["status"] == "done" and view["protected"]
+    got = service.claim_download(manager, service.create_download_token(manager, view["id"]))
+    with pyzipper.AESZipFile(got.path) as archive:
+        archive.setpassword(PASSWORD.encode())
+        data = json.loads(archive.read("customer.json"))
+        book = openpyxl.load_workbook(io.BytesIO(archive.read("customer.xlsx")))
+    assert data["customer"]["id"] == customer_id and data["orders"]
+    assert all(o["customer_id"] == customer_id for o in data["orders"])
+    assert book.sheetnames[:2] == ["customer", "orders"] and book["orders"].max_row == len(data["orders"]) + 1
+    assert _audit("export.portability")[-1].target_id == str(customer_id)
+    masked = portability.collect(seeded_actors["analyst"], customer_id)
+    assert masked["customer"]["total_spent"] == "****"
+    assert not masked["customer"]["phone"] or "****" in masked["customer"]["phone"]
