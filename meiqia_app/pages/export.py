@@ -9,7 +9,7 @@ from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.models.customer import SOURCES
 from meiqia_app.services.exports.fields import FIELD_GROUPS, FIELD_SPECS
-from meiqia_app.state.export import ChosenField, ExportApprovalsState, ExportHistoryState, ExportRow
+from meiqia_app.state.export import ChosenField, ExportApprovalsState, ExportHistoryState, ExportRow, PortabilityState
 from meiqia_app.state.export import ExportWizardState as S
 
 register_nav(NavItem("/export", "nav.export", "file-down", "export.request"))
@@ -534,4 +534,35 @@ def export_approvals_page() -> rx.Component:
             width="100%",
         ),
         title_key="nav.approvals",
+    )
+
+
+# --- per-customer portability ----------------------------------------------------------------------
+
+def portability_button(customer_id) -> rx.Component:
+    """A button + dialog exporting everything about one customer (JSON + XLSX zip).
+    For the customer detail page: ``portability_button(CustomerDetailState.customer.id)``."""
+    P = PortabilityState
+    return rx.fragment(
+        rx.button(rx.icon("package", size=14), t("export.portability"), size="2", variant="soft",
+                  on_click=P.ask(customer_id), id="portability-open"),
+        rx.dialog.root(
+            rx.dialog.content(
+                rx.dialog.title(t("export.portability")),
+                rx.dialog.description(t("export.portability.hint"), size="2"),
+                rx.form(
+                    rx.vstack(
+                        rx.input(name="password", type="password", placeholder=t("export.password"),
+                                 auto_complete="new-password", id="portability-password"),
+                        field_error(P.error),
+                        form_buttons("portability-submit", submit_key="export.run"),
+                        spacing="3",
+                    ),
+                    on_submit=P.submit,
+                    reset_on_submit=True,
+                ),
+            ),
+            open=P.open,
+            on_open_change=P.set_open,
+        ),
     )

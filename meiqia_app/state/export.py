@@ -526,6 +526,41 @@ class ExportHistoryState(_ExportBase):
         return ExportHistoryState.poll
 
 
+class PortabilityState(_ExportBase):
+    """The "export everything about this customer" dialog (drop
+    ``pages.export.portability_button(customer_id)`` on the detail page)."""
+
+    open: bool = False
+    customer_id: int = 0
+    error: str = ""
+
+    @rx.event
+    def ask(self, customer_id: int):
+        self.customer_id = self._as_id(customer_id)
+        self.error = ""
+        self.open = True
+
+    @rx.event
+    def set_open(self, value: bool):
+        self.open = bool(value)
+
+    @rx.event
+    async def submit(self, form: dict):
+        from meiqia_app.services.exports import portability
+
+        password = str(form.get("password", "") or "")[:200]
+        self.error = ""
+        try:
+            await self._call(portability.export_customer, self._actor(), self.customer_id, password)
+        except ValidationError as error:
+            self.error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        self.open = False
+        return rx.redirect("/exports")
+
+
 class ExportApprovalsState(_ExportBase):
     pending: list[ExportRow] = []
     decide_open: bool = False

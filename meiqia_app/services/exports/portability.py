@@ -122,6 +122,11 @@ def export_customer(actor: Actor, customer_id: int, password: str = "") -> dict:
     from meiqia_app.services.exports.service import export_dto
 
     require(actor, "export.request", action="export.portability", target_type="customer", target_id=customer_id)
+    if actor.can("customer.view_sensitive") and not password:
+        # Contact details in clear: the same rule as a bulk export with sensitive fields.
+        from meiqia_app.services.errors import ValidationError
+
+        raise ValidationError.single("password", "export.error.password_required")
     if password:
         protection.validate_password(password)
     data = collect(actor, customer_id)
