@@ -403,3 +403,15 @@ def test_portability_export_holds_everything_about_one_customer_and_downloads_li
     masked = portability.collect(seeded_actors["analyst"], customer_id)
     assert masked["customer"]["total_spent"] == "****"
     assert not masked["customer"]["phone"] or "****" in masked["customer"]["phone"]
+
+
+def test_a_running_export_stops_at_the_next_batch_when_cancelled_and_leaves_no_file(seeded_actors):
+    manager = seeded_actors["manager"]
+    view = service.request_export(manager, _request(fmt="xlsx"), start=False)
+    with write_session() as session:  # as if the person clicked cancel while it ran
+        job = session.get(ExportJob, view["id"])
+        job.cancel_requested = True
+        session.add(job)
+    assert service.run_export(view["id"])["status"] == "cancelled"
+    assert list(get_settings().exports_dir.iterdir()) == []
+    assert [e.target_id for e in _audit("export.cancel")] == [str(view["id"])]
