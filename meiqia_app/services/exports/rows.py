@@ -279,53 +279,49 @@ class RowSource:
         for rows in self.iter_batches(batch):
             yield from rows
 
-    def _build(self, conn, records: Sequence, index: dict[str, int]) -> list[list]:
+    def _build(self, conn, records: Sequence, index: dict[str, int]) -> list[tuple]:
+        """Rows as tuples, built column by column: ``map`` over a column runs in C
+        except for the cells that really need converting."""
         fields = self.spec.fields
         ids = [r[index["id"]] for r in records]
         chosen = set(fields)
         tags = self._tags(conn, ids) if "tags" in chosen else {}
         orders = self._orders(conn, ids) if chosen & _ORDER_FIELDS else {}
         chats = self._conversations(conn, ids) if chosen & _CONVERSATION_FIELDS else {}
-        zone = self.zone
-        getters = []
-        for field in fields:
-            getters.append(self._getter(field, index, tags, orders, chats, zone))
-        return [[get(r) for get in getters] for r in records]
+        columns = [self._column_values(field, records, ids, index, tags, orders, chats) for field in fields]
+        return list(zip(*columns))
 
-    def _getter(self, field, index, tags, orders, chats, zone):
-        masked = field in SENSITIVE_EXPORT_FIELDS and not self.can_see_sensitive
+    def _column_values(self, field, records, ids, index, tags, orders, chats) -> list:
         if field in BASE_COLUMNS:
-            i = index[BASE_COLUMNS[field]]
+            raw = map(itemgetter(index[BASE_COLUMNS[field]]), records)
             if field in _DATETIME_COLUMNS:
-                local_time = self.local_time.text if self.datetimes_as_text else self.local_time
-                get = lambda r: local_time(r[i])  # noqa: E731
+                values = map(self.local_time.text if self.datetimes_as_text else self.local_time, raw)
             elif field == "birthday":
-                get = lambda r: _parse_date(r[i])  # noqa: E731
+                values = map(_parse_date, raw)
             elif field == "total_spent":
-                get = lambda r: round((r[i] or 0) / 100, 2)  # noqa: E731
+                values = (round((v or 0) / 100, 2) for v in raw)
             elif field in _CODED:
                 labels = self._labels[_CODED[field]]
-                get = lambda r: labels.get(r[i], r[i] or "")  # noqa: E731
+                values = (labels.get(v, v or "") for v in raw)
             elif field in ("consent_marketing", "consent_analytics"):
-                get = lambda r: bool(r[i])  # noqa: E731
+                values = map(bool, raw)
             elif field == "custom_attributes":
-                get = lambda r: _custom_text(r[i])  # noqa: E731
+                values = map(_custom_text, raw)
             else:
-                get = itemgetter(i)
+                values = raw
+        elif field == "tags":
+            values = (tags.get(i, "") for i in ids)
+        elif field in _ORDER_FIELDS:
+            values = (orders.get(i, {}).get(field, "") for i in ids)
+        elif field == "last_conversation_at":
+            zone = self.zone
+            values = (_parse_datetime(chats.get(i, {}).get(field), zone) for i in ids)
         else:
-            id_index = index["id"]
-            if field == "tags":
-                get = lambda r: tags.get(r[id_index], "")  # noqa: E731
-            elif field in _ORDER_FIELDS:
-                get = lambda r: orders.get(r[id_index], {}).get(field, "")  # noqa: E731
-            elif field == "last_conversation_at":
-                get = lambda r: _parse_datetime(chats.get(r[id_index], {}).get(field), zone)  # noqa: E731
-            else:
-                default = 0 if field == "conversation_count" else ("" if field == "chat_summary" else None)
-                get = lambda r: chats.get(r[id_index], {}).get(field, default)  # noqa: E731
-        if masked:
-            return lambda r: mask_value(field, get(r))
-        return get
+            default = 0 if field == "conversation_count" else ("" if field == "chat_summary" else None)
+            values = (chats.get(i, {}).get(field, default) for i in ids)
+        if field in SENSITIVE_EXPORT_FIELDS and not self.can_see_sensitive:
+            return [mask_value(field, v) for v in values]
+        return list(values)
 
     def _tags(self, conn, ids: list[int]) -> dict[int, str]:
         rows = conn.execute(
