@@ -202,7 +202,7 @@ def write_xlsx_openpyxl(path: Path, meta: ExportMeta, batches: Iterable[list[lis
 
 # --- PDF -----------------------------------------------------------------------------------
 
-PDF_ROWS_PER_TABLE = 28
+PDF_ROWS_PER_TABLE = 38
 
 
 def _pdf_text(value, kind: str, meta: ExportMeta, limit: int) -> str:
@@ -272,7 +272,7 @@ def write_pdf(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progr
         ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
         ("TOPPADDING", (0, 0), (-1, -1), 1.5),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
-    ])
+    ] + [("ALIGN", (i, 1), (i, -1), "RIGHT") for i, kind in enumerate(kinds) if kind in ("int", "money")])
 
     count = 0
 
