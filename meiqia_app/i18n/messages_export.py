@@ -167,6 +167,7 @@ ENTRIES.update({
     "export.approved_toast": ("已批准导出 #{id}", "Export #{id} approved"),
     "export.portability": ("导出该客户全部数据", "Export all of this customer's data"),
     "export.portability.hint": ("JSON 与 Excel 打包为 ZIP；包含联系方式时必须设置密码（AES-256）。", "JSON and Excel in a zip; a password (AES-256) is required when contact details are included."),
+    "export.rerun": ("再次导出", "Run again"),
     "export.portability.all": ("该客户的全部数据", "Everything about the customer"),
     "export.rejected_toast": ("已拒绝导出 #{id}", "Export #{id} rejected"),
 })

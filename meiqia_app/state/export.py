@@ -66,6 +66,7 @@ class ExportRow:
     downloadable: bool
     cancellable: bool
     needs_password: bool
+    rerunnable: bool
 
 
 def _size_text(size: int) -> str:
@@ -105,6 +106,7 @@ class _ExportBase(AppState):
             error=self._tr(view["error"]) if view["error"] else "",
             downloadable=view["downloadable"], cancellable=view["status"] in service.CANCELLABLE,
             needs_password=view["status"] == "approved" and view["protected"],
+            rerunnable=view["status"] in ("done", "expired", "failed", "cancelled") and view["kind"] == "customers",
         )
 
 
@@ -520,6 +522,18 @@ class ExportHistoryState(_ExportBase):
         try:
             export_id = self._as_id(form.get("export_id"))
             await self._call(service.start_approved, self._actor(), export_id, str(form.get("password", ""))[:200])
+            await self._reload()
+        except AppError as error:
+            return self._on_error(error)
+        return ExportHistoryState.poll
+
+    @rx.event
+    async def rerun(self, form: dict):
+        """Run a finished export again (the password, if any, comes with this form only)."""
+        try:
+            export_id = self._as_id(form.get("export_id"))
+            await self._call(service.rerun_export, self._actor(), export_id, str(form.get("password", ""))[:200],
+                             self.lang)
             await self._reload()
         except AppError as error:
             return self._on_error(error)

@@ -415,3 +415,14 @@ def test_a_running_export_stops_at_the_next_batch_when_cancelled_and_leaves_no_f
     assert service.run_export(view["id"])["status"] == "cancelled"
     assert list(get_settings().exports_dir.iterdir()) == []
     assert [e.target_id for e in _audit("export.cancel")] == [str(view["id"])]
+
+
+def test_rerun_requests_the_same_export_again_under_the_current_policy(seeded_actors):
+    manager = seeded_actors["manager"]
+    first = _run(manager, _request(fmt="xlsx", sort_dir="desc"))
+    again = service.rerun_export(manager, first["id"], start=False)
+    assert again["id"] != first["id"] and again["fields"] == first["fields"] and again["format"] == "xlsx"
+    second = service.run_export(again["id"])
+    assert _file(second).read_bytes() != b"" and second["row_count"] == first["row_count"]
+    with pytest.raises(Exception):
+        service.rerun_export(seeded_actors["analyst"], first["id"], start=False)  # not theirs

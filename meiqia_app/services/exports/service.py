@@ -326,6 +326,24 @@ def start_approved(actor: Actor, export_id: int, password: str) -> dict:
     return view
 
 
+def rerun_export(actor: Actor, export_id: int, password: str = "", lang: str = "zh", start: bool = True) -> dict:
+    """Request the same export again (EXP-8): same scope, fields, sort and format,
+    checked against the policy as it is now, with a fresh count."""
+    with read_session() as session:
+        job = session.get(ExportJob, int(export_id))
+        if job is None or job.kind != "customers" or not (actor.is_admin or job.requested_by_id == actor.user_id):
+            raise NotFound()
+        scope = json.loads(job.scope or "{}")
+        sort = json.loads(job.sort or "{}")
+        data = {
+            "scope": {"kind": "view", "view_id": scope["view_id"]} if scope.get("view_id")
+            else scope.get("selection") or {},
+            "fields": json.loads(job.fields or "[]"), "format": job.format, "purpose": job.purpose,
+            "sort_field": sort.get("field") or "id", "sort_dir": sort.get("direction") or "asc",
+        }
+    return request_export(actor, data, password=password, lang=lang, start=start)
+
+
 def cancel_export(actor: Actor, export_id: int) -> dict:
     with write_session() as session:
         job = session.get(ExportJob, int(export_id))
@@ -572,6 +590,7 @@ def export_dto(job: ExportJob) -> dict:
         percent = 0
     return {
         "id": job.id,
+        "kind": job.kind,
         "status": job.status,
         "requested_by": job.requested_by_name,
         "format": job.format,
