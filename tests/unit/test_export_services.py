@@ -426,3 +426,24 @@ def test_rerun_requests_the_same_export_again_under_the_current_policy(seeded_ac
     assert _file(second).read_bytes() != b"" and second["row_count"] == first["row_count"]
     with pytest.raises(Exception):
         service.rerun_export(seeded_actors["analyst"], first["id"], start=False)  # not theirs
+
+
+def test_a_role_limited_to_some_tags_exports_only_those_customers(seeded_actors):
+    from meiqia_app.models import TagAssignment
+
+    with read_session() as session:
+        tag_id = session.exec(sm_select(TagAssignment.tag_id).limit(1)).first()
+        tagged = set(session.exec(sm_select(TagAssignment.customer_id).where(TagAssignment.tag_id == tag_id)).all())
+    actors = _set_policy("manager", allowed_tag_ids=(tag_id,))
+    view = _run(actors["manager"], _request(fields=["id"], query={"status": "all"}))
+    ids = {int(r[0]) for r in list(csv.reader(io.StringIO(_file(view).read_text("utf-8-sig"))))[1:]}
+    assert ids and ids <= tagged
+
+
+def test_protected_xlsx_is_capped_because_its_encryption_runs_in_memory(seeded_actors, monkeypatch):
+    monkeypatch.setattr(service, "PROTECTED_XLSX_MAX_ROWS", 5)
+    with pytest.raises(ValidationError) as raised:
+        service.request_export(seeded_actors["manager"], _request(fmt="xlsx"), password=PASSWORD, start=False)
+    assert raised.value.field_errors["password"][0] == "export.error.protected_xlsx_rows"
+    assert service.request_export(seeded_actors["manager"], _request(fmt="csv"), password=PASSWORD,
+                                  start=False)["protected"]
