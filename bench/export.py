@@ -121,7 +121,11 @@ def main() -> int:
         elif name.startswith("pdf"):
             cases.append((name, "pdf", int(name[3:].replace("k", "000"))))
     protects = {"no": (False,), "yes": (True,), "both": (False, True)}[args.protect]
+    import psutil
+
     print(f"db={args.db} fields={len(FIELDS)} batch={args.batch} out={workdir}")
+    print(f"baseline rss={psutil.Process().memory_info().rss / 1e6:.0f} MB (anon {PeakRSS._anon() / 1e6:.0f} MB); "
+          "SQLite adds up to 64 MB page cache (anon) and 256 MB mmap of the database file (rss)")
     for label, fmt, limit in cases:
         for protected in protects:
             source = RowSource(SYSTEM_ACTOR, spec, datetimes_as_text=fmt == "csv")
@@ -147,6 +151,9 @@ def main() -> int:
                   f"(anon {rss.peak_anon / 1e6:4.0f} MB)", flush=True)
             for leftover in (path, final):
                 leftover.unlink(missing_ok=True)
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
