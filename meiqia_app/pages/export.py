@@ -429,7 +429,7 @@ def _history_row(row: ExportRow) -> rx.Component:
                 rx.cond(row.needs_password,
                         rx.form(
                             rx.hstack(
-                                rx.input(type="hidden", name="export_id", value=row.id.to_string()),
+                                rx.el.input(type="hidden", name="export_id", value=row.id.to_string()),
                                 rx.input(name="password", type="password", size="1",
                                          placeholder=t("export.password"), auto_complete="new-password"),
                                 rx.button(t("export.run"), size="1", type="submit"),
@@ -440,7 +440,7 @@ def _history_row(row: ExportRow) -> rx.Component:
                 rx.cond(row.rerunnable,
                         rx.form(
                             rx.hstack(
-                                rx.input(type="hidden", name="export_id", value=row.id.to_string()),
+                                rx.el.input(type="hidden", name="export_id", value=row.id.to_string()),
                                 rx.cond(row.protected,
                                         rx.input(name="password", type="password", size="1",
                                                  placeholder=t("export.password"), auto_complete="new-password")),
@@ -463,7 +463,8 @@ def export_history_page() -> rx.Component:
     H = ExportHistoryState
     return page_shell(
         rx.vstack(
-            rx.hstack(rx.text(t("export.history.hint", hours=24), size="2", color_scheme="gray"), rx.spacer(),
+            rx.hstack(rx.text(t("export.history.hint", hours=H.ttl_hours), size="2", color_scheme="gray"),
+                      rx.spacer(),
                       rx.link(rx.button(t("nav.export")), href="/export")),
             rx.cond(
                 H.exports.length() > 0,

@@ -466,10 +466,14 @@ async def _download(state: AppState, export_id: int):
 class ExportHistoryState(_ExportBase):
     exports: list[ExportRow] = []
     polling: bool = False
+    ttl_hours: int = 24
 
     async def _reload(self):
+        from meiqia_app.config import get_settings
+
         actor = self._actor()
         self._set_user(actor)
+        self.ttl_hours = get_settings().export_ttl_hours
         views = await self._call(service.list_exports, actor)
         self.exports = [self._row(v) for v in views]
 

@@ -5,12 +5,20 @@ waits for a manager's approval."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import openpyxl
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import CHROMIUM_ARGS, login, wait_for_path  # noqa: F401
+
+
+def _shot(page, name: str) -> None:
+    """MEIQIA_E2E_SHOTS=<dir> keeps screenshots of the wizard's steps for a look."""
+    folder = os.environ.get("MEIQIA_E2E_SHOTS")
+    if folder:
+        page.screenshot(path=os.path.join(folder, f"export-{name}.png"), full_page=True)
 
 
 def _db(app_server):
@@ -25,7 +33,7 @@ def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_data
     expect(page.locator(".filter-chip")).to_have_count(1)
     page.get_by_role("link", name="数据导出").click()
     wait_for_path(page, "/export")
-    expect(page.locator("#current-filter-text")).to_contain_text("wechat")
+    expect(page.locator("#current-filter-text")).to_contain_text("来源渠道: 微信")
     expect(page.locator("#scope-current")).to_have_attribute("data-state", "checked")
     page.locator("#export-next").click()
     # Fields: the minimal default set minus city and source, plus the order count.
@@ -33,6 +41,7 @@ def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_data
     page.locator("#field-source").click()
     page.locator("#field-order_count").click()
     expect(page.locator("#field-reason-phone")).to_have_count(0)  # managers may export phones
+    _shot(page, "fields")
     page.locator("#export-next").click()
     page.locator("#format-xlsx").click()
     page.locator("#export-next").click()
@@ -42,6 +51,7 @@ def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_data
             "WHERE status='active' AND source='wechat' ORDER BY id").fetchall()
     expect(page.locator("#review-rows")).to_have_text(str(len(expected)))
     expect(page.locator("#review-allowed")).to_be_visible()
+    _shot(page, "review")
     page.locator("#export-run").click()
     download_button = page.locator("#export-download")
     expect(download_button).to_be_visible(timeout=60_000)
@@ -57,6 +67,7 @@ def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_data
     # The link was single-use: the history offers a fresh one and shows the hash.
     page.goto("/exports")
     expect(page.locator("#export-history")).to_contain_text("XLSX")
+    _shot(page, "history")
     with _db(app_server) as db:
         actions = [r[0] for r in db.execute(
             "SELECT action FROM audit_entry WHERE action LIKE 'export.%' ORDER BY id")]
@@ -87,6 +98,8 @@ def test_analyst_request_waits_for_approval_and_a_manager_approves(page, app_ser
     manager = context.new_page()
     try:
         login(manager, app_server, "manager", "/exports/approvals")
+        expect(manager.locator(f"#approve-{export_id}")).to_be_visible()
+        _shot(manager, "approvals")
         manager.locator(f"#approve-{export_id}").click()
         manager.locator("#decision-comment").fill("用于季度复盘")
         manager.locator("#decision-submit").click()

@@ -112,7 +112,7 @@ def test_xlsx_cells_are_typed_with_frozen_bold_header_and_a_metadata_sheet(seede
         assert row[0] == e.id and row[1] == e.name and row[4] == e.order_count
         assert isinstance(row[3], dt.datetime) and row[5] in ("是", "否")
     meta = {r[0]: r[1] for r in info.iter_rows(values_only=True)}
-    assert meta["导出人"] and meta["行数"] == len(expected) and "wechat" in meta["筛选条件"]
+    assert meta["导出人"] and meta["行数"] == len(expected) and meta["筛选条件"] == "来源渠道: 微信"
 
 
 def test_pdf_text_holds_the_chinese_names_of_the_first_rows(seeded_actors):

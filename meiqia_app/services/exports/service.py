@@ -91,18 +91,38 @@ class ExportRequest:
     lang: str = "zh"
 
 
+_VALUE_PREFIXES = {"sources": "source", "lifecycle": "lifecycle", "tiers": "tier", "status": "status"}
+
+
 def _query_text(query, lang: str) -> str:
+    """The filter in words, for people (wizard, approvals, file headers, audit)."""
     from meiqia_app.i18n import tr
+    from meiqia_app.models import Tag
+
+    def label(key: str, fallback: str) -> str:
+        text = tr(lang, key)
+        return fallback if text == key else text
 
     data = query.to_dict()
     defaults = type(query)().to_dict()
+    tag_ids = {i for key in ("tags_any", "tags_all", "tags_none") for i in data.get(key) or []}
+    tag_names: dict[int, str] = {}
+    if tag_ids:
+        with read_session() as session:
+            tag_names = {t.id: t.name for t in session.exec(select(Tag).where(Tag.id.in_(tag_ids))).all()}
     parts = []
     for key, value in data.items():
         if key in ("sort", "direction") or value == defaults.get(key) or value in ("", [], None):
             continue
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        parts.append(f"{key}={value}")
+        values = value if isinstance(value, list) else [value]
+        if key in _VALUE_PREFIXES:
+            shown = [label(f"{_VALUE_PREFIXES[key]}.{v}", str(v)) for v in values]
+        elif key.startswith("tags_"):
+            shown = [tag_names.get(v, f"#{v}") for v in values]
+        else:
+            shown = [str(v) for v in values]
+        name = label("common.search", key) if key == "q" else label(f"filter.{key}", key)
+        parts.append(f"{name}: {'、'.join(shown)}")
     return "; ".join(parts) if parts else tr(lang, "export.scope.all")
 
 
