@@ -15,8 +15,10 @@ from meiqia_app.pages.dashboard import dashboard_page
 from meiqia_app.pages.duplicates import duplicates_page
 from meiqia_app.pages.login import login_page
 from meiqia_app.pages.reports import reports_page
+from meiqia_app.pages.export import export_approvals_page, export_history_page, export_page
 from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.services import jobs, reports, scheduler
+from meiqia_app.services.exports import service as export_service
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
@@ -27,6 +29,7 @@ from meiqia_app.state.customer_detail import CustomerDetailState
 from meiqia_app.state.customer_import import CustomerImportState
 from meiqia_app.state.customer_list import CustomerListState
 from meiqia_app.state.duplicates import DuplicatesState
+from meiqia_app.state.export import ExportApprovalsState, ExportHistoryState, ExportWizardState
 from meiqia_app.state.login import LoginState
 from meiqia_app.state.reports import DashboardState, ReportsState
 from meiqia_app.state.tags_admin import TagsAdminState
@@ -45,9 +48,11 @@ app.add_middleware(LoginRequiredMiddleware())
 def _start_background_work() -> None:
     """At start: resume jobs a previous process left unfinished, start the nightly scheduler."""
     jobs.resume_interrupted_jobs()
+    export_service.reap_interrupted()
     scheduler.start_scheduler_thread()
 
 
+export_service.register_tasks()
 app.register_lifespan_task(_start_background_work)
 app.register_lifespan_task(reports.start_warmup)  # dashboard figures cached before the first visit
 
@@ -71,3 +76,6 @@ _protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_
 _protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load)
 _protected(account_page, "/account", "我的账户", AccountState.on_load)
 _protected(tags_admin_page, "/tags", "标签与规则", TagsAdminState.on_load)
+_protected(export_page, "/export", "数据导出", ExportWizardState.on_load)
+_protected(export_history_page, "/exports", "导出记录", ExportHistoryState.on_load)
+_protected(export_approvals_page, "/exports/approvals", "导出审批", ExportApprovalsState.on_load)

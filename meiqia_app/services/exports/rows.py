@@ -1,0 +1,380 @@
+"""The streaming row source of an export.
+
+Rows are read in keyset batches ordered by (sort column, id): each batch is one
+indexed range query, so memory stays bounded by the batch whatever the row
+count. Base columns are read with their raw driver values (dates as the stored
+text) because SQLAlchemy's per-cell type processing costs more than the writers;
+computed fields (tags, orders, conversations) are fetched per batch with one
+``IN`` query each, and only when chosen. Values are typed per field kind
+(``FieldSpec.kind``) and masked for actors without customer.view_sensitive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from operator import itemgetter
+
+from sqlalchemy import Text, and_, exists, false, func, or_, select, tuple_, type_coerce
+
+from meiqia_app.db import get_engine
+from meiqia_app.models import Conversation, Customer, Order, Tag, TagAssignment
+from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.exports.fields import EXPORT_FIELDS, FIELD_SPECS
+from meiqia_app.services.masking import mask_value
+from meiqia_app.services.rbac import SENSITIVE_EXPORT_FIELDS, Actor
+from meiqia_app.services.selection import Selection, selection_conditions
+from meiqia_app.timeutil import local_zone
+
+C = Customer.__table__.c
+TA = TagAssignment.__table__.c
+T = Tag.__table__.c
+O = Order.__table__.c
+CV = Conversation.__table__.c
+
+DEFAULT_BATCH = 5000
+
+#: Export fields read straight from a customer column (field → column).
+BASE_COLUMNS: dict[str, str] = {
+    "id": "id", "name": "name", "gender": "gender", "birthday": "birthday", "company": "company",
+    "source": "source", "province": "province", "city": "city", "registered_at": "registered_at",
+    "last_active_at": "last_active_at", "last_login_at": "last_login_at", "phone": "phone",
+    "email": "email", "address": "address", "external_id": "external_id", "visitor_id": "visitor_id",
+    "lifecycle_stage": "lifecycle_stage", "membership_tier": "membership_tier",
+    "order_count": "order_count", "total_spent": "total_spent_cents",
+    "first_purchase_at": "first_purchase_at", "last_purchase_at": "last_purchase_at",
+    "consent_marketing": "consent_marketing", "consent_analytics": "consent_analytics",
+    "custom_attributes": "custom_attributes",
+}
+#: Fields an export may be sorted by (indexed or at least plain columns); name sorts by pinyin.
+SORT_COLUMNS: dict[str, tuple[str, bool]] = {
+    "id": ("id", False), "name": ("name_pinyin", False), "registered_at": ("registered_at", False),
+    "last_active_at": ("last_active_at", False), "last_purchase_at": ("last_purchase_at", True),
+    "first_purchase_at": ("first_purchase_at", True), "total_spent": ("total_spent_cents", False),
+    "order_count": ("order_count", False), "source": ("source", False), "city": ("city", True),
+    "lifecycle_stage": ("lifecycle_stage", False), "membership_tier": ("membership_tier", False),
+}
+_DATETIME_COLUMNS = {"registered_at", "last_active_at", "last_login_at", "first_purchase_at", "last_purchase_at"}
+_CODED = {"gender": "gender", "source": "source", "lifecycle_stage": "lifecycle", "membership_tier": "tier"}
+_CONVERSATION_FIELDS = {"conversation_count", "last_conversation_at", "avg_rating", "chat_summary"}
+_ORDER_FIELDS = {"last_order", "purchase_history"}
+PURCHASE_HISTORY_ORDERS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSpec:
+    """What to export, validated: the scope, the columns, their order and the sort."""
+
+    selection: Selection
+    fields: tuple[str, ...]
+    sort_field: str = "id"
+    descending: bool = False
+    purpose: str = "analysis"  # analysis | marketing | service
+    restrict_tag_ids: tuple[int, ...] | None = None  # the role's allowed tags (None: any customer)
+
+    def __post_init__(self) -> None:
+        if not self.fields:
+            raise ValidationError.single("fields", "export.error.no_fields")
+        unknown = [f for f in self.fields if f not in FIELD_SPECS]
+        if unknown or len(set(self.fields)) != len(self.fields):
+            raise ValidationError.single("fields", "error.bad_choice")
+        if self.sort_field not in SORT_COLUMNS:
+            raise ValidationError.single("sort", "error.bad_choice")
+        if self.purpose not in ("analysis", "marketing", "service"):
+            raise ValidationError.single("purpose", "error.bad_choice")
+
+    @property
+    def sensitive_fields(self) -> tuple[str, ...]:
+        return tuple(f for f in self.fields if f in SENSITIVE_EXPORT_FIELDS)
+
+
+class _LocalTime:
+    """Stored UTC timestamps (text on SQLite, datetimes elsewhere) as naive local times.
+
+    The zone's UTC offset is looked up once per hour of UTC time and cached:
+    converting every cell with ``astimezone`` cost more than reading the row.
+    """
+
+    def __init__(self, zone) -> None:
+        self.zone = zone
+        self._offsets: dict[str, dt.timedelta] = {}
+        self._prefixes: dict[str, str] = {}
+
+    def __call__(self, raw) -> dt.datetime | None:
+        if raw is None or raw == "":
+            return None
+        if isinstance(raw, dt.datetime):
+            value = raw if raw.tzinfo is None else raw.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            raw = value.isoformat(" ")
+        else:
+            value = dt.datetime.fromisoformat(raw)
+            if value.tzinfo is not None:
+                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                raw = value.isoformat(" ")
+        hour = raw[:13]
+        offset = self._offsets.get(hour)
+        if offset is None:
+            if len(self._offsets) > 200_000:
+                self._offsets.clear()
+            offset = value.replace(tzinfo=dt.timezone.utc).astimezone(self.zone).utcoffset()
+            self._offsets[hour] = offset
+        return value + offset
+
+    def text(self, raw) -> str:
+        """The local time as "YYYY-MM-DD HH:MM:SS" text (CSV): string slicing
+        with a cached per-hour prefix when the zone's offset is whole hours
+        (China: always); anything else takes the datetime path."""
+        try:
+            return self._prefixes[raw[:13]] + raw[13:19]
+        except (KeyError, TypeError):
+            pass
+        if raw is None or raw == "":
+            return ""
+        value = self(raw)
+        if isinstance(raw, str) and len(raw) in (19, 26) and raw[10] == " ":
+            if value.minute == int(raw[14:16]) and value.second == int(raw[17:19]):
+                if len(self._prefixes) > 200_000:
+                    self._prefixes.clear()
+                self._prefixes[raw[:13]] = value.strftime("%Y-%m-%d %H")
+        return value.isoformat(" ", "seconds")
+
+
+def _parse_datetime(raw, zone) -> dt.datetime | None:
+    if raw is None or raw == "":
+        return None
+    value = raw if isinstance(raw, dt.datetime) else dt.datetime.fromisoformat(raw)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(zone).replace(tzinfo=None)
+
+
+def _parse_date(raw) -> dt.date | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, dt.datetime):
+        return raw.date()
+    if isinstance(raw, dt.date):
+        return raw
+    return dt.date.fromisoformat(str(raw)[:10])
+
+
+def _custom_text(raw) -> str:
+    try:
+        data = json.loads(raw or "{}")
+    except (TypeError, ValueError):
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    return "; ".join(f"{k}={v}" for k, v in data.items())
+
+
+class RowSource:
+    """Rows of an export, in batches, typed and (where needed) masked."""
+
+    def __init__(self, actor: Actor, spec: ExportSpec, lang: str = "zh", datetimes_as_text: bool = False) -> None:
+        """``datetimes_as_text``: give timestamps as local "YYYY-MM-DD HH:MM:SS" text
+        (what CSV writes anyway, several times cheaper than datetime objects)."""
+        self.actor = actor
+        self.datetimes_as_text = datetimes_as_text
+        self.spec = spec
+        self.lang = lang
+        self.can_see_sensitive = actor.can("customer.view_sensitive")
+        self.zone = local_zone()
+        self.local_time = _LocalTime(self.zone)
+        self._labels = self._code_labels()
+
+    def _code_labels(self) -> dict[str, dict[str, str]]:
+        from meiqia_app.i18n import tr
+        from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
+
+        codes = {"gender": GENDERS, "source": SOURCES, "lifecycle": LIFECYCLE_STAGES, "tier": MEMBERSHIP_TIERS}
+        labels = {}
+        for prefix, values in codes.items():
+            labels[prefix] = {}
+            for code in values:
+                key = f"{prefix}.{code}"
+                text = tr(self.lang, key)
+                labels[prefix][code] = code if text == key else text
+        return labels
+
+    # --- SQL ------------------------------------------------------------------------------
+    def conditions(self, conn) -> list:
+        conditions = list(selection_conditions(conn, self.spec.selection))
+        if self.spec.purpose == "marketing":
+            conditions.append(C.consent_marketing.is_(True))
+        if self.spec.restrict_tag_ids is not None:
+            if not self.spec.restrict_tag_ids:
+                conditions.append(false())
+            else:
+                conditions.append(exists().where(TA.customer_id == C.id, TA.tag_id.in_(self.spec.restrict_tag_ids)))
+        return conditions
+
+    def count(self) -> int:
+        with get_engine().connect() as conn:
+            statement = select(func.count()).select_from(Customer.__table__).where(and_(*self.conditions(conn)))
+            return int(conn.execute(statement).scalar_one())
+
+    def _column(self, name: str):
+        column = C[name]
+        # Dates and timestamps come back as the stored text: parsing them here is
+        # several times cheaper than SQLAlchemy's result processors.
+        if name in _DATETIME_COLUMNS or name == "birthday":
+            return type_coerce(column, Text)
+        return column
+
+    def _after(self, sort_value, row_id: int):
+        """Rows strictly after (value, id) in the walk order (NULLs first ascending, last descending)."""
+        column_name, nullable = SORT_COLUMNS[self.spec.sort_field]
+        column = self._column(column_name)
+        if self.spec.descending:
+            if sort_value is None:
+                return and_(column.is_(None), C.id < row_id)
+            condition = tuple_(column, C.id) < tuple_(sort_value, row_id)
+            return or_(condition, column.is_(None)) if nullable else condition
+        if sort_value is None:
+            return or_(and_(column.is_(None), C.id > row_id), column.is_not(None))
+        return tuple_(column, C.id) > tuple_(sort_value, row_id)
+
+    def _order(self) -> list:
+        column_name, nullable = SORT_COLUMNS[self.spec.sort_field]
+        column = self._column(column_name)
+        if self.spec.descending:
+            return [column.desc().nulls_last() if nullable else column.desc(), C.id.desc()]
+        return [column.asc().nulls_first() if nullable else column.asc(), C.id.asc()]
+
+    # --- rows -----------------------------------------------------------------------------
+    def iter_batches(self, batch: int = DEFAULT_BATCH) -> Iterator[list[list]]:
+        fields = self.spec.fields
+        sort_column = SORT_COLUMNS[self.spec.sort_field][0]
+        base = sorted({BASE_COLUMNS[f] for f in fields if f in BASE_COLUMNS} | {"id", sort_column})
+        columns = [self._column(name).label(name) for name in base]
+        index = {name: i for i, name in enumerate(base)}
+        cursor = None
+        with get_engine().connect() as conn:
+            conditions = self.conditions(conn)
+            while True:
+                where = list(conditions)
+                if cursor is not None:
+                    where.append(self._after(*cursor))
+                statement = (select(*columns).select_from(Customer.__table__).where(and_(*where))
+                             .order_by(*self._order()).limit(batch))
+                result = conn.execute(statement)
+                # Plain tuples straight from the DBAPI cursor: the selected columns
+                # need no result processing (dates are coerced to text above), and
+                # SQLAlchemy's Row objects cost more than the writers.
+                records = result.cursor.fetchall() if result.cursor is not None else []
+                result.close()
+                if not records:
+                    return
+                last = records[-1]
+                cursor = (last[index[sort_column]], last[index["id"]])
+                yield self._build(conn, records, index)
+                if len(records) < batch:
+                    return
+
+    def iter_rows(self, batch: int = DEFAULT_BATCH) -> Iterator[list]:
+        for rows in self.iter_batches(batch):
+            yield from rows
+
+    def _build(self, conn, records: Sequence, index: dict[str, int]) -> list[tuple]:
+        """Rows as tuples, built column by column: ``map`` over a column runs in C
+        except for the cells that really need converting."""
+        fields = self.spec.fields
+        ids = [r[index["id"]] for r in records]
+        chosen = set(fields)
+        tags = self._tags(conn, ids) if "tags" in chosen else {}
+        orders = self._orders(conn, ids) if chosen & _ORDER_FIELDS else {}
+        chats = self._conversations(conn, ids) if chosen & _CONVERSATION_FIELDS else {}
+        columns = [self._column_values(field, records, ids, index, tags, orders, chats) for field in fields]
+        return list(zip(*columns))
+
+    def _column_values(self, field, records, ids, index, tags, orders, chats) -> list:
+        if field in BASE_COLUMNS:
+            raw = map(itemgetter(index[BASE_COLUMNS[field]]), records)
+            if field in _DATETIME_COLUMNS:
+                values = map(self.local_time.text if self.datetimes_as_text else self.local_time, raw)
+            elif field == "birthday":
+                values = map(_parse_date, raw)
+            elif field == "total_spent":
+                values = (round((v or 0) / 100, 2) for v in raw)
+            elif field in _CODED:
+                labels = self._labels[_CODED[field]]
+                values = (labels.get(v, v or "") for v in raw)
+            elif field in ("consent_marketing", "consent_analytics"):
+                values = map(bool, raw)
+            elif field == "custom_attributes":
+                values = map(_custom_text, raw)
+            else:
+                values = raw
+        elif field == "tags":
+            values = (tags.get(i, "") for i in ids)
+        elif field in _ORDER_FIELDS:
+            values = (orders.get(i, {}).get(field, "") for i in ids)
+        elif field == "last_conversation_at":
+            zone = self.zone
+            values = (_parse_datetime(chats.get(i, {}).get(field), zone) for i in ids)
+        else:
+            default = 0 if field == "conversation_count" else ("" if field == "chat_summary" else None)
+            values = (chats.get(i, {}).get(field, default) for i in ids)
+        if field in SENSITIVE_EXPORT_FIELDS and not self.can_see_sensitive:
+            return [mask_value(field, v) for v in values]
+        return list(values)
+
+    def _tags(self, conn, ids: list[int]) -> dict[int, str]:
+        rows = conn.execute(
+            select(TA.customer_id, T.name).join(Tag.__table__, T.id == TA.tag_id)
+            .where(TA.customer_id.in_(ids)).order_by(TA.customer_id, T.group, T.name))
+        found: dict[int, list[str]] = defaultdict(list)
+        for customer_id, name in rows:
+            found[customer_id].append(name)
+        return {k: "、".join(v) for k, v in found.items()}
+
+    def _orders(self, conn, ids: list[int]) -> dict[int, dict]:
+        rows = conn.execute(
+            select(O.customer_id, O.order_no, O.product_name, O.quantity, O.amount_cents, O.status)
+            .where(O.customer_id.in_(ids)).order_by(O.customer_id, O.created_at.desc(), O.id.desc()))
+        status_labels = self._order_status_labels()
+        found: dict[int, dict] = {}
+        for customer_id, order_no, product, quantity, amount, status in rows:
+            entry = found.setdefault(customer_id, {"items": []})
+            if "last_order" not in entry:
+                entry["last_order"] = (f"{order_no} {product}×{quantity} ¥{(amount or 0) / 100:.2f} "
+                                       f"{status_labels.get(status, status)}")
+            if len(entry["items"]) < PURCHASE_HISTORY_ORDERS:
+                entry["items"].append(f"{product}×{quantity}")
+        for entry in found.values():
+            entry["purchase_history"] = "; ".join(entry.pop("items"))
+        return found
+
+    def _order_status_labels(self) -> dict[str, str]:
+        from meiqia_app.i18n import tr
+
+        labels = {}
+        for status in ("pending", "paid", "shipped", "completed", "refunded", "cancelled"):
+            key = f"order_status.{status}"
+            text = tr(self.lang, key)
+            labels[status] = status if text == key else text
+        return labels
+
+    def _conversations(self, conn, ids: list[int]) -> dict[int, dict]:
+        found: dict[int, dict] = {}
+        aggregate = conn.execute(
+            select(CV.customer_id, func.count(), type_coerce(func.max(CV.started_at), Text), func.avg(CV.rating))
+            .where(CV.customer_id.in_(ids)).group_by(CV.customer_id))
+        for customer_id, count, last_at, rating in aggregate:
+            found[customer_id] = {"conversation_count": count, "last_conversation_at": last_at,
+                                  "avg_rating": round(float(rating), 2) if rating is not None else None}
+        summaries = conn.execute(
+            select(CV.customer_id, CV.summary).where(CV.customer_id.in_(ids), CV.summary.is_not(None))
+            .order_by(CV.customer_id, CV.started_at.desc()))
+        for customer_id, summary in summaries:
+            entry = found.setdefault(customer_id, {})
+            entry.setdefault("chat_summary", summary)
+        return found
+
+
+def all_fields() -> tuple[str, ...]:
+    return EXPORT_FIELDS

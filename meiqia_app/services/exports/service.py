@@ -1,0 +1,740 @@
+"""The export workflow (EXP-1..8): review, request, approval, run, download, expiry.
+
+Every step re-checks the acting user's permission and the role's export policy
+in the service, whatever the browser sent, and writes an audit entry: request,
+approval, rejection, run, failure, cancel, download and refusal (refusals in
+their own transaction via ``rbac.refuse``). Large, off-hours or frequent
+exports are flagged so they stand out on the audit page.
+
+Running. An export runs in a worker thread of the app process and keeps its
+status and progress in its own ``export_job`` row (progress_done, heartbeat,
+cancel_requested), which every page polls. It does not go through
+services/jobs.py on purpose: a protected export needs its password while it
+runs, and the job table persists its parameters — the password must never be
+stored. An export interrupted by a restart is therefore marked failed
+("interrupted") and can simply be requested again.
+
+Downloads go through a single-use, five-minute token bound to the requester's
+login session (``DownloadToken``), claimed by ``web/export_routes.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import secrets
+import threading
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from meiqia_app.config import get_settings
+from meiqia_app.db import read_session, write_session
+from meiqia_app.models import ExportJob, Role, SavedView, User
+from meiqia_app.models.workflow import DownloadToken
+from meiqia_app.services import audit
+from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from meiqia_app.services.exports import protect as protection
+from meiqia_app.services.exports.fields import FIELD_SPECS
+from meiqia_app.services.exports.policy import evaluate, masked_fields
+from meiqia_app.services.exports.rows import SORT_COLUMNS, ExportSpec, RowSource
+from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_pdf, write_xlsx
+from meiqia_app.services.rbac import Actor, refuse, require
+from meiqia_app.services.selection import KIND_IDS, KIND_QUERY, Selection
+from meiqia_app.timeutil import as_utc, format_local, to_local, utcnow
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "xlsx", "pdf")
+PURPOSES = ("analysis", "marketing", "service")
+EXTENSIONS = {"csv": "csv", "xlsx": "xlsx", "pdf": "pdf"}
+PROTECTED_EXTENSIONS = {"csv": "zip", "xlsx": "xlsx", "pdf": "pdf"}
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "zip": "application/zip",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "pdf": "application/pdf",
+}
+TOKEN_TTL = dt.timedelta(minutes=5)
+STALE_AFTER = dt.timedelta(minutes=2)
+#: Audit anomaly thresholds: rows in one export, exports by one user per hour, local working hours.
+LARGE_EXPORT_ROWS = 10_000
+FREQUENT_EXPORTS_PER_HOUR = 5
+WORKING_HOURS = (7, 22)
+
+#: msoffcrypto-tool encrypts an XLSX in memory (about five times the file: ~530 MB
+#: for 1M rows), so bigger protected exports go to the AES zip of a CSV instead.
+PROTECTED_XLSX_MAX_ROWS = 300_000
+
+ACTIVE = ("queued", "running")
+CANCELLABLE = ("pending_approval", "approved", "queued", "running")
+
+_threads: dict[int, threading.Thread] = {}
+
+
+class _Cancelled(Exception):
+    pass
+
+
+# --- request parsing ------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ExportRequest:
+    spec: ExportSpec
+    fmt: str
+    scope: dict  # what is stored in export_job.scope (selection + description)
+    lang: str = "zh"
+
+
+_VALUE_PREFIXES = {"sources": "source", "lifecycle": "lifecycle", "tiers": "tier", "status": "status"}
+
+
+def _query_text(query, lang: str) -> str:
+    """The filter in words, for people (wizard, approvals, file headers, audit)."""
+    from meiqia_app.i18n import tr
+    from meiqia_app.models import Tag
+
+    def label(key: str, fallback: str) -> str:
+        text = tr(lang, key)
+        return fallback if text == key else text
+
+    data = query.to_dict()
+    defaults = type(query)().to_dict()
+    tag_ids = {i for key in ("tags_any", "tags_all", "tags_none") for i in data.get(key) or []}
+    tag_names: dict[int, str] = {}
+    if tag_ids:
+        with read_session() as session:
+            tag_names = {t.id: t.name for t in session.exec(select(Tag).where(Tag.id.in_(tag_ids))).all()}
+    parts = []
+    for key, value in data.items():
+        if key in ("sort", "direction") or value == defaults.get(key) or value in ("", [], None):
+            continue
+        values = value if isinstance(value, list) else [value]
+        if key in _VALUE_PREFIXES:
+            shown = [label(f"{_VALUE_PREFIXES[key]}.{v}", str(v)) for v in values]
+        elif key.startswith("tags_"):
+            shown = [tag_names.get(v, f"#{v}") for v in values]
+        else:
+            shown = [str(v) for v in values]
+        name = label("common.search", key) if key == "q" else label(f"filter.{key}", key)
+        parts.append(f"{name}: {'、'.join(shown)}")
+    return "; ".join(parts) if parts else tr(lang, "export.scope.all")
+
+
+def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
+    """Validate a request coming from the browser (any shape may arrive)."""
+    from meiqia_app.i18n import tr
+    from meiqia_app.services.saved_views import load_view
+
+    if not isinstance(data, dict):
+        raise ValidationError.single("request", "error.bad_choice")
+    scope = data.get("scope") or {}
+    if not isinstance(scope, dict):
+        raise ValidationError.single("scope", "error.bad_choice")
+    stored: dict = {}
+    if scope.get("kind") == "view":
+        try:
+            view_id = int(scope.get("view_id"))
+        except (TypeError, ValueError):
+            raise ValidationError.single("scope", "error.bad_choice") from None
+        query = load_view(actor, view_id)
+        with read_session() as session:
+            view = session.get(SavedView, view_id)
+            view_name = view.name if view else str(view_id)
+        selection = Selection.of_query(query)
+        stored = {"view_id": view_id, "text": tr(lang, "export.scope.view_text", name=view_name)
+                  + " · " + _query_text(query, lang)}
+    else:
+        selection = Selection.from_dict({"kind": scope.get("kind") or KIND_QUERY, "query": scope.get("query") or {},
+                                         "ids": scope.get("ids")})
+        if selection.kind == KIND_IDS:
+            stored = {"text": tr(lang, "export.scope.ids_text", count=len(selection.ids))}
+        else:
+            stored = {"text": _query_text(selection.query, lang)}
+    stored["selection"] = selection.to_dict()
+    fields = data.get("fields")
+    if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
+        raise ValidationError.single("fields", "export.error.no_fields")
+    fmt = data.get("format") or "csv"
+    if fmt not in FORMATS:
+        raise ValidationError.single("format", "error.bad_choice")
+    purpose = data.get("purpose") or "analysis"
+    direction = data.get("sort_dir") or "asc"
+    if direction not in ("asc", "desc"):
+        raise ValidationError.single("sort", "error.bad_choice")
+    spec = ExportSpec(
+        selection=selection,
+        fields=tuple(fields),
+        sort_field=data.get("sort_field") or "id",
+        descending=direction == "desc",
+        purpose=purpose,
+        restrict_tag_ids=actor.export_policy.allowed_tag_ids,
+    )
+    return ExportRequest(spec=spec, fmt=fmt, scope=stored, lang=lang if lang in ("zh", "en") else "zh")
+
+
+def password_required(actor: Actor, spec: ExportSpec) -> bool:
+    """Sensitive values in clear need a password; masked ones do not."""
+    return bool(set(spec.sensitive_fields) - masked_fields(actor))
+
+
+_BYTES_PER_KIND = {"text": 14, "int": 6, "money": 9, "date": 11, "datetime": 20, "bool": 3}
+
+
+def estimate_size(fields, fmt: str, rows: int) -> int:
+    per_row = sum(_BYTES_PER_KIND.get(FIELD_SPECS[f].kind, 10) + 1 for f in fields) + 1
+    csv_size = per_row * rows + 200
+    if fmt == "xlsx":
+        return int(csv_size * 0.45) + 8_000
+    if fmt == "pdf":
+        return rows * 90 + 60_000
+    return csv_size
+
+
+# --- review and request -----------------------------------------------------------------------
+
+def review(actor: Actor, data: dict, lang: str = "zh") -> dict:
+    """Step 6 of the wizard: row count, size estimate, policy result, approval needed."""
+    require(actor, "export.request", action="export.review")
+    request = parse_request(actor, data, lang)
+    count = RowSource(actor, request.spec, lang).count()
+    result = evaluate(actor, request.spec, request.fmt, count)
+    return {
+        "row_count": count,
+        "size_estimate": estimate_size(request.spec.fields, request.fmt, count),
+        "reasons": [[key, params] for key, params in result.reasons],
+        "allowed": result.allowed,
+        "needs_approval": result.needs_approval,
+        "password_required": password_required(actor, request.spec),
+        "masked": sorted(set(request.spec.fields) & masked_fields(actor)),
+        "scope_text": request.scope["text"],
+    }
+
+
+def _anomalies(session, actor: Actor, rows: int) -> list[str]:
+    flags = []
+    if rows >= LARGE_EXPORT_ROWS:
+        flags.append("large")
+    hour = to_local(utcnow()).hour
+    if not (WORKING_HOURS[0] <= hour < WORKING_HOURS[1]):
+        flags.append("off_hours")
+    since = utcnow() - dt.timedelta(hours=1)
+    recent = session.exec(select(func.count()).select_from(ExportJob).where(
+        ExportJob.requested_by_id == actor.user_id, ExportJob.created_at >= since)).one()
+    if recent > FREQUENT_EXPORTS_PER_HOUR:
+        flags.append("frequent")
+    return flags
+
+
+def _details(job: ExportJob, **extra) -> dict:
+    scope = json.loads(job.scope or "{}")
+    selection = scope.get("selection") or {}
+    described = {"text": scope.get("text", ""), "kind": selection.get("kind")}
+    if selection.get("kind") == KIND_IDS:
+        described["count"] = len(selection.get("ids") or [])
+    else:
+        described["query"] = selection.get("query")
+    if scope.get("view_id"):
+        described["view_id"] = scope["view_id"]
+    return {"export_id": job.id, "scope": described, "fields": json.loads(job.fields or "[]"),
+            "format": job.format, "protected": job.protected, "purpose": job.purpose, **extra}
+
+
+def request_export(actor: Actor, data: dict, password: str = "", lang: str = "zh", start: bool = True) -> dict:
+    """Create an export: refused (and audited) outside the policy, pending when it
+    needs approval, otherwise queued and started in the background."""
+    require(actor, "export.request", action="export.request")
+    request = parse_request(actor, data, lang)
+    spec = request.spec
+    count = RowSource(actor, spec, lang).count()
+    result = evaluate(actor, spec, request.fmt, count)
+    if not result.allowed:
+        key, params = result.reasons[0]
+        refuse(actor, "export.request", key, target_type="export",
+               reasons=result.reason_keys(), chosen_fields=list(spec.fields), format=request.fmt, rows=count,
+               scope=request.scope["text"], **params)
+    protected = bool(password)
+    if password_required(actor, spec) and not protected:
+        raise ValidationError.single("password", "export.error.password_required")
+    if protected:
+        protection.validate_password(password)
+        if request.fmt == "xlsx" and count > PROTECTED_XLSX_MAX_ROWS:
+            raise ValidationError.single("password", "export.error.protected_xlsx_rows", limit=PROTECTED_XLSX_MAX_ROWS)
+    with write_session() as session:
+        job = ExportJob(
+            requested_by_id=actor.user_id, requested_by_name=actor.username,
+            status="pending_approval" if result.needs_approval else "queued",
+            purpose=spec.purpose, scope=json.dumps(request.scope, ensure_ascii=False),
+            fields=json.dumps(list(spec.fields)),
+            sort=json.dumps({"field": spec.sort_field, "direction": "desc" if spec.descending else "asc",
+                             "lang": request.lang}),
+            format=request.fmt, protected=protected, row_estimate=count,
+        )
+        session.add(job)
+        session.flush()
+        flags = _anomalies(session, actor, count)
+        audit.record(session, actor, "export.request", target_type="export", target_id=job.id,
+                     details=_details(job, rows=count, needs_approval=result.needs_approval, anomalies=flags),
+                     flagged=bool(flags))
+        view = export_dto(job)
+    if not result.needs_approval and start:
+        start_export(view["id"], password)
+    return view
+
+
+# --- approval -------------------------------------------------------------------------------------
+
+def list_pending(actor: Actor) -> list[dict]:
+    require(actor, "export.approve", action="export.approvals")
+    with read_session() as session:
+        jobs = session.exec(select(ExportJob).where(ExportJob.status == "pending_approval")
+                            .order_by(ExportJob.created_at)).all()
+        return [export_dto(job) for job in jobs]
+
+
+def decide(actor: Actor, export_id: int, approve: bool, comment: str = "") -> dict:
+    """Approve or reject a pending request. Nobody approves their own request."""
+    require(actor, "export.approve", action="export.approve", target_type="export", target_id=export_id)
+    comment = (comment or "").strip()[:500]
+    with read_session() as session:
+        job = session.get(ExportJob, int(export_id))
+        if job is None:
+            raise NotFound()
+        own = job.requested_by_id == actor.user_id
+    if own:
+        refuse(actor, "export.approve", "export.reason.own_request", target_type="export", target_id=export_id)
+    start_after = False
+    with write_session() as session:
+        job = session.get(ExportJob, int(export_id))
+        if job.status != "pending_approval":
+            raise Conflict("export.error.not_pending")
+        job.approver_id = actor.user_id
+        job.approver_name = actor.username
+        job.decided_at = utcnow()
+        job.decision_comment = comment
+        if approve:
+            # A protected export waits for its requester to give the password again
+            # (it is never stored); an unprotected one starts now.
+            job.status = "approved" if job.protected else "queued"
+            start_after = not job.protected
+        else:
+            job.status = "rejected"
+            job.finished_at = utcnow()
+        session.add(job)
+        audit.record(session, actor, "export.approve" if approve else "export.reject", target_type="export",
+                     target_id=job.id, details=_details(job, comment=comment, requester=job.requested_by_name,
+                                                        rows=job.row_estimate))
+        view = export_dto(job)
+    if start_after:
+        start_export(view["id"], "")
+    return view
+
+
+def start_approved(actor: Actor, export_id: int, password: str) -> dict:
+    """The requester starts an approved protected export, giving its password again."""
+    require(actor, "export.request", action="export.run", target_type="export", target_id=export_id)
+    protection.validate_password(password)
+    with write_session() as session:
+        job = session.get(ExportJob, int(export_id))
+        if job is None or job.requested_by_id != actor.user_id:
+            raise NotFound()
+        if job.status != "approved":
+            raise Conflict("export.error.not_pending")
+        job.status = "queued"
+        session.add(job)
+        view = export_dto(job)
+    start_export(view["id"], password)
+    return view
+
+
+def rerun_export(actor: Actor, export_id: int, password: str = "", lang: str = "zh", start: bool = True) -> dict:
+    """Request the same export again (EXP-8): same scope, fields, sort and format,
+    checked against the policy as it is now, with a fresh count."""
+    with read_session() as session:
+        job = session.get(ExportJob, int(export_id))
+        if job is None or job.kind != "customers" or not (actor.is_admin or job.requested_by_id == actor.user_id):
+            raise NotFound()
+        scope = json.loads(job.scope or "{}")
+        sort = json.loads(job.sort or "{}")
+        data = {
+            "scope": {"kind": "view", "view_id": scope["view_id"]} if scope.get("view_id")
+            else scope.get("selection") or {},
+            "fields": json.loads(job.fields or "[]"), "format": job.format, "purpose": job.purpose,
+            "sort_field": sort.get("field") or "id", "sort_dir": sort.get("direction") or "asc",
+        }
+    return request_export(actor, data, password=password, lang=lang, start=start)
+
+
+def cancel_export(actor: Actor, export_id: int) -> dict:
+    with write_session() as session:
+        job = session.get(ExportJob, int(export_id))
+        if job is None or not (actor.is_admin or job.requested_by_id == actor.user_id):
+            raise NotFound()
+        if job.status not in CANCELLABLE:
+            raise Conflict("export.error.not_cancellable")
+        job.cancel_requested = True
+        if job.status != "running":
+            job.status = "cancelled"
+            job.finished_at = utcnow()
+            audit.record(session, actor, "export.cancel", target_type="export", target_id=job.id,
+                         details=_details(job))
+        session.add(job)
+        return export_dto(job)
+
+
+# --- running -------------------------------------------------------------------------------------
+
+def start_export(export_id: int, password: str = "") -> threading.Thread:
+    """Run in a daemon thread; the password lives only in this thread's frame."""
+    thread = threading.Thread(target=run_export, args=(export_id, password), name=f"export-{export_id}", daemon=True)
+    _threads[export_id] = thread
+    thread.start()
+    return thread
+
+
+def _actor_of(user_id: int) -> Actor | None:
+    from meiqia_app.services.auth import actor_for
+
+    with read_session() as session:
+        row = session.exec(select(User, Role).join(Role, Role.id == User.role_id).where(User.id == user_id)).first()
+    if row is None or not row[0].is_active:
+        return None
+    return actor_for(row[0], row[1])
+
+
+def _meta(actor: Actor, job: ExportJob, spec: ExportSpec, lang: str, scope_text: str) -> ExportMeta:
+    from meiqia_app.i18n import tr
+
+    headers = tuple(tr(lang, f"export.field.{f}") for f in spec.fields)
+    labels = {key: tr(lang, f"export.meta.{key}") for key in
+              ("sheet", "meta_sheet", "exporter", "exported_at", "scope", "fields", "row_count", "page", "title")}
+    return ExportMeta(exporter=actor.display_name or actor.username, exported_at=to_local(utcnow()).replace(tzinfo=None),
+                      scope_text=scope_text, headers=headers, fields=spec.fields, lang=lang, labels=labels,
+                      true_text=tr(lang, "export.yes"), false_text=tr(lang, "export.no"))
+
+
+def _spec_of(job: ExportJob, actor: Actor) -> tuple[ExportSpec, str, str]:
+    scope = json.loads(job.scope or "{}")
+    sort = json.loads(job.sort or "{}")
+    spec = ExportSpec(
+        selection=Selection.from_dict(scope.get("selection") or {}),
+        fields=tuple(json.loads(job.fields or "[]")),
+        sort_field=sort.get("field") or "id",
+        descending=sort.get("direction") == "desc",
+        purpose=job.purpose,
+        restrict_tag_ids=actor.export_policy.allowed_tag_ids,
+    )
+    return spec, sort.get("lang") or "zh", scope.get("text", "")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _finish(export_id: int, **values) -> ExportJob:
+    with write_session() as session:
+        job = session.get(ExportJob, export_id)
+        for key, value in values.items():
+            setattr(job, key, value)
+        session.add(job)
+        session.flush()
+        return job
+
+
+def run_export(export_id: int, password: str = "") -> dict:
+    """Write the file of a queued export in this thread; returns its final DTO."""
+    with write_session() as session:
+        job = session.get(ExportJob, export_id)
+        if job is None:
+            raise NotFound()
+        if job.status != "queued":
+            return export_dto(job)
+        job.status = "running"
+        job.started_at = utcnow()
+        job.heartbeat_at = utcnow()
+        session.add(job)
+    actor = _actor_of(job.requested_by_id)
+    settings = get_settings()
+    directory = settings.exports_dir
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stem = f"export-{export_id}-{secrets.token_hex(8)}"
+    plain = directory / f".{stem}.part.{EXTENSIONS[job.format]}"
+    final = directory / f"{stem}.{PROTECTED_EXTENSIONS[job.format] if job.protected else EXTENSIONS[job.format]}"
+    try:
+        if actor is None or not actor.can("export.request"):
+            raise PermissionDenied("export.reason.no_permission")
+        if job.protected and not password:
+            raise ValidationError.single("password", "export.error.password_required")
+        spec, lang, scope_text = _spec_of(job, actor)
+        source = RowSource(actor, spec, lang, datetimes_as_text=job.format == "csv")
+        meta = _meta(actor, job, spec, lang, scope_text)
+
+        def progress(done: int) -> None:
+            with write_session() as session:
+                row = session.get(ExportJob, export_id)
+                row.progress_done = done
+                row.heartbeat_at = utcnow()
+                cancel = row.cancel_requested
+                session.add(row)
+            if cancel:
+                raise _Cancelled()
+
+        batches = source.iter_batches()
+        if job.format == "csv":
+            count = write_csv(plain, meta, batches, progress)
+        elif job.format == "xlsx":
+            count = write_xlsx(plain, meta, batches, progress)
+        else:
+            count = write_pdf(plain, meta, batches, progress, max_rows=settings.export_pdf_max_rows)
+        if job.protected:
+            inner = f"customers-{export_id}.{EXTENSIONS[job.format]}"
+            protection.protect(job.format, plain, final, password, inner)
+            plain.unlink(missing_ok=True)
+        else:
+            os.replace(plain, final)
+        size = final.stat().st_size
+        digest = _sha256(final)
+        with write_session() as session:
+            row = session.get(ExportJob, export_id)
+            row.status = "done"
+            row.row_count = count
+            row.progress_done = count
+            row.file_name = final.name
+            row.file_size = size
+            row.file_sha256 = digest
+            row.finished_at = utcnow()
+            row.expires_at = utcnow() + dt.timedelta(hours=settings.export_ttl_hours)
+            session.add(row)
+            session.flush()
+            flags = _anomalies(session, actor, count)
+            flags = [f for f in flags if f != "frequent"]  # counted at request time
+            audit.record(session, actor, "export.run", target_type="export", target_id=export_id,
+                         details=_details(row, rows=count, size=size, sha256=digest, anomalies=flags),
+                         flagged=bool(flags))
+            return export_dto(row)
+    except _Cancelled:
+        _cleanup(plain, final)
+        with write_session() as session:
+            row = session.get(ExportJob, export_id)
+            row.status = "cancelled"
+            row.finished_at = utcnow()
+            session.add(row)
+            audit.record(session, actor, "export.cancel", target_type="export", target_id=export_id,
+                         details=_details(row, rows_done=row.progress_done))
+            return export_dto(row)
+    except Exception as exc:  # any failure must end the export visibly and be audited
+        log.exception("export %s failed", export_id)
+        _cleanup(plain, final)
+        error = exc.message_key if hasattr(exc, "message_key") else type(exc).__name__
+        with write_session() as session:
+            row = session.get(ExportJob, export_id)
+            row.status = "failed"
+            row.error = str(error)[:500]
+            row.finished_at = utcnow()
+            session.add(row)
+            audit.record(session, actor or _system(), "export.failed", target_type="export",
+                         target_id=export_id, result="error", details=_details(row, error=row.error))
+            return export_dto(row)
+    finally:
+        _threads.pop(export_id, None)
+
+
+def _system() -> Actor:
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    return SYSTEM_ACTOR
+
+
+def _cleanup(*paths: Path) -> None:
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not delete %s", path)
+
+
+def reap_interrupted() -> int:
+    """Running exports whose heartbeat stopped (process restarted) end as failed."""
+    cutoff = utcnow() - STALE_AFTER
+    count = 0
+    with write_session() as session:
+        jobs = session.exec(select(ExportJob).where(ExportJob.status.in_(ACTIVE))).all()
+        for job in jobs:
+            beat = job.heartbeat_at or job.created_at
+            if job.id in _threads or as_utc(beat) >= cutoff:
+                continue
+            job.status = "failed"
+            job.error = "export.error.interrupted"
+            job.finished_at = utcnow()
+            session.add(job)
+            count += 1
+    return count
+
+
+def purge_expired() -> int:
+    """Delete the files of expired exports (scheduled, and before listing history)."""
+    now = utcnow()
+    directory = get_settings().exports_dir
+    with write_session() as session:
+        jobs = session.exec(select(ExportJob).where(ExportJob.status == "done",
+                                                    ExportJob.expires_at <= now)).all()
+        for job in jobs:
+            if job.file_name:
+                _cleanup(directory / job.file_name)
+            job.status = "expired"
+            session.add(job)
+        if jobs:
+            audit.record(session, _system(), "export.expire", target_type="export",
+                         details={"export_ids": [job.id for job in jobs]})
+        return len(jobs)
+
+
+# --- views ------------------------------------------------------------------------------------------
+
+def _fmt_time(value) -> str:
+    return format_local(as_utc(value)) if value else ""
+
+
+def export_dto(job: ExportJob) -> dict:
+    scope = json.loads(job.scope or "{}")
+    estimate = job.row_estimate or 0
+    done = job.progress_done or 0
+    if job.status == "done":
+        percent = 100
+    elif estimate:
+        percent = min(99, int(done * 100 / estimate))
+    else:
+        percent = 0
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "requested_by": job.requested_by_name,
+        "format": job.format,
+        "protected": job.protected,
+        "purpose": job.purpose,
+        "scope_text": scope.get("text", ""),
+        "fields": json.loads(job.fields or "[]"),
+        "row_estimate": estimate,
+        "row_count": job.row_count,
+        "progress_done": done,
+        "percent": percent,
+        "file_size": job.file_size,
+        "file_sha256": job.file_sha256 or "",
+        "created_at": _fmt_time(job.created_at),
+        "finished_at": _fmt_time(job.finished_at),
+        "expires_at": _fmt_time(job.expires_at),
+        "approver": job.approver_name or "",
+        "decision_comment": job.decision_comment or "",
+        "error": job.error or "",
+        "downloadable": job.status == "done" and job.expires_at is not None and as_utc(job.expires_at) > utcnow(),
+    }
+
+
+def export_view(actor: Actor, export_id: int) -> dict:
+    with read_session() as session:
+        job = session.get(ExportJob, int(export_id))
+        if job is None or not (actor.is_admin or job.requested_by_id == actor.user_id):
+            raise NotFound()
+        return export_dto(job)
+
+
+def list_exports(actor: Actor, limit: int = 100) -> list[dict]:
+    """The actor's own exports, newest first (admins see everyone's)."""
+    require(actor, "export.request", action="export.history")
+    purge_expired()
+    reap_interrupted()
+    with read_session() as session:
+        statement = select(ExportJob).order_by(ExportJob.id.desc()).limit(limit)
+        if not actor.is_admin:
+            statement = statement.where(ExportJob.requested_by_id == actor.user_id)
+        return [export_dto(job) for job in session.exec(statement).all()]
+
+
+# --- downloads -----------------------------------------------------------------------------------
+
+def create_download_token(actor: Actor, export_id: int) -> str:
+    """A single-use, short-lived token for the requester's (or an admin's) current session."""
+    with read_session() as session:
+        job = session.get(ExportJob, int(export_id))
+        allowed = job is not None and (actor.is_admin or job.requested_by_id == actor.user_id)
+        ready = allowed and job.status == "done" and job.expires_at is not None and as_utc(job.expires_at) > utcnow()
+    if not allowed:
+        refuse(actor, "export.download", "export.reason.not_yours", target_type="export", target_id=export_id)
+    if not ready:
+        raise Conflict("export.error.not_ready")
+    if actor.session_id is None:
+        raise PermissionDenied("export.reason.no_session")
+    token = secrets.token_urlsafe(32)
+    with write_session() as session:
+        session.add(DownloadToken(token_hash=hashlib.sha256(token.encode()).hexdigest(), kind="export",
+                                  object_id=int(export_id), user_id=actor.user_id, session_id=actor.session_id,
+                                  expires_at=utcnow() + TOKEN_TTL))
+    return token
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadFile:
+    path: Path
+    filename: str
+    media_type: str
+
+
+def claim_download(actor: Actor | None, token: str) -> DownloadFile:
+    """Spend a token: it must exist, be unused and unexpired, belong to this user
+    and to this login session. Refusals and the download itself are audited."""
+    if not token or len(token) > 128:
+        raise NotFound()
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    reason = ""
+    result: DownloadFile | None = None
+    object_id = ""
+    with write_session() as session:
+        row = session.exec(select(DownloadToken).where(DownloadToken.token_hash == digest,
+                                                       DownloadToken.kind == "export")).first()
+        job = session.get(ExportJob, row.object_id) if row else None
+        object_id = str(row.object_id) if row else ""
+        if row is None or job is None:
+            reason = "export.reason.bad_token"
+        elif actor is None or row.user_id != actor.user_id or row.session_id != actor.session_id:
+            reason = "export.reason.other_session"
+        elif row.used_at is not None:
+            reason = "export.reason.token_used"
+        elif as_utc(row.expires_at) <= utcnow():
+            reason = "export.reason.token_expired"
+        elif job.status != "done" or not job.file_name or as_utc(job.expires_at) <= utcnow():
+            reason = "export.reason.file_gone"
+        else:
+            path = get_settings().exports_dir / job.file_name
+            if not path.is_file():
+                reason = "export.reason.file_gone"
+            else:
+                row.used_at = utcnow()
+                session.add(row)
+                ext = path.suffix.lstrip(".")
+                stamp = to_local(as_utc(job.created_at)).strftime("%Y%m%d-%H%M")
+                result = DownloadFile(path=path, filename=f"customers-{stamp}-{job.id}.{ext}",
+                                      media_type=MEDIA_TYPES.get(ext, "application/octet-stream"))
+                audit.record(session, actor, "export.download", target_type="export", target_id=job.id,
+                             details=_details(job, rows=job.row_count, sha256=job.file_sha256))
+    if result is None:
+        who = actor or Actor(user_id=None, username="?", display_name="", role_name="", permissions=frozenset())
+        audit.record_refusal(who, "export.download", target_type="export",
+                             target_id=object_id, details={"reason": reason})
+        raise PermissionDenied(reason)
+    return result
+
+
+def register_tasks() -> None:
+    from meiqia_app.services.scheduler import register_task
+
+    register_task("export_purge", purge_expired, "03:30")

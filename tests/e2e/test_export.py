@@ -1,0 +1,114 @@
+"""Exports in the browser: the wizard from the customer list's filter to a
+downloaded XLSX whose cells match the database, and an analyst's request that
+waits for a manager's approval."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import openpyxl
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import CHROMIUM_ARGS, login, wait_for_path  # noqa: F401
+
+
+def _shot(page, name: str) -> None:
+    """MEIQIA_E2E_SHOTS=<dir> keeps screenshots of the wizard's steps for a look."""
+    folder = os.environ.get("MEIQIA_E2E_SHOTS")
+    if folder:
+        page.screenshot(path=os.path.join(folder, f"export-{name}.png"), full_page=True)
+
+
+def _db(app_server):
+    return sqlite3.connect(app_server.db_path())
+
+
+def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_database(page, app_server, tmp_path):
+    login(page, app_server, "manager")
+    page.locator("#open-filters").click()
+    page.get_by_role("checkbox", name="微信").click()
+    page.locator("#apply-filters").click()
+    expect(page.locator(".filter-chip")).to_have_count(1)
+    page.get_by_role("link", name="数据导出").click()
+    wait_for_path(page, "/export")
+    expect(page.locator("#current-filter-text")).to_contain_text("来源渠道: 微信")
+    expect(page.locator("#scope-current")).to_have_attribute("data-state", "checked")
+    page.locator("#export-next").click()
+    # Fields: the minimal default set minus city and source, plus the order count.
+    page.locator("#field-city").click()
+    page.locator("#field-source").click()
+    page.locator("#field-order_count").click()
+    expect(page.locator("#field-reason-phone")).to_have_count(0)  # managers may export phones
+    _shot(page, "fields")
+    page.locator("#export-next").click()
+    page.locator("#format-xlsx").click()
+    page.locator("#export-next").click()
+    with _db(app_server) as db:
+        expected = db.execute(
+            "SELECT id, name, lifecycle_stage, registered_at, order_count FROM customer "
+            "WHERE status='active' AND source='wechat' ORDER BY id").fetchall()
+    expect(page.locator("#review-rows")).to_have_text(str(len(expected)))
+    expect(page.locator("#review-allowed")).to_be_visible()
+    _shot(page, "review")
+    page.locator("#export-run").click()
+    download_button = page.locator("#export-download")
+    expect(download_button).to_be_visible(timeout=60_000)
+    with page.expect_download() as info:
+        download_button.click()
+    target = tmp_path / "export.xlsx"
+    info.value.save_as(target)
+    assert info.value.suggested_filename.endswith(".xlsx")
+    sheet = openpyxl.load_workbook(target).worksheets[0]
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0] == ("客户ID", "姓名", "生命周期", "注册时间", "订单数")
+    assert [(r[0], r[1], r[4]) for r in rows[1:]] == [(e[0], e[1], e[4]) for e in expected]
+    # The link was single-use: the history offers a fresh one and shows the hash.
+    page.goto("/exports")
+    expect(page.locator("#export-history")).to_contain_text("XLSX")
+    _shot(page, "history")
+    with _db(app_server) as db:
+        actions = [r[0] for r in db.execute(
+            "SELECT action FROM audit_entry WHERE action LIKE 'export.%' ORDER BY id")]
+    assert {"export.request", "export.run", "export.download"} <= set(actions)
+
+
+def test_analyst_request_waits_for_approval_and_a_manager_approves(page, app_server, browser):
+    with _db(app_server) as db:
+        raw = db.execute("SELECT export_policy FROM role WHERE name='data_analyst'").fetchone()[0]
+        policy = {**json.loads(raw), "approval_required": True, "approval_over_rows": 0, "window_days": 0}
+        db.execute("UPDATE role SET export_policy=? WHERE name='data_analyst'", (json.dumps(policy),))
+    login(page, app_server, "analyst", "/export")
+    expect(page.locator("#scope-current")).to_be_disabled()  # no filter set in the customer list
+    page.locator("#source-wechat").click()
+    page.locator("#export-next").click()
+    expect(page.locator("#field-reason-phone")).to_be_visible()  # sensitive fields disabled with a reason
+    page.locator("#export-step-4").click()
+    expect(page.locator("#review-needs-approval")).to_be_visible()
+    page.locator("#export-run").click()
+    expect(page.locator("#export-pending")).to_be_visible()
+    with _db(app_server) as db:
+        export_id, status = db.execute(
+            "SELECT id, status FROM export_job WHERE requested_by_name='analyst' ORDER BY id DESC").fetchone()
+    assert status == "pending_approval"
+
+    context = browser.new_context(base_url=app_server.url, locale="zh-CN", viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(20_000)
+    manager = context.new_page()
+    try:
+        login(manager, app_server, "manager", "/exports/approvals")
+        expect(manager.locator(f"#approve-{export_id}")).to_be_visible()
+        _shot(manager, "approvals")
+        manager.locator(f"#approve-{export_id}").click()
+        manager.locator("#decision-comment").fill("用于季度复盘")
+        manager.locator("#decision-submit").click()
+        expect(manager.locator("#approvals-empty")).to_be_visible()
+    finally:
+        context.close()
+    with _db(app_server) as db:
+        status, approver = db.execute("SELECT status, approver_name FROM export_job WHERE id=?",
+                                      (export_id,)).fetchone()
+    assert approver == "manager" and status in ("queued", "running", "done")
+    page.goto("/exports")
+    expect(page.locator(f"#history-status-{export_id}")).to_have_attribute("data-status", "done", timeout=30_000)
