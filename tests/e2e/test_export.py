@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 
 import openpyxl
 from playwright.sync_api import expect
@@ -22,7 +21,7 @@ def _shot(page, name: str) -> None:
 
 
 def _db(app_server):
-    return sqlite3.connect(app_server.db_path())
+    return app_server.sql()
 
 
 def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_database(page, app_server, tmp_path):

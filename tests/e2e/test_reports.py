@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
-import sqlite3
 from zoneinfo import ZoneInfo
 
 from openpyxl import load_workbook
@@ -27,7 +26,7 @@ def _month_bounds(first: dt.date) -> tuple[str, str]:
 
 def _new_customers(app_server, first: dt.date) -> int:
     start, end = _month_bounds(first)
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         return db.execute("SELECT count(*) FROM customer WHERE status = 'active' AND registered_at >= ? AND registered_at < ?",
                           (start, end)).fetchone()[0]
 
@@ -83,7 +82,7 @@ def test_manager_dashboard_period_change_and_export(page, app_server):
     summary = {row[0]: row for row in book["概览"].iter_rows(min_row=2, values_only=True)}
     assert summary["新增客户"][2] == shown
     assert summary["客户总数"][2] == shown_total
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         assert db.execute("SELECT count(*) FROM audit_entry WHERE action = 'report.export' AND actor_name = 'manager'").fetchone()[0] >= 1
 
 
@@ -119,7 +118,7 @@ def test_agent_gets_quick_search_not_reports(page, app_server):
     expect(page.locator("#kpi-cards")).to_have_count(0)
     expect(page.locator("#nav-reports")).to_have_count(0)
     _shot(page, "dashboard-agent")
-    with sqlite3.connect(app_server.db_path()) as db:
+    with app_server.sql() as db:
         name = db.execute("SELECT name FROM customer WHERE status = 'active' ORDER BY id LIMIT 1").fetchone()[0]
     page.locator("#quick-search").fill(name)
     page.locator("#quick-search-submit").click()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 
 from playwright.sync_api import expect
 
@@ -10,7 +9,7 @@ from tests.e2e.conftest import login
 
 
 def _db(app_server):
-    return sqlite3.connect(app_server.db_path())
+    return app_server.sql()
 
 
 def test_manager_builds_previews_and_runs_a_rule(page, app_server):
