@@ -492,6 +492,12 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "bulk.select_row": ("选择 {name}", "Select {name}"),
     "bulk.select_page": ("选择本页全部客户", "Select every customer on this page"),
     "bulk.actions": ("批量操作", "Bulk actions"),
+    "bulk.add_tag": ("添加标签", "Add a tag"),
+    "bulk.remove_tag": ("移除标签", "Remove a tag"),
+    "bulk.export_matching": ("导出全部匹配", "Export all matching"),
+    "bulk.tag_added": ("已为 {count} 位客户添加标签", "Tag added to {count} customers"),
+    "bulk.tag_removed": ("已从 {count} 位客户移除标签", "Tag removed from {count} customers"),
+    "bulk.job_failed": ("批量操作未完成（{status}）", "The bulk action did not finish ({status})"),
     "customers.columns": ("显示列", "Columns"),
     # --- duplicates -------------------------------------------------------------------
     "nav.duplicates": ("重复客户", "Duplicates"),

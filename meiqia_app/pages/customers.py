@@ -403,7 +403,63 @@ def selection_bar() -> rx.Component:
 
 def bulk_actions() -> rx.Component:
     """The actions a role may take on the selection (each service re-checks the permission)."""
-    return rx.fragment()
+    return rx.hstack(
+        rx.cond(
+            AppState.perms.contains("tag.assign"),
+            rx.hstack(
+                rx.button(rx.icon("tag", size=14), t("bulk.add_tag"), size="1", variant="soft",
+                          on_click=S.open_bulk_tag("add"), id="bulk-add-tag"),
+                rx.button(rx.icon("tag", size=14), t("bulk.remove_tag"), size="1", variant="soft",
+                          color_scheme="gray", on_click=S.open_bulk_tag("remove"), id="bulk-remove-tag"),
+                spacing="2",
+            ),
+        ),
+        # The wizard takes the list's current filter over; ticked rows are a filter of their own there.
+        rx.cond(
+            AppState.perms.contains("export.request") & S.all_matching,
+            rx.link(rx.button(rx.icon("download", size=14), t("bulk.export_matching"), size="1", variant="soft"),
+                    href="/export", id="bulk-export"),
+        ),
+        bulk_tag_dialog(),
+        spacing="2",
+        align="center",
+    )
+
+
+def bulk_tag_dialog() -> rx.Component:
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title(rx.cond(S.bulk_action == "add", t("bulk.add_tag"), t("bulk.remove_tag"))),
+            rx.dialog.description(
+                rx.cond(S.all_matching, t("bulk.all_matching_selected", count=S.count_display),
+                        t("bulk.selected", count=S.selected_count)),
+                size="2",
+            ),
+            rx.form(
+                rx.vstack(
+                    rx.el.label(t("customers.col.tags"), html_for="bulk-tag", font_size="13px"),
+                    rx.select.root(
+                        rx.select.trigger(id="bulk-tag", aria_label=t("customers.col.tags"), width="100%"),
+                        rx.select.content(rx.foreach(
+                            S.tag_options, lambda option: rx.select.item(option.name, value=option.id.to_string()))),
+                        name="tag_id",
+                        required=True,
+                    ),
+                    rx.cond(S.bulk_error != "", rx.text(S.bulk_error, color="var(--red-11)", size="1")),
+                    rx.cond(S.bulk_running, rx.progress(value=S.bulk_percent, max=100, width="100%",
+                                                        id="bulk-progress")),
+                    form_buttons("bulk-tag-submit", submit_key="common.confirm", loading=S.bulk_running),
+                    spacing="3",
+                    width="100%",
+                ),
+                on_submit=S.start_bulk_tag,
+                reset_on_submit=False,
+            ),
+            max_width="440px",
+        ),
+        open=S.bulk_open,
+        on_open_change=S.set_bulk_open,
+    )
 
 
 def _new_field(label_key: str, field: str, input_type: str = "text", required: bool = False) -> rx.Component:

@@ -8,7 +8,7 @@ import dataclasses
 import reflex as rx
 
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
-from meiqia_app.services import customer_list, saved_views, tags
+from meiqia_app.services import customer_list, jobs, saved_views, tags
 from meiqia_app.services.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
 from meiqia_app.services.selection import Selection
 from meiqia_app.services.tags import TagOption
@@ -84,6 +84,14 @@ class CustomerListState(AppState):
 
     count_value: int = -1
     count_exact: bool = False
+
+    # The bulk tag dialog and its job's progress.
+    bulk_open: bool = False
+    bulk_action: str = "add"
+    bulk_running: bool = False
+    bulk_percent: int = 0
+    bulk_error: str = ""
+    _bulk_job_id: int = 0
 
     columns: list[str] = list(DEFAULT_COLUMNS)
     # Bulk selection (CUST-1): ticked ids, or every match of the current query.
@@ -365,6 +373,74 @@ class CustomerListState(AppState):
     @rx.event
     def clear_selection(self):
         self._clear_selection()
+
+    # --- bulk tagging -------------------------------------------------------------------
+    @rx.event
+    def open_bulk_tag(self, action: str):
+        if action not in ("add", "remove") or self.bulk_running:
+            return
+        self.bulk_action = action
+        self.bulk_error = ""
+        self.bulk_open = True
+
+    @rx.event
+    def set_bulk_open(self, value: bool):
+        if not value and not self.bulk_running:
+            self.bulk_open = False
+
+    @rx.event
+    async def start_bulk_tag(self, form: dict):
+        """Add or remove one tag on the selection, as a background job with a progress bar."""
+        if self.bulk_running or not isinstance(form, dict):
+            return None
+        self.bulk_error = ""
+        try:
+            selection = self._selection()
+            job_id = await self._call(tags.start_bulk_tag_job, self._actor(), selection,
+                                      self._as_id(form.get("tag_id")), self.bulk_action)
+        except ValidationError as error:
+            self.bulk_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        self._bulk_job_id = job_id
+        self.bulk_running = True
+        self.bulk_percent = 0
+        return CustomerListState.follow_bulk_job
+
+    @rx.event(background=True)
+    async def follow_bulk_job(self):
+        async with self:
+            job_id = self._bulk_job_id
+            try:
+                actor = self._actor()
+            except AppError:
+                self.bulk_running = False
+                return
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                view = await asyncio.to_thread(jobs.job_view, actor, job_id)
+            except AppError:
+                async with self:
+                    self.bulk_running = False
+                return
+            async with self:
+                self.bulk_percent = view.percent
+                if view.finished:
+                    self.bulk_running = False
+                    self.bulk_open = False
+                    changed = view.result.get("changed", 0)
+                    if view.status == "done":
+                        key = "bulk.tag_added" if self.bulk_action == "add" else "bulk.tag_removed"
+                        yield rx.toast.success(self._tr(key, count=f"{changed:,}"))
+                    else:
+                        yield rx.toast.error(self._tr("bulk.job_failed", status=view.status))
+                    self._clear_selection()
+                    result = await self._load()
+                    if result is not None:
+                        yield result
+                    return
 
     # --- view helpers -----------------------------------------------------------------
     @rx.var

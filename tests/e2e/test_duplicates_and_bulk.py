@@ -68,3 +68,39 @@ def test_column_chooser_and_selecting_all_matching(page, app_server):
     expect(page.locator("#selection-bar")).to_contain_text(f"已选择全部 {active:,} 位匹配的客户")
     page.locator("#clear-selection").click()
     expect(page.locator("#selection-bar")).to_have_count(0)
+
+
+def test_manager_tags_ticked_rows_then_every_matching_customer(page, app_server):
+    with app_server.sql() as db:
+        tag_id, tag_name = db.execute("SELECT id, name FROM tag ORDER BY id LIMIT 1").fetchone()
+    login(page, app_server, "manager")
+    rows = page.locator("#customer-table .customer-row")
+    expect(rows.first).to_be_visible()
+    ticked = [int(rows.nth(i).get_attribute("data-customer-id")) for i in (0, 1)]
+    for i in (0, 1):
+        rows.nth(i).locator(".row-select").click()
+
+    page.locator("#bulk-remove-tag").click()
+    page.locator("#bulk-tag").click()
+    page.get_by_role("option", name=tag_name, exact=True).click()
+    page.locator("#bulk-tag-submit").click()
+    expect(page.get_by_text(re.compile(r"已从 \d+ 位客户移除标签"))).to_be_visible()
+    with app_server.sql() as db:
+        left = db.execute("SELECT count(*) FROM tag_assignment WHERE tag_id = ? AND customer_id IN (?, ?)",
+                          (tag_id, *ticked)).fetchone()[0]
+    assert left == 0
+
+    page.locator("#select-page").click()
+    page.locator("#select-all-matching").click()
+    page.locator("#bulk-add-tag").click()
+    page.locator("#bulk-tag").click()
+    page.get_by_role("option", name=tag_name, exact=True).click()
+    page.locator("#bulk-tag-submit").click()
+    expect(page.get_by_text(re.compile(r"已为 [\d,]+ 位客户添加标签"))).to_be_visible()
+    with app_server.sql() as db:
+        untagged = db.execute(
+            "SELECT count(*) FROM customer c WHERE c.status = 'active' AND NOT EXISTS ("
+            "SELECT 1 FROM tag_assignment a WHERE a.customer_id = c.id AND a.tag_id = ?)", (tag_id,)).fetchone()[0]
+        audit = db.execute("SELECT actor_name FROM audit_entry WHERE action = 'tag.bulk_add' ORDER BY id DESC").fetchone()
+    assert untagged == 0
+    assert audit == ("manager",)
