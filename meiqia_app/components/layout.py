@@ -130,6 +130,9 @@ def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
             rx.el.main(
                 rx.vstack(*children, spacing="4", width="100%"),
                 id="main",
+                # "true" once the page is hydrated and its user resolved: clicks before
+                # that reach no handler (browser tests wait for it).
+                data_ready=rx.cond(rx.State.is_hydrated & (AppState.user_name != ""), "true", "false"),
                 padding="24px",
                 width="100%",
             ),

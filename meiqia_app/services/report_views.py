@@ -99,6 +99,7 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
     """The whole dashboard for ``params`` = {kind, anchor, end, granularity}."""
     period = period_from_params(params)
     granularity = granularity_from_params(params)
+    reports.take_served_stale()
     board = reports.dashboard(actor, period, allow_stale=allow_stale)
     count = MAX_TREND_BUCKETS[granularity]
     if granularity == "day" and period.kind in ("month", "custom") and period.days <= 92:
@@ -117,6 +118,8 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
         "trend": _trend_rows(points),
         "empty": empty,
         "computed_at": format_local(computed, with_seconds=True) if computed else "",
+        # Figures from before the last change, being recomputed: the page asks again shortly.
+        "stale": reports.take_served_stale(),
     }
 
 

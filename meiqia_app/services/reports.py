@@ -329,8 +329,19 @@ def _cached(name: str, args: tuple, compute: Callable[[Connection], object], all
             return value
         if allow_stale:
             _refresh_in_background(key, compute)
+            _stale_flag.served = True
             return value
     return _compute_and_store(key, compute)
+
+
+_stale_flag = threading.local()
+
+
+def take_served_stale() -> bool:
+    """Whether this thread was given a stale figure (being recomputed) since the last call."""
+    served = getattr(_stale_flag, "served", False)
+    _stale_flag.served = False
+    return served
 
 
 # --- raw measures (no permission check; used by the public functions below) -------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 import reflex as rx
@@ -54,21 +56,9 @@ class DashboardState(AppState):
             self.full = actor.can("report.view")
             if self.full:
                 view = await self._call(report_views.dashboard_view, actor, self._params(), True)
-                self.cards = view["cards"]
-                self.lifecycle = view["lifecycle"]
-                self.sources = view["sources"]
-                self.regions = view["regions"]
-                self.trend = view["trend"]
-                self.period_label = view["period"]["label"]
-                self.previous_label = view["previous"]["label"]
-                self.period_first = view["period"]["first"]
-                self.period_last = view["period"]["last"]
-                # The anchor stays the date the person chose (switching day / week /
-                # month keeps the period around it); it is filled in on first load.
-                self.anchor = self.anchor or view["period"]["first"]
-                self.end = view["period"]["last"] if self.kind == "custom" else ""
-                self.computed_at = view["computed_at"]
-                self.empty = view["empty"]
+                self._apply_view(view)
+                if view["stale"]:
+                    yield DashboardState.refresh_when_recomputed
             else:
                 snap = await self._call(report_views.snapshot_view, actor)
                 self.snap_total, self.snap_today, self.snap_month = snap["total"], snap["today"], snap["month"]
@@ -77,6 +67,46 @@ class DashboardState(AppState):
             yield self._on_error(error)
         finally:
             self.loading = False
+
+    def _apply_view(self, view: dict) -> None:
+        self.cards = view["cards"]
+        self.lifecycle = view["lifecycle"]
+        self.sources = view["sources"]
+        self.regions = view["regions"]
+        self.trend = view["trend"]
+        self.period_label = view["period"]["label"]
+        self.previous_label = view["previous"]["label"]
+        self.period_first = view["period"]["first"]
+        self.period_last = view["period"]["last"]
+        # The anchor stays the date the person chose (switching day / week /
+        # month keeps the period around it); it is filled in on first load.
+        self.anchor = self.anchor or view["period"]["first"]
+        self.end = view["period"]["last"] if self.kind == "custom" else ""
+        self.computed_at = view["computed_at"]
+        self.empty = view["empty"]
+
+    @rx.event(background=True)
+    async def refresh_when_recomputed(self):
+        """The figures shown were from before the last change: fetch them again
+        once the background recomputation is done (a few seconds at 1M)."""
+        async with self:
+            params = self._params()
+            try:
+                actor = self._actor()
+            except AppError:
+                return
+        for _attempt in range(60):
+            await asyncio.sleep(1)
+            try:
+                view = await asyncio.to_thread(report_views.dashboard_view, actor, params, True)
+            except AppError:
+                return
+            async with self:
+                if self._params() != params:
+                    return  # the person moved to another period meanwhile
+                if not view["stale"]:
+                    self._apply_view(view)
+                    return
 
     @rx.event
     async def on_load(self):

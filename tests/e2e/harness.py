@@ -203,6 +203,12 @@ def login(page, app: RunningApp, username: str, next_path: str = "/customers") -
     page.locator("#code").fill(account.fresh_code())
     page.locator("#code-submit").click()
     wait_for_path(page, next_path)
+    wait_ready(page)
+
+
+def wait_ready(page) -> None:
+    """Wait until the page is hydrated and knows its user (before that, clicks are lost)."""
+    page.locator("#main[data-ready=true]").wait_for()
 
 
 def wait_for_path(page, path: str) -> None:
