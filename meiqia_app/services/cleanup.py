@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from meiqia_app.models import (
     Customer,
     CustomerSearch,
     ErasureRequest,
+    Job,
     Message,
     Note,
     Order,
@@ -379,10 +381,16 @@ def _walk(ctx: jobs.JobContext, where_of, apply_batch, before: dict | None = Non
                 break
             for table, rows in apply_batch(session, ids).items():
                 counts[table] = counts.get(table, 0) + rows
-        after_id = ids[-1]
-        done += len(ids)
+            after_id = ids[-1]
+            done += len(ids)
+            checkpoint = {**ctx.checkpoint, **(before or {}), "after_id": after_id, "done": done, "counts": counts}
+            # The checkpoint is committed with the batch: a process killed at any
+            # moment resumes exactly after the last batch that changed rows.
+            session.execute(update(Job.__table__).where(Job.__table__.c.id == ctx.job_id).values(
+                processed=done, checkpoint=json.dumps(checkpoint, ensure_ascii=False, default=str),
+                heartbeat_at=utcnow()))
         invalidate_counts()
-        ctx.progress(done, {"after_id": after_id, "done": done, "counts": counts, **(before or {})})
+        ctx.progress(done, checkpoint)
     return {"processed": done, "counts": counts}
 
 
@@ -407,9 +415,14 @@ def _criteria_where(ctx: jobs.JobContext):
 
 def _finish(ctx: jobs.JobContext, action: str, result: dict, extra: dict | None = None) -> dict:
     result = {**result, **(extra or {}), "action": action, "criteria": ctx.params.get("criteria", {})}
+    if ctx.checkpoint.get("audited"):  # a resumed job whose entry was already written
+        return result
     with write_session() as session:
         audit.record(session, ctx.actor, f"cleanup.{action}", target_type="customer",
                      details={"job_id": ctx.job_id, **{k: v for k, v in result.items() if k != "sample"}})
+        ctx.checkpoint = {**ctx.checkpoint, "audited": True}
+        session.execute(update(Job.__table__).where(Job.__table__.c.id == ctx.job_id).values(
+            checkpoint=json.dumps(ctx.checkpoint, ensure_ascii=False, default=str)))
     invalidate_counts()
     return result
 
