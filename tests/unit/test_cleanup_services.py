@@ -72,7 +72,7 @@ def test_inactive_criterion_matches_direct_sql(seeded_actors):
         "AND (c.last_login_at IS NULL OR c.last_login_at < :cut) AND (c.last_purchase_at IS NULL OR c.last_purchase_at < :cut) "
         "AND NOT EXISTS (SELECT 1 FROM conversation v WHERE v.customer_id=c.id AND v.started_at >= :cut)",
         cut=cutoff.strftime("%Y-%m-%d %H:%M:%S.%f"))
-    assert got == rows[0][0]
+    assert got == rows[0][0] > 0
 
 
 def test_invalid_contact_uses_the_validators(seeded_actors):
