@@ -52,3 +52,43 @@ def test_admin_creates_a_verified_backup(page, app_server):
     assert row is not None and row[1] == "ok" and len(row[2]) == 64
     expect(page.locator("#backups-table")).to_contain_text(row[0])
     assert (app_server.data_dir / "backups" / row[0]).is_file()
+
+
+def test_agent_requests_erasure_from_the_detail_page(page, app_server):
+    with _db(app_server) as db:
+        customer_id = db.execute(
+            "SELECT id FROM customer c WHERE status='active' AND NOT EXISTS "
+            "(SELECT 1 FROM erasure_request r WHERE r.customer_id=c.id) ORDER BY id LIMIT 1").fetchone()[0]
+    login(page, app_server, "agent", f"/customers/{customer_id}")
+    page.locator("#request-erasure").click()
+    page.locator("#erasure-reason").fill("客户来电要求删除")
+    page.locator("#erasure-submit").click()
+    expect(page.get_by_text("已申请删除个人数据，等待执行")).to_be_visible()
+    with _db(app_server) as db:
+        row = db.execute("SELECT status, reason FROM erasure_request WHERE customer_id=?", (customer_id,)).fetchone()
+    assert row == ("pending", "客户来电要求删除")
+
+
+def test_admin_restores_from_archive_and_trash_and_empties_the_trash(page, app_server):
+    with _db(app_server) as db:
+        ids = [r[0] for r in db.execute("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 3")]
+        db.execute(f"UPDATE customer SET status='archived', archived_at='2026-11-01 00:00:00.000000' "
+                   f"WHERE id={ids[0]}")
+        db.execute(f"UPDATE customer SET status='trashed', trashed_at='2026-11-20 00:00:00.000000' "
+                   f"WHERE id IN ({ids[1]}, {ids[2]})")
+    login(page, app_server, "admin", "/cleanup/archive")
+    page.locator(f"#restore-{ids[0]}").click()
+    expect(page.locator(f"#restore-{ids[0]}")).to_have_count(0)
+    page.get_by_role("radio", name="回收站").click()
+    page.locator(f"#restore-{ids[1]}").click()
+    expect(page.locator(f"#restore-{ids[1]}")).to_have_count(0)
+    with _db(app_server) as db:
+        trashed = db.execute("SELECT count(*) FROM customer WHERE status='trashed'").fetchone()[0]
+    page.locator("#purge-confirm").fill(str(trashed))
+    page.locator("#empty-trash").click()
+    expect(page.locator("#purge-message")).to_contain_text("已永久删除", timeout=60_000)
+    with _db(app_server) as db:
+        assert db.execute(f"SELECT status FROM customer WHERE id={ids[0]}").fetchone()[0] == "active"
+        assert db.execute(f"SELECT status FROM customer WHERE id={ids[1]}").fetchone()[0] == "active"
+        assert db.execute(f"SELECT count(*) FROM customer WHERE id={ids[2]}").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM backup WHERE kind='pre_purge'").fetchone()[0] >= 1
