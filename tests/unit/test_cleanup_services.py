@@ -141,6 +141,18 @@ def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
     gone = ids[5:]
     assert _sql(f"SELECT count(*) FROM customer WHERE id IN ({','.join(map(str, gone))})")[0][0] == 0
     assert _sql(f"SELECT count(*) FROM customer_order WHERE customer_id IN ({','.join(map(str, gone))})")[0][0] == 0
+    # The backup taken before the purge holds them all (restored into a copy, not over the live data).
+    import sqlite3
+
+    from meiqia_app.services import backup
+
+    copy = backup.path_of(purge["backup"]).with_name("copy.db")
+    with sqlite3.connect(backup.path_of(purge["backup"])) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    with sqlite3.connect(copy) as conn:
+        back = conn.execute(f"SELECT count(*) FROM customer WHERE status='trashed' AND id IN "
+                            f"({','.join(map(str, gone))})").fetchone()[0]
+    assert back == len(gone)
 
 
 def test_nightly_purge_removes_old_trash(seeded_actors):
