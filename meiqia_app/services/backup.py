@@ -16,6 +16,10 @@ one recorded when it was made), takes a safety backup of the current state
 first, disposes the connection pool, copies the backup over the live
 database and opens the pool again.
 
+Everything in the database returns to the backup's state — logins
+(sessions), jobs and the audit log included; the restore itself is audited
+afterwards, and the ``backup`` rows of files still on disk are carried over.
+
 Single-process caveat: the pool is disposed in *this* process only. With
 several app workers (Redis state manager, several Granian processes) the
 other workers keep their connections; SQLite notices the changed file and
@@ -305,23 +309,31 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
     """
     require(actor, "backup.manage", action="backup.restore", target_type="backup")
     path = Path(path)
-    problem = verify_file(path)
-    digest = sha256_of(path) if path.is_file() else ""
+    # Work on a private copy: retention (run by the safety backup below) may
+    # delete an old file under the backups dir, and the check must see the
+    # very bytes that get restored.
+    staged = backups_dir() / f".restore-{secrets.token_hex(4)}{_suffix()}"
+    problem = "missing"
+    if path.is_file():
+        shutil.copyfile(path, staged)
+        problem = verify_file(staged)
+    digest = sha256_of(staged) if staged.is_file() else ""
     if problem == "ok" and expected_sha256 and digest != expected_sha256:
         problem = "sha256 differs from the recorded one"
     if problem != "ok":
+        staged.unlink(missing_ok=True)
         audit.record_now(actor, "backup.restore", result="refused", target_type="backup",
                          details={"file": path.name, "problem": problem}, flagged=True)
         raise BackupCorrupt(problem=problem)
-    safety = create_backup(actor, kind="pre_restore", note=f"before restoring {path.name}")
+    try:
+        safety = create_backup(actor, kind="pre_restore", note=f"before restoring {path.name}")
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
     # The backup table is part of the database being replaced: remember the
     # rows of files still on disk so the list survives the restore.
     with read_session() as session:
         known = [dataclasses.asdict(_row_data(r)) for r in session.exec(select(Backup)).all()]
-    # Staged copy: the restore reads a private copy, so a file under the
-    # backups dir that retention removes meanwhile cannot break it.
-    staged = backups_dir() / f".restore-{secrets.token_hex(4)}{_suffix()}"
-    shutil.copyfile(path, staged)
     try:
         reset_engine()  # no pooled connection keeps pages of the old database
         _restore_file(staged)
