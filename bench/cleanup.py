@@ -109,23 +109,16 @@ def main() -> int:
 
     # 3. writes on the copy
     jobs.start_in_background = lambda job_id: jobs.run_job(job_id)  # run inline, timed
-    with get_engine().connect() as conn:
-        cutoff_id = conn.execute(text("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 1 OFFSET :n"),
-                                 {"n": args.n - 1}).scalar_one()
-    # A saved view is the simplest way to select exactly N customers: ids up to cutoff_id.
-    # Use the "inactive" criterion with a direct id cap instead: archive via the job walker.
     from meiqia_app.services.customer_query import ListQuery
     from meiqia_app.services.saved_views import save_view
-
-    with get_engine().begin() as conn:
-        admin_id = conn.execute(text("SELECT id FROM app_user WHERE username='admin'")).scalar_one()
     from tests.conftest import load_actors
 
     admin = load_actors()["admin"]
-    del admin_id
-    # Customers registered before the N-th id's registration: approximately N; count it exactly.
+    # About N customers: those registered up to the day of the N-th registration
+    # (a saved view, the way a person would pick them).
     with get_engine().connect() as conn:
-        reg = conn.execute(text("SELECT registered_at FROM customer WHERE id=:i"), {"i": cutoff_id}).scalar_one()
+        reg = conn.execute(text("SELECT registered_at FROM customer WHERE status='active' "
+                                "ORDER BY registered_at LIMIT 1 OFFSET :n"), {"n": args.n - 1}).scalar_one()
     view = save_view(admin, "bench-first-n", ListQuery(registered_to=str(reg)[:10]))
     crit = Criteria(view_id=view.id)
     count = cleanup.count_matching(admin, crit)

@@ -63,7 +63,7 @@ ACTIONS = ("tag", "archive", "trash", "erase")
 # What each action needs beyond cleanup.run.
 ACTION_PERMISSIONS = {"tag": "tag.assign", "archive": "customer.archive", "trash": "customer.delete",
                       "erase": "customer.erase"}
-BATCH = 2000
+BATCH = 10_000  # conventions: set-based batches of 10k+ (2k batches were half as fast at 1M)
 SAMPLE_SIZE = 20
 # Rough bytes per row (beside measured text lengths) for the dry run's estimate.
 ROW_BYTES = {"customer": 320, "customer_search": 80, "customer_order": 140, "conversation": 90,
