@@ -14,6 +14,18 @@ NO_CONTACT_SQL = ("SELECT count(*) FROM customer WHERE status='active' AND (phon
                   "AND (email IS NULL OR email='')")
 
 
+def _click_until(locator, check, attempts: int = 3) -> None:
+    """Click, and click again if the page was not hydrated yet and the click was lost."""
+    for attempt in range(attempts):
+        locator.click()
+        try:
+            check()
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+
+
 def _db(app_server):
     return sqlite3.connect(app_server.db_path(), timeout=30)
 
@@ -26,7 +38,9 @@ def test_admin_archives_customers_without_contact_data(page, app_server):
         ids = [r[0] for r in db.execute(NO_CONTACT_SQL.replace("count(*)", "id"))]
     assert expected >= 6
     login(page, app_server, "admin", "/cleanup")
-    page.locator("#crit-no_contact").click()
+    _click_until(page.locator("#crit-no_contact"),
+                 lambda: expect(page.locator("#crit-no_contact")).to_have_attribute("data-state", "checked",
+                                                                                    timeout=5_000))
     page.locator("#cleanup-dry-run").click()
     expect(page.locator("#cleanup-count")).to_contain_text(str(expected))
     expect(page.locator("#cleanup-sample")).to_contain_text("无联系方式")
@@ -45,8 +59,9 @@ def test_admin_archives_customers_without_contact_data(page, app_server):
 
 def test_admin_creates_a_verified_backup(page, app_server):
     login(page, app_server, "admin", "/admin/backups")
-    page.locator("#backup-create").click()
-    expect(page.locator("#backups-table .backup-integrity").first).to_have_text("ok", timeout=60_000)
+    _click_until(page.locator("#backup-create"),
+                 lambda: expect(page.locator("#backups-table .backup-integrity").first).to_have_text(
+                     "ok", timeout=20_000))
     with _db(app_server) as db:
         row = db.execute("SELECT file_name, integrity, sha256 FROM backup ORDER BY id DESC LIMIT 1").fetchone()
     assert row is not None and row[1] == "ok" and len(row[2]) == 64
@@ -60,7 +75,8 @@ def test_agent_requests_erasure_from_the_detail_page(page, app_server):
             "SELECT id FROM customer c WHERE status='active' AND NOT EXISTS "
             "(SELECT 1 FROM erasure_request r WHERE r.customer_id=c.id) ORDER BY id LIMIT 1").fetchone()[0]
     login(page, app_server, "agent", f"/customers/{customer_id}")
-    page.locator("#request-erasure").click()
+    _click_until(page.locator("#request-erasure"),
+                 lambda: expect(page.locator("#erasure-reason")).to_be_visible(timeout=5_000))
     page.locator("#erasure-reason").fill("客户来电要求删除")
     page.locator("#erasure-submit").click()
     expect(page.get_by_text("已申请删除个人数据，等待执行")).to_be_visible()
@@ -77,8 +93,8 @@ def test_admin_restores_from_archive_and_trash_and_empties_the_trash(page, app_s
         db.execute(f"UPDATE customer SET status='trashed', trashed_at='2026-11-20 00:00:00.000000' "
                    f"WHERE id IN ({ids[1]}, {ids[2]})")
     login(page, app_server, "admin", "/cleanup/archive")
-    page.locator(f"#restore-{ids[0]}").click()
-    expect(page.locator(f"#restore-{ids[0]}")).to_have_count(0)
+    _click_until(page.locator(f"#restore-{ids[0]}"),
+                 lambda: expect(page.locator(f"#restore-{ids[0]}")).to_have_count(0, timeout=5_000))
     page.get_by_role("radio", name="回收站").click()
     page.locator(f"#restore-{ids[1]}").click()
     expect(page.locator(f"#restore-{ids[1]}")).to_have_count(0)
