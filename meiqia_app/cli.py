@@ -108,6 +108,43 @@ def _cmd_create_user(args) -> int:
     return 0
 
 
+def _cmd_backup(args) -> int:
+    from meiqia_app.services import backup
+    from meiqia_app.services.errors import AppError
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    try:
+        view = backup.create_backup(SYSTEM_ACTOR, kind="manual", note=args.note or "cli")
+    except AppError as error:
+        print(f"backup failed: {error}", file=sys.stderr)
+        return 1
+    print(f"{backup.path_of(view.file_name)}  {view.size_text}  sha256={view.sha256}  integrity={view.integrity}")
+    return 0 if view.ok else 1
+
+
+def _cmd_restore(args) -> int:
+    """Restore FILE over the live database (stop the app first: see services/backup.py)."""
+    from pathlib import Path
+
+    from meiqia_app.services import backup
+    from meiqia_app.services.errors import AppError
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    path = Path(args.file).resolve()
+    if not args.yes:
+        typed = input(f"This replaces the whole database with {path.name}. Type the file name to confirm: ")
+        if typed.strip() != path.name:
+            print("not confirmed; nothing changed", file=sys.stderr)
+            return 2
+    try:
+        safety = backup.restore_file(SYSTEM_ACTOR, path)
+    except AppError as error:
+        print(f"restore refused: {error.message_key} {error.params}", file=sys.stderr)
+        return 1
+    print(f"restored {path.name}; the previous state is in {backup.path_of(safety.file_name)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m meiqia_app", description="美洽客户数据 console commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     code.set_defaults(func=_cmd_totp_code)
 
     sub.add_parser("verify-audit", help="check the audit log's hash chain").set_defaults(func=_cmd_verify_audit)
+
+    backup = sub.add_parser("backup", help="back up the database now (checked, recorded, retention applied)")
+    backup.add_argument("--note", default="")
+    backup.set_defaults(func=_cmd_backup)
+
+    restore = sub.add_parser("restore", help="restore a backup file (takes a safety backup first)")
+    restore.add_argument("file")
+    restore.add_argument("--yes", action="store_true", help="do not ask to type the file name")
+    restore.set_defaults(func=_cmd_restore)
 
     create = sub.add_parser("create-user", help="create a user")
     create.add_argument("--username", required=True)

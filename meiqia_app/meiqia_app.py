@@ -8,6 +8,8 @@ from meiqia_app.pages.account import account_page
 from meiqia_app.pages.admin_roles import admin_roles_page
 from meiqia_app.pages.admin_users import admin_users_page
 from meiqia_app.pages.audit_log import audit_page
+from meiqia_app.pages.backups import backups_page
+from meiqia_app.pages.cleanup import archive_page, cleanup_page
 from meiqia_app.pages.customer_detail import customer_detail_page
 from meiqia_app.pages.customer_import import import_page
 from meiqia_app.pages.customers import customers_page
@@ -23,7 +25,9 @@ from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
 from meiqia_app.state.audit_log import AuditLogState
+from meiqia_app.state.backups import BackupsState
 from meiqia_app.state.base import AppState
+from meiqia_app.state.cleanup import ArchiveState, CleanupState
 from meiqia_app.state.customer_activity import CustomerActivityState
 from meiqia_app.state.customer_detail import CustomerDetailState
 from meiqia_app.state.customer_import import CustomerImportState
@@ -79,3 +83,6 @@ _protected(tags_admin_page, "/tags", "标签与规则", TagsAdminState.on_load)
 _protected(export_page, "/export", "数据导出", ExportWizardState.on_load)
 _protected(export_history_page, "/exports", "导出记录", ExportHistoryState.on_load)
 _protected(export_approvals_page, "/exports/approvals", "导出审批", ExportApprovalsState.on_load)
+_protected(cleanup_page, "/cleanup", "数据清理", CleanupState.on_load)
+_protected(archive_page, "/cleanup/archive", "归档与回收站", ArchiveState.on_load)
+_protected(backups_page, "/admin/backups", "备份恢复", BackupsState.on_load)

@@ -12,6 +12,7 @@ from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIE
 from meiqia_app.services.customers import ConsentView
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_detail import CustomerDetailState as S
+from meiqia_app.state.erasure_request import ErasureRequestState as E
 
 
 def _field(label_key: str, value, field_id: str) -> rx.Component:
@@ -171,7 +172,37 @@ def actions_bar() -> rx.Component:
             AppState.perms.contains("customer.edit"),
             rx.button(rx.icon("pencil", size=16), t("common.edit"), on_click=S.start_edit, id="edit-customer"),
         ),
+        rx.cond(
+            AppState.perms.contains("customer.edit") & ~S.customer.erasure_pending & ~S.customer.erased,
+            rx.button(rx.icon("user-x", size=16), t("cleanup.erasure.request"), variant="soft", color_scheme="red",
+                      on_click=E.set_erasure_open(True), id="request-erasure"),
+        ),
+        erasure_dialog(),
         spacing="2",
+    )
+
+
+def erasure_dialog() -> rx.Component:
+    """Confirmation with a reason before filing an erasure request (executed later on /cleanup)."""
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title(t("cleanup.erasure.request")),
+            rx.dialog.description(t("cleanup.erasure.request_hint"), size="2"),
+            rx.form(
+                rx.vstack(
+                    rx.el.label(t("cleanup.erasure.reason"), html_for="erasure-reason", font_size="13px"),
+                    rx.text_area(id="erasure-reason", name="reason", max_length=255, width="100%", required=True),
+                    field_error(E.erasure_error),
+                    form_buttons("erasure-submit", submit_key="cleanup.erasure.submit", color_scheme="red"),
+                    spacing="2", width="100%", margin_top="12px",
+                ),
+                on_submit=E.submit_erasure,
+                reset_on_submit=True,
+            ),
+            max_width="480px",
+        ),
+        open=E.erasure_open,
+        on_open_change=E.set_erasure_open,
     )
 
 

@@ -19,6 +19,7 @@ from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError
 from meiqia_app.state.base import SESSION_COOKIE
 from meiqia_app.state.login import safe_next
+from meiqia_app.web.backup_routes import backup_routes
 
 
 def _client_ip(request: Request) -> str:
@@ -69,4 +70,5 @@ def session_api() -> Starlette:
         Route("/api/session/claim", claim_session, methods=["GET"]),
         Route("/api/session/clear", clear_session, methods=["GET"]),
         Route("/api/health", health, methods=["GET"]),
+        *backup_routes(),
     ])

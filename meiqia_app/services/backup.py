@@ -1,0 +1,444 @@
+"""Verified backups and restore (CLEAN backups, OPS-3).
+
+A backup is a consistent copy of the live database in ``settings.backups_dir``
+with its size, SHA-256 and an integrity check, recorded as a ``backup`` row:
+
+- SQLite: the online backup API (``sqlite3.Connection.backup``), which copies
+  pages in steps so writers are only paused briefly; checked with
+  ``PRAGMA integrity_check`` on the copy.
+- PostgreSQL (``DATABASE_URL`` points there): ``pg_dump --format=custom``;
+  checked by ``pg_restore --list`` reading the whole archive's table of contents.
+
+The engine is chosen in one place, :func:`_engine_kind`.
+
+Restore refuses a file whose check fails (or whose SHA-256 differs from the
+one recorded when it was made), takes a safety backup of the current state
+first, disposes the connection pool, copies the backup over the live
+database and opens the pool again.
+
+Everything in the database returns to the backup's state — logins
+(sessions), jobs and the audit log included; the restore itself is audited
+afterwards, and the ``backup`` rows of files still on disk are carried over.
+
+Single-process caveat: the pool is disposed in *this* process only. With
+several app workers (Redis state manager, several Granian processes) the
+other workers keep their connections; SQLite notices the changed file and
+re-reads it, but a transaction in flight in another process during the
+restore may fail or be overwritten. Restore with one worker running, or from
+the CLI with the app stopped (``python -m meiqia_app restore FILE``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from sqlmodel import select
+
+from meiqia_app.config import get_settings
+from meiqia_app.db import read_session, reset_engine, write_session
+from meiqia_app.models import Backup
+from meiqia_app.services import audit
+from meiqia_app.services.errors import AppError, NotFound, ValidationError
+from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
+from meiqia_app.timeutil import format_local, utcnow
+
+KINDS = ("manual", "scheduled", "pre_purge", "pre_restore")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_CHUNK = 1024 * 1024
+
+
+class BackupFailed(AppError):
+    message_key = "backup.failed"
+
+
+class BackupCorrupt(AppError):
+    message_key = "backup.corrupt"
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupView:
+    """What the backups page shows (a DTO)."""
+
+    id: int
+    file_name: str
+    kind: str
+    size_bytes: int
+    size_text: str
+    sha256: str
+    integrity: str
+    ok: bool
+    created_at: str
+    created_by_name: str
+    note: str
+    on_disk: bool
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- the one place that picks the engine --------------------------------------------
+
+def _engine_kind() -> str:
+    url = get_settings().database_url
+    if url.startswith("sqlite"):
+        return "sqlite"
+    if url.startswith(("postgresql", "postgres")):
+        return "postgresql"
+    raise BackupFailed(reason="unsupported database")
+
+
+def _sqlite_path() -> Path:
+    return Path(get_settings().database_url.split("sqlite:///", 1)[1])
+
+
+def _pg_url() -> str:
+    # pg_dump understands libpq URLs, not SQLAlchemy's "+driver" suffix.
+    return re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", get_settings().database_url)
+
+
+def _suffix() -> str:
+    return ".db" if _engine_kind() == "sqlite" else ".dump"
+
+
+def _dump(target: Path) -> None:
+    if _engine_kind() == "sqlite":
+        source = sqlite3.connect(_sqlite_path(), timeout=30)
+        dest = sqlite3.connect(target)
+        try:
+            source.backup(dest, pages=4096)  # steps: writers wait only briefly
+        finally:
+            dest.close()
+            source.close()
+        return
+    subprocess.run(["pg_dump", "--format=custom", "--no-owner", f"--file={target}", _pg_url()],
+                   check=True, capture_output=True, timeout=6 * 3600)
+
+
+def verify_file(path: Path) -> str:
+    """"ok" or what is wrong with a backup file (never raises for a bad file)."""
+    if not path.is_file():
+        return "missing"
+    if _engine_kind() == "sqlite":
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                rows = conn.execute("PRAGMA integrity_check").fetchall()
+                messages = [row[0] for row in rows]
+                if messages != ["ok"]:
+                    return "; ".join(messages)[:255]
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if not {"customer", "backup", "audit_entry"} <= tables:
+                    return "not a database of this application"
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)[:255] or "not a database"
+        return "ok"
+    result = subprocess.run(["pg_restore", "--list", str(path)], capture_output=True, timeout=3600)
+    return "ok" if result.returncode == 0 else (result.stderr.decode(errors="replace")[:255] or "unreadable")
+
+
+def _restore_file(path: Path) -> None:
+    if _engine_kind() == "sqlite":
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        dest = sqlite3.connect(_sqlite_path(), timeout=60)
+        try:
+            src.backup(dest)
+        finally:
+            dest.close()
+            src.close()
+        return
+    subprocess.run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
+                    f"--dbname={_pg_url()}", str(path)], check=True, capture_output=True, timeout=6 * 3600)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _size_text(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def backups_dir() -> Path:
+    path = get_settings().backups_dir
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.chmod(0o700)
+    except OSError:
+        pass
+    return path
+
+
+def path_of(file_name: str) -> Path:
+    """The file of a recorded backup; names are checked so no path leaves the directory."""
+    if not _SAFE_NAME.match(file_name or "") or file_name.startswith("."):
+        raise ValidationError.single("file_name", "error.bad_choice")
+    return backups_dir() / file_name
+
+
+def _view(row: Backup) -> BackupView:
+    on_disk = (get_settings().backups_dir / row.file_name).is_file()
+    return BackupView(
+        id=row.id, file_name=row.file_name, kind=row.kind, size_bytes=row.size_bytes,
+        size_text=_size_text(row.size_bytes), sha256=row.sha256, integrity=row.integrity,
+        ok=row.integrity == "ok", created_at=format_local(row.created_at),
+        created_by_name=row.created_by_name, note=row.note, on_disk=on_disk,
+    )
+
+
+# --- services -----------------------------------------------------------------------------
+
+def create_backup(actor: Actor, kind: str = "manual", note: str = "") -> BackupView:
+    """Copy the live database, check the copy, record it, apply the retention."""
+    require(actor, "backup.manage", action="backup.create", target_type="backup")
+    if kind not in KINDS:
+        raise ValidationError.single("kind", "error.bad_choice")
+    note = (note or "").strip()[:255]
+    stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+    name = f"meiqia-{stamp}-{kind}-{secrets.token_hex(3)}{_suffix()}"
+    target = backups_dir() / name
+    partial = target.with_name("." + name + ".part")
+    started = utcnow()
+    try:
+        _dump(partial)
+        os.replace(partial, target)
+    except (sqlite3.Error, subprocess.SubprocessError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        audit.record_now(actor, "backup.create", result="failed", target_type="backup",
+                         details={"kind": kind, "error": str(exc)[:200]}, flagged=True)
+        raise BackupFailed(reason=str(exc)[:200]) from exc
+    target.chmod(0o600)
+    integrity = verify_file(target)
+    size = target.stat().st_size
+    digest = sha256_of(target)
+    seconds = max((utcnow() - started).total_seconds(), 1e-6)
+    with write_session() as session:
+        row = Backup(file_name=name, kind=kind, size_bytes=size, sha256=digest, integrity=integrity,
+                     created_by_name=actor.username, note=note)
+        session.add(row)
+        session.flush()
+        audit.record(session, actor, "backup.create", target_type="backup", target_id=row.id,
+                     details={"file": name, "kind": kind, "size": size, "sha256": digest,
+                              "integrity": integrity, "seconds": round(seconds, 2), "note": note},
+                     flagged=integrity != "ok")
+        view = _view(row)
+    apply_retention(actor)
+    return view
+
+
+def apply_retention(actor: Actor = SYSTEM_ACTOR, keep: int | None = None) -> list[str]:
+    """Keep the newest ``keep`` backups (settings.backup_keep); delete older files and rows."""
+    keep = get_settings().backup_keep if keep is None else keep
+    if keep <= 0:
+        return []
+    with read_session() as session:
+        rows = session.exec(select(Backup).order_by(Backup.created_at.desc(), Backup.id.desc())).all()
+        old = [(row.id, row.file_name) for row in rows[keep:]]
+    if not old:
+        return []
+    removed = []
+    with write_session() as session:
+        for backup_id, name in old:
+            row = session.get(Backup, backup_id)
+            if row is not None:
+                session.delete(row)
+            try:
+                (get_settings().backups_dir / name).unlink(missing_ok=True)
+            except OSError:
+                pass
+            removed.append(name)
+        audit.record(session, actor, "backup.retention", target_type="backup",
+                     details={"keep": keep, "removed": removed})
+    return removed
+
+
+def list_backups(actor: Actor) -> list[BackupView]:
+    require(actor, "backup.manage", action="backup.list", target_type="backup")
+    with read_session() as session:
+        rows = session.exec(select(Backup).order_by(Backup.created_at.desc(), Backup.id.desc())).all()
+        return [_view(row) for row in rows]
+
+
+def get_backup(actor: Actor, backup_id: int) -> BackupView:
+    require(actor, "backup.manage", action="backup.view", target_type="backup", target_id=backup_id)
+    with read_session() as session:
+        row = session.get(Backup, int(backup_id))
+        if row is None:
+            raise NotFound()
+        return _view(row)
+
+
+def restore_backup(actor: Actor, backup_id: int, confirm: str) -> BackupView:
+    """Restore a recorded backup; ``confirm`` must be its file name (typed by the person)."""
+    require(actor, "backup.manage", action="backup.restore", target_type="backup", target_id=backup_id)
+    with read_session() as session:
+        row = session.get(Backup, int(backup_id))
+        if row is None:
+            raise NotFound()
+        name, recorded_sha = row.file_name, row.sha256
+    if (confirm or "").strip() != name:
+        raise ValidationError.single("confirm", "backup.confirm_mismatch")
+    return restore_file(actor, path_of(name), expected_sha256=recorded_sha)
+
+
+def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupView:
+    """Check ``path``, take a safety backup, replace the live database with it.
+
+    Returns the safety backup (so the person can go back). See the module
+    docstring for the single-process caveat.
+    """
+    require(actor, "backup.manage", action="backup.restore", target_type="backup")
+    path = Path(path)
+    # Work on a private copy: retention (run by the safety backup below) may
+    # delete an old file under the backups dir, and the check must see the
+    # very bytes that get restored.
+    staged = backups_dir() / f".restore-{secrets.token_hex(4)}{_suffix()}"
+    problem = "missing"
+    if path.is_file():
+        shutil.copyfile(path, staged)
+        problem = verify_file(staged)
+    digest = sha256_of(staged) if staged.is_file() else ""
+    if problem == "ok" and expected_sha256 and digest != expected_sha256:
+        problem = "sha256 differs from the recorded one"
+    if problem != "ok":
+        staged.unlink(missing_ok=True)
+        audit.record_now(actor, "backup.restore", result="refused", target_type="backup",
+                         details={"file": path.name, "problem": problem}, flagged=True)
+        raise BackupCorrupt(problem=problem)
+    try:
+        safety = create_backup(actor, kind="pre_restore", note=f"before restoring {path.name}")
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    # The backup table is part of the database being replaced: remember the
+    # rows of files still on disk so the list survives the restore.
+    with read_session() as session:
+        known = [dataclasses.asdict(_row_data(r)) for r in session.exec(select(Backup)).all()]
+    try:
+        reset_engine()  # no pooled connection keeps pages of the old database
+        _restore_file(staged)
+    except (sqlite3.Error, subprocess.SubprocessError, OSError) as exc:
+        audit.record_now(actor, "backup.restore", result="failed", target_type="backup",
+                         details={"file": path.name, "error": str(exc)[:200], "safety_backup": safety.file_name},
+                         flagged=True)
+        raise BackupFailed(reason=str(exc)[:200]) from exc
+    finally:
+        staged.unlink(missing_ok=True)
+        reset_engine()
+    from meiqia_app.services.customer_list import invalidate_counts
+
+    invalidate_counts()
+    with write_session() as session:
+        present = set(session.exec(select(Backup.file_name)).all())
+        for data in known:
+            if data["file_name"] not in present and (get_settings().backups_dir / data["file_name"]).is_file():
+                session.add(Backup(**{k: v for k, v in data.items() if k != "id"}))
+        audit.record(session, actor, "backup.restore", target_type="backup",
+                     details={"file": path.name, "sha256": digest, "safety_backup": safety.file_name})
+    return safety
+
+
+@dataclasses.dataclass
+class _RowData:
+    file_name: str
+    kind: str
+    size_bytes: int
+    sha256: str
+    integrity: str
+    created_at: dt.datetime
+    created_by_name: str
+    note: str
+
+
+def _row_data(row: Backup) -> _RowData:
+    return _RowData(row.file_name, row.kind, row.size_bytes, row.sha256, row.integrity, row.created_at,
+                    row.created_by_name, row.note)
+
+
+# --- downloads through a single-use token ------------------------------------------------
+
+DOWNLOAD_TOKEN_MINUTES = 5
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def mint_download_token(actor: Actor, backup_id: int) -> str:
+    """A short-lived, single-use token for one backup, bound to the actor's session."""
+    require(actor, "backup.manage", action="backup.download", target_type="backup", target_id=backup_id)
+    if actor.session_id is None or actor.user_id is None:
+        raise NotFound()
+    from meiqia_app.models import DownloadToken
+
+    token = secrets.token_urlsafe(32)
+    with write_session() as session:
+        row = session.get(Backup, int(backup_id))
+        if row is None or not (get_settings().backups_dir / row.file_name).is_file():
+            raise NotFound()
+        session.add(DownloadToken(token_hash=_token_hash(token), kind="backup", object_id=row.id,
+                                  user_id=actor.user_id, session_id=actor.session_id,
+                                  expires_at=utcnow() + dt.timedelta(minutes=DOWNLOAD_TOKEN_MINUTES)))
+    return token
+
+
+def claim_download(actor: Actor | None, token: str) -> Path:
+    """The file behind a token, once: the token must be unused, unexpired and the caller's own session's."""
+    from meiqia_app.models import DownloadToken
+    from meiqia_app.timeutil import as_utc
+
+    if actor is None or not token or len(token) > 128:
+        raise NotFound()
+    with write_session() as session:
+        row = session.exec(select(DownloadToken).where(DownloadToken.token_hash == _token_hash(token),
+                                                       DownloadToken.kind == "backup")).first()
+        if (row is None or row.used_at is not None or as_utc(row.expires_at) < utcnow()
+                or row.user_id != actor.user_id or row.session_id != actor.session_id):
+            raise NotFound()
+        row.used_at = utcnow()
+        session.add(row)
+        backup = session.get(Backup, row.object_id)
+        if backup is None:
+            raise NotFound()
+        name = backup.file_name
+    require(actor, "backup.manage", action="backup.download", target_type="backup", target_id=row.object_id)
+    path = path_of(name)
+    if not path.is_file():
+        raise NotFound()
+    audit.record_now(actor, "backup.download", target_type="backup", target_id=row.object_id,
+                     details={"file": name})
+    return path
+
+
+def scheduled_backup() -> None:
+    """The nightly task."""
+    create_backup(SYSTEM_ACTOR, kind="scheduled")
+
+
+def register() -> None:
+    from meiqia_app.services import scheduler
+
+    scheduler.register_task("backup", scheduled_backup, "03:00")
+
+
+register()

@@ -1,0 +1,210 @@
+"""Erasure of a customer's personal data (GDPR / PIPL right to erasure).
+
+What is wiped, per customer, in the batch's transaction:
+- the profile's personal fields (name → an anonymous label, phone, e-mail,
+  address, city, company, birthday, external and visitor ids, custom
+  attributes, consents) and the search text;
+- notes (deleted), message texts (blanked), conversation summaries;
+- the order's personal fields (recipient, phone, shipping address) — amounts,
+  dates and products stay, so revenue and counts are unchanged;
+- behaviour-event URLs (they can carry personal query strings);
+- manual tag assignments (free-form labels a person typed may be personal);
+  rule-made ones stay: they are derived from aggregates.
+Kept: the customer row with its id (the anonymous id), aggregates (order
+count, spend, dates), province, source, lifecycle and tier.
+
+Export files. ``export_job`` does not record which customers a file holds,
+so the best we can do is: delete every finished export file on disk created
+before the erasure that could contain customer rows (kinds other than
+"report"), and expire its job. People can export again; the erased customer
+is no longer in new files.
+
+On SQLite the transaction runs with ``PRAGMA secure_delete`` so freed cells
+are zeroed, and :func:`after_erasure` merges the FTS index (the trigram index
+keeps old segments until then) and checkpoints the WAL, so the erased values
+are not left in the file's free space. The audit entry records who erased
+which customer ids and row counts — never the erased values. Audit entries
+written *before* the erasure are hash-chained and stay as they were (they
+hold masked values only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select, text, update
+from sqlmodel import select as sm_select
+
+from meiqia_app.config import get_settings
+from meiqia_app.db import get_engine, read_session, write_session
+from meiqia_app.models import (
+    BehaviorEvent,
+    Conversation,
+    Customer,
+    CustomerSearch,
+    ErasureRequest,
+    ExportJob,
+    Message,
+    Note,
+    Order,
+    TagAssignment,
+)
+from meiqia_app.models.tag import SOURCE_MANUAL
+from meiqia_app.services import audit
+from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customers import parse_id
+from meiqia_app.services.errors import Conflict, NotFound, ValidationError
+from meiqia_app.services.rbac import Actor, require
+from meiqia_app.timeutil import as_utc, utcnow
+
+C = Customer.__table__.c
+MAX_REASON = 255
+
+
+def anonymous_label(customer_id: int) -> str:
+    """What an erased customer is called: stable, not derived from personal data."""
+    token = hashlib.sha256(f"{get_settings().secret_key}:{customer_id}".encode()).hexdigest()[:10]
+    return f"已删除-{token}"
+
+
+@dataclasses.dataclass
+class RequestView:
+    id: int
+    customer_id: int
+    reason: str
+    status: str
+
+
+def request_erasure(actor: Actor, customer_id, reason: str) -> RequestView:
+    """File a request to erase a customer's personal data (executed later by someone with customer.erase)."""
+    require(actor, "customer.edit", action="erasure.request", target_type="customer", target_id=customer_id)
+    customer_id = parse_id(customer_id)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError.single("reason", "error.required")
+    if len(reason) > MAX_REASON:
+        raise ValidationError.single("reason", "error.too_long", max=MAX_REASON)
+    with write_session() as session:
+        customer = session.get(Customer, customer_id)
+        if customer is None:
+            raise NotFound()
+        if customer.erased_at is not None:
+            raise Conflict("cleanup.erasure.already_erased")
+        pending = session.exec(sm_select(ErasureRequest).where(ErasureRequest.customer_id == customer_id,
+                                                              ErasureRequest.status == "pending")).first()
+        if pending is not None:
+            raise Conflict("cleanup.erasure.already_requested")
+        request = ErasureRequest(customer_id=customer_id, requested_by_id=actor.user_id,
+                                 requested_by_name=actor.username, reason=reason)
+        session.add(request)
+        session.flush()
+        audit.record(session, actor, "erasure.request", target_type="customer", target_id=customer_id,
+                     details={"request_id": request.id, "reason": reason})
+        return RequestView(request.id, customer_id, reason, request.status)
+
+
+def _secure_delete(session) -> None:
+    if session.get_bind().dialect.name == "sqlite":  # SQLite-only pragma; PostgreSQL reuses space via VACUUM
+        session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
+
+
+def erase_batch(session, actor: Actor, ids: Sequence[int]) -> dict[str, int]:
+    """Wipe the personal data of ``ids`` inside the caller's transaction; returns rows changed per table."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    _secure_delete(session)
+    now = utcnow()
+    counts: dict[str, int] = {}
+    o, cv, m, e = Order.__table__.c, Conversation.__table__.c, Message.__table__.c, BehaviorEvent.__table__.c
+    ta, n, cs, er = (TagAssignment.__table__.c, Note.__table__.c, CustomerSearch.__table__.c,
+                     ErasureRequest.__table__.c)
+    changed = 0
+    for customer_id in ids:
+        label = anonymous_label(customer_id)
+        changed += session.execute(update(Customer.__table__).where(C.id == customer_id).values(
+            name=label, name_pinyin="", name_initials="", gender="U", birthday=None, phone=None, email=None,
+            address=None, city=None, company=None, external_id=None, visitor_id=None, custom_attributes="{}",
+            consent_marketing=False, consent_marketing_at=None, consent_analytics=False, consent_analytics_at=None,
+            erased_at=now, updated_at=now, updated_by_id=actor.user_id, updated_by_name=actor.username,
+            version=C.version + 1)).rowcount
+        session.execute(update(CustomerSearch.__table__).where(cs.customer_id == customer_id).values(text=label.lower()))
+    counts["customer"] = changed
+    counts["customer_search"] = changed
+    conv_ids = select(cv.id).where(cv.customer_id.in_(ids))
+    counts["message"] = session.execute(update(Message.__table__).where(m.conversation_id.in_(conv_ids))
+                                        .values(body="")).rowcount
+    counts["conversation"] = session.execute(update(Conversation.__table__).where(cv.customer_id.in_(ids))
+                                             .values(summary=None)).rowcount
+    counts["customer_order"] = session.execute(update(Order.__table__).where(o.customer_id.in_(ids)).values(
+        recipient_name=None, recipient_phone=None, shipping_address=None)).rowcount
+    counts["behavior_event"] = session.execute(update(BehaviorEvent.__table__).where(
+        e.customer_id.in_(ids), e.url.is_not(None)).values(url=None)).rowcount
+    counts["note"] = session.execute(delete(Note.__table__).where(n.customer_id.in_(ids))).rowcount
+    counts["tag_assignment"] = session.execute(delete(TagAssignment.__table__).where(
+        ta.customer_id.in_(ids), ta.source == SOURCE_MANUAL)).rowcount
+    counts["erasure_request"] = session.execute(update(ErasureRequest.__table__).where(
+        er.customer_id.in_(ids), er.status == "pending").values(
+        status="done", executed_at=now, executed_by_name=actor.username)).rowcount
+    audit.record(session, actor, "erasure.execute", target_type="customer",
+                 details={"customer_ids": ids[:200], "customers": len(ids), "rows": counts})
+    return counts
+
+
+def delete_export_files(before: dt.datetime) -> list[str]:
+    """Delete finished export files created before ``before`` that may hold customer rows."""
+    exports = get_settings().exports_dir
+    removed = []
+    with read_session() as session:
+        rows = session.exec(sm_select(ExportJob).where(ExportJob.file_name.is_not(None),
+                                                       ExportJob.kind != "report")).all()
+        candidates = [(r.id, r.file_name) for r in rows if r.created_at and as_utc(r.created_at) <= before]
+    for job_id, name in candidates:
+        path = exports / name
+        if path.is_file() and path.resolve().parent == exports.resolve():
+            path.unlink()
+            removed.append(name)
+    if candidates:
+        with write_session() as session:
+            session.execute(update(ExportJob.__table__).where(ExportJob.__table__.c.id.in_([c[0] for c in candidates]))
+                            .values(expires_at=utcnow()))
+    return removed
+
+
+def after_erasure(started: dt.datetime) -> list[str]:
+    """After erasing: remove export files that could contain the customers, and scrub SQLite's leftovers."""
+    # Every file made up to now could hold the erased customers (``started``: when the erasure began).
+    removed = delete_export_files(max(started, utcnow()))
+    engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:  # SQLite-only: merge FTS segments so deleted trigrams are gone
+            conn.execute(text("INSERT INTO customer_fts(customer_fts) VALUES ('optimize')"))
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    invalidate_counts()
+    return removed
+
+
+def erase_customer(actor: Actor, customer_id, confirm: str = "") -> dict[str, int]:
+    """Erase one customer now (the detail page / a single request); ``confirm`` is the customer id."""
+    require(actor, "customer.erase", action="erasure.execute", target_type="customer", target_id=customer_id)
+    customer_id = parse_id(customer_id)
+    if str(confirm).strip() != str(customer_id):
+        raise ValidationError.single("confirm", "cleanup.confirm_mismatch", count=customer_id)
+    with write_session() as session:
+        if session.get(Customer, customer_id) is None:
+            raise NotFound()
+        counts = erase_batch(session, actor, [customer_id])
+    after_erasure(utcnow())
+    return counts
+
+
+def pending_requests(actor: Actor, limit: int = 100) -> list[RequestView]:
+    require(actor, "customer.erase", action="erasure.list", target_type="customer")
+    with read_session() as session:
+        rows = session.exec(sm_select(ErasureRequest).where(ErasureRequest.status == "pending")
+                            .order_by(ErasureRequest.id).limit(limit)).all()
+        return [RequestView(r.id, r.customer_id, r.reason, r.status) for r in rows]

@@ -1,0 +1,319 @@
+"""State of /cleanup (the wizard) and /cleanup/archive (archived and trashed customers)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import ClassVar
+
+import reflex as rx
+
+from meiqia_app.services import cleanup, saved_views, tags
+from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.state.base import AppState
+
+CRITERIA_FLAGS = ("no_contact", "invalid_contact", "erasure_pending", "duplicates")
+STEPS = ("criteria", "dry_run", "running", "report")
+TABLE_ORDER = ("customer", "customer_search", "customer_order", "conversation", "message", "behavior_event", "note",
+               "tag_assignment", "erasure_request")
+
+
+@dataclasses.dataclass
+class SampleView:
+    id: int
+    name: str
+    phone: str
+    email: str
+    status: str
+    last_active: str
+    reasons: str
+
+
+@dataclasses.dataclass
+class EffectView:
+    table: str
+    rows: int
+
+
+@dataclasses.dataclass
+class Option:
+    value: str
+    label: str
+
+
+@dataclasses.dataclass
+class ParkedView:
+    id: int
+    name: str
+    phone: str
+    since: str
+    purge_on: str
+
+
+class CleanupState(AppState):
+    step: str = "criteria"
+    inactive_months: str = "0"
+    no_contact: bool = False
+    invalid_contact: bool = False
+    erasure_pending: bool = False
+    duplicates: bool = False
+    view_id: str = "0"
+    match: str = "any"
+    scope: str = "active"
+    action: str = "archive"
+    tag_id: str = ""
+    views: list[Option] = []
+    tag_options: list[Option] = []
+
+    count: int = -1
+    sample: list[SampleView] = []
+    effects: list[EffectView] = []
+    approx_kb: str = ""
+    dry_seconds: str = ""
+    confirm_text: str = ""
+    confirm_error: str = ""
+
+    job_id: int = 0
+    percent: int = 0
+    processed: int = 0
+    total: int = 0
+    job_status: str = ""
+    report_lines: list[str] = []
+    busy: bool = False
+
+    _ACTIONS: ClassVar[tuple[str, ...]] = cleanup.ACTIONS
+
+    def _criteria(self) -> cleanup.Criteria:
+        return cleanup.Criteria.from_dict({
+            "inactive_months": self.inactive_months, "no_contact": self.no_contact,
+            "invalid_contact": self.invalid_contact, "erasure_pending": self.erasure_pending,
+            "duplicates": self.duplicates, "view_id": self.view_id, "match": self.match, "scope": self.scope,
+        })
+
+    @rx.event
+    async def on_load(self):
+        self.step = "criteria"
+        self.count = -1
+        self.confirm_text = ""
+        self.confirm_error = ""
+        try:
+            actor = self._actor()
+            self._set_user(actor)
+            views = await self._call(saved_views.list_views, actor)
+            self.views = [Option(str(v.id), v.name) for v in views]
+            self.tag_options = [Option(str(o.id), o.name) for o in await self._call(tags.list_tag_options, actor)]
+        except AppError as error:
+            return self._on_error(error)
+        return None
+
+    @rx.event
+    def set_flag(self, name: str, value: bool):
+        if name in CRITERIA_FLAGS:
+            setattr(self, name, value is True)
+            self.step = "criteria"
+            self.count = -1
+
+    @rx.event
+    def set_choice(self, name: str, value: str):
+        allowed = {
+            "inactive_months": ("0", *[str(m) for m in cleanup.INACTIVE_MONTHS]),
+            "match": cleanup.MATCH_MODES, "scope": cleanup.SCOPES, "action": cleanup.ACTIONS,
+            "view_id": ("0", *[v.value for v in self.views]), "tag_id": tuple(o.value for o in self.tag_options),
+        }
+        if name in allowed and str(value) in allowed[name]:
+            setattr(self, name, str(value))
+            self.step = "criteria"
+            self.count = -1
+
+    @rx.event
+    def set_confirm_text(self, value: str):
+        self.confirm_text = str(value)[:20]
+
+    @rx.event
+    def back(self):
+        self.step = "criteria"
+        self.count = -1
+
+    @rx.event
+    async def run_dry(self):
+        self.busy = True
+        yield
+        try:
+            actor = self._actor()
+            result = await self._call(cleanup.dry_run, actor, self._criteria(), self.action)
+        except AppError as error:
+            self.busy = False
+            yield self._on_error(error)
+            return
+        self.busy = False
+        self.count = result.count
+        self.sample = [SampleView(r.id, r.name, r.phone, r.email, self._tr(f"status.{r.status}"), r.last_active,
+                                  ", ".join(self._tr(f"cleanup.reason.{x}") for x in r.reasons)) for r in result.sample]
+        self.effects = [EffectView(self._tr(f"cleanup.table.{t}"), result.tables[t]) for t in TABLE_ORDER
+                        if t in result.tables]
+        self.approx_kb = f"{result.approx_bytes / 1024:,.1f}"
+        self.dry_seconds = f"{result.seconds:.2f}"
+        self.confirm_text = ""
+        self.confirm_error = ""
+        self.step = "dry_run"
+
+    @rx.event
+    async def run_action(self):
+        self.confirm_error = ""
+        try:
+            actor = self._actor()
+            tag_id = int(self.tag_id) if self.tag_id else 0
+            job_id = await self._call(cleanup.start_action, actor, self._criteria(), self.action,
+                                      self.confirm_text, tag_id)
+        except ValidationError as error:
+            self.confirm_error = next(iter(self._field_errors(error).values()), "")
+            return
+        except AppError as error:
+            yield self._on_error(error)
+            return
+        self.job_id = job_id
+        self.percent = 0
+        self.processed = 0
+        self.total = self.count
+        self.job_status = "running"
+        self.step = "running"
+        yield CleanupState.poll_job
+
+    @rx.event(background=True)
+    async def poll_job(self):
+        while True:
+            async with self:
+                job_id = self.job_id
+                try:
+                    view = await asyncio.to_thread(cleanup.job_report, self._actor(), job_id)
+                except AppError as error:
+                    self.step = "criteria"
+                    return self._on_error(error)
+                self.percent = view["percent"]
+                self.processed = view["processed"]
+                self.total = view["total"]
+                self.job_status = view["status"]
+                if view["status"] not in ("queued", "running"):
+                    self.report_lines = self._report(view)
+                    self.step = "report"
+                    return None
+            await asyncio.sleep(0.5)
+
+    def _report(self, view: dict) -> list[str]:
+        result = view.get("result") or {}
+        lines = [self._tr("cleanup.report.status", status=self._tr(f"cleanup.job.{view['status']}")),
+                 self._tr("cleanup.report.processed", count=result.get("processed", view["processed"]))]
+        for table, rows in (result.get("counts") or {}).items():
+            lines.append(self._tr("cleanup.report.rows", table=self._tr(f"cleanup.table.{table}"), count=rows))
+        if result.get("backup"):
+            lines.append(self._tr("cleanup.report.backup", name=result["backup"]))
+        if "list_ms_before" in result:
+            lines.append(self._tr("cleanup.report.speed", before=result["list_ms_before"],
+                                  after=result["list_ms_after"]))
+        if result.get("export_files_deleted") is not None:
+            lines.append(self._tr("cleanup.report.exports", count=len(result["export_files_deleted"])))
+        if view.get("error"):
+            lines.append(view["error"])
+        return lines
+
+
+class ArchiveState(AppState):
+    """Archived and trashed customers: browse, restore one or all, empty the trash."""
+
+    tab: str = "archived"
+    rows: list[ParkedView] = []
+    total: int = 0
+    retention_days: int = 30
+    purge_confirm: str = ""
+    purge_error: str = ""
+    job_id: int = 0
+    purge_message: str = ""
+
+    async def _reload(self):
+        actor = self._actor()
+        self._set_user(actor)
+        rows = await self._call(cleanup.list_parked, actor, self.tab, 0, 200)
+        self.rows = [ParkedView(r.id, r.name, r.phone, r.since, r.purge_on) for r in rows]
+        self.total = await self._call(cleanup.count_parked, actor, self.tab)
+        from meiqia_app.config import get_settings
+
+        self.retention_days = get_settings().trash_retention_days
+
+    @rx.event
+    async def on_load(self):
+        self.purge_confirm = ""
+        self.purge_error = ""
+        self.purge_message = ""
+        try:
+            await self._reload()
+        except AppError as error:
+            self.rows = []
+            return self._on_error(error)
+        return None
+
+    @rx.event
+    async def set_tab(self, tab: str | list[str]):
+        if tab not in ("archived", "trashed"):
+            return None
+        self.tab = tab
+        try:
+            await self._reload()
+        except AppError as error:
+            self.rows = []
+            return self._on_error(error)
+        return None
+
+    @rx.event
+    async def restore_one(self, customer_id: int):
+        try:
+            actor = self._actor()
+            await self._call(cleanup.restore, actor, self.tab, [self._as_id(customer_id)])
+            await self._reload()
+        except AppError as error:
+            return self._on_error(error)
+        return rx.toast.success(self._tr("cleanup.restored", count=1))
+
+    @rx.event
+    async def restore_all(self):
+        try:
+            actor = self._actor()
+            count = await self._call(cleanup.restore, actor, self.tab, None)
+            await self._reload()
+        except AppError as error:
+            return self._on_error(error)
+        return rx.toast.success(self._tr("cleanup.restored", count=count))
+
+    @rx.event
+    def set_purge_confirm(self, value: str):
+        self.purge_confirm = str(value)[:20]
+
+    @rx.event
+    async def empty_trash(self):
+        self.purge_error = ""
+        try:
+            actor = self._actor()
+            self.job_id = await self._call(cleanup.start_purge, actor, True, self.purge_confirm)
+        except ValidationError as error:
+            self.purge_error = next(iter(self._field_errors(error).values()), "")
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        self.purge_message = self._tr("cleanup.purge_started")
+        return ArchiveState.poll_purge
+
+    @rx.event(background=True)
+    async def poll_purge(self):
+        while True:
+            async with self:
+                try:
+                    view = await asyncio.to_thread(cleanup.job_report, self._actor(), self.job_id)
+                except AppError as error:
+                    return self._on_error(error)
+                if view["status"] not in ("queued", "running"):
+                    result = view.get("result") or {}
+                    self.purge_message = self._tr("cleanup.purge_done", count=(result.get("counts") or {}).get(
+                        "customer", 0), name=result.get("backup", ""))
+                    self.purge_confirm = ""
+                    await self._reload()
+                    return None
+            await asyncio.sleep(0.5)

@@ -1,0 +1,273 @@
+"""Cleanup: criteria → dry run → jobs (archive, trash, tag, erase, purge), restore, erasure requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+
+from meiqia_app.db import get_engine, read_session, write_session
+from meiqia_app.models import AuditEntry, Backup, Customer, ErasureRequest, ExportJob, Job, Tag
+from meiqia_app.services import cleanup, erasure, jobs
+from meiqia_app.services.cleanup import Criteria
+from meiqia_app.services.errors import PermissionDenied, ValidationError
+from meiqia_app.timeutil import utcnow
+
+
+@pytest.fixture(autouse=True)
+def _jobs_run_inline(monkeypatch):
+    monkeypatch.setattr(jobs, "start_in_background", lambda job_id: jobs.run_job(job_id))
+
+
+def _sql(query: str, **params):
+    with get_engine().connect() as conn:
+        return conn.execute(text(query), params).all()
+
+
+def _audit(action: str) -> list[AuditEntry]:
+    with read_session() as session:
+        return list(session.exec(select(AuditEntry).where(AuditEntry.action == action)).all())
+
+
+def _job(job_id: int) -> Job:
+    with read_session() as session:
+        return session.get(Job, job_id)
+
+
+NO_CONTACT = Criteria(no_contact=True)
+
+
+def _make_no_contact(n: int = 7) -> list[int]:
+    with write_session() as session:
+        ids = [r[0] for r in session.connection().exec_driver_sql(
+            "SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT ?", (n,))]
+        session.connection().exec_driver_sql(
+            f"UPDATE customer SET phone=NULL, email='' WHERE id IN ({','.join(map(str, ids))})")
+    return ids
+
+
+def test_dry_run_count_equals_sql_and_explains_each_row(seeded_actors):
+    _make_no_contact()
+    expected = _sql("SELECT count(*) FROM customer WHERE status='active' AND (phone IS NULL OR phone='') "
+                    "AND (email IS NULL OR email='')")[0][0]
+    result = cleanup.dry_run(seeded_actors["admin"], NO_CONTACT, "archive")
+    assert result.count == expected >= 7
+    assert result.sample and all(row.reasons == ["no_contact"] for row in result.sample)
+    assert result.tables == {"customer": expected} and result.approx_bytes > 0
+
+
+def test_inactive_criterion_matches_direct_sql(seeded_actors):
+    criteria = Criteria(inactive_months=12)
+    now = utcnow()
+    cutoff = cleanup._months_ago(now, 12)
+    with get_engine().connect() as conn:
+        where, _ = cleanup.criteria_conditions(conn, seeded_actors["admin"], criteria, now)
+        from sqlalchemy import func, select as sselect
+        got = conn.execute(sselect(func.count()).select_from(Customer.__table__).where(where)).scalar_one()
+    rows = _sql(
+        "SELECT count(*) FROM customer c WHERE c.status='active' AND c.last_active_at < :cut "
+        "AND (c.last_login_at IS NULL OR c.last_login_at < :cut) AND (c.last_purchase_at IS NULL OR c.last_purchase_at < :cut) "
+        "AND NOT EXISTS (SELECT 1 FROM conversation v WHERE v.customer_id=c.id AND v.started_at >= :cut)",
+        cut=cutoff.strftime("%Y-%m-%d %H:%M:%S.%f"))
+    assert got == rows[0][0] > 0
+
+
+def test_invalid_contact_uses_the_validators(seeded_actors):
+    with write_session() as session:
+        session.connection().exec_driver_sql("UPDATE customer SET phone='12345' WHERE id=1")
+        session.connection().exec_driver_sql("UPDATE customer SET email='not-an-email' WHERE id=2")
+    result = cleanup.dry_run(seeded_actors["admin"], Criteria(invalid_contact=True), "archive")
+    ids = {row.id for row in result.sample}
+    assert {1, 2} <= ids
+
+
+def test_archive_job_archives_audits_and_reports_list_time(seeded_actors):
+    admin = seeded_actors["admin"]
+    ids = _make_no_contact()
+    count = cleanup.dry_run(admin, NO_CONTACT, "archive").count
+    with pytest.raises(ValidationError):
+        cleanup.start_action(admin, NO_CONTACT, "archive", confirm=str(count + 1))
+    job_id = cleanup.start_action(admin, NO_CONTACT, "archive", confirm=str(count))
+    job = _job(job_id)
+    assert job.status == "done", job.error
+    result = json.loads(job.result)
+    assert result["processed"] == count and result["list_ms_before"] > 0 and result["list_ms_after"] > 0
+    statuses = {r[0] for r in _sql(f"SELECT status FROM customer WHERE id IN ({','.join(map(str, ids))})")}
+    assert statuses == {"archived"}
+    entries = _audit("cleanup.archive")
+    assert len(entries) == 1 and json.loads(entries[0].details)["processed"] == count
+    # Restore one, then all.
+    assert cleanup.restore(admin, "archived", [ids[0]]) == 1
+    assert _sql("SELECT status FROM customer WHERE id=:i", i=ids[0])[0][0] == "active"
+    archived_now = _sql("SELECT count(*) FROM customer WHERE status='archived'")[0][0]
+    assert cleanup.restore(admin, "archived") == archived_now >= count - 1
+    assert _sql("SELECT count(*) FROM customer WHERE status='archived'")[0][0] == 0
+
+
+def test_refused_without_permission(seeded_actors):
+    _make_no_contact()
+    manager = seeded_actors["manager"]  # has customer.archive but not cleanup.run
+    with pytest.raises(PermissionDenied):
+        cleanup.dry_run(manager, NO_CONTACT, "archive")
+    with pytest.raises(PermissionDenied):
+        cleanup.start_action(manager, NO_CONTACT, "trash", confirm="7")
+    with pytest.raises(PermissionDenied):
+        cleanup.restore(seeded_actors["agent"], "trashed")
+    assert any(e.result == "refused" for e in _audit("cleanup.dry_run"))
+
+
+def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
+    admin = seeded_actors["admin"]
+    ids = _make_no_contact(10)
+    count = cleanup.count_matching(admin, NO_CONTACT)
+    job_id = cleanup.start_action(admin, NO_CONTACT, "trash", confirm=str(count))
+    result = json.loads(_job(job_id).result)
+    assert result["backup"] and result["processed"] == count
+    with read_session() as session:
+        assert session.exec(select(Backup).where(Backup.file_name == result["backup"])).first().kind == "pre_purge"
+    assert json.loads(_audit("cleanup.trash")[0].details)["backup"] == result["backup"]
+    assert cleanup.restore(admin, "trashed", ids[:5]) == 5
+    trashed = cleanup.count_parked(admin, "trashed")
+    assert trashed >= count - 5 and len(cleanup.list_parked(admin, "trashed")) == trashed
+    # The nightly purge leaves what is inside the retention window alone.
+    cleanup.nightly_purge()
+    assert cleanup.count_parked(admin, "trashed") == trashed
+    purge_id = cleanup.start_purge(admin, all_trash=True, confirm=str(trashed))
+    purge = json.loads(_job(purge_id).result)
+    assert purge["counts"]["customer"] == trashed and purge["backup"]
+    gone = ids[5:]
+    assert _sql(f"SELECT count(*) FROM customer WHERE id IN ({','.join(map(str, gone))})")[0][0] == 0
+    assert _sql(f"SELECT count(*) FROM customer_order WHERE customer_id IN ({','.join(map(str, gone))})")[0][0] == 0
+    # The backup taken before the purge holds them all (restored into a copy, not over the live data).
+    import sqlite3
+
+    from meiqia_app.services import backup
+
+    copy = backup.path_of(purge["backup"]).with_name("copy.db")
+    with sqlite3.connect(backup.path_of(purge["backup"])) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    with sqlite3.connect(copy) as conn:
+        back = conn.execute(f"SELECT count(*) FROM customer WHERE status='trashed' AND id IN "
+                            f"({','.join(map(str, gone))})").fetchone()[0]
+    assert back == len(gone)
+
+
+def test_nightly_purge_removes_old_trash(seeded_actors):
+    old = utcnow() - dt.timedelta(days=40)
+    with write_session() as session:
+        session.connection().exec_driver_sql(
+            "UPDATE customer SET status='trashed', trashed_at=? WHERE id IN (3, 4)", (old.strftime("%Y-%m-%d %H:%M:%S.%f"),))
+    cleanup.nightly_purge()
+    assert _sql("SELECT count(*) FROM customer WHERE id IN (3, 4)")[0][0] == 0
+
+
+def test_tag_action_assigns_the_tag(seeded_actors):
+    admin = seeded_actors["admin"]
+    ids = _make_no_contact(4)
+    with read_session() as session:
+        tag_id = session.exec(select(Tag.id)).first()
+    count = cleanup.count_matching(admin, NO_CONTACT)
+    cleanup.start_action(admin, NO_CONTACT, "tag", confirm=str(count), tag_id=tag_id)
+    have = _sql(f"SELECT count(*) FROM tag_assignment WHERE tag_id=:t AND customer_id IN ({','.join(map(str, ids))})",
+                t=tag_id)[0][0]
+    assert have == 4
+
+
+def _personal(customer_id: int) -> dict:
+    row = _sql("SELECT name, phone, email FROM customer WHERE id=:i", i=customer_id)[0]
+    return {"name": row[0], "phone": row[1], "email": row[2]}
+
+
+def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_db):
+    admin, agent = seeded_actors["admin"], seeded_actors["agent"]
+    target = _sql("SELECT c.id FROM customer c WHERE phone IS NOT NULL AND email IS NOT NULL AND "
+                  "EXISTS (SELECT 1 FROM note n WHERE n.customer_id=c.id) AND "
+                  "EXISTS (SELECT 1 FROM customer_order o WHERE o.customer_id=c.id) ORDER BY id LIMIT 1")[0][0]
+    values = _personal(target)
+    spent_before = _sql("SELECT order_count, total_spent_cents FROM customer WHERE id=:i", i=target)[0]
+    orders_before = _sql("SELECT count(*), sum(amount_cents) FROM customer_order WHERE customer_id=:i", i=target)[0]
+    with pytest.raises(ValidationError):
+        erasure.request_erasure(agent, target, "  ")
+    erasure.request_erasure(agent, target, "customer asked by e-mail")
+    # An export file made before the erasure is deleted.
+    exports = seeded_db / "exports"
+    exports.mkdir(exist_ok=True)
+    (exports / "old.csv").write_text(f"{values['name']},{values['phone']}\n")
+    with write_session() as session:
+        user_id = _sql("SELECT id FROM app_user WHERE username='admin'")[0][0]
+        session.add(ExportJob(requested_by_id=user_id, status="done", file_name="old.csv",
+                              created_at=utcnow() - dt.timedelta(hours=1)))
+    criteria = Criteria(erasure_pending=True, scope="all")
+    dry = cleanup.dry_run(admin, criteria, "erase")
+    assert dry.count == 1 and dry.tables["note"] >= 1 and dry.sample[0].reasons == ["erasure_pending"]
+    with pytest.raises(PermissionDenied):
+        cleanup.start_action(seeded_actors["manager"], criteria, "erase", confirm="1")
+    job_id = cleanup.start_action(admin, criteria, "erase", confirm="1")
+    job = _job(job_id)
+    assert job.status == "done", job.error
+    assert json.loads(job.result)["export_files_deleted"] == ["old.csv"] and not (exports / "old.csv").exists()
+    after = _personal(target)
+    assert after["phone"] is None and after["email"] is None and after["name"].startswith("已删除-")
+    assert _sql("SELECT order_count, total_spent_cents FROM customer WHERE id=:i", i=target)[0] == spent_before
+    assert _sql("SELECT count(*), sum(amount_cents) FROM customer_order WHERE customer_id=:i", i=target)[0] == orders_before
+    assert _sql("SELECT count(*) FROM note WHERE customer_id=:i", i=target)[0][0] == 0
+    assert _sql("SELECT status FROM erasure_request WHERE customer_id=:i", i=target)[0][0] == "done"
+    # The erased values are nowhere in the database's tables (search text and FTS included) …
+    for value in values.values():
+        for table, column in (("customer", "name"), ("customer", "phone"), ("customer", "email"),
+                              ("customer_search", "text"), ("customer_order", "recipient_name"),
+                              ("customer_order", "recipient_phone"), ("audit_entry", "details")):
+            hits = _sql(f"SELECT count(*) FROM {table} WHERE {column} LIKE :v", v=f"%{value.lower()}%")
+            if table == "audit_entry":
+                # entries written since the erasure request never hold the values
+                hits = _sql("SELECT count(*) FROM audit_entry WHERE action LIKE 'erasure.%' AND details LIKE :v",
+                            v=f"%{value}%")
+            assert hits[0][0] == 0, (table, column)
+        assert _sql("SELECT count(*) FROM customer_fts WHERE customer_fts MATCH :q",
+                    q='"' + value.lower()[:20] + '"')[0][0] == 0 if len(value) >= 3 else True
+    entries = _audit("erasure.execute")
+    assert entries and str(target) in entries[0].details
+    # … and not in the database file either (secure_delete + FTS merge + WAL checkpoint).
+    get_engine().dispose()
+    raw = (seeded_db / "meiqia.db").read_bytes()
+    assert values["phone"].encode() not in raw and values["email"].encode() not in raw
+
+
+def test_duplicate_request_is_refused(seeded_actors):
+    erasure.request_erasure(seeded_actors["agent"], 5, "asked")
+    from meiqia_app.services.errors import Conflict
+
+    with pytest.raises(Conflict):
+        erasure.request_erasure(seeded_actors["agent"], 5, "again")
+    with pytest.raises(PermissionDenied):
+        erasure.request_erasure(seeded_actors["analyst"], 6, "asked")
+    with read_session() as session:
+        assert len(session.exec(select(ErasureRequest)).all()) == 1
+
+
+def test_criteria_from_untrusted_input():
+    with pytest.raises(ValidationError):
+        Criteria.from_dict({})
+    with pytest.raises(ValidationError):
+        Criteria.from_dict({"inactive_months": 7})
+    with pytest.raises(ValidationError):
+        Criteria.from_dict({"no_contact": True, "scope": "trashed"})
+    assert Criteria.from_dict({"no_contact": True, "duplicates": True}).chosen() == ["no_contact", "duplicate"]
+
+
+def test_duplicates_and_saved_view_criteria(seeded_actors):
+    admin = seeded_actors["admin"]
+    with write_session() as session:
+        session.connection().exec_driver_sql(
+            "UPDATE customer SET email=(SELECT email FROM customer WHERE id=10) WHERE id=11")
+    dry = cleanup.dry_run(admin, Criteria(duplicates=True), "archive")
+    assert 11 in {r.id for r in dry.sample} or dry.count >= 1
+    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.saved_views import save_view
+
+    view = save_view(admin, "gold", ListQuery(tiers=("gold",)))
+    expected = _sql("SELECT count(*) FROM customer WHERE status='active' AND membership_tier='gold'")[0][0]
+    assert cleanup.dry_run(admin, Criteria(view_id=view.id), "archive").count == expected
