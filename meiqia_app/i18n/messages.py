@@ -480,6 +480,8 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "import.inserted_rows": ("已导入", "Imported"),
     "import.problems_shown": ("显示前 {shown} 个问题，共 {total} 个", "Showing {shown} of {total} problems"),
     "import.another_file": ("导入另一个文件", "Import another file"),
+    "import.download_errors": ("下载错误报告（CSV）", "Download the error report (CSV)"),
+    "import.report_too_big": ("错误报告超过 {mb} MB，请先修正文件中的主要问题", "The error report is larger than {mb} MB; fix the main problems in the file first"),
     "import.col_row": ("行号", "Row"),
     "import.col_problem": ("问题", "Problem"),
     # --- bulk selection ---------------------------------------------------------------

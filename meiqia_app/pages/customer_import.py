@@ -149,6 +149,9 @@ def report_step() -> rx.Component:
             ),
         ),
         rx.hstack(
+            rx.cond(S.has_error_report,
+                    rx.button(rx.icon("download", size=14), t("import.download_errors"), variant="soft",
+                              on_click=S.download_error_report, id="import-error-report")),
             rx.button(t("import.another_file"), variant="soft", color_scheme="gray", on_click=S.start_over,
                       id="import-again"),
             rx.cond(S.report_kind == "dry_run",

@@ -170,6 +170,24 @@ def preview_table(actor: Actor, path: str | Path) -> TablePreview:
     return TablePreview([str(h or "")[:MAX_VALUE_CHARS] for h in headers], sample, suggested)
 
 
+# An error report goes to the browser through the websocket (rx.download), which
+# suits reports of bad rows; a file whose report is bigger is better fixed at the source.
+MAX_ERROR_REPORT_DOWNLOAD = 20 * 1024 * 1024
+
+
+def read_error_report(actor: Actor, path: str | Path) -> tuple[str, bytes]:
+    """(file name, bytes) of an error report written by a dry run or an import."""
+    require(actor, "customer.import", action="customer.import_error_report", target_type="customer")
+    candidate = Path(path).resolve()
+    root = imports_dir().resolve()
+    if (not candidate.is_relative_to(root) or not candidate.name.endswith("-errors.csv")
+            or not candidate.is_file()):
+        raise ValidationError.single("file", "import.file_missing")
+    if candidate.stat().st_size > MAX_ERROR_REPORT_DOWNLOAD:
+        raise ValidationError.single("file", "import.report_too_big", mb=MAX_ERROR_REPORT_DOWNLOAD // (1024 * 1024))
+    return candidate.name, candidate.read_bytes()
+
+
 def _stamp() -> str:
     return utcnow().strftime("%Y%m%d-%H%M%S")
 

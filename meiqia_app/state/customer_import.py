@@ -219,6 +219,17 @@ class CustomerImportState(AppState):
         self._error_report_path = report.error_report_path
         self.has_error_report = bool(report.error_report_path) and report.error_rows > 0
 
+    @rx.event
+    async def download_error_report(self):
+        if not self._error_report_path:
+            return None
+        try:
+            _name, data = await self._call(customer_import.read_error_report, self._actor(), self._error_report_path)
+        except AppError as error:
+            return self._on_error(error)
+        stem = (self.file_name.rsplit(".", 1)[0] or "import")[:60]
+        return rx.download(data=data, filename=f"{stem}-errors.csv")
+
     @rx.var
     def progress_percent(self) -> int:
         if self.progress_expected <= 0:

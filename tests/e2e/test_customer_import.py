@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import random
+from pathlib import Path
 
 from playwright.sync_api import expect
 
@@ -42,6 +45,12 @@ def test_manager_checks_and_imports_a_csv(page, app_server, tmp_path):
     expect(page.locator("#import-invalid")).to_have_text("1")
     expect(page.locator("#import-duplicates")).to_have_text("1")
     expect(page.locator("#import-problems")).to_contain_text("手机号码无效")
+    with page.expect_download() as download_info:
+        page.locator("#import-error-report").click()
+    report_rows = list(csv.reader(io.StringIO(
+        Path(download_info.value.path()).read_text(encoding="utf-8-sig"))))
+    bad = [row for row in report_rows if "导入丙" in row]
+    assert len(bad) == 1 and any("手机号码无效" in cell for cell in bad[0]), report_rows
     with app_server.sql() as db:
         assert db.execute("SELECT count(*) FROM customer WHERE name LIKE '导入%'").fetchone()[0] == 0
 
