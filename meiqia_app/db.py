@@ -54,7 +54,10 @@ def make_engine(url: str) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    # preserve_rowcount: SQLAlchemy only reports rowcount for UPDATE/DELETE on
+    # psycopg by default; bulk INSERT … SELECT (tagging, rules, merges) counts its rows.
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16,
+                         execution_options={"preserve_rowcount": True})
 
 
 def get_engine() -> Engine:

@@ -52,7 +52,7 @@ def _point_app_at(data_dir: Path) -> None:
         os.environ["DATABASE_URL"] = _pg_database_url(data_dir)
     reload_settings()
     reset_engine()
-    customer_list.invalidate_counts()
+    customer_list.forget_cached_counts()
 
 
 def _new_template(tmp_path_factory, name: str) -> Path:

@@ -15,15 +15,19 @@ per distinct query and kept for a minute.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import secrets
 import threading
 import time
 from collections import OrderedDict
 
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import Connection, and_, case, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from meiqia_app.db import get_engine
 from meiqia_app.dbadapter import get_adapter
-from meiqia_app.models import Customer
+from meiqia_app.models import AppSetting, Customer
 from meiqia_app.services.customer_dto import CustomerRow, customer_rows
 from meiqia_app.services.customer_query import (
     C,
@@ -40,6 +44,7 @@ from meiqia_app.services.customer_query import (
     status_condition,
 )
 from meiqia_app.services.rbac import Actor, require
+from meiqia_app.timeutil import utcnow
 
 CANDIDATE_CAP = 3000
 ESTIMATE_SAMPLE = 8_000
@@ -178,9 +183,36 @@ class _CountCache:
 _count_cache = _CountCache()
 
 
-def invalidate_counts() -> None:
-    """Called by every service that adds, changes the status of, or edits customers."""
+# Cached counts are keyed by a generation stored in the database, so a change
+# made by another worker (or process) retires this worker's counts too.
+GENERATION_KEY = "customer_list.generation"
+_SETTINGS = AppSetting.__table__
+log = logging.getLogger(__name__)
+
+
+def _generation(conn: Connection) -> str:
+    return conn.execute(select(_SETTINGS.c.value).where(_SETTINGS.c.key == GENERATION_KEY)).scalar() or ""
+
+
+def forget_cached_counts() -> None:
+    """This process's cache only (tests switching databases)."""
     _count_cache.clear()
+
+
+def invalidate_counts() -> None:
+    """Called by every service that adds, changes the status of, or edits customers
+    (after its transaction: this writes the new generation in one of its own)."""
+    _count_cache.clear()
+    token = json.dumps(secrets.token_hex(8))
+    try:
+        with get_engine().begin() as conn:
+            changed = conn.execute(update(_SETTINGS).where(_SETTINGS.c.key == GENERATION_KEY)
+                                   .values(value=token, updated_at=utcnow())).rowcount
+            if not changed:
+                conn.execute(insert(_SETTINGS).values(key=GENERATION_KEY, value=token, updated_at=utcnow(),
+                                                      updated_by_name="system"))
+    except SQLAlchemyError:  # the change itself is committed; other workers' counts expire within a minute
+        log.warning("could not record a new customer-list generation", exc_info=True)
 
 
 def _exact_count(conn: Connection, conditions: list) -> int:
@@ -223,7 +255,7 @@ def _estimate(conn: Connection, conditions: list, query: ListQuery) -> int:
 
 
 def _status_population(conn: Connection, status: str) -> int:
-    key = f"status:{status}"
+    key = f"{_generation(conn)}|status:{status}"
     cached = _count_cache.get(key)
     if cached is not None:
         return cached
@@ -235,11 +267,11 @@ def _status_population(conn: Connection, status: str) -> int:
 def count_customers(actor: Actor, query: ListQuery, exact: bool = False) -> MatchCount:
     """How many customers match. ``exact=False`` may answer with an estimate."""
     require(actor, "customer.view", action="customer.count")
-    key = query.signature()
-    cached = _count_cache.get(key)
-    if cached is not None:
-        return MatchCount(cached, True)
     with get_engine().connect() as conn:
+        key = f"{_generation(conn)}|{query.signature()}"
+        cached = _count_cache.get(key)
+        if cached is not None:
+            return MatchCount(cached, True)
         if query.terms.too_short_digits and query.terms.empty:
             return MatchCount(0, True)
         if not query.has_filters():

@@ -101,8 +101,16 @@ class _PostgresChecks:
 
         self._conn = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
 
+    @staticmethod
+    def _placeholders(statement: str) -> str:
+        return statement.replace("%", "%%").replace("?", "%s")
+
     def execute(self, statement: str, params=()):
-        return self._conn.execute(statement.replace("%", "%%").replace("?", "%s"), tuple(params))
+        return self._conn.execute(self._placeholders(statement), tuple(params))
+
+    def executemany(self, statement: str, rows) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(self._placeholders(statement), [tuple(row) for row in rows])
 
     def __enter__(self):
         return self

@@ -42,8 +42,8 @@ NO_CONTACT = Criteria(no_contact=True)
 
 def _make_no_contact(n: int = 7) -> list[int]:
     with write_session() as session:
-        ids = [r[0] for r in session.connection().exec_driver_sql(
-            "SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT ?", (n,))]
+        ids = [r[0] for r in session.connection().execute(
+            text("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT :n"), {"n": n})]
         session.connection().exec_driver_sql(
             f"UPDATE customer SET phone=NULL, email='' WHERE id IN ({','.join(map(str, ids))})")
     return ids
@@ -142,6 +142,8 @@ def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
     assert _sql(f"SELECT count(*) FROM customer WHERE id IN ({','.join(map(str, gone))})")[0][0] == 0
     assert _sql(f"SELECT count(*) FROM customer_order WHERE customer_id IN ({','.join(map(str, gone))})")[0][0] == 0
     # The backup taken before the purge holds them all (restored into a copy, not over the live data).
+    if get_engine().dialect.name != "sqlite":
+        return  # a pg_dump archive; its restore is covered by test_backup
     import sqlite3
 
     from meiqia_app.services import backup
@@ -158,8 +160,9 @@ def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
 def test_nightly_purge_removes_old_trash(seeded_actors):
     old = utcnow() - dt.timedelta(days=40)
     with write_session() as session:
-        session.connection().exec_driver_sql(
-            "UPDATE customer SET status='trashed', trashed_at=? WHERE id IN (3, 4)", (old.strftime("%Y-%m-%d %H:%M:%S.%f"),))
+        session.connection().execute(
+            text("UPDATE customer SET status='trashed', trashed_at=:t WHERE id IN (3, 4)"),
+            {"t": old.strftime("%Y-%m-%d %H:%M:%S.%f")})
     cleanup.nightly_purge()
     assert _sql("SELECT count(*) FROM customer WHERE id IN (3, 4)")[0][0] == 0
 
@@ -226,11 +229,14 @@ def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_d
                 hits = _sql("SELECT count(*) FROM audit_entry WHERE action LIKE 'erasure.%' AND details LIKE :v",
                             v=f"%{value}%")
             assert hits[0][0] == 0, (table, column)
-        assert _sql("SELECT count(*) FROM customer_fts WHERE customer_fts MATCH :q",
-                    q='"' + value.lower()[:20] + '"')[0][0] == 0 if len(value) >= 3 else True
+        if get_engine().dialect.name == "sqlite" and len(value) >= 3:
+            assert _sql("SELECT count(*) FROM customer_fts WHERE customer_fts MATCH :q",
+                        q='"' + value.lower()[:20] + '"')[0][0] == 0
     entries = _audit("erasure.execute")
     assert entries and str(target) in entries[0].details
     # … and not in the database file either (secure_delete + FTS merge + WAL checkpoint).
+    if get_engine().dialect.name != "sqlite":
+        return  # PostgreSQL reclaims dead tuples with VACUUM; the rows above are what the app reads
     get_engine().dispose()
     raw = (seeded_db / "meiqia.db").read_bytes()
     assert values["phone"].encode() not in raw and values["email"].encode() not in raw

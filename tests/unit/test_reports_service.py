@@ -1,14 +1,14 @@
 """Report measures against an independent computation over the stored rows.
 
-The reference side reads the tables with the raw sqlite3 driver and computes
+The reference side reads the tables with the raw DB-API driver and computes
 every figure in plain Python (zoneinfo for local days), so a mistake in the
 service's SQL or period arithmetic cannot hide in shared code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import sqlite3
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,29 +20,57 @@ from meiqia_app.services.errors import PermissionDenied, ValidationError
 UTC = dt.timezone.utc
 
 
-def _ts(text: str | None) -> dt.datetime | None:
-    if not text:
+def _ts(value) -> dt.datetime | None:
+    """A stored timestamp: text on SQLite, a datetime on PostgreSQL; UTC either way."""
+    if not value:
         return None
-    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
+    if isinstance(value, dt.datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return dt.datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def raw_cursor():
+    """A cursor of the bare driver on a connection of its own (no SQLAlchemy types, no listeners)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from meiqia_app.db import get_engine
+
+    engine = create_engine(get_engine().url, poolclass=NullPool)
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        yield cursor
+        conn.commit()
+    finally:
+        conn.close()
+        engine.dispose()
+
+
+def _all(cursor, sql: str) -> list:
+    cursor.execute(sql)
+    return cursor.fetchall()
 
 
 class Rows:
     """Every customer, order, conversation and event, as plain tuples."""
 
     def __init__(self, data_dir) -> None:
-        with sqlite3.connect(data_dir / "meiqia.db") as conn:
+        with raw_cursor() as cursor:
             self.customers = {
                 r[0]: dict(id=r[0], status=r[1], registered=_ts(r[2]), first_purchase=_ts(r[3]), last_active=_ts(r[4]),
                            source=r[5], province=r[6] or "", lifecycle=r[7])
-                for r in conn.execute("select id, status, registered_at, first_purchase_at, last_active_at, source, "
+                for r in _all(cursor, "select id, status, registered_at, first_purchase_at, last_active_at, source, "
                                       "province, lifecycle_stage from customer")
             }
             self.orders = [dict(customer=r[0], status=r[1], created=_ts(r[2]), paid=_ts(r[3]), amount=r[4], product=r[5], qty=r[6])
-                           for r in conn.execute("select customer_id, status, created_at, paid_at, amount_cents, product_name, quantity "
+                           for r in _all(cursor, "select customer_id, status, created_at, paid_at, amount_cents, product_name, quantity "
                                                  "from customer_order")]
             self.chats = [dict(customer=r[0], category=r[1], rating=r[2], started=_ts(r[3]))
-                          for r in conn.execute("select customer_id, category, rating, started_at from conversation")]
-            self.events = [dict(customer=r[0], occurred=_ts(r[1])) for r in conn.execute("select customer_id, occurred_at from behavior_event")]
+                          for r in _all(cursor, "select customer_id, category, rating, started_at from conversation")]
+            self.events = [dict(customer=r[0], occurred=_ts(r[1]))
+                           for r in _all(cursor, "select customer_id, occurred_at from behavior_event")]
 
     def live(self, cid: int, segment=lambda c: True) -> bool:
         c = self.customers.get(cid)
@@ -336,13 +364,13 @@ def test_cache_sees_new_and_archived_customers(boundary_rows, actors):
 def test_cache_sees_raw_sql_writes_from_another_connection(boundary_rows, actors):
     period = reports.make_period("day", "2026-11-01")
     assert reports.dashboard(actors["manager"], period).raw["total_customers"] == 2
-    # Another process: a plain sqlite3 connection, invisible to our listener; the
+    # Another process: a bare driver connection, invisible to our listener; the
     # max-id part of the data signature catches the insert.
-    with sqlite3.connect(boundary_rows / "meiqia.db") as conn:
-        conn.execute("insert into customer (name, name_pinyin, name_initials, gender, source, registered_at, last_active_at, "
+    with raw_cursor() as cursor:
+        cursor.execute("insert into customer (name, name_pinyin, name_initials, gender, source, registered_at, last_active_at, "
                      "order_count, total_spent_cents, lifecycle_stage, membership_tier, consent_marketing, consent_analytics, "
                      "status, custom_attributes, version, created_at, updated_at) values ('丁', '', '', 'U', 'web', "
-                     "'2026-11-01 02:00:00.000000', '2026-11-01 02:00:00.000000', 0, 0, 'prospect', 'regular', 0, 0, 'active', "
+                     "'2026-11-01 02:00:00.000000', '2026-11-01 02:00:00.000000', 0, 0, 'prospect', 'regular', false, false, 'active', "
                      "'{}', 1, '2026-11-01 02:00:00.000000', '2026-11-01 02:00:00.000000')")
     assert reports.dashboard(actors["manager"], period).raw["total_customers"] == 3
 

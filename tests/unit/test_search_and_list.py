@@ -405,3 +405,20 @@ def test_customer_detail_of_unknown_or_bogus_id_is_not_found(seeded_actors):
     for bogus in (10**9, "abc"):
         with pytest.raises(NotFound):
             customers.get_customer(seeded_actors["agent"], bogus)
+
+
+def test_a_change_made_by_another_worker_retires_this_workers_cached_counts(seeded_actors):
+    """Counts are cached per process; the generation in the database tells every worker."""
+    actor = seeded_actors["agent"]
+    query = q(sources=["wechat"])
+    before = customer_list.count_customers(actor, query, exact=True).value
+    victim = scalar("SELECT id FROM customer WHERE status = 'active' AND source = 'wechat' ORDER BY id LIMIT 1")
+    # Another worker archives a customer: its own cache is cleared, ours is not ...
+    with get_engine().begin() as conn:
+        conn.execute(text("UPDATE customer SET status = 'archived' WHERE id = :i"), {"i": victim})
+    assert customer_list.count_customers(actor, query, exact=True).value == before  # still cached here
+    # ... but it records a new generation, which this worker sees on the next count.
+    cached_here = dict(customer_list._count_cache._entries)
+    customer_list.invalidate_counts()
+    customer_list._count_cache._entries.update(cached_here)  # as if the call had run in the other process
+    assert customer_list.count_customers(actor, query, exact=True).value == before - 1
