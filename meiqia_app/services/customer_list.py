@@ -190,7 +190,7 @@ _SETTINGS = AppSetting.__table__
 log = logging.getLogger(__name__)
 
 
-def _generation(conn: Connection) -> str:
+def data_generation(conn: Connection) -> str:
     return conn.execute(select(_SETTINGS.c.value).where(_SETTINGS.c.key == GENERATION_KEY)).scalar() or ""
 
 
@@ -255,7 +255,7 @@ def _estimate(conn: Connection, conditions: list, query: ListQuery) -> int:
 
 
 def _status_population(conn: Connection, status: str) -> int:
-    key = f"{_generation(conn)}|status:{status}"
+    key = f"{data_generation(conn)}|status:{status}"
     cached = _count_cache.get(key)
     if cached is not None:
         return cached
@@ -268,7 +268,7 @@ def count_customers(actor: Actor, query: ListQuery, exact: bool = False) -> Matc
     """How many customers match. ``exact=False`` may answer with an estimate."""
     require(actor, "customer.view", action="customer.count")
     with get_engine().connect() as conn:
-        key = f"{_generation(conn)}|{query.signature()}"
+        key = f"{data_generation(conn)}|{query.signature()}"
         cached = _count_cache.get(key)
         if cached is not None:
             return MatchCount(cached, True)

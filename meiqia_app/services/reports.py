@@ -278,7 +278,11 @@ def _data_signature(conn: Connection) -> tuple:
             select(func.max(EV.id)).scalar_subquery(),
         )
     ).one()
-    return (_write_version, *maxima)
+    # The customer-list generation changes with every customer write by any worker
+    # (edits, merges, archiving), which the highest ids alone would not show.
+    from meiqia_app.services.customer_list import data_generation
+
+    return (_write_version, data_generation(conn), *maxima)
 
 
 def _compute_and_store(key: tuple, compute: Callable[[Connection], object]) -> object:
