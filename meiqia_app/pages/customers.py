@@ -414,6 +414,17 @@ def bulk_actions() -> rx.Component:
                 spacing="2",
             ),
         ),
+        rx.cond(
+            AppState.perms.contains("customer.archive"),
+            rx.button(rx.icon("archive", size=14), t("bulk.archive"), size="1", variant="soft", color_scheme="gray",
+                      on_click=S.open_status_action("archive"), id="bulk-archive"),
+        ),
+        rx.cond(
+            AppState.perms.contains("customer.delete"),
+            rx.button(rx.icon("trash-2", size=14), t("bulk.trash"), size="1", variant="soft", color_scheme="red",
+                      on_click=S.open_status_action("trash"), id="bulk-trash"),
+        ),
+        status_action_dialog(),
         # The wizard takes the list's current filter over; ticked rows are a filter of their own there.
         rx.cond(
             AppState.perms.contains("export.request") & S.all_matching,
@@ -423,6 +434,40 @@ def bulk_actions() -> rx.Component:
         bulk_tag_dialog(),
         spacing="2",
         align="center",
+    )
+
+
+def status_action_dialog() -> rx.Component:
+    """Archive or move to trash: the person types the count to confirm (as in the cleanup wizard)."""
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title(rx.cond(S.status_action == "archive", t("bulk.archive"), t("bulk.trash"))),
+            rx.dialog.description(
+                rx.cond(S.status_action == "archive",
+                        t("bulk.archive_explained", count=S.status_count),
+                        t("bulk.trash_explained", count=S.status_count)),
+                size="2",
+            ),
+            rx.form(
+                rx.vstack(
+                    rx.el.label(t("bulk.type_count", count=S.status_count), html_for="status-confirm",
+                                font_size="13px"),
+                    rx.input(id="status-confirm", name="confirm", required=True, input_mode="numeric",
+                             auto_complete="off"),
+                    rx.cond(S.status_error != "", rx.text(S.status_error, color="var(--red-11)", size="1", id="status-error")),
+                    rx.cond(S.bulk_running, rx.progress(value=S.bulk_percent, max=100, width="100%")),
+                    form_buttons("status-confirm-submit", submit_key="common.confirm", loading=S.bulk_running,
+                                 color_scheme=rx.cond(S.status_action == "trash", "red", "blue")),
+                    spacing="3",
+                    width="100%",
+                ),
+                on_submit=S.confirm_status_action,
+                reset_on_submit=False,
+            ),
+            max_width="460px",
+        ),
+        open=S.status_open,
+        on_open_change=S.set_status_open,
     )
 
 

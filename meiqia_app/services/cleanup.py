@@ -51,6 +51,7 @@ from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.customer_validation import normalize_email, normalize_phone
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.masking import mask_email, mask_phone
+from meiqia_app.services.selection import Selection, selection_conditions
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
@@ -82,6 +83,8 @@ class Criteria:
     view_id: int = 0  # 0: no saved view
     match: str = "any"  # any | all of the chosen criteria
     scope: str = "active"
+    # A bulk action from the customer list: its Selection (a filter or ticked ids) as a dict.
+    selection: dict | None = None
 
     @classmethod
     def from_dict(cls, data) -> "Criteria":
@@ -100,10 +103,14 @@ class Criteria:
         scope = data.get("scope") or "active"
         if match not in MATCH_MODES or scope not in SCOPES:
             raise ValidationError.single("criteria", "error.bad_choice")
+        selection = None
+        if data.get("selection") is not None:
+            selection = Selection.from_dict(data["selection"]).to_dict()  # validated, normalised
         criteria = cls(inactive_months=months, no_contact=data.get("no_contact") is True,
                        invalid_contact=data.get("invalid_contact") is True,
                        erasure_pending=data.get("erasure_pending") is True,
-                       duplicates=data.get("duplicates") is True, view_id=view_id, match=match, scope=scope)
+                       duplicates=data.get("duplicates") is True, view_id=view_id, match=match, scope=scope,
+                       selection=selection)
         if not criteria.chosen():
             raise ValidationError.single("criteria", "cleanup.no_criteria")
         return criteria
@@ -122,7 +129,14 @@ class Criteria:
             names.append("duplicate")
         if self.view_id:
             names.append("view")
+        if self.selection:
+            names.append("selection")
         return names
+
+    @property
+    def list_selection_only(self) -> bool:
+        """Only the customer list's selection: the list's own bulk action, not the cleanup wizard."""
+        return self.chosen() == ["selection"]
 
 
 def _months_ago(now: dt.datetime, months: int) -> dt.datetime:
@@ -209,6 +223,8 @@ def reason_conditions(conn, actor: Actor, criteria: Criteria, now: dt.datetime |
             and_(C.city.is_not(None), C.city != "",
                  exists().where(other.c.name == C.name, other.c.city == C.city, alive)),
         )
+    if criteria.selection:
+        conditions["selection"] = and_(*selection_conditions(conn, Selection.from_dict(criteria.selection)))
     if criteria.view_id:
         from meiqia_app.services.saved_views import load_view
 
@@ -250,10 +266,13 @@ class DryRun:
         return dataclasses.asdict(self)
 
 
-def _check_action(actor: Actor, action: str, verb: str) -> None:
+def _check_action(actor: Actor, action: str, verb: str, criteria: Criteria | None = None) -> None:
     if action not in ACTIONS:
         raise ValidationError.single("action", "error.bad_choice")
-    require(actor, "cleanup.run", action=f"cleanup.{verb}", target_type="customer")
+    # Archiving or trashing the rows a person selected on the list needs only that
+    # permission (CUST-1 bulk actions); the cleanup criteria need cleanup.run too.
+    if not (criteria is not None and criteria.list_selection_only and action in ("archive", "trash", "tag")):
+        require(actor, "cleanup.run", action=f"cleanup.{verb}", target_type="customer")
     require(actor, ACTION_PERMISSIONS[action], action=f"cleanup.{verb}", target_type="customer")
 
 
@@ -301,7 +320,7 @@ def _table_effects(conn, action: str, where) -> tuple[dict[str, int], int]:
 
 def dry_run(actor: Actor, criteria: Criteria, action: str = "archive") -> DryRun:
     """Count, a sample with the reason(s) each matched, and what the action would change."""
-    _check_action(actor, action, "dry_run")
+    _check_action(actor, action, "dry_run", criteria)
     started = time.perf_counter()
     sensitive = actor.can("customer.view_sensitive")
     with get_engine().connect() as conn:
@@ -349,7 +368,7 @@ def list_query_ms(actor: Actor = SYSTEM_ACTOR, runs: int = 3) -> float:
 
 def start_action(actor: Actor, criteria: Criteria, action: str, confirm: str, tag_id: int = 0) -> int:
     """Check permissions and the typed confirmation (the count), queue the job and start it."""
-    _check_action(actor, action, action)
+    _check_action(actor, action, action, criteria)
     if action == "tag":
         with read_session() as session:
             if not tag_id or session.get(Tag, int(tag_id)) is None:
@@ -433,7 +452,7 @@ def _finish(ctx: jobs.JobContext, action: str, result: dict, extra: dict | None 
 
 def _require_in_job(ctx: jobs.JobContext, action: str) -> None:
     # The job runs with its creator's current rights: revoked rights stop it.
-    _check_action(ctx.actor, action, action)
+    _check_action(ctx.actor, action, action, Criteria.from_dict(ctx.params.get("criteria") or {}))
 
 
 def _work_archive(ctx: jobs.JobContext) -> dict:

@@ -8,7 +8,7 @@ import dataclasses
 import reflex as rx
 
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
-from meiqia_app.services import customer_list, jobs, saved_views, tags
+from meiqia_app.services import cleanup, customer_list, jobs, saved_views, tags
 from meiqia_app.services.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
 from meiqia_app.services.selection import Selection
 from meiqia_app.services.tags import TagOption
@@ -92,6 +92,12 @@ class CustomerListState(AppState):
     bulk_percent: int = 0
     bulk_error: str = ""
     _bulk_job_id: int = 0
+    _bulk_done_key: str = ""
+    # Archive / move to trash from the list: typed confirmation of the count.
+    status_open: bool = False
+    status_action: str = "archive"
+    status_count: int = 0
+    status_error: str = ""
 
     columns: list[str] = list(DEFAULT_COLUMNS)
     # Bulk selection (CUST-1): ticked ids, or every match of the current query.
@@ -404,6 +410,52 @@ class CustomerListState(AppState):
         except AppError as error:
             return self._on_error(error)
         self._bulk_job_id = job_id
+        self._bulk_done_key = "bulk.tag_added" if self.bulk_action == "add" else "bulk.tag_removed"
+        self.bulk_running = True
+        self.bulk_percent = 0
+        return CustomerListState.follow_bulk_job
+
+    # --- archive / trash the selection (the cleanup service's jobs) ----------------------------
+    def _status_criteria(self, action: str) -> cleanup.Criteria:
+        selection = self._selection()
+        status = selection.query.status
+        scope = "active" if action == "archive" or status not in ("active", "archived") else status
+        return cleanup.Criteria.from_dict({"selection": selection.to_dict(), "scope": scope})
+
+    @rx.event
+    async def open_status_action(self, action: str):
+        if action not in ("archive", "trash") or self.bulk_running:
+            return None
+        try:
+            count = await self._call(cleanup.count_matching, self._actor(), self._status_criteria(action))
+        except AppError as error:
+            return self._on_error(error)
+        self.status_action = action
+        self.status_count = count
+        self.status_error = ""
+        self.status_open = True
+        return None
+
+    @rx.event
+    def set_status_open(self, value: bool):
+        if not value and not self.bulk_running:
+            self.status_open = False
+
+    @rx.event
+    async def confirm_status_action(self, form: dict):
+        if self.bulk_running or not isinstance(form, dict) or self.status_action not in ("archive", "trash"):
+            return None
+        self.status_error = ""
+        try:
+            job_id = await self._call(cleanup.start_action, self._actor(), self._status_criteria(self.status_action),
+                                      self.status_action, str(form.get("confirm", ""))[:20])
+        except ValidationError as error:
+            self.status_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        self._bulk_job_id = job_id
+        self._bulk_done_key = "bulk.archived" if self.status_action == "archive" else "bulk.trashed"
         self.bulk_running = True
         self.bulk_percent = 0
         return CustomerListState.follow_bulk_job
@@ -430,10 +482,10 @@ class CustomerListState(AppState):
                 if view.finished:
                     self.bulk_running = False
                     self.bulk_open = False
-                    changed = view.result.get("changed", 0)
+                    self.status_open = False
+                    changed = view.result.get("changed", view.result.get("processed", view.processed))
                     if view.status == "done":
-                        key = "bulk.tag_added" if self.bulk_action == "add" else "bulk.tag_removed"
-                        yield rx.toast.success(self._tr(key, count=f"{changed:,}"))
+                        yield rx.toast.success(self._tr(self._bulk_done_key, count=f"{changed:,}"))
                     else:
                         yield rx.toast.error(self._tr("bulk.job_failed", status=view.status))
                     self._clear_selection()

@@ -104,3 +104,25 @@ def test_manager_tags_ticked_rows_then_every_matching_customer(page, app_server)
         audit = db.execute("SELECT actor_name FROM audit_entry WHERE action = 'tag.bulk_add' ORDER BY id DESC").fetchone()
     assert untagged == 0
     assert audit == ("manager",)
+
+
+def test_manager_archives_ticked_rows_with_typed_confirmation(page, app_server):
+    login(page, app_server, "manager")
+    rows = page.locator("#customer-table .customer-row")
+    expect(rows.first).to_be_visible()
+    ticked = [int(rows.nth(i).get_attribute("data-customer-id")) for i in (2, 3)]
+    for i in (2, 3):
+        rows.nth(i).locator(".row-select").click()
+    page.locator("#bulk-archive").click()
+    page.locator("#status-confirm").fill("3")
+    page.locator("#status-confirm-submit").click()
+    expect(page.locator("#status-error")).to_contain_text("2")  # the wrong count is refused
+    page.locator("#status-confirm").fill("2")
+    page.locator("#status-confirm-submit").click()
+    expect(page.get_by_text("已归档 2 位客户")).to_be_visible()
+    with app_server.sql() as db:
+        statuses = {r[0] for r in db.execute("SELECT status FROM customer WHERE id IN (?, ?)", ticked)}
+        audit = db.execute("SELECT actor_name FROM audit_entry WHERE action = 'cleanup.archive' "
+                           "ORDER BY id DESC").fetchone()
+    assert statuses == {"archived"} and audit == ("manager",)
+    expect(page.locator(f"#customer-table .customer-row[data-customer-id='{ticked[0]}']")).to_have_count(0)

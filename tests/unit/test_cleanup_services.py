@@ -277,3 +277,29 @@ def test_duplicates_and_saved_view_criteria(seeded_actors):
     view = save_view(admin, "gold", ListQuery(tiers=("gold",)))
     expected = _sql("SELECT count(*) FROM customer WHERE status='active' AND membership_tier='gold'")[0][0]
     assert cleanup.dry_run(admin, Criteria(view_id=view.id), "archive").count == expected
+
+
+def test_list_selection_archive_needs_only_the_archive_permission(seeded_actors):
+    """The customer list's bulk archive: a manager (no cleanup.run) archives ticked rows;
+    an agent (no customer.archive) is refused and nothing changes."""
+    from meiqia_app.services import jobs
+    from meiqia_app.services.errors import PermissionDenied
+    from meiqia_app.services.selection import Selection
+
+    ids = [r[0] for r in _sql("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 3")]
+    criteria = Criteria.from_dict({"selection": Selection.of_ids(ids, status="active").to_dict()})
+    assert criteria.list_selection_only and cleanup.count_matching(seeded_actors["manager"], criteria) == 3
+    with pytest.raises(PermissionDenied):
+        cleanup.start_action(seeded_actors["agent"], criteria, "archive", "3")
+    job_id = cleanup.start_action(seeded_actors["manager"], criteria, "archive", "3")
+    import time
+    deadline = time.monotonic() + 20
+    while jobs.job_view(seeded_actors["manager"], job_id).status in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert jobs.job_view(seeded_actors["manager"], job_id).status == "done"
+    statuses = {r[0] for r in _sql(f"SELECT status FROM customer WHERE id IN ({','.join(map(str, ids))})")}
+    assert statuses == {"archived"}
+    # The wizard's own criteria still need cleanup.run.
+    with pytest.raises(PermissionDenied):
+        cleanup.dry_run(seeded_actors["manager"], NO_CONTACT, "archive")
