@@ -494,6 +494,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "bulk.select_row": ("选择 {name}", "Select {name}"),
     "bulk.select_page": ("选择本页全部客户", "Select every customer on this page"),
     "bulk.actions": ("批量操作", "Bulk actions"),
+    "download.no_session": ("请重新登录后下载", "Log in again to download"),
     "bulk.add_tag": ("添加标签", "Add a tag"),
     "bulk.remove_tag": ("移除标签", "Remove a tag"),
     "bulk.export_matching": ("导出全部匹配", "Export all matching"),

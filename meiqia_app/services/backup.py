@@ -46,7 +46,7 @@ from sqlmodel import select
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, reset_engine, write_session
 from meiqia_app.models import Backup
-from meiqia_app.services import audit
+from meiqia_app.services import audit, downloads
 from meiqia_app.services.errors import AppError, NotFound, ValidationError
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.timeutil import format_local, utcnow
@@ -377,55 +377,31 @@ def _row_data(row: Backup) -> _RowData:
 
 # --- downloads through a single-use token ------------------------------------------------
 
-DOWNLOAD_TOKEN_MINUTES = 5
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def mint_download_token(actor: Actor, backup_id: int) -> str:
     """A short-lived, single-use token for one backup, bound to the actor's session."""
     require(actor, "backup.manage", action="backup.download", target_type="backup", target_id=backup_id)
-    if actor.session_id is None or actor.user_id is None:
-        raise NotFound()
-    from meiqia_app.models import DownloadToken
-
-    token = secrets.token_urlsafe(32)
-    with write_session() as session:
+    with read_session() as session:
         row = session.get(Backup, int(backup_id))
         if row is None or not (get_settings().backups_dir / row.file_name).is_file():
             raise NotFound()
-        session.add(DownloadToken(token_hash=_token_hash(token), kind="backup", object_id=row.id,
-                                  user_id=actor.user_id, session_id=actor.session_id,
-                                  expires_at=utcnow() + dt.timedelta(minutes=DOWNLOAD_TOKEN_MINUTES)))
-    return token
+    return downloads.mint(actor, "backup", row.id)
 
 
 def claim_download(actor: Actor | None, token: str) -> Path:
     """The file behind a token, once: the token must be unused, unexpired and the caller's own session's."""
-    from meiqia_app.models import DownloadToken
-    from meiqia_app.timeutil import as_utc
-
-    if actor is None or not token or len(token) > 128:
-        raise NotFound()
     with write_session() as session:
-        row = session.exec(select(DownloadToken).where(DownloadToken.token_hash == _token_hash(token),
-                                                       DownloadToken.kind == "backup")).first()
-        if (row is None or row.used_at is not None or as_utc(row.expires_at) < utcnow()
-                or row.user_id != actor.user_id or row.session_id != actor.session_id):
-            raise NotFound()
-        row.used_at = utcnow()
-        session.add(row)
-        backup = session.get(Backup, row.object_id)
+        row, refusal = downloads.spend(session, actor, "backup", token)
+        backup = session.get(Backup, row.object_id) if row is not None and not refusal else None
         if backup is None:
             raise NotFound()
-        name = backup.file_name
-    require(actor, "backup.manage", action="backup.download", target_type="backup", target_id=row.object_id)
+        name, backup_id = backup.file_name, backup.id
+    require(actor, "backup.manage", action="backup.download", target_type="backup", target_id=backup_id)
     path = path_of(name)
     if not path.is_file():
         raise NotFound()
-    audit.record_now(actor, "backup.download", target_type="backup", target_id=row.object_id,
+    audit.record_now(actor, "backup.download", target_type="backup", target_id=backup_id,
                      details={"file": name})
     return path
 

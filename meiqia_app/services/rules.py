@@ -42,7 +42,7 @@ from meiqia_app.models import (
     AppSetting, BehaviorEvent, Conversation, Customer, Order, Product, Tag, TagAssignment, TagRule,
 )
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
-from meiqia_app.models.tag import SOURCE_MANUAL, SOURCE_RULE
+from meiqia_app.models.tag import SOURCE_RULE
 from meiqia_app.services import audit, jobs, scheduler
 from meiqia_app.services.lifecycle_update import recompute_lifecycle
 from meiqia_app.services.customer_list import invalidate_counts
@@ -147,6 +147,14 @@ class RuleSpec:
 def _bad(index: int, key: str = "rule.bad_condition", **params) -> ValidationError:
     return ValidationError({f"condition_{index}": (key, {"n": index + 1, **params})},
                            message_key=key, n=index + 1, **params)
+
+
+def product_choices(actor: Actor) -> list[tuple[int, str]]:
+    """(id, name) of every product, for the "bought product X" conditions of the rule builder."""
+    require(actor, "rule.manage", action="rule.products", target_type="product")
+    with get_engine().connect() as conn:
+        return [(row.id, row.name) for row in conn.execute(
+            select(Product.__table__.c.id, Product.__table__.c.name).order_by(Product.__table__.c.id))]
 
 
 def _clean_condition(raw: object, index: int, known_products: set[int] | None) -> Condition:

@@ -6,10 +6,7 @@ import asyncio
 import dataclasses
 
 import reflex as rx
-from sqlalchemy import select
 
-from meiqia_app.db import get_engine
-from meiqia_app.models import Product
 from meiqia_app.models.tag import TAG_GROUPS
 from meiqia_app.services import jobs, lifecycle_update, rules, tags
 from meiqia_app.services.errors import AppError, ValidationError
@@ -55,13 +52,6 @@ class RuleRow:
     summary: str
     last_run_at: str
     last_run: str
-
-
-def _products() -> list[Option]:
-    with get_engine().connect() as conn:
-        rows = conn.execute(select(Product.__table__.c.id, Product.__table__.c.name)
-                            .order_by(Product.__table__.c.id)).all()
-    return [Option(str(r.id), r.name) for r in rows]
 
 
 class TagsAdminState(AppState):
@@ -140,7 +130,7 @@ class TagsAdminState(AppState):
 
     async def _reload_rules(self, actor: Actor):
         if not self.products:
-            self.products = await self._call(_products)
+            self.products = [Option(str(i), name) for i, name in await self._call(rules.product_choices, actor)]
         views = await self._call(rules.list_rules, actor)
         self.rules = [RuleRow(id=v.id, name=v.name, tag_name=v.tag_name, tag_color=v.tag_color, mode=v.mode,
                               enabled=v.enabled, summary=self._summary(v.match, v.conditions),
@@ -363,7 +353,8 @@ class TagsAdminState(AppState):
     async def open_new_rule(self):
         try:
             if not self.products:
-                self.products = await self._call(_products)
+                choices = await self._call(rules.product_choices, self._actor())
+                self.products = [Option(str(i), name) for i, name in choices]
         except AppError as error:
             return self._on_error(error)
         self.rule_id, self.rule_name, self.rule_match, self.rule_mode = 0, "", "all", "add_only"

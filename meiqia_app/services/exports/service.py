@@ -36,13 +36,12 @@ from sqlmodel import select
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import ExportJob, Role, SavedView, User
-from meiqia_app.models.workflow import DownloadToken
-from meiqia_app.services import audit
+from meiqia_app.services import audit, downloads
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.exports.fields import FIELD_SPECS
 from meiqia_app.services.exports.policy import evaluate, masked_fields
-from meiqia_app.services.exports.rows import SORT_COLUMNS, ExportSpec, RowSource
+from meiqia_app.services.exports.rows import ExportSpec, RowSource
 from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_pdf, write_xlsx
 from meiqia_app.services.rbac import Actor, refuse, require
 from meiqia_app.services.selection import KIND_IDS, KIND_QUERY, Selection
@@ -674,12 +673,7 @@ def create_download_token(actor: Actor, export_id: int) -> str:
         raise Conflict("export.error.not_ready")
     if actor.session_id is None:
         raise PermissionDenied("export.reason.no_session")
-    token = secrets.token_urlsafe(32)
-    with write_session() as session:
-        session.add(DownloadToken(token_hash=hashlib.sha256(token.encode()).hexdigest(), kind="export",
-                                  object_id=int(export_id), user_id=actor.user_id, session_id=actor.session_id,
-                                  expires_at=utcnow() + TOKEN_TTL))
-    return token
+    return downloads.mint(actor, "export", int(export_id), TOKEN_TTL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -692,25 +686,15 @@ class DownloadFile:
 def claim_download(actor: Actor | None, token: str) -> DownloadFile:
     """Spend a token: it must exist, be unused and unexpired, belong to this user
     and to this login session. Refusals and the download itself are audited."""
-    if not token or len(token) > 128:
-        raise NotFound()
-    digest = hashlib.sha256(token.encode()).hexdigest()
     reason = ""
     result: DownloadFile | None = None
     object_id = ""
     with write_session() as session:
-        row = session.exec(select(DownloadToken).where(DownloadToken.token_hash == digest,
-                                                       DownloadToken.kind == "export")).first()
+        row, refusal = downloads.spend(session, actor, "export", token)
         job = session.get(ExportJob, row.object_id) if row else None
         object_id = str(row.object_id) if row else ""
-        if row is None or job is None:
-            reason = "export.reason.bad_token"
-        elif actor is None or row.user_id != actor.user_id or row.session_id != actor.session_id:
-            reason = "export.reason.other_session"
-        elif row.used_at is not None:
-            reason = "export.reason.token_used"
-        elif as_utc(row.expires_at) <= utcnow():
-            reason = "export.reason.token_expired"
+        if refusal or job is None:
+            reason = f"export.reason.{refusal or 'bad_token'}"
         elif job.status != "done" or not job.file_name or as_utc(job.expires_at) <= utcnow():
             reason = "export.reason.file_gone"
         else:
@@ -718,8 +702,6 @@ def claim_download(actor: Actor | None, token: str) -> DownloadFile:
             if not path.is_file():
                 reason = "export.reason.file_gone"
             else:
-                row.used_at = utcnow()
-                session.add(row)
                 ext = path.suffix.lstrip(".")
                 stamp = to_local(as_utc(job.created_at)).strftime("%Y%m%d-%H%M")
                 result = DownloadFile(path=path, filename=f"customers-{stamp}-{job.id}.{ext}",
