@@ -28,10 +28,11 @@ import time
 import bcrypt
 import pyotp
 from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from meiqia_app.config import get_settings
-from meiqia_app.db import read_session, write_session
+from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import LoginChallenge, LoginThrottle, RecoveryCode, Role, User, UserSession
 from meiqia_app.services import audit
 from meiqia_app.services.errors import AppError, ValidationError
@@ -423,38 +424,68 @@ def claim_ticket(ticket: str, client_ip: str = "", user_agent: str = "") -> str:
     return token
 
 
+@functools.lru_cache(maxsize=256)
+def _role_grants(permissions_json: str, export_policy_json: str | None) -> tuple[frozenset[str], ExportPolicy]:
+    """A role's parsed permissions and export policy; the same few roles serve every event."""
+    import json
+
+    return frozenset(json.loads(permissions_json)), ExportPolicy.from_json(export_policy_json)
+
+
+_SESSION_LOOKUP = (
+    select(
+        UserSession.id, UserSession.expires_at, UserSession.last_seen_at, UserSession.revoked_at,
+        User.id, User.username, User.display_name, User.is_active,
+        Role.name, Role.permissions, Role.export_policy,
+    )
+    .join(User, User.id == UserSession.user_id)
+    .join(Role, Role.id == User.role_id)
+    # Built once with a bound parameter: SQLAlchemy's compiled-statement cache
+    # then skips building a cache key for a fresh statement on every event.
+    .where(UserSession.token_hash == bindparam("token_hash"))
+)
+
+
 def resolve_session(token: str | None, client_ip: str = "") -> Actor | None:
     """The actor behind a session cookie, or None when it is missing, revoked or expired.
 
-    Called on every event: one indexed lookup, plus a write at most once a
-    minute to move the idle deadline.
+    Called on every event, so it is one indexed Core query over the columns
+    it needs (no ORM objects), plus a write at most once a minute to move the
+    idle deadline. Nothing is cached across events: a revoked session or a
+    changed role takes effect on the very next event, on every worker.
     """
     if not token:
         return None
     settings = get_settings()
     now = utcnow()
-    with read_session() as session:
-        found = session.exec(
-            select(UserSession, User, Role)
-            .join(User, User.id == UserSession.user_id)
-            .join(Role, Role.id == User.role_id)
-            .where(UserSession.token_hash == token_hash(token))
-        ).first()
-        if found is None:
-            return None
-        user_session, user, role = found
-        if (
-            user_session.revoked_at is not None
-            or as_utc(user_session.expires_at) <= now
-            or now - as_utc(user_session.last_seen_at) > dt.timedelta(minutes=settings.session_idle_minutes)
-            or not user.is_active
-        ):
-            return None
-        actor = actor_for(user, role, user_session.id, client_ip)
-        needs_touch = (now - as_utc(user_session.last_seen_at)).total_seconds() > SESSION_TOUCH_SECONDS
-    if needs_touch:
+    with get_engine().connect() as conn:
+        found = conn.execute(_SESSION_LOOKUP, {"token_hash": token_hash(token)}).first()
+    if found is None:
+        return None
+    (session_id, expires_at, last_seen_at, revoked_at,
+     user_id, username, display_name, is_active, role_name, permissions_json, policy_json) = found
+    idle = now - as_utc(last_seen_at)
+    if (
+        revoked_at is not None
+        or as_utc(expires_at) <= now
+        or idle > dt.timedelta(minutes=settings.session_idle_minutes)
+        or not is_active
+    ):
+        return None
+    permissions, export_policy = _role_grants(permissions_json, policy_json)
+    actor = Actor(
+        user_id=user_id,
+        username=username,
+        display_name=display_name or username,
+        role_name=role_name,
+        permissions=permissions,
+        export_policy=export_policy,
+        session_id=session_id,
+        client_ip=client_ip,
+    )
+    if idle.total_seconds() > SESSION_TOUCH_SECONDS:
         with write_session() as session:
-            row = session.get(UserSession, actor.session_id)
+            row = session.get(UserSession, session_id)
             if row is not None:
                 row.last_seen_at = now
     return actor

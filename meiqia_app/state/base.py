@@ -10,7 +10,9 @@ worth nothing without the HttpOnly cookie.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import time
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any, ClassVar, TypeVar
@@ -25,6 +27,22 @@ from meiqia_app.services.rbac import Actor
 
 SESSION_COOKIE = "mq_session"
 T = TypeVar("T")
+
+# The session resolved by the event guard for the event being processed:
+# (cookie token, actor). The guard runs in the same task as the handler, and
+# threads started with asyncio.to_thread copy the context, so the handler's
+# _actor() reuses it instead of querying the session a second time. The
+# guard resets it at the start of every event, so it never outlives one; a
+# long background event (a progress poll) resolves again after a second.
+EVENT_SESSION_REUSE_SECONDS = 1.0
+_EVENT_SESSION: contextvars.ContextVar[tuple[str, Actor, float] | None] = contextvars.ContextVar(
+    "meiqia_event_session", default=None
+)
+
+
+def remember_event_session(token: str = "", actor: Actor | None = None) -> None:
+    """Called by the event guard: what this event's cookie resolved to (or nothing)."""
+    _EVENT_SESSION.set((token, actor, time.monotonic()) if token and actor is not None else None)
 
 
 def full_page_load(path: str):
@@ -70,7 +88,16 @@ class AppState(rx.State):
         return session_token_from_cookie_header(self.router.headers.cookie or "")
 
     def _actor(self) -> Actor:
-        actor = auth.resolve_session(self._session_token(), self._client_ip())
+        token = self._session_token()
+        resolved = _EVENT_SESSION.get()
+        if (
+            resolved is not None
+            and token
+            and resolved[0] == token
+            and time.monotonic() - resolved[2] < EVENT_SESSION_REUSE_SECONDS
+        ):
+            return resolved[1]
+        actor = auth.resolve_session(token, self._client_ip())
         if actor is None:
             raise NotAuthenticated()
         return actor

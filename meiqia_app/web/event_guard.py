@@ -20,7 +20,7 @@ from reflex_base.event import Event
 from urllib.parse import quote
 
 from meiqia_app.services import auth
-from meiqia_app.state.base import AppState, session_token_from_cookie_header
+from meiqia_app.state.base import AppState, remember_event_session, session_token_from_cookie_header
 
 
 def handler_owner(event_name: str) -> tuple[type[rx.State] | None, str]:
@@ -47,6 +47,7 @@ def is_public(state_cls: type[rx.State], handler: str) -> bool:
 @dataclasses.dataclass(init=True)
 class LoginRequiredMiddleware(Middleware):
     async def preprocess(self, app, state, event) -> StateUpdate | None:
+        remember_event_session()  # whatever an earlier event in this task resolved is not reused
         state_cls, handler = handler_owner(event.name)
         if state_cls is None or not issubclass(state_cls, AppState):
             return None  # Reflex's own internal events (hydrate, on_load dispatch, ...)
@@ -56,6 +57,7 @@ class LoginRequiredMiddleware(Middleware):
         client_ip = str(getattr(state.router.session, "client_ip", "") or "")
         actor = await asyncio.to_thread(auth.resolve_session, token, client_ip)
         if actor is not None:
+            remember_event_session(token, actor)
             return None
         path = state.router.page.path or "/"
         redirect = rx.redirect(f"/login?next={quote(path, safe='/')}")

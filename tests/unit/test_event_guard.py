@@ -87,6 +87,66 @@ def test_protected_event_with_a_live_session_passes(db):
         assert session.exec(select(User).where(User.username == "admin")).one().last_login_at is not None
 
 
+def _live_admin_token(db) -> str:
+    import json
+
+    import pyotp
+
+    admin = {a["username"]: a for a in json.loads((db / "demo_accounts.json").read_text())}["admin"]
+    accepted = auth.begin_login("admin", admin["password"])
+    result = auth.complete_login(accepted.challenge, pyotp.TOTP(admin["totp_secret"]).now())
+    return auth.claim_ticket(result.ticket)
+
+
+def _handler_self(token: str):
+    """What AppState._actor needs of a state: the cookie's token and the client's address."""
+    return SimpleNamespace(_session_token=lambda: token, _client_ip=lambda: "127.0.0.1")
+
+
+def test_handler_reuses_the_guards_session_within_one_event_only(db, monkeypatch):
+    from meiqia_app.services.errors import NotAuthenticated
+
+    token = _live_admin_token(db)
+    state = _fake_state(cookie=f"mq_session={token}")
+    lookups = []
+    real_resolve = auth.resolve_session
+    monkeypatch.setattr(auth, "resolve_session", lambda *a: lookups.append(a) or real_resolve(*a))
+
+    async def one_event_then_another():
+        guard = LoginRequiredMiddleware()
+        assert await guard.preprocess(None, state, _event(AdminUsersState, "confirm")) is None
+        in_thread = await asyncio.to_thread(AppState._actor, _handler_self(token))  # services run in threads
+        assert in_thread.username == "admin" and len(lookups) == 1  # no second query
+        # Another cookie in the same task does not get this event's actor.
+        with pytest.raises(NotAuthenticated):
+            AppState._actor(_handler_self("not-the-same-token"))
+        auth.logout(token)
+        # The next event, even a public one, starts afresh: the revoked session is refused.
+        assert await guard.preprocess(None, state, _event(LoginState, "submit_password")) is None
+        with pytest.raises(NotAuthenticated):
+            AppState._actor(_handler_self(token))
+
+    _run(one_event_then_another())
+
+
+def test_a_long_background_event_resolves_the_session_again(db, monkeypatch):
+    from meiqia_app.services.errors import NotAuthenticated
+    from meiqia_app.state import base
+
+    token = _live_admin_token(db)
+    state = _fake_state(cookie=f"mq_session={token}")
+    monkeypatch.setattr(base, "EVENT_SESSION_REUSE_SECONDS", 0.05)
+
+    async def poll():
+        assert await LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm")) is None
+        auth.logout(token)
+        await asyncio.sleep(0.1)
+        with pytest.raises(NotAuthenticated):
+            AppState._actor(_handler_self(token))
+
+    _run(poll())
+
+
 def test_public_events_pass_without_session(db):
     assert _run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(LoginState, "submit_password"))) is None
 

@@ -352,6 +352,42 @@ def test_exact_count_of_a_search_equals_raw_sql(seeded_actors):
     assert result.exact and result.value == len(search_hits("com"))
 
 
+
+def test_estimate_of_a_broad_search_is_close_and_then_exact(seeded_actors, monkeypatch):
+    """A search matching more than the candidate cap is estimated from the
+    index's own count and the filters' share, then counted exactly."""
+    monkeypatch.setattr(customer_list, "CANDIDATE_CAP", 5)
+    customer_list.forget_cached_counts()
+    query = q(q="com")
+    expected = len(search_hits("com"))
+    assert expected > 5 * 4
+    estimate = customer_list.count_customers(seeded_actors["agent"], query)
+    assert not estimate.exact
+    assert abs(estimate.value - expected) <= 0.25 * expected
+    exact = customer_list.count_customers(seeded_actors["agent"], query, exact=True)
+    assert exact.exact and exact.value == expected
+
+
+def test_estimate_with_filters_and_a_broad_search_stays_near_the_truth(seeded_actors, monkeypatch):
+    monkeypatch.setattr(customer_list, "CANDIDATE_CAP", 5)
+    customer_list.forget_cached_counts()
+    query = q(q="com", sources=["wechat", "app"])
+    expected = len(search_hits("com") & {row[0] for row in rows(
+        "SELECT id FROM customer WHERE status = 'active' AND source IN ('wechat', 'app')")})
+    estimate = customer_list.count_customers(seeded_actors["agent"], query)
+    assert not estimate.exact
+    assert abs(estimate.value - expected) <= 0.5 * expected + 5
+    assert customer_list.count_customers(seeded_actors["agent"], query, exact=True).value == expected
+
+
+def test_estimate_without_a_search_scales_the_sample_to_the_population(seeded_actors):
+    customer_list.forget_cached_counts()
+    query = q(tiers=["gold"])
+    expected = scalar("SELECT count(*) FROM customer WHERE status = 'active' AND membership_tier = 'gold'")
+    estimate = customer_list.count_customers(seeded_actors["agent"], query)
+    # 300 seeded customers fit in the sample windows: the estimate is the count.
+    assert estimate.value == expected
+
 # --- masking ----------------------------------------------------------------------------------
 
 def test_agent_sees_masked_contact_data_in_the_list(seeded_actors):
