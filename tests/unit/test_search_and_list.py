@@ -388,6 +388,51 @@ def test_estimate_without_a_search_scales_the_sample_to_the_population(seeded_ac
     # 300 seeded customers fit in the sample windows: the estimate is the count.
     assert estimate.value == expected
 
+
+def _tag_with_customers() -> int:
+    return scalar("SELECT tag_id FROM tag_assignment GROUP BY tag_id ORDER BY count(*) DESC LIMIT 1")
+
+
+@pytest.mark.parametrize("tag_drives", [True, False])
+@pytest.mark.parametrize("extra", [{}, {"consent_marketing": "yes"}, {"orders_min": 1, "sort": "registered_at"}])
+def test_tag_filter_gives_the_same_rows_whichever_side_drives(seeded_actors, monkeypatch, tag_drives, extra):
+    """The planner hint (read the tag's customers, or walk the sort index) never changes the answer."""
+    monkeypatch.setattr(customer_list, "TAG_DRIVEN_MAX", 10**9 if tag_drives else 0)
+    monkeypatch.setattr(customer_list, "WALK_PAGE_ROWS", 10**9 if tag_drives else 51)
+    customer_list.forget_cached_counts()
+    tag_id = _tag_with_customers()
+    query = q(tags_any=[tag_id], **extra)
+    with get_engine().connect() as conn:
+        assert bool(customer_list.driving_tags(conn, query)) is tag_drives
+        if not tag_drives:
+            assert customer_list.driving_tags(conn, query, for_counting=True) == ()
+    where = " AND ".join(["status = 'active'", f"id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {tag_id})"]
+                         + (["consent_marketing = true"] if extra.get("consent_marketing") else [])
+                         + (["order_count >= 1"] if extra.get("orders_min") else []))
+    expected = scalar(f"SELECT count(*) FROM customer WHERE {where}")
+    assert expected > 0
+    assert customer_list.count_customers(seeded_actors["agent"], query, exact=True).value == expected
+    walked = walk(seeded_actors["agent"], query, page_size=20)
+    assert len(walked) == len(set(walked)) == expected
+    sort_column = SORT_COLUMNS[query.sort]
+    assert walked == [row[0] for row in rows(
+        f"SELECT id FROM customer WHERE {where} ORDER BY {sort_column} DESC NULLS LAST, id DESC")]
+
+
+def test_tags_all_is_driven_by_its_rarest_tag(seeded_actors, monkeypatch):
+    monkeypatch.setattr(customer_list, "WALK_PAGE_ROWS", 10**9)
+    customer_list.forget_cached_counts()
+    sizes = rows("SELECT tag_id, count(*) FROM tag_assignment GROUP BY tag_id ORDER BY count(*) DESC")
+    (common, _), (rare, _) = sizes[0], sizes[-1]
+    query = q(tags_all=[common, rare], consent_marketing="yes")
+    with get_engine().connect() as conn:
+        assert customer_list.driving_tags(conn, query) == (rare,)
+    expected = scalar(
+        "SELECT count(*) FROM customer WHERE status = 'active' AND consent_marketing = true "
+        f"AND id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {common}) "
+        f"AND id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {rare})")
+    assert customer_list.count_customers(seeded_actors["agent"], query, exact=True).value == expected
+
 # --- masking ----------------------------------------------------------------------------------
 
 def test_agent_sees_masked_contact_data_in_the_list(seeded_actors):
