@@ -4,8 +4,11 @@
     .venv/bin/python bench/load.py --url http://127.0.0.1:3000 --agents 20 --seconds 60
     # or let it start the app on a data dir (SQLite, one worker):
     .venv/bin/python bench/load.py --data-dir /work/bench-data/1m --agents 100 --seconds 60
-    # PostgreSQL + Redis with two workers: set DATABASE_URL, REFLEX_REDIS_URL and
-    # GRANIAN_WORKERS=2 in the environment of the app (see docs/deploy.md).
+    # PostgreSQL + Redis with two workers (the app it starts gets these three):
+    DATABASE_URL=postgresql+psycopg://… REFLEX_REDIS_URL=redis://… GRANIAN_WORKERS=2 \
+        .venv/bin/python bench/load.py --data-dir DIR --agents 100 --seconds 60
+    # --think S: mean pause of the agent between actions (default 0.4 s, a
+    # stress pace; people read a profile for seconds: try --think 3).
 
 Each simulated agent is what a browser tab is to the server: a websocket
 speaking Socket.IO to Reflex's ``/_event`` endpoint, with its own logged-in
@@ -13,7 +16,9 @@ session cookie (sessions are created directly in the database for the agent
 account, so no TOTP round is needed per agent). After hydrating the
 ``/customers`` page, it loops for the given time: type a search (a name
 fragment, pinyin initials or a phone fragment taken from the data), then open
-one customer from the result (the detail page's load events). Every event's
+one customer from the result (the detail page's load events), pausing
+``--think`` seconds on average (uniformly half to one and a half times it)
+after opening the customer and after going back. Every event's
 round trip — from sending it to the last state update it causes — is
 recorded. Prints throughput and p50 / p95 / p99 per kind of event.
 """
@@ -117,7 +122,8 @@ class Agent(threading.Thread):
     """One tab: a Socket.IO client over a raw websocket (Engine.IO v4 framing)."""
 
     def __init__(self, base_url: str, session_token: str, names: dict[str, str], terms: list[str],
-                 until: float, results: dict[str, list[float]], lock: threading.Lock, errors: list[str]):
+                 until: float, results: dict[str, list[float]], lock: threading.Lock, errors: list[str],
+                 think: float = 0.4):
         super().__init__(daemon=True)
         self.base_url = base_url
         self.cookie = f"mq_session={session_token}"
@@ -135,6 +141,7 @@ class Agent(threading.Thread):
         self.updated = threading.Condition()
         self.deltas: list[dict] = []
         self.stopped = False
+        self.think = think
 
     # --- framing ------------------------------------------------------------------
     def _connect(self) -> None:
@@ -274,9 +281,9 @@ class Agent(threading.Thread):
                     self.location = (f"/customers/{customer_id}", {"customer_id": customer_id})
                     self._timed("open customer", self.names["navigate"], {}, self._detail_shown(int(customer_id)))
                     self.location = ("/customers", {})
-                    time.sleep(self.rng.uniform(0.2, 0.6))  # the agent reads
+                    time.sleep(self.rng.uniform(0.5 * self.think, 1.5 * self.think))  # the agent reads
                     self._timed("back to list", self.names["navigate"], {}, lambda d: bool(self._rows(d)))
-                time.sleep(self.rng.uniform(0.2, 0.6))
+                time.sleep(self.rng.uniform(0.5 * self.think, 1.5 * self.think))
         except Exception as error:  # one broken agent is reported, the others go on
             with self.lock:
                 self.errors.append(f"{type(error).__name__}: {error}")
@@ -286,7 +293,7 @@ class Agent(threading.Thread):
                 self.ws.close()
 
 
-def run_load(base_url: str, agents: int, seconds: int, username: str, seed: int) -> None:
+def run_load(base_url: str, agents: int, seconds: int, username: str, seed: int, think: float = 0.4) -> None:
     names = state_names()
     tokens = make_sessions(agents, username)
     terms = search_terms(max(200, agents * 5), seed)
@@ -294,7 +301,7 @@ def run_load(base_url: str, agents: int, seconds: int, username: str, seed: int)
     errors: list[str] = []
     lock = threading.Lock()
     until = time.monotonic() + seconds
-    crew = [Agent(base_url, token, names, terms, until, results, lock, errors) for token in tokens]
+    crew = [Agent(base_url, token, names, terms, until, results, lock, errors, think) for token in tokens]
     started = time.perf_counter()
     for agent in crew:
         agent.start()
@@ -303,8 +310,8 @@ def run_load(base_url: str, agents: int, seconds: int, username: str, seed: int)
         agent.join(seconds + 120)
     wall = time.perf_counter() - started
     total = sum(len(v) for v in results.values())
-    print(f"{agents} agents for {seconds}s against {base_url}: {total} events, {total / wall:.1f} events/s, "
-          f"{len(errors)} agent errors")
+    print(f"{agents} agents for {seconds}s (think {think:g} s) against {base_url}: {total} events, "
+          f"{total / wall:.1f} events/s, {len(errors)} agent errors")
     everything = [ms for values in results.values() for ms in values]
     for kind, values in sorted(results.items()) + [("all events", everything)]:
         if values:
@@ -322,15 +329,22 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--username", default="agent")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--think", type=float, default=0.4, help="mean pause between an agent's actions (s)")
     args = parser.parse_args()
     os.environ["MEIQIA_DATA_DIR"] = str(Path(args.data_dir).resolve())
     if args.url:
-        run_load(args.url.rstrip("/"), args.agents, args.seconds, args.username, args.seed)
+        run_load(args.url.rstrip("/"), args.agents, args.seconds, args.username, args.seed, args.think)
         return 0
     from tests.e2e.harness import running_app
 
-    with running_app(Path(args.data_dir), seed_customers=None, extra_env={"MEIQIA_SCHEDULER": "0"}) as app:
-        run_load(app.url, args.agents, args.seconds, args.username, args.seed)
+    # The app gets the database, the state store and the worker count of this environment.
+    passed = {name: os.environ[name] for name in ("DATABASE_URL", "REFLEX_REDIS_URL", "GRANIAN_WORKERS")
+              if os.environ.get(name)}
+    with running_app(Path(args.data_dir), seed_customers=None, extra_env={"MEIQIA_SCHEDULER": "0", **passed}) as app:
+        print(f"app: {passed.get('DATABASE_URL', 'SQLite in ' + args.data_dir).split('@')[-1]}, "
+              f"state in {'Redis' if 'REFLEX_REDIS_URL' in passed else 'the process (disk-backed)'}, "
+              f"{passed.get('GRANIAN_WORKERS', '1')} worker(s)")
+        run_load(app.url, args.agents, args.seconds, args.username, args.seed, args.think)
     return 0
 
 
