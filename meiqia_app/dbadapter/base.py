@@ -42,6 +42,10 @@ class DatabaseAdapter(abc.ABC):
         Best when the whole matching set is needed (exact counts).
         """
 
+    def id_in(self, id_column: ColumnElement, ids: Sequence[int]) -> ColumnElement:
+        """``id IN (the search's candidate ids)``: a few thousand ids at most."""
+        return id_column.in_(ids)
+
     def row_match_condition(self, customer_id_column: ColumnElement, terms: Sequence[str]) -> ColumnElement:
         """A WHERE condition checked row by row against the customer's search text.
 

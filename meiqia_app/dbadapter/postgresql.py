@@ -15,7 +15,8 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy import ColumnElement, Connection, Integer, and_, any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 
 from meiqia_app.dbadapter.base import DatabaseAdapter, escape_like
@@ -69,6 +70,13 @@ class PostgresAdapter(DatabaseAdapter):
 
     def search_ddl_drop(self) -> list[str]:
         return [f"DROP INDEX IF EXISTS {_INDEX}"]
+
+    def id_in(self, id_column: ColumnElement, ids: Sequence[int]) -> ColumnElement:
+        # One array parameter, not thousands of literals: with a literal IN
+        # list the planner walked the sort index filtering on it (29k rows,
+        # 90 ms for 1,500 candidates at 1M); with the array it fetches the
+        # candidates by primary key and sorts them (10 ms).
+        return id_column == any_(bindparam("candidate_ids", list(ids), type_=ARRAY(Integer)))
 
     def matching_ids(self, conn: Connection, terms: Sequence[str], limit: int) -> list[int]:
         table = CustomerSearch.__table__

@@ -24,6 +24,7 @@ from collections import OrderedDict
 
 from sqlalchemy import ColumnElement, Connection, and_, case, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.util import ClauseAdapter
 
 from meiqia_app.db import get_engine
 from meiqia_app.dbadapter import get_adapter
@@ -84,7 +85,7 @@ def _search_condition(conn: Connection, query: ListQuery, for_counting: bool = F
     adapter = get_adapter(conn)
     ids = adapter.matching_ids(conn, terms.terms, CANDIDATE_CAP + 1)
     if len(ids) <= CANDIDATE_CAP:
-        return (C.id.in_(ids) if ids else never()), len(ids)
+        return (adapter.id_in(C.id, ids) if ids else never()), len(ids)
     if for_counting:
         return adapter.indexed_match_condition(C.id, terms.terms), None
     return adapter.row_match_condition(C.id, terms.terms), None
@@ -152,13 +153,18 @@ def _filter_share(conn: Connection, query: ListQuery) -> float:
 
 def all_conditions(conn: Connection, query: ListQuery) -> list:
     """Filters plus search, as SQL conditions on the customer table."""
+    return _conditions_and_candidates(conn, query)[0]
+
+
+def _conditions_and_candidates(conn: Connection, query: ListQuery) -> tuple[list, bool]:
+    """The conditions, and whether a short list of ids from the search index drives them."""
     conditions = filter_conditions(query, driving_tags(conn, query))
-    search, _ = _search_condition(conn, query)
+    search, candidates = _search_condition(conn, query)
     if search is not None:
         conditions.append(search)
     elif query.terms.too_short_digits:
         conditions.append(never())
-    return conditions
+    return conditions, bool(candidates)
 
 
 def list_customers(
@@ -180,15 +186,23 @@ def list_customers(
     with get_engine().connect() as conn:
         if query.terms.too_short_digits and query.terms.empty:
             return CustomerPage(rows=[], too_short=True)
-        conditions = all_conditions(conn, query)
+        conditions, few_candidates = _conditions_and_candidates(conn, query)
         if cursor and direction != "last":
             sort_value, row_id = decode_cursor(cursor, query.sort)
             conditions.append(after_condition(query.sort, walk_descending, sort_value, row_id))
-        statement = (
-            base_select(LIST_COLUMNS, conditions)
-            .order_by(*order_by(query.sort, walk_descending))
-            .limit(page_size + 1)
-        )
+        ordering = order_by(query.sort, walk_descending)
+        if few_candidates:
+            # The search index named at most CANDIDATE_CAP customers: read them by
+            # id and sort them. The fence (OFFSET 0) keeps PostgreSQL from walking
+            # the sort index instead and filtering on the id list (29k rows read,
+            # 70-90 ms for 1,500 candidates at 1M); SQLite reads them by id anyway.
+            fenced = base_select(LIST_COLUMNS, conditions).offset(0).subquery()
+            to_fenced = ClauseAdapter(fenced)
+            statement = (
+                select(*fenced.c).order_by(*(to_fenced.traverse(item) for item in ordering)).limit(page_size + 1)
+            )
+        else:
+            statement = base_select(LIST_COLUMNS, conditions).order_by(*ordering).limit(page_size + 1)
         records = conn.execute(statement).all()
         has_more = len(records) > page_size
         records = records[:page_size]
