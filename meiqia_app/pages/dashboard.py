@@ -76,7 +76,12 @@ def period_bar() -> rx.Component:
         rx.cond(S.loading, rx.spinner(size="2")),
         rx.cond(
             S.can_export,
-            rx.button(rx.icon("file-spreadsheet", size=16), t("report.export_xlsx"), on_click=S.export_xlsx, id="dashboard-export"),
+            rx.hstack(
+                rx.button(rx.icon("file-spreadsheet", size=16), t("report.export_xlsx"), on_click=S.export_xlsx, id="dashboard-export"),
+                rx.button(rx.icon("file-text", size=16), t("report.export_pdf"), on_click=S.export_pdf, variant="soft",
+                          id="dashboard-export-pdf"),
+                spacing="2",
+            ),
         ),
         spacing="3",
         align="center",

@@ -11,13 +11,27 @@ import reflex as rx
 from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
 from meiqia_app.services import report_views, reports, saved_views
 from meiqia_app.services.errors import AppError
-from meiqia_app.state.base import AppState
+from meiqia_app.state.base import AppState, full_page_load
 
 
 def _day(value: Any) -> str:
     """A YYYY-MM-DD string or ''; the service validates it again."""
     text = str(value or "").strip()[:10]
     return text
+
+
+async def _export_pdf(state: AppState, report: str, params: dict):
+    """Write the report's PDF (export pipeline: file + export_job + audit), then
+    download it through the single-use token route."""
+    from meiqia_app.services.exports import service as export_service
+
+    try:
+        actor = state._actor()
+        export_id = await state._call(report_views.export_pdf, actor, report, params, state.lang)
+        token = await state._call(export_service.create_download_token, actor, export_id)
+    except AppError as error:
+        return state._on_error(error)
+    return [full_page_load(f"/api/export/download/{token}"), rx.toast.success(state._tr("report.exported"))]
 
 
 class DashboardState(AppState):
@@ -175,6 +189,10 @@ class DashboardState(AppState):
         return [rx.download(data=data, filename=name), rx.toast.success(self._tr("report.exported"))]
 
     @rx.event
+    async def export_pdf(self):
+        return await _export_pdf(self, "dashboard", self._params())
+
+    @rx.event
     async def quick_search(self, form: dict):
         """An agent's search box: hand the text to the customer list and go there."""
         from meiqia_app.state.customer_list import CustomerListState
@@ -273,6 +291,10 @@ class ReportsState(AppState):
         except AppError as error:
             return self._on_error(error)
         return [rx.download(data=data, filename=name), rx.toast.success(self._tr("report.exported"))]
+
+    @rx.event
+    async def export_pdf(self):
+        return await _export_pdf(self, "segment", self._params())
 
     @rx.var
     def can_export(self) -> bool:
