@@ -211,6 +211,10 @@ def full_dashboard() -> rx.Component:
             S.empty,
             rx.callout(t("dash.empty"), icon="info", id="dashboard-empty", width="100%"),
         ),
+        rx.cond(
+            S.computing,
+            rx.callout(t("dash.computing"), icon="loader", id="dashboard-computing", width="100%"),
+        ),
         rx.grid(rx.foreach(S.cards, kpi_card), columns=rx.breakpoints(initial="1", sm="2", md="3", lg="5"), spacing="3", width="100%",
                 id="kpi-cards"),
         trend_section(),

@@ -15,7 +15,7 @@ import re
 from meiqia_app.i18n import tr
 from meiqia_app.services import audit, reports
 from meiqia_app.services.customer_query import ListQuery
-from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import format_local, today_local
 
@@ -105,9 +105,10 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
     count = MAX_TREND_BUCKETS[granularity]
     if granularity == "day" and period.kind in ("month", "custom") and period.days <= 92:
         count = period.days  # the days of the period itself
-    points = reports.trend(actor, granularity, period.last, count, allow_stale=allow_stale)
+    # While the aggregates are first built there are no figures (and no trend) yet.
+    points = [] if board.computing else reports.trend(actor, granularity, period.last, count, allow_stale=allow_stale)
     raw = board.raw
-    empty = not (raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"])
+    empty = not board.computing and not (raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"])
     computed = dt.datetime.fromisoformat(board.computed_at) if board.computed_at else None
     return {
         "period": board.period,
@@ -119,8 +120,9 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
         "trend": _trend_rows(points),
         "empty": empty,
         "computed_at": format_local(computed, with_seconds=True) if computed else "",
-        # Figures from before the last change, being recomputed: the page asks again shortly.
-        "stale": reports.take_served_stale(),
+        # Figures being computed, or behind changes still being applied: the page asks again shortly.
+        "stale": reports.take_served_stale() or board.computing,
+        "computing": board.computing,
     }
 
 
@@ -282,6 +284,8 @@ def _report_tables(actor: Actor, report: str, params: dict, lang: str) -> tuple[
         period = period_from_params(params)
         granularity = granularity_from_params(params)
         board = reports.dashboard(actor, period)
+        if board.computing:
+            raise Conflict("dash.computing")
         view = dashboard_view(actor, params)
         header = [tr(lang, "report.measure"), f"{tr(lang, 'dash.previous_period')} {board.previous['label']}",
                   f"{tr(lang, 'dash.current_period')} {board.period['label']}", tr(lang, "dash.change")]

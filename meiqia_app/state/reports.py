@@ -53,6 +53,7 @@ class DashboardState(AppState):
     period_last: str = ""
     computed_at: str = ""
     empty: bool = False
+    computing: bool = False
     snap_total: str = ""
     snap_today: str = ""
     snap_month: str = ""
@@ -98,19 +99,22 @@ class DashboardState(AppState):
         self.end = view["period"]["last"] if self.kind == "custom" else ""
         self.computed_at = view["computed_at"]
         self.empty = view["empty"]
+        self.computing = view["computing"]
 
     @rx.event(background=True)
     async def refresh_when_recomputed(self):
-        """The figures shown were from before the last change: fetch them again
-        once the background recomputation is done (a few seconds at 1M)."""
+        """The figures shown are being computed (first build of the daily
+        aggregates) or are behind many changes being applied in the background:
+        fetch them again until they are current."""
         async with self:
             params = self._params()
             try:
                 actor = self._actor()
             except AppError:
                 return
-        for _attempt in range(60):
-            await asyncio.sleep(1)
+        # Changes being applied: a few seconds. A first build at 1M customers: a couple of minutes.
+        for attempt in range(300):
+            await asyncio.sleep(1 if attempt < 30 else 3)
             try:
                 view = await asyncio.to_thread(report_views.dashboard_view, actor, params, True)
             except AppError:
