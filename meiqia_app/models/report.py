@@ -11,7 +11,7 @@ marks them).
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, Text
+from sqlalchemy import Column, Integer, LargeBinary
 from sqlmodel import Field, SQLModel
 
 
@@ -34,7 +34,7 @@ class ReportLedger(SQLModel, table=True):
     __tablename__ = "report_ledger"
 
     customer_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
-    data: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # marshal of (key, values) pairs
 
 
 class ReportDirty(SQLModel, table=True):

@@ -89,7 +89,7 @@ def upgrade() -> None:
     op.create_table(
         "report_ledger",
         sa.Column("customer_id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("data", sa.Text(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("customer_id"),
     )
     op.create_table(
