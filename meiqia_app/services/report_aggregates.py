@@ -288,10 +288,21 @@ def _apply_batch(conn: Connection, day_of: DayOf, batch: int) -> int:
         ledger.append((cid, new))
     _upsert_many(conn, delta)
     if ledger:
+        _bump_applied()
         changed = ",".join(str(cid) for cid, _ in ledger)
         conn.exec_driver_sql(f"DELETE FROM report_ledger WHERE customer_id IN ({changed})")
         _insert_ledger(conn, [(cid, _encode(new)) for cid, new in ledger if new])
     return len(ids)
+
+
+_applied_lock = threading.Lock()
+applied_version = 0  # bumped whenever this process changes the aggregates (memo keys of segment totals)
+
+
+def _bump_applied() -> None:
+    global applied_version
+    with _applied_lock:
+        applied_version += 1
 
 
 def pending_count(conn: Connection, cap: int = SYNC_APPLY_LIMIT + 1) -> int:
@@ -434,6 +445,7 @@ def build(force: bool = False, progress=None) -> dict | None:
     for index in range(0, len(keys), 100_000):
         with write_session() as session:
             _upsert_many(session.connection(), {key: totals[key] for key in keys[index:index + 100_000]})
+    _bump_applied()
     final = {"status": "ready", "zone": str(zone), "built_at": utcnow().isoformat(),
              "build_seconds": round(time.perf_counter() - started, 1), "customers": customers, "rows": len(keys)}
     with write_session() as session:
@@ -596,3 +608,96 @@ def products(conn: Connection, first: dt.date, last: dt.date) -> list[tuple[str,
     return [(str(k), int(n or 0), int(q or 0), int(a or 0), buyers.get(str(k), 0)) for k, n, q, a in conn.execute(text(
         "SELECT k1, sum(n), sum(s1), sum(s2) FROM report_daily WHERE kind = 'pr' AND day BETWEEN :d1 AND :d2 GROUP BY k1"), p)
         if n]
+
+
+# --- segments: the same figures summed over the ledger of the segment's customers --------------------
+
+class SegmentTotals:
+    """report_daily restricted to a segment, in memory: the contributions of the
+    segment's customers (read from the ledger through the segment's conditions)
+    summed per key. Answers the same questions as the SQL functions above."""
+
+    def __init__(self, by_kind: dict[str, list[tuple]]) -> None:
+        self.by_kind = by_kind
+
+    @classmethod
+    def load(cls, conn: Connection, customer_ids_select) -> "SegmentTotals":
+        from sqlalchemy import select
+
+        from meiqia_app.models import ReportLedger
+
+        ledger = ReportLedger.__table__.c
+        totals: dict[Key, list[int]] = {}
+        get = totals.get
+        statement = select(ledger.data).where(ledger.customer_id.in_(customer_ids_select))
+        for (data,) in conn.execute(statement):
+            for key, values in marshal.loads(bytes(data)):
+                row = get(key)
+                if row is None:
+                    totals[key] = list(values)
+                else:
+                    row[0] += values[0]
+                    row[1] += values[1]
+                    row[2] += values[2]
+                    row[3] += values[3]
+        by_kind: dict[str, list[tuple]] = defaultdict(list)
+        for (kind, day, k1, k2, k3), (n, s1, s2, s3) in totals.items():
+            if n or s1 or s2 or s3:
+                by_kind[kind].append((day, k1, k2, k3, n, s1, s2, s3))
+        return cls(dict(by_kind))
+
+    def _rows(self, kind: str, first: dt.date | None = None, last: dt.date | None = None) -> Iterator[tuple]:
+        rows = self.by_kind.get(kind, ())
+        if first is None:
+            return iter(rows)
+        d1, d2 = first.toordinal(), last.toordinal()
+        return (r for r in rows if d1 <= r[0] <= d2)
+
+    def measures(self, first: dt.date, last: dt.date) -> dict[str, int]:
+        d1, d2 = first.toordinal(), last.toordinal()
+        out = dict.fromkeys(("total", "new", "active", "registered", "converted", "orders", "amount", "buyers", "repeat",
+                             "conversations", "complaints", "rated", "rating_sum"), 0)
+        for day, _k1, _k2, _k3, n, *_ in self.by_kind.get(REG_LIFECYCLE, ()):
+            if day <= d2:
+                out["total"] += n
+                if day >= d1:
+                    out["new"] += n
+        for _day, _k1, k2, _k3, n, *_ in self._rows(ACTIVITY, first, last):
+            if k2 < d1:
+                out["active"] += n
+        for _day, _k1, k2, _k3, n, *_ in self._rows(CONVERSION, first, last):
+            out["registered"] += n
+            if k2 and k2 <= d2:
+                out["converted"] += n
+        for _day, _k1, _k2, _k3, n, s1, *_ in self._rows(PAID, first, last):
+            out["orders"] += n
+            out["amount"] += s1
+        for _day, _k1, k2, k3, n, *_ in self._rows(BUYER, first, last):
+            if k2 < d1:
+                out["buyers"] += n
+                if k2 or (k3 and k3 <= d2):
+                    out["repeat"] += n
+        for _day, _k1, _k2, _k3, n, s1, s2, s3 in self._rows(CHATS, first, last):
+            out["conversations"] += n
+            out["complaints"] += s1
+            out["rated"] += s2
+            out["rating_sum"] += s3
+        return out
+
+    def cohort(self, month_first: dt.date, boundaries: Iterable[dt.date]) -> tuple[int, list[int]]:
+        day = month_first.toordinal()
+        rows = [(k2, n) for d, _k1, k2, _k3, n, *_ in self.by_kind.get(COHORT, ()) if d == day]
+        return sum(n for _k, n in rows), [sum(n for k, n in rows if k >= b.toordinal()) for b in boundaries]
+
+    def products(self, first: dt.date, last: dt.date) -> list[tuple[str, int, int, int, int]]:
+        d1 = first.toordinal()
+        figures: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for _day, product, _k2, _k3, n, s1, s2, _s3 in self._rows(PRODUCT, first, last):
+            row = figures[product]
+            row[0] += n
+            row[1] += s1
+            row[2] += s2
+        for _day, product, k2, _k3, n, *_ in self._rows(PRODUCT_BUYER, first, last):
+            if k2 < d1:
+                figures[product][3] += n
+        return [(product, *values) for product, values in figures.items() if values[0]]

@@ -673,9 +673,14 @@ def _breakdown_list(totals: dict[str, int], new: dict[str, int], new_prev: dict[
     return [Breakdown(k, totals.get(k, 0), new.get(k, 0), new_prev.get(k, 0)) for k in keys]
 
 
-def _aggregate_measures(conn: Connection, period: Period) -> dict[str, float | None]:
-    """period_measures for the whole working set, read from the daily aggregates."""
-    m = aggregates.measures(conn, period.first, period.last)
+def _aggregate_measures(conn: Connection, period: Period, segment_totals: "aggregates.SegmentTotals | None" = None
+                        ) -> dict[str, float | None]:
+    """period_measures for the whole working set (the daily aggregates) or a
+    segment (its customers' contributions summed, ``segment_totals``)."""
+    if segment_totals is not None:
+        m = segment_totals.measures(period.first, period.last)
+    else:
+        m = aggregates.measures(conn, period.first, period.last)
     return {
         "total_customers": m["total"],
         "new_customers": m["new"],
@@ -694,6 +699,44 @@ def _aggregate_measures(conn: Connection, period: Period) -> dict[str, float | N
         "complaint_share": _ratio(m["complaints"], m["conversations"]),
         "satisfaction": (m["rating_sum"] / m["rated"]) if m["rated"] else None,
     }
+
+
+SEGMENT_MEMO_SECONDS = 30
+_segment_memo: OrderedDict[tuple, tuple[float, "aggregates.SegmentTotals"]] = OrderedDict()
+_segment_memo_lock = threading.Lock()
+
+
+def _ledger_usable(segment: ListQuery | None) -> bool:
+    """Whether a segment can be answered from the ledger now: the aggregates are
+    built and every change is applied (called BEFORE opening the connection that
+    reads them, so its snapshot includes what this call applied)."""
+    if segment is None:
+        return False
+    ready, behind = aggregates.ensure_current()
+    return ready and not behind
+
+
+def _segment_totals(conn: Connection, segment: ListQuery | None, usable: bool) -> "aggregates.SegmentTotals | None":
+    """A segment's figures from the ledger of its customers (one pass serves the
+    comparison, the cohorts and the top products of a report), or None when the
+    aggregates cannot answer exactly right now (first build, or many changes
+    still being applied): the callers then compute from the rows."""
+    if segment is None or not usable:
+        return None
+    # Kept for a few seconds (a report asks three times) and while nothing changed.
+    key = (str(get_engine().url), str(local_zone()), segment.signature(), _data_signature(conn),
+           aggregates.applied_version)
+    with _segment_memo_lock:
+        found = _segment_memo.get(key)
+    if found is not None and time.monotonic() - found[0] <= SEGMENT_MEMO_SECONDS:
+        return found[1]
+    ids = select(C.id).where(ACTIVE, *_segment_conditions(conn, segment))
+    totals = aggregates.SegmentTotals.load(conn, ids)
+    with _segment_memo_lock:
+        _segment_memo[key] = (time.monotonic(), totals)
+        while len(_segment_memo) > 4:
+            _segment_memo.popitem(last=False)
+    return totals
 
 
 def _aggregates_ready() -> bool:
@@ -893,10 +936,12 @@ def compare_periods(actor: Actor, segment: ListQuery | None, period_a: Period, p
     """The same measures for a segment in two periods, e.g. before / after a campaign."""
     require(actor, "report.view", action="report.compare")
     whole = segment is None and _aggregates_ready()
+    usable = _ledger_usable(segment)
 
     def compute(conn: Connection) -> Comparison:
-        if whole:
-            a, b = _aggregate_measures(conn, period_a), _aggregate_measures(conn, period_b)
+        totals = None if whole else _segment_totals(conn, segment, usable)
+        if whole or totals is not None:
+            a, b = _aggregate_measures(conn, period_a, totals), _aggregate_measures(conn, period_b, totals)
         else:
             seg = _segment_conditions(conn, segment)
             a = period_measures(conn, period_a, seg)
@@ -946,7 +991,19 @@ def cohorts(actor: Actor, months: int = 12, last_month: dt.date | str | None = N
                                       [n if is_open else None for n, is_open in zip(retained, opened)]))
         return rows
 
+    usable = _ledger_usable(segment)
+
     def compute(conn: Connection) -> list[CohortRow]:
+        totals = _segment_totals(conn, segment, usable)
+        if totals is not None:
+            rows = []
+            for first in firsts:
+                boundaries = [_add_months(first, k) for k in COHORT_OFFSETS]
+                size, retained = totals.cohort(first, boundaries)
+                opened = [local_day_start_utc(b) <= now for b in boundaries]
+                rows.append(CohortRow(first.strftime("%Y-%m"), size,
+                                      [n if is_open else None for n, is_open in zip(retained, opened)]))
+            return rows
         seg = _segment_conditions(conn, segment)
         rows = []
         for first in firsts:
@@ -989,7 +1046,14 @@ def top_products(actor: Actor, segment: ListQuery | None, period: Period, limit:
         found.sort(key=lambda r: (-r[3], r[0]))
         return [ProductRow(*row) for row in found[:limit]]
 
+    usable = _ledger_usable(segment)
+
     def compute(conn: Connection) -> list[ProductRow]:
+        totals = _segment_totals(conn, segment, usable)
+        if totals is not None:
+            found = totals.products(period.first, period.last)
+            found.sort(key=lambda r: (-r[3], r[0]))
+            return [ProductRow(*row) for row in found[:limit]]
         seg = _segment_conditions(conn, segment)
         amount = func.sum(O.amount_cents)
         statement = (

@@ -66,10 +66,10 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
             boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
             assert value == (None if boundary > now else sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary))
     period = reports.make_period("custom", "2026-01-01", "2026-10-31")
-    start, end = bounds(period.first, period.last, zone)
+    start_p, end_p = bounds(period.first, period.last, zone)
     totals: dict[str, list] = {}
     for o in rows.orders:
-        if o["status"] == "paid" and o["paid"] and start <= o["paid"] < end and rows.live(o["customer"]):
+        if o["status"] == "paid" and o["paid"] and start_p <= o["paid"] < end_p and rows.live(o["customer"]):
             entry = totals.setdefault(o["product"], [0, 0, 0, set()])
             entry[0] += 1
             entry[1] += o["qty"] or 0
@@ -77,6 +77,35 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
             entry[3].add(o["customer"])
     wanted = sorted(((p, v[0], v[1], v[2], len(v[3])) for p, v in totals.items()), key=lambda r: (-r[3], r[0]))[:10]
     got = reports.top_products(actor, None, period, 10)
+    assert [(p.product, p.orders, p.quantity, p.amount_cents, p.buyers) for p in got] == wanted
+    # A segment (summed from the ledger of its customers): comparison, cohorts, top products.
+    from meiqia_app.services.customer_query import ListQuery
+
+    segment = ListQuery(sources=("wechat", "app"), lifecycle=("active", "new", "churned"))
+    in_segment = lambda c: c["source"] in ("wechat", "app") and c["lifecycle"] in ("active", "new", "churned")  # noqa: E731
+    reports.invalidate_cache()
+    a, b = PERIODS[3], PERIODS[0]
+    result = reports.compare_periods(actor, segment, a, b)
+    assert_same(result.raw_a, expected(rows, *bounds(a.first, a.last, zone), segment=in_segment))
+    assert_same(result.raw_b, expected(rows, *bounds(b.first, b.last, zone), segment=in_segment))
+    for row in reports.cohorts(actor, 6, "2026-10-01", segment):
+        first = dt.date.fromisoformat(row.month + "-01")
+        start, end = bounds(first, reports._add_months(first, 1) - dt.timedelta(days=1), zone)
+        members = [c for c in live if start <= c["registered"] < end and in_segment(c)]
+        assert row.size == len(members)
+        for k, value in zip(reports.COHORT_OFFSETS, row.retained):
+            boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
+            assert value == (None if boundary > now else sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary))
+    seg_totals: dict[str, list] = {}
+    for o in rows.orders:
+        if (o["status"] == "paid" and o["paid"] and start_p <= o["paid"] < end_p and rows.live(o["customer"], in_segment)):
+            entry = seg_totals.setdefault(o["product"], [0, 0, 0, set()])
+            entry[0] += 1
+            entry[1] += o["qty"] or 0
+            entry[2] += o["amount"]
+            entry[3].add(o["customer"])
+    wanted = sorted(((p, v[0], v[1], v[2], len(v[3])) for p, v in seg_totals.items()), key=lambda r: (-r[3], r[0]))[:10]
+    got = reports.top_products(actor, segment, period, 10)
     assert [(p.product, p.orders, p.quantity, p.amount_cents, p.buyers) for p in got] == wanted
     # Incremental == from scratch.
     incremental = _daily_rows()
