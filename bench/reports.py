@@ -146,7 +146,12 @@ def main() -> int:
     defaults = report_views.default_segment_params()
     a = reports.make_period("custom", defaults["a_from"], defaults["a_to"])
     b = reports.make_period("custom", defaults["b_from"], defaults["b_to"])
-    for name, segment in (("all customers", None), ("segment source=wechat", ListQuery(sources=("wechat",))),
+    with get_engine().connect() as conn:
+        city = conn.execute(text("SELECT city, count(*) FROM customer WHERE status = 'active' AND city IS NOT NULL "
+                                 "GROUP BY city ORDER BY 2 DESC LIMIT 1")).one()
+    for name, segment in (("all customers", None),
+                          (f"segment city={city[0]} ({city[1]:,} customers)", ListQuery(city=city[0])),
+                          ("segment source=wechat", ListQuery(sources=("wechat",))),
                           ("segment lifecycle=active", ListQuery(lifecycle=("active",)))):
         reports.invalidate_cache()
         line(f"/reports {name}: compare two 30-day periods", [timed(reports.compare_periods, manager, segment, a, b)])

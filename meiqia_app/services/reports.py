@@ -28,33 +28,30 @@ Definitions (documented here because the numbers must be explainable):
 - lifecycle distribution and customers by source / region: today's snapshot of
   the working set, plus new customers per source / region in both periods.
 
-Speed (bench/reports.py; figures in the report of the branch). Every figure
-is an aggregate over an index range; migration 0002_reports adds covering
-indexes so the ranges are read index-only. The working set excludes archived /
-trashed customers: for a long range the aggregate runs over all rows and the
-excluded customers' part (few customers, probed through the per-customer
-indexes) is subtracted; for a short range each row is joined to its customer.
-Total customers = today's working set (cached) minus those registered after the
-period.
+Speed (bench/reports.py). The whole working set — the dashboard, the agent's
+snapshot, the trend and /reports without a segment — is read from daily
+aggregates (:mod:`report_aggregates`): figures per local day, kept up to date
+per changed customer (database triggers mark customers whose rows changed; the
+difference between their old and new contribution is applied before the
+figures are read). An edit therefore costs the dashboard one customer's
+update, not a recomputation of years of history. The first build (after
+migration 0003_reports or a seed, or when the configured zone changes) runs in
+the background at 1M customers; meanwhile ``dashboard`` answers with
+``computing`` set and the page says the figures are being computed.
 
-Results are kept in an in-process cache (:class:`_ReportCache`) keyed by the
+A segment (saved view or filter) is answered from the same per-customer
+contributions (the ledger), summed over the customers matching the segment —
+one pass for the comparison, cohorts and top products of a report. When the
+aggregates cannot answer exactly (first build running, or many changes still
+being applied in the background), the measures are computed from the rows
+with the SQL below (covering indexes of migration 0002_reports): for a long
+range the aggregate runs over all rows and the excluded customers' part is
+subtracted; for a short range each row is joined to its customer. Those
+results are kept in an in-process cache (:class:`_ReportCache`) keyed by the
 function, its arguments, the database URL and the zone, and checked against a
-*data version*:
-- a counter bumped by a SQLAlchemy ``after_cursor_execute`` listener whenever
-  this process runs an INSERT / UPDATE / DELETE on customer, customer_order,
-  conversation, behavior_event or tag_assignment (so every service, ORM or
-  Core, invalidates it without calling anything);
-- the highest ids of customer / customer_order / conversation / behavior_event
-  (index look-ups), so rows added by another process (CLI import, a second
-  worker) invalidate it too;
-- entries older than ``CACHE_TTL_SECONDS`` are recomputed, which bounds how
-  long an edit made by *another* process (e.g. archiving) can stay unseen.
-The dashboard page asks with ``allow_stale``: after a change it gets the last
-figures at once (with the time they were computed) while a background thread
-recomputes them. ``warm_cache`` runs at app start and just after local
-midnight (scheduler task ``reports_warmup``). ``invalidate_cache()`` clears all.
-With several workers (Redis state manager) each process has its own cache;
-the max-id signature and the TTL keep them honest.
+data signature (a write counter bumped by a SQLAlchemy listener, the
+customer-data generation, the highest ids; entries expire after
+``CACHE_TTL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -702,7 +699,8 @@ def _aggregate_measures(conn: Connection, period: Period, segment_totals: "aggre
 
 
 SEGMENT_MEMO_SECONDS = 30
-_segment_memo: OrderedDict[tuple, tuple[float, "aggregates.SegmentTotals"]] = OrderedDict()
+SEGMENT_LEDGER_MAX = 30_000  # customers; bigger segments are computed from the rows
+_segment_memo: OrderedDict[tuple, tuple[float, "aggregates.SegmentTotals | None"]] = OrderedDict()
 _segment_memo_lock = threading.Lock()
 
 
@@ -731,7 +729,11 @@ def _segment_totals(conn: Connection, segment: ListQuery | None, usable: bool) -
     if found is not None and time.monotonic() - found[0] <= SEGMENT_MEMO_SECONDS:
         return found[1]
     ids = select(C.id).where(ACTIVE, *_segment_conditions(conn, segment))
-    totals = aggregates.SegmentTotals.load(conn, ids)
+    # Summing the ledger costs per customer of the segment (~35 figures each);
+    # the SQL over the rows costs per row in the periods whatever the segment's
+    # size. Small segments (a city, a tag, a saved view) take the ledger.
+    size = conn.execute(select(func.count()).select_from(ids.limit(SEGMENT_LEDGER_MAX + 1).subquery())).scalar_one()
+    totals = aggregates.SegmentTotals.load(conn, ids) if size <= SEGMENT_LEDGER_MAX else None
     with _segment_memo_lock:
         _segment_memo[key] = (time.monotonic(), totals)
         while len(_segment_memo) > 4:

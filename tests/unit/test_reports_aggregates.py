@@ -35,6 +35,8 @@ def _daily_rows() -> dict:
 def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
     """Every measure of the dashboard, trend, breakdowns, cohorts and top products
     against plain Python over the rows; then the incremental state against a rebuild."""
+    reports.dashboard(actor, PERIODS[0])  # applies the changes (in the request, or in the background when many)
+    aggregates.wait_for_background()
     rows = Rows(None)
     tz = ZoneInfo(zone)
     live = [c for c in rows.customers.values() if c["status"] == "active"]
