@@ -310,10 +310,14 @@ def pending_count(conn: Connection, cap: int = SYNC_APPLY_LIMIT + 1) -> int:
     return int(conn.execute(text("SELECT count(*) FROM (SELECT 1 FROM report_dirty LIMIT :n) AS d"), {"n": cap}).scalar_one())
 
 
+_day_of_by_zone: dict[str, DayOf] = {}
+
+
 def apply_pending(max_customers: int | None = None, max_seconds: float | None = None) -> int:
     """Apply the dirty customers' differences, batch by batch (one write transaction each),
     until none is left (or ``max_customers`` / ``max_seconds`` is reached)."""
-    day_of = DayOf(local_zone())
+    zone = local_zone()
+    day_of = _day_of_by_zone.setdefault(str(zone), DayOf(zone))  # its per-hour memo is kept
     done = 0
     started = time.perf_counter()
     while (max_customers is None or done < max_customers) and (
