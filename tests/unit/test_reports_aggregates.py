@@ -251,3 +251,23 @@ def test_local_day_of_fractional_offset_zone():
     assert dt.date.fromordinal(day_of("2026-10-31 18:30:00.000000")) == dt.date(2026, 11, 1)
     assert dt.date.fromordinal(day_of(dt.datetime(2026, 10, 31, 18, 45, tzinfo=UTC))) == dt.date(2026, 11, 1)
     assert day_of(None) == 0
+
+
+def test_big_segments_are_computed_from_the_rows_with_the_same_figures(seeded_db, seeded_actors, monkeypatch):
+    from meiqia_app.services.customer_query import ListQuery
+
+    monkeypatch.setattr(reports, "SEGMENT_LEDGER_MAX", 0)  # as for a segment of more than 50k customers
+    reports.invalidate_cache()
+    rows = Rows(None)
+    manager = seeded_actors["manager"]
+    segment = ListQuery(sources=("wechat", "app"), lifecycle=("active", "new", "churned"))
+    in_segment = lambda c: c["source"] in ("wechat", "app") and c["lifecycle"] in ("active", "new", "churned")  # noqa: E731
+    for a, b in ((PERIODS[3], PERIODS[0]), (PERIODS[2], PERIODS[1])):
+        result = reports.compare_periods(manager, segment, a, b)
+        assert_same(result.raw_a, expected(rows, *bounds(a.first, a.last), segment=in_segment))
+        assert_same(result.raw_b, expected(rows, *bounds(b.first, b.last), segment=in_segment))
+    # The same segment from the ledger gives the same answer.
+    monkeypatch.setattr(reports, "SEGMENT_LEDGER_MAX", 50_000)
+    reports.invalidate_cache()
+    again = reports.compare_periods(manager, segment, PERIODS[2], PERIODS[1])
+    assert again.raw_a == result.raw_a and again.raw_b == result.raw_b
