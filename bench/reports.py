@@ -1,18 +1,22 @@
 """Dashboard and report latency at 1,000,000 customers (not a test: prints figures).
 
-    .venv/bin/python bench/reports.py --copy-to /tmp/bench-reports-1m   # once: copy + migrate (~4 min)
-    .venv/bin/python bench/reports.py --db /tmp/bench-reports-1m/meiqia.db [--runs 5]
+    .venv/bin/python bench/reports.py --copy-to /tmp/reports-1m     # once: copy + migrate (~4 min)
+    .venv/bin/python bench/reports.py --db /tmp/reports-1m/meiqia.db [--runs 5] [--rebuild]
 
-The reports need the covering indexes of migration 0002_reports. The shared
-1M database (/work/bench-data/1m) must not be modified, so ``--copy-to`` makes
-an online backup of it (read through ``mode=ro``) and migrates the copy. The
-timed runs open the database READ-ONLY (SQLite URI ``mode=ro``). Times,
-through the same services the pages call:
-- cold: first computation of a period (empty in-process cache);
-- warm: the same call again (cache hit; the data signature is re-read);
-- stale: after a write elsewhere (simulated by bumping the write counter), with
-  ``allow_stale=True`` as the dashboard page calls it — the old figures are
-  returned at once and recomputed in a background thread.
+The dashboard reads daily aggregates (services/report_aggregates.py, migration
+0003_reports) that are built once and then updated per changed customer. This
+bench WRITES to the database it is given (it builds the aggregates and makes
+edits), so it refuses the shared read-only databases: make a copy with
+``--copy-to`` (an online backup of the shared 1M database read through
+``mode=ro``, then migrated). Figures, through the same services the pages call:
+- one-time build of the aggregates (only when missing, or with --rebuild);
+- dashboard "warm": nothing changed since the last load;
+- dashboard "cold after an edit": one customer's source changed and one order
+  added just before (the changed customers are applied, then the figures read);
+- dashboard after archiving 1,000 customers at once;
+- /reports for all customers and for two segments (two periods compared,
+  12-month cohorts, top products), each cold (the in-process cache of segment
+  figures emptied first).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+SHARED = ("/work/bench-data/", "/tmp/bench-reports-1m/")
 
 
 def timed(fn, *args, **kwargs) -> float:
@@ -36,77 +41,128 @@ def timed(fn, *args, **kwargs) -> float:
 
 def line(name: str, seconds: list[float]) -> None:
     ms = [s * 1000 for s in seconds]
-    print(f"{name:<48} n={len(ms):2}  median={statistics.median(ms):9.1f} ms  max={max(ms):9.1f} ms", flush=True)
+    print(f"{name:<58} n={len(ms):2}  median={statistics.median(ms):9.1f} ms  max={max(ms):9.1f} ms", flush=True)
+
+
+def copy_and_migrate(source: str, folder: str) -> None:
+    import sqlite3
+
+    target = Path(folder) / "meiqia.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, sqlite3.connect(target) as copy:
+        src.backup(copy)
+    os.environ["DATABASE_URL"] = f"sqlite:///{target}"
+    os.environ["MEIQIA_DATA_DIR"] = str(target.parent)
+    from meiqia_app.migrate import upgrade_to_head
+
+    upgrade_to_head()
+    with sqlite3.connect(target) as copy:
+        copy.execute("ANALYZE")
+    print(f"copied and migrated: {target}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--db", default="/work/bench-data/1m/meiqia.db")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default="/tmp/reports-1m/meiqia.db")
+    parser.add_argument("--source", default="/work/bench-data/1m/meiqia.db", help="what --copy-to copies")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--copy-to", default="", help="copy --db (read-only) into this folder, migrate the copy, exit")
+    parser.add_argument("--rebuild", action="store_true", help="time a full rebuild of the aggregates")
+    parser.add_argument("--copy-to", default="", help="copy --source (read-only) into this folder, migrate the copy, exit")
     args = parser.parse_args()
 
     if args.copy_to:
-        import sqlite3
-
-        target = Path(args.copy_to) / "meiqia.db"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(f"file:{args.db}?mode=ro", uri=True) as source, sqlite3.connect(target) as copy:
-            source.backup(copy)
-        os.environ["DATABASE_URL"] = f"sqlite:///{target}"
-        os.environ["MEIQIA_DATA_DIR"] = str(target.parent)
-        from meiqia_app.migrate import upgrade_to_head
-
-        upgrade_to_head()
-        with sqlite3.connect(target) as copy:
-            copy.execute("ANALYZE")
-        print(f"copied and migrated: {target}")
+        copy_and_migrate(args.source, args.copy_to)
         return 0
+    db = str(Path(args.db).resolve())
+    if db.startswith(SHARED):
+        print(f"refusing to write to the shared database {db}: use --copy-to /tmp/reports-1m first", file=sys.stderr)
+        return 2
 
-    os.environ["DATABASE_URL"] = f"sqlite:///file:{args.db}?mode=ro&uri=true"
+    os.environ["DATABASE_URL"] = f"sqlite:///{db}"
     os.environ["MEIQIA_SCHEDULER"] = "0"
-    os.environ.setdefault("MEIQIA_DATA_DIR", "/tmp/meiqia-bench-reports")
+    os.environ.setdefault("MEIQIA_DATA_DIR", str(Path(db).parent))
     from sqlalchemy import text
 
-    from meiqia_app.db import get_engine
+    from meiqia_app.db import get_engine, write_session
+    from meiqia_app.migrate import upgrade_to_head
+    from meiqia_app.services import report_aggregates as aggregates
     from meiqia_app.services import report_views, reports
     from meiqia_app.services.customer_query import ListQuery
     from meiqia_app.services.rbac import BUILTIN_ROLES, Actor
 
+    upgrade_to_head()
     manager = Actor(user_id=1, username="bench", display_name="bench", role_name="manager",
                     permissions=frozenset(BUILTIN_ROLES["manager"]["permissions"]))
     with get_engine().connect() as conn:
-        customers = conn.execute(text("select count(*) from customer")).scalar_one()
-        orders = conn.execute(text("select count(*) from customer_order")).scalar_one()
-        chats = conn.execute(text("select count(*) from conversation")).scalar_one()
-        events = conn.execute(text("select count(*) from behavior_event")).scalar_one()
-    print(f"database: {args.db} (read-only) customers={customers:,} orders={orders:,} conversations={chats:,} events={events:,}")
+        counts = [conn.execute(text(f"select count(*) from {t}")).scalar_one()
+                  for t in ("customer", "customer_order", "conversation", "behavior_event")]
+    print(f"database: {db} customers={counts[0]:,} orders={counts[1]:,} conversations={counts[2]:,} events={counts[3]:,}")
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)", flush=True)
 
+    state = aggregates.state()
+    if args.rebuild or state.get("status") != "ready":
+        seconds = timed(aggregates.build, True)
+        state = aggregates.state()
+        print(f"one-time build of the daily aggregates: {seconds:.1f} s ({state.get('customers', 0):,} customers, "
+              f"{state.get('rows', 0):,} rows)", flush=True)
+    seconds = timed(aggregates.apply_pending)
+    print(f"pending changes applied before timing: {seconds * 1000:.0f} ms")
+
+    def edit(step: int) -> None:
+        """One customer's source changes and one paid order is added (triggers mark them)."""
+        with write_session() as session:
+            conn = session.connection()
+            cid = 1000 + step * 7919 % 900_000
+            conn.execute(text("UPDATE customer SET source = CASE source WHEN 'web' THEN 'app' ELSE 'web' END WHERE id = :id"),
+                         {"id": cid})
+            conn.execute(text(
+                "INSERT INTO customer_order (order_no, customer_id, product_name, quantity, amount_cents, status, created_at, paid_at) "
+                "VALUES (:no, :cid, 'bench', 1, 100, 'paid', :at, :at)"),
+                {"no": f"BENCH-{time.time_ns()}", "cid": cid + 1, "at": "2026-11-20 02:00:00.000000"})
+
+    step = 0
     for kind in ("day", "week", "month"):
-        reports.invalidate_cache()
         params = {"kind": kind, "granularity": "day"}
-        cold = [timed(report_views.dashboard_view, manager, params)]
-        line(f"dashboard {kind:5} cold (both periods + trend)", cold)
-        warm = [timed(report_views.dashboard_view, manager, params) for _ in range(args.runs)]
-        line(f"dashboard {kind:5} warm (cache hit)", warm)
-        stale = []
+        report_views.dashboard_view(manager, params)
+        line(f"dashboard {kind:5} warm (no change since last load)",
+             [timed(report_views.dashboard_view, manager, params, True) for _ in range(args.runs)])
+        cold = []
         for _ in range(args.runs):
-            reports._bump_version()  # what any write in this process does
-            stale.append(timed(report_views.dashboard_view, manager, params, True))
-        line(f"dashboard {kind:5} after a write, allow_stale", stale)
-        # Let the background refresh finish before the next case.
-        while reports._cache._refreshing:
-            time.sleep(0.2)
+            step += 1
+            edit(step)
+            cold.append(timed(report_views.dashboard_view, manager, params, True))
+        line(f"dashboard {kind:5} cold (after an edit + a new order)", cold)
+    with write_session() as session:
+        session.connection().execute(text(
+            "UPDATE customer SET status = 'archived' WHERE id IN (SELECT id FROM customer WHERE status = 'active' "
+            "AND id > 500000 ORDER BY id LIMIT 1000)"))
+    line("dashboard month after archiving 1,000 customers", [timed(report_views.dashboard_view, manager, {"kind": "month"}, True)])
+    with write_session() as session:
+        session.connection().execute(text(
+            "UPDATE customer SET status = 'active' WHERE id IN (SELECT id FROM customer WHERE status = 'archived' "
+            "AND id > 500000 ORDER BY id LIMIT 1000)"))
+    aggregates.apply_pending()
 
-    period = reports.make_period("month")
-    previous = period.previous()
-    for name, segment in (("all customers", None), ("segment source=wechat", ListQuery(sources=("wechat",)))):
+    defaults = report_views.default_segment_params()
+    a = reports.make_period("custom", defaults["a_from"], defaults["a_to"])
+    b = reports.make_period("custom", defaults["b_from"], defaults["b_to"])
+    with get_engine().connect() as conn:
+        city = conn.execute(text("SELECT city, count(*) FROM customer WHERE status = 'active' AND city IS NOT NULL "
+                                 "GROUP BY city ORDER BY 2 DESC LIMIT 1")).one()
+    for name, segment in (("all customers", None),
+                          (f"segment city={city[0]} ({city[1]:,} customers)", ListQuery(city=city[0])),
+                          ("segment source=wechat", ListQuery(sources=("wechat",))),
+                          ("segment lifecycle=active", ListQuery(lifecycle=("active",)))):
         reports.invalidate_cache()
-        line(f"compare two months, {name}, cold", [timed(reports.compare_periods, manager, segment, previous, period)])
-        line(f"cohorts 12 months, {name}, cold", [timed(reports.cohorts, manager, 12, None, segment)])
-        line(f"top products, {name}, cold", [timed(reports.top_products, manager, segment, period)])
-    reports.invalidate_cache()
-    line("trend 24 months, cold", [timed(reports.trend, manager, "month", None, 24)])
+        line(f"/reports {name}: compare two 30-day periods", [timed(reports.compare_periods, manager, segment, a, b)])
+        line(f"/reports {name}: cohorts 12 months", [timed(reports.cohorts, manager, 12, b.last, segment)])
+        line(f"/reports {name}: top products", [timed(reports.top_products, manager, segment, b)])
+    for params in ({}, {"source": "wechat"}):
+        reports.invalidate_cache()
+        line(f"/reports page, whole view, cold {params or ''}",
+             [timed(report_views.segment_report_view, manager, {**defaults, **params})])
+    line("trend 24 months (all customers)", [timed(reports.trend, manager, "month", None, 24)])
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)", flush=True)
     return 0
 
 

@@ -11,6 +11,7 @@ from meiqia_app.models.activity import (
 from meiqia_app.models.audit import AuditEntry
 from meiqia_app.models.auth import LoginChallenge, LoginThrottle, RecoveryCode, Role, User, UserSession
 from meiqia_app.models.customer import Customer, CustomerSearch
+from meiqia_app.models.report import ReportDaily, ReportDirty, ReportLedger
 from meiqia_app.models.tag import Tag, TagAssignment, TagRule
 from meiqia_app.models.workflow import (
     AppSetting,
@@ -38,6 +39,9 @@ __all__ = [
     "LoginThrottle",
     "Message",
     "Note",
+    "ReportDaily",
+    "ReportDirty",
+    "ReportLedger",
     "Order",
     "Product",
     "RecoveryCode",

@@ -76,7 +76,12 @@ def period_bar() -> rx.Component:
         rx.cond(S.loading, rx.spinner(size="2")),
         rx.cond(
             S.can_export,
-            rx.button(rx.icon("file-spreadsheet", size=16), t("report.export_xlsx"), on_click=S.export_xlsx, id="dashboard-export"),
+            rx.hstack(
+                rx.button(rx.icon("file-spreadsheet", size=16), t("report.export_xlsx"), on_click=S.export_xlsx, id="dashboard-export"),
+                rx.button(rx.icon("file-text", size=16), t("report.export_pdf"), on_click=S.export_pdf, variant="soft",
+                          id="dashboard-export-pdf"),
+                spacing="2",
+            ),
         ),
         spacing="3",
         align="center",
@@ -205,6 +210,10 @@ def full_dashboard() -> rx.Component:
         rx.cond(
             S.empty,
             rx.callout(t("dash.empty"), icon="info", id="dashboard-empty", width="100%"),
+        ),
+        rx.cond(
+            S.computing,
+            rx.callout(t("dash.computing"), icon="loader", id="dashboard-computing", width="100%"),
         ),
         rx.grid(rx.foreach(S.cards, kpi_card), columns=rx.breakpoints(initial="1", sm="2", md="3", lg="5"), spacing="3", width="100%",
                 id="kpi-cards"),

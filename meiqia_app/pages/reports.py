@@ -54,6 +54,8 @@ def controls() -> rx.Component:
             rx.button(rx.icon("play", size=14), t("report.run"), on_click=S.run, id="report-run", loading=S.loading),
             rx.cond(S.can_export, rx.button(rx.icon("file-spreadsheet", size=16), t("report.export_xlsx"), type="button",
                                             on_click=S.export_xlsx, variant="soft", id="report-export")),
+            rx.cond(S.can_export, rx.button(rx.icon("file-text", size=16), t("report.export_pdf"), type="button",
+                                            on_click=S.export_pdf, variant="soft", id="report-export-pdf")),
             spacing="3",
             wrap="wrap",
             align="end",

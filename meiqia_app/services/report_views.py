@@ -7,6 +7,7 @@ are made from the same figures. No Reflex here.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import re
@@ -14,7 +15,7 @@ import re
 from meiqia_app.i18n import tr
 from meiqia_app.services import audit, reports
 from meiqia_app.services.customer_query import ListQuery
-from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import format_local, today_local
 
@@ -104,9 +105,10 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
     count = MAX_TREND_BUCKETS[granularity]
     if granularity == "day" and period.kind in ("month", "custom") and period.days <= 92:
         count = period.days  # the days of the period itself
-    points = reports.trend(actor, granularity, period.last, count, allow_stale=allow_stale)
+    # While the aggregates are first built there are no figures (and no trend) yet.
+    points = [] if board.computing else reports.trend(actor, granularity, period.last, count, allow_stale=allow_stale)
     raw = board.raw
-    empty = not (raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"])
+    empty = not board.computing and not (raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"])
     computed = dt.datetime.fromisoformat(board.computed_at) if board.computed_at else None
     return {
         "period": board.period,
@@ -118,8 +120,9 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
         "trend": _trend_rows(points),
         "empty": empty,
         "computed_at": format_local(computed, with_seconds=True) if computed else "",
-        # Figures from before the last change, being recomputed: the page asks again shortly.
-        "stale": reports.take_served_stale(),
+        # Figures being computed, or behind changes still being applied: the page asks again shortly.
+        "stale": reports.take_served_stale() or board.computing,
+        "computing": board.computing,
     }
 
 
@@ -248,26 +251,89 @@ def _safe(value):
     return value
 
 
-def _measure_sheet(workbook, lang: str, title_key: str, header: list[str], measures: list[reports.Measure]):
-    rows = []
-    formats_rows = []
-    for m in measures:
-        rows.append([tr(lang, f"dash.{m.key}"), _cell_value(m.kind, m.previous), _cell_value(m.kind, m.value),
-                     reports.format_change(m)])
-        formats_rows.append(_FORMATS[m.kind])
-    sheet = _sheet(workbook, tr(lang, title_key), header, rows)
-    for index, number_format in enumerate(formats_rows, start=2):
-        sheet.cell(row=index, column=2).number_format = number_format
-        sheet.cell(row=index, column=3).number_format = number_format
-    return sheet
+@dataclasses.dataclass
+class _Table:
+    """One table of an exported report: the XLSX sheet and the PDF table are made from it."""
+
+    title: str
+    header: list[str]
+    rows: list[list]  # raw cell values (numbers as numbers; money in yuan)
+    kinds: list[str | None]  # per column: count | money | rate | score | text (None)
+    row_kinds: list[str] | None = None  # per row (measure tables: each row its own kind in columns 1-2)
 
 
-def _breakdown_sheet(workbook, lang: str, title_key: str, rows: list[dict]):
+def _report_tables(actor: Actor, report: str, params: dict, lang: str) -> tuple[str, dict, list[_Table], str]:
+    """(file stem, audit details, tables, subtitle) of the dashboard or a segment report."""
+    if report not in ("dashboard", "segment"):
+        raise ValidationError.single("report", "error.bad_choice")
     label = "label_en" if lang == "en" else "label_zh"
-    _sheet(workbook, tr(lang, title_key),
-           [tr(lang, "dash.col_key"), tr(lang, "dash.col_total"), tr(lang, "dash.col_new"), tr(lang, "dash.col_new_prev")],
-           [[r[label], r["total"], r["new"], r["new_previous"]] for r in rows],
-           [None, COUNT_FORMAT, COUNT_FORMAT, COUNT_FORMAT])
+
+    def measures_table(title_key: str, header: list[str], measures: list[reports.Measure]) -> _Table:
+        return _Table(tr(lang, title_key), header,
+                      [[tr(lang, f"dash.{m.key}"), _cell_value(m.kind, m.previous), _cell_value(m.kind, m.value),
+                        reports.format_change(m)] for m in measures],
+                      [None, None, None, None], [m.kind for m in measures])
+
+    def breakdown_table(title_key: str, rows: list[dict]) -> _Table:
+        return _Table(tr(lang, title_key),
+                      [tr(lang, "dash.col_key"), tr(lang, "dash.col_total"), tr(lang, "dash.col_new"), tr(lang, "dash.col_new_prev")],
+                      [[r[label], r["total"], r["new"], r["new_previous"]] for r in rows],
+                      [None, "count", "count", "count"])
+
+    if report == "dashboard":
+        period = period_from_params(params)
+        granularity = granularity_from_params(params)
+        board = reports.dashboard(actor, period)
+        if board.computing:
+            raise Conflict("dash.computing")
+        view = dashboard_view(actor, params)
+        header = [tr(lang, "report.measure"), f"{tr(lang, 'dash.previous_period')} {board.previous['label']}",
+                  f"{tr(lang, 'dash.current_period')} {board.period['label']}", tr(lang, "dash.change")]
+        tables = [
+            measures_table("report.sheet_summary", header, board.measures),
+            _Table(tr(lang, "report.sheet_trend"),
+                   [tr(lang, "dash.bucket"), tr(lang, "dash.new_customers"), tr(lang, "dash.orders"),
+                    tr(lang, "dash.amount_cents"), tr(lang, "dash.conversations")],
+                   [[p["start"], p["new_customers"], p["orders"], p["amount"], p["conversations"]] for p in view["trend"]],
+                   [None, "count", "count", "money", "count"]),
+            breakdown_table("report.sheet_lifecycle", view["lifecycle"]),
+            breakdown_table("report.sheet_sources", view["sources"]),
+            breakdown_table("report.sheet_regions", view["regions"]),
+        ]
+        stem = f"dashboard-{board.period['first']}-{board.period['last']}-{granularity}"
+        details = {"period": board.period, "granularity": granularity}
+        subtitle = f"{tr(lang, 'dash.title')} · {tr(lang, 'dash.current_period')} {board.period['label']} · " \
+                   f"{tr(lang, 'dash.previous_period')} {board.previous['label']}"
+    else:
+        segment, description = segment_from_params(actor, params)
+        period_a = reports.make_period("custom", params.get("a_from"), params.get("a_to"))
+        period_b = reports.make_period("custom", params.get("b_from"), params.get("b_to"))
+        comparison = reports.compare_periods(actor, segment, period_a, period_b)
+        view = segment_report_view(actor, params)
+        header = [tr(lang, "report.measure"), f"A {period_a.label()}", f"B {period_b.label()}", tr(lang, "dash.change")]
+        tables = [
+            measures_table("report.sheet_comparison", header, comparison.measures),
+            _Table(tr(lang, "report.sheet_cohorts"),
+                   [tr(lang, "report.cohort_month"), tr(lang, "report.cohort_size"),
+                    *[tr(lang, "report.cohort_after", n=k) for k in reports.COHORT_OFFSETS]],
+                   [[row["month"], *row["raw"]] for row in view["cohorts"]],
+                   [None, "count", "count", "count", "count"]),
+            _Table(tr(lang, "report.sheet_products"),
+                   [tr(lang, "report.product"), tr(lang, "dash.orders"), tr(lang, "report.quantity"),
+                    tr(lang, "dash.amount_cents"), tr(lang, "dash.buyers")],
+                   [p["raw"] for p in view["products"]],
+                   [None, "count", "count", "money", "count"]),
+        ]
+        stem = f"report-{period_a.first}-{period_b.last}"
+        details = {"segment": description, "a": period_a.to_dict(), "b": period_b.to_dict()}
+        subtitle = f"{tr(lang, 'report.title')} · {tr(lang, 'report.segment')}: {description} · " \
+                   f"A {period_a.label()} · B {period_b.label()}"
+    return stem, details, tables, subtitle
+
+
+def _check_export(actor: Actor, report: str) -> None:
+    require(actor, "report.view", action="report.export", target_type="report", target_id=report)
+    require(actor, "export.request", action="report.export", target_type="report", target_id=report)
 
 
 def export_xlsx(actor: Actor, report: str, params: dict, lang: str = "zh") -> tuple[str, bytes]:
@@ -278,56 +344,147 @@ def export_xlsx(actor: Actor, report: str, params: dict, lang: str = "zh") -> tu
     """
     from openpyxl import Workbook
 
-    require(actor, "report.view", action="report.export", target_type="report", target_id=report)
-    require(actor, "export.request", action="report.export", target_type="report", target_id=report)
-    if report not in ("dashboard", "segment"):
-        raise ValidationError.single("report", "error.bad_choice")
+    _check_export(actor, report)
+    stem, details, tables, _subtitle = _report_tables(actor, report, params, lang)
     workbook = Workbook()
     workbook.remove(workbook.active)
-    if report == "dashboard":
-        period = period_from_params(params)
-        granularity = granularity_from_params(params)
-        board = reports.dashboard(actor, period)
-        view = dashboard_view(actor, params)
-        header = [tr(lang, "report.measure"), f"{tr(lang, 'dash.previous_period')} {board.previous['label']}",
-                  f"{tr(lang, 'dash.current_period')} {board.period['label']}", tr(lang, "dash.change")]
-        _measure_sheet(workbook, lang, "report.sheet_summary", header, board.measures)
-        _sheet(workbook, tr(lang, "report.sheet_trend"),
-               [tr(lang, "dash.bucket"), tr(lang, "dash.new_customers"), tr(lang, "dash.orders"),
-                tr(lang, "dash.amount_cents"), tr(lang, "dash.conversations")],
-               [[p["start"], p["new_customers"], p["orders"], p["amount"], p["conversations"]] for p in view["trend"]],
-               [None, COUNT_FORMAT, COUNT_FORMAT, MONEY_FORMAT, COUNT_FORMAT])
-        _breakdown_sheet(workbook, lang, "report.sheet_lifecycle", view["lifecycle"])
-        _breakdown_sheet(workbook, lang, "report.sheet_sources", view["sources"])
-        _breakdown_sheet(workbook, lang, "report.sheet_regions", view["regions"])
-        name = f"dashboard-{board.period['first']}-{board.period['last']}-{granularity}.xlsx"
-        details = {"period": board.period, "granularity": granularity}
-    else:
-        segment, description = segment_from_params(actor, params)
-        period_a = reports.make_period("custom", params.get("a_from"), params.get("a_to"))
-        period_b = reports.make_period("custom", params.get("b_from"), params.get("b_to"))
-        comparison = reports.compare_periods(actor, segment, period_a, period_b)
-        view = segment_report_view(actor, params)
-        header = [tr(lang, "report.measure"), f"A {period_a.label()}", f"B {period_b.label()}", tr(lang, "dash.change")]
-        _measure_sheet(workbook, lang, "report.sheet_comparison", header, comparison.measures)
-        _sheet(workbook, tr(lang, "report.sheet_cohorts"),
-               [tr(lang, "report.cohort_month"), tr(lang, "report.cohort_size"),
-                *[tr(lang, "report.cohort_after", n=k) for k in reports.COHORT_OFFSETS]],
-               [[row["month"], *row["raw"]] for row in view["cohorts"]],
-               [None, COUNT_FORMAT, COUNT_FORMAT, COUNT_FORMAT, COUNT_FORMAT])
-        _sheet(workbook, tr(lang, "report.sheet_products"),
-               [tr(lang, "report.product"), tr(lang, "dash.orders"), tr(lang, "report.quantity"),
-                tr(lang, "dash.amount_cents"), tr(lang, "dash.buyers")],
-               [p["raw"] for p in view["products"]],
-               [None, COUNT_FORMAT, COUNT_FORMAT, MONEY_FORMAT, COUNT_FORMAT])
-        name = f"report-{period_a.first}-{period_b.last}.xlsx"
-        details = {"segment": description, "a": period_a.to_dict(), "b": period_b.to_dict()}
+    for table in tables:
+        sheet = _sheet(workbook, table.title, table.header, table.rows,
+                       [_FORMATS.get(kind) if kind else None for kind in table.kinds])
+        for index, kind in enumerate(table.row_kinds or [], start=2):
+            sheet.cell(row=index, column=2).number_format = _FORMATS[kind]
+            sheet.cell(row=index, column=3).number_format = _FORMATS[kind]
     buffer = io.BytesIO()
     workbook.save(buffer)
     data = buffer.getvalue()
     audit.record_now(actor, "report.export", target_type="report", target_id=report,
                      details={**details, "format": "xlsx", "bytes": len(data)})
-    return name, data
+    return f"{stem}.xlsx", data
+
+
+def _pdf_cell(kind: str | None, value) -> str:
+    """A cell as the page shows it (money in yuan in the tables, cents in the measure rows' source)."""
+    if value is None:
+        return "—"
+    if kind == "count":
+        return f"{int(value):,}"
+    if kind == "money":
+        return f"¥{float(value):,.2f}"
+    if kind == "rate":
+        return f"{float(value) * 100:.1f}%"
+    if kind == "score":
+        return f"{float(value):.2f}"
+    return str(value)
+
+
+def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: list[_Table], page_label: str) -> None:
+    """A4 portrait; a heading per table and the table under it (the numbers every
+    chart of the page draws); Chinese in the embedded TrueType font."""
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.lib.units import mm
+    from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from xml.sax.saxutils import escape
+
+    from meiqia_app.services.exports.fonts import register_cjk_font
+
+    font = register_cjk_font()
+    margin = 15 * mm
+    usable = A4[0] - 2 * margin
+    title_style = ParagraphStyle("title", fontName=font, fontSize=15, leading=20, spaceAfter=4)
+    sub_style = ParagraphStyle("sub", fontName=font, fontSize=9, leading=12, textColor=colors.HexColor("#555555"))
+    heading_style = ParagraphStyle("h", fontName=font, fontSize=11, leading=15, spaceBefore=10, spaceAfter=4)
+    story = [Paragraph(escape(title), title_style), Paragraph(escape(subtitle), sub_style),
+             Paragraph(escape(meta_line), sub_style), Spacer(1, 4 * mm)]
+    for table in tables:
+        rows = []
+        for index, row in enumerate(table.rows):
+            kinds = list(table.kinds)
+            if table.row_kinds:
+                kinds[1] = kinds[2] = table.row_kinds[index]
+            rows.append([_pdf_cell(kind, value) for kind, value in zip(kinds, row)])
+        columns = len(table.header)
+        first = usable * (0.34 if columns <= 4 else 0.24)
+        widths = [first] + [(usable - first) / (columns - 1)] * (columns - 1)
+        style = TableStyle([
+            ("FONTNAME", (0, 0), (-1, -1), font),
+            ("FONTSIZE", (0, 0), (-1, -1), 8.5),
+            ("LEADING", (0, 0), (-1, -1), 11),
+            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf5")),
+            ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9aa5b5")),
+            ("ALIGN", (1, 1), (-1, -1), "RIGHT"),
+            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+        ])
+        body = rows or [["—"] + [""] * (columns - 1)]
+        grid = Table([table.header] + body, colWidths=widths, repeatRows=1, style=style)
+        story.append(KeepTogether([Paragraph(escape(table.title), heading_style), grid]) if len(body) < 35
+                     else Paragraph(escape(table.title), heading_style))
+        if len(body) >= 35:
+            story.append(grid)
+
+    def decorate(canvas, doc):
+        canvas.saveState()
+        canvas.setFont(font, 8)
+        canvas.drawRightString(A4[0] - margin, 8 * mm, page_label.format(page=doc.page))
+        canvas.restoreState()
+
+    doc = SimpleDocTemplate(str(path), pagesize=A4, leftMargin=margin, rightMargin=margin, topMargin=14 * mm,
+                            bottomMargin=14 * mm, title=title)
+    doc.build(story, onFirstPage=decorate, onLaterPages=decorate)
+
+
+def export_pdf(actor: Actor, report: str, params: dict, lang: str = "zh") -> int:
+    """The dashboard or a segment report as a PDF with every table of the page.
+
+    Same permissions as the XLSX (report.view + export.request). The file goes
+    through the export pipeline: it is written to the private exports folder
+    and recorded as a finished ``export_job`` (kind ``report``), so it appears
+    in the export history, expires with the other exports and is downloaded
+    through the single-use token route (``/api/export/download/{token}``).
+    Returns the export id; audited as ``report.export`` (format pdf, hash).
+    """
+    import hashlib
+    import json
+    import os
+    import secrets
+
+    from meiqia_app.config import get_settings
+    from meiqia_app.db import write_session
+    from meiqia_app.models import ExportJob
+    from meiqia_app.timeutil import utcnow
+
+    _check_export(actor, report)
+    stem, details, tables, subtitle = _report_tables(actor, report, params, lang)
+    settings = get_settings()
+    directory = settings.exports_dir
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    final = directory / f"report-{secrets.token_hex(8)}.pdf"
+    partial = directory / f".{final.stem}.part.pdf"
+    title = tr(lang, "dash.title" if report == "dashboard" else "report.title")
+    meta_line = f"{tr(lang, 'report.pdf_by')}: {actor.display_name or actor.username} · " \
+                f"{tr(lang, 'report.pdf_at')}: {format_local(utcnow())}"
+    try:
+        _write_report_pdf(partial, title, subtitle, meta_line, tables, tr(lang, "report.pdf_page"))
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    data = final.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    now = utcnow()
+    with write_session() as session:
+        job = ExportJob(requested_by_id=actor.user_id, requested_by_name=actor.username, status="done", kind="report",
+                        purpose="analysis", scope=json.dumps({"report": report, "text": subtitle, **details},
+                                                             ensure_ascii=False, default=str),
+                        fields="[]", sort=json.dumps({"lang": lang}), format="pdf", row_count=sum(len(t.rows) for t in tables),
+                        file_name=final.name, file_size=len(data), file_sha256=digest, created_at=now, started_at=now,
+                        finished_at=now, expires_at=now + dt.timedelta(hours=settings.export_ttl_hours))
+        session.add(job)
+        session.flush()
+        export_id = int(job.id)
+        audit.record(session, actor, "report.export", target_type="report", target_id=report,
+                     details={**details, "format": "pdf", "bytes": len(data), "sha256": digest, "export_id": export_id})
+    return export_id
 
 
 def default_segment_params() -> dict:

@@ -28,33 +28,30 @@ Definitions (documented here because the numbers must be explainable):
 - lifecycle distribution and customers by source / region: today's snapshot of
   the working set, plus new customers per source / region in both periods.
 
-Speed (bench/reports.py; figures in the report of the branch). Every figure
-is an aggregate over an index range; migration 0002_reports adds covering
-indexes so the ranges are read index-only. The working set excludes archived /
-trashed customers: for a long range the aggregate runs over all rows and the
-excluded customers' part (few customers, probed through the per-customer
-indexes) is subtracted; for a short range each row is joined to its customer.
-Total customers = today's working set (cached) minus those registered after the
-period.
+Speed (bench/reports.py). The whole working set — the dashboard, the agent's
+snapshot, the trend and /reports without a segment — is read from daily
+aggregates (:mod:`report_aggregates`): figures per local day, kept up to date
+per changed customer (database triggers mark customers whose rows changed; the
+difference between their old and new contribution is applied before the
+figures are read). An edit therefore costs the dashboard one customer's
+update, not a recomputation of years of history. The first build (after
+migration 0003_reports or a seed, or when the configured zone changes) runs in
+the background at 1M customers; meanwhile ``dashboard`` answers with
+``computing`` set and the page says the figures are being computed.
 
-Results are kept in an in-process cache (:class:`_ReportCache`) keyed by the
+A segment (saved view or filter) is answered from the same per-customer
+contributions (the ledger), summed over the customers matching the segment —
+one pass for the comparison, cohorts and top products of a report. When the
+aggregates cannot answer exactly (first build running, or many changes still
+being applied in the background), the measures are computed from the rows
+with the SQL below (covering indexes of migration 0002_reports): for a long
+range the aggregate runs over all rows and the excluded customers' part is
+subtracted; for a short range each row is joined to its customer. Those
+results are kept in an in-process cache (:class:`_ReportCache`) keyed by the
 function, its arguments, the database URL and the zone, and checked against a
-*data version*:
-- a counter bumped by a SQLAlchemy ``after_cursor_execute`` listener whenever
-  this process runs an INSERT / UPDATE / DELETE on customer, customer_order,
-  conversation, behavior_event or tag_assignment (so every service, ORM or
-  Core, invalidates it without calling anything);
-- the highest ids of customer / customer_order / conversation / behavior_event
-  (index look-ups), so rows added by another process (CLI import, a second
-  worker) invalidate it too;
-- entries older than ``CACHE_TTL_SECONDS`` are recomputed, which bounds how
-  long an edit made by *another* process (e.g. archiving) can stay unseen.
-The dashboard page asks with ``allow_stale``: after a change it gets the last
-figures at once (with the time they were computed) while a background thread
-recomputes them. ``warm_cache`` runs at app start and just after local
-midnight (scheduler task ``reports_warmup``). ``invalidate_cache()`` clears all.
-With several workers (Redis state manager) each process has its own cache;
-the max-id signature and the TTL keep them honest.
+data signature (a write counter bumped by a SQLAlchemy listener, the
+customer-data generation, the highest ids; entries expire after
+``CACHE_TTL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -74,6 +71,7 @@ from sqlalchemy.engine import Engine
 from meiqia_app.db import get_engine
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, Order
 from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
+from meiqia_app.services import report_aggregates as aggregates
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
@@ -633,6 +631,7 @@ class Dashboard:
     raw: dict
     raw_previous: dict
     computed_at: str = ""
+    computing: bool = False  # the aggregates are being built: no figures yet
 
 
 def _snapshot_totals(conn: Connection, column) -> dict[str, int]:
@@ -645,6 +644,19 @@ def _breakdowns(conn: Connection, column, period: Period, keys: tuple[str, ...] 
     totals = _snapshot_totals(conn, column)
     new = _group_counts(conn, column, C.registered_at >= period.start_utc, C.registered_at < period.end_utc)
     new_prev = _group_counts(conn, column, C.registered_at >= previous.start_utc, C.registered_at < previous.end_utc)
+    return _breakdown_list(totals, new, new_prev, keys, limit)
+
+
+def _aggregate_breakdowns(conn: Connection, column, period: Period, keys: tuple[str, ...] | None,
+                          limit: int | None) -> list[Breakdown]:
+    previous = period.previous()
+    return _breakdown_list(aggregates.group_counts(conn, column.name),
+                           aggregates.group_counts(conn, column.name, period.first, period.last),
+                           aggregates.group_counts(conn, column.name, previous.first, previous.last), keys, limit)
+
+
+def _breakdown_list(totals: dict[str, int], new: dict[str, int], new_prev: dict[str, int],
+                    keys: tuple[str, ...] | None, limit: int | None) -> list[Breakdown]:
     if keys is None:
         ordered = sorted(totals, key=lambda k: (-totals[k], k))
         if limit is not None and len(ordered) > limit:
@@ -658,51 +670,134 @@ def _breakdowns(conn: Connection, column, period: Period, keys: tuple[str, ...] 
     return [Breakdown(k, totals.get(k, 0), new.get(k, 0), new_prev.get(k, 0)) for k in keys]
 
 
-def dashboard(actor: Actor, period: Period, allow_stale: bool = False) -> Dashboard:
-    """Everything the dashboard shows for ``period`` and the one before it."""
-    require(actor, "report.view", action="report.dashboard")
+def _aggregate_measures(conn: Connection, period: Period, segment_totals: "aggregates.SegmentTotals | None" = None
+                        ) -> dict[str, float | None]:
+    """period_measures for the whole working set (the daily aggregates) or a
+    segment (its customers' contributions summed, ``segment_totals``)."""
+    if segment_totals is not None:
+        m = segment_totals.measures(period.first, period.last)
+    else:
+        m = aggregates.measures(conn, period.first, period.last)
+    return {
+        "total_customers": m["total"],
+        "new_customers": m["new"],
+        "active_customers": m["active"],
+        "active_rate": _ratio(m["active"], m["total"]),
+        "conversion_rate": _ratio(m["converted"], m["registered"]),
+        "registered": m["registered"],
+        "converted": m["converted"],
+        "orders": m["orders"],
+        "amount_cents": m["amount"],
+        "buyers": m["buyers"],
+        "repeat_buyers": m["repeat"],
+        "repeat_rate": _ratio(m["repeat"], m["buyers"]),
+        "conversations": m["conversations"],
+        "complaints": m["complaints"],
+        "complaint_share": _ratio(m["complaints"], m["conversations"]),
+        "satisfaction": (m["rating_sum"] / m["rated"]) if m["rated"] else None,
+    }
 
-    def compute(conn: Connection) -> Dashboard:
-        previous = period.previous()
-        current = period_measures(conn, period, [])
-        before = period_measures(conn, previous, [])
+
+SEGMENT_MEMO_SECONDS = 30
+SEGMENT_LEDGER_MAX = 50_000  # customers (~150 µs each); bigger segments are computed from the rows (8-14 s at 1M)
+_segment_memo: OrderedDict[tuple, tuple[float, "aggregates.SegmentTotals | None"]] = OrderedDict()
+_segment_memo_lock = threading.Lock()
+
+
+def _ledger_usable(segment: ListQuery | None) -> bool:
+    """Whether a segment can be answered from the ledger now: the aggregates are
+    built and every change is applied (called BEFORE opening the connection that
+    reads them, so its snapshot includes what this call applied)."""
+    if segment is None:
+        return False
+    ready, behind = aggregates.ensure_current()
+    return ready and not behind
+
+
+def _segment_totals(conn: Connection, segment: ListQuery | None, usable: bool) -> "aggregates.SegmentTotals | None":
+    """A segment's figures from the ledger of its customers (one pass serves the
+    comparison, the cohorts and the top products of a report), or None when the
+    aggregates cannot answer exactly right now (first build, or many changes
+    still being applied): the callers then compute from the rows."""
+    if segment is None or not usable:
+        return None
+    # Kept for a few seconds (a report asks three times) and while nothing changed.
+    key = (str(get_engine().url), str(local_zone()), segment.signature(), _data_signature(conn),
+           aggregates.applied_version)
+    with _segment_memo_lock:
+        found = _segment_memo.get(key)
+    if found is not None and time.monotonic() - found[0] <= SEGMENT_MEMO_SECONDS:
+        return found[1]
+    ids = select(C.id).where(ACTIVE, *_segment_conditions(conn, segment))
+    # Summing the ledger costs per customer of the segment (~35 figures each);
+    # the SQL over the rows costs per row in the periods whatever the segment's
+    # size. Small segments (a city, a tag, a saved view) take the ledger.
+    size = conn.execute(select(func.count()).select_from(ids.limit(SEGMENT_LEDGER_MAX + 1).subquery())).scalar_one()
+    totals = aggregates.SegmentTotals.load(conn, ids) if size <= SEGMENT_LEDGER_MAX else None
+    with _segment_memo_lock:
+        _segment_memo[key] = (time.monotonic(), totals)
+        while len(_segment_memo) > 4:
+            _segment_memo.popitem(last=False)
+    return totals
+
+
+def _aggregates_ready() -> bool:
+    """Whether the daily aggregates can answer now (building them first when small;
+    flags the answer as behind when many changes are still being applied)."""
+    ready, behind = aggregates.ensure_current()
+    if behind:
+        _stale_flag.served = True
+    return ready
+
+
+def dashboard(actor: Actor, period: Period, allow_stale: bool = False) -> Dashboard:
+    """Everything the dashboard shows for ``period`` and the one before it.
+
+    Read from the daily aggregates (services/report_aggregates.py), brought up
+    to date first with the customers changed since; while they are first being
+    built the answer has ``computing`` set and no figures. ``allow_stale`` is
+    kept for callers; the answer is never older than the last applied change.
+    """
+    require(actor, "report.view", action="report.dashboard")
+    previous = period.previous()
+    if not _aggregates_ready():
+        empty = dict.fromkeys(("total_customers", "new_customers", "active_customers", "registered", "converted", "orders",
+                               "amount_cents", "buyers", "repeat_buyers", "conversations", "complaints"), 0)
+        empty.update(active_rate=None, conversion_rate=None, repeat_rate=None, complaint_share=None, satisfaction=None)
+        return Dashboard(period=period.to_dict(), previous=previous.to_dict(),
+                         measures=[Measure(k, kind, None, None) for k, kind in DASHBOARD_MEASURES],
+                         lifecycle=[], sources=[], regions=[], raw=dict(empty), raw_previous=dict(empty),
+                         computed_at="", computing=True)
+    with get_engine().connect() as conn:
+        current = _aggregate_measures(conn, period)
+        before = _aggregate_measures(conn, previous)
         return Dashboard(
             period=period.to_dict(),
             previous=previous.to_dict(),
             measures=[Measure(k, kind, current[k], before[k]) for k, kind in DASHBOARD_MEASURES],
-            lifecycle=_breakdowns(conn, C.lifecycle_stage, period, LIFECYCLE_STAGES, None),
-            sources=_breakdowns(conn, C.source, period, SOURCES, None),
-            regions=_breakdowns(conn, C.province, period, None, TOP_REGIONS),
+            lifecycle=_aggregate_breakdowns(conn, C.lifecycle_stage, period, LIFECYCLE_STAGES, None),
+            sources=_aggregate_breakdowns(conn, C.source, period, SOURCES, None),
+            regions=_aggregate_breakdowns(conn, C.province, period, None, TOP_REGIONS),
             raw=current,
             raw_previous=before,
             computed_at=utcnow().isoformat(),
         )
 
-    return _cached("dashboard", (period,), compute, allow_stale)
-
 
 def warm_cache() -> None:
-    """Compute the figures people open first (this day / week / month and the
-    month before), so the first dashboard of the day is served from the cache.
-    Run at app start (in a thread) and just after local midnight by the scheduler."""
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
-
-    today = today_local()
-    for kind in ("month", "day", "week"):
-        dashboard(SYSTEM_ACTOR, make_period(kind, today))
-        trend(SYSTEM_ACTOR, "day", make_period(kind, today).last, 31)
-    dashboard(SYSTEM_ACTOR, make_period("month", today).previous())
+    """Nightly (scheduler task ``reports_warmup``, just after local midnight):
+    apply pending changes and drop aggregate rows that went back to zero.
+    (Also builds the aggregates when they are missing.)"""
+    ready, _behind = aggregates.ensure_current()
+    if ready:
+        aggregates.apply_pending()
+        aggregates.prune()
 
 
 def start_warmup() -> None:
-    """Lifespan hook: warm the cache in a background thread (never delays the start)."""
-    def run() -> None:
-        try:
-            warm_cache()
-        except Exception:  # noqa: BLE001 - a failed warm-up only means a slower first dashboard
-            pass
-
-    threading.Thread(target=run, name="report-warmup", daemon=True).start()
+    """Lifespan hook: build the daily aggregates in a background thread if they are
+    missing or were built for another zone (never delays the start)."""
+    aggregates.start_build_in_background()
 
 
 def _register_nightly_warmup() -> None:
@@ -726,6 +821,13 @@ class Snapshot:
 def agent_snapshot(actor: Actor) -> Snapshot:
     require(actor, "customer.view", action="report.snapshot")
     today = today_local()
+
+    if _aggregates_ready():
+        with get_engine().connect() as conn:
+            total = sum(aggregates.group_counts(conn, "lifecycle_stage").values())
+            month = aggregates.measures(conn, _month_start(today), today)
+            day = aggregates.measures(conn, today, today)
+        return Snapshot(total_customers=total, new_today=day["new"], new_this_month=month["new"])
 
     def compute(conn: Connection) -> Snapshot:
         day = make_period("day", today)
@@ -760,6 +862,20 @@ def trend(actor: Actor, granularity: str, last_day: dt.date | str | None = None,
     day = today_local() if last_day in (None, "") else _parse_day(last_day, "last_day")
     count = TREND_DEFAULT_BUCKETS[granularity] if count is None else count
     starts = bucket_starts(granularity, day, count)
+    if segment is None and _aggregates_ready():
+        with get_engine().connect() as conn:
+            per_day = aggregates.daily(conn, starts[0], _bucket_end(granularity, starts[-1]) - dt.timedelta(days=1))
+        points = []
+        for start_day in starts:
+            sums = [0, 0, 0, 0]
+            first, end = start_day.toordinal(), _bucket_end(granularity, start_day).toordinal()
+            for ordinal in range(first, end):
+                values = per_day.get(ordinal)
+                if values:
+                    sums = [a + b for a, b in zip(sums, values)]
+            label = start_day.strftime("%Y-%m") if granularity == "month" else start_day.strftime("%m-%d")
+            points.append(TrendPoint(start_day.isoformat(), label, *sums))
+        return points
 
     def compute(conn: Connection) -> list[TrendPoint]:
         seg = _segment_conditions(conn, segment)
@@ -821,11 +937,17 @@ class Comparison:
 def compare_periods(actor: Actor, segment: ListQuery | None, period_a: Period, period_b: Period) -> Comparison:
     """The same measures for a segment in two periods, e.g. before / after a campaign."""
     require(actor, "report.view", action="report.compare")
+    whole = segment is None and _aggregates_ready()
+    usable = _ledger_usable(segment)
 
     def compute(conn: Connection) -> Comparison:
-        seg = _segment_conditions(conn, segment)
-        a = period_measures(conn, period_a, seg)
-        b = period_measures(conn, period_b, seg)
+        totals = None if whole else _segment_totals(conn, segment, usable)
+        if whole or totals is not None:
+            a, b = _aggregate_measures(conn, period_a, totals), _aggregate_measures(conn, period_b, totals)
+        else:
+            seg = _segment_conditions(conn, segment)
+            a = period_measures(conn, period_a, seg)
+            b = period_measures(conn, period_b, seg)
         return Comparison(
             period_a=period_a.to_dict(),
             period_b=period_b.to_dict(),
@@ -834,6 +956,9 @@ def compare_periods(actor: Actor, segment: ListQuery | None, period_a: Period, p
             raw_b=b,
         )
 
+    if whole:
+        with get_engine().connect() as conn:
+            return compute(conn)
     signature = segment.signature() if segment is not None else ""
     return _cached("compare", (signature, period_a, period_b), compute)
 
@@ -857,8 +982,30 @@ def cohorts(actor: Actor, months: int = 12, last_month: dt.date | str | None = N
     anchor = today_local() if last_month in (None, "") else _parse_day(last_month, "last_month")
     firsts = [_add_months(_month_start(anchor), -i) for i in range(months - 1, -1, -1)]
     now = utcnow()
+    if segment is None and _aggregates_ready():
+        rows = []
+        with get_engine().connect() as conn:
+            for first in firsts:
+                boundaries = [_add_months(first, k) for k in COHORT_OFFSETS]
+                size, retained = aggregates.cohort(conn, first, boundaries)
+                opened = [local_day_start_utc(b) <= now for b in boundaries]
+                rows.append(CohortRow(first.strftime("%Y-%m"), size,
+                                      [n if is_open else None for n, is_open in zip(retained, opened)]))
+        return rows
+
+    usable = _ledger_usable(segment)
 
     def compute(conn: Connection) -> list[CohortRow]:
+        totals = _segment_totals(conn, segment, usable)
+        if totals is not None:
+            rows = []
+            for first in firsts:
+                boundaries = [_add_months(first, k) for k in COHORT_OFFSETS]
+                size, retained = totals.cohort(first, boundaries)
+                opened = [local_day_start_utc(b) <= now for b in boundaries]
+                rows.append(CohortRow(first.strftime("%Y-%m"), size,
+                                      [n if is_open else None for n, is_open in zip(retained, opened)]))
+            return rows
         seg = _segment_conditions(conn, segment)
         rows = []
         for first in firsts:
@@ -895,8 +1042,20 @@ def top_products(actor: Actor, segment: ListQuery | None, period: Period, limit:
     """Products by paid amount among the segment's paid orders in the period."""
     require(actor, "report.view", action="report.top_products")
     limit = max(1, min(int(limit), 50))
+    if segment is None and _aggregates_ready():
+        with get_engine().connect() as conn:
+            found = aggregates.products(conn, period.first, period.last)
+        found.sort(key=lambda r: (-r[3], r[0]))
+        return [ProductRow(*row) for row in found[:limit]]
+
+    usable = _ledger_usable(segment)
 
     def compute(conn: Connection) -> list[ProductRow]:
+        totals = _segment_totals(conn, segment, usable)
+        if totals is not None:
+            found = totals.products(period.first, period.last)
+            found.sort(key=lambda r: (-r[3], r[0]))
+            return [ProductRow(*row) for row in found[:limit]]
         seg = _segment_conditions(conn, segment)
         amount = func.sum(O.amount_cents)
         statement = (

@@ -11,13 +11,27 @@ import reflex as rx
 from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
 from meiqia_app.services import report_views, reports, saved_views
 from meiqia_app.services.errors import AppError
-from meiqia_app.state.base import AppState
+from meiqia_app.state.base import AppState, full_page_load
 
 
 def _day(value: Any) -> str:
     """A YYYY-MM-DD string or ''; the service validates it again."""
     text = str(value or "").strip()[:10]
     return text
+
+
+async def _export_pdf(state: AppState, report: str, params: dict):
+    """Write the report's PDF (export pipeline: file + export_job + audit), then
+    download it through the single-use token route."""
+    from meiqia_app.services.exports import service as export_service
+
+    try:
+        actor = state._actor()
+        export_id = await state._call(report_views.export_pdf, actor, report, params, state.lang)
+        token = await state._call(export_service.create_download_token, actor, export_id)
+    except AppError as error:
+        return state._on_error(error)
+    return [full_page_load(f"/api/export/download/{token}"), rx.toast.success(state._tr("report.exported"))]
 
 
 class DashboardState(AppState):
@@ -39,6 +53,7 @@ class DashboardState(AppState):
     period_last: str = ""
     computed_at: str = ""
     empty: bool = False
+    computing: bool = False
     snap_total: str = ""
     snap_today: str = ""
     snap_month: str = ""
@@ -84,19 +99,22 @@ class DashboardState(AppState):
         self.end = view["period"]["last"] if self.kind == "custom" else ""
         self.computed_at = view["computed_at"]
         self.empty = view["empty"]
+        self.computing = view["computing"]
 
     @rx.event(background=True)
     async def refresh_when_recomputed(self):
-        """The figures shown were from before the last change: fetch them again
-        once the background recomputation is done (a few seconds at 1M)."""
+        """The figures shown are being computed (first build of the daily
+        aggregates) or are behind many changes being applied in the background:
+        fetch them again until they are current."""
         async with self:
             params = self._params()
             try:
                 actor = self._actor()
             except AppError:
                 return
-        for _attempt in range(60):
-            await asyncio.sleep(1)
+        # Changes being applied: a few seconds. A first build at 1M customers: a couple of minutes.
+        for attempt in range(300):
+            await asyncio.sleep(1 if attempt < 30 else 3)
             try:
                 view = await asyncio.to_thread(report_views.dashboard_view, actor, params, True)
             except AppError:
@@ -173,6 +191,10 @@ class DashboardState(AppState):
         except AppError as error:
             return self._on_error(error)
         return [rx.download(data=data, filename=name), rx.toast.success(self._tr("report.exported"))]
+
+    @rx.event
+    async def export_pdf(self):
+        return await _export_pdf(self, "dashboard", self._params())
 
     @rx.event
     async def quick_search(self, form: dict):
@@ -273,6 +295,10 @@ class ReportsState(AppState):
         except AppError as error:
             return self._on_error(error)
         return [rx.download(data=data, filename=name), rx.toast.success(self._tr("report.exported"))]
+
+    @rx.event
+    async def export_pdf(self):
+        return await _export_pdf(self, "segment", self._params())
 
     @rx.var
     def can_export(self) -> bool:

@@ -38,6 +38,12 @@ def _shot(page, name: str) -> None:
         page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True)
 
 
+def _pdf_text(path) -> str:
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(str(path)).pages)
+
+
 def _number(text: str) -> int:
     return int(text.replace(",", "").strip())
 
@@ -84,6 +90,18 @@ def test_manager_dashboard_period_change_and_export(page, app_server):
     assert summary["客户总数"][2] == shown_total
     with app_server.sql() as db:
         assert db.execute("SELECT count(*) FROM audit_entry WHERE action = 'report.export' AND actor_name = 'manager'").fetchone()[0] >= 1
+
+    # The PDF of the same period: downloaded through the single-use token route, same figures.
+    with page.expect_download() as info:
+        page.locator("#dashboard-export-pdf").click()
+    pdf = info.value
+    assert pdf.suggested_filename.endswith(".pdf")
+    lines = [line.strip() for line in _pdf_text(pdf.path()).splitlines()]
+    at = lines.index("新增客户")
+    assert lines[at + 2] == f"{shown:,}"  # previous, current, change
+    assert "客户总数" in lines and f"{shown_total:,}" in lines
+    with app_server.sql() as db:
+        assert db.execute("SELECT count(*) FROM export_job WHERE kind = 'report' AND format = 'pdf'").fetchone()[0] >= 1
 
 
 def test_manager_compares_two_periods_and_exports(page, app_server):

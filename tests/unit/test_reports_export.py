@@ -94,3 +94,91 @@ def test_saved_view_is_a_segment(seeded_db, seeded_actors):
     by_view = report_views.segment_report_view(manager, {**SEGMENT, "source": "", "view_id": str(option.id)})
     by_filter = report_views.segment_report_view(manager, SEGMENT)
     assert by_view["comparison"] == by_filter["comparison"]
+
+
+def _with_session(actor):
+    import dataclasses
+    import datetime as dt
+    import hashlib
+
+    from meiqia_app.db import write_session
+    from meiqia_app.models import UserSession
+    from meiqia_app.timeutil import utcnow
+
+    with write_session() as session:
+        row = UserSession(token_hash=hashlib.sha256(f"{actor.username}{utcnow()}".encode()).hexdigest(),
+                          user_id=actor.user_id, expires_at=utcnow() + dt.timedelta(hours=1))
+        session.add(row)
+        session.flush()
+        return dataclasses.replace(actor, session_id=row.id)
+
+
+def _in_order(text: str, cells: list[str]) -> bool:
+    """The cells appear as one table row (consecutive lines of the extracted text)."""
+    lines = [line.strip() for line in text.splitlines()]
+    return any(lines[i:i + len(cells)] == cells for i in range(len(lines)))
+
+
+def _pdf_text(path) -> str:
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(str(path)).pages)
+
+
+def test_dashboard_pdf_has_every_table_with_the_page_figures_and_downloads_once(seeded_db, seeded_actors):
+    from meiqia_app.models import ExportJob
+    from meiqia_app.services.exports import service
+
+    manager = _with_session(seeded_actors["manager"])
+    view = report_views.dashboard_view(manager, PARAMS)
+    export_id = report_views.export_pdf(manager, "dashboard", PARAMS, "zh")
+    with read_session() as session:
+        job = session.get(ExportJob, export_id)
+        assert (job.kind, job.format, job.status, job.requested_by_id) == ("report", "pdf", "done", manager.user_id)
+        entry = session.exec(select(AuditEntry).where(AuditEntry.action == "report.export")).one()
+    assert '"pdf"' in entry.details and job.file_sha256 in entry.details
+    token = service.create_download_token(manager, export_id)
+    found = service.claim_download(manager, token)
+    assert found.media_type == "application/pdf"
+    text = _pdf_text(found.path)
+    compact = text.replace(" ", "")
+    for title in ("概览", "趋势", "生命周期", "来源渠道", "地区", "新增客户", "客户总数", "微信"):
+        assert title in compact, title
+    for card in view["cards"]:
+        assert card["value"].replace(" ", "") in compact, card
+    for row in view["sources"]:
+        assert _in_order(text, [row["label_zh"], row["total_text"], row["new_text"], row["new_previous_text"]]), row
+    for point in view["trend"]:
+        assert point["new_customers_text"] in compact and point["amount_text"] in compact
+    with pytest.raises(PermissionDenied):
+        service.claim_download(manager, token)  # single use
+
+
+def test_segment_pdf_has_comparison_cohorts_and_products(seeded_db, seeded_actors):
+    analyst = seeded_actors["analyst"]
+    view = report_views.segment_report_view(analyst, SEGMENT)
+    export_id = report_views.export_pdf(analyst, "segment", SEGMENT, "en")
+    from meiqia_app.config import get_settings
+    from meiqia_app.models import ExportJob
+
+    with read_session() as session:
+        job = session.get(ExportJob, export_id)
+    text = _pdf_text(get_settings().exports_dir / job.file_name)
+    for title in ("Comparison", "Cohorts", "Top products", "New customers"):
+        assert title in text
+    for row in view["comparison"]:
+        assert _in_order(text, [row["label_en"], row["a"], row["b"], row["change"]]), row
+    for cohort in view["cohorts"]:
+        assert _in_order(text, [cohort["month"], cohort["size_text"], cohort["r1"], cohort["r3"], cohort["r6"]])
+    for product in view["products"]:
+        assert product["product"][:6] in text and product["amount_text"] in text
+
+
+@pytest.mark.parametrize("username", ["agent", "senior"])
+def test_pdf_export_refused_without_permissions(db, actors, username):
+    with pytest.raises(PermissionDenied):
+        report_views.export_pdf(actors[username], "dashboard", PARAMS)
+    from meiqia_app.models import ExportJob
+
+    with read_session() as session:
+        assert session.exec(select(ExportJob)).first() is None
