@@ -152,6 +152,7 @@ def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
     # Erasure.
     erasure.erase_customer(admin, active[7], str(active[7]))
     # A bulk import from another connection (bare driver): a customer with events and a chat.
+    mark = "%s" if get_engine().dialect.name == "postgresql" else "?"  # the bare driver's parameter style
     with raw_cursor() as cursor:
         cursor.execute("insert into customer (name, name_pinyin, name_initials, gender, source, province, registered_at, "
                        "last_active_at, order_count, total_spent_cents, lifecycle_stage, membership_tier, consent_marketing, "
@@ -161,9 +162,10 @@ def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
         cursor.execute("select max(id) from customer")
         new_id = cursor.fetchone()[0]
         for at in ("2026-10-19 16:10:00.000000", "2026-10-20 03:00:00.000000", "2026-10-20 04:00:00.000000"):
-            cursor.execute("insert into behavior_event (customer_id, kind, occurred_at) values (?, 'page_view', ?)", (new_id, at))
+            cursor.execute(f"insert into behavior_event (customer_id, kind, occurred_at) values ({mark}, 'page_view', {mark})",
+                           (new_id, at))
         cursor.execute("insert into conversation (customer_id, channel, category, rating, started_at) "
-                       "values (?, 'web', 'complaint', 2, '2026-10-20 05:00:00.000000')", (new_id,))
+                       f"values ({mark}, 'web', 'complaint', 2, '2026-10-20 05:00:00.000000')", (new_id,))
     # Deletions and a changed rating.
     _execute("DELETE FROM behavior_event WHERE id IN (SELECT id FROM behavior_event ORDER BY id LIMIT 25)")
     _execute("UPDATE conversation SET rating = 5 WHERE id IN (SELECT id FROM conversation WHERE rating IS NOT NULL ORDER BY id LIMIT 5)")
