@@ -61,10 +61,13 @@ app.register_lifespan_task(_start_background_work)
 app.register_lifespan_task(reports.start_warmup)  # dashboard figures cached before the first visit
 
 app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", on_load=LoginState.on_load)
-app.add_page(customers_page, route="/customers", title="客户 · 美洽客户管理",
-             on_load=[AppState.check_login, CustomerListState.on_load])
+# The two pages agents live on load with ONE event each (which resolves the
+# session, sets the user and, on the detail page, chains the timeline after
+# it): several on_load events of one tab run at once and queue on the tab's
+# state lock; with Redis state some waited out the whole lock expiry (10 s).
+app.add_page(customers_page, route="/customers", title="客户 · 美洽客户管理", on_load=CustomerListState.on_load)
 app.add_page(customer_detail_page, route="/customers/[customer_id]", title="客户详情 · 美洽客户管理",
-             on_load=[AppState.check_login, CustomerDetailState.on_load, CustomerActivityState.on_load_activity])
+             on_load=CustomerDetailState.on_load)
 
 def _protected(page, route: str, title: str, state_on_load) -> None:
     """Every protected page checks the session before its own on_load runs."""

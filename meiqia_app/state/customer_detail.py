@@ -50,7 +50,13 @@ class CustomerDetailState(AppState):
         self.not_found = False
         self.editing = False
         self.conflict = ""
-        return await self._reload()
+        problem = await self._reload()
+        if problem is not None or self.customer is None:
+            return problem
+        # The timeline loads as the next event, after this one has let go of the state.
+        from meiqia_app.state.customer_activity import CustomerActivityState  # its substate
+
+        return CustomerActivityState.on_load_activity
 
     @rx.event
     def start_edit(self):
