@@ -8,7 +8,9 @@ file is never written) through the same row source and writers an export job
 uses, 12 typical fields, as an admin (no masking), and writes the files to a
 temporary directory. For each case prints rows, seconds, rows/s, file size and
 the peak RSS of the process while that case ran (psutil, sampled every 20 ms).
-``--rows N`` stops after N rows (0: every active customer).
+``--rows N`` stops after N rows (0: every active customer). CSV and XLSX rows
+are built by the database like in an export job (``--python-rows``: the
+Python row source instead, for comparison).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ def main() -> int:
     parser.add_argument("--formats", default="csv,xlsx,pdf5k,pdf20k")
     parser.add_argument("--protect", choices=("no", "yes", "both"), default="both")
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--python-rows", action="store_true",
+                        help="CSV/XLSX through the Python row source instead of rows built by the database")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
@@ -103,7 +107,7 @@ def main() -> int:
     from meiqia_app.services.customer_query import ListQuery
     from meiqia_app.services.exports import protect
     from meiqia_app.services.exports.rows import ExportSpec, RowSource
-    from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_pdf, write_xlsx
+    from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_pdf, write_xlsx
     from meiqia_app.services.rbac import SYSTEM_ACTOR
     from meiqia_app.services.selection import Selection
     from meiqia_app.i18n import tr
@@ -130,13 +134,18 @@ def main() -> int:
         for protected in protects:
             source = RowSource(SYSTEM_ACTOR, spec, datetimes_as_text=fmt == "csv")
             path = workdir / f"out-{label}.{fmt}"
+            # The same choice as an export job: rows built by the database when it can.
+            in_sql = fmt in ("csv", "xlsx") and source.sql_fields_supported(fmt) and not args.python_rows
             with PeakRSS() as rss:
                 started = time.perf_counter()
-                batches = limited(source.iter_batches(args.batch), limit)
+                if in_sql:
+                    batches = limited(source.iter_sql_rows(fmt, meta.true_text, meta.false_text), limit)
+                else:
+                    batches = limited(source.iter_batches(args.batch), limit)
                 if fmt == "csv":
-                    rows = write_csv(path, meta, batches)
+                    rows = write_csv_lines(path, meta, batches) if in_sql else write_csv(path, meta, batches)
                 elif fmt == "xlsx":
-                    rows = write_xlsx(path, meta, batches)
+                    rows = write_xlsx(path, meta, batches, prebuilt=in_sql)
                 else:
                     rows = write_pdf(path, meta, batches)
                 written = time.perf_counter() - started
@@ -145,7 +154,7 @@ def main() -> int:
                     final = workdir / f"out-{label}.protected.{'zip' if fmt == 'csv' else fmt}"
                     protect.protect(fmt, path, final, PASSWORD, f"customers.{fmt}")
                 elapsed = time.perf_counter() - started
-            print(f"{label:<7} protected={'yes' if protected else 'no ':<3} rows={rows:>9,}  "
+            print(f"{label:<7} {'sql' if in_sql else 'py ':<3} protected={'yes' if protected else 'no ':<3} rows={rows:>9,}  "
                   f"write={written:7.1f} s  total={elapsed:7.1f} s  {rows / elapsed:>9,.0f} rows/s  "
                   f"size={final.stat().st_size / 1e6:8.1f} MB  peak_rss={rss.peak / 1e6:5.0f} MB "
                   f"(anon {rss.peak_anon / 1e6:4.0f} MB)", flush=True)

@@ -44,6 +44,7 @@ class Settings:
     allowed_origins: tuple[str, ...]
     export_ttl_hours: int
     export_pdf_max_rows: int
+    export_workers: int
     trash_retention_days: int
     backup_keep: int
     scheduler_enabled: bool
@@ -104,6 +105,8 @@ def _load() -> Settings:
         allowed_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
         export_ttl_hours=_env_int("MEIQIA_EXPORT_TTL_HOURS", 24),
         export_pdf_max_rows=_env_int("MEIQIA_EXPORT_PDF_MAX_ROWS", 20000),
+        # Threads building database-built export rows (CSV/XLSX), each on its own connection.
+        export_workers=_env_int("MEIQIA_EXPORT_WORKERS", max(1, min(2, os.cpu_count() or 1))),
         trash_retention_days=_env_int("MEIQIA_TRASH_RETENTION_DAYS", 30),
         backup_keep=_env_int("MEIQIA_BACKUP_KEEP", 10),
         scheduler_enabled=_env_bool("MEIQIA_SCHEDULER", True),

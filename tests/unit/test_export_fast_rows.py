@@ -92,6 +92,8 @@ def _spec(fields, sort_field="id", descending=False, status="all") -> ExportSpec
     (ALL_SQL_FIELDS, "id", False, 17),
     (TYPICAL, "registered_at", True, 1000),
     (("name", "city"), "last_purchase_at", False, 50),
+    (("id", "last_purchase_at"), "last_purchase_at", True, 9),
+    (("id", "city"), "city", False, 300),
     (("consent_marketing", "total_spent", "birthday", "gender"), "total_spent", True, 7),
 ])
 def test_database_built_csv_is_byte_for_byte_the_csv_writer_output(seeded_actors, tmp_path, fields, sort_field,
@@ -106,13 +108,15 @@ def test_database_built_csv_is_byte_for_byte_the_csv_writer_output(seeded_actors
         rows_slow = write_csv(slow, meta, RowSource(manager, spec, datetimes_as_text=True).iter_batches(batch))
         source = RowSource(manager, spec)
         assert source.sql_fields_supported("csv")
-        rows_fast = write_csv_lines(fast, meta, source.iter_sql_rows("csv", yes, no, batch=batch))
-        assert rows_fast == rows_slow == source.count() > 40
-        expected, got = slow.read_bytes(), fast.read_bytes()
-        if got != expected:  # show the first differing line
-            for a, b in zip(expected.split(b"\r\n"), got.split(b"\r\n")):
-                assert b == a
-        assert got == expected
+        for workers in (1, 3):  # one connection, or batches built by three threads
+            rows_fast = write_csv_lines(fast, meta, source.iter_sql_rows("csv", yes, no, batch=batch,
+                                                                         workers=workers))
+            assert rows_fast == rows_slow == source.count() > 40
+            expected, got = slow.read_bytes(), fast.read_bytes()
+            if got != expected:  # show the first differing line
+                for a, b in zip(expected.split(b"\r\n"), got.split(b"\r\n")):
+                    assert b == a
+            assert got == expected
 
 
 def test_database_built_csv_covers_the_hostile_values(seeded_actors, tmp_path):
@@ -193,7 +197,7 @@ def test_masked_computed_or_single_fields_take_the_python_path(seeded_actors):
 def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(seeded_actors, monkeypatch):
     _sqlite_only()
     manager = seeded_actors["manager"]
-    monkeypatch.setattr("meiqia_app.services.exports.rows.SQL_BATCH", 25)
+    monkeypatch.setattr("meiqia_app.services.exports.rows.SQL_BATCH", {"csv": 25, "xlsx": 25})
     calls = []
     original = RowSource.iter_sql_rows
 
