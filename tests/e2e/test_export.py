@@ -73,6 +73,23 @@ def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_data
     assert {"export.request", "export.run", "export.download"} <= set(actions)
 
 
+def test_audit_page_exports_preset_shows_only_export_steps(page, app_server):
+    login(page, app_server, "admin", "/audit")
+    expect(page.locator("#audit-table .audit-row").first).to_be_visible()
+    expect(page.locator("#audit-table")).to_contain_text("auth.login")
+    page.locator("#audit-preset-exports").click()
+    expect(page.locator("#audit-preset-exports")).to_have_attribute("data-active", "true")
+    expect(page.locator("#audit-table")).not_to_contain_text("auth.login")
+    rows = page.locator("#audit-table .audit-row")
+    for i in range(rows.count()):
+        action = rows.nth(i).locator("td").nth(2).inner_text().strip()
+        assert action.startswith("export.") or action in ("report.export", "role.export_policy"), action
+    page.locator("#audit-preset-export-alerts").click()
+    expect(page.locator("#audit-preset-export-alerts")).to_have_attribute("data-active", "true")
+    page.locator("#audit-preset-none").click()
+    expect(page.locator("#audit-table")).to_contain_text("auth.login")
+
+
 def test_analyst_request_waits_for_approval_and_a_manager_approves(page, app_server, browser):
     with _db(app_server) as db:
         raw = db.execute("SELECT export_policy FROM role WHERE name='data_analyst'").fetchone()[0]
