@@ -23,8 +23,9 @@ from functools import lru_cache
 
 from meiqia_app.dbadapter.base import ExportRowFormat
 
-# Excel's day 0 as a Julian day number.
+# Excel's day 0 as a Julian day number, and as seconds before the Unix epoch.
 EXCEL_EPOCH_JD = 2415018.5
+EXCEL_EPOCH_UNIX = 25569 * 86400
 _FORMULA_FIRST = ("=", "+", "-", "@", "\t", "\r")
 _CSV_SPECIAL = '*[",\n\r]*'
 _XML_SPECIAL = "*[&<>" + "\x01-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*"
@@ -88,7 +89,8 @@ def _fast_time_guard(col: str, fixed: tuple[str, int] | None) -> str | None:
     if fixed is None:
         return None
     since, _ = fixed
-    return (f"{col} >= {lit(since)} AND {col} < '2100' AND length({col}) IN (19, 26) "
+    # Full timestamps as bounds: the column's NUMERIC affinity would turn '2100' into a number.
+    return (f"{col} >= {lit(since)} AND {col} < '2100-01-01 00:00:00' AND length({col}) IN (19, 26) "
             f"AND substr({col}, 11, 1) = ' '")
 
 
@@ -150,9 +152,12 @@ def _xlsx_cell(column, row_format: ExportRowFormat, fixed) -> str:
         slow = f"meiqia_local_cell({col})"
         if guard is None:
             return f"CASE WHEN {col} IS NULL OR {col} = '' THEN '<c/>' ELSE {slow} END"
-        # Whole seconds through julianday (exact in milliseconds), microseconds added apart.
-        serial = (f"julianday(substr({col}, 1, 19), '{fixed[1]:+d} seconds') - {EXCEL_EPOCH_JD} "
-                  f"+ coalesce(CAST(substr({col}, 21, 6) AS INTEGER), 0) / 86400000000.0")
+        # Exact integer microseconds since Excel's day 0, divided once (as Python's
+        # timedelta division does); printed with 16 significant digits (< 1 µs).
+        micros = (f"((CAST(strftime('%s', substr({col}, 1, 19)) AS INTEGER) + {fixed[1] + EXCEL_EPOCH_UNIX}) "
+                  f"* 1000000 + coalesce(CAST(substr({col}, 21, 6) AS INTEGER), 0))")
+        # printf gives '0' for NULL (an impossible date): nullif sends it to Python, which refuses it.
+        serial = f"nullif(printf('%.16g', {micros} / 86400000000.0), '0')"
         return (f"CASE WHEN {col} IS NULL OR {col} = '' THEN '<c/>' WHEN {guard} "
                 f"THEN coalesce('<c s=\"3\"><v>' || ({serial}) || '</v></c>', {slow}) ELSE {slow} END")
     raise ValueError(kind)

@@ -235,3 +235,25 @@ def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(see
     assert cancelled["status"] == "cancelled" and cancelled["progress_done"] == 25
     assert not any(p.name.startswith(f"export-{pending['id']}-") or f"export-{pending['id']}-" in p.name
                    for p in get_settings().exports_dir.iterdir())
+
+
+def test_python_helpers_only_see_the_values_sql_cannot_convert(seeded_actors, tmp_path, monkeypatch):
+    _sqlite_only()
+    _poison()
+    from meiqia_app.services.exports import rows as rows_module
+
+    calls = []
+
+    class Counting(rows_module._LocalTime):
+        def __call__(self, raw):
+            calls.append(raw)
+            return super().__call__(raw)
+
+    monkeypatch.setattr(rows_module, "_LocalTime", Counting)
+    fields = ("id", "registered_at", "last_active_at", "last_login_at")
+    source = RowSource(seeded_actors["manager"], _spec(fields))
+    for fmt in ("csv", "xlsx"):
+        calls.clear()
+        assert sum(len(b) for b in source.iter_sql_rows(fmt, workers=1)) > 250
+        # Only the daylight-saving-years and "T"-form values of customers 41 and 42.
+        assert 1 <= len(calls) <= 4, (fmt, calls)
