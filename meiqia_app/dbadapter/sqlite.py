@@ -141,3 +141,7 @@ class SqliteAdapter(DatabaseAdapter):
         finally:
             raw.execute(f"PRAGMA mmap_size={int(mmap_size)}")
             raw.execute(f"PRAGMA cache_size={int(cache_size)}")
+            from meiqia_app.dbadapter.sqlite_export import HELPER_FUNCTIONS
+
+            for name in HELPER_FUNCTIONS:  # release the export's Python helpers (and their caches)
+                raw.create_function(name, 1, None)

@@ -26,6 +26,8 @@ from meiqia_app.dbadapter.base import ExportRowFormat
 # Excel's day 0 as a Julian day number, and as seconds before the Unix epoch.
 EXCEL_EPOCH_JD = 2415018.5
 EXCEL_EPOCH_UNIX = 25569 * 86400
+#: Python functions the row expression may call (registered per connection, removed after the export).
+HELPER_FUNCTIONS = ("meiqia_local_text", "meiqia_local_cell", "meiqia_xml_text")
 _FORMULA_FIRST = ("=", "+", "-", "@", "\t", "\r")
 _CSV_SPECIAL = '*[",\n\r]*'
 _XML_SPECIAL = "*[&<>" + "\x01-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*"
@@ -165,9 +167,9 @@ def _xlsx_cell(column, row_format: ExportRowFormat, fixed) -> str:
 
 def row_sql(dbapi_connection, row_format: ExportRowFormat) -> str:
     """The row expression; registers the Python helpers it may call on the connection."""
-    dbapi_connection.create_function("meiqia_local_text", 1, row_format.local_text, deterministic=True)
-    dbapi_connection.create_function("meiqia_local_cell", 1, row_format.local_cell, deterministic=True)
-    dbapi_connection.create_function("meiqia_xml_text", 1, row_format.xml_text, deterministic=True)
+    helpers = (row_format.local_text, row_format.local_cell, row_format.xml_text)
+    for name, function in zip(HELPER_FUNCTIONS, helpers):
+        dbapi_connection.create_function(name, 1, function, deterministic=True)
     fixed = fixed_offset_since(row_format.zone)
     if row_format.fmt == "csv":
         cells = [_csv_cell(c, row_format, fixed) for c in row_format.columns]
