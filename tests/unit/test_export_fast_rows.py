@@ -155,7 +155,8 @@ def test_database_built_xlsx_reads_back_like_the_python_path(seeded_actors, tmp_
     meta = _meta(fields)
     slow, fast = tmp_path / "slow.xlsx", tmp_path / "fast.xlsx"
     rows_slow = write_xlsx(slow, meta, RowSource(manager, spec).iter_batches(33))
-    rows_fast = write_xlsx(fast, meta, RowSource(manager, spec).iter_sql_rows("xlsx", batch=33), prebuilt=True)
+    rows_fast = write_xlsx(fast, meta, RowSource(manager, spec).iter_sql_rows("xlsx", batch=33, workers=2),
+                           prebuilt=True)
     assert rows_fast == rows_slow > 40
     with zipfile.ZipFile(fast) as package:
         assert package.testzip() is None
