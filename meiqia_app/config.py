@@ -44,6 +44,7 @@ class Settings:
     allowed_origins: tuple[str, ...]
     export_ttl_hours: int
     export_pdf_max_rows: int
+    export_workers: int
     trash_retention_days: int
     backup_keep: int
     scheduler_enabled: bool
@@ -104,6 +105,10 @@ def _load() -> Settings:
         allowed_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
         export_ttl_hours=_env_int("MEIQIA_EXPORT_TTL_HOURS", 24),
         export_pdf_max_rows=_env_int("MEIQIA_EXPORT_PDF_MAX_ROWS", 20000),
+        # Threads building database-built export rows (CSV/XLSX), each on its own connection.
+        # 1 by default: on the shared 2-core box two threads cost twice the CPU for no gain
+        # (bench/export.py --workers 2 to compare on a quiet machine).
+        export_workers=_env_int("MEIQIA_EXPORT_WORKERS", 1),
         trash_retention_days=_env_int("MEIQIA_TRASH_RETENTION_DAYS", 30),
         backup_keep=_env_int("MEIQIA_BACKUP_KEEP", 10),
         scheduler_enabled=_env_bool("MEIQIA_SCHEDULER", True),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from datetime import tzinfo
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, Connection, and_, exists
@@ -17,6 +20,8 @@ def escape_like(term: str) -> str:
 
 class DatabaseAdapter(abc.ABC):
     name: str
+    #: Whether ``export_row_sql`` builds export rows in the database.
+    builds_export_rows: bool = False
 
     # --- search -------------------------------------------------------------
     @abc.abstractmethod
@@ -89,3 +94,56 @@ class DatabaseAdapter(abc.ABC):
     @property
     def backup_suffix(self) -> str:
         return ".db"
+
+    # --- exports --------------------------------------------------------------
+    def export_row_sql(self, conn: Connection, row_format: "ExportRowFormat") -> str | None:
+        """One SQL expression over the customer table that builds a whole export
+        row (a CSV line or an XLSX row's cells), so that Python only writes the
+        results; None when this database cannot (the caller takes the Python path).
+        May register helper functions on ``conn``."""
+        return None
+
+    def export_read_settings(self, conn: Connection) -> "contextlib.AbstractContextManager[None]":
+        """Connection settings for a long streaming read (bounded memory)."""
+        return contextlib.nullcontext()
+
+
+# --- exports ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ExportColumn:
+    """One column of a database-formatted export (see ``export_row_sql``).
+
+    ``column`` is the SQL reference of a customer column ("customer.name");
+    ``kind`` is how it is written: text (neutralised), coded (a code shown as
+    its label), int, money (integer cents shown as units with two decimals),
+    date, datetime (stored UTC, shown in the local zone) or bool.
+    """
+
+    kind: str
+    column: str
+    labels: tuple[tuple[str, str], ...] = ()  # coded: (code, label)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportRowFormat:
+    """What a database-built export row looks like.
+
+    ``fmt`` "csv": one RFC 4180 line without its terminator, byte for byte
+    what ``csv.writer`` writes for the Python-typed row. ``fmt`` "xlsx": the
+    cells of one ``<row>`` of SpreadsheetML (inline strings, styles 2/3/4 for
+    money/datetime/date). The Python callables give the exact answer for the
+    rare values the SQL leaves to Python (timestamps outside the zone's
+    fixed-offset years, text needing XML escaping).
+    """
+
+    fmt: str
+    columns: tuple[ExportColumn, ...]
+    zone: tzinfo
+    true_text: str
+    false_text: str
+    local_text: Callable[[str], str]  # stored timestamp -> local "YYYY-MM-DD HH:MM:SS"
+    local_cell: Callable[[str], str]  # stored timestamp -> XLSX datetime cell ("" for none)
+    xml_text: Callable[[str], str]  # text -> neutralised, XML-escaped cell text
+    csv_quote: Callable[[str], str]  # constant text -> its CSV field
+    xml_cell: Callable[[str], str]  # constant text -> its XLSX inline-string cell ("" for empty)

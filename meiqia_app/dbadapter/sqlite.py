@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, Connection, bindparam, literal_column, text
 
-from meiqia_app.dbadapter.base import DatabaseAdapter
+from meiqia_app.dbadapter.base import DatabaseAdapter, ExportRowFormat
 
 _FTS = "customer_fts"
 
@@ -39,6 +40,7 @@ def fts_phrase_query(terms: Sequence[str]) -> str:
 
 class SqliteAdapter(DatabaseAdapter):
     name = "sqlite"
+    builds_export_rows = True
 
     def search_ddl(self) -> list[str]:
         return [
@@ -117,3 +119,29 @@ class SqliteAdapter(DatabaseAdapter):
         finally:
             dest.close()
             src.close()
+
+    # --- exports --------------------------------------------------------------
+    def export_row_sql(self, conn: Connection, row_format: ExportRowFormat) -> str | None:
+        from meiqia_app.dbadapter.sqlite_export import row_sql
+
+        return row_sql(conn.connection.driver_connection, row_format)
+
+    @contextlib.contextmanager
+    def export_read_settings(self, conn: Connection) -> Iterator[None]:
+        """A streaming export reads the whole table once: no memory map (its
+        pages count in the process's RSS, up to mmap_size) and a small page
+        cache; the pooled connection gets its usual settings back afterwards."""
+        raw = conn.connection.driver_connection
+        mmap_size = raw.execute("PRAGMA mmap_size").fetchone()[0]
+        cache_size = raw.execute("PRAGMA cache_size").fetchone()[0]
+        raw.execute("PRAGMA mmap_size=0")
+        raw.execute("PRAGMA cache_size=-8192")
+        try:
+            yield
+        finally:
+            raw.execute(f"PRAGMA mmap_size={int(mmap_size)}")
+            raw.execute(f"PRAGMA cache_size={int(cache_size)}")
+            from meiqia_app.dbadapter.sqlite_export import HELPER_FUNCTIONS
+
+            for name in HELPER_FUNCTIONS:  # release the export's Python helpers (and their caches)
+                raw.create_function(name, 1, None)

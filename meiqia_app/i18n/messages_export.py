@@ -1,6 +1,15 @@
 """Messages of the export feature (wizard, history, approvals, files)."""
 
 ENTRIES: dict[str, tuple[str, str]] = {
+    # The /audit page's export presets
+    "export.audit.presets": ("快捷筛选：", "Presets:"),
+    "export.audit.preset_exports": ("数据导出", "Exports"),
+    "export.audit.preset_export_alerts": ("导出异常告警", "Export alerts"),
+    "export.audit.preset_none": ("全部记录", "All entries"),
+    "export.audit.flagged_only": ("仅异常", "Flagged only"),
+    "export.scope.option_ticked": ("客户列表中勾选的客户（{count} 位）", "The customers ticked in the list ({count})"),
+    "export.bulk_ticked": ("导出所选", "Export selected"),
+    "export.error.no_ticked": ("请先在客户列表中勾选客户", "Tick customers in the customer list first"),
     # Column titles (also the picker's labels)
     "export.field.id": ("客户ID", "Customer ID"),
     "export.field.name": ("姓名", "Name"),

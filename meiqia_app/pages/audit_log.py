@@ -65,6 +65,8 @@ def filter_bar() -> rx.Component:
             ),
             _filter_input("audit.filter.date_from", "date_from", "date"),
             _filter_input("audit.filter.date_to", "date_to", "date"),
+            rx.el.label(rx.hstack(rx.checkbox(name="flagged", value="1", id="audit-flagged"),
+                                  rx.text(t("export.audit.flagged_only"), size="2"), spacing="1", align="center")),
             rx.button(rx.icon("filter", size=14), t("common.apply"), type="submit", id="audit-apply"),
             spacing="3",
             wrap="wrap",
@@ -73,6 +75,31 @@ def filter_bar() -> rx.Component:
         on_submit=S.apply_filters,
         reset_on_submit=False,
         width="100%",
+    )
+
+
+def _preset_button(name: str, label_key: str, icon: str) -> rx.Component:
+    return rx.button(
+        rx.icon(icon, size=14), t(label_key),
+        on_click=S.apply_preset(name),
+        variant=rx.cond(S.active_preset == name, "solid", "soft"),
+        size="2",
+        id=f"audit-preset-{name.replace('_', '-')}",
+        data_active=rx.cond(S.active_preset == name, "true", "false"),
+    )
+
+
+def preset_bar() -> rx.Component:
+    return rx.hstack(
+        rx.text(t("export.audit.presets"), size="2", color_scheme="gray"),
+        _preset_button("exports", "export.audit.preset_exports", "file-down"),
+        _preset_button("export_alerts", "export.audit.preset_export_alerts", "flag"),
+        rx.cond(S.active_preset != "",
+                rx.button(t("export.audit.preset_none"), on_click=S.apply_preset(""), variant="ghost", size="2",
+                          id="audit-preset-none")),
+        spacing="2",
+        align="center",
+        wrap="wrap",
     )
 
 
@@ -90,6 +117,7 @@ def audit_page() -> rx.Component:
             align="center",
             spacing="3",
         ),
+        preset_bar(),
         filter_bar(),
         rx.box(
             rx.table.root(

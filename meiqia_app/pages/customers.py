@@ -427,8 +427,10 @@ def bulk_actions() -> rx.Component:
         status_action_dialog(),
         # The wizard takes the list's current filter over; ticked rows are a filter of their own there.
         rx.cond(
-            AppState.perms.contains("export.request") & S.all_matching,
-            rx.link(rx.button(rx.icon("download", size=14), t("bulk.export_matching"), size="1", variant="soft"),
+            AppState.perms.contains("export.request") & (S.all_matching | (S.selected_ids.length() > 0)),
+            rx.link(rx.button(rx.icon("download", size=14),
+                              rx.cond(S.all_matching, t("bulk.export_matching"), t("export.bulk_ticked")),
+                              size="1", variant="soft"),
                     href="/export", id="bulk-export"),
         ),
         bulk_tag_dialog(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+from sqlalchemy import or_
 from sqlmodel import select
 
 from meiqia_app.db import read_session
@@ -20,6 +21,14 @@ from meiqia_app.timeutil import format_local, local_day_start_utc
 
 PAGE_SIZE = 50
 
+#: Presets of the page: a named set of actions. "exports": every step of an
+#: export (request, approval, rejection, run, failure, cancel, download, expiry,
+#: per-customer portability), report exports and changes of a role's export policy.
+PRESETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # name: (action families matched with their sub-actions, exact actions)
+    "exports": (("export",), ("report.export", "role.export_policy")),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class AuditFilter:
@@ -30,6 +39,8 @@ class AuditFilter:
     result: str = ""
     date_from: dt.date | None = None
     date_to: dt.date | None = None
+    preset: str = ""  # "" or a key of PRESETS
+    flagged_only: bool = False  # anomalies only (large, off-hours, frequent exports...)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "AuditFilter":
@@ -50,8 +61,12 @@ class AuditFilter:
         result = text("result", 16)
         if result not in ("", "ok", "refused", "failed"):
             raise ValidationError.single("result", "error.bad_choice")
+        preset = text("preset", 16)
+        if preset and preset not in PRESETS:
+            raise ValidationError.single("preset", "error.bad_choice")
+        flagged = str(raw.get("flagged") or "").strip().lower() in ("1", "true", "on", "yes")
         found = cls(text("actor"), text("action"), text("target_type", 32), text("target_id"), result,
-                    day("date_from"), day("date_to"))
+                    day("date_from"), day("date_to"), preset, flagged)
         if found.date_from and found.date_to and found.date_from > found.date_to:
             raise ValidationError.single("date_to", "error.date_range")
         return found
@@ -106,6 +121,13 @@ def list_entries(actor: Actor, filters: AuditFilter, before_id: int = 0, limit: 
         query = query.where(AuditEntry.target_id == filters.target_id)
     if filters.result:
         query = query.where(AuditEntry.result == filters.result)
+    if filters.preset:
+        families, exact = PRESETS[filters.preset]
+        matches = [AuditEntry.action.in_(families + exact)]
+        matches += [AuditEntry.action.startswith(family + ".") for family in families]
+        query = query.where(or_(*matches))
+    if filters.flagged_only:
+        query = query.where(AuditEntry.flagged.is_(True))
     if filters.date_from:
         query = query.where(AuditEntry.occurred_at >= local_day_start_utc(filters.date_from))
     if filters.date_to:

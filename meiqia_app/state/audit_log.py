@@ -41,8 +41,12 @@ class AuditLogState(AppState):
 
     @rx.event
     async def apply_filters(self, form: dict):
+        if not isinstance(form, dict):
+            return None
+        preset = self.filters.get("preset", "")
         self.filters = {key: str(form.get(key, "") or "")[:64] for key in
-                        ("actor", "action", "target_type", "target_id", "result", "date_from", "date_to")}
+                        ("actor", "action", "target_type", "target_id", "result", "date_from", "date_to", "flagged")}
+        self.filters["preset"] = preset
         if self.filters.get("result") == "any":
             self.filters["result"] = ""
         self.page_number = 1
@@ -51,6 +55,27 @@ class AuditLogState(AppState):
             await self._load()
         except AppError as error:
             return self._on_error(error)
+
+    @rx.event
+    async def apply_preset(self, name: str):
+        """A preset button: "exports", "export_alerts" (exports, anomalies only) or "" (none)."""
+        presets = {"exports": {"preset": "exports"}, "export_alerts": {"preset": "exports", "flagged": "1"}, "": {}}
+        if not isinstance(name, str) or name not in presets:
+            return None
+        self.filters = dict(presets[name])
+        self.page_number = 1
+        self._before_stack = []
+        try:
+            await self._load()
+        except AppError as error:
+            return self._on_error(error)
+        return None
+
+    @rx.var
+    def active_preset(self) -> str:
+        if self.filters.get("preset") != "exports":
+            return ""
+        return "export_alerts" if self.filters.get("flagged") == "1" else "exports"
 
     @rx.event
     async def clear_filters(self):

@@ -27,10 +27,11 @@ from meiqia_app.services.exports import service
 from meiqia_app.services.exports.fields import DEFAULT_FIELDS, EXPORT_FIELDS, FIELD_SPECS
 from meiqia_app.services.exports.policy import field_availability, masked_fields
 from meiqia_app.services.exports.rows import SORT_COLUMNS
+from meiqia_app.services.selection import Selection
 from meiqia_app.state.base import AppState, full_page_load
 from meiqia_app.timeutil import today_local
 
-SCOPES = ("all", "current", "view")
+SCOPES = ("all", "current", "view", "ticked")
 DATE_FIELDS = {"registered": "registered", "active": "active", "purchase": "purchase"}
 DATE_RANGES = ("", "last30", "last_month", "custom")
 STEPS = 5
@@ -154,6 +155,9 @@ class ExportWizardState(_ExportBase):
     polling: bool = False
 
     _current_filter: dict = {}
+    # The rows ticked in the customer list of this tab (a Selection of ids), if any.
+    _ticked: dict = {}
+    ticked_count: int = 0
 
     all_sources: ClassVar[tuple[str, ...]] = SOURCES
 
@@ -188,11 +192,19 @@ class ExportWizardState(_ExportBase):
         except AppError:
             self._current_filter = {}
             self.current_filter_text = ""
+        try:
+            ticked = [] if listing.all_matching else list(listing.selected_ids)
+            self._ticked = Selection.of_ids(ticked, status=listing._query().status).to_dict() if ticked else {}
+        except AppError:
+            self._ticked = {}
+        self.ticked_count = len(self._ticked.get("ids") or [])
         url = getattr(self.router, "url", None)
         params = dict(getattr(url, "query_parameters", None) or self.router.page.params or {})
         view = str(params.get("view", "") or "")
         if view and any(v["id"] == view for v in self.views):
             self.scope, self.view_id = "view", view
+        elif self.ticked_count:
+            self.scope = "ticked"
         elif self.current_filter_text:
             self.scope = "current"
         self.step = 1
@@ -319,6 +331,10 @@ class ExportWizardState(_ExportBase):
             scope = {"kind": "view", "view_id": self.view_id}
         elif self.scope == "current":
             scope = {"kind": "query", "query": dict(self._current_filter)}
+        elif self.scope == "ticked":
+            if not self._ticked:
+                raise ValidationError.single("scope", "export.error.no_ticked")
+            scope = dict(self._ticked)
         else:
             query: dict = {}
             start, end = _quick_range(self.date_range, self.date_from, self.date_to)

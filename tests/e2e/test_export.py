@@ -73,6 +73,23 @@ def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_data
     assert {"export.request", "export.run", "export.download"} <= set(actions)
 
 
+def test_audit_page_exports_preset_shows_only_export_steps(page, app_server):
+    login(page, app_server, "admin", "/audit")
+    expect(page.locator("#audit-table .audit-row").first).to_be_visible()
+    expect(page.locator("#audit-table")).to_contain_text("auth.login")
+    page.locator("#audit-preset-exports").click()
+    expect(page.locator("#audit-preset-exports")).to_have_attribute("data-active", "true")
+    expect(page.locator("#audit-table")).not_to_contain_text("auth.login")
+    rows = page.locator("#audit-table .audit-row")
+    for i in range(rows.count()):
+        action = rows.nth(i).locator("td").nth(2).inner_text().strip()
+        assert action.startswith("export.") or action in ("report.export", "role.export_policy"), action
+    page.locator("#audit-preset-export-alerts").click()
+    expect(page.locator("#audit-preset-export-alerts")).to_have_attribute("data-active", "true")
+    page.locator("#audit-preset-none").click()
+    expect(page.locator("#audit-table")).to_contain_text("auth.login")
+
+
 def test_analyst_request_waits_for_approval_and_a_manager_approves(page, app_server, browser):
     with _db(app_server) as db:
         raw = db.execute("SELECT export_policy FROM role WHERE name='data_analyst'").fetchone()[0]
@@ -111,3 +128,27 @@ def test_analyst_request_waits_for_approval_and_a_manager_approves(page, app_ser
     assert approver == "manager" and status in ("queued", "running", "done")
     page.goto("/exports")
     expect(page.locator(f"#history-status-{export_id}")).to_have_attribute("data-status", "done", timeout=30_000)
+
+
+def test_ticked_rows_of_the_list_are_the_export_scope(page, app_server, tmp_path):
+    login(page, app_server, "manager")
+    rows = page.locator("#customer-table .customer-row")
+    expect(rows.first).to_be_visible()
+    ticked = sorted(int(rows.nth(i).get_attribute("data-customer-id")) for i in (0, 1))
+    for i in (0, 1):
+        rows.nth(i).locator(".row-select").click()
+    page.locator("#bulk-export").click()
+    wait_for_path(page, "/export")
+    expect(page.locator("#scope-ticked")).to_have_attribute("data-state", "checked")
+    expect(page.locator("#ticked-text")).to_contain_text("2")
+    page.locator("#export-step-4").click()
+    expect(page.locator("#review-rows")).to_have_text("2")
+    page.locator("#export-run").click()
+    download_button = page.locator("#export-download")
+    expect(download_button).to_be_visible(timeout=60_000)
+    with page.expect_download() as info:
+        download_button.click()
+    target = tmp_path / "ticked.csv"
+    info.value.save_as(target)
+    lines = target.read_bytes().decode("utf-8-sig").split("\r\n")
+    assert sorted(int(line.split(",")[0]) for line in lines[1:] if line) == ticked

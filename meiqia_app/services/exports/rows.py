@@ -18,9 +18,11 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from operator import itemgetter
 
-from sqlalchemy import Text, and_, exists, false, func, or_, select, tuple_, type_coerce
+from sqlalchemy import Text, and_, exists, false, func, literal_column, or_, select, tuple_, type_coerce
 
 from meiqia_app.db import get_engine
+from meiqia_app.dbadapter import get_adapter
+from meiqia_app.dbadapter.base import ExportColumn, ExportRowFormat
 from meiqia_app.models import Conversation, Customer, Order, Tag, TagAssignment
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.exports.fields import EXPORT_FIELDS, FIELD_SPECS
@@ -36,6 +38,9 @@ O = Order.__table__.c
 CV = Conversation.__table__.c
 
 DEFAULT_BATCH = 5000
+#: Rows per query (and per progress update) when the database builds the rows:
+#: CSV lines are ~100 bytes, XLSX rows ~1.3 KB (a batch in flight stays a few MB).
+SQL_BATCH = {"csv": 20_000, "xlsx": 5_000}
 
 #: Export fields read straight from a customer column (field → column).
 BASE_COLUMNS: dict[str, str] = {
@@ -246,34 +251,184 @@ class RowSource:
         return [column.asc().nulls_first() if nullable else column.asc(), C.id.asc()]
 
     # --- rows -----------------------------------------------------------------------------
+    def _walk(self, conn, columns: list, sort_index: int, id_index: int, batch: int) -> Iterator[list]:
+        """Keyset batches of raw DBAPI tuples of ``columns`` in the export's order."""
+        conditions = self.conditions(conn)
+        cursor = None
+        while True:
+            where = list(conditions)
+            if cursor is not None:
+                where.append(self._after(*cursor))
+            statement = (select(*columns).select_from(Customer.__table__).where(and_(*where))
+                         .order_by(*self._order()).limit(batch))
+            result = conn.execute(statement)
+            # Plain tuples straight from the DBAPI cursor: the selected columns
+            # need no result processing (dates are coerced to text above), and
+            # SQLAlchemy's Row objects cost more than the writers.
+            records = result.cursor.fetchall() if result.cursor is not None else []
+            result.close()
+            if not records:
+                return
+            last = records[-1]
+            cursor = (last[sort_index], last[id_index])
+            yield records
+            if len(records) < batch:
+                return
+
     def iter_batches(self, batch: int = DEFAULT_BATCH) -> Iterator[list[list]]:
         fields = self.spec.fields
         sort_column = SORT_COLUMNS[self.spec.sort_field][0]
         base = sorted({BASE_COLUMNS[f] for f in fields if f in BASE_COLUMNS} | {"id", sort_column})
         columns = [self._column(name).label(name) for name in base]
         index = {name: i for i, name in enumerate(base)}
-        cursor = None
-        with get_engine().connect() as conn:
-            conditions = self.conditions(conn)
-            while True:
-                where = list(conditions)
-                if cursor is not None:
-                    where.append(self._after(*cursor))
-                statement = (select(*columns).select_from(Customer.__table__).where(and_(*where))
-                             .order_by(*self._order()).limit(batch))
-                result = conn.execute(statement)
-                # Plain tuples straight from the DBAPI cursor: the selected columns
-                # need no result processing (dates are coerced to text above), and
-                # SQLAlchemy's Row objects cost more than the writers.
-                records = result.cursor.fetchall() if result.cursor is not None else []
-                result.close()
-                if not records:
-                    return
-                last = records[-1]
-                cursor = (last[index[sort_column]], last[index["id"]])
+        engine = get_engine()
+        with engine.connect() as conn, get_adapter(engine).export_read_settings(conn):
+            for records in self._walk(conn, columns, index[sort_column], index["id"], batch):
                 yield self._build(conn, records, index)
-                if len(records) < batch:
+
+    # --- rows built by the database ---------------------------------------------------------
+    def sql_fields_supported(self, fmt: str) -> bool:
+        """Whether the database can build this export's rows itself: plain customer
+        columns only, nothing to mask, and (CSV) at least two columns (csv.writer
+        quotes a lone empty field)."""
+        fields = self.spec.fields
+        if fmt not in ("csv", "xlsx") or (fmt == "csv" and len(fields) < 2):
+            return False
+        if any(f not in BASE_COLUMNS or f == "custom_attributes" for f in fields):
+            return False
+        if not self.can_see_sensitive and any(f in SENSITIVE_EXPORT_FIELDS for f in fields):
+            return False
+        return get_adapter(get_engine()).builds_export_rows
+
+    def _row_format(self, fmt: str, true_text: str, false_text: str) -> ExportRowFormat:
+        from meiqia_app.services.exports import xlsx_stream
+
+        columns = []
+        for field in self.spec.fields:
+            ref = f"customer.{BASE_COLUMNS[field]}"
+            if field in _CODED:
+                labels = tuple(self._labels[_CODED[field]].items())
+                columns.append(ExportColumn("coded", ref, labels))
+            elif field in _DATETIME_COLUMNS:
+                columns.append(ExportColumn("datetime", ref))
+            elif field == "birthday":
+                columns.append(ExportColumn("date", ref))
+            elif field == "total_spent":
+                columns.append(ExportColumn("money", ref))
+            elif field in ("consent_marketing", "consent_analytics"):
+                columns.append(ExportColumn("bool", ref))
+            elif FIELD_SPECS[field].kind == "int":
+                columns.append(ExportColumn("int", ref))
+            else:
+                columns.append(ExportColumn("text", ref))
+        local_time = _LocalTime(self.zone)
+        return ExportRowFormat(
+            fmt=fmt, columns=tuple(columns), zone=self.zone, true_text=true_text, false_text=false_text,
+            local_text=local_time.text,
+            local_cell=lambda raw: xlsx_stream.datetime_cell(local_time(raw)),
+            xml_text=xlsx_stream.xml_text, csv_quote=csv_field, xml_cell=xlsx_stream.text_cell_xml)
+
+    def iter_sql_rows(self, fmt: str, true_text: str = "是", false_text: str = "否",
+                      batch: int | None = None, workers: int | None = None) -> Iterator[list[str]]:
+        """Batches of rows the database built: CSV lines (without terminator) or
+        XLSX row cells, in the export's order. Only when ``sql_fields_supported(fmt)``.
+
+        With ``workers`` > 1 the batches are built by that many threads, each on
+        its own connection (the driver releases the GIL while the database
+        works): this thread finds where each batch starts (the key of every
+        ``batch``-th row, an OFFSET over the sort index) and hands the batches out,
+        keeping at most ``workers + 1`` in flight, yielded in order.
+        """
+        if not self.sql_fields_supported(fmt):
+            raise ValueError("the database cannot build these export rows")
+        row_format = self._row_format(fmt, true_text, false_text)
+        batch = batch or SQL_BATCH[fmt]
+        if workers is None:
+            from meiqia_app.config import get_settings
+
+            workers = get_settings().export_workers
+        workers = max(1, workers)
+        sort_column = SORT_COLUMNS[self.spec.sort_field][0]
+        engine = get_engine()
+        adapter = get_adapter(engine)
+        line = itemgetter(0)
+        with engine.connect() as conn, adapter.export_read_settings(conn):
+            expression = adapter.export_row_sql(conn, row_format)
+            columns = [literal_column(expression).label("line"), self._column(sort_column).label("sort_value"),
+                       C.id.label("row_id")]
+            if workers == 1:
+                for records in self._walk(conn, columns, 1, 2, batch):
+                    yield list(map(line, records))
+                return
+            conditions = self.conditions(conn)
+            yield from self._parallel_batches(conn, conditions, row_format, sort_column, batch, workers)
+
+    def _batch_statement(self, columns: list, conditions: list, start, batch: int, offset: int = 0):
+        where = list(conditions)
+        if start is not None:
+            where.append(self._after(*start))
+        statement = (select(*columns).select_from(Customer.__table__).where(and_(*where))
+                     .order_by(*self._order()).limit(batch))
+        return statement.offset(offset) if offset else statement
+
+    def _parallel_batches(self, conn, conditions: list, row_format: ExportRowFormat, sort_column: str,
+                          batch: int, workers: int) -> Iterator[list[str]]:
+        import concurrent.futures
+        import contextlib
+        import threading
+        from collections import deque
+
+        engine = get_engine()
+        adapter = get_adapter(engine)
+        local = threading.local()
+        opened = contextlib.ExitStack()
+        lock = threading.Lock()
+        key_columns = [self._column(sort_column).label("sort_value"), C.id.label("row_id")]
+
+        def worker_columns() -> list:
+            found = getattr(local, "columns", None)
+            if found is None:
+                with lock:
+                    worker_conn = opened.enter_context(engine.connect())
+                    opened.enter_context(adapter.export_read_settings(worker_conn))
+                expression = adapter.export_row_sql(worker_conn, row_format)
+                local.conn = worker_conn
+                local.columns = found = [literal_column(expression).label("line")]
+            return found
+
+        def build(start) -> list[str]:
+            columns = worker_columns()
+            result = local.conn.execute(self._batch_statement(columns, conditions, start, batch))
+            records = result.cursor.fetchall() if result.cursor is not None else []
+            result.close()
+            return [record[0] for record in records]
+
+        def next_start(start):
+            """The key of the last row of the batch beginning after ``start`` (None: it is the last batch)."""
+            result = conn.execute(self._batch_statement(key_columns, conditions, start, 1, offset=batch - 1))
+            record = result.cursor.fetchone() if result.cursor is not None else None
+            result.close()
+            return None if record is None else (record[0], record[1])
+
+        pending: deque = deque()
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-rows")
+        try:
+            start, more = None, True
+            while True:
+                while more and len(pending) <= workers:
+                    pending.append(pool.submit(build, start))
+                    start = next_start(start)
+                    more = start is not None
+                if not pending:
                     return
+                lines = pending.popleft().result()
+                if lines:
+                    yield lines
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True)
+            opened.close()
 
     def iter_rows(self, batch: int = DEFAULT_BATCH) -> Iterator[list]:
         for rows in self.iter_batches(batch):
@@ -374,6 +529,13 @@ class RowSource:
             entry = found.setdefault(customer_id, {})
             entry.setdefault("chat_summary", summary)
         return found
+
+
+def csv_field(text: str) -> str:
+    """A constant as csv.writer (QUOTE_MINIMAL, excel dialect) writes it."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def all_fields() -> tuple[str, ...]:

@@ -42,7 +42,7 @@ from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.exports.fields import FIELD_SPECS
 from meiqia_app.services.exports.policy import evaluate, masked_fields
 from meiqia_app.services.exports.rows import ExportSpec, RowSource
-from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_pdf, write_xlsx
+from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_pdf, write_xlsx
 from meiqia_app.services.rbac import Actor, refuse, require
 from meiqia_app.services.selection import KIND_IDS, KIND_QUERY, Selection
 from meiqia_app.timeutil import as_utc, format_local, to_local, utcnow
@@ -487,12 +487,19 @@ def run_export(export_id: int, password: str = "") -> dict:
             if cancel:
                 raise _Cancelled()
 
-        batches = source.iter_batches()
-        if job.format == "csv":
-            count = write_csv(plain, meta, batches, progress)
+        if job.format in ("csv", "xlsx") and source.sql_fields_supported(job.format):
+            # The database builds each CSV line / XLSX row; Python only writes them.
+            lines = source.iter_sql_rows(job.format, meta.true_text, meta.false_text)
+            if job.format == "csv":
+                count = write_csv_lines(plain, meta, lines, progress)
+            else:
+                count = write_xlsx(plain, meta, lines, progress, prebuilt=True)
+        elif job.format == "csv":
+            count = write_csv(plain, meta, source.iter_batches(), progress)
         elif job.format == "xlsx":
-            count = write_xlsx(plain, meta, batches, progress)
+            count = write_xlsx(plain, meta, source.iter_batches(), progress)
         else:
+            batches = source.iter_batches()
             count = write_pdf(plain, meta, batches, progress, max_rows=settings.export_pdf_max_rows)
         if job.protected:
             inner = f"customers-{export_id}.{EXTENSIONS[job.format]}"

@@ -117,14 +117,34 @@ def write_csv(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progr
     return count
 
 
+def write_csv_lines(path: Path, meta: ExportMeta, batches: Iterable[list[str]],
+                    progress: Progress | None = None) -> int:
+    """The same file as ``write_csv`` from lines the database built (see
+    ``RowSource.iter_sql_rows``): the header through csv.writer, then each
+    batch joined and written in one go."""
+    count = 0
+    with open(path, "w", encoding="utf-8-sig", newline="") as handle:
+        csv.writer(handle, dialect="excel", lineterminator="\r\n").writerow([neutralise(h) for h in meta.headers])
+        for lines in batches:
+            if lines:
+                handle.write("\r\n".join(lines))
+                handle.write("\r\n")
+            count += len(lines)
+            if progress:
+                progress(count)
+    return count
+
+
 _NUMBER_FORMATS = {"datetime": "yyyy-mm-dd hh:mm:ss", "date": "yyyy-mm-dd", "money": "#,##0.00", "int": "0"}
 
 
-def write_xlsx(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progress: Progress | None = None) -> int:
-    """XLSX through the streaming writer (several times faster than openpyxl)."""
+def write_xlsx(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progress: Progress | None = None,
+               prebuilt: bool = False) -> int:
+    """XLSX through the streaming writer (several times faster than openpyxl);
+    ``prebuilt``: batches of row cells the database built."""
     from meiqia_app.services.exports.xlsx_stream import write_xlsx_stream
 
-    return write_xlsx_stream(path, meta, batches, progress)
+    return write_xlsx_stream(path, meta, batches, progress, prebuilt=prebuilt)
 
 
 def write_xlsx_openpyxl(path: Path, meta: ExportMeta, batches: Iterable[list[list]],
