@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = textwrap.dedent("""
     import sys, time
     from meiqia_app.services import cleanup, jobs
-    cleanup.BATCH = 10
+    cleanup.BATCH = cleanup.BULK_BATCH = 10
     original = jobs.JobContext.progress
     def slow(self, *args, **kwargs):
         original(self, *args, **kwargs)
