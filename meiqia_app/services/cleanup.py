@@ -13,7 +13,7 @@ Speed at 1,000,000 customers (bench/cleanup.py). A batch is not a list of ids
 sent to the database but a condition, ``criteria AND after < id <= upto``,
 and each table is changed by one set-based statement over it (children
 deleted through ``customer_id IN (SELECT id … batch)``, every one an index
-search, see EXPLAIN QUERY PLAN in tests/unit/test_cleanup_services.py).
+search: tests/unit/test_cleanup_plans.py checks EXPLAIN QUERY PLAN).
 What costs is index upkeep, not statements: moving a customer to another
 status rewrites its entry in the twelve status-leading customer indexes, and
 a purge deletes ~10 child rows with their indexes. A batch of 10,000
@@ -82,7 +82,7 @@ ACTION_PERMISSIONS = {"tag": "tag.assign", "archive": "customer.archive", "trash
 BATCH = 10_000  # tag and erase (erasure rewrites each customer on its own)
 # Archive, trash and purge: fewer, bigger batches (the cost is pages written per
 # batch, see above). A batch holds the write lock for a few seconds at 1M rows.
-BULK_BATCH = 50_000
+BULK_BATCH = 25_000
 SAMPLE_SIZE = 20
 # Rough bytes per row (beside measured text lengths) for the dry run's estimate.
 ROW_BYTES = {"customer": 320, "customer_search": 80, "customer_order": 140, "conversation": 90,
