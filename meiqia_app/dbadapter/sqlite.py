@@ -93,7 +93,7 @@ class SqliteAdapter(DatabaseAdapter):
     # With the default 64 MiB cache those pages spill to the WAL in the middle
     # of the statement and are written again later; a bigger cache for the
     # job's connection, for the batch only, writes each page once per batch.
-    BULK_CACHE_KIB = 512 * 1024
+    BULK_CACHE_KIB = 256 * 1024
     NORMAL_CACHE_KIB = 64 * 1024  # as set in db.py for every connection
 
     def begin_bulk_writes(self, conn: Connection) -> None:
