@@ -15,16 +15,18 @@ Peak RSS is printed at the end (bounded memory).
 
 Before (2026-11-23, 10,000-id batches, one IN list per statement; load 4.5–6.5):
   archive 100,073 customers 64 s; trash 35 s; purge 105,256 + 1.0 M child rows 98 s.
-After (set-based 25,000-customer windows, 256 MiB cache per batch, migration 0003's
-ANALYZE; 2026-11-23 18:20, shared 2-core machine, load average 3.3 → 6.3 during the run):
+After (set-based windows of BULK_BATCH customers, a bigger page cache per batch, migration
+0003's ANALYZE; 2026-11-23 18:20–18:33, shared 2-core machine, load average 3–7):
   dry run inactive > 12 months (191,097)        0.03–0.06 s (0.5 s with erase effects)
   backup, online backup API                     3,128 MB in 22 s = 141 MB/s
     automatic pre-purge backup incl. sha256 + PRAGMA integrity_check: 870 s at load 7–9
-  archive 100,098                               39 s  (UPDATE 24.5 s, commits the rest)
-  trash 101,096                                 24 s
-  purge 101,096 + 971,846 child rows            133 s (customer DELETE 41 s, FTS 12.5 s,
-                                                events 12.6 s, orders 11.8 s, commits ~45 s)
-  peak RSS 1.1 GB (256 MiB bulk page cache + 256 MiB mmap + the process)
+  archive 100k: 50k batches + 1 GiB cache 27.6 s (load 4); 25k + 256 MiB 31–48 s;
+                one 100k batch + 1 GiB 17.5 s (load 7); before: 64 s
+  trash 101k (25k + 256 MiB)                    24 s
+  purge 100k + ~860k child rows: 50k + 512 MiB 48 s (load 7), 50k + 1 GiB 92 s (load 3→6),
+                25k + 256 MiB 133 s; before: 98 s. Customer DELETE 13–41 s, FTS delete
+                12–20 s, events 9–13 s, orders 8–12 s, the rest commits.
+  peak RSS 1.3 GB (archive) – 2.0 GB (purge) with the 1 GiB bulk cache
 What costs is index upkeep (12 status-leading customer indexes, 17 in all; 5–8 per child
 table): every batch dirties nearly every leaf page of them, so the figures follow the
 number of batches and the machine's load more than the number of statements.
