@@ -78,6 +78,12 @@ class DatabaseAdapter(abc.ABC):
     def lock_audit_chain(self, conn: Connection) -> None:
         """Serialise appends to the audit hash chain within this transaction."""
 
+    def begin_bulk_writes(self, conn: Connection) -> None:
+        """Before a big batch of set-based writes in this transaction (cleanup jobs): optional tuning."""
+
+    def end_bulk_writes(self, conn: Connection) -> None:
+        """Undo :meth:`begin_bulk_writes` before the connection goes back to the pool."""
+
     # --- backups ------------------------------------------------------------
     @abc.abstractmethod
     def backup_to(self, url: str, target: Path) -> None:

@@ -110,6 +110,11 @@ class PostgresAdapter(DatabaseAdapter):
     def lock_audit_chain(self, conn: Connection) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({AUDIT_CHAIN_LOCK})")
 
+    def begin_bulk_writes(self, conn: Connection) -> None:
+        # The batch's "customer_id IN (ids of the batch)" sub-selects hash in memory
+        # rather than spilling; SET LOCAL ends with the transaction.
+        conn.exec_driver_sql("SET LOCAL work_mem = '128MB'")
+
     def backup_to(self, url: str, target: Path) -> None:
         args, env = _libpq_args(url)
         subprocess.run([_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(target), *args],

@@ -90,6 +90,24 @@ class SqliteAdapter(DatabaseAdapter):
         # planner took the status index over a 3,000-id IN list, 30x slower.
         conn.exec_driver_sql("ANALYZE")
 
+    # A cleanup batch (archive / trash / purge of 50,000 of 1,000,000 customers)
+    # dirties nearly every leaf page of the customer table and its 17 indexes
+    # (~1 GB at 1M). With the default 64 MiB cache those pages spill to the WAL
+    # in the middle of the statement and are written again and again; a cache
+    # that holds the batch's dirty pages, for the batch only, writes each page
+    # once per batch. Measured at 1M (load 4): archive 100k in 2 batches 28 s
+    # with 1 GiB, 31–63 s with 256–512 MiB; one 100k batch with 1 GiB 17.5 s.
+    # Costs up to ~1 GiB more RSS while a batch runs (peak ~2 GB in a purge).
+    BULK_CACHE_KIB = 1024 * 1024
+    NORMAL_CACHE_KIB = 64 * 1024  # as set in db.py for every connection
+
+    def begin_bulk_writes(self, conn: Connection) -> None:
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{self.BULK_CACHE_KIB}")
+
+    def end_bulk_writes(self, conn: Connection) -> None:
+        # Shrinking the limit frees the extra pages (bounded memory between batches).
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{self.NORMAL_CACHE_KIB}")
+
     def backup_to(self, url: str, target: Path) -> None:
         source_path = url.split("sqlite:///", 1)[1]
         source = sqlite3.connect(source_path)

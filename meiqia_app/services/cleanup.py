@@ -3,10 +3,24 @@
 Criteria are validated from untrusted input (:meth:`Criteria.from_dict`) and
 compiled to SQL conditions on the customer table (:func:`criteria_conditions`);
 the dry run counts and samples with those same conditions, and each action is
-a background job (services/jobs.py) that walks the matching ids in id order,
-one committed transaction per batch, recording the last id as its checkpoint.
-A process killed mid-job therefore leaves every customer either moved or not
-(never half-moved), and the resumed job continues after the last batch.
+a background job (services/jobs.py) that walks the matching customers in id
+order, one committed transaction per batch, recording the batch's last id as
+its checkpoint in that same transaction. A process killed mid-job therefore
+leaves every customer either moved or not (never half-moved), and the resumed
+job continues after the last committed batch.
+
+Speed at 1,000,000 customers (bench/cleanup.py). A batch is not a list of ids
+sent to the database but a condition, ``criteria AND after < id <= upto``,
+and each table is changed by one set-based statement over it (children
+deleted through ``customer_id IN (SELECT id … batch)``, every one an index
+search: tests/unit/test_cleanup_plans.py checks EXPLAIN QUERY PLAN).
+What costs is index upkeep, not statements: moving a customer to another
+status rewrites its entry in the twelve status-leading customer indexes, and
+a purge deletes ~10 child rows with their indexes. A batch of 10,000
+customers dirtied most leaf pages of those indexes and, with a 64 MiB cache,
+spilled and re-wrote them; archive/trash/purge therefore run in batches of
+BULK_BATCH with a bigger page cache for the job's connection during the batch
+(dbadapter ``begin_bulk_writes``), so each page is written about once per batch.
 
 Invalid phone / e-mail are decided by the same validators as the edit form
 (services/customer_validation.py). They are Python, not SQL: the distinct
@@ -25,11 +39,12 @@ import statistics
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import and_, delete, exists, false, func, insert, or_, select, update
+from sqlalchemy import Integer, and_, delete, exists, false, func, insert, literal, or_, select, update
 from sqlalchemy.orm import aliased
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_session, write_session
+from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import (
     BehaviorEvent,
     Conversation,
@@ -64,7 +79,12 @@ ACTIONS = ("tag", "archive", "trash", "erase")
 # What each action needs beyond cleanup.run.
 ACTION_PERMISSIONS = {"tag": "tag.assign", "archive": "customer.archive", "trash": "customer.delete",
                       "erase": "customer.erase"}
-BATCH = 10_000  # conventions: set-based batches of 10k+ (2k batches were half as fast at 1M)
+BATCH = 10_000  # tag and erase (erasure rewrites each customer on its own)
+# Archive, trash and purge: fewer, bigger batches (the cost is pages written per
+# batch, see above). A batch holds SQLite's write lock ~10 s at 1M customers on the
+# shared machine (other writers wait; busy timeout 15 s): one 100k batch was faster
+# still (17.5 s for 100k) but would hold the lock for all of it.
+BULK_BATCH = 50_000
 SAMPLE_SIZE = 20
 # Rough bytes per row (beside measured text lengths) for the dry run's estimate.
 ROW_BYTES = {"customer": 320, "customer_search": 80, "customer_order": 140, "conversation": 90,
@@ -385,39 +405,56 @@ def start_action(actor: Actor, criteria: Criteria, action: str, confirm: str, ta
     return job_id
 
 
-def _walk(ctx: jobs.JobContext, where_of, apply_batch, before: dict | None = None) -> dict:
-    """Apply ``apply_batch(session, ids)`` to the matching ids, one transaction per batch.
+def _walk(ctx: jobs.JobContext, where_of, apply_batch, before: dict | None = None, batch: int = BATCH) -> dict:
+    """Apply ``apply_batch(session, in_batch)`` to the matching customers, one transaction per batch.
 
-    ``where_of(conn)`` rebuilds the condition (so a resumed job sees today's
-    data); the checkpoint is the last id of the last committed batch.
+    ``in_batch`` is a condition on the customer table selecting the next
+    ``batch`` matching customers after the checkpoint (``where AND after < id
+    <= upto``); ``apply_batch`` changes them with set-based statements and
+    returns rows changed per table. ``where_of(conn)`` rebuilds the condition
+    (so a resumed job sees today's data); the checkpoint is the last id of
+    the last committed batch and is committed with the batch.
     """
     after_id = int(ctx.checkpoint.get("after_id", 0))
     done = int(ctx.checkpoint.get("done", 0))
     counts: dict[str, int] = dict(ctx.checkpoint.get("counts", {}))
     with get_engine().connect() as conn:
         where = where_of(conn)
+    adapter = get_adapter()
     while True:
         with write_session() as session:
-            ids = list(session.execute(select(C.id).where(where, C.id > after_id).order_by(C.id).limit(BATCH))
-                       .scalars())
-            if not ids:
-                break
-            for table, rows in apply_batch(session, ids).items():
-                counts[table] = counts.get(table, 0) + rows
-            after_id = ids[-1]
-            done += len(ids)
-            checkpoint = {**ctx.checkpoint, **(before or {}), "after_id": after_id, "done": done, "counts": counts}
-            # The checkpoint is committed with the batch: a process killed at any
-            # moment resumes exactly after the last batch that changed rows.
-            session.execute(update(Job.__table__).where(Job.__table__.c.id == ctx.job_id).values(
-                processed=done, checkpoint=json.dumps(checkpoint, ensure_ascii=False, default=str),
-                heartbeat_at=utcnow()))
+            conn = session.connection()
+            adapter.begin_bulk_writes(conn)
+            try:
+                window = select(C.id).where(where, C.id > after_id).order_by(C.id).limit(batch).subquery()
+                found, upto = session.execute(select(func.count(), func.max(window.c.id))).one()
+                if not found:
+                    break
+                in_batch = and_(where, C.id > after_id, C.id <= upto)
+                for table, rows in apply_batch(session, in_batch).items():
+                    counts[table] = counts.get(table, 0) + rows
+                after_id = int(upto)
+                done += found
+                checkpoint = {**ctx.checkpoint, **(before or {}), "after_id": after_id, "done": done,
+                              "counts": counts}
+                # The checkpoint is committed with the batch: a process killed at any
+                # moment resumes exactly after the last batch that changed rows.
+                session.execute(update(Job.__table__).where(Job.__table__.c.id == ctx.job_id).values(
+                    processed=done, checkpoint=json.dumps(checkpoint, ensure_ascii=False, default=str),
+                    heartbeat_at=utcnow()))
+            finally:
+                adapter.end_bulk_writes(conn)
         invalidate_counts()
         ctx.progress(done, checkpoint)
     return {"processed": done, "counts": counts}
 
 
-def _set_status(session, ids: Sequence[int], status: str, from_statuses: Sequence[str], actor: Actor) -> int:
+def _batch_ids(in_batch):
+    """The batch's customer ids as a sub-select (for ``customer_id IN (…)`` on child tables)."""
+    return select(C.id).where(in_batch)
+
+
+def _set_status(session, in_batch, status: str, from_statuses: Sequence[str], actor: Actor) -> int:
     now = utcnow()
     values = {"status": status, "updated_at": now, "updated_by_id": actor.user_id, "updated_by_name": actor.username,
               "version": C.version + 1}
@@ -425,7 +462,7 @@ def _set_status(session, ids: Sequence[int], status: str, from_statuses: Sequenc
         values["archived_at"] = now
     if status == STATUS_TRASHED:
         values["trashed_at"] = now
-    result = session.execute(update(Customer.__table__).where(C.id.in_(ids), C.status.in_(from_statuses))
+    result = session.execute(update(Customer.__table__).where(in_batch, C.status.in_(from_statuses))
                              .values(**values))
     return result.rowcount
 
@@ -458,9 +495,9 @@ def _require_in_job(ctx: jobs.JobContext, action: str) -> None:
 def _work_archive(ctx: jobs.JobContext) -> dict:
     _require_in_job(ctx, "archive")
     before_ms = ctx.checkpoint.get("list_ms_before") or list_query_ms(ctx.actor)
-    result = _walk(ctx, _criteria_where(ctx), lambda s, ids: {
-        "customer": _set_status(s, ids, STATUS_ARCHIVED, (STATUS_ACTIVE,), ctx.actor)},
-        before={"list_ms_before": before_ms})
+    result = _walk(ctx, _criteria_where(ctx), lambda s, in_batch: {
+        "customer": _set_status(s, in_batch, STATUS_ARCHIVED, (STATUS_ACTIVE,), ctx.actor)},
+        before={"list_ms_before": before_ms}, batch=BULK_BATCH)
     return _finish(ctx, "archive", result, {"list_ms_before": before_ms, "list_ms_after": list_query_ms(ctx.actor)})
 
 
@@ -478,9 +515,9 @@ def _take_backup(ctx: jobs.JobContext, note: str) -> str:
 def _work_trash(ctx: jobs.JobContext) -> dict:
     _require_in_job(ctx, "trash")
     name = _take_backup(ctx, f"before cleanup job {ctx.job_id} (trash)")
-    result = _walk(ctx, _criteria_where(ctx), lambda s, ids: {
-        "customer": _set_status(s, ids, STATUS_TRASHED, (STATUS_ACTIVE, STATUS_ARCHIVED), ctx.actor)},
-        before={"backup": name})
+    result = _walk(ctx, _criteria_where(ctx), lambda s, in_batch: {
+        "customer": _set_status(s, in_batch, STATUS_TRASHED, (STATUS_ACTIVE, STATUS_ARCHIVED), ctx.actor)},
+        before={"backup": name}, batch=BULK_BATCH)
     return _finish(ctx, "trash", result, {"backup": name})
 
 
@@ -489,16 +526,16 @@ def _work_tag(ctx: jobs.JobContext) -> dict:
     tag_id = int(ctx.params["tag_id"])
     ta = TagAssignment.__table__.c
 
-    def apply(session, ids):
-        have = set(session.execute(select(ta.customer_id).where(ta.tag_id == tag_id, ta.customer_id.in_(ids)))
-                   .scalars())
-        rows = [{"customer_id": i, "tag_id": tag_id, "source": SOURCE_MANUAL, "assigned_at": utcnow(),
-                 "assigned_by_id": ctx.actor.user_id} for i in ids if i not in have]
-        if rows:
-            session.execute(insert(TagAssignment.__table__), rows)
-            session.execute(update(Tag.__table__).where(Tag.__table__.c.id == tag_id)
-                            .values(last_assigned_at=utcnow()))
-        return {"tag_assignment": len(rows)}
+    def apply(session, in_batch):
+        now = utcnow()
+        missing = select(C.id, literal(tag_id), literal(SOURCE_MANUAL), literal(now),
+                         literal(ctx.actor.user_id, type_=Integer)).where(
+            in_batch, ~exists().where(ta.tag_id == tag_id, ta.customer_id == C.id))
+        added = session.execute(insert(TagAssignment.__table__).from_select(
+            ["customer_id", "tag_id", "source", "assigned_at", "assigned_by_id"], missing)).rowcount
+        if added:
+            session.execute(update(Tag.__table__).where(Tag.__table__.c.id == tag_id).values(last_assigned_at=now))
+        return {"tag_assignment": added}
 
     return _finish(ctx, "tag", _walk(ctx, _criteria_where(ctx), apply), {"tag_id": tag_id})
 
@@ -508,7 +545,8 @@ def _work_erase(ctx: jobs.JobContext) -> dict:
     from meiqia_app.services import erasure
 
     started = dt.datetime.fromisoformat(ctx.params["started_at"])
-    result = _walk(ctx, _criteria_where(ctx), lambda s, ids: erasure.erase_batch(s, ctx.actor, ids))
+    result = _walk(ctx, _criteria_where(ctx), lambda s, in_batch: erasure.erase_batch(
+        s, ctx.actor, list(s.execute(_batch_ids(in_batch).order_by(C.id)).scalars())))
     files = erasure.after_erasure(started)
     return _finish(ctx, "erase", result, {"export_files_deleted": files})
 
@@ -596,20 +634,26 @@ def _purge_where(ctx_params: dict):
     return and_(C.status == STATUS_TRASHED, C.trashed_at < cutoff)
 
 
-def _delete_customers(session, ids: Sequence[int]) -> dict[str, int]:
-    """Delete customers and everything that belongs to them (children first; FKs also cascade)."""
+def _delete_customers(session, in_batch) -> dict[str, int]:
+    """Delete a batch of customers and everything that belongs to them, children first.
+
+    One set-based DELETE per table over ``customer_id IN (the batch's ids)``;
+    each is an index search on the child's customer_id index (the foreign
+    keys also cascade, so nothing can be left behind, but doing it table by
+    table counts the rows for the report).
+    """
     cv = Conversation.__table__.c
+    batch_ids = _batch_ids(in_batch)
     counts = {}
-    conv_ids = select(cv.id).where(cv.customer_id.in_(ids))
+    conv_ids = select(cv.id).where(cv.customer_id.in_(batch_ids))
     counts["message"] = session.execute(delete(Message.__table__).where(
         Message.__table__.c.conversation_id.in_(conv_ids))).rowcount
     for name, table in (("conversation", Conversation.__table__), ("customer_order", Order.__table__),
                         ("behavior_event", BehaviorEvent.__table__), ("note", Note.__table__),
                         ("tag_assignment", TagAssignment.__table__), ("erasure_request", ErasureRequest.__table__),
                         ("customer_search", CustomerSearch.__table__)):
-        counts[name] = session.execute(delete(table).where(table.c.customer_id.in_(ids))).rowcount
-    counts["customer"] = session.execute(delete(Customer.__table__).where(
-        C.id.in_(ids), C.status == STATUS_TRASHED)).rowcount
+        counts[name] = session.execute(delete(table).where(table.c.customer_id.in_(batch_ids))).rowcount
+    counts["customer"] = session.execute(delete(Customer.__table__).where(in_batch)).rowcount
     return counts
 
 
@@ -621,7 +665,8 @@ def _work_purge(ctx: jobs.JobContext) -> dict:
     if pending == 0 and not ctx.checkpoint.get("done"):
         return _finish(ctx, "purge", {"processed": 0, "counts": {}}, {"backup": ""})
     name = _take_backup(ctx, f"before purge job {ctx.job_id}")
-    result = _walk(ctx, lambda conn: _purge_where(ctx.params), _delete_customers, before={"backup": name})
+    result = _walk(ctx, lambda conn: _purge_where(ctx.params), _delete_customers, before={"backup": name},
+                   batch=BULK_BATCH)
     return _finish(ctx, "purge", result, {"backup": name})
 
 

@@ -303,3 +303,33 @@ def test_list_selection_archive_needs_only_the_archive_permission(seeded_actors)
     # The wizard's own criteria still need cleanup.run.
     with pytest.raises(PermissionDenied):
         cleanup.dry_run(seeded_actors["manager"], NO_CONTACT, "archive")
+
+
+@pytest.mark.parametrize("criteria", [
+    Criteria(duplicates=True), Criteria(erasure_pending=True), Criteria(invalid_contact=True),
+    Criteria(inactive_months=6, no_contact=True, match="any"), Criteria(inactive_months=12, duplicates=True, match="all"),
+], ids=["duplicates", "erasure_pending", "invalid_contact", "inactive_or_no_contact", "inactive_and_duplicate"])
+def test_set_based_batches_change_exactly_the_matching_customers(seeded_actors, monkeypatch, criteria):
+    """The jobs' UPDATE runs the criteria (correlated sub-selects on the customer table included)
+    over id windows; it must change exactly the customers the dry run's SELECT matched."""
+    admin = seeded_actors["admin"]
+    with write_session() as session:
+        conn = session.connection()
+        conn.exec_driver_sql("UPDATE customer SET email=(SELECT email FROM customer WHERE id=10) WHERE id IN (11, 40)")
+        conn.exec_driver_sql("UPDATE customer SET phone=(SELECT phone FROM customer WHERE id=20) WHERE id=90")
+        conn.exec_driver_sql("UPDATE customer SET phone='12', email='not-an-email' WHERE id IN (30, 31)")
+        conn.exec_driver_sql("UPDATE customer SET phone=NULL, email=NULL WHERE id IN (50, 51)")
+    erasure.request_erasure(admin, 60, "asked")
+    erasure.request_erasure(admin, 11, "asked")
+    from meiqia_app.services.cleanup import criteria_conditions
+
+    with get_engine().connect() as conn:
+        where, _ = criteria_conditions(conn, admin, criteria)
+        expected = set(conn.execute(select(Customer.id).where(where)).scalars())
+    assert expected
+    monkeypatch.setattr(cleanup, "BULK_BATCH", 7)  # several windows
+    job_id = cleanup.start_action(admin, criteria, "archive", confirm=str(len(expected)))
+    assert _job(job_id).status == "done"
+    archived = {r[0] for r in _sql("SELECT id FROM customer WHERE status='archived' AND archived_at IS NOT NULL "
+                                   "AND updated_by_name='admin'")}
+    assert archived == expected
