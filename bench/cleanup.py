@@ -5,7 +5,7 @@
 1. Backup of the whole source database with the SQLite online backup API
    (MB/s; the source is opened read only and never modified); the copy
    becomes the working database and is migrated to the newest schema
-   (0002_reports indexes, 0003_cleanup index + ANALYZE; timed on its own).
+   (0002_reports indexes, 0004_cleanup index + ANALYZE; timed on its own).
 2. Dry run of "inactive > 12 months" on the copy.
 3. Archive ``--n`` customers (a cleanup job: batches with checkpoint), move
    them to the trash, purge them. Trash and purge take the automatic backup

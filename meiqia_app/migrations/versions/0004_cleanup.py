@@ -10,15 +10,15 @@
   ``ix_customer_report_registered`` plus a sort: 3.5 s instead of 10 ms, and
   the cleanup report's "list query time" showed it. ~9 s at 1M customers.
 
-Revision ID: 0003_cleanup
-Revises: 0002_reports
+Revision ID: 0004_cleanup
+Revises: 0003_reports
 """
 from typing import Sequence, Union
 
 from alembic import op
 
-revision: str = "0003_cleanup"
-down_revision: Union[str, None] = "0002_reports"
+revision: str = "0004_cleanup"
+down_revision: Union[str, None] = "0003_reports"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
