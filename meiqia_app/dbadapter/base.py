@@ -36,6 +36,15 @@ class DatabaseAdapter(abc.ABC):
     def matching_ids(self, conn: Connection, terms: Sequence[str], limit: int) -> list[int]:
         """Ids of customers whose search text contains every term, at most ``limit``."""
 
+    # How many ids from the search index the list reads and sorts itself
+    # rather than walking the sort index and probing each row.
+    candidate_cap = 3000
+
+    def candidate_ids(self, conn: Connection, terms: Sequence[str]) -> list[int] | None:
+        """The matching ids when they are at most ``candidate_cap``, else None."""
+        ids = self.matching_ids(conn, terms, self.candidate_cap + 1)
+        return ids if len(ids) <= self.candidate_cap else None
+
     @abc.abstractmethod
     def count_matches(self, conn: Connection, terms: Sequence[str]) -> int:
         """How many customers' search text contains every term (any status)."""

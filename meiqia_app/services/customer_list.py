@@ -1,7 +1,7 @@
 """Pages of the customer list and the number of matches (CUST-1, CUST-2).
 
 Search strategy. The search index gives the ids of matching customers. When
-the matches are few (at most ``CANDIDATE_CAP``), the page is read from exactly
+the matches are few (at most the adapter's ``candidate_cap``), the page is read from exactly
 those ids and sorted — a rare term costs a handful of lookups. When they are
 many, the page walks the sort index and keeps matching rows — a common term
 fills a page within a few hundred rows. Either way no query scans the table.
@@ -48,7 +48,6 @@ from meiqia_app.services.customer_query import (
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import utcnow
 
-CANDIDATE_CAP = 3000
 TAG_DRIVEN_MAX = 100_000
 WALK_PAGE_ROWS = 51
 ESTIMATE_SAMPLE = 8_000
@@ -83,8 +82,8 @@ def _search_condition(conn: Connection, query: ListQuery, for_counting: bool = F
     if terms.empty:
         return None, None
     adapter = get_adapter(conn)
-    ids = adapter.matching_ids(conn, terms.terms, CANDIDATE_CAP + 1)
-    if len(ids) <= CANDIDATE_CAP:
+    ids = adapter.candidate_ids(conn, terms.terms)
+    if ids is not None:
         return (adapter.id_in(C.id, ids) if ids else never()), len(ids)
     if for_counting:
         return adapter.indexed_match_condition(C.id, terms.terms), None
@@ -192,7 +191,7 @@ def list_customers(
             conditions.append(after_condition(query.sort, walk_descending, sort_value, row_id))
         ordering = order_by(query.sort, walk_descending)
         if few_candidates:
-            # The search index named at most CANDIDATE_CAP customers: read them by
+            # The search index named at most candidate_cap customers: read them by
             # id and sort them. The fence (OFFSET 0) keeps PostgreSQL from walking
             # the sort index instead and filtering on the id list (29k rows read,
             # 70-90 ms for 1,500 candidates at 1M); SQLite reads them by id anyway.

@@ -356,7 +356,7 @@ def test_exact_count_of_a_search_equals_raw_sql(seeded_actors):
 def test_estimate_of_a_broad_search_is_close_and_then_exact(seeded_actors, monkeypatch):
     """A search matching more than the candidate cap is estimated from the
     index's own count and the filters' share, then counted exactly."""
-    monkeypatch.setattr(customer_list, "CANDIDATE_CAP", 5)
+    monkeypatch.setattr(type(get_adapter_for_tests()), "candidate_cap", 5)
     customer_list.forget_cached_counts()
     query = q(q="com")
     expected = len(search_hits("com"))
@@ -369,7 +369,7 @@ def test_estimate_of_a_broad_search_is_close_and_then_exact(seeded_actors, monke
 
 
 def test_estimate_with_filters_and_a_broad_search_stays_near_the_truth(seeded_actors, monkeypatch):
-    monkeypatch.setattr(customer_list, "CANDIDATE_CAP", 5)
+    monkeypatch.setattr(type(get_adapter_for_tests()), "candidate_cap", 5)
     customer_list.forget_cached_counts()
     query = q(q="com", sources=["wechat", "app"])
     expected = len(search_hits("com") & {row[0] for row in rows(
@@ -387,6 +387,13 @@ def test_estimate_without_a_search_scales_the_sample_to_the_population(seeded_ac
     estimate = customer_list.count_customers(seeded_actors["agent"], query)
     # 300 seeded customers fit in the sample windows: the estimate is the count.
     assert estimate.value == expected
+
+
+def get_adapter_for_tests():
+    from meiqia_app.dbadapter import get_adapter
+
+    with get_engine().connect() as conn:
+        return get_adapter(conn)
 
 
 def _tag_with_customers() -> int:
