@@ -363,18 +363,12 @@ def export_xlsx(actor: Actor, report: str, params: dict, lang: str = "zh") -> tu
 
 
 def _pdf_cell(kind: str | None, value) -> str:
-    """A cell as the page shows it (money in yuan in the tables, cents in the measure rows' source)."""
-    if value is None:
-        return "—"
-    if kind == "count":
-        return f"{int(value):,}"
-    if kind == "money":
-        return f"¥{float(value):,.2f}"
-    if kind == "rate":
-        return f"{float(value) * 100:.1f}%"
-    if kind == "score":
-        return f"{float(value):.2f}"
-    return str(value)
+    """A cell as the page shows it. The tables hold money in yuan; format_value takes cents."""
+    if kind in ("count", "money", "rate", "score"):
+        if value is not None and kind == "money":
+            value = float(value) * 100
+        return reports.format_value(kind, value)
+    return "—" if value is None else str(value)
 
 
 def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: list[_Table], page_label: str) -> None:

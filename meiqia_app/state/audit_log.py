@@ -29,15 +29,20 @@ class AuditLogState(AppState):
         self._next_before = page.next_before_id
         self.has_older = bool(page.next_before_id)
 
-    @rx.event
-    async def on_load(self):
+    async def _first_page(self):
+        """Back to the newest entries of the current filter."""
         self.page_number = 1
         self._before_stack = []
-        self.verify_message = ""
         try:
             await self._load()
         except AppError as error:
             return self._on_error(error)
+        return None
+
+    @rx.event
+    async def on_load(self):
+        self.verify_message = ""
+        return await self._first_page()
 
     @rx.event
     async def apply_filters(self, form: dict):
@@ -49,12 +54,7 @@ class AuditLogState(AppState):
         self.filters["preset"] = preset
         if self.filters.get("result") == "any":
             self.filters["result"] = ""
-        self.page_number = 1
-        self._before_stack = []
-        try:
-            await self._load()
-        except AppError as error:
-            return self._on_error(error)
+        return await self._first_page()
 
     @rx.event
     async def apply_preset(self, name: str):
@@ -63,13 +63,7 @@ class AuditLogState(AppState):
         if not isinstance(name, str) or name not in presets:
             return None
         self.filters = dict(presets[name])
-        self.page_number = 1
-        self._before_stack = []
-        try:
-            await self._load()
-        except AppError as error:
-            return self._on_error(error)
-        return None
+        return await self._first_page()
 
     @rx.var
     def active_preset(self) -> str:
@@ -96,12 +90,7 @@ class AuditLogState(AppState):
 
     @rx.event
     async def newest(self):
-        self.page_number = 1
-        self._before_stack = []
-        try:
-            await self._load()
-        except AppError as error:
-            return self._on_error(error)
+        return await self._first_page()
 
     @rx.event
     async def verify(self):
