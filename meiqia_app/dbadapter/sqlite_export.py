@@ -124,7 +124,8 @@ def _csv_cell(column, row_format: ExportRowFormat, fixed) -> str:
         slow = f"meiqia_local_text({col})"
         if guard is None:
             return f"CASE WHEN {col} IS NULL OR {col} = '' THEN '' ELSE {slow} END"
-        fast = f"strftime('%Y-%m-%d %H:%M:%S', substr({col}, 1, 19), '{fixed[1]:+d} seconds')"
+        # datetime() prints "YYYY-MM-DD HH:MM:SS" like this strftime format, at half the cost.
+        fast = f"datetime(substr({col}, 1, 19), '{fixed[1]:+d} seconds')"
         return (f"CASE WHEN {col} IS NULL OR {col} = '' THEN '' WHEN {guard} THEN coalesce({fast}, {slow}) "
                 f"ELSE {slow} END")
     raise ValueError(kind)
@@ -172,8 +173,22 @@ def row_sql(dbapi_connection, row_format: ExportRowFormat) -> str:
         dbapi_connection.create_function(name, 1, function, deterministic=True)
     fixed = fixed_offset_since(row_format.zone)
     if row_format.fmt == "csv":
-        cells = [_csv_cell(c, row_format, fixed) for c in row_format.columns]
-        return " || ',' || ".join(f"({cell})" for cell in cells)
+        return _joined([_csv_cell(c, row_format, fixed) for c in row_format.columns], ",")
     if row_format.fmt == "xlsx":
-        return " || ".join(f"({_xlsx_cell(c, row_format, fixed)})" for c in row_format.columns)
+        return _joined([_xlsx_cell(c, row_format, fixed) for c in row_format.columns], "")
     raise ValueError(row_format.fmt)
+
+
+#: printf takes at most 127 arguments in SQLite's default build (SQLITE_MAX_FUNCTION_ARG).
+_PRINTF_ARGS = 100
+
+
+def _joined(cells: list[str], separator: str) -> str:
+    """The cells as one text: a single printf per (up to 100) cells allocates the
+    row once, where ``a || ',' || b || …`` allocates a new string per operator
+    (the whole CSV line took twice as long that way)."""
+    if len(cells) > _PRINTF_ARGS:
+        head = _joined(cells[:_PRINTF_ARGS], separator)
+        return _joined([head, *cells[_PRINTF_ARGS:]], separator)
+    pattern = separator.replace("%", "%%").join(["%s"] * len(cells))
+    return f"printf({lit(pattern)}, {', '.join(cells)})"
