@@ -249,6 +249,12 @@ class Agent(threading.Thread):
                 return [row["id"] for row in rows]
         return None
 
+    def _list_shown(self, delta: dict) -> bool:
+        """Back on the list: its on_load answered. The tab keeps the rows it
+        showed when nothing changed meanwhile (no rows in the delta then)."""
+        values = self._state_part(delta, "customer_list_state")
+        return bool(values) and any(key.startswith(("rows", "views")) for key in values)
+
     def _list_loaded(self, delta: dict) -> bool:
         # Reflex runs a page's on_load events inside hydrate and answers with
         # one delta, so the first delta with rows is the loaded page.
@@ -282,7 +288,7 @@ class Agent(threading.Thread):
                     self._timed("open customer", self.names["navigate"], {}, self._detail_shown(int(customer_id)))
                     self.location = ("/customers", {})
                     time.sleep(self.rng.uniform(0.5 * self.think, 1.5 * self.think))  # the agent reads
-                    self._timed("back to list", self.names["navigate"], {}, lambda d: bool(self._rows(d)))
+                    self._timed("back to list", self.names["navigate"], {}, self._list_shown)
                 time.sleep(self.rng.uniform(0.5 * self.think, 1.5 * self.think))
         except Exception as error:  # one broken agent is reported, the others go on
             with self.lock:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, and_, exists
+from sqlalchemy import ColumnElement, Connection, and_, exists, false
 
 from meiqia_app.models import CustomerSearch
 
@@ -44,6 +44,16 @@ class DatabaseAdapter(abc.ABC):
         """The matching ids when they are at most ``candidate_cap``, else None."""
         ids = self.matching_ids(conn, terms, self.candidate_cap + 1)
         return ids if len(ids) <= self.candidate_cap else None
+
+    def candidate_condition(
+        self, conn: Connection, id_column: ColumnElement, terms: Sequence[str]
+    ) -> tuple[ColumnElement, int] | None:
+        """The search as a condition that drives the query from its few matches,
+        with how many there are; None when they are more than ``candidate_cap``."""
+        ids = self.candidate_ids(conn, terms)
+        if ids is None:
+            return None
+        return (self.id_in(id_column, ids) if ids else false()), len(ids)
 
     @abc.abstractmethod
     def count_matches(self, conn: Connection, terms: Sequence[str]) -> int:

@@ -68,6 +68,8 @@ class CustomerPage:
     next_cursor: str = ""
     prev_cursor: str = ""
     too_short: bool = False  # the query was one or two digits: ask for more
+    # The customer data's generation when the page was read (see data_version).
+    data_version: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +84,9 @@ def _search_condition(conn: Connection, query: ListQuery, for_counting: bool = F
     if terms.empty:
         return None, None
     adapter = get_adapter(conn)
-    ids = adapter.candidate_ids(conn, terms.terms)
-    if ids is not None:
-        return (adapter.id_in(C.id, ids) if ids else never()), len(ids)
+    candidates = adapter.candidate_condition(conn, C.id, terms.terms)
+    if candidates is not None:
+        return candidates
     if for_counting:
         return adapter.indexed_match_condition(C.id, terms.terms), None
     return adapter.row_match_condition(C.id, terms.terms), None
@@ -183,8 +185,10 @@ def list_customers(
     descending = query.direction == "desc"
     walk_descending = descending if direction == "next" else not descending
     with get_engine().connect() as conn:
+        # Read before the rows: a change committed in between makes the page look older, never newer.
+        version = data_generation(conn)
         if query.terms.too_short_digits and query.terms.empty:
-            return CustomerPage(rows=[], too_short=True)
+            return CustomerPage(rows=[], too_short=True, data_version=version)
         conditions, few_candidates = _conditions_and_candidates(conn, query)
         if cursor and direction != "last":
             sort_value, row_id = decode_cursor(cursor, query.sort)
@@ -213,7 +217,7 @@ def list_customers(
     def cursor_of(record) -> str:
         return encode_cursor(getattr(record, sort_column), record.id)
 
-    page = CustomerPage(rows=rows)
+    page = CustomerPage(rows=rows, data_version=version)
     if not records:
         return page
     if direction == "next":
@@ -269,6 +273,14 @@ log = logging.getLogger(__name__)
 
 def data_generation(conn: Connection) -> str:
     return conn.execute(select(_SETTINGS.c.value).where(_SETTINGS.c.key == GENERATION_KEY)).scalar() or ""
+
+
+def data_version(actor: Actor) -> str:
+    """The customer data's generation (changed by every write services record,
+    see invalidate_counts): a page whose ``data_version`` equals it is current."""
+    require(actor, "customer.view", action="customer.list")
+    with get_engine().connect() as conn:
+        return data_generation(conn)
 
 
 def forget_cached_counts() -> None:

@@ -136,10 +136,14 @@ class AppState(rx.State):
         return rx.redirect(f"/login?next={quote(path, safe='/')}")
 
     def _set_user(self, actor: Actor) -> None:
-        self.user_name = actor.username
-        self.user_display = actor.display_name
-        self.user_role = actor.role_name
-        self.perms = sorted(actor.permissions)
+        # Assigned only when different: every assignment marks the var dirty, and
+        # a dirty ``perms`` recomputes (and resends) each page's permission vars
+        # on every event.
+        perms = sorted(actor.permissions)
+        for name, value in (("user_name", actor.username), ("user_display", actor.display_name),
+                            ("user_role", actor.role_name), ("perms", perms)):
+            if getattr(self, name) != value:
+                setattr(self, name, value)
 
     # --- public handlers --------------------------------------------------------------
     @rx.event

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import time
 
 import reflex as rx
 
@@ -62,6 +64,10 @@ def filters_from_form(form: dict) -> dict:
     return filters
 
 
+#: How long a shown page is reused on coming back to the list (the count cache's lifetime).
+SHOWN_PAGE_FRESH_SECONDS = 60.0
+
+
 class CustomerListState(AppState):
     q: str = ""
     sort: str = "last_active_at"
@@ -108,6 +114,12 @@ class CustomerListState(AppState):
     _next_cursor: str = ""
     _prev_cursor: str = ""
     _count_generation: int = 0
+    # What the shown rows were read for (data version, query, page size,
+    # language, viewer) and when (wall clock: another worker may read it): coming back to the list within a minute to an
+    # unchanged key keeps the page, its count and the ticked rows instead of
+    # asking the database again (agents go list -> customer -> list all day).
+    _shown_key: str = ""
+    _shown_at: float = 0.0
 
     # --- helpers ----------------------------------------------------------------------
     def _query(self) -> ListQuery:
@@ -125,6 +137,8 @@ class CustomerListState(AppState):
         except AppError as error:
             return self._on_error(error)
         self.rows = page.rows
+        self._shown_key = self._page_key(actor, page.data_version)
+        self._shown_at = time.time()
         self.too_short = page.too_short
         self._next_cursor = page.next_cursor
         self._prev_cursor = page.prev_cursor
@@ -132,6 +146,14 @@ class CustomerListState(AppState):
         self.has_prev = bool(page.prev_cursor)
         self.page_number = page_number
         return None
+
+    def _page_key(self, actor, data_version: str) -> str:
+        viewer = f"{actor.user_id}:{','.join(sorted(actor.permissions))}"
+        return json.dumps([data_version, self._query().to_dict(), self.page_size, self.lang, viewer], sort_keys=True)
+
+    def _shown_page_is_current(self, actor, data_version: str) -> bool:
+        return (bool(self._shown_key) and time.time() - self._shown_at < SHOWN_PAGE_FRESH_SECONDS
+                and self._shown_key == self._page_key(actor, data_version))
 
     def _selection(self) -> Selection:
         """What a bulk action works on; built server-side from the list's own query."""
@@ -162,9 +184,12 @@ class CustomerListState(AppState):
             self._set_user(actor)
             self.tag_options = await self._call(tags.list_tag_options, actor)
             self.views = await self._call(saved_views.list_views, actor)
+            version = await self._call(customer_list.data_version, actor)
         except AppError as error:
             return self._on_error(error)
         self._refresh_chips()
+        if self._shown_page_is_current(actor, version):
+            return None
         return await self._reload_first_page()
 
     def _refresh_chips(self) -> None:

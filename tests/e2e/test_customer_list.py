@@ -55,3 +55,37 @@ def test_english_switch_changes_labels(page, app_server):
     # Kept per browser: a reload stays in English.
     page.reload()
     expect(page.get_by_role("heading", level=1)).to_have_text("Customers")
+
+
+def test_back_to_the_list_keeps_the_page_and_shows_an_edit_made_meanwhile(page, app_server):
+    login(page, app_server, "agent")
+    rows = page.locator("#customer-table .customer-row")
+    expect(rows.first).to_be_visible()
+    first_of_page_one = rows.first.text_content()
+    page.locator("#page-next").click()
+    expect(page.locator("#page-number")).to_contain_text("2")
+    expect(rows.first).not_to_have_text(first_of_page_one)
+    first_of_page_two = rows.first.text_content()
+    rows.first.click()
+    expect(page.locator("#customer-name")).to_be_visible()
+    page.go_back()
+    wait_for_path(page, "/customers")
+    # Nothing changed: the same page comes back, not page 1 again.
+    expect(page.locator("#page-number")).to_contain_text("2")
+    expect(rows.first).to_have_text(first_of_page_two)
+
+    # An edit made meanwhile is there on coming back.
+    page.locator("#page-first").click()
+    expect(rows.first).to_have_text(first_of_page_one)
+    rows.first.click()
+    expect(page.locator("#customer-name")).to_be_visible()
+    customer_id = int(page.evaluate("location.pathname").rstrip("/").rsplit("/", 1)[1])
+    page.locator("#edit-customer").click()
+    page.locator("#edit-name").fill("回到列表测试")
+    page.locator("#edit-save").click()
+    expect(page.locator("#customer-name")).to_have_text("回到列表测试")
+    page.go_back()
+    wait_for_path(page, "/customers")
+    expect(rows.filter(has_text="回到列表测试")).to_have_count(1)
+    with app_server.sql() as db:
+        assert db.execute("SELECT name FROM customer WHERE id = ?", (customer_id,)).fetchone()[0] == "回到列表测试"
