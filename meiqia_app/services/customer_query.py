@@ -69,6 +69,10 @@ def _choices(values, allowed: Sequence[str], field: str) -> tuple[str, ...]:
         return ()
     if isinstance(values, str):
         values = [values]
+    if not isinstance(values, (list, tuple)):
+        # A crafted event may send a number or an object: iterating it would
+        # raise TypeError (or accept a dict's keys) instead of refusing it.
+        raise ValidationError.single(field, "error.bad_choice")
     result = []
     for value in values:
         if value not in allowed:

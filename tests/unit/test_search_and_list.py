@@ -121,6 +121,8 @@ def test_queries_for_someone_else_do_not_match(typed):
         ({"tags_any": ["x"]}, "tags_any"),
         ({"tags_any": list(range(1, 30))}, "tags_any"),
         ({"consent_marketing": "maybe"}, "consent_marketing"),
+        ({"tiers": 5}, "tiers"),
+        ({"lifecycle": {"active": 1}}, "lifecycle"),
     ],
 )
 def test_invalid_list_query_is_refused(data, field):
