@@ -1,4 +1,4 @@
-"""PostgreSQL: pg_trgm GIN search, COPY loads, advisory locks, pg_dump backups.
+"""PostgreSQL: pg_trgm GIN search, COPY loads, advisory locks, pg_dump backups, export rows built in SQL.
 
 The twin of ``sqlite.py``. Substring search: a trigram GIN index over
 ``customer_search.text`` answers ``text LIKE '%term%'`` for terms of three or
