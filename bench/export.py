@@ -2,15 +2,22 @@
 
     .venv/bin/python bench/export.py [--db /work/bench-data/1m/meiqia.db] [--rows 0]
                                      [--formats csv,xlsx,pdf5k,pdf20k] [--protect both]
+    .venv/bin/python bench/export.py --url postgresql+psycopg://user@host:port/db ...
 
 Reads the benchmark database strictly read-only (SQLite ``mode=ro`` URI; the
 file is never written) through the same row source and writers an export job
 uses, 12 typical fields, as an admin (no masking), and writes the files to a
-temporary directory. For each case prints rows, seconds, rows/s, file size and
+temporary directory. ``--url`` reads another database instead (PostgreSQL: it
+is only read, but not opened read-only). For each case prints rows, seconds, rows/s, file size and
 the peak RSS of the process while that case ran (psutil, sampled every 20 ms).
 ``--rows N`` stops after N rows (0: every active customer). CSV and XLSX rows
 are built by the database like in an export job (``--python-rows``: the
 Python row source instead, for comparison).
+
+Measured on PostgreSQL 15 (2 cores, load < 0.6), 200,000 seeded customers
+(197,978 active), 12 fields sorted by registered_at, unprotected, two runs:
+CSV rows built in SQL 127-142k rows/s, Python rows 52-59k; XLSX in SQL
+72-80k rows/s, Python 37-38k; peak RSS 157 MB either way (keyset batches).
 """
 
 from __future__ import annotations
@@ -91,6 +98,7 @@ def limited(batches, limit: int):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", default="/work/bench-data/1m/meiqia.db")
+    parser.add_argument("--url", default="", help="a database URL to read instead of --db (e.g. PostgreSQL)")
     parser.add_argument("--rows", type=int, default=0)
     parser.add_argument("--formats", default="csv,xlsx,pdf5k,pdf20k")
     parser.add_argument("--protect", choices=("no", "yes", "both"), default="both")
@@ -123,7 +131,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
     os.environ["MEIQIA_DATA_DIR"] = str(workdir / "data")
-    os.environ["DATABASE_URL"] = f"sqlite:///file:{Path(args.db).resolve()}?mode=ro&uri=true"
+    os.environ["DATABASE_URL"] = args.url or f"sqlite:///file:{Path(args.db).resolve()}?mode=ro&uri=true"
     os.environ.setdefault("MEIQIA_SCHEDULER", "off")
 
     from meiqia_app.services.customer_query import ListQuery
@@ -152,7 +160,7 @@ def main() -> int:
     if not args.quiet:
         from meiqia_app.config import get_settings
 
-        print(f"db={args.db} fields={len(FIELDS)} sort={args.sort} workers={get_settings().export_workers} "
+        print(f"db={args.url.rsplit('@', 1)[-1] if args.url else args.db} fields={len(FIELDS)} sort={args.sort} workers={get_settings().export_workers} "
               f"load={os.getloadavg()[0]:.2f} out={workdir}")
     if not args.quiet:
         print(f"baseline rss={psutil.Process().memory_info().rss / 1e6:.0f} MB (anon {PeakRSS._anon() / 1e6:.0f} MB) "

@@ -128,6 +128,10 @@ class DatabaseAdapter(abc.ABC):
         May register helper functions on ``conn``."""
         return None
 
+    def export_rows_supported(self, engine, zone: tzinfo) -> bool:
+        """Whether ``export_row_sql`` can build rows here for timestamps shown in ``zone``."""
+        return self.builds_export_rows
+
     def export_read_settings(self, conn: Connection) -> "contextlib.AbstractContextManager[None]":
         """Connection settings for a long streaming read (bounded memory)."""
         return contextlib.nullcontext()

@@ -1,4 +1,4 @@
-"""PostgreSQL: pg_trgm GIN search, COPY loads, advisory locks, pg_dump backups.
+"""PostgreSQL: pg_trgm GIN search, COPY loads, advisory locks, pg_dump backups, export rows built in SQL.
 
 The twin of ``sqlite.py``. Substring search: a trigram GIN index over
 ``customer_search.text`` answers ``text LIKE '%term%'`` for terms of three or
@@ -9,17 +9,19 @@ index and stopping after a page (``row_match_condition``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import tzinfo
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, Connection, Integer, and_, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 
-from meiqia_app.dbadapter.base import DatabaseAdapter, escape_like
+from meiqia_app.dbadapter.base import DatabaseAdapter, ExportRowFormat, escape_like
 from meiqia_app.models import CustomerSearch
 
 _INDEX = "ix_customer_search_text_trgm"
@@ -61,6 +63,7 @@ def _tool(name: str) -> str:
 
 class PostgresAdapter(DatabaseAdapter):
     name = "postgresql"
+    builds_export_rows = True
 
     def search_ddl(self) -> list[str]:
         return [
@@ -131,3 +134,24 @@ class PostgresAdapter(DatabaseAdapter):
         args, env = _libpq_args(url)
         subprocess.run([_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--single-transaction",
                         *args, str(source)], env=env, check=True, capture_output=True, timeout=3600)
+
+    # --- exports --------------------------------------------------------------
+    def export_rows_supported(self, engine, zone: tzinfo) -> bool:
+        from meiqia_app.dbadapter.postgresql_export import zone_agrees
+
+        return zone_agrees(engine, zone)
+
+    def export_row_sql(self, conn: Connection, row_format: ExportRowFormat) -> str | None:
+        from meiqia_app.dbadapter.postgresql_export import row_sql
+
+        return row_sql(row_format)
+
+    @contextlib.contextmanager
+    def export_read_settings(self, conn: Connection) -> Iterator[None]:
+        """The rows' datetime serials are floats printed by PostgreSQL: the shortest
+        text that reads back as the same double (Python's repr) needs
+        extra_float_digits = 1, the default, pinned for the export's transaction.
+        Memory needs no server-side cursor: every query is one keyset batch
+        (LIMIT ``SQL_BATCH`` / ``DEFAULT_BATCH`` rows, a few MB)."""
+        conn.exec_driver_sql("SET LOCAL extra_float_digits = 1")
+        yield

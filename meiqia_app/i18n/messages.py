@@ -199,6 +199,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "filter.lifecycle": ("生命周期", "Lifecycle"),
     "filter.tiers": ("会员等级", "Tier"),
     "filter.sources": ("来源渠道", "Source"),
+    "filter.order_statuses": ("有订单状态", "Has an order"),
     "filter.province": ("省份", "Province"),
     "filter.city": ("城市", "City"),
     "filter.registered_from": ("注册晚于", "Registered from"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 
 from meiqia_app.components.dialogs import field_error, form_buttons
@@ -233,6 +234,7 @@ def filter_panel() -> rx.Component:
                     _checkbox_group("lifecycle", LIFECYCLE_STAGES, "lifecycle"),
                     _checkbox_group("tiers", MEMBERSHIP_TIERS, "tier"),
                     _checkbox_group("sources", SOURCES, "source"),
+                    _checkbox_group("order_statuses", ORDER_STATUSES, "order_status"),
                     rx.grid(
                         _filter_input("province"), _filter_input("city"),
                         _filter_input("registered_from", "date"), _filter_input("registered_to", "date"),

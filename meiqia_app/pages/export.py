@@ -7,6 +7,7 @@ import reflex as rx
 from meiqia_app.components.dialogs import field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
+from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import SOURCES
 from meiqia_app.services.exports.fields import FIELD_GROUPS, FIELD_SPECS
 from meiqia_app.state.export import ChosenField, ExportApprovalsState, ExportHistoryState, ExportRow, PortabilityState
@@ -132,6 +133,17 @@ def _scope_step() -> rx.Component:
                                         on_change=lambda checked, s=s: S.toggle_source(s, checked),
                                         id=f"source-{s}")
                             for s in SOURCES
+                        ],
+                        wrap="wrap",
+                        spacing="3",
+                    ),
+                    rx.text(t("export.scope.order_statuses"), weight="bold", size="2"),
+                    rx.hstack(
+                        *[
+                            rx.checkbox(t(f"order_status.{s}"), checked=S.order_statuses.contains(s),
+                                        on_change=lambda checked, s=s: S.toggle_order_status(s, checked),
+                                        id=f"order-status-{s}")
+                            for s in ORDER_STATUSES
                         ],
                         wrap="wrap",
                         spacing="3",

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, tuple_
 from sqlalchemy.sql import Select
 
-from meiqia_app.models import Customer, TagAssignment
+from meiqia_app.models import Customer, Order, TagAssignment
+from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES, STATUSES
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.search_text import SearchTerms, parse_query
@@ -26,6 +27,7 @@ from meiqia_app.timeutil import local_day_start_utc
 
 C = Customer.__table__.c
 TA = TagAssignment.__table__.c
+O = Order.__table__.c
 
 # Sortable columns: the key the UI sends -> the column, and whether it can be NULL.
 SORTS: dict[str, tuple[str, bool]] = {
@@ -69,6 +71,10 @@ def _choices(values, allowed: Sequence[str], field: str) -> tuple[str, ...]:
         return ()
     if isinstance(values, str):
         values = [values]
+    if not isinstance(values, (list, tuple)):
+        # A crafted event may send a number or an object: iterating it would
+        # raise TypeError (or accept a dict's keys) instead of refusing it.
+        raise ValidationError.single(field, "error.bad_choice")
     result = []
     for value in values:
         if value not in allowed:
@@ -103,6 +109,8 @@ class ListQuery:
     lifecycle: tuple[str, ...] = ()
     tiers: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    # Customers with at least one order in any of these statuses (已付款 = paid).
+    order_statuses: tuple[str, ...] = ()
     province: str = ""
     city: str = ""
     registered_from: str = ""
@@ -146,6 +154,7 @@ class ListQuery:
             lifecycle=_choices(data.get("lifecycle"), LIFECYCLE_STAGES, "lifecycle"),
             tiers=_choices(data.get("tiers"), MEMBERSHIP_TIERS, "tiers"),
             sources=_choices(data.get("sources"), SOURCES, "sources"),
+            order_statuses=_choices(data.get("order_statuses"), ORDER_STATUSES, "order_statuses"),
             province=_text(data.get("province"), 32),
             city=_text(data.get("city"), 32),
             registered_from=_parse_date(data.get("registered_from"), "registered_from"),
@@ -201,6 +210,23 @@ def status_condition(status: str) -> ColumnElement:
     return C.status == status
 
 
+def order_status_condition(statuses: Sequence[str]) -> ColumnElement:
+    """The customer has an order in one of ``statuses``.
+
+    A correlated EXISTS, answered per customer row by one seek into the
+    covering index ix_order_report_customer_paid (customer_id, status, paid_at):
+    a page walks the sort index and stops after 51 matches (1-16 ms at 1M
+    customers / 1.9M orders on SQLite). An exact count probes every customer
+    of the status (0.6-0.8 s on SQLite at 1M; PostgreSQL hashes the orders
+    instead, 60-290 ms at 200k). ``id IN (customers with such orders)`` would
+    count a rare status faster on SQLite (0.2 s) but paid, the usual choice,
+    much slower (4 s: 1.6M order rows to materialise).
+    """
+    if not statuses or any(status not in ORDER_STATUSES for status in statuses):
+        raise ValidationError.single("order_statuses", "error.bad_choice")
+    return exists().where(O.customer_id == C.id, O.status.in_(tuple(statuses)))
+
+
 def filter_conditions(query: ListQuery, driving_tags: tuple[int, ...] = ()) -> list[ColumnElement]:
     """Every condition of the query except the text search.
 
@@ -216,6 +242,8 @@ def filter_conditions(query: ListQuery, driving_tags: tuple[int, ...] = ()) -> l
         conditions.append(C.membership_tier.in_(query.tiers))
     if query.sources:
         conditions.append(C.source.in_(query.sources))
+    if query.order_statuses:
+        conditions.append(order_status_condition(query.order_statuses))
     if query.province:
         conditions.append(C.province == query.province)
     if query.city:

@@ -9,6 +9,7 @@ import time
 
 import reflex as rx
 
+from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services import cleanup, customer_list, jobs, saved_views, tags
 from meiqia_app.services.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
@@ -20,11 +21,12 @@ from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.state.base import AppState
 
 
-MULTI_FILTERS = {"lifecycle": LIFECYCLE_STAGES, "tiers": MEMBERSHIP_TIERS, "sources": SOURCES}
+MULTI_FILTERS = {"lifecycle": LIFECYCLE_STAGES, "tiers": MEMBERSHIP_TIERS, "sources": SOURCES,
+                 "order_statuses": ORDER_STATUSES}
 TEXT_FILTERS = ("province", "city", "registered_from", "registered_to", "active_from", "active_to",
                 "purchase_from", "purchase_to", "spent_min", "spent_max", "orders_min", "orders_max")
 TAG_FILTERS = ("tags_any", "tags_all", "tags_none")
-LABEL_PREFIX = {"lifecycle": "lifecycle", "tiers": "tier", "sources": "source"}
+LABEL_PREFIX = {"lifecycle": "lifecycle", "tiers": "tier", "sources": "source", "order_statuses": "order_status"}
 
 
 def _row_id(row) -> int:

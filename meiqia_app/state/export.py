@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import reflex as rx
 
+from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import SOURCES
 from meiqia_app.services import saved_views
 from meiqia_app.services.errors import AppError, ValidationError
@@ -123,6 +124,7 @@ class ExportWizardState(_ExportBase):
     date_from: str = ""
     date_to: str = ""
     sources: list[str] = []
+    order_statuses: list[str] = []
     purpose: str = "analysis"
     # 2. fields
     chosen: list[str] = list(DEFAULT_FIELDS)
@@ -272,6 +274,17 @@ class ExportWizardState(_ExportBase):
         self.sources = [s for s in SOURCES if s in wanted]
 
     @rx.event
+    def toggle_order_status(self, status: str, checked: bool):
+        if status not in ORDER_STATUSES:
+            return
+        wanted = set(self.order_statuses)
+        if checked:
+            wanted.add(status)
+        else:
+            wanted.discard(status)
+        self.order_statuses = [s for s in ORDER_STATUSES if s in wanted]
+
+    @rx.event
     def set_purpose(self, value: str):
         if value in service.PURPOSES:
             self.purpose = value
@@ -343,6 +356,8 @@ class ExportWizardState(_ExportBase):
                 query[f"{self.date_field}_to"] = end
             if self.sources:
                 query["sources"] = list(self.sources)
+            if self.order_statuses:
+                query["order_statuses"] = list(self.order_statuses)
             scope = {"kind": "query", "query": query}
         return {"scope": scope, "fields": list(self.chosen), "format": self.fmt, "sort_field": self.sort_field,
                 "sort_dir": self.sort_dir, "purpose": self.purpose}

@@ -152,3 +152,39 @@ def test_ticked_rows_of_the_list_are_the_export_scope(page, app_server, tmp_path
     info.value.save_as(target)
     lines = target.read_bytes().decode("utf-8-sig").split("\r\n")
     assert sorted(int(line.split(",")[0]) for line in lines[1:] if line) == ticked
+
+
+def test_paid_orders_are_a_list_chip_and_an_export_scope(page, app_server, tmp_path):
+    """已付款: a chip in the customer list, and in the wizard's own scope the file holds
+    exactly the customers with a paid order."""
+    login(page, app_server, "manager")
+    page.locator("#open-filters").click()
+    page.get_by_role("checkbox", name="已付款").click()
+    page.locator("#apply-filters").click()
+    expect(page.locator(".filter-chip")).to_have_count(1)
+    expect(page.locator(".filter-chip")).to_contain_text("有订单状态: 已付款")
+    page.locator("#clear-filters").click()
+    expect(page.locator(".filter-chip")).to_have_count(0)
+    page.get_by_role("link", name="数据导出").click()
+    wait_for_path(page, "/export")
+    expect(page.locator("#scope-all")).to_have_attribute("data-state", "checked")
+    page.locator("#order-status-paid").click()
+    _shot(page, "scope-order-status")
+    with _db(app_server) as db:
+        expected = [r[0] for r in db.execute(
+            "SELECT id FROM customer WHERE status='active' AND id IN "
+            "(SELECT customer_id FROM customer_order WHERE status='paid') ORDER BY id").fetchall()]
+        active = db.execute("SELECT count(*) FROM customer WHERE status='active'").fetchone()[0]
+    assert 0 < len(expected) < active
+    page.locator("#export-step-4").click()
+    expect(page.locator("#review-scope")).to_contain_text("有订单状态: 已付款")
+    expect(page.locator("#review-rows")).to_have_text(str(len(expected)))
+    page.locator("#export-run").click()
+    download_button = page.locator("#export-download")
+    expect(download_button).to_be_visible(timeout=60_000)
+    with page.expect_download() as info:
+        download_button.click()
+    target = tmp_path / "paid.csv"
+    info.value.save_as(target)
+    lines = target.read_bytes().decode("utf-8-sig").split("\r\n")
+    assert [int(line.split(",")[0]) for line in lines[1:] if line] == expected

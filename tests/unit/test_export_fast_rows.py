@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import zipfile
 
 import openpyxl
@@ -25,7 +26,6 @@ from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import Customer, ExportJob
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.exports import service
-from meiqia_app.services.exports.fields import FIELD_SPECS
 from meiqia_app.services.exports.rows import BASE_COLUMNS, ExportSpec, RowSource, csv_field
 from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_xlsx
 from meiqia_app.services.selection import Selection
@@ -42,9 +42,13 @@ NASTY_TEXT = [
 ]
 
 
-def _sqlite_only():
+def _database_built_rows():
     if not get_adapter(get_engine()).builds_export_rows:
         pytest.skip("this database has no database-built export rows")
+
+
+def _on_postgresql() -> bool:
+    return get_engine().dialect.name == "postgresql"
 
 
 def _poison() -> None:
@@ -74,6 +78,28 @@ def _poison() -> None:
                         "membership_tier='', total_spent_cents=-5 WHERE id=44")
             raw.execute("UPDATE customer SET total_spent_cents=1234567890123, birthday='1970-01-01' WHERE id=45")
             raw.execute("UPDATE customer SET consent_marketing=1, consent_analytics=0 WHERE id=46")
+        else:
+            # The same instants as timestamptz values, plus the extremes of the integer
+            # cents column, and timestamps with odd microseconds spread over 1901-2107
+            # (Shanghai kept summer time in 1940-1949 and 1986-1991).
+            conn.exec_driver_sql("UPDATE customer SET registered_at='1988-06-01 12:30:00+00', "
+                                 "last_login_at='1990-07-15 23:59:59.999999+00' WHERE id=41")
+            conn.exec_driver_sql("UPDATE customer SET registered_at='2026-03-01 10:00:00+00', "
+                                 "last_active_at='2026-03-01 15:59:59+00' WHERE id=42")
+            conn.exec_driver_sql("UPDATE customer SET last_active_at='2026-12-31 15:59:59.999999+00', "
+                                 "first_purchase_at='2150-01-01 00:00:00+00' WHERE id=43")
+            conn.exec_driver_sql("UPDATE customer SET gender='?', source='=evil', lifecycle_stage='new,\"x\"', "
+                                 "membership_tier='', total_spent_cents=-5 WHERE id=44")
+            conn.exec_driver_sql("UPDATE customer SET total_spent_cents=2147483647, birthday='1970-01-01' WHERE id=45")
+            conn.exec_driver_sql("UPDATE customer SET consent_marketing=true, consent_analytics=false WHERE id=46")
+            conn.exec_driver_sql("UPDATE customer SET total_spent_cents=-2147483648, birthday='0999-12-31', "
+                                 "last_login_at='1899-12-30 00:00:00+08' WHERE id=47")
+            conn.exec_driver_sql("UPDATE customer SET total_spent_cents=100, last_login_at='1899-12-29 23:59:59+08', "
+                                 "birthday='1899-12-30' WHERE id=48")
+            conn.exec_driver_sql("UPDATE customer SET total_spent_cents=120, last_login_at='2026-05-01 00:00:00+08' "
+                                 "WHERE id=49")
+            conn.exec_driver_sql("UPDATE customer SET last_login_at = timestamptz '1901-01-01 00:00:00+00' "
+                                 "+ id * interval '251 days 5:07:11.654321' WHERE id > 49")
 
 
 def _meta(fields, true_text="是", false_text="否") -> ExportMeta:
@@ -98,7 +124,7 @@ def _spec(fields, sort_field="id", descending=False, status="all") -> ExportSpec
 ])
 def test_database_built_csv_is_byte_for_byte_the_csv_writer_output(seeded_actors, tmp_path, fields, sort_field,
                                                                    descending, batch):
-    _sqlite_only()
+    _database_built_rows()
     _poison()
     manager = seeded_actors["manager"]
     spec = _spec(fields, sort_field, descending)
@@ -120,7 +146,7 @@ def test_database_built_csv_is_byte_for_byte_the_csv_writer_output(seeded_actors
 
 
 def test_database_built_csv_covers_the_hostile_values(seeded_actors, tmp_path):
-    _sqlite_only()
+    _database_built_rows()
     _poison()
     fields = ("id", "company", "registered_at", "last_login_at", "gender", "source", "total_spent")
     path = tmp_path / "fast.csv"
@@ -137,10 +163,32 @@ def test_database_built_csv_covers_the_hostile_values(seeded_actors, tmp_path):
     assert rows[44][4:] == ["?", "=evil", "-0.05"]
 
 
+def _cells_xml(path) -> str:
+    """The data sheet's XML without cell references and without the empty ``<c/>``
+    cells the database-built rows use to keep the columns in place."""
+    with zipfile.ZipFile(path) as package:
+        sheet = package.read("xl/worksheets/sheet1.xml").decode("utf-8")
+    return re.sub(r' r="[A-Z]+[0-9]+"', "", sheet).replace("<c/>", "")
+
+
 def _xlsx_values(path):
     book = openpyxl.load_workbook(path)
     return [[(c.value, c.data_type, c.number_format if c.value is not None and not isinstance(c.value, str) else "")
              for c in row] for row in book.worksheets[0].iter_rows()], book
+
+
+def _assert_same_cells(got, expected) -> None:
+    """Cells read back: same values (timestamps within 1 ms, floats approximately), types and formats."""
+    assert len(got) == len(expected)
+    for row_got, row_expected in zip(got, expected, strict=True):
+        for (value, dtype, fmt), (want, want_type, want_fmt) in zip(row_got, row_expected, strict=True):
+            if isinstance(want, dt.datetime):
+                assert isinstance(value, dt.datetime) and abs((value - want).total_seconds()) < 0.001
+            elif isinstance(want, float):
+                assert value == pytest.approx(want)
+            else:
+                assert value == want, (row_got[0], value, want)
+            assert dtype == want_type and fmt == want_fmt
 
 
 @pytest.mark.parametrize("fields,sort_field,descending", [
@@ -148,7 +196,7 @@ def _xlsx_values(path):
     (TYPICAL, "registered_at", True),
 ])
 def test_database_built_xlsx_reads_back_like_the_python_path(seeded_actors, tmp_path, fields, sort_field, descending):
-    _sqlite_only()
+    _database_built_rows()
     _poison()
     manager = seeded_actors["manager"]
     spec = _spec(fields, sort_field, descending)
@@ -161,17 +209,12 @@ def test_database_built_xlsx_reads_back_like_the_python_path(seeded_actors, tmp_
     with zipfile.ZipFile(fast) as package:
         assert package.testzip() is None
     (expected, _), (got, book) = _xlsx_values(slow), _xlsx_values(fast)
-    assert len(got) == len(expected)
-    kinds = [FIELD_SPECS[f].kind for f in fields]
-    for row_got, row_expected in zip(got, expected, strict=True):
-        for (value, dtype, fmt), (want, want_type, want_fmt), kind in zip(row_got, row_expected, kinds, strict=True):
-            if isinstance(want, dt.datetime):
-                assert isinstance(value, dt.datetime) and abs((value - want).total_seconds()) < 0.001
-            elif isinstance(want, float):
-                assert value == pytest.approx(want)
-            else:
-                assert value == want, (row_got[0], value, want)
-            assert dtype == want_type and fmt == want_fmt
+    _assert_same_cells(got, expected)
+    if _on_postgresql():
+        # Cell for cell the same XML: datetime serials as repr() prints them, money as
+        # repr(round(cents / 100, 2)). (SQLite prints serials with 16 digits and money
+        # with two decimals: the same numbers, other text.)
+        assert _cells_xml(fast) == _cells_xml(slow)
     assert book.sheetnames == ["客户", "导出信息"] and book.worksheets[0].freeze_panes == "A2"
     sheet = book.worksheets[0]
     names = {r[0]: r for r in sheet.iter_rows(min_row=2, values_only=True)}
@@ -196,7 +239,7 @@ def test_masked_computed_or_single_fields_take_the_python_path(seeded_actors):
 
 
 def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(seeded_actors, monkeypatch):
-    _sqlite_only()
+    _database_built_rows()
     manager = seeded_actors["manager"]
     monkeypatch.setattr("meiqia_app.services.exports.rows.SQL_BATCH", {"csv": 25, "xlsx": 25})
     calls = []
@@ -239,7 +282,7 @@ def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(see
 
 
 def test_python_helpers_only_see_the_values_sql_cannot_convert(seeded_actors, tmp_path, monkeypatch):
-    _sqlite_only()
+    _database_built_rows()
     _poison()
     from meiqia_app.services.exports import rows as rows_module
 
@@ -256,5 +299,65 @@ def test_python_helpers_only_see_the_values_sql_cannot_convert(seeded_actors, tm
     for fmt in ("csv", "xlsx"):
         calls.clear()
         assert sum(len(b) for b in source.iter_sql_rows(fmt, workers=1)) > 250
-        # Only the daylight-saving-years and "T"-form values of customers 41 and 42.
-        assert 1 <= len(calls) <= 4, (fmt, calls)
+        if _on_postgresql():
+            assert calls == [], fmt  # AT TIME ZONE converts every instant in the database
+        else:
+            # Only the daylight-saving-years and "T"-form values of customers 41 and 42.
+            assert 1 <= len(calls) <= 4, (fmt, calls)
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Europe/Berlin", "UTC"])
+def test_database_built_rows_follow_the_configured_zone_like_the_python_path(seeded_actors, tmp_path, monkeypatch,
+                                                                           zone):
+    """Daylight saving time rules that changed over the years (1901-2107 spread of last_login_at)."""
+    from meiqia_app.config import reload_settings
+
+    _database_built_rows()
+    _poison()
+    monkeypatch.setenv("MEIQIA_TIMEZONE", zone)
+    reload_settings()
+    try:
+        manager = seeded_actors["manager"]
+        fields = ("id", "registered_at", "last_active_at", "last_login_at", "first_purchase_at", "birthday")
+        spec = _spec(fields)
+        meta = _meta(fields)
+        slow, fast = tmp_path / "slow.csv", tmp_path / "fast.csv"
+        write_csv(slow, meta, RowSource(manager, spec, datetimes_as_text=True).iter_batches(100))
+        source = RowSource(manager, spec)
+        assert source.sql_fields_supported("csv")
+        write_csv_lines(fast, meta, source.iter_sql_rows("csv", batch=100))
+        assert fast.read_bytes() == slow.read_bytes()
+        slow_xlsx, fast_xlsx = tmp_path / "slow.xlsx", tmp_path / "fast.xlsx"
+        write_xlsx(slow_xlsx, meta, RowSource(manager, spec).iter_batches(100))
+        write_xlsx(fast_xlsx, meta, source.iter_sql_rows("xlsx", batch=100), prebuilt=True)
+        if _on_postgresql():
+            assert _cells_xml(fast_xlsx) == _cells_xml(slow_xlsx)
+        else:
+            _assert_same_cells(_xlsx_values(fast_xlsx)[0], _xlsx_values(slow_xlsx)[0])
+    finally:
+        monkeypatch.delenv("MEIQIA_TIMEZONE")
+        reload_settings()
+
+
+def test_a_zone_postgresql_does_not_know_as_python_does_takes_the_python_path(seeded_actors, monkeypatch):
+    if not _on_postgresql():
+        pytest.skip("PostgreSQL's own time zone rules")
+    from zoneinfo import ZoneInfo
+
+    from meiqia_app.dbadapter import postgresql_export
+
+    engine = get_engine()
+    monkeypatch.setattr(postgresql_export, "_agreement", {})
+    assert postgresql_export.zone_agrees(engine, ZoneInfo("Asia/Shanghai"))
+
+    class Unknown(dt.tzinfo):
+        key = "Nowhere/Atlantis"
+
+    assert not postgresql_export.zone_agrees(engine, Unknown())
+    # Rules that differ (another tz database version): one sampled local time is enough.
+    real = postgresql_export._python_local_times
+    monkeypatch.setattr(postgresql_export, "_python_local_times",
+                        lambda zone: [*real(zone)[:-1], "2099-12-31 00:00:00"])
+    monkeypatch.setattr(postgresql_export, "_agreement", {})
+    source = RowSource(seeded_actors["manager"], _spec(("id", "name")))
+    assert not source.sql_fields_supported("csv")

@@ -11,6 +11,7 @@ import pytest
 import meiqia_app
 from meiqia_app.i18n import EN, ZH, error_text, tr
 from meiqia_app.i18n.messages import ENTRIES
+from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES, STATUSES
 from meiqia_app.services.customer_query import STATUS_CHOICES
 from meiqia_app.services.errors import NotFound, ValidationError
@@ -207,6 +208,7 @@ def test_every_label_key_in_ui_code_exists(sources):
         ("source", SOURCES),
         ("gender", GENDERS),
         ("consent", ("marketing", "analytics")),
+        ("order_status", ORDER_STATUSES),
     ],
 )
 def test_every_code_shown_as_a_label_has_a_message(prefix, codes):

@@ -121,6 +121,11 @@ def test_queries_for_someone_else_do_not_match(typed):
         ({"tags_any": ["x"]}, "tags_any"),
         ({"tags_any": list(range(1, 30))}, "tags_any"),
         ({"consent_marketing": "maybe"}, "consent_marketing"),
+        ({"tiers": 5}, "tiers"),
+        ({"order_statuses": ["shipped"]}, "order_statuses"),
+        ({"order_statuses": ["paid", "paid' OR 1=1 --"]}, "order_statuses"),
+        ({"order_statuses": 1}, "order_statuses"),
+        ({"lifecycle": {"active": 1}}, "lifecycle"),
     ],
 )
 def test_invalid_list_query_is_refused(data, field):
@@ -137,6 +142,9 @@ def test_list_query_defaults_and_round_trip():
     assert full.q == "张伟" and full.tiers == ("gold",) and full.spent_min == 10.5
     assert ListQuery.from_dict(full.to_dict()) == full
     assert full.signature() == ListQuery.from_dict({**full.to_dict(), "sort": "total_spent"}).signature()
+    paid = ListQuery.from_dict({"order_statuses": ["refunded", "paid", "paid"]})
+    assert paid.order_statuses == ("refunded", "paid") and ListQuery.from_dict(paid.to_dict()) == paid
+    assert paid.has_filters() and paid.signature() != ListQuery().signature()
 
 
 def test_bad_cursor_is_refused(seeded_actors):
@@ -345,6 +353,67 @@ def test_exact_count_with_filters_equals_raw_sql(seeded_actors, data, where):
     result = customer_list.count_customers(seeded_actors["agent"], q(**data), exact=True)
     assert result.exact and result.value == expected
     assert len(walk(seeded_actors["agent"], q(**data), page_size=100)) == expected
+
+
+def customers_with_orders(statuses: tuple[str, ...], status: str = "active") -> set[int]:
+    """Straight from the tables: customers in ``status`` with an order in one of ``statuses``."""
+    listed = ", ".join(f"'{s}'" for s in statuses)
+    return {r[0] for r in rows(
+        f"SELECT DISTINCT c.id FROM customer c JOIN customer_order o ON o.customer_id = c.id "
+        f"WHERE c.status = :status AND o.status IN ({listed})", status=status)}
+
+
+@pytest.mark.parametrize("statuses", [("paid",), ("pending",), ("refunded",), ("pending", "refunded")])
+@pytest.mark.parametrize("sort", ["last_active_at", "registered_at", "total_spent"])
+def test_order_status_filter_lists_exactly_the_customers_with_such_an_order(seeded_actors, statuses, sort):
+    expected = customers_with_orders(statuses)
+    active = scalar("SELECT count(*) FROM customer WHERE status = 'active'")
+    assert 0 < len(expected) < active  # the filter really narrows the seeded customers
+    query = q(order_statuses=list(statuses), sort=sort)
+    seen = walk(seeded_actors["agent"], query, page_size=20)
+    assert len(seen) == len(set(seen)) and set(seen) == expected
+    in_order = expected_order(SORT_COLUMNS[sort], True)
+    assert seen == [i for i in in_order if i in expected]
+    customer_list.forget_cached_counts()
+    assert customer_list.count_customers(seeded_actors["agent"], query, exact=True).value == len(expected)
+    # The sample windows hold all 300 seeded customers: the estimate is the count.
+    customer_list.forget_cached_counts()
+    assert customer_list.count_customers(seeded_actors["agent"], query).value == len(expected)
+
+
+def test_order_status_filter_combines_with_other_filters_search_and_status(seeded_actors):
+    agent = seeded_actors["agent"]
+    wechat = {r[0] for r in rows("SELECT id FROM customer WHERE source = 'wechat'")}
+    expected = customers_with_orders(("paid",)) & wechat
+    assert expected
+    assert set(walk(agent, q(order_statuses=["paid"], sources=["wechat"]))) == expected
+    everyone = customers_with_orders(("refunded",)) | customers_with_orders(("refunded",), "archived")
+    assert set(walk(agent, q(order_statuses=["refunded"], status="all"))) == everyone
+    hits = search_hits("com") & customers_with_orders(("pending",))
+    assert set(walk(agent, q(q="com", order_statuses=["pending"]))) == hits
+    assert hits and expected != wechat & {r[0] for r in rows("SELECT id FROM customer WHERE status = 'active'")}
+    # Bulk actions and exports walk "all matching" in id order.
+    assert customer_list.matching_ids(agent, q(order_statuses=["paid"]), batch=10_000) == \
+        sorted(customers_with_orders(("paid",)))
+
+
+def test_the_filter_dialog_sends_only_known_order_statuses():
+    from meiqia_app.state.customer_list import filters_from_form
+
+    form = {"order_statuses:paid": "on", "order_statuses:refunded": "on", "order_statuses:shipped": "on",
+            "order_statuses:pending": ""}
+    assert filters_from_form(form) == {"order_statuses": ["paid", "refunded"]}
+
+
+def test_order_status_filter_survives_a_saved_view(seeded_actors):
+    from meiqia_app.services import saved_views
+
+    agent = seeded_actors["agent"]
+    view = saved_views.save_view(agent, "付过款", q(order_statuses=["paid"], tiers=["gold"]))
+    loaded = saved_views.load_view(agent, view.id)
+    assert loaded.order_statuses == ("paid",) and loaded.tiers == ("gold",)
+    gold = {r[0] for r in rows("SELECT id FROM customer WHERE membership_tier = 'gold'")}
+    assert set(walk(agent, loaded)) == customers_with_orders(("paid",)) & gold
 
 
 def test_exact_count_of_a_search_equals_raw_sql(seeded_actors):

@@ -298,7 +298,8 @@ class RowSource:
             return False
         if not self.can_see_sensitive and any(f in SENSITIVE_EXPORT_FIELDS for f in fields):
             return False
-        return get_adapter(get_engine()).builds_export_rows
+        engine = get_engine()
+        return get_adapter(engine).export_rows_supported(engine, self.zone)
 
     def _row_format(self, fmt: str, true_text: str, false_text: str) -> ExportRowFormat:
         from meiqia_app.services.exports import xlsx_stream

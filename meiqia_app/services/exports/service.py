@@ -90,7 +90,8 @@ class ExportRequest:
     lang: str = "zh"
 
 
-_VALUE_PREFIXES = {"sources": "source", "lifecycle": "lifecycle", "tiers": "tier", "status": "status"}
+_VALUE_PREFIXES = {"sources": "source", "lifecycle": "lifecycle", "tiers": "tier", "status": "status",
+                   "order_statuses": "order_status"}
 
 
 def _query_text(query, lang: str) -> str:
