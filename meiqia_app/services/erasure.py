@@ -33,7 +33,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+import json
+import re
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy import delete, select, text, update
 from sqlmodel import select as sm_select
@@ -47,6 +49,7 @@ from meiqia_app.models import (
     CustomerSearch,
     ErasureRequest,
     ExportJob,
+    Job,
     Message,
     Note,
     Order,
@@ -122,6 +125,7 @@ def erase_batch(session, actor: Actor, ids: Sequence[int]) -> dict[str, int]:
     o, cv, m, e = Order.__table__.c, Conversation.__table__.c, Message.__table__.c, BehaviorEvent.__table__.c
     ta, n, cs, er = (TagAssignment.__table__.c, Note.__table__.c, CustomerSearch.__table__.c,
                      ErasureRequest.__table__.c)
+    _scrub_export_scopes(session, _personal_values(session, ids))
     changed = 0
     for customer_id in ids:
         label = anonymous_label(customer_id)
@@ -152,6 +156,84 @@ def erase_batch(session, actor: Actor, ids: Sequence[int]) -> dict[str, int]:
     audit.record(session, actor, "erasure.execute", target_type="customer",
                  details={"customer_ids": ids[:200], "customers": len(ids), "rows": counts})
     return counts
+
+
+#: Shorter values (a one-character name) are not identifying on their own and
+#: would blank unrelated searches.
+MIN_SCRUBBED_LENGTH = 2
+#: The search box takes 100 characters; values are looked for up to this length.
+MAX_SCRUBBED_LENGTH = 100
+ERASED_MARK = "[已删除]"
+
+
+def _personal_values(session, ids: Sequence[int]) -> set[str]:
+    """The identifying values of the customers about to be erased (read before they are wiped)."""
+    rows = session.execute(select(C.name, C.phone, C.email, C.external_id, C.visitor_id, C.company, C.address)
+                           .where(C.id.in_(list(ids)))).all()
+    values = {str(v).strip() for row in rows for v in row if v}
+    return {v for v in values if len(v) >= MIN_SCRUBBED_LENGTH}
+
+
+#: Free text someone typed, in a stored scope or job parameters: a search (``"q": "…"``) or a saved view.
+_TYPED_TEXT = re.compile(r'"(?:q|view_id)": ?"?[^",}\]]')
+
+
+def _strings(value) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def _erased_in(text: str, erased: set[str], longest: int) -> set[str]:
+    """The erased values occurring in ``text``: its substrings looked up in the
+    set, so a bulk batch's tens of thousands of values cost no more than one."""
+    return {text[i:j] for i in range(len(text)) for j in range(i + MIN_SCRUBBED_LENGTH,
+                                                                 min(len(text), i + longest) + 1)} & erased
+
+
+def _scrub(value, found: set[str]):
+    """``value`` (parsed JSON) with every occurrence of the found values in its strings replaced."""
+    if isinstance(value, str):
+        for personal in sorted(found, key=len, reverse=True):
+            value = value.replace(personal, ERASED_MARK)
+        return value
+    if isinstance(value, list):
+        return [_scrub(v, found) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub(v, found) for k, v in value.items()}
+    return value
+
+
+def _scrub_export_scopes(session, erased: set[str]) -> int:
+    """Remove the erased values from what export and background jobs recorded
+    of their scope: a phone number typed as the search of an export or a bulk
+    tagging, and the filter text shown in history and approvals. A job still
+    waiting keeps its shape and now matches no one by that value, which is what
+    the erasure asks for. Returns rows changed."""
+    if not erased:
+        return 0
+    longest = min(max(len(v) for v in erased), MAX_SCRUBBED_LENGTH)
+    changed = 0
+    for table, column in ((ExportJob.__table__, "scope"), (Job.__table__, "params")):
+        for row_id, stored in session.execute(select(table.c.id, table.c[column])).all():
+            # Filters alone (labels, dates, tag ids) hold nobody's personal data.
+            if not stored or not _TYPED_TEXT.search(stored):
+                continue
+            try:
+                parsed = json.loads(stored)
+            except ValueError:
+                continue
+            found = set().union(*(_erased_in(text, erased, longest) for text in _strings(parsed)))
+            if found:
+                cleaned = json.dumps(_scrub(parsed, found), ensure_ascii=False)
+                session.execute(update(table).where(table.c.id == row_id).values({column: cleaned}))
+                changed += 1
+    return changed
 
 
 def delete_export_files(before: dt.datetime) -> list[str]:

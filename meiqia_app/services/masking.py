@@ -52,3 +52,22 @@ def mask_value(field: str, value: object) -> object:
 def mask_diff(diff: dict[str, tuple[object, object]]) -> dict[str, list[object]]:
     """A field diff for the audit log: sensitive values always masked."""
     return {field: [mask_value(field, old), mask_value(field, new)] for field, (old, new) in diff.items()}
+
+
+def mask_search_term(term: str | None) -> str:
+    """What a typed search shows in audit entries and job parameters.
+
+    Agents type phone numbers, e-mail addresses and names into the search box;
+    the audit log is hash-chained, so a value written there can never be
+    erased later (PIPL / GDPR erasure). It keeps the shape for accountability
+    (a phone-like term, an address at which domain, a name's first character)
+    and never the value: 138******78, z***@example.com, 张**.
+    """
+    term = (term or "").strip()
+    if not term:
+        return ""
+    if "@" in term:
+        return mask_email(term)
+    if sum(c.isdigit() for c in term) >= 5:
+        return term[:3] + "*" * max(len(term) - 5, 1) + term[-2:] if len(term) > 5 else "*" * len(term)
+    return term[:1] + "*" * (len(term) - 1)

@@ -16,6 +16,7 @@ from meiqia_app.db import get_engine
 from meiqia_app.models import Customer
 from meiqia_app.services.customer_list import all_conditions, count_customers, matching_ids
 from meiqia_app.services.customer_query import ListQuery, status_condition
+from meiqia_app.services.masking import mask_search_term
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
 
@@ -76,7 +77,15 @@ class Selection:
         if self.kind == KIND_IDS:
             return {"kind": KIND_IDS, "count": len(self.ids), "status": self.query.status,
                     "ids_sample": list(self.ids[:20])}
-        return {"kind": KIND_QUERY, "query": self.query.to_dict()}
+        return {"kind": KIND_QUERY, "query": described_query(self.query)}
+
+
+def described_query(query) -> dict:
+    """A list query for audit entries: the typed search masked (see mask_search_term)."""
+    data = query.to_dict()
+    if data.get("q"):
+        data["q"] = mask_search_term(data["q"])
+    return data
 
 
 def selection_count(actor: Actor, selection: Selection, exact: bool = True) -> int:

@@ -242,6 +242,45 @@ def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_d
     assert values["phone"].encode() not in raw and values["email"].encode() not in raw
 
 
+def test_a_search_typed_into_an_export_or_bulk_job_keeps_no_trace_after_erasure(seeded_actors):
+    from meiqia_app.services import tags
+    from meiqia_app.services.exports import service as exports
+    from meiqia_app.services.selection import Selection
+    from meiqia_app.services.customer_query import ListQuery
+
+    admin = seeded_actors["admin"]
+    target = _sql("SELECT id FROM customer WHERE status='active' AND phone IS NOT NULL AND email IS NOT NULL "
+                  "ORDER BY id LIMIT 1")[0][0]
+    values = _personal(target)
+    other = _sql("SELECT phone FROM customer WHERE status='active' AND phone IS NOT NULL AND id <> :i "
+                 "ORDER BY id DESC LIMIT 1", i=target)[0][0]
+    request = {"scope": {"kind": "query", "query": {"q": values["phone"]}}, "fields": ["id", "name"],
+               "format": "csv", "sort_field": "id", "sort_dir": "asc"}
+    mine = exports.request_export(admin, request, start=False)["id"]
+    unrelated = exports.request_export(admin, {**request, "scope": {"kind": "query", "query": {"q": other}}},
+                                       start=False)["id"]
+    tag_id = _sql("SELECT id FROM tag ORDER BY id LIMIT 1")[0][0]
+    tags.start_bulk_tag_job(admin, Selection.of_query(ListQuery.from_dict({"q": values["email"]})), tag_id, "add")
+    # What the audit chain received is masked from the start: it can never be erased later.
+    entries = _audit("export.request") + _audit("tag.bulk_add")
+    assert len(entries) == 3
+    details = " ".join(e.details for e in entries)
+    assert values["phone"][:3] + "******" + values["phone"][-2:] in details
+    for entry in entries:
+        assert values["phone"] not in entry.details and values["email"] not in entry.details, (entry.action, entry.details)
+
+    erasure.erase_customer(admin, target, confirm=str(target))
+
+    scopes = dict(_sql("SELECT id, scope FROM export_job"))
+    assert values["phone"] not in scopes[mine] and "[已删除]" in scopes[mine]
+    assert json.loads(scopes[mine])["selection"]["query"]["q"] == "[已删除]"
+    assert other in scopes[unrelated]  # someone else's search is left alone
+    for value in values.values():
+        for table, column in (("export_job", "scope"), ("audit_entry", "details"), ("job", "params")):
+            assert _sql(f"SELECT count(*) FROM {table} WHERE {column} LIKE :v", v=f"%{value}%")[0][0] == 0, \
+                (table, value)
+
+
 def test_duplicate_request_is_refused(seeded_actors):
     erasure.request_erasure(seeded_actors["agent"], 5, "asked")
     from meiqia_app.services.errors import Conflict

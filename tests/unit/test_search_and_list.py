@@ -579,3 +579,13 @@ def test_a_change_made_by_another_worker_retires_this_workers_cached_counts(seed
     customer_list.invalidate_counts()
     customer_list._count_cache._entries.update(cached_here)  # as if the call had run in the other process
     assert customer_list.count_customers(actor, query, exact=True).value == before - 1
+
+
+@pytest.mark.parametrize("typed, shown", [
+    ("13812345678", "138******78"), ("zhang.wei@example.com", "z***@example.com"), ("张伟", "张*"),
+    ("王小明", "王**"), ("5678", "5***"), ("  ", ""), ("020-8765", "020***65"),
+])
+def test_a_typed_search_is_masked_for_audit_entries(typed, shown):
+    from meiqia_app.services.masking import mask_search_term
+
+    assert mask_search_term(typed) == shown

@@ -41,6 +41,7 @@ from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, Val
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.exports.fields import FIELD_SPECS
 from meiqia_app.services.exports.policy import evaluate, masked_fields
+from meiqia_app.services.masking import mask_search_term
 from meiqia_app.services.exports.rows import ExportSpec, RowSource
 from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_pdf, write_xlsx
 from meiqia_app.services.rbac import Actor, refuse, require
@@ -238,7 +239,13 @@ def _details(job: ExportJob, **extra) -> dict:
     if selection.get("kind") == KIND_IDS:
         described["count"] = len(selection.get("ids") or [])
     else:
-        described["query"] = selection.get("query")
+        # The audit chain cannot be erased later: the typed search goes in masked.
+        query = dict(selection.get("query") or {})
+        typed = str(query.get("q") or "")
+        if typed:
+            query["q"] = mask_search_term(typed)
+            described["text"] = described["text"].replace(typed, query["q"])
+        described["query"] = query
     if scope.get("view_id"):
         described["view_id"] = scope["view_id"]
     return {"export_id": job.id, "scope": described, "fields": json.loads(job.fields or "[]"),
