@@ -585,7 +585,9 @@ def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> dict:
         if spec.mode == "sync":
             removed = conn.execute(delete(TagAssignment.__table__).where(
                 TA.tag_id == spec.tag_id, _owned(rule_id),
-                TA.customer_id.notin_(select(M.customer_id)),
+                # NOT EXISTS, not NOT IN: PostgreSQL runs NOT IN (subquery) as a nested scan once the
+                # matches outgrow work_mem (a rule over 1M customers took more than 8 minutes).
+                ~exists().where(M.customer_id == TA.customer_id),
                 exists().where(C.id == TA.customer_id, SCOPE),
             )).rowcount
         _MATCH.drop(conn)
