@@ -40,8 +40,16 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # pragma: no cover - trivial
-        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        options = conn.get_execution_options()
+        # SQLite ignores PRAGMA foreign_keys inside a transaction, so a write
+        # that deletes every child row itself (the trash purge) asks for the
+        # checks to be off here, before BEGIN; every other transaction sets
+        # them back on the pooled connection (its info dict remembers the state).
+        enforce = options.get("sqlite_foreign_keys", True)
+        if conn.info.get("foreign_keys", True) != enforce:
+            conn.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if enforce else 'OFF'}")
+            conn.info["foreign_keys"] = enforce
+        conn.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'DEFERRED')}")
 
 
 def make_engine(url: str) -> Engine:
@@ -96,11 +104,17 @@ def read_session() -> Iterator[Session]:
 
 
 @contextlib.contextmanager
-def write_session() -> Iterator[Session]:
-    """One write transaction: commits on success, rolls back on any error."""
+def write_session(check_foreign_keys: bool = True) -> Iterator[Session]:
+    """One write transaction: commits on success, rolls back on any error.
+
+    ``check_foreign_keys=False`` (SQLite only; PostgreSQL always checks) is for
+    a writer that deletes every referencing row itself, children first, and
+    has a test holding its table list to the schema: SQLite's per-row check of
+    every referencing table is then pure cost (a fifth of a 100k purge).
+    """
     engine = get_engine()
     if engine.dialect.name == "sqlite":
-        engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+        engine = engine.execution_options(sqlite_begin="IMMEDIATE", sqlite_foreign_keys=check_foreign_keys)
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session

@@ -157,6 +157,76 @@ def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
     assert back == len(gone)
 
 
+def _tables_referencing(conn, target: str) -> set[str]:
+    """Tables with a foreign key to ``target``, read from the database's own schema."""
+    if conn.dialect.name == "sqlite":
+        tables = [r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t for t in tables for fk in conn.exec_driver_sql(f"PRAGMA foreign_key_list('{t}')") if fk[2] == target}
+    return {r[0] for r in conn.execute(text(
+        "SELECT DISTINCT cl.relname FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid "
+        "WHERE c.contype = 'f' AND c.confrelid = CAST(:t AS regclass)"), {"t": target})}
+
+
+def test_the_purge_deletes_from_every_table_that_references_a_customer(db):
+    # The purge runs with SQLite's foreign-key checks off and deletes the
+    # children itself: a table added later with a key to customer (or to a
+    # child) must be added to the purge, or its rows would be orphaned.
+    with get_engine().connect() as conn:
+        assert _tables_referencing(conn, "customer") == {t.name for t in cleanup.PURGED_CHILD_TABLES}
+        assert _tables_referencing(conn, "conversation") == {"message"}
+        for child in {t.name for t in cleanup.PURGED_CHILD_TABLES} - {"conversation"} | {"message"}:
+            assert _tables_referencing(conn, child) == set(), child
+
+
+def test_a_purge_leaves_no_orphans_and_the_checks_back_on_for_other_writers(seeded_actors):
+    admin = seeded_actors["admin"]
+    with write_session() as session:
+        session.connection().execute(text(
+            "UPDATE customer SET status='trashed', trashed_at=:t WHERE id IN (SELECT customer_id FROM conversation "
+            "WHERE id IN (SELECT conversation_id FROM message) LIMIT 20)"), {"t": utcnow().strftime("%Y-%m-%d %H:%M:%S")})
+    trashed = cleanup.count_parked(admin, "trashed")
+    assert trashed >= 5
+    cleanup.start_purge(admin, all_trash=True, confirm=str(trashed))
+    assert cleanup.count_parked(admin, "trashed") == 0
+    for child, key in (("conversation", "customer_id"), ("customer_order", "customer_id"),
+                       ("behavior_event", "customer_id"), ("note", "customer_id"), ("tag_assignment", "customer_id"),
+                       ("customer_search", "customer_id"), ("erasure_request", "customer_id"),
+                       ("message", "conversation_id")):
+        parent = "conversation" if child == "message" else "customer"
+        assert _sql(f"SELECT count(*) FROM {child} WHERE {key} NOT IN (SELECT id FROM {parent})")[0][0] == 0, child
+    if get_engine().dialect.name == "sqlite":
+        assert _sql("PRAGMA foreign_key_check") == []
+    # Every pooled connection checks foreign keys again for everyone else.
+    from sqlalchemy.exc import IntegrityError
+
+    note = ("INSERT INTO note (customer_id, author_name, body, created_at, updated_at) "
+            "VALUES (:c, '', 'x', :t, :t)")
+    now = utcnow().strftime("%Y-%m-%d %H:%M:%S")
+    conns = [get_engine().connect() for _ in range(get_engine().pool.size())]
+    try:
+        for conn in conns:
+            existing = conn.execute(text("SELECT min(id) FROM customer")).scalar_one()
+            conn.execute(text(note), {"c": existing, "t": now})  # a valid row goes in
+            with pytest.raises(IntegrityError):
+                conn.execute(text(note), {"c": 999_999_999, "t": now})
+            conn.rollback()
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_foreign_key_checks_are_off_only_for_the_session_that_asks(db):
+    if get_engine().dialect.name != "sqlite":
+        pytest.skip("PostgreSQL always checks foreign keys")
+    with write_session(check_foreign_keys=False) as session:
+        assert session.connection().exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 0
+    for _ in range(3):
+        with write_session() as session:
+            assert session.connection().exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        with read_session() as session:
+            assert session.connection().exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+
+
 def test_nightly_purge_removes_old_trash(seeded_actors):
     old = utcnow() - dt.timedelta(days=40)
     with write_session() as session:
