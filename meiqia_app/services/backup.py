@@ -163,6 +163,15 @@ def _restore_file(path: Path) -> None:
 
 # --- helpers ----------------------------------------------------------------------------
 
+def _fsync(path: Path) -> None:
+    """Flush a file (or a directory's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -221,7 +230,11 @@ def create_backup(actor: Actor, kind: str = "manual", note: str = "") -> BackupV
     started = utcnow()
     try:
         _dump(partial)
+        # On disk before anything relies on it (a purge deletes right after):
+        # the copy's data, then its name in the directory.
+        _fsync(partial)
         os.replace(partial, target)
+        _fsync(target.parent)
     except (sqlite3.Error, subprocess.SubprocessError, OSError) as exc:
         partial.unlink(missing_ok=True)
         audit.record_now(actor, "backup.create", result="failed", target_type="backup",
