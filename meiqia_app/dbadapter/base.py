@@ -22,6 +22,8 @@ class DatabaseAdapter(abc.ABC):
     name: str
     #: Whether ``export_row_sql`` builds export rows in the database.
     builds_export_rows: bool = False
+    #: Whether ``joined_text`` exists here.
+    joins_text: bool = False
 
     # --- search -------------------------------------------------------------
     @abc.abstractmethod
@@ -131,6 +133,12 @@ class DatabaseAdapter(abc.ABC):
     def export_rows_supported(self, engine, zone: tzinfo) -> bool:
         """Whether ``export_row_sql`` can build rows here for timestamps shown in ``zone``."""
         return self.builds_export_rows
+
+    def joined_text(self, values: ColumnElement, separator: str, order_by: list) -> ColumnElement:
+        """An aggregate joining ``values`` (a column of an ordered subquery) with
+        ``separator`` in the order ``order_by`` (expressions over that subquery).
+        Only where ``joins_text``; elsewhere the caller fetches the values one by one."""
+        raise NotImplementedError
 
     def export_read_settings(self, conn: Connection) -> "contextlib.AbstractContextManager[None]":
         """Connection settings for a long streaming read (bounded memory)."""

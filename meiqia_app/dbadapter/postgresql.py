@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, Integer, and_, any_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ColumnElement, Connection, Integer, and_, any_, bindparam, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.engine import make_url
 
 from meiqia_app.dbadapter.base import DatabaseAdapter, ExportRowFormat, escape_like
@@ -145,6 +145,11 @@ class PostgresAdapter(DatabaseAdapter):
         from meiqia_app.dbadapter.postgresql_export import row_sql
 
         return row_sql(row_format)
+
+    joins_text = True
+
+    def joined_text(self, values: ColumnElement, separator: str, order_by: list) -> ColumnElement:
+        return func.string_agg(values, aggregate_order_by(literal(separator), *order_by))
 
     @contextlib.contextmanager
     def export_read_settings(self, conn: Connection) -> Iterator[None]:

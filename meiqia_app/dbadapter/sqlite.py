@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, bindparam, false, literal_column, text
+from sqlalchemy import ColumnElement, Connection, bindparam, false, func, literal, literal_column, text
 
 from meiqia_app.dbadapter.base import DatabaseAdapter, ExportRowFormat
 
@@ -167,6 +167,15 @@ class SqliteAdapter(DatabaseAdapter):
         from meiqia_app.dbadapter.sqlite_export import row_sql
 
         return row_sql(conn.connection.driver_connection, row_format)
+
+    joins_text = True
+
+    def joined_text(self, values: ColumnElement, separator: str, order_by: list) -> ColumnElement:
+        # SQLite before 3.44 has no ORDER BY inside an aggregate: group_concat
+        # takes the rows in the order the subquery (ORDER BY … LIMIT, which is
+        # never flattened into an aggregate) delivers them. The export tests
+        # compare every order, direction and batch size byte for byte.
+        return func.group_concat(values, literal(separator))
 
     @contextlib.contextmanager
     def export_read_settings(self, conn: Connection) -> Iterator[None]:

@@ -27,7 +27,7 @@ from meiqia_app.models import Customer, ExportJob
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.exports import service
 from meiqia_app.services.exports.rows import BASE_COLUMNS, ExportSpec, RowSource, csv_field
-from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_xlsx
+from meiqia_app.services.exports.writers import ExportMeta, LineBlock, write_csv, write_csv_lines, write_xlsx
 from meiqia_app.services.selection import Selection
 
 C = Customer.__table__.c
@@ -150,7 +150,10 @@ def test_database_built_csv_covers_the_hostile_values(seeded_actors, tmp_path):
     _poison()
     fields = ("id", "company", "registered_at", "last_login_at", "gender", "source", "total_spent")
     path = tmp_path / "fast.csv"
-    write_csv_lines(path, _meta(fields), RowSource(seeded_actors["manager"], _spec(fields)).iter_sql_rows("csv"))
+    blocks = list(RowSource(seeded_actors["manager"], _spec(fields)).iter_sql_rows("csv", batch=13))
+    # The database joins each batch's lines itself (one string per batch reaches Python).
+    assert blocks and all(isinstance(b, LineBlock) for b in blocks) and sum(map(len, blocks)) > 40
+    write_csv_lines(path, _meta(fields), blocks)
     import csv
 
     rows = {int(r[0]): r for r in list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")))[1:]}

@@ -117,17 +117,32 @@ def write_csv(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progr
     return count
 
 
-def write_csv_lines(path: Path, meta: ExportMeta, batches: Iterable[list[str]],
+CSV_LINE_END = "\r\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class LineBlock:
+    """Consecutive CSV lines the database built and joined (``CSV_LINE_END``
+    between them, none after the last); ``len()`` is the number of rows."""
+
+    text: str
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+def write_csv_lines(path: Path, meta: ExportMeta, batches: Iterable,
                     progress: Progress | None = None) -> int:
     """The same file as ``write_csv`` from lines the database built (see
-    ``RowSource.iter_sql_rows``): the header through csv.writer, then each
-    batch joined and written in one go."""
+    ``RowSource.iter_sql_rows``: lists of lines, or blocks it joined itself):
+    the header through csv.writer, then each batch written in one go."""
     count = 0
     with open(path, "w", encoding="utf-8-sig", newline="") as handle:
         csv.writer(handle, dialect="excel", lineterminator="\r\n").writerow([neutralise(h) for h in meta.headers])
         for lines in batches:
-            if lines:
-                handle.write("\r\n".join(lines))
+            if len(lines):
+                handle.write(lines.text if isinstance(lines, LineBlock) else "\r\n".join(lines))
                 handle.write("\r\n")
             count += len(lines)
             if progress:
