@@ -85,7 +85,6 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "export.error.no_fields": ("请至少选择一个字段", "Choose at least one field"),
     "export.error.password_length": ("密码长度需为 {min}–{max} 个字符", "The password must be {min}–{max} characters"),
     "export.error.password_required": ("导出敏感字段时必须设置密码", "A password is required when sensitive fields are exported"),
-    "export.error.protected_xlsx_rows": ("加密的 Excel 最多 {limit} 行，请选择 CSV（AES 压缩包）或缩小范围", "A protected Excel file holds at most {limit} rows: choose CSV (AES zip) or narrow the scope"),
     "export.error.not_pending": ("此申请已处理", "This request was already decided"),
     "export.error.not_cancellable": ("此导出已结束，无法取消", "This export has ended and cannot be cancelled"),
     "export.error.not_ready": ("文件尚未就绪或已过期", "The file is not ready or has expired"),

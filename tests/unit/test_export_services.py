@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import zipfile
 
 import msoffcrypto
@@ -440,10 +441,53 @@ def test_a_role_limited_to_some_tags_exports_only_those_customers(seeded_actors)
     assert ids and ids <= tagged
 
 
-def test_protected_xlsx_is_capped_because_its_encryption_runs_in_memory(seeded_actors, monkeypatch):
-    monkeypatch.setattr(service, "PROTECTED_XLSX_MAX_ROWS", 5)
-    with pytest.raises(ValidationError) as raised:
-        service.request_export(seeded_actors["manager"], _request(fmt="xlsx"), password=PASSWORD, start=False)
-    assert raised.value.field_errors["password"][0] == "export.error.protected_xlsx_rows"
-    assert service.request_export(seeded_actors["manager"], _request(fmt="csv"), password=PASSWORD,
-                                  start=False)["protected"]
+def _decrypted(path, password: str) -> bytes:
+    import msoffcrypto
+
+    with path.open("rb") as handle:
+        office = msoffcrypto.OfficeFile(handle)
+        office.load_key(password=password)
+        opened = io.BytesIO()
+        office.decrypt(opened, verify_integrity=True)  # the data-integrity HMAC must match too
+    return opened.getvalue()
+
+
+def test_protected_xlsx_opens_with_the_password_only(tmp_path):
+    from openpyxl import Workbook, load_workbook
+
+    from meiqia_app.services.exports import protect as protection
+
+    plain, locked = tmp_path / "plain.xlsx", tmp_path / "locked.xlsx"
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("客户")
+    for i in range(2000):
+        sheet.append([i, f"张三{i}", i * 0.5])
+    workbook.save(plain)
+    protection.protect_xlsx(plain, locked, PASSWORD)
+    assert b"PK" not in locked.read_bytes()[:4096] and "张三1".encode() not in locked.read_bytes()
+    opened = _decrypted(locked, PASSWORD)
+    assert opened == plain.read_bytes()
+    rows = list(load_workbook(io.BytesIO(opened), read_only=True)["客户"].iter_rows(values_only=True))
+    assert len(rows) == 2000 and rows[1] == (1, "张三1", 0.5)
+    with pytest.raises(Exception):
+        _decrypted(locked, "not-the-password")
+    assert not list(tmp_path.glob(".*package"))  # the temporary encrypted stream is gone
+
+
+def test_protected_xlsx_is_encrypted_as_a_stream(tmp_path):
+    import tracemalloc
+
+    from meiqia_app.services.exports import protect as protection
+
+    plain, locked = tmp_path / "big.xlsx", tmp_path / "locked.xlsx"
+    # 9 MB: more FAT sectors than the compound file's header holds (a DIFAT sector).
+    # A zip (what an .xlsx is; msoffcrypto checks the decrypted file is one) of random bytes.
+    with zipfile.ZipFile(plain, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("xl/blob.bin", os.urandom(9 * 1024 * 1024 + 123))
+    tracemalloc.start()
+    protection.protect_xlsx(plain, locked, PASSWORD)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # A few buffers, not the file (msoffcrypto's own encrypt held about three times the file).
+    assert peak < 4 * 1024 * 1024
+    assert _decrypted(locked, PASSWORD) == plain.read_bytes()

@@ -1,6 +1,6 @@
 """AES-256 password protection of finished export files.
 
-- XLSX: Office agile encryption (AES-256) with msoffcrypto-tool.
+- XLSX: Office agile encryption (AES-256), msoffcrypto-tool's, streamed (ooxml_encrypt.py).
 - CSV: put inside a WinZip-AES 256-bit zip with pyzipper (Windows' built-in zip
   tool cannot open AES zips; 7-Zip, WinRAR, macOS Archive Utility can).
 - PDF: pypdf ``encrypt(algorithm="AES-256")`` (reportlab's own is RC4).
@@ -26,10 +26,9 @@ def validate_password(password: str) -> str:
 
 
 def protect_xlsx(source: Path, target: Path, password: str) -> None:
-    from msoffcrypto.format.ooxml import OOXMLFile
+    from meiqia_app.services.exports.ooxml_encrypt import encrypt_ooxml
 
-    with open(source, "rb") as plain, open(target, "wb") as encrypted:
-        OOXMLFile(plain).encrypt(password, encrypted)
+    encrypt_ooxml(source, target, password)
 
 
 def protect_csv(source: Path, target: Path, password: str, inner_name: str) -> None:
