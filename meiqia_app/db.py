@@ -96,10 +96,27 @@ def is_sqlite() -> bool:
     return get_engine().dialect.name == "sqlite"
 
 
+def _read_engine() -> Engine:
+    """The engine for reads. On PostgreSQL its statements run without a
+    transaction (autocommit): no BEGIN before and no ROLLBACK after each read,
+    two of the four round trips of a one-query read (~0.5 -> ~0.3 ms on loopback,
+    more under load). Nothing is lost: at READ COMMITTED each statement had its
+    own snapshot inside a transaction too. Not for SET LOCAL (exports, bulk jobs)."""
+    engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def read_connection():
+    """A Core connection for reads (see ``_read_engine``); never commits."""
+    return _read_engine().connect()
+
+
 @contextlib.contextmanager
 def read_session() -> Iterator[Session]:
     """A session for reads; never commits."""
-    with Session(get_engine(), expire_on_commit=False) as session:
+    with Session(_read_engine(), expire_on_commit=False) as session:
         yield session
 
 

@@ -32,7 +32,7 @@ from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from meiqia_app.config import get_settings
-from meiqia_app.db import get_engine, read_session, write_session
+from meiqia_app.db import read_connection, read_session, write_session
 from meiqia_app.models import LoginChallenge, LoginThrottle, RecoveryCode, Role, User, UserSession
 from meiqia_app.services import audit
 from meiqia_app.services.errors import AppError, ValidationError
@@ -458,7 +458,7 @@ def resolve_session(token: str | None, client_ip: str = "") -> Actor | None:
         return None
     settings = get_settings()
     now = utcnow()
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         found = conn.execute(_SESSION_LOOKUP, {"token_hash": token_hash(token)}).first()
     if found is None:
         return None

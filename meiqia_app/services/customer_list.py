@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, func, insert, sele
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.util import ClauseAdapter
 
-from meiqia_app.db import get_engine
+from meiqia_app.db import get_engine, read_connection
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import AppSetting, Customer
 from meiqia_app.services.customer_dto import CustomerRow, customer_rows
@@ -184,7 +184,7 @@ def list_customers(
         direction = "next"
     descending = query.direction == "desc"
     walk_descending = descending if direction == "next" else not descending
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         # Read before the rows: a change committed in between makes the page look older, never newer.
         version = data_generation(conn)
         if query.terms.too_short_digits and query.terms.empty:
@@ -279,7 +279,7 @@ def data_version(actor: Actor) -> str:
     """The customer data's generation (changed by every write services record,
     see invalidate_counts): a page whose ``data_version`` equals it is current."""
     require(actor, "customer.view", action="customer.list")
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         return data_generation(conn)
 
 
@@ -378,7 +378,7 @@ def _status_population(conn: Connection, status: str) -> int:
 def count_customers(actor: Actor, query: ListQuery, exact: bool = False) -> MatchCount:
     """How many customers match. ``exact=False`` may answer with an estimate."""
     require(actor, "customer.view", action="customer.count")
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         key = f"{data_generation(conn)}|{query.signature()}"
         cached = _count_cache.get(key)
         if cached is not None:
@@ -411,7 +411,7 @@ def matching_ids(actor: Actor, query: ListQuery, after_id: int = 0, batch: int =
     with this, never holding more than a batch in memory.
     """
     require(actor, "customer.view", action="customer.list")
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         conditions = all_conditions(conn, query)
         statement = (
             select(C.id).select_from(Customer.__table__)

@@ -18,7 +18,7 @@ from sqlalchemy import case, exists
 from sqlalchemy import select as core_select
 from sqlmodel import Session, select
 
-from meiqia_app.db import get_engine, write_session
+from meiqia_app.db import read_connection, write_session
 from meiqia_app.dbadapter.base import escape_like
 from meiqia_app.models import Tag, TagAssignment
 from meiqia_app.models.tag import SOURCE_MANUAL
@@ -80,7 +80,7 @@ def suggest_tags(actor: Actor, prefix: str, limit: int = 10, exclude_customer_id
     if exclude_customer_id not in (None, ""):
         ta = TagAssignment.__table__.c
         statement = statement.where(~exists().where(ta.tag_id == t.id, ta.customer_id == parse_id(exclude_customer_id)))
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         rows = conn.execute(statement.limit(limit)).all()
     return [TagOption(id=r.id, name=r.name, color=r.color, group=r.group) for r in rows]
 

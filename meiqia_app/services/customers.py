@@ -7,7 +7,7 @@ import json
 
 from sqlmodel import select
 
-from meiqia_app.db import get_engine, read_session
+from meiqia_app.db import read_connection, read_session
 from meiqia_app.models import Customer, ErasureRequest
 from meiqia_app.services.customer_dto import TagChip, label, money, region_text, tags_for
 from meiqia_app.services.errors import NotFound
@@ -101,7 +101,7 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             select(ErasureRequest.id).where(ErasureRequest.customer_id == c.id, ErasureRequest.status == "pending")
         ).first() is not None
         sensitive = actor.can("customer.view_sensitive")
-        with get_engine().connect() as conn:
+        with read_connection() as conn:
             tags = tags_for(conn, [c.id], limit=None).get(c.id, [])
         try:
             attributes = json.loads(c.custom_attributes or "{}")

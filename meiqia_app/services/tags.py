@@ -18,7 +18,7 @@ import datetime as dt
 from sqlalchemy import case, delete, exists, func, insert, literal, select, update
 from sqlmodel import select as sm_select
 
-from meiqia_app.db import get_engine, read_session, write_session
+from meiqia_app.db import get_engine, read_connection, read_session, write_session
 from meiqia_app.models import Customer, Tag, TagAssignment, TagRule
 from meiqia_app.models.tag import SOURCE_MANUAL, TAG_GROUPS
 from meiqia_app.services import audit, jobs
@@ -86,7 +86,7 @@ def list_tags(actor: Actor) -> list[TagView]:
     """Every tag with its usage count (manual / by rule) and number of rules."""
     require(actor, "customer.view", action="tag.list")
     rule = TagRule.__table__.c
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         usage = _usage_counts(conn)
         rules = dict(conn.execute(select(rule.tag_id, func.count()).group_by(rule.tag_id)).all())
         tags = conn.execute(select(T.id, T.name, T.group, T.color, T.description, T.last_assigned_at, T.created_at)
@@ -106,7 +106,7 @@ def tag_usage(actor: Actor, tag_id: int) -> int:
     """How many customers have the tag (what a delete would affect)."""
     require(actor, "customer.view", action="tag.list")
     tag_id = parse_id(tag_id)
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         return conn.execute(select(func.count()).select_from(TagAssignment.__table__)
                             .where(TA.tag_id == tag_id)).scalar_one()
 

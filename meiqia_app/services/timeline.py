@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from meiqia_app.db import get_engine
+from meiqia_app.db import read_connection
 from meiqia_app.i18n import tr
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, Message, Note, Order, Product
 from meiqia_app.services.customer_dto import label, money
@@ -297,7 +297,7 @@ def customer_timeline(
         limit = max(1, min(MAX_LIMIT, int(limit)))
     except (TypeError, ValueError):
         limit = DEFAULT_LIMIT
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         check_customer_visible(conn, actor, customer_id)
         rows = []
         for kind in chosen:
@@ -319,7 +319,7 @@ def conversation_messages(actor: Actor, conversation_id: int, limit: int = 200, 
         limit = max(1, min(MAX_MESSAGES, int(limit)))
     except (TypeError, ValueError):
         limit = 200
-    with get_engine().connect() as conn:
+    with read_connection() as conn:
         customer_id = conn.execute(select(_CV.customer_id).where(_CV.id == conversation_id)).scalar_one_or_none()
         if customer_id is None:
             raise NotFound()
