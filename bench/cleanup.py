@@ -30,6 +30,17 @@ After (set-based windows of BULK_BATCH customers, a bigger page cache per batch,
   Final settings (50k + 1 GiB), fresh migrated copy, load 6.4 → 3.6 (18:33): archive 100,098
   27.8 s, trash 101,096 45.0 s, purge 101,096 + 871k child rows 72.1 s (backups excluded),
   peak RSS 2.1 GB.
+2026-12-03, fresh 1M seed (3.7 GB), quiet 2-core VM (load ~1), two full runs:
+  backup 3,689 MB in 5.6 s = 661 MB/s (source in the OS cache); dry run inactive > 12 months
+  (190,984) 0.01-0.04 s; archive 100,156 in 16.8-17.6 s; trash 101,154 in 10.3-10.9 s;
+  purge 101,154 + ~980k child rows 39.8-42.4 s with the purge's foreign-key checks off
+  (automatic backups, with fsync + sha256 + integrity_check, 105-121 s each, excluded);
+  peak RSS 1.6 GB. The purge alone on a fresh copy (100,000 trashed by one UPDATE,
+  /tmp-style experiment, same code): 30.1-32.3 s in four runs, of which commits (WAL
+  writes of ~1.5 GB per 50k batch: the scattered deletes dirty most pages of the
+  customer table, its 17 indexes and the child tables) ~11 s, customer DELETE 5.6-6.5 s,
+  events 3.6-4.1, orders 3.2-4.0, FTS 3.1-3.5; the report triggers and secure_delete
+  cost nothing measurable. Before the foreign-key change: 45-50 s.
 What costs is index upkeep (12 status-leading customer indexes, 17 in all; 5–8 per child
 table): every batch dirties nearly every leaf page of them, so the figures follow the
 number of batches and the machine's load more than the number of statements.
