@@ -184,3 +184,18 @@ class ExportRowFormat:
     xml_text: Callable[[str], str]  # text -> neutralised, XML-escaped cell text
     csv_quote: Callable[[str], str]  # constant text -> its CSV field
     xml_cell: Callable[[str], str]  # constant text -> its XLSX inline-string cell ("" for empty)
+
+
+def coded_cell_sql(column: ExportColumn, lit: Callable[[str], str], label_cell: Callable[[str], str],
+                   other: str) -> str:
+    """A coded column's cell: each known code as its label (``label_cell`` formats it
+    for the file, ``lit`` quotes it for this database), any other value as ``other``."""
+    whens = " ".join(f"WHEN {lit(code)} THEN {lit(label_cell(label))}" for code, label in column.labels)
+    return f"CASE {column.column} {whens} ELSE {other} END" if whens else other
+
+
+def bool_cell_sql(column: ExportColumn, lit: Callable[[str], str], cell: Callable[[str], str],
+                  row_format: ExportRowFormat) -> str:
+    """A yes/no column's cell: the export's words for true and false, formatted by ``cell``."""
+    return (f"CASE WHEN {column.column} THEN {lit(cell(row_format.true_text))} "
+            f"ELSE {lit(cell(row_format.false_text))} END")

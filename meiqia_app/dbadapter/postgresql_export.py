@@ -24,7 +24,7 @@ import threading
 
 from sqlalchemy import Connection, Engine
 
-from meiqia_app.dbadapter.base import ExportRowFormat
+from meiqia_app.dbadapter.base import ExportRowFormat, bool_cell_sql, coded_cell_sql
 
 # Formula starters (writers.FORMULA_PREFIXES) as code points: ascii() of the
 # first character is cheaper than comparing substrings, and 0 for ''.
@@ -104,8 +104,7 @@ def _csv_cell(column, row_format: ExportRowFormat, zone: str) -> str:
     if kind == "coded":
         # Labels are ours; an unknown code is written as stored, unneutralised, like the Python path.
         other = _csv_text(f"coalesce({col}, '')", neutralise=False)
-        whens = " ".join(f"WHEN {lit(code)} THEN {lit(row_format.csv_quote(label))}" for code, label in column.labels)
-        return f"CASE {col} {whens} ELSE {other} END" if whens else other
+        return coded_cell_sql(column, lit, row_format.csv_quote, other)
     if kind == "int":
         return f"coalesce({col}::text, '')"
     if kind == "money":
@@ -113,8 +112,7 @@ def _csv_cell(column, row_format: ExportRowFormat, zone: str) -> str:
     if kind == "date":
         return f"coalesce(to_char({col}, 'YYYY-MM-DD'), '')"
     if kind == "bool":
-        return (f"CASE WHEN {col} THEN {lit(row_format.csv_quote(row_format.true_text))} "
-                f"ELSE {lit(row_format.csv_quote(row_format.false_text))} END")
+        return bool_cell_sql(column, lit, row_format.csv_quote, row_format)
     if kind == "datetime":
         # to_char truncates the fraction of a second, as isoformat(timespec="seconds") does.
         return f"coalesce(to_char({_local(col, zone)}, 'YYYY-MM-DD HH24:MI:SS'), '')"
@@ -126,9 +124,7 @@ def _xlsx_cell(column, row_format: ExportRowFormat, zone: str) -> str:
     if kind == "text":
         return _xml_text_cell(f"coalesce({col}, '')")
     if kind == "coded":
-        other = _xml_text_cell(f"coalesce({col}, '')")
-        whens = " ".join(f"WHEN {lit(code)} THEN {lit(row_format.xml_cell(label))}" for code, label in column.labels)
-        return f"CASE {col} {whens} ELSE {other} END" if whens else other
+        return coded_cell_sql(column, lit, row_format.xml_cell, _xml_text_cell(f"coalesce({col}, '')"))
     if kind == "int":
         return f"CASE WHEN {col} IS NULL THEN '<c/>' ELSE '<c><v>' || {col}::text || '</v></c>' END"
     if kind == "money":
@@ -137,8 +133,7 @@ def _xlsx_cell(column, row_format: ExportRowFormat, zone: str) -> str:
         return (f"CASE WHEN {col} IS NULL THEN '<c/>' "
                 f"ELSE '<c s=\"4\"><v>' || ({col} - {_EXCEL_EPOCH_DATE})::text || '</v></c>' END")
     if kind == "bool":
-        return (f"CASE WHEN {col} THEN {lit(row_format.xml_cell(row_format.true_text))} "
-                f"ELSE {lit(row_format.xml_cell(row_format.false_text))} END")
+        return bool_cell_sql(column, lit, row_format.xml_cell, row_format)
     if kind == "datetime":
         return (f"CASE WHEN {col} IS NULL THEN '<c/>' "
                 f"ELSE '<c s=\"3\"><v>' || ({_serial(col, zone)}) || '</v></c>' END")

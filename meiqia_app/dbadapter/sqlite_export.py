@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
-from meiqia_app.dbadapter.base import ExportRowFormat
+from meiqia_app.dbadapter.base import ExportRowFormat, bool_cell_sql, coded_cell_sql
 
 # Excel's day 0 as a Julian day number, and as seconds before the Unix epoch.
 EXCEL_EPOCH_JD = 2415018.5
@@ -107,9 +107,9 @@ def _csv_cell(column, row_format: ExportRowFormat, fixed) -> str:
     if kind == "text":
         return _csv_text(f"coalesce({col}, '')", neutralise=True)
     if kind == "coded":
-        whens = " ".join(f"WHEN {lit(code)} THEN {lit(row_format.csv_quote(label))}" for code, label in column.labels)
+        # Labels are ours; an unknown code is written as stored, unneutralised, like the Python path.
         other = _csv_text(f"coalesce({col}, '')", neutralise=False)
-        return f"CASE {col} {whens} ELSE {other} END" if whens else other
+        return coded_cell_sql(column, lit, row_format.csv_quote, other)
     if kind == "int":
         return f"coalesce({col}, '')"
     if kind == "money":
@@ -117,8 +117,7 @@ def _csv_cell(column, row_format: ExportRowFormat, fixed) -> str:
     if kind == "date":
         return f"coalesce(substr({col}, 1, 10), '')"
     if kind == "bool":
-        return (f"CASE WHEN {col} THEN {lit(row_format.csv_quote(row_format.true_text))} "
-                f"ELSE {lit(row_format.csv_quote(row_format.false_text))} END")
+        return bool_cell_sql(column, lit, row_format.csv_quote, row_format)
     if kind == "datetime":
         guard = _fast_time_guard(col, fixed)
         slow = f"meiqia_local_text({col})"
@@ -136,9 +135,7 @@ def _xlsx_cell(column, row_format: ExportRowFormat, fixed) -> str:
     if kind == "text":
         return _xml_text_cell(f"coalesce({col}, '')")
     if kind == "coded":
-        whens = " ".join(f"WHEN {lit(code)} THEN {lit(row_format.xml_cell(label))}" for code, label in column.labels)
-        other = _xml_text_cell(f"coalesce({col}, '')")
-        return f"CASE {col} {whens} ELSE {other} END" if whens else other
+        return coded_cell_sql(column, lit, row_format.xml_cell, _xml_text_cell(f"coalesce({col}, '')"))
     if kind == "int":
         return f"CASE WHEN {col} IS NULL THEN '<c/>' ELSE '<c><v>' || {col} || '</v></c>' END"
     if kind == "money":
@@ -148,8 +145,7 @@ def _xlsx_cell(column, row_format: ExportRowFormat, fixed) -> str:
         return (f"CASE WHEN {col} IS NULL OR {col} = '' THEN '<c/>' "
                 f"ELSE coalesce('<c s=\"4\"><v>' || {serial} || '</v></c>', '<c/>') END")
     if kind == "bool":
-        return (f"CASE WHEN {col} THEN {lit(row_format.xml_cell(row_format.true_text))} "
-                f"ELSE {lit(row_format.xml_cell(row_format.false_text))} END")
+        return bool_cell_sql(column, lit, row_format.xml_cell, row_format)
     if kind == "datetime":
         guard = _fast_time_guard(col, fixed)
         slow = f"meiqia_local_cell({col})"

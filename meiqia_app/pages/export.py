@@ -51,6 +51,20 @@ def _nav_buttons(back: int | None, forward: int | None, forward_key: str = "expo
 
 # --- step 1 -----------------------------------------------------------------------------------
 
+def _choice_boxes(values, label_prefix: str, chosen, toggle, id_prefix: str) -> rx.Component:
+    """One checkbox per value of a multi-choice scope filter (``chosen``: the state's list var)."""
+    return rx.hstack(
+        *[
+            rx.checkbox(t(f"{label_prefix}.{value}"), checked=chosen.contains(value),
+                        on_change=lambda checked, value=value: toggle(value, checked),
+                        id=f"{id_prefix}-{value}")
+            for value in values
+        ],
+        wrap="wrap",
+        spacing="3",
+    )
+
+
 def _scope_step() -> rx.Component:
     return rx.vstack(
         rx.heading(t("export.step.scope"), size="4", as_="h2"),
@@ -127,27 +141,10 @@ def _scope_step() -> rx.Component:
                         wrap="wrap",
                     ),
                     rx.text(t("export.scope.sources"), weight="bold", size="2"),
-                    rx.hstack(
-                        *[
-                            rx.checkbox(t(f"source.{s}"), checked=S.sources.contains(s),
-                                        on_change=lambda checked, s=s: S.toggle_source(s, checked),
-                                        id=f"source-{s}")
-                            for s in SOURCES
-                        ],
-                        wrap="wrap",
-                        spacing="3",
-                    ),
+                    _choice_boxes(SOURCES, "source", S.sources, S.toggle_source, "source"),
                     rx.text(t("export.scope.order_statuses"), weight="bold", size="2"),
-                    rx.hstack(
-                        *[
-                            rx.checkbox(t(f"order_status.{s}"), checked=S.order_statuses.contains(s),
-                                        on_change=lambda checked, s=s: S.toggle_order_status(s, checked),
-                                        id=f"order-status-{s}")
-                            for s in ORDER_STATUSES
-                        ],
-                        wrap="wrap",
-                        spacing="3",
-                    ),
+                    _choice_boxes(ORDER_STATUSES, "order_status", S.order_statuses, S.toggle_order_status,
+                                  "order-status"),
                     spacing="2",
                 ),
                 width="100%",

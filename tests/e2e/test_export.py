@@ -20,6 +20,17 @@ def _shot(page, name: str) -> None:
         page.screenshot(path=os.path.join(folder, f"export-{name}.png"), full_page=True)
 
 
+def _run_and_download(page, target):
+    """Run the reviewed export, wait for it, download the file to ``target``: (target, suggested name)."""
+    page.locator("#export-run").click()
+    download_button = page.locator("#export-download")
+    expect(download_button).to_be_visible(timeout=60_000)
+    with page.expect_download() as info:
+        download_button.click()
+    info.value.save_as(target)
+    return target, info.value.suggested_filename
+
+
 def _db(app_server):
     return app_server.sql()
 
@@ -51,14 +62,8 @@ def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_data
     expect(page.locator("#review-rows")).to_have_text(str(len(expected)))
     expect(page.locator("#review-allowed")).to_be_visible()
     _shot(page, "review")
-    page.locator("#export-run").click()
-    download_button = page.locator("#export-download")
-    expect(download_button).to_be_visible(timeout=60_000)
-    with page.expect_download() as info:
-        download_button.click()
-    target = tmp_path / "export.xlsx"
-    info.value.save_as(target)
-    assert info.value.suggested_filename.endswith(".xlsx")
+    target, suggested = _run_and_download(page, tmp_path / "export.xlsx")
+    assert suggested.endswith(".xlsx")
     sheet = openpyxl.load_workbook(target).worksheets[0]
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[0] == ("客户ID", "姓名", "生命周期", "注册时间", "订单数")
@@ -143,13 +148,7 @@ def test_ticked_rows_of_the_list_are_the_export_scope(page, app_server, tmp_path
     expect(page.locator("#ticked-text")).to_contain_text("2")
     page.locator("#export-step-4").click()
     expect(page.locator("#review-rows")).to_have_text("2")
-    page.locator("#export-run").click()
-    download_button = page.locator("#export-download")
-    expect(download_button).to_be_visible(timeout=60_000)
-    with page.expect_download() as info:
-        download_button.click()
-    target = tmp_path / "ticked.csv"
-    info.value.save_as(target)
+    target, _ = _run_and_download(page, tmp_path / "ticked.csv")
     lines = target.read_bytes().decode("utf-8-sig").split("\r\n")
     assert sorted(int(line.split(",")[0]) for line in lines[1:] if line) == ticked
 
@@ -179,12 +178,6 @@ def test_paid_orders_are_a_list_chip_and_an_export_scope(page, app_server, tmp_p
     page.locator("#export-step-4").click()
     expect(page.locator("#review-scope")).to_contain_text("有订单状态: 已付款")
     expect(page.locator("#review-rows")).to_have_text(str(len(expected)))
-    page.locator("#export-run").click()
-    download_button = page.locator("#export-download")
-    expect(download_button).to_be_visible(timeout=60_000)
-    with page.expect_download() as info:
-        download_button.click()
-    target = tmp_path / "paid.csv"
-    info.value.save_as(target)
+    target, _ = _run_and_download(page, tmp_path / "paid.csv")
     lines = target.read_bytes().decode("utf-8-sig").split("\r\n")
     assert [int(line.split(",")[0]) for line in lines[1:] if line] == expected
