@@ -30,9 +30,9 @@ class Order(SQLModel, table=True):
     __table_args__ = (
         Index("ix_order_customer_created", "customer_id", "created_at"),
         Index("ix_order_product_customer", "product_id", "customer_id", "created_at"),
-        Index("ix_order_status_paid_at", "status", "paid_at"),
-        Index("ix_order_created_at", "created_at"),
-        # Covering indexes of the report aggregates (services/reports.py).
+        # Covering indexes of the report aggregates (services/reports.py); they
+        # also serve every query on (created_at) and (status, paid_at) alone
+        # (migration 0005 dropped those prefix indexes).
         Index("ix_order_report_paid", "status", "paid_at", "customer_id", "amount_cents"),
         Index("ix_order_report_created", "created_at", "customer_id"),
         Index("ix_order_report_customer_paid", "customer_id", "status", "paid_at"),
@@ -59,7 +59,7 @@ class Conversation(SQLModel, table=True):
     __table_args__ = (
         Index("ix_conversation_customer_started", "customer_id", "started_at"),
         Index("ix_conversation_category_started", "category", "started_at", "customer_id"),
-        Index("ix_conversation_started", "started_at"),
+        # Also serves queries on started_at alone (0005).
         Index("ix_conversation_report_started", "started_at", "customer_id", "category", "rating"),
     )
 

@@ -170,3 +170,19 @@ def test_foreign_keys_are_enforced(db):
     with pytest.raises(IntegrityError):
         with get_engine().begin() as conn:
             conn.execute(text("INSERT INTO customer_search (customer_id, text) VALUES (999999, 'x')"))
+
+
+def test_no_index_is_a_prefix_of_another_on_the_same_table():
+    """A non-unique index whose columns begin another index's only costs writes
+    (every range, order and equality on those columns is served by the longer
+    one): at 1M customers three such indexes were 171 MB and 6 % of the pages a
+    100,000-customer purge wrote (migration 0005 dropped them)."""
+    redundant = []
+    for table in SQLModel.metadata.sorted_tables:
+        indexes = [(index.name, [column.name for column in index.columns]) for index in table.indexes
+                   if not index.unique]
+        for name, columns in indexes:
+            for other, other_columns in indexes:
+                if other != name and len(other_columns) > len(columns) and other_columns[:len(columns)] == columns:
+                    redundant.append(f"{table.name}.{name} {columns} is a prefix of {other} {other_columns}")
+    assert redundant == []
