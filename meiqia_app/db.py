@@ -13,9 +13,11 @@ import threading
 from collections.abc import Iterator
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from meiqia_app.config import get_settings
+from meiqia_app.services.errors import Busy
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
@@ -136,6 +138,17 @@ def write_session(check_foreign_keys: bool = True) -> Iterator[Session]:
         try:
             yield session
             session.commit()
+        except OperationalError as error:
+            session.rollback()
+            if _is_lock_timeout(error):
+                # Another writer (a cleanup batch) held SQLite's write lock past the
+                # busy timeout; nothing was written. Say so instead of failing.
+                raise Busy() from error
+            raise
         except BaseException:
             session.rollback()
             raise
+
+
+def _is_lock_timeout(error: OperationalError) -> bool:
+    return "database is locked" in str(error.orig)

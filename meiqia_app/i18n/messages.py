@@ -234,6 +234,8 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "error.not_authenticated": ("登录已失效，请重新登录", "Your session has ended; please log in again"),
     "error.not_found": ("记录不存在或已被删除", "Not found, or it has been deleted"),
     "error.conflict": ("该客户已被 {by} 于 {at} 修改，请重新加载后再编辑", "{by} changed this customer at {at}; reload before editing"),
+    "error.busy": ("数据库正忙（可能正在批量清理），本次未保存，请稍后重试",
+                   "The database is busy (a bulk cleanup may be running); nothing was saved, please try again shortly"),
     "error.validation": ("请检查标红的字段", "Please check the highlighted fields"),
     "error.bad_date": ("日期格式应为 YYYY-MM-DD", "Dates look like YYYY-MM-DD"),
     "error.bad_number": ("请输入有效的非负数字", "Enter a valid non-negative number"),

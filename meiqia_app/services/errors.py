@@ -32,6 +32,13 @@ class Conflict(AppError):
     message_key = "error.conflict"
 
 
+class Busy(AppError):
+    """The database's write lock was held past the busy timeout (SQLite, during a
+    bulk cleanup batch): nothing was changed, trying again shortly works."""
+
+    message_key = "error.busy"
+
+
 class ValidationError(AppError):
     """Bad input. ``field_errors`` maps a field name to (message key, params)."""
 

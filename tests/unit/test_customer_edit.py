@@ -96,3 +96,34 @@ def test_create_customer_is_searchable(db, actors):
                                                              "source": "wechat"})
     page = customer_list.list_customers(actors["agent"], ListQuery.from_dict({"q": "0000111"}))
     assert [row.id for row in page.rows] == [new_id]
+
+
+def test_an_edit_while_another_writer_holds_the_lock_says_busy_and_changes_nothing(seeded_db, seeded_actors,
+                                                                                 monkeypatch):
+    """On SQLite a cleanup batch holds the single write lock for seconds; an edit
+    that waits past the busy timeout gets a "busy, try again" error, not a crash."""
+    import sqlite3
+
+    from meiqia_app import db
+    from meiqia_app.services.errors import Busy
+
+    engine = db.get_engine()
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL has no database-wide write lock")
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    db.reset_engine()
+    cid = _first_active_id()
+    before = _customer(cid)
+    holder = sqlite3.connect(engine.url.database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Busy) as raised:
+            customer_edit.update_customer(seeded_actors["agent"], cid, before.version, {"company": "Held Co"})
+        assert raised.value.message_key == "error.busy"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert _customer(cid).company == before.company
+    customer_edit.update_customer(seeded_actors["agent"], cid, before.version, {"company": "Held Co"})
+    assert _customer(cid).company == "Held Co"
+    db.reset_engine()
