@@ -90,7 +90,8 @@ class BehaviorEvent(SQLModel, table=True):
     __table_args__ = (
         Index("ix_event_customer_occurred", "customer_id", "occurred_at"),
         Index("ix_event_product_kind", "product_id", "kind", "occurred_at", "customer_id"),
-        Index("ix_event_kind_occurred", "kind", "occurred_at"),
+        # No (kind, occurred_at) index: no query filters events by kind alone
+        # (rules always name the product; migration 0006 dropped it).
         Index("ix_event_report_occurred", "occurred_at", "customer_id"),
     )
 

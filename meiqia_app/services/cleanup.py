@@ -58,11 +58,11 @@ from meiqia_app.models import (
     Tag,
     TagAssignment,
 )
-from meiqia_app.models.customer import STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
+from meiqia_app.models.customer import IN_TRASH, STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, jobs
 from meiqia_app.services.customer_list import all_conditions, invalidate_counts, list_customers
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customer_query import ListQuery, status_condition
 from meiqia_app.services.customer_validation import normalize_email, normalize_phone
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.masking import mask_email, mask_phone
@@ -199,9 +199,7 @@ def invalid_values(conn, column) -> list[str]:
 
 
 def _scope_condition(scope: str):
-    if scope == "all":
-        return C.status.in_((STATUS_ACTIVE, STATUS_ARCHIVED))
-    return C.status == scope
+    return status_condition(scope)  # scope is one of SCOPES ("all": active and archived)
 
 
 def reason_conditions(conn, actor: Actor, criteria: Criteria, now: dt.datetime | None = None) -> dict[str, object]:
@@ -575,7 +573,7 @@ def list_parked(actor: Actor, status: str, after_id: int = 0, limit: int = 50) -
     retention = dt.timedelta(days=get_settings().trash_retention_days)
     with get_engine().connect() as conn:
         rows = conn.execute(select(C.id, C.name, C.phone, C.status, C.archived_at, C.trashed_at)
-                            .where(C.status == status, C.id > int(after_id)).order_by(C.id).limit(limit)).all()
+                            .where(status_condition(status), C.id > int(after_id)).order_by(C.id).limit(limit)).all()
     return [ParkedRow(
         id=r.id, name=r.name, phone=(r.phone or "") if sensitive else mask_phone(r.phone), status=r.status,
         since=format_local(r.archived_at if status == STATUS_ARCHIVED else r.trashed_at),
@@ -588,7 +586,8 @@ def count_parked(actor: Actor, status: str) -> int:
         raise ValidationError.single("status", "error.bad_choice")
     require(actor, "customer.view", action="cleanup.browse", target_type="customer")
     with get_engine().connect() as conn:
-        return conn.execute(select(func.count()).select_from(Customer.__table__).where(C.status == status)).scalar_one()
+        return conn.execute(select(func.count()).select_from(Customer.__table__)
+                            .where(status_condition(status))).scalar_one()
 
 
 def restore(actor: Actor, status: str, ids: Sequence[int] | None = None) -> int:
@@ -611,7 +610,7 @@ def restore(actor: Actor, status: str, ids: Sequence[int] | None = None) -> int:
     common = {"updated_at": now, "updated_by_id": actor.user_id, "updated_by_name": actor.username,
               "version": C.version + 1}
     with write_session() as session:
-        scope = [C.status == status] + ([C.id.in_(ids)] if ids is not None else [])
+        scope = [status_condition(status)] + ([C.id.in_(ids)] if ids is not None else [])
         if status == STATUS_ARCHIVED:
             changed = session.execute(update(Customer.__table__).where(*scope)
                                       .values(status=STATUS_ACTIVE, archived_at=None, **common)).rowcount
@@ -630,9 +629,9 @@ def restore(actor: Actor, status: str, ids: Sequence[int] | None = None) -> int:
 
 def _purge_where(ctx_params: dict):
     if ctx_params.get("all"):
-        return C.status == STATUS_TRASHED
+        return IN_TRASH
     cutoff = dt.datetime.fromisoformat(ctx_params["cutoff"])
-    return and_(C.status == STATUS_TRASHED, C.trashed_at < cutoff)
+    return and_(IN_TRASH, C.trashed_at < cutoff)
 
 
 # Every table with a foreign key to customer (message hangs off conversation).

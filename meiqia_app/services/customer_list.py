@@ -192,7 +192,7 @@ def list_customers(
         conditions, few_candidates = _conditions_and_candidates(conn, query)
         if cursor and direction != "last":
             sort_value, row_id = decode_cursor(cursor, query.sort)
-            conditions.append(after_condition(query.sort, walk_descending, sort_value, row_id))
+            conditions.append(after_condition(query.sort, walk_descending, sort_value, row_id, query.status))
         ordering = order_by(query.sort, walk_descending)
         if few_candidates:
             # The search index named at most candidate_cap customers: read them by

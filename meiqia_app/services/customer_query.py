@@ -20,7 +20,15 @@ from sqlalchemy.sql import Select
 
 from meiqia_app.models import Customer, Order, TagAssignment
 from meiqia_app.models.activity import ORDER_STATUSES
-from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES, STATUSES
+from meiqia_app.models.customer import (
+    IN_TRASH,
+    IN_WORKING_SET_INDEXES,
+    LIFECYCLE_STAGES,
+    MEMBERSHIP_TIERS,
+    SOURCES,
+    STATUS_TRASHED,
+    STATUSES,
+)
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.search_text import SearchTerms, parse_query
 from meiqia_app.timeutil import local_day_start_utc
@@ -203,11 +211,28 @@ def _day_range(column: ColumnElement, start: str, end: str) -> list[ColumnElemen
 
 
 def status_condition(status: str) -> ColumnElement:
+    """Customers of one status ("all": the working set, active and archived).
+
+    Carries the literal condition of the (SQLite partial) index it should use;
+    see models/customer.py.
+    """
     if status == "all":
-        return C.status.in_(("active", "archived"))
+        return and_(C.status.in_(("active", "archived")), IN_WORKING_SET_INDEXES)
     if status not in STATUSES:
         raise ValidationError.single("status", "error.bad_choice")
-    return C.status == status
+    if status == STATUS_TRASHED:
+        return IN_TRASH
+    return and_(C.status == status, IN_WORKING_SET_INDEXES)
+
+
+def status_index_condition(status: str) -> ColumnElement:
+    """The literal condition of the (SQLite partial) index holding ``status``'s customers.
+
+    SQLite checks a partial index against each branch of an OR on its own, so a
+    keyset condition that is an OR repeats it in every branch (without it the
+    walk by a nullable column reads all of the status's rows for every page).
+    """
+    return IN_TRASH if status == STATUS_TRASHED else IN_WORKING_SET_INDEXES
 
 
 def order_status_condition(statuses: Sequence[str]) -> ColumnElement:
@@ -307,15 +332,25 @@ def decode_cursor(cursor: str, sort: str) -> tuple[object, int]:
     return sort_value, row_id
 
 
-def after_condition(sort: str, descending: bool, sort_value, row_id: int) -> ColumnElement:
-    """Rows strictly after (value, id) in the order (col, id) [desc|asc].
+def after_condition(sort: str, descending: bool, sort_value, row_id: int, status: str = "active") -> ColumnElement:
+    """Rows strictly after (value, id) in the order (col, id) [desc|asc], for a list of ``status``.
 
     SQLite sorts NULL first, so a descending walk meets NULLs last and an
     ascending walk meets them first; the PostgreSQL query states NULLS
     FIRST/LAST explicitly to walk the same way.
     """
     column_name, nullable = SORTS[sort]
-    column = C[column_name]
+    return keyset_after(C[column_name], nullable, descending, sort_value, row_id, status_index_condition(status))
+
+
+def keyset_after(column, nullable: bool, descending: bool, sort_value, row_id: int,
+                 index_condition: ColumnElement) -> ColumnElement:
+    """Rows strictly after (value, id) in the walk order.
+
+    ``index_condition`` goes into both branches of the descending walk's OR
+    (rows below the cursor, or NULL): each branch is then a range of the
+    partial index. (The ascending walk from NULL plans as before without it.)
+    """
     pair = tuple_(column, C.id)
     if sort_value is None:
         if descending:
@@ -323,7 +358,9 @@ def after_condition(sort: str, descending: bool, sort_value, row_id: int) -> Col
         return or_(and_(column.is_(None), C.id > row_id), column.is_not(None))
     if descending:
         condition = pair < tuple_(sort_value, row_id)
-        return or_(condition, column.is_(None)) if nullable else condition
+        if not nullable:
+            return condition
+        return or_(and_(condition, index_condition), and_(column.is_(None), index_condition))
     return pair > tuple_(sort_value, row_id)
 
 

@@ -70,7 +70,7 @@ from sqlalchemy.engine import Engine
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, Order
-from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
+from meiqia_app.models.customer import IN_TRASH, IN_WORKING_SET_INDEXES, LIFECYCLE_STAGES, SOURCES
 from meiqia_app.services import report_aggregates as aggregates
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import ValidationError
@@ -348,7 +348,8 @@ def take_served_stale() -> bool:
 
 # --- raw measures (no permission check; used by the public functions below) -------------
 
-ACTIVE = C.status == "active"
+# With the literal condition of the (SQLite partial) working-set indexes: models/customer.py.
+ACTIVE = and_(C.status == "active", IN_WORKING_SET_INDEXES)
 
 
 def _count_customers(conn: Connection, *conditions) -> int:
@@ -364,7 +365,6 @@ def _segment_conditions(conn: Connection, segment: ListQuery | None) -> list:
     return all_conditions(conn, segment)
 
 
-NON_ACTIVE = C.status.in_(("archived", "trashed"))
 EXCLUDED_CHUNK = 2000
 EXCLUDED_LIMIT = 100_000  # above this many archived / trashed customers, join instead
 _local = threading.local()
@@ -382,7 +382,12 @@ def _excluded_chunks(conn: Connection) -> list[list[int]] | None:
     cached = getattr(_local, "excluded", None)
     if cached is not None:
         return cached[0]
-    ids = list(conn.execute(select(C.id).where(NON_ACTIVE).limit(EXCLUDED_LIMIT + 1)).scalars())
+    # Archived and trashed customers sit in different (SQLite partial) indexes: read each through its own.
+    ids = list(conn.execute(select(C.id).where(C.status == "archived", IN_WORKING_SET_INDEXES)
+                            .limit(EXCLUDED_LIMIT + 1)).scalars())
+    if len(ids) <= EXCLUDED_LIMIT:
+        ids += conn.execute(select(C.id).where(IN_TRASH).limit(EXCLUDED_LIMIT + 1 - len(ids))).scalars()
+        ids.sort()
     chunks = None if len(ids) > EXCLUDED_LIMIT else [ids[i:i + EXCLUDED_CHUNK] for i in range(0, len(ids), EXCLUDED_CHUNK)]
     _local.excluded = (chunks,)
     return chunks

@@ -41,7 +41,7 @@ from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import (
     AppSetting, BehaviorEvent, Conversation, Customer, Order, Product, Tag, TagAssignment, TagRule,
 )
-from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
+from meiqia_app.models.customer import IN_WORKING_SET_INDEXES, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.models.tag import SOURCE_RULE
 from meiqia_app.services import audit, jobs, scheduler
 from meiqia_app.services.lifecycle_update import recompute_lifecycle
@@ -391,8 +391,9 @@ def _not(condition):
 # Rules look at active customers. Written so that the planner does not walk a
 # status-led index for it (99% of rows are active: random row lookups through
 # such an index made a full-table rule 5x slower than a plain scan); indexes
-# that suit the conditions themselves are still used.
-SCOPE = func.coalesce(C.status, "") == "active"
+# that suit the conditions themselves are still used. The literal working-set
+# condition lets it read those (SQLite partial) indexes: models/customer.py.
+SCOPE = and_(func.coalesce(C.status, "") == "active", IN_WORKING_SET_INDEXES)
 
 
 # --- preview ------------------------------------------------------------------------

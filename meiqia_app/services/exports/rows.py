@@ -18,12 +18,13 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from operator import itemgetter
 
-from sqlalchemy import Text, and_, exists, false, func, literal_column, or_, select, tuple_, type_coerce
+from sqlalchemy import Text, and_, exists, false, func, literal_column, select, type_coerce
 
 from meiqia_app.db import get_engine
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.dbadapter.base import ExportColumn, ExportRowFormat
 from meiqia_app.models import Conversation, Customer, Order, Tag, TagAssignment
+from meiqia_app.services.customer_query import keyset_after, status_index_condition
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.exports.fields import EXPORT_FIELDS, FIELD_SPECS
 from meiqia_app.services.exports.writers import CSV_LINE_END, LineBlock
@@ -234,15 +235,8 @@ class RowSource:
     def _after(self, sort_value, row_id: int):
         """Rows strictly after (value, id) in the walk order (NULLs first ascending, last descending)."""
         column_name, nullable = SORT_COLUMNS[self.spec.sort_field]
-        column = self._column(column_name)
-        if self.spec.descending:
-            if sort_value is None:
-                return and_(column.is_(None), C.id < row_id)
-            condition = tuple_(column, C.id) < tuple_(sort_value, row_id)
-            return or_(condition, column.is_(None)) if nullable else condition
-        if sort_value is None:
-            return or_(and_(column.is_(None), C.id > row_id), column.is_not(None))
-        return tuple_(column, C.id) > tuple_(sort_value, row_id)
+        return keyset_after(self._column(column_name), nullable, self.spec.descending, sort_value, row_id,
+                            status_index_condition(self.spec.selection.query.status))
 
     def _order(self, sort_value=None, row_id=None) -> list:
         """The export's order over the customer table (or over a subquery's key columns)."""
