@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sqlite3
 import sys
 
 
@@ -145,6 +146,25 @@ def _cmd_restore(args) -> int:
     return 0
 
 
+def _cmd_compact(args) -> int:
+    """Rewrite an SQLite database with the current page size (stop the app first)."""
+    from meiqia_app.config import get_settings
+    from meiqia_app.db import SQLITE_PAGE_SIZE
+    from meiqia_app.dbadapter import get_adapter
+
+    url = get_settings().database_url
+    if not url.startswith("sqlite"):
+        print("compact is for SQLite databases; PostgreSQL needs nothing here", file=sys.stderr)
+        return 2
+    try:
+        before, after = get_adapter().rewrite_with_page_size(url, args.page_size or SQLITE_PAGE_SIZE)
+    except (RuntimeError, sqlite3.OperationalError) as error:
+        print(f"compact failed, nothing changed: {error}", file=sys.stderr)
+        return 1
+    print(f"rewrote the database: page size {before} -> {after} bytes")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m meiqia_app", description="美洽客户数据 console commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("file")
     restore.add_argument("--yes", action="store_true", help="do not ask to type the file name")
     restore.set_defaults(func=_cmd_restore)
+
+    compact = sub.add_parser("compact", help="SQLite: rewrite the database (VACUUM) with 16 KiB pages; stop the app first")
+    compact.add_argument("--page-size", type=int, choices=(4096, 8192, 16384, 32768, 65536), default=None)
+    compact.set_defaults(func=_cmd_compact)
 
     create = sub.add_parser("create-user", help="create a user")
     create.add_argument("--username", required=True)

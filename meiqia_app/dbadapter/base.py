@@ -118,6 +118,10 @@ class DatabaseAdapter(abc.ABC):
     def restore_from(self, url: str, source: Path) -> None:
         """Replace the live database's contents with the backup's."""
 
+    def rewrite_with_page_size(self, url: str, page_size: int) -> tuple[int, int]:
+        """SQLite only: rewrite the file with another page size."""
+        raise RuntimeError(f"{self.name} has no page size to change")
+
     @property
     def backup_suffix(self) -> str:
         return ".db"

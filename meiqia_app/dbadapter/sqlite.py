@@ -38,6 +38,37 @@ def fts_phrase_query(terms: Sequence[str]) -> str:
     return " AND ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
+@contextlib.contextmanager
+def _with_page_size(source: Path, page_size: int) -> Iterator[Path]:
+    """``source``, or a temporary copy of it rewritten to ``page_size`` (the live file's).
+
+    The backup API cannot copy into a WAL database of another page size, and
+    a backup taken before the page size changed (see db.SQLITE_PAGE_SIZE) must
+    still restore.
+    """
+    probe = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        same = probe.execute("PRAGMA page_size").fetchone()[0] == page_size
+    finally:
+        probe.close()
+    if same:
+        yield source
+        return
+    copy = source.with_name(f".{source.name}.page-size-{page_size}.tmp")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src, \
+                contextlib.closing(sqlite3.connect(copy, isolation_level=None)) as out:
+            src.backup(out)
+            out.execute("PRAGMA journal_mode=DELETE")
+            out.execute(f"PRAGMA page_size={int(page_size)}")
+            out.execute("VACUUM")
+        yield copy
+    finally:
+        copy.unlink(missing_ok=True)
+        for suffix in ("-journal", "-wal", "-shm"):
+            copy.with_name(copy.name + suffix).unlink(missing_ok=True)
+
+
 class SqliteAdapter(DatabaseAdapter):
     name = "sqlite"
     builds_export_rows = True
@@ -154,13 +185,40 @@ class SqliteAdapter(DatabaseAdapter):
 
     def restore_from(self, url: str, source: Path) -> None:
         live_path = url.split("sqlite:///", 1)[1]
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-        dest = sqlite3.connect(live_path, timeout=30)
+        dest = sqlite3.connect(live_path, timeout=60)
         try:
-            src.backup(dest)
+            live_page_size = dest.execute("PRAGMA page_size").fetchone()[0]
+            with _with_page_size(source, live_page_size) as usable:
+                src = sqlite3.connect(f"file:{usable}?mode=ro", uri=True)
+                try:
+                    src.backup(dest)
+                finally:
+                    src.close()
         finally:
             dest.close()
-            src.close()
+
+    def rewrite_with_page_size(self, url: str, page_size: int) -> tuple[int, int]:
+        """VACUUM the database into pages of ``page_size`` bytes; (old, new) page size.
+
+        Needs the database to itself (no app running) and free disk space of
+        about its size. ~1 min for 1M customers (3.5 GB).
+        """
+        path = url.split("sqlite:///", 1)[1]
+        conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+        try:
+            before = conn.execute("PRAGMA page_size").fetchone()[0]
+            # WAL files keep their page size; leaving WAL needs every other connection gone.
+            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+            if mode.lower() != "delete":
+                raise RuntimeError("the database is in use (stop the app first)")
+            try:
+                conn.execute(f"PRAGMA page_size={int(page_size)}")
+                conn.execute("VACUUM")
+            finally:
+                conn.execute("PRAGMA journal_mode=WAL")
+            return before, conn.execute("PRAGMA page_size").fetchone()[0]
+        finally:
+            conn.close()
 
     # --- exports --------------------------------------------------------------
     def export_row_sql(self, conn: Connection, row_format: ExportRowFormat) -> str | None:

@@ -45,6 +45,7 @@ from sqlmodel import select
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, reset_engine, write_session
+from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import Backup
 from meiqia_app.services import audit, downloads
 from meiqia_app.services.errors import AppError, NotFound, ValidationError
@@ -149,13 +150,8 @@ def verify_file(path: Path) -> str:
 
 def _restore_file(path: Path) -> None:
     if _engine_kind() == "sqlite":
-        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        dest = sqlite3.connect(_sqlite_path(), timeout=60)
-        try:
-            src.backup(dest)
-        finally:
-            dest.close()
-            src.close()
+        # The adapter also converts a backup of another page size (db.SQLITE_PAGE_SIZE).
+        get_adapter().restore_from(get_settings().database_url, path)
         return
     subprocess.run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
                     f"--dbname={_pg_url()}", str(path)], check=True, capture_output=True, timeout=6 * 3600)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
-from meiqia_app.db import read_session, write_session
+from meiqia_app.cli import main
+from meiqia_app.config import get_settings
+from meiqia_app.db import SQLITE_PAGE_SIZE, read_session, reset_engine, write_session
 from meiqia_app.models import AuditEntry, Backup, Customer
 from meiqia_app.services import backup
 from meiqia_app.services.errors import PermissionDenied, ValidationError
@@ -90,3 +96,52 @@ def test_backup_needs_the_permission(seeded_actors):
 def test_unsafe_file_names_are_refused(db):
     with pytest.raises(ValidationError):
         backup.path_of("../meiqia.db")
+
+
+def _sqlite_file() -> Path:
+    url = get_settings().database_url
+    if not url.startswith("sqlite"):
+        pytest.skip("page sizes are SQLite's")
+    return Path(url.split("sqlite:///", 1)[1])
+
+
+def _page_size(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute("PRAGMA page_size").fetchone()[0]
+
+
+def test_a_new_sqlite_database_gets_16_kib_pages(seeded_actors):
+    assert _page_size(_sqlite_file()) == SQLITE_PAGE_SIZE == 16_384
+
+
+def test_compact_rewrites_the_page_size_and_a_backup_of_the_other_size_still_restores(seeded_actors):
+    admin = seeded_actors["admin"]
+    path = _sqlite_file()
+    before = _customer_count()
+    view = backup.create_backup(admin)  # 16 KiB pages, like the live file
+    reset_engine()  # the rewrite needs the file to itself
+    assert main(["compact", "--page-size", "4096"]) == 0  # e.g. a database created before 16 KiB
+    assert _page_size(path) == 4096 and _customer_count() == before
+    with write_session() as session:
+        session.connection().exec_driver_sql("DELETE FROM customer WHERE id IN (SELECT id FROM customer LIMIT 50)")
+    assert _customer_count() == before - 50
+    # The backup API cannot copy 16 KiB pages into a 4 KiB WAL file: the restore converts a copy.
+    backup.restore_backup(admin, view.id, confirm=view.file_name)
+    assert _customer_count() == before and _page_size(path) == 4096
+    assert not list(backup.path_of(view.file_name).parent.glob(".*.tmp*"))
+    reset_engine()
+    assert main(["compact"]) == 0 and _page_size(path) == SQLITE_PAGE_SIZE and _customer_count() == before
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_compact_refuses_while_the_database_is_in_use(seeded_actors, capsys):
+    path = _sqlite_file()
+    reset_engine()
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        other.execute("BEGIN")
+        other.execute("SELECT count(*) FROM customer").fetchone()
+        assert main(["compact", "--page-size", "4096"]) == 1
+    assert "nothing changed" in capsys.readouterr().err
+    assert _page_size(path) == SQLITE_PAGE_SIZE
