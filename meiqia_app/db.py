@@ -54,8 +54,6 @@ def _configure_sqlite(engine: Engine) -> None:
         # that deletes every child row itself (the trash purge) asks for the
         # checks to be off here, before BEGIN; every other transaction sets
         # them back on the pooled connection (its info dict remembers the state).
-        if conn.info.pop("sqlite_autocheckpoint_off", False):  # left by a bulk batch (dbadapter/sqlite.py)
-            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")
         enforce = options.get("sqlite_foreign_keys", True)
         if conn.info.get("foreign_keys", True) != enforce:
             conn.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if enforce else 'OFF'}")

@@ -105,9 +105,6 @@ class DatabaseAdapter(abc.ABC):
     def end_bulk_writes(self, conn: Connection) -> None:
         """Undo :meth:`begin_bulk_writes` before the connection goes back to the pool."""
 
-    def after_bulk_commit(self, engine) -> None:
-        """After a bulk batch committed: optional follow-up work (SQLite: a background checkpoint)."""
-
     # --- backups ------------------------------------------------------------
     @abc.abstractmethod
     def backup_to(self, url: str, target: Path) -> None:

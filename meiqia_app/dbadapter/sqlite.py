@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import sqlite3
-import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, Connection, bindparam, false, func, literal, literal_column, text
 
 from meiqia_app.dbadapter.base import DatabaseAdapter, ExportRowFormat
-
-logger = logging.getLogger(__name__)
 
 _FTS = "customer_fts"
 
@@ -41,60 +36,6 @@ _TRIGGERS = {
 def fts_phrase_query(terms: Sequence[str]) -> str:
     """Every term as an FTS5 phrase ("..." with quotes doubled), ANDed."""
     return " AND ".join('"' + term.replace('"', '""') + '"' for term in terms)
-
-
-# Key in a pooled connection's info: its wal_autocheckpoint is 0 (see begin_bulk_writes).
-AUTOCHECKPOINT_OFF = "sqlite_autocheckpoint_off"  # db.py's begin hook pops it
-
-
-class _BackgroundCheckpoint:
-    """One thread at a time copies committed WAL frames into the database file.
-
-    A PASSIVE checkpoint waits for no one: readers and the next batch's writer
-    go on, and a checkpoint asked for while one runs is run once more after it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running = False
-        self._again = False
-
-    def request(self, engine) -> None:
-        with self._lock:
-            if self._running:
-                self._again = True
-                return
-            self._running = True
-        threading.Thread(target=self._run, args=(engine,), name="sqlite-checkpoint", daemon=True).start()
-
-    def _run(self, engine) -> None:
-        while True:
-            try:
-                raw = engine.raw_connection()
-                try:
-                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                finally:
-                    raw.close()
-            except Exception:  # noqa: BLE001 - the next commit's automatic checkpoint catches up
-                logger.exception("background checkpoint failed")
-            with self._lock:
-                if not self._again:
-                    self._running = False
-                    return
-                self._again = False
-
-    def wait(self, timeout: float = 60.0) -> bool:
-        """Until no checkpoint runs (tests, benchmarks); False on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._running:
-                    return True
-            time.sleep(0.05)
-        return False
-
-
-_background_checkpoint = _BackgroundCheckpoint()
 
 
 @contextlib.contextmanager
@@ -217,20 +158,10 @@ class SqliteAdapter(DatabaseAdapter):
 
     def begin_bulk_writes(self, conn: Connection) -> None:
         conn.exec_driver_sql(f"PRAGMA cache_size=-{self.BULK_CACHE_KIB}")
-        # The batch's commit does not copy its ~1.6 GB of WAL back into the file
-        # itself: after_bulk_commit has another thread do it while this one
-        # works on the next batch (on two cores: purge of 100k at 1M ~2 s less).
-        # db.py turns the automatic checkpoint back on when this pooled
-        # connection next begins a transaction.
-        conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
-        conn.info[AUTOCHECKPOINT_OFF] = True
 
     def end_bulk_writes(self, conn: Connection) -> None:
         # Shrinking the limit frees the extra pages (bounded memory between batches).
         conn.exec_driver_sql(f"PRAGMA cache_size=-{self.NORMAL_CACHE_KIB}")
-
-    def after_bulk_commit(self, engine) -> None:
-        _background_checkpoint.request(engine)
 
     def backup_to(self, url: str, target: Path) -> None:
         source_path = url.split("sqlite:///", 1)[1]
@@ -270,7 +201,7 @@ class SqliteAdapter(DatabaseAdapter):
         """VACUUM the database into pages of ``page_size`` bytes; (old, new) page size.
 
         Needs the database to itself (no app running) and free disk space of
-        about its size. 1-2.5 min for 1M customers (3.5 GB) on the 2-core bench VM.
+        about its size. ~1 min for 1M customers (3.5 GB).
         """
         path = url.split("sqlite:///", 1)[1]
         conn = sqlite3.connect(path, isolation_level=None, timeout=5)

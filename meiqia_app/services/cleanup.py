@@ -443,7 +443,6 @@ def _walk(ctx: jobs.JobContext, where_of, apply_batch, before: dict | None = Non
                     heartbeat_at=utcnow()))
             finally:
                 adapter.end_bulk_writes(conn)
-        adapter.after_bulk_commit(get_engine())
         invalidate_counts()
         ctx.progress(done, checkpoint)
     return {"processed": done, "counts": counts}

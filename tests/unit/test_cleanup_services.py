@@ -442,36 +442,3 @@ def test_set_based_batches_change_exactly_the_matching_customers(seeded_actors, 
     archived = {r[0] for r in _sql("SELECT id FROM customer WHERE status='archived' AND archived_at IS NOT NULL "
                                    "AND updated_by_name='admin'")}
     assert archived == expected
-
-
-def test_a_bulk_batch_leaves_its_checkpoint_to_another_thread_then_restores_the_automatic_one(seeded_db):
-    engine = get_engine()
-    if engine.dialect.name != "sqlite":
-        pytest.skip("WAL checkpoints are SQLite's")
-    from meiqia_app.dbadapter import get_adapter
-    from meiqia_app.dbadapter import sqlite as sqlite_adapter
-
-    adapter = get_adapter()
-    path = engine.url.database
-    customer_id = _sql("SELECT min(id) FROM customer")[0][0]
-
-    def city_in_the_main_file() -> str:
-        # immutable=1 ignores the WAL: what a checkpoint has copied into the file.
-        import contextlib
-        import sqlite3
-        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
-            return conn.execute("SELECT city FROM customer WHERE id = ?", (customer_id,)).fetchone()[0]
-
-    with engine.connect() as conn:
-        with conn.begin():
-            adapter.begin_bulk_writes(conn)
-            conn.exec_driver_sql("UPDATE customer SET city = 'Checkpointville' WHERE id = ?", (customer_id,))
-            adapter.end_bulk_writes(conn)
-            # Still off when the batch commits (the commit would otherwise copy its WAL back itself).
-            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
-        assert city_in_the_main_file() != "Checkpointville"  # committed, still only in the WAL
-        adapter.after_bulk_commit(engine)
-        assert sqlite_adapter._background_checkpoint.wait(30)
-        assert city_in_the_main_file() == "Checkpointville"
-        with conn.begin():  # the next transaction on this pooled connection checkpoints by itself again
-            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
