@@ -11,12 +11,16 @@ below), since on 300 customers scanning a small table is the right choice.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import event
 
 from meiqia_app.db import get_engine
 from meiqia_app.services import cleanup, jobs
 from meiqia_app.services.cleanup import Criteria
+from meiqia_app.services.customer_list import list_customers
+from meiqia_app.services.customer_query import SORTS, ListQuery
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +97,7 @@ tag_assignment|tag_assignment|100068 1 1
 """
 
 
-def _plans(statements) -> dict[str, list[str]]:
+def _plans(statements, key_length: int | None = 160) -> dict[str, list[str]]:
     plans = {}
     with get_engine().begin() as conn:
         conn.exec_driver_sql("ANALYZE")  # creates sqlite_stat1
@@ -104,7 +108,7 @@ def _plans(statements) -> dict[str, list[str]]:
         conn.exec_driver_sql("ANALYZE sqlite_schema")  # load the statistics just written
         for statement, params in statements:
             rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
-            plans[" ".join(statement.split())[:160]] = [row[-1] for row in rows]
+            plans[" ".join(statement.split())[:key_length]] = [row[-1] for row in rows]
     return plans
 
 
@@ -133,4 +137,44 @@ def test_archive_trash_and_purge_statements_use_indexes(seeded_actors):
     plans = _plans(interesting)
     scans = {statement: plan for statement, plan in plans.items()
              if any(step.startswith("SCAN ") for step in plan)}
+    assert not scans, scans
+
+
+def test_list_and_trash_queries_find_the_partial_customer_indexes(seeded_actors):
+    """SQLite uses a partial index only when the query states its condition (models/customer.py).
+
+    Every page of the list (each sort, both directions, a second page through
+    the keyset cursor, each status) and the trash's count and page must be
+    index searches at 1M statistics, never a scan of the customer table.
+    """
+    engine = get_engine()
+    if engine.dialect.name != "sqlite":
+        pytest.skip("EXPLAIN QUERY PLAN text is SQLite's")
+    admin = seeded_actors["admin"]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE customer SET status = 'trashed', trashed_at = '2026-01-01 00:00:00' "
+                             "WHERE id IN (SELECT id FROM customer ORDER BY id LIMIT 5)")
+    seen: list[tuple[str, object]] = []
+
+    def before(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and re.search(r"\bFROM customer\b", statement):
+            seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        for status in ("active", "archived", "all", "trashed"):
+            for sort in SORTS:
+                for direction in ("desc", "asc"):
+                    query = ListQuery(status=status, sort=sort, direction=direction)
+                    page = list_customers(admin, query)
+                    if page.next_cursor:
+                        list_customers(admin, query, cursor=page.next_cursor)
+        assert cleanup.count_parked(admin, "trashed") == 5
+        assert len(cleanup.list_parked(admin, "trashed")) == 5
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    plans = _plans(seen, key_length=None)
+    assert len(plans) > 40
+    scans = {statement: plan for statement, plan in plans.items()
+             if any(re.fullmatch(r"SCAN customer", step) for step in plan)}
     assert not scans, scans
