@@ -56,6 +56,15 @@ copy, 56.2 s in the sequence), after migration 0005 dropped the three prefix ind
   automatic pg_dump backups (with pg_restore --list) 47-50 s each, excluded; peak RSS 151 MB.
   PostgreSQL deletes without touching the indexes (VACUUM reclaims them later), which is
   why it stays well inside 30 s where SQLite rewrites two thirds of its file.
+Same VM, after migration 0006 (SQLite: the eleven status-led customer indexes partial, without
+the trash; the (kind, occurred_at) event index dropped) and with 16 KiB pages (source rewritten
+by `python -m meiqia_app compact`), two full runs:
+  archive 100,070 in 22.2-22.8 s; trash 101,068 in 6.9-9.0 s; purge 101,068 + ~980k child rows
+  in 23.7-25.1 s (was 38.6 s); automatic backups 118-155 s each, excluded; peak RSS 1.5 GB.
+  Purge on a fresh copy (purge alone, 100,000 trashed by one UPDATE): 4 KiB pages 40-42 s before
+  0006, 30.0-32.9 s after; 16 KiB + 0006 30.4-30.7 s. Deleting the 100,000 customer rows alone:
+  7.5 s with the trash in the working-set indexes, 2.4 s without; 32 and 64 KiB pages were slower
+  (45, 52 s). A background WAL checkpoint overlapping the next batch made it worse (80 s), reverted.
 What costs is index upkeep (12 status-leading customer indexes, 17 in all; 5–8 per child
 table): every batch dirties nearly every leaf page of them, so the figures follow the
 number of batches and the machine's load more than the number of statements.
