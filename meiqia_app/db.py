@@ -25,8 +25,8 @@ _engine_lock = threading.Lock()
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 # Pages of 16 KiB rather than SQLite's 4 KiB: a bulk purge dirties pages all
 # over the file (the deleted customers are scattered), and with bigger pages
-# it writes ~3x fewer WAL frames for it (1M customers, 100,000 purged: 42 -> 35 s;
-# 32 and 64 KiB were slower again, 45 and 52 s). Takes effect when the file is
+# it writes ~3x fewer WAL frames for it (1M customers, 100,000 purged before
+# migration 0006: 42 -> 35-39 s; 32 and 64 KiB were slower again, 45 and 52 s). Takes effect when the file is
 # created; an existing database is rewritten by ``python -m meiqia_app compact``.
 SQLITE_PAGE_SIZE = 16_384
 

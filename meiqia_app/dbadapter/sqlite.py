@@ -201,7 +201,7 @@ class SqliteAdapter(DatabaseAdapter):
         """VACUUM the database into pages of ``page_size`` bytes; (old, new) page size.
 
         Needs the database to itself (no app running) and free disk space of
-        about its size. ~1 min for 1M customers (3.5 GB).
+        about its size. 2 min 21 s for 1M customers (3.5 GB) on the 2-core bench VM.
         """
         path = url.split("sqlite:///", 1)[1]
         conn = sqlite3.connect(path, isolation_level=None, timeout=5)

@@ -221,8 +221,8 @@ def status_condition(status: str) -> ColumnElement:
     if status not in STATUSES:
         raise ValidationError.single("status", "error.bad_choice")
     if status == STATUS_TRASHED:
-        return IN_TRASH
-    return and_(C.status == status, IN_WORKING_SET_INDEXES)
+        return IN_TRASH  # the trash index's condition is the status itself
+    return and_(C.status == status, status_index_condition(status))
 
 
 def status_index_condition(status: str) -> ColumnElement:
