@@ -124,8 +124,10 @@ def copy_postgresql_database(source_url: str) -> str:
         size = conn.execute(text("SELECT pg_database_size(:n)"), {"n": source.database}).scalar_one()
         started = time.perf_counter()
         conn.execute(text(f'CREATE DATABASE "{work_name}" TEMPLATE "{source.database}"'))
-        print(f"copy of the PostgreSQL database ({size / 1e6:,.0f} MB, CREATE DATABASE … TEMPLATE): "
-              f"{time.perf_counter() - started:.1f} s")
+        print(
+            f"copy of the PostgreSQL database ({size / 1e6:,.0f} MB, CREATE DATABASE … TEMPLATE): "
+            f"{time.perf_counter() - started:.1f} s"
+        )
     admin.dispose()
     work_url = source.set(database=work_name).render_as_string(hide_password=False)
     os.environ["DATABASE_URL"] = work_url
@@ -138,8 +140,11 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/cleanup-1m/work")
     parser.add_argument("--verify-copy", action="store_true", help="also time sha256 + integrity_check of the copy")
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--database-url", default="",
-                        help="a seeded PostgreSQL database (its data dir is --source): work on a copy of it")
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="a seeded PostgreSQL database (its data dir is --source): work on a copy of it",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working copy")
     args = parser.parse_args()
     source, work = Path(args.source), Path(args.work)
@@ -176,8 +181,10 @@ def main() -> int:
         started = time.perf_counter()
         result = cleanup.dry_run(SYSTEM_ACTOR, criteria, "archive")
         seconds = time.perf_counter() - started
-        print(f"dry run inactive>12 months (run {attempt + 1}): {result.count:,} matches, "
-              f"sample {len(result.sample)}, {seconds:.2f} s")
+        print(
+            f"dry run inactive>12 months (run {attempt + 1}): {result.count:,} matches, "
+            f"sample {len(result.sample)}, {seconds:.2f} s"
+        )
     started = time.perf_counter()
     result = cleanup.dry_run(SYSTEM_ACTOR, criteria, "erase")
     print(f"dry run inactive>12 months with erase effects (all tables): {time.perf_counter() - started:.2f} s")
@@ -214,8 +221,10 @@ def main() -> int:
     # About N customers: those registered up to the day of the N-th registration
     # (a saved view, the way a person would pick them).
     with get_engine().connect() as conn:
-        reg = conn.execute(text("SELECT registered_at FROM customer WHERE status='active' "
-                                "ORDER BY registered_at LIMIT 1 OFFSET :n"), {"n": args.n - 1}).scalar_one()
+        reg = conn.execute(
+            text("SELECT registered_at FROM customer WHERE status='active' ORDER BY registered_at LIMIT 1 OFFSET :n"),
+            {"n": args.n - 1},
+        ).scalar_one()
     view = save_view(admin, "bench-first-n", ListQuery(registered_to=str(reg)[:10]))
     crit = Criteria(view_id=view.id)
     count = cleanup.count_matching(admin, crit)
@@ -224,25 +233,31 @@ def main() -> int:
     job_id = cleanup.start_action(admin, crit, "archive", confirm=str(count))
     seconds = time.perf_counter() - started
     view_done = jobs.job_view(admin, job_id)
-    print(f"archive {count:,} customers: {seconds:.1f} s ({count / seconds:,.0f}/s), status {view_done.status}, "
-          f"load {os.getloadavg()[0]:.1f}; "
-          f"list query {view_done.result.get('list_ms_before')} ms before, {view_done.result.get('list_ms_after')} ms after "
-          f"(measured here before: {list_before} ms)")
+    print(
+        f"archive {count:,} customers: {seconds:.1f} s ({count / seconds:,.0f}/s), status {view_done.status}, "
+        f"load {os.getloadavg()[0]:.1f}; "
+        f"list query {view_done.result.get('list_ms_before')} ms before, {view_done.result.get('list_ms_after')} ms after "
+        f"(measured here before: {list_before} ms)"
+    )
     trash_crit = Criteria(view_id=view.id, scope="archived")
     count = cleanup.count_matching(admin, trash_crit)
     started = time.perf_counter()
     job_id = cleanup.start_action(admin, trash_crit, "trash", confirm=str(count))
     seconds = time.perf_counter() - started
     result = jobs.job_view(admin, job_id).result
-    print(f"trash {count:,} customers: {seconds - backup_seconds[-1]:.1f} s, load {os.getloadavg()[0]:.1f} "
-          f"(+ automatic backup with sha256 and integrity_check {backup_seconds[-1]:.1f} s: {result.get('backup')})")
+    print(
+        f"trash {count:,} customers: {seconds - backup_seconds[-1]:.1f} s, load {os.getloadavg()[0]:.1f} "
+        f"(+ automatic backup with sha256 and integrity_check {backup_seconds[-1]:.1f} s: {result.get('backup')})"
+    )
     started = time.perf_counter()
     job_id = cleanup.start_purge(admin, all_trash=True)
     seconds = time.perf_counter() - started
     result = jobs.job_view(admin, job_id).result
-    print(f"purge {result['processed']:,} customers from the trash: {seconds - backup_seconds[-1]:.1f} s, "
-          f"load {os.getloadavg()[0]:.1f} "
-          f"(+ automatic backup {backup_seconds[-1]:.1f} s); rows {result['counts']}")
+    print(
+        f"purge {result['processed']:,} customers from the trash: {seconds - backup_seconds[-1]:.1f} s, "
+        f"load {os.getloadavg()[0]:.1f} "
+        f"(+ automatic backup {backup_seconds[-1]:.1f} s); rows {result['counts']}"
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:,.0f} MB")
     if not args.keep:

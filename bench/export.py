@@ -46,8 +46,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FIELDS = ("id", "name", "gender", "source", "province", "city", "registered_at", "last_active_at",
-          "lifecycle_stage", "membership_tier", "order_count", "total_spent")
+FIELDS = (
+    "id",
+    "name",
+    "gender",
+    "source",
+    "province",
+    "city",
+    "registered_at",
+    "last_active_at",
+    "lifecycle_stage",
+    "membership_tier",
+    "order_count",
+    "total_spent",
+)
 PASSWORD = "bench-Passw0rd"
 
 
@@ -116,15 +128,25 @@ def main() -> int:
     parser.add_argument("--formats", default="csv,xlsx,pdf5k,pdf20k")
     parser.add_argument("--protect", choices=("no", "yes", "both"), default="both")
     parser.add_argument("--batch", type=int, default=5000)
-    parser.add_argument("--python-rows", action="store_true",
-                        help="CSV/XLSX through the Python row source instead of rows built by the database")
+    parser.add_argument(
+        "--python-rows",
+        action="store_true",
+        help="CSV/XLSX through the Python row source instead of rows built by the database",
+    )
     parser.add_argument("--sort", default="registered_at", help="sort field of the export (id, registered_at, ...)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="threads building database-built rows (0: the app's default, MEIQIA_EXPORT_WORKERS)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="threads building database-built rows (0: the app's default, MEIQIA_EXPORT_WORKERS)",
+    )
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--in-process", action="store_true",
-                        help="run every case in this process (default: each case in a fresh process, so its peak "
-                             "RSS is its own, like a job's)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every case in this process (default: each case in a fresh process, so its peak "
+        "RSS is its own, like a job's)",
+    )
     args = parser.parse_args()
     if args.workers:
         os.environ["MEIQIA_EXPORT_WORKERS"] = str(args.workers)
@@ -147,18 +169,23 @@ def main() -> int:
     os.environ["DATABASE_URL"] = args.url or f"sqlite:///file:{Path(args.db).resolve()}?mode=ro&uri=true"
     os.environ.setdefault("MEIQIA_SCHEDULER", "off")
 
+    from meiqia_app.i18n import tr
     from meiqia_app.services.customer_query import ListQuery
     from meiqia_app.services.exports import protect
     from meiqia_app.services.exports.rows import ExportSpec, RowSource
     from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_pdf, write_xlsx
     from meiqia_app.services.rbac import SYSTEM_ACTOR
     from meiqia_app.services.selection import Selection
-    from meiqia_app.i18n import tr
     from meiqia_app.timeutil import to_local, utcnow
 
     spec = ExportSpec(selection=Selection.of_query(ListQuery()), fields=FIELDS, sort_field=args.sort)
-    meta = ExportMeta(exporter="bench", exported_at=to_local(utcnow()).replace(tzinfo=None), scope_text="全部客户",
-                      headers=tuple(tr("zh", f"export.field.{f}") for f in FIELDS), fields=FIELDS)
+    meta = ExportMeta(
+        exporter="bench",
+        exported_at=to_local(utcnow()).replace(tzinfo=None),
+        scope_text="全部客户",
+        headers=tuple(tr("zh", f"export.field.{f}") for f in FIELDS),
+        fields=FIELDS,
+    )
     cases = []
     for name in args.formats.split(","):
         if name == "csv":
@@ -173,11 +200,15 @@ def main() -> int:
     if not args.quiet:
         from meiqia_app.config import get_settings
 
-        print(f"db={args.url.rsplit('@', 1)[-1] if args.url else args.db} fields={len(FIELDS)} sort={args.sort} workers={get_settings().export_workers} "
-              f"load={os.getloadavg()[0]:.2f} out={workdir}")
+        print(
+            f"db={args.url.rsplit('@', 1)[-1] if args.url else args.db} fields={len(FIELDS)} sort={args.sort} workers={get_settings().export_workers} "
+            f"load={os.getloadavg()[0]:.2f} out={workdir}"
+        )
     if not args.quiet:
-        print(f"baseline rss={psutil.Process().memory_info().rss / 1e6:.0f} MB (anon {PeakRSS._anon() / 1e6:.0f} MB) "
-              "after imports; exports read without mmap and with an 8 MB page cache per connection")
+        print(
+            f"baseline rss={psutil.Process().memory_info().rss / 1e6:.0f} MB (anon {PeakRSS._anon() / 1e6:.0f} MB) "
+            "after imports; exports read without mmap and with an 8 MB page cache per connection"
+        )
     for label, fmt, limit in cases:
         for protected in protects:
             source = RowSource(SYSTEM_ACTOR, spec, datetimes_as_text=fmt == "csv")
@@ -202,10 +233,13 @@ def main() -> int:
                     final = workdir / f"out-{label}.protected.{'zip' if fmt == 'csv' else fmt}"
                     protect.protect(fmt, path, final, PASSWORD, f"customers.{fmt}")
                 elapsed = time.perf_counter() - started
-            print(f"{label:<7} {'sql' if in_sql else 'py ':<3} protected={'yes' if protected else 'no ':<3} rows={rows:>9,}  "
-                  f"write={written:7.1f} s  total={elapsed:7.1f} s  {rows / elapsed:>9,.0f} rows/s  "
-                  f"size={final.stat().st_size / 1e6:8.1f} MB  peak_rss={rss.peak / 1e6:5.0f} MB "
-                  f"(anon {rss.peak_anon / 1e6:4.0f} MB)", flush=True)
+            print(
+                f"{label:<7} {'sql' if in_sql else 'py ':<3} protected={'yes' if protected else 'no ':<3} rows={rows:>9,}  "
+                f"write={written:7.1f} s  total={elapsed:7.1f} s  {rows / elapsed:>9,.0f} rows/s  "
+                f"size={final.stat().st_size / 1e6:8.1f} MB  peak_rss={rss.peak / 1e6:5.0f} MB "
+                f"(anon {rss.peak_anon / 1e6:4.0f} MB)",
+                flush=True,
+            )
             for leftover in (path, final):
                 leftover.unlink(missing_ok=True)
     import shutil

@@ -57,14 +57,16 @@ def percentile(values: list[float], pct: float) -> float:
 def fragments(db_file: Path, runs: int, seed: int) -> dict[str, list[str]]:
     rng = random.Random(seed)
     with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True) as db:
-        sample = db.execute("SELECT name, name_initials, phone FROM customer WHERE status = 'active' "
-                            "AND phone IS NOT NULL AND length(name) >= 2 ORDER BY random() LIMIT ?",
-                            (runs * 3,)).fetchall()
+        sample = db.execute(
+            "SELECT name, name_initials, phone FROM customer WHERE status = 'active' "
+            "AND phone IS NOT NULL AND length(name) >= 2 ORDER BY random() LIMIT ?",
+            (runs * 3,),
+        ).fetchall()
     rng.shuffle(sample)
     return {
         "name (2 chars)": [row[0][:2] for row in sample[:runs]],
-        "pinyin initials": [row[1][:3] for row in sample[runs:2 * runs] if row[1]],
-        "phone fragment (7 digits)": [row[2][-7:] for row in sample[2 * runs:3 * runs]],
+        "pinyin initials": [row[1][:3] for row in sample[runs : 2 * runs] if row[1]],
+        "phone fragment (7 digits)": [row[2][-7:] for row in sample[2 * runs : 3 * runs]],
     }
 
 
@@ -79,8 +81,10 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    with running_app(data_dir, seed_customers=None, extra_env={"MEIQIA_SCHEDULER": "0"}) as app, \
-            sync_playwright() as playwright:
+    with (
+        running_app(data_dir, seed_customers=None, extra_env={"MEIQIA_SCHEDULER": "0"}) as app,
+        sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         context = browser.new_context(base_url=app.url, locale="zh-CN", viewport={"width": 1400, "height": 900})
         context.set_default_timeout(30_000)
@@ -99,8 +103,10 @@ def main() -> int:
                 box.press_sequentially(text, delay=90)
                 page.wait_for_function("() => window.__shown > 0", timeout=30_000)
                 waits.append(page.evaluate("() => window.__shown - window.__lastKey"))
-            print(f"{kind:<28} n={len(waits):3}  p50={statistics.median(waits):6.0f} ms  "
-                  f"p95={percentile(waits, 95):6.0f} ms  max={max(waits):6.0f} ms")
+            print(
+                f"{kind:<28} n={len(waits):3}  p50={statistics.median(waits):6.0f} ms  "
+                f"p95={percentile(waits, 95):6.0f} ms  max={max(waits):6.0f} ms"
+            )
         browser.close()
     return 0
 

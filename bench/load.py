@@ -68,10 +68,10 @@ def state_names() -> dict[str, str]:
     import reflex as rx
 
     import meiqia_app.meiqia_app  # noqa: F401 - builds the state tree
+    from meiqia_app.state.base import AppState
     from meiqia_app.state.customer_activity import CustomerActivityState
     from meiqia_app.state.customer_detail import CustomerDetailState
     from meiqia_app.state.customer_list import CustomerListState
-    from meiqia_app.state.base import AppState
 
     return {
         "root": rx.State.get_full_name(),
@@ -90,20 +90,29 @@ def state_names() -> dict[str, str]:
 
 def make_sessions(count: int, username: str) -> list[str]:
     """Session tokens for ``username`` written straight into the app's database."""
+    from sqlmodel import select
+
     from meiqia_app.db import write_session
     from meiqia_app.models import User, UserSession
     from meiqia_app.services.auth import new_token, token_hash
     from meiqia_app.timeutil import utcnow
-    from sqlmodel import select
 
     tokens = [new_token() for _ in range(count)]
     now = utcnow()
     with write_session() as session:
         user = session.exec(select(User).where(User.username == username)).one()
         for token in tokens:
-            session.add(UserSession(token_hash=token_hash(token), user_id=user.id, created_at=now, last_seen_at=now,
-                                    expires_at=now + dt.timedelta(hours=2), client_ip="127.0.0.1",
-                                    user_agent="bench/load.py"))
+            session.add(
+                UserSession(
+                    token_hash=token_hash(token),
+                    user_id=user.id,
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=now + dt.timedelta(hours=2),
+                    client_ip="127.0.0.1",
+                    user_agent="bench/load.py",
+                )
+            )
     return tokens
 
 
@@ -116,9 +125,12 @@ def search_terms(count: int, seed: int) -> list[str]:
         top = conn.execute(text("SELECT max(id) FROM customer")).scalar_one()
         rng = random.Random(seed)
         ids = [rng.randrange(1, top + 1) for _ in range(count)]
-        rows = conn.execute(text("SELECT name, name_initials, phone FROM customer WHERE id IN :ids")
-                            .bindparams(__import__("sqlalchemy").bindparam("ids", expanding=True)),
-                            {"ids": ids}).fetchall()
+        rows = conn.execute(
+            text("SELECT name, name_initials, phone FROM customer WHERE id IN :ids").bindparams(
+                __import__("sqlalchemy").bindparam("ids", expanding=True)
+            ),
+            {"ids": ids},
+        ).fetchall()
     terms = []
     for name, initials, phone in rows:
         terms.append(name[:2])
@@ -133,9 +145,18 @@ def search_terms(count: int, seed: int) -> list[str]:
 class Agent(threading.Thread):
     """One tab: a Socket.IO client over a raw websocket (Engine.IO v4 framing)."""
 
-    def __init__(self, base_url: str, session_token: str, names: dict[str, str], terms: list[str],
-                 until: float, results: dict[str, list[float]], lock: threading.Lock, errors: list[str],
-                 think: float = 0.4):
+    def __init__(
+        self,
+        base_url: str,
+        session_token: str,
+        names: dict[str, str],
+        terms: list[str],
+        until: float,
+        results: dict[str, list[float]],
+        lock: threading.Lock,
+        errors: list[str],
+        think: float = 0.4,
+    ):
         super().__init__(daemon=True)
         self.base_url = base_url
         self.cookie = f"mq_session={session_token}"
@@ -205,7 +226,7 @@ class Agent(threading.Thread):
                     continue
                 if not packet.startswith(prefix):
                     continue
-                event, *data = json.loads(packet[len(prefix):])
+                event, *data = json.loads(packet[len(prefix) :])
                 if event != "event" or not data:
                     continue
                 update = data[0] if isinstance(data[0], dict) else json.loads(data[0])
@@ -216,7 +237,7 @@ class Agent(threading.Thread):
                 with self.updated:
                     self.deltas.append(update.get("delta", {}))
                     self.updated.notify_all()
-        except Exception:  # the socket closed: the main loop notices through its timeout
+        except Exception:  # noqa: BLE001 - the socket closed: the main loop notices through its timeout
             pass
 
     def _call(self, name: str, payload: dict, done) -> dict:
@@ -281,6 +302,7 @@ class Agent(threading.Thread):
                 if key.startswith("customer") and isinstance(value, dict) and value.get("id") == customer_id:
                     return True
             return False
+
         return done
 
     def run(self) -> None:
@@ -302,7 +324,7 @@ class Agent(threading.Thread):
                     time.sleep(self.rng.uniform(0.5 * self.think, 1.5 * self.think))  # the agent reads
                     self._timed("back to list", self.names["navigate"], {}, self._list_shown)
                 time.sleep(self.rng.uniform(0.5 * self.think, 1.5 * self.think))
-        except Exception as error:  # one broken agent is reported, the others go on
+        except Exception as error:  # noqa: BLE001 - one broken agent is reported, the others go on
             with self.lock:
                 self.errors.append(f"{type(error).__name__}: {error}")
         finally:
@@ -311,8 +333,9 @@ class Agent(threading.Thread):
                 self.ws.close()
 
 
-def run_load(base_url: str, agents: int, seconds: int, username: str, seed: int, think: float = 0.4,
-             warmup: float = 0.0) -> None:
+def run_load(
+    base_url: str, agents: int, seconds: int, username: str, seed: int, think: float = 0.4, warmup: float = 0.0
+) -> None:
     """``warmup`` seconds run before the ``seconds`` that are measured: events
     finishing during the ramp-up (every agent logging in and opening the list
     at once) are left out of the figures, as load tests usually do."""
@@ -333,17 +356,23 @@ def run_load(base_url: str, agents: int, seconds: int, username: str, seed: int,
     wall = max(time.monotonic() - measure_from, 1e-9)
     measured = {kind: [ms for at, ms in values if at >= measure_from] for kind, values in results.items()}
     total = sum(len(v) for v in measured.values())
-    print(f"{agents} agents for {seconds}s after {warmup:g}s of warm-up (think {think:g} s) against {base_url}: "
-          f"{total} events, {total / wall:.1f} events/s, {len(errors)} agent errors")
+    print(
+        f"{agents} agents for {seconds}s after {warmup:g}s of warm-up (think {think:g} s) against {base_url}: "
+        f"{total} events, {total / wall:.1f} events/s, {len(errors)} agent errors"
+    )
     everything = [ms for values in measured.values() for ms in values]
     for kind, values in sorted(measured.items()) + [("all events", everything)]:
         if values:
-            print(f"  {kind:<14} n={len(values):5}  p50={statistics.median(values):6.0f} ms  "
-                  f"p95={percentile(values, 95):6.0f} ms  p99={percentile(values, 99):6.0f} ms")
+            print(
+                f"  {kind:<14} n={len(values):5}  p50={statistics.median(values):6.0f} ms  "
+                f"p95={percentile(values, 95):6.0f} ms  p99={percentile(values, 99):6.0f} ms"
+            )
     opened = [ms for _, ms in results.get("open list", [])]
     if opened:
-        print(f"  ramp-up: {len(opened)} agents opened the list, p50={statistics.median(opened):.0f} ms "
-              f"max={max(opened):.0f} ms")
+        print(
+            f"  ramp-up: {len(opened)} agents opened the list, p50={statistics.median(opened):.0f} ms "
+            f"max={max(opened):.0f} ms"
+        )
     for error in sorted(set(errors))[:5]:
         print("  error:", error)
 
@@ -378,24 +407,29 @@ def main() -> int:
     parser.add_argument("--username", default="agent")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--think", type=float, default=0.4, help="mean pause between an agent's actions (s)")
-    parser.add_argument("--warmup", type=float, default=10.0,
-                        help="seconds of ramp-up before the measured period (not counted)")
+    parser.add_argument(
+        "--warmup", type=float, default=10.0, help="seconds of ramp-up before the measured period (not counted)"
+    )
     args = parser.parse_args()
     os.environ["MEIQIA_DATA_DIR"] = str(Path(args.data_dir).resolve())
     if args.url:
-        run_load(args.url.rstrip("/"), args.agents, args.seconds, args.username, args.seed, args.think,
-                 args.warmup)
+        run_load(args.url.rstrip("/"), args.agents, args.seconds, args.username, args.seed, args.think, args.warmup)
         return 0
     bring_reports_up_to_date()
     from tests.e2e.harness import running_app
 
     # The app gets the database, the state store and the worker count of this environment.
-    passed = {name: os.environ[name] for name in ("DATABASE_URL", "REFLEX_REDIS_URL", "GRANIAN_WORKERS")
-              if os.environ.get(name)}
+    passed = {
+        name: os.environ[name]
+        for name in ("DATABASE_URL", "REFLEX_REDIS_URL", "GRANIAN_WORKERS")
+        if os.environ.get(name)
+    }
     with running_app(Path(args.data_dir), seed_customers=None, extra_env={"MEIQIA_SCHEDULER": "0", **passed}) as app:
-        print(f"app: {passed.get('DATABASE_URL', 'SQLite in ' + args.data_dir).split('@')[-1]}, "
-              f"state in {'Redis' if 'REFLEX_REDIS_URL' in passed else 'the process (disk-backed)'}, "
-              f"{passed.get('GRANIAN_WORKERS', '1')} worker(s)")
+        print(
+            f"app: {passed.get('DATABASE_URL', 'SQLite in ' + args.data_dir).split('@')[-1]}, "
+            f"state in {'Redis' if 'REFLEX_REDIS_URL' in passed else 'the process (disk-backed)'}, "
+            f"{passed.get('GRANIAN_WORKERS', '1')} worker(s)"
+        )
         run_load(app.url, args.agents, args.seconds, args.username, args.seed, args.think, args.warmup)
     return 0
 

@@ -67,7 +67,9 @@ def main() -> int:
     parser.add_argument("--source", default="/work/bench-data/1m/meiqia.db", help="what --copy-to copies")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rebuild", action="store_true", help="time a full rebuild of the aggregates")
-    parser.add_argument("--copy-to", default="", help="copy --source (read-only) into this folder, migrate the copy, exit")
+    parser.add_argument(
+        "--copy-to", default="", help="copy --source (read-only) into this folder, migrate the copy, exit"
+    )
     args = parser.parse_args()
 
     if args.copy_to:
@@ -91,20 +93,32 @@ def main() -> int:
     from meiqia_app.services.rbac import BUILTIN_ROLES, Actor
 
     upgrade_to_head()
-    manager = Actor(user_id=1, username="bench", display_name="bench", role_name="manager",
-                    permissions=frozenset(BUILTIN_ROLES["manager"]["permissions"]))
+    manager = Actor(
+        user_id=1,
+        username="bench",
+        display_name="bench",
+        role_name="manager",
+        permissions=frozenset(BUILTIN_ROLES["manager"]["permissions"]),
+    )
     with get_engine().connect() as conn:
-        counts = [conn.execute(text(f"select count(*) from {t}")).scalar_one()
-                  for t in ("customer", "customer_order", "conversation", "behavior_event")]
-    print(f"database: {db} customers={counts[0]:,} orders={counts[1]:,} conversations={counts[2]:,} events={counts[3]:,}")
+        counts = [
+            conn.execute(text(f"select count(*) from {t}")).scalar_one()
+            for t in ("customer", "customer_order", "conversation", "behavior_event")
+        ]
+    print(
+        f"database: {db} customers={counts[0]:,} orders={counts[1]:,} conversations={counts[2]:,} events={counts[3]:,}"
+    )
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)", flush=True)
 
     state = aggregates.state()
     if args.rebuild or state.get("status") != "ready":
         seconds = timed(aggregates.build, True)
         state = aggregates.state()
-        print(f"one-time build of the daily aggregates: {seconds:.1f} s ({state.get('customers', 0):,} customers, "
-              f"{state.get('rows', 0):,} rows)", flush=True)
+        print(
+            f"one-time build of the daily aggregates: {seconds:.1f} s ({state.get('customers', 0):,} customers, "
+            f"{state.get('rows', 0):,} rows)",
+            flush=True,
+        )
     seconds = timed(aggregates.apply_pending)
     print(f"pending changes applied before timing: {seconds * 1000:.0f} ms")
 
@@ -113,19 +127,26 @@ def main() -> int:
         with write_session() as session:
             conn = session.connection()
             cid = 1000 + step * 7919 % 900_000
-            conn.execute(text("UPDATE customer SET source = CASE source WHEN 'web' THEN 'app' ELSE 'web' END WHERE id = :id"),
-                         {"id": cid})
-            conn.execute(text(
-                "INSERT INTO customer_order (order_no, customer_id, product_name, quantity, amount_cents, status, created_at, paid_at) "
-                "VALUES (:no, :cid, 'bench', 1, 100, 'paid', :at, :at)"),
-                {"no": f"BENCH-{time.time_ns()}", "cid": cid + 1, "at": "2026-11-20 02:00:00.000000"})
+            conn.execute(
+                text("UPDATE customer SET source = CASE source WHEN 'web' THEN 'app' ELSE 'web' END WHERE id = :id"),
+                {"id": cid},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO customer_order (order_no, customer_id, product_name, quantity, amount_cents, status, created_at, paid_at) "
+                    "VALUES (:no, :cid, 'bench', 1, 100, 'paid', :at, :at)"
+                ),
+                {"no": f"BENCH-{time.time_ns()}", "cid": cid + 1, "at": "2026-11-20 02:00:00.000000"},
+            )
 
     step = 0
     for kind in ("day", "week", "month"):
         params = {"kind": kind, "granularity": "day"}
         report_views.dashboard_view(manager, params)
-        line(f"dashboard {kind:5} warm (no change since last load)",
-             [timed(report_views.dashboard_view, manager, params, True) for _ in range(args.runs)])
+        line(
+            f"dashboard {kind:5} warm (no change since last load)",
+            [timed(report_views.dashboard_view, manager, params, True) for _ in range(args.runs)],
+        )
         cold = []
         for _ in range(args.runs):
             step += 1
@@ -133,34 +154,51 @@ def main() -> int:
             cold.append(timed(report_views.dashboard_view, manager, params, True))
         line(f"dashboard {kind:5} cold (after an edit + a new order)", cold)
     with write_session() as session:
-        session.connection().execute(text(
-            "UPDATE customer SET status = 'archived' WHERE id IN (SELECT id FROM customer WHERE status = 'active' "
-            "AND id > 500000 ORDER BY id LIMIT 1000)"))
-    line("dashboard month after archiving 1,000 customers", [timed(report_views.dashboard_view, manager, {"kind": "month"}, True)])
+        session.connection().execute(
+            text(
+                "UPDATE customer SET status = 'archived' WHERE id IN (SELECT id FROM customer WHERE status = 'active' "
+                "AND id > 500000 ORDER BY id LIMIT 1000)"
+            )
+        )
+    line(
+        "dashboard month after archiving 1,000 customers",
+        [timed(report_views.dashboard_view, manager, {"kind": "month"}, True)],
+    )
     with write_session() as session:
-        session.connection().execute(text(
-            "UPDATE customer SET status = 'active' WHERE id IN (SELECT id FROM customer WHERE status = 'archived' "
-            "AND id > 500000 ORDER BY id LIMIT 1000)"))
+        session.connection().execute(
+            text(
+                "UPDATE customer SET status = 'active' WHERE id IN (SELECT id FROM customer WHERE status = 'archived' "
+                "AND id > 500000 ORDER BY id LIMIT 1000)"
+            )
+        )
     aggregates.apply_pending()
 
     defaults = report_views.default_segment_params()
     a = reports.make_period("custom", defaults["a_from"], defaults["a_to"])
     b = reports.make_period("custom", defaults["b_from"], defaults["b_to"])
     with get_engine().connect() as conn:
-        city = conn.execute(text("SELECT city, count(*) FROM customer WHERE status = 'active' AND city IS NOT NULL "
-                                 "GROUP BY city ORDER BY 2 DESC LIMIT 1")).one()
-    for name, segment in (("all customers", None),
-                          (f"segment city={city[0]} ({city[1]:,} customers)", ListQuery(city=city[0])),
-                          ("segment source=wechat", ListQuery(sources=("wechat",))),
-                          ("segment lifecycle=active", ListQuery(lifecycle=("active",)))):
+        city = conn.execute(
+            text(
+                "SELECT city, count(*) FROM customer WHERE status = 'active' AND city IS NOT NULL "
+                "GROUP BY city ORDER BY 2 DESC LIMIT 1"
+            )
+        ).one()
+    for name, segment in (
+        ("all customers", None),
+        (f"segment city={city[0]} ({city[1]:,} customers)", ListQuery(city=city[0])),
+        ("segment source=wechat", ListQuery(sources=("wechat",))),
+        ("segment lifecycle=active", ListQuery(lifecycle=("active",))),
+    ):
         reports.invalidate_cache()
         line(f"/reports {name}: compare two 30-day periods", [timed(reports.compare_periods, manager, segment, a, b)])
         line(f"/reports {name}: cohorts 12 months", [timed(reports.cohorts, manager, 12, b.last, segment)])
         line(f"/reports {name}: top products", [timed(reports.top_products, manager, segment, b)])
     for params in ({}, {"source": "wechat"}):
         reports.invalidate_cache()
-        line(f"/reports page, whole view, cold {params or ''}",
-             [timed(report_views.segment_report_view, manager, {**defaults, **params})])
+        line(
+            f"/reports page, whole view, cold {params or ''}",
+            [timed(report_views.segment_report_view, manager, {**defaults, **params})],
+        )
     line("trend 24 months (all customers)", [timed(reports.trend, manager, "month", None, 24)])
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)", flush=True)
     return 0

@@ -31,7 +31,9 @@ def percentile(values: list[float], pct: float) -> float:
 
 def report(name: str, timings: list[float], extra: str = "") -> None:
     ms = [t * 1000 for t in timings]
-    print(f"{name:<44} n={len(ms):3}  p50={statistics.median(ms):7.1f} ms  p95={percentile(ms, 95):7.1f} ms  max={max(ms):7.1f} ms {extra}")
+    print(
+        f"{name:<44} n={len(ms):3}  p50={statistics.median(ms):7.1f} ms  p95={percentile(ms, 95):7.1f} ms  max={max(ms):7.1f} ms {extra}"
+    )
 
 
 def main() -> int:
@@ -61,15 +63,23 @@ def main() -> int:
         print(f"seeded in {seed_report.seconds:,.0f} s, {seed_report.database_bytes / 1e6:,.0f} MB")
     upgrade_to_head()
 
-    agent = Actor(user_id=0, username="bench-agent", display_name="bench", role_name="agent",
-                  permissions=frozenset(BUILTIN_ROLES["agent"]["permissions"]))
+    agent = Actor(
+        user_id=0,
+        username="bench-agent",
+        display_name="bench",
+        role_name="agent",
+        permissions=frozenset(BUILTIN_ROLES["agent"]["permissions"]),
+    )
     rng = random.Random(7)
     with get_engine().connect() as conn:
         total = conn.execute(text("SELECT count(*) FROM customer")).scalar_one()
-        sample = conn.execute(text(
-            "SELECT name, name_pinyin, name_initials, phone, email, external_id FROM customer "
-            "WHERE id IN (SELECT abs(random()) % :n + 1 FROM customer LIMIT 400)"
-        ), {"n": total}).all()
+        sample = conn.execute(
+            text(
+                "SELECT name, name_pinyin, name_initials, phone, email, external_id FROM customer "
+                "WHERE id IN (SELECT abs(random()) % :n + 1 FROM customer LIMIT 400)"
+            ),
+            {"n": total},
+        ).all()
         tag_ids = [row[0] for row in conn.execute(text("SELECT id FROM tag ORDER BY id")).all()]
     print(f"database: {total:,} customers; {args.runs} runs per case, fragments drawn from the data\n")
 
@@ -88,7 +98,7 @@ def main() -> int:
                 values.append(initials)
             elif kind == "phone" and phone and len(phone) == 11:
                 start = rng.randrange(0, 7)
-                values.append(phone[start:start + 4])
+                values.append(phone[start : start + 4])
             elif kind == "phone_full" and phone and len(phone) == 11:
                 values.append(phone)
             elif kind == "email" and email and "@" in email:
@@ -129,7 +139,8 @@ def main() -> int:
         "source=微信 + tier=金卡, by total spent": dict(sources=("wechat",), tiers=("gold",), sort="total_spent"),
         "lifecycle=活跃 + region=广东, by last active": dict(lifecycle=("active",), province="广东"),
         "tag any(VIP) + orders≥3 + consent, by registered": dict(
-            tags_any=tuple(tag_ids[-4:-3]), orders_min=3, consent_marketing="yes", sort="registered_at"),
+            tags_any=tuple(tag_ids[-4:-3]), orders_min=3, consent_marketing="yes", sort="registered_at"
+        ),
     }
     for label, params in combos.items():
         report(label, [time_page(ListQuery(**params)) for _ in range(args.runs)])
@@ -144,8 +155,11 @@ def main() -> int:
     for _ in range(9_998):
         cursor = customer_list.list_customers(agent, query, cursor=cursor).next_cursor
     walk = time.perf_counter() - started
-    report("page 10,000 (given its cursor)", [time_page(query, cursor=cursor) for _ in range(args.runs)],
-           f"(walking 10,000 pages took {walk:,.0f} s, {walk / 9_998 * 1000:.1f} ms/page)")
+    report(
+        "page 10,000 (given its cursor)",
+        [time_page(query, cursor=cursor) for _ in range(args.runs)],
+        f"(walking 10,000 pages took {walk:,.0f} s, {walk / 9_998 * 1000:.1f} ms/page)",
+    )
     report("last page (reverse walk)", [time_page(query, direction="last") for _ in range(args.runs)])
 
     print("\n(d) the number of matches (cache cleared before each run)")

@@ -67,8 +67,9 @@ def main() -> int:
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM tag WHERE name = 'bench-bulk'"))
         total = conn.execute(text("SELECT count(*) FROM customer WHERE status = 'active'")).scalar_one()
-        by_source = conn.execute(text("SELECT source, count(*) FROM customer WHERE status = 'active' "
-                                      "GROUP BY source ORDER BY count(*) DESC")).all()
+        by_source = conn.execute(
+            text("SELECT source, count(*) FROM customer WHERE status = 'active' GROUP BY source ORDER BY count(*) DESC")
+        ).all()
         newest = conn.execute(text("SELECT max(created_at) FROM customer_order")).scalar_one()
     print(f"database: {total:,} active customers; peak RSS so far {rss_mb():.0f} MB\n", flush=True)
 
@@ -84,13 +85,19 @@ def main() -> int:
         started = time.perf_counter()
         result = tags.bulk_tag(SYSTEM_ACTOR, selection, tag_id, "add")
         seconds = time.perf_counter() - started
-        print(f"bulk add    sources={','.join(chosen)}: {result['changed']:,} customers in {seconds:6.1f} s "
-              f"({result['changed'] / seconds:,.0f}/s)  peak RSS {rss_mb():.0f} MB", flush=True)
+        print(
+            f"bulk add    sources={','.join(chosen)}: {result['changed']:,} customers in {seconds:6.1f} s "
+            f"({result['changed'] / seconds:,.0f}/s)  peak RSS {rss_mb():.0f} MB",
+            flush=True,
+        )
         started = time.perf_counter()
         result = tags.bulk_tag(SYSTEM_ACTOR, selection, tag_id, "remove")
         seconds = time.perf_counter() - started
-        print(f"bulk remove same selection: {result['changed']:,} customers in {seconds:6.1f} s  "
-              f"peak RSS {rss_mb():.0f} MB", flush=True)
+        print(
+            f"bulk remove same selection: {result['changed']:,} customers in {seconds:6.1f} s  "
+            f"peak RSS {rss_mb():.0f} MB",
+            flush=True,
+        )
         tags.delete_tag(SYSTEM_ACTOR, tag_id)
 
     if not args.skip_rules:
@@ -112,9 +119,12 @@ def main() -> int:
                     continue
                 started = time.perf_counter()
                 summary = rules.run_rule(SYSTEM_ACTOR, view.id, now=now)
-                print(f"rule {view.name:<8} {time.perf_counter() - started:6.1f} s  "
-                      f"matched={summary['matched']:>8,} added={summary['added']:>8,} "
-                      f"removed={summary['removed']:>7,}  peak RSS {rss_mb():.0f} MB", flush=True)
+                print(
+                    f"rule {view.name:<8} {time.perf_counter() - started:6.1f} s  "
+                    f"matched={summary['matched']:>8,} added={summary['added']:>8,} "
+                    f"removed={summary['removed']:>7,}  peak RSS {rss_mb():.0f} MB",
+                    flush=True,
+                )
             print(f"all rules: {time.perf_counter() - overall:.1f} s\n", flush=True)
         started = time.perf_counter()
         views = tags.list_tags(SYSTEM_ACTOR)
@@ -128,13 +138,20 @@ def main() -> int:
         rules.ensure_default_rules()
         print("-- preview (matching / would gain / would lose / sample) of each default rule in sync mode", flush=True)
         for view in rules.list_rules(SYSTEM_ACTOR):
-            data = {"name": view.name, "tag_id": view.tag_id, "match": view.match, "mode": "sync",
-                    "conditions": view.conditions}
+            data = {
+                "name": view.name,
+                "tag_id": view.tag_id,
+                "match": view.match,
+                "mode": "sync",
+                "conditions": view.conditions,
+            }
             started = time.perf_counter()
             preview = rules.preview_rule(SYSTEM_ACTOR, data, view.id, now=now)
-            print(f"preview {view.name:<8} {time.perf_counter() - started:6.1f} s  matching={preview.matching:>8,} "
-                  f"gain={preview.would_gain:>7,} lose={preview.would_lose:>7,}  peak RSS {rss_mb():.0f} MB",
-                  flush=True)
+            print(
+                f"preview {view.name:<8} {time.perf_counter() - started:6.1f} s  matching={preview.matching:>8,} "
+                f"gain={preview.would_gain:>7,} lose={preview.would_lose:>7,}  peak RSS {rss_mb():.0f} MB",
+                flush=True,
+            )
     return 0
 
 

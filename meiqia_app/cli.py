@@ -23,7 +23,7 @@ def _cmd_seed(args) -> int:
     if args.if_empty and customer_count() > 0:
         print(f"database already has {customer_count():,} customers; not seeding again")
         return 0
-    as_of = dt.datetime.fromisoformat(args.as_of).replace(tzinfo=dt.timezone.utc) if args.as_of else None
+    as_of = dt.datetime.fromisoformat(args.as_of).replace(tzinfo=dt.UTC) if args.as_of else None
     report = seed(args.customers, seed_value=args.seed, as_of=as_of, workers=args.workers)
     print(
         f"seeded {report.customers:,} customers, {report.orders:,} orders, {report.conversations:,} conversations, "
@@ -72,14 +72,25 @@ def _cmd_verify_audit(_args) -> int:
 
     with read_session() as session:
         report = audit.verify_chain(session)
-    audit.record_now(SYSTEM_ACTOR, "audit.verify", result="ok" if report.ok else "failed",
-                     details={"checked": report.checked, "first_bad_id": report.first_bad_id,
-                              "problem": report.problem, "via": "cli"}, flagged=not report.ok)
+    audit.record_now(
+        SYSTEM_ACTOR,
+        "audit.verify",
+        result="ok" if report.ok else "failed",
+        details={
+            "checked": report.checked,
+            "first_bad_id": report.first_bad_id,
+            "problem": report.problem,
+            "via": "cli",
+        },
+        flagged=not report.ok,
+    )
     if report.ok:
         print(f"audit log intact: {report.checked:,} entries checked")
         return 0
-    print(f"audit log BROKEN at entry {report.first_bad_id} ({report.problem}); {report.checked:,} entries read",
-          file=sys.stderr)
+    print(
+        f"audit log BROKEN at entry {report.first_bad_id} ({report.problem}); {report.checked:,} entries read",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -95,10 +106,17 @@ def _cmd_create_user(args) -> int:
     try:
         with write_session() as session:
             users.ensure_builtin_roles(session)
-            user = users.create_user_record(session, args.username, args.password, args.role,
-                                            args.display_name or "", totp_secret=secret)
-            audit.record(session, SYSTEM_ACTOR, "user.create", target_type="user", target_id=user.id,
-                         details={"username": user.username, "role": args.role, "via": "cli"})
+            user = users.create_user_record(
+                session, args.username, args.password, args.role, args.display_name or "", totp_secret=secret
+            )
+            audit.record(
+                session,
+                SYSTEM_ACTOR,
+                "user.create",
+                target_type="user",
+                target_id=user.id,
+                details={"username": user.username, "role": args.role, "via": "cli"},
+            )
     except ValidationError as error:
         for field, (key, params) in error.field_errors.items():
             print(f"error: {field}: {key} {params or ''}", file=sys.stderr)
@@ -179,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--if-empty", action="store_true", help="do nothing when customers exist (make run)")
     seed.set_defaults(func=_cmd_seed)
 
-    sub.add_parser("init-demo", help="roles, products, default tags and demo accounts").set_defaults(func=_cmd_init_demo)
+    sub.add_parser("init-demo", help="roles, products, default tags and demo accounts").set_defaults(
+        func=_cmd_init_demo
+    )
     sub.add_parser("demo-accounts", help="print the demo accounts").set_defaults(func=_cmd_demo_accounts)
 
     code = sub.add_parser("totp-code", help="print the current TOTP code for a secret")
@@ -197,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--yes", action="store_true", help="do not ask to type the file name")
     restore.set_defaults(func=_cmd_restore)
 
-    compact = sub.add_parser("compact", help="SQLite: rewrite the database (VACUUM) with 16 KiB pages; stop the app first")
+    compact = sub.add_parser(
+        "compact", help="SQLite: rewrite the database (VACUUM) with 16 KiB pages; stop the app first"
+    )
     compact.add_argument("--page-size", type=int, choices=(4096, 8192, 16384, 32768, 65536), default=None)
     compact.set_defaults(func=_cmd_compact)
 

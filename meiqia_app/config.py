@@ -88,9 +88,7 @@ def _load_secret_key(data_dir: Path) -> str:
 def _load() -> Settings:
     data_dir = Path(os.environ.get("MEIQIA_DATA_DIR", PROJECT_ROOT / "data")).resolve()
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir / 'meiqia.db'}"
-    origins = os.environ.get(
-        "MEIQIA_ALLOWED_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000"
-    )
+    origins = os.environ.get("MEIQIA_ALLOWED_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,

@@ -78,9 +78,14 @@ def make_engine(url: str) -> Engine:
     # threshold (tens to hundreds of ms of compiling per list page) and
     # started parallel workers whose start-up cost more than the query
     # (a search page 260 ms with them, 90 ms without, under load).
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16,
-                         connect_args={"options": "-c jit=off -c max_parallel_workers_per_gather=0"},
-                         execution_options={"preserve_rowcount": True})
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=8,
+        max_overflow=16,
+        connect_args={"options": "-c jit=off -c max_parallel_workers_per_gather=0"},
+        execution_options={"preserve_rowcount": True},
+    )
 
 
 def get_engine() -> Engine:

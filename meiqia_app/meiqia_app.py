@@ -15,9 +15,9 @@ from meiqia_app.pages.customer_import import import_page
 from meiqia_app.pages.customers import customers_page
 from meiqia_app.pages.dashboard import dashboard_page
 from meiqia_app.pages.duplicates import duplicates_page
+from meiqia_app.pages.export import export_approvals_page, export_history_page, export_page
 from meiqia_app.pages.login import login_page
 from meiqia_app.pages.reports import reports_page
-from meiqia_app.pages.export import export_approvals_page, export_history_page, export_page
 from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.services import jobs, reports, scheduler
 from meiqia_app.services.exports import service as export_service
@@ -28,7 +28,6 @@ from meiqia_app.state.audit_log import AuditLogState
 from meiqia_app.state.backups import BackupsState
 from meiqia_app.state.base import AppState
 from meiqia_app.state.cleanup import ArchiveState, CleanupState
-from meiqia_app.state.customer_activity import CustomerActivityState
 from meiqia_app.state.customer_detail import CustomerDetailState
 from meiqia_app.state.customer_import import CustomerImportState
 from meiqia_app.state.customer_list import CustomerListState
@@ -39,7 +38,6 @@ from meiqia_app.state.reports import DashboardState, ReportsState
 from meiqia_app.state.tags_admin import TagsAdminState
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
-
 
 app = rx.App(
     stylesheets=["/app.css"],
@@ -66,8 +64,13 @@ app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", o
 # it): several on_load events of one tab run at once and queue on the tab's
 # state lock; with Redis state some waited out the whole lock expiry (10 s).
 app.add_page(customers_page, route="/customers", title="客户 · 美洽客户管理", on_load=CustomerListState.on_load)
-app.add_page(customer_detail_page, route="/customers/[customer_id]", title="客户详情 · 美洽客户管理",
-             on_load=CustomerDetailState.on_load)
+app.add_page(
+    customer_detail_page,
+    route="/customers/[customer_id]",
+    title="客户详情 · 美洽客户管理",
+    on_load=CustomerDetailState.on_load,
+)
+
 
 def _protected(page, route: str, title: str, state_on_load) -> None:
     """Every protected page checks the session before its own on_load runs."""

@@ -11,8 +11,7 @@ from zoneinfo import ZoneInfo
 
 from meiqia_app.config import get_settings
 
-
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 

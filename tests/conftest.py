@@ -56,8 +56,11 @@ def _point_app_at(data_dir: Path) -> None:
 
 
 def _new_template(tmp_path_factory, name: str) -> Path:
-    data_dir = tmp_path_factory.mktemp(name, numbered=False) if not PG_SERVER_URL else \
-        tmp_path_factory.mktemp(f"tpl-{name}-{os.getpid()}", numbered=False)
+    data_dir = (
+        tmp_path_factory.mktemp(name, numbered=False)
+        if not PG_SERVER_URL
+        else tmp_path_factory.mktemp(f"tpl-{name}-{os.getpid()}", numbered=False)
+    )
     if PG_SERVER_URL:
         database = _pg_database_url(data_dir).rsplit("/", 1)[1]
         _pg_admin(f"DROP DATABASE IF EXISTS {database}")
@@ -73,8 +76,7 @@ def _copy_database(source_dir: Path, target_dir: Path) -> None:
         _pg_admin(f"DROP DATABASE IF EXISTS {target}")
         _pg_admin(f"CREATE DATABASE {target} TEMPLATE {source}")
     else:
-        with sqlite3.connect(source_dir / "meiqia.db") as source, \
-                sqlite3.connect(target_dir / "meiqia.db") as target:
+        with sqlite3.connect(source_dir / "meiqia.db") as source, sqlite3.connect(target_dir / "meiqia.db") as target:
             source.backup(target)
     for name in ("secret.key", "demo_accounts.json"):
         if (source_dir / name).exists():
@@ -95,8 +97,12 @@ def _template_dirs(tmp_path_factory):
     _point_app_at(seeded)
     import datetime as dt
 
-    seed(TEST_SEED_CUSTOMERS, seed_value=11, as_of=dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc),
-         progress=lambda _message: None)
+    seed(
+        TEST_SEED_CUSTOMERS,
+        seed_value=11,
+        as_of=dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC),
+        progress=lambda _message: None,
+    )
     reset_engine()
     return {"empty": empty, "seeded": seeded}
 

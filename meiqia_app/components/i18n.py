@@ -26,7 +26,7 @@ def _format(template: str, params: dict[str, object]) -> rx.Var:
     parts: list[object] = []
     position = 0
     for match in re.finditer(r"\{(\w+)\}", template):
-        parts.append(template[position:match.start()])
+        parts.append(template[position : match.start()])
         value = params.get(match.group(1), match.group(0))
         if isinstance(value, rx.vars.StringVar):
             parts.append(value)

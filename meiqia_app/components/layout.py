@@ -37,7 +37,12 @@ def register_nav(item: NavItem) -> None:
 def _nav_link(item: NavItem) -> rx.Component:
     active = AppState.router.page.path == item.href
     link = rx.link(
-        rx.hstack(rx.icon(item.icon, size=16, aria_hidden="true"), rx.text(t(item.label_key), size="2"), spacing="2", align="center"),
+        rx.hstack(
+            rx.icon(item.icon, size=16, aria_hidden="true"),
+            rx.text(t(item.label_key), size="2"),
+            spacing="2",
+            align="center",
+        ),
         href=item.href,
         underline="none",
         padding_x="12px",

@@ -7,9 +7,34 @@ import reflex as rx
 from meiqia_app.services.customer_dto import TagChip
 
 # Tag colours are stored as Radix colour names; anything else shows grey.
-RADIX_COLORS = ("gray", "gold", "bronze", "brown", "yellow", "amber", "orange", "tomato", "red", "ruby",
-                "crimson", "pink", "plum", "purple", "violet", "iris", "indigo", "blue", "cyan", "teal",
-                "jade", "green", "grass", "lime", "mint", "sky")
+RADIX_COLORS = (
+    "gray",
+    "gold",
+    "bronze",
+    "brown",
+    "yellow",
+    "amber",
+    "orange",
+    "tomato",
+    "red",
+    "ruby",
+    "crimson",
+    "pink",
+    "plum",
+    "purple",
+    "violet",
+    "iris",
+    "indigo",
+    "blue",
+    "cyan",
+    "teal",
+    "jade",
+    "green",
+    "grass",
+    "lime",
+    "mint",
+    "sky",
+)
 
 
 def tag_chip(tag: TagChip) -> rx.Component:

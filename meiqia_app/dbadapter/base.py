@@ -127,7 +127,7 @@ class DatabaseAdapter(abc.ABC):
         return ".db"
 
     # --- exports --------------------------------------------------------------
-    def export_row_sql(self, conn: Connection, row_format: "ExportRowFormat") -> str | None:
+    def export_row_sql(self, conn: Connection, row_format: ExportRowFormat) -> str | None:
         """One SQL expression over the customer table that builds a whole export
         row (a CSV line or an XLSX row's cells), so that Python only writes the
         results; None when this database cannot (the caller takes the Python path).
@@ -144,12 +144,13 @@ class DatabaseAdapter(abc.ABC):
         Only where ``joins_text``; elsewhere the caller fetches the values one by one."""
         raise NotImplementedError
 
-    def export_read_settings(self, conn: Connection) -> "contextlib.AbstractContextManager[None]":
+    def export_read_settings(self, conn: Connection) -> contextlib.AbstractContextManager[None]:
         """Connection settings for a long streaming read (bounded memory)."""
         return contextlib.nullcontext()
 
 
 # --- exports ------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportColumn:
@@ -190,16 +191,19 @@ class ExportRowFormat:
     xml_cell: Callable[[str], str]  # constant text -> its XLSX inline-string cell ("" for empty)
 
 
-def coded_cell_sql(column: ExportColumn, lit: Callable[[str], str], label_cell: Callable[[str], str],
-                   other: str) -> str:
+def coded_cell_sql(
+    column: ExportColumn, lit: Callable[[str], str], label_cell: Callable[[str], str], other: str
+) -> str:
     """A coded column's cell: each known code as its label (``label_cell`` formats it
     for the file, ``lit`` quotes it for this database), any other value as ``other``."""
     whens = " ".join(f"WHEN {lit(code)} THEN {lit(label_cell(label))}" for code, label in column.labels)
     return f"CASE {column.column} {whens} ELSE {other} END" if whens else other
 
 
-def bool_cell_sql(column: ExportColumn, lit: Callable[[str], str], cell: Callable[[str], str],
-                  row_format: ExportRowFormat) -> str:
+def bool_cell_sql(
+    column: ExportColumn, lit: Callable[[str], str], cell: Callable[[str], str], row_format: ExportRowFormat
+) -> str:
     """A yes/no column's cell: the export's words for true and false, formatted by ``cell``."""
-    return (f"CASE WHEN {column.column} THEN {lit(cell(row_format.true_text))} "
-            f"ELSE {lit(cell(row_format.false_text))} END")
+    return (
+        f"CASE WHEN {column.column} THEN {lit(cell(row_format.true_text))} ELSE {lit(cell(row_format.false_text))} END"
+    )

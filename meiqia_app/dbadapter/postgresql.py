@@ -120,20 +120,29 @@ class PostgresAdapter(DatabaseAdapter):
 
     def backup_to(self, url: str, target: Path) -> None:
         args, env = _libpq_args(url)
-        subprocess.run([_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(target), *args],
-                       env=env, check=True, capture_output=True, timeout=3600)
+        subprocess.run(
+            [_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(target), *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=3600,
+        )
 
     def verify_backup(self, target: Path) -> str:
-        done = subprocess.run([_tool("pg_restore"), "--list", str(target)], capture_output=True, text=True,
-                              timeout=600)
+        done = subprocess.run([_tool("pg_restore"), "--list", str(target)], capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             return (done.stderr.strip() or "pg_restore --list failed")[:255]
         return "ok" if "TABLE DATA public customer " in done.stdout else "customer table data missing"
 
     def restore_from(self, url: str, source: Path) -> None:
         args, env = _libpq_args(url)
-        subprocess.run([_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--single-transaction",
-                        *args, str(source)], env=env, check=True, capture_output=True, timeout=3600)
+        subprocess.run(
+            [_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--single-transaction", *args, str(source)],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=3600,
+        )
 
     # --- exports --------------------------------------------------------------
     def export_rows_supported(self, engine, zone: tzinfo) -> bool:

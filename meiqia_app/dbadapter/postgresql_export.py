@@ -61,26 +61,34 @@ def _xml_text_cell(x: str) -> str:
     """xlsx_stream.text_cell_xml: neutralised first, then stripped and escaped
     (so a text whose formula starter follows a control character stays as it is)."""
     neutral = _neutralised(x)
-    escaped = (f"replace(replace(replace(regexp_replace({neutral}, {lit(_XML_ILLEGAL)}, '', 'g'), "
-               "'&', '&amp;'), '<', '&lt;'), '>', '&gt;')")
+    escaped = (
+        f"replace(replace(replace(regexp_replace({neutral}, {lit(_XML_ILLEGAL)}, '', 'g'), "
+        "'&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
+    )
     body = f"CASE WHEN {x} ~ {lit(_XML_SPECIAL)} THEN {escaped} ELSE {neutral} END"
-    return (f"CASE WHEN {x} = '' THEN '<c/>' ELSE '<c t=\"inlineStr\"><is><t xml:space=\"preserve\">' || {body} "
-            "|| '</t></is></c>' END")
+    return (
+        f"CASE WHEN {x} = '' THEN '<c/>' ELSE '<c t=\"inlineStr\"><is><t xml:space=\"preserve\">' || {body} "
+        "|| '</t></is></c>' END"
+    )
 
 
 def _money_csv(col: str) -> str:
     """Cents as f"{round(cents / 100, 2):.2f}" (bigint: abs() of the smallest integer overflows)."""
     cents = f"abs({col}::bigint)"
-    return (f"(CASE WHEN {col} < 0 THEN '-' ELSE '' END || ({cents} / 100)::text || '.' "
-            f"|| lpad(({cents} % 100)::text, 2, '0'))")
+    return (
+        f"(CASE WHEN {col} < 0 THEN '-' ELSE '' END || ({cents} / 100)::text || '.' "
+        f"|| lpad(({cents} % 100)::text, 2, '0'))"
+    )
 
 
 def _money_xlsx(col: str) -> str:
     """Cents as repr(round(cents / 100, 2)): the decimal without trailing zeros, at least one decimal."""
     cents = f"abs({col}::bigint)"
     units = f"(CASE WHEN {col} < 0 THEN '-' ELSE '' END || ({cents} / 100)::text || '.')"
-    return (f"({units} || CASE WHEN {cents} % 100 = 0 THEN '0' WHEN {cents} % 10 = 0 THEN (({cents} % 100) / 10)::text "
-            f"ELSE lpad(({cents} % 100)::text, 2, '0') END)")
+    return (
+        f"({units} || CASE WHEN {cents} % 100 = 0 THEN '0' WHEN {cents} % 10 = 0 THEN (({cents} % 100) / 10)::text "
+        f"ELSE lpad(({cents} % 100)::text, 2, '0') END)"
+    )
 
 
 def _local(col: str, zone: str) -> str:
@@ -93,8 +101,10 @@ def _serial(col: str, zone: str) -> str:
     integer microseconds over the day's, one float division (exact operands up
     to the year 2185), printed as repr() does (a whole number gets ".0")."""
     micros = f"(extract(epoch FROM {_local(col, zone)} - {_EXCEL_EPOCH}) * 1000000)::bigint"
-    return (f"CASE WHEN {micros} % {_DAY_MICROS} = 0 THEN ({micros} / {_DAY_MICROS})::text || '.0' "
-            f"ELSE ({micros}::float8 / {_DAY_MICROS}::float8)::text END")
+    return (
+        f"CASE WHEN {micros} % {_DAY_MICROS} = 0 THEN ({micros} / {_DAY_MICROS})::text || '.0' "
+        f"ELSE ({micros}::float8 / {_DAY_MICROS}::float8)::text END"
+    )
 
 
 def _csv_cell(column, row_format: ExportRowFormat, zone: str) -> str:
@@ -130,13 +140,14 @@ def _xlsx_cell(column, row_format: ExportRowFormat, zone: str) -> str:
     if kind == "money":
         return f"CASE WHEN {col} IS NULL THEN '<c/>' ELSE '<c s=\"2\"><v>' || {_money_xlsx(col)} || '</v></c>' END"
     if kind == "date":
-        return (f"CASE WHEN {col} IS NULL THEN '<c/>' "
-                f"ELSE '<c s=\"4\"><v>' || ({col} - {_EXCEL_EPOCH_DATE})::text || '</v></c>' END")
+        return (
+            f"CASE WHEN {col} IS NULL THEN '<c/>' "
+            f"ELSE '<c s=\"4\"><v>' || ({col} - {_EXCEL_EPOCH_DATE})::text || '</v></c>' END"
+        )
     if kind == "bool":
         return bool_cell_sql(column, lit, row_format.xml_cell, row_format)
     if kind == "datetime":
-        return (f"CASE WHEN {col} IS NULL THEN '<c/>' "
-                f"ELSE '<c s=\"3\"><v>' || ({_serial(col, zone)}) || '</v></c>' END")
+        return f"CASE WHEN {col} IS NULL THEN '<c/>' ELSE '<c s=\"3\"><v>' || ({_serial(col, zone)}) || '</v></c>' END"
     raise ValueError(kind)
 
 
@@ -160,8 +171,8 @@ def row_sql(row_format: ExportRowFormat) -> str:
 
 #: Instants compared: every 7 days and 5 hours from 1900 to 2100 (~10,400, ~20 ms once per
 #: process and database): any difference in offsets or daylight-saving rules shows up.
-_SAMPLE_FIRST = dt.datetime(1900, 1, 1, tzinfo=dt.timezone.utc)
-_SAMPLE_LAST = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+_SAMPLE_FIRST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+_SAMPLE_LAST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 _SAMPLE_STEP = dt.timedelta(days=7, hours=5)
 _agreement: dict[tuple[str, str], bool] = {}
 _agreement_lock = threading.Lock()
@@ -186,15 +197,17 @@ def zone_agrees(bind: Engine | Connection, zone) -> bool:
         if key in _agreement:
             return _agreement[key]
     with engine.connect() as conn:
-        known = conn.exec_driver_sql("SELECT 1 FROM pg_timezone_names WHERE name = %(name)s",
-                                     {"name": name}).first()
+        known = conn.exec_driver_sql("SELECT 1 FROM pg_timezone_names WHERE name = %(name)s", {"name": name}).first()
         local = []
         if known:
             step = f"{_SAMPLE_STEP.days} days {_SAMPLE_STEP.seconds} seconds"
-            local = list(conn.exec_driver_sql(
-                "SELECT to_char(t AT TIME ZONE %(name)s, 'YYYY-MM-DD HH24:MI:SS') FROM generate_series("
-                "%(first)s::timestamptz, %(last)s::timestamptz, %(step)s::interval) AS t ORDER BY t",
-                {"name": name, "first": _SAMPLE_FIRST, "last": _SAMPLE_LAST, "step": step}).scalars())
+            local = list(
+                conn.exec_driver_sql(
+                    "SELECT to_char(t AT TIME ZONE %(name)s, 'YYYY-MM-DD HH24:MI:SS') FROM generate_series("
+                    "%(first)s::timestamptz, %(last)s::timestamptz, %(step)s::interval) AS t ORDER BY t",
+                    {"name": name, "first": _SAMPLE_FIRST, "last": _SAMPLE_LAST, "step": step},
+                ).scalars()
+            )
     agrees = bool(known) and local == _python_local_times(zone)
     with _agreement_lock:
         _agreement[key] = agrees

@@ -56,8 +56,10 @@ def _with_page_size(source: Path, page_size: int) -> Iterator[Path]:
         return
     copy = source.with_name(f".{source.name}.page-size-{page_size}.tmp")
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src, \
-                contextlib.closing(sqlite3.connect(copy, isolation_level=None)) as out:
+        with (
+            contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src,
+            contextlib.closing(sqlite3.connect(copy, isolation_level=None)) as out,
+        ):
             src.backup(out)
             out.execute("PRAGMA journal_mode=DELETE")
             out.execute(f"PRAGMA page_size={int(page_size)}")

@@ -44,8 +44,8 @@ def fixed_offset_since(zone) -> tuple[str, int] | None:
     keeps one UTC offset until 2100, or None when it changes later than 2090
     (daylight saving time). Sampled weekly; the first week after the last
     change is excluded to be safe."""
-    start = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    end = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    end = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
     step = dt.timedelta(days=7)
     final = end.astimezone(zone).utcoffset()
     if final is None:
@@ -81,10 +81,14 @@ def _csv_text(x: str, neutralise: bool) -> str:
 
 
 def _xml_text_cell(x: str, neutralise: bool = True) -> str:
-    body = f"CASE WHEN {x} GLOB {lit(_XML_SPECIAL)} THEN meiqia_xml_text({x}) ELSE " \
-           f"{_neutralised(x) if neutralise else x} END"
-    return (f"CASE WHEN {x} = '' THEN '<c/>' ELSE '<c t=\"inlineStr\"><is><t xml:space=\"preserve\">' || {body} "
-            "|| '</t></is></c>' END")
+    body = (
+        f"CASE WHEN {x} GLOB {lit(_XML_SPECIAL)} THEN meiqia_xml_text({x}) ELSE "
+        f"{_neutralised(x) if neutralise else x} END"
+    )
+    return (
+        f"CASE WHEN {x} = '' THEN '<c/>' ELSE '<c t=\"inlineStr\"><is><t xml:space=\"preserve\">' || {body} "
+        "|| '</t></is></c>' END"
+    )
 
 
 def _fast_time_guard(col: str, fixed: tuple[str, int] | None) -> str | None:
@@ -92,14 +96,15 @@ def _fast_time_guard(col: str, fixed: tuple[str, int] | None) -> str | None:
         return None
     since, _ = fixed
     # Full timestamps as bounds: the column's NUMERIC affinity would turn '2100' into a number.
-    return (f"{col} >= {lit(since)} AND {col} < '2100-01-01 00:00:00' AND length({col}) IN (19, 26) "
-            f"AND substr({col}, 11, 1) = ' '")
+    return (
+        f"{col} >= {lit(since)} AND {col} < '2100-01-01 00:00:00' AND length({col}) IN (19, 26) "
+        f"AND substr({col}, 11, 1) = ' '"
+    )
 
 
 def _money_text(col: str) -> str:
     value = f"coalesce({col}, 0)"
-    return (f"(CASE WHEN {value} < 0 THEN '-' ELSE '' END || "
-            f"printf('%d.%02d', abs({value}) / 100, abs({value}) % 100))")
+    return f"(CASE WHEN {value} < 0 THEN '-' ELSE '' END || printf('%d.%02d', abs({value}) / 100, abs({value}) % 100))"
 
 
 def _csv_cell(column, row_format: ExportRowFormat, fixed) -> str:
@@ -125,8 +130,9 @@ def _csv_cell(column, row_format: ExportRowFormat, fixed) -> str:
             return f"CASE WHEN {col} IS NULL OR {col} = '' THEN '' ELSE {slow} END"
         # datetime() prints "YYYY-MM-DD HH:MM:SS" like this strftime format, at half the cost.
         fast = f"datetime(substr({col}, 1, 19), '{fixed[1]:+d} seconds')"
-        return (f"CASE WHEN {col} IS NULL OR {col} = '' THEN '' WHEN {guard} THEN coalesce({fast}, {slow}) "
-                f"ELSE {slow} END")
+        return (
+            f"CASE WHEN {col} IS NULL OR {col} = '' THEN '' WHEN {guard} THEN coalesce({fast}, {slow}) ELSE {slow} END"
+        )
     raise ValueError(kind)
 
 
@@ -142,8 +148,10 @@ def _xlsx_cell(column, row_format: ExportRowFormat, fixed) -> str:
         return f"'<c s=\"2\"><v>' || {_money_text(col)} || '</v></c>'"
     if kind == "date":
         serial = f"CAST(julianday(substr({col}, 1, 10)) - {EXCEL_EPOCH_JD} AS INTEGER)"
-        return (f"CASE WHEN {col} IS NULL OR {col} = '' THEN '<c/>' "
-                f"ELSE coalesce('<c s=\"4\"><v>' || {serial} || '</v></c>', '<c/>') END")
+        return (
+            f"CASE WHEN {col} IS NULL OR {col} = '' THEN '<c/>' "
+            f"ELSE coalesce('<c s=\"4\"><v>' || {serial} || '</v></c>', '<c/>') END"
+        )
     if kind == "bool":
         return bool_cell_sql(column, lit, row_format.xml_cell, row_format)
     if kind == "datetime":
@@ -153,12 +161,16 @@ def _xlsx_cell(column, row_format: ExportRowFormat, fixed) -> str:
             return f"CASE WHEN {col} IS NULL OR {col} = '' THEN '<c/>' ELSE {slow} END"
         # Exact integer microseconds since Excel's day 0, divided once (as Python's
         # timedelta division does); printed with 16 significant digits (< 1 µs).
-        micros = (f"((CAST(strftime('%s', substr({col}, 1, 19)) AS INTEGER) + {fixed[1] + EXCEL_EPOCH_UNIX}) "
-                  f"* 1000000 + coalesce(CAST(substr({col}, 21, 6) AS INTEGER), 0))")
+        micros = (
+            f"((CAST(strftime('%s', substr({col}, 1, 19)) AS INTEGER) + {fixed[1] + EXCEL_EPOCH_UNIX}) "
+            f"* 1000000 + coalesce(CAST(substr({col}, 21, 6) AS INTEGER), 0))"
+        )
         # printf gives '0' for NULL (an impossible date): nullif sends it to Python, which refuses it.
         serial = f"nullif(printf('%.16g', {micros} / 86400000000.0), '0')"
-        return (f"CASE WHEN {col} IS NULL OR {col} = '' THEN '<c/>' WHEN {guard} "
-                f"THEN coalesce('<c s=\"3\"><v>' || ({serial}) || '</v></c>', {slow}) ELSE {slow} END")
+        return (
+            f"CASE WHEN {col} IS NULL OR {col} = '' THEN '<c/>' WHEN {guard} "
+            f"THEN coalesce('<c s=\"3\"><v>' || ({serial}) || '</v></c>', {slow}) ELSE {slow} END"
+        )
     raise ValueError(kind)
 
 

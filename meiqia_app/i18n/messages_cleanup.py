@@ -3,7 +3,10 @@
 ENTRIES: dict[str, tuple[str, str]] = {
     # --- backups -----------------------------------------------------------------------
     "backup.failed": ("备份失败：{reason}", "Backup failed: {reason}"),
-    "backup.corrupt": ("备份文件未通过检查，已拒绝恢复：{problem}", "The backup file failed its check and was not restored: {problem}"),
+    "backup.corrupt": (
+        "备份文件未通过检查，已拒绝恢复：{problem}",
+        "The backup file failed its check and was not restored: {problem}",
+    ),
     "backup.confirm_mismatch": ("请输入备份文件名以确认", "Type the backup's file name to confirm"),
     # --- cleanup services ----------------------------------------------------------------
     "cleanup.no_criteria": ("请至少选择一个条件", "Choose at least one criterion"),
@@ -45,7 +48,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "cleanup.col.reasons": ("匹配原因", "Reasons"),
     "cleanup.col.since": ("时间", "Since"),
     "cleanup.col.purge_on": ("永久删除日期", "Purged on"),
-    "cleanup.confirm_hint": ("此操作将影响 {count} 位客户。请输入数量 {count} 以确认。", "This affects {count} customers. Type the count {count} to confirm."),
+    "cleanup.confirm_hint": (
+        "此操作将影响 {count} 位客户。请输入数量 {count} 以确认。",
+        "This affects {count} customers. Type the count {count} to confirm.",
+    ),
     "cleanup.confirm_label": ("输入数量以确认", "Type the count to confirm"),
     "cleanup.run": ("执行", "Run"),
     "cleanup.progress": ("已处理 {done} / {total}", "Processed {done} of {total}"),
@@ -75,32 +81,53 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "cleanup.report.processed": ("处理的客户：{count}", "Customers processed: {count}"),
     "cleanup.report.rows": ("{table}：{count} 行", "{table}: {count} rows"),
     "cleanup.report.backup": ("操作前自动备份：{name}", "Automatic backup taken first: {name}"),
-    "cleanup.report.speed": ("客户列表查询耗时：操作前 {before} 毫秒，操作后 {after} 毫秒", "Customer list query time: {before} ms before, {after} ms after"),
-    "cleanup.report.exports": ("已删除可能包含这些客户的导出文件：{count} 个", "Export files that could contain them deleted: {count}"),
+    "cleanup.report.speed": (
+        "客户列表查询耗时：操作前 {before} 毫秒，操作后 {after} 毫秒",
+        "Customer list query time: {before} ms before, {after} ms after",
+    ),
+    "cleanup.report.exports": (
+        "已删除可能包含这些客户的导出文件：{count} 个",
+        "Export files that could contain them deleted: {count}",
+    ),
     # --- archive / trash -------------------------------------------------------------------
     "cleanup.archive_title": ("归档与回收站", "Archived and trash"),
     "cleanup.parked_total": ("共 {count} 位", "{count} in total"),
     "cleanup.restore": ("恢复", "Restore"),
     "cleanup.restore_all": ("全部恢复", "Restore all"),
     "cleanup.restored": ("已恢复 {count} 位客户", "{count} customers restored"),
-    "cleanup.trash_hint": ("回收站中的客户在 {days} 天后由夜间任务永久删除。清空回收站前会自动备份。请输入数量以确认。", "Customers in the trash are purged by the nightly job after {days} days. An automatic backup is taken before emptying the trash. Type the count to confirm."),
+    "cleanup.trash_hint": (
+        "回收站中的客户在 {days} 天后由夜间任务永久删除。清空回收站前会自动备份。请输入数量以确认。",
+        "Customers in the trash are purged by the nightly job after {days} days. An automatic backup is taken before emptying the trash. Type the count to confirm.",
+    ),
     "cleanup.empty_trash": ("清空回收站", "Empty trash"),
     "cleanup.purge_started": ("正在清空回收站…", "Emptying the trash…"),
-    "cleanup.purge_done": ("已永久删除 {count} 位客户；操作前备份：{name}", "{count} customers purged; backup taken first: {name}"),
+    "cleanup.purge_done": (
+        "已永久删除 {count} 位客户；操作前备份：{name}",
+        "{count} customers purged; backup taken first: {name}",
+    ),
     # --- erasure requests --------------------------------------------------------------------
     "cleanup.erasure.request": ("申请删除个人数据", "Request erasure"),
-    "cleanup.erasure.request_hint": ("提交后，由有权限的管理员在“数据清理”中执行删除。删除后无法恢复。", "An administrator carries out the erasure on the Cleanup page. It cannot be undone."),
+    "cleanup.erasure.request_hint": (
+        "提交后，由有权限的管理员在“数据清理”中执行删除。删除后无法恢复。",
+        "An administrator carries out the erasure on the Cleanup page. It cannot be undone.",
+    ),
     "cleanup.erasure.reason": ("原因", "Reason"),
     "cleanup.erasure.submit": ("提交申请", "Submit request"),
     "cleanup.erasure.requested": ("已提交删除申请", "Erasure requested"),
     # --- backups page ---------------------------------------------------------------------------
-    "backup.hint": ("备份保存在服务器的数据目录中，每个备份都经过完整性检查。", "Backups are kept in the server's data directory; each one is integrity-checked."),
+    "backup.hint": (
+        "备份保存在服务器的数据目录中，每个备份都经过完整性检查。",
+        "Backups are kept in the server's data directory; each one is integrity-checked.",
+    ),
     "backup.create_now": ("立即备份", "Back up now"),
     "backup.created": ("已创建备份 {name}", "Backup {name} created"),
     "backup.download": ("下载", "Download"),
     "backup.restore": ("恢复", "Restore"),
     "backup.restore_title": ("从备份恢复", "Restore from backup"),
-    "backup.restore_warning": ("整个数据库将被替换为 {name} 的内容（恢复前会自动备份当前状态）。请输入文件名以确认。", "The whole database will be replaced by {name} (the current state is backed up first). Type the file name to confirm."),
+    "backup.restore_warning": (
+        "整个数据库将被替换为 {name} 的内容（恢复前会自动备份当前状态）。请输入文件名以确认。",
+        "The whole database will be replaced by {name} (the current state is backed up first). Type the file name to confirm.",
+    ),
     "backup.restore_confirm_label": ("输入备份文件名", "Type the backup's file name"),
     "backup.restored": ("已恢复；恢复前的状态保存在 {name}", "Restored; the previous state is in {name}"),
     "backup.col.file": ("文件", "File"),

@@ -80,7 +80,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "report.export_xlsx": ("导出 Excel", "Export XLSX"),
     "report.exported": ("报告已导出", "Report exported"),
     "report.export_pdf": ("导出 PDF", "Export PDF"),
-    "dash.computing": ("报表数据正在首次计算(约一两分钟),完成后自动显示。", "The report figures are being computed for the first time (a minute or two); they appear here when ready."),
+    "dash.computing": (
+        "报表数据正在首次计算(约一两分钟),完成后自动显示。",
+        "The report figures are being computed for the first time (a minute or two); they appear here when ready.",
+    ),
     "report.pdf_by": ("导出人", "Exported by"),
     "report.pdf_at": ("导出时间", "Exported at"),
     "report.pdf_page": ("第 {page} 页", "Page {page}"),

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 ENTRIES: dict[str, tuple[str, str]] = {
     # tag catalogue
-    "tagadmin.name_taken": ("已有同名标签“{name}”（不区分大小写和全半角）", "A tag named “{name}” already exists (case and width are ignored)"),
+    "tagadmin.name_taken": (
+        "已有同名标签“{name}”（不区分大小写和全半角）",
+        "A tag named “{name}” already exists (case and width are ignored)",
+    ),
     "tagadmin.merge_same": ("不能把标签合并到它自己", "A tag cannot be merged into itself"),
-    "tagadmin.bad_thresholds": ("阈值须满足 0 < 活跃天数 < 流失天数 ≤ 3650", "Thresholds must satisfy 0 < active days < churn days ≤ 3650"),
+    "tagadmin.bad_thresholds": (
+        "阈值须满足 0 < 活跃天数 < 流失天数 ≤ 3650",
+        "Thresholds must satisfy 0 < active days < churn days ≤ 3650",
+    ),
     # rule validation
     "rule.bad_condition": ("第 {n} 个条件无效", "Condition {n} is not valid"),
     "rule.bad_field": ("第 {n} 个条件：未知字段", "Condition {n}: unknown field"),
-    "rule.bad_operator": ("第 {n} 个条件：该字段不支持此运算", "Condition {n}: this operator does not apply to the field"),
+    "rule.bad_operator": (
+        "第 {n} 个条件：该字段不支持此运算",
+        "Condition {n}: this operator does not apply to the field",
+    ),
     "rule.bad_number": ("第 {n} 个条件：请输入有效数字", "Condition {n}: enter a valid number"),
     "rule.bad_choice": ("第 {n} 个条件：请选择有效的值", "Condition {n}: choose a valid value"),
     "rule.bad_text": ("第 {n} 个条件：请输入 1–32 个字符", "Condition {n}: enter 1–32 characters"),
@@ -24,7 +33,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "tagadmin.tab.tags": ("标签", "Tags"),
     "tagadmin.tab.rules": ("自动打标规则", "Auto-tagging rules"),
     "tagadmin.tab.hygiene": ("标签整理", "Tag hygiene"),
-    "tagadmin.hint": ("标签名称不区分大小写和全半角；使用次数 = 拥有该标签的客户数", "Names ignore case and width; usage = customers who have the tag"),
+    "tagadmin.hint": (
+        "标签名称不区分大小写和全半角；使用次数 = 拥有该标签的客户数",
+        "Names ignore case and width; usage = customers who have the tag",
+    ),
     "tagadmin.new": ("新建标签", "New tag"),
     "tagadmin.edit": ("编辑标签", "Edit tag"),
     "tagadmin.name": ("名称", "Name"),
@@ -42,14 +54,23 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "tagadmin.last_assigned": ("最近打标", "Last assigned"),
     "tagadmin.merge": ("合并", "Merge"),
     "tagadmin.merge_title": ("合并标签“{name}”", "Merge tag “{name}”"),
-    "tagadmin.merge_hint": ("该标签的客户和规则将转到目标标签，原标签随后删除。", "Its customers and rules move to the target tag; this tag is then deleted."),
+    "tagadmin.merge_hint": (
+        "该标签的客户和规则将转到目标标签，原标签随后删除。",
+        "Its customers and rules move to the target tag; this tag is then deleted.",
+    ),
     "tagadmin.merge_into": ("合并到…", "Merge into…"),
     "tagadmin.merge_a_into_b": ("合并前者", "Merge the first"),
     "tagadmin.merged": ("已合并，{count} 位客户获得目标标签", "Merged; {count} customers got the target tag"),
     "tagadmin.saved": ("已保存标签“{name}”", "Tag “{name}” saved"),
-    "tagadmin.deleted": ("已删除标签“{name}”（影响 {count} 位客户）", "Tag “{name}” deleted ({count} customers affected)"),
+    "tagadmin.deleted": (
+        "已删除标签“{name}”（影响 {count} 位客户）",
+        "Tag “{name}” deleted ({count} customers affected)",
+    ),
     "tagadmin.delete_title": ("删除标签", "Delete tag"),
-    "tagadmin.delete_message": ("删除标签“{name}”将从 {count} 位客户身上移除它，并删除它的规则。此操作不可撤销。", "Deleting “{name}” removes it from {count} customers and deletes its rules. This cannot be undone."),
+    "tagadmin.delete_message": (
+        "删除标签“{name}”将从 {count} 位客户身上移除它，并删除它的规则。此操作不可撤销。",
+        "Deleting “{name}” removes it from {count} customers and deletes its rules. This cannot be undone.",
+    ),
     "tagadmin.idle_days": ("未使用天数", "Idle for days"),
     "tagadmin.refresh": ("刷新", "Refresh"),
     "tagadmin.unused": ("从未使用的标签", "Unused tags"),
@@ -59,7 +80,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "tagadmin.same_pinyin": ("拼音相同", "same pinyin"),
     "tagadmin.similar_spelling": ("写法相近", "similar spelling"),
     # rules
-    "rule.hint": ("规则每晚自动运行，客户资料变化时也会针对该客户运行；手动添加的标签不会被规则移除", "Rules run nightly and for a customer when their data changes; manual tags are never removed by a rule"),
+    "rule.hint": (
+        "规则每晚自动运行，客户资料变化时也会针对该客户运行；手动添加的标签不会被规则移除",
+        "Rules run nightly and for a customer when their data changes; manual tags are never removed by a rule",
+    ),
     "rule.new": ("新建规则", "New rule"),
     "rule.edit": ("编辑规则", "Edit rule"),
     "rule.name": ("规则名称", "Rule name"),
@@ -73,7 +97,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "rule.match.any": ("任一条件", "any condition"),
     "rule.enabled": ("启用", "Enabled"),
     "rule.last_run_at": ("上次运行", "Last run"),
-    "rule.last_run": ("匹配 {matched}，新增 {added}，移除 {removed}", "matched {matched}, added {added}, removed {removed}"),
+    "rule.last_run": (
+        "匹配 {matched}，新增 {added}，移除 {removed}",
+        "matched {matched}, added {added}, removed {removed}",
+    ),
     "rule.run_now": ("立即运行", "Run now"),
     "rule.run_all": ("运行全部规则", "Run all rules"),
     "rule.job": ("运行进度", "Run progress"),
@@ -131,7 +158,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "rule.field.inquiry_count": ("咨询会话数", "Inquiry conversations"),
     "rule.field.product_views": ("商品浏览次数", "Product views"),
     "tagadmin.thresholds": ("生命周期阶段阈值", "Lifecycle stage thresholds"),
-    "tagadmin.thresholds_hint": ("潜在：从未购买；新：首购在 N 天内；活跃：N 天内有活动；流失：超过 N 天无活动；其余为沉睡", "Prospect: never bought; new: first purchase within N days; active: activity within N days; churned: no activity for more than N days; otherwise dormant"),
+    "tagadmin.thresholds_hint": (
+        "潜在：从未购买；新：首购在 N 天内；活跃：N 天内有活动；流失：超过 N 天无活动；其余为沉睡",
+        "Prospect: never bought; new: first purchase within N days; active: activity within N days; churned: no activity for more than N days; otherwise dormant",
+    ),
     "tagadmin.lc_new": ("新客户（天）", "New (days)"),
     "tagadmin.lc_active": ("活跃（天）", "Active (days)"),
     "tagadmin.lc_churn": ("流失（天）", "Churned (days)"),

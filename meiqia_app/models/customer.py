@@ -57,8 +57,9 @@ class Customer(SQLModel, table=True):
         _working_set_index("ix_customer_tier", "status", "membership_tier", "last_active_at"),
         _working_set_index("ix_customer_region", "status", "province", "city", "last_active_at"),
         # Reports: new customers per period by source / region and their conversion, index-only.
-        _working_set_index("ix_customer_report_registered", "status", "registered_at", "source", "province",
-                           "first_purchase_at"),
+        _working_set_index(
+            "ix_customer_report_registered", "status", "registered_at", "source", "province", "first_purchase_at"
+        ),
         # Duplicate finder and import de-duplication.
         Index("ix_customer_phone", "phone"),
         Index("ix_customer_email", "email"),

@@ -118,8 +118,10 @@ class Backup(SQLModel, table=True):
 
 class ErasureRequest(SQLModel, table=True):
     __tablename__ = "erasure_request"
-    __table_args__ = (Index("ix_erasure_status", "status", "customer_id"),
-                      Index("ix_erasure_customer", "customer_id"))  # purge and its FK cascade
+    __table_args__ = (
+        Index("ix_erasure_status", "status", "customer_id"),
+        Index("ix_erasure_customer", "customer_id"),
+    )  # purge and its FK cascade
 
     id: int | None = Field(default=None, primary_key=True)
     customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")

@@ -47,39 +47,66 @@ def two_step_card() -> rx.Component:
         rx.text(t("account.recovery_left", count=S.recovery_left), size="2", id="recovery-left"),
         rx.match(
             S.reenrol_step,
-            ("scan", rx.vstack(
-                rx.text(t("account.reenrol_hint"), size="2"),
-                rx.image(src=S.reenrol_qr, alt=t("auth.qr_alt"), width="200px", height="200px"),
-                rx.text(t("auth.manual_key"), ": ", rx.code(S.reenrol_secret, id="reenrol-secret"), size="2"),
-                rx.form(
-                    rx.vstack(
-                        rx.el.label(t("auth.totp_code"), html_for="reenrol-code", font_size="14px"),
-                        rx.input(id="reenrol-code", name="code", auto_complete="one-time-code", input_mode="numeric",
-                                 required=True, max_length=6),
-                        field_error(S.reenrol_error),
-                        rx.hstack(
-                            rx.button(t("common.cancel"), type="button", variant="soft", color_scheme="gray",
-                                      on_click=S.cancel_reenrol),
-                            rx.button(t("auth.verify"), type="submit", id="reenrol-submit"),
+            (
+                "scan",
+                rx.vstack(
+                    rx.text(t("account.reenrol_hint"), size="2"),
+                    rx.image(src=S.reenrol_qr, alt=t("auth.qr_alt"), width="200px", height="200px"),
+                    rx.text(t("auth.manual_key"), ": ", rx.code(S.reenrol_secret, id="reenrol-secret"), size="2"),
+                    rx.form(
+                        rx.vstack(
+                            rx.el.label(t("auth.totp_code"), html_for="reenrol-code", font_size="14px"),
+                            rx.input(
+                                id="reenrol-code",
+                                name="code",
+                                auto_complete="one-time-code",
+                                input_mode="numeric",
+                                required=True,
+                                max_length=6,
+                            ),
+                            field_error(S.reenrol_error),
+                            rx.hstack(
+                                rx.button(
+                                    t("common.cancel"),
+                                    type="button",
+                                    variant="soft",
+                                    color_scheme="gray",
+                                    on_click=S.cancel_reenrol,
+                                ),
+                                rx.button(t("auth.verify"), type="submit", id="reenrol-submit"),
+                                spacing="2",
+                            ),
                             spacing="2",
                         ),
-                        spacing="2",
+                        on_submit=S.confirm_reenrol,
                     ),
-                    on_submit=S.confirm_reenrol,
+                    spacing="3",
+                    margin_top="3",
                 ),
-                spacing="3",
+            ),
+            (
+                "codes",
+                rx.vstack(
+                    rx.callout(t("auth.recovery_prompt"), icon="key-round"),
+                    rx.grid(
+                        rx.foreach(S.new_recovery_codes, lambda code: rx.code(code, size="3")),
+                        columns="2",
+                        spacing="2",
+                        id="new-recovery-codes",
+                    ),
+                    rx.button(t("auth.recovery_done"), on_click=S.finish_reenrol),
+                    spacing="3",
+                    margin_top="3",
+                ),
+            ),
+            rx.button(
+                rx.icon("smartphone", size=16),
+                t("account.reenrol"),
+                on_click=S.start_reenrol,
+                variant="soft",
                 margin_top="3",
-            )),
-            ("codes", rx.vstack(
-                rx.callout(t("auth.recovery_prompt"), icon="key-round"),
-                rx.grid(rx.foreach(S.new_recovery_codes, lambda code: rx.code(code, size="3")), columns="2",
-                        spacing="2", id="new-recovery-codes"),
-                rx.button(t("auth.recovery_done"), on_click=S.finish_reenrol),
-                spacing="3",
-                margin_top="3",
-            )),
-            rx.button(rx.icon("smartphone", size=16), t("account.reenrol"), on_click=S.start_reenrol,
-                      variant="soft", margin_top="3", id="start-reenrol"),
+                id="start-reenrol",
+            ),
         ),
         width="100%",
         max_width="480px",
@@ -89,11 +116,21 @@ def two_step_card() -> rx.Component:
 def sessions_card() -> rx.Component:
     return rx.card(
         rx.heading(t("account.sessions"), size="4", as_="h2", margin_bottom="3"),
-        rx.button(rx.icon("log-out", size=16), t("account.logout_everywhere"), color_scheme="red", variant="soft",
-                  on_click=S.set_logout_all_open(True), id="logout-everywhere"),
-        confirm_dialog(open_var=S.logout_all_open, on_open_change=S.set_logout_all_open,
-                       on_confirm=S.logout_everywhere, title=t("users.confirm_title"),
-                       message=t("account.confirm_logout_everywhere")),
+        rx.button(
+            rx.icon("log-out", size=16),
+            t("account.logout_everywhere"),
+            color_scheme="red",
+            variant="soft",
+            on_click=S.set_logout_all_open(True),
+            id="logout-everywhere",
+        ),
+        confirm_dialog(
+            open_var=S.logout_all_open,
+            on_open_change=S.set_logout_all_open,
+            on_confirm=S.logout_everywhere,
+            title=t("users.confirm_title"),
+            message=t("account.confirm_logout_everywhere"),
+        ),
         width="100%",
         max_width="480px",
     )
@@ -101,7 +138,12 @@ def sessions_card() -> rx.Component:
 
 def account_page() -> rx.Component:
     return page_shell(
-        rx.flex(password_card(), rx.vstack(two_step_card(), sessions_card(), spacing="4", width="100%"),
-                spacing="4", wrap="wrap", width="100%"),
+        rx.flex(
+            password_card(),
+            rx.vstack(two_step_card(), sessions_card(), spacing="4", width="100%"),
+            spacing="4",
+            wrap="wrap",
+            width="100%",
+        ),
         title_key="account.title",
     )

@@ -23,15 +23,27 @@ def _role_header(role: RoleView) -> rx.Component:
             rx.text(_label(role), weight="bold"),
             rx.text(t("roles.users", count=role.user_count), size="1", color_scheme="gray"),
             rx.hstack(
-                rx.icon_button(rx.icon("file-down", size=14), size="1", variant="ghost",
-                               on_click=S.open_policy(role.id), aria_label=t("roles.export_policy"),
-                               title=t("roles.export_policy"), id="policy-" + role.name),
+                rx.icon_button(
+                    rx.icon("file-down", size=14),
+                    size="1",
+                    variant="ghost",
+                    on_click=S.open_policy(role.id),
+                    aria_label=t("roles.export_policy"),
+                    title=t("roles.export_policy"),
+                    id="policy-" + role.name,
+                ),
                 rx.cond(
                     role.is_builtin,
                     rx.badge(t("roles.builtin"), size="1", variant="soft"),
-                    rx.icon_button(rx.icon("trash-2", size=14), size="1", variant="ghost", color_scheme="red",
-                                   on_click=S.ask_delete(role.id), aria_label=t("common.delete"),
-                                   id="delete-role-" + role.name),
+                    rx.icon_button(
+                        rx.icon("trash-2", size=14),
+                        size="1",
+                        variant="ghost",
+                        color_scheme="red",
+                        on_click=S.ask_delete(role.id),
+                        aria_label=t("common.delete"),
+                        id="delete-role-" + role.name,
+                    ),
                 ),
                 spacing="1",
                 align="center",
@@ -78,8 +90,11 @@ def matrix() -> rx.Component:
                 *[
                     rx.table.row(
                         rx.table.row_header_cell(
-                            rx.vstack(rx.text(t(f"perm.{permission}")),
-                                      rx.code(permission, size="1", variant="ghost"), spacing="0"),
+                            rx.vstack(
+                                rx.text(t(f"perm.{permission}")),
+                                rx.code(permission, size="1", variant="ghost"),
+                                spacing="0",
+                            ),
                         ),
                         rx.foreach(S.roles, _cell_for(permission)),
                     )
@@ -172,11 +187,21 @@ def policy_dialog() -> rx.Component:
 
 def admin_roles_page() -> rx.Component:
     return page_shell(
-        rx.hstack(rx.text(t("roles.matrix_hint"), size="2", color_scheme="gray"), rx.spacer(), create_dialog(),
-                  width="100%", align="center"),
+        rx.hstack(
+            rx.text(t("roles.matrix_hint"), size="2", color_scheme="gray"),
+            rx.spacer(),
+            create_dialog(),
+            width="100%",
+            align="center",
+        ),
         matrix(),
         policy_dialog(),
-        confirm_dialog(open_var=S.delete_open, on_open_change=S.set_delete_open, on_confirm=S.delete_role,
-                       title=t("users.confirm_title"), message=t("roles.confirm_delete", name=S.delete_name)),
+        confirm_dialog(
+            open_var=S.delete_open,
+            on_open_change=S.set_delete_open,
+            on_confirm=S.delete_role,
+            title=t("users.confirm_title"),
+            message=t("roles.confirm_delete", name=S.delete_name),
+        ),
         title_key="roles.title",
     )

@@ -28,8 +28,11 @@ def _role_select(row: UserRowView) -> rx.Component:
 
 def _status(row: UserRowView) -> rx.Component:
     return rx.hstack(
-        rx.cond(row.is_active, rx.badge(t("users.active"), color_scheme="green"),
-                rx.badge(t("users.inactive"), color_scheme="gray")),
+        rx.cond(
+            row.is_active,
+            rx.badge(t("users.active"), color_scheme="green"),
+            rx.badge(t("users.inactive"), color_scheme="gray"),
+        ),
         rx.cond(row.locked, rx.badge(rx.icon("lock", size=12), t("users.unlock"), color_scheme="red")),
         spacing="1",
     )
@@ -38,9 +41,12 @@ def _status(row: UserRowView) -> rx.Component:
 def _actions(row: UserRowView) -> rx.Component:
     return rx.menu.root(
         rx.menu.trigger(
-            rx.icon_button(rx.icon("ellipsis", size=16), variant="ghost",
-                           aria_label=t("users.actions_for", username=row.username),
-                           id="user-actions-" + row.username),
+            rx.icon_button(
+                rx.icon("ellipsis", size=16),
+                variant="ghost",
+                aria_label=t("users.actions_for", username=row.username),
+                id="user-actions-" + row.username,
+            ),
         ),
         rx.menu.content(
             rx.menu.item(t("users.reset_password"), on_click=S.open_password(row.id)),
@@ -73,8 +79,16 @@ def _row(row: UserRowView) -> rx.Component:
 
 
 def users_table() -> rx.Component:
-    headers = ["users.col.username", "users.col.display_name", "users.col.role", "users.col.status",
-               "users.col.totp", "users.col.last_login", "users.col.sessions", "common.actions"]
+    headers = [
+        "users.col.username",
+        "users.col.display_name",
+        "users.col.role",
+        "users.col.status",
+        "users.col.totp",
+        "users.col.last_login",
+        "users.col.sessions",
+        "common.actions",
+    ]
     return rx.table.root(
         rx.table.header(rx.table.row(*[rx.table.column_header_cell(t(key), scope="col") for key in headers])),
         rx.table.body(rx.foreach(S.rows, _row)),
@@ -96,25 +110,40 @@ def _labelled(label_key: str, control: rx.Component, error_key: str) -> rx.Compo
 
 def create_dialog() -> rx.Component:
     return rx.dialog.root(
-        rx.dialog.trigger(rx.button(rx.icon("user-plus", size=16), t("users.new"), on_click=S.open_create,
-                                    id="new-user")),
+        rx.dialog.trigger(
+            rx.button(rx.icon("user-plus", size=16), t("users.new"), on_click=S.open_create, id="new-user")
+        ),
         rx.dialog.content(
             rx.dialog.title(t("users.new")),
             rx.form(
                 rx.vstack(
-                    _labelled("users.col.username", rx.input(id="new-username", name="username", required=True,
-                                                             auto_complete="off"), "username"),
-                    _labelled("users.col.display_name", rx.input(id="new-display-name", name="display_name"),
-                              "display_name"),
-                    _labelled("users.password", rx.input(id="new-password", name="password", type="password",
-                                                         required=True, auto_complete="new-password"), "password"),
+                    _labelled(
+                        "users.col.username",
+                        rx.input(id="new-username", name="username", required=True, auto_complete="off"),
+                        "username",
+                    ),
+                    _labelled(
+                        "users.col.display_name", rx.input(id="new-display-name", name="display_name"), "display_name"
+                    ),
+                    _labelled(
+                        "users.password",
+                        rx.input(
+                            id="new-password",
+                            name="password",
+                            type="password",
+                            required=True,
+                            auto_complete="new-password",
+                        ),
+                        "password",
+                    ),
                     rx.text(t("users.password_hint"), size="1", color_scheme="gray"),
                     rx.vstack(
                         rx.el.label(t("users.col.role"), html_for="new-role", font_size="14px"),
                         rx.select.root(
                             rx.select.trigger(id="new-role", aria_label=t("users.col.role")),
-                            rx.select.content(rx.foreach(S.role_choices,
-                                                         lambda c: rx.select.item(_role_label(c), value=c.name))),
+                            rx.select.content(
+                                rx.foreach(S.role_choices, lambda c: rx.select.item(_role_label(c), value=c.name))
+                            ),
                             name="role",
                             default_value="agent",
                         ),
@@ -140,8 +169,13 @@ def password_dialog() -> rx.Component:
             rx.form(
                 rx.vstack(
                     rx.el.label(t("users.new_password"), html_for="reset-password", font_size="14px"),
-                    rx.input(id="reset-password", name="new_password", type="password", required=True,
-                             auto_complete="new-password"),
+                    rx.input(
+                        id="reset-password",
+                        name="new_password",
+                        type="password",
+                        required=True,
+                        auto_complete="new-password",
+                    ),
                     field_error(S.password_error),
                     rx.text(t("users.password_hint"), size="1", color_scheme="gray"),
                     form_buttons("reset-password-submit"),
@@ -167,7 +201,12 @@ def admin_users_page() -> rx.Component:
         rx.hstack(rx.spacer(), create_dialog(), width="100%"),
         users_table(),
         password_dialog(),
-        confirm_dialog(open_var=S.confirm_open, on_open_change=S.set_confirm_open, on_confirm=S.confirm,
-                       title=t("users.confirm_title"), message=message),
+        confirm_dialog(
+            open_var=S.confirm_open,
+            on_open_change=S.set_confirm_open,
+            on_confirm=S.confirm,
+            title=t("users.confirm_title"),
+            message=message,
+        ),
         title_key="users.title",
     )

@@ -25,8 +25,13 @@ def _row(row: AuditRow) -> rx.Component:
         rx.table.cell(row.actor),
         rx.table.cell(rx.code(row.action, variant="ghost")),
         rx.table.cell(row.target),
-        rx.table.cell(rx.hstack(_result_badge(row.result),
-                                rx.cond(row.flagged, rx.icon("flag", size=14, color="var(--red-9)")), spacing="1")),
+        rx.table.cell(
+            rx.hstack(
+                _result_badge(row.result),
+                rx.cond(row.flagged, rx.icon("flag", size=14, color="var(--red-9)")),
+                spacing="1",
+            )
+        ),
         rx.table.cell(rx.text(row.details, size="1", style={"word_break": "break-all"}), max_width="420px"),
         rx.table.cell(row.client_ip),
         class_name="audit-row",
@@ -65,8 +70,14 @@ def filter_bar() -> rx.Component:
             ),
             _filter_input("audit.filter.date_from", "date_from", "date"),
             _filter_input("audit.filter.date_to", "date_to", "date"),
-            rx.el.label(rx.hstack(rx.checkbox(name="flagged", value="1", id="audit-flagged"),
-                                  rx.text(t("export.audit.flagged_only"), size="2"), spacing="1", align="center")),
+            rx.el.label(
+                rx.hstack(
+                    rx.checkbox(name="flagged", value="1", id="audit-flagged"),
+                    rx.text(t("export.audit.flagged_only"), size="2"),
+                    spacing="1",
+                    align="center",
+                )
+            ),
             rx.button(rx.icon("filter", size=14), t("common.apply"), type="submit", id="audit-apply"),
             spacing="3",
             wrap="wrap",
@@ -80,7 +91,8 @@ def filter_bar() -> rx.Component:
 
 def _preset_button(name: str, label_key: str, icon: str) -> rx.Component:
     return rx.button(
-        rx.icon(icon, size=14), t(label_key),
+        rx.icon(icon, size=14),
+        t(label_key),
         on_click=S.apply_preset(name),
         variant=rx.cond(S.active_preset == name, "solid", "soft"),
         size="2",
@@ -94,9 +106,16 @@ def preset_bar() -> rx.Component:
         rx.text(t("export.audit.presets"), size="2", color_scheme="gray"),
         _preset_button("exports", "export.audit.preset_exports", "file-down"),
         _preset_button("export_alerts", "export.audit.preset_export_alerts", "flag"),
-        rx.cond(S.active_preset != "",
-                rx.button(t("export.audit.preset_none"), on_click=S.apply_preset(""), variant="ghost", size="2",
-                          id="audit-preset-none")),
+        rx.cond(
+            S.active_preset != "",
+            rx.button(
+                t("export.audit.preset_none"),
+                on_click=S.apply_preset(""),
+                variant="ghost",
+                size="2",
+                id="audit-preset-none",
+            ),
+        ),
         spacing="2",
         align="center",
         wrap="wrap",
@@ -106,13 +125,23 @@ def preset_bar() -> rx.Component:
 def audit_page() -> rx.Component:
     return page_shell(
         rx.hstack(
-            rx.button(rx.icon("shield-check", size=16), t("audit.verify"), on_click=S.verify, variant="soft",
-                      id="audit-verify"),
+            rx.button(
+                rx.icon("shield-check", size=16),
+                t("audit.verify"),
+                on_click=S.verify,
+                variant="soft",
+                id="audit-verify",
+            ),
             rx.cond(
                 S.verify_message != "",
-                rx.callout(S.verify_message, icon=rx.cond(S.verify_ok, "check", "triangle-alert"),
-                           color_scheme=rx.cond(S.verify_ok, "green", "red"), size="1", id="audit-verify-result",
-                           role="status"),
+                rx.callout(
+                    S.verify_message,
+                    icon=rx.cond(S.verify_ok, "check", "triangle-alert"),
+                    color_scheme=rx.cond(S.verify_ok, "green", "red"),
+                    size="1",
+                    id="audit-verify-result",
+                    role="status",
+                ),
             ),
             align="center",
             spacing="3",
@@ -121,11 +150,22 @@ def audit_page() -> rx.Component:
         filter_bar(),
         rx.box(
             rx.table.root(
-                rx.table.header(rx.table.row(*[
-                    rx.table.column_header_cell(t(key), scope="col") for key in (
-                        "audit.col.time", "audit.col.actor", "audit.col.action", "audit.col.target",
-                        "audit.col.result", "audit.col.details", "audit.col.ip")
-                ])),
+                rx.table.header(
+                    rx.table.row(
+                        *[
+                            rx.table.column_header_cell(t(key), scope="col")
+                            for key in (
+                                "audit.col.time",
+                                "audit.col.actor",
+                                "audit.col.action",
+                                "audit.col.target",
+                                "audit.col.result",
+                                "audit.col.details",
+                                "audit.col.ip",
+                            )
+                        ]
+                    )
+                ),
                 rx.table.body(rx.foreach(S.rows, _row)),
                 variant="surface",
                 size="1",

@@ -13,8 +13,12 @@ from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_activity import KINDS
 from meiqia_app.state.customer_activity import CustomerActivityState as S
 
-KIND_ICONS = {"conversation": "message-circle", "order": "shopping-bag", "event": "mouse-pointer-click",
-              "note": "sticky-note"}
+KIND_ICONS = {
+    "conversation": "message-circle",
+    "order": "shopping-bag",
+    "event": "mouse-pointer-click",
+    "note": "sticky-note",
+}
 
 
 def _removable_tag(tag: TagChip) -> rx.Component:
@@ -22,8 +26,13 @@ def _removable_tag(tag: TagChip) -> rx.Component:
         tag.name,
         rx.cond(
             AppState.perms.contains("tag.assign"),
-            rx.icon_button(rx.icon("x", size=10), size="1", variant="ghost", on_click=S.remove_tag(tag.id),
-                           aria_label=t("tag.remove", name=tag.name)),
+            rx.icon_button(
+                rx.icon("x", size=10),
+                size="1",
+                variant="ghost",
+                on_click=S.remove_tag(tag.id),
+                aria_label=t("tag.remove", name=tag.name),
+            ),
         ),
         color_scheme=rx.match(tag.color, *[(c, c) for c in RADIX_COLORS], "gray"),
         variant="soft",
@@ -33,8 +42,14 @@ def _removable_tag(tag: TagChip) -> rx.Component:
 
 
 def _suggestion(option: TagOption) -> rx.Component:
-    return rx.button(option.name, size="1", variant="outline", on_click=S.add_tag(option.id), type="button",
-                     class_name="tag-suggestion")
+    return rx.button(
+        option.name,
+        size="1",
+        variant="outline",
+        on_click=S.add_tag(option.id),
+        type="button",
+        class_name="tag-suggestion",
+    )
 
 
 def tags_editor() -> rx.Component:
@@ -44,9 +59,17 @@ def tags_editor() -> rx.Component:
             AppState.perms.contains("tag.assign"),
             rx.form(
                 rx.hstack(
-                    rx.input(id="tag-input", name="tag", placeholder=t("tag.placeholder"), aria_label=t("tag.add"),
-                             on_change=S.suggest.debounce(200), on_focus=S.suggest(""), size="1", width="200px",
-                             auto_complete="off"),
+                    rx.input(
+                        id="tag-input",
+                        name="tag",
+                        placeholder=t("tag.placeholder"),
+                        aria_label=t("tag.add"),
+                        on_change=S.suggest.debounce(200),
+                        on_focus=S.suggest(""),
+                        size="1",
+                        width="200px",
+                        auto_complete="off",
+                    ),
                     rx.button(rx.icon("plus", size=12), t("tag.add"), size="1", type="submit", id="tag-add"),
                     rx.hstack(rx.foreach(S.tag_suggestions, _suggestion), spacing="1", wrap="wrap"),
                     spacing="2",
@@ -75,8 +98,9 @@ def _message(message: MessageItem) -> rx.Component:
 
 def _note_actions(item: TimelineItem) -> rx.Component:
     return rx.hstack(
-        rx.cond(item.can_edit, rx.button(t("common.edit"), size="1", variant="ghost",
-                                         on_click=S.start_note_edit(item.id))),
+        rx.cond(
+            item.can_edit, rx.button(t("common.edit"), size="1", variant="ghost", on_click=S.start_note_edit(item.id))
+        ),
         rx.cond(
             item.can_delete,
             rx.alert_dialog.root(
@@ -86,9 +110,12 @@ def _note_actions(item: TimelineItem) -> rx.Component:
                     rx.alert_dialog.description(item.summary, size="2"),
                     rx.hstack(
                         rx.alert_dialog.cancel(rx.button(t("common.cancel"), variant="soft", color_scheme="gray")),
-                        rx.alert_dialog.action(rx.button(t("common.delete"), color_scheme="red",
-                                                         on_click=S.delete_note(item.id))),
-                        justify="end", spacing="3", margin_top="12px",
+                        rx.alert_dialog.action(
+                            rx.button(t("common.delete"), color_scheme="red", on_click=S.delete_note(item.id))
+                        ),
+                        justify="end",
+                        spacing="3",
+                        margin_top="12px",
                     ),
                 ),
             ),
@@ -102,9 +129,11 @@ def _note_edit_form(item: TimelineItem) -> rx.Component:
         rx.vstack(
             rx.text_area(name="text", default_value=item.body, aria_label=t("note.add"), width="100%", rows="3"),
             rx.cond(S.note_error != "", rx.text(S.note_error, color="var(--red-11)", size="1")),
-            rx.hstack(rx.button(t("common.cancel"), size="1", variant="soft", type="button",
-                                on_click=S.cancel_note_edit),
-                      rx.button(t("common.save"), size="1", type="submit"), spacing="2"),
+            rx.hstack(
+                rx.button(t("common.cancel"), size="1", variant="soft", type="button", on_click=S.cancel_note_edit),
+                rx.button(t("common.save"), size="1", type="submit"),
+                spacing="2",
+            ),
             width="100%",
         ),
         on_submit=S.save_note,
@@ -115,8 +144,11 @@ def _note_edit_form(item: TimelineItem) -> rx.Component:
 def _timeline_item(item: TimelineItem) -> rx.Component:
     return rx.box(
         rx.hstack(
-            rx.match(item.kind, *[(kind, rx.icon(icon, size=16, aria_hidden="true")) for kind, icon in KIND_ICONS.items()],
-                     rx.icon("circle", size=16)),
+            rx.match(
+                item.kind,
+                *[(kind, rx.icon(icon, size=16, aria_hidden="true")) for kind, icon in KIND_ICONS.items()],
+                rx.icon("circle", size=16),
+            ),
             rx.text(item.title, weight="medium", size="2"),
             rx.spacer(),
             rx.text(item.at, size="1", color_scheme="gray"),
@@ -130,14 +162,28 @@ def _timeline_item(item: TimelineItem) -> rx.Component:
         ),
         rx.cond(item.detail != "", rx.text(item.detail, size="1", color_scheme="gray")),
         rx.hstack(
-            rx.cond(item.expandable, rx.button(
-                rx.cond(S.expanded_key == item.key, t("timeline.collapse"), t("timeline.expand")),
-                size="1", variant="ghost", on_click=S.toggle_messages(item.key, item.id))),
+            rx.cond(
+                item.expandable,
+                rx.button(
+                    rx.cond(S.expanded_key == item.key, t("timeline.collapse"), t("timeline.expand")),
+                    size="1",
+                    variant="ghost",
+                    on_click=S.toggle_messages(item.key, item.id),
+                ),
+            ),
             rx.cond(item.kind == "note", _note_actions(item)),
         ),
-        rx.cond(S.expanded_key == item.key,
-                rx.vstack(rx.foreach(S.messages, _message), spacing="1", padding="8px",
-                          background="var(--gray-2)", border_radius="6px", width="100%")),
+        rx.cond(
+            S.expanded_key == item.key,
+            rx.vstack(
+                rx.foreach(S.messages, _message),
+                spacing="1",
+                padding="8px",
+                background="var(--gray-2)",
+                border_radius="6px",
+                width="100%",
+            ),
+        ),
         padding_y="10px",
         border_bottom="1px solid var(--gray-4)",
         width="100%",
@@ -151,10 +197,18 @@ def note_form() -> rx.Component:
         AppState.perms.contains("customer.edit"),
         rx.form(
             rx.vstack(
-                rx.text_area(id="note-text", name="text", placeholder=t("note.placeholder"), aria_label=t("note.add"),
-                             width="100%", rows="2"),
-                rx.cond((S.note_error != "") & (S.editing_note_id == 0),
-                        rx.text(S.note_error, color="var(--red-11)", size="1", role="alert")),
+                rx.text_area(
+                    id="note-text",
+                    name="text",
+                    placeholder=t("note.placeholder"),
+                    aria_label=t("note.add"),
+                    width="100%",
+                    rows="2",
+                ),
+                rx.cond(
+                    (S.note_error != "") & (S.editing_note_id == 0),
+                    rx.text(S.note_error, color="var(--red-11)", size="1", role="alert"),
+                ),
                 rx.button(rx.icon("plus", size=14), t("note.add"), size="2", type="submit", id="note-add"),
                 spacing="2",
                 width="100%",
@@ -192,8 +246,16 @@ def timeline_card() -> rx.Component:
                 rx.vstack(rx.foreach(S.items, _timeline_item), spacing="0", width="100%", id="timeline"),
                 rx.text(t("timeline.empty"), color_scheme="gray", size="2"),
             ),
-            rx.cond(S.has_more, rx.button(t("timeline.load_more"), variant="soft", on_click=S.load_more,
-                                          loading=S.loading_more, id="timeline-more")),
+            rx.cond(
+                S.has_more,
+                rx.button(
+                    t("timeline.load_more"),
+                    variant="soft",
+                    on_click=S.load_more,
+                    loading=S.loading_more,
+                    id="timeline-more",
+                ),
+            ),
             spacing="3",
             width="100%",
         ),

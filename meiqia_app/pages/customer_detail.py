@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import reflex as rx
 
+from meiqia_app.components.dialogs import field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
-from meiqia_app.components.dialogs import field_error, form_buttons
-from meiqia_app.pages.customer_activity import tags_editor, timeline_card
 from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
+from meiqia_app.pages.customer_activity import tags_editor, timeline_card
 from meiqia_app.services.customers import ConsentView
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_detail import CustomerDetailState as S
@@ -46,7 +46,10 @@ def profile_card() -> rx.Component:
                 spacing="3",
             ),
             tags_editor(),
-            rx.cond(c.erasure_pending, rx.callout(t("customer.erasure_pending"), icon="triangle-alert", color_scheme="orange")),
+            rx.cond(
+                c.erasure_pending,
+                rx.callout(t("customer.erasure_pending"), icon="triangle-alert", color_scheme="orange"),
+            ),
             rx.grid(
                 rx.data_list.root(
                     _field("customer.phone", c.phone, "phone"),
@@ -85,9 +88,15 @@ def profile_card() -> rx.Component:
 def _text_input(label_key: str, field: str, value, input_type: str = "text", placeholder=None) -> rx.Component:
     return rx.vstack(
         rx.el.label(t(label_key), html_for=f"edit-{field}", font_size="13px"),
-        rx.input(id=f"edit-{field}", name=field, type=input_type, default_value=value, width="100%",
-                 placeholder=placeholder if placeholder is not None else "",
-                 aria_invalid=rx.cond(S.edit_errors.contains(field), "true", "false")),
+        rx.input(
+            id=f"edit-{field}",
+            name=field,
+            type=input_type,
+            default_value=value,
+            width="100%",
+            placeholder=placeholder if placeholder is not None else "",
+            aria_invalid=rx.cond(S.edit_errors.contains(field), "true", "false"),
+        ),
         field_error(S.edit_errors.get(field, "")),
         spacing="1",
         width="100%",
@@ -127,10 +136,16 @@ def edit_dialog() -> rx.Component:
             rx.cond(
                 S.conflict != "",
                 rx.callout(
-                    rx.hstack(rx.text(S.conflict),
-                              rx.button(t("common.reload"), size="1", on_click=S.reload_after_conflict,
-                                        id="edit-reload"), align="center", spacing="3"),
-                    icon="triangle-alert", color_scheme="red", id="edit-conflict", role="alert",
+                    rx.hstack(
+                        rx.text(S.conflict),
+                        rx.button(t("common.reload"), size="1", on_click=S.reload_after_conflict, id="edit-reload"),
+                        align="center",
+                        spacing="3",
+                    ),
+                    icon="triangle-alert",
+                    color_scheme="red",
+                    id="edit-conflict",
+                    role="alert",
                 ),
             ),
             rx.form(
@@ -139,8 +154,11 @@ def edit_dialog() -> rx.Component:
                     _choice("customer.gender", "gender", c.gender_code, GENDERS, "gender"),
                     _sensitive_input("customer.phone", "phone", c.phone, "tel"),
                     _sensitive_input("customer.email", "email", c.email, "email"),
-                    rx.cond(c.sensitive_visible, _text_input("customer.birthday", "birthday", c.birthday, "date"),
-                            _text_input("customer.birthday", "birthday", "", "date")),
+                    rx.cond(
+                        c.sensitive_visible,
+                        _text_input("customer.birthday", "birthday", c.birthday, "date"),
+                        _text_input("customer.birthday", "birthday", "", "date"),
+                    ),
                     _sensitive_input("customer.address", "address", c.address),
                     _text_input("customer.province", "province", c.province),
                     _text_input("customer.city", "city", c.city),
@@ -174,8 +192,14 @@ def actions_bar() -> rx.Component:
         ),
         rx.cond(
             AppState.perms.contains("customer.edit") & ~S.customer.erasure_pending & ~S.customer.erased,
-            rx.button(rx.icon("user-x", size=16), t("cleanup.erasure.request"), variant="soft", color_scheme="red",
-                      on_click=E.set_erasure_open(True), id="request-erasure"),
+            rx.button(
+                rx.icon("user-x", size=16),
+                t("cleanup.erasure.request"),
+                variant="soft",
+                color_scheme="red",
+                on_click=E.set_erasure_open(True),
+                id="request-erasure",
+            ),
         ),
         erasure_dialog(),
         spacing="2",
@@ -194,7 +218,9 @@ def erasure_dialog() -> rx.Component:
                     rx.text_area(id="erasure-reason", name="reason", max_length=255, width="100%", required=True),
                     field_error(E.erasure_error),
                     form_buttons("erasure-submit", submit_key="cleanup.erasure.submit", color_scheme="red"),
-                    spacing="2", width="100%", margin_top="12px",
+                    spacing="2",
+                    width="100%",
+                    margin_top="12px",
                 ),
                 on_submit=E.submit_erasure,
                 reset_on_submit=True,
@@ -208,13 +234,18 @@ def erasure_dialog() -> rx.Component:
 
 def customer_detail_page() -> rx.Component:
     return page_shell(
-        rx.link(rx.hstack(rx.icon("arrow-left", size=16, aria_hidden="true"), t("customer.back_to_list"), align="center"), href="/customers"),
+        rx.link(
+            rx.hstack(rx.icon("arrow-left", size=16, aria_hidden="true"), t("customer.back_to_list"), align="center"),
+            href="/customers",
+        ),
         rx.cond(
             S.not_found,
             rx.callout(t("customers.not_found"), icon="info", color_scheme="orange", id="customer-not-found"),
-            rx.cond(S.customer, rx.vstack(actions_bar(), profile_card(), edit_dialog(), timeline_card(),
-                                          width="100%", spacing="3"),
-                    rx.spinner(size="3")),
+            rx.cond(
+                S.customer,
+                rx.vstack(actions_bar(), profile_card(), edit_dialog(), timeline_card(), width="100%", spacing="3"),
+                rx.spinner(size="3"),
+            ),
         ),
         title_key="customer.profile",
     )

@@ -8,7 +8,8 @@ from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.services.customer_import import FIELD_LABEL_KEYS
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS
-from meiqia_app.state.customer_import import UPLOAD_ID, CustomerImportState as S
+from meiqia_app.state.customer_import import UPLOAD_ID
+from meiqia_app.state.customer_import import CustomerImportState as S
 
 register_nav(NavItem("/import", "nav.import", "upload", "customer.import"))
 
@@ -25,8 +26,10 @@ def upload_step() -> rx.Component:
                 spacing="2",
             ),
             id=UPLOAD_ID,
-            accept={"text/csv": [".csv", ".tsv", ".txt"],
-                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": [".xlsx"]},
+            accept={
+                "text/csv": [".csv", ".tsv", ".txt"],
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": [".xlsx"],
+            },
             max_files=1,
             multiple=False,
             border="1px dashed var(--gray-8)",
@@ -35,8 +38,11 @@ def upload_step() -> rx.Component:
             width="100%",
         ),
         rx.hstack(rx.foreach(rx.selected_files(UPLOAD_ID), lambda name: rx.badge(name)), spacing="2"),
-        rx.button(t("import.upload"), on_click=S.handle_upload(rx.upload_files(upload_id=UPLOAD_ID)),
-                  id="import-upload-submit"),
+        rx.button(
+            t("import.upload"),
+            on_click=S.handle_upload(rx.upload_files(upload_id=UPLOAD_ID)),
+            id="import-upload-submit",
+        ),
         spacing="3",
         width="100%",
     )
@@ -69,17 +75,25 @@ def mapping_step() -> rx.Component:
         rx.hstack(rx.icon("file-spreadsheet", size=16), rx.text(S.file_name, weight="medium"), align="center"),
         rx.text(t("import.mapping_intro"), size="2"),
         rx.table.root(
-            rx.table.header(rx.table.row(
-                rx.table.column_header_cell(t("import.col_column")),
-                rx.table.column_header_cell(t("import.col_sample")),
-                rx.table.column_header_cell(t("import.col_field")),
-            )),
+            rx.table.header(
+                rx.table.row(
+                    rx.table.column_header_cell(t("import.col_column")),
+                    rx.table.column_header_cell(t("import.col_sample")),
+                    rx.table.column_header_cell(t("import.col_field")),
+                )
+            ),
             rx.table.body(rx.foreach(S.mapping_rows, _mapping_row)),
             width="100%",
             id="import-mapping",
         ),
-        rx.el.label(rx.checkbox(checked=S.skip_duplicates, on_change=S.set_skip_duplicates, id="import-skip-dups"),
-                    t("import.skip_duplicates"), display="flex", gap="6px", align_items="center", font_size="14px"),
+        rx.el.label(
+            rx.checkbox(checked=S.skip_duplicates, on_change=S.set_skip_duplicates, id="import-skip-dups"),
+            t("import.skip_duplicates"),
+            display="flex",
+            gap="6px",
+            align_items="center",
+            font_size="14px",
+        ),
         rx.hstack(
             rx.button(t("common.back"), variant="soft", color_scheme="gray", on_click=S.start_over),
             rx.button(t("import.dry_run"), variant="soft", on_click=S.start_dry_run, id="import-dry-run"),
@@ -95,16 +109,22 @@ def running_step() -> rx.Component:
     return rx.vstack(
         rx.text(rx.cond(S.running_kind == "dry_run", t("import.checking"), t("import.importing")), size="2"),
         rx.progress(value=S.progress_percent, max=100, width="100%", id="import-progress"),
-        rx.text(t("import.rows_done", done=S.progress_done, expected=S.progress_expected), size="1",
-                color_scheme="gray"),
+        rx.text(
+            t("import.rows_done", done=S.progress_done, expected=S.progress_expected), size="1", color_scheme="gray"
+        ),
         spacing="2",
         width="100%",
     )
 
 
 def _stat(label_key: str, value, stat_id: str) -> rx.Component:
-    return rx.card(rx.vstack(rx.text(t(label_key), size="1", color_scheme="gray"),
-                             rx.text(value, size="5", weight="bold", id=stat_id), spacing="1"))
+    return rx.card(
+        rx.vstack(
+            rx.text(t(label_key), size="1", color_scheme="gray"),
+            rx.text(value, size="5", weight="bold", id=stat_id),
+            spacing="1",
+        )
+    )
 
 
 def _problem_row(problem) -> rx.Component:
@@ -118,8 +138,11 @@ def _problem_row(problem) -> rx.Component:
 
 def report_step() -> rx.Component:
     return rx.vstack(
-        rx.heading(rx.cond(S.report_kind == "dry_run", t("import.dry_run_report"), t("import.import_report")),
-                   size="4", as_="h2"),
+        rx.heading(
+            rx.cond(S.report_kind == "dry_run", t("import.dry_run_report"), t("import.import_report")),
+            size="4",
+            as_="h2",
+        ),
         rx.hstack(
             _stat("import.total_rows", S.total_rows, "import-total"),
             _stat("import.valid_rows", S.valid, "import-valid"),
@@ -134,12 +157,14 @@ def report_step() -> rx.Component:
             rx.vstack(
                 rx.text(t("import.problems_shown", shown=S.problems.length(), total=S.problem_count), size="2"),
                 rx.table.root(
-                    rx.table.header(rx.table.row(
-                        rx.table.column_header_cell(t("import.col_row")),
-                        rx.table.column_header_cell(t("import.col_field")),
-                        rx.table.column_header_cell(t("import.col_problem")),
-                        rx.table.column_header_cell(t("import.col_value")),
-                    )),
+                    rx.table.header(
+                        rx.table.row(
+                            rx.table.column_header_cell(t("import.col_row")),
+                            rx.table.column_header_cell(t("import.col_field")),
+                            rx.table.column_header_cell(t("import.col_problem")),
+                            rx.table.column_header_cell(t("import.col_value")),
+                        )
+                    ),
                     rx.table.body(rx.foreach(S.problems, _problem_row)),
                     size="1",
                     width="100%",
@@ -149,13 +174,23 @@ def report_step() -> rx.Component:
             ),
         ),
         rx.hstack(
-            rx.cond(S.has_error_report,
-                    rx.button(rx.icon("download", size=14), t("import.download_errors"), variant="soft",
-                              on_click=S.download_error_report, id="import-error-report")),
-            rx.button(t("import.another_file"), variant="soft", color_scheme="gray", on_click=S.start_over,
-                      id="import-again"),
-            rx.cond(S.report_kind == "dry_run",
-                    rx.button(t("import.run"), on_click=S.start_import, id="import-run-after-check")),
+            rx.cond(
+                S.has_error_report,
+                rx.button(
+                    rx.icon("download", size=14),
+                    t("import.download_errors"),
+                    variant="soft",
+                    on_click=S.download_error_report,
+                    id="import-error-report",
+                ),
+            ),
+            rx.button(
+                t("import.another_file"), variant="soft", color_scheme="gray", on_click=S.start_over, id="import-again"
+            ),
+            rx.cond(
+                S.report_kind == "dry_run",
+                rx.button(t("import.run"), on_click=S.start_import, id="import-run-after-check"),
+            ),
             spacing="3",
         ),
         spacing="3",

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import reflex as rx
 
-from meiqia_app.models.activity import ORDER_STATUSES
-from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
-
 from meiqia_app.components.dialogs import field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
 from meiqia_app.components.tags import tag_chip
+from meiqia_app.models.activity import ORDER_STATUSES
+from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services.customer_dto import CustomerRow
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_create import CustomerCreateState as NewCustomer
@@ -44,19 +43,22 @@ def _header_cell(key: str, label_key: str, sort_key: str | None) -> rx.Component
         return _shown(key, rx.table.column_header_cell(t(label_key), scope="col"))
     is_sorted = S.sort == sort_key
     arrow = rx.cond(is_sorted, rx.cond(S.direction == "desc", "↓", "↑"), "")
-    return _shown(key, rx.table.column_header_cell(
-        rx.button(
-            t(label_key),
-            rx.text(arrow, as_="span", aria_hidden="true"),
-            on_click=S.sort_by(sort_key),
-            variant="ghost",
-            size="1",
-            aria_label=t("customers.sort_by", column=t(label_key)),
-            id=f"sort-{key}",
+    return _shown(
+        key,
+        rx.table.column_header_cell(
+            rx.button(
+                t(label_key),
+                rx.text(arrow, as_="span", aria_hidden="true"),
+                on_click=S.sort_by(sort_key),
+                variant="ghost",
+                size="1",
+                aria_label=t("customers.sort_by", column=t(label_key)),
+                id=f"sort-{key}",
+            ),
+            scope="col",
+            aria_sort=rx.cond(is_sorted, rx.cond(S.direction == "desc", "descending", "ascending"), "none"),
         ),
-        scope="col",
-        aria_sort=rx.cond(is_sorted, rx.cond(S.direction == "desc", "descending", "ascending"), "none"),
-    ))
+    )
 
 
 def _cell(key: str, row: CustomerRow) -> rx.Component:
@@ -81,9 +83,12 @@ def _cell(key: str, row: CustomerRow) -> rx.Component:
 def _row(row: CustomerRow) -> rx.Component:
     return rx.table.row(
         rx.table.cell(
-            rx.checkbox(checked=S.all_matching | S.selected_ids.contains(row.id),
-                        on_change=lambda checked: S.set_row_selected(row.id, checked),
-                        aria_label=t("bulk.select_row", name=row.name), class_name="row-select"),
+            rx.checkbox(
+                checked=S.all_matching | S.selected_ids.contains(row.id),
+                on_change=lambda checked: S.set_row_selected(row.id, checked),
+                aria_label=t("bulk.select_row", name=row.name),
+                class_name="row-select",
+            ),
             # Ticking a row must not open it.
             on_click=rx.stop_propagation,
         ),
@@ -137,11 +142,24 @@ def count_line() -> rx.Component:
 
 def pager() -> rx.Component:
     return rx.hstack(
-        rx.button(t("common.first_page"), on_click=S.first_page, disabled=~S.has_prev, variant="soft", size="2", id="page-first"),
-        rx.button(t("common.prev_page"), on_click=S.prev_page, disabled=~S.has_prev, variant="soft", size="2", id="page-prev"),
+        rx.button(
+            t("common.first_page"),
+            on_click=S.first_page,
+            disabled=~S.has_prev,
+            variant="soft",
+            size="2",
+            id="page-first",
+        ),
+        rx.button(
+            t("common.prev_page"), on_click=S.prev_page, disabled=~S.has_prev, variant="soft", size="2", id="page-prev"
+        ),
         rx.text(t("customers.page", page=S.page_label), size="2", id="page-number"),
-        rx.button(t("common.next_page"), on_click=S.next_page, disabled=~S.has_next, variant="soft", size="2", id="page-next"),
-        rx.button(t("common.last_page"), on_click=S.last_page, disabled=~S.has_next, variant="soft", size="2", id="page-last"),
+        rx.button(
+            t("common.next_page"), on_click=S.next_page, disabled=~S.has_next, variant="soft", size="2", id="page-next"
+        ),
+        rx.button(
+            t("common.last_page"), on_click=S.last_page, disabled=~S.has_next, variant="soft", size="2", id="page-last"
+        ),
         rx.spacer(),
         rx.text(t("common.page_size"), size="2"),
         rx.select(
@@ -161,14 +179,20 @@ def customers_table() -> rx.Component:
     return rx.cond(
         S.rows.length() > 0,
         rx.table.root(
-            rx.table.header(rx.table.row(
-                rx.table.column_header_cell(
-                    rx.checkbox(checked=S.page_all_selected, on_change=S.set_page_selected,
-                                aria_label=t("bulk.select_page"), id="select-page"),
-                    width="36px",
-                ),
-                *[_header_cell(*column) for column in COLUMNS],
-            )),
+            rx.table.header(
+                rx.table.row(
+                    rx.table.column_header_cell(
+                        rx.checkbox(
+                            checked=S.page_all_selected,
+                            on_change=S.set_page_selected,
+                            aria_label=t("bulk.select_page"),
+                            id="select-page",
+                        ),
+                        width="36px",
+                    ),
+                    *[_header_cell(*column) for column in COLUMNS],
+                )
+            ),
             rx.table.body(rx.foreach(S.rows, _row)),
             variant="surface",
             size="2",
@@ -187,9 +211,19 @@ def _checkbox_group(key: str, codes: tuple[str, ...], prefix: str) -> rx.Compone
     return rx.el.fieldset(
         rx.el.legend(t(f"filter.{key}"), font_size="13px", font_weight="600"),
         rx.flex(
-            *[rx.el.label(rx.checkbox(name=f"{key}:{code}", default_checked=S.filters.get(key, []).to(list[str]).contains(code)),
-                          t(f"{prefix}.{code}"), display="flex", gap="4px", align_items="center", font_size="13px")
-              for code in codes],
+            *[
+                rx.el.label(
+                    rx.checkbox(
+                        name=f"{key}:{code}", default_checked=S.filters.get(key, []).to(list[str]).contains(code)
+                    ),
+                    t(f"{prefix}.{code}"),
+                    display="flex",
+                    gap="4px",
+                    align_items="center",
+                    font_size="13px",
+                )
+                for code in codes
+            ],
             spacing="3",
             wrap="wrap",
         ),
@@ -202,8 +236,14 @@ def _checkbox_group(key: str, codes: tuple[str, ...], prefix: str) -> rx.Compone
 def _filter_input(key: str, input_type: str = "text") -> rx.Component:
     return rx.vstack(
         rx.el.label(t(f"filter.{key}"), html_for=f"filter-{key}", font_size="13px"),
-        rx.input(id=f"filter-{key}", name=key, type=input_type, size="1",
-                 default_value=S.filters.get(key, "").to(str), min=0 if input_type == "number" else None),
+        rx.input(
+            id=f"filter-{key}",
+            name=key,
+            type=input_type,
+            size="1",
+            default_value=S.filters.get(key, "").to(str),
+            min=0 if input_type == "number" else None,
+        ),
         spacing="1",
     )
 
@@ -226,8 +266,9 @@ def _tag_select(key: str) -> rx.Component:
 
 def filter_panel() -> rx.Component:
     return rx.popover.root(
-        rx.popover.trigger(rx.button(rx.icon("sliders-horizontal", size=16), t("filter.open"), variant="soft",
-                                     id="open-filters")),
+        rx.popover.trigger(
+            rx.button(rx.icon("sliders-horizontal", size=16), t("filter.open"), variant="soft", id="open-filters")
+        ),
         rx.popover.content(
             rx.form(
                 rx.vstack(
@@ -236,21 +277,32 @@ def filter_panel() -> rx.Component:
                     _checkbox_group("sources", SOURCES, "source"),
                     _checkbox_group("order_statuses", ORDER_STATUSES, "order_status"),
                     rx.grid(
-                        _filter_input("province"), _filter_input("city"),
-                        _filter_input("registered_from", "date"), _filter_input("registered_to", "date"),
-                        _filter_input("active_from", "date"), _filter_input("active_to", "date"),
-                        _filter_input("purchase_from", "date"), _filter_input("purchase_to", "date"),
-                        _filter_input("spent_min", "number"), _filter_input("spent_max", "number"),
-                        _filter_input("orders_min", "number"), _filter_input("orders_max", "number"),
-                        _tag_select("tags_any"), _tag_select("tags_none"),
+                        _filter_input("province"),
+                        _filter_input("city"),
+                        _filter_input("registered_from", "date"),
+                        _filter_input("registered_to", "date"),
+                        _filter_input("active_from", "date"),
+                        _filter_input("active_to", "date"),
+                        _filter_input("purchase_from", "date"),
+                        _filter_input("purchase_to", "date"),
+                        _filter_input("spent_min", "number"),
+                        _filter_input("spent_max", "number"),
+                        _filter_input("orders_min", "number"),
+                        _filter_input("orders_max", "number"),
+                        _tag_select("tags_any"),
+                        _tag_select("tags_none"),
                         rx.vstack(
                             rx.el.label(t("filter.consent_marketing"), html_for="filter-consent", font_size="13px"),
                             rx.select.root(
                                 rx.select.trigger(id="filter-consent", aria_label=t("filter.consent_marketing")),
-                                rx.select.content(rx.select.item(t("common.any"), value="any"),
-                                                  rx.select.item(t("common.yes"), value="yes"),
-                                                  rx.select.item(t("common.no"), value="no")),
-                                name="consent_marketing", default_value="any", size="1",
+                                rx.select.content(
+                                    rx.select.item(t("common.any"), value="any"),
+                                    rx.select.item(t("common.yes"), value="yes"),
+                                    rx.select.item(t("common.no"), value="no"),
+                                ),
+                                name="consent_marketing",
+                                default_value="any",
+                                size="1",
                             ),
                             spacing="1",
                         ),
@@ -258,10 +310,14 @@ def filter_panel() -> rx.Component:
                             rx.el.label(t("filter.status"), html_for="filter-status", font_size="13px"),
                             rx.select.root(
                                 rx.select.trigger(id="filter-status", aria_label=t("filter.status")),
-                                rx.select.content(rx.select.item(t("status.active"), value="active"),
-                                                  rx.select.item(t("status.archived"), value="archived"),
-                                                  rx.select.item(t("status.all"), value="all")),
-                                name="status", default_value="active", size="1",
+                                rx.select.content(
+                                    rx.select.item(t("status.active"), value="active"),
+                                    rx.select.item(t("status.archived"), value="archived"),
+                                    rx.select.item(t("status.all"), value="all"),
+                                ),
+                                name="status",
+                                default_value="active",
+                                size="1",
                             ),
                             spacing="1",
                         ),
@@ -287,8 +343,13 @@ def filter_panel() -> rx.Component:
 def _chip(chip) -> rx.Component:
     return rx.badge(
         chip.label,
-        rx.icon_button(rx.icon("x", size=12), size="1", variant="ghost", on_click=S.remove_filter(chip.key),
-                       aria_label=t("filter.remove", label=chip.label)),
+        rx.icon_button(
+            rx.icon("x", size=12),
+            size="1",
+            variant="ghost",
+            on_click=S.remove_filter(chip.key),
+            aria_label=t("filter.remove", label=chip.label),
+        ),
         variant="surface",
         size="2",
         class_name="filter-chip",
@@ -313,8 +374,11 @@ def _view_item(view) -> rx.Component:
     return rx.menu.item(
         rx.hstack(
             rx.text(view.name),
-            rx.cond(view.mine, rx.cond(view.shared, rx.icon("users", size=12)),
-                    rx.text(t("view.by", owner=view.owner), size="1", color_scheme="gray")),
+            rx.cond(
+                view.mine,
+                rx.cond(view.shared, rx.icon("users", size=12)),
+                rx.text(t("view.by", owner=view.owner), size="1", color_scheme="gray"),
+            ),
             spacing="2",
             align="center",
         ),
@@ -328,8 +392,9 @@ def views_menu() -> rx.Component:
         rx.menu.root(
             rx.menu.trigger(rx.button(rx.icon("bookmark", size=16), t("view.menu"), variant="soft", id="views-menu")),
             rx.menu.content(
-                rx.cond(S.views.length() > 0, rx.foreach(S.views, _view_item),
-                        rx.menu.item(t("view.none"), disabled=True)),
+                rx.cond(
+                    S.views.length() > 0, rx.foreach(S.views, _view_item), rx.menu.item(t("view.none"), disabled=True)
+                ),
                 rx.menu.separator(),
                 rx.menu.item(t("view.save_current"), on_click=S.set_save_view_open(True), id="save-view"),
             ),
@@ -342,8 +407,14 @@ def views_menu() -> rx.Component:
                         rx.el.label(t("view.name"), html_for="view-name", font_size="14px"),
                         rx.input(id="view-name", name="name", required=True, max_length=64),
                         rx.cond(S.save_view_error != "", rx.text(S.save_view_error, color="var(--red-11)", size="1")),
-                        rx.el.label(rx.checkbox(name="shared", id="view-shared"), t("view.shared"), display="flex",
-                                    gap="6px", align_items="center", font_size="14px"),
+                        rx.el.label(
+                            rx.checkbox(name="shared", id="view-shared"),
+                            t("view.shared"),
+                            display="flex",
+                            gap="6px",
+                            align_items="center",
+                            font_size="14px",
+                        ),
                         form_buttons("save-view-submit"),
                         spacing="3",
                     ),
@@ -358,15 +429,27 @@ def views_menu() -> rx.Component:
 
 def column_chooser() -> rx.Component:
     return rx.popover.root(
-        rx.popover.trigger(rx.button(rx.icon("columns-3", size=16), t("customers.columns"), variant="soft",
-                                     id="choose-columns")),
+        rx.popover.trigger(
+            rx.button(rx.icon("columns-3", size=16), t("customers.columns"), variant="soft", id="choose-columns")
+        ),
         rx.popover.content(
             rx.vstack(
-                *[rx.el.label(
-                    rx.checkbox(checked=S.columns.contains(key), on_change=lambda _checked, key=key: S.toggle_column(key),
-                                disabled=key == "name", id=f"column-{key}"),
-                    t(label_key), display="flex", gap="6px", align_items="center", font_size="14px")
-                  for key, label_key, _sort in COLUMNS],
+                *[
+                    rx.el.label(
+                        rx.checkbox(
+                            checked=S.columns.contains(key),
+                            on_change=lambda _checked, key=key: S.toggle_column(key),
+                            disabled=key == "name",
+                            id=f"column-{key}",
+                        ),
+                        t(label_key),
+                        display="flex",
+                        gap="6px",
+                        align_items="center",
+                        font_size="14px",
+                    )
+                    for key, label_key, _sort in COLUMNS
+                ],
                 spacing="2",
             ),
         ),
@@ -386,8 +469,13 @@ def selection_bar() -> rx.Component:
                 ),
                 rx.cond(
                     S.page_all_selected & ~S.all_matching & (S.count_value > S.rows.length()),
-                    rx.button(t("bulk.select_all_matching", count=S.count_display), variant="ghost", size="1",
-                              on_click=S.select_all_matching, id="select-all-matching"),
+                    rx.button(
+                        t("bulk.select_all_matching", count=S.count_display),
+                        variant="ghost",
+                        size="1",
+                        on_click=S.select_all_matching,
+                        id="select-all-matching",
+                    ),
                 ),
                 rx.spacer(),
                 bulk_actions(),
@@ -409,31 +497,64 @@ def bulk_actions() -> rx.Component:
         rx.cond(
             AppState.perms.contains("tag.assign"),
             rx.hstack(
-                rx.button(rx.icon("tag", size=14), t("bulk.add_tag"), size="1", variant="soft",
-                          on_click=S.open_bulk_tag("add"), id="bulk-add-tag"),
-                rx.button(rx.icon("tag", size=14), t("bulk.remove_tag"), size="1", variant="soft",
-                          color_scheme="gray", on_click=S.open_bulk_tag("remove"), id="bulk-remove-tag"),
+                rx.button(
+                    rx.icon("tag", size=14),
+                    t("bulk.add_tag"),
+                    size="1",
+                    variant="soft",
+                    on_click=S.open_bulk_tag("add"),
+                    id="bulk-add-tag",
+                ),
+                rx.button(
+                    rx.icon("tag", size=14),
+                    t("bulk.remove_tag"),
+                    size="1",
+                    variant="soft",
+                    color_scheme="gray",
+                    on_click=S.open_bulk_tag("remove"),
+                    id="bulk-remove-tag",
+                ),
                 spacing="2",
             ),
         ),
         rx.cond(
             AppState.perms.contains("customer.archive"),
-            rx.button(rx.icon("archive", size=14), t("bulk.archive"), size="1", variant="soft", color_scheme="gray",
-                      on_click=S.open_status_action("archive"), id="bulk-archive"),
+            rx.button(
+                rx.icon("archive", size=14),
+                t("bulk.archive"),
+                size="1",
+                variant="soft",
+                color_scheme="gray",
+                on_click=S.open_status_action("archive"),
+                id="bulk-archive",
+            ),
         ),
         rx.cond(
             AppState.perms.contains("customer.delete"),
-            rx.button(rx.icon("trash-2", size=14), t("bulk.trash"), size="1", variant="soft", color_scheme="red",
-                      on_click=S.open_status_action("trash"), id="bulk-trash"),
+            rx.button(
+                rx.icon("trash-2", size=14),
+                t("bulk.trash"),
+                size="1",
+                variant="soft",
+                color_scheme="red",
+                on_click=S.open_status_action("trash"),
+                id="bulk-trash",
+            ),
         ),
         status_action_dialog(),
         # The wizard takes the list's current filter over; ticked rows are a filter of their own there.
         rx.cond(
             AppState.perms.contains("export.request") & (S.all_matching | (S.selected_ids.length() > 0)),
-            rx.link(rx.button(rx.icon("download", size=14),
-                              rx.cond(S.all_matching, t("bulk.export_matching"), t("export.bulk_ticked")),
-                              size="1", variant="soft"),
-                    href="/export", id="bulk-export"),
+            rx.link(
+                rx.button(
+                    rx.icon("download", size=14),
+                    rx.cond(S.all_matching, t("bulk.export_matching"), t("export.bulk_ticked")),
+                    size="1",
+                    variant="soft",
+                ),
+                href="/export",
+                id="bulk-export",
+            ),
         ),
         bulk_tag_dialog(),
         spacing="2",
@@ -447,21 +568,32 @@ def status_action_dialog() -> rx.Component:
         rx.dialog.content(
             rx.dialog.title(rx.cond(S.status_action == "archive", t("bulk.archive"), t("bulk.trash"))),
             rx.dialog.description(
-                rx.cond(S.status_action == "archive",
-                        t("bulk.archive_explained", count=S.status_count),
-                        t("bulk.trash_explained", count=S.status_count)),
+                rx.cond(
+                    S.status_action == "archive",
+                    t("bulk.archive_explained", count=S.status_count),
+                    t("bulk.trash_explained", count=S.status_count),
+                ),
                 size="2",
             ),
             rx.form(
                 rx.vstack(
-                    rx.el.label(t("bulk.type_count", count=S.status_count), html_for="status-confirm",
-                                font_size="13px"),
-                    rx.input(id="status-confirm", name="confirm", required=True, input_mode="numeric",
-                             auto_complete="off"),
-                    rx.cond(S.status_error != "", rx.text(S.status_error, color="var(--red-11)", size="1", id="status-error")),
+                    rx.el.label(
+                        t("bulk.type_count", count=S.status_count), html_for="status-confirm", font_size="13px"
+                    ),
+                    rx.input(
+                        id="status-confirm", name="confirm", required=True, input_mode="numeric", auto_complete="off"
+                    ),
+                    rx.cond(
+                        S.status_error != "",
+                        rx.text(S.status_error, color="var(--red-11)", size="1", id="status-error"),
+                    ),
                     rx.cond(S.bulk_running, rx.progress(value=S.bulk_percent, max=100, width="100%")),
-                    form_buttons("status-confirm-submit", submit_key="common.confirm", loading=S.bulk_running,
-                                 color_scheme=rx.cond(S.status_action == "trash", "red", "blue")),
+                    form_buttons(
+                        "status-confirm-submit",
+                        submit_key="common.confirm",
+                        loading=S.bulk_running,
+                        color_scheme=rx.cond(S.status_action == "trash", "red", "blue"),
+                    ),
                     spacing="3",
                     width="100%",
                 ),
@@ -480,8 +612,11 @@ def bulk_tag_dialog() -> rx.Component:
         rx.dialog.content(
             rx.dialog.title(rx.cond(S.bulk_action == "add", t("bulk.add_tag"), t("bulk.remove_tag"))),
             rx.dialog.description(
-                rx.cond(S.all_matching, t("bulk.all_matching_selected", count=S.count_display),
-                        t("bulk.selected", count=S.selected_count)),
+                rx.cond(
+                    S.all_matching,
+                    t("bulk.all_matching_selected", count=S.count_display),
+                    t("bulk.selected", count=S.selected_count),
+                ),
                 size="2",
             ),
             rx.form(
@@ -489,14 +624,18 @@ def bulk_tag_dialog() -> rx.Component:
                     rx.el.label(t("customers.col.tags"), html_for="bulk-tag", font_size="13px"),
                     rx.select.root(
                         rx.select.trigger(id="bulk-tag", aria_label=t("customers.col.tags"), width="100%"),
-                        rx.select.content(rx.foreach(
-                            S.tag_options, lambda option: rx.select.item(option.name, value=option.id.to_string()))),
+                        rx.select.content(
+                            rx.foreach(
+                                S.tag_options, lambda option: rx.select.item(option.name, value=option.id.to_string())
+                            )
+                        ),
                         name="tag_id",
                         required=True,
                     ),
                     rx.cond(S.bulk_error != "", rx.text(S.bulk_error, color="var(--red-11)", size="1")),
-                    rx.cond(S.bulk_running, rx.progress(value=S.bulk_percent, max=100, width="100%",
-                                                        id="bulk-progress")),
+                    rx.cond(
+                        S.bulk_running, rx.progress(value=S.bulk_percent, max=100, width="100%", id="bulk-progress")
+                    ),
                     form_buttons("bulk-tag-submit", submit_key="common.confirm", loading=S.bulk_running),
                     spacing="3",
                     width="100%",
@@ -514,8 +653,14 @@ def bulk_tag_dialog() -> rx.Component:
 def _new_field(label_key: str, field: str, input_type: str = "text", required: bool = False) -> rx.Component:
     return rx.vstack(
         rx.el.label(t(label_key), html_for=f"new-{field}", font_size="13px"),
-        rx.input(id=f"new-{field}", name=field, type=input_type, required=required, width="100%",
-                 aria_invalid=rx.cond(NewCustomer.errors.contains(field), "true", "false")),
+        rx.input(
+            id=f"new-{field}",
+            name=field,
+            type=input_type,
+            required=required,
+            width="100%",
+            aria_invalid=rx.cond(NewCustomer.errors.contains(field), "true", "false"),
+        ),
         field_error(NewCustomer.errors.get(field, "")),
         spacing="1",
         width="100%",
@@ -536,10 +681,14 @@ def new_customer_dialog() -> rx.Component:
                             rx.el.label(t("customer.source"), html_for="new-source", font_size="13px"),
                             rx.select.root(
                                 rx.select.trigger(id="new-source", aria_label=t("customer.source"), width="100%"),
-                                rx.select.content(*[rx.select.item(t(f"source.{code}"), value=code) for code in SOURCES]),
-                                name="source", default_value=SOURCES[0],
+                                rx.select.content(
+                                    *[rx.select.item(t(f"source.{code}"), value=code) for code in SOURCES]
+                                ),
+                                name="source",
+                                default_value=SOURCES[0],
                             ),
-                            spacing="1", width="100%",
+                            spacing="1",
+                            width="100%",
                         ),
                         _new_field("customer.phone", "phone", "tel"),
                         _new_field("customer.email", "email", "email"),
@@ -551,8 +700,9 @@ def new_customer_dialog() -> rx.Component:
                         spacing="3",
                         width="100%",
                     ),
-                    rx.box(form_buttons("new-customer-save", loading=NewCustomer.saving), width="100%",
-                           margin_top="16px"),
+                    rx.box(
+                        form_buttons("new-customer-save", loading=NewCustomer.saving), width="100%", margin_top="16px"
+                    ),
                     on_submit=NewCustomer.create,
                     reset_on_submit=False,
                 ),
@@ -566,8 +716,17 @@ def new_customer_dialog() -> rx.Component:
 
 def customers_page() -> rx.Component:
     return page_shell(
-        rx.hstack(search_box(), filter_panel(), views_menu(), column_chooser(), rx.spacer(), count_line(),
-                  new_customer_dialog(), align="center", width="100%"),
+        rx.hstack(
+            search_box(),
+            filter_panel(),
+            views_menu(),
+            column_chooser(),
+            rx.spacer(),
+            count_line(),
+            new_customer_dialog(),
+            align="center",
+            width="100%",
+        ),
         filter_chips(),
         selection_bar(),
         customers_table(),

@@ -16,7 +16,6 @@ from meiqia_app.state.reports import DashboardState as S
 register_nav(NavItem("/", "nav.dashboard", "layout-dashboard", ""))
 
 
-
 def label(item) -> rx.Var:
     return rx.cond(AppState.is_en, item["label_en"], item["label_zh"])
 
@@ -34,7 +33,13 @@ def kpi_card(item) -> rx.Component:
     return rx.card(
         rx.vstack(
             rx.text(label(item), size="2", color_scheme="gray"),
-            rx.text(item["value"], size="6", weight="bold", id="kpi-" + item["key"].to(str) + "-value", class_name="kpi-value"),
+            rx.text(
+                item["value"],
+                size="6",
+                weight="bold",
+                id="kpi-" + item["key"].to(str) + "-value",
+                class_name="kpi-value",
+            ),
             rx.hstack(
                 _arrow(item["direction"]),
                 rx.text(item["change"], size="1", class_name="kpi-change"),
@@ -59,14 +64,36 @@ def period_bar() -> rx.Component:
             aria_label=t("dash.period"),
             id="period-kind",
         ),
-        rx.icon_button(rx.icon("chevron-left", size=16), on_click=S.shift(-1), variant="soft", aria_label=t("dash.prev_period"), id="period-prev"),
+        rx.icon_button(
+            rx.icon("chevron-left", size=16),
+            on_click=S.shift(-1),
+            variant="soft",
+            aria_label=t("dash.prev_period"),
+            id="period-prev",
+        ),
         rx.text(S.period_label, weight="bold", id="period-label"),
-        rx.icon_button(rx.icon("chevron-right", size=16), on_click=S.shift(1), variant="soft", aria_label=t("dash.next_period"), id="period-next"),
+        rx.icon_button(
+            rx.icon("chevron-right", size=16),
+            on_click=S.shift(1),
+            variant="soft",
+            aria_label=t("dash.next_period"),
+            id="period-next",
+        ),
         rx.hstack(
-            rx.input(type="date", value=S.anchor, on_change=S.set_anchor,
-                     aria_label=rx.cond(S.kind == "custom", t("dash.from"), t("dash.anchor")), id="period-anchor", size="2"),
-            rx.cond(S.kind == "custom", rx.input(type="date", value=S.end, on_change=S.set_end, aria_label=t("dash.to"),
-                                                 id="period-end", size="2")),
+            rx.input(
+                type="date",
+                value=S.anchor,
+                on_change=S.set_anchor,
+                aria_label=rx.cond(S.kind == "custom", t("dash.from"), t("dash.anchor")),
+                id="period-anchor",
+                size="2",
+            ),
+            rx.cond(
+                S.kind == "custom",
+                rx.input(
+                    type="date", value=S.end, on_change=S.set_end, aria_label=t("dash.to"), id="period-end", size="2"
+                ),
+            ),
             rx.button(t("dash.apply"), on_click=S.apply_dates, variant="soft", id="period-apply"),
             spacing="2",
             align="center",
@@ -77,9 +104,19 @@ def period_bar() -> rx.Component:
         rx.cond(
             S.can_export,
             rx.hstack(
-                rx.button(rx.icon("file-spreadsheet", size=16), t("report.export_xlsx"), on_click=S.export_xlsx, id="dashboard-export"),
-                rx.button(rx.icon("file-text", size=16), t("report.export_pdf"), on_click=S.export_pdf, variant="soft",
-                          id="dashboard-export-pdf"),
+                rx.button(
+                    rx.icon("file-spreadsheet", size=16),
+                    t("report.export_xlsx"),
+                    on_click=S.export_xlsx,
+                    id="dashboard-export",
+                ),
+                rx.button(
+                    rx.icon("file-text", size=16),
+                    t("report.export_pdf"),
+                    on_click=S.export_pdf,
+                    variant="soft",
+                    id="dashboard-export-pdf",
+                ),
                 spacing="2",
             ),
         ),
@@ -113,7 +150,12 @@ def breakdown_section(title_key: str, rows, chart: rx.Component, table_id: str) 
                 _num_table(
                     [t("dash.col_key"), t("dash.col_total"), t("dash.col_new"), t("dash.col_new_prev")],
                     rows,
-                    lambda r: [rx.table.cell(label(r)), _right(r["total_text"]), _right(r["new_text"]), _right(r["new_previous_text"])],
+                    lambda r: [
+                        rx.table.cell(label(r)),
+                        _right(r["total_text"]),
+                        _right(r["new_text"]),
+                        _right(r["new_previous_text"]),
+                    ],
                 ),
                 id=table_id,
                 width="100%",
@@ -164,7 +206,10 @@ def trend_section() -> rx.Component:
                 rx.heading(t("dash.trend"), size="3", as_="h2"),
                 rx.spacer(),
                 rx.segmented_control.root(
-                    *[rx.segmented_control.item(t(f"dash.gran_{g}"), value=g, id=f"gran-{g}") for g in ("day", "week", "month")],
+                    *[
+                        rx.segmented_control.item(t(f"dash.gran_{g}"), value=g, id=f"gran-{g}")
+                        for g in ("day", "week", "month")
+                    ],
                     value=S.granularity,
                     on_change=S.set_granularity,
                     aria_label=t("dash.granularity"),
@@ -173,9 +218,13 @@ def trend_section() -> rx.Component:
                 align="center",
             ),
             rx.recharts.line_chart(
-                rx.recharts.line(data_key="new_customers", stroke="#3e63dd", is_animation_active=False, name=t("dash.new_customers")),
+                rx.recharts.line(
+                    data_key="new_customers", stroke="#3e63dd", is_animation_active=False, name=t("dash.new_customers")
+                ),
                 rx.recharts.line(data_key="orders", stroke="#30a46c", is_animation_active=False, name=t("dash.orders")),
-                rx.recharts.line(data_key="conversations", stroke="#f76b15", is_animation_active=False, name=t("dash.conversations")),
+                rx.recharts.line(
+                    data_key="conversations", stroke="#f76b15", is_animation_active=False, name=t("dash.conversations")
+                ),
                 rx.recharts.x_axis(data_key="label"),
                 rx.recharts.y_axis(),
                 rx.recharts.graphing_tooltip(),
@@ -187,10 +236,21 @@ def trend_section() -> rx.Component:
             ),
             rx.box(
                 _num_table(
-                    [t("dash.bucket"), t("dash.new_customers"), t("dash.orders"), t("dash.amount_cents"), t("dash.conversations")],
+                    [
+                        t("dash.bucket"),
+                        t("dash.new_customers"),
+                        t("dash.orders"),
+                        t("dash.amount_cents"),
+                        t("dash.conversations"),
+                    ],
                     S.trend,
-                    lambda p: [rx.table.cell(p["start"]), _right(p["new_customers_text"]), _right(p["orders_text"]),
-                               _right(p["amount_text"]), _right(p["conversations_text"])],
+                    lambda p: [
+                        rx.table.cell(p["start"]),
+                        _right(p["new_customers_text"]),
+                        _right(p["orders_text"]),
+                        _right(p["amount_text"]),
+                        _right(p["conversations_text"]),
+                    ],
                 ),
                 id="trend-table",
                 max_height="320px",
@@ -215,8 +275,13 @@ def full_dashboard() -> rx.Component:
             S.computing,
             rx.callout(t("dash.computing"), icon="loader", id="dashboard-computing", width="100%"),
         ),
-        rx.grid(rx.foreach(S.cards, kpi_card), columns=rx.breakpoints(initial="1", sm="2", md="3", lg="5"), spacing="3", width="100%",
-                id="kpi-cards"),
+        rx.grid(
+            rx.foreach(S.cards, kpi_card),
+            columns=rx.breakpoints(initial="1", sm="2", md="3", lg="5"),
+            spacing="3",
+            width="100%",
+            id="kpi-cards",
+        ),
         trend_section(),
         rx.grid(
             breakdown_section("dash.lifecycle", S.lifecycle, lifecycle_chart(), "lifecycle-table"),

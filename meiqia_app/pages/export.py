@@ -24,7 +24,8 @@ def _steps() -> rx.Component:
     return rx.hstack(
         *[
             rx.button(
-                rx.text(f"{i}. ", as_="span"), t(key),
+                rx.text(f"{i}. ", as_="span"),
+                t(key),
                 variant=rx.cond(S.step == i, "solid", "soft"),
                 size="2",
                 on_click=S.go(i),
@@ -40,8 +41,9 @@ def _steps() -> rx.Component:
 
 def _nav_buttons(back: int | None, forward: int | None, forward_key: str = "export.next") -> rx.Component:
     return rx.hstack(
-        rx.button(t("common.back"), variant="soft", color_scheme="gray", on_click=S.go(back),
-                  id="export-back") if back else rx.fragment(),
+        rx.button(t("common.back"), variant="soft", color_scheme="gray", on_click=S.go(back), id="export-back")
+        if back
+        else rx.fragment(),
         rx.spacer(),
         rx.button(t(forward_key), on_click=S.go(forward), id="export-next") if forward else rx.fragment(),
         width="100%",
@@ -51,13 +53,17 @@ def _nav_buttons(back: int | None, forward: int | None, forward_key: str = "expo
 
 # --- step 1 -----------------------------------------------------------------------------------
 
+
 def _choice_boxes(values, label_prefix: str, chosen, toggle, id_prefix: str) -> rx.Component:
     """One checkbox per value of a multi-choice scope filter (``chosen``: the state's list var)."""
     return rx.hstack(
         *[
-            rx.checkbox(t(f"{label_prefix}.{value}"), checked=chosen.contains(value),
-                        on_change=lambda checked, value=value: toggle(value, checked),
-                        id=f"{id_prefix}-{value}")
+            rx.checkbox(
+                t(f"{label_prefix}.{value}"),
+                checked=chosen.contains(value),
+                on_change=lambda checked, value=value: toggle(value, checked),
+                id=f"{id_prefix}-{value}",
+            )
             for value in values
         ],
         wrap="wrap",
@@ -70,22 +76,31 @@ def _scope_step() -> rx.Component:
         rx.heading(t("export.step.scope"), size="4", as_="h2"),
         rx.radio_group.root(
             rx.vstack(
-                rx.hstack(rx.radio_group.item(value="all", id="scope-all"), rx.text(t("export.scope.option_all")),
-                          align="center"),
                 rx.hstack(
-                    rx.radio_group.item(value="current", id="scope-current",
-                                        disabled=S.current_filter_text == ""),
-                    rx.text(t("export.scope.option_current")),
-                    rx.cond(S.current_filter_text != "",
-                            rx.code(S.current_filter_text, size="1", id="current-filter-text"),
-                            rx.text(t("export.scope.no_current"), size="1", color_scheme="gray")),
+                    rx.radio_group.item(value="all", id="scope-all"),
+                    rx.text(t("export.scope.option_all")),
                     align="center",
                 ),
-                rx.hstack(rx.radio_group.item(value="view", id="scope-view", disabled=S.views.length() == 0),
-                          rx.text(t("export.scope.option_view")), align="center"),
-                rx.hstack(rx.radio_group.item(value="ticked", id="scope-ticked", disabled=S.ticked_count == 0),
-                          rx.text(t("export.scope.option_ticked", count=S.ticked_count), id="ticked-text"),
-                          align="center"),
+                rx.hstack(
+                    rx.radio_group.item(value="current", id="scope-current", disabled=S.current_filter_text == ""),
+                    rx.text(t("export.scope.option_current")),
+                    rx.cond(
+                        S.current_filter_text != "",
+                        rx.code(S.current_filter_text, size="1", id="current-filter-text"),
+                        rx.text(t("export.scope.no_current"), size="1", color_scheme="gray"),
+                    ),
+                    align="center",
+                ),
+                rx.hstack(
+                    rx.radio_group.item(value="view", id="scope-view", disabled=S.views.length() == 0),
+                    rx.text(t("export.scope.option_view")),
+                    align="center",
+                ),
+                rx.hstack(
+                    rx.radio_group.item(value="ticked", id="scope-ticked", disabled=S.ticked_count == 0),
+                    rx.text(t("export.scope.option_ticked", count=S.ticked_count), id="ticked-text"),
+                    align="center",
+                ),
                 spacing="2",
             ),
             value=S.scope,
@@ -131,10 +146,10 @@ def _scope_step() -> rx.Component:
                         rx.cond(
                             S.date_range == "custom",
                             rx.hstack(
-                                rx.input(type="date", on_change=S.set_date_from, id="date-from",
-                                         aria_label=t("common.from")),
-                                rx.input(type="date", on_change=S.set_date_to, id="date-to",
-                                         aria_label=t("common.to")),
+                                rx.input(
+                                    type="date", on_change=S.set_date_from, id="date-from", aria_label=t("common.from")
+                                ),
+                                rx.input(type="date", on_change=S.set_date_to, id="date-to", aria_label=t("common.to")),
                             ),
                         ),
                         spacing="2",
@@ -143,8 +158,9 @@ def _scope_step() -> rx.Component:
                     rx.text(t("export.scope.sources"), weight="bold", size="2"),
                     _choice_boxes(SOURCES, "source", S.sources, S.toggle_source, "source"),
                     rx.text(t("export.scope.order_statuses"), weight="bold", size="2"),
-                    _choice_boxes(ORDER_STATUSES, "order_status", S.order_statuses, S.toggle_order_status,
-                                  "order-status"),
+                    _choice_boxes(
+                        ORDER_STATUSES, "order_status", S.order_statuses, S.toggle_order_status, "order-status"
+                    ),
                     spacing="2",
                 ),
                 width="100%",
@@ -162,8 +178,9 @@ def _scope_step() -> rx.Component:
                 value=S.purpose,
                 on_change=S.set_purpose,
             ),
-            rx.cond(S.purpose == "marketing", rx.text(t("export.purpose.marketing_note"), size="1",
-                                                       color_scheme="gray")),
+            rx.cond(
+                S.purpose == "marketing", rx.text(t("export.purpose.marketing_note"), size="1", color_scheme="gray")
+            ),
             align="center",
             spacing="2",
         ),
@@ -174,6 +191,7 @@ def _scope_step() -> rx.Component:
 
 
 # --- step 2 -----------------------------------------------------------------------------------
+
 
 def _field_box(key: str) -> rx.Component:
     spec = FIELD_SPECS[key]
@@ -186,8 +204,12 @@ def _field_box(key: str) -> rx.Component:
             on_change=lambda checked: S.toggle_field(key, checked),
             id=f"field-{key}",
         ),
-        rx.cond(spec.sensitive, rx.badge(t("export.sensitive"), color_scheme="orange", size="1",
-                                         title=t("export.sensitive_hint"))) if spec.sensitive else rx.fragment(),
+        rx.cond(
+            spec.sensitive,
+            rx.badge(t("export.sensitive"), color_scheme="orange", size="1", title=t("export.sensitive_hint")),
+        )
+        if spec.sensitive
+        else rx.fragment(),
         rx.cond(blocked, rx.text(S.blocked[key], size="1", color_scheme="gray", id=f"field-reason-{key}")),
         align="center",
         spacing="2",
@@ -199,10 +221,22 @@ def _chosen_row(field: ChosenField) -> rx.Component:
         rx.text(field.label, size="2", min_width="120px"),
         rx.cond(field.masked, rx.badge(t("export.masked"), size="1", color_scheme="gray")),
         rx.spacer(),
-        rx.icon_button(rx.icon("arrow-up", size=14), size="1", variant="ghost", on_click=S.move_field(field.key, -1),
-                       aria_label=t("export.move_up"), id="up-" + field.key),
-        rx.icon_button(rx.icon("arrow-down", size=14), size="1", variant="ghost", on_click=S.move_field(field.key, 1),
-                       aria_label=t("export.move_down"), id="down-" + field.key),
+        rx.icon_button(
+            rx.icon("arrow-up", size=14),
+            size="1",
+            variant="ghost",
+            on_click=S.move_field(field.key, -1),
+            aria_label=t("export.move_up"),
+            id="up-" + field.key,
+        ),
+        rx.icon_button(
+            rx.icon("arrow-down", size=14),
+            size="1",
+            variant="ghost",
+            on_click=S.move_field(field.key, 1),
+            aria_label=t("export.move_down"),
+            id="down-" + field.key,
+        ),
         width="100%",
         align="center",
     )
@@ -212,11 +246,13 @@ def _fields_step() -> rx.Component:
     groups = []
     for group in FIELD_GROUPS:
         keys = [k for k, spec in FIELD_SPECS.items() if spec.group == group]
-        groups.append(rx.box(
-            rx.text(t(f"export.group.{group}"), weight="bold", size="2"),
-            rx.vstack(*[_field_box(k) for k in keys], spacing="1"),
-            margin_bottom="12px",
-        ))
+        groups.append(
+            rx.box(
+                rx.text(t(f"export.group.{group}"), weight="bold", size="2"),
+                rx.vstack(*[_field_box(k) for k in keys], spacing="1"),
+                margin_bottom="12px",
+            )
+        )
     return rx.vstack(
         rx.heading(t("export.step.fields"), size="4", as_="h2"),
         rx.text(t("export.fields.hint"), size="2", color_scheme="gray"),
@@ -224,9 +260,17 @@ def _fields_step() -> rx.Component:
             rx.box(rx.grid(*groups, columns="2", spacing="4")),
             rx.card(
                 rx.vstack(
-                    rx.hstack(rx.text(t("export.fields.order"), weight="bold", size="2"), rx.spacer(),
-                              rx.button(t("export.fields.minimal"), size="1", variant="soft",
-                                        on_click=S.minimal_fields, id="fields-minimal")),
+                    rx.hstack(
+                        rx.text(t("export.fields.order"), weight="bold", size="2"),
+                        rx.spacer(),
+                        rx.button(
+                            t("export.fields.minimal"),
+                            size="1",
+                            variant="soft",
+                            on_click=S.minimal_fields,
+                            id="fields-minimal",
+                        ),
+                    ),
                     rx.foreach(S.chosen_rows, _chosen_row),
                     spacing="1",
                     width="100%",
@@ -244,6 +288,7 @@ def _fields_step() -> rx.Component:
 
 # --- step 3 -----------------------------------------------------------------------------------
 
+
 def _format_step() -> rx.Component:
     return rx.vstack(
         rx.heading(t("export.step.format"), size="4", as_="h2"),
@@ -257,8 +302,9 @@ def _format_step() -> rx.Component:
             ),
             rx.select.root(
                 rx.select.trigger(id="sort-dir"),
-                rx.select.content(rx.select.item(t("export.asc"), value="asc"),
-                                  rx.select.item(t("export.desc"), value="desc")),
+                rx.select.content(
+                    rx.select.item(t("export.asc"), value="asc"), rx.select.item(t("export.desc"), value="desc")
+                ),
                 value=S.sort_dir,
                 on_change=S.set_sort_dir,
             ),
@@ -268,12 +314,19 @@ def _format_step() -> rx.Component:
         rx.text(t("export.format"), weight="bold", size="2"),
         rx.radio_group.root(
             rx.vstack(
-                rx.hstack(rx.radio_group.item(value="csv", id="format-csv"), rx.text(t("export.format.csv")),
-                          align="center"),
-                rx.hstack(rx.radio_group.item(value="xlsx", id="format-xlsx"), rx.text(t("export.format.xlsx")),
-                          align="center"),
-                rx.hstack(rx.radio_group.item(value="pdf", id="format-pdf"),
-                          rx.text(t("export.format.pdf", limit=S.pdf_max_rows)), align="center"),
+                rx.hstack(
+                    rx.radio_group.item(value="csv", id="format-csv"), rx.text(t("export.format.csv")), align="center"
+                ),
+                rx.hstack(
+                    rx.radio_group.item(value="xlsx", id="format-xlsx"),
+                    rx.text(t("export.format.xlsx")),
+                    align="center",
+                ),
+                rx.hstack(
+                    rx.radio_group.item(value="pdf", id="format-pdf"),
+                    rx.text(t("export.format.pdf", limit=S.pdf_max_rows)),
+                    align="center",
+                ),
                 spacing="2",
             ),
             value=S.fmt,
@@ -289,6 +342,7 @@ def _format_step() -> rx.Component:
 
 # --- step 4 -----------------------------------------------------------------------------------
 
+
 def _review_step() -> rx.Component:
     return rx.vstack(
         rx.heading(t("export.step.review"), size="4", as_="h2"),
@@ -296,46 +350,76 @@ def _review_step() -> rx.Component:
             S.reviewed,
             rx.vstack(
                 rx.data_list.root(
-                    rx.data_list.item(rx.data_list.label(t("export.meta.scope")),
-                                      rx.data_list.value(S.review_scope, id="review-scope")),
-                    rx.data_list.item(rx.data_list.label(t("export.review.rows")),
-                                      rx.data_list.value(S.review_rows, id="review-rows")),
-                    rx.data_list.item(rx.data_list.label(t("export.review.size")),
-                                      rx.data_list.value(S.review_size, id="review-size")),
-                    rx.data_list.item(rx.data_list.label(t("export.format")),
-                                      rx.data_list.value(S.fmt.upper())),
+                    rx.data_list.item(
+                        rx.data_list.label(t("export.meta.scope")),
+                        rx.data_list.value(S.review_scope, id="review-scope"),
+                    ),
+                    rx.data_list.item(
+                        rx.data_list.label(t("export.review.rows")), rx.data_list.value(S.review_rows, id="review-rows")
+                    ),
+                    rx.data_list.item(
+                        rx.data_list.label(t("export.review.size")), rx.data_list.value(S.review_size, id="review-size")
+                    ),
+                    rx.data_list.item(rx.data_list.label(t("export.format")), rx.data_list.value(S.fmt.upper())),
                 ),
                 rx.cond(
                     S.review_allowed,
                     rx.callout(t("export.review.allowed"), icon="check", color_scheme="green", id="review-allowed"),
                     rx.callout(
-                        rx.vstack(rx.text(t("export.review.refused")),
-                                  rx.foreach(S.review_reasons, lambda r: rx.text("• ", r, size="2"))),
-                        icon="ban", color_scheme="red", id="review-refused",
+                        rx.vstack(
+                            rx.text(t("export.review.refused")),
+                            rx.foreach(S.review_reasons, lambda r: rx.text("• ", r, size="2")),
+                        ),
+                        icon="ban",
+                        color_scheme="red",
+                        id="review-refused",
                     ),
                 ),
-                rx.cond(S.review_needs_approval,
-                        rx.callout(t("export.review.needs_approval"), icon="stamp", color_scheme="orange",
-                                   id="review-needs-approval")),
+                rx.cond(
+                    S.review_needs_approval,
+                    rx.callout(
+                        t("export.review.needs_approval"),
+                        icon="stamp",
+                        color_scheme="orange",
+                        id="review-needs-approval",
+                    ),
+                ),
                 rx.form(
                     rx.vstack(
-                        rx.text(rx.cond(S.review_password_required, t("export.password.required"),
-                                        t("export.password.optional")), size="2"),
+                        rx.text(
+                            rx.cond(
+                                S.review_password_required, t("export.password.required"), t("export.password.optional")
+                            ),
+                            size="2",
+                        ),
                         rx.hstack(
-                            rx.input(name="password", type="password", placeholder=t("export.password"),
-                                     auto_complete="new-password", id="export-password"),
-                            rx.input(name="password_confirm", type="password",
-                                     placeholder=t("export.password_confirm"), auto_complete="new-password",
-                                     id="export-password-confirm"),
+                            rx.input(
+                                name="password",
+                                type="password",
+                                placeholder=t("export.password"),
+                                auto_complete="new-password",
+                                id="export-password",
+                            ),
+                            rx.input(
+                                name="password_confirm",
+                                type="password",
+                                placeholder=t("export.password_confirm"),
+                                auto_complete="new-password",
+                                id="export-password-confirm",
+                            ),
                         ),
                         field_error(S.password_error),
                         rx.hstack(
-                            rx.button(t("common.back"), type="button", variant="soft", color_scheme="gray",
-                                      on_click=S.go(3)),
+                            rx.button(
+                                t("common.back"), type="button", variant="soft", color_scheme="gray", on_click=S.go(3)
+                            ),
                             rx.spacer(),
-                            rx.button(rx.cond(S.review_needs_approval, t("export.submit_for_approval"),
-                                              t("export.run")),
-                                      type="submit", disabled=~S.review_allowed, id="export-run"),
+                            rx.button(
+                                rx.cond(S.review_needs_approval, t("export.submit_for_approval"), t("export.run")),
+                                type="submit",
+                                disabled=~S.review_allowed,
+                                id="export-run",
+                            ),
                             width="100%",
                         ),
                         spacing="2",
@@ -357,28 +441,36 @@ def _review_step() -> rx.Component:
 
 # --- step 5 -----------------------------------------------------------------------------------
 
+
 def _run_step() -> rx.Component:
     return rx.vstack(
         rx.heading(t("export.step.run"), size="4", as_="h2"),
-        rx.hstack(rx.text(t("export.status")), rx.badge(S.run_status_label, id="export-status",
-                                                      custom_attrs={"data-status": S.run_status}), align="center"),
+        rx.hstack(
+            rx.text(t("export.status")),
+            rx.badge(S.run_status_label, id="export-status", custom_attrs={"data-status": S.run_status}),
+            align="center",
+        ),
         rx.cond(
             (S.run_status == "queued") | (S.run_status == "running"),
             rx.vstack(
                 rx.progress(value=S.run_percent, max=100, width="100%", id="export-progress"),
                 rx.text(t("export.progress", done=S.run_done, total=S.run_total), size="2"),
-                rx.button(t("common.cancel"), color_scheme="red", variant="soft", on_click=S.cancel,
-                          id="export-cancel"),
+                rx.button(
+                    t("common.cancel"), color_scheme="red", variant="soft", on_click=S.cancel, id="export-cancel"
+                ),
                 rx.text(t("export.leave_ok"), size="1", color_scheme="gray"),
                 width="100%",
             ),
         ),
-        rx.cond(S.run_status == "pending_approval",
-                rx.callout(t("export.pending_note"), icon="stamp", color_scheme="orange", id="export-pending")),
+        rx.cond(
+            S.run_status == "pending_approval",
+            rx.callout(t("export.pending_note"), icon="stamp", color_scheme="orange", id="export-pending"),
+        ),
         rx.cond(S.run_error != "", rx.callout(S.run_error, icon="triangle-alert", color_scheme="red")),
-        rx.cond(S.run_downloadable,
-                rx.button(rx.icon("download", size=16), t("export.download"), on_click=S.download,
-                          id="export-download")),
+        rx.cond(
+            S.run_downloadable,
+            rx.button(rx.icon("download", size=16), t("export.download"), on_click=S.download, id="export-download"),
+        ),
         rx.hstack(
             rx.link(t("nav.export_history"), href="/exports", id="to-history"),
             rx.button(t("export.new"), variant="soft", on_click=S.restart, id="export-new"),
@@ -415,53 +507,98 @@ def export_page() -> rx.Component:
 
 # --- history ------------------------------------------------------------------------------------
 
+
 def _history_row(row: ExportRow) -> rx.Component:
     H = ExportHistoryState
     return rx.table.row(
         rx.table.cell(row.id),
         rx.table.cell(row.created_at),
-        rx.table.cell(rx.badge(row.status_label, custom_attrs={"data-status": row.status},
-                                    id="history-status-" + row.id.to_string())),
-        rx.table.cell(rx.hstack(rx.text(row.format), rx.cond(row.protected, rx.icon("lock", size=14)),
-                                align="center")),
+        rx.table.cell(
+            rx.badge(
+                row.status_label, custom_attrs={"data-status": row.status}, id="history-status-" + row.id.to_string()
+            )
+        ),
+        rx.table.cell(rx.hstack(rx.text(row.format), rx.cond(row.protected, rx.icon("lock", size=14)), align="center")),
         rx.table.cell(rx.text(row.scope_text, size="1"), max_width="260px"),
         rx.table.cell(row.rows),
-        rx.table.cell(rx.cond((row.status == "running") | (row.status == "queued"),
-                              rx.progress(value=row.percent, max=100, width="80px"), row.size_text)),
+        rx.table.cell(
+            rx.cond(
+                (row.status == "running") | (row.status == "queued"),
+                rx.progress(value=row.percent, max=100, width="80px"),
+                row.size_text,
+            )
+        ),
         rx.table.cell(rx.text(row.sha256[:12], size="1", title=row.sha256, font_family="monospace")),
         rx.table.cell(row.expires_at),
         rx.table.cell(
             rx.hstack(
-                rx.cond(row.downloadable,
-                        rx.button(rx.icon("download", size=14), t("export.download"), size="1",
-                                  on_click=H.download(row.id), id="download-" + row.id.to_string())),
-                rx.cond(row.cancellable,
-                        rx.button(t("common.cancel"), size="1", variant="soft", color_scheme="red",
-                                  on_click=H.cancel(row.id), id="cancel-" + row.id.to_string())),
-                rx.cond(row.needs_password,
-                        rx.form(
-                            rx.hstack(
-                                rx.el.input(type="hidden", name="export_id", value=row.id.to_string()),
-                                rx.input(name="password", type="password", size="1",
-                                         placeholder=t("export.password"), auto_complete="new-password"),
-                                rx.button(t("export.run"), size="1", type="submit"),
+                rx.cond(
+                    row.downloadable,
+                    rx.button(
+                        rx.icon("download", size=14),
+                        t("export.download"),
+                        size="1",
+                        on_click=H.download(row.id),
+                        id="download-" + row.id.to_string(),
+                    ),
+                ),
+                rx.cond(
+                    row.cancellable,
+                    rx.button(
+                        t("common.cancel"),
+                        size="1",
+                        variant="soft",
+                        color_scheme="red",
+                        on_click=H.cancel(row.id),
+                        id="cancel-" + row.id.to_string(),
+                    ),
+                ),
+                rx.cond(
+                    row.needs_password,
+                    rx.form(
+                        rx.hstack(
+                            rx.el.input(type="hidden", name="export_id", value=row.id.to_string()),
+                            rx.input(
+                                name="password",
+                                type="password",
+                                size="1",
+                                placeholder=t("export.password"),
+                                auto_complete="new-password",
                             ),
-                            on_submit=H.start_with_password,
-                            reset_on_submit=True,
-                        )),
-                rx.cond(row.rerunnable,
-                        rx.form(
-                            rx.hstack(
-                                rx.el.input(type="hidden", name="export_id", value=row.id.to_string()),
-                                rx.cond(row.protected,
-                                        rx.input(name="password", type="password", size="1",
-                                                 placeholder=t("export.password"), auto_complete="new-password")),
-                                rx.button(rx.icon("rotate-cw", size=14), t("export.rerun"), size="1",
-                                          variant="soft", type="submit", id="rerun-" + row.id.to_string()),
+                            rx.button(t("export.run"), size="1", type="submit"),
+                        ),
+                        on_submit=H.start_with_password,
+                        reset_on_submit=True,
+                    ),
+                ),
+                rx.cond(
+                    row.rerunnable,
+                    rx.form(
+                        rx.hstack(
+                            rx.el.input(type="hidden", name="export_id", value=row.id.to_string()),
+                            rx.cond(
+                                row.protected,
+                                rx.input(
+                                    name="password",
+                                    type="password",
+                                    size="1",
+                                    placeholder=t("export.password"),
+                                    auto_complete="new-password",
+                                ),
                             ),
-                            on_submit=H.rerun,
-                            reset_on_submit=True,
-                        )),
+                            rx.button(
+                                rx.icon("rotate-cw", size=14),
+                                t("export.rerun"),
+                                size="1",
+                                variant="soft",
+                                type="submit",
+                                id="rerun-" + row.id.to_string(),
+                            ),
+                        ),
+                        on_submit=H.rerun,
+                        reset_on_submit=True,
+                    ),
+                ),
                 rx.cond(row.error != "", rx.text(row.error, size="1", color_scheme="red")),
                 rx.cond(row.comment != "", rx.text(row.approver, ": ", row.comment, size="1", color_scheme="gray")),
                 spacing="2",
@@ -475,18 +612,33 @@ def export_history_page() -> rx.Component:
     H = ExportHistoryState
     return page_shell(
         rx.vstack(
-            rx.hstack(rx.text(t("export.history.hint", hours=H.ttl_hours), size="2", color_scheme="gray"),
-                      rx.spacer(),
-                      rx.link(rx.button(t("nav.export")), href="/export")),
+            rx.hstack(
+                rx.text(t("export.history.hint", hours=H.ttl_hours), size="2", color_scheme="gray"),
+                rx.spacer(),
+                rx.link(rx.button(t("nav.export")), href="/export"),
+            ),
             rx.cond(
                 H.exports.length() > 0,
                 rx.table.root(
-                    rx.table.header(rx.table.row(*[
-                        rx.table.column_header_cell(t(k), scope="col") for k in (
-                            "export.col.id", "export.col.created", "export.status", "export.format",
-                            "export.meta.scope", "export.meta.row_count", "export.col.size", "export.col.sha256",
-                            "export.col.expires", "common.actions")
-                    ])),
+                    rx.table.header(
+                        rx.table.row(
+                            *[
+                                rx.table.column_header_cell(t(k), scope="col")
+                                for k in (
+                                    "export.col.id",
+                                    "export.col.created",
+                                    "export.status",
+                                    "export.format",
+                                    "export.meta.scope",
+                                    "export.meta.row_count",
+                                    "export.col.size",
+                                    "export.col.sha256",
+                                    "export.col.expires",
+                                    "common.actions",
+                                )
+                            ]
+                        )
+                    ),
                     rx.table.body(rx.foreach(H.exports, _history_row)),
                     width="100%",
                     id="export-history",
@@ -502,6 +654,7 @@ def export_history_page() -> rx.Component:
 
 # --- approvals ------------------------------------------------------------------------------------
 
+
 def _approval_row(row: ExportRow) -> rx.Component:
     A = ExportApprovalsState
     return rx.table.row(
@@ -512,12 +665,25 @@ def _approval_row(row: ExportRow) -> rx.Component:
         rx.table.cell(rx.text(row.fields_text, size="1"), max_width="240px"),
         rx.table.cell(row.format),
         rx.table.cell(row.rows),
-        rx.table.cell(rx.hstack(
-            rx.button(t("export.approve"), size="1", color_scheme="green", on_click=A.ask(row.id, True),
-                      id="approve-" + row.id.to_string()),
-            rx.button(t("export.reject"), size="1", color_scheme="red", variant="soft",
-                      on_click=A.ask(row.id, False), id="reject-" + row.id.to_string()),
-        )),
+        rx.table.cell(
+            rx.hstack(
+                rx.button(
+                    t("export.approve"),
+                    size="1",
+                    color_scheme="green",
+                    on_click=A.ask(row.id, True),
+                    id="approve-" + row.id.to_string(),
+                ),
+                rx.button(
+                    t("export.reject"),
+                    size="1",
+                    color_scheme="red",
+                    variant="soft",
+                    on_click=A.ask(row.id, False),
+                    id="reject-" + row.id.to_string(),
+                ),
+            )
+        ),
     )
 
 
@@ -528,11 +694,23 @@ def export_approvals_page() -> rx.Component:
             rx.cond(
                 A.pending.length() > 0,
                 rx.table.root(
-                    rx.table.header(rx.table.row(*[
-                        rx.table.column_header_cell(t(k), scope="col") for k in (
-                            "export.col.id", "export.col.requester", "export.col.created", "export.meta.scope",
-                            "export.meta.fields", "export.format", "export.meta.row_count", "common.actions")
-                    ])),
+                    rx.table.header(
+                        rx.table.row(
+                            *[
+                                rx.table.column_header_cell(t(k), scope="col")
+                                for k in (
+                                    "export.col.id",
+                                    "export.col.requester",
+                                    "export.col.created",
+                                    "export.meta.scope",
+                                    "export.meta.fields",
+                                    "export.format",
+                                    "export.meta.row_count",
+                                    "common.actions",
+                                )
+                            ]
+                        )
+                    ),
                     rx.table.body(rx.foreach(A.pending, _approval_row)),
                     width="100%",
                     id="approvals-table",
@@ -544,8 +722,13 @@ def export_approvals_page() -> rx.Component:
                     rx.dialog.title(rx.cond(A.decide_approve, t("export.approve"), t("export.reject"))),
                     rx.form(
                         rx.vstack(
-                            rx.text_area(name="comment", placeholder=t("export.comment"), id="decision-comment",
-                                         max_length=500, width="100%"),
+                            rx.text_area(
+                                name="comment",
+                                placeholder=t("export.comment"),
+                                id="decision-comment",
+                                max_length=500,
+                                width="100%",
+                            ),
                             form_buttons("decision-submit", submit_key="common.confirm"),
                             spacing="3",
                         ),
@@ -565,21 +748,33 @@ def export_approvals_page() -> rx.Component:
 
 # --- per-customer portability ----------------------------------------------------------------------
 
+
 def portability_button(customer_id) -> rx.Component:
     """A button + dialog exporting everything about one customer (JSON + XLSX zip).
     For the customer detail page: ``portability_button(CustomerDetailState.customer.id)``."""
     P = PortabilityState
     return rx.fragment(
-        rx.button(rx.icon("package", size=14), t("export.portability"), size="2", variant="soft",
-                  on_click=P.ask(customer_id), id="portability-open"),
+        rx.button(
+            rx.icon("package", size=14),
+            t("export.portability"),
+            size="2",
+            variant="soft",
+            on_click=P.ask(customer_id),
+            id="portability-open",
+        ),
         rx.dialog.root(
             rx.dialog.content(
                 rx.dialog.title(t("export.portability")),
                 rx.dialog.description(t("export.portability.hint"), size="2"),
                 rx.form(
                     rx.vstack(
-                        rx.input(name="password", type="password", placeholder=t("export.password"),
-                                 auto_complete="new-password", id="portability-password"),
+                        rx.input(
+                            name="password",
+                            type="password",
+                            placeholder=t("export.password"),
+                            auto_complete="new-password",
+                            id="portability-password",
+                        ),
                         field_error(P.error),
                         form_buttons("portability-submit", submit_key="export.run"),
                         spacing="3",

@@ -22,14 +22,35 @@ def password_form() -> rx.Component:
             rx.el.label(t("auth.username"), html_for="username"),
             # No default_value bound to state: the state arriving after the page loads would
             # append to what a quick typist already entered (seen as "lockmelockme").
-            rx.input(id="username", name="username", auto_complete="username",
-                     required=True, size="3", width="100%", auto_focus=True),
+            rx.input(
+                id="username",
+                name="username",
+                auto_complete="username",
+                required=True,
+                size="3",
+                width="100%",
+                auto_focus=True,
+            ),
             rx.el.label(t("auth.password"), html_for="password"),
-            rx.input(id="password", name="password", type="password", auto_complete="current-password",
-                     required=True, size="3", width="100%"),
+            rx.input(
+                id="password",
+                name="password",
+                type="password",
+                auto_complete="current-password",
+                required=True,
+                size="3",
+                width="100%",
+            ),
             # Disabled until hydrated: before that a native submit would put the password in the URL.
-            rx.button(t("auth.next"), type="submit", size="3", width="100%", loading=S.busy, id="login-submit",
-                      disabled=~rx.State.is_hydrated),
+            rx.button(
+                t("auth.next"),
+                type="submit",
+                size="3",
+                width="100%",
+                loading=S.busy,
+                id="login-submit",
+                disabled=~rx.State.is_hydrated,
+            ),
             spacing="3",
             width="100%",
         ),
@@ -44,10 +65,21 @@ def code_form() -> rx.Component:
     return rx.form(
         rx.vstack(
             rx.el.label(t("auth.totp_code"), html_for="code"),
-            rx.input(id="code", name="code", auto_complete="one-time-code", input_mode="numeric",
-                     required=True, size="3", width="100%", auto_focus=True, max_length=12),
+            rx.input(
+                id="code",
+                name="code",
+                auto_complete="one-time-code",
+                input_mode="numeric",
+                required=True,
+                size="3",
+                width="100%",
+                auto_focus=True,
+                max_length=12,
+            ),
             rx.button(t("auth.verify"), type="submit", size="3", width="100%", loading=S.busy, id="code-submit"),
-            rx.button(t("auth.back_to_password"), type="button", variant="ghost", on_click=S.back_to_password, size="2"),
+            rx.button(
+                t("auth.back_to_password"), type="button", variant="ghost", on_click=S.back_to_password, size="2"
+            ),
             spacing="3",
             width="100%",
         ),
@@ -72,7 +104,9 @@ def enrol_step() -> rx.Component:
     return rx.vstack(
         rx.heading(t("auth.enrol_title"), size="5", as_="h2"),
         rx.text(t("auth.enrol_prompt"), size="2"),
-        rx.center(rx.image(src=S.enrol_qr, alt=t("auth.qr_alt"), width="180px", height="180px", id="enrol-qr"), width="100%"),
+        rx.center(
+            rx.image(src=S.enrol_qr, alt=t("auth.qr_alt"), width="180px", height="180px", id="enrol-qr"), width="100%"
+        ),
         rx.text(t("auth.manual_key"), size="2", weight="bold"),
         rx.code(S.enrol_secret, id="enrol-secret", size="3"),
         code_form(),
@@ -85,8 +119,12 @@ def recovery_step() -> rx.Component:
     return rx.vstack(
         rx.heading(t("auth.recovery_title"), size="5", as_="h2"),
         rx.text(t("auth.recovery_prompt"), size="2"),
-        rx.grid(rx.foreach(S.recovery_codes, lambda code: rx.code(code, size="3", class_name="recovery-code")),
-                columns="2", spacing="2", id="recovery-codes"),
+        rx.grid(
+            rx.foreach(S.recovery_codes, lambda code: rx.code(code, size="3", class_name="recovery-code")),
+            columns="2",
+            spacing="2",
+            id="recovery-codes",
+        ),
         rx.button(t("auth.recovery_done"), on_click=S.finish_recovery, size="3", width="100%", id="recovery-done"),
         width="100%",
         spacing="3",
@@ -111,7 +149,9 @@ def login_page() -> rx.Component:
                     ("totp", totp_step()),
                     ("enrol", enrol_step()),
                     ("recovery", recovery_step()),
-                    rx.vstack(rx.heading(t("auth.title"), size="5", as_="h2"), password_form(), width="100%", spacing="3"),
+                    rx.vstack(
+                        rx.heading(t("auth.title"), size="5", as_="h2"), password_form(), width="100%", spacing="3"
+                    ),
                 ),
                 spacing="4",
                 width="100%",

@@ -37,25 +37,76 @@ def _select(name: str, label_key: str, items: list[rx.Component], value) -> rx.C
 def controls() -> rx.Component:
     return rx.box(
         rx.flex(
-            _select("view_id", "report.segment_view", [
-                rx.select.item(t("report.segment_all"), value="none"),
-                rx.foreach(S.views, lambda v: rx.select.item(v["name"], value=v["id"])),
-            ], rx.cond(S.view_id == "", "none", S.view_id)),
-            _select("lifecycle", "report.filter_lifecycle", [rx.select.item(t("report.filter_any"), value="any"),
-                                                              *[rx.select.item(t(f"lifecycle.{s}"), value=s) for s in LIFECYCLE_STAGES]],
-                    rx.cond(S.lifecycle_filter == "", "any", S.lifecycle_filter)),
-            _select("source", "report.filter_source", [rx.select.item(t("report.filter_any"), value="any"),
-                                                        *[rx.select.item(t(f"source.{s}"), value=s) for s in SOURCES]],
-                    rx.cond(S.source_filter == "", "any", S.source_filter)),
-            rx.card(rx.hstack(rx.text(t("report.period_a"), weight="bold", size="2"), _date("a_from", "dash.from", S.a_from),
-                              _date("a_to", "dash.to", S.a_to), align="end", spacing="2"), size="1"),
-            rx.card(rx.hstack(rx.text(t("report.period_b"), weight="bold", size="2"), _date("b_from", "dash.from", S.b_from),
-                              _date("b_to", "dash.to", S.b_to), align="end", spacing="2"), size="1"),
+            _select(
+                "view_id",
+                "report.segment_view",
+                [
+                    rx.select.item(t("report.segment_all"), value="none"),
+                    rx.foreach(S.views, lambda v: rx.select.item(v["name"], value=v["id"])),
+                ],
+                rx.cond(S.view_id == "", "none", S.view_id),
+            ),
+            _select(
+                "lifecycle",
+                "report.filter_lifecycle",
+                [
+                    rx.select.item(t("report.filter_any"), value="any"),
+                    *[rx.select.item(t(f"lifecycle.{s}"), value=s) for s in LIFECYCLE_STAGES],
+                ],
+                rx.cond(S.lifecycle_filter == "", "any", S.lifecycle_filter),
+            ),
+            _select(
+                "source",
+                "report.filter_source",
+                [
+                    rx.select.item(t("report.filter_any"), value="any"),
+                    *[rx.select.item(t(f"source.{s}"), value=s) for s in SOURCES],
+                ],
+                rx.cond(S.source_filter == "", "any", S.source_filter),
+            ),
+            rx.card(
+                rx.hstack(
+                    rx.text(t("report.period_a"), weight="bold", size="2"),
+                    _date("a_from", "dash.from", S.a_from),
+                    _date("a_to", "dash.to", S.a_to),
+                    align="end",
+                    spacing="2",
+                ),
+                size="1",
+            ),
+            rx.card(
+                rx.hstack(
+                    rx.text(t("report.period_b"), weight="bold", size="2"),
+                    _date("b_from", "dash.from", S.b_from),
+                    _date("b_to", "dash.to", S.b_to),
+                    align="end",
+                    spacing="2",
+                ),
+                size="1",
+            ),
             rx.button(rx.icon("play", size=14), t("report.run"), on_click=S.run, id="report-run", loading=S.loading),
-            rx.cond(S.can_export, rx.button(rx.icon("file-spreadsheet", size=16), t("report.export_xlsx"), type="button",
-                                            on_click=S.export_xlsx, variant="soft", id="report-export")),
-            rx.cond(S.can_export, rx.button(rx.icon("file-text", size=16), t("report.export_pdf"), type="button",
-                                            on_click=S.export_pdf, variant="soft", id="report-export-pdf")),
+            rx.cond(
+                S.can_export,
+                rx.button(
+                    rx.icon("file-spreadsheet", size=16),
+                    t("report.export_xlsx"),
+                    type="button",
+                    on_click=S.export_xlsx,
+                    variant="soft",
+                    id="report-export",
+                ),
+            ),
+            rx.cond(
+                S.can_export,
+                rx.button(
+                    rx.icon("file-text", size=16),
+                    t("report.export_pdf"),
+                    type="button",
+                    on_click=S.export_pdf,
+                    variant="soft",
+                    id="report-export-pdf",
+                ),
+            ),
             spacing="3",
             wrap="wrap",
             align="end",
@@ -81,7 +132,12 @@ def comparison_section() -> rx.Component:
             ),
             rx.box(
                 _num_table(
-                    [t("report.measure"), rx.text("A ", S.period_a_label), rx.text("B ", S.period_b_label), t("dash.change")],
+                    [
+                        t("report.measure"),
+                        rx.text("A ", S.period_a_label),
+                        rx.text("B ", S.period_b_label),
+                        t("dash.change"),
+                    ],
                     S.comparison,
                     lambda r: [rx.table.cell(label(r)), _right(r["a"]), _right(r["b"]), _right(r["change"])],
                 ),
@@ -101,11 +157,21 @@ def cohort_section() -> rx.Component:
             rx.heading(t("report.cohorts"), size="3", as_="h2"),
             rx.box(
                 _num_table(
-                    [t("report.cohort_month"), t("report.cohort_size"), t("report.cohort_after", n=1),
-                     t("report.cohort_after", n=3), t("report.cohort_after", n=6)],
+                    [
+                        t("report.cohort_month"),
+                        t("report.cohort_size"),
+                        t("report.cohort_after", n=1),
+                        t("report.cohort_after", n=3),
+                        t("report.cohort_after", n=6),
+                    ],
                     S.cohorts,
-                    lambda r: [rx.table.cell(r["month"]), _right(r["size_text"]), _right(r["retained"].to(list[str])[0]),
-                               _right(r["retained"].to(list[str])[1]), _right(r["retained"].to(list[str])[2])],
+                    lambda r: [
+                        rx.table.cell(r["month"]),
+                        _right(r["size_text"]),
+                        _right(r["retained"].to(list[str])[0]),
+                        _right(r["retained"].to(list[str])[1]),
+                        _right(r["retained"].to(list[str])[2]),
+                    ],
                 ),
                 id="cohort-table",
                 width="100%",
@@ -122,7 +188,9 @@ def products_section() -> rx.Component:
         rx.vstack(
             rx.heading(t("report.top_products"), size="3", as_="h2"),
             rx.recharts.bar_chart(
-                rx.recharts.bar(data_key="amount", fill="#30a46c", is_animation_active=False, name=t("dash.amount_cents")),
+                rx.recharts.bar(
+                    data_key="amount", fill="#30a46c", is_animation_active=False, name=t("dash.amount_cents")
+                ),
                 rx.recharts.x_axis(data_key="product"),
                 rx.recharts.y_axis(),
                 rx.recharts.graphing_tooltip(),
@@ -132,10 +200,21 @@ def products_section() -> rx.Component:
             ),
             rx.box(
                 _num_table(
-                    [t("report.product"), t("dash.orders"), t("report.quantity"), t("dash.amount_cents"), t("dash.buyers")],
+                    [
+                        t("report.product"),
+                        t("dash.orders"),
+                        t("report.quantity"),
+                        t("dash.amount_cents"),
+                        t("dash.buyers"),
+                    ],
                     S.products,
-                    lambda p: [rx.table.cell(p["product"]), _right(p["orders_text"]), _right(p["quantity_text"]),
-                               _right(p["amount_text"]), _right(p["buyers_text"])],
+                    lambda p: [
+                        rx.table.cell(p["product"]),
+                        _right(p["orders_text"]),
+                        _right(p["quantity_text"]),
+                        _right(p["amount_text"]),
+                        _right(p["buyers_text"]),
+                    ],
                 ),
                 id="products-table",
                 width="100%",
@@ -153,8 +232,14 @@ def reports_page() -> rx.Component:
         rx.cond(S.empty, rx.callout(t("dash.empty"), icon="info", id="report-empty", width="100%")),
         rx.cond(
             S.loaded,
-            rx.vstack(comparison_section(), cohort_section(), products_section(), rx.text(t("dash.definitions"), size="1", color_scheme="gray"),
-                      spacing="4", width="100%"),
+            rx.vstack(
+                comparison_section(),
+                cohort_section(),
+                products_section(),
+                rx.text(t("dash.definitions"), size="1", color_scheme="gray"),
+                spacing="4",
+                width="100%",
+            ),
             rx.center(rx.spinner(size="3"), width="100%", padding="48px"),
         ),
         title_key="report.title",

@@ -22,6 +22,7 @@ def _group_label(group) -> rx.Component:
 
 # --- tags table ---------------------------------------------------------------------------
 
+
 def _tag_row(tag: TagView) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell(rx.badge(tag.name, color_scheme=tag.color, variant="soft", size="2")),
@@ -33,14 +34,34 @@ def _tag_row(tag: TagView) -> rx.Component:
         rx.table.cell(tag.last_assigned_at),
         rx.table.cell(
             rx.hstack(
-                rx.icon_button(rx.icon("pencil", size=14), size="1", variant="ghost", on_click=S.open_edit(tag.id),
-                               aria_label=t("common.edit"), title=t("common.edit"), id="edit-tag-" + tag.id.to_string()),
-                rx.icon_button(rx.icon("merge", size=14), size="1", variant="ghost", on_click=S.open_merge(tag.id),
-                               aria_label=t("tagadmin.merge"), title=t("tagadmin.merge"),
-                               id="merge-tag-" + tag.id.to_string()),
-                rx.icon_button(rx.icon("trash-2", size=14), size="1", variant="ghost", color_scheme="red",
-                               on_click=S.ask_delete(tag.id), aria_label=t("common.delete"),
-                               title=t("common.delete"), id="delete-tag-" + tag.id.to_string()),
+                rx.icon_button(
+                    rx.icon("pencil", size=14),
+                    size="1",
+                    variant="ghost",
+                    on_click=S.open_edit(tag.id),
+                    aria_label=t("common.edit"),
+                    title=t("common.edit"),
+                    id="edit-tag-" + tag.id.to_string(),
+                ),
+                rx.icon_button(
+                    rx.icon("merge", size=14),
+                    size="1",
+                    variant="ghost",
+                    on_click=S.open_merge(tag.id),
+                    aria_label=t("tagadmin.merge"),
+                    title=t("tagadmin.merge"),
+                    id="merge-tag-" + tag.id.to_string(),
+                ),
+                rx.icon_button(
+                    rx.icon("trash-2", size=14),
+                    size="1",
+                    variant="ghost",
+                    color_scheme="red",
+                    on_click=S.ask_delete(tag.id),
+                    aria_label=t("common.delete"),
+                    title=t("common.delete"),
+                    id="delete-tag-" + tag.id.to_string(),
+                ),
                 spacing="2",
             ),
         ),
@@ -49,16 +70,32 @@ def _tag_row(tag: TagView) -> rx.Component:
 
 def tags_table() -> rx.Component:
     return rx.vstack(
-        rx.hstack(rx.text(t("tagadmin.hint"), size="2", color_scheme="gray"), rx.spacer(),
-                  rx.button(rx.icon("plus", size=16), t("tagadmin.new"), on_click=S.open_create, id="new-tag"),
-                  width="100%", align="center"),
+        rx.hstack(
+            rx.text(t("tagadmin.hint"), size="2", color_scheme="gray"),
+            rx.spacer(),
+            rx.button(rx.icon("plus", size=16), t("tagadmin.new"), on_click=S.open_create, id="new-tag"),
+            width="100%",
+            align="center",
+        ),
         rx.box(
             rx.table.root(
-                rx.table.header(rx.table.row(
-                    *[rx.table.column_header_cell(t(key), scope="col") for key in (
-                        "tagadmin.name", "tagadmin.group", "tagadmin.usage", "tagadmin.manual_rule",
-                        "tagadmin.rules", "tagadmin.description", "tagadmin.last_assigned", "common.actions")],
-                )),
+                rx.table.header(
+                    rx.table.row(
+                        *[
+                            rx.table.column_header_cell(t(key), scope="col")
+                            for key in (
+                                "tagadmin.name",
+                                "tagadmin.group",
+                                "tagadmin.usage",
+                                "tagadmin.manual_rule",
+                                "tagadmin.rules",
+                                "tagadmin.description",
+                                "tagadmin.last_assigned",
+                                "common.actions",
+                            )
+                        ],
+                    )
+                ),
                 rx.table.body(rx.foreach(S.tags, _tag_row)),
                 variant="surface",
                 id="tag-table",
@@ -88,24 +125,55 @@ def edit_dialog() -> rx.Component:
             rx.dialog.title(rx.cond(S.edit_id, t("tagadmin.edit"), t("tagadmin.new"))),
             rx.form(
                 rx.vstack(
-                    _labelled("tagadmin.name", rx.input(id="tag-name", value=S.edit_name, max_length=32,
-                                                        on_change=lambda v: S.set_edit_field("name", v)),
-                              "tag-name", S.edit_errors.get("name", "")),
-                    _labelled("tagadmin.group", rx.select.root(
-                        rx.select.trigger(id="tag-group"),
-                        rx.select.content(*[rx.select.item(t(f"tagadmin.group.{g}"), value=g) for g in TAG_GROUPS]),
-                        value=S.edit_group, on_change=lambda v: S.set_edit_field("group", v)),
-                        "tag-group", S.edit_errors.get("group", "")),
-                    _labelled("tagadmin.color", rx.select.root(
-                        rx.select.trigger(id="tag-color"),
-                        rx.select.content(*[rx.select.item(rx.badge(c, color_scheme=c, variant="soft"), value=c)
-                                            for c in TAG_COLORS]),
-                        value=S.edit_color, on_change=lambda v: S.set_edit_field("color", v)),
-                        "tag-color", S.edit_errors.get("color", "")),
-                    _labelled("tagadmin.description", rx.text_area(
-                        id="tag-description", value=S.edit_description, max_length=255,
-                        on_change=lambda v: S.set_edit_field("description", v)),
-                        "tag-description", S.edit_errors.get("description", "")),
+                    _labelled(
+                        "tagadmin.name",
+                        rx.input(
+                            id="tag-name",
+                            value=S.edit_name,
+                            max_length=32,
+                            on_change=lambda v: S.set_edit_field("name", v),
+                        ),
+                        "tag-name",
+                        S.edit_errors.get("name", ""),
+                    ),
+                    _labelled(
+                        "tagadmin.group",
+                        rx.select.root(
+                            rx.select.trigger(id="tag-group"),
+                            rx.select.content(*[rx.select.item(t(f"tagadmin.group.{g}"), value=g) for g in TAG_GROUPS]),
+                            value=S.edit_group,
+                            on_change=lambda v: S.set_edit_field("group", v),
+                        ),
+                        "tag-group",
+                        S.edit_errors.get("group", ""),
+                    ),
+                    _labelled(
+                        "tagadmin.color",
+                        rx.select.root(
+                            rx.select.trigger(id="tag-color"),
+                            rx.select.content(
+                                *[
+                                    rx.select.item(rx.badge(c, color_scheme=c, variant="soft"), value=c)
+                                    for c in TAG_COLORS
+                                ]
+                            ),
+                            value=S.edit_color,
+                            on_change=lambda v: S.set_edit_field("color", v),
+                        ),
+                        "tag-color",
+                        S.edit_errors.get("color", ""),
+                    ),
+                    _labelled(
+                        "tagadmin.description",
+                        rx.text_area(
+                            id="tag-description",
+                            value=S.edit_description,
+                            max_length=255,
+                            on_change=lambda v: S.set_edit_field("description", v),
+                        ),
+                        "tag-description",
+                        S.edit_errors.get("description", ""),
+                    ),
                     form_buttons("tag-save"),
                     spacing="3",
                 ),
@@ -131,13 +199,16 @@ def merge_dialog() -> rx.Component:
                 rx.select.root(
                     rx.select.trigger(placeholder=t("tagadmin.merge_into"), id="merge-target"),
                     rx.select.content(rx.foreach(S.tag_options, _tag_option)),
-                    value=S.merge_target, on_change=S.set_merge_target,
+                    value=S.merge_target,
+                    on_change=S.set_merge_target,
                 ),
                 rx.hstack(
                     rx.dialog.close(rx.button(t("common.cancel"), variant="soft", color_scheme="gray")),
-                    rx.button(t("tagadmin.merge"), on_click=S.merge, disabled=~S.merge_target.bool(),
-                              id="merge-submit"),
-                    justify="end", width="100%",
+                    rx.button(
+                        t("tagadmin.merge"), on_click=S.merge, disabled=~S.merge_target.bool(), id="merge-submit"
+                    ),
+                    justify="end",
+                    width="100%",
                 ),
                 spacing="3",
             ),
@@ -149,26 +220,45 @@ def merge_dialog() -> rx.Component:
 
 # --- hygiene ------------------------------------------------------------------------------
 
+
 def _hygiene_tag(tag: TagView) -> rx.Component:
     return rx.hstack(
         rx.badge(tag.name, color_scheme=tag.color, variant="soft"),
         rx.text(t("tagadmin.usage_n", count=tag.usage), size="1", color_scheme="gray"),
         rx.text(tag.last_assigned_at, size="1", color_scheme="gray"),
-        rx.icon_button(rx.icon("merge", size=14), size="1", variant="ghost", on_click=S.open_merge(tag.id),
-                       aria_label=t("tagadmin.merge")),
-        rx.icon_button(rx.icon("trash-2", size=14), size="1", variant="ghost", color_scheme="red",
-                       on_click=S.ask_delete(tag.id), aria_label=t("common.delete")),
-        spacing="2", align="center",
+        rx.icon_button(
+            rx.icon("merge", size=14),
+            size="1",
+            variant="ghost",
+            on_click=S.open_merge(tag.id),
+            aria_label=t("tagadmin.merge"),
+        ),
+        rx.icon_button(
+            rx.icon("trash-2", size=14),
+            size="1",
+            variant="ghost",
+            color_scheme="red",
+            on_click=S.ask_delete(tag.id),
+            aria_label=t("common.delete"),
+        ),
+        spacing="2",
+        align="center",
     )
 
 
 def _duplicate(pair: NearDuplicate) -> rx.Component:
     return rx.hstack(
-        rx.badge(pair.a_name, variant="soft"), rx.text("≈"), rx.badge(pair.b_name, variant="soft"),
-        rx.text(rx.cond(pair.reason == "pinyin", t("tagadmin.same_pinyin"), t("tagadmin.similar_spelling")),
-                size="1", color_scheme="gray"),
+        rx.badge(pair.a_name, variant="soft"),
+        rx.text("≈"),
+        rx.badge(pair.b_name, variant="soft"),
+        rx.text(
+            rx.cond(pair.reason == "pinyin", t("tagadmin.same_pinyin"), t("tagadmin.similar_spelling")),
+            size="1",
+            color_scheme="gray",
+        ),
         rx.button(t("tagadmin.merge_a_into_b"), size="1", variant="soft", on_click=S.open_merge(pair.a_id)),
-        spacing="2", align="center",
+        spacing="2",
+        align="center",
     )
 
 
@@ -176,9 +266,13 @@ def hygiene_tab() -> rx.Component:
     def section(title_key: str, items, render, empty_key: str = "tagadmin.none") -> rx.Component:
         return rx.vstack(
             rx.heading(t(title_key), size="3"),
-            rx.cond(items.length() > 0, rx.vstack(rx.foreach(items, render), spacing="2"),
-                    rx.text(t(empty_key), size="2", color_scheme="gray")),
-            spacing="2", width="100%",
+            rx.cond(
+                items.length() > 0,
+                rx.vstack(rx.foreach(items, render), spacing="2"),
+                rx.text(t(empty_key), size="2", color_scheme="gray"),
+            ),
+            spacing="2",
+            width="100%",
         )
 
     return rx.vstack(
@@ -186,16 +280,19 @@ def hygiene_tab() -> rx.Component:
             rx.el.label(t("tagadmin.idle_days"), html_for="idle-days", font_size="14px"),
             rx.input(id="idle-days", value=S.idle_days, on_change=S.set_idle_days, width="80px"),
             rx.button(t("tagadmin.refresh"), on_click=S.refresh_hygiene, variant="soft"),
-            align="center", spacing="2",
+            align="center",
+            spacing="2",
         ),
         section("tagadmin.unused", S.unused, _hygiene_tag),
         section("tagadmin.stale", S.stale, _hygiene_tag),
         section("tagadmin.duplicates", S.duplicates, _duplicate),
-        spacing="4", width="100%",
+        spacing="4",
+        width="100%",
     )
 
 
 # --- rules --------------------------------------------------------------------------------
+
 
 def _rule_row(rule: RuleRow) -> rx.Component:
     return rx.table.row(
@@ -203,19 +300,43 @@ def _rule_row(rule: RuleRow) -> rx.Component:
         rx.table.cell(rx.badge(rule.tag_name, color_scheme=rule.tag_color, variant="soft")),
         rx.table.cell(rx.text(rule.summary, size="2")),
         rx.table.cell(rx.cond(rule.mode == "sync", t("rule.mode.sync"), t("rule.mode.add_only"))),
-        rx.table.cell(rx.switch(checked=rule.enabled, on_change=lambda v: S.toggle_rule(rule.id, v),
-                                aria_label=t("rule.enabled"))),
-        rx.table.cell(rx.vstack(rx.text(rule.last_run_at, size="1"), rx.text(rule.last_run, size="1",
-                                                                             color_scheme="gray"), spacing="0")),
-        rx.table.cell(rx.hstack(
-            rx.button(t("rule.run_now"), size="1", variant="soft", on_click=S.run_rule(rule.id),
-                      disabled=S.job_running, id="run-rule-" + rule.id.to_string()),
-            rx.icon_button(rx.icon("pencil", size=14), size="1", variant="ghost", on_click=S.open_rule(rule.id),
-                           aria_label=t("common.edit"), id="edit-rule-" + rule.id.to_string()),
-            rx.icon_button(rx.icon("trash-2", size=14), size="1", variant="ghost", color_scheme="red",
-                           on_click=S.delete_rule(rule.id), aria_label=t("common.delete")),
-            spacing="2",
-        )),
+        rx.table.cell(
+            rx.switch(checked=rule.enabled, on_change=lambda v: S.toggle_rule(rule.id, v), aria_label=t("rule.enabled"))
+        ),
+        rx.table.cell(
+            rx.vstack(
+                rx.text(rule.last_run_at, size="1"), rx.text(rule.last_run, size="1", color_scheme="gray"), spacing="0"
+            )
+        ),
+        rx.table.cell(
+            rx.hstack(
+                rx.button(
+                    t("rule.run_now"),
+                    size="1",
+                    variant="soft",
+                    on_click=S.run_rule(rule.id),
+                    disabled=S.job_running,
+                    id="run-rule-" + rule.id.to_string(),
+                ),
+                rx.icon_button(
+                    rx.icon("pencil", size=14),
+                    size="1",
+                    variant="ghost",
+                    on_click=S.open_rule(rule.id),
+                    aria_label=t("common.edit"),
+                    id="edit-rule-" + rule.id.to_string(),
+                ),
+                rx.icon_button(
+                    rx.icon("trash-2", size=14),
+                    size="1",
+                    variant="ghost",
+                    color_scheme="red",
+                    on_click=S.delete_rule(rule.id),
+                    aria_label=t("common.delete"),
+                ),
+                spacing="2",
+            )
+        ),
     )
 
 
@@ -223,11 +344,16 @@ def job_progress() -> rx.Component:
     return rx.cond(
         S.job_id,
         rx.vstack(
-            rx.hstack(rx.text(t("rule.job"), size="2"), rx.text(S.job_percent, "%", size="2", id="job-percent"),
-                      rx.text(S.job_status, size="2", color_scheme="gray", id="job-status"), spacing="2"),
+            rx.hstack(
+                rx.text(t("rule.job"), size="2"),
+                rx.text(S.job_percent, "%", size="2", id="job-percent"),
+                rx.text(S.job_status, size="2", color_scheme="gray", id="job-status"),
+                spacing="2",
+            ),
             rx.progress(value=S.job_percent, max=100, width="100%"),
             rx.text(S.job_result, size="2", id="job-result"),
-            width="100%", spacing="1",
+            width="100%",
+            spacing="1",
         ),
     )
 
@@ -237,7 +363,8 @@ def thresholds_card() -> rx.Component:
         return rx.hstack(
             rx.el.label(t(label_key), html_for=f"lc-{which}", font_size="14px"),
             rx.input(id=f"lc-{which}", value=value, on_change=lambda v: S.set_lc(which, v), width="70px"),
-            align="center", spacing="1",
+            align="center",
+            spacing="1",
         )
 
     return rx.cond(
@@ -250,9 +377,16 @@ def thresholds_card() -> rx.Component:
                     number("tagadmin.lc_new", "new", S.lc_new),
                     number("tagadmin.lc_active", "active", S.lc_active),
                     number("tagadmin.lc_churn", "churn", S.lc_churn),
-                    rx.button(t("tagadmin.thresholds_save"), size="1", on_click=S.save_thresholds,
-                              disabled=S.job_running, id="save-thresholds"),
-                    spacing="4", align="center", wrap="wrap",
+                    rx.button(
+                        t("tagadmin.thresholds_save"),
+                        size="1",
+                        on_click=S.save_thresholds,
+                        disabled=S.job_running,
+                        id="save-thresholds",
+                    ),
+                    spacing="4",
+                    align="center",
+                    wrap="wrap",
                 ),
                 spacing="2",
             ),
@@ -264,29 +398,53 @@ def thresholds_card() -> rx.Component:
 def rules_tab() -> rx.Component:
     return rx.vstack(
         rx.hstack(
-            rx.text(t("rule.hint"), size="2", color_scheme="gray"), rx.spacer(),
+            rx.text(t("rule.hint"), size="2", color_scheme="gray"),
+            rx.spacer(),
             rx.el.label(t("rule.schedule"), html_for="rule-schedule", font_size="14px"),
-            rx.input(id="rule-schedule", value=S.schedule, on_change=S.set_schedule, width="70px",
-                     placeholder="02:30"),
+            rx.input(id="rule-schedule", value=S.schedule, on_change=S.set_schedule, width="70px", placeholder="02:30"),
             rx.button(t("common.save"), size="1", variant="soft", on_click=S.save_schedule, id="save-schedule"),
-            rx.button(rx.icon("play", size=16), t("rule.run_all"), variant="soft", on_click=S.run_all,
-                      disabled=S.job_running, id="run-all-rules"),
+            rx.button(
+                rx.icon("play", size=16),
+                t("rule.run_all"),
+                variant="soft",
+                on_click=S.run_all,
+                disabled=S.job_running,
+                id="run-all-rules",
+            ),
             rx.button(rx.icon("plus", size=16), t("rule.new"), on_click=S.open_new_rule, id="new-rule"),
-            width="100%", align="center",
+            width="100%",
+            align="center",
         ),
         job_progress(),
         thresholds_card(),
         rx.box(
             rx.table.root(
-                rx.table.header(rx.table.row(*[rx.table.column_header_cell(t(k), scope="col") for k in (
-                    "rule.name", "rule.tag", "rule.conditions", "rule.mode", "rule.enabled", "rule.last_run_at",
-                    "common.actions")])),
+                rx.table.header(
+                    rx.table.row(
+                        *[
+                            rx.table.column_header_cell(t(k), scope="col")
+                            for k in (
+                                "rule.name",
+                                "rule.tag",
+                                "rule.conditions",
+                                "rule.mode",
+                                "rule.enabled",
+                                "rule.last_run_at",
+                                "common.actions",
+                            )
+                        ]
+                    )
+                ),
                 rx.table.body(rx.foreach(S.rules, _rule_row)),
-                variant="surface", id="rule-table", width="100%",
+                variant="surface",
+                id="rule-table",
+                width="100%",
             ),
-            overflow_x="auto", width="100%",
+            overflow_x="auto",
+            width="100%",
         ),
-        width="100%", spacing="3",
+        width="100%",
+        spacing="3",
     )
 
 
@@ -299,12 +457,14 @@ def _condition_row(row: CondRow, index) -> rx.Component:
         rx.select.root(
             rx.select.trigger(id="cond-field-" + index.to_string(), aria_label=t("rule.field")),
             rx.select.content(*[rx.select.item(t(f"rule.field.{key}"), value=key) for key in FIELDS]),
-            value=row.field, on_change=lambda v: S.set_row(index, "field", v),
+            value=row.field,
+            on_change=lambda v: S.set_row(index, "field", v),
         ),
         rx.select.root(
             rx.select.trigger(id="cond-op-" + index.to_string(), aria_label=t("rule.operator")),
             rx.select.content(rx.foreach(row.ops, _option_item)),
-            value=row.op, on_change=lambda v: S.set_row(index, "op", v),
+            value=row.op,
+            on_change=lambda v: S.set_row(index, "op", v),
         ),
         rx.cond(
             row.kind == "has",
@@ -314,37 +474,64 @@ def _condition_row(row: CondRow, index) -> rx.Component:
                 rx.select.root(
                     rx.select.trigger(id="cond-choice-" + index.to_string(), aria_label=t("rule.value")),
                     rx.select.content(rx.foreach(row.choices, _option_item)),
-                    value=row.value, on_change=lambda v: S.set_row(index, "value", v),
+                    value=row.value,
+                    on_change=lambda v: S.set_row(index, "value", v),
                 ),
-                rx.input(value=row.value, on_change=lambda v: S.set_row(index, "value", v),
-                         placeholder=rx.cond(row.kind == "date", "YYYY-MM-DD",
-                                             rx.cond(row.kind == "choice", "a,b", "")),
-                         aria_label=t("rule.value"), id="cond-value-" + index.to_string(), width="120px"),
+                rx.input(
+                    value=row.value,
+                    on_change=lambda v: S.set_row(index, "value", v),
+                    placeholder=rx.cond(row.kind == "date", "YYYY-MM-DD", rx.cond(row.kind == "choice", "a,b", "")),
+                    aria_label=t("rule.value"),
+                    id="cond-value-" + index.to_string(),
+                    width="120px",
+                ),
             ),
         ),
-        rx.cond(row.product, rx.select.root(
-            rx.select.trigger(placeholder=t("rule.product"), aria_label=t("rule.product")),
-            rx.select.content(rx.foreach(S.products, _option_item)),
-            value=row.product_id, on_change=lambda v: S.set_row(index, "product_id", v),
-        )),
-        rx.cond(row.window != "none", rx.hstack(
-            rx.text(t("rule.within"), size="2"),
-            rx.input(value=row.days, on_change=lambda v: S.set_row(index, "days", v), width="70px",
-                     aria_label=t("rule.days"), id="cond-days-" + index.to_string(),
-                     placeholder=rx.cond(row.window == "optional", t("rule.ever"), "")),
-            rx.text(t("rule.days"), size="2"),
-            align="center", spacing="1",
-        )),
-        rx.icon_button(rx.icon("x", size=14), size="1", variant="ghost", on_click=S.remove_row(index),
-                       aria_label=t("rule.remove_condition")),
-        spacing="2", align="center", wrap="wrap",
+        rx.cond(
+            row.product,
+            rx.select.root(
+                rx.select.trigger(placeholder=t("rule.product"), aria_label=t("rule.product")),
+                rx.select.content(rx.foreach(S.products, _option_item)),
+                value=row.product_id,
+                on_change=lambda v: S.set_row(index, "product_id", v),
+            ),
+        ),
+        rx.cond(
+            row.window != "none",
+            rx.hstack(
+                rx.text(t("rule.within"), size="2"),
+                rx.input(
+                    value=row.days,
+                    on_change=lambda v: S.set_row(index, "days", v),
+                    width="70px",
+                    aria_label=t("rule.days"),
+                    id="cond-days-" + index.to_string(),
+                    placeholder=rx.cond(row.window == "optional", t("rule.ever"), ""),
+                ),
+                rx.text(t("rule.days"), size="2"),
+                align="center",
+                spacing="1",
+            ),
+        ),
+        rx.icon_button(
+            rx.icon("x", size=14),
+            size="1",
+            variant="ghost",
+            on_click=S.remove_row(index),
+            aria_label=t("rule.remove_condition"),
+        ),
+        spacing="2",
+        align="center",
+        wrap="wrap",
     )
 
 
 def _sample_row(row: dict) -> rx.Component:
     return rx.table.row(
         rx.table.cell(rx.link(row["name"], href="/customers/" + row["id"])),
-        rx.table.cell(row["city"]), rx.table.cell(row["orders"]), rx.table.cell(row["spent"]),
+        rx.table.cell(row["city"]),
+        rx.table.cell(row["orders"]),
+        rx.table.cell(row["spent"]),
         rx.table.cell(rx.cond(row["gains"] == "True", rx.badge(t("rule.gains"), color_scheme="green"), "")),
     )
 
@@ -355,22 +542,42 @@ def rule_dialog() -> rx.Component:
             rx.dialog.title(rx.cond(S.rule_id, t("rule.edit"), t("rule.new"))),
             rx.vstack(
                 rx.hstack(
-                    _labelled("rule.name", rx.input(id="rule-name", value=S.rule_name, max_length=64,
-                                                    on_change=lambda v: S.set_rule_field("name", v)), "rule-name"),
-                    _labelled("rule.tag", rx.select.root(
-                        rx.select.trigger(id="rule-tag"),
-                        rx.select.content(rx.foreach(S.tag_options, _tag_option)),
-                        value=S.rule_tag, on_change=lambda v: S.set_rule_field("tag", v)), "rule-tag"),
-                    width="100%", spacing="3",
+                    _labelled(
+                        "rule.name",
+                        rx.input(
+                            id="rule-name",
+                            value=S.rule_name,
+                            max_length=64,
+                            on_change=lambda v: S.set_rule_field("name", v),
+                        ),
+                        "rule-name",
+                    ),
+                    _labelled(
+                        "rule.tag",
+                        rx.select.root(
+                            rx.select.trigger(id="rule-tag"),
+                            rx.select.content(rx.foreach(S.tag_options, _tag_option)),
+                            value=S.rule_tag,
+                            on_change=lambda v: S.set_rule_field("tag", v),
+                        ),
+                        "rule-tag",
+                    ),
+                    width="100%",
+                    spacing="3",
                 ),
                 rx.hstack(
                     rx.text(t("rule.match"), size="2"),
                     rx.radio_group.root(
                         rx.hstack(
-                            rx.radio_group.item(value="all", id="match-all"), rx.text(t("rule.match.all"), size="2"),
-                            rx.radio_group.item(value="any", id="match-any"), rx.text(t("rule.match.any"), size="2"),
-                            spacing="2", align="center"),
-                        value=S.rule_match, on_change=lambda v: S.set_rule_field("match", v),
+                            rx.radio_group.item(value="all", id="match-all"),
+                            rx.text(t("rule.match.all"), size="2"),
+                            rx.radio_group.item(value="any", id="match-any"),
+                            rx.text(t("rule.match.any"), size="2"),
+                            spacing="2",
+                            align="center",
+                        ),
+                        value=S.rule_match,
+                        on_change=lambda v: S.set_rule_field("match", v),
                     ),
                     rx.spacer(),
                     rx.text(t("rule.mode"), size="2"),
@@ -378,38 +585,56 @@ def rule_dialog() -> rx.Component:
                         rx.hstack(
                             rx.radio_group.item(value="add_only", id="mode-add-only"),
                             rx.text(t("rule.mode.add_only"), size="2"),
-                            rx.radio_group.item(value="sync", id="mode-sync"), rx.text(t("rule.mode.sync"), size="2"),
-                            spacing="2", align="center"),
-                        value=S.rule_mode, on_change=lambda v: S.set_rule_field("mode", v),
+                            rx.radio_group.item(value="sync", id="mode-sync"),
+                            rx.text(t("rule.mode.sync"), size="2"),
+                            spacing="2",
+                            align="center",
+                        ),
+                        value=S.rule_mode,
+                        on_change=lambda v: S.set_rule_field("mode", v),
                     ),
-                    width="100%", align="center", spacing="2",
+                    width="100%",
+                    align="center",
+                    spacing="2",
                 ),
                 rx.vstack(rx.foreach(S.rows, _condition_row), spacing="2", width="100%", id="conditions"),
-                rx.button(rx.icon("plus", size=14), t("rule.add_condition"), size="1", variant="soft",
-                          on_click=S.add_row, id="add-condition"),
+                rx.button(
+                    rx.icon("plus", size=14),
+                    t("rule.add_condition"),
+                    size="1",
+                    variant="soft",
+                    on_click=S.add_row,
+                    id="add-condition",
+                ),
                 field_error(S.rule_error),
                 rx.cond(
                     S.preview_ready,
                     rx.vstack(
                         rx.hstack(
-                            rx.text(t("rule.preview_matching"), ": ", rx.text.strong(S.preview_matching,
-                                                                                     id="preview-matching")),
+                            rx.text(
+                                t("rule.preview_matching"),
+                                ": ",
+                                rx.text.strong(S.preview_matching, id="preview-matching"),
+                            ),
                             rx.text(t("rule.preview_gain"), ": ", rx.text.strong(S.preview_gain, id="preview-gain")),
                             rx.text(t("rule.preview_lose"), ": ", rx.text.strong(S.preview_lose, id="preview-lose")),
                             spacing="4",
                         ),
-                        rx.table.root(rx.table.body(rx.foreach(S.preview_sample, _sample_row)), size="1",
-                                      width="100%"),
-                        width="100%", spacing="2", id="rule-preview",
+                        rx.table.root(rx.table.body(rx.foreach(S.preview_sample, _sample_row)), size="1", width="100%"),
+                        width="100%",
+                        spacing="2",
+                        id="rule-preview",
                     ),
                 ),
                 rx.hstack(
                     rx.dialog.close(rx.button(t("common.cancel"), variant="soft", color_scheme="gray")),
                     rx.button(t("rule.preview"), variant="soft", on_click=S.preview, id="rule-preview-button"),
                     rx.button(t("common.save"), on_click=S.save_rule, id="rule-save"),
-                    justify="end", width="100%",
+                    justify="end",
+                    width="100%",
                 ),
-                spacing="3", width="100%",
+                spacing="3",
+                width="100%",
             ),
             max_width="900px",
         ),
@@ -436,9 +661,13 @@ def tags_admin_page() -> rx.Component:
         edit_dialog(),
         merge_dialog(),
         rule_dialog(),
-        confirm_dialog(open_var=S.delete_open, on_open_change=S.set_delete_open, on_confirm=S.delete_tag,
-                       title=t("tagadmin.delete_title"),
-                       message=t("tagadmin.delete_message", name=S.delete_name, count=S.delete_count),
-                       dialog_id="delete-tag-dialog"),
+        confirm_dialog(
+            open_var=S.delete_open,
+            on_open_change=S.set_delete_open,
+            on_confirm=S.delete_tag,
+            title=t("tagadmin.delete_title"),
+            message=t("tagadmin.delete_message", name=S.delete_name, count=S.delete_count),
+            dialog_id="delete-tag-dialog",
+        ),
         title_key="tagadmin.title",
     )

@@ -22,20 +22,70 @@ from meiqia_app.services.lifecycle import lifecycle_stage, membership_tier
 from meiqia_app.services.search_text import build_search_text, pinyin_of
 
 CUSTOMER_COLUMNS = (
-    "id", "name", "name_pinyin", "name_initials", "gender", "birthday", "phone", "email",
-    "address", "province", "city", "company", "source", "external_id", "visitor_id",
-    "registered_at", "last_active_at", "last_login_at", "first_purchase_at", "last_purchase_at",
-    "order_count", "total_spent_cents", "lifecycle_stage", "membership_tier",
-    "consent_marketing", "consent_marketing_at", "consent_analytics", "consent_analytics_at",
-    "status", "archived_at", "trashed_at", "erased_at", "custom_attributes", "version",
-    "created_at", "updated_at", "updated_by_id", "updated_by_name",
+    "id",
+    "name",
+    "name_pinyin",
+    "name_initials",
+    "gender",
+    "birthday",
+    "phone",
+    "email",
+    "address",
+    "province",
+    "city",
+    "company",
+    "source",
+    "external_id",
+    "visitor_id",
+    "registered_at",
+    "last_active_at",
+    "last_login_at",
+    "first_purchase_at",
+    "last_purchase_at",
+    "order_count",
+    "total_spent_cents",
+    "lifecycle_stage",
+    "membership_tier",
+    "consent_marketing",
+    "consent_marketing_at",
+    "consent_analytics",
+    "consent_analytics_at",
+    "status",
+    "archived_at",
+    "trashed_at",
+    "erased_at",
+    "custom_attributes",
+    "version",
+    "created_at",
+    "updated_at",
+    "updated_by_id",
+    "updated_by_name",
 )
 ORDER_COLUMNS = (
-    "id", "order_no", "customer_id", "product_id", "product_name", "quantity", "amount_cents",
-    "status", "created_at", "paid_at", "recipient_name", "recipient_phone", "shipping_address",
+    "id",
+    "order_no",
+    "customer_id",
+    "product_id",
+    "product_name",
+    "quantity",
+    "amount_cents",
+    "status",
+    "created_at",
+    "paid_at",
+    "recipient_name",
+    "recipient_phone",
+    "shipping_address",
 )
 CONVERSATION_COLUMNS = (
-    "id", "customer_id", "channel", "agent_name", "category", "rating", "started_at", "ended_at", "summary",
+    "id",
+    "customer_id",
+    "channel",
+    "agent_name",
+    "category",
+    "rating",
+    "started_at",
+    "ended_at",
+    "summary",
 )
 MESSAGE_COLUMNS = ("conversation_id", "sender", "body", "sent_at")
 EVENT_COLUMNS = ("customer_id", "kind", "product_id", "url", "occurred_at")
@@ -63,8 +113,14 @@ _SOURCES = _Weighted(data.SOURCES)
 _DOMAINS = _Weighted(data.EMAIL_DOMAINS)
 _CATEGORIES = _Weighted(data.CONVERSATION_CATEGORIES)
 _CHANNEL_OF_SOURCE = {
-    "web": "web", "wechat": "wechat", "app": "app", "miniprogram": "miniprogram",
-    "weibo": "weibo", "douyin": "app", "phone": "phone", "offline": "phone",
+    "web": "web",
+    "wechat": "wechat",
+    "app": "app",
+    "miniprogram": "miniprogram",
+    "weibo": "weibo",
+    "douyin": "app",
+    "phone": "phone",
+    "offline": "phone",
 }
 
 
@@ -170,8 +226,8 @@ def generate_chunk(config: GeneratorConfig, chunk_index: int, chunk_size: int, t
         window_end = (now - dt.timedelta(seconds=int(quiet_days_ago * DAY))).timestamp()
         span = max(window_end - window_start, 1.0)
 
-        def moment() -> dt.datetime:
-            return dt.datetime.fromtimestamp(window_start + rng.random() * span, dt.timezone.utc)
+        def moment(window_start: float = window_start, span: float = span) -> dt.datetime:
+            return dt.datetime.fromtimestamp(window_start + rng.random() * span, dt.UTC)
 
         # Contact data: mostly complete and valid, some missing or broken.
         contact_roll = rng.random()
@@ -221,10 +277,21 @@ def generate_chunk(config: GeneratorConfig, chunk_index: int, chunk_size: int, t
                     spent += amount
                     paid_times.append(created)
                 order_times.append(created)
-                chunk.orders.append((
-                    customer_id, product.id, product.name, quantity, amount, status, fmt(created), fmt(paid_at),
-                    name, phone, f"{province}{city}{rng.choice(data.DISTRICTS)}{rng.choice(data.STREETS)}{rng.randrange(1, 999)}号",
-                ))
+                chunk.orders.append(
+                    (
+                        customer_id,
+                        product.id,
+                        product.name,
+                        quantity,
+                        amount,
+                        status,
+                        fmt(created),
+                        fmt(paid_at),
+                        name,
+                        phone,
+                        f"{province}{city}{rng.choice(data.DISTRICTS)}{rng.choice(data.STREETS)}{rng.randrange(1, 999)}号",
+                    )
+                )
 
         # Conversations and their messages.
         conversation_times: list[dt.datetime] = []
@@ -243,10 +310,18 @@ def generate_chunk(config: GeneratorConfig, chunk_index: int, chunk_size: int, t
                 n_lines = rng.randrange(2, len(lines) + 1)
                 ended = started + dt.timedelta(minutes=2 * n_lines + rng.randrange(5))
                 position = len(chunk.conversations)
-                chunk.conversations.append((
-                    customer_id, channel, rng.choice(data.AGENT_NAMES), category, rating,
-                    fmt(started), fmt(ended), lines[0][1].format(product=product.name)[:120],
-                ))
+                chunk.conversations.append(
+                    (
+                        customer_id,
+                        channel,
+                        rng.choice(data.AGENT_NAMES),
+                        category,
+                        rating,
+                        fmt(started),
+                        fmt(ended),
+                        lines[0][1].format(product=product.name)[:120],
+                    )
+                )
                 for index, (sender, template) in enumerate(lines[:n_lines]):
                     sent = started + dt.timedelta(minutes=2 * index, seconds=rng.randrange(60))
                     chunk.messages.append((position, sender, template.format(product=product.name), fmt(sent)))
@@ -287,32 +362,72 @@ def generate_chunk(config: GeneratorConfig, chunk_index: int, chunk_size: int, t
         visitor_id = f"v_{rng.getrandbits(48):012x}" if rng.random() < 0.9 else None
         attributes = (
             json.dumps({"会员卡号": f"M{rng.randrange(10**9):09d}", "偏好渠道": channel}, ensure_ascii=False)
-            if rng.random() < 0.3 else "{}"
+            if rng.random() < 0.3
+            else "{}"
         )
         address = (
             f"{province}{city}{rng.choice(data.DISTRICTS)}{rng.choice(data.STREETS)}{rng.randrange(1, 999)}号"
-            if rng.random() < 0.7 else None
+            if rng.random() < 0.7
+            else None
         )
-        chunk.customers.append((
-            customer_id, name, pinyin, initials, gender, config.format_date(birthday), phone, email,
-            address, province, city, company, source, external_id, visitor_id,
-            fmt(registered), fmt(last_active), fmt(last_login), fmt(first_purchase), fmt(last_purchase),
-            len(paid_times), spent, stage, tier,
-            consent_marketing, fmt(consent_at) if consent_marketing else None,
-            consent_analytics, fmt(consent_at) if consent_analytics else None,
-            status, fmt(now - dt.timedelta(days=rng.randrange(1, 60))) if status == "archived" else None,
-            None, None, attributes, 1, fmt(registered), fmt(last_active), None, None,
-        ))
+        chunk.customers.append(
+            (
+                customer_id,
+                name,
+                pinyin,
+                initials,
+                gender,
+                config.format_date(birthday),
+                phone,
+                email,
+                address,
+                province,
+                city,
+                company,
+                source,
+                external_id,
+                visitor_id,
+                fmt(registered),
+                fmt(last_active),
+                fmt(last_login),
+                fmt(first_purchase),
+                fmt(last_purchase),
+                len(paid_times),
+                spent,
+                stage,
+                tier,
+                consent_marketing,
+                fmt(consent_at) if consent_marketing else None,
+                consent_analytics,
+                fmt(consent_at) if consent_analytics else None,
+                status,
+                fmt(now - dt.timedelta(days=rng.randrange(1, 60))) if status == "archived" else None,
+                None,
+                None,
+                attributes,
+                1,
+                fmt(registered),
+                fmt(last_active),
+                None,
+                None,
+            )
+        )
         chunk.search.append((customer_id, build_search_text(name, phone, email, external_id, visitor_id)))
 
         if rng.random() < 0.12:
             for _ in range(rng.randrange(1, 3)):
                 author = rng.randrange(len(config.author_names))
                 written = fmt(moment())
-                chunk.notes.append((
-                    customer_id, config.author_ids[author], config.author_names[author],
-                    rng.choice(data.NOTE_TEXTS), written, written,
-                ))
+                chunk.notes.append(
+                    (
+                        customer_id,
+                        config.author_ids[author],
+                        config.author_names[author],
+                        rng.choice(data.NOTE_TEXTS),
+                        written,
+                        written,
+                    )
+                )
         for tag_index, (_, _, _, share) in enumerate(data.MANUAL_TAGS):
             if rng.random() < share:
                 chunk.manual_tags.append((customer_id, tag_index))

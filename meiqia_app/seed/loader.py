@@ -160,27 +160,42 @@ def _write_chunk(conn: Connection, adapter, chunk: Chunk, ids: dict[str, int], t
     adapter.bulk_insert(conn, "customer", CUSTOMER_COLUMNS, chunk.customers)
     adapter.bulk_insert(conn, "customer_search", ("customer_id", "text"), chunk.search)
     order_base = ids["order"]
-    adapter.bulk_insert(conn, "customer_order", ORDER_COLUMNS, (
-        (order_base + i, f"MQ{order_base + i:010d}", *row) for i, row in enumerate(chunk.orders, start=1)
-    ))
+    adapter.bulk_insert(
+        conn,
+        "customer_order",
+        ORDER_COLUMNS,
+        ((order_base + i, f"MQ{order_base + i:010d}", *row) for i, row in enumerate(chunk.orders, start=1)),
+    )
     ids["order"] += len(chunk.orders)
     conversation_base = ids["conversation"]
-    adapter.bulk_insert(conn, "conversation", CONVERSATION_COLUMNS, (
-        (conversation_base + i, *row) for i, row in enumerate(chunk.conversations, start=1)
-    ))
+    adapter.bulk_insert(
+        conn,
+        "conversation",
+        CONVERSATION_COLUMNS,
+        ((conversation_base + i, *row) for i, row in enumerate(chunk.conversations, start=1)),
+    )
     ids["conversation"] += len(chunk.conversations)
-    adapter.bulk_insert(conn, "message", MESSAGE_COLUMNS, (
-        (conversation_base + position + 1, sender, body, sent) for position, sender, body, sent in chunk.messages
-    ))
+    adapter.bulk_insert(
+        conn,
+        "message",
+        MESSAGE_COLUMNS,
+        ((conversation_base + position + 1, sender, body, sent) for position, sender, body, sent in chunk.messages),
+    )
     adapter.bulk_insert(conn, "behavior_event", EVENT_COLUMNS, chunk.events)
     adapter.bulk_insert(conn, "note", NOTE_COLUMNS, chunk.notes)
     now = chunk.customers[0][CUSTOMER_COLUMNS.index("updated_at")] if chunk.customers else None
-    adapter.bulk_insert(conn, "tag_assignment", ("customer_id", "tag_id", "source", "assigned_at"), (
-        (customer_id, tag_ids[index], "manual", now) for customer_id, index in chunk.manual_tags
-    ))
-    adapter.bulk_insert(conn, "erasure_request", ("customer_id", "requested_by_name", "requested_at", "reason", "status"), (
-        (customer_id, "system", now, "客户来电要求删除个人数据", "pending") for customer_id in chunk.erasure_requests
-    ))
+    adapter.bulk_insert(
+        conn,
+        "tag_assignment",
+        ("customer_id", "tag_id", "source", "assigned_at"),
+        ((customer_id, tag_ids[index], "manual", now) for customer_id, index in chunk.manual_tags),
+    )
+    adapter.bulk_insert(
+        conn,
+        "erasure_request",
+        ("customer_id", "requested_by_name", "requested_at", "reason", "status"),
+        ((customer_id, "system", now, "客户来电要求删除个人数据", "pending") for customer_id in chunk.erasure_requests),
+    )
 
 
 def customer_count() -> int:
@@ -265,8 +280,12 @@ def seed(
         with conn.begin():
             if dialect == "postgresql":
                 for table, column in (("customer_order", "id"), ("conversation", "id"), ("customer", "id")):
-                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
-                                      f"COALESCE((SELECT max({column}) FROM {table}), 1))"))
+                    conn.execute(
+                        text(
+                            f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                            f"COALESCE((SELECT max({column}) FROM {table}), 1))"
+                        )
+                    )
             adapter.analyze(conn)
 
     _after_seed_hooks(progress, as_of)

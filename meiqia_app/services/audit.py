@@ -106,7 +106,9 @@ def record_now(actor: Actor, action: str, **kwargs) -> None:
         record(session, actor, action, **kwargs)
 
 
-def record_refusal(actor: Actor, action: str, *, target_type: str = "", target_id: str = "", details: dict | None = None) -> None:
+def record_refusal(
+    actor: Actor, action: str, *, target_type: str = "", target_id: str = "", details: dict | None = None
+) -> None:
     record_now(actor, action, target_type=target_type, target_id=target_id, result="refused", details=details)
 
 

@@ -43,8 +43,9 @@ class AuditFilter:
     flagged_only: bool = False  # anomalies only (large, off-hours, frequent exports...)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "AuditFilter":
+    def from_dict(cls, raw: dict) -> AuditFilter:
         """Validate what the browser sent (any dict may arrive)."""
+
         def text(key: str, limit: int = 64) -> str:
             value = raw.get(key) or ""
             return str(value).strip()[:limit]
@@ -65,8 +66,17 @@ class AuditFilter:
         if preset and preset not in PRESETS:
             raise ValidationError.single("preset", "error.bad_choice")
         flagged = str(raw.get("flagged") or "").strip().lower() in ("1", "true", "on", "yes")
-        found = cls(text("actor"), text("action"), text("target_type", 32), text("target_id"), result,
-                    day("date_from"), day("date_to"), preset, flagged)
+        found = cls(
+            text("actor"),
+            text("action"),
+            text("target_type", 32),
+            text("target_id"),
+            result,
+            day("date_from"),
+            day("date_to"),
+            preset,
+            flagged,
+        )
         if found.date_from and found.date_to and found.date_from > found.date_to:
             raise ValidationError.single("date_to", "error.date_range")
         return found
@@ -146,6 +156,11 @@ def verify(actor: Actor) -> audit.ChainReport:
     require(actor, "audit.view", action="audit.verify")
     with read_session() as session:
         report = audit.verify_chain(session)
-    audit.record_now(actor, "audit.verify", result="ok" if report.ok else "failed",
-                     details=dataclasses.asdict(report), flagged=not report.ok)
+    audit.record_now(
+        actor,
+        "audit.verify",
+        result="ok" if report.ok else "failed",
+        details=dataclasses.asdict(report),
+        flagged=not report.ok,
+    )
     return report

@@ -64,6 +64,7 @@ def new_token() -> str:
 
 # --- passwords ----------------------------------------------------------------
 
+
 def validate_password(password: str, username: str = "") -> None:
     if len(password) < PASSWORD_MIN_LENGTH:
         raise ValidationError.single("password", "auth.password_too_short", min=PASSWORD_MIN_LENGTH)
@@ -97,6 +98,7 @@ def _dummy_hash() -> str:
 
 
 # --- TOTP ---------------------------------------------------------------------
+
 
 def _fernet() -> Fernet:
     digest = hashlib.sha256(("totp-secret:" + get_settings().secret_key).encode("utf-8")).digest()
@@ -157,6 +159,7 @@ def match_totp_step(secret: str, code: str, last_step: int, now: float | None = 
 
 # --- recovery codes -----------------------------------------------------------
 
+
 def _recovery_hash(code: str) -> str:
     normalized = code.strip().lower().replace("-", "").replace(" ", "")
     key = ("recovery:" + get_settings().secret_key).encode("utf-8")
@@ -197,6 +200,7 @@ def looks_like_recovery_code(code: str) -> bool:
 
 # --- throttling ---------------------------------------------------------------
 
+
 def throttle_key(username: str) -> str:
     return username.strip().casefold()[:64]
 
@@ -235,8 +239,14 @@ def unlock(session: Session, username: str) -> None:
 
 
 def _anonymous(username: str, client_ip: str) -> Actor:
-    return Actor(user_id=None, username=username[:64] or "?", display_name="", role_name="",
-                 permissions=frozenset(), client_ip=client_ip)
+    return Actor(
+        user_id=None,
+        username=username[:64] or "?",
+        display_name="",
+        role_name="",
+        permissions=frozenset(),
+        client_ip=client_ip,
+    )
 
 
 def actor_for(user: User, role: Role, session_id: int | None = None, client_ip: str = "") -> Actor:
@@ -255,6 +265,7 @@ def actor_for(user: User, role: Role, session_id: int | None = None, client_ip: 
 
 
 # --- the login flow -----------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class PasswordAccepted:
@@ -284,8 +295,9 @@ def begin_login(username: str, password: str, client_ip: str = "") -> PasswordAc
             _check_not_locked(session, key)
         except AuthError:
             verify_password(password, stored_hash)  # same time whether locked or not
-            audit.record(session, _anonymous(username, client_ip), "auth.login", result="refused",
-                         details={"reason": "locked"})
+            audit.record(
+                session, _anonymous(username, client_ip), "auth.login", result="refused", details={"reason": "locked"}
+            )
             session.commit()
             raise
         password_ok = verify_password(password, stored_hash)
@@ -302,8 +314,15 @@ def begin_login(username: str, password: str, client_ip: str = "") -> PasswordAc
                 flagged=locked,
             )
             if locked:
-                audit.record(session, _anonymous(username, client_ip), "auth.lockout", result="refused",
-                             target_type="user", target_id=user.id if user else "", flagged=True)
+                audit.record(
+                    session,
+                    _anonymous(username, client_ip),
+                    "auth.lockout",
+                    result="refused",
+                    target_type="user",
+                    target_id=user.id if user else "",
+                    flagged=True,
+                )
                 # Commit the failure before raising: the lock must stick.
                 session.commit()
                 raise AuthError("auth.locked", minutes=get_settings().lockout_minutes)
@@ -313,13 +332,15 @@ def begin_login(username: str, password: str, client_ip: str = "") -> PasswordAc
         challenge = new_token()
         must_enrol = user.totp_secret_enc is None
         pending_secret = new_totp_secret() if must_enrol else None
-        session.add(LoginChallenge(
-            challenge_hash=token_hash(challenge),
-            user_id=user.id,
-            purpose="enrol" if must_enrol else "totp",
-            pending_secret_enc=encrypt_secret(pending_secret) if pending_secret else None,
-            expires_at=utcnow() + dt.timedelta(minutes=CHALLENGE_MINUTES),
-        ))
+        session.add(
+            LoginChallenge(
+                challenge_hash=token_hash(challenge),
+                user_id=user.id,
+                purpose="enrol" if must_enrol else "totp",
+                pending_secret_enc=encrypt_secret(pending_secret) if pending_secret else None,
+                expires_at=utcnow() + dt.timedelta(minutes=CHALLENGE_MINUTES),
+            )
+        )
     if must_enrol:
         uri = provisioning_uri(pending_secret, user.username)
         return PasswordAccepted(challenge, True, pending_secret, uri, qr_data_uri(uri))
@@ -327,7 +348,9 @@ def begin_login(username: str, password: str, client_ip: str = "") -> PasswordAc
 
 
 def _load_challenge(session: Session, challenge: str, purposes: tuple[str, ...]) -> LoginChallenge:
-    row = session.exec(select(LoginChallenge).where(LoginChallenge.challenge_hash == token_hash(challenge or ""))).first()
+    row = session.exec(
+        select(LoginChallenge).where(LoginChallenge.challenge_hash == token_hash(challenge or ""))
+    ).first()
     if row is None or row.purpose not in purposes or row.used_at is not None or as_utc(row.expires_at) < utcnow():
         raise AuthError("auth.challenge_expired")
     return row
@@ -368,15 +391,24 @@ def complete_login(challenge: str, code: str, client_ip: str = "") -> SecondFact
                 used_recovery = True
                 audit.record(session, who, "auth.recovery_code_used", target_type="user", target_id=user.id)
             else:
-                user.totp_last_step = match_totp_step(decrypt_secret(user.totp_secret_enc or ""), code, user.totp_last_step)
+                user.totp_last_step = match_totp_step(
+                    decrypt_secret(user.totp_secret_enc or ""), code, user.totp_last_step
+                )
         except AuthError as error:
             row.attempts += 1
             locked = _register_failure(session, key)
             if locked or row.attempts >= get_settings().lockout_threshold:
                 row.used_at = utcnow()
-            audit.record(session, who, "auth.second_factor", result="refused", target_type="user",
-                         target_id=user.id, details={"reason": error.message_key.split(".")[-1], "locked": locked},
-                         flagged=locked)
+            audit.record(
+                session,
+                who,
+                "auth.second_factor",
+                result="refused",
+                target_type="user",
+                target_id=user.id,
+                details={"reason": error.message_key.split(".")[-1], "locked": locked},
+                flagged=locked,
+            )
             session.commit()
             if locked:
                 raise AuthError("auth.locked", minutes=get_settings().lockout_minutes) from error
@@ -384,12 +416,14 @@ def complete_login(challenge: str, code: str, client_ip: str = "") -> SecondFact
         row.used_at = utcnow()
         _clear_failures(session, key)
         ticket = new_token()
-        session.add(LoginChallenge(
-            challenge_hash=token_hash(ticket),
-            user_id=user.id,
-            purpose="ticket",
-            expires_at=utcnow() + dt.timedelta(seconds=TICKET_SECONDS),
-        ))
+        session.add(
+            LoginChallenge(
+                challenge_hash=token_hash(ticket),
+                user_id=user.id,
+                purpose="ticket",
+                expires_at=utcnow() + dt.timedelta(seconds=TICKET_SECONDS),
+            )
+        )
         session.add(user)
     return SecondFactorAccepted(ticket, recovery_codes, used_recovery)
 
@@ -419,8 +453,13 @@ def claim_ticket(ticket: str, client_ip: str = "", user_agent: str = "") -> str:
         session.add(user)
         session.flush()
         role = session.get(Role, user.role_id)
-        audit.record(session, actor_for(user, role, user_session.id, client_ip), "auth.login",
-                     target_type="user", target_id=user.id)
+        audit.record(
+            session,
+            actor_for(user, role, user_session.id, client_ip),
+            "auth.login",
+            target_type="user",
+            target_id=user.id,
+        )
     return token
 
 
@@ -434,9 +473,17 @@ def _role_grants(permissions_json: str, export_policy_json: str | None) -> tuple
 
 _SESSION_LOOKUP = (
     select(
-        UserSession.id, UserSession.expires_at, UserSession.last_seen_at, UserSession.revoked_at,
-        User.id, User.username, User.display_name, User.is_active,
-        Role.name, Role.permissions, Role.export_policy,
+        UserSession.id,
+        UserSession.expires_at,
+        UserSession.last_seen_at,
+        UserSession.revoked_at,
+        User.id,
+        User.username,
+        User.display_name,
+        User.is_active,
+        Role.name,
+        Role.permissions,
+        Role.export_policy,
     )
     .join(User, User.id == UserSession.user_id)
     .join(Role, Role.id == User.role_id)
@@ -462,8 +509,19 @@ def resolve_session(token: str | None, client_ip: str = "") -> Actor | None:
         found = conn.execute(_SESSION_LOOKUP, {"token_hash": token_hash(token)}).first()
     if found is None:
         return None
-    (session_id, expires_at, last_seen_at, revoked_at,
-     user_id, username, display_name, is_active, role_name, permissions_json, policy_json) = found
+    (
+        session_id,
+        expires_at,
+        last_seen_at,
+        revoked_at,
+        user_id,
+        username,
+        display_name,
+        is_active,
+        role_name,
+        permissions_json,
+        policy_json,
+    ) = found
     idle = now - as_utc(last_seen_at)
     if (
         revoked_at is not None
@@ -502,7 +560,9 @@ def logout(token: str | None, client_ip: str = "") -> None:
         row.revoked_reason = "logout"
         user = session.get(User, row.user_id)
         role = session.get(Role, user.role_id)
-        audit.record(session, actor_for(user, role, row.id, client_ip), "auth.logout", target_type="user", target_id=user.id)
+        audit.record(
+            session, actor_for(user, role, row.id, client_ip), "auth.logout", target_type="user", target_id=user.id
+        )
 
 
 def revoke_sessions(session: Session, user_id: int, reason: str, except_session_id: int | None = None) -> int:
@@ -522,27 +582,42 @@ def revoke_sessions(session: Session, user_id: int, reason: str, except_session_
 def logout_everywhere(actor: Actor) -> int:
     with write_session() as session:
         count = revoke_sessions(session, actor.user_id, "logout_all")
-        audit.record(session, actor, "auth.logout_all", target_type="user", target_id=actor.user_id,
-                     details={"sessions": count})
+        audit.record(
+            session, actor, "auth.logout_all", target_type="user", target_id=actor.user_id, details={"sessions": count}
+        )
     return count
 
 
 # --- a user's own account -----------------------------------------------------
 
+
 def change_own_password(actor: Actor, old_password: str, new_password: str) -> None:
     with write_session() as session:
         user = session.get(User, actor.user_id)
         if user is None or not verify_password(old_password or "", user.password_hash):
-            audit.record(session, actor, "auth.password_change", result="refused", target_type="user",
-                         target_id=actor.user_id, details={"reason": "old_password_wrong"})
+            audit.record(
+                session,
+                actor,
+                "auth.password_change",
+                result="refused",
+                target_type="user",
+                target_id=actor.user_id,
+                details={"reason": "old_password_wrong"},
+            )
             session.commit()
             raise ValidationError.single("old_password", "auth.old_password_wrong")
         validate_password(new_password, user.username)
         user.password_hash = hash_password(new_password)
         user.password_changed_at = utcnow()
         revoked = revoke_sessions(session, user.id, "password_changed", except_session_id=actor.session_id)
-        audit.record(session, actor, "auth.password_change", target_type="user", target_id=user.id,
-                     details={"other_sessions_revoked": revoked})
+        audit.record(
+            session,
+            actor,
+            "auth.password_change",
+            target_type="user",
+            target_id=user.id,
+            details={"other_sessions_revoked": revoked},
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -558,11 +633,15 @@ def begin_reenrol(actor: Actor) -> Enrolment:
     secret = new_totp_secret()
     challenge = new_token()
     with write_session() as session:
-        session.add(LoginChallenge(
-            challenge_hash=token_hash(challenge), user_id=actor.user_id, purpose="reenrol",
-            pending_secret_enc=encrypt_secret(secret),
-            expires_at=utcnow() + dt.timedelta(minutes=CHALLENGE_MINUTES * 2),
-        ))
+        session.add(
+            LoginChallenge(
+                challenge_hash=token_hash(challenge),
+                user_id=actor.user_id,
+                purpose="reenrol",
+                pending_secret_enc=encrypt_secret(secret),
+                expires_at=utcnow() + dt.timedelta(minutes=CHALLENGE_MINUTES * 2),
+            )
+        )
     uri = provisioning_uri(secret, actor.username)
     return Enrolment(challenge, secret, uri, qr_data_uri(uri))
 
@@ -587,6 +666,8 @@ def confirm_reenrol(actor: Actor, challenge: str, code: str) -> tuple[str, ...]:
 
 def remaining_recovery_codes(user_id: int) -> int:
     with read_session() as session:
-        return len(session.exec(
-            select(RecoveryCode.id).where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
-        ).all())
+        return len(
+            session.exec(
+                select(RecoveryCode.id).where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+            ).all()
+        )

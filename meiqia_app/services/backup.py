@@ -88,6 +88,7 @@ class BackupView:
 
 # --- the one place that picks the engine --------------------------------------------
 
+
 def _engine_kind() -> str:
     url = get_settings().database_url
     if url.startswith("sqlite"):
@@ -120,12 +121,16 @@ def _dump(target: Path) -> None:
             dest.close()
             source.close()
         return
-    subprocess.run(["pg_dump", "--format=custom", "--no-owner", f"--file={target}", _pg_url()],
-                   check=True, capture_output=True, timeout=6 * 3600)
+    subprocess.run(
+        ["pg_dump", "--format=custom", "--no-owner", f"--file={target}", _pg_url()],
+        check=True,
+        capture_output=True,
+        timeout=6 * 3600,
+    )
 
 
 def verify_file(path: Path) -> str:
-    """"ok" or what is wrong with a backup file (never raises for a bad file)."""
+    """ "ok" or what is wrong with a backup file (never raises for a bad file)."""
     if not path.is_file():
         return "missing"
     if _engine_kind() == "sqlite":
@@ -153,11 +158,24 @@ def _restore_file(path: Path) -> None:
         # The adapter also converts a backup of another page size (db.SQLITE_PAGE_SIZE).
         get_adapter().restore_from(get_settings().database_url, path)
         return
-    subprocess.run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
-                    f"--dbname={_pg_url()}", str(path)], check=True, capture_output=True, timeout=6 * 3600)
+    subprocess.run(
+        [
+            "pg_restore",
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--single-transaction",
+            f"--dbname={_pg_url()}",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=6 * 3600,
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------
+
 
 def _fsync(path: Path) -> None:
     """Flush a file (or a directory's entries) to the disk."""
@@ -204,14 +222,23 @@ def path_of(file_name: str) -> Path:
 def _view(row: Backup) -> BackupView:
     on_disk = (get_settings().backups_dir / row.file_name).is_file()
     return BackupView(
-        id=row.id, file_name=row.file_name, kind=row.kind, size_bytes=row.size_bytes,
-        size_text=_size_text(row.size_bytes), sha256=row.sha256, integrity=row.integrity,
-        ok=row.integrity == "ok", created_at=format_local(row.created_at),
-        created_by_name=row.created_by_name, note=row.note, on_disk=on_disk,
+        id=row.id,
+        file_name=row.file_name,
+        kind=row.kind,
+        size_bytes=row.size_bytes,
+        size_text=_size_text(row.size_bytes),
+        sha256=row.sha256,
+        integrity=row.integrity,
+        ok=row.integrity == "ok",
+        created_at=format_local(row.created_at),
+        created_by_name=row.created_by_name,
+        note=row.note,
+        on_disk=on_disk,
     )
 
 
 # --- services -----------------------------------------------------------------------------
+
 
 def create_backup(actor: Actor, kind: str = "manual", note: str = "") -> BackupView:
     """Copy the live database, check the copy, record it, apply the retention."""
@@ -233,8 +260,14 @@ def create_backup(actor: Actor, kind: str = "manual", note: str = "") -> BackupV
         _fsync(target.parent)
     except (sqlite3.Error, subprocess.SubprocessError, OSError) as exc:
         partial.unlink(missing_ok=True)
-        audit.record_now(actor, "backup.create", result="failed", target_type="backup",
-                         details={"kind": kind, "error": str(exc)[:200]}, flagged=True)
+        audit.record_now(
+            actor,
+            "backup.create",
+            result="failed",
+            target_type="backup",
+            details={"kind": kind, "error": str(exc)[:200]},
+            flagged=True,
+        )
         raise BackupFailed(reason=str(exc)[:200]) from exc
     target.chmod(0o600)
     integrity = verify_file(target)
@@ -242,14 +275,34 @@ def create_backup(actor: Actor, kind: str = "manual", note: str = "") -> BackupV
     digest = sha256_of(target)
     seconds = max((utcnow() - started).total_seconds(), 1e-6)
     with write_session() as session:
-        row = Backup(file_name=name, kind=kind, size_bytes=size, sha256=digest, integrity=integrity,
-                     created_by_name=actor.username, note=note)
+        row = Backup(
+            file_name=name,
+            kind=kind,
+            size_bytes=size,
+            sha256=digest,
+            integrity=integrity,
+            created_by_name=actor.username,
+            note=note,
+        )
         session.add(row)
         session.flush()
-        audit.record(session, actor, "backup.create", target_type="backup", target_id=row.id,
-                     details={"file": name, "kind": kind, "size": size, "sha256": digest,
-                              "integrity": integrity, "seconds": round(seconds, 2), "note": note},
-                     flagged=integrity != "ok")
+        audit.record(
+            session,
+            actor,
+            "backup.create",
+            target_type="backup",
+            target_id=row.id,
+            details={
+                "file": name,
+                "kind": kind,
+                "size": size,
+                "sha256": digest,
+                "integrity": integrity,
+                "seconds": round(seconds, 2),
+                "note": note,
+            },
+            flagged=integrity != "ok",
+        )
         view = _view(row)
     apply_retention(actor)
     return view
@@ -276,8 +329,9 @@ def apply_retention(actor: Actor = SYSTEM_ACTOR, keep: int | None = None) -> lis
             except OSError:
                 pass
             removed.append(name)
-        audit.record(session, actor, "backup.retention", target_type="backup",
-                     details={"keep": keep, "removed": removed})
+        audit.record(
+            session, actor, "backup.retention", target_type="backup", details={"keep": keep, "removed": removed}
+        )
     return removed
 
 
@@ -331,8 +385,14 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
         problem = "sha256 differs from the recorded one"
     if problem != "ok":
         staged.unlink(missing_ok=True)
-        audit.record_now(actor, "backup.restore", result="refused", target_type="backup",
-                         details={"file": path.name, "problem": problem}, flagged=True)
+        audit.record_now(
+            actor,
+            "backup.restore",
+            result="refused",
+            target_type="backup",
+            details={"file": path.name, "problem": problem},
+            flagged=True,
+        )
         raise BackupCorrupt(problem=problem)
     try:
         safety = create_backup(actor, kind="pre_restore", note=f"before restoring {path.name}")
@@ -347,9 +407,14 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
         reset_engine()  # no pooled connection keeps pages of the old database
         _restore_file(staged)
     except (sqlite3.Error, subprocess.SubprocessError, OSError) as exc:
-        audit.record_now(actor, "backup.restore", result="failed", target_type="backup",
-                         details={"file": path.name, "error": str(exc)[:200], "safety_backup": safety.file_name},
-                         flagged=True)
+        audit.record_now(
+            actor,
+            "backup.restore",
+            result="failed",
+            target_type="backup",
+            details={"file": path.name, "error": str(exc)[:200], "safety_backup": safety.file_name},
+            flagged=True,
+        )
         raise BackupFailed(reason=str(exc)[:200]) from exc
     finally:
         staged.unlink(missing_ok=True)
@@ -362,8 +427,13 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
         for data in known:
             if data["file_name"] not in present and (get_settings().backups_dir / data["file_name"]).is_file():
                 session.add(Backup(**{k: v for k, v in data.items() if k != "id"}))
-        audit.record(session, actor, "backup.restore", target_type="backup",
-                     details={"file": path.name, "sha256": digest, "safety_backup": safety.file_name})
+        audit.record(
+            session,
+            actor,
+            "backup.restore",
+            target_type="backup",
+            details={"file": path.name, "sha256": digest, "safety_backup": safety.file_name},
+        )
     return safety
 
 
@@ -380,12 +450,19 @@ class _RowData:
 
 
 def _row_data(row: Backup) -> _RowData:
-    return _RowData(row.file_name, row.kind, row.size_bytes, row.sha256, row.integrity, row.created_at,
-                    row.created_by_name, row.note)
+    return _RowData(
+        row.file_name,
+        row.kind,
+        row.size_bytes,
+        row.sha256,
+        row.integrity,
+        row.created_at,
+        row.created_by_name,
+        row.note,
+    )
 
 
 # --- downloads through a single-use token ------------------------------------------------
-
 
 
 def mint_download_token(actor: Actor, backup_id: int) -> str:
@@ -410,8 +487,7 @@ def claim_download(actor: Actor | None, token: str) -> Path:
     path = path_of(name)
     if not path.is_file():
         raise NotFound()
-    audit.record_now(actor, "backup.download", target_type="backup", target_id=backup_id,
-                     details={"file": name})
+    audit.record_now(actor, "backup.download", target_type="backup", target_id=backup_id, details={"file": name})
     return path
 
 

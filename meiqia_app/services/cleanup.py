@@ -66,8 +66,8 @@ from meiqia_app.services.customer_query import ListQuery, status_condition
 from meiqia_app.services.customer_validation import normalize_email, normalize_phone
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.masking import mask_email, mask_phone
-from meiqia_app.services.selection import Selection, selection_conditions
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
+from meiqia_app.services.selection import Selection, selection_conditions
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
 C = Customer.__table__.c
@@ -77,8 +77,12 @@ MATCH_MODES = ("any", "all")
 REASONS = ("inactive", "no_contact", "invalid_contact", "erasure_pending", "duplicate", "view")
 ACTIONS = ("tag", "archive", "trash", "erase")
 # What each action needs beyond cleanup.run.
-ACTION_PERMISSIONS = {"tag": "tag.assign", "archive": "customer.archive", "trash": "customer.delete",
-                      "erase": "customer.erase"}
+ACTION_PERMISSIONS = {
+    "tag": "tag.assign",
+    "archive": "customer.archive",
+    "trash": "customer.delete",
+    "erase": "customer.erase",
+}
 BATCH = 10_000  # tag and erase (erasure rewrites each customer on its own)
 # Archive, trash and purge: fewer, bigger batches (the cost is pages written per
 # batch, see above). A batch holds SQLite's write lock ~10 s at 1M customers on the
@@ -87,11 +91,21 @@ BATCH = 10_000  # tag and erase (erasure rewrites each customer on its own)
 BULK_BATCH = 50_000
 SAMPLE_SIZE = 20
 # Rough bytes per row (beside measured text lengths) for the dry run's estimate.
-ROW_BYTES = {"customer": 320, "customer_search": 80, "customer_order": 140, "conversation": 90,
-             "message": 60, "behavior_event": 70, "note": 60, "tag_assignment": 30, "erasure_request": 80}
+ROW_BYTES = {
+    "customer": 320,
+    "customer_search": 80,
+    "customer_order": 140,
+    "conversation": 90,
+    "message": 60,
+    "behavior_event": 70,
+    "note": 60,
+    "tag_assignment": 30,
+    "erasure_request": 80,
+}
 
 
 # --- criteria ---------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Criteria:
@@ -107,7 +121,7 @@ class Criteria:
     selection: dict | None = None
 
     @classmethod
-    def from_dict(cls, data) -> "Criteria":
+    def from_dict(cls, data) -> Criteria:
         if not isinstance(data, dict):
             raise ValidationError.single("criteria", "error.bad_choice")
         try:
@@ -126,11 +140,17 @@ class Criteria:
         selection = None
         if data.get("selection") is not None:
             selection = Selection.from_dict(data["selection"]).to_dict()  # validated, normalised
-        criteria = cls(inactive_months=months, no_contact=data.get("no_contact") is True,
-                       invalid_contact=data.get("invalid_contact") is True,
-                       erasure_pending=data.get("erasure_pending") is True,
-                       duplicates=data.get("duplicates") is True, view_id=view_id, match=match, scope=scope,
-                       selection=selection)
+        criteria = cls(
+            inactive_months=months,
+            no_contact=data.get("no_contact") is True,
+            invalid_contact=data.get("invalid_contact") is True,
+            erasure_pending=data.get("erasure_pending") is True,
+            duplicates=data.get("duplicates") is True,
+            view_id=view_id,
+            match=match,
+            scope=scope,
+            selection=selection,
+        )
         if not criteria.chosen():
             raise ValidationError.single("criteria", "cleanup.no_criteria")
         return criteria
@@ -163,8 +183,12 @@ def _months_ago(now: dt.datetime, months: int) -> dt.datetime:
     year, month = divmod(now.month - 1 - months, 12)
     year += now.year
     month += 1
-    day = min(now.day, [31, 29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28, 31, 30, 31, 30,
-                        31, 31, 30, 31, 30, 31][month - 1])
+    day = min(
+        now.day,
+        [31, 29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][
+            month - 1
+        ],
+    )
     return now.replace(year=year, month=month, day=day)
 
 
@@ -231,15 +255,15 @@ def reason_conditions(conn, actor: Actor, criteria: Criteria, now: dt.datetime |
         # duplicate finder groups them: same valid phone, same e-mail, same name in the same city.
         other = aliased(Customer.__table__)
         alive = and_(other.c.id < C.id, other.c.status != STATUS_TRASHED)
-        phone_dup = and_(C.phone.is_not(None), C.phone != "",
-                         exists().where(other.c.phone == C.phone, alive))
+        phone_dup = and_(C.phone.is_not(None), C.phone != "", exists().where(other.c.phone == C.phone, alive))
         if bad_phones:
             phone_dup = and_(phone_dup, C.phone.not_in(bad_phones))
         conditions["duplicate"] = or_(
             phone_dup,
             and_(C.email.is_not(None), C.email != "", exists().where(other.c.email == C.email, alive)),
-            and_(C.city.is_not(None), C.city != "",
-                 exists().where(other.c.name == C.name, other.c.city == C.city, alive)),
+            and_(
+                C.city.is_not(None), C.city != "", exists().where(other.c.name == C.name, other.c.city == C.city, alive)
+            ),
         )
     if criteria.selection:
         conditions["selection"] = and_(*selection_conditions(conn, Selection.from_dict(criteria.selection)))
@@ -259,6 +283,7 @@ def criteria_conditions(conn, actor: Actor, criteria: Criteria, now: dt.datetime
 
 
 # --- dry run ----------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class SampleRow:
@@ -311,8 +336,13 @@ def _table_effects(conn, action: str, where) -> tuple[dict[str, int], int]:
         return {"tag_assignment": count}, count * ROW_BYTES["tag_assignment"]
     ids = list(conn.execute(select(C.id).where(where).order_by(C.id).limit(EXACT_EFFECTS_MAX)).scalars())
     scale = (count / len(ids)) if ids else 0
-    o, cv, m, n, e = (Order.__table__.c, Conversation.__table__.c, Message.__table__.c, Note.__table__.c,
-                      BehaviorEvent.__table__.c)
+    o, cv, m, n, e = (
+        Order.__table__.c,
+        Conversation.__table__.c,
+        Message.__table__.c,
+        Note.__table__.c,
+        BehaviorEvent.__table__.c,
+    )
     ta, er = TagAssignment.__table__.c, ErasureRequest.__table__.c
     conv_ids = select(cv.id).where(cv.customer_id.in_(ids))
 
@@ -346,22 +376,32 @@ def dry_run(actor: Actor, criteria: Criteria, action: str = "archive") -> DryRun
         flags = [func.coalesce(cond, False).label(f"r_{name}") for name, cond in reasons.items()]
         rows = conn.execute(
             select(C.id, C.name, C.phone, C.email, C.status, C.last_active_at, *flags)
-            .where(where).order_by(C.id).limit(SAMPLE_SIZE)
+            .where(where)
+            .order_by(C.id)
+            .limit(SAMPLE_SIZE)
         ).all()
         tables, approx = _table_effects(conn, action, where)
     sample = [
         SampleRow(
-            id=row.id, name=row.name,
+            id=row.id,
+            name=row.name,
             phone=(row.phone or "") if sensitive else mask_phone(row.phone),
             email=(row.email or "") if sensitive else mask_email(row.email),
-            status=row.status, last_active=format_local(row.last_active_at),
+            status=row.status,
+            last_active=format_local(row.last_active_at),
             reasons=[name for name in reasons if getattr(row, f"r_{name}")],
         )
         for row in rows
     ]
     count = tables.get("customer", tables.get("tag_assignment", 0))
-    return DryRun(count=count, sample=sample, action=action, tables=tables, approx_bytes=approx,
-                  seconds=round(time.perf_counter() - started, 3))
+    return DryRun(
+        count=count,
+        sample=sample,
+        action=action,
+        tables=tables,
+        approx_bytes=approx,
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 def count_matching(actor: Actor, criteria: Criteria) -> int:
@@ -371,6 +411,7 @@ def count_matching(actor: Actor, criteria: Criteria) -> int:
 
 
 # --- CLEAN-7: the working set's list speed ------------------------------------------------
+
 
 def list_query_ms(actor: Actor = SYSTEM_ACTOR, runs: int = 3) -> float:
     """Median time of the customer list's first page (the daily working set)."""
@@ -384,6 +425,7 @@ def list_query_ms(actor: Actor = SYSTEM_ACTOR, runs: int = 3) -> float:
 
 # --- actions as jobs ---------------------------------------------------------------------
 
+
 def start_action(actor: Actor, criteria: Criteria, action: str, confirm: str, tag_id: int = 0) -> int:
     """Check permissions and the typed confirmation (the count), queue the job and start it."""
     _check_action(actor, action, action, criteria)
@@ -396,15 +438,26 @@ def start_action(actor: Actor, criteria: Criteria, action: str, confirm: str, ta
         raise ValidationError.single("confirm", "cleanup.confirm_mismatch", count=count)
     if count == 0:
         raise ValidationError.single("criteria", "cleanup.nothing_matches")
-    params = {"criteria": criteria.to_dict(), "action": action, "tag_id": int(tag_id or 0),
-              "expected": count, "started_at": utcnow().isoformat()}
+    params = {
+        "criteria": criteria.to_dict(),
+        "action": action,
+        "tag_id": int(tag_id or 0),
+        "expected": count,
+        "started_at": utcnow().isoformat(),
+    }
     job_id = jobs.create_job(actor, f"cleanup.{action}", params, total=count)
     jobs.start_in_background(job_id)
     return job_id
 
 
-def _walk(ctx: jobs.JobContext, where_of, apply_batch, before: dict | None = None, batch: int = BATCH,
-          check_foreign_keys: bool = True) -> dict:
+def _walk(
+    ctx: jobs.JobContext,
+    where_of,
+    apply_batch,
+    before: dict | None = None,
+    batch: int = BATCH,
+    check_foreign_keys: bool = True,
+) -> dict:
     """Apply ``apply_batch(session, in_batch)`` to the matching customers, one transaction per batch.
 
     ``in_batch`` is a condition on the customer table selecting the next
@@ -434,13 +487,18 @@ def _walk(ctx: jobs.JobContext, where_of, apply_batch, before: dict | None = Non
                     counts[table] = counts.get(table, 0) + rows
                 after_id = int(upto)
                 done += found
-                checkpoint = {**ctx.checkpoint, **(before or {}), "after_id": after_id, "done": done,
-                              "counts": counts}
+                checkpoint = {**ctx.checkpoint, **(before or {}), "after_id": after_id, "done": done, "counts": counts}
                 # The checkpoint is committed with the batch: a process killed at any
                 # moment resumes exactly after the last batch that changed rows.
-                session.execute(update(Job.__table__).where(Job.__table__.c.id == ctx.job_id).values(
-                    processed=done, checkpoint=json.dumps(checkpoint, ensure_ascii=False, default=str),
-                    heartbeat_at=utcnow()))
+                session.execute(
+                    update(Job.__table__)
+                    .where(Job.__table__.c.id == ctx.job_id)
+                    .values(
+                        processed=done,
+                        checkpoint=json.dumps(checkpoint, ensure_ascii=False, default=str),
+                        heartbeat_at=utcnow(),
+                    )
+                )
             finally:
                 adapter.end_bulk_writes(conn)
         invalidate_counts()
@@ -455,14 +513,18 @@ def _batch_ids(in_batch):
 
 def _set_status(session, in_batch, status: str, from_statuses: Sequence[str], actor: Actor) -> int:
     now = utcnow()
-    values = {"status": status, "updated_at": now, "updated_by_id": actor.user_id, "updated_by_name": actor.username,
-              "version": C.version + 1}
+    values = {
+        "status": status,
+        "updated_at": now,
+        "updated_by_id": actor.user_id,
+        "updated_by_name": actor.username,
+        "version": C.version + 1,
+    }
     if status == STATUS_ARCHIVED:
         values["archived_at"] = now
     if status == STATUS_TRASHED:
         values["trashed_at"] = now
-    result = session.execute(update(Customer.__table__).where(in_batch, C.status.in_(from_statuses))
-                             .values(**values))
+    result = session.execute(update(Customer.__table__).where(in_batch, C.status.in_(from_statuses)).values(**values))
     return result.rowcount
 
 
@@ -477,11 +539,19 @@ def _finish(ctx: jobs.JobContext, action: str, result: dict, extra: dict | None 
     if ctx.checkpoint.get("audited"):  # a resumed job whose entry was already written
         return result
     with write_session() as session:
-        audit.record(session, ctx.actor, f"cleanup.{action}", target_type="customer",
-                     details={"job_id": ctx.job_id, **{k: v for k, v in result.items() if k != "sample"}})
+        audit.record(
+            session,
+            ctx.actor,
+            f"cleanup.{action}",
+            target_type="customer",
+            details={"job_id": ctx.job_id, **{k: v for k, v in result.items() if k != "sample"}},
+        )
         ctx.checkpoint = {**ctx.checkpoint, "audited": True}
-        session.execute(update(Job.__table__).where(Job.__table__.c.id == ctx.job_id).values(
-            checkpoint=json.dumps(ctx.checkpoint, ensure_ascii=False, default=str)))
+        session.execute(
+            update(Job.__table__)
+            .where(Job.__table__.c.id == ctx.job_id)
+            .values(checkpoint=json.dumps(ctx.checkpoint, ensure_ascii=False, default=str))
+        )
     invalidate_counts()
     return result
 
@@ -494,9 +564,13 @@ def _require_in_job(ctx: jobs.JobContext, action: str) -> None:
 def _work_archive(ctx: jobs.JobContext) -> dict:
     _require_in_job(ctx, "archive")
     before_ms = ctx.checkpoint.get("list_ms_before") or list_query_ms(ctx.actor)
-    result = _walk(ctx, _criteria_where(ctx), lambda s, in_batch: {
-        "customer": _set_status(s, in_batch, STATUS_ARCHIVED, (STATUS_ACTIVE,), ctx.actor)},
-        before={"list_ms_before": before_ms}, batch=BULK_BATCH)
+    result = _walk(
+        ctx,
+        _criteria_where(ctx),
+        lambda s, in_batch: {"customer": _set_status(s, in_batch, STATUS_ARCHIVED, (STATUS_ACTIVE,), ctx.actor)},
+        before={"list_ms_before": before_ms},
+        batch=BULK_BATCH,
+    )
     return _finish(ctx, "archive", result, {"list_ms_before": before_ms, "list_ms_after": list_query_ms(ctx.actor)})
 
 
@@ -514,9 +588,15 @@ def _take_backup(ctx: jobs.JobContext, note: str) -> str:
 def _work_trash(ctx: jobs.JobContext) -> dict:
     _require_in_job(ctx, "trash")
     name = _take_backup(ctx, f"before cleanup job {ctx.job_id} (trash)")
-    result = _walk(ctx, _criteria_where(ctx), lambda s, in_batch: {
-        "customer": _set_status(s, in_batch, STATUS_TRASHED, (STATUS_ACTIVE, STATUS_ARCHIVED), ctx.actor)},
-        before={"backup": name}, batch=BULK_BATCH)
+    result = _walk(
+        ctx,
+        _criteria_where(ctx),
+        lambda s, in_batch: {
+            "customer": _set_status(s, in_batch, STATUS_TRASHED, (STATUS_ACTIVE, STATUS_ARCHIVED), ctx.actor)
+        },
+        before={"backup": name},
+        batch=BULK_BATCH,
+    )
     return _finish(ctx, "trash", result, {"backup": name})
 
 
@@ -527,11 +607,14 @@ def _work_tag(ctx: jobs.JobContext) -> dict:
 
     def apply(session, in_batch):
         now = utcnow()
-        missing = select(C.id, literal(tag_id), literal(SOURCE_MANUAL), literal(now),
-                         literal(ctx.actor.user_id, type_=Integer)).where(
-            in_batch, ~exists().where(ta.tag_id == tag_id, ta.customer_id == C.id))
-        added = session.execute(insert(TagAssignment.__table__).from_select(
-            ["customer_id", "tag_id", "source", "assigned_at", "assigned_by_id"], missing)).rowcount
+        missing = select(
+            C.id, literal(tag_id), literal(SOURCE_MANUAL), literal(now), literal(ctx.actor.user_id, type_=Integer)
+        ).where(in_batch, ~exists().where(ta.tag_id == tag_id, ta.customer_id == C.id))
+        added = session.execute(
+            insert(TagAssignment.__table__).from_select(
+                ["customer_id", "tag_id", "source", "assigned_at", "assigned_by_id"], missing
+            )
+        ).rowcount
         if added:
             session.execute(update(Tag.__table__).where(Tag.__table__.c.id == tag_id).values(last_assigned_at=now))
         return {"tag_assignment": added}
@@ -544,13 +627,19 @@ def _work_erase(ctx: jobs.JobContext) -> dict:
     from meiqia_app.services import erasure
 
     started = dt.datetime.fromisoformat(ctx.params["started_at"])
-    result = _walk(ctx, _criteria_where(ctx), lambda s, in_batch: erasure.erase_batch(
-        s, ctx.actor, list(s.execute(_batch_ids(in_batch).order_by(C.id)).scalars())))
+    result = _walk(
+        ctx,
+        _criteria_where(ctx),
+        lambda s, in_batch: erasure.erase_batch(
+            s, ctx.actor, list(s.execute(_batch_ids(in_batch).order_by(C.id)).scalars())
+        ),
+    )
     files = erasure.after_erasure(started)
     return _finish(ctx, "erase", result, {"export_files_deleted": files})
 
 
 # --- archive / trash browsing and restore -------------------------------------------------
+
 
 @dataclasses.dataclass
 class ParkedRow:
@@ -566,19 +655,35 @@ def list_parked(actor: Actor, status: str, after_id: int = 0, limit: int = 50) -
     """Archived or trashed customers, in id order, one page after ``after_id``."""
     if status not in (STATUS_ARCHIVED, STATUS_TRASHED):
         raise ValidationError.single("status", "error.bad_choice")
-    require(actor, "customer.archive" if status == STATUS_ARCHIVED else "customer.delete",
-            action="cleanup.browse", target_type="customer")
+    require(
+        actor,
+        "customer.archive" if status == STATUS_ARCHIVED else "customer.delete",
+        action="cleanup.browse",
+        target_type="customer",
+    )
     limit = max(1, min(int(limit), 200))
     sensitive = actor.can("customer.view_sensitive")
     retention = dt.timedelta(days=get_settings().trash_retention_days)
     with get_engine().connect() as conn:
-        rows = conn.execute(select(C.id, C.name, C.phone, C.status, C.archived_at, C.trashed_at)
-                            .where(status_condition(status), C.id > int(after_id)).order_by(C.id).limit(limit)).all()
-    return [ParkedRow(
-        id=r.id, name=r.name, phone=(r.phone or "") if sensitive else mask_phone(r.phone), status=r.status,
-        since=format_local(r.archived_at if status == STATUS_ARCHIVED else r.trashed_at),
-        purge_on=format_local(as_utc(r.trashed_at) + retention) if status == STATUS_TRASHED and r.trashed_at else "",
-    ) for r in rows]
+        rows = conn.execute(
+            select(C.id, C.name, C.phone, C.status, C.archived_at, C.trashed_at)
+            .where(status_condition(status), C.id > int(after_id))
+            .order_by(C.id)
+            .limit(limit)
+        ).all()
+    return [
+        ParkedRow(
+            id=r.id,
+            name=r.name,
+            phone=(r.phone or "") if sensitive else mask_phone(r.phone),
+            status=r.status,
+            since=format_local(r.archived_at if status == STATUS_ARCHIVED else r.trashed_at),
+            purge_on=format_local(as_utc(r.trashed_at) + retention)
+            if status == STATUS_TRASHED and r.trashed_at
+            else "",
+        )
+        for r in rows
+    ]
 
 
 def count_parked(actor: Actor, status: str) -> int:
@@ -586,8 +691,9 @@ def count_parked(actor: Actor, status: str) -> int:
         raise ValidationError.single("status", "error.bad_choice")
     require(actor, "customer.view", action="cleanup.browse", target_type="customer")
     with get_engine().connect() as conn:
-        return conn.execute(select(func.count()).select_from(Customer.__table__)
-                            .where(status_condition(status))).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(Customer.__table__).where(status_condition(status))
+        ).scalar_one()
 
 
 def restore(actor: Actor, status: str, ids: Sequence[int] | None = None) -> int:
@@ -607,25 +713,42 @@ def restore(actor: Actor, status: str, ids: Sequence[int] | None = None) -> int:
         if not ids or len(ids) > 10_000 or ids[0] <= 0:
             raise ValidationError.single("ids", "error.bad_choice")
     now = utcnow()
-    common = {"updated_at": now, "updated_by_id": actor.user_id, "updated_by_name": actor.username,
-              "version": C.version + 1}
+    common = {
+        "updated_at": now,
+        "updated_by_id": actor.user_id,
+        "updated_by_name": actor.username,
+        "version": C.version + 1,
+    }
     with write_session() as session:
         scope = [status_condition(status)] + ([C.id.in_(ids)] if ids is not None else [])
         if status == STATUS_ARCHIVED:
-            changed = session.execute(update(Customer.__table__).where(*scope)
-                                      .values(status=STATUS_ACTIVE, archived_at=None, **common)).rowcount
+            changed = session.execute(
+                update(Customer.__table__).where(*scope).values(status=STATUS_ACTIVE, archived_at=None, **common)
+            ).rowcount
         else:
-            changed = session.execute(update(Customer.__table__).where(*scope, C.archived_at.is_not(None))
-                                      .values(status=STATUS_ARCHIVED, trashed_at=None, **common)).rowcount
-            changed += session.execute(update(Customer.__table__).where(*scope, C.archived_at.is_(None))
-                                       .values(status=STATUS_ACTIVE, trashed_at=None, **common)).rowcount
-        audit.record(session, actor, f"cleanup.restore_{status}", target_type="customer",
-                     details={"restored": changed, "ids": (ids or [])[:50], "all": ids is None})
+            changed = session.execute(
+                update(Customer.__table__)
+                .where(*scope, C.archived_at.is_not(None))
+                .values(status=STATUS_ARCHIVED, trashed_at=None, **common)
+            ).rowcount
+            changed += session.execute(
+                update(Customer.__table__)
+                .where(*scope, C.archived_at.is_(None))
+                .values(status=STATUS_ACTIVE, trashed_at=None, **common)
+            ).rowcount
+        audit.record(
+            session,
+            actor,
+            f"cleanup.restore_{status}",
+            target_type="customer",
+            details={"restored": changed, "ids": (ids or [])[:50], "all": ids is None},
+        )
     invalidate_counts()
     return changed
 
 
 # --- purge ------------------------------------------------------------------------------------
+
 
 def _purge_where(ctx_params: dict):
     if ctx_params.get("all"):
@@ -635,8 +758,15 @@ def _purge_where(ctx_params: dict):
 
 
 # Every table with a foreign key to customer (message hangs off conversation).
-PURGED_CHILD_TABLES = (Conversation.__table__, Order.__table__, BehaviorEvent.__table__, Note.__table__,
-                       TagAssignment.__table__, ErasureRequest.__table__, CustomerSearch.__table__)
+PURGED_CHILD_TABLES = (
+    Conversation.__table__,
+    Order.__table__,
+    BehaviorEvent.__table__,
+    Note.__table__,
+    TagAssignment.__table__,
+    ErasureRequest.__table__,
+    CustomerSearch.__table__,
+)
 
 
 def _delete_customers(session, in_batch) -> dict[str, int]:
@@ -653,8 +783,9 @@ def _delete_customers(session, in_batch) -> dict[str, int]:
     batch_ids = _batch_ids(in_batch)
     counts = {}
     conv_ids = select(cv.id).where(cv.customer_id.in_(batch_ids))
-    counts["message"] = session.execute(delete(Message.__table__).where(
-        Message.__table__.c.conversation_id.in_(conv_ids))).rowcount
+    counts["message"] = session.execute(
+        delete(Message.__table__).where(Message.__table__.c.conversation_id.in_(conv_ids))
+    ).rowcount
     for table in PURGED_CHILD_TABLES:
         counts[table.name] = session.execute(delete(table).where(table.c.customer_id.in_(batch_ids))).rowcount
     counts["customer"] = session.execute(delete(Customer.__table__).where(in_batch)).rowcount
@@ -664,13 +795,20 @@ def _delete_customers(session, in_batch) -> dict[str, int]:
 def _work_purge(ctx: jobs.JobContext) -> dict:
     require(ctx.actor, "customer.delete", action="cleanup.purge", target_type="customer")
     with get_engine().connect() as conn:
-        pending = conn.execute(select(func.count()).select_from(Customer.__table__)
-                               .where(_purge_where(ctx.params))).scalar_one()
+        pending = conn.execute(
+            select(func.count()).select_from(Customer.__table__).where(_purge_where(ctx.params))
+        ).scalar_one()
     if pending == 0 and not ctx.checkpoint.get("done"):
         return _finish(ctx, "purge", {"processed": 0, "counts": {}}, {"backup": ""})
     name = _take_backup(ctx, f"before purge job {ctx.job_id}")
-    result = _walk(ctx, lambda conn: _purge_where(ctx.params), _delete_customers, before={"backup": name},
-                   batch=BULK_BATCH, check_foreign_keys=False)
+    result = _walk(
+        ctx,
+        lambda conn: _purge_where(ctx.params),
+        _delete_customers,
+        before={"backup": name},
+        batch=BULK_BATCH,
+        check_foreign_keys=False,
+    )
     return _finish(ctx, "purge", result, {"backup": name})
 
 
@@ -681,7 +819,9 @@ def start_purge(actor: Actor, all_trash: bool = True, confirm: str | None = None
     cutoff = utcnow() - dt.timedelta(days=retention)
     params = {"all": bool(all_trash), "cutoff": cutoff.isoformat(), "started_at": utcnow().isoformat()}
     with get_engine().connect() as conn:
-        count = conn.execute(select(func.count()).select_from(Customer.__table__).where(_purge_where(params))).scalar_one()
+        count = conn.execute(
+            select(func.count()).select_from(Customer.__table__).where(_purge_where(params))
+        ).scalar_one()
     if confirm is not None and confirm.strip() != str(count):
         raise ValidationError.single("confirm", "cleanup.confirm_mismatch", count=count)
     job_id = jobs.create_job(actor, "cleanup.purge", params, total=count)
@@ -694,7 +834,9 @@ def nightly_purge() -> None:
     cutoff = utcnow() - dt.timedelta(days=get_settings().trash_retention_days)
     params = {"all": False, "cutoff": cutoff.isoformat(), "started_at": utcnow().isoformat()}
     with get_engine().connect() as conn:
-        count = conn.execute(select(func.count()).select_from(Customer.__table__).where(_purge_where(params))).scalar_one()
+        count = conn.execute(
+            select(func.count()).select_from(Customer.__table__).where(_purge_where(params))
+        ).scalar_one()
     if count:
         jobs.run_job(jobs.create_job(SYSTEM_ACTOR, "cleanup.purge", params, total=count))
 
@@ -707,8 +849,13 @@ def job_report(actor: Actor, job_id: int) -> dict:
     return view.as_dict()
 
 
-for _kind, _fn in (("cleanup.archive", _work_archive), ("cleanup.trash", _work_trash), ("cleanup.tag", _work_tag),
-                   ("cleanup.erase", _work_erase), ("cleanup.purge", _work_purge)):
+for _kind, _fn in (
+    ("cleanup.archive", _work_archive),
+    ("cleanup.trash", _work_trash),
+    ("cleanup.tag", _work_tag),
+    ("cleanup.erase", _work_erase),
+    ("cleanup.purge", _work_purge),
+):
     jobs.register_worker(_kind, _fn)
 
 

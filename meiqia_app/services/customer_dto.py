@@ -61,7 +61,9 @@ def label(lang: str, prefix: str, code: str | None) -> str:
     return tr(lang, f"{prefix}.{code}") if code else ""
 
 
-def tags_for(conn: Connection, customer_ids: Sequence[int], limit: int | None = TAGS_PER_ROW) -> dict[int, list[TagChip]]:
+def tags_for(
+    conn: Connection, customer_ids: Sequence[int], limit: int | None = TAGS_PER_ROW
+) -> dict[int, list[TagChip]]:
     if not customer_ids:
         return {}
     ta = TagAssignment.__table__.c
@@ -85,21 +87,23 @@ def customer_rows(conn: Connection, actor: Actor, records: Sequence, lang: str =
     tags = tags_for(conn, [r.id for r in records])
     rows = []
     for r in records:
-        rows.append(CustomerRow(
-            id=r.id,
-            name=r.name,
-            phone=(r.phone or "") if sensitive else mask_phone(r.phone),
-            email=(r.email or "") if sensitive else mask_email(r.email),
-            region=region_text(r.province, r.city),
-            source=label(lang, "source", r.source),
-            lifecycle=label(lang, "lifecycle", r.lifecycle_stage),
-            tier=label(lang, "tier", r.membership_tier),
-            tags=tags.get(r.id, []),
-            last_active=format_local(r.last_active_at),
-            registered=format_local(r.registered_at),
-            last_purchase=format_local(r.last_purchase_at),
-            total_spent=money(r.total_spent_cents) if sensitive else MASK,
-            order_count=r.order_count,
-            status=label(lang, "status", r.status),
-        ))
+        rows.append(
+            CustomerRow(
+                id=r.id,
+                name=r.name,
+                phone=(r.phone or "") if sensitive else mask_phone(r.phone),
+                email=(r.email or "") if sensitive else mask_email(r.email),
+                region=region_text(r.province, r.city),
+                source=label(lang, "source", r.source),
+                lifecycle=label(lang, "lifecycle", r.lifecycle_stage),
+                tier=label(lang, "tier", r.membership_tier),
+                tags=tags.get(r.id, []),
+                last_active=format_local(r.last_active_at),
+                registered=format_local(r.registered_at),
+                last_purchase=format_local(r.last_purchase_at),
+                total_spent=money(r.total_spent_cents) if sensitive else MASK,
+                order_count=r.order_count,
+                status=label(lang, "status", r.status),
+            )
+        )
     return rows

@@ -57,8 +57,11 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
         customer = writable_customer(session, customer_id)
         if customer.version != int(expected_version):
             raise Conflict(by=customer.updated_by_name or "?", at=format_local(customer.updated_at))
-        diff = {field: (getattr(customer, field), value) for field, value in values.items()
-                if getattr(customer, field) != value}
+        diff = {
+            field: (getattr(customer, field), value)
+            for field, value in values.items()
+            if getattr(customer, field) != value
+        }
         if not diff:
             return customer.version
         changes = _with_pinyin({field: new for field, (_old, new) in diff.items()})
@@ -68,8 +71,13 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
         result = session.execute(
             update(Customer)
             .where(Customer.id == customer.id, Customer.version == int(expected_version))
-            .values(**changes, version=Customer.version + 1, updated_at=now, updated_by_id=actor.user_id,
-                    updated_by_name=actor.display_name or actor.username)
+            .values(
+                **changes,
+                version=Customer.version + 1,
+                updated_at=now,
+                updated_by_id=actor.user_id,
+                updated_by_name=actor.display_name or actor.username,
+            )
         )
         if result.rowcount != 1:
             session.rollback()
@@ -78,8 +86,14 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
         session.expire(customer)
         if any(field in diff for field in SEARCH_FIELDS):
             _refresh_search_text(session, customer)
-        audit.record(session, actor, "customer.update", target_type="customer", target_id=customer.id,
-                     details={"changes": mask_diff(diff), "version": int(expected_version) + 1})
+        audit.record(
+            session,
+            actor,
+            "customer.update",
+            target_type="customer",
+            target_id=customer.id,
+            details={"changes": mask_diff(diff), "version": int(expected_version) + 1},
+        )
         new_version = int(expected_version) + 1
     invalidate_counts()
     _refresh_rules(customer_id)
@@ -108,13 +122,26 @@ def _refresh_rules(customer_id: int) -> None:
 
 def _insert(session: Session, actor: Actor, values: dict) -> int:
     now = utcnow()
-    customer = Customer(**values, registered_at=now, last_active_at=now, created_at=now, updated_at=now,
-                        updated_by_id=actor.user_id, updated_by_name=actor.display_name or actor.username)
+    customer = Customer(
+        **values,
+        registered_at=now,
+        last_active_at=now,
+        created_at=now,
+        updated_at=now,
+        updated_by_id=actor.user_id,
+        updated_by_name=actor.display_name or actor.username,
+    )
     session.add(customer)
     session.flush()
     _refresh_search_text(session, customer)
-    audit.record(session, actor, "customer.create", target_type="customer", target_id=customer.id,
-                 details={"fields": sorted(values)})
+    audit.record(
+        session,
+        actor,
+        "customer.create",
+        target_type="customer",
+        target_id=customer.id,
+        details={"fields": sorted(values)},
+    )
     return customer.id
 
 

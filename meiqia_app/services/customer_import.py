@@ -73,6 +73,7 @@ Progress = Callable[[int, int], None]
 
 # --- report -------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class ImportProblem:
     """One thing wrong with one row. ``field`` is a customer field ("" for the row as a whole)."""
@@ -117,6 +118,7 @@ class ImportReport:
 
 
 # --- reading files --------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class _Table:
@@ -164,8 +166,10 @@ def preview_table(actor: Actor, path: str | Path) -> TablePreview:
     sample = []
     for _number, values in itertools.islice(rows, PREVIEW_ROWS):
         values = list(values or [])
-        sample.append([_cell_text(v)[:MAX_VALUE_CHARS] for v in values[:len(headers)]]
-                      + [""] * max(0, len(headers) - len(values)))
+        sample.append(
+            [_cell_text(v)[:MAX_VALUE_CHARS] for v in values[: len(headers)]]
+            + [""] * max(0, len(headers) - len(values))
+        )
     suggested = {str(index): field for index, field in suggest_mapping(headers).items()}
     return TablePreview([str(h or "")[:MAX_VALUE_CHARS] for h in headers], sample, suggested)
 
@@ -180,8 +184,7 @@ def read_error_report(actor: Actor, path: str | Path) -> tuple[str, bytes]:
     require(actor, "customer.import", action="customer.import_error_report", target_type="customer")
     candidate = Path(path).resolve()
     root = imports_dir().resolve()
-    if (not candidate.is_relative_to(root) or not candidate.name.endswith("-errors.csv")
-            or not candidate.is_file()):
+    if not candidate.is_relative_to(root) or not candidate.name.endswith("-errors.csv") or not candidate.is_file():
         raise ValidationError.single("file", "import.file_missing")
     if candidate.stat().st_size > MAX_ERROR_REPORT_DOWNLOAD:
         raise ValidationError.single("file", "import.report_too_big", mb=MAX_ERROR_REPORT_DOWNLOAD // (1024 * 1024))
@@ -359,25 +362,104 @@ def _cell_text(value) -> str:
 # --- mapping --------------------------------------------------------------------------------
 
 _HEADER_ALIASES: dict[str, tuple[str, ...]] = {
-    "name": ("姓名", "名字", "客户姓名", "客户名称", "客户名", "名称", "联系人", "联系人姓名", "客户", "真实姓名",
-             "name", "fullname", "customername", "customer", "contactname", "contact"),
+    "name": (
+        "姓名",
+        "名字",
+        "客户姓名",
+        "客户名称",
+        "客户名",
+        "名称",
+        "联系人",
+        "联系人姓名",
+        "客户",
+        "真实姓名",
+        "name",
+        "fullname",
+        "customername",
+        "customer",
+        "contactname",
+        "contact",
+    ),
     "gender": ("性别", "gender", "sex"),
     "birthday": ("生日", "出生日期", "出生年月日", "出生年月", "birthday", "birthdate", "dateofbirth", "dob"),
-    "phone": ("手机", "手机号", "手机号码", "电话", "电话号码", "联系电话", "联系方式", "移动电话", "手机电话",
-              "phone", "phonenumber", "mobile", "mobilephone", "mobilenumber", "tel", "telephone", "cellphone", "cell"),
+    "phone": (
+        "手机",
+        "手机号",
+        "手机号码",
+        "电话",
+        "电话号码",
+        "联系电话",
+        "联系方式",
+        "移动电话",
+        "手机电话",
+        "phone",
+        "phonenumber",
+        "mobile",
+        "mobilephone",
+        "mobilenumber",
+        "tel",
+        "telephone",
+        "cellphone",
+        "cell",
+    ),
     "email": ("邮箱", "电子邮箱", "邮件", "电子邮件", "邮箱地址", "电邮", "email", "emailaddress", "mail"),
-    "address": ("地址", "详细地址", "联系地址", "收货地址", "通讯地址", "家庭地址", "address", "streetaddress", "street"),
+    "address": (
+        "地址",
+        "详细地址",
+        "联系地址",
+        "收货地址",
+        "通讯地址",
+        "家庭地址",
+        "address",
+        "streetaddress",
+        "street",
+    ),
     "province": ("省份", "省", "所在省份", "省市", "省/直辖市", "province", "state"),
     "city": ("城市", "市", "所在城市", "city", "town"),
-    "company": ("公司", "公司名称", "单位", "工作单位", "企业", "企业名称", "所属公司", "company", "companyname",
-                "organization", "organisation", "org", "employer"),
+    "company": (
+        "公司",
+        "公司名称",
+        "单位",
+        "工作单位",
+        "企业",
+        "企业名称",
+        "所属公司",
+        "company",
+        "companyname",
+        "organization",
+        "organisation",
+        "org",
+        "employer",
+    ),
     "source": ("来源", "来源渠道", "渠道", "客户来源", "source", "channel", "leadsource"),
-    "external_id": ("外部id", "外部编号", "客户编号", "客户id", "会员编号", "会员id", "会员号", "externalid",
-                    "customerid", "customerno", "memberid", "memberno"),
+    "external_id": (
+        "外部id",
+        "外部编号",
+        "客户编号",
+        "客户id",
+        "会员编号",
+        "会员id",
+        "会员号",
+        "externalid",
+        "customerid",
+        "customerno",
+        "memberid",
+        "memberno",
+    ),
     "visitor_id": ("访客id", "访客编号", "美洽访客id", "visitorid", "visitor"),
     "lifecycle_stage": ("生命周期", "生命周期阶段", "客户阶段", "阶段", "lifecycle", "lifecyclestage", "stage"),
-    "membership_tier": ("会员等级", "等级", "会员级别", "会员类型", "会员", "tier", "membershiptier", "membership",
-                        "memberlevel", "level"),
+    "membership_tier": (
+        "会员等级",
+        "等级",
+        "会员级别",
+        "会员类型",
+        "会员",
+        "tier",
+        "membershiptier",
+        "membership",
+        "memberlevel",
+        "level",
+    ),
 }
 # Our own labels for the fields (the export's column headers) map back too.
 FIELD_LABEL_KEYS: dict[str, str] = {
@@ -386,8 +468,29 @@ FIELD_LABEL_KEYS: dict[str, str] = {
 }
 # Words too general to suggest a field when they only appear inside a longer
 # header (客户类型 is not a name, 产品名称 is not one either).
-_EXACT_ONLY = {"客户", "会员", "名称", "等级", "阶段", "单位", "企业", "联系人", "联系方式", "mail", "cell", "level",
-               "stage", "state", "town", "customer", "contact", "visitor", "membership", "street", "channel"}
+_EXACT_ONLY = {
+    "客户",
+    "会员",
+    "名称",
+    "等级",
+    "阶段",
+    "单位",
+    "企业",
+    "联系人",
+    "联系方式",
+    "mail",
+    "cell",
+    "level",
+    "stage",
+    "state",
+    "town",
+    "customer",
+    "contact",
+    "visitor",
+    "membership",
+    "street",
+    "channel",
+}
 _BRACKETS = re.compile(r"[(（\[【].*?[)）\]】]")
 _HEADER_NOISE = re.compile(r"[\s_\-.:：*＊#]+")
 
@@ -487,13 +590,26 @@ def resolve_mapping(headers: Sequence[str], mapping: dict) -> dict[int, str]:
 
 _CHOICE_PREFIX = {"gender": "gender", "source": "source", "lifecycle_stage": "lifecycle", "membership_tier": "tier"}
 _CHOICE_EXTRA: dict[str, dict[str, tuple[str, ...]]] = {
-    "gender": {"M": ("男性", "先生", "male", "man"), "F": ("女性", "女士", "小姐", "female", "woman"),
-               "U": ("保密", "其他", "不详", "unknown", "other")},
-    "source": {"web": ("官网", "网页", "网络", "pc", "website"), "wechat": ("weixin", "公众号", "微信公众号"),
-               "miniprogram": ("微信小程序", "miniapp"), "douyin": ("tiktok",), "phone": ("电话咨询", "telephone"),
-               "offline": ("门店", "线下门店", "实体店", "store")},
-    "lifecycle_stage": {"prospect": ("潜在客户",), "new": ("新",), "active": ("活跃客户",),
-                        "dormant": ("沉睡客户", "休眠"), "churned": ("流失客户",)},
+    "gender": {
+        "M": ("男性", "先生", "male", "man"),
+        "F": ("女性", "女士", "小姐", "female", "woman"),
+        "U": ("保密", "其他", "不详", "unknown", "other"),
+    },
+    "source": {
+        "web": ("官网", "网页", "网络", "pc", "website"),
+        "wechat": ("weixin", "公众号", "微信公众号"),
+        "miniprogram": ("微信小程序", "miniapp"),
+        "douyin": ("tiktok",),
+        "phone": ("电话咨询", "telephone"),
+        "offline": ("门店", "线下门店", "实体店", "store"),
+    },
+    "lifecycle_stage": {
+        "prospect": ("潜在客户",),
+        "new": ("新",),
+        "active": ("活跃客户",),
+        "dormant": ("沉睡客户", "休眠"),
+        "churned": ("流失客户",),
+    },
     "membership_tier": {"regular": ("普通", "普卡"), "silver": ("银卡", "银牌"), "gold": ("金卡", "金牌")},
 }
 
@@ -507,7 +623,11 @@ def _build_choice_labels() -> dict[str, dict[str, str]]:
     for field, codes in CHOICES.items():
         table: dict[str, str] = {}
         for code in codes:
-            names = [code, *ENTRIES.get(f"{_CHOICE_PREFIX[field]}.{code}", ()), *_CHOICE_EXTRA.get(field, {}).get(code, ())]
+            names = [
+                code,
+                *ENTRIES.get(f"{_CHOICE_PREFIX[field]}.{code}", ()),
+                *_CHOICE_EXTRA.get(field, {}).get(code, ()),
+            ]
             for name in names:
                 table.setdefault(_choice_key(name), code)
         labels[field] = table
@@ -536,6 +656,7 @@ def _prepared(field: str, text: str) -> str:
 
 # --- the pass over the file -------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class _Row:
     number: int
@@ -558,9 +679,15 @@ def _check_row(number: int, values: list | None, mapping: dict[int, str]) -> _Ro
         row.cleaned = clean_customer_fields(raw)
     except ValidationError as error:
         for field, (key, params) in error.field_errors.items():
-            row.problems.append(ImportProblem(
-                number, field, key, {k: str(v) for k, v in params.items()}, str(raw.get(field) or "")[:MAX_VALUE_CHARS]
-            ))
+            row.problems.append(
+                ImportProblem(
+                    number,
+                    field,
+                    key,
+                    {k: str(v) for k, v in params.items()},
+                    str(raw.get(field) or "")[:MAX_VALUE_CHARS],
+                )
+            )
     return row
 
 
@@ -581,8 +708,14 @@ def _chunks(values: Sequence, size: int) -> Iterator[Sequence]:
 def _existing(conn: Connection, rows: list[_Row]) -> dict[tuple[str, str], int]:
     """(field, value) -> id of an existing customer with that phone / e-mail (indexed IN lookups)."""
     phones = sorted({r.cleaned["phone"] for r in rows if r.cleaned and r.cleaned.get("phone")})
-    emails = sorted({v for r in rows if r.cleaned and r.cleaned.get("email")
-                     for v in (r.cleaned["email"], r.cleaned["email"].lower())})
+    emails = sorted(
+        {
+            v
+            for r in rows
+            if r.cleaned and r.cleaned.get("email")
+            for v in (r.cleaned["email"], r.cleaned["email"].lower())
+        }
+    )
     found: dict[tuple[str, str], int] = {}
     for chunk in _chunks(phones, LOOKUP_CHUNK):
         for customer_id, phone in conn.execute(select(C.id, C.phone).where(C.phone.in_(chunk))):
@@ -596,8 +729,17 @@ def _existing(conn: Connection, rows: list[_Row]) -> dict[tuple[str, str], int]:
 class _Pass:
     """One pass over a file: checks, duplicate detection, report and error file."""
 
-    def __init__(self, path: Path, mapping: dict, *, dry_run: bool, skip_duplicates: bool,
-                 file_name: str, lang: str, progress: Progress | None):
+    def __init__(
+        self,
+        path: Path,
+        mapping: dict,
+        *,
+        dry_run: bool,
+        skip_duplicates: bool,
+        file_name: str,
+        lang: str,
+        progress: Progress | None,
+    ):
         self.table = _open_table(path)
         try:
             self.mapping = resolve_mapping(self.table.headers, mapping)
@@ -605,7 +747,9 @@ class _Pass:
             self.table.rows.close()
             raise
         self.report = ImportReport(
-            file_name=file_name, dry_run=dry_run, skip_duplicates=skip_duplicates,
+            file_name=file_name,
+            dry_run=dry_run,
+            skip_duplicates=skip_duplicates,
             mapping={self.table.headers[i] or f"#{i + 1}": field for i, field in self.mapping.items()},
         )
         self.lang = lang
@@ -633,21 +777,38 @@ class _Pass:
                 self.problem(row, row.problems)
                 continue
             keys = _dedupe_keys(row.cleaned)
-            earlier = next(((field, self.seen[(field, value)]) for field, value in keys if (field, value) in self.seen), None)
-            other = None if earlier else next(
-                ((field, existing[(field, value)]) for field, value in keys if (field, value) in existing), None)
+            earlier = next(
+                ((field, self.seen[(field, value)]) for field, value in keys if (field, value) in self.seen), None
+            )
+            other = (
+                None
+                if earlier
+                else next(
+                    ((field, existing[(field, value)]) for field, value in keys if (field, value) in existing), None
+                )
+            )
             for key in keys:
                 self.seen.setdefault(key, row.number)
             if earlier:
                 row.duplicate_of = "file"
                 report.duplicates_in_file += 1
-                problem = ImportProblem(row.number, earlier[0], "import.duplicate_in_file", {"row": str(earlier[1])},
-                                        str(row.cleaned[earlier[0]])[:MAX_VALUE_CHARS])
+                problem = ImportProblem(
+                    row.number,
+                    earlier[0],
+                    "import.duplicate_in_file",
+                    {"row": str(earlier[1])},
+                    str(row.cleaned[earlier[0]])[:MAX_VALUE_CHARS],
+                )
             elif other:
                 row.duplicate_of = "existing"
                 report.duplicates_existing += 1
-                problem = ImportProblem(row.number, other[0], "import.duplicate_existing", {"id": str(other[1])},
-                                        str(row.cleaned[other[0]])[:MAX_VALUE_CHARS])
+                problem = ImportProblem(
+                    row.number,
+                    other[0],
+                    "import.duplicate_existing",
+                    {"id": str(other[1])},
+                    str(row.cleaned[other[0]])[:MAX_VALUE_CHARS],
+                )
             else:
                 report.valid += 1
                 continue
@@ -682,7 +843,8 @@ class _Pass:
             self._error_file = path.open("w", encoding="utf-8-sig", newline="")
             self._error_writer = csv.writer(self._error_file)
             self._error_writer.writerow(
-                [tr(self.lang, "import.col_row"), *self.table.headers, tr(self.lang, "import.col_problem")])
+                [tr(self.lang, "import.col_row"), *self.table.headers, tr(self.lang, "import.col_problem")]
+            )
             self.report.error_report_path = str(path)
         width = len(self.table.headers)
         values = row.values + [""] * (width - len(row.values))
@@ -715,6 +877,7 @@ def _safe_cell(text: str) -> str:
 
 # --- services -------------------------------------------------------------------------------
 
+
 def dry_run(
     actor: Actor,
     path: str | Path,
@@ -728,8 +891,15 @@ def dry_run(
     require(actor, "customer.import", action="customer.import_dry_run", target_type="customer")
     started = time.perf_counter()
     checked = _checked_path(path)
-    work = _Pass(checked, mapping, dry_run=True, skip_duplicates=True,
-                 file_name=file_name or checked.name, lang=lang, progress=progress)
+    work = _Pass(
+        checked,
+        mapping,
+        dry_run=True,
+        skip_duplicates=True,
+        file_name=file_name or checked.name,
+        lang=lang,
+        progress=progress,
+    )
     try:
         engine = get_engine()
         for rows in work.batches():
@@ -760,11 +930,20 @@ def _prepare_inserts(rows: Iterable[_Row], actor: Actor, template: dict, now: dt
             continue
         values = row.cleaned
         full, initials = pinyin_of(values["name"])
-        records.append({
-            **template, **values, "name_pinyin": full[:256], "name_initials": initials[:64],
-            "registered_at": now, "last_active_at": now, "created_at": now, "updated_at": now,
-            "updated_by_id": actor.user_id, "updated_by_name": by,
-        })
+        records.append(
+            {
+                **template,
+                **values,
+                "name_pinyin": full[:256],
+                "name_initials": initials[:64],
+                "registered_at": now,
+                "last_active_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "updated_by_id": actor.user_id,
+                "updated_by_name": by,
+            }
+        )
         key = row.search_key()
         if key not in texts:
             texts[key] = build_search_text(*key)
@@ -780,9 +959,10 @@ def _insert_rows(conn: Connection, records: list[dict], texts: dict[tuple, str])
     inserted = conn.execute(
         insert(Customer.__table__).returning(C.id, *(C[field] for field in SEARCH_FIELDS)), records
     ).all()
-    conn.execute(insert(CustomerSearch.__table__), [
-        {"customer_id": customer_id, "text": texts[tuple(values)]} for customer_id, *values in inserted
-    ])
+    conn.execute(
+        insert(CustomerSearch.__table__),
+        [{"customer_id": customer_id, "text": texts[tuple(values)]} for customer_id, *values in inserted],
+    )
     return len(inserted)
 
 
@@ -811,8 +991,15 @@ def run_import(
     require(actor, "customer.import", action="customer.import", target_type="customer")
     started = time.perf_counter()
     checked = _checked_path(path)
-    work = _Pass(checked, mapping, dry_run=False, skip_duplicates=bool(skip_duplicates),
-                 file_name=file_name or checked.name, lang=lang, progress=progress)
+    work = _Pass(
+        checked,
+        mapping,
+        dry_run=False,
+        skip_duplicates=bool(skip_duplicates),
+        file_name=file_name or checked.name,
+        lang=lang,
+        progress=progress,
+    )
     report = work.report
     template = _customer_template()
     now = utcnow()
@@ -824,8 +1011,11 @@ def run_import(
                 # Duplicates are looked up under the write lock, so a customer
                 # saved meanwhile by someone else is seen.
                 work.classify(rows, _existing(conn, rows))
-                wanted = [record for row, record in zip((r for r in rows if r.cleaned is not None), records)
-                          if not row.duplicate_of or not skip_duplicates]
+                wanted = [
+                    record
+                    for row, record in zip((r for r in rows if r.cleaned is not None), records)
+                    if not row.duplicate_of or not skip_duplicates
+                ]
                 count = _insert_rows(conn, wanted, texts)
             report.inserted += count  # committed
             report.skipped = report.total_rows - report.inserted
@@ -845,21 +1035,34 @@ def run_import(
 
 def _audit_import(actor: Actor, report: ImportReport, result: str = "ok") -> None:
     with write_session() as session:
-        audit.record(session, actor, "customer.import", target_type="customer", result=result, details={
-            "file": report.file_name[:255],
-            "rows": report.total_rows,
-            "inserted": report.inserted,
-            "invalid": report.invalid,
-            "duplicates": report.duplicates,
-            "duplicates_existing": report.duplicates_existing,
-            "duplicates_in_file": report.duplicates_in_file,
-            "skip_duplicates": report.skip_duplicates,
-            "error_report": Path(report.error_report_path).name if report.error_report_path else "",
-            "mapping": sorted(set(report.mapping.values())),
-        })
+        audit.record(
+            session,
+            actor,
+            "customer.import",
+            target_type="customer",
+            result=result,
+            details={
+                "file": report.file_name[:255],
+                "rows": report.total_rows,
+                "inserted": report.inserted,
+                "invalid": report.invalid,
+                "duplicates": report.duplicates,
+                "duplicates_existing": report.duplicates_existing,
+                "duplicates_in_file": report.duplicates_in_file,
+                "skip_duplicates": report.skip_duplicates,
+                "error_report": Path(report.error_report_path).name if report.error_report_path else "",
+                "mapping": sorted(set(report.mapping.values())),
+            },
+        )
 
 
 __all__ = [
-    "ImportProblem", "ImportReport", "dry_run", "new_upload_path", "read_table", "resolve_mapping",
-    "run_import", "suggest_mapping",
+    "ImportProblem",
+    "ImportReport",
+    "dry_run",
+    "new_upload_path",
+    "read_table",
+    "resolve_mapping",
+    "run_import",
+    "suggest_mapping",
 ]

@@ -31,10 +31,10 @@ from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import AppSetting, Customer
 from meiqia_app.services.customer_dto import CustomerRow, customer_rows
 from meiqia_app.services.customer_query import (
-    C,
-    TA,
     PAGE_SIZES,
     SORTS,
+    TA,
+    C,
     ListQuery,
     after_condition,
     base_select,
@@ -56,9 +56,22 @@ COUNT_CACHE_SECONDS = 60
 COUNT_CACHE_SIZE = 512
 
 LIST_COLUMNS = (
-    C.id, C.name, C.phone, C.email, C.province, C.city, C.source, C.lifecycle_stage,
-    C.membership_tier, C.last_active_at, C.registered_at, C.last_purchase_at,
-    C.total_spent_cents, C.order_count, C.status, C.name_pinyin,
+    C.id,
+    C.name,
+    C.phone,
+    C.email,
+    C.province,
+    C.city,
+    C.source,
+    C.lifecycle_stage,
+    C.membership_tier,
+    C.last_active_at,
+    C.registered_at,
+    C.last_purchase_at,
+    C.total_spent_cents,
+    C.order_count,
+    C.status,
+    C.name_pinyin,
 )
 
 
@@ -98,9 +111,7 @@ def _tag_sizes(conn: Connection, tag_ids: tuple[int, ...]) -> dict[int, int]:
     cached = _plan_cache.get(key)
     if cached is not None:
         return cached
-    rows = conn.execute(
-        select(TA.tag_id, func.count()).where(TA.tag_id.in_(tag_ids)).group_by(TA.tag_id)
-    ).all()
+    rows = conn.execute(select(TA.tag_id, func.count()).where(TA.tag_id.in_(tag_ids)).group_by(TA.tag_id)).all()
     sizes = {tag_id: 0 for tag_id in tag_ids} | {tag_id: count for tag_id, count in rows}
     _plan_cache.put(key, sizes)
     return sizes
@@ -233,6 +244,7 @@ def list_customers(
 
 # --- counting ---------------------------------------------------------------------
 
+
 class _CountCache:
     """Exact counts per query signature, for a minute; cleared on any customer write here."""
 
@@ -296,11 +308,15 @@ def invalidate_counts() -> None:
     token = json.dumps(secrets.token_hex(8))
     try:
         with get_engine().begin() as conn:
-            changed = conn.execute(update(_SETTINGS).where(_SETTINGS.c.key == GENERATION_KEY)
-                                   .values(value=token, updated_at=utcnow())).rowcount
+            changed = conn.execute(
+                update(_SETTINGS).where(_SETTINGS.c.key == GENERATION_KEY).values(value=token, updated_at=utcnow())
+            ).rowcount
             if not changed:
-                conn.execute(insert(_SETTINGS).values(key=GENERATION_KEY, value=token, updated_at=utcnow(),
-                                                      updated_by_name="system"))
+                conn.execute(
+                    insert(_SETTINGS).values(
+                        key=GENERATION_KEY, value=token, updated_at=utcnow(), updated_by_name="system"
+                    )
+                )
     except SQLAlchemyError:  # the change itself is committed; other workers' counts expire within a minute
         log.warning("could not record a new customer-list generation", exc_info=True)
 
@@ -327,17 +343,12 @@ def _sample_windows(conn: Connection, filters: list, status: ColumnElement) -> t
     step = max(per_window, (high - low + 1) // ESTIMATE_WINDOWS)
     matched = in_status = sampled = 0
     for start in range(low, high + 1, step):
-        window = (
-            select(C.id.label("wid")).where(C.id >= start).order_by(C.id).limit(per_window).subquery()
-        )
-        statement = (
-            select(
-                func.coalesce(func.sum(case((and_(*filters), 1), else_=0)), 0),
-                func.coalesce(func.sum(case((status, 1), else_=0)), 0),
-                func.count(),
-            )
-            .select_from(window.join(Customer.__table__, C.id == window.c.wid))
-        )
+        window = select(C.id.label("wid")).where(C.id >= start).order_by(C.id).limit(per_window).subquery()
+        statement = select(
+            func.coalesce(func.sum(case((and_(*filters), 1), else_=0)), 0),
+            func.coalesce(func.sum(case((status, 1), else_=0)), 0),
+            func.count(),
+        ).select_from(window.join(Customer.__table__, C.id == window.c.wid))
         window_matched, window_status, window_rows = conn.execute(statement).one()
         matched += window_matched
         in_status += window_status
@@ -414,7 +425,8 @@ def matching_ids(actor: Actor, query: ListQuery, after_id: int = 0, batch: int =
     with read_connection() as conn:
         conditions = all_conditions(conn, query)
         statement = (
-            select(C.id).select_from(Customer.__table__)
+            select(C.id)
+            .select_from(Customer.__table__)
             .where(and_(*conditions, C.id > after_id))
             .order_by(C.id)
             .limit(batch)

@@ -25,8 +25,15 @@ MAX_QUANTITY = 10_000
 MAX_AMOUNT_CENTS = 10_000_000_000
 
 
-def add_order(actor: Actor, customer_id: int, product_id: int, quantity: int = 1,
-              amount_yuan: float | None = None, status: str = "paid", at: dt.datetime | None = None) -> int:
+def add_order(
+    actor: Actor,
+    customer_id: int,
+    product_id: int,
+    quantity: int = 1,
+    amount_yuan: float | None = None,
+    status: str = "paid",
+    at: dt.datetime | None = None,
+) -> int:
     """Record an order; returns its id. ``amount_yuan`` defaults to price × quantity."""
     require(actor, "customer.edit", action="customer.order_add", target_type="customer", target_id=customer_id)
     customer_id, product_id = parse_id(customer_id), parse_id(product_id)
@@ -51,9 +58,17 @@ def add_order(actor: Actor, customer_id: int, product_id: int, quantity: int = 1
         if not 0 <= cents <= MAX_AMOUNT_CENTS:
             raise ValidationError.single("amount", "error.bad_number")
         paid = status == "paid"
-        order = Order(order_no=f"M{now:%Y%m%d%H%M%S}{secrets.token_hex(4)}", customer_id=customer_id,
-                      product_id=product_id, product_name=product.name, quantity=quantity, amount_cents=cents,
-                      status=status, created_at=now, paid_at=now if paid else None)
+        order = Order(
+            order_no=f"M{now:%Y%m%d%H%M%S}{secrets.token_hex(4)}",
+            customer_id=customer_id,
+            product_id=product_id,
+            product_name=product.name,
+            quantity=quantity,
+            amount_cents=cents,
+            status=status,
+            created_at=now,
+            paid_at=now if paid else None,
+        )
         session.add(order)
         if customer.last_active_at is None or as_utc(customer.last_active_at) < now:
             customer.last_active_at = now
@@ -67,9 +82,20 @@ def add_order(actor: Actor, customer_id: int, product_id: int, quantity: int = 1
         session.add(customer)
         session.flush()
         order_id = order.id
-        audit.record(session, actor, "customer.order_add", target_type="customer", target_id=customer_id,
-                     details={"order_id": order_id, "product": product.name, "quantity": quantity,
-                              "amount_cents": cents, "status": status})
+        audit.record(
+            session,
+            actor,
+            "customer.order_add",
+            target_type="customer",
+            target_id=customer_id,
+            details={
+                "order_id": order_id,
+                "product": product.name,
+                "quantity": quantity,
+                "amount_cents": cents,
+                "status": status,
+            },
+        )
     invalidate_counts()
     from meiqia_app.services import rules  # rules imports customer services: import late
 

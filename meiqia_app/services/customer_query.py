@@ -35,7 +35,7 @@ from meiqia_app.timeutil import local_day_start_utc
 
 C = Customer.__table__.c
 TA = TagAssignment.__table__.c
-O = Order.__table__.c
+OC = Order.__table__.c
 
 # Sortable columns: the key the UI sends -> the column, and whether it can be NULL.
 SORTS: dict[str, tuple[str, bool]] = {
@@ -137,7 +137,7 @@ class ListQuery:
     direction: str = "desc"
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "ListQuery":
+    def from_dict(cls, data: dict | None) -> ListQuery:
         """Build from untrusted input (browser events, saved views); raises ValidationError."""
         data = data or {}
         if not isinstance(data, dict):
@@ -249,7 +249,7 @@ def order_status_condition(statuses: Sequence[str]) -> ColumnElement:
     """
     if not statuses or any(status not in ORDER_STATUSES for status in statuses):
         raise ValidationError.single("order_statuses", "error.bad_choice")
-    return exists().where(O.customer_id == C.id, O.status.in_(tuple(statuses)))
+    return exists().where(OC.customer_id == C.id, OC.status.in_(tuple(statuses)))
 
 
 def filter_conditions(query: ListQuery, driving_tags: tuple[int, ...] = ()) -> list[ColumnElement]:
@@ -303,6 +303,7 @@ def filter_conditions(query: ListQuery, driving_tags: tuple[int, ...] = ()) -> l
 
 # --- cursors ------------------------------------------------------------------------
 
+
 def encode_cursor(sort_value, row_id: int) -> str:
     if isinstance(sort_value, dt.datetime):
         value = {"t": sort_value.isoformat()}
@@ -343,8 +344,9 @@ def after_condition(sort: str, descending: bool, sort_value, row_id: int, status
     return keyset_after(C[column_name], nullable, descending, sort_value, row_id, status_index_condition(status))
 
 
-def keyset_after(column, nullable: bool, descending: bool, sort_value, row_id: int,
-                 index_condition: ColumnElement) -> ColumnElement:
+def keyset_after(
+    column, nullable: bool, descending: bool, sort_value, row_id: int, index_condition: ColumnElement
+) -> ColumnElement:
     """Rows strictly after (value, id) in the walk order.
 
     ``index_condition`` goes into both branches of the descending walk's OR

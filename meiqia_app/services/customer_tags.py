@@ -74,7 +74,8 @@ def suggest_tags(actor: Actor, prefix: str, limit: int = 10, exclude_customer_id
         # over name_key is cheap; prefix matches sort first.
         pattern = escape_like(key)
         statement = statement.where(t.name_key.like(f"%{pattern}%", escape="\\")).order_by(
-            case((t.name_key.like(f"{pattern}%", escape="\\"), 0), else_=1), t.name_key)
+            case((t.name_key.like(f"{pattern}%", escape="\\"), 0), else_=1), t.name_key
+        )
     else:
         statement = statement.order_by(t.last_assigned_at.is_(None), t.last_assigned_at.desc(), t.name_key)
     if exclude_customer_id not in (None, ""):
@@ -102,8 +103,14 @@ def _resolve_tag(session: Session, actor: Actor, tag_id_or_name: int | str) -> t
     tag = Tag(name=name, name_key=key, group=NEW_TAG_GROUP, color=NEW_TAG_COLOR, created_by_id=actor.user_id)
     session.add(tag)
     session.flush()
-    audit.record(session, actor, "tag.create", target_type="tag", target_id=tag.id,
-                 details={"name": name, "group": NEW_TAG_GROUP, "via": "customer.tag_add"})
+    audit.record(
+        session,
+        actor,
+        "tag.create",
+        target_type="tag",
+        target_id=tag.id,
+        details={"name": name, "group": NEW_TAG_GROUP, "via": "customer.tag_add"},
+    )
     return tag, True
 
 
@@ -136,8 +143,7 @@ def add_tag(actor: Actor, customer_id: int, tag_id_or_name: int | str) -> TagChi
         details = {"tag_id": tag.id, "tag": tag.name, "changes": {"tags": [None, tag.name]}, "tag_created": created}
         if previous_source is not None:
             details["changes"] = {"tag_source": [previous_source, SOURCE_MANUAL]}
-        audit.record(session, actor, "customer.tag_add", target_type="customer", target_id=customer_id,
-                     details=details)
+        audit.record(session, actor, "customer.tag_add", target_type="customer", target_id=customer_id, details=details)
     invalidate_counts()
     return chip
 
@@ -157,10 +163,10 @@ def remove_tag(actor: Actor, customer_id: int, tag_id: int) -> bool:
             return False
         tag = session.get(Tag, tag_id)
         name = tag.name if tag is not None else str(tag_id)
-        details = {"tag_id": tag_id, "tag": name, "source": assignment.source,
-                   "changes": {"tags": [name, None]}}
+        details = {"tag_id": tag_id, "tag": name, "source": assignment.source, "changes": {"tags": [name, None]}}
         session.delete(assignment)
-        audit.record(session, actor, "customer.tag_remove", target_type="customer", target_id=customer_id,
-                     details=details)
+        audit.record(
+            session, actor, "customer.tag_remove", target_type="customer", target_id=customer_id, details=details
+        )
     invalidate_counts()
     return True

@@ -17,14 +17,35 @@ from meiqia_app.services.errors import ValidationError
 
 # Field → maximum length (mirrors the columns).
 TEXT_LIMITS = {
-    "name": 64, "address": 255, "province": 32, "city": 32, "company": 128,
-    "external_id": 64, "visitor_id": 64,
+    "name": 64,
+    "address": 255,
+    "province": 32,
+    "city": 32,
+    "company": 128,
+    "external_id": 64,
+    "visitor_id": 64,
 }
-CHOICES = {"gender": GENDERS, "source": SOURCES, "lifecycle_stage": LIFECYCLE_STAGES,
-           "membership_tier": MEMBERSHIP_TIERS}
+CHOICES = {
+    "gender": GENDERS,
+    "source": SOURCES,
+    "lifecycle_stage": LIFECYCLE_STAGES,
+    "membership_tier": MEMBERSHIP_TIERS,
+}
 EDITABLE_FIELDS = (
-    "name", "gender", "birthday", "phone", "email", "address", "province", "city", "company", "source",
-    "external_id", "visitor_id", "lifecycle_stage", "membership_tier",
+    "name",
+    "gender",
+    "birthday",
+    "phone",
+    "email",
+    "address",
+    "province",
+    "city",
+    "company",
+    "source",
+    "external_id",
+    "visitor_id",
+    "lifecycle_stage",
+    "membership_tier",
 )
 REQUIRED_FIELDS = ("name",)
 DEFAULT_REGION = "CN"
@@ -98,9 +119,14 @@ def clean_customer_fields(raw: dict, *, partial: bool = False) -> dict:
             else:
                 cleaned[field] = text
         except ValueError:
-            errors[field] = ({
-                "phone": "error.phone_invalid", "email": "error.email_invalid", "birthday": "error.bad_date",
-            }.get(field, "error.bad_choice"), {})
+            errors[field] = (
+                {
+                    "phone": "error.phone_invalid",
+                    "email": "error.email_invalid",
+                    "birthday": "error.bad_date",
+                }.get(field, "error.bad_choice"),
+                {},
+            )
     if errors:
         raise ValidationError(errors)
     return cleaned

@@ -97,9 +97,12 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
         c = _get_row(session, customer_id)
         if c.status == "trashed" and not actor.can("customer.delete"):
             raise NotFound()
-        pending = session.exec(
-            select(ErasureRequest.id).where(ErasureRequest.customer_id == c.id, ErasureRequest.status == "pending")
-        ).first() is not None
+        pending = (
+            session.exec(
+                select(ErasureRequest.id).where(ErasureRequest.customer_id == c.id, ErasureRequest.status == "pending")
+            ).first()
+            is not None
+        )
         sensitive = actor.can("customer.view_sensitive")
         with read_connection() as conn:
             tags = tags_for(conn, [c.id], limit=None).get(c.id, [])
@@ -139,10 +142,18 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             status_code=c.status,
             tags=tags,
             consents=[
-                ConsentView("marketing", label(lang, "consent", "marketing"), c.consent_marketing,
-                            format_local(c.consent_marketing_at)),
-                ConsentView("analytics", label(lang, "consent", "analytics"), c.consent_analytics,
-                            format_local(c.consent_analytics_at)),
+                ConsentView(
+                    "marketing",
+                    label(lang, "consent", "marketing"),
+                    c.consent_marketing,
+                    format_local(c.consent_marketing_at),
+                ),
+                ConsentView(
+                    "analytics",
+                    label(lang, "consent", "analytics"),
+                    c.consent_analytics,
+                    format_local(c.consent_analytics_at),
+                ),
             ],
             custom_attributes=[[str(k), str(v)] for k, v in attributes.items()],
             version=c.version,

@@ -34,9 +34,16 @@ def mint(actor: Actor, kind: str, object_id: int, ttl: dt.timedelta = TOKEN_TTL)
         raise PermissionDenied("download.no_session")
     token = secrets.token_urlsafe(32)
     with write_session() as session:
-        session.add(DownloadToken(token_hash=_digest(token), kind=kind, object_id=int(object_id),
-                                  user_id=actor.user_id, session_id=actor.session_id,
-                                  expires_at=utcnow() + ttl))
+        session.add(
+            DownloadToken(
+                token_hash=_digest(token),
+                kind=kind,
+                object_id=int(object_id),
+                user_id=actor.user_id,
+                session_id=actor.session_id,
+                expires_at=utcnow() + ttl,
+            )
+        )
     return token
 
 
@@ -45,8 +52,9 @@ def spend(session: Session, actor: Actor | None, kind: str, token: str) -> tuple
     else (the row or None, why not: bad_token | other_session | token_used | token_expired)."""
     if not token or len(token) > MAX_TOKEN_CHARS:
         return None, "bad_token"
-    row = session.exec(select(DownloadToken).where(DownloadToken.token_hash == _digest(token),
-                                                   DownloadToken.kind == kind)).first()
+    row = session.exec(
+        select(DownloadToken).where(DownloadToken.token_hash == _digest(token), DownloadToken.kind == kind)
+    ).first()
     if row is None:
         return None, "bad_token"
     if actor is None or row.user_id != actor.user_id or row.session_id != actor.session_id:

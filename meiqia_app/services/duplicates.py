@@ -70,11 +70,20 @@ TA = TagAssignment.__table__.c
 
 # Where each editable field's label lives, and which code fields are shown translated.
 FIELD_LABEL_KEYS = {
-    "name": "customer.name", "gender": "customer.gender", "birthday": "customer.birthday",
-    "phone": "customer.phone", "email": "customer.email", "address": "customer.address",
-    "province": "customer.province", "city": "customer.city", "company": "customer.company",
-    "source": "customer.source", "external_id": "customer.external_id", "visitor_id": "customer.visitor_id",
-    "lifecycle_stage": "customer.lifecycle", "membership_tier": "customer.tier",
+    "name": "customer.name",
+    "gender": "customer.gender",
+    "birthday": "customer.birthday",
+    "phone": "customer.phone",
+    "email": "customer.email",
+    "address": "customer.address",
+    "province": "customer.province",
+    "city": "customer.city",
+    "company": "customer.company",
+    "source": "customer.source",
+    "external_id": "customer.external_id",
+    "visitor_id": "customer.visitor_id",
+    "lifecycle_stage": "customer.lifecycle",
+    "membership_tier": "customer.tier",
 }
 CODE_PREFIXES = {"gender": "gender", "source": "source", "lifecycle_stage": "lifecycle", "membership_tier": "tier"}
 # Fields the audit snapshot of a merged customer leaves out (bookkeeping only).
@@ -87,13 +96,21 @@ MOVED_TABLES = (
     ("notes", Note.__table__),
 )
 # Survivor columns derived from all the merged customers (old and new values go into the audit entry).
-RECOMPUTED_FIELDS = ("order_count", "total_spent_cents", "first_purchase_at", "last_purchase_at",
-                     "registered_at", "last_active_at", "last_login_at")
+RECOMPUTED_FIELDS = (
+    "order_count",
+    "total_spent_cents",
+    "first_purchase_at",
+    "last_purchase_at",
+    "registered_at",
+    "last_active_at",
+    "last_login_at",
+)
 # Moved rows whose ids go into the audit entry (events are only counted: there can be thousands).
 MOVED_IDS_LOGGED = ("orders", "conversations", "notes")
 
 
 # --- DTOs ------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class DuplicateMember:
@@ -174,6 +191,7 @@ class MergeResult:
 
 
 # --- finding ---------------------------------------------------------------------------------
+
 
 def _cursor_fernet() -> Fernet:
     digest = hashlib.sha256(("duplicate-cursor:" + get_settings().secret_key).encode("utf-8")).digest()
@@ -268,25 +286,44 @@ def _candidate_keys(conn: Connection, kind: str, after, batch: int) -> tuple[lis
     the index directly and keys with capitalised spellings are joined in.
     """
     if kind == "phone":
-        return list(conn.execute(
-            select(C.phone).where(C.phone > (after or "")).group_by(C.phone).having(func.count() > 1)
-            .order_by(C.phone).limit(batch)
-        ).scalars()), {}
+        return list(
+            conn.execute(
+                select(C.phone)
+                .where(C.phone > (after or ""))
+                .group_by(C.phone)
+                .having(func.count() > 1)
+                .order_by(C.phone)
+                .limit(batch)
+            ).scalars()
+        ), {}
     if kind == "name_city":
         conditions = [C.city.is_not(None), C.city != ""]
         if after is not None:
             # A row value: SQLite seeks ix_customer_name_city to it (the
             # equivalent "name > ? OR (name = ? AND city > ?)" scans the index).
             conditions.append(tuple_(C.name, C.city) > tuple_(*after))
-        return [tuple(r) for r in conn.execute(
-            select(C.name, C.city).where(*conditions).group_by(C.name, C.city).having(func.count() > 1)
-            .order_by(C.name, C.city).limit(batch)
-        )], {}
+        return [
+            tuple(r)
+            for r in conn.execute(
+                select(C.name, C.city)
+                .where(*conditions)
+                .group_by(C.name, C.city)
+                .having(func.count() > 1)
+                .order_by(C.name, C.city)
+                .limit(batch)
+            )
+        ], {}
     after = after or ""
-    exact = list(conn.execute(
-        select(C.email).where(C.email > after, C.email == func.lower(C.email)).group_by(C.email)
-        .having(func.count() > 1).order_by(C.email).limit(batch)
-    ).scalars())
+    exact = list(
+        conn.execute(
+            select(C.email)
+            .where(C.email > after, C.email == func.lower(C.email))
+            .group_by(C.email)
+            .having(func.count() > 1)
+            .order_by(C.email)
+            .limit(batch)
+        ).scalars()
+    )
     capitalised = _capitalised_emails(conn, after, exact[-1] if len(exact) == batch else None)
     keys = sorted(set(exact) | set(capitalised))[:batch]
     return keys, {key: capitalised[key] for key in keys if key in capitalised}
@@ -382,8 +419,12 @@ def find_duplicate_groups(actor: Actor, kind: str, after_key: str = "", limit: i
             if len(keys) < limit + 1:
                 break
     groups = [
-        DuplicateGroup(kind=kind, key=_display_key(kind, key, sensitive), size=len(rows),
-                       members=[_member_dto(r, sensitive) for r in rows[:MEMBERS_PER_GROUP]])
+        DuplicateGroup(
+            kind=kind,
+            key=_display_key(kind, key, sensitive),
+            size=len(rows),
+            members=[_member_dto(r, sensitive) for r in rows[:MEMBERS_PER_GROUP]],
+        )
         for key, rows in found[:limit]
     ]
     next_key = ""
@@ -394,6 +435,7 @@ def find_duplicate_groups(actor: Actor, kind: str, after_key: str = "", limit: i
 
 
 # --- merge preview -----------------------------------------------------------------------------
+
 
 def _clean_ids(ids: Iterable) -> list[int]:
     try:
@@ -422,10 +464,15 @@ def _load_mergeable(conn_or_session, ids: Sequence[int], versions: dict[int, int
             raise Conflict(by=row.updated_by_name or "?", at=format_local(row.updated_at), customer_id=customer_id)
     if any(rows[customer_id].status == STATUS_TRASHED for customer_id in ids):
         raise NotFound()
-    pending = conn_or_session.execute(
-        select(ErasureRequest.__table__.c.customer_id)
-        .where(ErasureRequest.__table__.c.customer_id.in_(list(ids)), ErasureRequest.__table__.c.status == "pending")
-    ).scalars().all()
+    pending = (
+        conn_or_session.execute(
+            select(ErasureRequest.__table__.c.customer_id).where(
+                ErasureRequest.__table__.c.customer_id.in_(list(ids)), ErasureRequest.__table__.c.status == "pending"
+            )
+        )
+        .scalars()
+        .all()
+    )
     blocked = sorted({r.id for r in rows.values() if r.erased_at is not None} | set(pending))
     if blocked:
         raise ValidationError.single("ids", "dup.erasure_blocks", ids=", ".join(map(str, blocked)))
@@ -436,7 +483,8 @@ def _count_rows(conn, ids: Sequence[int]) -> dict[str, dict[int, int]]:
     counts: dict[str, dict[int, int]] = {}
     for name, table in MOVED_TABLES + (("tags", TagAssignment.__table__),):
         rows = conn.execute(
-            select(table.c.customer_id, func.count()).where(table.c.customer_id.in_(list(ids)))
+            select(table.c.customer_id, func.count())
+            .where(table.c.customer_id.in_(list(ids)))
             .group_by(table.c.customer_id)
         )
         counts[name] = dict(rows.all())
@@ -473,7 +521,7 @@ def default_choices(values: dict[int, dict[str, object]], survivor_id: int, orde
 
 def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePreview:
     """What the merge dialog shows: each field's values per customer and what each customer has."""
-    shown = ",".join(map(str, ids[:MAX_MERGE + 1])) if isinstance(ids, (list, tuple)) else ""
+    shown = ",".join(map(str, ids[: MAX_MERGE + 1])) if isinstance(ids, (list, tuple)) else ""
     require(actor, "customer.merge", action="customer.merge_preview", target_type="customer", target_id=shown[:64])
     ids = _clean_ids(ids)
     sensitive = actor.can("customer.view_sensitive")
@@ -487,21 +535,32 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
     fields = []
     for field in EDITABLE_FIELDS:
         raw = [values[i][field] for i in ids]
-        fields.append(MergeField(
-            field=field,
-            label_key=FIELD_LABEL_KEYS[field],
-            values=[FieldValue(i, _display(field, values[i][field], sensitive, lang), _is_empty(values[i][field]))
-                    for i in ids],
-            differs=len({None if _is_empty(v) else v for v in raw}) > 1,
-            default_customer_id=defaults[field],
-        ))
+        fields.append(
+            MergeField(
+                field=field,
+                label_key=FIELD_LABEL_KEYS[field],
+                values=[
+                    FieldValue(i, _display(field, values[i][field], sensitive, lang), _is_empty(values[i][field]))
+                    for i in ids
+                ],
+                differs=len({None if _is_empty(v) else v for v in raw}) > 1,
+                default_customer_id=defaults[field],
+            )
+        )
     customers = [
         MergeCandidate(
-            id=i, name=rows[i].name, version=rows[i].version, status=rows[i].status,
-            registered=format_local(rows[i].registered_at), last_active=format_local(rows[i].last_active_at),
+            id=i,
+            name=rows[i].name,
+            version=rows[i].version,
+            status=rows[i].status,
+            registered=format_local(rows[i].registered_at),
+            last_active=format_local(rows[i].last_active_at),
             total_spent=money(rows[i].total_spent_cents) if sensitive else MASK,
-            orders=counts["orders"].get(i, 0), conversations=counts["conversations"].get(i, 0),
-            events=counts["events"].get(i, 0), notes=counts["notes"].get(i, 0), tags=counts["tags"].get(i, 0),
+            orders=counts["orders"].get(i, 0),
+            conversations=counts["conversations"].get(i, 0),
+            events=counts["events"].get(i, 0),
+            notes=counts["notes"].get(i, 0),
+            tags=counts["tags"].get(i, 0),
         )
         for i in ids
     ]
@@ -509,6 +568,7 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
 
 
 # --- merging -----------------------------------------------------------------------------------
+
 
 def _clean_merge_input(survivor_id, other_ids, field_choices, expected_versions):
     if isinstance(other_ids, (str, bytes)) or not isinstance(other_ids, Iterable):
@@ -547,12 +607,16 @@ def _audit_value(field: str, value):
 
 def _snapshot(row) -> dict:
     """Every column of a customer, sensitive values masked, for the audit entry."""
-    return {column.name: _audit_value(column.name, getattr(row, column.name))
-            for column in Customer.__table__.columns if column.name not in SNAPSHOT_SKIP}
+    return {
+        column.name: _audit_value(column.name, getattr(row, column.name))
+        for column in Customer.__table__.columns
+        if column.name not in SNAPSHOT_SKIP
+    }
 
 
 def _merged_attributes(rows: Sequence) -> tuple[str, list[str]]:
     """The survivor's custom attributes plus the others' keys it lacks (its own values win)."""
+
     def parse(raw):
         try:
             value = json.loads(raw or "{}")
@@ -577,8 +641,9 @@ def _purchase_figures(session: Session, customer_id: int) -> dict:
     orders, the way the seed computes them (a purchase is dated by its order's creation)."""
     o = Order.__table__.c
     count, spent, first, last = session.execute(
-        select(func.count(), func.coalesce(func.sum(o.amount_cents), 0), func.min(o.created_at), func.max(o.created_at))
-        .where(o.customer_id == customer_id, o.status == "paid")
+        select(
+            func.count(), func.coalesce(func.sum(o.amount_cents), 0), func.min(o.created_at), func.max(o.created_at)
+        ).where(o.customer_id == customer_id, o.status == "paid")
     ).one()
     return {"order_count": count, "total_spent_cents": int(spent), "first_purchase_at": first, "last_purchase_at": last}
 
@@ -592,8 +657,9 @@ def _unite_tags(session: Session, survivor: int, others: Sequence[int]) -> tuple
     """Give the survivor every tag of the others (a manual assignment wins over a
     rule's, then the earliest); remove the others' assignments."""
     rows = session.execute(
-        select(TA.customer_id, TA.tag_id, TA.source, TA.rule_id, TA.assigned_at, TA.assigned_by_id)
-        .where(TA.customer_id.in_([survivor, *others]))
+        select(TA.customer_id, TA.tag_id, TA.source, TA.rule_id, TA.assigned_at, TA.assigned_by_id).where(
+            TA.customer_id.in_([survivor, *others])
+        )
     ).all()
     have = {r.tag_id for r in rows if r.customer_id == survivor}
     best: dict[int, object] = {}
@@ -609,25 +675,34 @@ def _unite_tags(session: Session, survivor: int, others: Sequence[int]) -> tuple
         if current is None or rank < (current.source != SOURCE_MANUAL, as_utc(current.assigned_at)):
             best[r.tag_id] = r
     if best:
-        session.execute(insert(TagAssignment.__table__), [
-            {"customer_id": survivor, "tag_id": r.tag_id, "source": r.source, "rule_id": r.rule_id,
-             "assigned_at": r.assigned_at, "assigned_by_id": r.assigned_by_id}
-            for r in best.values()
-        ])
+        session.execute(
+            insert(TagAssignment.__table__),
+            [
+                {
+                    "customer_id": survivor,
+                    "tag_id": r.tag_id,
+                    "source": r.source,
+                    "rule_id": r.rule_id,
+                    "assigned_at": r.assigned_at,
+                    "assigned_by_id": r.assigned_by_id,
+                }
+                for r in best.values()
+            ],
+        )
     removed = session.execute(delete(TagAssignment.__table__).where(TA.customer_id.in_(list(others)))).rowcount
     return len(best), removed, {k: sorted(v) for k, v in tags_of.items()}
 
 
 def _guarded_update(session: Session, row, expected: int, values: dict) -> None:
-    result = session.execute(
-        update(Customer.__table__).where(C.id == row.id, C.version == expected).values(**values)
-    )
+    result = session.execute(update(Customer.__table__).where(C.id == row.id, C.version == expected).values(**values))
     if result.rowcount != 1:  # someone saved in between (the read above is not a lock on PostgreSQL)
         raise Conflict(by=row.updated_by_name or "?", at=format_local(row.updated_at), customer_id=row.id)
 
 
 def _refresh_search(session: Session, customer_id: int, values: dict) -> None:
-    text = build_search_text(values["name"], values["phone"], values["email"], values["external_id"], values["visitor_id"])
+    text = build_search_text(
+        values["name"], values["phone"], values["email"], values["external_id"], values["visitor_id"]
+    )
     result = session.execute(
         update(CustomerSearch.__table__).where(CustomerSearch.__table__.c.customer_id == customer_id).values(text=text)
     )
@@ -672,7 +747,9 @@ def merge_customers(
                 ):
                     moved_ids[owner].setdefault(name, []).append(row_id)
             for owner, count in session.execute(
-                select(table.c.customer_id, func.count()).where(table.c.customer_id.in_(others)).group_by(table.c.customer_id)
+                select(table.c.customer_id, func.count())
+                .where(table.c.customer_id.in_(others))
+                .group_by(table.c.customer_id)
             ):
                 per_customer[owner][name] = count
             moved[name] = session.execute(
@@ -696,7 +773,10 @@ def merge_customers(
             registered_at=min(as_utc(rows[i].registered_at) for i in ids),
             last_active_at=_latest(rows[i].last_active_at for i in ids),
             last_login_at=_latest(rows[i].last_login_at for i in ids),
-            version=versions[survivor] + 1, updated_at=now, updated_by_id=actor.user_id, updated_by_name=by_name,
+            version=versions[survivor] + 1,
+            updated_at=now,
+            updated_by_id=actor.user_id,
+            updated_by_name=by_name,
         )
         _guarded_update(session, survivor_row, versions[survivor], values)
         if any(f in changes for f in ("name", "phone", "email", "external_id", "visitor_id")):
@@ -704,42 +784,74 @@ def merge_customers(
 
         # The others: to the trash (recoverable); their history now lives on the survivor.
         for customer_id in others:
-            _guarded_update(session, rows[customer_id], versions[customer_id], {
-                "status": STATUS_TRASHED, "trashed_at": now, "order_count": 0, "total_spent_cents": 0,
-                "first_purchase_at": None, "last_purchase_at": None,
-                "version": versions[customer_id] + 1, "updated_at": now,
-                "updated_by_id": actor.user_id, "updated_by_name": by_name,
-            })
+            _guarded_update(
+                session,
+                rows[customer_id],
+                versions[customer_id],
+                {
+                    "status": STATUS_TRASHED,
+                    "trashed_at": now,
+                    "order_count": 0,
+                    "total_spent_cents": 0,
+                    "first_purchase_at": None,
+                    "last_purchase_at": None,
+                    "version": versions[customer_id] + 1,
+                    "updated_at": now,
+                    "updated_by_id": actor.user_id,
+                    "updated_by_name": by_name,
+                },
+            )
 
-        entry = audit.record(session, actor, "customer.merge", target_type="customer", target_id=survivor, details={
-            "survivor_id": survivor,
-            "merged_ids": others,
-            "moved": moved,
-            "field_choices": choices,
-            "survivor_changes": {f: [_audit_value(f, old[survivor][f]), _audit_value(f, v)] for f, v in changes.items()},
-            "survivor_recomputed": {
-                f: [_audit_value(f, getattr(survivor_row, f)), _audit_value(f, values[f])] for f in RECOMPUTED_FIELDS
+        entry = audit.record(
+            session,
+            actor,
+            "customer.merge",
+            target_type="customer",
+            target_id=survivor,
+            details={
+                "survivor_id": survivor,
+                "merged_ids": others,
+                "moved": moved,
+                "field_choices": choices,
+                "survivor_changes": {
+                    f: [_audit_value(f, old[survivor][f]), _audit_value(f, v)] for f, v in changes.items()
+                },
+                "survivor_recomputed": {
+                    f: [_audit_value(f, getattr(survivor_row, f)), _audit_value(f, values[f])]
+                    for f in RECOMPUTED_FIELDS
+                },
+                "custom_attributes_added": attributes_added,
+                "versions": {str(i): [versions[i], versions[i] + 1] for i in ids},
+                "merged": {
+                    str(i): {
+                        "fields": _snapshot(rows[i]),
+                        "tag_ids": tags_of.get(i, []),
+                        "moved": {name: per_customer[i].get(name, 0) for name, _ in MOVED_TABLES},
+                        "moved_ids": moved_ids.get(i, {}),
+                    }
+                    for i in others
+                },
             },
-            "custom_attributes_added": attributes_added,
-            "versions": {str(i): [versions[i], versions[i] + 1] for i in ids},
-            "merged": {
-                str(i): {
-                    "fields": _snapshot(rows[i]),
-                    "tag_ids": tags_of.get(i, []),
-                    "moved": {name: per_customer[i].get(name, 0) for name, _ in MOVED_TABLES},
-                    "moved_ids": moved_ids.get(i, {}),
-                }
-                for i in others
-            },
-        })
+        )
         audit_id = entry.id
     invalidate_counts()
-    return MergeResult(survivor_id=survivor, merged_ids=others, survivor_version=versions[survivor] + 1,
-                       moved=moved, audit_id=audit_id)
+    return MergeResult(
+        survivor_id=survivor, merged_ids=others, survivor_version=versions[survivor] + 1, moved=moved, audit_id=audit_id
+    )
 
 
 __all__ = [
-    "DuplicateGroup", "DuplicateMember", "DuplicatePage", "FieldValue", "KINDS", "MergeCandidate",
-    "MergeField", "MergePreview", "MergeResult", "default_choices", "find_duplicate_groups",
-    "merge_customers", "merge_preview",
+    "DuplicateGroup",
+    "DuplicateMember",
+    "DuplicatePage",
+    "FieldValue",
+    "KINDS",
+    "MergeCandidate",
+    "MergeField",
+    "MergePreview",
+    "MergeResult",
+    "default_choices",
+    "find_duplicate_groups",
+    "merge_customers",
+    "merge_preview",
 ]

@@ -96,16 +96,26 @@ def request_erasure(actor: Actor, customer_id, reason: str) -> RequestView:
             raise NotFound()
         if customer.erased_at is not None:
             raise Conflict("cleanup.erasure.already_erased")
-        pending = session.exec(sm_select(ErasureRequest).where(ErasureRequest.customer_id == customer_id,
-                                                              ErasureRequest.status == "pending")).first()
+        pending = session.exec(
+            sm_select(ErasureRequest).where(
+                ErasureRequest.customer_id == customer_id, ErasureRequest.status == "pending"
+            )
+        ).first()
         if pending is not None:
             raise Conflict("cleanup.erasure.already_requested")
-        request = ErasureRequest(customer_id=customer_id, requested_by_id=actor.user_id,
-                                 requested_by_name=actor.username, reason=reason)
+        request = ErasureRequest(
+            customer_id=customer_id, requested_by_id=actor.user_id, requested_by_name=actor.username, reason=reason
+        )
         session.add(request)
         session.flush()
-        audit.record(session, actor, "erasure.request", target_type="customer", target_id=customer_id,
-                     details={"request_id": request.id, "reason": reason})
+        audit.record(
+            session,
+            actor,
+            "erasure.request",
+            target_type="customer",
+            target_id=customer_id,
+            details={"request_id": request.id, "reason": reason},
+        )
         return RequestView(request.id, customer_id, reason, request.status)
 
 
@@ -123,38 +133,80 @@ def erase_batch(session, actor: Actor, ids: Sequence[int]) -> dict[str, int]:
     now = utcnow()
     counts: dict[str, int] = {}
     o, cv, m, e = Order.__table__.c, Conversation.__table__.c, Message.__table__.c, BehaviorEvent.__table__.c
-    ta, n, cs, er = (TagAssignment.__table__.c, Note.__table__.c, CustomerSearch.__table__.c,
-                     ErasureRequest.__table__.c)
+    ta, n, cs, er = (
+        TagAssignment.__table__.c,
+        Note.__table__.c,
+        CustomerSearch.__table__.c,
+        ErasureRequest.__table__.c,
+    )
     _scrub_export_scopes(session, _personal_values(session, ids))
     changed = 0
     for customer_id in ids:
         label = anonymous_label(customer_id)
-        changed += session.execute(update(Customer.__table__).where(C.id == customer_id).values(
-            name=label, name_pinyin="", name_initials="", gender="U", birthday=None, phone=None, email=None,
-            address=None, city=None, company=None, external_id=None, visitor_id=None, custom_attributes="{}",
-            consent_marketing=False, consent_marketing_at=None, consent_analytics=False, consent_analytics_at=None,
-            erased_at=now, updated_at=now, updated_by_id=actor.user_id, updated_by_name=actor.username,
-            version=C.version + 1)).rowcount
-        session.execute(update(CustomerSearch.__table__).where(cs.customer_id == customer_id).values(text=label.lower()))
+        changed += session.execute(
+            update(Customer.__table__)
+            .where(C.id == customer_id)
+            .values(
+                name=label,
+                name_pinyin="",
+                name_initials="",
+                gender="U",
+                birthday=None,
+                phone=None,
+                email=None,
+                address=None,
+                city=None,
+                company=None,
+                external_id=None,
+                visitor_id=None,
+                custom_attributes="{}",
+                consent_marketing=False,
+                consent_marketing_at=None,
+                consent_analytics=False,
+                consent_analytics_at=None,
+                erased_at=now,
+                updated_at=now,
+                updated_by_id=actor.user_id,
+                updated_by_name=actor.username,
+                version=C.version + 1,
+            )
+        ).rowcount
+        session.execute(
+            update(CustomerSearch.__table__).where(cs.customer_id == customer_id).values(text=label.lower())
+        )
     counts["customer"] = changed
     counts["customer_search"] = changed
     conv_ids = select(cv.id).where(cv.customer_id.in_(ids))
-    counts["message"] = session.execute(update(Message.__table__).where(m.conversation_id.in_(conv_ids))
-                                        .values(body="")).rowcount
-    counts["conversation"] = session.execute(update(Conversation.__table__).where(cv.customer_id.in_(ids))
-                                             .values(summary=None)).rowcount
-    counts["customer_order"] = session.execute(update(Order.__table__).where(o.customer_id.in_(ids)).values(
-        recipient_name=None, recipient_phone=None, shipping_address=None)).rowcount
-    counts["behavior_event"] = session.execute(update(BehaviorEvent.__table__).where(
-        e.customer_id.in_(ids), e.url.is_not(None)).values(url=None)).rowcount
+    counts["message"] = session.execute(
+        update(Message.__table__).where(m.conversation_id.in_(conv_ids)).values(body="")
+    ).rowcount
+    counts["conversation"] = session.execute(
+        update(Conversation.__table__).where(cv.customer_id.in_(ids)).values(summary=None)
+    ).rowcount
+    counts["customer_order"] = session.execute(
+        update(Order.__table__)
+        .where(o.customer_id.in_(ids))
+        .values(recipient_name=None, recipient_phone=None, shipping_address=None)
+    ).rowcount
+    counts["behavior_event"] = session.execute(
+        update(BehaviorEvent.__table__).where(e.customer_id.in_(ids), e.url.is_not(None)).values(url=None)
+    ).rowcount
     counts["note"] = session.execute(delete(Note.__table__).where(n.customer_id.in_(ids))).rowcount
-    counts["tag_assignment"] = session.execute(delete(TagAssignment.__table__).where(
-        ta.customer_id.in_(ids), ta.source == SOURCE_MANUAL)).rowcount
-    counts["erasure_request"] = session.execute(update(ErasureRequest.__table__).where(
-        er.customer_id.in_(ids), er.status == "pending").values(
-        status="done", executed_at=now, executed_by_name=actor.username)).rowcount
-    audit.record(session, actor, "erasure.execute", target_type="customer",
-                 details={"customer_ids": ids[:200], "customers": len(ids), "rows": counts})
+    counts["tag_assignment"] = session.execute(
+        delete(TagAssignment.__table__).where(ta.customer_id.in_(ids), ta.source == SOURCE_MANUAL)
+    ).rowcount
+    counts["erasure_request"] = session.execute(
+        update(ErasureRequest.__table__)
+        .where(er.customer_id.in_(ids), er.status == "pending")
+        .values(status="done", executed_at=now, executed_by_name=actor.username)
+    ).rowcount
+    audit.record(
+        session,
+        actor,
+        "erasure.execute",
+        target_type="customer",
+        details={"customer_ids": ids[:200], "customers": len(ids), "rows": counts},
+    )
     return counts
 
 
@@ -168,8 +220,9 @@ ERASED_MARK = "[已删除]"
 
 def _personal_values(session, ids: Sequence[int]) -> set[str]:
     """The identifying values of the customers about to be erased (read before they are wiped)."""
-    rows = session.execute(select(C.name, C.phone, C.email, C.external_id, C.visitor_id, C.company, C.address)
-                           .where(C.id.in_(list(ids)))).all()
+    rows = session.execute(
+        select(C.name, C.phone, C.email, C.external_id, C.visitor_id, C.company, C.address).where(C.id.in_(list(ids)))
+    ).all()
     values = {str(v).strip() for row in rows for v in row if v}
     return {v for v in values if len(v) >= MIN_SCRUBBED_LENGTH}
 
@@ -192,8 +245,9 @@ def _strings(value) -> Iterator[str]:
 def _erased_in(text: str, erased: set[str], longest: int) -> set[str]:
     """The erased values occurring in ``text``: its substrings looked up in the
     set, so a bulk batch's tens of thousands of values cost no more than one."""
-    return {text[i:j] for i in range(len(text)) for j in range(i + MIN_SCRUBBED_LENGTH,
-                                                                 min(len(text), i + longest) + 1)} & erased
+    return {
+        text[i:j] for i in range(len(text)) for j in range(i + MIN_SCRUBBED_LENGTH, min(len(text), i + longest) + 1)
+    } & erased
 
 
 def _scrub(value, found: set[str]):
@@ -241,18 +295,22 @@ def delete_export_files(before: dt.datetime) -> list[str]:
     exports = get_settings().exports_dir
     removed = []
     with read_session() as session:
-        rows = session.exec(sm_select(ExportJob).where(ExportJob.file_name.is_not(None),
-                                                       ExportJob.kind != "report")).all()
+        rows = session.exec(
+            sm_select(ExportJob).where(ExportJob.file_name.is_not(None), ExportJob.kind != "report")
+        ).all()
         candidates = [(r.id, r.file_name) for r in rows if r.created_at and as_utc(r.created_at) <= before]
-    for job_id, name in candidates:
+    for _job_id, name in candidates:
         path = exports / name
         if path.is_file() and path.resolve().parent == exports.resolve():
             path.unlink()
             removed.append(name)
     if candidates:
         with write_session() as session:
-            session.execute(update(ExportJob.__table__).where(ExportJob.__table__.c.id.in_([c[0] for c in candidates]))
-                            .values(expires_at=utcnow()))
+            session.execute(
+                update(ExportJob.__table__)
+                .where(ExportJob.__table__.c.id.in_([c[0] for c in candidates]))
+                .values(expires_at=utcnow())
+            )
     return removed
 
 
@@ -287,6 +345,7 @@ def erase_customer(actor: Actor, customer_id, confirm: str = "") -> dict[str, in
 def pending_requests(actor: Actor, limit: int = 100) -> list[RequestView]:
     require(actor, "customer.erase", action="erasure.list", target_type="customer")
     with read_session() as session:
-        rows = session.exec(sm_select(ErasureRequest).where(ErasureRequest.status == "pending")
-                            .order_by(ErasureRequest.id).limit(limit)).all()
+        rows = session.exec(
+            sm_select(ErasureRequest).where(ErasureRequest.status == "pending").order_by(ErasureRequest.id).limit(limit)
+        ).all()
         return [RequestView(r.id, r.customer_id, r.reason, r.status) for r in rows]

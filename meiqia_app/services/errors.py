@@ -44,10 +44,12 @@ class ValidationError(AppError):
 
     message_key = "error.validation"
 
-    def __init__(self, field_errors: dict[str, tuple[str, dict]] | None = None, message_key: str | None = None, **params):
+    def __init__(
+        self, field_errors: dict[str, tuple[str, dict]] | None = None, message_key: str | None = None, **params
+    ):
         super().__init__(message_key, **params)
         self.field_errors = field_errors or {}
 
     @classmethod
-    def single(cls, field: str, key: str, **params) -> "ValidationError":
+    def single(cls, field: str, key: str, **params) -> ValidationError:
         return cls({field: (key, params)})

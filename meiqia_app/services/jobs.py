@@ -103,11 +103,16 @@ class JobView:
 
 
 def _view(job: Job) -> JobView:
-    percent = 100 if job.status == "done" else (
-        min(99, int(job.processed * 100 / job.total)) if job.total else 0)
+    percent = 100 if job.status == "done" else (min(99, int(job.processed * 100 / job.total)) if job.total else 0)
     return JobView(
-        id=job.id, kind=job.kind, status=job.status, total=job.total, processed=job.processed,
-        percent=percent, result=json.loads(job.result or "{}"), error=job.error or "",
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        total=job.total,
+        processed=job.processed,
+        percent=percent,
+        result=json.loads(job.result or "{}"),
+        error=job.error or "",
         created_by_name=job.created_by_name,
         created_at=job.created_at.isoformat() if job.created_at else "",
         finished_at=job.finished_at.isoformat() if job.finished_at else "",
@@ -119,8 +124,13 @@ def create_job(actor: Actor, kind: str, params: dict, total: int = 0) -> int:
     if kind not in _WORKERS:
         raise ValueError(f"no worker registered for job kind {kind!r}")
     with write_session() as session:
-        job = Job(kind=kind, params=json.dumps(params, ensure_ascii=False, default=str), total=total,
-                  created_by_id=actor.user_id, created_by_name=actor.username)
+        job = Job(
+            kind=kind,
+            params=json.dumps(params, ensure_ascii=False, default=str),
+            total=total,
+            created_by_id=actor.user_id,
+            created_by_name=actor.username,
+        )
         session.add(job)
         session.commit()
         return job.id
@@ -133,11 +143,17 @@ def _actor_of(job: Job) -> Actor:
     from meiqia_app.services.auth import actor_for
 
     with read_session() as session:
-        row = session.exec(select(User, Role).join(Role, Role.id == User.role_id)
-                           .where(User.id == job.created_by_id)).first()
+        row = session.exec(
+            select(User, Role).join(Role, Role.id == User.role_id).where(User.id == job.created_by_id)
+        ).first()
     if row is None or not row[0].is_active:
-        return Actor(user_id=job.created_by_id, username=job.created_by_name, display_name="",
-                     role_name="", permissions=frozenset())
+        return Actor(
+            user_id=job.created_by_id,
+            username=job.created_by_name,
+            display_name="",
+            role_name="",
+            permissions=frozenset(),
+        )
     return actor_for(row[0], row[1])
 
 
@@ -154,9 +170,14 @@ def run_job(job_id: int) -> JobView:
         job.heartbeat_at = utcnow()
         session.add(job)
         session.commit()
-        context = JobContext(job_id=job.id, kind=job.kind, params=json.loads(job.params or "{}"),
-                             checkpoint=json.loads(job.checkpoint or "{}"), actor=_actor_of(job),
-                             processed=job.processed)
+        context = JobContext(
+            job_id=job.id,
+            kind=job.kind,
+            params=json.loads(job.params or "{}"),
+            checkpoint=json.loads(job.checkpoint or "{}"),
+            actor=_actor_of(job),
+            processed=job.processed,
+        )
     status, result, error = "done", {}, None
     try:
         result = _WORKERS[context.kind](context) or {}
@@ -212,13 +233,16 @@ def resume_interrupted_jobs() -> list[int]:
     cutoff = utcnow() - STALE_AFTER
     with read_session() as session:
         jobs = session.exec(select(Job).where(Job.status.in_(ACTIVE))).all()
-        orphaned = [job.id for job in jobs
-                    if job.kind in _WORKERS and (job.status == "queued" or job.heartbeat_at is None
-                                                 or _aware(job.heartbeat_at) < cutoff)]
+        orphaned = [
+            job.id
+            for job in jobs
+            if job.kind in _WORKERS
+            and (job.status == "queued" or job.heartbeat_at is None or _aware(job.heartbeat_at) < cutoff)
+        ]
     for job_id in orphaned:
         start_in_background(job_id)
     return orphaned
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -59,8 +59,14 @@ def set_thresholds(actor: Actor, new_days: object, active_days: object, churn_da
         row.updated_at = utcnow()
         row.updated_by_name = actor.username
         session.add(row)
-        audit.record(session, actor, "setting.update", target_type="setting", target_id=SETTING_KEY,
-                     details={"before": dataclasses.asdict(before), "after": dataclasses.asdict(thresholds)})
+        audit.record(
+            session,
+            actor,
+            "setting.update",
+            target_type="setting",
+            target_id=SETTING_KEY,
+            details={"before": dataclasses.asdict(before), "after": dataclasses.asdict(thresholds)},
+        )
     return thresholds
 
 
@@ -75,10 +81,14 @@ def stage_expression(now: dt.datetime, t: LifecycleThresholds):
     )
 
 
-def tier_expression(t: TierThresholds = TierThresholds()):
+def tier_expression(t: TierThresholds | None = None):
     """SQL twin of lifecycle.membership_tier."""
-    return case((C.total_spent_cents >= t.gold_cents, "gold"), (C.total_spent_cents >= t.silver_cents, "silver"),
-                else_="regular")
+    t = t or TierThresholds()
+    return case(
+        (C.total_spent_cents >= t.gold_cents, "gold"),
+        (C.total_spent_cents >= t.silver_cents, "silver"),
+        else_="regular",
+    )
 
 
 def recompute_lifecycle(now: dt.datetime | None = None, customer_id: int | None = None) -> int:
@@ -86,9 +96,11 @@ def recompute_lifecycle(now: dt.datetime | None = None, customer_id: int | None 
     now = now or utcnow()
     thresholds = get_thresholds()
     stage, tier = stage_expression(now, thresholds), tier_expression()
-    statement = (update(Customer.__table__)
-                 .where(or_(C.lifecycle_stage != stage, C.membership_tier != tier))
-                 .values(lifecycle_stage=stage, membership_tier=tier))
+    statement = (
+        update(Customer.__table__)
+        .where(or_(C.lifecycle_stage != stage, C.membership_tier != tier))
+        .values(lifecycle_stage=stage, membership_tier=tier)
+    )
     if customer_id is not None:
         statement = statement.where(C.id == customer_id)
     with get_engine().begin() as conn:

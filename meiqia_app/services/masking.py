@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-SENSITIVE_FIELDS = frozenset({
-    "phone", "email", "address", "birthday", "total_spent", "total_spent_cents",
-    "order_amount", "purchase_history", "recipient_name", "recipient_phone", "shipping_address",
-})
+SENSITIVE_FIELDS = frozenset(
+    {
+        "phone",
+        "email",
+        "address",
+        "birthday",
+        "total_spent",
+        "total_spent_cents",
+        "order_amount",
+        "purchase_history",
+        "recipient_name",
+        "recipient_phone",
+        "shipping_address",
+    }
+)
 MASK = "****"
 
 

@@ -9,7 +9,6 @@ while a colleague edits the profile must not turn their save into a conflict.
 
 from __future__ import annotations
 
-
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import Note
 from meiqia_app.services import audit, rbac
@@ -46,8 +45,9 @@ def _check_author(actor: Actor, note_id: int, action: str) -> None:
             raise NotFound()
         author_id = note.author_id
     if not may_change_note(actor, author_id):
-        rbac.refuse(actor, action, "note.not_own", target_type="note", target_id=note_id,
-                    missing_permission="note.manage_any")
+        rbac.refuse(
+            actor, action, "note.not_own", target_type="note", target_id=note_id, missing_permission="note.manage_any"
+        )
 
 
 def _require_note_access(actor: Actor, action: str, note_id: object) -> None:
@@ -64,12 +64,24 @@ def add_note(actor: Actor, customer_id: int, text: str) -> int:
     with write_session() as session:
         writable_customer(session, customer_id)
         now = utcnow()
-        note = Note(customer_id=customer_id, author_id=actor.user_id,
-                    author_name=(actor.display_name or actor.username)[:64], body=body, created_at=now, updated_at=now)
+        note = Note(
+            customer_id=customer_id,
+            author_id=actor.user_id,
+            author_name=(actor.display_name or actor.username)[:64],
+            body=body,
+            created_at=now,
+            updated_at=now,
+        )
         session.add(note)
         session.flush()
-        audit.record(session, actor, "note.create", target_type="note", target_id=note.id,
-                     details={"customer_id": customer_id, "changes": mask_diff({"text": (None, body)})})
+        audit.record(
+            session,
+            actor,
+            "note.create",
+            target_type="note",
+            target_id=note.id,
+            details={"customer_id": customer_id, "changes": mask_diff({"text": (None, body)})},
+        )
         return note.id
 
 
@@ -90,9 +102,18 @@ def edit_note(actor: Actor, note_id: int, text: str) -> None:
         note.body = body
         note.updated_at = utcnow()
         session.add(note)
-        audit.record(session, actor, "note.update", target_type="note", target_id=note.id,
-                     details={"customer_id": note.customer_id, "author_id": note.author_id,
-                              "changes": mask_diff({"text": (old, body)})})
+        audit.record(
+            session,
+            actor,
+            "note.update",
+            target_type="note",
+            target_id=note.id,
+            details={
+                "customer_id": note.customer_id,
+                "author_id": note.author_id,
+                "changes": mask_diff({"text": (old, body)}),
+            },
+        )
 
 
 def delete_note(actor: Actor, note_id: int) -> None:

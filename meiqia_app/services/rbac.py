@@ -48,9 +48,19 @@ BUILTIN_ROLES: dict[str, dict] = {
         "label_zh": "经理",
         "label_en": "Manager",
         "permissions": (
-            "customer.view", "customer.view_sensitive", "customer.create", "customer.edit",
-            "customer.archive", "customer.import", "customer.merge", "tag.assign", "tag.manage",
-            "rule.manage", "export.request", "export.approve", "report.view",
+            "customer.view",
+            "customer.view_sensitive",
+            "customer.create",
+            "customer.edit",
+            "customer.archive",
+            "customer.import",
+            "customer.merge",
+            "tag.assign",
+            "tag.manage",
+            "rule.manage",
+            "export.request",
+            "export.approve",
+            "report.view",
         ),
     },
     "data_analyst": {
@@ -90,7 +100,7 @@ class ExportPolicy:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
 
     @classmethod
-    def from_json(cls, raw: str | None) -> "ExportPolicy":
+    def from_json(cls, raw: str | None) -> ExportPolicy:
         data = json.loads(raw or "{}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
@@ -167,12 +177,20 @@ def require(actor: Actor, permission: str, *, action: str, target_type: str = ""
     raise PermissionDenied(permission=permission)
 
 
-def refuse(actor: Actor, action: str, reason_key: str, *, target_type: str = "", target_id: object = "", **details) -> None:
+def refuse(
+    actor: Actor, action: str, reason_key: str, *, target_type: str = "", target_id: object = "", **details
+) -> None:
     """Audit and raise a refusal that is not about a missing permission (e.g. a policy limit)."""
     from meiqia_app.services import audit
     from meiqia_app.services.errors import PermissionDenied
 
-    audit.record_refusal(actor, action, target_type=target_type, target_id=str(target_id or ""), details={"reason": reason_key, **details})
+    audit.record_refusal(
+        actor,
+        action,
+        target_type=target_type,
+        target_id=str(target_id or ""),
+        details={"reason": reason_key, **details},
+    )
     raise PermissionDenied(reason_key, **details)
 
 

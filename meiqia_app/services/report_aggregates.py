@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import marshal
 import logging
+import marshal
 import threading
 import time
 from collections import defaultdict
@@ -77,6 +77,7 @@ Key = tuple[str, int, str, int, int]
 
 # --- local days ------------------------------------------------------------------------
 
+
 class DayOf:
     """Stored UTC timestamp (SQLite text or a datetime) -> local date ordinal, 0 for None.
 
@@ -89,7 +90,12 @@ class DayOf:
 
     def _hour(self, start: dt.datetime) -> int:
         first = start.astimezone(self.zone).date().toordinal()
-        last = (start + dt.timedelta(minutes=59, seconds=59, microseconds=999_999)).astimezone(self.zone).date().toordinal()
+        last = (
+            (start + dt.timedelta(minutes=59, seconds=59, microseconds=999_999))
+            .astimezone(self.zone)
+            .date()
+            .toordinal()
+        )
         return first if first == last else -1
 
     def __call__(self, value) -> int:
@@ -99,7 +105,9 @@ class DayOf:
             key = value[:13]
             hit = self._hours.get(key)
             if hit is None:
-                hit = self._hour(dt.datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]), tzinfo=UTC))
+                hit = self._hour(
+                    dt.datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]), tzinfo=UTC)
+                )
                 self._hours[key] = hit
             if hit >= 0:
                 return hit
@@ -115,8 +123,10 @@ class DayOf:
 
 # --- one customer's contribution ------------------------------------------------------------
 
-CUSTOMER_SQL = ("SELECT id, status, registered_at, source, province, lifecycle_stage, first_purchase_at, last_active_at "
-                "FROM customer")
+CUSTOMER_SQL = (
+    "SELECT id, status, registered_at, source, province, lifecycle_stage, first_purchase_at, last_active_at "
+    "FROM customer"
+)
 ORDER_SQL = "SELECT customer_id, status, created_at, paid_at, amount_cents, quantity, product_name FROM customer_order"
 CHAT_SQL = "SELECT customer_id, started_at, category, rating FROM conversation"
 EVENT_SQL = "SELECT customer_id, occurred_at FROM behavior_event"
@@ -143,8 +153,11 @@ def contributions(customer, orders: list, chats: list, events: list, day_of: Day
     for day in sorted(active_days - {0}):
         out[(ACTIVITY, day, "", previous, 0)][0] += 1
         previous = day
-    paid = sorted((day_of(o[3]), str(o[6] or ""), int(o[5] or 0), int(o[4] or 0)) for o in orders
-                  if o[1] == "paid" and o[3] is not None)
+    paid = sorted(
+        (day_of(o[3]), str(o[6] or ""), int(o[5] or 0), int(o[4] or 0))
+        for o in orders
+        if o[1] == "paid" and o[3] is not None
+    )
     product_days: dict[str, set[int]] = defaultdict(set)
     for day, product, quantity, amount in paid:
         row = out[(PAID, day, "", 0, 0)]
@@ -190,6 +203,7 @@ def _decode(data: bytes | None) -> dict[Key, list[int]]:
 
 # --- state ---------------------------------------------------------------------------------
 
+
 def _read_state(conn: Connection) -> dict:
     value = conn.execute(text("SELECT value FROM app_setting WHERE key = :k"), {"k": STATE_KEY}).scalar()
     try:
@@ -200,11 +214,15 @@ def _read_state(conn: Connection) -> dict:
 
 def _write_state(conn: Connection, state: dict) -> None:
     payload = json.dumps(state)
-    updated = conn.execute(text("UPDATE app_setting SET value = :v, updated_at = :t WHERE key = :k"),
-                           {"v": payload, "t": utcnow(), "k": STATE_KEY}).rowcount
+    updated = conn.execute(
+        text("UPDATE app_setting SET value = :v, updated_at = :t WHERE key = :k"),
+        {"v": payload, "t": utcnow(), "k": STATE_KEY},
+    ).rowcount
     if not updated:
-        conn.execute(text("INSERT INTO app_setting (key, value, updated_at, updated_by_name) VALUES (:k, :v, :t, '')"),
-                     {"k": STATE_KEY, "v": payload, "t": utcnow()})
+        conn.execute(
+            text("INSERT INTO app_setting (key, value, updated_at, updated_by_name) VALUES (:k, :v, :t, '')"),
+            {"k": STATE_KEY, "v": payload, "t": utcnow()},
+        )
 
 
 def state() -> dict:
@@ -228,12 +246,15 @@ def _build_running(current: dict) -> bool:
 
 # --- upserts -------------------------------------------------------------------------------
 
+
 def _upsert_many(conn: Connection, totals: dict[Key, list[int]]) -> None:
     """Add ``totals`` to report_daily through the driver's executemany (no per-row SQLAlchemy work)."""
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
-    sql = (f"INSERT INTO report_daily (kind, day, k1, k2, k3, n, s1, s2, s3) VALUES ({', '.join([mark] * 9)}) "
-           "ON CONFLICT (kind, day, k1, k2, k3) DO UPDATE SET n = report_daily.n + excluded.n, s1 = report_daily.s1 + excluded.s1, "
-           "s2 = report_daily.s2 + excluded.s2, s3 = report_daily.s3 + excluded.s3")
+    sql = (
+        f"INSERT INTO report_daily (kind, day, k1, k2, k3, n, s1, s2, s3) VALUES ({', '.join([mark] * 9)}) "
+        "ON CONFLICT (kind, day, k1, k2, k3) DO UPDATE SET n = report_daily.n + excluded.n, s1 = report_daily.s1 + excluded.s1, "
+        "s2 = report_daily.s2 + excluded.s2, s3 = report_daily.s3 + excluded.s3"
+    )
     rows = [(*key, *values) for key, values in totals.items() if any(values)]
     if rows:
         conn.exec_driver_sql(sql, rows)
@@ -247,6 +268,7 @@ def _insert_ledger(conn: Connection, rows: list[tuple[int, bytes]]) -> None:
 
 # --- incremental apply -----------------------------------------------------------------------
 
+
 def _grouped(conn: Connection, sql: str, ids: list[int], column: str = "customer_id") -> dict[int, list]:
     grouped: dict[int, list] = defaultdict(list)
     marks = ",".join(str(int(i)) for i in ids)
@@ -259,14 +281,25 @@ def _apply_batch(conn: Connection, day_of: DayOf, batch: int) -> int:
     """Take up to ``batch`` dirty marks and apply their customers' differences (in the caller's write transaction)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT key FROM app_setting WHERE key = :k FOR UPDATE"), {"k": STATE_KEY})
-    ids = [int(r[0]) for r in conn.execute(text(
-        "DELETE FROM report_dirty WHERE customer_id IN (SELECT customer_id FROM report_dirty ORDER BY customer_id LIMIT :n) "
-        "RETURNING customer_id"), {"n": batch})]
+    ids = [
+        int(r[0])
+        for r in conn.execute(
+            text(
+                "DELETE FROM report_dirty WHERE customer_id IN (SELECT customer_id FROM report_dirty ORDER BY customer_id LIMIT :n) "
+                "RETURNING customer_id"
+            ),
+            {"n": batch},
+        )
+    ]
     if not ids:
         return 0
     marks = ",".join(str(i) for i in ids)
-    old = {int(cid): _decode(data) for cid, data in conn.exec_driver_sql(
-        f"SELECT customer_id, data FROM report_ledger WHERE customer_id IN ({marks})")}
+    old = {
+        int(cid): _decode(data)
+        for cid, data in conn.exec_driver_sql(
+            f"SELECT customer_id, data FROM report_ledger WHERE customer_id IN ({marks})"
+        )
+    }
     customers = {row[0]: tuple(row) for row in conn.exec_driver_sql(f"{CUSTOMER_SQL} WHERE id IN ({marks})")}
     orders = _grouped(conn, ORDER_SQL, ids)
     chats = _grouped(conn, CHAT_SQL, ids)
@@ -307,7 +340,9 @@ def _bump_applied() -> None:
 
 
 def pending_count(conn: Connection, cap: int = SYNC_APPLY_LIMIT + 1) -> int:
-    return int(conn.execute(text("SELECT count(*) FROM (SELECT 1 FROM report_dirty LIMIT :n) AS d"), {"n": cap}).scalar_one())
+    return int(
+        conn.execute(text("SELECT count(*) FROM (SELECT 1 FROM report_dirty LIMIT :n) AS d"), {"n": cap}).scalar_one()
+    )
 
 
 _day_of_by_zone: dict[str, DayOf] = {}
@@ -321,7 +356,8 @@ def apply_pending(max_customers: int | None = None, max_seconds: float | None = 
     done = 0
     started = time.perf_counter()
     while (max_customers is None or done < max_customers) and (
-            max_seconds is None or time.perf_counter() - started < max_seconds):
+        max_seconds is None or time.perf_counter() - started < max_seconds
+    ):
         with write_session() as session:
             conn = session.connection()
             if not _is_ready(_read_state(conn)):
@@ -334,6 +370,7 @@ def apply_pending(max_customers: int | None = None, max_seconds: float | None = 
 
 
 # --- full build --------------------------------------------------------------------------------
+
 
 def _merge(streams: dict[str, Iterator]) -> Iterator[tuple[int, dict[str, list]]]:
     """Customer id -> rows of each stream; every stream is ordered by customer id."""
@@ -373,8 +410,13 @@ def _claim_build(force: bool) -> dict | None:
         current = _read_state(conn)
         if not force and (_is_ready(current) or _build_running(current)):
             return None
-        claim = {"status": "building", "zone": zone, "started_at": utcnow().isoformat(), "heartbeat": utcnow().isoformat(),
-                 "token": f"{threading.get_ident()}-{time.monotonic()}"}
+        claim = {
+            "status": "building",
+            "zone": zone,
+            "started_at": utcnow().isoformat(),
+            "heartbeat": utcnow().isoformat(),
+            "token": f"{threading.get_ident()}-{time.monotonic()}",
+        }
         _write_state(conn, claim)
         # Everything marked so far is read by this build; marks made from now on are applied after it.
         conn.execute(text("DELETE FROM report_dirty"))
@@ -452,10 +494,16 @@ def build(force: bool = False, progress=None) -> dict | None:
     keys = list(totals)
     for index in range(0, len(keys), 100_000):
         with write_session() as session:
-            _upsert_many(session.connection(), {key: totals[key] for key in keys[index:index + 100_000]})
+            _upsert_many(session.connection(), {key: totals[key] for key in keys[index : index + 100_000]})
     _bump_applied()
-    final = {"status": "ready", "zone": str(zone), "built_at": utcnow().isoformat(),
-             "build_seconds": round(time.perf_counter() - started, 1), "customers": customers, "rows": len(keys)}
+    final = {
+        "status": "ready",
+        "zone": str(zone),
+        "built_at": utcnow().isoformat(),
+        "build_seconds": round(time.perf_counter() - started, 1),
+        "customers": customers,
+        "rows": len(keys),
+    }
     with write_session() as session:
         conn = session.connection()
         current = _read_state(conn)
@@ -496,6 +544,7 @@ def wait_for_background(timeout: float = 60) -> None:
 
 # --- what readers call ----------------------------------------------------------------------------
 
+
 def ensure_current() -> tuple[bool, bool]:
     """(ready, behind): whether the aggregates can be read now, and whether
     changes are still being applied in the background (the figures are then
@@ -505,8 +554,15 @@ def ensure_current() -> tuple[bool, bool]:
         ready = _is_ready(current)
         if not ready:
             running = _build_running(current)
-            customers = 0 if running else int(conn.execute(text("SELECT count(*) FROM (SELECT 1 FROM customer LIMIT :n) AS c"),
-                                                           {"n": SYNC_BUILD_LIMIT + 1}).scalar_one())
+            customers = (
+                0
+                if running
+                else int(
+                    conn.execute(
+                        text("SELECT count(*) FROM (SELECT 1 FROM customer LIMIT :n) AS c"), {"n": SYNC_BUILD_LIMIT + 1}
+                    ).scalar_one()
+                )
+            )
         else:
             pending = pending_count(conn)
     if not ready:
@@ -533,6 +589,7 @@ def ensure_current() -> tuple[bool, bool]:
 
 def start_build_in_background() -> None:
     """App start: build the aggregates if they are missing (never delays the start)."""
+
     def run() -> None:
         ready, _behind = ensure_current()
         if ready:
@@ -544,11 +601,15 @@ def start_build_in_background() -> None:
 def prune() -> int:
     """Nightly: drop rows whose figures went back to zero."""
     with write_session() as session:
-        return session.connection().execute(text(
-            "DELETE FROM report_daily WHERE n = 0 AND s1 = 0 AND s2 = 0 AND s3 = 0")).rowcount
+        return (
+            session.connection()
+            .execute(text("DELETE FROM report_daily WHERE n = 0 AND s1 = 0 AND s2 = 0 AND s3 = 0"))
+            .rowcount
+        )
 
 
 # --- queries ---------------------------------------------------------------------------------------
+
 
 def _one(conn: Connection, sql: str, **params) -> tuple:
     return tuple(int(v or 0) for v in conn.execute(text(sql), params).one())
@@ -560,23 +621,52 @@ def measures(conn: Connection, first: dt.date, last: dt.date) -> dict[str, int]:
     p = {"d1": d1, "d2": d2}
     (total,) = _one(conn, "SELECT sum(n) FROM report_daily WHERE kind = 'rl' AND day <= :d2", **p)
     (new,) = _one(conn, "SELECT sum(n) FROM report_daily WHERE kind = 'rl' AND day BETWEEN :d1 AND :d2", **p)
-    (active,) = _one(conn, "SELECT sum(n) FROM report_daily WHERE kind = 'ac' AND day BETWEEN :d1 AND :d2 AND k2 < :d1", **p)
-    registered, converted = _one(conn, "SELECT sum(n), sum(CASE WHEN k2 <> 0 AND k2 <= :d2 THEN n ELSE 0 END) "
-                                       "FROM report_daily WHERE kind = 'cv' AND day BETWEEN :d1 AND :d2", **p)
-    orders, amount = _one(conn, "SELECT sum(n), sum(s1) FROM report_daily WHERE kind = 'or' AND day BETWEEN :d1 AND :d2", **p)
-    buyers, repeat = _one(conn, "SELECT sum(n), sum(CASE WHEN k2 <> 0 OR (k3 <> 0 AND k3 <= :d2) THEN n ELSE 0 END) "
-                                "FROM report_daily WHERE kind = 'by' AND day BETWEEN :d1 AND :d2 AND k2 < :d1", **p)
+    (active,) = _one(
+        conn, "SELECT sum(n) FROM report_daily WHERE kind = 'ac' AND day BETWEEN :d1 AND :d2 AND k2 < :d1", **p
+    )
+    registered, converted = _one(
+        conn,
+        "SELECT sum(n), sum(CASE WHEN k2 <> 0 AND k2 <= :d2 THEN n ELSE 0 END) "
+        "FROM report_daily WHERE kind = 'cv' AND day BETWEEN :d1 AND :d2",
+        **p,
+    )
+    orders, amount = _one(
+        conn, "SELECT sum(n), sum(s1) FROM report_daily WHERE kind = 'or' AND day BETWEEN :d1 AND :d2", **p
+    )
+    buyers, repeat = _one(
+        conn,
+        "SELECT sum(n), sum(CASE WHEN k2 <> 0 OR (k3 <> 0 AND k3 <= :d2) THEN n ELSE 0 END) "
+        "FROM report_daily WHERE kind = 'by' AND day BETWEEN :d1 AND :d2 AND k2 < :d1",
+        **p,
+    )
     chats, complaints, rated, rating_sum = _one(
-        conn, "SELECT sum(n), sum(s1), sum(s2), sum(s3) FROM report_daily WHERE kind = 'ch' AND day BETWEEN :d1 AND :d2", **p)
-    return {"total": total, "new": new, "active": active, "registered": registered, "converted": converted,
-            "orders": orders, "amount": amount, "buyers": buyers, "repeat": repeat, "conversations": chats,
-            "complaints": complaints, "rated": rated, "rating_sum": rating_sum}
+        conn,
+        "SELECT sum(n), sum(s1), sum(s2), sum(s3) FROM report_daily WHERE kind = 'ch' AND day BETWEEN :d1 AND :d2",
+        **p,
+    )
+    return {
+        "total": total,
+        "new": new,
+        "active": active,
+        "registered": registered,
+        "converted": converted,
+        "orders": orders,
+        "amount": amount,
+        "buyers": buyers,
+        "repeat": repeat,
+        "conversations": chats,
+        "complaints": complaints,
+        "rated": rated,
+        "rating_sum": rating_sum,
+    }
 
 
 GROUP_KINDS = {"lifecycle_stage": REG_LIFECYCLE, "source": REG_SOURCE, "province": REG_PROVINCE}
 
 
-def group_counts(conn: Connection, column_name: str, first: dt.date | None = None, last: dt.date | None = None) -> dict[str, int]:
+def group_counts(
+    conn: Connection, column_name: str, first: dt.date | None = None, last: dt.date | None = None
+) -> dict[str, int]:
     """Customers of the working set per lifecycle / source / province, all or registered within the days."""
     kind = GROUP_KINDS[column_name]
     sql = "SELECT k1, sum(n) FROM report_daily WHERE kind = :kind"
@@ -590,9 +680,13 @@ def group_counts(conn: Connection, column_name: str, first: dt.date | None = Non
 def daily(conn: Connection, first: dt.date, last: dt.date) -> dict[int, list[int]]:
     """Per local day: [new customers, paid orders, amount, conversations]."""
     out: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    rows = conn.execute(text(
-        "SELECT kind, day, sum(n), sum(s1) FROM report_daily WHERE kind IN ('rl', 'or', 'ch') AND day BETWEEN :d1 AND :d2 "
-        "GROUP BY kind, day"), {"d1": first.toordinal(), "d2": last.toordinal()})
+    rows = conn.execute(
+        text(
+            "SELECT kind, day, sum(n), sum(s1) FROM report_daily WHERE kind IN ('rl', 'or', 'ch') AND day BETWEEN :d1 AND :d2 "
+            "GROUP BY kind, day"
+        ),
+        {"d1": first.toordinal(), "d2": last.toordinal()},
+    )
     for kind, day, n, s1 in rows:
         row = out[int(day)]
         if kind == REG_LIFECYCLE:
@@ -607,8 +701,10 @@ def daily(conn: Connection, first: dt.date, last: dt.date) -> dict[int, list[int
 
 def cohort(conn: Connection, month_first: dt.date, boundaries: Iterable[dt.date]) -> tuple[int, list[int]]:
     """(customers registered in the month, of whom last active on or after each boundary day)."""
-    rows = conn.execute(text("SELECT k2, sum(n) FROM report_daily WHERE kind = 'co' AND day = :d GROUP BY k2"),
-                        {"d": month_first.toordinal()}).all()
+    rows = conn.execute(
+        text("SELECT k2, sum(n) FROM report_daily WHERE kind = 'co' AND day = :d GROUP BY k2"),
+        {"d": month_first.toordinal()},
+    ).all()
     size = sum(int(n) for _k, n in rows)
     return size, [sum(int(n) for k, n in rows if int(k) >= b.toordinal()) for b in boundaries]
 
@@ -616,14 +712,29 @@ def cohort(conn: Connection, month_first: dt.date, boundaries: Iterable[dt.date]
 def products(conn: Connection, first: dt.date, last: dt.date) -> list[tuple[str, int, int, int, int]]:
     """(product, paid orders, quantity, amount, distinct buyers) within the days, every product."""
     p = {"d1": first.toordinal(), "d2": last.toordinal()}
-    buyers = {str(k): int(n) for k, n in conn.execute(text(
-        "SELECT k1, sum(n) FROM report_daily WHERE kind = 'pb' AND day BETWEEN :d1 AND :d2 AND k2 < :d1 GROUP BY k1"), p)}
-    return [(str(k), int(n or 0), int(q or 0), int(a or 0), buyers.get(str(k), 0)) for k, n, q, a in conn.execute(text(
-        "SELECT k1, sum(n), sum(s1), sum(s2) FROM report_daily WHERE kind = 'pr' AND day BETWEEN :d1 AND :d2 GROUP BY k1"), p)
-        if n]
+    buyers = {
+        str(k): int(n)
+        for k, n in conn.execute(
+            text(
+                "SELECT k1, sum(n) FROM report_daily WHERE kind = 'pb' AND day BETWEEN :d1 AND :d2 AND k2 < :d1 GROUP BY k1"
+            ),
+            p,
+        )
+    }
+    return [
+        (str(k), int(n or 0), int(q or 0), int(a or 0), buyers.get(str(k), 0))
+        for k, n, q, a in conn.execute(
+            text(
+                "SELECT k1, sum(n), sum(s1), sum(s2) FROM report_daily WHERE kind = 'pr' AND day BETWEEN :d1 AND :d2 GROUP BY k1"
+            ),
+            p,
+        )
+        if n
+    ]
 
 
 # --- segments: the same figures summed over the ledger of the segment's customers --------------------
+
 
 class SegmentTotals:
     """report_daily restricted to a segment, in memory: the contributions of the
@@ -634,7 +745,7 @@ class SegmentTotals:
         self.by_kind = by_kind
 
     @classmethod
-    def load(cls, conn: Connection, customer_ids_select) -> "SegmentTotals":
+    def load(cls, conn: Connection, customer_ids_select) -> SegmentTotals:
         from sqlalchemy import select
 
         from meiqia_app.models import ReportLedger
@@ -668,8 +779,24 @@ class SegmentTotals:
 
     def measures(self, first: dt.date, last: dt.date) -> dict[str, int]:
         d1, d2 = first.toordinal(), last.toordinal()
-        out = dict.fromkeys(("total", "new", "active", "registered", "converted", "orders", "amount", "buyers", "repeat",
-                             "conversations", "complaints", "rated", "rating_sum"), 0)
+        out = dict.fromkeys(
+            (
+                "total",
+                "new",
+                "active",
+                "registered",
+                "converted",
+                "orders",
+                "amount",
+                "buyers",
+                "repeat",
+                "conversations",
+                "complaints",
+                "rated",
+                "rating_sum",
+            ),
+            0,
+        )
         for day, _k1, _k2, _k3, n, *_ in self.by_kind.get(REG_LIFECYCLE, ()):
             if day <= d2:
                 out["total"] += n

@@ -20,8 +20,19 @@ from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import format_local, today_local
 
 MAX_TREND_BUCKETS = {"day": 31, "week": 26, "month": 24}
-CHART_COLORS = ("#3e63dd", "#30a46c", "#f76b15", "#8e4ec6", "#e5484d", "#12a594", "#ffc53d", "#978365", "#0090ff",
-                "#d6409f", "#8d8d8d")
+CHART_COLORS = (
+    "#3e63dd",
+    "#30a46c",
+    "#f76b15",
+    "#8e4ec6",
+    "#e5484d",
+    "#12a594",
+    "#ffc53d",
+    "#978365",
+    "#0090ff",
+    "#d6409f",
+    "#8d8d8d",
+)
 
 
 def _both(key: str, **params) -> dict:
@@ -108,7 +119,9 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
     # While the aggregates are first built there are no figures (and no trend) yet.
     points = [] if board.computing else reports.trend(actor, granularity, period.last, count, allow_stale=allow_stale)
     raw = board.raw
-    empty = not board.computing and not (raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"])
+    empty = not board.computing and not (
+        raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"]
+    )
     computed = dt.datetime.fromisoformat(board.computed_at) if board.computed_at else None
     return {
         "period": board.period,
@@ -183,7 +196,10 @@ def segment_report_view(actor: Actor, params: dict) -> dict:
                 "month": row.month,
                 "size": row.size,
                 "size_text": f"{row.size:,}",
-                "retained": [("—" if n is None else f"{n:,} ({(n / row.size * 100) if row.size else 0:.1f}%)") for n in row.retained],
+                "retained": [
+                    ("—" if n is None else f"{n:,} ({(n / row.size * 100) if row.size else 0:.1f}%)")
+                    for n in row.retained
+                ],
                 "r1": "—" if row.retained[0] is None else f"{row.retained[0]:,}",
                 "r3": "—" if row.retained[1] is None else f"{row.retained[1]:,}",
                 "r6": "—" if row.retained[2] is None else f"{row.retained[2]:,}",
@@ -204,7 +220,9 @@ def segment_report_view(actor: Actor, params: dict) -> dict:
             }
             for p in products
         ],
-        "empty": not any(comparison.raw_a[k] or comparison.raw_b[k] for k in ("orders", "conversations", "new_customers")),
+        "empty": not any(
+            comparison.raw_a[k] or comparison.raw_b[k] for k in ("orders", "conversations", "new_customers")
+        ),
     }
 
 
@@ -269,16 +287,34 @@ def _report_tables(actor: Actor, report: str, params: dict, lang: str) -> tuple[
     label = "label_en" if lang == "en" else "label_zh"
 
     def measures_table(title_key: str, header: list[str], measures: list[reports.Measure]) -> _Table:
-        return _Table(tr(lang, title_key), header,
-                      [[tr(lang, f"dash.{m.key}"), _cell_value(m.kind, m.previous), _cell_value(m.kind, m.value),
-                        reports.format_change(m)] for m in measures],
-                      [None, None, None, None], [m.kind for m in measures])
+        return _Table(
+            tr(lang, title_key),
+            header,
+            [
+                [
+                    tr(lang, f"dash.{m.key}"),
+                    _cell_value(m.kind, m.previous),
+                    _cell_value(m.kind, m.value),
+                    reports.format_change(m),
+                ]
+                for m in measures
+            ],
+            [None, None, None, None],
+            [m.kind for m in measures],
+        )
 
     def breakdown_table(title_key: str, rows: list[dict]) -> _Table:
-        return _Table(tr(lang, title_key),
-                      [tr(lang, "dash.col_key"), tr(lang, "dash.col_total"), tr(lang, "dash.col_new"), tr(lang, "dash.col_new_prev")],
-                      [[r[label], r["total"], r["new"], r["new_previous"]] for r in rows],
-                      [None, "count", "count", "count"])
+        return _Table(
+            tr(lang, title_key),
+            [
+                tr(lang, "dash.col_key"),
+                tr(lang, "dash.col_total"),
+                tr(lang, "dash.col_new"),
+                tr(lang, "dash.col_new_prev"),
+            ],
+            [[r[label], r["total"], r["new"], r["new_previous"]] for r in rows],
+            [None, "count", "count", "count"],
+        )
 
     if report == "dashboard":
         period = period_from_params(params)
@@ -287,23 +323,36 @@ def _report_tables(actor: Actor, report: str, params: dict, lang: str) -> tuple[
         if board.computing:
             raise Conflict("dash.computing")
         view = dashboard_view(actor, params)
-        header = [tr(lang, "report.measure"), f"{tr(lang, 'dash.previous_period')} {board.previous['label']}",
-                  f"{tr(lang, 'dash.current_period')} {board.period['label']}", tr(lang, "dash.change")]
+        header = [
+            tr(lang, "report.measure"),
+            f"{tr(lang, 'dash.previous_period')} {board.previous['label']}",
+            f"{tr(lang, 'dash.current_period')} {board.period['label']}",
+            tr(lang, "dash.change"),
+        ]
         tables = [
             measures_table("report.sheet_summary", header, board.measures),
-            _Table(tr(lang, "report.sheet_trend"),
-                   [tr(lang, "dash.bucket"), tr(lang, "dash.new_customers"), tr(lang, "dash.orders"),
-                    tr(lang, "dash.amount_cents"), tr(lang, "dash.conversations")],
-                   [[p["start"], p["new_customers"], p["orders"], p["amount"], p["conversations"]] for p in view["trend"]],
-                   [None, "count", "count", "money", "count"]),
+            _Table(
+                tr(lang, "report.sheet_trend"),
+                [
+                    tr(lang, "dash.bucket"),
+                    tr(lang, "dash.new_customers"),
+                    tr(lang, "dash.orders"),
+                    tr(lang, "dash.amount_cents"),
+                    tr(lang, "dash.conversations"),
+                ],
+                [[p["start"], p["new_customers"], p["orders"], p["amount"], p["conversations"]] for p in view["trend"]],
+                [None, "count", "count", "money", "count"],
+            ),
             breakdown_table("report.sheet_lifecycle", view["lifecycle"]),
             breakdown_table("report.sheet_sources", view["sources"]),
             breakdown_table("report.sheet_regions", view["regions"]),
         ]
         stem = f"dashboard-{board.period['first']}-{board.period['last']}-{granularity}"
         details = {"period": board.period, "granularity": granularity}
-        subtitle = f"{tr(lang, 'dash.title')} · {tr(lang, 'dash.current_period')} {board.period['label']} · " \
-                   f"{tr(lang, 'dash.previous_period')} {board.previous['label']}"
+        subtitle = (
+            f"{tr(lang, 'dash.title')} · {tr(lang, 'dash.current_period')} {board.period['label']} · "
+            f"{tr(lang, 'dash.previous_period')} {board.previous['label']}"
+        )
     else:
         segment, description = segment_from_params(actor, params)
         period_a = reports.make_period("custom", params.get("a_from"), params.get("a_to"))
@@ -313,21 +362,35 @@ def _report_tables(actor: Actor, report: str, params: dict, lang: str) -> tuple[
         header = [tr(lang, "report.measure"), f"A {period_a.label()}", f"B {period_b.label()}", tr(lang, "dash.change")]
         tables = [
             measures_table("report.sheet_comparison", header, comparison.measures),
-            _Table(tr(lang, "report.sheet_cohorts"),
-                   [tr(lang, "report.cohort_month"), tr(lang, "report.cohort_size"),
-                    *[tr(lang, "report.cohort_after", n=k) for k in reports.COHORT_OFFSETS]],
-                   [[row["month"], *row["raw"]] for row in view["cohorts"]],
-                   [None, "count", "count", "count", "count"]),
-            _Table(tr(lang, "report.sheet_products"),
-                   [tr(lang, "report.product"), tr(lang, "dash.orders"), tr(lang, "report.quantity"),
-                    tr(lang, "dash.amount_cents"), tr(lang, "dash.buyers")],
-                   [p["raw"] for p in view["products"]],
-                   [None, "count", "count", "money", "count"]),
+            _Table(
+                tr(lang, "report.sheet_cohorts"),
+                [
+                    tr(lang, "report.cohort_month"),
+                    tr(lang, "report.cohort_size"),
+                    *[tr(lang, "report.cohort_after", n=k) for k in reports.COHORT_OFFSETS],
+                ],
+                [[row["month"], *row["raw"]] for row in view["cohorts"]],
+                [None, "count", "count", "count", "count"],
+            ),
+            _Table(
+                tr(lang, "report.sheet_products"),
+                [
+                    tr(lang, "report.product"),
+                    tr(lang, "dash.orders"),
+                    tr(lang, "report.quantity"),
+                    tr(lang, "dash.amount_cents"),
+                    tr(lang, "dash.buyers"),
+                ],
+                [p["raw"] for p in view["products"]],
+                [None, "count", "count", "money", "count"],
+            ),
         ]
         stem = f"report-{period_a.first}-{period_b.last}"
         details = {"segment": description, "a": period_a.to_dict(), "b": period_b.to_dict()}
-        subtitle = f"{tr(lang, 'report.title')} · {tr(lang, 'report.segment')}: {description} · " \
-                   f"A {period_a.label()} · B {period_b.label()}"
+        subtitle = (
+            f"{tr(lang, 'report.title')} · {tr(lang, 'report.segment')}: {description} · "
+            f"A {period_a.label()} · B {period_b.label()}"
+        )
     return stem, details, tables, subtitle
 
 
@@ -349,16 +412,26 @@ def export_xlsx(actor: Actor, report: str, params: dict, lang: str = "zh") -> tu
     workbook = Workbook()
     workbook.remove(workbook.active)
     for table in tables:
-        sheet = _sheet(workbook, table.title, table.header, table.rows,
-                       [_FORMATS.get(kind) if kind else None for kind in table.kinds])
+        sheet = _sheet(
+            workbook,
+            table.title,
+            table.header,
+            table.rows,
+            [_FORMATS.get(kind) if kind else None for kind in table.kinds],
+        )
         for index, kind in enumerate(table.row_kinds or [], start=2):
             sheet.cell(row=index, column=2).number_format = _FORMATS[kind]
             sheet.cell(row=index, column=3).number_format = _FORMATS[kind]
     buffer = io.BytesIO()
     workbook.save(buffer)
     data = buffer.getvalue()
-    audit.record_now(actor, "report.export", target_type="report", target_id=report,
-                     details={**details, "format": "xlsx", "bytes": len(data)})
+    audit.record_now(
+        actor,
+        "report.export",
+        target_type="report",
+        target_id=report,
+        details={**details, "format": "xlsx", "bytes": len(data)},
+    )
     return f"{stem}.xlsx", data
 
 
@@ -374,12 +447,13 @@ def _pdf_cell(kind: str | None, value) -> str:
 def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: list[_Table], page_label: str) -> None:
     """A4 portrait; a heading per table and the table under it (the numbers every
     chart of the page draws); Chinese in the embedded TrueType font."""
+    from xml.sax.saxutils import escape
+
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
     from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-    from xml.sax.saxutils import escape
 
     from meiqia_app.services.exports.fonts import register_cjk_font
 
@@ -389,8 +463,12 @@ def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: l
     title_style = ParagraphStyle("title", fontName=font, fontSize=15, leading=20, spaceAfter=4)
     sub_style = ParagraphStyle("sub", fontName=font, fontSize=9, leading=12, textColor=colors.HexColor("#555555"))
     heading_style = ParagraphStyle("h", fontName=font, fontSize=11, leading=15, spaceBefore=10, spaceAfter=4)
-    story = [Paragraph(escape(title), title_style), Paragraph(escape(subtitle), sub_style),
-             Paragraph(escape(meta_line), sub_style), Spacer(1, 4 * mm)]
+    story = [
+        Paragraph(escape(title), title_style),
+        Paragraph(escape(subtitle), sub_style),
+        Paragraph(escape(meta_line), sub_style),
+        Spacer(1, 4 * mm),
+    ]
     for table in tables:
         rows = []
         for index, row in enumerate(table.rows):
@@ -401,19 +479,24 @@ def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: l
         columns = len(table.header)
         first = usable * (0.34 if columns <= 4 else 0.24)
         widths = [first] + [(usable - first) / (columns - 1)] * (columns - 1)
-        style = TableStyle([
-            ("FONTNAME", (0, 0), (-1, -1), font),
-            ("FONTSIZE", (0, 0), (-1, -1), 8.5),
-            ("LEADING", (0, 0), (-1, -1), 11),
-            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf5")),
-            ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9aa5b5")),
-            ("ALIGN", (1, 1), (-1, -1), "RIGHT"),
-            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-        ])
+        style = TableStyle(
+            [
+                ("FONTNAME", (0, 0), (-1, -1), font),
+                ("FONTSIZE", (0, 0), (-1, -1), 8.5),
+                ("LEADING", (0, 0), (-1, -1), 11),
+                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf5")),
+                ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9aa5b5")),
+                ("ALIGN", (1, 1), (-1, -1), "RIGHT"),
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+            ]
+        )
         body = rows or [["—"] + [""] * (columns - 1)]
         grid = Table([table.header] + body, colWidths=widths, repeatRows=1, style=style)
-        story.append(KeepTogether([Paragraph(escape(table.title), heading_style), grid]) if len(body) < 35
-                     else Paragraph(escape(table.title), heading_style))
+        story.append(
+            KeepTogether([Paragraph(escape(table.title), heading_style), grid])
+            if len(body) < 35
+            else Paragraph(escape(table.title), heading_style)
+        )
         if len(body) >= 35:
             story.append(grid)
 
@@ -423,8 +506,15 @@ def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: l
         canvas.drawRightString(A4[0] - margin, 8 * mm, page_label.format(page=doc.page))
         canvas.restoreState()
 
-    doc = SimpleDocTemplate(str(path), pagesize=A4, leftMargin=margin, rightMargin=margin, topMargin=14 * mm,
-                            bottomMargin=14 * mm, title=title)
+    doc = SimpleDocTemplate(
+        str(path),
+        pagesize=A4,
+        leftMargin=margin,
+        rightMargin=margin,
+        topMargin=14 * mm,
+        bottomMargin=14 * mm,
+        title=title,
+    )
     doc.build(story, onFirstPage=decorate, onLaterPages=decorate)
 
 
@@ -456,8 +546,10 @@ def export_pdf(actor: Actor, report: str, params: dict, lang: str = "zh") -> int
     final = directory / f"report-{secrets.token_hex(8)}.pdf"
     partial = directory / f".{final.stem}.part.pdf"
     title = tr(lang, "dash.title" if report == "dashboard" else "report.title")
-    meta_line = f"{tr(lang, 'report.pdf_by')}: {actor.display_name or actor.username} · " \
-                f"{tr(lang, 'report.pdf_at')}: {format_local(utcnow())}"
+    meta_line = (
+        f"{tr(lang, 'report.pdf_by')}: {actor.display_name or actor.username} · "
+        f"{tr(lang, 'report.pdf_at')}: {format_local(utcnow())}"
+    )
     try:
         _write_report_pdf(partial, title, subtitle, meta_line, tables, tr(lang, "report.pdf_page"))
         os.replace(partial, final)
@@ -467,17 +559,36 @@ def export_pdf(actor: Actor, report: str, params: dict, lang: str = "zh") -> int
     digest = hashlib.sha256(data).hexdigest()
     now = utcnow()
     with write_session() as session:
-        job = ExportJob(requested_by_id=actor.user_id, requested_by_name=actor.username, status="done", kind="report",
-                        purpose="analysis", scope=json.dumps({"report": report, "text": subtitle, **details},
-                                                             ensure_ascii=False, default=str),
-                        fields="[]", sort=json.dumps({"lang": lang}), format="pdf", row_count=sum(len(t.rows) for t in tables),
-                        file_name=final.name, file_size=len(data), file_sha256=digest, created_at=now, started_at=now,
-                        finished_at=now, expires_at=now + dt.timedelta(hours=settings.export_ttl_hours))
+        job = ExportJob(
+            requested_by_id=actor.user_id,
+            requested_by_name=actor.username,
+            status="done",
+            kind="report",
+            purpose="analysis",
+            scope=json.dumps({"report": report, "text": subtitle, **details}, ensure_ascii=False, default=str),
+            fields="[]",
+            sort=json.dumps({"lang": lang}),
+            format="pdf",
+            row_count=sum(len(t.rows) for t in tables),
+            file_name=final.name,
+            file_size=len(data),
+            file_sha256=digest,
+            created_at=now,
+            started_at=now,
+            finished_at=now,
+            expires_at=now + dt.timedelta(hours=settings.export_ttl_hours),
+        )
         session.add(job)
         session.flush()
         export_id = int(job.id)
-        audit.record(session, actor, "report.export", target_type="report", target_id=report,
-                     details={**details, "format": "pdf", "bytes": len(data), "sha256": digest, "export_id": export_id})
+        audit.record(
+            session,
+            actor,
+            "report.export",
+            target_type="report",
+            target_id=report,
+            details={**details, "format": "pdf", "bytes": len(data), "sha256": digest, "export_id": export_id},
+        )
     return export_id
 
 
@@ -487,8 +598,15 @@ def default_segment_params() -> dict:
     b_from = today - dt.timedelta(days=29)
     a_to = b_from - dt.timedelta(days=1)
     a_from = a_to - dt.timedelta(days=29)
-    return {"a_from": a_from.isoformat(), "a_to": a_to.isoformat(), "b_from": b_from.isoformat(), "b_to": today.isoformat(),
-            "view_id": "", "lifecycle": "", "source": ""}
+    return {
+        "a_from": a_from.isoformat(),
+        "a_to": a_to.isoformat(),
+        "b_from": b_from.isoformat(),
+        "b_to": today.isoformat(),
+        "view_id": "",
+        "lifecycle": "",
+        "source": "",
+    }
 
 
 def shift_period(params: dict, step: int) -> dict:

@@ -78,7 +78,7 @@ from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, local_day_start_utc, local_zone, today_local, utcnow
 
 C = Customer.__table__.c
-O = Order.__table__.c
+OC = Order.__table__.c
 CV = Conversation.__table__.c
 EV = BehaviorEvent.__table__.c
 
@@ -94,6 +94,7 @@ CACHE_SIZE = 256
 
 
 # --- periods -------------------------------------------------------------------------
+
 
 def _month_start(day: dt.date) -> dt.date:
     return day.replace(day=1)
@@ -127,7 +128,7 @@ class Period:
     def days(self) -> int:
         return (self.last - self.first).days + 1
 
-    def previous(self) -> "Period":
+    def previous(self) -> Period:
         if self.kind == "month":
             first = _add_months(self.first, -1)
             return Period("month", first, self.first - dt.timedelta(days=1))
@@ -142,7 +143,12 @@ class Period:
         return f"{self.first.isoformat()} ~ {self.last.isoformat()}"
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "first": self.first.isoformat(), "last": self.last.isoformat(), "label": self.label()}
+        return {
+            "kind": self.kind,
+            "first": self.first.isoformat(),
+            "last": self.last.isoformat(),
+            "label": self.label(),
+        }
 
 
 def _parse_day(value, field: str) -> dt.date:
@@ -271,7 +277,7 @@ def _data_signature(conn: Connection) -> tuple:
     maxima = conn.execute(
         select(
             select(func.max(C.id)).scalar_subquery(),
-            select(func.max(O.id)).scalar_subquery(),
+            select(func.max(OC.id)).scalar_subquery(),
             select(func.max(CV.id)).scalar_subquery(),
             select(func.max(EV.id)).scalar_subquery(),
         )
@@ -383,12 +389,17 @@ def _excluded_chunks(conn: Connection) -> list[list[int]] | None:
     if cached is not None:
         return cached[0]
     # Archived and trashed customers sit in different (SQLite partial) indexes: read each through its own.
-    ids = list(conn.execute(select(C.id).where(C.status == "archived", IN_WORKING_SET_INDEXES)
-                            .limit(EXCLUDED_LIMIT + 1)).scalars())
+    ids = list(
+        conn.execute(
+            select(C.id).where(C.status == "archived", IN_WORKING_SET_INDEXES).limit(EXCLUDED_LIMIT + 1)
+        ).scalars()
+    )
     if len(ids) <= EXCLUDED_LIMIT:
         ids += conn.execute(select(C.id).where(IN_TRASH).limit(EXCLUDED_LIMIT + 1 - len(ids))).scalars()
         ids.sort()
-    chunks = None if len(ids) > EXCLUDED_LIMIT else [ids[i:i + EXCLUDED_CHUNK] for i in range(0, len(ids), EXCLUDED_CHUNK)]
+    chunks = (
+        None if len(ids) > EXCLUDED_LIMIT else [ids[i : i + EXCLUDED_CHUNK] for i in range(0, len(ids), EXCLUDED_CHUNK)]
+    )
     _local.excluded = (chunks,)
     return chunks
 
@@ -427,16 +438,23 @@ def _active_customers(conn: Connection, start: dt.datetime, end: dt.datetime, se
 
     def ids(*conditions):
         return union(
-            select(EV.customer_id).where(EV.occurred_at >= start, EV.occurred_at < end, *[c(EV.customer_id) for c in conditions]),
-            select(O.customer_id).where(O.created_at >= start, O.created_at < end, *[c(O.customer_id) for c in conditions]),
-            select(CV.customer_id).where(CV.started_at >= start, CV.started_at < end, *[c(CV.customer_id) for c in conditions]),
+            select(EV.customer_id).where(
+                EV.occurred_at >= start, EV.occurred_at < end, *[c(EV.customer_id) for c in conditions]
+            ),
+            select(OC.customer_id).where(
+                OC.created_at >= start, OC.created_at < end, *[c(OC.customer_id) for c in conditions]
+            ),
+            select(CV.customer_id).where(
+                CV.started_at >= start, CV.started_at < end, *[c(CV.customer_id) for c in conditions]
+            ),
         ).subquery()
 
     chunks = None if seg else _excluded_chunks(conn)
     if seg or chunks is None:
         every = ids()
         statement = (
-            select(func.count()).select_from(every.join(Customer.__table__, C.id == every.c.customer_id))
+            select(func.count())
+            .select_from(every.join(Customer.__table__, C.id == every.c.customer_id))
             .where(ACTIVE, *seg)
         )
         return conn.execute(statement).scalar_one()
@@ -447,17 +465,18 @@ def _active_customers(conn: Connection, start: dt.datetime, end: dt.datetime, se
             select(func.count()).select_from(every.join(Customer.__table__, C.id == every.c.customer_id)).where(ACTIVE)
         ).scalar_one()
     for chunk in chunks:
-        total -= conn.execute(select(func.count()).select_from(ids(lambda column, chunk=chunk: column.in_(chunk)))).scalar_one()
+        total -= conn.execute(
+            select(func.count()).select_from(ids(lambda column, chunk=chunk: column.in_(chunk)))
+        ).scalar_one()
     return int(total)
 
 
 def _paid_orders(conn: Connection, start: dt.datetime, end: dt.datetime, seg: list) -> tuple[int, int, int]:
     """(orders, amount in cents, distinct buyers) of paid orders paid within the range."""
-    statement = (
-        select(func.count(), func.coalesce(func.sum(O.amount_cents), 0), func.count(distinct(O.customer_id)))
-        .where(O.status == "paid", O.paid_at >= start, O.paid_at < end)
-    )
-    orders, amount, buyers = _combine(conn, statement, Order.__table__, O.customer_id, seg)
+    statement = select(
+        func.count(), func.coalesce(func.sum(OC.amount_cents), 0), func.count(distinct(OC.customer_id))
+    ).where(OC.status == "paid", OC.paid_at >= start, OC.paid_at < end)
+    orders, amount, buyers = _combine(conn, statement, Order.__table__, OC.customer_id, seg)
     return orders, amount, buyers
 
 
@@ -467,30 +486,35 @@ def _repeat_buyers(conn: Connection, start: dt.datetime, end: dt.datetime, seg: 
 
     def count_for(buyers_from, *conditions) -> tuple[int, int]:
         buyers = (
-            select(O.customer_id.label("cid")).select_from(buyers_from)
-            .where(O.status == "paid", O.paid_at >= start, O.paid_at < end, *conditions)
-            .group_by(O.customer_id)
+            select(OC.customer_id.label("cid"))
+            .select_from(buyers_from)
+            .where(OC.status == "paid", OC.paid_at >= start, OC.paid_at < end, *conditions)
+            .group_by(OC.customer_id)
             .subquery()
         )
         paid_before_end = (
-            select(func.count()).select_from(O2)
+            select(func.count())
+            .select_from(O2)
             .where(O2.c.customer_id == buyers.c.cid, O2.c.status == "paid", O2.c.paid_at < end)
             .scalar_subquery()
         )
         total, repeat = conn.execute(
-            select(func.count(), func.coalesce(func.sum(case((paid_before_end >= 2, 1), else_=0)), 0)).select_from(buyers)
+            select(func.count(), func.coalesce(func.sum(case((paid_before_end >= 2, 1), else_=0)), 0)).select_from(
+                buyers
+            )
         ).one()
         return int(total), int(repeat)
 
     chunks = None if seg else _excluded_chunks(conn)
     if seg or chunks is None:
-        return count_for(Customer.__table__.join(Order.__table__, O.customer_id == C.id), ACTIVE, *seg)
+        return count_for(Customer.__table__.join(Order.__table__, OC.customer_id == C.id), ACTIVE, *seg)
     total, repeat = count_for(Order.__table__)
     if total <= _JOIN_FACTOR * sum(len(c) for c in chunks):
-        return count_for(Customer.__table__.join(Order.__table__, O.customer_id == C.id), ACTIVE)
+        return count_for(Customer.__table__.join(Order.__table__, OC.customer_id == C.id), ACTIVE)
     for chunk in chunks:
-        excluded_total, excluded_repeat = count_for(Customer.__table__.join(Order.__table__, O.customer_id == C.id),
-                                                    C.id.in_(chunk))
+        excluded_total, excluded_repeat = count_for(
+            Customer.__table__.join(Order.__table__, OC.customer_id == C.id), C.id.in_(chunk)
+        )
         total, repeat = total - excluded_total, repeat - excluded_repeat
     return total, repeat
 
@@ -511,7 +535,9 @@ def _conversion(conn: Connection, start: dt.datetime, end: dt.datetime, seg: lis
     statement = (
         select(
             func.count(),
-            func.coalesce(func.sum(case((and_(C.first_purchase_at.is_not(None), C.first_purchase_at < end), 1), else_=0)), 0),
+            func.coalesce(
+                func.sum(case((and_(C.first_purchase_at.is_not(None), C.first_purchase_at < end), 1), else_=0)), 0
+            ),
         )
         .select_from(Customer.__table__)
         .where(ACTIVE, C.registered_at >= start, C.registered_at < end, *seg)
@@ -521,10 +547,7 @@ def _conversion(conn: Connection, start: dt.datetime, end: dt.datetime, seg: lis
 
 
 def _group_counts(conn: Connection, column, *conditions) -> dict[str, int]:
-    statement = (
-        select(column, func.count()).select_from(Customer.__table__)
-        .where(ACTIVE, *conditions).group_by(column)
-    )
+    statement = select(column, func.count()).select_from(Customer.__table__).where(ACTIVE, *conditions).group_by(column)
     return {str(key or ""): int(n) for key, n in conn.execute(statement).all()}
 
 
@@ -533,6 +556,7 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 
 # --- DTOs ------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Measure:
@@ -644,7 +668,9 @@ def _snapshot_totals(conn: Connection, column) -> dict[str, int]:
     return _cached(f"totals:{column.name}", (), lambda c: _group_counts(c, column))
 
 
-def _breakdowns(conn: Connection, column, period: Period, keys: tuple[str, ...] | None, limit: int | None) -> list[Breakdown]:
+def _breakdowns(
+    conn: Connection, column, period: Period, keys: tuple[str, ...] | None, limit: int | None
+) -> list[Breakdown]:
     previous = period.previous()
     totals = _snapshot_totals(conn, column)
     new = _group_counts(conn, column, C.registered_at >= period.start_utc, C.registered_at < period.end_utc)
@@ -652,31 +678,48 @@ def _breakdowns(conn: Connection, column, period: Period, keys: tuple[str, ...] 
     return _breakdown_list(totals, new, new_prev, keys, limit)
 
 
-def _aggregate_breakdowns(conn: Connection, column, period: Period, keys: tuple[str, ...] | None,
-                          limit: int | None) -> list[Breakdown]:
+def _aggregate_breakdowns(
+    conn: Connection, column, period: Period, keys: tuple[str, ...] | None, limit: int | None
+) -> list[Breakdown]:
     previous = period.previous()
-    return _breakdown_list(aggregates.group_counts(conn, column.name),
-                           aggregates.group_counts(conn, column.name, period.first, period.last),
-                           aggregates.group_counts(conn, column.name, previous.first, previous.last), keys, limit)
+    return _breakdown_list(
+        aggregates.group_counts(conn, column.name),
+        aggregates.group_counts(conn, column.name, period.first, period.last),
+        aggregates.group_counts(conn, column.name, previous.first, previous.last),
+        keys,
+        limit,
+    )
 
 
-def _breakdown_list(totals: dict[str, int], new: dict[str, int], new_prev: dict[str, int],
-                    keys: tuple[str, ...] | None, limit: int | None) -> list[Breakdown]:
+def _breakdown_list(
+    totals: dict[str, int],
+    new: dict[str, int],
+    new_prev: dict[str, int],
+    keys: tuple[str, ...] | None,
+    limit: int | None,
+) -> list[Breakdown]:
     if keys is None:
         ordered = sorted(totals, key=lambda k: (-totals[k], k))
         if limit is not None and len(ordered) > limit:
             head = ordered[:limit]
             rest = ordered[limit:]
             rows = [Breakdown(k, totals[k], new.get(k, 0), new_prev.get(k, 0)) for k in head]
-            rows.append(Breakdown("__other__", sum(totals[k] for k in rest), sum(new.get(k, 0) for k in rest),
-                                  sum(new_prev.get(k, 0) for k in rest)))
+            rows.append(
+                Breakdown(
+                    "__other__",
+                    sum(totals[k] for k in rest),
+                    sum(new.get(k, 0) for k in rest),
+                    sum(new_prev.get(k, 0) for k in rest),
+                )
+            )
             return rows
         keys = tuple(ordered)
     return [Breakdown(k, totals.get(k, 0), new.get(k, 0), new_prev.get(k, 0)) for k in keys]
 
 
-def _aggregate_measures(conn: Connection, period: Period, segment_totals: "aggregates.SegmentTotals | None" = None
-                        ) -> dict[str, float | None]:
+def _aggregate_measures(
+    conn: Connection, period: Period, segment_totals: aggregates.SegmentTotals | None = None
+) -> dict[str, float | None]:
     """period_measures for the whole working set (the daily aggregates) or a
     segment (its customers' contributions summed, ``segment_totals``)."""
     if segment_totals is not None:
@@ -705,7 +748,7 @@ def _aggregate_measures(conn: Connection, period: Period, segment_totals: "aggre
 
 SEGMENT_MEMO_SECONDS = 30
 SEGMENT_LEDGER_MAX = 50_000  # customers (~150 µs each); bigger segments are computed from the rows (8-14 s at 1M)
-_segment_memo: OrderedDict[tuple, tuple[float, "aggregates.SegmentTotals | None"]] = OrderedDict()
+_segment_memo: OrderedDict[tuple, tuple[float, aggregates.SegmentTotals | None]] = OrderedDict()
 _segment_memo_lock = threading.Lock()
 
 
@@ -719,7 +762,7 @@ def _ledger_usable(segment: ListQuery | None) -> bool:
     return ready and not behind
 
 
-def _segment_totals(conn: Connection, segment: ListQuery | None, usable: bool) -> "aggregates.SegmentTotals | None":
+def _segment_totals(conn: Connection, segment: ListQuery | None, usable: bool) -> aggregates.SegmentTotals | None:
     """A segment's figures from the ledger of its customers (one pass serves the
     comparison, the cohorts and the top products of a report), or None when the
     aggregates cannot answer exactly right now (first build, or many changes
@@ -727,8 +770,13 @@ def _segment_totals(conn: Connection, segment: ListQuery | None, usable: bool) -
     if segment is None or not usable:
         return None
     # Kept for a few seconds (a report asks three times) and while nothing changed.
-    key = (str(get_engine().url), str(local_zone()), segment.signature(), _data_signature(conn),
-           aggregates.applied_version)
+    key = (
+        str(get_engine().url),
+        str(local_zone()),
+        segment.signature(),
+        _data_signature(conn),
+        aggregates.applied_version,
+    )
     with _segment_memo_lock:
         found = _segment_memo.get(key)
     if found is not None and time.monotonic() - found[0] <= SEGMENT_MEMO_SECONDS:
@@ -766,13 +814,35 @@ def dashboard(actor: Actor, period: Period, allow_stale: bool = False) -> Dashbo
     require(actor, "report.view", action="report.dashboard")
     previous = period.previous()
     if not _aggregates_ready():
-        empty = dict.fromkeys(("total_customers", "new_customers", "active_customers", "registered", "converted", "orders",
-                               "amount_cents", "buyers", "repeat_buyers", "conversations", "complaints"), 0)
+        empty = dict.fromkeys(
+            (
+                "total_customers",
+                "new_customers",
+                "active_customers",
+                "registered",
+                "converted",
+                "orders",
+                "amount_cents",
+                "buyers",
+                "repeat_buyers",
+                "conversations",
+                "complaints",
+            ),
+            0,
+        )
         empty.update(active_rate=None, conversion_rate=None, repeat_rate=None, complaint_share=None, satisfaction=None)
-        return Dashboard(period=period.to_dict(), previous=previous.to_dict(),
-                         measures=[Measure(k, kind, None, None) for k, kind in DASHBOARD_MEASURES],
-                         lifecycle=[], sources=[], regions=[], raw=dict(empty), raw_previous=dict(empty),
-                         computed_at="", computing=True)
+        return Dashboard(
+            period=period.to_dict(),
+            previous=previous.to_dict(),
+            measures=[Measure(k, kind, None, None) for k, kind in DASHBOARD_MEASURES],
+            lifecycle=[],
+            sources=[],
+            regions=[],
+            raw=dict(empty),
+            raw_previous=dict(empty),
+            computed_at="",
+            computing=True,
+        )
     with get_engine().connect() as conn:
         current = _aggregate_measures(conn, period)
         before = _aggregate_measures(conn, previous)
@@ -848,6 +918,7 @@ def agent_snapshot(actor: Actor) -> Snapshot:
 
 # --- trends ------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class TrendPoint:
     start: str  # first local day of the bucket (ISO)
@@ -858,8 +929,14 @@ class TrendPoint:
     conversations: int
 
 
-def trend(actor: Actor, granularity: str, last_day: dt.date | str | None = None, count: int | None = None,
-          segment: ListQuery | None = None, allow_stale: bool = False) -> list[TrendPoint]:
+def trend(
+    actor: Actor,
+    granularity: str,
+    last_day: dt.date | str | None = None,
+    count: int | None = None,
+    segment: ListQuery | None = None,
+    allow_stale: bool = False,
+) -> list[TrendPoint]:
     """New customers, paid orders, amount and conversations per local bucket; empty buckets are 0."""
     require(actor, "report.view", action="report.trend")
     if granularity not in GRANULARITIES:
@@ -884,7 +961,9 @@ def trend(actor: Actor, granularity: str, last_day: dt.date | str | None = None,
 
     def compute(conn: Connection) -> list[TrendPoint]:
         seg = _segment_conditions(conn, segment)
-        bounds = [local_day_start_utc(day) for day in starts] + [local_day_start_utc(_bucket_end(granularity, starts[-1]))]
+        bounds = [local_day_start_utc(day) for day in starts] + [
+            local_day_start_utc(_bucket_end(granularity, starts[-1]))
+        ]
         chunks = None if seg else _excluded_chunks(conn)
         # Whole working set: per bucket the covered range aggregate, minus the
         # archived / trashed customers' rows, read once for the whole range and
@@ -893,14 +972,18 @@ def trend(actor: Actor, granularity: str, last_day: dt.date | str | None = None,
         excluded_chats: list[dt.datetime] = []
         for chunk in chunks or []:
             excluded_orders += [
-                (as_utc(paid), int(amount)) for paid, amount in conn.execute(
-                    select(O.paid_at, O.amount_cents).select_from(Customer.__table__.join(Order.__table__, O.customer_id == C.id))
-                    .where(C.id.in_(chunk), O.status == "paid", O.paid_at >= bounds[0], O.paid_at < bounds[-1])
+                (as_utc(paid), int(amount))
+                for paid, amount in conn.execute(
+                    select(OC.paid_at, OC.amount_cents)
+                    .select_from(Customer.__table__.join(Order.__table__, OC.customer_id == C.id))
+                    .where(C.id.in_(chunk), OC.status == "paid", OC.paid_at >= bounds[0], OC.paid_at < bounds[-1])
                 )
             ]
             excluded_chats += [
-                as_utc(started) for (started,) in conn.execute(
-                    select(CV.started_at).select_from(Customer.__table__.join(Conversation.__table__, CV.customer_id == C.id))
+                as_utc(started)
+                for (started,) in conn.execute(
+                    select(CV.started_at)
+                    .select_from(Customer.__table__.join(Conversation.__table__, CV.customer_id == C.id))
                     .where(C.id.in_(chunk), CV.started_at >= bounds[0], CV.started_at < bounds[-1])
                 )
             ]
@@ -908,11 +991,12 @@ def trend(actor: Actor, granularity: str, last_day: dt.date | str | None = None,
         for index, start_day in enumerate(starts):
             start, end = bounds[index], bounds[index + 1]
             new = _count_customers(conn, C.registered_at >= start, C.registered_at < end, *seg)
-            order_totals = select(func.count(), func.coalesce(func.sum(O.amount_cents), 0)).where(
-                O.status == "paid", O.paid_at >= start, O.paid_at < end)
+            order_totals = select(func.count(), func.coalesce(func.sum(OC.amount_cents), 0)).where(
+                OC.status == "paid", OC.paid_at >= start, OC.paid_at < end
+            )
             chat_totals = select(func.count()).where(CV.started_at >= start, CV.started_at < end)
             if seg or chunks is None:
-                orders, amount = _combine(conn, order_totals, Order.__table__, O.customer_id, seg)
+                orders, amount = _combine(conn, order_totals, Order.__table__, OC.customer_id, seg)
                 (chats,) = _combine(conn, chat_totals, Conversation.__table__, CV.customer_id, seg)
             else:
                 orders, amount = (int(v or 0) for v in conn.execute(order_totals.select_from(Order.__table__)).one())
@@ -929,6 +1013,7 @@ def trend(actor: Actor, granularity: str, last_day: dt.date | str | None = None,
 
 
 # --- segment reports -----------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Comparison:
@@ -978,8 +1063,9 @@ class CohortRow:
         return [None if n is None or not self.size else n / self.size for n in self.retained]
 
 
-def cohorts(actor: Actor, months: int = 12, last_month: dt.date | str | None = None,
-            segment: ListQuery | None = None) -> list[CohortRow]:
+def cohorts(
+    actor: Actor, months: int = 12, last_month: dt.date | str | None = None, segment: ListQuery | None = None
+) -> list[CohortRow]:
     """Customers registered in month M and still active (last activity on or
     after the start of month M+k) for k in COHORT_OFFSETS."""
     require(actor, "report.view", action="report.cohorts")
@@ -994,8 +1080,11 @@ def cohorts(actor: Actor, months: int = 12, last_month: dt.date | str | None = N
                 boundaries = [_add_months(first, k) for k in COHORT_OFFSETS]
                 size, retained = aggregates.cohort(conn, first, boundaries)
                 opened = [local_day_start_utc(b) <= now for b in boundaries]
-                rows.append(CohortRow(first.strftime("%Y-%m"), size,
-                                      [n if is_open else None for n, is_open in zip(retained, opened)]))
+                rows.append(
+                    CohortRow(
+                        first.strftime("%Y-%m"), size, [n if is_open else None for n, is_open in zip(retained, opened)]
+                    )
+                )
         return rows
 
     usable = _ledger_usable(segment)
@@ -1008,8 +1097,11 @@ def cohorts(actor: Actor, months: int = 12, last_month: dt.date | str | None = N
                 boundaries = [_add_months(first, k) for k in COHORT_OFFSETS]
                 size, retained = totals.cohort(first, boundaries)
                 opened = [local_day_start_utc(b) <= now for b in boundaries]
-                rows.append(CohortRow(first.strftime("%Y-%m"), size,
-                                      [n if is_open else None for n, is_open in zip(retained, opened)]))
+                rows.append(
+                    CohortRow(
+                        first.strftime("%Y-%m"), size, [n if is_open else None for n, is_open in zip(retained, opened)]
+                    )
+                )
             return rows
         seg = _segment_conditions(conn, segment)
         rows = []
@@ -1023,7 +1115,8 @@ def cohorts(actor: Actor, months: int = 12, last_month: dt.date | str | None = N
                 offsets_open.append(boundary <= now)
                 columns.append(func.coalesce(func.sum(case((C.last_active_at >= boundary, 1), else_=0)), 0))
             values = conn.execute(
-                select(*columns).select_from(Customer.__table__)
+                select(*columns)
+                .select_from(Customer.__table__)
                 .where(ACTIVE, C.registered_at >= start, C.registered_at < end, *seg)
             ).one()
             retained = [int(v) if is_open else None for v, is_open in zip(values[1:], offsets_open)]
@@ -1062,22 +1155,26 @@ def top_products(actor: Actor, segment: ListQuery | None, period: Period, limit:
             found.sort(key=lambda r: (-r[3], r[0]))
             return [ProductRow(*row) for row in found[:limit]]
         seg = _segment_conditions(conn, segment)
-        amount = func.sum(O.amount_cents)
+        amount = func.sum(OC.amount_cents)
         statement = (
-            select(O.product_name, func.count(), func.sum(O.quantity), amount, func.count(distinct(O.customer_id)))
-            .select_from(Order.__table__.join(Customer.__table__, C.id == O.customer_id))
-            .where(O.status == "paid", O.paid_at >= period.start_utc, O.paid_at < period.end_utc, ACTIVE, *seg)
-            .group_by(O.product_name)
-            .order_by(amount.desc(), O.product_name)
+            select(OC.product_name, func.count(), func.sum(OC.quantity), amount, func.count(distinct(OC.customer_id)))
+            .select_from(Order.__table__.join(Customer.__table__, C.id == OC.customer_id))
+            .where(OC.status == "paid", OC.paid_at >= period.start_utc, OC.paid_at < period.end_utc, ACTIVE, *seg)
+            .group_by(OC.product_name)
+            .order_by(amount.desc(), OC.product_name)
             .limit(limit)
         )
-        return [ProductRow(str(name), int(n), int(q or 0), int(a or 0), int(b)) for name, n, q, a, b in conn.execute(statement)]
+        return [
+            ProductRow(str(name), int(n), int(q or 0), int(a or 0), int(b))
+            for name, n, q, a, b in conn.execute(statement)
+        ]
 
     signature = segment.signature() if segment is not None else ""
     return _cached("top_products", (signature, period, limit), compute)
 
 
 # --- formatting (both languages group thousands the same way) ----------------------------
+
 
 def format_value(kind: str, value: float | None) -> str:
     if value is None:
@@ -1107,4 +1204,3 @@ def change_direction(measure: Measure) -> str:
     if change is None or abs(change) < 1e-12:
         return "flat"
     return "up" if change > 0 else "down"
-

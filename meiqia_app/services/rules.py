@@ -32,22 +32,44 @@ import re
 from collections.abc import Callable
 
 from sqlalchemy import (
-    BigInteger, Column, MetaData, Table, and_, case, delete, exists, false, func, insert, literal, not_, or_, select,
+    BigInteger,
+    Column,
+    MetaData,
+    Table,
+    and_,
+    case,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
     true,
 )
 from sqlmodel import select as sm_select
 
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import (
-    AppSetting, BehaviorEvent, Conversation, Customer, Order, Product, Tag, TagAssignment, TagRule,
+    AppSetting,
+    BehaviorEvent,
+    Conversation,
+    Customer,
+    Order,
+    Product,
+    Tag,
+    TagAssignment,
+    TagRule,
 )
 from meiqia_app.models.customer import IN_WORKING_SET_INDEXES, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.models.tag import SOURCE_RULE
 from meiqia_app.services import audit, jobs, scheduler
-from meiqia_app.services.lifecycle_update import recompute_lifecycle
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
+from meiqia_app.services.lifecycle_update import recompute_lifecycle
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.services.tag_names import tag_key
 from meiqia_app.timeutil import format_local, local_day_start_utc, utcnow
@@ -57,7 +79,7 @@ log = logging.getLogger(__name__)
 C = Customer.__table__.c
 TA = TagAssignment.__table__.c
 R = TagRule.__table__.c
-O = Order.__table__.c
+OC = Order.__table__.c
 CV = Conversation.__table__.c
 EV = BehaviorEvent.__table__.c
 
@@ -77,44 +99,53 @@ BOOL_OPS = ("eq",)
 DATE_OPS = ("before", "since")
 HAS_OPS = ("yes", "no")
 
-_PY_OPS: dict[str, Callable] = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt,
-                                 "eq": operator.eq, "ne": operator.ne}
+_PY_OPS: dict[str, Callable] = {
+    "gte": operator.ge,
+    "gt": operator.gt,
+    "lte": operator.le,
+    "lt": operator.lt,
+    "eq": operator.eq,
+    "ne": operator.ne,
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class FieldSpec:
     key: str
-    kind: str        # number | days | choice | text | bool | date | has
+    kind: str  # number | days | choice | text | bool | date | has
     ops: tuple[str, ...]
-    window: str = "none"       # none | required | optional (0 = ever)
-    product: bool = False      # needs a product id
+    window: str = "none"  # none | required | optional (0 = ever)
+    product: bool = False  # needs a product id
     choices: tuple[str, ...] = ()
-    integer: bool = True       # number fields: whole numbers only
+    integer: bool = True  # number fields: whole numbers only
     aggregate: bool = False
 
 
-FIELDS: dict[str, FieldSpec] = {spec.key: spec for spec in (
-    FieldSpec("source", "choice", CHOICE_OPS, choices=SOURCES),
-    FieldSpec("province", "text", TEXT_OPS),
-    FieldSpec("city", "text", TEXT_OPS),
-    FieldSpec("registered_at", "date", DATE_OPS),
-    FieldSpec("registered_days", "days", DAYS_OPS),
-    FieldSpec("total_spent", "number", NUM_OPS, integer=False),
-    FieldSpec("order_count", "number", NUM_OPS),
-    FieldSpec("consent_marketing", "bool", BOOL_OPS),
-    FieldSpec("consent_analytics", "bool", BOOL_OPS),
-    FieldSpec("lifecycle_stage", "choice", CHOICE_OPS, choices=LIFECYCLE_STAGES),
-    FieldSpec("membership_tier", "choice", CHOICE_OPS, choices=MEMBERSHIP_TIERS),
-    FieldSpec("days_since_active", "days", DAYS_OPS),
-    FieldSpec("first_purchase_days", "number", ("lte", "lt", "gte", "gt")),
-    FieldSpec("orders_paid_count", "number", NUM_OPS, window="required", aggregate=True),
-    FieldSpec("orders_paid_amount", "number", NUM_OPS, window="required", integer=False, aggregate=True),
-    FieldSpec("orders_count", "number", NUM_OPS, window="required", aggregate=True),
-    FieldSpec("bought_product", "has", HAS_OPS, window="optional", product=True, aggregate=True),
-    FieldSpec("complaint_count", "number", NUM_OPS, window="required", aggregate=True),
-    FieldSpec("inquiry_count", "number", NUM_OPS, window="required", aggregate=True),
-    FieldSpec("product_views", "number", NUM_OPS, window="optional", product=True, aggregate=True),
-)}
+FIELDS: dict[str, FieldSpec] = {
+    spec.key: spec
+    for spec in (
+        FieldSpec("source", "choice", CHOICE_OPS, choices=SOURCES),
+        FieldSpec("province", "text", TEXT_OPS),
+        FieldSpec("city", "text", TEXT_OPS),
+        FieldSpec("registered_at", "date", DATE_OPS),
+        FieldSpec("registered_days", "days", DAYS_OPS),
+        FieldSpec("total_spent", "number", NUM_OPS, integer=False),
+        FieldSpec("order_count", "number", NUM_OPS),
+        FieldSpec("consent_marketing", "bool", BOOL_OPS),
+        FieldSpec("consent_analytics", "bool", BOOL_OPS),
+        FieldSpec("lifecycle_stage", "choice", CHOICE_OPS, choices=LIFECYCLE_STAGES),
+        FieldSpec("membership_tier", "choice", CHOICE_OPS, choices=MEMBERSHIP_TIERS),
+        FieldSpec("days_since_active", "days", DAYS_OPS),
+        FieldSpec("first_purchase_days", "number", ("lte", "lt", "gte", "gt")),
+        FieldSpec("orders_paid_count", "number", NUM_OPS, window="required", aggregate=True),
+        FieldSpec("orders_paid_amount", "number", NUM_OPS, window="required", integer=False, aggregate=True),
+        FieldSpec("orders_count", "number", NUM_OPS, window="required", aggregate=True),
+        FieldSpec("bought_product", "has", HAS_OPS, window="optional", product=True, aggregate=True),
+        FieldSpec("complaint_count", "number", NUM_OPS, window="required", aggregate=True),
+        FieldSpec("inquiry_count", "number", NUM_OPS, window="required", aggregate=True),
+        FieldSpec("product_views", "number", NUM_OPS, window="optional", product=True, aggregate=True),
+    )
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +157,13 @@ class Condition:
     product_id: int | None = None
 
     def as_dict(self) -> dict:
-        return {"field": self.field, "op": self.op, "value": self.value, "days": self.days,
-                "product_id": self.product_id}
+        return {
+            "field": self.field,
+            "op": self.op,
+            "value": self.value,
+            "days": self.days,
+            "product_id": self.product_id,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,17 +180,23 @@ class RuleSpec:
 
 # --- validation ---------------------------------------------------------------------
 
+
 def _bad(index: int, key: str = "rule.bad_condition", **params) -> ValidationError:
-    return ValidationError({f"condition_{index}": (key, {"n": index + 1, **params})},
-                           message_key=key, n=index + 1, **params)
+    return ValidationError(
+        {f"condition_{index}": (key, {"n": index + 1, **params})}, message_key=key, n=index + 1, **params
+    )
 
 
 def product_choices(actor: Actor) -> list[tuple[int, str]]:
     """(id, name) of every product, for the "bought product X" conditions of the rule builder."""
     require(actor, "rule.manage", action="rule.products", target_type="product")
     with get_engine().connect() as conn:
-        return [(row.id, row.name) for row in conn.execute(
-            select(Product.__table__.c.id, Product.__table__.c.name).order_by(Product.__table__.c.id))]
+        return [
+            (row.id, row.name)
+            for row in conn.execute(
+                select(Product.__table__.c.id, Product.__table__.c.name).order_by(Product.__table__.c.id)
+            )
+        ]
 
 
 def _clean_condition(raw: object, index: int, known_products: set[int] | None) -> Condition:
@@ -242,8 +284,9 @@ def clean_conditions(raw: object, check_products: bool = True) -> tuple[Conditio
     if len(raw) > MAX_CONDITIONS:
         raise ValidationError.single("conditions", "rule.too_many", max=MAX_CONDITIONS)
     products = None
-    if check_products and any(isinstance(c, dict) and FIELDS.get(str(c.get("field"))) and
-                              FIELDS[str(c.get("field"))].product for c in raw):
+    if check_products and any(
+        isinstance(c, dict) and FIELDS.get(str(c.get("field"))) and FIELDS[str(c.get("field"))].product for c in raw
+    ):
         with get_engine().connect() as conn:
             products = set(conn.execute(select(Product.__table__.c.id)).scalars())
     return tuple(_clean_condition(item, index, products) for index, item in enumerate(raw))
@@ -278,11 +321,13 @@ def clean_rule(data: object) -> RuleSpec:
             if session.get(Tag, tag_id) is None:
                 raise ValidationError.single("tag_id", "error.not_found")
     conditions = clean_conditions(data.get("conditions"))
-    return RuleSpec(name=name, tag_id=tag_id, match=match, mode=mode, conditions=conditions,
-                    enabled=bool(data.get("enabled", True)))
+    return RuleSpec(
+        name=name, tag_id=tag_id, match=match, mode=mode, conditions=conditions, enabled=bool(data.get("enabled", True))
+    )
 
 
 # --- compiling ----------------------------------------------------------------------
+
 
 def _days_between(later, earlier):
     """Days from ``earlier`` to ``later`` (fractional). Dialect adapter: SQLite stores
@@ -311,23 +356,34 @@ def _aggregate_source(cond: Condition, now: dt.datetime):
 
     field = cond.field
     if field == "orders_paid_count":
-        return O.customer_id, func.count(), [O.status == "paid", *window(O.paid_at)], cond.value
+        return OC.customer_id, func.count(), [OC.status == "paid", *window(OC.paid_at)], cond.value
     if field == "orders_paid_amount":
-        return (O.customer_id, func.coalesce(func.sum(O.amount_cents), 0), [O.status == "paid", *window(O.paid_at)],
-                int(round(float(cond.value) * 100)))
+        return (
+            OC.customer_id,
+            func.coalesce(func.sum(OC.amount_cents), 0),
+            [OC.status == "paid", *window(OC.paid_at)],
+            int(round(float(cond.value) * 100)),
+        )
     if field == "orders_count":
-        return O.customer_id, func.count(), window(O.created_at), cond.value
+        return OC.customer_id, func.count(), window(OC.created_at), cond.value
     if field == "bought_product":
-        return (O.customer_id, func.count(), [O.status == "paid", O.product_id == cond.product_id, *window(O.paid_at)],
-                None)
+        return (
+            OC.customer_id,
+            func.count(),
+            [OC.status == "paid", OC.product_id == cond.product_id, *window(OC.paid_at)],
+            None,
+        )
     if field == "complaint_count":
         return CV.customer_id, func.count(), [CV.category == "complaint", *window(CV.started_at)], cond.value
     if field == "inquiry_count":
         return CV.customer_id, func.count(), [CV.category == "inquiry", *window(CV.started_at)], cond.value
     if field == "product_views":
-        return (EV.customer_id, func.count(), [EV.product_id == cond.product_id,
-                                               EV.kind.in_(("product_view", "page_view")), *window(EV.occurred_at)],
-                cond.value)
+        return (
+            EV.customer_id,
+            func.count(),
+            [EV.product_id == cond.product_id, EV.kind.in_(("product_view", "page_view")), *window(EV.occurred_at)],
+            cond.value,
+        )
     raise ValueError(field)
 
 
@@ -354,8 +410,12 @@ def compile_condition(cond: Condition, now: dt.datetime, correlated: bool = Fals
     field, op, value = cond.field, cond.op, cond.value
     if field in ("source", "lifecycle_stage", "membership_tier"):
         column = getattr(C, field)
-        return {"eq": lambda: column == value, "ne": lambda: column != value,
-                "in": lambda: column.in_(value), "not_in": lambda: column.notin_(value)}[op]()
+        return {
+            "eq": lambda: column == value,
+            "ne": lambda: column != value,
+            "in": lambda: column.in_(value),
+            "not_in": lambda: column.notin_(value),
+        }[op]()
     if field in ("province", "city"):
         column = getattr(C, field)
         return column == value if op == "eq" else or_(column.is_(None), column != value)
@@ -373,8 +433,9 @@ def compile_condition(cond: Condition, now: dt.datetime, correlated: bool = Fals
     if field in ("consent_marketing", "consent_analytics"):
         return getattr(C, field).is_(true() if value else false())
     if field == "first_purchase_days":
-        return and_(C.first_purchase_at.isnot(None),
-                    _compare(_days_between(C.first_purchase_at, C.registered_at), op, value))
+        return and_(
+            C.first_purchase_at.isnot(None), _compare(_days_between(C.first_purchase_at, C.registered_at), op, value)
+        )
     raise ValueError(field)
 
 
@@ -397,6 +458,7 @@ SCOPE = and_(func.coalesce(C.status, "") == "active", IN_WORKING_SET_INDEXES)
 
 
 # --- preview ------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Preview:
@@ -428,29 +490,52 @@ def preview_rule(actor: Actor, data: dict, rule_id: int | None = None, now: dt.d
         _MATCH.drop(conn, checkfirst=True)
         _MATCH.create(conn)
         try:
-            matching = conn.execute(insert(_MATCH).from_select(["customer_id"],
-                                                               select(C.id).where(SCOPE, condition))).rowcount
-            gain = conn.execute(select(func.count()).select_from(_MATCH).where(
-                ~exists().where(TA.customer_id == M.customer_id, TA.tag_id == spec.tag_id))).scalar_one()
+            matching = conn.execute(
+                insert(_MATCH).from_select(["customer_id"], select(C.id).where(SCOPE, condition))
+            ).rowcount
+            gain = conn.execute(
+                select(func.count())
+                .select_from(_MATCH)
+                .where(~exists().where(TA.customer_id == M.customer_id, TA.tag_id == spec.tag_id))
+            ).scalar_one()
             lose = 0
             if spec.mode == "sync":
-                lose = conn.execute(select(func.count()).select_from(TagAssignment.__table__).where(
-                    TA.tag_id == spec.tag_id, _owned(rule_id), TA.customer_id.notin_(select(M.customer_id)),
-                    exists().where(C.id == TA.customer_id, SCOPE),
-                )).scalar_one()
-            rows = conn.execute(select(C.id, C.name, C.city, C.source, C.order_count, C.total_spent_cents,
-                                       has_tag.label("has_tag"))
-                                .select_from(_MATCH.join(Customer.__table__, C.id == M.customer_id))
-                                .order_by(M.customer_id).limit(SAMPLE_SIZE)).all()
+                lose = conn.execute(
+                    select(func.count())
+                    .select_from(TagAssignment.__table__)
+                    .where(
+                        TA.tag_id == spec.tag_id,
+                        _owned(rule_id),
+                        TA.customer_id.notin_(select(M.customer_id)),
+                        exists().where(C.id == TA.customer_id, SCOPE),
+                    )
+                ).scalar_one()
+            rows = conn.execute(
+                select(C.id, C.name, C.city, C.source, C.order_count, C.total_spent_cents, has_tag.label("has_tag"))
+                .select_from(_MATCH.join(Customer.__table__, C.id == M.customer_id))
+                .order_by(M.customer_id)
+                .limit(SAMPLE_SIZE)
+            ).all()
         finally:
             _MATCH.drop(conn)
             conn.rollback()
-    sample = [{"id": r.id, "name": r.name, "city": r.city or "", "source": r.source, "orders": r.order_count,
-               "spent": f"{r.total_spent_cents / 100:.2f}", "gains": not r.has_tag} for r in rows]
+    sample = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "city": r.city or "",
+            "source": r.source,
+            "orders": r.order_count,
+            "spent": f"{r.total_spent_cents / 100:.2f}",
+            "gains": not r.has_tag,
+        }
+        for r in rows
+    ]
     return Preview(matching=matching, would_gain=gain, would_lose=lose, sample=sample)
 
 
 # --- CRUD ---------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class RuleView:
@@ -469,9 +554,16 @@ class RuleView:
 
 def _rule_view(rule: TagRule, tag: Tag | None) -> RuleView:
     return RuleView(
-        id=rule.id, name=rule.name, tag_id=rule.tag_id, tag_name=tag.name if tag else "",
-        tag_color=tag.color if tag else "gray", match=rule.match, mode=rule.mode, enabled=rule.enabled,
-        conditions=json.loads(rule.conditions or "[]"), last_run_at=format_local(rule.last_run_at),
+        id=rule.id,
+        name=rule.name,
+        tag_id=rule.tag_id,
+        tag_name=tag.name if tag else "",
+        tag_color=tag.color if tag else "gray",
+        match=rule.match,
+        mode=rule.mode,
+        enabled=rule.enabled,
+        conditions=json.loads(rule.conditions or "[]"),
+        last_run_at=format_local(rule.last_run_at),
         last_run=json.loads(rule.last_run_summary or "{}"),
     )
 
@@ -507,16 +599,34 @@ def save_rule(actor: Actor, data: dict, rule_id: int | None = None) -> int:
             rule = session.get(TagRule, parse_id(rule_id))
             if rule is None:
                 raise NotFound()
-            before = {"name": rule.name, "tag_id": rule.tag_id, "match": rule.match, "mode": rule.mode,
-                      "conditions": json.loads(rule.conditions), "enabled": rule.enabled}
+            before = {
+                "name": rule.name,
+                "tag_id": rule.tag_id,
+                "match": rule.match,
+                "mode": rule.mode,
+                "conditions": json.loads(rule.conditions),
+                "enabled": rule.enabled,
+            }
         rule.name, rule.tag_id, rule.match, rule.mode = spec.name, spec.tag_id, spec.match, spec.mode
         rule.conditions, rule.enabled, rule.updated_at = conditions, spec.enabled, now
         session.add(rule)
         session.flush()
-        after = {"name": rule.name, "tag_id": rule.tag_id, "match": rule.match, "mode": rule.mode,
-                 "conditions": json.loads(conditions), "enabled": rule.enabled}
-        audit.record(session, actor, "rule.create" if before is None else "rule.update", target_type="tag_rule",
-                     target_id=rule.id, details={"after": after, **({"before": before} if before else {})})
+        after = {
+            "name": rule.name,
+            "tag_id": rule.tag_id,
+            "match": rule.match,
+            "mode": rule.mode,
+            "conditions": json.loads(conditions),
+            "enabled": rule.enabled,
+        }
+        audit.record(
+            session,
+            actor,
+            "rule.create" if before is None else "rule.update",
+            target_type="tag_rule",
+            target_id=rule.id,
+            details={"after": after, **({"before": before} if before else {})},
+        )
         return rule.id
 
 
@@ -531,8 +641,14 @@ def set_rule_enabled(actor: Actor, rule_id: int, enabled: bool) -> None:
             return
         rule.enabled = bool(enabled)
         session.add(rule)
-        audit.record(session, actor, "rule.enable" if enabled else "rule.disable", target_type="tag_rule",
-                     target_id=rule_id, details={"name": rule.name})
+        audit.record(
+            session,
+            actor,
+            "rule.enable" if enabled else "rule.disable",
+            target_type="tag_rule",
+            target_id=rule_id,
+            details={"name": rule.name},
+        )
 
 
 def delete_rule(actor: Actor, rule_id: int) -> None:
@@ -550,16 +666,22 @@ def delete_rule(actor: Actor, rule_id: int) -> None:
 
 # --- running ------------------------------------------------------------------------
 
+
 def _spec_of(rule: TagRule) -> RuleSpec:
-    return RuleSpec(name=rule.name, tag_id=rule.tag_id, match=rule.match, mode=rule.mode,
-                    conditions=clean_conditions(rule.conditions, check_products=False), enabled=rule.enabled)
+    return RuleSpec(
+        name=rule.name,
+        tag_id=rule.tag_id,
+        match=rule.match,
+        mode=rule.mode,
+        conditions=clean_conditions(rule.conditions, check_products=False),
+        enabled=rule.enabled,
+    )
 
 
 # The matching customers of the rule being run, computed once per run: the
 # condition (often a scan) is evaluated once, and reading the customer table
 # is kept apart from writing assignments (interleaving them thrashes the cache).
-_MATCH = Table("rule_match", MetaData(), Column("customer_id", BigInteger, primary_key=True),
-               prefixes=["TEMPORARY"])
+_MATCH = Table("rule_match", MetaData(), Column("customer_id", BigInteger, primary_key=True), prefixes=["TEMPORARY"])
 M = _MATCH.c
 
 
@@ -574,23 +696,33 @@ def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> dict:
         conn = session.connection()
         _MATCH.drop(conn, checkfirst=True)
         _MATCH.create(conn)
-        matched = conn.execute(insert(_MATCH).from_select(["customer_id"],
-                                                          select(C.id).where(SCOPE, condition))).rowcount
-        added = conn.execute(insert(TagAssignment.__table__).from_select(
-            ["customer_id", "tag_id", "source", "rule_id", "assigned_at"],
-            select(M.customer_id, literal(spec.tag_id), literal(SOURCE_RULE), literal(rule_id),
-                   literal(now, TA.assigned_at.type))
-            .where(~exists().where(TA.customer_id == M.customer_id, TA.tag_id == spec.tag_id)),
-        )).rowcount
+        matched = conn.execute(
+            insert(_MATCH).from_select(["customer_id"], select(C.id).where(SCOPE, condition))
+        ).rowcount
+        added = conn.execute(
+            insert(TagAssignment.__table__).from_select(
+                ["customer_id", "tag_id", "source", "rule_id", "assigned_at"],
+                select(
+                    M.customer_id,
+                    literal(spec.tag_id),
+                    literal(SOURCE_RULE),
+                    literal(rule_id),
+                    literal(now, TA.assigned_at.type),
+                ).where(~exists().where(TA.customer_id == M.customer_id, TA.tag_id == spec.tag_id)),
+            )
+        ).rowcount
         removed = 0
         if spec.mode == "sync":
-            removed = conn.execute(delete(TagAssignment.__table__).where(
-                TA.tag_id == spec.tag_id, _owned(rule_id),
-                # NOT EXISTS, not NOT IN: PostgreSQL runs NOT IN (subquery) as a nested scan once the
-                # matches outgrow work_mem (a rule over 1M customers took more than 8 minutes).
-                ~exists().where(M.customer_id == TA.customer_id),
-                exists().where(C.id == TA.customer_id, SCOPE),
-            )).rowcount
+            removed = conn.execute(
+                delete(TagAssignment.__table__).where(
+                    TA.tag_id == spec.tag_id,
+                    _owned(rule_id),
+                    # NOT EXISTS, not NOT IN: PostgreSQL runs NOT IN (subquery) as a nested scan once the
+                    # matches outgrow work_mem (a rule over 1M customers took more than 8 minutes).
+                    ~exists().where(M.customer_id == TA.customer_id),
+                    exists().where(C.id == TA.customer_id, SCOPE),
+                )
+            ).rowcount
         _MATCH.drop(conn)
         summary = {"matched": matched, "added": added, "removed": removed, "at": now.isoformat()}
         rule.last_run_at = now
@@ -600,8 +732,14 @@ def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> dict:
             tag = session.get(Tag, spec.tag_id)
             tag.last_assigned_at = now
             session.add(tag)
-        audit.record(session, actor, "rule.run", target_type="tag_rule", target_id=rule_id,
-                     details={"name": rule.name, "tag_id": spec.tag_id, "mode": spec.mode, **summary})
+        audit.record(
+            session,
+            actor,
+            "rule.run",
+            target_type="tag_rule",
+            target_id=rule_id,
+            details={"name": rule.name, "tag_id": spec.tag_id, "mode": spec.mode, **summary},
+        )
     return summary
 
 
@@ -614,15 +752,17 @@ def run_rule(actor: Actor, rule_id: int, now: dt.datetime | None = None) -> dict
     return summary
 
 
-def run_all_rules(actor: Actor = SYSTEM_ACTOR, now: dt.datetime | None = None,
-                  progress: Callable[[str], None] | None = None) -> dict[int, dict]:
+def run_all_rules(
+    actor: Actor = SYSTEM_ACTOR, now: dt.datetime | None = None, progress: Callable[[str], None] | None = None
+) -> dict[int, dict]:
     """Run every enabled rule (nightly task, seed hook, CLI)."""
     require(actor, "rule.manage", action="rule.run_all")
     ensure_default_rules()
     now = now or utcnow()
     with read_session() as session:
-        rules = session.exec(sm_select(TagRule.id, TagRule.name).where(TagRule.enabled.is_(True))
-                             .order_by(TagRule.id)).all()
+        rules = session.exec(
+            sm_select(TagRule.id, TagRule.name).where(TagRule.enabled.is_(True)).order_by(TagRule.id)
+        ).all()
     results = {}
     for rule_id, name in rules:
         if progress:
@@ -672,6 +812,7 @@ def _run_worker(ctx: jobs.JobContext) -> dict:
 
 # --- one customer ---------------------------------------------------------------------
 
+
 def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) -> dict:
     """Bring one customer's lifecycle stage and rule tags up to date after their data changed.
 
@@ -691,22 +832,44 @@ def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) ->
         for rule in rules:
             spec = _spec_of(rule)
             condition = compile_rule(spec.match, spec.conditions, now, correlated=True)
-            matches = session.execute(select(func.count()).select_from(Customer.__table__)
-                                      .where(C.id == customer_id, SCOPE, condition)).scalar_one() > 0
+            matches = (
+                session.execute(
+                    select(func.count()).select_from(Customer.__table__).where(C.id == customer_id, SCOPE, condition)
+                ).scalar_one()
+                > 0
+            )
             assignment = session.get(TagAssignment, (customer_id, spec.tag_id))
             if matches and assignment is None:
-                session.add(TagAssignment(customer_id=customer_id, tag_id=spec.tag_id, source=SOURCE_RULE,
-                                          rule_id=rule.id, assigned_at=now))
+                session.add(
+                    TagAssignment(
+                        customer_id=customer_id,
+                        tag_id=spec.tag_id,
+                        source=SOURCE_RULE,
+                        rule_id=rule.id,
+                        assigned_at=now,
+                    )
+                )
                 session.flush()
                 added.append(spec.tag_id)
-            elif (not matches and spec.mode == "sync" and assignment is not None
-                  and assignment.source == SOURCE_RULE and assignment.rule_id in (rule.id, None)):
+            elif (
+                not matches
+                and spec.mode == "sync"
+                and assignment is not None
+                and assignment.source == SOURCE_RULE
+                and assignment.rule_id in (rule.id, None)
+            ):
                 session.delete(assignment)
                 session.flush()
                 removed.append(spec.tag_id)
         if added or removed:
-            audit.record(session, SYSTEM_ACTOR, "rule.apply_customer", target_type="customer",
-                         target_id=customer_id, details={"added": added, "removed": removed})
+            audit.record(
+                session,
+                SYSTEM_ACTOR,
+                "rule.apply_customer",
+                target_type="customer",
+                target_id=customer_id,
+                details={"added": added, "removed": removed},
+            )
     if added or removed:
         invalidate_counts()
     return {"added": added, "removed": removed}
@@ -729,12 +892,23 @@ DEFAULT_RULES: tuple[tuple[str, str, str, list[dict]], ...] = (
     ("新客户", "all", "sync", [{"field": "first_purchase_days", "op": "lte", "value": 30}]),
     ("高频客户", "all", "sync", [{"field": "orders_paid_count", "op": "gte", "value": 3, "days": 30}]),
     ("金卡会员", "all", "sync", [{"field": "total_spent", "op": "gte", "value": 10000}]),
-    ("银卡会员", "all", "sync", [{"field": "total_spent", "op": "gte", "value": 3000},
-                               {"field": "total_spent", "op": "lt", "value": 10000}]),
+    (
+        "银卡会员",
+        "all",
+        "sync",
+        [{"field": "total_spent", "op": "gte", "value": 3000}, {"field": "total_spent", "op": "lt", "value": 10000}],
+    ),
     ("普通会员", "all", "sync", [{"field": "total_spent", "op": "lt", "value": 3000}]),
     ("投诉客户", "all", "sync", [{"field": "complaint_count", "op": "gte", "value": 1, "days": 90}]),
-    ("待回访", "all", "sync", [{"field": "inquiry_count", "op": "gte", "value": 1, "days": 14},
-                             {"field": "orders_count", "op": "eq", "value": 0, "days": 14}]),
+    (
+        "待回访",
+        "all",
+        "sync",
+        [
+            {"field": "inquiry_count", "op": "gte", "value": 1, "days": 14},
+            {"field": "orders_count", "op": "eq", "value": 0, "days": 14},
+        ],
+    ),
 )
 
 
@@ -756,8 +930,17 @@ def ensure_default_rules() -> int:
             if tag is None:
                 continue
             conditions = [c.as_dict() for c in clean_conditions(raw, check_products=False)]
-            session.add(TagRule(name=tag_name, tag_id=tag.id, match=match, mode=mode,
-                                conditions=json.dumps(conditions, ensure_ascii=False), created_at=now, updated_at=now))
+            session.add(
+                TagRule(
+                    name=tag_name,
+                    tag_id=tag.id,
+                    match=match,
+                    mode=mode,
+                    conditions=json.dumps(conditions, ensure_ascii=False),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
             created += 1
         session.add(AppSetting(key=DEFAULTS_MARKER, value=json.dumps(now.isoformat()), updated_by_name="system"))
         audit.record(session, SYSTEM_ACTOR, "rule.defaults_installed", details={"rules": created})
@@ -791,8 +974,14 @@ def set_rule_schedule(actor: Actor, value: object) -> str:
         row.updated_at = utcnow()
         row.updated_by_name = actor.username
         session.add(row)
-        audit.record(session, actor, "setting.update", target_type="setting", target_id=key,
-                     details={"before": before, "after": value})
+        audit.record(
+            session,
+            actor,
+            "setting.update",
+            target_type="setting",
+            target_id=key,
+            details={"before": before, "after": value},
+        )
     return value
 
 

@@ -19,8 +19,22 @@ from meiqia_app.timeutil import utcnow
 MAX_VIEWS_PER_USER = 50
 
 # The list's columns (CUST-1 column chooser); a view remembers which are shown.
-LIST_COLUMNS = ("name", "phone", "email", "region", "source", "lifecycle", "tier", "tags",
-                "total_spent", "order_count", "registered", "last_purchase", "last_active", "status")
+LIST_COLUMNS = (
+    "name",
+    "phone",
+    "email",
+    "region",
+    "source",
+    "lifecycle",
+    "tier",
+    "tags",
+    "total_spent",
+    "order_count",
+    "registered",
+    "last_purchase",
+    "last_active",
+    "status",
+)
 DEFAULT_COLUMNS = ("name", "phone", "region", "source", "lifecycle", "tags", "last_active")
 
 
@@ -28,7 +42,7 @@ def clean_columns(columns) -> list[str]:
     """Known columns in catalogue order; the name is always shown (it opens the customer)."""
     if not isinstance(columns, (list, tuple)):
         return list(DEFAULT_COLUMNS)
-    chosen = {str(c) for c in columns[:len(LIST_COLUMNS)]} | {"name"}
+    chosen = {str(c) for c in columns[: len(LIST_COLUMNS)]} | {"name"}
     return [c for c in LIST_COLUMNS if c in chosen]
 
 
@@ -45,14 +59,14 @@ def list_views(actor: Actor) -> list[ViewOption]:
     require(actor, "customer.view", action="view.list")
     with read_session() as session:
         rows = session.exec(
-            select(SavedView).where(or_(SavedView.owner_id == actor.user_id, SavedView.shared.is_(True)))
+            select(SavedView)
+            .where(or_(SavedView.owner_id == actor.user_id, SavedView.shared.is_(True)))
             .order_by(SavedView.name)
         ).all()
         return [ViewOption(v.id, v.name, v.owner_name, v.shared, v.owner_id == actor.user_id) for v in rows]
 
 
-def save_view(actor: Actor, name: str, query: ListQuery, shared: bool = False,
-              columns=None) -> ViewOption:
+def save_view(actor: Actor, name: str, query: ListQuery, shared: bool = False, columns=None) -> ViewOption:
     """Create or overwrite (same name) one of the actor's own views."""
     require(actor, "customer.view", action="view.save")
     name = (name or "").strip()
@@ -60,10 +74,11 @@ def save_view(actor: Actor, name: str, query: ListQuery, shared: bool = False,
         raise ValidationError.single("name", "error.required")
     if len(name) > 64:
         raise ValidationError.single("name", "error.too_long", max=64)
-    payload = json.dumps({**query.to_dict(), "columns": clean_columns(columns)}, ensure_ascii=False,
-                         sort_keys=True)
+    payload = json.dumps({**query.to_dict(), "columns": clean_columns(columns)}, ensure_ascii=False, sort_keys=True)
     with write_session() as session:
-        view = session.exec(select(SavedView).where(SavedView.owner_id == actor.user_id, SavedView.name == name)).first()
+        view = session.exec(
+            select(SavedView).where(SavedView.owner_id == actor.user_id, SavedView.name == name)
+        ).first()
         if view is None:
             count = len(session.exec(select(SavedView.id).where(SavedView.owner_id == actor.user_id)).all())
             if count >= MAX_VIEWS_PER_USER:
@@ -74,8 +89,14 @@ def save_view(actor: Actor, name: str, query: ListQuery, shared: bool = False,
         view.updated_at = utcnow()
         session.add(view)
         session.flush()
-        audit.record(session, actor, "view.save", target_type="view", target_id=view.id,
-                     details={"name": name, "shared": view.shared})
+        audit.record(
+            session,
+            actor,
+            "view.save",
+            target_type="view",
+            target_id=view.id,
+            details={"name": name, "shared": view.shared},
+        )
         return ViewOption(view.id, view.name, view.owner_name, view.shared, True)
 
 

@@ -74,7 +74,7 @@ def due_at(now: dt.datetime, hhmm: str) -> dt.datetime:
     slot = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
     if slot > local_now:
         slot -= dt.timedelta(days=1)
-    return slot.astimezone(dt.timezone.utc)
+    return slot.astimezone(dt.UTC)
 
 
 def _claim(name: str, slot: dt.datetime) -> bool:
@@ -86,15 +86,19 @@ def _claim(name: str, slot: dt.datetime) -> bool:
         current = conn.execute(table.select().where(table.c.key == key)).first()
         if current is None:
             try:
-                conn.execute(insert(table).values(key=key, value=stamp, updated_at=utcnow(),
-                                                  updated_by_name="scheduler"))
+                conn.execute(
+                    insert(table).values(key=key, value=stamp, updated_at=utcnow(), updated_by_name="scheduler")
+                )
                 return True
             except IntegrityError:
                 return False
         if json.loads(current.value) >= slot.isoformat():
             return False
-        changed = conn.execute(update(table).where(table.c.key == key, table.c.value == current.value)
-                               .values(value=stamp, updated_at=utcnow()))
+        changed = conn.execute(
+            update(table)
+            .where(table.c.key == key, table.c.value == current.value)
+            .values(value=stamp, updated_at=utcnow())
+        )
         return changed.rowcount == 1
 
 

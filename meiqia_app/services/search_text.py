@@ -18,7 +18,7 @@ import functools
 import re
 import unicodedata
 
-from pypinyin import Style, lazy_pinyin
+from pypinyin import lazy_pinyin
 
 FIELD_SEP = "\x1f"
 PAD = "\x02"

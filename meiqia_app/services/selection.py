@@ -16,8 +16,8 @@ from meiqia_app.db import get_engine
 from meiqia_app.models import Customer
 from meiqia_app.services.customer_list import all_conditions, count_customers, matching_ids
 from meiqia_app.services.customer_query import ListQuery, status_condition
-from meiqia_app.services.masking import mask_search_term
 from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.masking import mask_search_term
 from meiqia_app.services.rbac import Actor, require
 
 C = Customer.__table__.c
@@ -36,16 +36,16 @@ class Selection:
     ids: tuple[int, ...] = ()
 
     @classmethod
-    def of_query(cls, query: ListQuery) -> "Selection":
+    def of_query(cls, query: ListQuery) -> Selection:
         return cls(kind=KIND_QUERY, query=query)
 
     @classmethod
-    def of_ids(cls, ids, status: str = "all") -> "Selection":
+    def of_ids(cls, ids, status: str = "all") -> Selection:
         """Ticked rows; ``status`` keeps e.g. archived rows out unless the list showed them."""
         return cls.from_dict({"kind": KIND_IDS, "ids": list(ids), "query": {"status": status}})
 
     @classmethod
-    def from_dict(cls, data) -> "Selection":
+    def from_dict(cls, data) -> Selection:
         if not isinstance(data, dict):
             raise ValidationError.single("selection", "error.bad_choice")
         kind = data.get("kind")
@@ -75,8 +75,12 @@ class Selection:
     def describe(self) -> dict:
         """For audit entries and job parameters: what was selected, not the rows."""
         if self.kind == KIND_IDS:
-            return {"kind": KIND_IDS, "count": len(self.ids), "status": self.query.status,
-                    "ids_sample": list(self.ids[:20])}
+            return {
+                "kind": KIND_IDS,
+                "count": len(self.ids),
+                "status": self.query.status,
+                "ids_sample": list(self.ids[:20]),
+            }
         return {"kind": KIND_QUERY, "query": described_query(self.query)}
 
 
@@ -101,16 +105,16 @@ def _existing_ids_batches(selection: Selection, after_id: int, batch: int) -> It
     pending = [i for i in selection.ids if i > after_id]
     with get_engine().connect() as conn:
         for start in range(0, len(pending), batch):
-            chunk = pending[start:start + batch]
-            statement = (select(C.id).where(and_(C.id.in_(chunk), status_condition(selection.query.status)))
-                         .order_by(C.id))
+            chunk = pending[start : start + batch]
+            statement = (
+                select(C.id).where(and_(C.id.in_(chunk), status_condition(selection.query.status))).order_by(C.id)
+            )
             found = list(conn.execute(statement).scalars())
             if found:
                 yield found
 
 
-def iter_selected_ids(actor: Actor, selection: Selection, after_id: int = 0,
-                      batch: int = 5000) -> Iterator[list[int]]:
+def iter_selected_ids(actor: Actor, selection: Selection, after_id: int = 0, batch: int = 5000) -> Iterator[list[int]]:
     """Batches of customer ids in ascending id order, starting after ``after_id``.
 
     A job records the last id of each finished batch as its checkpoint and

@@ -30,9 +30,34 @@ from meiqia_app.services.selection import Selection, iter_selected_ids, selectio
 from meiqia_app.services.tag_names import MAX_TAG_NAME, tag_key
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
-TAG_COLORS = ("gray", "gold", "bronze", "brown", "yellow", "amber", "orange", "tomato", "red", "ruby", "crimson",
-              "pink", "plum", "purple", "violet", "iris", "indigo", "blue", "cyan", "teal", "jade", "green",
-              "grass", "lime", "mint", "sky")
+TAG_COLORS = (
+    "gray",
+    "gold",
+    "bronze",
+    "brown",
+    "yellow",
+    "amber",
+    "orange",
+    "tomato",
+    "red",
+    "ruby",
+    "crimson",
+    "pink",
+    "plum",
+    "purple",
+    "violet",
+    "iris",
+    "indigo",
+    "blue",
+    "cyan",
+    "teal",
+    "jade",
+    "green",
+    "grass",
+    "lime",
+    "mint",
+    "sky",
+)
 MAX_DESCRIPTION = 255
 BULK_JOB_KIND = "tags.bulk"
 BULK_ACTIONS = ("add", "remove")
@@ -70,10 +95,13 @@ class TagView:
 def list_tag_options(actor: Actor) -> list[TagOption]:
     require(actor, "customer.view", action="tag.list")
     with read_session() as session:
-        return [TagOption(tag.id, tag.name, tag.color) for tag in session.exec(sm_select(Tag).order_by(Tag.group, Tag.name))]
+        return [
+            TagOption(tag.id, tag.name, tag.color) for tag in session.exec(sm_select(Tag).order_by(Tag.group, Tag.name))
+        ]
 
 
 # --- reading ------------------------------------------------------------------------
+
 
 def _usage_counts(conn) -> dict[int, tuple[int, int]]:
     """tag id -> (all assignments, manual ones); one pass over the (tag, customer) index."""
@@ -89,16 +117,29 @@ def list_tags(actor: Actor) -> list[TagView]:
     with read_connection() as conn:
         usage = _usage_counts(conn)
         rules = dict(conn.execute(select(rule.tag_id, func.count()).group_by(rule.tag_id)).all())
-        tags = conn.execute(select(T.id, T.name, T.group, T.color, T.description, T.last_assigned_at, T.created_at)
-                            .order_by(T.group, T.name_key)).all()
+        tags = conn.execute(
+            select(T.id, T.name, T.group, T.color, T.description, T.last_assigned_at, T.created_at).order_by(
+                T.group, T.name_key
+            )
+        ).all()
     views = []
     for tag in tags:
         total, manual = usage.get(tag.id, (0, 0))
-        views.append(TagView(
-            id=tag.id, name=tag.name, group=tag.group, color=tag.color, description=tag.description or "",
-            usage=total, manual=manual, by_rule=total - manual, rules=int(rules.get(tag.id, 0)),
-            last_assigned_at=format_local(tag.last_assigned_at), created_at=format_local(tag.created_at),
-        ))
+        views.append(
+            TagView(
+                id=tag.id,
+                name=tag.name,
+                group=tag.group,
+                color=tag.color,
+                description=tag.description or "",
+                usage=total,
+                manual=manual,
+                by_rule=total - manual,
+                rules=int(rules.get(tag.id, 0)),
+                last_assigned_at=format_local(tag.last_assigned_at),
+                created_at=format_local(tag.created_at),
+            )
+        )
     return views
 
 
@@ -107,11 +148,13 @@ def tag_usage(actor: Actor, tag_id: int) -> int:
     require(actor, "customer.view", action="tag.list")
     tag_id = parse_id(tag_id)
     with read_connection() as conn:
-        return conn.execute(select(func.count()).select_from(TagAssignment.__table__)
-                            .where(TA.tag_id == tag_id)).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(TagAssignment.__table__).where(TA.tag_id == tag_id)
+        ).scalar_one()
 
 
 # --- create / edit ------------------------------------------------------------------
+
 
 def _clean(name: object, group: object, color: object, description: object) -> dict:
     errors: dict[str, tuple[str, dict]] = {}
@@ -131,8 +174,13 @@ def _clean(name: object, group: object, color: object, description: object) -> d
         errors["description"] = ("error.too_long", {"max": MAX_DESCRIPTION})
     if errors:
         raise ValidationError(errors)
-    return {"name": clean_name, "name_key": tag_key(clean_name), "group": group, "color": color,
-            "description": description}
+    return {
+        "name": clean_name,
+        "name_key": tag_key(clean_name),
+        "group": group,
+        "color": color,
+        "description": description,
+    }
 
 
 def _name_taken(session, key: str, except_id: int | None = None) -> Tag | None:
@@ -152,8 +200,14 @@ def create_tag(actor: Actor, name: str, group: str = "custom", color: str = "gra
         tag = Tag(**values, created_by_id=actor.user_id)
         session.add(tag)
         session.flush()
-        audit.record(session, actor, "tag.create", target_type="tag", target_id=tag.id,
-                     details={k: values[k] for k in ("name", "group", "color", "description")})
+        audit.record(
+            session,
+            actor,
+            "tag.create",
+            target_type="tag",
+            target_id=tag.id,
+            details={k: values[k] for k in ("name", "group", "color", "description")},
+        )
         return tag.id
 
 
@@ -179,6 +233,7 @@ def update_tag(actor: Actor, tag_id: int, name: str, group: str, color: str, des
 
 # --- merge / delete -----------------------------------------------------------------
 
+
 def merge_tags(actor: Actor, source_id: int, target_id: int) -> int:
     """Merge tag ``source`` into ``target``: assignments move (no duplicates; a
     manual assignment wins over a rule one), rules of the source now assign the
@@ -196,36 +251,62 @@ def merge_tags(actor: Actor, source_id: int, target_id: int) -> int:
         # Customers with both: a manual source assignment makes the target manual.
         both_manual = session.execute(
             update(TagAssignment.__table__)
-            .where(TA.tag_id == target_id, TA.source != SOURCE_MANUAL,
-                   exists().where(src.c.customer_id == TA.customer_id, src.c.tag_id == source_id,
-                                  src.c.source == SOURCE_MANUAL))
+            .where(
+                TA.tag_id == target_id,
+                TA.source != SOURCE_MANUAL,
+                exists().where(
+                    src.c.customer_id == TA.customer_id, src.c.tag_id == source_id, src.c.source == SOURCE_MANUAL
+                ),
+            )
             .values(source=SOURCE_MANUAL, rule_id=None)
         ).rowcount
         moved = session.execute(
             insert(TagAssignment.__table__).from_select(
                 ["customer_id", "tag_id", "source", "rule_id", "assigned_at", "assigned_by_id"],
-                select(src.c.customer_id, literal(target_id), src.c.source, src.c.rule_id, src.c.assigned_at,
-                       src.c.assigned_by_id)
-                .where(src.c.tag_id == source_id,
-                       ~exists().where(dst.c.customer_id == src.c.customer_id, dst.c.tag_id == target_id)),
+                select(
+                    src.c.customer_id,
+                    literal(target_id),
+                    src.c.source,
+                    src.c.rule_id,
+                    src.c.assigned_at,
+                    src.c.assigned_by_id,
+                ).where(
+                    src.c.tag_id == source_id,
+                    ~exists().where(dst.c.customer_id == src.c.customer_id, dst.c.tag_id == target_id),
+                ),
             )
         ).rowcount
-        source_total = session.execute(select(func.count()).select_from(TagAssignment.__table__)
-                                       .where(TA.tag_id == source_id)).scalar_one()
+        source_total = session.execute(
+            select(func.count()).select_from(TagAssignment.__table__).where(TA.tag_id == source_id)
+        ).scalar_one()
         session.execute(delete(TagAssignment.__table__).where(TA.tag_id == source_id))
-        rules_moved = session.execute(update(TagRule.__table__).where(TagRule.__table__.c.tag_id == source_id)
-                                      .values(tag_id=target_id)).rowcount
-        if source.last_assigned_at and (target.last_assigned_at is None
-                                        or as_utc(source.last_assigned_at) > as_utc(target.last_assigned_at)):
+        rules_moved = session.execute(
+            update(TagRule.__table__).where(TagRule.__table__.c.tag_id == source_id).values(tag_id=target_id)
+        ).rowcount
+        if source.last_assigned_at and (
+            target.last_assigned_at is None or as_utc(source.last_assigned_at) > as_utc(target.last_assigned_at)
+        ):
             target.last_assigned_at = source.last_assigned_at
             session.add(target)
         source_name = source.name
         session.delete(source)
-        audit.record(session, actor, "tag.merge", target_type="tag", target_id=target_id,
-                     details={"from_id": source_id, "from": source_name, "into": target.name,
-                              "source_assignments": source_total, "moved": moved,
-                              "already_had": source_total - moved, "made_manual": both_manual,
-                              "rules_moved": rules_moved})
+        audit.record(
+            session,
+            actor,
+            "tag.merge",
+            target_type="tag",
+            target_id=target_id,
+            details={
+                "from_id": source_id,
+                "from": source_name,
+                "into": target.name,
+                "source_assignments": source_total,
+                "moved": moved,
+                "already_had": source_total - moved,
+                "made_manual": both_manual,
+                "rules_moved": rules_moved,
+            },
+        )
     invalidate_counts()
     return moved
 
@@ -242,13 +323,20 @@ def delete_tag(actor: Actor, tag_id: int) -> int:
         rules = session.execute(delete(TagRule.__table__).where(TagRule.__table__.c.tag_id == tag_id)).rowcount
         name = tag.name
         session.delete(tag)
-        audit.record(session, actor, "tag.delete", target_type="tag", target_id=tag_id,
-                     details={"name": name, "customers": affected, "rules_deleted": rules})
+        audit.record(
+            session,
+            actor,
+            "tag.delete",
+            target_type="tag",
+            target_id=tag_id,
+            details={"name": name, "customers": affected, "rules_deleted": rules},
+        )
     invalidate_counts()
     return affected
 
 
 # --- hygiene ------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class NearDuplicate:
@@ -296,7 +384,7 @@ def near_duplicates(names: list[tuple[int, str]]) -> list[NearDuplicate]:
     keyed = [(tag_id, name, tag_key(name), pinyin_of(name)[0]) for tag_id, name in names]
     pairs = []
     for i, (a_id, a_name, a_key, a_pinyin) in enumerate(keyed):
-        for b_id, b_name, b_key, b_pinyin in keyed[i + 1:]:
+        for b_id, b_name, b_key, b_pinyin in keyed[i + 1 :]:
             if a_pinyin and a_pinyin == b_pinyin:
                 pairs.append(NearDuplicate(a_id, a_name, b_id, b_name, "pinyin"))
             elif _close(a_key, b_key):
@@ -318,11 +406,16 @@ def tag_hygiene(actor: Actor, idle_days: int = 90, now: dt.datetime | None = Non
         last = {row.id: row.last_assigned_at for row in conn.execute(select(T.id, T.last_assigned_at))}
     unused = [v for v in views if v.usage == 0]
     stale = [v for v in views if v.usage > 0 and (last.get(v.id) is None or as_utc(last[v.id]) < cutoff)]
-    return Hygiene(unused=unused, stale=stale, near_duplicates=near_duplicates([(v.id, v.name) for v in views]),
-                   idle_days=idle_days)
+    return Hygiene(
+        unused=unused,
+        stale=stale,
+        near_duplicates=near_duplicates([(v.id, v.name) for v in views]),
+        idle_days=idle_days,
+    )
 
 
 # --- bulk assignment over a selection -------------------------------------------------
+
 
 def start_bulk_tag_job(actor: Actor, selection: Selection, tag_id: int, action: str) -> int:
     """Add (``action="add"``) or remove (``"remove"``) one tag on every customer of
@@ -332,8 +425,13 @@ def start_bulk_tag_job(actor: Actor, selection: Selection, tag_id: int, action: 
     never tagged. One audit entry with the count is written when the job ends.
     """
     tag_id = parse_id(tag_id)
-    require(actor, "tag.assign", action=f"tag.bulk_{action if action in BULK_ACTIONS else 'invalid'}",
-            target_type="tag", target_id=tag_id)
+    require(
+        actor,
+        "tag.assign",
+        action=f"tag.bulk_{action if action in BULK_ACTIONS else 'invalid'}",
+        target_type="tag",
+        target_id=tag_id,
+    )
     if action not in BULK_ACTIONS:
         raise ValidationError.single("action", "error.bad_choice")
     if not isinstance(selection, Selection):
@@ -344,10 +442,18 @@ def start_bulk_tag_job(actor: Actor, selection: Selection, tag_id: int, action: 
             raise NotFound()
         tag_name = tag.name
     total = selection_count(actor, selection, exact=True)
-    job_id = jobs.create_job(actor, BULK_JOB_KIND, {
-        "tag_id": tag_id, "tag": tag_name, "action": action, "selection": selection.to_dict(),
-        "described": selection.describe(),
-    }, total=total)
+    job_id = jobs.create_job(
+        actor,
+        BULK_JOB_KIND,
+        {
+            "tag_id": tag_id,
+            "tag": tag_name,
+            "action": action,
+            "selection": selection.to_dict(),
+            "described": selection.describe(),
+        },
+        total=total,
+    )
     jobs.start_in_background(job_id)
     return job_id
 
@@ -358,9 +464,17 @@ def bulk_tag(actor: Actor, selection: Selection, tag_id: int, action: str) -> di
     require(actor, "tag.assign", action=f"tag.bulk_{action}", target_type="tag", target_id=tag_id)
     if action not in BULK_ACTIONS:
         raise ValidationError.single("action", "error.bad_choice")
-    job_id = jobs.create_job(actor, BULK_JOB_KIND, {
-        "tag_id": tag_id, "action": action, "selection": selection.to_dict(), "described": selection.describe(),
-    }, total=selection_count(actor, selection, exact=True))
+    job_id = jobs.create_job(
+        actor,
+        BULK_JOB_KIND,
+        {
+            "tag_id": tag_id,
+            "action": action,
+            "selection": selection.to_dict(),
+            "described": selection.describe(),
+        },
+        total=selection_count(actor, selection, exact=True),
+    )
     view = jobs.run_job(job_id)
     return {"job_id": job_id, "status": view.status, **view.result}
 
@@ -369,14 +483,17 @@ def _apply_batch(conn, ids: list[int], tag_id: int, action: str, actor: Actor, n
     if action == "add":
         statement = insert(TagAssignment.__table__).from_select(
             ["customer_id", "tag_id", "source", "rule_id", "assigned_at", "assigned_by_id"],
-            select(C.id, literal(tag_id), literal(SOURCE_MANUAL), literal(None), literal(now, TA.assigned_at.type),
-                   literal(actor.user_id, TA.assigned_by_id.type))
-            .where(C.id.in_(ids), C.status != "trashed",
-                   ~exists().where(TA.customer_id == C.id, TA.tag_id == tag_id)),
+            select(
+                C.id,
+                literal(tag_id),
+                literal(SOURCE_MANUAL),
+                literal(None),
+                literal(now, TA.assigned_at.type),
+                literal(actor.user_id, TA.assigned_by_id.type),
+            ).where(C.id.in_(ids), C.status != "trashed", ~exists().where(TA.customer_id == C.id, TA.tag_id == tag_id)),
         )
         return conn.execute(statement).rowcount
-    return conn.execute(delete(TagAssignment.__table__)
-                        .where(TA.tag_id == tag_id, TA.customer_id.in_(ids))).rowcount
+    return conn.execute(delete(TagAssignment.__table__).where(TA.tag_id == tag_id, TA.customer_id.in_(ids))).rowcount
 
 
 def _bulk_worker(ctx: jobs.JobContext) -> dict:
@@ -404,9 +521,20 @@ def _bulk_worker(ctx: jobs.JobContext) -> dict:
         if tag is not None and action == "add" and changed:
             tag.last_assigned_at = now
             session.add(tag)
-        audit.record(session, actor, f"tag.bulk_{action}", target_type="tag", target_id=tag_id,
-                     details={"tag": tag.name if tag else params.get("tag"), "count": changed,
-                              "selected": processed, "selection": params.get("described"), "job_id": ctx.job_id})
+        audit.record(
+            session,
+            actor,
+            f"tag.bulk_{action}",
+            target_type="tag",
+            target_id=tag_id,
+            details={
+                "tag": tag.name if tag else params.get("tag"),
+                "count": changed,
+                "selected": processed,
+                "selection": params.get("described"),
+                "job_id": ctx.job_id,
+            },
+        )
     invalidate_counts()
     return {"changed": changed, "selected": processed}
 

@@ -85,6 +85,7 @@ class MessageItem:
 
 # --- cursor ---------------------------------------------------------------------------
 
+
 def encode_cursor(at: dt.datetime, kind: str, row_id: int) -> str:
     raw = json.dumps([as_utc(at).isoformat(), kind, int(row_id)], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -124,6 +125,7 @@ def _below(time_column, id_column, kind: str, cursor: tuple[dt.datetime, str, in
 
 # --- helpers --------------------------------------------------------------------------
 
+
 def _clean_kinds(kinds: Iterable[str] | None) -> tuple[str, ...]:
     """None or empty: every kind."""
     if not kinds:
@@ -152,10 +154,21 @@ def may_change_note(actor: Actor, author_id: int | None) -> bool:
 
 # --- per-kind reads: (sort time, kind, id, item) -------------------------------------
 
+
 def _orders(conn, actor, customer_id, cursor, n, lang):
     statement = (
-        select(_O.id, _O.created_at, _O.order_no, _O.product_name, _O.quantity, _O.amount_cents, _O.status,
-               _O.recipient_name, _O.recipient_phone, _O.shipping_address)
+        select(
+            _O.id,
+            _O.created_at,
+            _O.order_no,
+            _O.product_name,
+            _O.quantity,
+            _O.amount_cents,
+            _O.status,
+            _O.recipient_name,
+            _O.recipient_phone,
+            _O.shipping_address,
+        )
         .where(_O.customer_id == customer_id)
         .order_by(_O.created_at.desc(), _O.id.desc())
         .limit(n)
@@ -170,17 +183,36 @@ def _orders(conn, actor, customer_id, cursor, n, lang):
         if sensitive:
             recipient = [r.recipient_name, r.recipient_phone, r.shipping_address]
         else:
-            recipient = [mask_value("recipient_name", r.recipient_name), mask_value("recipient_phone", r.recipient_phone),
-                         mask_value("shipping_address", r.shipping_address)]
+            recipient = [
+                mask_value("recipient_name", r.recipient_name),
+                mask_value("recipient_phone", r.recipient_phone),
+                mask_value("shipping_address", r.shipping_address),
+            ]
         name, phone, address = (str(v or "") for v in recipient)
         detail = tr(lang, "timeline.order_shipping", name=name, phone=phone, address=address) if any(recipient) else ""
-        result.append((r.created_at, KIND_ORDER, r.id, TimelineItem(
-            kind=KIND_ORDER, id=r.id, key=f"{KIND_ORDER}:{r.id}", at=format_local(r.created_at),
-            title=tr(lang, "timeline.order_title", order_no=r.order_no),
-            summary=tr(lang, "timeline.order_summary", product=r.product_name, quantity=r.quantity, amount=amount,
-                       status=label(lang, "order_status", r.status)),
-            detail=detail,
-        )))
+        result.append(
+            (
+                r.created_at,
+                KIND_ORDER,
+                r.id,
+                TimelineItem(
+                    kind=KIND_ORDER,
+                    id=r.id,
+                    key=f"{KIND_ORDER}:{r.id}",
+                    at=format_local(r.created_at),
+                    title=tr(lang, "timeline.order_title", order_no=r.order_no),
+                    summary=tr(
+                        lang,
+                        "timeline.order_summary",
+                        product=r.product_name,
+                        quantity=r.quantity,
+                        amount=amount,
+                        status=label(lang, "order_status", r.status),
+                    ),
+                    detail=detail,
+                ),
+            )
+        )
     return result
 
 
@@ -197,26 +229,45 @@ def _conversations(conn, actor, customer_id, cursor, n, lang):
     rows = conn.execute(statement).all()
     counts = {}
     if rows:
-        counts = dict(conn.execute(
-            select(_M.conversation_id, func.count()).where(_M.conversation_id.in_([r.id for r in rows]))
-            .group_by(_M.conversation_id)
-        ).all())
+        counts = dict(
+            conn.execute(
+                select(_M.conversation_id, func.count())
+                .where(_M.conversation_id.in_([r.id for r in rows]))
+                .group_by(_M.conversation_id)
+            ).all()
+        )
     result = []
     for r in rows:
-        rating = (tr(lang, "timeline.rating", rating=r.rating) if r.rating is not None
-                  else tr(lang, "timeline.not_rated"))
+        rating = (
+            tr(lang, "timeline.rating", rating=r.rating) if r.rating is not None else tr(lang, "timeline.not_rated")
+        )
         count = counts.get(r.id, 0)
         parts = [r.summary or ""]
         if r.agent_name:
             parts.append(tr(lang, "timeline.agent", agent=r.agent_name))
-        result.append((r.started_at, KIND_CONVERSATION, r.id, TimelineItem(
-            kind=KIND_CONVERSATION, id=r.id, key=f"{KIND_CONVERSATION}:{r.id}", at=format_local(r.started_at),
-            title=tr(lang, "timeline.conversation_title", category=label(lang, "category", r.category)),
-            summary=tr(lang, "timeline.conversation_summary", channel=label(lang, "channel", r.channel),
-                       rating=rating, count=count),
-            detail=" · ".join(p for p in parts if p),
-            expandable=count > 0,
-        )))
+        result.append(
+            (
+                r.started_at,
+                KIND_CONVERSATION,
+                r.id,
+                TimelineItem(
+                    kind=KIND_CONVERSATION,
+                    id=r.id,
+                    key=f"{KIND_CONVERSATION}:{r.id}",
+                    at=format_local(r.started_at),
+                    title=tr(lang, "timeline.conversation_title", category=label(lang, "category", r.category)),
+                    summary=tr(
+                        lang,
+                        "timeline.conversation_summary",
+                        channel=label(lang, "channel", r.channel),
+                        rating=rating,
+                        count=count,
+                    ),
+                    detail=" · ".join(p for p in parts if p),
+                    expandable=count > 0,
+                ),
+            )
+        )
     return result
 
 
@@ -239,10 +290,21 @@ def _events(conn, actor, customer_id, cursor, n, lang):
             summary = tr(lang, "timeline.event_page", url=r.url)
         else:
             summary = ""
-        result.append((r.occurred_at, KIND_EVENT, r.id, TimelineItem(
-            kind=KIND_EVENT, id=r.id, key=f"{KIND_EVENT}:{r.id}", at=format_local(r.occurred_at),
-            title=label(lang, "event", r.kind), summary=summary,
-        )))
+        result.append(
+            (
+                r.occurred_at,
+                KIND_EVENT,
+                r.id,
+                TimelineItem(
+                    kind=KIND_EVENT,
+                    id=r.id,
+                    key=f"{KIND_EVENT}:{r.id}",
+                    at=format_local(r.occurred_at),
+                    title=label(lang, "event", r.kind),
+                    summary=summary,
+                ),
+            )
+        )
     return result
 
 
@@ -262,11 +324,25 @@ def _notes(conn, actor, customer_id, cursor, n, lang):
         author = r.author_name or tr(lang, "note.author_unknown")
         edited = r.updated_at is not None and r.updated_at > r.created_at
         detail = tr(lang, "timeline.note_edited", at=format_local(r.updated_at)) if edited else ""
-        result.append((r.created_at, KIND_NOTE, r.id, TimelineItem(
-            kind=KIND_NOTE, id=r.id, key=f"{KIND_NOTE}:{r.id}", at=format_local(r.created_at),
-            title=tr(lang, "timeline.note_title", author=author), summary=r.body, detail=detail,
-            can_edit=allowed, can_delete=allowed, body=r.body,
-        )))
+        result.append(
+            (
+                r.created_at,
+                KIND_NOTE,
+                r.id,
+                TimelineItem(
+                    kind=KIND_NOTE,
+                    id=r.id,
+                    key=f"{KIND_NOTE}:{r.id}",
+                    at=format_local(r.created_at),
+                    title=tr(lang, "timeline.note_title", author=author),
+                    summary=r.body,
+                    detail=detail,
+                    can_edit=allowed,
+                    can_delete=allowed,
+                    body=r.body,
+                ),
+            )
+        )
     return result
 
 
@@ -279,6 +355,7 @@ _READERS = {
 
 
 # --- public -------------------------------------------------------------------------
+
 
 def customer_timeline(
     actor: Actor,
@@ -331,7 +408,12 @@ def conversation_messages(actor: Actor, conversation_id: int, limit: int = 200, 
             .limit(limit)
         ).all()
     return [
-        MessageItem(id=r.id, sender=label(lang, "timeline.sender", r.sender), sender_code=r.sender, text=r.body,
-                    at=format_local(r.sent_at, with_seconds=True))
+        MessageItem(
+            id=r.id,
+            sender=label(lang, "timeline.sender", r.sender),
+            sender_code=r.sender,
+            text=r.body,
+            at=format_local(r.sent_at, with_seconds=True),
+        )
         for r in rows
     ]

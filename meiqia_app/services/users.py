@@ -33,7 +33,9 @@ ADMIN_ESSENTIAL = frozenset({"user.manage", "role.manage"})
 
 
 def _default_policy(role_name: str) -> ExportPolicy:
-    policy = DEFAULT_EXPORT_POLICIES.get(role_name, ExportPolicy(max_rows=1000, bulk_allowed=False, approval_required=True))
+    policy = DEFAULT_EXPORT_POLICIES.get(
+        role_name, ExportPolicy(max_rows=1000, bulk_allowed=False, approval_required=True)
+    )
     if role_name == "data_analyst":
         from meiqia_app.services.exports.fields import EXPORT_FIELDS
 
@@ -65,6 +67,7 @@ def ensure_builtin_roles(session: Session) -> dict[str, Role]:
 
 # --- DTOs -----------------------------------------------------------------------
 
+
 def role_dto(role: Role, user_count: int = 0) -> dict:
     return {
         "id": role.id,
@@ -95,6 +98,7 @@ def user_dto(user: User, role: Role, active_sessions: int = 0, locked: bool = Fa
 
 
 # --- users ------------------------------------------------------------------------
+
 
 def _role_by_name(session: Session, name: str) -> Role:
     role = session.exec(select(Role).where(Role.name == name)).first()
@@ -151,14 +155,16 @@ def create_user_record(
 def list_users(actor: Actor) -> list[dict]:
     require(actor, "user.manage", action="user.list")
     with read_session() as session:
-        counts = dict(session.exec(
-            select(UserSession.user_id, func.count())
-            .where(UserSession.revoked_at.is_(None), UserSession.expires_at > utcnow())
-            .group_by(UserSession.user_id)
-        ).all())
-        locked = set(session.exec(
-            select(LoginThrottle.username_key).where(LoginThrottle.locked_until > utcnow())
-        ).all())
+        counts = dict(
+            session.exec(
+                select(UserSession.user_id, func.count())
+                .where(UserSession.revoked_at.is_(None), UserSession.expires_at > utcnow())
+                .group_by(UserSession.user_id)
+            ).all()
+        )
+        locked = set(
+            session.exec(select(LoginThrottle.username_key).where(LoginThrottle.locked_until > utcnow())).all()
+        )
         rows = session.exec(select(User, Role).join(Role, Role.id == User.role_id).order_by(User.id)).all()
         return [
             user_dto(user, role, counts.get(user.id, 0), auth.throttle_key(user.username) in locked)
@@ -171,13 +177,25 @@ def create_user(actor: Actor, username: str, password: str, role_name: str, disp
     with write_session() as session:
         user = create_user_record(session, username, password, role_name, display_name)
         role = session.get(Role, user.role_id)
-        audit.record(session, actor, "user.create", target_type="user", target_id=user.id,
-                     details={"username": user.username, "role": role.name})
+        audit.record(
+            session,
+            actor,
+            "user.create",
+            target_type="user",
+            target_id=user.id,
+            details={"username": user.username, "role": role.name},
+        )
         return user_dto(user, role)
 
 
-def update_user(actor: Actor, user_id: int, *, display_name: str | None = None, role_name: str | None = None,
-                is_active: bool | None = None) -> dict:
+def update_user(
+    actor: Actor,
+    user_id: int,
+    *,
+    display_name: str | None = None,
+    role_name: str | None = None,
+    is_active: bool | None = None,
+) -> dict:
     require(actor, "user.manage", action="user.update", target_type="user", target_id=user_id)
     with write_session() as session:
         user = session.get(User, int(user_id))
@@ -189,8 +207,15 @@ def update_user(actor: Actor, user_id: int, *, display_name: str | None = None, 
             (role_name is not None and role_name != ADMIN_ROLE) or is_active is False
         )
         if removing_admin and user.is_active and _active_admin_count(session, excluding_user_id=user.id) == 0:
-            audit.record(session, actor, "user.update", result="refused", target_type="user", target_id=user.id,
-                         details={"reason": "last_admin"})
+            audit.record(
+                session,
+                actor,
+                "user.update",
+                result="refused",
+                target_type="user",
+                target_id=user.id,
+                details={"reason": "last_admin"},
+            )
             session.commit()
             raise ValidationError.single("role", "error.last_admin")
         if display_name is not None and display_name.strip() != user.display_name:
@@ -209,7 +234,9 @@ def update_user(actor: Actor, user_id: int, *, display_name: str | None = None, 
         user.updated_at = utcnow()
         session.add(user)
         if changes:
-            audit.record(session, actor, "user.update", target_type="user", target_id=user.id, details={"changes": changes})
+            audit.record(
+                session, actor, "user.update", target_type="user", target_id=user.id, details={"changes": changes}
+            )
         return user_dto(user, role)
 
 
@@ -224,8 +251,14 @@ def reset_password(actor: Actor, user_id: int, new_password: str) -> None:
         user.password_changed_at = utcnow()
         revoked = auth.revoke_sessions(session, user.id, "password_reset")
         auth.unlock(session, user.username)
-        audit.record(session, actor, "user.reset_password", target_type="user", target_id=user.id,
-                     details={"sessions_revoked": revoked})
+        audit.record(
+            session,
+            actor,
+            "user.reset_password",
+            target_type="user",
+            target_id=user.id,
+            details={"sessions_revoked": revoked},
+        )
 
 
 def reset_totp(actor: Actor, user_id: int) -> None:
@@ -240,16 +273,23 @@ def reset_totp(actor: Actor, user_id: int) -> None:
         user.totp_last_step = 0
         auth._store_recovery_codes(session, user.id, [])
         revoked = auth.revoke_sessions(session, user.id, "totp_reset")
-        audit.record(session, actor, "user.reset_totp", target_type="user", target_id=user.id,
-                     details={"sessions_revoked": revoked})
+        audit.record(
+            session,
+            actor,
+            "user.reset_totp",
+            target_type="user",
+            target_id=user.id,
+            details={"sessions_revoked": revoked},
+        )
 
 
 def revoke_user_sessions(actor: Actor, user_id: int) -> int:
     require(actor, "user.manage", action="user.revoke_sessions", target_type="user", target_id=user_id)
     with write_session() as session:
         count = auth.revoke_sessions(session, int(user_id), "admin_revoked")
-        audit.record(session, actor, "user.revoke_sessions", target_type="user", target_id=user_id,
-                     details={"sessions": count})
+        audit.record(
+            session, actor, "user.revoke_sessions", target_type="user", target_id=user_id, details={"sessions": count}
+        )
     return count
 
 
@@ -264,6 +304,7 @@ def unlock_user(actor: Actor, user_id: int) -> None:
 
 
 # --- roles ------------------------------------------------------------------------
+
 
 def list_roles(actor: Actor) -> list[dict]:
     require(actor, "role.manage", action="role.list")
@@ -294,8 +335,14 @@ def create_role(actor: Actor, name: str, label_zh: str, label_en: str, permissio
         )
         session.add(role)
         session.flush()
-        audit.record(session, actor, "role.create", target_type="role", target_id=role.id,
-                     details={"name": name, "permissions": permissions})
+        audit.record(
+            session,
+            actor,
+            "role.create",
+            target_type="role",
+            target_id=role.id,
+            details={"name": name, "permissions": permissions},
+        )
         return role_dto(role)
 
 
@@ -307,18 +354,32 @@ def set_role_permissions(actor: Actor, role_id: int, permissions: list[str]) -> 
         if role is None:
             raise NotFound()
         if role.name == ADMIN_ROLE and not ADMIN_ESSENTIAL.issubset(permissions):
-            audit.record(session, actor, "role.update", result="refused", target_type="role", target_id=role.id,
-                         details={"reason": "admin_essential"})
+            audit.record(
+                session,
+                actor,
+                "role.update",
+                result="refused",
+                target_type="role",
+                target_id=role.id,
+                details={"reason": "admin_essential"},
+            )
             session.commit()
             raise ValidationError.single("permissions", "error.admin_role_essential")
         before = set(json.loads(role.permissions))
         role.permissions = json.dumps(permissions)
         role.updated_at = utcnow()
         session.add(role)
-        audit.record(session, actor, "role.update", target_type="role", target_id=role.id, details={
-            "granted": sorted(set(permissions) - before),
-            "revoked": sorted(before - set(permissions)),
-        })
+        audit.record(
+            session,
+            actor,
+            "role.update",
+            target_type="role",
+            target_id=role.id,
+            details={
+                "granted": sorted(set(permissions) - before),
+                "revoked": sorted(before - set(permissions)),
+            },
+        )
         return role_dto(role)
 
 
@@ -343,8 +404,14 @@ def set_export_policy(actor: Actor, role_id: int, policy: ExportPolicy) -> dict:
         role.export_policy = policy.to_json()
         role.updated_at = utcnow()
         session.add(role)
-        audit.record(session, actor, "role.export_policy", target_type="role", target_id=role.id,
-                     details={"before": before, "after": json.loads(role.export_policy)})
+        audit.record(
+            session,
+            actor,
+            "role.export_policy",
+            target_type="role",
+            target_id=role.id,
+            details={"before": before, "after": json.loads(role.export_policy)},
+        )
         return role_dto(role)
 
 

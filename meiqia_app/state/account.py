@@ -53,8 +53,12 @@ class AccountState(AppState):
             return None
         except AppError as error:
             return self._on_error(error)
-        return [rx.toast.success(self._tr("account.password_changed")), rx.set_value("old_password", ""),
-                rx.set_value("new_password", ""), rx.set_value("repeat_password", "")]
+        return [
+            rx.toast.success(self._tr("account.password_changed")),
+            rx.set_value("old_password", ""),
+            rx.set_value("new_password", ""),
+            rx.set_value("repeat_password", ""),
+        ]
 
     @rx.event
     async def start_reenrol(self):
@@ -75,8 +79,9 @@ class AccountState(AppState):
         self.reenrol_error = ""
         try:
             actor = self._actor()
-            codes = await self._call(auth.confirm_reenrol, actor, self._reenrol_challenge,
-                                     str(form.get("code", ""))[:12])
+            codes = await self._call(
+                auth.confirm_reenrol, actor, self._reenrol_challenge, str(form.get("code", ""))[:12]
+            )
         except AppError as error:
             if isinstance(error, auth.AuthError):
                 self.reenrol_error = self._tr(error.message_key, **error.params)

@@ -31,9 +31,15 @@ class RoleView:
 def _view(role: dict) -> RoleView:
     policy = role["export_policy"]
     return RoleView(
-        id=role["id"], name=role["name"], label_zh=role["label_zh"], label_en=role["label_en"],
-        is_builtin=role["is_builtin"], permissions=list(role["permissions"]), user_count=role["user_count"],
-        max_rows=int(policy.get("max_rows", 0)), window_days=int(policy.get("window_days", 0)),
+        id=role["id"],
+        name=role["name"],
+        label_zh=role["label_zh"],
+        label_en=role["label_en"],
+        is_builtin=role["is_builtin"],
+        permissions=list(role["permissions"]),
+        user_count=role["user_count"],
+        max_rows=int(policy.get("max_rows", 0)),
+        window_days=int(policy.get("window_days", 0)),
         bulk_allowed=bool(policy.get("bulk_allowed", True)),
         approval_required=bool(policy.get("approval_required", False)),
         approval_over_rows=int(policy.get("approval_over_rows", 0)),
@@ -118,8 +124,14 @@ class AdminRolesState(AppState):
         name = str(form.get("name", ""))[:32]
         try:
             actor = self._actor()
-            await self._call(users.create_role, actor, name, str(form.get("label_zh", ""))[:64],
-                             str(form.get("label_en", ""))[:64], [])
+            await self._call(
+                users.create_role,
+                actor,
+                name,
+                str(form.get("label_zh", ""))[:64],
+                str(form.get("label_en", ""))[:64],
+                [],
+            )
             self.create_open = False
             await self._reload()
         except ValidationError as error:
@@ -180,8 +192,9 @@ class AdminRolesState(AppState):
             )
             role_id = self.policy_role.id
             stored = await self._call(users.get_export_policy, actor, role_id)
-            policy = dataclasses.replace(policy, allowed_fields=stored.allowed_fields,
-                                         allowed_tag_ids=stored.allowed_tag_ids)
+            policy = dataclasses.replace(
+                policy, allowed_fields=stored.allowed_fields, allowed_tag_ids=stored.allowed_tag_ids
+            )
             await self._call(users.set_export_policy, actor, role_id, policy)
             self.policy_open = False
             await self._reload()

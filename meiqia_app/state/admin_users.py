@@ -60,10 +60,17 @@ class AdminUsersState(AppState):
         roles = await self._call(users.list_roles, actor) if actor.can("role.manage") else []
         self.rows = [
             UserRowView(
-                id=u["id"], username=u["username"], display_name=u["display_name"], role=u["role"],
-                role_label_zh=u["role_label_zh"] or u["role"], role_label_en=u["role_label_en"] or u["role"],
-                is_active=u["is_active"], totp_enrolled=u["totp_enrolled"], locked=u["locked"],
-                last_login=format_local(u["last_login_at"]), active_sessions=u["active_sessions"],
+                id=u["id"],
+                username=u["username"],
+                display_name=u["display_name"],
+                role=u["role"],
+                role_label_zh=u["role_label_zh"] or u["role"],
+                role_label_en=u["role_label_en"] or u["role"],
+                is_active=u["is_active"],
+                totp_enrolled=u["totp_enrolled"],
+                locked=u["locked"],
+                last_login=format_local(u["last_login_at"]),
+                active_sessions=u["active_sessions"],
             )
             for u in found
         ]
@@ -102,8 +109,12 @@ class AdminUsersState(AppState):
         try:
             actor = self._actor()
             await self._call(
-                users.create_user, actor, username, str(form.get("password", ""))[:256],
-                str(form.get("role", ""))[:32], str(form.get("display_name", ""))[:64],
+                users.create_user,
+                actor,
+                username,
+                str(form.get("password", ""))[:256],
+                str(form.get("role", ""))[:32],
+                str(form.get("display_name", ""))[:64],
             )
             self.create_open = False
             await self._reload()

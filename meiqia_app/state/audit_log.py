@@ -49,8 +49,10 @@ class AuditLogState(AppState):
         if not isinstance(form, dict):
             return None
         preset = self.filters.get("preset", "")
-        self.filters = {key: str(form.get(key, "") or "")[:64] for key in
-                        ("actor", "action", "target_type", "target_id", "result", "date_from", "date_to", "flagged")}
+        self.filters = {
+            key: str(form.get(key, "") or "")[:64]
+            for key in ("actor", "action", "target_type", "target_id", "result", "date_from", "date_to", "flagged")
+        }
         self.filters["preset"] = preset
         if self.filters.get("result") == "any":
             self.filters["result"] = ""

@@ -40,9 +40,22 @@ class BackupsState(AppState):
         actor = self._actor()
         self._set_user(actor)
         views = await self._call(backup.list_backups, actor)
-        self.backups = [BackupRow(v.id, v.file_name, self._tr(f"backup.kind.{v.kind}"), v.size_text, v.sha256[:12],
-                                  v.sha256, v.integrity, v.ok, v.created_at, v.created_by_name, v.on_disk)
-                        for v in views]
+        self.backups = [
+            BackupRow(
+                v.id,
+                v.file_name,
+                self._tr(f"backup.kind.{v.kind}"),
+                v.size_text,
+                v.sha256[:12],
+                v.sha256,
+                v.integrity,
+                v.ok,
+                v.created_at,
+                v.created_by_name,
+                v.on_disk,
+            )
+            for v in views
+        ]
 
     @rx.event
     async def on_load(self):

@@ -140,8 +140,12 @@ class AppState(rx.State):
         # a dirty ``perms`` recomputes (and resends) each page's permission vars
         # on every event.
         perms = sorted(actor.permissions)
-        for name, value in (("user_name", actor.username), ("user_display", actor.display_name),
-                            ("user_role", actor.role_name), ("perms", perms)):
+        for name, value in (
+            ("user_name", actor.username),
+            ("user_display", actor.display_name),
+            ("user_role", actor.role_name),
+            ("perms", perms),
+        ):
             if getattr(self, name) != value:
                 setattr(self, name, value)
 

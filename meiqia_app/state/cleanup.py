@@ -14,8 +14,17 @@ from meiqia_app.state.base import AppState
 
 CRITERIA_FLAGS = ("no_contact", "invalid_contact", "erasure_pending", "duplicates")
 STEPS = ("criteria", "dry_run", "running", "report")
-TABLE_ORDER = ("customer", "customer_search", "customer_order", "conversation", "message", "behavior_event", "note",
-               "tag_assignment", "erasure_request")
+TABLE_ORDER = (
+    "customer",
+    "customer_search",
+    "customer_order",
+    "conversation",
+    "message",
+    "behavior_event",
+    "note",
+    "tag_assignment",
+    "erasure_request",
+)
 
 
 @dataclasses.dataclass
@@ -84,11 +93,18 @@ class CleanupState(AppState):
     _ACTIONS: ClassVar[tuple[str, ...]] = cleanup.ACTIONS
 
     def _criteria(self) -> cleanup.Criteria:
-        return cleanup.Criteria.from_dict({
-            "inactive_months": self.inactive_months, "no_contact": self.no_contact,
-            "invalid_contact": self.invalid_contact, "erasure_pending": self.erasure_pending,
-            "duplicates": self.duplicates, "view_id": self.view_id, "match": self.match, "scope": self.scope,
-        })
+        return cleanup.Criteria.from_dict(
+            {
+                "inactive_months": self.inactive_months,
+                "no_contact": self.no_contact,
+                "invalid_contact": self.invalid_contact,
+                "erasure_pending": self.erasure_pending,
+                "duplicates": self.duplicates,
+                "view_id": self.view_id,
+                "match": self.match,
+                "scope": self.scope,
+            }
+        )
 
     @rx.event
     async def on_load(self):
@@ -117,8 +133,11 @@ class CleanupState(AppState):
     def set_choice(self, name: str, value: str):
         allowed = {
             "inactive_months": ("0", *[str(m) for m in cleanup.INACTIVE_MONTHS]),
-            "match": cleanup.MATCH_MODES, "scope": cleanup.SCOPES, "action": cleanup.ACTIONS,
-            "view_id": ("0", *[v.value for v in self.views]), "tag_id": tuple(o.value for o in self.tag_options),
+            "match": cleanup.MATCH_MODES,
+            "scope": cleanup.SCOPES,
+            "action": cleanup.ACTIONS,
+            "view_id": ("0", *[v.value for v in self.views]),
+            "tag_id": tuple(o.value for o in self.tag_options),
         }
         if name in allowed and str(value) in allowed[name]:
             setattr(self, name, str(value))
@@ -147,10 +166,21 @@ class CleanupState(AppState):
             return
         self.busy = False
         self.count = result.count
-        self.sample = [SampleView(r.id, r.name, r.phone, r.email, self._tr(f"status.{r.status}"), r.last_active,
-                                  ", ".join(self._tr(f"cleanup.reason.{x}") for x in r.reasons)) for r in result.sample]
-        self.effects = [EffectView(self._tr(f"cleanup.table.{t}"), result.tables[t]) for t in TABLE_ORDER
-                        if t in result.tables]
+        self.sample = [
+            SampleView(
+                r.id,
+                r.name,
+                r.phone,
+                r.email,
+                self._tr(f"status.{r.status}"),
+                r.last_active,
+                ", ".join(self._tr(f"cleanup.reason.{x}") for x in r.reasons),
+            )
+            for r in result.sample
+        ]
+        self.effects = [
+            EffectView(self._tr(f"cleanup.table.{t}"), result.tables[t]) for t in TABLE_ORDER if t in result.tables
+        ]
         self.approx_kb = f"{result.approx_bytes / 1024:,.1f}"
         self.dry_seconds = f"{result.seconds:.2f}"
         self.confirm_text = ""
@@ -163,8 +193,9 @@ class CleanupState(AppState):
         try:
             actor = self._actor()
             tag_id = int(self.tag_id) if self.tag_id else 0
-            job_id = await self._call(cleanup.start_action, actor, self._criteria(), self.action,
-                                      self.confirm_text, tag_id)
+            job_id = await self._call(
+                cleanup.start_action, actor, self._criteria(), self.action, self.confirm_text, tag_id
+            )
         except ValidationError as error:
             self.confirm_error = next(iter(self._field_errors(error).values()), "")
             return
@@ -201,15 +232,18 @@ class CleanupState(AppState):
 
     def _report(self, view: dict) -> list[str]:
         result = view.get("result") or {}
-        lines = [self._tr("cleanup.report.status", status=self._tr(f"cleanup.job.{view['status']}")),
-                 self._tr("cleanup.report.processed", count=result.get("processed", view["processed"]))]
+        lines = [
+            self._tr("cleanup.report.status", status=self._tr(f"cleanup.job.{view['status']}")),
+            self._tr("cleanup.report.processed", count=result.get("processed", view["processed"])),
+        ]
         for table, rows in (result.get("counts") or {}).items():
             lines.append(self._tr("cleanup.report.rows", table=self._tr(f"cleanup.table.{table}"), count=rows))
         if result.get("backup"):
             lines.append(self._tr("cleanup.report.backup", name=result["backup"]))
         if "list_ms_before" in result:
-            lines.append(self._tr("cleanup.report.speed", before=result["list_ms_before"],
-                                  after=result["list_ms_after"]))
+            lines.append(
+                self._tr("cleanup.report.speed", before=result["list_ms_before"], after=result["list_ms_after"])
+            )
         if result.get("export_files_deleted") is not None:
             lines.append(self._tr("cleanup.report.exports", count=len(result["export_files_deleted"])))
         if view.get("error"):
@@ -311,8 +345,11 @@ class ArchiveState(AppState):
                     return self._on_error(error)
                 if view["status"] not in ("queued", "running"):
                     result = view.get("result") or {}
-                    self.purge_message = self._tr("cleanup.purge_done", count=(result.get("counts") or {}).get(
-                        "customer", 0), name=result.get("backup", ""))
+                    self.purge_message = self._tr(
+                        "cleanup.purge_done",
+                        count=(result.get("counts") or {}).get("customer", 0),
+                        name=result.get("backup", ""),
+                    )
                     self.purge_confirm = ""
                     await self._reload()
                     return None

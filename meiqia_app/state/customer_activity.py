@@ -34,8 +34,15 @@ class CustomerActivityState(CustomerDetailState):
 
     async def _load_timeline(self, more: bool = False):
         actor = self._actor()
-        page = await self._call(timeline.customer_timeline, actor, self._customer_id(), self._kinds(),
-                                self._cursor if more else "", 20, self.lang)
+        page = await self._call(
+            timeline.customer_timeline,
+            actor,
+            self._customer_id(),
+            self._kinds(),
+            self._cursor if more else "",
+            20,
+            self.lang,
+        )
         self.items = [*self.items, *page.items] if more else page.items
         self._cursor = page.next_cursor
         self.has_more = bool(page.next_cursor)
@@ -85,8 +92,9 @@ class CustomerActivityState(CustomerDetailState):
             self.messages = []
             return None
         try:
-            self.messages = await self._call(timeline.conversation_messages, self._actor(),
-                                             self._as_id(conversation_id), 200, self.lang)
+            self.messages = await self._call(
+                timeline.conversation_messages, self._actor(), self._as_id(conversation_id), 200, self.lang
+            )
         except AppError as error:
             return self._on_error(error)
         self.expanded_key = str(key)[:40]
@@ -143,8 +151,9 @@ class CustomerActivityState(CustomerDetailState):
     async def suggest(self, text: str):
         self.tag_query = str(text or "")[:32]
         try:
-            self.tag_suggestions = await self._call(customer_tags.suggest_tags, self._actor(), self.tag_query, 8,
-                                                    self._customer_id())
+            self.tag_suggestions = await self._call(
+                customer_tags.suggest_tags, self._actor(), self.tag_query, 8, self._customer_id()
+            )
         except AppError as error:
             return self._on_error(error)
 

@@ -9,8 +9,22 @@ from meiqia_app.services.customers import CustomerDetail
 from meiqia_app.services.errors import AppError, Conflict, NotFound, ValidationError
 from meiqia_app.state.base import AppState
 
-FORM_FIELDS = ("name", "gender", "birthday", "phone", "email", "address", "province", "city", "company", "source",
-               "external_id", "visitor_id", "lifecycle_stage", "membership_tier")
+FORM_FIELDS = (
+    "name",
+    "gender",
+    "birthday",
+    "phone",
+    "email",
+    "address",
+    "province",
+    "city",
+    "company",
+    "source",
+    "external_id",
+    "visitor_id",
+    "lifecycle_stage",
+    "membership_tier",
+)
 
 
 class CustomerDetailState(AppState):

@@ -120,9 +120,12 @@ class CustomerImportState(AppState):
         self._path = str(target)
         self.file_name = original
         self.mapping_rows = [
-            MappingRow(index=str(i), header=header or f"#{i + 1}",
-                       sample=" / ".join(row[i] for row in preview.sample if i < len(row) and row[i])[:80],
-                       field=preview.suggested.get(str(i), ""))
+            MappingRow(
+                index=str(i),
+                header=header or f"#{i + 1}",
+                sample=" / ".join(row[i] for row in preview.sample if i < len(row) and row[i])[:80],
+                field=preview.suggested.get(str(i), ""),
+            )
             for i, header in enumerate(preview.headers)
         ]
         self.step = "mapping"
@@ -138,8 +141,9 @@ class CustomerImportState(AppState):
         field = "" if field == "skip" else field
         if field and field not in EDITABLE_FIELDS:
             return
-        self.mapping_rows = [dataclasses.replace(row, field=field) if row.index == str(index) else row
-                             for row in self.mapping_rows]
+        self.mapping_rows = [
+            dataclasses.replace(row, field=field) if row.index == str(index) else row for row in self.mapping_rows
+        ]
 
     @rx.event
     def set_skip_duplicates(self, value: bool):
@@ -171,8 +175,13 @@ class CustomerImportState(AppState):
         async with self:
             if self.step != "running":
                 return
-            kind, path, mapping, skip, lang = (self.running_kind, self._path, self._mapping(),
-                                               self.skip_duplicates, self.lang)
+            kind, path, mapping, skip, lang = (
+                self.running_kind,
+                self._path,
+                self._mapping(),
+                self.skip_duplicates,
+                self.lang,
+            )
             file_name = self.file_name
             try:
                 actor = self._actor()
@@ -182,11 +191,13 @@ class CustomerImportState(AppState):
                 return
         progress = _Progress()
         if kind == "dry_run":
-            work = asyncio.to_thread(customer_import.dry_run, actor, path, mapping, file_name=file_name, lang=lang,
-                                     progress=progress)
+            work = asyncio.to_thread(
+                customer_import.dry_run, actor, path, mapping, file_name=file_name, lang=lang, progress=progress
+            )
         else:
-            work = asyncio.to_thread(customer_import.run_import, actor, path, mapping, skip, progress,
-                                     file_name=file_name, lang=lang)
+            work = asyncio.to_thread(
+                customer_import.run_import, actor, path, mapping, skip, progress, file_name=file_name, lang=lang
+            )
         task = asyncio.ensure_future(work)
         while not task.done():
             await asyncio.sleep(0.5)
@@ -212,8 +223,12 @@ class CustomerImportState(AppState):
         self.problem_count = report.problem_count
         self.seconds = report.seconds
         self.problems = [
-            ProblemRow(p.row, self._tr(customer_import.FIELD_LABEL_KEYS[p.field]) if p.field else "",
-                       self._tr(p.message_key, **p.params), p.value)
+            ProblemRow(
+                p.row,
+                self._tr(customer_import.FIELD_LABEL_KEYS[p.field]) if p.field else "",
+                self._tr(p.message_key, **p.params),
+                p.value,
+            )
             for p in report.problems[:100]
         ]
         self._error_report_path = report.error_report_path

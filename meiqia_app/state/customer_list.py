@@ -12,19 +12,34 @@ import reflex as rx
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services import cleanup, customer_list, jobs, saved_views, tags
-from meiqia_app.services.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
-from meiqia_app.services.selection import Selection
-from meiqia_app.services.tags import TagOption
 from meiqia_app.services.customer_dto import CustomerRow
 from meiqia_app.services.customer_query import PAGE_SIZES, SORTS, ListQuery
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
+from meiqia_app.services.selection import Selection
+from meiqia_app.services.tags import TagOption
 from meiqia_app.state.base import AppState
 
-
-MULTI_FILTERS = {"lifecycle": LIFECYCLE_STAGES, "tiers": MEMBERSHIP_TIERS, "sources": SOURCES,
-                 "order_statuses": ORDER_STATUSES}
-TEXT_FILTERS = ("province", "city", "registered_from", "registered_to", "active_from", "active_to",
-                "purchase_from", "purchase_to", "spent_min", "spent_max", "orders_min", "orders_max")
+MULTI_FILTERS = {
+    "lifecycle": LIFECYCLE_STAGES,
+    "tiers": MEMBERSHIP_TIERS,
+    "sources": SOURCES,
+    "order_statuses": ORDER_STATUSES,
+}
+TEXT_FILTERS = (
+    "province",
+    "city",
+    "registered_from",
+    "registered_to",
+    "active_from",
+    "active_to",
+    "purchase_from",
+    "purchase_to",
+    "spent_min",
+    "spent_max",
+    "orders_min",
+    "orders_max",
+)
 TAG_FILTERS = ("tags_any", "tags_all", "tags_none")
 LABEL_PREFIX = {"lifecycle": "lifecycle", "tiers": "tier", "sources": "source", "order_statuses": "order_status"}
 
@@ -154,8 +169,11 @@ class CustomerListState(AppState):
         return json.dumps([data_version, self._query().to_dict(), self.page_size, self.lang, viewer], sort_keys=True)
 
     def _shown_page_is_current(self, actor, data_version: str) -> bool:
-        return (bool(self._shown_key) and time.time() - self._shown_at < SHOWN_PAGE_FRESH_SECONDS
-                and self._shown_key == self._page_key(actor, data_version))
+        return (
+            bool(self._shown_key)
+            and time.time() - self._shown_at < SHOWN_PAGE_FRESH_SECONDS
+            and self._shown_key == self._page_key(actor, data_version)
+        )
 
     def _selection(self) -> Selection:
         """What a bulk action works on; built server-side from the list's own query."""
@@ -248,8 +266,14 @@ class CustomerListState(AppState):
         self.save_view_error = ""
         try:
             actor = self._actor()
-            view = await self._call(saved_views.save_view, actor, str(form.get("name", ""))[:80], self._query(),
-                                    form.get("shared") in ("on", True, "true"), self.columns)
+            view = await self._call(
+                saved_views.save_view,
+                actor,
+                str(form.get("name", ""))[:80],
+                self._query(),
+                form.get("shared") in ("on", True, "true"),
+                self.columns,
+            )
             self.views = await self._call(saved_views.list_views, actor)
         except ValidationError as error:
             self.save_view_error = next(iter(self._field_errors(error).values()), "")
@@ -270,8 +294,11 @@ class CustomerListState(AppState):
         self.q = data.pop("q")
         self.sort = data.pop("sort")
         self.direction = data.pop("direction")
-        self.filters = {key: value for key, value in data.items()
-                        if value not in (None, "", [], ()) and not (key == "status" and value == "active")}
+        self.filters = {
+            key: value
+            for key, value in data.items()
+            if value not in (None, "", [], ()) and not (key == "status" and value == "active")
+        }
         self._refresh_chips()
         return await self._reload_first_page()
 
@@ -429,8 +456,9 @@ class CustomerListState(AppState):
         self.bulk_error = ""
         try:
             selection = self._selection()
-            job_id = await self._call(tags.start_bulk_tag_job, self._actor(), selection,
-                                      self._as_id(form.get("tag_id")), self.bulk_action)
+            job_id = await self._call(
+                tags.start_bulk_tag_job, self._actor(), selection, self._as_id(form.get("tag_id")), self.bulk_action
+            )
         except ValidationError as error:
             self.bulk_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
             return None
@@ -474,8 +502,13 @@ class CustomerListState(AppState):
             return None
         self.status_error = ""
         try:
-            job_id = await self._call(cleanup.start_action, self._actor(), self._status_criteria(self.status_action),
-                                      self.status_action, str(form.get("confirm", ""))[:20])
+            job_id = await self._call(
+                cleanup.start_action,
+                self._actor(),
+                self._status_criteria(self.status_action),
+                self.status_action,
+                str(form.get("confirm", ""))[:20],
+            )
         except ValidationError as error:
             self.status_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
             return None

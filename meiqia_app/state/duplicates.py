@@ -85,8 +85,9 @@ class DuplicatesState(AppState):
         """Preview a merge of the given group's members (the service validates the ids)."""
         self.merge_error = ""
         try:
-            preview = await self._call(duplicates.merge_preview, self._actor(), list(ids or [])[:duplicates.MAX_MERGE],
-                                       self.lang)
+            preview = await self._call(
+                duplicates.merge_preview, self._actor(), list(ids or [])[: duplicates.MAX_MERGE], self.lang
+            )
         except AppError as error:
             return self._on_error(error)
         self.merge_customers = preview.customers
@@ -130,8 +131,9 @@ class DuplicatesState(AppState):
         self.merging = True
         yield
         try:
-            result = await self._call(duplicates.merge_customers, self._actor(), survivor, others, field_choices,
-                                      dict(self._versions))
+            result = await self._call(
+                duplicates.merge_customers, self._actor(), survivor, others, field_choices, dict(self._versions)
+            )
         except ValidationError as error:
             self.merging = False
             self.merge_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))

@@ -25,7 +25,7 @@ from meiqia_app.models.customer import SOURCES
 from meiqia_app.services import saved_views
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.services.exports import service
-from meiqia_app.services.exports.fields import DEFAULT_FIELDS, EXPORT_FIELDS, FIELD_SPECS
+from meiqia_app.services.exports.fields import DEFAULT_FIELDS, FIELD_SPECS
 from meiqia_app.services.exports.policy import field_availability, masked_fields
 from meiqia_app.services.exports.rows import SORT_COLUMNS
 from meiqia_app.services.selection import Selection
@@ -96,17 +96,28 @@ class _ExportBase(AppState):
 
     def _row(self, view: dict) -> ExportRow:
         return ExportRow(
-            id=view["id"], status=view["status"], status_label=self._tr(f"export.status.{view['status']}"),
-            requested_by=view["requested_by"], format=view["format"].upper(), protected=view["protected"],
+            id=view["id"],
+            status=view["status"],
+            status_label=self._tr(f"export.status.{view['status']}"),
+            requested_by=view["requested_by"],
+            format=view["format"].upper(),
+            protected=view["protected"],
             scope_text=view["scope_text"],
-            fields_text=", ".join(self._tr("export.portability.all") if f == "*" else self._tr(f"export.field.{f}")
-                                  for f in view["fields"]),
-            rows=view["row_count"] or view["row_estimate"], percent=view["percent"],
+            fields_text=", ".join(
+                self._tr("export.portability.all") if f == "*" else self._tr(f"export.field.{f}")
+                for f in view["fields"]
+            ),
+            rows=view["row_count"] or view["row_estimate"],
+            percent=view["percent"],
             size_text=_size_text(view["file_size"]) if view["file_size"] else "",
-            sha256=view["file_sha256"], created_at=view["created_at"], expires_at=view["expires_at"],
-            approver=view["approver"], comment=view["decision_comment"],
+            sha256=view["file_sha256"],
+            created_at=view["created_at"],
+            expires_at=view["expires_at"],
+            approver=view["approver"],
+            comment=view["decision_comment"],
             error=self._tr(view["error"]) if view["error"] else "",
-            downloadable=view["downloadable"], cancellable=view["status"] in service.CANCELLABLE,
+            downloadable=view["downloadable"],
+            cancellable=view["status"] in service.CANCELLABLE,
             needs_password=view["status"] == "approved" and view["protected"],
             rerunnable=view["status"] in ("done", "expired", "failed", "cancelled") and view["kind"] == "customers",
         )
@@ -179,8 +190,9 @@ class ExportWizardState(_ExportBase):
         availability = field_availability(actor)
         self.blocked = {k: self._tr(v) for k, v in availability.items() if v}
         self.masked = sorted(masked_fields(actor))
-        self.chosen = [f for f in self.chosen if f in FIELD_SPECS and f not in self.blocked] or \
-            [f for f in DEFAULT_FIELDS if f not in self.blocked]
+        self.chosen = [f for f in self.chosen if f in FIELD_SPECS and f not in self.blocked] or [
+            f for f in DEFAULT_FIELDS if f not in self.blocked
+        ]
         self.pdf_max_rows = get_settings().export_pdf_max_rows
         # The customer list's filter of this tab, if the person came from there.
         listing = await self.get_state(CustomerListState)
@@ -221,8 +233,15 @@ class ExportWizardState(_ExportBase):
             step = int(step)
         except (TypeError, ValueError):
             return None
-        if 1 <= step <= 4 and self.run_status in ("", "done", "failed", "cancelled", "rejected",
-                                                   "pending_approval", "approved"):
+        if 1 <= step <= 4 and self.run_status in (
+            "",
+            "done",
+            "failed",
+            "cancelled",
+            "rejected",
+            "pending_approval",
+            "approved",
+        ):
             if step != self.step:
                 self.reviewed = False if step < 4 else self.reviewed
             self.step = step
@@ -359,8 +378,14 @@ class ExportWizardState(_ExportBase):
             if self.order_statuses:
                 query["order_statuses"] = list(self.order_statuses)
             scope = {"kind": "query", "query": query}
-        return {"scope": scope, "fields": list(self.chosen), "format": self.fmt, "sort_field": self.sort_field,
-                "sort_dir": self.sort_dir, "purpose": self.purpose}
+        return {
+            "scope": scope,
+            "fields": list(self.chosen),
+            "format": self.fmt,
+            "sort_field": self.sort_field,
+            "sort_dir": self.sort_dir,
+            "purpose": self.purpose,
+        }
 
     @rx.event
     async def review(self):
@@ -472,8 +497,15 @@ class ExportWizardState(_ExportBase):
     @rx.var
     def chosen_rows(self) -> list[ChosenField]:
         masked = set(self.masked)
-        return [ChosenField(key=f, label=self._tr(f"export.field.{f}"), sensitive=FIELD_SPECS[f].sensitive,
-                            masked=f in masked and FIELD_SPECS[f].sensitive) for f in self.chosen]
+        return [
+            ChosenField(
+                key=f,
+                label=self._tr(f"export.field.{f}"),
+                sensitive=FIELD_SPECS[f].sensitive,
+                masked=f in masked and FIELD_SPECS[f].sensitive,
+            )
+            for f in self.chosen
+        ]
 
     @rx.var
     def sort_options(self) -> list[dict[str, str]]:
@@ -567,8 +599,9 @@ class ExportHistoryState(_ExportBase):
         """Run a finished export again (the password, if any, comes with this form only)."""
         try:
             export_id = self._as_id(form.get("export_id"))
-            await self._call(service.rerun_export, self._actor(), export_id, str(form.get("password", ""))[:200],
-                             self.lang)
+            await self._call(
+                service.rerun_export, self._actor(), export_id, str(form.get("password", ""))[:200], self.lang
+            )
             await self._reload()
         except AppError as error:
             return self._on_error(error)
@@ -643,8 +676,9 @@ class ExportApprovalsState(_ExportBase):
     async def decide(self, form: dict):
         self.decide_open = False
         try:
-            view = await self._call(service.decide, self._actor(), self.decide_id, self.decide_approve,
-                                    str(form.get("comment", ""))[:500])
+            view = await self._call(
+                service.decide, self._actor(), self.decide_id, self.decide_approve, str(form.get("comment", ""))[:500]
+            )
             await self._reload()
         except AppError as error:
             return self._on_error(error)

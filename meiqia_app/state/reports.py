@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 from typing import Any
 
 import reflex as rx
@@ -231,8 +230,15 @@ class ReportsState(AppState):
     loaded: bool = False
 
     def _params(self) -> dict:
-        return {"a_from": self.a_from, "a_to": self.a_to, "b_from": self.b_from, "b_to": self.b_to,
-                "view_id": self.view_id, "lifecycle": self.lifecycle_filter, "source": self.source_filter}
+        return {
+            "a_from": self.a_from,
+            "a_to": self.a_to,
+            "b_from": self.b_from,
+            "b_to": self.b_to,
+            "view_id": self.view_id,
+            "lifecycle": self.lifecycle_filter,
+            "source": self.source_filter,
+        }
 
     async def _run(self):
         self.loading = True
@@ -265,7 +271,12 @@ class ReportsState(AppState):
         self.views = [{"id": str(o.id), "name": o.name} for o in options]
         if not self.a_from:
             defaults = report_views.default_segment_params()
-            self.a_from, self.a_to, self.b_from, self.b_to = defaults["a_from"], defaults["a_to"], defaults["b_from"], defaults["b_to"]
+            self.a_from, self.a_to, self.b_from, self.b_to = (
+                defaults["a_from"],
+                defaults["a_to"],
+                defaults["b_from"],
+                defaults["b_to"],
+            )
         async for update in self._run():
             yield update
 

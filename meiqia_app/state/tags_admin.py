@@ -132,13 +132,27 @@ class TagsAdminState(AppState):
         if not self.products:
             self.products = [Option(str(i), name) for i, name in await self._call(rules.product_choices, actor)]
         views = await self._call(rules.list_rules, actor)
-        self.rules = [RuleRow(id=v.id, name=v.name, tag_name=v.tag_name, tag_color=v.tag_color, mode=v.mode,
-                              enabled=v.enabled, summary=self._summary(v.match, v.conditions),
-                              last_run_at=v.last_run_at, last_run=self._run_text(v.last_run)) for v in views]
+        self.rules = [
+            RuleRow(
+                id=v.id,
+                name=v.name,
+                tag_name=v.tag_name,
+                tag_color=v.tag_color,
+                mode=v.mode,
+                enabled=v.enabled,
+                summary=self._summary(v.match, v.conditions),
+                last_run_at=v.last_run_at,
+                last_run=self._run_text(v.last_run),
+            )
+            for v in views
+        ]
         self.schedule = await self._call(rules.get_rule_schedule)
         thresholds = await self._call(lifecycle_update.get_thresholds)
-        self.lc_new, self.lc_active, self.lc_churn = (str(thresholds.new_days), str(thresholds.active_days),
-                                                      str(thresholds.churn_days))
+        self.lc_new, self.lc_active, self.lc_churn = (
+            str(thresholds.new_days),
+            str(thresholds.active_days),
+            str(thresholds.churn_days),
+        )
 
     async def _reload_hygiene(self, actor: Actor):
         try:
@@ -169,8 +183,12 @@ class TagsAdminState(AppState):
     def _run_text(self, summary: dict) -> str:
         if not summary:
             return ""
-        return self._tr("rule.last_run", matched=summary.get("matched", 0), added=summary.get("added", 0),
-                        removed=summary.get("removed", 0))
+        return self._tr(
+            "rule.last_run",
+            matched=summary.get("matched", 0),
+            added=summary.get("added", 0),
+            removed=summary.get("removed", 0),
+        )
 
     def _row(self, field: str, op: str = "", value: str = "", days: str = "", product_id: str = "") -> CondRow:
         spec = rules.FIELDS.get(field) or rules.FIELDS["order_count"]
@@ -189,8 +207,18 @@ class TagsAdminState(AppState):
             days = "30"
         if spec.product and not product_id and self.products:
             product_id = self.products[0].value
-        return CondRow(field=spec.key, op=op, value=value, days=days, product_id=product_id, kind=spec.kind,
-                       window=spec.window, product=spec.product, ops=ops, choices=choices)
+        return CondRow(
+            field=spec.key,
+            op=op,
+            value=value,
+            days=days,
+            product_id=product_id,
+            kind=spec.kind,
+            window=spec.window,
+            product=spec.product,
+            ops=ops,
+            choices=choices,
+        )
 
     def _rule_data(self) -> dict:
         conditions = []
@@ -203,8 +231,13 @@ class TagsAdminState(AppState):
             if row.product:
                 item["product_id"] = row.product_id
             conditions.append(item)
-        return {"name": self.rule_name, "tag_id": self.rule_tag, "match": self.rule_match, "mode": self.rule_mode,
-                "conditions": conditions}
+        return {
+            "name": self.rule_name,
+            "tag_id": self.rule_tag,
+            "match": self.rule_match,
+            "mode": self.rule_mode,
+            "conditions": conditions,
+        }
 
     # --- page ---------------------------------------------------------------------------
     @rx.event
@@ -225,7 +258,13 @@ class TagsAdminState(AppState):
     # --- create / edit ------------------------------------------------------------------
     @rx.event
     def open_create(self):
-        self.edit_id, self.edit_name, self.edit_group, self.edit_color, self.edit_description = 0, "", "custom", "gray", ""
+        self.edit_id, self.edit_name, self.edit_group, self.edit_color, self.edit_description = (
+            0,
+            "",
+            "custom",
+            "gray",
+            "",
+        )
         self.edit_errors = {}
         self.edit_open = True
 
@@ -257,8 +296,12 @@ class TagsAdminState(AppState):
         self.edit_errors = {}
         try:
             actor = self._actor()
-            args = (self.edit_name, self.edit_group if self.edit_group in TAG_GROUPS else "", self.edit_color,
-                    self.edit_description)
+            args = (
+                self.edit_name,
+                self.edit_group if self.edit_group in TAG_GROUPS else "",
+                self.edit_color,
+                self.edit_description,
+            )
             if self.edit_id:
                 await self._call(tags.update_tag, actor, self.edit_id, *args)
             else:
@@ -376,10 +419,20 @@ class TagsAdminState(AppState):
         rows = []
         for c in view.conditions:
             value = c.get("value")
-            value = ",".join(value) if isinstance(value, list) else ("" if value is None else str(value).lower()
-                                                                      if isinstance(value, bool) else str(value))
-            rows.append(self._row(str(c.get("field")), str(c.get("op")), value,
-                                  str(c.get("days") or ""), str(c.get("product_id") or "")))
+            value = (
+                ",".join(value)
+                if isinstance(value, list)
+                else ("" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
+            )
+            rows.append(
+                self._row(
+                    str(c.get("field")),
+                    str(c.get("op")),
+                    value,
+                    str(c.get("days") or ""),
+                    str(c.get("product_id") or ""),
+                )
+            )
         self.rows = rows
         self.rule_error, self.preview_ready = "", False
         self.rule_open = True
@@ -393,7 +446,7 @@ class TagsAdminState(AppState):
     def set_rule_field(self, field: str, value: str):
         value = str(value or "")
         if field == "name":
-            self.rule_name = value[:rules.MAX_NAME]
+            self.rule_name = value[: rules.MAX_NAME]
         elif field == "tag":
             self.rule_tag = value[:20]
         elif field == "match" and value in rules.MATCHES:
@@ -453,8 +506,11 @@ class TagsAdminState(AppState):
             return None
         except AppError as error:
             return self._on_error(error)
-        self.preview_matching, self.preview_gain, self.preview_lose = (result.matching, result.would_gain,
-                                                                       result.would_lose)
+        self.preview_matching, self.preview_gain, self.preview_lose = (
+            result.matching,
+            result.would_gain,
+            result.would_lose,
+        )
         self.preview_sample = [{k: str(v) for k, v in row.items()} for row in result.sample]
         self.preview_ready = True
         return None
@@ -527,7 +583,12 @@ class TagsAdminState(AppState):
         except AppError as error:
             return self._on_error(error)
         self.job_id, self.job_percent, self.job_status, self.job_running, self.job_result = (
-            job_id, 0, "queued", True, "")
+            job_id,
+            0,
+            "queued",
+            True,
+            "",
+        )
         return [rx.toast.success(self._tr("tagadmin.thresholds_saved")), TagsAdminState.poll_job]
 
     # --- running --------------------------------------------------------------------------
@@ -541,7 +602,12 @@ class TagsAdminState(AppState):
         except AppError as error:
             return self._on_error(error)
         self.job_id, self.job_percent, self.job_status, self.job_running, self.job_result = (
-            job_id, 0, "queued", True, "")
+            job_id,
+            0,
+            "queued",
+            True,
+            "",
+        )
         return TagsAdminState.poll_job
 
     @rx.event
@@ -554,7 +620,12 @@ class TagsAdminState(AppState):
         except AppError as error:
             return self._on_error(error)
         self.job_id, self.job_percent, self.job_status, self.job_running, self.job_result = (
-            job_id, 0, "queued", True, "")
+            job_id,
+            0,
+            "queued",
+            True,
+            "",
+        )
         return TagsAdminState.poll_job
 
     @rx.event(background=True)

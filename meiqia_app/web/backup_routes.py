@@ -26,8 +26,9 @@ async def download_backup(request: Request):
         path = await asyncio.to_thread(backup.claim_download, actor, token)
     except AppError:
         return PlainTextResponse("not found", status_code=404, headers={"Cache-Control": "no-store"})
-    return FileResponse(path, filename=path.name, media_type="application/octet-stream",
-                        headers={"Cache-Control": "no-store"})
+    return FileResponse(
+        path, filename=path.name, media_type="application/octet-stream", headers={"Cache-Control": "no-store"}
+    )
 
 
 def backup_routes() -> list[Route]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from urllib.parse import quote
 
 import reflex as rx
 from reflex.middleware import Middleware
 from reflex.state import StateUpdate
 from reflex_base.event import Event
-from urllib.parse import quote
 
 from meiqia_app.services import auth
 from meiqia_app.state.base import AppState, remember_event_session, session_token_from_cookie_header

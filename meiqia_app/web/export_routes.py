@@ -33,10 +33,17 @@ async def download_export(request: Request):
         found = await asyncio.to_thread(_claim, token, request.cookies.get(SESSION_COOKIE, ""), client_ip)
     except AppError as error:
         lang = "en" if "en" in (request.headers.get("accept-language", "")[:2]) else "zh"
-        return PlainTextResponse(tr(lang, error.message_key, **getattr(error, "params", {})), status_code=403,
-                                 headers={"Cache-Control": "no-store"})
-    return FileResponse(found.path, media_type=found.media_type, filename=found.filename,
-                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+        return PlainTextResponse(
+            tr(lang, error.message_key, **getattr(error, "params", {})),
+            status_code=403,
+            headers={"Cache-Control": "no-store"},
+        )
+    return FileResponse(
+        found.path,
+        media_type=found.media_type,
+        filename=found.filename,
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 def routes() -> list[Route]:

@@ -65,10 +65,12 @@ async def health(request: Request):
 def session_api() -> Starlette:
     from meiqia_app.web import export_routes
 
-    return Starlette(routes=[
-        *export_routes.routes(),
-        Route("/api/session/claim", claim_session, methods=["GET"]),
-        Route("/api/session/clear", clear_session, methods=["GET"]),
-        Route("/api/health", health, methods=["GET"]),
-        *backup_routes(),
-    ])
+    return Starlette(
+        routes=[
+            *export_routes.routes(),
+            Route("/api/session/claim", claim_session, methods=["GET"]),
+            Route("/api/session/clear", clear_session, methods=["GET"]),
+            Route("/api/health", health, methods=["GET"]),
+            *backup_routes(),
+        ]
+    )

@@ -49,12 +49,3 @@ def page(browser, app_server):
     page = context.new_page()
     yield page
     context.close()
-
-
-@pytest.fixture()
-def logged_in(page, app_server):
-    """A page with the agent... callers pick the account via login(); default admin."""
-    def _login(username: str = "admin", next_path: str = "/customers"):
-        login(page, app_server, username, next_path)
-        return page
-    return _login

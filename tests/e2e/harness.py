@@ -6,6 +6,7 @@ benchmarks (bench/keystroke_latency.py), so both run exactly the same app.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +42,9 @@ def _free_port() -> int:
 
 
 def _run_cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "meiqia_app", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "meiqia_app", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     if done.returncode != 0:
         raise RuntimeError(f"meiqia_app {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done.stdout
@@ -74,6 +75,8 @@ class RunningApp:
     env: dict[str, str]
     accounts: dict[str, Account] = field(default_factory=dict)
     log_path: Path | None = None
+    # username -> the session cookie its one real login set (see login()).
+    session_cookies: dict[str, list[dict]] = field(default_factory=dict)
 
     def cli(self, *args: str) -> str:
         return _run_cli(self.env, *args)
@@ -122,15 +125,17 @@ class _PostgresChecks:
 def _pg_create_database(server_url: str, database: str) -> None:
     import psycopg
 
-    with psycopg.connect(server_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres",
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        server_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres", autocommit=True
+    ) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {database}")
         conn.execute(f"CREATE DATABASE {database}")
 
 
 @contextlib.contextmanager
-def running_app(data_dir: Path, seed_customers: int | None = E2E_CUSTOMERS,
-                extra_env: dict[str, str] | None = None) -> Iterator[RunningApp]:
+def running_app(
+    data_dir: Path, seed_customers: int | None = E2E_CUSTOMERS, extra_env: dict[str, str] | None = None
+) -> Iterator[RunningApp]:
     """Migrate (and seed, unless ``seed_customers`` is None) ``data_dir``, start the app, stop it after."""
     port = _free_port()
     bun_bin = ROOT / ".tools" / "bun" / "node_modules" / ".bin"
@@ -167,9 +172,26 @@ def running_app(data_dir: Path, seed_customers: int | None = E2E_CUSTOMERS,
     log_path = data_dir / "app.log"
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
-         "--frontend-port", str(port), "--backend-port", str(port), "--loglevel", "info"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "reflex",
+            "run",
+            "--env",
+            "prod",
+            "--single-port",
+            "--frontend-port",
+            str(port),
+            "--backend-port",
+            str(port),
+            "--loglevel",
+            "info",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -201,7 +223,30 @@ def running_app(data_dir: Path, seed_customers: int | None = E2E_CUSTOMERS,
         log.close()
 
 
-def login(page, app: RunningApp, username: str, next_path: str = "/customers") -> None:
+SESSION_COOKIE = "mq_session"
+
+
+def login(page, app: RunningApp, username: str, next_path: str = "/customers", *, fresh: bool = False) -> None:
+    """A page logged in as ``username``, showing ``next_path``.
+
+    Each account logs in through the real login page (password, then the
+    authenticator code) once per run; later calls give the page's browser
+    context the session cookie that login set, so a test does not wait for
+    the next 30-second TOTP step (the server refuses a reused one). If that
+    session has ended meanwhile (a logout, a revocation), the account logs in
+    through the form again. ``fresh=True`` always uses the form: the tests of
+    the login itself, and tests that end their session.
+    """
+    if fresh:
+        login_through_form(page, app, username, next_path)
+        return  # a session of its own: the test may end it
+    if _resume_session(page, app, username, next_path):
+        return
+    login_through_form(page, app, username, next_path)
+    app.session_cookies[username] = [c for c in page.context.cookies() if c["name"] == SESSION_COOKIE]
+
+
+def login_through_form(page, app: RunningApp, username: str, next_path: str = "/customers") -> None:
     """Log in like a person: password, then the authenticator code."""
     account = app.accounts[username]
     page.goto(f"/login?next={next_path}")
@@ -214,6 +259,25 @@ def login(page, app: RunningApp, username: str, next_path: str = "/customers") -
     wait_ready(page)
 
 
+def _resume_session(page, app: RunningApp, username: str, next_path: str) -> bool:
+    cookies = app.session_cookies.get(username)
+    if not cookies:
+        return False
+    page.context.clear_cookies()
+    page.context.add_cookies(cookies)
+    page.goto(next_path)
+    # Either the page hydrates as this user, or the session is gone and the
+    # app sends the browser to the login page.
+    page.wait_for_function(
+        "() => location.pathname.startsWith('/login') || document.querySelector('#main[data-ready=true]')"
+    )
+    if page.evaluate("location.pathname").startswith("/login"):
+        app.session_cookies.pop(username, None)
+        return False
+    wait_for_path(page, next_path)
+    return True
+
+
 def wait_ready(page) -> None:
     """Wait until the page is hydrated and knows its user (before that, clicks are lost)."""
     page.locator("#main[data-ready=true]").wait_for()
@@ -221,8 +285,4 @@ def wait_ready(page) -> None:
 
 def wait_for_path(page, path: str) -> None:
     """Wait until the browser shows ``path`` (query string ignored, trailing slash too)."""
-    page.wait_for_function(
-        "p => location.pathname.replace(/\\/$/, '') === p.replace(/\\/$/, '')", arg=path
-    )
-
-
+    page.wait_for_function("p => location.pathname.replace(/\\/$/, '') === p.replace(/\\/$/, '')", arg=path)

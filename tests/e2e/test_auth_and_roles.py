@@ -43,9 +43,13 @@ def test_wrong_and_reused_codes_are_refused(page, app_server):
 
 def _login_refusals(app_server, username: str) -> list[str]:
     with app_server.sql() as db:
-        return [row[0] for row in db.execute(
-            "SELECT details FROM audit_entry WHERE actor_name = ? AND action = 'auth.login' ORDER BY id",
-            (username,))]
+        return [
+            row[0]
+            for row in db.execute(
+                "SELECT details FROM audit_entry WHERE actor_name = ? AND action = 'auth.login' ORDER BY id",
+                (username,),
+            )
+        ]
 
 
 def _wait_for_refusals(app_server, username: str, count: int) -> list[str]:
@@ -60,8 +64,17 @@ def _wait_for_refusals(app_server, username: str, count: int) -> list[str]:
 
 
 def test_five_wrong_passwords_lock_the_account(page, app_server, username="lockme"):
-    app_server.cli("create-user", "--username", username, "--password", "Lock-me-2026x", "--role", "agent",
-                   "--totp-secret", pyotp.random_base32())
+    app_server.cli(
+        "create-user",
+        "--username",
+        username,
+        "--password",
+        "Lock-me-2026x",
+        "--role",
+        "agent",
+        "--totp-secret",
+        pyotp.random_base32(),
+    )
     for attempt in range(1, 5):
         _password_step(page, username, "wrong-password-1")
         _wait_for_refusals(app_server, username, attempt)
@@ -74,13 +87,14 @@ def test_five_wrong_passwords_lock_the_account(page, app_server, username="lockm
     assert '"reason": "locked"' in _wait_for_refusals(app_server, username, 6)[-1]
     expect(page.locator("#login-error")).to_contain_text("已锁定")
     with app_server.sql() as db:
-        actions = [row[0] for row in db.execute(
-            "SELECT action FROM audit_entry WHERE actor_name = ? ORDER BY id", (username,))]
+        actions = [
+            row[0] for row in db.execute("SELECT action FROM audit_entry WHERE actor_name = ? ORDER BY id", (username,))
+        ]
     assert "auth.lockout" in actions
 
 
 def test_logout_ends_the_session(page, app_server):
-    login(page, app_server, "senior")
+    login(page, app_server, "senior", fresh=True)
     expect(page.locator("#customer-table .customer-row").first).to_be_visible()
     page.locator("#logout").click()
     wait_for_path(page, "/login")
@@ -91,7 +105,8 @@ def test_logout_ends_the_session(page, app_server):
     with app_server.sql() as db:
         revoked = db.execute(
             "SELECT count(*) FROM user_session s JOIN app_user u ON u.id = s.user_id "
-            "WHERE u.username = 'senior' AND s.revoked_reason = 'logout'").fetchone()[0]
+            "WHERE u.username = 'senior' AND s.revoked_reason = 'logout'"
+        ).fetchone()[0]
     assert revoked >= 1
 
 
@@ -104,8 +119,10 @@ def test_agent_sees_no_admin_menus_and_admin_pages_refuse(page, app_server):
     expect(page.get_by_text("没有权限执行此操作")).to_be_visible()
     expect(page.locator(".user-row")).to_have_count(0)
     with app_server.sql() as db:
-        refused = db.execute("SELECT count(*) FROM audit_entry WHERE actor_name = 'agent' "
-                             "AND action = 'user.list' AND result = 'refused'").fetchone()[0]
+        refused = db.execute(
+            "SELECT count(*) FROM audit_entry WHERE actor_name = 'agent' "
+            "AND action = 'user.list' AND result = 'refused'"
+        ).fetchone()[0]
     assert refused >= 1
 
 
@@ -127,8 +144,9 @@ def test_admin_edits_role_matrix_and_it_applies_at_next_load(page, browser, app_
         agent_page.locator("#nav-audit").click()
         expect(agent_page.locator("#audit-table .audit-row").first).to_be_visible()
         with app_server.sql() as db:
-            granted = db.execute("SELECT details FROM audit_entry WHERE action = 'role.update' "
-                                 "ORDER BY id DESC LIMIT 1").fetchone()[0]
+            granted = db.execute(
+                "SELECT details FROM audit_entry WHERE action = 'role.update' ORDER BY id DESC LIMIT 1"
+            ).fetchone()[0]
         assert "audit.view" in granted
 
         box.click()  # revoke again; the agent loses the page at the next load

@@ -27,7 +27,7 @@ from pathlib import Path
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login
-from tests.e2e.harness import ROOT, _PostgresChecks, _pg_create_database, wait_ready
+from tests.e2e.harness import ROOT, _pg_create_database, _PostgresChecks, wait_ready
 
 
 def _click_until(locator, check, attempts: int = 3) -> None:
@@ -48,9 +48,10 @@ def _db(app_server):
 
 def test_admin_creates_a_verified_backup(page, app_server):
     login(page, app_server, "admin", "/admin/backups")
-    _click_until(page.locator("#backup-create"),
-                 lambda: expect(page.locator("#backups-table .backup-integrity").first).to_have_text(
-                     "ok", timeout=20_000))
+    _click_until(
+        page.locator("#backup-create"),
+        lambda: expect(page.locator("#backups-table .backup-integrity").first).to_have_text("ok", timeout=20_000),
+    )
     with _db(app_server) as db:
         row = db.execute("SELECT file_name, integrity, sha256 FROM backup ORDER BY id DESC LIMIT 1").fetchone()
     assert row is not None and row[1] == "ok" and len(row[2]) == 64
@@ -64,7 +65,7 @@ def _is_pg(app_server) -> bool:
 
 def _timestamp(app_server, value: dt.datetime) -> str:
     """A UTC timestamp parameter both engines compare with their stored values."""
-    text = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    text = value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     return text + "+00:00" if _is_pg(app_server) else text
 
 
@@ -103,8 +104,9 @@ def _restore_into_copy(app_server, backup_file: Path, copy_dir: Path):
         _pg_create_database(server, database)
         env["DATABASE_URL"] = f"{server}/{database}"
     for args in (["migrate"], ["restore", str(backup_file), "--yes"]):
-        done = subprocess.run([sys.executable, "-m", "meiqia_app", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "meiqia_app", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stdout + done.stderr
     if _is_pg(app_server):
         return _PostgresChecks(env["DATABASE_URL"])
@@ -112,12 +114,20 @@ def _restore_into_copy(app_server, backup_file: Path, copy_dir: Path):
 
 
 def test_acceptance_inactive_archive_restore_trash_purge_and_the_backup_restores_them(page, app_server, tmp_path):
-    cutoff = _timestamp(app_server, _months_ago(dt.datetime.now(dt.timezone.utc), 12))
+    cutoff = _timestamp(app_server, _months_ago(dt.datetime.now(dt.UTC), 12))
     with _db(app_server) as db:
-        inactive = [r[0] for r in db.execute(
-            "SELECT id FROM customer WHERE status='active' AND last_active_at < ? ORDER BY id", (cutoff,))]
-        phones = dict(db.execute(f"SELECT id, phone FROM customer WHERE id IN ({','.join(map(str, inactive))}) "
-                                 "AND phone IS NOT NULL AND length(phone) = 11").fetchall())
+        inactive = [
+            r[0]
+            for r in db.execute(
+                "SELECT id FROM customer WHERE status='active' AND last_active_at < ? ORDER BY id", (cutoff,)
+            )
+        ]
+        phones = dict(
+            db.execute(
+                f"SELECT id, phone FROM customer WHERE id IN ({','.join(map(str, inactive))}) "
+                "AND phone IS NOT NULL AND length(phone) = 11"
+            ).fetchall()
+        )
     assert len(inactive) >= 2 and len(phones) >= 2
     # 1. The wizard: inactive > 12 months, the dry run's count is the SQL count.
     login(page, app_server, "admin", "/cleanup")
@@ -132,10 +142,12 @@ def test_acceptance_inactive_archive_restore_trash_purge_and_the_backup_restores
     expect(page.locator("#cleanup-report")).to_contain_text("已完成", timeout=60_000)
     expect(page.locator("#cleanup-report")).to_contain_text("客户列表查询耗时")
     with _db(app_server) as db:
-        statuses = {r[0] for r in db.execute(
-            f"SELECT status FROM customer WHERE id IN ({','.join(map(str, inactive))})")}
-        entry = db.execute("SELECT details FROM audit_entry WHERE action='cleanup.archive' "
-                           "ORDER BY id DESC LIMIT 1").fetchone()
+        statuses = {
+            r[0] for r in db.execute(f"SELECT status FROM customer WHERE id IN ({','.join(map(str, inactive))})")
+        }
+        entry = db.execute(
+            "SELECT details FROM audit_entry WHERE action='cleanup.archive' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
     assert statuses == {"archived"}
     assert entry is not None and json.loads(entry[0])["processed"] == len(inactive)
     # 2. The list no longer shows them.
@@ -163,8 +175,12 @@ def test_acceptance_inactive_archive_restore_trash_purge_and_the_backup_restores
     page.locator("#status-confirm-submit").click()
     expect(page.get_by_text("已将 10 位客户移到回收站")).to_be_visible(timeout=60_000)
     with _db(app_server) as db:
-        assert db.execute(f"SELECT count(*) FROM customer WHERE status='trashed' AND id IN "
-                          f"({','.join(map(str, trashed))})").fetchone()[0] == 10
+        assert (
+            db.execute(
+                f"SELECT count(*) FROM customer WHERE status='trashed' AND id IN ({','.join(map(str, trashed))})"
+            ).fetchone()[0]
+            == 10
+        )
     # 5. Restore 5 of them from the trash.
     page.goto("/cleanup/archive")
     wait_ready(page)
@@ -174,8 +190,9 @@ def test_acceptance_inactive_archive_restore_trash_purge_and_the_backup_restores
         expect(page.locator(f"#restore-{customer_id}")).to_have_count(0)
     purged = trashed[5:]
     with _db(app_server) as db:
-        back = {r[0] for r in db.execute(f"SELECT status FROM customer WHERE id IN "
-                                         f"({','.join(map(str, trashed[:5]))})")}
+        back = {
+            r[0] for r in db.execute(f"SELECT status FROM customer WHERE id IN ({','.join(map(str, trashed[:5]))})")
+        }
         in_trash = db.execute("SELECT count(*) FROM customer WHERE status='trashed'").fetchone()[0]
     assert back == {"active"} and in_trash >= 5
     # 6. Empty the trash (typed count); an automatic backup is taken first.
@@ -183,22 +200,31 @@ def test_acceptance_inactive_archive_restore_trash_purge_and_the_backup_restores
     page.locator("#empty-trash").click()
     expect(page.locator("#purge-message")).to_contain_text("已永久删除", timeout=120_000)
     with _db(app_server) as db:
-        assert db.execute(f"SELECT count(*) FROM customer WHERE id IN ({','.join(map(str, purged))})"
-                          ).fetchone()[0] == 0
-        assert db.execute(f"SELECT count(*) FROM customer_order WHERE customer_id IN "
-                          f"({','.join(map(str, purged))})").fetchone()[0] == 0
-        details = json.loads(db.execute("SELECT details FROM audit_entry WHERE action='cleanup.purge' "
-                                        "ORDER BY id DESC LIMIT 1").fetchone()[0])
+        assert (
+            db.execute(f"SELECT count(*) FROM customer WHERE id IN ({','.join(map(str, purged))})").fetchone()[0] == 0
+        )
+        assert (
+            db.execute(
+                f"SELECT count(*) FROM customer_order WHERE customer_id IN ({','.join(map(str, purged))})"
+            ).fetchone()[0]
+            == 0
+        )
+        details = json.loads(
+            db.execute(
+                "SELECT details FROM audit_entry WHERE action='cleanup.purge' ORDER BY id DESC LIMIT 1"
+            ).fetchone()[0]
+        )
         kind = db.execute("SELECT kind FROM backup WHERE file_name=?", (details["backup"],)).fetchone()
     assert details["backup"] and kind == ("pre_purge",)
     expect(page.locator("#purge-message")).to_contain_text(details["backup"])
     # 7. The backup taken before the purge, restored into a copy, holds them all.
-    with _restore_into_copy(app_server, app_server.data_dir / "backups" / details["backup"],
-                            tmp_path / "restored") as copy:
-        rows = copy.execute(f"SELECT id, status FROM customer WHERE id IN ({','.join(map(str, purged))})"
-                            ).fetchall()
-        orders = copy.execute(f"SELECT count(*) FROM customer_order WHERE customer_id IN "
-                              f"({','.join(map(str, purged))})").fetchone()[0]
+    with _restore_into_copy(
+        app_server, app_server.data_dir / "backups" / details["backup"], tmp_path / "restored"
+    ) as copy:
+        rows = copy.execute(f"SELECT id, status FROM customer WHERE id IN ({','.join(map(str, purged))})").fetchall()
+        orders = copy.execute(
+            f"SELECT count(*) FROM customer_order WHERE customer_id IN ({','.join(map(str, purged))})"
+        ).fetchone()[0]
     assert sorted(rows) == [(customer_id, "trashed") for customer_id in sorted(purged)]
     assert orders >= 0
 
@@ -208,12 +234,21 @@ ERASED = {"name": "厉测删", "phone": "13987650123", "email": "erase.me.e2e@ex
 
 def _text_columns(db, pg: bool) -> list[tuple[str, str]]:
     if pg:
-        return [tuple(r) for r in db.execute(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema='public' "
-            "AND data_type IN ('text', 'character varying')").fetchall()]
+        return [
+            tuple(r)
+            for r in db.execute(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema='public' "
+                "AND data_type IN ('text', 'character varying')"
+            ).fetchall()
+        ]
     columns = []
-    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' "
-                                       "AND name NOT LIKE 'sqlite_%' AND sql NOT LIKE 'CREATE VIRTUAL%'")]
+    tables = [
+        r[0]
+        for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' "
+            "AND name NOT LIKE 'sqlite_%' AND sql NOT LIKE 'CREATE VIRTUAL%'"
+        )
+    ]
     for table in tables:
         for row in db.execute(f"PRAGMA table_info('{table}')"):
             columns.append((table, row[1]))
@@ -225,8 +260,9 @@ def _tables_holding(app_server, values) -> list[tuple[str, str, str]]:
     with _db(app_server) as db:
         for table, column in _text_columns(db, _is_pg(app_server)):
             for value in values:
-                count = db.execute(f'SELECT count(*) FROM "{table}" WHERE CAST("{column}" AS TEXT) LIKE ?',
-                                   (f"%{value}%",)).fetchone()[0]
+                count = db.execute(
+                    f'SELECT count(*) FROM "{table}" WHERE CAST("{column}" AS TEXT) LIKE ?', (f"%{value}%",)
+                ).fetchone()[0]
                 if count:
                     hits.append((table, column, value))
     return hits
@@ -237,19 +273,27 @@ def test_erased_customer_is_in_no_table_and_no_export_file(page, app_server, bro
         customer_id = db.execute(
             "SELECT c.id FROM customer c WHERE status='active' AND email IS NOT NULL AND NOT EXISTS "
             "(SELECT 1 FROM erasure_request r WHERE r.customer_id=c.id) AND EXISTS "
-            "(SELECT 1 FROM customer_order o WHERE o.customer_id=c.id) ORDER BY id LIMIT 1").fetchone()[0]
+            "(SELECT 1 FROM customer_order o WHERE o.customer_id=c.id) ORDER BY id LIMIT 1"
+        ).fetchone()[0]
         # Values found nowhere else, so "no table holds them" is a sharp check.
-        db.execute("UPDATE customer SET name=?, phone=?, email=? WHERE id=?",
-                   (ERASED["name"], ERASED["phone"], ERASED["email"], customer_id))
-        db.execute("UPDATE customer_search SET text=? WHERE customer_id=?",
-                   (f"{ERASED['name']} {ERASED['phone']} {ERASED['email']}", customer_id))
-        db.execute("UPDATE customer_order SET recipient_name=?, recipient_phone=? WHERE customer_id=?",
-                   (ERASED["name"], ERASED["phone"], customer_id))
+        db.execute(
+            "UPDATE customer SET name=?, phone=?, email=? WHERE id=?",
+            (ERASED["name"], ERASED["phone"], ERASED["email"], customer_id),
+        )
+        db.execute(
+            "UPDATE customer_search SET text=? WHERE customer_id=?",
+            (f"{ERASED['name']} {ERASED['phone']} {ERASED['email']}", customer_id),
+        )
+        db.execute(
+            "UPDATE customer_order SET recipient_name=?, recipient_phone=? WHERE customer_id=?",
+            (ERASED["name"], ERASED["phone"], customer_id),
+        )
         if not _is_pg(app_server):
             db.commit()
-        pending_before = db.execute("SELECT count(DISTINCT r.customer_id) FROM erasure_request r JOIN customer c "
-                                    "ON c.id=r.customer_id WHERE r.status='pending' AND c.status='active'"
-                                    ).fetchone()[0]
+        pending_before = db.execute(
+            "SELECT count(DISTINCT r.customer_id) FROM erasure_request r JOIN customer c "
+            "ON c.id=r.customer_id WHERE r.status='pending' AND c.status='active'"
+        ).fetchone()[0]
     # An export made before the erasure (all active customers) holds the customer.
     # Not filtered by the customer's phone: a typed search is kept in export_job.scope and
     # in the hash-chained audit entry, which erasure does not rewrite (see the report).
@@ -264,8 +308,9 @@ def test_erased_customer_is_in_no_table_and_no_export_file(page, app_server, bro
     exports = app_server.data_dir / "exports"
     assert any(ERASED["name"].encode() in f.read_bytes() for f in exports.iterdir() if f.is_file())
     # The agent files the request on the detail page.
-    agent_context = browser.new_context(base_url=app_server.url, locale="zh-CN",
-                                        viewport={"width": 1400, "height": 900})
+    agent_context = browser.new_context(
+        base_url=app_server.url, locale="zh-CN", viewport={"width": 1400, "height": 900}
+    )
     agent_context.set_default_timeout(20_000)
     agent = agent_context.new_page()
     try:
@@ -292,10 +337,12 @@ def test_erased_customer_is_in_no_table_and_no_export_file(page, app_server, bro
     page.locator("#cleanup-run").click()
     expect(page.locator("#cleanup-report")).to_contain_text("已完成", timeout=60_000)
     with _db(app_server) as db:
-        assert db.execute("SELECT status FROM erasure_request WHERE customer_id=?", (customer_id,)
-                          ).fetchone()[0] == "done"
-        assert db.execute("SELECT count(*) FROM customer_order WHERE customer_id=?", (customer_id,)
-                          ).fetchone()[0] >= 1  # orders (aggregates) stay, anonymous
+        assert (
+            db.execute("SELECT status FROM erasure_request WHERE customer_id=?", (customer_id,)).fetchone()[0] == "done"
+        )
+        assert (
+            db.execute("SELECT count(*) FROM customer_order WHERE customer_id=?", (customer_id,)).fetchone()[0] >= 1
+        )  # orders (aggregates) stay, anonymous
     # No table, no export file, and (SQLite) not the database file holds the values.
     assert _tables_holding(app_server, ERASED.values()) == []
     for path in exports.iterdir():

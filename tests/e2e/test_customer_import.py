@@ -47,8 +47,7 @@ def test_manager_checks_and_imports_a_csv(page, app_server, tmp_path):
     expect(page.locator("#import-problems")).to_contain_text("手机号码无效")
     with page.expect_download() as download_info:
         page.locator("#import-error-report").click()
-    report_rows = list(csv.reader(io.StringIO(
-        Path(download_info.value.path()).read_text(encoding="utf-8-sig"))))
+    report_rows = list(csv.reader(io.StringIO(Path(download_info.value.path()).read_text(encoding="utf-8-sig"))))
     bad = [row for row in report_rows if "导入丙" in row]
     assert len(bad) == 1 and any("手机号码无效" in cell for cell in bad[0]), report_rows
     with app_server.sql() as db:
@@ -58,7 +57,8 @@ def test_manager_checks_and_imports_a_csv(page, app_server, tmp_path):
     expect(page.locator("#import-inserted")).to_have_text("2")
     with app_server.sql() as db:
         rows = dict(db.execute("SELECT name, phone FROM customer WHERE name LIKE '导入%'").fetchall())
-        audit = db.execute("SELECT actor_name, details FROM audit_entry WHERE action = 'customer.import' "
-                           "ORDER BY id DESC LIMIT 1").fetchone()
+        audit = db.execute(
+            "SELECT actor_name, details FROM audit_entry WHERE action = 'customer.import' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
     assert rows == {"导入甲": fresh[0], "导入乙": fresh[1]}
     assert audit[0] == "manager" and '"inserted": 2' in audit[1]

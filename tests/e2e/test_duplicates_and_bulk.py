@@ -23,8 +23,12 @@ def test_manager_merges_a_duplicate_group_and_the_survivor_has_every_order(page,
     assert len(ids) >= 2
     marks = ",".join("?" * len(ids))
     with _db(app_server) as db:
-        orders_before = db.execute(f"SELECT count(*) FROM customer_order WHERE customer_id IN ({marks})", ids).fetchone()[0]
-        chats_before = db.execute(f"SELECT count(*) FROM conversation WHERE customer_id IN ({marks})", ids).fetchone()[0]
+        orders_before = db.execute(
+            f"SELECT count(*) FROM customer_order WHERE customer_id IN ({marks})", ids
+        ).fetchone()[0]
+        chats_before = db.execute(f"SELECT count(*) FROM conversation WHERE customer_id IN ({marks})", ids).fetchone()[
+            0
+        ]
 
     group.locator(".dup-merge").click()
     expect(page.locator(".merge-candidate")).to_have_count(len(ids))
@@ -36,12 +40,17 @@ def test_manager_merges_a_duplicate_group_and_the_survivor_has_every_order(page,
         survivors = [cid for cid, status in statuses.items() if status != "trashed"]
         assert len(survivors) == 1, statuses
         survivor = survivors[0]
-        assert db.execute("SELECT count(*) FROM customer_order WHERE customer_id = ?", (survivor,)).fetchone()[0] \
+        assert (
+            db.execute("SELECT count(*) FROM customer_order WHERE customer_id = ?", (survivor,)).fetchone()[0]
             == orders_before
-        assert db.execute("SELECT count(*) FROM conversation WHERE customer_id = ?", (survivor,)).fetchone()[0] \
+        )
+        assert (
+            db.execute("SELECT count(*) FROM conversation WHERE customer_id = ?", (survivor,)).fetchone()[0]
             == chats_before
-        audit = db.execute("SELECT actor_name, target_id FROM audit_entry WHERE action = 'customer.merge' "
-                           "ORDER BY id DESC LIMIT 1").fetchone()
+        )
+        audit = db.execute(
+            "SELECT actor_name, target_id FROM audit_entry WHERE action = 'customer.merge' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
     assert audit == ("manager", str(survivor))
 
 
@@ -86,8 +95,9 @@ def test_manager_tags_ticked_rows_then_every_matching_customer(page, app_server)
     page.locator("#bulk-tag-submit").click()
     expect(page.get_by_text(re.compile(r"已从 \d+ 位客户移除标签"))).to_be_visible()
     with app_server.sql() as db:
-        left = db.execute("SELECT count(*) FROM tag_assignment WHERE tag_id = ? AND customer_id IN (?, ?)",
-                          (tag_id, *ticked)).fetchone()[0]
+        left = db.execute(
+            "SELECT count(*) FROM tag_assignment WHERE tag_id = ? AND customer_id IN (?, ?)", (tag_id, *ticked)
+        ).fetchone()[0]
     assert left == 0
 
     page.locator("#select-page").click()
@@ -100,8 +110,12 @@ def test_manager_tags_ticked_rows_then_every_matching_customer(page, app_server)
     with app_server.sql() as db:
         untagged = db.execute(
             "SELECT count(*) FROM customer c WHERE c.status = 'active' AND NOT EXISTS ("
-            "SELECT 1 FROM tag_assignment a WHERE a.customer_id = c.id AND a.tag_id = ?)", (tag_id,)).fetchone()[0]
-        audit = db.execute("SELECT actor_name FROM audit_entry WHERE action = 'tag.bulk_add' ORDER BY id DESC").fetchone()
+            "SELECT 1 FROM tag_assignment a WHERE a.customer_id = c.id AND a.tag_id = ?)",
+            (tag_id,),
+        ).fetchone()[0]
+        audit = db.execute(
+            "SELECT actor_name FROM audit_entry WHERE action = 'tag.bulk_add' ORDER BY id DESC"
+        ).fetchone()
     assert untagged == 0
     assert audit == ("manager",)
 
@@ -122,7 +136,8 @@ def test_manager_archives_ticked_rows_with_typed_confirmation(page, app_server):
     expect(page.get_by_text("已归档 2 位客户")).to_be_visible()
     with app_server.sql() as db:
         statuses = {r[0] for r in db.execute("SELECT status FROM customer WHERE id IN (?, ?)", ticked)}
-        audit = db.execute("SELECT actor_name FROM audit_entry WHERE action = 'cleanup.archive' "
-                           "ORDER BY id DESC").fetchone()
+        audit = db.execute(
+            "SELECT actor_name FROM audit_entry WHERE action = 'cleanup.archive' ORDER BY id DESC"
+        ).fetchone()
     assert statuses == {"archived"} and audit == ("manager",)
     expect(page.locator(f"#customer-table .customer-row[data-customer-id='{ticked[0]}']")).to_have_count(0)

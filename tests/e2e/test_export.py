@@ -58,7 +58,8 @@ def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_data
     with _db(app_server) as db:
         expected = db.execute(
             "SELECT id, name, lifecycle_stage, registered_at, order_count FROM customer "
-            "WHERE status='active' AND source='wechat' ORDER BY id").fetchall()
+            "WHERE status='active' AND source='wechat' ORDER BY id"
+        ).fetchall()
     expect(page.locator("#review-rows")).to_have_text(str(len(expected)))
     expect(page.locator("#review-allowed")).to_be_visible()
     _shot(page, "review")
@@ -73,8 +74,7 @@ def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_data
     expect(page.locator("#export-history")).to_contain_text("XLSX")
     _shot(page, "history")
     with _db(app_server) as db:
-        actions = [r[0] for r in db.execute(
-            "SELECT action FROM audit_entry WHERE action LIKE 'export.%' ORDER BY id")]
+        actions = [r[0] for r in db.execute("SELECT action FROM audit_entry WHERE action LIKE 'export.%' ORDER BY id")]
     assert {"export.request", "export.run", "export.download"} <= set(actions)
 
 
@@ -111,7 +111,8 @@ def test_analyst_request_waits_for_approval_and_a_manager_approves(page, app_ser
     expect(page.locator("#export-pending")).to_be_visible()
     with _db(app_server) as db:
         export_id, status = db.execute(
-            "SELECT id, status FROM export_job WHERE requested_by_name='analyst' ORDER BY id DESC").fetchone()
+            "SELECT id, status FROM export_job WHERE requested_by_name='analyst' ORDER BY id DESC"
+        ).fetchone()
     assert status == "pending_approval"
 
     context = browser.new_context(base_url=app_server.url, locale="zh-CN", viewport={"width": 1400, "height": 900})
@@ -128,8 +129,9 @@ def test_analyst_request_waits_for_approval_and_a_manager_approves(page, app_ser
     finally:
         context.close()
     with _db(app_server) as db:
-        status, approver = db.execute("SELECT status, approver_name FROM export_job WHERE id=?",
-                                      (export_id,)).fetchone()
+        status, approver = db.execute(
+            "SELECT status, approver_name FROM export_job WHERE id=?", (export_id,)
+        ).fetchone()
     assert approver == "manager" and status in ("queued", "running", "done")
     page.goto("/exports")
     expect(page.locator(f"#history-status-{export_id}")).to_have_attribute("data-status", "done", timeout=30_000)
@@ -170,9 +172,13 @@ def test_paid_orders_are_a_list_chip_and_an_export_scope(page, app_server, tmp_p
     page.locator("#order-status-paid").click()
     _shot(page, "scope-order-status")
     with _db(app_server) as db:
-        expected = [r[0] for r in db.execute(
-            "SELECT id FROM customer WHERE status='active' AND id IN "
-            "(SELECT customer_id FROM customer_order WHERE status='paid') ORDER BY id").fetchall()]
+        expected = [
+            r[0]
+            for r in db.execute(
+                "SELECT id FROM customer WHERE status='active' AND id IN "
+                "(SELECT customer_id FROM customer_order WHERE status='paid') ORDER BY id"
+            ).fetchall()
+        ]
         active = db.execute("SELECT count(*) FROM customer WHERE status='active'").fetchone()[0]
     assert 0 < len(expected) < active
     page.locator("#export-step-4").click()

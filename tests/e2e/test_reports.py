@@ -19,16 +19,18 @@ ZONE = ZoneInfo("Asia/Shanghai")
 def _month_bounds(first: dt.date) -> tuple[str, str]:
     nxt = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     fmt = "%Y-%m-%d %H:%M:%S.%f"
-    start = dt.datetime.combine(first, dt.time.min, tzinfo=ZONE).astimezone(dt.timezone.utc)
-    end = dt.datetime.combine(nxt, dt.time.min, tzinfo=ZONE).astimezone(dt.timezone.utc)
+    start = dt.datetime.combine(first, dt.time.min, tzinfo=ZONE).astimezone(dt.UTC)
+    end = dt.datetime.combine(nxt, dt.time.min, tzinfo=ZONE).astimezone(dt.UTC)
     return start.strftime(fmt), end.strftime(fmt)
 
 
 def _new_customers(app_server, first: dt.date) -> int:
     start, end = _month_bounds(first)
     with app_server.sql() as db:
-        return db.execute("SELECT count(*) FROM customer WHERE status = 'active' AND registered_at >= ? AND registered_at < ?",
-                          (start, end)).fetchone()[0]
+        return db.execute(
+            "SELECT count(*) FROM customer WHERE status = 'active' AND registered_at >= ? AND registered_at < ?",
+            (start, end),
+        ).fetchone()[0]
 
 
 def _shot(page, name: str) -> None:
@@ -89,7 +91,12 @@ def test_manager_dashboard_period_change_and_export(page, app_server):
     assert summary["新增客户"][2] == shown
     assert summary["客户总数"][2] == shown_total
     with app_server.sql() as db:
-        assert db.execute("SELECT count(*) FROM audit_entry WHERE action = 'report.export' AND actor_name = 'manager'").fetchone()[0] >= 1
+        assert (
+            db.execute(
+                "SELECT count(*) FROM audit_entry WHERE action = 'report.export' AND actor_name = 'manager'"
+            ).fetchone()[0]
+            >= 1
+        )
 
     # The PDF of the same period: downloaded through the single-use token route, same figures.
     with page.expect_download() as info:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login
@@ -36,8 +35,12 @@ def test_manager_builds_previews_and_runs_a_rule(page, app_server):
     page.locator("#rule-preview-button").click()
 
     with _db(app_server) as db:
-        expected = {row[0] for row in db.execute(
-            "SELECT id FROM customer WHERE status = 'active' AND order_count >= 3 AND source = 'wechat'")}
+        expected = {
+            row[0]
+            for row in db.execute(
+                "SELECT id FROM customer WHERE status = 'active' AND order_count >= 3 AND source = 'wechat'"
+            )
+        }
     assert expected
     expect(page.locator("#preview-matching")).to_have_text(str(len(expected)))
     expect(page.locator("#preview-gain")).to_have_text(str(len(expected)))
@@ -51,8 +54,9 @@ def test_manager_builds_previews_and_runs_a_rule(page, app_server):
     expect(page.locator("#job-result")).to_contain_text(f"新增 {len(expected)}")
 
     with _db(app_server) as db:
-        rows = db.execute("SELECT customer_id, source, rule_id FROM tag_assignment WHERE tag_id = ?",
-                          (tag_id,)).fetchall()
+        rows = db.execute(
+            "SELECT customer_id, source, rule_id FROM tag_assignment WHERE tag_id = ?", (tag_id,)
+        ).fetchall()
     assert {r[0] for r in rows} == expected
     assert {(r[1], r[2]) for r in rows} == {("rule", rule_id)}
 
@@ -77,9 +81,11 @@ def test_manager_merges_and_deletes_tags_with_counts(page, app_server):
         source = db.execute("SELECT id FROM tag WHERE name = '合并源E2E'").fetchone()[0]
         target = db.execute("SELECT id FROM tag WHERE name = '合并目标E2E'").fetchone()[0]
         ids = [r[0] for r in db.execute("SELECT id FROM customer WHERE status = 'active' ORDER BY id LIMIT 5")]
-        db.executemany("INSERT INTO tag_assignment (customer_id, tag_id, source, assigned_at) "
-                       "VALUES (?, ?, 'manual', '2026-11-01 00:00:00.000000')",
-                       [(i, source) for i in ids[:4]] + [(i, target) for i in ids[3:]])
+        db.executemany(
+            "INSERT INTO tag_assignment (customer_id, tag_id, source, assigned_at) "
+            "VALUES (?, ?, 'manual', '2026-11-01 00:00:00.000000')",
+            [(i, source) for i in ids[:4]] + [(i, target) for i in ids[3:]],
+        )
     page.reload()
     expect(page.locator(f"#usage-{source}")).to_have_text("4")
 
@@ -96,9 +102,13 @@ def test_manager_merges_and_deletes_tags_with_counts(page, app_server):
     expect(page.locator("#tag-table").get_by_text("合并目标E2E")).to_have_count(0)
     with _db(app_server) as db:
         assert db.execute("SELECT count(*) FROM tag WHERE id IN (?, ?)", (source, target)).fetchone()[0] == 0
-        assert db.execute("SELECT count(*) FROM tag_assignment WHERE tag_id IN (?, ?)",
-                          (source, target)).fetchone()[0] == 0
-        actions = {r[0] for r in db.execute("SELECT action FROM audit_entry WHERE action IN ('tag.merge', 'tag.delete')")}
+        assert (
+            db.execute("SELECT count(*) FROM tag_assignment WHERE tag_id IN (?, ?)", (source, target)).fetchone()[0]
+            == 0
+        )
+        actions = {
+            r[0] for r in db.execute("SELECT action FROM audit_entry WHERE action IN ('tag.merge', 'tag.delete')")
+        }
     assert actions == {"tag.merge", "tag.delete"}
 
     page.locator("#tab-hygiene").click()

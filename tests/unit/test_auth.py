@@ -24,6 +24,7 @@ FIXED_NOW = 1_800_000_015.0  # 15 s into a TOTP step: ±1 step is unambiguous
 
 # --- helpers ---------------------------------------------------------------------
 
+
 def password_of(username: str) -> str:
     return f"Demo-{username}-2026"
 
@@ -92,6 +93,7 @@ def enrol(username: str, password: str) -> tuple[str, tuple[str, ...]]:
 
 # --- passwords ---------------------------------------------------------------------
 
+
 def test_production_bcrypt_cost_defaults_to_12(monkeypatch):
     monkeypatch.delenv("MEIQIA_BCRYPT_ROUNDS", raising=False)
     try:
@@ -134,6 +136,7 @@ def test_validate_password_rejects_weak_passwords(password, key):
 
 
 # --- step 1: username and password ----------------------------------------------------
+
 
 def test_wrong_password_and_unknown_user_give_the_same_error(db):
     with pytest.raises(AuthError) as wrong:
@@ -225,6 +228,7 @@ def test_lock_expires_and_a_new_failure_starts_counting_again(db):
 
 
 # --- step 2: TOTP ------------------------------------------------------------------
+
 
 def test_totp_login_issues_ticket_and_stores_the_step(db):
     secret = secret_of(db, "admin")
@@ -354,6 +358,7 @@ def test_totp_secret_is_stored_encrypted(db):
 
 # --- enrolment and recovery codes ---------------------------------------------------------
 
+
 def test_user_without_totp_must_enrol_and_gets_ten_recovery_codes(db):
     password = create_user_without_totp()
     accepted = auth.begin_login("newbie", password)
@@ -437,6 +442,7 @@ def test_recovery_code_of_another_user_is_refused(db):
 
 # --- step 3: sessions -------------------------------------------------------------------
 
+
 def test_claimed_ticket_gives_a_session_that_resolves_to_the_actor(db):
     token = login(db, "senior", client_ip="10.1.2.3")
     actor = auth.resolve_session(token, "10.1.2.3")
@@ -480,7 +486,9 @@ def test_expired_ticket_is_refused(db):
     accepted = auth.begin_login("agent", password_of("agent"))
     result = auth.complete_login(accepted.challenge, fresh_code(secret_of(db, "agent"), "agent"))
     with write_session() as session:
-        row = session.exec(select(LoginChallenge).where(LoginChallenge.challenge_hash == auth.token_hash(result.ticket))).one()
+        row = session.exec(
+            select(LoginChallenge).where(LoginChallenge.challenge_hash == auth.token_hash(result.ticket))
+        ).one()
         row.expires_at = utcnow() - dt.timedelta(seconds=1)
         session.add(row)
     with pytest.raises(AuthError):
@@ -552,6 +560,7 @@ def test_logout_everywhere_revokes_every_session_of_the_user_only(db):
 
 
 # --- own account ------------------------------------------------------------------------
+
 
 def test_change_own_password_requires_the_old_one(db):
     token = login(db, "agent")

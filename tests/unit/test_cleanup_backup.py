@@ -71,8 +71,9 @@ def test_corrupt_backup_is_refused(seeded_actors, tmp_path):
         backup.restore_file(admin, junk)
     assert _customer_count() == before
     with read_session() as session:
-        refused = session.exec(select(AuditEntry).where(AuditEntry.action == "backup.restore",
-                                                        AuditEntry.result == "refused")).all()
+        refused = session.exec(
+            select(AuditEntry).where(AuditEntry.action == "backup.restore", AuditEntry.result == "refused")
+        ).all()
         assert len(refused) == 2
 
 

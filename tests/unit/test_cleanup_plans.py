@@ -40,8 +40,17 @@ def _record_writes():
     return seen, before
 
 
-TABLES = {"customer", "customer_order", "conversation", "message", "behavior_event", "note", "tag_assignment",
-          "erasure_request", "customer_search"}
+TABLES = {
+    "customer",
+    "customer_order",
+    "conversation",
+    "message",
+    "behavior_event",
+    "note",
+    "tag_assignment",
+    "erasure_request",
+    "customer_search",
+}
 
 
 def _target(statement: str) -> str:
@@ -132,11 +141,14 @@ def test_archive_trash_and_purge_statements_use_indexes(seeded_actors):
     interesting = [(s, p) for s, p in seen if _target(s) in TABLES]
     kinds = {" ".join(s.split()[:3]) for s, _ in interesting}
     assert any(k.startswith("UPDATE customer SET") for k in kinds)
-    assert {"DELETE FROM message", "DELETE FROM customer_order", "DELETE FROM erasure_request",
-            "DELETE FROM customer"} <= kinds
+    assert {
+        "DELETE FROM message",
+        "DELETE FROM customer_order",
+        "DELETE FROM erasure_request",
+        "DELETE FROM customer",
+    } <= kinds
     plans = _plans(interesting)
-    scans = {statement: plan for statement, plan in plans.items()
-             if any(step.startswith("SCAN ") for step in plan)}
+    scans = {statement: plan for statement, plan in plans.items() if any(step.startswith("SCAN ") for step in plan)}
     assert not scans, scans
 
 
@@ -152,8 +164,10 @@ def test_list_and_trash_queries_find_the_partial_customer_indexes(seeded_actors)
         pytest.skip("EXPLAIN QUERY PLAN text is SQLite's")
     admin = seeded_actors["admin"]
     with engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE customer SET status = 'trashed', trashed_at = '2026-01-01 00:00:00' "
-                             "WHERE id IN (SELECT id FROM customer ORDER BY id LIMIT 5)")
+        conn.exec_driver_sql(
+            "UPDATE customer SET status = 'trashed', trashed_at = '2026-01-01 00:00:00' "
+            "WHERE id IN (SELECT id FROM customer ORDER BY id LIMIT 5)"
+        )
     seen: list[tuple[str, object]] = []
 
     def before(conn, cursor, statement, params, context, executemany):
@@ -175,6 +189,9 @@ def test_list_and_trash_queries_find_the_partial_customer_indexes(seeded_actors)
         event.remove(engine, "before_cursor_execute", before)
     plans = _plans(seen, key_length=None)
     assert len(plans) > 40
-    scans = {statement: plan for statement, plan in plans.items()
-             if any(re.fullmatch(r"SCAN customer", step) for step in plan)}
+    scans = {
+        statement: plan
+        for statement, plan in plans.items()
+        if any(re.fullmatch(r"SCAN customer", step) for step in plan)
+    }
     assert not scans, scans

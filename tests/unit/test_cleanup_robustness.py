@@ -42,15 +42,31 @@ def _rows(sql: str):
 def test_killed_archive_job_resumes_without_half_moved_customers(seeded_actors, seeded_db):
     admin = seeded_actors["admin"]
     with get_engine().begin() as conn:
-        conn.exec_driver_sql("UPDATE customer SET phone=NULL, email=NULL WHERE id IN "
-                             "(SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 120)")
+        conn.exec_driver_sql(
+            "UPDATE customer SET phone=NULL, email=NULL WHERE id IN "
+            "(SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 120)"
+        )
     criteria = Criteria(no_contact=True)
     total = cleanup.count_matching(admin, criteria)
-    ids = [r[0] for r in _rows("SELECT id FROM customer WHERE status='active' AND (phone IS NULL OR phone='') "
-                               "AND (email IS NULL OR email='')")]
-    job_id = jobs.create_job(admin, "cleanup.archive", {
-        "criteria": criteria.to_dict(), "action": "archive", "tag_id": 0, "expected": total,
-        "started_at": "2026-11-23T00:00:00+00:00"}, total=total)
+    ids = [
+        r[0]
+        for r in _rows(
+            "SELECT id FROM customer WHERE status='active' AND (phone IS NULL OR phone='') "
+            "AND (email IS NULL OR email='')"
+        )
+    ]
+    job_id = jobs.create_job(
+        admin,
+        "cleanup.archive",
+        {
+            "criteria": criteria.to_dict(),
+            "action": "archive",
+            "tag_id": 0,
+            "expected": total,
+            "started_at": "2026-11-23T00:00:00+00:00",
+        },
+        total=total,
+    )
     reset_engine()
     env = {**os.environ, "MEIQIA_DATA_DIR": str(seeded_db), "MEIQIA_SCHEDULER": "off"}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(job_id)], cwd=ROOT, env=env)
@@ -75,8 +91,13 @@ def test_killed_archive_job_resumes_without_half_moved_customers(seeded_actors, 
     id_list = ",".join(map(str, ids))
     # No customer is half-moved: status and archived_at agree, and exactly the
     # customers up to the committed checkpoint are archived.
-    assert _rows(f"SELECT count(*) FROM customer WHERE id IN ({id_list}) AND "
-                 "((status='archived') != (archived_at IS NOT NULL))")[0][0] == 0
+    assert (
+        _rows(
+            f"SELECT count(*) FROM customer WHERE id IN ({id_list}) AND "
+            "((status='archived') != (archived_at IS NOT NULL))"
+        )[0][0]
+        == 0
+    )
     archived = {r[0] for r in _rows(f"SELECT id FROM customer WHERE id IN ({id_list}) AND status='archived'")}
     assert archived == {i for i in ids if i <= checkpoint["after_id"]}
     assert len(archived) == job.processed
@@ -93,15 +114,23 @@ def test_killed_purge_job_leaves_no_half_deleted_customer_and_resumes(seeded_act
     every customer is either gone with all its rows or still in the trash with all of them."""
     admin = seeded_actors["admin"]
     with get_engine().begin() as conn:
-        conn.exec_driver_sql("UPDATE customer SET status='trashed', trashed_at='2026-11-01 00:00:00.000000' "
-                             "WHERE id IN (SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 120)")
+        conn.exec_driver_sql(
+            "UPDATE customer SET status='trashed', trashed_at='2026-11-01 00:00:00.000000' "
+            "WHERE id IN (SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 120)"
+        )
     ids = [r[0] for r in _rows("SELECT id FROM customer WHERE status='trashed' ORDER BY id")]
     children = "SELECT customer_id, count(*) FROM {} WHERE customer_id IN ({}) GROUP BY customer_id"
     id_list = ",".join(map(str, ids))
-    before = {table: dict(_rows(children.format(table, id_list)))
-              for table in ("customer_order", "conversation", "behavior_event", "note")}
-    job_id = jobs.create_job(admin, "cleanup.purge", {"all": True, "cutoff": "2026-11-23T00:00:00+00:00",
-                                                      "started_at": "2026-11-23T00:00:00+00:00"}, total=len(ids))
+    before = {
+        table: dict(_rows(children.format(table, id_list)))
+        for table in ("customer_order", "conversation", "behavior_event", "note")
+    }
+    job_id = jobs.create_job(
+        admin,
+        "cleanup.purge",
+        {"all": True, "cutoff": "2026-11-23T00:00:00+00:00", "started_at": "2026-11-23T00:00:00+00:00"},
+        total=len(ids),
+    )
     reset_engine()
     env = {**os.environ, "MEIQIA_DATA_DIR": str(seeded_db), "MEIQIA_SCHEDULER": "off"}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(job_id)], cwd=ROOT, env=env)

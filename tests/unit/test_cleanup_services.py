@@ -42,17 +42,24 @@ NO_CONTACT = Criteria(no_contact=True)
 
 def _make_no_contact(n: int = 7) -> list[int]:
     with write_session() as session:
-        ids = [r[0] for r in session.connection().execute(
-            text("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT :n"), {"n": n})]
+        ids = [
+            r[0]
+            for r in session.connection().execute(
+                text("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT :n"), {"n": n}
+            )
+        ]
         session.connection().exec_driver_sql(
-            f"UPDATE customer SET phone=NULL, email='' WHERE id IN ({','.join(map(str, ids))})")
+            f"UPDATE customer SET phone=NULL, email='' WHERE id IN ({','.join(map(str, ids))})"
+        )
     return ids
 
 
 def test_dry_run_count_equals_sql_and_explains_each_row(seeded_actors):
     _make_no_contact()
-    expected = _sql("SELECT count(*) FROM customer WHERE status='active' AND (phone IS NULL OR phone='') "
-                    "AND (email IS NULL OR email='')")[0][0]
+    expected = _sql(
+        "SELECT count(*) FROM customer WHERE status='active' AND (phone IS NULL OR phone='') "
+        "AND (email IS NULL OR email='')"
+    )[0][0]
     result = cleanup.dry_run(seeded_actors["admin"], NO_CONTACT, "archive")
     assert result.count == expected >= 7
     assert result.sample and all(row.reasons == ["no_contact"] for row in result.sample)
@@ -65,13 +72,16 @@ def test_inactive_criterion_matches_direct_sql(seeded_actors):
     cutoff = cleanup._months_ago(now, 12)
     with get_engine().connect() as conn:
         where, _ = cleanup.criteria_conditions(conn, seeded_actors["admin"], criteria, now)
-        from sqlalchemy import func, select as sselect
+        from sqlalchemy import func
+        from sqlalchemy import select as sselect
+
         got = conn.execute(sselect(func.count()).select_from(Customer.__table__).where(where)).scalar_one()
     rows = _sql(
         "SELECT count(*) FROM customer c WHERE c.status='active' AND c.last_active_at < :cut "
         "AND (c.last_login_at IS NULL OR c.last_login_at < :cut) AND (c.last_purchase_at IS NULL OR c.last_purchase_at < :cut) "
         "AND NOT EXISTS (SELECT 1 FROM conversation v WHERE v.customer_id=c.id AND v.started_at >= :cut)",
-        cut=cutoff.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        cut=cutoff.strftime("%Y-%m-%d %H:%M:%S.%f"),
+    )
     assert got == rows[0][0] > 0
 
 
@@ -152,8 +162,9 @@ def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
     with sqlite3.connect(backup.path_of(purge["backup"])) as src, sqlite3.connect(copy) as dst:
         src.backup(dst)
     with sqlite3.connect(copy) as conn:
-        back = conn.execute(f"SELECT count(*) FROM customer WHERE status='trashed' AND id IN "
-                            f"({','.join(map(str, gone))})").fetchone()[0]
+        back = conn.execute(
+            f"SELECT count(*) FROM customer WHERE status='trashed' AND id IN ({','.join(map(str, gone))})"
+        ).fetchone()[0]
     assert back == len(gone)
 
 
@@ -162,9 +173,16 @@ def _tables_referencing(conn, target: str) -> set[str]:
     if conn.dialect.name == "sqlite":
         tables = [r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")]
         return {t for t in tables for fk in conn.exec_driver_sql(f"PRAGMA foreign_key_list('{t}')") if fk[2] == target}
-    return {r[0] for r in conn.execute(text(
-        "SELECT DISTINCT cl.relname FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid "
-        "WHERE c.contype = 'f' AND c.confrelid = CAST(:t AS regclass)"), {"t": target})}
+    return {
+        r[0]
+        for r in conn.execute(
+            text(
+                "SELECT DISTINCT cl.relname FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid "
+                "WHERE c.contype = 'f' AND c.confrelid = CAST(:t AS regclass)"
+            ),
+            {"t": target},
+        )
+    }
 
 
 def test_the_purge_deletes_from_every_table_that_references_a_customer(db):
@@ -181,17 +199,27 @@ def test_the_purge_deletes_from_every_table_that_references_a_customer(db):
 def test_a_purge_leaves_no_orphans_and_the_checks_back_on_for_other_writers(seeded_actors):
     admin = seeded_actors["admin"]
     with write_session() as session:
-        session.connection().execute(text(
-            "UPDATE customer SET status='trashed', trashed_at=:t WHERE id IN (SELECT customer_id FROM conversation "
-            "WHERE id IN (SELECT conversation_id FROM message) LIMIT 20)"), {"t": utcnow().strftime("%Y-%m-%d %H:%M:%S")})
+        session.connection().execute(
+            text(
+                "UPDATE customer SET status='trashed', trashed_at=:t WHERE id IN (SELECT customer_id FROM conversation "
+                "WHERE id IN (SELECT conversation_id FROM message) LIMIT 20)"
+            ),
+            {"t": utcnow().strftime("%Y-%m-%d %H:%M:%S")},
+        )
     trashed = cleanup.count_parked(admin, "trashed")
     assert trashed >= 5
     cleanup.start_purge(admin, all_trash=True, confirm=str(trashed))
     assert cleanup.count_parked(admin, "trashed") == 0
-    for child, key in (("conversation", "customer_id"), ("customer_order", "customer_id"),
-                       ("behavior_event", "customer_id"), ("note", "customer_id"), ("tag_assignment", "customer_id"),
-                       ("customer_search", "customer_id"), ("erasure_request", "customer_id"),
-                       ("message", "conversation_id")):
+    for child, key in (
+        ("conversation", "customer_id"),
+        ("customer_order", "customer_id"),
+        ("behavior_event", "customer_id"),
+        ("note", "customer_id"),
+        ("tag_assignment", "customer_id"),
+        ("customer_search", "customer_id"),
+        ("erasure_request", "customer_id"),
+        ("message", "conversation_id"),
+    ):
         parent = "conversation" if child == "message" else "customer"
         assert _sql(f"SELECT count(*) FROM {child} WHERE {key} NOT IN (SELECT id FROM {parent})")[0][0] == 0, child
     if get_engine().dialect.name == "sqlite":
@@ -199,8 +227,7 @@ def test_a_purge_leaves_no_orphans_and_the_checks_back_on_for_other_writers(seed
     # Every pooled connection checks foreign keys again for everyone else.
     from sqlalchemy.exc import IntegrityError
 
-    note = ("INSERT INTO note (customer_id, author_name, body, created_at, updated_at) "
-            "VALUES (:c, '', 'x', :t, :t)")
+    note = "INSERT INTO note (customer_id, author_name, body, created_at, updated_at) VALUES (:c, '', 'x', :t, :t)"
     now = utcnow().strftime("%Y-%m-%d %H:%M:%S")
     conns = [get_engine().connect() for _ in range(get_engine().pool.size())]
     try:
@@ -232,7 +259,8 @@ def test_nightly_purge_removes_old_trash(seeded_actors):
     with write_session() as session:
         session.connection().execute(
             text("UPDATE customer SET status='trashed', trashed_at=:t WHERE id IN (3, 4)"),
-            {"t": old.strftime("%Y-%m-%d %H:%M:%S.%f")})
+            {"t": old.strftime("%Y-%m-%d %H:%M:%S.%f")},
+        )
     cleanup.nightly_purge()
     assert _sql("SELECT count(*) FROM customer WHERE id IN (3, 4)")[0][0] == 0
 
@@ -244,8 +272,9 @@ def test_tag_action_assigns_the_tag(seeded_actors):
         tag_id = session.exec(select(Tag.id)).first()
     count = cleanup.count_matching(admin, NO_CONTACT)
     cleanup.start_action(admin, NO_CONTACT, "tag", confirm=str(count), tag_id=tag_id)
-    have = _sql(f"SELECT count(*) FROM tag_assignment WHERE tag_id=:t AND customer_id IN ({','.join(map(str, ids))})",
-                t=tag_id)[0][0]
+    have = _sql(
+        f"SELECT count(*) FROM tag_assignment WHERE tag_id=:t AND customer_id IN ({','.join(map(str, ids))})", t=tag_id
+    )[0][0]
     assert have == 4
 
 
@@ -256,9 +285,11 @@ def _personal(customer_id: int) -> dict:
 
 def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_db):
     admin, agent = seeded_actors["admin"], seeded_actors["agent"]
-    target = _sql("SELECT c.id FROM customer c WHERE phone IS NOT NULL AND email IS NOT NULL AND "
-                  "EXISTS (SELECT 1 FROM note n WHERE n.customer_id=c.id) AND "
-                  "EXISTS (SELECT 1 FROM customer_order o WHERE o.customer_id=c.id) ORDER BY id LIMIT 1")[0][0]
+    target = _sql(
+        "SELECT c.id FROM customer c WHERE phone IS NOT NULL AND email IS NOT NULL AND "
+        "EXISTS (SELECT 1 FROM note n WHERE n.customer_id=c.id) AND "
+        "EXISTS (SELECT 1 FROM customer_order o WHERE o.customer_id=c.id) ORDER BY id LIMIT 1"
+    )[0][0]
     values = _personal(target)
     spent_before = _sql("SELECT order_count, total_spent_cents FROM customer WHERE id=:i", i=target)[0]
     orders_before = _sql("SELECT count(*), sum(amount_cents) FROM customer_order WHERE customer_id=:i", i=target)[0]
@@ -271,8 +302,11 @@ def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_d
     (exports / "old.csv").write_text(f"{values['name']},{values['phone']}\n")
     with write_session() as session:
         user_id = _sql("SELECT id FROM app_user WHERE username='admin'")[0][0]
-        session.add(ExportJob(requested_by_id=user_id, status="done", file_name="old.csv",
-                              created_at=utcnow() - dt.timedelta(hours=1)))
+        session.add(
+            ExportJob(
+                requested_by_id=user_id, status="done", file_name="old.csv", created_at=utcnow() - dt.timedelta(hours=1)
+            )
+        )
     criteria = Criteria(erasure_pending=True, scope="all")
     dry = cleanup.dry_run(admin, criteria, "erase")
     assert dry.count == 1 and dry.tables["note"] >= 1 and dry.sample[0].reasons == ["erasure_pending"]
@@ -285,23 +319,37 @@ def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_d
     after = _personal(target)
     assert after["phone"] is None and after["email"] is None and after["name"].startswith("已删除-")
     assert _sql("SELECT order_count, total_spent_cents FROM customer WHERE id=:i", i=target)[0] == spent_before
-    assert _sql("SELECT count(*), sum(amount_cents) FROM customer_order WHERE customer_id=:i", i=target)[0] == orders_before
+    assert (
+        _sql("SELECT count(*), sum(amount_cents) FROM customer_order WHERE customer_id=:i", i=target)[0]
+        == orders_before
+    )
     assert _sql("SELECT count(*) FROM note WHERE customer_id=:i", i=target)[0][0] == 0
     assert _sql("SELECT status FROM erasure_request WHERE customer_id=:i", i=target)[0][0] == "done"
     # The erased values are nowhere in the database's tables (search text and FTS included) …
     for value in values.values():
-        for table, column in (("customer", "name"), ("customer", "phone"), ("customer", "email"),
-                              ("customer_search", "text"), ("customer_order", "recipient_name"),
-                              ("customer_order", "recipient_phone"), ("audit_entry", "details")):
+        for table, column in (
+            ("customer", "name"),
+            ("customer", "phone"),
+            ("customer", "email"),
+            ("customer_search", "text"),
+            ("customer_order", "recipient_name"),
+            ("customer_order", "recipient_phone"),
+            ("audit_entry", "details"),
+        ):
             hits = _sql(f"SELECT count(*) FROM {table} WHERE {column} LIKE :v", v=f"%{value.lower()}%")
             if table == "audit_entry":
                 # entries written since the erasure request never hold the values
-                hits = _sql("SELECT count(*) FROM audit_entry WHERE action LIKE 'erasure.%' AND details LIKE :v",
-                            v=f"%{value}%")
+                hits = _sql(
+                    "SELECT count(*) FROM audit_entry WHERE action LIKE 'erasure.%' AND details LIKE :v", v=f"%{value}%"
+                )
             assert hits[0][0] == 0, (table, column)
         if get_engine().dialect.name == "sqlite" and len(value) >= 3:
-            assert _sql("SELECT count(*) FROM customer_fts WHERE customer_fts MATCH :q",
-                        q='"' + value.lower()[:20] + '"')[0][0] == 0
+            assert (
+                _sql("SELECT count(*) FROM customer_fts WHERE customer_fts MATCH :q", q='"' + value.lower()[:20] + '"')[
+                    0
+                ][0]
+                == 0
+            )
     entries = _audit("erasure.execute")
     assert entries and str(target) in entries[0].details
     # … and not in the database file either (secure_delete + FTS merge + WAL checkpoint).
@@ -314,21 +362,30 @@ def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_d
 
 def test_a_search_typed_into_an_export_or_bulk_job_keeps_no_trace_after_erasure(seeded_actors):
     from meiqia_app.services import tags
+    from meiqia_app.services.customer_query import ListQuery
     from meiqia_app.services.exports import service as exports
     from meiqia_app.services.selection import Selection
-    from meiqia_app.services.customer_query import ListQuery
 
     admin = seeded_actors["admin"]
-    target = _sql("SELECT id FROM customer WHERE status='active' AND phone IS NOT NULL AND email IS NOT NULL "
-                  "ORDER BY id LIMIT 1")[0][0]
+    target = _sql(
+        "SELECT id FROM customer WHERE status='active' AND phone IS NOT NULL AND email IS NOT NULL ORDER BY id LIMIT 1"
+    )[0][0]
     values = _personal(target)
-    other = _sql("SELECT phone FROM customer WHERE status='active' AND phone IS NOT NULL AND id <> :i "
-                 "ORDER BY id DESC LIMIT 1", i=target)[0][0]
-    request = {"scope": {"kind": "query", "query": {"q": values["phone"]}}, "fields": ["id", "name"],
-               "format": "csv", "sort_field": "id", "sort_dir": "asc"}
+    other = _sql(
+        "SELECT phone FROM customer WHERE status='active' AND phone IS NOT NULL AND id <> :i ORDER BY id DESC LIMIT 1",
+        i=target,
+    )[0][0]
+    request = {
+        "scope": {"kind": "query", "query": {"q": values["phone"]}},
+        "fields": ["id", "name"],
+        "format": "csv",
+        "sort_field": "id",
+        "sort_dir": "asc",
+    }
     mine = exports.request_export(admin, request, start=False)["id"]
-    unrelated = exports.request_export(admin, {**request, "scope": {"kind": "query", "query": {"q": other}}},
-                                       start=False)["id"]
+    unrelated = exports.request_export(
+        admin, {**request, "scope": {"kind": "query", "query": {"q": other}}}, start=False
+    )["id"]
     tag_id = _sql("SELECT id FROM tag ORDER BY id LIMIT 1")[0][0]
     tags.start_bulk_tag_job(admin, Selection.of_query(ListQuery.from_dict({"q": values["email"]})), tag_id, "add")
     # What the audit chain received is masked from the start: it can never be erased later.
@@ -337,7 +394,10 @@ def test_a_search_typed_into_an_export_or_bulk_job_keeps_no_trace_after_erasure(
     details = " ".join(e.details for e in entries)
     assert values["phone"][:3] + "******" + values["phone"][-2:] in details
     for entry in entries:
-        assert values["phone"] not in entry.details and values["email"] not in entry.details, (entry.action, entry.details)
+        assert values["phone"] not in entry.details and values["email"] not in entry.details, (
+            entry.action,
+            entry.details,
+        )
 
     erasure.erase_customer(admin, target, confirm=str(target))
 
@@ -347,8 +407,10 @@ def test_a_search_typed_into_an_export_or_bulk_job_keeps_no_trace_after_erasure(
     assert other in scopes[unrelated]  # someone else's search is left alone
     for value in values.values():
         for table, column in (("export_job", "scope"), ("audit_entry", "details"), ("job", "params")):
-            assert _sql(f"SELECT count(*) FROM {table} WHERE {column} LIKE :v", v=f"%{value}%")[0][0] == 0, \
-                (table, value)
+            assert _sql(f"SELECT count(*) FROM {table} WHERE {column} LIKE :v", v=f"%{value}%")[0][0] == 0, (
+                table,
+                value,
+            )
 
 
 def test_duplicate_request_is_refused(seeded_actors):
@@ -377,7 +439,8 @@ def test_duplicates_and_saved_view_criteria(seeded_actors):
     admin = seeded_actors["admin"]
     with write_session() as session:
         session.connection().exec_driver_sql(
-            "UPDATE customer SET email=(SELECT email FROM customer WHERE id=10) WHERE id=11")
+            "UPDATE customer SET email=(SELECT email FROM customer WHERE id=10) WHERE id=11"
+        )
     dry = cleanup.dry_run(admin, Criteria(duplicates=True), "archive")
     assert 11 in {r.id for r in dry.sample} or dry.count >= 1
     from meiqia_app.services.customer_query import ListQuery
@@ -402,6 +465,7 @@ def test_list_selection_archive_needs_only_the_archive_permission(seeded_actors)
         cleanup.start_action(seeded_actors["agent"], criteria, "archive", "3")
     job_id = cleanup.start_action(seeded_actors["manager"], criteria, "archive", "3")
     import time
+
     deadline = time.monotonic() + 20
     while jobs.job_view(seeded_actors["manager"], job_id).status in ("queued", "running"):
         assert time.monotonic() < deadline
@@ -414,10 +478,17 @@ def test_list_selection_archive_needs_only_the_archive_permission(seeded_actors)
         cleanup.dry_run(seeded_actors["manager"], NO_CONTACT, "archive")
 
 
-@pytest.mark.parametrize("criteria", [
-    Criteria(duplicates=True), Criteria(erasure_pending=True), Criteria(invalid_contact=True),
-    Criteria(inactive_months=6, no_contact=True, match="any"), Criteria(inactive_months=12, duplicates=True, match="all"),
-], ids=["duplicates", "erasure_pending", "invalid_contact", "inactive_or_no_contact", "inactive_and_duplicate"])
+@pytest.mark.parametrize(
+    "criteria",
+    [
+        Criteria(duplicates=True),
+        Criteria(erasure_pending=True),
+        Criteria(invalid_contact=True),
+        Criteria(inactive_months=6, no_contact=True, match="any"),
+        Criteria(inactive_months=12, duplicates=True, match="all"),
+    ],
+    ids=["duplicates", "erasure_pending", "invalid_contact", "inactive_or_no_contact", "inactive_and_duplicate"],
+)
 def test_set_based_batches_change_exactly_the_matching_customers(seeded_actors, monkeypatch, criteria):
     """The jobs' UPDATE runs the criteria (correlated sub-selects on the customer table included)
     over id windows; it must change exactly the customers the dry run's SELECT matched."""
@@ -439,6 +510,10 @@ def test_set_based_batches_change_exactly_the_matching_customers(seeded_actors, 
     monkeypatch.setattr(cleanup, "BULK_BATCH", 7)  # several windows
     job_id = cleanup.start_action(admin, criteria, "archive", confirm=str(len(expected)))
     assert _job(job_id).status == "done"
-    archived = {r[0] for r in _sql("SELECT id FROM customer WHERE status='archived' AND archived_at IS NOT NULL "
-                                   "AND updated_by_name='admin'")}
+    archived = {
+        r[0]
+        for r in _sql(
+            "SELECT id FROM customer WHERE status='archived' AND archived_at IS NOT NULL AND updated_by_name='admin'"
+        )
+    }
     assert archived == expected

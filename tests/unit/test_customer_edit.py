@@ -42,8 +42,9 @@ def test_invalid_phone_and_email_are_refused_with_field_errors(seeded_db, seeded
     cid = _first_active_id()
     before = _customer(cid)
     with pytest.raises(ValidationError) as caught:
-        customer_edit.update_customer(seeded_actors["agent"], cid, before.version,
-                                      {"phone": "12345", "email": "not-an-email", "name": ""})
+        customer_edit.update_customer(
+            seeded_actors["agent"], cid, before.version, {"phone": "12345", "email": "not-an-email", "name": ""}
+        )
     assert caught.value.field_errors["phone"][0] == "error.phone_invalid"
     assert caught.value.field_errors["email"][0] == "error.email_invalid"
     assert caught.value.field_errors["name"][0] == "error.required"
@@ -73,10 +74,14 @@ def test_renaming_updates_search_text_and_pinyin(seeded_db, seeded_actors):
 
 def test_agent_without_sensitive_view_keeps_masked_fields_when_left_empty(seeded_db, seeded_actors):
     with read_session() as session:
-        customer = session.exec(select(Customer).where(Customer.phone.is_not(None), Customer.email.is_not(None),
-                                                       Customer.status == "active")).first()
-    customer_edit.update_customer(seeded_actors["agent"], customer.id, customer.version,
-                                  {"phone": "", "email": "", "company": "Kept Co"})
+        customer = session.exec(
+            select(Customer).where(
+                Customer.phone.is_not(None), Customer.email.is_not(None), Customer.status == "active"
+            )
+        ).first()
+    customer_edit.update_customer(
+        seeded_actors["agent"], customer.id, customer.version, {"phone": "", "email": "", "company": "Kept Co"}
+    )
     after = _customer(customer.id)
     assert (after.phone, after.email, after.company) == (customer.phone, customer.email, "Kept Co")
 
@@ -86,20 +91,23 @@ def test_analyst_cannot_edit_and_the_refusal_is_audited(seeded_db, seeded_actors
     with pytest.raises(PermissionDenied):
         customer_edit.update_customer(seeded_actors["analyst"], cid, 1, {"company": "x"})
     with read_session() as session:
-        refused = session.exec(select(AuditEntry).where(AuditEntry.action == "customer.update",
-                                                        AuditEntry.result == "refused")).all()
+        refused = session.exec(
+            select(AuditEntry).where(AuditEntry.action == "customer.update", AuditEntry.result == "refused")
+        ).all()
     assert len(refused) == 1
 
 
 def test_create_customer_is_searchable(db, actors):
-    new_id = customer_edit.create_customer(actors["agent"], {"name": "测试客户", "phone": "13700001111",
-                                                             "source": "wechat"})
+    new_id = customer_edit.create_customer(
+        actors["agent"], {"name": "测试客户", "phone": "13700001111", "source": "wechat"}
+    )
     page = customer_list.list_customers(actors["agent"], ListQuery.from_dict({"q": "0000111"}))
     assert [row.id for row in page.rows] == [new_id]
 
 
-def test_an_edit_while_another_writer_holds_the_lock_says_busy_and_changes_nothing(seeded_db, seeded_actors,
-                                                                                 monkeypatch):
+def test_an_edit_while_another_writer_holds_the_lock_says_busy_and_changes_nothing(
+    seeded_db, seeded_actors, monkeypatch
+):
     """On SQLite a cleanup batch holds the single write lock for seconds; an edit
     that waits past the busy timeout gets a "busy, try again" error, not a crash."""
     import sqlite3

@@ -28,7 +28,6 @@ from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, Val
 from meiqia_app.services.masking import MASK, mask_email, mask_phone
 from meiqia_app.services.search_text import build_search_text
 from meiqia_app.timeutil import UTC
-
 from tests.conftest import load_actors
 
 T0 = dt.datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
@@ -65,11 +64,15 @@ def expected_groups(kind: str) -> dict[str, tuple[int, list[int]]]:
     key_sql = {"phone": "phone", "email": "lower(email)", "name_city": "name || ' · ' || city"}[kind]
     present = {"phone": "phone <> ''", "email": "email <> ''", "name_city": "city <> ''"}[kind]
     members: dict[str, list[int]] = {}
-    for key, customer_id in rows(f"SELECT {key_sql} AS k, id FROM customer "
-                                 f"WHERE status <> 'trashed' AND {present} ORDER BY id"):
+    for key, customer_id in rows(
+        f"SELECT {key_sql} AS k, id FROM customer WHERE status <> 'trashed' AND {present} ORDER BY id"
+    ):
         members.setdefault(key, []).append(customer_id)
-    return {k: (len(ids), ids[:duplicates.MEMBERS_PER_GROUP]) for k, ids in sorted(members.items())
-            if len(ids) > 1 and (kind != "phone" or valid_phone(k))}
+    return {
+        k: (len(ids), ids[: duplicates.MEMBERS_PER_GROUP])
+        for k, ids in sorted(members.items())
+        if len(ids) > 1 and (kind != "phone" or valid_phone(k))
+    }
 
 
 def valid_phone(value: str) -> bool:
@@ -82,10 +85,17 @@ def valid_phone(value: str) -> bool:
 def add_email_duplicates() -> None:
     """The 300-customer seed has no shared e-mail: copy some, one in capitals."""
     with_email = [r[0] for r in rows("SELECT id FROM customer WHERE email LIKE '%@%' ORDER BY id LIMIT 6")]
-    execute("UPDATE customer SET email = (SELECT email FROM customer WHERE id = :a) WHERE id = :b",
-            a=with_email[0], b=with_email[1])
-    execute("UPDATE customer SET email = (SELECT upper(email) FROM customer WHERE id = :a) WHERE id IN (:b, :c)",
-            a=with_email[2], b=with_email[3], c=with_email[4])
+    execute(
+        "UPDATE customer SET email = (SELECT email FROM customer WHERE id = :a) WHERE id = :b",
+        a=with_email[0],
+        b=with_email[1],
+    )
+    execute(
+        "UPDATE customer SET email = (SELECT upper(email) FROM customer WHERE id = :a) WHERE id IN (:b, :c)",
+        a=with_email[2],
+        b=with_email[3],
+        c=with_email[4],
+    )
 
 
 def as_found(groups) -> dict[str, tuple[int, list[int]]]:
@@ -105,6 +115,7 @@ def restricted_actor(admin, permissions: list[str]):
 
 
 # --- finding ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", duplicates.KINDS)
 def test_groups_are_those_of_a_direct_sql_group_by(seeded_db, seeded_actors, kind):
@@ -137,8 +148,11 @@ def test_an_invalid_phone_shared_by_many_is_not_a_duplicate_group(db, actors):
 def test_a_group_left_with_one_live_customer_is_not_shown(seeded_db, seeded_actors):
     admin = seeded_actors["admin"]
     pair = next(g for g in all_groups(admin, "phone") if g.size == 2)
-    execute("UPDATE customer SET status = 'trashed', trashed_at = :now WHERE id = :id",
-            now="2026-01-01 00:00:00.000000", id=pair.members[1].id)
+    execute(
+        "UPDATE customer SET status = 'trashed', trashed_at = :now WHERE id = :id",
+        now="2026-01-01 00:00:00.000000",
+        id=pair.members[1].id,
+    )
     assert pair.key not in {g.key for g in all_groups(admin, "phone")}
     assert pair.key not in expected_groups("phone")
 
@@ -173,14 +187,17 @@ def test_capitalised_emails_are_found_on_every_page_size(db, actors, limit):
     values += [("MA1@qq.com", "trashed"), ("Solo@qq.com", "active")]
     with write_session() as session:
         for index, (email, status) in enumerate(values):
-            session.execute(text(
-                "INSERT INTO customer (name, name_pinyin, name_initials, gender, email, source, registered_at, "
-                "last_active_at, order_count, total_spent_cents, lifecycle_stage, membership_tier, "
-                "consent_marketing, consent_analytics, status, custom_attributes, version, created_at, updated_at) "
-                "VALUES (:name, '', '', 'U', :email, 'web', '2026-01-01 00:00:00.000000', "
-                "'2026-01-01 00:00:00.000000', 0, 0, 'prospect', 'regular', false, false, :status, '{}', 1, "
-                "'2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"), {"name": f"客户{index}", "email": email,
-                                                                            "status": status})
+            session.execute(
+                text(
+                    "INSERT INTO customer (name, name_pinyin, name_initials, gender, email, source, registered_at, "
+                    "last_active_at, order_count, total_spent_cents, lifecycle_stage, membership_tier, "
+                    "consent_marketing, consent_analytics, status, custom_attributes, version, created_at, updated_at) "
+                    "VALUES (:name, '', '', 'U', :email, 'web', '2026-01-01 00:00:00.000000', "
+                    "'2026-01-01 00:00:00.000000', 0, 0, 'prospect', 'regular', false, false, :status, '{}', 1, "
+                    "'2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"
+                ),
+                {"name": f"客户{index}", "email": email, "status": status},
+            )
     expected = expected_groups("email")
     assert len(expected) >= 6 and any(email != email.lower() for email, _status in values)
     found = all_groups(actors["admin"], "email", limit=limit)
@@ -230,6 +247,7 @@ def test_finding_needs_customer_merge_and_the_refusal_is_audited(seeded_db, seed
 
 # --- a pair to merge ------------------------------------------------------------------------------
 
+
 def tag_ids(*names: str) -> list[int]:
     with read_session() as session:
         return [session.execute(text("SELECT id FROM tag WHERE name = :n"), {"n": n}).scalar_one() for n in names]
@@ -239,13 +257,29 @@ def some_tag_names(count: int) -> list[str]:
     return [r[0] for r in rows("SELECT name FROM tag ORDER BY id LIMIT :n", n=count)]
 
 
-def give_history(customer_id: int, *, orders: list[tuple[str, int, dt.datetime]], notes: int, conversations: int,
-                 events: int, tags: list[tuple[int, str]], tag: str = "") -> None:
+def give_history(
+    customer_id: int,
+    *,
+    orders: list[tuple[str, int, dt.datetime]],
+    notes: int,
+    conversations: int,
+    events: int,
+    tags: list[tuple[int, str]],
+    tag: str = "",
+) -> None:
     with write_session() as session:
         for index, (status, amount, created) in enumerate(orders):
-            session.add(Order(order_no=f"T{customer_id}-{index}{tag}", customer_id=customer_id, product_name="耳机",
-                              amount_cents=amount, status=status, created_at=created,
-                              paid_at=created if status != "pending" else None))
+            session.add(
+                Order(
+                    order_no=f"T{customer_id}-{index}{tag}",
+                    customer_id=customer_id,
+                    product_name="耳机",
+                    amount_cents=amount,
+                    status=status,
+                    created_at=created,
+                    paid_at=created if status != "pending" else None,
+                )
+            )
         for index in range(notes):
             session.add(Note(customer_id=customer_id, author_name="经理", body=f"note {customer_id}-{index}"))
         for index in range(conversations):
@@ -255,11 +289,17 @@ def give_history(customer_id: int, *, orders: list[tuple[str, int, dt.datetime]]
             for line in range(2):
                 session.add(Message(conversation_id=conversation.id, body=f"msg {conversation.id}-{line}"))
         for index in range(events):
-            session.add(BehaviorEvent(customer_id=customer_id, kind="page_view", url="/",
-                                      occurred_at=T0 + dt.timedelta(hours=index)))
+            session.add(
+                BehaviorEvent(
+                    customer_id=customer_id, kind="page_view", url="/", occurred_at=T0 + dt.timedelta(hours=index)
+                )
+            )
         for tag_id, source in tags:
-            session.add(TagAssignment(customer_id=customer_id, tag_id=tag_id, source=source,
-                                      assigned_at=T0 + dt.timedelta(days=tag_id)))
+            session.add(
+                TagAssignment(
+                    customer_id=customer_id, tag_id=tag_id, source=source, assigned_at=T0 + dt.timedelta(days=tag_id)
+                )
+            )
 
 
 def version_of(customer_id: int) -> int:
@@ -275,30 +315,71 @@ def pair(db, actors):
     """Two hand-made customers with the same phone, each with orders, notes, conversations, events and tags."""
     admin = actors["admin"]
     survivor = create_customer(admin, {"name": "张伟", "phone": "13812345678", "city": "北京", "gender": "M"})
-    other = create_customer(admin, {"name": "张玮", "phone": "138 1234 5678", "email": "zw@example.com",
-                                    "city": "北京", "company": "美洽", "address": "北京市海淀区一号"})
+    other = create_customer(
+        admin,
+        {
+            "name": "张玮",
+            "phone": "138 1234 5678",
+            "email": "zw@example.com",
+            "city": "北京",
+            "company": "美洽",
+            "address": "北京市海淀区一号",
+        },
+    )
     a, b, c = tag_ids(*some_tag_names(3))
-    give_history(survivor, orders=[("paid", 10_000, T0), ("refunded", 5_000, T0 + dt.timedelta(days=1))],
-                 notes=1, conversations=1, events=2, tags=[(a, "manual"), (b, "rule")])
-    give_history(other, orders=[("paid", 20_000, T0 - dt.timedelta(days=30)), ("pending", 7_000, T0),
-                                ("paid", 30_000, T0 + dt.timedelta(days=40))],
-                 notes=2, conversations=2, events=3, tags=[(b, "manual"), (c, "manual")])
-    execute("UPDATE customer SET registered_at = :r, last_active_at = :t, custom_attributes = :attrs WHERE id = :id",
-            r="2025-06-01 00:00:00.000000", t="2026-03-01 00:00:00.000000",
-            attrs=json.dumps({"会员卡号": "M1", "偏好渠道": "app"}), id=other)
-    execute("UPDATE customer SET registered_at = :r, last_active_at = :t, custom_attributes = :attrs WHERE id = :id",
-            r="2025-09-01 00:00:00.000000", t="2026-02-01 00:00:00.000000", attrs=json.dumps({"会员卡号": "M0"}),
-            id=survivor)
+    give_history(
+        survivor,
+        orders=[("paid", 10_000, T0), ("refunded", 5_000, T0 + dt.timedelta(days=1))],
+        notes=1,
+        conversations=1,
+        events=2,
+        tags=[(a, "manual"), (b, "rule")],
+    )
+    give_history(
+        other,
+        orders=[
+            ("paid", 20_000, T0 - dt.timedelta(days=30)),
+            ("pending", 7_000, T0),
+            ("paid", 30_000, T0 + dt.timedelta(days=40)),
+        ],
+        notes=2,
+        conversations=2,
+        events=3,
+        tags=[(b, "manual"), (c, "manual")],
+    )
+    execute(
+        "UPDATE customer SET registered_at = :r, last_active_at = :t, custom_attributes = :attrs WHERE id = :id",
+        r="2025-06-01 00:00:00.000000",
+        t="2026-03-01 00:00:00.000000",
+        attrs=json.dumps({"会员卡号": "M1", "偏好渠道": "app"}),
+        id=other,
+    )
+    execute(
+        "UPDATE customer SET registered_at = :r, last_active_at = :t, custom_attributes = :attrs WHERE id = :id",
+        r="2025-09-01 00:00:00.000000",
+        t="2026-02-01 00:00:00.000000",
+        attrs=json.dumps({"会员卡号": "M0"}),
+        id=survivor,
+    )
     return {"survivor": survivor, "other": other, "tags": (a, b, c), "admin": admin, "actors": actors}
 
 
 def snapshot_children(customer_id: int) -> dict[str, list[int]]:
     return {
-        "orders": [r[0] for r in rows("SELECT id FROM customer_order WHERE customer_id = :c ORDER BY id", c=customer_id)],
-        "conversations": [r[0] for r in rows("SELECT id FROM conversation WHERE customer_id = :c ORDER BY id", c=customer_id)],
-        "events": [r[0] for r in rows("SELECT id FROM behavior_event WHERE customer_id = :c ORDER BY id", c=customer_id)],
+        "orders": [
+            r[0] for r in rows("SELECT id FROM customer_order WHERE customer_id = :c ORDER BY id", c=customer_id)
+        ],
+        "conversations": [
+            r[0] for r in rows("SELECT id FROM conversation WHERE customer_id = :c ORDER BY id", c=customer_id)
+        ],
+        "events": [
+            r[0] for r in rows("SELECT id FROM behavior_event WHERE customer_id = :c ORDER BY id", c=customer_id)
+        ],
         "notes": [r[0] for r in rows("SELECT id FROM note WHERE customer_id = :c ORDER BY id", c=customer_id)],
-        "tags": [r[0] for r in rows("SELECT tag_id FROM tag_assignment WHERE customer_id = :c ORDER BY tag_id", c=customer_id)],
+        "tags": [
+            r[0]
+            for r in rows("SELECT tag_id FROM tag_assignment WHERE customer_id = :c ORDER BY tag_id", c=customer_id)
+        ],
     }
 
 
@@ -308,6 +389,7 @@ def test_the_hand_made_pair_is_found_as_a_phone_group(pair):
 
 
 # --- merge preview -----------------------------------------------------------------------------------
+
 
 def test_preview_lists_every_editable_field_and_what_each_customer_has(pair):
     s, o = pair["survivor"], pair["other"]
@@ -362,10 +444,15 @@ def test_preview_of_a_missing_or_trashed_customer_is_not_found(pair):
 
 # --- merging -----------------------------------------------------------------------------------------
 
+
 def merge(pair, actor=None, **overrides):
     s, o = pair["survivor"], pair["other"]
-    args = {"survivor_id": s, "other_ids": [o], "field_choices": {"name": s, "company": o},
-            "expected_versions": versions(s, o)}
+    args = {
+        "survivor_id": s,
+        "other_ids": [o],
+        "field_choices": {"name": s, "company": o},
+        "expected_versions": versions(s, o),
+    }
     args.update(overrides)
     return duplicates.merge_customers(actor or pair["admin"], **args)
 
@@ -380,9 +467,16 @@ def test_merge_moves_every_order_conversation_event_note_and_message_to_the_surv
         assert after[name] == sorted(before_s[name] + before_o[name]), name
         assert result.moved[name] == len(before_o[name])
     assert snapshot_children(o) == {"orders": [], "conversations": [], "events": [], "notes": [], "tags": []}
-    assert rows("SELECT id, conversation_id FROM message ORDER BY id") == messages_before  # stay with their conversations
-    assert scalar("SELECT count(*) FROM message m JOIN conversation c ON c.id = m.conversation_id "
-                  "WHERE c.customer_id = :s", s=s) == 6
+    assert (
+        rows("SELECT id, conversation_id FROM message ORDER BY id") == messages_before
+    )  # stay with their conversations
+    assert (
+        scalar(
+            "SELECT count(*) FROM message m JOIN conversation c ON c.id = m.conversation_id WHERE c.customer_id = :s",
+            s=s,
+        )
+        == 6
+    )
     assert result.survivor_id == s and result.merged_ids == [o] and result.survivor_version == 2
 
 
@@ -390,8 +484,9 @@ def test_merge_unites_the_tags_and_a_manual_assignment_wins(pair):
     s, o = pair["survivor"], pair["other"]
     a, b, c = pair["tags"]
     result = merge(pair)
-    assert dict((r[0], r[1]) for r in rows(
-        "SELECT tag_id, source FROM tag_assignment WHERE customer_id = :s", s=s)) == {a: "manual", b: "rule", c: "manual"}
+    assert dict(
+        (r[0], r[1]) for r in rows("SELECT tag_id, source FROM tag_assignment WHERE customer_id = :s", s=s)
+    ) == {a: "manual", b: "rule", c: "manual"}
     assert result.moved["tags_added"] == 1 and result.moved["tag_assignments_removed"] == 2
     assert rows("SELECT * FROM tag_assignment WHERE customer_id = :o", o=o) == []
 
@@ -399,8 +494,11 @@ def test_merge_unites_the_tags_and_a_manual_assignment_wins(pair):
 def test_merge_recomputes_the_purchase_figures_from_paid_orders(pair):
     s = pair["survivor"]
     merge(pair)
-    row = rows("SELECT order_count, total_spent_cents, first_purchase_at, last_purchase_at, last_active_at, "
-               "registered_at FROM customer WHERE id = :s", s=s)[0]
+    row = rows(
+        "SELECT order_count, total_spent_cents, first_purchase_at, last_purchase_at, last_active_at, "
+        "registered_at FROM customer WHERE id = :s",
+        s=s,
+    )[0]
     assert row.order_count == 3  # paid orders only, as the seed counts them
     assert row.total_spent_cents == 10_000 + 20_000 + 30_000
     assert str(row.first_purchase_at).startswith("2025-12-11")  # the other's oldest paid order
@@ -414,8 +512,11 @@ def test_merge_recomputes_the_purchase_figures_from_paid_orders(pair):
 def test_merge_takes_the_chosen_field_values_and_refreshes_the_search_text(pair):
     s, o = pair["survivor"], pair["other"]
     merge(pair, field_choices={"name": o, "company": o})
-    row = rows("SELECT name, name_pinyin, email, company, address, gender, custom_attributes, version "
-               "FROM customer WHERE id = :s", s=s)[0]
+    row = rows(
+        "SELECT name, name_pinyin, email, company, address, gender, custom_attributes, version "
+        "FROM customer WHERE id = :s",
+        s=s,
+    )[0]
     assert row.name == "张玮" and row.name_pinyin == "zhangwei"
     assert row.company == "美洽"
     assert row.email == "zw@example.com" and row.address == "北京市海淀区一号"  # the survivor had none: filled in
@@ -423,17 +524,21 @@ def test_merge_takes_the_chosen_field_values_and_refreshes_the_search_text(pair)
     assert json.loads(row.custom_attributes) == {"会员卡号": "M0", "偏好渠道": "app"}  # the survivor's value wins
     assert row.version == 2
     assert scalar("SELECT text FROM customer_search WHERE customer_id = :s", s=s) == build_search_text(
-        "张玮", "13812345678", "zw@example.com")
+        "张玮", "13812345678", "zw@example.com"
+    )
     found = customer_list.list_customers(pair["admin"], ListQuery.from_dict({"q": "zw@example"}))
     assert [r.id for r in found.rows] == [s]  # the search index follows (the other is trashed)
 
 
 def test_merged_customers_go_to_the_trash_with_their_values_kept(pair):
-    s, o = pair["survivor"], pair["other"]
+    o = pair["other"]
     before = rows("SELECT name, phone, email, address, company, version FROM customer WHERE id = :o", o=o)[0]
     merge(pair)
-    after = rows("SELECT name, phone, email, address, company, status, trashed_at, version, order_count "
-                 "FROM customer WHERE id = :o", o=o)[0]
+    after = rows(
+        "SELECT name, phone, email, address, company, status, trashed_at, version, order_count "
+        "FROM customer WHERE id = :o",
+        o=o,
+    )[0]
     assert after.status == "trashed" and after.trashed_at is not None
     assert tuple(after[:5]) == tuple(before[:5])  # recoverable: nothing blanked
     assert after.version == before.version + 1 and after.order_count == 0
@@ -450,8 +555,14 @@ def test_merge_writes_one_audit_entry_with_everything_needed_to_undo_it(pair):
     assert (entry.target_type, entry.target_id, entry.actor_name) == ("customer", str(s), "admin")
     details = json.loads(entry.details)
     assert details["survivor_id"] == s and details["merged_ids"] == [o]
-    assert details["moved"] == {"orders": 3, "conversations": 2, "events": 3, "notes": 2,
-                                "tags_added": 1, "tag_assignments_removed": 2}
+    assert details["moved"] == {
+        "orders": 3,
+        "conversations": 2,
+        "events": 3,
+        "notes": 2,
+        "tags_added": 1,
+        "tag_assignments_removed": 2,
+    }
     assert details["field_choices"]["name"] == s and details["field_choices"]["company"] == o
     assert details["field_choices"]["email"] == o  # filled in from the other
     merged = details["merged"][str(o)]
@@ -464,7 +575,9 @@ def test_merge_writes_one_audit_entry_with_everything_needed_to_undo_it(pair):
     recomputed = details["survivor_recomputed"]
     assert recomputed["order_count"] == [0, 3]  # hand-made: no figures until now
     assert recomputed["total_spent_cents"] == [MASK, MASK]  # amounts are sensitive
-    assert recomputed["registered_at"][0].startswith("2025-09-01") and recomputed["registered_at"][1].startswith("2025-06-01")
+    assert recomputed["registered_at"][0].startswith("2025-09-01") and recomputed["registered_at"][1].startswith(
+        "2025-06-01"
+    )
     assert details["versions"] == {str(s): [1, 2], str(o): [1, 2]}
     assert "13812345678" not in entry.details and "zw@example.com" not in entry.details
     with read_session() as session:
@@ -474,21 +587,33 @@ def test_merge_writes_one_audit_entry_with_everything_needed_to_undo_it(pair):
 def test_merge_of_three_customers(pair):
     s, o = pair["survivor"], pair["other"]
     third = create_customer(pair["admin"], {"name": "张伟", "city": "北京", "email": "ZW@example.com"})
-    give_history(third, orders=[("paid", 1_000, T0)], notes=0, conversations=0, events=0,
-                 tags=[(pair["tags"][2], "rule")], tag="c")
+    give_history(
+        third,
+        orders=[("paid", 1_000, T0)],
+        notes=0,
+        conversations=0,
+        events=0,
+        tags=[(pair["tags"][2], "rule")],
+        tag="c",
+    )
     result = duplicates.merge_customers(pair["admin"], s, [o, third], {}, versions(s, o, third))
     assert result.merged_ids == [o, third]
     assert scalar("SELECT order_count FROM customer WHERE id = :s", s=s) == 4
     assert scalar("SELECT count(*) FROM customer WHERE id IN (:o, :t) AND status = 'trashed'", o=o, t=third) == 2
-    assert scalar("SELECT source FROM tag_assignment WHERE customer_id = :s AND tag_id = :t",
-                  s=s, t=pair["tags"][2]) == "manual"
+    assert (
+        scalar("SELECT source FROM tag_assignment WHERE customer_id = :s AND tag_id = :t", s=s, t=pair["tags"][2])
+        == "manual"
+    )
 
 
 def test_a_stale_version_raises_conflict_and_changes_nothing(pair):
     s, o = pair["survivor"], pair["other"]
     stale = versions(s, o)
-    execute("UPDATE customer SET version = version + 1, updated_by_name = '李经理', "
-            "updated_at = '2026-02-01 08:00:00.000000' WHERE id = :o", o=o)
+    execute(
+        "UPDATE customer SET version = version + 1, updated_by_name = '李经理', "
+        "updated_at = '2026-02-01 08:00:00.000000' WHERE id = :o",
+        o=o,
+    )
     children = {i: snapshot_children(i) for i in (s, o)}
     customers_before = rows("SELECT * FROM customer ORDER BY id")
     audit_count = scalar("SELECT count(*) FROM audit_entry")
@@ -530,13 +655,16 @@ def test_an_actor_without_view_sensitive_can_merge_and_the_values_move_unmasked(
     assert scalar("SELECT updated_by_name FROM customer WHERE id = :s", s=s) == "Merger One"
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"other_ids": []}, "ids"),
-    ({"other_ids": "7"}, "ids"),
-    ({"field_choices": {"password": 1}}, "field_choices"),
-    ({"field_choices": {"name": 999}}, "name"),
-    ({"expected_versions": {}}, "expected_versions"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"other_ids": []}, "ids"),
+        ({"other_ids": "7"}, "ids"),
+        ({"field_choices": {"password": 1}}, "field_choices"),
+        ({"field_choices": {"name": 999}}, "name"),
+        ({"expected_versions": {}}, "expected_versions"),
+    ],
+)
 def test_bad_merge_requests_are_refused_before_anything_changes(pair, change, field):
     children = snapshot_children(pair["other"])
     with pytest.raises(ValidationError) as caught:
@@ -558,7 +686,7 @@ def test_versions_sent_by_the_browser_as_strings_are_accepted(pair):
 
 
 def test_a_customer_waiting_for_erasure_cannot_be_merged(pair):
-    s, o = pair["survivor"], pair["other"]
+    o = pair["other"]
     with write_session() as session:
         session.add(ErasureRequest(customer_id=o, requested_by_name="admin"))
     with pytest.raises(ValidationError) as caught:

@@ -32,11 +32,13 @@ def _event(state_cls, handler: str) -> Event:
 
 
 def _fake_state(cookie: str = "", path: str = "/admin/users"):
-    return SimpleNamespace(router=SimpleNamespace(
-        headers=SimpleNamespace(cookie=cookie),
-        session=SimpleNamespace(client_ip="127.0.0.1"),
-        page=SimpleNamespace(path=path),
-    ))
+    return SimpleNamespace(
+        router=SimpleNamespace(
+            headers=SimpleNamespace(cookie=cookie),
+            session=SimpleNamespace(client_ip="127.0.0.1"),
+            page=SimpleNamespace(path=path),
+        )
+    )
 
 
 def test_event_names_resolve_to_their_state_class():
@@ -44,15 +46,18 @@ def test_event_names_resolve_to_their_state_class():
     assert handler_owner("not_reflex.something.x") == (None, "x")
 
 
-@pytest.mark.parametrize(("state_cls", "handler", "public"), [
-    (AppState, "set_lang", True),
-    (AppState, "check_login", True),
-    (LoginState, "submit_password", True),
-    (AdminUsersState, "set_lang", True),  # inherited allowlist
-    (AdminUsersState, "change_role", False),
-    (AdminUsersState, "confirm", False),
-    (CustomerListState, "set_q", False),
-])
+@pytest.mark.parametrize(
+    ("state_cls", "handler", "public"),
+    [
+        (AppState, "set_lang", True),
+        (AppState, "check_login", True),
+        (LoginState, "submit_password", True),
+        (AdminUsersState, "set_lang", True),  # inherited allowlist
+        (AdminUsersState, "change_role", False),
+        (AdminUsersState, "confirm", False),
+        (CustomerListState, "set_q", False),
+    ],
+)
 def test_only_allowlisted_handlers_are_public(state_cls, handler, public):
     assert is_public(state_cls, handler) is public
 
@@ -148,16 +153,21 @@ def test_a_long_background_event_resolves_the_session_again(db, monkeypatch):
 
 
 def test_public_events_pass_without_session(db):
-    assert _run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(LoginState, "submit_password"))) is None
+    assert (
+        _run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(LoginState, "submit_password"))) is None
+    )
 
 
-@pytest.mark.parametrize(("target", "expected"), [
-    ("/customers", "/customers"),
-    ("//evil.example", "/"),
-    ("https://evil.example", "/"),
-    ("/\\evil", "/"),
-    ("/api/session/clear", "/"),
-    ("", "/"),
-])
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/customers", "/customers"),
+        ("//evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("/\\evil", "/"),
+        ("/api/session/clear", "/"),
+        ("", "/"),
+    ],
+)
 def test_login_next_is_same_site_only(target, expected):
     assert safe_next(target) == expected

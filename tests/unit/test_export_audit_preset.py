@@ -21,8 +21,13 @@ def test_exports_preset_lists_every_export_step_and_nothing_else(seeded_actors, 
     audit.record_now(manager, "report.export", target_type="report", target_id="overview")
     audit.record_now(admin, "role.export_policy", target_type="role", target_id="3")
     monkeypatch.setattr(service, "LARGE_EXPORT_ROWS", 5)  # this export is "large": flagged
-    data = {"scope": {"kind": "query", "query": {"sources": ["wechat"]}}, "fields": ["id", "name"],
-            "format": "csv", "sort_field": "id", "sort_dir": "asc"}
+    data = {
+        "scope": {"kind": "query", "query": {"sources": ["wechat"]}},
+        "fields": ["id", "name"],
+        "format": "csv",
+        "sort_field": "id",
+        "sort_dir": "asc",
+    }
     view = service.request_export(manager, data, start=False)
     service.run_export(view["id"])
     with pytest.raises(PermissionDenied):  # a refusal is an export step too

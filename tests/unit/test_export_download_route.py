@@ -20,8 +20,11 @@ from meiqia_app.web import export_routes
 def _login_token(actor) -> str:
     token = auth.new_token()
     with write_session() as session:
-        session.add(UserSession(token_hash=auth.token_hash(token), user_id=actor.user_id,
-                                expires_at=utcnow() + dt.timedelta(hours=1)))
+        session.add(
+            UserSession(
+                token_hash=auth.token_hash(token), user_id=actor.user_id, expires_at=utcnow() + dt.timedelta(hours=1)
+            )
+        )
     return token
 
 
@@ -36,8 +39,11 @@ def client():
 def test_download_route_streams_once_for_the_owning_session_only(seeded_actors, client):
     cookie = _login_token(seeded_actors["manager"])
     actor = auth.resolve_session(cookie)
-    view = service.request_export(actor, {"scope": {"kind": "query", "query": {"sources": ["app"]}},
-                                          "fields": ["id", "name"], "format": "csv"}, start=False)
+    view = service.request_export(
+        actor,
+        {"scope": {"kind": "query", "query": {"sources": ["app"]}}, "fields": ["id", "name"], "format": "csv"},
+        start=False,
+    )
     service.run_export(view["id"])
     token = service.create_download_token(actor, view["id"])
     url = f"/api/export/download/{token}"

@@ -32,13 +32,44 @@ from meiqia_app.services.selection import Selection
 
 C = Customer.__table__.c
 ALL_SQL_FIELDS = tuple(f for f in BASE_COLUMNS if f != "custom_attributes")
-TYPICAL = ("id", "name", "gender", "source", "province", "city", "registered_at", "last_active_at",
-           "lifecycle_stage", "membership_tier", "order_count", "total_spent")
+TYPICAL = (
+    "id",
+    "name",
+    "gender",
+    "source",
+    "province",
+    "city",
+    "registered_at",
+    "last_active_at",
+    "lifecycle_stage",
+    "membership_tier",
+    "order_count",
+    "total_spent",
+)
 
 NASTY_TEXT = [
-    'say "hi", ok', "line1\nline2", "cr\ronly", "crlf\r\nend", "=SUM(A1:A2)", "+86 138", "-42", "@cmd",
-    "\tleading tab", "\rleading cr", '"=quoted"', "=a,b", "A&B <x> 'y'", "ctrl\x01\x02x\x1f", "  spaces  ",
-    "王小明，上海", "emoji 😀", "'already", ",", '"', "", "x\uffffy",
+    'say "hi", ok',
+    "line1\nline2",
+    "cr\ronly",
+    "crlf\r\nend",
+    "=SUM(A1:A2)",
+    "+86 138",
+    "-42",
+    "@cmd",
+    "\tleading tab",
+    "\rleading cr",
+    '"=quoted"',
+    "=a,b",
+    "A&B <x> 'y'",
+    "ctrl\x01\x02x\x1f",
+    "  spaces  ",
+    "王小明，上海",
+    "emoji 😀",
+    "'already",
+    ",",
+    '"',
+    "",
+    "x\uffffy",
 ]
 
 
@@ -60,70 +91,122 @@ def _poison() -> None:
             values["name"] = value or "空"
             conn.execute(update(Customer.__table__).where(C.id == i).values(**values))
         # NULLs everywhere a column allows them.
-        conn.execute(update(Customer.__table__).where(C.id == 40).values(
-            company=None, province=None, city=None, phone=None, email=None, address=None, external_id=None,
-            visitor_id=None, birthday=None, last_login_at=None, first_purchase_at=None, last_purchase_at=None))
+        conn.execute(
+            update(Customer.__table__)
+            .where(C.id == 40)
+            .values(
+                company=None,
+                province=None,
+                city=None,
+                phone=None,
+                email=None,
+                address=None,
+                external_id=None,
+                visitor_id=None,
+                birthday=None,
+                last_login_at=None,
+                first_purchase_at=None,
+                last_purchase_at=None,
+            )
+        )
         raw = conn.connection.driver_connection
         if get_engine().dialect.name == "sqlite":
             # Stored forms only the Python helpers handle: DST years in Shanghai
             # (1986-1991), an ISO "T" form with an offset, a time without microseconds,
             # the last microsecond of a day, far future; unknown codes, negative cents.
-            raw.execute("UPDATE customer SET registered_at='1988-06-01 12:30:00.000000', "
-                        "last_login_at='1990-07-15 23:59:59.999999' WHERE id=41")
-            raw.execute("UPDATE customer SET registered_at='2026-03-01T10:00:00+00:00', "
-                        "last_active_at='2026-03-01 15:59:59' WHERE id=42")
-            raw.execute("UPDATE customer SET last_active_at='2026-12-31 15:59:59.999999', "
-                        "first_purchase_at='2150-01-01 00:00:00.000000' WHERE id=43")
-            raw.execute("UPDATE customer SET gender='?', source='=evil', lifecycle_stage='new,\"x\"', "
-                        "membership_tier='', total_spent_cents=-5 WHERE id=44")
+            raw.execute(
+                "UPDATE customer SET registered_at='1988-06-01 12:30:00.000000', "
+                "last_login_at='1990-07-15 23:59:59.999999' WHERE id=41"
+            )
+            raw.execute(
+                "UPDATE customer SET registered_at='2026-03-01T10:00:00+00:00', "
+                "last_active_at='2026-03-01 15:59:59' WHERE id=42"
+            )
+            raw.execute(
+                "UPDATE customer SET last_active_at='2026-12-31 15:59:59.999999', "
+                "first_purchase_at='2150-01-01 00:00:00.000000' WHERE id=43"
+            )
+            raw.execute(
+                "UPDATE customer SET gender='?', source='=evil', lifecycle_stage='new,\"x\"', "
+                "membership_tier='', total_spent_cents=-5 WHERE id=44"
+            )
             raw.execute("UPDATE customer SET total_spent_cents=1234567890123, birthday='1970-01-01' WHERE id=45")
             raw.execute("UPDATE customer SET consent_marketing=1, consent_analytics=0 WHERE id=46")
         else:
             # The same instants as timestamptz values, plus the extremes of the integer
             # cents column, and timestamps with odd microseconds spread over 1901-2107
             # (Shanghai kept summer time in 1940-1949 and 1986-1991).
-            conn.exec_driver_sql("UPDATE customer SET registered_at='1988-06-01 12:30:00+00', "
-                                 "last_login_at='1990-07-15 23:59:59.999999+00' WHERE id=41")
-            conn.exec_driver_sql("UPDATE customer SET registered_at='2026-03-01 10:00:00+00', "
-                                 "last_active_at='2026-03-01 15:59:59+00' WHERE id=42")
-            conn.exec_driver_sql("UPDATE customer SET last_active_at='2026-12-31 15:59:59.999999+00', "
-                                 "first_purchase_at='2150-01-01 00:00:00+00' WHERE id=43")
-            conn.exec_driver_sql("UPDATE customer SET gender='?', source='=evil', lifecycle_stage='new,\"x\"', "
-                                 "membership_tier='', total_spent_cents=-5 WHERE id=44")
+            conn.exec_driver_sql(
+                "UPDATE customer SET registered_at='1988-06-01 12:30:00+00', "
+                "last_login_at='1990-07-15 23:59:59.999999+00' WHERE id=41"
+            )
+            conn.exec_driver_sql(
+                "UPDATE customer SET registered_at='2026-03-01 10:00:00+00', "
+                "last_active_at='2026-03-01 15:59:59+00' WHERE id=42"
+            )
+            conn.exec_driver_sql(
+                "UPDATE customer SET last_active_at='2026-12-31 15:59:59.999999+00', "
+                "first_purchase_at='2150-01-01 00:00:00+00' WHERE id=43"
+            )
+            conn.exec_driver_sql(
+                "UPDATE customer SET gender='?', source='=evil', lifecycle_stage='new,\"x\"', "
+                "membership_tier='', total_spent_cents=-5 WHERE id=44"
+            )
             conn.exec_driver_sql("UPDATE customer SET total_spent_cents=2147483647, birthday='1970-01-01' WHERE id=45")
             conn.exec_driver_sql("UPDATE customer SET consent_marketing=true, consent_analytics=false WHERE id=46")
-            conn.exec_driver_sql("UPDATE customer SET total_spent_cents=-2147483648, birthday='0999-12-31', "
-                                 "last_login_at='1899-12-30 00:00:00+08' WHERE id=47")
-            conn.exec_driver_sql("UPDATE customer SET total_spent_cents=100, last_login_at='1899-12-29 23:59:59+08', "
-                                 "birthday='1899-12-30' WHERE id=48")
-            conn.exec_driver_sql("UPDATE customer SET total_spent_cents=120, last_login_at='2026-05-01 00:00:00+08' "
-                                 "WHERE id=49")
-            conn.exec_driver_sql("UPDATE customer SET last_login_at = timestamptz '1901-01-01 00:00:00+00' "
-                                 "+ id * interval '251 days 5:07:11.654321' WHERE id > 49")
+            conn.exec_driver_sql(
+                "UPDATE customer SET total_spent_cents=-2147483648, birthday='0999-12-31', "
+                "last_login_at='1899-12-30 00:00:00+08' WHERE id=47"
+            )
+            conn.exec_driver_sql(
+                "UPDATE customer SET total_spent_cents=100, last_login_at='1899-12-29 23:59:59+08', "
+                "birthday='1899-12-30' WHERE id=48"
+            )
+            conn.exec_driver_sql(
+                "UPDATE customer SET total_spent_cents=120, last_login_at='2026-05-01 00:00:00+08' WHERE id=49"
+            )
+            conn.exec_driver_sql(
+                "UPDATE customer SET last_login_at = timestamptz '1901-01-01 00:00:00+00' "
+                "+ id * interval '251 days 5:07:11.654321' WHERE id > 49"
+            )
 
 
 def _meta(fields, true_text="是", false_text="否") -> ExportMeta:
-    return ExportMeta(exporter="测试", exported_at=dt.datetime(2026, 11, 1, 9, 30), scope_text="全部",
-                      headers=tuple(f"列 {f}, \"{i}\"" if i == 1 else f"列{f}" for i, f in enumerate(fields)),
-                      fields=tuple(fields), true_text=true_text, false_text=false_text,
-                      labels={"sheet": "客户", "meta_sheet": "导出信息"})
+    return ExportMeta(
+        exporter="测试",
+        exported_at=dt.datetime(2026, 11, 1, 9, 30),
+        scope_text="全部",
+        headers=tuple(f'列 {f}, "{i}"' if i == 1 else f"列{f}" for i, f in enumerate(fields)),
+        fields=tuple(fields),
+        true_text=true_text,
+        false_text=false_text,
+        labels={"sheet": "客户", "meta_sheet": "导出信息"},
+    )
 
 
 def _spec(fields, sort_field="id", descending=False, status="all") -> ExportSpec:
-    return ExportSpec(selection=Selection.of_query(ListQuery.from_dict({"status": status})), fields=tuple(fields),
-                      sort_field=sort_field, descending=descending)
+    return ExportSpec(
+        selection=Selection.of_query(ListQuery.from_dict({"status": status})),
+        fields=tuple(fields),
+        sort_field=sort_field,
+        descending=descending,
+    )
 
 
-@pytest.mark.parametrize("fields,sort_field,descending,batch", [
-    (ALL_SQL_FIELDS, "id", False, 17),
-    (TYPICAL, "registered_at", True, 1000),
-    (("name", "city"), "last_purchase_at", False, 50),
-    (("id", "last_purchase_at"), "last_purchase_at", True, 9),
-    (("id", "city"), "city", False, 300),
-    (("consent_marketing", "total_spent", "birthday", "gender"), "total_spent", True, 7),
-])
-def test_database_built_csv_is_byte_for_byte_the_csv_writer_output(seeded_actors, tmp_path, fields, sort_field,
-                                                                   descending, batch):
+@pytest.mark.parametrize(
+    "fields,sort_field,descending,batch",
+    [
+        (ALL_SQL_FIELDS, "id", False, 17),
+        (TYPICAL, "registered_at", True, 1000),
+        (("name", "city"), "last_purchase_at", False, 50),
+        (("id", "last_purchase_at"), "last_purchase_at", True, 9),
+        (("id", "city"), "city", False, 300),
+        (("consent_marketing", "total_spent", "birthday", "gender"), "total_spent", True, 7),
+    ],
+)
+def test_database_built_csv_is_byte_for_byte_the_csv_writer_output(
+    seeded_actors, tmp_path, fields, sort_field, descending, batch
+):
     _database_built_rows()
     _poison()
     manager = seeded_actors["manager"]
@@ -135,8 +218,7 @@ def test_database_built_csv_is_byte_for_byte_the_csv_writer_output(seeded_actors
         source = RowSource(manager, spec)
         assert source.sql_fields_supported("csv")
         for workers in (1, 3):  # one connection, or batches built by three threads
-            rows_fast = write_csv_lines(fast, meta, source.iter_sql_rows("csv", yes, no, batch=batch,
-                                                                         workers=workers))
+            rows_fast = write_csv_lines(fast, meta, source.iter_sql_rows("csv", yes, no, batch=batch, workers=workers))
             assert rows_fast == rows_slow == source.count() > 40
             expected, got = slow.read_bytes(), fast.read_bytes()
             if got != expected:  # show the first differing line
@@ -176,8 +258,13 @@ def _cells_xml(path) -> str:
 
 def _xlsx_values(path):
     book = openpyxl.load_workbook(path)
-    return [[(c.value, c.data_type, c.number_format if c.value is not None and not isinstance(c.value, str) else "")
-             for c in row] for row in book.worksheets[0].iter_rows()], book
+    return [
+        [
+            (c.value, c.data_type, c.number_format if c.value is not None and not isinstance(c.value, str) else "")
+            for c in row
+        ]
+        for row in book.worksheets[0].iter_rows()
+    ], book
 
 
 def _assert_same_cells(got, expected) -> None:
@@ -194,10 +281,13 @@ def _assert_same_cells(got, expected) -> None:
             assert dtype == want_type and fmt == want_fmt
 
 
-@pytest.mark.parametrize("fields,sort_field,descending", [
-    (ALL_SQL_FIELDS, "id", False),
-    (TYPICAL, "registered_at", True),
-])
+@pytest.mark.parametrize(
+    "fields,sort_field,descending",
+    [
+        (ALL_SQL_FIELDS, "id", False),
+        (TYPICAL, "registered_at", True),
+    ],
+)
 def test_database_built_xlsx_reads_back_like_the_python_path(seeded_actors, tmp_path, fields, sort_field, descending):
     _database_built_rows()
     _poison()
@@ -206,8 +296,9 @@ def test_database_built_xlsx_reads_back_like_the_python_path(seeded_actors, tmp_
     meta = _meta(fields)
     slow, fast = tmp_path / "slow.xlsx", tmp_path / "fast.xlsx"
     rows_slow = write_xlsx(slow, meta, RowSource(manager, spec).iter_batches(33))
-    rows_fast = write_xlsx(fast, meta, RowSource(manager, spec).iter_sql_rows("xlsx", batch=33, workers=2),
-                           prebuilt=True)
+    rows_fast = write_xlsx(
+        fast, meta, RowSource(manager, spec).iter_sql_rows("xlsx", batch=33, workers=2), prebuilt=True
+    )
     assert rows_fast == rows_slow > 40
     with zipfile.ZipFile(fast) as package:
         assert package.testzip() is None
@@ -231,8 +322,10 @@ def test_database_built_xlsx_reads_back_like_the_python_path(seeded_actors, tmp_
 
 def test_masked_computed_or_single_fields_take_the_python_path(seeded_actors):
     manager, analyst = seeded_actors["manager"], seeded_actors["analyst"]
-    assert RowSource(manager, _spec(("id", "phone"))).sql_fields_supported("csv") == \
-        get_adapter(get_engine()).builds_export_rows
+    assert (
+        RowSource(manager, _spec(("id", "phone"))).sql_fields_supported("csv")
+        == get_adapter(get_engine()).builds_export_rows
+    )
     assert not RowSource(analyst, _spec(("id", "phone"))).sql_fields_supported("csv")
     assert not RowSource(manager, _spec(("id", "tags"))).sql_fields_supported("csv")
     assert not RowSource(manager, _spec(("id", "custom_attributes"))).sql_fields_supported("xlsx")
@@ -253,15 +346,24 @@ def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(see
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(RowSource, "iter_sql_rows", spy)
-    data = {"scope": {"kind": "query", "query": {"status": "all"}}, "fields": list(TYPICAL), "format": "csv",
-            "sort_field": "registered_at", "sort_dir": "asc"}
+    data = {
+        "scope": {"kind": "query", "query": {"status": "all"}},
+        "fields": list(TYPICAL),
+        "format": "csv",
+        "sort_field": "registered_at",
+        "sort_dir": "asc",
+    }
     password = "s3cret-Export!"  # total_spent is sensitive
     done = service.request_export(manager, data, password=password, start=False)
     view = service.run_export(done["id"], password)
     assert view["status"] == "done" and view["row_count"] > 25 and calls == ["csv"]
     with get_engine().connect() as conn:
-        assert view["row_count"] == conn.execute(select(text("count(*)")).select_from(Customer.__table__)
-                                                 .where(C.status.in_(("active", "archived")))).scalar_one()
+        assert (
+            view["row_count"]
+            == conn.execute(
+                select(text("count(*)")).select_from(Customer.__table__).where(C.status.in_(("active", "archived")))
+            ).scalar_one()
+        )
     with read_session() as session:
         job = session.get(ExportJob, view["id"])
         path = get_settings().exports_dir / job.file_name
@@ -269,8 +371,9 @@ def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(see
         archive.setpassword(password.encode())
         content = archive.read(archive.namelist()[0])
     assert content.startswith(b"\xef\xbb\xbf") and content.count(b"\r\n") == view["row_count"] + 1
-    xlsx = service.run_export(service.request_export(manager, {**data, "format": "xlsx"}, password=password,
-                                                     start=False)["id"], password)
+    xlsx = service.run_export(
+        service.request_export(manager, {**data, "format": "xlsx"}, password=password, start=False)["id"], password
+    )
     assert xlsx["status"] == "done" and calls == ["csv", "xlsx"]
     # Cancelling stops the database-built export at its next batch and leaves no file.
     pending = service.request_export(manager, data, password=password, start=False)
@@ -280,8 +383,10 @@ def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(see
         session.add(job)
     cancelled = service.run_export(pending["id"], password)
     assert cancelled["status"] == "cancelled" and cancelled["progress_done"] == 25
-    assert not any(p.name.startswith(f"export-{pending['id']}-") or f"export-{pending['id']}-" in p.name
-                   for p in get_settings().exports_dir.iterdir())
+    assert not any(
+        p.name.startswith(f"export-{pending['id']}-") or f"export-{pending['id']}-" in p.name
+        for p in get_settings().exports_dir.iterdir()
+    )
 
 
 def test_python_helpers_only_see_the_values_sql_cannot_convert(seeded_actors, tmp_path, monkeypatch):
@@ -310,8 +415,9 @@ def test_python_helpers_only_see_the_values_sql_cannot_convert(seeded_actors, tm
 
 
 @pytest.mark.parametrize("zone", ["America/New_York", "Europe/Berlin", "UTC"])
-def test_database_built_rows_follow_the_configured_zone_like_the_python_path(seeded_actors, tmp_path, monkeypatch,
-                                                                           zone):
+def test_database_built_rows_follow_the_configured_zone_like_the_python_path(
+    seeded_actors, tmp_path, monkeypatch, zone
+):
     """Daylight saving time rules that changed over the years (1901-2107 spread of last_login_at)."""
     from meiqia_app.config import reload_settings
 
@@ -359,8 +465,9 @@ def test_a_zone_postgresql_does_not_know_as_python_does_takes_the_python_path(se
     assert not postgresql_export.zone_agrees(engine, Unknown())
     # Rules that differ (another tz database version): one sampled local time is enough.
     real = postgresql_export._python_local_times
-    monkeypatch.setattr(postgresql_export, "_python_local_times",
-                        lambda zone: [*real(zone)[:-1], "2099-12-31 00:00:00"])
+    monkeypatch.setattr(
+        postgresql_export, "_python_local_times", lambda zone: [*real(zone)[:-1], "2099-12-31 00:00:00"]
+    )
     monkeypatch.setattr(postgresql_export, "_agreement", {})
     source = RowSource(seeded_actors["manager"], _spec(("id", "name")))
     assert not source.sql_fields_supported("csv")

@@ -18,8 +18,13 @@ from meiqia_app.services.exports import service
 def test_ticked_ids_are_exactly_the_exported_rows_in_the_chosen_order(seeded_actors):
     manager = seeded_actors["manager"]
     ids = [7, 3, 250, 42]
-    data = {"scope": {"kind": "ids", "ids": ids, "query": {"status": "active"}}, "fields": ["id", "name"],
-            "format": "csv", "sort_field": "id", "sort_dir": "desc"}
+    data = {
+        "scope": {"kind": "ids", "ids": ids, "query": {"status": "active"}},
+        "fields": ["id", "name"],
+        "format": "csv",
+        "sort_field": "id",
+        "sort_dir": "desc",
+    }
     review = service.review(manager, data)
     assert review["row_count"] == 4 and "4" in review["scope_text"]
     view = service.run_export(service.request_export(manager, data, start=False)["id"])
@@ -40,13 +45,23 @@ def _exported_ids(view: dict) -> list[int]:
 def test_an_order_status_scope_exports_exactly_the_customers_with_such_an_order(seeded_actors, fields):
     manager = seeded_actors["manager"]
     with get_engine().connect() as conn:
-        expected = list(conn.execute(text(
-            "SELECT c.id FROM customer c WHERE c.status = 'active' AND c.id IN "
-            "(SELECT customer_id FROM customer_order WHERE status = 'paid') ORDER BY c.id")).scalars())
+        expected = list(
+            conn.execute(
+                text(
+                    "SELECT c.id FROM customer c WHERE c.status = 'active' AND c.id IN "
+                    "(SELECT customer_id FROM customer_order WHERE status = 'paid') ORDER BY c.id"
+                )
+            ).scalars()
+        )
         active = conn.execute(text("SELECT count(*) FROM customer WHERE status = 'active'")).scalar_one()
     assert 0 < len(expected) < active
-    data = {"scope": {"kind": "query", "query": {"order_statuses": ["paid"]}}, "fields": fields, "format": "csv",
-            "sort_field": "id", "sort_dir": "asc"}
+    data = {
+        "scope": {"kind": "query", "query": {"order_statuses": ["paid"]}},
+        "fields": fields,
+        "format": "csv",
+        "sort_field": "id",
+        "sort_dir": "asc",
+    }
     review = service.review(manager, data)
     assert review["row_count"] == len(expected) and "有订单状态: 已付款" in review["scope_text"]
     assert "Has an order: Paid" in service.review(manager, data, "en")["scope_text"]
@@ -56,8 +71,11 @@ def test_an_order_status_scope_exports_exactly_the_customers_with_such_an_order(
 
 
 def test_an_unknown_order_status_in_the_scope_is_refused(seeded_actors):
-    data = {"scope": {"kind": "query", "query": {"order_statuses": ["shipped"]}}, "fields": ["id", "name"],
-            "format": "csv"}
+    data = {
+        "scope": {"kind": "query", "query": {"order_statuses": ["shipped"]}},
+        "fields": ["id", "name"],
+        "format": "csv",
+    }
     with pytest.raises(ValidationError) as caught:
         service.review(seeded_actors["manager"], data)
     assert "order_statuses" in caught.value.field_errors

@@ -12,9 +12,10 @@ import os
 import zipfile
 
 import msoffcrypto
+import msoffcrypto.exceptions
 import openpyxl
-import pyzipper
 import pytest
+import pyzipper
 from pypdf import PdfReader
 from sqlalchemy import select, update
 from sqlmodel import select as sm_select
@@ -23,7 +24,7 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AuditEntry, Customer, ExportJob, Role, UserSession
 from meiqia_app.services.customer_query import ListQuery
-from meiqia_app.services.errors import Conflict, PermissionDenied, ValidationError
+from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import service
 from meiqia_app.services.exports.rows import ExportSpec, RowSource
 from meiqia_app.services.exports.writers import neutralise
@@ -37,8 +38,14 @@ PASSWORD = "s3cret-Export!"
 
 
 def _request(fields=FIELDS, fmt="csv", query=None, sort_field="registered_at", sort_dir="asc", **extra):
-    return {"scope": {"kind": "query", "query": query or {"sources": ["wechat"]}}, "fields": list(fields),
-            "format": fmt, "sort_field": sort_field, "sort_dir": sort_dir, **extra}
+    return {
+        "scope": {"kind": "query", "query": query or {"sources": ["wechat"]}},
+        "fields": list(fields),
+        "format": fmt,
+        "sort_field": sort_field,
+        "sort_dir": sort_dir,
+        **extra,
+    }
 
 
 def _run(actor, data, password=""):
@@ -47,7 +54,7 @@ def _run(actor, data, password=""):
     return service.run_export(view["id"], password)
 
 
-def _file(view) -> "Path":  # noqa: F821
+def _file(view) -> Path:  # noqa: F821
     with read_session() as session:
         job = session.get(ExportJob, view["id"])
         return get_settings().exports_dir / job.file_name
@@ -55,14 +62,20 @@ def _file(view) -> "Path":  # noqa: F821
 
 def _expected(query=None, order=(C.registered_at, C.id)):
     with get_engine().connect() as conn:
-        return conn.execute(select(C.id, C.name, C.city, C.order_count, C.total_spent_cents)
-                            .where(C.source == "wechat", C.status == "active").order_by(*order)).all()
+        return conn.execute(
+            select(C.id, C.name, C.city, C.order_count, C.total_spent_cents)
+            .where(C.source == "wechat", C.status == "active")
+            .order_by(*order)
+        ).all()
 
 
 def _with_session(actor):
     with write_session() as session:
-        row = UserSession(token_hash=hashlib.sha256(f"{actor.username}{utcnow()}".encode()).hexdigest(),
-                          user_id=actor.user_id, expires_at=utcnow() + dt.timedelta(hours=1))
+        row = UserSession(
+            token_hash=hashlib.sha256(f"{actor.username}{utcnow()}".encode()).hexdigest(),
+            user_id=actor.user_id,
+            expires_at=utcnow() + dt.timedelta(hours=1),
+        )
         session.add(row)
         session.flush()
         return dataclasses.replace(actor, session_id=row.id)
@@ -92,11 +105,12 @@ def test_csv_has_bom_rfc4180_chinese_and_exactly_the_rows_of_a_direct_query(seed
     assert rows[0] == ["客户ID", "姓名", "城市", "注册时间", "订单数", "营销同意"]
     expected = _expected()
     assert [(int(r[0]), r[1], r[2], int(r[4])) for r in rows[1:]] == [
-        (e.id, e.name, e.city or "", e.order_count) for e in expected]
+        (e.id, e.name, e.city or "", e.order_count) for e in expected
+    ]
     assert {r[5] for r in rows[1:]} <= {"是", "否"} and len(rows[1][3]) == 19
     with get_engine().connect() as conn:
         stored = conn.execute(select(C.registered_at).where(C.id == int(rows[1][0]))).scalar_one()
-    assert rows[1][3] == to_local(stored.replace(tzinfo=dt.timezone.utc)).strftime("%Y-%m-%d %H:%M:%S")
+    assert rows[1][3] == to_local(stored.replace(tzinfo=dt.UTC)).strftime("%Y-%m-%d %H:%M:%S")
     assert any("\u4e00" <= ch <= "\u9fff" for ch in rows[1][1])
     assert view["row_count"] == len(expected) and view["file_sha256"] == hashlib.sha256(raw).hexdigest()
 
@@ -139,13 +153,15 @@ def test_protected_files_refuse_without_password_and_open_with_it(seeded_actors,
                 archive.read(name)
             archive.setpassword(PASSWORD.encode())
             assert expected_first in archive.read(name).decode("utf-8-sig")
-        with zipfile.ZipFile(path) as plain_zip, pytest.raises(Exception):
-            plain_zip.read(name)
+        # AES, not the weak ZipCrypto: the standard library cannot read the
+        # entry even with the right password (WinZip AES, compression method 99).
+        with zipfile.ZipFile(path) as plain_zip, pytest.raises(NotImplementedError):
+            plain_zip.read(name, pwd=PASSWORD.encode())
     elif fmt == "xlsx":
-        with pytest.raises(Exception):
+        with pytest.raises(zipfile.BadZipFile):  # an OLE container, not a zip
             openpyxl.load_workbook(path)
         office = msoffcrypto.OfficeFile(open(path, "rb"))
-        with pytest.raises(Exception):
+        with pytest.raises(msoffcrypto.exceptions.InvalidKeyError):
             office.load_key(password="wrong-password")
             office.decrypt(io.BytesIO())
         office = msoffcrypto.OfficeFile(open(path, "rb"))
@@ -176,8 +192,13 @@ def test_sensitive_fields_require_a_password_that_is_never_stored_or_logged(seed
 
 
 def test_formula_injection_is_neutralised_in_csv_and_xlsx(seeded_actors):
-    evil = {"=HYPERLINK(\"http://x\")": "'=HYPERLINK(\"http://x\")", "+1+1": "'+1+1", "-2": "'-2", "@SUM(A1)": "'@SUM(A1)",
-            "\tx": "'\tx"}
+    evil = {
+        '=HYPERLINK("http://x")': '\'=HYPERLINK("http://x")',
+        "+1+1": "'+1+1",
+        "-2": "'-2",
+        "@SUM(A1)": "'@SUM(A1)",
+        "\tx": "'\tx",
+    }
     for raw, safe in evil.items():
         assert neutralise(raw) == safe
     first = _expected()[0].id
@@ -194,8 +215,9 @@ def test_formula_injection_is_neutralised_in_csv_and_xlsx(seeded_actors):
 
 def test_sensitive_values_are_masked_for_a_role_without_view_sensitive(seeded_actors):
     analyst = seeded_actors["analyst"]
-    spec = ExportSpec(selection=Selection.of_query(ListQuery.from_dict({"sources": ["wechat"]})),
-                      fields=("id", "phone", "email"))
+    spec = ExportSpec(
+        selection=Selection.of_query(ListQuery.from_dict({"sources": ["wechat"]})), fields=("id", "phone", "email")
+    )
     rows = list(RowSource(analyst, spec).iter_rows(batch=7))
     assert rows and all("****" in (r[1] or "****") for r in rows)
     full = list(RowSource(seeded_actors["manager"], spec).iter_rows(batch=7))
@@ -204,16 +226,24 @@ def test_sensitive_values_are_masked_for_a_role_without_view_sensitive(seeded_ac
 
 
 def test_keyset_batches_give_the_same_rows_as_one_query_whatever_the_batch(seeded_actors):
-    spec = ExportSpec(selection=Selection.of_query(ListQuery.from_dict({"status": "all"})),
-                      fields=("id", "last_purchase_at", "tags", "last_order", "conversation_count", "chat_summary"),
-                      sort_field="last_purchase_at", descending=True)
+    spec = ExportSpec(
+        selection=Selection.of_query(ListQuery.from_dict({"status": "all"})),
+        fields=("id", "last_purchase_at", "tags", "last_order", "conversation_count", "chat_summary"),
+        sort_field="last_purchase_at",
+        descending=True,
+    )
     source = RowSource(seeded_actors["manager"], spec)
     small = list(source.iter_rows(batch=13))
     big = list(source.iter_rows(batch=10_000))
     assert small == big and len(small) == source.count()
     with get_engine().connect() as conn:
-        expected = list(conn.execute(select(C.id).where(C.status.in_(("active", "archived")))
-                                     .order_by(C.last_purchase_at.desc().nulls_last(), C.id.desc())).scalars())
+        expected = list(
+            conn.execute(
+                select(C.id)
+                .where(C.status.in_(("active", "archived")))
+                .order_by(C.last_purchase_at.desc().nulls_last(), C.id.desc())
+            ).scalars()
+        )
     assert [r[0] for r in small] == expected
     assert any(r[2] for r in small) and any(r[3] for r in small) and any(r[4] for r in small)
 
@@ -226,7 +256,10 @@ def test_analyst_over_policy_requests_are_refused_and_audited(seeded_actors):
     refused = [e for e in _audit("export.request") if e.result == "refused"]
     assert refused and "export.reason.window" in refused[-1].details and "export.reason.fields" in refused[-1].details
     review = service.review(analyst, _request(fields=["id", "phone"]))
-    assert not review["allowed"] and {r[0] for r in review["reasons"]} >= {"export.reason.window", "export.reason.fields"}
+    assert not review["allowed"] and {r[0] for r in review["reasons"]} >= {
+        "export.reason.window",
+        "export.reason.fields",
+    }
     actors = _set_policy("data_analyst", max_rows=5, window_days=0)
     with pytest.raises(PermissionDenied) as raised:
         service.request_export(actors["analyst"], _request(fields=["id", "name"]), start=False)
@@ -323,14 +356,30 @@ def test_cancel_before_run_and_large_exports_are_flagged(seeded_actors, monkeypa
 def test_streaming_xlsx_reads_back_like_the_openpyxl_reference(seeded_actors, tmp_path):
     from meiqia_app.services.exports.writers import ExportMeta, write_xlsx, write_xlsx_openpyxl
 
-    fields = ("id", "name", "birthday", "registered_at", "last_purchase_at", "total_spent", "order_count",
-              "consent_marketing", "tags", "company", "avg_rating")
+    fields = (
+        "id",
+        "name",
+        "birthday",
+        "registered_at",
+        "last_purchase_at",
+        "total_spent",
+        "order_count",
+        "consent_marketing",
+        "tags",
+        "company",
+        "avg_rating",
+    )
     spec = ExportSpec(selection=Selection.of_query(ListQuery.from_dict({"status": "all"})), fields=fields)
     with get_engine().begin() as conn:
-        conn.execute(update(Customer.__table__).where(C.id == 1).values(company="A&B <公司> \x01 \"x\" =1+1"))
-    meta = ExportMeta(exporter="王经理", exported_at=dt.datetime(2026, 11, 1, 9, 30), scope_text="全部 & <all>",
-                      headers=tuple(f"列{f}" for f in fields), fields=fields,
-                      labels={"sheet": "客户", "meta_sheet": "导出信息"})
+        conn.execute(update(Customer.__table__).where(C.id == 1).values(company='A&B <公司> \x01 "x" =1+1'))
+    meta = ExportMeta(
+        exporter="王经理",
+        exported_at=dt.datetime(2026, 11, 1, 9, 30),
+        scope_text="全部 & <all>",
+        headers=tuple(f"列{f}" for f in fields),
+        fields=fields,
+        labels={"sheet": "客户", "meta_sheet": "导出信息"},
+    )
     fast, reference = tmp_path / "fast.xlsx", tmp_path / "ref.xlsx"
     rows_fast = write_xlsx(fast, meta, RowSource(seeded_actors["manager"], spec).iter_batches(50))
     rows_ref = write_xlsx_openpyxl(reference, meta, RowSource(seeded_actors["manager"], spec).iter_batches(50))
@@ -361,21 +410,25 @@ def test_marketing_exports_skip_customers_without_marketing_consent(seeded_actor
     view = _run(seeded_actors["manager"], _request(fields=["id", "consent_marketing"], purpose="marketing"))
     rows = list(csv.reader(io.StringIO(_file(view).read_text("utf-8-sig"), newline="")))[1:]
     with get_engine().connect() as conn:
-        expected = list(conn.execute(select(C.id).where(C.source == "wechat", C.status == "active",
-                                                        C.consent_marketing.is_(True)).order_by(C.id)).scalars())
+        expected = list(
+            conn.execute(
+                select(C.id)
+                .where(C.source == "wechat", C.status == "active", C.consent_marketing.is_(True))
+                .order_by(C.id)
+            ).scalars()
+        )
     assert sorted(int(r[0]) for r in rows) == expected and {r[1] for r in rows} == {"是"}
 
 
 def test_an_approved_protected_export_waits_for_its_requesters_password(seeded_actors):
-    actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0,
-                         allowed_fields=("id", "name", "phone"))
+    actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0, allowed_fields=("id", "name", "phone"))
     analyst, manager = actors["analyst"], actors["manager"]
     pending = service.request_export(analyst, _request(fields=["id", "name"]), password=PASSWORD, start=False)
     approved = service.decide(manager, pending["id"], True)
     assert approved["status"] == "approved" and pending["id"] not in service._threads
     with pytest.raises(ValidationError):
         service.start_approved(analyst, pending["id"], "short")
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         service.start_approved(manager, pending["id"], PASSWORD)  # only the requester
     service.start_approved(analyst, pending["id"], PASSWORD)
     service._threads.get(pending["id"]) and service._threads[pending["id"]].join(30)
@@ -425,7 +478,7 @@ def test_rerun_requests_the_same_export_again_under_the_current_policy(seeded_ac
     assert again["id"] != first["id"] and again["fields"] == first["fields"] and again["format"] == "xlsx"
     second = service.run_export(again["id"])
     assert _file(second).read_bytes() != b"" and second["row_count"] == first["row_count"]
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         service.rerun_export(seeded_actors["analyst"], first["id"], start=False)  # not theirs
 
 
@@ -469,7 +522,7 @@ def test_protected_xlsx_opens_with_the_password_only(tmp_path):
     assert opened == plain.read_bytes()
     rows = list(load_workbook(io.BytesIO(opened), read_only=True)["客户"].iter_rows(values_only=True))
     assert len(rows) == 2000 and rows[1] == (1, "张三1", 0.5)
-    with pytest.raises(Exception):
+    with pytest.raises(msoffcrypto.exceptions.InvalidKeyError):
         _decrypted(locked, "not-the-password")
     assert not list(tmp_path.glob(".*package"))  # the temporary encrypted stream is gone
 

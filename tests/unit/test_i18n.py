@@ -43,17 +43,20 @@ def _app_error_classes(sources: dict[Path, str]) -> set[str]:
 
 def _patterns(error_classes: set[str]) -> list[re.Pattern]:
     errors = "|".join(sorted(error_classes))
-    return [re.compile(p, re.S) for p in (
-        rf"(?<![\w.])t\(\s*{KEY}",                                 # t("key") in pages and components
-        rf"(?<![\w.])tr\(\s*[^,()'\"]+,\s*{KEY}",                  # tr(lang, "key")
-        rf"\._tr\(\s*{KEY}",                                        # self._tr("key")
-        rf"\bmessage_key\s*(?:=|==|!=)\s*{KEY}",                    # message_key = "key"
-        rf"\b(?!foreign_key\b)\w*_key\s*=\s*{KEY}",                  # title_key="key", label_key="key"
-        rf"\b(?:{errors})\(\s*{KEY}",                               # AuthError("key")
-        rf"\b(?:{errors})\.single\(\s*['\"][^'\"]*['\"]\s*,\s*{KEY}",  # ValidationError.single(field, "key")
-        rf"\brefuse\(\s*[^,()]+,\s*['\"][^'\"]*['\"],\s*{KEY}",    # rbac.refuse(actor, action, "key")
-        rf"\bNavItem\(\s*['\"][^'\"]*['\"],\s*{KEY}",             # NavItem(href, "label key", ...)
-    )]
+    return [
+        re.compile(p, re.S)
+        for p in (
+            rf"(?<![\w.])t\(\s*{KEY}",  # t("key") in pages and components
+            rf"(?<![\w.])tr\(\s*[^,()'\"]+,\s*{KEY}",  # tr(lang, "key")
+            rf"\._tr\(\s*{KEY}",  # self._tr("key")
+            rf"\bmessage_key\s*(?:=|==|!=)\s*{KEY}",  # message_key = "key"
+            rf"\b(?!foreign_key\b)\w*_key\s*=\s*{KEY}",  # title_key="key", label_key="key"
+            rf"\b(?:{errors})\(\s*{KEY}",  # AuthError("key")
+            rf"\b(?:{errors})\.single\(\s*['\"][^'\"]*['\"]\s*,\s*{KEY}",  # ValidationError.single(field, "key")
+            rf"\brefuse\(\s*[^,()]+,\s*['\"][^'\"]*['\"],\s*{KEY}",  # rbac.refuse(actor, action, "key")
+            rf"\bNavItem\(\s*['\"][^'\"]*['\"],\s*{KEY}",  # NavItem(href, "label key", ...)
+        )
+    ]
 
 
 def _message_in_tuple(text: str) -> list[str]:
@@ -86,6 +89,7 @@ def sources() -> dict[Path, str]:
 
 # --- the catalogue itself -------------------------------------------------------------------
 
+
 def test_every_entry_has_chinese_and_english_text():
     for key, pair in ENTRIES.items():
         assert isinstance(pair, tuple) and len(pair) == 2, key
@@ -104,8 +108,11 @@ def placeholders(template: str) -> set[str]:
 
 
 def test_placeholders_are_the_same_in_both_languages():
-    mismatched = {key: (placeholders(zh), placeholders(en)) for key, (zh, en) in ENTRIES.items()
-                  if placeholders(zh) != placeholders(en)}
+    mismatched = {
+        key: (placeholders(zh), placeholders(en))
+        for key, (zh, en) in ENTRIES.items()
+        if placeholders(zh) != placeholders(en)
+    }
     assert mismatched == {}
 
 
@@ -136,34 +143,52 @@ def test_error_text_translates_app_errors():
 
 # --- keys used by the code ---------------------------------------------------------------------
 
+
 def test_the_scan_finds_the_keys_the_code_uses(sources):
     used = keys_used_in(sources)
     # Known uses, one per pattern: if these are not found the regexes are broken.
-    for key in ("auth.username", "auth.session_expired", "auth.invalid_credentials", "auth.locked",
-                "auth.password_too_short", "error.bad_choice", "error.last_admin", "nav.customers",
-                "error.permission_denied", "auth.challenge_expired"):
+    for key in (
+        "auth.username",
+        "auth.session_expired",
+        "auth.invalid_credentials",
+        "auth.locked",
+        "auth.password_too_short",
+        "error.bad_choice",
+        "error.last_admin",
+        "nav.customers",
+        "error.permission_denied",
+        "auth.challenge_expired",
+    ):
         assert key in used, key
     assert len(used) > 60
 
 
 def test_the_scan_reports_a_missing_key():
-    sample = {SOURCE_ROOT / "sample.py": (
-        'class AuthError(AppError):\n    pass\n'
-        'class ValidationError(AppError):\n    pass\n'
-        'user_id: int = Field(foreign_key="app_user.id")\n'
-        'rx.text(t("nope.page_label"))\n'
-        'raise AuthError("nope.auth")\n'
-        'raise ValidationError.single("field", "nope.field")\n'
-        'self.error = self._tr("nope.state")\n'
-        'x = tr(lang, "nope.tr")\n'
-        'class MyError(AppError):\n    message_key = "nope.class"\n'
-        'raise MyError("nope.subclass")\n'
-        'page_shell(title_key="nope.title")\n'
-        'text = "not.a.message"  # a plain string is not a message key\n'
-    )}
+    sample = {
+        SOURCE_ROOT / "sample.py": (
+            "class AuthError(AppError):\n    pass\n"
+            "class ValidationError(AppError):\n    pass\n"
+            'user_id: int = Field(foreign_key="app_user.id")\n'
+            'rx.text(t("nope.page_label"))\n'
+            'raise AuthError("nope.auth")\n'
+            'raise ValidationError.single("field", "nope.field")\n'
+            'self.error = self._tr("nope.state")\n'
+            'x = tr(lang, "nope.tr")\n'
+            'class MyError(AppError):\n    message_key = "nope.class"\n'
+            'raise MyError("nope.subclass")\n'
+            'page_shell(title_key="nope.title")\n'
+            'text = "not.a.message"  # a plain string is not a message key\n'
+        )
+    }
     assert set(keys_used_in(sample)) == {
-        "nope.page_label", "nope.auth", "nope.field", "nope.state", "nope.tr", "nope.class",
-        "nope.subclass", "nope.title",
+        "nope.page_label",
+        "nope.auth",
+        "nope.field",
+        "nope.state",
+        "nope.tr",
+        "nope.class",
+        "nope.subclass",
+        "nope.title",
     }
 
 

@@ -52,6 +52,7 @@ def test_interrupted_job_resumes_from_its_checkpoint(actors):
     threads_started = jobs.resume_interrupted_jobs()
     assert threads_started == [job_id]
     import time
+
     deadline = time.monotonic() + 10
     while jobs.job_view(actors["admin"], job_id).status == "running" and time.monotonic() < deadline:
         time.sleep(0.05)

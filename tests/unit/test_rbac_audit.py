@@ -14,7 +14,6 @@ from meiqia_app.models import AppSetting, AuditEntry, Role, User
 from meiqia_app.services import audit, rbac, users
 from meiqia_app.services.errors import PermissionDenied, ValidationError
 from meiqia_app.services.rbac import Actor
-
 from tests.conftest import load_actors
 
 
@@ -47,6 +46,7 @@ def verify() -> audit.ChainReport:
 
 
 # --- rbac.require ---------------------------------------------------------------------
+
 
 def test_require_passes_silently_with_the_permission(db, actors):
     rbac.require(actors["agent"], "customer.view", action="customer.list")
@@ -110,6 +110,7 @@ def test_refuse_audits_the_policy_reason(db, actors):
 
 # --- users: the last admin ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("change", [{"role_name": "manager"}, {"is_active": False}])
 def test_last_active_admin_cannot_be_demoted_or_deactivated(db, actors, change):
     admin = actors["admin"]
@@ -161,6 +162,7 @@ def test_unknown_role_name_is_rejected(db, actors):
 
 # --- users: role permissions ------------------------------------------------------------------
 
+
 def test_admin_role_must_keep_user_and_role_management(db, actors):
     before = role_permissions("admin")
     for permissions in (["customer.view"], ["user.manage"], ["role.manage", "customer.view"]):
@@ -199,8 +201,14 @@ def test_role_permission_change_takes_effect_and_is_audited(db, actors):
 
 # --- audit chain -----------------------------------------------------------------------------
 
-SOMEONE = Actor(user_id=7, username="tester", display_name="Tester", role_name="admin",
-                permissions=frozenset(), client_ip="127.0.0.1")
+SOMEONE = Actor(
+    user_id=7,
+    username="tester",
+    display_name="Tester",
+    role_name="admin",
+    permissions=frozenset(),
+    client_ip="127.0.0.1",
+)
 
 
 def write_entries(count: int) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-import pytest
 from sqlalchemy import text
 
 from meiqia_app.db import get_engine, write_session
@@ -28,8 +27,11 @@ PERIODS = [
 
 def _daily_rows() -> dict:
     with get_engine().connect() as conn:
-        return {tuple(r[:5]): tuple(r[5:]) for r in conn.execute(text(
-            "SELECT kind, day, k1, k2, k3, n, s1, s2, s3 FROM report_daily")) if any(r[5:])}
+        return {
+            tuple(r[:5]): tuple(r[5:])
+            for r in conn.execute(text("SELECT kind, day, k1, k2, k3, n, s1, s2, s3 FROM report_daily"))
+            if any(r[5:])
+        }
 
 
 def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
@@ -57,7 +59,11 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
         first = dt.date.fromisoformat(point.start)
         wanted = expected(rows, *bounds(first, reports._add_months(first, 1) - dt.timedelta(days=1), zone))
         assert (point.new_customers, point.orders, point.amount_cents, point.conversations) == (
-            wanted["new_customers"], wanted["orders"], wanted["amount_cents"], wanted["conversations"])
+            wanted["new_customers"],
+            wanted["orders"],
+            wanted["amount_cents"],
+            wanted["conversations"],
+        )
     now = dt.datetime.now(UTC)
     for row in reports.cohorts(actor, 12, "2026-10-01"):
         first = dt.date.fromisoformat(row.month + "-01")
@@ -66,7 +72,9 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
         assert row.size == len(members)
         for k, value in zip(reports.COHORT_OFFSETS, row.retained):
             boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
-            assert value == (None if boundary > now else sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary))
+            assert value == (
+                None if boundary > now else sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary)
+            )
     period = reports.make_period("custom", "2026-01-01", "2026-10-31")
     start_p, end_p = bounds(period.first, period.last, zone)
     totals: dict[str, list] = {}
@@ -97,10 +105,17 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
         assert row.size == len(members)
         for k, value in zip(reports.COHORT_OFFSETS, row.retained):
             boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
-            assert value == (None if boundary > now else sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary))
+            assert value == (
+                None if boundary > now else sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary)
+            )
     seg_totals: dict[str, list] = {}
     for o in rows.orders:
-        if (o["status"] == "paid" and o["paid"] and start_p <= o["paid"] < end_p and rows.live(o["customer"], in_segment)):
+        if (
+            o["status"] == "paid"
+            and o["paid"]
+            and start_p <= o["paid"] < end_p
+            and rows.live(o["customer"], in_segment)
+        ):
             entry = seg_totals.setdefault(o["product"], [0, 0, 0, set()])
             entry[0] += 1
             entry[1] += o["qty"] or 0
@@ -133,12 +148,17 @@ def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
     assert aggregates.state()["status"] == "ready"
     active = _ids("SELECT id FROM customer WHERE status = 'active' ORDER BY id")
     # An edit of the fields the reports group by.
-    _execute("UPDATE customer SET source = 'app', province = '西藏', lifecycle_stage = 'churned' WHERE id = :id", id=active[0])
+    _execute(
+        "UPDATE customer SET source = 'app', province = '西藏', lifecycle_stage = 'churned' WHERE id = :id",
+        id=active[0],
+    )
     # New orders through the service (paid and pending), and a refund.
     product = _ids("SELECT id FROM product ORDER BY id LIMIT 1")[0]
     customer_orders.add_order(admin, active[1], product, 2, 88.5, "paid", dt.datetime(2026, 10, 20, 2, tzinfo=UTC))
     customer_orders.add_order(admin, active[2], product, 1, None, "pending", dt.datetime(2026, 10, 21, 2, tzinfo=UTC))
-    refunded = _ids("SELECT id FROM customer_order WHERE status = 'paid' AND paid_at >= '2026-10-01' ORDER BY id LIMIT 2")
+    refunded = _ids(
+        "SELECT id FROM customer_order WHERE status = 'paid' AND paid_at >= '2026-10-01' ORDER BY id LIMIT 2"
+    )
     _execute(f"UPDATE customer_order SET status = 'refunded' WHERE id IN ({','.join(map(str, refunded))})")
     # Archive and trash.
     _execute("UPDATE customer SET status = 'archived' WHERE id = :id", id=active[3])
@@ -146,29 +166,42 @@ def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
     # Merge two customers (orders, chats and events move to the survivor).
     survivor, other = active[5], active[6]
     with get_engine().connect() as conn:
-        versions = {r[0]: r[1] for r in conn.execute(text("SELECT id, version FROM customer WHERE id IN (:a, :b)"),
-                                                       {"a": survivor, "b": other})}
+        versions = {
+            r[0]: r[1]
+            for r in conn.execute(
+                text("SELECT id, version FROM customer WHERE id IN (:a, :b)"), {"a": survivor, "b": other}
+            )
+        }
     duplicates.merge_customers(admin, survivor, [other], {}, versions)
     # Erasure.
     erasure.erase_customer(admin, active[7], str(active[7]))
     # A bulk import from another connection (bare driver): a customer with events and a chat.
     mark = "%s" if get_engine().dialect.name == "postgresql" else "?"  # the bare driver's parameter style
     with raw_cursor() as cursor:
-        cursor.execute("insert into customer (name, name_pinyin, name_initials, gender, source, province, registered_at, "
-                       "last_active_at, order_count, total_spent_cents, lifecycle_stage, membership_tier, consent_marketing, "
-                       "consent_analytics, status, custom_attributes, version, created_at, updated_at) values ('导入', '', '', "
-                       "'U', 'import', '浙江', '2026-10-19 16:30:00.000000', '2026-10-20 03:00:00.000000', 0, 0, 'new', "
-                       "'regular', false, false, 'active', '{}', 1, '2026-10-19 16:30:00.000000', '2026-10-19 16:30:00.000000')")
+        cursor.execute(
+            "insert into customer (name, name_pinyin, name_initials, gender, source, province, registered_at, "
+            "last_active_at, order_count, total_spent_cents, lifecycle_stage, membership_tier, consent_marketing, "
+            "consent_analytics, status, custom_attributes, version, created_at, updated_at) values ('导入', '', '', "
+            "'U', 'import', '浙江', '2026-10-19 16:30:00.000000', '2026-10-20 03:00:00.000000', 0, 0, 'new', "
+            "'regular', false, false, 'active', '{}', 1, '2026-10-19 16:30:00.000000', '2026-10-19 16:30:00.000000')"
+        )
         cursor.execute("select max(id) from customer")
         new_id = cursor.fetchone()[0]
         for at in ("2026-10-19 16:10:00.000000", "2026-10-20 03:00:00.000000", "2026-10-20 04:00:00.000000"):
-            cursor.execute(f"insert into behavior_event (customer_id, kind, occurred_at) values ({mark}, 'page_view', {mark})",
-                           (new_id, at))
-        cursor.execute("insert into conversation (customer_id, channel, category, rating, started_at) "
-                       f"values ({mark}, 'web', 'complaint', 2, '2026-10-20 05:00:00.000000')", (new_id,))
+            cursor.execute(
+                f"insert into behavior_event (customer_id, kind, occurred_at) values ({mark}, 'page_view', {mark})",
+                (new_id, at),
+            )
+        cursor.execute(
+            "insert into conversation (customer_id, channel, category, rating, started_at) "
+            f"values ({mark}, 'web', 'complaint', 2, '2026-10-20 05:00:00.000000')",
+            (new_id,),
+        )
     # Deletions and a changed rating.
     _execute("DELETE FROM behavior_event WHERE id IN (SELECT id FROM behavior_event ORDER BY id LIMIT 25)")
-    _execute("UPDATE conversation SET rating = 5 WHERE id IN (SELECT id FROM conversation WHERE rating IS NOT NULL ORDER BY id LIMIT 5)")
+    _execute(
+        "UPDATE conversation SET rating = 5 WHERE id IN (SELECT id FROM conversation WHERE rating IS NOT NULL ORDER BY id LIMIT 5)"
+    )
     _execute("DELETE FROM customer_order WHERE id IN (SELECT id FROM customer_order ORDER BY id DESC LIMIT 3)")
     with get_engine().connect() as conn:
         assert aggregates.pending_count(conn) > 5
@@ -181,8 +214,10 @@ def test_a_change_updates_only_the_changed_customer(seeded_db, seeded_actors):
     manager = seeded_actors["manager"]
     period = reports.make_period("month", "2026-10-15")
     before = reports.dashboard(manager, period).raw
-    customer = _ids("SELECT id FROM customer WHERE status = 'active' AND registered_at >= '2026-09-30 16:00' "
-                    "AND registered_at < '2026-10-31 16:00' ORDER BY id LIMIT 1")[0]
+    customer = _ids(
+        "SELECT id FROM customer WHERE status = 'active' AND registered_at >= '2026-09-30 16:00' "
+        "AND registered_at < '2026-10-31 16:00' ORDER BY id LIMIT 1"
+    )[0]
     _execute("UPDATE customer SET status = 'archived' WHERE id = :id", id=customer)
     with get_engine().connect() as conn:
         assert aggregates.pending_count(conn) == 1
@@ -232,8 +267,10 @@ def test_many_changes_are_applied_in_the_background(seeded_db, seeded_actors, mo
     manager = seeded_actors["manager"]
     reports.dashboard(manager, PERIODS[0])
     monkeypatch.setattr(aggregates, "SYNC_APPLY_LIMIT", 5)
-    _execute("UPDATE customer SET status = 'archived' WHERE id IN (SELECT id FROM customer WHERE status = 'active' "
-             "ORDER BY id LIMIT 40)")
+    _execute(
+        "UPDATE customer SET status = 'archived' WHERE id IN (SELECT id FROM customer WHERE status = 'active' "
+        "ORDER BY id LIMIT 40)"
+    )
     reports.take_served_stale()
     reports.dashboard(manager, PERIODS[0])
     assert reports.take_served_stale()  # figures behind: the page asks again

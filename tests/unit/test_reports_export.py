@@ -14,7 +14,13 @@ from meiqia_app.services import report_views, reports
 from meiqia_app.services.errors import PermissionDenied, ValidationError
 
 PARAMS = {"kind": "month", "anchor": "2026-10-15", "granularity": "week"}
-SEGMENT = {"a_from": "2026-08-01", "a_to": "2026-08-31", "b_from": "2026-09-01", "b_to": "2026-10-31", "source": "wechat"}
+SEGMENT = {
+    "a_from": "2026-08-01",
+    "a_to": "2026-08-31",
+    "b_from": "2026-09-01",
+    "b_to": "2026-10-31",
+    "source": "wechat",
+}
 
 
 def test_dashboard_view_cards_match_the_service(seeded_db, seeded_actors):
@@ -106,8 +112,11 @@ def _with_session(actor):
     from meiqia_app.timeutil import utcnow
 
     with write_session() as session:
-        row = UserSession(token_hash=hashlib.sha256(f"{actor.username}{utcnow()}".encode()).hexdigest(),
-                          user_id=actor.user_id, expires_at=utcnow() + dt.timedelta(hours=1))
+        row = UserSession(
+            token_hash=hashlib.sha256(f"{actor.username}{utcnow()}".encode()).hexdigest(),
+            user_id=actor.user_id,
+            expires_at=utcnow() + dt.timedelta(hours=1),
+        )
         session.add(row)
         session.flush()
         return dataclasses.replace(actor, session_id=row.id)
@@ -116,7 +125,7 @@ def _with_session(actor):
 def _in_order(text: str, cells: list[str]) -> bool:
     """The cells appear as one table row (consecutive lines of the extracted text)."""
     lines = [line.strip() for line in text.splitlines()]
-    return any(lines[i:i + len(cells)] == cells for i in range(len(lines)))
+    return any(lines[i : i + len(cells)] == cells for i in range(len(lines)))
 
 
 def _pdf_text(path) -> str:

@@ -17,7 +17,7 @@ from meiqia_app.services import reports
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import PermissionDenied, ValidationError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _ts(value) -> dt.datetime | None:
@@ -59,18 +59,38 @@ class Rows:
     def __init__(self, data_dir) -> None:
         with raw_cursor() as cursor:
             self.customers = {
-                r[0]: dict(id=r[0], status=r[1], registered=_ts(r[2]), first_purchase=_ts(r[3]), last_active=_ts(r[4]),
-                           source=r[5], province=r[6] or "", lifecycle=r[7])
-                for r in _all(cursor, "select id, status, registered_at, first_purchase_at, last_active_at, source, "
-                                      "province, lifecycle_stage from customer")
+                r[0]: dict(
+                    id=r[0],
+                    status=r[1],
+                    registered=_ts(r[2]),
+                    first_purchase=_ts(r[3]),
+                    last_active=_ts(r[4]),
+                    source=r[5],
+                    province=r[6] or "",
+                    lifecycle=r[7],
+                )
+                for r in _all(
+                    cursor,
+                    "select id, status, registered_at, first_purchase_at, last_active_at, source, "
+                    "province, lifecycle_stage from customer",
+                )
             }
-            self.orders = [dict(customer=r[0], status=r[1], created=_ts(r[2]), paid=_ts(r[3]), amount=r[4], product=r[5], qty=r[6])
-                           for r in _all(cursor, "select customer_id, status, created_at, paid_at, amount_cents, product_name, quantity "
-                                                 "from customer_order")]
-            self.chats = [dict(customer=r[0], category=r[1], rating=r[2], started=_ts(r[3]))
-                          for r in _all(cursor, "select customer_id, category, rating, started_at from conversation")]
-            self.events = [dict(customer=r[0], occurred=_ts(r[1]))
-                           for r in _all(cursor, "select customer_id, occurred_at from behavior_event")]
+            self.orders = [
+                dict(customer=r[0], status=r[1], created=_ts(r[2]), paid=_ts(r[3]), amount=r[4], product=r[5], qty=r[6])
+                for r in _all(
+                    cursor,
+                    "select customer_id, status, created_at, paid_at, amount_cents, product_name, quantity "
+                    "from customer_order",
+                )
+            ]
+            self.chats = [
+                dict(customer=r[0], category=r[1], rating=r[2], started=_ts(r[3]))
+                for r in _all(cursor, "select customer_id, category, rating, started_at from conversation")
+            ]
+            self.events = [
+                dict(customer=r[0], occurred=_ts(r[1]))
+                for r in _all(cursor, "select customer_id, occurred_at from behavior_event")
+            ]
 
     def live(self, cid: int, segment=lambda c: True) -> bool:
         c = self.customers.get(cid)
@@ -93,8 +113,11 @@ def expected(rows: Rows, start: dt.datetime, end: dt.datetime, segment=lambda c:
     active_ids |= {ch["customer"] for ch in rows.chats if start <= ch["started"] < end}
     active = [c for c in live if c["id"] in active_ids]
     converted = [c for c in new if c["first_purchase"] is not None and c["first_purchase"] < end]
-    paid = [o for o in rows.orders if o["status"] == "paid" and o["paid"] and start <= o["paid"] < end
-            and rows.live(o["customer"], segment)]
+    paid = [
+        o
+        for o in rows.orders
+        if o["status"] == "paid" and o["paid"] and start <= o["paid"] < end and rows.live(o["customer"], segment)
+    ]
     buyers = {o["customer"] for o in paid}
     paid_by_end: dict[int, int] = {}
     for o in rows.orders:
@@ -135,6 +158,7 @@ def assert_same(actual: dict, wanted: dict) -> None:
 
 # --- periods --------------------------------------------------------------------------
 
+
 def test_periods_follow_the_local_calendar_and_previous_period_has_same_kind():
     month = reports.make_period("month", "2026-03-15")
     assert (month.first, month.last) == (dt.date(2026, 3, 1), dt.date(2026, 3, 31))
@@ -163,12 +187,16 @@ def test_bad_period_input_is_refused():
 
 # --- measures on seeded data -------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,anchor,end", [
-    ("month", "2026-10-15", None),
-    ("week", "2026-10-15", None),
-    ("custom", "2026-05-01", "2026-09-30"),
-    ("month", "2026-12-15", None),  # after the data: an empty period, not an error
-])
+
+@pytest.mark.parametrize(
+    "kind,anchor,end",
+    [
+        ("month", "2026-10-15", None),
+        ("week", "2026-10-15", None),
+        ("custom", "2026-05-01", "2026-09-30"),
+        ("month", "2026-12-15", None),  # after the data: an empty period, not an error
+    ],
+)
 def test_dashboard_measures_match_independent_computation(seeded_db, seeded_actors, kind, anchor, end):
     rows = Rows(seeded_db)
     period = reports.make_period(kind, anchor, end)
@@ -207,7 +235,10 @@ def test_archived_and_trashed_customers_are_excluded(seeded_db, seeded_actors):
     assert any(c["status"] != "active" for c in rows.customers.values())  # the seed archives ~1%
     board = reports.dashboard(seeded_actors["manager"], reports.make_period("month", "2026-10-15"))
     assert board.raw["total_customers"] == sum(
-        1 for c in rows.customers.values() if c["status"] == "active" and c["registered"] < bounds(dt.date(2026, 10, 1), dt.date(2026, 10, 31))[1])
+        1
+        for c in rows.customers.values()
+        if c["status"] == "active" and c["registered"] < bounds(dt.date(2026, 10, 1), dt.date(2026, 10, 31))[1]
+    )
 
 
 def test_segment_comparison_matches_rows(seeded_db, seeded_actors):
@@ -229,15 +260,20 @@ def test_trend_buckets_are_local_and_empty_ones_are_zero(seeded_db, seeded_actor
     for point in points:
         day = dt.date.fromisoformat(point.start)
         start, end = bounds(day, day)
-        assert point.new_customers == sum(1 for c in rows.customers.values()
-                                          if c["status"] == "active" and start <= c["registered"] < end)
+        assert point.new_customers == sum(
+            1 for c in rows.customers.values() if c["status"] == "active" and start <= c["registered"] < end
+        )
     months = reports.trend(seeded_actors["manager"], "month", "2026-10-31", 12)
     assert [p.start for p in months][-2:] == ["2026-09-01", "2026-10-01"]
     for point in months:
         first = dt.date.fromisoformat(point.start)
         last = reports._add_months(first, 1) - dt.timedelta(days=1)
         wanted = expected(rows, *bounds(first, last))
-        assert (point.orders, point.amount_cents, point.conversations) == (wanted["orders"], wanted["amount_cents"], wanted["conversations"])
+        assert (point.orders, point.amount_cents, point.conversations) == (
+            wanted["orders"],
+            wanted["amount_cents"],
+            wanted["conversations"],
+        )
     weeks = reports.trend(seeded_actors["manager"], "week", "2026-10-15", 4)
     assert [dt.date.fromisoformat(p.start).weekday() for p in weeks] == [0, 0, 0, 0]
 
@@ -270,13 +306,19 @@ def test_top_products_rank_by_paid_amount_within_segment(seeded_db, seeded_actor
     totals: dict[str, int] = {}
     for o in rows.orders:
         c = rows.customers[o["customer"]]
-        if o["status"] == "paid" and start <= o["paid"] < end and c["status"] == "active" and c["lifecycle"] in segment.lifecycle:
+        if (
+            o["status"] == "paid"
+            and start <= o["paid"] < end
+            and c["status"] == "active"
+            and c["lifecycle"] in segment.lifecycle
+        ):
             totals[o["product"]] = totals.get(o["product"], 0) + o["amount"]
     wanted = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
     assert [(p.product, p.amount_cents) for p in ranked] == wanted
 
 
 # --- boundaries and time zones --------------------------------------------------------------
+
 
 def _add_customer(session, name: str, registered: dt.datetime, **extra):
     from meiqia_app.models import Customer
@@ -290,8 +332,17 @@ def _add_customer(session, name: str, registered: dt.datetime, **extra):
 def _add_order(session, customer_id: int, no: str, paid: dt.datetime, amount: int):
     from meiqia_app.models import Order
 
-    session.add(Order(order_no=no, customer_id=customer_id, product_name="P", amount_cents=amount, status="paid",
-                      created_at=paid, paid_at=paid))
+    session.add(
+        Order(
+            order_no=no,
+            customer_id=customer_id,
+            product_name="P",
+            amount_cents=amount,
+            status="paid",
+            created_at=paid,
+            paid_at=paid,
+        )
+    )
 
 
 @pytest.fixture()
@@ -315,7 +366,10 @@ def test_local_midnight_is_the_day_boundary(boundary_rows, actors):
     assert nov1.raw["total_customers"] == 2
     assert (nov1.raw_previous["new_customers"], nov1.raw_previous["amount_cents"]) == (1, 100)
     points = reports.trend(manager, "day", "2026-11-01", 2)
-    assert [(p.start, p.new_customers, p.amount_cents) for p in points] == [("2026-10-31", 1, 100), ("2026-11-01", 1, 250)]
+    assert [(p.start, p.new_customers, p.amount_cents) for p in points] == [
+        ("2026-10-31", 1, 100),
+        ("2026-11-01", 1, 250),
+    ]
 
 
 def test_configured_time_zone_moves_the_boundary(boundary_rows, actors, monkeypatch):
@@ -343,6 +397,7 @@ def test_empty_database_gives_zeros_and_no_rates(db, actors):
 
 # --- cache invalidation ----------------------------------------------------------------
 
+
 def test_cache_sees_new_and_archived_customers(boundary_rows, actors):
     from sqlmodel import select
 
@@ -367,15 +422,18 @@ def test_cache_sees_raw_sql_writes_from_another_connection(boundary_rows, actors
     # Another process: a bare driver connection, invisible to our listener; the
     # max-id part of the data signature catches the insert.
     with raw_cursor() as cursor:
-        cursor.execute("insert into customer (name, name_pinyin, name_initials, gender, source, registered_at, last_active_at, "
-                     "order_count, total_spent_cents, lifecycle_stage, membership_tier, consent_marketing, consent_analytics, "
-                     "status, custom_attributes, version, created_at, updated_at) values ('丁', '', '', 'U', 'web', "
-                     "'2026-11-01 02:00:00.000000', '2026-11-01 02:00:00.000000', 0, 0, 'prospect', 'regular', false, false, 'active', "
-                     "'{}', 1, '2026-11-01 02:00:00.000000', '2026-11-01 02:00:00.000000')")
+        cursor.execute(
+            "insert into customer (name, name_pinyin, name_initials, gender, source, registered_at, last_active_at, "
+            "order_count, total_spent_cents, lifecycle_stage, membership_tier, consent_marketing, consent_analytics, "
+            "status, custom_attributes, version, created_at, updated_at) values ('丁', '', '', 'U', 'web', "
+            "'2026-11-01 02:00:00.000000', '2026-11-01 02:00:00.000000', 0, 0, 'prospect', 'regular', false, false, 'active', "
+            "'{}', 1, '2026-11-01 02:00:00.000000', '2026-11-01 02:00:00.000000')"
+        )
     assert reports.dashboard(actors["manager"], period).raw["total_customers"] == 3
 
 
 # --- permissions -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("username", ["agent", "senior"])
 def test_roles_without_report_view_are_refused_and_audited(db, actors, username):

@@ -34,14 +34,19 @@ def ids_of(page) -> list[int]:
 
 def search_hits(term: str, status: str = "active") -> set[int]:
     """Customers whose search text contains ``term``, straight from the table (no index)."""
-    return {r[0] for r in rows(
-        "SELECT s.customer_id, s.text FROM customer_search s JOIN customer c ON c.id = s.customer_id "
-        "WHERE c.status = :status",
-        status=status,
-    ) if term in r[1]}
+    return {
+        r[0]
+        for r in rows(
+            "SELECT s.customer_id, s.text FROM customer_search s JOIN customer c ON c.id = s.customer_id "
+            "WHERE c.status = :status",
+            status=status,
+        )
+        if term in r[1]
+    }
 
 
 # --- search_text ---------------------------------------------------------------------------
+
 
 def test_parse_query_empty():
     assert parse_query("").empty and parse_query(None).empty and parse_query("   ").empty
@@ -91,8 +96,26 @@ def test_search_text_contains_every_searchable_value():
     assert len(fields) == len(set(fields))
 
 
-@pytest.mark.parametrize("typed", ["张", "伟", "张伟", "z", "zh", "zw", "zhang", "wei", "zhangwei", "ZHANG WEI",
-                                   "138", "0000111", "138-0000-1111", "example", "zhang.wei@"])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "张",
+        "伟",
+        "张伟",
+        "z",
+        "zh",
+        "zw",
+        "zhang",
+        "wei",
+        "zhangwei",
+        "ZHANG WEI",
+        "138",
+        "0000111",
+        "138-0000-1111",
+        "example",
+        "zhang.wei@",
+    ],
+)
 def test_every_reasonable_query_for_a_customer_matches_its_search_text(typed):
     search = build_search_text("张伟", "13800001111", "zhang.wei@example.com")
     terms = parse_query(typed).terms
@@ -106,6 +129,7 @@ def test_queries_for_someone_else_do_not_match(typed):
 
 
 # --- ListQuery validation --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("data", "field"),
@@ -137,8 +161,9 @@ def test_invalid_list_query_is_refused(data, field):
 def test_list_query_defaults_and_round_trip():
     query = ListQuery.from_dict({})
     assert (query.status, query.sort, query.direction) == ("active", "last_active_at", "desc")
-    full = ListQuery.from_dict({"q": " 张伟 ", "tiers": ["gold", "gold"], "spent_min": "10.5", "sort": "name",
-                                "direction": "asc"})
+    full = ListQuery.from_dict(
+        {"q": " 张伟 ", "tiers": ["gold", "gold"], "spent_min": "10.5", "sort": "name", "direction": "asc"}
+    )
     assert full.q == "张伟" and full.tiers == ("gold",) and full.spent_min == 10.5
     assert ListQuery.from_dict(full.to_dict()) == full
     assert full.signature() == ListQuery.from_dict({**full.to_dict(), "sort": "total_spent"}).signature()
@@ -164,11 +189,13 @@ def test_list_requires_customer_view(seeded_db):
 
 # --- first page and search --------------------------------------------------------------------
 
+
 def test_first_page_is_fifty_active_customers_by_last_activity(seeded_actors):
     page = customer_list.list_customers(seeded_actors["senior"], q())
-    expected = [r[0] for r in rows(
-        "SELECT id FROM customer WHERE status = 'active' ORDER BY last_active_at DESC, id DESC LIMIT 50"
-    )]
+    expected = [
+        r[0]
+        for r in rows("SELECT id FROM customer WHERE status = 'active' ORDER BY last_active_at DESC, id DESC LIMIT 50")
+    ]
     assert ids_of(page) == expected
     assert page.next_cursor and not page.prev_cursor
     assert {row.status for row in page.rows} == {"正常"}
@@ -247,6 +274,7 @@ def test_query_with_no_match_gives_an_empty_page(seeded_actors):
 
 # --- keyset paging ------------------------------------------------------------------------------
 
+
 def walk(actor, query: ListQuery, page_size: int = 50) -> list[int]:
     seen: list[int] = []
     cursor = ""
@@ -265,9 +293,12 @@ def expected_order(sort_column: str, descending: bool, status: str = "active") -
     direction = "DESC NULLS LAST" if descending else "ASC NULLS FIRST"
     id_direction = "DESC" if descending else "ASC"
     # NULLs first ascending and last descending: the walk the UI promises on both databases.
-    return [r[0] for r in rows(
-        f"SELECT id FROM customer WHERE status = :s ORDER BY {sort_column} {direction}, id {id_direction}", s=status
-    )]
+    return [
+        r[0]
+        for r in rows(
+            f"SELECT id FROM customer WHERE status = :s ORDER BY {sort_column} {direction}, id {id_direction}", s=status
+        )
+    ]
 
 
 SORT_COLUMNS = {
@@ -331,6 +362,7 @@ def test_last_page_then_prev_walks_everything_backwards(seeded_actors, sort):
 
 # --- counts -------------------------------------------------------------------------------------
 
+
 def test_count_without_filters_equals_the_table(seeded_actors):
     result = customer_list.count_customers(seeded_actors["agent"], q())
     assert result.exact and result.value == scalar("SELECT count(*) FROM customer WHERE status = 'active'")
@@ -358,9 +390,14 @@ def test_exact_count_with_filters_equals_raw_sql(seeded_actors, data, where):
 def customers_with_orders(statuses: tuple[str, ...], status: str = "active") -> set[int]:
     """Straight from the tables: customers in ``status`` with an order in one of ``statuses``."""
     listed = ", ".join(f"'{s}'" for s in statuses)
-    return {r[0] for r in rows(
-        f"SELECT DISTINCT c.id FROM customer c JOIN customer_order o ON o.customer_id = c.id "
-        f"WHERE c.status = :status AND o.status IN ({listed})", status=status)}
+    return {
+        r[0]
+        for r in rows(
+            f"SELECT DISTINCT c.id FROM customer c JOIN customer_order o ON o.customer_id = c.id "
+            f"WHERE c.status = :status AND o.status IN ({listed})",
+            status=status,
+        )
+    }
 
 
 @pytest.mark.parametrize("statuses", [("paid",), ("pending",), ("refunded",), ("pending", "refunded")])
@@ -393,15 +430,20 @@ def test_order_status_filter_combines_with_other_filters_search_and_status(seede
     assert set(walk(agent, q(q="com", order_statuses=["pending"]))) == hits
     assert hits and expected != wechat & {r[0] for r in rows("SELECT id FROM customer WHERE status = 'active'")}
     # Bulk actions and exports walk "all matching" in id order.
-    assert customer_list.matching_ids(agent, q(order_statuses=["paid"]), batch=10_000) == \
-        sorted(customers_with_orders(("paid",)))
+    assert customer_list.matching_ids(agent, q(order_statuses=["paid"]), batch=10_000) == sorted(
+        customers_with_orders(("paid",))
+    )
 
 
 def test_the_filter_dialog_sends_only_known_order_statuses():
     from meiqia_app.state.customer_list import filters_from_form
 
-    form = {"order_statuses:paid": "on", "order_statuses:refunded": "on", "order_statuses:shipped": "on",
-            "order_statuses:pending": ""}
+    form = {
+        "order_statuses:paid": "on",
+        "order_statuses:refunded": "on",
+        "order_statuses:shipped": "on",
+        "order_statuses:pending": "",
+    }
     assert filters_from_form(form) == {"order_statuses": ["paid", "refunded"]}
 
 
@@ -419,7 +461,6 @@ def test_order_status_filter_survives_a_saved_view(seeded_actors):
 def test_exact_count_of_a_search_equals_raw_sql(seeded_actors):
     result = customer_list.count_customers(seeded_actors["agent"], q(q="com"), exact=True)
     assert result.exact and result.value == len(search_hits("com"))
-
 
 
 def test_estimate_of_a_broad_search_is_close_and_then_exact(seeded_actors, monkeypatch):
@@ -441,8 +482,10 @@ def test_estimate_with_filters_and_a_broad_search_stays_near_the_truth(seeded_ac
     monkeypatch.setattr(type(get_adapter_for_tests()), "candidate_cap", 5)
     customer_list.forget_cached_counts()
     query = q(q="com", sources=["wechat", "app"])
-    expected = len(search_hits("com") & {row[0] for row in rows(
-        "SELECT id FROM customer WHERE status = 'active' AND source IN ('wechat', 'app')")})
+    expected = len(
+        search_hits("com")
+        & {row[0] for row in rows("SELECT id FROM customer WHERE status = 'active' AND source IN ('wechat', 'app')")}
+    )
     estimate = customer_list.count_customers(seeded_actors["agent"], query)
     assert not estimate.exact
     assert abs(estimate.value - expected) <= 0.5 * expected + 5
@@ -482,17 +525,20 @@ def test_tag_filter_gives_the_same_rows_whichever_side_drives(seeded_actors, mon
         assert bool(customer_list.driving_tags(conn, query)) is tag_drives
         if not tag_drives:
             assert customer_list.driving_tags(conn, query, for_counting=True) == ()
-    where = " AND ".join(["status = 'active'", f"id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {tag_id})"]
-                         + (["consent_marketing = true"] if extra.get("consent_marketing") else [])
-                         + (["order_count >= 1"] if extra.get("orders_min") else []))
+    where = " AND ".join(
+        ["status = 'active'", f"id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {tag_id})"]
+        + (["consent_marketing = true"] if extra.get("consent_marketing") else [])
+        + (["order_count >= 1"] if extra.get("orders_min") else [])
+    )
     expected = scalar(f"SELECT count(*) FROM customer WHERE {where}")
     assert expected > 0
     assert customer_list.count_customers(seeded_actors["agent"], query, exact=True).value == expected
     walked = walk(seeded_actors["agent"], query, page_size=20)
     assert len(walked) == len(set(walked)) == expected
     sort_column = SORT_COLUMNS[query.sort]
-    assert walked == [row[0] for row in rows(
-        f"SELECT id FROM customer WHERE {where} ORDER BY {sort_column} DESC NULLS LAST, id DESC")]
+    assert walked == [
+        row[0] for row in rows(f"SELECT id FROM customer WHERE {where} ORDER BY {sort_column} DESC NULLS LAST, id DESC")
+    ]
 
 
 def test_tags_all_is_driven_by_its_rarest_tag(seeded_actors, monkeypatch):
@@ -506,10 +552,13 @@ def test_tags_all_is_driven_by_its_rarest_tag(seeded_actors, monkeypatch):
     expected = scalar(
         "SELECT count(*) FROM customer WHERE status = 'active' AND consent_marketing = true "
         f"AND id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {common}) "
-        f"AND id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {rare})")
+        f"AND id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {rare})"
+    )
     assert customer_list.count_customers(seeded_actors["agent"], query, exact=True).value == expected
 
+
 # --- masking ----------------------------------------------------------------------------------
+
 
 def test_agent_sees_masked_contact_data_in_the_list(seeded_actors):
     agent_page = customer_list.list_customers(seeded_actors["agent"], q(), page_size=100)
@@ -581,10 +630,18 @@ def test_a_change_made_by_another_worker_retires_this_workers_cached_counts(seed
     assert customer_list.count_customers(actor, query, exact=True).value == before - 1
 
 
-@pytest.mark.parametrize("typed, shown", [
-    ("13812345678", "138******78"), ("zhang.wei@example.com", "z***@example.com"), ("张伟", "张*"),
-    ("王小明", "王**"), ("5678", "5***"), ("  ", ""), ("020-8765", "020***65"),
-])
+@pytest.mark.parametrize(
+    "typed, shown",
+    [
+        ("13812345678", "138******78"),
+        ("zhang.wei@example.com", "z***@example.com"),
+        ("张伟", "张*"),
+        ("王小明", "王**"),
+        ("5678", "5***"),
+        ("  ", ""),
+        ("020-8765", "020***65"),
+    ],
+)
 def test_a_typed_search_is_masked_for_audit_entries(typed, shown):
     from meiqia_app.services.masking import mask_search_term
 

@@ -17,14 +17,14 @@ import meiqia_app.models  # noqa: F401  (registers every table on SQLModel.metad
 from meiqia_app.db import get_engine, reset_engine
 from meiqia_app.migrate import alembic_config
 from meiqia_app.seed.loader import seed
-
 from tests.conftest import PG_SERVER_URL, TEST_SEED_CUSTOMERS, _point_app_at
 
 # These read the SQLite files directly (seed determinism, pragmas, the FTS5 table).
 sqlite_only = pytest.mark.skipif(bool(PG_SERVER_URL), reason="checks SQLite files and pragmas")
 
-AS_OF = dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc)
+AS_OF = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
 SEED_N = 200
+
 
 def _env_py_table_prefixes() -> tuple[str, ...]:
     """ADAPTER_TABLE_PREFIXES from migrations/env.py (which cannot be imported outside alembic)."""
@@ -55,6 +55,7 @@ def test_only_the_fts_tables_are_skipped():
 
 
 # --- seeding ----------------------------------------------------------------------------------
+
 
 def dump(db_file, table: str, order: str) -> list[tuple]:
     with sqlite3.connect(db_file) as conn:
@@ -112,7 +113,10 @@ def test_seed_writes_the_requested_number_of_customers_with_search_rows(seeded_t
         assert conn.execute("SELECT count(*) FROM customer_search").fetchone()[0] == SEED_N
         # The FTS index was filled by the triggers: a name is findable through it.
         name = conn.execute("SELECT name FROM customer WHERE length(name) >= 3 LIMIT 1").fetchone()[0]
-        assert conn.execute("SELECT count(*) FROM customer_fts WHERE customer_fts MATCH ?", (f'"{name}"',)).fetchone()[0] >= 1
+        assert (
+            conn.execute("SELECT count(*) FROM customer_fts WHERE customer_fts MATCH ?", (f'"{name}"',)).fetchone()[0]
+            >= 1
+        )
         # Generated activity is never later than the as-of time.
         latest = conn.execute("SELECT max(last_active_at) FROM customer").fetchone()[0]
         assert latest <= AS_OF.strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -126,6 +130,7 @@ def test_seeding_a_database_that_has_customers_is_refused(seeded_db):
 
 
 # --- schema ----------------------------------------------------------------------------------
+
 
 def schema_diff(metadata) -> list:
     with get_engine().connect() as conn:
@@ -156,6 +161,7 @@ def test_schema_comparison_notices_a_model_change(db):
 
 # --- SQLite connection --------------------------------------------------------------------------
 
+
 @sqlite_only
 def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(db):
     with get_engine().connect() as conn:
@@ -179,10 +185,11 @@ def test_no_index_is_a_prefix_of_another_on_the_same_table():
     100,000-customer purge wrote (migration 0005 dropped them)."""
     redundant = []
     for table in SQLModel.metadata.sorted_tables:
-        indexes = [(index.name, [column.name for column in index.columns]) for index in table.indexes
-                   if not index.unique]
+        indexes = [
+            (index.name, [column.name for column in index.columns]) for index in table.indexes if not index.unique
+        ]
         for name, columns in indexes:
             for other, other_columns in indexes:
-                if other != name and len(other_columns) > len(columns) and other_columns[:len(columns)] == columns:
+                if other != name and len(other_columns) > len(columns) and other_columns[: len(columns)] == columns:
                     redundant.append(f"{table.name}.{name} {columns} is a prefix of {other} {other_columns}")
     assert redundant == []

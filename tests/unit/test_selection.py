@@ -10,7 +10,11 @@ from meiqia_app.models import Customer
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import PermissionDenied, ValidationError
 from meiqia_app.services.selection import (
-    MAX_TICKED_IDS, Selection, iter_selected_ids, selection_conditions, selection_count,
+    MAX_TICKED_IDS,
+    Selection,
+    iter_selected_ids,
+    selection_conditions,
+    selection_count,
 )
 
 C = Customer.__table__.c
@@ -28,8 +32,9 @@ def test_query_selection_walks_every_match_in_bounded_batches(seeded_actors):
     assert all(len(b) <= 17 for b in batches)
     ids = [i for b in batches for i in b]
     with get_engine().connect() as conn:
-        expected = list(conn.execute(
-            select(C.id).where(C.source == "wechat", C.status == "active").order_by(C.id)).scalars())
+        expected = list(
+            conn.execute(select(C.id).where(C.source == "wechat", C.status == "active").order_by(C.id)).scalars()
+        )
     assert ids == expected and len(ids) > 17
     assert selection_count(actor, selection) == len(expected)
     # Resuming after a checkpoint continues exactly where it stopped.
@@ -45,23 +50,34 @@ def test_ticked_ids_skip_missing_and_other_status_rows(seeded_actors):
     assert _all_ids(selection, actor, batch=2) == some[1:]
     assert selection_count(actor, selection) == 4
     with get_engine().connect() as conn:
-        counted = conn.execute(select(func.count()).select_from(Customer.__table__)
-                               .where(*selection_conditions(conn, selection))).scalar_one()
+        counted = conn.execute(
+            select(func.count()).select_from(Customer.__table__).where(*selection_conditions(conn, selection))
+        ).scalar_one()
     assert counted == 4
 
 
-@pytest.mark.parametrize("bad", [
-    None, [], {"kind": "everything"}, {"kind": "ids", "ids": []}, {"kind": "ids", "ids": ["x"]},
-    {"kind": "ids", "ids": [0, 1]}, {"kind": "ids", "ids": list(range(1, MAX_TICKED_IDS + 2))},
-    {"kind": "query", "query": {"status": "gone"}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        {"kind": "everything"},
+        {"kind": "ids", "ids": []},
+        {"kind": "ids", "ids": ["x"]},
+        {"kind": "ids", "ids": [0, 1]},
+        {"kind": "ids", "ids": list(range(1, MAX_TICKED_IDS + 2))},
+        {"kind": "query", "query": {"status": "gone"}},
+    ],
+)
 def test_crafted_selections_are_refused(bad):
     with pytest.raises(ValidationError):
         Selection.from_dict(bad)
 
 
 def test_selection_round_trips_and_describes_without_rows():
-    selection = Selection.from_dict({"kind": "ids", "ids": [3, 1, 2, 3], "query": {"q": "ignored", "status": "archived"}})
+    selection = Selection.from_dict(
+        {"kind": "ids", "ids": [3, 1, 2, 3], "query": {"q": "ignored", "status": "archived"}}
+    )
     assert selection.ids == (1, 2, 3) and selection.query.q == ""
     assert Selection.from_dict(selection.to_dict()) == selection
     assert selection.describe()["count"] == 3

@@ -37,9 +37,15 @@ def _customer_ids(n: int) -> list[int]:
 
 def _assign(customer_id: int, tag_id: int, source: str = "manual", rule_id: int | None = None) -> None:
     with get_engine().begin() as conn:
-        conn.execute(TagAssignment.__table__.insert().values(
-            customer_id=customer_id, tag_id=tag_id, source=source, rule_id=rule_id,
-            assigned_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)))
+        conn.execute(
+            TagAssignment.__table__.insert().values(
+                customer_id=customer_id,
+                tag_id=tag_id,
+                source=source,
+                rule_id=rule_id,
+                assigned_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            )
+        )
 
 
 def test_tag_names_are_unique_ignoring_case_and_width(actors):
@@ -82,23 +88,38 @@ def test_merge_moves_assignments_without_duplicates_and_deletes_the_source(seede
     source = tags.create_tag(manager, "vip-old")
     target = tags.create_tag(manager, "vip-new")
     a, b, c = _customer_ids(3)
-    _assign(a, source)                 # only source
-    _assign(b, source)                 # both, source manual, target by rule -> manual
+    _assign(a, source)  # only source
+    _assign(b, source)  # both, source manual, target by rule -> manual
     _assign(b, target, "rule")
-    _assign(c, target)                 # only target
+    _assign(c, target)  # only target
     with get_engine().begin() as conn:
-        conn.execute(TagRule.__table__.insert().values(
-            name="r", tag_id=source, match="all", conditions="[]", mode="add_only", enabled=True,
-            created_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-            updated_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), last_run_summary="{}"))
+        conn.execute(
+            TagRule.__table__.insert().values(
+                name="r",
+                tag_id=source,
+                match="all",
+                conditions="[]",
+                mode="add_only",
+                enabled=True,
+                created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                updated_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                last_run_summary="{}",
+            )
+        )
     moved = tags.merge_tags(manager, source, target)
     assert moved == 1
     assert _assigned(target) == {a: "manual", b: "manual", c: "manual"}
     assert _assigned(source) == {}
     with get_engine().connect() as conn:
-        assert conn.execute(select(func.count()).select_from(Tag.__table__).where(Tag.__table__.c.id == source)).scalar_one() == 0
-        assert conn.execute(select(TagRule.__table__.c.tag_id)
-                            .where(TagRule.__table__.c.name == "r")).scalars().all() == [target]
+        assert (
+            conn.execute(
+                select(func.count()).select_from(Tag.__table__).where(Tag.__table__.c.id == source)
+            ).scalar_one()
+            == 0
+        )
+        assert conn.execute(
+            select(TagRule.__table__.c.tag_id).where(TagRule.__table__.c.name == "r")
+        ).scalars().all() == [target]
     entry = _audits("tag.merge")[-1]
     assert entry["moved"] == 1 and entry["already_had"] == 1 and entry["from"] == "vip-old"
     with pytest.raises(ValidationError):
@@ -124,13 +145,16 @@ def test_hygiene_finds_unused_stale_and_near_duplicate_tags(seeded_actors):
     stale = tags.create_tag(manager, "old-campaign")
     _assign(_customer_ids(1)[0], stale)
     with get_engine().begin() as conn:
-        conn.execute(Tag.__table__.update().where(Tag.__table__.c.id == stale)
-                     .values(last_assigned_at=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)))
+        conn.execute(
+            Tag.__table__.update()
+            .where(Tag.__table__.c.id == stale)
+            .values(last_assigned_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+        )
     tags.create_tag(manager, "高价值")
-    tags.create_tag(manager, "高价植")   # same pinyin (gaojiazhi vs gaojiazhi)
+    tags.create_tag(manager, "高价植")  # same pinyin (gaojiazhi vs gaojiazhi)
     tags.create_tag(manager, "campaign-2025")
     tags.create_tag(manager, "campaign-2026")  # one edit apart
-    report = tags.tag_hygiene(manager, idle_days=90, now=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc))
+    report = tags.tag_hygiene(manager, idle_days=90, now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
     assert unused in {v.id for v in report.unused}
     assert stale in {v.id for v in report.stale}
     pairs = {(p.a_name, p.b_name, p.reason) for p in report.near_duplicates}
@@ -173,12 +197,20 @@ def test_bulk_job_resumes_from_checkpoint_and_needs_permission(seeded_actors):
     selection = Selection.of_query(ListQuery.from_dict({"sources": ["web"]}))
     with get_engine().connect() as conn:
         web = sorted(conn.execute(select(C.id).where(C.source == "web", C.status == "active")).scalars())
-    job_id = jobs.create_job(manager, tags.BULK_JOB_KIND, {"tag_id": tag_id, "action": "add",
-                                                           "selection": selection.to_dict()}, total=len(web))
+    job_id = jobs.create_job(
+        manager,
+        tags.BULK_JOB_KIND,
+        {"tag_id": tag_id, "action": "add", "selection": selection.to_dict()},
+        total=len(web),
+    )
     from meiqia_app.models import Job
+
     with get_engine().begin() as conn:
-        conn.execute(Job.__table__.update().where(Job.__table__.c.id == job_id)
-                     .values(checkpoint=json.dumps({"after_id": web[9], "changed": 10}), processed=10))
+        conn.execute(
+            Job.__table__.update()
+            .where(Job.__table__.c.id == job_id)
+            .values(checkpoint=json.dumps({"after_id": web[9], "changed": 10}), processed=10)
+        )
     view = jobs.run_job(job_id)
     assert view.status == "done" and view.result["changed"] == len(web)
     # Only customers after the checkpoint were tagged by the resumed run.

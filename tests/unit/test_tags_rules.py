@@ -12,14 +12,20 @@ from sqlalchemy import select
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import (
-    AuditEntry, BehaviorEvent, Conversation, Customer, Order, Tag, TagAssignment, TagRule,
+    AuditEntry,
+    BehaviorEvent,
+    Conversation,
+    Customer,
+    Order,
+    Tag,
+    TagAssignment,
 )
 from meiqia_app.services import rules, tags
 from meiqia_app.services.errors import PermissionDenied, ValidationError
 from meiqia_app.services.rules import Condition, compile_rule
 from meiqia_app.timeutil import as_utc, local_day_start_utc
 
-NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
 C = Customer.__table__.c
 TA = TagAssignment.__table__.c
 
@@ -54,8 +60,14 @@ def _in_window(value, days):
     return days == 0 or value >= NOW - dt.timedelta(days=days)
 
 
-OPS = {"gte": lambda a, b: a >= b, "gt": lambda a, b: a > b, "lte": lambda a, b: a <= b, "lt": lambda a, b: a < b,
-       "eq": lambda a, b: a == b, "ne": lambda a, b: a != b}
+OPS = {
+    "gte": lambda a, b: a >= b,
+    "gt": lambda a, b: a > b,
+    "lte": lambda a, b: a <= b,
+    "lt": lambda a, b: a < b,
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+}
 
 
 def python_value(world, c: dict, cond: Condition) -> bool:
@@ -92,22 +104,32 @@ def python_value(world, c: dict, cond: Condition) -> bool:
     if f == "orders_count":
         return OPS[op](sum(1 for o in orders if _in_window(o.created_at, cond.days)), v)
     if f == "bought_product":
-        bought = any(o.status == "paid" and o.product_id == cond.product_id and _in_window(o.paid_at, cond.days)
-                     for o in orders)
+        bought = any(
+            o.status == "paid" and o.product_id == cond.product_id and _in_window(o.paid_at, cond.days) for o in orders
+        )
         return bought if op == "yes" else not bought
     if f in ("complaint_count", "inquiry_count"):
         category = "complaint" if f == "complaint_count" else "inquiry"
         return OPS[op](sum(1 for x in convs if x.category == category and _in_window(x.started_at, cond.days)), v)
     if f == "product_views":
-        return OPS[op](sum(1 for e in events if e.product_id == cond.product_id
-                           and e.kind in ("product_view", "page_view") and _in_window(e.occurred_at, cond.days)), v)
+        return OPS[op](
+            sum(
+                1
+                for e in events
+                if e.product_id == cond.product_id
+                and e.kind in ("product_view", "page_view")
+                and _in_window(e.occurred_at, cond.days)
+            ),
+            v,
+        )
     raise AssertionError(f)
 
 
 def sql_ids(match, conditions, correlated=False) -> set[int]:
     with get_engine().connect() as conn:
-        return set(conn.execute(select(C.id).where(rules.SCOPE, compile_rule(match, conditions, NOW, correlated)))
-                   .scalars())
+        return set(
+            conn.execute(select(C.id).where(rules.SCOPE, compile_rule(match, conditions, NOW, correlated))).scalars()
+        )
 
 
 def python_ids(world, match, conditions) -> set[int]:
@@ -176,8 +198,10 @@ def test_every_field_operator_and_window_matches_a_python_twin(world):
 
 
 def test_all_and_any_combine_conditions(world):
-    raw = [{"field": "source", "op": "eq", "value": "wechat"},
-           {"field": "orders_paid_count", "op": "gte", "value": 1, "days": 180}]
+    raw = [
+        {"field": "source", "op": "eq", "value": "wechat"},
+        {"field": "orders_paid_count", "op": "gte", "value": 1, "days": 180},
+    ]
     conditions = rules.clean_conditions(raw)
     for match in ("all", "any"):
         expected = python_ids(world, match, conditions)
@@ -186,21 +210,24 @@ def test_all_and_any_combine_conditions(world):
     assert sql_ids("all", conditions) < sql_ids("any", conditions)
 
 
-@pytest.mark.parametrize("bad", [
-    [],
-    [{"field": "password_hash", "op": "eq", "value": "x"}],
-    [{"field": "order_count", "op": "like", "value": 1}],
-    [{"field": "order_count", "op": "gte", "value": "1; drop table customer"}],
-    [{"field": "order_count", "op": "gte", "value": 1.5}],
-    [{"field": "orders_paid_count", "op": "gte", "value": 1}],              # window required
-    [{"field": "orders_paid_count", "op": "gte", "value": 1, "days": 99999}],
-    [{"field": "bought_product", "op": "yes", "product_id": 987654}],
-    [{"field": "source", "op": "eq", "value": "fax"}],
-    [{"field": "registered_at", "op": "before", "value": "yesterday"}],
-    [{"field": "days_since_active", "op": "eq", "value": 3}],
-    "not json",
-    [{"field": "city", "op": "eq", "value": ""}] ,
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        [{"field": "password_hash", "op": "eq", "value": "x"}],
+        [{"field": "order_count", "op": "like", "value": 1}],
+        [{"field": "order_count", "op": "gte", "value": "1; drop table customer"}],
+        [{"field": "order_count", "op": "gte", "value": 1.5}],
+        [{"field": "orders_paid_count", "op": "gte", "value": 1}],  # window required
+        [{"field": "orders_paid_count", "op": "gte", "value": 1, "days": 99999}],
+        [{"field": "bought_product", "op": "yes", "product_id": 987654}],
+        [{"field": "source", "op": "eq", "value": "fax"}],
+        [{"field": "registered_at", "op": "before", "value": "yesterday"}],
+        [{"field": "days_since_active", "op": "eq", "value": 3}],
+        "not json",
+        [{"field": "city", "op": "eq", "value": ""}],
+    ],
+)
 def test_crafted_conditions_are_refused(seeded_db, bad):
     with pytest.raises(ValidationError):
         rules.clean_conditions(bad)
@@ -212,26 +239,36 @@ def _rule_data(tag_id, conditions, mode="sync", match="all", name="test rule"):
 
 def _assigned(tag_id):
     with get_engine().connect() as conn:
-        return {r.customer_id: (r.source, r.rule_id)
-                for r in conn.execute(select(TA.customer_id, TA.source, TA.rule_id).where(TA.tag_id == tag_id))}
+        return {
+            r.customer_id: (r.source, r.rule_id)
+            for r in conn.execute(select(TA.customer_id, TA.source, TA.rule_id).where(TA.tag_id == tag_id))
+        }
 
 
 def test_preview_then_sync_run_gains_loses_and_keeps_manual(world, seeded_actors):
     manager = seeded_actors["manager"]
     tag_id = tags.create_tag(manager, "rule-sync")
-    conditions = [{"field": "order_count", "op": "gte", "value": 3},
-                  {"field": "source", "op": "eq", "value": "wechat"}]
+    conditions = [{"field": "order_count", "op": "gte", "value": 3}, {"field": "source", "op": "eq", "value": "wechat"}]
     expected = python_ids(world, "all", rules.clean_conditions(conditions))
     assert expected
     outsiders = sorted({c["id"] for c in world["customers"]} - expected)[:3]
     insider = sorted(expected)[0]
     with get_engine().begin() as conn:
         # a stale rule assignment (loses it), a manual one outside (kept), an insider who has it manually
-        conn.execute(TagAssignment.__table__.insert(), [
-            {"customer_id": outsiders[0], "tag_id": tag_id, "source": "rule", "rule_id": None, "assigned_at": NOW},
-            {"customer_id": outsiders[1], "tag_id": tag_id, "source": "manual", "rule_id": None, "assigned_at": NOW},
-            {"customer_id": insider, "tag_id": tag_id, "source": "manual", "rule_id": None, "assigned_at": NOW},
-        ])
+        conn.execute(
+            TagAssignment.__table__.insert(),
+            [
+                {"customer_id": outsiders[0], "tag_id": tag_id, "source": "rule", "rule_id": None, "assigned_at": NOW},
+                {
+                    "customer_id": outsiders[1],
+                    "tag_id": tag_id,
+                    "source": "manual",
+                    "rule_id": None,
+                    "assigned_at": NOW,
+                },
+                {"customer_id": insider, "tag_id": tag_id, "source": "manual", "rule_id": None, "assigned_at": NOW},
+            ],
+        )
     data = _rule_data(tag_id, conditions)
     preview = rules.preview_rule(manager, data, now=NOW)
     assert preview.matching == len(expected)
@@ -258,10 +295,15 @@ def test_preview_then_sync_run_gains_loses_and_keeps_manual(world, seeded_actors
     assert result["removed"] == len(expected - narrow_expected - {insider})
     assert set(_assigned(tag_id)) == narrow_expected | {outsiders[1], insider}
     with get_engine().connect() as conn:
-        runs = conn.execute(select(AuditEntry.__table__.c.details)
-                            .where(AuditEntry.__table__.c.action == "rule.run",
-                                   AuditEntry.__table__.c.target_id == str(rule_id))
-                            .order_by(AuditEntry.__table__.c.id)).scalars().all()
+        runs = (
+            conn.execute(
+                select(AuditEntry.__table__.c.details)
+                .where(AuditEntry.__table__.c.action == "rule.run", AuditEntry.__table__.c.target_id == str(rule_id))
+                .order_by(AuditEntry.__table__.c.id)
+            )
+            .scalars()
+            .all()
+        )
     assert len(runs) == 3 and json.loads(runs[0])["added"] == len(expected) - 1
 
 
@@ -272,10 +314,20 @@ def test_add_only_rule_never_removes(world, seeded_actors):
     rule_id = rules.save_rule(manager, _rule_data(tag_id, broad, mode="add_only"))
     rules.run_rule(manager, rule_id, now=NOW)
     first = set(_assigned(tag_id))
-    rules.save_rule(manager, _rule_data(tag_id, [{"field": "order_count", "op": "gte", "value": 5}], mode="add_only"),
-                    rule_id=rule_id)
-    assert rules.preview_rule(manager, _rule_data(tag_id, [{"field": "order_count", "op": "gte", "value": 5}],
-                                                  mode="add_only"), rule_id, now=NOW).would_lose == 0
+    rules.save_rule(
+        manager,
+        _rule_data(tag_id, [{"field": "order_count", "op": "gte", "value": 5}], mode="add_only"),
+        rule_id=rule_id,
+    )
+    assert (
+        rules.preview_rule(
+            manager,
+            _rule_data(tag_id, [{"field": "order_count", "op": "gte", "value": 5}], mode="add_only"),
+            rule_id,
+            now=NOW,
+        ).would_lose
+        == 0
+    )
     result = rules.run_rule(manager, rule_id, now=NOW)
     assert result["removed"] == 0 and set(_assigned(tag_id)) == first
 
@@ -283,8 +335,11 @@ def test_add_only_rule_never_removes(world, seeded_actors):
 def test_rules_need_rule_manage(seeded_actors):
     tag_id = tags.create_tag(seeded_actors["manager"], "perm")
     data = _rule_data(tag_id, [{"field": "order_count", "op": "gte", "value": 1}])
-    for call in (lambda a: rules.save_rule(a, data), lambda a: rules.preview_rule(a, data),
-                 lambda a: rules.list_rules(a)):
+    for call in (
+        lambda a: rules.save_rule(a, data),
+        lambda a: rules.preview_rule(a, data),
+        lambda a: rules.list_rules(a),
+    ):
         with pytest.raises(PermissionDenied):
             call(seeded_actors["agent"])
 
@@ -296,15 +351,19 @@ def test_default_rules_are_shipped_and_editable(seeded_actors):
     frequent = views["高频客户"]
     assert frequent.conditions[0]["field"] == "orders_paid_count" and frequent.conditions[0]["days"] == 30
     # the seed ran them once: members are tagged by tier
-    gold_tag = frequent_tag = None
     with get_engine().connect() as conn:
         gold_tag = conn.execute(select(Tag.__table__.c.id).where(Tag.__table__.c.name == "金卡会员")).scalar_one()
         gold = set(conn.execute(select(C.id).where(C.status == "active", C.total_spent_cents >= 1_000_000)).scalars())
     assert {i for i, (src, _) in _assigned(gold_tag).items() if src == "rule"} == gold
     # editing keeps it; deleting does not bring it back
-    rules.save_rule(manager, {**_rule_data(frequent.tag_id, [{"field": "orders_paid_count", "op": "gte",
-                                                               "value": 2, "days": 30}]), "name": "高频客户"},
-                    rule_id=frequent.id)
+    rules.save_rule(
+        manager,
+        {
+            **_rule_data(frequent.tag_id, [{"field": "orders_paid_count", "op": "gte", "value": 2, "days": 30}]),
+            "name": "高频客户",
+        },
+        rule_id=frequent.id,
+    )
     rules.delete_rule(manager, views["待回访"].id)
     assert rules.ensure_default_rules() == 0
     names = {v.name: v for v in rules.list_rules(manager)}
@@ -318,8 +377,9 @@ def test_customer_edit_applies_rules_for_that_customer(seeded_actors):
     tag_id = tags.create_tag(manager, "from-weibo")
     rule_id = rules.save_rule(manager, _rule_data(tag_id, [{"field": "source", "op": "eq", "value": "weibo"}]))
     with get_engine().connect() as conn:
-        customer = conn.execute(select(C.id, C.version).where(C.status == "active", C.source == "web")
-                                .order_by(C.id).limit(1)).one()
+        customer = conn.execute(
+            select(C.id, C.version).where(C.status == "active", C.source == "web").order_by(C.id).limit(1)
+        ).one()
     version = customer_edit.update_customer(manager, customer.id, customer.version, {"source": "weibo"})
     assert _assigned(tag_id) == {customer.id: ("rule", rule_id)}
     customer_edit.update_customer(manager, customer.id, version, {"source": "web"})
@@ -341,8 +401,11 @@ def test_lifecycle_recompute_follows_configured_thresholds(world, seeded_actors)
     lifecycle_update.recompute_lifecycle(now=NOW)
     thresholds = LifecycleThresholds(45, 60, 120)
     with get_engine().connect() as conn:
-        rows = conn.execute(select(C.id, C.first_purchase_at, C.last_active_at, C.total_spent_cents,
-                                   C.lifecycle_stage, C.membership_tier)).all()
+        rows = conn.execute(
+            select(
+                C.id, C.first_purchase_at, C.last_active_at, C.total_spent_cents, C.lifecycle_stage, C.membership_tier
+            )
+        ).all()
     for r in rows:
         assert r.lifecycle_stage == lifecycle_stage(_t(r.first_purchase_at), _t(r.last_active_at), NOW, thresholds)
         assert r.membership_tier == membership_tier(r.total_spent_cents)
@@ -355,20 +418,23 @@ def test_adding_orders_makes_a_rule_tag_appear_without_a_run(seeded_actors):
 
     manager = seeded_actors["manager"]
     tag_id = tags.create_tag(manager, "busy-week")
-    rules.save_rule(manager, _rule_data(tag_id, [{"field": "orders_paid_count", "op": "gte", "value": 2,
-                                                  "days": 7}]))
+    rules.save_rule(manager, _rule_data(tag_id, [{"field": "orders_paid_count", "op": "gte", "value": 2, "days": 7}]))
     with get_engine().connect() as conn:
         product_id = conn.execute(select(Product.__table__.c.id).limit(1)).scalar_one()
         customer_id, orders_before = conn.execute(
-            select(C.id, C.order_count).where(C.status == "active", C.first_purchase_at.is_(None))
-            .order_by(C.id).limit(1)).one()
+            select(C.id, C.order_count)
+            .where(C.status == "active", C.first_purchase_at.is_(None))
+            .order_by(C.id)
+            .limit(1)
+        ).one()
     customer_orders.add_order(manager, customer_id, product_id)
     assert customer_id not in _assigned(tag_id)
     customer_orders.add_order(manager, customer_id, product_id, amount_yuan=12.5)
     assert _assigned(tag_id)[customer_id][0] == "rule"
     with get_engine().connect() as conn:
-        row = conn.execute(select(C.order_count, C.lifecycle_stage, C.first_purchase_at)
-                           .where(C.id == customer_id)).one()
+        row = conn.execute(
+            select(C.order_count, C.lifecycle_stage, C.first_purchase_at).where(C.id == customer_id)
+        ).one()
     assert row.order_count == orders_before + 2
     assert row.lifecycle_stage == "new" and row.first_purchase_at is not None
     with pytest.raises(PermissionDenied):

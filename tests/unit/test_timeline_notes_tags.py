@@ -31,10 +31,11 @@ from meiqia_app.services.tag_names import tag_key
 
 TABLES = {"order": Order, "conversation": Conversation, "event": BehaviorEvent, "note": Note}
 TIME_COLUMN = {"order": "created_at", "conversation": "started_at", "event": "occurred_at", "note": "created_at"}
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 # --- helpers -----------------------------------------------------------------------------
+
 
 def audit_entries(action: str, result: str | None = None) -> list[AuditEntry]:
     with read_session() as session:
@@ -66,11 +67,21 @@ def add_same_instant_rows(customer_id: int, at: dt.datetime, per_kind: int = 3) 
     """Rows of every kind at one instant: the (time, kind, id) tie-break must hold across pages."""
     with write_session() as session:
         for n in range(per_kind):
-            session.add(Order(order_no=f"TIE{customer_id}-{n}", customer_id=customer_id, product_name="平局商品",
-                              amount_cents=100, status="paid", created_at=at))
+            session.add(
+                Order(
+                    order_no=f"TIE{customer_id}-{n}",
+                    customer_id=customer_id,
+                    product_name="平局商品",
+                    amount_cents=100,
+                    status="paid",
+                    created_at=at,
+                )
+            )
             session.add(Conversation(customer_id=customer_id, started_at=at, category="other"))
             session.add(BehaviorEvent(customer_id=customer_id, kind="login", occurred_at=at))
-            session.add(Note(customer_id=customer_id, body=f"同一时刻 {n}", author_name="x", created_at=at, updated_at=at))
+            session.add(
+                Note(customer_id=customer_id, body=f"同一时刻 {n}", author_name="x", created_at=at, updated_at=at)
+            )
 
 
 def expected_order(customer_id: int, kinds=timeline.KINDS) -> list[str]:
@@ -88,8 +99,10 @@ def expected_order(customer_id: int, kinds=timeline.KINDS) -> list[str]:
 
 def table_counts(customer_id: int) -> dict[str, int]:
     with read_session() as session:
-        return {kind: session.exec(select(func.count()).select_from(model).where(model.customer_id == customer_id)).one()
-                for kind, model in TABLES.items()}
+        return {
+            kind: session.exec(select(func.count()).select_from(model).where(model.customer_id == customer_id)).one()
+            for kind, model in TABLES.items()
+        }
 
 
 def walk(actor: Actor, customer_id: int, kinds=None, limit: int = 20) -> list[timeline.TimelineItem]:
@@ -109,8 +122,13 @@ def walk(actor: Actor, customer_id: int, kinds=None, limit: int = 20) -> list[ti
 def nobody(actors: dict) -> Actor:
     """An actor without any permission (a custom role)."""
     agent = actors["agent"]
-    return Actor(user_id=agent.user_id, username=agent.username, display_name=agent.display_name,
-                 role_name="nobody", permissions=frozenset())
+    return Actor(
+        user_id=agent.user_id,
+        username=agent.username,
+        display_name=agent.display_name,
+        role_name="nobody",
+        permissions=frozenset(),
+    )
 
 
 def raw_cursor(value) -> str:
@@ -118,6 +136,7 @@ def raw_cursor(value) -> str:
 
 
 # --- timeline ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("limit", [1, 7, 20])
 def test_walking_all_pages_returns_every_row_of_the_four_tables_once_newest_first(seeded_db, seeded_actors, limit):
@@ -152,16 +171,19 @@ def test_unknown_kind_is_rejected(seeded_db, seeded_actors):
     assert caught.value.field_errors["kinds"][0] == "error.bad_choice"
 
 
-@pytest.mark.parametrize("cursor", [
-    "not-a-cursor!",
-    "e30",  # {}
-    raw_cursor(["2026-01-01T00:00:00+00:00", "order"]),
-    raw_cursor(["2026-01-01T00:00:00+00:00", "payment", 5]),
-    raw_cursor(["2026-01-01T00:00:00", "order", 5]),  # naive time
-    raw_cursor(["yesterday", "order", 5]),
-    raw_cursor(["2026-01-01T00:00:00+00:00", "order", "5"]),
-    raw_cursor(["2026-01-01T00:00:00+00:00", "order", True]),
-])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-a-cursor!",
+        "e30",  # {}
+        raw_cursor(["2026-01-01T00:00:00+00:00", "order"]),
+        raw_cursor(["2026-01-01T00:00:00+00:00", "payment", 5]),
+        raw_cursor(["2026-01-01T00:00:00", "order", 5]),  # naive time
+        raw_cursor(["yesterday", "order", 5]),
+        raw_cursor(["2026-01-01T00:00:00+00:00", "order", "5"]),
+        raw_cursor(["2026-01-01T00:00:00+00:00", "order", True]),
+    ],
+)
 def test_a_bad_cursor_is_a_validation_error(seeded_db, seeded_actors, cursor):
     with pytest.raises(ValidationError) as caught:
         timeline.customer_timeline(seeded_actors["agent"], busiest_customer(), None, cursor=cursor)
@@ -208,8 +230,10 @@ def order_item_of(actor: Actor, order: Order) -> timeline.TimelineItem:
 def a_seeded_order() -> Order:
     with read_session() as session:
         return session.exec(
-            select(Order).where(Order.recipient_phone.is_not(None), Order.shipping_address.is_not(None),
-                                Order.amount_cents > 0).order_by(Order.id).limit(1)
+            select(Order)
+            .where(Order.recipient_phone.is_not(None), Order.shipping_address.is_not(None), Order.amount_cents > 0)
+            .order_by(Order.id)
+            .limit(1)
         ).one()
 
 
@@ -254,8 +278,9 @@ def test_conversation_item_shows_category_channel_rating_and_message_count(seede
         conversation = session.exec(
             select(Conversation).where(Conversation.rating.is_not(None)).order_by(Conversation.id).limit(1)
         ).one()
-        count = session.exec(select(func.count()).select_from(Message)
-                             .where(Message.conversation_id == conversation.id)).one()
+        count = session.exec(
+            select(func.count()).select_from(Message).where(Message.conversation_id == conversation.id)
+        ).one()
     items = walk(seeded_actors["agent"], conversation.customer_id, kinds={"conversation"})
     item = next(i for i in items if i.id == conversation.id)
     category = {"inquiry": "咨询", "presale": "售前", "aftersale": "售后", "complaint": "投诉", "other": "其他"}
@@ -266,10 +291,12 @@ def test_conversation_item_shows_category_channel_rating_and_message_count(seede
 
 def test_conversation_messages_come_oldest_first(seeded_db, seeded_actors):
     with read_session() as session:
-        conversation_id = session.exec(select(Message.conversation_id).group_by(Message.conversation_id)
-                                       .having(func.count() >= 3).limit(1)).one()
-        stored = session.exec(select(Message).where(Message.conversation_id == conversation_id)
-                              .order_by(Message.sent_at, Message.id)).all()
+        conversation_id = session.exec(
+            select(Message.conversation_id).group_by(Message.conversation_id).having(func.count() >= 3).limit(1)
+        ).one()
+        stored = session.exec(
+            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.sent_at, Message.id)
+        ).all()
     messages = timeline.conversation_messages(seeded_actors["agent"], conversation_id)
     assert [m.text for m in messages] == [m.body for m in stored]
     assert [m.sender_code for m in messages] == [m.sender for m in stored]
@@ -288,6 +315,7 @@ def test_event_items_name_the_product_or_the_page(seeded_db, seeded_actors):
 
 
 # --- notes ---------------------------------------------------------------------------------------
+
 
 def note_item(actor: Actor, customer_id: int, note_id: int) -> timeline.TimelineItem:
     items = walk(actor, customer_id, kinds={"note"}, limit=50)
@@ -323,12 +351,15 @@ def test_roles_without_customer_edit_cannot_add_notes_and_it_is_audited(seeded_d
     assert len(refused) == 1 and details(refused[0]) == {"missing_permission": "customer.edit"}
 
 
-@pytest.mark.parametrize(("value", "key", "params"), [
-    ("", "error.required", {}),
-    ("   \n ", "error.required", {}),
-    (None, "error.required", {}),
-    ("字" * 2001, "error.too_long", {"max": 2000}),
-])
+@pytest.mark.parametrize(
+    ("value", "key", "params"),
+    [
+        ("", "error.required", {}),
+        ("   \n ", "error.required", {}),
+        (None, "error.required", {}),
+        ("字" * 2001, "error.too_long", {"max": 2000}),
+    ],
+)
 def test_note_text_is_required_and_at_most_2000_characters(seeded_db, seeded_actors, value, key, params):
     with pytest.raises(ValidationError) as caught:
         notes.add_note(seeded_actors["agent"], busiest_customer(), value)
@@ -431,6 +462,7 @@ def test_a_note_does_not_bump_the_customer_version(seeded_db, seeded_actors):
 
 # --- tags -------------------------------------------------------------------------------------------
 
+
 def assignment(customer_id: int, tag_id: int) -> TagAssignment | None:
     with read_session() as session:
         return session.get(TagAssignment, (customer_id, tag_id))
@@ -444,10 +476,13 @@ def tag_named(name: str) -> Tag | None:
 def untagged_customer(tag_id: int) -> int:
     with read_session() as session:
         return session.exec(
-            select(Customer.id).where(Customer.status == "active",
-                                      Customer.id.not_in(select(TagAssignment.customer_id)
-                                                         .where(TagAssignment.tag_id == tag_id)))
-            .order_by(Customer.id).limit(1)
+            select(Customer.id)
+            .where(
+                Customer.status == "active",
+                Customer.id.not_in(select(TagAssignment.customer_id).where(TagAssignment.tag_id == tag_id)),
+            )
+            .order_by(Customer.id)
+            .limit(1)
         ).one()
 
 
@@ -533,10 +568,13 @@ def test_manager_creates_a_tag_by_typing_an_unknown_name(seeded_db, seeded_actor
         assert session.exec(select(func.count()).select_from(Tag).where(Tag.name == "全新标签")).one() == 1
 
 
-@pytest.mark.parametrize(("value", "key", "params"), [
-    ("   ", "error.required", {}),
-    ("长" * 33, "error.too_long", {"max": 32}),
-])
+@pytest.mark.parametrize(
+    ("value", "key", "params"),
+    [
+        ("   ", "error.required", {}),
+        ("长" * 33, "error.too_long", {"max": 32}),
+    ],
+)
 def test_tag_names_are_validated(seeded_db, seeded_actors, value, key, params):
     with pytest.raises(ValidationError) as caught:
         customer_tags.add_tag(seeded_actors["manager"], busiest_customer(), value)

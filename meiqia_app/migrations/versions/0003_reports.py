@@ -13,22 +13,27 @@ app start) in the background; the dashboard says "being computed" meanwhile.
 Revision ID: 0003_reports
 Revises: 0002_reports
 """
-from typing import Sequence, Union
+
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_reports"
-down_revision: Union[str, None] = "0002_reports"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | None = "0002_reports"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 # table -> (customer id column, columns whose update matters)
 WATCHED = {
-    "customer": ("id", ("status", "registered_at", "source", "province", "lifecycle_stage", "first_purchase_at",
-                        "last_active_at")),
-    "customer_order": ("customer_id", ("customer_id", "status", "created_at", "paid_at", "amount_cents", "quantity",
-                                       "product_name")),
+    "customer": (
+        "id",
+        ("status", "registered_at", "source", "province", "lifecycle_stage", "first_purchase_at", "last_active_at"),
+    ),
+    "customer_order": (
+        "customer_id",
+        ("customer_id", "status", "created_at", "paid_at", "amount_cents", "quantity", "product_name"),
+    ),
     "conversation": ("customer_id", ("customer_id", "started_at", "category", "rating")),
     "behavior_event": ("customer_id", ("customer_id", "occurred_at")),
 }
@@ -104,8 +109,10 @@ def upgrade() -> None:
     elif dialect == "postgresql":
         op.execute(PG_FUNCTION)
         for table, (column, columns) in WATCHED.items():
-            op.execute(f"CREATE TRIGGER report_dirty_{table} AFTER INSERT OR DELETE OR UPDATE OF {', '.join(columns)} "
-                       f"ON {table} FOR EACH ROW EXECUTE FUNCTION report_mark_dirty('{column}')")
+            op.execute(
+                f"CREATE TRIGGER report_dirty_{table} AFTER INSERT OR DELETE OR UPDATE OF {', '.join(columns)} "
+                f"ON {table} FOR EACH ROW EXECUTE FUNCTION report_mark_dirty('{column}')"
+            )
 
 
 def downgrade() -> None:

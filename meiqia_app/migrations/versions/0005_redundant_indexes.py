@@ -13,14 +13,15 @@ deleted ~500,000 entries from them (38,000 of the 612,000 pages it wrote).
 Revision ID: 0005_redundant_indexes
 Revises: 0004_cleanup
 """
-from typing import Sequence, Union
+
+from collections.abc import Sequence
 
 from alembic import op
 
 revision: str = "0005_redundant_indexes"
-down_revision: Union[str, None] = "0004_cleanup"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | None = "0004_cleanup"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 DROPPED = (
     ("customer_order", "ix_order_created_at", ["created_at"]),

@@ -18,14 +18,15 @@
 Revision ID: 0006_partial_status_indexes
 Revises: 0005_redundant_indexes
 """
-from typing import Sequence, Union
+
+from collections.abc import Sequence
 
 from alembic import op
 
 revision: str = "0006_partial_status_indexes"
-down_revision: Union[str, None] = "0005_redundant_indexes"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | None = "0005_redundant_indexes"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 WORKING_SET_WHERE = "status != 'trashed'"
 TRASH_WHERE = "status = 'trashed'"

@@ -56,6 +56,15 @@ _SPECS = (
 
 FIELD_SPECS: dict[str, FieldSpec] = {spec.key: spec for spec in _SPECS}
 EXPORT_FIELDS: tuple[str, ...] = tuple(FIELD_SPECS)
-FIELD_GROUPS: tuple[str, ...] = ("basic", "contact", "tags", "lifecycle", "purchases", "consultation", "consent", "custom")
+FIELD_GROUPS: tuple[str, ...] = (
+    "basic",
+    "contact",
+    "tags",
+    "lifecycle",
+    "purchases",
+    "consultation",
+    "consent",
+    "custom",
+)
 # Data minimisation: what the wizard proposes before anyone adds more.
 DEFAULT_FIELDS: tuple[str, ...] = ("id", "name", "source", "city", "lifecycle_stage", "registered_at")

@@ -44,9 +44,7 @@ def cjk_font_path() -> Path:
     for candidate in (PROJECT_FONTS_DIR / CJK_FONT_FILE_NAME, SYSTEM_FONT_PATH):
         if candidate.is_file():
             return candidate
-    raise CJKFontNotFound(
-        f"{CJK_FONT_FILE_NAME} not found in {PROJECT_FONTS_DIR} or at {SYSTEM_FONT_PATH}"
-    )
+    raise CJKFontNotFound(f"{CJK_FONT_FILE_NAME} not found in {PROJECT_FONTS_DIR} or at {SYSTEM_FONT_PATH}")
 
 
 def register_cjk_font() -> str:

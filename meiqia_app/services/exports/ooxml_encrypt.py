@@ -92,8 +92,9 @@ class _StreamedContainer(ECMA376Encrypted):
                 obuf.write(entry.Content)
 
 
-def _encrypt_package(source: Path, target: Path, params, secret_key: bytes, salt_value: bytes, hmac_key: bytes,
-                     hmac_hash: str) -> bytes:
+def _encrypt_package(
+    source: Path, target: Path, params, secret_key: bytes, salt_value: bytes, hmac_key: bytes, hmac_hash: str
+) -> bytes:
     """The EncryptedPackage stream (8-byte plain size, then each AES-CBC encrypted
     segment) written to ``target``; returns the HMAC of the whole stream."""
     digest = hmac.new(hmac_key, digestmod=agile._get_hash_func(hmac_hash))
@@ -103,8 +104,9 @@ def _encrypt_package(source: Path, target: Path, params, secret_key: bytes, salt
         digest.update(size)
         index = 0
         while segment := plain.read(SEGMENT_LENGTH):
-            iv = agile._normalize_key(agile._get_hash_func(params.hashName)(salt_value + pack("<I", index)).digest(),
-                                      params.saltSize)
+            iv = agile._normalize_key(
+                agile._get_hash_func(params.hashName)(salt_value + pack("<I", index)).digest(), params.saltSize
+            )
             encrypted = agile._encrypt_aes_cbc_padded(segment, secret_key, iv, params.blockSize)
             out.write(encrypted)
             digest.update(encrypted)
@@ -122,8 +124,9 @@ def encrypt_ooxml(source: Path, target: Path, password: str) -> None:
     hmac_key = agile._random_buffer(params.hashSize)
     package = target.with_name("." + target.name + ".package")
     try:
-        hmac_value = _encrypt_package(source, package, info.encryptedKey, secret_key, params.saltValue, hmac_key,
-                                      params.hashName)
+        hmac_value = _encrypt_package(
+            source, package, info.encryptedKey, secret_key, params.saltValue, hmac_key, params.hashName
+        )
         iv1 = agile._generate_iv(params, agile.blkKey_dataIntegrity1, params.saltValue)
         iv2 = agile._generate_iv(params, agile.blkKey_dataIntegrity2, params.saltValue)
         info.encryptedHmacKey = agile._encrypt_aes_cbc(hmac_key, secret_key, iv1)

@@ -78,6 +78,7 @@ def evaluate(actor: Actor, spec: ExportSpec, fmt: str, row_count: int) -> Policy
             inside = any(dt.date.fromisoformat(value) >= earliest for value in starts)
         if not inside:
             reasons.append(("export.reason.window", {"days": policy.window_days}))
-    needs_approval = bool(policy.approval_required and (
-        policy.approval_over_rows == 0 or row_count > policy.approval_over_rows))
+    needs_approval = bool(
+        policy.approval_required and (policy.approval_over_rows == 0 or row_count > policy.approval_over_rows)
+    )
     return PolicyResult(reasons=tuple(reasons), needs_approval=needs_approval)

@@ -57,17 +57,30 @@ def collect(actor: Actor, customer_id: int) -> dict:
         customer = session.get(Customer, int(customer_id))
         if customer is None or customer.status == "trashed" or customer.erased_at is not None:
             raise NotFound()
-        conversations = session.exec(select(Conversation).where(Conversation.customer_id == customer.id)
-                                     .order_by(Conversation.started_at)).all()
+        conversations = session.exec(
+            select(Conversation).where(Conversation.customer_id == customer.id).order_by(Conversation.started_at)
+        ).all()
         ids = [c.id for c in conversations]
-        messages = session.exec(select(Message).where(Message.conversation_id.in_(ids))
-                                .order_by(Message.conversation_id, Message.sent_at)).all() if ids else []
-        tags = session.exec(select(Tag.name).join(TagAssignment, TagAssignment.tag_id == Tag.id)
-                            .where(TagAssignment.customer_id == customer.id)).all()
+        messages = (
+            session.exec(
+                select(Message)
+                .where(Message.conversation_id.in_(ids))
+                .order_by(Message.conversation_id, Message.sent_at)
+            ).all()
+            if ids
+            else []
+        )
+        tags = session.exec(
+            select(Tag.name)
+            .join(TagAssignment, TagAssignment.tag_id == Tag.id)
+            .where(TagAssignment.customer_id == customer.id)
+        ).all()
 
         def rows(model, order):
-            return [_record(r, sensitive_ok) for r in session.exec(
-                select(model).where(model.customer_id == customer.id).order_by(order)).all()]
+            return [
+                _record(r, sensitive_ok)
+                for r in session.exec(select(model).where(model.customer_id == customer.id).order_by(order)).all()
+            ]
 
         profile = _record(customer, sensitive_ok)
         try:
@@ -141,8 +154,9 @@ def export_customer(actor: Actor, customer_id: int, password: str = "") -> dict:
         if password:
             import pyzipper
 
-            with pyzipper.AESZipFile(final, "w", compression=pyzipper.ZIP_DEFLATED,
-                                     encryption=pyzipper.WZ_AES) as archive:
+            with pyzipper.AESZipFile(
+                final, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES
+            ) as archive:
                 archive.setpassword(password.encode("utf-8"))
                 archive.setencryption(pyzipper.WZ_AES, nbits=256)
                 archive.write(json_path, "customer.json")
@@ -158,17 +172,40 @@ def export_customer(actor: Actor, customer_id: int, password: str = "") -> dict:
     now = utcnow()
     with write_session() as session:
         job = ExportJob(
-            requested_by_id=actor.user_id, requested_by_name=actor.username, status="done", kind="portability",
-            purpose="service", scope=json.dumps({"text": f"customer #{int(customer_id)}",
-                                                 "selection": {"kind": "ids", "ids": [int(customer_id)]}}),
-            fields=json.dumps(["*"]), format="zip", protected=bool(password), row_estimate=1, row_count=1,
-            progress_done=1, file_name=final.name, file_size=final.stat().st_size, file_sha256=digest,
-            started_at=now, finished_at=now,
+            requested_by_id=actor.user_id,
+            requested_by_name=actor.username,
+            status="done",
+            kind="portability",
+            purpose="service",
+            scope=json.dumps(
+                {"text": f"customer #{int(customer_id)}", "selection": {"kind": "ids", "ids": [int(customer_id)]}}
+            ),
+            fields=json.dumps(["*"]),
+            format="zip",
+            protected=bool(password),
+            row_estimate=1,
+            row_count=1,
+            progress_done=1,
+            file_name=final.name,
+            file_size=final.stat().st_size,
+            file_sha256=digest,
+            started_at=now,
+            finished_at=now,
             expires_at=now + dt.timedelta(hours=get_settings().export_ttl_hours),
         )
         session.add(job)
         session.flush()
-        audit.record(session, actor, "export.portability", target_type="customer", target_id=int(customer_id),
-                     details={"export_id": job.id, "protected": bool(password), "sha256": digest,
-                              "sections": {k: len(v) for k, v in data.items() if isinstance(v, list)}})
+        audit.record(
+            session,
+            actor,
+            "export.portability",
+            target_type="customer",
+            target_id=int(customer_id),
+            details={
+                "export_id": job.id,
+                "protected": bool(password),
+                "sha256": digest,
+                "sections": {k: len(v) for k, v in data.items() if isinstance(v, list)},
+            },
+        )
         return export_dto(job)

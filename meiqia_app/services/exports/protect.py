@@ -36,8 +36,9 @@ def protect_csv(source: Path, target: Path, password: str, inner_name: str) -> N
 
     # Deflate level 1 (as the XLSX writer): several times faster than the default on
     # 100 MB of CSV for a file ~10% bigger.
-    with pyzipper.AESZipFile(target, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES,
-                             compresslevel=1) as archive:
+    with pyzipper.AESZipFile(
+        target, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES, compresslevel=1
+    ) as archive:
         archive.setpassword(password.encode("utf-8"))
         archive.setencryption(pyzipper.WZ_AES, nbits=256)
         archive.write(source, arcname=inner_name)

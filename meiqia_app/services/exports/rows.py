@@ -36,7 +36,7 @@ from meiqia_app.timeutil import local_zone
 C = Customer.__table__.c
 TA = TagAssignment.__table__.c
 T = Tag.__table__.c
-O = Order.__table__.c
+OC = Order.__table__.c
 CV = Conversation.__table__.c
 
 DEFAULT_BATCH = 5000
@@ -46,23 +46,46 @@ SQL_BATCH = {"csv": 20_000, "xlsx": 5_000}
 
 #: Export fields read straight from a customer column (field → column).
 BASE_COLUMNS: dict[str, str] = {
-    "id": "id", "name": "name", "gender": "gender", "birthday": "birthday", "company": "company",
-    "source": "source", "province": "province", "city": "city", "registered_at": "registered_at",
-    "last_active_at": "last_active_at", "last_login_at": "last_login_at", "phone": "phone",
-    "email": "email", "address": "address", "external_id": "external_id", "visitor_id": "visitor_id",
-    "lifecycle_stage": "lifecycle_stage", "membership_tier": "membership_tier",
-    "order_count": "order_count", "total_spent": "total_spent_cents",
-    "first_purchase_at": "first_purchase_at", "last_purchase_at": "last_purchase_at",
-    "consent_marketing": "consent_marketing", "consent_analytics": "consent_analytics",
+    "id": "id",
+    "name": "name",
+    "gender": "gender",
+    "birthday": "birthday",
+    "company": "company",
+    "source": "source",
+    "province": "province",
+    "city": "city",
+    "registered_at": "registered_at",
+    "last_active_at": "last_active_at",
+    "last_login_at": "last_login_at",
+    "phone": "phone",
+    "email": "email",
+    "address": "address",
+    "external_id": "external_id",
+    "visitor_id": "visitor_id",
+    "lifecycle_stage": "lifecycle_stage",
+    "membership_tier": "membership_tier",
+    "order_count": "order_count",
+    "total_spent": "total_spent_cents",
+    "first_purchase_at": "first_purchase_at",
+    "last_purchase_at": "last_purchase_at",
+    "consent_marketing": "consent_marketing",
+    "consent_analytics": "consent_analytics",
     "custom_attributes": "custom_attributes",
 }
 #: Fields an export may be sorted by (indexed or at least plain columns); name sorts by pinyin.
 SORT_COLUMNS: dict[str, tuple[str, bool]] = {
-    "id": ("id", False), "name": ("name_pinyin", False), "registered_at": ("registered_at", False),
-    "last_active_at": ("last_active_at", False), "last_purchase_at": ("last_purchase_at", True),
-    "first_purchase_at": ("first_purchase_at", True), "total_spent": ("total_spent_cents", False),
-    "order_count": ("order_count", False), "source": ("source", False), "city": ("city", True),
-    "lifecycle_stage": ("lifecycle_stage", False), "membership_tier": ("membership_tier", False),
+    "id": ("id", False),
+    "name": ("name_pinyin", False),
+    "registered_at": ("registered_at", False),
+    "last_active_at": ("last_active_at", False),
+    "last_purchase_at": ("last_purchase_at", True),
+    "first_purchase_at": ("first_purchase_at", True),
+    "total_spent": ("total_spent_cents", False),
+    "order_count": ("order_count", False),
+    "source": ("source", False),
+    "city": ("city", True),
+    "lifecycle_stage": ("lifecycle_stage", False),
+    "membership_tier": ("membership_tier", False),
 }
 _DATETIME_COLUMNS = {"registered_at", "last_active_at", "last_login_at", "first_purchase_at", "last_purchase_at"}
 _CODED = {"gender": "gender", "source": "source", "lifecycle_stage": "lifecycle", "membership_tier": "tier"}
@@ -114,19 +137,19 @@ class _LocalTime:
         if raw is None or raw == "":
             return None
         if isinstance(raw, dt.datetime):
-            value = raw if raw.tzinfo is None else raw.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = raw if raw.tzinfo is None else raw.astimezone(dt.UTC).replace(tzinfo=None)
             raw = value.isoformat(" ")
         else:
             value = dt.datetime.fromisoformat(raw)
             if value.tzinfo is not None:
-                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                value = value.astimezone(dt.UTC).replace(tzinfo=None)
                 raw = value.isoformat(" ")
         hour = raw[:13]
         offset = self._offsets.get(hour)
         if offset is None:
             if len(self._offsets) > 200_000:
                 self._offsets.clear()
-            offset = value.replace(tzinfo=dt.timezone.utc).astimezone(self.zone).utcoffset()
+            offset = value.replace(tzinfo=dt.UTC).astimezone(self.zone).utcoffset()
             self._offsets[hour] = offset
         return value + offset
 
@@ -154,7 +177,7 @@ def _parse_datetime(raw, zone) -> dt.datetime | None:
         return None
     value = raw if isinstance(raw, dt.datetime) else dt.datetime.fromisoformat(raw)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(zone).replace(tzinfo=None)
 
 
@@ -235,8 +258,14 @@ class RowSource:
     def _after(self, sort_value, row_id: int):
         """Rows strictly after (value, id) in the walk order (NULLs first ascending, last descending)."""
         column_name, nullable = SORT_COLUMNS[self.spec.sort_field]
-        return keyset_after(self._column(column_name), nullable, self.spec.descending, sort_value, row_id,
-                            status_index_condition(self.spec.selection.query.status))
+        return keyset_after(
+            self._column(column_name),
+            nullable,
+            self.spec.descending,
+            sort_value,
+            row_id,
+            status_index_condition(self.spec.selection.query.status),
+        )
 
     def _order(self, sort_value=None, row_id=None) -> list:
         """The export's order over the customer table (or over a subquery's key columns)."""
@@ -256,8 +285,13 @@ class RowSource:
             where = list(conditions)
             if cursor is not None:
                 where.append(self._after(*cursor))
-            statement = (select(*columns).select_from(Customer.__table__).where(and_(*where))
-                         .order_by(*self._order()).limit(batch))
+            statement = (
+                select(*columns)
+                .select_from(Customer.__table__)
+                .where(and_(*where))
+                .order_by(*self._order())
+                .limit(batch)
+            )
             result = conn.execute(statement)
             # Plain tuples straight from the DBAPI cursor: the selected columns
             # need no result processing (dates are coerced to text above), and
@@ -321,13 +355,26 @@ class RowSource:
                 columns.append(ExportColumn("text", ref))
         local_time = _LocalTime(self.zone)
         return ExportRowFormat(
-            fmt=fmt, columns=tuple(columns), zone=self.zone, true_text=true_text, false_text=false_text,
+            fmt=fmt,
+            columns=tuple(columns),
+            zone=self.zone,
+            true_text=true_text,
+            false_text=false_text,
             local_text=local_time.text,
             local_cell=lambda raw: xlsx_stream.datetime_cell(local_time(raw)),
-            xml_text=xlsx_stream.xml_text, csv_quote=csv_field, xml_cell=xlsx_stream.text_cell_xml)
+            xml_text=xlsx_stream.xml_text,
+            csv_quote=csv_field,
+            xml_cell=xlsx_stream.text_cell_xml,
+        )
 
-    def iter_sql_rows(self, fmt: str, true_text: str = "是", false_text: str = "否",
-                      batch: int | None = None, workers: int | None = None) -> Iterator[list[str] | LineBlock]:
+    def iter_sql_rows(
+        self,
+        fmt: str,
+        true_text: str = "是",
+        false_text: str = "否",
+        batch: int | None = None,
+        workers: int | None = None,
+    ) -> Iterator[list[str] | LineBlock]:
         """Batches of rows the database built, in the export's order: for CSV a
         ``LineBlock`` (the batch's lines joined by the database, where it has an
         aggregate for that), otherwise a list of CSV lines (without terminator)
@@ -358,25 +405,37 @@ class RowSource:
             expression = adapter.export_row_sql(conn, row_format)
             joined = fmt == "csv" and adapter.joins_text
             if workers == 1 and not joined:
-                columns = [literal_column(expression).label("line"), self._column(sort_column).label("sort_value"),
-                           C.id.label("row_id")]
+                columns = [
+                    literal_column(expression).label("line"),
+                    self._column(sort_column).label("sort_value"),
+                    C.id.label("row_id"),
+                ]
                 for records in self._walk(conn, columns, 1, 2, batch):
                     yield list(map(line, records))
                 return
             conditions = self.conditions(conn)
-            yield from self._sql_batches(conn, expression, conditions, row_format, sort_column, batch, workers,
-                                         joined)
+            yield from self._sql_batches(conn, expression, conditions, row_format, sort_column, batch, workers, joined)
 
     def _batch_statement(self, columns: list, conditions: list, start, batch: int, offset: int = 0):
         where = list(conditions)
         if start is not None:
             where.append(self._after(*start))
-        statement = (select(*columns).select_from(Customer.__table__).where(and_(*where))
-                     .order_by(*self._order()).limit(batch))
+        statement = (
+            select(*columns).select_from(Customer.__table__).where(and_(*where)).order_by(*self._order()).limit(batch)
+        )
         return statement.offset(offset) if offset else statement
 
-    def _sql_batches(self, conn, expression: str, conditions: list, row_format: ExportRowFormat, sort_column: str,
-                     batch: int, workers: int, joined: bool) -> Iterator[list[str] | LineBlock]:
+    def _sql_batches(
+        self,
+        conn,
+        expression: str,
+        conditions: list,
+        row_format: ExportRowFormat,
+        sort_column: str,
+        batch: int,
+        workers: int,
+        joined: bool,
+    ) -> Iterator[list[str] | LineBlock]:
         import concurrent.futures
         import contextlib
         import threading
@@ -407,8 +466,7 @@ class RowSource:
             line = literal_column(worker_expression).label("line")
             if joined:
                 rows = self._batch_statement([line, *key_columns], conditions, start, batch).subquery()
-                text_of = adapter.joined_text(rows.c.line, CSV_LINE_END, self._order(rows.c.sort_value,
-                                                                                     rows.c.row_id))
+                text_of = adapter.joined_text(rows.c.line, CSV_LINE_END, self._order(rows.c.sort_value, rows.c.row_id))
                 text, count = worker_conn.execute(select(text_of, func.count()).select_from(rows)).one()
                 return LineBlock(text or "", int(count))
             result = worker_conn.execute(self._batch_statement([line], conditions, start, batch))
@@ -504,8 +562,11 @@ class RowSource:
 
     def _tags(self, conn, ids: list[int]) -> dict[int, str]:
         rows = conn.execute(
-            select(TA.customer_id, T.name).join(Tag.__table__, T.id == TA.tag_id)
-            .where(TA.customer_id.in_(ids)).order_by(TA.customer_id, T.group, T.name))
+            select(TA.customer_id, T.name)
+            .join(Tag.__table__, T.id == TA.tag_id)
+            .where(TA.customer_id.in_(ids))
+            .order_by(TA.customer_id, T.group, T.name)
+        )
         found: dict[int, list[str]] = defaultdict(list)
         for customer_id, name in rows:
             found[customer_id].append(name)
@@ -513,15 +574,18 @@ class RowSource:
 
     def _orders(self, conn, ids: list[int]) -> dict[int, dict]:
         rows = conn.execute(
-            select(O.customer_id, O.order_no, O.product_name, O.quantity, O.amount_cents, O.status)
-            .where(O.customer_id.in_(ids)).order_by(O.customer_id, O.created_at.desc(), O.id.desc()))
+            select(OC.customer_id, OC.order_no, OC.product_name, OC.quantity, OC.amount_cents, OC.status)
+            .where(OC.customer_id.in_(ids))
+            .order_by(OC.customer_id, OC.created_at.desc(), OC.id.desc())
+        )
         status_labels = self._order_status_labels()
         found: dict[int, dict] = {}
         for customer_id, order_no, product, quantity, amount, status in rows:
             entry = found.setdefault(customer_id, {"items": []})
             if "last_order" not in entry:
-                entry["last_order"] = (f"{order_no} {product}×{quantity} ¥{(amount or 0) / 100:.2f} "
-                                       f"{status_labels.get(status, status)}")
+                entry["last_order"] = (
+                    f"{order_no} {product}×{quantity} ¥{(amount or 0) / 100:.2f} {status_labels.get(status, status)}"
+                )
             if len(entry["items"]) < PURCHASE_HISTORY_ORDERS:
                 entry["items"].append(f"{product}×{quantity}")
         for entry in found.values():
@@ -542,13 +606,20 @@ class RowSource:
         found: dict[int, dict] = {}
         aggregate = conn.execute(
             select(CV.customer_id, func.count(), type_coerce(func.max(CV.started_at), Text), func.avg(CV.rating))
-            .where(CV.customer_id.in_(ids)).group_by(CV.customer_id))
+            .where(CV.customer_id.in_(ids))
+            .group_by(CV.customer_id)
+        )
         for customer_id, count, last_at, rating in aggregate:
-            found[customer_id] = {"conversation_count": count, "last_conversation_at": last_at,
-                                  "avg_rating": round(float(rating), 2) if rating is not None else None}
+            found[customer_id] = {
+                "conversation_count": count,
+                "last_conversation_at": last_at,
+                "avg_rating": round(float(rating), 2) if rating is not None else None,
+            }
         summaries = conn.execute(
-            select(CV.customer_id, CV.summary).where(CV.customer_id.in_(ids), CV.summary.is_not(None))
-            .order_by(CV.customer_id, CV.started_at.desc()))
+            select(CV.customer_id, CV.summary)
+            .where(CV.customer_id.in_(ids), CV.summary.is_not(None))
+            .order_by(CV.customer_id, CV.started_at.desc())
+        )
         for customer_id, summary in summaries:
             entry = found.setdefault(customer_id, {})
             entry.setdefault("chat_summary", summary)

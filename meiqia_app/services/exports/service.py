@@ -41,9 +41,9 @@ from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, Val
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.exports.fields import FIELD_SPECS
 from meiqia_app.services.exports.policy import evaluate, masked_fields
-from meiqia_app.services.masking import mask_search_term
 from meiqia_app.services.exports.rows import ExportSpec, RowSource
 from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_pdf, write_xlsx
+from meiqia_app.services.masking import mask_search_term
 from meiqia_app.services.rbac import Actor, refuse, require
 from meiqia_app.services.selection import KIND_IDS, KIND_QUERY, Selection
 from meiqia_app.timeutil import as_utc, format_local, to_local, utcnow
@@ -80,6 +80,7 @@ class _Cancelled(Exception):
 
 # --- request parsing ------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class ExportRequest:
     spec: ExportSpec
@@ -88,8 +89,13 @@ class ExportRequest:
     lang: str = "zh"
 
 
-_VALUE_PREFIXES = {"sources": "source", "lifecycle": "lifecycle", "tiers": "tier", "status": "status",
-                   "order_statuses": "order_status"}
+_VALUE_PREFIXES = {
+    "sources": "source",
+    "lifecycle": "lifecycle",
+    "tiers": "tier",
+    "status": "status",
+    "order_statuses": "order_status",
+}
 
 
 def _query_text(query, lang: str) -> str:
@@ -145,11 +151,14 @@ def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
             view = session.get(SavedView, view_id)
             view_name = view.name if view else str(view_id)
         selection = Selection.of_query(query)
-        stored = {"view_id": view_id, "text": tr(lang, "export.scope.view_text", name=view_name)
-                  + " · " + _query_text(query, lang)}
+        stored = {
+            "view_id": view_id,
+            "text": tr(lang, "export.scope.view_text", name=view_name) + " · " + _query_text(query, lang),
+        }
     else:
-        selection = Selection.from_dict({"kind": scope.get("kind") or KIND_QUERY, "query": scope.get("query") or {},
-                                         "ids": scope.get("ids")})
+        selection = Selection.from_dict(
+            {"kind": scope.get("kind") or KIND_QUERY, "query": scope.get("query") or {}, "ids": scope.get("ids")}
+        )
         if selection.kind == KIND_IDS:
             stored = {"text": tr(lang, "export.scope.ids_text", count=len(selection.ids))}
         else:
@@ -196,6 +205,7 @@ def estimate_size(fields, fmt: str, rows: int) -> int:
 
 # --- review and request -----------------------------------------------------------------------
 
+
 def review(actor: Actor, data: dict, lang: str = "zh") -> dict:
     """Step 6 of the wizard: row count, size estimate, policy result, approval needed."""
     require(actor, "export.request", action="export.review")
@@ -222,8 +232,11 @@ def _anomalies(session, actor: Actor, rows: int) -> list[str]:
     if not (WORKING_HOURS[0] <= hour < WORKING_HOURS[1]):
         flags.append("off_hours")
     since = utcnow() - dt.timedelta(hours=1)
-    recent = session.exec(select(func.count()).select_from(ExportJob).where(
-        ExportJob.requested_by_id == actor.user_id, ExportJob.created_at >= since)).one()
+    recent = session.exec(
+        select(func.count())
+        .select_from(ExportJob)
+        .where(ExportJob.requested_by_id == actor.user_id, ExportJob.created_at >= since)
+    ).one()
     if recent > FREQUENT_EXPORTS_PER_HOUR:
         flags.append("frequent")
     return flags
@@ -245,8 +258,15 @@ def _details(job: ExportJob, **extra) -> dict:
         described["query"] = query
     if scope.get("view_id"):
         described["view_id"] = scope["view_id"]
-    return {"export_id": job.id, "scope": described, "fields": json.loads(job.fields or "[]"),
-            "format": job.format, "protected": job.protected, "purpose": job.purpose, **extra}
+    return {
+        "export_id": job.id,
+        "scope": described,
+        "fields": json.loads(job.fields or "[]"),
+        "format": job.format,
+        "protected": job.protected,
+        "purpose": job.purpose,
+        **extra,
+    }
 
 
 def request_export(actor: Actor, data: dict, password: str = "", lang: str = "zh", start: bool = True) -> dict:
@@ -259,9 +279,18 @@ def request_export(actor: Actor, data: dict, password: str = "", lang: str = "zh
     result = evaluate(actor, spec, request.fmt, count)
     if not result.allowed:
         key, params = result.reasons[0]
-        refuse(actor, "export.request", key, target_type="export",
-               reasons=result.reason_keys(), chosen_fields=list(spec.fields), format=request.fmt, rows=count,
-               scope=request.scope["text"], **params)
+        refuse(
+            actor,
+            "export.request",
+            key,
+            target_type="export",
+            reasons=result.reason_keys(),
+            chosen_fields=list(spec.fields),
+            format=request.fmt,
+            rows=count,
+            scope=request.scope["text"],
+            **params,
+        )
     protected = bool(password)
     if password_required(actor, spec) and not protected:
         raise ValidationError.single("password", "export.error.password_required")
@@ -269,20 +298,31 @@ def request_export(actor: Actor, data: dict, password: str = "", lang: str = "zh
         protection.validate_password(password)
     with write_session() as session:
         job = ExportJob(
-            requested_by_id=actor.user_id, requested_by_name=actor.username,
+            requested_by_id=actor.user_id,
+            requested_by_name=actor.username,
             status="pending_approval" if result.needs_approval else "queued",
-            purpose=spec.purpose, scope=json.dumps(request.scope, ensure_ascii=False),
+            purpose=spec.purpose,
+            scope=json.dumps(request.scope, ensure_ascii=False),
             fields=json.dumps(list(spec.fields)),
-            sort=json.dumps({"field": spec.sort_field, "direction": "desc" if spec.descending else "asc",
-                             "lang": request.lang}),
-            format=request.fmt, protected=protected, row_estimate=count,
+            sort=json.dumps(
+                {"field": spec.sort_field, "direction": "desc" if spec.descending else "asc", "lang": request.lang}
+            ),
+            format=request.fmt,
+            protected=protected,
+            row_estimate=count,
         )
         session.add(job)
         session.flush()
         flags = _anomalies(session, actor, count)
-        audit.record(session, actor, "export.request", target_type="export", target_id=job.id,
-                     details=_details(job, rows=count, needs_approval=result.needs_approval, anomalies=flags),
-                     flagged=bool(flags))
+        audit.record(
+            session,
+            actor,
+            "export.request",
+            target_type="export",
+            target_id=job.id,
+            details=_details(job, rows=count, needs_approval=result.needs_approval, anomalies=flags),
+            flagged=bool(flags),
+        )
         view = export_dto(job)
     if not result.needs_approval and start:
         start_export(view["id"], password)
@@ -291,11 +331,13 @@ def request_export(actor: Actor, data: dict, password: str = "", lang: str = "zh
 
 # --- approval -------------------------------------------------------------------------------------
 
+
 def list_pending(actor: Actor) -> list[dict]:
     require(actor, "export.approve", action="export.approvals")
     with read_session() as session:
-        jobs = session.exec(select(ExportJob).where(ExportJob.status == "pending_approval")
-                            .order_by(ExportJob.created_at)).all()
+        jobs = session.exec(
+            select(ExportJob).where(ExportJob.status == "pending_approval").order_by(ExportJob.created_at)
+        ).all()
         return [export_dto(job) for job in jobs]
 
 
@@ -328,9 +370,14 @@ def decide(actor: Actor, export_id: int, approve: bool, comment: str = "") -> di
             job.status = "rejected"
             job.finished_at = utcnow()
         session.add(job)
-        audit.record(session, actor, "export.approve" if approve else "export.reject", target_type="export",
-                     target_id=job.id, details=_details(job, comment=comment, requester=job.requested_by_name,
-                                                        rows=job.row_estimate))
+        audit.record(
+            session,
+            actor,
+            "export.approve" if approve else "export.reject",
+            target_type="export",
+            target_id=job.id,
+            details=_details(job, comment=comment, requester=job.requested_by_name, rows=job.row_estimate),
+        )
         view = export_dto(job)
     if start_after:
         start_export(view["id"], "")
@@ -364,10 +411,14 @@ def rerun_export(actor: Actor, export_id: int, password: str = "", lang: str = "
         scope = json.loads(job.scope or "{}")
         sort = json.loads(job.sort or "{}")
         data = {
-            "scope": {"kind": "view", "view_id": scope["view_id"]} if scope.get("view_id")
+            "scope": {"kind": "view", "view_id": scope["view_id"]}
+            if scope.get("view_id")
             else scope.get("selection") or {},
-            "fields": json.loads(job.fields or "[]"), "format": job.format, "purpose": job.purpose,
-            "sort_field": sort.get("field") or "id", "sort_dir": sort.get("direction") or "asc",
+            "fields": json.loads(job.fields or "[]"),
+            "format": job.format,
+            "purpose": job.purpose,
+            "sort_field": sort.get("field") or "id",
+            "sort_dir": sort.get("direction") or "asc",
         }
     return request_export(actor, data, password=password, lang=lang, start=start)
 
@@ -383,13 +434,13 @@ def cancel_export(actor: Actor, export_id: int) -> dict:
         if job.status != "running":
             job.status = "cancelled"
             job.finished_at = utcnow()
-            audit.record(session, actor, "export.cancel", target_type="export", target_id=job.id,
-                         details=_details(job))
+            audit.record(session, actor, "export.cancel", target_type="export", target_id=job.id, details=_details(job))
         session.add(job)
         return export_dto(job)
 
 
 # --- running -------------------------------------------------------------------------------------
+
 
 def start_export(export_id: int, password: str = "") -> threading.Thread:
     """Run in a daemon thread; the password lives only in this thread's frame."""
@@ -413,11 +464,21 @@ def _meta(actor: Actor, job: ExportJob, spec: ExportSpec, lang: str, scope_text:
     from meiqia_app.i18n import tr
 
     headers = tuple(tr(lang, f"export.field.{f}") for f in spec.fields)
-    labels = {key: tr(lang, f"export.meta.{key}") for key in
-              ("sheet", "meta_sheet", "exporter", "exported_at", "scope", "fields", "row_count", "page", "title")}
-    return ExportMeta(exporter=actor.display_name or actor.username, exported_at=to_local(utcnow()).replace(tzinfo=None),
-                      scope_text=scope_text, headers=headers, fields=spec.fields, lang=lang, labels=labels,
-                      true_text=tr(lang, "export.yes"), false_text=tr(lang, "export.no"))
+    labels = {
+        key: tr(lang, f"export.meta.{key}")
+        for key in ("sheet", "meta_sheet", "exporter", "exported_at", "scope", "fields", "row_count", "page", "title")
+    }
+    return ExportMeta(
+        exporter=actor.display_name or actor.username,
+        exported_at=to_local(utcnow()).replace(tzinfo=None),
+        scope_text=scope_text,
+        headers=headers,
+        fields=spec.fields,
+        lang=lang,
+        labels=labels,
+        true_text=tr(lang, "export.yes"),
+        false_text=tr(lang, "export.no"),
+    )
 
 
 def _spec_of(job: ExportJob, actor: Actor) -> tuple[ExportSpec, str, str]:
@@ -526,9 +587,15 @@ def run_export(export_id: int, password: str = "") -> dict:
             session.flush()
             flags = _anomalies(session, actor, count)
             flags = [f for f in flags if f != "frequent"]  # counted at request time
-            audit.record(session, actor, "export.run", target_type="export", target_id=export_id,
-                         details=_details(row, rows=count, size=size, sha256=digest, anomalies=flags),
-                         flagged=bool(flags))
+            audit.record(
+                session,
+                actor,
+                "export.run",
+                target_type="export",
+                target_id=export_id,
+                details=_details(row, rows=count, size=size, sha256=digest, anomalies=flags),
+                flagged=bool(flags),
+            )
             return export_dto(row)
     except _Cancelled:
         _cleanup(plain, final)
@@ -537,8 +604,14 @@ def run_export(export_id: int, password: str = "") -> dict:
             row.status = "cancelled"
             row.finished_at = utcnow()
             session.add(row)
-            audit.record(session, actor, "export.cancel", target_type="export", target_id=export_id,
-                         details=_details(row, rows_done=row.progress_done))
+            audit.record(
+                session,
+                actor,
+                "export.cancel",
+                target_type="export",
+                target_id=export_id,
+                details=_details(row, rows_done=row.progress_done),
+            )
             return export_dto(row)
     except Exception as exc:  # any failure must end the export visibly and be audited
         log.exception("export %s failed", export_id)
@@ -550,8 +623,15 @@ def run_export(export_id: int, password: str = "") -> dict:
             row.error = str(error)[:500]
             row.finished_at = utcnow()
             session.add(row)
-            audit.record(session, actor or _system(), "export.failed", target_type="export",
-                         target_id=export_id, result="error", details=_details(row, error=row.error))
+            audit.record(
+                session,
+                actor or _system(),
+                "export.failed",
+                target_type="export",
+                target_id=export_id,
+                result="error",
+                details=_details(row, error=row.error),
+            )
             return export_dto(row)
     finally:
         _threads.pop(export_id, None)
@@ -594,20 +674,25 @@ def purge_expired() -> int:
     now = utcnow()
     directory = get_settings().exports_dir
     with write_session() as session:
-        jobs = session.exec(select(ExportJob).where(ExportJob.status == "done",
-                                                    ExportJob.expires_at <= now)).all()
+        jobs = session.exec(select(ExportJob).where(ExportJob.status == "done", ExportJob.expires_at <= now)).all()
         for job in jobs:
             if job.file_name:
                 _cleanup(directory / job.file_name)
             job.status = "expired"
             session.add(job)
         if jobs:
-            audit.record(session, _system(), "export.expire", target_type="export",
-                         details={"export_ids": [job.id for job in jobs]})
+            audit.record(
+                session,
+                _system(),
+                "export.expire",
+                target_type="export",
+                details={"export_ids": [job.id for job in jobs]},
+            )
         return len(jobs)
 
 
 # --- views ------------------------------------------------------------------------------------------
+
 
 def _fmt_time(value) -> str:
     return format_local(as_utc(value)) if value else ""
@@ -671,6 +756,7 @@ def list_exports(actor: Actor, limit: int = 100) -> list[dict]:
 
 # --- downloads -----------------------------------------------------------------------------------
 
+
 def create_download_token(actor: Actor, export_id: int) -> str:
     """A single-use, short-lived token for the requester's (or an admin's) current session."""
     with read_session() as session:
@@ -714,14 +800,24 @@ def claim_download(actor: Actor | None, token: str) -> DownloadFile:
             else:
                 ext = path.suffix.lstrip(".")
                 stamp = to_local(as_utc(job.created_at)).strftime("%Y%m%d-%H%M")
-                result = DownloadFile(path=path, filename=f"customers-{stamp}-{job.id}.{ext}",
-                                      media_type=MEDIA_TYPES.get(ext, "application/octet-stream"))
-                audit.record(session, actor, "export.download", target_type="export", target_id=job.id,
-                             details=_details(job, rows=job.row_count, sha256=job.file_sha256))
+                result = DownloadFile(
+                    path=path,
+                    filename=f"customers-{stamp}-{job.id}.{ext}",
+                    media_type=MEDIA_TYPES.get(ext, "application/octet-stream"),
+                )
+                audit.record(
+                    session,
+                    actor,
+                    "export.download",
+                    target_type="export",
+                    target_id=job.id,
+                    details=_details(job, rows=job.row_count, sha256=job.file_sha256),
+                )
     if result is None:
         who = actor or Actor(user_id=None, username="?", display_name="", role_name="", permissions=frozenset())
-        audit.record_refusal(who, "export.download", target_type="export",
-                             target_id=object_id, details={"reason": reason})
+        audit.record_refusal(
+            who, "export.download", target_type="export", target_id=object_id, details={"reason": reason}
+        )
         raise PermissionDenied(reason)
     return result
 

@@ -81,8 +81,10 @@ def _as_text(value) -> str:
 
 #: Columns that need no CSV conversion: plain ints (csv writes them itself) and
 #: text from our own label catalogue (nothing to neutralise).
-_PASS_THROUGH = frozenset({"gender", "source", "lifecycle_stage", "membership_tier"} | {
-    f for f, spec in FIELD_SPECS.items() if spec.kind == "int" and not spec.sensitive})
+_PASS_THROUGH = frozenset(
+    {"gender", "source", "lifecycle_stage", "membership_tier"}
+    | {f for f, spec in FIELD_SPECS.items() if spec.kind == "int" and not spec.sensitive}
+)
 
 
 def _csv_columns(meta: ExportMeta, formatters: list, rows: list) -> list:
@@ -132,8 +134,7 @@ class LineBlock:
         return self.rows
 
 
-def write_csv_lines(path: Path, meta: ExportMeta, batches: Iterable,
-                    progress: Progress | None = None) -> int:
+def write_csv_lines(path: Path, meta: ExportMeta, batches: Iterable, progress: Progress | None = None) -> int:
     """The same file as ``write_csv`` from lines the database built (see
     ``RowSource.iter_sql_rows``: lists of lines, or blocks it joined itself):
     the header through csv.writer, then each batch written in one go."""
@@ -153,8 +154,13 @@ def write_csv_lines(path: Path, meta: ExportMeta, batches: Iterable,
 _NUMBER_FORMATS = {"datetime": "yyyy-mm-dd hh:mm:ss", "date": "yyyy-mm-dd", "money": "#,##0.00", "int": "0"}
 
 
-def write_xlsx(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progress: Progress | None = None,
-               prebuilt: bool = False) -> int:
+def write_xlsx(
+    path: Path,
+    meta: ExportMeta,
+    batches: Iterable[list[list]],
+    progress: Progress | None = None,
+    prebuilt: bool = False,
+) -> int:
     """XLSX through the streaming writer (several times faster than openpyxl);
     ``prebuilt``: batches of row cells the database built."""
     from meiqia_app.services.exports.xlsx_stream import write_xlsx_stream
@@ -162,8 +168,9 @@ def write_xlsx(path: Path, meta: ExportMeta, batches: Iterable[list[list]], prog
     return write_xlsx_stream(path, meta, batches, progress, prebuilt=prebuilt)
 
 
-def write_xlsx_openpyxl(path: Path, meta: ExportMeta, batches: Iterable[list[list]],
-                        progress: Progress | None = None) -> int:
+def write_xlsx_openpyxl(
+    path: Path, meta: ExportMeta, batches: Iterable[list[list]], progress: Progress | None = None
+) -> int:
     """The same workbook through openpyxl's write-only mode: the reference the
     streaming writer is tested against. Typed cells (dates as dates, numbers as numbers), frozen bold header,
     column widths, and a second sheet with the export's metadata."""
@@ -176,8 +183,9 @@ def write_xlsx_openpyxl(path: Path, meta: ExportMeta, batches: Iterable[list[lis
     sheet = workbook.create_sheet(meta.labels.get("sheet", "customers"))
     kinds = [FIELD_SPECS[f].kind for f in meta.fields]
     for i, field in enumerate(meta.fields, start=1):
-        sheet.column_dimensions[get_column_letter(i)].width = max(FIELD_SPECS[field].width or 12,
-                                                                 len(meta.headers[i - 1]) * 2 + 2)
+        sheet.column_dimensions[get_column_letter(i)].width = max(
+            FIELD_SPECS[field].width or 12, len(meta.headers[i - 1]) * 2 + 2
+        )
     sheet.freeze_panes = "A2"
     bold = Font(bold=True)
     header = []
@@ -204,6 +212,7 @@ def write_xlsx_openpyxl(path: Path, meta: ExportMeta, batches: Iterable[list[lis
             cell = WriteOnlyCell(sheet, value=v)
             cell.number_format = number_format
             return cell
+
         return convert
 
     converters = [make_converter(kind) for kind in kinds]
@@ -257,8 +266,13 @@ def _pdf_text(value, kind: str, meta: ExportMeta, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def write_pdf(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progress: Progress | None = None,
-              max_rows: int | None = None) -> int:
+def write_pdf(
+    path: Path,
+    meta: ExportMeta,
+    batches: Iterable[list[list]],
+    progress: Progress | None = None,
+    max_rows: int | None = None,
+) -> int:
     """Landscape A4, one table per page (repeated header row), page numbers and a
     header naming the exporter, the time and the filter; Chinese in an embedded
     TrueType font. reportlab lays out each page's table independently, so the
@@ -283,11 +297,15 @@ def write_pdf(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progr
     kinds = [FIELD_SPECS[f].kind for f in meta.fields]
     header_row = list(meta.headers)
     page_label = meta.labels.get("page", "Page {page}")
-    heading = " · ".join(x for x in (
-        f"{meta.labels.get('exporter', 'exporter')}: {meta.exporter}",
-        f"{meta.labels.get('exported_at', 'time')}: {meta.exported_at:%Y-%m-%d %H:%M}",
-        f"{meta.labels.get('scope', 'scope')}: {meta.scope_text}",
-    ) if x)
+    heading = " · ".join(
+        x
+        for x in (
+            f"{meta.labels.get('exporter', 'exporter')}: {meta.exporter}",
+            f"{meta.labels.get('exported_at', 'time')}: {meta.exported_at:%Y-%m-%d %H:%M}",
+            f"{meta.labels.get('scope', 'scope')}: {meta.scope_text}",
+        )
+        if x
+    )
     if len(heading) > 180:
         heading = heading[:179] + "…"
 
@@ -298,16 +316,19 @@ def write_pdf(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progr
         canvas.drawRightString(page_size[0] - margin, 6 * mm, page_label.format(page=doc.page))
         canvas.restoreState()
 
-    style = TableStyle([
-        ("FONTNAME", (0, 0), (-1, -1), font),
-        ("FONTSIZE", (0, 0), (-1, -1), font_size),
-        ("LEADING", (0, 0), (-1, -1), font_size + 2),
-        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf5")),
-        ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9aa5b5")),
-        ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-        ("TOPPADDING", (0, 0), (-1, -1), 1.5),
-        ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
-    ] + [("ALIGN", (i, 1), (i, -1), "RIGHT") for i, kind in enumerate(kinds) if kind in ("int", "money")])
+    style = TableStyle(
+        [
+            ("FONTNAME", (0, 0), (-1, -1), font),
+            ("FONTSIZE", (0, 0), (-1, -1), font_size),
+            ("LEADING", (0, 0), (-1, -1), font_size + 2),
+            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf5")),
+            ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9aa5b5")),
+            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+            ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+        ]
+        + [("ALIGN", (i, 1), (i, -1), "RIGHT") for i, kind in enumerate(kinds) if kind in ("int", "money")]
+    )
 
     count = 0
 
@@ -334,9 +355,16 @@ def write_pdf(path: Path, meta: ExportMeta, batches: Iterable[list[list]], progr
                 yield PageBreak()
             yield Table([header_row] + pending, colWidths=col_widths, repeatRows=1, style=style)
 
-    doc = SimpleDocTemplate(str(path), pagesize=page_size, leftMargin=margin, rightMargin=margin,
-                            topMargin=12 * mm, bottomMargin=10 * mm, title=meta.labels.get("title", "export"),
-                            author=meta.exporter)
+    doc = SimpleDocTemplate(
+        str(path),
+        pagesize=page_size,
+        leftMargin=margin,
+        rightMargin=margin,
+        topMargin=12 * mm,
+        bottomMargin=10 * mm,
+        title=meta.labels.get("title", "export"),
+        author=meta.exporter,
+    )
     doc.build(_LazyStory(flowables()), onFirstPage=decorate, onLaterPages=decorate)
     return count
 

@@ -63,9 +63,11 @@ WORKBOOK_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Relationship Id="rId3" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/>
 </Relationships>"""
 
-SHEET_HEAD = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-              '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-              'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">')
+SHEET_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+    'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+)
 
 
 def _column_letter(index: int) -> str:
@@ -143,43 +145,53 @@ def _cell_writer(kind: str, true_text: str, false_text: str) -> Callable[[str, o
         return _text_cell(ref, value if isinstance(value, str) else str(value))
 
     if kind == "int":
+
         def cell(ref, value):
             if type(value) is int:
                 return f'<c r="{ref}"><v>{value}</v></c>'
             return fallback(ref, value)
     elif kind == "money":
+
         def cell(ref, value):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return f'<c r="{ref}" s="{S_MONEY}"><v>{value!r}</v></c>'
             return fallback(ref, value)
     elif kind == "datetime":
+
         def cell(ref, value):
             if isinstance(value, dt.datetime):
                 return f'<c r="{ref}" s="{S_DATETIME}"><v>{(value - EXCEL_EPOCH) / DAY!r}</v></c>'
             return fallback(ref, value)
     elif kind == "date":
+
         def cell(ref, value):
             if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
                 return f'<c r="{ref}" s="{S_DATE}"><v>{(value - EXCEL_EPOCH_DATE).days}</v></c>'
             return fallback(ref, value)
     elif kind == "bool":
+
         def cell(ref, value):
             if isinstance(value, bool):
                 return _text_cell(ref, true_text if value else false_text)
             return fallback(ref, value)
     else:
+
         def cell(ref, value):
             if value is None or value == "":
                 return ""
             return _text_cell(ref, value if isinstance(value, str) else str(value))
+
     return cell
 
 
 def _metadata_sheet(rows: list[tuple[str, object]]) -> str:
-    parts = [SHEET_HEAD, '<cols><col min="1" max="1" width="16" customWidth="1"/>'
-             '<col min="2" max="2" width="80" customWidth="1"/></cols><sheetData>']
+    parts = [
+        SHEET_HEAD,
+        '<cols><col min="1" max="1" width="16" customWidth="1"/>'
+        '<col min="2" max="2" width="80" customWidth="1"/></cols><sheetData>',
+    ]
     for n, (label, value) in enumerate(rows, start=1):
-        label_cell = _text_cell(f"A{n}", label).replace('<c r=', f'<c s="{S_BOLD}" r=', 1)
+        label_cell = _text_cell(f"A{n}", label).replace("<c r=", f'<c s="{S_BOLD}" r=', 1)
         if isinstance(value, dt.datetime):
             value_cell = _cell_writer("datetime", "", "")(f"B{n}", value)
         elif isinstance(value, int):
@@ -209,19 +221,25 @@ def write_xlsx_stream(path: Path, meta, batches: Iterable[list], progress=None, 
         package.writestr("xl/_rels/workbook.xml.rels", WORKBOOK_RELS)
         package.writestr("xl/styles.xml", STYLES)
         created = meta.exported_at.strftime("%Y-%m-%dT%H:%M:%S")
-        package.writestr("docProps/core.xml", (
-            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" '
-            'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/terms/" '
-            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
-            f'<dc:creator>{escape(meta.exporter)}</dc:creator>'
-            f'<dcterms:created xsi:type="dcterms:W3CDTF">{created}</dcterms:created>'
-            '</cp:coreProperties>'))
+        package.writestr(
+            "docProps/core.xml",
+            (
+                '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+                '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" '
+                'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/terms/" '
+                'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+                f"<dc:creator>{escape(meta.exporter)}</dc:creator>"
+                f'<dcterms:created xsi:type="dcterms:W3CDTF">{created}</dcterms:created>'
+                "</cp:coreProperties>"
+            ),
+        )
         with package.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as sheet:
-            head = [SHEET_HEAD,
-                    '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" '
-                    'activePane="bottomLeft" state="frozen"/><selection pane="bottomLeft"/></sheetView></sheetViews>',
-                    '<sheetFormatPr defaultRowHeight="15"/><cols>']
+            head = [
+                SHEET_HEAD,
+                '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" '
+                'activePane="bottomLeft" state="frozen"/><selection pane="bottomLeft"/></sheetView></sheetViews>',
+                '<sheetFormatPr defaultRowHeight="15"/><cols>',
+            ]
             for i, width in enumerate(widths, start=1):
                 head.append(f'<col min="{i}" max="{i}" width="{width}" customWidth="1"/>')
             head.append('</cols><sheetData><row r="1">')
@@ -234,8 +252,11 @@ def write_xlsx_stream(path: Path, meta, batches: Iterable[list], progress=None, 
                 if prebuilt:
                     first = n + 1
                     n += len(rows)
-                    sheet.write("".join([f'<row r="{number}">{cells}</row>'
-                                         for number, cells in zip(range(first, n + 1), rows)]).encode("utf-8"))
+                    sheet.write(
+                        "".join(
+                            [f'<row r="{number}">{cells}</row>' for number, cells in zip(range(first, n + 1), rows)]
+                        ).encode("utf-8")
+                    )
                     count += len(rows)
                     if progress:
                         progress(count)
@@ -253,20 +274,29 @@ def write_xlsx_stream(path: Path, meta, batches: Iterable[list], progress=None, 
                     progress(count)
             sheet.write(b"</sheetData></worksheet>")
         labels = meta.labels
-        package.writestr("xl/worksheets/sheet2.xml", _metadata_sheet([
-            (labels.get("exporter", "exporter"), meta.exporter),
-            (labels.get("exported_at", "exported_at"), meta.exported_at.replace(microsecond=0)),
-            (labels.get("scope", "scope"), meta.scope_text),
-            (labels.get("fields", "fields"), ", ".join(meta.headers)),
-            (labels.get("row_count", "row_count"), count),
-        ]))
+        package.writestr(
+            "xl/worksheets/sheet2.xml",
+            _metadata_sheet(
+                [
+                    (labels.get("exporter", "exporter"), meta.exporter),
+                    (labels.get("exported_at", "exported_at"), meta.exported_at.replace(microsecond=0)),
+                    (labels.get("scope", "scope"), meta.scope_text),
+                    (labels.get("fields", "fields"), ", ".join(meta.headers)),
+                    (labels.get("row_count", "row_count"), count),
+                ]
+            ),
+        )
         first = escape(_sheet_name(labels.get("sheet", "customers")), {'"': "&quot;"})
         second = escape(_sheet_name(labels.get("meta_sheet", "export")), {'"': "&quot;"})
-        package.writestr("xl/workbook.xml", (
-            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-            'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
-            '<bookViews><workbookView activeTab="0"/></bookViews><sheets>'
-            f'<sheet name="{first}" sheetId="1" r:id="rId1"/><sheet name="{second}" sheetId="2" r:id="rId2"/>'
-            '</sheets></workbook>'))
+        package.writestr(
+            "xl/workbook.xml",
+            (
+                '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+                '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+                'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+                '<bookViews><workbookView activeTab="0"/></bookViews><sheets>'
+                f'<sheet name="{first}" sheetId="1" r:id="rId1"/><sheet name="{second}" sheetId="2" r:id="rId2"/>'
+                "</sheets></workbook>"
+            ),
+        )
     return count
