@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (Python 3.11, Node 20, npm, apt):
 #   make run   - set up everything once, seed demo data, serve http://localhost:3000
-#   make test  - the same set-up plus Chromium, then unit and end-to-end tests
-#   make test-pg - both suites again on PostgreSQL + Redis with two backend workers
+#   make test  - lint, then unit and end-to-end tests (installs the dev tools and Chromium)
+#   make test-pg - the unit suite and the database-dependent end-to-end tests on PostgreSQL + Redis
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +13,7 @@ DEMO_CUSTOMERS ?= 5000
 export REFLEX_CHECK_LATEST_VERSION := false
 export PATH := $(CURDIR)/$(BUN_DIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test test-pg setup data unit e2e bench chromium clean
+.PHONY: run test test-pg test-shuffled setup dev lint data unit e2e bench chromium clean
 
 # The stamp is newer than requirements.txt once it is installed: a second
 # `make run` skips pip entirely.
@@ -28,7 +28,14 @@ $(VENV)/.installed: requirements.txt
 $(BUN):
 	npm install --silent --no-audit --no-fund --prefix $(BUN_DIR) bun@1.4.4
 
+# Test, lint and benchmark tools (requirements-dev.txt includes requirements.txt).
+$(VENV)/.dev-installed: requirements-dev.txt requirements.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
 setup: $(VENV)/.installed $(BUN)
+
+dev: setup $(VENV)/.dev-installed
 
 data: setup
 	$(PY) -m meiqia_app migrate
@@ -44,26 +51,38 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 
-unit: setup
+# Seconds, so a lint or format error fails before anything slow starts.
+lint: dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: dev
 	$(PY) -m pytest tests/unit -q
 
-e2e: setup chromium
+e2e: dev chromium
 	$(PY) -m pytest tests/e2e -q
 
-# Unit tests first: fast feedback, and they fail before the slow browser run.
-test: setup chromium
+# Lint first, then unit tests (fast feedback), then the browser run.
+test: lint chromium
 	$(PY) -m pytest tests/unit tests/e2e -q
+
+# Both suites in a random order (pytest-randomly; it prints the seed to
+# replay with -p randomly -p "randomly_seed=N"): tests must not depend on order.
+test-shuffled: lint chromium
+	$(PY) -m pytest -p randomly tests/unit tests/e2e -q
 
 # Throwaway PostgreSQL and Redis (Debian packages, loopback, temp data dirs),
 # stopped and deleted afterwards whatever the outcome.
 PG_SERVICES_DIR ?= /tmp/meiqia-test-services
-test-pg: setup chromium
+# The whole unit suite, and the end-to-end tests marked `pg` (their behaviour
+# depends on the database, Redis or two workers: docs/architecture.md says which and why).
+test-pg: dev chromium
 	@scripts/test-services.sh stop $(PG_SERVICES_DIR) >/dev/null 2>&1 || true
 	eval "$$(scripts/test-services.sh start $(PG_SERVICES_DIR))" && \
 	trap 'scripts/test-services.sh stop $(PG_SERVICES_DIR)' EXIT && \
-	$(PY) -m pytest tests/unit tests/e2e -q
+	$(PY) -m pytest tests/unit -q && $(PY) -m pytest tests/e2e -q -m pg
 
-bench: setup
+bench: dev
 	$(PY) bench/search.py
 
 clean:
