@@ -167,15 +167,16 @@ def _cmd_restore(args) -> int:
 def _cmd_compact(args) -> int:
     """Rewrite an SQLite database with the current page size (stop the app first)."""
     from meiqia_app.config import get_settings
-    from meiqia_app.db import SQLITE_PAGE_SIZE
-    from meiqia_app.dbadapter import get_adapter
+    from meiqia_app.dbadapter import adapter_for_url
+    from meiqia_app.dbadapter.sqlite import SQLITE_PAGE_SIZE
 
     url = get_settings().database_url
-    if not url.startswith("sqlite"):
+    adapter = adapter_for_url(url)
+    if not adapter.can_compact:
         print("compact is for SQLite databases; PostgreSQL needs nothing here", file=sys.stderr)
         return 2
     try:
-        before, after = get_adapter().rewrite_with_page_size(url, args.page_size or SQLITE_PAGE_SIZE)
+        before, after = adapter.rewrite_with_page_size(url, args.page_size or SQLITE_PAGE_SIZE)
     except (RuntimeError, sqlite3.OperationalError) as error:
         print(f"compact failed, nothing changed: {error}", file=sys.stderr)
         return 1

@@ -61,10 +61,6 @@ class Settings:
     def imports_dir(self) -> Path:
         return self.data_dir / "imports"
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 def _load_secret_key(data_dir: Path) -> str:
     """The key that encrypts TOTP secrets at rest.

@@ -8,6 +8,7 @@ never branch on the dialect themselves.
 from __future__ import annotations
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
 
 from meiqia_app.dbadapter.base import DatabaseAdapter
 
@@ -24,6 +25,11 @@ def adapter_for(dialect_name: str) -> DatabaseAdapter:
     raise ValueError(f"unsupported database dialect: {dialect_name}")
 
 
+def adapter_for_url(url: str) -> DatabaseAdapter:
+    """The adapter of a database URL (before any engine exists)."""
+    return adapter_for(make_url(url).get_backend_name())
+
+
 def get_adapter(bind: Engine | Connection | None = None) -> DatabaseAdapter:
     if bind is None:
         from meiqia_app.db import get_engine
@@ -32,4 +38,4 @@ def get_adapter(bind: Engine | Connection | None = None) -> DatabaseAdapter:
     return adapter_for(bind.dialect.name)
 
 
-__all__ = ["DatabaseAdapter", "adapter_for", "get_adapter"]
+__all__ = ["DatabaseAdapter", "adapter_for", "adapter_for_url", "get_adapter"]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, false
+from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, false
 
 from meiqia_app.models import CustomerSearch
 
@@ -24,6 +24,50 @@ class DatabaseAdapter(abc.ABC):
     builds_export_rows: bool = False
     #: Whether ``joined_text`` exists here.
     joins_text: bool = False
+
+    # --- engine and transactions --------------------------------------------
+    #: The driver's placeholder in ``exec_driver_sql`` statements.
+    param_mark: str = "?"
+    #: Whether ``rewrite_with_page_size`` (``python -m meiqia_app compact``) means anything here.
+    can_compact: bool = False
+
+    @abc.abstractmethod
+    def create_engine(self, url: str) -> Engine:
+        """The app's engine for ``url``, tuned for this database."""
+
+    def read_engine(self, engine: Engine) -> Engine:
+        """The engine reads use (``db.read_session``): the same engine unless reads can skip transactions."""
+        return engine
+
+    def write_engine(self, engine: Engine, check_foreign_keys: bool = True) -> Engine:
+        """The engine one write transaction uses (``db.write_session``)."""
+        return engine
+
+    def is_lock_timeout(self, error) -> bool:
+        """Whether an OperationalError means "another writer held the lock too long" (nothing written)."""
+        return False
+
+    def lock_row_for_update(self, conn: Connection, table: str, key_column: str, key: str) -> None:
+        """Hold a row's lock until the transaction ends (no-op where a write transaction locks everything)."""
+
+    def begin_snapshot(self, dbapi_cursor) -> None:
+        """On a raw DB-API connection: the following reads see one snapshot."""
+        dbapi_cursor.execute("BEGIN")
+
+    def days_between(self, later: ColumnElement, earlier: ColumnElement) -> ColumnElement:
+        """Days from ``earlier`` to ``later`` (fractional), as SQL."""
+        raise NotImplementedError
+
+    def bulk_value_formatters(self) -> tuple[Callable, Callable]:
+        """How the bulk loader writes datetimes and dates (driver-native unless the database stores text)."""
+        return (lambda value: value), (lambda value: value)
+
+    def reset_id_sequences(self, conn: Connection, table_columns: Sequence[tuple[str, str]]) -> None:
+        """After inserting explicit ids: let the next generated id follow the largest one."""
+
+    def database_bytes(self, conn: Connection) -> int:
+        """The database's size on disk."""
+        raise NotImplementedError
 
     # --- search -------------------------------------------------------------
     @abc.abstractmethod

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Connection, func, text
+from sqlalchemy import Connection, func
 from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlmodel import Session, SQLModel, select
 
@@ -43,7 +43,7 @@ from meiqia_app.seed.generator import (
 from meiqia_app.services import audit, auth, users
 from meiqia_app.services.rbac import SYSTEM_ACTOR
 from meiqia_app.services.tag_names import tag_key
-from meiqia_app.timeutil import sqlite_text, utcnow
+from meiqia_app.timeutil import utcnow
 
 BULK_TABLES = ("customer", "customer_order", "conversation", "message", "behavior_event", "note", "tag_assignment")
 LARGE_LOAD = 50_000
@@ -79,20 +79,6 @@ class SeedReport:
     seconds: float
     database_bytes: int
     accounts: list[dict]
-
-
-def _identity(value):
-    return value
-
-
-def _iso_date(value: dt.date | None):
-    return value.isoformat() if value is not None else None
-
-
-def _formatters(dialect: str) -> tuple[Callable, Callable]:
-    if dialect == "sqlite":
-        return sqlite_text, _iso_date
-    return _identity, _identity
 
 
 # Worker-process state, set once per process by the pool initializer.
@@ -215,7 +201,6 @@ def seed(
     accounts = ensure_reference_data()
     engine = get_engine()
     adapter = get_adapter(engine)
-    dialect = engine.dialect.name
     as_of = as_of or utcnow()
     with write_session() as session:
         existing = session.exec(select(func.count()).select_from(Customer)).one()
@@ -233,7 +218,7 @@ def seed(
         authors = session.exec(
             select(User.id, User.display_name).where(User.username.in_(("agent", "senior", "manager")))
         ).all() or [(None, "系统")]
-    format_datetime, format_date = _formatters(dialect)
+    format_datetime, format_date = adapter.bulk_value_formatters()
     config = GeneratorConfig(
         seed=seed_value,
         as_of=as_of,
@@ -278,14 +263,7 @@ def seed(
                     conn.execute(CreateIndex(index, if_not_exists=True))
                 adapter.rebuild_search_index(conn)
         with conn.begin():
-            if dialect == "postgresql":
-                for table, column in (("customer_order", "id"), ("conversation", "id"), ("customer", "id")):
-                    conn.execute(
-                        text(
-                            f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
-                            f"COALESCE((SELECT max({column}) FROM {table}), 1))"
-                        )
-                    )
+            adapter.reset_id_sequences(conn, (("customer_order", "id"), ("conversation", "id"), ("customer", "id")))
             adapter.analyze(conn)
 
     _after_seed_hooks(progress, as_of)
@@ -308,9 +286,5 @@ def _after_seed_hooks(progress: Callable[[str], None], as_of: dt.datetime | None
 
 
 def _database_bytes() -> int:
-    url = get_settings().database_url
-    if url.startswith("sqlite:///"):
-        path = Path(url.split("sqlite:///", 1)[1])
-        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
     with get_engine().connect() as conn:
-        return conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+        return get_adapter(conn).database_bytes(conn)

@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, text
 
 from meiqia_app.db import get_engine, write_session
+from meiqia_app.dbadapter import get_adapter
 from meiqia_app.timeutil import UTC, as_utc, local_zone, utcnow
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ def _build_running(current: dict) -> bool:
 
 def _upsert_many(conn: Connection, totals: dict[Key, list[int]]) -> None:
     """Add ``totals`` to report_daily through the driver's executemany (no per-row SQLAlchemy work)."""
-    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    mark = get_adapter(conn).param_mark
     sql = (
         f"INSERT INTO report_daily (kind, day, k1, k2, k3, n, s1, s2, s3) VALUES ({', '.join([mark] * 9)}) "
         "ON CONFLICT (kind, day, k1, k2, k3) DO UPDATE SET n = report_daily.n + excluded.n, s1 = report_daily.s1 + excluded.s1, "
@@ -262,7 +263,7 @@ def _upsert_many(conn: Connection, totals: dict[Key, list[int]]) -> None:
 
 def _insert_ledger(conn: Connection, rows: list[tuple[int, bytes]]) -> None:
     if rows:
-        mark = "?" if conn.dialect.name == "sqlite" else "%s"
+        mark = get_adapter(conn).param_mark
         conn.exec_driver_sql(f"INSERT INTO report_ledger (customer_id, data) VALUES ({mark}, {mark})", rows)
 
 
@@ -279,8 +280,7 @@ def _grouped(conn: Connection, sql: str, ids: list[int], column: str = "customer
 
 def _apply_batch(conn: Connection, day_of: DayOf, batch: int) -> int:
     """Take up to ``batch`` dirty marks and apply their customers' differences (in the caller's write transaction)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT key FROM app_setting WHERE key = :k FOR UPDATE"), {"k": STATE_KEY})
+    get_adapter(conn).lock_row_for_update(conn, "app_setting", "key", STATE_KEY)
     ids = [
         int(r[0])
         for r in conn.execute(
@@ -454,10 +454,7 @@ def build(force: bool = False, progress=None) -> dict | None:
             ledger.clear()
 
     try:
-        if engine.dialect.name == "sqlite":
-            raw.cursor().execute("BEGIN")  # one read snapshot for the four streams
-        else:
-            raw.cursor().execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        get_adapter(engine).begin_snapshot(raw.cursor())  # one read snapshot for the four streams
         streams = {
             "customer": _cursor_rows(raw, f"{CUSTOMER_SQL} ORDER BY id"),
             "order": _cursor_rows(raw, f"{ORDER_SQL} ORDER BY customer_id"),

@@ -52,6 +52,7 @@ from sqlalchemy import (
 from sqlmodel import select as sm_select
 
 from meiqia_app.db import get_engine, read_session, write_session
+from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import (
     AppSetting,
     BehaviorEvent,
@@ -330,11 +331,8 @@ def clean_rule(data: object) -> RuleSpec:
 
 
 def _days_between(later, earlier):
-    """Days from ``earlier`` to ``later`` (fractional). Dialect adapter: SQLite stores
-    datetimes as text (julianday), PostgreSQL as timestamps (epoch)."""
-    if get_engine().dialect.name == "sqlite":
-        return func.julianday(later) - func.julianday(earlier)
-    return func.extract("epoch", later - earlier) / 86400.0
+    """Days from ``earlier`` to ``later`` (fractional)."""
+    return get_adapter().days_between(later, earlier)
 
 
 def _compare(expression, op: str, value):

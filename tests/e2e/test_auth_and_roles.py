@@ -127,6 +127,8 @@ def test_agent_sees_no_admin_menus_and_admin_pages_refuse(page, app_server):
 
 
 def test_admin_edits_role_matrix_and_it_applies_at_next_load(page, browser, app_server):
+    with app_server.sql() as db:
+        granted_before = db.execute("SELECT permissions FROM role WHERE name = 'agent'").fetchone()[0]
     agent_context = browser.new_context(base_url=app_server.url)
     agent_page = agent_context.new_page()
     try:
@@ -155,6 +157,8 @@ def test_admin_edits_role_matrix_and_it_applies_at_next_load(page, browser, app_
         expect(agent_page.locator("#nav-audit")).to_have_count(0)
     finally:
         agent_context.close()
+        with app_server.sql() as db:  # the agent role is shared by the whole run, also when this test fails
+            db.execute("UPDATE role SET permissions = ? WHERE name = 'agent'", (granted_before,))
 
 
 def test_english_login_errors(page, app_server):

@@ -100,6 +100,14 @@ def test_analyst_request_waits_for_approval_and_a_manager_approves(page, app_ser
         raw = db.execute("SELECT export_policy FROM role WHERE name='data_analyst'").fetchone()[0]
         policy = {**json.loads(raw), "approval_required": True, "approval_over_rows": 0, "window_days": 0}
         db.execute("UPDATE role SET export_policy=? WHERE name='data_analyst'", (json.dumps(policy),))
+    try:
+        _analyst_requests_and_manager_approves(page, app_server, browser)
+    finally:  # the analyst's policy is shared by the whole run
+        with _db(app_server) as db:
+            db.execute("UPDATE role SET export_policy=? WHERE name='data_analyst'", (raw,))
+
+
+def _analyst_requests_and_manager_approves(page, app_server, browser):
     login(page, app_server, "analyst", "/export")
     expect(page.locator("#scope-current")).to_be_disabled()  # no filter set in the customer list
     page.locator("#source-wechat").click()

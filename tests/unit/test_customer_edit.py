@@ -113,12 +113,13 @@ def test_an_edit_while_another_writer_holds_the_lock_says_busy_and_changes_nothi
     import sqlite3
 
     from meiqia_app import db
+    from meiqia_app.dbadapter import sqlite as sqlite_adapter
     from meiqia_app.services.errors import Busy
 
     engine = db.get_engine()
     if engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL has no database-wide write lock")
-    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(sqlite_adapter, "SQLITE_BUSY_TIMEOUT_MS", 300)
     db.reset_engine()
     cid = _first_active_id()
     before = _customer(cid)
