@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pyotp
+import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login, wait_for_path
@@ -63,6 +64,7 @@ def _wait_for_refusals(app_server, username: str, count: int) -> list[str]:
     return refusals
 
 
+@pytest.mark.pg
 def test_five_wrong_passwords_lock_the_account(page, app_server, username="lockme"):
     app_server.cli(
         "create-user",
@@ -93,6 +95,7 @@ def test_five_wrong_passwords_lock_the_account(page, app_server, username="lockm
     assert "auth.lockout" in actions
 
 
+@pytest.mark.pg
 def test_logout_ends_the_session(page, app_server):
     login(page, app_server, "senior", fresh=True)
     expect(page.locator("#customer-table .customer-row").first).to_be_visible()
@@ -126,6 +129,7 @@ def test_agent_sees_no_admin_menus_and_admin_pages_refuse(page, app_server):
     assert refused >= 1
 
 
+@pytest.mark.pg
 def test_admin_edits_role_matrix_and_it_applies_at_next_load(page, browser, app_server):
     with app_server.sql() as db:
         granted_before = db.execute("SELECT permissions FROM role WHERE name = 'agent'").fetchone()[0]

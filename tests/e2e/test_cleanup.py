@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login
@@ -113,6 +114,7 @@ def _restore_into_copy(app_server, backup_file: Path, copy_dir: Path):
     return sqlite3.connect(copy_dir / "meiqia.db", timeout=30)
 
 
+@pytest.mark.pg
 def test_acceptance_inactive_archive_restore_trash_purge_and_the_backup_restores_them(page, app_server, tmp_path):
     cutoff = _timestamp(app_server, _months_ago(dt.datetime.now(dt.UTC), 12))
     with _db(app_server) as db:
@@ -268,6 +270,7 @@ def _tables_holding(app_server, values) -> list[tuple[str, str, str]]:
     return hits
 
 
+@pytest.mark.pg
 def test_erased_customer_is_in_no_table_and_no_export_file(page, app_server, browser):
     with _db(app_server) as db:
         customer_id = db.execute(

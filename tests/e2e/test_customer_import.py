@@ -7,11 +7,13 @@ import io
 import random
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login
 
 
+@pytest.mark.pg
 def test_manager_checks_and_imports_a_csv(page, app_server, tmp_path):
     with app_server.sql() as db:
         existing_phone = db.execute("SELECT phone FROM customer WHERE phone LIKE '1__________' LIMIT 1").fetchone()[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login, wait_for_path
@@ -33,6 +34,7 @@ def test_list_loads_and_shows_customers(page, app_server):
     expect(page.locator("#match-count")).to_contain_text(re.compile(r"\d"))
 
 
+@pytest.mark.pg
 def test_phone_fragment_finds_customer_and_detail_shows_name(page, app_server):
     customer_id, name, phone = _customer_with_phone(app_server)
     login(page, app_server, "agent")
@@ -57,6 +59,7 @@ def test_english_switch_changes_labels(page, app_server):
     expect(page.get_by_role("heading", level=1)).to_have_text("Customers")
 
 
+@pytest.mark.pg
 def test_back_to_the_list_keeps_the_page_and_shows_an_edit_made_meanwhile(page, app_server):
     login(page, app_server, "agent")
     rows = page.locator("#customer-table .customer-row")

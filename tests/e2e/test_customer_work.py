@@ -3,6 +3,7 @@ editing with validation, and the edit conflict between two pages."""
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login
@@ -12,6 +13,7 @@ def _db(app_server):
     return app_server.sql()
 
 
+@pytest.mark.pg
 def test_agent_finds_customer_by_pinyin_initials(page, app_server):
     with _db(app_server) as db:
         name, initials = db.execute(
@@ -23,6 +25,7 @@ def test_agent_finds_customer_by_pinyin_initials(page, app_server):
     expect(page.locator("#customer-table .customer-row").filter(has_text=name).first).to_be_visible()
 
 
+@pytest.mark.pg
 def test_two_filters_and_a_sort_match_the_database(page, app_server):
     login(page, app_server, "manager")
     page.locator("#open-filters").click()
@@ -102,6 +105,7 @@ def test_agent_edits_phone_invalid_refused_valid_saved_and_audited(page, app_ser
     assert "139****2233" in details and "13900112233" not in details
 
 
+@pytest.mark.pg
 def test_second_editor_gets_a_conflict_and_nothing_is_overwritten(page, browser, app_server):
     with _db(app_server) as db:
         customer_id = db.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login
@@ -13,6 +14,7 @@ def _db(app_server):
     return app_server.sql()
 
 
+@pytest.mark.pg
 def test_manager_merges_a_duplicate_group_and_the_survivor_has_every_order(page, app_server):
     login(page, app_server, "manager")
     page.goto("/duplicates")
@@ -79,6 +81,7 @@ def test_column_chooser_and_selecting_all_matching(page, app_server):
     expect(page.locator("#selection-bar")).to_have_count(0)
 
 
+@pytest.mark.pg
 def test_manager_tags_ticked_rows_then_every_matching_customer(page, app_server):
     with app_server.sql() as db:
         tag_id, tag_name = db.execute("SELECT id, name FROM tag ORDER BY id LIMIT 1").fetchone()

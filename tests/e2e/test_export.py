@@ -8,6 +8,7 @@ import json
 import os
 
 import openpyxl
+import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import CHROMIUM_ARGS, login, wait_for_path  # noqa: F401
@@ -35,6 +36,7 @@ def _db(app_server):
     return app_server.sql()
 
 
+@pytest.mark.pg
 def test_manager_exports_the_current_filter_to_xlsx_and_the_cells_match_the_database(page, app_server, tmp_path):
     login(page, app_server, "manager")
     page.locator("#open-filters").click()
@@ -95,6 +97,7 @@ def test_audit_page_exports_preset_shows_only_export_steps(page, app_server):
     expect(page.locator("#audit-table")).to_contain_text("auth.login")
 
 
+@pytest.mark.pg
 def test_analyst_request_waits_for_approval_and_a_manager_approves(page, app_server, browser):
     with _db(app_server) as db:
         raw = db.execute("SELECT export_policy FROM role WHERE name='data_analyst'").fetchone()[0]

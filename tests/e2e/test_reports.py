@@ -8,6 +8,7 @@ import io
 import os
 from zoneinfo import ZoneInfo
 
+import pytest
 from openpyxl import load_workbook
 from playwright.sync_api import expect
 
@@ -55,6 +56,7 @@ def test_anonymous_visitor_at_root_goes_to_login(page):
     wait_for_path(page, "/login")
 
 
+@pytest.mark.pg
 def test_manager_dashboard_period_change_and_export(page, app_server):
     login(page, app_server, "manager", next_path="/")
     value = page.locator("#kpi-new_customers-value")

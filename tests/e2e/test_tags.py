@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login
@@ -11,6 +12,7 @@ def _db(app_server):
     return app_server.sql()
 
 
+@pytest.mark.pg
 def test_manager_builds_previews_and_runs_a_rule(page, app_server):
     login(page, app_server, "manager", next_path="/tags")
     expect(page.locator("#tag-table")).to_be_visible()
