@@ -105,6 +105,12 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "retention.count.jobs": ("任务记录 {count} 条", "{count} job records"),
     "retention.count.backups": ("备份 {count} 个", "{count} backups"),
     "retention.count.backup": ("删除前备份 {count}", "backup first: {count}"),
+    # --- elsewhere --------------------------------------------------------------------------------
+    "retention.trash_hint_off": (
+        "回收站不会自动清空（数据保留中的“清空回收站”策略已关闭）。清空回收站前会自动备份。请输入数量以确认。",
+        'The trash is not purged automatically (the "Purge the trash" retention policy is off). '
+        "An automatic backup is taken before emptying the trash. Type the count to confirm.",
+    ),
     # --- errors ------------------------------------------------------------------------------------
     "retention.bad_number": ("请输入 {min} 到 {max} 之间的整数", "Enter a whole number from {min} to {max}"),
     "retention.disabled": ("请先启用并保存此策略", "Switch this policy on and save it first"),
