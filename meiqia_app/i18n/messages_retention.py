@@ -83,8 +83,8 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "retention.sample": ("例如：", "For example:"),
     "retention.off": ("已关闭：每晚运行会跳过此策略。", "Off: the nightly run skips this policy."),
     "retention.not_allowed": (
-        "你的角色缺少此策略所需的权限，无法预览或运行。",
-        "Your role lacks a permission this policy needs: no preview or run.",
+        "你的角色缺少此策略所需的权限，无法修改、预览或运行。",
+        "Your role lacks a permission this policy needs: no change, preview or run.",
     ),
     "retention.last_run": ("上次运行：{time}，{by}，{status}", "Last run: {time}, {by}, {status}"),
     "retention.never_run": ("尚未运行过。", "Not run yet."),

@@ -34,6 +34,7 @@ def _error(message: rx.Var, error_id: str) -> rx.Component:
 def _number_field(
     key: str, name: str, label: rx.Var, heading_id: str, value: rx.Var, error: rx.Var, handler, low: int, high: int
 ) -> rx.Component:
+    """A labelled whole-number field with its range and its error (read by screen readers)."""
     field_id = f"retention-{name}-{key}"
     return rx.vstack(
         rx.el.label(label, html_for=field_id, id=f"{field_id}-label", class_name="retention-label"),
@@ -47,6 +48,7 @@ def _number_field(
             max=high,
             step=1,
             required=True,
+            disabled=~S.allowed[key],
             width="150px",
             aria_labelledby=f"{heading_id} {field_id}-label",
             aria_describedby=f"{field_id}-range {field_id}-error",
@@ -155,6 +157,7 @@ def _card(policy: retention.Policy) -> rx.Component:
                     rx.hstack(
                         rx.switch(
                             checked=S.enabled[key],
+                            disabled=~S.allowed[key],
                             on_change=lambda v: S.set_enabled(key, v),
                             id=switch_id,
                             aria_labelledby=f"{heading_id} {switch_id}-label",
@@ -191,6 +194,7 @@ def _card(policy: retention.Policy) -> rx.Component:
                         t("common.save"),
                         on_click=S.save(key),
                         loading=S.saving == key,
+                        disabled=~S.allowed[key],
                         id=f"retention-save-{key}",
                         aria_labelledby=f"retention-save-{key} {heading_id}",
                     ),

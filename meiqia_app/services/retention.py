@@ -199,9 +199,14 @@ def _validated(policy: Policy, data: dict, field_prefix: str = "") -> PolicySett
 
 
 def update(actor: Actor, key: object, enabled: object, value: object, keep: object = None) -> PolicySetting:
-    """Save a policy's setting (validated), audited with the old and new values."""
+    """Save a policy's setting (validated), audited with the old and new values.
+
+    Needs the policy's own permissions too: whoever may not purge customers may
+    not make the nightly run purge them either.
+    """
     require(actor, PERMISSION, action="retention.update", target_type="setting", target_id=str(key)[:64])
     policy = get_policy(key)
+    _require_policy(actor, policy, "retention.update")
     new = _validated(policy, {"enabled": enabled, "value": value, "keep": keep})
     old = current(policy.key)
     if new == old:

@@ -194,7 +194,13 @@ def test_settings_manage_alone_may_not_purge_customers(seeded_actors):
     assert views["export_files"].allowed is True
     with pytest.raises(PermissionDenied):
         retention.start_run(keeper, "trash_purge", "0")
-    assert [e.details for e in _audit("retention.run", "refused")]
+    # Nor make the nightly run purge for them.
+    with pytest.raises(PermissionDenied):
+        retention.update(keeper, "trash_purge", True, "1")
+    assert retention.current("trash_purge").value == 30
+    assert retention.update(keeper, "export_files", True, "12").value == 12
+    refused = {(e.action, json.loads(e.details)["missing_permission"]) for e in _audit_all_refused()}
+    assert {("retention.run", "customer.delete"), ("retention.update", "customer.delete")} <= refused
 
 
 # --- trash ------------------------------------------------------------------------------------------
