@@ -97,7 +97,7 @@ def _load() -> Settings:
         bcrypt_rounds=_env_int("MEIQIA_BCRYPT_ROUNDS", 12),
         cookie_secure=_env_bool("MEIQIA_COOKIE_SECURE", False),
         allowed_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
-        export_ttl_hours=_env_int("MEIQIA_EXPORT_TTL_HOURS", 24),
+        export_ttl_hours=_env_int("MEIQIA_EXPORT_TTL_HOURS", 24),  # retention policy default, see below
         export_pdf_max_rows=_env_int("MEIQIA_EXPORT_PDF_MAX_ROWS", 20000),
         # Threads building database-built export rows (CSV/XLSX), each on its own connection.
         # 1 by default: on the shared 2-core box two threads cost twice the CPU for no gain
@@ -105,6 +105,8 @@ def _load() -> Settings:
         # Threads building CSV/XLSX rows in the database: two cores' worth
         # (1M rows sorted by registration date: 181k rows/s with one, 252k with two).
         export_workers=_env_int("MEIQIA_EXPORT_WORKERS", min(2, os.cpu_count() or 1)),
+        # Defaults of the retention policies (services/retention_policies.py): a policy saved
+        # on /admin/retention takes precedence; these apply until one is saved.
         trash_retention_days=_env_int("MEIQIA_TRASH_RETENTION_DAYS", 30),
         backup_keep=_env_int("MEIQIA_BACKUP_KEEP", 10),
         scheduler_enabled=_env_bool("MEIQIA_SCHEDULER", True),

@@ -18,6 +18,7 @@ from meiqia_app.pages.duplicates import duplicates_page
 from meiqia_app.pages.export import export_approvals_page, export_history_page, export_page
 from meiqia_app.pages.login import login_page
 from meiqia_app.pages.reports import reports_page
+from meiqia_app.pages.retention import retention_page
 from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.services import jobs, reports, scheduler
 from meiqia_app.services.exports import service as export_service
@@ -35,6 +36,7 @@ from meiqia_app.state.duplicates import DuplicatesState
 from meiqia_app.state.export import ExportApprovalsState, ExportHistoryState, ExportWizardState
 from meiqia_app.state.login import LoginState
 from meiqia_app.state.reports import DashboardState, ReportsState
+from meiqia_app.state.retention import RetentionState
 from meiqia_app.state.tags_admin import TagsAdminState
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
@@ -54,7 +56,6 @@ def _start_background_work() -> None:
     scheduler.start_scheduler_thread()
 
 
-export_service.register_tasks()
 app.register_lifespan_task(_start_background_work)
 app.register_lifespan_task(reports.start_warmup)  # dashboard figures cached before the first visit
 
@@ -92,3 +93,4 @@ _protected(export_approvals_page, "/exports/approvals", "导出审批", ExportAp
 _protected(cleanup_page, "/cleanup", "数据清理", CleanupState.on_load)
 _protected(archive_page, "/cleanup/archive", "归档与回收站", ArchiveState.on_load)
 _protected(backups_page, "/admin/backups", "备份恢复", BackupsState.on_load)
+_protected(retention_page, "/admin/retention", "数据保留", RetentionState.on_load)

@@ -75,6 +75,7 @@ def sidebar() -> rx.Component:
                 rx.vstack(*[_nav_link(item) for item in NAV_ITEMS], spacing="1", width="100%"),
                 aria_label=t("nav.main"),
                 width="100%",
+                class_name="app-nav",
             ),
             spacing="2",
             width="100%",
@@ -85,6 +86,7 @@ def sidebar() -> rx.Component:
         border_right="1px solid var(--gray-5)",
         min_height="100vh",
         background="var(--gray-2)",
+        class_name="app-sidebar",
     )
 
 
@@ -131,6 +133,7 @@ def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
                 padding_y="12px",
                 border_bottom="1px solid var(--gray-5)",
                 width="100%",
+                class_name="app-header",
             ),
             rx.el.main(
                 rx.vstack(*children, spacing="4", width="100%"),
@@ -140,6 +143,7 @@ def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
                 data_ready=rx.cond(rx.State.is_hydrated & (AppState.user_name != ""), "true", "false"),
                 padding="24px",
                 width="100%",
+                class_name="app-main",
             ),
             width="100%",
             min_width="0",
@@ -147,4 +151,5 @@ def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
         spacing="0",
         align="start",
         width="100%",
+        class_name="app-shell",
     )

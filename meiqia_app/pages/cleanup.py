@@ -314,7 +314,14 @@ def archive_page() -> rx.Component:
             A.tab == "trashed",
             rx.card(
                 rx.vstack(
-                    rx.text(t("cleanup.trash_hint", days=A.retention_days.to_string()), size="2"),
+                    rx.text(
+                        rx.cond(
+                            A.retention_days > 0,
+                            t("cleanup.trash_hint", days=A.retention_days.to_string()),
+                            t("retention.trash_hint_off"),
+                        ),
+                        size="2",
+                    ),
                     rx.hstack(
                         rx.input(
                             value=A.purge_confirm,

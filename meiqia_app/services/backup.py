@@ -50,7 +50,7 @@ from meiqia_app.models import Backup
 from meiqia_app.services import audit, downloads
 from meiqia_app.services.errors import AppError, NotFound, ValidationError
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
-from meiqia_app.timeutil import format_local, utcnow
+from meiqia_app.timeutil import as_utc, format_local, utcnow
 
 KINDS = ("manual", "scheduled", "pre_purge", "pre_restore")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -308,19 +308,29 @@ def create_backup(actor: Actor, kind: str = "manual", note: str = "") -> BackupV
     return view
 
 
-def apply_retention(actor: Actor = SYSTEM_ACTOR, keep: int | None = None) -> list[str]:
-    """Keep the newest ``keep`` backups (settings.backup_keep); delete older files and rows."""
-    keep = get_settings().backup_keep if keep is None else keep
-    if keep <= 0:
-        return []
+def retention_candidates(keep: int, older_than: dt.datetime | None = None) -> list[tuple[int, str, int]]:
+    """(id, file name, bytes) of the backups retention would delete: beyond the newest ``keep``
+    and, with ``older_than``, made before it (newest first)."""
     with read_session() as session:
         rows = session.exec(select(Backup).order_by(Backup.created_at.desc(), Backup.id.desc())).all()
-        old = [(row.id, row.file_name) for row in rows[keep:]]
-    if not old:
-        return []
+        return [
+            (row.id, row.file_name, row.size_bytes)
+            for row in rows[max(0, keep) :]
+            if older_than is None or as_utc(row.created_at) < older_than
+        ]
+
+
+def delete_backups(
+    candidates: list[tuple[int, str, int]], actor: Actor | None = None, details: dict | None = None
+) -> list[str]:
+    """Delete these backups' files and rows; returns the file names.
+
+    With ``actor`` a ``backup.retention`` entry (``details`` + the names) is written in the same
+    transaction; without, the caller audits (the retention policy's run entry).
+    """
     removed = []
     with write_session() as session:
-        for backup_id, name in old:
+        for backup_id, name, _size in candidates:
             row = session.get(Backup, backup_id)
             if row is not None:
                 session.delete(row)
@@ -329,10 +339,38 @@ def apply_retention(actor: Actor = SYSTEM_ACTOR, keep: int | None = None) -> lis
             except OSError:
                 pass
             removed.append(name)
-        audit.record(
-            session, actor, "backup.retention", target_type="backup", details={"keep": keep, "removed": removed}
-        )
+        if actor is not None:
+            audit.record(
+                session,
+                actor,
+                "backup.retention",
+                target_type="backup",
+                details={**(details or {}), "removed": removed},
+            )
     return removed
+
+
+def apply_retention(actor: Actor = SYSTEM_ACTOR, keep: int | None = None, older_than_days: int = 0) -> list[str]:
+    """Delete old backups: beyond the newest ``keep`` and older than ``older_than_days``.
+
+    Without ``keep`` the backup retention policy decides (/admin/retention:
+    older than N days, keeping at least the newest K; nothing when it is off).
+    Runs after every backup, so pre-purge backups do not pile up between nights.
+    """
+    if keep is None:
+        from meiqia_app.services import retention
+
+        policy = retention.current("backups")
+        if not policy.enabled:
+            return []
+        keep, older_than_days = policy.keep or 1, policy.value
+    if keep <= 0:
+        return []
+    cutoff = utcnow() - dt.timedelta(days=older_than_days) if older_than_days else None
+    old = retention_candidates(keep, cutoff)
+    if not old:
+        return []
+    return delete_backups(old, actor, {"keep": keep, "older_than_days": older_than_days})
 
 
 def list_backups(actor: Actor) -> list[BackupView]:

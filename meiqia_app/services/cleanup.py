@@ -42,7 +42,6 @@ from collections.abc import Sequence
 from sqlalchemy import Integer, and_, delete, exists, false, func, insert, literal, or_, select, update
 from sqlalchemy.orm import aliased
 
-from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import (
@@ -561,17 +560,48 @@ def _require_in_job(ctx: jobs.JobContext, action: str) -> None:
     _check_action(ctx.actor, action, action, Criteria.from_dict(ctx.params.get("criteria") or {}))
 
 
+def _archive_batches(ctx: jobs.JobContext, where_of, before: dict | None = None) -> dict:
+    """Archive the active customers matching ``where_of(conn)``, in BULK_BATCH transactions."""
+    return _walk(
+        ctx,
+        where_of,
+        lambda s, in_batch: {"customer": _set_status(s, in_batch, STATUS_ARCHIVED, (STATUS_ACTIVE,), ctx.actor)},
+        before=before,
+        batch=BULK_BATCH,
+    )
+
+
 def _work_archive(ctx: jobs.JobContext) -> dict:
     _require_in_job(ctx, "archive")
     before_ms = ctx.checkpoint.get("list_ms_before") or list_query_ms(ctx.actor)
-    result = _walk(
-        ctx,
-        _criteria_where(ctx),
-        lambda s, in_batch: {"customer": _set_status(s, in_batch, STATUS_ARCHIVED, (STATUS_ACTIVE,), ctx.actor)},
-        before={"list_ms_before": before_ms},
-        batch=BULK_BATCH,
-    )
+    result = _archive_batches(ctx, _criteria_where(ctx), before={"list_ms_before": before_ms})
     return _finish(ctx, "archive", result, {"list_ms_before": before_ms, "list_ms_after": list_query_ms(ctx.actor)})
+
+
+def inactive_criteria(months: int) -> Criteria:
+    """Active customers with no login, chat, order or event for ``months`` (the archive retention policy)."""
+    return Criteria(inactive_months=int(months), scope="active")
+
+
+def inactive_preview(months: int, now: dt.datetime, sample_size: int) -> tuple[int, list[tuple[int, str]]]:
+    """How many active customers the archive policy would archive, and the first few
+    (id, last active): ids and dates only, no personal data for the page's state."""
+    with get_engine().connect() as conn:
+        where, _ = criteria_conditions(conn, SYSTEM_ACTOR, inactive_criteria(months), now)
+        count = conn.execute(select(func.count()).select_from(Customer.__table__).where(where)).scalar_one()
+        rows = conn.execute(select(C.id, C.last_active_at).where(where).order_by(C.id).limit(sample_size)).all()
+    return count, [(row.id, format_local(row.last_active_at)) for row in rows]
+
+
+def archive_inactive(ctx: jobs.JobContext, months: int, now: dt.datetime) -> dict:
+    """The archive retention policy's run: the cleanup wizard's archive, batched and resumable.
+
+    Needs what the wizard's archive needs (cleanup.run and customer.archive);
+    the caller writes the audit entry.
+    """
+    _check_action(ctx.actor, "archive", "archive")
+    criteria = inactive_criteria(months)
+    return _archive_batches(ctx, lambda conn: criteria_conditions(conn, ctx.actor, criteria, now)[0])
 
 
 def _take_backup(ctx: jobs.JobContext, note: str) -> str:
@@ -641,6 +671,13 @@ def _work_erase(ctx: jobs.JobContext) -> dict:
 # --- archive / trash browsing and restore -------------------------------------------------
 
 
+def _trash_retention():
+    """The trash policy's setting (days, on/off): /admin/retention, else MEIQIA_TRASH_RETENTION_DAYS."""
+    from meiqia_app.services import retention
+
+    return retention.current("trash_purge")
+
+
 @dataclasses.dataclass
 class ParkedRow:
     id: int
@@ -663,7 +700,8 @@ def list_parked(actor: Actor, status: str, after_id: int = 0, limit: int = 50) -
     )
     limit = max(1, min(int(limit), 200))
     sensitive = actor.can("customer.view_sensitive")
-    retention = dt.timedelta(days=get_settings().trash_retention_days)
+    policy = _trash_retention()
+    retention = dt.timedelta(days=policy.value) if policy.enabled else None
     with get_engine().connect() as conn:
         rows = conn.execute(
             select(C.id, C.name, C.phone, C.status, C.archived_at, C.trashed_at)
@@ -679,7 +717,7 @@ def list_parked(actor: Actor, status: str, after_id: int = 0, limit: int = 50) -
             status=r.status,
             since=format_local(r.archived_at if status == STATUS_ARCHIVED else r.trashed_at),
             purge_on=format_local(as_utc(r.trashed_at) + retention)
-            if status == STATUS_TRASHED and r.trashed_at
+            if status == STATUS_TRASHED and r.trashed_at and retention is not None
             else "",
         )
         for r in rows
@@ -792,31 +830,55 @@ def _delete_customers(session, in_batch) -> dict[str, int]:
     return counts
 
 
-def _work_purge(ctx: jobs.JobContext) -> dict:
+def _purge_batches(ctx: jobs.JobContext, params: dict, note: str) -> dict:
+    """Delete the trashed customers ``params`` selects (after a backup), in BULK_BATCH transactions."""
     require(ctx.actor, "customer.delete", action="cleanup.purge", target_type="customer")
     with get_engine().connect() as conn:
         pending = conn.execute(
-            select(func.count()).select_from(Customer.__table__).where(_purge_where(ctx.params))
+            select(func.count()).select_from(Customer.__table__).where(_purge_where(params))
         ).scalar_one()
     if pending == 0 and not ctx.checkpoint.get("done"):
-        return _finish(ctx, "purge", {"processed": 0, "counts": {}}, {"backup": ""})
-    name = _take_backup(ctx, f"before purge job {ctx.job_id}")
+        return {"processed": 0, "counts": {}, "backup": ""}
+    name = _take_backup(ctx, note)
     result = _walk(
         ctx,
-        lambda conn: _purge_where(ctx.params),
+        lambda conn: _purge_where(params),
         _delete_customers,
         before={"backup": name},
         batch=BULK_BATCH,
         check_foreign_keys=False,
     )
-    return _finish(ctx, "purge", result, {"backup": name})
+    return {**result, "backup": name}
+
+
+def _work_purge(ctx: jobs.JobContext) -> dict:
+    result = _purge_batches(ctx, ctx.params, f"before purge job {ctx.job_id}")
+    backup_name = result.pop("backup")
+    return _finish(ctx, "purge", result, {"backup": backup_name})
+
+
+def trash_preview(cutoff: dt.datetime, sample_size: int) -> tuple[int, list[tuple[int, str]]]:
+    """How many customers were trashed before ``cutoff``, and the first few (id, trashed at)."""
+    where = _purge_where({"all": False, "cutoff": cutoff.isoformat()})
+    with get_engine().connect() as conn:
+        count = conn.execute(select(func.count()).select_from(Customer.__table__).where(where)).scalar_one()
+        rows = conn.execute(select(C.id, C.trashed_at).where(where).order_by(C.id).limit(sample_size)).all()
+    return count, [(row.id, format_local(row.trashed_at)) for row in rows]
+
+
+def purge_trashed_before(ctx: jobs.JobContext, cutoff: dt.datetime) -> dict:
+    """The trash retention policy's run: the purge job's batches for what was trashed before ``cutoff``.
+
+    Takes the same automatic backup first; the caller writes the audit entry.
+    """
+    params = {"all": False, "cutoff": cutoff.isoformat()}
+    return _purge_batches(ctx, params, f"before retention purge job {ctx.job_id}")
 
 
 def start_purge(actor: Actor, all_trash: bool = True, confirm: str | None = None) -> int:
     """Admin "empty trash" (all) — or only what is past the retention window — as a job."""
     require(actor, "customer.delete", action="cleanup.purge", target_type="customer")
-    retention = get_settings().trash_retention_days
-    cutoff = utcnow() - dt.timedelta(days=retention)
+    cutoff = utcnow() - dt.timedelta(days=_trash_retention().value)
     params = {"all": bool(all_trash), "cutoff": cutoff.isoformat(), "started_at": utcnow().isoformat()}
     with get_engine().connect() as conn:
         count = conn.execute(
@@ -827,18 +889,6 @@ def start_purge(actor: Actor, all_trash: bool = True, confirm: str | None = None
     job_id = jobs.create_job(actor, "cleanup.purge", params, total=count)
     jobs.start_in_background(job_id)
     return job_id
-
-
-def nightly_purge() -> None:
-    """Scheduled: purge what has been in the trash longer than the retention window."""
-    cutoff = utcnow() - dt.timedelta(days=get_settings().trash_retention_days)
-    params = {"all": False, "cutoff": cutoff.isoformat(), "started_at": utcnow().isoformat()}
-    with get_engine().connect() as conn:
-        count = conn.execute(
-            select(func.count()).select_from(Customer.__table__).where(_purge_where(params))
-        ).scalar_one()
-    if count:
-        jobs.run_job(jobs.create_job(SYSTEM_ACTOR, "cleanup.purge", params, total=count))
 
 
 def job_report(actor: Actor, job_id: int) -> dict:
@@ -857,12 +907,3 @@ for _kind, _fn in (
     ("cleanup.purge", _work_purge),
 ):
     jobs.register_worker(_kind, _fn)
-
-
-def _register_schedule() -> None:
-    from meiqia_app.services import scheduler
-
-    scheduler.register_task("purge_trash", nightly_purge, "03:30")
-
-
-_register_schedule()

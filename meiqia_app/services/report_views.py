@@ -536,6 +536,7 @@ def export_pdf(actor: Actor, report: str, params: dict, lang: str = "zh") -> int
     from meiqia_app.config import get_settings
     from meiqia_app.db import write_session
     from meiqia_app.models import ExportJob
+    from meiqia_app.services import retention
     from meiqia_app.timeutil import utcnow
 
     _check_export(actor, report)
@@ -576,7 +577,7 @@ def export_pdf(actor: Actor, report: str, params: dict, lang: str = "zh") -> int
             created_at=now,
             started_at=now,
             finished_at=now,
-            expires_at=now + dt.timedelta(hours=settings.export_ttl_hours),
+            expires_at=now + dt.timedelta(hours=retention.export_ttl_hours()),
         )
         session.add(job)
         session.flush()

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import cleanup, saved_views, tags
+from meiqia_app.services import cleanup, retention, saved_views, tags
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.state.base import AppState
 
@@ -269,9 +269,8 @@ class ArchiveState(AppState):
         rows = await self._call(cleanup.list_parked, actor, self.tab, 0, 200)
         self.rows = [ParkedView(r.id, r.name, r.phone, r.since, r.purge_on) for r in rows]
         self.total = await self._call(cleanup.count_parked, actor, self.tab)
-        from meiqia_app.config import get_settings
-
-        self.retention_days = get_settings().trash_retention_days
+        policy = await self._call(retention.current, "trash_purge")
+        self.retention_days = policy.value if policy.enabled else 0  # 0: not purged automatically
 
     @rx.event
     async def on_load(self):

@@ -532,11 +532,11 @@ class ExportHistoryState(_ExportBase):
     ttl_hours: int = 24
 
     async def _reload(self):
-        from meiqia_app.config import get_settings
+        from meiqia_app.services import retention
 
         actor = self._actor()
         self._set_user(actor)
-        self.ttl_hours = get_settings().export_ttl_hours
+        self.ttl_hours = await self._call(retention.export_ttl_hours)
         views = await self._call(service.list_exports, actor)
         self.exports = [self._row(v) for v in views]
 

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AuditEntry, Backup, Customer, ErasureRequest, ExportJob, Job, Tag
-from meiqia_app.services import cleanup, erasure, jobs
+from meiqia_app.services import cleanup, erasure, jobs, retention
 from meiqia_app.services.cleanup import Criteria
 from meiqia_app.services.errors import PermissionDenied, ValidationError
 from meiqia_app.timeutil import utcnow
@@ -142,8 +142,8 @@ def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
     assert cleanup.restore(admin, "trashed", ids[:5]) == 5
     trashed = cleanup.count_parked(admin, "trashed")
     assert trashed >= count - 5 and len(cleanup.list_parked(admin, "trashed")) == trashed
-    # The nightly purge leaves what is inside the retention window alone.
-    cleanup.nightly_purge()
+    # The nightly purge (the trash retention policy) leaves what is inside the retention window alone.
+    retention.run_scheduled("trash_purge")
     assert cleanup.count_parked(admin, "trashed") == trashed
     purge_id = cleanup.start_purge(admin, all_trash=True, confirm=str(trashed))
     purge = json.loads(_job(purge_id).result)
@@ -261,7 +261,7 @@ def test_nightly_purge_removes_old_trash(seeded_actors):
             text("UPDATE customer SET status='trashed', trashed_at=:t WHERE id IN (3, 4)"),
             {"t": old.strftime("%Y-%m-%d %H:%M:%S.%f")},
         )
-    cleanup.nightly_purge()
+    retention.run_scheduled("trash_purge")
     assert _sql("SELECT count(*) FROM customer WHERE id IN (3, 4)")[0][0] == 0
 
 

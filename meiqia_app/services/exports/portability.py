@@ -142,6 +142,8 @@ def export_customer(actor: Actor, customer_id: int, password: str = "") -> dict:
         raise ValidationError.single("password", "export.error.password_required")
     if password:
         protection.validate_password(password)
+    from meiqia_app.services import retention
+
     data = collect(actor, customer_id)
     directory = get_settings().exports_dir
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -191,7 +193,7 @@ def export_customer(actor: Actor, customer_id: int, password: str = "") -> dict:
             file_sha256=digest,
             started_at=now,
             finished_at=now,
-            expires_at=now + dt.timedelta(hours=get_settings().export_ttl_hours),
+            expires_at=now + dt.timedelta(hours=retention.export_ttl_hours()),
         )
         session.add(job)
         session.flush()

@@ -582,7 +582,7 @@ def run_export(export_id: int, password: str = "") -> dict:
             row.file_size = size
             row.file_sha256 = digest
             row.finished_at = utcnow()
-            row.expires_at = utcnow() + dt.timedelta(hours=settings.export_ttl_hours)
+            row.expires_at = utcnow() + dt.timedelta(hours=_ttl_hours())
             session.add(row)
             session.flush()
             flags = _anomalies(session, actor, count)
@@ -637,6 +637,13 @@ def run_export(export_id: int, password: str = "") -> dict:
         _threads.pop(export_id, None)
 
 
+def _ttl_hours() -> int:
+    """Hours an export file may be downloaded: the export-files retention policy's number."""
+    from meiqia_app.services import retention
+
+    return retention.export_ttl_hours()
+
+
 def _system() -> Actor:
     from meiqia_app.services.rbac import SYSTEM_ACTOR
 
@@ -670,7 +677,12 @@ def reap_interrupted() -> int:
 
 
 def purge_expired() -> int:
-    """Delete the files of expired exports (scheduled, and before listing history)."""
+    """Delete the files of expired exports (before listing history); nothing while the
+    export-files retention policy is off (files kept, e.g. on hold; links still end)."""
+    from meiqia_app.services import retention
+
+    if not retention.current("export_files").enabled:
+        return 0
     now = utcnow()
     directory = get_settings().exports_dir
     with write_session() as session:
@@ -689,6 +701,47 @@ def purge_expired() -> int:
                 details={"export_ids": [job.id for job in jobs]},
             )
         return len(jobs)
+
+
+def _retention_condition(now: dt.datetime, finished_before: dt.datetime):
+    """Finished exports whose file is past its expiry, or that finished before ``finished_before``."""
+    return (ExportJob.status == "done") & ((ExportJob.expires_at <= now) | (ExportJob.finished_at <= finished_before))
+
+
+def retention_preview(now: dt.datetime, finished_before: dt.datetime, sample: int) -> tuple[int, int, list[str]]:
+    """(files, bytes, a few file names) the export-files retention policy would delete."""
+    where = _retention_condition(now, finished_before)
+    with read_session() as session:
+        count, size = session.exec(
+            select(func.count(), func.coalesce(func.sum(ExportJob.file_size), 0)).where(where)
+        ).one()
+        names = session.exec(
+            select(ExportJob.id, ExportJob.file_name, ExportJob.file_size)
+            .where(where)
+            .order_by(ExportJob.id)
+            .limit(sample)
+        ).all()
+    return int(count), int(size), [f"#{i} {name or ''}".strip() for i, name, _size in names]
+
+
+def retention_expire_batch(now: dt.datetime, finished_before: dt.datetime, limit: int = 500) -> tuple[int, int]:
+    """Delete the files of one batch of the exports above and mark them expired (the caller audits).
+
+    Returns (exports, bytes); (0, 0) when none is left.
+    """
+    directory = get_settings().exports_dir
+    with write_session() as session:
+        rows = session.exec(
+            select(ExportJob).where(_retention_condition(now, finished_before)).order_by(ExportJob.id).limit(limit)
+        ).all()
+        size = 0
+        for job in rows:
+            if job.file_name:
+                _cleanup(directory / job.file_name)
+            size += job.file_size or 0
+            job.status = "expired"
+            session.add(job)
+        return len(rows), size
 
 
 # --- views ------------------------------------------------------------------------------------------
@@ -820,9 +873,3 @@ def claim_download(actor: Actor | None, token: str) -> DownloadFile:
         )
         raise PermissionDenied(reason)
     return result
-
-
-def register_tasks() -> None:
-    from meiqia_app.services.scheduler import register_task
-
-    register_task("export_purge", purge_expired, "03:30")
