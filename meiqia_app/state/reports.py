@@ -100,8 +100,10 @@ class DashboardState(AppState):
         self.period_first = view["period"]["first"]
         self.period_last = view["period"]["last"]
         # The anchor stays the date the person chose (switching day / week /
-        # month keeps the period around it); it is filled in on first load.
-        self.anchor = self.anchor or view["period"]["first"]
+        # month keeps the period around it); it is filled in on first load:
+        # today while the period is under way, so "week" is this week.
+        period = view["period"]
+        self.anchor = self.anchor or (period["last"] if period.get("to_date") else period["first"])
         self.end = view["period"]["last"] if self.kind == "custom" else ""
         self.computed_at = view["computed_at"]
         self.empty = view["empty"]
