@@ -61,7 +61,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "export.meta.scope": ("筛选条件", "Filter"),
     "export.meta.fields": ("字段", "Fields"),
     "export.meta.row_count": ("行数", "Rows"),
-    "export.meta.page": ("第 {page} 页", "Page {page}"),
+    "export.meta.page": ("第 {page} 页 / 共 {pages} 页", "Page {page} of {pages}"),
     "export.meta.title": ("客户数据导出", "Customer export"),
     "export.scope.all": ("全部客户", "All customers"),
     "export.scope.view_text": ("保存的视图「{name}」", 'Saved view "{name}"'),

@@ -18,6 +18,27 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "dash.previous_period": ("上期", "Previous"),
     "dash.change": ("变化", "Change"),
     "dash.vs_previous": ("对比上期 {label}", "vs. previous {label}"),
+    "dash.vs_to_date_month": (
+        "本月截至今天：{first} ~ {last}（{days} 天），对比上月同期 {previous}",
+        "This month to date: {first} – {last} ({days} days), compared with the same days of last month, {previous}",
+    ),
+    "dash.vs_to_date_week": (
+        "本周截至今天：{first} ~ {last}（{days} 天），对比上周同期 {previous}",
+        "This week to date: {first} – {last} ({days} days), compared with the same days of last week, {previous}",
+    ),
+    "dash.vs_to_date_custom": (
+        "所选范围截至今天：{first} ~ {last}（{days} 天），对比此前相同天数 {previous}",
+        "The range up to today: {first} – {last} ({days} days), compared with the same number of days before it, "
+        "{previous}",
+    ),
+    "dash.partial_bucket": ("* 进行中的周期，只含截至今天的数据", "* Under way: figures up to today only"),
+    "dash.arrow_up_good": ("上升（向好）", "Up (better)"),
+    "dash.arrow_up_bad": ("上升（变差）", "Up (worse)"),
+    "dash.arrow_up_neutral": ("上升", "Up"),
+    "dash.arrow_down_good": ("下降（向好）", "Down (better)"),
+    "dash.arrow_down_bad": ("下降（变差）", "Down (worse)"),
+    "dash.arrow_down_neutral": ("下降", "Down"),
+    "dash.arrow_flat_neutral": ("持平", "No change"),
     "dash.computed_at": ("数据计算于 {time}", "Figures computed at {time}"),
     "dash.loading": ("正在计算…", "Calculating…"),
     "dash.empty": ("该周期内没有数据", "No data in this period"),
@@ -86,7 +107,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     ),
     "report.pdf_by": ("导出人", "Exported by"),
     "report.pdf_at": ("导出时间", "Exported at"),
-    "report.pdf_page": ("第 {page} 页", "Page {page}"),
+    "report.pdf_page": ("第 {page} 页 / 共 {pages} 页", "Page {page} of {pages}"),
     "report.sheet_summary": ("概览", "Summary"),
     "report.sheet_trend": ("趋势", "Trend"),
     "report.sheet_lifecycle": ("生命周期", "Lifecycle"),
@@ -97,5 +118,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "report.sheet_products": ("热门商品", "Top products"),
     "report.error_range_order": ("结束日期不能早于开始日期", "The end date cannot be before the start date"),
     "report.error_range_long": ("时间范围最长 {max} 天", "A range can span at most {max} days"),
+    "report.error_future": ("该周期尚未开始", "That period has not started yet"),
+    "report.cohort_incomplete": (
+        "“—”：该月尚未结束，留存还不能计算",
+        "“—”: that month has not ended yet, so retention cannot be counted",
+    ),
     "report.no_view": ("没有可用的已保存视图", "No saved views available"),
 }

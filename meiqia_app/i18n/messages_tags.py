@@ -59,7 +59,24 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "Its customers and rules move to the target tag; this tag is then deleted.",
     ),
     "tagadmin.merge_into": ("合并到…", "Merge into…"),
-    "tagadmin.merge_a_into_b": ("合并前者", "Merge the first"),
+    "tagadmin.merge_a_into_b": ("合并前者…", "Merge the first…"),
+    "tagadmin.merge_source_count": (
+        "“{name}”：{count} 位客户（合并后删除）",
+        "“{name}”: {count} customers (deleted by the merge)",
+    ),
+    "tagadmin.merge_target_count": ("“{name}”：{count} 位客户", "“{name}”: {count} customers"),
+    "tagadmin.merge_both": (
+        "其中 {count} 位客户两个标签都有。合并无法撤销。",
+        "{count} customers have both. A merge cannot be undone.",
+    ),
+    "tagadmin.merge_type_name": (
+        "两个标签都有很多客户。请输入“{name}”以确认合并：",
+        "Both tags have many customers. Type “{name}” to confirm the merge:",
+    ),
+    "tagadmin.merge_confirm_mismatch": (
+        "两个标签都有很多客户（“{name}” {source_count} 位，目标标签 {target_count} 位）：请输入“{name}”确认合并",
+        "Both tags have many customers (“{name}” {source_count}, the target {target_count}): type “{name}” to confirm",
+    ),
     "tagadmin.merged": ("已合并，{count} 位客户获得目标标签", "Merged; {count} customers got the target tag"),
     "tagadmin.saved": ("已保存标签“{name}”", "Tag “{name}” saved"),
     "tagadmin.deleted": (

@@ -20,12 +20,19 @@ def label(item) -> rx.Var:
     return rx.cond(AppState.is_en, item["label_en"], item["label_zh"])
 
 
-def _arrow(direction) -> rx.Component:
+def tone_color(tone) -> rx.Var:
+    """Green for good news, red for bad, grey when neither (each measure knows which way is good)."""
+    return rx.match(tone, ("good", "var(--green-11)"), ("bad", "var(--red-11)"), "var(--gray-11)")
+
+
+def _arrow(item) -> rx.Component:
+    color = tone_color(item["tone"])
+    name = rx.cond(AppState.is_en, item["arrow_en"], item["arrow_zh"])
     return rx.match(
-        direction,
-        ("up", rx.icon("arrow-up-right", size=14, color="var(--green-11)", aria_label="up")),
-        ("down", rx.icon("arrow-down-right", size=14, color="var(--red-11)", aria_label="down")),
-        rx.icon("minus", size=14, color="var(--gray-10)", aria_label="flat"),
+        item["direction"],
+        ("up", rx.icon("arrow-up-right", size=14, color=color, aria_label=name, class_name="kpi-arrow")),
+        ("down", rx.icon("arrow-down-right", size=14, color=color, aria_label=name, class_name="kpi-arrow")),
+        rx.icon("minus", size=14, color=color, aria_label=name, class_name="kpi-arrow"),
     )
 
 
@@ -41,11 +48,18 @@ def kpi_card(item) -> rx.Component:
                 class_name="kpi-value",
             ),
             rx.hstack(
-                _arrow(item["direction"]),
-                rx.text(item["change"], size="1", class_name="kpi-change"),
+                _arrow(item),
+                rx.text(
+                    item["change"],
+                    size="1",
+                    class_name="kpi-change",
+                    color=tone_color(item["tone"]),
+                    data_tone=item["tone"],
+                ),
                 rx.text(t("dash.previous_period"), ": ", item["previous"], size="1", color_scheme="gray"),
                 spacing="2",
                 align="center",
+                wrap="wrap",
             ),
             spacing="1",
         ),
@@ -77,6 +91,7 @@ def period_bar() -> rx.Component:
             on_click=S.shift(1),
             variant="soft",
             aria_label=t("dash.next_period"),
+            disabled=S.latest,
             id="period-next",
         ),
         rx.hstack(
@@ -98,7 +113,7 @@ def period_bar() -> rx.Component:
             spacing="2",
             align="center",
         ),
-        rx.text(t("dash.vs_previous", label=S.previous_label), size="1", color_scheme="gray"),
+        rx.text(rx.cond(AppState.is_en, S.note_en, S.note_zh), size="1", color_scheme="gray", id="period-note"),
         rx.spacer(),
         rx.cond(S.loading, rx.spinner(size="2")),
         rx.cond(
@@ -234,6 +249,10 @@ def trend_section() -> rx.Component:
                 width="100%",
                 height=280,
             ),
+            rx.cond(
+                S.partial_bucket,
+                rx.text(t("dash.partial_bucket"), size="1", color_scheme="gray", id="trend-partial-note"),
+            ),
             rx.box(
                 _num_table(
                     [
@@ -245,7 +264,7 @@ def trend_section() -> rx.Component:
                     ],
                     S.trend,
                     lambda p: [
-                        rx.table.cell(p["start"]),
+                        rx.table.cell(rx.cond(p["partial"], p["start"].to(str) + "*", p["start"])),
                         _right(p["new_customers_text"]),
                         _right(p["orders_text"]),
                         _right(p["amount_text"]),

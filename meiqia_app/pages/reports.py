@@ -7,7 +7,7 @@ import reflex as rx
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
-from meiqia_app.pages.dashboard import _num_table, _right, label
+from meiqia_app.pages.dashboard import _num_table, _right, label, tone_color
 from meiqia_app.state.reports import ReportsState as S
 
 register_nav(NavItem("/reports", "nav.reports", "chart-column", "report.view"))
@@ -139,7 +139,18 @@ def comparison_section() -> rx.Component:
                         t("dash.change"),
                     ],
                     S.comparison,
-                    lambda r: [rx.table.cell(label(r)), _right(r["a"]), _right(r["b"]), _right(r["change"])],
+                    lambda r: [
+                        rx.table.cell(label(r)),
+                        _right(r["a"]),
+                        _right(r["b"]),
+                        rx.table.cell(
+                            r["change"],
+                            text_align="right",
+                            color=tone_color(r["tone"]),
+                            data_tone=r["tone"],
+                            style={"font_variant_numeric": "tabular-nums"},
+                        ),
+                    ],
                 ),
                 id="comparison-table",
                 width="100%",
@@ -176,6 +187,7 @@ def cohort_section() -> rx.Component:
                 id="cohort-table",
                 width="100%",
             ),
+            rx.text(t("report.cohort_incomplete"), size="1", color_scheme="gray"),
             spacing="3",
             width="100%",
         ),

@@ -202,15 +202,62 @@ def merge_dialog() -> rx.Component:
                     value=S.merge_target,
                     on_change=S.set_merge_target,
                 ),
+                rx.cond(
+                    S.merge_ready,
+                    rx.callout.root(
+                        rx.callout.text(
+                            rx.vstack(
+                                rx.text(
+                                    t(
+                                        "tagadmin.merge_source_count",
+                                        name=S.merge_source_name,
+                                        count=S.merge_source_count,
+                                    )
+                                ),
+                                rx.text(
+                                    t(
+                                        "tagadmin.merge_target_count",
+                                        name=S.merge_target_name,
+                                        count=S.merge_target_count,
+                                    )
+                                ),
+                                rx.text(t("tagadmin.merge_both", count=S.merge_both)),
+                                spacing="1",
+                            )
+                        ),
+                        color_scheme=rx.cond(S.merge_needs_confirm, "amber", "gray"),
+                        size="1",
+                        width="100%",
+                        id="merge-counts",
+                    ),
+                ),
+                rx.cond(
+                    S.merge_ready & S.merge_needs_confirm,
+                    rx.vstack(
+                        rx.el.label(
+                            t("tagadmin.merge_type_name", name=S.merge_source_name),
+                            html_for="merge-confirm",
+                            font_size="14px",
+                        ),
+                        rx.input(
+                            id="merge-confirm",
+                            value=S.merge_confirm,
+                            on_change=S.set_merge_confirm,
+                            auto_complete="off",
+                            width="100%",
+                        ),
+                        spacing="1",
+                        width="100%",
+                    ),
+                ),
                 rx.hstack(
                     rx.dialog.close(rx.button(t("common.cancel"), variant="soft", color_scheme="gray")),
-                    rx.button(
-                        t("tagadmin.merge"), on_click=S.merge, disabled=~S.merge_target.bool(), id="merge-submit"
-                    ),
+                    rx.button(t("tagadmin.merge"), on_click=S.merge, disabled=~S.merge_can_submit, id="merge-submit"),
                     justify="end",
                     width="100%",
                 ),
                 spacing="3",
+                width="100%",
             ),
         ),
         open=S.merge_open,
@@ -249,16 +296,25 @@ def _hygiene_tag(tag: TagView) -> rx.Component:
 def _duplicate(pair: NearDuplicate) -> rx.Component:
     return rx.hstack(
         rx.badge(pair.a_name, variant="soft"),
+        rx.text(t("tagadmin.usage_n", count=pair.a_usage), size="1", color_scheme="gray"),
         rx.text("≈"),
         rx.badge(pair.b_name, variant="soft"),
+        rx.text(t("tagadmin.usage_n", count=pair.b_usage), size="1", color_scheme="gray"),
         rx.text(
             rx.cond(pair.reason == "pinyin", t("tagadmin.same_pinyin"), t("tagadmin.similar_spelling")),
             size="1",
             color_scheme="gray",
         ),
-        rx.button(t("tagadmin.merge_a_into_b"), size="1", variant="soft", on_click=S.open_merge(pair.a_id)),
+        rx.button(
+            t("tagadmin.merge_a_into_b"),
+            size="1",
+            variant="soft",
+            on_click=S.open_merge_into(pair.a_id, pair.b_id),
+        ),
         spacing="2",
         align="center",
+        wrap="wrap",
+        class_name="near-duplicate",
     )
 
 

@@ -58,7 +58,7 @@ DEMO_ACCOUNTS = (
 
 DEFAULT_TAGS = (
     # name, group, colour, description
-    ("新客户", "lifecycle", "green", "注册后 30 天内首次购买"),
+    ("新客户", "lifecycle", "green", "最近 30 天内注册"),
     ("高频客户", "behavior", "orange", "30 天内已付款订单 ≥ 3"),
     ("金卡会员", "membership", "gold", "累计消费 ≥ 10000 元"),
     ("银卡会员", "membership", "gray", "累计消费 3000–10000 元"),

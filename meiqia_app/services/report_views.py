@@ -40,13 +40,19 @@ def _both(key: str, **params) -> dict:
 
 
 def _measure_row(measure: reports.Measure) -> dict:
+    direction = reports.change_direction(measure)
+    tone = reports.change_tone(measure)
     return {
         "key": measure.key,
         **_both(f"dash.{measure.key}"),
         "value": reports.format_value(measure.kind, measure.value),
         "previous": reports.format_value(measure.kind, measure.previous),
         "change": reports.format_change(measure),
-        "direction": reports.change_direction(measure),
+        "direction": direction,
+        # good / bad / neutral: the arrow's colour (a falling complaint share is good news)
+        "tone": tone,
+        "arrow_zh": tr("zh", f"dash.arrow_{direction}_{tone}"),
+        "arrow_en": tr("en", f"dash.arrow_{direction}_{tone}"),
     }
 
 
@@ -81,7 +87,9 @@ def _trend_rows(points: list[reports.TrendPoint]) -> list[dict]:
     return [
         {
             "start": p.start,
-            "label": p.label,
+            # A week or month under way is marked (the footnote under the chart says what "*" means).
+            "label": f"{p.label}*" if p.partial else p.label,
+            "partial": p.partial,
             "new_customers": p.new_customers,
             "orders": p.orders,
             "amount": round(p.amount_cents / 100, 2),
@@ -95,9 +103,25 @@ def _trend_rows(points: list[reports.TrendPoint]) -> list[dict]:
     ]
 
 
-def period_from_params(params: dict) -> reports.Period:
+def period_from_params(params: dict, now: dt.datetime | None = None) -> reports.Period:
     kind = str(params.get("kind") or "month")
-    return reports.make_period(kind, params.get("anchor") or None, params.get("end") or None)
+    return reports.make_period(kind, params.get("anchor") or None, params.get("end") or None, now=now)
+
+
+def comparison_note(period: reports.Period, lang: str) -> str:
+    """What the page compares, in words: a period under way is compared with
+    the same days of the one before, and the page says so."""
+    previous = period.previous()
+    if period.to_date:
+        return tr(
+            lang,
+            f"dash.vs_to_date_{period.kind}",
+            first=period.first.isoformat(),
+            last=period.last.isoformat(),
+            previous=previous.label(),
+            days=period.days,
+        )
+    return tr(lang, "dash.vs_previous", label=previous.label())
 
 
 def granularity_from_params(params: dict) -> str:
@@ -107,17 +131,21 @@ def granularity_from_params(params: dict) -> str:
     return granularity
 
 
-def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dict:
-    """The whole dashboard for ``params`` = {kind, anchor, end, granularity}."""
-    period = period_from_params(params)
+def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False, now: dt.datetime | None = None) -> dict:
+    """The whole dashboard for ``params`` = {kind, anchor, end, granularity} (``now``: the clock)."""
+    period = period_from_params(params, now)
     granularity = granularity_from_params(params)
     reports.take_served_stale()
     board = reports.dashboard(actor, period, allow_stale=allow_stale)
     count = MAX_TREND_BUCKETS[granularity]
     if granularity == "day" and period.kind in ("month", "custom") and period.days <= 92:
-        count = period.days  # the days of the period itself
+        count = period.days  # the days of the period itself (up to today)
     # While the aggregates are first built there are no figures (and no trend) yet.
-    points = [] if board.computing else reports.trend(actor, granularity, period.last, count, allow_stale=allow_stale)
+    points = (
+        []
+        if board.computing
+        else reports.trend(actor, granularity, period.last, count, allow_stale=allow_stale, now=now)
+    )
     raw = board.raw
     empty = not board.computing and not (
         raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"]
@@ -126,6 +154,11 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False) -> dic
     return {
         "period": board.period,
         "previous": board.previous,
+        "note_zh": comparison_note(period, "zh"),
+        "note_en": comparison_note(period, "en"),
+        # The period reaches today: there is no later one to move to.
+        "latest": period.last >= reports.local_today(now),
+        "partial_bucket": any(p.partial for p in points),
         "cards": [_measure_row(m) for m in board.measures],
         "lifecycle": _breakdown_rows(board.lifecycle, "lifecycle"),
         "sources": _breakdown_rows(board.sources, "source"),
@@ -164,17 +197,35 @@ def segment_from_params(actor: Actor, params: dict) -> tuple[ListQuery | None, s
     return query, ",".join(f"{k}={v[0]}" for k, v in data.items())
 
 
-def segment_report_view(actor: Actor, params: dict) -> dict:
+def segment_text(actor: Actor, params: dict, lang: str) -> str:
+    """The segment of ``params`` as a person reads it, e.g. "生命周期 = 活跃 · 来源 = 微信"."""
+    view_id = str(params.get("view_id") or "")
+    if view_id not in ("", "0"):
+        from meiqia_app.services import saved_views
+
+        name = next((v.name for v in saved_views.list_views(actor) if str(v.id) == view_id), view_id)
+        return f"{tr(lang, 'report.segment_view')} = {name}"
+    parts = []
+    lifecycle = params.get("lifecycle") or ""
+    source = params.get("source") or ""
+    if lifecycle:
+        parts.append(f"{tr(lang, 'report.filter_lifecycle')} = {tr(lang, f'lifecycle.{lifecycle}')}")
+    if source:
+        parts.append(f"{tr(lang, 'report.filter_source')} = {tr(lang, f'source.{source}')}")
+    return " · ".join(parts) or tr(lang, "report.segment_all")
+
+
+def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = None) -> dict:
     """Two periods side by side for a segment, cohorts and top products.
 
     ``params`` = {view_id | lifecycle, source, a_from, a_to, b_from, b_to}.
     """
     require(actor, "report.view", action="report.segment")
     segment, description = segment_from_params(actor, params)
-    period_a = reports.make_period("custom", params.get("a_from"), params.get("a_to"))
-    period_b = reports.make_period("custom", params.get("b_from"), params.get("b_to"))
+    period_a = reports.make_period("custom", params.get("a_from"), params.get("a_to"), now=now)
+    period_b = reports.make_period("custom", params.get("b_from"), params.get("b_to"), now=now)
     comparison = reports.compare_periods(actor, segment, period_a, period_b)
-    cohort_rows = reports.cohorts(actor, 12, period_b.last, segment)
+    cohort_rows = reports.cohorts(actor, 12, period_b.last, segment, now=now)
     products = reports.top_products(actor, segment, period_b, 10)
     rows = []
     for m in comparison.measures:
@@ -196,6 +247,7 @@ def segment_report_view(actor: Actor, params: dict) -> dict:
                 "month": row.month,
                 "size": row.size,
                 "size_text": f"{row.size:,}",
+                # "—": the window has not ended yet (its month is still under way).
                 "retained": [
                     ("—" if n is None else f"{n:,} ({(n / row.size * 100) if row.size else 0:.1f}%)")
                     for n in row.retained
@@ -280,7 +332,9 @@ class _Table:
     row_kinds: list[str] | None = None  # per row (measure tables: each row its own kind in columns 1-2)
 
 
-def _report_tables(actor: Actor, report: str, params: dict, lang: str) -> tuple[str, dict, list[_Table], str]:
+def _report_tables(
+    actor: Actor, report: str, params: dict, lang: str, now: dt.datetime | None = None
+) -> tuple[str, dict, list[_Table], str]:
     """(file stem, audit details, tables, subtitle) of the dashboard or a segment report."""
     if report not in ("dashboard", "segment"):
         raise ValidationError.single("report", "error.bad_choice")
@@ -317,12 +371,12 @@ def _report_tables(actor: Actor, report: str, params: dict, lang: str) -> tuple[
         )
 
     if report == "dashboard":
-        period = period_from_params(params)
+        period = period_from_params(params, now)
         granularity = granularity_from_params(params)
         board = reports.dashboard(actor, period)
         if board.computing:
             raise Conflict("dash.computing")
-        view = dashboard_view(actor, params)
+        view = dashboard_view(actor, params, now=now)
         header = [
             tr(lang, "report.measure"),
             f"{tr(lang, 'dash.previous_period')} {board.previous['label']}",
@@ -349,16 +403,13 @@ def _report_tables(actor: Actor, report: str, params: dict, lang: str) -> tuple[
         ]
         stem = f"dashboard-{board.period['first']}-{board.period['last']}-{granularity}"
         details = {"period": board.period, "granularity": granularity}
-        subtitle = (
-            f"{tr(lang, 'dash.title')} · {tr(lang, 'dash.current_period')} {board.period['label']} · "
-            f"{tr(lang, 'dash.previous_period')} {board.previous['label']}"
-        )
+        subtitle = f"{tr(lang, 'dash.title')} · {comparison_note(period, lang)}"
     else:
         segment, description = segment_from_params(actor, params)
-        period_a = reports.make_period("custom", params.get("a_from"), params.get("a_to"))
-        period_b = reports.make_period("custom", params.get("b_from"), params.get("b_to"))
+        period_a = reports.make_period("custom", params.get("a_from"), params.get("a_to"), now=now)
+        period_b = reports.make_period("custom", params.get("b_from"), params.get("b_to"), now=now)
         comparison = reports.compare_periods(actor, segment, period_a, period_b)
-        view = segment_report_view(actor, params)
+        view = segment_report_view(actor, params, now=now)
         header = [tr(lang, "report.measure"), f"A {period_a.label()}", f"B {period_b.label()}", tr(lang, "dash.change")]
         tables = [
             measures_table("report.sheet_comparison", header, comparison.measures),
@@ -388,7 +439,7 @@ def _report_tables(actor: Actor, report: str, params: dict, lang: str) -> tuple[
         stem = f"report-{period_a.first}-{period_b.last}"
         details = {"segment": description, "a": period_a.to_dict(), "b": period_b.to_dict()}
         subtitle = (
-            f"{tr(lang, 'report.title')} · {tr(lang, 'report.segment')}: {description} · "
+            f"{tr(lang, 'report.title')} · {tr(lang, 'report.segment')}: {segment_text(actor, params, lang)} · "
             f"A {period_a.label()} · B {period_b.label()}"
         )
     return stem, details, tables, subtitle
@@ -399,7 +450,9 @@ def _check_export(actor: Actor, report: str) -> None:
     require(actor, "export.request", action="report.export", target_type="report", target_id=report)
 
 
-def export_xlsx(actor: Actor, report: str, params: dict, lang: str = "zh") -> tuple[str, bytes]:
+def export_xlsx(
+    actor: Actor, report: str, params: dict, lang: str = "zh", now: dt.datetime | None = None
+) -> tuple[str, bytes]:
     """The dashboard (``report='dashboard'``) or a segment report as XLSX, one sheet per table.
 
     Needs report.view and export.request; audited with the parameters. Small
@@ -408,7 +461,7 @@ def export_xlsx(actor: Actor, report: str, params: dict, lang: str = "zh") -> tu
     from openpyxl import Workbook
 
     _check_export(actor, report)
-    stem, details, tables, _subtitle = _report_tables(actor, report, params, lang)
+    stem, details, tables, _subtitle = _report_tables(actor, report, params, lang, now)
     workbook = Workbook()
     workbook.remove(workbook.active)
     for table in tables:
@@ -446,7 +499,8 @@ def _pdf_cell(kind: str | None, value) -> str:
 
 def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: list[_Table], page_label: str) -> None:
     """A4 portrait; a heading per table and the table under it (the numbers every
-    chart of the page draws); Chinese in the embedded TrueType font."""
+    chart of the page draws); Chinese in the embedded TrueType font; a long
+    cell wraps inside its column; "page X of N" at the bottom."""
     from xml.sax.saxutils import escape
 
     from reportlab.lib import colors
@@ -456,13 +510,17 @@ def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: l
     from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
     from meiqia_app.services.exports.fonts import register_cjk_font
+    from meiqia_app.services.exports.pdf_layout import CellWrapper, PageLabel
 
     font = register_cjk_font()
     margin = 15 * mm
-    usable = A4[0] - 2 * margin
+    # The frame's own padding (6 pt each side) is inside the margins.
+    usable = A4[0] - 2 * margin - 12
     title_style = ParagraphStyle("title", fontName=font, fontSize=15, leading=20, spaceAfter=4)
     sub_style = ParagraphStyle("sub", fontName=font, fontSize=9, leading=12, textColor=colors.HexColor("#555555"))
     heading_style = ParagraphStyle("h", fontName=font, fontSize=11, leading=15, spaceBefore=10, spaceAfter=4)
+    wrapper = CellWrapper(font, 8.5, 11, 6)
+    footer = PageLabel(page_label, font, 8)
     story = [
         Paragraph(escape(title), title_style),
         Paragraph(escape(subtitle), sub_style),
@@ -470,15 +528,20 @@ def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: l
         Spacer(1, 4 * mm),
     ]
     for table in tables:
+        columns = len(table.header)
+        first = usable * (0.34 if columns <= 4 else 0.24)
+        widths = [first] + [(usable - first) / (columns - 1)] * (columns - 1)
         rows = []
         for index, row in enumerate(table.rows):
             kinds = list(table.kinds)
             if table.row_kinds:
                 kinds[1] = kinds[2] = table.row_kinds[index]
-            rows.append([_pdf_cell(kind, value) for kind, value in zip(kinds, row)])
-        columns = len(table.header)
-        first = usable * (0.34 if columns <= 4 else 0.24)
-        widths = [first] + [(usable - first) / (columns - 1)] * (columns - 1)
+            rows.append(
+                [
+                    wrapper.cell(_pdf_cell(kind, value), width, right=column > 0)
+                    for column, (kind, value, width) in enumerate(zip(kinds, row, widths))
+                ]
+            )
         style = TableStyle(
             [
                 ("FONTNAME", (0, 0), (-1, -1), font),
@@ -490,8 +553,9 @@ def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: l
                 ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
             ]
         )
+        header = [wrapper.cell(str(text), width) for text, width in zip(table.header, widths)]
         body = rows or [["—"] + [""] * (columns - 1)]
-        grid = Table([table.header] + body, colWidths=widths, repeatRows=1, style=style)
+        grid = Table([header] + body, colWidths=widths, repeatRows=1, style=style)
         story.append(
             KeepTogether([Paragraph(escape(table.title), heading_style), grid])
             if len(body) < 35
@@ -501,10 +565,7 @@ def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: l
             story.append(grid)
 
     def decorate(canvas, doc):
-        canvas.saveState()
-        canvas.setFont(font, 8)
-        canvas.drawRightString(A4[0] - margin, 8 * mm, page_label.format(page=doc.page))
-        canvas.restoreState()
+        footer.draw(canvas, doc.page, A4[0] - margin, 8 * mm)
 
     doc = SimpleDocTemplate(
         str(path),
@@ -515,10 +576,10 @@ def _write_report_pdf(path, title: str, subtitle: str, meta_line: str, tables: l
         bottomMargin=14 * mm,
         title=title,
     )
-    doc.build(story, onFirstPage=decorate, onLaterPages=decorate)
+    doc.build(story, onFirstPage=decorate, onLaterPages=decorate, canvasmaker=footer.canvasmaker)
 
 
-def export_pdf(actor: Actor, report: str, params: dict, lang: str = "zh") -> int:
+def export_pdf(actor: Actor, report: str, params: dict, lang: str = "zh", now: dt.datetime | None = None) -> int:
     """The dashboard or a segment report as a PDF with every table of the page.
 
     Same permissions as the XLSX (report.view + export.request). The file goes
@@ -540,7 +601,7 @@ def export_pdf(actor: Actor, report: str, params: dict, lang: str = "zh") -> int
     from meiqia_app.timeutil import utcnow
 
     _check_export(actor, report)
-    stem, details, tables, subtitle = _report_tables(actor, report, params, lang)
+    stem, details, tables, subtitle = _report_tables(actor, report, params, lang, now)
     settings = get_settings()
     directory = settings.exports_dir
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)

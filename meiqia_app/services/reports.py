@@ -6,6 +6,9 @@ Asia/Shanghai by default): a day starts at local midnight, a week on Monday, a
 month on the 1st. Every period has a *previous* period of the same kind (the
 day / week / month before; for a custom range the same number of days just
 before it), and every measure is reported with its value in both and the change.
+A period under way ends today and is compared with the same days of the one
+before (on 7 December, "this month" is 1–7 December against 1–7 November);
+days that have not happened are never counted or plotted.
 
 Who counts: only customers whose status is ``active`` (archived and trashed
 customers left the working set); orders, conversations and events count only
@@ -107,13 +110,35 @@ def _add_months(day: dt.date, months: int) -> dt.date:
     return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
+def _month_end(day: dt.date) -> dt.date:
+    return _add_months(_month_start(day), 1) - dt.timedelta(days=1)
+
+
+def local_today(now: dt.datetime | None = None) -> dt.date:
+    """The local calendar day of ``now`` (default: the clock)."""
+    return today_local() if now is None else as_utc(now).astimezone(local_zone()).date()
+
+
 @dataclasses.dataclass(frozen=True)
 class Period:
-    """Local calendar days ``first`` .. ``last`` (inclusive)."""
+    """Local calendar days ``first`` .. ``last`` (inclusive).
+
+    A week, month or custom range that contains today ends today: days that
+    have not happened are neither counted nor plotted. ``calendar_last`` then
+    keeps the calendar period's last day, and the previous period is the same
+    days of the period before (1–7 December against 1–7 November), so a period
+    under way is compared like with like.
+    """
 
     kind: str
     first: dt.date
     last: dt.date
+    calendar_last: dt.date | None = None
+
+    @property
+    def to_date(self) -> bool:
+        """Cut at today: the calendar period goes on after ``last``."""
+        return self.calendar_last is not None and self.calendar_last > self.last
 
     @property
     def start_utc(self) -> dt.datetime:
@@ -131,14 +156,20 @@ class Period:
     def previous(self) -> Period:
         if self.kind == "month":
             first = _add_months(self.first, -1)
+            if self.to_date:
+                # The same days of the month before (31 March to date: to the end of February).
+                return Period("month", first, _add_months(self.last, -1))
             return Period("month", first, self.first - dt.timedelta(days=1))
+        if self.kind == "week" and self.to_date:
+            week = dt.timedelta(days=7)
+            return Period("week", self.first - week, self.last - week)
         last = self.first - dt.timedelta(days=1)
         return Period(self.kind, last - dt.timedelta(days=self.days - 1), last)
 
     def label(self) -> str:
         if self.first == self.last:
             return self.first.isoformat()
-        if self.kind == "month":
+        if self.kind == "month" and self.first.day == 1 and self.last == _month_end(self.first):
             return self.first.strftime("%Y-%m")
         return f"{self.first.isoformat()} ~ {self.last.isoformat()}"
 
@@ -148,6 +179,7 @@ class Period:
             "first": self.first.isoformat(),
             "last": self.last.isoformat(),
             "label": self.label(),
+            "to_date": self.to_date,
         }
 
 
@@ -160,28 +192,41 @@ def _parse_day(value, field: str) -> dt.date:
         raise ValidationError.single(field, "error.bad_date") from None
 
 
-def make_period(kind: str, anchor: str | dt.date | None = None, end: str | dt.date | None = None) -> Period:
+def make_period(
+    kind: str,
+    anchor: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    now: dt.datetime | None = None,
+) -> Period:
     """The period of ``kind`` containing ``anchor`` (default today, local);
-    for ``custom``, ``anchor`` .. ``end``. Validates untrusted input."""
+    for ``custom``, ``anchor`` .. ``end``. A period under way ends today
+    (``now``, default the clock); one that has not begun is refused.
+    Validates untrusted input."""
     if kind not in PERIOD_KINDS:
         raise ValidationError.single("period", "error.bad_choice")
-    day = today_local() if anchor in (None, "") else _parse_day(anchor, "anchor")
+    today = local_today(now)
+    day = today if anchor in (None, "") else _parse_day(anchor, "anchor")
     if not dt.date(2000, 1, 1) <= day <= dt.date(2100, 1, 1):
         raise ValidationError.single("anchor", "error.bad_date")
     if kind == "day":
-        return Period("day", day, day)
-    if kind == "week":
+        first = last = day
+    elif kind == "week":
         first = day - dt.timedelta(days=day.weekday())
-        return Period("week", first, first + dt.timedelta(days=6))
-    if kind == "month":
-        first = _month_start(day)
-        return Period("month", first, _add_months(first, 1) - dt.timedelta(days=1))
-    last = _parse_day(end, "end") if end not in (None, "") else day
-    if last < day:
-        raise ValidationError.single("end", "report.error_range_order")
-    if (last - day).days + 1 > MAX_CUSTOM_DAYS:
-        raise ValidationError.single("end", "report.error_range_long", max=MAX_CUSTOM_DAYS)
-    return Period("custom", day, last)
+        last = first + dt.timedelta(days=6)
+    elif kind == "month":
+        first, last = _month_start(day), _month_end(day)
+    else:
+        first = day
+        last = _parse_day(end, "end") if end not in (None, "") else day
+        if last < first:
+            raise ValidationError.single("end", "report.error_range_order")
+        if (last - first).days + 1 > MAX_CUSTOM_DAYS:
+            raise ValidationError.single("end", "report.error_range_long", max=MAX_CUSTOM_DAYS)
+    if first > today:
+        raise ValidationError.single("anchor", "report.error_future")
+    if last > today:
+        return Period(kind, first, today, calendar_last=last)
+    return Period(kind, first, last)
 
 
 def bucket_starts(granularity: str, last_day: dt.date, count: int) -> list[dt.date]:
@@ -578,6 +623,16 @@ class Measure:
             return None
         return (self.value - self.previous) / self.previous
 
+    @property
+    def better(self) -> str | None:
+        """Which way is good news: "up", "down", or None when neither is."""
+        return BETTER_DIRECTION.get(self.key, "up")
+
+
+# Which way each measure should move (default "up"). Fewer complaints are good
+# news; more inquiries are more work or more interest, so neither way is.
+BETTER_DIRECTION: dict[str, str | None] = {"complaint_share": "down", "complaints": "down", "conversations": None}
+
 
 def period_measures(conn: Connection, period: Period, seg: list) -> dict[str, float | None]:
     """Every headline figure for one period (raw numbers; cents for money)."""
@@ -927,6 +982,7 @@ class TrendPoint:
     orders: int
     amount_cents: int
     conversations: int
+    partial: bool = False  # the bucket (a week or month) is under way: only the days up to today
 
 
 def trend(
@@ -936,14 +992,24 @@ def trend(
     count: int | None = None,
     segment: ListQuery | None = None,
     allow_stale: bool = False,
+    now: dt.datetime | None = None,
 ) -> list[TrendPoint]:
-    """New customers, paid orders, amount and conversations per local bucket; empty buckets are 0."""
+    """New customers, paid orders, amount and conversations per local bucket; empty buckets are 0.
+
+    The buckets end at ``last_day`` or today (``now``), whichever is earlier:
+    days that have not happened are not plotted. A week or month under way is
+    flagged ``partial``."""
     require(actor, "report.view", action="report.trend")
     if granularity not in GRANULARITIES:
         raise ValidationError.single("granularity", "error.bad_choice")
-    day = today_local() if last_day in (None, "") else _parse_day(last_day, "last_day")
+    today = local_today(now)
+    day = today if last_day in (None, "") else min(_parse_day(last_day, "last_day"), today)
     count = TREND_DEFAULT_BUCKETS[granularity] if count is None else count
     starts = bucket_starts(granularity, day, count)
+
+    def under_way(start_day: dt.date) -> bool:
+        return _bucket_end(granularity, start_day) > today + dt.timedelta(days=1)
+
     if segment is None and _aggregates_ready():
         with get_engine().connect() as conn:
             per_day = aggregates.daily(conn, starts[0], _bucket_end(granularity, starts[-1]) - dt.timedelta(days=1))
@@ -956,7 +1022,7 @@ def trend(
                 if values:
                     sums = [a + b for a, b in zip(sums, values)]
             label = start_day.strftime("%Y-%m") if granularity == "month" else start_day.strftime("%m-%d")
-            points.append(TrendPoint(start_day.isoformat(), label, *sums))
+            points.append(TrendPoint(start_day.isoformat(), label, *sums, partial=under_way(start_day)))
         return points
 
     def compute(conn: Connection) -> list[TrendPoint]:
@@ -1005,11 +1071,13 @@ def trend(
                 orders, amount = orders - len(mine), amount - sum(mine)
                 chats -= sum(1 for started in excluded_chats if start <= started < end)
             label = start_day.strftime("%Y-%m") if granularity == "month" else start_day.strftime("%m-%d")
-            points.append(TrendPoint(start_day.isoformat(), label, new, orders, amount, int(chats)))
+            points.append(
+                TrendPoint(start_day.isoformat(), label, new, orders, amount, int(chats), partial=under_way(start_day))
+            )
         return points
 
     signature = segment.signature() if segment is not None else ""
-    return _cached("trend", (granularity, starts[0], len(starts), signature), compute, allow_stale)
+    return _cached("trend", (granularity, starts[0], len(starts), signature, today), compute, allow_stale)
 
 
 # --- segment reports -----------------------------------------------------------------------
@@ -1057,29 +1125,40 @@ def compare_periods(actor: Actor, segment: ListQuery | None, period_a: Period, p
 class CohortRow:
     month: str  # YYYY-MM of registration
     size: int
-    retained: list[int | None]  # per COHORT_OFFSETS; None when that month has not started yet
+    retained: list[int | None]  # per COHORT_OFFSETS; None while that month has not ended
 
     def rates(self) -> list[float | None]:
         return [None if n is None or not self.size else n / self.size for n in self.retained]
 
 
 def cohorts(
-    actor: Actor, months: int = 12, last_month: dt.date | str | None = None, segment: ListQuery | None = None
+    actor: Actor,
+    months: int = 12,
+    last_month: dt.date | str | None = None,
+    segment: ListQuery | None = None,
+    now: dt.datetime | None = None,
 ) -> list[CohortRow]:
     """Customers registered in month M and still active (last activity on or
-    after the start of month M+k) for k in COHORT_OFFSETS."""
+    after the start of month M+k) for k in COHORT_OFFSETS.
+
+    A figure is given only once month M+k has ended (``now``, default the
+    clock): before that the window is incomplete and the figure is None."""
     require(actor, "report.view", action="report.cohorts")
     months = max(1, min(int(months), 36))
-    anchor = today_local() if last_month in (None, "") else _parse_day(last_month, "last_month")
+    now = as_utc(now) if now is not None else utcnow()
+    anchor = local_today(now) if last_month in (None, "") else _parse_day(last_month, "last_month")
     firsts = [_add_months(_month_start(anchor), -i) for i in range(months - 1, -1, -1)]
-    now = utcnow()
+
+    def complete(first: dt.date) -> list[bool]:
+        return [local_day_start_utc(_add_months(first, k + 1)) <= now for k in COHORT_OFFSETS]
+
     if segment is None and _aggregates_ready():
         rows = []
         with get_engine().connect() as conn:
             for first in firsts:
                 boundaries = [_add_months(first, k) for k in COHORT_OFFSETS]
                 size, retained = aggregates.cohort(conn, first, boundaries)
-                opened = [local_day_start_utc(b) <= now for b in boundaries]
+                opened = complete(first)
                 rows.append(
                     CohortRow(
                         first.strftime("%Y-%m"), size, [n if is_open else None for n, is_open in zip(retained, opened)]
@@ -1096,7 +1175,7 @@ def cohorts(
             for first in firsts:
                 boundaries = [_add_months(first, k) for k in COHORT_OFFSETS]
                 size, retained = totals.cohort(first, boundaries)
-                opened = [local_day_start_utc(b) <= now for b in boundaries]
+                opened = complete(first)
                 rows.append(
                     CohortRow(
                         first.strftime("%Y-%m"), size, [n if is_open else None for n, is_open in zip(retained, opened)]
@@ -1109,10 +1188,9 @@ def cohorts(
             start = local_day_start_utc(first)
             end = local_day_start_utc(_add_months(first, 1))
             columns = [func.count()]
-            offsets_open = []
+            offsets_open = complete(first)
             for k in COHORT_OFFSETS:
                 boundary = local_day_start_utc(_add_months(first, k))
-                offsets_open.append(boundary <= now)
                 columns.append(func.coalesce(func.sum(case((C.last_active_at >= boundary, 1), else_=0)), 0))
             values = conn.execute(
                 select(*columns)
@@ -1124,7 +1202,7 @@ def cohorts(
         return rows
 
     signature = segment.signature() if segment is not None else ""
-    return _cached("cohorts", (signature, firsts[0], months, now.date()), compute)
+    return _cached("cohorts", (signature, firsts[0], months, local_today(now)), compute)
 
 
 @dataclasses.dataclass
@@ -1204,3 +1282,12 @@ def change_direction(measure: Measure) -> str:
     if change is None or abs(change) < 1e-12:
         return "flat"
     return "up" if change > 0 else "down"
+
+
+def change_tone(measure: Measure) -> str:
+    """ "good", "bad" or "neutral": the change read against the way the measure should move."""
+    direction = change_direction(measure)
+    better = measure.better
+    if direction == "flat" or better is None:
+        return "neutral"
+    return "good" if direction == better else "bad"

@@ -887,7 +887,8 @@ DEFAULTS_MARKER = "rules.defaults_installed"
 
 DEFAULT_RULES: tuple[tuple[str, str, str, list[dict]], ...] = (
     # tag name, match, mode, conditions
-    ("新客户", "all", "sync", [{"field": "first_purchase_days", "op": "lte", "value": 30}]),
+    # New = registered within the last 30 days; in sync mode the nightly run takes it off again.
+    ("新客户", "all", "sync", [{"field": "registered_days", "op": "lte", "value": 30}]),
     ("高频客户", "all", "sync", [{"field": "orders_paid_count", "op": "gte", "value": 3, "days": 30}]),
     ("金卡会员", "all", "sync", [{"field": "total_spent", "op": "gte", "value": 10000}]),
     (

@@ -234,10 +234,79 @@ def update_tag(actor: Actor, tag_id: int, name: str, group: str, color: str, des
 # --- merge / delete -----------------------------------------------------------------
 
 
-def merge_tags(actor: Actor, source_id: int, target_id: int) -> int:
+#: When both tags of a merge have at least this many customers, the person types
+#: the name of the tag that will disappear (a merge cannot be undone).
+MERGE_CONFIRM_USAGE = 50
+
+
+@dataclasses.dataclass
+class MergePreview:
+    """What a merge would do, shown before it is done."""
+
+    source_id: int
+    source_name: str
+    source_usage: int
+    target_id: int
+    target_name: str
+    target_usage: int
+    both: int  # customers that have both tags
+    needs_confirm: bool  # both tags are big: the source's name must be typed
+
+
+def _merge_figures(conn, source_id: int, target_id: int) -> tuple[int, int, int]:
+    """(customers with the source, with the target, with both)."""
+    other = TagAssignment.__table__.alias("other")
+    counts = dict(
+        conn.execute(
+            select(TA.tag_id, func.count()).where(TA.tag_id.in_((source_id, target_id))).group_by(TA.tag_id)
+        ).all()
+    )
+    both = conn.execute(
+        select(func.count())
+        .select_from(TagAssignment.__table__)
+        .where(
+            TA.tag_id == source_id,
+            exists().where(other.c.customer_id == TA.customer_id, other.c.tag_id == target_id),
+        )
+    ).scalar_one()
+    return int(counts.get(source_id, 0)), int(counts.get(target_id, 0)), int(both)
+
+
+def _needs_confirm(source_usage: int, target_usage: int) -> bool:
+    return min(source_usage, target_usage) >= MERGE_CONFIRM_USAGE
+
+
+def merge_preview(actor: Actor, source_id: int, target_id: int) -> MergePreview:
+    """Both tags' customer counts (and the overlap) for the merge dialog."""
+    source_id, target_id = parse_id(source_id), parse_id(target_id)
+    require(actor, "tag.manage", action="tag.merge_preview", target_type="tag", target_id=source_id)
+    if source_id == target_id:
+        raise ValidationError.single("target", "tagadmin.merge_same")
+    with read_connection() as conn:
+        names = dict(conn.execute(select(T.id, T.name).where(T.id.in_((source_id, target_id)))).all())
+        if source_id not in names or target_id not in names:
+            raise NotFound()
+        source_usage, target_usage, both = _merge_figures(conn, source_id, target_id)
+    return MergePreview(
+        source_id=source_id,
+        source_name=names[source_id],
+        source_usage=source_usage,
+        target_id=target_id,
+        target_name=names[target_id],
+        target_usage=target_usage,
+        both=both,
+        needs_confirm=_needs_confirm(source_usage, target_usage),
+    )
+
+
+def merge_tags(actor: Actor, source_id: int, target_id: int, confirm: str = "") -> int:
     """Merge tag ``source`` into ``target``: assignments move (no duplicates; a
     manual assignment wins over a rule one), rules of the source now assign the
-    target, the source disappears. Returns how many customers newly got the target."""
+    target, the source disappears. Returns how many customers newly got the target.
+
+    When both tags have ``MERGE_CONFIRM_USAGE`` customers or more, ``confirm``
+    must be the source tag's name as typed by the person (checked here, not
+    only in the dialog)."""
     source_id, target_id = parse_id(source_id), parse_id(target_id)
     require(actor, "tag.manage", action="tag.merge", target_type="tag", target_id=source_id)
     if source_id == target_id:
@@ -246,6 +315,15 @@ def merge_tags(actor: Actor, source_id: int, target_id: int) -> int:
         source, target = session.get(Tag, source_id), session.get(Tag, target_id)
         if source is None or target is None:
             raise NotFound()
+        source_usage, target_usage, _both = _merge_figures(session.connection(), source_id, target_id)
+        if _needs_confirm(source_usage, target_usage) and tag_key(str(confirm or "")) != source.name_key:
+            raise ValidationError.single(
+                "confirm",
+                "tagadmin.merge_confirm_mismatch",
+                name=source.name,
+                source_count=source_usage,
+                target_count=target_usage,
+            )
         src = TagAssignment.__table__.alias("src")
         dst = TagAssignment.__table__.alias("dst")
         # Customers with both: a manual source assignment makes the target manual.
@@ -345,6 +423,8 @@ class NearDuplicate:
     b_id: int
     b_name: str
     reason: str  # "edit_distance" | "pinyin"
+    a_usage: int = 0
+    b_usage: int = 0
 
 
 @dataclasses.dataclass
@@ -368,27 +448,71 @@ def edit_distance(a: str, b: str) -> int:
     return previous[-1]
 
 
+def edited_characters(a: str, b: str) -> set[str]:
+    """The characters an optimal (Levenshtein) alignment of ``a`` and ``b``
+    substitutes, inserts or deletes."""
+    rows = [list(range(len(b) + 1))]
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            row.append(min(rows[i - 1][j] + 1, row[j - 1] + 1, rows[i - 1][j - 1] + (ca != cb)))
+        rows.append(row)
+    changed: set[str] = set()
+    i, j = len(a), len(b)
+    while i or j:
+        if i and j and rows[i][j] == rows[i - 1][j - 1] + (a[i - 1] != b[j - 1]):
+            if a[i - 1] != b[j - 1]:
+                changed |= {a[i - 1], b[j - 1]}
+            i, j = i - 1, j - 1
+        elif i and rows[i][j] == rows[i - 1][j] + 1:
+            changed.add(a[i - 1])
+            i -= 1
+        else:
+            changed.add(b[j - 1])
+            j -= 1
+    return changed
+
+
+def _typo_character(char: str) -> bool:
+    """A character whose change can be a slip of the keyboard: a Latin letter,
+    a space or punctuation. A different Chinese character (金卡 / 银卡), digit
+    (2025 / 2026) or symbol makes a different tag."""
+    import unicodedata
+
+    if unicodedata.category(char)[0] in ("P", "Z"):
+        return True
+    return char.isalpha() and "LATIN" in unicodedata.name(char, "")
+
+
 def _close(a: str, b: str) -> bool:
-    """Near-duplicate by spelling: one edit for short names, two for long ones."""
+    """Near-duplicate by spelling: one edit for short names, two for long ones,
+    and every edited character one a typo could change (see ``_typo_character``)."""
     shortest = min(len(a), len(b))
     if shortest < 2:
         return False
     limit = 1 if shortest < 6 else 2
-    return abs(len(a) - len(b)) <= limit and edit_distance(a, b) <= limit
+    if abs(len(a) - len(b)) > limit or edit_distance(a, b) > limit:
+        return False
+    return all(_typo_character(char) for char in edited_characters(a, b))
 
 
-def near_duplicates(names: list[tuple[int, str]]) -> list[NearDuplicate]:
-    """Pairs of tags that look like the same tag: same pinyin, or a small edit distance."""
+def near_duplicates(names: list[tuple[int, str]], usage: dict[int, int] | None = None) -> list[NearDuplicate]:
+    """Pairs of tags that look like the same tag: same pinyin (a homophone typed
+    by mistake), or a small edit of letters, spaces or punctuation. Names that
+    differ in a Chinese character with another sound, or in a digit, are
+    different tags and never proposed."""
     from meiqia_app.services.search_text import pinyin_of
 
+    usage = usage or {}
     keyed = [(tag_id, name, tag_key(name), pinyin_of(name)[0]) for tag_id, name in names]
     pairs = []
     for i, (a_id, a_name, a_key, a_pinyin) in enumerate(keyed):
         for b_id, b_name, b_key, b_pinyin in keyed[i + 1 :]:
+            counts = (usage.get(a_id, 0), usage.get(b_id, 0))
             if a_pinyin and a_pinyin == b_pinyin:
-                pairs.append(NearDuplicate(a_id, a_name, b_id, b_name, "pinyin"))
+                pairs.append(NearDuplicate(a_id, a_name, b_id, b_name, "pinyin", *counts))
             elif _close(a_key, b_key):
-                pairs.append(NearDuplicate(a_id, a_name, b_id, b_name, "edit_distance"))
+                pairs.append(NearDuplicate(a_id, a_name, b_id, b_name, "edit_distance", *counts))
     return pairs
 
 
@@ -409,7 +533,7 @@ def tag_hygiene(actor: Actor, idle_days: int = 90, now: dt.datetime | None = Non
     return Hygiene(
         unused=unused,
         stale=stale,
-        near_duplicates=near_duplicates([(v.id, v.name) for v in views]),
+        near_duplicates=near_duplicates([(v.id, v.name) for v in views], {v.id: v.usage for v in views}),
         idle_days=idle_days,
     )
 

@@ -48,6 +48,10 @@ class DashboardState(AppState):
     trend: list[dict[str, Any]] = []
     period_label: str = ""
     previous_label: str = ""
+    note_zh: str = ""
+    note_en: str = ""
+    latest: bool = False
+    partial_bucket: bool = False
     period_first: str = ""
     period_last: str = ""
     computed_at: str = ""
@@ -90,11 +94,16 @@ class DashboardState(AppState):
         self.trend = view["trend"]
         self.period_label = view["period"]["label"]
         self.previous_label = view["previous"]["label"]
+        self.note_zh, self.note_en = view["note_zh"], view["note_en"]
+        self.latest = view["latest"]
+        self.partial_bucket = view["partial_bucket"]
         self.period_first = view["period"]["first"]
         self.period_last = view["period"]["last"]
         # The anchor stays the date the person chose (switching day / week /
-        # month keeps the period around it); it is filled in on first load.
-        self.anchor = self.anchor or view["period"]["first"]
+        # month keeps the period around it); it is filled in on first load:
+        # today while the period is under way, so "week" is this week.
+        period = view["period"]
+        self.anchor = self.anchor or (period["last"] if period.get("to_date") else period["first"])
         self.end = view["period"]["last"] if self.kind == "custom" else ""
         self.computed_at = view["computed_at"]
         self.empty = view["empty"]
@@ -155,6 +164,8 @@ class DashboardState(AppState):
     async def shift(self, step: int):
         try:
             step = 1 if int(step) > 0 else -1
+            if step > 0 and self.latest:
+                return  # no period after today's
             params = report_views.shift_period(self._params(), step)
         except (TypeError, ValueError):
             return

@@ -11,6 +11,7 @@ from meiqia_app.models.tag import TAG_GROUPS
 from meiqia_app.services import jobs, lifecycle_update, rules, tags
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.services.rbac import Actor
+from meiqia_app.services.tag_names import tag_key
 from meiqia_app.services.tags import NearDuplicate, TagView
 from meiqia_app.state.base import AppState
 
@@ -74,6 +75,14 @@ class TagsAdminState(AppState):
     merge_source_id: int = 0
     merge_source_name: str = ""
     merge_target: str = ""
+    # the chosen target's preview: both tags' customer counts, the overlap, whether a typed confirmation is needed
+    merge_ready: bool = False
+    merge_source_count: int = 0
+    merge_target_name: str = ""
+    merge_target_count: int = 0
+    merge_both: int = 0
+    merge_needs_confirm: bool = False
+    merge_confirm: str = ""
 
     # delete
     delete_open: bool = False
@@ -316,6 +325,28 @@ class TagsAdminState(AppState):
         return rx.toast.success(self._tr("tagadmin.saved", name=self.edit_name))
 
     # --- merge --------------------------------------------------------------------------
+    def _reset_merge(self, source: TagView) -> None:
+        self.merge_source_id, self.merge_source_name, self.merge_target = source.id, source.name, ""
+        self.merge_ready, self.merge_needs_confirm, self.merge_confirm = False, False, ""
+        self.merge_source_count, self.merge_target_name, self.merge_target_count, self.merge_both = (
+            source.usage,
+            "",
+            0,
+            0,
+        )
+
+    async def _load_merge_preview(self) -> None:
+        self.merge_ready, self.merge_confirm = False, ""
+        if not self.merge_target:
+            return
+        preview = await self._call(
+            tags.merge_preview, self._actor(), self.merge_source_id, self._as_id(self.merge_target)
+        )
+        self.merge_source_count, self.merge_target_name = preview.source_usage, preview.target_name
+        self.merge_target_count, self.merge_both = preview.target_usage, preview.both
+        self.merge_needs_confirm = preview.needs_confirm
+        self.merge_ready = True
+
     @rx.event
     def open_merge(self, tag_id: int):
         try:
@@ -325,23 +356,57 @@ class TagsAdminState(AppState):
         tag = next((v for v in self.tags if v.id == tag_id), None)
         if tag is None:
             return
-        self.merge_source_id, self.merge_source_name, self.merge_target = tag.id, tag.name, ""
+        self._reset_merge(tag)
         self.merge_open = True
+
+    @rx.event
+    async def open_merge_into(self, source_id: int, target_id: int):
+        """From a near-duplicate pair: the dialog opens with both tags' counts; nothing is merged yet."""
+        try:
+            source_id, target_id = self._as_id(source_id), self._as_id(target_id)
+        except ValidationError:
+            return None
+        tag = next((v for v in self.tags if v.id == source_id), None)
+        if tag is None or not any(v.id == target_id for v in self.tags):
+            return None
+        self._reset_merge(tag)
+        self.merge_target = str(target_id)
+        self.merge_open = True
+        try:
+            await self._load_merge_preview()
+        except AppError as error:
+            return self._on_error(error)
+        return None
 
     @rx.event
     def set_merge_open(self, value: bool):
         self.merge_open = bool(value)
 
     @rx.event
-    def set_merge_target(self, value: str):
+    async def set_merge_target(self, value: str):
         self.merge_target = str(value or "")[:20]
+        try:
+            await self._load_merge_preview()
+        except AppError as error:
+            return self._on_error(error)
+        return None
+
+    @rx.event
+    def set_merge_confirm(self, value: str):
+        self.merge_confirm = str(value or "")[:64]
+
+    @rx.var
+    def merge_can_submit(self) -> bool:
+        if not self.merge_ready:
+            return False
+        return not self.merge_needs_confirm or tag_key(self.merge_confirm) == tag_key(self.merge_source_name)
 
     @rx.event
     async def merge(self):
         try:
             actor = self._actor()
             target = self._as_id(self.merge_target)
-            moved = await self._call(tags.merge_tags, actor, self.merge_source_id, target)
+            moved = await self._call(tags.merge_tags, actor, self.merge_source_id, target, self.merge_confirm)
             self.merge_open = False
             await self._reload()
         except AppError as error:

@@ -61,18 +61,46 @@ def test_manager_dashboard_period_change_and_export(page, app_server):
     login(page, app_server, "manager", next_path="/")
     value = page.locator("#kpi-new_customers-value")
     expect(value).to_be_visible(timeout=30_000)
-    this_month = dt.datetime.now(ZONE).date().replace(day=1)
-    expect(page.locator("#period-label")).to_have_text(this_month.strftime("%Y-%m"))
+    today = dt.datetime.now(ZONE).date()
+    this_month = today.replace(day=1)
+    # This month is under way: its days up to today, against the same days of last month.
+    so_far = today.isoformat() if today == this_month else f"{this_month.isoformat()} ~ {today.isoformat()}"
+    month_ends_today = (today + dt.timedelta(days=1)).day == 1
+    if month_ends_today:  # the whole month has happened: compared with the whole month before
+        so_far = this_month.strftime("%Y-%m")
+    expect(page.locator("#period-label")).to_have_text(so_far)
+    if not month_ends_today:
+        expect(page.locator("#period-note")).to_contain_text("本月截至今天")
+        expect(page.locator("#period-note")).to_contain_text("对比上月同期")
+    expect(page.locator("#period-next")).to_be_disabled()
     expect(value).to_have_text(f"{_new_customers(app_server, this_month):,}")
-    # Tables beside the charts are filled.
-    expect(page.locator("#trend-table tbody tr").first).to_be_visible()
+    # Tables beside the charts are filled; the trend has no day after today.
+    expect(page.locator("#trend-table tbody tr")).to_have_count(today.day)
+    expect(page.locator("#trend-table tbody tr").last).to_contain_text(today.isoformat())
     expect(page.locator("#sources-table tbody tr")).to_have_count(8)
+    # The arrow's colour says whether the change is good news: fewer complaints are.
+    complaints = page.locator("#kpi-complaint_share .kpi-change")
+    change = complaints.inner_text()  # "-0.7 pp", "+1.2 pp", "+0.0 pp" or "—"
+    points = float(change.split()[0]) if change.startswith(("+", "-")) else 0.0
+    if points:
+        expect(complaints).to_have_attribute("data-tone", "good" if points < 0 else "bad")
     _shot(page, "dashboard-manager")
+
+    # This week so far, against the same weekdays of last week; back to the month.
+    page.locator("#period-week").click()
+    if today.weekday() < 6:  # on a Sunday the week is whole
+        expect(page.locator("#period-note")).to_contain_text("本周截至今天")
+        expect(page.locator("#period-note")).to_contain_text("对比上周同期")
+    expect(page.locator("#period-next")).to_be_disabled()
+    page.locator("#period-month").click()
+    expect(page.locator("#period-label")).to_have_text(so_far)
 
     # The month before: the figures change and match the database.
     previous_month = (this_month - dt.timedelta(days=1)).replace(day=1)
     page.locator("#period-prev").click()
     expect(page.locator("#period-label")).to_have_text(previous_month.strftime("%Y-%m"))
+    expect(page.locator("#period-note")).to_contain_text("对比上期")
+    expect(page.locator("#period-next")).to_be_enabled()
     expect(value).to_have_text(f"{_new_customers(app_server, previous_month):,}")
     shown = _number(value.inner_text())
     shown_total = _number(page.locator("#kpi-total_customers-value").inner_text())
@@ -117,7 +145,11 @@ def test_manager_compares_two_periods_and_exports(page, app_server):
     login(page, app_server, "manager", next_path="/reports")
     table = page.locator("#comparison-table tbody tr")
     expect(table.first).to_be_visible(timeout=30_000)
-    expect(page.locator("#cohort-table tbody tr")).to_have_count(12)
+    cohorts = page.locator("#cohort-table tbody tr")
+    expect(cohorts).to_have_count(12)
+    # The month after last month's registrations is still under way: no retention figure yet.
+    for row in (cohorts.nth(11), cohorts.nth(10)):
+        expect(row.locator("td").nth(2)).to_have_text("—")
     # Period B: this month so far; period A: the month before.
     today = dt.datetime.now(ZONE).date()
     first = today.replace(day=1)

@@ -94,6 +94,11 @@ def test_manager_merges_and_deletes_tags_with_counts(page, app_server):
     page.locator(f"#merge-tag-{source}").click()
     page.locator("#merge-target").click()
     page.get_by_role("option", name="合并目标E2E").click()
+    # Both tags' counts before anything is merged; small tags need no typed confirmation.
+    expect(page.locator("#merge-counts")).to_contain_text("“合并源E2E”：4 位客户")
+    expect(page.locator("#merge-counts")).to_contain_text("“合并目标E2E”：2 位客户")
+    expect(page.locator("#merge-counts")).to_contain_text("其中 1 位客户两个标签都有")
+    expect(page.locator("#merge-confirm")).to_have_count(0)
     page.locator("#merge-submit").click()
     expect(page.locator("#tag-table").get_by_text("合并源E2E")).to_have_count(0)
     expect(page.locator(f"#usage-{target}")).to_have_text("5")
@@ -115,3 +120,39 @@ def test_manager_merges_and_deletes_tags_with_counts(page, app_server):
 
     page.locator("#tab-hygiene").click()
     expect(page.get_by_text("从未使用的标签")).to_be_visible()
+    # Gold and silver members are different tiers, not a misspelling of one another.
+    expect(page.locator(".near-duplicate", has_text="金卡会员").filter(has_text="银卡会员")).to_have_count(0)
+
+
+def test_merging_two_big_tags_needs_the_typed_name(page, app_server):
+    login(page, app_server, "manager", next_path="/tags")
+    for name in ("大源E2E", "大目标E2E"):
+        page.locator("#new-tag").click()
+        page.locator("#tag-name").fill(name)
+        page.locator("#tag-save").click()
+        expect(page.locator("#tag-table").get_by_text(name)).to_be_visible()
+    with _db(app_server) as db:
+        source = db.execute("SELECT id FROM tag WHERE name = '大源E2E'").fetchone()[0]
+        target = db.execute("SELECT id FROM tag WHERE name = '大目标E2E'").fetchone()[0]
+        ids = [r[0] for r in db.execute("SELECT id FROM customer WHERE status = 'active' ORDER BY id LIMIT 120")]
+        db.executemany(
+            "INSERT INTO tag_assignment (customer_id, tag_id, source, assigned_at) "
+            "VALUES (?, ?, 'manual', '2026-11-01 00:00:00.000000')",
+            [(i, source) for i in ids[:60]] + [(i, target) for i in ids[60:]],
+        )
+    page.reload()
+    expect(page.locator(f"#usage-{source}")).to_have_text("60")
+    page.locator(f"#merge-tag-{source}").click()
+    page.locator("#merge-target").click()
+    page.get_by_role("option", name="大目标E2E").click()
+    expect(page.locator("#merge-counts")).to_contain_text("“大源E2E”：60 位客户")
+    expect(page.locator("#merge-counts")).to_contain_text("“大目标E2E”：60 位客户")
+    submit = page.locator("#merge-submit")
+    expect(submit).to_be_disabled()
+    page.locator("#merge-confirm").fill("大目标E2E")
+    expect(submit).to_be_disabled()
+    page.locator("#merge-confirm").fill("大源E2E")
+    expect(submit).to_be_enabled()
+    submit.click()
+    expect(page.locator("#tag-table").get_by_text("大源E2E")).to_have_count(0)
+    expect(page.locator(f"#usage-{target}")).to_have_text("120")

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import zipfile
 
 import msoffcrypto
@@ -138,6 +139,7 @@ def test_pdf_text_holds_the_chinese_names_of_the_first_rows(seeded_actors):
         assert e.name in text
     assert "第 1 页" in text and "导出人" in text
     assert len(reader.pages) >= 2
+    assert re.search(rf"第 1 页 / 共\s*{len(reader.pages)}\s*页", text)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "pdf"])
@@ -544,3 +546,82 @@ def test_protected_xlsx_is_encrypted_as_a_stream(tmp_path):
     # A few buffers, not the file (msoffcrypto's own encrypt held about three times the file).
     assert peak < 4 * 1024 * 1024
     assert _decrypted(locked, PASSWORD) == plain.read_bytes()
+
+
+def _customer_pdf(tmp_path, lang: str, tag_list: str, rows: int = 90):
+    from meiqia_app.i18n import tr
+    from meiqia_app.services.exports.writers import ExportMeta, write_pdf
+
+    fields = ("id", "name", "tags", "city", "registered_at", "order_count", "total_spent", "email", "source")
+    keys = ("exporter", "exported_at", "scope", "page", "title")
+    meta = ExportMeta(
+        exporter="王经理",
+        exported_at=dt.datetime(2026, 12, 7, 10),
+        scope_text="来源渠道: 微信",
+        headers=tuple(tr(lang, f"export.field.{f}") for f in fields),
+        fields=fields,
+        lang=lang,
+        labels={key: tr(lang, f"export.meta.{key}") for key in keys},
+    )
+    data = [
+        [
+            i,
+            f"客户{i}",
+            tag_list if i % 3 == 0 else "金卡会员",
+            "杭州",
+            dt.datetime(2026, 11, 1, 8),
+            i,
+            12.5,
+            "a@b.cn",
+            "微信",
+        ]
+        for i in range(1, rows + 1)
+    ]
+    path = tmp_path / f"customers-{lang}.pdf"
+    write_pdf(path, meta, iter([data]))
+    return path, meta
+
+
+def test_pdf_long_tag_list_wraps_inside_its_column(tmp_path):
+    """Every piece of text of the tag column lies between the column's left edge
+    and the next column's (the column titles mark where each column begins)."""
+    tag_list = "、".join(["高价值客户", "金卡会员", "投诉客户", "待回访", "双十一活动", "直播间粉丝", "老客户推荐"] * 2)
+    path, meta = _customer_pdf(tmp_path, "zh", tag_list)
+    reader = PdfReader(path)
+    tags_title, city_title = meta.headers[2], meta.headers[3]
+    wrapped_rows = 0
+    for page in reader.pages:
+        pieces: list[tuple[float, float, str]] = []
+
+        def visit(text, cm, tm, _font, size, pieces=pieces):
+            if text.strip():
+                pieces.append((tm[4] * cm[0] + tm[5] * cm[2] + cm[4], size, text.strip()))
+
+        page.extract_text(visitor_text=visit)
+        starts = {text: x for x, _size, text in pieces}
+        left, right = starts[tags_title], starts[city_title]
+        tag_pieces = [(x, size, text) for x, size, text in pieces if "高价值客户" in text or "直播间" in text]
+        assert tag_pieces
+        for x, size, text in tag_pieces:
+            assert x >= left - 0.5, text
+            # Chinese characters and "、" are one em wide in the embedded font.
+            assert x + len(text) * size <= right, (text, x, right)
+        wrapped_rows += sum(1 for _x, _s, text in tag_pieces if text.startswith("高价值客户"))
+    # Nothing was cut: the whole list is there, over several lines.
+    text = "".join(page.extract_text() for page in reader.pages).replace("\n", "")
+    assert tag_list in text
+    assert wrapped_rows == 30
+
+
+@pytest.mark.parametrize(
+    "lang,pattern",
+    [("zh", r"第 {page} 页 / 共\s*{pages}\s*页"), ("en", r"Page {page} of\s*{pages}\b")],
+)
+def test_pdf_every_page_says_page_x_of_n(tmp_path, lang, pattern):
+    import re
+
+    path, _meta = _customer_pdf(tmp_path, lang, "、".join(["高价值客户"] * 30), rows=150)
+    pages = PdfReader(path).pages
+    assert len(pages) >= 3
+    for number, page in enumerate(pages, start=1):
+        assert re.search(pattern.format(page=number, pages=len(pages)), page.extract_text())

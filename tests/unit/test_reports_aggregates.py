@@ -64,17 +64,23 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
             wanted["amount_cents"],
             wanted["conversations"],
         )
-    now = dt.datetime.now(UTC)
-    for row in reports.cohorts(actor, 12, "2026-10-01"):
+    now = dt.datetime(2026, 12, 7, 3, tzinfo=UTC)
+
+    def retained_wanted(members, first: dt.date, k: int):
+        """None until month M+k has ended; then those active on or after its start."""
+        boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
+        window_end = dt.datetime.combine(reports._add_months(first, k + 1), dt.time.min, tzinfo=tz).astimezone(UTC)
+        if window_end > now:
+            return None
+        return sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary)
+
+    for row in reports.cohorts(actor, 12, "2026-10-01", now=now):
         first = dt.date.fromisoformat(row.month + "-01")
         start, end = bounds(first, reports._add_months(first, 1) - dt.timedelta(days=1), zone)
         members = [c for c in live if start <= c["registered"] < end]
         assert row.size == len(members)
         for k, value in zip(reports.COHORT_OFFSETS, row.retained):
-            boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
-            assert value == (
-                None if boundary > now else sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary)
-            )
+            assert value == retained_wanted(members, first, k)
     period = reports.make_period("custom", "2026-01-01", "2026-10-31")
     start_p, end_p = bounds(period.first, period.last, zone)
     totals: dict[str, list] = {}
@@ -98,16 +104,13 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
     result = reports.compare_periods(actor, segment, a, b)
     assert_same(result.raw_a, expected(rows, *bounds(a.first, a.last, zone), segment=in_segment))
     assert_same(result.raw_b, expected(rows, *bounds(b.first, b.last, zone), segment=in_segment))
-    for row in reports.cohorts(actor, 6, "2026-10-01", segment):
+    for row in reports.cohorts(actor, 6, "2026-10-01", segment, now=now):
         first = dt.date.fromisoformat(row.month + "-01")
         start, end = bounds(first, reports._add_months(first, 1) - dt.timedelta(days=1), zone)
         members = [c for c in live if start <= c["registered"] < end and in_segment(c)]
         assert row.size == len(members)
         for k, value in zip(reports.COHORT_OFFSETS, row.retained):
-            boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
-            assert value == (
-                None if boundary > now else sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary)
-            )
+            assert value == retained_wanted(members, first, k)
     seg_totals: dict[str, list] = {}
     for o in rows.orders:
         if (

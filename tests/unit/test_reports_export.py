@@ -191,3 +191,46 @@ def test_pdf_export_refused_without_permissions(db, actors, username):
 
     with read_session() as session:
         assert session.exec(select(ExportJob)).first() is None
+
+
+def _pages(path) -> list[str]:
+    from pypdf import PdfReader
+
+    return [page.extract_text() for page in PdfReader(str(path)).pages]
+
+
+def _export_file(export_id: int):
+    from meiqia_app.config import get_settings
+    from meiqia_app.models import ExportJob
+
+    with read_session() as session:
+        return get_settings().exports_dir / session.get(ExportJob, export_id).file_name
+
+
+def test_report_pdf_header_names_the_segment_readably_and_every_page_says_of_n(seeded_db, seeded_actors):
+    import re
+
+    analyst = seeded_actors["analyst"]
+    params = {**SEGMENT, "source": "", "lifecycle": "active"}
+    zh = _pages(_export_file(report_views.export_pdf(analyst, "segment", params, "zh")))
+    assert "客户群: 生命周期 = 活跃" in zh[0] and "lifecycle=active" not in "".join(zh)
+    en = _pages(_export_file(report_views.export_pdf(analyst, "segment", {**params, "source": "wechat"}, "en")))
+    assert "Segment: Lifecycle = Active · Source = WeChat" in en[0]
+    everyone = _pages(_export_file(report_views.export_pdf(analyst, "segment", SEGMENT | {"source": ""}, "en")))
+    assert "Segment: All customers" in everyone[0]
+    # "第 X 页 / 共 N 页" / "Page X of N" on every page (the dashboard has several).
+    dashboard = _pages(_export_file(report_views.export_pdf(analyst, "dashboard", PARAMS, "zh")))
+    assert len(dashboard) >= 2
+    for number, text in enumerate(dashboard, start=1):
+        assert re.search(rf"第 {number} 页 / 共\s*{len(dashboard)}\s*页", text), text[-80:]
+    for number, text in enumerate(en, start=1):
+        assert re.search(rf"Page {number} of\s*{len(en)}\b", text), text[-80:]
+
+
+def test_dashboard_pdf_says_what_is_compared(seeded_db, seeded_actors):
+    import datetime as dt
+
+    manager = seeded_actors["manager"]
+    now = dt.datetime(2026, 10, 7, 3, tzinfo=dt.UTC)
+    text = "".join(_pages(_export_file(report_views.export_pdf(manager, "dashboard", {"kind": "month"}, "zh", now))))
+    assert "本月截至今天：2026-10-01 ~ 2026-10-07（7 天），对比上月同期 2026-09-01 ~ 2026-09-07" in text

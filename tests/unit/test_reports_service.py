@@ -254,7 +254,7 @@ def test_segment_comparison_matches_rows(seeded_db, seeded_actors):
 
 def test_trend_buckets_are_local_and_empty_ones_are_zero(seeded_db, seeded_actors):
     rows = Rows(seeded_db)
-    points = reports.trend(seeded_actors["manager"], "day", "2026-12-10", 60)
+    points = reports.trend(seeded_actors["manager"], "day", "2026-12-10", 60, now=dt.datetime(2026, 12, 31, tzinfo=UTC))
     assert len(points) == 60
     assert points[-1].start == "2026-12-10" and points[-1].new_customers == 0 and points[-1].orders == 0
     for point in points:
@@ -280,10 +280,10 @@ def test_trend_buckets_are_local_and_empty_ones_are_zero(seeded_db, seeded_actor
 
 def test_cohorts_count_customers_still_active_k_months_later(seeded_db, seeded_actors):
     rows = Rows(seeded_db)
-    table = reports.cohorts(seeded_actors["manager"], 12, "2026-10-01")
+    now = dt.datetime(2026, 12, 7, 3, tzinfo=UTC)
+    table = reports.cohorts(seeded_actors["manager"], 12, "2026-10-01", now=now)
     assert [r.month for r in table][-1] == "2026-10"
     tz = ZoneInfo("Asia/Shanghai")
-    now = dt.datetime.now(UTC)
     for row in table:
         first = dt.date.fromisoformat(row.month + "-01")
         start, end = bounds(first, reports._add_months(first, 1) - dt.timedelta(days=1))
@@ -291,7 +291,8 @@ def test_cohorts_count_customers_still_active_k_months_later(seeded_db, seeded_a
         assert row.size == len(members)
         for k, value in zip(reports.COHORT_OFFSETS, row.retained):
             boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
-            if boundary > now:
+            window_end = dt.datetime.combine(reports._add_months(first, k + 1), dt.time.min, tzinfo=tz).astimezone(UTC)
+            if window_end > now:
                 assert value is None
             else:
                 assert value == sum(1 for c in members if c["last_active"] >= boundary)
@@ -486,3 +487,114 @@ def test_warm_cache_runs_on_an_empty_database(db):
     reports.invalidate_cache()
     reports.warm_cache()
     assert report_aggregates.state()["status"] == "ready"
+
+
+# --- a period under way (7 December: 1–7 December against 1–7 November) -------------------
+
+DEC_7 = dt.datetime(2026, 12, 7, 3, tzinfo=UTC)  # 11:00 on Monday 7 December in Shanghai
+
+
+def test_a_month_under_way_is_compared_with_the_same_days_of_the_month_before():
+    month = reports.make_period("month", None, now=DEC_7)
+    assert (month.first, month.last, month.to_date) == (dt.date(2026, 12, 1), dt.date(2026, 12, 7), True)
+    before = month.previous()
+    assert (before.first, before.last) == (dt.date(2026, 11, 1), dt.date(2026, 11, 7))
+    assert month.label() == "2026-12-01 ~ 2026-12-07" and before.label() == "2026-11-01 ~ 2026-11-07"
+    # A finished month is whole, and so is the one before it.
+    november = reports.make_period("month", "2026-11-20", now=DEC_7)
+    assert (november.first, november.last, november.to_date) == (dt.date(2026, 11, 1), dt.date(2026, 11, 30), False)
+    assert (november.previous().first, november.previous().last) == (dt.date(2026, 10, 1), dt.date(2026, 10, 31))
+    assert november.label() == "2026-11"
+    # 30 March to date: the same days of February end with February.
+    march = reports.make_period("month", None, now=dt.datetime(2027, 3, 30, 3, tzinfo=UTC))
+    assert (march.previous().first, march.previous().last) == (dt.date(2027, 2, 1), dt.date(2027, 2, 28))
+    # A period that has not begun is refused, not shown as zeros.
+    with pytest.raises(ValidationError):
+        reports.make_period("month", "2027-01-05", now=DEC_7)
+
+
+def test_a_week_under_way_is_compared_with_the_same_weekdays_of_the_week_before():
+    monday = reports.make_period("week", None, now=DEC_7)
+    assert (monday.first, monday.last) == (dt.date(2026, 12, 7), dt.date(2026, 12, 7))
+    assert (monday.previous().first, monday.previous().last) == (dt.date(2026, 11, 30), dt.date(2026, 11, 30))
+    thursday = reports.make_period("week", None, now=dt.datetime(2026, 12, 10, 3, tzinfo=UTC))
+    assert (thursday.first, thursday.last, thursday.to_date) == (dt.date(2026, 12, 7), dt.date(2026, 12, 10), True)
+    assert (thursday.previous().first, thursday.previous().last) == (dt.date(2026, 11, 30), dt.date(2026, 12, 3))
+    # A custom range into the future ends today; the one before has as many days.
+    custom = reports.make_period("custom", "2026-12-01", "2026-12-31", now=DEC_7)
+    assert (custom.last, custom.days, custom.previous().first) == (dt.date(2026, 12, 7), 7, dt.date(2026, 11, 24))
+
+
+def test_dashboard_on_the_7th_compares_like_with_like_says_so_and_plots_no_future_day(seeded_db, seeded_actors):
+    from meiqia_app.services import report_views
+
+    rows = Rows(seeded_db)
+    manager = seeded_actors["manager"]
+    now = dt.datetime(2026, 10, 7, 3, tzinfo=UTC)  # the seeded data end on 1 November
+    view = report_views.dashboard_view(manager, {"kind": "month", "granularity": "day"}, now=now)
+    assert (view["period"]["first"], view["period"]["last"]) == ("2026-10-01", "2026-10-07")
+    assert (view["previous"]["first"], view["previous"]["last"]) == ("2026-09-01", "2026-09-07")
+    board = reports.dashboard(manager, reports.make_period("month", None, now=now))
+    assert_same(board.raw, expected(rows, *bounds(dt.date(2026, 10, 1), dt.date(2026, 10, 7))))
+    assert_same(board.raw_previous, expected(rows, *bounds(dt.date(2026, 9, 1), dt.date(2026, 9, 7))))
+    cards = {card["key"]: card for card in view["cards"]}
+    assert cards["new_customers"]["previous"] == f"{board.raw_previous['new_customers']:,}"
+    # The trend: 1..7 October, nothing after today.
+    assert [p["start"] for p in view["trend"]] == [f"2026-10-0{d}" for d in range(1, 8)]
+    # The page says what is compared, in both languages.
+    assert view["note_zh"] == "本月截至今天：2026-10-01 ~ 2026-10-07（7 天），对比上月同期 2026-09-01 ~ 2026-09-07"
+    assert "same days of last month, 2026-09-01 ~ 2026-09-07" in view["note_en"]
+    assert view["latest"] is True
+    # A finished month says "vs. previous" and has a later period to move to.
+    september = report_views.dashboard_view(manager, {"kind": "month", "anchor": "2026-09-10"}, now=now)
+    assert september["note_en"] == "vs. previous 2026-08" and september["latest"] is False
+
+    # The week (Wednesday 14 October): Monday to Wednesday against the Monday to Wednesday before.
+    wednesday = dt.datetime(2026, 10, 14, 3, tzinfo=UTC)
+    week = report_views.dashboard_view(manager, {"kind": "week", "granularity": "day"}, now=wednesday)
+    assert (week["period"]["first"], week["period"]["last"]) == ("2026-10-12", "2026-10-14")
+    assert (week["previous"]["first"], week["previous"]["last"]) == ("2026-10-05", "2026-10-07")
+    assert "本周截至今天" in week["note_zh"] and "same days of last week" in week["note_en"]
+    assert max(p["start"] for p in week["trend"]) == "2026-10-14"
+    # By week: the week under way is the last point, marked as such.
+    weekly = report_views.dashboard_view(manager, {"kind": "week", "granularity": "week"}, now=wednesday)
+    assert weekly["trend"][-1]["start"] == "2026-10-12" and weekly["trend"][-1]["partial"]
+    assert weekly["trend"][-1]["label"].endswith("*") and weekly["partial_bucket"]
+    assert not any(p["partial"] for p in weekly["trend"][:-1])
+
+
+def test_cohort_windows_that_have_not_ended_are_none_and_shown_as_a_dash(seeded_db, seeded_actors):
+    from meiqia_app.services import report_views
+
+    manager = seeded_actors["manager"]
+    table = {row.month: row for row in reports.cohorts(manager, 12, None, now=DEC_7)}
+    # Registered in November: December (the month after) is not over on the 7th.
+    assert table["2026-11"].retained == [None, None, None]
+    # October: November is over (1 month after); January (3 months after) has not come.
+    assert table["2026-10"].retained[0] is not None and table["2026-10"].retained[1:] == [None, None]
+    assert table["2026-08"].retained[1] is not None  # November = 3 months after August
+    params = {"a_from": "2026-10-01", "a_to": "2026-10-31", "b_from": "2026-11-01", "b_to": "2026-12-07"}
+    view = report_views.segment_report_view(manager, params, now=DEC_7)
+    shown = {row["month"]: row for row in view["cohorts"]}
+    assert shown["2026-11"]["r1"] == "—" and shown["2026-11"]["retained"][0] == "—"
+    assert shown["2026-10"]["r1"] != "—" and shown["2026-10"]["r3"] == "—"
+
+
+def test_each_measure_knows_whether_up_is_good():
+    def tone(key: str, kind: str, value, previous) -> str:
+        return reports.change_tone(reports.Measure(key, kind, value, previous))
+
+    # Fewer complaints: a down arrow, and good news.
+    falling = reports.Measure("complaint_share", "rate", 0.05, 0.08)
+    assert reports.change_direction(falling) == "down" and reports.change_tone(falling) == "good"
+    assert tone("complaint_share", "rate", 0.10, 0.08) == "bad"
+    assert tone("satisfaction", "score", 4.1, 4.5) == "bad"
+    assert tone("new_customers", "count", 120, 100) == "good"
+    assert tone("amount_cents", "money", 50, 100) == "bad"
+    assert tone("conversations", "count", 120, 100) == "neutral"  # more inquiries: neither
+    assert tone("orders", "count", 100, 100) == "neutral"
+    from meiqia_app.services import report_views
+
+    row = report_views._measure_row(falling)
+    assert (row["direction"], row["tone"]) == ("down", "good")
+    assert row["arrow_zh"] == "下降（向好）" and row["arrow_en"] == "Down (better)"

@@ -152,14 +152,18 @@ def test_hygiene_finds_unused_stale_and_near_duplicate_tags(seeded_actors):
         )
     tags.create_tag(manager, "高价值")
     tags.create_tag(manager, "高价植")  # same pinyin (gaojiazhi vs gaojiazhi)
-    tags.create_tag(manager, "campaign-2025")
-    tags.create_tag(manager, "campaign-2026")  # one edit apart
+    tags.create_tag(manager, "newsletter")
+    tags.create_tag(manager, "news-leter")  # a letter and a hyphen apart: a slip of the keyboard
     report = tags.tag_hygiene(manager, idle_days=90, now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
     assert unused in {v.id for v in report.unused}
     assert stale in {v.id for v in report.stale}
     pairs = {(p.a_name, p.b_name, p.reason) for p in report.near_duplicates}
     assert ("高价值", "高价植", "pinyin") in pairs
-    assert ("campaign-2025", "campaign-2026", "edit_distance") in pairs
+    assert ("news-leter", "newsletter", "edit_distance") in pairs or (
+        "newsletter",
+        "news-leter",
+        "edit_distance",
+    ) in pairs
     assert tags.edit_distance("kitten", "sitting") == 3
 
 
@@ -219,3 +223,55 @@ def test_bulk_job_resumes_from_checkpoint_and_needs_permission(seeded_actors):
         tags.start_bulk_tag_job(seeded_actors["analyst"], selection, tag_id, "add")
     with pytest.raises(ValidationError):
         tags.start_bulk_tag_job(manager, selection, tag_id, "explode")
+
+
+def test_names_that_differ_in_a_meaningful_character_are_not_near_duplicates(seeded_actors):
+    pairs = lambda names: {(p.a_name, p.b_name, p.reason) for p in tags.near_duplicates(list(enumerate(names)))}  # noqa: E731
+    assert pairs(["金卡会员", "银卡会员"]) == set()  # gold and silver: different tiers
+    assert pairs(["新客户", "老客户"]) == set()
+    assert pairs(["campaign-2025", "campaign-2026"]) == set()  # different years
+    assert pairs(["VIP1", "VIP2"]) == set()
+    assert pairs(["高价值", "高价植"]) == {("高价值", "高价植", "pinyin")}  # a homophone typed by mistake
+    assert pairs(["newsletter", "newsleter"]) == {("newsletter", "newsleter", "edit_distance")}
+    assert pairs(["VIP客户", "VIP-客户"]) == {("VIP客户", "VIP-客户", "edit_distance")}
+    # The shipped tags (金卡会员, 银卡会员, 普通会员 …) are not proposed for merging, and each pair shows both counts.
+    manager = seeded_actors["manager"]
+    report = tags.tag_hygiene(manager, now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+    assert not {("金卡会员", "银卡会员"), ("银卡会员", "金卡会员")} & {
+        (p.a_name, p.b_name) for p in report.near_duplicates
+    }
+    a = tags.create_tag(manager, "newsletter")
+    b = tags.create_tag(manager, "newsleter")
+    _assign(_customer_ids(1)[0], a)
+    found = tags.tag_hygiene(manager).near_duplicates
+    assert [(p.a_usage, p.b_usage) for p in found if {p.a_id, p.b_id} == {a, b}] in ([(1, 0)], [(0, 1)])
+
+
+def test_merging_two_big_tags_needs_the_typed_name_server_side(seeded_actors):
+    manager = seeded_actors["manager"]
+    source = tags.create_tag(manager, "大客户A")
+    target = tags.create_tag(manager, "大客户B")
+    ids = _customer_ids(tags.MERGE_CONFIRM_USAGE + 20)
+    for customer_id in ids[: tags.MERGE_CONFIRM_USAGE + 10]:
+        _assign(customer_id, source)
+    for customer_id in ids[10:]:
+        _assign(customer_id, target)
+    preview = tags.merge_preview(manager, source, target)
+    assert (preview.source_usage, preview.target_usage, preview.both) == (60, 60, 50)
+    assert preview.needs_confirm and (preview.source_name, preview.target_name) == ("大客户A", "大客户B")
+    # The event handler can be called with any arguments: no confirmation, or the wrong name, merges nothing.
+    for typed in ("", "大客户B", "大客户"):
+        with pytest.raises(ValidationError) as refused:
+            tags.merge_tags(manager, source, target, typed)
+        assert refused.value.field_errors["confirm"][0] == "tagadmin.merge_confirm_mismatch"
+    assert len(_assigned(source)) == 60 and len(_assigned(target)) == 60
+    assert _audits("tag.merge") == []
+    # Typed (width and case do not matter, as for tag names), it merges.
+    assert tags.merge_tags(manager, source, target, " 大客户Ａ ".replace("Ａ", "A")) == 10
+    assert _assigned(source) == {} and len(_assigned(target)) == 70
+    # A small tag merges without typing.
+    small = tags.create_tag(manager, "小标签")
+    _assign(ids[0], small)
+    assert not tags.merge_preview(manager, small, target).needs_confirm
+    tags.merge_tags(manager, small, target)
+    assert _assigned(small) == {}

@@ -454,3 +454,88 @@ def test_rule_schedule_is_configurable(seeded_actors):
         rules.set_rule_schedule(manager, "25:00")
     with pytest.raises(PermissionDenied):
         rules.set_rule_schedule(seeded_actors["agent"], "01:00")
+
+
+# --- the shipped 新客户 rule ------------------------------------------------------------------
+
+
+def _new_customer_tag() -> int:
+    with get_engine().connect() as conn:
+        return conn.execute(select(Tag.__table__.c.id).where(Tag.__table__.c.name == "新客户")).scalar_one()
+
+
+def _registered_within(days: int, now: dt.datetime) -> set[int]:
+    with get_engine().connect() as conn:
+        rows = conn.execute(select(C.id, C.registered_at).where(C.status == "active")).all()
+    return {r.id for r in rows if as_utc(r.registered_at) >= now - dt.timedelta(days=days)}
+
+
+def test_shipped_new_customer_rule_tags_only_customers_registered_in_the_last_30_days(seeded_actors):
+    from meiqia_app.db import write_session
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    tag_id = _new_customer_tag()
+    registered = NOW - dt.timedelta(days=29)
+    with write_session() as session:
+        fresh = Customer(name="新注册客户", registered_at=registered, last_active_at=registered)
+        session.add(fresh)
+        session.flush()
+        fresh_id = fresh.id
+    rules.run_all_rules(SYSTEM_ACTOR, now=NOW)
+    tagged = set(_assigned(tag_id))
+    assert fresh_id in tagged
+    assert tagged == _registered_within(30, NOW)
+    # Customers registered long ago who bought within 30 days of registering (what the
+    # old rule tagged, for ever) do not have it.
+    with get_engine().connect() as conn:
+        quick_old_buyers = {
+            r.id
+            for r in conn.execute(select(C.id, C.registered_at, C.first_purchase_at).where(C.status == "active"))
+            if r.first_purchase_at is not None
+            and as_utc(r.registered_at) < NOW - dt.timedelta(days=365)
+            and as_utc(r.first_purchase_at) - as_utc(r.registered_at) <= dt.timedelta(days=30)
+        }
+    assert quick_old_buyers and not quick_old_buyers & tagged
+    # 31 days after registering, the nightly run takes the tag off.
+    later = registered + dt.timedelta(days=31)
+    rules.run_all_rules(SYSTEM_ACTOR, now=later)
+    assert fresh_id not in _assigned(tag_id)
+    assert set(_assigned(tag_id)) == _registered_within(30, later)
+
+
+def test_migration_corrects_the_shipped_new_customer_rule_of_an_existing_database(seeded_db):
+    from sqlalchemy import text, update
+
+    from meiqia_app.migrate import upgrade_to_head
+    from meiqia_app.models import TagRule
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    R = TagRule.__table__.c
+    T = Tag.__table__.c
+    shipped_before = [{"field": "first_purchase_days", "op": "lte", "value": 30, "days": 0, "product_id": None}]
+    edited = [{"field": "first_purchase_days", "op": "lte", "value": 45, "days": 0, "product_id": None}]
+
+    def database_at_0006(conditions: list[dict]) -> None:
+        with get_engine().begin() as conn:
+            conn.execute(update(TagRule.__table__).where(R.name == "新客户").values(conditions=json.dumps(conditions)))
+            conn.execute(update(Tag.__table__).where(T.name == "新客户").values(description="注册后 30 天内首次购买"))
+            conn.execute(text("UPDATE alembic_version SET version_num = '0006_partial_status_indexes'"))
+
+    def stored() -> tuple[list, str]:
+        with get_engine().connect() as conn:
+            conditions = conn.execute(select(R.conditions).where(R.name == "新客户")).scalar_one()
+            description = conn.execute(select(T.description).where(T.name == "新客户")).scalar_one()
+        return json.loads(conditions), description
+
+    # An administrator's own version of the rule is left alone.
+    database_at_0006(edited)
+    upgrade_to_head()
+    assert stored()[0] == edited
+    # The rule as shipped before is corrected, and the tag's description with it.
+    database_at_0006(shipped_before)
+    upgrade_to_head()
+    conditions, description = stored()
+    assert conditions == [{"field": "registered_days", "op": "lte", "value": 30, "days": 0, "product_id": None}]
+    assert description == "最近 30 天内注册"
+    rules.run_all_rules(SYSTEM_ACTOR, now=NOW)
+    assert set(_assigned(_new_customer_tag())) == _registered_within(30, NOW)

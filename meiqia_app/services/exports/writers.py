@@ -247,9 +247,11 @@ def write_xlsx_openpyxl(
 # --- PDF -----------------------------------------------------------------------------------
 
 PDF_ROWS_PER_TABLE = 38
+PDF_CELL_PADDING = 3
+PDF_MAX_TEXT = 2000  # characters of one cell considered at all (the cell shows at most a few lines)
 
 
-def _pdf_text(value, kind: str, meta: ExportMeta, limit: int) -> str:
+def _pdf_text(value, kind: str, meta: ExportMeta) -> str:
     if value is None:
         return ""
     if kind == "bool" and isinstance(value, bool):
@@ -261,9 +263,8 @@ def _pdf_text(value, kind: str, meta: ExportMeta, limit: int) -> str:
     elif kind == "money" and isinstance(value, (int, float)):
         text = f"{value:,.2f}"
     else:
-        text = str(value)
-    text = text.replace("\r", " ").replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        text = str(value)[:PDF_MAX_TEXT]
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 def write_pdf(
@@ -273,30 +274,38 @@ def write_pdf(
     progress: Progress | None = None,
     max_rows: int | None = None,
 ) -> int:
-    """Landscape A4, one table per page (repeated header row), page numbers and a
-    header naming the exporter, the time and the filter; Chinese in an embedded
-    TrueType font. reportlab lays out each page's table independently, so the
-    cost grows linearly with the rows."""
+    """Landscape A4: a table of the rows under a header naming the exporter, the
+    time and the filter; the column titles at the top of every page and
+    "page X of N" at the bottom; Chinese in an embedded TrueType font.
+
+    A long cell (a customer's tag list, an address) wraps inside its column,
+    its row growing to fit (at most a few lines, then "…"). The rows go to
+    platypus in tables of ``PDF_ROWS_PER_TABLE`` that flow on from page to page
+    (split where a page ends), so the cost grows linearly with the rows and only
+    a couple of tables exist at a time."""
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4, landscape
     from reportlab.lib.units import mm
-    from reportlab.platypus import PageBreak, SimpleDocTemplate, Table, TableStyle
+    from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate, Table, TableStyle
 
     from meiqia_app.services.exports.fonts import register_cjk_font
+    from meiqia_app.services.exports.pdf_layout import CellWrapper, PageLabel, fit_text
 
     font = register_cjk_font()
     page_size = landscape(A4)
     margin = 12 * mm
+    top = 12 * mm
+    bottom = 10 * mm
     usable = page_size[0] - 2 * margin
     widths = [float(FIELD_SPECS[f].width or 12) for f in meta.fields]
     scale = usable / sum(widths)
     col_widths = [w * scale for w in widths]
     font_size = 7 if len(meta.fields) > 8 else 8
-    # Characters that fit in a column, counting a CJK character as two.
-    limits = [max(4, int(w / (font_size * 0.55)) // 2 * 2) for w in col_widths]
+    leading = font_size + 2
     kinds = [FIELD_SPECS[f].kind for f in meta.fields]
-    header_row = list(meta.headers)
-    page_label = meta.labels.get("page", "Page {page}")
+    right = [kind in ("int", "money") for kind in kinds]
+    wrapper = CellWrapper(font, font_size, leading, PDF_CELL_PADDING)
+    page_label = PageLabel(meta.labels.get("page", "Page {page} of {pages}"), font, 8)
     heading = " · ".join(
         x
         for x in (
@@ -306,66 +315,88 @@ def write_pdf(
         )
         if x
     )
-    if len(heading) > 180:
-        heading = heading[:179] + "…"
+    heading = fit_text(heading, usable, font, 8)
+
+    base_style = [
+        ("FONTNAME", (0, 0), (-1, -1), font),
+        ("FONTSIZE", (0, 0), (-1, -1), font_size),
+        ("LEADING", (0, 0), (-1, -1), leading),
+        ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9aa5b5")),
+        ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+        ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+        ("LEFTPADDING", (0, 0), (-1, -1), PDF_CELL_PADDING),
+        ("RIGHTPADDING", (0, 0), (-1, -1), PDF_CELL_PADDING),
+    ]
+    body_style = TableStyle(base_style + [("ALIGN", (i, 0), (i, -1), "RIGHT") for i, r in enumerate(right) if r])
+    # The column titles: drawn at the top of every page (the body tables flow under them).
+    header = Table(
+        [[wrapper.cell(title, width) for title, width in zip(meta.headers, col_widths)]],
+        colWidths=col_widths,
+        style=TableStyle(base_style + [("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#e8edf5"))]),
+    )
+    header_height = header.wrap(usable, page_size[1])[1]
 
     def decorate(canvas, doc):
         canvas.saveState()
         canvas.setFont(font, 8)
         canvas.drawString(margin, page_size[1] - 8 * mm, heading)
-        canvas.drawRightString(page_size[0] - margin, 6 * mm, page_label.format(page=doc.page))
         canvas.restoreState()
-
-    style = TableStyle(
-        [
-            ("FONTNAME", (0, 0), (-1, -1), font),
-            ("FONTSIZE", (0, 0), (-1, -1), font_size),
-            ("LEADING", (0, 0), (-1, -1), font_size + 2),
-            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf5")),
-            ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9aa5b5")),
-            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-            ("TOPPADDING", (0, 0), (-1, -1), 1.5),
-            ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
-        ]
-        + [("ALIGN", (i, 1), (i, -1), "RIGHT") for i, kind in enumerate(kinds) if kind in ("int", "money")]
-    )
+        header.drawOn(canvas, margin, page_size[1] - top - header_height)
+        page_label.draw(canvas, doc.page, page_size[0] - margin, 6 * mm)
 
     count = 0
 
+    def body(rows: list[list]) -> Table:
+        return Table(rows, colWidths=col_widths, style=body_style)
+
     def flowables() -> Iterator:
         nonlocal count
-        pending: list[list[str]] = []
-        first = True
+        pending: list[list] = []
         for rows in batches:
             for row in rows:
                 if max_rows is not None and count >= max_rows:
                     break
-                pending.append([_pdf_text(v, k, meta, n) for v, k, n in zip(row, kinds, limits)])
+                pending.append(
+                    [wrapper.cell(_pdf_text(v, k, meta), w, r) for v, k, w, r in zip(row, kinds, col_widths, right)]
+                )
                 count += 1
                 if len(pending) == PDF_ROWS_PER_TABLE:
-                    if not first:
-                        yield PageBreak()
-                    first = False
-                    yield Table([header_row] + pending, colWidths=col_widths, repeatRows=1, style=style)
+                    yield body(pending)
                     pending = []
             if progress:
                 progress(count)
-        if pending or first:
-            if not first:
-                yield PageBreak()
-            yield Table([header_row] + pending, colWidths=col_widths, repeatRows=1, style=style)
+        if pending:
+            yield body(pending)
 
-    doc = SimpleDocTemplate(
+    frame = Frame(
+        margin,
+        bottom,
+        usable,
+        page_size[1] - top - bottom - header_height,
+        leftPadding=0,
+        rightPadding=0,
+        topPadding=0,
+        bottomPadding=0,
+        id="rows",
+    )
+    doc = BaseDocTemplate(
         str(path),
         pagesize=page_size,
         leftMargin=margin,
         rightMargin=margin,
-        topMargin=12 * mm,
-        bottomMargin=10 * mm,
+        topMargin=top,
+        bottomMargin=bottom,
         title=meta.labels.get("title", "export"),
         author=meta.exporter,
+        pageTemplates=[PageTemplate("rows", [frame], onPage=decorate)],
     )
-    doc.build(_LazyStory(flowables()), onFirstPage=decorate, onLaterPages=decorate)
+    story = _LazyStory(flowables())
+    if not story:
+        from reportlab.platypus import Spacer
+
+        story = [Spacer(1, 1)]  # no rows: a page with the header alone
+    doc.build(story, canvasmaker=page_label.canvasmaker)
     return count
 
 
