@@ -39,6 +39,9 @@ class Settings:
     session_max_hours: int
     lockout_threshold: int
     lockout_minutes: int
+    ip_lockout_threshold: int
+    ip_lockout_minutes: int
+    password_min_score: int
     bcrypt_rounds: int
     cookie_secure: bool
     allowed_origins: tuple[str, ...]
@@ -48,6 +51,15 @@ class Settings:
     trash_retention_days: int
     backup_keep: int
     scheduler_enabled: bool
+    max_upload_mb: int
+    import_max_rows: int
+    import_max_columns: int
+    import_max_uncompressed_mb: int
+    job_stale_seconds: int
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
 
     @property
     def exports_dir(self) -> Path:
@@ -94,6 +106,11 @@ def _load() -> Settings:
         session_max_hours=_env_int("MEIQIA_SESSION_MAX_HOURS", 12),
         lockout_threshold=_env_int("MEIQIA_LOCKOUT_THRESHOLD", 5),
         lockout_minutes=_env_int("MEIQIA_LOCKOUT_MINUTES", 15),
+        # Failed logins from one client address (any usernames) within the window lock that address.
+        ip_lockout_threshold=_env_int("MEIQIA_IP_LOCKOUT_THRESHOLD", 10),
+        ip_lockout_minutes=_env_int("MEIQIA_IP_LOCKOUT_MINUTES", 15),
+        # zxcvbn score (0-4) a new password must reach.
+        password_min_score=_env_int("MEIQIA_PASSWORD_MIN_SCORE", 3),
         bcrypt_rounds=_env_int("MEIQIA_BCRYPT_ROUNDS", 12),
         cookie_secure=_env_bool("MEIQIA_COOKIE_SECURE", False),
         allowed_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
@@ -110,6 +127,12 @@ def _load() -> Settings:
         trash_retention_days=_env_int("MEIQIA_TRASH_RETENTION_DAYS", 30),
         backup_keep=_env_int("MEIQIA_BACKUP_KEEP", 10),
         scheduler_enabled=_env_bool("MEIQIA_SCHEDULER", True),
+        max_upload_mb=_env_int("MEIQIA_MAX_UPLOAD_MB", 50),
+        import_max_rows=_env_int("MEIQIA_IMPORT_MAX_ROWS", 1_000_000),
+        import_max_columns=_env_int("MEIQIA_IMPORT_MAX_COLUMNS", 200),
+        import_max_uncompressed_mb=_env_int("MEIQIA_IMPORT_MAX_UNCOMPRESSED_MB", 500),
+        # A running job or export whose heartbeat is older than this belongs to a dead process.
+        job_stale_seconds=_env_int("MEIQIA_JOB_STALE_SECONDS", 60),
     )
 
 

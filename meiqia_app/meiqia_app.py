@@ -20,8 +20,7 @@ from meiqia_app.pages.login import login_page
 from meiqia_app.pages.reports import reports_page
 from meiqia_app.pages.retention import retention_page
 from meiqia_app.pages.tags_admin import tags_admin_page
-from meiqia_app.services import jobs, reports, scheduler
-from meiqia_app.services.exports import service as export_service
+from meiqia_app.services import reports, scheduler, startup
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
@@ -40,23 +39,29 @@ from meiqia_app.state.retention import RetentionState
 from meiqia_app.state.tags_admin import TagsAdminState
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
+from meiqia_app.web.upload_guard import upload_guard
 
 app = rx.App(
     stylesheets=["/app.css"],
     head_components=[rx.el.meta(name="robots", content="noindex")],
-    api_transformer=session_api(),
+    # Our HTTP routes in front of Reflex's; the upload guard wraps both and checks
+    # /_upload's session cookie, permission and size before its body is read.
+    api_transformer=[session_api(), upload_guard],
 )
 app.add_middleware(LoginRequiredMiddleware())
 
 
-def _start_background_work() -> None:
-    """At start: resume jobs a previous process left unfinished, start the nightly scheduler."""
-    jobs.resume_interrupted_jobs()
-    export_service.reap_interrupted()
+def start_background_work() -> None:
+    """At start: take over what a dead process left, then start the nightly scheduler.
+
+    Jobs of a process that is gone resume at once (another live worker's are
+    left alone); exports it left end as failed and their partial files go.
+    """
+    startup.recover_interrupted_work()
     scheduler.start_scheduler_thread()
 
 
-app.register_lifespan_task(_start_background_work)
+app.register_lifespan_task(start_background_work)
 app.register_lifespan_task(reports.start_warmup)  # dashboard figures cached before the first visit
 
 app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", on_load=LoginState.on_load)

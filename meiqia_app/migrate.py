@@ -15,6 +15,11 @@ def alembic_config() -> Config:
 
 
 def upgrade_to_head() -> None:
+    upgrade_to("head")
+
+
+def upgrade_to(revision: str) -> None:
+    """Upgrade to ``revision`` (tests of one data migration stop right after it)."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from meiqia_app.db import get_engine
@@ -22,4 +27,4 @@ def upgrade_to_head() -> None:
     with get_engine().begin() as connection:
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)

@@ -180,18 +180,15 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "Password changed; your other sessions were ended",
     ),
     "account.password_rules": (
-        "至少 10 位，包含字母和数字，不能与用户名相同",
-        "At least 10 characters with letters and digits, not the username",
+        "至少 10 位，包含字母和数字，不能与用户名相同，且不能是常用或容易猜到的密码",
+        "At least 10 characters with letters and digits, not the username, not a common or easily guessed password",
     ),
     "account.two_step": ("两步验证", "Two-step verification"),
     "account.reenrol": ("更换身份验证器", "Move to a new authenticator"),
     "account.reenrol_hint": (
-        "扫描新的二维码并输入验证码后，旧的身份验证器和恢复码立即失效。",
-        "Scan the new QR code and enter its code; the old authenticator and recovery codes stop working at once.",
-    ),
-    "account.reenrolled": (
-        "两步验证已更新，请保存新的恢复码",
-        "Two-step verification updated; save your new recovery codes",
+        "扫描新的二维码并输入验证码后，旧的身份验证器和恢复码立即失效，其他设备上的会话随之结束。",
+        "Scan the new QR code and enter its code; the old authenticator and recovery codes stop working at once "
+        "and your sessions on other devices end.",
     ),
     "account.recovery_left": ("剩余恢复码：{count} 个", "Recovery codes left: {count}"),
     "account.sessions": ("登录会话", "Sessions"),

@@ -9,7 +9,15 @@ from meiqia_app.models.activity import (
     Product,
 )
 from meiqia_app.models.audit import AuditEntry
-from meiqia_app.models.auth import LoginChallenge, LoginThrottle, RecoveryCode, Role, User, UserSession
+from meiqia_app.models.auth import (
+    LoginAddressThrottle,
+    LoginChallenge,
+    LoginThrottle,
+    RecoveryCode,
+    Role,
+    User,
+    UserSession,
+)
 from meiqia_app.models.customer import Customer, CustomerSearch
 from meiqia_app.models.report import ReportDaily, ReportDirty, ReportLedger
 from meiqia_app.models.tag import Tag, TagAssignment, TagRule
@@ -35,6 +43,7 @@ __all__ = [
     "ErasureRequest",
     "ExportJob",
     "Job",
+    "LoginAddressThrottle",
     "LoginChallenge",
     "LoginThrottle",
     "Message",

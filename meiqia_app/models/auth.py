@@ -105,3 +105,20 @@ class LoginThrottle(SQLModel, table=True):
     failures: int = 0
     locked_until: dt.datetime | None = None
     updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class LoginAddressThrottle(SQLModel, table=True):
+    """Failed logins per client address, whatever usernames were typed.
+
+    ``failures`` counts the failures since ``window_started_at``; reaching the
+    threshold within the window locks the address until ``locked_until``. In
+    the database, so every worker sees the same count.
+    """
+
+    __tablename__ = "login_address_throttle"
+
+    client_ip: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    window_started_at: dt.datetime = Field(default_factory=utcnow)
+    locked_until: dt.datetime | None = None
+    updated_at: dt.datetime = Field(default_factory=utcnow)

@@ -49,6 +49,8 @@ class Job(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     heartbeat_at: dt.datetime | None = None
+    # The process running it ("host|boot id|pid|start ticks", services/process_owner.py).
+    owner: str | None = Field(default=None, max_length=200)
     finished_at: dt.datetime | None = None
 
 
@@ -86,6 +88,7 @@ class ExportJob(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     heartbeat_at: dt.datetime | None = None
+    owner: str | None = Field(default=None, max_length=200)  # the process writing it (see Job.owner)
     finished_at: dt.datetime | None = None
 
 

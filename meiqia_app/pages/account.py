@@ -48,6 +48,49 @@ def two_step_card() -> rx.Component:
         rx.match(
             S.reenrol_step,
             (
+                "verify",
+                rx.form(
+                    rx.vstack(
+                        rx.text(t("account.reenrol_verify_hint"), size="2"),
+                        rx.el.label(t("account.old_password"), html_for="reenrol-password", font_size="14px"),
+                        rx.input(
+                            id="reenrol-password",
+                            name="reenrol_password",
+                            type="password",
+                            auto_complete="current-password",
+                            required=True,
+                            width="100%",
+                        ),
+                        rx.el.label(t("account.current_code"), html_for="reenrol-current-code", font_size="14px"),
+                        rx.input(
+                            id="reenrol-current-code",
+                            name="reenrol_current_code",
+                            auto_complete="one-time-code",
+                            required=True,
+                            max_length=12,
+                            width="100%",
+                        ),
+                        field_error(S.reenrol_error),
+                        rx.hstack(
+                            rx.button(
+                                t("common.cancel"),
+                                type="button",
+                                variant="soft",
+                                color_scheme="gray",
+                                on_click=S.cancel_reenrol,
+                            ),
+                            rx.button(t("account.continue"), type="submit", id="reenrol-verify-submit"),
+                            spacing="2",
+                        ),
+                        spacing="2",
+                        width="100%",
+                    ),
+                    on_submit=S.verify_reenrol,
+                    reset_on_submit=False,
+                    margin_top="3",
+                ),
+            ),
+            (
                 "scan",
                 rx.vstack(
                     rx.text(t("account.reenrol_hint"), size="2"),

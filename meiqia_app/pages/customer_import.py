@@ -6,7 +6,7 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
-from meiqia_app.services.customer_import import FIELD_LABEL_KEYS
+from meiqia_app.services.customer_import import FIELD_LABEL_KEYS, max_upload_bytes
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS
 from meiqia_app.state.customer_import import UPLOAD_ID
 from meiqia_app.state.customer_import import CustomerImportState as S
@@ -32,6 +32,8 @@ def upload_step() -> rx.Component:
             },
             max_files=1,
             multiple=False,
+            # The browser refuses a bigger file at once (a toast); the server enforces it anyway.
+            max_size=max_upload_bytes(),
             border="1px dashed var(--gray-8)",
             padding="32px",
             border_radius="8px",

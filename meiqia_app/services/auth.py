@@ -33,7 +33,15 @@ from sqlmodel import Session, select
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_connection, read_session, write_session
-from meiqia_app.models import LoginChallenge, LoginThrottle, RecoveryCode, Role, User, UserSession
+from meiqia_app.models import (
+    LoginAddressThrottle,
+    LoginChallenge,
+    LoginThrottle,
+    RecoveryCode,
+    Role,
+    User,
+    UserSession,
+)
 from meiqia_app.services import audit
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.services.rbac import Actor, ExportPolicy
@@ -65,7 +73,46 @@ def new_token() -> str:
 # --- passwords ----------------------------------------------------------------
 
 
-def validate_password(password: str, username: str = "") -> None:
+# What made zxcvbn find a password guessable -> the message that says so.
+_WEAKNESS_KEYS = {
+    "passwords": "auth.password_weak_common",
+    "user_inputs": "auth.password_weak_personal",
+    "dictionary": "auth.password_weak_words",
+    "repeat": "auth.password_weak_repeats",
+    "sequence": "auth.password_weak_sequence",
+    "spatial": "auth.password_weak_keyboard",
+    "date": "auth.password_weak_dates",
+    "regex": "auth.password_weak_dates",
+}
+# Words an attacker tries against this product whoever the user is.
+_PRODUCT_WORDS = ("meiqia", "美洽", "kefu", "客服", "customer", "admin")
+
+
+def password_weakness(password: str, personal: tuple[str, ...] = ()) -> str | None:
+    """The message key saying why ``password`` is too easy to guess, or None when it is strong enough.
+
+    zxcvbn (Dropbox's estimator: common-password lists, words, names, keyboard
+    patterns, repeats, sequences, dates and the user's own names) estimates
+    how many guesses it takes; below the configured score (0-4) the password is
+    refused, and the weakest part it found says why.
+    """
+    from zxcvbn import zxcvbn
+
+    result = zxcvbn(password, user_inputs=[w for w in (*personal, *_PRODUCT_WORDS) if w])
+    if result["score"] >= get_settings().password_min_score:
+        return None
+    found = [m for m in result.get("sequence", ()) if m.get("pattern") != "bruteforce"]
+    if not found:
+        return "auth.password_weak"
+    weakest = max(found, key=lambda m: len(m.get("token", "")))
+    pattern = weakest.get("pattern", "")
+    if pattern == "dictionary":
+        name = weakest.get("dictionary_name", "")
+        return _WEAKNESS_KEYS.get(name, _WEAKNESS_KEYS["dictionary"])
+    return _WEAKNESS_KEYS.get(pattern, "auth.password_weak")
+
+
+def validate_password(password: str, username: str = "", display_name: str = "") -> None:
     if len(password) < PASSWORD_MIN_LENGTH:
         raise ValidationError.single("password", "auth.password_too_short", min=PASSWORD_MIN_LENGTH)
     if len(password.encode("utf-8")) > PASSWORD_MAX_BYTES:
@@ -74,6 +121,9 @@ def validate_password(password: str, username: str = "") -> None:
         raise ValidationError.single("password", "auth.password_needs_letter_digit")
     if username and password.lower() == username.lower():
         raise ValidationError.single("password", "auth.password_is_username")
+    weakness = password_weakness(password, (username, display_name))
+    if weakness is not None:
+        raise ValidationError.single("password", weakness)
 
 
 def hash_password(password: str) -> str:
@@ -238,6 +288,60 @@ def unlock(session: Session, username: str) -> None:
     _clear_failures(session, throttle_key(username))
 
 
+def _address_key(client_ip: str) -> str:
+    return (client_ip or "").strip()[:64]
+
+
+def _check_address_not_locked(session: Session, client_ip: str) -> None:
+    """Refuse every login step from an address that failed too often (any usernames)."""
+    key = _address_key(client_ip)
+    if not key:
+        return
+    row = session.get(LoginAddressThrottle, key)
+    if row and row.locked_until and as_utc(row.locked_until) > utcnow():
+        minutes = max(1, int((as_utc(row.locked_until) - utcnow()).total_seconds() // 60) + 1)
+        raise AuthError("auth.address_locked", minutes=minutes)
+
+
+def _register_address_failure(session: Session, client_ip: str) -> bool:
+    """Count a failed login from this address; True when it locked the address.
+
+    ``MEIQIA_IP_LOCKOUT_THRESHOLD`` failures within ``MEIQIA_IP_LOCKOUT_MINUTES``
+    lock it for as long. A successful login does not clear the count: an
+    attacker with one working account must not reset it between guesses.
+    """
+    key = _address_key(client_ip)
+    if not key:
+        return False
+    settings = get_settings()
+    now = utcnow()
+    window = dt.timedelta(minutes=settings.ip_lockout_minutes)
+    row = session.get(LoginAddressThrottle, key) or LoginAddressThrottle(client_ip=key, window_started_at=now)
+    lock_over = row.locked_until is not None and as_utc(row.locked_until) <= now
+    if lock_over or as_utc(row.window_started_at) + window <= now:
+        row.failures = 0
+        row.window_started_at = now
+        row.locked_until = None
+    row.failures += 1
+    row.updated_at = now
+    locked = row.failures >= settings.ip_lockout_threshold
+    if locked:
+        row.locked_until = now + window
+    session.add(row)
+    return locked
+
+
+def _record_address_lockout(session: Session, who: Actor, client_ip: str) -> None:
+    audit.record(
+        session,
+        who,
+        "auth.address_lockout",
+        result="refused",
+        details={"client_ip": _address_key(client_ip), "minutes": get_settings().ip_lockout_minutes},
+        flagged=True,
+    )
+
+
 def _anonymous(username: str, client_ip: str) -> Actor:
     return Actor(
         user_id=None,
@@ -289,6 +393,18 @@ def begin_login(username: str, password: str, client_ip: str = "") -> PasswordAc
     password = password or ""
     key = throttle_key(username)
     with write_session() as session:
+        try:
+            _check_address_not_locked(session, client_ip)
+        except AuthError:
+            audit.record(
+                session,
+                _anonymous(username, client_ip),
+                "auth.login",
+                result="refused",
+                details={"reason": "address_locked"},
+            )
+            session.commit()
+            raise
         user = session.exec(select(User).where(User.username == username)).first() if username else None
         stored_hash = user.password_hash if user is not None else _dummy_hash()
         try:
@@ -303,6 +419,7 @@ def begin_login(username: str, password: str, client_ip: str = "") -> PasswordAc
         password_ok = verify_password(password, stored_hash)
         if not (password_ok and user is not None and user.is_active):
             locked = _register_failure(session, key)
+            address_locked = _register_address_failure(session, client_ip)
             audit.record(
                 session,
                 _anonymous(username, client_ip),
@@ -313,6 +430,8 @@ def begin_login(username: str, password: str, client_ip: str = "") -> PasswordAc
                 details={"reason": "bad_password" if user else "unknown_user", "locked": locked},
                 flagged=locked,
             )
+            if address_locked:
+                _record_address_lockout(session, _anonymous(username, client_ip), client_ip)
             if locked:
                 audit.record(
                     session,
@@ -327,6 +446,8 @@ def begin_login(username: str, password: str, client_ip: str = "") -> PasswordAc
                 session.commit()
                 raise AuthError("auth.locked", minutes=get_settings().lockout_minutes)
             session.commit()
+            if address_locked:
+                raise AuthError("auth.address_locked", minutes=get_settings().ip_lockout_minutes)
             raise AuthError("auth.invalid_credentials")
 
         challenge = new_token()
@@ -367,6 +488,7 @@ def complete_login(challenge: str, code: str, client_ip: str = "") -> SecondFact
         key = throttle_key(user.username)
         who = _anonymous(user.username, client_ip)
         try:
+            _check_address_not_locked(session, client_ip)
             _check_not_locked(session, key)
         except AuthError:
             row.used_at = utcnow()
@@ -397,6 +519,8 @@ def complete_login(challenge: str, code: str, client_ip: str = "") -> SecondFact
         except AuthError as error:
             row.attempts += 1
             locked = _register_failure(session, key)
+            if _register_address_failure(session, client_ip):
+                _record_address_lockout(session, who, client_ip)
             if locked or row.attempts >= get_settings().lockout_threshold:
                 row.used_at = utcnow()
             audit.record(
@@ -606,7 +730,7 @@ def change_own_password(actor: Actor, old_password: str, new_password: str) -> N
             )
             session.commit()
             raise ValidationError.single("old_password", "auth.old_password_wrong")
-        validate_password(new_password, user.username)
+        validate_password(new_password, user.username, user.display_name)
         user.password_hash = hash_password(new_password)
         user.password_changed_at = utcnow()
         revoked = revoke_sessions(session, user.id, "password_changed", except_session_id=actor.session_id)
@@ -628,11 +752,59 @@ class Enrolment:
     qr: str
 
 
-def begin_reenrol(actor: Actor) -> Enrolment:
-    """Start replacing one's own TOTP secret; the old one works until confirmed."""
-    secret = new_totp_secret()
-    challenge = new_token()
+def begin_reenrol(actor: Actor, password: str, code: str) -> Enrolment:
+    """Start replacing one's own TOTP secret; the old one works until confirmed.
+
+    A session alone is not enough: the current password and a code from the
+    current authenticator (or an unused recovery code) must come with it.
+    Wrong answers count towards the account's lockout like failed logins and
+    are audited; a right recovery code is used up.
+    """
+    password = (password or "")[:256]
+    code = (code or "").strip()[:32]
     with write_session() as session:
+        user = session.get(User, actor.user_id)
+        if user is None or not user.is_active:
+            raise AuthError("auth.challenge_expired")
+        key = throttle_key(user.username)
+        _check_not_locked(session, key)
+        refusal: AuthError | None = None
+        used_recovery = False
+        if not verify_password(password, user.password_hash):
+            refusal = AuthError("auth.old_password_wrong")
+        else:
+            try:
+                if looks_like_recovery_code(code):
+                    if not _burn_recovery_code(session, user.id, code):
+                        raise AuthError("auth.invalid_code")
+                    used_recovery = True
+                else:
+                    user.totp_last_step = match_totp_step(
+                        decrypt_secret(user.totp_secret_enc or ""), code, user.totp_last_step
+                    )
+                    session.add(user)
+            except AuthError as error:
+                refusal = error
+        if refusal is not None:
+            locked = _register_failure(session, key)
+            audit.record(
+                session,
+                actor,
+                "auth.totp_reenrol",
+                result="refused",
+                target_type="user",
+                target_id=user.id,
+                details={"reason": refusal.message_key.split(".")[-1], "locked": locked},
+                flagged=locked,
+            )
+            session.commit()
+            if locked:
+                raise AuthError("auth.locked", minutes=get_settings().lockout_minutes) from refusal
+            raise refusal
+        if used_recovery:
+            audit.record(session, actor, "auth.recovery_code_used", target_type="user", target_id=user.id)
+        secret = new_totp_secret()
+        challenge = new_token()
         session.add(
             LoginChallenge(
                 challenge_hash=token_hash(challenge),
@@ -646,7 +818,14 @@ def begin_reenrol(actor: Actor) -> Enrolment:
     return Enrolment(challenge, secret, uri, qr_data_uri(uri))
 
 
-def confirm_reenrol(actor: Actor, challenge: str, code: str) -> tuple[str, ...]:
+@dataclasses.dataclass(frozen=True)
+class Reenrolled:
+    recovery_codes: tuple[str, ...]
+    sessions_revoked: int
+
+
+def confirm_reenrol(actor: Actor, challenge: str, code: str) -> Reenrolled:
+    """Switch to the new secret; new recovery codes; every other session of the user ends."""
     with write_session() as session:
         row = _load_challenge(session, challenge, ("reenrol",))
         if row.user_id != actor.user_id:
@@ -660,8 +839,16 @@ def confirm_reenrol(actor: Actor, challenge: str, code: str) -> tuple[str, ...]:
         codes = new_recovery_codes()
         _store_recovery_codes(session, user.id, codes)
         row.used_at = utcnow()
-        audit.record(session, actor, "auth.totp_reenrolled", target_type="user", target_id=user.id)
-    return tuple(codes)
+        revoked = revoke_sessions(session, user.id, "totp_reenrolled", except_session_id=actor.session_id)
+        audit.record(
+            session,
+            actor,
+            "auth.totp_reenrolled",
+            target_type="user",
+            target_id=user.id,
+            details={"other_sessions_revoked": revoked},
+        )
+    return Reenrolled(tuple(codes), revoked)
 
 
 def remaining_recovery_codes(user_id: int) -> int:

@@ -63,6 +63,14 @@ MAX_UNREADABLE_IN_A_ROW = 1_000  # a CSV that is not a CSV: give up instead of r
 
 DELIMITERS = ",\t;|"
 _SCAN_BLOCK = 1 << 20
+MAX_CSV_LINE_CHARS = 1 << 20  # one physical line of a CSV; longer is not a table (a row of a million commas)
+# XLSX: a part that unpacks more than this many times its packed size is a zip bomb, not a
+# spreadsheet (real sheets pack 5-30x; deflate's ceiling is ~1000x). Small parts are let be.
+XLSX_MAX_RATIO = 100
+XLSX_RATIO_MIN_BYTES = 1 << 20
+XLSX_MAX_PARTS = 10_000
+# Control characters no customer field holds (NUL above all); tab and line breaks are kept.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 C = Customer.__table__.c
 SEARCH_FIELDS = ("name", "phone", "email", "external_id", "visitor_id")  # build_search_text's arguments, in order
@@ -141,8 +149,12 @@ def new_upload_path(original_name: str) -> Path:
     return folder / f"{_stamp()}-{secrets.token_hex(6)}-upload{suffix}"
 
 
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 PREVIEW_ROWS = 5
+
+
+def max_upload_bytes() -> int:
+    """The largest file an upload may carry (``MEIQIA_MAX_UPLOAD_MB``)."""
+    return get_settings().max_upload_bytes
 
 
 def upload_path_for(actor: Actor, original_name: str) -> Path:
@@ -259,7 +271,7 @@ def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, list]]:
     with path.open("r", encoding=encoding, errors=errors, newline="") as handle:
         delimiter = _sniff_delimiter(handle.read(64 * 1024))
         handle.seek(0)
-        reader = csv.reader(handle, delimiter=delimiter)
+        reader = csv.reader(_bounded_lines(handle), delimiter=delimiter)
         number = 0
         unreadable = 0
         while True:
@@ -278,10 +290,50 @@ def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, list]]:
             yield number, values
 
 
+def _bounded_lines(handle) -> Iterator[str]:
+    """The physical lines of a text file, refusing one longer than ``MAX_CSV_LINE_CHARS``
+    before it is read whole (the csv module would build a row of it first)."""
+    number = 0
+    while line := handle.readline(MAX_CSV_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_CSV_LINE_CHARS:
+            raise ValidationError.single("file", "import.line_too_long", row=number)
+        yield line
+
+
+def _check_xlsx_archive(path: Path) -> None:
+    """Refuse an XLSX that would unpack to too much, before openpyxl opens it.
+
+    The sizes come from the zip's central directory; Python's zipfile never
+    inflates a part beyond the size declared there (and fails its CRC check if
+    the data was longer), so what is declared is what reading can cost.
+    """
+    cap_mb = get_settings().import_max_uncompressed_mb
+    cap = cap_mb * 1024 * 1024
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise ValidationError.single("file", "import.unreadable_file") from None
+    too_large = ValidationError.single("file", "import.xlsx_too_large", mb=cap_mb)
+    if len(parts) > XLSX_MAX_PARTS:
+        raise too_large
+    total = 0
+    for part in parts:
+        total += part.file_size
+        # openpyxl keeps the shared strings in memory (and a Python string costs a multiple
+        # of its XML): that part gets a quarter of the budget.
+        part_cap = cap // 4 if part.filename.lower().endswith("sharedstrings.xml") else cap
+        bomb = part.file_size > XLSX_RATIO_MIN_BYTES and part.file_size > XLSX_MAX_RATIO * max(part.compress_size, 1)
+        if bomb or part.file_size > part_cap or total > cap:
+            raise too_large
+
+
 def _xlsx_rows(path: Path) -> tuple[Iterator[tuple[int, list]], int]:
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
+    _check_xlsx_archive(path)
     try:
         # read_only streams the sheet; data_only gives a formula's last value, not its text.
         workbook = load_workbook(path, read_only=True, data_only=True)
@@ -309,6 +361,28 @@ def _is_blank(values: Sequence | None) -> bool:
     return values is not None and all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
 
 
+def _bounded_rows(rows: Iterator[tuple[int, list]]) -> Iterator[tuple[int, list]]:
+    """Stop at ``MEIQIA_IMPORT_MAX_ROWS`` data rows and refuse rows wider than
+    ``MEIQIA_IMPORT_MAX_COLUMNS`` (trailing empty cells do not count)."""
+    settings = get_settings()
+    max_rows, max_columns = settings.import_max_rows, settings.import_max_columns
+    try:
+        for number, values in rows:
+            if number - 1 > max_rows:  # row 1 is the header
+                raise ValidationError.single("file", "import.too_many_rows", max=max_rows)
+            if values is not None and len(values) > max_columns:
+                values = list(values)
+                while values and (values[-1] is None or values[-1] == ""):
+                    values.pop()
+                if len(values) > max_columns:
+                    raise ValidationError.single("file", "import.too_many_columns", max=max_columns)
+            yield number, values
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+
+
 def _open_table(path: Path) -> _Table:
     suffix = path.suffix.lower()
     if suffix in XLSX_SUFFIXES:
@@ -316,6 +390,7 @@ def _open_table(path: Path) -> _Table:
     else:
         encoding, expected = _scan_csv(path)
         rows = _csv_rows(path, encoding)
+    rows = _bounded_rows(rows)
     # Started here, so closing (or dropping) the iterator closes the file.
     for _number, values in rows:
         if values is None or _is_blank(values):
@@ -674,6 +749,24 @@ def _check_row(number: int, values: list | None, mapping: dict[int, str]) -> _Ro
         return _Row(number, [], problems=[ImportProblem(number, "", "import.unreadable_row")])
     texts = [_cell_text(v) for v in values]
     raw = {field: _prepared(field, texts[index] if index < len(texts) else "") for index, field in mapping.items()}
+    controls = [field for field, text in raw.items() if text and _CONTROL_CHARS.search(text)]
+    if controls:
+        # NUL and other control characters: the cell is invalid (never stored, and the
+        # error report shows them as U+FFFD).
+        shown = [_CONTROL_CHARS.sub("\ufffd", text) for text in texts]
+        return _Row(
+            number,
+            shown,
+            problems=[
+                ImportProblem(
+                    number,
+                    field,
+                    "import.invalid_characters",
+                    value=_CONTROL_CHARS.sub("\ufffd", raw[field])[:MAX_VALUE_CHARS],
+                )
+                for field in controls
+            ],
+        )
     row = _Row(number, texts)
     try:
         row.cleaned = clean_customer_fields(raw)

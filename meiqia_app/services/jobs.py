@@ -15,25 +15,23 @@ batches and calls ``ctx.progress(processed, checkpoint)`` after each one.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import logging
 import threading
 from collections.abc import Callable
 
+from sqlalchemy import func, update
 from sqlmodel import select
 
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import Job, Role, User
 from meiqia_app.services.errors import NotFound
+from meiqia_app.services.process_owner import HEARTBEATS, current_owner, is_orphaned
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor
 from meiqia_app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-# A running job whose heartbeat is older than this is taken to be orphaned by
-# a crashed or restarted process.
-STALE_AFTER = dt.timedelta(minutes=2)
 ACTIVE = ("queued", "running")
 
 Worker = Callable[["JobContext"], dict]
@@ -157,19 +155,48 @@ def _actor_of(job: Job) -> Actor:
     return actor_for(row[0], row[1])
 
 
-def run_job(job_id: int) -> JobView:
-    """Run (or resume) a job in this thread until it ends; returns its final view."""
+def _claim(job_id: int, status: str, owner: str | None) -> bool:
+    """Make this process the job's owner, if nobody changed it since it was read.
+
+    One UPDATE conditioned on the status and owner seen: of two workers
+    taking over the same orphaned job at start, exactly one gets it.
+    """
+    columns = Job.__table__.c
+    now = utcnow()
+    same_owner = columns.owner.is_(None) if owner is None else columns.owner == owner
     with write_session() as session:
+        result = session.execute(
+            update(Job.__table__)
+            .where(columns.id == job_id, columns.status == status, same_owner)
+            .values(
+                status="running",
+                owner=current_owner(),
+                heartbeat_at=now,
+                started_at=func.coalesce(columns.started_at, now),
+            )
+        )
+        return result.rowcount == 1
+
+
+def run_job(job_id: int) -> JobView:
+    """Run (or resume) a job in this thread until it ends; returns its final view.
+
+    A queued job is started; a running one is taken over only when its
+    process is gone (``process_owner.is_orphaned``); one a live process runs
+    is left to it (the current view is returned).
+    """
+    with read_session() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound()
-        if job.status not in ACTIVE:
+        if job.status not in ACTIVE or (job.status == "running" and not is_orphaned(job.owner, job.heartbeat_at)):
             return _view(job)
-        job.status = "running"
-        job.started_at = job.started_at or utcnow()
-        job.heartbeat_at = utcnow()
-        session.add(job)
-        session.commit()
+        seen_status, seen_owner = job.status, job.owner
+    if not _claim(job_id, seen_status, seen_owner):
+        with read_session() as session:
+            return _view(session.get(Job, job_id))
+    with read_session() as session:
+        job = session.get(Job, job_id)
         context = JobContext(
             job_id=job.id,
             kind=job.kind,
@@ -179,6 +206,7 @@ def run_job(job_id: int) -> JobView:
             processed=job.processed,
         )
     status, result, error = "done", {}, None
+    HEARTBEATS.track(Job, job_id)
     try:
         result = _WORKERS[context.kind](context) or {}
     except JobCancelled:
@@ -186,6 +214,8 @@ def run_job(job_id: int) -> JobView:
     except Exception as exc:  # a failed job must record why, whatever went wrong
         log.exception("job %s (%s) failed", job_id, context.kind)
         status, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        HEARTBEATS.untrack(Job, job_id)
     with write_session() as session:
         job = session.get(Job, job_id)
         job.status = status
@@ -229,20 +259,32 @@ def request_cancel(actor: Actor, job_id: int) -> None:
 
 
 def resume_interrupted_jobs() -> list[int]:
-    """Restart queued jobs and running jobs whose heartbeat stopped (called at app start)."""
-    cutoff = utcnow() - STALE_AFTER
+    """At start: restart queued jobs and take over running jobs whose process is gone.
+
+    A job of a dead process on this machine (its pid is gone or reused, or
+    the machine rebooted) is resumed at once; one owned elsewhere when its
+    heartbeat is older than ``MEIQIA_JOB_STALE_SECONDS``. A job another live
+    worker runs is left alone. An orphaned job whose kind this version has no
+    worker for cannot resume: it ends as failed. Returns the resumed ids.
+    """
     with read_session() as session:
-        jobs = session.exec(select(Job).where(Job.status.in_(ACTIVE))).all()
-        orphaned = [
-            job.id
-            for job in jobs
-            if job.kind in _WORKERS
-            and (job.status == "queued" or job.heartbeat_at is None or _aware(job.heartbeat_at) < cutoff)
-        ]
-    for job_id in orphaned:
+        active = session.exec(select(Job).where(Job.status.in_(ACTIVE))).all()
+        orphaned = [job for job in active if job.status == "queued" or is_orphaned(job.owner, job.heartbeat_at)]
+        resumable = [job.id for job in orphaned if job.kind in _WORKERS]
+        unknown = [(job.id, job.status, job.owner) for job in orphaned if job.kind not in _WORKERS]
+    for job_id, status, owner in unknown:
+        _fail_unresumable(job_id, status, owner)
+    for job_id in resumable:
         start_in_background(job_id)
-    return orphaned
+    return resumable
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+def _fail_unresumable(job_id: int, status: str, owner: str | None) -> None:
+    columns = Job.__table__.c
+    same_owner = columns.owner.is_(None) if owner is None else columns.owner == owner
+    with write_session() as session:
+        session.execute(
+            update(Job.__table__)
+            .where(columns.id == job_id, columns.status == status, same_owner)
+            .values(status="failed", error="interrupted: no worker for this kind of job", finished_at=utcnow())
+        )

@@ -47,6 +47,7 @@ from meiqia_app.db import read_session, write_session
 from meiqia_app.models import AppSetting, Job
 from meiqia_app.services import audit, jobs, scheduler
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
+from meiqia_app.services.process_owner import is_orphaned
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
@@ -342,11 +343,10 @@ def start_run(actor: Actor, key: object, confirm: object = "") -> int:
 
 
 def _busy(policy: Policy) -> bool:
-    """A run of this policy is queued or alive (its heartbeat is recent; a dead one is resumed at start)."""
-    recent = utcnow() - jobs.STALE_AFTER
+    """A run of this policy is queued or alive (a dead one's is resumed at start)."""
     with read_session() as session:
         active = session.exec(select(Job).where(Job.kind == policy.job_kind, Job.status.in_(jobs.ACTIVE))).all()
-    return any(as_utc(job.heartbeat_at or job.created_at) >= recent for job in active)
+    return any(job.status == "queued" or not is_orphaned(job.owner, job.heartbeat_at, job.created_at) for job in active)
 
 
 def run_view(actor: Actor, job_id: object) -> jobs.JobView:

@@ -87,6 +87,7 @@ def _exports_preview(setting: PolicySetting, now: dt.datetime) -> Preview:
 def _exports_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) -> dict:
     counts = {"files": 0, "bytes": 0, **counts_so_far(ctx)}
     finished_before = now - dt.timedelta(hours=setting.value)
+    export_service.remove_partial_files()  # what interrupted exports left (also done at start)
     while True:
         files, size = export_service.retention_expire_batch(now, finished_before, FILE_BATCH)
         if not files:

@@ -133,7 +133,7 @@ def create_user_record(
         raise ValidationError.single("username", "error.username_invalid")
     if session.exec(select(User).where(func.lower(User.username) == username.lower())).first():
         raise ValidationError.single("username", "error.username_taken")
-    auth.validate_password(password, username)
+    auth.validate_password(password, username, display_name)
     role = _role_by_name(session, role_name)
     user = User(
         username=username,
@@ -246,7 +246,7 @@ def reset_password(actor: Actor, user_id: int, new_password: str) -> None:
         user = session.get(User, int(user_id))
         if user is None:
             raise NotFound()
-        auth.validate_password(new_password, user.username)
+        auth.validate_password(new_password, user.username, user.display_name)
         user.password_hash = auth.hash_password(new_password)
         user.password_changed_at = utcnow()
         revoked = auth.revoke_sessions(session, user.id, "password_reset")

@@ -6,14 +6,14 @@ import reflex as rx
 
 from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.state.base import AppState, full_page_load
+from meiqia_app.state.base import LOGOUT_PATH, AppState, full_page_post
 
 
 class AccountState(AppState):
     password_errors: dict[str, str] = {}
     recovery_left: int = 0
 
-    reenrol_step: str = ""  # "" | scan | codes
+    reenrol_step: str = ""  # "" | verify | scan | codes
     reenrol_secret: str = ""
     reenrol_qr: str = ""
     reenrol_error: str = ""
@@ -61,25 +61,44 @@ class AccountState(AppState):
         ]
 
     @rx.event
-    async def start_reenrol(self):
+    def start_reenrol(self):
+        """Ask for the current password and code first (nothing is created yet)."""
+        self._reenrol_challenge = ""
+        self.reenrol_secret = ""
+        self.reenrol_qr = ""
+        self.reenrol_error = ""
+        self.reenrol_step = "verify"
+
+    @rx.event
+    async def verify_reenrol(self, form: dict):
+        """Current password + current code (or a recovery code): then the new QR code."""
+        if self.reenrol_step != "verify":
+            return None
+        self.reenrol_error = ""
+        password = str(form.get("reenrol_password", ""))[:256]
+        code = str(form.get("reenrol_current_code", ""))[:32]
         try:
             actor = self._actor()
-            enrolment = await self._call(auth.begin_reenrol, actor)
+            enrolment = await self._call(auth.begin_reenrol, actor, password, code)
+        except auth.AuthError as error:
+            self.reenrol_error = self._tr(error.message_key, **error.params)
+            return rx.set_value("reenrol-password", "")
         except AppError as error:
             return self._on_error(error)
         self._reenrol_challenge = enrolment.challenge
         self.reenrol_secret = enrolment.secret
         self.reenrol_qr = enrolment.qr
-        self.reenrol_error = ""
         self.reenrol_step = "scan"
         return None
 
     @rx.event
     async def confirm_reenrol(self, form: dict):
+        if self.reenrol_step != "scan" or not self._reenrol_challenge:
+            return None
         self.reenrol_error = ""
         try:
             actor = self._actor()
-            codes = await self._call(
+            done = await self._call(
                 auth.confirm_reenrol, actor, self._reenrol_challenge, str(form.get("code", ""))[:12]
             )
         except AppError as error:
@@ -90,10 +109,10 @@ class AccountState(AppState):
         self._reenrol_challenge = ""
         self.reenrol_secret = ""
         self.reenrol_qr = ""
-        self.new_recovery_codes = list(codes)
-        self.recovery_left = len(codes)
+        self.new_recovery_codes = list(done.recovery_codes)
+        self.recovery_left = len(done.recovery_codes)
         self.reenrol_step = "codes"
-        return rx.toast.success(self._tr("account.reenrolled"))
+        return rx.toast.success(self._tr("account.reenrolled_sessions", count=done.sessions_revoked))
 
     @rx.event
     def finish_reenrol(self):
@@ -102,6 +121,7 @@ class AccountState(AppState):
 
     @rx.event
     def cancel_reenrol(self):
+        self.reenrol_error = ""
         self._reenrol_challenge = ""
         self.reenrol_secret = ""
         self.reenrol_qr = ""
@@ -121,4 +141,4 @@ class AccountState(AppState):
             return self._on_error(error)
         self.user_name = ""
         self.perms = []
-        return full_page_load("/api/session/clear")
+        return full_page_post(LOGOUT_PATH)

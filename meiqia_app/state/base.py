@@ -51,6 +51,21 @@ def full_page_load(path: str):
     return rx.call_script(f"window.location.assign({json.dumps(path)})")
 
 
+LOGOUT_PATH = "/api/session/clear"
+
+
+def full_page_post(path: str):
+    """Submit an empty same-origin form to ``path`` (a POST the browser follows).
+
+    The logout route only accepts POST from our own origin, so another site
+    cannot log a person out with a link or an image.
+    """
+    return rx.call_script(
+        "(() => { const form = document.createElement('form'); form.method = 'post'; "
+        f"form.action = {json.dumps(path)}; document.body.appendChild(form); form.submit(); }})()"
+    )
+
+
 def session_token_from_cookie_header(header: str) -> str:
     if not header:
         return ""
@@ -175,7 +190,7 @@ class AppState(rx.State):
         self.user_name = ""
         self.perms = []
         # The route clears the HttpOnly cookie (JavaScript cannot).
-        return full_page_load("/api/session/clear")
+        return full_page_post(LOGOUT_PATH)
 
     @rx.var
     def is_en(self) -> bool:

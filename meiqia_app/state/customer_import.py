@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import ClassVar
 
 import reflex as rx
 
@@ -12,6 +13,7 @@ from meiqia_app.services.customer_import import ImportReport
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import AppError, NotAuthenticated, ValidationError
 from meiqia_app.state.base import AppState
+from meiqia_app.state.uploads import current_client_token, upload_actor
 
 UPLOAD_ID = "import-upload"
 
@@ -44,6 +46,10 @@ class _Progress:
 
 
 class CustomerImportState(AppState):
+    # Handlers Reflex's /_upload may run, and the permission the upload request's
+    # session must hold (checked by web/upload_guard.py before the body is read).
+    upload_handlers: ClassVar[dict[str, str]] = {"handle_upload": "customer.import"}
+
     file_name: str = ""
     mapping_rows: list[MappingRow] = []
     step: str = "upload"  # upload | mapping | running | report
@@ -97,24 +103,30 @@ class CustomerImportState(AppState):
             return None
         upload = files[0]
         original = str(upload.name or "upload")[-120:]
+        limit = customer_import.max_upload_bytes()
+        target = None
         try:
-            actor = self._actor()
+            # The user of the upload request's own cookie (checked by web/upload_guard.py
+            # before the body was read), never the tab's: see state/uploads.py.
+            actor = await self._call(upload_actor, current_client_token(self), self.user_name)
             target = await self._call(customer_import.upload_path_for, actor, original)
             written = 0
             with open(target, "wb") as out:
                 while chunk := await upload.read(1 << 20):
                     written += len(chunk)
-                    if written > customer_import.MAX_UPLOAD_BYTES:
+                    if written > limit:
                         break
                     out.write(chunk)
-            if written > customer_import.MAX_UPLOAD_BYTES:
+            if written > limit:
                 target.unlink(missing_ok=True)
-                self.error = self._tr("import.too_big", mb=customer_import.MAX_UPLOAD_BYTES // (1024 * 1024))
+                self.error = self._tr("import.too_big", mb=limit // (1024 * 1024))
                 return None
             preview = await self._call(customer_import.preview_table, actor, target)
         except NotAuthenticated as error:
             return self._on_error(error)
         except AppError as error:
+            if target is not None and isinstance(error, ValidationError):
+                target.unlink(missing_ok=True)  # a refused file is not kept
             self.error = self._message(error)
             return None
         self._path = str(target)

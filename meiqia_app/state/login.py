@@ -88,7 +88,7 @@ class LoginState(AppState):
         except AppError as error:
             self.error = self._tr(error.message_key, **error.params)
             self.busy = False
-            if error.message_key in ("auth.challenge_expired", "auth.locked"):
+            if error.message_key in ("auth.challenge_expired", "auth.locked", "auth.address_locked"):
                 self.step = "password"
                 self._challenge = ""
             return

@@ -7,7 +7,8 @@ browser trades it here for the cookie.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import asyncio
+from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,7 +18,7 @@ from starlette.routing import Route
 from meiqia_app.config import get_settings
 from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError
-from meiqia_app.state.base import SESSION_COOKIE
+from meiqia_app.state.base import LOGOUT_PATH, SESSION_COOKIE
 from meiqia_app.state.login import safe_next
 from meiqia_app.web.backup_routes import backup_routes
 
@@ -48,10 +49,46 @@ async def claim_session(request: Request):
     return response
 
 
+def _request_origin(request: Request) -> str:
+    """The page's origin a request came from: Origin, else the Referer's scheme and host."""
+    origin = (request.headers.get("origin") or "").strip()
+    if not origin or origin == "null":
+        referer = urlsplit(request.headers.get("referer") or "")
+        origin = f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else ""
+    return origin.rstrip("/").lower()
+
+
+def is_same_origin(request: Request) -> bool:
+    """True when the request was sent by a page of this app (CSRF check for state-changing POSTs).
+
+    The page's origin must be one of ``MEIQIA_ALLOWED_ORIGINS`` (the origins
+    allowed to open the websocket); when none are configured, it must name the
+    host the request was sent to. No Origin and no Referer: refused.
+    """
+    origin = _request_origin(request)
+    if not origin:
+        return False
+    allowed = {o.rstrip("/").lower() for o in get_settings().allowed_origins}
+    if allowed:
+        return origin in allowed
+    return urlsplit(origin).netloc == (request.headers.get("host") or "").lower()
+
+
 async def clear_session(request: Request):
-    # The logout event already revoked the session server-side; a direct visit
-    # (no event) revokes it here too.
-    auth.logout(request.cookies.get(SESSION_COOKIE, ""), _client_ip(request))
+    """Log out: POST only, from a page of this app.
+
+    The logout event already revoked the session server-side; a form posted
+    without it (no websocket) revokes it here too. A GET is refused (405) and
+    a POST from another site (Origin/Referer not ours) is refused (403), so a
+    link, an image or another site's form cannot log anyone out.
+    """
+    if request.method != "POST":
+        # Answered here, not by the router: with the route POST-only, a GET would fall
+        # through to the app mounted behind these routes.
+        return PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": "POST"})
+    if not is_same_origin(request):
+        return PlainTextResponse("Forbidden: cross-site request", status_code=403)
+    await asyncio.to_thread(auth.logout, request.cookies.get(SESSION_COOKIE, ""), _client_ip(request))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.headers["Cache-Control"] = "no-store"
@@ -69,7 +106,7 @@ def session_api() -> Starlette:
         routes=[
             *export_routes.routes(),
             Route("/api/session/claim", claim_session, methods=["GET"]),
-            Route("/api/session/clear", clear_session, methods=["GET"]),
+            Route(LOGOUT_PATH, clear_session, methods=["GET", "HEAD", "POST"]),
             Route("/api/health", health, methods=["GET"]),
             *backup_routes(),
         ]

@@ -144,6 +144,9 @@ def running_app(
         "MEIQIA_DATA_DIR": str(data_dir),
         "MEIQIA_ALLOWED_ORIGINS": f"http://localhost:{port},http://127.0.0.1:{port}",
         "REFLEX_CHECK_LATEST_VERSION": "false",
+        # Every test logs in from 127.0.0.1 and several fail on purpose: the per-address
+        # throttle (tested in tests/unit/test_login_hardening.py) must not lock the suite out.
+        "MEIQIA_IP_LOCKOUT_THRESHOLD": "1000",
         # Its own build folder: a test build must not overwrite the one a
         # running `make run` serves (the backend port is baked into it).
         "REFLEX_WEB_WORKDIR": str(ROOT / ".web-test"),

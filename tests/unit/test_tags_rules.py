@@ -506,7 +506,7 @@ def test_shipped_new_customer_rule_tags_only_customers_registered_in_the_last_30
 def test_migration_corrects_the_shipped_new_customer_rule_of_an_existing_database(seeded_db):
     from sqlalchemy import text, update
 
-    from meiqia_app.migrate import upgrade_to_head
+    from meiqia_app.migrate import upgrade_to
     from meiqia_app.models import TagRule
     from meiqia_app.services.rbac import SYSTEM_ACTOR
 
@@ -529,11 +529,11 @@ def test_migration_corrects_the_shipped_new_customer_rule_of_an_existing_databas
 
     # An administrator's own version of the rule is left alone.
     database_at_0006(edited)
-    upgrade_to_head()
+    upgrade_to("0007_new_customer_rule")
     assert stored()[0] == edited
     # The rule as shipped before is corrected, and the tag's description with it.
     database_at_0006(shipped_before)
-    upgrade_to_head()
+    upgrade_to("0007_new_customer_rule")
     conditions, description = stored()
     assert conditions == [{"field": "registered_days", "op": "lte", "value": 30, "days": 0, "product_id": None}]
     assert description == "最近 30 天内注册"

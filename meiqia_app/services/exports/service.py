@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 from pathlib import Path
@@ -44,6 +45,7 @@ from meiqia_app.services.exports.policy import evaluate, masked_fields
 from meiqia_app.services.exports.rows import ExportSpec, RowSource
 from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_pdf, write_xlsx
 from meiqia_app.services.masking import mask_search_term
+from meiqia_app.services.process_owner import HEARTBEATS, current_owner, is_orphaned
 from meiqia_app.services.rbac import Actor, refuse, require
 from meiqia_app.services.selection import KIND_IDS, KIND_QUERY, Selection
 from meiqia_app.timeutil import as_utc, format_local, to_local, utcnow
@@ -61,7 +63,6 @@ MEDIA_TYPES = {
     "pdf": "application/pdf",
 }
 TOKEN_TTL = dt.timedelta(minutes=5)
-STALE_AFTER = dt.timedelta(minutes=2)
 #: Audit anomaly thresholds: rows in one export, exports by one user per hour, local working hours.
 LARGE_EXPORT_ROWS = 10_000
 FREQUENT_EXPORTS_PER_HOUR = 5
@@ -524,7 +525,9 @@ def run_export(export_id: int, password: str = "") -> dict:
         job.status = "running"
         job.started_at = utcnow()
         job.heartbeat_at = utcnow()
+        job.owner = current_owner()
         session.add(job)
+    HEARTBEATS.track(ExportJob, export_id)
     actor = _actor_of(job.requested_by_id)
     settings = get_settings()
     directory = settings.exports_dir
@@ -634,6 +637,7 @@ def run_export(export_id: int, password: str = "") -> dict:
             )
             return export_dto(row)
     finally:
+        HEARTBEATS.untrack(ExportJob, export_id)
         _threads.pop(export_id, None)
 
 
@@ -659,28 +663,94 @@ def _cleanup(*paths: Path) -> None:
 
 
 def reap_interrupted() -> int:
-    """Running exports whose heartbeat stopped (process restarted) end as failed."""
-    cutoff = utcnow() - STALE_AFTER
+    """Exports whose process is gone end as failed ("interrupted"); their partial files go.
+
+    An export cannot resume (a protected one needs its password, which is
+    never stored), so it is failed and can be requested again. Gone means:
+    the process that runs it on this machine is dead (known at once, e.g.
+    right after a restart), or its heartbeat (touched every few seconds while
+    it runs) is older than ``MEIQIA_JOB_STALE_SECONDS``. An export another
+    live worker writes is left alone. Called at start and before listings.
+    """
     count = 0
     with write_session() as session:
         jobs = session.exec(select(ExportJob).where(ExportJob.status.in_(ACTIVE))).all()
         for job in jobs:
-            beat = job.heartbeat_at or job.created_at
-            if job.id in _threads or as_utc(beat) >= cutoff:
+            if job.id in _threads or not is_orphaned(job.owner, job.heartbeat_at, job.created_at):
                 continue
             job.status = "failed"
             job.error = "export.error.interrupted"
             job.finished_at = utcnow()
             session.add(job)
+            audit.record(
+                session,
+                _system(),
+                "export.failed",
+                target_type="export",
+                target_id=job.id,
+                result="error",
+                details=_details(job, error=job.error),
+            )
             count += 1
     return count
 
 
+# Files an export run leaves while it writes (see run_export, portability, report_views.export_pdf).
+_EXPORT_PART = re.compile(r"^\.export-(\d+)-[0-9a-f]+\.part\.\w+$")
+_EXPORT_FILE = re.compile(r"^export-(\d+)-[0-9a-f]+\.\w+$")
+_UNOWNED_TEMP = re.compile(r"^\.(?:report-[0-9a-f]+\.part\.pdf|portability-\d+-[0-9a-f]+\.(?:json|xlsx))$")
+# Temporary files no export row names are written within seconds; one this old was left by a dead process.
+UNOWNED_TEMP_AGE = dt.timedelta(minutes=10)
+
+
+def remove_partial_files() -> list[str]:
+    """Delete what interrupted exports left in the exports folder; returns the names removed.
+
+    * ``.export-<id>-….part.*``: the file of export <id> being written; kept
+      only while that export is queued or running.
+    * ``export-<id>-….*``: a finished file; kept while the export is active,
+      or when it is the file its done export names (a run killed between
+      writing the file and recording it leaves one nobody names).
+    * the temporary files of report PDFs and data-portability exports (no
+      export row yet): removed once older than ``UNOWNED_TEMP_AGE``.
+    """
+    directory = get_settings().exports_dir
+    if not directory.is_dir():
+        return []
+    with read_session() as session:
+        rows = session.exec(select(ExportJob.id, ExportJob.status, ExportJob.file_name)).all()
+    active = {row[0] for row in rows if row[1] in ACTIVE}
+    named = {row[2] for row in rows if row[1] == "done" and row[2]}
+    old = utcnow() - UNOWNED_TEMP_AGE
+    removed = []
+    for path in directory.iterdir():
+        name = path.name
+        if match := _EXPORT_PART.match(name):
+            stale = int(match.group(1)) not in active
+        elif match := _EXPORT_FILE.match(name):
+            stale = int(match.group(1)) not in active and name not in named
+        elif _UNOWNED_TEMP.match(name):
+            try:
+                stale = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC) < old
+            except OSError:
+                continue
+        else:
+            continue
+        if stale and path.is_file():
+            _cleanup(path)
+            removed.append(name)
+    if removed:
+        log.warning("removed %d files left by interrupted exports: %s", len(removed), ", ".join(removed[:20]))
+    return removed
+
+
 def purge_expired() -> int:
-    """Delete the files of expired exports (before listing history); nothing while the
-    export-files retention policy is off (files kept, e.g. on hold; links still end)."""
+    """Delete what interrupted exports left, and the files of expired exports (before
+    listing history, and by the export-files retention policy); expired files stay
+    while that policy is off (kept, e.g. on hold; their links still end)."""
     from meiqia_app.services import retention
 
+    remove_partial_files()
     if not retention.current("export_files").enabled:
         return 0
     now = utcnow()
