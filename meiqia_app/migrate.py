@@ -14,12 +14,13 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade_to_head() -> None:
+def upgrade_to_head(engine=None) -> None:
+    """Migrate the app's database, or ``engine``'s (a restored copy before it goes live)."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from meiqia_app.db import get_engine
 
-    with get_engine().begin() as connection:
+    with (engine or get_engine()).begin() as connection:
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
