@@ -16,6 +16,9 @@ is audited, flagged). /audit shows the newest ones so an admin can write the
 hash down or send it elsewhere; ``verify-audit --pin ID:HASH`` checks such a
 copy.
 
+The first anchor of a log that has never been anchored checks it whole
+(about a minute per million entries); later ones only what came since.
+
 Trade-off: the file is local to the machine that runs the app. With
 PostgreSQL and several app hosts each host keeps its own file (each is
 valid: it pins entries of the one shared chain); someone who controls the
@@ -32,11 +35,8 @@ import os
 import threading
 from pathlib import Path
 
-from sqlmodel import select
-
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session
-from meiqia_app.models import AuditEntry
 from meiqia_app.services import audit, keys
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor
 from meiqia_app.timeutil import utcnow
@@ -142,15 +142,19 @@ def write_anchor(reason: str, actor: Actor = SYSTEM_ACTOR) -> Anchor | None:
         if previous is not None and previous.id == last_id and last_id != 0:
             return previous  # nothing new since: the previous anchor still is the head
         anchor = Anchor(utcnow().isoformat(timespec="seconds"), last_id, last_hash, mac_from, reason, True)
-        _append(anchor)
+        try:
+            _append(anchor)
+        except OSError as error:  # a full disk must not fail the backup or restore that asked
+            log.error("could not write the audit anchor: %s", error)
+            audit.record_now(
+                actor,
+                "audit.anchor",
+                result="failed",
+                details={"reason": reason, "error": str(error)[:200]},
+                flagged=True,
+            )
+            return None
         return anchor
-
-
-def head_entry() -> tuple[int, str]:
-    """The newest entry's (id, hash), (0, genesis) for an empty log."""
-    with read_session() as session:
-        row = session.exec(select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)).first()
-    return (row[0], row[1]) if row else (0, audit.GENESIS)
 
 
 def nightly_anchor() -> None:

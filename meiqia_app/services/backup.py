@@ -60,6 +60,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
@@ -437,7 +438,7 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
             reset_engine()
             _restore_file(staged)
             _reconcile_live_or_go_back(restore, safety)
-    except (sqlite3.Error, subprocess.SubprocessError, OSError, SQLAlchemyError) as exc:
+    except (sqlite3.Error, subprocess.SubprocessError, OSError, SQLAlchemyError, ValueError, CommandError) as exc:
         reset_engine()
         audit.record_now(
             actor,
@@ -503,9 +504,14 @@ def _reconcile_live_or_go_back(restore: _Restore, safety: BackupView) -> None:
         upgrade_to_head()
         with write_session() as session:
             _reconcile(session, restore)
-    except (SQLAlchemyError, OSError, ValueError):
+    except (SQLAlchemyError, OSError, ValueError, CommandError):
+        # Back to the state before; the safety backup lacks the entries written
+        # after its copy was taken (its own "backup.create"): carry those over too.
         reset_engine()
         _restore_file(path_of(safety.file_name))
+        reset_engine()
+        with write_session() as session:
+            audit_carry.carry(session, restore.carried_path)
         raise
 
 

@@ -162,10 +162,11 @@ def erase_batch(
     mention_info = None
     redacted: dict[str, list[int]] = {}
     if redact is not None:
-        terms = mentions.terms_of(session, ids)
+        redact = mentions.parse_keys(redact, limit=None)
         searched = len(ids) <= mentions.MAX_CUSTOMERS
+        terms = mentions.terms_of(session, ids) if searched or redact else {}
         found = [m.key for m in mentions.search(session, ids, terms)] if searched else []
-        redacted = mentions.redact_records(session, terms, redact)
+        redacted = mentions.redact_records(session, terms, redact) if redact else {}
         mention_info = {
             "searched": searched,
             "found": found,

@@ -55,14 +55,17 @@ class Mention:
         return f"{self.kind}:{self.record_id}"
 
 
-def parse_keys(raw: Iterable[object]) -> set[str]:
-    """Record references sent by the browser ("note:12", "message:7"), checked; others dropped."""
+def parse_keys(raw: Iterable[object], limit: int | None = MAX_FOUND) -> set[str]:
+    """Record references ("note:12", "message:7") as sent by the browser, checked; others dropped.
+
+    ``limit``: at most that many (what one review can show); None for the ledger's own lists.
+    """
     keys = set()
     for value in raw or ():
+        if limit is not None and len(keys) >= limit:
+            break
         if isinstance(value, str) and _KEY.match(value):
             keys.add(value)
-        if len(keys) > MAX_FOUND:
-            break
     return keys
 
 
@@ -159,7 +162,7 @@ def redact_records(session, terms: Terms, keys: Iterable[str]) -> dict[str, list
     if not pairs:
         return {}
     changed: dict[str, list[int]] = {}
-    for key in sorted(parse_keys(keys)):
+    for key in sorted(parse_keys(keys, limit=None)):
         kind, record_id = key.split(":")
         table = Note.__table__ if kind == "note" else Message.__table__
         body = session.execute(select(table.c.body).where(table.c.id == int(record_id))).scalar()

@@ -180,3 +180,51 @@ def test_a_backup_of_another_chain_gets_the_live_log(seeded_actors, seeded_db):
     entry = [e for e in _entries() if e.action == "backup.restore"][-1]
     assert json.loads(entry.details)["audit"]["mode"] == "replaced" and entry.flagged
     assert _verify().ok
+
+
+def test_a_backup_from_before_the_mac_upgrade_is_migrated_and_continued(seeded_actors):
+    """A backup of schema 0006 (no MAC column, no upgrade point) is migrated in the staged copy."""
+    import sqlite3
+
+    if get_engine().dialect.name != "sqlite":
+        pytest.skip("edits the SQLite backup file")
+    admin = seeded_actors["admin"]
+    view = backup.create_backup(admin)
+    path = backup.path_of(view.file_name)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("ALTER TABLE audit_entry DROP COLUMN entry_mac")
+        conn.execute("DELETE FROM app_setting WHERE key = 'audit.mac_from'")
+        conn.execute("UPDATE alembic_version SET version_num = '0006_partial_status_indexes'")
+        conn.commit()
+    finally:
+        conn.close()
+    target = _target()
+    erasure.erase_customer(admin, target, confirm=str(target))
+    recorded = [(e.id, e.entry_hash, e.entry_mac) for e in _entries()]
+    backup.restore_file(admin, path)
+    assert _sql("SELECT version_num FROM alembic_version")[0][0] == "0007_audit_integrity"
+    assert [(e.id, e.entry_hash, e.entry_mac) for e in _entries()][: len(recorded)] == recorded
+    assert _personal(target)["phone"] is None
+    assert _verify().ok
+
+
+def test_a_restore_that_cannot_re_apply_erasures_changes_nothing(seeded_actors, monkeypatch):
+    """SQLite: the live file is never touched; PostgreSQL: the safety backup goes back, log carried."""
+    admin = seeded_actors["admin"]
+    view = backup.create_backup(admin)
+    target = _target()
+    erasure.erase_customer(admin, target, confirm=str(target))
+    recorded = [(e.id, e.entry_hash) for e in _entries()]
+
+    def broken(*_args, **_kwargs):
+        raise OSError("ledger unreadable")
+
+    monkeypatch.setattr(erasure, "reapply_ledger", broken)
+    with pytest.raises(backup.BackupFailed):
+        backup.restore_backup(admin, view.id, confirm=view.file_name)
+    assert _personal(target)["phone"] is None
+    now = _entries()
+    assert [(e.id, e.entry_hash) for e in now][: len(recorded)] == recorded
+    assert now[-1].action == "backup.restore" and now[-1].result == "failed" and now[-1].flagged
+    assert _verify().ok
