@@ -442,5 +442,6 @@ def reapply_ledger(session, actor: Actor, context: dict) -> dict:
         "erased_again": plan.ids[:200],
         "count": len(plan.ids),
         "by_identifier": plan.by_identifier[:200],
+        "other_customer": plan.other_customer[:200],
         "rows": rows,
     }

@@ -6,7 +6,8 @@ back. Every erasure therefore appends one line per customer to
 (so it travels with them when the directory is copied off the machine) —
 holding no personal data:
 
-- the customer id (the anonymous id the erased row keeps),
+- the customer id (the anonymous id the erased row keeps) and when that
+  row was created (tells the same customer from another one under a reused id),
 - keyed hashes (HMAC, a key derived from the secret key) of the phone,
   e-mail and external id as they were, normalised,
 - the other customers' notes and messages (references: "note:12") in which
@@ -19,13 +20,16 @@ Every restore re-applies the ledger to the restored data inside the restore
 operation, before the app serves it again (services/backup.py), through the
 same code path as an erasure (:func:`meiqia_app.services.erasure.erase_batch`):
 
-- the row with the recorded id is erased again when it is not erased and is
-  the same person (one of its identifiers hashes to a recorded one, or either
-  side has none);
-- when that row is missing or is someone else (a backup of another
-  database), rows created before the erasure whose phone, e-mail or external
-  id hashes to a recorded one are erased. That reads every customer not yet
-  erased once (~3 s per million), only when such an entry exists.
+- the row with the recorded id is erased again when it is not erased and
+  is the same customer (created at the recorded time; its phone or e-mail may
+  have been edited since the backup: the id decides);
+- a row missing from the backup (created after it, or purged) needs nothing;
+- when the id holds another customer (a backup of another database, or an
+  id SQLite reused after the newest customer was purged), rows created
+  before the erasure whose phone, e-mail or external id hashes to a recorded
+  one are erased instead. That reads and hashes every customer not yet
+  erased once (the hashing alone ~10 s per million on the 2-core machine),
+  only when such an entry exists; the restore's audit entry lists them.
 
 The line is written inside the erasure's transaction, before it commits: an
 erasure that then fails leaves its line, and the customer is erased at the
@@ -66,6 +70,7 @@ class LedgerEntry:
     customer_id: int
     hashes: dict[str, str]  # identifier -> keyed hash (only those the customer had)
     redacted: tuple[str, ...] = ()  # other customers' records redacted for this erasure ("note:12")
+    created: str = ""  # the customer row's created_at (ISO, UTC)
 
 
 def ledger_path() -> Path:
@@ -92,8 +97,12 @@ def _hashes_of(row) -> dict[str, str]:
     return {kind: value for kind, value in found.items() if value}
 
 
-def _message(at: str, customer_id: int, hashes: dict[str, str], redacted: Sequence[str]) -> str:
-    return json.dumps([at, customer_id, sorted(hashes.items()), sorted(redacted)], separators=(",", ":"))
+def _message(at: str, customer_id: int, hashes: dict[str, str], redacted: Sequence[str], created: str) -> str:
+    return json.dumps([at, customer_id, sorted(hashes.items()), sorted(redacted), created], separators=(",", ":"))
+
+
+def _created(value) -> str:
+    return as_utc(value).isoformat() if value is not None else ""
 
 
 def entries_for(session, ids: Sequence[int], redacted: dict[str, list[int]] | None = None) -> list[LedgerEntry]:
@@ -109,8 +118,10 @@ def entries_for(session, ids: Sequence[int], redacted: dict[str, list[int]] | No
     entries = []
     for start in range(0, len(ids), _ID_CHUNK):
         chunk = list(ids[start : start + _ID_CHUNK])
-        for row in session.execute(select(C.id, C.phone, C.email, C.external_id).where(C.id.in_(chunk))):
-            entries.append(LedgerEntry(now, row.id, _hashes_of(row), tuple(sorted(refs.get(row.id, ())))))
+        rows = session.execute(select(C.id, C.phone, C.email, C.external_id, C.created_at).where(C.id.in_(chunk)))
+        for row in rows:
+            redacted = tuple(sorted(refs.get(row.id, ())))
+            entries.append(LedgerEntry(now, row.id, _hashes_of(row), redacted, _created(row.created_at)))
     return entries
 
 
@@ -128,7 +139,11 @@ def append(entries: Sequence[LedgerEntry]) -> None:
                     "customer_id": entry.customer_id,
                     "hashes": entry.hashes,
                     "redacted": sorted(entry.redacted),
-                    "mac": keys.mac(keys.ERASURE_LEDGER, _message(at, entry.customer_id, entry.hashes, entry.redacted)),
+                    "created": entry.created,
+                    "mac": keys.mac(
+                        keys.ERASURE_LEDGER,
+                        _message(at, entry.customer_id, entry.hashes, entry.redacted, entry.created),
+                    ),
                 },
                 separators=(",", ":"),
             )
@@ -165,8 +180,9 @@ def read_ledger() -> LedgerRead:
                     at, customer_id = str(data["at"]), int(data["customer_id"])
                     hashes = {str(k): str(v) for k, v in dict(data["hashes"]).items()}
                     redacted = tuple(str(r) for r in data.get("redacted") or ())
+                    created = str(data.get("created") or "")
                     valid = keys.matches(
-                        keys.ERASURE_LEDGER, _message(at, customer_id, hashes, redacted), data.get("mac")
+                        keys.ERASURE_LEDGER, _message(at, customer_id, hashes, redacted, created), data.get("mac")
                     )
                     when = dt.datetime.fromisoformat(at)
                 except (ValueError, TypeError, KeyError):
@@ -174,17 +190,23 @@ def read_ledger() -> LedgerRead:
                 if not valid:
                     invalid += 1
                     continue
-                hashes = {k: v for k, v in hashes.items() if k in IDENTIFIERS}
+                # Erased twice (the second time with nothing left to hash): keep what is known.
                 previous = latest.get(customer_id)
+                hashes = {
+                    **(previous.hashes if previous else {}),
+                    **{k: v for k, v in hashes.items() if k in IDENTIFIERS},
+                }
                 redacted = tuple(sorted({*redacted, *(previous.redacted if previous else ())}))
-                latest[customer_id] = LedgerEntry(as_utc(when), customer_id, hashes, redacted)
+                created = created or (previous.created if previous else "")
+                latest[customer_id] = LedgerEntry(as_utc(when), customer_id, hashes, redacted, created)
     return LedgerRead(list(latest.values()), invalid)
 
 
 @dataclasses.dataclass
 class ReapplyPlan:
     ids: list[int]  # customers to erase again
-    by_identifier: list[int]  # of those, found by their identifiers (not their id)
+    by_identifier: list[int]  # of those, found by their identifiers (their id holds someone else)
+    other_customer: list[int]  # recorded ids that hold another customer in the restored data
     redact: list[str]  # other customers' records to redact again
     entries: int
     invalid_lines: int
@@ -194,31 +216,41 @@ def plan_reapply(session) -> ReapplyPlan:
     """Which restored customers the ledger says must be erased again (see the module docstring)."""
     ledger = read_ledger()
     if not ledger.entries:
-        return ReapplyPlan([], [], [], 0, ledger.invalid_lines)
+        return ReapplyPlan([], [], [], [], 0, ledger.invalid_lines)
     by_id = {entry.customer_id: entry for entry in ledger.entries}
     erase: set[int] = set()
-    unmatched: list[LedgerEntry] = []
+    elsewhere: list[LedgerEntry] = []  # the id holds another customer: look for the person by identifiers
     ids = sorted(by_id)
     for start in range(0, len(ids), _ID_CHUNK):
         chunk = ids[start : start + _ID_CHUNK]
-        rows = session.execute(select(C.id, C.phone, C.email, C.external_id, C.erased_at).where(C.id.in_(chunk))).all()
-        present = {row.id: row for row in rows}
-        for customer_id in chunk:
-            entry, row = by_id[customer_id], present.get(customer_id)
-            if row is None:
-                unmatched.append(entry)
-                continue
-            if row.erased_at is not None:
-                continue
-            mine = _hashes_of(row)
-            if not mine or not entry.hashes or set(mine.items()) & set(entry.hashes.items()):
-                erase.add(customer_id)
+        rows = session.execute(
+            select(C.id, C.phone, C.email, C.external_id, C.created_at, C.erased_at).where(C.id.in_(chunk))
+        ).all()
+        for row in rows:
+            entry = by_id[row.id]
+            if _same_customer(entry, row):
+                if row.erased_at is None:
+                    erase.add(row.id)
             else:
-                unmatched.append(entry)
-    found = _match_by_identifiers(session, [e for e in unmatched if e.hashes], exclude=erase)
+                elsewhere.append(entry)
+    found = _match_by_identifiers(session, [e for e in elsewhere if e.hashes], exclude=erase)
     # Records redacted at the time are redacted again whenever the restored data holds the values.
     redact = sorted({ref for entry in ledger.entries for ref in entry.redacted})
-    return ReapplyPlan(sorted(erase | set(found)), sorted(found), redact, len(ledger.entries), ledger.invalid_lines)
+    return ReapplyPlan(
+        sorted(erase | set(found)),
+        sorted(found),
+        sorted(e.customer_id for e in elsewhere),
+        redact,
+        len(ledger.entries),
+        ledger.invalid_lines,
+    )
+
+
+def _same_customer(entry: LedgerEntry, row) -> bool:
+    if entry.created:
+        return _created(row.created_at) == entry.created
+    mine = _hashes_of(row)  # no creation time recorded: an identifier in common (or none to compare)
+    return not mine or not entry.hashes or bool(set(mine.items()) & set(entry.hashes.items()))
 
 
 def _match_by_identifiers(session, entries: Sequence[LedgerEntry], exclude: set[int]) -> list[int]:

@@ -228,3 +228,58 @@ def test_a_restore_that_cannot_re_apply_erasures_changes_nothing(seeded_actors, 
     assert [(e.id, e.entry_hash) for e in now][: len(recorded)] == recorded
     assert now[-1].action == "backup.restore" and now[-1].result == "failed" and now[-1].flagged
     assert _verify().ok
+
+
+def test_an_edited_phone_does_not_hide_the_customer_from_the_ledger(seeded_actors):
+    """The id and creation time decide: the backup has the old phone, the ledger the new one's hash."""
+    admin = seeded_actors["admin"]
+    target = _target()
+    view = backup.create_backup(admin)
+    with get_engine().begin() as conn:
+        conn.execute(
+            text("UPDATE customer SET phone='13700000001', email=NULL, external_id=NULL WHERE id=:i"), {"i": target}
+        )
+    erasure.erase_customer(admin, target, confirm=str(target))
+    backup.restore_backup(admin, view.id, confirm=view.file_name)
+    assert _personal(target)["phone"] is None and _personal(target)["erased_at"] is not None
+
+
+def test_an_id_holding_another_customer_is_not_erased_but_the_person_is_found(seeded_actors):
+    """A backup where the erased id belongs to someone else (another database, a reused id)."""
+    import sqlite3
+
+    if get_engine().dialect.name != "sqlite":
+        pytest.skip("edits the SQLite backup file")
+    admin = seeded_actors["admin"]
+    target = _target()
+    phone = _personal(target)["phone"]
+    view = backup.create_backup(admin)
+    path = backup.path_of(view.file_name)
+    moved = _sql("SELECT max(id) + 1000 FROM customer")[0][0]
+    conn = sqlite3.connect(path)
+    try:  # in the backup: the person has another id, and their id holds someone created later
+        conn.execute("PRAGMA foreign_keys=OFF")
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(customer)")]
+        listed = ", ".join(columns)
+        picked = ", ".join(":moved" if c == "id" else c for c in columns)
+        conn.execute(
+            f"INSERT INTO customer ({listed}) SELECT {picked} FROM customer WHERE id = :t",
+            {"moved": moved, "t": target},
+        )
+        conn.execute(
+            "UPDATE customer SET name='另一位客户', phone='13600000002', email=NULL, external_id=NULL, "
+            "created_at='2031-01-01 00:00:00.000000' WHERE id = :t",
+            {"t": target},
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    erasure.erase_customer(admin, target, confirm=str(target))
+    backup.restore_file(admin, path)
+    other = _personal(target)
+    assert other["erased_at"] is None and other["name"] == "另一位客户"
+    assert _personal(moved)["phone"] is None and _personal(moved)["erased_at"] is not None
+    entry = [e for e in _entries() if e.action == "backup.restore"][-1]
+    erasures = json.loads(entry.details)["erasures"]
+    assert erasures["other_customer"] == [target] and erasures["by_identifier"] == [moved]
+    assert phone not in entry.details
