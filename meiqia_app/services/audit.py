@@ -183,7 +183,7 @@ class ChainReport:
     anchors: int = 0  # anchors checked (services/audit_anchor.py)
 
 
-#: What :func:`verify_chain` may report, worst first where several apply.
+#: What :func:`verify_chain` may report (each has a message "audit.problem.<name>").
 PROBLEMS = (
     "missing",  # an id is missing between two entries
     "broken_link",  # an entry does not point at the one before it

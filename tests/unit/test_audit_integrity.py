@@ -284,3 +284,9 @@ def test_the_erasure_reason_is_not_in_the_audit_log(seeded_actors):
     entry = next(e for e in entries() if e.action == "erasure.request")
     assert json.loads(entry.details) == {"request_id": request.id, "reason": audit.text_ref(reason)}
     assert all("张三" not in e.details and "13812345678" not in e.details for e in entries())
+
+
+def test_every_problem_has_a_message_in_both_languages():
+    from meiqia_app.i18n import EN, ZH
+
+    assert all(f"audit.problem.{name}" in ZH and f"audit.problem.{name}" in EN for name in audit.PROBLEMS)
