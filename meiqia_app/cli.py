@@ -64,14 +64,34 @@ def _cmd_totp_code(args) -> int:
     return 0
 
 
-def _cmd_verify_audit(_args) -> int:
-    """Walk the audit hash chain; exit 1 and name the first bad entry if it is broken."""
+def _parse_pins(raw: list[str]):
+    from meiqia_app.services.audit import Pin
+
+    pins = []
+    for value in raw or []:
+        entry_id, _, entry_hash = value.partition(":")
+        if not entry_id.isdigit() or len(entry_hash) != 64:
+            raise ValueError(value)
+        pins.append(Pin(int(entry_id), entry_hash.lower()))
+    return pins
+
+
+def _cmd_verify_audit(args) -> int:
+    """Check the audit chain: hashes, links, MACs, the head, the anchors (and --pin ID:HASH copies).
+
+    Exit 1 and name the first bad entry (or what is wrong) if it does not verify.
+    """
     from meiqia_app.db import read_session
     from meiqia_app.services import audit
     from meiqia_app.services.rbac import SYSTEM_ACTOR
 
+    try:
+        pins = _parse_pins(args.pin)
+    except ValueError as error:
+        print(f"--pin wants ID:HASH (64 hex digits), got {error}", file=sys.stderr)
+        return 2
     with read_session() as session:
-        report = audit.verify_chain(session)
+        report = audit.verify_chain(session, pins=pins)
     audit.record_now(
         SYSTEM_ACTOR,
         "audit.verify",
@@ -80,18 +100,36 @@ def _cmd_verify_audit(_args) -> int:
             "checked": report.checked,
             "first_bad_id": report.first_bad_id,
             "problem": report.problem,
+            "anchors": report.anchors,
+            "pins": len(pins),
             "via": "cli",
         },
         flagged=not report.ok,
     )
     if report.ok:
-        print(f"audit log intact: {report.checked:,} entries checked")
+        print(
+            f"audit log intact: {report.checked:,} entries checked, MACs and head verified, "
+            f"{report.anchors:,} anchors and {len(pins)} pins hold"
+        )
         return 0
     print(
         f"audit log BROKEN at entry {report.first_bad_id} ({report.problem}); {report.checked:,} entries read",
         file=sys.stderr,
     )
     return 1
+
+
+def _cmd_anchor_audit(_args) -> int:
+    """Anchor the audit chain's head now (the nightly task does it too); print it to keep a copy elsewhere."""
+    from meiqia_app.services import audit_anchor
+
+    anchor = audit_anchor.write_anchor("manual")
+    if anchor is None:
+        print("the audit log does not verify; nothing anchored (run verify-audit)", file=sys.stderr)
+        return 1
+    print(f"{anchor.at}  id={anchor.id}  hash={anchor.hash}")
+    print(f"keep a copy; check it later with: verify-audit --pin {anchor.id}:{anchor.hash}")
+    return 0
 
 
 def _cmd_create_user(args) -> int:
@@ -207,7 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     code.add_argument("secret")
     code.set_defaults(func=_cmd_totp_code)
 
-    sub.add_parser("verify-audit", help="check the audit log's hash chain").set_defaults(func=_cmd_verify_audit)
+    verify = sub.add_parser("verify-audit", help="check the audit log: hash chain, MACs, head and anchors")
+    verify.add_argument(
+        "--pin", action="append", default=[], metavar="ID:HASH", help="an anchor kept elsewhere (repeatable)"
+    )
+    verify.set_defaults(func=_cmd_verify_audit)
+    sub.add_parser("anchor-audit", help="anchor the audit log's head now and print it").set_defaults(
+        func=_cmd_anchor_audit
+    )
 
     backup = sub.add_parser("backup", help="back up the database now (checked, recorded, retention applied)")
     backup.add_argument("--note", default="")

@@ -14,17 +14,18 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade_to_head() -> None:
-    upgrade_to("head")
+def upgrade_to_head(engine=None) -> None:
+    """Migrate the app's database, or ``engine``'s (a restored copy before it goes live)."""
+    upgrade_to("head", engine)
 
 
-def upgrade_to(revision: str) -> None:
+def upgrade_to(revision: str, engine=None) -> None:
     """Upgrade to ``revision`` (tests of one data migration stop right after it)."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from meiqia_app.db import get_engine
 
-    with get_engine().begin() as connection:
+    with (engine or get_engine()).begin() as connection:
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)

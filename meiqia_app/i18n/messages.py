@@ -218,8 +218,8 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "audit.result.failed": ("失败", "Failed"),
     "audit.verify": ("校验日志完整性", "Verify the log"),
     "audit.verify_ok": (
-        "日志完整：已校验 {count} 条记录，哈希链未被篡改",
-        "The log is intact: {count} entries checked, the hash chain holds",
+        "日志完整：已校验 {count} 条记录，哈希链、MAC、链头与 {anchors} 个锚点均一致",
+        "The log is intact: {count} entries checked; the hash chain, MACs, head and {anchors} anchors hold",
     ),
     "audit.verify_failed": (
         "日志被篡改：第 {id} 条记录起不一致（{problem}）",

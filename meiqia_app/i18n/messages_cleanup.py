@@ -125,8 +125,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "backup.restore": ("恢复", "Restore"),
     "backup.restore_title": ("从备份恢复", "Restore from backup"),
     "backup.restore_warning": (
-        "整个数据库将被替换为 {name} 的内容（恢复前会自动备份当前状态）。请输入文件名以确认。",
-        "The whole database will be replaced by {name} (the current state is backed up first). Type the file name to confirm.",
+        "整个数据库将被替换为 {name} 的内容（恢复前会自动备份当前状态）。审计日志不会回退，"
+        "之后执行过的个人数据删除会重新执行。请输入文件名以确认。",
+        "The whole database will be replaced by {name} (the current state is backed up first). The audit log "
+        "is not rolled back, and erasures done since are applied again. Type the file name to confirm.",
     ),
     "backup.restore_confirm_label": ("输入备份文件名", "Type the backup's file name"),
     "backup.restored": ("已恢复；恢复前的状态保存在 {name}", "Restored; the previous state is in {name}"),

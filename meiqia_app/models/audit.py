@@ -1,4 +1,4 @@
-"""The append-only, hash-chained audit log."""
+"""The append-only, hash-chained audit log (entries MACed since migration 0007)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,6 @@ class AuditEntry(SQLModel, table=True):
     flagged: bool = False
     prev_hash: str = Field(default="", max_length=64)
     entry_hash: str = Field(default="", max_length=64)
+    # HMAC-SHA256 of the same canonical form with a key derived from the secret key
+    # (services/keys.py); "" on entries written before migration 0007.
+    entry_mac: str = Field(default="", max_length=64)

@@ -6,7 +6,7 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
-from meiqia_app.services.audit_log import AuditRow
+from meiqia_app.services.audit_log import AnchorRow, AuditRow
 from meiqia_app.state.audit_log import AuditLogState as S
 
 
@@ -122,6 +122,72 @@ def preset_bar() -> rx.Component:
     )
 
 
+def _anchor_row(row: AnchorRow) -> rx.Component:
+    return rx.table.row(
+        rx.table.cell(row.at, white_space="nowrap"),
+        rx.table.cell(row.id),
+        rx.table.cell(rx.code(row.hash, variant="ghost", size="1", style={"word_break": "break-all"})),
+        rx.table.cell(
+            rx.match(
+                row.reason,
+                ("nightly", t("audit.anchor.reason.nightly")),
+                ("backup", t("audit.anchor.reason.backup")),
+                ("restore", t("audit.anchor.reason.restore")),
+                t("audit.anchor.reason.manual"),
+            )
+        ),
+        rx.table.cell(
+            rx.cond(
+                row.valid,
+                rx.badge(t("audit.anchor.valid"), color_scheme="green"),
+                rx.badge(t("audit.anchor.invalid"), color_scheme="red"),
+            )
+        ),
+        class_name="anchor-row",
+    )
+
+
+def anchors_card() -> rx.Component:
+    """The chain's anchors outside the database: to be written down or sent elsewhere."""
+    return rx.card(
+        rx.vstack(
+            rx.heading(t("audit.anchor.title"), size="3", as_="h2"),
+            rx.text(t("audit.anchor.hint"), size="2", color_scheme="gray"),
+            rx.cond(
+                S.anchors.length() == 0,
+                rx.text(t("audit.anchor.none"), size="2", color_scheme="gray", id="audit-anchors-none"),
+                rx.box(
+                    rx.table.root(
+                        rx.table.header(
+                            rx.table.row(
+                                *[
+                                    rx.table.column_header_cell(t(key), scope="col")
+                                    for key in (
+                                        "audit.anchor.col.time",
+                                        "audit.anchor.col.entry",
+                                        "audit.anchor.col.hash",
+                                        "audit.anchor.col.reason",
+                                        "audit.anchor.col.check",
+                                    )
+                                ]
+                            )
+                        ),
+                        rx.table.body(rx.foreach(S.anchors, _anchor_row)),
+                        size="1",
+                        variant="surface",
+                        id="audit-anchors",
+                    ),
+                    overflow_x="auto",
+                    width="100%",
+                ),
+            ),
+            spacing="2",
+            width="100%",
+        ),
+        width="100%",
+    )
+
+
 def audit_page() -> rx.Component:
     return page_shell(
         rx.hstack(
@@ -146,6 +212,7 @@ def audit_page() -> rx.Component:
             align="center",
             spacing="3",
         ),
+        anchors_card(),
         preset_bar(),
         filter_bar(),
         rx.box(

@@ -8,9 +8,10 @@ import reflex as rx
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.services.cleanup import ACTIONS, INACTIVE_MONTHS, MATCH_MODES, SCOPES
+from meiqia_app.services.mentions import MAX_CUSTOMERS as MAX_MENTION_CUSTOMERS
 from meiqia_app.state.cleanup import ArchiveState as A
 from meiqia_app.state.cleanup import CleanupState as S
-from meiqia_app.state.cleanup import EffectView, Option, ParkedView, SampleView
+from meiqia_app.state.cleanup import EffectView, MentionView, Option, ParkedView, SampleView
 
 register_nav(NavItem("/cleanup", "nav.cleanup", "eraser", "cleanup.run"))
 
@@ -134,6 +135,96 @@ def _effect_row(row: EffectView) -> rx.Component:
     return rx.table.row(rx.table.cell(row.table), rx.table.cell(row.rows))
 
 
+def _mention_row(row: MentionView) -> rx.Component:
+    return rx.table.row(
+        rx.table.cell(
+            rx.checkbox(
+                checked=row.selected,
+                on_change=lambda value: S.toggle_mention(row.key, value),
+                id="mention-" + row.key.replace(":", "-"),
+                aria_label=t("cleanup.mentions.redact_this"),
+            )
+        ),
+        rx.table.cell(rx.text(row.kind, " #", row.record_id.to_string(), size="2")),
+        rx.table.cell(rx.link("#" + row.customer_id.to_string(), href="/customers/" + row.customer_id.to_string())),
+        rx.table.cell(row.erased),
+        rx.table.cell(row.fields),
+        rx.table.cell(rx.text(row.snippet, size="1", style={"word_break": "break-all"}), max_width="420px"),
+        class_name="mention-row",
+    )
+
+
+def mentions_section() -> rx.Component:
+    """Erasure: other customers' notes and messages naming the customers; tick the ones to redact."""
+    return rx.vstack(
+        rx.heading(t("cleanup.mentions.title"), size="3", as_="h3"),
+        rx.cond(
+            ~S.mentions_searched,
+            rx.callout(
+                t("cleanup.mentions.not_searched", max=str(MAX_MENTION_CUSTOMERS)),
+                icon="info",
+                color_scheme="gray",
+                size="1",
+                id="mentions-not-searched",
+            ),
+            rx.cond(
+                S.mentions.length() == 0,
+                rx.text(t("cleanup.mentions.none"), size="2", color_scheme="gray", id="mentions-none"),
+                rx.vstack(
+                    rx.text(t("cleanup.mentions.hint"), size="2"),
+                    rx.hstack(
+                        rx.button(
+                            t("cleanup.mentions.select_all"),
+                            size="1",
+                            variant="soft",
+                            on_click=S.select_all_mentions(True),
+                        ),
+                        rx.button(
+                            t("cleanup.mentions.select_none"),
+                            size="1",
+                            variant="soft",
+                            color_scheme="gray",
+                            on_click=S.select_all_mentions(False),
+                        ),
+                        rx.text(
+                            t("cleanup.mentions.selected", count=S.mentions_selected.to_string()),
+                            size="2",
+                            id="mentions-selected",
+                        ),
+                        spacing="2",
+                        align="center",
+                    ),
+                    rx.table.root(
+                        rx.table.header(
+                            rx.table.row(
+                                rx.table.column_header_cell(t("cleanup.mentions.col.redact"), scope="col"),
+                                *[
+                                    rx.table.column_header_cell(t(key), scope="col")
+                                    for key in (
+                                        "cleanup.mentions.col.record",
+                                        "cleanup.mentions.col.customer",
+                                        "cleanup.mentions.col.names",
+                                        "cleanup.mentions.col.fields",
+                                        "cleanup.mentions.col.text",
+                                    )
+                                ],
+                            )
+                        ),
+                        rx.table.body(rx.foreach(S.mentions, _mention_row)),
+                        size="1",
+                        width="100%",
+                        id="cleanup-mentions",
+                    ),
+                    spacing="2",
+                    width="100%",
+                ),
+            ),
+        ),
+        spacing="2",
+        width="100%",
+    )
+
+
 def dry_run_card() -> rx.Component:
     return rx.card(
         rx.vstack(
@@ -174,6 +265,7 @@ def dry_run_card() -> rx.Component:
                 size="1",
                 width="100%",
             ),
+            rx.cond(S.action == "erase", mentions_section()),
             rx.cond(
                 S.count > 0,
                 rx.vstack(

@@ -14,10 +14,10 @@ from sqlmodel import select
 
 from meiqia_app.db import read_session
 from meiqia_app.models import AuditEntry
-from meiqia_app.services import audit
+from meiqia_app.services import audit, audit_anchor
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
-from meiqia_app.timeutil import format_local, local_day_start_utc
+from meiqia_app.timeutil import as_utc, format_local, local_day_start_utc
 
 PAGE_SIZE = 50
 
@@ -151,8 +151,35 @@ def list_entries(actor: Actor, filters: AuditFilter, before_id: int = 0, limit: 
     return AuditPage([_row(e) for e in entries], entries[-1].id if more and entries else 0)
 
 
+@dataclasses.dataclass
+class AnchorRow:
+    """An anchor as /audit shows it (to be written down or sent elsewhere)."""
+
+    at: str
+    id: int
+    hash: str
+    reason: str
+    valid: bool
+
+
+ANCHORS_SHOWN = 10
+
+
+def list_anchors(actor: Actor, limit: int = ANCHORS_SHOWN) -> list[AnchorRow]:
+    """The newest anchors of the chain (services/audit_anchor.py), newest first."""
+    require(actor, "audit.view", action="audit.anchors")
+    rows = []
+    for anchor in reversed(audit_anchor.read_anchors()[-max(1, min(int(limit), 100)) :]):
+        try:
+            at = format_local(as_utc(dt.datetime.fromisoformat(anchor.at)), with_seconds=True)
+        except ValueError:
+            at = ""
+        rows.append(AnchorRow(at, anchor.id, anchor.hash, anchor.reason, anchor.valid))
+    return rows
+
+
 def verify(actor: Actor) -> audit.ChainReport:
-    """Check the whole chain and record that it was checked (and what was found)."""
+    """Check the whole chain (hashes, links, MACs, head, anchors) and record that it was checked."""
     require(actor, "audit.view", action="audit.verify")
     with read_session() as session:
         report = audit.verify_chain(session)

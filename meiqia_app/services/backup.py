@@ -16,9 +16,28 @@ one recorded when it was made), takes a safety backup of the current state
 first, disposes the connection pool, copies the backup over the live
 database and opens the pool again.
 
-Everything in the database returns to the backup's state — logins
-(sessions), jobs and the audit log included; the restore itself is audited
-afterwards, and the ``backup`` rows of files still on disk are carried over.
+The database returns to the backup's state — logins (sessions), jobs,
+customers — with three exceptions that a restore must never roll back, all
+done inside the restore operation, before the app serves the restored data:
+
+- the audit log continues: every entry recorded before the restore is carried
+  over (services/audit_carry.py) and the restore is recorded on top of it;
+  the chain head is then anchored outside the database (services/audit_anchor.py);
+- erasures stay done: the erasure ledger (services/erasure_ledger.py, outside
+  the database) is re-applied through the erasure code path, and export files
+  that could hold a re-erased customer are deleted;
+- export files that no export row of the restored database refers to are
+  deleted (the restored history does not know them, nothing would expire them);
+- and the ``backup`` rows of files still on disk are carried over.
+
+SQLite: all of that happens in the staged private copy (migrated to the
+current schema first) before it is copied over the live database, so the
+live database never holds the restored data without it, and a failure leaves
+the live database as it was. PostgreSQL: pg_restore replaces the live
+database, then the same steps run at once in one transaction (if they fail,
+the safety backup is restored); other app workers could read the restored
+data for those seconds, which is one more reason to restore there with the
+app stopped (CLI).
 
 Single-process caveat: the pool is disposed in *this* process only. With
 several app workers (Redis state manager, several Granian processes) the
@@ -41,13 +60,15 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from sqlmodel import select
+from alembic.util.exc import CommandError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, select
 
 from meiqia_app.config import get_settings
-from meiqia_app.db import read_session, reset_engine, write_session
+from meiqia_app.db import make_engine, read_session, reset_engine, write_session
 from meiqia_app.dbadapter import get_adapter
-from meiqia_app.models import Backup
-from meiqia_app.services import audit, downloads
+from meiqia_app.models import Backup, ExportJob
+from meiqia_app.services import audit, audit_anchor, audit_carry, downloads
 from meiqia_app.services.errors import AppError, NotFound, ValidationError
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.timeutil import as_utc, format_local, utcnow
@@ -305,6 +326,7 @@ def create_backup(actor: Actor, kind: str = "manual", note: str = "") -> BackupV
         )
         view = _view(row)
     apply_retention(actor)
+    audit_anchor.write_anchor("backup", actor)
     return view
 
 
@@ -406,14 +428,15 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
     """Check ``path``, take a safety backup, replace the live database with it.
 
     Returns the safety backup (so the person can go back). See the module
-    docstring for the single-process caveat.
+    docstring for what a restore keeps and for the single-process caveat.
     """
     require(actor, "backup.manage", action="backup.restore", target_type="backup")
     path = Path(path)
     # Work on a private copy: retention (run by the safety backup below) may
     # delete an old file under the backups dir, and the check must see the
     # very bytes that get restored.
-    staged = backups_dir() / f".restore-{secrets.token_hex(4)}{_suffix()}"
+    token = secrets.token_hex(4)
+    staged = backups_dir() / f".restore-{token}{_suffix()}"
     problem = "missing"
     if path.is_file():
         shutil.copyfile(path, staged)
@@ -422,7 +445,7 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
     if problem == "ok" and expected_sha256 and digest != expected_sha256:
         problem = "sha256 differs from the recorded one"
     if problem != "ok":
-        staged.unlink(missing_ok=True)
+        _remove_staged(staged)
         audit.record_now(
             actor,
             "backup.restore",
@@ -435,16 +458,26 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
     try:
         safety = create_backup(actor, kind="pre_restore", note=f"before restoring {path.name}")
     except BaseException:
-        staged.unlink(missing_ok=True)
+        _remove_staged(staged)
         raise
     # The backup table is part of the database being replaced: remember the
     # rows of files still on disk so the list survives the restore.
     with read_session() as session:
         known = [dataclasses.asdict(_row_data(r)) for r in session.exec(select(Backup)).all()]
+    carried = backups_dir() / f".audit-carry-{token}.jsonl"
+    restore = _Restore(actor, path.name, digest, safety.file_name, known, carried)
     try:
-        reset_engine()  # no pooled connection keeps pages of the old database
-        _restore_file(staged)
-    except (sqlite3.Error, subprocess.SubprocessError, OSError) as exc:
+        audit_carry.stash(carried)
+        if _engine_kind() == "sqlite":
+            _prepare_staged_sqlite(staged, restore)
+            reset_engine()  # no pooled connection keeps pages of the old database
+            _restore_file(staged)
+        else:
+            reset_engine()
+            _restore_file(staged)
+            _reconcile_live_or_go_back(restore, safety)
+    except (sqlite3.Error, subprocess.SubprocessError, OSError, SQLAlchemyError, ValueError, CommandError) as exc:
+        reset_engine()
         audit.record_now(
             actor,
             "backup.restore",
@@ -455,24 +488,122 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
         )
         raise BackupFailed(reason=str(exc)[:200]) from exc
     finally:
-        staged.unlink(missing_ok=True)
+        _remove_staged(staged)
+        carried.unlink(missing_ok=True)
         reset_engine()
+    _after_restore(restore)
+    return safety
+
+
+@dataclasses.dataclass
+class _Restore:
+    """One restore's inputs and, once reconciled, what it did (audited, reported)."""
+
+    actor: Actor
+    file_name: str
+    sha256: str
+    safety_name: str
+    known_backups: list[dict]
+    carried_path: Path
+    summary: dict = dataclasses.field(default_factory=dict)
+    orphan_exports: list[str] = dataclasses.field(default_factory=list)
+
+
+def _remove_staged(staged: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{staged}{suffix}").unlink(missing_ok=True)
+
+
+def _prepare_staged_sqlite(staged: Path, restore: _Restore) -> None:
+    """Migrate the staged copy and reconcile it, before it replaces the live database."""
+    from meiqia_app.migrate import upgrade_to_head
+
+    engine = make_engine(f"sqlite:///{staged}")
+    try:
+        upgrade_to_head(engine)
+        with Session(engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False) as session:
+            _reconcile(session, restore)
+            session.commit()
+    finally:
+        engine.dispose()
+    # One file again (the engine switched the copy to WAL): it is read with mode=ro next.
+    conn = sqlite3.connect(staged, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+
+
+def _reconcile_live_or_go_back(restore: _Restore, safety: BackupView) -> None:
+    """PostgreSQL: reconcile the restored live database; on failure put the safety backup back."""
+    from meiqia_app.migrate import upgrade_to_head
+
+    try:
+        upgrade_to_head()
+        with write_session() as session:
+            _reconcile(session, restore)
+    except (SQLAlchemyError, OSError, ValueError, CommandError):
+        # Back to the state before; the safety backup lacks the entries written
+        # after its copy was taken (its own "backup.create"): carry those over too.
+        reset_engine()
+        _restore_file(path_of(safety.file_name))
+        reset_engine()
+        with write_session() as session:
+            audit_carry.carry(session, restore.carried_path)
+        raise
+
+
+def _reconcile(session: Session, restore: _Restore) -> None:
+    """In the restored database, before anyone reads it: backup rows, the audit log, erasures, the record."""
+    from meiqia_app.services import erasure
+
+    present = set(session.exec(select(Backup.file_name)).all())
+    for data in restore.known_backups:
+        if data["file_name"] not in present and (get_settings().backups_dir / data["file_name"]).is_file():
+            session.add(Backup(**{k: v for k, v in data.items() if k != "id"}))
+    carried = audit_carry.carry(session, restore.carried_path)
+    reapplied = erasure.reapply_ledger(session, restore.actor, {"after_restore": restore.file_name})
+    referenced = set(session.exec(select(ExportJob.file_name).where(ExportJob.file_name.is_not(None))).all())
+    exports = get_settings().exports_dir
+    restore.orphan_exports = sorted(
+        p.name for p in (exports.iterdir() if exports.is_dir() else ()) if p.is_file() and p.name not in referenced
+    )
+    restore.orphan_exports = [name for name in restore.orphan_exports if not name.startswith(".")]
+    restore.summary = {
+        "file": restore.file_name,
+        "sha256": restore.sha256,
+        "safety_backup": restore.safety_name,
+        "audit": carried.as_dict(),
+        "erasures": reapplied,
+        "export_files_without_row": restore.orphan_exports[:200],
+    }
+    audit.record(
+        session,
+        restore.actor,
+        "backup.restore",
+        target_type="backup",
+        details=restore.summary,
+        # A forged ledger line, or a restored log of another chain, wants a look.
+        flagged=bool(reapplied["invalid_lines"]) or carried.mode == "replaced",
+    )
+
+
+def _after_restore(restore: _Restore) -> None:
+    """On the live, restored database: files, caches, SQLite leftovers, an anchor."""
+    from meiqia_app.services import erasure
     from meiqia_app.services.customer_list import invalidate_counts
 
+    exports = get_settings().exports_dir
+    for name in restore.orphan_exports:
+        try:
+            (exports / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+    if restore.summary.get("erasures", {}).get("erased_again"):
+        # Export files made before now could hold the re-erased customers; FTS merge and WAL checkpoint.
+        erasure.after_erasure(utcnow())
     invalidate_counts()
-    with write_session() as session:
-        present = set(session.exec(select(Backup.file_name)).all())
-        for data in known:
-            if data["file_name"] not in present and (get_settings().backups_dir / data["file_name"]).is_file():
-                session.add(Backup(**{k: v for k, v in data.items() if k != "id"}))
-        audit.record(
-            session,
-            actor,
-            "backup.restore",
-            target_type="backup",
-            details={"file": path.name, "sha256": digest, "safety_backup": safety.file_name},
-        )
-    return safety
+    audit_anchor.write_anchor("restore", restore.actor)
 
 
 @dataclasses.dataclass

@@ -59,7 +59,7 @@ from meiqia_app.models import (
 )
 from meiqia_app.models.customer import IN_TRASH, STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
-from meiqia_app.services import audit, jobs
+from meiqia_app.services import audit, jobs, mentions
 from meiqia_app.services.customer_list import all_conditions, invalidate_counts, list_customers
 from meiqia_app.services.customer_query import ListQuery, status_condition
 from meiqia_app.services.customer_validation import normalize_email, normalize_phone
@@ -303,6 +303,9 @@ class DryRun:
     tables: dict[str, int]  # rows the action changes, per table
     approx_bytes: int
     seconds: float
+    # Erasure: other customers' notes and messages naming the customers (services/mentions.py),
+    # for the admin to tick the ones to redact; None when not searched (too many customers).
+    mentions: list[dict] | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -393,6 +396,13 @@ def dry_run(actor: Actor, criteria: Criteria, action: str = "archive") -> DryRun
         for row in rows
     ]
     count = tables.get("customer", tables.get("tag_assignment", 0))
+    found = None
+    if action == "erase" and count <= mentions.MAX_CUSTOMERS:
+        from meiqia_app.services import erasure
+
+        with get_engine().connect() as conn:
+            ids = list(conn.execute(select(C.id).where(where).order_by(C.id)).scalars())
+        found = [dataclasses.asdict(m) | {"key": m.key} for m in erasure.find_mentions(actor, ids) or []]
     return DryRun(
         count=count,
         sample=sample,
@@ -400,6 +410,7 @@ def dry_run(actor: Actor, criteria: Criteria, action: str = "archive") -> DryRun
         tables=tables,
         approx_bytes=approx,
         seconds=round(time.perf_counter() - started, 3),
+        mentions=found,
     )
 
 
@@ -425,8 +436,14 @@ def list_query_ms(actor: Actor = SYSTEM_ACTOR, runs: int = 3) -> float:
 # --- actions as jobs ---------------------------------------------------------------------
 
 
-def start_action(actor: Actor, criteria: Criteria, action: str, confirm: str, tag_id: int = 0) -> int:
-    """Check permissions and the typed confirmation (the count), queue the job and start it."""
+def start_action(
+    actor: Actor, criteria: Criteria, action: str, confirm: str, tag_id: int = 0, redact: Sequence[str] = ()
+) -> int:
+    """Check permissions and the typed confirmation (the count), queue the job and start it.
+
+    ``redact`` (erasure): references of other customers' records ("note:12")
+    whose mentions of the erased customers are to be replaced (from the dry run).
+    """
     _check_action(actor, action, action, criteria)
     if action == "tag":
         with read_session() as session:
@@ -444,6 +461,8 @@ def start_action(actor: Actor, criteria: Criteria, action: str, confirm: str, ta
         "expected": count,
         "started_at": utcnow().isoformat(),
     }
+    if action == "erase":
+        params["redact"] = sorted(mentions.parse_keys(redact or ()))
     job_id = jobs.create_job(actor, f"cleanup.{action}", params, total=count)
     jobs.start_in_background(job_id)
     return job_id
@@ -657,15 +676,19 @@ def _work_erase(ctx: jobs.JobContext) -> dict:
     from meiqia_app.services import erasure
 
     started = dt.datetime.fromisoformat(ctx.params["started_at"])
+    redact = mentions.parse_keys(ctx.params.get("redact") or ())
+    report: dict = {}
     result = _walk(
         ctx,
         _criteria_where(ctx),
         lambda s, in_batch: erasure.erase_batch(
-            s, ctx.actor, list(s.execute(_batch_ids(in_batch).order_by(C.id)).scalars())
+            s, ctx.actor, list(s.execute(_batch_ids(in_batch).order_by(C.id)).scalars()), redact=redact, report=report
         ),
     )
     files = erasure.after_erasure(started)
-    return _finish(ctx, "erase", result, {"export_files_deleted": files})
+    # What was found in other customers' records and what was redacted (references only).
+    found = report.get("mentions") or {"searched": False, "found": [], "redacted": [], "kept": []}
+    return _finish(ctx, "erase", result, {"export_files_deleted": files, "mentions": found})
 
 
 # --- archive / trash browsing and restore -------------------------------------------------

@@ -19,6 +19,16 @@ before the erasure that could contain customer rows (kinds other than
 "report"), and expire its job. People can export again; the erased customer
 is no longer in new files.
 
+Mentions elsewhere (services/mentions.py): other customers' notes and chat
+messages that contain the erased customers' name, phone or e-mail are listed
+for review before the erasure; the records the admin ticks are redacted in
+the erasure's transaction, and the report and the audit entry say what was
+found and done (record references, never the values).
+
+A restore must not undo any of this: every erased customer gets a line in the
+erasure ledger outside the database (services/erasure_ledger.py), which each
+restore re-applies through :func:`erase_batch` before the app serves again.
+
 On SQLite the transaction runs with ``PRAGMA secure_delete`` so freed cells
 are zeroed, and :func:`after_erasure` merges the FTS index (the trigram index
 keeps old segments until then) and checkpoints the WAL, so the erased values
@@ -35,7 +45,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from sqlalchemy import delete, select, text, update
 from sqlmodel import select as sm_select
@@ -56,7 +66,7 @@ from meiqia_app.models import (
     TagAssignment,
 )
 from meiqia_app.models.tag import SOURCE_MANUAL
-from meiqia_app.services import audit
+from meiqia_app.services import audit, erasure_ledger, mentions
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
@@ -114,7 +124,9 @@ def request_erasure(actor: Actor, customer_id, reason: str) -> RequestView:
             "erasure.request",
             target_type="customer",
             target_id=customer_id,
-            details={"request_id": request.id, "reason": reason},
+            # The reason is free text about a person: the request row keeps it (and is
+            # purged with the customer); the audit log, which is never erased, a hash.
+            details={"request_id": request.id, "reason": audit.text_ref(reason)},
         )
         return RequestView(request.id, customer_id, reason, request.status)
 
@@ -124,12 +136,50 @@ def _secure_delete(session) -> None:
         session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
 
 
-def erase_batch(session, actor: Actor, ids: Sequence[int]) -> dict[str, int]:
-    """Wipe the personal data of ``ids`` inside the caller's transaction; returns rows changed per table."""
+def erase_batch(
+    session,
+    actor: Actor,
+    ids: Sequence[int],
+    *,
+    redact: Iterable[str] | None = None,
+    ledger: bool = True,
+    context: dict | None = None,
+    report: dict | None = None,
+) -> dict[str, int]:
+    """Wipe the personal data of ``ids`` inside the caller's transaction; returns rows changed per table.
+
+    ``redact``: references of other customers' records ("note:12") whose
+    mentions of these customers are to be replaced; not None also searches for
+    mentions (up to mentions.MAX_CUSTOMERS customers) so the report can say
+    what was found. ``ledger``: append to the erasure ledger (not when the
+    ledger itself is being re-applied). ``context``: extra audit details.
+    ``report``: filled with the mentions found / redacted / left (references).
+    """
     ids = list(ids)
     if not ids:
         return {}
     _secure_delete(session)
+    mention_info = None
+    redacted: dict[str, list[int]] = {}
+    if redact is not None:
+        redact = mentions.parse_keys(redact, limit=None)
+        searched = len(ids) <= mentions.MAX_CUSTOMERS
+        terms = mentions.terms_of(session, ids) if searched or redact else {}
+        found = [m.key for m in mentions.search(session, ids, terms)] if searched else []
+        redacted = mentions.redact_records(session, terms, redact) if redact else {}
+        mention_info = {
+            "searched": searched,
+            "found": found,
+            "redacted": sorted(redacted),
+            "kept": [key for key in found if key not in redacted],
+        }
+        if report is not None:
+            merged = report.setdefault("mentions", {"searched": True, "found": [], "redacted": [], "kept": []})
+            merged["searched"] = merged["searched"] and searched
+            for name in ("found", "redacted", "kept"):
+                merged[name] = sorted({*merged[name], *mention_info[name]})[: mentions.MAX_FOUND]
+    # Read before the values are wiped; written (and flushed to the disk) before this transaction commits.
+    ledger_entries = erasure_ledger.entries_for(session, ids, redacted) if ledger else []
     now = utcnow()
     counts: dict[str, int] = {}
     o, cv, m, e = Order.__table__.c, Conversation.__table__.c, Message.__table__.c, BehaviorEvent.__table__.c
@@ -200,13 +250,17 @@ def erase_batch(session, actor: Actor, ids: Sequence[int]) -> dict[str, int]:
         .where(er.customer_id.in_(ids), er.status == "pending")
         .values(status="done", executed_at=now, executed_by_name=actor.username)
     ).rowcount
-    audit.record(
-        session,
-        actor,
-        "erasure.execute",
-        target_type="customer",
-        details={"customer_ids": ids[:200], "customers": len(ids), "rows": counts},
-    )
+    details = {"customer_ids": ids[:200], "customers": len(ids), "rows": counts, **(context or {})}
+    if mention_info is not None:
+        counts["mentions_found"] = len(mention_info["found"])
+        counts["mentions_redacted"] = len(mention_info["redacted"])
+        details["mentions"] = {
+            "searched": mention_info["searched"],
+            "found": mention_info["found"][:200],
+            "redacted": mention_info["redacted"][:200],
+        }
+    erasure_ledger.append(ledger_entries)
+    audit.record(session, actor, "erasure.execute", target_type="customer", details=details)
     return counts
 
 
@@ -328,8 +382,12 @@ def after_erasure(started: dt.datetime) -> list[str]:
     return removed
 
 
-def erase_customer(actor: Actor, customer_id, confirm: str = "") -> dict[str, int]:
-    """Erase one customer now (the detail page / a single request); ``confirm`` is the customer id."""
+def erase_customer(actor: Actor, customer_id, confirm: str = "", redact: Iterable[str] = ()) -> dict[str, int]:
+    """Erase one customer now (a single request); ``confirm`` is the customer id.
+
+    ``redact``: other customers' records (from :func:`find_mentions`) whose
+    mentions of this customer are replaced in the same transaction.
+    """
     require(actor, "customer.erase", action="erasure.execute", target_type="customer", target_id=customer_id)
     customer_id = parse_id(customer_id)
     if str(confirm).strip() != str(customer_id):
@@ -337,9 +395,20 @@ def erase_customer(actor: Actor, customer_id, confirm: str = "") -> dict[str, in
     with write_session() as session:
         if session.get(Customer, customer_id) is None:
             raise NotFound()
-        counts = erase_batch(session, actor, [customer_id])
+        counts = erase_batch(session, actor, [customer_id], redact=mentions.parse_keys(redact))
     after_erasure(utcnow())
     return counts
+
+
+def find_mentions(actor: Actor, ids: Sequence[int]) -> list[mentions.Mention] | None:
+    """Other customers' notes and messages naming ``ids`` (with snippets, for the review before an
+    erasure); None when there are more than mentions.MAX_CUSTOMERS customers (not searched)."""
+    require(actor, "customer.erase", action="erasure.mentions", target_type="customer")
+    ids = [int(i) for i in ids]
+    if len(ids) > mentions.MAX_CUSTOMERS:
+        return None
+    with read_session() as session:
+        return mentions.search(session, ids, snippets=True)
 
 
 def pending_requests(actor: Actor, limit: int = 100) -> list[RequestView]:
@@ -349,3 +418,30 @@ def pending_requests(actor: Actor, limit: int = 100) -> list[RequestView]:
             sm_select(ErasureRequest).where(ErasureRequest.status == "pending").order_by(ErasureRequest.id).limit(limit)
         ).all()
         return [RequestView(r.id, r.customer_id, r.reason, r.status) for r in rows]
+
+
+def reapply_ledger(session, actor: Actor, context: dict) -> dict:
+    """Erase again, in ``session`` (a restored database), whoever the erasure ledger says was erased.
+
+    Called by the restore before the restored data is served (services/backup.py).
+    """
+    plan = erasure_ledger.plan_reapply(session)
+    rows = {}
+    if plan.ids:
+        rows = erase_batch(
+            session,
+            actor,
+            plan.ids,
+            redact=plan.redact,
+            ledger=False,
+            context={"reapplied": True, "by_identifier": plan.by_identifier[:200], **context},
+        )
+    return {
+        "ledger_entries": plan.entries,
+        "invalid_lines": plan.invalid_lines,
+        "erased_again": plan.ids[:200],
+        "count": len(plan.ids),
+        "by_identifier": plan.by_identifier[:200],
+        "other_customer": plan.other_customer[:200],
+        "rows": rows,
+    }

@@ -1,9 +1,13 @@
 """Notes on a customer (CUST-5): add, edit own, delete own; note.manage_any
 (admins) edits and deletes anybody's.
 
-Every change is audited with the text diff; a deleted note's text goes into
-the audit entry so nothing is lost. A refusal to touch someone else's note is
-audited too. Notes do not bump the customer's ``version``: writing a note
+Every change is audited with references, never the text: the audit log can
+never be erased, and a note is free text about a person (it may name them,
+quote their phone number...). An entry holds the note and customer ids, the
+author and a keyed hash and length of the text (audit.text_ref) before and
+after, so one can tell that and when a text changed, and check a given text
+against it, but not read it. A deleted note is gone (backups aside). A
+refusal to touch someone else's note is audited too. Notes do not bump the customer's ``version``: writing a note
 while a colleague edits the profile must not turn their save into a conflict.
 """
 
@@ -14,7 +18,6 @@ from meiqia_app.models import Note
 from meiqia_app.services import audit, rbac
 from meiqia_app.services.customers import parse_id, writable_customer
 from meiqia_app.services.errors import NotFound, ValidationError
-from meiqia_app.services.masking import mask_diff
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.timeline import may_change_note
 from meiqia_app.timeutil import utcnow
@@ -80,7 +83,7 @@ def add_note(actor: Actor, customer_id: int, text: str) -> int:
             "note.create",
             target_type="note",
             target_id=note.id,
-            details={"customer_id": customer_id, "changes": mask_diff({"text": (None, body)})},
+            details={"customer_id": customer_id, "text": audit.text_ref(body)},
         )
         return note.id
 
@@ -111,13 +114,14 @@ def edit_note(actor: Actor, note_id: int, text: str) -> None:
             details={
                 "customer_id": note.customer_id,
                 "author_id": note.author_id,
-                "changes": mask_diff({"text": (old, body)}),
+                "text_before": audit.text_ref(old),
+                "text": audit.text_ref(body),
             },
         )
 
 
 def delete_note(actor: Actor, note_id: int) -> None:
-    """Delete a note (own notes; anybody's with note.manage_any); its text stays in the audit log."""
+    """Delete a note (own notes; anybody's with note.manage_any); the audit entry keeps a hash of its text."""
     _require_note_access(actor, "note.delete", note_id)
     note_id = parse_id(note_id)
     _check_author(actor, note_id, "note.delete")
@@ -131,7 +135,7 @@ def delete_note(actor: Actor, note_id: int) -> None:
             "author_id": note.author_id,
             "author": note.author_name,
             "created_at": note.created_at.isoformat(),
-            "text": note.body,
+            "text": audit.text_ref(note.body),
         }
         session.delete(note)
         audit.record(session, actor, "note.delete", target_type="note", target_id=note_id, details=details)

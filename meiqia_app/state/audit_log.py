@@ -1,11 +1,11 @@
-"""State of /audit: filters, newest-first pages, chain verification."""
+"""State of /audit: filters, newest-first pages, chain verification, the chain's anchors."""
 
 from __future__ import annotations
 
 import reflex as rx
 
 from meiqia_app.services import audit_log
-from meiqia_app.services.audit_log import AuditFilter, AuditRow
+from meiqia_app.services.audit_log import AnchorRow, AuditFilter, AuditRow
 from meiqia_app.services.errors import AppError
 from meiqia_app.state.base import AppState
 
@@ -17,6 +17,7 @@ class AuditLogState(AppState):
     has_older: bool = False
     verify_message: str = ""
     verify_ok: bool = True
+    anchors: list[AnchorRow] = []
 
     _before_stack: list[int] = []
     _next_before: int = 0
@@ -42,7 +43,13 @@ class AuditLogState(AppState):
     @rx.event
     async def on_load(self):
         self.verify_message = ""
-        return await self._first_page()
+        result = await self._first_page()
+        if result is None:
+            try:
+                self.anchors = await self._call(audit_log.list_anchors, self._actor())
+            except AppError as error:
+                return self._on_error(error)
+        return result
 
     @rx.event
     async def apply_filters(self, form: dict):
@@ -102,8 +109,13 @@ class AuditLogState(AppState):
             return self._on_error(error)
         self.verify_ok = report.ok
         if report.ok:
-            self.verify_message = self._tr("audit.verify_ok", count=f"{report.checked:,}")
+            self.verify_message = self._tr("audit.verify_ok", count=f"{report.checked:,}", anchors=report.anchors)
         else:
-            self.verify_message = self._tr("audit.verify_failed", id=report.first_bad_id or "?", problem=report.problem)
+            self.verify_message = self._tr(
+                "audit.verify_failed",
+                id=report.first_bad_id or "?",
+                problem=self._tr(f"audit.problem.{report.problem}"),
+            )
+        self.anchors = await self._call(audit_log.list_anchors, self._actor())
         await self._load()
         return None

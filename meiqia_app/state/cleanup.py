@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import cleanup, retention, saved_views, tags
+from meiqia_app.services import cleanup, mentions, retention, saved_views, tags
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.state.base import AppState
 
@@ -51,6 +51,20 @@ class Option:
 
 
 @dataclasses.dataclass
+class MentionView:
+    """A record of another customer naming a customer about to be erased (shown, then forgotten)."""
+
+    key: str  # "note:12"
+    kind: str  # translated: note / chat message
+    record_id: int
+    customer_id: int  # whose record it is
+    erased: str  # the customers it names, "#5, #9"
+    fields: str  # translated: name, phone
+    snippet: str
+    selected: bool
+
+
+@dataclasses.dataclass
 class ParkedView:
     id: int
     name: str
@@ -81,6 +95,9 @@ class CleanupState(AppState):
     dry_seconds: str = ""
     confirm_text: str = ""
     confirm_error: str = ""
+    # Erasure: mentions of the customers in other customers' notes and messages.
+    mentions: list[MentionView] = []
+    mentions_searched: bool = False
 
     job_id: int = 0
     percent: int = 0
@@ -106,12 +123,32 @@ class CleanupState(AppState):
             }
         )
 
+    def _forget_mentions(self) -> None:
+        """Snippets hold other customers' texts: shown for the review, then dropped."""
+        self.mentions = []
+        self.mentions_searched = False
+
+    @rx.event
+    def toggle_mention(self, key: str, value: bool):
+        if not isinstance(key, str):
+            return
+        self.mentions = [dataclasses.replace(m, selected=value is True) if m.key == key else m for m in self.mentions]
+
+    @rx.event
+    def select_all_mentions(self, value: bool):
+        self.mentions = [dataclasses.replace(m, selected=value is True) for m in self.mentions]
+
+    @rx.var
+    def mentions_selected(self) -> int:
+        return sum(1 for m in self.mentions if m.selected)
+
     @rx.event
     async def on_load(self):
         self.step = "criteria"
         self.count = -1
         self.confirm_text = ""
         self.confirm_error = ""
+        self._forget_mentions()
         try:
             actor = self._actor()
             self._set_user(actor)
@@ -128,6 +165,7 @@ class CleanupState(AppState):
             setattr(self, name, value is True)
             self.step = "criteria"
             self.count = -1
+            self._forget_mentions()
 
     @rx.event
     def set_choice(self, name: str, value: str):
@@ -143,6 +181,7 @@ class CleanupState(AppState):
             setattr(self, name, str(value))
             self.step = "criteria"
             self.count = -1
+            self._forget_mentions()
 
     @rx.event
     def set_confirm_text(self, value: str):
@@ -152,6 +191,7 @@ class CleanupState(AppState):
     def back(self):
         self.step = "criteria"
         self.count = -1
+        self._forget_mentions()
 
     @rx.event
     async def run_dry(self):
@@ -181,6 +221,20 @@ class CleanupState(AppState):
         self.effects = [
             EffectView(self._tr(f"cleanup.table.{t}"), result.tables[t]) for t in TABLE_ORDER if t in result.tables
         ]
+        self.mentions_searched = result.mentions is not None
+        self.mentions = [
+            MentionView(
+                m["key"],
+                self._tr(f"cleanup.mentions.kind.{m['kind']}"),
+                m["record_id"],
+                m["customer_id"],
+                ", ".join(f"#{i}" for i in m["erased_ids"]),
+                ", ".join(self._tr(f"cleanup.mentions.field.{f}") for f in m["fields"]),
+                m["snippet"],
+                True,  # redact unless the admin unticks it
+            )
+            for m in (result.mentions or [])
+        ]
         self.approx_kb = f"{result.approx_bytes / 1024:,.1f}"
         self.dry_seconds = f"{result.seconds:.2f}"
         self.confirm_text = ""
@@ -193,8 +247,9 @@ class CleanupState(AppState):
         try:
             actor = self._actor()
             tag_id = int(self.tag_id) if self.tag_id else 0
+            redact = [m.key for m in self.mentions if m.selected] if self.action == "erase" else []
             job_id = await self._call(
-                cleanup.start_action, actor, self._criteria(), self.action, self.confirm_text, tag_id
+                cleanup.start_action, actor, self._criteria(), self.action, self.confirm_text, tag_id, redact
             )
         except ValidationError as error:
             self.confirm_error = next(iter(self._field_errors(error).values()), "")
@@ -202,6 +257,7 @@ class CleanupState(AppState):
         except AppError as error:
             yield self._on_error(error)
             return
+        self._forget_mentions()
         self.job_id = job_id
         self.percent = 0
         self.processed = 0
@@ -237,7 +293,12 @@ class CleanupState(AppState):
             self._tr("cleanup.report.processed", count=result.get("processed", view["processed"])),
         ]
         for table, rows in (result.get("counts") or {}).items():
+            if table.startswith("mentions_"):
+                continue  # reported below, with the records
             lines.append(self._tr("cleanup.report.rows", table=self._tr(f"cleanup.table.{table}"), count=rows))
+        found = result.get("mentions")
+        if found is not None:
+            lines += self._mention_lines(found)
         if result.get("backup"):
             lines.append(self._tr("cleanup.report.backup", name=result["backup"]))
         if "list_ms_before" in result:
@@ -249,6 +310,31 @@ class CleanupState(AppState):
         if view.get("error"):
             lines.append(view["error"])
         return lines
+
+    def _mention_lines(self, found: dict) -> list[str]:
+        return mention_report_lines(found, self._tr)
+
+
+def mention_report_lines(found: dict, tr) -> list[str]:
+    """The erasure report's lines about mentions in other records (``tr(key, **params)`` translates)."""
+
+    def refs(keys: list[str]) -> str:
+        shown = []
+        for key in keys[:50]:
+            kind, _, record_id = key.partition(":")
+            shown.append(f"{tr(f'cleanup.mentions.kind.{kind}')} #{record_id}")
+        return ", ".join(shown) + (" …" if len(keys) > 50 else "")
+
+    if not found.get("searched"):
+        return [tr("cleanup.report.mentions_not_searched", max=mentions.MAX_CUSTOMERS)]
+    lines = [
+        tr("cleanup.report.mentions", found=len(found.get("found") or []), redacted=len(found.get("redacted") or []))
+    ]
+    if found.get("redacted"):
+        lines.append(tr("cleanup.report.mentions_redacted", refs=refs(found["redacted"])))
+    if found.get("kept"):
+        lines.append(tr("cleanup.report.mentions_kept", refs=refs(found["kept"])))
+    return lines
 
 
 class ArchiveState(AppState):

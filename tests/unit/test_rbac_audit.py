@@ -235,7 +235,8 @@ def test_fresh_chain_verifies_and_links_entries(db):
     assert all(b.prev_hash == a.entry_hash for a, b in zip(entries, entries[1:]))
     with read_session() as session:
         head = json.loads(session.get(AppSetting, audit.HEAD_KEY).value)
-    assert head == {"id": 5, "hash": entries[-1].entry_hash}
+    assert head == {"id": 5, "hash": entries[-1].entry_hash, "mac": head["mac"]} and len(head["mac"]) == 64
+    assert all(len(e.entry_mac) == 64 and e.entry_mac == audit.compute_mac(e) for e in entries)
 
 
 def test_chain_of_a_real_workflow_verifies(seeded_db, seeded_actors):
@@ -261,7 +262,7 @@ def test_any_edited_field_is_detected(db, column, value):
     assert (report.ok, report.first_bad_id, report.problem) == (False, 2, "altered")
 
 
-def test_edit_with_recomputed_hash_breaks_the_next_link(db):
+def test_edit_with_recomputed_hash_fails_its_mac(db):
     write_entries(5)
     with write_session() as session:
         entry = session.get(AuditEntry, 2)
@@ -269,7 +270,7 @@ def test_edit_with_recomputed_hash_breaks_the_next_link(db):
         entry.entry_hash = audit.compute_hash(entry)
         session.add(entry)
     report = verify()
-    assert (report.ok, report.first_bad_id, report.problem) == (False, 3, "broken_link")
+    assert (report.ok, report.first_bad_id, report.problem) == (False, 2, "forged")
 
 
 def test_deleted_row_in_the_middle_is_detected(db):
