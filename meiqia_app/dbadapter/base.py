@@ -69,6 +69,13 @@ class DatabaseAdapter(abc.ABC):
         """The database's size on disk."""
         raise NotImplementedError
 
+    # --- erasure --------------------------------------------------------------
+    def overwrite_deleted_content(self, conn: Connection) -> None:
+        """In this write transaction: deleted content is overwritten, not left in free pages (where possible)."""
+
+    def scrub_after_erasure(self, engine: Engine) -> None:
+        """After an erasure committed: leave no copies of erased text in index segments or logs (where the database keeps them)."""
+
     # --- search -------------------------------------------------------------
     @abc.abstractmethod
     def search_ddl(self) -> list[str]:
@@ -166,9 +173,15 @@ class DatabaseAdapter(abc.ABC):
         """SQLite only: rewrite the file with another page size."""
         raise RuntimeError(f"{self.name} has no page size to change")
 
-    @property
-    def backup_suffix(self) -> str:
-        return ".db"
+    #: The file name ending of this database's backups.
+    backup_suffix: str = ".db"
+    #: Whether a restore can be migrated and reconciled in a copy before it
+    #: replaces the live database (``staged_copy``); else it is done in place.
+    stages_restores: bool = False
+
+    def staged_copy(self, staged: Path):
+        """A context manager giving a write engine on a restored copy (where ``stages_restores``)."""
+        raise NotImplementedError
 
     # --- exports --------------------------------------------------------------
     def export_row_sql(self, conn: Connection, row_format: ExportRowFormat) -> str | None:

@@ -183,6 +183,8 @@ class PostgresAdapter(DatabaseAdapter):
         # rather than spilling; SET LOCAL ends with the transaction.
         conn.exec_driver_sql("SET LOCAL work_mem = '128MB'")
 
+    backup_suffix = ".dump"
+
     def backup_to(self, url: str, target: Path) -> None:
         args, env = _libpq_args(url)
         subprocess.run(
@@ -190,11 +192,15 @@ class PostgresAdapter(DatabaseAdapter):
             env=env,
             check=True,
             capture_output=True,
-            timeout=3600,
+            timeout=6 * 3600,
         )
 
     def verify_backup(self, target: Path) -> str:
-        done = subprocess.run([_tool("pg_restore"), "--list", str(target)], capture_output=True, text=True, timeout=600)
+        if not target.is_file():
+            return "missing"
+        done = subprocess.run(
+            [_tool("pg_restore"), "--list", str(target)], capture_output=True, text=True, timeout=3600
+        )
         if done.returncode != 0:
             return (done.stderr.strip() or "pg_restore --list failed")[:255]
         return "ok" if "TABLE DATA public customer " in done.stdout else "customer table data missing"
@@ -206,7 +212,7 @@ class PostgresAdapter(DatabaseAdapter):
             env=env,
             check=True,
             capture_output=True,
-            timeout=3600,
+            timeout=6 * 3600,
         )
 
     # --- exports --------------------------------------------------------------

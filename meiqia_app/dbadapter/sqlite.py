@@ -228,6 +228,17 @@ class SqliteAdapter(DatabaseAdapter):
         for statement in _TRIGGERS.values():
             conn.exec_driver_sql(statement.replace("CREATE TRIGGER", "CREATE TRIGGER IF NOT EXISTS", 1))
 
+    # --- erasure --------------------------------------------------------------
+    def overwrite_deleted_content(self, conn: Connection) -> None:
+        # Freed pages are zeroed (PostgreSQL reuses dead space through VACUUM).
+        conn.exec_driver_sql("PRAGMA secure_delete=ON")
+
+    def scrub_after_erasure(self, engine: Engine) -> None:
+        with engine.begin() as conn:  # merge FTS segments so deleted trigrams are gone
+            conn.execute(text(f"INSERT INTO {_FTS}({_FTS}) VALUES ('optimize')"))
+        with engine.connect() as conn:  # and the WAL no longer holds the old pages
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
         placeholders = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
@@ -256,9 +267,11 @@ class SqliteAdapter(DatabaseAdapter):
         # Shrinking the limit frees the extra pages (bounded memory between batches).
         conn.exec_driver_sql(f"PRAGMA cache_size=-{self.NORMAL_CACHE_KIB}")
 
+    stages_restores = True
+
     def backup_to(self, url: str, target: Path) -> None:
         source_path = url.split("sqlite:///", 1)[1]
-        source = sqlite3.connect(source_path)
+        source = sqlite3.connect(source_path, timeout=30)
         dest = sqlite3.connect(target)
         try:
             # Copies pages in steps so writers are only paused briefly.
@@ -268,13 +281,34 @@ class SqliteAdapter(DatabaseAdapter):
             source.close()
 
     def verify_backup(self, target: Path) -> str:
-        conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
         try:
-            rows = conn.execute("PRAGMA integrity_check").fetchall()
+            conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+            try:
+                messages = [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
+                if messages != ["ok"]:
+                    return "; ".join(messages)[:255]
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)[:255] or "not a database"
+        return "ok" if {"customer", "backup", "audit_entry"} <= tables else "not a database of this application"
+
+    @contextlib.contextmanager
+    def staged_copy(self, staged: Path) -> Iterator[Engine]:
+        """An engine on a restored copy before it replaces the live file (migrated
+        and reconciled there, so nothing reads it half-done); afterwards the copy
+        is one file again (the engine switched it to WAL), ready for ``restore_from``."""
+        engine = self.create_engine(f"sqlite:///{staged}")
+        try:
+            yield self.write_engine(engine)
+        finally:
+            engine.dispose()
+        conn = sqlite3.connect(staged, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=DELETE")
         finally:
             conn.close()
-        messages = [row[0] for row in rows]
-        return "ok" if messages == ["ok"] else "; ".join(messages)[:255]
 
     def restore_from(self, url: str, source: Path) -> None:
         live_path = url.split("sqlite:///", 1)[1]

@@ -9,7 +9,7 @@ with its size, SHA-256 and an integrity check, recorded as a ``backup`` row:
 - PostgreSQL (``DATABASE_URL`` points there): ``pg_dump --format=custom``;
   checked by ``pg_restore --list`` reading the whole archive's table of contents.
 
-The engine is chosen in one place, :func:`_engine_kind`.
+How each database is copied, checked and restored lives in its adapter (dbadapter/).
 
 Restore refuses a file whose check fails (or whose SHA-256 differs from the
 one recorded when it was made), takes a safety backup of the current state
@@ -65,7 +65,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from meiqia_app.config import get_settings
-from meiqia_app.db import make_engine, read_session, reset_engine, write_session
+from meiqia_app.db import read_session, reset_engine, write_session
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import Backup, ExportJob
 from meiqia_app.services import audit, audit_anchor, audit_carry, downloads
@@ -107,92 +107,27 @@ class BackupView:
         return dataclasses.asdict(self)
 
 
-# --- the one place that picks the engine --------------------------------------------
-
-
-def _engine_kind() -> str:
-    url = get_settings().database_url
-    if url.startswith("sqlite"):
-        return "sqlite"
-    if url.startswith(("postgresql", "postgres")):
-        return "postgresql"
-    raise BackupFailed(reason="unsupported database")
-
-
-def _sqlite_path() -> Path:
-    return Path(get_settings().database_url.split("sqlite:///", 1)[1])
-
-
-def _pg_url() -> str:
-    # pg_dump understands libpq URLs, not SQLAlchemy's "+driver" suffix.
-    return re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", get_settings().database_url)
+# --- the database's own tools (dbadapter/) ------------------------------------------
 
 
 def _suffix() -> str:
-    return ".db" if _engine_kind() == "sqlite" else ".dump"
+    return get_adapter().backup_suffix
 
 
 def _dump(target: Path) -> None:
-    if _engine_kind() == "sqlite":
-        source = sqlite3.connect(_sqlite_path(), timeout=30)
-        dest = sqlite3.connect(target)
-        try:
-            source.backup(dest, pages=4096)  # steps: writers wait only briefly
-        finally:
-            dest.close()
-            source.close()
-        return
-    subprocess.run(
-        ["pg_dump", "--format=custom", "--no-owner", f"--file={target}", _pg_url()],
-        check=True,
-        capture_output=True,
-        timeout=6 * 3600,
-    )
+    get_adapter().backup_to(get_settings().database_url, target)
 
 
 def verify_file(path: Path) -> str:
     """ "ok" or what is wrong with a backup file (never raises for a bad file)."""
     if not path.is_file():
         return "missing"
-    if _engine_kind() == "sqlite":
-        try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                rows = conn.execute("PRAGMA integrity_check").fetchall()
-                messages = [row[0] for row in rows]
-                if messages != ["ok"]:
-                    return "; ".join(messages)[:255]
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if not {"customer", "backup", "audit_entry"} <= tables:
-                    return "not a database of this application"
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError as exc:
-            return str(exc)[:255] or "not a database"
-        return "ok"
-    result = subprocess.run(["pg_restore", "--list", str(path)], capture_output=True, timeout=3600)
-    return "ok" if result.returncode == 0 else (result.stderr.decode(errors="replace")[:255] or "unreadable")
+    return get_adapter().verify_backup(path)
 
 
 def _restore_file(path: Path) -> None:
-    if _engine_kind() == "sqlite":
-        # The adapter also converts a backup of another page size (db.SQLITE_PAGE_SIZE).
-        get_adapter().restore_from(get_settings().database_url, path)
-        return
-    subprocess.run(
-        [
-            "pg_restore",
-            "--clean",
-            "--if-exists",
-            "--no-owner",
-            "--single-transaction",
-            f"--dbname={_pg_url()}",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=6 * 3600,
-    )
+    # SQLite's adapter also converts a backup of another page size.
+    get_adapter().restore_from(get_settings().database_url, path)
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -468,8 +403,8 @@ def restore_file(actor: Actor, path: Path, expected_sha256: str = "") -> BackupV
     restore = _Restore(actor, path.name, digest, safety.file_name, known, carried)
     try:
         audit_carry.stash(carried)
-        if _engine_kind() == "sqlite":
-            _prepare_staged_sqlite(staged, restore)
+        if get_adapter().stages_restores:
+            _prepare_staged(staged, restore)
             reset_engine()  # no pooled connection keeps pages of the old database
             _restore_file(staged)
         else:
@@ -514,24 +449,15 @@ def _remove_staged(staged: Path) -> None:
         Path(f"{staged}{suffix}").unlink(missing_ok=True)
 
 
-def _prepare_staged_sqlite(staged: Path, restore: _Restore) -> None:
+def _prepare_staged(staged: Path, restore: _Restore) -> None:
     """Migrate the staged copy and reconcile it, before it replaces the live database."""
     from meiqia_app.migrate import upgrade_to_head
 
-    engine = make_engine(f"sqlite:///{staged}")
-    try:
+    with get_adapter().staged_copy(staged) as engine:
         upgrade_to_head(engine)
-        with Session(engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False) as session:
+        with Session(engine, expire_on_commit=False) as session:
             _reconcile(session, restore)
             session.commit()
-    finally:
-        engine.dispose()
-    # One file again (the engine switched the copy to WAL): it is read with mode=ro next.
-    conn = sqlite3.connect(staged, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        conn.close()
 
 
 def _reconcile_live_or_go_back(restore: _Restore, safety: BackupView) -> None:

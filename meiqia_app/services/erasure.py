@@ -47,11 +47,12 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 from sqlmodel import select as sm_select
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_session, write_session
+from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import (
     BehaviorEvent,
     Conversation,
@@ -132,8 +133,8 @@ def request_erasure(actor: Actor, customer_id, reason: str) -> RequestView:
 
 
 def _secure_delete(session) -> None:
-    if session.get_bind().dialect.name == "sqlite":  # SQLite-only pragma; PostgreSQL reuses space via VACUUM
-        session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
+    conn = session.connection()
+    get_adapter(conn).overwrite_deleted_content(conn)
 
 
 def erase_batch(
@@ -372,12 +373,7 @@ def after_erasure(started: dt.datetime) -> list[str]:
     """After erasing: remove export files that could contain the customers, and scrub SQLite's leftovers."""
     # Every file made up to now could hold the erased customers (``started``: when the erasure began).
     removed = delete_export_files(max(started, utcnow()))
-    engine = get_engine()
-    if engine.dialect.name == "sqlite":
-        with engine.begin() as conn:  # SQLite-only: merge FTS segments so deleted trigrams are gone
-            conn.execute(text("INSERT INTO customer_fts(customer_fts) VALUES ('optimize')"))
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    get_adapter().scrub_after_erasure(get_engine())
     invalidate_counts()
     return removed
 
