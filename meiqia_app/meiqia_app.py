@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from meiqia_app import log_redaction
 from meiqia_app.pages.account import account_page
 from meiqia_app.pages.admin_roles import admin_roles_page
 from meiqia_app.pages.admin_users import admin_users_page
@@ -38,6 +39,8 @@ from meiqia_app.state.reports import DashboardState, ReportsState
 from meiqia_app.state.tags_admin import TagsAdminState
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
+
+log_redaction.install()  # no cookie or token reaches a log, from any library (meiqia_app/log_redaction.py)
 
 app = rx.App(
     stylesheets=["/app.css"],
