@@ -5,7 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from meiqia_app.components.i18n import t
-from meiqia_app.components.layout import language_switch
+from meiqia_app.components.layout import connection_problem, language_switch
 from meiqia_app.state.login import LoginState as S
 
 
@@ -125,7 +125,9 @@ def recovery_step() -> rx.Component:
             spacing="2",
             id="recovery-codes",
         ),
-        rx.button(t("auth.recovery_done"), on_click=S.finish_recovery, size="3", width="100%", id="recovery-done"),
+        rx.button(
+            t("auth.recovery_done"), on_click=S.finish_recovery, size="3", width="100%", id="recovery-done"
+        ),
         width="100%",
         spacing="3",
     )
@@ -143,6 +145,7 @@ def login_page() -> rx.Component:
                     align="center",
                     width="100%",
                 ),
+                connection_problem(),
                 _error(),
                 rx.match(
                     S.step,
