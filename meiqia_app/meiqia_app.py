@@ -22,6 +22,7 @@ from meiqia_app.pages.reports import reports_page
 from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.services import jobs, reports, scheduler
 from meiqia_app.services.exports import service as export_service
+from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
@@ -37,6 +38,7 @@ from meiqia_app.state.export import ExportApprovalsState, ExportHistoryState, Ex
 from meiqia_app.state.login import LoginState
 from meiqia_app.state.reports import DashboardState, ReportsState
 from meiqia_app.state.tags_admin import TagsAdminState
+from meiqia_app.web import upload_request
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
 
@@ -45,9 +47,14 @@ log_redaction.install()  # no cookie or token reaches a log, from any library (m
 app = rx.App(
     stylesheets=["/app.css"],
     head_components=[rx.el.meta(name="robots", content="noindex")],
-    api_transformer=session_api(),
+    # The session routes; and an upload's handler sees the upload request's own headers.
+    api_transformer=[session_api(), upload_request.capture_upload_headers],
 )
 app.add_middleware(LoginRequiredMiddleware())
+# Tab states stored without credentials, in private files (meiqia_app/state/privacy.py).
+privacy.register_root_state_scrubber()
+privacy.make_state_storage_private(app)
+app.register_lifespan_task(upload_request.attach_upload_headers)  # once Reflex's event processor exists
 
 
 def _start_background_work() -> None:

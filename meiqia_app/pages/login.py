@@ -76,6 +76,8 @@ def code_form() -> rx.Component:
                 auto_focus=True,
                 max_length=12,
             ),
+            # The login challenge goes back with the code: the server does not keep it.
+            rx.el.input(type="hidden", name="challenge", value=S.challenge),
             rx.button(t("auth.verify"), type="submit", size="3", width="100%", loading=S.busy, id="code-submit"),
             rx.button(
                 t("auth.back_to_password"), type="button", variant="ghost", on_click=S.back_to_password, size="2"
@@ -126,7 +128,7 @@ def recovery_step() -> rx.Component:
             id="recovery-codes",
         ),
         rx.button(
-            t("auth.recovery_done"), on_click=S.finish_recovery, size="3", width="100%", id="recovery-done"
+            t("auth.recovery_done"), on_click=S.finish_recovery(S.ticket), size="3", width="100%", id="recovery-done"
         ),
         width="100%",
         spacing="3",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import reflex as rx
 
 from meiqia_app.services import auth
@@ -10,6 +12,12 @@ from meiqia_app.state.base import AppState, full_page_load
 
 
 class AccountState(AppState):
+    # The new TOTP secret, its QR code and the new recovery codes are shown
+    # once; the challenge comes back with the confirmation form (hidden field).
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset(
+        {"reenrol_secret", "reenrol_qr", "reenrol_challenge", "new_recovery_codes"}
+    )
+
     password_errors: dict[str, str] = {}
     recovery_left: int = 0
 
@@ -18,7 +26,7 @@ class AccountState(AppState):
     reenrol_qr: str = ""
     reenrol_error: str = ""
     new_recovery_codes: list[str] = []
-    _reenrol_challenge: str = ""
+    reenrol_challenge: str = ""
 
     logout_all_open: bool = False
 
@@ -67,7 +75,7 @@ class AccountState(AppState):
             enrolment = await self._call(auth.begin_reenrol, actor)
         except AppError as error:
             return self._on_error(error)
-        self._reenrol_challenge = enrolment.challenge
+        self.reenrol_challenge = enrolment.challenge
         self.reenrol_secret = enrolment.secret
         self.reenrol_qr = enrolment.qr
         self.reenrol_error = ""
@@ -80,14 +88,14 @@ class AccountState(AppState):
         try:
             actor = self._actor()
             codes = await self._call(
-                auth.confirm_reenrol, actor, self._reenrol_challenge, str(form.get("code", ""))[:12]
+                auth.confirm_reenrol, actor, str(form.get("challenge", ""))[:128], str(form.get("code", ""))[:12]
             )
         except AppError as error:
             if isinstance(error, auth.AuthError):
                 self.reenrol_error = self._tr(error.message_key, **error.params)
                 return None
             return self._on_error(error)
-        self._reenrol_challenge = ""
+        self.reenrol_challenge = ""
         self.reenrol_secret = ""
         self.reenrol_qr = ""
         self.new_recovery_codes = list(codes)
@@ -102,7 +110,7 @@ class AccountState(AppState):
 
     @rx.event
     def cancel_reenrol(self):
-        self._reenrol_challenge = ""
+        self.reenrol_challenge = ""
         self.reenrol_secret = ""
         self.reenrol_qr = ""
         self.reenrol_step = ""

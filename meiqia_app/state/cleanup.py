@@ -60,6 +60,9 @@ class ParkedView:
 
 
 class CleanupState(AppState):
+    # The dry run's sample customers: shown, not kept.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"sample"})
+
     step: str = "criteria"
     inactive_months: str = "0"
     no_contact: bool = False
@@ -253,6 +256,9 @@ class CleanupState(AppState):
 
 class ArchiveState(AppState):
     """Archived and trashed customers: browse, restore one or all, empty the trash."""
+
+    # Archived / trashed customers: shown, not kept.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"rows"})
 
     tab: str = "archived"
     rows: list[ParkedView] = []

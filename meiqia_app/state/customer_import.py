@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import ClassVar
 
 import reflex as rx
 
@@ -18,10 +19,11 @@ UPLOAD_ID = "import-upload"
 
 @dataclasses.dataclass
 class MappingRow:
+    """A column of the uploaded file as shown: its header and a sample of its values."""
+
     index: str
     header: str
     sample: str
-    field: str
 
 
 @dataclasses.dataclass
@@ -44,8 +46,14 @@ class _Progress:
 
 
 class CustomerImportState(AppState):
+    # The file's headers, sample values and problem rows are customers' data:
+    # shown, not kept. The chosen field of each column is in column_fields.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"mapping_rows", "problems"})
+
     file_name: str = ""
     mapping_rows: list[MappingRow] = []
+    # The field each column goes to, by column position ("" = skipped).
+    column_fields: list[str] = []
     step: str = "upload"  # upload | mapping | running | report
     error: str = ""
     running_kind: str = ""  # dry_run | import
@@ -83,6 +91,7 @@ class CustomerImportState(AppState):
         self.step = "upload"
         self.file_name = ""
         self.mapping_rows = []
+        self.column_fields = []
         self.error = ""
         self._path = ""
         self._error_report_path = ""
@@ -124,10 +133,10 @@ class CustomerImportState(AppState):
                 index=str(i),
                 header=header or f"#{i + 1}",
                 sample=" / ".join(row[i] for row in preview.sample if i < len(row) and row[i])[:80],
-                field=preview.suggested.get(str(i), ""),
             )
             for i, header in enumerate(preview.headers)
         ]
+        self.column_fields = [preview.suggested.get(str(i), "") for i in range(len(preview.headers))]
         self.step = "mapping"
         return None
 
@@ -141,16 +150,21 @@ class CustomerImportState(AppState):
         field = "" if field == "skip" else field
         if field and field not in EDITABLE_FIELDS:
             return
-        self.mapping_rows = [
-            dataclasses.replace(row, field=field) if row.index == str(index) else row for row in self.mapping_rows
-        ]
+        try:
+            position = int(str(index))
+        except ValueError:
+            return
+        if 0 <= position < len(self.column_fields):
+            fields = list(self.column_fields)
+            fields[position] = field
+            self.column_fields = fields
 
     @rx.event
     def set_skip_duplicates(self, value: bool):
         self.skip_duplicates = bool(value)
 
     def _mapping(self) -> dict[str, str]:
-        return {row.index: row.field for row in self.mapping_rows if row.field}
+        return {str(i): field for i, field in enumerate(self.column_fields) if field}
 
     @rx.event
     def start_dry_run(self):

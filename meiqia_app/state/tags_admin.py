@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import ClassVar
 
 import reflex as rx
 
@@ -55,6 +56,9 @@ class RuleRow:
 
 
 class TagsAdminState(AppState):
+    # A rule preview's sample customers: shown, not kept.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"preview_sample"})
+
     tab: str = "tags"
     tags: list[TagView] = []
     tag_options: list[Option] = []
