@@ -82,7 +82,23 @@ class CustomerImportState(AppState):
         except AppError as error:
             return self._on_error(error)
         self._set_user(actor)
+        if self._path and self.step in ("mapping", "report"):
+            # The columns were shown, not kept: after a reload, read them again from the uploaded file.
+            try:
+                self._show_columns(await self._call(customer_import.preview_table, actor, self._path))
+            except AppError:
+                self.step, self._path, self.file_name, self.column_fields = "upload", "", "", []
         return None
+
+    def _show_columns(self, preview: customer_import.TablePreview) -> None:
+        self.mapping_rows = [
+            MappingRow(
+                index=str(i),
+                header=header or f"#{i + 1}",
+                sample=" / ".join(row[i] for row in preview.sample if i < len(row) and row[i])[:80],
+            )
+            for i, header in enumerate(preview.headers)
+        ]
 
     @rx.event
     def start_over(self):
@@ -128,14 +144,7 @@ class CustomerImportState(AppState):
             return None
         self._path = str(target)
         self.file_name = original
-        self.mapping_rows = [
-            MappingRow(
-                index=str(i),
-                header=header or f"#{i + 1}",
-                sample=" / ".join(row[i] for row in preview.sample if i < len(row) and row[i])[:80],
-            )
-            for i, header in enumerate(preview.headers)
-        ]
+        self._show_columns(preview)
         self.column_fields = [preview.suggested.get(str(i), "") for i in range(len(preview.headers))]
         self.step = "mapping"
         return None

@@ -246,6 +246,7 @@ class TagsAdminState(AppState):
     # --- page ---------------------------------------------------------------------------
     @rx.event
     async def on_load(self):
+        self.preview_ready = False  # its sample customers were shown, not kept
         try:
             await self._reload()
         except AppError as error:
