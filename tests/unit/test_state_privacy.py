@@ -281,3 +281,26 @@ def test_an_upload_event_carries_the_cookie_of_its_own_request():
     client.post("/other", headers={"cookie": "mq_session=other-cookie"})
     assert received[0].router_data["headers"]["cookie"] == "mq_session=upload-cookie"
     assert received[1].router_data == {}  # only uploads
+
+
+def test_load_more_shows_the_next_page_after_the_ones_the_server_did_not_keep(seeded_db):
+    from meiqia_app.models.activity import Order as CustomerOrder
+
+    token = live_token(seeded_db, "manager")
+    with read_session() as session:
+        from sqlalchemy import func
+
+        customer_id, _orders = session.exec(
+            select(CustomerOrder.customer_id, func.count())
+            .group_by(CustomerOrder.customer_id)
+            .order_by(func.count().desc())
+        ).first()
+    tab = new_tab()
+    path, query = f"/customers/{customer_id}", {"customer_id": str(customer_id)}
+    first = run(serve(tab, CustomerActivityState, "on_load_activity", _cookie(token), path, query=query))
+    shown = first.value(CustomerActivityState, "items")
+    assert len(shown) == 20 and first.value(CustomerActivityState, "has_more") is True
+    more = run(serve(tab, CustomerActivityState, "load_more", _cookie(token), path, query=query))
+    both = more.value(CustomerActivityState, "items")
+    assert len(both) > 20 and [item["key"] for item in both[:20]] == [item["key"] for item in shown]
+    assert len({item["key"] for item in both}) == len(both)
