@@ -13,7 +13,9 @@ and where each one is enforced:
    background tasks inherit that context. :func:`live_cookie_header` reads
    the session cookie from there, so ``AppState._actor`` and the event guard
    resolve the session from the request that is being served, also in a
-   background task whose state was reloaded from Redis.
+   background task whose state was reloaded from Redis. A file upload is an
+   HTTP request of its own: its handler gets that request's headers
+   (:mod:`meiqia_app.web.upload_request`).
 
 2. **Request credentials are never stored.** The root ``State`` holds the
    router data, headers included (``cookie``, ``authorization``). A
@@ -39,7 +41,8 @@ and where each one is enforced:
    hidden form field). Because the server forgets them after every event,
    the disk manager behaves exactly like Redis, so the ordinary tests cover
    both. A (re)connect's hydration sends their defaults; every page's
-   on_load reads again what it shows.
+   on_load reads again what it shows. (What a person types to search with,
+   the list's query and filters, is kept: the list pages with it.)
 
 4. **A tab belongs to the session that filled it.** The tab state stores an
    HMAC of the session cookie it was used with (:func:`tab_binding`, keyed
