@@ -3,7 +3,7 @@ environment (see meiqia_app/config.py and README)."""
 
 import reflex as rx
 
-from meiqia_app.config import get_settings
+from meiqia_app.config import allowed_origins, get_settings
 
 _settings = get_settings()
 
@@ -12,7 +12,12 @@ config = rx.Config(
     telemetry_enabled=False,
     show_built_with_reflex=False,
     db_url=_settings.database_url,
-    cors_allowed_origins=list(_settings.allowed_origins) or ["*"],
     plugins=[rx.plugins.RadixThemesPlugin(theme=rx.theme(appearance="light", accent_color="blue", radius="medium"))],
     disable_plugins=[rx.plugins.SitemapPlugin],
 )
+# The websocket's allowed origins default to the port the app serves on. This
+# file is evaluated again after `reflex run` has put --frontend-port into the
+# environment (REFLEX_FRONTEND_PORT, which rx.Config reads), and in each
+# backend worker, so the port is read from the config, not cached.
+_origins = allowed_origins(config.frontend_port or config.backend_port)
+config.cors_allowed_origins = ("*",) if _origins == ("*",) else _origins

@@ -93,10 +93,29 @@ def _load_secret_key(data_dir: Path) -> str:
     return key
 
 
+DEFAULT_PORT = 3000
+
+
+def allowed_origins(port: int | None) -> tuple[str, ...]:
+    """The origins allowed to open the websocket.
+
+    ``MEIQIA_ALLOWED_ORIGINS`` when set (``*`` allows any); otherwise the
+    app's own address on the port it serves on (``reflex run --frontend-port``,
+    which ``make run`` sets from ``PORT``), so ``PORT=3101 make run`` works
+    without further configuration.
+    """
+    explicit = get_settings().allowed_origins
+    if explicit:
+        return explicit
+    port = port or DEFAULT_PORT
+    return (f"http://localhost:{port}", f"http://127.0.0.1:{port}")
+
+
 def _load() -> Settings:
     data_dir = Path(os.environ.get("MEIQIA_DATA_DIR", PROJECT_ROOT / "data")).resolve()
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir / 'meiqia.db'}"
-    origins = os.environ.get("MEIQIA_ALLOWED_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
+    # Empty: derived from the port the app serves on (allowed_origins()).
+    origins = os.environ.get("MEIQIA_ALLOWED_ORIGINS", "")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,

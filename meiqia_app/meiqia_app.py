@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from meiqia_app import log_redaction
 from meiqia_app.pages.account import account_page
 from meiqia_app.pages.admin_roles import admin_roles_page
 from meiqia_app.pages.admin_users import admin_users_page
@@ -21,6 +22,7 @@ from meiqia_app.pages.reports import reports_page
 from meiqia_app.pages.retention import retention_page
 from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.services import reports, scheduler, startup
+from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
@@ -37,18 +39,26 @@ from meiqia_app.state.login import LoginState
 from meiqia_app.state.reports import DashboardState, ReportsState
 from meiqia_app.state.retention import RetentionState
 from meiqia_app.state.tags_admin import TagsAdminState
+from meiqia_app.web import upload_request
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
 from meiqia_app.web.upload_guard import upload_guard
+
+log_redaction.install()  # no cookie or token reaches a log, from any library (meiqia_app/log_redaction.py)
 
 app = rx.App(
     stylesheets=["/app.css"],
     head_components=[rx.el.meta(name="robots", content="noindex")],
     # Our HTTP routes in front of Reflex's; the upload guard wraps both and checks
-    # /_upload's session cookie, permission and size before its body is read.
-    api_transformer=[session_api(), upload_guard],
+    # /_upload's session cookie, permission and size before its body is read; and
+    # an upload's handler sees the upload request's own headers (web/upload_request.py).
+    api_transformer=[session_api(), upload_guard, upload_request.capture_upload_headers],
 )
 app.add_middleware(LoginRequiredMiddleware())
+# Tab states stored without credentials, in private files (meiqia_app/state/privacy.py).
+privacy.register_root_state_scrubber()
+privacy.make_state_storage_private(app)
+app.register_lifespan_task(upload_request.attach_upload_headers)  # once Reflex's event processor exists
 
 
 def start_background_work() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import reflex as rx
+from reflex.components.core.banner import has_too_many_connection_errors
 
 from meiqia_app.components.i18n import t
 from meiqia_app.state.base import AppState
@@ -118,6 +119,30 @@ def user_menu() -> rx.Component:
     )
 
 
+# The page's own address, read in the browser (empty while the page is prerendered).
+_PAGE_ORIGIN = rx.Var(_js_expr="(typeof window !== 'undefined' ? window.location.origin : '')", _var_type=str)
+
+
+def connection_problem() -> rx.Component:
+    """A clear error when the websocket cannot connect (server down, or the origin refused).
+
+    Without it a refused origin looks like a page that hangs: the login button
+    stays disabled and nothing says why. Shown after two failed attempts in a
+    row, so an ordinary reconnect does not flash it.
+    """
+    return rx.cond(
+        has_too_many_connection_errors,
+        rx.callout(
+            t("app.connection_failed", origin=_PAGE_ORIGIN.to(str)),
+            icon="wifi-off",
+            color_scheme="red",
+            role="alert",
+            id="connection-error",
+            width="100%",
+        ),
+    )
+
+
 def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
     return rx.hstack(
         rx.link(t("app.skip_to_content"), href="#main", class_name="skip-link"),
@@ -136,7 +161,7 @@ def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
                 class_name="app-header",
             ),
             rx.el.main(
-                rx.vstack(*children, spacing="4", width="100%"),
+                rx.vstack(connection_problem(), *children, spacing="4", width="100%"),
                 id="main",
                 # "true" once the page is hydrated and its user resolved: clicks before
                 # that reach no handler (browser tests wait for it).

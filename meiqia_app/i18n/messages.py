@@ -19,6 +19,13 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "app.switch_to_zh": ("中文", "中文"),
     "app.loading": ("加载中…", "Loading…"),
     "app.skip_to_content": ("跳到主要内容", "Skip to main content"),
+    "app.connection_failed": (
+        "无法连接到服务器，页面无法工作。请确认服务正在运行，并且当前地址 {origin} 是允许的来源"
+        "（环境变量 MEIQIA_ALLOWED_ORIGINS；未设置时只允许本机上应用所用端口的地址）。",
+        "Cannot connect to the server, so this page cannot work. Check that the app is running and that "
+        "this address, {origin}, is an allowed origin (environment variable MEIQIA_ALLOWED_ORIGINS; "
+        "when it is not set, only this machine on the app's own port is allowed).",
+    ),
     "nav.main": ("主导航", "Main navigation"),
     "nav.dashboard": ("概览", "Dashboard"),
     "nav.customers": ("客户管理", "Customers"),

@@ -107,6 +107,8 @@ def two_step_card() -> rx.Component:
                                 required=True,
                                 max_length=6,
                             ),
+                            # The challenge goes back with the code: the server does not keep it.
+                            rx.el.input(type="hidden", name="challenge", value=S.reenrol_challenge),
                             field_error(S.reenrol_error),
                             rx.hstack(
                                 rx.button(

@@ -50,24 +50,25 @@ def upload_step() -> rx.Component:
     )
 
 
-def _field_select(row) -> rx.Component:
+def _field_select(row, index) -> rx.Component:
+    field = S.column_fields[index].to(str)
     return rx.select.root(
         rx.select.trigger(aria_label=t("import.field_for", column=row.header), class_name="import-field"),
         rx.select.content(
             rx.select.item(t("import.skip_column"), value="skip"),
             *[rx.select.item(t(FIELD_LABEL_KEYS[field]), value=field) for field in EDITABLE_FIELDS],
         ),
-        value=rx.cond(row.field == "", "skip", row.field),
+        value=rx.cond(field == "", "skip", field),
         on_change=lambda value: S.set_column_field(row.index, value),
         size="2",
     )
 
 
-def _mapping_row(row) -> rx.Component:
+def _mapping_row(row, index) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell(row.header),
         rx.table.cell(rx.text(row.sample, size="1", color_scheme="gray")),
-        rx.table.cell(_field_select(row)),
+        rx.table.cell(_field_select(row, index)),
         class_name="mapping-row",
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from meiqia_app.components.i18n import t
-from meiqia_app.components.layout import language_switch
+from meiqia_app.components.layout import connection_problem, language_switch
 from meiqia_app.state.login import LoginState as S
 
 
@@ -76,6 +76,8 @@ def code_form() -> rx.Component:
                 auto_focus=True,
                 max_length=12,
             ),
+            # The login challenge goes back with the code: the server does not keep it.
+            rx.el.input(type="hidden", name="challenge", value=S.challenge),
             rx.button(t("auth.verify"), type="submit", size="3", width="100%", loading=S.busy, id="code-submit"),
             rx.button(
                 t("auth.back_to_password"), type="button", variant="ghost", on_click=S.back_to_password, size="2"
@@ -125,7 +127,9 @@ def recovery_step() -> rx.Component:
             spacing="2",
             id="recovery-codes",
         ),
-        rx.button(t("auth.recovery_done"), on_click=S.finish_recovery, size="3", width="100%", id="recovery-done"),
+        rx.button(
+            t("auth.recovery_done"), on_click=S.finish_recovery(S.ticket), size="3", width="100%", id="recovery-done"
+        ),
         width="100%",
         spacing="3",
     )
@@ -143,6 +147,7 @@ def login_page() -> rx.Component:
                     align="center",
                     width="100%",
                 ),
+                connection_problem(),
                 _error(),
                 rx.match(
                     S.step,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import reflex as rx
 
 from meiqia_app.services import auth
@@ -10,6 +12,12 @@ from meiqia_app.state.base import LOGOUT_PATH, AppState, full_page_post
 
 
 class AccountState(AppState):
+    # The new TOTP secret, its QR code and the new recovery codes are shown
+    # once; the challenge comes back with the confirmation form (hidden field).
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset(
+        {"reenrol_secret", "reenrol_qr", "reenrol_challenge", "new_recovery_codes"}
+    )
+
     password_errors: dict[str, str] = {}
     recovery_left: int = 0
 
@@ -18,7 +26,7 @@ class AccountState(AppState):
     reenrol_qr: str = ""
     reenrol_error: str = ""
     new_recovery_codes: list[str] = []
-    _reenrol_challenge: str = ""
+    reenrol_challenge: str = ""
 
     logout_all_open: bool = False
 
@@ -63,7 +71,7 @@ class AccountState(AppState):
     @rx.event
     def start_reenrol(self):
         """Ask for the current password and code first (nothing is created yet)."""
-        self._reenrol_challenge = ""
+        self.reenrol_challenge = ""
         self.reenrol_secret = ""
         self.reenrol_qr = ""
         self.reenrol_error = ""
@@ -85,7 +93,7 @@ class AccountState(AppState):
             return rx.set_value("reenrol-password", "")
         except AppError as error:
             return self._on_error(error)
-        self._reenrol_challenge = enrolment.challenge
+        self.reenrol_challenge = enrolment.challenge
         self.reenrol_secret = enrolment.secret
         self.reenrol_qr = enrolment.qr
         self.reenrol_step = "scan"
@@ -93,20 +101,20 @@ class AccountState(AppState):
 
     @rx.event
     async def confirm_reenrol(self, form: dict):
-        if self.reenrol_step != "scan" or not self._reenrol_challenge:
+        if self.reenrol_step != "scan":
             return None
         self.reenrol_error = ""
         try:
             actor = self._actor()
             done = await self._call(
-                auth.confirm_reenrol, actor, self._reenrol_challenge, str(form.get("code", ""))[:12]
+                auth.confirm_reenrol, actor, str(form.get("challenge", ""))[:128], str(form.get("code", ""))[:12]
             )
         except AppError as error:
             if isinstance(error, auth.AuthError):
                 self.reenrol_error = self._tr(error.message_key, **error.params)
                 return None
             return self._on_error(error)
-        self._reenrol_challenge = ""
+        self.reenrol_challenge = ""
         self.reenrol_secret = ""
         self.reenrol_qr = ""
         self.new_recovery_codes = list(done.recovery_codes)
@@ -122,7 +130,7 @@ class AccountState(AppState):
     @rx.event
     def cancel_reenrol(self):
         self.reenrol_error = ""
-        self._reenrol_challenge = ""
+        self.reenrol_challenge = ""
         self.reenrol_secret = ""
         self.reenrol_qr = ""
         self.reenrol_step = ""

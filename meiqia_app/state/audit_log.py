@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import reflex as rx
 
 from meiqia_app.services import audit_log
@@ -11,6 +13,9 @@ from meiqia_app.state.base import AppState
 
 
 class AuditLogState(AppState):
+    # Audit entries (who, what, masked changes): shown, not kept.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"rows"})
+
     rows: list[AuditRow] = []
     filters: dict[str, str] = {}
     page_number: int = 1

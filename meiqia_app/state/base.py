@@ -2,9 +2,13 @@
 helpers each protected handler uses to resolve the acting user.
 
 Identity is never a sticky backend var: every event that reads or changes
-data resolves the session cookie again (``_actor``), so a revoked or expired
-session stops working at the next click, and a copied websocket token is
-worth nothing without the HttpOnly cookie.
+data resolves the session cookie of the live request again (``_actor``), so
+a revoked or expired session stops working at the next click, and a copied
+websocket token is worth nothing without the HttpOnly cookie.
+
+What a state may keep between events (nothing secret, no personal data) is
+described in :mod:`meiqia_app.state.privacy`; ``_ephemeral_vars`` lists a
+state's show-and-forget vars.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 import reflex as rx
+from reflex.state import _override_base_method
 
 from meiqia_app.i18n import error_text, normalize_lang, tr
 from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError, NotAuthenticated, ValidationError
 from meiqia_app.services.rbac import Actor
+from meiqia_app.state import privacy
 
 SESSION_COOKIE = "mq_session"
 T = TypeVar("T")
@@ -91,6 +97,30 @@ class AppState(rx.State):
     # Handlers of this class anyone may call without a session.
     public_handlers: ClassVar[frozenset[str]] = frozenset({"set_lang", "check_login", "logout", "noop"})
     requires_login: ClassVar[bool] = True
+    # Frontend vars holding secrets or personal data: sent with the event's
+    # delta, then forgotten by the server (see meiqia_app.state.privacy).
+    # Handlers never read them back. Each subclass lists its own.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset()
+
+    # A keyed hash of the session cookie this tab was used with (privacy rule 4).
+    _tab_binding: str = ""
+
+    # --- what the server keeps ----------------------------------------------------------
+    # Overrides of Reflex's own methods, marked as such the way Reflex marks
+    # its own (SharedState._clean).
+    @_override_base_method
+    def _clean(self):
+        """Reflex calls this right after an event's delta is built: forget the ephemeral vars."""
+        super()._clean()
+        if names := privacy.ephemeral_fields(type(self)):
+            privacy.forget_values(self, names)
+
+    def __getstate__(self):
+        """Pickled (disk, Redis) without the ephemeral vars, whatever the moment."""
+        fields = dict(super().__getstate__())
+        for name in privacy.ephemeral_fields(type(self)):
+            fields.pop(name, None)
+        return fields
 
     # --- helpers (underscore: not callable from the browser) ------------------------
     def _tr(self, key: str, **params: Any) -> str:
@@ -100,7 +130,8 @@ class AppState(rx.State):
         return str(getattr(self.router.session, "client_ip", "") or "")
 
     def _session_token(self) -> str:
-        return session_token_from_cookie_header(self.router.headers.cookie or "")
+        """The session cookie of the request being served (never the stored router data)."""
+        return session_token_from_cookie_header(privacy.live_cookie_header())
 
     def _actor(self) -> Actor:
         token = self._session_token()

@@ -74,6 +74,9 @@ class ParkedView:
 
 
 class CleanupState(AppState):
+    # The dry run's sample customers: shown, not kept.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"sample"})
+
     step: str = "criteria"
     inactive_months: str = "0"
     no_contact: bool = False
@@ -339,6 +342,9 @@ def mention_report_lines(found: dict, tr) -> list[str]:
 
 class ArchiveState(AppState):
     """Archived and trashed customers: browse, restore one or all, empty the trash."""
+
+    # Archived / trashed customers: shown, not kept.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"rows"})
 
     tab: str = "archived"
     rows: list[ParkedView] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import reflex as rx
 
 from meiqia_app.services import customer_tags, notes, timeline
@@ -11,9 +13,15 @@ from meiqia_app.services.timeline import MessageItem, TimelineItem
 from meiqia_app.state.customer_detail import CustomerDetailState
 
 KINDS = ("conversation", "order", "event", "note")
+PAGE_SIZE = 20
+MAX_PAGES = 50  # "load more" stops at 1,000 items
 
 
 class CustomerActivityState(CustomerDetailState):
+    # The timeline (orders, chats, notes) and a conversation's messages are
+    # shown, not kept: "load more" reads the shown pages again plus one.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"items", "messages"})
+
     items: list[TimelineItem] = []
     kind: str = "all"
     has_more: bool = False
@@ -28,24 +36,35 @@ class CustomerActivityState(CustomerDetailState):
     tag_suggestions: list[TagOption] = []
 
     _cursor: str = ""
+    _pages: int = 1
 
     def _kinds(self) -> set[str] | None:
         return None if self.kind == "all" else {self.kind}
 
-    async def _load_timeline(self, more: bool = False):
+    async def _load_timeline(self, pages: int = 1):
+        """The first ``pages`` pages of the timeline (the server keeps none of them)."""
         actor = self._actor()
-        page = await self._call(
-            timeline.customer_timeline,
-            actor,
-            self._customer_id(),
-            self._kinds(),
-            self._cursor if more else "",
-            20,
-            self.lang,
-        )
-        self.items = [*self.items, *page.items] if more else page.items
-        self._cursor = page.next_cursor
-        self.has_more = bool(page.next_cursor)
+        pages = max(1, min(MAX_PAGES, pages))
+        items: list[TimelineItem] = []
+        cursor = ""
+        for _ in range(pages):
+            page = await self._call(
+                timeline.customer_timeline,
+                actor,
+                self._customer_id(),
+                self._kinds(),
+                cursor,
+                PAGE_SIZE,
+                self.lang,
+            )
+            items.extend(page.items)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        self.items = items
+        self._pages = pages
+        self._cursor = cursor if pages < MAX_PAGES else ""
+        self.has_more = bool(self._cursor)
 
     @rx.event
     async def on_load_activity(self):
@@ -80,7 +99,7 @@ class CustomerActivityState(CustomerDetailState):
         self.loading_more = True
         yield
         try:
-            await self._load_timeline(more=True)
+            await self._load_timeline(self._pages + 1)
         except AppError as error:
             yield self._on_error(error)
         self.loading_more = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import reflex as rx
 
 from meiqia_app.services import customer_edit, customers
@@ -28,6 +30,9 @@ FORM_FIELDS = (
 
 
 class CustomerDetailState(AppState):
+    # The profile is shown, not kept: the handlers use _shown_id and _shown_version.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"customer"})
+
     customer: CustomerDetail | None = None
     not_found: bool = False
 
@@ -35,6 +40,9 @@ class CustomerDetailState(AppState):
     edit_errors: dict[str, str] = {}
     conflict: str = ""
     saving: bool = False
+    # The customer on the page (0: none) and the version it was read at.
+    _shown_id: int = 0
+    _shown_version: int = 0
     # The version the edit form was opened on: the save is checked against it.
     _edit_version: int = 0
 
@@ -49,10 +57,13 @@ class CustomerDetailState(AppState):
         try:
             actor = self._actor()
             self._set_user(actor)
-            self.customer = await self._call(customers.get_customer, actor, self._customer_id(), self.lang)
+            customer = await self._call(customers.get_customer, actor, self._customer_id(), self.lang)
+            self.customer = customer
+            self._shown_id, self._shown_version = customer.id, customer.version
             self.not_found = False
         except NotFound:
             self.customer = None
+            self._shown_id = self._shown_version = 0
             self.not_found = True
         except AppError as error:
             return self._on_error(error)
@@ -61,11 +72,12 @@ class CustomerDetailState(AppState):
     @rx.event
     async def on_load(self):
         self.customer = None
+        self._shown_id = 0
         self.not_found = False
         self.editing = False
         self.conflict = ""
         problem = await self._reload()
-        if problem is not None or self.customer is None:
+        if problem is not None or not self._shown_id:
             return problem
         # The timeline loads as the next event, after this one has let go of the state.
         from meiqia_app.state.customer_activity import CustomerActivityState  # its substate
@@ -74,9 +86,9 @@ class CustomerDetailState(AppState):
 
     @rx.event
     def start_edit(self):
-        if self.customer is None:
+        if not self._shown_id:
             return None
-        self._edit_version = self.customer.version
+        self._edit_version = self._shown_version
         self.edit_errors = {}
         self.conflict = ""
         self.editing = True
@@ -95,7 +107,7 @@ class CustomerDetailState(AppState):
 
     @rx.event
     async def save(self, form: dict):
-        if self.customer is None:
+        if not self._shown_id:
             return
         values = {field: str(form.get(field, "") or "")[:300] for field in FORM_FIELDS if field in form}
         self.edit_errors = {}
@@ -104,7 +116,7 @@ class CustomerDetailState(AppState):
         yield
         try:
             actor = self._actor()
-            await self._call(customer_edit.update_customer, actor, self.customer.id, self._edit_version, values)
+            await self._call(customer_edit.update_customer, actor, self._shown_id, self._edit_version, values)
         except ValidationError as error:
             self.edit_errors = self._field_errors(error)
             self.saving = False

@@ -20,10 +20,11 @@ UPLOAD_ID = "import-upload"
 
 @dataclasses.dataclass
 class MappingRow:
+    """A column of the uploaded file as shown: its header and a sample of its values."""
+
     index: str
     header: str
     sample: str
-    field: str
 
 
 @dataclasses.dataclass
@@ -49,9 +50,14 @@ class CustomerImportState(AppState):
     # Handlers Reflex's /_upload may run, and the permission the upload request's
     # session must hold (checked by web/upload_guard.py before the body is read).
     upload_handlers: ClassVar[dict[str, str]] = {"handle_upload": "customer.import"}
+    # The file's headers, sample values and problem rows are customers' data:
+    # shown, not kept. The chosen field of each column is in column_fields.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"mapping_rows", "problems"})
 
     file_name: str = ""
     mapping_rows: list[MappingRow] = []
+    # The field each column goes to, by column position ("" = skipped).
+    column_fields: list[str] = []
     step: str = "upload"  # upload | mapping | running | report
     error: str = ""
     running_kind: str = ""  # dry_run | import
@@ -80,7 +86,23 @@ class CustomerImportState(AppState):
         except AppError as error:
             return self._on_error(error)
         self._set_user(actor)
+        if self._path and self.step in ("mapping", "report"):
+            # The columns were shown, not kept: after a reload, read them again from the uploaded file.
+            try:
+                self._show_columns(await self._call(customer_import.preview_table, actor, self._path))
+            except AppError:
+                self.step, self._path, self.file_name, self.column_fields = "upload", "", "", []
         return None
+
+    def _show_columns(self, preview: customer_import.TablePreview) -> None:
+        self.mapping_rows = [
+            MappingRow(
+                index=str(i),
+                header=header or f"#{i + 1}",
+                sample=" / ".join(row[i] for row in preview.sample if i < len(row) and row[i])[:80],
+            )
+            for i, header in enumerate(preview.headers)
+        ]
 
     @rx.event
     def start_over(self):
@@ -89,6 +111,7 @@ class CustomerImportState(AppState):
         self.step = "upload"
         self.file_name = ""
         self.mapping_rows = []
+        self.column_fields = []
         self.error = ""
         self._path = ""
         self._error_report_path = ""
@@ -131,15 +154,8 @@ class CustomerImportState(AppState):
             return None
         self._path = str(target)
         self.file_name = original
-        self.mapping_rows = [
-            MappingRow(
-                index=str(i),
-                header=header or f"#{i + 1}",
-                sample=" / ".join(row[i] for row in preview.sample if i < len(row) and row[i])[:80],
-                field=preview.suggested.get(str(i), ""),
-            )
-            for i, header in enumerate(preview.headers)
-        ]
+        self._show_columns(preview)
+        self.column_fields = [preview.suggested.get(str(i), "") for i in range(len(preview.headers))]
         self.step = "mapping"
         return None
 
@@ -153,16 +169,21 @@ class CustomerImportState(AppState):
         field = "" if field == "skip" else field
         if field and field not in EDITABLE_FIELDS:
             return
-        self.mapping_rows = [
-            dataclasses.replace(row, field=field) if row.index == str(index) else row for row in self.mapping_rows
-        ]
+        try:
+            position = int(str(index))
+        except ValueError:
+            return
+        if 0 <= position < len(self.column_fields):
+            fields = list(self.column_fields)
+            fields[position] = field
+            self.column_fields = fields
 
     @rx.event
     def set_skip_duplicates(self, value: bool):
         self.skip_duplicates = bool(value)
 
     def _mapping(self) -> dict[str, str]:
-        return {row.index: row.field for row in self.mapping_rows if row.field}
+        return {str(i): field for i, field in enumerate(self.column_fields) if field}
 
     @rx.event
     def start_dry_run(self):

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import time
+from typing import ClassVar
 
 import reflex as rx
 
@@ -86,6 +87,10 @@ SHOWN_PAGE_FRESH_SECONDS = 60.0
 
 
 class CustomerListState(AppState):
+    # The rows (names, phones, e-mails…) are shown, not kept: what the
+    # handlers need of them later is in _row_ids.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"rows"})
+
     q: str = ""
     sort: str = "last_active_at"
     direction: str = "desc"
@@ -127,14 +132,19 @@ class CustomerListState(AppState):
     selected_ids: list[int] = []
     all_matching: bool = False
 
+    # The ids of the rows on the page (the rows themselves are not kept).
+    _row_ids: list[int] = []
+
     # Cursors and the count generation stay on the server.
     _next_cursor: str = ""
     _prev_cursor: str = ""
     _count_generation: int = 0
     # What the shown rows were read for (data version, query, page size,
-    # language, viewer) and when (wall clock: another worker may read it): coming back to the list within a minute to an
+    # language, viewer, websocket connection) and when (wall clock: another worker may read it): coming back to the list within a minute to an
     # unchanged key keeps the page, its count and the ticked rows instead of
     # asking the database again (agents go list -> customer -> list all day).
+    # The connection is part of the key because only the browser holds the
+    # rows: a reload or reconnect hydrates the tab without them.
     _shown_key: str = ""
     _shown_at: float = 0.0
 
@@ -154,6 +164,7 @@ class CustomerListState(AppState):
         except AppError as error:
             return self._on_error(error)
         self.rows = page.rows
+        self._row_ids = [_row_id(row) for row in page.rows]
         self._shown_key = self._page_key(actor, page.data_version)
         self._shown_at = time.time()
         self.too_short = page.too_short
@@ -166,7 +177,10 @@ class CustomerListState(AppState):
 
     def _page_key(self, actor, data_version: str) -> str:
         viewer = f"{actor.user_id}:{','.join(sorted(actor.permissions))}"
-        return json.dumps([data_version, self._query().to_dict(), self.page_size, self.lang, viewer], sort_keys=True)
+        connection = str(getattr(self.router.session, "session_id", "") or "")
+        return json.dumps(
+            [data_version, self._query().to_dict(), self.page_size, self.lang, viewer, connection], sort_keys=True
+        )
 
     def _shown_page_is_current(self, actor, data_version: str) -> bool:
         return (
@@ -408,8 +422,7 @@ class CustomerListState(AppState):
             customer_id = int(customer_id)
         except (TypeError, ValueError):
             return
-        on_page = {_row_id(row) for row in self.rows}
-        if customer_id not in on_page:
+        if customer_id not in self._row_ids:
             return
         self.all_matching = False
         if checked and customer_id not in self.selected_ids:
@@ -419,7 +432,7 @@ class CustomerListState(AppState):
 
     @rx.event
     def set_page_selected(self, checked: bool):
-        page_ids = [_row_id(row) for row in self.rows]
+        page_ids = list(self._row_ids)
         self.all_matching = False
         if checked:
             self.selected_ids = list(dict.fromkeys([*self.selected_ids, *page_ids]))
@@ -563,7 +576,9 @@ class CustomerListState(AppState):
 
     @rx.var
     def page_all_selected(self) -> bool:
-        return bool(self.rows) and (self.all_matching or all(_row_id(row) in self.selected_ids for row in self.rows))
+        return bool(self._row_ids) and (
+            self.all_matching or all(row_id in self.selected_ids for row_id in self._row_ids)
+        )
 
     @rx.var
     def page_label(self) -> str:

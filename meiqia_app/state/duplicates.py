@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import reflex as rx
 
 from meiqia_app.services import duplicates
@@ -11,6 +13,9 @@ from meiqia_app.state.base import AppState
 
 
 class DuplicatesState(AppState):
+    # Customers' names, phones, e-mails: shown, not kept (the merge keeps ids and versions).
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"groups", "merge_customers", "merge_fields"})
+
     kind: str = "phone"
     groups: list[DuplicateGroup] = []
     page_number: int = 1

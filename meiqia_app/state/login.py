@@ -22,6 +22,14 @@ def safe_next(target: str | None) -> str:
 
 class LoginState(AppState):
     requires_login: ClassVar[bool] = False
+    # The TOTP secret (and its QR code) shown at enrolment, the recovery codes,
+    # and the two one-time values of the flow: shown (or handed to the browser)
+    # once, never kept by the server. The browser sends the challenge back with
+    # the code (a hidden field of the code form) and the ticket with the click
+    # that leaves the recovery codes.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset(
+        {"enrol_secret", "enrol_qr", "recovery_codes", "challenge", "ticket"}
+    )
 
     step: str = "password"  # password | totp | enrol | recovery
     username: str = ""
@@ -30,26 +38,27 @@ class LoginState(AppState):
     enrol_secret: str = ""
     enrol_qr: str = ""
     recovery_codes: list[str] = []
+    challenge: str = ""
+    ticket: str = ""
 
-    _challenge: str = ""
-    _ticket: str = ""
-
-    def _claim_url(self) -> str:
+    def _claim_url(self, ticket: str) -> str:
         target = safe_next(self.router.page.params.get("next"))
-        return f"/api/session/claim?ticket={quote(self._ticket)}&next={quote(target, safe='/')}"
+        return f"/api/session/claim?ticket={quote(ticket)}&next={quote(target, safe='/')}"
 
     @rx.event
     async def on_load(self):
-        """An already logged-in person skips the form."""
+        """An already logged-in person skips the form.
+
+        A page load (re)connects the tab, which hydrates it with the defaults
+        of the show-once vars: whatever step the tab was at, it starts over.
+        """
         self.error = ""
         self.busy = False
-        if self.step == "recovery" and self.recovery_codes:
-            return None
         actor = await self._call(auth.resolve_session, self._session_token(), self._client_ip())
         if actor is not None:
             return rx.redirect(safe_next(self.router.page.params.get("next")))
         self.step = "password"
-        self._challenge = ""
+        self.challenge = ""
         if self.router.page.params.get("expired"):
             self.error = self._tr("auth.session_expired")
         return None
@@ -68,7 +77,7 @@ class LoginState(AppState):
             self.error = self._tr(error.message_key, **error.params)
             self.busy = False
             return
-        self._challenge = accepted.challenge
+        self.challenge = accepted.challenge
         self.busy = False
         if accepted.must_enrol:
             self.enrol_secret = accepted.enrol_secret or ""
@@ -80,43 +89,47 @@ class LoginState(AppState):
     @rx.event
     async def submit_code(self, form: dict):
         code = str(form.get("code", ""))[:32]
+        challenge = str(form.get("challenge", ""))[:128]
         self.error = ""
         self.busy = True
         yield
         try:
-            result = await self._call(auth.complete_login, self._challenge, code, self._client_ip())
+            result = await self._call(auth.complete_login, challenge, code, self._client_ip())
         except AppError as error:
             self.error = self._tr(error.message_key, **error.params)
             self.busy = False
             if error.message_key in ("auth.challenge_expired", "auth.locked", "auth.address_locked"):
                 self.step = "password"
-                self._challenge = ""
+                self.challenge = ""
             return
-        self._challenge = ""
-        self._ticket = result.ticket
         self.busy = False
         if result.recovery_codes:
             self.recovery_codes = list(result.recovery_codes)
+            self.ticket = result.ticket
+            self.challenge = ""
             self.enrol_secret = ""
             self.enrol_qr = ""
             self.step = "recovery"
             return
-        yield full_page_load(self._claim_url())
+        yield full_page_load(self._claim_url(result.ticket))
 
     @rx.event
-    def finish_recovery(self):
-        """The codes were shown once; forget them and go claim the session."""
+    def finish_recovery(self, ticket: str = ""):
+        """The codes were shown once; go claim the session with the ticket the browser holds."""
         self.recovery_codes = []
+        self.ticket = ""
         self.step = "password"
-        url = self._claim_url()
-        self._ticket = ""
-        return full_page_load(url)
+        ticket = ticket if isinstance(ticket, str) else ""
+        if not ticket:
+            self.error = self._tr("auth.challenge_expired")
+            return None
+        return full_page_load(self._claim_url(ticket[:128]))
 
     @rx.event
     def back_to_password(self):
         self.step = "password"
         self.error = ""
-        self._challenge = ""
+        self.challenge = ""
         self.enrol_secret = ""
         self.enrol_qr = ""
         # The password form remounts empty; give the person their username back.

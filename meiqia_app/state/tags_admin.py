@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import ClassVar
 
 import reflex as rx
 
@@ -56,6 +57,9 @@ class RuleRow:
 
 
 class TagsAdminState(AppState):
+    # A rule preview's sample customers: shown, not kept.
+    _ephemeral_vars: ClassVar[frozenset[str]] = frozenset({"preview_sample"})
+
     tab: str = "tags"
     tags: list[TagView] = []
     tag_options: list[Option] = []
@@ -251,6 +255,7 @@ class TagsAdminState(AppState):
     # --- page ---------------------------------------------------------------------------
     @rx.event
     async def on_load(self):
+        self.preview_ready = False  # its sample customers were shown, not kept
         try:
             await self._reload()
         except AppError as error:

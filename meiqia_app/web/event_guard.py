@@ -6,6 +6,12 @@ this middleware checks that the state allows anonymous calls to that handler
 (``public_handlers`` / ``requires_login``) or that the session cookie of the
 websocket still resolves to a live session. Handlers re-check the session and
 the permission themselves (services do); this is the outer wall.
+
+Before any event, Reflex's own ones included, it also checks that the tab is
+used with the session that filled it (privacy rule 4 in
+:mod:`meiqia_app.state.privacy`): another cookie, no cookie, or a hydration
+(a tab (re)connecting) without a live session first resets every state of the
+app in that tab, so a stolen client token hydrates an empty tab.
 """
 
 from __future__ import annotations
@@ -17,10 +23,15 @@ from urllib.parse import quote
 import reflex as rx
 from reflex.middleware import Middleware
 from reflex.state import StateUpdate
+from reflex_base import constants
 from reflex_base.event import Event
 
 from meiqia_app.services import auth
+from meiqia_app.state import privacy
 from meiqia_app.state.base import AppState, remember_event_session, session_token_from_cookie_header
+
+# The events a tab (re)connecting sends: they answer with the whole state.
+HYDRATE_HANDLERS = frozenset({constants.CompileVars.HYDRATE, constants.CompileVars.HYDRATE_AND_LOAD})
 
 
 def handler_owner(event_name: str) -> tuple[type[rx.State] | None, str]:
@@ -44,17 +55,35 @@ def is_public(state_cls: type[rx.State], handler: str) -> bool:
     return False
 
 
+def is_hydration(event_name: str) -> bool:
+    path, _, handler = event_name.rpartition(".")
+    return path == rx.State.get_full_name() and handler in HYDRATE_HANDLERS
+
+
+async def keep_tab_to_its_session(state, token: str, client_ip: str, hydrating: bool) -> None:
+    """Reset the tab's app states unless it is used with the session that filled it."""
+    app_state = await state.get_state(AppState)
+    binding = privacy.tab_binding(token)
+    stale = app_state._tab_binding != binding
+    if not stale and hydrating and binding:
+        stale = await asyncio.to_thread(auth.resolve_session, token, client_ip) is None
+    if stale:
+        await privacy.forget_tab(state, AppState)
+        app_state._tab_binding = binding
+
+
 @dataclasses.dataclass(init=True)
 class LoginRequiredMiddleware(Middleware):
     async def preprocess(self, app, state, event) -> StateUpdate | None:
         remember_event_session()  # whatever an earlier event in this task resolved is not reused
+        token = session_token_from_cookie_header(privacy.live_cookie_header(event))
+        client_ip = str(getattr(state.router.session, "client_ip", "") or "")
+        await keep_tab_to_its_session(state, token, client_ip, is_hydration(event.name))
         state_cls, handler = handler_owner(event.name)
         if state_cls is None or not issubclass(state_cls, AppState):
             return None  # Reflex's own internal events (hydrate, on_load dispatch, ...)
         if is_public(state_cls, handler):
             return None
-        token = session_token_from_cookie_header(state.router.headers.cookie or "")
-        client_ip = str(getattr(state.router.session, "client_ip", "") or "")
         actor = await asyncio.to_thread(auth.resolve_session, token, client_ip)
         if actor is not None:
             remember_event_session(token, actor)

@@ -142,7 +142,6 @@ def running_app(
     env = {
         **os.environ,
         "MEIQIA_DATA_DIR": str(data_dir),
-        "MEIQIA_ALLOWED_ORIGINS": f"http://localhost:{port},http://127.0.0.1:{port}",
         "REFLEX_CHECK_LATEST_VERSION": "false",
         # Every test logs in from 127.0.0.1 and several fail on purpose: the per-address
         # throttle (tested in tests/unit/test_login_hardening.py) must not lock the suite out.
@@ -154,6 +153,8 @@ def running_app(
         "PATH": f"{bun_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("DATABASE_URL", None)
+    # The websocket's allowed origins are the app's defaults: its own address on the port it serves on.
+    env.pop("MEIQIA_ALLOWED_ORIGINS", None)
     # `make test-pg`: PostgreSQL for the data, Redis for Reflex's state, two backend workers.
     pg_server = os.environ.get("MEIQIA_TEST_PG_URL", "").rstrip("/")
     if pg_server and seed_customers is not None:

@@ -40,6 +40,12 @@ def test_manager_checks_and_imports_a_csv(page, app_server, tmp_path):
     expect(page.locator(".mapping-row")).to_have_count(4)
     # The headers were recognised: 手机号码 → phone.
     expect(page.get_by_role("combobox", name="“手机号码”对应的字段")).to_contain_text("电话")
+    # The server does not keep the file's headers and sample values (customers' data):
+    # a reload reads them again from the uploaded file.
+    page.reload()
+    expect(page.locator(".mapping-row")).to_have_count(4)
+    expect(page.locator("#import-mapping")).to_contain_text(fresh[0])
+    expect(page.get_by_role("combobox", name="“手机号码”对应的字段")).to_contain_text("电话")
 
     page.locator("#import-dry-run").click()
     expect(page.locator("#import-total")).to_have_text("4")

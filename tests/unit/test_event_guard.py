@@ -4,8 +4,6 @@ a protected handler is blocked (redirect to the login) without one."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -17,28 +15,12 @@ from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_list import CustomerListState
 from meiqia_app.state.login import LoginState, safe_next
 from meiqia_app.web.event_guard import LoginRequiredMiddleware, handler_owner, is_public
-
-
-def _run(coroutine):
-    """Run a coroutine on a fresh loop in a worker thread: Playwright's sync API
-    (e2e tests in the same session) keeps a loop running on the main thread."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # Reflex keeps its state registry in context variables: carry them over.
-        return pool.submit(contextvars.copy_context().run, asyncio.run, coroutine).result()
+from tests.unit.tabs import event_for, live_token, new_tab
+from tests.unit.tabs import run as _run
 
 
 def _event(state_cls, handler: str) -> Event:
     return Event(name=f"{state_cls.get_full_name()}.{handler}", payload={})
-
-
-def _fake_state(cookie: str = "", path: str = "/admin/users"):
-    return SimpleNamespace(
-        router=SimpleNamespace(
-            headers=SimpleNamespace(cookie=cookie),
-            session=SimpleNamespace(client_ip="127.0.0.1"),
-            page=SimpleNamespace(path=path),
-        )
-    )
 
 
 def test_event_names_resolve_to_their_state_class():
@@ -63,44 +45,39 @@ def test_only_allowlisted_handlers_are_public(state_cls, handler, public):
 
 
 def test_protected_event_without_session_is_blocked_with_a_redirect(db):
-    update = _run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(AdminUsersState, "confirm")))
+    tab = new_tab()
+    event = event_for(tab, AdminUsersState, "confirm", path="/admin/users")
+    update = _run(LoginRequiredMiddleware().preprocess(None, tab, event))
     assert update is not None
     assert [event.name for event in update.events] == ["_redirect"]
     assert update.events[0].payload["path"].startswith("/login?next=/admin/users")
 
 
 def test_protected_event_with_a_live_session_passes(db):
-    import json
-
     from sqlmodel import select
 
     from meiqia_app.db import read_session
     from meiqia_app.models import User
 
-    accounts = {a["username"]: a for a in json.loads((db / "demo_accounts.json").read_text())}
-    admin = accounts["admin"]
-    accepted = auth.begin_login("admin", admin["password"])
-    import pyotp
-
-    result = auth.complete_login(accepted.challenge, pyotp.TOTP(admin["totp_secret"]).now())
-    token = auth.claim_ticket(result.ticket)
-    state = _fake_state(cookie=f"other=1; mq_session={token}")
-    assert _run(LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm"))) is None
+    token = live_token(db, "admin")
+    tab = new_tab()
+    event = event_for(tab, AdminUsersState, "confirm", cookie=f"other=1; mq_session={token}", path="/admin/users")
+    assert _run(LoginRequiredMiddleware().preprocess(None, tab, event)) is None
     auth.logout(token)
-    assert _run(LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm"))) is not None
+    assert _run(LoginRequiredMiddleware().preprocess(None, tab, event)) is not None
     with read_session() as session:
         assert session.exec(select(User).where(User.username == "admin")).one().last_login_at is not None
 
 
-def _live_admin_token(db) -> str:
-    import json
-
-    import pyotp
-
-    admin = {a["username"]: a for a in json.loads((db / "demo_accounts.json").read_text())}["admin"]
-    accepted = auth.begin_login("admin", admin["password"])
-    result = auth.complete_login(accepted.challenge, pyotp.TOTP(admin["totp_secret"]).now())
-    return auth.claim_ticket(result.ticket)
+def test_the_guard_reads_the_cookie_of_the_live_request_not_the_stored_router_data(db):
+    """A tab whose stored router data still holds a live cookie is not logged in by it."""
+    token = live_token(db, "admin")
+    tab = new_tab()
+    event_for(tab, AdminUsersState, "confirm", cookie=f"mq_session={token}", path="/admin/users")
+    assert tab.router.headers.cookie  # Reflex keeps the last request's headers on the tab
+    without_cookie = _event(AdminUsersState, "confirm")  # an event of a connection without the cookie
+    update = _run(LoginRequiredMiddleware().preprocess(None, tab, without_cookie))
+    assert update is not None and update.events[0].name == "_redirect"
 
 
 def _handler_self(token: str):
@@ -111,15 +88,16 @@ def _handler_self(token: str):
 def test_handler_reuses_the_guards_session_within_one_event_only(db, monkeypatch):
     from meiqia_app.services.errors import NotAuthenticated
 
-    token = _live_admin_token(db)
-    state = _fake_state(cookie=f"mq_session={token}")
+    token = live_token(db, "admin")
+    tab = new_tab()
+    event = event_for(tab, AdminUsersState, "confirm", cookie=f"mq_session={token}", path="/admin/users")
     lookups = []
     real_resolve = auth.resolve_session
     monkeypatch.setattr(auth, "resolve_session", lambda *a: lookups.append(a) or real_resolve(*a))
 
     async def one_event_then_another():
         guard = LoginRequiredMiddleware()
-        assert await guard.preprocess(None, state, _event(AdminUsersState, "confirm")) is None
+        assert await guard.preprocess(None, tab, event) is None
         in_thread = await asyncio.to_thread(AppState._actor, _handler_self(token))  # services run in threads
         assert in_thread.username == "admin" and len(lookups) == 1  # no second query
         # Another cookie in the same task does not get this event's actor.
@@ -127,7 +105,8 @@ def test_handler_reuses_the_guards_session_within_one_event_only(db, monkeypatch
             AppState._actor(_handler_self("not-the-same-token"))
         auth.logout(token)
         # The next event, even a public one, starts afresh: the revoked session is refused.
-        assert await guard.preprocess(None, state, _event(LoginState, "submit_password")) is None
+        public = event_for(tab, LoginState, "submit_password", cookie=f"mq_session={token}", path="/login")
+        assert await guard.preprocess(None, tab, public) is None
         with pytest.raises(NotAuthenticated):
             AppState._actor(_handler_self(token))
 
@@ -138,12 +117,13 @@ def test_a_long_background_event_resolves_the_session_again(db, monkeypatch):
     from meiqia_app.services.errors import NotAuthenticated
     from meiqia_app.state import base
 
-    token = _live_admin_token(db)
-    state = _fake_state(cookie=f"mq_session={token}")
+    token = live_token(db, "admin")
+    tab = new_tab()
+    event = event_for(tab, AdminUsersState, "confirm", cookie=f"mq_session={token}", path="/admin/users")
     monkeypatch.setattr(base, "EVENT_SESSION_REUSE_SECONDS", 0.05)
 
     async def poll():
-        assert await LoginRequiredMiddleware().preprocess(None, state, _event(AdminUsersState, "confirm")) is None
+        assert await LoginRequiredMiddleware().preprocess(None, tab, event) is None
         auth.logout(token)
         await asyncio.sleep(0.1)
         with pytest.raises(NotAuthenticated):
@@ -153,9 +133,9 @@ def test_a_long_background_event_resolves_the_session_again(db, monkeypatch):
 
 
 def test_public_events_pass_without_session(db):
-    assert (
-        _run(LoginRequiredMiddleware().preprocess(None, _fake_state(), _event(LoginState, "submit_password"))) is None
-    )
+    tab = new_tab()
+    event = event_for(tab, LoginState, "submit_password", path="/login")
+    assert _run(LoginRequiredMiddleware().preprocess(None, tab, event)) is None
 
 
 @pytest.mark.parametrize(

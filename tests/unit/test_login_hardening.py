@@ -13,7 +13,7 @@ from sqlmodel import select
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from meiqia_app.config import get_settings
+from meiqia_app.config import allowed_origins, get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import LoginAddressThrottle, LoginChallenge, LoginThrottle, RecoveryCode, User, UserSession
 from meiqia_app.services import auth, users
@@ -239,7 +239,8 @@ def logout_client():
 
 
 def _our_origin() -> str:
-    return get_settings().allowed_origins[0]
+    """The page origin of the app the test client talks to (its Host: localhost:3000)."""
+    return allowed_origins(3000)[0]
 
 
 @pytest.mark.parametrize(
