@@ -63,9 +63,11 @@ def _enrolled_user_with_recovery_codes(page, app_server, username: str, password
     page.get_by_label("用户名").fill(username)
     page.get_by_label("密码").fill(password)
     page.locator("#login-submit").click()
+    expect(page.locator("#enrol-secret")).not_to_have_text("")
     secret = page.locator("#enrol-secret").inner_text().strip()
     page.locator("#code").fill(pyotp.TOTP(secret).now())
     page.locator("#code-submit").click()
+    expect(page.locator("#recovery-codes .recovery-code").first).to_be_visible()
     codes = [c.strip() for c in page.locator("#recovery-codes .recovery-code").all_inner_texts()]
     assert len(codes) == 10
     page.locator("#recovery-done").click()

@@ -105,10 +105,14 @@ def _enrol_at_login(page, app_server) -> tuple[str, list[str]]:
     return secret, codes
 
 
-def _reenrol(page) -> tuple[str, list[str]]:
+def _reenrol(page, recovery_code: str) -> tuple[str, list[str]]:
+    """Move to a new authenticator: the current password and a recovery code first."""
     page.goto("/account")
     wait_ready(page)
     page.locator("#start-reenrol").click()
+    page.locator("#reenrol-password").fill(MANAGER["password"])
+    page.locator("#reenrol-current-code").fill(recovery_code)
+    page.locator("#reenrol-verify-submit").click()
     expect(page.locator("#reenrol-secret")).not_to_have_text("")
     secret = page.locator("#reenrol-secret").inner_text().strip()
     page.locator("#reenrol-code").fill(pyotp.TOTP(secret).now())
@@ -177,7 +181,7 @@ def test_stored_tab_states_hold_no_cookie_totp_secret_recovery_code_or_erased_cu
         manager.goto(f"/customers/{customer_id}")
         wait_ready(manager)
         expect(manager.locator("#main")).to_contain_text(ERASED["phone"])
-        reenrol_secret, new_codes = _reenrol(manager)
+        reenrol_secret, new_codes = _reenrol(manager, login_codes[0])
         manager_cookie = _session_cookie(manager)
 
         _erase(admin, app_server, customer_id)
