@@ -55,7 +55,7 @@ from meiqia_app.services.customer_validation import EDITABLE_FIELDS, normalize_p
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
 from meiqia_app.services.masking import MASK, mask_email, mask_phone, mask_value
 from meiqia_app.services.rbac import Actor, require
-from meiqia_app.services.search_text import build_search_text, pinyin_of
+from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
 KINDS = ("phone", "email", "name_city")
@@ -700,14 +700,12 @@ def _guarded_update(session: Session, row, expected: int, values: dict) -> None:
 
 
 def _refresh_search(session: Session, customer_id: int, values: dict) -> None:
-    text = build_search_text(
-        values["name"], values["phone"], values["email"], values["external_id"], values["visitor_id"]
-    )
+    row = search_row(values["name"], values["phone"], values["email"], values["external_id"], values["visitor_id"])
     result = session.execute(
-        update(CustomerSearch.__table__).where(CustomerSearch.__table__.c.customer_id == customer_id).values(text=text)
+        update(CustomerSearch.__table__).where(CustomerSearch.__table__.c.customer_id == customer_id).values(**row)
     )
     if result.rowcount == 0:
-        session.execute(insert(CustomerSearch.__table__).values(customer_id=customer_id, text=text))
+        session.execute(insert(CustomerSearch.__table__).values(customer_id=customer_id, **row))
 
 
 def merge_customers(
