@@ -256,8 +256,7 @@ def match_reasons(
         ):
             reason = "match.pinyin"
         elif phone_seen and term in phone_seen:
-            digits = re.sub(r"\D", "", term)
-            reason = "match.phone_suffix" if digits and phone_seen.endswith(term) else "match.phone"
+            reason = "match.phone_suffix" if term.isdigit() and phone_seen.endswith(term) else "match.phone"
         elif email_seen and term in email_seen:
             reason = "match.email"
         elif visitor_id and term in normalize(visitor_id):
