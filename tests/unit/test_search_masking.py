@@ -356,3 +356,41 @@ def test_an_agent_sees_the_landline_they_just_typed_recognisably(actors):
     assert [(row.id, row.phone, row.match) for row in page.rows] == [(customer_id, "010-****1234", "手机尾号匹配")]
     # The hidden local digits find nothing for the agent.
     assert listed(agent, "6552") == [] and listed(agent, "5521") == []
+
+
+# --- migration 0007 ----------------------------------------------------------------------------
+
+
+def _migrate(target: str, down: bool = False) -> None:
+    from alembic import command
+
+    from meiqia_app.migrate import alembic_config
+
+    with get_engine().begin() as connection:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(cfg, target)
+
+
+def test_migration_0007_moves_the_full_contact_data_out_of_the_public_text(seeded_actors):
+    from meiqia_app.services.search_text import search_row
+
+    agent, senior = seeded_actors["agent"], seeded_actors["senior"]
+    customer_id, _name, phone, _email = victim()
+    _migrate("0006_partial_status_indexes", down=True)
+    # Before: one text with the full phone in it.
+    assert phone in rows("SELECT text FROM customer_search WHERE customer_id = :i", i=customer_id)[0][0]
+    _migrate("head")
+    customer_list.forget_cached_counts()
+    stored = rows(
+        "SELECT c.name, c.phone, c.email, c.external_id, c.visitor_id, s.text, s.contact, s.phone_mask "
+        "FROM customer c JOIN customer_search s ON s.customer_id = c.id WHERE c.erased_at IS NULL"
+    )
+    assert len(stored) == 300
+    for row in stored:
+        assert search_row(*row[:5]) == {"text": row[5], "contact": row[6], "phone_mask": row[7]}
+    # The rebuilt index answers both roles' searches.
+    middle = phone[3:8]
+    assert customer_id in [r.id for r in customer_list.list_customers(senior, q(q=middle)).rows]
+    assert customer_id not in [r.id for r in customer_list.list_customers(agent, q(q=middle)).rows]
+    assert customer_id in [r.id for r in customer_list.list_customers(agent, q(q=phone)).rows]
