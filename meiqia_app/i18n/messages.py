@@ -270,6 +270,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     # --- errors ------------------------------------------------------------------
     "error.generic": ("操作失败，请重试", "Something went wrong; please try again"),
     "error.permission_denied": ("没有权限执行此操作", "You do not have permission to do this"),
+    "error.exact_lookup_limit": (
+        "一小时内按完整手机号或邮箱查找的次数已达上限（{limit} 个），请稍后再试",
+        "You have looked up {limit} whole phone numbers or e-mail addresses this hour; try again later",
+    ),
     "error.hidden_value_filter": (
         "您看不到消费金额，不能按它筛选或排序",
         "You cannot see amounts spent, so you cannot filter or sort by them",

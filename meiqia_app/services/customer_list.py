@@ -15,6 +15,7 @@ per distinct query and kept for a minute.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import secrets
@@ -105,12 +106,62 @@ def scoped_query(actor: Actor, query: ListQuery, action: str = "customer.list") 
 
     A role that sees the amount spent masked may not filter or sort by it
     (each filter answer would narrow the hidden amount down): refused and audited.
+    Its look-ups by a whole phone number or address are limited (_ExactLookups).
     """
-    if not actor.can("customer.view_sensitive"):
+    scoped = query.for_actor(actor)
+    if not scoped.full_contact_search:
         hidden = query.hidden_value_filters()
         if hidden:
             refuse(actor, action, "error.hidden_value_filter", target_type="customer", fields=hidden)
-    return query.for_actor(actor)
+        plan = search_plan(scoped)
+        values = plan.phones + plan.emails
+        if values and not _exact_lookups.allow(actor, values):
+            refuse(
+                actor,
+                action,
+                "error.exact_lookup_limit",
+                target_type="customer",
+                limit=EXACT_LOOKUPS_PER_HOUR,
+            )
+    return scoped
+
+
+# A role that sees phones masked may look a customer up by the whole number
+# (a caller's number): an exact match says yes or no for one guess. 138****5678
+# hides four digits, 10,000 guesses; scripted, the exact match would reveal
+# them in a minute. So each user may look up at most this many different whole
+# numbers / addresses an hour (per app process; a repeat is free), far above
+# what a person types and far below a guessing run. Beyond it, refused and audited.
+EXACT_LOOKUPS_PER_HOUR = 100
+EXACT_LOOKUP_WINDOW_SECONDS = 3600
+
+
+class _ExactLookups:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, OrderedDict[str, float]] = {}
+
+    def allow(self, actor: Actor, values: tuple[str, ...]) -> bool:
+        user = str(actor.user_id if actor.user_id is not None else actor.username)
+        now = time.monotonic()
+        digests = [hashlib.sha256(value.encode()).hexdigest() for value in values]
+        with self._lock:
+            seen = self._seen.setdefault(user, OrderedDict())
+            while seen and now - next(iter(seen.values())) > EXACT_LOOKUP_WINDOW_SECONDS:
+                seen.popitem(last=False)
+            new = [d for d in digests if d not in seen]
+            if len(seen) + len(new) > EXACT_LOOKUPS_PER_HOUR:
+                return False
+            for digest in new:
+                seen[digest] = now
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+_exact_lookups = _ExactLookups()
 
 
 def _exact_conditions(conn: Connection, plan: SearchPlan) -> list[ColumnElement]:
@@ -382,6 +433,7 @@ def forget_cached_counts() -> None:
     """This process's cache only (tests switching databases)."""
     _count_cache.clear()
     _plan_cache.clear()
+    _exact_lookups.clear()
 
 
 def invalidate_counts() -> None:

@@ -394,3 +394,27 @@ def test_migration_0007_moves_the_full_contact_data_out_of_the_public_text(seede
     assert customer_id in [r.id for r in customer_list.list_customers(senior, q(q=middle)).rows]
     assert customer_id not in [r.id for r in customer_list.list_customers(agent, q(q=middle)).rows]
     assert customer_id in [r.id for r in customer_list.list_customers(agent, q(q=phone)).rows]
+
+
+def test_guessing_whole_numbers_is_limited_for_a_role_that_sees_them_masked(seeded_actors, monkeypatch):
+    """The exact match answers one guess: 138****5678 hides 10,000 of them. A
+    scripted run of whole-number guesses stops at the hourly limit (audited)."""
+    monkeypatch.setattr(customer_list, "EXACT_LOOKUPS_PER_HOUR", 5)
+    agent, senior = seeded_actors["agent"], seeded_actors["senior"]
+    customer_id, _name, phone, _email = victim()
+    guesses = [phone[:3] + f"{n:04d}" + phone[7:] for n in range(10_000)]
+    answered = 0
+    with pytest.raises(PermissionDenied) as refused:
+        for guess in guesses:
+            customer_list.list_customers(agent, q(q=guess))
+            answered += 1
+    assert answered == 5 and refused.value.message_key == "error.exact_lookup_limit"
+    # A number already looked up stays answerable; counting it is no new guess.
+    customer_list.list_customers(agent, q(q=guesses[0]))
+    customer_list.count_customers(agent, q(q=f"+86 {guesses[1]}"))
+    entry = rows("SELECT action, details FROM audit_entry WHERE result = 'refused' AND actor_name = 'agent'")
+    assert entry and "error.exact_lookup_limit" in entry[-1][1] and phone not in entry[-1][1]
+    # A role that sees phones is not limited (it sees the number anyway).
+    for guess in guesses[:20]:
+        customer_list.list_customers(senior, q(q=guess))
+    assert customer_id in [r.id for r in customer_list.list_customers(senior, q(q=phone)).rows]
