@@ -245,6 +245,10 @@ def test_a_role_that_sees_amounts_masked_cannot_filter_or_sort_by_them(seeded_ac
         selection_count(agent, Selection.of_query(query))
     with pytest.raises(PermissionDenied):
         exports.review(analyst, {"scope": {"kind": "query", "query": query.to_dict()}, "fields": ["id"]})
+    with pytest.raises(PermissionDenied):  # nor an export in the order of the amounts it shows masked
+        exports.review(
+            analyst, {"scope": {"kind": "query", "query": {}}, "fields": ["id"], "sort_field": "total_spent"}
+        )
     view = saved_views.save_view(seeded_actors["senior"], "big spenders", query, shared=True)
     with pytest.raises(PermissionDenied):
         customer_list.list_customers(agent, saved_views.load_view(agent, view.id))
