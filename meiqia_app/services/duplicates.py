@@ -348,8 +348,10 @@ def _keys_by_first_id(conn: Connection, kind: str, after_id: int, batch: int) ->
     138****1234 says the hidden 4 digits of the first are smaller), so they
     come in the order of their first customer instead, which says nothing
     about a hidden character. Each page groups the whole column (the phone
-    index alone; lower(email) is sorted): slower than the key walk (no
-    built-in role needs it: the roles that can merge see contact data).
+    index alone; lower(email) is sorted): at 1M customers 0.5-0.7 s a page
+    of phones and 1.7-2.1 s of e-mails on SQLite, against 7-36 ms for the
+    key walk. No built-in role takes this path (the roles that can merge
+    see contact data); a custom one does.
     """
     column = C.phone if kind == "phone" else func.lower(C.email)
     first = func.min(C.id)
