@@ -9,13 +9,37 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, false
+from sqlalchemy import ColumnElement, Connection, Engine, exists, false, or_
 
 from meiqia_app.models import CustomerSearch
 
 
 def escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# Which texts of ``customer_search`` a search matches (services/customer_query.py
+# decides by the acting role): every term must occur in one of them.
+SEARCH_EVERYTHING = ("text", "contact")
+SEARCH_PUBLIC = ("text",)  # what a role without customer.view_sensitive may match
+SEARCH_CONTACT = ("contact",)  # exact e-mail lookups check their candidates themselves
+SEARCH_COLUMN_SETS = (SEARCH_EVERYTHING, SEARCH_PUBLIC, SEARCH_CONTACT)
+
+
+def check_columns(columns: Sequence[str]) -> tuple[str, ...]:
+    columns = tuple(columns)
+    if columns not in SEARCH_COLUMN_SETS:
+        raise ValueError(f"unknown search columns: {columns}")
+    return columns
+
+
+def like_conditions(terms: Sequence[str], columns: Sequence[str]) -> list[ColumnElement]:
+    """Each term as a LIKE on the chosen texts of customer_search (any of them)."""
+    table = CustomerSearch.__table__
+    return [
+        or_(*(table.c[name].like("%" + escape_like(term) + "%", escape="\\") for name in check_columns(columns)))
+        for term in terms
+    ]
 
 
 class DatabaseAdapter(abc.ABC):
@@ -77,43 +101,52 @@ class DatabaseAdapter(abc.ABC):
         """After an erasure committed: leave no copies of erased text in index segments or logs (where the database keeps them)."""
 
     # --- search -------------------------------------------------------------
+    # ``columns`` is one of SEARCH_COLUMN_SETS: which texts of customer_search
+    # the terms are matched against. It has no default: the caller decides
+    # from the acting role what it may match.
     @abc.abstractmethod
     def search_ddl(self) -> list[str]:
-        """Statements that create the substring index over customer_search.text."""
+        """Statements that create the substring index over customer_search's texts."""
 
     @abc.abstractmethod
     def search_ddl_drop(self) -> list[str]:
         """Statements that remove it (migration downgrade)."""
 
     @abc.abstractmethod
-    def matching_ids(self, conn: Connection, terms: Sequence[str], limit: int) -> list[int]:
-        """Ids of customers whose search text contains every term, at most ``limit``."""
+    def search_ddl_v1(self) -> list[str]:
+        """The index as migration 0001 created it (over ``text`` alone)."""
+
+    @abc.abstractmethod
+    def matching_ids(self, conn: Connection, terms: Sequence[str], limit: int, *, columns: Sequence[str]) -> list[int]:
+        """Ids of customers whose ``columns`` contain every term, at most ``limit``."""
 
     # How many ids from the search index the list reads and sorts itself
     # rather than walking the sort index and probing each row.
     candidate_cap = 3000
 
-    def candidate_ids(self, conn: Connection, terms: Sequence[str]) -> list[int] | None:
+    def candidate_ids(self, conn: Connection, terms: Sequence[str], *, columns: Sequence[str]) -> list[int] | None:
         """The matching ids when they are at most ``candidate_cap``, else None."""
-        ids = self.matching_ids(conn, terms, self.candidate_cap + 1)
+        ids = self.matching_ids(conn, terms, self.candidate_cap + 1, columns=columns)
         return ids if len(ids) <= self.candidate_cap else None
 
     def candidate_condition(
-        self, conn: Connection, id_column: ColumnElement, terms: Sequence[str]
+        self, conn: Connection, id_column: ColumnElement, terms: Sequence[str], *, columns: Sequence[str]
     ) -> tuple[ColumnElement, int] | None:
         """The search as a condition that drives the query from its few matches,
         with how many there are; None when they are more than ``candidate_cap``."""
-        ids = self.candidate_ids(conn, terms)
+        ids = self.candidate_ids(conn, terms, columns=columns)
         if ids is None:
             return None
         return (self.id_in(id_column, ids) if ids else false()), len(ids)
 
     @abc.abstractmethod
-    def count_matches(self, conn: Connection, terms: Sequence[str]) -> int:
-        """How many customers' search text contains every term (any status)."""
+    def count_matches(self, conn: Connection, terms: Sequence[str], *, columns: Sequence[str]) -> int:
+        """How many customers' ``columns`` contain every term (any status)."""
 
     @abc.abstractmethod
-    def indexed_match_condition(self, customer_id_column: ColumnElement, terms: Sequence[str]) -> ColumnElement:
+    def indexed_match_condition(
+        self, customer_id_column: ColumnElement, terms: Sequence[str], *, columns: Sequence[str]
+    ) -> ColumnElement:
         """A WHERE condition answered from the search index: ``id IN (matching ids)``.
 
         Best when the whole matching set is needed (exact counts).
@@ -123,15 +156,17 @@ class DatabaseAdapter(abc.ABC):
         """``id IN (the search's candidate ids)``: a few thousand ids at most."""
         return id_column.in_(ids)
 
-    def row_match_condition(self, customer_id_column: ColumnElement, terms: Sequence[str]) -> ColumnElement:
-        """A WHERE condition checked row by row against the customer's search text.
+    def row_match_condition(
+        self, customer_id_column: ColumnElement, terms: Sequence[str], *, columns: Sequence[str]
+    ) -> ColumnElement:
+        """A WHERE condition checked row by row against the customer's search texts.
 
         Best when walking another index and stopping early (a page of a
-        common term): each probe is one primary-key lookup and a LIKE.
+        common term): each probe is one primary-key lookup and a LIKE per term.
         """
-        text_column = CustomerSearch.__table__.c.text
-        likes = [text_column.like("%" + escape_like(term) + "%", escape="\\") for term in terms]
-        return exists().where(CustomerSearch.__table__.c.customer_id == customer_id_column, and_(*likes))
+        return exists().where(
+            CustomerSearch.__table__.c.customer_id == customer_id_column, *like_conditions(terms, columns)
+        )
 
     def suspend_search_index(self, conn: Connection) -> None:
         """Before a bulk load: stop per-row index maintenance (optional)."""

@@ -1,8 +1,9 @@
 """PostgreSQL: pg_trgm GIN search, COPY loads, advisory locks, pg_dump backups, export rows built in SQL.
 
 The twin of ``sqlite.py``. Substring search: a trigram GIN index over
-``customer_search.text`` answers ``text LIKE '%term%'`` for terms of three or
-more characters; shorter terms (one or two Chinese characters) fall back to a
+``customer_search.text`` and one over ``customer_search.contact`` answer
+``text LIKE '%term%'`` (``OR contact LIKE …`` where every column is searched)
+for terms of three or more characters; shorter terms (one or two Chinese characters) fall back to a
 scan of the narrow search table, which the list only uses when walking a sort
 index and stopping after a page (``row_match_condition``).
 """
@@ -35,18 +36,14 @@ from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from meiqia_app.dbadapter.base import DatabaseAdapter, ExportRowFormat, escape_like
+from meiqia_app.dbadapter.base import DatabaseAdapter, ExportRowFormat, like_conditions
 from meiqia_app.models import CustomerSearch
 
 _INDEX = "ix_customer_search_text_trgm"
+_CONTACT_INDEX = "ix_customer_search_contact_trgm"
 # Any constant: the key of the transaction-level advisory lock that serialises
 # appends to the audit hash chain (SQLite gets this from BEGIN IMMEDIATE).
 AUDIT_CHAIN_LOCK = 727_001
-
-
-def _likes(terms: Sequence[str]):
-    text_column = CustomerSearch.__table__.c.text
-    return [text_column.like("%" + escape_like(term) + "%", escape="\\") for term in terms]
 
 
 def _libpq_args(url: str) -> tuple[list[str], dict[str, str]]:
@@ -132,12 +129,18 @@ class PostgresAdapter(DatabaseAdapter):
 
     def search_ddl(self) -> list[str]:
         return [
+            *self.search_ddl_v1(),
+            f"CREATE INDEX IF NOT EXISTS {_CONTACT_INDEX} ON customer_search USING gin (contact gin_trgm_ops)",
+        ]
+
+    def search_ddl_v1(self) -> list[str]:
+        return [
             "CREATE EXTENSION IF NOT EXISTS pg_trgm",
             f"CREATE INDEX IF NOT EXISTS {_INDEX} ON customer_search USING gin (text gin_trgm_ops)",
         ]
 
     def search_ddl_drop(self) -> list[str]:
-        return [f"DROP INDEX IF EXISTS {_INDEX}"]
+        return [f"DROP INDEX IF EXISTS {_CONTACT_INDEX}", f"DROP INDEX IF EXISTS {_INDEX}"]
 
     def id_in(self, id_column: ColumnElement, ids: Sequence[int]) -> ColumnElement:
         # One array parameter, not thousands of literals: with a literal IN
@@ -146,21 +149,25 @@ class PostgresAdapter(DatabaseAdapter):
         # candidates by primary key and sorts them (10 ms).
         return id_column == any_(bindparam("candidate_ids", list(ids), type_=ARRAY(Integer)))
 
-    def matching_ids(self, conn: Connection, terms: Sequence[str], limit: int) -> list[int]:
+    def matching_ids(self, conn: Connection, terms: Sequence[str], limit: int, *, columns: Sequence[str]) -> list[int]:
         table = CustomerSearch.__table__
-        statement = select(table.c.customer_id).where(and_(*_likes(terms))).limit(limit)
+        statement = select(table.c.customer_id).where(and_(*like_conditions(terms, columns))).limit(limit)
         return list(conn.execute(statement).scalars())
 
-    def count_matches(self, conn: Connection, terms: Sequence[str]) -> int:
+    def count_matches(self, conn: Connection, terms: Sequence[str], *, columns: Sequence[str]) -> int:
         table = CustomerSearch.__table__
-        return conn.execute(select(func.count()).select_from(table).where(and_(*_likes(terms)))).scalar_one()
+        statement = select(func.count()).select_from(table).where(and_(*like_conditions(terms, columns)))
+        return conn.execute(statement).scalar_one()
 
-    def indexed_match_condition(self, customer_id_column: ColumnElement, terms: Sequence[str]) -> ColumnElement:
+    def indexed_match_condition(
+        self, customer_id_column: ColumnElement, terms: Sequence[str], *, columns: Sequence[str]
+    ) -> ColumnElement:
         table = CustomerSearch.__table__
-        return customer_id_column.in_(select(table.c.customer_id).where(and_(*_likes(terms))))
+        return customer_id_column.in_(select(table.c.customer_id).where(and_(*like_conditions(terms, columns))))
 
     def suspend_search_index(self, conn: Connection) -> None:
-        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_INDEX}")
+        for statement in self.search_ddl_drop():
+            conn.exec_driver_sql(statement)
 
     def rebuild_search_index(self, conn: Connection) -> None:
         for statement in self.search_ddl():

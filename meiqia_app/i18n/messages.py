@@ -274,6 +274,14 @@ ENTRIES: dict[str, tuple[str, str]] = {
     # --- errors ------------------------------------------------------------------
     "error.generic": ("操作失败，请重试", "Something went wrong; please try again"),
     "error.permission_denied": ("没有权限执行此操作", "You do not have permission to do this"),
+    "error.exact_lookup_limit": (
+        "一小时内按完整手机号或邮箱查找的次数已达上限（{limit} 个），请稍后再试",
+        "You have looked up {limit} whole phone numbers or e-mail addresses this hour; try again later",
+    ),
+    "error.hidden_value_filter": (
+        "您看不到消费金额，不能按它筛选或排序",
+        "You cannot see amounts spent, so you cannot filter or sort by them",
+    ),
     "error.not_authenticated": ("登录已失效，请重新登录", "Your session has ended; please log in again"),
     "error.not_found": ("记录不存在或已被删除", "Not found, or it has been deleted"),
     "error.conflict": (
@@ -442,6 +450,16 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "customers.page": ("第 {page} 页", "Page {page}"),
     "customers.sort_by": ("按{column}排序", "Sort by {column}"),
     "customers.not_found": ("客户不存在或已被删除", "This customer does not exist or was deleted"),
+    # Why a row matched the search (a label under the name).
+    "match.phone_exact": ("手机号完全匹配", "Phone number matches"),
+    "match.phone_suffix": ("手机尾号匹配", "Phone number ends with it"),
+    "match.phone": ("手机号匹配", "Phone number contains it"),
+    "match.email_exact": ("邮箱完全匹配", "E-mail address matches"),
+    "match.email": ("邮箱匹配", "E-mail contains it"),
+    "match.name": ("姓名匹配", "Name matches"),
+    "match.pinyin": ("拼音匹配", "Pinyin matches"),
+    "match.visitor_id": ("访客 ID 匹配", "Visitor ID matches"),
+    "match.external_id": ("外部 ID 匹配", "External ID matches"),
     # --- customers: detail ---------------------------------------------------------
     "customer.profile": ("客户资料", "Profile"),
     "customer.name": ("姓名", "Name"),

@@ -14,7 +14,7 @@ target_metadata = SQLModel.metadata
 # the metadata; autogenerate must not propose dropping them.
 ADAPTER_TABLE_PREFIXES = ("customer_fts",)
 # The search index the PostgreSQL adapter creates by hand (pg_trgm GIN).
-ADAPTER_INDEX_NAMES = ("ix_customer_search_text_trgm",)
+ADAPTER_INDEX_NAMES = ("ix_customer_search_text_trgm", "ix_customer_search_contact_trgm")
 
 
 def include_object(obj, name, type_, reflected, compare_to):

@@ -119,14 +119,21 @@ IN_TRASH = Customer.__table__.c.status == literal_column("'trashed'")
 
 
 class CustomerSearch(SQLModel, table=True):
-    """Lower-cased text every search term is matched against, one row per customer.
+    """Lower-cased texts search terms are matched against, one row per customer.
 
-    Kept apart from ``customer`` so that list scans stay narrow. On SQLite an
-    FTS5 trigram index over ``text`` (created in the migration, kept in sync by
-    triggers) answers substring queries; see services/search.py for the format.
+    Kept apart from ``customer`` so that list scans stay narrow. ``text`` is
+    what every role may match (contact data masked), ``contact`` the full
+    phone and e-mail (only for roles with customer.view_sensitive),
+    ``phone_mask`` the phone as those roles see it (ranking by its visible
+    last digits). On SQLite an FTS5 trigram index over ``text`` and
+    ``contact`` (created in the migrations, kept in sync by triggers), on
+    PostgreSQL a pg_trgm index on each, answers substring queries; see
+    services/search_text.py for the format.
     """
 
     __tablename__ = "customer_search"
 
     customer_id: int = Field(primary_key=True, foreign_key="customer.id", ondelete="CASCADE")
     text: str = Field(sa_column=Column(Text, nullable=False))
+    contact: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    phone_mask: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))

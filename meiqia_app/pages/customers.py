@@ -11,6 +11,7 @@ from meiqia_app.components.tags import tag_chip
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services.customer_dto import CustomerRow
+from meiqia_app.services.customer_query import HIDDEN_VALUE_SORTS
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_create import CustomerCreateState as NewCustomer
 from meiqia_app.state.customer_list import CustomerListState as S
@@ -38,9 +39,23 @@ def _shown(key: str, component: rx.Component) -> rx.Component:
     return rx.cond(S.columns.contains(key), component)
 
 
+# Roles that see a value masked cannot sort or filter by it (services/customer_query).
+SEES_HIDDEN_VALUES = AppState.perms.contains("customer.view_sensitive")
+
+
 def _header_cell(key: str, label_key: str, sort_key: str | None) -> rx.Component:
     if sort_key is None:
         return _shown(key, rx.table.column_header_cell(t(label_key), scope="col"))
+    if sort_key in HIDDEN_VALUE_SORTS:
+        return rx.cond(
+            SEES_HIDDEN_VALUES,
+            _sortable_header_cell(key, label_key, sort_key),
+            _shown(key, rx.table.column_header_cell(t(label_key), scope="col")),
+        )
+    return _sortable_header_cell(key, label_key, sort_key)
+
+
+def _sortable_header_cell(key: str, label_key: str, sort_key: str) -> rx.Component:
     is_sorted = S.sort == sort_key
     arrow = rx.cond(is_sorted, rx.cond(S.direction == "desc", "↓", "↑"), "")
     return _shown(
@@ -94,6 +109,11 @@ def _row(row: CustomerRow) -> rx.Component:
         ),
         rx.table.row_header_cell(
             rx.link(row.name, href="/customers/" + row.id.to_string(), aria_label=t("customers.open", name=row.name)),
+            # Why the row matched the search (手机尾号匹配, 访客 ID 匹配 …).
+            rx.cond(
+                row.match != "",
+                rx.text(row.match, as_="div", size="1", color_scheme="gray", class_name="match-reason"),
+            ),
         ),
         *[_cell(key, row) for key, _label, _sort in COLUMNS if key != "name"],
         class_name="customer-row",
@@ -285,8 +305,8 @@ def filter_panel() -> rx.Component:
                         _filter_input("active_to", "date"),
                         _filter_input("purchase_from", "date"),
                         _filter_input("purchase_to", "date"),
-                        _filter_input("spent_min", "number"),
-                        _filter_input("spent_max", "number"),
+                        rx.cond(SEES_HIDDEN_VALUES, _filter_input("spent_min", "number")),
+                        rx.cond(SEES_HIDDEN_VALUES, _filter_input("spent_max", "number")),
                         _filter_input("orders_min", "number"),
                         _filter_input("orders_max", "number"),
                         _tag_select("tags_any"),

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from meiqia_app.seed import data
 from meiqia_app.services.lifecycle import lifecycle_stage, membership_tier
-from meiqia_app.services.search_text import build_search_text, pinyin_of
+from meiqia_app.services.search_text import SEARCH_ROW_COLUMNS, pinyin_of, search_row
 
 CUSTOMER_COLUMNS = (
     "id",
@@ -412,7 +412,8 @@ def generate_chunk(config: GeneratorConfig, chunk_index: int, chunk_size: int, t
                 None,
             )
         )
-        chunk.search.append((customer_id, build_search_text(name, phone, email, external_id, visitor_id)))
+        row = search_row(name, phone, email, external_id, visitor_id)
+        chunk.search.append((customer_id, *(row[column] for column in SEARCH_ROW_COLUMNS)))
 
         if rng.random() < 0.12:
             for _ in range(rng.randrange(1, 3)):

@@ -42,6 +42,7 @@ from meiqia_app.seed.generator import (
 )
 from meiqia_app.services import audit, auth, users
 from meiqia_app.services.rbac import SYSTEM_ACTOR
+from meiqia_app.services.search_text import SEARCH_ROW_COLUMNS
 from meiqia_app.services.tag_names import tag_key
 from meiqia_app.timeutil import utcnow
 
@@ -144,7 +145,7 @@ def _secondary_indexes(table_names: tuple[str, ...]):
 
 def _write_chunk(conn: Connection, adapter, chunk: Chunk, ids: dict[str, int], tag_ids: list[int]) -> None:
     adapter.bulk_insert(conn, "customer", CUSTOMER_COLUMNS, chunk.customers)
-    adapter.bulk_insert(conn, "customer_search", ("customer_id", "text"), chunk.search)
+    adapter.bulk_insert(conn, "customer_search", ("customer_id", *SEARCH_ROW_COLUMNS), chunk.search)
     order_base = ids["order"]
     adapter.bulk_insert(
         conn,

@@ -60,7 +60,7 @@ from meiqia_app.models import (
 from meiqia_app.models.customer import IN_TRASH, STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, jobs, mentions
-from meiqia_app.services.customer_list import all_conditions, invalidate_counts, list_customers
+from meiqia_app.services.customer_list import all_conditions, invalidate_counts, list_customers, scoped_query
 from meiqia_app.services.customer_query import ListQuery, status_condition
 from meiqia_app.services.customer_validation import normalize_email, normalize_phone
 from meiqia_app.services.errors import NotFound, ValidationError
@@ -265,12 +265,12 @@ def reason_conditions(conn, actor: Actor, criteria: Criteria, now: dt.datetime |
             ),
         )
     if criteria.selection:
-        conditions["selection"] = and_(*selection_conditions(conn, Selection.from_dict(criteria.selection)))
+        conditions["selection"] = and_(*selection_conditions(conn, Selection.from_dict(criteria.selection), actor))
     if criteria.view_id:
         from meiqia_app.services.saved_views import load_view
 
         query = dataclasses.replace(load_view(actor, criteria.view_id), status="all")
-        conditions["view"] = and_(*all_conditions(conn, query))
+        conditions["view"] = and_(*all_conditions(conn, scoped_query(actor, query, action="cleanup.run")))
     return conditions
 
 

@@ -44,6 +44,8 @@ class CustomerRow:
     total_spent: str
     order_count: int
     status: str
+    # Why the row matched the search ("手机尾号匹配 · 访客 ID 匹配"), "" without a search.
+    match: str = ""
 
 
 def money(cents: int | None) -> str:
@@ -81,8 +83,18 @@ def tags_for(
     return result
 
 
-def customer_rows(conn: Connection, actor: Actor, records: Sequence, lang: str = "zh") -> list[CustomerRow]:
-    """List rows from raw records, masked for actors without customer.view_sensitive."""
+def customer_rows(
+    conn: Connection,
+    actor: Actor,
+    records: Sequence,
+    lang: str = "zh",
+    reasons: dict[int, list[str]] | None = None,
+) -> list[CustomerRow]:
+    """List rows from raw records, masked for actors without customer.view_sensitive.
+
+    ``reasons``: why each row matched the search (match.* message keys), by id.
+    """
+    reasons = reasons or {}
     sensitive = actor.can("customer.view_sensitive")
     tags = tags_for(conn, [r.id for r in records])
     rows = []
@@ -104,6 +116,7 @@ def customer_rows(conn: Connection, actor: Actor, records: Sequence, lang: str =
                 total_spent=money(r.total_spent_cents) if sensitive else MASK,
                 order_count=r.order_count,
                 status=label(lang, "status", r.status),
+                match=" · ".join(tr(lang, key) for key in reasons.get(r.id, ())),
             )
         )
     return rows

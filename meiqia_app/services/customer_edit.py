@@ -15,7 +15,7 @@ from meiqia_app.services.customers import writable_customer
 from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.services.masking import mask_diff
 from meiqia_app.services.rbac import Actor, require
-from meiqia_app.services.search_text import build_search_text, pinyin_of
+from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import format_local, utcnow
 
 SEARCH_FIELDS = ("name", "phone", "email", "external_id", "visitor_id")
@@ -25,12 +25,13 @@ SENSITIVE_EDIT_FIELDS = ("phone", "email", "address", "birthday")
 
 
 def _refresh_search_text(session: Session, customer: Customer) -> None:
-    text = build_search_text(customer.name, customer.phone, customer.email, customer.external_id, customer.visitor_id)
+    values = search_row(customer.name, customer.phone, customer.email, customer.external_id, customer.visitor_id)
     row = session.get(CustomerSearch, customer.id)
     if row is None:
-        session.add(CustomerSearch(customer_id=customer.id, text=text))
-    elif row.text != text:
-        row.text = text
+        session.add(CustomerSearch(customer_id=customer.id, **values))
+    elif any(getattr(row, column) != value for column, value in values.items()):
+        for column, value in values.items():
+            setattr(row, column, value)
         session.add(row)
 
 

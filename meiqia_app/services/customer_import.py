@@ -48,7 +48,7 @@ from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import CHOICES, EDITABLE_FIELDS, clean_customer_fields
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
-from meiqia_app.services.search_text import build_search_text, pinyin_of
+from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import utcnow
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -1017,7 +1017,7 @@ def _prepare_inserts(rows: Iterable[_Row], actor: Actor, template: dict, now: dt
     """Customer rows and search texts for the valid rows, computed before the write lock is taken."""
     by = (actor.display_name or actor.username)[:64]
     records: list[dict] = []
-    texts: dict[tuple, str] = {}
+    texts: dict[tuple, dict[str, str]] = {}
     for row in rows:
         if row.cleaned is None:
             continue
@@ -1039,11 +1039,11 @@ def _prepare_inserts(rows: Iterable[_Row], actor: Actor, template: dict, now: dt
         )
         key = row.search_key()
         if key not in texts:
-            texts[key] = build_search_text(*key)
+            texts[key] = search_row(*key)
     return records, texts
 
 
-def _insert_rows(conn: Connection, records: list[dict], texts: dict[tuple, str]) -> int:
+def _insert_rows(conn: Connection, records: list[dict], texts: dict[tuple, dict[str, str]]) -> int:
     if not records:
         return 0
     # Multi-row INSERT ... RETURNING. The order of returned rows is not
@@ -1054,7 +1054,7 @@ def _insert_rows(conn: Connection, records: list[dict], texts: dict[tuple, str])
     ).all()
     conn.execute(
         insert(CustomerSearch.__table__),
-        [{"customer_id": customer_id, "text": texts[tuple(values)]} for customer_id, *values in inserted],
+        [{"customer_id": customer_id, **texts[tuple(values)]} for customer_id, *values in inserted],
     )
     return len(inserted)
 

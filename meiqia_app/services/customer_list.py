@@ -15,6 +15,7 @@ per distinct query and kept for a minute.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import secrets
@@ -22,30 +23,37 @@ import threading
 import time
 from collections import OrderedDict
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.util import ClauseAdapter
 
 from meiqia_app.db import get_engine, read_connection
 from meiqia_app.dbadapter import get_adapter
+from meiqia_app.dbadapter.base import SEARCH_CONTACT, SEARCH_EVERYTHING, SEARCH_PUBLIC
 from meiqia_app.models import AppSetting, Customer
 from meiqia_app.services.customer_dto import CustomerRow, customer_rows
 from meiqia_app.services.customer_query import (
     PAGE_SIZES,
+    RANK_EXACT,
     SORTS,
     TA,
     C,
     ListQuery,
+    SearchPlan,
     after_condition,
     base_select,
-    decode_cursor,
+    decode_ranked_cursor,
     encode_cursor,
+    exact_phone_condition,
     filter_conditions,
     never,
     order_by,
+    rank_expression,
+    search_plan,
     status_condition,
 )
-from meiqia_app.services.rbac import Actor, require
+from meiqia_app.services.rbac import Actor, refuse, require
+from meiqia_app.services.search_text import match_reasons
 from meiqia_app.timeutil import utcnow
 
 TAG_DRIVEN_MAX = 100_000
@@ -72,6 +80,8 @@ LIST_COLUMNS = (
     C.order_count,
     C.status,
     C.name_pinyin,
+    C.external_id,
+    C.visitor_id,
 )
 
 
@@ -91,18 +101,108 @@ class MatchCount:
     exact: bool
 
 
+def scoped_query(actor: Actor, query: ListQuery, action: str = "customer.list") -> ListQuery:
+    """``query`` under the matching rules of the actor's role (see customer_query).
+
+    A role that sees the amount spent masked may not filter or sort by it
+    (each filter answer would narrow the hidden amount down): refused and audited.
+    Its look-ups by a whole phone number or address are limited (_ExactLookups).
+    """
+    scoped = query.for_actor(actor)
+    if not scoped.full_contact_search:
+        hidden = query.hidden_value_filters()
+        if hidden:
+            refuse(actor, action, "error.hidden_value_filter", target_type="customer", fields=hidden)
+        plan = search_plan(scoped)
+        values = plan.phones + plan.emails
+        if values and not _exact_lookups.allow(actor, values):
+            refuse(
+                actor,
+                action,
+                "error.exact_lookup_limit",
+                target_type="customer",
+                limit=EXACT_LOOKUPS_PER_HOUR,
+            )
+    return scoped
+
+
+# A role that sees phones masked may look a customer up by the whole number
+# (a caller's number): an exact match says yes or no for one guess. 138****5678
+# hides four digits, 10,000 guesses; scripted, the exact match would reveal
+# them in a minute. So each user may look up at most this many different whole
+# numbers / addresses an hour (per app process; a repeat is free), far above
+# what a person types and far below a guessing run. Beyond it, refused and audited.
+EXACT_LOOKUPS_PER_HOUR = 100
+EXACT_LOOKUP_WINDOW_SECONDS = 3600
+
+
+class _ExactLookups:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, OrderedDict[str, float]] = {}
+
+    def allow(self, actor: Actor, values: tuple[str, ...]) -> bool:
+        user = str(actor.user_id if actor.user_id is not None else actor.username)
+        now = time.monotonic()
+        digests = [hashlib.sha256(value.encode()).hexdigest() for value in values]
+        with self._lock:
+            seen = self._seen.setdefault(user, OrderedDict())
+            while seen and now - next(iter(seen.values())) > EXACT_LOOKUP_WINDOW_SECONDS:
+                seen.popitem(last=False)
+            new = [d for d in digests if d not in seen]
+            if len(seen) + len(new) > EXACT_LOOKUPS_PER_HOUR:
+                return False
+            for digest in new:
+                seen[digest] = now
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+_exact_lookups = _ExactLookups()
+
+
+def _exact_conditions(conn: Connection, plan: SearchPlan) -> list[ColumnElement]:
+    """Exact phone / e-mail lookups (roles without customer.view_sensitive).
+
+    A phone: the stored number (ix_customer_phone). An address: the customers
+    whose contact text contains it (the search index), then the address
+    itself compared, letter case aside.
+    """
+    conditions: list[ColumnElement] = []
+    if plan.phones:
+        conditions.append(exact_phone_condition(plan.phones))
+    adapter = get_adapter(conn)
+    for email in plan.emails:
+        conditions.append(adapter.indexed_match_condition(C.id, [email], columns=SEARCH_CONTACT))
+        conditions.append(func.lower(C.email) == email)
+    return conditions
+
+
 def _search_condition(conn: Connection, query: ListQuery, for_counting: bool = False):
-    """(condition, candidate count or None when the matches are many)."""
-    terms = query.terms
-    if terms.empty:
+    """(condition, candidate count or None when the matches are many).
+
+    ``query`` has its matching rules set (scoped_query).
+    """
+    plan = search_plan(query)
+    if plan.empty:
         return None, None
     adapter = get_adapter(conn)
-    candidates = adapter.candidate_condition(conn, C.id, terms.terms)
+    columns = SEARCH_EVERYTHING if plan.everything else SEARCH_PUBLIC
+    exact = _exact_conditions(conn, plan)
+    if exact:
+        # An exact phone or address names a few customers: they drive the query.
+        if plan.substring:
+            exact.append(adapter.indexed_match_condition(C.id, plan.substring, columns=columns))
+        return and_(*exact), 1
+    candidates = adapter.candidate_condition(conn, C.id, plan.substring, columns=columns)
     if candidates is not None:
         return candidates
     if for_counting:
-        return adapter.indexed_match_condition(C.id, terms.terms), None
-    return adapter.row_match_condition(C.id, terms.terms), None
+        return adapter.indexed_match_condition(C.id, plan.substring, columns=columns), None
+    return adapter.row_match_condition(C.id, plan.substring, columns=columns), None
 
 
 def _tag_sizes(conn: Connection, tag_ids: tuple[int, ...]) -> dict[int, int]:
@@ -164,7 +264,11 @@ def _filter_share(conn: Connection, query: ListQuery) -> float:
 
 
 def all_conditions(conn: Connection, query: ListQuery) -> list:
-    """Filters plus search, as SQL conditions on the customer table."""
+    """Filters plus search, as SQL conditions on the customer table.
+
+    ``query`` comes from scoped_query (its matching rules are the actor's);
+    one that did not gets the rules of a role without customer.view_sensitive.
+    """
     return _conditions_and_candidates(conn, query)[0]
 
 
@@ -189,6 +293,7 @@ def list_customers(
 ) -> CustomerPage:
     """One page. ``direction`` is next (after ``cursor``), prev (before it) or last."""
     require(actor, "customer.view", action="customer.list")
+    query = scoped_query(actor, query)
     if page_size not in PAGE_SIZES:
         page_size = 50
     if direction not in ("next", "prev", "last"):
@@ -201,20 +306,30 @@ def list_customers(
         if query.terms.too_short_digits and query.terms.empty:
             return CustomerPage(rows=[], too_short=True, data_version=version)
         conditions, few_candidates = _conditions_and_candidates(conn, query)
+        # Few candidates are read and sorted anyway: exact matches first, then
+        # phones ending in the typed digits, then the rest (see rank_expression).
+        rank = rank_expression(query) if few_candidates else None
+        forward = direction == "next"
         if cursor and direction != "last":
-            sort_value, row_id = decode_cursor(cursor, query.sort)
-            conditions.append(after_condition(query.sort, walk_descending, sort_value, row_id, query.status))
+            sort_value, row_id, cursor_rank = decode_ranked_cursor(cursor, query.sort)
+            keyset = after_condition(query.sort, walk_descending, sort_value, row_id, query.status)
+            if rank is not None:
+                at = RANK_EXACT if cursor_rank is None else cursor_rank
+                keyset = or_(rank > at if forward else rank < at, and_(rank == at, keyset))
+            conditions.append(keyset)
         ordering = order_by(query.sort, walk_descending)
         if few_candidates:
             # The search index named at most candidate_cap customers: read them by
             # id and sort them. The fence (OFFSET 0) keeps PostgreSQL from walking
             # the sort index instead and filtering on the id list (29k rows read,
             # 70-90 ms for 1,500 candidates at 1M); SQLite reads them by id anyway.
-            fenced = base_select(LIST_COLUMNS, conditions).offset(0).subquery()
+            columns = LIST_COLUMNS + ((rank.label("match_rank"),) if rank is not None else ())
+            fenced = base_select(columns, conditions).offset(0).subquery()
             to_fenced = ClauseAdapter(fenced)
-            statement = (
-                select(*fenced.c).order_by(*(to_fenced.traverse(item) for item in ordering)).limit(page_size + 1)
-            )
+            ordering = [to_fenced.traverse(item) for item in ordering]
+            if rank is not None:
+                ordering.insert(0, fenced.c.match_rank.asc() if forward else fenced.c.match_rank.desc())
+            statement = select(*fenced.c).order_by(*ordering).limit(page_size + 1)
         else:
             statement = base_select(LIST_COLUMNS, conditions).order_by(*ordering).limit(page_size + 1)
         records = conn.execute(statement).all()
@@ -222,11 +337,11 @@ def list_customers(
         records = records[:page_size]
         if direction != "next":
             records.reverse()
-        rows = customer_rows(conn, actor, records, lang)
+        rows = customer_rows(conn, actor, records, lang, reasons=_reasons(query, records))
     sort_column = SORTS[query.sort][0]
 
     def cursor_of(record) -> str:
-        return encode_cursor(getattr(record, sort_column), record.id)
+        return encode_cursor(getattr(record, sort_column), record.id, record.match_rank if rank is not None else None)
 
     page = CustomerPage(rows=rows, data_version=version)
     if not records:
@@ -240,6 +355,25 @@ def list_customers(
     else:  # last
         page.prev_cursor = cursor_of(records[0]) if has_more else ""
     return page
+
+
+def _reasons(query: ListQuery, records) -> dict[int, list[str]]:
+    """Why each listed customer matched the search (message keys), by id."""
+    terms = query.terms
+    if terms.empty:
+        return {}
+    return {
+        r.id: match_reasons(
+            terms,
+            query.full_contact_search,
+            name=r.name,
+            phone=r.phone,
+            email=r.email,
+            external_id=r.external_id,
+            visitor_id=r.visitor_id,
+        )
+        for r in records
+    }
 
 
 # --- counting ---------------------------------------------------------------------
@@ -299,6 +433,7 @@ def forget_cached_counts() -> None:
     """This process's cache only (tests switching databases)."""
     _count_cache.clear()
     _plan_cache.clear()
+    _exact_lookups.clear()
 
 
 def invalidate_counts() -> None:
@@ -389,6 +524,7 @@ def _status_population(conn: Connection, status: str) -> int:
 def count_customers(actor: Actor, query: ListQuery, exact: bool = False) -> MatchCount:
     """How many customers match. ``exact=False`` may answer with an estimate."""
     require(actor, "customer.view", action="customer.count")
+    query = scoped_query(actor, query, action="customer.count")
     with read_connection() as conn:
         key = f"{data_generation(conn)}|{query.signature()}"
         cached = _count_cache.get(key)
@@ -408,7 +544,10 @@ def count_customers(actor: Actor, query: ListQuery, exact: bool = False) -> Matc
         if not exact:
             if search is None:
                 return MatchCount(_estimate(conn, filters, query), False)
-            search_total = get_adapter(conn).count_matches(conn, query.terms.terms)
+            plan = search_plan(query)
+            search_total = get_adapter(conn).count_matches(
+                conn, plan.substring, columns=SEARCH_EVERYTHING if plan.everything else SEARCH_PUBLIC
+            )
             return MatchCount(_estimate(conn, filters, query, search_total), False)
         value = _exact_count(conn, conditions)
         _count_cache.put(key, value)
@@ -422,6 +561,7 @@ def matching_ids(actor: Actor, query: ListQuery, after_id: int = 0, batch: int =
     with this, never holding more than a batch in memory.
     """
     require(actor, "customer.view", action="customer.list")
+    query = scoped_query(actor, query)
     with read_connection() as conn:
         conditions = all_conditions(conn, query)
         statement = (

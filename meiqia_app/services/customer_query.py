@@ -4,6 +4,29 @@ A :class:`ListQuery` is what a person set up on the list page; it is also what
 a saved view stores and what bulk actions and exports receive as "all N
 matching". It is validated when built from untrusted input (``from_dict``),
 and it is turned into SQL only here, from allowlisted columns.
+
+Matching rules by role. What a role may match is what it may see: a result
+set that depends on a hidden character would give that character away, one
+search at a time (138****5678: "张三 1380", "张三 1381", … keep the digit that
+still finds 张三). ``ListQuery.full_contact_search`` says which rules apply;
+it is set from the acting user by ``for_actor`` (services call it through
+customer_list.scoped_query) and is False (the masked rules) otherwise.
+
+- With customer.view_sensitive: every term is a substring of the name,
+  pinyin, initials, external id, visitor id, phone or e-mail; filters and
+  sorts on every column.
+- Without it (phone, e-mail and amounts shown masked):
+  - a full phone number, typed in any format (+86 151 7396 9244), matches
+    that stored number exactly; a whole e-mail address matches that address
+    exactly (letter case aside);
+  - any other term is a substring of the name, pinyin, initials, external
+    id, visitor id, or of the phone and e-mail *as the role sees them*
+    (138****5678, z***@qq.com: the visible first digits / area code, the last
+    four digits, the first character, the domain). The searchable visible
+    part is built by the masking functions themselves, so the two cannot
+    drift apart (services/search_text.build_search_text);
+  - no filter or sort on a value shown masked (the amount spent).
+  Ranking and the "why it matched" labels use only the same visible values.
 """
 
 from __future__ import annotations
@@ -15,10 +38,11 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, tuple_
 from sqlalchemy.sql import Select
 
-from meiqia_app.models import Customer, Order, TagAssignment
+from meiqia_app.dbadapter.base import escape_like
+from meiqia_app.models import Customer, CustomerSearch, Order, TagAssignment
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import (
     IN_TRASH,
@@ -34,6 +58,7 @@ from meiqia_app.services.search_text import SearchTerms, parse_query
 from meiqia_app.timeutil import local_day_start_utc
 
 C = Customer.__table__.c
+CS = CustomerSearch.__table__.c
 TA = TagAssignment.__table__.c
 OC = Order.__table__.c
 
@@ -51,6 +76,13 @@ STATUS_CHOICES = ("active", "archived", "trashed", "all")
 CONSENT_CHOICES = ("", "yes", "no")
 MAX_TAG_FILTER = 20
 MAX_IDS = 10_000
+# Filters and sorts on values that roles without customer.view_sensitive see
+# masked (the amount spent): such roles may not use them.
+HIDDEN_VALUE_FILTERS = ("spent_min", "spent_max")
+HIDDEN_VALUE_SORTS = ("total_spent",)
+# Match ranks: an exact phone / e-mail match, then a phone ending in the typed
+# digits, then the rest.
+RANK_EXACT, RANK_SUFFIX, RANK_OTHER = 0, 1, 2
 
 
 def _parse_date(value, field: str) -> str:
@@ -135,6 +167,9 @@ class ListQuery:
     status: str = "active"
     sort: str = "last_active_at"
     direction: str = "desc"
+    # Which matching rules apply (see the module doc); set by for_actor, never
+    # from untrusted input, not stored in saved views or export scopes.
+    full_contact_search: bool = False
 
     @classmethod
     def from_dict(cls, data: dict | None) -> ListQuery:
@@ -182,14 +217,30 @@ class ListQuery:
         )
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        data.pop("full_contact_search")
+        return data
 
     def signature(self) -> str:
-        """Stable identity of the matching set (sort excluded): the count cache key."""
+        """Stable identity of the matching set (sort excluded): the count cache key.
+
+        Includes the matching rules: the same text finds different customers
+        for a role that sees contact data and one that does not.
+        """
         data = self.to_dict()
         data.pop("sort")
         data.pop("direction")
+        data["full_contact_search"] = self.full_contact_search
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def for_actor(self, actor) -> ListQuery:
+        """This query under the matching rules of ``actor``'s role."""
+        return dataclasses.replace(self, full_contact_search=actor.can("customer.view_sensitive"))
+
+    def hidden_value_filters(self) -> list[str]:
+        """The filters and sort of this query on values shown masked to roles without customer.view_sensitive."""
+        used = [name for name in HIDDEN_VALUE_FILTERS if getattr(self, name) is not None]
+        return used + (["sort"] if self.sort in HIDDEN_VALUE_SORTS else [])
 
     @property
     def terms(self) -> SearchTerms:
@@ -197,7 +248,12 @@ class ListQuery:
 
     def has_filters(self) -> bool:
         """Anything beyond the status narrows the set."""
-        base = ListQuery(status=self.status, sort=self.sort, direction=self.direction)
+        base = ListQuery(
+            status=self.status,
+            sort=self.sort,
+            direction=self.direction,
+            full_contact_search=self.full_contact_search,
+        )
         return dataclasses.replace(self, sort=base.sort, direction=base.direction) != base
 
 
@@ -301,24 +357,102 @@ def filter_conditions(query: ListQuery, driving_tags: tuple[int, ...] = ()) -> l
     return conditions
 
 
+# --- search --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchPlan:
+    """How the query's text search is answered under its matching rules.
+
+    ``substring``: terms matched as substrings of both search texts
+    (``everything``) or of the public text alone. ``phones``: stored numbers
+    matched exactly; ``emails``: addresses matched exactly (letter case aside).
+    """
+
+    substring: tuple[str, ...]
+    everything: bool
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.substring or self.phones or self.emails)
+
+
+def search_plan(query: ListQuery) -> SearchPlan:
+    terms = query.terms
+    if query.full_contact_search:
+        return SearchPlan(terms.terms, everything=True)
+    phones = dict(terms.phones)
+    substring = tuple(t for t in terms.terms if t not in phones and t not in terms.emails)
+    return SearchPlan(
+        substring,
+        everything=False,
+        phones=tuple(dict.fromkeys(phones[t] for t in terms.terms if t in phones)),
+        emails=terms.emails,
+    )
+
+
+def exact_phone_condition(phones: Sequence[str]) -> ColumnElement:
+    """The stored phone is one of ``phones`` (ix_customer_phone)."""
+    return C.phone.in_(tuple(phones))
+
+
+def rank_expression(query: ListQuery) -> ColumnElement | None:
+    """RANK_EXACT / RANK_SUFFIX / RANK_OTHER for each matching customer, or None
+    when the query has nothing to rank by (no phone digits, no whole address).
+
+    A suffix is judged on what the role sees: the full phone with
+    customer.view_sensitive, the masked phone (its visible last digits) without.
+    """
+    terms = query.terms
+    whens = []
+    if terms.phones:
+        whens.append((exact_phone_condition([stored for _term, stored in terms.phones]), RANK_EXACT))
+    if terms.emails:
+        whens.append((func.lower(C.email).in_(terms.emails), RANK_EXACT))
+    if len(terms.digits) >= 3:
+        pattern = "%" + escape_like(terms.digits)
+        if query.full_contact_search:
+            suffix = C.phone.like(pattern, escape="\\")
+        else:
+            suffix = exists().where(CS.customer_id == C.id, CS.phone_mask.like(pattern, escape="\\"))
+        whens.append((suffix, RANK_SUFFIX))
+    if not whens:
+        return None
+    return case(*whens, else_=RANK_OTHER)
+
+
 # --- cursors ------------------------------------------------------------------------
 
 
-def encode_cursor(sort_value, row_id: int) -> str:
+def encode_cursor(sort_value, row_id: int, rank: int | None = None) -> str:
     if isinstance(sort_value, dt.datetime):
         value = {"t": sort_value.isoformat()}
     else:
         value = {"v": sort_value}
-    raw = json.dumps([value, row_id], separators=(",", ":")).encode()
+    position = [value, row_id] if rank is None else [value, row_id, rank]
+    raw = json.dumps(position, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str, sort: str) -> tuple[object, int]:
     """The (sort value, id) a cursor points at; anything malformed is refused."""
+    sort_value, row_id, _rank = decode_ranked_cursor(cursor, sort)
+    return sort_value, row_id
+
+
+def decode_ranked_cursor(cursor: str, sort: str) -> tuple[object, int, int | None]:
+    """The (sort value, id, match rank or None) a cursor points at."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        value, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        row_id = int(row_id)
+        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(position, list) or len(position) not in (2, 3):
+            raise ValueError
+        value, row_id = position[0], int(position[1])
+        rank = position[2] if len(position) == 3 else None
+        if rank is not None and (type(rank) is not int or rank not in (RANK_EXACT, RANK_SUFFIX, RANK_OTHER)):
+            raise ValueError
         if "t" in value:
             sort_value = dt.datetime.fromisoformat(value["t"])
         else:
@@ -330,7 +464,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[object, int]:
     column_name, nullable = SORTS[sort]
     if sort_value is None and not nullable:
         raise ValidationError.single("cursor", "error.bad_cursor")
-    return sort_value, row_id
+    return sort_value, row_id, rank
 
 
 def after_condition(sort: str, descending: bool, sort_value, row_id: int, status: str = "active") -> ColumnElement:

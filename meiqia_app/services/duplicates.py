@@ -55,7 +55,7 @@ from meiqia_app.services.customer_validation import EDITABLE_FIELDS, normalize_p
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
 from meiqia_app.services.masking import MASK, mask_email, mask_phone, mask_value
 from meiqia_app.services.rbac import Actor, require
-from meiqia_app.services.search_text import build_search_text, pinyin_of
+from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
 KINDS = ("phone", "email", "name_city")
@@ -212,6 +212,10 @@ def _decode_key(kind: str, token: str):
         value = data["v"]
         if data["k"] != kind:
             raise ValueError
+        if kind.endswith(FIRST_ID_SUFFIX):
+            if type(value) is not int or value < 0:
+                raise ValueError
+            return value
         if kind == "name_city":
             name, city = value
             if not (isinstance(name, str) and isinstance(city, str)):
@@ -331,6 +335,56 @@ def _candidate_keys(conn: Connection, kind: str, after, batch: int) -> tuple[lis
 
 _MEMBER_COLUMNS = (C.id, C.name, C.phone, C.email, C.city, C.order_count, C.last_active_at, C.status)
 
+# Cursor kinds of the walk by first customer id (roles that see phone and e-mail masked).
+FIRST_ID_SUFFIX = ":first"
+
+
+def _keys_by_first_id(conn: Connection, kind: str, after_id: int, batch: int) -> list[tuple[str, int]]:
+    """(key, lowest customer id) of up to ``batch`` phones / lower-cased addresses
+    shared by several customers, whose lowest id is above ``after_id``, by that id.
+
+    For a role that sees phones and e-mails masked: walked in key order, the
+    groups would come sorted by their hidden digits (138****5678 before
+    138****1234 says the hidden 4 digits of the first are smaller), so they
+    come in the order of their first customer instead, which says nothing
+    about a hidden character. Each page groups the whole column (the phone
+    index alone; lower(email) is sorted): at 1M customers 0.5-0.7 s a page
+    of phones and 1.7-2.1 s of e-mails on SQLite, against 7-36 ms for the
+    key walk. No built-in role takes this path (the roles that can merge
+    see contact data); a custom one does.
+    """
+    column = C.phone if kind == "phone" else func.lower(C.email)
+    first = func.min(C.id)
+    statement = (
+        select(column, first)
+        .where(column.is_not(None), column != "")
+        .group_by(column)
+        .having(and_(func.count() > 1, first > after_id))
+        .order_by(first)
+        .limit(batch)
+    )
+    return [(key, first_id) for key, first_id in conn.execute(statement)]
+
+
+def _members_by_lower_email(conn: Connection, keys: Sequence[str]) -> dict:
+    """Live members of each lower-cased address, found through the contact search
+    text (every spelling of the address is there in lower case)."""
+    from meiqia_app.dbadapter import get_adapter
+    from meiqia_app.dbadapter.base import SEARCH_CONTACT
+
+    adapter = get_adapter(conn)
+    members: dict = defaultdict(list)
+    for key in keys:
+        found = conn.execute(
+            select(*_MEMBER_COLUMNS).where(
+                adapter.indexed_match_condition(C.id, [key], columns=SEARCH_CONTACT),
+                func.lower(C.email) == key,
+                C.status != STATUS_TRASHED,
+            )
+        )
+        members[key] = sorted(found, key=lambda r: r.id)
+    return members
+
 
 def _members_by_key(conn: Connection, kind: str, keys: Sequence, capitalised: dict[str, list[str]]) -> dict:
     """Live (not trashed) members of each key, ordered by id."""
@@ -404,8 +458,10 @@ def find_duplicate_groups(actor: Actor, kind: str, after_key: str = "", limit: i
     except (TypeError, ValueError):
         raise ValidationError.single("limit", "error.bad_choice") from None
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    after = _decode_key(kind, after_key)
     sensitive = actor.can("customer.view_sensitive")
+    if not sensitive and kind in ("phone", "email"):
+        return _groups_by_first_id(kind, after_key, limit)
+    after = _decode_key(kind, after_key)
     found: list[tuple[object, list]] = []
     with get_engine().connect() as conn:
         while len(found) <= limit:
@@ -431,6 +487,39 @@ def find_duplicate_groups(actor: Actor, kind: str, after_key: str = "", limit: i
     if len(found) > limit:
         last = found[limit - 1][0]
         next_key = _encode_key(kind, list(last) if kind == "name_city" else last)
+    return DuplicatePage(kind=kind, groups=groups, next_key=next_key)
+
+
+def _groups_by_first_id(kind: str, after_key: str, limit: int) -> DuplicatePage:
+    """find_duplicate_groups for a role that sees phones and e-mails masked (see _keys_by_first_id)."""
+    cursor_kind = kind + FIRST_ID_SUFFIX
+    after = _decode_key(cursor_kind, after_key) or 0
+    found: list[tuple[object, list, int]] = []
+    with get_engine().connect() as conn:
+        while len(found) <= limit:
+            pairs = _keys_by_first_id(conn, kind, after, limit + 1)
+            if not pairs:
+                break
+            plausible = [(key, first) for key, first in pairs if _identifies_someone(kind, key)]
+            keys = [key for key, _first in plausible]
+            if kind == "phone":
+                members = _members_by_key(conn, kind, keys, {})
+            else:
+                members = _members_by_lower_email(conn, keys)
+            found += [(key, members[key], first) for key, first in plausible if len(members.get(key, ())) > 1]
+            after = pairs[-1][1]
+            if len(pairs) < limit + 1:
+                break
+    groups = [
+        DuplicateGroup(
+            kind=kind,
+            key=_display_key(kind, key, False),
+            size=len(rows),
+            members=[_member_dto(r, False) for r in rows[:MEMBERS_PER_GROUP]],
+        )
+        for key, rows, _first in found[:limit]
+    ]
+    next_key = _encode_key(cursor_kind, found[limit - 1][2]) if len(found) > limit else ""
     return DuplicatePage(kind=kind, groups=groups, next_key=next_key)
 
 
@@ -700,14 +789,12 @@ def _guarded_update(session: Session, row, expected: int, values: dict) -> None:
 
 
 def _refresh_search(session: Session, customer_id: int, values: dict) -> None:
-    text = build_search_text(
-        values["name"], values["phone"], values["email"], values["external_id"], values["visitor_id"]
-    )
+    row = search_row(values["name"], values["phone"], values["email"], values["external_id"], values["visitor_id"])
     result = session.execute(
-        update(CustomerSearch.__table__).where(CustomerSearch.__table__.c.customer_id == customer_id).values(text=text)
+        update(CustomerSearch.__table__).where(CustomerSearch.__table__.c.customer_id == customer_id).values(**row)
     )
     if result.rowcount == 0:
-        session.execute(insert(CustomerSearch.__table__).values(customer_id=customer_id, text=text))
+        session.execute(insert(CustomerSearch.__table__).values(customer_id=customer_id, **row))
 
 
 def merge_customers(

@@ -223,7 +223,9 @@ def erase_batch(
             )
         ).rowcount
         session.execute(
-            update(CustomerSearch.__table__).where(cs.customer_id == customer_id).values(text=label.lower())
+            update(CustomerSearch.__table__)
+            .where(cs.customer_id == customer_id)
+            .values(text=label.lower(), contact="", phone_mask="")
         )
     counts["customer"] = changed
     counts["customer_search"] = changed

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+import phonenumbers
+
 SENSITIVE_FIELDS = frozenset(
     {
         "phone",
@@ -20,14 +24,68 @@ SENSITIVE_FIELDS = frozenset(
 MASK = "****"
 
 
+# A masked phone keeps enough to recognise the number (the area code or the
+# mobile prefix, and the last digits) and hides at least MIN_HIDDEN digits.
+PHONE_TAIL = 4
+MIN_HIDDEN = 4
+_CN_MOBILE = re.compile(r"1\d{10}")
+
+
+def _phone_parts(phone: str) -> tuple[str, str]:
+    """(what a masked phone shows before MASK, what it shows after it).
+
+    - a Chinese mobile (stored 13812345678): 138 / 5678
+    - a Chinese landline (stored nationally, 1065521234): 010- / 1234
+    - another country (stored in E.164, +442079460958): +44 20 / 0958
+    - a value that is no valid number: the first three digits of eleven or
+      more, and the last four
+    Whatever the format, at least MIN_HIDDEN digits stay hidden.
+    """
+    text = phone.strip()
+    if _CN_MOBILE.fullmatch(text):
+        return text[:3], text[-PHONE_TAIL:]
+    digits = re.sub(r"\D", "", text)
+    number = None
+    try:
+        parsed = phonenumbers.parse(text, "CN")
+        if phonenumbers.is_valid_number(parsed):
+            number = parsed
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None:
+        significant, lead = digits, (3 if len(digits) >= 11 else 0)
+        prefix = lambda shown: significant[:shown]  # noqa: E731
+    else:
+        significant = phonenumbers.national_significant_number(number)
+        code = number.country_code
+        mobile = code == 86 and _CN_MOBILE.fullmatch(significant) is not None
+        lead = 3 if mobile else phonenumbers.length_of_geographical_area_code(number)
+
+        def prefix(shown: int) -> str:
+            if code == 86:
+                if mobile:
+                    return significant[:shown]
+                return f"0{significant[:shown]}-" if shown else ""
+            return f"+{code} " + (f"{significant[:shown]} " if shown else "")
+
+    tail = min(PHONE_TAIL, max(0, len(significant) - MIN_HIDDEN))
+    if len(significant) - lead - tail < MIN_HIDDEN:
+        lead = 0
+    return prefix(lead), (significant[-tail:] if tail else "")
+
+
 def mask_phone(phone: str | None) -> str:
+    """138****5678, 010-****1234, +44 20 ****0958: recognisable, never the whole number."""
     if not phone:
         return ""
-    digits = phone
-    # 138****5678 for full-length numbers; a shorter one would show every digit.
-    if len(digits) >= 11:
-        return digits[:3] + "****" + digits[-4:]
-    return MASK
+    head, tail = _phone_parts(phone)
+    return head + MASK + tail
+
+
+def phone_mask_search_form(phone: str | None) -> str:
+    """The masked phone as the search text holds it (no spaces): what a role
+    without customer.view_sensitive can match by its visible part."""
+    return mask_phone(phone).replace(" ", "")
 
 
 def mask_email(email: str | None) -> str:

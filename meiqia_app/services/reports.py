@@ -407,6 +407,16 @@ def _count_customers(conn: Connection, *conditions) -> int:
     return conn.execute(select(func.count()).select_from(Customer.__table__).where(ACTIVE, *conditions)).scalar_one()
 
 
+def _scoped_segment(actor: Actor, segment: ListQuery | None, action: str) -> ListQuery | None:
+    """The segment under the matching rules of the actor's role (services/customer_query):
+    a saved view's search finds for an analyst only what an analyst may match."""
+    if segment is None:
+        return None
+    from meiqia_app.services.customer_list import scoped_query
+
+    return scoped_query(actor, segment, action=action)
+
+
 def _segment_conditions(conn: Connection, segment: ListQuery | None) -> list:
     """Conditions on the customer table for a segment (always within the working set)."""
     if segment is None:
@@ -1000,6 +1010,7 @@ def trend(
     days that have not happened are not plotted. A week or month under way is
     flagged ``partial``."""
     require(actor, "report.view", action="report.trend")
+    segment = _scoped_segment(actor, segment, "report.trend")
     if granularity not in GRANULARITIES:
         raise ValidationError.single("granularity", "error.bad_choice")
     today = local_today(now)
@@ -1095,6 +1106,7 @@ class Comparison:
 def compare_periods(actor: Actor, segment: ListQuery | None, period_a: Period, period_b: Period) -> Comparison:
     """The same measures for a segment in two periods, e.g. before / after a campaign."""
     require(actor, "report.view", action="report.compare")
+    segment = _scoped_segment(actor, segment, "report.compare")
     whole = segment is None and _aggregates_ready()
     usable = _ledger_usable(segment)
 
@@ -1144,6 +1156,7 @@ def cohorts(
     A figure is given only once month M+k has ended (``now``, default the
     clock): before that the window is incomplete and the figure is None."""
     require(actor, "report.view", action="report.cohorts")
+    segment = _scoped_segment(actor, segment, "report.cohorts")
     months = max(1, min(int(months), 36))
     now = as_utc(now) if now is not None else utcnow()
     anchor = local_today(now) if last_month in (None, "") else _parse_day(last_month, "last_month")
@@ -1217,6 +1230,7 @@ class ProductRow:
 def top_products(actor: Actor, segment: ListQuery | None, period: Period, limit: int = 10) -> list[ProductRow]:
     """Products by paid amount among the segment's paid orders in the period."""
     require(actor, "report.view", action="report.top_products")
+    segment = _scoped_segment(actor, segment, "report.top_products")
     limit = max(1, min(int(limit), 50))
     if segment is None and _aggregates_ready():
         with get_engine().connect() as conn:

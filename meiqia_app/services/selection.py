@@ -14,7 +14,7 @@ from sqlalchemy import and_, select
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import Customer
-from meiqia_app.services.customer_list import all_conditions, count_customers, matching_ids
+from meiqia_app.services.customer_list import all_conditions, count_customers, matching_ids, scoped_query
 from meiqia_app.services.customer_query import ListQuery, status_condition
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.masking import mask_search_term
@@ -132,9 +132,10 @@ def iter_selected_ids(actor: Actor, selection: Selection, after_id: int = 0, bat
         after_id = ids[-1]
 
 
-def selection_conditions(conn, selection: Selection) -> list:
+def selection_conditions(conn, selection: Selection, actor: Actor) -> list:
     """SQL conditions equivalent to the selection, for set-based statements
-    (``INSERT … SELECT``, ``UPDATE … WHERE``) that should not pull ids into Python."""
+    (``INSERT … SELECT``, ``UPDATE … WHERE``) that should not pull ids into Python.
+    The search matches under the rules of ``actor``'s role (customer_query)."""
     if selection.kind == KIND_IDS:
         return [C.id.in_(selection.ids), status_condition(selection.query.status)]
-    return all_conditions(conn, selection.query)
+    return all_conditions(conn, scoped_query(actor, selection.query))

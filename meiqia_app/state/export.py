@@ -509,7 +509,9 @@ class ExportWizardState(_ExportBase):
 
     @rx.var
     def sort_options(self) -> list[dict[str, str]]:
-        keys = ["id"] + [f for f in self.chosen if f in SORT_COLUMNS and f != "id"]
+        # Not by a value this role sees masked (the order would rank the hidden values).
+        masked = set(self.masked)
+        keys = ["id"] + [f for f in self.chosen if f in SORT_COLUMNS and f != "id" and f not in masked]
         return [{"key": k, "label": self._tr(f"export.field.{k}")} for k in keys]
 
     @rx.var

@@ -38,15 +38,77 @@ def test_list_loads_and_shows_customers(page, app_server):
 def test_phone_fragment_finds_customer_and_detail_shows_name(page, app_server):
     customer_id, name, phone = _customer_with_phone(app_server)
     login(page, app_server, "agent")
-    page.get_by_role("searchbox").fill(phone[3:8])
+    search = page.get_by_role("searchbox")
     rows = page.locator("#customer-table .customer-row")
-    expect(rows.filter(has_text=name).first).to_be_visible()
+    # An agent sees 138****5678: the visible last four digits find the customer,
+    # ranked with the other numbers ending in them and labelled as such.
+    search.fill(phone[-4:])
+    row = rows.filter(has_text=name).first
+    expect(row).to_be_visible()
+    expect(row.locator(".match-reason")).to_have_text("手机尾号匹配")
     # Agents lack customer.view_sensitive: the list shows the phone masked.
     expect(page.locator("#customer-table")).not_to_contain_text(phone)
-    expect(rows.filter(has_text=name).first).to_contain_text(phone[:3] + "****" + phone[-4:])
-    rows.filter(has_text=name).first.click()
+    expect(row).to_contain_text(phone[:3] + "****" + phone[-4:])
+    # The hidden middle digits find nothing that would give them away.
+    search.fill(phone[3:8])
+    expect(rows.filter(has_text=name)).to_have_count(0)
+    search.fill(phone[-4:])
+    row.click()
     wait_for_path(page, f"/customers/{customer_id}")
     expect(page.locator("#customer-name")).to_have_text(name)
+
+
+def _unused_number(app_server, prefix: str) -> str:
+    with app_server.sql() as db:
+        for tail in range(9244, 9999):
+            if not db.execute("SELECT 1 FROM customer WHERE phone = ?", (f"{prefix}{tail}",)).fetchone():
+                return f"{tail}"
+    raise AssertionError("no free number")
+
+
+def _create(page, name: str, phone: str = "", email: str = "") -> None:
+    page.locator("#new-customer").click()
+    page.locator("#new-name").fill(name)
+    if phone:
+        page.locator("#new-phone").fill(phone)
+    if email:
+        page.locator("#new-email").fill(email)
+    page.locator("#new-customer-save").click()
+    page.wait_for_function("() => /^\\/customers\\/\\d+/.test(window.location.pathname)")
+    page.goto("/customers")
+
+
+def test_a_pasted_international_number_finds_the_customer_and_suffix_matches_rank_first(page, app_server):
+    """Issues 12 and 13: "+86 151 7396 9244" as pasted finds the customer the form
+    saved from it; its last four digits list the numbers ending in them first,
+    before a more recently active customer that matched elsewhere, each row
+    saying why it matched."""
+    tail = _unused_number(app_server, "1517396")
+    login(page, app_server, "agent")
+    _create(page, "粘贴号码客户", phone=f"+86 151 7396 {tail}")
+    _create(page, "邮箱含尾号客户", email=f"v@x{tail}.com")  # newer: first by last activity
+    search = page.get_by_role("searchbox")
+    rows = page.locator("#customer-table .customer-row")
+
+    search.fill(f"+86 151 7396 {tail}")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("粘贴号码客户")
+    expect(rows.first).to_contain_text(f"151****{tail}")
+    expect(rows.first.locator(".match-reason")).to_have_text("手机号完全匹配")
+
+    search.fill(tail)
+    expect(rows.filter(has_text="邮箱含尾号客户")).to_have_count(1)
+    listed = []  # (name cell text, why-label) per row, in order
+    for i in range(rows.count()):
+        reason = rows.nth(i).locator(".match-reason")
+        listed.append((rows.nth(i).locator("th").inner_text(), reason.inner_text() if reason.count() else ""))
+    reasons = [reason for _name, reason in listed]
+    names = [name for name, _reason in listed]
+    suffix_rows = [i for i, reason in enumerate(reasons) if reason == "手机尾号匹配"]
+    assert suffix_rows == list(range(len(suffix_rows))) and suffix_rows, reasons  # suffix matches first
+    assert any("粘贴号码客户" in names[i] for i in suffix_rows)
+    email_row = next(i for i, name in enumerate(names) if "邮箱含尾号客户" in name)
+    assert reasons[email_row] == "邮箱匹配" and email_row > suffix_rows[-1]
 
 
 def test_english_switch_changes_labels(page, app_server):

@@ -101,7 +101,13 @@ def test_create_customer_is_searchable(db, actors):
     new_id = customer_edit.create_customer(
         actors["agent"], {"name": "测试客户", "phone": "13700001111", "source": "wechat"}
     )
-    page = customer_list.list_customers(actors["agent"], ListQuery.from_dict({"q": "0000111"}))
+    # An agent (phone shown as 137****1111) finds it by the visible last digits or the whole number.
+    for typed in ("1111", "137 0000 1111", "测试"):
+        page = customer_list.list_customers(actors["agent"], ListQuery.from_dict({"q": typed}))
+        assert [row.id for row in page.rows] == [new_id], typed
+    # The hidden middle digits find it only for a role that sees them.
+    assert customer_list.list_customers(actors["agent"], ListQuery.from_dict({"q": "0000111"})).rows == []
+    page = customer_list.list_customers(actors["senior"], ListQuery.from_dict({"q": "0000111"}))
     assert [row.id for row in page.rows] == [new_id]
 
 

@@ -26,7 +26,7 @@ from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.customer_validation import normalize_phone
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.masking import MASK, mask_email, mask_phone
-from meiqia_app.services.search_text import build_search_text
+from meiqia_app.services.search_text import build_search_text, search_row
 from meiqia_app.timeutil import UTC
 from tests.conftest import load_actors
 
@@ -215,15 +215,61 @@ def test_members_carry_what_the_list_shows(seeded_db, seeded_actors):
 
 def test_phone_and_email_are_masked_for_an_actor_without_view_sensitive(seeded_db, seeded_actors):
     restricted = restricted_actor(seeded_actors["admin"], ["customer.view", "customer.merge"])
-    clear = all_groups(seeded_actors["admin"], "phone", limit=3)
+    clear = {g.members[0].id: g for g in all_groups(seeded_actors["admin"], "phone", limit=3)}
     masked = all_groups(restricted, "phone", limit=3)
-    assert [g.size for g in masked] == [g.size for g in clear]
-    for plain, hidden in zip(clear, masked):
+    assert sorted(clear) == [g.members[0].id for g in masked]  # the same groups, by first customer
+    for hidden in masked:
+        plain = clear[hidden.members[0].id]
+        assert hidden.size == plain.size
         assert hidden.key == mask_phone(plain.key) and hidden.key != plain.key
         assert [m.phone for m in hidden.members] == [mask_phone(m.phone) for m in plain.members]
         assert [m.email for m in hidden.members] == [mask_email(m.email) for m in plain.members]
     page = duplicates.find_duplicate_groups(restricted, "phone", limit=1)
-    assert page.next_key and clear[0].key not in page.next_key  # the cursor does not carry the phone
+    first = min(clear)
+    assert page.next_key and clear[first].key not in page.next_key  # the cursor does not carry the phone
+
+
+@pytest.mark.parametrize("kind", ["phone", "email"])
+def test_groups_shown_masked_do_not_come_in_the_order_of_their_hidden_part(seeded_db, seeded_actors, kind):
+    """In key order, 138****5678 listed before 138****1234 would say the first's hidden
+    digits are smaller: for a role that sees them masked the order is the
+    groups' first customer, and changing hidden digits changes nothing it sees."""
+    if kind == "email":
+        add_email_duplicates()
+        refresh_search_rows([r[0] for r in rows("SELECT id FROM customer")])
+    restricted = restricted_actor(seeded_actors["admin"], ["customer.view", "customer.merge"])
+
+    def seen() -> list:
+        return [(g.key, g.size, [(m.id, m.phone, m.email) for m in g.members]) for g in all_groups(restricted, kind, 2)]
+
+    before = seen()
+    assert len(before) >= 2
+    assert [g[2][0][0] for g in before] == sorted(g[2][0][0] for g in before)
+    # Every group's shared value gets other hidden characters (same mask): nothing seen changes.
+    for _key, _size, members in before:
+        value = rows(f"SELECT {kind} FROM customer WHERE id = :i", i=members[0][0])[0][0]
+        sharing = rows(f"SELECT id, {kind} FROM customer WHERE lower({kind}) = lower(:v)", v=value)
+        for customer_id, own in sharing:  # each keeps its own spelling (capitals)
+            if kind == "phone":
+                other = own[:3] + "".join(str((int(ch) + 5) % 10) for ch in own[3:7]) + own[7:]
+            else:
+                local, _, domain = own.partition("@")
+                other = f"{local[:1]}zz{local[1:][::-1]}@{domain}"
+            execute(f"UPDATE customer SET {kind} = :v WHERE id = :i", v=other, i=customer_id)
+        refresh_search_rows([customer_id for customer_id, _own in sharing])
+    assert seen() == before
+
+
+def refresh_search_rows(ids) -> None:
+    """After a raw update of customers: their search rows as the services would write them."""
+    for customer_id in ids:
+        c = rows("SELECT name, phone, email, external_id, visitor_id FROM customer WHERE id = :i", i=customer_id)[0]
+        execute(
+            "UPDATE customer_search SET text = :text, contact = :contact, phone_mask = :phone_mask "
+            "WHERE customer_id = :i",
+            i=customer_id,
+            **search_row(*c),
+        )
 
 
 def test_a_forged_or_foreign_cursor_is_refused(seeded_db, seeded_actors):

@@ -193,14 +193,22 @@ def test_a_backup_from_before_the_mac_upgrade_is_migrated_and_continued(seeded_a
     admin = seeded_actors["admin"]
     view = backup.create_backup(admin)
     path = backup.path_of(view.file_name)
-    conn = sqlite3.connect(path)
+    # The backup as the schema before the MACs had it: the migrations since stepped back.
+    from alembic import command
+
+    from meiqia_app.db import make_engine
+
+    engine = make_engine(f"sqlite:///{path}")
     try:
-        conn.execute("ALTER TABLE audit_entry DROP COLUMN entry_mac")
-        conn.execute("DELETE FROM app_setting WHERE key = 'audit.mac_from'")
-        conn.execute("UPDATE alembic_version SET version_num = '0008_ip_throttle_job_owner'")
-        conn.commit()
+        with engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0008_ip_throttle_job_owner")
     finally:
-        conn.close()
+        engine.dispose()
+    with sqlite3.connect(path) as conn:
+        assert "entry_mac" not in {row[1] for row in conn.execute("PRAGMA table_info(audit_entry)")}
+        conn.execute("PRAGMA journal_mode=DELETE")  # one file again, as a backup is
     target = _target()
     erasure.erase_customer(admin, target, confirm=str(target))
     recorded = [(e.id, e.entry_hash, e.entry_mac) for e in _entries()]

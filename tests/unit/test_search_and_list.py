@@ -11,7 +11,7 @@ from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.masking import MASK, mask_email, mask_phone
 from meiqia_app.services.rbac import Actor
-from meiqia_app.services.search_text import FIELD_SEP, PAD, build_search_text, parse_query
+from meiqia_app.services.search_text import FIELD_SEP, PAD, build_contact_text, build_search_text, parse_query
 
 
 def rows(sql: str, **params) -> list:
@@ -32,16 +32,20 @@ def ids_of(page) -> list[int]:
     return [row.id for row in page.rows]
 
 
-def search_hits(term: str, status: str = "active") -> set[int]:
-    """Customers whose search text contains ``term``, straight from the table (no index)."""
+def search_hits(term: str, status: str = "active", everything: bool = True) -> set[int]:
+    """Customers whose search texts contain ``term``, straight from the table (no index).
+
+    ``everything``: the public text and the full contact data (roles with
+    customer.view_sensitive); else the public text alone (contact data masked).
+    """
     return {
         r[0]
         for r in rows(
-            "SELECT s.customer_id, s.text FROM customer_search s JOIN customer c ON c.id = s.customer_id "
+            "SELECT s.customer_id, s.text, s.contact FROM customer_search s JOIN customer c ON c.id = s.customer_id "
             "WHERE c.status = :status",
             status=status,
         )
-        if term in r[1]
+        if term in r[1] or (everything and term in r[2])
     }
 
 
@@ -91,9 +95,15 @@ def test_parse_query_keeps_at_most_five_terms_and_strips_separators():
 def test_search_text_contains_every_searchable_value():
     search = build_search_text("张伟", "13800001111", "Zhang.Wei@Example.COM", "EXT-9", "v_abc")
     fields = search.split(FIELD_SEP)
-    for value in ("张伟", "zhangwei", "zw", "13800001111", "zhang.wei@example.com", "ext-9", "v_abc"):
+    # The contact data only as masked; the full values in the contact text.
+    for value in ("张伟", "zhangwei", "zw", "138****1111", "z***@example.com", "ext-9", "v_abc"):
         assert value in fields
     assert len(fields) == len(set(fields))
+    assert "0000" not in search and ".wei@" not in search
+    assert build_contact_text("13800001111", "Zhang.Wei@Example.COM").split(FIELD_SEP) == [
+        "13800001111",
+        "zhang.wei@example.com",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -117,14 +127,17 @@ def test_search_text_contains_every_searchable_value():
     ],
 )
 def test_every_reasonable_query_for_a_customer_matches_its_search_text(typed):
-    search = build_search_text("张伟", "13800001111", "zhang.wei@example.com")
+    """For a role that sees contact data (both texts)."""
+    search = build_search_text("张伟", "13800001111", "zhang.wei@example.com") + FIELD_SEP
+    search += build_contact_text("13800001111", "zhang.wei@example.com")
     terms = parse_query(typed).terms
     assert terms and all(term in search for term in terms)
 
 
 @pytest.mark.parametrize("typed", ["伟张", "李", "zx", "139", "gmail", "张伟伟"])
 def test_queries_for_someone_else_do_not_match(typed):
-    search = build_search_text("张伟", "13800001111", "zhang.wei@example.com")
+    search = build_search_text("张伟", "13800001111", "zhang.wei@example.com") + FIELD_SEP
+    search += build_contact_text("13800001111", "zhang.wei@example.com")
     assert not all(term in search for term in parse_query(typed).terms)
 
 
@@ -249,7 +262,7 @@ def test_phone_typed_with_separators_finds_the_customer(seeded_actors):
 
 
 def search_text_of(customer_id: int) -> str:
-    return scalar("SELECT text FROM customer_search WHERE customer_id = :i", i=customer_id)
+    return scalar("SELECT text || contact FROM customer_search WHERE customer_id = :i", i=customer_id)
 
 
 def test_email_fragment_finds_the_customer(seeded_actors):
@@ -301,6 +314,11 @@ def expected_order(sort_column: str, descending: bool, status: str = "active") -
     ]
 
 
+def actor_for_sort(seeded_actors, sort: str):
+    """An agent, or a role that sees amounts when sorting by the amount spent (agents may not)."""
+    return seeded_actors["senior" if sort == "total_spent" else "agent"]
+
+
 SORT_COLUMNS = {
     "last_active_at": "last_active_at",
     "registered_at": "registered_at",
@@ -314,7 +332,7 @@ SORT_COLUMNS = {
 @pytest.mark.parametrize("direction", ["desc", "asc"])
 @pytest.mark.parametrize("sort", list(SORT_COLUMNS))
 def test_walking_next_cursors_visits_every_active_customer_once_in_order(seeded_actors, sort, direction):
-    seen = walk(seeded_actors["agent"], q(sort=sort, direction=direction))
+    seen = walk(actor_for_sort(seeded_actors, sort), q(sort=sort, direction=direction))
     assert len(seen) == len(set(seen))
     assert seen == expected_order(SORT_COLUMNS[sort], direction == "desc")
 
@@ -322,7 +340,7 @@ def test_walking_next_cursors_visits_every_active_customer_once_in_order(seeded_
 def test_walk_with_a_search_term_visits_every_match_once(seeded_actors):
     seen = walk(seeded_actors["agent"], q(q="com"), page_size=20)
     assert len(seen) > 20 and len(seen) == len(set(seen))
-    assert set(seen) == search_hits("com")
+    assert set(seen) == search_hits("com", everything=False)
     surname = pick_customer("length(name) >= 2")[1][0]
     seen = walk(seeded_actors["agent"], q(q=surname), page_size=20)
     assert len(seen) == len(set(seen)) and set(seen) == search_hits(surname + PAD * 2)
@@ -350,7 +368,7 @@ def test_prev_cursor_returns_the_previous_page(seeded_actors):
 
 @pytest.mark.parametrize("sort", ["last_purchase_at", "total_spent"])
 def test_last_page_then_prev_walks_everything_backwards(seeded_actors, sort):
-    actor = seeded_actors["agent"]
+    actor = actor_for_sort(seeded_actors, sort)
     query = q(sort=sort, direction="desc")
     page = customer_list.list_customers(actor, query, direction="last")
     collected = list(reversed(ids_of(page)))
@@ -382,9 +400,10 @@ def test_count_without_filters_equals_the_table(seeded_actors):
 )
 def test_exact_count_with_filters_equals_raw_sql(seeded_actors, data, where):
     expected = scalar(f"SELECT count(*) FROM customer WHERE status = 'active' AND {where}")
-    result = customer_list.count_customers(seeded_actors["agent"], q(**data), exact=True)
+    actor = seeded_actors["senior" if "spent_min" in data else "agent"]
+    result = customer_list.count_customers(actor, q(**data), exact=True)
     assert result.exact and result.value == expected
-    assert len(walk(seeded_actors["agent"], q(**data), page_size=100)) == expected
+    assert len(walk(actor, q(**data), page_size=100)) == expected
 
 
 def customers_with_orders(statuses: tuple[str, ...], status: str = "active") -> set[int]:
@@ -407,15 +426,16 @@ def test_order_status_filter_lists_exactly_the_customers_with_such_an_order(seed
     active = scalar("SELECT count(*) FROM customer WHERE status = 'active'")
     assert 0 < len(expected) < active  # the filter really narrows the seeded customers
     query = q(order_statuses=list(statuses), sort=sort)
-    seen = walk(seeded_actors["agent"], query, page_size=20)
+    actor = actor_for_sort(seeded_actors, sort)
+    seen = walk(actor, query, page_size=20)
     assert len(seen) == len(set(seen)) and set(seen) == expected
     in_order = expected_order(SORT_COLUMNS[sort], True)
     assert seen == [i for i in in_order if i in expected]
     customer_list.forget_cached_counts()
-    assert customer_list.count_customers(seeded_actors["agent"], query, exact=True).value == len(expected)
+    assert customer_list.count_customers(actor, query, exact=True).value == len(expected)
     # The sample windows hold all 300 seeded customers: the estimate is the count.
     customer_list.forget_cached_counts()
-    assert customer_list.count_customers(seeded_actors["agent"], query).value == len(expected)
+    assert customer_list.count_customers(actor, query).value == len(expected)
 
 
 def test_order_status_filter_combines_with_other_filters_search_and_status(seeded_actors):
@@ -460,6 +480,8 @@ def test_order_status_filter_survives_a_saved_view(seeded_actors):
 
 def test_exact_count_of_a_search_equals_raw_sql(seeded_actors):
     result = customer_list.count_customers(seeded_actors["agent"], q(q="com"), exact=True)
+    assert result.exact and result.value == len(search_hits("com", everything=False))
+    result = customer_list.count_customers(seeded_actors["senior"], q(q="com"), exact=True)
     assert result.exact and result.value == len(search_hits("com"))
 
 
@@ -469,7 +491,7 @@ def test_estimate_of_a_broad_search_is_close_and_then_exact(seeded_actors, monke
     monkeypatch.setattr(type(get_adapter_for_tests()), "candidate_cap", 5)
     customer_list.forget_cached_counts()
     query = q(q="com")
-    expected = len(search_hits("com"))
+    expected = len(search_hits("com", everything=False))
     assert expected > 5 * 4
     estimate = customer_list.count_customers(seeded_actors["agent"], query)
     assert not estimate.exact
@@ -483,7 +505,7 @@ def test_estimate_with_filters_and_a_broad_search_stays_near_the_truth(seeded_ac
     customer_list.forget_cached_counts()
     query = q(q="com", sources=["wechat", "app"])
     expected = len(
-        search_hits("com")
+        search_hits("com", everything=False)
         & {row[0] for row in rows("SELECT id FROM customer WHERE status = 'active' AND source IN ('wechat', 'app')")}
     )
     estimate = customer_list.count_customers(seeded_actors["agent"], query)

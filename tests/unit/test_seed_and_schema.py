@@ -41,7 +41,7 @@ def _env_py_table_prefixes() -> tuple[str, ...]:
 ADAPTER_TABLE_PREFIXES = _env_py_table_prefixes()
 
 
-ADAPTER_INDEX_NAMES = ("ix_customer_search_text_trgm",)
+ADAPTER_INDEX_NAMES = ("ix_customer_search_text_trgm", "ix_customer_search_contact_trgm")
 
 
 def include_object(obj, name, type_, reflected, compare_to):

@@ -51,7 +51,7 @@ def test_ticked_ids_skip_missing_and_other_status_rows(seeded_actors):
     assert selection_count(actor, selection) == 4
     with get_engine().connect() as conn:
         counted = conn.execute(
-            select(func.count()).select_from(Customer.__table__).where(*selection_conditions(conn, selection))
+            select(func.count()).select_from(Customer.__table__).where(*selection_conditions(conn, selection, actor))
         ).scalar_one()
     assert counted == 4
 

@@ -494,8 +494,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_hash"),
     )
     # Substring search over customer_search.text: FTS5 trigram on SQLite,
-    # pg_trgm on PostgreSQL (chosen by the adapter, see meiqia_app/dbadapter).
-    for statement in adapter_for(op.get_bind().dialect.name).search_ddl():
+    # pg_trgm on PostgreSQL (chosen by the adapter, see meiqia_app/dbadapter);
+    # as it was then (0007 adds the contact column to it).
+    for statement in adapter_for(op.get_bind().dialect.name).search_ddl_v1():
         op.execute(statement)
 
 

@@ -232,7 +232,7 @@ class RowSource:
 
     # --- SQL ------------------------------------------------------------------------------
     def conditions(self, conn) -> list:
-        conditions = list(selection_conditions(conn, self.spec.selection))
+        conditions = list(selection_conditions(conn, self.spec.selection, self.actor))
         if self.spec.purpose == "marketing":
             conditions.append(C.consent_marketing.is_(True))
         if self.spec.restrict_tag_ids is not None:

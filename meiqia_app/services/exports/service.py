@@ -38,6 +38,7 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import ExportJob, Role, SavedView, User
 from meiqia_app.services import audit, downloads
+from meiqia_app.services.customer_query import HIDDEN_VALUE_SORTS
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.exports.fields import FIELD_SPECS
@@ -175,10 +176,14 @@ def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
     direction = data.get("sort_dir") or "asc"
     if direction not in ("asc", "desc"):
         raise ValidationError.single("sort", "error.bad_choice")
+    sort_field = data.get("sort_field") or "id"
+    if sort_field in HIDDEN_VALUE_SORTS and not actor.can("customer.view_sensitive"):
+        # Rows in the order of an amount the file shows masked would rank the hidden amounts.
+        refuse(actor, "export.request", "error.hidden_value_filter", target_type="export", fields=["sort_field"])
     spec = ExportSpec(
         selection=selection,
         fields=tuple(fields),
-        sort_field=data.get("sort_field") or "id",
+        sort_field=sort_field,
         descending=direction == "desc",
         purpose=purpose,
         restrict_tag_ids=actor.export_policy.allowed_tag_ids,
