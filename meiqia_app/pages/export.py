@@ -464,7 +464,47 @@ def _run_step() -> rx.Component:
         ),
         rx.cond(
             S.run_status == "pending_approval",
-            rx.callout(t("export.pending_note"), icon="stamp", color_scheme="orange", id="export-pending"),
+            rx.callout(t("export.pending_live"), icon="stamp", color_scheme="orange", id="export-pending"),
+        ),
+        rx.cond(
+            (S.run_approver != "") & (S.run_status != "pending_approval"),
+            rx.callout(
+                rx.cond(
+                    S.run_status == "rejected",
+                    t("export.rejected_by", approver=S.run_approver),
+                    t("export.approved_by", approver=S.run_approver),
+                ),
+                rx.cond(S.run_comment != "", rx.text(t("export.decision_comment", comment=S.run_comment), size="1")),
+                icon=rx.cond(S.run_status == "rejected", "circle-x", "circle-check"),
+                color_scheme=rx.cond(S.run_status == "rejected", "red", "green"),
+                id="export-decision",
+                role="status",
+                width="100%",
+            ),
+        ),
+        rx.cond(
+            S.run_status == "approved",
+            rx.form(
+                rx.vstack(
+                    rx.text(t("export.approved_needs_password"), size="2"),
+                    rx.input(
+                        name="password",
+                        type="password",
+                        placeholder=t("export.password"),
+                        auto_complete="new-password",
+                        id="approved-password",
+                        max_width="320px",
+                        width="100%",
+                    ),
+                    field_error(S.password_error),
+                    rx.button(t("export.run"), type="submit", id="approved-start"),
+                    spacing="2",
+                    width="100%",
+                ),
+                on_submit=S.start_approved,
+                reset_on_submit=True,
+                width="100%",
+            ),
         ),
         rx.cond(S.run_error != "", rx.callout(S.run_error, icon="triangle-alert", color_scheme="red")),
         rx.cond(
@@ -660,6 +700,10 @@ def _approval_row(row: ExportRow) -> rx.Component:
     return rx.table.row(
         rx.table.cell(row.id),
         rx.table.cell(row.requested_by),
+        rx.table.cell(
+            rx.badge(row.purpose, color_scheme="gray", white_space="nowrap"),
+            class_name="approval-purpose",
+        ),
         rx.table.cell(row.created_at),
         rx.table.cell(rx.text(row.scope_text, size="1"), max_width="240px"),
         rx.table.cell(rx.text(row.fields_text, size="1"), max_width="240px"),
@@ -693,27 +737,32 @@ def export_approvals_page() -> rx.Component:
         rx.vstack(
             rx.cond(
                 A.pending.length() > 0,
-                rx.table.root(
-                    rx.table.header(
-                        rx.table.row(
-                            *[
-                                rx.table.column_header_cell(t(k), scope="col")
-                                for k in (
-                                    "export.col.id",
-                                    "export.col.requester",
-                                    "export.col.created",
-                                    "export.meta.scope",
-                                    "export.meta.fields",
-                                    "export.format",
-                                    "export.meta.row_count",
-                                    "common.actions",
-                                )
-                            ]
-                        )
+                rx.box(
+                    rx.table.root(
+                        rx.table.header(
+                            rx.table.row(
+                                *[
+                                    rx.table.column_header_cell(t(k), scope="col")
+                                    for k in (
+                                        "export.col.id",
+                                        "export.col.requester",
+                                        "export.purpose",
+                                        "export.col.created",
+                                        "export.meta.scope",
+                                        "export.meta.fields",
+                                        "export.format",
+                                        "export.meta.row_count",
+                                        "common.actions",
+                                    )
+                                ]
+                            )
+                        ),
+                        rx.table.body(rx.foreach(A.pending, _approval_row)),
+                        width="100%",
+                        id="approvals-table",
                     ),
-                    rx.table.body(rx.foreach(A.pending, _approval_row)),
+                    overflow_x="auto",
                     width="100%",
-                    id="approvals-table",
                 ),
                 rx.text(t("export.approvals.empty"), color_scheme="gray", id="approvals-empty"),
             ),
