@@ -39,7 +39,6 @@ def password_card() -> rx.Component:
             reset_on_submit=False,
         ),
         width="100%",
-        max_width="480px",
     )
 
 
@@ -239,7 +238,6 @@ def two_step_card() -> rx.Component:
             ),
         ),
         width="100%",
-        max_width="480px",
     )
 
 
@@ -333,18 +331,22 @@ def sessions_card() -> rx.Component:
             message=t("account.confirm_logout_everywhere"),
         ),
         width="100%",
-        max_width="480px",
     )
 
 
 def account_page() -> rx.Component:
+    # One column on phones; on wide screens the password and the two-step cards side by
+    # side, the sessions below (they want the width: device, address, times, a button).
     return page_shell(
-        rx.flex(
+        rx.grid(
             password_card(),
-            rx.vstack(two_step_card(), sessions_card(), spacing="4", width="100%"),
+            two_step_card(),
+            rx.box(sessions_card(), grid_column=rx.breakpoints(initial="auto", lg="1 / -1"), width="100%"),
+            columns=rx.breakpoints(initial="1", lg="2"),
             spacing="4",
-            wrap="wrap",
+            align_items="start",
             width="100%",
+            max_width="1100px",
         ),
         title_key="account.title",
     )

@@ -20,7 +20,9 @@ def _result_badge(result) -> rx.Component:
 
 
 # Columns that only repeat what the sentence says give way on narrow screens.
+# On phones the time moves into the sentence's cell.
 WIDE_ONLY = ["none", "none", "table-cell"]
+NARROW_ONLY = ["block", "block", "none"]
 
 
 def _raw(row: AuditRow) -> rx.Component:
@@ -58,10 +60,11 @@ def _raw(row: AuditRow) -> rx.Component:
 
 def _row(row: AuditRow) -> rx.Component:
     return rx.table.row(
-        rx.table.cell(row.occurred_at, white_space="nowrap"),
+        rx.table.cell(row.occurred_at, white_space="nowrap", display=WIDE_ONLY),
         rx.table.cell(row.actor, display=WIDE_ONLY),
         rx.table.cell(
             rx.vstack(
+                rx.text(row.occurred_at, size="1", color_scheme="gray", display=NARROW_ONLY),
                 rx.text(rx.cond(S.is_en, row.sentence_en, row.sentence_zh), size="2", class_name="audit-sentence"),
                 _raw(row),
                 spacing="1",
@@ -264,7 +267,7 @@ def audit_page() -> rx.Component:
             rx.table.root(
                 rx.table.header(
                     rx.table.row(
-                        rx.table.column_header_cell(t("audit.col.time"), scope="col"),
+                        rx.table.column_header_cell(t("audit.col.time"), scope="col", display=WIDE_ONLY),
                         rx.table.column_header_cell(t("audit.col.actor"), scope="col", display=WIDE_ONLY),
                         rx.table.column_header_cell(t("audit.col.what"), scope="col"),
                         rx.table.column_header_cell(t("audit.col.result"), scope="col"),
