@@ -91,6 +91,7 @@ class Ctx:
     names: Names
     lang: str
     collecting: bool = False
+    actor_name: str = ""  # the username the entry was written with (typed, for failed logins)
 
     # -- plain values ---------------------------------------------------------------------
     def get(self, key: str, default: Any = "") -> Any:
@@ -251,7 +252,7 @@ PHRASES: dict[str, Phrase] = {
         lambda c: {"ip": c.get("client_ip"), "minutes": c.get("minutes")},
         always=True,
     ),
-    "auth.lockout": Phrase(lambda c: {"user": c.user()}, always=True),
+    "auth.lockout": Phrase(lambda c: {"user": c.user(None, c.actor_name)}, always=True),
     "auth.login": Phrase(),
     "auth.logout": Phrase(),
     "auth.logout_all": Phrase(lambda c: {"sessions": c.n(c.get("sessions", 0))}),
@@ -499,9 +500,12 @@ def sentences(session, entries: list[AuditEntry]) -> list[dict[str, str]]:
     prepared = [(entry, _details(entry)) for entry in entries]
     for lang in LANGS[:1]:  # first pass: which ids the sentences name
         for entry, details in prepared:
-            _sentence(entry, Ctx(details, entry.target_id, names, lang, collecting=True))
+            _sentence(entry, Ctx(details, entry.target_id, names, lang, collecting=True, actor_name=entry.actor_name))
     names.load(session)
     return [
-        {lang: _sentence(entry, Ctx(details, entry.target_id, names, lang)) for lang in LANGS}
+        {
+            lang: _sentence(entry, Ctx(details, entry.target_id, names, lang, actor_name=entry.actor_name))
+            for lang in LANGS
+        }
         for entry, details in prepared
     ]

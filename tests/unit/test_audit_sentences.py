@@ -183,3 +183,16 @@ def test_names_are_looked_up_once_per_kind_for_the_whole_page(actors):
     assert sum(r.action == "role.update" for r in rows) == 8
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) <= 3, selects  # the entries, the roles, the users: not one per row
+
+
+def test_a_lockout_names_the_locked_account(actors):
+    from meiqia_app.config import get_settings
+    from meiqia_app.services import auth
+    from meiqia_app.services.auth import AuthError
+
+    for _ in range(get_settings().lockout_threshold):
+        with pytest.raises(AuthError):
+            auth.begin_login("agent", "Wrong-password-1", "10.0.0.9")
+    row = _newest(actors["admin"], "auth.lockout")
+    assert row.sentence_zh == "用户 客服小美 的账户因多次登录失败被锁定"
+    assert row.sentence_en == "客服小美's account was locked after repeated failed logins"
