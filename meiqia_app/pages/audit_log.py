@@ -19,12 +19,60 @@ def _result_badge(result) -> rx.Component:
     )
 
 
+# Columns that only repeat what the sentence says give way on narrow screens.
+# On phones the time moves into the sentence's cell.
+WIDE_ONLY = ["none", "none", "table-cell"]
+NARROW_ONLY = ["block", "block", "none"]
+
+
+def _raw(row: AuditRow) -> rx.Component:
+    """The entry as stored (action code, target, details JSON), one click away."""
+    return rx.el.details(
+        rx.el.summary(t("audit.raw"), class_name="audit-raw-toggle", cursor="pointer", font_size="12px"),
+        rx.vstack(
+            rx.text(t("audit.raw.action"), ": ", rx.code(row.action, variant="ghost"), size="1"),
+            rx.cond(
+                row.target != "", rx.text(t("audit.raw.target"), ": ", rx.code(row.target, variant="ghost"), size="1")
+            ),
+            rx.cond(
+                row.details != "",
+                rx.el.pre(
+                    row.details,
+                    font_size="12px",
+                    white_space="pre-wrap",
+                    word_break="break-all",
+                    margin="0",
+                    padding="8px",
+                    background="var(--gray-3)",
+                    border_radius="4px",
+                    width="100%",
+                ),
+                rx.text(t("audit.raw.none"), size="1", color_scheme="gray"),
+            ),
+            spacing="1",
+            padding_top="4px",
+            width="100%",
+            class_name="audit-raw",
+        ),
+        color="var(--gray-11)",
+    )
+
+
 def _row(row: AuditRow) -> rx.Component:
     return rx.table.row(
-        rx.table.cell(row.occurred_at, white_space="nowrap"),
-        rx.table.cell(row.actor),
-        rx.table.cell(rx.code(row.action, variant="ghost")),
-        rx.table.cell(row.target),
+        rx.table.cell(row.occurred_at, white_space="nowrap", display=WIDE_ONLY),
+        rx.table.cell(row.actor, display=WIDE_ONLY),
+        rx.table.cell(
+            rx.vstack(
+                rx.text(row.occurred_at, size="1", color_scheme="gray", display=NARROW_ONLY),
+                rx.text(rx.cond(S.is_en, row.sentence_en, row.sentence_zh), size="2", class_name="audit-sentence"),
+                _raw(row),
+                spacing="1",
+                width="100%",
+            ),
+            min_width="220px",
+            max_width="640px",
+        ),
         rx.table.cell(
             rx.hstack(
                 _result_badge(row.result),
@@ -32,9 +80,9 @@ def _row(row: AuditRow) -> rx.Component:
                 spacing="1",
             )
         ),
-        rx.table.cell(rx.text(row.details, size="1", style={"word_break": "break-all"}), max_width="420px"),
-        rx.table.cell(row.client_ip),
+        rx.table.cell(row.client_ip, display=WIDE_ONLY),
         class_name="audit-row",
+        custom_attrs={"data-action": row.action},
     )
 
 
@@ -219,18 +267,11 @@ def audit_page() -> rx.Component:
             rx.table.root(
                 rx.table.header(
                     rx.table.row(
-                        *[
-                            rx.table.column_header_cell(t(key), scope="col")
-                            for key in (
-                                "audit.col.time",
-                                "audit.col.actor",
-                                "audit.col.action",
-                                "audit.col.target",
-                                "audit.col.result",
-                                "audit.col.details",
-                                "audit.col.ip",
-                            )
-                        ]
+                        rx.table.column_header_cell(t("audit.col.time"), scope="col", display=WIDE_ONLY),
+                        rx.table.column_header_cell(t("audit.col.actor"), scope="col", display=WIDE_ONLY),
+                        rx.table.column_header_cell(t("audit.col.what"), scope="col"),
+                        rx.table.column_header_cell(t("audit.col.result"), scope="col"),
+                        rx.table.column_header_cell(t("audit.col.ip"), scope="col", display=WIDE_ONLY),
                     )
                 ),
                 rx.table.body(rx.foreach(S.rows, _row)),

@@ -464,7 +464,49 @@ def _run_step() -> rx.Component:
         ),
         rx.cond(
             S.run_status == "pending_approval",
-            rx.callout(t("export.pending_note"), icon="stamp", color_scheme="orange", id="export-pending"),
+            rx.callout(t("export.pending_live"), icon="stamp", color_scheme="orange", id="export-pending"),
+        ),
+        rx.cond(
+            (S.run_approver != "") & (S.run_status != "pending_approval"),
+            rx.callout.root(
+                rx.callout.icon(rx.cond(S.run_status == "rejected", rx.icon("circle-x"), rx.icon("circle-check"))),
+                rx.callout.text(
+                    rx.cond(
+                        S.run_status == "rejected",
+                        t("export.rejected_by", approver=S.run_approver),
+                        t("export.approved_by", approver=S.run_approver),
+                    )
+                ),
+                rx.cond(S.run_comment != "", rx.callout.text(t("export.decision_comment", comment=S.run_comment))),
+                color_scheme=rx.cond(S.run_status == "rejected", "red", "green"),
+                id="export-decision",
+                role="status",
+                width="100%",
+            ),
+        ),
+        rx.cond(
+            S.run_status == "approved",
+            rx.form(
+                rx.vstack(
+                    rx.text(t("export.approved_needs_password"), size="2"),
+                    rx.input(
+                        name="password",
+                        type="password",
+                        placeholder=t("export.password"),
+                        auto_complete="new-password",
+                        id="approved-password",
+                        max_width="320px",
+                        width="100%",
+                    ),
+                    field_error(S.password_error),
+                    rx.button(t("export.run"), type="submit", id="approved-start"),
+                    spacing="2",
+                    width="100%",
+                ),
+                on_submit=S.start_approved,
+                reset_on_submit=True,
+                width="100%",
+            ),
         ),
         rx.cond(S.run_error != "", rx.callout(S.run_error, icon="triangle-alert", color_scheme="red")),
         rx.cond(
@@ -655,35 +697,79 @@ def export_history_page() -> rx.Component:
 # --- approvals ------------------------------------------------------------------------------------
 
 
+def _approval_fact(label_key: str, value, **props) -> rx.Component:
+    return rx.vstack(
+        rx.text(t(label_key), size="1", color_scheme="gray"),
+        rx.text(value, size="2", **props),
+        spacing="0",
+        min_width="0",
+    )
+
+
 def _approval_row(row: ExportRow) -> rx.Component:
+    """One request as a card: who, what for, what, how much, and the two buttons
+    (a card reads on a phone as well as on a wide screen; a 9-column table does not)."""
     A = ExportApprovalsState
-    return rx.table.row(
-        rx.table.cell(row.id),
-        rx.table.cell(row.requested_by),
-        rx.table.cell(row.created_at),
-        rx.table.cell(rx.text(row.scope_text, size="1"), max_width="240px"),
-        rx.table.cell(rx.text(row.fields_text, size="1"), max_width="240px"),
-        rx.table.cell(row.format),
-        rx.table.cell(row.rows),
-        rx.table.cell(
-            rx.hstack(
-                rx.button(
-                    t("export.approve"),
-                    size="1",
-                    color_scheme="green",
-                    on_click=A.ask(row.id, True),
-                    id="approve-" + row.id.to_string(),
+    return rx.card(
+        rx.vstack(
+            rx.flex(
+                rx.hstack(
+                    rx.text("#", row.id, weight="bold"),
+                    rx.text(row.requested_by, weight="medium"),
+                    rx.text(row.created_at, size="1", color_scheme="gray"),
+                    spacing="2",
+                    align="center",
+                    wrap="wrap",
                 ),
-                rx.button(
-                    t("export.reject"),
-                    size="1",
-                    color_scheme="red",
-                    variant="soft",
-                    on_click=A.ask(row.id, False),
-                    id="reject-" + row.id.to_string(),
+                rx.spacer(),
+                rx.hstack(
+                    rx.button(
+                        t("export.approve"),
+                        size="2",
+                        color_scheme="green",
+                        on_click=A.ask(row.id, True),
+                        id="approve-" + row.id.to_string(),
+                    ),
+                    rx.button(
+                        t("export.reject"),
+                        size="2",
+                        color_scheme="red",
+                        variant="soft",
+                        on_click=A.ask(row.id, False),
+                        id="reject-" + row.id.to_string(),
+                    ),
+                    spacing="2",
                 ),
-            )
+                spacing="3",
+                align="center",
+                wrap="wrap",
+                width="100%",
+            ),
+            rx.grid(
+                _approval_fact("export.purpose", row.purpose, weight="medium", class_name="approval-purpose"),
+                _approval_fact("export.meta.row_count", row.rows),
+                rx.vstack(
+                    rx.text(t("export.format"), size="1", color_scheme="gray"),
+                    rx.hstack(
+                        rx.text(row.format, size="2"), rx.cond(row.protected, rx.icon("lock", size=14)), align="center"
+                    ),
+                    spacing="0",
+                ),
+                _approval_fact("export.meta.scope", row.scope_text, style={"overflow_wrap": "anywhere"}),
+                rx.box(
+                    _approval_fact("export.meta.fields", row.fields_text, style={"overflow_wrap": "anywhere"}),
+                    grid_column="1 / -1",
+                ),
+                columns=rx.breakpoints(initial="2", md="4"),
+                spacing="3",
+                width="100%",
+            ),
+            spacing="3",
+            width="100%",
         ),
+        width="100%",
+        class_name="approval-card",
+        custom_attrs={"data-export-id": row.id},
     )
 
 
@@ -693,28 +779,7 @@ def export_approvals_page() -> rx.Component:
         rx.vstack(
             rx.cond(
                 A.pending.length() > 0,
-                rx.table.root(
-                    rx.table.header(
-                        rx.table.row(
-                            *[
-                                rx.table.column_header_cell(t(k), scope="col")
-                                for k in (
-                                    "export.col.id",
-                                    "export.col.requester",
-                                    "export.col.created",
-                                    "export.meta.scope",
-                                    "export.meta.fields",
-                                    "export.format",
-                                    "export.meta.row_count",
-                                    "common.actions",
-                                )
-                            ]
-                        )
-                    ),
-                    rx.table.body(rx.foreach(A.pending, _approval_row)),
-                    width="100%",
-                    id="approvals-table",
-                ),
+                rx.vstack(rx.foreach(A.pending, _approval_row), spacing="3", width="100%", id="approvals-table"),
                 rx.text(t("export.approvals.empty"), color_scheme="gray", id="approvals-empty"),
             ),
             rx.dialog.root(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 
 from sqlalchemy import or_
 from sqlmodel import select
 
 from meiqia_app.db import read_session
 from meiqia_app.models import AuditEntry
-from meiqia_app.services import audit, audit_anchor
+from meiqia_app.services import audit, audit_anchor, audit_sentences
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, format_local, local_day_start_utc
@@ -93,6 +94,10 @@ class AuditRow:
     details: str
     client_ip: str
     flagged: bool
+    # What happened, in words (services/audit_sentences.py), in both languages so that
+    # switching the language does not need the page again.
+    sentence_zh: str = ""
+    sentence_en: str = ""
 
 
 @dataclasses.dataclass
@@ -101,7 +106,17 @@ class AuditPage:
     next_before_id: int  # 0: no older entries
 
 
-def _row(entry: AuditEntry) -> AuditRow:
+def _pretty(details: str) -> str:
+    """The details JSON indented for reading (as stored when it is not valid JSON)."""
+    if not details or details == "{}":
+        return ""
+    try:
+        return json.dumps(json.loads(details), ensure_ascii=False, indent=2)
+    except ValueError:
+        return details
+
+
+def _row(entry: AuditEntry, sentence: dict[str, str]) -> AuditRow:
     return AuditRow(
         id=entry.id,
         occurred_at=format_local(entry.occurred_at, with_seconds=True),
@@ -110,9 +125,11 @@ def _row(entry: AuditEntry) -> AuditRow:
         target=f"{entry.target_type}:{entry.target_id}" if entry.target_type else "",
         result=entry.result,
         # Details are masked when written (services never log raw sensitive values).
-        details=entry.details if entry.details != "{}" else "",
+        details=_pretty(entry.details),
         client_ip=entry.client_ip,
         flagged=bool(entry.flagged),
+        sentence_zh=sentence["zh"],
+        sentence_en=sentence["en"],
     )
 
 
@@ -146,9 +163,12 @@ def list_entries(actor: Actor, filters: AuditFilter, before_id: int = 0, limit: 
         query = query.where(AuditEntry.id < int(before_id))
     with read_session() as session:
         entries = session.exec(query.order_by(AuditEntry.id.desc()).limit(limit + 1)).all()
-    more = len(entries) > limit
-    entries = entries[:limit]
-    return AuditPage([_row(e) for e in entries], entries[-1].id if more and entries else 0)
+        more = len(entries) > limit
+        entries = entries[:limit]
+        said = audit_sentences.sentences(session, entries)
+    return AuditPage(
+        [_row(e, s) for e, s in zip(entries, said, strict=True)], entries[-1].id if more and entries else 0
+    )
 
 
 @dataclasses.dataclass

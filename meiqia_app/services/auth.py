@@ -43,9 +43,9 @@ from meiqia_app.models import (
     UserSession,
 )
 from meiqia_app.services import audit
-from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.errors import AppError, Conflict, NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, ExportPolicy
-from meiqia_app.timeutil import as_utc, utcnow
+from meiqia_app.timeutil import as_utc, format_local, utcnow
 
 ISSUER = "美洽客户数据"
 TOTP_INTERVAL = 30
@@ -858,3 +858,194 @@ def remaining_recovery_codes(user_id: int) -> int:
                 select(RecoveryCode.id).where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
             ).all()
         )
+
+
+def _check_password_and_totp(session: Session, user: User, password: str, code: str) -> None:
+    """The current password and a code of the current authenticator (recovery codes do not count).
+
+    Raises AuthError when either is wrong; the caller counts and audits the failure.
+    """
+    if not verify_password(password, user.password_hash):
+        raise AuthError("auth.old_password_wrong")
+    if looks_like_recovery_code(code):
+        raise AuthError("account.needs_authenticator_code")
+    user.totp_last_step = match_totp_step(decrypt_secret(user.totp_secret_enc or ""), code, user.totp_last_step)
+    session.add(user)
+
+
+def regenerate_recovery_codes(actor: Actor, password: str, code: str) -> tuple[str, ...]:
+    """New recovery codes for one's own account; every earlier one stops working.
+
+    A session alone is not enough (a stolen one must not mint codes): the current
+    password and a code from the current authenticator come with the request. Wrong
+    answers count towards the account's lockout and are audited, like re-enrolment's.
+    The codes are returned once; only their keyed hashes are stored.
+    """
+    password = (password or "")[:256]
+    code = (code or "").strip()[:32]
+    with write_session() as session:
+        user = session.get(User, actor.user_id) if actor.user_id is not None else None
+        if user is None or not user.is_active or not user.totp_secret_enc:
+            raise AuthError("auth.challenge_expired")
+        key = throttle_key(user.username)
+        _check_not_locked(session, key)
+        try:
+            _check_password_and_totp(session, user, password, code)
+        except AuthError as refusal:
+            locked = _register_failure(session, key)
+            audit.record(
+                session,
+                actor,
+                "auth.recovery_codes_renew",
+                result="refused",
+                target_type="user",
+                target_id=user.id,
+                details={"reason": refusal.message_key.split(".")[-1], "locked": locked},
+                flagged=locked,
+            )
+            session.commit()
+            if locked:
+                raise AuthError("auth.locked", minutes=get_settings().lockout_minutes) from refusal
+            raise
+        unused = len(
+            session.exec(
+                select(RecoveryCode.id).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+            ).all()
+        )
+        codes = new_recovery_codes()
+        _store_recovery_codes(session, user.id, codes)
+        audit.record(
+            session,
+            actor,
+            "auth.recovery_codes_renew",
+            target_type="user",
+            target_id=user.id,
+            details={"codes": len(codes), "unused_replaced": unused},
+        )
+    return tuple(codes)
+
+
+# --- one's own sessions -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionView:
+    """A live session of the user, as /account lists it."""
+
+    id: int
+    device: str
+    client_ip: str
+    started: str
+    last_seen: str
+    current: bool
+
+
+_BROWSERS = (  # checked in this order: Edge and Opera also say "Chrome", Chrome also says "Safari"
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("MicroMessenger/", "WeChat"),
+    ("Chromium/", "Chromium"),
+    ("HeadlessChrome/", "Chrome"),
+    ("Chrome/", "Chrome"),
+    ("CriOS/", "Chrome"),
+    ("Version/", "Safari"),
+)
+_SYSTEMS = (
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Android", "Android"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("Macintosh", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def describe_user_agent(user_agent: str | None) -> str:
+    """A short "browser major · system" from a User-Agent header ("Chrome 124 · Windows")."""
+    text = (user_agent or "").strip()
+    if not text:
+        return ""
+    browser = ""
+    for marker, name in _BROWSERS:
+        start = text.find(marker)
+        if start >= 0:
+            version = text[start + len(marker) :].split(".", 1)[0].split(" ", 1)[0]
+            browser = f"{name} {version}" if version.isdigit() else name
+            break
+    system = next((name for marker, name in _SYSTEMS if marker in text), "")
+    if browser or system:
+        return " · ".join(part for part in (browser, system) if part)
+    return text[:40] + ("…" if len(text) > 40 else "")
+
+
+def _live_session_condition(user_id: int, now: dt.datetime):
+    idle_since = now - dt.timedelta(minutes=get_settings().session_idle_minutes)
+    return (
+        (UserSession.user_id == user_id)
+        & UserSession.revoked_at.is_(None)
+        & (UserSession.expires_at > now)
+        & (UserSession.last_seen_at > idle_since)
+    )
+
+
+SESSIONS_SHOWN = 50
+
+
+def list_own_sessions(actor: Actor) -> list[SessionView]:
+    """The actor's live sessions (not revoked, expired or idle), the current one first."""
+    if actor.user_id is None:
+        return []
+    with read_session() as session:
+        rows = session.exec(
+            select(UserSession)
+            .where(_live_session_condition(actor.user_id, utcnow()))
+            .order_by(UserSession.last_seen_at.desc(), UserSession.id.desc())
+            .limit(SESSIONS_SHOWN)
+        ).all()
+        views = [
+            SessionView(
+                id=row.id,
+                device=describe_user_agent(row.user_agent),
+                client_ip=row.client_ip or "",
+                started=format_local(row.created_at),
+                last_seen=format_local(row.last_seen_at),
+                current=row.id == actor.session_id,
+            )
+            for row in rows
+        ]
+    return sorted(views, key=lambda view: not view.current)
+
+
+def revoke_own_session(actor: Actor, session_id: int, confirm_current: bool = False) -> bool:
+    """Sign one of one's own sessions out; True when it was the current one.
+
+    Another user's session, or one that already ended, is "not found" (whether it
+    exists is none of the actor's business). The current session is ended only
+    when ``confirm_current`` says the person confirmed it.
+    """
+    try:
+        session_id = int(session_id)
+    except (TypeError, ValueError):
+        raise NotFound() from None
+    with write_session() as session:
+        row = session.get(UserSession, session_id) if session_id > 0 else None
+        if row is None or actor.user_id is None or row.user_id != actor.user_id or row.revoked_at is not None:
+            raise NotFound()
+        current = row.id == actor.session_id
+        if current and not confirm_current:
+            raise Conflict("account.confirm_current_session")
+        row.revoked_at = utcnow()
+        row.revoked_reason = "signed_out" if not current else "logout"
+        session.add(row)
+        audit.record(
+            session,
+            actor,
+            "auth.session_revoke",
+            target_type="user",
+            target_id=actor.user_id,
+            details={"session_id": row.id, "current": current, "device": describe_user_agent(row.user_agent)},
+        )
+    return current

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import time
 from typing import ClassVar
 
 import reflex as rx
@@ -36,6 +37,12 @@ SCOPES = ("all", "current", "view", "ticked")
 DATE_FIELDS = {"registered": "registered", "active": "active", "purchase": "purchase"}
 DATE_RANGES = ("", "last30", "last_month", "custom")
 STEPS = 5
+WATCHED = (*service.ACTIVE, "pending_approval")
+# The wizard watches a request waiting for approval (read from the database, so an
+# approval given on another worker shows too) this often, for at most this long.
+PENDING_POLL_SECONDS = 2.0
+PENDING_WATCH_SECONDS = 30 * 60
+POLL_STALE_SECONDS = 10.0
 
 
 @dataclasses.dataclass
@@ -54,6 +61,7 @@ class ExportRow:
     requested_by: str
     format: str
     protected: bool
+    purpose: str
     scope_text: str
     fields_text: str
     rows: int
@@ -102,6 +110,7 @@ class _ExportBase(AppState):
             requested_by=view["requested_by"],
             format=view["format"].upper(),
             protected=view["protected"],
+            purpose=self._tr(f"export.purpose.{view['purpose']}") if view.get("purpose") in service.PURPOSES else "",
             scope_text=view["scope_text"],
             fields_text=", ".join(
                 self._tr("export.portability.all") if f == "*" else self._tr(f"export.field.{f}")
@@ -165,7 +174,11 @@ class ExportWizardState(_ExportBase):
     run_total: int = 0
     run_error: str = ""
     run_downloadable: bool = False
+    run_protected: bool = False
+    run_approver: str = ""
+    run_comment: str = ""
     polling: bool = False
+    _poll_beat: float = 0.0
 
     _current_filter: dict = {}
     # The rows ticked in the customer list of this tab (a Selection of ids), if any.
@@ -430,9 +443,28 @@ class ExportWizardState(_ExportBase):
             password = confirm = ""
         self._apply(view)
         self.step = 5
-        if view["status"] in service.ACTIVE:
+        if view["status"] in WATCHED:
             return ExportWizardState.poll
         return None
+
+    @rx.event
+    async def start_approved(self, form: dict):
+        """An approved protected export: the requester gives its password again (never stored)."""
+        if self.run_status != "approved" or not isinstance(form, dict):
+            return None
+        password = str(form.get("password", "") or "")[:200]
+        self.password_error = ""
+        try:
+            view = await self._call(service.start_approved, self._actor(), self.export_id, password)
+        except ValidationError as error:
+            self.password_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        finally:
+            password = ""
+        self._apply(view)
+        return ExportWizardState.poll
 
     def _apply(self, view: dict) -> None:
         self.export_id = view["id"]
@@ -443,32 +475,52 @@ class ExportWizardState(_ExportBase):
         self.run_total = view["row_estimate"]
         self.run_error = self._tr(view["error"]) if view["error"] else ""
         self.run_downloadable = view["downloadable"]
+        self.run_protected = bool(view["protected"])
+        self.run_approver = view.get("approver") or ""
+        self.run_comment = view.get("decision_comment") or ""
 
     @rx.event(background=True)
     async def poll(self):
+        """Follow the export: its progress while it runs, and a request waiting for
+        approval until it is decided (the database is read each time, so a manager
+        approving on another worker is seen), then the download button.
+
+        One loop per tab follows whatever export the wizard shows now; a flag left
+        behind by a loop that died with its process (no beat for a while) is ignored.
+        """
         async with self:
-            if self.polling:
+            if self.polling and time.time() - self._poll_beat < POLL_STALE_SECONDS:
                 return
             self.polling = True
+            self._poll_beat = time.time()
+        followed, watch_until = 0, 0.0
         try:
             while True:
                 async with self:
                     export_id = self.export_id
+                    self._poll_beat = time.time()
                     try:
                         actor = self._actor()
                     except AppError:
                         return
+                if not export_id:
+                    return
+                if export_id != followed:
+                    followed, watch_until = export_id, time.monotonic() + PENDING_WATCH_SECONDS
                 try:
                     view = await asyncio.to_thread(service.export_view, actor, export_id)
                 except AppError:
                     return
                 async with self:
                     if self.export_id != export_id:
-                        return
+                        continue  # the wizard moved on to another export: follow that one
                     self._apply(view)
-                if view["status"] not in service.ACTIVE:
+                if view["status"] in service.ACTIVE:
+                    await asyncio.sleep(0.5)
+                elif view["status"] in WATCHED and time.monotonic() < watch_until:
+                    await asyncio.sleep(PENDING_POLL_SECONDS)
+                else:
                     return
-                await asyncio.sleep(0.5)
         finally:
             async with self:
                 self.polling = False

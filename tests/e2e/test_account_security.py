@@ -3,6 +3,8 @@ two-step verification to a new authenticator (which then ends the other sessions
 
 from __future__ import annotations
 
+import time
+
 import pyotp
 from playwright.sync_api import expect
 
@@ -135,3 +137,78 @@ def test_moving_to_a_new_authenticator_needs_password_and_code_and_ends_other_se
         wait_for_path(other_page, "/login")  # the other browser is logged out
     finally:
         other.close()
+
+
+def _log_in_with_totp(page, username: str, password: str, code: str) -> None:
+    page.goto("/login?next=/account")
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(password)
+    page.locator("#login-submit").click()
+    page.locator("#code").fill(code)
+    page.locator("#code-submit").click()
+    wait_for_path(page, "/account")
+    wait_ready(page)
+
+
+def test_admin_makes_new_recovery_codes_logs_in_with_one_and_signs_the_other_session_out(page, browser, app_server):
+    """An admin with no recovery codes left makes new ones (password + authenticator code,
+    shown once), logs in with one in another browser, sees both sessions on /account and
+    signs the other one out, which ends it."""
+    username, password, secret = "keymaster", "Keymaster-vault-2026x", pyotp.random_base32()
+    app_server.cli(
+        "create-user", "--username", username, "--password", password, "--role", "admin", "--totp-secret", secret
+    )
+    totp = pyotp.TOTP(secret)
+    _log_in_with_totp(page, username, password, totp.now())
+    expect(page.locator("#no-recovery-left")).to_be_visible()
+    expect(page.locator("#recovery-left")).to_contain_text("0")
+
+    page.locator("#start-regen").click()
+    page.locator("#regen-password").fill(password)
+    page.locator("#regen-code").fill("000000")
+    page.locator("#regen-submit").click()
+    expect(page.get_by_text("验证码错误")).to_be_visible()
+    expect(page.locator("#regenerated-codes code")).to_have_count(0)
+    page.locator("#regen-password").fill(password)
+    # The login used this 30-second step's code; the next step's is accepted (one step of drift).
+    page.locator("#regen-code").fill(totp.at(time.time() + 30))
+    page.locator("#regen-submit").click()
+    expect(page.locator("#regenerated-codes code")).to_have_count(10)
+    codes = [c.strip() for c in page.locator("#regenerated-codes code").all_inner_texts()]
+    expect(page.locator("#recovery-left")).to_contain_text("10")
+    page.locator("#regen-done").click()
+    expect(page.locator("#regenerated-codes")).to_have_count(0)
+
+    other = browser.new_context(base_url=app_server.url, locale="zh-CN")
+    other.set_default_timeout(20_000)
+    try:
+        other_page = other.new_page()
+        _login_with_recovery_code(other_page, username, password, codes[0])
+        expect(other_page.locator("#recovery-left")).to_contain_text("9")
+
+        page.reload()
+        wait_ready(page)
+        rows = page.locator("#session-list .session-row")
+        expect(rows).to_have_count(2)
+        expect(page.locator('#session-list .session-row[data-current="true"]')).to_contain_text("当前会话")
+        other_row = page.locator('#session-list .session-row[data-current="false"]')
+        expect(other_row).to_contain_text("Chrome")
+        expect(other_row).to_contain_text("127.0.0.1")
+        other_row.get_by_role("button", name="退出此会话").click()
+        expect(rows).to_have_count(1)
+
+        other_page.goto("/customers")
+        wait_for_path(other_page, "/login")  # the signed-out browser is logged out
+        page.goto("/customers")
+        wait_for_path(page, "/customers")  # this one is not
+    finally:
+        other.close()
+    with app_server.sql() as db:
+        actions = [
+            row[0]
+            for row in db.execute(
+                "SELECT action || ':' || result FROM audit_entry WHERE actor_name = ? ORDER BY id", (username,)
+            )
+        ]
+    assert actions.count("auth.recovery_codes_renew:refused") == 1
+    assert "auth.recovery_codes_renew:ok" in actions and "auth.session_revoke:ok" in actions
