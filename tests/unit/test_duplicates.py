@@ -536,7 +536,11 @@ def test_merge_unites_the_tags_and_a_manual_assignment_wins(pair):
     result = merge(pair)
     assert dict(
         (r[0], r[1]) for r in rows("SELECT tag_id, source FROM tag_assignment WHERE customer_id = :s", s=s)
-    ) == {a: "manual", b: "manual", c: "manual"}  # b: the survivor's rule assignment gives way to the other's manual one
+    ) == {
+        a: "manual",
+        b: "manual",
+        c: "manual",
+    }  # b: the survivor's rule assignment gives way to the other's manual one
     assert result.moved["tags_added"] == 1 and result.moved["tag_assignments_removed"] == 2
     assert rows("SELECT * FROM tag_assignment WHERE customer_id = :o", o=o) == []
 
