@@ -118,6 +118,13 @@ def create_customer(
     require(actor, "customer.create", action="customer.create", target_type="customer")
     values = _with_pinyin(clean_customer_fields(raw))
     seen = None if acknowledged is None else _clean_ids(acknowledged)
+    if seen is not None and not actor.can("customer.view_sensitive"):
+        # Saying "this number is 张伟's" is an exact look-up by a number the role
+        # sees masked: it counts against the same hourly allowance as the search.
+        # (Before the write transaction: a refusal is audited in one of its own.)
+        limit_exact_lookups(
+            actor, tuple(v for f in ("phone", "email") if (v := values.get(f))), "customer.create_duplicate_check"
+        )
     if session is not None:
         return _insert(session, actor, values, seen)
     with write_session() as own:
@@ -137,15 +144,9 @@ def _clean_ids(values: Iterable) -> frozenset[int]:
     return frozenset(ids)
 
 
-def _check_duplicates(session: Session, actor: Actor, values: dict, acknowledged: frozenset[int]) -> list[int]:
+def _check_duplicates(session: Session, values: dict, acknowledged: frozenset[int]) -> list[int]:
     """Raise DuplicateCustomer unless every customer the new one repeats was acknowledged;
     returns the acknowledged repeats (for the audit entry)."""
-    if not actor.can("customer.view_sensitive"):
-        # Saying "this number is 张伟's" is an exact look-up by a number the role
-        # sees masked: it counts against the same hourly allowance as the search.
-        limit_exact_lookups(
-            actor, tuple(v for f in ("phone", "email") if (v := values.get(f))), "customer.create_duplicate_check"
-        )
     matches = existing_customers(session.connection(), values)
     if any(match.customer_id not in acknowledged for match in matches):
         raise DuplicateCustomer(matches)
@@ -160,7 +161,7 @@ def _refresh_rules(customer_id: int) -> None:
 
 
 def _insert(session: Session, actor: Actor, values: dict, acknowledged: frozenset[int] | None) -> int:
-    repeats = [] if acknowledged is None else _check_duplicates(session, actor, values, acknowledged)
+    repeats = [] if acknowledged is None else _check_duplicates(session, values, acknowledged)
     now = utcnow()
     customer = Customer(
         **values,
