@@ -482,7 +482,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "customer.last_login_at": ("最近登录", "Last login"),
     "customer.first_purchase_at": ("首次购买", "First purchase"),
     "customer.last_purchase_at": ("最近购买", "Last purchase"),
-    "customer.order_count": ("订单数", "Orders"),
+    "customer.order_count": ("订单数（已付款）", "Orders (paid)"),
     "customer.total_spent": ("累计消费", "Total spent"),
     "customer.lifecycle": ("生命周期", "Lifecycle"),
     "customer.tier": ("会员等级", "Tier"),
@@ -666,9 +666,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "dup.no_differences": ("这些客户的资料完全相同", "These customers' details are identical"),
     "dup.empty_value": ("（空）", "(empty)"),
     "dup.registered": ("注册于 {date}", "Registered {date}"),
+    # {paid}: the profile's 订单数 (paid orders); {orders}: every order, whatever its status, that moves.
     "dup.history": (
-        "订单 {orders} · 会话 {chats} · 访问 {events} · 备注 {notes} · 标签 {tags}",
-        "{orders} orders · {chats} chats · {events} visits · {notes} notes · {tags} tags",
+        "订单数（已付款）{paid}，全部订单 {orders} · 会话 {chats} · 访问 {events} · 备注 {notes} · 标签 {tags}",
+        "Orders (paid) {paid}, {orders} orders in all · {chats} chats · {events} visits · {notes} notes · {tags} tags",
     ),
     "dup.confirm_merge": ("确认合并", "Merge now"),
     "dup.merged": ("已将 {count} 位客户合并为 #{id}", "Merged {count} customers into #{id}"),

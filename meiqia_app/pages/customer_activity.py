@@ -18,14 +18,20 @@ KIND_ICONS = {
     "order": "shopping-bag",
     "event": "mouse-pointer-click",
     "note": "sticky-note",
+    "consent": "shield-check",
 }
+
+
+def _may_tag():
+    """tag.assign, on a customer that is not read-only (archived, trashed, erased)."""
+    return AppState.perms.contains("tag.assign") & ~S.customer.read_only
 
 
 def _removable_tag(tag: TagChip) -> rx.Component:
     return rx.badge(
         tag.name,
         rx.cond(
-            AppState.perms.contains("tag.assign"),
+            _may_tag(),
             rx.icon_button(
                 rx.icon("x", size=10),
                 size="1",
@@ -41,14 +47,18 @@ def _removable_tag(tag: TagChip) -> rx.Component:
     )
 
 
-def _suggestion(option: TagOption) -> rx.Component:
+def _suggestion(option: TagOption, index) -> rx.Component:
+    # The first suggestion for typed text is the highlighted one: Enter or 添加标签 takes it
+    # when the text itself names no tag.
+    highlighted = (index == 0) & (S.tag_query != "")
     return rx.button(
         option.name,
         size="1",
-        variant="outline",
+        variant=rx.cond(highlighted, "solid", "outline"),
         on_click=S.add_tag(option.id),
         type="button",
-        class_name="tag-suggestion",
+        class_name=rx.cond(highlighted, "tag-suggestion tag-suggestion-highlighted", "tag-suggestion"),
+        aria_current=rx.cond(highlighted, "true", "false"),
     )
 
 
@@ -56,9 +66,18 @@ def tags_editor() -> rx.Component:
     return rx.vstack(
         rx.hstack(rx.foreach(S.customer.tags, _removable_tag), spacing="1", wrap="wrap", id="customer-tags"),
         rx.cond(
-            AppState.perms.contains("tag.assign"),
+            _may_tag(),
             rx.form(
                 rx.hstack(
+                    rx.el.input(
+                        type="hidden",
+                        name="highlighted",
+                        value=rx.cond(
+                            (S.tag_query != "") & (S.tag_suggestions.length() > 0),
+                            S.tag_suggestions[0].id.to_string(),
+                            "",
+                        ),
+                    ),
                     rx.input(
                         id="tag-input",
                         name="tag",
@@ -71,7 +90,24 @@ def tags_editor() -> rx.Component:
                         auto_complete="off",
                     ),
                     rx.button(rx.icon("plus", size=12), t("tag.add"), size="1", type="submit", id="tag-add"),
-                    rx.hstack(rx.foreach(S.tag_suggestions, _suggestion), spacing="1", wrap="wrap"),
+                    rx.hstack(
+                        rx.foreach(S.tag_suggestions, _suggestion),
+                        rx.cond(
+                            S.tag_can_create,
+                            rx.button(
+                                rx.icon("plus", size=12),
+                                t("tag.create_new", name=S.tag_query),
+                                size="1",
+                                variant="ghost",
+                                type="button",
+                                on_click=S.create_typed_tag,
+                                id="tag-create",
+                            ),
+                        ),
+                        spacing="1",
+                        wrap="wrap",
+                        id="tag-suggestions",
+                    ),
                     spacing="2",
                     align="center",
                     wrap="wrap",
@@ -194,7 +230,7 @@ def _timeline_item(item: TimelineItem) -> rx.Component:
 
 def note_form() -> rx.Component:
     return rx.cond(
-        AppState.perms.contains("customer.edit"),
+        AppState.perms.contains("customer.edit") & ~S.customer.read_only,
         rx.form(
             rx.vstack(
                 rx.text_area(

@@ -9,6 +9,7 @@ from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
 from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.pages.customer_activity import tags_editor, timeline_card
+from meiqia_app.pages.export import portability_button
 from meiqia_app.services.customers import ConsentView
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_detail import CustomerDetailState as S
@@ -26,10 +27,43 @@ def _consent(consent: ConsentView) -> rx.Component:
     return rx.hstack(
         rx.badge(consent.label, color_scheme=rx.cond(consent.granted, "green", "gray")),
         rx.text(
-            rx.cond(consent.granted, t("customer.granted_at", at=consent.at), t("customer.not_granted")),
+            rx.cond(
+                consent.granted,
+                t("customer.granted_at", at=consent.at),
+                rx.cond(consent.at != "", t("customer.withdrawn_at", at=consent.at), t("customer.not_granted")),
+            ),
             size="2",
+            class_name="consent-state",
+        ),
+        rx.cond(
+            AppState.perms.contains("customer.edit") & ~S.customer.read_only,
+            rx.button(
+                rx.cond(consent.granted, t("consent.withdraw"), t("consent.grant")),
+                size="1",
+                variant="soft",
+                color_scheme=rx.cond(consent.granted, "orange", "green"),
+                on_click=S.set_consent(consent.key, ~consent.granted),
+                id="consent-" + consent.key + "-toggle",
+            ),
         ),
         align="center",
+        wrap="wrap",
+        class_name="consent-row",
+        data_consent=consent.key,
+    )
+
+
+def read_only_notice() -> rx.Component:
+    """Archived or trashed: the page shows the customer and offers no change until it is restored."""
+    c = S.customer
+    return rx.cond(
+        c.read_only & ~c.erased,
+        rx.callout(
+            rx.cond(c.status_code == "trashed", t("customer.read_only_trashed"), t("customer.read_only_archived")),
+            icon="lock",
+            color_scheme="orange",
+            id="customer-read-only",
+        ),
     )
 
 
@@ -77,7 +111,7 @@ def profile_card() -> rx.Component:
             ),
             rx.heading(t("customer.consents"), size="3", as_="h3"),
             rx.vstack(rx.foreach(c.consents, _consent), spacing="1"),
-            rx.text(t("customer.updated_by", by=c.updated_by, at=c.updated_at), size="1", color_scheme="gray"),
+            rx.text(c.updated_line, size="1", color_scheme="gray", id="customer-updated"),
             spacing="3",
             width="100%",
         ),
@@ -187,8 +221,13 @@ def edit_dialog() -> rx.Component:
 def actions_bar() -> rx.Component:
     return rx.hstack(
         rx.cond(
-            AppState.perms.contains("customer.edit"),
+            AppState.perms.contains("customer.edit") & ~S.customer.read_only,
             rx.button(rx.icon("pencil", size=16), t("common.edit"), on_click=S.start_edit, id="edit-customer"),
+        ),
+        rx.cond(
+            # services/exports/portability.py: export.request; a trashed or erased customer is not exported.
+            AppState.perms.contains("export.request") & (S.customer.status_code != "trashed") & ~S.customer.erased,
+            portability_button(S.customer.id),
         ),
         rx.cond(
             AppState.perms.contains("customer.edit") & ~S.customer.erasure_pending & ~S.customer.erased,
@@ -203,6 +242,7 @@ def actions_bar() -> rx.Component:
         ),
         erasure_dialog(),
         spacing="2",
+        wrap="wrap",
     )
 
 
@@ -243,7 +283,15 @@ def customer_detail_page() -> rx.Component:
             rx.callout(t("customers.not_found"), icon="info", color_scheme="orange", id="customer-not-found"),
             rx.cond(
                 S.customer,
-                rx.vstack(actions_bar(), profile_card(), edit_dialog(), timeline_card(), width="100%", spacing="3"),
+                rx.vstack(
+                    actions_bar(),
+                    read_only_notice(),
+                    profile_card(),
+                    edit_dialog(),
+                    timeline_card(),
+                    width="100%",
+                    spacing="3",
+                ),
                 rx.spinner(size="3"),
             ),
         ),

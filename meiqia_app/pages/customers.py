@@ -687,6 +687,41 @@ def _new_field(label_key: str, field: str, input_type: str = "text", required: b
     )
 
 
+def _duplicate_hint(hint) -> rx.Component:
+    return rx.hstack(
+        rx.text(hint.text, size="2"),
+        rx.link(
+            t("customer.open_existing"),
+            href=hint.href,
+            on_click=NewCustomer.open_existing(hint.customer_id).prevent_default,
+            size="2",
+            class_name="duplicate-link",
+        ),
+        spacing="2",
+        align="center",
+        wrap="wrap",
+    )
+
+
+def duplicate_warning() -> rx.Component:
+    """Shown when the new customer repeats existing ones: open one of them, or save anyway."""
+    return rx.cond(
+        NewCustomer.duplicate_warning,
+        rx.callout.root(
+            rx.callout.icon(rx.icon("users", size=16)),
+            rx.vstack(
+                rx.text(t("customer.duplicate_warning"), weight="medium", size="2"),
+                rx.foreach(NewCustomer.duplicates, _duplicate_hint),
+                spacing="1",
+            ),
+            color_scheme="orange",
+            role="alert",
+            id="new-customer-duplicates",
+            margin_top="12px",
+        ),
+    )
+
+
 def new_customer_dialog() -> rx.Component:
     return rx.cond(
         AppState.perms.contains("customer.create"),
@@ -716,12 +751,27 @@ def new_customer_dialog() -> rx.Component:
                         _new_field("customer.city", "city"),
                         _new_field("customer.company", "company"),
                         _new_field("customer.external_id", "external_id"),
+                        rx.el.input(
+                            type="hidden", name="save_anyway", value=rx.cond(NewCustomer.duplicate_warning, "1", "0")
+                        ),
                         columns="2",
                         spacing="3",
                         width="100%",
                     ),
+                    duplicate_warning(),
                     rx.box(
-                        form_buttons("new-customer-save", loading=NewCustomer.saving), width="100%", margin_top="16px"
+                        rx.cond(
+                            NewCustomer.duplicate_warning,
+                            form_buttons(
+                                "new-customer-save-anyway",
+                                submit_key="customer.save_anyway",
+                                loading=NewCustomer.saving,
+                                color_scheme="orange",
+                            ),
+                            form_buttons("new-customer-save", loading=NewCustomer.saving),
+                        ),
+                        width="100%",
+                        margin_top="16px",
                     ),
                     on_submit=NewCustomer.create,
                     reset_on_submit=False,

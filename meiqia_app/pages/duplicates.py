@@ -79,6 +79,7 @@ def _candidate_column(candidate) -> rx.Component:
             rx.text(
                 t(
                     "dup.history",
+                    paid=candidate.paid_orders,
                     orders=candidate.orders,
                     chats=candidate.conversations,
                     events=candidate.events,
@@ -95,7 +96,7 @@ def _candidate_column(candidate) -> rx.Component:
 
 def _field_choice(field) -> rx.Component:
     return rx.vstack(
-        rx.text(t(field.label_key), size="2", weight="medium"),
+        rx.text(field.label, size="2", weight="medium", class_name="merge-field-label"),
         rx.radio_group.root(
             rx.foreach(
                 # field.values would be the object's values() method, not the attribute

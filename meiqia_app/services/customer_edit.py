@@ -3,16 +3,19 @@ search-text upkeep and an audit entry with the masked field diff."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import update
 from sqlmodel import Session
 
 from meiqia_app.db import write_session
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services import audit
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_list import invalidate_counts, limit_exact_lookups
 from meiqia_app.services.customer_validation import clean_customer_fields
-from meiqia_app.services.customers import writable_customer
-from meiqia_app.services.errors import Conflict, ValidationError
+from meiqia_app.services.customers import editable_customer
+from meiqia_app.services.duplicate_check import existing_customers
+from meiqia_app.services.errors import Conflict, DuplicateCustomer, ValidationError
 from meiqia_app.services.masking import mask_diff
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
@@ -55,7 +58,7 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
                 raw.pop(field, None)
     values = clean_customer_fields(raw, partial=True)
     with write_session() as session:
-        customer = writable_customer(session, customer_id)
+        customer = editable_customer(session, customer_id, actor)
         if customer.version != int(expected_version):
             raise Conflict(by=customer.updated_by_name or "?", at=format_local(customer.updated_at))
         diff = {
@@ -101,17 +104,53 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
     return new_version
 
 
-def create_customer(actor: Actor, raw: dict, session: Session | None = None) -> int:
-    """A customer made by hand (or one imported row, inside the import's session)."""
+def create_customer(
+    actor: Actor, raw: dict, session: Session | None = None, acknowledged: Iterable[int] | None = ()
+) -> int:
+    """A customer made by hand (or one row inside a caller's session).
+
+    A customer who repeats an existing one's phone, e-mail or external id
+    (services/duplicate_check) is not saved: DuplicateCustomer names them. The
+    person may then save anyway: ``acknowledged`` holds the ids of the
+    customers they were shown; only a repeat of someone else is refused again.
+    ``acknowledged=None`` skips the check.
+    """
     require(actor, "customer.create", action="customer.create", target_type="customer")
     values = _with_pinyin(clean_customer_fields(raw))
+    seen = None if acknowledged is None else _clean_ids(acknowledged)
+    if seen is not None and not actor.can("customer.view_sensitive"):
+        # Saying "this number is 张伟's" is an exact look-up by a number the role
+        # sees masked: it counts against the same hourly allowance as the search.
+        # (Before the write transaction: a refusal is audited in one of its own.)
+        limit_exact_lookups(
+            actor, tuple(v for f in ("phone", "email") if (v := values.get(f))), "customer.create_duplicate_check"
+        )
     if session is not None:
-        return _insert(session, actor, values)
+        return _insert(session, actor, values, seen)
     with write_session() as own:
-        new_id = _insert(own, actor, values)
+        new_id = _insert(own, actor, values, seen)
     invalidate_counts()
     _refresh_rules(new_id)
     return new_id
+
+
+def _clean_ids(values: Iterable) -> frozenset[int]:
+    ids = set()
+    for value in list(values)[:20]:
+        try:
+            ids.add(int(value))
+        except (TypeError, ValueError):
+            continue
+    return frozenset(ids)
+
+
+def _check_duplicates(session: Session, values: dict, acknowledged: frozenset[int]) -> list[int]:
+    """Raise DuplicateCustomer unless every customer the new one repeats was acknowledged;
+    returns the acknowledged repeats (for the audit entry)."""
+    matches = existing_customers(session.connection(), values)
+    if any(match.customer_id not in acknowledged for match in matches):
+        raise DuplicateCustomer(matches)
+    return sorted({match.customer_id for match in matches})
 
 
 def _refresh_rules(customer_id: int) -> None:
@@ -121,7 +160,8 @@ def _refresh_rules(customer_id: int) -> None:
     rules.refresh_customer(customer_id)
 
 
-def _insert(session: Session, actor: Actor, values: dict) -> int:
+def _insert(session: Session, actor: Actor, values: dict, acknowledged: frozenset[int] | None) -> int:
+    repeats = [] if acknowledged is None else _check_duplicates(session, values, acknowledged)
     now = utcnow()
     customer = Customer(
         **values,
@@ -141,7 +181,7 @@ def _insert(session: Session, actor: Actor, values: dict) -> int:
         "customer.create",
         target_type="customer",
         target_id=customer.id,
-        details={"fields": sorted(values)},
+        details={"fields": sorted(values), **({"saved_despite_duplicates": repeats} if repeats else {})},
     )
     return customer.id
 

@@ -10,7 +10,8 @@ The flow the page follows:
    person corrects it.
 3. :func:`dry_run` validates every row exactly as the edit form would
    (``customer_validation.clean_customer_fields``), finds rows that repeat an
-   existing customer or an earlier row (same phone or e-mail), and writes the
+   existing customer or an earlier row (same phone, e-mail or external id: the
+   rule of ``services/duplicate_check``, which the new-customer dialog follows too), and writes the
    complete error report; nothing is saved.
 4. :func:`run_import` does the same pass and inserts the good rows in batches,
    one transaction each. A bad row is skipped and reported, never fatal. One
@@ -36,7 +37,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, write_session
@@ -46,6 +47,7 @@ from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services import audit
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import CHOICES, EDITABLE_FIELDS, clean_customer_fields
+from meiqia_app.services.duplicate_check import existing_by_key, identity_keys
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
@@ -56,7 +58,6 @@ XLSX_SUFFIXES = (".xlsx",)
 SUPPORTED_SUFFIXES = CSV_SUFFIXES + XLSX_SUFFIXES
 
 BATCH_ROWS = 2_000  # rows checked and inserted per transaction
-LOOKUP_CHUNK = 500  # values per IN (...) when looking for existing customers
 MAX_PROBLEMS = 200  # problems kept in the report for display; the file has all
 MAX_VALUE_CHARS = 100  # an offending value shown next to its problem
 MAX_UNREADABLE_IN_A_ROW = 1_000  # a CSV that is not a CSV: give up instead of reporting every line
@@ -784,39 +785,9 @@ def _check_row(number: int, values: list | None, mapping: dict[int, str]) -> _Ro
     return row
 
 
-def _dedupe_keys(cleaned: dict) -> list[tuple[str, str]]:
-    keys = []
-    if cleaned.get("phone"):
-        keys.append(("phone", cleaned["phone"]))
-    if cleaned.get("email"):
-        keys.append(("email", cleaned["email"].lower()))
-    return keys
-
-
-def _chunks(values: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
 def _existing(conn: Connection, rows: list[_Row]) -> dict[tuple[str, str], int]:
-    """(field, value) -> id of an existing customer with that phone / e-mail (indexed IN lookups)."""
-    phones = sorted({r.cleaned["phone"] for r in rows if r.cleaned and r.cleaned.get("phone")})
-    emails = sorted(
-        {
-            v
-            for r in rows
-            if r.cleaned and r.cleaned.get("email")
-            for v in (r.cleaned["email"], r.cleaned["email"].lower())
-        }
-    )
-    found: dict[tuple[str, str], int] = {}
-    for chunk in _chunks(phones, LOOKUP_CHUNK):
-        for customer_id, phone in conn.execute(select(C.id, C.phone).where(C.phone.in_(chunk))):
-            found.setdefault(("phone", phone), customer_id)
-    for chunk in _chunks(emails, LOOKUP_CHUNK):
-        for customer_id, email in conn.execute(select(C.id, C.email).where(C.email.in_(chunk))):
-            found.setdefault(("email", email.lower()), customer_id)
-    return found
+    """(field, value) -> id of a customer the rows repeat: the rule of services/duplicate_check."""
+    return existing_by_key(conn, [r.cleaned for r in rows if r.cleaned])
 
 
 class _Pass:
@@ -869,7 +840,7 @@ class _Pass:
                 report.invalid += 1
                 self.problem(row, row.problems)
                 continue
-            keys = _dedupe_keys(row.cleaned)
+            keys = identity_keys(row.cleaned)
             earlier = next(
                 ((field, self.seen[(field, value)]) for field, value in keys if (field, value) in self.seen), None
             )
@@ -1071,15 +1042,15 @@ def run_import(
 ) -> ImportReport:
     """Insert the good rows, ``BATCH_ROWS`` per transaction; bad rows go to the error report.
 
-    With ``skip_duplicates`` off, rows repeating a customer's phone or e-mail
-    are inserted too (and counted as duplicates). Ends with one audit entry
+    With ``skip_duplicates`` off, rows repeating a customer's phone, e-mail or
+    external id are inserted too (and counted as duplicates). Ends with one audit entry
     and returns the report.
 
     ``progress(rows_done, rows_expected)`` is called after each committed
     batch; raising from it stops the import there (a cancel button). Batches
     already committed stay, and the audit entry (result "error") says how many
     rows went in. Importing the same file again then skips those rows as
-    duplicates when they have a phone or e-mail.
+    duplicates when they have a phone, e-mail or external id.
     """
     require(actor, "customer.import", action="customer.import", target_type="customer")
     started = time.perf_counter()

@@ -114,16 +114,16 @@ def scoped_query(actor: Actor, query: ListQuery, action: str = "customer.list") 
         if hidden:
             refuse(actor, action, "error.hidden_value_filter", target_type="customer", fields=hidden)
         plan = search_plan(scoped)
-        values = plan.phones + plan.emails
-        if values and not _exact_lookups.allow(actor, values):
-            refuse(
-                actor,
-                action,
-                "error.exact_lookup_limit",
-                target_type="customer",
-                limit=EXACT_LOOKUPS_PER_HOUR,
-            )
+        limit_exact_lookups(actor, plan.phones + plan.emails, action)
     return scoped
+
+
+def limit_exact_lookups(actor: Actor, values: tuple[str, ...], action: str) -> None:
+    """Count look-ups by a whole phone number or address against the actor's hourly
+    allowance (see _ExactLookups); beyond it, refused and audited. Roles that see
+    contact data need no allowance: call this only for the others."""
+    if values and not _exact_lookups.allow(actor, tuple(values)):
+        refuse(actor, action, "error.exact_lookup_limit", target_type="customer", limit=EXACT_LOOKUPS_PER_HOUR)
 
 
 # A role that sees phones masked may look a customer up by the whole number

@@ -25,7 +25,7 @@ from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit
 from meiqia_app.services.customer_dto import TagChip
 from meiqia_app.services.customer_list import invalidate_counts
-from meiqia_app.services.customers import parse_id, writable_customer
+from meiqia_app.services.customers import editable_customer, parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.tag_names import MAX_TAG_NAME, tag_key
@@ -123,7 +123,7 @@ def add_tag(actor: Actor, customer_id: int, tag_id_or_name: int | str) -> TagChi
     require(actor, "tag.assign", action="customer.tag_add", target_type="customer", target_id=customer_id)
     customer_id = parse_id(customer_id)
     with write_session() as session:
-        writable_customer(session, customer_id)
+        editable_customer(session, customer_id, actor)
         tag, created = _resolve_tag(session, actor, tag_id_or_name)
         chip = TagChip(tag.id, tag.name, tag.color, SOURCE_MANUAL)
         assignment = session.get(TagAssignment, (customer_id, tag.id))
@@ -148,6 +148,42 @@ def add_tag(actor: Actor, customer_id: int, tag_id_or_name: int | str) -> TagChi
     return chip
 
 
+def pick_typed_tag(actor: Actor, customer_id: int, typed: str, highlighted_id: object = None) -> int | str:
+    """What the tag input means when a person presses Enter or 添加标签 (add tag).
+
+    * the typed text names a tag (letter case and width aside): that tag;
+    * else the suggestion the input highlighted, if it is one for this text;
+    * else the only suggestion, if there is exactly one ("VIP" -> VIP客户);
+    * else the text itself: ``add_tag`` creates it for tag.manage, and tells
+      the others that no such tag exists.
+
+    Returns a tag id or the (cleaned) name, for ``add_tag``.
+    """
+    require(actor, "tag.assign", action="customer.tag_add", target_type="customer", target_id=customer_id)
+    name = _clean_name(typed)
+    key = tag_key(name)
+    t = Tag.__table__.c
+    with read_connection() as conn:
+        exact = conn.execute(core_select(t.id).where(t.name_key == key)).scalar_one_or_none()
+        if exact is not None:
+            return int(exact)
+        if highlighted_id not in (None, "", 0, "0"):
+            try:
+                picked = int(str(highlighted_id))
+            except ValueError:
+                picked = 0
+            pattern = escape_like(key)
+            found = conn.execute(
+                core_select(t.id).where(t.id == picked, t.name_key.like(f"%{pattern}%", escape="\\"))
+            ).scalar_one_or_none()
+            if found is not None:
+                return int(found)
+    options = suggest_tags(actor, name, 2, customer_id)
+    if len(options) == 1:
+        return options[0].id
+    return name
+
+
 def remove_tag(actor: Actor, customer_id: int, tag_id: int) -> bool:
     """Take a tag off the customer (manual or rule-assigned); False when it was not there.
 
@@ -157,7 +193,7 @@ def remove_tag(actor: Actor, customer_id: int, tag_id: int) -> bool:
     customer_id = parse_id(customer_id)
     tag_id = parse_id(tag_id)
     with write_session() as session:
-        writable_customer(session, customer_id)
+        editable_customer(session, customer_id, actor)
         assignment = session.get(TagAssignment, (customer_id, tag_id))
         if assignment is None:
             return False

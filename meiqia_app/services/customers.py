@@ -8,9 +8,11 @@ import json
 from sqlmodel import select
 
 from meiqia_app.db import read_connection, read_session
+from meiqia_app.i18n import tr
 from meiqia_app.models import Customer, ErasureRequest
+from meiqia_app.models.customer import STATUS_ACTIVE, STATUS_TRASHED
 from meiqia_app.services.customer_dto import TagChip, label, money, region_text, tags_for
-from meiqia_app.services.errors import NotFound
+from meiqia_app.services.errors import NotFound, ReadOnly
 from meiqia_app.services.masking import MASK, mask_address, mask_email, mask_phone
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import format_local
@@ -61,6 +63,8 @@ class CustomerDetail:
     version: int
     updated_at: str
     updated_by: str
+    updated_line: str  # "last changed by …", or "from an import / the seed" when nobody has
+    read_only: bool  # archived or trashed: nothing changes until it is restored
     sensitive_visible: bool
     erasure_pending: bool
     erased: bool
@@ -84,11 +88,37 @@ def _get_row(session, customer_id: int) -> Customer:
 
 
 def writable_customer(session, customer_id: int) -> Customer:
-    """A customer that may still be changed: not trashed, not erased."""
+    """A customer whose records may still grow (an order arriving): not trashed, not erased."""
     customer = _get_row(session, customer_id)
-    if customer.status == "trashed" or customer.erased_at is not None:
+    if customer.status == STATUS_TRASHED or customer.erased_at is not None:
         raise NotFound()
     return customer
+
+
+def editable_customer(session, customer_id: int, actor: Actor) -> Customer:
+    """A customer a person may change (profile, tags, notes, consent): an active one.
+
+    An archived or trashed customer is read-only until it is restored
+    (ReadOnly); one in the trash is simply not found for someone who may
+    not see the trash, and an erased one for everybody.
+    """
+    customer = _get_row(session, customer_id)
+    if customer.erased_at is not None:
+        raise NotFound()
+    if customer.status == STATUS_TRASHED and not actor.can("customer.delete"):
+        raise NotFound()
+    if customer.status != STATUS_ACTIVE:
+        raise ReadOnly(status=customer.status)
+    return customer
+
+
+def updated_line(lang: str, by_name: str | None, at) -> str:
+    """ "Last changed by … at …", or, for a customer no person has changed yet
+    (seeded or created by the system), that it came from an import or the seed."""
+    when = format_local(at)
+    if by_name:
+        return tr(lang, "customer.updated_by", by=by_name, at=when)
+    return tr(lang, "customer.created_by_system", at=when)
 
 
 def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDetail:
@@ -159,6 +189,8 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             version=c.version,
             updated_at=format_local(c.updated_at),
             updated_by=c.updated_by_name or "",
+            updated_line=updated_line(lang, c.updated_by_name, c.updated_at),
+            read_only=c.status != STATUS_ACTIVE or c.erased_at is not None,
             sensitive_visible=sensitive,
             erasure_pending=pending,
             erased=c.erased_at is not None,

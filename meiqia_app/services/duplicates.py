@@ -13,11 +13,12 @@ groups costs a few milliseconds on 1,000,000 customers; see
 
 Merging. One transaction checks every customer's version, copies the chosen
 field values onto the survivor, moves orders, conversations (their messages
-follow), behaviour events and notes, unites the tags, recomputes the
+follow), behaviour events and notes, unites the tags people gave, recomputes the
 survivor's purchase figures and moves the others to the trash: their rows
 stay (recoverable, nothing is deleted) and the audit entry records their
 full field values (sensitive ones masked), what moved and which customer
-every field came from.
+every field came from. After the commit the survivor's rule tags and
+lifecycle stage are recomputed from its merged data (services/rules.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -36,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, write_session
+from meiqia_app.i18n import tr
 from meiqia_app.models import (
     BehaviorEvent,
     Conversation,
@@ -57,6 +60,8 @@ from meiqia_app.services.masking import MASK, mask_email, mask_phone, mask_value
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import as_utc, format_local, utcnow
+
+log = logging.getLogger(__name__)
 
 KINDS = ("phone", "email", "name_city")
 KIND_LABEL_KEYS = {"phone": "dup.kind.phone", "email": "dup.kind.email", "name_city": "dup.kind.name_city"}
@@ -150,7 +155,8 @@ class MergeCandidate:
     registered: str
     last_active: str
     total_spent: str
-    orders: int
+    paid_orders: int  # the profile's "orders" figure (order_count: paid orders)
+    orders: int  # every order the customer has (any status): what moves to the survivor
     conversations: int
     events: int
     notes: int
@@ -168,6 +174,7 @@ class FieldValue:
 class MergeField:
     field: str
     label_key: str
+    label: str  # the field's name in the caller's language
     values: list[FieldValue]
     differs: bool
     default_customer_id: int  # for the suggested survivor; see default_choices()
@@ -188,6 +195,8 @@ class MergeResult:
     survivor_version: int
     moved: dict[str, int]
     audit_id: int
+    # Rule tags the survivor gained and lost when they were recomputed on its merged data.
+    rule_tags: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 # --- finding ---------------------------------------------------------------------------------
@@ -628,6 +637,7 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
             MergeField(
                 field=field,
                 label_key=FIELD_LABEL_KEYS[field],
+                label=tr(lang, FIELD_LABEL_KEYS[field]),
                 values=[
                     FieldValue(i, _display(field, values[i][field], sensitive, lang), _is_empty(values[i][field]))
                     for i in ids
@@ -645,6 +655,7 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
             registered=format_local(rows[i].registered_at),
             last_active=format_local(rows[i].last_active_at),
             total_spent=money(rows[i].total_spent_cents) if sensitive else MASK,
+            paid_orders=rows[i].order_count,
             orders=counts["orders"].get(i, 0),
             conversations=counts["conversations"].get(i, 0),
             events=counts["events"].get(i, 0),
@@ -743,26 +754,39 @@ def _latest(values: Iterable[dt.datetime | None]) -> dt.datetime | None:
 
 
 def _unite_tags(session: Session, survivor: int, others: Sequence[int]) -> tuple[int, int, dict[int, list[int]]]:
-    """Give the survivor every tag of the others (a manual assignment wins over a
-    rule's, then the earliest); remove the others' assignments."""
+    """Give the survivor every tag a person put on the others (the earliest
+    assignment of each); remove the others' assignments.
+
+    Rule-managed tags are not copied: they follow the customer's data, and the
+    survivor's data changed with the merge, so they are recomputed on the
+    survivor afterwards (``rules.apply_rules_to_customer``); copying them gave
+    the survivor 普通会员 and 银卡会员 at once. A tag the survivor has from a
+    rule that a person gave one of the others becomes a manual one.
+    """
     rows = session.execute(
         select(TA.customer_id, TA.tag_id, TA.source, TA.rule_id, TA.assigned_at, TA.assigned_by_id).where(
             TA.customer_id.in_([survivor, *others])
         )
     ).all()
-    have = {r.tag_id for r in rows if r.customer_id == survivor}
+    have = {r.tag_id: r for r in rows if r.customer_id == survivor}
     best: dict[int, object] = {}
     tags_of: dict[int, list[int]] = defaultdict(list)
     for r in rows:
         if r.customer_id == survivor:
             continue
         tags_of[r.customer_id].append(r.tag_id)
-        if r.tag_id in have:
+        if r.source != SOURCE_MANUAL:
+            continue
+        own = have.get(r.tag_id)
+        if own is not None and own.source == SOURCE_MANUAL:
             continue
         current = best.get(r.tag_id)
-        rank = (r.source != SOURCE_MANUAL, as_utc(r.assigned_at))
-        if current is None or rank < (current.source != SOURCE_MANUAL, as_utc(current.assigned_at)):
+        if current is None or as_utc(r.assigned_at) < as_utc(current.assigned_at):
             best[r.tag_id] = r
+    # Rule assignments of the survivor that a person's assignment replaces.
+    made_manual = [tag_id for tag_id in best if tag_id in have]
+    if made_manual:
+        session.execute(delete(TagAssignment.__table__).where(TA.customer_id == survivor, TA.tag_id.in_(made_manual)))
     if best:
         session.execute(
             insert(TagAssignment.__table__),
@@ -770,8 +794,8 @@ def _unite_tags(session: Session, survivor: int, others: Sequence[int]) -> tuple
                 {
                     "customer_id": survivor,
                     "tag_id": r.tag_id,
-                    "source": r.source,
-                    "rule_id": r.rule_id,
+                    "source": SOURCE_MANUAL,
+                    "rule_id": None,
                     "assigned_at": r.assigned_at,
                     "assigned_by_id": r.assigned_by_id,
                 }
@@ -779,7 +803,19 @@ def _unite_tags(session: Session, survivor: int, others: Sequence[int]) -> tuple
             ],
         )
     removed = session.execute(delete(TagAssignment.__table__).where(TA.customer_id.in_(list(others)))).rowcount
-    return len(best), removed, {k: sorted(v) for k, v in tags_of.items()}
+    return len(best) - len(made_manual), removed, {k: sorted(v) for k, v in tags_of.items()}
+
+
+def _recompute_rule_tags(survivor: int) -> dict[str, list[int]]:
+    """The survivor's lifecycle stage and rule tags from its merged data (after the
+    merge has committed: the rules read what the merge wrote)."""
+    from meiqia_app.services import rules  # rules imports customer services: import late
+
+    try:
+        return rules.apply_rules_to_customer(survivor)
+    except Exception:  # noqa: BLE001 - the merge is saved; the nightly run will catch up
+        log.exception("recomputing rule tags of merged customer %s failed", survivor)
+        return {"added": [], "removed": []}
 
 
 def _guarded_update(session: Session, row, expected: int, values: dict) -> None:
@@ -922,8 +958,14 @@ def merge_customers(
         )
         audit_id = entry.id
     invalidate_counts()
+    rule_tags = _recompute_rule_tags(survivor)
     return MergeResult(
-        survivor_id=survivor, merged_ids=others, survivor_version=versions[survivor] + 1, moved=moved, audit_id=audit_id
+        survivor_id=survivor,
+        merged_ids=others,
+        survivor_version=versions[survivor] + 1,
+        moved=moved,
+        audit_id=audit_id,
+        rule_tags=rule_tags,
     )
 
 

@@ -32,6 +32,26 @@ class Conflict(AppError):
     message_key = "error.conflict"
 
 
+class ReadOnly(AppError):
+    """The customer is archived or in the trash: nothing about it changes until it is restored."""
+
+    message_key = "customer.read_only"
+
+
+class DuplicateCustomer(AppError):
+    """A new customer repeats an existing customer's phone, e-mail or external id.
+
+    ``matches`` lists them (``services.duplicate_check.ExistingCustomer``); the
+    person may open one of them or save anyway (``acknowledged``).
+    """
+
+    message_key = "customer.duplicate"
+
+    def __init__(self, matches: list, **params: object):
+        super().__init__(None, **params)
+        self.matches = list(matches)
+
+
 class Busy(AppError):
     """The database's write lock was held past the busy timeout (SQLite, during a
     bulk cleanup batch): nothing was changed, trying again shortly works."""

@@ -1,5 +1,9 @@
 """A customer's history on one line (CUST-5): conversations, orders, behaviour
-events and notes merged newest first, in pages, filterable by kind.
+events, notes and consent changes merged newest first, in pages, filterable by kind.
+
+Consent changes are the customer's ``customer.consent`` audit entries
+(services/consent.py), read through the audit log's (target_type, target_id)
+index: who changed which consent, when, from what to what.
 
 Paging is keyset over (time, kind, id), newest first. Each table is read
 through its (customer_id, time) index: at most ``limit + 1`` rows strictly
@@ -24,7 +28,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from meiqia_app.db import read_connection
 from meiqia_app.i18n import tr
-from meiqia_app.models import BehaviorEvent, Conversation, Customer, Message, Note, Order, Product
+from meiqia_app.models import AuditEntry, BehaviorEvent, Conversation, Customer, Message, Note, Order, Product
 from meiqia_app.services.customer_dto import label, money
 from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
@@ -32,13 +36,14 @@ from meiqia_app.services.masking import MASK, mask_value
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, format_local
 
+KIND_CONSENT = "consent"
 KIND_CONVERSATION = "conversation"
 KIND_EVENT = "event"
 KIND_NOTE = "note"
 KIND_ORDER = "order"
 # Alphabetical on purpose: the kind is the tie-breaker between rows of the
 # same instant, and this is also its string order in the cursor.
-KINDS = (KIND_CONVERSATION, KIND_EVENT, KIND_NOTE, KIND_ORDER)
+KINDS = (KIND_CONSENT, KIND_CONVERSATION, KIND_EVENT, KIND_NOTE, KIND_ORDER)
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -51,11 +56,13 @@ _N = Note.__table__.c
 _M = Message.__table__.c
 _P = Product.__table__.c
 _C = Customer.__table__.c
+_A = AuditEntry.__table__.c
+CONSENT_ACTION = "customer.consent"
 
 
 @dataclasses.dataclass
 class TimelineItem:
-    kind: str  # conversation | order | event | note
+    kind: str  # conversation | order | event | note | consent
     id: int
     key: str  # "kind:id", unique on the page (for rx.foreach keys)
     at: str  # local time, formatted
@@ -138,11 +145,13 @@ def _clean_kinds(kinds: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(k for k in KINDS if k in chosen)
 
 
-def check_customer_visible(conn: Connection, actor: Actor, customer_id: int) -> None:
-    """NotFound unless the customer exists and the actor may see it (trashed: only with customer.delete)."""
+def check_customer_visible(conn: Connection, actor: Actor, customer_id: int) -> str:
+    """The customer's status; NotFound unless the customer exists and the actor may
+    see it (trashed: only with customer.delete)."""
     status = conn.execute(select(_C.status).where(_C.id == customer_id)).scalar_one_or_none()
     if status is None or (status == "trashed" and not actor.can("customer.delete")):
         raise NotFound()
+    return status
 
 
 def may_change_note(actor: Actor, author_id: int | None) -> bool:
@@ -346,7 +355,54 @@ def _notes(conn, actor, customer_id, cursor, n, lang):
     return result
 
 
+def _consents(conn, actor, customer_id, cursor, n, lang):
+    statement = (
+        select(_A.id, _A.occurred_at, _A.actor_name, _A.details)
+        .where(
+            _A.target_type == "customer",
+            _A.target_id == str(customer_id),
+            _A.action == CONSENT_ACTION,
+            _A.result == "ok",
+        )
+        .order_by(_A.occurred_at.desc(), _A.id.desc())
+        .limit(n)
+    )
+    condition = _below(_A.occurred_at, _A.id, KIND_CONSENT, cursor)
+    if condition is not None:
+        statement = statement.where(condition)
+    result = []
+    for r in conn.execute(statement):
+        try:
+            details = json.loads(r.details or "{}")
+        except ValueError:
+            details = {}
+        consent = str(details.get("consent", ""))
+        granted = bool(details.get("granted"))
+        by = str(details.get("by") or r.actor_name or "")
+        result.append(
+            (
+                r.occurred_at,
+                KIND_CONSENT,
+                r.id,
+                TimelineItem(
+                    kind=KIND_CONSENT,
+                    id=r.id,
+                    key=f"{KIND_CONSENT}:{r.id}",
+                    at=format_local(r.occurred_at),
+                    title=tr(
+                        lang,
+                        "timeline.consent_granted" if granted else "timeline.consent_withdrawn",
+                        consent=label(lang, "consent", consent),
+                    ),
+                    summary=tr(lang, "timeline.consent_by", by=by),
+                ),
+            )
+        )
+    return result
+
+
 _READERS = {
+    KIND_CONSENT: _consents,
     KIND_CONVERSATION: _conversations,
     KIND_EVENT: _events,
     KIND_NOTE: _notes,
@@ -375,12 +431,16 @@ def customer_timeline(
     except (TypeError, ValueError):
         limit = DEFAULT_LIMIT
     with read_connection() as conn:
-        check_customer_visible(conn, actor, customer_id)
+        status = check_customer_visible(conn, actor, customer_id)
         rows = []
         for kind in chosen:
             rows += _READERS[kind](conn, actor, customer_id, position, limit + 1, lang)
     rows.sort(key=lambda row: (as_utc(row[0]), row[1], row[2]), reverse=True)
     page = rows[:limit]
+    if status != "active":
+        # Archived or trashed: read-only until restored (services/customers.editable_customer).
+        for _at, _kind, _id, item in page:
+            item.can_edit = item.can_delete = False
     next_cursor = ""
     if len(rows) > limit and page:
         at, kind, row_id, _item = page[-1]

@@ -9,10 +9,11 @@ import reflex as rx
 from meiqia_app.services import customer_tags, notes, timeline
 from meiqia_app.services.customer_tags import TagOption
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.tag_names import tag_key
 from meiqia_app.services.timeline import MessageItem, TimelineItem
 from meiqia_app.state.customer_detail import CustomerDetailState
 
-KINDS = ("conversation", "order", "event", "note")
+KINDS = ("conversation", "order", "event", "note", "consent")
 PAGE_SIZE = 20
 MAX_PAGES = 50  # "load more" stops at 1,000 items
 
@@ -34,6 +35,8 @@ class CustomerActivityState(CustomerDetailState):
 
     tag_query: str = ""
     tag_suggestions: list[TagOption] = []
+    # The typed text names no tag and the person may create tags: offer "create tag …".
+    tag_can_create: bool = False
 
     _cursor: str = ""
     _pages: int = 1
@@ -80,6 +83,14 @@ class CustomerActivityState(CustomerDetailState):
         except AppError as error:
             if error.message_key == "error.not_found":
                 return None
+            return self._on_error(error)
+
+    @rx.event
+    async def refresh_timeline(self):
+        """Read the shown pages again (after a change made elsewhere on the page: a consent)."""
+        try:
+            await self._load_timeline(self._pages)
+        except AppError as error:
             return self._on_error(error)
 
     @rx.event
@@ -166,39 +177,67 @@ class CustomerActivityState(CustomerDetailState):
         return rx.toast.success(self._tr("note.deleted"))
 
     # --- tags -----------------------------------------------------------------------------
+    def _clear_tag_input(self) -> None:
+        self.tag_query = ""
+        self.tag_suggestions = []
+        self.tag_can_create = False
+
     @rx.event(supersedes=True)
     async def suggest(self, text: str):
         self.tag_query = str(text or "")[:32]
         try:
+            actor = self._actor()
             self.tag_suggestions = await self._call(
-                customer_tags.suggest_tags, self._actor(), self.tag_query, 8, self._customer_id()
+                customer_tags.suggest_tags, actor, self.tag_query, 8, self._customer_id()
             )
         except AppError as error:
             return self._on_error(error)
+        key = tag_key(self.tag_query)
+        self.tag_can_create = (
+            bool(key)
+            and actor.can("tag.manage")
+            and all(tag_key(option.name) != key for option in self.tag_suggestions)
+        )
+
+    async def _add(self, tag: int | str):
+        try:
+            await self._call(customer_tags.add_tag, self._actor(), self._customer_id(), tag)
+        except AppError as error:
+            return self._on_error(error)
+        self._clear_tag_input()
+        failed = await self._reload()
+        return failed if failed is not None else rx.set_value("tag-input", "")
 
     @rx.event
     async def add_tag(self, tag_id: int):
-        try:
-            await self._call(customer_tags.add_tag, self._actor(), self._customer_id(), self._as_id(tag_id))
-        except AppError as error:
-            return self._on_error(error)
-        self.tag_query = ""
-        self.tag_suggestions = []
-        return await self._reload()
+        return await self._add(self._as_id(tag_id))
 
     @rx.event
     async def add_tag_by_name(self, form: dict):
+        """Enter or 添加标签: the typed tag, else the highlighted (or only) suggestion."""
+        if not isinstance(form, dict):
+            return None
         name = str(form.get("tag", "") or "").strip()[:32]
         if not name:
             return None
         try:
-            await self._call(customer_tags.add_tag, self._actor(), self._customer_id(), name)
+            choice = await self._call(
+                customer_tags.pick_typed_tag,
+                self._actor(),
+                self._customer_id(),
+                name,
+                str(form.get("highlighted", "") or "")[:12],
+            )
         except AppError as error:
             return self._on_error(error)
-        self.tag_query = ""
-        self.tag_suggestions = []
-        failed = await self._reload()
-        return failed if failed is not None else rx.set_value("tag-input", "")
+        return await self._add(choice)
+
+    @rx.event
+    async def create_typed_tag(self):
+        """A manager's explicit "create tag …" for the typed text (the service checks tag.manage)."""
+        if not self.tag_query.strip():
+            return None
+        return await self._add(self.tag_query.strip())
 
     @rx.event
     async def remove_tag(self, tag_id: int):

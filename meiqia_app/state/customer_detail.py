@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import customer_edit, customers
+from meiqia_app.services import consent, customer_edit, customers
 from meiqia_app.services.customers import CustomerDetail
 from meiqia_app.services.errors import AppError, Conflict, NotFound, ValidationError
 from meiqia_app.state.base import AppState
@@ -97,6 +97,28 @@ class CustomerDetailState(AppState):
     @rx.event
     def set_editing(self, value: bool):
         self.editing = bool(value)
+
+    @rx.event
+    async def set_consent(self, kind: str, granted: bool):
+        """Record that the customer gave or withdrew (退订) a consent; audited, and on the timeline."""
+        if not self._shown_id or kind not in consent.CONSENT_KINDS or not isinstance(granted, bool):
+            return None
+        try:
+            changed = await self._call(consent.set_consent, self._actor(), self._shown_id, kind, granted)
+        except AppError as error:
+            return self._on_error(error)
+        failed = await self._reload()
+        if failed is not None:
+            return failed
+        if not changed:
+            return None
+        from meiqia_app.state.customer_activity import CustomerActivityState  # its substate
+
+        key = "consent.recorded_granted" if granted else "consent.recorded_withdrawn"
+        return [
+            rx.toast.success(self._tr(key, consent=self._tr(f"consent.{kind}"))),
+            CustomerActivityState.refresh_timeline,
+        ]
 
     @rx.event
     async def reload_after_conflict(self):

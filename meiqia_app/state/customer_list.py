@@ -344,7 +344,8 @@ class CustomerListState(AppState):
         if self.sort == column:
             self.direction = "asc" if self.direction == "desc" else "desc"
         else:
-            self.sort, self.direction = column, "desc"
+            # A new column sorts ascending first (A→Z, oldest first); a second click reverses it.
+            self.sort, self.direction = column, "asc"
         return await self._load()
 
     @rx.event
@@ -565,6 +566,10 @@ class CustomerListState(AppState):
                     result = await self._load()
                     if result is not None:
                         yield result
+                        return
+                    # The rows changed (archived / trashed ones left the list): so did their number.
+                    self.count_value = -1
+                    yield CustomerListState.refresh_count
                     return
 
     # --- view helpers -----------------------------------------------------------------

@@ -687,14 +687,15 @@ class PortabilityState(_ExportBase):
         password = str(form.get("password", "") or "")[:200]
         self.error = ""
         try:
-            await self._call(portability.export_customer, self._actor(), self.customer_id, password)
+            view = await self._call(portability.export_customer, self._actor(), self.customer_id, password)
         except ValidationError as error:
             self.error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
             return None
         except AppError as error:
             return self._on_error(error)
         self.open = False
-        return rx.redirect("/exports")
+        # The file downloads right here; it is also in the export history (/exports) until it expires.
+        return [rx.toast.success(self._tr("export.portability.ready")), await _download(self, view["id"])]
 
 
 class ExportApprovalsState(_ExportBase):

@@ -33,13 +33,13 @@ def test_two_filters_and_a_sort_match_the_database(page, app_server):
     page.get_by_label("订单数不少于").fill("2")
     page.locator("#apply-filters").click()
     expect(page.locator(".filter-chip")).to_have_count(2)
-    page.get_by_role("button", name="按姓名排序").click()  # first click: descending
+    page.get_by_role("button", name="按姓名排序").click()  # first click: ascending (A→Z)
     with _db(app_server) as db:
         expected = [
             row[0]
             for row in db.execute(
                 "SELECT name FROM customer WHERE status='active' AND source='wechat' AND order_count >= 2 "
-                "ORDER BY name_pinyin DESC, id DESC LIMIT 10"
+                "ORDER BY name_pinyin, id LIMIT 10"
             )
         ]
         total = db.execute(
@@ -183,7 +183,7 @@ def test_agent_creates_a_customer_by_hand(page, app_server):
     page.locator("#new-phone").fill("12345")
     page.locator("#new-customer-save").click()
     expect(page.get_by_text("手机号码无效")).to_be_visible()
-    page.locator("#new-phone").fill("139 0011 2233")
+    page.locator("#new-phone").fill("139 0011 2244")  # not the number the edit test gave a customer
     page.locator("#new-city").fill("宁波")
     page.locator("#new-customer-save").click()
     page.wait_for_function("() => /^\\/customers\\/\\d+/.test(window.location.pathname)")
@@ -193,5 +193,5 @@ def test_agent_creates_a_customer_by_hand(page, app_server):
         audit = db.execute(
             "SELECT actor_name FROM audit_entry WHERE action = 'customer.create' AND target_id = ?", (str(new_id),)
         ).fetchone()
-    assert row == ("手工新建客户", "13900112233", "宁波")
+    assert row == ("手工新建客户", "13900112244", "宁波")
     assert audit == ("agent",)

@@ -20,8 +20,7 @@ from meiqia_app.models import (
     Order,
     TagAssignment,
 )
-from meiqia_app.services import audit, customer_list, duplicates, users
-from meiqia_app.services.customer_edit import create_customer
+from meiqia_app.services import audit, customer_edit, customer_list, duplicates, users
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.customer_validation import normalize_phone
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
@@ -31,6 +30,11 @@ from meiqia_app.timeutil import UTC
 from tests.conftest import load_actors
 
 T0 = dt.datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
+
+
+def create_customer(actor, raw: dict) -> int:
+    """These tests make duplicates on purpose: past the new-customer duplicate check."""
+    return customer_edit.create_customer(actor, raw, acknowledged=None)
 
 
 def rows(sql: str, **params) -> list:
@@ -532,7 +536,11 @@ def test_merge_unites_the_tags_and_a_manual_assignment_wins(pair):
     result = merge(pair)
     assert dict(
         (r[0], r[1]) for r in rows("SELECT tag_id, source FROM tag_assignment WHERE customer_id = :s", s=s)
-    ) == {a: "manual", b: "rule", c: "manual"}
+    ) == {
+        a: "manual",
+        b: "manual",
+        c: "manual",
+    }  # b: the survivor's rule assignment gives way to the other's manual one
     assert result.moved["tags_added"] == 1 and result.moved["tag_assignments_removed"] == 2
     assert rows("SELECT * FROM tag_assignment WHERE customer_id = :o", o=o) == []
 

@@ -89,8 +89,13 @@ def add_same_instant_rows(customer_id: int, at: dt.datetime, per_kind: int = 3) 
             )
 
 
-def expected_order(customer_id: int, kinds=timeline.KINDS) -> list[str]:
-    """Every row of the chosen tables, newest first by (time, kind, id), straight from SQL."""
+TABLE_KINDS = tuple(sorted(TABLES))
+
+
+def expected_order(customer_id: int, kinds=TABLE_KINDS) -> list[str]:
+    """Every row of the chosen tables, newest first by (time, kind, id), straight from SQL.
+
+    (The fifth kind, consent changes, are audit entries: the seed has none.)"""
     rows = []
     with read_session() as session:
         for kind in kinds:
