@@ -78,6 +78,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "audit.act.cleanup.trash": ("批量移入回收站", "moving customers to the trash"),
     "audit.act.conversation.view": ("查看会话记录", "viewing a conversation"),
     "audit.act.customer.count": ("统计客户数", "counting customers"),
+    "audit.act.customer.consent": ("记录客户授权", "recording a customer's consent"),
     "audit.act.customer.create": ("新建客户", "creating a customer"),
     "audit.act.customer.find_duplicates": ("查找重复客户", "finding duplicate customers"),
     "audit.act.customer.import": ("导入客户", "importing customers"),
@@ -247,6 +248,14 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "audit.say.cleanup.trash": (
         "{actor} 把 {count} 位客户移入了回收站",
         "{actor} moved {count} customers to the trash",
+    ),
+    "audit.say.customer.consent.granted": (
+        "{actor} 记录客户 {customer} 同意「{consent}」",
+        "{actor} recorded that customer {customer} consents to {consent}",
+    ),
+    "audit.say.customer.consent.withdrawn": (
+        "{actor} 记录客户 {customer} 退订「{consent}」",
+        "{actor} recorded that customer {customer} withdrew {consent}",
     ),
     "audit.say.customer.create": ("{actor} 新建了客户 {customer}", "{actor} created customer {customer}"),
     "audit.say.customer.import": (

@@ -48,6 +48,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "timeline.consent_withdrawn": ("客户退订{consent}", "Consent withdrawn: {consent}"),
     "timeline.consent_by": ("由 {by} 记录", "Recorded by {by}"),
     # per-customer export
+    "export.error.portability_needs_approval": (
+        "你的角色导出客户数据需要审批：请在“数据导出”向导中选择这位客户并提交申请",
+        "Your role needs approval to export customer data: choose this customer in the export wizard and submit a request",
+    ),
     "export.portability.ready": (
         "文件已开始下载，也可以在“导出记录”中再次下载",
         "The file is downloading; it is also in the export history",

@@ -277,6 +277,13 @@ PHRASES: dict[str, Phrase] = {
     "cleanup.restore_trashed": Phrase(lambda c: {"count": c.n(c.get("restored", 0))}),
     "cleanup.tag": Phrase(_cleanup),
     "cleanup.trash": Phrase(_cleanup),
+    "customer.consent": Phrase(
+        lambda c: (
+            "granted" if c.get("granted") else "withdrawn",
+            {"customer": c.customer(), "consent": c.t(f"consent.{c.get('consent')}") if c.get("consent") else ""},
+        ),
+        variants=("granted", "withdrawn"),
+    ),
     "customer.create": Phrase(lambda c: {"customer": c.customer()}),
     "customer.import": Phrase(
         lambda c: {

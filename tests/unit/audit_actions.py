@@ -79,6 +79,14 @@ class _Module:
         self.functions = {
             n.name: n for n in ast.walk(self.tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
         }
+        # Module-level string constants (AUDIT_ACTION = "customer.consent").
+        self.constants = {
+            target.id: n.value.value
+            for n in self.tree.body
+            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+            for target in n.targets
+            if isinstance(target, ast.Name)
+        }
 
     def enclosing_function(self, node: ast.AST):
         while node in self.parents:
@@ -105,6 +113,8 @@ def _resolve(module: _Module, expr: ast.expr, at: ast.AST, unresolved: list[str]
     if dynamic is not None:
         return set(dynamic)
     function = module.enclosing_function(at)
+    if isinstance(expr, ast.Name) and expr.id in module.constants:
+        return {module.constants[expr.id]}
     if isinstance(expr, ast.Name) and function is not None and depth < 3:
         params = [a.arg for a in function.args.posonlyargs + function.args.args]
         kwonly = [a.arg for a in function.args.kwonlyargs]

@@ -432,3 +432,31 @@ def test_the_first_click_on_a_column_sorts_ascending_and_the_second_descending(s
     ]
     run(serve(tab, CustomerListState, "sort_by", _cookie(token), payload={"column": "name"}))
     assert substate(tab, CustomerListState).direction == "desc"
+
+
+def test_a_role_whose_policy_wants_approval_cannot_export_one_customer_around_the_wizard(seeded_db, seeded_actors):
+    """The detail page's portability export is an export of one row: a policy that wants
+    approval for that sends the person to the wizard (refused and audited here)."""
+    import dataclasses
+
+    from sqlmodel import select
+
+    from meiqia_app.db import read_session
+    from meiqia_app.models import AuditEntry
+    from meiqia_app.services.errors import PermissionDenied
+    from meiqia_app.services.exports import portability
+    from meiqia_app.services.rbac import ExportPolicy
+
+    analyst = seeded_actors["analyst"]
+    strict = dataclasses.replace(analyst, export_policy=ExportPolicy(approval_required=True, approval_over_rows=0))
+    customer_id = active_customer()
+    with pytest.raises(PermissionDenied) as refused:
+        portability.export_customer(strict, customer_id)
+    assert refused.value.message_key == "export.error.portability_needs_approval"
+    with read_session() as session:
+        entry = session.exec(
+            select(AuditEntry).where(AuditEntry.action == "export.portability").order_by(AuditEntry.id.desc())
+        ).first()
+    assert entry.result == "refused" and "approval_required" in entry.details
+    # Below the policy's approval threshold (the analyst's default: above 10,000 rows) one customer is fine.
+    assert portability.export_customer(analyst, customer_id)["row_count"] >= 1

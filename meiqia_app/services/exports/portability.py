@@ -22,7 +22,7 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, ExportJob, Message, Note, Order, Tag, TagAssignment
 from meiqia_app.services import audit
-from meiqia_app.services.errors import NotFound
+from meiqia_app.services.errors import NotFound, PermissionDenied
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.masking import SENSITIVE_FIELDS, mask_value
 from meiqia_app.services.rbac import Actor, require
@@ -130,11 +130,28 @@ def _xlsx(path: Path, data: dict) -> None:
     book.save(path)
 
 
+def needs_approval(actor: Actor) -> bool:
+    """Whether the actor's export policy wants approval for a one-row export (then no direct portability export)."""
+    policy = actor.export_policy
+    return bool(policy.approval_required and (policy.approval_over_rows == 0 or 1 > policy.approval_over_rows))
+
+
 def export_customer(actor: Actor, customer_id: int, password: str = "") -> dict:
     """Build the zip now; returns the export's DTO (download it with a token)."""
     from meiqia_app.services.exports.service import export_dto
 
     require(actor, "export.request", action="export.portability", target_type="customer", target_id=customer_id)
+    if needs_approval(actor):
+        # One customer's whole record is an export of one row: a role whose policy wants
+        # approval for that goes through the export wizard, not around it.
+        audit.record_refusal(
+            actor,
+            "export.portability",
+            target_type="customer",
+            target_id=str(customer_id),
+            details={"reason": "approval_required"},
+        )
+        raise PermissionDenied("export.error.portability_needs_approval")
     if actor.can("customer.view_sensitive") and not password:
         # Contact details in clear: the same rule as a bulk export with sensitive fields.
         from meiqia_app.services.errors import ValidationError
