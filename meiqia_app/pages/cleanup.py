@@ -13,7 +13,8 @@ from meiqia_app.state.cleanup import ArchiveState as A
 from meiqia_app.state.cleanup import CleanupState as S
 from meiqia_app.state.cleanup import EffectView, MentionView, Option, ParkedView, SampleView
 
-register_nav(NavItem("/cleanup", "nav.cleanup", "eraser", "cleanup.run"))
+register_nav(NavItem("/cleanup", "nav.cleanup", "eraser", "cleanup.run", "data", 10))
+register_nav(NavItem("/cleanup/archive", "nav.archive", "archive", "customer.archive", "data", 20))
 
 
 def _flag(name: str) -> rx.Component:

@@ -11,7 +11,7 @@ from meiqia_app.services.customer_validation import EDITABLE_FIELDS
 from meiqia_app.state.customer_import import UPLOAD_ID
 from meiqia_app.state.customer_import import CustomerImportState as S
 
-register_nav(NavItem("/import", "nav.import", "upload", "customer.import"))
+register_nav(NavItem("/import", "nav.import", "upload", "customer.import", "customers", 30))
 
 
 def upload_step() -> rx.Component:

@@ -61,7 +61,7 @@ def _header_cell(key: str, label_key: str, sort_key: str | None) -> rx.Component
     )
 
 
-def _cell(key: str, row: CustomerRow) -> rx.Component:
+def _cell(key: str, label_key: str, row: CustomerRow) -> rx.Component:
     content = {
         "phone": row.phone,
         "email": row.email,
@@ -77,7 +77,8 @@ def _cell(key: str, row: CustomerRow) -> rx.Component:
         "last_active": row.last_active,
         "status": row.status,
     }[key]
-    return _shown(key, rx.table.cell(content, class_name=f"col-{key}"))
+    # data-label: the column's name before the value when the row is a card (narrow screens, app.css).
+    return _shown(key, rx.table.cell(content, class_name=f"col-{key}", data_label=t(label_key)))
 
 
 def _row(row: CustomerRow) -> rx.Component:
@@ -95,7 +96,7 @@ def _row(row: CustomerRow) -> rx.Component:
         rx.table.row_header_cell(
             rx.link(row.name, href="/customers/" + row.id.to_string(), aria_label=t("customers.open", name=row.name)),
         ),
-        *[_cell(key, row) for key, _label, _sort in COLUMNS if key != "name"],
+        *[_cell(key, label_key, row) for key, label_key, _sort in COLUMNS if key != "name"],
         class_name="customer-row",
         data_customer_id=row.id,
         # The whole row is a target for the mouse; keyboard users have the name link.
@@ -116,8 +117,7 @@ def search_box() -> rx.Component:
         id="customer-search",
         type="search",
         size="3",
-        width="100%",
-        max_width="520px",
+        class_name="search-box",
         auto_focus=True,
     )
 
@@ -716,16 +716,12 @@ def new_customer_dialog() -> rx.Component:
 
 def customers_page() -> rx.Component:
     return page_shell(
-        rx.hstack(
+        rx.box(
             search_box(),
-            filter_panel(),
-            views_menu(),
-            column_chooser(),
+            rx.box(filter_panel(), views_menu(), column_chooser(), class_name="toolbar-actions"),
             rx.spacer(),
-            count_line(),
-            new_customer_dialog(),
-            align="center",
-            width="100%",
+            rx.box(count_line(), new_customer_dialog(), class_name="toolbar-actions"),
+            class_name="list-toolbar",
         ),
         filter_chips(),
         selection_bar(),

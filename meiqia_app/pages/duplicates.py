@@ -9,7 +9,7 @@ from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.services.duplicates import KINDS, FieldValue
 from meiqia_app.state.duplicates import DuplicatesState as S
 
-register_nav(NavItem("/duplicates", "nav.duplicates", "copy", "customer.merge"))
+register_nav(NavItem("/duplicates", "nav.duplicates", "copy", "customer.merge", "customers", 20))
 
 
 def _member_row(member) -> rx.Component:

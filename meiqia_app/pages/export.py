@@ -13,9 +13,9 @@ from meiqia_app.services.exports.fields import FIELD_GROUPS, FIELD_SPECS
 from meiqia_app.state.export import ChosenField, ExportApprovalsState, ExportHistoryState, ExportRow, PortabilityState
 from meiqia_app.state.export import ExportWizardState as S
 
-register_nav(NavItem("/export", "nav.export", "file-down", "export.request"))
-register_nav(NavItem("/exports", "nav.export_history", "history", "export.request"))
-register_nav(NavItem("/exports/approvals", "nav.approvals", "stamp", "export.approve"))
+register_nav(NavItem("/export", "nav.export", "file-down", "export.request", "export", 10))
+register_nav(NavItem("/exports", "nav.export_history", "history", "export.request", "export", 20))
+register_nav(NavItem("/exports/approvals", "nav.approvals", "stamp", "export.approve", "export", 30))
 
 STEP_KEYS = ("export.step.scope", "export.step.fields", "export.step.format", "export.step.review", "export.step.run")
 

@@ -13,7 +13,7 @@ from meiqia_app.services.tags import TAG_COLORS, NearDuplicate, TagView
 from meiqia_app.state.tags_admin import CondRow, Option, RuleRow
 from meiqia_app.state.tags_admin import TagsAdminState as S
 
-register_nav(NavItem("/tags", "nav.tags", "tags", "tag.manage"))
+register_nav(NavItem("/tags", "nav.tags", "tags", "tag.manage", "tags", 10))
 
 
 def _group_label(group) -> rx.Component:
