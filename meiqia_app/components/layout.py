@@ -102,26 +102,48 @@ def no_access() -> rx.Component:
     )
 
 
-# --- <html lang> follows the language switch -------------------------------------------------
-class _HtmlLang(rx.Fragment):
-    """Keeps ``<html lang>`` in step with the page's language (zh-CN or en) for screen readers."""
+# --- <html lang> follows the language switch; tables that scroll take the keyboard -------------
+# A table wider than its box scrolls inside it (narrow screens): keyboard users
+# must be able to focus that box to scroll it (axe: scrollable-region-focusable).
+_FOCUSABLE_SCROLLERS = """useEffect(() => {
+    const mark = () => document.querySelectorAll('.rt-TableRoot .rt-ScrollAreaViewport').forEach((el) => {
+        const scrolls = el.scrollWidth > el.clientWidth + 1;
+        if (scrolls && !el.hasAttribute('tabindex')) {
+            el.setAttribute('tabindex', '0');
+            el.setAttribute('data-mq-scroller', '');
+        } else if (!scrolls && el.hasAttribute('data-mq-scroller')) {
+            el.removeAttribute('tabindex');
+            el.removeAttribute('data-mq-scroller');
+        }
+    });
+    const observer = new MutationObserver(mark);
+    observer.observe(document.body, {childList: true, subtree: true});
+    window.addEventListener('resize', mark);
+    mark();
+    return () => { observer.disconnect(); window.removeEventListener('resize', mark); };
+}, [])"""
+
+
+class _PageEffects(rx.Fragment):
+    """Keeps ``<html lang>`` in step with the page's language (zh-CN or en) for
+    screen readers, and makes tables that scroll sideways focusable."""
 
     def add_hooks(self) -> list[str | rx.Var]:
         is_en = AppState.is_en
+        use_effect = VarData(imports={"react": [ImportVar(tag="useEffect")]})
         return [
             rx.Var(
                 _js_expr=(
                     f"useEffect(() => {{ document.documentElement.lang = ({is_en!s}) ? 'en' : 'zh-CN'; }}, [{is_en!s}])"
                 ),
-                _var_data=VarData.merge(
-                    is_en._get_all_var_data(), VarData(imports={"react": [ImportVar(tag="useEffect")]})
-                ),
-            )
+                _var_data=VarData.merge(is_en._get_all_var_data(), use_effect),
+            ),
+            rx.Var(_js_expr=_FOCUSABLE_SCROLLERS, _var_data=use_effect),
         ]
 
 
-def html_lang() -> rx.Component:
-    return _HtmlLang.create()
+def page_effects() -> rx.Component:
+    return _PageEffects.create()
 
 
 # --- navigation ------------------------------------------------------------------------------
@@ -176,10 +198,11 @@ def _nav_group(group: str, label_key: str, prefix: str) -> rx.Component | None:
     return block if visible is True else rx.cond(visible, block)
 
 
-def nav_menu(prefix: str = "nav-") -> rx.Component:
+def nav_menu(prefix: str = "nav-", *header: rx.Component) -> rx.Component:
     """The grouped links (the sidebar's and the drawer's), the account at the bottom."""
     groups = [g for g in (_nav_group(group, key, prefix) for group, key in NAV_GROUPS) if g is not None]
     return rx.el.nav(
+        *header,
         rx.box(*groups, class_name="nav-groups"),
         rx.el.ul(*[_nav_link(item, prefix) for item in nav_items(ACCOUNT_GROUP)], class_name="nav-list nav-bottom"),
         aria_label=t("nav.main"),
@@ -198,7 +221,7 @@ def _brand() -> rx.Component:
 
 def sidebar() -> rx.Component:
     """Wide screens: always there, fixed while the page scrolls (hidden at 768 px and below)."""
-    return rx.box(_brand(), nav_menu("nav-"), class_name="app-sidebar")
+    return rx.box(nav_menu("nav-", _brand()), class_name="app-sidebar")
 
 
 def nav_drawer() -> rx.Component:
@@ -319,7 +342,7 @@ def _gated(body: rx.Component) -> rx.Component:
 
 def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
     return rx.box(
-        html_lang(),
+        page_effects(),
         rx.link(t("app.skip_to_content"), href="#main", class_name="skip-link"),
         sidebar(),
         rx.box(

@@ -15,5 +15,9 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "你的角色不能打开此页面。如需使用，请联系管理员。",
         "Your role may not open this page. Ask an administrator if you need it.",
     ),
+    "label.date_field": ("按哪个日期筛选", "Which date to filter on"),
+    "label.date_range": ("日期范围", "Date range"),
+    "label.sort_direction": ("排序方向", "Sort direction"),
+    "label.choose_file": ("选择要导入的文件", "Choose the file to import"),
     "access.go_home": ("返回首页", "Back to the home page"),
 }

@@ -20,7 +20,12 @@ register_nav(NavItem("/cleanup/archive", "nav.archive", "archive", "customer.arc
 def _flag(name: str) -> rx.Component:
     return rx.el.label(
         rx.hstack(
-            rx.checkbox(checked=getattr(S, name), on_change=lambda value: S.set_flag(name, value), id=f"crit-{name}"),
+            rx.checkbox(
+                checked=getattr(S, name),
+                on_change=lambda value: S.set_flag(name, value),
+                id=f"crit-{name}",
+                aria_label=t(f"cleanup.crit.{name}"),
+            ),
             rx.text(t(f"cleanup.crit.{name}"), size="2"),
             align="center",
             spacing="2",

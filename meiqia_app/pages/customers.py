@@ -162,12 +162,12 @@ def pager() -> rx.Component:
         ),
         rx.spacer(),
         rx.text(t("common.page_size"), size="2"),
-        rx.select(
-            ["20", "50", "100"],
+        rx.select.root(
+            rx.select.trigger(aria_label=t("common.page_size"), id="page-size"),
+            rx.select.content(*[rx.select.item(size, value=size) for size in ("20", "50", "100")]),
             value=S.page_size.to_string(),
             on_change=S.set_page_size,
             size="2",
-            aria_label=t("common.page_size"),
         ),
         align="center",
         width="100%",

@@ -185,7 +185,7 @@ def record_page_refusal(actor: Actor, path: str, missing: tuple[str, ...] | list
         actor,
         "page.open",
         target_type="page",
-        target_id=str(path)[:200],
+        target_id=str(path)[:64],
         details={"missing_permission": ",".join(sorted(missing))},
     )
 
