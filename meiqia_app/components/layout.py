@@ -149,6 +149,8 @@ def page_effects() -> rx.Component:
 # --- navigation ------------------------------------------------------------------------------
 def _nav_link(item: NavItem, prefix: str) -> rx.Component:
     active = AppState.router.page.path == item.href
+    if item.href == "/":
+        active = active | (AppState.router.page.path == "/index")  # Reflex's name for the root page
     link = rx.link(
         rx.hstack(
             rx.icon(item.icon, size=16, aria_hidden="true"),

@@ -69,6 +69,8 @@ def declare_page(route: str, needs: tuple[str, ...] | list[str] = (), on_load: A
 def page_route(path: str) -> str:
     """The registered route that serves ``path`` ("/customers/12" -> "/customers/[customer_id]"), or ""."""
     path = "/" + str(path or "").strip("/")
+    if path == "/index":  # how Reflex names the root page's route
+        path = "/"
     if path in PAGE_NEEDS:
         return path
     parts = path.split("/")

@@ -56,6 +56,7 @@ def test_dynamic_routes_match_their_pattern():
     assert page_route("/customers/12") == "/customers/[customer_id]"
     assert page_route("/admin/users/") == "/admin/users"
     assert page_route("/nowhere") == ""
+    assert page_route("/index") == page_route("/") == "/"
     assert missing_for_page("/customers/12", {"report.view"}) == ("customer.view",)
 
 
