@@ -11,6 +11,10 @@ BUN := $(BUN_DIR)/node_modules/.bin/bun
 PORT ?= 3000
 DEMO_CUSTOMERS ?= 5000
 export REFLEX_CHECK_LATEST_VERSION := false
+# The npm registry the frontend packages come from. Without it Reflex times the
+# registry against a mirror the app never needs (three "Failed to connect" lines
+# where that mirror is out of reach). A registry already set in the environment wins.
+export NPM_CONFIG_REGISTRY ?= https://registry.npmjs.org
 export PATH := $(CURDIR)/$(BUN_DIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run test test-pg test-shuffled setup dev lint data unit e2e bench chromium clean
@@ -41,10 +45,15 @@ data: setup
 	$(PY) -m meiqia_app migrate
 	$(PY) -m meiqia_app seed --customers $(DEMO_CUSTOMERS) --if-empty
 
+# Reflex's own messages are kept to errors: at info and warning level it
+# advises `reflex db makemigrations` and `uv pip install` (neither applies: the
+# schema is the app's own Alembic migrations, the Makefile installs
+# everything) and an older Node.js (bun builds the frontend). Once the app
+# answers, `welcome` prints its address, the demo accounts and how to log in.
 run: data
-	@$(PY) -m meiqia_app demo-accounts
-	@echo "Open http://localhost:$(PORT)/login, log in with a demo account and the code from your authenticator app."
-	$(VENV)/bin/reflex run --env prod --single-port --frontend-port $(PORT) --backend-port $(PORT)
+	@echo "Starting the app on http://localhost:$(PORT) (the first start builds the web frontend: a minute or two)..."
+	@$(PY) -m meiqia_app welcome --url http://localhost:$(PORT) --wait 1200 &
+	@$(VENV)/bin/reflex run --env prod --single-port --frontend-port $(PORT) --backend-port $(PORT) --loglevel error
 
 chromium:
 	@test -x /usr/bin/chromium || { \

@@ -3,15 +3,15 @@ environment (see meiqia_app/config.py and README)."""
 
 import reflex as rx
 
-from meiqia_app.config import allowed_origins, get_settings
-
-_settings = get_settings()
+from meiqia_app.config import allowed_origins
 
 config = rx.Config(
     app_name="meiqia_app",
     telemetry_enabled=False,
     show_built_with_reflex=False,
-    db_url=_settings.database_url,
+    # No db_url: the app reaches its database itself (meiqia_app/db.py) and keeps
+    # its schema with its own Alembic migrations; with one, `reflex run` compares
+    # the schema with rx.Model's (there are none) and advises `reflex db makemigrations`.
     plugins=[rx.plugins.RadixThemesPlugin(theme=rx.theme(appearance="light", accent_color="blue", radius="medium"))],
     disable_plugins=[rx.plugins.SitemapPlugin],
 )

@@ -57,6 +57,53 @@ def _cmd_demo_accounts(_args) -> int:
     return 0
 
 
+def _wait_until_up(url: str, seconds: float) -> bool:
+    """True once ``url``/ping answers (the app started), False after ``seconds``."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=2) as response:
+                if response.status == 200:
+                    urllib.request.urlopen(url.rstrip("/") + "/login", timeout=30).read()
+                    return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def _cmd_welcome(args) -> int:
+    """What a newcomer needs once `make run` has started the app: where, who, how to log in."""
+    from meiqia_app.seed.loader import demo_accounts_file
+
+    if args.wait and not _wait_until_up(args.url, args.wait):
+        return 1  # the app did not start; its own error is above
+    path = demo_accounts_file()
+    accounts = json.loads(path.read_text()) if path.exists() else []
+    url = args.url.rstrip("/")
+    line = "-" * 78
+    print(f"\n{line}\n美洽客户数据 / Meiqia Customer Data is running: {url}\n")
+    if accounts:
+        print(f"Log in at {url}/login with a demo account:")
+        print(f"  {'username':<10} {'password':<22} {'role':<14} TOTP secret (for the code)")
+        for account in accounts:
+            print(
+                f"  {account['username']:<10} {account['password']:<22} {account['role']:<14} {account['totp_secret']}"
+            )
+        print(
+            "\n  1. Enter the username and password.\n"
+            "  2. Enter the 6-digit code of an authenticator app (e.g. Google Authenticator) to which you added the\n"
+            "     account's TOTP secret, or print the current code: .venv/bin/python -m meiqia_app totp-code SECRET"
+        )
+    else:
+        print("No demo accounts yet: run `make run` (it seeds them) or `.venv/bin/python -m meiqia_app seed`.")
+    print(f"\nStop the app with Ctrl+C.\n{line}", flush=True)
+    return 0
+
+
 def _cmd_totp_code(args) -> int:
     import pyotp
 
@@ -240,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=_cmd_init_demo
     )
     sub.add_parser("demo-accounts", help="print the demo accounts").set_defaults(func=_cmd_demo_accounts)
+
+    welcome = sub.add_parser("welcome", help="print the app's address, the demo accounts and how to log in")
+    welcome.add_argument("--url", default="http://localhost:3000")
+    welcome.add_argument("--wait", type=float, default=0, help="first wait up to this many seconds for the app")
+    welcome.set_defaults(func=_cmd_welcome)
 
     code = sub.add_parser("totp-code", help="print the current TOTP code for a secret")
     code.add_argument("secret")

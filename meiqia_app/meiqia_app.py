@@ -5,6 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from meiqia_app import log_redaction
+from meiqia_app.components.layout import gated_page
 from meiqia_app.pages.account import account_page
 from meiqia_app.pages.admin_roles import admin_roles_page
 from meiqia_app.pages.admin_users import admin_users_page
@@ -28,7 +29,7 @@ from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
 from meiqia_app.state.audit_log import AuditLogState
 from meiqia_app.state.backups import BackupsState
-from meiqia_app.state.base import AppState
+from meiqia_app.state.base import AppState, declare_page
 from meiqia_app.state.cleanup import ArchiveState, CleanupState
 from meiqia_app.state.customer_detail import CustomerDetailState
 from meiqia_app.state.customer_import import CustomerImportState
@@ -48,6 +49,8 @@ log_redaction.install()  # no cookie or token reaches a log, from any library (m
 
 app = rx.App(
     stylesheets=["/app.css"],
+    # The default language; the layout keeps <html lang> in step with the switch (components/layout.py).
+    html_lang="zh-CN",
     head_components=[rx.el.meta(name="robots", content="noindex")],
     # Our HTTP routes in front of Reflex's; the upload guard wraps both and checks
     # /_upload's session cookie, permission and size before its body is read; and
@@ -75,37 +78,45 @@ app.register_lifespan_task(start_background_work)
 app.register_lifespan_task(reports.start_warmup)  # dashboard figures cached before the first visit
 
 app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", on_load=LoginState.on_load)
+
+
 # The two pages agents live on load with ONE event each (which resolves the
 # session, sets the user and, on the detail page, chains the timeline after
 # it): several on_load events of one tab run at once and queue on the tab's
 # state lock; with Redis state some waited out the whole lock expiry (10 s).
-app.add_page(customers_page, route="/customers", title="客户 · 美洽客户管理", on_load=CustomerListState.on_load)
-app.add_page(
-    customer_detail_page,
-    route="/customers/[customer_id]",
-    title="客户详情 · 美洽客户管理",
-    on_load=CustomerDetailState.on_load,
+# Their on_load checks the page's permission itself (AppState._page_refused).
+def _agent_page(page, route: str, title: str, on_load, needs: tuple[str, ...]) -> None:
+    declare_page(route, needs)
+    app.add_page(gated_page(page, needs), route=route, title=f"{title} · 美洽客户管理", on_load=on_load)
+
+
+_agent_page(customers_page, "/customers", "客户", CustomerListState.on_load, ("customer.view",))
+_agent_page(
+    customer_detail_page, "/customers/[customer_id]", "客户详情", CustomerDetailState.on_load, ("customer.view",)
 )
 
 
-def _protected(page, route: str, title: str, state_on_load) -> None:
-    """Every protected page checks the session before its own on_load runs."""
-    app.add_page(page, route=route, title=f"{title} · 美洽客户管理", on_load=[AppState.check_login, state_on_load])
+def _protected(page, route: str, title: str, state_on_load, needs: tuple[str, ...] = ()) -> None:
+    """Every protected page checks the session, then the permissions it needs,
+    before its own on_load runs (AppState.check_login chains it); without them
+    it shows "no access" (components/layout.py) and loads nothing."""
+    declare_page(route, needs, state_on_load)
+    app.add_page(gated_page(page, needs), route=route, title=f"{title} · 美洽客户管理", on_load=AppState.check_login)
 
 
 _protected(dashboard_page, "/", "概览", DashboardState.on_load)
-_protected(import_page, "/import", "导入客户", CustomerImportState.on_load)
-_protected(duplicates_page, "/duplicates", "重复客户", DuplicatesState.on_load)
-_protected(reports_page, "/reports", "数据报告", ReportsState.on_load)
-_protected(audit_page, "/audit", "审计日志", AuditLogState.on_load)
-_protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load)
-_protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load)
+_protected(import_page, "/import", "导入客户", CustomerImportState.on_load, ("customer.import",))
+_protected(duplicates_page, "/duplicates", "重复客户", DuplicatesState.on_load, ("customer.merge",))
+_protected(reports_page, "/reports", "数据报告", ReportsState.on_load, ("report.view",))
+_protected(audit_page, "/audit", "审计日志", AuditLogState.on_load, ("audit.view",))
+_protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load, ("user.manage",))
+_protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load, ("role.manage",))
 _protected(account_page, "/account", "我的账户", AccountState.on_load)
-_protected(tags_admin_page, "/tags", "标签与规则", TagsAdminState.on_load)
-_protected(export_page, "/export", "数据导出", ExportWizardState.on_load)
-_protected(export_history_page, "/exports", "导出记录", ExportHistoryState.on_load)
-_protected(export_approvals_page, "/exports/approvals", "导出审批", ExportApprovalsState.on_load)
-_protected(cleanup_page, "/cleanup", "数据清理", CleanupState.on_load)
-_protected(archive_page, "/cleanup/archive", "归档与回收站", ArchiveState.on_load)
-_protected(backups_page, "/admin/backups", "备份恢复", BackupsState.on_load)
-_protected(retention_page, "/admin/retention", "数据保留", RetentionState.on_load)
+_protected(tags_admin_page, "/tags", "标签与规则", TagsAdminState.on_load, ("tag.manage",))
+_protected(export_page, "/export", "数据导出", ExportWizardState.on_load, ("export.request",))
+_protected(export_history_page, "/exports", "导出记录", ExportHistoryState.on_load, ("export.request",))
+_protected(export_approvals_page, "/exports/approvals", "导出审批", ExportApprovalsState.on_load, ("export.approve",))
+_protected(cleanup_page, "/cleanup", "数据清理", CleanupState.on_load, ("cleanup.run",))
+_protected(archive_page, "/cleanup/archive", "归档与回收站", ArchiveState.on_load, ("customer.archive",))
+_protected(backups_page, "/admin/backups", "备份恢复", BackupsState.on_load, ("backup.manage",))
+_protected(retention_page, "/admin/retention", "数据保留", RetentionState.on_load, ("settings.manage",))

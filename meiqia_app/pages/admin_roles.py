@@ -119,24 +119,27 @@ def create_dialog() -> rx.Component:
             width="100%",
         )
 
-    return rx.dialog.root(
-        rx.dialog.trigger(rx.button(rx.icon("plus", size=16), t("roles.new"), on_click=S.open_create, id="new-role")),
-        rx.dialog.content(
-            rx.dialog.title(t("roles.new")),
-            rx.form(
-                rx.vstack(
-                    field("roles.name", "name", True),
-                    field("roles.label_zh", "label_zh"),
-                    field("roles.label_en", "label_en"),
-                    form_buttons("create-role-submit"),
-                    spacing="3",
+    # The button opens the (controlled) dialog itself (a trigger around it would add a div with button ARIA).
+    return rx.fragment(
+        rx.button(rx.icon("plus", size=16), t("roles.new"), on_click=S.open_create, id="new-role"),
+        rx.dialog.root(
+            rx.dialog.content(
+                rx.dialog.title(t("roles.new")),
+                rx.form(
+                    rx.vstack(
+                        field("roles.name", "name", True),
+                        field("roles.label_zh", "label_zh"),
+                        field("roles.label_en", "label_en"),
+                        form_buttons("create-role-submit"),
+                        spacing="3",
+                    ),
+                    on_submit=S.create_role,
+                    reset_on_submit=False,
                 ),
-                on_submit=S.create_role,
-                reset_on_submit=False,
             ),
+            open=S.create_open,
+            on_open_change=S.set_create_open,
         ),
-        open=S.create_open,
-        on_open_change=S.set_create_open,
     )
 
 

@@ -120,7 +120,9 @@ def filter_bar() -> rx.Component:
             _filter_input("audit.filter.date_to", "date_to", "date"),
             rx.el.label(
                 rx.hstack(
-                    rx.checkbox(name="flagged", value="1", id="audit-flagged"),
+                    rx.checkbox(
+                        name="flagged", value="1", id="audit-flagged", aria_label=t("export.audit.flagged_only")
+                    ),
                     rx.text(t("export.audit.flagged_only"), size="2"),
                     spacing="1",
                     align="center",

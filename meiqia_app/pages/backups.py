@@ -9,7 +9,7 @@ from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.state.backups import BackupRow
 from meiqia_app.state.backups import BackupsState as S
 
-register_nav(NavItem("/admin/backups", "nav.backups", "database-backup", "backup.manage"))
+register_nav(NavItem("/admin/backups", "nav.backups", "database-backup", "backup.manage", "data", 30))
 
 
 def _row(row: BackupRow) -> rx.Component:

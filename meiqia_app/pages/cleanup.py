@@ -13,13 +13,19 @@ from meiqia_app.state.cleanup import ArchiveState as A
 from meiqia_app.state.cleanup import CleanupState as S
 from meiqia_app.state.cleanup import EffectView, MentionView, Option, ParkedView, SampleView
 
-register_nav(NavItem("/cleanup", "nav.cleanup", "eraser", "cleanup.run"))
+register_nav(NavItem("/cleanup", "nav.cleanup", "eraser", "cleanup.run", "data", 10))
+register_nav(NavItem("/cleanup/archive", "nav.archive", "archive", "customer.archive", "data", 20))
 
 
 def _flag(name: str) -> rx.Component:
     return rx.el.label(
         rx.hstack(
-            rx.checkbox(checked=getattr(S, name), on_change=lambda value: S.set_flag(name, value), id=f"crit-{name}"),
+            rx.checkbox(
+                checked=getattr(S, name),
+                on_change=lambda value: S.set_flag(name, value),
+                id=f"crit-{name}",
+                aria_label=t(f"cleanup.crit.{name}"),
+            ),
             rx.text(t(f"cleanup.crit.{name}"), size="2"),
             align="center",
             spacing="2",

@@ -108,6 +108,7 @@ def profile_card() -> rx.Component:
                 columns="2",
                 spacing="6",
                 width="100%",
+                class_name="stack-on-narrow",
             ),
             rx.heading(t("customer.consents"), size="3", as_="h3"),
             rx.vstack(rx.foreach(c.consents, _consent), spacing="1"),

@@ -76,7 +76,7 @@ def _sortable_header_cell(key: str, label_key: str, sort_key: str) -> rx.Compone
     )
 
 
-def _cell(key: str, row: CustomerRow) -> rx.Component:
+def _cell(key: str, label_key: str, row: CustomerRow) -> rx.Component:
     content = {
         "phone": row.phone,
         "email": row.email,
@@ -92,7 +92,8 @@ def _cell(key: str, row: CustomerRow) -> rx.Component:
         "last_active": row.last_active,
         "status": row.status,
     }[key]
-    return _shown(key, rx.table.cell(content, class_name=f"col-{key}"))
+    # data-label: the column's name before the value when the row is a card (narrow screens, app.css).
+    return _shown(key, rx.table.cell(content, class_name=f"col-{key}", data_label=t(label_key)))
 
 
 def _row(row: CustomerRow) -> rx.Component:
@@ -115,7 +116,7 @@ def _row(row: CustomerRow) -> rx.Component:
                 rx.text(row.match, as_="div", size="1", color_scheme="gray", class_name="match-reason"),
             ),
         ),
-        *[_cell(key, row) for key, _label, _sort in COLUMNS if key != "name"],
+        *[_cell(key, label_key, row) for key, label_key, _sort in COLUMNS if key != "name"],
         class_name="customer-row",
         data_customer_id=row.id,
         # The whole row is a target for the mouse; keyboard users have the name link.
@@ -136,8 +137,7 @@ def search_box() -> rx.Component:
         id="customer-search",
         type="search",
         size="3",
-        width="100%",
-        max_width="520px",
+        class_name="search-box",
         auto_focus=True,
     )
 
@@ -182,12 +182,12 @@ def pager() -> rx.Component:
         ),
         rx.spacer(),
         rx.text(t("common.page_size"), size="2"),
-        rx.select(
-            ["20", "50", "100"],
+        rx.select.root(
+            rx.select.trigger(aria_label=t("common.page_size"), id="page-size"),
+            rx.select.content(*[rx.select.item(size, value=size) for size in ("20", "50", "100")]),
             value=S.page_size.to_string(),
             on_change=S.set_page_size,
             size="2",
-            aria_label=t("common.page_size"),
         ),
         align="center",
         width="100%",
@@ -786,16 +786,12 @@ def new_customer_dialog() -> rx.Component:
 
 def customers_page() -> rx.Component:
     return page_shell(
-        rx.hstack(
+        rx.box(
             search_box(),
-            filter_panel(),
-            views_menu(),
-            column_chooser(),
+            rx.box(filter_panel(), views_menu(), column_chooser(), class_name="toolbar-actions"),
             rx.spacer(),
-            count_line(),
-            new_customer_dialog(),
-            align="center",
-            width="100%",
+            rx.box(count_line(), new_customer_dialog(), class_name="toolbar-actions"),
+            class_name="list-toolbar",
         ),
         filter_chips(),
         selection_bar(),

@@ -13,7 +13,7 @@ from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.state.base import AppState
 from meiqia_app.state.reports import DashboardState as S
 
-register_nav(NavItem("/", "nav.dashboard", "layout-dashboard", ""))
+register_nav(NavItem("/", "nav.dashboard", "layout-dashboard", "", "reports", 10))
 
 
 def label(item) -> rx.Var:
@@ -362,7 +362,8 @@ def dashboard_page() -> rx.Component:
     return page_shell(
         rx.cond(
             S.loaded,
-            rx.cond(S.full, full_dashboard(), agent_dashboard()),
+            # The figures go as soon as report.view does (perms are refreshed at every event).
+            rx.cond(S.full & AppState.perms.contains("report.view"), full_dashboard(), agent_dashboard()),
             rx.center(rx.spinner(size="3"), rx.text(t("dash.loading")), width="100%", padding="48px"),
         ),
         title_key="dash.title",

@@ -9,7 +9,7 @@ from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.services.duplicates import KINDS, FieldValue
 from meiqia_app.state.duplicates import DuplicatesState as S
 
-register_nav(NavItem("/duplicates", "nav.duplicates", "copy", "customer.merge"))
+register_nav(NavItem("/duplicates", "nav.duplicates", "copy", "customer.merge", "customers", 20))
 
 
 def _member_row(member) -> rx.Component:
@@ -68,7 +68,9 @@ def _candidate_column(candidate) -> rx.Component:
     return rx.card(
         rx.vstack(
             rx.el.label(
-                rx.radio_group.item(value=candidate.id.to_string(), id="survivor-" + candidate.id.to_string()),
+                rx.radio_group.item(
+                    value=candidate.id.to_string(), id="survivor-" + candidate.id.to_string(), aria_label=candidate.name
+                ),
                 rx.text(candidate.name, weight="bold"),
                 rx.text("#" + candidate.id.to_string(), size="1", color_scheme="gray"),
                 display="flex",
@@ -168,6 +170,14 @@ def merge_dialog() -> rx.Component:
     )
 
 
+def _groups() -> rx.Component:
+    return rx.cond(
+        S.groups.length() > 0,
+        rx.vstack(rx.foreach(S.groups, _group_card), spacing="3", width="100%", id="dup-groups"),
+        rx.cond(S.loading, rx.spinner(), rx.callout(t("dup.none"), icon="circle-check", id="dup-none")),
+    )
+
+
 def duplicates_page() -> rx.Component:
     return page_shell(
         rx.text(t("dup.intro"), size="2", color_scheme="gray"),
@@ -175,13 +185,11 @@ def duplicates_page() -> rx.Component:
             rx.tabs.list(
                 *[rx.tabs.trigger(t(f"dup.kind.{kind}"), value=kind, id=f"dup-kind-{kind}") for kind in KINDS]
             ),
+            # The groups are the selected tab's panel (only that one is mounted).
+            *[rx.tabs.content(_groups(), value=kind, padding_top="12px") for kind in KINDS],
             value=S.kind,
             on_change=S.set_kind,
-        ),
-        rx.cond(
-            S.groups.length() > 0,
-            rx.vstack(rx.foreach(S.groups, _group_card), spacing="3", width="100%", id="dup-groups"),
-            rx.cond(S.loading, rx.spinner(), rx.callout(t("dup.none"), icon="circle-check", id="dup-none")),
+            width="100%",
         ),
         rx.hstack(
             rx.button(

@@ -13,9 +13,9 @@ from meiqia_app.services.exports.fields import FIELD_GROUPS, FIELD_SPECS
 from meiqia_app.state.export import ChosenField, ExportApprovalsState, ExportHistoryState, ExportRow, PortabilityState
 from meiqia_app.state.export import ExportWizardState as S
 
-register_nav(NavItem("/export", "nav.export", "file-down", "export.request"))
-register_nav(NavItem("/exports", "nav.export_history", "history", "export.request"))
-register_nav(NavItem("/exports/approvals", "nav.approvals", "stamp", "export.approve"))
+register_nav(NavItem("/export", "nav.export", "file-down", "export.request", "export", 10))
+register_nav(NavItem("/exports", "nav.export_history", "history", "export.request", "export", 20))
+register_nav(NavItem("/exports/approvals", "nav.approvals", "stamp", "export.approve", "export", 30))
 
 STEP_KEYS = ("export.step.scope", "export.step.fields", "export.step.format", "export.step.review", "export.step.run")
 
@@ -77,12 +77,17 @@ def _scope_step() -> rx.Component:
         rx.radio_group.root(
             rx.vstack(
                 rx.hstack(
-                    rx.radio_group.item(value="all", id="scope-all"),
+                    rx.radio_group.item(value="all", id="scope-all", aria_label=t("export.scope.option_all")),
                     rx.text(t("export.scope.option_all")),
                     align="center",
                 ),
                 rx.hstack(
-                    rx.radio_group.item(value="current", id="scope-current", disabled=S.current_filter_text == ""),
+                    rx.radio_group.item(
+                        value="current",
+                        id="scope-current",
+                        disabled=S.current_filter_text == "",
+                        aria_label=t("export.scope.option_current"),
+                    ),
                     rx.text(t("export.scope.option_current")),
                     rx.cond(
                         S.current_filter_text != "",
@@ -92,12 +97,22 @@ def _scope_step() -> rx.Component:
                     align="center",
                 ),
                 rx.hstack(
-                    rx.radio_group.item(value="view", id="scope-view", disabled=S.views.length() == 0),
+                    rx.radio_group.item(
+                        value="view",
+                        id="scope-view",
+                        disabled=S.views.length() == 0,
+                        aria_label=t("export.scope.option_view"),
+                    ),
                     rx.text(t("export.scope.option_view")),
                     align="center",
                 ),
                 rx.hstack(
-                    rx.radio_group.item(value="ticked", id="scope-ticked", disabled=S.ticked_count == 0),
+                    rx.radio_group.item(
+                        value="ticked",
+                        id="scope-ticked",
+                        disabled=S.ticked_count == 0,
+                        aria_label=t("export.scope.option_ticked", count=S.ticked_count),
+                    ),
                     rx.text(t("export.scope.option_ticked", count=S.ticked_count), id="ticked-text"),
                     align="center",
                 ),
@@ -110,7 +125,11 @@ def _scope_step() -> rx.Component:
         rx.cond(
             S.scope == "view",
             rx.select.root(
-                rx.select.trigger(placeholder=t("export.scope.choose_view"), id="view-select"),
+                rx.select.trigger(
+                    placeholder=t("export.scope.choose_view"),
+                    id="view-select",
+                    aria_label=t("export.scope.choose_view"),
+                ),
                 rx.select.content(rx.foreach(S.views, lambda v: rx.select.item(v["name"], value=v["id"]))),
                 value=S.view_id,
                 on_change=S.set_view_id,
@@ -123,7 +142,7 @@ def _scope_step() -> rx.Component:
                     rx.text(t("export.scope.quick"), weight="bold", size="2"),
                     rx.hstack(
                         rx.select.root(
-                            rx.select.trigger(id="date-field"),
+                            rx.select.trigger(id="date-field", aria_label=t("label.date_field")),
                             rx.select.content(
                                 rx.select.item(t("export.date.registered"), value="registered"),
                                 rx.select.item(t("export.date.active"), value="active"),
@@ -133,7 +152,7 @@ def _scope_step() -> rx.Component:
                             on_change=S.set_date_field,
                         ),
                         rx.select.root(
-                            rx.select.trigger(id="date-range"),
+                            rx.select.trigger(id="date-range", aria_label=t("label.date_range")),
                             rx.select.content(
                                 rx.select.item(t("common.any"), value="none"),
                                 rx.select.item(t("export.range.last30"), value="last30"),
@@ -169,7 +188,7 @@ def _scope_step() -> rx.Component:
         rx.hstack(
             rx.text(t("export.purpose"), weight="bold", size="2"),
             rx.select.root(
-                rx.select.trigger(id="purpose"),
+                rx.select.trigger(id="purpose", aria_label=t("export.purpose")),
                 rx.select.content(
                     rx.select.item(t("export.purpose.analysis"), value="analysis"),
                     rx.select.item(t("export.purpose.marketing"), value="marketing"),
@@ -295,13 +314,13 @@ def _format_step() -> rx.Component:
         rx.hstack(
             rx.text(t("export.sort_by"), weight="bold", size="2"),
             rx.select.root(
-                rx.select.trigger(id="sort-field"),
+                rx.select.trigger(id="sort-field", aria_label=t("export.sort_by")),
                 rx.select.content(rx.foreach(S.sort_options, lambda o: rx.select.item(o["label"], value=o["key"]))),
                 value=S.sort_field,
                 on_change=S.set_sort_field,
             ),
             rx.select.root(
-                rx.select.trigger(id="sort-dir"),
+                rx.select.trigger(id="sort-dir", aria_label=t("label.sort_direction")),
                 rx.select.content(
                     rx.select.item(t("export.asc"), value="asc"), rx.select.item(t("export.desc"), value="desc")
                 ),
@@ -315,15 +334,19 @@ def _format_step() -> rx.Component:
         rx.radio_group.root(
             rx.vstack(
                 rx.hstack(
-                    rx.radio_group.item(value="csv", id="format-csv"), rx.text(t("export.format.csv")), align="center"
+                    rx.radio_group.item(value="csv", id="format-csv", aria_label=t("export.format.csv")),
+                    rx.text(t("export.format.csv")),
+                    align="center",
                 ),
                 rx.hstack(
-                    rx.radio_group.item(value="xlsx", id="format-xlsx"),
+                    rx.radio_group.item(value="xlsx", id="format-xlsx", aria_label=t("export.format.xlsx")),
                     rx.text(t("export.format.xlsx")),
                     align="center",
                 ),
                 rx.hstack(
-                    rx.radio_group.item(value="pdf", id="format-pdf"),
+                    rx.radio_group.item(
+                        value="pdf", id="format-pdf", aria_label=t("export.format.pdf", limit=S.pdf_max_rows)
+                    ),
                     rx.text(t("export.format.pdf", limit=S.pdf_max_rows)),
                     align="center",
                 ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from meiqia_app.components.i18n import t
-from meiqia_app.components.layout import connection_problem, language_switch
+from meiqia_app.components.layout import connection_problem, language_switch, page_effects
 from meiqia_app.state.login import LoginState as S
 
 
@@ -137,33 +137,39 @@ def recovery_step() -> rx.Component:
 
 def login_page() -> rx.Component:
     return rx.center(
-        rx.card(
-            rx.vstack(
-                rx.hstack(
-                    rx.icon("message-circle-heart", size=26, color="var(--accent-9)", aria_hidden="true"),
-                    rx.heading(t("app.title"), size="6", as_="h1"),
-                    rx.spacer(),
-                    language_switch(),
-                    align="center",
+        page_effects(),
+        rx.el.main(
+            rx.card(
+                rx.vstack(
+                    rx.hstack(
+                        rx.icon("message-circle-heart", size=26, color="var(--accent-9)", aria_hidden="true"),
+                        rx.heading(t("app.title"), size="6", as_="h1"),
+                        rx.spacer(),
+                        language_switch(),
+                        align="center",
+                        width="100%",
+                    ),
+                    connection_problem(),
+                    _error(),
+                    rx.match(
+                        S.step,
+                        ("totp", totp_step()),
+                        ("enrol", enrol_step()),
+                        ("recovery", recovery_step()),
+                        rx.vstack(
+                            rx.heading(t("auth.title"), size="5", as_="h2"), password_form(), width="100%", spacing="3"
+                        ),
+                    ),
+                    spacing="4",
                     width="100%",
                 ),
-                connection_problem(),
-                _error(),
-                rx.match(
-                    S.step,
-                    ("totp", totp_step()),
-                    ("enrol", enrol_step()),
-                    ("recovery", recovery_step()),
-                    rx.vstack(
-                        rx.heading(t("auth.title"), size="5", as_="h2"), password_form(), width="100%", spacing="3"
-                    ),
-                ),
-                spacing="4",
                 width="100%",
+                padding="24px",
             ),
-            width="420px",
-            padding="24px",
+            width="100%",
+            max_width="420px",
         ),
         min_height="100vh",
+        padding="12px",
         background="var(--gray-2)",
     )

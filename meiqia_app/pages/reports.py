@@ -10,7 +10,7 @@ from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
 from meiqia_app.pages.dashboard import _num_table, _right, label, tone_color
 from meiqia_app.state.reports import ReportsState as S
 
-register_nav(NavItem("/reports", "nav.reports", "chart-column", "report.view"))
+register_nav(NavItem("/reports", "nav.reports", "chart-column", "report.view", "reports", 20))
 
 
 def _date(name: str, label_key: str, value) -> rx.Component:

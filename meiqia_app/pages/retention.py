@@ -11,7 +11,7 @@ from meiqia_app.services import retention
 from meiqia_app.state.base import AppState
 from meiqia_app.state.retention import RetentionState as S
 
-register_nav(NavItem("/admin/retention", "nav.retention", "timer-reset", "settings.manage"))
+register_nav(NavItem("/admin/retention", "nav.retention", "timer-reset", "settings.manage", "data", 40))
 
 VALUE_LABELS = {
     "hours": "retention.value.hours",

@@ -13,7 +13,7 @@ from meiqia_app.services.tags import TAG_COLORS, NearDuplicate, TagView
 from meiqia_app.state.tags_admin import CondRow, Option, RuleRow
 from meiqia_app.state.tags_admin import TagsAdminState as S
 
-register_nav(NavItem("/tags", "nav.tags", "tags", "tag.manage"))
+register_nav(NavItem("/tags", "nav.tags", "tags", "tag.manage", "tags", 10))
 
 
 def _group_label(group) -> rx.Component:
@@ -625,9 +625,9 @@ def rule_dialog() -> rx.Component:
                     rx.text(t("rule.match"), size="2"),
                     rx.radio_group.root(
                         rx.hstack(
-                            rx.radio_group.item(value="all", id="match-all"),
+                            rx.radio_group.item(value="all", id="match-all", aria_label=t("rule.match.all")),
                             rx.text(t("rule.match.all"), size="2"),
-                            rx.radio_group.item(value="any", id="match-any"),
+                            rx.radio_group.item(value="any", id="match-any", aria_label=t("rule.match.any")),
                             rx.text(t("rule.match.any"), size="2"),
                             spacing="2",
                             align="center",
@@ -639,9 +639,11 @@ def rule_dialog() -> rx.Component:
                     rx.text(t("rule.mode"), size="2"),
                     rx.radio_group.root(
                         rx.hstack(
-                            rx.radio_group.item(value="add_only", id="mode-add-only"),
+                            rx.radio_group.item(
+                                value="add_only", id="mode-add-only", aria_label=t("rule.mode.add_only")
+                            ),
                             rx.text(t("rule.mode.add_only"), size="2"),
-                            rx.radio_group.item(value="sync", id="mode-sync"),
+                            rx.radio_group.item(value="sync", id="mode-sync", aria_label=t("rule.mode.sync")),
                             rx.text(t("rule.mode.sync"), size="2"),
                             spacing="2",
                             align="center",

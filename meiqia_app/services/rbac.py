@@ -177,6 +177,19 @@ def require(actor: Actor, permission: str, *, action: str, target_type: str = ""
     raise PermissionDenied(permission=permission)
 
 
+def record_page_refusal(actor: Actor, path: str, missing: tuple[str, ...] | list[str]) -> None:
+    """Audit that a role opened a page it may not use (the page then shows "no access" and loads nothing)."""
+    from meiqia_app.services import audit
+
+    audit.record_refusal(
+        actor,
+        "page.open",
+        target_type="page",
+        target_id=str(path)[:64],
+        details={"missing_permission": ",".join(sorted(missing))},
+    )
+
+
 def refuse(
     actor: Actor, action: str, reason_key: str, *, target_type: str = "", target_id: object = "", **details
 ) -> None:

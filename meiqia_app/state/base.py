@@ -26,7 +26,7 @@ import reflex as rx
 from reflex.state import _override_base_method
 
 from meiqia_app.i18n import error_text, normalize_lang, tr
-from meiqia_app.services import auth
+from meiqia_app.services import auth, rbac
 from meiqia_app.services.errors import AppError, NotAuthenticated, ValidationError
 from meiqia_app.services.rbac import Actor
 from meiqia_app.state import privacy
@@ -49,6 +49,43 @@ _EVENT_SESSION: contextvars.ContextVar[tuple[str, Actor, float] | None] = contex
 def remember_event_session(token: str = "", actor: Actor | None = None) -> None:
     """Called by the event guard: what this event's cookie resolved to (or nothing)."""
     _EVENT_SESSION.set((token, actor, time.monotonic()) if token and actor is not None else None)
+
+
+# --- which pages a role may open ----------------------------------------------------------
+# Route (as registered, e.g. "/admin/users") -> the permissions the page needs (all
+# of them), and the page's own on_load, which runs only when they are there.
+# Filled by meiqia_app.py when it registers the pages (``declare_page``); the
+# layout reads the same declaration to show "no access" instead of the page body.
+PAGE_NEEDS: dict[str, tuple[str, ...]] = {}
+PAGE_ON_LOAD: dict[str, Any] = {}
+
+
+def declare_page(route: str, needs: tuple[str, ...] | list[str] = (), on_load: Any = None) -> None:
+    PAGE_NEEDS[route] = tuple(needs)
+    if on_load is not None:
+        PAGE_ON_LOAD[route] = on_load
+
+
+def page_route(path: str) -> str:
+    """The registered route that serves ``path`` ("/customers/12" -> "/customers/[customer_id]"), or ""."""
+    path = "/" + str(path or "").strip("/")
+    if path == "/index":  # how Reflex names the root page's route
+        path = "/"
+    if path in PAGE_NEEDS:
+        return path
+    parts = path.split("/")
+    for route in PAGE_NEEDS:
+        pattern = route.split("/")
+        if len(pattern) == len(parts) and all(
+            want == got or (want.startswith("[") and want.endswith("]") and got) for want, got in zip(pattern, parts)
+        ):
+            return route
+    return ""
+
+
+def missing_for_page(path: str, permissions) -> tuple[str, ...]:
+    """The permissions the page at ``path`` needs and ``permissions`` lacks."""
+    return tuple(p for p in PAGE_NEEDS.get(page_route(path), ()) if p not in permissions)
 
 
 def full_page_load(path: str):
@@ -134,7 +171,16 @@ class AppState(rx.State):
         return session_token_from_cookie_header(privacy.live_cookie_header())
 
     def _actor(self) -> Actor:
+        actor = AppState._actor_or_none(self)
+        if actor is None:
+            raise NotAuthenticated()
+        return actor
+
+    def _actor_or_none(self) -> Actor | None:
+        """The live session's user (reusing what the event guard resolved for this event), or None."""
         token = self._session_token()
+        if not token:
+            return None
         resolved = _EVENT_SESSION.get()
         if (
             resolved is not None
@@ -143,10 +189,7 @@ class AppState(rx.State):
             and time.monotonic() - resolved[2] < EVENT_SESSION_REUSE_SECONDS
         ):
             return resolved[1]
-        actor = auth.resolve_session(token, self._client_ip())
-        if actor is None:
-            raise NotAuthenticated()
-        return actor
+        return auth.resolve_session(token, self._client_ip())
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a service off the event loop (DB work and bcrypt would block other users)."""
@@ -195,6 +238,21 @@ class AppState(rx.State):
             if getattr(self, name) != value:
                 setattr(self, name, value)
 
+    async def _page_refused(self, actor: Actor) -> bool:
+        """True when the role may not open the current page (which then loads nothing).
+
+        The page shows "no access" (the layout reads ``perms``); the attempt is
+        audited once per page load, as the page's first service call used to be
+        refused and audited, so a person typing an admin address still leaves a
+        trace. Later events of a page that lost its permission are not audited
+        again here (the services still refuse and audit what they are asked).
+        """
+        missing = missing_for_page(self.router.page.path, actor.permissions)
+        if not missing:
+            return False
+        await self._call(rbac.record_page_refusal, actor, self.router.page.path, missing)
+        return True
+
     # --- public handlers --------------------------------------------------------------
     @rx.event
     def set_lang(self, lang: str):
@@ -206,14 +264,17 @@ class AppState(rx.State):
 
     @rx.event
     async def check_login(self):
-        """on_load of every protected page: no session, no page."""
-        actor = await self._call(auth.resolve_session, self._session_token(), self._client_ip())
+        """on_load of every protected page: no session, no page; no permission,
+        no data (the page's own on_load, declared with the page, runs only then)."""
+        actor = await self._call(self._actor_or_none)
         if actor is None:
             self.user_name = ""
             self.perms = []
             return self._to_login()
         self._set_user(actor)
-        return None
+        if await self._page_refused(actor):
+            return None
+        return PAGE_ON_LOAD.get(page_route(self.router.page.path))
 
     @rx.event
     async def logout(self):

@@ -76,6 +76,13 @@ class CustomerDetailState(AppState):
         self.not_found = False
         self.editing = False
         self.conflict = ""
+        try:
+            actor = self._actor()
+        except AppError as error:
+            return self._on_error(error)
+        self._set_user(actor)
+        if await self._page_refused(actor):
+            return None
         problem = await self._reload()
         if problem is not None or not self._shown_id:
             return problem

@@ -216,6 +216,8 @@ class CustomerListState(AppState):
         try:
             actor = self._actor()
             self._set_user(actor)
+            if await self._page_refused(actor):
+                return None
             self.tag_options = await self._call(tags.list_tag_options, actor)
             self.views = await self._call(saved_views.list_views, actor)
             version = await self._call(customer_list.data_version, actor)

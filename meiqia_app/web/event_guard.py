@@ -5,7 +5,9 @@ hiding a button is not protection. Before a handler of one of our states runs,
 this middleware checks that the state allows anonymous calls to that handler
 (``public_handlers`` / ``requires_login``) or that the session cookie of the
 websocket still resolves to a live session. Handlers re-check the session and
-the permission themselves (services do); this is the outer wall.
+the permission themselves (services do); this is the outer wall. The session it
+resolves also refreshes the tab's user and permissions (``refresh_user``), so a
+role change reaches every open page at its next event.
 
 Before any event, Reflex's own ones included, it also checks that the tab is
 used with the session that filled it (privacy rule 4 in
@@ -72,6 +74,20 @@ async def keep_tab_to_its_session(state, token: str, client_ip: str, hydrating: 
         app_state._tab_binding = binding
 
 
+async def refresh_user(state, actor) -> None:
+    """The tab's user and permissions as the database has them now.
+
+    Sent with this event's delta: a permission granted or revoked meanwhile
+    reaches every open page at its next event, and a page the role may no
+    longer use shows "no access" (components/layout.py) instead of its body.
+    Only a user already shown in the tab is refreshed (the login page's tab
+    stays as it is until its own handlers set it).
+    """
+    app_state = await state.get_state(AppState)
+    if app_state.user_name:
+        app_state._set_user(actor)
+
+
 @dataclasses.dataclass(init=True)
 class LoginRequiredMiddleware(Middleware):
     async def preprocess(self, app, state, event) -> StateUpdate | None:
@@ -82,11 +98,15 @@ class LoginRequiredMiddleware(Middleware):
         state_cls, handler = handler_owner(event.name)
         if state_cls is None or not issubclass(state_cls, AppState):
             return None  # Reflex's own internal events (hydrate, on_load dispatch, ...)
-        if is_public(state_cls, handler):
+        public = is_public(state_cls, handler)
+        if public and not token:
             return None
         actor = await asyncio.to_thread(auth.resolve_session, token, client_ip)
         if actor is not None:
             remember_event_session(token, actor)
+            await refresh_user(state, actor)
+            return None
+        if public:
             return None
         path = state.router.page.path or "/"
         redirect = rx.redirect(f"/login?next={quote(path, safe='/')}")

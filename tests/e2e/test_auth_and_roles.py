@@ -113,20 +113,43 @@ def test_logout_ends_the_session(page, app_server):
     assert revoked >= 1
 
 
-def test_agent_sees_no_admin_menus_and_admin_pages_refuse(page, app_server):
+# Pages an agent may not open, each with a control or data it must not see.
+REFUSED_PAGES = {
+    "/admin/users": "#new-user, .user-row",
+    "/admin/roles": "#new-role, #role-matrix",
+    "/export": "#scope-all, #export-next",
+    "/cleanup": "#crit-no_contact",
+    "/import": "#import-upload-submit",
+    "/tags": "#new-tag",
+}
+
+
+def test_agent_sees_no_admin_menus_and_admin_pages_show_no_access(page, app_server):
     login(page, app_server, "agent")
     expect(page.locator("#nav-customers")).to_be_visible()
-    for hidden in ("#nav-audit", "#nav-admin-users", "#nav-admin-roles"):
+    for hidden in ("#nav-audit", "#nav-admin-users", "#nav-admin-roles", "#nav-export", "#nav-tags"):
         expect(page.locator(hidden)).to_have_count(0)
-    page.goto("/admin/users")
-    expect(page.get_by_text("没有权限执行此操作")).to_be_visible()
-    expect(page.locator(".user-row")).to_have_count(0)
+    for path, controls in REFUSED_PAGES.items():
+        page.goto(path)
+        expect(page.locator("#no-access")).to_contain_text("没有访问权限")
+        expect(page.locator("#no-access-home")).to_have_attribute("href", "/")
+        expect(page.locator(controls)).to_have_count(0)
+    page.locator("#lang-switch").click()
+    expect(page.locator("#no-access")).to_contain_text("No access")
+    page.locator("#lang-switch").click()
     with app_server.sql() as db:
-        refused = db.execute(
-            "SELECT count(*) FROM audit_entry WHERE actor_name = 'agent' "
-            "AND action = 'user.list' AND result = 'refused'"
+        refused = dict(
+            db.execute(
+                "SELECT target_id, count(*) FROM audit_entry WHERE actor_name = 'agent' "
+                "AND action = 'page.open' AND result = 'refused' GROUP BY target_id"
+            ).fetchall()
+        )
+        # The page loaded nothing: its services were not even asked.
+        listed = db.execute(
+            "SELECT count(*) FROM audit_entry WHERE actor_name = 'agent' AND action IN ('user.list', 'role.list')"
         ).fetchone()[0]
-    assert refused >= 1
+    assert set(refused) >= set(REFUSED_PAGES)
+    assert listed == 0
 
 
 @pytest.mark.pg
@@ -163,6 +186,33 @@ def test_admin_edits_role_matrix_and_it_applies_at_next_load(page, browser, app_
         agent_context.close()
         with app_server.sql() as db:  # the agent role is shared by the whole run, also when this test fails
             db.execute("UPDATE role SET permissions = ? WHERE name = 'agent'", (granted_before,))
+
+
+def test_revoking_a_permission_shows_no_access_on_the_open_page_at_its_next_event(page, browser, app_server):
+    with app_server.sql() as db:
+        granted_before = db.execute("SELECT permissions FROM role WHERE name = 'data_analyst'").fetchone()[0]
+    analyst_context = browser.new_context(base_url=app_server.url)
+    analyst_context.set_default_timeout(20_000)
+    analyst = analyst_context.new_page()
+    try:
+        login(analyst, app_server, "analyst", "/reports")
+        expect(analyst.locator("#comparison-table")).to_be_visible()
+
+        login(page, app_server, "admin", "/admin/roles")
+        box = page.locator("#perm-data_analyst-report-view")
+        expect(box).to_have_attribute("data-state", "checked")
+        box.click()
+        expect(box).to_have_attribute("data-state", "unchecked")
+
+        # No reload: the analyst's next click on the open page.
+        analyst.locator("#report-run").click()
+        expect(analyst.locator("#no-access")).to_be_visible()
+        expect(analyst.locator("#comparison-table")).to_have_count(0)
+        expect(analyst.locator("#nav-reports")).to_have_count(0)
+    finally:
+        analyst_context.close()
+        with app_server.sql() as db:  # the role is shared by the whole run, also when this test fails
+            db.execute("UPDATE role SET permissions = ? WHERE name = 'data_analyst'", (granted_before,))
 
 
 def test_english_login_errors(page, app_server):

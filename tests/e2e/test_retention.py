@@ -127,12 +127,12 @@ def test_agent_is_refused_the_retention_page(page, app_server):
     login(page, app_server, "agent")
     expect(page.locator("#nav-admin-retention")).to_have_count(0)
     page.goto("/admin/retention")
-    expect(page.get_by_text("没有权限执行此操作")).to_be_visible()
+    expect(page.locator("#no-access")).to_contain_text("没有访问权限")
     expect(page.locator(".retention-policy")).to_have_count(0)
     with app_server.sql() as db:
         refused = db.execute(
             "SELECT count(*) FROM audit_entry WHERE actor_name = 'agent' "
-            "AND action = 'retention.view' AND result = 'refused'"
+            "AND action = 'page.open' AND target_id = '/admin/retention' AND result = 'refused'"
         ).fetchone()[0]
     assert refused >= 1
 

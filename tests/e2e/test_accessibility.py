@@ -1,0 +1,72 @@
+"""axe-core on every page, in Chinese and in English: no critical or serious finding."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e import axe
+from tests.e2e.conftest import login
+from tests.e2e.site_pages import open_route, routes
+
+
+@pytest.fixture(scope="session")
+def axe_js():
+    return axe.ensure_axe()
+
+
+def _report(findings: dict[str, list[dict]]) -> str:
+    lines = []
+    for route, violations in findings.items():
+        for v in violations:
+            lines.append(f"{route}: [{v['impact']}] {v['id']} x{v['count']} ({v['help']}) e.g. {v['targets'][:2]}")
+    return "\n".join(lines)
+
+
+def _audit_every_page(page, app_server, axe_js, lang: str) -> dict[str, list[dict]]:
+    findings: dict[str, list[dict]] = {}
+    for route in routes(app_server):
+        open_route(page, route)
+        findings[route] = axe.run_axe(page, axe_js)
+        html_lang = page.evaluate("document.documentElement.lang")
+        if html_lang != ("en" if lang == "en" else "zh-CN"):
+            findings[route].append(
+                {"id": "html-lang-follows-language", "impact": "serious", "count": 1, "help": html_lang, "targets": []}
+            )
+    if out := os.environ.get("MEIQIA_AXE_REPORT"):  # the figures per page, for a report
+        with open(out, "a") as handle:
+            for route, violations in findings.items():
+                handle.write(json.dumps({"lang": lang, "route": route, **axe.summary(violations)}) + "\n")
+    return findings
+
+
+def _blocking(findings: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    return {
+        route: [v for v in violations if v["impact"] in axe.BLOCKING]
+        for route, violations in findings.items()
+        if any(v["impact"] in axe.BLOCKING for v in violations)
+    }
+
+
+# Chinese on a wide screen, English on a phone: both languages and both layouts
+# (the sidebar, and the menu button with the list as cards).
+@pytest.mark.parametrize(("lang", "width"), [("zh", 1400), ("en", 390)], ids=["zh-1400", "en-390"])
+def test_no_critical_or_serious_axe_finding_on_any_page(page, app_server, axe_js, lang, width):
+    page.set_viewport_size({"width": width, "height": 900})
+    login(page, app_server, "admin", "/customers")
+    if lang == "en":
+        page.locator("#lang-switch").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Customers")
+    blocking = _blocking(_audit_every_page(page, app_server, axe_js, lang))
+    assert not blocking, _report(blocking)
+
+
+def test_login_page_has_no_critical_or_serious_axe_finding(page, app_server, axe_js):
+    page.goto("/login")
+    expect(page.locator("#login-submit")).to_be_enabled()
+    page.wait_for_load_state("networkidle")
+    blocking = _blocking({"/login": axe.run_axe(page, axe_js)})
+    assert not blocking, _report(blocking)
