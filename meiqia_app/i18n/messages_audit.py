@@ -78,6 +78,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "audit.act.cleanup.trash": ("批量移入回收站", "moving customers to the trash"),
     "audit.act.conversation.view": ("查看会话记录", "viewing a conversation"),
     "audit.act.customer.count": ("统计客户数", "counting customers"),
+    "audit.act.page.open": ("打开页面", "opening a page"),
     "audit.act.customer.consent": ("记录客户授权", "recording a customer's consent"),
     "audit.act.customer.create": ("新建客户", "creating a customer"),
     "audit.act.customer.find_duplicates": ("查找重复客户", "finding duplicate customers"),

@@ -377,6 +377,7 @@ PHRASES: dict[str, Phrase] = {
 #: Actions only ever written as refusals (the ``action=`` of ``rbac.require``): a label is enough.
 REFUSAL_ONLY: frozenset[str] = frozenset(
     {
+        "page.open",
         "audit.anchors",
         "audit.list",
         "backup.list",
@@ -458,7 +459,9 @@ def _why(c: Ctx) -> str:
     """Why a refusal or a failure happened, in words: the missing permission, the reason, the problem."""
     permission = c.get("missing_permission")
     if permission:
-        return c.t("audit.why", text=c.t("audit.why.missing_permission", perm=c.label("perm", permission)))
+        # One permission, or several comma-separated (a page that needs them all).
+        names = c.join(c.label("perm", code) for code in str(permission).split(",") if code)
+        return c.t("audit.why", text=c.t("audit.why.missing_permission", perm=names))
     for key in ("problem", "error", "reason", "outcome"):
         value = c.get(key)
         if not value or not isinstance(value, str):
