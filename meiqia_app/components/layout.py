@@ -366,6 +366,9 @@ def page_shell(*children: rx.Component, title_key: str) -> rx.Component:
                 # "true" once the page is hydrated and its user resolved: clicks before
                 # that reach no handler (browser tests wait for it).
                 data_ready=rx.cond(rx.State.is_hydrated & (AppState.user_name != ""), "true", "false"),
+                # The last page load that finished (AppState.load_seq): tests wait for it.
+                data_load_seq=AppState.load_seq,
+                data_loaded_path=AppState.loaded_path,
                 class_name="app-main",
             ),
             class_name="app-column",

@@ -407,6 +407,7 @@ def archive_page() -> rx.Component:
             align="center",
             spacing="4",
             width="100%",
+            flex_wrap="wrap",
         ),
         rx.cond(
             A.tab == "trashed",

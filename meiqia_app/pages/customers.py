@@ -192,6 +192,7 @@ def pager() -> rx.Component:
         align="center",
         width="100%",
         spacing="2",
+        flex_wrap="wrap",  # on a phone the page size goes to the next line
     )
 
 

@@ -130,9 +130,13 @@ class AppState(rx.State):
     user_display: str = ""
     user_role: str = ""
     perms: list[str] = []
+    # Which page load finished last (a counter and the path): #main carries them, so
+    # browser tests wait for a page's data instead of sleeping.
+    load_seq: int = 0
+    loaded_path: str = ""
 
     # Handlers of this class anyone may call without a session.
-    public_handlers: ClassVar[frozenset[str]] = frozenset({"set_lang", "check_login", "logout", "noop"})
+    public_handlers: ClassVar[frozenset[str]] = frozenset({"set_lang", "check_login", "logout", "noop", "page_loaded"})
     requires_login: ClassVar[bool] = True
     # Frontend vars holding secrets or personal data: sent with the event's
     # delta, then forgotten by the server (see meiqia_app.state.privacy).
@@ -273,8 +277,23 @@ class AppState(rx.State):
             return self._to_login()
         self._set_user(actor)
         if await self._page_refused(actor):
+            self._mark_loaded()
             return None
-        return PAGE_ON_LOAD.get(page_route(self.router.page.path))
+        on_load = PAGE_ON_LOAD.get(page_route(self.router.page.path))
+        if on_load is None:
+            self._mark_loaded()
+            return None
+        # The tab's events run one after another: page_loaded follows the page's own on_load.
+        return [on_load, AppState.page_loaded]
+
+    def _mark_loaded(self) -> None:
+        self.load_seq += 1
+        self.loaded_path = "/" + str(self.router.page.raw_path or "").split("?", 1)[0].strip("/")
+
+    @rx.event
+    def page_loaded(self):
+        """The last step of a page load (see load_seq)."""
+        self._mark_loaded()
 
     @rx.event
     async def logout(self):

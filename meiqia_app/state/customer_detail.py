@@ -82,14 +82,16 @@ class CustomerDetailState(AppState):
             return self._on_error(error)
         self._set_user(actor)
         if await self._page_refused(actor):
+            self._mark_loaded()
             return None
         problem = await self._reload()
         if problem is not None or not self._shown_id:
+            self._mark_loaded()
             return problem
         # The timeline loads as the next event, after this one has let go of the state.
         from meiqia_app.state.customer_activity import CustomerActivityState  # its substate
 
-        return CustomerActivityState.on_load_activity
+        return [CustomerActivityState.on_load_activity, AppState.page_loaded]
 
     @rx.event
     def start_edit(self):

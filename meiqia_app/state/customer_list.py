@@ -217,6 +217,7 @@ class CustomerListState(AppState):
             actor = self._actor()
             self._set_user(actor)
             if await self._page_refused(actor):
+                self._mark_loaded()
                 return None
             self.tag_options = await self._call(tags.list_tag_options, actor)
             self.views = await self._call(saved_views.list_views, actor)
@@ -225,8 +226,11 @@ class CustomerListState(AppState):
             return self._on_error(error)
         self._refresh_chips()
         if self._shown_page_is_current(actor, version):
+            self._mark_loaded()
             return None
-        return await self._reload_first_page()
+        reloaded = await self._reload_first_page()
+        self._mark_loaded()
+        return reloaded
 
     def _refresh_chips(self) -> None:
         names = {str(option.id): option.name for option in self.tag_options}

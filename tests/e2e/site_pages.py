@@ -29,8 +29,11 @@ ROUTES = (
 
 
 def first_customer_id(app_server) -> int:
+    """An active customer nobody erased (earlier tests archive, trash and erase some)."""
     with app_server.sql() as db:
-        return db.execute("SELECT id FROM customer WHERE status = 'active' ORDER BY id LIMIT 1").fetchone()[0]
+        return db.execute(
+            "SELECT id FROM customer WHERE status = 'active' AND erased_at IS NULL ORDER BY id LIMIT 1"
+        ).fetchone()[0]
 
 
 def routes(app_server) -> list[str]:
@@ -39,9 +42,17 @@ def routes(app_server) -> list[str]:
 
 
 def open_route(page, route: str) -> None:
-    """Go to ``route`` and wait until it is hydrated and its on_load has answered."""
+    """Go to ``route`` and wait until it is hydrated and its page load has finished
+    (AppState.load_seq moved on and names this path: the on_load's data is in)."""
+    main = page.locator("#main")
+    before = main.get_attribute("data-load-seq") if main.count() else None
     page.goto(route)
     wait_ready(page)
-    # The page's own data arrives with the on_load's delta, just after the user.
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(400)
+    page.wait_for_function(
+        """before => {
+            const main = document.querySelector('#main[data-ready=true]');
+            const here = location.pathname.replace(/\\/$/, '') || '/';
+            return !!main && main.dataset.loadSeq !== before && main.dataset.loadedPath === here;
+        }""",
+        arg=before,
+    )

@@ -1,4 +1,9 @@
-"""axe-core on every page, in Chinese and in English: no critical or serious finding."""
+"""Every page, visited once per set-up: axe-core finds nothing critical or serious
+(Chinese on a wide screen, English on a phone), and no page scrolls sideways on a
+phone or a tablet.
+
+One visit of each page serves both checks where the set-up is the same (English
+at 390 px): visiting every page is what these tests spend their time on."""
 
 from __future__ import annotations
 
@@ -26,11 +31,23 @@ def _report(findings: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def _audit_every_page(page, app_server, axe_js, lang: str) -> dict[str, list[dict]]:
+def _sideways(page) -> int | None:
+    """How wide the document is when wider than the window (else None): nothing may scroll sideways."""
+    expect(page.locator(".app-sidebar")).to_be_hidden()  # the drawer's menu button instead
+    expect(page.locator("h1")).to_be_visible()
+    scroll_width, inner_width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    return scroll_width if scroll_width > inner_width else None
+
+
+def _audit_every_page(page, app_server, axe_js, lang: str, narrow: bool) -> dict[str, list[dict]]:
     findings: dict[str, list[dict]] = {}
     for route in routes(app_server):
         open_route(page, route)
         findings[route] = axe.run_axe(page, axe_js)
+        if narrow and (too_wide := _sideways(page)):
+            findings[route].append(
+                {"id": "scrolls-sideways", "impact": "serious", "count": 1, "help": f"{too_wide}px", "targets": []}
+            )
         html_lang = page.evaluate("document.documentElement.lang")
         if html_lang != ("en" if lang == "en" else "zh-CN"):
             findings[route].append(
@@ -52,7 +69,8 @@ def _blocking(findings: dict[str, list[dict]]) -> dict[str, list[dict]]:
 
 
 # Chinese on a wide screen, English on a phone: both languages and both layouts
-# (the sidebar, and the menu button with the list as cards).
+# (the sidebar, and the menu button with the list as cards); on the phone no page
+# may scroll sideways either.
 @pytest.mark.parametrize(("lang", "width"), [("zh", 1400), ("en", 390)], ids=["zh-1400", "en-390"])
 def test_no_critical_or_serious_axe_finding_on_any_page(page, app_server, axe_js, lang, width):
     page.set_viewport_size({"width": width, "height": 900})
@@ -60,8 +78,19 @@ def test_no_critical_or_serious_axe_finding_on_any_page(page, app_server, axe_js
     if lang == "en":
         page.locator("#lang-switch").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Customers")
-    blocking = _blocking(_audit_every_page(page, app_server, axe_js, lang))
+    blocking = _blocking(_audit_every_page(page, app_server, axe_js, lang, narrow=width < 768))
     assert not blocking, _report(blocking)
+
+
+def test_no_page_scrolls_sideways_on_a_tablet(page, app_server):
+    page.set_viewport_size({"width": 768, "height": 1024})
+    login(page, app_server, "admin", "/customers")
+    wide = {}
+    for route in routes(app_server):
+        open_route(page, route)
+        if too_wide := _sideways(page):
+            wide[route] = too_wide
+    assert wide == {}, f"pages wider than 768 px: {wide}"
 
 
 def test_login_page_has_no_critical_or_serious_axe_finding(page, app_server, axe_js):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 
 from playwright.sync_api import expect
 
@@ -129,11 +130,17 @@ def test_agent_is_refused_the_retention_page(page, app_server):
     page.goto("/admin/retention")
     expect(page.locator("#no-access")).to_contain_text("没有访问权限")
     expect(page.locator(".retention-policy")).to_have_count(0)
-    with app_server.sql() as db:
-        refused = db.execute(
-            "SELECT count(*) FROM audit_entry WHERE actor_name = 'agent' "
-            "AND action = 'page.open' AND target_id = '/admin/retention' AND result = 'refused'"
-        ).fetchone()[0]
+    # The refusal is written by the page load's event, which may end just after the page shows.
+    deadline = time.monotonic() + 10
+    while True:
+        with app_server.sql() as db:
+            refused = db.execute(
+                "SELECT count(*) FROM audit_entry WHERE actor_name = 'agent' "
+                "AND action = 'page.open' AND target_id = '/admin/retention' AND result = 'refused'"
+            ).fetchone()[0]
+        if refused or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert refused >= 1
 
 

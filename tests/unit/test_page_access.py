@@ -78,7 +78,11 @@ def test_a_page_the_role_may_open_runs_its_own_on_load_after_the_session_check(d
     token = live_token(db, "admin")
     tab = new_tab()
     served = run(serve(tab, AppState, "check_login", cookie=_cookie(token), path="/admin/users"))
-    assert [event.name for event in served.events] == [f"{AdminUsersState.get_full_name()}.on_load"]
+    # The page's own on_load, then the mark that the page load finished (AppState.load_seq).
+    assert [event.name for event in served.events] == [
+        f"{AdminUsersState.get_full_name()}.on_load",
+        f"{AppState.get_full_name()}.page_loaded",
+    ]
     assert _audit("page.open", "admin") == []
 
 
@@ -97,7 +101,10 @@ def test_a_revoked_permission_reaches_an_open_page_at_its_next_event(seeded_db):
     tab = new_tab()
     served = run(serve(tab, AppState, "check_login", cookie=_cookie(token), path="/reports"))
     assert "report.view" in served.value(AppState, "perms")
-    assert [event.name for event in served.events] == [f"{ReportsState.get_full_name()}.on_load"]
+    assert [event.name for event in served.events] == [
+        f"{ReportsState.get_full_name()}.on_load",
+        f"{AppState.get_full_name()}.page_loaded",
+    ]
 
     _set_role_permissions("manager", [p for p in _role_permissions("manager") if p != "report.view"])
     # Any next event of the open page (here: picking a segment date) carries the new permissions.
