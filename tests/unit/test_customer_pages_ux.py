@@ -344,7 +344,7 @@ def test_the_list_count_follows_a_bulk_archive(seeded_db, monkeypatch):
 
 def test_an_agent_records_an_unsubscribe_audited_with_who_and_when_and_on_the_timeline(seeded_db, seeded_actors):
     agent = seeded_actors["agent"]
-    customer_id = active_customer("consent_marketing = 1")
+    customer_id = active_customer("consent_marketing")  # a bare column: PostgreSQL has no boolean = integer
     version = scalar("SELECT version FROM customer WHERE id = :i", i=customer_id)
     assert consent.set_consent(agent, customer_id, "marketing", False) is True
     flag, at, new_version, by = rows(
