@@ -21,7 +21,7 @@ from meiqia_app.pages.login import login_page
 from meiqia_app.pages.reports import reports_page
 from meiqia_app.pages.retention import retention_page
 from meiqia_app.pages.tags_admin import tags_admin_page
-from meiqia_app.services import reports, scheduler, startup
+from meiqia_app.services import reports, scheduler, startup, webhooks
 from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
@@ -40,6 +40,7 @@ from meiqia_app.state.reports import DashboardState, ReportsState
 from meiqia_app.state.retention import RetentionState
 from meiqia_app.state.tags_admin import TagsAdminState
 from meiqia_app.web import upload_request
+from meiqia_app.web.api import app as open_api
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
 from meiqia_app.web.upload_guard import upload_guard
@@ -52,7 +53,8 @@ app = rx.App(
     # Our HTTP routes in front of Reflex's; the upload guard wraps both and checks
     # /_upload's session cookie, permission and size before its body is read; and
     # an upload's handler sees the upload request's own headers (web/upload_request.py).
-    api_transformer=[session_api(), upload_guard, upload_request.capture_upload_headers],
+    # The open API (/api/v1, its docs at /api/docs) sits in front of it all (web/api/).
+    api_transformer=[session_api(), upload_guard, upload_request.capture_upload_headers, open_api.mount],
 )
 app.add_middleware(LoginRequiredMiddleware())
 # Tab states stored without credentials, in private files (meiqia_app/state/privacy.py).
@@ -69,6 +71,7 @@ def start_background_work() -> None:
     """
     startup.recover_interrupted_work()
     scheduler.start_scheduler_thread()
+    webhooks.start_delivery_thread()  # the persisted outbox: each delivery claimed once across workers
 
 
 app.register_lifespan_task(start_background_work)

@@ -3,16 +3,18 @@ search-text upkeep and an audit entry with the masked field diff."""
 
 from __future__ import annotations
 
-from sqlalchemy import update
+import json
+
+from sqlalchemy import or_, select, update
 from sqlmodel import Session
 
-from meiqia_app.db import write_session
+from meiqia_app.db import read_connection, write_session
 from meiqia_app.models import Customer, CustomerSearch
-from meiqia_app.services import audit
+from meiqia_app.services import audit, webhooks
 from meiqia_app.services.customer_list import invalidate_counts
-from meiqia_app.services.customer_validation import clean_customer_fields
+from meiqia_app.services.customer_validation import TEXT_LIMITS, clean_customer_fields, clean_extras
 from meiqia_app.services.customers import writable_customer
-from meiqia_app.services.errors import Conflict, ValidationError
+from meiqia_app.services.errors import Conflict, Duplicate, NotFound, ValidationError
 from meiqia_app.services.masking import mask_diff
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
@@ -46,6 +48,8 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
     """Save an edit made on version ``expected_version``; returns the new version.
 
     Raises Conflict when someone saved in between (nothing is overwritten).
+    ``raw`` may also carry ``custom_attributes`` (merged: a None value removes
+    a key) and the consents ``consent_marketing`` / ``consent_analytics``.
     """
     require(actor, "customer.edit", action="customer.update", target_type="customer", target_id=customer_id)
     raw = dict(raw)
@@ -54,10 +58,12 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
             if not str(raw.get(field) or "").strip():
                 raw.pop(field, None)
     values = clean_customer_fields(raw, partial=True)
+    extras = clean_extras(raw)
     with write_session() as session:
         customer = writable_customer(session, customer_id)
         if customer.version != int(expected_version):
             raise Conflict(by=customer.updated_by_name or "?", at=format_local(customer.updated_at))
+        values.update(_extra_values(customer, extras))
         diff = {
             field: (getattr(customer, field), value)
             for field, value in values.items()
@@ -93,25 +99,158 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
             "customer.update",
             target_type="customer",
             target_id=customer.id,
-            details={"changes": mask_diff(diff), "version": int(expected_version) + 1},
+            details={"changes": mask_diff(_audited(diff)), "version": int(expected_version) + 1},
         )
+        webhooks.emit(session, "customer.updated", customer.id, {"changes": sorted(diff)})
         new_version = int(expected_version) + 1
     invalidate_counts()
     _refresh_rules(customer_id)
     return new_version
 
 
-def create_customer(actor: Actor, raw: dict, session: Session | None = None) -> int:
-    """A customer made by hand (or one imported row, inside the import's session)."""
+def _audited(diff: dict) -> dict:
+    """Custom attributes may hold personal values: the audit keeps which keys changed."""
+    if "custom_attributes" not in diff:
+        return diff
+    old, new = (json.loads(v or "{}") for v in diff["custom_attributes"])
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return {**diff, "custom_attributes": (None, {"keys": keys})}
+
+
+def _extra_values(customer: Customer | None, extras: dict) -> dict:
+    """Column values for the cleaned extras (custom attributes merged into the customer's)."""
+    values: dict = {}
+    if "custom_attributes" in extras:
+        merged = json.loads(customer.custom_attributes or "{}") if customer is not None else {}
+        if not isinstance(merged, dict):
+            merged = {}
+        for key, value in extras["custom_attributes"].items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        if len(merged) > MAX_ATTRIBUTES:
+            raise ValidationError.single("custom_attributes", "error.too_many", max=MAX_ATTRIBUTES)
+        values["custom_attributes"] = json.dumps(merged, ensure_ascii=False, sort_keys=True)
+    now = utcnow()
+    for consent in ("consent_marketing", "consent_analytics"):
+        if consent in extras and (customer is None or bool(getattr(customer, consent)) != extras[consent]):
+            values[consent] = extras[consent]
+            values[f"{consent}_at"] = now
+    return values
+
+
+MAX_ATTRIBUTES = 50
+
+
+def create_customer(actor: Actor, raw: dict, session: Session | None = None, *, refuse_duplicates: bool = False) -> int:
+    """A customer made by hand (or one imported row, inside the import's session).
+
+    ``refuse_duplicates`` (the open API): raise Duplicate naming the existing
+    customer when one in the working set has the same phone, e-mail or
+    external id. The hand-made dialog allows them (the duplicate finder
+    shows them later).
+    """
     require(actor, "customer.create", action="customer.create", target_type="customer")
-    values = _with_pinyin(clean_customer_fields(raw))
     if session is not None:
-        return _insert(session, actor, values)
+        return new_customer(session, actor, raw, refuse_duplicates=refuse_duplicates)
     with write_session() as own:
-        new_id = _insert(own, actor, values)
+        new_id = new_customer(own, actor, raw, refuse_duplicates=refuse_duplicates)
     invalidate_counts()
     _refresh_rules(new_id)
     return new_id
+
+
+def new_customer(session: Session, actor: Actor, raw: dict, *, refuse_duplicates: bool = False) -> int:
+    """Validate and insert a customer in the caller's transaction (the caller checked its
+    own permission: customer.create, or event.ingest for a visitor's prospect)."""
+    values = _with_pinyin(clean_customer_fields(raw))
+    values.update(_extra_values(None, clean_extras(raw)))
+    if refuse_duplicates:
+        existing = _duplicate_of(session, values)
+        if existing is not None:
+            raise Duplicate(field=existing[1], existing_id=existing[0])
+    return _insert(session, actor, values)
+
+
+DUPLICATE_FIELDS = ("external_id", "phone", "email")
+
+
+def _duplicate_of(session, values: dict) -> tuple[int, str] | None:
+    """(id, field) of a working-set customer with the same external id, phone or e-mail."""
+    C = Customer.__table__.c
+    wanted = [(field, values.get(field)) for field in DUPLICATE_FIELDS if values.get(field)]
+    if not wanted:
+        return None
+    rows = session.execute(
+        select(C.id, *(C[field] for field, _ in wanted))
+        .where(or_(*(C[field] == value for field, value in wanted)), C.status != "trashed", C.erased_at.is_(None))
+        .order_by(C.id)
+        .limit(10)
+    ).all()
+    for field, value in wanted:
+        for row in rows:
+            if getattr(row, field) == value:
+                return row.id, field
+    return None
+
+
+def find_by_external_id(actor: Actor, external_id) -> int | None:
+    """The working-set customer with this external id (the lowest id if several), or None."""
+    require(actor, "customer.view", action="customer.lookup", target_type="customer")
+    value = _clean_external_id(external_id)
+    C = Customer.__table__.c
+    with read_connection() as conn:
+        return conn.execute(
+            select(C.id)
+            .where(C.external_id == value, C.status != "trashed", C.erased_at.is_(None))
+            .order_by(C.id)
+            .limit(1)
+        ).scalar()
+
+
+def _clean_external_id(raw) -> str:
+    value = str(raw or "").strip()
+    if not value:
+        raise ValidationError.single("external_id", "error.required")
+    if len(value) > TEXT_LIMITS["external_id"]:
+        raise ValidationError.single("external_id", "error.too_long", max=TEXT_LIMITS["external_id"])
+    return value
+
+
+def upsert_by_external_id(actor: Actor, external_id, raw: dict) -> tuple[int, bool, int]:
+    """Create or update the customer with this external id (a shop syncing its members).
+
+    Returns (id, created, version). Only the fields given change; creating
+    refuses a phone or e-mail another customer has (Duplicate), like the API's
+    create. An update races nobody's form: it is applied to the version read
+    just before (retried once when someone saved in between).
+    """
+    require(actor, "customer.edit", action="customer.upsert", target_type="customer")
+    value = _clean_external_id(external_id)
+    fields = {k: v for k, v in dict(raw).items() if k != "external_id"}
+    C = Customer.__table__.c
+    for _attempt in range(2):
+        with read_connection() as conn:
+            found = conn.execute(
+                select(C.id, C.version)
+                .where(C.external_id == value, C.status != "trashed", C.erased_at.is_(None))
+                .order_by(C.id)
+                .limit(1)
+            ).first()
+        if found is None:
+            new_id = create_customer(actor, {**fields, "external_id": value}, refuse_duplicates=True)
+            return new_id, True, 1
+        try:
+            version = update_customer(actor, found.id, found.version, fields)
+        except Conflict as conflict:
+            if isinstance(conflict, Duplicate):
+                raise
+            continue
+        except NotFound:
+            continue
+        return found.id, False, version
+    raise Conflict(by="?", at="")
 
 
 def _refresh_rules(customer_id: int) -> None:
@@ -143,7 +282,8 @@ def _insert(session: Session, actor: Actor, values: dict) -> int:
         target_id=customer.id,
         details={"fields": sorted(values)},
     )
+    webhooks.emit(session, "customer.created", customer.id)
     return customer.id
 
 
-__all__ = ["update_customer", "create_customer", "ValidationError"]
+__all__ = ["update_customer", "create_customer", "new_customer", "upsert_by_external_id", "ValidationError"]

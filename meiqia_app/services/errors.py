@@ -32,6 +32,18 @@ class Conflict(AppError):
     message_key = "error.conflict"
 
 
+class Duplicate(Conflict):
+    """Another customer already has this phone, e-mail or external id (params: field, existing_id)."""
+
+    message_key = "error.duplicate_customer"
+
+
+class ReadOnly(AppError):
+    """The customer may be read but not changed (archived, or an erasure is pending)."""
+
+    message_key = "error.customer_archived"
+
+
 class Busy(AppError):
     """The database's write lock was held past the busy timeout (SQLite, during a
     bulk cleanup batch): nothing was changed, trying again shortly works."""

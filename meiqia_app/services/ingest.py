@@ -1,0 +1,695 @@
+"""Behaviour records from connected systems (``POST /api/v1/events``, docs/api.md).
+
+A batch holds up to 1,000 records. Each names its customer (``id``,
+``external_id``, ``visitor_id`` or ``phone``) and carries the sender's own
+``event_id``: a record whose id was taken before (30 days) or earlier in the
+same batch is a duplicate and changes nothing, so an at-least-once sender
+may send again safely. Each record gets its own result (accepted, duplicate,
+rejected with the reason and field); a bad record does not stop the others.
+
+What a record does is what the same fact does when the seed writes it:
+``page_view`` / ``product_view`` / ``search`` / ``login`` become behaviour
+events, ``chat_message`` a message of a conversation (the conversation is
+made at its first message), ``conversation`` opens or closes one (rating,
+category), ``order`` creates an order or changes its status. Then, for
+every customer touched: last active (and last login) move forward, the
+paid-order figures are recomputed from the orders
+(customer_orders.recompute_order_figures, the same function the order form
+uses), the activity counter an open customer page watches goes up, the
+lifecycle stage and the on-change tag rules are applied
+(rules.apply_rules_to_customers), and the report aggregates follow through
+their database triggers. An unknown ``visitor_id`` makes a prospect (潜在)
+customer, through the same code as a customer made by hand.
+
+Customers that may not change are refused per record: trashed, erased or
+unknown ones as ``customer_not_found``, archived ones as
+``customer_archived``, those with an erasure pending as ``erasure_pending``
+(no new data about a person who asked to be forgotten).
+
+The batch is one transaction (the write lock is held for its length on
+SQLite: a 500-record batch takes tens of milliseconds) with one audit entry
+naming the key; the duplicate check runs inside it, so two workers taking
+the same record at once cannot both accept it (the loser's transaction is
+retried once and then sees the record as a duplicate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+from collections import Counter, defaultdict
+
+from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from meiqia_app.db import get_engine, write_session
+from meiqia_app.models import (
+    BehaviorEvent,
+    Conversation,
+    Customer,
+    ErasureRequest,
+    ExternalRef,
+    IngestedEvent,
+    Message,
+    Order,
+    Product,
+)
+from meiqia_app.models.activity import CHANNELS, CONVERSATION_CATEGORIES, ORDER_STATUSES
+from meiqia_app.models.customer import SOURCES
+from meiqia_app.services import audit, customer_edit, customer_orders, scheduler
+from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_validation import normalize_phone
+from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.rbac import Actor, require
+from meiqia_app.timeutil import as_utc, utcnow
+
+KINDS = ("page_view", "product_view", "search", "login", "chat_message", "conversation", "order")
+EVENT_KINDS = ("page_view", "product_view", "search", "login")
+MAX_BATCH = 1000
+MAX_EVENT_ID = 128
+MAX_REF = 128
+MAX_TEXT = 4000
+MAX_URL = 255
+MAX_ITEMS = 100
+MAX_CENTS = 10_000_000_000
+MAX_QUANTITY = 10_000
+KEEP_IDS_DAYS = 30
+FUTURE_SLACK = dt.timedelta(minutes=10)
+OLDEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+REF_KEYS = ("id", "external_id", "visitor_id", "phone")
+
+C = Customer.__table__.c
+IE = IngestedEvent.__table__.c
+XR = ExternalRef.__table__.c
+P = Product.__table__.c
+OT = Order.__table__.c
+CV = Conversation.__table__.c
+ER = ErasureRequest.__table__.c
+
+
+@dataclasses.dataclass
+class RecordResult:
+    index: int
+    event_id: str | None
+    status: str  # accepted | duplicate | rejected
+    customer_id: int | None = None
+    created_customer: bool = False
+    reason: str | None = None
+    field: str | None = None
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, field: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+@dataclasses.dataclass
+class _Record:
+    index: int
+    event_id: str
+    kind: str
+    at: dt.datetime
+    ref: tuple[str, object]  # (id | external_id | visitor_id | phone, value)
+    prospect: dict
+    data: dict
+    customer_id: int | None = None
+    created_customer: bool = False
+
+
+# --- parsing (no database) ---------------------------------------------------------------------
+
+
+def _text(record: dict, field: str, limit: int, required: bool = False, prefix: str = "") -> str | None:
+    value = record.get(field)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise _Reject("required", prefix + field)
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise _Reject("invalid", prefix + field)
+    text = str(value).strip()
+    if len(text) > limit:
+        raise _Reject("too_long", prefix + field)
+    return text
+
+
+def _int(record: dict, field: str, low: int, high: int, prefix: str = "", required: bool = False) -> int | None:
+    value = record.get(field)
+    if value is None:
+        if required:
+            raise _Reject("required", prefix + field)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _Reject("invalid", prefix + field)
+    return value
+
+
+def _choice(record: dict, field: str, choices, default=None, prefix: str = ""):
+    value = record.get(field)
+    if value is None:
+        return default
+    if value not in choices:
+        raise _Reject("invalid", prefix + field)
+    return value
+
+
+def _moment(value, now: dt.datetime) -> dt.datetime:
+    if value is None:
+        return now
+    if not isinstance(value, str) or len(value) > 40:
+        raise _Reject("invalid", "occurred_at")
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise _Reject("invalid", "occurred_at") from None
+    moment = as_utc(moment)
+    if moment > now + FUTURE_SLACK or moment < OLDEST:
+        raise _Reject("out_of_range", "occurred_at")
+    return moment
+
+
+def _customer_ref(record: dict) -> tuple[tuple[str, object], dict]:
+    """(the reference used, the prospect's details for an unknown visitor)."""
+    customer = record.get("customer")
+    if not isinstance(customer, dict):
+        raise _Reject("required", "customer")
+    for key in REF_KEYS:
+        value = customer.get(key)
+        if value is None or value == "":
+            continue
+        if key == "id":
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise _Reject("invalid", "customer.id")
+            return (key, value), {}
+        if not isinstance(value, str) or len(value.strip()) > 64 or not value.strip():
+            raise _Reject("invalid", f"customer.{key}")
+        value = value.strip()
+        if key == "phone":
+            try:
+                value = normalize_phone(value)
+            except ValueError:
+                raise _Reject("invalid", "customer.phone") from None
+        prospect = {}
+        if key == "visitor_id":
+            name = customer.get("name")
+            if name is not None and (not isinstance(name, str) or len(name.strip()) > 64):
+                raise _Reject("invalid", "customer.name")
+            source = customer.get("source")
+            if source is not None and source not in SOURCES:
+                raise _Reject("invalid", "customer.source")
+            prospect = {"name": (name or "").strip(), "source": source}
+        return (key, value), prospect
+    raise _Reject("required", "customer")
+
+
+def _items(record: dict) -> list[dict]:
+    raw = record.get("items")
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
+        raise _Reject("invalid", "items")
+    items = []
+    for position, item in enumerate(raw):
+        prefix = f"items.{position}."
+        if not isinstance(item, dict):
+            raise _Reject("invalid", f"items.{position}")
+        sku = _text(item, "sku", 32, prefix=prefix)
+        name = _text(item, "name", 128, prefix=prefix)
+        if not sku and not name:
+            raise _Reject("required", prefix + "name")
+        quantity = _int(item, "quantity", 1, MAX_QUANTITY, prefix=prefix) or 1
+        price = _int(item, "price_cents", 0, MAX_CENTS, prefix=prefix) or 0
+        items.append({"sku": sku, "name": name or sku, "quantity": quantity, "price_cents": price})
+    return items
+
+
+def _parse(index: int, record, now: dt.datetime) -> _Record:
+    if not isinstance(record, dict):
+        raise _Reject("invalid", "record")
+    event_id = _text(record, "event_id", MAX_EVENT_ID, required=True)
+    kind = record.get("type")
+    if kind not in KINDS:
+        raise _Reject("required" if kind is None else "invalid", "type")
+    at = _moment(record.get("occurred_at"), now)
+    ref, prospect = _customer_ref(record)
+    data: dict = {}
+    if kind == "page_view":
+        data["url"] = _text(record, "url", MAX_URL, required=True)
+    elif kind == "product_view":
+        product = record.get("product")
+        if not isinstance(product, dict):
+            raise _Reject("required", "product")
+        data["sku"] = _text(product, "sku", 32, required=True, prefix="product.")
+        data["name"] = _text(product, "name", 128, prefix="product.")
+        data["price_cents"] = _int(product, "price_cents", 0, MAX_CENTS, prefix="product.")
+        data["url"] = _text(record, "url", MAX_URL)
+    elif kind == "search":
+        data["query"] = _text(record, "query", 200, required=True)
+    elif kind == "chat_message":
+        data["conversation_id"] = _text(record, "conversation_id", MAX_REF, required=True)
+        data["direction"] = _choice(record, "direction", ("in", "out"), "in")
+        data["text"] = _text(record, "text", MAX_TEXT, required=True)
+        data["channel"] = _choice(record, "channel", CHANNELS)
+        data["agent_name"] = _text(record, "agent_name", 64)
+    elif kind == "conversation":
+        data["conversation_id"] = _text(record, "conversation_id", MAX_REF, required=True)
+        data["status"] = _choice(record, "status", ("started", "ended"), "started")
+        data["channel"] = _choice(record, "channel", CHANNELS)
+        data["agent_name"] = _text(record, "agent_name", 64)
+        data["category"] = _choice(record, "category", CONVERSATION_CATEGORIES)
+        data["rating"] = _int(record, "rating", 1, 5)
+        data["summary"] = _text(record, "summary", 255)
+    elif kind == "order":
+        data["order_id"] = _text(record, "order_id", MAX_REF, required=True)
+        data["status"] = _choice(record, "status", ORDER_STATUSES, "pending")
+        data["items"] = _items(record)
+        data["amount_cents"] = _int(record, "amount_cents", 0, MAX_CENTS)
+        recipient = record.get("recipient")
+        if recipient is not None:
+            if not isinstance(recipient, dict):
+                raise _Reject("invalid", "recipient")
+            data["recipient"] = {
+                "recipient_name": _text(recipient, "name", 64, prefix="recipient."),
+                "recipient_phone": _text(recipient, "phone", 32, prefix="recipient."),
+                "shipping_address": _text(recipient, "address", 255, prefix="recipient."),
+            }
+    return _Record(index=index, event_id=event_id, kind=kind, at=at, ref=ref, prospect=prospect, data=data)
+
+
+# --- the batch ------------------------------------------------------------------------------------
+
+
+def ingest(actor: Actor, records: list) -> list[RecordResult]:
+    """Take a batch; returns one result per record, in order."""
+    require(actor, "event.ingest", action="event.ingest", target_type="event_batch")
+    if not isinstance(records, list) or not records:
+        raise ValidationError.single("events", "error.required")
+    if len(records) > MAX_BATCH:
+        raise ValidationError.single("events", "error.too_many", max=MAX_BATCH)
+    now = utcnow()
+    results: list[RecordResult | None] = [None] * len(records)
+    parsed: list[_Record] = []
+    for index, raw in enumerate(records):
+        event_id = raw.get("event_id") if isinstance(raw, dict) and isinstance(raw.get("event_id"), str) else None
+        try:
+            parsed.append(_parse(index, raw, now))
+        except _Reject as rejected:
+            results[index] = RecordResult(index, event_id, "rejected", reason=rejected.reason, field=rejected.field)
+    for attempt in range(2):
+        try:
+            applied, touched, created = _apply(actor, parsed, now, len(records))
+            break
+        except IntegrityError:
+            # Another worker took some of these records meanwhile: once more, they are duplicates now.
+            if attempt:
+                raise
+    for result in applied:
+        results[result.index] = result
+    if touched:
+        _after(touched, created)
+    return [r for r in results if r is not None]
+
+
+def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
+    results: list[RecordResult] = []
+    batch = _Batch(actor, now)
+    with write_session() as session:
+        conn = session.connection()
+        taken = (
+            set(conn.execute(select(IE.event_id).where(IE.event_id.in_([r.event_id for r in parsed]))).scalars())
+            if parsed
+            else set()
+        )
+        fresh: list[_Record] = []
+        for record in parsed:
+            if record.event_id in taken:
+                results.append(RecordResult(record.index, record.event_id, "duplicate"))
+                continue
+            taken.add(record.event_id)
+            fresh.append(record)
+        customers = _resolve(conn, fresh)
+        for record in fresh:
+            # A record is refused before it writes anything (every check comes first), so
+            # no savepoint is needed to keep a refused record out of the batch.
+            try:
+                record.customer_id, record.created_customer = _customer_for(session, actor, record, customers)
+                batch.apply(session, record)
+            except _Reject as rejected:
+                results.append(
+                    RecordResult(
+                        record.index,
+                        record.event_id,
+                        "rejected",
+                        customer_id=record.customer_id,
+                        reason=rejected.reason,
+                        field=rejected.field,
+                    )
+                )
+                continue
+            except ValidationError as error:
+                field = next(iter(error.field_errors), None)
+                results.append(
+                    RecordResult(record.index, record.event_id, "rejected", reason="invalid", field=f"customer.{field}")
+                )
+                continue
+            results.append(
+                RecordResult(
+                    record.index,
+                    record.event_id,
+                    "accepted",
+                    customer_id=record.customer_id,
+                    created_customer=record.created_customer,
+                )
+            )
+        batch.finish(session)
+        accepted = [r for r in results if r.status == "accepted"]
+        audit.record(
+            session,
+            actor,
+            "event.ingest",
+            target_type="event_batch",
+            details={
+                "records": total,
+                "accepted": len(accepted),
+                "duplicates": sum(r.status == "duplicate" for r in results),
+                "rejected": sum(r.status == "rejected" for r in results),
+                "customers": len(batch.touched),
+                "created_customers": sum(r.created_customer for r in accepted),
+                "kinds": dict(sorted(Counter(r.kind for r in fresh if r.customer_id in batch.touched).items())),
+            },
+        )
+    return results, sorted(batch.touched), any(r.created_customer for r in results)
+
+
+def _resolve(conn, records: list[_Record]) -> dict[tuple[str, object], tuple | None]:
+    """(ref key, value) -> (id, status, erased, erasure pending) for the batch's references."""
+    wanted: dict[str, set] = defaultdict(set)
+    for record in records:
+        wanted[record.ref[0]].add(record.ref[1])
+    found: dict[tuple[str, object], tuple | None] = {}
+    rows_by_id: dict[int, tuple] = {}
+    for key, values in wanted.items():
+        column = C.id if key == "id" else C[key]
+        rows = conn.execute(
+            select(C.id, C.status, C.erased_at, column.label("ref"))
+            .where(column.in_(sorted(values, key=str)))
+            .order_by(C.id)
+        ).all()
+        for row in rows:
+            rows_by_id[row.id] = row
+            previous = found.get((key, row.ref))
+            # Several customers with the same external id / visitor / phone: the lowest id of the
+            # best status (active, then archived, then trashed or erased).
+            if previous is None or _rank(row) < _rank(previous):
+                found[(key, row.ref)] = row
+    pending = set()
+    if rows_by_id:
+        pending = set(
+            conn.execute(
+                select(ER.customer_id).where(ER.customer_id.in_(list(rows_by_id)), ER.status == "pending")
+            ).scalars()
+        )
+    return {ref: (row.id, row.status, row.erased_at is not None, row.id in pending) for ref, row in found.items()}
+
+
+def _rank(row) -> int:
+    if row.erased_at is not None or row.status == "trashed":
+        return 2
+    return 1 if row.status == "archived" else 0
+
+
+def _customer_for(session, actor: Actor, record: _Record, customers: dict) -> tuple[int, bool]:
+    known = customers.get(record.ref)
+    if known is not None:
+        customer_id, status, erased, pending = known
+        if status == "trashed" or erased:
+            raise _Reject("customer_not_found", f"customer.{record.ref[0]}")
+        if status == "archived":
+            raise _Reject("customer_archived", f"customer.{record.ref[0]}")
+        if pending:
+            raise _Reject("erasure_pending", f"customer.{record.ref[0]}")
+        return customer_id, False
+    if record.ref[0] != "visitor_id":
+        raise _Reject("customer_not_found", f"customer.{record.ref[0]}")
+    visitor = str(record.ref[1])
+    raw = {
+        "name": record.prospect.get("name") or f"访客{visitor[-6:]}",
+        "visitor_id": visitor,
+        "source": record.prospect.get("source") or "web",
+        "lifecycle_stage": "prospect",
+    }
+    customer_id = customer_edit.new_customer(session, actor, raw)
+    # Later records of the batch for this visitor find the new customer.
+    customers[record.ref] = (customer_id, "active", False, False)
+    return customer_id, True
+
+
+class _Batch:
+    """Applies records in the batch's transaction and remembers what each customer needs after."""
+
+    def __init__(self, actor: Actor, now: dt.datetime) -> None:
+        self.actor = actor
+        self.now = now
+        self.touched: set[int] = set()
+        self.last_active: dict[int, dt.datetime] = {}
+        self.last_login: dict[int, dt.datetime] = {}
+        self.with_orders: set[int] = set()
+        self.events: list[dict] = []
+        self.ids: list[dict] = []
+        self.products: dict[str, int] = {}
+        self.refs: dict[tuple[str, str], int] = {}
+
+    # --- shared lookups
+    def _product(self, session, sku: str, name: str | None, price: int | None) -> int:
+        if sku in self.products:
+            return self.products[sku]
+        conn = session.connection()
+        product_id = conn.execute(select(P.id).where(P.sku == sku)).scalar()
+        if product_id is None:
+            product_id = conn.execute(
+                insert(Product.__table__)
+                .values(sku=sku, name=(name or sku)[:128], category="api", price_cents=price or 0)
+                .returning(P.id)
+            ).scalar_one()
+        self.products[sku] = product_id
+        return product_id
+
+    def _ref(self, session, kind: str, ref: str) -> int | None:
+        key = (kind, ref)
+        if key not in self.refs:
+            row_id = session.connection().execute(select(XR.row_id).where(XR.kind == kind, XR.ref == ref)).scalar()
+            if row_id is None:
+                return None
+            self.refs[key] = row_id
+        return self.refs[key]
+
+    def _remember_ref(self, session, kind: str, ref: str, row_id: int) -> None:
+        session.connection().execute(
+            insert(ExternalRef.__table__).values(kind=kind, ref=ref, row_id=row_id, created_at=self.now)
+        )
+        self.refs[(kind, ref)] = row_id
+
+    def _active(self, customer_id: int, at: dt.datetime) -> None:
+        self.touched.add(customer_id)
+        if customer_id not in self.last_active or self.last_active[customer_id] < at:
+            self.last_active[customer_id] = at
+
+    # --- one record
+    def apply(self, session, record: _Record) -> None:
+        customer_id, data, at = record.customer_id, record.data, record.at
+        key_id = self.actor.api_key_id
+        if record.kind in EVENT_KINDS:
+            product_id, url = None, data.get("url")
+            if record.kind == "product_view":
+                product_id = self._product(session, data["sku"], data.get("name"), data.get("price_cents"))
+            elif record.kind == "search":
+                url = f"/search?q={data['query']}"[:MAX_URL]
+            elif record.kind == "login":
+                if customer_id not in self.last_login or self.last_login[customer_id] < at:
+                    self.last_login[customer_id] = at
+            self.events.append(
+                {
+                    "customer_id": customer_id,
+                    "kind": record.kind,
+                    "product_id": product_id,
+                    "url": url,
+                    "occurred_at": at,
+                    "api_key_id": key_id,
+                }
+            )
+        elif record.kind == "chat_message":
+            conversation_id = self._conversation(session, record, opening=True)
+            session.connection().execute(
+                insert(Message.__table__).values(
+                    conversation_id=conversation_id,
+                    sender="customer" if data["direction"] == "in" else "agent",
+                    body=data["text"],
+                    sent_at=at,
+                )
+            )
+        elif record.kind == "conversation":
+            self._conversation(session, record, opening=data["status"] == "started")
+        elif record.kind == "order":
+            self._order(session, record)
+            self.with_orders.add(customer_id)
+        self._active(customer_id, at)
+        self.ids.append(
+            {
+                "event_id": record.event_id,
+                "kind": record.kind,
+                "customer_id": customer_id,
+                "api_key_id": key_id,
+                "received_at": self.now,
+            }
+        )
+
+    def _conversation(self, session, record: _Record, opening: bool) -> int:
+        data, conn = record.data, session.connection()
+        ref = data["conversation_id"]
+        conversation_id = self._ref(session, "conversation", ref)
+        if conversation_id is not None:
+            owner = conn.execute(select(CV.customer_id).where(CV.id == conversation_id)).scalar()
+            if owner is None:
+                conversation_id = None  # its customer was purged: a new conversation
+            elif owner != record.customer_id:
+                raise _Reject("conversation_of_another_customer", "conversation_id")
+        changes = {
+            key: data[key] for key in ("channel", "agent_name", "category", "rating", "summary") if data.get(key)
+        }
+        if record.kind == "conversation" and data["status"] == "ended":
+            changes["ended_at"] = record.at
+        if conversation_id is None:
+            first_text = data.get("text") if record.kind == "chat_message" else None
+            values = {
+                "customer_id": record.customer_id,
+                "channel": changes.pop("channel", None) or "web",
+                "category": changes.pop("category", None) or "inquiry",
+                "started_at": record.at,
+                "summary": changes.pop("summary", None) or (first_text[:120] if first_text else None),
+                "api_key_id": self.actor.api_key_id,
+                **changes,
+            }
+            conversation_id = conn.execute(
+                insert(Conversation.__table__).values(**values).returning(CV.id)
+            ).scalar_one()
+            self._remember_ref(session, "conversation", ref, conversation_id)
+        elif changes:
+            conn.execute(update(Conversation.__table__).where(CV.id == conversation_id).values(**changes))
+        return conversation_id
+
+    def _order(self, session, record: _Record) -> None:
+        data, conn, at = record.data, session.connection(), record.at
+        ref = data["order_id"]
+        order_id = self._ref(session, "order", ref)
+        if order_id is not None:
+            current = conn.execute(select(OT.customer_id, OT.status).where(OT.id == order_id)).first()
+            if current is None:
+                order_id = None
+            elif current.customer_id != record.customer_id:
+                raise _Reject("order_of_another_customer", "order_id")
+        items = data["items"]
+        amount = data["amount_cents"]
+        if amount is None and items:
+            amount = sum(item["price_cents"] * item["quantity"] for item in items)
+        recipient = {k: v for k, v in (data.get("recipient") or {}).items() if v is not None}
+        if order_id is None:
+            if not items and amount is None:
+                raise _Reject("required", "items")
+            product_id = None
+            if len(items) == 1 and items[0]["sku"]:
+                product_id = self._product(session, items[0]["sku"], items[0]["name"], items[0]["price_cents"])
+            names = "、".join(item["name"] for item in items) or ref
+            order_no = ref if len(ref) <= 32 else None
+            if order_no is not None and conn.execute(select(OT.id).where(OT.order_no == order_no)).first() is not None:
+                order_no = None
+            paid = data["status"] in ("paid", "refunded")
+            order_id = conn.execute(
+                insert(Order.__table__)
+                .values(
+                    order_no=order_no or f"API{at:%Y%m%d}{secrets.token_hex(6)}",
+                    customer_id=record.customer_id,
+                    product_id=product_id,
+                    product_name=names[:128],
+                    quantity=sum(item["quantity"] for item in items) or 1,
+                    amount_cents=amount or 0,
+                    status=data["status"],
+                    created_at=at,
+                    paid_at=at if paid else None,
+                    api_key_id=self.actor.api_key_id,
+                    **recipient,
+                )
+                .returning(OT.id)
+            ).scalar_one()
+            self._remember_ref(session, "order", ref, order_id)
+            return
+        changes: dict = {"status": data["status"], **recipient}
+        if data["status"] == "paid" and current.status != "paid":
+            changes["paid_at"] = at
+        if amount is not None:
+            changes["amount_cents"] = amount
+        conn.execute(update(Order.__table__).where(OT.id == order_id).values(**changes))
+
+    # --- the set-based part
+    def finish(self, session) -> None:
+        conn = session.connection()
+        if self.events:
+            conn.execute(insert(BehaviorEvent.__table__), self.events)
+        if self.ids:
+            conn.execute(insert(IngestedEvent.__table__), self.ids)
+        if self.with_orders:
+            customer_orders.recompute_order_figures(session, self.with_orders)
+        if self.touched:
+            at = bindparam("b_at", type_=C.last_active_at.type)
+            login = bindparam("b_login", type_=C.last_login_at.type)
+            conn.execute(
+                update(Customer.__table__)
+                .where(C.id == bindparam("b_id"))
+                .values(
+                    last_active_at=case((C.last_active_at < at, at), else_=C.last_active_at),
+                    last_login_at=case(
+                        (login.is_(None), C.last_login_at),
+                        (C.last_login_at.is_(None), login),
+                        (C.last_login_at < login, login),
+                        else_=C.last_login_at,
+                    ),
+                    activity_seq=C.activity_seq + 1,
+                ),
+                [
+                    {
+                        "b_id": customer_id,
+                        "b_at": self.last_active[customer_id],
+                        "b_login": self.last_login.get(customer_id),
+                    }
+                    for customer_id in sorted(self.touched)
+                ],
+            )
+
+
+def _after(touched: list[int], created: bool) -> None:
+    """After the commit, like every service that changes a customer: stage, rule tags, counts."""
+    from meiqia_app.services import rules  # rules imports customer services: import late
+
+    try:
+        changed = rules.apply_rules_to_customers(touched)
+    except Exception:  # the records are saved; a broken rule must not turn the batch into an error
+        import logging
+
+        logging.getLogger(__name__).exception("applying rules after an ingested batch failed")
+        changed = {}
+    if created and not changed:
+        invalidate_counts()
+
+
+def prune(now: dt.datetime | None = None) -> int:
+    """Client event ids are remembered KEEP_IDS_DAYS: a record sent again later is taken again."""
+    from sqlalchemy import delete
+
+    edge = (now or utcnow()) - dt.timedelta(days=KEEP_IDS_DAYS)
+    with get_engine().begin() as conn:
+        return conn.execute(delete(IngestedEvent.__table__).where(IE.received_at < edge)).rowcount
+
+
+scheduler.register_task("ingest.prune", prune, "03:50")
