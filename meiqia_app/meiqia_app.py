@@ -8,6 +8,7 @@ from meiqia_app import log_redaction
 from meiqia_app.pages.account import account_page
 from meiqia_app.pages.admin_roles import admin_roles_page
 from meiqia_app.pages.admin_users import admin_users_page
+from meiqia_app.pages.api_keys import api_keys_page
 from meiqia_app.pages.audit_log import audit_page
 from meiqia_app.pages.backups import backups_page
 from meiqia_app.pages.cleanup import archive_page, cleanup_page
@@ -21,11 +22,13 @@ from meiqia_app.pages.login import login_page
 from meiqia_app.pages.reports import reports_page
 from meiqia_app.pages.retention import retention_page
 from meiqia_app.pages.tags_admin import tags_admin_page
+from meiqia_app.pages.webhooks import webhooks_page
 from meiqia_app.services import reports, scheduler, startup, webhooks
 from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
+from meiqia_app.state.api_keys import ApiKeysState
 from meiqia_app.state.audit_log import AuditLogState
 from meiqia_app.state.backups import BackupsState
 from meiqia_app.state.base import AppState
@@ -39,6 +42,7 @@ from meiqia_app.state.login import LoginState
 from meiqia_app.state.reports import DashboardState, ReportsState
 from meiqia_app.state.retention import RetentionState
 from meiqia_app.state.tags_admin import TagsAdminState
+from meiqia_app.state.webhooks import WebhooksState
 from meiqia_app.web import upload_request
 from meiqia_app.web.api import app as open_api
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
@@ -112,3 +116,5 @@ _protected(cleanup_page, "/cleanup", "数据清理", CleanupState.on_load)
 _protected(archive_page, "/cleanup/archive", "归档与回收站", ArchiveState.on_load)
 _protected(backups_page, "/admin/backups", "备份恢复", BackupsState.on_load)
 _protected(retention_page, "/admin/retention", "数据保留", RetentionState.on_load)
+_protected(api_keys_page, "/admin/api-keys", "API 密钥", ApiKeysState.on_load)
+_protected(webhooks_page, "/admin/webhooks", "Webhook", WebhooksState.on_load)

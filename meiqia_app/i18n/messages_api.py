@@ -118,6 +118,8 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "webhook.col.status": ("结果", "Result"),
     "webhook.col.code": ("响应码", "Response"),
     "webhook.col.attempts": ("尝试次数", "Attempts"),
+    "webhook.col.error": ("错误", "Error"),
+    "webhook.col.level": ("数据范围", "Data"),
     "webhook.col.at": ("时间", "Time"),
     "webhook.status.pending": ("等待发送", "Pending"),
     "webhook.status.succeeded": ("成功", "Delivered"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -107,9 +108,21 @@ def finish(api_key_id: int, key: str, status_code: int, content_type: str, body:
             .values(
                 status_code=status_code,
                 content_type=content_type[:64],
-                response_body=body.decode("utf-8", errors="replace"),
+                response_body=_without_secrets(body.decode("utf-8", errors="replace")),
             )
         )
+
+
+def _without_secrets(text: str) -> str:
+    """A generated webhook secret is shown once: the stored answer (24 h in the database) drops it."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, dict) and value.get("secret"):
+        value["secret"] = None
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text
 
 
 def prune(now: dt.datetime | None = None) -> int:

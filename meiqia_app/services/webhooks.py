@@ -493,6 +493,11 @@ def _subscribers(session, event_type: str) -> list[int]:
     return [r.id for r in rows if event_type in json.loads(r.events or "[]")]
 
 
+def has_subscribers(session, event_type: str) -> bool:
+    """Whether any enabled endpoint wants ``event_type`` (bulk callers skip collecting ids otherwise)."""
+    return bool(_subscribers(session, event_type))
+
+
 def emit(session, event_type: str, customer_id: int | None = None, details: dict | None = None) -> int:
     """Queue ``event_type`` for every enabled endpoint subscribed to it, in the caller's transaction.
 
@@ -535,12 +540,14 @@ def emit_many(session, event_type: str, customer_ids, details: dict | None = Non
     return len(rows)
 
 
-def scrub_customer(session, customer_id: int) -> int:
-    """Erasure: pending deliveries about the customer keep no details (the body is built at send time)."""
+def scrub_customers(session, customer_ids) -> int:
+    """Erasure: deliveries about these customers keep no details (the body is built at send
+    time from the erased row, so nothing personal goes out after an erasure anyway)."""
+    ids = list(customer_ids)
+    if not ids:
+        return 0
     return session.execute(
-        update(WebhookDelivery.__table__)
-        .where(D.customer_id == customer_id, D.status == "pending", D.details != "{}")
-        .values(details="{}")
+        update(WebhookDelivery.__table__).where(D.customer_id.in_(ids), D.details != "{}").values(details="{}")
     ).rowcount
 
 
@@ -554,9 +561,11 @@ def wake() -> None:
 
 
 def _wake_after_commit(session) -> None:
+    """Wake this process's sender when the transaction commits (a Core connection: the next poll)."""
     from sqlalchemy import event as sa_event
+    from sqlalchemy.orm import Session as OrmSession
 
-    if not session.info.get("webhooks_wake"):
+    if isinstance(session, OrmSession) and not session.info.get("webhooks_wake"):
         session.info["webhooks_wake"] = True
 
         def after_commit(_session) -> None:

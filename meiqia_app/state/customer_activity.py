@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import time
 from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import customer_tags, notes, timeline
+from meiqia_app.services import auth, customer_tags, notes, timeline
 from meiqia_app.services.customer_tags import TagOption
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.services.timeline import MessageItem, TimelineItem
@@ -15,6 +18,31 @@ from meiqia_app.state.customer_detail import CustomerDetailState
 KINDS = ("conversation", "order", "event", "note")
 PAGE_SIZE = 20
 MAX_PAGES = 50  # "load more" stops at 1,000 items
+
+# Live timeline: while a customer's page is open, its tab's watcher reads the
+# customer's activity counter and edit version (one primary-key read) every
+# LIVE_POLL_SECONDS, in this process, without the tab's state lock. Only when
+# they changed does it take the lock and read the timeline and the profile
+# again. Ingested records can arrive at any worker: the counter is in the
+# database, so the worker holding the tab's websocket sees them.
+LIVE_POLL_SECONDS = 1.0
+LIVE_RECHECK_SECONDS = 15.0  # the session and the page the tab shows, checked this often
+LIVE_MAX_SECONDS = 8 * 3600
+# Client token -> the id of the watcher that tab should run (one per tab, this process).
+_WATCHERS: dict[str, str] = {}
+
+
+def _tab_connected_here(token: str) -> bool:
+    """Whether the tab's websocket is open on this process (False ends its watcher)."""
+    try:
+        from reflex.utils.prerequisites import get_app
+
+        namespace = get_app().app.event_namespace
+        manager = namespace._token_manager
+        record = manager.token_to_socket.get(token)
+    except Exception:  # noqa: BLE001 - no app (unit tests) or another Reflex: rely on the other checks
+        return True
+    return record is not None and record.instance_id == manager.instance_id
 
 
 class CustomerActivityState(CustomerDetailState):
@@ -41,9 +69,9 @@ class CustomerActivityState(CustomerDetailState):
     def _kinds(self) -> set[str] | None:
         return None if self.kind == "all" else {self.kind}
 
-    async def _load_timeline(self, pages: int = 1):
+    async def _load_timeline(self, pages: int = 1, actor=None):
         """The first ``pages`` pages of the timeline (the server keeps none of them)."""
-        actor = self._actor()
+        actor = actor or self._actor()
         pages = max(1, min(MAX_PAGES, pages))
         items: list[TimelineItem] = []
         cursor = ""
@@ -81,6 +109,62 @@ class CustomerActivityState(CustomerDetailState):
             if error.message_key == "error.not_found":
                 return None
             return self._on_error(error)
+        return CustomerActivityState.watch_activity
+
+    def _still_showing(self, customer_id: int) -> bool:
+        return str(self.router.page.params.get("customer_id", "")) == str(customer_id)
+
+    @rx.event(background=True)
+    async def watch_activity(self):
+        """Show what arrives for the open customer (an ingested chat, page view, order) live."""
+        token = self.router.session.client_token
+        customer_id = self._shown_id
+        if not token or not customer_id:
+            return
+        watch = secrets.token_hex(8)
+        _WATCHERS[token] = watch
+        try:
+            actor = self._actor()
+            marker = await self._call(timeline.activity_marker, actor, customer_id)
+        except AppError:
+            _WATCHERS.pop(token, None)
+            return
+        started = checked = time.monotonic()
+        cookie = self._session_token()
+        client_ip = self._client_ip()
+        try:
+            while marker is not None and time.monotonic() - started < LIVE_MAX_SECONDS:
+                await asyncio.sleep(LIVE_POLL_SECONDS)
+                if _WATCHERS.get(token) != watch or not _tab_connected_here(token):
+                    return
+                if time.monotonic() - checked > LIVE_RECHECK_SECONDS:
+                    checked = time.monotonic()
+                    # The session may have ended meanwhile; this check is not activity (no touch).
+                    actor = await self._call(auth.resolve_session, cookie, client_ip, False)
+                    if actor is None:
+                        return
+                    async with self:
+                        if not self._still_showing(customer_id):
+                            return
+                try:
+                    current = await self._call(timeline.activity_marker, actor, customer_id)
+                except AppError:
+                    return
+                if current == marker:
+                    continue
+                async with self:
+                    if _WATCHERS.get(token) != watch or not self._still_showing(customer_id):
+                        return
+                    try:
+                        await self._load_timeline(self._pages, actor)
+                        if not self.editing:
+                            await self._reload(actor)
+                    except AppError:
+                        return
+                marker = current
+        finally:
+            if _WATCHERS.get(token) == watch:
+                _WATCHERS.pop(token, None)
 
     @rx.event
     async def set_kind(self, kind: str):

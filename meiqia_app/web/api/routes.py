@@ -144,7 +144,12 @@ def list_customers(
     tag: Annotated[list[str], Query(max_length=20, description="Tag names; customers with all of them")] = [],  # noqa: B006
     lifecycle: Annotated[list[Lifecycle], Query(max_length=5)] = [],  # noqa: B006
     updated_since: Annotated[
-        str, Query(max_length=40, description="ISO 8601: profiles changed since; sorts by update time")
+        str,
+        Query(
+            max_length=40,
+            description="ISO 8601: profiles changed since; sorts by update time",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = "",
     cursor: Annotated[str, Query(max_length=500)] = "",
     limit: Annotated[int, Query(ge=1, le=customer_list.MAX_PAGE_SIZE)] = 50,
