@@ -375,7 +375,8 @@ def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
                 "records": total,
                 "accepted": len(accepted),
                 "duplicates": sum(r.status == "duplicate" for r in results),
-                "rejected": sum(r.status == "rejected" for r in results),
+                # Records refused before the transaction (malformed) count too.
+                "rejected": total - len(accepted) - sum(r.status == "duplicate" for r in results),
                 "customers": len(batch.touched),
                 "created_customers": sum(r.created_customer for r in accepted),
                 "kinds": dict(sorted(Counter(r.kind for r in fresh if r.customer_id in batch.touched).items())),

@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from sqlalchemy import func, text
+from sqlalchemy import func, inspect, text
 from sqlmodel import select
 
 from meiqia_app.config import reload_settings
@@ -431,3 +431,42 @@ def test_fuzzing_every_operation_finds_no_server_error_and_no_schema_violation(s
                 case.call_and_validate(headers=bearer(raw), checks=checks)
 
             run()
+
+
+# --- migration 0011 and the layering --------------------------------------------------------------
+
+
+def _migrate(target: str, down: bool = False) -> None:
+    from alembic import command
+
+    from meiqia_app.migrate import alembic_config
+
+    with get_engine().begin() as connection:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(cfg, target)
+
+
+def test_migration_0011_gives_the_admin_role_of_an_existing_database_the_new_permissions(seeded_db):
+    _migrate("0010_masked_search", down=True)
+    with get_engine().connect() as conn:
+        before = json.loads(conn.execute(text("SELECT permissions FROM role WHERE name = 'admin'")).scalar_one())
+        manager = conn.execute(text("SELECT permissions FROM role WHERE name = 'manager'")).scalar_one()
+        tables = set(inspect(conn).get_table_names())
+    assert "apikey.manage" not in before and "api_key" not in tables
+    _migrate("head")
+    with get_engine().connect() as conn:
+        after = json.loads(conn.execute(text("SELECT permissions FROM role WHERE name = 'admin'")).scalar_one())
+        assert conn.execute(text("SELECT permissions FROM role WHERE name = 'manager'")).scalar_one() == manager
+        assert conn.execute(text("SELECT count(*) FROM customer WHERE activity_seq != 0")).scalar_one() == 0
+    assert {"apikey.manage", "webhook.manage", "event.ingest"} <= set(after)
+    assert after[: len(before)] == before
+
+
+def test_the_api_layer_never_touches_the_database_or_reflex():
+    """web/api is a thin HTTP layer: every read and write goes through a service (which checks
+    the permission, masks, validates), never a table or a session of its own."""
+    from tests.unit.test_architecture import database_access_in_ui, reflex_imports
+
+    assert database_access_in_ui(("web/api",)) == []
+    assert reflex_imports(("web/api",)) == []

@@ -236,7 +236,7 @@ EVENT_RECORD_SCHEMA: dict[str, Any] = {
     },
 }
 
-EventRecord = Annotated[dict[str, Any], WithJsonSchema(EVENT_RECORD_SCHEMA)]
+EventRecord = Annotated[Any, WithJsonSchema(EVENT_RECORD_SCHEMA)]
 
 
 class EventsIn(BaseModel):
