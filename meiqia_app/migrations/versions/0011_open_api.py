@@ -13,8 +13,11 @@
   it), ``api_key_id`` on orders, conversations and behaviour events (the
   timeline says "via API: NAME"): added columns with a constant default, no
   table rewrite on SQLite or PostgreSQL 11+.
-- ``ix_customer_status_updated``: the API's ``updated_since`` walk (at 1M
-  customers a few seconds to build).
+- ``ix_customer_status_updated``: the API's ``updated_since`` walk, then
+  ``ANALYZE customer``: without statistics for the new index SQLite's planner
+  took it for a selective one and walked all active customers through it for
+  every list search (a 2-character name at 1M: 30 -> 300 ms). At 1M customers
+  on SQLite: index 2 s, ANALYZE 4 s.
 - The admin role gets the new permissions apikey.manage, webhook.manage and
   event.ingest (roles an admin edited keep their edits otherwise).
 
@@ -151,6 +154,7 @@ def upgrade() -> None:
         ["status", "updated_at", "id"],
         sqlite_where=sa.text("status != 'trashed'"),
     )
+    op.execute("ANALYZE customer")
 
     bind = op.get_bind()
     for role_id, permissions in bind.execute(sa.text("SELECT id, permissions FROM role WHERE name = 'admin'")).all():
