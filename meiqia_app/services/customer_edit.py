@@ -286,4 +286,66 @@ def _insert(session: Session, actor: Actor, values: dict) -> int:
     return customer.id
 
 
+def new_customers_bulk(session: Session, actor: Actor, raws: list[dict], registered_at=None) -> list[int | ValidationError]:
+    """Several customers in one statement (visitors seen for the first time by behaviour
+    ingestion), validated like any other; in the caller's transaction, which checked its own
+    permission. Returns, per raw, the new id or the ValidationError that refused it. Each
+    customer gets its search row, its audit entry and its customer.created notification."""
+    from sqlalchemy import insert
+
+    now = utcnow()
+    results: list[int | ValidationError] = []
+    rows, positions = [], []
+    for position, raw in enumerate(raws):
+        try:
+            values = _with_pinyin(clean_customer_fields(raw))
+        except ValidationError as error:
+            results.append(error)
+            continue
+        results.append(0)
+        moment = registered_at or now
+        model = Customer(
+            **values,
+            registered_at=moment,
+            last_active_at=moment,
+            created_at=now,
+            updated_at=now,
+            updated_by_id=actor.user_id,
+            updated_by_name=actor.display_name or actor.username,
+        )
+        # Every column, the model's defaults included: one multi-row INSERT … RETURNING.
+        rows.append({key: value for key, value in model.model_dump().items() if key != "id"})
+        positions.append(position)
+    if not rows:
+        return results
+    inserted = session.execute(
+        insert(Customer.__table__).returning(Customer.__table__.c.id, sort_by_parameter_order=True), rows
+    ).scalars().all()
+    session.execute(
+        insert(CustomerSearch.__table__),
+        [
+            {"customer_id": new_id, **search_row(*(row[field] for field in SEARCH_FIELDS))}
+            for new_id, row in zip(inserted, rows, strict=True)
+        ],
+    )
+    for position, new_id, row in zip(positions, inserted, rows, strict=True):
+        results[position] = new_id
+        audit.record(
+            session,
+            actor,
+            "customer.create",
+            target_type="customer",
+            target_id=new_id,
+            details={"fields": sorted(k for k, v in row.items() if k in EDITABLE_AUDIT and v is not None)},
+        )
+    webhooks.emit_many(session, "customer.created", list(inserted))
+    return results
+
+
+EDITABLE_AUDIT = frozenset(
+    ("name", "gender", "birthday", "phone", "email", "address", "province", "city", "company", "source")
+    + ("external_id", "visitor_id", "lifecycle_stage", "membership_tier")
+)
+
+
 __all__ = ["update_customer", "create_customer", "new_customer", "upsert_by_external_id", "ValidationError"]

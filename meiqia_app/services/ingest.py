@@ -40,7 +40,7 @@ import datetime as dt
 import secrets
 from collections import Counter, defaultdict
 
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import bindparam, case, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from meiqia_app.db import get_engine, write_session
@@ -314,8 +314,8 @@ def ingest(actor: Actor, records: list) -> list[RecordResult]:
 
 
 def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
+    """One transaction: the duplicate check, then every record's work, set-based."""
     results: list[RecordResult] = []
-    batch = _Batch(actor, now)
     with write_session() as session:
         conn = session.connection()
         taken = (
@@ -330,13 +330,15 @@ def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
                 continue
             taken.add(record.event_id)
             fresh.append(record)
+        batch = _Batch(session, actor, now)
         customers = _resolve(conn, fresh)
+        batch.create_prospects(fresh, customers)
+        batch.prefetch(fresh)
         for record in fresh:
-            # A record is refused before it writes anything (every check comes first), so
-            # no savepoint is needed to keep a refused record out of the batch.
+            # Every check comes before any work is queued: a refused record leaves nothing behind.
             try:
-                record.customer_id, record.created_customer = _customer_for(session, actor, record, customers)
-                batch.apply(session, record)
+                record.customer_id, record.created_customer = _customer_for(record, customers, batch.prospects)
+                batch.plan(record)
             except _Reject as rejected:
                 results.append(
                     RecordResult(
@@ -349,12 +351,6 @@ def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
                     )
                 )
                 continue
-            except ValidationError as error:
-                field = next(iter(error.field_errors), None)
-                results.append(
-                    RecordResult(record.index, record.event_id, "rejected", reason="invalid", field=f"customer.{field}")
-                )
-                continue
             results.append(
                 RecordResult(
                     record.index,
@@ -364,8 +360,9 @@ def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
                     created_customer=record.created_customer,
                 )
             )
-        batch.finish(session)
+        batch.write(customers)
         accepted = [r for r in results if r.status == "accepted"]
+        duplicates = sum(r.status == "duplicate" for r in results)
         audit.record(
             session,
             actor,
@@ -374,28 +371,28 @@ def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
             details={
                 "records": total,
                 "accepted": len(accepted),
-                "duplicates": sum(r.status == "duplicate" for r in results),
+                "duplicates": duplicates,
                 # Records refused before the transaction (malformed) count too.
-                "rejected": total - len(accepted) - sum(r.status == "duplicate" for r in results),
+                "rejected": total - len(accepted) - duplicates,
                 "customers": len(batch.touched),
-                "created_customers": sum(r.created_customer for r in accepted),
+                "created_customers": sorted({r.customer_id for r in accepted if r.created_customer}),
                 "kinds": dict(sorted(Counter(r.kind for r in fresh if r.customer_id in batch.touched).items())),
             },
         )
-    return results, sorted(batch.touched), any(r.created_customer for r in results)
+    return results, sorted(batch.touched), any(r.created_customer for r in accepted)
 
 
-def _resolve(conn, records: list[_Record]) -> dict[tuple[str, object], tuple | None]:
-    """(ref key, value) -> (id, status, erased, erasure pending) for the batch's references."""
+def _resolve(conn, records: list[_Record]) -> dict[tuple[str, object], tuple]:
+    """(ref key, value) -> (id, status, erased, erasure pending, last active, last login)."""
     wanted: dict[str, set] = defaultdict(set)
     for record in records:
         wanted[record.ref[0]].add(record.ref[1])
-    found: dict[tuple[str, object], tuple | None] = {}
-    rows_by_id: dict[int, tuple] = {}
+    found: dict[tuple[str, object], object] = {}
+    rows_by_id: dict[int, object] = {}
     for key, values in wanted.items():
         column = C.id if key == "id" else C[key]
         rows = conn.execute(
-            select(C.id, C.status, C.erased_at, column.label("ref"))
+            select(C.id, C.status, C.erased_at, C.last_active_at, C.last_login_at, column.label("ref"))
             .where(column.in_(sorted(values, key=str)))
             .order_by(C.id)
         ).all()
@@ -413,7 +410,10 @@ def _resolve(conn, records: list[_Record]) -> dict[tuple[str, object], tuple | N
                 select(ER.customer_id).where(ER.customer_id.in_(list(rows_by_id)), ER.status == "pending")
             ).scalars()
         )
-    return {ref: (row.id, row.status, row.erased_at is not None, row.id in pending) for ref, row in found.items()}
+    return {
+        ref: (row.id, row.status, row.erased_at is not None, row.id in pending, row.last_active_at, row.last_login_at)
+        for ref, row in found.items()
+    }
 
 
 def _rank(row) -> int:
@@ -422,10 +422,10 @@ def _rank(row) -> int:
     return 1 if row.status == "archived" else 0
 
 
-def _customer_for(session, actor: Actor, record: _Record, customers: dict) -> tuple[int, bool]:
+def _customer_for(record: _Record, customers: dict, prospects: dict) -> tuple[int, bool]:
     known = customers.get(record.ref)
     if known is not None:
-        customer_id, status, erased, pending = known
+        customer_id, status, erased, pending = known[:4]
         if status == "trashed" or erased:
             raise _Reject("customer_not_found", f"customer.{record.ref[0]}")
         if status == "archived":
@@ -435,217 +435,341 @@ def _customer_for(session, actor: Actor, record: _Record, customers: dict) -> tu
         return customer_id, False
     if record.ref[0] != "visitor_id":
         raise _Reject("customer_not_found", f"customer.{record.ref[0]}")
-    visitor = str(record.ref[1])
-    raw = {
-        "name": record.prospect.get("name") or f"访客{visitor[-6:]}",
-        "visitor_id": visitor,
-        "source": record.prospect.get("source") or "web",
-        "lifecycle_stage": "prospect",
-    }
-    customer_id = customer_edit.new_customer(session, actor, raw)
-    # Later records of the batch for this visitor find the new customer.
-    customers[record.ref] = (customer_id, "active", False, False)
-    return customer_id, True
+    made = prospects.get(record.ref[1])
+    if made is None:
+        raise _Reject("customer_not_found", "customer.visitor_id")
+    if isinstance(made, ValidationError):
+        field = next(iter(made.field_errors), "name")
+        raise _Reject("invalid", f"customer.{field}")
+    return made[0], made[1] == record.index
 
 
 class _Batch:
-    """Applies records in the batch's transaction and remembers what each customer needs after."""
+    """A batch's work: planned record by record in Python (with everything it needs read
+    up front), then written with a few set-based statements."""
 
-    def __init__(self, actor: Actor, now: dt.datetime) -> None:
+    def __init__(self, session, actor: Actor, now: dt.datetime) -> None:
+        self.session = session
+        self.conn = session.connection()
         self.actor = actor
+        self.key_id = actor.api_key_id
         self.now = now
+        self.prospects: dict[str, tuple[int, int] | ValidationError] = {}
         self.touched: set[int] = set()
         self.last_active: dict[int, dt.datetime] = {}
         self.last_login: dict[int, dt.datetime] = {}
         self.with_orders: set[int] = set()
         self.events: list[dict] = []
         self.ids: list[dict] = []
+        self.messages: list[tuple[str, dict]] = []  # (conversation ref, message row)
         self.products: dict[str, int] = {}
-        self.refs: dict[tuple[str, str], int] = {}
+        self.wanted_products: dict[str, tuple[str | None, int | None]] = {}
+        # conversation / order ref -> existing (row id, customer id[, status]) or a new row's values
+        self.conversations: dict[str, tuple] = {}
+        self.new_conversations: dict[str, dict] = {}
+        self.conversation_changes: dict[int, dict] = {}
+        self.orders: dict[str, tuple] = {}
+        self.new_orders: dict[str, dict] = {}
+        self.order_changes: dict[int, dict] = {}
+        self.taken_order_nos: set[str] = set()
 
-    # --- shared lookups
-    def _product(self, session, sku: str, name: str | None, price: int | None) -> int:
-        if sku in self.products:
-            return self.products[sku]
-        conn = session.connection()
-        product_id = conn.execute(select(P.id).where(P.sku == sku)).scalar()
-        if product_id is None:
-            product_id = conn.execute(
-                insert(Product.__table__)
-                .values(sku=sku, name=(name or sku)[:128], category="api", price_cents=price or 0)
-                .returning(P.id)
-            ).scalar_one()
-        self.products[sku] = product_id
-        return product_id
+    # --- before the records ---------------------------------------------------------------------
+    def create_prospects(self, records: list[_Record], customers: dict) -> None:
+        """A prospect customer for each visitor id seen for the first time, in one statement."""
+        first: dict[str, _Record] = {}
+        for record in records:
+            if record.ref[0] == "visitor_id" and record.ref not in customers and record.ref[1] not in first:
+                first[str(record.ref[1])] = record
+        if not first:
+            return
+        raws = [
+            {
+                "name": record.prospect.get("name") or f"访客{visitor[-6:]}",
+                "visitor_id": visitor,
+                "source": record.prospect.get("source") or "web",
+                "lifecycle_stage": "prospect",
+            }
+            for visitor, record in first.items()
+        ]
+        made = customer_edit.new_customers_bulk(self.session, self.actor, raws, registered_at=None)
+        for (visitor, record), outcome in zip(first.items(), made, strict=True):
+            self.prospects[visitor] = outcome if isinstance(outcome, ValidationError) else (outcome, record.index)
 
-    def _ref(self, session, kind: str, ref: str) -> int | None:
-        key = (kind, ref)
-        if key not in self.refs:
-            row_id = session.connection().execute(select(XR.row_id).where(XR.kind == kind, XR.ref == ref)).scalar()
-            if row_id is None:
-                return None
-            self.refs[key] = row_id
-        return self.refs[key]
-
-    def _remember_ref(self, session, kind: str, ref: str, row_id: int) -> None:
-        session.connection().execute(
-            insert(ExternalRef.__table__).values(kind=kind, ref=ref, row_id=row_id, created_at=self.now)
-        )
-        self.refs[(kind, ref)] = row_id
-
-    def _active(self, customer_id: int, at: dt.datetime) -> None:
-        self.touched.add(customer_id)
-        if customer_id not in self.last_active or self.last_active[customer_id] < at:
-            self.last_active[customer_id] = at
-
-    # --- one record
-    def apply(self, session, record: _Record) -> None:
-        customer_id, data, at = record.customer_id, record.data, record.at
-        key_id = self.actor.api_key_id
-        if record.kind in EVENT_KINDS:
-            product_id, url = None, data.get("url")
+    def prefetch(self, records: list[_Record]) -> None:
+        """Products, conversations and orders the records name, read once."""
+        skus: set[str] = set()
+        conversation_refs: set[str] = set()
+        order_refs: set[str] = set()
+        for record in records:
+            data = record.data
             if record.kind == "product_view":
-                product_id = self._product(session, data["sku"], data.get("name"), data.get("price_cents"))
-            elif record.kind == "search":
+                skus.add(data["sku"])
+                self.wanted_products.setdefault(data["sku"], (data.get("name"), data.get("price_cents")))
+            elif record.kind in ("chat_message", "conversation"):
+                conversation_refs.add(data["conversation_id"])
+            elif record.kind == "order":
+                order_refs.add(data["order_id"])
+                items = data["items"]
+                if len(items) == 1 and items[0]["sku"]:
+                    skus.add(items[0]["sku"])
+                    self.wanted_products.setdefault(items[0]["sku"], (items[0]["name"], items[0]["price_cents"]))
+        if skus:
+            self.products = dict(self.conn.execute(select(P.sku, P.id).where(P.sku.in_(sorted(skus)))).all())
+        if conversation_refs:
+            rows = self.conn.execute(
+                select(XR.ref, CV.id, CV.customer_id)
+                .select_from(ExternalRef.__table__.join(Conversation.__table__, CV.id == XR.row_id))
+                .where(XR.kind == "conversation", XR.ref.in_(sorted(conversation_refs)))
+            ).all()
+            self.conversations = {row.ref: (row.id, row.customer_id) for row in rows}
+        if order_refs:
+            rows = self.conn.execute(
+                select(XR.ref, OT.id, OT.customer_id, OT.status)
+                .select_from(ExternalRef.__table__.join(Order.__table__, OT.id == XR.row_id))
+                .where(XR.kind == "order", XR.ref.in_(sorted(order_refs)))
+            ).all()
+            self.orders = {row.ref: (row.id, row.customer_id, row.status) for row in rows}
+            short = sorted(ref for ref in order_refs if len(ref) <= 32 and ref not in self.orders)
+            if short:
+                self.taken_order_nos = set(
+                    self.conn.execute(select(OT.order_no).where(OT.order_no.in_(short))).scalars()
+                )
+        # A ref whose row was purged (the customer with it) starts afresh: the old mapping goes.
+        stale = [("conversation", ref) for ref in conversation_refs if ref not in self.conversations] + [
+            ("order", ref) for ref in order_refs if ref not in self.orders
+        ]
+        if stale:
+            for kind, refs in (
+                ("conversation", [r for k, r in stale if k == "conversation"]),
+                ("order", [r for k, r in stale if k == "order"]),
+            ):
+                if refs:
+                    self.conn.execute(delete(ExternalRef.__table__).where(XR.kind == kind, XR.ref.in_(refs)))
+
+    # --- one record (no writes) ------------------------------------------------------------------
+    def plan(self, record: _Record) -> None:
+        customer_id, data, at = record.customer_id, record.data, record.at
+        if record.kind in EVENT_KINDS:
+            url = data.get("url")
+            if record.kind == "search":
                 url = f"/search?q={data['query']}"[:MAX_URL]
-            elif record.kind == "login":
-                if customer_id not in self.last_login or self.last_login[customer_id] < at:
-                    self.last_login[customer_id] = at
+            elif record.kind == "login" and (customer_id not in self.last_login or self.last_login[customer_id] < at):
+                self.last_login[customer_id] = at
             self.events.append(
                 {
                     "customer_id": customer_id,
                     "kind": record.kind,
-                    "product_id": product_id,
+                    "product_id": None,
+                    "sku": data.get("sku") if record.kind == "product_view" else None,
                     "url": url,
                     "occurred_at": at,
-                    "api_key_id": key_id,
+                    "api_key_id": self.key_id,
                 }
             )
-        elif record.kind == "chat_message":
-            conversation_id = self._conversation(session, record, opening=True)
-            session.connection().execute(
-                insert(Message.__table__).values(
-                    conversation_id=conversation_id,
-                    sender="customer" if data["direction"] == "in" else "agent",
-                    body=data["text"],
-                    sent_at=at,
-                )
-            )
-        elif record.kind == "conversation":
-            self._conversation(session, record, opening=data["status"] == "started")
+        elif record.kind in ("chat_message", "conversation"):
+            self._plan_conversation(record)
         elif record.kind == "order":
-            self._order(session, record)
+            self._plan_order(record)
             self.with_orders.add(customer_id)
-        self._active(customer_id, at)
+        self.touched.add(customer_id)
+        if customer_id not in self.last_active or self.last_active[customer_id] < at:
+            self.last_active[customer_id] = at
         self.ids.append(
             {
                 "event_id": record.event_id,
                 "kind": record.kind,
                 "customer_id": customer_id,
-                "api_key_id": key_id,
+                "api_key_id": self.key_id,
                 "received_at": self.now,
             }
         )
 
-    def _conversation(self, session, record: _Record, opening: bool) -> int:
-        data, conn = record.data, session.connection()
-        ref = data["conversation_id"]
-        conversation_id = self._ref(session, "conversation", ref)
-        if conversation_id is not None:
-            owner = conn.execute(select(CV.customer_id).where(CV.id == conversation_id)).scalar()
-            if owner is None:
-                conversation_id = None  # its customer was purged: a new conversation
-            elif owner != record.customer_id:
-                raise _Reject("conversation_of_another_customer", "conversation_id")
-        changes = {
-            key: data[key] for key in ("channel", "agent_name", "category", "rating", "summary") if data.get(key)
-        }
+    def _plan_conversation(self, record: _Record) -> None:
+        data, ref = record.data, record.data["conversation_id"]
+        changes = {k: data[k] for k in ("channel", "agent_name", "category", "rating", "summary") if data.get(k)}
         if record.kind == "conversation" and data["status"] == "ended":
             changes["ended_at"] = record.at
-        if conversation_id is None:
+        if ref in self.conversations:
+            row_id, owner = self.conversations[ref]
+            if owner != record.customer_id:
+                raise _Reject("conversation_of_another_customer", "conversation_id")
+            if changes:
+                self.conversation_changes.setdefault(row_id, {}).update(changes)
+        elif ref in self.new_conversations:
+            values = self.new_conversations[ref]
+            if values["customer_id"] != record.customer_id:
+                raise _Reject("conversation_of_another_customer", "conversation_id")
+            values.update(changes)
+        else:
             first_text = data.get("text") if record.kind == "chat_message" else None
-            values = {
+            self.new_conversations[ref] = {
                 "customer_id": record.customer_id,
-                "channel": changes.pop("channel", None) or "web",
-                "category": changes.pop("category", None) or "inquiry",
+                "channel": "web",
+                "agent_name": None,
+                "category": "inquiry",
+                "rating": None,
                 "started_at": record.at,
-                "summary": changes.pop("summary", None) or (first_text[:120] if first_text else None),
-                "api_key_id": self.actor.api_key_id,
+                "ended_at": None,
+                "summary": first_text[:120] if first_text else None,
+                "api_key_id": self.key_id,
                 **changes,
             }
-            conversation_id = conn.execute(
-                insert(Conversation.__table__).values(**values).returning(CV.id)
-            ).scalar_one()
-            self._remember_ref(session, "conversation", ref, conversation_id)
-        elif changes:
-            conn.execute(update(Conversation.__table__).where(CV.id == conversation_id).values(**changes))
-        return conversation_id
+        if record.kind == "chat_message":
+            self.messages.append(
+                (
+                    ref,
+                    {
+                        "sender": "customer" if data["direction"] == "in" else "agent",
+                        "body": data["text"],
+                        "sent_at": record.at,
+                    },
+                )
+            )
 
-    def _order(self, session, record: _Record) -> None:
-        data, conn, at = record.data, session.connection(), record.at
-        ref = data["order_id"]
-        order_id = self._ref(session, "order", ref)
-        if order_id is not None:
-            current = conn.execute(select(OT.customer_id, OT.status).where(OT.id == order_id)).first()
-            if current is None:
-                order_id = None
-            elif current.customer_id != record.customer_id:
-                raise _Reject("order_of_another_customer", "order_id")
+    def _plan_order(self, record: _Record) -> None:
+        data, ref, at = record.data, record.data["order_id"], record.at
         items = data["items"]
         amount = data["amount_cents"]
         if amount is None and items:
             amount = sum(item["price_cents"] * item["quantity"] for item in items)
         recipient = {k: v for k, v in (data.get("recipient") or {}).items() if v is not None}
-        if order_id is None:
-            if not items and amount is None:
-                raise _Reject("required", "items")
-            product_id = None
-            if len(items) == 1 and items[0]["sku"]:
-                product_id = self._product(session, items[0]["sku"], items[0]["name"], items[0]["price_cents"])
-            names = "、".join(item["name"] for item in items) or ref
-            order_no = ref if len(ref) <= 32 else None
-            if order_no is not None and conn.execute(select(OT.id).where(OT.order_no == order_no)).first() is not None:
-                order_no = None
-            paid = data["status"] in ("paid", "refunded")
-            order_id = conn.execute(
-                insert(Order.__table__)
-                .values(
-                    order_no=order_no or f"API{at:%Y%m%d}{secrets.token_hex(6)}",
-                    customer_id=record.customer_id,
-                    product_id=product_id,
-                    product_name=names[:128],
-                    quantity=sum(item["quantity"] for item in items) or 1,
-                    amount_cents=amount or 0,
-                    status=data["status"],
-                    created_at=at,
-                    paid_at=at if paid else None,
-                    api_key_id=self.actor.api_key_id,
-                    **recipient,
-                )
-                .returning(OT.id)
-            ).scalar_one()
-            self._remember_ref(session, "order", ref, order_id)
+        status = data["status"]
+        if ref in self.orders:
+            row_id, owner, current = self.orders[ref]
+            if owner != record.customer_id:
+                raise _Reject("order_of_another_customer", "order_id")
+            changes = self.order_changes.setdefault(row_id, {})
+            changes.update(status=status, **recipient)
+            if status == "paid" and current != "paid" and "paid_at" not in changes:
+                changes["paid_at"] = at
+            if amount is not None:
+                changes["amount_cents"] = amount
+            self.orders[ref] = (row_id, owner, status)
             return
-        changes: dict = {"status": data["status"], **recipient}
-        if data["status"] == "paid" and current.status != "paid":
-            changes["paid_at"] = at
-        if amount is not None:
-            changes["amount_cents"] = amount
-        conn.execute(update(Order.__table__).where(OT.id == order_id).values(**changes))
+        if ref in self.new_orders:
+            values = self.new_orders[ref]
+            if values["customer_id"] != record.customer_id:
+                raise _Reject("order_of_another_customer", "order_id")
+            if status == "paid" and values["status"] != "paid" and values["paid_at"] is None:
+                values["paid_at"] = at
+            values.update(status=status, **recipient)
+            if amount is not None:
+                values["amount_cents"] = amount
+            return
+        if not items and amount is None:
+            raise _Reject("required", "items")
+        names = "、".join(item["name"] for item in items) or ref
+        order_no = ref if len(ref) <= 32 and ref not in self.taken_order_nos else None
+        self.new_orders[ref] = {
+            "order_no": order_no or f"API{at:%Y%m%d}{secrets.token_hex(6)}",
+            "customer_id": record.customer_id,
+            "sku": items[0]["sku"] if len(items) == 1 else None,
+            "product_name": names[:128],
+            "quantity": sum(item["quantity"] for item in items) or 1,
+            "amount_cents": amount or 0,
+            "status": status,
+            "created_at": at,
+            "paid_at": at if status in ("paid", "refunded") else None,
+            "api_key_id": self.key_id,
+            "recipient_name": None,
+            "recipient_phone": None,
+            "shipping_address": None,
+            **recipient,
+        }
+        if order_no:
+            self.taken_order_nos.add(order_no)
 
-    # --- the set-based part
-    def finish(self, session) -> None:
-        conn = session.connection()
+    # --- the writes --------------------------------------------------------------------------------
+    def _product_ids(self) -> None:
+        missing = [sku for sku in self.wanted_products if sku not in self.products]
+        if missing:
+            rows = [
+                {"sku": sku, "name": (name or sku)[:128], "category": "api", "price_cents": price or 0}
+                for sku, (name, price) in ((sku, self.wanted_products[sku]) for sku in missing)
+            ]
+            ids = (
+                self.conn.execute(insert(Product.__table__).returning(P.id, sort_by_parameter_order=True), rows)
+                .scalars()
+                .all()
+            )
+            self.products.update(zip(missing, ids, strict=True))
+
+    def _insert_returning(self, table, rows: list[dict]) -> list[int]:
+        return list(
+            self.conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars()
+        )
+
+    def write(self, customers: dict) -> None:
+        conn = self.conn
+        self._product_ids()
+        if self.new_conversations:
+            refs = list(self.new_conversations)
+            ids = self._insert_returning(Conversation.__table__, [self.new_conversations[r] for r in refs])
+            for ref, row_id in zip(refs, ids, strict=True):
+                self.conversations[ref] = (row_id, self.new_conversations[ref]["customer_id"])
+            conn.execute(
+                insert(ExternalRef.__table__),
+                [{"kind": "conversation", "ref": r, "row_id": i, "created_at": self.now} for r, i in zip(refs, ids)],
+            )
+        for row_id, changes in self.conversation_changes.items():
+            conn.execute(update(Conversation.__table__).where(CV.id == row_id).values(**changes))
+        if self.messages:
+            conn.execute(
+                insert(Message.__table__),
+                [{"conversation_id": self.conversations[ref][0], **row} for ref, row in self.messages],
+            )
+        if self.new_orders:
+            refs = list(self.new_orders)
+            rows = []
+            for ref in refs:
+                values = dict(self.new_orders[ref])
+                sku = values.pop("sku")
+                values["product_id"] = self.products.get(sku) if sku else None
+                rows.append(values)
+            ids = self._insert_returning(Order.__table__, rows)
+            conn.execute(
+                insert(ExternalRef.__table__),
+                [{"kind": "order", "ref": r, "row_id": i, "created_at": self.now} for r, i in zip(refs, ids)],
+            )
+        for row_id, changes in self.order_changes.items():
+            conn.execute(update(Order.__table__).where(OT.id == row_id).values(**changes))
         if self.events:
+            for event in self.events:
+                sku = event.pop("sku")
+                if sku:
+                    event["product_id"] = self.products.get(sku)
             conn.execute(insert(BehaviorEvent.__table__), self.events)
         if self.ids:
             conn.execute(insert(IngestedEvent.__table__), self.ids)
         if self.with_orders:
-            customer_orders.recompute_order_figures(session, self.with_orders)
-        if self.touched:
+            customer_orders.recompute_order_figures(self.session, self.with_orders)
+        self._customers(customers)
+
+    def _customers(self, customers: dict) -> None:
+        """Last active (and last login) forward, the activity counter up.
+
+        Last active is kept to the minute: a customer whose stored value is less than a
+        minute older than the new activity only gets the counter (one row write instead of
+        the six index entries that hold last active, and no report mark).
+        """
+        if not self.touched:
+            return
+        stored = {known[0]: (known[4], known[5]) for known in customers.values() if known is not None}
+        moving, counting = [], []
+        for customer_id in sorted(self.touched):
+            at = self.last_active[customer_id]
+            login = self.last_login.get(customer_id)
+            last_active, last_login = stored.get(customer_id, (None, None))
+            stale_active = last_active is None or as_utc(last_active) < at - LAST_ACTIVE_GRAIN
+            stale_login = login is not None and (last_login is None or as_utc(last_login) < login - LAST_ACTIVE_GRAIN)
+            if stale_active or stale_login:
+                moving.append({"b_id": customer_id, "b_at": at, "b_login": login})
+            else:
+                counting.append({"b_id": customer_id})
+        if moving:
             at = bindparam("b_at", type_=C.last_active_at.type)
             login = bindparam("b_login", type_=C.last_login_at.type)
-            conn.execute(
+            self.conn.execute(
                 update(Customer.__table__)
                 .where(C.id == bindparam("b_id"))
                 .values(
@@ -658,15 +782,16 @@ class _Batch:
                     ),
                     activity_seq=C.activity_seq + 1,
                 ),
-                [
-                    {
-                        "b_id": customer_id,
-                        "b_at": self.last_active[customer_id],
-                        "b_login": self.last_login.get(customer_id),
-                    }
-                    for customer_id in sorted(self.touched)
-                ],
+                moving,
             )
+        if counting:
+            self.conn.execute(
+                update(Customer.__table__).where(C.id == bindparam("b_id")).values(activity_seq=C.activity_seq + 1),
+                counting,
+            )
+
+
+LAST_ACTIVE_GRAIN = dt.timedelta(minutes=1)
 
 
 def _after(touched: list[int], created: bool) -> None:
