@@ -286,7 +286,9 @@ def _insert(session: Session, actor: Actor, values: dict) -> int:
     return customer.id
 
 
-def new_customers_bulk(session: Session, actor: Actor, raws: list[dict], registered_at=None) -> list[int | ValidationError]:
+def new_customers_bulk(
+    session: Session, actor: Actor, raws: list[dict], registered_at=None
+) -> list[int | ValidationError]:
     """Several customers in one statement (visitors seen for the first time by behaviour
     ingestion), validated like any other; in the caller's transaction, which checked its own
     permission. Returns, per raw, the new id or the ValidationError that refused it. Each
@@ -318,9 +320,13 @@ def new_customers_bulk(session: Session, actor: Actor, raws: list[dict], registe
         positions.append(position)
     if not rows:
         return results
-    inserted = session.execute(
-        insert(Customer.__table__).returning(Customer.__table__.c.id, sort_by_parameter_order=True), rows
-    ).scalars().all()
+    inserted = (
+        session.execute(
+            insert(Customer.__table__).returning(Customer.__table__.c.id, sort_by_parameter_order=True), rows
+        )
+        .scalars()
+        .all()
+    )
     session.execute(
         insert(CustomerSearch.__table__),
         [
