@@ -4,10 +4,15 @@ answers against the OpenAPI document (an independent JSON Schema validator)."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import jsonschema
 from sqlmodel import select
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():
+    # Starlette's TestClient on httpx still works; its successor (httpx2) is not a dependency here.
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from meiqia_app.db import read_session
 from meiqia_app.models import AuditEntry

@@ -321,3 +321,51 @@ def test_a_generated_secret_is_shown_once_and_not_kept_in_a_replayable_answer(se
     listed = api.get("/api/v1/webhooks", headers=bearer(raw))
     assert_conforms(api, listed)
     assert all(item["secret"] is None for item in listed.json())
+
+
+def _types() -> list[tuple[str, int | None, dict]]:
+    return [(d.event_type, d.customer_id, json.loads(d.details)) for d in _deliveries()]
+
+
+def test_merges_and_archiving_queue_their_events(seeded_db, receiver, seeded_actors):
+    from sqlalchemy import text
+
+    from meiqia_app.db import get_engine
+    from meiqia_app.models import Customer as CustomerModel
+    from meiqia_app.services import cleanup, duplicates
+
+    hook = receiver()
+    api, raw = client(), new_key("ops", ["webhooks:manage"])
+    _endpoint(api, raw, hook.url, events=("customer.merged", "customer.archived", "customer.created"))
+    manager = seeded_actors["manager"]
+    with read_session() as session:
+        survivor, other = session.exec(
+            select(CustomerModel).where(CustomerModel.status == "active").order_by(CustomerModel.id).limit(2)
+        ).all()
+    duplicates.merge_customers(
+        manager, survivor.id, [other.id], {}, {survivor.id: survivor.version, other.id: other.version}
+    )
+    with write_session() as session:
+        in_batch = CustomerModel.__table__.c.id.in_([40, 41])
+        cleanup._set_status(session, in_batch, "archived", ("active",), manager)
+    with get_engine().connect() as conn:
+        archived = {
+            row[0] for row in conn.execute(text("SELECT id FROM customer WHERE id IN (40, 41) AND status = 'archived'"))
+        }
+    queued = _types()
+    assert ("customer.merged", survivor.id, {"merged_ids": [other.id]}) in queued
+    assert {c for t, c, _ in queued if t == "customer.archived"} == archived and archived
+    assert webhooks.deliver_due() == {"succeeded": len(queued)}
+
+
+def test_the_cli_prints_a_key_once_that_works(seeded_db, capsys):
+    from meiqia_app import cli
+
+    assert cli.main(["create-api-key", "--name", "cli-key", "--scopes", "customers:read,events:write"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    key = printed[-1]
+    assert key.startswith("mqk_") and "cli-key" in printed[0]
+    api = client()
+    assert api.get("/api/v1/customers?limit=1", headers=bearer(key)).status_code == 200
+    assert audit_rows("apikey.create")[-1].actor_name == "system"
+    assert cli.main(["create-api-key", "--name", "bad", "--scopes", "customers:everything"]) == 2
