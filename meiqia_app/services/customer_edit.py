@@ -287,12 +287,13 @@ def _insert(session: Session, actor: Actor, values: dict) -> int:
 
 
 def new_customers_bulk(
-    session: Session, actor: Actor, raws: list[dict], registered_at=None
+    session: Session, actor: Actor, raws: list[dict], registered_at=None, audit_each: bool = True
 ) -> list[int | ValidationError]:
     """Several customers in one statement (visitors seen for the first time by behaviour
     ingestion), validated like any other; in the caller's transaction, which checked its own
     permission. Returns, per raw, the new id or the ValidationError that refused it. Each
-    customer gets its search row, its audit entry and its customer.created notification."""
+    customer gets its search row, its audit entry (unless the caller's entry lists them:
+    ``audit_each=False``) and its customer.created notification."""
     from sqlalchemy import insert
 
     now = utcnow()
@@ -336,6 +337,8 @@ def new_customers_bulk(
     )
     for position, new_id, row in zip(positions, inserted, rows, strict=True):
         results[position] = new_id
+        if not audit_each:
+            continue
         audit.record(
             session,
             actor,

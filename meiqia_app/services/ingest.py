@@ -40,10 +40,11 @@ import datetime as dt
 import secrets
 from collections import Counter, defaultdict
 
-from sqlalchemy import bindparam, case, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from meiqia_app.db import get_engine, write_session
+from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import (
     BehaviorEvent,
     Conversation,
@@ -382,36 +383,65 @@ def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
     return results, sorted(batch.touched), any(r.created_customer for r in accepted)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Known:
+    id: int
+    status: str
+    erased_at: object
+    last_active_at: dt.datetime | None
+    last_login_at: dt.datetime | None
+    ref: object
+
+
+def _moment_of(value) -> dt.datetime | None:
+    """A stored time as read back (a datetime, or JSON text from packed rows)."""
+    if value is None or isinstance(value, dt.datetime):
+        return as_utc(value) if value is not None else None
+    return as_utc(dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+
+
 def _resolve(conn, records: list[_Record]) -> dict[tuple[str, object], tuple]:
-    """(ref key, value) -> (id, status, erased, erasure pending, last active, last login)."""
+    """(ref key, value) -> (id, status, erased, erasure pending, last active, last login).
+
+    The rows come back packed in one value (dbadapter.packed_rows): hundreds of small
+    rows fetched one by one cost a GIL hand-over each while the app's other threads work.
+    """
+    adapter = get_adapter(conn)
     wanted: dict[str, set] = defaultdict(set)
     for record in records:
         wanted[record.ref[0]].add(record.ref[1])
-    found: dict[tuple[str, object], object] = {}
-    rows_by_id: dict[int, object] = {}
+    found: dict[tuple[str, object], _Known] = {}
+    ids: set[int] = set()
+    columns = ("id", "status", "erased_at", "last_active_at", "last_login_at", "ref")
     for key, values in wanted.items():
         column = C.id if key == "id" else C[key]
-        rows = conn.execute(
-            select(C.id, C.status, C.erased_at, C.last_active_at, C.last_login_at, column.label("ref"))
-            .where(column.in_(sorted(values, key=str)))
-            .order_by(C.id)
-        ).all()
+        statement = select(C.id, C.status, C.erased_at, C.last_active_at, C.last_login_at, column.label("ref")).where(
+            column.in_(sorted(values, key=str))
+        )
+        rows = sorted((_Known(*row) for row in adapter.packed_rows(conn, statement, columns)), key=lambda r: r.id)
         for row in rows:
-            rows_by_id[row.id] = row
+            ids.add(row.id)
             previous = found.get((key, row.ref))
             # Several customers with the same external id / visitor / phone: the lowest id of the
             # best status (active, then archived, then trashed or erased).
             if previous is None or _rank(row) < _rank(previous):
                 found[(key, row.ref)] = row
     pending = set()
-    if rows_by_id:
+    if ids:
         pending = set(
             conn.execute(
-                select(ER.customer_id).where(ER.customer_id.in_(list(rows_by_id)), ER.status == "pending")
+                select(ER.customer_id).where(ER.customer_id.in_(sorted(ids)), ER.status == "pending")
             ).scalars()
         )
     return {
-        ref: (row.id, row.status, row.erased_at is not None, row.id in pending, row.last_active_at, row.last_login_at)
+        ref: (
+            row.id,
+            row.status,
+            row.erased_at is not None,
+            row.id in pending,
+            _moment_of(row.last_active_at),
+            _moment_of(row.last_login_at),
+        )
         for ref, row in found.items()
     }
 
@@ -491,7 +521,8 @@ class _Batch:
             }
             for visitor, record in first.items()
         ]
-        made = customer_edit.new_customers_bulk(self.session, self.actor, raws, registered_at=None)
+        # Audited by the batch's entry (it lists the customers made), not one entry each.
+        made = customer_edit.new_customers_bulk(self.session, self.actor, raws, audit_each=False)
         for (visitor, record), outcome in zip(first.items(), made, strict=True):
             self.prospects[visitor] = outcome if isinstance(outcome, ValidationError) else (outcome, record.index)
 
@@ -694,10 +725,21 @@ class _Batch:
             )
             self.products.update(zip(missing, ids, strict=True))
 
+    def _insert_many(self, table, rows: list[dict]) -> None:
+        """Many rows through the adapter's multi-row insert (few driver round trips)."""
+        if not rows:
+            return
+        adapter = get_adapter(self.conn)
+        moment, _day = adapter.bulk_value_formatters()
+        columns = list(rows[0])
+        values = [
+            tuple(moment(value) if isinstance(value, dt.datetime) else value for value in (row[c] for c in columns))
+            for row in rows
+        ]
+        adapter.insert_rows(self.conn, table.name, columns, values)
+
     def _insert_returning(self, table, rows: list[dict]) -> list[int]:
-        return list(
-            self.conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars()
-        )
+        return get_adapter(self.conn).insert_rows_returning_ids(self.conn, table, rows)
 
     def write(self, customers: dict) -> None:
         conn = self.conn
@@ -707,15 +749,15 @@ class _Batch:
             ids = self._insert_returning(Conversation.__table__, [self.new_conversations[r] for r in refs])
             for ref, row_id in zip(refs, ids, strict=True):
                 self.conversations[ref] = (row_id, self.new_conversations[ref]["customer_id"])
-            conn.execute(
-                insert(ExternalRef.__table__),
+            self._insert_many(
+                ExternalRef.__table__,
                 [{"kind": "conversation", "ref": r, "row_id": i, "created_at": self.now} for r, i in zip(refs, ids)],
             )
         for row_id, changes in self.conversation_changes.items():
             conn.execute(update(Conversation.__table__).where(CV.id == row_id).values(**changes))
         if self.messages:
-            conn.execute(
-                insert(Message.__table__),
+            self._insert_many(
+                Message.__table__,
                 [{"conversation_id": self.conversations[ref][0], **row} for ref, row in self.messages],
             )
         if self.new_orders:
@@ -727,8 +769,8 @@ class _Batch:
                 values["product_id"] = self.products.get(sku) if sku else None
                 rows.append(values)
             ids = self._insert_returning(Order.__table__, rows)
-            conn.execute(
-                insert(ExternalRef.__table__),
+            self._insert_many(
+                ExternalRef.__table__,
                 [{"kind": "order", "ref": r, "row_id": i, "created_at": self.now} for r, i in zip(refs, ids)],
             )
         for row_id, changes in self.order_changes.items():
@@ -738,9 +780,9 @@ class _Batch:
                 sku = event.pop("sku")
                 if sku:
                     event["product_id"] = self.products.get(sku)
-            conn.execute(insert(BehaviorEvent.__table__), self.events)
+            self._insert_many(BehaviorEvent.__table__, self.events)
         if self.ids:
-            conn.execute(insert(IngestedEvent.__table__), self.ids)
+            self._insert_many(IngestedEvent.__table__, self.ids)
         if self.with_orders:
             customer_orders.recompute_order_figures(self.session, self.with_orders)
         self._customers(customers)
@@ -767,31 +809,51 @@ class _Batch:
             else:
                 counting.append({"b_id": customer_id})
         if moving:
-            at = bindparam("b_at", type_=C.last_active_at.type)
-            login = bindparam("b_login", type_=C.last_login_at.type)
+            self._move_last_active(moving)
+        if counting:
+            # One statement for the lot (not one driver round trip per customer).
             self.conn.execute(
                 update(Customer.__table__)
-                .where(C.id == bindparam("b_id"))
-                .values(
-                    last_active_at=case((C.last_active_at < at, at), else_=C.last_active_at),
-                    last_login_at=case(
-                        (login.is_(None), C.last_login_at),
-                        (C.last_login_at.is_(None), login),
-                        (C.last_login_at < login, login),
-                        else_=C.last_login_at,
-                    ),
-                    activity_seq=C.activity_seq + 1,
-                ),
-                moving,
+                .where(C.id.in_([row["b_id"] for row in counting]))
+                .values(activity_seq=C.activity_seq + 1)
             )
-        if counting:
+
+    def _move_last_active(self, moving: list[dict]) -> None:
+        """Last active (and last login) forward for these customers, the counter up: one
+        statement per chunk, the new times in a VALUES list the UPDATE reads."""
+        chunk = MAX_PARAMETERS // 3
+        kind = C.last_active_at.type
+        for start in range(0, len(moving), chunk):
+            part = moving[start : start + chunk]
+            rows = ", ".join(f"(:i{n}, :a{n}, :l{n})" for n in range(len(part)))
+            params = []
+            for n, row in enumerate(part):
+                params += [
+                    bindparam(f"i{n}", row["b_id"]),
+                    bindparam(f"a{n}", row["b_at"], type_=kind),
+                    bindparam(f"l{n}", row["b_login"] or row["b_at"], type_=kind),
+                ]
+            logins = [row["b_id"] for row in part if row["b_login"] is not None]
+            login_ids = ", ".join(str(int(i)) for i in logins) or "NULL"
             self.conn.execute(
-                update(Customer.__table__).where(C.id == bindparam("b_id")).values(activity_seq=C.activity_seq + 1),
-                counting,
+                text(
+                    f"WITH v(v_id, v_at, v_login) AS (VALUES {rows}) "
+                    "UPDATE customer SET "
+                    "last_active_at = CASE WHEN customer.last_active_at < (SELECT v_at FROM v WHERE v_id = customer.id) "
+                    "THEN (SELECT v_at FROM v WHERE v_id = customer.id) ELSE customer.last_active_at END, "
+                    f"last_login_at = CASE WHEN customer.id NOT IN ({login_ids}) THEN customer.last_login_at "
+                    "WHEN customer.last_login_at IS NULL "
+                    "OR customer.last_login_at < (SELECT v_login FROM v WHERE v_id = customer.id) "
+                    "THEN (SELECT v_login FROM v WHERE v_id = customer.id) ELSE customer.last_login_at END, "
+                    "activity_seq = customer.activity_seq + 1 "
+                    "WHERE customer.id IN (SELECT v_id FROM v)"
+                ).bindparams(*params)
             )
 
 
 LAST_ACTIVE_GRAIN = dt.timedelta(minutes=1)
+# Bound parameters per statement: under SQLite's 32,766 and PostgreSQL's 65,535.
+MAX_PARAMETERS = 30_000
 
 
 def _after(touched: list[int], created: bool) -> None:
