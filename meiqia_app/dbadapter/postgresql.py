@@ -182,8 +182,10 @@ class PostgresAdapter(DatabaseAdapter):
 
     def packed_rows(self, conn: Connection, statement, columns: Sequence[str]) -> list[list]:
         inner = statement.subquery("packed")
-        packed = select(func.coalesce(func.json_agg(func.json_build_array(*(inner.c[name] for name in columns))), "[]"))
+        packed = select(func.json_agg(func.json_build_array(*(inner.c[name] for name in columns))))
         value = conn.execute(packed).scalar_one()
+        if value is None:
+            return []
         return json.loads(value) if isinstance(value, str) else value
 
     def analyze(self, conn: Connection) -> None:

@@ -16,6 +16,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "An erasure of this customer's personal data is pending: no changes",
     ),
     "error.too_many": ("最多 {max} 项", "At most {max} items"),
+    "error.nul_character": ("内容不能包含 NUL 字符", "Text may not contain NUL characters"),
     "error.bad_attributes": (
         "扩展字段须为名称到文本的对应（最多 {max} 项，名称不超过 32 字）",
         "Custom attributes must map names to text (at most {max}, names up to 32 characters)",

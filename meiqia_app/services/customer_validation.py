@@ -91,6 +91,9 @@ def clean_customer_fields(raw: dict, *, partial: bool = False) -> dict:
             continue
         value = raw[field]
         text = "" if value is None else str(value).strip()
+        if "\x00" in text:
+            errors[field] = ("error.nul_character", {})
+            continue
         if not text:
             if field in REQUIRED_FIELDS:
                 errors[field] = ("error.required", {})

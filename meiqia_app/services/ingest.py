@@ -134,6 +134,8 @@ def _text(record: dict, field: str, limit: int, required: bool = False, prefix: 
     text = str(value).strip()
     if len(text) > limit:
         raise _Reject("too_long", prefix + field)
+    if "\x00" in text:
+        raise _Reject("invalid", prefix + field)
     return text
 
 

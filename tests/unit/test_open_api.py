@@ -470,3 +470,30 @@ def test_the_api_layer_never_touches_the_database_or_reflex():
 
     assert database_access_in_ui(("web/api",)) == []
     assert reflex_imports(("web/api",)) == []
+
+
+def test_nul_characters_are_refused_before_they_reach_the_database(seeded_db):
+    """Found by the fuzzing on PostgreSQL (which cannot store NUL in text): a 500 there,
+    silently stored on SQLite. Refused the same on both, by the API and by the services."""
+    from meiqia_app.services.customer_validation import clean_customer_fields
+    from meiqia_app.services.errors import ValidationError
+
+    api = client()
+    raw = new_key("nul", ["customers:read", "customers:write", "events:write"])
+    for response in (
+        api.post("/api/v1/customers", json={"name": "a\u0000b"}, headers=bearer(raw)),
+        api.post(
+            "/api/v1/events",
+            json={
+                "events": [{"event_id": "n1", "type": "page_view", "customer": {"visitor_id": "v\u0000"}, "url": "/"}]
+            },
+            headers=bearer(raw),
+        ),
+        api.get("/api/v1/customers", params={"q": "张\u0000"}, headers=bearer(raw)),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["code"] == "nul_character"
+        assert_conforms(api, response)
+    with pytest.raises(ValidationError) as refused:
+        clean_customer_fields({"name": "a\x00b"})
+    assert refused.value.field_errors["name"][0] == "error.nul_character"

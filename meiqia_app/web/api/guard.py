@@ -152,6 +152,17 @@ class ApiGuard:
                 )
                 await send_problem(send, 413, problem_body, [(b"connection", b"close")])
                 return
+        # NUL characters: PostgreSQL cannot store them in text; refused everywhere, the same on SQLite.
+        raw_query = scope.get("query_string", b"") or b""
+        if b"\\u0000" in body or b"\x00" in body or b"%00" in raw_query or "\x00" in path or "%00" in path:
+            _status, problem_body = problems.problem(
+                "validation",
+                detail=_tr(lang, "error.nul_character"),
+                instance=path,
+                errors=[{"field": "body", "code": "nul_character", "message": _tr(lang, "error.nul_character")}],
+            )
+            await send_problem(send, 422, problem_body)
+            return
         scope = {**scope, "state": {**(scope.get("state") or {}), "api_actor": actor}}
         replayed = False
 
