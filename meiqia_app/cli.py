@@ -111,6 +111,24 @@ def _cmd_totp_code(args) -> int:
     return 0
 
 
+def _cmd_create_api_key(args) -> int:
+    from meiqia_app.migrate import upgrade_to_head
+    from meiqia_app.services import api_keys
+    from meiqia_app.services.errors import ValidationError
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    upgrade_to_head()
+    try:
+        view, raw = api_keys.create_key(SYSTEM_ACTOR, args.name, args.scopes, via="cli")
+    except ValidationError as error:
+        for field, (key, params) in error.field_errors.items():
+            print(f"error: {field}: {key} {params or ''}", file=sys.stderr)
+        return 2
+    print(f"API key {view.name!r} (id {view.id}, scopes {', '.join(view.scopes)}). It is shown only now:")
+    print(raw)
+    return 0
+
+
 def _parse_pins(raw: list[str]):
     from meiqia_app.services.audit import Pin
 
@@ -328,6 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--display-name")
     create.add_argument("--totp-secret", help="BASE32 secret; generated and printed when omitted")
     create.set_defaults(func=_cmd_create_user)
+
+    key = sub.add_parser("create-api-key", help="make an open API key (printed once)")
+    key.add_argument("--name", required=True, help="who uses it, e.g. shop-sync (shown in audit and timeline)")
+    key.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: customers:read, customers:read_sensitive, customers:write, tags:write, "
+        "events:write, webhooks:manage",
+    )
+    key.set_defaults(func=_cmd_create_api_key)
     return parser
 
 

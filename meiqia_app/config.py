@@ -56,6 +56,16 @@ class Settings:
     import_max_columns: int
     import_max_uncompressed_mb: int
     job_stale_seconds: int
+    api_rate_per_second: float
+    api_rate_burst: int
+    api_max_body_mb: int
+    webhooks_allow_private: bool
+    webhook_retry_hours: int
+    webhook_timeout_seconds: int
+
+    @property
+    def api_max_body_bytes(self) -> int:
+        return self.api_max_body_mb * 1024 * 1024
 
     @property
     def max_upload_bytes(self) -> int:
@@ -152,6 +162,17 @@ def _load() -> Settings:
         import_max_uncompressed_mb=_env_int("MEIQIA_IMPORT_MAX_UNCOMPRESSED_MB", 500),
         # A running job or export whose heartbeat is older than this belongs to a dead process.
         job_stale_seconds=_env_int("MEIQIA_JOB_STALE_SECONDS", 60),
+        # The open API (docs/api.md): requests per second per key (a token bucket per
+        # app process) and the burst it allows; the largest request body.
+        api_rate_per_second=float(os.environ.get("MEIQIA_API_RATE_PER_SECOND") or 20),
+        api_rate_burst=_env_int("MEIQIA_API_RATE_BURST", 40),
+        api_max_body_mb=_env_int("MEIQIA_API_MAX_BODY_MB", 5),
+        # Webhooks to loopback / private / link-local addresses are refused unless this is set (tests).
+        webhooks_allow_private=_env_bool("MEIQIA_WEBHOOKS_ALLOW_PRIVATE", False),
+        # A delivery is retried (exponential backoff) this long, then marked failed; an
+        # endpoint failing this long is disabled.
+        webhook_retry_hours=_env_int("MEIQIA_WEBHOOK_RETRY_HOURS", 24),
+        webhook_timeout_seconds=_env_int("MEIQIA_WEBHOOK_TIMEOUT_SECONDS", 10),
     )
 
 

@@ -12,8 +12,9 @@ traceback that held a secret is redacted into the message too.
 What is redacted: the value of the session cookie wherever it appears, whole
 ``Cookie`` / ``Authorization`` header values (in dict reprs, ``name=value``
 reprs and ``Name: value`` lines), ``token`` / ``ticket`` / ``challenge``
-query parameters, and dict entries whose key names a password, secret,
-token, ticket, challenge or one-time code.
+query parameters, dict entries whose key names a password, secret,
+token, ticket, challenge or one-time code, and open API keys (``mqk_…``) and
+webhook secrets (``whsec_…``) anywhere.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"""({SESSION_COOKIE}=)[^;\s'"&,]+"""), rf"\1{REDACTED}"),
     # ?ticket=… &token=… (claim and download links, the websocket URL)
     (re.compile(r"""([?&](?:ticket|token|challenge)=)[^&\s'"#]+"""), rf"\1{REDACTED}"),
+    # An open API key or a webhook signing secret wherever it appears (services/api_keys.py, webhooks.py)
+    (re.compile(r"""\b(mqk|whsec)_[A-Za-z0-9_-]{8,}"""), rf"\1_{REDACTED}"),
 )
 
 

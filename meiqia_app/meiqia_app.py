@@ -9,6 +9,7 @@ from meiqia_app.components.layout import gated_page
 from meiqia_app.pages.account import account_page
 from meiqia_app.pages.admin_roles import admin_roles_page
 from meiqia_app.pages.admin_users import admin_users_page
+from meiqia_app.pages.api_keys import api_keys_page
 from meiqia_app.pages.audit_log import audit_page
 from meiqia_app.pages.backups import backups_page
 from meiqia_app.pages.cleanup import archive_page, cleanup_page
@@ -22,11 +23,13 @@ from meiqia_app.pages.login import login_page
 from meiqia_app.pages.reports import reports_page
 from meiqia_app.pages.retention import retention_page
 from meiqia_app.pages.tags_admin import tags_admin_page
-from meiqia_app.services import reports, scheduler, startup
+from meiqia_app.pages.webhooks import webhooks_page
+from meiqia_app.services import reports, scheduler, startup, webhooks
 from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
+from meiqia_app.state.api_keys import ApiKeysState
 from meiqia_app.state.audit_log import AuditLogState
 from meiqia_app.state.backups import BackupsState
 from meiqia_app.state.base import AppState, declare_page
@@ -40,7 +43,9 @@ from meiqia_app.state.login import LoginState
 from meiqia_app.state.reports import DashboardState, ReportsState
 from meiqia_app.state.retention import RetentionState
 from meiqia_app.state.tags_admin import TagsAdminState
+from meiqia_app.state.webhooks import WebhooksState
 from meiqia_app.web import upload_request
+from meiqia_app.web.api import app as open_api
 from meiqia_app.web.event_guard import LoginRequiredMiddleware
 from meiqia_app.web.session_routes import session_api
 from meiqia_app.web.upload_guard import upload_guard
@@ -55,7 +60,8 @@ app = rx.App(
     # Our HTTP routes in front of Reflex's; the upload guard wraps both and checks
     # /_upload's session cookie, permission and size before its body is read; and
     # an upload's handler sees the upload request's own headers (web/upload_request.py).
-    api_transformer=[session_api(), upload_guard, upload_request.capture_upload_headers],
+    # The open API (/api/v1, its docs at /api/docs) sits in front of it all (web/api/).
+    api_transformer=[session_api(), upload_guard, upload_request.capture_upload_headers, open_api.mount],
 )
 app.add_middleware(LoginRequiredMiddleware())
 # Tab states stored without credentials, in private files (meiqia_app/state/privacy.py).
@@ -72,6 +78,7 @@ def start_background_work() -> None:
     """
     startup.recover_interrupted_work()
     scheduler.start_scheduler_thread()
+    webhooks.start_delivery_thread()  # the persisted outbox: each delivery claimed once across workers
 
 
 app.register_lifespan_task(start_background_work)
@@ -120,3 +127,5 @@ _protected(cleanup_page, "/cleanup", "数据清理", CleanupState.on_load, ("cle
 _protected(archive_page, "/cleanup/archive", "归档与回收站", ArchiveState.on_load, ("customer.archive",))
 _protected(backups_page, "/admin/backups", "备份恢复", BackupsState.on_load, ("backup.manage",))
 _protected(retention_page, "/admin/retention", "数据保留", RetentionState.on_load, ("settings.manage",))
+_protected(api_keys_page, "/admin/api-keys", "API 密钥", ApiKeysState.on_load, ("apikey.manage",))
+_protected(webhooks_page, "/admin/webhooks", "Webhook", WebhooksState.on_load, ("webhook.manage",))

@@ -11,6 +11,7 @@ index and stopping after a page (``row_match_condition``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -178,6 +179,14 @@ class PostgresAdapter(DatabaseAdapter):
         with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def packed_rows(self, conn: Connection, statement, columns: Sequence[str]) -> list[list]:
+        inner = statement.subquery("packed")
+        packed = select(func.json_agg(func.json_build_array(*(inner.c[name] for name in columns))))
+        value = conn.execute(packed).scalar_one()
+        if value is None:
+            return []
+        return json.loads(value) if isinstance(value, str) else value
 
     def analyze(self, conn: Connection) -> None:
         conn.exec_driver_sql("ANALYZE")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    select,
     text,
 )
 from sqlalchemy.exc import OperationalError
@@ -276,6 +278,57 @@ class SqliteAdapter(DatabaseAdapter):
         placeholders = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
         conn.connection.driver_connection.cursor().executemany(sql, rows)
+
+    # Bound parameters per statement (SQLite allows 32,766).
+    MAX_PARAMETERS = 30_000
+
+    def insert_rows(self, conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+        # One multi-row INSERT per chunk: executemany steps the statement once per row, and
+        # each step lets go of the GIL and waits to get it back while other threads work.
+        if not rows:
+            return
+        chunk = max(1, self.MAX_PARAMETERS // max(1, len(columns)))
+        one = "(" + ", ".join("?" for _ in columns) + ")"
+        cursor = conn.connection.driver_connection.cursor()
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join(one for _ in part)
+            cursor.execute(sql, [value for row in part for value in row])
+
+    def insert_rows_returning_ids(self, conn: Connection, table, rows: Sequence[dict]) -> list[int]:
+        # SQLAlchemy sends one INSERT per row when the RETURNING order matters on SQLite.
+        # A rowid table without AUTOINCREMENT gives each new row max(rowid) + 1, and the
+        # caller's write transaction (BEGIN IMMEDIATE) has no other writer: the rows of one
+        # multi-row INSERT get consecutive ids, in order, ending at last_insert_rowid().
+        if not rows:
+            return []
+        from meiqia_app.timeutil import sqlite_text
+
+        columns = [name for name in rows[0] if name != "id"]
+        values = [
+            tuple(
+                sqlite_text(v) if hasattr(v, "tzinfo") and hasattr(v, "hour") else v for v in (row[c] for c in columns)
+            )
+            for row in rows
+        ]
+        ids: list[int] = []
+        cursor = conn.connection.driver_connection.cursor()
+        chunk = max(1, self.MAX_PARAMETERS // max(1, len(columns)))
+        one = "(" + ", ".join("?" for _ in columns) + ")"
+        for start in range(0, len(values), chunk):
+            part = values[start : start + chunk]
+            cursor.execute(
+                f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ", ".join(one for _ in part),
+                [value for row in part for value in row],
+            )
+            last = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
+            ids.extend(range(last - len(part) + 1, last + 1))
+        return ids
+
+    def packed_rows(self, conn: Connection, statement, columns: Sequence[str]) -> list[list]:
+        inner = statement.subquery("packed")
+        packed = select(func.json_group_array(func.json_array(*(inner.c[name] for name in columns))))
+        return json.loads(conn.execute(packed).scalar_one() or "[]")
 
     def analyze(self, conn: Connection) -> None:
         # A full ANALYZE (seconds at 1M rows): with sampled statistics the

@@ -8,6 +8,14 @@ from meiqia_app.models.activity import (
     Order,
     Product,
 )
+from meiqia_app.models.api import (
+    ApiIdempotency,
+    ApiKey,
+    ExternalRef,
+    IngestedEvent,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from meiqia_app.models.audit import AuditEntry
 from meiqia_app.models.auth import (
     LoginAddressThrottle,
@@ -32,6 +40,12 @@ from meiqia_app.models.workflow import (
 )
 
 __all__ = [
+    "ApiIdempotency",
+    "ApiKey",
+    "ExternalRef",
+    "IngestedEvent",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "AppSetting",
     "AuditEntry",
     "Backup",

@@ -52,6 +52,8 @@ class Order(SQLModel, table=True):
     recipient_name: str | None = Field(default=None, max_length=64)
     recipient_phone: str | None = Field(default=None, max_length=32)
     shipping_address: str | None = Field(default=None, max_length=255)
+    # The API key that sent it (the timeline says "via API: NAME"); None: made here or seeded.
+    api_key_id: int | None = None
 
 
 class Conversation(SQLModel, table=True):
@@ -72,6 +74,7 @@ class Conversation(SQLModel, table=True):
     started_at: dt.datetime = Field(default_factory=utcnow)
     ended_at: dt.datetime | None = None
     summary: str | None = Field(default=None, max_length=255)
+    api_key_id: int | None = None
 
 
 class Message(SQLModel, table=True):
@@ -101,6 +104,7 @@ class BehaviorEvent(SQLModel, table=True):
     product_id: int | None = Field(default=None, foreign_key="product.id")
     url: str | None = Field(default=None, max_length=255)
     occurred_at: dt.datetime = Field(default_factory=utcnow)
+    api_key_id: int | None = None
 
 
 class Note(SQLModel, table=True):

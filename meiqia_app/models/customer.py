@@ -51,6 +51,8 @@ class Customer(SQLModel, table=True):
         _working_set_index("ix_customer_status_spent", "status", "total_spent_cents", "id"),
         _working_set_index("ix_customer_status_orders", "status", "order_count", "id"),
         _working_set_index("ix_customer_status_name", "status", "name_pinyin", "id"),
+        # The open API's "updated since" walk (migration 0011).
+        _working_set_index("ix_customer_status_updated", "status", "updated_at", "id"),
         # Equality filters, each followed by the default sort.
         _working_set_index("ix_customer_source", "status", "source", "last_active_at"),
         _working_set_index("ix_customer_lifecycle", "status", "lifecycle_stage", "last_active_at"),
@@ -106,6 +108,10 @@ class Customer(SQLModel, table=True):
     erased_at: dt.datetime | None = None
 
     custom_attributes: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    # Bumped whenever behaviour is recorded for the customer (the open API's
+    # ingestion): an open customer page polls it to show new activity live.
+    # Not the edit ``version``: activity must not turn an open edit into a conflict.
+    activity_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     version: int = 1
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)

@@ -617,13 +617,15 @@ _SESSION_LOOKUP = (
 )
 
 
-def resolve_session(token: str | None, client_ip: str = "") -> Actor | None:
+def resolve_session(token: str | None, client_ip: str = "", touch: bool = True) -> Actor | None:
     """The actor behind a session cookie, or None when it is missing, revoked or expired.
 
     Called on every event, so it is one indexed Core query over the columns
     it needs (no ORM objects), plus a write at most once a minute to move the
     idle deadline. Nothing is cached across events: a revoked session or a
     changed role takes effect on the very next event, on every worker.
+    ``touch=False``: a check that is not the person's activity (an open page
+    watching for news) does not move the idle deadline.
     """
     if not token:
         return None
@@ -665,7 +667,7 @@ def resolve_session(token: str | None, client_ip: str = "") -> Actor | None:
         session_id=session_id,
         client_ip=client_ip,
     )
-    if idle.total_seconds() > SESSION_TOUCH_SECONDS:
+    if touch and idle.total_seconds() > SESSION_TOUCH_SECONDS:
         with write_session() as session:
             row = session.get(UserSession, session_id)
             if row is not None:

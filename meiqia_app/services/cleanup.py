@@ -59,7 +59,7 @@ from meiqia_app.models import (
 )
 from meiqia_app.models.customer import IN_TRASH, STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
-from meiqia_app.services import audit, jobs, mentions
+from meiqia_app.services import audit, jobs, mentions, webhooks
 from meiqia_app.services.customer_list import all_conditions, invalidate_counts, list_customers, scoped_query
 from meiqia_app.services.customer_query import ListQuery, status_condition
 from meiqia_app.services.customer_validation import normalize_email, normalize_phone
@@ -542,7 +542,12 @@ def _set_status(session, in_batch, status: str, from_statuses: Sequence[str], ac
         values["archived_at"] = now
     if status == STATUS_TRASHED:
         values["trashed_at"] = now
+    archived: list[int] = []
+    if status == STATUS_ARCHIVED and webhooks.has_subscribers(session, "customer.archived"):
+        archived = list(session.execute(select(C.id).where(in_batch, C.status.in_(from_statuses))).scalars())
     result = session.execute(update(Customer.__table__).where(in_batch, C.status.in_(from_statuses)).values(**values))
+    if archived:
+        webhooks.emit_many(session, "customer.archived", archived)
     return result.rowcount
 
 

@@ -3,19 +3,20 @@ search-text upkeep and an audit entry with the masked field diff."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlmodel import Session
 
-from meiqia_app.db import write_session
+from meiqia_app.db import read_connection, write_session
 from meiqia_app.models import Customer, CustomerSearch
-from meiqia_app.services import audit
+from meiqia_app.services import audit, webhooks
 from meiqia_app.services.customer_list import invalidate_counts, limit_exact_lookups
-from meiqia_app.services.customer_validation import clean_customer_fields
+from meiqia_app.services.customer_validation import TEXT_LIMITS, clean_customer_fields, clean_extras
 from meiqia_app.services.customers import editable_customer
 from meiqia_app.services.duplicate_check import existing_customers
-from meiqia_app.services.errors import Conflict, DuplicateCustomer, ValidationError
+from meiqia_app.services.errors import Conflict, DuplicateCustomer, NotFound, ValidationError
 from meiqia_app.services.masking import mask_diff
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
@@ -49,6 +50,8 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
     """Save an edit made on version ``expected_version``; returns the new version.
 
     Raises Conflict when someone saved in between (nothing is overwritten).
+    ``raw`` may also carry ``custom_attributes`` (merged: a None value removes
+    a key) and the consents ``consent_marketing`` / ``consent_analytics``.
     """
     require(actor, "customer.edit", action="customer.update", target_type="customer", target_id=customer_id)
     raw = dict(raw)
@@ -57,10 +60,12 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
             if not str(raw.get(field) or "").strip():
                 raw.pop(field, None)
     values = clean_customer_fields(raw, partial=True)
+    extras = clean_extras(raw)
     with write_session() as session:
         customer = editable_customer(session, customer_id, actor)
         if customer.version != int(expected_version):
             raise Conflict(by=customer.updated_by_name or "?", at=format_local(customer.updated_at))
+        values.update(_extra_values(customer, extras))
         diff = {
             field: (getattr(customer, field), value)
             for field, value in values.items()
@@ -96,39 +101,78 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
             "customer.update",
             target_type="customer",
             target_id=customer.id,
-            details={"changes": mask_diff(diff), "version": int(expected_version) + 1},
+            details={"changes": mask_diff(_audited(diff)), "version": int(expected_version) + 1},
         )
+        webhooks.emit(session, "customer.updated", customer.id, {"changes": sorted(diff)})
         new_version = int(expected_version) + 1
     invalidate_counts()
     _refresh_rules(customer_id)
     return new_version
 
 
+def _audited(diff: dict) -> dict:
+    """Custom attributes may hold personal values: the audit keeps which keys changed."""
+    if "custom_attributes" not in diff:
+        return diff
+    old, new = (json.loads(v or "{}") for v in diff["custom_attributes"])
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return {**diff, "custom_attributes": (None, {"keys": keys})}
+
+
+def _extra_values(customer: Customer | None, extras: dict) -> dict:
+    """Column values for the cleaned extras (custom attributes merged into the customer's)."""
+    values: dict = {}
+    if "custom_attributes" in extras:
+        merged = json.loads(customer.custom_attributes or "{}") if customer is not None else {}
+        if not isinstance(merged, dict):
+            merged = {}
+        for key, value in extras["custom_attributes"].items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        if len(merged) > MAX_ATTRIBUTES:
+            raise ValidationError.single("custom_attributes", "error.too_many", max=MAX_ATTRIBUTES)
+        values["custom_attributes"] = json.dumps(merged, ensure_ascii=False, sort_keys=True)
+    now = utcnow()
+    for consent in ("consent_marketing", "consent_analytics"):
+        if consent in extras and (customer is None or bool(getattr(customer, consent)) != extras[consent]):
+            values[consent] = extras[consent]
+            values[f"{consent}_at"] = now
+    return values
+
+
+MAX_ATTRIBUTES = 50
+
+
 def create_customer(
     actor: Actor, raw: dict, session: Session | None = None, acknowledged: Iterable[int] | None = ()
 ) -> int:
-    """A customer made by hand (or one row inside a caller's session).
+    """A customer made by hand, through the open API, or one row inside a caller's session.
 
     A customer who repeats an existing one's phone, e-mail or external id
-    (services/duplicate_check) is not saved: DuplicateCustomer names them. The
-    person may then save anyway: ``acknowledged`` holds the ids of the
-    customers they were shown; only a repeat of someone else is refused again.
-    ``acknowledged=None`` skips the check.
+    (services/duplicate_check) is not saved: DuplicateCustomer names them (the
+    open API answers 409 with the first one's id). The person may then save
+    anyway: ``acknowledged`` holds the ids of the customers they were shown;
+    only a repeat of someone else is refused again. ``acknowledged=None``
+    skips the check.
     """
     require(actor, "customer.create", action="customer.create", target_type="customer")
-    values = _with_pinyin(clean_customer_fields(raw))
     seen = None if acknowledged is None else _clean_ids(acknowledged)
-    if seen is not None and not actor.can("customer.view_sensitive"):
+    if seen is not None and actor.user_id is not None and not actor.can("customer.view_sensitive"):
         # Saying "this number is 张伟's" is an exact look-up by a number the role
         # sees masked: it counts against the same hourly allowance as the search.
-        # (Before the write transaction: a refusal is audited in one of its own.)
+        # (Before the write transaction: a refusal is audited in one of its own.
+        # An API key is an integration the admin issued: each miss creates a
+        # customer, so guessing through it is loud; see docs/api.md.)
+        values = clean_customer_fields(raw)
         limit_exact_lookups(
             actor, tuple(v for f in ("phone", "email") if (v := values.get(f))), "customer.create_duplicate_check"
         )
     if session is not None:
-        return _insert(session, actor, values, seen)
+        return new_customer(session, actor, raw, seen)
     with write_session() as own:
-        new_id = _insert(own, actor, values, seen)
+        new_id = new_customer(own, actor, raw, seen)
     invalidate_counts()
     _refresh_rules(new_id)
     return new_id
@@ -151,6 +195,70 @@ def _check_duplicates(session: Session, values: dict, acknowledged: frozenset[in
     if any(match.customer_id not in acknowledged for match in matches):
         raise DuplicateCustomer(matches)
     return sorted({match.customer_id for match in matches})
+
+
+def new_customer(session: Session, actor: Actor, raw: dict, acknowledged: frozenset[int] | None = frozenset()) -> int:
+    """Validate and insert a customer in the caller's transaction (the caller checked its
+    own permission: customer.create, or event.ingest for a visitor's prospect)."""
+    values = _with_pinyin(clean_customer_fields(raw))
+    values.update(_extra_values(None, clean_extras(raw)))
+    return _insert(session, actor, values, acknowledged)
+
+
+def find_by_external_id(actor: Actor, external_id) -> int | None:
+    """The working-set customer with this external id (the lowest id if several), or None."""
+    require(actor, "customer.view", action="customer.lookup", target_type="customer")
+    value = _clean_external_id(external_id)
+    C = Customer.__table__.c
+    with read_connection() as conn:
+        return conn.execute(
+            select(C.id)
+            .where(C.external_id == value, C.status != "trashed", C.erased_at.is_(None))
+            .order_by(C.id)
+            .limit(1)
+        ).scalar()
+
+
+def _clean_external_id(raw) -> str:
+    value = str(raw or "").strip()
+    if not value:
+        raise ValidationError.single("external_id", "error.required")
+    if len(value) > TEXT_LIMITS["external_id"]:
+        raise ValidationError.single("external_id", "error.too_long", max=TEXT_LIMITS["external_id"])
+    return value
+
+
+def upsert_by_external_id(actor: Actor, external_id, raw: dict) -> tuple[int, bool, int]:
+    """Create or update the customer with this external id (a shop syncing its members).
+
+    Returns (id, created, version). Only the fields given change; creating
+    refuses a phone or e-mail another customer has (DuplicateCustomer), like the API's
+    create. An update races nobody's form: it is applied to the version read
+    just before (retried once when someone saved in between).
+    """
+    require(actor, "customer.edit", action="customer.upsert", target_type="customer")
+    value = _clean_external_id(external_id)
+    fields = {k: v for k, v in dict(raw).items() if k != "external_id"}
+    C = Customer.__table__.c
+    for _attempt in range(2):
+        with read_connection() as conn:
+            found = conn.execute(
+                select(C.id, C.version)
+                .where(C.external_id == value, C.status != "trashed", C.erased_at.is_(None))
+                .order_by(C.id)
+                .limit(1)
+            ).first()
+        if found is None:
+            new_id = create_customer(actor, {**fields, "external_id": value})
+            return new_id, True, 1
+        try:
+            version = update_customer(actor, found.id, found.version, fields)
+        except Conflict:
+            continue
+        except NotFound:
+            continue
+        return found.id, False, version
+    raise Conflict(by="?", at="")
 
 
 def _refresh_rules(customer_id: int) -> None:
@@ -183,7 +291,79 @@ def _insert(session: Session, actor: Actor, values: dict, acknowledged: frozense
         target_id=customer.id,
         details={"fields": sorted(values), **({"saved_despite_duplicates": repeats} if repeats else {})},
     )
+    webhooks.emit(session, "customer.created", customer.id)
     return customer.id
 
 
-__all__ = ["update_customer", "create_customer", "ValidationError"]
+def new_customers_bulk(
+    session: Session, actor: Actor, raws: list[dict], registered_at=None, audit_each: bool = True
+) -> list[int | ValidationError]:
+    """Several customers in one statement (visitors seen for the first time by behaviour
+    ingestion), validated like any other; in the caller's transaction, which checked its own
+    permission. Returns, per raw, the new id or the ValidationError that refused it. Each
+    customer gets its search row, its audit entry (unless the caller's entry lists them:
+    ``audit_each=False``) and its customer.created notification."""
+    from sqlalchemy import insert
+
+    now = utcnow()
+    results: list[int | ValidationError] = []
+    rows, positions = [], []
+    for position, raw in enumerate(raws):
+        try:
+            values = _with_pinyin(clean_customer_fields(raw))
+        except ValidationError as error:
+            results.append(error)
+            continue
+        results.append(0)
+        moment = registered_at or now
+        model = Customer(
+            **values,
+            registered_at=moment,
+            last_active_at=moment,
+            created_at=now,
+            updated_at=now,
+            updated_by_id=actor.user_id,
+            updated_by_name=actor.display_name or actor.username,
+        )
+        # Every column, the model's defaults included: one multi-row INSERT … RETURNING.
+        rows.append({key: value for key, value in model.model_dump().items() if key != "id"})
+        positions.append(position)
+    if not rows:
+        return results
+    inserted = (
+        session.execute(
+            insert(Customer.__table__).returning(Customer.__table__.c.id, sort_by_parameter_order=True), rows
+        )
+        .scalars()
+        .all()
+    )
+    session.execute(
+        insert(CustomerSearch.__table__),
+        [
+            {"customer_id": new_id, **search_row(*(row[field] for field in SEARCH_FIELDS))}
+            for new_id, row in zip(inserted, rows, strict=True)
+        ],
+    )
+    for position, new_id, row in zip(positions, inserted, rows, strict=True):
+        results[position] = new_id
+        if not audit_each:
+            continue
+        audit.record(
+            session,
+            actor,
+            "customer.create",
+            target_type="customer",
+            target_id=new_id,
+            details={"fields": sorted(k for k, v in row.items() if k in EDITABLE_AUDIT and v is not None)},
+        )
+    webhooks.emit_many(session, "customer.created", list(inserted))
+    return results
+
+
+EDITABLE_AUDIT = frozenset(
+    ("name", "gender", "birthday", "phone", "email", "address", "province", "city", "company", "source")
+    + ("external_id", "visitor_id", "lifecycle_stage", "membership_tier")
+)
+
+
+__all__ = ["update_customer", "create_customer", "new_customer", "upsert_by_external_id", "ValidationError"]

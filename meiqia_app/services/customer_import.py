@@ -1017,6 +1017,8 @@ def _prepare_inserts(rows: Iterable[_Row], actor: Actor, template: dict, now: dt
 def _insert_rows(conn: Connection, records: list[dict], texts: dict[tuple, dict[str, str]]) -> int:
     if not records:
         return 0
+    from meiqia_app.services import webhooks  # webhooks imports customer services: late
+
     # Multi-row INSERT ... RETURNING. The order of returned rows is not
     # guaranteed, so each search row is found by the returned values
     # themselves: rows that come back identical have identical search texts.
@@ -1027,6 +1029,7 @@ def _insert_rows(conn: Connection, records: list[dict], texts: dict[tuple, dict[
         insert(CustomerSearch.__table__),
         [{"customer_id": customer_id, **texts[tuple(values)]} for customer_id, *values in inserted],
     )
+    webhooks.emit_many(conn, "customer.created", [row[0] for row in inserted], {"via": "import"})
     return len(inserted)
 
 

@@ -82,6 +82,7 @@ LIST_COLUMNS = (
     C.name_pinyin,
     C.external_id,
     C.visitor_id,
+    C.updated_at,  # the open API's walk by update time
 )
 
 
@@ -283,6 +284,77 @@ def _conditions_and_candidates(conn: Connection, query: ListQuery) -> tuple[list
     return conditions, bool(candidates)
 
 
+MAX_PAGE_SIZE = 200  # the open API's limit; the list page offers PAGE_SIZES
+
+
+@dataclasses.dataclass
+class _RawPage:
+    records: list
+    next_cursor: str = ""
+    prev_cursor: str = ""
+    too_short: bool = False
+    data_version: str = ""
+
+
+def _read_page(
+    conn: Connection, query: ListQuery, cursor: str, direction: str, page_size: int, version: str
+) -> _RawPage:
+    """The raw rows of one page and its cursors (``query`` is scoped)."""
+    descending = query.direction == "desc"
+    walk_descending = descending if direction == "next" else not descending
+    if query.terms.too_short_digits and query.terms.empty:
+        return _RawPage(records=[], too_short=True, data_version=version)
+    conditions, few_candidates = _conditions_and_candidates(conn, query)
+    # Few candidates are read and sorted anyway: exact matches first, then
+    # phones ending in the typed digits, then the rest (see rank_expression).
+    rank = rank_expression(query) if few_candidates else None
+    forward = direction == "next"
+    if cursor and direction != "last":
+        sort_value, row_id, cursor_rank = decode_ranked_cursor(cursor, query.sort)
+        keyset = after_condition(query.sort, walk_descending, sort_value, row_id, query.status)
+        if rank is not None:
+            at = RANK_EXACT if cursor_rank is None else cursor_rank
+            keyset = or_(rank > at if forward else rank < at, and_(rank == at, keyset))
+        conditions.append(keyset)
+    ordering = order_by(query.sort, walk_descending)
+    if few_candidates:
+        # The search index named at most candidate_cap customers: read them by
+        # id and sort them. The fence (OFFSET 0) keeps PostgreSQL from walking
+        # the sort index instead and filtering on the id list (29k rows read,
+        # 70-90 ms for 1,500 candidates at 1M); SQLite reads them by id anyway.
+        columns = LIST_COLUMNS + ((rank.label("match_rank"),) if rank is not None else ())
+        fenced = base_select(columns, conditions).offset(0).subquery()
+        to_fenced = ClauseAdapter(fenced)
+        ordering = [to_fenced.traverse(item) for item in ordering]
+        if rank is not None:
+            ordering.insert(0, fenced.c.match_rank.asc() if forward else fenced.c.match_rank.desc())
+        statement = select(*fenced.c).order_by(*ordering).limit(page_size + 1)
+    else:
+        statement = base_select(LIST_COLUMNS, conditions).order_by(*ordering).limit(page_size + 1)
+    records = conn.execute(statement).all()
+    has_more = len(records) > page_size
+    records = records[:page_size]
+    if direction != "next":
+        records.reverse()
+    sort_column = SORTS[query.sort][0]
+
+    def cursor_of(record) -> str:
+        return encode_cursor(getattr(record, sort_column), record.id, record.match_rank if rank is not None else None)
+
+    page = _RawPage(records=records, data_version=version)
+    if not records:
+        return page
+    if direction == "next":
+        page.next_cursor = cursor_of(records[-1]) if has_more else ""
+        page.prev_cursor = cursor_of(records[0]) if cursor else ""
+    elif direction == "prev":
+        page.prev_cursor = cursor_of(records[0]) if has_more else ""
+        page.next_cursor = cursor_of(records[-1])
+    else:  # last
+        page.prev_cursor = cursor_of(records[0]) if has_more else ""
+    return page
+
+
 def list_customers(
     actor: Actor,
     query: ListQuery,
@@ -298,63 +370,45 @@ def list_customers(
         page_size = 50
     if direction not in ("next", "prev", "last"):
         direction = "next"
-    descending = query.direction == "desc"
-    walk_descending = descending if direction == "next" else not descending
     with read_connection() as conn:
         # Read before the rows: a change committed in between makes the page look older, never newer.
         version = data_generation(conn)
-        if query.terms.too_short_digits and query.terms.empty:
-            return CustomerPage(rows=[], too_short=True, data_version=version)
-        conditions, few_candidates = _conditions_and_candidates(conn, query)
-        # Few candidates are read and sorted anyway: exact matches first, then
-        # phones ending in the typed digits, then the rest (see rank_expression).
-        rank = rank_expression(query) if few_candidates else None
-        forward = direction == "next"
-        if cursor and direction != "last":
-            sort_value, row_id, cursor_rank = decode_ranked_cursor(cursor, query.sort)
-            keyset = after_condition(query.sort, walk_descending, sort_value, row_id, query.status)
-            if rank is not None:
-                at = RANK_EXACT if cursor_rank is None else cursor_rank
-                keyset = or_(rank > at if forward else rank < at, and_(rank == at, keyset))
-            conditions.append(keyset)
-        ordering = order_by(query.sort, walk_descending)
-        if few_candidates:
-            # The search index named at most candidate_cap customers: read them by
-            # id and sort them. The fence (OFFSET 0) keeps PostgreSQL from walking
-            # the sort index instead and filtering on the id list (29k rows read,
-            # 70-90 ms for 1,500 candidates at 1M); SQLite reads them by id anyway.
-            columns = LIST_COLUMNS + ((rank.label("match_rank"),) if rank is not None else ())
-            fenced = base_select(columns, conditions).offset(0).subquery()
-            to_fenced = ClauseAdapter(fenced)
-            ordering = [to_fenced.traverse(item) for item in ordering]
-            if rank is not None:
-                ordering.insert(0, fenced.c.match_rank.asc() if forward else fenced.c.match_rank.desc())
-            statement = select(*fenced.c).order_by(*ordering).limit(page_size + 1)
-        else:
-            statement = base_select(LIST_COLUMNS, conditions).order_by(*ordering).limit(page_size + 1)
-        records = conn.execute(statement).all()
-        has_more = len(records) > page_size
-        records = records[:page_size]
-        if direction != "next":
-            records.reverse()
-        rows = customer_rows(conn, actor, records, lang, reasons=_reasons(query, records))
-    sort_column = SORTS[query.sort][0]
+        raw = _read_page(conn, query, cursor, direction, page_size, version)
+        rows = customer_rows(conn, actor, raw.records, lang, reasons=_reasons(query, raw.records))
+    return CustomerPage(
+        rows=rows,
+        next_cursor=raw.next_cursor,
+        prev_cursor=raw.prev_cursor,
+        too_short=raw.too_short,
+        data_version=raw.data_version,
+    )
 
-    def cursor_of(record) -> str:
-        return encode_cursor(getattr(record, sort_column), record.id, record.match_rank if rank is not None else None)
 
-    page = CustomerPage(rows=rows, data_version=version)
-    if not records:
-        return page
-    if direction == "next":
-        page.next_cursor = cursor_of(records[-1]) if has_more else ""
-        page.prev_cursor = cursor_of(records[0]) if cursor else ""
-    elif direction == "prev":
-        page.prev_cursor = cursor_of(records[0]) if has_more else ""
-        page.next_cursor = cursor_of(records[-1])
-    else:  # last
-        page.prev_cursor = cursor_of(records[0]) if has_more else ""
-    return page
+@dataclasses.dataclass
+class RecordPage:
+    """A page of the open API's customer list: full records (customers.CustomerRecord)."""
+
+    records: list
+    next_cursor: str = ""
+    too_short: bool = False
+
+
+def list_customer_records(actor: Actor, query: ListQuery, cursor: str = "", limit: int = 50) -> RecordPage:
+    """The open API's list: the list page's search, filters and keyset pages (forward
+    only), ``limit`` 1..MAX_PAGE_SIZE, as records masked for the actor."""
+    from meiqia_app.services.customers import customer_records  # customers imports customer_dto: late
+
+    require(actor, "customer.view", action="customer.list")
+    query = scoped_query(actor, query)
+    try:
+        limit = max(1, min(MAX_PAGE_SIZE, int(limit)))
+    except (TypeError, ValueError):
+        limit = 50
+    with read_connection() as conn:
+        raw = _read_page(conn, query, cursor, "next", limit, "")
+    ids = [r.id for r in raw.records]
+    records = customer_records(actor, ids) if ids else []
+    return RecordPage(records=records, next_cursor=raw.next_cursor, too_short=raw.too_short)
 
 
 def _reasons(query: ListQuery, records) -> dict[int, list[str]]:

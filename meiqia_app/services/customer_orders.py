@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
+from sqlalchemy import and_, func, select, update
+
 from meiqia_app.db import write_session
-from meiqia_app.models import Order, Product
+from meiqia_app.models import Customer, Order, Product
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.services import audit
 from meiqia_app.services.customer_list import invalidate_counts
@@ -20,6 +22,31 @@ from meiqia_app.services.customers import parse_id, writable_customer
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
+
+C = Customer.__table__.c
+OC = Order.__table__.c
+
+
+def recompute_order_figures(session, customer_ids) -> None:
+    """The customers' paid-order figures from their orders (count, amount spent, first and last
+    purchase), in the caller's transaction: after an order is added or its status changes, here
+    or through the open API. Purchases are dated by the order's creation, as the seed does."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    paid = and_(OC.customer_id == C.id, OC.status == "paid")
+    session.execute(
+        update(Customer.__table__)
+        .where(C.id.in_(ids))
+        .values(
+            order_count=select(func.count()).where(paid).scalar_subquery(),
+            total_spent_cents=select(func.coalesce(func.sum(OC.amount_cents), 0)).where(paid).scalar_subquery(),
+            first_purchase_at=select(func.min(OC.created_at)).where(paid).scalar_subquery(),
+            last_purchase_at=select(func.max(OC.created_at)).where(paid).scalar_subquery(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
 
 MAX_QUANTITY = 10_000
 MAX_AMOUNT_CENTS = 10_000_000_000
@@ -72,16 +99,10 @@ def add_order(
         session.add(order)
         if customer.last_active_at is None or as_utc(customer.last_active_at) < now:
             customer.last_active_at = now
-        if paid:
-            customer.order_count += 1
-            customer.total_spent_cents += cents
-            if customer.first_purchase_at is None or as_utc(customer.first_purchase_at) > now:
-                customer.first_purchase_at = now
-            if customer.last_purchase_at is None or as_utc(customer.last_purchase_at) < now:
-                customer.last_purchase_at = now
         session.add(customer)
         session.flush()
         order_id = order.id
+        recompute_order_figures(session, [customer_id])
         audit.record(
             session,
             actor,

@@ -70,6 +70,8 @@ SORTS: dict[str, tuple[str, bool]] = {
     "total_spent": ("total_spent_cents", False),
     "order_count": ("order_count", False),
     "name": ("name_pinyin", False),
+    # The open API's sync walk (updated_since); not offered on the list page.
+    "updated_at": ("updated_at", False),
 }
 PAGE_SIZES = (20, 50, 100)
 STATUS_CHOICES = ("active", "archived", "trashed", "all")
@@ -92,6 +94,22 @@ def _parse_date(value, field: str) -> str:
         return dt.date.fromisoformat(str(value)).isoformat()
     except ValueError:
         raise ValidationError.single(field, "error.bad_date") from None
+
+
+def _parse_moment(value, field: str) -> str:
+    """An ISO 8601 date-time (a naive one is UTC) as UTC ISO text; "" for none."""
+    if value in (None, ""):
+        return ""
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError.single(field, "error.bad_date") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat()
 
 
 def _parse_number(value, field: str, integer: bool = False):
@@ -164,6 +182,8 @@ class ListQuery:
     orders_min: int | None = None
     orders_max: int | None = None
     consent_marketing: str = ""
+    # Customers whose profile changed at or after this moment (ISO 8601, UTC): the open API.
+    updated_since: str = ""
     status: str = "active"
     sort: str = "last_active_at"
     direction: str = "desc"
@@ -211,6 +231,7 @@ class ListQuery:
             orders_min=_parse_number(data.get("orders_min"), "orders_min", integer=True),
             orders_max=_parse_number(data.get("orders_max"), "orders_max", integer=True),
             consent_marketing=consent,
+            updated_since=_parse_moment(data.get("updated_since"), "updated_since"),
             status=status,
             sort=sort,
             direction=direction,
@@ -342,6 +363,8 @@ def filter_conditions(query: ListQuery, driving_tags: tuple[int, ...] = ()) -> l
         conditions.append(C.order_count <= query.orders_max)
     if query.consent_marketing:
         conditions.append(C.consent_marketing.is_(query.consent_marketing == "yes"))
+    if query.updated_since:
+        conditions.append(C.updated_at >= dt.datetime.fromisoformat(query.updated_since))
     if query.tags_any:
         if driving_tags == query.tags_any:
             conditions.append(C.id.in_(select(TA.customer_id).where(TA.tag_id.in_(query.tags_any))))

@@ -22,7 +22,7 @@ from meiqia_app.db import read_connection, write_session
 from meiqia_app.dbadapter.base import escape_like
 from meiqia_app.models import Tag, TagAssignment
 from meiqia_app.models.tag import SOURCE_MANUAL
-from meiqia_app.services import audit
+from meiqia_app.services import audit, webhooks
 from meiqia_app.services.customer_dto import TagChip
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customers import editable_customer, parse_id
@@ -120,32 +120,74 @@ def add_tag(actor: Actor, customer_id: int, tag_id_or_name: int | str) -> TagChi
     Adding a tag a rule had assigned makes the assignment manual, so a rule in
     sync mode no longer takes it away.
     """
+    return add_tags(actor, customer_id, [tag_id_or_name])[0]
+
+
+MAX_TAGS_AT_ONCE = 50
+
+
+def add_tags(actor: Actor, customer_id: int, tags: list[int | str]) -> list[TagChip]:
+    """Several tags at once, all or none (one unknown name refuses the lot)."""
     require(actor, "tag.assign", action="customer.tag_add", target_type="customer", target_id=customer_id)
     customer_id = parse_id(customer_id)
+    if not isinstance(tags, (list, tuple)) or not tags:
+        raise ValidationError.single("tags", "error.required")
+    if len(tags) > MAX_TAGS_AT_ONCE:
+        raise ValidationError.single("tags", "error.too_many", max=MAX_TAGS_AT_ONCE)
+    chips: list[TagChip] = []
+    added: list[str] = []
     with write_session() as session:
         editable_customer(session, customer_id, actor)
-        tag, created = _resolve_tag(session, actor, tag_id_or_name)
-        chip = TagChip(tag.id, tag.name, tag.color, SOURCE_MANUAL)
-        assignment = session.get(TagAssignment, (customer_id, tag.id))
-        if assignment is not None and assignment.source == SOURCE_MANUAL:
-            return chip
-        now = utcnow()
-        previous_source = assignment.source if assignment is not None else None
-        if assignment is None:
-            assignment = TagAssignment(customer_id=customer_id, tag_id=tag.id)
-        assignment.source = SOURCE_MANUAL
-        assignment.rule_id = None
-        assignment.assigned_at = now
-        assignment.assigned_by_id = actor.user_id
-        session.add(assignment)
-        tag.last_assigned_at = now
-        session.add(tag)
-        details = {"tag_id": tag.id, "tag": tag.name, "changes": {"tags": [None, tag.name]}, "tag_created": created}
-        if previous_source is not None:
-            details["changes"] = {"tag_source": [previous_source, SOURCE_MANUAL]}
-        audit.record(session, actor, "customer.tag_add", target_type="customer", target_id=customer_id, details=details)
-    invalidate_counts()
-    return chip
+        for tag_id_or_name in tags:
+            tag, created = _resolve_tag(session, actor, tag_id_or_name)
+            chip = TagChip(tag.id, tag.name, tag.color, SOURCE_MANUAL)
+            if _assign(session, actor, customer_id, tag, created):
+                added.append(tag.name)
+            if all(c.id != chip.id for c in chips):
+                chips.append(chip)
+        if added:
+            webhooks.emit(session, "customer.tagged", customer_id, {"added": added})
+    if added:
+        invalidate_counts()
+    return chips
+
+
+def _assign(session: Session, actor: Actor, customer_id: int, tag: Tag, created: bool) -> bool:
+    """Make the assignment manual (adding it when missing); False when it already was."""
+    assignment = session.get(TagAssignment, (customer_id, tag.id))
+    if assignment is not None and assignment.source == SOURCE_MANUAL:
+        return False
+    now = utcnow()
+    previous_source = assignment.source if assignment is not None else None
+    if assignment is None:
+        assignment = TagAssignment(customer_id=customer_id, tag_id=tag.id)
+    assignment.source = SOURCE_MANUAL
+    assignment.rule_id = None
+    assignment.assigned_at = now
+    assignment.assigned_by_id = actor.user_id
+    session.add(assignment)
+    tag.last_assigned_at = now
+    session.add(tag)
+    details = {"tag_id": tag.id, "tag": tag.name, "changes": {"tags": [None, tag.name]}, "tag_created": created}
+    if previous_source is not None:
+        details["changes"] = {"tag_source": [previous_source, SOURCE_MANUAL]}
+    audit.record(session, actor, "customer.tag_add", target_type="customer", target_id=customer_id, details=details)
+    session.flush()
+    return True
+
+
+def tag_id_by_name(actor: Actor, name: str) -> int | None:
+    """The id of the tag with this name (width- and case-insensitive), None when there is none."""
+    require(actor, "customer.view", action="tag.lookup")
+    key = tag_key(_clean_name(name))
+    t = Tag.__table__.c
+    with read_connection() as conn:
+        return conn.execute(core_select(t.id).where(t.name_key == key)).scalar()
+
+
+def tag_ids_by_name(actor: Actor, names: list[str]) -> list[int | None]:
+    """:func:`tag_id_by_name` for several names, in order."""
+    return [tag_id_by_name(actor, name) for name in names]
 
 
 def pick_typed_tag(actor: Actor, customer_id: int, typed: str, highlighted_id: object = None) -> int | str:
@@ -206,3 +248,16 @@ def remove_tag(actor: Actor, customer_id: int, tag_id: int) -> bool:
         )
     invalidate_counts()
     return True
+
+
+def remove_tag_by_name(actor: Actor, customer_id: int, name: str) -> bool:
+    """:func:`remove_tag` by the tag's name; False when there is no such tag or the customer lacks it."""
+    require(actor, "tag.assign", action="customer.tag_remove", target_type="customer", target_id=customer_id)
+    key = tag_key(_clean_name(name))
+    t = Tag.__table__.c
+    with read_connection() as conn:
+        tag_id = conn.execute(core_select(t.id).where(t.name_key == key)).scalar()
+    if tag_id is None:
+        parse_id(customer_id)
+        return False
+    return remove_tag(actor, customer_id, tag_id)

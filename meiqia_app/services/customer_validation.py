@@ -91,6 +91,9 @@ def clean_customer_fields(raw: dict, *, partial: bool = False) -> dict:
             continue
         value = raw[field]
         text = "" if value is None else str(value).strip()
+        if "\x00" in text:
+            errors[field] = ("error.nul_character", {})
+            continue
         if not text:
             if field in REQUIRED_FIELDS:
                 errors[field] = ("error.required", {})
@@ -129,4 +132,41 @@ def clean_customer_fields(raw: dict, *, partial: bool = False) -> dict:
             )
     if errors:
         raise ValidationError(errors)
+    return cleaned
+
+
+MAX_ATTRIBUTE_KEY = 32
+MAX_ATTRIBUTE_VALUE = 255
+MAX_ATTRIBUTES_PER_CHANGE = 50
+CONSENT_FIELDS = ("consent_marketing", "consent_analytics")
+
+
+def clean_extras(raw: dict) -> dict:
+    """Custom attributes (extend fields: ``{key: text or None}``, None removes the key)
+    and consents (booleans) present in ``raw``; raises ValidationError."""
+    cleaned: dict = {}
+    if raw.get("custom_attributes") is not None:
+        attributes = raw["custom_attributes"]
+        if not isinstance(attributes, dict) or len(attributes) > MAX_ATTRIBUTES_PER_CHANGE:
+            raise ValidationError.single("custom_attributes", "error.bad_attributes", max=MAX_ATTRIBUTES_PER_CHANGE)
+        values: dict[str, str | None] = {}
+        for key, value in attributes.items():
+            name = " ".join(str(key).split())
+            if not name or len(name) > MAX_ATTRIBUTE_KEY:
+                raise ValidationError.single("custom_attributes", "error.bad_attributes", max=MAX_ATTRIBUTES_PER_CHANGE)
+            if value is not None:
+                if isinstance(value, (dict, list)):
+                    raise ValidationError.single(
+                        "custom_attributes", "error.bad_attributes", max=MAX_ATTRIBUTES_PER_CHANGE
+                    )
+                value = str(value).strip()
+                if len(value) > MAX_ATTRIBUTE_VALUE:
+                    raise ValidationError.single("custom_attributes", "error.too_long", max=MAX_ATTRIBUTE_VALUE)
+            values[name] = value
+        cleaned["custom_attributes"] = values
+    for field in CONSENT_FIELDS:
+        if raw.get(field) is not None:
+            if not isinstance(raw[field], bool):
+                raise ValidationError.single(field, "error.bad_choice")
+            cleaned[field] = raw[field]
     return cleaned

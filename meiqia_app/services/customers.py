@@ -1,8 +1,9 @@
-"""One customer: the profile card (CUST-4)."""
+"""One customer: the profile card (CUST-4) and the open API's customer record."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 
 from sqlmodel import select
@@ -15,7 +16,7 @@ from meiqia_app.services.customer_dto import TagChip, label, money, region_text,
 from meiqia_app.services.errors import NotFound, ReadOnly
 from meiqia_app.services.masking import MASK, mask_address, mask_email, mask_phone
 from meiqia_app.services.rbac import Actor, require
-from meiqia_app.timeutil import format_local
+from meiqia_app.timeutil import as_utc, format_local
 
 
 @dataclasses.dataclass
@@ -88,10 +89,16 @@ def _get_row(session, customer_id: int) -> Customer:
 
 
 def writable_customer(session, customer_id: int) -> Customer:
-    """A customer whose records may still grow (an order arriving): not trashed, not erased."""
+    """A customer that systems may still change (orders, the open API, ingestion).
+
+    Trashed or erased: not found. Archived (out of the working set until
+    restored) or with an erasure pending: read-only (ReadOnly). People's
+    changes go through editable_customer, which adds who may see the trash.
+    """
     customer = _get_row(session, customer_id)
     if customer.status == STATUS_TRASHED or customer.erased_at is not None:
         raise NotFound()
+    _refuse_read_only(session, customer)
     return customer
 
 
@@ -107,9 +114,17 @@ def editable_customer(session, customer_id: int, actor: Actor) -> Customer:
         raise NotFound()
     if customer.status == STATUS_TRASHED and not actor.can("customer.delete"):
         raise NotFound()
+    _refuse_read_only(session, customer)
+    return customer
+
+
+def _refuse_read_only(session, customer: Customer) -> None:
+    if customer.status == "archived":
+        raise ReadOnly("error.customer_archived", status=customer.status)
     if customer.status != STATUS_ACTIVE:
         raise ReadOnly(status=customer.status)
-    return customer
+    if erasure_pending(session, customer.id):
+        raise ReadOnly("error.erasure_pending")
 
 
 def updated_line(lang: str, by_name: str | None, at) -> str:
@@ -121,18 +136,24 @@ def updated_line(lang: str, by_name: str | None, at) -> str:
     return tr(lang, "customer.created_by_system", at=when)
 
 
+def erasure_pending(session, customer_id: int) -> bool:
+    return (
+        session.exec(
+            select(ErasureRequest.id).where(
+                ErasureRequest.customer_id == customer_id, ErasureRequest.status == "pending"
+            )
+        ).first()
+        is not None
+    )
+
+
 def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDetail:
     require(actor, "customer.view", action="customer.view", target_type="customer", target_id=customer_id)
     with read_session() as session:
         c = _get_row(session, customer_id)
         if c.status == "trashed" and not actor.can("customer.delete"):
             raise NotFound()
-        pending = (
-            session.exec(
-                select(ErasureRequest.id).where(ErasureRequest.customer_id == c.id, ErasureRequest.status == "pending")
-            ).first()
-            is not None
-        )
+        pending = erasure_pending(session, c.id)
         sensitive = actor.can("customer.view_sensitive")
         with read_connection() as conn:
             tags = tags_for(conn, [c.id], limit=None).get(c.id, [])
@@ -195,3 +216,141 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             erasure_pending=pending,
             erased=c.erased_at is not None,
         )
+
+
+# --- the open API's record ------------------------------------------------------------------
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """A stored time as ISO 8601 UTC ("2026-11-01T12:00:00Z"), None for none."""
+    if value is None:
+        return None
+    return as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+@dataclasses.dataclass
+class CustomerRecord:
+    """One customer as the open API and webhooks show it: codes and ISO times, masked
+    like the profile card for an actor without customer.view_sensitive (phone, e-mail
+    and address as the card shows them; birthday and amount spent left out)."""
+
+    id: int
+    name: str
+    gender: str
+    birthday: str | None
+    phone: str | None
+    email: str | None
+    address: str | None
+    province: str | None
+    city: str | None
+    company: str | None
+    source: str
+    external_id: str | None
+    visitor_id: str | None
+    lifecycle_stage: str
+    membership_tier: str
+    status: str
+    registered_at: str | None
+    last_active_at: str | None
+    last_login_at: str | None
+    first_purchase_at: str | None
+    last_purchase_at: str | None
+    order_count: int
+    total_spent_cents: int | None
+    consent: dict
+    custom_attributes: dict
+    tags: list[dict]
+    version: int
+    updated_at: str | None
+    masked_fields: list[str]
+    erasure_pending: bool
+    erased: bool
+
+
+MASKED_IN_RECORDS = ("phone", "email", "address", "birthday", "total_spent_cents")
+
+
+def _attributes(raw: str | None) -> dict:
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def record_of(c: Customer, sensitive: bool, tags: list[TagChip], pending: bool) -> CustomerRecord:
+    """The record of a customer row (the caller checked that the actor may see it)."""
+    return CustomerRecord(
+        id=c.id,
+        name=c.name,
+        gender=c.gender,
+        birthday=(c.birthday.isoformat() if c.birthday else None) if sensitive else None,
+        phone=(c.phone or None) if sensitive else (mask_phone(c.phone) or None),
+        email=(c.email or None) if sensitive else (mask_email(c.email) or None),
+        address=(c.address or None) if sensitive else (mask_address(c.address) or None),
+        province=c.province,
+        city=c.city,
+        company=c.company,
+        source=c.source,
+        external_id=c.external_id,
+        visitor_id=c.visitor_id,
+        lifecycle_stage=c.lifecycle_stage,
+        membership_tier=c.membership_tier,
+        status=c.status,
+        registered_at=iso(c.registered_at),
+        last_active_at=iso(c.last_active_at),
+        last_login_at=iso(c.last_login_at),
+        first_purchase_at=iso(c.first_purchase_at),
+        last_purchase_at=iso(c.last_purchase_at),
+        order_count=c.order_count,
+        total_spent_cents=c.total_spent_cents if sensitive else None,
+        consent={
+            "marketing": bool(c.consent_marketing),
+            "marketing_at": iso(c.consent_marketing_at),
+            "analytics": bool(c.consent_analytics),
+            "analytics_at": iso(c.consent_analytics_at),
+        },
+        custom_attributes=_attributes(c.custom_attributes),
+        tags=[{"id": t.id, "name": t.name, "source": t.source} for t in tags],
+        version=c.version,
+        updated_at=iso(c.updated_at),
+        masked_fields=[] if sensitive else list(MASKED_IN_RECORDS),
+        erasure_pending=pending,
+        erased=c.erased_at is not None,
+    )
+
+
+def get_customer_record(actor: Actor, customer_id: int) -> CustomerRecord:
+    """One customer for the open API (same permission and visibility as the profile card)."""
+    return customer_records(actor, [customer_id], action="customer.view")[0]
+
+
+def customer_records(actor: Actor, customer_ids, action: str = "customer.list") -> list[CustomerRecord]:
+    """Records of the given customers in that order; a single id that is not visible raises NotFound,
+    in a list it is left out (trashed customers only with customer.delete, like the card)."""
+    ids = [parse_id(i) for i in customer_ids]
+    require(
+        actor,
+        "customer.view",
+        action=action,
+        target_type="customer",
+        target_id=ids[0] if len(ids) == 1 else "",
+    )
+    if not ids:
+        return []
+    sensitive = actor.can("customer.view_sensitive")
+    with read_session() as session:
+        rows = {c.id: c for c in session.exec(select(Customer).where(Customer.id.in_(ids))).all()}
+        visible = [rows[i] for i in ids if i in rows and (rows[i].status != "trashed" or actor.can("customer.delete"))]
+        if len(ids) == 1 and not visible:
+            raise NotFound()
+        pending = set(
+            session.exec(
+                select(ErasureRequest.customer_id).where(
+                    ErasureRequest.customer_id.in_([c.id for c in visible]), ErasureRequest.status == "pending"
+                )
+            ).all()
+        )
+        with read_connection() as conn:
+            tags = tags_for(conn, [c.id for c in visible], limit=None)
+        return [record_of(c, sensitive, tags.get(c.id, []), c.id in pending) for c in visible]

@@ -51,7 +51,7 @@ from meiqia_app.models import (
 )
 from meiqia_app.models.customer import STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
-from meiqia_app.services import audit
+from meiqia_app.services import audit, webhooks
 from meiqia_app.services.customer_dto import label, money
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS, normalize_phone
@@ -956,6 +956,7 @@ def merge_customers(
                 },
             },
         )
+        webhooks.emit(session, "customer.merged", survivor, {"merged_ids": list(others)})
         audit_id = entry.id
     invalidate_counts()
     rule_tags = _recompute_rule_tags(survivor)

@@ -67,7 +67,7 @@ from meiqia_app.models import (
     TagAssignment,
 )
 from meiqia_app.models.tag import SOURCE_MANUAL
-from meiqia_app.services import audit, erasure_ledger, mentions
+from meiqia_app.services import audit, erasure_ledger, mentions, webhooks
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
@@ -264,6 +264,9 @@ def erase_batch(
         }
     erasure_ledger.append(ledger_entries)
     audit.record(session, actor, "erasure.execute", target_type="customer", details=details)
+    # Connected systems hear of it (the delivery carries the id only) and nothing queued keeps details.
+    webhooks.scrub_customers(session, ids)
+    webhooks.emit_many(session, "customer.erased", ids)
     return counts
 
 

@@ -33,7 +33,7 @@ class Conflict(AppError):
 
 
 class ReadOnly(AppError):
-    """The customer is archived or in the trash: nothing about it changes until it is restored."""
+    """The customer may be read but not changed: archived or in the trash (until restored), or an erasure is pending."""
 
     message_key = "customer.read_only"
 

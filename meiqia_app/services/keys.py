@@ -26,6 +26,7 @@ AUDIT_ANCHOR = "audit-anchor"
 AUDIT_TEXT = "audit-text"
 ERASURE_LEDGER = "erasure-ledger"
 ERASURE_IDENTIFIER = "erasure-identifier"
+WEBHOOK_SECRET = "webhook-secret"  # encrypts the signing secrets of webhook endpoints
 
 
 @functools.lru_cache(maxsize=32)

@@ -91,8 +91,10 @@ def tier_expression(t: TierThresholds | None = None):
     )
 
 
-def recompute_lifecycle(now: dt.datetime | None = None, customer_id: int | None = None) -> int:
-    """Set every (or one) customer's stage and tier from their activity; returns rows changed."""
+def recompute_lifecycle(
+    now: dt.datetime | None = None, customer_id: int | None = None, customer_ids: list[int] | None = None
+) -> int:
+    """Set every (or one, or the given) customer's stage and tier from their activity; returns rows changed."""
     now = now or utcnow()
     thresholds = get_thresholds()
     stage, tier = stage_expression(now, thresholds), tier_expression()
@@ -103,6 +105,10 @@ def recompute_lifecycle(now: dt.datetime | None = None, customer_id: int | None 
     )
     if customer_id is not None:
         statement = statement.where(C.id == customer_id)
+    if customer_ids is not None:
+        if not customer_ids:
+            return 0
+        statement = statement.where(C.id.in_(list(customer_ids)))
     with get_engine().begin() as conn:
         changed = conn.execute(statement).rowcount
     if changed:

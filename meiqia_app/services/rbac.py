@@ -34,6 +34,10 @@ PERMISSIONS: tuple[str, ...] = (
     "role.manage",
     "backup.manage",
     "settings.manage",
+    # The open API (services/api_keys.py, webhooks.py, ingest.py).
+    "apikey.manage",
+    "webhook.manage",
+    "event.ingest",
 )
 
 ADMIN_ROLE = "admin"
@@ -137,13 +141,19 @@ class Actor:
     export_policy: ExportPolicy = ExportPolicy()
     session_id: int | None = None
     client_ip: str = ""
+    # Set when the actor is an API key (services/api_keys.py): no user, not the system.
+    api_key_id: int | None = None
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
 
     @property
     def is_system(self) -> bool:
-        return self.user_id is None
+        return self.user_id is None and self.api_key_id is None
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.api_key_id is not None
 
     @property
     def is_admin(self) -> bool:

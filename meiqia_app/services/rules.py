@@ -818,59 +818,88 @@ def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) ->
     Returns {"added": [tag ids], "removed": [tag ids]}.
     """
     customer_id = parse_id(customer_id)
+    return apply_rules_to_customers([customer_id], now).get(customer_id, {"added": [], "removed": []})
+
+
+def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> dict[int, dict]:
+    """:func:`apply_rules_to_customer` for several customers at once (behaviour ingested in
+    batches): the stage in one UPDATE, each rule checked once for the whole set.
+
+    Returns {customer id: {"added": [tag ids], "removed": [tag ids]}} for the
+    customers whose tags changed.
+    """
+    ids = sorted({parse_id(i) for i in customer_ids})
     now = now or utcnow()
-    recompute_lifecycle(now=now, customer_id=customer_id)
-    added, removed = [], []
+    if not ids:
+        return {}
+    recompute_lifecycle(now=now, customer_ids=ids)
+    changes: dict[int, dict] = {}
     with write_session() as session:
-        customer = session.get(Customer, customer_id)
-        if customer is None or customer.status != "active":
-            # Like the full runs: rules leave archived and trashed customers alone.
-            return {"added": added, "removed": removed}
+        # Like the full runs: rules leave archived and trashed customers alone.
+        active = list(session.execute(select(C.id).where(C.id.in_(ids), C.status == "active")).scalars())
+        if not active:
+            return {}
         rules = session.exec(sm_select(TagRule).where(TagRule.enabled.is_(True)).order_by(TagRule.id)).all()
         for rule in rules:
             spec = _spec_of(rule)
             condition = compile_rule(spec.match, spec.conditions, now, correlated=True)
-            matches = (
+            matching = set(
                 session.execute(
-                    select(func.count()).select_from(Customer.__table__).where(C.id == customer_id, SCOPE, condition)
-                ).scalar_one()
-                > 0
+                    select(C.id).select_from(Customer.__table__).where(C.id.in_(active), SCOPE, condition)
+                ).scalars()
             )
-            assignment = session.get(TagAssignment, (customer_id, spec.tag_id))
-            if matches and assignment is None:
-                session.add(
-                    TagAssignment(
-                        customer_id=customer_id,
-                        tag_id=spec.tag_id,
-                        source=SOURCE_RULE,
-                        rule_id=rule.id,
-                        assigned_at=now,
+            assigned = {
+                row.customer_id: row
+                for row in session.execute(
+                    select(TA.customer_id, TA.source, TA.rule_id).where(
+                        TA.tag_id == spec.tag_id, TA.customer_id.in_(active)
                     )
                 )
-                session.flush()
-                added.append(spec.tag_id)
-            elif (
-                not matches
+            }
+            gained = [i for i in active if i in matching and i not in assigned]
+            lost = [
+                i
+                for i in active
+                if i not in matching
                 and spec.mode == "sync"
-                and assignment is not None
-                and assignment.source == SOURCE_RULE
-                and assignment.rule_id in (rule.id, None)
-            ):
-                session.delete(assignment)
-                session.flush()
-                removed.append(spec.tag_id)
-        if added or removed:
+                and i in assigned
+                and assigned[i].source == SOURCE_RULE
+                and assigned[i].rule_id in (rule.id, None)
+            ]
+            if gained:
+                session.execute(
+                    insert(TagAssignment.__table__),
+                    [
+                        {
+                            "customer_id": i,
+                            "tag_id": spec.tag_id,
+                            "source": SOURCE_RULE,
+                            "rule_id": rule.id,
+                            "assigned_at": now,
+                        }
+                        for i in gained
+                    ],
+                )
+            if lost:
+                session.execute(
+                    delete(TagAssignment.__table__).where(TA.tag_id == spec.tag_id, TA.customer_id.in_(lost))
+                )
+            for i in gained:
+                changes.setdefault(i, {"added": [], "removed": []})["added"].append(spec.tag_id)
+            for i in lost:
+                changes.setdefault(i, {"added": [], "removed": []})["removed"].append(spec.tag_id)
+        for customer_id, change in sorted(changes.items()):
             audit.record(
                 session,
                 SYSTEM_ACTOR,
                 "rule.apply_customer",
                 target_type="customer",
                 target_id=customer_id,
-                details={"added": added, "removed": removed},
+                details=change,
             )
-    if added or removed:
+    if changes:
         invalidate_counts()
-    return {"added": added, "removed": removed}
+    return changes
 
 
 def refresh_customer(customer_id: int) -> None:

@@ -29,8 +29,9 @@ from sqlalchemy import Connection, and_, func, or_, select
 from meiqia_app.db import read_connection
 from meiqia_app.i18n import tr
 from meiqia_app.models import AuditEntry, BehaviorEvent, Conversation, Customer, Message, Note, Order, Product
+from meiqia_app.services import api_keys
 from meiqia_app.services.customer_dto import label, money
-from meiqia_app.services.customers import parse_id
+from meiqia_app.services.customers import iso, parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.masking import MASK, mask_value
 from meiqia_app.services.rbac import Actor, require
@@ -73,6 +74,8 @@ class TimelineItem:
     can_edit: bool = False  # notes only
     can_delete: bool = False  # notes only
     body: str = ""  # notes: the raw text, to prefill the edit form
+    occurred_at: str = ""  # ISO 8601 UTC (the open API)
+    via: str = ""  # "via API: NAME" when a connected system sent it
 
 
 @dataclasses.dataclass
@@ -177,6 +180,7 @@ def _orders(conn, actor, customer_id, cursor, n, lang):
             _O.recipient_name,
             _O.recipient_phone,
             _O.shipping_address,
+            _O.api_key_id,
         )
         .where(_O.customer_id == customer_id)
         .order_by(_O.created_at.desc(), _O.id.desc())
@@ -220,6 +224,7 @@ def _orders(conn, actor, customer_id, cursor, n, lang):
                     ),
                     detail=detail,
                 ),
+                r.api_key_id,
             )
         )
     return result
@@ -227,7 +232,9 @@ def _orders(conn, actor, customer_id, cursor, n, lang):
 
 def _conversations(conn, actor, customer_id, cursor, n, lang):
     statement = (
-        select(_CV.id, _CV.started_at, _CV.channel, _CV.agent_name, _CV.category, _CV.rating, _CV.summary)
+        select(
+            _CV.id, _CV.started_at, _CV.channel, _CV.agent_name, _CV.category, _CV.rating, _CV.summary, _CV.api_key_id
+        )
         .where(_CV.customer_id == customer_id)
         .order_by(_CV.started_at.desc(), _CV.id.desc())
         .limit(n)
@@ -275,6 +282,7 @@ def _conversations(conn, actor, customer_id, cursor, n, lang):
                     detail=" · ".join(p for p in parts if p),
                     expandable=count > 0,
                 ),
+                r.api_key_id,
             )
         )
     return result
@@ -282,7 +290,7 @@ def _conversations(conn, actor, customer_id, cursor, n, lang):
 
 def _events(conn, actor, customer_id, cursor, n, lang):
     statement = (
-        select(_E.id, _E.occurred_at, _E.kind, _E.url, _P.name.label("product_name"))
+        select(_E.id, _E.occurred_at, _E.kind, _E.url, _E.api_key_id, _P.name.label("product_name"))
         .select_from(BehaviorEvent.__table__.outerjoin(Product.__table__, _P.id == _E.product_id))
         .where(_E.customer_id == customer_id)
         .order_by(_E.occurred_at.desc(), _E.id.desc())
@@ -312,6 +320,7 @@ def _events(conn, actor, customer_id, cursor, n, lang):
                     title=label(lang, "event", r.kind),
                     summary=summary,
                 ),
+                r.api_key_id,
             )
         )
     return result
@@ -350,6 +359,7 @@ def _notes(conn, actor, customer_id, cursor, n, lang):
                     can_delete=allowed,
                     body=r.body,
                 ),
+                None,
             )
         )
     return result
@@ -396,6 +406,7 @@ def _consents(conn, actor, customer_id, cursor, n, lang):
                     ),
                     summary=tr(lang, "timeline.consent_by", by=by),
                 ),
+                None,
             )
         )
     return result
@@ -439,13 +450,37 @@ def customer_timeline(
     page = rows[:limit]
     if status != "active":
         # Archived or trashed: read-only until restored (services/customers.editable_customer).
-        for _at, _kind, _id, item in page:
+        for _at, _kind, _id, item, _key in page:
             item.can_edit = item.can_delete = False
     next_cursor = ""
     if len(rows) > limit and page:
-        at, kind, row_id, _item = page[-1]
+        at, kind, row_id, _item, _key = page[-1]
         next_cursor = encode_cursor(at, kind, row_id)
+    names = api_keys.key_names(row[4] for row in page if row[4])
+    for at, _kind, _id, item, key_id in page:
+        item.occurred_at = iso(at) or ""
+        if key_id:
+            item.via = tr(lang, "timeline.via_api", name=names.get(key_id, f"#{key_id}"))
+            item.detail = " · ".join(part for part in (item.detail, item.via) if part)
     return TimelinePage(items=[row[3] for row in page], next_cursor=next_cursor)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivityMarker:
+    """What an open customer page compares every second to notice new activity."""
+
+    seq: int
+    version: int
+
+
+def activity_marker(actor: Actor, customer_id: int) -> ActivityMarker | None:
+    """The customer's activity counter and edit version (one primary-key read), None when not visible."""
+    require(actor, "customer.view", action="customer.view", target_type="customer", target_id=customer_id)
+    with read_connection() as conn:
+        row = conn.execute(select(_C.activity_seq, _C.version, _C.status).where(_C.id == parse_id(customer_id))).first()
+    if row is None or (row.status == "trashed" and not actor.can("customer.delete")):
+        return None
+    return ActivityMarker(seq=row.activity_seq, version=row.version)
 
 
 def conversation_messages(actor: Actor, conversation_id: int, limit: int = 200, lang: str = "zh") -> list[MessageItem]:

@@ -2,20 +2,56 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import ClassVar
 
 import reflex as rx
+from reflex_base.event import Event
+from reflex_base.event.context import EventContext
 
-from meiqia_app.services import customer_tags, notes, timeline
+from meiqia_app.services import auth, customer_tags, notes, timeline
 from meiqia_app.services.customer_tags import TagOption
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.services.tag_names import tag_key
 from meiqia_app.services.timeline import MessageItem, TimelineItem
+from meiqia_app.state import live
 from meiqia_app.state.customer_detail import CustomerDetailState
 
 KINDS = ("conversation", "order", "event", "note", "consent")
 PAGE_SIZE = 20
 MAX_PAGES = 50  # "load more" stops at 1,000 items
+
+# Live timeline: while a customer's page is open, a watcher task of its tab
+# reads the customer's activity counter and edit version (one primary-key
+# read) every LIVE_POLL_SECONDS, in this process, without touching the tab's
+# state. Only when they changed does it queue the tab's ``live_refresh`` event,
+# an ordinary event that waits its turn behind the tab's own (a Reflex
+# background task would take the tab's state lock beside them: with Redis,
+# that contention stalled the tab's next event for the lock's 10-s expiry).
+# Ingested records can arrive at any worker: the counter is in the database,
+# and the watcher runs in the worker that holds the tab's websocket.
+LIVE_POLL_SECONDS = 1.0
+LIVE_RECHECK_SECONDS = 15.0  # the session, checked this often
+LIVE_MAX_SECONDS = 8 * 3600
+LIVE_REFRESH = "live_refresh"
+# Client token -> the watcher task of that tab (one per tab, this process).
+_WATCHERS: dict[str, asyncio.Task] = {}
+log = logging.getLogger(__name__)
+
+
+def _tab_connected_here(token: str) -> bool:
+    """Whether the tab's websocket is open on this process (False ends its watcher)."""
+    try:
+        from reflex.utils.prerequisites import get_app
+
+        namespace = get_app().app.event_namespace
+        manager = namespace._token_manager
+        record = manager.token_to_socket.get(token)
+    except Exception:  # noqa: BLE001 - no app (unit tests) or another Reflex: rely on the other checks
+        return True
+    return record is not None and record.instance_id == manager.instance_id
 
 
 class CustomerActivityState(CustomerDetailState):
@@ -44,9 +80,9 @@ class CustomerActivityState(CustomerDetailState):
     def _kinds(self) -> set[str] | None:
         return None if self.kind == "all" else {self.kind}
 
-    async def _load_timeline(self, pages: int = 1):
+    async def _load_timeline(self, pages: int = 1, actor=None):
         """The first ``pages`` pages of the timeline (the server keeps none of them)."""
-        actor = self._actor()
+        actor = actor or self._actor()
         pages = max(1, min(MAX_PAGES, pages))
         items: list[TimelineItem] = []
         cursor = ""
@@ -84,6 +120,42 @@ class CustomerActivityState(CustomerDetailState):
             if error.message_key == "error.not_found":
                 return None
             return self._on_error(error)
+        self._start_watcher()
+        return None
+
+    def _start_watcher(self) -> None:
+        """Watch the customer on the page for activity (replacing the tab's previous watcher)."""
+        token = self.router.session.client_token
+        customer_id = self._shown_id
+        try:
+            ctx = EventContext.get()
+        except LookupError:  # no Reflex event (unit tests calling the handler directly)
+            return
+        if not token or not customer_id:
+            return
+        previous = _WATCHERS.pop(token, None)
+        if previous is not None:
+            previous.cancel()
+        watcher = asyncio.get_running_loop().create_task(
+            _watch(ctx, token, customer_id, self._actor(), self._session_token(), self._client_ip())
+        )
+        _WATCHERS[token] = watcher
+
+    @rx.event
+    async def live_refresh(self, customer_id: int):
+        """Queued by the tab's watcher when the customer's activity changed: read again what
+        the tab shows (the pages of the timeline it loaded, the profile unless it is being edited)."""
+        try:
+            if self._shown_id != self._as_id(customer_id):
+                return None
+            await self._load_timeline(self._pages)
+            if not self.editing:
+                return await self._reload()
+        except AppError as error:
+            if error.message_key == "error.not_found":
+                return None
+            return self._on_error(error)
+        return None
 
     @rx.event
     async def refresh_timeline(self):
@@ -246,3 +318,41 @@ class CustomerActivityState(CustomerDetailState):
         except AppError as error:
             return self._on_error(error)
         return await self._reload()
+
+
+async def _watch(ctx: EventContext, token: str, customer_id: int, actor, cookie: str, client_ip: str) -> None:
+    """The tab's watcher (see LIVE_POLL_SECONDS): ends when the tab shows another page, closes or
+    moves to another worker, its session ends, a newer watcher replaces it, or after LIVE_MAX_SECONDS."""
+    page = f"/customers/{customer_id}"
+    refresh = f"{CustomerActivityState.get_full_name()}.{LIVE_REFRESH}"
+    try:
+        marker = await asyncio.to_thread(timeline.activity_marker, actor, customer_id)
+        started = checked = time.monotonic()
+        while marker is not None and time.monotonic() - started < LIVE_MAX_SECONDS:
+            await asyncio.sleep(LIVE_POLL_SECONDS)
+            if not _tab_connected_here(token):
+                return
+            shown = live.path_of(token)
+            if shown and "[" not in shown and shown != page:
+                return
+            if time.monotonic() - checked > LIVE_RECHECK_SECONDS:
+                checked = time.monotonic()
+                # The session may have ended meanwhile; this check is not activity (no touch).
+                actor = await asyncio.to_thread(auth.resolve_session, cookie, client_ip, False)
+                if actor is None:
+                    return
+            current = await asyncio.to_thread(timeline.activity_marker, actor, customer_id)
+            if current != marker:
+                marker = current
+                await ctx.enqueue(
+                    Event(name=refresh, payload={"customer_id": customer_id}, router_data=ctx.router_data)
+                )
+    except AppError:
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - a watcher that fails only stops showing news live
+        log.warning("live timeline watcher stopped", exc_info=True)
+    finally:
+        if _WATCHERS.get(token) is asyncio.current_task():
+            _WATCHERS.pop(token, None)

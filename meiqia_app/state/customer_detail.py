@@ -53,9 +53,9 @@ class CustomerDetailState(AppState):
         except (TypeError, ValueError):
             raise NotFound() from None
 
-    async def _reload(self):
+    async def _reload(self, actor=None):
         try:
-            actor = self._actor()
+            actor = actor or self._actor()
             self._set_user(actor)
             customer = await self._call(customers.get_customer, actor, self._customer_id(), self.lang)
             self.customer = customer

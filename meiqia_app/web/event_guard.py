@@ -29,7 +29,7 @@ from reflex_base import constants
 from reflex_base.event import Event
 
 from meiqia_app.services import auth
-from meiqia_app.state import privacy
+from meiqia_app.state import live, privacy
 from meiqia_app.state.base import AppState, remember_event_session, session_token_from_cookie_header
 
 # The events a tab (re)connecting sends: they answer with the whole state.
@@ -94,6 +94,12 @@ class LoginRequiredMiddleware(Middleware):
         remember_event_session()  # whatever an earlier event in this task resolved is not reused
         token = session_token_from_cookie_header(privacy.live_cookie_header(event))
         client_ip = str(getattr(state.router.session, "client_ip", "") or "")
+        # The page the tab shows (asPath: the real path; pathname may be the route's template).
+        # The live timeline's own refresh carries the router data of the page that started it: not news.
+        if not event.name.endswith(".live_refresh"):
+            routed = event.router_data or {}
+            path = str(routed.get(str(constants.RouteVar.ORIGIN)) or routed.get(str(constants.RouteVar.PATH)) or "")
+            live.note_path(str(state.router.session.client_token or ""), path.split("?", 1)[0].split("#", 1)[0])
         await keep_tab_to_its_session(state, token, client_ip, is_hydration(event.name))
         state_cls, handler = handler_owner(event.name)
         if state_cls is None or not issubclass(state_cls, AppState):

@@ -146,6 +146,8 @@ def running_app(
         # Every test logs in from 127.0.0.1 and several fail on purpose: the per-address
         # throttle (tested in tests/unit/test_login_hardening.py) must not lock the suite out.
         "MEIQIA_IP_LOCKOUT_THRESHOLD": "1000",
+        # Webhook tests deliver to a receiver on 127.0.0.1 (refused otherwise: server-side request forgery).
+        "MEIQIA_WEBHOOKS_ALLOW_PRIVATE": "true",
         # Its own build folder: a test build must not overwrite the one a
         # running `make run` serves (the backend port is baked into it).
         "REFLEX_WEB_WORKDIR": str(ROOT / ".web-test"),

@@ -37,7 +37,7 @@ from sqlmodel import select
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import ExportJob, Role, SavedView, User
-from meiqia_app.services import audit, downloads
+from meiqia_app.services import audit, downloads, webhooks
 from meiqia_app.services.customer_query import HIDDEN_VALUE_SORTS
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import protect as protection
@@ -603,6 +603,13 @@ def run_export(export_id: int, password: str = "") -> dict:
                 target_id=export_id,
                 details=_details(row, rows=count, size=size, sha256=digest, anomalies=flags),
                 flagged=bool(flags),
+            )
+            # No file and no link in the notification: downloads need the requester's session.
+            webhooks.emit(
+                session,
+                "export.completed",
+                None,
+                {"export_id": export_id, "format": job.format, "rows": count, "requested_by": row.requested_by_name},
             )
             return export_dto(row)
     except _Cancelled:
