@@ -246,6 +246,8 @@ def _rule_target(c: Ctx) -> Params:
 
 #: action -> how it reads when done. Keep sorted by action; both languages in messages_audit.py.
 PHRASES: dict[str, Phrase] = {
+    "apikey.create": Phrase(lambda c: {"name": c.get("name"), "prefix": c.get("prefix")}),
+    "apikey.revoke": Phrase(lambda c: {"name": c.get("name"), "prefix": c.get("prefix")}),
     "audit.anchor": Phrase(lambda c: {"reason": c.label("audit.anchor.reason", c.get("reason") or "manual")}),
     "audit.verify": Phrase(lambda c: {"checked": c.n(c.get("checked", 0))}),
     "auth.address_lockout": Phrase(
@@ -310,6 +312,13 @@ PHRASES: dict[str, Phrase] = {
     "data.seed": Phrase(),
     "erasure.execute": Phrase(lambda c: {"count": c.n(c.get("customers", 0))}),
     "erasure.request": Phrase(lambda c: {"customer": c.customer(), "request": c.get("request_id")}),
+    "event.ingest": Phrase(
+        lambda c: {
+            "accepted": c.n(c.get("accepted", 0)),
+            "records": c.n(c.get("records", 0)),
+            "customers": c.n(c.get("customers", 0)),
+        }
+    ),
     "export.approve": Phrase(_export),
     "export.cancel": Phrase(_export),
     "export.download": Phrase(_export),
@@ -370,6 +379,11 @@ PHRASES: dict[str, Phrase] = {
     "user.revoke_sessions": Phrase(_sessions),
     "user.unlock": Phrase(_user_target),
     "user.update": Phrase(_user_update),
+    "webhook.create": Phrase(lambda c: {"url": c.get("url")}),
+    "webhook.delete": Phrase(lambda c: {"url": c.get("url")}),
+    "webhook.disabled": Phrase(lambda c: {"url": c.get("url")}),
+    "webhook.resend": Phrase(lambda c: {"event": c.get("event"), "delivery": c.get("delivery_id")}),
+    "webhook.update": Phrase(lambda c: {"url": c.get("url")}),
     "view.delete": Phrase(lambda c: {"view": c.get("name")}),
     "view.save": Phrase(lambda c: {"view": c.get("name")}),
 }
@@ -378,6 +392,17 @@ PHRASES: dict[str, Phrase] = {
 REFUSAL_ONLY: frozenset[str] = frozenset(
     {
         "page.open",
+        "apikey.list",
+        "customer.lookup",
+        "customer.upsert",
+        "open_api.authenticate",
+        "open_api.read",
+        "open_api.upsert",
+        "open_api.write",
+        "tag.lookup",
+        "webhook.deliveries",
+        "webhook.list",
+        "webhook.view",
         "audit.anchors",
         "audit.list",
         "backup.list",

@@ -89,7 +89,7 @@ def test_a_missing_scope_is_403_naming_the_scope_and_audited(seeded_db):
     assert response.status_code == 403
     assert response.json()["missing_scope"] == "customers:read"
     assert_conforms(api, response)
-    refused = [e for e in audit_rows("open_api.get") if e.result == "refused"]
+    refused = [e for e in audit_rows("open_api.read") if e.result == "refused"]
     assert refused and refused[-1].actor_name == "api:events-only"
     assert json.loads(refused[-1].details)["missing_permission"] == "customer.view"
 

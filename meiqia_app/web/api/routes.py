@@ -89,7 +89,7 @@ def needs(permission: str):
         rbac.require(
             actor,
             permission,
-            action=f"open_api.{request.method.lower()}",
+            action="open_api.read" if request.method in ("GET", "HEAD") else "open_api.write",
             target_type="api",
             target_id=request.url.path[:64],
         )
