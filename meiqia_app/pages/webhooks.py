@@ -151,7 +151,11 @@ def _secret_dialog() -> rx.Component:
             rx.dialog.title(t("webhook.secret")),
             rx.dialog.description(t("webhook.secret_once"), size="2"),
             rx.code(S.new_secret, id="webhook-new-secret", style={"word_break": "break-all"}),
-            rx.hstack(rx.dialog.close(rx.button(t("common.close"))), justify="end", margin_top="12px"),
+            rx.hstack(
+                rx.dialog.close(rx.button(t("common.close"), id="webhook-secret-close")),
+                justify="end",
+                margin_top="12px",
+            ),
         ),
         open=S.secret_open,
         on_open_change=S.close_secret,

@@ -148,7 +148,8 @@ def test_admin_adds_a_webhook_and_sees_the_delivery_in_its_log(page, app_server)
         page.locator("#webhook-save").click()
         secret = page.locator("#webhook-new-secret")
         expect(secret).to_contain_text("whsec_")
-        page.keyboard.press("Escape")
+        page.locator("#webhook-secret-close").click()  # the secret dialog is modal: the rows behind it are hidden
+        expect(secret).to_be_hidden()
         row = page.locator(".webhook-row", has_text=url)
         expect(row).to_be_visible()
         output = app_server.cli(
