@@ -49,6 +49,16 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "Deletes the records of background jobs that finished, failed or were cancelled before the period "
         "(the audit log keeps its entries).",
     ),
+    "retention.policy.webhook_deliveries": ("删除 Webhook 发送记录", "Delete webhook delivery logs"),
+    "retention.hint.webhook_deliveries": (
+        "删除超过期限的已成功或已失败的 Webhook 发送记录（待发送的不受影响）。",
+        "Deletes the log lines of webhook deliveries that succeeded or failed before the period "
+        "(deliveries still waiting to be sent are kept).",
+    ),
+    "retention.preview.webhook_deliveries": (
+        "下次运行将删除 {count} 条 Webhook 发送记录。",
+        "The next run would delete {count} webhook delivery records.",
+    ),
     "retention.preview.finished_jobs": (
         "下次运行将删除 {count} 条任务记录。",
         "The next run would delete {count} job records.",
@@ -103,6 +113,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "retention.count.files": ("文件 {count} 个", "{count} files"),
     "retention.count.bytes": ("共 {count}", "{count} in all"),
     "retention.count.jobs": ("任务记录 {count} 条", "{count} job records"),
+    "retention.count.deliveries": ("Webhook 发送记录 {count} 条", "{count} webhook delivery records"),
     "retention.count.backups": ("备份 {count} 个", "{count} backups"),
     "retention.count.backup": ("删除前备份 {count}", "backup first: {count}"),
     # --- elsewhere --------------------------------------------------------------------------------

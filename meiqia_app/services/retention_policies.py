@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import Job
-from meiqia_app.services import backup, cleanup, customer_import, jobs
+from meiqia_app.services import backup, cleanup, customer_import, jobs, webhooks
 from meiqia_app.services.exports import service as export_service
 from meiqia_app.services.retention import (
     SAMPLE_SIZE,
@@ -125,6 +125,23 @@ def _jobs_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) ->
             return counts
         counts["jobs"] += len(ids)
         progress(ctx, counts["jobs"], counts)
+
+
+# --- webhook deliveries: delete the log of finished deliveries after N days ---------------------------
+
+
+def _deliveries_preview(setting: PolicySetting, now: dt.datetime) -> Preview:
+    count, sample = webhooks.finished_deliveries(now - setting.value * DAY, SAMPLE_SIZE)
+    return Preview(count=count, sample=tuple(sample))
+
+
+def _deliveries_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) -> dict:
+    counts = {"deliveries": 0, **counts_so_far(ctx)}
+    edge = now - setting.value * DAY
+    while deleted := webhooks.delete_finished_deliveries(edge, JOB_BATCH):
+        counts["deliveries"] += deleted
+        progress(ctx, counts["deliveries"], counts)
+    return counts
 
 
 # --- imports: delete uploaded files and error reports after N days -------------------------------------
@@ -261,6 +278,21 @@ register_policy(
         preview=_jobs_preview,
         run=_jobs_run,
         order=40,
+    )
+)
+register_policy(
+    Policy(
+        key="webhook_deliveries",
+        label_key="retention.policy.webhook_deliveries",
+        hint_key="retention.hint.webhook_deliveries",
+        preview_key="retention.preview.webhook_deliveries",
+        unit="days",
+        default=lambda: webhooks.KEEP_LOG_DAYS,
+        minimum=1,
+        maximum=TEN_YEARS_DAYS,
+        preview=_deliveries_preview,
+        run=_deliveries_run,
+        order=45,
     )
 )
 register_policy(

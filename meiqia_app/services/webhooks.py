@@ -58,7 +58,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_connection, write_session
 from meiqia_app.models import Customer, WebhookDelivery, WebhookEndpoint
-from meiqia_app.services import audit, keys, scheduler
+from meiqia_app.services import audit, keys
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
@@ -825,13 +825,37 @@ def pending_count(endpoint_id: int | None = None) -> int:
         return conn.execute(statement).scalar_one()
 
 
-def prune(now: dt.datetime | None = None) -> int:
-    """The log of finished deliveries is kept KEEP_LOG_DAYS."""
-    edge = (now or utcnow()) - dt.timedelta(days=KEEP_LOG_DAYS)
+def _finished_before(edge: dt.datetime):
+    return and_(D.status != "pending", D.created_at < edge)
+
+
+def finished_deliveries(edge: dt.datetime, sample: int) -> tuple[int, list[str]]:
+    """How many finished deliveries (succeeded or failed) were made before ``edge``, and a few of them."""
+    with read_connection() as conn:
+        count = conn.execute(
+            select(func.count()).select_from(WebhookDelivery.__table__).where(_finished_before(edge))
+        ).scalar_one()
+        rows = conn.execute(
+            select(D.id, D.event_type, D.status).where(_finished_before(edge)).order_by(D.id).limit(sample)
+        ).all()
+    return int(count), [f"#{i} {event} ({status})" for i, event, status in rows]
+
+
+def delete_finished_deliveries(edge: dt.datetime, batch: int) -> int:
+    """Delete up to ``batch`` of the oldest finished deliveries made before ``edge`` (the
+    retention policy "webhook_deliveries" calls this until it returns 0)."""
     with get_engine().begin() as conn:
-        return conn.execute(
-            delete(WebhookDelivery.__table__).where(and_(D.status != "pending", D.created_at < edge))
-        ).rowcount
+        ids = list(conn.execute(select(D.id).where(_finished_before(edge)).order_by(D.id).limit(batch)).scalars())
+        if ids:
+            conn.execute(delete(WebhookDelivery.__table__).where(D.id.in_(ids), _finished_before(edge)))
+    return len(ids)
 
 
-scheduler.register_task("webhooks.prune", prune, "03:40")
+def prune(now: dt.datetime | None = None) -> int:
+    """Finished deliveries older than KEEP_LOG_DAYS (the retention policy's default; the
+    policy on /admin/retention decides at night, this is for scripts and tests)."""
+    edge = (now or utcnow()) - dt.timedelta(days=KEEP_LOG_DAYS)
+    removed = 0
+    while deleted := delete_finished_deliveries(edge, 5000):
+        removed += deleted
+    return removed

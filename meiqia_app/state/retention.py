@@ -74,7 +74,7 @@ class RetentionState(AppState):
     @staticmethod
     def _summary(lang: str, counts: dict) -> str:
         parts = []
-        for name in ("customers", "rows", "files", "jobs", "backups", "bytes", "backup"):
+        for name in ("customers", "rows", "files", "jobs", "deliveries", "backups", "bytes", "backup"):
             if name not in counts or (name == "backup" and not counts[name]):
                 continue
             value = counts[name]

@@ -16,7 +16,7 @@ from sqlmodel import select
 from meiqia_app.config import get_settings, reload_settings
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.i18n.messages import ENTRIES
-from meiqia_app.models import AppSetting, AuditEntry, Backup, Customer, ExportJob, Job
+from meiqia_app.models import AppSetting, AuditEntry, Backup, Customer, ExportJob, Job, WebhookDelivery, WebhookEndpoint
 from meiqia_app.services import backup, cleanup, jobs, retention, scheduler
 from meiqia_app.services.cleanup import _months_ago
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
@@ -24,7 +24,15 @@ from meiqia_app.services.exports import service as export_service
 from meiqia_app.services.rbac import Actor
 from meiqia_app.timeutil import utcnow
 
-BUILT_IN = ("trash_purge", "customer_archive", "export_files", "finished_jobs", "import_files", "backups")
+BUILT_IN = (
+    "trash_purge",
+    "customer_archive",
+    "export_files",
+    "finished_jobs",
+    "webhook_deliveries",
+    "import_files",
+    "backups",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -379,6 +387,41 @@ def test_finished_jobs_policy_deletes_old_finished_job_rows(actors):
         left = set(session.exec(select(Job.id)).all())
     assert {old_done, old_failed} & left == set() and {recent, active, job_id} <= left
     assert _runs("finished_jobs")[0]["counts"] == {"jobs": 2}
+
+
+# --- webhook deliveries -----------------------------------------------------------------------------------
+
+
+def test_webhook_deliveries_policy_deletes_old_finished_deliveries_and_keeps_pending_ones(actors):
+    admin = actors["admin"]
+    now = utcnow()
+    with write_session() as session:
+        endpoint = WebhookEndpoint(url="https://example.com/hook", secret_enc="x")
+        session.add(endpoint)
+        session.flush()
+
+        def delivery(status: str, days_ago: int) -> WebhookDelivery:
+            row = WebhookDelivery(
+                endpoint_id=endpoint.id,
+                event_id=f"e-{status}-{days_ago}",
+                event_type="customer.updated",
+                status=status,
+                created_at=now - dt.timedelta(days=days_ago),
+            )
+            session.add(row)
+            return row
+
+        old = [delivery("succeeded", 40), delivery("failed", 31)]
+        kept = [delivery("succeeded", 5), delivery("pending", 60)]  # recent; still to be sent
+        session.flush()
+        old_ids, kept_ids = {r.id for r in old}, {r.id for r in kept}
+    preview = retention.preview(admin, "webhook_deliveries")
+    assert preview.count == 2 and preview.sample[0] == f"#{min(old_ids)} customer.updated (succeeded)"
+    retention.start_run(admin, "webhook_deliveries")
+    with read_session() as session:
+        left = set(session.exec(select(WebhookDelivery.id)).all())
+    assert old_ids & left == set() and kept_ids <= left
+    assert _runs("webhook_deliveries")[0]["counts"] == {"deliveries": 2}
 
 
 # --- import uploads -----------------------------------------------------------------------------------------
