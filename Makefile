@@ -71,9 +71,19 @@ unit: dev
 e2e: dev chromium
 	$(PY) -m pytest tests/e2e -q
 
-# Lint first, then unit tests (fast feedback), then the browser run.
+# Lint first (seconds). Then the unit suite and the browser run side by side:
+# the browser run mostly waits on the app and Chromium (about half a core),
+# so on two cores the unit suite fits beside it. The unit suite's report is
+# printed once both are done; either failing fails the target.
+UNIT_LOG := .unit-tests.log
 test: lint chromium
-	$(PY) -m pytest tests/unit tests/e2e -q
+	@echo "unit tests running beside the end-to-end tests; their report follows at the end ($(UNIT_LOG))"
+	@$(PY) -m pytest tests/unit -q -p no:cacheprovider > $(UNIT_LOG) 2>&1 & unit=$$!; \
+	$(PY) -m pytest tests/e2e -q; e2e=$$?; \
+	wait $$unit; unit_rc=$$?; \
+	echo "--- unit tests ---"; cat $(UNIT_LOG); \
+	echo "unit: exit $$unit_rc, end-to-end: exit $$e2e"; \
+	test $$unit_rc -eq 0 -a $$e2e -eq 0
 
 # Both suites in a random order (pytest-randomly; it prints the seed to
 # replay with -p randomly -p "randomly_seed=N"): tests must not depend on order.
@@ -95,4 +105,4 @@ bench: dev
 	$(PY) bench/search.py
 
 clean:
-	rm -rf .web .web-test .states
+	rm -rf .web .web-test .states $(UNIT_LOG)

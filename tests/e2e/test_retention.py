@@ -176,7 +176,8 @@ def test_retention_page_fits_and_names_every_control_at_390_and_1440(browser, ap
                 expect(page.locator("#retention-title-trash_purge")).to_have_text("Purge the trash")
             else:
                 expect(page.locator("h1")).to_have_text("数据保留")
-            expect(page.locator(".retention-policy")).to_have_count(6)
+            # one card per built-in policy (tests/unit/test_retention.py BUILT_IN)
+            expect(page.locator(".retention-policy")).to_have_count(7)
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{width}px {lang}: {overflow}px wider than the window"
             assert page.evaluate(UNNAMED_CONTROLS) == [], f"{width}px {lang}"
