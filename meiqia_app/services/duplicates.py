@@ -52,11 +52,12 @@ from meiqia_app.models import (
 from meiqia_app.models.customer import STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, webhooks
+from meiqia_app.services.customer_access import CustomerAccess, mask_value
 from meiqia_app.services.customer_dto import label, money
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS, normalize_phone
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
-from meiqia_app.services.masking import MASK, mask_email, mask_phone, mask_value
+from meiqia_app.services.masking import MASK, mask_email, mask_phone
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import as_utc, format_local, utcnow
@@ -547,13 +548,15 @@ def _clean_ids(ids: Iterable) -> list[int]:
     return cleaned
 
 
-def _load_mergeable(conn_or_session, ids: Sequence[int], versions: dict[int, int] | None = None) -> dict[int, object]:
-    """The customers' rows by id; refuses missing, trashed and erased ones.
+def _load_mergeable(
+    conn_or_session, access: CustomerAccess, ids: Sequence[int], versions: dict[int, int] | None = None
+) -> dict[int, object]:
+    """The customers' rows by id; refuses missing, out of reach, trashed and erased ones.
 
     With ``versions``, a customer changed since the dialog read it raises
     Conflict first (a customer merged away meanwhile is "changed", not "gone").
     """
-    rows = {r.id: r for r in conn_or_session.execute(select(Customer.__table__).where(C.id.in_(list(ids))))}
+    rows = access.load_many(conn_or_session, ids)
     if any(customer_id not in rows for customer_id in ids):
         raise NotFound()
     for customer_id in ids:
@@ -624,7 +627,7 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
     ids = _clean_ids(ids)
     sensitive = actor.can("customer.view_sensitive")
     with get_engine().connect() as conn:
-        rows = _load_mergeable(conn, ids)
+        rows = _load_mergeable(conn, CustomerAccess(actor), ids)
         counts = _count_rows(conn, ids)
     # The original record: the earliest registered (ties: the lowest id).
     survivor = min(ids, key=lambda i: (as_utc(rows[i].registered_at), i))
@@ -854,7 +857,7 @@ def merge_customers(
     now = utcnow()
     by_name = actor.display_name or actor.username
     with write_session() as session:
-        rows = _load_mergeable(session, ids, versions)
+        rows = _load_mergeable(session, CustomerAccess(actor), ids, versions)
         old = {i: {f: getattr(rows[i], f) for f in EDITABLE_FIELDS} for i in ids}
         choices = {**default_choices(old, survivor, ids), **choices}
         new_fields = {field: old[choices[field]][field] for field in EDITABLE_FIELDS}

@@ -85,8 +85,6 @@ BUILTIN_ROLES: dict[str, dict] = {
     },
 }
 
-SENSITIVE_EXPORT_FIELDS = ("phone", "email", "address", "birthday", "total_spent", "purchase_history", "last_order")
-
 
 @dataclasses.dataclass(frozen=True)
 class ExportPolicy:

@@ -9,9 +9,9 @@ import dataclasses
 import datetime as dt
 
 from meiqia_app.config import get_settings
-from meiqia_app.services.exports.fields import EXPORT_FIELDS
+from meiqia_app.services.exports.fields import EXPORT_FIELDS, SENSITIVE_EXPORT_FIELDS
 from meiqia_app.services.exports.rows import ExportSpec
-from meiqia_app.services.rbac import SENSITIVE_EXPORT_FIELDS, Actor
+from meiqia_app.services.rbac import Actor
 from meiqia_app.services.selection import KIND_IDS
 from meiqia_app.timeutil import today_local
 
