@@ -144,10 +144,6 @@ class CustomerAccess:
     def sees_sensitive(self) -> bool:
         return self.actor.can("customer.view_sensitive")
 
-    def signature(self) -> str:
-        """What distinguishes this actor's reach from another's (part of cached counts' keys)."""
-        return "trash" if self.sees_trash else "no-trash"
-
     # --- sets -------------------------------------------------------------------------------------
 
     def scope_condition(self) -> ColumnElement | None:
@@ -156,6 +152,11 @@ class CustomerAccess:
         Part 2 (own / team / pool) returns its condition here.
         """
         return None
+
+    def scope_conditions(self) -> list[ColumnElement]:
+        """scope_condition as a list to splat into a WHERE: [] today."""
+        scope = self.scope_condition()
+        return [] if scope is None else [scope]
 
     def _in_scope(self, row) -> bool:
         """The Python form of scope_condition for one loaded row."""
@@ -170,18 +171,18 @@ class CustomerAccess:
         """
         if status == STATUS_TRASHED and not self.sees_trash:
             return [false()]
-        conditions = [status_condition(status)]
-        scope = self.scope_condition()
-        if scope is not None:
-            conditions.append(scope)
-        return conditions
+        return [status_condition(status), *self.scope_conditions()]
+
+    def set_key(self, status: str) -> str:
+        """Names the set status_conditions(status) gives (part of cached counts' keys):
+        equal for actors whose conditions are equal, the status itself today."""
+        if status == STATUS_TRASHED and not self.sees_trash:
+            return "none"
+        return status
 
     def reach_condition(self) -> ColumnElement:
         """Any customer row the actor may reach, whatever its status."""
-        conditions = [] if self.sees_trash else [C.status != STATUS_TRASHED]
-        scope = self.scope_condition()
-        if scope is not None:
-            conditions.append(scope)
+        conditions = ([] if self.sees_trash else [C.status != STATUS_TRASHED]) + self.scope_conditions()
         return and_(*conditions) if conditions else true()
 
     # --- one customer ------------------------------------------------------------------------------
