@@ -207,10 +207,28 @@ class CustomerAccess:
         if customer is None or not self.reaches(customer.status, customer):
             raise NotFound()
         if for_write:
-            if customer.erased_at is not None or (writer == "system" and customer.status == STATUS_TRASHED):
-                raise NotFound()
-            self._refuse_read_only(session, customer)
+            erased = customer.erased_at is not None
+            self.check_writable(customer.status, erased, lambda: erasure_pending(session, customer.id), writer)
         return customer
+
+    def check_writable(self, status: str, erased: bool, pending, writer: str = "person", row=None) -> None:
+        """The write rule for a customer already found: NotFound (out of reach, erased, or
+        trashed for a system's write) or ReadOnly (archived, trashed, erasure pending).
+
+        ``pending``: whether an erasure is pending, or a callable asking it (only
+        asked when it matters). For set-based writers that look customers up
+        themselves (ingestion); :meth:`load` applies it for ``for_write``.
+        """
+        if writer not in WRITERS:
+            raise ValueError(writer)
+        if not self.reaches(status, row) or erased or (writer == "system" and status == STATUS_TRASHED):
+            raise NotFound()
+        if status == STATUS_ARCHIVED:
+            raise ReadOnly("error.customer_archived", status=status)
+        if status != STATUS_ACTIVE:
+            raise ReadOnly(status=status)
+        if pending() if callable(pending) else pending:
+            raise ReadOnly("error.erasure_pending")
 
     def load_row(self, conn, customer_id: object, *columns):
         """Chosen columns of one customer through a connection (plus ``status``); NotFound when out of reach."""
@@ -247,15 +265,6 @@ class CustomerAccess:
             return {}
         customers = session.scalars(select(Customer).where(C.id.in_(ids))).all()
         return {c.id: c for c in customers if self.reaches(c.status, c)}
-
-    @staticmethod
-    def _refuse_read_only(session, customer: Customer) -> None:
-        if customer.status == STATUS_ARCHIVED:
-            raise ReadOnly("error.customer_archived", status=customer.status)
-        if customer.status != STATUS_ACTIVE:
-            raise ReadOnly(status=customer.status)
-        if erasure_pending(session, customer.id):
-            raise ReadOnly("error.erasure_pending")
 
     # --- what the actor sees of it -------------------------------------------------------------------
 
