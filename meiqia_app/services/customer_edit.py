@@ -12,7 +12,7 @@ from sqlmodel import Session
 from meiqia_app.db import read_connection, write_session
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services import audit, webhooks
-from meiqia_app.services.customer_access import CustomerAccess, mask_diff, sensitive_of
+from meiqia_app.services.customer_access import CustomerAccess, mask_diff
 from meiqia_app.services.customer_list import invalidate_counts, limit_exact_lookups
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS, TEXT_LIMITS, clean_customer_fields, clean_extras
 from meiqia_app.services.duplicate_check import existing_customers
@@ -22,9 +22,6 @@ from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import format_local, utcnow
 
 SEARCH_FIELDS = ("name", "phone", "email", "external_id", "visitor_id")
-# Fields an actor without customer.view_sensitive sees masked: the form sends
-# them empty unless the person typed a new value, and empty means "keep".
-SENSITIVE_EDIT_FIELDS = sensitive_of(EDITABLE_FIELDS)
 
 
 def _refresh_search_text(session: Session, customer: Customer) -> None:
@@ -56,7 +53,9 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
     raw = dict(raw)
     access = CustomerAccess(actor)
     if not access.sees_sensitive:
-        for field in SENSITIVE_EDIT_FIELDS:
+        # Fields this actor sees masked (customer_access.SENSITIVE): the form sends
+        # them empty unless the person typed a new value, and empty means "keep".
+        for field in access.masked_fields(EDITABLE_FIELDS):
             if not str(raw.get(field) or "").strip():
                 raw.pop(field, None)
     values = clean_customer_fields(raw, partial=True)

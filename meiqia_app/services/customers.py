@@ -14,6 +14,7 @@ from meiqia_app.models import Customer, ErasureRequest
 from meiqia_app.models.customer import STATUS_ACTIVE
 from meiqia_app.services.customer_access import SENSITIVE, CustomerAccess, erasure_pending, parse_id
 from meiqia_app.services.customer_dto import TagChip, label, money, region_text, tags_for
+from meiqia_app.services.customer_validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import NotFound
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, format_local
@@ -69,6 +70,9 @@ class CustomerDetail:
     sensitive_visible: bool
     erasure_pending: bool
     erased: bool
+    # The editable fields this actor sees masked (customer_access.SENSITIVE): the edit
+    # form offers them empty, with the masked value as a hint; empty keeps the value.
+    masked_fields: list[str] = dataclasses.field(default_factory=list)
 
 
 def writable_customer(session, customer_id: int, actor: Actor) -> Customer:
@@ -105,9 +109,10 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             attributes = json.loads(c.custom_attributes or "{}")
         except ValueError:
             attributes = {}
+        # Every personal value through access.mask: the table of sensitive fields decides.
         return CustomerDetail(
             id=c.id,
-            name=c.name,
+            name=access.mask("name", c.name),
             gender=label(lang, "gender", c.gender),
             gender_code=c.gender,
             birthday=access.mask("birthday", c.birthday.isoformat() if c.birthday else ""),
@@ -117,11 +122,11 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             province=c.province or "",
             city=c.city or "",
             region=region_text(c.province, c.city),
-            company=c.company or "",
+            company=access.mask("company", c.company or ""),
             source=label(lang, "source", c.source),
             source_code=c.source,
-            external_id=c.external_id or "",
-            visitor_id=c.visitor_id or "",
+            external_id=access.mask("external_id", c.external_id or ""),
+            visitor_id=access.mask("visitor_id", c.visitor_id or ""),
             registered_at=format_local(c.registered_at),
             last_active_at=format_local(c.last_active_at),
             last_login_at=format_local(c.last_login_at),
@@ -159,6 +164,7 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             sensitive_visible=sensitive,
             erasure_pending=pending,
             erased=c.erased_at is not None,
+            masked_fields=list(access.masked_fields(EDITABLE_FIELDS)),
         )
 
 
@@ -221,7 +227,8 @@ def _attributes(raw: str | None) -> dict:
 
 # The record's fields a role without customer.view_sensitive gets masked (phone, e-mail, address)
 # or left out (None: birthday, amount spent), from the one table of sensitive fields.
-MASKED_IN_RECORDS = tuple(f for f in SENSITIVE if f in {field.name for field in dataclasses.fields(CustomerRecord)})
+def masked_in_records() -> tuple[str, ...]:
+    return tuple(f for f in SENSITIVE if f in {field.name for field in dataclasses.fields(CustomerRecord)})
 
 
 def record_of(c: Customer, access: CustomerAccess, tags: list[TagChip], pending: bool) -> CustomerRecord:
@@ -260,7 +267,7 @@ def record_of(c: Customer, access: CustomerAccess, tags: list[TagChip], pending:
         tags=[{"id": t.id, "name": t.name, "source": t.source} for t in tags],
         version=c.version,
         updated_at=iso(c.updated_at),
-        masked_fields=list(access.masked_fields(MASKED_IN_RECORDS)),
+        masked_fields=list(access.masked_fields(masked_in_records())),
         erasure_pending=pending,
         erased=c.erased_at is not None,
     )

@@ -62,8 +62,13 @@ _SPECS = (
 
 FIELD_SPECS: dict[str, FieldSpec] = {spec.key: spec for spec in _SPECS}
 EXPORT_FIELDS: tuple[str, ...] = tuple(FIELD_SPECS)
-# Exported masked without customer.view_sensitive; may need a password.
-SENSITIVE_EXPORT_FIELDS: tuple[str, ...] = sensitive_of(EXPORT_FIELDS)
+
+
+def sensitive_export_fields() -> tuple[str, ...]:
+    """Exported masked without customer.view_sensitive (and only with a password)."""
+    return sensitive_of(EXPORT_FIELDS)
+
+
 FIELD_GROUPS: tuple[str, ...] = (
     "basic",
     "contact",
