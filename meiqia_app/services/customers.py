@@ -75,18 +75,6 @@ class CustomerDetail:
     masked_fields: list[str] = dataclasses.field(default_factory=list)
 
 
-def writable_customer(session, customer_id: int, actor: Actor) -> Customer:
-    """A customer that systems may still change (orders, the open API, ingestion):
-    CustomerAccess.load(..., for_write=True, writer="system")."""
-    return CustomerAccess(actor).load(session, customer_id, for_write=True, writer="system")
-
-
-def editable_customer(session, customer_id: int, actor: Actor) -> Customer:
-    """A customer a person may change (profile, tags, notes, consent):
-    CustomerAccess.load(..., for_write=True)."""
-    return CustomerAccess(actor).load(session, customer_id, for_write=True)
-
-
 def updated_line(lang: str, by_name: str | None, at) -> str:
     """ "Last changed by … at …", or, for a customer no person has changed yet
     (seeded or created by the system), that it came from an import or the seed."""

@@ -443,7 +443,7 @@ def customer_timeline(
     rows.sort(key=lambda row: (as_utc(row[0]), row[1], row[2]), reverse=True)
     page = rows[:limit]
     if status != "active":
-        # Archived or trashed: read-only until restored (services/customers.editable_customer).
+        # Archived or trashed: read-only until restored (CustomerAccess.load(..., for_write=True)).
         for _at, _kind, _id, item, _key in page:
             item.can_edit = item.can_delete = False
     next_cursor = ""
