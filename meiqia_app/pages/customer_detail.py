@@ -157,9 +157,9 @@ def _sensitive_input(label_key: str, field: str, value, input_type: str = "text"
     """People who may not see a value get an empty field with the masked value
     as a hint: leaving it empty keeps the stored value."""
     return rx.cond(
-        S.customer.sensitive_visible,
-        _text_input(label_key, field, value, input_type),
+        S.customer.masked_fields.contains(field),
         _text_input(label_key, field, "", input_type, placeholder=t("customer.masked_hint", value=value)),
+        _text_input(label_key, field, value, input_type),
     )
 
 
@@ -190,9 +190,9 @@ def edit_dialog() -> rx.Component:
                     _sensitive_input("customer.phone", "phone", c.phone, "tel"),
                     _sensitive_input("customer.email", "email", c.email, "email"),
                     rx.cond(
-                        c.sensitive_visible,
-                        _text_input("customer.birthday", "birthday", c.birthday, "date"),
+                        c.masked_fields.contains("birthday"),
                         _text_input("customer.birthday", "birthday", "", "date"),
+                        _text_input("customer.birthday", "birthday", c.birthday, "date"),
                     ),
                     _sensitive_input("customer.address", "address", c.address),
                     _text_input("customer.province", "province", c.province),

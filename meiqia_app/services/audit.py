@@ -126,7 +126,7 @@ def record(
     """Append an entry inside the caller's transaction.
 
     Callers pass details with sensitive values already masked (see
-    services.masking.mask_diff); the log itself never holds them in clear.
+    services.customer_access.mask_diff); the log itself never holds them in clear.
     """
     get_adapter(session.get_bind()).lock_audit_chain(session.connection())
     last = session.exec(select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)).first()

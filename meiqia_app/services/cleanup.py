@@ -60,11 +60,11 @@ from meiqia_app.models import (
 from meiqia_app.models.customer import IN_TRASH, STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, jobs, mentions, webhooks
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_list import all_conditions, invalidate_counts, list_customers, scoped_query
-from meiqia_app.services.customer_query import ListQuery, status_condition
+from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.customer_validation import normalize_email, normalize_phone
 from meiqia_app.services.errors import NotFound, ValidationError
-from meiqia_app.services.masking import mask_email, mask_phone
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.services.selection import Selection, selection_conditions
 from meiqia_app.timeutil import as_utc, format_local, utcnow
@@ -221,10 +221,6 @@ def invalid_values(conn, column) -> list[str]:
     return bad
 
 
-def _scope_condition(scope: str):
-    return status_condition(scope)  # scope is one of SCOPES ("all": active and archived)
-
-
 def reason_conditions(conn, actor: Actor, criteria: Criteria, now: dt.datetime | None = None) -> dict[str, object]:
     """One SQL condition per chosen criterion (the reason a row matched)."""
     now = now or utcnow()
@@ -270,7 +266,9 @@ def reason_conditions(conn, actor: Actor, criteria: Criteria, now: dt.datetime |
         from meiqia_app.services.saved_views import load_view
 
         query = dataclasses.replace(load_view(actor, criteria.view_id), status="all")
-        conditions["view"] = and_(*all_conditions(conn, scoped_query(actor, query, action="cleanup.run")))
+        conditions["view"] = and_(
+            *all_conditions(conn, CustomerAccess(actor), scoped_query(actor, query, action="cleanup.run"))
+        )
     return conditions
 
 
@@ -278,7 +276,8 @@ def criteria_conditions(conn, actor: Actor, criteria: Criteria, now: dt.datetime
     """(full WHERE condition, per-reason conditions)."""
     reasons = reason_conditions(conn, actor, criteria, now)
     combined = (and_ if criteria.match == "all" else or_)(*reasons.values())
-    return and_(_scope_condition(criteria.scope), combined), reasons
+    # criteria.scope is one of SCOPES ("all": active and archived), within the actor's reach.
+    return and_(*CustomerAccess(actor).status_conditions(criteria.scope), combined), reasons
 
 
 # --- dry run ----------------------------------------------------------------------------
@@ -372,7 +371,7 @@ def dry_run(actor: Actor, criteria: Criteria, action: str = "archive") -> DryRun
     """Count, a sample with the reason(s) each matched, and what the action would change."""
     _check_action(actor, action, "dry_run", criteria)
     started = time.perf_counter()
-    sensitive = actor.can("customer.view_sensitive")
+    access = CustomerAccess(actor)
     with get_engine().connect() as conn:
         where, reasons = criteria_conditions(conn, actor, criteria)
         flags = [func.coalesce(cond, False).label(f"r_{name}") for name, cond in reasons.items()]
@@ -387,8 +386,8 @@ def dry_run(actor: Actor, criteria: Criteria, action: str = "archive") -> DryRun
         SampleRow(
             id=row.id,
             name=row.name,
-            phone=(row.phone or "") if sensitive else mask_phone(row.phone),
-            email=(row.email or "") if sensitive else mask_email(row.email),
+            phone=access.mask("phone", row.phone or ""),
+            email=access.mask("email", row.email or ""),
             status=row.status,
             last_active=format_local(row.last_active_at),
             reasons=[name for name in reasons if getattr(row, f"r_{name}")],
@@ -727,13 +726,13 @@ def list_parked(actor: Actor, status: str, after_id: int = 0, limit: int = 50) -
         target_type="customer",
     )
     limit = max(1, min(int(limit), 200))
-    sensitive = actor.can("customer.view_sensitive")
+    access = CustomerAccess(actor)
     policy = _trash_retention()
     retention = dt.timedelta(days=policy.value) if policy.enabled else None
     with get_engine().connect() as conn:
         rows = conn.execute(
             select(C.id, C.name, C.phone, C.status, C.archived_at, C.trashed_at)
-            .where(status_condition(status), C.id > int(after_id))
+            .where(*access.status_conditions(status), C.id > int(after_id))
             .order_by(C.id)
             .limit(limit)
         ).all()
@@ -741,7 +740,7 @@ def list_parked(actor: Actor, status: str, after_id: int = 0, limit: int = 50) -
         ParkedRow(
             id=r.id,
             name=r.name,
-            phone=(r.phone or "") if sensitive else mask_phone(r.phone),
+            phone=access.mask("phone", r.phone or ""),
             status=r.status,
             since=format_local(r.archived_at if status == STATUS_ARCHIVED else r.trashed_at),
             purge_on=format_local(as_utc(r.trashed_at) + retention)
@@ -758,7 +757,7 @@ def count_parked(actor: Actor, status: str) -> int:
     require(actor, "customer.view", action="cleanup.browse", target_type="customer")
     with get_engine().connect() as conn:
         return conn.execute(
-            select(func.count()).select_from(Customer.__table__).where(status_condition(status))
+            select(func.count()).select_from(Customer.__table__).where(*CustomerAccess(actor).status_conditions(status))
         ).scalar_one()
 
 
@@ -786,7 +785,7 @@ def restore(actor: Actor, status: str, ids: Sequence[int] | None = None) -> int:
         "version": C.version + 1,
     }
     with write_session() as session:
-        scope = [status_condition(status)] + ([C.id.in_(ids)] if ids is not None else [])
+        scope = CustomerAccess(actor).status_conditions(status) + ([C.id.in_(ids)] if ids is not None else [])
         if status == STATUS_ARCHIVED:
             changed = session.execute(
                 update(Customer.__table__).where(*scope).values(status=STATUS_ACTIVE, archived_at=None, **common)

@@ -17,8 +17,8 @@ from sqlalchemy import update
 from meiqia_app.db import write_session
 from meiqia_app.models import Customer
 from meiqia_app.services import audit
+from meiqia_app.services.customer_access import CustomerAccess, parse_id
 from meiqia_app.services.customer_list import invalidate_counts
-from meiqia_app.services.customers import editable_customer, parse_id
 from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import format_local, utcnow
@@ -49,7 +49,7 @@ def set_consent(actor: Actor, customer_id: int, kind: str, granted: object) -> b
     customer_id = parse_id(customer_id)
     flag, stamp = f"consent_{kind}", f"consent_{kind}_at"
     with write_session() as session:
-        customer = editable_customer(session, customer_id, actor)
+        customer = CustomerAccess(actor).load(session, customer_id, for_write=True)
         before = bool(getattr(customer, flag))
         if before == granted:
             return False
@@ -68,7 +68,7 @@ def set_consent(actor: Actor, customer_id: int, kind: str, granted: object) -> b
         )
         if result.rowcount != 1:
             session.rollback()
-            fresh = session.get(Customer, customer_id)
+            fresh = CustomerAccess(actor).load(session, customer_id)
             raise Conflict(by=fresh.updated_by_name or "?", at=format_local(fresh.updated_at))
         audit.record(
             session,

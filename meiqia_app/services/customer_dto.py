@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 
 from meiqia_app.i18n import tr
 from meiqia_app.models import Tag, TagAssignment
-from meiqia_app.services.masking import MASK, mask_email, mask_phone
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.rbac import Actor
 from meiqia_app.timeutil import format_local
 
@@ -95,7 +95,7 @@ def customer_rows(
     ``reasons``: why each row matched the search (match.* message keys), by id.
     """
     reasons = reasons or {}
-    sensitive = actor.can("customer.view_sensitive")
+    access = CustomerAccess(actor)
     tags = tags_for(conn, [r.id for r in records])
     rows = []
     for r in records:
@@ -103,8 +103,8 @@ def customer_rows(
             CustomerRow(
                 id=r.id,
                 name=r.name,
-                phone=(r.phone or "") if sensitive else mask_phone(r.phone),
-                email=(r.email or "") if sensitive else mask_email(r.email),
+                phone=access.mask("phone", r.phone or ""),
+                email=access.mask("email", r.email or ""),
                 region=region_text(r.province, r.city),
                 source=label(lang, "source", r.source),
                 lifecycle=label(lang, "lifecycle", r.lifecycle_stage),
@@ -113,7 +113,7 @@ def customer_rows(
                 last_active=format_local(r.last_active_at),
                 registered=format_local(r.registered_at),
                 last_purchase=format_local(r.last_purchase_at),
-                total_spent=money(r.total_spent_cents) if sensitive else MASK,
+                total_spent=access.mask("total_spent", money(r.total_spent_cents)),
                 order_count=r.order_count,
                 status=label(lang, "status", r.status),
                 match=" · ".join(tr(lang, key) for key in reasons.get(r.id, ())),

@@ -12,20 +12,16 @@ from sqlmodel import Session
 from meiqia_app.db import read_connection, write_session
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services import audit, webhooks
+from meiqia_app.services.customer_access import CustomerAccess, mask_diff
 from meiqia_app.services.customer_list import invalidate_counts, limit_exact_lookups
-from meiqia_app.services.customer_validation import TEXT_LIMITS, clean_customer_fields, clean_extras
-from meiqia_app.services.customers import editable_customer
+from meiqia_app.services.customer_validation import EDITABLE_FIELDS, TEXT_LIMITS, clean_customer_fields, clean_extras
 from meiqia_app.services.duplicate_check import existing_customers
 from meiqia_app.services.errors import Conflict, DuplicateCustomer, NotFound, ValidationError
-from meiqia_app.services.masking import mask_diff
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import format_local, utcnow
 
 SEARCH_FIELDS = ("name", "phone", "email", "external_id", "visitor_id")
-# Fields an actor without customer.view_sensitive sees masked: the form sends
-# them empty unless the person typed a new value, and empty means "keep".
-SENSITIVE_EDIT_FIELDS = ("phone", "email", "address", "birthday")
 
 
 def _refresh_search_text(session: Session, customer: Customer) -> None:
@@ -55,14 +51,17 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
     """
     require(actor, "customer.edit", action="customer.update", target_type="customer", target_id=customer_id)
     raw = dict(raw)
-    if not actor.can("customer.view_sensitive"):
-        for field in SENSITIVE_EDIT_FIELDS:
+    access = CustomerAccess(actor)
+    if not access.sees_sensitive:
+        # Fields this actor sees masked (customer_access.SENSITIVE): the form sends
+        # them empty unless the person typed a new value, and empty means "keep".
+        for field in access.masked_fields(EDITABLE_FIELDS):
             if not str(raw.get(field) or "").strip():
                 raw.pop(field, None)
     values = clean_customer_fields(raw, partial=True)
     extras = clean_extras(raw)
     with write_session() as session:
-        customer = editable_customer(session, customer_id, actor)
+        customer = access.load(session, customer_id, for_write=True)
         if customer.version != int(expected_version):
             raise Conflict(by=customer.updated_by_name or "?", at=format_local(customer.updated_at))
         values.update(_extra_values(customer, extras))
@@ -90,7 +89,7 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
         )
         if result.rowcount != 1:
             session.rollback()
-            fresh = session.get(Customer, customer.id)
+            fresh = access.load(session, customer.id)
             raise Conflict(by=fresh.updated_by_name or "?", at=format_local(fresh.updated_at))
         session.expire(customer)
         if any(field in diff for field in SEARCH_FIELDS):

@@ -31,6 +31,7 @@ from meiqia_app.db import get_engine, read_connection
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.dbadapter.base import SEARCH_CONTACT, SEARCH_EVERYTHING, SEARCH_PUBLIC
 from meiqia_app.models import AppSetting, Customer
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_dto import CustomerRow, customer_rows
 from meiqia_app.services.customer_query import (
     PAGE_SIZES,
@@ -50,7 +51,6 @@ from meiqia_app.services.customer_query import (
     order_by,
     rank_expression,
     search_plan,
-    status_condition,
 )
 from meiqia_app.services.rbac import Actor, refuse, require
 from meiqia_app.services.search_text import match_reasons
@@ -218,7 +218,9 @@ def _tag_sizes(conn: Connection, tag_ids: tuple[int, ...]) -> dict[int, int]:
     return sizes
 
 
-def driving_tags(conn: Connection, query: ListQuery, for_counting: bool = False) -> tuple[int, ...]:
+def driving_tags(
+    conn: Connection, access: CustomerAccess, query: ListQuery, for_counting: bool = False
+) -> tuple[int, ...]:
     """Tags whose customers should drive the query, or () to walk the sort index.
 
     Walking the sort index and probing each row for the tag stops after a
@@ -241,41 +243,43 @@ def driving_tags(conn: Connection, query: ListQuery, for_counting: bool = False)
         candidate, size = (rarest,), sizes[rarest]
     if size > TAG_DRIVEN_MAX:
         return ()
-    population = _status_population(conn, query.status)
+    population = _status_population(conn, access, query.status)
     if not population or not size:
         return candidate
     others = dataclasses.replace(query, tags_any=(), tags_all=(), tags_none=())
-    share = _filter_share(conn, others)
+    share = _filter_share(conn, access, others)
     if for_counting:
         return candidate if size <= population * share else ()
     walked = WALK_PAGE_ROWS / max((size / population) * share, 1e-9)
     return candidate if size / 3 <= walked else ()
 
 
-def _filter_share(conn: Connection, query: ListQuery) -> float:
+def _filter_share(conn: Connection, access: CustomerAccess, query: ListQuery) -> float:
     """The share of the status's customers the query's filters keep, from the sample windows."""
-    key = f"{data_generation(conn)}|share:{query.signature()}"
+    key = f"{data_generation(conn)}|share:{access.set_key(query.status)}:{query.signature()}"
     cached = _plan_cache.get(key)
     if cached is not None:
         return cached
-    matched, in_status, _ = _sample_windows(conn, filter_conditions(query), status_condition(query.status))
+    matched, in_status, _ = _sample_windows(
+        conn, filter_conditions(access, query), and_(*access.status_conditions(query.status))
+    )
     share = matched / in_status if in_status else 1.0
     _plan_cache.put(key, share)
     return share
 
 
-def all_conditions(conn: Connection, query: ListQuery) -> list:
-    """Filters plus search, as SQL conditions on the customer table.
+def all_conditions(conn: Connection, access: CustomerAccess, query: ListQuery) -> list:
+    """Filters plus search, as SQL conditions on the customer table, within ``access``'s reach.
 
     ``query`` comes from scoped_query (its matching rules are the actor's);
     one that did not gets the rules of a role without customer.view_sensitive.
     """
-    return _conditions_and_candidates(conn, query)[0]
+    return _conditions_and_candidates(conn, access, query)[0]
 
 
-def _conditions_and_candidates(conn: Connection, query: ListQuery) -> tuple[list, bool]:
+def _conditions_and_candidates(conn: Connection, access: CustomerAccess, query: ListQuery) -> tuple[list, bool]:
     """The conditions, and whether a short list of ids from the search index drives them."""
-    conditions = filter_conditions(query, driving_tags(conn, query))
+    conditions = filter_conditions(access, query, driving_tags(conn, access, query))
     search, candidates = _search_condition(conn, query)
     if search is not None:
         conditions.append(search)
@@ -297,14 +301,20 @@ class _RawPage:
 
 
 def _read_page(
-    conn: Connection, query: ListQuery, cursor: str, direction: str, page_size: int, version: str
+    conn: Connection,
+    access: CustomerAccess,
+    query: ListQuery,
+    cursor: str,
+    direction: str,
+    page_size: int,
+    version: str,
 ) -> _RawPage:
     """The raw rows of one page and its cursors (``query`` is scoped)."""
     descending = query.direction == "desc"
     walk_descending = descending if direction == "next" else not descending
     if query.terms.too_short_digits and query.terms.empty:
         return _RawPage(records=[], too_short=True, data_version=version)
-    conditions, few_candidates = _conditions_and_candidates(conn, query)
+    conditions, few_candidates = _conditions_and_candidates(conn, access, query)
     # Few candidates are read and sorted anyway: exact matches first, then
     # phones ending in the typed digits, then the rest (see rank_expression).
     rank = rank_expression(query) if few_candidates else None
@@ -373,7 +383,7 @@ def list_customers(
     with read_connection() as conn:
         # Read before the rows: a change committed in between makes the page look older, never newer.
         version = data_generation(conn)
-        raw = _read_page(conn, query, cursor, direction, page_size, version)
+        raw = _read_page(conn, CustomerAccess(actor), query, cursor, direction, page_size, version)
         rows = customer_rows(conn, actor, raw.records, lang, reasons=_reasons(query, raw.records))
     return CustomerPage(
         rows=rows,
@@ -405,7 +415,7 @@ def list_customer_records(actor: Actor, query: ListQuery, cursor: str = "", limi
     except (TypeError, ValueError):
         limit = 50
     with read_connection() as conn:
-        raw = _read_page(conn, query, cursor, "next", limit, "")
+        raw = _read_page(conn, CustomerAccess(actor), query, cursor, "next", limit, "")
     ids = [r.id for r in raw.records]
     records = customer_records(actor, ids) if ids else []
     return RecordPage(records=records, next_cursor=raw.next_cursor, too_short=raw.too_short)
@@ -545,7 +555,9 @@ def _sample_windows(conn: Connection, filters: list, status: ColumnElement) -> t
     return matched, in_status, sampled
 
 
-def _estimate(conn: Connection, filters: list, query: ListQuery, search_total: int | None = None) -> int:
+def _estimate(
+    conn: Connection, access: CustomerAccess, filters: list, query: ListQuery, search_total: int | None = None
+) -> int:
     """Count the sample windows and scale up.
 
     A broad text search is not checked row by row in the windows (a probe
@@ -554,10 +566,10 @@ def _estimate(conn: Connection, filters: list, query: ListQuery, search_total: i
     status), and the windows give the share of customers the other filters
     keep, assumed independent of the search.
     """
-    population = _status_population(conn, query.status)
+    population = _status_population(conn, access, query.status)
     if not population:
         return 0
-    matched, in_status, sampled = _sample_windows(conn, filters, status_condition(query.status))
+    matched, in_status, sampled = _sample_windows(conn, filters, and_(*access.status_conditions(query.status)))
     if search_total is not None:
         return int(round(search_total * matched / sampled)) if sampled else 0
     if not in_status:
@@ -565,12 +577,12 @@ def _estimate(conn: Connection, filters: list, query: ListQuery, search_total: i
     return int(round(matched * population / in_status))
 
 
-def _status_population(conn: Connection, status: str) -> int:
-    key = f"{data_generation(conn)}|status:{status}"
+def _status_population(conn: Connection, access: CustomerAccess, status: str) -> int:
+    key = f"{data_generation(conn)}|status:{access.set_key(status)}"
     cached = _count_cache.get(key)
     if cached is not None:
         return cached
-    value = _exact_count(conn, [status_condition(status)])
+    value = _exact_count(conn, access.status_conditions(status))
     _count_cache.put(key, value)
     return value
 
@@ -579,16 +591,17 @@ def count_customers(actor: Actor, query: ListQuery, exact: bool = False) -> Matc
     """How many customers match. ``exact=False`` may answer with an estimate."""
     require(actor, "customer.view", action="customer.count")
     query = scoped_query(actor, query, action="customer.count")
+    access = CustomerAccess(actor)
     with read_connection() as conn:
-        key = f"{data_generation(conn)}|{query.signature()}"
+        key = f"{data_generation(conn)}|{access.set_key(query.status)}|{query.signature()}"
         cached = _count_cache.get(key)
         if cached is not None:
             return MatchCount(cached, True)
         if query.terms.too_short_digits and query.terms.empty:
             return MatchCount(0, True)
         if not query.has_filters():
-            return MatchCount(_status_population(conn, query.status), True)
-        filters = filter_conditions(query, driving_tags(conn, query, for_counting=True))
+            return MatchCount(_status_population(conn, access, query.status), True)
+        filters = filter_conditions(access, query, driving_tags(conn, access, query, for_counting=True))
         search, candidates = _search_condition(conn, query, for_counting=exact)
         if search is not None and candidates is not None:
             value = _exact_count(conn, [*filters, search]) if candidates else 0
@@ -597,12 +610,12 @@ def count_customers(actor: Actor, query: ListQuery, exact: bool = False) -> Matc
         conditions = filters + ([search] if search is not None else [])
         if not exact:
             if search is None:
-                return MatchCount(_estimate(conn, filters, query), False)
+                return MatchCount(_estimate(conn, access, filters, query), False)
             plan = search_plan(query)
             search_total = get_adapter(conn).count_matches(
                 conn, plan.substring, columns=SEARCH_EVERYTHING if plan.everything else SEARCH_PUBLIC
             )
-            return MatchCount(_estimate(conn, filters, query, search_total), False)
+            return MatchCount(_estimate(conn, access, filters, query, search_total), False)
         value = _exact_count(conn, conditions)
         _count_cache.put(key, value)
         return MatchCount(value, True)
@@ -617,7 +630,7 @@ def matching_ids(actor: Actor, query: ListQuery, after_id: int = 0, batch: int =
     require(actor, "customer.view", action="customer.list")
     query = scoped_query(actor, query)
     with read_connection() as conn:
-        conditions = all_conditions(conn, query)
+        conditions = all_conditions(conn, CustomerAccess(actor), query)
         statement = (
             select(C.id)
             .select_from(Customer.__table__)

@@ -17,8 +17,8 @@ from meiqia_app.db import write_session
 from meiqia_app.models import Customer, Order, Product
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.services import audit
+from meiqia_app.services.customer_access import CustomerAccess, parse_id
 from meiqia_app.services.customer_list import invalidate_counts
-from meiqia_app.services.customers import parse_id, writable_customer
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
@@ -74,7 +74,7 @@ def add_order(
         raise ValidationError.single("quantity", "error.bad_number")
     now = as_utc(at) if at is not None else utcnow()
     with write_session() as session:
-        customer = writable_customer(session, customer_id)
+        customer = CustomerAccess(actor).load(session, customer_id, for_write=True, writer="system")
         product = session.get(Product, product_id)
         if product is None:
             raise ValidationError.single("product_id", "error.not_found")

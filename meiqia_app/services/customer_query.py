@@ -37,6 +37,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, tuple_
 from sqlalchemy.sql import Select
@@ -56,6 +57,9 @@ from meiqia_app.models.customer import (
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.search_text import SearchTerms, parse_query
 from meiqia_app.timeutil import local_day_start_utc
+
+if TYPE_CHECKING:  # customer_access builds on this module's status_condition
+    from meiqia_app.services.customer_access import CustomerAccess
 
 C = Customer.__table__.c
 CS = CustomerSearch.__table__.c
@@ -329,15 +333,20 @@ def order_status_condition(statuses: Sequence[str]) -> ColumnElement:
     return exists().where(OC.customer_id == C.id, OC.status.in_(tuple(statuses)))
 
 
-def filter_conditions(query: ListQuery, driving_tags: tuple[int, ...] = ()) -> list[ColumnElement]:
-    """Every condition of the query except the text search.
+def filter_conditions(
+    access: CustomerAccess, query: ListQuery, driving_tags: tuple[int, ...] = ()
+) -> list[ColumnElement]:
+    """Every condition of the query except the text search, within ``access``'s reach.
+
+    The status comes first, as access.status_conditions gives it (the literal
+    condition of its partial index, then the actor's scope).
 
     ``driving_tags`` (the query's tags_any, or one tag of tags_all) are written
     as ``id IN (customers with the tag)`` instead of a correlated EXISTS, so
     the database reads the tag's few customers and sorts them rather than
     walking the sort index and probing every row (see customer_list).
     """
-    conditions: list[ColumnElement] = [status_condition(query.status)]
+    conditions: list[ColumnElement] = access.status_conditions(query.status)
     if query.lifecycle:
         conditions.append(C.lifecycle_stage.in_(query.lifecycle))
     if query.tiers:

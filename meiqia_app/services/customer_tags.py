@@ -23,9 +23,9 @@ from meiqia_app.dbadapter.base import escape_like
 from meiqia_app.models import Tag, TagAssignment
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, webhooks
+from meiqia_app.services.customer_access import CustomerAccess, parse_id
 from meiqia_app.services.customer_dto import TagChip
 from meiqia_app.services.customer_list import invalidate_counts
-from meiqia_app.services.customers import editable_customer, parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.tag_names import MAX_TAG_NAME, tag_key
@@ -137,7 +137,7 @@ def add_tags(actor: Actor, customer_id: int, tags: list[int | str]) -> list[TagC
     chips: list[TagChip] = []
     added: list[str] = []
     with write_session() as session:
-        editable_customer(session, customer_id, actor)
+        CustomerAccess(actor).load(session, customer_id, for_write=True)
         for tag_id_or_name in tags:
             tag, created = _resolve_tag(session, actor, tag_id_or_name)
             chip = TagChip(tag.id, tag.name, tag.color, SOURCE_MANUAL)
@@ -235,7 +235,7 @@ def remove_tag(actor: Actor, customer_id: int, tag_id: int) -> bool:
     customer_id = parse_id(customer_id)
     tag_id = parse_id(tag_id)
     with write_session() as session:
-        editable_customer(session, customer_id, actor)
+        CustomerAccess(actor).load(session, customer_id, for_write=True)
         assignment = session.get(TagAssignment, (customer_id, tag_id))
         if assignment is None:
             return False

@@ -11,10 +11,11 @@ from sqlmodel import select
 from meiqia_app.db import read_connection, read_session
 from meiqia_app.i18n import tr
 from meiqia_app.models import Customer, ErasureRequest
-from meiqia_app.models.customer import STATUS_ACTIVE, STATUS_TRASHED
+from meiqia_app.models.customer import STATUS_ACTIVE
+from meiqia_app.services.customer_access import SENSITIVE, CustomerAccess, erasure_pending, parse_id
 from meiqia_app.services.customer_dto import TagChip, label, money, region_text, tags_for
-from meiqia_app.services.errors import NotFound, ReadOnly
-from meiqia_app.services.masking import MASK, mask_address, mask_email, mask_phone
+from meiqia_app.services.customer_validation import EDITABLE_FIELDS
+from meiqia_app.services.errors import NotFound
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, format_local
 
@@ -69,62 +70,9 @@ class CustomerDetail:
     sensitive_visible: bool
     erasure_pending: bool
     erased: bool
-
-
-def parse_id(value: object) -> int:
-    """An id from untrusted input; anything that is not one is simply not found."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return int(value)
-    except (TypeError, ValueError):
-        raise NotFound() from None
-
-
-def _get_row(session, customer_id: int) -> Customer:
-    customer = session.get(Customer, parse_id(customer_id))
-    if customer is None:
-        raise NotFound()
-    return customer
-
-
-def writable_customer(session, customer_id: int) -> Customer:
-    """A customer that systems may still change (orders, the open API, ingestion).
-
-    Trashed or erased: not found. Archived (out of the working set until
-    restored) or with an erasure pending: read-only (ReadOnly). People's
-    changes go through editable_customer, which adds who may see the trash.
-    """
-    customer = _get_row(session, customer_id)
-    if customer.status == STATUS_TRASHED or customer.erased_at is not None:
-        raise NotFound()
-    _refuse_read_only(session, customer)
-    return customer
-
-
-def editable_customer(session, customer_id: int, actor: Actor) -> Customer:
-    """A customer a person may change (profile, tags, notes, consent): an active one.
-
-    An archived or trashed customer is read-only until it is restored
-    (ReadOnly); one in the trash is simply not found for someone who may
-    not see the trash, and an erased one for everybody.
-    """
-    customer = _get_row(session, customer_id)
-    if customer.erased_at is not None:
-        raise NotFound()
-    if customer.status == STATUS_TRASHED and not actor.can("customer.delete"):
-        raise NotFound()
-    _refuse_read_only(session, customer)
-    return customer
-
-
-def _refuse_read_only(session, customer: Customer) -> None:
-    if customer.status == "archived":
-        raise ReadOnly("error.customer_archived", status=customer.status)
-    if customer.status != STATUS_ACTIVE:
-        raise ReadOnly(status=customer.status)
-    if erasure_pending(session, customer.id):
-        raise ReadOnly("error.erasure_pending")
+    # The editable fields this actor sees masked (customer_access.SENSITIVE): the edit
+    # form offers them empty, with the masked value as a hint; empty keeps the value.
+    masked_fields: list[str] = dataclasses.field(default_factory=list)
 
 
 def updated_line(lang: str, by_name: str | None, at) -> str:
@@ -136,55 +84,44 @@ def updated_line(lang: str, by_name: str | None, at) -> str:
     return tr(lang, "customer.created_by_system", at=when)
 
 
-def erasure_pending(session, customer_id: int) -> bool:
-    return (
-        session.exec(
-            select(ErasureRequest.id).where(
-                ErasureRequest.customer_id == customer_id, ErasureRequest.status == "pending"
-            )
-        ).first()
-        is not None
-    )
-
-
 def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDetail:
     require(actor, "customer.view", action="customer.view", target_type="customer", target_id=customer_id)
+    access = CustomerAccess(actor)
     with read_session() as session:
-        c = _get_row(session, customer_id)
-        if c.status == "trashed" and not actor.can("customer.delete"):
-            raise NotFound()
+        c = access.load(session, customer_id)
         pending = erasure_pending(session, c.id)
-        sensitive = actor.can("customer.view_sensitive")
+        sensitive = access.sees_sensitive
         with read_connection() as conn:
             tags = tags_for(conn, [c.id], limit=None).get(c.id, [])
         try:
             attributes = json.loads(c.custom_attributes or "{}")
         except ValueError:
             attributes = {}
+        # Every personal value through access.mask: the table of sensitive fields decides.
         return CustomerDetail(
             id=c.id,
-            name=c.name,
+            name=access.mask("name", c.name),
             gender=label(lang, "gender", c.gender),
             gender_code=c.gender,
-            birthday=(c.birthday.isoformat() if c.birthday else "") if sensitive else (MASK if c.birthday else ""),
-            phone=(c.phone or "") if sensitive else mask_phone(c.phone),
-            email=(c.email or "") if sensitive else mask_email(c.email),
-            address=(c.address or "") if sensitive else mask_address(c.address),
+            birthday=access.mask("birthday", c.birthday.isoformat() if c.birthday else ""),
+            phone=access.mask("phone", c.phone or ""),
+            email=access.mask("email", c.email or ""),
+            address=access.mask("address", c.address or ""),
             province=c.province or "",
             city=c.city or "",
             region=region_text(c.province, c.city),
-            company=c.company or "",
+            company=access.mask("company", c.company or ""),
             source=label(lang, "source", c.source),
             source_code=c.source,
-            external_id=c.external_id or "",
-            visitor_id=c.visitor_id or "",
+            external_id=access.mask("external_id", c.external_id or ""),
+            visitor_id=access.mask("visitor_id", c.visitor_id or ""),
             registered_at=format_local(c.registered_at),
             last_active_at=format_local(c.last_active_at),
             last_login_at=format_local(c.last_login_at),
             first_purchase_at=format_local(c.first_purchase_at),
             last_purchase_at=format_local(c.last_purchase_at),
             order_count=c.order_count,
-            total_spent=money(c.total_spent_cents) if sensitive else MASK,
+            total_spent=access.mask("total_spent", money(c.total_spent_cents)),
             lifecycle=label(lang, "lifecycle", c.lifecycle_stage),
             lifecycle_code=c.lifecycle_stage,
             tier=label(lang, "tier", c.membership_tier),
@@ -215,6 +152,7 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             sensitive_visible=sensitive,
             erasure_pending=pending,
             erased=c.erased_at is not None,
+            masked_fields=list(access.masked_fields(EDITABLE_FIELDS)),
         )
 
 
@@ -267,9 +205,6 @@ class CustomerRecord:
     erased: bool
 
 
-MASKED_IN_RECORDS = ("phone", "email", "address", "birthday", "total_spent_cents")
-
-
 def _attributes(raw: str | None) -> dict:
     try:
         value = json.loads(raw or "{}")
@@ -278,16 +213,22 @@ def _attributes(raw: str | None) -> dict:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
-def record_of(c: Customer, sensitive: bool, tags: list[TagChip], pending: bool) -> CustomerRecord:
-    """The record of a customer row (the caller checked that the actor may see it)."""
+# The record's fields a role without customer.view_sensitive gets masked (phone, e-mail, address)
+# or left out (None: birthday, amount spent), from the one table of sensitive fields.
+def masked_in_records() -> tuple[str, ...]:
+    return tuple(f for f in SENSITIVE if f in {field.name for field in dataclasses.fields(CustomerRecord)})
+
+
+def record_of(c: Customer, access: CustomerAccess, tags: list[TagChip], pending: bool) -> CustomerRecord:
+    """The record of a customer row (loaded through ``access``)."""
     return CustomerRecord(
         id=c.id,
         name=c.name,
         gender=c.gender,
-        birthday=(c.birthday.isoformat() if c.birthday else None) if sensitive else None,
-        phone=(c.phone or None) if sensitive else (mask_phone(c.phone) or None),
-        email=(c.email or None) if sensitive else (mask_email(c.email) or None),
-        address=(c.address or None) if sensitive else (mask_address(c.address) or None),
+        birthday=access.mask("birthday", c.birthday.isoformat() if c.birthday else None, hidden=None),
+        phone=access.mask("phone", c.phone or None) or None,
+        email=access.mask("email", c.email or None) or None,
+        address=access.mask("address", c.address or None) or None,
         province=c.province,
         city=c.city,
         company=c.company,
@@ -303,7 +244,7 @@ def record_of(c: Customer, sensitive: bool, tags: list[TagChip], pending: bool) 
         first_purchase_at=iso(c.first_purchase_at),
         last_purchase_at=iso(c.last_purchase_at),
         order_count=c.order_count,
-        total_spent_cents=c.total_spent_cents if sensitive else None,
+        total_spent_cents=access.mask("total_spent_cents", c.total_spent_cents, hidden=None),
         consent={
             "marketing": bool(c.consent_marketing),
             "marketing_at": iso(c.consent_marketing_at),
@@ -314,7 +255,7 @@ def record_of(c: Customer, sensitive: bool, tags: list[TagChip], pending: bool) 
         tags=[{"id": t.id, "name": t.name, "source": t.source} for t in tags],
         version=c.version,
         updated_at=iso(c.updated_at),
-        masked_fields=[] if sensitive else list(MASKED_IN_RECORDS),
+        masked_fields=list(access.masked_fields(masked_in_records())),
         erasure_pending=pending,
         erased=c.erased_at is not None,
     )
@@ -338,10 +279,10 @@ def customer_records(actor: Actor, customer_ids, action: str = "customer.list") 
     )
     if not ids:
         return []
-    sensitive = actor.can("customer.view_sensitive")
+    access = CustomerAccess(actor)
     with read_session() as session:
-        rows = {c.id: c for c in session.exec(select(Customer).where(Customer.id.in_(ids))).all()}
-        visible = [rows[i] for i in ids if i in rows and (rows[i].status != "trashed" or actor.can("customer.delete"))]
+        reachable = access.load_models(session, ids)
+        visible = [reachable[i] for i in ids if i in reachable]
         if len(ids) == 1 and not visible:
             raise NotFound()
         pending = set(
@@ -353,4 +294,4 @@ def customer_records(actor: Actor, customer_ids, action: str = "customer.list") 
         )
         with read_connection() as conn:
             tags = tags_for(conn, [c.id for c in visible], limit=None)
-        return [record_of(c, sensitive, tags.get(c.id, []), c.id in pending) for c in visible]
+        return [record_of(c, access, tags.get(c.id, []), c.id in pending) for c in visible]

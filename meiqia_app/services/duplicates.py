@@ -52,11 +52,11 @@ from meiqia_app.models import (
 from meiqia_app.models.customer import STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, webhooks
+from meiqia_app.services.customer_access import CustomerAccess, mask_value
 from meiqia_app.services.customer_dto import label, money
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS, normalize_phone
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
-from meiqia_app.services.masking import MASK, mask_email, mask_phone, mask_value
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import as_utc, format_local, utcnow
@@ -375,7 +375,7 @@ def _keys_by_first_id(conn: Connection, kind: str, after_id: int, batch: int) ->
     return [(key, first_id) for key, first_id in conn.execute(statement)]
 
 
-def _members_by_lower_email(conn: Connection, keys: Sequence[str]) -> dict:
+def _members_by_lower_email(conn: Connection, access: CustomerAccess, keys: Sequence[str]) -> dict:
     """Live members of each lower-cased address, found through the contact search
     text (every spelling of the address is there in lower case)."""
     from meiqia_app.dbadapter import get_adapter
@@ -389,14 +389,17 @@ def _members_by_lower_email(conn: Connection, keys: Sequence[str]) -> dict:
                 adapter.indexed_match_condition(C.id, [key], columns=SEARCH_CONTACT),
                 func.lower(C.email) == key,
                 C.status != STATUS_TRASHED,
+                *access.scope_conditions(),
             )
         )
         members[key] = sorted(found, key=lambda r: r.id)
     return members
 
 
-def _members_by_key(conn: Connection, kind: str, keys: Sequence, capitalised: dict[str, list[str]]) -> dict:
-    """Live (not trashed) members of each key, ordered by id."""
+def _members_by_key(
+    conn: Connection, access: CustomerAccess, kind: str, keys: Sequence, capitalised: dict[str, list[str]]
+) -> dict:
+    """Live (not trashed) members of each key within reach, ordered by id."""
     if not keys:
         return {}
     if kind == "phone":
@@ -412,7 +415,10 @@ def _members_by_key(conn: Connection, kind: str, keys: Sequence, capitalised: di
         where = or_(*[and_(C.name == name, C.city == city) for name, city in keys])
         key_of = lambda r: (r.name, r.city)  # noqa: E731
     # No ORDER BY: it could tempt the planner into walking the table by id.
-    rows = sorted(conn.execute(select(*_MEMBER_COLUMNS).where(where, C.status != STATUS_TRASHED)), key=lambda r: r.id)
+    rows = sorted(
+        conn.execute(select(*_MEMBER_COLUMNS).where(where, C.status != STATUS_TRASHED, *access.scope_conditions())),
+        key=lambda r: r.id,
+    )
     members: dict = defaultdict(list)
     for row in rows:
         members[key_of(row)].append(row)
@@ -433,12 +439,12 @@ def _identifies_someone(kind: str, key) -> bool:
         return False
 
 
-def _member_dto(row, sensitive: bool) -> DuplicateMember:
+def _member_dto(row, access: CustomerAccess) -> DuplicateMember:
     return DuplicateMember(
         id=row.id,
         name=row.name,
-        phone=(row.phone or "") if sensitive else mask_phone(row.phone),
-        email=(row.email or "") if sensitive else mask_email(row.email),
+        phone=access.mask("phone", row.phone or ""),
+        email=access.mask("email", row.email or ""),
         city=row.city or "",
         order_count=row.order_count,
         last_active=format_local(row.last_active_at),
@@ -446,12 +452,10 @@ def _member_dto(row, sensitive: bool) -> DuplicateMember:
     )
 
 
-def _display_key(kind: str, key, sensitive: bool) -> str:
+def _display_key(kind: str, key, access: CustomerAccess) -> str:
     if kind == "name_city":
         return f"{key[0]} · {key[1]}"
-    if sensitive:
-        return key
-    return mask_phone(key) if kind == "phone" else mask_email(key)
+    return access.mask(kind, key)
 
 
 def find_duplicate_groups(actor: Actor, kind: str, after_key: str = "", limit: int = 50) -> DuplicatePage:
@@ -467,9 +471,9 @@ def find_duplicate_groups(actor: Actor, kind: str, after_key: str = "", limit: i
     except (TypeError, ValueError):
         raise ValidationError.single("limit", "error.bad_choice") from None
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    sensitive = actor.can("customer.view_sensitive")
-    if not sensitive and kind in ("phone", "email"):
-        return _groups_by_first_id(kind, after_key, limit)
+    access = CustomerAccess(actor)
+    if not access.sees_sensitive and kind in ("phone", "email"):
+        return _groups_by_first_id(access, kind, after_key, limit)
     after = _decode_key(kind, after_key)
     found: list[tuple[object, list]] = []
     with get_engine().connect() as conn:
@@ -478,7 +482,7 @@ def find_duplicate_groups(actor: Actor, kind: str, after_key: str = "", limit: i
             if not keys:
                 break
             plausible = [key for key in keys if _identifies_someone(kind, key)]
-            members = _members_by_key(conn, kind, plausible, capitalised)
+            members = _members_by_key(conn, access, kind, plausible, capitalised)
             found += [(key, members[key]) for key in plausible if len(members.get(key, ())) > 1]
             after = keys[-1]
             if len(keys) < limit + 1:
@@ -486,9 +490,9 @@ def find_duplicate_groups(actor: Actor, kind: str, after_key: str = "", limit: i
     groups = [
         DuplicateGroup(
             kind=kind,
-            key=_display_key(kind, key, sensitive),
+            key=_display_key(kind, key, access),
             size=len(rows),
-            members=[_member_dto(r, sensitive) for r in rows[:MEMBERS_PER_GROUP]],
+            members=[_member_dto(r, access) for r in rows[:MEMBERS_PER_GROUP]],
         )
         for key, rows in found[:limit]
     ]
@@ -499,7 +503,7 @@ def find_duplicate_groups(actor: Actor, kind: str, after_key: str = "", limit: i
     return DuplicatePage(kind=kind, groups=groups, next_key=next_key)
 
 
-def _groups_by_first_id(kind: str, after_key: str, limit: int) -> DuplicatePage:
+def _groups_by_first_id(access: CustomerAccess, kind: str, after_key: str, limit: int) -> DuplicatePage:
     """find_duplicate_groups for a role that sees phones and e-mails masked (see _keys_by_first_id)."""
     cursor_kind = kind + FIRST_ID_SUFFIX
     after = _decode_key(cursor_kind, after_key) or 0
@@ -512,9 +516,9 @@ def _groups_by_first_id(kind: str, after_key: str, limit: int) -> DuplicatePage:
             plausible = [(key, first) for key, first in pairs if _identifies_someone(kind, key)]
             keys = [key for key, _first in plausible]
             if kind == "phone":
-                members = _members_by_key(conn, kind, keys, {})
+                members = _members_by_key(conn, access, kind, keys, {})
             else:
-                members = _members_by_lower_email(conn, keys)
+                members = _members_by_lower_email(conn, access, keys)
             found += [(key, members[key], first) for key, first in plausible if len(members.get(key, ())) > 1]
             after = pairs[-1][1]
             if len(pairs) < limit + 1:
@@ -522,9 +526,9 @@ def _groups_by_first_id(kind: str, after_key: str, limit: int) -> DuplicatePage:
     groups = [
         DuplicateGroup(
             kind=kind,
-            key=_display_key(kind, key, False),
+            key=_display_key(kind, key, access),
             size=len(rows),
-            members=[_member_dto(r, False) for r in rows[:MEMBERS_PER_GROUP]],
+            members=[_member_dto(r, access) for r in rows[:MEMBERS_PER_GROUP]],
         )
         for key, rows, _first in found[:limit]
     ]
@@ -547,13 +551,15 @@ def _clean_ids(ids: Iterable) -> list[int]:
     return cleaned
 
 
-def _load_mergeable(conn_or_session, ids: Sequence[int], versions: dict[int, int] | None = None) -> dict[int, object]:
-    """The customers' rows by id; refuses missing, trashed and erased ones.
+def _load_mergeable(
+    conn_or_session, access: CustomerAccess, ids: Sequence[int], versions: dict[int, int] | None = None
+) -> dict[int, object]:
+    """The customers' rows by id; refuses missing, out of reach, trashed and erased ones.
 
     With ``versions``, a customer changed since the dialog read it raises
     Conflict first (a customer merged away meanwhile is "changed", not "gone").
     """
-    rows = {r.id: r for r in conn_or_session.execute(select(Customer.__table__).where(C.id.in_(list(ids))))}
+    rows = access.load_many(conn_or_session, ids)
     if any(customer_id not in rows for customer_id in ids):
         raise NotFound()
     for customer_id in ids:
@@ -593,13 +599,12 @@ def _is_empty(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _display(field: str, value, sensitive: bool, lang: str) -> str:
+def _display(field: str, value, access: CustomerAccess, lang: str) -> str:
     if _is_empty(value):
         return ""
     if isinstance(value, dt.date):
         value = value.isoformat()
-    if not sensitive:
-        value = mask_value(field, value)
+    value = access.mask(field, value)
     if field in CODE_PREFIXES:
         return label(lang, CODE_PREFIXES[field], str(value))
     return str(value)
@@ -622,9 +627,10 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
     shown = ",".join(map(str, ids[: MAX_MERGE + 1])) if isinstance(ids, (list, tuple)) else ""
     require(actor, "customer.merge", action="customer.merge_preview", target_type="customer", target_id=shown[:64])
     ids = _clean_ids(ids)
-    sensitive = actor.can("customer.view_sensitive")
+    access = CustomerAccess(actor)
+    sensitive = access.sees_sensitive
     with get_engine().connect() as conn:
-        rows = _load_mergeable(conn, ids)
+        rows = _load_mergeable(conn, access, ids)
         counts = _count_rows(conn, ids)
     # The original record: the earliest registered (ties: the lowest id).
     survivor = min(ids, key=lambda i: (as_utc(rows[i].registered_at), i))
@@ -639,7 +645,7 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
                 label_key=FIELD_LABEL_KEYS[field],
                 label=tr(lang, FIELD_LABEL_KEYS[field]),
                 values=[
-                    FieldValue(i, _display(field, values[i][field], sensitive, lang), _is_empty(values[i][field]))
+                    FieldValue(i, _display(field, values[i][field], access, lang), _is_empty(values[i][field]))
                     for i in ids
                 ],
                 differs=len({None if _is_empty(v) else v for v in raw}) > 1,
@@ -654,7 +660,7 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
             status=rows[i].status,
             registered=format_local(rows[i].registered_at),
             last_active=format_local(rows[i].last_active_at),
-            total_spent=money(rows[i].total_spent_cents) if sensitive else MASK,
+            total_spent=access.mask("total_spent", money(rows[i].total_spent_cents)),
             paid_orders=rows[i].order_count,
             orders=counts["orders"].get(i, 0),
             conversations=counts["conversations"].get(i, 0),
@@ -854,7 +860,7 @@ def merge_customers(
     now = utcnow()
     by_name = actor.display_name or actor.username
     with write_session() as session:
-        rows = _load_mergeable(session, ids, versions)
+        rows = _load_mergeable(session, CustomerAccess(actor), ids, versions)
         old = {i: {f: getattr(rows[i], f) for f in EDITABLE_FIELDS} for i in ids}
         choices = {**default_choices(old, survivor, ids), **choices}
         new_fields = {field: old[choices[field]][field] for field in EDITABLE_FIELDS}

@@ -68,9 +68,9 @@ from meiqia_app.models import (
 )
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, erasure_ledger, mentions, webhooks
+from meiqia_app.services.customer_access import CustomerAccess, parse_id
 from meiqia_app.services.customer_list import invalidate_counts
-from meiqia_app.services.customers import parse_id
-from meiqia_app.services.errors import Conflict, NotFound, ValidationError
+from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
 
@@ -102,9 +102,7 @@ def request_erasure(actor: Actor, customer_id, reason: str) -> RequestView:
     if len(reason) > MAX_REASON:
         raise ValidationError.single("reason", "error.too_long", max=MAX_REASON)
     with write_session() as session:
-        customer = session.get(Customer, customer_id)
-        if customer is None:
-            raise NotFound()
+        customer = CustomerAccess(actor).load(session, customer_id)
         if customer.erased_at is not None:
             raise Conflict("cleanup.erasure.already_erased")
         pending = session.exec(
@@ -394,8 +392,7 @@ def erase_customer(actor: Actor, customer_id, confirm: str = "", redact: Iterabl
     if str(confirm).strip() != str(customer_id):
         raise ValidationError.single("confirm", "cleanup.confirm_mismatch", count=customer_id)
     with write_session() as session:
-        if session.get(Customer, customer_id) is None:
-            raise NotFound()
+        CustomerAccess(actor).load(session, customer_id)
         counts = erase_batch(session, actor, [customer_id], redact=mentions.parse_keys(redact))
     after_erasure(utcnow())
     return counts

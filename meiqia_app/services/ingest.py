@@ -59,9 +59,10 @@ from meiqia_app.models import (
 from meiqia_app.models.activity import CHANNELS, CONVERSATION_CATEGORIES, ORDER_STATUSES
 from meiqia_app.models.customer import SOURCES
 from meiqia_app.services import audit, customer_edit, customer_orders, scheduler
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import normalize_phone
-from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.errors import NotFound, ReadOnly, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
 
@@ -334,13 +335,14 @@ def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
             taken.add(record.event_id)
             fresh.append(record)
         batch = _Batch(session, actor, now)
+        access = CustomerAccess(actor)
         customers = _resolve(conn, fresh)
         batch.create_prospects(fresh, customers)
         batch.prefetch(fresh)
         for record in fresh:
             # Every check comes before any work is queued: a refused record leaves nothing behind.
             try:
-                record.customer_id, record.created_customer = _customer_for(record, customers, batch.prospects)
+                record.customer_id, record.created_customer = _customer_for(access, record, customers, batch.prospects)
                 batch.plan(record)
             except _Reject as rejected:
                 results.append(
@@ -454,16 +456,21 @@ def _rank(row) -> int:
     return 1 if row.status == "archived" else 0
 
 
-def _customer_for(record: _Record, customers: dict, prospects: dict) -> tuple[int, bool]:
+# ReadOnly's message key -> the reason a record is rejected with.
+_READ_ONLY_REASONS = {"error.customer_archived": "customer_archived", "error.erasure_pending": "erasure_pending"}
+
+
+def _customer_for(access: CustomerAccess, record: _Record, customers: dict, prospects: dict) -> tuple[int, bool]:
     known = customers.get(record.ref)
     if known is not None:
         customer_id, status, erased, pending = known[:4]
-        if status == "trashed" or erased:
-            raise _Reject("customer_not_found", f"customer.{record.ref[0]}")
-        if status == "archived":
-            raise _Reject("customer_archived", f"customer.{record.ref[0]}")
-        if pending:
-            raise _Reject("erasure_pending", f"customer.{record.ref[0]}")
+        field = f"customer.{record.ref[0]}"
+        try:
+            access.check_writable(status, erased, pending, writer="system")
+        except NotFound:
+            raise _Reject("customer_not_found", field) from None
+        except ReadOnly as refused:
+            raise _Reject(_READ_ONLY_REASONS.get(refused.message_key, "customer_not_found"), field) from None
         return customer_id, False
     if record.ref[0] != "visitor_id":
         raise _Reject("customer_not_found", f"customer.{record.ref[0]}")

@@ -236,10 +236,10 @@ def start_in_background(job_id: int) -> threading.Thread:
 
 
 def job_view(actor: Actor, job_id: int) -> JobView:
-    """Progress of a job: visible to whoever started it and to admins."""
+    """Progress of a job: visible to whoever started it and to those with job.view_all."""
     with read_session() as session:
         job = session.get(Job, job_id)
-        if job is None or not (actor.is_admin or actor.is_system or job.created_by_id == actor.user_id):
+        if job is None or not (actor.can("job.view_all") or actor.is_system or job.created_by_id == actor.user_id):
             raise NotFound()
         return _view(job)
 
@@ -247,7 +247,7 @@ def job_view(actor: Actor, job_id: int) -> JobView:
 def request_cancel(actor: Actor, job_id: int) -> None:
     with write_session() as session:
         job = session.get(Job, job_id)
-        if job is None or not (actor.is_admin or job.created_by_id == actor.user_id):
+        if job is None or not (actor.can("job.view_all") or job.created_by_id == actor.user_id):
             raise NotFound()
         if job.status in ACTIVE:
             job.cancel_requested = True

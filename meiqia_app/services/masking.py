@@ -1,4 +1,8 @@
-"""Masking of sensitive values for roles without customer.view_sensitive (RBAC-3)."""
+"""How sensitive values look masked for roles without customer.view_sensitive (RBAC-3).
+
+The maskers only: which fields are sensitive is the one table in
+services/customer_access.py (SENSITIVE, mask_value, mask_diff).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,6 @@ import re
 
 import phonenumbers
 
-SENSITIVE_FIELDS = frozenset(
-    {
-        "phone",
-        "email",
-        "address",
-        "birthday",
-        "total_spent",
-        "total_spent_cents",
-        "order_amount",
-        "purchase_history",
-        "recipient_name",
-        "recipient_phone",
-        "shipping_address",
-    }
-)
 MASK = "****"
 
 
@@ -101,26 +90,6 @@ def mask_address(address: str | None) -> str:
     if not address:
         return ""
     return address[:4] + MASK
-
-
-def mask_value(field: str, value: object) -> object:
-    """Mask one value by field name; non-sensitive fields pass through."""
-    if value is None or value == "":
-        return value
-    if field in ("phone", "recipient_phone"):
-        return mask_phone(str(value))
-    if field == "email":
-        return mask_email(str(value))
-    if field in ("address", "shipping_address"):
-        return mask_address(str(value))
-    if field in SENSITIVE_FIELDS:
-        return MASK
-    return value
-
-
-def mask_diff(diff: dict[str, tuple[object, object]]) -> dict[str, list[object]]:
-    """A field diff for the audit log: sensitive values always masked."""
-    return {field: [mask_value(field, old), mask_value(field, new)] for field, (old, new) in diff.items()}
 
 
 def mask_search_term(term: str | None) -> str:

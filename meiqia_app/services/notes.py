@@ -16,7 +16,7 @@ from __future__ import annotations
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import Note
 from meiqia_app.services import audit, rbac
-from meiqia_app.services.customers import editable_customer, parse_id
+from meiqia_app.services.customer_access import CustomerAccess, parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.timeline import may_change_note
@@ -65,7 +65,7 @@ def add_note(actor: Actor, customer_id: int, text: str) -> int:
     customer_id = parse_id(customer_id)
     body = clean_text(text)
     with write_session() as session:
-        editable_customer(session, customer_id, actor)
+        CustomerAccess(actor).load(session, customer_id, for_write=True)
         now = utcnow()
         note = Note(
             customer_id=customer_id,
@@ -98,7 +98,7 @@ def edit_note(actor: Actor, note_id: int, text: str) -> None:
         note = session.get(Note, note_id)
         if note is None:
             raise NotFound()
-        editable_customer(session, note.customer_id, actor)
+        CustomerAccess(actor).load(session, note.customer_id, for_write=True)
         if note.body == body:
             return
         old = note.body
@@ -129,7 +129,7 @@ def delete_note(actor: Actor, note_id: int) -> None:
         note = session.get(Note, note_id)
         if note is None:
             raise NotFound()
-        editable_customer(session, note.customer_id, actor)
+        CustomerAccess(actor).load(session, note.customer_id, for_write=True)
         details = {
             "customer_id": note.customer_id,
             "author_id": note.author_id,

@@ -75,6 +75,7 @@ from meiqia_app.db import get_engine
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, Order
 from meiqia_app.models.customer import IN_TRASH, IN_WORKING_SET_INDEXES, LIFECYCLE_STAGES, SOURCES
 from meiqia_app.services import report_aggregates as aggregates
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
@@ -417,13 +418,20 @@ def _scoped_segment(actor: Actor, segment: ListQuery | None, action: str) -> Lis
     return scoped_query(actor, segment, action=action)
 
 
-def _segment_conditions(conn: Connection, segment: ListQuery | None) -> list:
-    """Conditions on the customer table for a segment (always within the working set)."""
+def _segment_key(access: CustomerAccess, segment: ListQuery | None) -> str:
+    """A segment's part of cache keys: its matching set and the actor's reach (access.set_key)."""
+    if segment is None:
+        return ""
+    return f"{access.set_key(segment.status)}:{segment.signature()}"
+
+
+def _segment_conditions(conn: Connection, access: CustomerAccess, segment: ListQuery | None) -> list:
+    """Conditions on the customer table for a segment (always within the working set), within ``access``'s reach."""
     if segment is None:
         return []
     from meiqia_app.services.customer_list import all_conditions
 
-    return all_conditions(conn, segment)
+    return all_conditions(conn, access, segment)
 
 
 EXCLUDED_CHUNK = 2000
@@ -827,7 +835,9 @@ def _ledger_usable(segment: ListQuery | None) -> bool:
     return ready and not behind
 
 
-def _segment_totals(conn: Connection, segment: ListQuery | None, usable: bool) -> aggregates.SegmentTotals | None:
+def _segment_totals(
+    conn: Connection, access: CustomerAccess, segment: ListQuery | None, usable: bool
+) -> aggregates.SegmentTotals | None:
     """A segment's figures from the ledger of its customers (one pass serves the
     comparison, the cohorts and the top products of a report), or None when the
     aggregates cannot answer exactly right now (first build, or many changes
@@ -838,7 +848,7 @@ def _segment_totals(conn: Connection, segment: ListQuery | None, usable: bool) -
     key = (
         str(get_engine().url),
         str(local_zone()),
-        segment.signature(),
+        _segment_key(access, segment),
         _data_signature(conn),
         aggregates.applied_version,
     )
@@ -846,7 +856,7 @@ def _segment_totals(conn: Connection, segment: ListQuery | None, usable: bool) -
         found = _segment_memo.get(key)
     if found is not None and time.monotonic() - found[0] <= SEGMENT_MEMO_SECONDS:
         return found[1]
-    ids = select(C.id).where(ACTIVE, *_segment_conditions(conn, segment))
+    ids = select(C.id).where(ACTIVE, *_segment_conditions(conn, access, segment))
     # Summing the ledger costs per customer of the segment (~35 figures each);
     # the SQL over the rows costs per row in the periods whatever the segment's
     # size. Small segments (a city, a tag, a saved view) take the ledger.
@@ -1011,6 +1021,7 @@ def trend(
     flagged ``partial``."""
     require(actor, "report.view", action="report.trend")
     segment = _scoped_segment(actor, segment, "report.trend")
+    access = CustomerAccess(actor)
     if granularity not in GRANULARITIES:
         raise ValidationError.single("granularity", "error.bad_choice")
     today = local_today(now)
@@ -1037,7 +1048,7 @@ def trend(
         return points
 
     def compute(conn: Connection) -> list[TrendPoint]:
-        seg = _segment_conditions(conn, segment)
+        seg = _segment_conditions(conn, access, segment)
         bounds = [local_day_start_utc(day) for day in starts] + [
             local_day_start_utc(_bucket_end(granularity, starts[-1]))
         ]
@@ -1087,7 +1098,7 @@ def trend(
             )
         return points
 
-    signature = segment.signature() if segment is not None else ""
+    signature = _segment_key(access, segment)
     return _cached("trend", (granularity, starts[0], len(starts), signature, today), compute, allow_stale)
 
 
@@ -1107,15 +1118,16 @@ def compare_periods(actor: Actor, segment: ListQuery | None, period_a: Period, p
     """The same measures for a segment in two periods, e.g. before / after a campaign."""
     require(actor, "report.view", action="report.compare")
     segment = _scoped_segment(actor, segment, "report.compare")
+    access = CustomerAccess(actor)
     whole = segment is None and _aggregates_ready()
     usable = _ledger_usable(segment)
 
     def compute(conn: Connection) -> Comparison:
-        totals = None if whole else _segment_totals(conn, segment, usable)
+        totals = None if whole else _segment_totals(conn, access, segment, usable)
         if whole or totals is not None:
             a, b = _aggregate_measures(conn, period_a, totals), _aggregate_measures(conn, period_b, totals)
         else:
-            seg = _segment_conditions(conn, segment)
+            seg = _segment_conditions(conn, access, segment)
             a = period_measures(conn, period_a, seg)
             b = period_measures(conn, period_b, seg)
         return Comparison(
@@ -1129,7 +1141,7 @@ def compare_periods(actor: Actor, segment: ListQuery | None, period_a: Period, p
     if whole:
         with get_engine().connect() as conn:
             return compute(conn)
-    signature = segment.signature() if segment is not None else ""
+    signature = _segment_key(access, segment)
     return _cached("compare", (signature, period_a, period_b), compute)
 
 
@@ -1157,6 +1169,7 @@ def cohorts(
     clock): before that the window is incomplete and the figure is None."""
     require(actor, "report.view", action="report.cohorts")
     segment = _scoped_segment(actor, segment, "report.cohorts")
+    access = CustomerAccess(actor)
     months = max(1, min(int(months), 36))
     now = as_utc(now) if now is not None else utcnow()
     anchor = local_today(now) if last_month in (None, "") else _parse_day(last_month, "last_month")
@@ -1182,7 +1195,7 @@ def cohorts(
     usable = _ledger_usable(segment)
 
     def compute(conn: Connection) -> list[CohortRow]:
-        totals = _segment_totals(conn, segment, usable)
+        totals = _segment_totals(conn, access, segment, usable)
         if totals is not None:
             rows = []
             for first in firsts:
@@ -1195,7 +1208,7 @@ def cohorts(
                     )
                 )
             return rows
-        seg = _segment_conditions(conn, segment)
+        seg = _segment_conditions(conn, access, segment)
         rows = []
         for first in firsts:
             start = local_day_start_utc(first)
@@ -1214,7 +1227,7 @@ def cohorts(
             rows.append(CohortRow(first.strftime("%Y-%m"), int(values[0]), retained))
         return rows
 
-    signature = segment.signature() if segment is not None else ""
+    signature = _segment_key(access, segment)
     return _cached("cohorts", (signature, firsts[0], months, local_today(now)), compute)
 
 
@@ -1231,6 +1244,7 @@ def top_products(actor: Actor, segment: ListQuery | None, period: Period, limit:
     """Products by paid amount among the segment's paid orders in the period."""
     require(actor, "report.view", action="report.top_products")
     segment = _scoped_segment(actor, segment, "report.top_products")
+    access = CustomerAccess(actor)
     limit = max(1, min(int(limit), 50))
     if segment is None and _aggregates_ready():
         with get_engine().connect() as conn:
@@ -1241,12 +1255,12 @@ def top_products(actor: Actor, segment: ListQuery | None, period: Period, limit:
     usable = _ledger_usable(segment)
 
     def compute(conn: Connection) -> list[ProductRow]:
-        totals = _segment_totals(conn, segment, usable)
+        totals = _segment_totals(conn, access, segment, usable)
         if totals is not None:
             found = totals.products(period.first, period.last)
             found.sort(key=lambda r: (-r[3], r[0]))
             return [ProductRow(*row) for row in found[:limit]]
-        seg = _segment_conditions(conn, segment)
+        seg = _segment_conditions(conn, access, segment)
         amount = func.sum(OC.amount_cents)
         statement = (
             select(OC.product_name, func.count(), func.sum(OC.quantity), amount, func.count(distinct(OC.customer_id)))
@@ -1261,7 +1275,7 @@ def top_products(actor: Actor, segment: ListQuery | None, period: Period, limit:
             for name, n, q, a, b in conn.execute(statement)
         ]
 
-    signature = segment.signature() if segment is not None else ""
+    signature = _segment_key(access, segment)
     return _cached("top_products", (signature, period, limit), compute)
 
 

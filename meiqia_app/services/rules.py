@@ -67,8 +67,8 @@ from meiqia_app.models import (
 from meiqia_app.models.customer import IN_WORKING_SET_INDEXES, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.models.tag import SOURCE_RULE
 from meiqia_app.services import audit, jobs, scheduler
+from meiqia_app.services.customer_access import CustomerAccess, parse_id
 from meiqia_app.services.customer_list import invalidate_counts
-from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.lifecycle_update import recompute_lifecycle
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
@@ -484,12 +484,15 @@ def preview_rule(actor: Actor, data: dict, rule_id: int | None = None, now: dt.d
     now = now or utcnow()
     condition = compile_rule(spec.match, spec.conditions, now)
     has_tag = exists().where(TA.customer_id == C.id, TA.tag_id == spec.tag_id)
+    # What the person previewing may reach (a run itself works on every customer).
+    access = CustomerAccess(actor)
+    reach = access.scope_conditions()
     with get_engine().connect() as conn:
         _MATCH.drop(conn, checkfirst=True)
         _MATCH.create(conn)
         try:
             matching = conn.execute(
-                insert(_MATCH).from_select(["customer_id"], select(C.id).where(SCOPE, condition))
+                insert(_MATCH).from_select(["customer_id"], select(C.id).where(SCOPE, condition, *reach))
             ).rowcount
             gain = conn.execute(
                 select(func.count())
@@ -505,7 +508,7 @@ def preview_rule(actor: Actor, data: dict, rule_id: int | None = None, now: dt.d
                         TA.tag_id == spec.tag_id,
                         _owned(rule_id),
                         TA.customer_id.notin_(select(M.customer_id)),
-                        exists().where(C.id == TA.customer_id, SCOPE),
+                        exists().where(C.id == TA.customer_id, SCOPE, *reach),
                     )
                 ).scalar_one()
             rows = conn.execute(
@@ -524,7 +527,7 @@ def preview_rule(actor: Actor, data: dict, rule_id: int | None = None, now: dt.d
             "city": r.city or "",
             "source": r.source,
             "orders": r.order_count,
-            "spent": f"{r.total_spent_cents / 100:.2f}",
+            "spent": access.mask("total_spent", f"{r.total_spent_cents / 100:.2f}"),
             "gains": not r.has_tag,
         }
         for r in rows

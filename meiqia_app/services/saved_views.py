@@ -126,7 +126,7 @@ def delete_view(actor: Actor, view_id: int) -> None:
         if view is None:
             raise NotFound()
         owner_id = view.owner_id
-    if owner_id != actor.user_id and not actor.is_admin:
+    if owner_id != actor.user_id and not actor.can("view.manage_any"):
         refuse(actor, "view.delete", "error.permission_denied", target_type="view", target_id=view_id)
     with write_session() as session:
         view = session.get(SavedView, int(view_id))

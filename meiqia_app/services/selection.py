@@ -14,8 +14,9 @@ from sqlalchemy import and_, select
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import Customer
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_list import all_conditions, count_customers, matching_ids, scoped_query
-from meiqia_app.services.customer_query import ListQuery, status_condition
+from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.masking import mask_search_term
 from meiqia_app.services.rbac import Actor, require
@@ -97,18 +98,19 @@ def selection_count(actor: Actor, selection: Selection, exact: bool = True) -> i
     require(actor, "customer.view", action="customer.list")
     if selection.kind == KIND_QUERY:
         return count_customers(actor, selection.query, exact=exact).value
-    return sum(len(batch) for batch in _existing_ids_batches(selection, 0, 1000))
+    return sum(len(batch) for batch in _existing_ids_batches(CustomerAccess(actor), selection, 0, 1000))
 
 
-def _existing_ids_batches(selection: Selection, after_id: int, batch: int) -> Iterator[list[int]]:
-    """Ticked ids that still exist in the list's status, in id order."""
+def _existing_ids_batches(
+    access: CustomerAccess, selection: Selection, after_id: int, batch: int
+) -> Iterator[list[int]]:
+    """Ticked ids that still exist in the list's status within reach, in id order."""
+    status = access.status_conditions(selection.query.status)
     pending = [i for i in selection.ids if i > after_id]
     with get_engine().connect() as conn:
         for start in range(0, len(pending), batch):
             chunk = pending[start : start + batch]
-            statement = (
-                select(C.id).where(and_(C.id.in_(chunk), status_condition(selection.query.status))).order_by(C.id)
-            )
+            statement = select(C.id).where(and_(C.id.in_(chunk), *status)).order_by(C.id)
             found = list(conn.execute(statement).scalars())
             if found:
                 yield found
@@ -122,7 +124,7 @@ def iter_selected_ids(actor: Actor, selection: Selection, after_id: int = 0, bat
     """
     require(actor, "customer.view", action="customer.list")
     if selection.kind == KIND_IDS:
-        yield from _existing_ids_batches(selection, after_id, batch)
+        yield from _existing_ids_batches(CustomerAccess(actor), selection, after_id, batch)
         return
     while True:
         ids = matching_ids(actor, selection.query, after_id=after_id, batch=batch)
@@ -136,6 +138,7 @@ def selection_conditions(conn, selection: Selection, actor: Actor) -> list:
     """SQL conditions equivalent to the selection, for set-based statements
     (``INSERT … SELECT``, ``UPDATE … WHERE``) that should not pull ids into Python.
     The search matches under the rules of ``actor``'s role (customer_query)."""
+    access = CustomerAccess(actor)
     if selection.kind == KIND_IDS:
-        return [C.id.in_(selection.ids), status_condition(selection.query.status)]
-    return all_conditions(conn, scoped_query(actor, selection.query))
+        return [C.id.in_(selection.ids), *access.status_conditions(selection.query.status)]
+    return all_conditions(conn, access, scoped_query(actor, selection.query))

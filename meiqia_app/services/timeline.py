@@ -30,10 +30,10 @@ from meiqia_app.db import read_connection
 from meiqia_app.i18n import tr
 from meiqia_app.models import AuditEntry, BehaviorEvent, Conversation, Customer, Message, Note, Order, Product
 from meiqia_app.services import api_keys
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_dto import label, money
 from meiqia_app.services.customers import iso, parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
-from meiqia_app.services.masking import MASK, mask_value
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, format_local
 
@@ -150,11 +150,8 @@ def _clean_kinds(kinds: Iterable[str] | None) -> tuple[str, ...]:
 
 def check_customer_visible(conn: Connection, actor: Actor, customer_id: int) -> str:
     """The customer's status; NotFound unless the customer exists and the actor may
-    see it (trashed: only with customer.delete)."""
-    status = conn.execute(select(_C.status).where(_C.id == customer_id)).scalar_one_or_none()
-    if status is None or (status == "trashed" and not actor.can("customer.delete")):
-        raise NotFound()
-    return status
+    reach it (services/customer_access)."""
+    return CustomerAccess(actor).load_row(conn, customer_id).status
 
 
 def may_change_note(actor: Actor, author_id: int | None) -> bool:
@@ -189,18 +186,15 @@ def _orders(conn, actor, customer_id, cursor, n, lang):
     condition = _below(_O.created_at, _O.id, KIND_ORDER, cursor)
     if condition is not None:
         statement = statement.where(condition)
-    sensitive = actor.can("customer.view_sensitive")
+    access = CustomerAccess(actor)
     result = []
     for r in conn.execute(statement):
-        amount = money(r.amount_cents) if sensitive else MASK
-        if sensitive:
-            recipient = [r.recipient_name, r.recipient_phone, r.shipping_address]
-        else:
-            recipient = [
-                mask_value("recipient_name", r.recipient_name),
-                mask_value("recipient_phone", r.recipient_phone),
-                mask_value("shipping_address", r.shipping_address),
-            ]
+        amount = access.mask("order_amount", money(r.amount_cents))
+        recipient = [
+            access.mask("recipient_name", r.recipient_name),
+            access.mask("recipient_phone", r.recipient_phone),
+            access.mask("shipping_address", r.shipping_address),
+        ]
         name, phone, address = (str(v or "") for v in recipient)
         detail = tr(lang, "timeline.order_shipping", name=name, phone=phone, address=address) if any(recipient) else ""
         result.append(
@@ -449,7 +443,7 @@ def customer_timeline(
     rows.sort(key=lambda row: (as_utc(row[0]), row[1], row[2]), reverse=True)
     page = rows[:limit]
     if status != "active":
-        # Archived or trashed: read-only until restored (services/customers.editable_customer).
+        # Archived or trashed: read-only until restored (CustomerAccess.load(..., for_write=True)).
         for _at, _kind, _id, item, _key in page:
             item.can_edit = item.can_delete = False
     next_cursor = ""
@@ -477,8 +471,8 @@ def activity_marker(actor: Actor, customer_id: int) -> ActivityMarker | None:
     """The customer's activity counter and edit version (one primary-key read), None when not visible."""
     require(actor, "customer.view", action="customer.view", target_type="customer", target_id=customer_id)
     with read_connection() as conn:
-        row = conn.execute(select(_C.activity_seq, _C.version, _C.status).where(_C.id == parse_id(customer_id))).first()
-    if row is None or (row.status == "trashed" and not actor.can("customer.delete")):
+        row = CustomerAccess(actor).find_row(conn, customer_id, _C.activity_seq, _C.version)
+    if row is None:
         return None
     return ActivityMarker(seq=row.activity_seq, version=row.version)
 

@@ -18,7 +18,6 @@ from meiqia_app.services.rbac import (
     BUILTIN_ROLES,
     DEFAULT_EXPORT_POLICIES,
     PERMISSIONS,
-    SENSITIVE_EXPORT_FIELDS,
     Actor,
     ExportPolicy,
     require,
@@ -37,10 +36,10 @@ def _default_policy(role_name: str) -> ExportPolicy:
         role_name, ExportPolicy(max_rows=1000, bulk_allowed=False, approval_required=True)
     )
     if role_name == "data_analyst":
-        from meiqia_app.services.exports.fields import EXPORT_FIELDS
+        from meiqia_app.services.exports.fields import EXPORT_FIELDS, sensitive_export_fields
 
         policy = dataclasses.replace(
-            policy, allowed_fields=tuple(f for f in EXPORT_FIELDS if f not in SENSITIVE_EXPORT_FIELDS)
+            policy, allowed_fields=tuple(f for f in EXPORT_FIELDS if f not in sensitive_export_fields())
         )
     return policy
 

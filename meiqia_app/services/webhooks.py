@@ -59,6 +59,7 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_connection, write_session
 from meiqia_app.models import Customer, WebhookDelivery, WebhookEndpoint
 from meiqia_app.services import audit, keys
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
@@ -588,7 +589,7 @@ def _customer_payload(customer_id: int | None, level: str) -> dict | None:
 
     if level not in _WEBHOOK_ACTOR_PERMISSIONS:
         with read_connection() as conn:
-            found = conn.execute(select(_C.erased_at).where(_C.id == customer_id)).first()
+            found = CustomerAccess(SYSTEM_ACTOR).find_row(conn, customer_id, _C.erased_at)
         if found is None:
             return {"id": customer_id, "deleted": True}
         return {"id": customer_id, "erased": True} if found.erased_at is not None else {"id": customer_id}

@@ -12,6 +12,13 @@ models  <-  services / dbadapter  <-  state  <-  pages / components
   must not change when adapters evolve).
 - Tests name the error they expect: ``pytest.raises(Exception)`` passes on
   any crash.
+- Only services/customer_access.py reads a customer by id (``session.get(Customer,
+  …)``, ``….where(Customer.id == …)`` in a SELECT): everything else goes
+  through CustomerAccess, so who may reach which customer is decided in one
+  place (issue 21).
+- Nobody decides by role name (``is_admin``, ``role_name == …``, ``ADMIN_ROLE``)
+  outside identity (services/rbac.py, services/users.py): what a role may do
+  is a permission the role matrix shows.
 """
 
 from __future__ import annotations
@@ -129,6 +136,137 @@ def loose_raises(folder: Path) -> list[str]:
     return found
 
 
+# Reading a customer by id is CustomerAccess's alone. Also allowed:
+# - models/, migrations/, seed/, dbadapter/: below the services (schema, data
+#   set-up, database-specific SQL; they serve no person's request);
+# - services/lifecycle_update.py: the system's set-based UPDATE of stages and
+#   tiers (recompute_lifecycle(customer_id=…) runs after a change the caller
+#   already loaded through CustomerAccess; it reads nothing back).
+CUSTOMER_BY_ID_ALLOWED = (
+    "meiqia_app/services/customer_access.py",
+    "meiqia_app/models/",
+    "meiqia_app/migrations/",
+    "meiqia_app/seed/",
+    "meiqia_app/dbadapter/",
+    "meiqia_app/services/lifecycle_update.py",
+)
+# Identity: where roles are defined, resolved and administered.
+ROLE_NAME_ALLOWED = ("meiqia_app/services/rbac.py", "meiqia_app/services/users.py")
+
+
+def _table_aliases(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """(names bound to Customer's table or columns, names bound to any model's table or columns).
+
+    ``C = Customer.__table__.c`` / ``T = Customer.__table__``: the customer's;
+    ``TA = TagAssignment.__table__.c``: some table's (a column of it is no value).
+    """
+    customer, tables = {"Customer"}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = node.value
+            if isinstance(value, ast.Attribute) and value.attr == "c":
+                value = value.value
+            if isinstance(value, ast.Attribute) and value.attr == "__table__" and isinstance(value.value, ast.Name):
+                tables.add(node.targets[0].id)
+                if value.value.id == "Customer":
+                    customer.add(node.targets[0].id)
+    return customer, tables
+
+
+def _is_customer_ref(node: ast.AST, customer: set[str]) -> bool:
+    """Customer, C (an alias), Customer.__table__, Customer.__table__.c."""
+    if isinstance(node, ast.Name):
+        return node.id in customer
+    if isinstance(node, ast.Attribute) and node.attr in ("c", "__table__"):
+        return _is_customer_ref(node.value, customer)
+    return False
+
+
+def _is_column(node: ast.AST, tables: set[str]) -> bool:
+    """A column of some table (a join or a correlation), not a value."""
+    if not isinstance(node, ast.Attribute):
+        return False
+    base = node.value
+    if isinstance(base, ast.Attribute) and base.attr == "c":
+        return True
+    return isinstance(base, ast.Name) and (base.id in tables or base.id[:1].isupper())
+
+
+def _reads_customers(call: ast.Call, customer: set[str]) -> bool:
+    """Whether the statement a ``.where`` belongs to reads the customer table: a SELECT
+    (not an UPDATE or DELETE, guarded writes) naming Customer or its columns."""
+    calls, node = [], call.func.value if isinstance(call.func, ast.Attribute) else None
+    while node is not None:
+        if isinstance(node, ast.Call):
+            calls.append(node)
+            node = node.func.value if isinstance(node.func, ast.Attribute) else None
+        elif isinstance(node, ast.Attribute):
+            node = node.value
+        else:
+            node = None
+    names = [c.func.id if isinstance(c.func, ast.Name) else c.func.attr for c in calls]
+    if any(name in ("update", "delete") for name in names) or not any("select" in name for name in names):
+        return False
+    return any(
+        _is_customer_ref(part, customer) or (isinstance(part, ast.Attribute) and _is_customer_ref(part.value, customer))
+        for c in calls
+        for arg in c.args
+        for part in ast.walk(arg)
+    )
+
+
+def customer_loads_by_id(folders: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    found = []
+    for name, tree in _modules(*folders):
+        if name.startswith(allowed):
+            continue
+        customer, tables = _table_aliases(tree)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr == "get" and node.args and _is_customer_ref(node.args[0], customer):
+                found.append(f"{name}:{node.lineno} gets a Customer by id")
+            elif node.func.attr in ("where", "filter") and _reads_customers(node, customer):
+                for condition in node.args:
+                    for compare in ast.walk(condition):
+                        if not (isinstance(compare, ast.Compare) and isinstance(compare.ops[0], ast.Eq)):
+                            continue
+                        sides = [compare.left, *compare.comparators]
+                        for side, other in ((sides[0], sides[-1]), (sides[-1], sides[0])):
+                            if (
+                                isinstance(side, ast.Attribute)
+                                and side.attr == "id"
+                                and _is_customer_ref(side.value, customer)
+                                and not _is_column(other, tables)
+                            ):
+                                found.append(f"{name}:{compare.lineno} selects a customer by id")
+                                break
+    return sorted(set(found))
+
+
+def role_name_decisions(folders: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    found = []
+    for name, tree in _modules(*folders):
+        if name.startswith(allowed):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "is_admin":
+                found.append(f"{name}:{node.lineno} asks is_admin")
+            elif isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                if any(_names_a_role(operand) for operand in operands):
+                    found.append(f"{name}:{node.lineno} compares a role name")
+    return sorted(set(found))
+
+
+def _names_a_role(node: ast.AST) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in ("role_name", "ADMIN_ROLE")
+    if isinstance(node, ast.Attribute):
+        return node.attr in ("role_name", "ADMIN_ROLE")
+    return False
+
+
 # --- the rules --------------------------------------------------------------------------
 
 
@@ -149,6 +287,16 @@ def test_tests_name_the_error_they_expect():
     assert loose_raises(ROOT / "tests") == []
 
 
+def test_only_customer_access_reads_a_customer_by_id():
+    everything = sorted(p.name for p in APP.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists())
+    assert customer_loads_by_id(tuple(everything), CUSTOMER_BY_ID_ALLOWED) == []
+
+
+def test_nobody_decides_by_role_name_outside_identity():
+    everything = sorted(p.name for p in APP.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists())
+    assert role_name_decisions(tuple(everything), ROLE_NAME_ALLOWED) == []
+
+
 # --- the checks themselves catch what they are for ----------------------------------------
 
 
@@ -164,6 +312,18 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
         "state": "from sqlalchemy import select\nfrom meiqia_app.models import Customer, SOURCES\nQ = 'SELECT id FROM customer'\n",
         "pages": "from meiqia_app.models.customer import SOURCES\n",
         "seed": "def f(engine):\n    return engine.dialect.name == 'sqlite' or URL.startswith(('postgresql', 'x'))\n",
+        "web": (
+            "C = Customer.__table__.c\n"
+            "TA = TagAssignment.__table__.c\n"
+            "def f(session, conn, actor, role, i):\n"
+            "    a = session.get(Customer, i)\n"
+            "    b = conn.execute(select(C.name).where(C.id == i))\n"
+            "    c = session.exec(select(Customer).where(Customer.id == int(i))).first()\n"
+            "    fine = update(Customer.__table__).where(C.id == i, C.version == 2)\n"
+            "    also_fine = select(TA.tag_id).where(TA.customer_id == C.id, C.id.in_([i]))\n"
+            "    if actor.is_admin or actor.role_name == 'admin' or role.name == ADMIN_ROLE:\n"
+            "        return a, b, c, fine, also_fine\n"
+        ),
     }.items():
         (app / folder).mkdir(parents=True)
         (app / folder / "m.py").write_text(source)
@@ -186,3 +346,13 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
         "meiqia_app/seed/m.py:2 reads .dialect",
     ]
     assert loose_raises(tests) == ["tests/test_x.py:3 pytest.raises(Exception)"]
+    assert customer_loads_by_id(("web",), ()) == [
+        "meiqia_app/web/m.py:4 gets a Customer by id",
+        "meiqia_app/web/m.py:5 selects a customer by id",
+        "meiqia_app/web/m.py:6 selects a customer by id",
+    ]
+    assert customer_loads_by_id(("web",), ("meiqia_app/web/",)) == []
+    assert role_name_decisions(("web",), ()) == [
+        "meiqia_app/web/m.py:9 asks is_admin",
+        "meiqia_app/web/m.py:9 compares a role name",
+    ]

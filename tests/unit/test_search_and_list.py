@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from meiqia_app.db import get_engine
 from meiqia_app.services import customer_list, customers
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.masking import MASK, mask_email, mask_phone
@@ -544,9 +545,11 @@ def test_tag_filter_gives_the_same_rows_whichever_side_drives(seeded_actors, mon
     tag_id = _tag_with_customers()
     query = q(tags_any=[tag_id], **extra)
     with get_engine().connect() as conn:
-        assert bool(customer_list.driving_tags(conn, query)) is tag_drives
+        assert bool(customer_list.driving_tags(conn, CustomerAccess(seeded_actors["agent"]), query)) is tag_drives
         if not tag_drives:
-            assert customer_list.driving_tags(conn, query, for_counting=True) == ()
+            assert (
+                customer_list.driving_tags(conn, CustomerAccess(seeded_actors["agent"]), query, for_counting=True) == ()
+            )
     where = " AND ".join(
         ["status = 'active'", f"id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {tag_id})"]
         + (["consent_marketing = true"] if extra.get("consent_marketing") else [])
@@ -570,7 +573,7 @@ def test_tags_all_is_driven_by_its_rarest_tag(seeded_actors, monkeypatch):
     (common, _), (rare, _) = sizes[0], sizes[-1]
     query = q(tags_all=[common, rare], consent_marketing="yes")
     with get_engine().connect() as conn:
-        assert customer_list.driving_tags(conn, query) == (rare,)
+        assert customer_list.driving_tags(conn, CustomerAccess(seeded_actors["agent"]), query) == (rare,)
     expected = scalar(
         "SELECT count(*) FROM customer WHERE status = 'active' AND consent_marketing = true "
         f"AND id IN (SELECT customer_id FROM tag_assignment WHERE tag_id = {common}) "

@@ -9,9 +9,10 @@ import dataclasses
 import datetime as dt
 
 from meiqia_app.config import get_settings
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.exports.fields import EXPORT_FIELDS
 from meiqia_app.services.exports.rows import ExportSpec
-from meiqia_app.services.rbac import SENSITIVE_EXPORT_FIELDS, Actor
+from meiqia_app.services.rbac import Actor
 from meiqia_app.services.selection import KIND_IDS
 from meiqia_app.timeutil import today_local
 
@@ -46,7 +47,7 @@ def field_availability(actor: Actor) -> dict[str, str]:
 
 def masked_fields(actor: Actor) -> set[str]:
     """Sensitive fields this actor exports masked (no customer.view_sensitive)."""
-    return set() if actor.can("customer.view_sensitive") else set(SENSITIVE_EXPORT_FIELDS)
+    return set(CustomerAccess(actor).masked_fields(EXPORT_FIELDS))
 
 
 def evaluate(actor: Actor, spec: ExportSpec, fmt: str, row_count: int) -> PolicyResult:

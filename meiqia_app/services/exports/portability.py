@@ -20,11 +20,12 @@ from sqlmodel import select
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
-from meiqia_app.models import BehaviorEvent, Conversation, Customer, ExportJob, Message, Note, Order, Tag, TagAssignment
+from meiqia_app.models import BehaviorEvent, Conversation, ExportJob, Message, Note, Order, Tag, TagAssignment
+from meiqia_app.models.customer import STATUS_TRASHED
 from meiqia_app.services import audit
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.errors import NotFound, PermissionDenied
 from meiqia_app.services.exports import protect as protection
-from meiqia_app.services.masking import SENSITIVE_FIELDS, mask_value
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import utcnow
 
@@ -37,25 +38,24 @@ def _plain(value):
     return value
 
 
-def _record(model, sensitive_ok: bool) -> dict:
+def _record(model, access: CustomerAccess) -> dict:
     data = {}
     for key, value in model.model_dump().items():
         if key in HIDDEN:
             continue
         if key == "total_spent_cents":
             key, value = "total_spent", round((value or 0) / 100, 2)
-        if not sensitive_ok and (key in SENSITIVE_FIELDS or key == "total_spent"):
-            value = mask_value(key if key != "total_spent" else "total_spent_cents", value)
-        data[key] = _plain(value)
+        data[key] = _plain(access.mask(key, value))
     return data
 
 
 def collect(actor: Actor, customer_id: int) -> dict:
     require(actor, "customer.view", action="export.portability", target_type="customer", target_id=customer_id)
-    sensitive_ok = actor.can("customer.view_sensitive")
+    access = CustomerAccess(actor)
     with read_session() as session:
-        customer = session.get(Customer, int(customer_id))
-        if customer is None or customer.status == "trashed" or customer.erased_at is not None:
+        customer = access.load(session, customer_id)
+        # Not of the trash (even for those who may see it), nor of an erased customer.
+        if customer.status == STATUS_TRASHED or customer.erased_at is not None:
             raise NotFound()
         conversations = session.exec(
             select(Conversation).where(Conversation.customer_id == customer.id).order_by(Conversation.started_at)
@@ -78,11 +78,11 @@ def collect(actor: Actor, customer_id: int) -> dict:
 
         def rows(model, order):
             return [
-                _record(r, sensitive_ok)
+                _record(r, access)
                 for r in session.exec(select(model).where(model.customer_id == customer.id).order_by(order)).all()
             ]
 
-        profile = _record(customer, sensitive_ok)
+        profile = _record(customer, access)
         try:
             profile["custom_attributes"] = json.loads(customer.custom_attributes or "{}")
         except ValueError:
@@ -91,8 +91,8 @@ def collect(actor: Actor, customer_id: int) -> dict:
             "customer": profile,
             "tags": list(tags),
             "orders": rows(Order, Order.created_at),
-            "conversations": [_record(c, sensitive_ok) for c in conversations],
-            "messages": [_record(m, sensitive_ok) for m in messages],
+            "conversations": [_record(c, access) for c in conversations],
+            "messages": [_record(m, access) for m in messages],
             "events": rows(BehaviorEvent, BehaviorEvent.occurred_at),
             "notes": rows(Note, Note.created_at),
             "exported_at": utcnow().isoformat(),

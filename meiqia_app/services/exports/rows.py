@@ -24,12 +24,12 @@ from meiqia_app.db import get_engine
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.dbadapter.base import ExportColumn, ExportRowFormat
 from meiqia_app.models import Conversation, Customer, Order, Tag, TagAssignment
+from meiqia_app.services.customer_access import is_sensitive, mask_value, sensitive_of
 from meiqia_app.services.customer_query import keyset_after, status_index_condition
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.exports.fields import EXPORT_FIELDS, FIELD_SPECS
 from meiqia_app.services.exports.writers import CSV_LINE_END, LineBlock
-from meiqia_app.services.masking import mask_value
-from meiqia_app.services.rbac import SENSITIVE_EXPORT_FIELDS, Actor
+from meiqia_app.services.rbac import Actor
 from meiqia_app.services.selection import Selection, selection_conditions
 from meiqia_app.timeutil import local_zone
 
@@ -118,7 +118,7 @@ class ExportSpec:
 
     @property
     def sensitive_fields(self) -> tuple[str, ...]:
-        return tuple(f for f in self.fields if f in SENSITIVE_EXPORT_FIELDS)
+        return sensitive_of(self.fields)
 
 
 class _LocalTime:
@@ -327,7 +327,7 @@ class RowSource:
             return False
         if any(f not in BASE_COLUMNS or f == "custom_attributes" for f in fields):
             return False
-        if not self.can_see_sensitive and any(f in SENSITIVE_EXPORT_FIELDS for f in fields):
+        if not self.can_see_sensitive and any(is_sensitive(f) for f in fields):
             return False
         engine = get_engine()
         return get_adapter(engine).export_rows_supported(engine, self.zone)
@@ -556,7 +556,7 @@ class RowSource:
         else:
             default = 0 if field == "conversation_count" else ("" if field == "chat_summary" else None)
             values = (chats.get(i, {}).get(field, default) for i in ids)
-        if field in SENSITIVE_EXPORT_FIELDS and not self.can_see_sensitive:
+        if not self.can_see_sensitive and is_sensitive(field):
             return [mask_value(field, v) for v in values]
         return list(values)
 

@@ -412,7 +412,11 @@ def rerun_export(actor: Actor, export_id: int, password: str = "", lang: str = "
     checked against the policy as it is now, with a fresh count."""
     with read_session() as session:
         job = session.get(ExportJob, int(export_id))
-        if job is None or job.kind != "customers" or not (actor.is_admin or job.requested_by_id == actor.user_id):
+        if (
+            job is None
+            or job.kind != "customers"
+            or not (actor.can("export.view_all") or job.requested_by_id == actor.user_id)
+        ):
             raise NotFound()
         scope = json.loads(job.scope or "{}")
         sort = json.loads(job.sort or "{}")
@@ -432,7 +436,7 @@ def rerun_export(actor: Actor, export_id: int, password: str = "", lang: str = "
 def cancel_export(actor: Actor, export_id: int) -> dict:
     with write_session() as session:
         job = session.get(ExportJob, int(export_id))
-        if job is None or not (actor.is_admin or job.requested_by_id == actor.user_id):
+        if job is None or not (actor.can("export.view_all") or job.requested_by_id == actor.user_id):
             raise NotFound()
         if job.status not in CANCELLABLE:
             raise Conflict("export.error.not_cancellable")
@@ -872,19 +876,19 @@ def export_dto(job: ExportJob) -> dict:
 def export_view(actor: Actor, export_id: int) -> dict:
     with read_session() as session:
         job = session.get(ExportJob, int(export_id))
-        if job is None or not (actor.is_admin or job.requested_by_id == actor.user_id):
+        if job is None or not (actor.can("export.view_all") or job.requested_by_id == actor.user_id):
             raise NotFound()
         return export_dto(job)
 
 
 def list_exports(actor: Actor, limit: int = 100) -> list[dict]:
-    """The actor's own exports, newest first (admins see everyone's)."""
+    """The actor's own exports, newest first (everyone's with export.view_all)."""
     require(actor, "export.request", action="export.history")
     purge_expired()
     reap_interrupted()
     with read_session() as session:
         statement = select(ExportJob).order_by(ExportJob.id.desc()).limit(limit)
-        if not actor.is_admin:
+        if not actor.can("export.view_all"):
             statement = statement.where(ExportJob.requested_by_id == actor.user_id)
         return [export_dto(job) for job in session.exec(statement).all()]
 
@@ -893,10 +897,10 @@ def list_exports(actor: Actor, limit: int = 100) -> list[dict]:
 
 
 def create_download_token(actor: Actor, export_id: int) -> str:
-    """A single-use, short-lived token for the requester's (or an admin's) current session."""
+    """A single-use, short-lived token for the requester's (or, with export.view_all, anyone's) current session."""
     with read_session() as session:
         job = session.get(ExportJob, int(export_id))
-        allowed = job is not None and (actor.is_admin or job.requested_by_id == actor.user_id)
+        allowed = job is not None and (actor.can("export.view_all") or job.requested_by_id == actor.user_id)
         ready = allowed and job.status == "done" and job.expires_at is not None and as_utc(job.expires_at) > utcnow()
     if not allowed:
         refuse(actor, "export.download", "export.reason.not_yours", target_type="export", target_id=export_id)
