@@ -111,6 +111,14 @@ def _cmd_totp_code(args) -> int:
     return 0
 
 
+def _print_field_errors(error) -> None:
+    """A validation error in words (English: the console's language), one line per field."""
+    from meiqia_app.i18n import tr
+
+    for field, (key, params) in error.field_errors.items():
+        print(f"error: {field}: {tr('en', key, **(params or {}))}", file=sys.stderr)
+
+
 def _cmd_create_api_key(args) -> int:
     from meiqia_app.migrate import upgrade_to_head
     from meiqia_app.services import api_keys
@@ -121,8 +129,7 @@ def _cmd_create_api_key(args) -> int:
     try:
         view, raw = api_keys.create_key(SYSTEM_ACTOR, args.name, args.scopes, via="cli")
     except ValidationError as error:
-        for field, (key, params) in error.field_errors.items():
-            print(f"error: {field}: {key} {params or ''}", file=sys.stderr)
+        _print_field_errors(error)
         return 2
     print(f"API key {view.name!r} (id {view.id}, scopes {', '.join(view.scopes)}). It is shown only now:")
     print(raw)
@@ -221,8 +228,7 @@ def _cmd_create_user(args) -> int:
                 details={"username": user.username, "role": args.role, "via": "cli"},
             )
     except ValidationError as error:
-        for field, (key, params) in error.field_errors.items():
-            print(f"error: {field}: {key} {params or ''}", file=sys.stderr)
+        _print_field_errors(error)
         return 2
     print(f"created user {args.username} with role {args.role}")
     if not args.totp_secret:
@@ -231,6 +237,7 @@ def _cmd_create_user(args) -> int:
 
 
 def _cmd_backup(args) -> int:
+    from meiqia_app.i18n import error_text
     from meiqia_app.services import backup
     from meiqia_app.services.errors import AppError
     from meiqia_app.services.rbac import SYSTEM_ACTOR
@@ -238,7 +245,7 @@ def _cmd_backup(args) -> int:
     try:
         view = backup.create_backup(SYSTEM_ACTOR, kind="manual", note=args.note or "cli")
     except AppError as error:
-        print(f"backup failed: {error}", file=sys.stderr)
+        print(f"backup failed: {error_text('en', error)}", file=sys.stderr)
         return 1
     print(f"{backup.path_of(view.file_name)}  {view.size_text}  sha256={view.sha256}  integrity={view.integrity}")
     return 0 if view.ok else 1
@@ -248,6 +255,7 @@ def _cmd_restore(args) -> int:
     """Restore FILE over the live database (stop the app first: see services/backup.py)."""
     from pathlib import Path
 
+    from meiqia_app.i18n import error_text
     from meiqia_app.services import backup
     from meiqia_app.services.errors import AppError
     from meiqia_app.services.rbac import SYSTEM_ACTOR
@@ -261,7 +269,7 @@ def _cmd_restore(args) -> int:
     try:
         safety = backup.restore_file(SYSTEM_ACTOR, path)
     except AppError as error:
-        print(f"restore refused: {error.message_key} {error.params}", file=sys.stderr)
+        print(f"restore refused: {error_text('en', error)}", file=sys.stderr)
         return 1
     print(f"restored {path.name}; the previous state is in {backup.path_of(safety.file_name)}")
     return 0

@@ -277,3 +277,11 @@ def test_a_same_origin_post_logs_out_and_clears_the_cookie(db, logout_client, he
     assert f'{SESSION_COOKIE}=""' in response.headers["set-cookie"] and "Max-Age=0" in response.headers["set-cookie"]
     assert auth.resolve_session(token) is None
     assert session_row(token).revoked_reason == "logout"
+
+
+def test_the_cli_refuses_a_common_password_in_words_not_a_message_key(db, capsys):
+    from meiqia_app import cli
+
+    assert cli.main(["create-user", "--username", "weakling", "--password", "password12", "--role", "agent"]) == 2
+    error = capsys.readouterr().err
+    assert "too easy to guess" in error and "auth.password" not in error
