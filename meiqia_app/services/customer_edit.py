@@ -109,13 +109,27 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
     return new_version
 
 
+# Free text that names or identifies a person: the audit log (never erased) keeps a
+# keyed hash and the length (audit.text_ref), not the text, like note bodies.
+# Contact fields are masked (mask_diff); choices (gender, source, stage, tier)
+# and the coarse region stay readable.
+AUDIT_TEXT_REF_FIELDS = ("name", "company", "external_id", "visitor_id")
+
+
 def _audited(diff: dict) -> dict:
-    """Custom attributes may hold personal values: the audit keeps which keys changed."""
+    """The diff as the audit log keeps it: personal free text as references, custom
+    attributes (which may hold personal values) as the keys that changed."""
+    kept = {
+        field: tuple(audit.text_ref(value) if value else value for value in pair)
+        if field in AUDIT_TEXT_REF_FIELDS
+        else pair
+        for field, pair in diff.items()
+    }
     if "custom_attributes" not in diff:
-        return diff
+        return kept
     old, new = (json.loads(v or "{}") for v in diff["custom_attributes"])
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return {**diff, "custom_attributes": (None, {"keys": keys})}
+    return {**kept, "custom_attributes": (None, {"keys": keys})}
 
 
 def _extra_values(customer: Customer | None, extras: dict) -> dict:

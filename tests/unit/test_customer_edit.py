@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from meiqia_app.db import read_session
 from meiqia_app.models import AuditEntry, Customer, CustomerSearch
-from meiqia_app.services import customer_edit, customer_list
+from meiqia_app.services import audit, customer_edit, customer_list
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import Conflict, PermissionDenied, ValidationError
 
@@ -142,3 +142,20 @@ def test_an_edit_while_another_writer_holds_the_lock_says_busy_and_changes_nothi
     customer_edit.update_customer(seeded_actors["agent"], cid, before.version, {"company": "Held Co"})
     assert _customer(cid).company == "Held Co"
     db.reset_engine()
+
+
+def test_a_new_name_and_company_reach_the_audit_log_as_references_not_text(seeded_db, seeded_actors):
+    """The audit log is never erased: a changed name must not stay readable there after an erasure."""
+    cid = _first_active_id()
+    before = _customer(cid)
+    city = "苏州" if before.city == "杭州" else "杭州"
+    customer_edit.update_customer(
+        seeded_actors["manager"], cid, before.version, {"name": "审计测试名", "company": "审计测试公司", "city": city}
+    )
+    with read_session() as session:
+        entry = session.exec(select(AuditEntry).where(AuditEntry.action == "customer.update")).one()
+    assert "审计测试名" not in entry.details and "审计测试公司" not in entry.details
+    assert before.name not in entry.details
+    changes = json.loads(entry.details)["changes"]
+    assert changes["name"][1] == audit.text_ref("审计测试名")  # checkable with the key, not readable
+    assert changes["city"][1] == city  # the coarse region stays readable
