@@ -23,6 +23,8 @@ ROUTES = (
     "/admin/retention",
     "/admin/users",
     "/admin/roles",
+    "/admin/api-keys",
+    "/admin/webhooks",
     "/audit",
     "/account",
 )

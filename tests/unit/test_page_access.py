@@ -52,6 +52,14 @@ def test_every_navigation_entry_needs_what_its_page_needs():
         assert PAGE_NEEDS[item.href] == ((item.permission,) if item.permission else ()), item.href
 
 
+def test_the_every_page_sweeps_visit_every_page():
+    """tests/e2e/site_pages.ROUTES drives the axe and small-screen sweeps: a new page must be in it."""
+    from tests.e2e.site_pages import ROUTES
+
+    swept = {page_route(route.format(id=1)) for route in ROUTES}
+    assert sorted(set(PAGE_NEEDS) - swept) == []
+
+
 def test_dynamic_routes_match_their_pattern():
     assert page_route("/customers/12") == "/customers/[customer_id]"
     assert page_route("/admin/users/") == "/admin/users"
