@@ -86,7 +86,7 @@ test: lint chromium
 	test $$unit_rc -eq 0 -a $$e2e -eq 0
 
 # Both suites in a random order (pytest-randomly; it prints the seed to
-# replay with -p randomly -p "randomly_seed=N"): tests must not depend on order.
+# replay with -p randomly --randomly-seed=N): tests must not depend on order.
 test-shuffled: lint chromium
 	$(PY) -m pytest -p randomly tests/unit tests/e2e -q
 
