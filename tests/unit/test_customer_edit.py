@@ -142,3 +142,7 @@ def test_an_edit_while_another_writer_holds_the_lock_says_busy_and_changes_nothi
     customer_edit.update_customer(seeded_actors["agent"], cid, before.version, {"company": "Held Co"})
     assert _customer(cid).company == "Held Co"
     db.reset_engine()
+
+
+# The senior agent stands for "a role that sees contact data" here (its team scope: test_data_scope.py).
+pytestmark = pytest.mark.usefixtures("senior_scope_all")
