@@ -51,13 +51,21 @@ def _listed(page, name: str) -> list[str]:
     )
 
 
+def _login_as(page, app_server, username: str, path: str) -> None:
+    """Switch user: the previous user's cookie must not carry over into a first login through the form."""
+    page.context.clear_cookies()
+    login(page, app_server, username, path)
+
+
 def test_agent_sees_team_and_pool_claims_and_loses_a_transferred_customer(page, app_server):
     # The admin creates two teams on the users page.
     login(page, app_server, "admin", "/admin/users")
     for name in ("e2e 一组", "e2e 二组"):
         page.locator("#new-team-name").fill(name)
         page.locator("#create-team").click()
-        expect(page.locator("#teams-table")).to_contain_text(name)
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('#teams-table .team-row input')].some(i => i.value === n)", arg=name
+        )
     # Two agents, one per team (known authenticator secrets: they log in through the login page).
     for username, team in (("e2e_agent_a", "e2e 一组"), ("e2e_agent_b", "e2e 二组")):
         secret = pyotp.random_base32()
@@ -87,7 +95,7 @@ def test_agent_sees_team_and_pool_claims_and_loses_a_transferred_customer(page, 
         db.commit()
 
     # Agent A: team A's and the pool's customers, not team B's.
-    login(page, app_server, "e2e_agent_a", "/customers")
+    _login_as(page, app_server, "e2e_agent_a", "/customers")
     assert str(a_id) in _listed(page, a_name)
     assert str(pool_id) in _listed(page, pool_name)
     assert str(b_id) not in _listed(page, b_name)
@@ -102,7 +110,7 @@ def test_agent_sees_team_and_pool_claims_and_loses_a_transferred_customer(page, 
     assert _owner(app_server, pool_id) == _user_id(app_server, "e2e_agent_a")
 
     # The manager transfers it to agent B (team B).
-    login(page, app_server, "manager", f"/customers/{pool_id}")
+    _login_as(page, app_server, "manager", f"/customers/{pool_id}")
     expect(page.locator("#customer-owner")).to_contain_text("e2e_agent_a")
     page.locator("#assign-customer").click()
     page.get_by_role("option", name="e2e_agent_b · e2e 二组").click()
@@ -110,7 +118,7 @@ def test_agent_sees_team_and_pool_claims_and_loses_a_transferred_customer(page, 
     assert _owner(app_server, pool_id) == _user_id(app_server, "e2e_agent_b")
 
     # Agent A no longer sees it.
-    login(page, app_server, "e2e_agent_a", f"/customers/{pool_id}")
+    _login_as(page, app_server, "e2e_agent_a", f"/customers/{pool_id}")
     expect(page.locator("#customer-not-found")).to_be_visible()
     page.goto("/customers")
     assert str(pool_id) not in _listed(page, pool_name)

@@ -180,7 +180,6 @@ def test_an_out_of_scope_customer_is_not_found_by_id_on_every_surface(world):
         tag_id = session.execute(select(Tag.id).order_by(Tag.id)).scalars().first()
         version = session.execute(select(Customer.version).where(Customer.id == other)).scalar_one()
     before = _counts(other)
-    audit_before = _refusals()
     calls = {
         "detail": lambda: customers.get_customer(agent, other),
         "record": lambda: customers.get_customer_record(agent, other),
@@ -204,7 +203,6 @@ def test_an_out_of_scope_customer_is_not_found_by_id_on_every_surface(world):
     assert timeline.activity_marker(agent, other) is None
     assert [r.id for r in customers.customer_records(agent, [other, ids["team"]])] == [ids["team"]]
     assert _counts(other) == before  # nothing written
-    assert _refusals() >= audit_before
 
 
 def _refusals() -> int:
