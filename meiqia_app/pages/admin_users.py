@@ -157,7 +157,7 @@ def _team_row(team: TeamRowView) -> rx.Component:
 def teams_section() -> rx.Component:
     headers = ["team.name", "team.lead", "team.members", "common.actions"]
     return rx.vstack(
-        rx.heading(t("team.title"), size="4", id="teams-heading"),
+        rx.heading(t("team.title"), size="4", as_="h2", id="teams-heading"),
         rx.form(
             rx.hstack(
                 rx.input(
