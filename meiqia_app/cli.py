@@ -219,20 +219,54 @@ def _cmd_create_user(args) -> int:
             user = users.create_user_record(
                 session, args.username, args.password, args.role, args.display_name or "", totp_secret=secret
             )
+            details = {"username": user.username, "role": args.role, "via": "cli"}
+            if args.team:
+                from meiqia_app.services import teams
+
+                user.team_id = teams.team_id_by_name(session, args.team)
+                session.add(user)
+                details["team_id"] = user.team_id
             audit.record(
                 session,
                 SYSTEM_ACTOR,
                 "user.create",
                 target_type="user",
                 target_id=user.id,
-                details={"username": user.username, "role": args.role, "via": "cli"},
+                details=details,
             )
     except ValidationError as error:
         _print_field_errors(error)
         return 2
-    print(f"created user {args.username} with role {args.role}")
+    print(f"created user {args.username} with role {args.role}" + (f" in team {args.team}" if args.team else ""))
     if not args.totp_secret:
         print(f"TOTP secret: {secret}")
+    return 0
+
+
+def _cmd_create_team(args) -> int:
+    from meiqia_app.db import write_session
+    from meiqia_app.migrate import upgrade_to_head
+    from meiqia_app.services import audit, teams
+    from meiqia_app.services.errors import ValidationError
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+
+    upgrade_to_head()
+    try:
+        with write_session() as session:
+            team = teams.create_team_record(session, args.name)
+            audit.record(
+                session,
+                SYSTEM_ACTOR,
+                "team.create",
+                target_type="team",
+                target_id=team.id,
+                details={"name": team.name, "via": "cli"},
+            )
+    except ValidationError as error:
+        for field, (key, params) in error.field_errors.items():
+            print(f"error: {field}: {key} {params or ''}", file=sys.stderr)
+        return 2
+    print(f"created team {args.name}")
     return 0
 
 
@@ -353,7 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True)
     create.add_argument("--display-name")
     create.add_argument("--totp-secret", help="BASE32 secret; generated and printed when omitted")
+    create.add_argument("--team", help="put the user in this team (see create-team)")
     create.set_defaults(func=_cmd_create_user)
+
+    team = sub.add_parser("create-team", help="create a team (小组)")
+    team.add_argument("name")
+    team.set_defaults(func=_cmd_create_team)
 
     key = sub.add_parser("create-api-key", help="make an open API key (printed once)")
     key.add_argument("--name", required=True, help="who uses it, e.g. shop-sync (shown in audit and timeline)")

@@ -157,3 +157,24 @@ def load_actors() -> dict:
     with read_session() as session:
         rows = session.exec(select(User, Role).join(Role, Role.id == User.role_id)).all()
         return {user.username: actor_for(user, role) for user, role in rows}
+
+
+@pytest.fixture()
+def senior_scope_all(request):
+    """The senior agent with data scope "all" (its built-in default is "team", issue 21).
+
+    For tests that use the senior agent as "a role that sees contact data" on
+    the seeded customers (all in the pool): scopes are tested in
+    tests/unit/test_data_scope.py. Used with ``pytest.mark.usefixtures``, so it
+    runs after the database fixture and before the actors are resolved.
+    """
+    from sqlalchemy import text
+
+    from meiqia_app.db import get_engine
+
+    for name in ("seeded_db", "db"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name)
+            with get_engine().begin() as conn:
+                conn.execute(text("UPDATE role SET data_scope = 'all' WHERE name = 'senior_agent'"))
+            return

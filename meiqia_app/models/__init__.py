@@ -23,10 +23,11 @@ from meiqia_app.models.auth import (
     LoginThrottle,
     RecoveryCode,
     Role,
+    Team,
     User,
     UserSession,
 )
-from meiqia_app.models.customer import Customer, CustomerSearch
+from meiqia_app.models.customer import Customer, CustomerSearch, OwnerChange
 from meiqia_app.models.report import ReportDaily, ReportDirty, ReportLedger
 from meiqia_app.models.tag import Tag, TagAssignment, TagRule
 from meiqia_app.models.workflow import (
@@ -57,6 +58,7 @@ __all__ = [
     "ErasureRequest",
     "ExportJob",
     "Job",
+    "OwnerChange",
     "LoginAddressThrottle",
     "LoginChallenge",
     "LoginThrottle",
@@ -71,6 +73,7 @@ __all__ = [
     "Role",
     "SavedView",
     "Tag",
+    "Team",
     "TagAssignment",
     "TagRule",
     "User",

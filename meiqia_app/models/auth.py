@@ -9,6 +9,21 @@ from sqlmodel import Field, SQLModel
 
 from meiqia_app.timeutil import utcnow
 
+# A role's data scope (issue 21): which customers its users reach, by owner.
+DATA_SCOPES = ("own_pool", "team_pool", "team", "all")
+
+
+class Team(SQLModel, table=True):
+    """A group of users; a customer belongs to its owner's team."""
+
+    __tablename__ = "team"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    # The lead (an app_user id; no foreign key: app_user already refers to team, and users are never deleted).
+    lead_user_id: int | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
 
 class Role(SQLModel, table=True):
     __tablename__ = "role"
@@ -20,6 +35,8 @@ class Role(SQLModel, table=True):
     is_builtin: bool = False
     permissions: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list
     export_policy: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON object
+    # own_pool | team_pool | team | all (DATA_SCOPES): services/customer_access.py applies it.
+    data_scope: str = Field(default="all", max_length=16, sa_column_kwargs={"server_default": "all"})
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
 
@@ -32,6 +49,9 @@ class User(SQLModel, table=True):
     display_name: str = Field(default="", max_length=64)
     password_hash: str = Field(max_length=128)
     role_id: int = Field(foreign_key="role.id")
+    # The user's team (services/teams.py); no foreign key, like customer.owner_id: adding
+    # one would copy app_user, which every session and audit row refers to.
+    team_id: int | None = Field(default=None, index=True)
     is_active: bool = True
     # Fernet-encrypted base32 secret; None until the user has enrolled.
     totp_secret_enc: str | None = Field(default=None, max_length=255)

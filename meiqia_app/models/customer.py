@@ -51,6 +51,9 @@ class Customer(SQLModel, table=True):
         _working_set_index("ix_customer_status_spent", "status", "total_spent_cents", "id"),
         _working_set_index("ix_customer_status_orders", "status", "order_count", "id"),
         _working_set_index("ix_customer_status_name", "status", "name_pinyin", "id"),
+        # Owner (负责人) and the pool (公海): "my customers", "pool" and a team's
+        # owners, each walked in the list's default order (migration 0013).
+        _working_set_index("ix_customer_status_owner", "status", "owner_id", "last_active_at", "id"),
         # The open API's "updated since" walk (migration 0011).
         _working_set_index("ix_customer_status_updated", "status", "updated_at", "id"),
         # Equality filters, each followed by the default sort.
@@ -103,6 +106,10 @@ class Customer(SQLModel, table=True):
     consent_analytics_at: dt.datetime | None = None
 
     status: str = Field(default=STATUS_ACTIVE, max_length=16)
+    # The owner (负责人, an app_user id); None: the customer is in the pool (公海).
+    # Its team is the owner's team. No foreign key: users are never deleted, and
+    # bulk assignment then checks no constraint per row.
+    owner_id: int | None = None
     archived_at: dt.datetime | None = None
     trashed_at: dt.datetime | None = None
     erased_at: dt.datetime | None = None
@@ -143,3 +150,28 @@ class CustomerSearch(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     contact: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     phone_mask: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+
+
+class OwnerChange(SQLModel, table=True):
+    """One change of a customer's owner (claim, assign, transfer, release, pool return).
+
+    The customer's timeline reads these (services/timeline.py); the audit log
+    has one entry per action (a bulk assignment: one entry with its count), so
+    a 100,000-customer assignment writes these rows set-based, not 100,000
+    chained audit entries.
+    """
+
+    __tablename__ = "owner_change"
+    __table_args__ = (Index("ix_owner_change_customer", "customer_id", "changed_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    changed_at: dt.datetime = Field(default_factory=utcnow)
+    action: str = Field(max_length=16)  # claim | assign | release
+    old_owner_id: int | None = None
+    new_owner_id: int | None = None
+    actor_id: int | None = None
+    actor_name: str = Field(default="", max_length=64)
+    # The audit entry (single changes) or the job (bulk) that made it.
+    audit_id: int | None = None
+    job_id: int | None = None

@@ -68,6 +68,24 @@ def _cell(role: RoleView, permission: str) -> rx.Component:
     )
 
 
+SCOPES = ("own_pool", "team_pool", "team", "all")
+
+
+def _scope_cell(role: RoleView) -> rx.Component:
+    return rx.table.cell(
+        rx.select.root(
+            rx.select.trigger(
+                aria_label=t("roles.data_scope"), id="scope-" + role.name, variant="soft", max_width="150px"
+            ),
+            rx.select.content(*[rx.select.item(t(f"scope.{scope}"), value=scope) for scope in SCOPES]),
+            value=role.data_scope,
+            on_change=lambda value: S.set_scope(role.id, value),
+            size="1",
+        ),
+        text_align="center",
+    )
+
+
 def _cell_for(permission: str):
     # rx.foreach passes the index as a second argument to two-parameter
     # callables, so bind the permission in a closure instead of a default.
@@ -87,6 +105,11 @@ def matrix() -> rx.Component:
                 ),
             ),
             rx.table.body(
+                rx.table.row(
+                    rx.table.row_header_cell(rx.text(t("roles.data_scope"), weight="medium")),
+                    rx.foreach(S.roles, _scope_cell),
+                    id="role-scope-row",
+                ),
                 *[
                     rx.table.row(
                         rx.table.row_header_cell(

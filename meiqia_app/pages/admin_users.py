@@ -8,7 +8,7 @@ from meiqia_app.components.dialogs import confirm_dialog, field_error, form_butt
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
 from meiqia_app.state.admin_users import AdminUsersState as S
-from meiqia_app.state.admin_users import RoleChoice, UserRowView
+from meiqia_app.state.admin_users import RoleChoice, TeamRowView, UserRowView
 from meiqia_app.state.base import AppState
 
 
@@ -22,6 +22,19 @@ def _role_select(row: UserRowView) -> rx.Component:
         rx.select.content(rx.foreach(S.role_choices, lambda c: rx.select.item(_role_label(c), value=c.name))),
         value=row.role,
         on_change=lambda value: S.change_role(row.id, value),
+        size="1",
+    )
+
+
+def _team_select(row: UserRowView) -> rx.Component:
+    return rx.select.root(
+        rx.select.trigger(aria_label=t("owner.team"), variant="ghost", id="user-team-" + row.username),
+        rx.select.content(
+            rx.select.item(t("team.none"), value="none"),
+            rx.foreach(S.team_choices, lambda c: rx.select.item(c.label, value=c.value)),
+        ),
+        value=row.team,
+        on_change=lambda value: S.change_team(row.id, value),
         size="1",
     )
 
@@ -68,6 +81,7 @@ def _row(row: UserRowView) -> rx.Component:
         rx.table.row_header_cell(rx.text(row.username, weight="medium")),
         rx.table.cell(row.display_name),
         rx.table.cell(_role_select(row)),
+        rx.table.cell(_team_select(row)),
         rx.table.cell(_status(row)),
         rx.table.cell(rx.cond(row.totp_enrolled, t("users.enrolled"), t("users.not_enrolled"))),
         rx.table.cell(row.last_login),
@@ -83,6 +97,7 @@ def users_table() -> rx.Component:
         "users.col.username",
         "users.col.display_name",
         "users.col.role",
+        "owner.team",
         "users.col.status",
         "users.col.totp",
         "users.col.last_login",
@@ -95,6 +110,85 @@ def users_table() -> rx.Component:
         width="100%",
         variant="surface",
         id="users-table",
+    )
+
+
+def _lead_select(team: TeamRowView) -> rx.Component:
+    return rx.select.root(
+        rx.select.trigger(aria_label=t("team.lead"), variant="ghost", id="team-lead-" + team.name),
+        rx.select.content(
+            rx.select.item("—", value="none"),
+            rx.foreach(S.user_choices, lambda c: rx.select.item(c.label, value=c.value)),
+        ),
+        value=team.lead,
+        on_change=lambda value: S.set_team_lead(team.id, value),
+        size="1",
+    )
+
+
+def _team_row(team: TeamRowView) -> rx.Component:
+    return rx.table.row(
+        rx.table.row_header_cell(
+            rx.input(
+                default_value=team.name,
+                key=team.name,
+                aria_label=t("team.rename"),
+                on_blur=lambda value: S.rename_team(team.id, value),
+                size="1",
+                variant="soft",
+                max_length=64,
+            )
+        ),
+        rx.table.cell(_lead_select(team)),
+        rx.table.cell(rx.text(team.members, size="2"), max_width="420px"),
+        rx.table.cell(
+            rx.icon_button(
+                rx.icon("trash-2", size=14),
+                variant="ghost",
+                color_scheme="red",
+                aria_label=t("team.delete"),
+                on_click=S.delete_team(team.id),
+            )
+        ),
+        class_name="team-row",
+    )
+
+
+def teams_section() -> rx.Component:
+    headers = ["team.name", "team.lead", "team.members", "common.actions"]
+    return rx.vstack(
+        rx.heading(t("team.title"), size="4", as_="h2", id="teams-heading"),
+        rx.form(
+            rx.hstack(
+                rx.input(
+                    name="team_name",
+                    id="new-team-name",
+                    placeholder=t("team.name"),
+                    aria_label=t("team.name"),
+                    required=True,
+                    max_length=64,
+                ),
+                rx.button(rx.icon("plus", size=14), t("team.create"), type="submit", id="create-team"),
+                spacing="2",
+                wrap="wrap",
+            ),
+            on_submit=S.create_team,
+            reset_on_submit=True,
+        ),
+        field_error(S.team_error),
+        rx.box(
+            rx.table.root(
+                rx.table.header(rx.table.row(*[rx.table.column_header_cell(t(key), scope="col") for key in headers])),
+                rx.table.body(rx.foreach(S.teams, _team_row)),
+                width="100%",
+                variant="surface",
+                id="teams-table",
+            ),
+            width="100%",
+            overflow_x="auto",
+        ),
+        spacing="3",
+        width="100%",
     )
 
 
@@ -205,7 +299,8 @@ def admin_users_page() -> rx.Component:
     )
     return page_shell(
         rx.hstack(rx.spacer(), create_dialog(), width="100%"),
-        users_table(),
+        rx.box(users_table(), width="100%", overflow_x="auto"),
+        teams_section(),
         password_dialog(),
         confirm_dialog(
             open_var=S.confirm_open,

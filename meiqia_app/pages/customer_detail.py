@@ -67,6 +67,58 @@ def read_only_notice() -> rx.Component:
     )
 
 
+def owner_line() -> rx.Component:
+    """负责人: the owner and their team, or 公海; claim / transfer / release for those who may."""
+    return rx.hstack(
+        rx.text(t("owner.label"), weight="medium", size="2"),
+        rx.cond(
+            S.owner_in_pool,
+            rx.badge(t("owner.pool"), color_scheme="gray", variant="soft", id="customer-owner"),
+            rx.text(
+                S.owner_name,
+                rx.cond(S.owner_team != "", " · " + S.owner_team, ""),
+                size="2",
+                id="customer-owner",
+            ),
+        ),
+        rx.cond(
+            S.can_claim,
+            rx.button(rx.icon("hand", size=14), t("owner.claim"), size="1", on_click=S.claim, id="claim-customer"),
+        ),
+        rx.cond(
+            S.can_assign,
+            rx.select.root(
+                rx.select.trigger(
+                    placeholder=rx.cond(S.owner_in_pool, t("owner.assign"), t("owner.transfer")),
+                    aria_label=rx.cond(S.owner_in_pool, t("owner.assign"), t("owner.transfer")),
+                    id="assign-customer",
+                ),
+                rx.select.content(
+                    rx.foreach(S.owner_choices, lambda o: rx.select.item(o["label"], value=o["value"])),
+                ),
+                value="",
+                on_change=S.assign_to,
+                size="1",
+            ),
+        ),
+        rx.cond(
+            S.can_release,
+            rx.button(
+                t("owner.release"),
+                size="1",
+                variant="soft",
+                color_scheme="gray",
+                on_click=S.release,
+                id="release-customer",
+            ),
+        ),
+        spacing="3",
+        align="center",
+        wrap="wrap",
+        id="owner-line",
+    )
+
+
 def profile_card() -> rx.Component:
     c = S.customer
     return rx.card(
@@ -79,6 +131,7 @@ def profile_card() -> rx.Component:
                 align="center",
                 spacing="3",
             ),
+            owner_line(),
             tags_editor(),
             rx.cond(
                 c.erasure_pending,

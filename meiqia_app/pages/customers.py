@@ -32,6 +32,8 @@ COLUMNS = [
     ("last_purchase", "customers.col.last_purchase", "last_purchase_at"),
     ("last_active", "customers.col.last_active", "last_active_at"),
     ("status", "customers.col.status", None),
+    ("owner", "owner.label", None),
+    ("team", "owner.team", None),
 ]
 
 
@@ -76,6 +78,30 @@ def _sortable_header_cell(key: str, label_key: str, sort_key: str) -> rx.Compone
     )
 
 
+def _owner_cell(row: CustomerRow) -> rx.Component:
+    """The owner's name, or 公海 / Pool with a 认领 / Claim button for those who may claim."""
+    return rx.cond(
+        row.in_pool,
+        rx.hstack(
+            rx.badge(t("owner.pool"), color_scheme="gray", variant="soft"),
+            rx.cond(
+                AppState.perms.contains("customer.claim") & (row.status_code == "active"),
+                rx.button(
+                    t("owner.claim"),
+                    size="1",
+                    variant="soft",
+                    on_click=[rx.stop_propagation, S.claim(row.id)],
+                    aria_label=t("owner.claim") + " " + row.name,
+                    class_name="claim-button",
+                ),
+            ),
+            spacing="2",
+            align="center",
+        ),
+        rx.text(row.owner),
+    )
+
+
 def _cell(key: str, label_key: str, row: CustomerRow) -> rx.Component:
     content = {
         "phone": row.phone,
@@ -91,6 +117,8 @@ def _cell(key: str, label_key: str, row: CustomerRow) -> rx.Component:
         "last_purchase": row.last_purchase,
         "last_active": row.last_active,
         "status": row.status,
+        "owner": _owner_cell(row),
+        "team": row.team,
     }[key]
     # data-label: the column's name before the value when the row is a card (narrow screens, app.css).
     return _shown(key, rx.table.cell(content, class_name=f"col-{key}", data_label=t(label_key)))
@@ -285,6 +313,37 @@ def _tag_select(key: str) -> rx.Component:
     )
 
 
+def _team_filter() -> rx.Component:
+    return rx.vstack(
+        rx.el.label(t("filter.team_ids"), html_for="filter-team_ids", font_size="13px"),
+        rx.select.root(
+            rx.select.trigger(id="filter-team_ids", aria_label=t("filter.team_ids"), placeholder="—"),
+            rx.select.content(
+                rx.select.item("—", value="none"),
+                rx.foreach(S.team_choices, lambda option: rx.select.item(option.label, value=option.value)),
+            ),
+            name="team_ids",
+            default_value=S.team_filter,
+            size="1",
+        ),
+        spacing="1",
+    )
+
+
+def owner_quick_filters() -> rx.Component:
+    """全部 / 我的客户 / 公海."""
+    return rx.segmented_control.root(
+        rx.segmented_control.item(t("owner.filter_any"), value="any"),
+        rx.segmented_control.item(t("owner.filter_mine"), value="mine"),
+        rx.segmented_control.item(t("owner.filter_pool"), value="pool"),
+        value=S.owner_filter,
+        on_change=S.set_owner_filter,
+        size="1",
+        id="owner-quick-filters",
+        aria_label=t("owner.quick_filters"),
+    )
+
+
 def filter_panel() -> rx.Component:
     return rx.popover.root(
         rx.popover.trigger(
@@ -342,6 +401,7 @@ def filter_panel() -> rx.Component:
                             ),
                             spacing="1",
                         ),
+                        _team_filter(),
                         columns="2",
                         spacing="3",
                         width="100%",
@@ -539,6 +599,18 @@ def bulk_actions() -> rx.Component:
             ),
         ),
         rx.cond(
+            AppState.perms.contains("customer.assign"),
+            rx.button(
+                rx.icon("user-check", size=14),
+                t("owner.assign"),
+                size="1",
+                variant="soft",
+                on_click=S.open_assign,
+                id="bulk-assign",
+            ),
+        ),
+        assign_dialog(),
+        rx.cond(
             AppState.perms.contains("customer.archive"),
             rx.button(
                 rx.icon("archive", size=14),
@@ -625,6 +697,48 @@ def status_action_dialog() -> rx.Component:
         ),
         open=S.status_open,
         on_open_change=S.set_status_open,
+    )
+
+
+def assign_dialog() -> rx.Component:
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title(t("owner.assign")),
+            rx.dialog.description(
+                rx.cond(
+                    S.all_matching,
+                    t("bulk.all_matching_selected", count=S.count_display),
+                    t("bulk.selected", count=S.selected_count),
+                ),
+                size="2",
+            ),
+            rx.form(
+                rx.vstack(
+                    rx.el.label(t("bulk.assign_to"), html_for="bulk-owner", font_size="13px"),
+                    rx.select.root(
+                        rx.select.trigger(id="bulk-owner", aria_label=t("bulk.assign_to"), width="100%"),
+                        rx.select.content(
+                            rx.select.item(t("owner.release"), value="pool"),
+                            rx.foreach(S.owner_choices, lambda o: rx.select.item(o.label, value=o.value)),
+                        ),
+                        name="owner",
+                        required=True,
+                    ),
+                    rx.cond(S.assign_error != "", rx.text(S.assign_error, color="var(--red-11)", size="1")),
+                    rx.cond(
+                        S.bulk_running, rx.progress(value=S.bulk_percent, max=100, width="100%", id="assign-progress")
+                    ),
+                    form_buttons("bulk-assign-submit", submit_key="common.confirm", loading=S.bulk_running),
+                    spacing="3",
+                    width="100%",
+                ),
+                on_submit=S.start_bulk_assign,
+                reset_on_submit=False,
+            ),
+            max_width="440px",
+        ),
+        open=S.assign_open,
+        on_open_change=S.set_assign_open,
     )
 
 
@@ -794,6 +908,7 @@ def customers_page() -> rx.Component:
             rx.box(count_line(), new_customer_dialog(), class_name="toolbar-actions"),
             class_name="list-toolbar",
         ),
+        owner_quick_filters(),
         filter_chips(),
         selection_bar(),
         customers_table(),

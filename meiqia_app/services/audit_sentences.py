@@ -287,6 +287,19 @@ PHRASES: dict[str, Phrase] = {
         variants=("granted", "withdrawn"),
     ),
     "customer.create": Phrase(lambda c: {"customer": c.customer()}),
+    "customer.claim": Phrase(lambda c: {"customer": c.customer()}),
+    "customer.assign": Phrase(lambda c: {"customer": c.customer(), "owner": c.user(c.get("owner_id"))}),
+    "customer.transfer": Phrase(
+        lambda c: {"customer": c.customer(), "old": c.user(c.get("old_owner_id")), "owner": c.user(c.get("owner_id"))}
+    ),
+    "customer.release": Phrase(lambda c: {"customer": c.customer(), "old": c.user(c.get("old_owner_id"))}),
+    "customer.bulk_assign": Phrase(
+        lambda c: (
+            "assign" if c.get("owner_id") not in (None, "") else "release",
+            {"count": c.n(c.get("count", 0)), "owner": c.user(c.get("owner_id")) if c.get("owner_id") else ""},
+        ),
+        variants=("assign", "release"),
+    ),
     "customer.import": Phrase(
         lambda c: {
             "file": c.get("file"),
@@ -365,6 +378,27 @@ PHRASES: dict[str, Phrase] = {
     ),
     "rule.update": Phrase(_rule_target),
     "setting.update": Phrase(lambda c: {"setting": c.target_id}),
+    "team.create": Phrase(lambda c: {"team": c.get("name")}),
+    "team.rename": Phrase(lambda c: {"old": c.get("old"), "team": c.get("name")}),
+    "team.delete": Phrase(lambda c: {"team": c.get("name"), "count": c.n(c.get("members", 0))}),
+    "team.set_lead": Phrase(
+        lambda c: (
+            "set" if c.get("lead_id") else "none",
+            {"team": c.get("name"), "lead": c.user(c.get("lead_id")) if c.get("lead_id") else ""},
+        ),
+        variants=("set", "none"),
+    ),
+    "user.set_team": Phrase(
+        lambda c: ("set" if c.get("team_id") else "none", {"user": c.user(), "team": c.get("team")}),
+        variants=("set", "none"),
+    ),
+    "role.data_scope": Phrase(
+        lambda c: {
+            "role": c.role(),
+            "before": c.label("scope", c.get("before")),
+            "after": c.label("scope", c.get("after")),
+        }
+    ),
     "tag.bulk_add": Phrase(lambda c: {"tag": c.tag(None, c.get("tag")), "count": c.n(c.get("count", 0))}),
     "tag.bulk_remove": Phrase(lambda c: {"tag": c.tag(None, c.get("tag")), "count": c.n(c.get("count", 0))}),
     "tag.create": Phrase(_tag_target),
@@ -418,6 +452,7 @@ REFUSAL_ONLY: frozenset[str] = frozenset(
         "customer.import_upload",
         "customer.list",
         "customer.merge_preview",
+        "team.list",
         "customer.timeline",
         "customer.view",
         "erasure.list",

@@ -356,6 +356,9 @@ def _anonymous(username: str, client_ip: str) -> Actor:
 def actor_for(user: User, role: Role, session_id: int | None = None, client_ip: str = "") -> Actor:
     import json
 
+    scope = role.data_scope or "all"
+    with read_connection() as conn:
+        members = scope_members(conn, scope, user.team_id)
     return Actor(
         user_id=user.id,
         username=user.username,
@@ -365,7 +368,20 @@ def actor_for(user: User, role: Role, session_id: int | None = None, client_ip: 
         export_policy=ExportPolicy.from_json(role.export_policy),
         session_id=session_id,
         client_ip=client_ip,
+        data_scope=scope,
+        team_id=user.team_id,
+        team_member_ids=members,
     )
+
+
+_TEAM_MEMBERS = select(User.id).where(User.team_id == bindparam("team_id")).order_by(User.id)
+
+
+def scope_members(conn, scope: str, team_id: int | None) -> tuple[int, ...]:
+    """The ids of the users in ``team_id`` when ``scope`` is a team scope (else, or without a team: none)."""
+    if team_id is None or scope not in ("team", "team_pool"):
+        return ()
+    return tuple(conn.execute(_TEAM_MEMBERS, {"team_id": team_id}).scalars())
 
 
 # --- the login flow -----------------------------------------------------------
@@ -608,6 +624,8 @@ _SESSION_LOOKUP = (
         Role.name,
         Role.permissions,
         Role.export_policy,
+        Role.data_scope,
+        User.team_id,
     )
     .join(User, User.id == UserSession.user_id)
     .join(Role, Role.id == User.role_id)
@@ -633,6 +651,7 @@ def resolve_session(token: str | None, client_ip: str = "", touch: bool = True) 
     now = utcnow()
     with read_connection() as conn:
         found = conn.execute(_SESSION_LOOKUP, {"token_hash": token_hash(token)}).first()
+        members = () if found is None else scope_members(conn, found[-2] or "all", found[-1])
     if found is None:
         return None
     (
@@ -647,6 +666,8 @@ def resolve_session(token: str | None, client_ip: str = "", touch: bool = True) 
         role_name,
         permissions_json,
         policy_json,
+        data_scope,
+        team_id,
     ) = found
     idle = now - as_utc(last_seen_at)
     if (
@@ -666,6 +687,9 @@ def resolve_session(token: str | None, client_ip: str = "", touch: bool = True) 
         export_policy=export_policy,
         session_id=session_id,
         client_ip=client_ip,
+        data_scope=data_scope or "all",
+        team_id=team_id,
+        team_member_ids=members,
     )
     if touch and idle.total_seconds() > SESSION_TOUCH_SECONDS:
         with write_session() as session:

@@ -54,6 +54,7 @@ from meiqia_app.models import (
     Message,
     Note,
     Order,
+    OwnerChange,
     Tag,
     TagAssignment,
 )
@@ -831,6 +832,7 @@ PURGED_CHILD_TABLES = (
     TagAssignment.__table__,
     ErasureRequest.__table__,
     CustomerSearch.__table__,
+    OwnerChange.__table__,
 )
 
 

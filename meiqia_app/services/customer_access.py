@@ -19,11 +19,15 @@ the acting user (``CustomerAccess(actor)``):
   API's records, portability, the timeline and the audit log's diffs derive
   their lists from it.
 
-Reach today (no scope yet):
+Reach:
 
 - a trashed customer only with customer.delete (the trash is theirs to see);
 - everything else, an erased customer included (its anonymised row keeps its
-  place in lists and history).
+  place in lists and history),
+- within the role's data scope (issue 21 part 2, :meth:`scope_condition`):
+  own customers + the pool (own_pool), the team's + the pool (team_pool),
+  the team's (team), or all. The pool (公海) is the customers without owner;
+  a customer's team is its owner's team.
 
 Changes (``for_write=True``) also need an active customer: archived, trashed
 or with an erasure pending is read-only (:class:`ReadOnly`) until restored,
@@ -31,16 +35,16 @@ and an erased one is not found. ``writer="system"`` (orders, the open API,
 ingestion) never writes to a trashed customer, even for an actor who may see
 the trash.
 
-The scope of Part 2 of issue 21 (own / team / pool) goes into
-:meth:`CustomerAccess.scope_condition` and :meth:`CustomerAccess._in_scope`
-only; every set and every loader picks it up from there.
+The scope lives in :meth:`CustomerAccess.scope_condition` and
+:meth:`CustomerAccess._in_scope` only; every set and every loader picks it up
+from there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from sqlalchemy import ColumnElement, and_, false, select, true
+from sqlalchemy import ColumnElement, and_, false, or_, select, true
 
 from meiqia_app.models import Customer, ErasureRequest
 from meiqia_app.models.customer import STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
@@ -128,6 +132,12 @@ def erasure_pending(session, customer_id: int) -> bool:
 WRITERS = ("person", "system")
 
 
+class _AsPool:
+    """A row without owner, for asking whether the pool is within a scope."""
+
+    owner_id = None
+
+
 class CustomerAccess:
     """The customers ``actor`` may reach, and how they see them."""
 
@@ -146,21 +156,65 @@ class CustomerAccess:
 
     # --- sets -------------------------------------------------------------------------------------
 
-    def scope_condition(self) -> ColumnElement | None:
-        """The customers within the actor's data scope; None: all of them (today, for everyone).
+    @property
+    def scope(self) -> str:
+        """The actor's data scope: own_pool, team_pool, team or all (API keys, the system: all)."""
+        scope = self.actor.data_scope
+        return scope if scope in ("own_pool", "team_pool", "team") else "all"
 
-        Part 2 (own / team / pool) returns its condition here.
+    def _owners(self) -> tuple[int, ...]:
+        """The owners whose customers are in scope (the team's members; without a team, oneself)."""
+        me = (self.actor.user_id,) if self.actor.user_id is not None else ()
+        if self.scope == "own_pool" or self.actor.team_id is None:
+            return me
+        return tuple(sorted(set(self.actor.team_member_ids) | set(me)))
+
+    def _with_pool(self) -> bool:
+        return self.scope in ("own_pool", "team_pool")
+
+    def scope_condition(self) -> ColumnElement | None:
+        """The customers within the actor's data scope; None: all of them (no condition at all).
+
+        - own_pool: ``owner_id = :me OR owner_id IS NULL``
+        - team_pool: ``owner_id IN (:team's members) OR owner_id IS NULL``
+        - team: ``owner_id IN (:team's members)``
+        - all: None (the SQL stays exactly as without scopes)
+
+        A user in no team under a team scope: their own customers (and the pool for team_pool).
+        The member ids are read with the session (services/auth.resolve_session), so a
+        customer's team is always its owner's current team.
         """
-        return None
+        if self.scope == "all":
+            return None
+        owners = self._owners()
+        if not owners:
+            owned = false()
+        elif len(owners) == 1:
+            owned = C.owner_id == owners[0]
+        else:
+            owned = C.owner_id.in_(owners)
+        return or_(owned, C.owner_id.is_(None)) if self._with_pool() else owned
 
     def scope_conditions(self) -> list[ColumnElement]:
-        """scope_condition as a list to splat into a WHERE: [] today."""
+        """scope_condition as a list to splat into a WHERE: [] for scope all."""
         scope = self.scope_condition()
         return [] if scope is None else [scope]
 
+    def scope_key(self) -> str:
+        """Names the set scope_condition gives (cached counts' keys): "" for all."""
+        if self.scope == "all":
+            return ""
+        owners = ",".join(str(i) for i in self._owners())
+        return f"{self.scope}:{owners}"
+
     def _in_scope(self, row) -> bool:
-        """The Python form of scope_condition for one loaded row."""
-        return True
+        """The Python form of scope_condition for one loaded row (it must carry ``owner_id``)."""
+        if self.scope == "all":
+            return True
+        owner = row.owner_id
+        if owner is None:
+            return self._with_pool()
+        return owner in self._owners()
 
     def status_conditions(self, status: str) -> list[ColumnElement]:
         """The conditions for the list's status filter (``active``, ``archived``,
@@ -175,10 +229,11 @@ class CustomerAccess:
 
     def set_key(self, status: str) -> str:
         """Names the set status_conditions(status) gives (part of cached counts' keys):
-        equal for actors whose conditions are equal, the status itself today."""
+        equal for actors whose conditions are equal; the status itself for scope all."""
         if status == STATUS_TRASHED and not self.sees_trash:
             return "none"
-        return status
+        scope = self.scope_key()
+        return f"{status}|{scope}" if scope else status
 
     def reach_condition(self) -> ColumnElement:
         """Any customer row the actor may reach, whatever its status."""
@@ -211,6 +266,22 @@ class CustomerAccess:
             self.check_writable(customer.status, erased, lambda: erasure_pending(session, customer.id), writer)
         return customer
 
+    def load_for_claim(self, session, customer_id: object) -> Customer:
+        """A customer to claim from the pool (ORM row, writable): found when it would be in
+        reach as a pool customer, whoever owns it now (the claim itself is conditional on
+        the pool, and the loser of a race is told who won: services/ownership.py)."""
+        customer = session.get(Customer, parse_id(customer_id))
+        if customer is None or not self.reaches(customer.status, _AsPool()):
+            raise NotFound()
+        self.check_writable(
+            customer.status, customer.erased_at is not None, lambda: erasure_pending(session, customer.id)
+        )
+        return customer
+
+    def owner_of(self, conn, customer_id: int) -> int | None:
+        """The current owner id of a customer already found (read afresh, e.g. after a lost claim)."""
+        return conn.execute(select(C.owner_id).where(C.id == parse_id(customer_id))).scalar()
+
     def check_writable(self, status: str, erased: bool, pending, writer: str = "person", row=None) -> None:
         """The write rule for a customer already found: NotFound (out of reach, erased, or
         trashed for a system's write) or ReadOnly (archived, trashed, erasure pending).
@@ -239,7 +310,7 @@ class CustomerAccess:
 
     def find_row(self, conn, customer_id: object, *columns):
         """:meth:`load_row`, but None instead of NotFound (a poll, a webhook payload)."""
-        wanted = [C.status, *(c for c in columns if c is not C.status)]
+        wanted = [C.status, C.owner_id, *(c for c in columns if c is not C.status and c is not C.owner_id)]
         row = conn.execute(select(*wanted).where(C.id == parse_id(customer_id))).first()
         if row is None or not self.reaches(row.status, row):
             return None
@@ -253,7 +324,12 @@ class CustomerAccess:
         wanted = (
             [Customer.__table__]
             if columns is None
-            else [C.id, C.status, *(c for c in columns if c is not C.id and c is not C.status)]
+            else [
+                C.id,
+                C.status,
+                C.owner_id,
+                *(c for c in columns if all(c is not k for k in (C.id, C.status, C.owner_id))),
+            ]
         )
         rows = conn_or_session.execute(select(*wanted).where(C.id.in_(ids))).all()
         return {r.id: r for r in rows if self.reaches(r.status, r)}

@@ -46,6 +46,11 @@ class CustomerRow:
     status: str
     # Why the row matched the search ("手机尾号匹配 · 访客 ID 匹配"), "" without a search.
     match: str = ""
+    # The owner (负责人) and their team; "" and in_pool for a pool (公海) customer.
+    owner: str = ""
+    team: str = ""
+    in_pool: bool = True
+    status_code: str = "active"
 
 
 def money(cents: int | None) -> str:
@@ -95,10 +100,15 @@ def customer_rows(
     ``reasons``: why each row matched the search (match.* message keys), by id.
     """
     reasons = reasons or {}
+    from meiqia_app.services.ownership import owner_infos
+
     access = CustomerAccess(actor)
     tags = tags_for(conn, [r.id for r in records])
+    owners = owner_infos(conn, [getattr(r, "owner_id", None) for r in records])
     rows = []
     for r in records:
+        owner_id = getattr(r, "owner_id", None)
+        owner = owners.get(owner_id) if owner_id is not None else None
         rows.append(
             CustomerRow(
                 id=r.id,
@@ -117,6 +127,10 @@ def customer_rows(
                 order_count=r.order_count,
                 status=label(lang, "status", r.status),
                 match=" · ".join(tr(lang, key) for key in reasons.get(r.id, ())),
+                owner=(owner.owner_name if owner else tr(lang, "owner.unknown")) if owner_id is not None else "",
+                team=owner.team_name if owner else "",
+                in_pool=owner_id is None,
+                status_code=r.status,
             )
         )
     return rows

@@ -83,6 +83,7 @@ LIST_COLUMNS = (
     C.external_id,
     C.visitor_id,
     C.updated_at,  # the open API's walk by update time
+    C.owner_id,
 )
 
 

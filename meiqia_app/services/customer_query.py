@@ -80,6 +80,7 @@ SORTS: dict[str, tuple[str, bool]] = {
 PAGE_SIZES = (20, 50, 100)
 STATUS_CHOICES = ("active", "archived", "trashed", "all")
 CONSENT_CHOICES = ("", "yes", "no")
+OWNER_CHOICES = ("", "mine", "pool")
 MAX_TAG_FILTER = 20
 MAX_IDS = 10_000
 # Filters and sorts on values that roles without customer.view_sensitive see
@@ -186,6 +187,11 @@ class ListQuery:
     orders_min: int | None = None
     orders_max: int | None = None
     consent_marketing: str = ""
+    # Owner (负责人) filters: "mine" (the acting user's), "pool" (公海: no owner) or "";
+    # owner_ids: these users' customers; team_ids: customers owned by these teams' members.
+    owner: str = ""
+    owner_ids: tuple[int, ...] = ()
+    team_ids: tuple[int, ...] = ()
     # Customers whose profile changed at or after this moment (ISO 8601, UTC): the open API.
     updated_since: str = ""
     status: str = "active"
@@ -194,6 +200,8 @@ class ListQuery:
     # Which matching rules apply (see the module doc); set by for_actor, never
     # from untrusted input, not stored in saved views or export scopes.
     full_contact_search: bool = False
+    # Who "mine" is: set by for_actor, never from untrusted input, not stored.
+    owner_me: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict | None) -> ListQuery:
@@ -213,6 +221,9 @@ class ListQuery:
         consent = data.get("consent_marketing") or ""
         if consent not in CONSENT_CHOICES:
             raise ValidationError.single("consent_marketing", "error.bad_choice")
+        owner = data.get("owner") or ""
+        if owner not in OWNER_CHOICES:
+            raise ValidationError.single("owner", "error.bad_choice")
         return cls(
             q=_text(data.get("q"), 100),
             tags_any=_ids(data.get("tags_any"), "tags_any", MAX_TAG_FILTER),
@@ -235,6 +246,9 @@ class ListQuery:
             orders_min=_parse_number(data.get("orders_min"), "orders_min", integer=True),
             orders_max=_parse_number(data.get("orders_max"), "orders_max", integer=True),
             consent_marketing=consent,
+            owner=owner,
+            owner_ids=_ids(data.get("owner_ids"), "owner_ids", MAX_TAG_FILTER),
+            team_ids=_ids(data.get("team_ids"), "team_ids", MAX_TAG_FILTER),
             updated_since=_parse_moment(data.get("updated_since"), "updated_since"),
             status=status,
             sort=sort,
@@ -244,6 +258,7 @@ class ListQuery:
     def to_dict(self) -> dict:
         data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
         data.pop("full_contact_search")
+        data.pop("owner_me")
         return data
 
     def signature(self) -> str:
@@ -256,11 +271,15 @@ class ListQuery:
         data.pop("sort")
         data.pop("direction")
         data["full_contact_search"] = self.full_contact_search
+        if self.owner == "mine":
+            data["owner_me"] = self.owner_me
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def for_actor(self, actor) -> ListQuery:
         """This query under the matching rules of ``actor``'s role."""
-        return dataclasses.replace(self, full_contact_search=actor.can("customer.view_sensitive"))
+        return dataclasses.replace(
+            self, full_contact_search=actor.can("customer.view_sensitive"), owner_me=actor.user_id
+        )
 
     def hidden_value_filters(self) -> list[str]:
         """The filters and sort of this query on values shown masked to roles without customer.view_sensitive."""
@@ -278,6 +297,7 @@ class ListQuery:
             sort=self.sort,
             direction=self.direction,
             full_contact_search=self.full_contact_search,
+            owner_me=self.owner_me,
         )
         return dataclasses.replace(self, sort=base.sort, direction=base.direction) != base
 
@@ -374,6 +394,7 @@ def filter_conditions(
         conditions.append(C.consent_marketing.is_(query.consent_marketing == "yes"))
     if query.updated_since:
         conditions.append(C.updated_at >= dt.datetime.fromisoformat(query.updated_since))
+    conditions += owner_conditions(access, query)
     if query.tags_any:
         if driving_tags == query.tags_any:
             conditions.append(C.id.in_(select(TA.customer_id).where(TA.tag_id.in_(query.tags_any))))
@@ -386,6 +407,28 @@ def filter_conditions(
             conditions.append(exists().where(TA.customer_id == C.id, TA.tag_id == tag_id))
     if query.tags_none:
         conditions.append(~exists().where(TA.customer_id == C.id, TA.tag_id.in_(query.tags_none)))
+    return conditions
+
+
+def owner_conditions(access: CustomerAccess, query: ListQuery) -> list[ColumnElement]:
+    """The owner filters: "mine" (owner = the acting user), "pool" (no owner), owners, teams.
+
+    Each is an equality or IN on owner_id: ix_customer_status_owner (status,
+    owner_id, last_active_at, id) walks it in the list's default order.
+    """
+    conditions: list[ColumnElement] = []
+    if query.owner == "mine":
+        me = access.actor.user_id
+        conditions.append(C.owner_id == me if me is not None else false())
+    elif query.owner == "pool":
+        conditions.append(C.owner_id.is_(None))
+    if query.owner_ids:
+        conditions.append(C.owner_id.in_(query.owner_ids))
+    if query.team_ids:
+        from meiqia_app.models import User
+
+        members = select(User.__table__.c.id).where(User.__table__.c.team_id.in_(query.team_ids))
+        conditions.append(C.owner_id.in_(members))
     return conditions
 
 

@@ -21,6 +21,10 @@ PERMISSIONS: tuple[str, ...] = (
     "customer.import",
     "customer.merge",
     "customer.erase",
+    # Take an unowned customer from the pool (公海) (services/ownership.py).
+    "customer.claim",
+    # Assign, transfer and release anybody's customers (services/ownership.py).
+    "customer.assign",
     "note.manage_any",
     # Delete other people's saved views (services/saved_views.py).
     "view.manage_any",
@@ -53,6 +57,7 @@ BUILTIN_ROLES: dict[str, dict] = {
         "label_zh": "管理员",
         "label_en": "Administrator",
         "permissions": PERMISSIONS,
+        "data_scope": "all",
     },
     "manager": {
         "label_zh": "经理",
@@ -65,6 +70,8 @@ BUILTIN_ROLES: dict[str, dict] = {
             "customer.archive",
             "customer.import",
             "customer.merge",
+            "customer.claim",
+            "customer.assign",
             "tag.assign",
             "tag.manage",
             "rule.manage",
@@ -72,22 +79,26 @@ BUILTIN_ROLES: dict[str, dict] = {
             "export.approve",
             "report.view",
         ),
+        "data_scope": "all",
     },
     "data_analyst": {
         "label_zh": "数据分析师",
         "label_en": "Data analyst",
         "permissions": ("customer.view", "export.request", "report.view"),
+        "data_scope": "all",
     },
     "senior_agent": {
         "label_zh": "高级客服",
         "label_en": "Senior agent",
         # View-only on customer data, sensitive fields included (seed 001).
         "permissions": ("customer.view", "customer.view_sensitive"),
+        "data_scope": "team",
     },
     "agent": {
         "label_zh": "客服",
         "label_en": "Agent",
-        "permissions": ("customer.view", "customer.create", "customer.edit", "tag.assign"),
+        "permissions": ("customer.view", "customer.create", "customer.edit", "tag.assign", "customer.claim"),
+        "data_scope": "team_pool",
     },
 }
 
@@ -147,6 +158,11 @@ class Actor:
     client_ip: str = ""
     # Set when the actor is an API key (services/api_keys.py): no user, not the system.
     api_key_id: int | None = None
+    # The role's data scope (models.auth.DATA_SCOPES) and the user's team with its
+    # members' ids (read with the session): services/customer_access.py applies them.
+    data_scope: str = "all"
+    team_id: int | None = None
+    team_member_ids: tuple[int, ...] = ()
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions

@@ -78,7 +78,7 @@ from meiqia_app.services import report_aggregates as aggregates
 from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.errors import ValidationError
-from meiqia_app.services.rbac import Actor, require
+from meiqia_app.services.rbac import Actor, refuse, require
 from meiqia_app.timeutil import as_utc, local_day_start_utc, local_zone, today_local, utcnow
 
 C = Customer.__table__.c
@@ -410,7 +410,15 @@ def _count_customers(conn: Connection, *conditions) -> int:
 
 def _scoped_segment(actor: Actor, segment: ListQuery | None, action: str) -> ListQuery | None:
     """The segment under the matching rules of the actor's role (services/customer_query):
-    a saved view's search finds for an analyst only what an analyst may match."""
+    a saved view's search finds for an analyst only what an analyst may match.
+
+    A role with a narrower data scope than all has no "whole population": its
+    reports without a segment are those of every active customer within its
+    scope (the segment of the plain active list), computed from the rows or
+    the per-customer ledger like any segment, never from the precomputed
+    whole-population aggregates."""
+    if segment is None and CustomerAccess(actor).scope != "all":
+        segment = ListQuery()
     if segment is None:
         return None
     from meiqia_app.services.customer_list import scoped_query
@@ -887,6 +895,9 @@ def dashboard(actor: Actor, period: Period, allow_stale: bool = False) -> Dashbo
     kept for callers; the answer is never older than the last applied change.
     """
     require(actor, "report.view", action="report.dashboard")
+    if CustomerAccess(actor).scope != "all":
+        # The dashboard is read from the whole-population aggregates only: not for a narrower scope.
+        refuse(actor, "report.dashboard", "report.scope_all_only")
     previous = period.previous()
     if not _aggregates_ready():
         empty = dict.fromkeys(
@@ -971,8 +982,10 @@ class Snapshot:
 def agent_snapshot(actor: Actor) -> Snapshot:
     require(actor, "customer.view", action="report.snapshot")
     today = today_local()
+    access = CustomerAccess(actor)
+    scope = access.scope_conditions()
 
-    if _aggregates_ready():
+    if not scope and _aggregates_ready():
         with get_engine().connect() as conn:
             total = sum(aggregates.group_counts(conn, "lifecycle_stage").values())
             month = aggregates.measures(conn, _month_start(today), today)
@@ -983,12 +996,14 @@ def agent_snapshot(actor: Actor) -> Snapshot:
         day = make_period("day", today)
         month = make_period("month", today)
         return Snapshot(
-            total_customers=_count_customers(conn),
-            new_today=_count_customers(conn, C.registered_at >= day.start_utc, C.registered_at < day.end_utc),
-            new_this_month=_count_customers(conn, C.registered_at >= month.start_utc, C.registered_at < month.end_utc),
+            total_customers=_count_customers(conn, *scope),
+            new_today=_count_customers(conn, C.registered_at >= day.start_utc, C.registered_at < day.end_utc, *scope),
+            new_this_month=_count_customers(
+                conn, C.registered_at >= month.start_utc, C.registered_at < month.end_utc, *scope
+            ),
         )
 
-    return _cached("snapshot", (today,), compute, allow_stale=True)
+    return _cached("snapshot", (today, access.scope_key()), compute, allow_stale=True)
 
 
 # --- trends ------------------------------------------------------------------------------

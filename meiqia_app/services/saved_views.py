@@ -34,8 +34,10 @@ LIST_COLUMNS = (
     "last_purchase",
     "last_active",
     "status",
+    "owner",
+    "team",
 )
-DEFAULT_COLUMNS = ("name", "phone", "region", "source", "lifecycle", "tags", "last_active")
+DEFAULT_COLUMNS = ("name", "phone", "region", "source", "lifecycle", "tags", "last_active", "owner")
 
 
 def clean_columns(columns) -> list[str]:

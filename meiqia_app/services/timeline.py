@@ -28,7 +28,17 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from meiqia_app.db import read_connection
 from meiqia_app.i18n import tr
-from meiqia_app.models import AuditEntry, BehaviorEvent, Conversation, Customer, Message, Note, Order, Product
+from meiqia_app.models import (
+    AuditEntry,
+    BehaviorEvent,
+    Conversation,
+    Customer,
+    Message,
+    Note,
+    Order,
+    OwnerChange,
+    Product,
+)
 from meiqia_app.services import api_keys
 from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_dto import label, money
@@ -42,9 +52,10 @@ KIND_CONVERSATION = "conversation"
 KIND_EVENT = "event"
 KIND_NOTE = "note"
 KIND_ORDER = "order"
+KIND_OWNER = "owner"
 # Alphabetical on purpose: the kind is the tie-breaker between rows of the
 # same instant, and this is also its string order in the cursor.
-KINDS = (KIND_CONSENT, KIND_CONVERSATION, KIND_EVENT, KIND_NOTE, KIND_ORDER)
+KINDS = (KIND_CONSENT, KIND_CONVERSATION, KIND_EVENT, KIND_NOTE, KIND_ORDER, KIND_OWNER)
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -58,12 +69,13 @@ _M = Message.__table__.c
 _P = Product.__table__.c
 _C = Customer.__table__.c
 _A = AuditEntry.__table__.c
+_OW = OwnerChange.__table__.c
 CONSENT_ACTION = "customer.consent"
 
 
 @dataclasses.dataclass
 class TimelineItem:
-    kind: str  # conversation | order | event | note | consent
+    kind: str  # conversation | order | event | note | consent | owner
     id: int
     key: str  # "kind:id", unique on the page (for rx.foreach keys)
     at: str  # local time, formatted
@@ -406,12 +418,64 @@ def _consents(conn, actor, customer_id, cursor, n, lang):
     return result
 
 
+def _owner_changes(conn, actor, customer_id, cursor, n, lang):
+    """Claims, assignments, transfers and releases (services/ownership.py, table owner_change)."""
+    from meiqia_app.services.ownership import owner_infos
+
+    statement = (
+        select(_OW.id, _OW.changed_at, _OW.action, _OW.old_owner_id, _OW.new_owner_id, _OW.actor_name)
+        .where(_OW.customer_id == customer_id)
+        .order_by(_OW.changed_at.desc(), _OW.id.desc())
+        .limit(n)
+    )
+    condition = _below(_OW.changed_at, _OW.id, KIND_OWNER, cursor)
+    if condition is not None:
+        statement = statement.where(condition)
+    rows = conn.execute(statement).all()
+    names = owner_infos(conn, [r.old_owner_id for r in rows] + [r.new_owner_id for r in rows])
+
+    def name(user_id):
+        if user_id is None:
+            return tr(lang, "owner.pool")
+        info = names.get(user_id)
+        return info.owner_name if info else tr(lang, "owner.unknown")
+
+    result = []
+    for r in rows:
+        if r.action == "claim":
+            title = tr(lang, "timeline.owner_claim", owner=name(r.new_owner_id))
+        elif r.new_owner_id is None:
+            title = tr(lang, "timeline.owner_release", old=name(r.old_owner_id))
+        elif r.old_owner_id is None:
+            title = tr(lang, "timeline.owner_assign", owner=name(r.new_owner_id))
+        else:
+            title = tr(lang, "timeline.owner_transfer", old=name(r.old_owner_id), owner=name(r.new_owner_id))
+        result.append(
+            (
+                r.changed_at,
+                KIND_OWNER,
+                r.id,
+                TimelineItem(
+                    kind=KIND_OWNER,
+                    id=r.id,
+                    key=f"{KIND_OWNER}:{r.id}",
+                    at=format_local(r.changed_at),
+                    title=title,
+                    summary=tr(lang, "timeline.owner_by", by=r.actor_name or "?"),
+                ),
+                None,
+            )
+        )
+    return result
+
+
 _READERS = {
     KIND_CONSENT: _consents,
     KIND_CONVERSATION: _conversations,
     KIND_EVENT: _events,
     KIND_NOTE: _notes,
     KIND_ORDER: _orders,
+    KIND_OWNER: _owner_changes,
 }
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from meiqia_app.db import read_session, write_session
-from meiqia_app.models import LoginThrottle, Role, User, UserSession
+from meiqia_app.models import LoginThrottle, Role, Team, User, UserSession
 from meiqia_app.services import audit, auth
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import (
@@ -57,6 +57,7 @@ def ensure_builtin_roles(session: Session) -> dict[str, Role]:
             is_builtin=True,
             permissions=json.dumps(list(spec["permissions"])),
             export_policy=_default_policy(name).to_json(),
+            data_scope=spec.get("data_scope", "all"),
         )
         session.add(role)
         roles[name] = role
@@ -76,11 +77,12 @@ def role_dto(role: Role, user_count: int = 0) -> dict:
         "is_builtin": role.is_builtin,
         "permissions": json.loads(role.permissions),
         "export_policy": json.loads(role.export_policy or "{}"),
+        "data_scope": role.data_scope or "all",
         "user_count": user_count,
     }
 
 
-def user_dto(user: User, role: Role, active_sessions: int = 0, locked: bool = False) -> dict:
+def user_dto(user: User, role: Role, active_sessions: int = 0, locked: bool = False, team_name: str = "") -> dict:
     return {
         "id": user.id,
         "username": user.username,
@@ -93,6 +95,8 @@ def user_dto(user: User, role: Role, active_sessions: int = 0, locked: bool = Fa
         "last_login_at": user.last_login_at,
         "active_sessions": active_sessions,
         "locked": locked,
+        "team_id": user.team_id,
+        "team_name": team_name,
     }
 
 
@@ -165,8 +169,15 @@ def list_users(actor: Actor) -> list[dict]:
             session.exec(select(LoginThrottle.username_key).where(LoginThrottle.locked_until > utcnow())).all()
         )
         rows = session.exec(select(User, Role).join(Role, Role.id == User.role_id).order_by(User.id)).all()
+        teams = dict(session.exec(select(Team.id, Team.name)).all())
         return [
-            user_dto(user, role, counts.get(user.id, 0), auth.throttle_key(user.username) in locked)
+            user_dto(
+                user,
+                role,
+                counts.get(user.id, 0),
+                auth.throttle_key(user.username) in locked,
+                teams.get(user.team_id, "") if user.team_id else "",
+            )
             for user, role in rows
         ]
 
@@ -378,6 +389,34 @@ def set_role_permissions(actor: Actor, role_id: int, permissions: list[str]) -> 
                 "granted": sorted(set(permissions) - before),
                 "revoked": sorted(before - set(permissions)),
             },
+        )
+        return role_dto(role)
+
+
+def set_role_scope(actor: Actor, role_id: int, scope: str) -> dict:
+    """The role's data scope (own_pool | team_pool | team | all): which customers its users reach."""
+    from meiqia_app.models.auth import DATA_SCOPES
+
+    require(actor, "role.manage", action="role.data_scope", target_type="role", target_id=role_id)
+    if scope not in DATA_SCOPES:
+        raise ValidationError.single("data_scope", "error.bad_choice")
+    with write_session() as session:
+        role = session.get(Role, int(role_id))
+        if role is None:
+            raise NotFound()
+        before = role.data_scope or "all"
+        if before == scope:
+            return role_dto(role)
+        role.data_scope = scope
+        role.updated_at = utcnow()
+        session.add(role)
+        audit.record(
+            session,
+            actor,
+            "role.data_scope",
+            target_type="role",
+            target_id=role.id,
+            details={"before": before, "after": scope},
         )
         return role_dto(role)
 

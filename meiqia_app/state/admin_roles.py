@@ -26,6 +26,7 @@ class RoleView:
     bulk_allowed: bool
     approval_required: bool
     approval_over_rows: int
+    data_scope: str = "all"
 
 
 def _view(role: dict) -> RoleView:
@@ -43,6 +44,7 @@ def _view(role: dict) -> RoleView:
         bulk_allowed=bool(policy.get("bulk_allowed", True)),
         approval_required=bool(policy.get("approval_required", False)),
         approval_over_rows=int(policy.get("approval_over_rows", 0)),
+        data_scope=role.get("data_scope", "all"),
     )
 
 
@@ -85,6 +87,21 @@ class AdminRolesState(AppState):
             await self._reload()
         except AppError as error:
             return self._on_error(error)
+
+    @rx.event
+    async def set_scope(self, role_id: int, scope: str):
+        """The role's data scope (which customers, by owner): saved at once."""
+        try:
+            actor = self._actor()
+            role = self._role(self._as_id(role_id))
+            if role is None:
+                raise ValidationError.single("data_scope", "error.bad_choice")
+            await self._call(users.set_role_scope, actor, role.id, str(scope)[:16])
+        except AppError as error:
+            await self._reload()
+            return self._on_error(error)
+        await self._reload()
+        return rx.toast.success(self._tr("roles.scope_saved", name=role.label_en if self.is_en else role.label_zh))
 
     @rx.event
     async def toggle(self, role_id: int, permission: str, granted: bool):

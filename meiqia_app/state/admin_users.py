@@ -6,7 +6,7 @@ import dataclasses
 
 import reflex as rx
 
-from meiqia_app.services import users
+from meiqia_app.services import teams, users
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.state.base import AppState
 from meiqia_app.timeutil import format_local
@@ -25,6 +25,24 @@ class UserRowView:
     locked: bool
     last_login: str
     active_sessions: int
+    # The team select's value: the team id as text, "none" for no team.
+    team: str = "none"
+
+
+@dataclasses.dataclass
+class TeamRowView:
+    id: int
+    name: str
+    # The lead select's value: the user id as text, "none" for no lead.
+    lead: str
+    members: str
+    member_count: int
+
+
+@dataclasses.dataclass
+class Choice:
+    value: str
+    label: str
 
 
 @dataclasses.dataclass
@@ -40,6 +58,10 @@ CONFIRMABLE = ("reset_totp", "deactivate", "revoke")
 class AdminUsersState(AppState):
     rows: list[UserRowView] = []
     role_choices: list[RoleChoice] = []
+    teams: list[TeamRowView] = []
+    team_choices: list[Choice] = []
+    user_choices: list[Choice] = []
+    team_error: str = ""
 
     create_open: bool = False
     create_errors: dict[str, str] = {}
@@ -71,9 +93,23 @@ class AdminUsersState(AppState):
                 locked=u["locked"],
                 last_login=format_local(u["last_login_at"]),
                 active_sessions=u["active_sessions"],
+                team=str(u["team_id"]) if u.get("team_id") else "none",
             )
             for u in found
         ]
+        found_teams = await self._call(teams.list_teams, actor)
+        self.teams = [
+            TeamRowView(
+                id=t.id,
+                name=t.name,
+                lead=str(t.lead_id) if t.lead_id else "none",
+                members="、".join(m.name for m in t.members),
+                member_count=len(t.members),
+            )
+            for t in found_teams
+        ]
+        self.team_choices = [Choice(str(t.id), t.name) for t in found_teams]
+        self.user_choices = [Choice(str(u.id), u.display_name or u.username) for u in self.rows if u.is_active]
         if roles:
             self.role_choices = [RoleChoice(r["name"], r["label_zh"], r["label_en"]) for r in roles]
         else:
@@ -124,6 +160,64 @@ class AdminUsersState(AppState):
         except AppError as error:
             return self._on_error(error)
         return rx.toast.success(self._tr("users.created", username=username))
+
+    # --- teams ------------------------------------------------------------------------
+    async def _team_call(self, build, done_key: str = "", **params):
+        """Run ``build()`` -> (service, args) as the admin; field errors show under the teams."""
+        self.team_error = ""
+        try:
+            function, args = build()
+            await self._call(function, self._actor(), *args)
+            await self._reload()
+        except ValidationError as error:
+            self.team_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
+            await self._reload()
+            return None
+        except AppError as error:
+            await self._reload()
+            return self._on_error(error)
+        return rx.toast.success(self._tr(done_key, **params)) if done_key else None
+
+    def _team_name(self, team_id: object) -> str:
+        return next((t.name for t in self.teams if str(t.id) == str(team_id)), "")
+
+    @staticmethod
+    def _optional_id(value: object) -> int | None:
+        return None if value in ("none", "", None) else AppState._as_id(value)
+
+    @rx.event
+    async def create_team(self, form: dict):
+        name = str(form.get("team_name", "") if isinstance(form, dict) else "")[:64]
+        return await self._team_call(lambda: (teams.create_team, (name,)), "team.created", name=name)
+
+    @rx.event
+    async def rename_team(self, team_id: int, name: str):
+        name = str(name or "").strip()[:64]
+        if not name or name == self._team_name(team_id):
+            return None
+        return await self._team_call(
+            lambda: (teams.rename_team, (self._as_id(team_id), name)), "team.renamed", name=name
+        )
+
+    @rx.event
+    async def delete_team(self, team_id: int):
+        name = self._team_name(team_id)
+        return await self._team_call(lambda: (teams.delete_team, (self._as_id(team_id),)), "team.deleted", name=name)
+
+    @rx.event
+    async def set_team_lead(self, team_id: int, user_value: str):
+        return await self._team_call(
+            lambda: (teams.set_lead, (self._as_id(team_id), self._optional_id(user_value))), "team.lead_set"
+        )
+
+    @rx.event
+    async def change_team(self, user_id: int, team_value: str):
+        username = self._username_of(user_id if isinstance(user_id, int) else -1)
+        return await self._team_call(
+            lambda: (teams.set_user_team, (self._as_id(user_id), self._optional_id(team_value))),
+            "team.member_set",
+            name=username,
+        )
 
     # --- one user ---------------------------------------------------------------------
     @rx.event

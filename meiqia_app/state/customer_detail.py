@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import consent, customer_edit, customers
+from meiqia_app.services import consent, customer_edit, customers, ownership
 from meiqia_app.services.customers import CustomerDetail
 from meiqia_app.services.errors import AppError, Conflict, NotFound, ValidationError
 from meiqia_app.state.base import AppState
@@ -40,6 +40,14 @@ class CustomerDetailState(AppState):
     edit_errors: dict[str, str] = {}
     conflict: str = ""
     saving: bool = False
+    # The owner line (colleagues' names, no customer data) and what the viewer may do.
+    owner_name: str = ""
+    owner_team: str = ""
+    owner_in_pool: bool = True
+    can_claim: bool = False
+    can_assign: bool = False
+    can_release: bool = False
+    owner_choices: list[dict[str, str]] = []
     # The customer on the page (0: none) and the version it was read at.
     _shown_id: int = 0
     _shown_version: int = 0
@@ -61,6 +69,14 @@ class CustomerDetailState(AppState):
             self.customer = customer
             self._shown_id, self._shown_version = customer.id, customer.version
             self.not_found = False
+            card = await self._call(ownership.owner_card, actor, customer.id)
+            self.owner_name, self.owner_team, self.owner_in_pool = card.owner_name, card.team_name, card.in_pool
+            self.can_claim, self.can_assign, self.can_release = card.can_claim, card.can_assign, card.can_release
+            if card.can_assign and not self.owner_choices:
+                options = await self._call(ownership.owner_options, actor)
+                self.owner_choices = [
+                    {"value": str(o.id), "label": f"{o.name} · {o.team}" if o.team else o.name} for o in options
+                ]
         except NotFound:
             self.customer = None
             self._shown_id = self._shown_version = 0
@@ -74,6 +90,7 @@ class CustomerDetailState(AppState):
         self.customer = None
         self._shown_id = 0
         self.not_found = False
+        self.owner_choices = []
         self.editing = False
         self.conflict = ""
         try:
@@ -128,6 +145,44 @@ class CustomerDetailState(AppState):
             rx.toast.success(self._tr(key, consent=self._tr(f"consent.{kind}"))),
             CustomerActivityState.refresh_timeline,
         ]
+
+    async def _owner_change(self, function, *args):
+        if not self._shown_id:
+            return None
+        try:
+            result = await self._call(function, self._actor(), self._shown_id, *args)
+        except AppError as error:
+            await self._reload()
+            return self._on_error(error)
+        failed = await self._reload()
+        if failed is not None:
+            return failed
+        from meiqia_app.state.customer_activity import CustomerActivityState  # its substate
+
+        if result.action == "release":
+            message = self._tr("owner.released")
+        elif result.action == "claim":
+            message = self._tr("owner.claimed")
+        else:
+            message = self._tr("owner.assigned", name=result.owner.owner_name)
+        return [rx.toast.success(message), CustomerActivityState.refresh_timeline]
+
+    @rx.event
+    async def claim(self):
+        """认领 / Claim: the customer leaves the pool for the viewer."""
+        return await self._owner_change(ownership.claim)
+
+    @rx.event
+    async def release(self):
+        return await self._owner_change(ownership.release)
+
+    @rx.event
+    async def assign_to(self, user_value: str):
+        try:
+            user_id = self._as_id(user_value)
+        except ValidationError as error:
+            return self._on_error(error)
+        return await self._owner_change(ownership.assign, user_id)
 
     @rx.event
     async def reload_after_conflict(self):

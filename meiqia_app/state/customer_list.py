@@ -12,7 +12,7 @@ import reflex as rx
 
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
-from meiqia_app.services import cleanup, customer_list, jobs, saved_views, tags
+from meiqia_app.services import cleanup, customer_list, jobs, ownership, saved_views, tags
 from meiqia_app.services.customer_dto import CustomerRow
 from meiqia_app.services.customer_query import PAGE_SIZES, SORTS, ListQuery
 from meiqia_app.services.errors import AppError, ValidationError
@@ -42,11 +42,20 @@ TEXT_FILTERS = (
     "orders_max",
 )
 TAG_FILTERS = ("tags_any", "tags_all", "tags_none")
+# Set outside the filter panel (the quick filters, the team select): kept when the panel is applied.
+OWNER_FILTERS = ("owner", "team_ids")
+OWNER_QUICK = ("mine", "pool")
 LABEL_PREFIX = {"lifecycle": "lifecycle", "tiers": "tier", "sources": "source", "order_statuses": "order_status"}
 
 
 def _row_id(row) -> int:
     return row["id"] if isinstance(row, dict) else row.id
+
+
+@dataclasses.dataclass
+class OwnerChoice:
+    value: str
+    label: str
 
 
 @dataclasses.dataclass
@@ -113,6 +122,11 @@ class CustomerListState(AppState):
     count_value: int = -1
     count_exact: bool = False
 
+    # Owners a bulk "assign to…" may choose (the user's names, not customer data), teams to filter by.
+    owner_choices: list[OwnerChoice] = []
+    team_choices: list[OwnerChoice] = []
+    assign_open: bool = False
+    assign_error: str = ""
     # The bulk tag dialog and its job's progress.
     bulk_open: bool = False
     bulk_action: str = "add"
@@ -221,6 +235,9 @@ class CustomerListState(AppState):
                 return None
             self.tag_options = await self._call(tags.list_tag_options, actor)
             self.views = await self._call(saved_views.list_views, actor)
+            self.team_choices = [
+                OwnerChoice(str(t.id), t.name) for t in await self._call(ownership.team_options, actor)
+            ]
             version = await self._call(customer_list.data_version, actor)
         except AppError as error:
             return self._on_error(error)
@@ -244,6 +261,11 @@ class CustomerListState(AppState):
                 text = self._tr(f"status.{value}")
             elif key == "consent_marketing":
                 text = self._tr(f"common.{value}")
+            elif key == "owner":
+                text = self._tr(f"owner.filter_{value}")
+            elif key == "team_ids":
+                teams = {c.value: c.label for c in self.team_choices}
+                text = "、".join(teams.get(str(v), "?") for v in value)
             else:
                 text = str(value)
             chips.append(FilterChip(key, f"{self._tr('filter.' + key)}: {text}"))
@@ -257,7 +279,12 @@ class CustomerListState(AppState):
     async def apply_filters(self, form: dict):
         if not isinstance(form, dict):
             return None
-        candidate = filters_from_form(form)
+        candidate = {k: v for k, v in self.filters.items() if k in OWNER_FILTERS} | filters_from_form(form)
+        team = str(form.get("team_ids", "") or "")
+        if team == "none":
+            candidate.pop("team_ids", None)
+        elif team:
+            candidate["team_ids"] = [team]
         try:
             ListQuery.from_dict({**candidate, "q": self.q, "sort": self.sort, "direction": self.direction})
         except ValidationError as error:
@@ -331,6 +358,66 @@ class CustomerListState(AppState):
         except AppError as error:
             return self._on_error(error)
         return rx.toast.success(self._tr("view.deleted"))
+
+    @rx.event
+    async def set_owner_filter(self, value: str | list[str]):
+        """The quick filters: all / my customers (我的客户) / the pool (公海)."""
+        value = value if isinstance(value, str) else ""
+        self.filters = {k: v for k, v in self.filters.items() if k != "owner"}
+        if value in OWNER_QUICK:
+            self.filters["owner"] = value
+        self._refresh_chips()
+        return await self._reload_first_page()
+
+    @rx.event
+    async def claim(self, customer_id: int):
+        """认领 / Claim a pool customer from its row."""
+        try:
+            result = await self._call(ownership.claim, self._actor(), self._as_id(customer_id))
+        except AppError as error:
+            await self._load(page_number=self.page_number)
+            return self._on_error(error)
+        await self._load(page_number=self.page_number)
+        return rx.toast.success(self._tr("owner.claimed") + " · " + result.owner.owner_name)
+
+    @rx.event
+    async def open_assign(self):
+        if self.bulk_running:
+            return None
+        try:
+            options = await self._call(ownership.owner_options, self._actor())
+        except AppError as error:
+            return self._on_error(error)
+        self.owner_choices = [OwnerChoice(str(o.id), f"{o.name} · {o.team}" if o.team else o.name) for o in options]
+        self.assign_error = ""
+        self.assign_open = True
+        return None
+
+    @rx.event
+    def set_assign_open(self, value: bool):
+        if not value and not self.bulk_running:
+            self.assign_open = False
+
+    @rx.event
+    async def start_bulk_assign(self, form: dict):
+        """Assign the selection (ticked rows or all matching) to one user, or release it, as a job."""
+        if self.bulk_running or not isinstance(form, dict):
+            return None
+        self.assign_error = ""
+        owner = str(form.get("owner", "") or "")
+        try:
+            target = None if owner in ("", "pool") else self._as_id(owner)
+            job_id = await self._call(ownership.start_bulk_assign_job, self._actor(), self._selection(), target)
+        except ValidationError as error:
+            self.assign_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        self._bulk_job_id = job_id
+        self._bulk_done_key = "bulk.assigned"
+        self.bulk_running = True
+        self.bulk_percent = 0
+        return CustomerListState.follow_bulk_job
 
     @rx.event
     async def clear_filters(self):
@@ -563,6 +650,7 @@ class CustomerListState(AppState):
                     self.bulk_running = False
                     self.bulk_open = False
                     self.status_open = False
+                    self.assign_open = False
                     changed = view.result.get("changed", view.result.get("processed", view.processed))
                     if view.status == "done":
                         yield rx.toast.success(self._tr(self._bulk_done_key, count=f"{changed:,}"))
@@ -590,6 +678,16 @@ class CustomerListState(AppState):
         return bool(self._row_ids) and (
             self.all_matching or all(row_id in self.selected_ids for row_id in self._row_ids)
         )
+
+    @rx.var
+    def owner_filter(self) -> str:
+        value = self.filters.get("owner", "")
+        return value if value in OWNER_QUICK else "any"
+
+    @rx.var
+    def team_filter(self) -> str:
+        value = self.filters.get("team_ids") or []
+        return str(value[0]) if value else "none"
 
     @rx.var
     def page_label(self) -> str:

@@ -65,7 +65,8 @@ def _target(statement: str) -> str:
 
 # sqlite_stat1 of /work/bench-data/1m after migration 0003 (ANALYZE), less the indexes 0005 and 0006
 # dropped; ix_customer_trashed_at (only the trash since 0006) as with 100,000 customers in the trash;
-# ix_customer_status_updated as migration 0011's ANALYZE customer records it.
+# ix_customer_status_updated as migration 0011's ANALYZE customer records it; ix_customer_status_owner
+# as migration 0013's ANALYZE records it (every customer in the pool).
 STATS_1M = """\
 behavior_event|ix_event_customer_occurred|2525629 4 1
 behavior_event|ix_event_product_kind|2525629 101026 93542 1 1
@@ -88,6 +89,7 @@ customer|ix_customer_status_orders|1000000 500000 25642 1
 customer|ix_customer_status_registered|1000000 500000 1 1
 customer|ix_customer_status_spent|1000000 500000 46 1
 customer|ix_customer_status_updated|1000000 500000 1 1
+customer|ix_customer_status_owner|1000000 500000 500000 1 1
 customer|ix_customer_tier|1000000 500000 166667 1
 customer|ix_customer_trashed_at|100000 100000
 customer|ix_customer_visitor_id|1000000 2
@@ -207,7 +209,7 @@ def test_a_search_with_few_matches_reads_them_by_id_not_through_a_status_index(s
     engine = get_engine()
     if engine.dialect.name != "sqlite":
         pytest.skip("EXPLAIN QUERY PLAN text is SQLite's")
-    senior = seeded_actors["senior"]
+    senior = seeded_actors["manager"]  # data scope all: the plan without a scope condition
     with get_engine().connect() as conn:
         name = conn.exec_driver_sql("SELECT name FROM customer ORDER BY id LIMIT 1").scalar_one()
     seen: list[tuple[str, object]] = []

@@ -159,3 +159,7 @@ def test_a_new_name_and_company_reach_the_audit_log_as_references_not_text(seede
     changes = json.loads(entry.details)["changes"]
     assert changes["name"][1] == audit.text_ref("审计测试名")  # checkable with the key, not readable
     assert changes["city"][1] == city  # the coarse region stays readable
+
+
+# The senior agent stands for "a role that sees contact data" here (its team scope: test_data_scope.py).
+pytestmark = pytest.mark.usefixtures("senior_scope_all")

@@ -195,7 +195,7 @@ def test_role_permission_change_takes_effect_and_is_audited(db, actors):
     [entry] = audit_entries("role.update")
     assert json.loads(entry.details) == {
         "granted": ["customer.view_sensitive"],
-        "revoked": ["customer.create", "customer.edit", "tag.assign"],
+        "revoked": ["customer.claim", "customer.create", "customer.edit", "tag.assign"],
     }
 
 

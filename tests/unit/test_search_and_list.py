@@ -671,3 +671,7 @@ def test_a_typed_search_is_masked_for_audit_entries(typed, shown):
     from meiqia_app.services.masking import mask_search_term
 
     assert mask_search_term(typed) == shown
+
+
+# The senior agent stands for "a role that sees contact data" here (its team scope: test_data_scope.py).
+pytestmark = pytest.mark.usefixtures("senior_scope_all")

@@ -422,3 +422,7 @@ def test_guessing_whole_numbers_is_limited_for_a_role_that_sees_them_masked(seed
     for guess in guesses[:20]:
         customer_list.list_customers(senior, q(q=guess))
     assert customer_id in [r.id for r in customer_list.list_customers(senior, q(q=phone)).rows]
+
+
+# The senior agent stands for "a role that sees contact data" here (its team scope: test_data_scope.py).
+pytestmark = pytest.mark.usefixtures("senior_scope_all")

@@ -662,3 +662,7 @@ def test_the_audit_chain_still_verifies_after_notes_and_tags(seeded_db, seeded_a
     customer_tags.remove_tag(agent, customer_id, tag_named("链路测试").id)
     with read_session() as session:
         assert audit.verify_chain(session).ok
+
+
+# The senior agent stands for "a role that sees contact data" here (its team scope: test_data_scope.py).
+pytestmark = pytest.mark.usefixtures("senior_scope_all")

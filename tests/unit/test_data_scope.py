@@ -1,0 +1,457 @@
+"""Teams, owners (负责人), the pool (公海) and data scopes (issue 21, part 2).
+
+Team A: agent_a, agent_a2, senior_a (lead: agent_a2). Team B: agent_b.
+Customers: ``mine`` (owner agent_a), ``team`` (owner agent_a2), ``other``
+(owner agent_b), ``pool`` (no owner); every other seeded customer is in the pool.
+
+- agent (team + pool): sees mine, team and the pool, never ``other``, on every
+  surface; a crafted call naming ``other`` is not found and writes nothing.
+- senior agent (team): mine and team only; own + pool: mine and the pool.
+- claim: exactly one of two simultaneous claims wins, the other is told who.
+- assign / transfer / release: audited, in the customer's timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from sqlalchemy import func, select, text
+
+from meiqia_app.db import get_engine, read_session
+from meiqia_app.models import AuditEntry, Customer, Note, OwnerChange, Role, Tag, TagAssignment, User
+from meiqia_app.services import (
+    consent,
+    customer_edit,
+    customer_list,
+    customer_tags,
+    customers,
+    duplicates,
+    notes,
+    ownership,
+    reports,
+    saved_views,
+    tags,
+    teams,
+    timeline,
+    users,
+)
+from meiqia_app.services.customer_access import CustomerAccess
+from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied
+from meiqia_app.services.exports import portability, service
+from meiqia_app.services.rbac import ExportPolicy
+from meiqia_app.services.selection import Selection
+from tests.conftest import load_actors
+
+C = Customer.__table__.c
+PASSWORD = "Scope-test-pass-2026!"
+
+
+def _user_id(username: str) -> int:
+    with read_session() as session:
+        return session.execute(select(User.id).where(User.username == username)).scalar_one()
+
+
+def _role_id(name: str) -> int:
+    with read_session() as session:
+        return session.execute(select(Role.id).where(Role.name == name)).scalar_one()
+
+
+def _active_ids(n: int) -> list[int]:
+    with get_engine().connect() as conn:
+        return list(
+            conn.execute(
+                select(C.id).where(C.status == "active", C.erased_at.is_(None), C.phone != "").order_by(C.id).limit(n)
+            ).scalars()
+        )
+
+
+def _total_active() -> int:
+    with get_engine().connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM customer WHERE status = 'active'")).scalar_one()
+
+
+@pytest.fixture()
+def world(seeded_db):
+    admin = load_actors()["admin"]
+    team_a = teams.create_team(admin, "一组").id
+    team_b = teams.create_team(admin, "二组").id
+    for username, role, team in (
+        ("agent_a", "agent", team_a),
+        ("agent_a2", "agent", team_a),
+        ("senior_a", "senior_agent", team_a),
+        ("agent_b", "agent", team_b),
+    ):
+        user = users.create_user(admin, username, PASSWORD, role, display_name=username)
+        teams.set_user_team(admin, user["id"], team)
+    teams.set_lead(admin, team_a, _user_id("agent_a2"))
+    mine, team, other, pool, spare = _active_ids(5)
+    ownership.assign(admin, mine, _user_id("agent_a"))
+    ownership.assign(admin, team, _user_id("agent_a2"))
+    ownership.assign(admin, other, _user_id("agent_b"))
+    return {
+        "actors": load_actors(),
+        "ids": {"mine": mine, "team": team, "other": other, "pool": pool, "spare": spare},
+        "teams": {"a": team_a, "b": team_b},
+    }
+
+
+def _all_ids(actor, query: ListQuery | None = None) -> set[int]:
+    found, after = set(), 0
+    while True:
+        batch = customer_list.matching_ids(actor, query or ListQuery(), after_id=after, batch=5000)
+        if not batch:
+            return found
+        found.update(batch)
+        after = batch[-1]
+
+
+# --- sets ---------------------------------------------------------------------------------------
+
+
+def test_each_scope_sees_its_customers_in_list_count_and_search(world):
+    actors, ids = world["actors"], world["ids"]
+    total = _total_active()
+    agent = actors["agent_a"]
+    seen = _all_ids(agent)
+    assert {ids["mine"], ids["team"], ids["pool"]} <= seen and ids["other"] not in seen
+    assert len(seen) == total - 1
+    assert customer_list.count_customers(agent, ListQuery(), exact=True).value == total - 1
+    # The admin's count right after: counts are not shared across scopes.
+    assert customer_list.count_customers(actors["admin"], ListQuery(), exact=True).value == total
+    page = customer_list.list_customers(agent, ListQuery(), page_size=100)
+    assert ids["other"] not in {r.id for r in page.rows}
+
+    other_name = customers.get_customer(actors["admin"], ids["other"]).name
+    found = customer_list.list_customers(actors["admin"], ListQuery(q=other_name), page_size=100).rows
+    assert ids["other"] in {r.id for r in found}
+    found = customer_list.list_customers(agent, ListQuery(q=other_name), page_size=100).rows
+    assert ids["other"] not in {r.id for r in found}
+    assert customer_list.count_customers(agent, ListQuery(q=other_name), exact=True).value == len(found)
+
+    senior = actors["senior_a"]
+    assert _all_ids(senior) == {ids["mine"], ids["team"]}
+    assert customer_list.count_customers(senior, ListQuery()).value == 2
+
+    users.set_role_scope(actors["admin"], _role_id("agent"), "own_pool")
+    agent = load_actors()["agent_a"]
+    seen = _all_ids(agent)
+    assert ids["mine"] in seen and ids["pool"] in seen
+    assert ids["team"] not in seen and ids["other"] not in seen
+    assert customer_list.count_customers(agent, ListQuery(), exact=True).value == total - 2
+
+
+def test_quick_filters_mine_pool_owner_and_team(world):
+    actors, ids = world["actors"], world["ids"]
+    agent, admin = actors["agent_a"], actors["admin"]
+    assert _all_ids(agent, ListQuery(owner="mine")) == {ids["mine"]}
+    pool = _all_ids(agent, ListQuery(owner="pool"))
+    assert ids["pool"] in pool and not pool & {ids["mine"], ids["team"], ids["other"]}
+    assert _all_ids(admin, ListQuery(owner="mine")) == set()  # "mine" is the acting user's
+    assert customer_list.count_customers(admin, ListQuery(owner="mine"), exact=True).value == 0
+    assert customer_list.count_customers(agent, ListQuery(owner="mine"), exact=True).value == 1
+    assert _all_ids(admin, ListQuery(team_ids=(world["teams"]["a"],))) == {ids["mine"], ids["team"]}
+    assert _all_ids(admin, ListQuery(owner_ids=(_user_id("agent_b"),))) == {ids["other"]}
+    # A filter cannot widen the scope.
+    assert _all_ids(agent, ListQuery(team_ids=(world["teams"]["b"],))) == set()
+    rows = {r.id: r for r in customer_list.list_customers(admin, ListQuery(owner_ids=(_user_id("agent_a"),))).rows}
+    assert rows[ids["mine"]].owner == "agent_a" and rows[ids["mine"]].team == "一组"
+    assert not rows[ids["mine"]].in_pool
+
+
+def _counts(customer_id: int) -> tuple[int, int, int, int]:
+    with read_session() as session:
+        note_count = session.exec(select(func.count()).select_from(Note).where(Note.customer_id == customer_id)).one()
+        tag_count = session.exec(
+            select(func.count()).select_from(TagAssignment).where(TagAssignment.customer_id == customer_id)
+        ).one()
+        version, owner = session.exec(
+            select(Customer.version, Customer.owner_id).where(Customer.id == customer_id)
+        ).one()
+    return note_count, tag_count, version, owner
+
+
+def test_an_out_of_scope_customer_is_not_found_by_id_on_every_surface(world):
+    actors, ids = world["actors"], world["ids"]
+    agent, other = actors["agent_a"], ids["other"]
+    with read_session() as session:
+        tag_id = session.execute(select(Tag.id).order_by(Tag.id)).scalars().first()
+        version = session.execute(select(Customer.version).where(Customer.id == other)).scalar_one()
+    before = _counts(other)
+    calls = {
+        "detail": lambda: customers.get_customer(agent, other),
+        "record": lambda: customers.get_customer_record(agent, other),
+        "timeline": lambda: timeline.customer_timeline(agent, other),
+        "note add": lambda: notes.add_note(agent, other, "crafted"),
+        "tag add": lambda: customer_tags.add_tags(agent, other, [tag_id]),
+        "edit": lambda: customer_edit.update_customer(agent, other, version, {"name": "crafted"}),
+        "consent": lambda: consent.set_consent(agent, other, "marketing", True),
+        "portability": lambda: portability.collect(agent, other),
+        "merge": lambda: duplicates.merge_preview(actors["agent_a"], [ids["pool"], other]),
+        "owner card": lambda: ownership.owner_card(agent, other),
+        "claim": lambda: ownership.claim(agent, other),
+        "release": lambda: ownership.release(agent, other),
+    }
+    for name, call in calls.items():
+        with pytest.raises((NotFound, PermissionDenied)) as caught:
+            call()
+            pytest.fail(f"{name}: reached a customer out of scope")
+        if name != "merge":  # the agent may not merge at all: refused before any customer is read
+            assert isinstance(caught.value, NotFound), name
+    assert timeline.activity_marker(agent, other) is None
+    assert [r.id for r in customers.customer_records(agent, [other, ids["team"]])] == [ids["team"]]
+    assert _counts(other) == before  # nothing written
+
+
+def _refusals() -> int:
+    with read_session() as session:
+        return session.execute(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.result == "refused")
+        ).scalar_one()
+
+
+def test_merge_needs_both_customers_in_scope(world):
+    actors, ids = world["actors"], world["ids"]
+    admin = actors["admin"]
+    # A manager-like role with a team scope: customer.merge, but only team A's customers.
+    users.create_role(admin, "team_merger", "组内合并", "Team merger", ["customer.view", "customer.merge"])
+    users.set_role_scope(admin, _role_id("team_merger"), "team")
+    user = users.create_user(admin, "merger_a", PASSWORD, "team_merger")
+    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    merger = load_actors()["merger_a"]
+    assert len(duplicates.merge_preview(merger, [ids["mine"], ids["team"]]).customers) == 2
+    with pytest.raises(NotFound):
+        duplicates.merge_preview(merger, [ids["mine"], ids["other"]])
+    with pytest.raises(NotFound):
+        duplicates.merge_preview(merger, [ids["mine"], ids["pool"]])  # team scope: no pool
+
+
+def test_bulk_all_matching_and_saved_views_stay_in_scope(world):
+    actors, ids = world["actors"], world["ids"]
+    agent = actors["agent_a"]
+    with read_session() as session:
+        tag_id = session.execute(select(Tag.id).order_by(Tag.id.desc())).scalars().first()
+    result = tags.bulk_tag(agent, Selection.of_query(ListQuery()), tag_id, "add")
+    assert result["status"] == "done"
+    with read_session() as session:
+        tagged = set(session.execute(select(TagAssignment.customer_id).where(TagAssignment.tag_id == tag_id)).scalars())
+    assert {ids["mine"], ids["team"], ids["pool"]} <= tagged and ids["other"] not in tagged
+    # Ticked rows naming an out-of-scope customer: left out.
+    ticked = Selection.of_ids([ids["other"], ids["pool"]], status="active")
+    assert sorted(i for batch in _iter(agent, ticked) for i in batch) == [ids["pool"]]
+
+    # A view shared by the admin finds, for the agent, only what the agent may see.
+    view = saved_views.save_view(
+        actors["admin"], "B 组", ListQuery(owner_ids=(_user_id("agent_b"), _user_id("agent_a"))), shared=True
+    )
+    query = saved_views.load_view(agent, view.id)
+    assert _all_ids(agent, query) == {ids["mine"]}
+    assert _all_ids(actors["admin"], query) == {ids["mine"], ids["other"]}
+
+
+def _iter(actor, selection):
+    from meiqia_app.services.selection import iter_selected_ids
+
+    return iter_selected_ids(actor, selection)
+
+
+def test_export_rows_are_the_requesters_scope(world):
+    actors, ids = world["actors"], world["ids"]
+    admin = actors["admin"]
+    users.create_role(admin, "team_exporter", "组内导出", "Team exporter", ["customer.view", "export.request"])
+    users.set_role_scope(admin, _role_id("team_exporter"), "team_pool")
+    users.set_export_policy(admin, _role_id("team_exporter"), ExportPolicy())
+    user = users.create_user(admin, "exporter_a", PASSWORD, "team_exporter")
+    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    exporter = load_actors()["exporter_a"]
+    data = {
+        "scope": {"kind": "ids", "ids": [ids["other"], ids["mine"], ids["pool"]], "query": {"status": "active"}},
+        "fields": ["id", "name"],
+        "format": "csv",
+        "sort_field": "id",
+        "sort_dir": "asc",
+    }
+    assert service.review(exporter, data)["row_count"] == 2
+    view = service.run_export(service.request_export(exporter, data, start=False)["id"])
+    assert view["status"] == "done"
+    from tests.unit.test_export_scope import _exported_ids
+
+    assert _exported_ids(view) == sorted([ids["mine"], ids["pool"]])
+
+
+def test_reports_of_a_scoped_role_count_only_its_customers(world):
+    actors = world["actors"]
+    admin = actors["admin"]
+    users.create_role(admin, "team_reports", "组内报告", "Team reports", ["customer.view", "report.view"])
+    users.set_role_scope(admin, _role_id("team_reports"), "team")
+    user = users.create_user(admin, "reporter_a", PASSWORD, "team_reports")
+    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    reporter = load_actors()["reporter_a"]
+    members = tuple(sorted(_user_id(u) for u in ("agent_a", "agent_a2", "senior_a", "reporter_a")))
+    as_team = ListQuery(owner_ids=members)
+
+    def figures(points):
+        return [(p.start, p.new_customers, p.orders, p.amount_cents) for p in points]
+
+    last = "2026-11-01"
+    scoped = figures(reports.trend(reporter, "month", last_day=last, count=36))
+    assert scoped == figures(reports.trend(admin, "month", last_day=last, count=36, segment=as_team))
+    assert sum(p[1] for p in scoped) == 2  # the team's two customers
+    assert scoped != figures(reports.trend(admin, "month", last_day=last, count=36))
+    # A segment is also cut to the scope.
+    everyone = ListQuery(status="active")
+    assert figures(reports.trend(reporter, "month", last_day=last, count=36, segment=everyone)) == scoped
+    period = reports.make_period("custom", "2026-01-01", "2026-11-01")
+    comparison = reports.compare_periods(reporter, None, period, period)
+    expected = reports.compare_periods(admin, as_team, period, period)
+    assert comparison.raw_b == expected.raw_b
+    # The dashboard is read from whole-population aggregates: refused for a narrower scope.
+    with pytest.raises(PermissionDenied):
+        reports.dashboard(reporter, period)
+    snapshot = reports.agent_snapshot(actors["senior_a"])
+    assert snapshot.total_customers == 2
+    assert reports.agent_snapshot(admin).total_customers == _total_active()
+
+
+# --- claim, assign, transfer, release -----------------------------------------------------------------
+
+
+def test_two_simultaneous_claims_exactly_one_wins_and_the_other_is_told_who(world):
+    actors, pool = world["actors"], world["ids"]["pool"]
+    contenders = [actors["agent_a"], actors["agent_b"]]
+    barrier = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+
+    def claim(actor):
+        barrier.wait()
+        try:
+            outcome[actor.username] = ownership.claim(actor, pool)
+        except Conflict as error:
+            outcome[actor.username] = error
+
+    threads = [threading.Thread(target=claim, args=(a,)) for a in contenders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [n for n, r in outcome.items() if isinstance(r, ownership.OwnerChangeResult)]
+    losers = [r for r in outcome.values() if isinstance(r, Conflict)]
+    assert len(winners) == 1 and len(losers) == 1
+    assert losers[0].message_key == "owner.taken" and losers[0].params["name"] == winners[0]
+    assert _counts(pool)[3] == _user_id(winners[0])
+    with read_session() as session:
+        claims = session.execute(select(AuditEntry).where(AuditEntry.action == "customer.claim")).scalars().all()
+        changes = session.execute(select(OwnerChange).where(OwnerChange.customer_id == pool)).scalars().all()
+    assert [e.target_id for e in claims] == [str(pool)] and len(changes) == 1
+
+
+def test_assign_transfer_release_are_audited_and_in_the_timeline(world):
+    actors, spare = world["actors"], world["ids"]["spare"]
+    manager = actors["manager"]
+    assert ownership.assign(manager, spare, _user_id("agent_a")).action == "assign"
+    assert ownership.assign(manager, spare, _user_id("agent_b")).action == "transfer"
+    assert ownership.release(manager, spare).action == "release"
+    assert _counts(spare)[3] is None
+    with read_session() as session:
+        entries = (
+            session.execute(
+                select(AuditEntry.action)
+                .where(AuditEntry.target_type == "customer", AuditEntry.target_id == str(spare))
+                .order_by(AuditEntry.id)
+            )
+            .scalars()
+            .all()
+        )
+    assert entries == ["customer.assign", "customer.transfer", "customer.release"]
+    items = timeline.customer_timeline(manager, spare, kinds={"owner"}, lang="en").items
+    assert [i.title for i in items] == [
+        "Released from agent_b to the pool",
+        "Transferred from agent_a to agent_b",
+        "Assigned to agent_a",
+    ]
+    assert all(i.summary == f"By {manager.display_name}" for i in items)
+    from meiqia_app.services import audit_log
+    from meiqia_app.services.audit_log import AuditFilter
+
+    rows = audit_log.list_entries(actors["admin"], AuditFilter.from_dict({"action": "customer.transfer"})).rows
+    assert "transferred customer" in rows[0].sentence_en and "agent_a" in rows[0].sentence_en
+
+
+def test_who_may_assign_and_release(world):
+    actors, ids = world["actors"], world["ids"]
+    agent, lead = actors["agent_a"], actors["agent_a2"]
+    with pytest.raises(PermissionDenied):
+        ownership.assign(agent, ids["pool"], _user_id("agent_a"))  # an agent claims, not assigns
+    # The lead of team A assigns within the team, not outside it.
+    assert ownership.assign(lead, ids["mine"], _user_id("senior_a")).action == "transfer"
+    with pytest.raises(PermissionDenied):
+        ownership.assign(lead, ids["team"], _user_id("agent_b"))
+    # An owner releases their own customer.
+    assert ownership.claim(agent, ids["pool"]).action == "claim"
+    assert ownership.release(agent, ids["pool"]).action == "release"
+    card = ownership.owner_card(agent, ids["pool"])
+    assert card.in_pool and card.can_claim and not card.can_assign
+
+
+def test_bulk_assign_all_matching_the_pool(world):
+    actors = world["actors"]
+    manager, agent_b = actors["manager"], _user_id("agent_b")
+    pool_size = customer_list.count_customers(manager, ListQuery(owner="pool"), exact=True).value
+    result = ownership.bulk_assign(manager, Selection.of_query(ListQuery(owner="pool")), agent_b)
+    assert result["status"] == "done" and result["changed"] == pool_size
+    assert customer_list.count_customers(manager, ListQuery(owner="pool"), exact=True).value == 0
+    with read_session() as session:
+        rows = session.execute(
+            select(func.count()).select_from(OwnerChange).where(OwnerChange.new_owner_id == agent_b)
+        ).scalar_one()
+        entry = session.execute(select(AuditEntry).where(AuditEntry.action == "customer.bulk_assign")).scalar_one()
+    assert rows == pool_size + 1  # the fixture's own assignment of "other"
+    assert json.loads(entry.details)["count"] == pool_size
+    # The agent of team A now sees only the team's customers.
+    assert _all_ids(load_actors()["agent_a"]) == {world["ids"]["mine"], world["ids"]["team"]}
+
+
+def test_moving_a_user_to_another_team_moves_their_customers(world):
+    actors, ids = world["actors"], world["ids"]
+    teams.set_user_team(actors["admin"], _user_id("agent_a2"), world["teams"]["b"])
+    fresh = load_actors()
+    assert ids["team"] not in _all_ids(fresh["agent_a"])
+    assert ids["team"] in _all_ids(fresh["agent_b"])
+    with pytest.raises(NotFound):
+        customers.get_customer(fresh["agent_a"], ids["team"])
+    assert [t.lead_name for t in teams.list_teams(actors["admin"]) if t.id == world["teams"]["a"]] == [""]
+
+
+def test_the_scope_condition_per_scope(world):
+    actors = world["actors"]
+    me = actors["agent_a"].user_id
+    members = sorted(actors["agent_a"].team_member_ids)
+    sql = str(CustomerAccess(actors["agent_a"]).scope_condition().compile(compile_kwargs={"literal_binds": True}))
+    assert sql == f"customer.owner_id IN ({', '.join(map(str, members))}) OR customer.owner_id IS NULL"
+    sql = str(CustomerAccess(actors["senior_a"]).scope_condition().compile(compile_kwargs={"literal_binds": True}))
+    assert sql == f"customer.owner_id IN ({', '.join(map(str, members))})"
+    assert CustomerAccess(actors["manager"]).scope_condition() is None
+    assert CustomerAccess(actors["manager"]).set_key("active") == "active"
+    # No team: only one's own (and the pool for a pool scope).
+    teams.set_user_team(actors["admin"], me, None)
+    alone = load_actors()["agent_a"]
+    sql = str(CustomerAccess(alone).scope_condition().compile(compile_kwargs={"literal_binds": True}))
+    assert sql == f"customer.owner_id = {me} OR customer.owner_id IS NULL"
+
+
+def test_cli_creates_a_team_and_a_user_in_it(seeded_db, capsys):
+    from meiqia_app.cli import main
+
+    assert main(["create-team", "三组"]) == 0
+    assert (
+        main(["create-user", "--username", "agent_c", "--password", PASSWORD, "--role", "agent", "--team", "三组"]) == 0
+    )
+    assert (
+        main(["create-user", "--username", "agent_d", "--password", PASSWORD, "--role", "agent", "--team", "无此组"])
+        == 2
+    )
+    admin = load_actors()["admin"]
+    [team] = [t for t in teams.list_teams(admin) if t.name == "三组"]
+    assert [m.name for m in team.members] == ["agent_c"]
