@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Connection, func
+from sqlalchemy import Connection, func, update
 from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlmodel import Session, SQLModel, select
 
@@ -26,7 +26,7 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.migrate import upgrade_to_head
-from meiqia_app.models import Customer, Product, Tag, User
+from meiqia_app.models import Customer, Product, Tag, Team, User
 from meiqia_app.seed import data
 from meiqia_app.seed.generator import (
     CONVERSATION_COLUMNS,
@@ -125,6 +125,9 @@ def ensure_reference_data(with_demo_accounts: bool = True) -> list[dict]:
     with write_session() as session:
         users.ensure_builtin_roles(session)
         accounts = ensure_demo_accounts(session) if with_demo_accounts else []
+        if with_demo_accounts:
+            session.flush()
+            _ensure_demo_team(session)
         if not session.exec(select(func.count()).select_from(Product)).one():
             for sku, name, category, price in data.PRODUCTS:
                 session.add(Product(sku=sku, name=name, category=category, price_cents=price * 100))
@@ -267,12 +270,51 @@ def seed(
             adapter.reset_id_sequences(conn, (("customer_order", "id"), ("conversation", "id"), ("customer", "id")))
             adapter.analyze(conn)
 
+    _give_the_demo_team_customers()
     _after_seed_hooks(progress, as_of)
     with write_session() as session:
         audit.record(session, SYSTEM_ACTOR, "data.seed", details={**totals, "seed": seed_value})
     elapsed = time.perf_counter() - started
     db_bytes = _database_bytes()
     return SeedReport(seconds=elapsed, database_bytes=db_bytes, accounts=accounts, **totals)
+
+
+DEMO_TEAM = "客服一组"
+DEMO_TEAM_MEMBERS = ("senior", "agent")  # the first one leads
+DEMO_OWNED_EVERY = 10  # of each ten customers, one is the senior's and one the agent's
+
+
+def _ensure_demo_team(session: Session) -> None:
+    """The demo agent and senior agent work in one team (the senior's data scope is its
+    team's customers), created once, on a database that has no team yet."""
+    if session.exec(select(Team.id)).first() is not None:
+        return
+    members = session.exec(select(User).where(User.username.in_(DEMO_TEAM_MEMBERS))).all()
+    if len(members) != len(DEMO_TEAM_MEMBERS):
+        return
+    team = Team(name=DEMO_TEAM)
+    session.add(team)
+    session.flush()
+    for user in members:
+        user.team_id = team.id
+        session.add(user)
+        if user.username == DEMO_TEAM_MEMBERS[0]:
+            team.lead_user_id = user.id
+    session.add(team)
+
+
+def _give_the_demo_team_customers() -> None:
+    """Seeded customers are otherwise all in the pool (公海): one in ten becomes the demo
+    senior agent's and one in ten the agent's, so "my customers" and a team scope show data."""
+    with write_session() as session:
+        owners = dict(session.exec(select(User.username, User.id).where(User.username.in_(DEMO_TEAM_MEMBERS))).all())
+        for offset, username in enumerate(DEMO_TEAM_MEMBERS):
+            if username in owners:
+                session.execute(
+                    update(Customer)
+                    .where((Customer.id % DEMO_OWNED_EVERY) == offset, Customer.owner_id.is_(None))
+                    .values(owner_id=owners[username])
+                )
 
 
 def _after_seed_hooks(progress: Callable[[str], None], as_of: dt.datetime | None = None) -> None:
