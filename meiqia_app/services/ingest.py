@@ -553,22 +553,32 @@ class _Batch:
                 if len(items) == 1 and items[0]["sku"]:
                     skus.add(items[0]["sku"])
                     self.wanted_products.setdefault(items[0]["sku"], (items[0]["name"], items[0]["price_cents"]))
+        # Packed rows (one value per query): a batch names up to hundreds of products,
+        # conversations and orders, and each row fetched alone hands the GIL over.
+        packed = get_adapter(self.conn).packed_rows
         if skus:
-            self.products = dict(self.conn.execute(select(P.sku, P.id).where(P.sku.in_(sorted(skus)))).all())
+            self.products = {
+                sku: row_id
+                for sku, row_id in packed(self.conn, select(P.sku, P.id).where(P.sku.in_(sorted(skus))), ("sku", "id"))
+            }
         if conversation_refs:
-            rows = self.conn.execute(
+            rows = packed(
+                self.conn,
                 select(XR.ref, CV.id, CV.customer_id)
                 .select_from(ExternalRef.__table__.join(Conversation.__table__, CV.id == XR.row_id))
-                .where(XR.kind == "conversation", XR.ref.in_(sorted(conversation_refs)))
-            ).all()
-            self.conversations = {row.ref: (row.id, row.customer_id) for row in rows}
+                .where(XR.kind == "conversation", XR.ref.in_(sorted(conversation_refs))),
+                ("ref", "id", "customer_id"),
+            )
+            self.conversations = {ref: (row_id, owner) for ref, row_id, owner in rows}
         if order_refs:
-            rows = self.conn.execute(
+            rows = packed(
+                self.conn,
                 select(XR.ref, OT.id, OT.customer_id, OT.status)
                 .select_from(ExternalRef.__table__.join(Order.__table__, OT.id == XR.row_id))
-                .where(XR.kind == "order", XR.ref.in_(sorted(order_refs)))
-            ).all()
-            self.orders = {row.ref: (row.id, row.customer_id, row.status) for row in rows}
+                .where(XR.kind == "order", XR.ref.in_(sorted(order_refs))),
+                ("ref", "id", "customer_id", "status"),
+            )
+            self.orders = {ref: (row_id, owner, status) for ref, row_id, owner, status in rows}
             short = sorted(ref for ref in order_refs if len(ref) <= 32 and ref not in self.orders)
             if short:
                 self.taken_order_nos = set(
@@ -829,12 +839,16 @@ class _Batch:
 
     def _move_last_active(self, moving: list[dict]) -> None:
         """Last active (and last login) forward for these customers, the counter up: one
-        statement per chunk, the new times in a VALUES list the UPDATE reads."""
+        statement per chunk, the new times in a VALUES list the UPDATE joins (UPDATE … FROM:
+        SQLite 3.33+ and PostgreSQL; each customer row finds its values by key, where
+        correlated sub-selects scanned the whole list four times per customer)."""
         chunk = MAX_PARAMETERS // 3
         kind = C.last_active_at.type
         for start in range(0, len(moving), chunk):
             part = moving[start : start + chunk]
-            rows = ", ".join(f"(:i{n}, :a{n}, :l{n})" for n in range(len(part)))
+            rows = ", ".join(
+                f"(:i{n}, :a{n}, :l{n}, {1 if row['b_login'] is not None else 0})" for n, row in enumerate(part)
+            )
             params = []
             for n, row in enumerate(part):
                 params += [
@@ -842,20 +856,17 @@ class _Batch:
                     bindparam(f"a{n}", row["b_at"], type_=kind),
                     bindparam(f"l{n}", row["b_login"] or row["b_at"], type_=kind),
                 ]
-            logins = [row["b_id"] for row in part if row["b_login"] is not None]
-            login_ids = ", ".join(str(int(i)) for i in logins) or "NULL"
             self.conn.execute(
                 text(
-                    f"WITH v(v_id, v_at, v_login) AS (VALUES {rows}) "
+                    f"WITH v(v_id, v_at, v_login, v_has_login) AS (VALUES {rows}) "
                     "UPDATE customer SET "
-                    "last_active_at = CASE WHEN customer.last_active_at < (SELECT v_at FROM v WHERE v_id = customer.id) "
-                    "THEN (SELECT v_at FROM v WHERE v_id = customer.id) ELSE customer.last_active_at END, "
-                    f"last_login_at = CASE WHEN customer.id NOT IN ({login_ids}) THEN customer.last_login_at "
-                    "WHEN customer.last_login_at IS NULL "
-                    "OR customer.last_login_at < (SELECT v_login FROM v WHERE v_id = customer.id) "
-                    "THEN (SELECT v_login FROM v WHERE v_id = customer.id) ELSE customer.last_login_at END, "
+                    "last_active_at = CASE WHEN customer.last_active_at < v.v_at "
+                    "THEN v.v_at ELSE customer.last_active_at END, "
+                    "last_login_at = CASE WHEN v.v_has_login = 0 THEN customer.last_login_at "
+                    "WHEN customer.last_login_at IS NULL OR customer.last_login_at < v.v_login "
+                    "THEN v.v_login ELSE customer.last_login_at END, "
                     "activity_seq = customer.activity_seq + 1 "
-                    "WHERE customer.id IN (SELECT v_id FROM v)"
+                    "FROM v WHERE customer.id = v.v_id"
                 ).bindparams(*params)
             )
 

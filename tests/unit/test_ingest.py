@@ -272,3 +272,36 @@ def test_a_batch_of_more_than_1000_is_refused_whole(seeded_db):
     response = _post(api, raw, events)
     assert response.status_code == 422
     assert_conforms(api, response)
+
+
+def test_last_active_and_last_login_move_forward_only_and_only_for_a_login(seeded_db):
+    """One statement moves several customers: a login sets last login, a page view leaves it,
+    an old record never moves a time back, and every customer's live counter goes up once."""
+    api = client()
+    raw = new_key("web", ["events:write"])
+    recent = utcnow().replace(microsecond=0) - dt.timedelta(minutes=5)
+    older = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    with get_engine().begin() as conn:
+        for customer_id in (31, 32, 33):
+            conn.execute(
+                text("UPDATE customer SET last_active_at = :at, last_login_at = NULL WHERE id = :id"),
+                {"at": older.strftime("%Y-%m-%d %H:%M:%S.%f"), "id": customer_id},
+            )
+        conn.execute(
+            text("UPDATE customer SET last_active_at = :at WHERE id = 33"),
+            {"at": (recent + dt.timedelta(minutes=3)).strftime("%Y-%m-%d %H:%M:%S.%f")},
+        )
+    seq = {i: _customer(i).activity_seq for i in (31, 32, 33)}
+    at = recent.isoformat()
+    events = [
+        {"event_id": "m1", "type": "login", "customer": {"id": 31}, "occurred_at": at},
+        {"event_id": "m2", "type": "page_view", "customer": {"id": 32}, "url": "/", "occurred_at": at},
+        {"event_id": "m3", "type": "login", "customer": {"id": 33}, "occurred_at": at},
+    ]
+    assert _post(api, raw, events).json()["accepted"] == 3
+    one, two, three = _customer(31), _customer(32), _customer(33)
+    assert as_utc(one.last_active_at) == recent and as_utc(one.last_login_at) == recent
+    assert as_utc(two.last_active_at) == recent and two.last_login_at is None
+    assert as_utc(three.last_active_at) == recent + dt.timedelta(minutes=3)  # not moved back
+    assert as_utc(three.last_login_at) == recent
+    assert {i: _customer(i).activity_seq - seq[i] for i in (31, 32, 33)} == {31: 1, 32: 1, 33: 1}
