@@ -305,3 +305,74 @@ def test_last_active_and_last_login_move_forward_only_and_only_for_a_login(seede
     assert as_utc(three.last_active_at) == recent + dt.timedelta(minutes=3)  # not moved back
     assert as_utc(three.last_login_at) == recent
     assert {i: _customer(i).activity_seq - seq[i] for i in (31, 32, 33)} == {31: 1, 32: 1, 33: 1}
+
+
+def test_several_orders_and_conversations_change_in_one_batch(seeded_db):
+    """Changes to existing rows with the same columns go in one statement per column set."""
+    api = client()
+    raw = new_key("shop", ["events:write"])
+    at = (utcnow() - dt.timedelta(minutes=5)).replace(microsecond=0)
+    ids = (51, 52, 53)
+    first = [
+        {
+            "event_id": f"new-{i}",
+            "type": "order",
+            "customer": {"id": i},
+            "order_id": f"MANY-{i}",
+            "status": "pending",
+            "occurred_at": at.isoformat(),
+            "amount_cents": 1000 * i,
+        }
+        for i in ids
+    ] + [
+        {
+            "event_id": f"chat-{i}",
+            "type": "chat_message",
+            "customer": {"id": i},
+            "conversation_id": f"C-{i}",
+            "text": "在吗",
+        }
+        for i in ids
+    ]
+    assert _post(api, raw, first).json()["accepted"] == 6
+    figures = {i: (_customer(i).order_count, _customer(i).total_spent_cents) for i in ids}
+    later = at + dt.timedelta(minutes=1)
+    second = [
+        {
+            "event_id": f"pay-{i}",
+            "type": "order",
+            "customer": {"id": i},
+            "order_id": f"MANY-{i}",
+            "status": "paid",
+            "occurred_at": later.isoformat(),
+        }
+        for i in ids
+    ] + [
+        {
+            "event_id": f"end-{i}",
+            "type": "conversation",
+            "customer": {"id": i},
+            "conversation_id": f"C-{i}",
+            "status": "ended",
+            "rating": 4,
+            "category": "complaint",
+            "occurred_at": later.isoformat(),
+        }
+        for i in ids[:2]
+    ]
+    assert _post(api, raw, second).json()["accepted"] == 5
+    with read_session() as session:
+        orders = {o.customer_id: o for o in session.exec(select(Order).where(Order.order_no.like("MANY-%")))}
+        talks = {
+            c.customer_id: c
+            for c in session.exec(
+                select(Conversation).where(Conversation.customer_id.in_(ids), Conversation.api_key_id.is_not(None))
+            )
+        }
+    for i in ids:
+        assert (orders[i].status, as_utc(orders[i].paid_at), orders[i].amount_cents) == ("paid", later, 1000 * i)
+        count, spent = figures[i]
+        assert (_customer(i).order_count, _customer(i).total_spent_cents) == (count + 1, spent + 1000 * i)
+    for i in ids[:2]:
+        assert (talks[i].rating, talks[i].category, as_utc(talks[i].ended_at)) == (4, "complaint", later)
+    assert (talks[53].rating, talks[53].ended_at) == (None, None)
