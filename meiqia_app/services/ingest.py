@@ -561,40 +561,37 @@ class _Batch:
                 sku: row_id
                 for sku, row_id in packed(self.conn, select(P.sku, P.id).where(P.sku.in_(sorted(skus))), ("sku", "id"))
             }
+        # Outer joins: a mapping whose row was purged (the customer with it) comes back
+        # without the row, and only those mappings are deleted (the ref starts afresh).
+        stale: dict[str, list[str]] = {"conversation": [], "order": []}
         if conversation_refs:
             rows = packed(
                 self.conn,
                 select(XR.ref, CV.id, CV.customer_id)
-                .select_from(ExternalRef.__table__.join(Conversation.__table__, CV.id == XR.row_id))
+                .select_from(ExternalRef.__table__.outerjoin(Conversation.__table__, CV.id == XR.row_id))
                 .where(XR.kind == "conversation", XR.ref.in_(sorted(conversation_refs))),
                 ("ref", "id", "customer_id"),
             )
-            self.conversations = {ref: (row_id, owner) for ref, row_id, owner in rows}
+            self.conversations = {ref: (row_id, owner) for ref, row_id, owner in rows if row_id is not None}
+            stale["conversation"] = [ref for ref, row_id, _owner in rows if row_id is None]
         if order_refs:
             rows = packed(
                 self.conn,
                 select(XR.ref, OT.id, OT.customer_id, OT.status)
-                .select_from(ExternalRef.__table__.join(Order.__table__, OT.id == XR.row_id))
+                .select_from(ExternalRef.__table__.outerjoin(Order.__table__, OT.id == XR.row_id))
                 .where(XR.kind == "order", XR.ref.in_(sorted(order_refs))),
                 ("ref", "id", "customer_id", "status"),
             )
-            self.orders = {ref: (row_id, owner, status) for ref, row_id, owner, status in rows}
+            self.orders = {ref: (row_id, owner, status) for ref, row_id, owner, status in rows if row_id is not None}
+            stale["order"] = [ref for ref, row_id, _owner, _status in rows if row_id is None]
             short = sorted(ref for ref in order_refs if len(ref) <= 32 and ref not in self.orders)
             if short:
                 self.taken_order_nos = set(
                     self.conn.execute(select(OT.order_no).where(OT.order_no.in_(short))).scalars()
                 )
-        # A ref whose row was purged (the customer with it) starts afresh: the old mapping goes.
-        stale = [("conversation", ref) for ref in conversation_refs if ref not in self.conversations] + [
-            ("order", ref) for ref in order_refs if ref not in self.orders
-        ]
-        if stale:
-            for kind, refs in (
-                ("conversation", [r for k, r in stale if k == "conversation"]),
-                ("order", [r for k, r in stale if k == "order"]),
-            ):
-                if refs:
-                    self.conn.execute(delete(ExternalRef.__table__).where(XR.kind == kind, XR.ref.in_(refs)))
+        for kind, refs in stale.items():
+            if refs:
+                self.conn.execute(delete(ExternalRef.__table__).where(XR.kind == kind, XR.ref.in_(sorted(refs))))
 
     # --- one record (no writes) ------------------------------------------------------------------
     def plan(self, record: _Record) -> None:

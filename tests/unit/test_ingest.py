@@ -376,3 +376,34 @@ def test_several_orders_and_conversations_change_in_one_batch(seeded_db):
     for i in ids[:2]:
         assert (talks[i].rating, talks[i].category, as_utc(talks[i].ended_at)) == (4, "complaint", later)
     assert (talks[53].rating, talks[53].ended_at) == (None, None)
+
+
+def test_a_ref_whose_row_was_purged_starts_afresh(seeded_db):
+    api = client()
+    raw = new_key("chat", ["events:write"])
+    chat = {"type": "chat_message", "conversation_id": "GONE-1", "text": "你好"}
+    order = {"type": "order", "order_id": "GONE-O", "amount_cents": 500}
+    assert _post(api, raw, [{**chat, "event_id": "g1", "customer": {"id": 61}}]).json()["accepted"] == 1
+    assert _post(api, raw, [{**order, "event_id": "g2", "customer": {"id": 61}}]).json()["accepted"] == 1
+    with get_engine().begin() as conn:  # the customer's rows purged, the mappings left behind
+        conn.execute(
+            text("DELETE FROM message WHERE conversation_id IN (SELECT id FROM conversation WHERE customer_id = 61)")
+        )
+        conn.execute(text("DELETE FROM conversation WHERE customer_id = 61"))
+        conn.execute(text("DELETE FROM customer_order WHERE customer_id = 61"))
+        assert conn.execute(text("SELECT count(*) FROM external_ref WHERE ref LIKE 'GONE-%'")).scalar_one() == 2
+    body = _post(
+        api,
+        raw,
+        [{**chat, "event_id": "g3", "customer": {"id": 62}}, {**order, "event_id": "g4", "customer": {"id": 62}}],
+    ).json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "accepted"], body
+    with get_engine().connect() as conn:
+        owners = conn.execute(
+            text(
+                "SELECT x.kind, coalesce(c.customer_id, o.customer_id) FROM external_ref x "
+                "LEFT JOIN conversation c ON x.kind = 'conversation' AND c.id = x.row_id "
+                "LEFT JOIN customer_order o ON x.kind = 'order' AND o.id = x.row_id WHERE x.ref LIKE 'GONE-%'"
+            )
+        ).all()
+    assert sorted(owners) == [("conversation", 62), ("order", 62)]
