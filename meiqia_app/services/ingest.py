@@ -747,11 +747,20 @@ class _Batch:
             return
         adapter = get_adapter(self.conn)
         moment, _day = adapter.bulk_value_formatters()
+        # Each distinct time formatted once: most rows of a batch share a few (the batch's
+        # own time for every received id, the senders' times for records sent together).
+        formatted: dict[dt.datetime, object] = {}
+
+        def convert(value):
+            if not isinstance(value, dt.datetime):
+                return value
+            shown = formatted.get(value)
+            if shown is None:
+                shown = formatted[value] = moment(value)
+            return shown
+
         columns = list(rows[0])
-        values = [
-            tuple(moment(value) if isinstance(value, dt.datetime) else value for value in (row[c] for c in columns))
-            for row in rows
-        ]
+        values = [tuple(convert(row[c]) for c in columns) for row in rows]
         adapter.insert_rows(self.conn, table.name, columns, values)
 
     def _insert_returning(self, table, rows: list[dict]) -> list[int]:
