@@ -246,6 +246,7 @@ def _with_page_size(source: Path, page_size: int) -> Iterator[Path]:
 class SqliteAdapter(DatabaseAdapter):
     name = "sqlite"
     can_compact = True
+    one_writer = True
 
     # --- engine and transactions --------------------------------------------
     def create_engine(self, url: str) -> Engine:

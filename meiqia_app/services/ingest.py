@@ -35,9 +35,11 @@ retried once and then sees the record as a duplicate).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import secrets
+import threading
 from collections import Counter, defaultdict
 
 from sqlalchemy import bindparam, delete, insert, select, text, update
@@ -62,7 +64,7 @@ from meiqia_app.services import audit, customer_edit, customer_orders, scheduler
 from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import normalize_phone
-from meiqia_app.services.errors import NotFound, ReadOnly, ValidationError
+from meiqia_app.services.errors import Busy, NotFound, ReadOnly, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
 
@@ -302,19 +304,41 @@ def ingest(actor: Actor, records: list) -> list[RecordResult]:
             parsed.append(_parse(index, raw, now))
         except _Reject as rejected:
             results[index] = RecordResult(index, event_id, "rejected", reason=rejected.reason, field=rejected.field)
-    for attempt in range(2):
-        try:
-            applied, touched, created = _apply(actor, parsed, now, len(records))
-            break
-        except IntegrityError:
-            # Another worker took some of these records meanwhile: once more, they are duplicates now.
-            if attempt:
-                raise
+    with _one_batch_at_a_time():
+        for attempt in range(2):
+            try:
+                applied, touched, created = _apply(actor, parsed, now, len(records))
+                break
+            except IntegrityError:
+                # Another worker took some of these records meanwhile: once more, they are duplicates now.
+                if attempt:
+                    raise
+        if touched:
+            _after(touched, created)
     for result in applied:
         results[result.index] = result
-    if touched:
-        _after(touched, created)
     return [r for r in results if r is not None]
+
+
+# Batches of this process, one after the other where the database has one writer at a time
+# (SQLite): the next batch starts the moment the previous one (and its rules) is done, instead
+# of SQLite's busy handler waking the waiting one after sleeps of up to 100 ms. The wait is
+# bounded like SQLite's own (busy timeout), then the batch is refused as busy.
+_WRITERS = threading.Lock()
+WRITERS_WAIT_S = 15.0
+
+
+@contextlib.contextmanager
+def _one_batch_at_a_time():
+    if not get_adapter().one_writer:
+        yield
+        return
+    if not _WRITERS.acquire(timeout=WRITERS_WAIT_S):
+        raise Busy()
+    try:
+        yield
+    finally:
+        _WRITERS.release()
 
 
 def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 from sqlalchemy import func, text
 from sqlmodel import select
 
@@ -407,3 +408,35 @@ def test_a_ref_whose_row_was_purged_starts_afresh(seeded_db):
             )
         ).all()
     assert sorted(owners) == [("conversation", 62), ("order", 62)]
+
+
+def test_batches_of_one_process_queue_for_sqlites_one_writer(seeded_db, monkeypatch):
+    """Concurrent batches all land (one after the other); a batch that cannot get its turn
+    within the wait is refused as busy, having written nothing."""
+    import threading
+
+    from meiqia_app.services import api_keys, ingest
+    from meiqia_app.services.errors import Busy
+
+    raw = new_key("web", ["events:write"])
+    actor = api_keys.authenticate(f"Bearer {raw}")
+    before = _count(BehaviorEvent)
+    outcomes = []
+
+    def send(n):
+        records = [
+            {"event_id": f"q{n}-{i}", "type": "page_view", "customer": {"id": 70 + i}, "url": "/"} for i in range(20)
+        ]
+        outcomes.append(sum(r.status == "accepted" for r in ingest.ingest(actor, records)))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes == [20, 20, 20, 20]
+    assert _count(BehaviorEvent) == before + 80
+    monkeypatch.setattr(ingest, "WRITERS_WAIT_S", 0.05)
+    with ingest._WRITERS, pytest.raises(Busy):  # another batch of this process holds the turn
+        send(9)
+    assert _count(BehaviorEvent) == before + 80
