@@ -811,12 +811,12 @@ class _Batch:
                     params += [bindparam(f"c{n}_{k}", values[c], type_=table.c[c].type) for k, c in enumerate(columns)]
                     tuples.append("(" + ", ".join([f":r{n}", *(f":c{n}_{k}" for k in range(len(columns)))]) + ")")
                 names = ", ".join(f"v_{c}" for c in columns)
-                quote = self.conn.dialect.identifier_preparer.quote
-                quoted = quote(table.name)
+                # Plain names (conversation, customer_order and their columns): no quoting needed.
+                quoted = table.name
                 self.conn.execute(
                     text(
                         f"WITH v(v_row_id, {names}) AS (VALUES {', '.join(tuples)}) "
-                        f"UPDATE {quoted} SET {', '.join(f'{quote(c)} = v.v_{c}' for c in columns)} "
+                        f"UPDATE {quoted} SET {', '.join(f'{c} = v.v_{c}' for c in columns)} "
                         f"FROM v WHERE {quoted}.id = v.v_row_id"
                     ).bindparams(*params)
                 )
