@@ -52,6 +52,7 @@ NORMAL_CACHE_KIB = 64 * 1024  # page cache per connection
 # the thread, or a thread that falls behind, still bounds the WAL).
 CHECKPOINT_INTERVAL_S = 0.5
 AUTOCHECKPOINT_PAGES = 16_384  # 256 MiB of 16-KiB pages
+WAL_TRUNCATE_BYTES = 512 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 _checkpointers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -100,12 +101,20 @@ class WalCheckpointer:
             thread.join(timeout=30)
 
     def checkpoint(self) -> tuple[int, int, int] | None:
-        """One PASSIVE checkpoint: (busy, frames in the WAL, frames checkpointed)."""
-        if not Path(self.path).exists() or not Path(self.path + "-wal").exists():
+        """One checkpoint: (busy, frames in the WAL, frames checkpointed).
+
+        PASSIVE; once the WAL file is past WAL_TRUNCATE_BYTES, TRUNCATE: with writers
+        and readers never pausing, SQLite may find no moment to start the WAL over and
+        the file grows. TRUNCATE waits for nobody here (no busy timeout): when a reader
+        or writer is in the way it does what PASSIVE does and tries again next time.
+        """
+        wal = Path(self.path + "-wal")
+        if not Path(self.path).exists() or not wal.exists():
             return None
+        mode = "TRUNCATE" if wal.stat().st_size > WAL_TRUNCATE_BYTES else "PASSIVE"
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         try:
-            return tuple(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            return tuple(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone())
         finally:
             conn.close()
 

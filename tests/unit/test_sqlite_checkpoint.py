@@ -58,3 +58,25 @@ def test_the_thread_checkpoints_and_stops_with_the_engine(tmp_path):
     finally:
         engine.dispose()
     assert not checkpointer.running  # a restore or compaction that disposes the engine has the file to itself
+
+
+def test_a_big_wal_is_truncated_when_nobody_is_in_the_way(tmp_path, monkeypatch):
+    from meiqia_app.dbadapter import sqlite as sqlite_adapter
+
+    engine = _engine(tmp_path)
+    try:
+        checkpointer = checkpointer_of(engine)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+        checkpointer.stop()
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "z" * 1000} for _ in range(500)])
+        wal = tmp_path / "x.db-wal"
+        size = wal.stat().st_size
+        checkpointer.checkpoint()  # below the limit: copied, the file stays
+        assert wal.stat().st_size == size
+        monkeypatch.setattr(sqlite_adapter, "WAL_TRUNCATE_BYTES", 1000)
+        busy, _frames, _done = checkpointer.checkpoint()
+        assert busy == 0 and wal.stat().st_size == 0
+    finally:
+        engine.dispose()
