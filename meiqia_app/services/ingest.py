@@ -45,7 +45,7 @@ import secrets
 import threading
 from collections import Counter, defaultdict
 
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from meiqia_app.db import get_engine, write_session
@@ -824,7 +824,20 @@ class _Batch:
                     ).bindparams(*params)
                 )
 
+    def _lock_customers(self) -> None:
+        """Where batches write at the same time (PostgreSQL, several workers), the customers'
+        rows are locked first, in id order: the UPDATEs below take them in whatever order
+        the plan visits them, and two batches naming the same customers deadlocked (one
+        was refused with a 500). SQLite has one writer at a time: nothing to do."""
+        if get_adapter(self.conn).one_writer or not self.touched:
+            return
+        ids = sorted(self.touched)
+        for start in range(0, len(ids), MAX_PARAMETERS):
+            locking = select(C.id).where(C.id.in_(ids[start : start + MAX_PARAMETERS])).order_by(C.id)
+            self.conn.execute(select(func.count()).select_from(locking.with_for_update().subquery()))
+
     def write(self, customers: dict) -> None:
+        self._lock_customers()
         self._product_ids()
         if self.new_conversations:
             refs = list(self.new_conversations)
