@@ -828,13 +828,15 @@ class _Batch:
         """Where batches write at the same time (PostgreSQL, several workers), the customers'
         rows are locked first, in id order: the UPDATEs below take them in whatever order
         the plan visits them, and two batches naming the same customers deadlocked (one
-        was refused with a 500). SQLite has one writer at a time: nothing to do."""
+        was refused with a 500). FOR NO KEY UPDATE, the lock those UPDATEs take anyway: it
+        does not wait for (or block) another transaction's foreign-key checks on the rows
+        (a rule's new tag assignment). SQLite has one writer at a time: nothing to do."""
         if get_adapter(self.conn).one_writer or not self.touched:
             return
         ids = sorted(self.touched)
         for start in range(0, len(ids), MAX_PARAMETERS):
             locking = select(C.id).where(C.id.in_(ids[start : start + MAX_PARAMETERS])).order_by(C.id)
-            self.conn.execute(select(func.count()).select_from(locking.with_for_update().subquery()))
+            self.conn.execute(select(func.count()).select_from(locking.with_for_update(key_share=True).subquery()))
 
     def write(self, customers: dict) -> None:
         self._lock_customers()
