@@ -914,15 +914,15 @@ def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> di
                 changes.setdefault(i, {"added": [], "removed": []})["added"].append(spec.tag_id)
             for i in lost:
                 changes.setdefault(i, {"added": [], "removed": []})["removed"].append(spec.tag_id)
-        for customer_id, change in sorted(changes.items()):
-            audit.record(
-                session,
-                SYSTEM_ACTOR,
-                "rule.apply_customer",
-                target_type="customer",
-                target_id=customer_id,
-                details=change,
-            )
+        audit.record_many(
+            session,
+            SYSTEM_ACTOR,
+            "rule.apply_customer",
+            [
+                {"target_type": "customer", "target_id": customer_id, "details": change}
+                for customer_id, change in sorted(changes.items())
+            ],
+        )
     if changes:
         invalidate_counts()
     return changes
