@@ -21,6 +21,9 @@ bench/load.py does) with a rate limit high enough not to be what is measured.
    records accepted per second, the batch round trip, and the agents' event
    latencies, with the machine's load average before and after (the box is
    shared: figures move with it).
+
+``--in-process N`` instead sends N batches straight to services/ingest.py in
+this process, one at a time (no app, no HTTP): the service's own cost.
 """
 
 from __future__ import annotations
@@ -246,6 +249,26 @@ def bench_ingest(base_url, key, data, args) -> None:
         print("  error:", error)
 
 
+def bench_in_process(key: str, data: dict, args) -> None:
+    """Batches straight into services/ingest.py, one at a time (no HTTP, no app)."""
+    from meiqia_app.services import api_keys, ingest
+
+    actor = api_keys.authenticate(f"Bearer {key}")
+    sender = Sender("http://unused:1", key, data, args.batch, 0, None, None, args.seed + 100)
+    walls, cpus = [], []
+    for n in range(args.in_process + 2):
+        records = json.loads(json.dumps([sender._record() for _ in range(args.batch)]))  # as a request gives them
+        started, cpu = time.perf_counter(), time.thread_time()
+        results = ingest.ingest(actor, records)
+        if n >= 2:  # two to warm the caches
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.thread_time() - cpu)
+        assert sum(r.status == "accepted" for r in results) >= args.batch * 0.95, "records refused"
+    report(f"in process, batches of {args.batch}", walls)
+    report("  of which CPU of the thread", cpus)
+    print(f"  = {args.batch * len(walls) / sum(walls):,.0f} records/s, one batch at a time")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="/work/bench-data/1m")
@@ -260,6 +283,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--skip-reads", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument(
+        "--in-process", type=int, default=0, metavar="N", help="only N batches through the service, no app or HTTP"
+    )
     args = parser.parse_args()
     os.environ["MEIQIA_DATA_DIR"] = str(Path(args.data_dir).resolve())
     os.environ.setdefault("MEIQIA_SCHEDULER", "0")
@@ -273,6 +299,11 @@ def main() -> int:
     data = sample_data(5000, args.seed)
     reader = make_key(["customers:read", "customers:read_sensitive"])
     writer = make_key(["events:write"])
+    if args.in_process:
+        print(_load())
+        bench_in_process(writer, data, args)
+        print(_load())
+        return 0
 
     def run(base_url: str) -> None:
         print(_load())

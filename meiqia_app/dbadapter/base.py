@@ -54,6 +54,10 @@ class DatabaseAdapter(abc.ABC):
     param_mark: str = "?"
     #: Whether ``rewrite_with_page_size`` (``python -m meiqia_app compact``) means anything here.
     can_compact: bool = False
+    #: One write transaction at a time for the whole database (SQLite): a writer that finds the
+    #: lock taken polls for it with growing sleeps (up to 100 ms each), so a process's own
+    #: writers of a hot path are better queued on a lock of the process's (services/ingest.py).
+    one_writer: bool = False
 
     @abc.abstractmethod
     def create_engine(self, url: str) -> Engine:

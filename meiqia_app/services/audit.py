@@ -152,6 +152,41 @@ def record(
     return entry
 
 
+def record_many(session: Session, actor: Actor, action: str, entries: list[dict]) -> None:
+    """Several entries by one actor for one action, in the caller's transaction: each
+    dict gives ``target_type``, ``target_id`` and ``details``. The same rows, chain and
+    head as one :func:`record` per entry (in this order), read and written in a few
+    statements instead of four per entry (a batch's rule changes touch dozens)."""
+    if not entries:
+        return
+    get_adapter(session.get_bind()).lock_audit_chain(session.connection())
+    last = session.exec(select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)).first()
+    next_id, prev_hash = ((last[0] + 1), last[1]) if last else (1, GENESIS)
+    now = utcnow()
+    for item in entries:
+        target_id = item.get("target_id", "")
+        entry = AuditEntry(
+            id=next_id,
+            occurred_at=now,
+            actor_id=actor.user_id,
+            actor_name=actor.username,
+            action=action,
+            target_type=item.get("target_type", ""),
+            target_id=str(target_id) if target_id not in (None, "") else "",
+            result="ok",
+            details=_details_json(item.get("details")),
+            client_ip=actor.client_ip or "",
+            flagged=False,
+            prev_hash=prev_hash,
+        )
+        entry.entry_hash = compute_hash(entry)
+        entry.entry_mac = compute_mac(entry)
+        session.add(entry)
+        next_id, prev_hash = next_id + 1, entry.entry_hash
+    set_head(session, next_id - 1, prev_hash)
+    session.flush()
+
+
 def set_head(session: Session, entry_id: int, entry_hash: str) -> None:
     head = session.get(AppSetting, HEAD_KEY)
     value = head_value(entry_id, entry_hash)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from meiqia_app.db import write_session
 from meiqia_app.models import Customer, Order, Product
@@ -35,15 +35,20 @@ def recompute_order_figures(session, customer_ids) -> None:
     if not ids:
         return
     paid = and_(OC.customer_id == C.id, OC.status == "paid")
+    figures = {
+        "order_count": select(func.count()).where(paid).scalar_subquery(),
+        "total_spent_cents": select(func.coalesce(func.sum(OC.amount_cents), 0)).where(paid).scalar_subquery(),
+        "first_purchase_at": select(func.min(OC.created_at)).where(paid).scalar_subquery(),
+        "last_purchase_at": select(func.max(OC.created_at)).where(paid).scalar_subquery(),
+    }
+    # Only customers whose figures change are written: an unpaid order (most of what a shop
+    # sends) leaves them as they were, and an UPDATE rewrites the entries of every index on
+    # the columns it sets (four at 1M customers: ~130 pages per ingested batch) even when
+    # the values stay the same.
     session.execute(
         update(Customer.__table__)
-        .where(C.id.in_(ids))
-        .values(
-            order_count=select(func.count()).where(paid).scalar_subquery(),
-            total_spent_cents=select(func.coalesce(func.sum(OC.amount_cents), 0)).where(paid).scalar_subquery(),
-            first_purchase_at=select(func.min(OC.created_at)).where(paid).scalar_subquery(),
-            last_purchase_at=select(func.max(OC.created_at)).where(paid).scalar_subquery(),
-        )
+        .where(C.id.in_(ids), or_(*(C[name].is_distinct_from(value) for name, value in figures.items())))
+        .values(**figures)
         .execution_options(synchronize_session=False)
     )
 

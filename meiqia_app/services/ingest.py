@@ -27,20 +27,25 @@ unknown ones as ``customer_not_found``, archived ones as
 (no new data about a person who asked to be forgotten).
 
 The batch is one transaction (the write lock is held for its length on
-SQLite: a 500-record batch takes tens of milliseconds) with one audit entry
-naming the key; the duplicate check runs inside it, so two workers taking
-the same record at once cannot both accept it (the loser's transaction is
-retried once and then sees the record as a duplicate).
+SQLite: a 500-record batch at 1M customers takes ~100 ms) with one audit
+entry naming the key; the duplicate check runs inside it, so two workers
+taking the same record at once cannot both accept it (the loser's
+transaction is retried once and then sees the record as a duplicate). On
+SQLite the batches of one process also take turns on a lock of the
+process's (``_one_batch_at_a_time``), so a waiting batch starts as soon as
+the previous one is done rather than when SQLite's busy handler wakes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import secrets
+import threading
 from collections import Counter, defaultdict
 
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from meiqia_app.db import get_engine, write_session
@@ -62,7 +67,7 @@ from meiqia_app.services import audit, customer_edit, customer_orders, scheduler
 from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import normalize_phone
-from meiqia_app.services.errors import NotFound, ReadOnly, ValidationError
+from meiqia_app.services.errors import Busy, NotFound, ReadOnly, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
 
@@ -302,19 +307,41 @@ def ingest(actor: Actor, records: list) -> list[RecordResult]:
             parsed.append(_parse(index, raw, now))
         except _Reject as rejected:
             results[index] = RecordResult(index, event_id, "rejected", reason=rejected.reason, field=rejected.field)
-    for attempt in range(2):
-        try:
-            applied, touched, created = _apply(actor, parsed, now, len(records))
-            break
-        except IntegrityError:
-            # Another worker took some of these records meanwhile: once more, they are duplicates now.
-            if attempt:
-                raise
+    with _one_batch_at_a_time():
+        for attempt in range(2):
+            try:
+                applied, touched, created = _apply(actor, parsed, now, len(records))
+                break
+            except IntegrityError:
+                # Another worker took some of these records meanwhile: once more, they are duplicates now.
+                if attempt:
+                    raise
+        if touched:
+            _after(touched, created)
     for result in applied:
         results[result.index] = result
-    if touched:
-        _after(touched, created)
     return [r for r in results if r is not None]
+
+
+# Batches of this process, one after the other where the database has one writer at a time
+# (SQLite): the next batch starts the moment the previous one (and its rules) is done, instead
+# of SQLite's busy handler waking the waiting one after sleeps of up to 100 ms. The wait is
+# bounded like SQLite's own (busy timeout), then the batch is refused as busy.
+_WRITERS = threading.Lock()
+WRITERS_WAIT_S = 15.0
+
+
+@contextlib.contextmanager
+def _one_batch_at_a_time():
+    if not get_adapter().one_writer:
+        yield
+        return
+    if not _WRITERS.acquire(timeout=WRITERS_WAIT_S):
+        raise Busy()
+    try:
+        yield
+    finally:
+        _WRITERS.release()
 
 
 def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
@@ -553,38 +580,45 @@ class _Batch:
                 if len(items) == 1 and items[0]["sku"]:
                     skus.add(items[0]["sku"])
                     self.wanted_products.setdefault(items[0]["sku"], (items[0]["name"], items[0]["price_cents"]))
+        # Packed rows (one value per query): a batch names up to hundreds of products,
+        # conversations and orders, and each row fetched alone hands the GIL over.
+        packed = get_adapter(self.conn).packed_rows
         if skus:
-            self.products = dict(self.conn.execute(select(P.sku, P.id).where(P.sku.in_(sorted(skus)))).all())
+            self.products = {
+                sku: row_id
+                for sku, row_id in packed(self.conn, select(P.sku, P.id).where(P.sku.in_(sorted(skus))), ("sku", "id"))
+            }
+        # Outer joins: a mapping whose row was purged (the customer with it) comes back
+        # without the row, and only those mappings are deleted (the ref starts afresh).
+        stale: dict[str, list[str]] = {"conversation": [], "order": []}
         if conversation_refs:
-            rows = self.conn.execute(
+            rows = packed(
+                self.conn,
                 select(XR.ref, CV.id, CV.customer_id)
-                .select_from(ExternalRef.__table__.join(Conversation.__table__, CV.id == XR.row_id))
-                .where(XR.kind == "conversation", XR.ref.in_(sorted(conversation_refs)))
-            ).all()
-            self.conversations = {row.ref: (row.id, row.customer_id) for row in rows}
+                .select_from(ExternalRef.__table__.outerjoin(Conversation.__table__, CV.id == XR.row_id))
+                .where(XR.kind == "conversation", XR.ref.in_(sorted(conversation_refs))),
+                ("ref", "id", "customer_id"),
+            )
+            self.conversations = {ref: (row_id, owner) for ref, row_id, owner in rows if row_id is not None}
+            stale["conversation"] = [ref for ref, row_id, _owner in rows if row_id is None]
         if order_refs:
-            rows = self.conn.execute(
+            rows = packed(
+                self.conn,
                 select(XR.ref, OT.id, OT.customer_id, OT.status)
-                .select_from(ExternalRef.__table__.join(Order.__table__, OT.id == XR.row_id))
-                .where(XR.kind == "order", XR.ref.in_(sorted(order_refs)))
-            ).all()
-            self.orders = {row.ref: (row.id, row.customer_id, row.status) for row in rows}
+                .select_from(ExternalRef.__table__.outerjoin(Order.__table__, OT.id == XR.row_id))
+                .where(XR.kind == "order", XR.ref.in_(sorted(order_refs))),
+                ("ref", "id", "customer_id", "status"),
+            )
+            self.orders = {ref: (row_id, owner, status) for ref, row_id, owner, status in rows if row_id is not None}
+            stale["order"] = [ref for ref, row_id, _owner, _status in rows if row_id is None]
             short = sorted(ref for ref in order_refs if len(ref) <= 32 and ref not in self.orders)
             if short:
                 self.taken_order_nos = set(
                     self.conn.execute(select(OT.order_no).where(OT.order_no.in_(short))).scalars()
                 )
-        # A ref whose row was purged (the customer with it) starts afresh: the old mapping goes.
-        stale = [("conversation", ref) for ref in conversation_refs if ref not in self.conversations] + [
-            ("order", ref) for ref in order_refs if ref not in self.orders
-        ]
-        if stale:
-            for kind, refs in (
-                ("conversation", [r for k, r in stale if k == "conversation"]),
-                ("order", [r for k, r in stale if k == "order"]),
-            ):
-                if refs:
-                    self.conn.execute(delete(ExternalRef.__table__).where(XR.kind == kind, XR.ref.in_(refs)))
+        for kind, refs in stale.items():
+            if refs:
+                self.conn.execute(delete(ExternalRef.__table__).where(XR.kind == kind, XR.ref.in_(sorted(refs))))
 
     # --- one record (no writes) ------------------------------------------------------------------
     def plan(self, record: _Record) -> None:
@@ -740,18 +774,72 @@ class _Batch:
             return
         adapter = get_adapter(self.conn)
         moment, _day = adapter.bulk_value_formatters()
+        # Each distinct time formatted once: most rows of a batch share a few (the batch's
+        # own time for every received id, the senders' times for records sent together).
+        formatted: dict[dt.datetime, object] = {}
+
+        def convert(value):
+            if not isinstance(value, dt.datetime):
+                return value
+            shown = formatted.get(value)
+            if shown is None:
+                shown = formatted[value] = moment(value)
+            return shown
+
         columns = list(rows[0])
-        values = [
-            tuple(moment(value) if isinstance(value, dt.datetime) else value for value in (row[c] for c in columns))
-            for row in rows
-        ]
+        values = [tuple(convert(row[c]) for c in columns) for row in rows]
         adapter.insert_rows(self.conn, table.name, columns, values)
 
     def _insert_returning(self, table, rows: list[dict]) -> list[int]:
         return get_adapter(self.conn).insert_rows_returning_ids(self.conn, table, rows)
 
+    def _update_rows(self, table, changes: dict[int, dict]) -> None:
+        """Rows changed by id: one UPDATE … FROM a VALUES list per set of changed columns
+        (an order paid, a conversation ended: dozens per batch) rather than one statement each."""
+        groups: dict[tuple[str, ...], list[tuple[int, dict]]] = defaultdict(list)
+        for row_id, values in changes.items():
+            if values:
+                groups[tuple(sorted(values))].append((row_id, values))
+        for columns, rows in groups.items():
+            if len(rows) == 1:
+                row_id, values = rows[0]
+                self.conn.execute(update(table).where(table.c.id == row_id).values(**values))
+                continue
+            chunk = MAX_PARAMETERS // (len(columns) + 1)
+            for start in range(0, len(rows), chunk):
+                part = rows[start : start + chunk]
+                params, tuples = [], []
+                for n, (row_id, values) in enumerate(part):
+                    params.append(bindparam(f"r{n}", row_id))
+                    params += [bindparam(f"c{n}_{k}", values[c], type_=table.c[c].type) for k, c in enumerate(columns)]
+                    tuples.append("(" + ", ".join([f":r{n}", *(f":c{n}_{k}" for k in range(len(columns)))]) + ")")
+                names = ", ".join(f"v_{c}" for c in columns)
+                # Plain names (conversation, customer_order and their columns): no quoting needed.
+                quoted = table.name
+                self.conn.execute(
+                    text(
+                        f"WITH v(v_row_id, {names}) AS (VALUES {', '.join(tuples)}) "
+                        f"UPDATE {quoted} SET {', '.join(f'{c} = v.v_{c}' for c in columns)} "
+                        f"FROM v WHERE {quoted}.id = v.v_row_id"
+                    ).bindparams(*params)
+                )
+
+    def _lock_customers(self) -> None:
+        """Where batches write at the same time (PostgreSQL, several workers), the customers'
+        rows are locked first, in id order: the UPDATEs below take them in whatever order
+        the plan visits them, and two batches naming the same customers deadlocked (one
+        was refused with a 500). FOR NO KEY UPDATE, the lock those UPDATEs take anyway: it
+        does not wait for (or block) another transaction's foreign-key checks on the rows
+        (a rule's new tag assignment). SQLite has one writer at a time: nothing to do."""
+        if get_adapter(self.conn).one_writer or not self.touched:
+            return
+        ids = sorted(self.touched)
+        for start in range(0, len(ids), MAX_PARAMETERS):
+            locking = select(C.id).where(C.id.in_(ids[start : start + MAX_PARAMETERS])).order_by(C.id)
+            self.conn.execute(select(func.count()).select_from(locking.with_for_update(key_share=True).subquery()))
+
     def write(self, customers: dict) -> None:
-        conn = self.conn
+        self._lock_customers()
         self._product_ids()
         if self.new_conversations:
             refs = list(self.new_conversations)
@@ -762,8 +850,7 @@ class _Batch:
                 ExternalRef.__table__,
                 [{"kind": "conversation", "ref": r, "row_id": i, "created_at": self.now} for r, i in zip(refs, ids)],
             )
-        for row_id, changes in self.conversation_changes.items():
-            conn.execute(update(Conversation.__table__).where(CV.id == row_id).values(**changes))
+        self._update_rows(Conversation.__table__, self.conversation_changes)
         if self.messages:
             self._insert_many(
                 Message.__table__,
@@ -782,8 +869,7 @@ class _Batch:
                 ExternalRef.__table__,
                 [{"kind": "order", "ref": r, "row_id": i, "created_at": self.now} for r, i in zip(refs, ids)],
             )
-        for row_id, changes in self.order_changes.items():
-            conn.execute(update(Order.__table__).where(OT.id == row_id).values(**changes))
+        self._update_rows(Order.__table__, self.order_changes)
         if self.events:
             for event in self.events:
                 sku = event.pop("sku")
@@ -829,12 +915,16 @@ class _Batch:
 
     def _move_last_active(self, moving: list[dict]) -> None:
         """Last active (and last login) forward for these customers, the counter up: one
-        statement per chunk, the new times in a VALUES list the UPDATE reads."""
+        statement per chunk, the new times in a VALUES list the UPDATE joins (UPDATE … FROM:
+        SQLite 3.33+ and PostgreSQL; each customer row finds its values by key, where
+        correlated sub-selects scanned the whole list four times per customer)."""
         chunk = MAX_PARAMETERS // 3
         kind = C.last_active_at.type
         for start in range(0, len(moving), chunk):
             part = moving[start : start + chunk]
-            rows = ", ".join(f"(:i{n}, :a{n}, :l{n})" for n in range(len(part)))
+            rows = ", ".join(
+                f"(:i{n}, :a{n}, :l{n}, {1 if row['b_login'] is not None else 0})" for n, row in enumerate(part)
+            )
             params = []
             for n, row in enumerate(part):
                 params += [
@@ -842,20 +932,17 @@ class _Batch:
                     bindparam(f"a{n}", row["b_at"], type_=kind),
                     bindparam(f"l{n}", row["b_login"] or row["b_at"], type_=kind),
                 ]
-            logins = [row["b_id"] for row in part if row["b_login"] is not None]
-            login_ids = ", ".join(str(int(i)) for i in logins) or "NULL"
             self.conn.execute(
                 text(
-                    f"WITH v(v_id, v_at, v_login) AS (VALUES {rows}) "
+                    f"WITH v(v_id, v_at, v_login, v_has_login) AS (VALUES {rows}) "
                     "UPDATE customer SET "
-                    "last_active_at = CASE WHEN customer.last_active_at < (SELECT v_at FROM v WHERE v_id = customer.id) "
-                    "THEN (SELECT v_at FROM v WHERE v_id = customer.id) ELSE customer.last_active_at END, "
-                    f"last_login_at = CASE WHEN customer.id NOT IN ({login_ids}) THEN customer.last_login_at "
-                    "WHEN customer.last_login_at IS NULL "
-                    "OR customer.last_login_at < (SELECT v_login FROM v WHERE v_id = customer.id) "
-                    "THEN (SELECT v_login FROM v WHERE v_id = customer.id) ELSE customer.last_login_at END, "
+                    "last_active_at = CASE WHEN customer.last_active_at < v.v_at "
+                    "THEN v.v_at ELSE customer.last_active_at END, "
+                    "last_login_at = CASE WHEN v.v_has_login = 0 THEN customer.last_login_at "
+                    "WHEN customer.last_login_at IS NULL OR customer.last_login_at < v.v_login "
+                    "THEN v.v_login ELSE customer.last_login_at END, "
                     "activity_seq = customer.activity_seq + 1 "
-                    "WHERE customer.id IN (SELECT v_id FROM v)"
+                    "FROM v WHERE customer.id = v.v_id"
                 ).bindparams(*params)
             )
 

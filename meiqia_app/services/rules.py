@@ -824,6 +824,13 @@ def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) ->
     return apply_rules_to_customers([customer_id], now).get(customer_id, {"added": [], "removed": []})
 
 
+@dataclasses.dataclass(frozen=True)
+class _Assigned:
+    customer_id: int
+    source: str
+    rule_id: int | None
+
+
 def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> dict[int, dict]:
     """:func:`apply_rules_to_customer` for several customers at once (behaviour ingested in
     batches): the stage in one UPDATE, each rule checked once for the whole set.
@@ -838,25 +845,41 @@ def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> di
     recompute_lifecycle(now=now, customer_ids=ids)
     changes: dict[int, dict] = {}
     with write_session() as session:
-        # Like the full runs: rules leave archived and trashed customers alone.
-        active = list(session.execute(select(C.id).where(C.id.in_(ids), C.status == "active")).scalars())
+        rules = session.exec(sm_select(TagRule).where(TagRule.enabled.is_(True)).order_by(TagRule.id)).all()
+        if not rules:
+            return {}
+        # Like the full runs: rules leave archived and trashed customers alone. The ids come
+        # back packed in one value: an ingested batch names hundreds of customers, and each
+        # row fetched alone hands Python's GIL over (up to 5 ms a row while agents work).
+        conn = session.connection()
+        active = [
+            row[0]
+            for row in get_adapter(conn).packed_rows(
+                conn, select(C.id).where(C.id.in_(ids), C.status == "active"), ("id",)
+            )
+        ]
         if not active:
             return {}
-        rules = session.exec(sm_select(TagRule).where(TagRule.enabled.is_(True)).order_by(TagRule.id)).all()
         for rule in rules:
             spec = _spec_of(rule)
             condition = compile_rule(spec.match, spec.conditions, now, correlated=True)
-            matching = set(
-                session.execute(
-                    select(C.id).select_from(Customer.__table__).where(C.id.in_(active), SCOPE, condition)
-                ).scalars()
-            )
+            adapter = get_adapter(conn)
+            matching = {
+                row[0]
+                for row in adapter.packed_rows(
+                    conn,
+                    select(C.id).select_from(Customer.__table__).where(C.id.in_(active), SCOPE, condition),
+                    ("id",),
+                )
+            }
             assigned = {
-                row.customer_id: row
-                for row in session.execute(
+                row[0]: _Assigned(*row)
+                for row in adapter.packed_rows(
+                    conn,
                     select(TA.customer_id, TA.source, TA.rule_id).where(
                         TA.tag_id == spec.tag_id, TA.customer_id.in_(active)
-                    )
+                    ),
+                    ("customer_id", "source", "rule_id"),
                 )
             }
             gained = [i for i in active if i in matching and i not in assigned]
@@ -891,15 +914,15 @@ def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> di
                 changes.setdefault(i, {"added": [], "removed": []})["added"].append(spec.tag_id)
             for i in lost:
                 changes.setdefault(i, {"added": [], "removed": []})["removed"].append(spec.tag_id)
-        for customer_id, change in sorted(changes.items()):
-            audit.record(
-                session,
-                SYSTEM_ACTOR,
-                "rule.apply_customer",
-                target_type="customer",
-                target_id=customer_id,
-                details=change,
-            )
+        audit.record_many(
+            session,
+            SYSTEM_ACTOR,
+            "rule.apply_customer",
+            [
+                {"target_type": "customer", "target_id": customer_id, "details": change}
+                for customer_id, change in sorted(changes.items())
+            ],
+        )
     if changes:
         invalidate_counts()
     return changes

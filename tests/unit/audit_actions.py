@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "meiqia_app"
 
-RECORDERS = ("record", "record_now", "record_refusal")
+RECORDERS = ("record", "record_now", "record_many", "record_refusal")
 REFUSERS = ("require", "refuse")
 # Modules that forward an ``action`` parameter of their own (they are the recorders).
 FORWARDERS = ("meiqia_app/services/audit.py", "meiqia_app/services/rbac.py")
@@ -64,7 +64,7 @@ def _action_expr(name: str, args: list[ast.expr], node: ast.Call) -> ast.expr | 
     for keyword in node.keywords:
         if keyword.arg == "action":
             return keyword.value
-    position = {"record": 2, "record_now": 1, "record_refusal": 1, "refuse": 1}.get(name)
+    position = {"record": 2, "record_now": 1, "record_many": 2, "record_refusal": 1, "refuse": 1}.get(name)
     return args[position] if position is not None and len(args) > position else None
 
 
@@ -152,7 +152,7 @@ def actions_in_code() -> tuple[dict[str, set[str]], list[str]]:
             function = module.enclosing_function(node)
             if module.rel in FORWARDERS and isinstance(expr, ast.Name) and function is not None:
                 continue  # require() -> record_refusal(action): the callers of require() are scanned
-            kind = "record" if name in ("record", "record_now") else "refusal"
+            kind = "record" if name in ("record", "record_now", "record_many") else "refusal"
             for action in _resolve(module, expr, node, unresolved):
                 found.setdefault(action, set()).add(kind)
     return found, unresolved

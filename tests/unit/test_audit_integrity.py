@@ -290,3 +290,29 @@ def test_every_problem_has_a_message_in_both_languages():
     from meiqia_app.i18n import EN, ZH
 
     assert all(f"audit.problem.{name}" in ZH and f"audit.problem.{name}" in EN for name in audit.PROBLEMS)
+
+
+def test_entries_recorded_together_chain_like_entries_recorded_one_by_one(db):
+    from meiqia_app.db import write_session
+
+    write_entries(2)
+    with write_session() as session:
+        audit.record_many(
+            session,
+            SOMEONE,
+            "test.many",
+            [{"target_type": "thing", "target_id": n, "details": {"n": n}} for n in (10, 11, 12)],
+        )
+    write_entries(1, start=20)
+    rows = entries()
+    assert [(e.action, e.target_id) for e in rows[-4:]] == [
+        ("test.many", "10"),
+        ("test.many", "11"),
+        ("test.many", "12"),
+        ("test.event", "20"),
+    ]
+    assert [e.id for e in rows] == list(range(rows[0].id, rows[0].id + len(rows)))
+    assert all(later.prev_hash == earlier.entry_hash for earlier, later in zip(rows, rows[1:]))
+    report = verify()
+    assert report.ok and report.checked == len(rows), report
+    assert json.loads(head_setting())["id"] == rows[-1].id

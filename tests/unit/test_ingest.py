@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 from sqlalchemy import func, text
 from sqlmodel import select
 
@@ -272,3 +273,176 @@ def test_a_batch_of_more_than_1000_is_refused_whole(seeded_db):
     response = _post(api, raw, events)
     assert response.status_code == 422
     assert_conforms(api, response)
+
+
+def test_last_active_and_last_login_move_forward_only_and_only_for_a_login(seeded_db):
+    """One statement moves several customers: a login sets last login, a page view leaves it,
+    an old record never moves a time back, and every customer's live counter goes up once."""
+    api = client()
+    raw = new_key("web", ["events:write"])
+    recent = utcnow().replace(microsecond=0) - dt.timedelta(minutes=5)
+    older = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    with get_engine().begin() as conn:
+        for customer_id in (31, 32, 33):
+            conn.execute(
+                text("UPDATE customer SET last_active_at = :at, last_login_at = NULL WHERE id = :id"),
+                {"at": older.strftime("%Y-%m-%d %H:%M:%S.%f"), "id": customer_id},
+            )
+        conn.execute(
+            text("UPDATE customer SET last_active_at = :at WHERE id = 33"),
+            {"at": (recent + dt.timedelta(minutes=3)).strftime("%Y-%m-%d %H:%M:%S.%f")},
+        )
+    seq = {i: _customer(i).activity_seq for i in (31, 32, 33)}
+    at = recent.isoformat()
+    events = [
+        {"event_id": "m1", "type": "login", "customer": {"id": 31}, "occurred_at": at},
+        {"event_id": "m2", "type": "page_view", "customer": {"id": 32}, "url": "/", "occurred_at": at},
+        {"event_id": "m3", "type": "login", "customer": {"id": 33}, "occurred_at": at},
+    ]
+    assert _post(api, raw, events).json()["accepted"] == 3
+    one, two, three = _customer(31), _customer(32), _customer(33)
+    assert as_utc(one.last_active_at) == recent and as_utc(one.last_login_at) == recent
+    assert as_utc(two.last_active_at) == recent and two.last_login_at is None
+    assert as_utc(three.last_active_at) == recent + dt.timedelta(minutes=3)  # not moved back
+    assert as_utc(three.last_login_at) == recent
+    assert {i: _customer(i).activity_seq - seq[i] for i in (31, 32, 33)} == {31: 1, 32: 1, 33: 1}
+
+
+def test_several_orders_and_conversations_change_in_one_batch(seeded_db):
+    """Changes to existing rows with the same columns go in one statement per column set."""
+    api = client()
+    raw = new_key("shop", ["events:write"])
+    at = (utcnow() - dt.timedelta(minutes=5)).replace(microsecond=0)
+    ids = (51, 52, 53)
+    first = [
+        {
+            "event_id": f"new-{i}",
+            "type": "order",
+            "customer": {"id": i},
+            "order_id": f"MANY-{i}",
+            "status": "pending",
+            "occurred_at": at.isoformat(),
+            "amount_cents": 1000 * i,
+        }
+        for i in ids
+    ] + [
+        {
+            "event_id": f"chat-{i}",
+            "type": "chat_message",
+            "customer": {"id": i},
+            "conversation_id": f"C-{i}",
+            "text": "在吗",
+        }
+        for i in ids
+    ]
+    assert _post(api, raw, first).json()["accepted"] == 6
+    figures = {i: (_customer(i).order_count, _customer(i).total_spent_cents) for i in ids}
+    later = at + dt.timedelta(minutes=1)
+    second = [
+        {
+            "event_id": f"pay-{i}",
+            "type": "order",
+            "customer": {"id": i},
+            "order_id": f"MANY-{i}",
+            "status": "paid",
+            "occurred_at": later.isoformat(),
+        }
+        for i in ids
+    ] + [
+        {
+            "event_id": f"end-{i}",
+            "type": "conversation",
+            "customer": {"id": i},
+            "conversation_id": f"C-{i}",
+            "status": "ended",
+            "rating": 4,
+            "category": "complaint",
+            "occurred_at": later.isoformat(),
+        }
+        for i in ids[:2]
+    ]
+    assert _post(api, raw, second).json()["accepted"] == 5
+    with read_session() as session:
+        orders = {o.customer_id: o for o in session.exec(select(Order).where(Order.order_no.like("MANY-%")))}
+        talks = {
+            c.customer_id: c
+            for c in session.exec(
+                select(Conversation).where(Conversation.customer_id.in_(ids), Conversation.api_key_id.is_not(None))
+            )
+        }
+    for i in ids:
+        assert (orders[i].status, as_utc(orders[i].paid_at), orders[i].amount_cents) == ("paid", later, 1000 * i)
+        count, spent = figures[i]
+        assert (_customer(i).order_count, _customer(i).total_spent_cents) == (count + 1, spent + 1000 * i)
+    for i in ids[:2]:
+        assert (talks[i].rating, talks[i].category, as_utc(talks[i].ended_at)) == (4, "complaint", later)
+    assert (talks[53].rating, talks[53].ended_at) == (None, None)
+
+
+def test_a_ref_whose_row_was_purged_starts_afresh(seeded_db):
+    api = client()
+    raw = new_key("chat", ["events:write"])
+    chat = {"type": "chat_message", "conversation_id": "GONE-1", "text": "你好"}
+    order = {"type": "order", "order_id": "GONE-O", "amount_cents": 500}
+    assert _post(api, raw, [{**chat, "event_id": "g1", "customer": {"id": 61}}]).json()["accepted"] == 1
+    assert _post(api, raw, [{**order, "event_id": "g2", "customer": {"id": 61}}]).json()["accepted"] == 1
+    with get_engine().begin() as conn:  # the customer's rows purged, the mappings left behind
+        conn.execute(
+            text("DELETE FROM message WHERE conversation_id IN (SELECT id FROM conversation WHERE customer_id = 61)")
+        )
+        conn.execute(text("DELETE FROM conversation WHERE customer_id = 61"))
+        conn.execute(text("DELETE FROM customer_order WHERE customer_id = 61"))
+        assert conn.execute(text("SELECT count(*) FROM external_ref WHERE ref LIKE 'GONE-%'")).scalar_one() == 2
+    body = _post(
+        api,
+        raw,
+        [{**chat, "event_id": "g3", "customer": {"id": 62}}, {**order, "event_id": "g4", "customer": {"id": 62}}],
+    ).json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "accepted"], body
+    with get_engine().connect() as conn:
+        owners = conn.execute(
+            text(
+                "SELECT x.kind, coalesce(c.customer_id, o.customer_id) FROM external_ref x "
+                "LEFT JOIN conversation c ON x.kind = 'conversation' AND c.id = x.row_id "
+                "LEFT JOIN customer_order o ON x.kind = 'order' AND o.id = x.row_id WHERE x.ref LIKE 'GONE-%'"
+            )
+        ).all()
+    assert sorted(owners) == [("conversation", 62), ("order", 62)]
+
+
+def test_concurrent_batches_all_land_and_queue_for_sqlites_one_writer(seeded_db, monkeypatch):
+    """Concurrent batches naming the same customers all land (one after the other on SQLite;
+    side by side on PostgreSQL, where they deadlocked before the customers were locked in id
+    order); on SQLite a batch that cannot get its turn within the wait is refused as busy,
+    having written nothing."""
+    import threading
+
+    from meiqia_app.dbadapter import get_adapter
+    from meiqia_app.services import api_keys, ingest
+    from meiqia_app.services.errors import Busy
+
+    raw = new_key("web", ["events:write"])
+    actor = api_keys.authenticate(f"Bearer {raw}")
+    before = _count(BehaviorEvent)
+    outcomes = []
+
+    def send(n):
+        records = [
+            {"event_id": f"q{n}-{i}", "type": "page_view", "customer": {"id": 70 + (i * (n + 1)) % 20}, "url": "/"}
+            for i in range(20)
+        ]
+        outcomes.append(sum(r.status == "accepted" for r in ingest.ingest(actor, records)))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes == [20, 20, 20, 20]
+    assert _count(BehaviorEvent) == before + 80
+    if not get_adapter().one_writer:
+        return  # PostgreSQL: batches run side by side (their customers locked in id order)
+    monkeypatch.setattr(ingest, "WRITERS_WAIT_S", 0.05)
+    with ingest._WRITERS, pytest.raises(Busy):  # another batch of this process holds the turn
+        send(9)
+    assert _count(BehaviorEvent) == before + 80
