@@ -130,6 +130,13 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str, int]:
     return as_utc(at), kind, row_id
 
 
+def _newest_first(statement, time_column, id_column, kind: str, cursor, n: int):
+    """One reader's page: newest first, after the cursor's row, ``n`` rows."""
+    statement = statement.order_by(time_column.desc(), id_column.desc()).limit(n)
+    condition = _below(time_column, id_column, kind, cursor)
+    return statement if condition is None else statement.where(condition)
+
+
 def _below(time_column, id_column, kind: str, cursor: tuple[dt.datetime, str, int] | None):
     """Rows of one table (all of one ``kind``) strictly below the cursor in (time, kind, id) order."""
     if cursor is None:
@@ -177,27 +184,20 @@ def may_change_note(actor: Actor, author_id: int | None) -> bool:
 
 
 def _orders(conn, actor, customer_id, cursor, n, lang):
-    statement = (
-        select(
-            _O.id,
-            _O.created_at,
-            _O.order_no,
-            _O.product_name,
-            _O.quantity,
-            _O.amount_cents,
-            _O.status,
-            _O.recipient_name,
-            _O.recipient_phone,
-            _O.shipping_address,
-            _O.api_key_id,
-        )
-        .where(_O.customer_id == customer_id)
-        .order_by(_O.created_at.desc(), _O.id.desc())
-        .limit(n)
-    )
-    condition = _below(_O.created_at, _O.id, KIND_ORDER, cursor)
-    if condition is not None:
-        statement = statement.where(condition)
+    statement = select(
+        _O.id,
+        _O.created_at,
+        _O.order_no,
+        _O.product_name,
+        _O.quantity,
+        _O.amount_cents,
+        _O.status,
+        _O.recipient_name,
+        _O.recipient_phone,
+        _O.shipping_address,
+        _O.api_key_id,
+    ).where(_O.customer_id == customer_id)
+    statement = _newest_first(statement, _O.created_at, _O.id, KIND_ORDER, cursor, n)
     access = CustomerAccess(actor)
     result = []
     for r in conn.execute(statement):
@@ -237,17 +237,10 @@ def _orders(conn, actor, customer_id, cursor, n, lang):
 
 
 def _conversations(conn, actor, customer_id, cursor, n, lang):
-    statement = (
-        select(
-            _CV.id, _CV.started_at, _CV.channel, _CV.agent_name, _CV.category, _CV.rating, _CV.summary, _CV.api_key_id
-        )
-        .where(_CV.customer_id == customer_id)
-        .order_by(_CV.started_at.desc(), _CV.id.desc())
-        .limit(n)
-    )
-    condition = _below(_CV.started_at, _CV.id, KIND_CONVERSATION, cursor)
-    if condition is not None:
-        statement = statement.where(condition)
+    statement = select(
+        _CV.id, _CV.started_at, _CV.channel, _CV.agent_name, _CV.category, _CV.rating, _CV.summary, _CV.api_key_id
+    ).where(_CV.customer_id == customer_id)
+    statement = _newest_first(statement, _CV.started_at, _CV.id, KIND_CONVERSATION, cursor, n)
     rows = conn.execute(statement).all()
     counts = {}
     if rows:
@@ -299,12 +292,8 @@ def _events(conn, actor, customer_id, cursor, n, lang):
         select(_E.id, _E.occurred_at, _E.kind, _E.url, _E.api_key_id, _P.name.label("product_name"))
         .select_from(BehaviorEvent.__table__.outerjoin(Product.__table__, _P.id == _E.product_id))
         .where(_E.customer_id == customer_id)
-        .order_by(_E.occurred_at.desc(), _E.id.desc())
-        .limit(n)
     )
-    condition = _below(_E.occurred_at, _E.id, KIND_EVENT, cursor)
-    if condition is not None:
-        statement = statement.where(condition)
+    statement = _newest_first(statement, _E.occurred_at, _E.id, KIND_EVENT, cursor, n)
     result = []
     for r in conn.execute(statement):
         if r.product_name:
@@ -333,15 +322,10 @@ def _events(conn, actor, customer_id, cursor, n, lang):
 
 
 def _notes(conn, actor, customer_id, cursor, n, lang):
-    statement = (
-        select(_N.id, _N.created_at, _N.updated_at, _N.author_id, _N.author_name, _N.body)
-        .where(_N.customer_id == customer_id)
-        .order_by(_N.created_at.desc(), _N.id.desc())
-        .limit(n)
+    statement = select(_N.id, _N.created_at, _N.updated_at, _N.author_id, _N.author_name, _N.body).where(
+        _N.customer_id == customer_id
     )
-    condition = _below(_N.created_at, _N.id, KIND_NOTE, cursor)
-    if condition is not None:
-        statement = statement.where(condition)
+    statement = _newest_first(statement, _N.created_at, _N.id, KIND_NOTE, cursor, n)
     result = []
     for r in conn.execute(statement):
         allowed = may_change_note(actor, r.author_id)
@@ -372,20 +356,13 @@ def _notes(conn, actor, customer_id, cursor, n, lang):
 
 
 def _consents(conn, actor, customer_id, cursor, n, lang):
-    statement = (
-        select(_A.id, _A.occurred_at, _A.actor_name, _A.details)
-        .where(
-            _A.target_type == "customer",
-            _A.target_id == str(customer_id),
-            _A.action == CONSENT_ACTION,
-            _A.result == "ok",
-        )
-        .order_by(_A.occurred_at.desc(), _A.id.desc())
-        .limit(n)
+    statement = select(_A.id, _A.occurred_at, _A.actor_name, _A.details).where(
+        _A.target_type == "customer",
+        _A.target_id == str(customer_id),
+        _A.action == CONSENT_ACTION,
+        _A.result == "ok",
     )
-    condition = _below(_A.occurred_at, _A.id, KIND_CONSENT, cursor)
-    if condition is not None:
-        statement = statement.where(condition)
+    statement = _newest_first(statement, _A.occurred_at, _A.id, KIND_CONSENT, cursor, n)
     result = []
     for r in conn.execute(statement):
         try:
@@ -422,15 +399,10 @@ def _owner_changes(conn, actor, customer_id, cursor, n, lang):
     """Claims, assignments, transfers and releases (services/ownership.py, table owner_change)."""
     from meiqia_app.services.ownership import owner_infos
 
-    statement = (
-        select(_OW.id, _OW.changed_at, _OW.action, _OW.old_owner_id, _OW.new_owner_id, _OW.actor_name)
-        .where(_OW.customer_id == customer_id)
-        .order_by(_OW.changed_at.desc(), _OW.id.desc())
-        .limit(n)
+    statement = select(_OW.id, _OW.changed_at, _OW.action, _OW.old_owner_id, _OW.new_owner_id, _OW.actor_name).where(
+        _OW.customer_id == customer_id
     )
-    condition = _below(_OW.changed_at, _OW.id, KIND_OWNER, cursor)
-    if condition is not None:
-        statement = statement.where(condition)
+    statement = _newest_first(statement, _OW.changed_at, _OW.id, KIND_OWNER, cursor, n)
     rows = conn.execute(statement).all()
     names = owner_infos(conn, [r.old_owner_id for r in rows] + [r.new_owner_id for r in rows])
 
