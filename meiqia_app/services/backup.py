@@ -71,6 +71,7 @@ from meiqia_app.models import Backup, ExportJob
 from meiqia_app.services import audit, audit_anchor, audit_carry, downloads
 from meiqia_app.services.errors import AppError, NotFound, ValidationError
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
+from meiqia_app.services.text_formats import file_size_text
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
 KINDS = ("manual", "scheduled", "pre_purge", "pre_restore")
@@ -150,14 +151,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _size_text(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    return str(size)
-
-
 def backups_dir() -> Path:
     path = get_settings().backups_dir
     path.mkdir(parents=True, exist_ok=True)
@@ -182,7 +175,7 @@ def _view(row: Backup) -> BackupView:
         file_name=row.file_name,
         kind=row.kind,
         size_bytes=row.size_bytes,
-        size_text=_size_text(row.size_bytes),
+        size_text=file_size_text(row.size_bytes),
         sha256=row.sha256,
         integrity=row.integrity,
         ok=row.integrity == "ok",

@@ -33,6 +33,7 @@ from meiqia_app.services.retention import (
     progress,
     register_policy,
 )
+from meiqia_app.services.text_formats import file_size_text
 
 DAY = dt.timedelta(days=1)
 TEN_YEARS_DAYS = 3650
@@ -42,7 +43,7 @@ FILE_BATCH = 200
 
 
 def _size(size: int) -> str:
-    return backup._size_text(size)
+    return file_size_text(size)
 
 
 # --- trash: purge what was trashed more than N days ago -------------------------------------------

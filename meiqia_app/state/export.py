@@ -30,6 +30,7 @@ from meiqia_app.services.exports.fields import DEFAULT_FIELDS, FIELD_SPECS
 from meiqia_app.services.exports.policy import field_availability, masked_fields
 from meiqia_app.services.exports.rows import SORT_COLUMNS
 from meiqia_app.services.selection import Selection
+from meiqia_app.services.text_formats import file_size_text
 from meiqia_app.state.base import AppState, full_page_load
 from meiqia_app.timeutil import today_local
 
@@ -79,14 +80,6 @@ class ExportRow:
     rerunnable: bool
 
 
-def _size_text(size: int) -> str:
-    if size >= 1 << 20:
-        return f"{size / (1 << 20):.1f} MB"
-    if size >= 1 << 10:
-        return f"{size / (1 << 10):.0f} KB"
-    return f"{size} B"
-
-
 def _quick_range(kind: str, start: str, end: str) -> tuple[str, str]:
     today = today_local()
     if kind == "last30":
@@ -118,7 +111,7 @@ class _ExportBase(AppState):
             ),
             rows=view["row_count"] or view["row_estimate"],
             percent=view["percent"],
-            size_text=_size_text(view["file_size"]) if view["file_size"] else "",
+            size_text=file_size_text(view["file_size"]) if view["file_size"] else "",
             sha256=view["file_sha256"],
             created_at=view["created_at"],
             expires_at=view["expires_at"],
@@ -213,7 +206,7 @@ class ExportWizardState(_ExportBase):
             query = listing._query()
             if query.has_filters() or query.q:
                 self._current_filter = query.to_dict()
-                self.current_filter_text = service._query_text(query, self.lang)
+                self.current_filter_text = service.query_text(query, self.lang)
             else:
                 self._current_filter, self.current_filter_text = {}, ""
         except AppError:
@@ -410,7 +403,7 @@ class ExportWizardState(_ExportBase):
             self.step = 1 if isinstance(error, ValidationError) and "scope" in error.field_errors else self.step
             return self._on_error(error)
         self.review_rows = result["row_count"]
-        self.review_size = _size_text(result["size_estimate"])
+        self.review_size = file_size_text(result["size_estimate"])
         self.review_reasons = [self._tr(key, **params) for key, params in result["reasons"]]
         self.review_allowed = result["allowed"]
         self.review_needs_approval = result["needs_approval"]

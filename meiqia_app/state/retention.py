@@ -13,8 +13,9 @@ import asyncio
 import reflex as rx
 
 from meiqia_app.i18n import tr
-from meiqia_app.services import backup, retention
+from meiqia_app.services import retention
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.text_formats import file_size_text
 from meiqia_app.state.base import AppState
 
 MAX_INPUT = 12
@@ -79,7 +80,7 @@ class RetentionState(AppState):
                 continue
             value = counts[name]
             if name == "bytes":
-                value = backup._size_text(int(value or 0))
+                value = file_size_text(int(value or 0))
             parts.append(tr(lang, f"retention.count.{name}", count=value))
         return tr(lang, "retention.separator").join(parts)
 
@@ -93,7 +94,7 @@ class RetentionState(AppState):
         self.keep_errors[key] = ""
         self.allowed[key] = view.allowed
         self.counts[key] = view.preview.count if view.preview else 0
-        self.sizes[key] = backup._size_text(view.preview.bytes) if view.preview else ""
+        self.sizes[key] = file_size_text(view.preview.bytes) if view.preview else ""
         self.samples[key] = list(view.preview.sample) if view.preview else []
         self.last_runs_zh[key] = self._last_run_text("zh", view.last_run)
         self.last_runs_en[key] = self._last_run_text("en", view.last_run)
@@ -183,7 +184,7 @@ class RetentionState(AppState):
             return self._on_error(error)
         policy = retention.get_policy(key)
         self.counts[key] = preview.count
-        self.sizes[key] = backup._size_text(preview.bytes)
+        self.sizes[key] = file_size_text(preview.bytes)
         self.samples[key] = list(preview.sample)
         self.confirm_key = key
         self.confirm_title = self._tr("retention.confirm_title", policy=self._tr(policy.label_key))

@@ -270,12 +270,56 @@ def _names_a_role(node: ast.AST) -> bool:
 # --- the rules --------------------------------------------------------------------------
 
 
+def _service_module_names(tree: ast.Module) -> set[str]:
+    """Local names bound to a services module (``from meiqia_app.services import backup``,
+    ``from meiqia_app.services.exports import service``, ``import meiqia_app.services.x as y``)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and _is_under(node.module, "meiqia_app.services"):
+            for alias in node.names:
+                if (APP / Path(*node.module.split(".")[1:]) / f"{alias.name}.py").exists() or (
+                    APP / Path(*node.module.split(".")[1:]) / alias.name / "__init__.py"
+                ).exists():
+                    names.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if _is_under(alias.name, "meiqia_app.services") and alias.asname:
+                    names.add(alias.asname)
+    return names
+
+
+def private_service_calls(folders: tuple[str, ...]) -> list[str]:
+    """Uses of a service's private names (``module._name`` or ``from module import _name``)
+    outside services/: those are the service's own business and may change any day."""
+    found = []
+    for name, tree in _modules(*folders):
+        modules = _service_module_names(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and _is_under(node.module, "meiqia_app.services"):
+                found += [
+                    f"{name}:{node.lineno} imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_")
+                ]
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                found.append(f"{name}:{node.lineno} uses {node.value.id}.{node.attr}")
+    return found
+
+
 def test_services_adapters_and_models_do_not_import_reflex():
     assert reflex_imports(("services", "dbadapter", "models")) == []
 
 
 def test_state_pages_and_components_do_not_touch_the_database():
     assert database_access_in_ui(("state", "pages", "components")) == []
+
+
+def test_the_ui_and_web_use_only_public_service_functions():
+    assert private_service_calls(("state", "pages", "components", "web")) == []
 
 
 def test_only_the_database_adapter_branches_on_the_dialect():
@@ -310,7 +354,12 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
     for folder, source in {
         "services": "import reflex as rx\n",
         "state": "from sqlalchemy import select\nfrom meiqia_app.models import Customer, SOURCES\nQ = 'SELECT id FROM customer'\n",
-        "pages": "from meiqia_app.models.customer import SOURCES\n",
+        "pages": (
+            "from meiqia_app.models.customer import SOURCES\n"
+            "from meiqia_app.services import backup\n"
+            "from meiqia_app.services.backup import _size\n"
+            "x = backup._size(1)\n"
+        ),
         "seed": "def f(engine):\n    return engine.dialect.name == 'sqlite' or URL.startswith(('postgresql', 'x'))\n",
         "web": (
             "C = Customer.__table__.c\n"
@@ -339,6 +388,11 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
         "meiqia_app/state/m.py:1 imports sqlalchemy",
         "meiqia_app/state/m.py:2 imports meiqia_app.models Customer",
         "meiqia_app/state/m.py:3 holds SQL: 'SELECT id FROM customer'",
+    ]
+    (app / "services" / "backup.py").write_text("def _size(n):\n    return n\n")
+    assert private_service_calls(("pages",)) == [
+        "meiqia_app/pages/m.py:3 imports meiqia_app.services.backup._size",
+        "meiqia_app/pages/m.py:4 uses backup._size",
     ]
     assert dialect_branches(("seed",), ()) == [
         "meiqia_app/seed/m.py:2 checks a URL for a database name",

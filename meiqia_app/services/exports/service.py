@@ -100,7 +100,7 @@ _VALUE_PREFIXES = {
 }
 
 
-def _query_text(query, lang: str) -> str:
+def query_text(query, lang: str) -> str:
     """The filter in words, for people (wizard, approvals, file headers, audit)."""
     from meiqia_app.i18n import tr
     from meiqia_app.models import Tag
@@ -155,7 +155,7 @@ def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
         selection = Selection.of_query(query)
         stored = {
             "view_id": view_id,
-            "text": tr(lang, "export.scope.view_text", name=view_name) + " · " + _query_text(query, lang),
+            "text": tr(lang, "export.scope.view_text", name=view_name) + " · " + query_text(query, lang),
         }
     else:
         selection = Selection.from_dict(
@@ -164,7 +164,7 @@ def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
         if selection.kind == KIND_IDS:
             stored = {"text": tr(lang, "export.scope.ids_text", count=len(selection.ids))}
         else:
-            stored = {"text": _query_text(selection.query, lang)}
+            stored = {"text": query_text(selection.query, lang)}
     stored["selection"] = selection.to_dict()
     fields = data.get("fields")
     if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
