@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import re
 
@@ -68,36 +69,70 @@ def ensure_builtin_roles(session: Session) -> dict[str, Role]:
 # --- DTOs -----------------------------------------------------------------------
 
 
-def role_dto(role: Role, user_count: int = 0) -> dict:
-    return {
-        "id": role.id,
-        "name": role.name,
-        "label_zh": role.label_zh or role.name,
-        "label_en": role.label_en or role.name,
-        "is_builtin": role.is_builtin,
-        "permissions": json.loads(role.permissions),
-        "export_policy": json.loads(role.export_policy or "{}"),
-        "data_scope": role.data_scope or "all",
-        "user_count": user_count,
-    }
+@dataclasses.dataclass(frozen=True)
+class RoleInfo:
+    """A role as the roles page and the CLI show it."""
+
+    id: int
+    name: str
+    label_zh: str
+    label_en: str
+    is_builtin: bool
+    permissions: list[str]
+    export_policy: dict[str, object]  # ExportPolicy's fields (services/exports/policy.py)
+    data_scope: str
+    user_count: int = 0
 
 
-def user_dto(user: User, role: Role, active_sessions: int = 0, locked: bool = False, team_name: str = "") -> dict:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "display_name": user.display_name,
-        "role": role.name,
-        "role_label_zh": role.label_zh,
-        "role_label_en": role.label_en,
-        "is_active": user.is_active,
-        "totp_enrolled": user.totp_secret_enc is not None,
-        "last_login_at": user.last_login_at,
-        "active_sessions": active_sessions,
-        "locked": locked,
-        "team_id": user.team_id,
-        "team_name": team_name,
-    }
+@dataclasses.dataclass(frozen=True)
+class UserInfo:
+    """A user account as the users page shows it (never the password hash or TOTP secret)."""
+
+    id: int
+    username: str
+    display_name: str
+    role: str
+    role_label_zh: str
+    role_label_en: str
+    is_active: bool
+    totp_enrolled: bool
+    last_login_at: dt.datetime | None
+    active_sessions: int = 0
+    locked: bool = False
+    team_id: int | None = None
+    team_name: str = ""
+
+
+def role_dto(role: Role, user_count: int = 0) -> RoleInfo:
+    return RoleInfo(
+        id=role.id,
+        name=role.name,
+        label_zh=role.label_zh or role.name,
+        label_en=role.label_en or role.name,
+        is_builtin=role.is_builtin,
+        permissions=json.loads(role.permissions),
+        export_policy=json.loads(role.export_policy or "{}"),
+        data_scope=role.data_scope or "all",
+        user_count=user_count,
+    )
+
+
+def user_dto(user: User, role: Role, active_sessions: int = 0, locked: bool = False, team_name: str = "") -> UserInfo:
+    return UserInfo(
+        id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        role=role.name,
+        role_label_zh=role.label_zh,
+        role_label_en=role.label_en,
+        is_active=user.is_active,
+        totp_enrolled=user.totp_secret_enc is not None,
+        last_login_at=user.last_login_at,
+        active_sessions=active_sessions,
+        locked=locked,
+        team_id=user.team_id,
+        team_name=team_name,
+    )
 
 
 # --- users ------------------------------------------------------------------------
@@ -155,7 +190,7 @@ def create_user_record(
     return user
 
 
-def list_users(actor: Actor) -> list[dict]:
+def list_users(actor: Actor) -> list[UserInfo]:
     require(actor, "user.manage", action="user.list")
     with read_session() as session:
         counts = dict(
@@ -182,7 +217,7 @@ def list_users(actor: Actor) -> list[dict]:
         ]
 
 
-def create_user(actor: Actor, username: str, password: str, role_name: str, display_name: str = "") -> dict:
+def create_user(actor: Actor, username: str, password: str, role_name: str, display_name: str = "") -> UserInfo:
     require(actor, "user.manage", action="user.create")
     with write_session() as session:
         user = create_user_record(session, username, password, role_name, display_name)
@@ -205,7 +240,7 @@ def update_user(
     display_name: str | None = None,
     role_name: str | None = None,
     is_active: bool | None = None,
-) -> dict:
+) -> UserInfo:
     require(actor, "user.manage", action="user.update", target_type="user", target_id=user_id)
     with write_session() as session:
         user = session.get(User, int(user_id))
@@ -316,7 +351,7 @@ def unlock_user(actor: Actor, user_id: int) -> None:
 # --- roles ------------------------------------------------------------------------
 
 
-def list_roles(actor: Actor) -> list[dict]:
+def list_roles(actor: Actor) -> list[RoleInfo]:
     require(actor, "role.manage", action="role.list")
     with read_session() as session:
         counts = dict(session.exec(select(User.role_id, func.count()).group_by(User.role_id)).all())
@@ -327,7 +362,7 @@ def role_names(session: Session) -> list[str]:
     return list(session.exec(select(Role.name).order_by(Role.id)).all())
 
 
-def create_role(actor: Actor, name: str, label_zh: str, label_en: str, permissions: list[str]) -> dict:
+def create_role(actor: Actor, name: str, label_zh: str, label_en: str, permissions: list[str]) -> RoleInfo:
     require(actor, "role.manage", action="role.create")
     name = (name or "").strip().lower()
     if not ROLE_NAME_PATTERN.match(name):
@@ -356,7 +391,7 @@ def create_role(actor: Actor, name: str, label_zh: str, label_en: str, permissio
         return role_dto(role)
 
 
-def set_role_permissions(actor: Actor, role_id: int, permissions: list[str]) -> dict:
+def set_role_permissions(actor: Actor, role_id: int, permissions: list[str]) -> RoleInfo:
     require(actor, "role.manage", action="role.update", target_type="role", target_id=role_id)
     permissions = validate_permissions(permissions)
     with write_session() as session:
@@ -393,7 +428,7 @@ def set_role_permissions(actor: Actor, role_id: int, permissions: list[str]) -> 
         return role_dto(role)
 
 
-def set_role_scope(actor: Actor, role_id: int, scope: str) -> dict:
+def set_role_scope(actor: Actor, role_id: int, scope: str) -> RoleInfo:
     """The role's data scope (own_pool | team_pool | team | all): which customers its users reach."""
     from meiqia_app.models.auth import DATA_SCOPES
 
@@ -430,7 +465,7 @@ def get_export_policy(actor: Actor, role_id: int) -> ExportPolicy:
         return ExportPolicy.from_json(role.export_policy)
 
 
-def set_export_policy(actor: Actor, role_id: int, policy: ExportPolicy) -> dict:
+def set_export_policy(actor: Actor, role_id: int, policy: ExportPolicy) -> RoleInfo:
     require(actor, "role.manage", action="role.export_policy", target_type="role", target_id=role_id)
     if policy.max_rows < 0 or policy.window_days < 0 or policy.approval_over_rows < 0:
         raise ValidationError.single("export_policy", "error.policy_negative")

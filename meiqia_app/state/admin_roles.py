@@ -29,22 +29,22 @@ class RoleView:
     data_scope: str = "all"
 
 
-def _view(role: dict) -> RoleView:
-    policy = role["export_policy"]
+def _view(role: users.RoleInfo) -> RoleView:
+    policy = role.export_policy
     return RoleView(
-        id=role["id"],
-        name=role["name"],
-        label_zh=role["label_zh"],
-        label_en=role["label_en"],
-        is_builtin=role["is_builtin"],
-        permissions=list(role["permissions"]),
-        user_count=role["user_count"],
+        id=role.id,
+        name=role.name,
+        label_zh=role.label_zh,
+        label_en=role.label_en,
+        is_builtin=role.is_builtin,
+        permissions=list(role.permissions),
+        user_count=role.user_count,
         max_rows=int(policy.get("max_rows", 0)),
         window_days=int(policy.get("window_days", 0)),
         bulk_allowed=bool(policy.get("bulk_allowed", True)),
         approval_required=bool(policy.get("approval_required", False)),
         approval_over_rows=int(policy.get("approval_over_rows", 0)),
-        data_scope=role.get("data_scope", "all"),
+        data_scope=role.data_scope,
     )
 
 

@@ -82,18 +82,18 @@ class AdminUsersState(AppState):
         roles = await self._call(users.list_roles, actor) if actor.can("role.manage") else []
         self.rows = [
             UserRowView(
-                id=u["id"],
-                username=u["username"],
-                display_name=u["display_name"],
-                role=u["role"],
-                role_label_zh=u["role_label_zh"] or u["role"],
-                role_label_en=u["role_label_en"] or u["role"],
-                is_active=u["is_active"],
-                totp_enrolled=u["totp_enrolled"],
-                locked=u["locked"],
-                last_login=format_local(u["last_login_at"]),
-                active_sessions=u["active_sessions"],
-                team=str(u["team_id"]) if u.get("team_id") else "none",
+                id=u.id,
+                username=u.username,
+                display_name=u.display_name,
+                role=u.role,
+                role_label_zh=u.role_label_zh or u.role,
+                role_label_en=u.role_label_en or u.role,
+                is_active=u.is_active,
+                totp_enrolled=u.totp_enrolled,
+                locked=u.locked,
+                last_login=format_local(u.last_login_at),
+                active_sessions=u.active_sessions,
+                team=str(u.team_id) if u.team_id else "none",
             )
             for u in found
         ]
@@ -111,7 +111,7 @@ class AdminUsersState(AppState):
         self.team_choices = [Choice(str(t.id), t.name) for t in found_teams]
         self.user_choices = [Choice(str(u.id), u.display_name or u.username) for u in self.rows if u.is_active]
         if roles:
-            self.role_choices = [RoleChoice(r["name"], r["label_zh"], r["label_en"]) for r in roles]
+            self.role_choices = [RoleChoice(r.name, r.label_zh, r.label_en) for r in roles]
         else:
             seen: dict[str, RoleChoice] = {}
             for row in self.rows:

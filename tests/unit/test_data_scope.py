@@ -89,7 +89,7 @@ def world(seeded_db):
         ("agent_b", "agent", team_b),
     ):
         user = users.create_user(admin, username, PASSWORD, role, display_name=username)
-        teams.set_user_team(admin, user["id"], team)
+        teams.set_user_team(admin, user.id, team)
     teams.set_lead(admin, team_a, _user_id("agent_a2"))
     mine, team, other, pool, spare = _active_ids(5)
     ownership.assign(admin, mine, _user_id("agent_a"))
@@ -223,7 +223,7 @@ def test_merge_needs_both_customers_in_scope(world):
     users.create_role(admin, "team_merger", "组内合并", "Team merger", ["customer.view", "customer.merge"])
     users.set_role_scope(admin, _role_id("team_merger"), "team")
     user = users.create_user(admin, "merger_a", PASSWORD, "team_merger")
-    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    teams.set_user_team(admin, user.id, world["teams"]["a"])
     merger = load_actors()["merger_a"]
     assert len(duplicates.merge_preview(merger, [ids["mine"], ids["team"]]).customers) == 2
     with pytest.raises(NotFound):
@@ -268,7 +268,7 @@ def test_export_rows_are_the_requesters_scope(world):
     users.set_role_scope(admin, _role_id("team_exporter"), "team_pool")
     users.set_export_policy(admin, _role_id("team_exporter"), ExportPolicy())
     user = users.create_user(admin, "exporter_a", PASSWORD, "team_exporter")
-    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    teams.set_user_team(admin, user.id, world["teams"]["a"])
     exporter = load_actors()["exporter_a"]
     data = {
         "scope": {"kind": "ids", "ids": [ids["other"], ids["mine"], ids["pool"]], "query": {"status": "active"}},
@@ -291,7 +291,7 @@ def test_reports_of_a_scoped_role_count_only_its_customers(world):
     users.create_role(admin, "team_reports", "组内报告", "Team reports", ["customer.view", "report.view"])
     users.set_role_scope(admin, _role_id("team_reports"), "team")
     user = users.create_user(admin, "reporter_a", PASSWORD, "team_reports")
-    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    teams.set_user_team(admin, user.id, world["teams"]["a"])
     reporter = load_actors()["reporter_a"]
     members = tuple(sorted(_user_id(u) for u in ("agent_a", "agent_a2", "senior_a", "reporter_a")))
     as_team = ListQuery(owner_ids=members)

@@ -132,7 +132,7 @@ def test_an_admin_can_be_demoted_when_another_active_admin_remains(db, actors):
     # Now second_admin is the last one.
     second_actor = load_actors()["second_admin"]
     with pytest.raises(ValidationError):
-        users.update_user(second_actor, second["id"], is_active=False)
+        users.update_user(second_actor, second.id, is_active=False)
     entries = audit_entries("user.update")
     assert [e.result for e in entries] == ["ok", "refused"]
     assert json.loads(entries[0].details) == {"changes": {"role": ["admin", "manager"]}}
@@ -141,7 +141,7 @@ def test_an_admin_can_be_demoted_when_another_active_admin_remains(db, actors):
 def test_an_inactive_admin_does_not_count_as_a_remaining_admin(db, actors):
     admin = actors["admin"]
     second = users.create_user(admin, "second_admin", "Second-admin-1", "admin")
-    users.update_user(admin, second["id"], is_active=False)
+    users.update_user(admin, second.id, is_active=False)
     with pytest.raises(ValidationError):
         users.update_user(admin, admin.user_id, role_name="agent")
     assert user_by_name("admin").role_id == role_id("admin")
@@ -149,7 +149,7 @@ def test_an_inactive_admin_does_not_count_as_a_remaining_admin(db, actors):
 
 def test_other_users_can_still_be_deactivated(db, actors):
     result = users.update_user(actors["admin"], actors["agent"].user_id, is_active=False)
-    assert result["is_active"] is False
+    assert result.is_active is False
     assert user_by_name("agent").is_active is False
 
 
