@@ -614,6 +614,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "again skips the rows already imported (by phone, e-mail or external id).",
     ),
     "job.failed": ("后台任务失败", "The background job failed"),
+    "job.error.no_such_task": ("计划任务 {name} 已不存在", "The scheduled task {name} no longer exists"),
     "import.dry_run_report": ("检查结果", "Check result"),
     "import.import_report": ("导入结果", "Import result"),
     "import.total_rows": ("总行数", "Rows"),

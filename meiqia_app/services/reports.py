@@ -939,21 +939,6 @@ def warm_cache() -> None:
         aggregates.prune()
 
 
-def start_warmup() -> None:
-    """Lifespan hook: build the daily aggregates in a background thread if they are
-    missing or were built for another zone (never delays the start)."""
-    aggregates.start_build_in_background()
-
-
-def _register_nightly_warmup() -> None:
-    from meiqia_app.services import scheduler
-
-    scheduler.register_task("reports_warmup", warm_cache, "00:05")
-
-
-_register_nightly_warmup()
-
-
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """The few figures an agent sees on the dashboard (customer.view is enough)."""
