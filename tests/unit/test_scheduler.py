@@ -98,3 +98,16 @@ def test_no_module_registers_a_task_when_imported_and_register_all_registers_eac
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["[]", "True", "8"], out.stderr[-2000:]
+
+
+def test_the_architecture_page_lists_every_scheduled_task_with_its_time(monkeypatch):
+    import re
+    from pathlib import Path
+
+    from meiqia_app.services import scheduled_tasks
+
+    monkeypatch.setattr(scheduler, "_TASKS", {})
+    scheduled_tasks.register_all()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^\| `([\w.]+)` \| (\d\d:\d\d) \|", page, re.M))
+    assert documented == {task.name: task.default_time for task in scheduler.registered_tasks()}
