@@ -1158,8 +1158,12 @@ def start_job(
     lang: str = "zh",
 ) -> int:
     """Check (``dry_run``) or import an uploaded file as a job of the runner; returns the job's id."""
-    action = "customer.import_dry_run" if dry_run else "customer.import"
-    require(actor, "customer.import", action=action, target_type="customer")
+    require(
+        actor,
+        "customer.import",
+        action="customer.import_dry_run" if dry_run else "customer.import",
+        target_type="customer",
+    )
     checked = _checked_path(path)
     if not isinstance(mapping, dict) or not all(
         isinstance(k, (str, int)) and isinstance(v, str) for k, v in mapping.items()
