@@ -24,7 +24,7 @@ from meiqia_app.pages.reports import reports_page
 from meiqia_app.pages.retention import retention_page
 from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.pages.webhooks import webhooks_page
-from meiqia_app.services import reports, scheduler, startup, webhooks
+from meiqia_app.services import startup
 from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
@@ -68,21 +68,9 @@ app.add_middleware(LoginRequiredMiddleware())
 privacy.register_root_state_scrubber()
 privacy.make_state_storage_private(app)
 app.register_lifespan_task(upload_request.attach_upload_headers)  # once Reflex's event processor exists
-
-
-def start_background_work() -> None:
-    """At start: take over what a dead process left, then start the nightly scheduler.
-
-    Jobs of a process that is gone resume at once (another live worker's are
-    left alone); exports it left end as failed and their partial files go.
-    """
-    startup.recover_interrupted_work()
-    scheduler.start_scheduler_thread()
-    webhooks.start_delivery_thread()  # the persisted outbox: each delivery claimed once across workers
-
-
-app.register_lifespan_task(start_background_work)
-app.register_lifespan_task(reports.start_warmup)  # dashboard figures cached before the first visit
+# At start: the nightly tasks are registered, what a dead process left is taken over,
+# the scheduler and webhook loops start, the report aggregates are warmed (services/startup.py).
+app.register_lifespan_task(startup.start_background_work)
 
 app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", on_load=LoginState.on_load)
 

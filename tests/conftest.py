@@ -83,6 +83,16 @@ def _copy_database(source_dir: Path, target_dir: Path) -> None:
             shutil.copy2(source_dir / name, target_dir / name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _nightly_tasks_registered():
+    """What the app does at start (services/startup.py): the nightly tasks are registered
+    in one place, and every module with job workers is loaded."""
+    from meiqia_app.services import scheduled_tasks, startup
+
+    scheduled_tasks.register_all()
+    startup.load_workers()
+
+
 @pytest.fixture(scope="session")
 def _template_dirs(tmp_path_factory):
     from meiqia_app.db import reset_engine

@@ -601,6 +601,20 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "import.checking": ("正在检查…", "Checking…"),
     "import.importing": ("正在导入…", "Importing…"),
     "import.rows_done": ("已处理 {done} / {expected} 行", "{done} of {expected} rows done"),
+    "import.cancel": ("停止", "Stop"),
+    "import.cancelled": (
+        "已停止导入：停止前已导入 {inserted} 行。再次导入同一文件时，已导入的行（按手机号、邮箱或外部 ID）会作为重复跳过。",
+        "Import stopped: {inserted} rows were imported before it stopped. Importing the same file again skips "
+        "the rows already imported (by phone, e-mail or external id).",
+    ),
+    "import.check_cancelled": ("已停止检查", "Check stopped"),
+    "import.error.interrupted": (
+        "导入因服务重启中断：中断前已导入 {inserted} 行。再次导入同一文件时，已导入的行（按手机号、邮箱或外部 ID）会作为重复跳过。",
+        "The import was interrupted by a restart: {inserted} rows were imported before. Importing the same file "
+        "again skips the rows already imported (by phone, e-mail or external id).",
+    ),
+    "job.failed": ("后台任务失败", "The background job failed"),
+    "job.error.no_such_task": ("计划任务 {name} 已不存在", "The scheduled task {name} no longer exists"),
     "import.dry_run_report": ("检查结果", "Check result"),
     "import.import_report": ("导入结果", "Import result"),
     "import.total_rows": ("总行数", "Rows"),

@@ -116,6 +116,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "export.error.not_cancellable": ("此导出已结束，无法取消", "This export has ended and cannot be cancelled"),
     "export.error.not_ready": ("文件尚未就绪或已过期", "The file is not ready or has expired"),
     "export.error.interrupted": ("导出因服务重启中断，请重新导出", "Interrupted by a restart: please export again"),
+    "export.error.password_not_kept": (
+        "导出因服务重启中断。加密文件的密码不会被保存，请重新发起导出",
+        "Interrupted by a restart. The password is not kept: start the export again",
+    ),
 }
 
 ENTRIES.update(

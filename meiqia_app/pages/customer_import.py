@@ -134,6 +134,14 @@ def running_step() -> rx.Component:
         rx.text(
             t("import.rows_done", done=S.progress_done, expected=S.progress_expected), size="1", color_scheme="gray"
         ),
+        rx.button(
+            t("import.cancel"),
+            variant="soft",
+            color_scheme="gray",
+            on_click=S.cancel_import,
+            id="import-cancel",
+            align_self="flex-start",
+        ),
         spacing="2",
         width="100%",
     )

@@ -159,12 +159,3 @@ def write_anchor(reason: str, actor: Actor = SYSTEM_ACTOR) -> Anchor | None:
 
 def nightly_anchor() -> None:
     write_anchor("nightly")
-
-
-def register() -> None:
-    from meiqia_app.services import scheduler
-
-    scheduler.register_task("audit_anchor", nightly_anchor, "00:15")
-
-
-register()

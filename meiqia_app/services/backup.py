@@ -582,12 +582,3 @@ def claim_download(actor: Actor | None, token: str) -> Path:
 def scheduled_backup() -> None:
     """The nightly task."""
     create_backup(SYSTEM_ACTOR, kind="scheduled")
-
-
-def register() -> None:
-    from meiqia_app.services import scheduler
-
-    scheduler.register_task("backup", scheduled_backup, "03:00")
-
-
-register()

@@ -17,6 +17,14 @@ The flow the page follows:
    one transaction each. A bad row is skipped and reported, never fatal. One
    audit entry records the counts.
 
+The page runs both as jobs of the runner (services/jobs.py; kinds
+``customer.import_check`` and ``customer.import``, :func:`start_job`): the
+progress is the job's, a cancel stops after the current batch, and a restart
+neither loses nor repeats work silently: a check starts again from the top
+(it saves nothing), an import a dead process was running ends as failed
+saying how many rows went in (its audit entry says so too), since importing
+the same file again skips them as duplicates.
+
 Files are streamed: rows are read, checked and written a batch at a time, so
 memory stays flat whatever the file's length. Row numbers are the ones a
 spreadsheet shows: the header is row 1, the first data row is row 2.
@@ -44,11 +52,11 @@ from meiqia_app.db import get_engine, write_session
 from meiqia_app.i18n import tr
 from meiqia_app.i18n.messages import ENTRIES
 from meiqia_app.models import Customer, CustomerSearch
-from meiqia_app.services import audit
+from meiqia_app.services import audit, jobs
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import CHOICES, EDITABLE_FIELDS, clean_customer_fields
 from meiqia_app.services.duplicate_check import existing_by_key, identity_keys
-from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
 from meiqia_app.timeutil import utcnow
@@ -1042,6 +1050,7 @@ def run_import(
     *,
     file_name: str = "",
     lang: str = "zh",
+    after_batch: Callable[[ImportReport], None] | None = None,
 ) -> ImportReport:
     """Insert the good rows, ``BATCH_ROWS`` per transaction; bad rows go to the error report.
 
@@ -1054,6 +1063,8 @@ def run_import(
     already committed stay, and the audit entry (result "error") says how many
     rows went in. Importing the same file again then skips those rows as
     duplicates when they have a phone, e-mail or external id.
+    ``after_batch(report)`` sees the counts after each committed batch, before
+    ``progress`` (the job keeps them as its checkpoint).
     """
     require(actor, "customer.import", action="customer.import", target_type="customer")
     started = time.perf_counter()
@@ -1086,6 +1097,8 @@ def run_import(
                 count = _insert_rows(conn, wanted, texts)
             report.inserted += count  # committed
             report.skipped = report.total_rows - report.inserted
+            if after_batch is not None:
+                after_batch(report)
             work.tick()
     except Exception:
         work.close()
@@ -1121,6 +1134,141 @@ def _audit_import(actor: Actor, report: ImportReport, result: str = "ok") -> Non
                 "mapping": sorted(set(report.mapping.values())),
             },
         )
+
+
+# --- as jobs of the runner ----------------------------------------------------------------------
+
+IMPORT_JOB_KIND = "customer.import"
+CHECK_JOB_KIND = "customer.import_check"
+JOB_KINDS = (IMPORT_JOB_KIND, CHECK_JOB_KIND)
+# Finished reports with the offending values, for the page of the person who ran them:
+# kept in this process only (the job row keeps the counts and reasons, not the values).
+_REPORTS: dict[int, ImportReport] = {}
+_KEPT_REPORTS = 50
+
+
+def start_job(
+    actor: Actor,
+    path: str | Path,
+    mapping: dict,
+    *,
+    dry_run: bool,
+    skip_duplicates: bool = True,
+    file_name: str = "",
+    lang: str = "zh",
+) -> int:
+    """Check (``dry_run``) or import an uploaded file as a job of the runner; returns the job's id."""
+    require(
+        actor,
+        "customer.import",
+        action="customer.import_dry_run" if dry_run else "customer.import",
+        target_type="customer",
+    )
+    checked = _checked_path(path)
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, (str, int)) and isinstance(v, str) for k, v in mapping.items()
+    ):
+        raise ValidationError.single("mapping", "error.bad_choice")
+    params = {
+        "path": str(checked),
+        "mapping": {str(k): v for k, v in mapping.items()},
+        "skip_duplicates": bool(skip_duplicates),
+        "file_name": str(file_name or checked.name)[:255],
+        "lang": lang if lang in ("zh", "en") else "zh",
+    }
+    job_id = jobs.create_job(actor, CHECK_JOB_KIND if dry_run else IMPORT_JOB_KIND, params)
+    jobs.start_in_background(job_id)
+    return job_id
+
+
+def _stored(report: ImportReport) -> dict:
+    """The report as the job row keeps it: counts and reasons, not the rows' values (customers' data)."""
+    data = dataclasses.asdict(report)
+    data["problems"] = [{**problem, "value": ""} for problem in data["problems"]]
+    return data
+
+
+def _from_stored(data: dict) -> ImportReport:
+    fields = {f.name for f in dataclasses.fields(ImportReport)}
+    report = ImportReport(**{k: v for k, v in data.items() if k in fields and k != "problems"})
+    report.problems = [ImportProblem(**problem) for problem in data.get("problems") or []]
+    return report
+
+
+def _import_worker(ctx: jobs.JobContext) -> dict:
+    params = ctx.params
+    dry = ctx.kind == CHECK_JOB_KIND
+    if ctx.resumed and not dry:
+        # A dead process was importing: its committed batches stay (the checkpoint
+        # counts them). Going on would need the rows it had seen; say what went in.
+        done = ctx.checkpoint
+        report = ImportReport(
+            file_name=params.get("file_name", ""),
+            dry_run=False,
+            total_rows=int(done.get("rows", 0)),
+            inserted=int(done.get("inserted", 0)),
+            skip_duplicates=bool(params.get("skip_duplicates", True)),
+            mapping=dict(done.get("mapping") or {}),
+        )
+        _audit_import(ctx.actor, report, result="error")
+        invalidate_counts()
+        raise jobs.JobFailed("import.error.interrupted", inserted=report.inserted)
+    seen = {"rows": 0, "inserted": 0}
+
+    def after_batch(report: ImportReport) -> None:
+        seen.update(rows=report.total_rows, inserted=report.inserted, mapping=report.mapping)
+
+    def progress(done: int, expected: int) -> None:
+        ctx.progress(done, dict(seen) if not dry else None, total=expected)
+
+    common = {"file_name": params.get("file_name", ""), "lang": params.get("lang", "zh")}
+    try:
+        if dry:
+            report = dry_run(ctx.actor, params["path"], params["mapping"], progress=progress, **common)
+        else:
+            report = run_import(
+                ctx.actor,
+                params["path"],
+                params["mapping"],
+                bool(params.get("skip_duplicates", True)),
+                progress,
+                after_batch=after_batch,
+                **common,
+            )
+    except jobs.JobCancelled:
+        raise jobs.JobCancelled({"inserted": seen["inserted"], "rows": seen["rows"]}) from None
+    _REPORTS[ctx.job_id] = report
+    while len(_REPORTS) > _KEPT_REPORTS:
+        _REPORTS.pop(next(iter(_REPORTS)))
+    return {"report": _stored(report)}
+
+
+jobs.register_worker(IMPORT_JOB_KIND, _import_worker)
+jobs.register_worker(CHECK_JOB_KIND, _import_worker)
+
+
+def job_progress(actor: Actor, job_id: int) -> jobs.JobView:
+    """A check's or an import's progress (its starter, or those with job.view_all)."""
+    view = jobs.job_view(actor, int(job_id))
+    if view.kind not in JOB_KINDS:
+        raise NotFound()
+    return view
+
+
+def job_report(actor: Actor, job_id: int) -> ImportReport:
+    """The report of a finished check or import: with the offending values when this
+    process ran it, else as the job row keeps it (counts and reasons)."""
+    view = job_progress(actor, job_id)
+    if view.status != "done":
+        raise NotFound()
+    kept = _REPORTS.pop(view.id, None)
+    return kept if kept is not None else _from_stored(view.result.get("report") or {})
+
+
+def cancel_job(actor: Actor, job_id: int) -> None:
+    """Stop a check or an import after its current batch (committed batches stay)."""
+    job_progress(actor, job_id)
+    jobs.request_cancel(actor, int(job_id))
 
 
 __all__ = [

@@ -21,7 +21,6 @@ from sqlalchemy.exc import IntegrityError
 
 from meiqia_app.db import get_engine, write_session
 from meiqia_app.models import ApiIdempotency
-from meiqia_app.services import scheduler
 from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.timeutil import as_utc, utcnow
 
@@ -129,6 +128,3 @@ def prune(now: dt.datetime | None = None) -> int:
     edge = (now or utcnow()) - dt.timedelta(hours=KEEP_HOURS)
     with get_engine().begin() as conn:
         return conn.execute(delete(ApiIdempotency.__table__).where(I.created_at < edge)).rowcount
-
-
-scheduler.register_task("api.idempotency_prune", prune, "03:45")

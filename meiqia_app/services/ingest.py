@@ -63,7 +63,7 @@ from meiqia_app.models import (
 )
 from meiqia_app.models.activity import CHANNELS, CONVERSATION_CATEGORIES, ORDER_STATUSES
 from meiqia_app.models.customer import SOURCES
-from meiqia_app.services import audit, customer_edit, customer_orders, scheduler
+from meiqia_app.services import audit, customer_edit, customer_orders
 from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import normalize_phone
@@ -974,6 +974,3 @@ def prune(now: dt.datetime | None = None) -> int:
     edge = (now or utcnow()) - dt.timedelta(days=KEEP_IDS_DAYS)
     with get_engine().begin() as conn:
         return conn.execute(delete(IngestedEvent.__table__).where(IE.received_at < edge)).rowcount
-
-
-scheduler.register_task("ingest.prune", prune, "03:50")

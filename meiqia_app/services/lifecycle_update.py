@@ -16,7 +16,7 @@ from sqlalchemy import case, or_, update
 
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AppSetting, Customer
-from meiqia_app.services import audit, jobs, scheduler
+from meiqia_app.services import audit, jobs
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.lifecycle import LifecycleThresholds, TierThresholds
@@ -135,10 +135,10 @@ def _recompute_worker(ctx: jobs.JobContext) -> dict:
     return {"changed": changed}
 
 
-def _nightly() -> None:
+def nightly_recompute() -> None:
+    """The nightly task ``lifecycle`` (services/scheduled_tasks.py)."""
     changed = recompute_lifecycle()
     audit.record_now(SYSTEM_ACTOR, "lifecycle.recompute", details={"changed": changed})
 
 
 jobs.register_worker(RECOMPUTE_JOB_KIND, _recompute_worker)
-scheduler.register_task("lifecycle", _nightly, "02:00")

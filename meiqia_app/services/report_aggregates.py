@@ -27,8 +27,12 @@ How it stays correct.
   is never lost) and applies the differences.
 - A change of the configured zone rebuilds everything (``build``); so does a
   database without aggregates (after migration / seed). Small databases are
-  built at once; big ones in a background thread (1M customers: see
-  bench/reports.py, about a minute) while the dashboard says "being computed".
+  built at once; big ones as a job of the runner (services/jobs.py, kind
+  ``reports.aggregates_build``; 1M customers: see bench/reports.py, about a
+  minute) while the dashboard says "being computed". Many pending changes are
+  applied by a ``reports.aggregates_apply`` job, and the app's start runs a
+  ``reports.aggregates_warmup`` job. A build interrupted by a restart resumes
+  (its job takes its own claim over); an apply simply runs again.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from sqlalchemy import Connection, text
 
 from meiqia_app.db import get_engine, write_session
 from meiqia_app.dbadapter import get_adapter
+from meiqia_app.services import jobs
+from meiqia_app.services.rbac import SYSTEM_ACTOR
 from meiqia_app.timeutil import UTC, as_utc, local_zone, utcnow
 
 log = logging.getLogger(__name__)
@@ -403,19 +409,21 @@ def _cursor_rows(raw, sql: str) -> Iterator[tuple]:
     cursor.close()
 
 
-def _claim_build(force: bool) -> dict | None:
+def _claim_build(force: bool, token: str | None = None) -> dict | None:
+    """Claim the (re)build; ``token`` names the claimer (a job resumed after a restart takes its own claim over)."""
     zone = str(local_zone())
     with write_session() as session:
         conn = session.connection()
         current = _read_state(conn)
-        if not force and (_is_ready(current) or _build_running(current)):
+        own = token is not None and current.get("status") == "building" and current.get("token") == token
+        if not force and not own and (_is_ready(current) or _build_running(current)):
             return None
         claim = {
             "status": "building",
             "zone": zone,
             "started_at": utcnow().isoformat(),
             "heartbeat": utcnow().isoformat(),
-            "token": f"{threading.get_ident()}-{time.monotonic()}",
+            "token": token or f"{threading.get_ident()}-{time.monotonic()}",
         }
         _write_state(conn, claim)
         # Everything marked so far is read by this build; marks made from now on are applied after it.
@@ -424,10 +432,10 @@ def _claim_build(force: bool) -> dict | None:
     return claim
 
 
-def build(force: bool = False, progress=None) -> dict | None:
+def build(force: bool = False, progress=None, token: str | None = None) -> dict | None:
     """(Re)compute every aggregate from the rows; returns the final state (None if
     another build runs or they are current). Readers see "being computed" until it ends."""
-    claim = _claim_build(force)
+    claim = _claim_build(force, token)
     if claim is None:
         return None
     started = time.perf_counter()
@@ -510,33 +518,49 @@ def build(force: bool = False, progress=None) -> dict | None:
     return final
 
 
-_background_lock = threading.Lock()
-_background: dict[str, threading.Thread] = {}
+# --- as jobs of the runner ----------------------------------------------------------------------
+
+BUILD_JOB_KIND = "reports.aggregates_build"
+APPLY_JOB_KIND = "reports.aggregates_apply"
+WARMUP_JOB_KIND = "reports.aggregates_warmup"
+_started_jobs: list[int] = []
 
 
-def _in_background(name: str, fn) -> None:
-    key = f"{name}:{get_engine().url}"
-    with _background_lock:
-        running = _background.get(key)
-        if running is not None and running.is_alive():
-            return
+def _build_worker(ctx: jobs.JobContext) -> dict:
+    def progress(customers: int) -> None:
+        ctx.progress(customers)
 
-        def run() -> None:
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - the next request tries again
-                log.exception("report aggregates: %s failed", name)
+    final = build(progress=progress, token=f"job-{ctx.job_id}")
+    if final is not None:
+        ctx.progress(final["customers"])
+    return {"built": final is not None, "customers": (final or {}).get("customers", 0)}
 
-        thread = threading.Thread(target=run, name=f"report-{name}", daemon=True)
-        _background[key] = thread
-        thread.start()
+
+def _apply_worker(ctx: jobs.JobContext) -> dict:
+    return {"applied": apply_pending()}
+
+
+def _warmup_worker(ctx: jobs.JobContext) -> dict:
+    ready, _behind = ensure_current()
+    return {"ready": ready, "applied": apply_pending() if ready else 0}
+
+
+def _in_background(kind: str) -> None:
+    """Start the job unless one of its kind is queued or running (in any live worker)."""
+    job_id, started = jobs.start_unless_active(SYSTEM_ACTOR, kind, {})
+    if started:
+        _started_jobs.append(job_id)
+        del _started_jobs[:-20]
 
 
 def wait_for_background(timeout: float = 60) -> None:
-    """Tests and benchmarks: wait until background builds / applies end."""
+    """Tests and benchmarks: wait until the builds / applies this process started end."""
     deadline = time.monotonic() + timeout
-    for thread in list(_background.values()):
-        thread.join(max(0.0, deadline - time.monotonic()))
+    while True:
+        pending = list(_started_jobs)
+        jobs.wait(pending, max(0.0, deadline - time.monotonic()))
+        if pending == list(_started_jobs) or time.monotonic() >= deadline:
+            return  # (a warmup may have started a build meanwhile: wait for it too)
 
 
 # --- what readers call ----------------------------------------------------------------------------
@@ -568,7 +592,7 @@ def ensure_current() -> tuple[bool, bool]:
         if customers <= SYNC_BUILD_LIMIT:
             build()
             return _is_ready(state()), False
-        _in_background("build", build)
+        _in_background(BUILD_JOB_KIND)
         return False, True
     if pending == 0:
         return True, False
@@ -580,19 +604,13 @@ def ensure_current() -> tuple[bool, bool]:
         with get_engine().connect() as conn:
             if pending_count(conn, 1) == 0:
                 return True, False
-    _in_background("apply", apply_pending)
+    _in_background(APPLY_JOB_KIND)
     return True, True
 
 
 def start_build_in_background() -> None:
     """App start: build the aggregates if they are missing (never delays the start)."""
-
-    def run() -> None:
-        ready, _behind = ensure_current()
-        if ready:
-            apply_pending()
-
-    _in_background("startup", run)
+    _in_background(WARMUP_JOB_KIND)
 
 
 def prune() -> int:
@@ -838,3 +856,8 @@ class SegmentTotals:
             if k2 < d1:
                 figures[product][3] += n
         return [(product, *values) for product, values in figures.items() if values[0]]
+
+
+jobs.register_worker(BUILD_JOB_KIND, _build_worker)
+jobs.register_worker(APPLY_JOB_KIND, _apply_worker)
+jobs.register_worker(WARMUP_JOB_KIND, _warmup_worker)

@@ -74,6 +74,7 @@ from sqlalchemy.engine import Engine
 from meiqia_app.db import get_engine
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, Order
 from meiqia_app.models.customer import IN_TRASH, IN_WORKING_SET_INDEXES, LIFECYCLE_STAGES, SOURCES
+from meiqia_app.services import jobs
 from meiqia_app.services import report_aggregates as aggregates
 from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_query import ListQuery
@@ -279,7 +280,6 @@ class _ReportCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple, tuple[tuple, float, object]] = OrderedDict()
-        self._refreshing: set[tuple] = set()
 
     def get(self, key: tuple) -> tuple[tuple, float, object] | None:
         with self._lock:
@@ -294,17 +294,6 @@ class _ReportCache:
             self._entries.move_to_end(key)
             while len(self._entries) > CACHE_SIZE:
                 self._entries.popitem(last=False)
-
-    def claim_refresh(self, key: tuple) -> bool:
-        with self._lock:
-            if key in self._refreshing:
-                return False
-            self._refreshing.add(key)
-            return True
-
-    def release_refresh(self, key: tuple) -> None:
-        with self._lock:
-            self._refreshing.discard(key)
 
     def clear(self) -> None:
         with self._lock:
@@ -349,18 +338,13 @@ def _compute_and_store(key: tuple, compute: Callable[[Connection], object]) -> o
 
 
 def _refresh_in_background(key: tuple, compute: Callable[[Connection], object]) -> None:
-    if not _cache.claim_refresh(key):
-        return
+    """Recompute a stale figure on a runner thread, one at a time per figure.
 
-    def run() -> None:
-        try:
-            _compute_and_store(key, compute)
-        except Exception:  # noqa: BLE001 - the next request recomputes in the foreground
-            pass
-        finally:
-            _cache.release_refresh(key)
-
-    threading.Thread(target=run, name=f"report-refresh-{key[0]}", daemon=True).start()
+    The figure lives in this process's cache only, so it is no job row (a
+    restart empties the cache: nothing to resume); a failure is logged with
+    its traceback and the next request computes it in the foreground.
+    """
+    jobs.run_in_process(f"report-refresh:{key!r}", lambda: _compute_and_store(key, compute), f"report-{key[0]}")
 
 
 def _cached(name: str, args: tuple, compute: Callable[[Connection], object], allow_stale: bool = False):
@@ -953,21 +937,6 @@ def warm_cache() -> None:
     if ready:
         aggregates.apply_pending()
         aggregates.prune()
-
-
-def start_warmup() -> None:
-    """Lifespan hook: build the daily aggregates in a background thread if they are
-    missing or were built for another zone (never delays the start)."""
-    aggregates.start_build_in_background()
-
-
-def _register_nightly_warmup() -> None:
-    from meiqia_app.services import scheduler
-
-    scheduler.register_task("reports_warmup", warm_cache, "00:05")
-
-
-_register_nightly_warmup()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -442,7 +442,5 @@ def progress(ctx: jobs.JobContext, done: int, counts: dict) -> None:
     ctx.progress(done, {**ctx.checkpoint, "counts": counts})
 
 
-scheduler.register_task(SCHEDULE_TASK, run_nightly, SCHEDULE_TIME)
-
 # The built-in policies register themselves (they import cleanup, backup, exports…).
 from meiqia_app.services import retention_policies  # noqa: E402,F401

@@ -1001,7 +1001,8 @@ def ensure_default_rules() -> int:
     return created
 
 
-def _nightly() -> None:
+def nightly_run() -> None:
+    """The nightly task ``tag_rules`` (services/scheduled_tasks.py)."""
     run_all_rules(SYSTEM_ACTOR)
 
 
@@ -1040,4 +1041,3 @@ def set_rule_schedule(actor: Actor, value: object) -> str:
 
 
 jobs.register_worker(RUN_JOB_KIND, _run_worker)
-scheduler.register_task(SCHEDULE_TASK, _nightly, "02:30")

@@ -1,10 +1,15 @@
 """The in-process scheduler for nightly work (rule runs, lifecycle, trash purge, backups).
 
-Tasks register a default local time (the configured zone); an admin may move
-a task or switch it off through the ``schedule.<name>`` setting ("HH:MM" or
-"off"). Several app workers may run this loop: each due run is claimed with a
+Every task is registered in one place at start (``services/scheduled_tasks.py``)
+with a default local time (the configured zone); an admin may move a task or
+switch it off through the ``schedule.<name>`` setting ("HH:MM" or "off").
+Several app workers may run this loop: each due run is claimed with a
 compare-and-set on the ``schedule.<name>.last_run`` setting, so it happens
 once. A task missed while the app was down runs at the next check.
+
+Each run is a job of the runner (kind ``scheduled.task``, run in the
+scheduler's thread): it is recorded with its outcome or its error, and a run
+a dead process left is run again when the app starts.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from sqlalchemy.exc import IntegrityError
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_session
 from meiqia_app.models import AppSetting
+from meiqia_app.services import jobs
+from meiqia_app.services.rbac import SYSTEM_ACTOR
 from meiqia_app.timeutil import local_zone, utcnow
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_SECONDS = 60
+TASK_JOB_KIND = "scheduled.task"
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -42,6 +50,7 @@ _TASKS: dict[str, ScheduledTask] = {}
 
 
 def register_task(name: str, run: Callable[[], object], default_time: str = "02:00") -> None:
+    """Only ``services/scheduled_tasks.register_all`` calls this (an architecture test checks)."""
     if not _TIME.match(default_time):
         raise ValueError(f"bad time {default_time!r}")
     _TASKS[name] = ScheduledTask(name, run, default_time)
@@ -114,11 +123,23 @@ def run_due_tasks(now: dt.datetime | None = None) -> list[str]:
         if not _claim(task.name, slot):
             continue
         try:
-            task.run()
-        except Exception:  # one broken task must not stop the others or the loop
-            log.exception("scheduled task %s failed", task.name)
+            # The worker's failure is recorded on the job (and logged); one broken task stops nothing else.
+            jobs.run_job(jobs.create_job(SYSTEM_ACTOR, TASK_JOB_KIND, {"task": task.name, "slot": slot.isoformat()}))
+        except Exception:  # the runner's own failure (the database gone): the loop goes on
+            log.exception("scheduled task %s could not run", task.name)
         ran.append(task.name)
     return ran
+
+
+def _task_worker(ctx: jobs.JobContext) -> dict:
+    name = str(ctx.params.get("task", ""))
+    task = _TASKS.get(name)
+    if task is None:
+        raise jobs.JobFailed("job.error.no_such_task", name=name)
+    return {"task": name, "outcome": task.run()}
+
+
+jobs.register_worker(TASK_JOB_KIND, _task_worker)
 
 
 def first_run_marks_now(now: dt.datetime | None = None) -> None:

@@ -311,7 +311,7 @@ class CleanupState(AppState):
         if result.get("export_files_deleted") is not None:
             lines.append(self._tr("cleanup.report.exports", count=len(result["export_files_deleted"])))
         if view.get("error"):
-            lines.append(view["error"])
+            lines.append(self._tr(view["error"], **(view.get("error_params") or {})))
         return lines
 
     def _mention_lines(self, found: dict) -> list[str]:

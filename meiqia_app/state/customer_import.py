@@ -1,4 +1,9 @@
-"""State of /import: upload a file, map its columns, dry run, import (CUST-6)."""
+"""State of /import: upload a file, map its columns, dry run, import (CUST-6).
+
+The check and the import run as jobs of the runner (services/jobs.py, started by
+``customer_import.start_job``); this state only follows the job's progress and
+shows its report, so a reload or a reconnect picks the job up again.
+"""
 
 from __future__ import annotations
 
@@ -35,17 +40,6 @@ class ProblemRow:
     value: str
 
 
-class _Progress:
-    """Written by the worker thread, read by the polling loop."""
-
-    def __init__(self) -> None:
-        self.done = 0
-        self.expected = 0
-
-    def __call__(self, done: int, expected: int) -> None:
-        self.done, self.expected = done, expected
-
-
 class CustomerImportState(AppState):
     # Handlers Reflex's /_upload may run, and the permission the upload request's
     # session must hold (checked by web/upload_guard.py before the body is read).
@@ -78,6 +72,8 @@ class CustomerImportState(AppState):
 
     _path: str = ""
     _error_report_path: str = ""
+    _job_id: int = 0
+    _follower: int = 0
 
     @rx.event
     async def on_load(self):
@@ -86,6 +82,8 @@ class CustomerImportState(AppState):
         except AppError as error:
             return self._on_error(error)
         self._set_user(actor)
+        if self.step == "running" and self._job_id:
+            return CustomerImportState.follow_job  # a reload (or a restarted server) follows the job again
         if self._path and self.step in ("mapping", "report"):
             # The columns were shown, not kept: after a reload, read them again from the uploaded file.
             try:
@@ -186,64 +184,101 @@ class CustomerImportState(AppState):
         return {str(i): field for i, field in enumerate(self.column_fields) if field}
 
     @rx.event
-    def start_dry_run(self):
-        return self._start("dry_run")
+    async def start_dry_run(self):
+        return await self._start("dry_run")
 
     @rx.event
-    def start_import(self):
-        return self._start("import")
+    async def start_import(self):
+        return await self._start("import")
 
-    def _start(self, kind: str):
+    async def _start(self, kind: str):
         if self.step not in ("mapping", "report") or not self._path:
             return None
         self.error = ""
+        try:
+            self._job_id = await self._call(
+                customer_import.start_job,
+                self._actor(),
+                self._path,
+                self._mapping(),
+                dry_run=kind == "dry_run",
+                skip_duplicates=self.skip_duplicates,
+                file_name=self.file_name,
+                lang=self.lang,
+            )
+        except NotAuthenticated as error:
+            return self._on_error(error)
+        except AppError as error:
+            self.error = self._message(error)
+            return None
         self.running_kind = kind
         self.step = "running"
         self.progress_done = 0
         self.progress_expected = 0
-        return CustomerImportState.run_work
+        return CustomerImportState.follow_job
+
+    @rx.event
+    async def cancel_import(self):
+        """Stop the check or the import after its current batch (what was imported stays)."""
+        if self.step != "running" or not self._job_id:
+            return None
+        try:
+            await self._call(customer_import.cancel_job, self._actor(), self._job_id)
+        except AppError as error:
+            return self._on_error(error)
+        return None
 
     @rx.event(background=True)
-    async def run_work(self):
+    async def follow_job(self):
+        """Show the job's progress until it ends, then its report (or why it stopped)."""
         async with self:
-            if self.step != "running":
+            job_id, kind = self._job_id, self.running_kind
+            if self.step != "running" or not job_id:
                 return
-            kind, path, mapping, skip, lang = (
-                self.running_kind,
-                self._path,
-                self._mapping(),
-                self.skip_duplicates,
-                self.lang,
-            )
-            file_name = self.file_name
+            self._follower += 1  # a later loop (after a reload) takes over from this one
+            me = self._follower
             try:
                 actor = self._actor()
             except AppError as error:
                 self.step = "mapping"
                 self.error = self._message(error)
                 return
-        progress = _Progress()
-        if kind == "dry_run":
-            work = asyncio.to_thread(
-                customer_import.dry_run, actor, path, mapping, file_name=file_name, lang=lang, progress=progress
-            )
-        else:
-            work = asyncio.to_thread(
-                customer_import.run_import, actor, path, mapping, skip, progress, file_name=file_name, lang=lang
-            )
-        task = asyncio.ensure_future(work)
-        while not task.done():
-            await asyncio.sleep(0.5)
-            async with self:
-                self.progress_done, self.progress_expected = progress.done, progress.expected
-        async with self:
+        while True:
+            await asyncio.sleep(0.3)
+            report = None
             try:
-                report = task.result()
+                view = await asyncio.to_thread(customer_import.job_progress, actor, job_id)
+                async with self:
+                    if self._follower != me or self._job_id != job_id or self.step != "running":
+                        return
+                if view.status == "done":
+                    report = await asyncio.to_thread(customer_import.job_report, actor, job_id)
             except AppError as error:
-                self.step = "mapping"
-                self.error = self._message(error)
+                async with self:
+                    if self._follower == me and self._job_id == job_id:
+                        self.step, self._job_id = "mapping", 0
+                        self.error = self._message(error)
                 return
-            self._show(report, kind)
+            async with self:
+                if self._follower != me or self._job_id != job_id or self.step != "running":
+                    return
+                self.progress_done, self.progress_expected = view.processed, view.total
+                if not view.finished:
+                    continue
+                self._job_id = 0
+                if report is not None:
+                    self._show(report, kind)
+                    return
+                self.step = "mapping"
+                if view.status == "cancelled":
+                    self.error = (
+                        self._tr("import.check_cancelled")
+                        if kind == "dry_run"
+                        else self._tr("import.cancelled", inserted=view.result.get("inserted", 0))
+                    )
+                else:
+                    self.error = self._tr(view.error or "job.failed", **view.error_params)
+                return
 
     def _show(self, report: ImportReport, kind: str) -> None:
         self.step = "report"

@@ -725,7 +725,11 @@ class TagsAdminState(AppState):
                     if view.kind == lifecycle_update.RECOMPUTE_JOB_KIND:
                         self.job_result = self._tr("tagadmin.recomputed", count=result.get("changed", 0))
                     else:
-                        self.job_result = self._run_text(result) if view.status == "done" else view.error
+                        self.job_result = (
+                            self._run_text(result)
+                            if view.status == "done"
+                            else self._tr(view.error, **view.error_params)
+                        )
                     await self._reload_rules(actor)
                     self.tags = await self._call(tags.list_tags, actor)
                     return

@@ -70,3 +70,27 @@ def test_manager_checks_and_imports_a_csv(page, app_server, tmp_path):
         ).fetchone()
     assert rows == {"导入甲": fresh[0], "导入乙": fresh[1]}
     assert audit[0] == "manager" and '"inserted": 2' in audit[1]
+
+
+def test_a_long_check_shows_its_progress_and_stops_when_asked(page, app_server, tmp_path):
+    """The check runs as a job: the page follows its progress, and Stop ends it after the current batch."""
+    csv_file = tmp_path / "many.csv"
+    with csv_file.open("w", encoding="utf-8") as handle:
+        handle.write("姓名,手机号码,城市\n")
+        for n in range(200_000):
+            handle.write(f"客户{n},1{n % 10}{n:09d},杭州\n")
+    login(page, app_server, "manager")
+    page.goto("/import")
+    page.locator("#import-upload input[type=file]").set_input_files(str(csv_file))
+    page.locator("#import-upload-submit").click()
+    expect(page.locator(".mapping-row")).to_have_count(3)
+    page.locator("#import-dry-run").click()
+    expect(page.locator("#import-progress")).to_be_visible()
+    page.locator("#import-cancel").click()
+    expect(page.locator("#import-error")).to_contain_text("已停止检查")
+    expect(page.locator("#import-dry-run")).to_be_visible()  # back at the mapping: the person may start again
+    with app_server.sql() as db:
+        status = db.execute(
+            "SELECT status, processed FROM job WHERE kind = 'customer.import_check' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert status[0] == "cancelled" and status[1] < 200_000

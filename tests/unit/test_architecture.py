@@ -19,6 +19,13 @@ models  <-  services / dbadapter  <-  state  <-  pages / components
 - Nobody decides by role name (``is_admin``, ``role_name == …``, ``ADMIN_ROLE``)
   outside identity (services/rbac.py, services/users.py): what a role may do
   is a permission the role matrix shows.
+- One way to run background work (issue 21): long work runs as jobs of the
+  runner (services/jobs.py), the only place that starts worker threads;
+  besides it only the infrastructure loops in THREADS_ALLOWED start a thread.
+  Nightly tasks are registered in one place at start
+  (services/scheduled_tasks.py): ``register_task(`` is called nowhere else, so
+  importing a module registers nothing. Every module with job workers is in
+  ``startup.WORKER_MODULES``, so a resumed job always finds its code.
 """
 
 from __future__ import annotations
@@ -267,6 +274,60 @@ def _names_a_role(node: ast.AST) -> bool:
     return False
 
 
+# Who may start a thread, and why (everything else runs as a job of the runner).
+THREADS_ALLOWED = {
+    "meiqia_app/services/jobs.py": "the job runner itself: the worker threads of jobs",
+    "meiqia_app/services/scheduler.py": "the scheduler loop (infrastructure: each due task runs as a job)",
+    "meiqia_app/services/webhooks.py": "the webhook delivery loop over the persisted outbox (infrastructure)",
+    "meiqia_app/services/process_owner.py": "the heartbeats of the running jobs' rows (infrastructure)",
+    "meiqia_app/dbadapter/sqlite.py": "SQLite's WAL checkpointer (infrastructure, database-specific)",
+    "meiqia_app/services/exports/rows.py": "parallel row readers inside an export job, joined before it ends",
+}
+THREAD_STARTERS = ("Thread", "Timer", "ThreadPoolExecutor", "ProcessPoolExecutor", "start_new_thread")
+TASKS_REGISTERED_IN = "meiqia_app/services/scheduled_tasks.py"
+
+
+def _called_name(call: ast.Call) -> str:
+    func = call.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
+
+
+def thread_starts(folders: tuple[str, ...], allowed) -> list[str]:
+    """``threading.Thread(…)``, ``Thread(…)``, timers and executors outside the allowed modules."""
+    return sorted(
+        f"{name}:{node.lineno} starts a thread ({_called_name(node)})"
+        for name, tree in _modules(*folders)
+        if name not in allowed
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and _called_name(node) in THREAD_STARTERS
+    )
+
+
+def task_registrations(folders: tuple[str, ...], allowed: str) -> list[str]:
+    return sorted(
+        f"{name}:{node.lineno} calls register_task"
+        for name, tree in _modules(*folders)
+        if name != allowed
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and _called_name(node) == "register_task"
+    )
+
+
+def worker_modules(folders: tuple[str, ...]) -> set[str]:
+    """Modules that call register_worker / register_policy (a policy registers its worker)."""
+    return {
+        name.removesuffix(".py").replace("/", ".")
+        for name, tree in _modules(*folders)
+        if name != "meiqia_app/services/jobs.py"
+        and any(
+            isinstance(node, ast.Call) and _called_name(node) in ("register_worker", "register_policy")
+            for node in ast.walk(tree)
+        )
+    }
+
+
 # --- the rules --------------------------------------------------------------------------
 
 
@@ -341,6 +402,26 @@ def test_nobody_decides_by_role_name_outside_identity():
     assert role_name_decisions(tuple(everything), ROLE_NAME_ALLOWED) == []
 
 
+def _everything() -> tuple[str, ...]:
+    return tuple(sorted(p.name for p in APP.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()))
+
+
+def test_only_the_job_runner_and_the_infrastructure_loops_start_threads():
+    assert thread_starts(_everything(), THREADS_ALLOWED) == []
+    for module in THREADS_ALLOWED:  # the allow-list names no module that is gone
+        assert (ROOT / module).is_file(), module
+
+
+def test_nightly_tasks_are_registered_in_one_place():
+    assert task_registrations(_everything(), TASKS_REGISTERED_IN) == []
+
+
+def test_startup_loads_every_module_with_job_workers():
+    from meiqia_app.services import startup
+
+    assert worker_modules(_everything()) == set(startup.WORKER_MODULES)
+
+
 # --- the checks themselves catch what they are for ----------------------------------------
 
 
@@ -372,6 +453,17 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
             "    also_fine = select(TA.tag_id).where(TA.customer_id == C.id, C.id.in_([i]))\n"
             "    if actor.is_admin or actor.role_name == 'admin' or role.name == ADMIN_ROLE:\n"
             "        return a, b, c, fine, also_fine\n"
+        ),
+        "components": (
+            "import threading\n"
+            "from threading import Thread\n"
+            "from concurrent.futures import ThreadPoolExecutor\n"
+            "from meiqia_app.services import scheduler, jobs\n"
+            "threading.Thread(target=print).start()\n"
+            "Thread(target=print).start()\n"
+            "ThreadPoolExecutor(2)\n"
+            "scheduler.register_task('x', print, '01:00')\n"
+            "jobs.register_worker('x', print)\n"
         ),
     }.items():
         (app / folder).mkdir(parents=True)
@@ -410,3 +502,13 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
         "meiqia_app/web/m.py:9 asks is_admin",
         "meiqia_app/web/m.py:9 compares a role name",
     ]
+    assert thread_starts(("components",), {}) == [
+        "meiqia_app/components/m.py:5 starts a thread (Thread)",
+        "meiqia_app/components/m.py:6 starts a thread (Thread)",
+        "meiqia_app/components/m.py:7 starts a thread (ThreadPoolExecutor)",
+    ]
+    assert thread_starts(("components",), {"meiqia_app/components/m.py": "a reason"}) == []
+    assert task_registrations(("components",), TASKS_REGISTERED_IN) == [
+        "meiqia_app/components/m.py:8 calls register_task"
+    ]
+    assert worker_modules(("components",)) == {"meiqia_app.components.m"}

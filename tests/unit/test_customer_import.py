@@ -15,12 +15,14 @@ from openpyxl import Workbook
 from sqlalchemy import text
 
 from meiqia_app.config import get_settings
-from meiqia_app.db import get_engine
-from meiqia_app.services import customer_import, customer_list
+from meiqia_app.db import get_engine, write_session
+from meiqia_app.models import Job
+from meiqia_app.services import customer_import, customer_list, jobs
 from meiqia_app.services.customer_import import dry_run, read_table, run_import, suggest_mapping
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.customer_validation import normalize_phone
-from meiqia_app.services.errors import PermissionDenied, ValidationError
+from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
+from meiqia_app.timeutil import utcnow
 
 HEADERS = ["姓名", "手机号码", "邮箱", "性别", "来源", "会员等级", "生日", "城市", "备注"]
 
@@ -520,3 +522,102 @@ def test_import_memory_does_not_grow_with_the_file(actors):
     assert len(read_report(large.error_report_path)) == 1 + 400
     assert len(import_audits()) == 2
     assert per_extra_row < 8
+
+
+# --- as jobs of the runner -------------------------------------------------------------------------
+
+
+def _job_row(job_id: int):
+    return rows("SELECT status, params, checkpoint, result, error, processed, total FROM job WHERE id = :i", i=job_id)[
+        0
+    ]
+
+
+def test_a_check_and_an_import_run_as_jobs_and_the_job_row_keeps_no_cell_values(seeded_actors, mixed):
+    manager = seeded_actors["manager"]
+    _existing_id, existing_phone = existing_valid_phone()
+    check = customer_import.start_job(manager, mixed["path"], mixed["mapping"], dry_run=True, file_name="mixed.csv")
+    assert jobs.wait([check], 30)
+    report = customer_import.job_report(manager, check)
+    assert (report.total_rows, report.valid, report.invalid, report.duplicates) == (7, 2, 3, 2)
+    assert report.problems[1].value == "not-an-email"  # the page of the person who ran it sees the values
+    status, params, checkpoint, result, error, processed, total = _job_row(check)
+    assert (status, error, processed) == ("done", None, 7) and total >= 7
+    stored = " ".join((params, checkpoint, result))
+    assert "error.email_invalid" in stored  # the reasons are kept …
+    assert "not-an-email" not in stored and existing_phone not in stored  # … the customers' values are not
+    assert customer_import.job_report(manager, check).problems[1].value == ""  # read back from the row
+
+    before = scalar("SELECT count(*) FROM customer")
+    run = customer_import.start_job(manager, mixed["path"], mixed["mapping"], dry_run=False, file_name="mixed.csv")
+    assert jobs.wait([run], 30)
+    assert customer_import.job_report(manager, run).inserted == 2
+    assert scalar("SELECT count(*) FROM customer") == before + 2
+    assert json.loads(_job_row(run)[2])["inserted"] == 2  # the checkpoint counts committed rows
+    with pytest.raises(NotFound):
+        customer_import.job_progress(seeded_actors["analyst"], run)  # only its starter (or job.view_all)
+
+
+def test_an_agent_cannot_start_an_import_job_and_the_refusal_is_audited(actors):
+    path = write_csv("agent.csv", [["姓名"], ["张伟"]])
+    with pytest.raises(PermissionDenied):
+        customer_import.start_job(actors["agent"], path, {"0": "name"}, dry_run=False)
+    assert rows("SELECT count(*) FROM job")[0][0] == 0
+    assert import_audits()[-1][:2] == ("customer.import", "refused")
+
+
+def test_a_cancelled_import_keeps_the_committed_batch_and_says_how_many(seeded_actors, mixed, monkeypatch):
+    manager = seeded_actors["manager"]
+    before = scalar("SELECT count(*) FROM customer")
+    monkeypatch.setattr(customer_import, "BATCH_ROWS", 2)
+    monkeypatch.setattr(jobs, "start_in_background", lambda job_id, memory=None: jobs.run_job(job_id, memory))
+    original = jobs.JobContext.progress
+
+    def cancel_then_progress(ctx, *args, **kwargs):
+        jobs.request_cancel(manager, ctx.job_id)  # the Stop button, pressed during the first batch
+        return original(ctx, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.JobContext, "progress", cancel_then_progress)
+    job_id = customer_import.start_job(manager, mixed["path"], mixed["mapping"], dry_run=False)
+    view = customer_import.job_progress(manager, job_id)
+    assert (view.status, view.result) == ("cancelled", {"inserted": 2, "rows": 2})
+    assert scalar("SELECT count(*) FROM customer") == before + 2
+    action, result, details = import_audits()[-1]
+    assert (action, result, json.loads(details)["inserted"]) == ("customer.import", "error", 2)
+
+
+def _orphaned_job(actor, kind: str, params: dict, checkpoint: dict) -> int:
+    """A job a process on another machine was running and stopped beating for long."""
+    job_id = jobs.create_job(actor, kind, params)
+    with write_session() as session:
+        job = session.get(Job, job_id)
+        job.status, job.owner = "running", "other-host|boot|pid:[1]|4242|99"
+        job.heartbeat_at = utcnow() - dt.timedelta(hours=1)
+        job.checkpoint = json.dumps(checkpoint)
+        session.add(job)
+    return job_id
+
+
+def test_after_a_restart_an_interrupted_import_fails_saying_what_went_in_and_a_check_runs_again(seeded_actors, mixed):
+    manager = seeded_actors["manager"]
+    before = scalar("SELECT count(*) FROM customer")
+    params = {"path": str(mixed["path"]), "mapping": {str(k): v for k, v in mixed["mapping"].items()}}
+    interrupted = _orphaned_job(
+        manager, customer_import.IMPORT_JOB_KIND, {**params, "file_name": "mixed.csv"}, {"rows": 2, "inserted": 2}
+    )
+    check = _orphaned_job(manager, customer_import.CHECK_JOB_KIND, params, {})
+
+    assert sorted(jobs.resume_interrupted_jobs()) == sorted([interrupted, check])
+    assert jobs.wait([interrupted, check], 30)
+
+    view = customer_import.job_progress(manager, interrupted)
+    assert (view.status, view.error, view.error_params) == ("failed", "import.error.interrupted", {"inserted": "2"})
+    assert scalar("SELECT count(*) FROM customer") == before  # not imported a second time
+    action, result, details = import_audits()[-1]
+    assert (action, result, json.loads(details)["inserted"], json.loads(details)["file"]) == (
+        "customer.import",
+        "error",
+        2,
+        "mixed.csv",
+    )
+    assert customer_import.job_report(manager, check).total_rows == 7  # a check saves nothing: it ran again

@@ -66,5 +66,5 @@ def test_an_approved_protected_export_starts_from_the_open_wizard_with_its_passw
     assert served.value(ExportWizardState, "run_status") in ("queued", "running", "done")
     assert any(event.name.endswith(".poll") for event in served.events)
     assert password.encode() not in pickled(tab)
-    service._threads.get(pending["id"]) and service._threads[pending["id"]].join(30)
+    assert service.wait_for_export(pending["id"], 30)
     assert service.export_view(actors["analyst"], pending["id"])["status"] == "done"

@@ -295,7 +295,7 @@ def test_an_export_needing_approval_waits_until_approved_and_nobody_approves_the
         service.decide(analyst, pending["id"], True)
     approved = service.decide(manager, pending["id"], True, "ok for Q4 review")
     assert approved["status"] == "queued" and approved["approver"] == "manager"
-    service._threads.get(pending["id"]) and service._threads[pending["id"]].join(30)
+    assert service.wait_for_export(pending["id"], 30)
     done = service.export_view(analyst, pending["id"])
     assert done["status"] == "done" and done["row_count"] > 0
     with pytest.raises(Conflict):
@@ -427,13 +427,13 @@ def test_an_approved_protected_export_waits_for_its_requesters_password(seeded_a
     analyst, manager = actors["analyst"], actors["manager"]
     pending = service.request_export(analyst, _request(fields=["id", "name"]), password=PASSWORD, start=False)
     approved = service.decide(manager, pending["id"], True)
-    assert approved["status"] == "approved" and pending["id"] not in service._threads
+    assert approved["status"] == "approved" and pending["id"] not in service._runs
     with pytest.raises(ValidationError):
         service.start_approved(analyst, pending["id"], "short")
     with pytest.raises(NotFound):
         service.start_approved(manager, pending["id"], PASSWORD)  # only the requester
     service.start_approved(analyst, pending["id"], PASSWORD)
-    service._threads.get(pending["id"]) and service._threads[pending["id"]].join(30)
+    assert service.wait_for_export(pending["id"], 30)
     done = service.export_view(analyst, pending["id"])
     assert done["status"] == "done" and _file(done).suffix == ".zip"
 

@@ -220,3 +220,107 @@ def test_an_export_of_a_killed_process_fails_at_once_and_its_files_go(actors):
     gone = {name for name, path in files.items() if not path.exists()}
     assert gone == {"killed_part", "killed_final", "old_report"}
     assert sorted(recovered.removed_files) == sorted(files[name].name for name in gone)
+
+
+# --- exports run by the job runner: the password stays in memory ------------------------------
+
+PASSWORD = "Pa55-not-kept-anywhere!"
+
+
+def _export_request(fields=("id", "name", "phone")) -> dict:
+    return {"scope": {"kind": "query", "query": {"sources": ["wechat"]}}, "fields": list(fields), "format": "csv"}
+
+
+def _every_row_as_text() -> str:
+    """Every row of every table, as text: where a stored password would show."""
+    from sqlmodel import SQLModel
+
+    from meiqia_app.db import get_engine
+
+    chunks = []
+    with get_engine().connect() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            for row in conn.execute(table.select()):
+                chunks.append(repr(tuple(row)))
+    return "\n".join(chunks)
+
+
+def test_a_protected_exports_password_is_in_no_table_and_no_log(seeded_actors, caplog):
+    from meiqia_app.services.exports import service as exports
+
+    caplog.set_level("DEBUG")
+    manager = seeded_actors["manager"]
+    view = exports.request_export(manager, _export_request(), password=PASSWORD)  # started by the runner
+    assert exports.wait_for_export(view["id"], 60)
+    with read_session() as session:
+        row = session.get(ExportJob, view["id"])
+        job = session.exec(select(Job).where(Job.kind == exports.JOB_KIND)).one()
+    assert (row.status, row.protected, job.status) == ("done", True, "done"), (row.error, job.error)
+    assert json.loads(job.params) == {"export_id": view["id"]}  # the export's id, nothing else
+    assert row.file_name.endswith(".zip")
+    stored = _every_row_as_text()
+    assert "export.file" in stored and str(row.file_sha256) in stored  # the scan sees the job and export rows
+    assert PASSWORD not in stored
+    assert PASSWORD not in caplog.text and PASSWORD not in " ".join(t.name for t in threading.enumerate())
+
+
+def _interrupted_export(actor, protected: bool, job_status: str) -> tuple[int, int, Path]:
+    """An export a killed process was writing (or had queued): its row, its runner job, its partial file."""
+    from meiqia_app.services.exports import service as exports
+
+    dead, _child = _owner_of_a_process()
+    view = exports.request_export(
+        actor, _export_request(("id", "name")), password=PASSWORD if protected else "", start=False
+    )
+    requester = actor
+    job_id = jobs.create_job(requester, exports.JOB_KIND, {"export_id": view["id"]})
+    with write_session() as session:
+        job = session.get(Job, job_id)
+        job.status, job.owner, job.heartbeat_at = job_status, dead if job_status == "running" else None, utcnow()
+        session.add(job)
+        row = session.get(ExportJob, view["id"])
+        if job_status == "running":
+            row.status, row.owner, row.heartbeat_at = "running", dead, utcnow()
+        session.add(row)
+    folder = get_settings().exports_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".export-{view['id']}-{'f' * 16}.part.csv"
+    partial.write_text("id,name\n1,plain text the password never protected\n")
+    return view["id"], job_id, partial
+
+
+@pytest.mark.parametrize("job_status", ["running", "queued"])
+def test_a_protected_export_interrupted_by_a_restart_fails_saying_the_password_is_not_kept(actors, job_status):
+    """Killed mid-file (or before its thread started): the restart has no password, so the
+    export fails with that message, is audited, and leaves no file (never an unprotected one)."""
+    export_id, job_id, partial = _interrupted_export(actors["manager"], protected=True, job_status=job_status)
+
+    recovered = startup.recover_interrupted_work()
+    assert job_id in recovered.resumed_jobs
+    job = _wait_finished(job_id)
+
+    with read_session() as session:
+        row = session.get(ExportJob, export_id)
+        audits = session.exec(
+            select(AuditEntry).where(AuditEntry.action == "export.failed", AuditEntry.target_id == str(export_id))
+        ).all()
+    assert (row.status, row.error, row.file_name) == ("failed", "export.error.password_not_kept", None)
+    assert (job.status, job.error) == ("failed", "export.error.password_not_kept")
+    assert len(audits) == 1
+    assert not partial.exists()
+    assert list(get_settings().exports_dir.glob(f"*export-{export_id}-*")) == []
+
+
+def test_an_unprotected_export_interrupted_by_a_restart_fails_as_interrupted(actors):
+    export_id, job_id, partial = _interrupted_export(actors["manager"], protected=False, job_status="running")
+    startup.recover_interrupted_work()
+    job = _wait_finished(job_id)
+    with read_session() as session:
+        row = session.get(ExportJob, export_id)
+    assert (row.status, row.error, job.status, job.error) == (
+        "failed",
+        "export.error.interrupted",
+        "failed",
+        "export.error.interrupted",
+    )
+    assert not partial.exists()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from meiqia_app.db import write_session
+from meiqia_app.db import read_session, write_session
 from meiqia_app.models import Job
 from meiqia_app.services import jobs
 from meiqia_app.services.errors import NotFound
@@ -85,3 +85,72 @@ def test_a_job_is_visible_only_to_its_creator_and_admins(actors):
         jobs.job_view(actors["manager"], job_id)
     with pytest.raises(NotFound):
         jobs.request_cancel(actors["manager"], job_id)
+
+
+# --- what the runner gives every kind of job ---------------------------------------------------
+
+SECRET = "only-in-memory-7f3a"
+
+
+def _memory_worker(ctx: jobs.JobContext) -> dict:
+    SEEN.append(ctx.memory.get("secret", "none"))
+    ctx.progress(1, {"step": 1})
+    if "secret" not in ctx.memory:
+        raise jobs.JobFailed("job.error.no_such_task", name="lost")
+    return {"used": True}
+
+
+jobs.register_worker("test.memory", _memory_worker)
+
+
+def test_memory_reaches_the_worker_only_and_a_resumed_run_has_none(actors, caplog):
+    caplog.set_level("DEBUG")
+    job_id = jobs.create_job(actors["admin"], "test.memory", {"n": 1})
+    jobs.start_in_background(job_id, memory={"secret": SECRET})
+    assert jobs.wait([job_id], 30)
+    with read_session() as session:
+        row = session.get(Job, job_id)
+    assert (row.status, SEEN) == ("done", [SECRET])
+    assert SECRET not in repr(row.model_dump()) and SECRET not in caplog.text
+
+    # The same job resumed after a restart: its memory is gone; the worker's typed failure is kept as a key.
+    with write_session() as session:
+        row = session.get(Job, job_id)
+        row.status, row.owner, row.heartbeat_at = "running", "gone|b|n|1|2", utcnow() - dt.timedelta(hours=1)
+        session.add(row)
+    view = jobs.run_job(job_id)
+    assert SEEN == [SECRET, "none"]
+    assert (view.status, view.error, view.error_params) == ("failed", "job.error.no_such_task", {"name": "lost"})
+
+
+def test_a_cancelled_job_keeps_what_it_reported_as_done(actors):
+    def stops(ctx):
+        jobs.request_cancel(actors["admin"], ctx.job_id)
+        try:
+            ctx.progress(3)
+        except jobs.JobCancelled:
+            raise jobs.JobCancelled({"inserted": 3}) from None
+
+    jobs.register_worker("test.stops", stops)
+    view = jobs.run_job(jobs.create_job(actors["admin"], "test.stops", {}))
+    assert (view.status, view.result, view.processed) == ("cancelled", {"inserted": 3}, 3)
+
+
+def test_work_one_run_does_for_everybody_is_started_once(actors):
+    import threading
+
+    gate = threading.Event()
+
+    def waits(ctx):
+        gate.wait(10)
+        return {}
+
+    jobs.register_worker("test.once", waits)
+    first, started = jobs.start_unless_active(actors["admin"], "test.once", {})
+    again, started_again = jobs.start_unless_active(actors["admin"], "test.once", {})
+    gate.set()
+    assert jobs.wait([first], 10)
+    assert (started, started_again, again) == (True, False, first)
+    later, started_later = jobs.start_unless_active(actors["admin"], "test.once", {})  # the first one ended
+    assert started_later and later != first
+    assert jobs.wait([later], 10)

@@ -263,7 +263,37 @@ def test_big_database_builds_in_the_background_and_dashboard_says_computing(seed
     aggregates.wait_for_background()
     view = report_views.dashboard_view(manager, {"kind": "month", "anchor": "2026-10-15"}, True)
     assert not view["computing"] and not view["stale"]
+    with get_engine().connect() as conn:
+        built = conn.execute(
+            text("SELECT status, processed FROM job WHERE kind = :k"), {"k": "reports.aggregates_build"}
+        )
+        assert [tuple(row) for row in built] == [("done", aggregates.state()["customers"])]  # a job of the runner
     check_everything(manager)
+
+
+def test_a_build_interrupted_by_a_restart_resumes_and_takes_its_own_claim_over(seeded_db, seeded_actors):
+    """The build's job was running in a process that died a moment ago: its claim still looks
+    alive (fresh heartbeat), yet the resumed job takes it over instead of waiting minutes."""
+    from meiqia_app.models import Job
+    from meiqia_app.services import jobs
+    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.timeutil import utcnow
+
+    job_id = jobs.create_job(SYSTEM_ACTOR, aggregates.BUILD_JOB_KIND, {})
+    with write_session() as session:
+        job = session.get(Job, job_id)
+        job.status, job.owner, job.heartbeat_at = "running", "gone-host|b|n|1|2", utcnow() - dt.timedelta(hours=1)
+        session.add(job)
+    claim = {"status": "building", "zone": "Asia/Shanghai", "heartbeat": utcnow().isoformat(), "token": f"job-{job_id}"}
+    with write_session() as session:
+        aggregates._write_state(session.connection(), claim)
+    assert aggregates.ensure_current() == (False, True)  # "being computed" by that (dead) build
+
+    assert jobs.resume_interrupted_jobs() == [job_id]
+    assert jobs.wait([job_id], 60)
+    assert aggregates.state()["status"] == "ready"
+    assert jobs.job_view(SYSTEM_ACTOR, job_id).result["built"] is True
+    check_everything(seeded_actors["manager"])
 
 
 def test_many_changes_are_applied_in_the_background(seeded_db, seeded_actors, monkeypatch):

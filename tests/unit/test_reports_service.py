@@ -481,6 +481,25 @@ def test_dashboard_shows_a_change_at_once(boundary_rows, actors):
     assert not reports.take_served_stale()
 
 
+def test_a_failed_refresh_of_a_stale_figure_is_logged_and_the_next_one_runs(db, caplog):
+    """The stale-while-refreshing path once swallowed every error silently."""
+    from meiqia_app.services import jobs
+
+    key = ("broken_figure", (), "test", "zone")
+    calls = []
+
+    def broken(conn):
+        calls.append(1)
+        raise ZeroDivisionError("figure went wrong")
+
+    reports._refresh_in_background(key, broken)
+    jobs.wait_in_process(30)
+    assert "report-broken_figure failed" in caplog.text and "ZeroDivisionError: figure went wrong" in caplog.text
+    reports._refresh_in_background(key, lambda conn: 42)  # not stuck "refreshing" after the failure
+    jobs.wait_in_process(30)
+    assert calls == [1] and reports._cache.get(key)[2] == 42
+
+
 def test_warm_cache_runs_on_an_empty_database(db):
     from meiqia_app.services import report_aggregates
 

@@ -6,13 +6,16 @@ approval, rejection, run, failure, cancel, download and refusal (refusals in
 their own transaction via ``rbac.refuse``). Large, off-hours or frequent
 exports are flagged so they stand out on the audit page.
 
-Running. An export runs in a worker thread of the app process and keeps its
+Running. Writing the file is a job of the runner (services/jobs.py, kind
+``export.file``, its params only the export's id); the export keeps its
 status and progress in its own ``export_job`` row (progress_done, heartbeat,
-cancel_requested), which every page polls. It does not go through
-services/jobs.py on purpose: a protected export needs its password while it
-runs, and the job table persists its parameters — the password must never be
-stored. An export interrupted by a restart is therefore marked failed
-("interrupted") and can simply be requested again.
+cancel_requested), which every page polls. A protected export's password goes
+to the job in process memory only (``jobs.start_in_background(memory=…)``):
+never into the job table, the export row, the audit log or a log line. An
+export interrupted by a restart therefore cannot go on: it is marked failed
+("interrupted", or for a protected one "the password is not kept") and can
+simply be requested again; a protected export never ends as a file without
+its protection.
 
 Downloads go through a single-use, five-minute token bound to the requester's
 login session (``DownloadToken``), claimed by ``web/export_routes.py``.
@@ -28,16 +31,15 @@ import logging
 import os
 import re
 import secrets
-import threading
 from pathlib import Path
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import select
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import ExportJob, Role, SavedView, User
-from meiqia_app.services import audit, downloads, webhooks
+from meiqia_app.services import audit, downloads, jobs, webhooks
 from meiqia_app.services.customer_query import HIDDEN_VALUE_SORTS
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import protect as protection
@@ -72,8 +74,10 @@ WORKING_HOURS = (7, 22)
 
 ACTIVE = ("queued", "running")
 CANCELLABLE = ("pending_approval", "approved", "queued", "running")
+JOB_KIND = "export.file"
 
-_threads: dict[int, threading.Thread] = {}
+# Export id -> the runner's job writing its file in this process (until it ends).
+_runs: dict[int, int] = {}
 
 
 class _Cancelled(Exception):
@@ -401,6 +405,7 @@ def start_approved(actor: Actor, export_id: int, password: str) -> dict:
         if job.status != "approved":
             raise Conflict("export.error.not_pending")
         job.status = "queued"
+        job.heartbeat_at = utcnow()  # queued now, not when it was requested: no other worker takes it for dead
         session.add(job)
         view = export_dto(job)
     start_export(view["id"], password)
@@ -452,12 +457,64 @@ def cancel_export(actor: Actor, export_id: int) -> dict:
 # --- running -------------------------------------------------------------------------------------
 
 
-def start_export(export_id: int, password: str = "") -> threading.Thread:
-    """Run in a daemon thread; the password lives only in this thread's frame."""
-    thread = threading.Thread(target=run_export, args=(export_id, password), name=f"export-{export_id}", daemon=True)
-    _threads[export_id] = thread
-    thread.start()
-    return thread
+def start_export(export_id: int, password: str = "") -> int:
+    """Write the export's file as a job of the runner; returns the job's id.
+
+    The job row holds the export's id only; the password reaches the worker
+    in process memory (``ctx.memory``) and is gone when the job ends.
+    """
+    with read_session() as session:
+        row = session.get(ExportJob, int(export_id))
+        if row is None:
+            raise NotFound()
+        # The job is the requester's (an approver's click may start it): it runs with their rights.
+        requester = Actor(
+            user_id=row.requested_by_id,
+            username=row.requested_by_name,
+            display_name="",
+            role_name="",
+            permissions=frozenset(),
+        )
+        total = row.row_estimate
+    job_id = jobs.create_job(requester, JOB_KIND, {"export_id": int(export_id)}, total=total)
+    _runs[int(export_id)] = job_id
+    jobs.start_in_background(job_id, memory={"password": password} if password else None)
+    return job_id
+
+
+def wait_for_export(export_id: int, timeout: float = 30) -> bool:
+    """Tests: wait until this process's job writing the export's file ends."""
+    job_id = _runs.get(int(export_id))
+    return job_id is None or jobs.wait([job_id], timeout)
+
+
+def _export_worker(ctx: jobs.JobContext) -> dict:
+    """The runner's ``export.file`` job: write the file, or end an interrupted export cleanly."""
+    export_id = int(ctx.params["export_id"])
+    try:
+        with read_session() as session:
+            row = session.get(ExportJob, export_id)
+            if row is None:
+                raise NotFound()
+            interrupted = row.status == "running" and ctx.resumed
+            lost_password = row.protected and not ctx.memory.get("password") and row.status in ACTIVE
+        if interrupted or lost_password:
+            # Its process died mid-file, or the job was restarted without the password
+            # (a restart forgets it): never write a protected export without it.
+            view = _fail_interrupted(export_id) or export_view(_system(), export_id)
+        else:
+            view = run_export(export_id, ctx.memory.get("password", ""), ctx=ctx)
+    finally:
+        _runs.pop(export_id, None)
+    result = {"export_id": export_id, "status": view["status"], "rows": view["row_count"]}
+    if view["status"] == "cancelled":
+        raise jobs.JobCancelled(result)
+    if view["status"] == "failed":
+        raise jobs.JobFailed(view["error"] or "export.error.interrupted")
+    return result
+
+
+jobs.register_worker(JOB_KIND, _export_worker)
 
 
 def _actor_of(user_id: int) -> Actor | None:
@@ -523,19 +580,27 @@ def _finish(export_id: int, **values) -> ExportJob:
         return job
 
 
-def run_export(export_id: int, password: str = "") -> dict:
-    """Write the file of a queued export in this thread; returns its final DTO."""
+def run_export(export_id: int, password: str = "", ctx: jobs.JobContext | None = None) -> dict:
+    """Write the file of a queued export in this thread; returns its final DTO.
+
+    ``ctx``: the runner's job doing it (its progress and cancel follow the export's).
+    """
     with write_session() as session:
         job = session.get(ExportJob, export_id)
         if job is None:
             raise NotFound()
         if job.status != "queued":
             return export_dto(job)
-        job.status = "running"
-        job.started_at = utcnow()
-        job.heartbeat_at = utcnow()
-        job.owner = current_owner()
-        session.add(job)
+        # Conditional on "queued": an export failed meanwhile (reap_interrupted) stays failed.
+        claimed = session.execute(
+            update(ExportJob.__table__)
+            .where(ExportJob.__table__.c.id == export_id, ExportJob.__table__.c.status == "queued")
+            .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(), owner=current_owner())
+        ).rowcount
+        session.expire(job)
+        if claimed != 1:
+            return export_dto(job)
+        session.refresh(job)
     HEARTBEATS.track(ExportJob, export_id)
     actor = _actor_of(job.requested_by_id)
     settings = get_settings()
@@ -562,6 +627,11 @@ def run_export(export_id: int, password: str = "") -> dict:
                 session.add(row)
             if cancel:
                 raise _Cancelled()
+            if ctx is not None:
+                try:
+                    ctx.progress(done)
+                except jobs.JobCancelled:
+                    raise _Cancelled() from None
 
         if job.format in ("csv", "xlsx") and source.sql_fields_supported(job.format):
             # The database builds each CSV line / XLSX row; Python only writes them.
@@ -654,7 +724,6 @@ def run_export(export_id: int, password: str = "") -> dict:
             return export_dto(row)
     finally:
         HEARTBEATS.untrack(ExportJob, export_id)
-        _threads.pop(export_id, None)
 
 
 def _ttl_hours() -> int:
@@ -678,8 +747,54 @@ def _cleanup(*paths: Path) -> None:
             log.warning("could not delete %s", path)
 
 
+def _fail_interrupted(export_id: int, remove_files: bool = True) -> dict | None:
+    """End an export whose run was interrupted: failed, audited, its partial files deleted.
+
+    "interrupted" (request it again), or for a protected export "the password
+    is not kept" (it is never stored, so nothing can finish the file with its
+    protection). Only while the export is still queued or running: of two
+    callers (the job resumed at start, ``reap_interrupted``) one does it.
+    Returns the export's DTO when this call failed it, else None.
+    ``remove_files=False``: the caller runs ``remove_partial_files`` next.
+    """
+    with write_session() as session:
+        job = session.get(ExportJob, export_id)
+        if job is None or job.status not in ACTIVE:
+            return None
+        error = "export.error.password_not_kept" if job.protected else "export.error.interrupted"
+        changed = session.execute(
+            update(ExportJob.__table__)
+            .where(ExportJob.__table__.c.id == export_id, ExportJob.__table__.c.status.in_(ACTIVE))
+            .values(status="failed", error=error, finished_at=utcnow())
+        ).rowcount
+        if changed != 1:
+            return None
+        session.expire(job)
+        audit.record(
+            session,
+            _system(),
+            "export.failed",
+            target_type="export",
+            target_id=job.id,
+            result="error",
+            details=_details(job, error=error),
+        )
+        view = export_dto(job)
+    if remove_files:
+        _remove_files_of(export_id)
+    return view
+
+
+def _remove_files_of(export_id: int) -> None:
+    directory = get_settings().exports_dir
+    if directory.is_dir():
+        for path in directory.glob(f"*export-{int(export_id)}-*"):
+            if _EXPORT_PART.match(path.name) or _EXPORT_FILE.match(path.name):
+                _cleanup(path)
+
+
 def reap_interrupted() -> int:
-    """Exports whose process is gone end as failed ("interrupted"); their partial files go.
+    """Exports whose process is gone end as failed; their partial files go (``_fail_interrupted``).
 
     An export cannot resume (a protected one needs its password, which is
     never stored), so it is failed and can be requested again. Gone means:
@@ -688,27 +803,12 @@ def reap_interrupted() -> int:
     it runs) is older than ``MEIQIA_JOB_STALE_SECONDS``. An export another
     live worker writes is left alone. Called at start and before listings.
     """
-    count = 0
-    with write_session() as session:
-        jobs = session.exec(select(ExportJob).where(ExportJob.status.in_(ACTIVE))).all()
-        for job in jobs:
-            if job.id in _threads or not is_orphaned(job.owner, job.heartbeat_at, job.created_at):
-                continue
-            job.status = "failed"
-            job.error = "export.error.interrupted"
-            job.finished_at = utcnow()
-            session.add(job)
-            audit.record(
-                session,
-                _system(),
-                "export.failed",
-                target_type="export",
-                target_id=job.id,
-                result="error",
-                details=_details(job, error=job.error),
-            )
-            count += 1
-    return count
+    with read_session() as session:
+        rows = session.exec(select(ExportJob).where(ExportJob.status.in_(ACTIVE))).all()
+        candidates = [
+            row.id for row in rows if row.id not in _runs and is_orphaned(row.owner, row.heartbeat_at, row.created_at)
+        ]
+    return sum(1 for export_id in candidates if _fail_interrupted(export_id, remove_files=False) is not None)
 
 
 # Files an export run leaves while it writes (see run_export, portability, report_views.export_pdf).
@@ -884,8 +984,8 @@ def export_view(actor: Actor, export_id: int) -> dict:
 def list_exports(actor: Actor, limit: int = 100) -> list[dict]:
     """The actor's own exports, newest first (everyone's with export.view_all)."""
     require(actor, "export.request", action="export.history")
-    purge_expired()
     reap_interrupted()
+    purge_expired()  # also deletes the files the exports just reaped left
     with read_session() as session:
         statement = select(ExportJob).order_by(ExportJob.id.desc()).limit(limit)
         if not actor.can("export.view_all"):
