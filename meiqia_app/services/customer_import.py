@@ -45,7 +45,7 @@ from meiqia_app.i18n import tr
 from meiqia_app.i18n.messages import ENTRIES
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services import audit
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import IMPORTED, MANY, customers_changed
 from meiqia_app.services.customer_validation import CHOICES, EDITABLE_FIELDS, clean_customer_fields
 from meiqia_app.services.duplicate_check import existing_by_key, identity_keys
 from meiqia_app.services.errors import ValidationError
@@ -1084,19 +1084,19 @@ def run_import(
                     if not row.duplicate_of or not skip_duplicates
                 ]
                 count = _insert_rows(conn, wanted, texts)
+                if count:
+                    customers_changed(session, MANY, IMPORTED)  # once per batch, told after its commit
             report.inserted += count  # committed
             report.skipped = report.total_rows - report.inserted
             work.tick()
     except Exception:
         work.close()
         _audit_import(actor, report, result="error")
-        invalidate_counts()
         raise
     work.close()
     report.skipped = report.total_rows - report.inserted
     report.seconds = round(time.perf_counter() - started, 3)
     _audit_import(actor, report)
-    invalidate_counts()
     return report
 
 
