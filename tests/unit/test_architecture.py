@@ -19,6 +19,10 @@ models  <-  services / dbadapter  <-  state  <-  pages / components
 - Nobody decides by role name (``is_admin``, ``role_name == …``, ``ADMIN_ROLE``)
   outside identity (services/rbac.py, services/users.py): what a role may do
   is a permission the role matrix shows.
+- Nobody clears the list counts or the report caches by hand
+  (``invalidate_counts``, ``invalidate_cache``): a write says which customers
+  changed (services/customer_changes.py) and the subscribers of
+  services/customer_change_subscribers.py, the only callers, retire them.
 """
 
 from __future__ import annotations
@@ -152,6 +156,9 @@ CUSTOMER_BY_ID_ALLOWED = (
 )
 # Identity: where roles are defined, resolved and administered.
 ROLE_NAME_ALLOWED = ("meiqia_app/services/rbac.py", "meiqia_app/services/users.py")
+# Caches follow the "customers changed" signal: only its subscribers retire them.
+INVALIDATIONS = ("invalidate_counts", "invalidate_cache")
+INVALIDATION_ALLOWED = ("meiqia_app/services/customer_change_subscribers.py",)
 
 
 def _table_aliases(tree: ast.Module) -> tuple[set[str], set[str]]:
@@ -259,6 +266,22 @@ def role_name_decisions(folders: tuple[str, ...], allowed: tuple[str, ...]) -> l
     return sorted(set(found))
 
 
+def hand_called_invalidations(folders: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    """Calls of (and any other reference to: an import, a callback) the cache invalidations."""
+    found = []
+    for name, tree in _modules(*folders):
+        if name.startswith(allowed):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id in INVALIDATIONS:
+                found.append(f"{name}:{node.lineno} uses {node.id}")
+            elif isinstance(node, ast.Attribute) and node.attr in INVALIDATIONS:
+                found.append(f"{name}:{node.lineno} uses {node.attr}")
+            elif isinstance(node, ast.ImportFrom):
+                found.extend(f"{name}:{node.lineno} imports {a.name}" for a in node.names if a.name in INVALIDATIONS)
+    return sorted(set(found))
+
+
 def _names_a_role(node: ast.AST) -> bool:
     if isinstance(node, ast.Name):
         return node.id in ("role_name", "ADMIN_ROLE")
@@ -297,6 +320,11 @@ def test_nobody_decides_by_role_name_outside_identity():
     assert role_name_decisions(tuple(everything), ROLE_NAME_ALLOWED) == []
 
 
+def test_only_the_change_subscribers_invalidate_caches():
+    everything = sorted(p.name for p in APP.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists())
+    assert hand_called_invalidations(tuple(everything), INVALIDATION_ALLOWED) == []
+
+
 # --- the checks themselves catch what they are for ----------------------------------------
 
 
@@ -323,6 +351,15 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
             "    also_fine = select(TA.tag_id).where(TA.customer_id == C.id, C.id.in_([i]))\n"
             "    if actor.is_admin or actor.role_name == 'admin' or role.name == ADMIN_ROLE:\n"
             "        return a, b, c, fine, also_fine\n"
+        ),
+        "jobs": (
+            "from meiqia_app.services.customer_list import invalidate_counts\n"
+            "def invalidate_cache():\n"
+            "    return None\n"
+            "def f(reports, later):\n"
+            "    invalidate_counts()\n"
+            "    reports.invalidate_cache()\n"
+            "    later(invalidate_counts)\n"
         ),
     }.items():
         (app / folder).mkdir(parents=True)
@@ -356,3 +393,10 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
         "meiqia_app/web/m.py:9 asks is_admin",
         "meiqia_app/web/m.py:9 compares a role name",
     ]
+    assert hand_called_invalidations(("jobs",), ()) == [
+        "meiqia_app/jobs/m.py:1 imports invalidate_counts",
+        "meiqia_app/jobs/m.py:5 uses invalidate_counts",
+        "meiqia_app/jobs/m.py:6 uses invalidate_cache",
+        "meiqia_app/jobs/m.py:7 uses invalidate_counts",
+    ]
+    assert hand_called_invalidations(("jobs",), ("meiqia_app/jobs/",)) == []
