@@ -181,6 +181,7 @@ Subscriber = Callable[[CustomersChanged], None]
 _lock = threading.Lock()
 _writers: list[Subscriber] = []
 _readers: list[Subscriber] = []
+_registration = threading.Lock()
 _registered = False
 
 
@@ -206,13 +207,13 @@ def register_subscribers() -> None:
     global _registered
     if _registered:
         return
-    from meiqia_app.services import customer_change_subscribers
-
-    with _lock:
+    with _registration:  # a change told meanwhile by another thread waits for the list
         if _registered:
             return
+        from meiqia_app.services import customer_change_subscribers
+
+        customer_change_subscribers.register(subscribe)
         _registered = True
-    customer_change_subscribers.register(subscribe)
 
 
 _local = threading.local()
