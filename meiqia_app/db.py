@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -73,20 +73,45 @@ def write_session(check_foreign_keys: bool = True) -> Iterator[Session]:
     """
     engine = get_engine()
     engine = get_adapter(engine).write_engine(engine, check_foreign_keys)
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except OperationalError as error:
-            session.rollback()
-            if _is_lock_timeout(error):
-                # Another writer (a cleanup batch) held SQLite's write lock past the
-                # busy timeout; nothing was written. Say so instead of failing.
-                raise Busy() from error
-            raise
-        except BaseException:
-            session.rollback()
-            raise
+    session = Session(engine, expire_on_commit=False)
+    session.info[_AFTER_CLOSE] = after_close = []
+    try:
+        with session:
+            try:
+                yield session
+                session.commit()
+            except OperationalError as error:
+                session.rollback()
+                if _is_lock_timeout(error):
+                    # Another writer (a cleanup batch) held SQLite's write lock past the
+                    # busy timeout; nothing was written. Say so instead of failing.
+                    raise Busy() from error
+                raise
+            except BaseException:
+                session.rollback()
+                raise
+    finally:
+        # The session is closed and its connection back in the pool (committed or not).
+        for callback in after_close:
+            callback()
+
+
+_AFTER_CLOSE = "db.after_close"
+
+
+def call_after_close(session: Session, callback: Callable[[], None]) -> bool:
+    """Have ``callback()`` run once this ``write_session`` has ended (committed or
+    rolled back) and given its connection back to the pool; False (and nothing
+    registered) for a session that ``write_session`` did not open.
+
+    For work that follows a transaction and opens its own (services/customer_changes.py):
+    run there, it holds no second pooled connection and no write lock."""
+    callbacks = session.info.get(_AFTER_CLOSE)
+    if callbacks is None:
+        return False
+    if callback not in callbacks:
+        callbacks.append(callback)
+    return True
 
 
 def _is_lock_timeout(error: OperationalError) -> bool:

@@ -25,6 +25,7 @@ from meiqia_app.pages.retention import retention_page
 from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.pages.webhooks import webhooks_page
 from meiqia_app.services import startup
+from meiqia_app.services.customer_changes import register_subscribers
 from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
@@ -51,6 +52,7 @@ from meiqia_app.web.session_routes import session_api
 from meiqia_app.web.upload_guard import upload_guard
 
 log_redaction.install()  # no cookie or token reaches a log, from any library (meiqia_app/log_redaction.py)
+register_subscribers()  # who hears "customers changed": services/customer_change_subscribers.py
 
 app = rx.App(
     stylesheets=["/app.css"],

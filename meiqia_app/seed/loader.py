@@ -40,7 +40,7 @@ from meiqia_app.seed.generator import (
     SeedProduct,
     generate_chunk,
 )
-from meiqia_app.services import audit, auth, users
+from meiqia_app.services import audit, auth, customer_changes, users
 from meiqia_app.services.rbac import SYSTEM_ACTOR
 from meiqia_app.services.search_text import SEARCH_ROW_COLUMNS
 from meiqia_app.services.tag_names import tag_key
@@ -315,6 +315,8 @@ def _give_the_demo_team_customers() -> None:
                     .where((Customer.id % DEMO_OWNED_EVERY) == offset, Customer.owner_id.is_(None))
                     .values(owner_id=owners[username])
                 )
+        # Told once for the whole load (committed above) and these owners.
+        customer_changes.customers_changed(session, customer_changes.MANY, customer_changes.SEEDED)
 
 
 def _after_seed_hooks(progress: Callable[[str], None], as_of: dt.datetime | None = None) -> None:

@@ -509,8 +509,7 @@ def _reconcile(session: Session, restore: _Restore) -> None:
 
 def _after_restore(restore: _Restore) -> None:
     """On the live, restored database: files, caches, SQLite leftovers, an anchor."""
-    from meiqia_app.services import erasure
-    from meiqia_app.services.customer_list import invalidate_counts
+    from meiqia_app.services import customer_changes, erasure
 
     exports = get_settings().exports_dir
     for name in restore.orphan_exports:
@@ -521,7 +520,7 @@ def _after_restore(restore: _Restore) -> None:
     if restore.summary.get("erasures", {}).get("erased_again"):
         # Export files made before now could hold the re-erased customers; FTS merge and WAL checkpoint.
         erasure.after_erasure(utcnow())
-    invalidate_counts()
+    customer_changes.publish_committed(customer_changes.MANY, customer_changes.RESTORED)
     audit_anchor.write_anchor("restore", restore.actor)
 
 

@@ -62,7 +62,8 @@ from meiqia_app.models.customer import IN_TRASH, STATUS_ACTIVE, STATUS_ARCHIVED,
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, jobs, mentions, webhooks
 from meiqia_app.services.customer_access import CustomerAccess
-from meiqia_app.services.customer_list import all_conditions, invalidate_counts, list_customers, scoped_query
+from meiqia_app.services.customer_changes import DELETED, MANY, STATUS, TAGS, customers_changed
+from meiqia_app.services.customer_list import all_conditions, list_customers, scoped_query
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.customer_validation import normalize_email, normalize_phone
 from meiqia_app.services.errors import NotFound, ValidationError
@@ -519,7 +520,6 @@ def _walk(
                 )
             finally:
                 adapter.end_bulk_writes(conn)
-        invalidate_counts()
         ctx.progress(done, checkpoint)
     return {"processed": done, "counts": counts}
 
@@ -548,6 +548,8 @@ def _set_status(session, in_batch, status: str, from_statuses: Sequence[str], ac
     result = session.execute(update(Customer.__table__).where(in_batch, C.status.in_(from_statuses)).values(**values))
     if archived:
         webhooks.emit_many(session, "customer.archived", archived)
+    if result.rowcount:
+        customers_changed(session, MANY, STATUS)  # once per batch, told after its commit
     return result.rowcount
 
 
@@ -575,7 +577,6 @@ def _finish(ctx: jobs.JobContext, action: str, result: dict, extra: dict | None 
             .where(Job.__table__.c.id == ctx.job_id)
             .values(checkpoint=json.dumps(ctx.checkpoint, ensure_ascii=False, default=str))
         )
-    invalidate_counts()
     return result
 
 
@@ -671,6 +672,7 @@ def _work_tag(ctx: jobs.JobContext) -> dict:
         ).rowcount
         if added:
             session.execute(update(Tag.__table__).where(Tag.__table__.c.id == tag_id).values(last_assigned_at=now))
+            customers_changed(session, MANY, TAGS)
         return {"tag_assignment": added}
 
     return _finish(ctx, "tag", _walk(ctx, _criteria_where(ctx), apply), {"tag_id": tag_id})
@@ -809,7 +811,8 @@ def restore(actor: Actor, status: str, ids: Sequence[int] | None = None) -> int:
             target_type="customer",
             details={"restored": changed, "ids": (ids or [])[:50], "all": ids is None},
         )
-    invalidate_counts()
+        if changed:
+            customers_changed(session, MANY if ids is None else ids, STATUS)
     return changed
 
 
@@ -856,6 +859,8 @@ def _delete_customers(session, in_batch) -> dict[str, int]:
     for table in PURGED_CHILD_TABLES:
         counts[table.name] = session.execute(delete(table).where(table.c.customer_id.in_(batch_ids))).rowcount
     counts["customer"] = session.execute(delete(Customer.__table__).where(in_batch)).rowcount
+    if counts["customer"]:
+        customers_changed(session, MANY, DELETED)
     return counts
 
 

@@ -18,7 +18,7 @@ from meiqia_app.db import write_session
 from meiqia_app.models import Customer
 from meiqia_app.services import audit
 from meiqia_app.services.customer_access import CustomerAccess, parse_id
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import CONSENT, customers_changed
 from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import format_local, utcnow
@@ -84,7 +84,7 @@ def set_consent(actor: Actor, customer_id: int, kind: str, granted: object) -> b
                 "version": version + 1,
             },
         )
-    invalidate_counts()  # the list filters on marketing consent
+        customers_changed(session, [customer_id], CONSENT)  # the list filters on marketing consent
     return True
 
 

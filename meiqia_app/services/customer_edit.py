@@ -13,7 +13,8 @@ from meiqia_app.db import read_connection, write_session
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services import audit, webhooks
 from meiqia_app.services.customer_access import CustomerAccess, mask_diff
-from meiqia_app.services.customer_list import invalidate_counts, limit_exact_lookups
+from meiqia_app.services.customer_changes import CREATED, EDITED, customers_changed
+from meiqia_app.services.customer_list import limit_exact_lookups
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS, TEXT_LIMITS, clean_customer_fields, clean_extras
 from meiqia_app.services.duplicate_check import existing_customers
 from meiqia_app.services.errors import Conflict, DuplicateCustomer, NotFound, ValidationError
@@ -103,9 +104,9 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
             details={"changes": mask_diff(_audited(diff)), "version": int(expected_version) + 1},
         )
         webhooks.emit(session, "customer.updated", customer.id, {"changes": sorted(diff)})
+        # Counts, report caches and the on-change rules follow (services/customer_change_subscribers.py).
+        customers_changed(session, [customer.id], EDITED)
         new_version = int(expected_version) + 1
-    invalidate_counts()
-    _refresh_rules(customer_id)
     return new_version
 
 
@@ -186,8 +187,6 @@ def create_customer(
         return new_customer(session, actor, raw, seen)
     with write_session() as own:
         new_id = new_customer(own, actor, raw, seen)
-    invalidate_counts()
-    _refresh_rules(new_id)
     return new_id
 
 
@@ -274,13 +273,6 @@ def upsert_by_external_id(actor: Actor, external_id, raw: dict) -> tuple[int, bo
     raise Conflict(by="?", at="")
 
 
-def _refresh_rules(customer_id: int) -> None:
-    """Rule tags and lifecycle stage follow the customer's data (TAG-3); see services/rules.py."""
-    from meiqia_app.services import rules  # rules imports customer services: import late
-
-    rules.refresh_customer(customer_id)
-
-
 def _insert(session: Session, actor: Actor, values: dict, acknowledged: frozenset[int] | None) -> int:
     repeats = [] if acknowledged is None else _check_duplicates(session, values, acknowledged)
     now = utcnow()
@@ -305,6 +297,7 @@ def _insert(session: Session, actor: Actor, values: dict, acknowledged: frozense
         details={"fields": sorted(values), **({"saved_despite_duplicates": repeats} if repeats else {})},
     )
     webhooks.emit(session, "customer.created", customer.id)
+    customers_changed(session, [customer.id], CREATED)
     return customer.id
 
 
@@ -370,6 +363,7 @@ def new_customers_bulk(
             details={"fields": sorted(k for k, v in row.items() if k in EDITABLE_AUDIT and v is not None)},
         )
     webhooks.emit_many(session, "customer.created", list(inserted))
+    customers_changed(session, inserted, CREATED)
     return results
 
 

@@ -53,7 +53,7 @@ from meiqia_app.i18n import tr
 from meiqia_app.i18n.messages import ENTRIES
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services import audit, jobs
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import IMPORTED, MANY, customers_changed, publish_committed
 from meiqia_app.services.customer_validation import CHOICES, EDITABLE_FIELDS, clean_customer_fields
 from meiqia_app.services.duplicate_check import existing_by_key, identity_keys
 from meiqia_app.services.errors import NotFound, ValidationError
@@ -1095,6 +1095,8 @@ def run_import(
                     if not row.duplicate_of or not skip_duplicates
                 ]
                 count = _insert_rows(conn, wanted, texts)
+                if count:
+                    customers_changed(session, MANY, IMPORTED)  # once per batch, told after its commit
             report.inserted += count  # committed
             report.skipped = report.total_rows - report.inserted
             if after_batch is not None:
@@ -1103,13 +1105,11 @@ def run_import(
     except Exception:
         work.close()
         _audit_import(actor, report, result="error")
-        invalidate_counts()
         raise
     work.close()
     report.skipped = report.total_rows - report.inserted
     report.seconds = round(time.perf_counter() - started, 3)
     _audit_import(actor, report)
-    invalidate_counts()
     return report
 
 
@@ -1211,7 +1211,7 @@ def _import_worker(ctx: jobs.JobContext) -> dict:
             mapping=dict(done.get("mapping") or {}),
         )
         _audit_import(ctx.actor, report, result="error")
-        invalidate_counts()
+        publish_committed(MANY, IMPORTED)  # the dead process may have died before telling of its last batch
         raise jobs.JobFailed("import.error.interrupted", inserted=report.inserted)
     seen = {"rows": 0, "inserted": 0}
 

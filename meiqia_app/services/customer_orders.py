@@ -2,8 +2,9 @@
 
 The customer's derived figures (paid order count, total spent, first/last
 purchase, last activity) move with the order, then the customer's lifecycle
-stage and rule tags are brought up to date at once (``rules.refresh_customer``),
-without waiting for the nightly run.
+stage and rule tags are brought up to date at once, without waiting for the
+nightly run (the order is told as a customer change: services/customer_changes.py,
+whose subscribers apply the on-change rules).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from meiqia_app.models import Customer, Order, Product
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.services import audit
 from meiqia_app.services.customer_access import CustomerAccess, parse_id
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import ORDERS, customers_changed
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
@@ -122,8 +123,5 @@ def add_order(
                 "status": status,
             },
         )
-    invalidate_counts()
-    from meiqia_app.services import rules  # rules imports customer services: import late
-
-    rules.refresh_customer(customer_id)
+        customers_changed(session, [customer_id], ORDERS)  # counts, reports, on-change rules
     return order_id

@@ -24,8 +24,8 @@ from meiqia_app.models import Tag, TagAssignment
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, webhooks
 from meiqia_app.services.customer_access import CustomerAccess, parse_id
+from meiqia_app.services.customer_changes import TAGS, customers_changed
 from meiqia_app.services.customer_dto import TagChip
-from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.tag_names import MAX_TAG_NAME, tag_key
@@ -147,8 +147,7 @@ def add_tags(actor: Actor, customer_id: int, tags: list[int | str]) -> list[TagC
                 chips.append(chip)
         if added:
             webhooks.emit(session, "customer.tagged", customer_id, {"added": added})
-    if added:
-        invalidate_counts()
+            customers_changed(session, [customer_id], TAGS)
     return chips
 
 
@@ -246,7 +245,7 @@ def remove_tag(actor: Actor, customer_id: int, tag_id: int) -> bool:
         audit.record(
             session, actor, "customer.tag_remove", target_type="customer", target_id=customer_id, details=details
         )
-    invalidate_counts()
+        customers_changed(session, [customer_id], TAGS)
     return True
 
 

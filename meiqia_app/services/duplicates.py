@@ -53,8 +53,8 @@ from meiqia_app.models.customer import STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, webhooks
 from meiqia_app.services.customer_access import CustomerAccess, mask_value
+from meiqia_app.services.customer_changes import MERGED, customers_changed
 from meiqia_app.services.customer_dto import label, money
-from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS, normalize_phone
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
@@ -963,8 +963,8 @@ def merge_customers(
             },
         )
         webhooks.emit(session, "customer.merged", survivor, {"merged_ids": list(others)})
+        customers_changed(session, [survivor, *others], MERGED)
         audit_id = entry.id
-    invalidate_counts()
     rule_tags = _recompute_rule_tags(survivor)
     return MergeResult(
         survivor_id=survivor,

@@ -69,7 +69,7 @@ from meiqia_app.models import (
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services import audit, erasure_ledger, mentions, webhooks
 from meiqia_app.services.customer_access import CustomerAccess, parse_id
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import ERASED, customers_changed
 from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import as_utc, utcnow
@@ -265,6 +265,7 @@ def erase_batch(
     # Connected systems hear of it (the delivery carries the id only) and nothing queued keeps details.
     webhooks.scrub_customers(session, ids)
     webhooks.emit_many(session, "customer.erased", ids)
+    customers_changed(session, ids, ERASED)  # counts and report caches, after the commit
     return counts
 
 
@@ -377,7 +378,6 @@ def after_erasure(started: dt.datetime) -> list[str]:
     # Every file made up to now could hold the erased customers (``started``: when the erasure began).
     removed = delete_export_files(max(started, utcnow()))
     get_adapter().scrub_after_erasure(get_engine())
-    invalidate_counts()
     return removed
 
 

@@ -16,9 +16,9 @@ every customer touched: last active (and last login) move forward, the
 paid-order figures are recomputed from the orders
 (customer_orders.recompute_order_figures, the same function the order form
 uses), the activity counter an open customer page watches goes up, the
-lifecycle stage and the on-change tag rules are applied
-(rules.apply_rules_to_customers), and the report aggregates follow through
-their database triggers. An unknown ``visitor_id`` makes a prospect (潜在)
+lifecycle stage and the on-change tag rules are applied (the batch's
+customers are told as changed once it commits: services/customer_changes.py),
+and the report aggregates follow through their database triggers. An unknown ``visitor_id`` makes a prospect (潜在)
 customer, through the same code as a customer made by hand.
 
 Customers that may not change are refused per record: trashed, erased or
@@ -65,7 +65,7 @@ from meiqia_app.models.activity import CHANNELS, CONVERSATION_CATEGORIES, ORDER_
 from meiqia_app.models.customer import SOURCES
 from meiqia_app.services import audit, customer_edit, customer_orders
 from meiqia_app.services.customer_access import CustomerAccess
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import ACTIVITY, customers_changed
 from meiqia_app.services.customer_validation import normalize_phone
 from meiqia_app.services.errors import Busy, NotFound, ReadOnly, ValidationError
 from meiqia_app.services.rbac import Actor, require
@@ -310,14 +310,12 @@ def ingest(actor: Actor, records: list) -> list[RecordResult]:
     with _one_batch_at_a_time():
         for attempt in range(2):
             try:
-                applied, touched, created = _apply(actor, parsed, now, len(records))
+                applied = _apply(actor, parsed, now, len(records))
                 break
             except IntegrityError:
                 # Another worker took some of these records meanwhile: once more, they are duplicates now.
                 if attempt:
                     raise
-        if touched:
-            _after(touched, created)
     for result in applied:
         results[result.index] = result
     return [r for r in results if r is not None]
@@ -345,7 +343,9 @@ def _one_batch_at_a_time():
 
 
 def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
-    """One transaction: the duplicate check, then every record's work, set-based."""
+    """One transaction: the duplicate check, then every record's work, set-based; once it
+    has committed, the customers it touched are told as changed (and their rules applied)
+    before this returns."""
     results: list[RecordResult] = []
     with write_session() as session:
         conn = session.connection()
@@ -411,7 +411,9 @@ def _apply(actor: Actor, parsed: list[_Record], now: dt.datetime, total: int):
                 "kinds": dict(sorted(Counter(r.kind for r in fresh if r.customer_id in batch.touched).items())),
             },
         )
-    return results, sorted(batch.touched), any(r.created_customer for r in accepted)
+        # After the commit: stage and on-change rules, counts (services/customer_change_subscribers.py).
+        customers_changed(session, batch.touched, ACTIVITY)
+    return results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -950,21 +952,6 @@ class _Batch:
 LAST_ACTIVE_GRAIN = dt.timedelta(minutes=1)
 # Bound parameters per statement: under SQLite's 32,766 and PostgreSQL's 65,535.
 MAX_PARAMETERS = 30_000
-
-
-def _after(touched: list[int], created: bool) -> None:
-    """After the commit, like every service that changes a customer: stage, rule tags, counts."""
-    from meiqia_app.services import rules  # rules imports customer services: import late
-
-    try:
-        changed = rules.apply_rules_to_customers(touched)
-    except Exception:  # the records are saved; a broken rule must not turn the batch into an error
-        import logging
-
-        logging.getLogger(__name__).exception("applying rules after an ingested batch failed")
-        changed = {}
-    if created and not changed:
-        invalidate_counts()
 
 
 def prune(now: dt.datetime | None = None) -> int:

@@ -14,10 +14,10 @@ import json
 
 from sqlalchemy import case, or_, update
 
-from meiqia_app.db import get_engine, read_session, write_session
+from meiqia_app.db import read_session, write_session
 from meiqia_app.models import AppSetting, Customer
 from meiqia_app.services import audit, jobs
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import LIFECYCLE, MANY, customers_changed
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.lifecycle import LifecycleThresholds, TierThresholds
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
@@ -103,16 +103,19 @@ def recompute_lifecycle(
         .where(or_(C.lifecycle_stage != stage, C.membership_tier != tier))
         .values(lifecycle_stage=stage, membership_tier=tier)
     )
+    named = None
     if customer_id is not None:
         statement = statement.where(C.id == customer_id)
+        named = [customer_id]
     if customer_ids is not None:
         if not customer_ids:
             return 0
         statement = statement.where(C.id.in_(list(customer_ids)))
-    with get_engine().begin() as conn:
-        changed = conn.execute(statement).rowcount
-    if changed:
-        invalidate_counts()
+        named = list(customer_ids) if named is None else [i for i in named if i in set(customer_ids)]
+    with write_session() as session:
+        changed = session.execute(statement).rowcount
+        if changed:
+            customers_changed(session, MANY if named is None else named, LIFECYCLE)
     return changed
 
 

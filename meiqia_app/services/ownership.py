@@ -25,11 +25,11 @@ import datetime as dt
 
 from sqlalchemy import and_, insert, literal, or_, select, update
 
-from meiqia_app.db import get_engine, read_connection, read_session, write_session
+from meiqia_app.db import read_connection, read_session, write_session
 from meiqia_app.models import Customer, OwnerChange, Team, User
 from meiqia_app.services import audit, jobs
 from meiqia_app.services.customer_access import CustomerAccess, parse_id
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import OWNER, customers_changed
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, refuse, require
 from meiqia_app.services.selection import Selection, iter_selected_ids, selection_count
@@ -157,13 +157,6 @@ def _record(session, actor: Actor, action: str, customer_id: int, old: int | Non
     )
 
 
-def _changed() -> None:
-    invalidate_counts()
-    from meiqia_app.services import reports
-
-    reports.invalidate_cache()
-
-
 def claim(actor: Actor, customer_id: object) -> OwnerChangeResult:
     """Take a pool customer. Two at once: exactly one wins; the other gets
     Conflict("owner.taken", name=the winner)."""
@@ -198,8 +191,8 @@ def claim(actor: Actor, customer_id: object) -> OwnerChangeResult:
                 raise NotFound()
             raise Conflict("owner.taken", name=owner_info(session.connection(), owner).owner_name)
         _record(session, actor, "customer.claim", customer_id, None, actor.user_id)
+        customers_changed(session, [customer_id], OWNER)
         info = owner_info(session.connection(), actor.user_id)
-    _changed()
     return OwnerChangeResult(customer_id, "claim", info)
 
 
@@ -255,8 +248,8 @@ def assign(actor: Actor, customer_id: object, owner_id: object) -> OwnerChangeRe
         else:
             kind = "transfer"
             _record(session, actor, "customer.transfer", customer_id, old, target)
+        customers_changed(session, [customer_id], OWNER)
         info = owner_info(conn, target)
-    _changed()
     return OwnerChangeResult(customer_id, kind, info)
 
 
@@ -338,10 +331,12 @@ def _bulk_worker(ctx: jobs.JobContext) -> dict:
     changed = int(ctx.checkpoint.get("changed", 0))
     processed = ctx.processed
     now = utcnow()
-    engine = get_engine()
     for ids in iter_selected_ids(actor, selection, after_id=after_id, batch=BULK_BATCH):
-        with engine.begin() as conn:
-            changed += _apply_batch(conn, ids, target, members, actor, ctx.job_id, now)
+        with write_session() as session:
+            batch_changed = _apply_batch(session.connection(), ids, target, members, actor, ctx.job_id, now)
+            if batch_changed:
+                customers_changed(session, ids, OWNER)  # once per batch, told after its commit
+        changed += batch_changed
         processed += len(ids)
         after_id = ids[-1]
         ctx.progress(processed, {"after_id": after_id, "changed": changed})
@@ -360,7 +355,6 @@ def _bulk_worker(ctx: jobs.JobContext) -> dict:
                 "job_id": ctx.job_id,
             },
         )
-    _changed()
     return {"changed": changed, "selected": processed}
 
 

@@ -52,9 +52,9 @@ range the aggregate runs over all rows and the excluded customers' part is
 subtracted; for a short range each row is joined to its customer. Those
 results are kept in an in-process cache (:class:`_ReportCache`) keyed by the
 function, its arguments, the database URL and the zone, and checked against a
-data signature (a write counter bumped by a SQLAlchemy listener, the
-customer-data generation, the highest ids; entries expire after
-``CACHE_TTL_SECONDS``).
+data signature (a counter bumped by every committed customer change, told by
+services/customer_changes.py; the customer-data generation, which tells other
+workers; the highest ids; entries expire after ``CACHE_TTL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -62,14 +62,12 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import datetime as dt
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from sqlalchemy import Connection, and_, case, distinct, event, func, select, union
-from sqlalchemy.engine import Engine
+from sqlalchemy import Connection, and_, case, distinct, func, select, union
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, Order
@@ -256,7 +254,6 @@ def _bucket_end(granularity: str, start: dt.date) -> dt.date:
 
 # --- cache -----------------------------------------------------------------------------
 
-_WATCHED = re.compile(r"\b(customer|customer_order|conversation|behavior_event|tag_assignment)\b", re.IGNORECASE)
 _version_lock = threading.Lock()
 _write_version = 0
 
@@ -267,11 +264,11 @@ def _bump_version() -> None:
         _write_version += 1
 
 
-@event.listens_for(Engine, "after_cursor_execute")
-def _watch_writes(conn, cursor, statement, parameters, context, executemany):  # pragma: no cover - trivial
-    head = statement.lstrip()[:7].upper()
-    if head.startswith(("INSERT", "UPDATE", "DELETE", "REPLACE")) and _WATCHED.search(statement):
-        _bump_version()
+def note_customer_change() -> None:
+    """Customer data changed (told by services/customer_changes.py after the commit):
+    every cached figure is recomputed at its next read (``allow_stale`` callers are
+    given the old one meanwhile, while it is recomputed in the background)."""
+    _bump_version()
 
 
 class _ReportCache:
@@ -304,6 +301,8 @@ _cache = _ReportCache()
 
 
 def invalidate_cache() -> None:
+    """Drop every cached figure: the next read computes afresh, never served stale
+    (after a change of who reaches which customer)."""
     _cache.clear()
     _bump_version()
 

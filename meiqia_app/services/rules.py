@@ -68,7 +68,7 @@ from meiqia_app.models.customer import IN_WORKING_SET_INDEXES, LIFECYCLE_STAGES,
 from meiqia_app.models.tag import SOURCE_RULE
 from meiqia_app.services import audit, jobs, scheduler
 from meiqia_app.services.customer_access import CustomerAccess, parse_id
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import MANY, RULE_TAGS, customers_changed
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.lifecycle_update import recompute_lifecycle
 from meiqia_app.services.rbac import SYSTEM_ACTOR, Actor, require
@@ -725,6 +725,8 @@ def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> dict:
                 )
             ).rowcount
         _MATCH.drop(conn)
+        if added or removed:
+            customers_changed(session, MANY, RULE_TAGS)
         summary = {"matched": matched, "added": added, "removed": removed, "at": now.isoformat()}
         rule.last_run_at = now
         rule.last_run_summary = json.dumps(summary)
@@ -748,9 +750,7 @@ def run_rule(actor: Actor, rule_id: int, now: dt.datetime | None = None) -> dict
     """Run one rule now (in this thread); returns {matched, added, removed}."""
     rule_id = parse_id(rule_id)
     require(actor, "rule.manage", action="rule.run", target_type="tag_rule", target_id=rule_id)
-    summary = _run_one(rule_id, actor, now or utcnow())
-    invalidate_counts()
-    return summary
+    return _run_one(rule_id, actor, now or utcnow())
 
 
 def run_all_rules(
@@ -769,7 +769,6 @@ def run_all_rules(
         if progress:
             progress(f"rule {name}")
         results[rule_id] = _run_one(rule_id, actor, now)
-    invalidate_counts()
     return results
 
 
@@ -806,7 +805,6 @@ def _run_worker(ctx: jobs.JobContext) -> dict:
             results[str(rule_id)] = {"missing": True}
         done.append(rule_id)
         ctx.progress(len(done), {"done": done, "results": results})
-    invalidate_counts()
     totals = {key: sum(r.get(key, 0) for r in results.values()) for key in ("matched", "added", "removed")}
     return {**totals, "rules": results}
 
@@ -817,7 +815,7 @@ def _run_worker(ctx: jobs.JobContext) -> dict:
 def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) -> dict:
     """Bring one customer's lifecycle stage and rule tags up to date after their data changed.
 
-    Called by services that change a customer (profile edit, create, orders).
+    Run for the customers of a change (services/customer_change_subscribers.py) and by the merge.
     Returns {"added": [tag ids], "removed": [tag ids]}.
     """
     customer_id = parse_id(customer_id)
@@ -923,17 +921,9 @@ def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> di
                 for customer_id, change in sorted(changes.items())
             ],
         )
-    if changes:
-        invalidate_counts()
+        if changes:
+            customers_changed(session, changes, RULE_TAGS)
     return changes
-
-
-def refresh_customer(customer_id: int) -> None:
-    """The hook services call after a customer changed: never fails the caller's (committed) change."""
-    try:
-        apply_rules_to_customer(customer_id)
-    except Exception:  # the edit is saved; a broken rule must not turn it into an error
-        log.exception("applying rules to customer %s failed", customer_id)
 
 
 # --- shipped defaults -----------------------------------------------------------------

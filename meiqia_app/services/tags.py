@@ -22,7 +22,7 @@ from meiqia_app.db import get_engine, read_connection, read_session, write_sessi
 from meiqia_app.models import Customer, Tag, TagAssignment, TagRule
 from meiqia_app.models.tag import SOURCE_MANUAL, TAG_GROUPS
 from meiqia_app.services import audit, jobs
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import MANY, TAGS, customers_changed
 from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
@@ -385,7 +385,7 @@ def merge_tags(actor: Actor, source_id: int, target_id: int, confirm: str = "") 
                 "rules_moved": rules_moved,
             },
         )
-    invalidate_counts()
+        customers_changed(session, MANY, TAGS)
     return moved
 
 
@@ -409,7 +409,8 @@ def delete_tag(actor: Actor, tag_id: int) -> int:
             target_id=tag_id,
             details={"name": name, "customers": affected, "rules_deleted": rules},
         )
-    invalidate_counts()
+        if affected:
+            customers_changed(session, MANY, TAGS)
     return affected
 
 
@@ -630,13 +631,15 @@ def _bulk_worker(ctx: jobs.JobContext) -> dict:
     changed = int(ctx.checkpoint.get("changed", 0))
     processed = ctx.processed
     now = utcnow()
-    engine = get_engine()
     with read_session() as session:
         if session.get(Tag, tag_id) is None:
             raise NotFound()
     for ids in iter_selected_ids(actor, selection, after_id=after_id, batch=BULK_BATCH):
-        with engine.begin() as conn:
-            changed += _apply_batch(conn, ids, tag_id, action, actor, now)
+        with write_session() as session:
+            batch_changed = _apply_batch(session.connection(), ids, tag_id, action, actor, now)
+            if batch_changed:
+                customers_changed(session, ids, TAGS)  # once per batch, told after its commit
+        changed += batch_changed
         processed += len(ids)
         after_id = ids[-1]
         ctx.progress(processed, {"after_id": after_id, "changed": changed})
@@ -659,7 +662,6 @@ def _bulk_worker(ctx: jobs.JobContext) -> dict:
                 "job_id": ctx.job_id,
             },
         )
-    invalidate_counts()
     return {"changed": changed, "selected": processed}
 
 

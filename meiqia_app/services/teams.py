@@ -19,7 +19,7 @@ from meiqia_app.db import read_session, write_session
 from meiqia_app.models import Team, User
 from meiqia_app.services import audit
 from meiqia_app.services.customer_access import parse_id
-from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_changes import MANY, TEAM, customers_changed
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
 
@@ -157,7 +157,7 @@ def delete_team(actor: Actor, team_id: object) -> None:
             target_id=team_id,
             details={"name": name, "members": members},
         )
-    invalidate_counts()
+        customers_changed(session, MANY, TEAM)  # the members' customers are in no team now
 
 
 def set_lead(actor: Actor, team_id: object, user_id: object) -> None:
@@ -182,8 +182,8 @@ def set_lead(actor: Actor, team_id: object, user_id: object) -> None:
             target_id=team.id,
             details={"name": team.name, "lead_id": team.lead_user_id},
         )
-    if moved:
-        invalidate_counts()
+        if moved:
+            customers_changed(session, MANY, TEAM)  # the lead's customers moved with them
 
 
 def _leave_lead(session: Session, user: User) -> None:
@@ -216,4 +216,4 @@ def set_user_team(actor: Actor, user_id: object, team_id: object) -> None:
             target_id=user.id,
             details={"team_id": new_id, "team": team.name if team else ""},
         )
-    invalidate_counts()
+        customers_changed(session, MANY, TEAM)  # their customers move with them

@@ -26,6 +26,10 @@ models  <-  services / dbadapter  <-  state  <-  pages / components
   (services/scheduled_tasks.py): ``register_task(`` is called nowhere else, so
   importing a module registers nothing. Every module with job workers is in
   ``startup.WORKER_MODULES``, so a resumed job always finds its code.
+- Nobody clears the list counts or the report caches by hand
+  (``invalidate_counts``, ``invalidate_cache``): a write says which customers
+  changed (services/customer_changes.py) and the subscribers of
+  services/customer_change_subscribers.py, the only callers, retire them.
 """
 
 from __future__ import annotations
@@ -159,6 +163,9 @@ CUSTOMER_BY_ID_ALLOWED = (
 )
 # Identity: where roles are defined, resolved and administered.
 ROLE_NAME_ALLOWED = ("meiqia_app/services/rbac.py", "meiqia_app/services/users.py")
+# Caches follow the "customers changed" signal: only its subscribers retire them.
+INVALIDATIONS = ("invalidate_counts", "invalidate_cache")
+INVALIDATION_ALLOWED = ("meiqia_app/services/customer_change_subscribers.py",)
 
 
 def _table_aliases(tree: ast.Module) -> tuple[set[str], set[str]]:
@@ -263,6 +270,22 @@ def role_name_decisions(folders: tuple[str, ...], allowed: tuple[str, ...]) -> l
                 operands = [node.left, *node.comparators]
                 if any(_names_a_role(operand) for operand in operands):
                     found.append(f"{name}:{node.lineno} compares a role name")
+    return sorted(set(found))
+
+
+def hand_called_invalidations(folders: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    """Calls of (and any other reference to: an import, a callback) the cache invalidations."""
+    found = []
+    for name, tree in _modules(*folders):
+        if name.startswith(allowed):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id in INVALIDATIONS:
+                found.append(f"{name}:{node.lineno} uses {node.id}")
+            elif isinstance(node, ast.Attribute) and node.attr in INVALIDATIONS:
+                found.append(f"{name}:{node.lineno} uses {node.attr}")
+            elif isinstance(node, ast.ImportFrom):
+                found.extend(f"{name}:{node.lineno} imports {a.name}" for a in node.names if a.name in INVALIDATIONS)
     return sorted(set(found))
 
 
@@ -422,6 +445,11 @@ def test_startup_loads_every_module_with_job_workers():
     assert worker_modules(_everything()) == set(startup.WORKER_MODULES)
 
 
+def test_only_the_change_subscribers_invalidate_caches():
+    everything = sorted(p.name for p in APP.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists())
+    assert hand_called_invalidations(tuple(everything), INVALIDATION_ALLOWED) == []
+
+
 # --- the checks themselves catch what they are for ----------------------------------------
 
 
@@ -464,6 +492,15 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
             "ThreadPoolExecutor(2)\n"
             "scheduler.register_task('x', print, '01:00')\n"
             "jobs.register_worker('x', print)\n"
+        ),
+        "jobs": (
+            "from meiqia_app.services.customer_list import invalidate_counts\n"
+            "def invalidate_cache():\n"
+            "    return None\n"
+            "def f(reports, later):\n"
+            "    invalidate_counts()\n"
+            "    reports.invalidate_cache()\n"
+            "    later(invalidate_counts)\n"
         ),
     }.items():
         (app / folder).mkdir(parents=True)
@@ -512,3 +549,10 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
         "meiqia_app/components/m.py:8 calls register_task"
     ]
     assert worker_modules(("components",)) == {"meiqia_app.components.m"}
+    assert hand_called_invalidations(("jobs",), ()) == [
+        "meiqia_app/jobs/m.py:1 imports invalidate_counts",
+        "meiqia_app/jobs/m.py:5 uses invalidate_counts",
+        "meiqia_app/jobs/m.py:6 uses invalidate_cache",
+        "meiqia_app/jobs/m.py:7 uses invalidate_counts",
+    ]
+    assert hand_called_invalidations(("jobs",), ("meiqia_app/jobs/",)) == []

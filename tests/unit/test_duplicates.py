@@ -20,7 +20,7 @@ from meiqia_app.models import (
     Order,
     TagAssignment,
 )
-from meiqia_app.services import audit, customer_edit, customer_list, duplicates, users
+from meiqia_app.services import audit, customer_changes, customer_edit, customer_list, duplicates, users
 from meiqia_app.services.customer_query import ListQuery
 from meiqia_app.services.customer_validation import normalize_phone
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
@@ -28,6 +28,7 @@ from meiqia_app.services.masking import MASK, mask_email, mask_phone
 from meiqia_app.services.search_text import build_search_text, search_row
 from meiqia_app.timeutil import UTC
 from tests.conftest import load_actors
+from tests.unit.change_support import published, told
 
 T0 = dt.datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
 
@@ -749,8 +750,8 @@ def test_a_customer_waiting_for_erasure_cannot_be_merged(pair):
     assert scalar("SELECT status FROM customer WHERE id = :o", o=o) == "active"
 
 
-def test_merge_invalidates_the_cached_counts(pair, monkeypatch):
-    calls = []
-    monkeypatch.setattr(duplicates, "invalidate_counts", lambda: calls.append(1))
-    merge(pair)
-    assert calls == [1]
+def test_merge_tells_both_customers_changed_once(pair):
+    with published() as seen:
+        merge(pair)
+    merges = [change for change in seen if customer_changes.MERGED in change.kinds]
+    assert merges == [told({pair["survivor"], pair["other"]}, customer_changes.MERGED)]

@@ -23,11 +23,12 @@ from meiqia_app.models import (
     Tag,
     TagAssignment,
 )
-from meiqia_app.services import audit, customer_tags, notes, timeline
+from meiqia_app.services import audit, customer_changes, customer_tags, notes, timeline
 from meiqia_app.services.customer_dto import money
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.rbac import Actor
 from meiqia_app.services.tag_names import tag_key
+from tests.unit.change_support import published, told
 
 TABLES = {"order": Order, "conversation": Conversation, "event": BehaviorEvent, "note": Note}
 TIME_COLUMN = {"order": "created_at", "conversation": "started_at", "event": "occurred_at", "note": "created_at"}
@@ -536,23 +537,22 @@ def test_suggestions_need_customer_view(seeded_db, seeded_actors):
         customer_tags.suggest_tags(nobody(seeded_actors), "客")
 
 
-def test_agent_adds_an_existing_tag_by_id_or_name_and_it_is_audited(seeded_db, seeded_actors, monkeypatch):
-    invalidated = []
-    monkeypatch.setattr(customer_tags, "invalidate_counts", lambda: invalidated.append(1))
+def test_agent_adds_an_existing_tag_by_id_or_name_and_it_is_audited(seeded_db, seeded_actors):
     agent = seeded_actors["agent"]
     tag = tag_named("待回访")
     customer_id = untagged_customer(tag.id)
     with read_session() as session:
         version = session.get(Customer, customer_id).version
 
-    chip = customer_tags.add_tag(agent, customer_id, " 待回访 ")
+    with published() as invalidated:
+        chip = customer_tags.add_tag(agent, customer_id, " 待回访 ")
     assert (chip.id, chip.name, chip.source) == (tag.id, "待回访", "manual")
     row = assignment(customer_id, tag.id)
     assert row.source == "manual" and row.assigned_by_id == agent.user_id
     entry = audit_entries("customer.tag_add")[-1]
     assert entry.target_id == str(customer_id)
     assert details(entry)["changes"] == {"tags": [None, "待回访"]} and details(entry)["tag_id"] == tag.id
-    assert invalidated == [1]
+    assert invalidated == [told({customer_id}, customer_changes.TAGS)]
 
     customer_tags.add_tag(agent, customer_id, tag.id)  # already there: nothing changes
     assert len(audit_entries("customer.tag_add")) == 1
@@ -607,20 +607,19 @@ def test_adding_a_rule_assigned_tag_makes_it_manual(seeded_db, seeded_actors):
     assert details(audit_entries("customer.tag_add")[-1])["changes"] == {"tag_source": ["rule", "manual"]}
 
 
-def test_agent_removes_a_tag_and_it_is_audited(seeded_db, seeded_actors, monkeypatch):
+def test_agent_removes_a_tag_and_it_is_audited(seeded_db, seeded_actors):
     agent = seeded_actors["agent"]
     tag = tag_named("投诉客户")
     customer_id = untagged_customer(tag.id)
     customer_tags.add_tag(agent, customer_id, tag.id)
-    invalidated = []
-    monkeypatch.setattr(customer_tags, "invalidate_counts", lambda: invalidated.append(1))
 
-    assert customer_tags.remove_tag(agent, customer_id, tag.id) is True
+    with published() as invalidated:
+        assert customer_tags.remove_tag(agent, customer_id, tag.id) is True
     assert assignment(customer_id, tag.id) is None
     entry = audit_entries("customer.tag_remove")[-1]
     assert entry.target_id == str(customer_id)
     assert details(entry)["changes"] == {"tags": ["投诉客户", None]} and details(entry)["source"] == "manual"
-    assert invalidated == [1]
+    assert invalidated == [told({customer_id}, customer_changes.TAGS)]
 
     assert customer_tags.remove_tag(agent, customer_id, tag.id) is False  # already gone: no entry
     assert len(audit_entries("customer.tag_remove")) == 1
