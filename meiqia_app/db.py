@@ -6,8 +6,9 @@ IMMEDIATE; PostgreSQL's autocommit reads) lives in its adapter (dbadapter/).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -19,6 +20,11 @@ from meiqia_app.services.errors import Busy
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
+# Work to do once this thread's write transaction has ended (see after_write_transaction);
+# None: no write transaction is open.
+_after_write: contextvars.ContextVar[list[Callable[[], object]] | None] = contextvars.ContextVar(
+    "after_write", default=None
+)
 
 
 def make_engine(url: str) -> Engine:
@@ -73,20 +79,44 @@ def write_session(check_foreign_keys: bool = True) -> Iterator[Session]:
     """
     engine = get_engine()
     engine = get_adapter(engine).write_engine(engine, check_foreign_keys)
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except OperationalError as error:
-            session.rollback()
-            if _is_lock_timeout(error):
-                # Another writer (a cleanup batch) held SQLite's write lock past the
-                # busy timeout; nothing was written. Say so instead of failing.
-                raise Busy() from error
-            raise
-        except BaseException:
-            session.rollback()
-            raise
+    outermost = _after_write.get() is None
+    token = _after_write.set([]) if outermost else None
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except OperationalError as error:
+                session.rollback()
+                if _is_lock_timeout(error):
+                    # Another writer (a cleanup batch) held SQLite's write lock past the
+                    # busy timeout; nothing was written. Say so instead of failing.
+                    raise Busy() from error
+                raise
+            except BaseException:
+                session.rollback()
+                raise
+    finally:
+        if outermost:
+            pending = _after_write.get() or []
+            _after_write.reset(token)
+            for work in pending:
+                work()
+
+
+def after_write_transaction(work: Callable[[], object]) -> None:
+    """Run ``work`` once no write transaction of this thread is open: at once, or when the
+    open one has ended (committed or rolled back) and let go of the database.
+
+    For writes that need a transaction of their own while the caller may be inside a
+    write transaction: on SQLite a second writer would wait for the caller's lock
+    (an audited refusal raised in the middle of a change, services/customer_access.py).
+    """
+    pending = _after_write.get()
+    if pending is None:
+        work()
+    else:
+        pending.append(work)
 
 
 def _is_lock_timeout(error: OperationalError) -> bool:

@@ -61,7 +61,7 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
     values = clean_customer_fields(raw, partial=True)
     extras = clean_extras(raw)
     with write_session() as session:
-        customer = access.load(session, customer_id, for_write=True)
+        customer = access.load(session, customer_id, for_write=True, action="customer.update")
         if customer.version != int(expected_version):
             raise Conflict(by=customer.updated_by_name or "?", at=format_local(customer.updated_at))
         values.update(_extra_values(customer, extras))

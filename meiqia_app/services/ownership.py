@@ -32,7 +32,7 @@ from meiqia_app.services.customer_access import CustomerAccess, parse_id
 from meiqia_app.services.customer_list import invalidate_counts
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, refuse, require
-from meiqia_app.services.selection import Selection, iter_selected_ids, selection_count
+from meiqia_app.services.selection import Selection, check_ticked_in_reach, iter_selected_ids, selection_count
 from meiqia_app.timeutil import utcnow
 
 C = Customer.__table__.c
@@ -195,7 +195,7 @@ def claim(actor: Actor, customer_id: object) -> OwnerChangeResult:
             )
             customer.owner_id = owner
             if not lost_race and not access.reaches(customer.status, customer):
-                raise NotFound()
+                raise access.not_found(customer_id, "customer.claim")
             raise Conflict("owner.taken", name=owner_info(session.connection(), owner).owner_name)
         _record(session, actor, "customer.claim", customer_id, None, actor.user_id)
         info = owner_info(session.connection(), actor.user_id)
@@ -216,7 +216,9 @@ def assign(actor: Actor, customer_id: object, owner_id: object) -> OwnerChangeRe
     # Rights first, outside the write transaction (a refusal is audited in its own).
     with read_connection() as conn:
         target = None if releasing else _active_user(conn, owner_id)
-        old = access.load_row(conn, customer_id, C.owner_id).owner_id
+        old = access.load_row(
+            conn, customer_id, C.owner_id, action="customer.release" if releasing else "customer.assign"
+        ).owner_id
         own_release = releasing and old is not None and old == actor.user_id and actor.can("customer.claim")
         members = None
         if not own_release:
@@ -233,7 +235,9 @@ def assign(actor: Actor, customer_id: object, owner_id: object) -> OwnerChangeRe
         )
     with write_session() as session:
         conn = session.connection()
-        customer = access.load(session, customer_id, for_write=True)
+        customer = access.load(
+            session, customer_id, for_write=True, action="customer.release" if releasing else "customer.assign"
+        )
         if customer.owner_id != old:  # changed since the rights were checked
             raise Conflict("owner.taken", name=owner_info(conn, customer.owner_id).owner_name or "?")
         if old == target:
@@ -274,6 +278,7 @@ def _bulk_params(actor: Actor, selection, owner_id: object) -> tuple[Selection, 
         _assign_rights(conn, actor, "customer.bulk_assign", target)
     if not isinstance(selection, Selection):
         selection = Selection.from_dict(selection)
+    check_ticked_in_reach(actor, selection, "customer.bulk_assign")
     params = {"owner_id": target, "selection": selection.to_dict(), "described": selection.describe()}
     return selection, target, params
 
@@ -386,7 +391,7 @@ class OwnerCard:
 def owner_card(actor: Actor, customer_id: object) -> OwnerCard:
     require(actor, "customer.view", action="customer.view", target_type="customer", target_id=customer_id)
     with read_session() as session:
-        customer = CustomerAccess(actor).load(session, customer_id)
+        customer = CustomerAccess(actor).load(session, customer_id, action="customer.view")
         conn = session.connection()
         info = owner_info(conn, customer.owner_id)
         active = customer.status == "active" and customer.erased_at is None

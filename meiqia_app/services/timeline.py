@@ -167,10 +167,10 @@ def _clean_kinds(kinds: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(k for k in KINDS if k in chosen)
 
 
-def check_customer_visible(conn: Connection, actor: Actor, customer_id: int) -> str:
+def check_customer_visible(conn: Connection, actor: Actor, customer_id: int, action: str) -> str:
     """The customer's status; NotFound unless the customer exists and the actor may
-    reach it (services/customer_access)."""
-    return CustomerAccess(actor).load_row(conn, customer_id).status
+    reach it (services/customer_access; audited under ``action``)."""
+    return CustomerAccess(actor).load_row(conn, customer_id, action=action).status
 
 
 def may_change_note(actor: Actor, author_id: int | None) -> bool:
@@ -472,7 +472,7 @@ def customer_timeline(
     except (TypeError, ValueError):
         limit = DEFAULT_LIMIT
     with read_connection() as conn:
-        status = check_customer_visible(conn, actor, customer_id)
+        status = check_customer_visible(conn, actor, customer_id, "customer.timeline")
         rows = []
         for kind in chosen:
             rows += _READERS[kind](conn, actor, customer_id, position, limit + 1, lang)
@@ -525,7 +525,7 @@ def conversation_messages(actor: Actor, conversation_id: int, limit: int = 200, 
         customer_id = conn.execute(select(_CV.customer_id).where(_CV.id == conversation_id)).scalar_one_or_none()
         if customer_id is None:
             raise NotFound()
-        check_customer_visible(conn, actor, customer_id)
+        check_customer_visible(conn, actor, customer_id, "conversation.view")
         rows = conn.execute(
             select(_M.id, _M.sender, _M.body, _M.sent_at)
             .where(_M.conversation_id == conversation_id)

@@ -209,11 +209,115 @@ def test_an_out_of_scope_customer_is_not_found_by_id_on_every_surface(world):
     assert _counts(other) == before  # nothing written
 
 
-def _refusals() -> int:
+def _refusals_after(entry_id: int) -> list[tuple]:
+    """(actor, action, target type, target id, details) of the refusals written after ``entry_id``."""
     with read_session() as session:
-        return session.execute(
-            select(func.count()).select_from(AuditEntry).where(AuditEntry.result == "refused")
-        ).scalar_one()
+        rows = session.execute(
+            select(AuditEntry).where(AuditEntry.id > entry_id, AuditEntry.result == "refused").order_by(AuditEntry.id)
+        ).scalars()
+        return [(e.actor_name, e.action, e.target_type, e.target_id, json.loads(e.details)) for e in rows]
+
+
+def _last_entry_id() -> int:
+    with read_session() as session:
+        return session.execute(select(func.coalesce(func.max(AuditEntry.id), 0))).scalar_one()
+
+
+def _missing_id() -> int:
+    with read_session() as session:
+        return session.execute(select(func.max(Customer.id))).scalar_one() + 1000
+
+
+def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world):
+    """Each surface of the acceptance list, called with a customer id out of the caller's
+    scope: refused as not found (the very message a missing id gets) and one refusal in
+    the audit log naming the actor, the action and the id; a missing id gets the same."""
+    from meiqia_app.i18n import error_text
+    from meiqia_app.services import erasure
+
+    actors, ids, admin = world["actors"], world["ids"], world["actors"]["admin"]
+    agent, lead = actors["agent_a"], actors["agent_a2"]
+    # Scoped roles with the rights agents lack: merging, exporting (team + pool).
+    users.create_role(admin, "team_merger", "组内合并", "Team merger", ["customer.view", "customer.merge"])
+    users.set_role_scope(admin, _role_id("team_merger"), "team_pool")
+    users.create_role(admin, "team_exporter", "组内导出", "Team exporter", ["customer.view", "export.request"])
+    users.set_role_scope(admin, _role_id("team_exporter"), "team_pool")
+    users.set_export_policy(admin, _role_id("team_exporter"), ExportPolicy())
+    for username, role in (("merger_a", "team_merger"), ("exporter_a", "team_exporter")):
+        user = users.create_user(admin, username, PASSWORD, role, display_name=username)
+        teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    merger, exporter = load_actors()["merger_a"], load_actors()["exporter_a"]
+    with read_session() as session:
+        tag_id = session.execute(select(Tag.id).order_by(Tag.id)).scalars().first()
+        version = session.execute(select(Customer.version).where(Customer.id == ids["other"])).scalar_one()
+        mine_version = session.execute(select(Customer.version).where(Customer.id == ids["mine"])).scalar_one()
+
+    def export(customer_id):
+        data = {
+            "scope": {"kind": "ids", "ids": [ids["mine"], customer_id], "query": {"status": "active"}},
+            "fields": ["id", "name"],
+            "format": "csv",
+        }
+        return service.request_export(exporter, data, start=False)
+
+    surfaces = {
+        # name: (actor, action, call naming the id)
+        "detail": (agent, "customer.view", lambda i: customers.get_customer(agent, i)),
+        "timeline": (agent, "customer.timeline", lambda i: timeline.customer_timeline(agent, i)),
+        "note add": (agent, "note.create", lambda i: notes.add_note(agent, i, "crafted")),
+        "tag add": (agent, "customer.tag_add", lambda i: customer_tags.add_tags(agent, i, [tag_id])),
+        "edit": (agent, "customer.update", lambda i: customer_edit.update_customer(agent, i, version, {"name": "x"})),
+        "merge preview": (
+            merger,
+            "customer.merge_preview",
+            lambda i: duplicates.merge_preview(merger, [ids["mine"], i]),
+        ),
+        "merge": (
+            merger,
+            "customer.merge",
+            lambda i: duplicates.merge_customers(merger, ids["mine"], [i], {}, {ids["mine"]: mine_version, i: version}),
+        ),
+        "export of a selection": (exporter, "export.request", export),
+        "portability": (agent, "export.portability", lambda i: portability.collect(agent, i)),
+        "claim": (agent, "customer.claim", lambda i: ownership.claim(agent, i)),
+        "assign": (lead, "customer.assign", lambda i: ownership.assign(lead, i, lead.user_id)),
+        "release": (agent, "customer.release", lambda i: ownership.release(agent, i)),
+        "bulk assign of ticked rows": (
+            lead,
+            "customer.bulk_assign",
+            lambda i: ownership.bulk_assign(lead, Selection.of_ids([ids["team"], i], status="active"), lead.user_id),
+        ),
+        "erasure request": (agent, "erasure.request", lambda i: erasure.request_erasure(agent, i, "crafted")),
+    }
+    before = _counts(ids["other"])
+    missing = _missing_id()
+    for name, (actor, action, call) in surfaces.items():
+        seen = {}
+        for kind, customer_id in (("out of scope", ids["other"]), ("missing", missing)):
+            last = _last_entry_id()
+            with pytest.raises(NotFound) as caught:
+                call(customer_id)
+            seen[kind] = error_text("en", caught.value), error_text("zh", caught.value)
+            refusals = _refusals_after(last)
+            assert len(refusals) == 1, (name, kind, refusals)
+            who, what, target_type, target_id, details = refusals[0]
+            assert (who, what, target_type, details) == (
+                actor.username,
+                action,
+                "customer",
+                {"reason": "error.not_found"},
+            ), name
+            assert str(customer_id) in target_id.split(","), (name, kind, target_id)
+        assert (
+            seen["out of scope"] == seen["missing"] == (error_text("en", NotFound()), error_text("zh", NotFound()))
+        ), name
+    assert _counts(ids["other"]) == before  # nothing written
+
+    # The manager's scope is all: a missing id is simply not found, as before.
+    last = _last_entry_id()
+    with pytest.raises(NotFound):
+        customers.get_customer(actors["manager"], missing)
+    assert _refusals_after(last) == []
 
 
 def test_merge_needs_both_customers_in_scope(world):
@@ -270,19 +374,28 @@ def test_export_rows_are_the_requesters_scope(world):
     user = users.create_user(admin, "exporter_a", PASSWORD, "team_exporter")
     teams.set_user_team(admin, user["id"], world["teams"]["a"])
     exporter = load_actors()["exporter_a"]
+    from tests.unit.test_export_scope import _exported_ids
+
     data = {
-        "scope": {"kind": "ids", "ids": [ids["other"], ids["mine"], ids["pool"]], "query": {"status": "active"}},
+        "scope": {"kind": "query", "query": {"status": "active"}},
         "fields": ["id", "name"],
         "format": "csv",
         "sort_field": "id",
         "sort_dir": "asc",
     }
-    assert service.review(exporter, data)["row_count"] == 2
+    assert service.review(exporter, data)["row_count"] == _total_active() - 1
     view = service.run_export(service.request_export(exporter, data, start=False)["id"])
     assert view["status"] == "done"
-    from tests.unit.test_export_scope import _exported_ids
-
+    exported = _exported_ids(view)
+    assert {ids["mine"], ids["team"], ids["pool"]} <= set(exported) and ids["other"] not in exported
+    # Ticked rows: those in scope are exported; naming one out of scope is a crafted
+    # request, not found (test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited).
+    data["scope"] = {"kind": "ids", "ids": [ids["mine"], ids["pool"]], "query": {"status": "active"}}
+    view = service.run_export(service.request_export(exporter, data, start=False)["id"])
     assert _exported_ids(view) == sorted([ids["mine"], ids["pool"]])
+    data["scope"]["ids"].append(ids["other"])
+    with pytest.raises(NotFound):
+        service.review(exporter, data)
 
 
 def test_reports_of_a_scoped_role_count_only_its_customers(world):
