@@ -320,6 +320,65 @@ def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world
     assert _refusals_after(last) == []
 
 
+def test_a_repeated_phone_of_a_customer_out_of_scope_names_nobody(world):
+    """Creating a customer whose phone, e-mail or external id another customer has: in
+    scope the warning names that customer (as before); out of scope it says only "a
+    customer you cannot see already has this phone", and so does the open API's 409
+    and the import's report: no id, no name."""
+    from meiqia_app.services.customer_import import dry_run, suggest_mapping
+    from meiqia_app.services.errors import DuplicateCustomer
+    from meiqia_app.web.api.problems import encode, from_app_error
+    from tests.unit.test_customer_import import write_csv
+
+    actors, ids = world["actors"], world["ids"]
+    agent, admin = actors["agent_a"], actors["admin"]
+    phones = {"other": "13800138123", "mine": "13800138124"}
+    with get_engine().begin() as conn:
+        for key, phone in phones.items():
+            conn.execute(text("UPDATE customer SET phone = :p WHERE id = :i"), {"p": phone, "i": ids[key]})
+        conn.execute(text("UPDATE customer SET external_id = 'EXT-OTHER-1' WHERE id = :i"), {"i": ids["other"]})
+    other_name = customers.get_customer(admin, ids["other"]).name
+
+    with pytest.raises(DuplicateCustomer) as caught:
+        customer_edit.create_customer(agent, {"name": "新客户", "phone": phones["other"], "external_id": "EXT-OTHER-1"})
+    matches = caught.value.matches
+    assert [(m.field, m.customer_id, m.name) for m in matches] == [("phone", None, ""), ("external_id", None, "")]
+    assert not any(m.visible for m in matches)
+    status, body = from_app_error(caught.value, "en", "/api/v1/customers")
+    assert status == 409 and "existing_id" not in body and body["field"] == "phone"
+    assert str(ids["other"]) not in json.dumps(body) and other_name not in encode(body).decode()
+
+    # In scope: named, as before.
+    with pytest.raises(DuplicateCustomer) as caught:
+        customer_edit.create_customer(agent, {"name": "新客户", "phone": phones["mine"]})
+    mine = customers.get_customer(admin, ids["mine"])
+    assert [(m.field, m.customer_id, m.name) for m in caught.value.matches] == [("phone", ids["mine"], mine.name)]
+    assert from_app_error(caught.value, "en")[1]["existing_id"] == ids["mine"]
+
+    # Save anyway: acknowledging the field of the customer not shown; the audit entry names it.
+    new_id = customer_edit.create_customer(
+        agent, {"name": "同号新客户", "phone": phones["other"]}, acknowledged=[], acknowledged_hidden=["phone"]
+    )
+    with read_session() as session:
+        entry = session.execute(
+            select(AuditEntry).where(AuditEntry.action == "customer.create", AuditEntry.target_id == str(new_id))
+        ).scalar_one()
+    assert json.loads(entry.details)["saved_despite_duplicates"] == [ids["other"]]
+
+    # The import's report (a scoped role that may import): the row is a duplicate of nobody named.
+    users.create_role(admin, "team_importer", "组内导入", "Team importer", ["customer.view", "customer.import"])
+    users.set_role_scope(admin, _role_id("team_importer"), "team_pool")
+    user = users.create_user(admin, "importer_a", PASSWORD, "team_importer")
+    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    importer = load_actors()["importer_a"]
+    path = write_csv("scoped.csv", [["姓名", "电话"], ["甲", phones["other"]], ["乙", phones["mine"]]])
+    report = dry_run(importer, path, suggest_mapping(["姓名", "电话"]))
+    assert [(p.row, p.message_key, p.params) for p in report.problems] == [
+        (2, "import.duplicate_hidden", {}),
+        (3, "import.duplicate_existing", {"id": str(ids["mine"])}),
+    ]
+
+
 def test_merge_needs_both_customers_in_scope(world):
     actors, ids = world["actors"], world["ids"]
     admin = actors["admin"]
