@@ -11,29 +11,35 @@ owner is the role's data scope (services/customer_access.py).
   lead's team; or an owner releasing their own customer): one customer, or a
   selection (ticked rows or "all N matching", services/selection.py) in a job.
 
+- **Back to the pool** (optional, an admin's setting on /admin/retention,
+  services/retention_policies.py): active customers nobody contacted for N
+  days (``last_active_at`` older) leave their owner, nightly or "run now".
+
 Each single change is one audit entry (customer.claim / assign / transfer /
 release) and one ``owner_change`` row, which the customer's timeline shows
 (services/timeline.py). A bulk change is one audit entry with its count
-(customer.bulk_assign) and one ``owner_change`` row per customer, written
-set-based per batch.
+(customer.bulk_assign, or the retention run's retention.run) and one
+``owner_change`` row per customer, written set-based per batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 
-from sqlalchemy import and_, insert, literal, or_, select, update
+from sqlalchemy import and_, func, insert, literal, or_, select, tuple_, update
 
 from meiqia_app.db import get_engine, read_connection, read_session, write_session
 from meiqia_app.models import Customer, OwnerChange, Team, User
 from meiqia_app.services import audit, jobs
 from meiqia_app.services.customer_access import CustomerAccess, parse_id
 from meiqia_app.services.customer_list import invalidate_counts
+from meiqia_app.services.customer_query import status_condition
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, refuse, require
 from meiqia_app.services.selection import Selection, check_ticked_in_reach, iter_selected_ids, selection_count
-from meiqia_app.timeutil import utcnow
+from meiqia_app.timeutil import format_local, utcnow
 
 C = Customer.__table__.c
 U = User.__table__.c
@@ -370,6 +376,138 @@ def _bulk_worker(ctx: jobs.JobContext) -> dict:
 
 
 jobs.register_worker(BULK_JOB_KIND, _bulk_worker)
+
+
+# --- back to the pool: customers nobody contacted for N days ----------------------------------
+
+POOL_RETURN_BATCH = 5_000
+POOL_RETURN = "return"  # owner_change.action
+
+
+def _stale(owner_id: int, cutoff: dt.datetime) -> list:
+    """The owner's active customers last active before ``cutoff``: one range of
+    ix_customer_status_owner (status, owner_id, last_active_at, id)."""
+    return [status_condition("active"), C.owner_id == owner_id, C.last_active_at < cutoff]
+
+
+def _owner_ids(conn) -> list[int]:
+    """Whoever may own customers: the users (never deleted; owner_id has no foreign key)."""
+    return list(conn.execute(select(U.id).order_by(U.id)).scalars())
+
+
+def pool_return_preview(days: int, now: dt.datetime, sample_size: int) -> tuple[int, list[str]]:
+    """How many customers a pool return after ``days`` without contact would release, and
+    the longest-silent few ("#id · owner · last active": ids, colleagues' names and dates,
+    no customer's data). Counted per owner along the owner index."""
+    cutoff = now - dt.timedelta(days=days)
+    with read_connection() as conn:
+        count = 0
+        for owner in _owner_ids(conn):
+            count += conn.execute(
+                select(func.count())
+                .select_from(Customer.__table__)
+                .where(*_stale(owner, cutoff), C.erased_at.is_(None))
+            ).scalar_one()
+        rows = conn.execute(
+            select(C.id, C.owner_id, C.last_active_at)
+            .where(
+                status_condition("active"), C.owner_id.is_not(None), C.last_active_at < cutoff, C.erased_at.is_(None)
+            )
+            .order_by(C.last_active_at, C.id)
+            .limit(sample_size)
+        ).all()
+        owners = owner_infos(conn, [r.owner_id for r in rows])
+    sample = [
+        f"#{r.id} · {owners[r.owner_id].owner_name if r.owner_id in owners else r.owner_id} · "
+        f"{format_local(r.last_active_at)}"
+        for r in rows
+    ]
+    return int(count), sample
+
+
+def return_to_pool(
+    actor: Actor,
+    days: int,
+    now: dt.datetime,
+    job_id: int | None = None,
+    after_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Release every active customer nobody contacted for ``days`` (before ``now``) to the
+    pool; returns how many. Per owner, in batches along the owner index (_return_batch),
+    each its own transaction. ``after_batch(returned so far)`` after each (a job's progress;
+    it may raise to cancel). The caller writes the run's one audit entry (retention.run).
+    Running it again (a resumed job) finds only what is left."""
+    require(actor, "customer.assign", action="retention.run", target_type="retention", target_id="pool_return")
+    cutoff = now - dt.timedelta(days=days)
+    with read_connection() as conn:
+        owners = _owner_ids(conn)
+    returned = 0
+    try:
+        for owner in owners:
+            after = None
+            while after != ():
+                released, after = _return_batch(actor, owner, cutoff, after, job_id)
+                returned += released
+                if after_batch is not None and released:
+                    after_batch(returned)
+    finally:
+        if returned:
+            _changed()
+    return returned
+
+
+def _return_batch(
+    actor: Actor, owner: int, cutoff: dt.datetime, after: tuple | None, job_id: int | None
+) -> tuple[int, tuple]:
+    """One batch of ``owner``'s silent customers after the cursor ``after`` ((last_active_at,
+    id); None: from the start): one UPDATE … RETURNING and an ``owner_change`` row each
+    (action "return": their timeline). Erased customers keep their owner (the cursor passes
+    them). Returns (released, the next cursor; () when the owner has no more)."""
+    with write_session() as session:
+        conn = session.connection()
+        walk = _stale(owner, cutoff)
+        if after is not None:
+            walk.append(tuple_(C.last_active_at, C.id) > tuple_(*after))
+        rows = conn.execute(
+            select(C.id, C.last_active_at, C.erased_at)
+            .where(*walk)
+            .order_by(C.last_active_at, C.id)
+            .limit(POOL_RETURN_BATCH)
+        ).all()
+        ids = [r.id for r in rows if r.erased_at is None]
+        released = []
+        if ids:
+            released = (
+                conn.execute(
+                    update(Customer.__table__)
+                    .where(C.id.in_(ids), *_stale(owner, cutoff))
+                    .values(owner_id=None)
+                    .returning(C.id)
+                )
+                .scalars()
+                .all()
+            )
+        if released:
+            by = (actor.display_name or actor.username)[:64]
+            conn.execute(
+                insert(OwnerChange.__table__),
+                [
+                    {
+                        "customer_id": customer_id,
+                        "changed_at": utcnow(),
+                        "action": POOL_RETURN,
+                        "old_owner_id": owner,
+                        "new_owner_id": None,
+                        "actor_id": actor.user_id,
+                        "actor_name": by,
+                        "audit_id": None,
+                        "job_id": job_id,
+                    }
+                    for customer_id in released
+                ],
+            )
+    more = len(rows) == POOL_RETURN_BATCH
+    return len(released), (rows[-1].last_active_at, rows[-1].id) if more else ()
 
 
 # --- what pages show ---------------------------------------------------------------------------

@@ -396,7 +396,8 @@ def _consents(conn, actor, customer_id, cursor, n, lang):
 
 
 def _owner_changes(conn, actor, customer_id, cursor, n, lang):
-    """Claims, assignments, transfers and releases (services/ownership.py, table owner_change)."""
+    """Claims, assignments, transfers, releases and returns to the pool (services/ownership.py,
+    table owner_change)."""
     from meiqia_app.services.ownership import owner_infos
 
     statement = select(_OW.id, _OW.changed_at, _OW.action, _OW.old_owner_id, _OW.new_owner_id, _OW.actor_name).where(
@@ -416,6 +417,8 @@ def _owner_changes(conn, actor, customer_id, cursor, n, lang):
     for r in rows:
         if r.action == "claim":
             title = tr(lang, "timeline.owner_claim", owner=name(r.new_owner_id))
+        elif r.action == "return":  # no contact for the period of the pool-return policy
+            title = tr(lang, "timeline.owner_return", old=name(r.old_owner_id))
         elif r.new_owner_id is None:
             title = tr(lang, "timeline.owner_release", old=name(r.old_owner_id))
         elif r.old_owner_id is None:

@@ -13,6 +13,7 @@ Customers: ``mine`` (owner agent_a), ``team`` (owner agent_a2), ``other``
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 
@@ -587,6 +588,94 @@ def test_bulk_assign_all_matching_the_pool(world):
     assert json.loads(entry.details)["count"] == pool_size
     # The agent of team A now sees only the team's customers.
     assert _all_ids(load_actors()["agent_a"]) == {world["ids"]["mine"], world["ids"]["team"]}
+
+
+def test_pool_return_sends_silent_customers_back_previewed_audited_once_and_on_their_timeline(world, monkeypatch):
+    """The optional pool return (a retention policy, off by default): owned active customers
+    with no contact for N days go back to the pool, in batches (2 here, so the walk crosses
+    batches and passes an erased customer, who keeps the owner); one retention.run audit
+    entry with the count; each customer's timeline says so; a second run finds nothing."""
+    from sqlalchemy import update
+
+    from meiqia_app.services import retention
+    from meiqia_app.services.errors import ValidationError
+    from meiqia_app.timeutil import utcnow
+
+    actors, ids, admin = world["actors"], world["ids"], world["actors"]["admin"]
+    monkeypatch.setattr(ownership, "POOL_RETURN_BATCH", 2)
+    extra = _active_ids(9)[5:]
+    for customer_id in extra:
+        ownership.assign(admin, customer_id, _user_id("agent_a"))
+    erased, archived, *silent_extra = extra
+    now = utcnow()
+    with get_engine().begin() as conn:
+        conn.execute(update(Customer.__table__).values(last_active_at=now))
+        old = [ids["mine"], ids["other"], erased, archived, *silent_extra]
+        conn.execute(
+            update(Customer.__table__).where(C.id.in_(old)).values(last_active_at=now - dt.timedelta(days=100))
+        )
+        conn.execute(
+            update(Customer.__table__).where(C.id == ids["team"]).values(last_active_at=now - dt.timedelta(days=20))
+        )
+        conn.execute(update(Customer.__table__).where(C.id == erased).values(erased_at=now))
+        conn.execute(update(Customer.__table__).where(C.id == archived).values(status="archived"))
+    returned = {ids["mine"], ids["other"], *silent_extra}
+
+    assert retention.current("pool_return") == retention.PolicySetting(enabled=False, value=30)
+    assert retention.run_scheduled("pool_return") is None  # off: the nightly run skips it
+    for bad in ("0", "3651", "abc", "", "-5"):
+        with pytest.raises(ValidationError):
+            retention.update(admin, "pool_return", False, bad)
+    with pytest.raises(PermissionDenied):
+        retention.preview(actors["agent_a"], "pool_return")
+
+    retention.update(admin, "pool_return", False, "30")
+    preview = retention.preview(admin, "pool_return")
+    assert preview.count == len(returned)
+    assert len(preview.sample) == min(len(returned), retention.SAMPLE_SIZE)
+    assert all(item.startswith("#") and " · agent_" in item for item in preview.sample)
+    assert retention.preview(admin, "pool_return").count == len(returned)
+    retention.update(admin, "pool_return", True, "10")  # the team's customer (20 days) too
+    assert retention.preview(admin, "pool_return").count == len(returned) + 1
+    retention.update(admin, "pool_return", True, "30")
+
+    last = _last_entry_id()
+    view = retention.run_scheduled("pool_return")  # what the nightly task does, as the system
+    assert view.status == "done" and view.result["counts"] == {"customers": len(returned)}
+    with read_session() as session:
+        owners = dict(session.execute(select(C.id, C.owner_id).where(C.id.in_([*returned, *extra, ids["team"]]))).all())
+        entries = session.execute(select(AuditEntry).where(AuditEntry.id > last)).scalars().all()
+        changes = session.execute(select(OwnerChange).where(OwnerChange.action == "return")).scalars().all()
+    assert {i for i in returned if owners[i] is None} == returned
+    assert owners[erased] == owners[archived] == _user_id("agent_a") and owners[ids["team"]] == _user_id("agent_a2")
+    assert [(e.action, e.target_id) for e in entries] == [("retention.run", "pool_return")]
+    details = json.loads(entries[0].details)
+    assert details["counts"] == {"customers": len(returned)} and details["trigger"] == "nightly"
+    assert sorted(c.customer_id for c in changes) == sorted(returned)
+    assert all(c.job_id == view.id and c.new_owner_id is None for c in changes)
+
+    [item] = timeline.customer_timeline(admin, ids["mine"], kinds={"owner"}, lang="en").items[:1]
+    assert item.title == "Returned from agent_a to the pool: no contact for too long"
+    assert item.summary == "By 系统"
+    zh = timeline.customer_timeline(admin, ids["other"], kinds={"owner"}, lang="zh").items[0].title
+    assert zh == "长期未联系，agent_b 的客户退回公海"
+    # The agents see them in the pool now; a second run has nothing to do.
+    assert ids["other"] in _all_ids(load_actors()["agent_a"], ListQuery(owner="pool"))
+    assert retention.preview(admin, "pool_return").count == 0
+
+
+def test_pool_return_walks_each_owner_along_the_owner_index(seeded_db):
+    from sqlalchemy.dialects import sqlite
+
+    from meiqia_app.timeutil import utcnow
+
+    if get_engine().dialect.name != "sqlite":
+        pytest.skip("EXPLAIN QUERY PLAN text is SQLite's")
+    statement = select(C.id).where(*ownership._stale(7, utcnow())).order_by(C.last_active_at, C.id)
+    with get_engine().connect() as conn:
+        sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert "ix_customer_status_owner" in plan and "TEMP B-TREE" not in plan, plan
 
 
 def test_moving_a_user_to_another_team_moves_their_customers(world):
