@@ -104,6 +104,11 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "retention.preview_refresh": ("刷新预览", "Refresh preview"),
     "retention.sample": ("例如：", "For example:"),
     "retention.off": ("已关闭：每晚运行会跳过此策略。", "Off: the nightly run skips this policy."),
+    "retention.preview_button": ("预览", "Preview"),
+    "retention.preview_unsaved": (
+        "这是按输入的期限预览的结果，尚未保存。",
+        "Previewed with the period typed above; not saved yet.",
+    ),
     "retention.not_allowed": (
         "你的角色缺少此策略所需的权限，无法修改、预览或运行。",
         "Your role lacks a permission this policy needs: no change, preview or run.",

@@ -629,6 +629,13 @@ def test_pool_return_sends_silent_customers_back_previewed_audited_once_and_on_t
     with pytest.raises(PermissionDenied):
         retention.preview(actors["agent_a"], "pool_return")
 
+    # Previewed before saving: the numbers typed, validated, nothing saved.
+    assert retention.preview(admin, "pool_return", value="30").count == len(returned)
+    assert retention.preview(admin, "pool_return", value="10").count == len(returned) + 1
+    with pytest.raises(ValidationError):
+        retention.preview(admin, "pool_return", value="0")
+    assert retention.current("pool_return") == retention.PolicySetting(enabled=False, value=30)
+
     retention.update(admin, "pool_return", False, "30")
     preview = retention.preview(admin, "pool_return")
     assert preview.count == len(returned)
@@ -671,11 +678,16 @@ def test_pool_return_walks_each_owner_along_the_owner_index(seeded_db):
 
     if get_engine().dialect.name != "sqlite":
         pytest.skip("EXPLAIN QUERY PLAN text is SQLite's")
-    statement = select(C.id).where(*ownership._stale(7, utcnow())).order_by(C.last_active_at, C.id)
-    with get_engine().connect() as conn:
+
+    def plan(statement) -> str:
         sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
-        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
-    assert "ix_customer_status_owner" in plan and "TEMP B-TREE" not in plan, plan
+        with get_engine().connect() as conn:
+            return " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+
+    walk = plan(select(C.id).where(*ownership._stale(7, utcnow())).order_by(C.last_active_at, C.id))
+    assert "ix_customer_status_owner" in walk and "TEMP B-TREE" not in walk, walk
+    erased = plan(ownership._silent_erased(utcnow()))
+    assert "USING INDEX ix_customer_erased_owner" in erased, erased
 
 
 def test_moving_a_user_to_another_team_moves_their_customers(world):
