@@ -589,6 +589,7 @@ def bulk_tag(actor: Actor, selection: Selection, tag_id: int, action: str) -> di
     require(actor, "tag.assign", action=f"tag.bulk_{action}", target_type="tag", target_id=tag_id)
     if action not in BULK_ACTIONS:
         raise ValidationError.single("action", "error.bad_choice")
+    check_ticked_in_reach(actor, selection, f"tag.bulk_{action}")
     job_id = jobs.create_job(
         actor,
         BULK_JOB_KIND,

@@ -288,6 +288,13 @@ def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world
             "customer.bulk_assign",
             lambda i: ownership.bulk_assign(lead, Selection.of_ids([ids["team"], i], status="active"), lead.user_id),
         ),
+        "bulk tag of ticked rows": (
+            agent,
+            "tag.bulk_add",
+            lambda i: tags.start_bulk_tag_job(
+                agent, Selection.of_ids([ids["mine"], i], status="active"), tag_id, "add"
+            ),
+        ),
         "erasure request": (agent, "erasure.request", lambda i: erasure.request_erasure(agent, i, "crafted")),
     }
     before = _counts(ids["other"])
