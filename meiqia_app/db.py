@@ -6,6 +6,7 @@ IMMEDIATE; PostgreSQL's autocommit reads) lives in its adapter (dbadapter/).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable, Iterator
 
@@ -19,6 +20,11 @@ from meiqia_app.services.errors import Busy
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
+# Work to do once this thread's write transaction has ended (see after_write_transaction);
+# None: no write transaction is open.
+_after_write: contextvars.ContextVar[list[Callable[[], object]] | None] = contextvars.ContextVar(
+    "after_write", default=None
+)
 
 
 def make_engine(url: str) -> Engine:
@@ -73,6 +79,8 @@ def write_session(check_foreign_keys: bool = True) -> Iterator[Session]:
     """
     engine = get_engine()
     engine = get_adapter(engine).write_engine(engine, check_foreign_keys)
+    outermost = _after_write.get() is None
+    token = _after_write.set([]) if outermost else None
     session = Session(engine, expire_on_commit=False)
     session.info[_AFTER_CLOSE] = after_close = []
     try:
@@ -91,9 +99,19 @@ def write_session(check_foreign_keys: bool = True) -> Iterator[Session]:
                 session.rollback()
                 raise
     finally:
-        # The session is closed and its connection back in the pool (committed or not).
-        for callback in after_close:
-            callback()
+        pending = []
+        if outermost:
+            pending = _after_write.get() or []
+            _after_write.reset(token)
+        # The session is closed and its connection back in the pool (committed or not):
+        # first what waited for no write transaction to be open (audited refusals),
+        # then what follows the commit (services/customer_changes.py publishes).
+        try:
+            for work in pending:
+                work()
+        finally:
+            for callback in after_close:
+                callback()
 
 
 _AFTER_CLOSE = "db.after_close"
@@ -112,6 +130,21 @@ def call_after_close(session: Session, callback: Callable[[], None]) -> bool:
     if callback not in callbacks:
         callbacks.append(callback)
     return True
+
+
+def after_write_transaction(work: Callable[[], object]) -> None:
+    """Run ``work`` once no write transaction of this thread is open: at once, or when the
+    open one has ended (committed or rolled back) and let go of the database.
+
+    For writes that need a transaction of their own while the caller may be inside a
+    write transaction: on SQLite a second writer would wait for the caller's lock
+    (an audited refusal raised in the middle of a change, services/customer_access.py).
+    """
+    pending = _after_write.get()
+    if pending is None:
+        work()
+    else:
+        pending.append(work)
 
 
 def _is_lock_timeout(error: OperationalError) -> bool:

@@ -570,6 +570,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "import.name_not_mapped": ("请指定哪一列是客户姓名", "Choose the column that holds the customer's name"),
     "import.unreadable_row": ("该行无法解析", "This row cannot be parsed"),
     "import.duplicate_existing": ("与已有客户 #{id} 重复", "Same as existing customer #{id}"),
+    "import.duplicate_hidden": ("与一位你无权查看的客户重复", "Same as a customer you cannot see"),
     "import.duplicate_in_file": ("与文件第 {row} 行重复", "Same as row {row} of the file"),
     "nav.import": ("导入客户", "Import"),
     "import.title": ("导入客户", "Import customers"),

@@ -17,6 +17,19 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "{field}与已有客户 {name}（#{id}）相同",
         "{field} matches existing customer {name} (#{id})",
     ),
+    # the same, for a customer outside the person's data scope: no name, no id, no link
+    "customer.duplicate_hidden.phone": (
+        "一位你无权查看的客户已使用此电话",
+        "A customer you cannot see already has this phone",
+    ),
+    "customer.duplicate_hidden.email": (
+        "一位你无权查看的客户已使用此邮箱",
+        "A customer you cannot see already has this e-mail",
+    ),
+    "customer.duplicate_hidden.external_id": (
+        "一位你无权查看的客户已使用此外部 ID",
+        "A customer you cannot see already has this external id",
+    ),
     "customer.open_existing": ("打开已有客户", "Open the existing customer"),
     "customer.save_anyway": ("仍然保存", "Save anyway"),
     # read-only customers

@@ -33,6 +33,18 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "下次运行将归档 {count} 位客户。",
         "The next run would archive {count} customers.",
     ),
+    "retention.policy.pool_return": ("长期未联系的客户退回公海", "Return silent customers to the pool"),
+    "retention.hint.pool_return": (
+        "负责人超过期限没有联系（无咨询、订单、登录或行为记录）的客户自动释放到公海，其他同事可以认领。"
+        "每位客户的时间线会记录退回公海；已删除个人数据的客户不变。",
+        "Customers with no contact (no chat, order, login or event) for the period leave their owner and go "
+        "back to the pool, where colleagues can claim them. Each customer's timeline shows the return; "
+        "customers whose personal data was erased keep their owner.",
+    ),
+    "retention.preview.pool_return": (
+        "下次运行将把 {count} 位客户退回公海。",
+        "The next run would return {count} customers to the pool.",
+    ),
     "retention.policy.export_files": ("删除导出文件", "Delete export files"),
     "retention.hint.export_files": (
         "导出文件在期限后删除，下载链接也在期限后失效。关闭后文件保留在服务器上（例如需保全时），但链接仍会失效。",
@@ -92,6 +104,11 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "retention.preview_refresh": ("刷新预览", "Refresh preview"),
     "retention.sample": ("例如：", "For example:"),
     "retention.off": ("已关闭：每晚运行会跳过此策略。", "Off: the nightly run skips this policy."),
+    "retention.preview_button": ("预览", "Preview"),
+    "retention.preview_unsaved": (
+        "这是按输入的期限预览的结果，尚未保存。",
+        "Previewed with the period typed above; not saved yet.",
+    ),
     "retention.not_allowed": (
         "你的角色缺少此策略所需的权限，无法修改、预览或运行。",
         "Your role lacks a permission this policy needs: no change, preview or run.",

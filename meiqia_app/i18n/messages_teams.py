@@ -41,6 +41,10 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "timeline.owner_assign": ("分配给 {owner}", "Assigned to {owner}"),
     "timeline.owner_transfer": ("从 {old} 转给 {owner}", "Transferred from {old} to {owner}"),
     "timeline.owner_release": ("{old} 的客户释放到公海", "Released from {old} to the pool"),
+    "timeline.owner_return": (
+        "长期未联系，{old} 的客户退回公海",
+        "Returned from {old} to the pool: no contact for too long",
+    ),
     "timeline.owner_by": ("操作人：{by}", "By {by}"),
     "timeline.kind.owner": ("负责人变更", "Owner changes"),
     # audit log

@@ -805,12 +805,15 @@ def _new_field(label_key: str, field: str, input_type: str = "text", required: b
 def _duplicate_hint(hint) -> rx.Component:
     return rx.hstack(
         rx.text(hint.text, size="2"),
-        rx.link(
-            t("customer.open_existing"),
-            href=hint.href,
-            on_click=NewCustomer.open_existing(hint.customer_id).prevent_default,
-            size="2",
-            class_name="duplicate-link",
+        rx.cond(
+            hint.customer_id > 0,
+            rx.link(
+                t("customer.open_existing"),
+                href=hint.href,
+                on_click=NewCustomer.open_existing(hint.customer_id).prevent_default,
+                size="2",
+                class_name="duplicate-link",
+            ),
         ),
         spacing="2",
         align="center",

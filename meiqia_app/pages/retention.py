@@ -88,7 +88,11 @@ def _preview(policy: retention.Policy, heading_id: str) -> rx.Component:
                         ),
                     ),
                 ),
-                rx.cond(~S.saved_enabled[key], rx.text(t("retention.off"), size="1", color_scheme="amber")),
+                rx.cond(
+                    S.unsaved_preview[key],
+                    rx.text(t("retention.preview_unsaved"), size="1", color_scheme="amber"),
+                    rx.cond(~S.saved_enabled[key], rx.text(t("retention.off"), size="1", color_scheme="amber")),
+                ),
                 spacing="1",
                 width="100%",
             ),
@@ -197,6 +201,14 @@ def _card(policy: retention.Policy) -> rx.Component:
                         disabled=~S.allowed[key],
                         id=f"retention-save-{key}",
                         aria_labelledby=f"retention-save-{key} {heading_id}",
+                    ),
+                    rx.button(
+                        t("retention.preview_button"),
+                        on_click=S.preview_typed(key),
+                        variant="outline",
+                        disabled=~S.allowed[key],
+                        id=f"retention-preview-button-{key}",
+                        aria_labelledby=f"retention-preview-button-{key} {heading_id}",
                     ),
                     rx.button(
                         rx.icon("play", size=16, aria_hidden="true"),

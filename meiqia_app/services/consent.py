@@ -49,7 +49,7 @@ def set_consent(actor: Actor, customer_id: int, kind: str, granted: object) -> b
     customer_id = parse_id(customer_id)
     flag, stamp = f"consent_{kind}", f"consent_{kind}_at"
     with write_session() as session:
-        customer = CustomerAccess(actor).load(session, customer_id, for_write=True)
+        customer = CustomerAccess(actor).load(session, customer_id, for_write=True, action=AUDIT_ACTION)
         before = bool(getattr(customer, flag))
         if before == granted:
             return False

@@ -10,7 +10,11 @@ the acting user (``CustomerAccess(actor)``):
 - **One customer by id**: :meth:`CustomerAccess.load` (an ORM row),
   :meth:`CustomerAccess.load_row` (chosen columns through a connection) and
   :meth:`CustomerAccess.load_many`. A customer out of reach is *not found*
-  (:class:`NotFound`), never "forbidden": ids cannot be probed.
+  (:class:`NotFound`), never "forbidden": ids cannot be probed. For an actor
+  with a narrower data scope than "all", each such refusal is also audited
+  (:meth:`CustomerAccess.not_found`: the actor, the action, the id), a missing
+  id exactly like one out of scope, so neither the answer nor its cost tells
+  them apart.
   ``tests/unit/test_architecture.py`` checks that nothing else reads a
   customer by id.
 - **Sensitive fields**: the one table :data:`SENSITIVE` (field -> how a role
@@ -46,8 +50,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy import ColumnElement, and_, false, or_, select, true
 
+from meiqia_app.db import after_write_transaction
 from meiqia_app.models import Customer, ErasureRequest
 from meiqia_app.models.customer import STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
+from meiqia_app.services import audit
 from meiqia_app.services.customer_query import status_condition
 from meiqia_app.services.errors import NotFound, ReadOnly
 from meiqia_app.services.masking import MASK, mask_address, mask_email, mask_phone
@@ -242,14 +248,49 @@ class CustomerAccess:
 
     # --- one customer ------------------------------------------------------------------------------
 
+    @property
+    def audits_misses(self) -> bool:
+        """Whether a by-id look-up that finds nothing in reach is audited: for a scope
+        narrower than "all" (there a crafted id may name somebody else's customer).
+        Decided by the actor alone, never by the row: a missing id and one out of scope
+        both write the same entry."""
+        return self.scope != "all"
+
+    def not_found(self, customer_ids: object, action: str) -> NotFound:
+        """The NotFound to raise for ids the actor cannot reach (missing or out of scope
+        alike), with its refusal audited for :attr:`audits_misses` actors: the action and
+        the ids, the same entry whatever the reason (nothing in it tells a probe which ids
+        exist). Written in a transaction of its own once the caller's write transaction,
+        if any, has ended (db.after_write_transaction)."""
+        if self.audits_misses:
+            ids = customer_ids if isinstance(customer_ids, (list, tuple)) else [customer_ids]
+            target = ",".join(str(i) for i in ids)[:64]
+            actor = self.actor
+
+            def record() -> None:
+                audit.record_refusal(
+                    actor, action, target_type="customer", target_id=target, details={"reason": "error.not_found"}
+                )
+
+            after_write_transaction(record)
+        return NotFound()
+
     def reaches(self, status: str, row=None) -> bool:
         """Whether a customer with ``status`` (and, for the scope, its ``row``) is within reach."""
         if status == STATUS_TRASHED and not self.sees_trash:
             return False
         return row is None or self._in_scope(row)
 
-    def load(self, session, customer_id: object, for_write: bool = False, writer: str = "person") -> Customer:
-        """The customer (ORM row) by id; NotFound when missing or out of reach.
+    def load(
+        self,
+        session,
+        customer_id: object,
+        for_write: bool = False,
+        writer: str = "person",
+        action: str = "customer.view",
+    ) -> Customer:
+        """The customer (ORM row) by id; NotFound when missing or out of reach (audited
+        under ``action``, see :meth:`not_found`).
 
         ``for_write``: the customer must accept changes: erased -> NotFound;
         archived, trashed or erasure pending -> ReadOnly. ``writer="system"``
@@ -258,21 +299,23 @@ class CustomerAccess:
         """
         if writer not in WRITERS:
             raise ValueError(writer)
-        customer = session.get(Customer, parse_id(customer_id))
+        customer_id = parse_id(customer_id)
+        customer = session.get(Customer, customer_id)
         if customer is None or not self.reaches(customer.status, customer):
-            raise NotFound()
+            raise self.not_found(customer_id, action)
         if for_write:
             erased = customer.erased_at is not None
             self.check_writable(customer.status, erased, lambda: erasure_pending(session, customer.id), writer)
         return customer
 
-    def load_for_claim(self, session, customer_id: object) -> Customer:
+    def load_for_claim(self, session, customer_id: object, action: str = "customer.claim") -> Customer:
         """A customer to claim from the pool (ORM row, writable): found when it would be in
         reach as a pool customer, whoever owns it now (the claim itself is conditional on
         the pool, and the loser of a race is told who won: services/ownership.py)."""
-        customer = session.get(Customer, parse_id(customer_id))
+        customer_id = parse_id(customer_id)
+        customer = session.get(Customer, customer_id)
         if customer is None or not self.reaches(customer.status, _AsPool()):
-            raise NotFound()
+            raise self.not_found(customer_id, action)
         self.check_writable(
             customer.status, customer.erased_at is not None, lambda: erasure_pending(session, customer.id)
         )
@@ -301,11 +344,13 @@ class CustomerAccess:
         if pending() if callable(pending) else pending:
             raise ReadOnly("error.erasure_pending")
 
-    def load_row(self, conn, customer_id: object, *columns):
-        """Chosen columns of one customer through a connection (plus ``status``); NotFound when out of reach."""
+    def load_row(self, conn, customer_id: object, *columns, action: str = "customer.view"):
+        """Chosen columns of one customer through a connection (plus ``status``); NotFound when
+        out of reach (audited under ``action``, see :meth:`not_found`)."""
+        customer_id = parse_id(customer_id)
         row = self.find_row(conn, customer_id, *columns)
         if row is None:
-            raise NotFound()
+            raise self.not_found(customer_id, action)
         return row
 
     def find_row(self, conn, customer_id: object, *columns):

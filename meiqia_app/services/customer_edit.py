@@ -16,7 +16,7 @@ from meiqia_app.services.customer_access import CustomerAccess, mask_diff
 from meiqia_app.services.customer_changes import CREATED, EDITED, customers_changed
 from meiqia_app.services.customer_list import limit_exact_lookups
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS, TEXT_LIMITS, clean_customer_fields, clean_extras
-from meiqia_app.services.duplicate_check import existing_customers
+from meiqia_app.services.duplicate_check import IDENTITY_FIELDS, existing_customers
 from meiqia_app.services.errors import Conflict, DuplicateCustomer, NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
@@ -62,7 +62,7 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
     values = clean_customer_fields(raw, partial=True)
     extras = clean_extras(raw)
     with write_session() as session:
-        customer = access.load(session, customer_id, for_write=True)
+        customer = access.load(session, customer_id, for_write=True, action="customer.update")
         if customer.version != int(expected_version):
             raise Conflict(by=customer.updated_by_name or "?", at=format_local(customer.updated_at))
         values.update(_extra_values(customer, extras))
@@ -160,19 +160,25 @@ MAX_ATTRIBUTES = 50
 
 
 def create_customer(
-    actor: Actor, raw: dict, session: Session | None = None, acknowledged: Iterable[int] | None = ()
+    actor: Actor,
+    raw: dict,
+    session: Session | None = None,
+    acknowledged: Iterable[int] | None = (),
+    acknowledged_hidden: Iterable[str] = (),
 ) -> int:
     """A customer made by hand, through the open API, or one row inside a caller's session.
 
     A customer who repeats an existing one's phone, e-mail or external id
     (services/duplicate_check) is not saved: DuplicateCustomer names them (the
-    open API answers 409 with the first one's id). The person may then save
-    anyway: ``acknowledged`` holds the ids of the customers they were shown;
-    only a repeat of someone else is refused again. ``acknowledged=None``
-    skips the check.
+    open API answers 409 with the first one's id). One outside the actor's data
+    scope is named by its field only ("a customer you cannot see already has
+    this phone"): no id, no name. The person may then save anyway:
+    ``acknowledged`` holds the ids of the customers they were shown,
+    ``acknowledged_hidden`` the fields of those they could not see; only a
+    repeat of someone else is refused again. ``acknowledged=None`` skips the check.
     """
     require(actor, "customer.create", action="customer.create", target_type="customer")
-    seen = None if acknowledged is None else _clean_ids(acknowledged)
+    seen = None if acknowledged is None else (_clean_ids(acknowledged), _clean_fields(acknowledged_hidden))
     if seen is not None and actor.user_id is not None and not actor.can("customer.view_sensitive"):
         # Saying "this number is 张伟's" is an exact look-up by a number the role
         # sees masked: it counts against the same hourly allowance as the search.
@@ -200,18 +206,30 @@ def _clean_ids(values: Iterable) -> frozenset[int]:
     return frozenset(ids)
 
 
-def _check_duplicates(session: Session, values: dict, acknowledged: frozenset[int]) -> list[int]:
-    """Raise DuplicateCustomer unless every customer the new one repeats was acknowledged;
-    returns the acknowledged repeats (for the audit entry)."""
-    matches = existing_customers(session.connection(), values)
-    if any(match.customer_id not in acknowledged for match in matches):
-        raise DuplicateCustomer(matches)
+def _clean_fields(values: Iterable) -> frozenset[str]:
+    return frozenset(v for v in list(values or ())[:10] if isinstance(v, str) and v in IDENTITY_FIELDS)
+
+
+Acknowledged = tuple[frozenset[int], frozenset[str]]  # ids shown, fields of customers not shown
+
+
+def _check_duplicates(session: Session, actor: Actor, values: dict, acknowledged: Acknowledged) -> list[int]:
+    """Raise DuplicateCustomer unless every customer the new one repeats was acknowledged
+    (one the actor may not see: by its field); returns the repeats (for the audit entry).
+    The error carries what the actor may be told only (ExistingCustomer.as_shown)."""
+    ids, fields = acknowledged
+    matches = existing_customers(session.connection(), values, CustomerAccess(actor))
+    if any((m.field not in fields) if not m.visible else (m.customer_id not in ids) for m in matches):
+        raise DuplicateCustomer([m.as_shown() for m in matches])
     return sorted({match.customer_id for match in matches})
 
 
-def new_customer(session: Session, actor: Actor, raw: dict, acknowledged: frozenset[int] | None = frozenset()) -> int:
+def new_customer(
+    session: Session, actor: Actor, raw: dict, acknowledged: Acknowledged | None = (frozenset(), frozenset())
+) -> int:
     """Validate and insert a customer in the caller's transaction (the caller checked its
-    own permission: customer.create, or event.ingest for a visitor's prospect)."""
+    own permission: customer.create, or event.ingest for a visitor's prospect).
+    ``acknowledged``: (ids, fields), see create_customer; None: no duplicate check."""
     values = _with_pinyin(clean_customer_fields(raw))
     values.update(_extra_values(None, clean_extras(raw)))
     return _insert(session, actor, values, acknowledged)
@@ -273,8 +291,8 @@ def upsert_by_external_id(actor: Actor, external_id, raw: dict) -> tuple[int, bo
     raise Conflict(by="?", at="")
 
 
-def _insert(session: Session, actor: Actor, values: dict, acknowledged: frozenset[int] | None) -> int:
-    repeats = [] if acknowledged is None else _check_duplicates(session, values, acknowledged)
+def _insert(session: Session, actor: Actor, values: dict, acknowledged: Acknowledged | None) -> int:
+    repeats = [] if acknowledged is None else _check_duplicates(session, actor, values, acknowledged)
     now = utcnow()
     customer = Customer(
         **values,

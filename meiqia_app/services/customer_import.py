@@ -53,9 +53,10 @@ from meiqia_app.i18n import tr
 from meiqia_app.i18n.messages import ENTRIES
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services import audit, jobs
+from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.customer_changes import IMPORTED, MANY, customers_changed, publish_committed
 from meiqia_app.services.customer_validation import CHOICES, EDITABLE_FIELDS, clean_customer_fields
-from meiqia_app.services.duplicate_check import existing_by_key, identity_keys
+from meiqia_app.services.duplicate_check import existing_by_key, identity_keys, reachable_ids
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.services.search_text import pinyin_of, search_row
@@ -793,9 +794,12 @@ def _check_row(number: int, values: list | None, mapping: dict[int, str]) -> _Ro
     return row
 
 
-def _existing(conn: Connection, rows: list[_Row]) -> dict[tuple[str, str], int]:
-    """(field, value) -> id of a customer the rows repeat: the rule of services/duplicate_check."""
-    return existing_by_key(conn, [r.cleaned for r in rows if r.cleaned])
+def _existing(conn: Connection, rows: list[_Row], actor: Actor) -> dict[tuple[str, str], int]:
+    """(field, value) -> id of a customer the rows repeat: the rule of services/duplicate_check;
+    0 for one outside the importer's data scope (the report does not name it)."""
+    found = existing_by_key(conn, [r.cleaned for r in rows if r.cleaned])
+    seen = reachable_ids(conn, CustomerAccess(actor), found.values())
+    return {key: customer_id if customer_id in seen else 0 for key, customer_id in found.items()}
 
 
 class _Pass:
@@ -877,8 +881,8 @@ class _Pass:
                 problem = ImportProblem(
                     row.number,
                     other[0],
-                    "import.duplicate_existing",
-                    {"id": str(other[1])},
+                    "import.duplicate_existing" if other[1] else "import.duplicate_hidden",
+                    {"id": str(other[1])} if other[1] else {},
                     str(row.cleaned[other[0]])[:MAX_VALUE_CHARS],
                 )
             else:
@@ -976,7 +980,7 @@ def dry_run(
         engine = get_engine()
         for rows in work.batches():
             with engine.connect() as conn:
-                existing = _existing(conn, rows)
+                existing = _existing(conn, rows, actor)
             work.classify(rows, existing)
             work.tick()
     finally:
@@ -1088,7 +1092,7 @@ def run_import(
                 conn = session.connection()
                 # Duplicates are looked up under the write lock, so a customer
                 # saved meanwhile by someone else is seen.
-                work.classify(rows, _existing(conn, rows))
+                work.classify(rows, _existing(conn, rows, actor))
                 wanted = [
                     record
                     for row, record in zip((r for r in rows if r.cleaned is not None), records)

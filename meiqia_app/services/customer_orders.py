@@ -80,7 +80,9 @@ def add_order(
         raise ValidationError.single("quantity", "error.bad_number")
     now = as_utc(at) if at is not None else utcnow()
     with write_session() as session:
-        customer = CustomerAccess(actor).load(session, customer_id, for_write=True, writer="system")
+        customer = CustomerAccess(actor).load(
+            session, customer_id, for_write=True, writer="system", action="customer.order_add"
+        )
         product = session.get(Product, product_id)
         if product is None:
             raise ValidationError.single("product_id", "error.not_found")

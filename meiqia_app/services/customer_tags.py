@@ -137,7 +137,7 @@ def add_tags(actor: Actor, customer_id: int, tags: list[int | str]) -> list[TagC
     chips: list[TagChip] = []
     added: list[str] = []
     with write_session() as session:
-        CustomerAccess(actor).load(session, customer_id, for_write=True)
+        CustomerAccess(actor).load(session, customer_id, for_write=True, action="customer.tag_add")
         for tag_id_or_name in tags:
             tag, created = _resolve_tag(session, actor, tag_id_or_name)
             chip = TagChip(tag.id, tag.name, tag.color, SOURCE_MANUAL)
@@ -234,7 +234,7 @@ def remove_tag(actor: Actor, customer_id: int, tag_id: int) -> bool:
     customer_id = parse_id(customer_id)
     tag_id = parse_id(tag_id)
     with write_session() as session:
-        CustomerAccess(actor).load(session, customer_id, for_write=True)
+        CustomerAccess(actor).load(session, customer_id, for_write=True, action="customer.tag_remove")
         assignment = session.get(TagAssignment, (customer_id, tag_id))
         if assignment is None:
             return False

@@ -14,6 +14,10 @@ on its way out (a merge puts the merged-away customers there, with the
 survivor's phone), and nobody can open it but the people who may empty the
 trash. (The duplicate finder on /duplicates also looks at a name in the same
 city; that is a hint for a person, not a reason to stop a save or skip a row.)
+
+A customer outside the data scope of the person saving still counts (the
+number is taken), but what they are told names nobody: :meth:`ExistingCustomer.as_shown`
+drops the id and the name ("a customer you cannot see already has this phone").
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy import Connection, select
 
 from meiqia_app.models import Customer
 from meiqia_app.models.customer import STATUS_TRASHED
+from meiqia_app.services.customer_access import CustomerAccess
 
 C = Customer.__table__.c
 
@@ -37,11 +42,20 @@ Key = tuple[str, str]
 
 @dataclasses.dataclass
 class ExistingCustomer:
-    """One customer a new one repeats, and by which field (plain values: a DTO)."""
+    """One customer a new one repeats, and by which field (plain values: a DTO).
+
+    ``visible``: within the data scope of the person saving. One that is not
+    must leave the service only as :meth:`as_shown` makes it: no id, no name.
+    """
 
     field: str  # phone | email | external_id
-    customer_id: int
+    customer_id: int | None
     name: str
+    visible: bool = True
+
+    def as_shown(self) -> ExistingCustomer:
+        """What the person saving may be told: all of a visible customer, only the field of another."""
+        return self if self.visible else ExistingCustomer(field=self.field, customer_id=None, name="", visible=False)
 
 
 def identity_keys(cleaned: dict) -> list[Key]:
@@ -87,9 +101,10 @@ def existing_by_key(conn: Connection, cleaned_rows: Iterable[dict]) -> dict[Key,
     return found
 
 
-def existing_customers(conn: Connection, cleaned: dict) -> list[ExistingCustomer]:
+def existing_customers(conn: Connection, cleaned: dict, access: CustomerAccess | None = None) -> list[ExistingCustomer]:
     """The live customers a new customer with these (cleaned) values would repeat,
-    one entry per field and customer, in the order of IDENTITY_FIELDS."""
+    one entry per field and customer, in the order of IDENTITY_FIELDS; each
+    ``visible`` when ``access`` (the person saving) may reach it (no access: all are)."""
     keys = identity_keys(cleaned)
     if not keys:
         return []
@@ -97,8 +112,30 @@ def existing_customers(conn: Connection, cleaned: dict) -> list[ExistingCustomer
     hits = [(field, found[(field, value)]) for field, value in keys if (field, value) in found]
     if not hits:
         return []
-    names = dict(conn.execute(select(C.id, C.name).where(C.id.in_(sorted({i for _f, i in hits})))).all())
-    return [ExistingCustomer(field=field, customer_id=i, name=names.get(i, "")) for field, i in hits]
+    ids = sorted({i for _f, i in hits})
+    names = dict(conn.execute(select(C.id, C.name).where(C.id.in_(ids))).all())
+    reachable = set(names) if access is None else set(access.load_many(conn, ids, columns=[]))
+    return [
+        ExistingCustomer(field=field, customer_id=i, name=names.get(i, ""), visible=i in reachable) for field, i in hits
+    ]
 
 
-__all__ = ["IDENTITY_FIELDS", "ExistingCustomer", "existing_by_key", "existing_customers", "identity_keys"]
+def reachable_ids(conn: Connection, access: CustomerAccess, ids: Iterable[int]) -> set[int]:
+    """Those of ``ids`` the person may reach (an import's report names only those)."""
+    wanted = sorted(set(ids))
+    if access.scope_condition() is None:  # scope "all": every live customer (the only kind looked up)
+        return set(wanted)
+    found: set[int] = set()
+    for chunk in _chunks(wanted, LOOKUP_CHUNK):
+        found.update(access.load_many(conn, chunk, columns=[]))
+    return found
+
+
+__all__ = [
+    "IDENTITY_FIELDS",
+    "ExistingCustomer",
+    "existing_by_key",
+    "existing_customers",
+    "identity_keys",
+    "reachable_ids",
+]

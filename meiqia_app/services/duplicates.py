@@ -552,16 +552,22 @@ def _clean_ids(ids: Iterable) -> list[int]:
 
 
 def _load_mergeable(
-    conn_or_session, access: CustomerAccess, ids: Sequence[int], versions: dict[int, int] | None = None
+    conn_or_session,
+    access: CustomerAccess,
+    ids: Sequence[int],
+    versions: dict[int, int] | None = None,
+    action: str = "customer.merge",
 ) -> dict[int, object]:
-    """The customers' rows by id; refuses missing, out of reach, trashed and erased ones.
+    """The customers' rows by id; refuses missing, out of reach, trashed and erased ones
+    (missing and out of reach: not found, audited under ``action``: CustomerAccess.not_found).
 
     With ``versions``, a customer changed since the dialog read it raises
     Conflict first (a customer merged away meanwhile is "changed", not "gone").
     """
     rows = access.load_many(conn_or_session, ids)
-    if any(customer_id not in rows for customer_id in ids):
-        raise NotFound()
+    unreachable = [customer_id for customer_id in ids if customer_id not in rows]
+    if unreachable:
+        raise access.not_found(unreachable, action)
     for customer_id in ids:
         row = rows[customer_id]
         if versions is not None and row.version != versions[customer_id]:
@@ -630,7 +636,7 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
     access = CustomerAccess(actor)
     sensitive = access.sees_sensitive
     with get_engine().connect() as conn:
-        rows = _load_mergeable(conn, access, ids)
+        rows = _load_mergeable(conn, access, ids, action="customer.merge_preview")
         counts = _count_rows(conn, ids)
     # The original record: the earliest registered (ties: the lowest id).
     survivor = min(ids, key=lambda i: (as_utc(rows[i].registered_at), i))

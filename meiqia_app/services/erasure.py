@@ -102,7 +102,7 @@ def request_erasure(actor: Actor, customer_id, reason: str) -> RequestView:
     if len(reason) > MAX_REASON:
         raise ValidationError.single("reason", "error.too_long", max=MAX_REASON)
     with write_session() as session:
-        customer = CustomerAccess(actor).load(session, customer_id)
+        customer = CustomerAccess(actor).load(session, customer_id, action="erasure.request")
         if customer.erased_at is not None:
             raise Conflict("cleanup.erasure.already_erased")
         pending = session.exec(
@@ -392,7 +392,7 @@ def erase_customer(actor: Actor, customer_id, confirm: str = "", redact: Iterabl
     if str(confirm).strip() != str(customer_id):
         raise ValidationError.single("confirm", "cleanup.confirm_mismatch", count=customer_id)
     with write_session() as session:
-        CustomerAccess(actor).load(session, customer_id)
+        CustomerAccess(actor).load(session, customer_id, action="erasure.execute")
         counts = erase_batch(session, actor, [customer_id], redact=mentions.parse_keys(redact))
     after_erasure(utcnow())
     return counts

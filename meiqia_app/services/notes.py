@@ -65,7 +65,7 @@ def add_note(actor: Actor, customer_id: int, text: str) -> int:
     customer_id = parse_id(customer_id)
     body = clean_text(text)
     with write_session() as session:
-        CustomerAccess(actor).load(session, customer_id, for_write=True)
+        CustomerAccess(actor).load(session, customer_id, for_write=True, action="note.create")
         now = utcnow()
         note = Note(
             customer_id=customer_id,
@@ -98,7 +98,7 @@ def edit_note(actor: Actor, note_id: int, text: str) -> None:
         note = session.get(Note, note_id)
         if note is None:
             raise NotFound()
-        CustomerAccess(actor).load(session, note.customer_id, for_write=True)
+        CustomerAccess(actor).load(session, note.customer_id, for_write=True, action="note.update")
         if note.body == body:
             return
         old = note.body
@@ -129,7 +129,7 @@ def delete_note(actor: Actor, note_id: int) -> None:
         note = session.get(Note, note_id)
         if note is None:
             raise NotFound()
-        CustomerAccess(actor).load(session, note.customer_id, for_write=True)
+        CustomerAccess(actor).load(session, note.customer_id, for_write=True, action="note.delete")
         details = {
             "customer_id": note.customer_id,
             "author_id": note.author_id,

@@ -11,29 +11,35 @@ owner is the role's data scope (services/customer_access.py).
   lead's team; or an owner releasing their own customer): one customer, or a
   selection (ticked rows or "all N matching", services/selection.py) in a job.
 
+- **Back to the pool** (optional, an admin's setting on /admin/retention,
+  services/retention_policies.py): active customers nobody contacted for N
+  days (``last_active_at`` older) leave their owner, nightly or "run now".
+
 Each single change is one audit entry (customer.claim / assign / transfer /
 release) and one ``owner_change`` row, which the customer's timeline shows
 (services/timeline.py). A bulk change is one audit entry with its count
-(customer.bulk_assign) and one ``owner_change`` row per customer, written
-set-based per batch.
+(customer.bulk_assign, or the retention run's retention.run) and one
+``owner_change`` row per customer, written set-based per batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 
-from sqlalchemy import and_, insert, literal, or_, select, update
+from sqlalchemy import and_, case, func, insert, literal, or_, select, tuple_, update
 
 from meiqia_app.db import read_connection, read_session, write_session
 from meiqia_app.models import Customer, OwnerChange, Team, User
 from meiqia_app.services import audit, jobs
 from meiqia_app.services.customer_access import CustomerAccess, parse_id
 from meiqia_app.services.customer_changes import OWNER, customers_changed
+from meiqia_app.services.customer_query import status_condition
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, refuse, require
-from meiqia_app.services.selection import Selection, iter_selected_ids, selection_count
-from meiqia_app.timeutil import utcnow
+from meiqia_app.services.selection import Selection, check_ticked_in_reach, iter_selected_ids, selection_count
+from meiqia_app.timeutil import format_local, utcnow
 
 C = Customer.__table__.c
 U = User.__table__.c
@@ -188,7 +194,7 @@ def claim(actor: Actor, customer_id: object) -> OwnerChangeResult:
             )
             customer.owner_id = owner
             if not lost_race and not access.reaches(customer.status, customer):
-                raise NotFound()
+                raise access.not_found(customer_id, "customer.claim")
             raise Conflict("owner.taken", name=owner_info(session.connection(), owner).owner_name)
         _record(session, actor, "customer.claim", customer_id, None, actor.user_id)
         customers_changed(session, [customer_id], OWNER)
@@ -209,7 +215,9 @@ def assign(actor: Actor, customer_id: object, owner_id: object) -> OwnerChangeRe
     # Rights first, outside the write transaction (a refusal is audited in its own).
     with read_connection() as conn:
         target = None if releasing else _active_user(conn, owner_id)
-        old = access.load_row(conn, customer_id, C.owner_id).owner_id
+        old = access.load_row(
+            conn, customer_id, C.owner_id, action="customer.release" if releasing else "customer.assign"
+        ).owner_id
         own_release = releasing and old is not None and old == actor.user_id and actor.can("customer.claim")
         members = None
         if not own_release:
@@ -226,7 +234,9 @@ def assign(actor: Actor, customer_id: object, owner_id: object) -> OwnerChangeRe
         )
     with write_session() as session:
         conn = session.connection()
-        customer = access.load(session, customer_id, for_write=True)
+        customer = access.load(
+            session, customer_id, for_write=True, action="customer.release" if releasing else "customer.assign"
+        )
         if customer.owner_id != old:  # changed since the rights were checked
             raise Conflict("owner.taken", name=owner_info(conn, customer.owner_id).owner_name or "?")
         if old == target:
@@ -267,6 +277,7 @@ def _bulk_params(actor: Actor, selection, owner_id: object) -> tuple[Selection, 
         _assign_rights(conn, actor, "customer.bulk_assign", target)
     if not isinstance(selection, Selection):
         selection = Selection.from_dict(selection)
+    check_ticked_in_reach(actor, selection, "customer.bulk_assign")
     params = {"owner_id": target, "selection": selection.to_dict(), "described": selection.describe()}
     return selection, target, params
 
@@ -361,6 +372,143 @@ def _bulk_worker(ctx: jobs.JobContext) -> dict:
 jobs.register_worker(BULK_JOB_KIND, _bulk_worker)
 
 
+# --- back to the pool: customers nobody contacted for N days ----------------------------------
+
+POOL_RETURN_BATCH = 5_000
+POOL_RETURN = "return"  # owner_change.action
+
+
+def _stale(owner_id: int, cutoff: dt.datetime) -> list:
+    """The owner's active customers last active before ``cutoff``: one range of
+    ix_customer_status_owner (status, owner_id, last_active_at, id)."""
+    return [status_condition("active"), C.owner_id == owner_id, C.last_active_at < cutoff]
+
+
+def _owner_ids(conn) -> list[int]:
+    """Whoever may own customers: the users (never deleted; owner_id has no foreign key)."""
+    return list(conn.execute(select(U.id).order_by(U.id)).scalars())
+
+
+def _silent_erased(cutoff: dt.datetime):
+    """How many erased customers are owned, active and silent since before ``cutoff``: read
+    through the partial index of the erased customers (ix_customer_erased_owner, a handful).
+    The conditions sit in the CASE so that no other index (by last_active_at: every silent
+    customer) looks better to the planner."""
+    silent = case((and_(C.status == "active", C.owner_id.is_not(None), C.last_active_at < cutoff), 1), else_=0)
+    return select(func.coalesce(func.sum(silent), 0)).where(C.erased_at.is_not(None))
+
+
+def pool_return_preview(days: int, now: dt.datetime, sample_size: int) -> tuple[int, list[str]]:
+    """How many customers a pool return after ``days`` without contact would release, and
+    the longest-silent few ("#id · owner · last active": ids, colleagues' names and dates,
+    no customer's data). Counted per owner along the owner index."""
+    cutoff = now - dt.timedelta(days=days)
+    with read_connection() as conn:
+        count = 0
+        for owner in _owner_ids(conn):  # index-only: no erased_at here
+            count += conn.execute(
+                select(func.count()).select_from(Customer.__table__).where(*_stale(owner, cutoff))
+            ).scalar_one()
+        count -= conn.execute(_silent_erased(cutoff)).scalar_one()  # they keep their owner
+        rows = conn.execute(
+            select(C.id, C.owner_id, C.last_active_at)
+            .where(
+                status_condition("active"), C.owner_id.is_not(None), C.last_active_at < cutoff, C.erased_at.is_(None)
+            )
+            .order_by(C.last_active_at, C.id)
+            .limit(sample_size)
+        ).all()
+        owners = owner_infos(conn, [r.owner_id for r in rows])
+    sample = [
+        f"#{r.id} · {owners[r.owner_id].owner_name if r.owner_id in owners else r.owner_id} · "
+        f"{format_local(r.last_active_at)}"
+        for r in rows
+    ]
+    return int(count), sample
+
+
+def return_to_pool(
+    actor: Actor,
+    days: int,
+    now: dt.datetime,
+    job_id: int | None = None,
+    after_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Release every active customer nobody contacted for ``days`` (before ``now``) to the
+    pool; returns how many. Per owner, in batches along the owner index (_return_batch),
+    each its own transaction. ``after_batch(returned so far)`` after each (a job's progress;
+    it may raise to cancel). The caller writes the run's one audit entry (retention.run).
+    Running it again (a resumed job) finds only what is left."""
+    require(actor, "customer.assign", action="retention.run", target_type="retention", target_id="pool_return")
+    cutoff = now - dt.timedelta(days=days)
+    with read_connection() as conn:
+        owners = _owner_ids(conn)
+    returned = 0
+    for owner in owners:
+        after = None
+        while after != ():
+            released, after = _return_batch(actor, owner, cutoff, after, job_id)
+            returned += released
+            if after_batch is not None and released:
+                after_batch(returned)
+    return returned
+
+
+def _return_batch(
+    actor: Actor, owner: int, cutoff: dt.datetime, after: tuple | None, job_id: int | None
+) -> tuple[int, tuple]:
+    """One batch of ``owner``'s silent customers after the cursor ``after`` ((last_active_at,
+    id); None: from the start): one UPDATE … RETURNING and an ``owner_change`` row each
+    (action "return": their timeline). Erased customers keep their owner (the cursor passes
+    them). Returns (released, the next cursor; () when the owner has no more)."""
+    with write_session() as session:
+        conn = session.connection()
+        walk = _stale(owner, cutoff)
+        if after is not None:
+            walk.append(tuple_(C.last_active_at, C.id) > tuple_(*after))
+        rows = conn.execute(
+            select(C.id, C.last_active_at, C.erased_at)
+            .where(*walk)
+            .order_by(C.last_active_at, C.id)
+            .limit(POOL_RETURN_BATCH)
+        ).all()
+        ids = [r.id for r in rows if r.erased_at is None]
+        released = []
+        if ids:
+            released = (
+                conn.execute(
+                    update(Customer.__table__)
+                    .where(C.id.in_(ids), *_stale(owner, cutoff))
+                    .values(owner_id=None)
+                    .returning(C.id)
+                )
+                .scalars()
+                .all()
+            )
+        if released:
+            by = (actor.display_name or actor.username)[:64]
+            conn.execute(
+                insert(OwnerChange.__table__),
+                [
+                    {
+                        "customer_id": customer_id,
+                        "changed_at": utcnow(),
+                        "action": POOL_RETURN,
+                        "old_owner_id": owner,
+                        "new_owner_id": None,
+                        "actor_id": actor.user_id,
+                        "actor_name": by,
+                        "audit_id": None,
+                        "job_id": job_id,
+                    }
+                    for customer_id in released
+                ],
+            )
+            customers_changed(session, released, OWNER)  # once per batch, told after its commit
+    more = len(rows) == POOL_RETURN_BATCH
+    return len(released), (rows[-1].last_active_at, rows[-1].id) if more else ()
+
+
 # --- what pages show ---------------------------------------------------------------------------
 
 
@@ -380,7 +528,7 @@ class OwnerCard:
 def owner_card(actor: Actor, customer_id: object) -> OwnerCard:
     require(actor, "customer.view", action="customer.view", target_type="customer", target_id=customer_id)
     with read_session() as session:
-        customer = CustomerAccess(actor).load(session, customer_id)
+        customer = CustomerAccess(actor).load(session, customer_id, action="customer.view")
         conn = session.connection()
         info = owner_info(conn, customer.owner_id)
         active = customer.status == "active" and customer.erased_at is None

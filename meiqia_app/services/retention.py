@@ -280,10 +280,15 @@ def overview(actor: Actor) -> list[PolicyView]:
     return views
 
 
-def preview(actor: Actor, key: object) -> Preview:
+def preview(actor: Actor, key: object, value: object = None, keep: object = None) -> Preview:
+    """What the next run would touch with the saved setting, or, given ``value`` (and
+    ``keep``), with those numbers before they are saved (validated like :func:`update`)."""
     policy = get_policy(key)
     _require_policy(actor, policy, "retention.preview")
-    return policy.preview(current(policy.key), utcnow())
+    setting = current(policy.key)
+    if value is not None:
+        setting = _validated(policy, {"enabled": setting.enabled, "value": value, "keep": keep})
+    return policy.preview(setting, utcnow())
 
 
 def _last_run(policy: Policy) -> LastRun | None:

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import Job
-from meiqia_app.services import backup, cleanup, customer_import, jobs, webhooks
+from meiqia_app.services import backup, cleanup, customer_import, jobs, ownership, webhooks
 from meiqia_app.services.exports import service as export_service
 from meiqia_app.services.retention import (
     SAMPLE_SIZE,
@@ -75,6 +75,24 @@ def _archive_preview(setting: PolicySetting, now: dt.datetime) -> Preview:
 def _archive_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) -> dict:
     result = cleanup.archive_inactive(ctx, setting.value, now)
     return {"customers": (result.get("counts") or {}).get("customer", 0)}
+
+
+# --- owners: customers nobody contacted for N days go back to the pool (公海) -----------------------
+
+
+def _pool_return_preview(setting: PolicySetting, now: dt.datetime) -> Preview:
+    count, sample = ownership.pool_return_preview(setting.value, now, SAMPLE_SIZE)
+    return Preview(count=count, sample=tuple(sample))
+
+
+def _pool_return_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) -> dict:
+    before = int(counts_so_far(ctx).get("customers", 0))  # a resumed run: what it had returned
+
+    def after_batch(returned: int) -> None:
+        progress(ctx, before + returned, {"customers": before + returned})
+
+    returned = ownership.return_to_pool(ctx.actor, setting.value, now, ctx.job_id, after_batch)
+    return {"customers": before + returned}
 
 
 # --- export files: delete after N hours --------------------------------------------------------------
@@ -249,6 +267,23 @@ register_policy(
         default_enabled=lambda: False,  # a fresh install archives nobody until an admin says so
         permissions=("cleanup.run", "customer.archive"),
         order=20,
+    )
+)
+register_policy(
+    Policy(
+        key="pool_return",
+        label_key="retention.policy.pool_return",
+        hint_key="retention.hint.pool_return",
+        preview_key="retention.preview.pool_return",
+        unit="days",
+        default=lambda: 30,
+        minimum=1,
+        maximum=TEN_YEARS_DAYS,
+        preview=_pool_return_preview,
+        run=_pool_return_run,
+        default_enabled=lambda: False,  # owners keep their customers until an admin says otherwise
+        permissions=("customer.assign",),
+        order=25,
     )
 )
 register_policy(

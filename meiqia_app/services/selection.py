@@ -101,6 +101,25 @@ def selection_count(actor: Actor, selection: Selection, exact: bool = True) -> i
     return sum(len(batch) for batch in _existing_ids_batches(CustomerAccess(actor), selection, 0, 1000))
 
 
+def check_ticked_in_reach(actor: Actor, selection: Selection, action: str) -> None:
+    """Ticked rows must all be customers the actor may reach (whatever their status now):
+    the list only ever shows those, so another id is a crafted one. NotFound, audited for
+    a scoped actor (CustomerAccess.not_found); nothing in the answer says which id.
+    A selection of "all matching" is cut to the reach by its query instead."""
+    if selection.kind != KIND_IDS:
+        return
+    access = CustomerAccess(actor)
+    reach = access.reach_condition()
+    found: set[int] = set()
+    with get_engine().connect() as conn:
+        for start in range(0, len(selection.ids), 1000):
+            chunk = list(selection.ids[start : start + 1000])
+            found.update(conn.execute(select(C.id).where(C.id.in_(chunk), reach)).scalars())
+    unreachable = [i for i in selection.ids if i not in found]
+    if unreachable:
+        raise access.not_found(unreachable, action)
+
+
 def _existing_ids_batches(
     access: CustomerAccess, selection: Selection, after_id: int, batch: int
 ) -> Iterator[list[int]]:

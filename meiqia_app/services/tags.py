@@ -26,7 +26,7 @@ from meiqia_app.services.customer_changes import MANY, TAGS, customers_changed
 from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
-from meiqia_app.services.selection import Selection, iter_selected_ids, selection_count
+from meiqia_app.services.selection import Selection, check_ticked_in_reach, iter_selected_ids, selection_count
 from meiqia_app.services.tag_names import MAX_TAG_NAME, tag_key
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
@@ -561,6 +561,7 @@ def start_bulk_tag_job(actor: Actor, selection: Selection, tag_id: int, action: 
         raise ValidationError.single("action", "error.bad_choice")
     if not isinstance(selection, Selection):
         selection = Selection.from_dict(selection)
+    check_ticked_in_reach(actor, selection, f"tag.bulk_{action}")
     with read_session() as session:
         tag = session.get(Tag, tag_id)
         if tag is None:
@@ -589,6 +590,7 @@ def bulk_tag(actor: Actor, selection: Selection, tag_id: int, action: str) -> di
     require(actor, "tag.assign", action=f"tag.bulk_{action}", target_type="tag", target_id=tag_id)
     if action not in BULK_ACTIONS:
         raise ValidationError.single("action", "error.bad_choice")
+    check_ticked_in_reach(actor, selection, f"tag.bulk_{action}")
     job_id = jobs.create_job(
         actor,
         BULK_JOB_KIND,

@@ -167,10 +167,10 @@ def _clean_kinds(kinds: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(k for k in KINDS if k in chosen)
 
 
-def check_customer_visible(conn: Connection, actor: Actor, customer_id: int) -> str:
+def check_customer_visible(conn: Connection, actor: Actor, customer_id: int, action: str) -> str:
     """The customer's status; NotFound unless the customer exists and the actor may
-    reach it (services/customer_access)."""
-    return CustomerAccess(actor).load_row(conn, customer_id).status
+    reach it (services/customer_access; audited under ``action``)."""
+    return CustomerAccess(actor).load_row(conn, customer_id, action=action).status
 
 
 def may_change_note(actor: Actor, author_id: int | None) -> bool:
@@ -396,7 +396,8 @@ def _consents(conn, actor, customer_id, cursor, n, lang):
 
 
 def _owner_changes(conn, actor, customer_id, cursor, n, lang):
-    """Claims, assignments, transfers and releases (services/ownership.py, table owner_change)."""
+    """Claims, assignments, transfers, releases and returns to the pool (services/ownership.py,
+    table owner_change)."""
     from meiqia_app.services.ownership import owner_infos
 
     statement = select(_OW.id, _OW.changed_at, _OW.action, _OW.old_owner_id, _OW.new_owner_id, _OW.actor_name).where(
@@ -416,6 +417,8 @@ def _owner_changes(conn, actor, customer_id, cursor, n, lang):
     for r in rows:
         if r.action == "claim":
             title = tr(lang, "timeline.owner_claim", owner=name(r.new_owner_id))
+        elif r.action == "return":  # no contact for the period of the pool-return policy
+            title = tr(lang, "timeline.owner_return", old=name(r.old_owner_id))
         elif r.new_owner_id is None:
             title = tr(lang, "timeline.owner_release", old=name(r.old_owner_id))
         elif r.old_owner_id is None:
@@ -472,7 +475,7 @@ def customer_timeline(
     except (TypeError, ValueError):
         limit = DEFAULT_LIMIT
     with read_connection() as conn:
-        status = check_customer_visible(conn, actor, customer_id)
+        status = check_customer_visible(conn, actor, customer_id, "customer.timeline")
         rows = []
         for kind in chosen:
             rows += _READERS[kind](conn, actor, customer_id, position, limit + 1, lang)
@@ -525,7 +528,7 @@ def conversation_messages(actor: Actor, conversation_id: int, limit: int = 200, 
         customer_id = conn.execute(select(_CV.customer_id).where(_CV.id == conversation_id)).scalar_one_or_none()
         if customer_id is None:
             raise NotFound()
-        check_customer_visible(conn, actor, customer_id)
+        check_customer_visible(conn, actor, customer_id, "conversation.view")
         rows = conn.execute(
             select(_M.id, _M.sender, _M.body, _M.sent_at)
             .where(_M.conversation_id == conversation_id)

@@ -2,7 +2,9 @@
 
 A customer who repeats an existing one's phone, e-mail or external id is not
 saved at once: the dialog names the existing customers (with links) and the
-person opens one of them or saves anyway (services/duplicate_check).
+person opens one of them or saves anyway (services/duplicate_check). One
+outside the person's data scope is not named: "a customer you cannot see
+already has this phone", without a link.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ FIELD_LABEL_KEYS = {"phone": "customer.phone", "email": "customer.email", "exter
 
 @dataclasses.dataclass
 class DuplicateHint:
-    """One existing customer the new one repeats, as the dialog shows it."""
+    """One existing customer the new one repeats, as the dialog shows it
+    (one the person may not see: id 0, no name, no link)."""
 
     customer_id: int
     name: str
@@ -40,13 +43,16 @@ class CustomerCreateState(AppState):
     # A duplicate warning is showing: the next save is "save anyway".
     duplicate_warning: bool = False
     duplicates: list[DuplicateHint] = []
-    # The ids of the customers the warning named (what "save anyway" acknowledges).
+    # The ids of the customers the warning named, and the fields of those it could
+    # not name (what "save anyway" acknowledges).
     _warned_ids: list[int] = []
+    _warned_fields: list[str] = []
 
     def _reset_warning(self) -> None:
         self.duplicate_warning = False
         self.duplicates = []
         self._warned_ids = []
+        self._warned_fields = []
 
     @rx.event
     def set_open(self, value: bool):
@@ -71,17 +77,22 @@ class CustomerCreateState(AppState):
         raw = {field: str(form.get(field, "") or "")[:500] for field in EDITABLE_FIELDS if field in form}
         save_anyway = self.duplicate_warning and str(form.get("save_anyway", "")) == "1"
         acknowledged = list(self._warned_ids) if save_anyway else []
+        acknowledged_hidden = list(self._warned_fields) if save_anyway else []
         self.errors = {}
         self.saving = True
         try:
-            new_id = await self._call(customer_edit.create_customer, self._actor(), raw, None, acknowledged)
+            new_id = await self._call(
+                customer_edit.create_customer, self._actor(), raw, None, acknowledged, acknowledged_hidden
+            )
         except ValidationError as error:
             self.saving = False
             self.errors = self._field_errors(error)
             return None
         except DuplicateCustomer as error:
             self.saving = False
-            self._warned_ids = sorted({match.customer_id for match in error.matches})
+            shown = [m for m in error.matches if m.visible and m.customer_id]
+            self._warned_ids = sorted({m.customer_id for m in shown})
+            self._warned_fields = sorted({m.field for m in error.matches if not m.visible})
             self.duplicates = [
                 DuplicateHint(
                     customer_id=match.customer_id,
@@ -94,7 +105,10 @@ class CustomerCreateState(AppState):
                     ),
                     href=f"/customers/{match.customer_id}",
                 )
-                for match in error.matches
+                for match in shown
+            ] + [
+                DuplicateHint(customer_id=0, name="", text=self._tr(f"customer.duplicate_hidden.{field}"), href="")
+                for field in self._warned_fields
             ]
             self.duplicate_warning = True
             return None

@@ -34,6 +34,8 @@ class RetentionState(AppState):
     counts: dict[str, int] = {}
     sizes: dict[str, str] = {}
     samples: dict[str, list[str]] = {}
+    # The preview shows the numbers typed, not yet saved ("preview" before "save").
+    unsaved_preview: dict[str, bool] = {}
     # Texts made here, in both languages so the language switch needs no round trip.
     last_runs_zh: dict[str, str] = {}
     last_runs_en: dict[str, str] = {}
@@ -96,6 +98,7 @@ class RetentionState(AppState):
         self.counts[key] = view.preview.count if view.preview else 0
         self.sizes[key] = file_size_text(view.preview.bytes) if view.preview else ""
         self.samples[key] = list(view.preview.sample) if view.preview else []
+        self.unsaved_preview[key] = False
         self.last_runs_zh[key] = self._last_run_text("zh", view.last_run)
         self.last_runs_en[key] = self._last_run_text("en", view.last_run)
 
@@ -175,6 +178,34 @@ class RetentionState(AppState):
         return rx.toast.success(self._tr("retention.saved"))
 
     @rx.event
+    async def preview_typed(self, key: str):
+        """The preview for the numbers typed, before saving them."""
+        try:
+            key = self._known(key)
+        except AppError as error:
+            return self._on_error(error)
+        self.value_errors[key] = ""
+        self.keep_errors[key] = ""
+        try:
+            actor = self._actor()
+            keep = self.keeps.get(key) or None
+            preview = await self._call(retention.preview, actor, key, self.values.get(key) or "", keep)
+        except ValidationError as error:
+            errors = self._field_errors(error)
+            self.value_errors[key] = errors.get("value", "")
+            self.keep_errors[key] = errors.get("keep", "")
+            if not (self.value_errors[key] or self.keep_errors[key]):
+                return self._on_error(error)
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        self.counts[key] = preview.count
+        self.sizes[key] = file_size_text(preview.bytes)
+        self.samples[key] = list(preview.sample)
+        self.unsaved_preview[key] = True
+        return None
+
+    @rx.event
     async def ask_run(self, key: str):
         try:
             key = self._known(key)
@@ -186,6 +217,7 @@ class RetentionState(AppState):
         self.counts[key] = preview.count
         self.sizes[key] = file_size_text(preview.bytes)
         self.samples[key] = list(preview.sample)
+        self.unsaved_preview[key] = False
         self.confirm_key = key
         self.confirm_title = self._tr("retention.confirm_title", policy=self._tr(policy.label_key))
         self.confirm_message = self._tr(policy.preview_key, count=preview.count, size=self.sizes[key])

@@ -3,6 +3,9 @@
 - An admin changes the export files' hours, sees the preview change, runs
   the policy (confirmation dialog) and the export's file is gone, its row
   expired, and both the change and the run are in the audit log.
+- An admin previews the pool return (公海) with a period typed but not saved,
+  switches it on, runs it: the silent customers are back in the pool, one
+  audit entry for the run, the return on each customer's timeline.
 - An agent opening /admin/retention is refused (and the refusal audited).
 - At 390 px and 1440 px, in Chinese and English, nothing runs off the side
   and every control of the page has an accessible name.
@@ -128,6 +131,92 @@ def test_admin_changes_export_hours_previews_and_runs_the_policy(page, app_serve
     assert len(runs) == 1 and f'"files": {due}' in runs[0][0] and '"trigger": "manual"' in runs[0][0]
 
 
+def test_admin_previews_and_runs_the_pool_return(page, app_server):
+    """Two of the demo agent's customers silent for 3,700 days (nobody else's is that old):
+    with the longest period (3,650 days) the preview names exactly them before saving;
+    switched on and run, they are in the pool, each with the return on its timeline, and
+    the run is one audit entry. Afterwards they go back to the agent, the setting is removed."""
+    long_ago = _timestamp(app_server, dt.datetime.now(dt.UTC) - dt.timedelta(days=3700))
+    with app_server.sql() as db:
+        agent_id = db.execute("SELECT id FROM app_user WHERE username = 'agent'").fetchone()[0]
+        silent = [
+            row[0]
+            for row in db.execute(
+                "SELECT id FROM customer WHERE status = 'active' AND erased_at IS NULL ORDER BY id DESC LIMIT 2"
+            ).fetchall()
+        ]
+        before = {
+            row[0]: row[1:]
+            for row in db.execute(
+                f"SELECT id, owner_id, last_active_at FROM customer WHERE id IN ({silent[0]}, {silent[1]})"
+            ).fetchall()
+        }
+        for customer_id in silent:
+            db.execute(
+                "UPDATE customer SET owner_id = ?, last_active_at = ? WHERE id = ?", (agent_id, long_ago, customer_id)
+            )
+        if not _is_pg(app_server):
+            db.commit()
+    try:
+        login(page, app_server, "admin", "/admin/retention")
+        card = page.locator("#retention-policy-pool_return")
+        expect(card.locator("#retention-title-pool_return")).to_have_text("长期未联系的客户退回公海")
+        expect(page.locator("#retention-enabled-pool_return")).not_to_be_checked()  # off by default
+        expect(page.locator("#retention-value-pool_return")).to_have_value("30")
+        # A period out of range is refused next to the field.
+        page.locator("#retention-value-pool_return").fill("3651")
+        page.locator("#retention-preview-button-pool_return").click()
+        expect(page.locator("#retention-value-pool_return-error")).to_contain_text("请输入 1 到 3650 之间的整数")
+        # Preview before saving: the two silent customers, by id.
+        page.locator("#retention-value-pool_return").fill("3650")
+        page.locator("#retention-preview-button-pool_return").click()
+        expect(page.locator("#retention-preview-pool_return")).to_have_text("下次运行将把 2 位客户退回公海。")
+        expect(card).to_contain_text("这是按输入的期限预览的结果，尚未保存。")
+        sample = page.locator("#retention-sample-pool_return li")
+        expect(sample).to_have_count(2)
+        for customer_id in silent:
+            expect(page.locator("#retention-sample-pool_return")).to_contain_text(f"#{customer_id} · 客服小美 · ")
+        with app_server.sql() as db:
+            assert db.execute("SELECT count(*) FROM app_setting WHERE key = 'retention.pool_return'").fetchone()[0] == 0
+        # Switch on, save, run now.
+        _click_until(
+            page.locator("#retention-enabled-pool_return"),
+            lambda: expect(page.locator("#retention-enabled-pool_return")).to_be_checked(timeout=5_000),
+        )
+        page.locator("#retention-save-pool_return").click()
+        expect(card).not_to_contain_text("尚未保存")
+        page.locator("#retention-run-pool_return").click()
+        expect(page.locator("#retention-dialog")).to_contain_text("下次运行将把 2 位客户退回公海。")
+        page.locator("#retention-confirm-run").click()
+        expect(page.locator("#retention-result-pool_return")).to_contain_text("已完成", timeout=20_000)
+        expect(page.locator("#retention-preview-pool_return")).to_have_text("下次运行将把 0 位客户退回公海。")
+        with app_server.sql() as db:
+            owners = db.execute(f"SELECT owner_id FROM customer WHERE id IN ({silent[0]}, {silent[1]})").fetchall()
+            returns = db.execute(
+                f"SELECT customer_id, old_owner_id, actor_name FROM owner_change WHERE action = 'return' "
+                f"AND customer_id IN ({silent[0]}, {silent[1]}) ORDER BY customer_id"
+            ).fetchall()
+            runs = db.execute(
+                "SELECT details FROM audit_entry WHERE action = 'retention.run' AND target_id = 'pool_return'"
+            ).fetchall()
+        assert owners == [(None,), (None,)]
+        assert [tuple(r) for r in returns] == [(i, agent_id, "系统管理员") for i in sorted(silent)]
+        assert len(runs) == 1 and '"customers": 2' in runs[0][0]
+        # The customer's timeline says so.
+        page.goto(f"/customers/{silent[0]}")
+        expect(page.get_by_text("长期未联系，客服小美 的客户退回公海").first).to_be_visible()
+    finally:
+        with app_server.sql() as db:
+            for customer_id, (owner_id, last_active_at) in before.items():
+                db.execute(
+                    "UPDATE customer SET owner_id = ?, last_active_at = ? WHERE id = ?",
+                    (owner_id, last_active_at, customer_id),
+                )
+            db.execute("DELETE FROM app_setting WHERE key = 'retention.pool_return'")
+            if not _is_pg(app_server):
+                db.commit()
+
+
 def test_agent_is_refused_the_retention_page(page, app_server):
     login(page, app_server, "agent")
     expect(page.locator("#nav-admin-retention")).to_have_count(0)
@@ -181,7 +270,7 @@ def test_retention_page_fits_and_names_every_control_at_390_and_1440(browser, ap
             else:
                 expect(page.locator("h1")).to_have_text("数据保留")
             # one card per built-in policy (tests/unit/test_retention.py BUILT_IN)
-            expect(page.locator(".retention-policy")).to_have_count(7)
+            expect(page.locator(".retention-policy")).to_have_count(8)
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{width}px {lang}: {overflow}px wider than the window"
             assert page.evaluate(UNNAMED_CONTROLS) == [], f"{width}px {lang}"

@@ -20,9 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "meiqia_app"
 
 RECORDERS = ("record", "record_now", "record_many", "record_refusal")
-REFUSERS = ("require", "refuse")
+# CustomerAccess's by-id loaders and not_found, and check_ticked_in_reach, audit a refusal
+# under the action they are given (services/customer_access.py, services/selection.py).
+REFUSERS = ("require", "refuse", "not_found", "load", "load_row", "load_for_claim", "check_ticked_in_reach")
 # Modules that forward an ``action`` parameter of their own (they are the recorders).
-FORWARDERS = ("meiqia_app/services/audit.py", "meiqia_app/services/rbac.py")
+FORWARDERS = (
+    "meiqia_app/services/audit.py",
+    "meiqia_app/services/rbac.py",
+    "meiqia_app/services/customer_access.py",
+    "meiqia_app/services/selection.py",
+)
 
 
 def _dynamic() -> dict[tuple[str, str], tuple[str, ...]]:
@@ -64,7 +71,15 @@ def _action_expr(name: str, args: list[ast.expr], node: ast.Call) -> ast.expr | 
     for keyword in node.keywords:
         if keyword.arg == "action":
             return keyword.value
-    position = {"record": 2, "record_now": 1, "record_many": 2, "record_refusal": 1, "refuse": 1}.get(name)
+    position = {
+        "record": 2,
+        "record_now": 1,
+        "record_many": 2,
+        "record_refusal": 1,
+        "refuse": 1,
+        "not_found": 1,
+        "check_ticked_in_reach": 2,
+    }.get(name)
     return args[position] if position is not None and len(args) > position else None
 
 

@@ -188,6 +188,28 @@ def test_the_dialog_warns_then_saves_anyway_and_keeps_no_name(seeded_db, monkeyp
     assert any(f"/customers/{new_id}" in json.dumps(e.payload) for e in saved.events)
 
 
+def test_the_dialog_names_nobody_for_a_customer_out_of_the_agents_scope(seeded_db):
+    """The repeated phone belongs to a customer of the manager's (outside the demo agent's
+    team + pool): the warning says only that a customer the agent cannot see has it, with
+    no name, id or link; "save anyway" still saves."""
+    existing_id, phone, name = live_customer_with_valid_phone()
+    execute(
+        "UPDATE customer SET owner_id = (SELECT id FROM app_user WHERE username = 'manager') WHERE id = :i",
+        i=existing_id,
+    )
+    token = live_token(seeded_db, "agent")
+    tab = new_tab()
+    form = {"name": "看不见的重复", "phone": phone, "source": "web"}
+    warned = run(serve(tab, CustomerCreateState, "create", _cookie(token), payload={"form": form}))
+    [hint] = warned.value(CustomerCreateState, "duplicates")
+    assert hint == {"customer_id": 0, "name": "", "text": "一位你无权查看的客户已使用此电话", "href": ""}
+    sent = json.dumps([e.payload for e in warned.events], ensure_ascii=False)
+    assert name not in sent and f"/customers/{existing_id}" not in sent
+    assert warned.value(CustomerCreateState, "duplicate_warning") is True
+    run(serve(tab, CustomerCreateState, "create", _cookie(token), payload={"form": {**form, "save_anyway": "1"}}))
+    assert scalar("SELECT count(*) FROM customer WHERE name = '看不见的重复' AND phone = :p", p=phone) == 1
+
+
 # --- 11. the merge dialog ---------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ Customers: ``mine`` (owner agent_a), ``team`` (owner agent_a2), ``other``
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 
@@ -209,11 +210,181 @@ def test_an_out_of_scope_customer_is_not_found_by_id_on_every_surface(world):
     assert _counts(other) == before  # nothing written
 
 
-def _refusals() -> int:
+def _refusals_after(entry_id: int) -> list[tuple]:
+    """(actor, action, target type, target id, details) of the refusals written after ``entry_id``."""
     with read_session() as session:
-        return session.execute(
-            select(func.count()).select_from(AuditEntry).where(AuditEntry.result == "refused")
+        rows = session.execute(
+            select(AuditEntry).where(AuditEntry.id > entry_id, AuditEntry.result == "refused").order_by(AuditEntry.id)
+        ).scalars()
+        return [(e.actor_name, e.action, e.target_type, e.target_id, json.loads(e.details)) for e in rows]
+
+
+def _last_entry_id() -> int:
+    with read_session() as session:
+        return session.execute(select(func.coalesce(func.max(AuditEntry.id), 0))).scalar_one()
+
+
+def _missing_id() -> int:
+    with read_session() as session:
+        return session.execute(select(func.max(Customer.id))).scalar_one() + 1000
+
+
+def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world):
+    """Each surface of the acceptance list, called with a customer id out of the caller's
+    scope: refused as not found (the very message a missing id gets) and one refusal in
+    the audit log naming the actor, the action and the id; a missing id gets the same."""
+    from meiqia_app.i18n import error_text
+    from meiqia_app.services import erasure
+
+    actors, ids, admin = world["actors"], world["ids"], world["actors"]["admin"]
+    agent, lead = actors["agent_a"], actors["agent_a2"]
+    # Scoped roles with the rights agents lack: merging, exporting (team + pool).
+    users.create_role(admin, "team_merger", "组内合并", "Team merger", ["customer.view", "customer.merge"])
+    users.set_role_scope(admin, _role_id("team_merger"), "team_pool")
+    users.create_role(admin, "team_exporter", "组内导出", "Team exporter", ["customer.view", "export.request"])
+    users.set_role_scope(admin, _role_id("team_exporter"), "team_pool")
+    users.set_export_policy(admin, _role_id("team_exporter"), ExportPolicy())
+    for username, role in (("merger_a", "team_merger"), ("exporter_a", "team_exporter")):
+        user = users.create_user(admin, username, PASSWORD, role, display_name=username)
+        teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    merger, exporter = load_actors()["merger_a"], load_actors()["exporter_a"]
+    with read_session() as session:
+        tag_id = session.execute(select(Tag.id).order_by(Tag.id)).scalars().first()
+        version = session.execute(select(Customer.version).where(Customer.id == ids["other"])).scalar_one()
+        mine_version = session.execute(select(Customer.version).where(Customer.id == ids["mine"])).scalar_one()
+
+    def export(customer_id):
+        data = {
+            "scope": {"kind": "ids", "ids": [ids["mine"], customer_id], "query": {"status": "active"}},
+            "fields": ["id", "name"],
+            "format": "csv",
+        }
+        return service.request_export(exporter, data, start=False)
+
+    surfaces = {
+        # name: (actor, action, call naming the id)
+        "detail": (agent, "customer.view", lambda i: customers.get_customer(agent, i)),
+        "timeline": (agent, "customer.timeline", lambda i: timeline.customer_timeline(agent, i)),
+        "note add": (agent, "note.create", lambda i: notes.add_note(agent, i, "crafted")),
+        "tag add": (agent, "customer.tag_add", lambda i: customer_tags.add_tags(agent, i, [tag_id])),
+        "edit": (agent, "customer.update", lambda i: customer_edit.update_customer(agent, i, version, {"name": "x"})),
+        "merge preview": (
+            merger,
+            "customer.merge_preview",
+            lambda i: duplicates.merge_preview(merger, [ids["mine"], i]),
+        ),
+        "merge": (
+            merger,
+            "customer.merge",
+            lambda i: duplicates.merge_customers(merger, ids["mine"], [i], {}, {ids["mine"]: mine_version, i: version}),
+        ),
+        "export of a selection": (exporter, "export.request", export),
+        "portability": (agent, "export.portability", lambda i: portability.collect(agent, i)),
+        "claim": (agent, "customer.claim", lambda i: ownership.claim(agent, i)),
+        "assign": (lead, "customer.assign", lambda i: ownership.assign(lead, i, lead.user_id)),
+        "release": (agent, "customer.release", lambda i: ownership.release(agent, i)),
+        "bulk assign of ticked rows": (
+            lead,
+            "customer.bulk_assign",
+            lambda i: ownership.bulk_assign(lead, Selection.of_ids([ids["team"], i], status="active"), lead.user_id),
+        ),
+        "bulk tag of ticked rows": (
+            agent,
+            "tag.bulk_add",
+            lambda i: tags.start_bulk_tag_job(
+                agent, Selection.of_ids([ids["mine"], i], status="active"), tag_id, "add"
+            ),
+        ),
+        "erasure request": (agent, "erasure.request", lambda i: erasure.request_erasure(agent, i, "crafted")),
+    }
+    before = _counts(ids["other"])
+    missing = _missing_id()
+    for name, (actor, action, call) in surfaces.items():
+        seen = {}
+        for kind, customer_id in (("out of scope", ids["other"]), ("missing", missing)):
+            last = _last_entry_id()
+            with pytest.raises(NotFound) as caught:
+                call(customer_id)
+            seen[kind] = error_text("en", caught.value), error_text("zh", caught.value)
+            refusals = _refusals_after(last)
+            assert len(refusals) == 1, (name, kind, refusals)
+            who, what, target_type, target_id, details = refusals[0]
+            assert (who, what, target_type, details) == (
+                actor.username,
+                action,
+                "customer",
+                {"reason": "error.not_found"},
+            ), name
+            assert str(customer_id) in target_id.split(","), (name, kind, target_id)
+        assert (
+            seen["out of scope"] == seen["missing"] == (error_text("en", NotFound()), error_text("zh", NotFound()))
+        ), name
+    assert _counts(ids["other"]) == before  # nothing written
+
+    # The manager's scope is all: a missing id is simply not found, as before.
+    last = _last_entry_id()
+    with pytest.raises(NotFound):
+        customers.get_customer(actors["manager"], missing)
+    assert _refusals_after(last) == []
+
+
+def test_a_repeated_phone_of_a_customer_out_of_scope_names_nobody(world):
+    """Creating a customer whose phone, e-mail or external id another customer has: in
+    scope the warning names that customer (as before); out of scope it says only "a
+    customer you cannot see already has this phone", and so does the open API's 409
+    and the import's report: no id, no name."""
+    from meiqia_app.services.customer_import import dry_run, suggest_mapping
+    from meiqia_app.services.errors import DuplicateCustomer
+    from meiqia_app.web.api.problems import encode, from_app_error
+    from tests.unit.test_customer_import import write_csv
+
+    actors, ids = world["actors"], world["ids"]
+    agent, admin = actors["agent_a"], actors["admin"]
+    phones = {"other": "13800138123", "mine": "13800138124"}
+    with get_engine().begin() as conn:
+        for key, phone in phones.items():
+            conn.execute(text("UPDATE customer SET phone = :p WHERE id = :i"), {"p": phone, "i": ids[key]})
+        conn.execute(text("UPDATE customer SET external_id = 'EXT-OTHER-1' WHERE id = :i"), {"i": ids["other"]})
+    other_name = customers.get_customer(admin, ids["other"]).name
+
+    with pytest.raises(DuplicateCustomer) as caught:
+        customer_edit.create_customer(agent, {"name": "新客户", "phone": phones["other"], "external_id": "EXT-OTHER-1"})
+    matches = caught.value.matches
+    assert [(m.field, m.customer_id, m.name) for m in matches] == [("phone", None, ""), ("external_id", None, "")]
+    assert not any(m.visible for m in matches)
+    status, body = from_app_error(caught.value, "en", "/api/v1/customers")
+    assert status == 409 and "existing_id" not in body and body["field"] == "phone"
+    assert str(ids["other"]) not in json.dumps(body) and other_name not in encode(body).decode()
+
+    # In scope: named, as before.
+    with pytest.raises(DuplicateCustomer) as caught:
+        customer_edit.create_customer(agent, {"name": "新客户", "phone": phones["mine"]})
+    mine = customers.get_customer(admin, ids["mine"])
+    assert [(m.field, m.customer_id, m.name) for m in caught.value.matches] == [("phone", ids["mine"], mine.name)]
+    assert from_app_error(caught.value, "en")[1]["existing_id"] == ids["mine"]
+
+    # Save anyway: acknowledging the field of the customer not shown; the audit entry names it.
+    new_id = customer_edit.create_customer(
+        agent, {"name": "同号新客户", "phone": phones["other"]}, acknowledged=[], acknowledged_hidden=["phone"]
+    )
+    with read_session() as session:
+        entry = session.execute(
+            select(AuditEntry).where(AuditEntry.action == "customer.create", AuditEntry.target_id == str(new_id))
         ).scalar_one()
+    assert json.loads(entry.details)["saved_despite_duplicates"] == [ids["other"]]
+
+    # The import's report (a scoped role that may import): the row is a duplicate of nobody named.
+    users.create_role(admin, "team_importer", "组内导入", "Team importer", ["customer.view", "customer.import"])
+    users.set_role_scope(admin, _role_id("team_importer"), "team_pool")
+    user = users.create_user(admin, "importer_a", PASSWORD, "team_importer")
+    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    importer = load_actors()["importer_a"]
+    path = write_csv("scoped.csv", [["姓名", "电话"], ["甲", phones["other"]], ["乙", phones["mine"]]])
+    report = dry_run(importer, path, suggest_mapping(["姓名", "电话"]))
+    assert [(p.row, p.message_key, p.params) for p in report.problems] == [
+        (2, "import.duplicate_hidden", {}),
+        (3, "import.duplicate_existing", {"id": str(ids["mine"])}),
+    ]
 
 
 def test_merge_needs_both_customers_in_scope(world):
@@ -270,19 +441,28 @@ def test_export_rows_are_the_requesters_scope(world):
     user = users.create_user(admin, "exporter_a", PASSWORD, "team_exporter")
     teams.set_user_team(admin, user.id, world["teams"]["a"])
     exporter = load_actors()["exporter_a"]
+    from tests.unit.test_export_scope import _exported_ids
+
     data = {
-        "scope": {"kind": "ids", "ids": [ids["other"], ids["mine"], ids["pool"]], "query": {"status": "active"}},
+        "scope": {"kind": "query", "query": {"status": "active"}},
         "fields": ["id", "name"],
         "format": "csv",
         "sort_field": "id",
         "sort_dir": "asc",
     }
-    assert service.review(exporter, data)["row_count"] == 2
+    assert service.review(exporter, data)["row_count"] == _total_active() - 1
     view = service.run_export(service.request_export(exporter, data, start=False)["id"])
     assert view["status"] == "done"
-    from tests.unit.test_export_scope import _exported_ids
-
+    exported = _exported_ids(view)
+    assert {ids["mine"], ids["team"], ids["pool"]} <= set(exported) and ids["other"] not in exported
+    # Ticked rows: those in scope are exported; naming one out of scope is a crafted
+    # request, not found (test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited).
+    data["scope"] = {"kind": "ids", "ids": [ids["mine"], ids["pool"]], "query": {"status": "active"}}
+    view = service.run_export(service.request_export(exporter, data, start=False)["id"])
     assert _exported_ids(view) == sorted([ids["mine"], ids["pool"]])
+    data["scope"]["ids"].append(ids["other"])
+    with pytest.raises(NotFound):
+        service.review(exporter, data)
 
 
 def test_reports_of_a_scoped_role_count_only_its_customers(world):
@@ -415,6 +595,106 @@ def test_bulk_assign_all_matching_the_pool(world):
     assert json.loads(entry.details)["count"] == pool_size
     # The agent of team A now sees only the team's customers.
     assert _all_ids(load_actors()["agent_a"]) == {world["ids"]["mine"], world["ids"]["team"]}
+
+
+def test_pool_return_sends_silent_customers_back_previewed_audited_once_and_on_their_timeline(world, monkeypatch):
+    """The optional pool return (a retention policy, off by default): owned active customers
+    with no contact for N days go back to the pool, in batches (2 here, so the walk crosses
+    batches and passes an erased customer, who keeps the owner); one retention.run audit
+    entry with the count; each customer's timeline says so; a second run finds nothing."""
+    from sqlalchemy import update
+
+    from meiqia_app.services import retention
+    from meiqia_app.services.errors import ValidationError
+    from meiqia_app.timeutil import utcnow
+
+    actors, ids, admin = world["actors"], world["ids"], world["actors"]["admin"]
+    monkeypatch.setattr(ownership, "POOL_RETURN_BATCH", 2)
+    extra = _active_ids(9)[5:]
+    for customer_id in extra:
+        ownership.assign(admin, customer_id, _user_id("agent_a"))
+    erased, archived, *silent_extra = extra
+    now = utcnow()
+    with get_engine().begin() as conn:
+        conn.execute(update(Customer.__table__).values(last_active_at=now))
+        old = [ids["mine"], ids["other"], erased, archived, *silent_extra]
+        conn.execute(
+            update(Customer.__table__).where(C.id.in_(old)).values(last_active_at=now - dt.timedelta(days=100))
+        )
+        conn.execute(
+            update(Customer.__table__).where(C.id == ids["team"]).values(last_active_at=now - dt.timedelta(days=20))
+        )
+        conn.execute(update(Customer.__table__).where(C.id == erased).values(erased_at=now))
+        conn.execute(update(Customer.__table__).where(C.id == archived).values(status="archived"))
+    returned = {ids["mine"], ids["other"], *silent_extra}
+
+    assert retention.current("pool_return") == retention.PolicySetting(enabled=False, value=30)
+    assert retention.run_scheduled("pool_return") is None  # off: the nightly run skips it
+    for bad in ("0", "3651", "abc", "", "-5"):
+        with pytest.raises(ValidationError):
+            retention.update(admin, "pool_return", False, bad)
+    with pytest.raises(PermissionDenied):
+        retention.preview(actors["agent_a"], "pool_return")
+
+    # Previewed before saving: the numbers typed, validated, nothing saved.
+    assert retention.preview(admin, "pool_return", value="30").count == len(returned)
+    assert retention.preview(admin, "pool_return", value="10").count == len(returned) + 1
+    with pytest.raises(ValidationError):
+        retention.preview(admin, "pool_return", value="0")
+    assert retention.current("pool_return") == retention.PolicySetting(enabled=False, value=30)
+
+    retention.update(admin, "pool_return", False, "30")
+    preview = retention.preview(admin, "pool_return")
+    assert preview.count == len(returned)
+    assert len(preview.sample) == min(len(returned), retention.SAMPLE_SIZE)
+    assert all(item.startswith("#") and " · agent_" in item for item in preview.sample)
+    assert retention.preview(admin, "pool_return").count == len(returned)
+    retention.update(admin, "pool_return", True, "10")  # the team's customer (20 days) too
+    assert retention.preview(admin, "pool_return").count == len(returned) + 1
+    retention.update(admin, "pool_return", True, "30")
+
+    last = _last_entry_id()
+    view = retention.run_scheduled("pool_return")  # what the nightly task does, as the system
+    assert view.status == "done" and view.result["counts"] == {"customers": len(returned)}
+    with read_session() as session:
+        owners = dict(session.execute(select(C.id, C.owner_id).where(C.id.in_([*returned, *extra, ids["team"]]))).all())
+        entries = session.execute(select(AuditEntry).where(AuditEntry.id > last)).scalars().all()
+        changes = session.execute(select(OwnerChange).where(OwnerChange.action == "return")).scalars().all()
+    assert {i for i in returned if owners[i] is None} == returned
+    assert owners[erased] == owners[archived] == _user_id("agent_a") and owners[ids["team"]] == _user_id("agent_a2")
+    assert [(e.action, e.target_id) for e in entries] == [("retention.run", "pool_return")]
+    details = json.loads(entries[0].details)
+    assert details["counts"] == {"customers": len(returned)} and details["trigger"] == "nightly"
+    assert sorted(c.customer_id for c in changes) == sorted(returned)
+    assert all(c.job_id == view.id and c.new_owner_id is None for c in changes)
+
+    [item] = timeline.customer_timeline(admin, ids["mine"], kinds={"owner"}, lang="en").items[:1]
+    assert item.title == "Returned from agent_a to the pool: no contact for too long"
+    assert item.summary == "By 系统"
+    zh = timeline.customer_timeline(admin, ids["other"], kinds={"owner"}, lang="zh").items[0].title
+    assert zh == "长期未联系，agent_b 的客户退回公海"
+    # The agents see them in the pool now; a second run has nothing to do.
+    assert ids["other"] in _all_ids(load_actors()["agent_a"], ListQuery(owner="pool"))
+    assert retention.preview(admin, "pool_return").count == 0
+
+
+def test_pool_return_walks_each_owner_along_the_owner_index(seeded_db):
+    from sqlalchemy.dialects import sqlite
+
+    from meiqia_app.timeutil import utcnow
+
+    if get_engine().dialect.name != "sqlite":
+        pytest.skip("EXPLAIN QUERY PLAN text is SQLite's")
+
+    def plan(statement) -> str:
+        sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+        with get_engine().connect() as conn:
+            return " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+
+    walk = plan(select(C.id).where(*ownership._stale(7, utcnow())).order_by(C.last_active_at, C.id))
+    assert "ix_customer_status_owner" in walk and "TEMP B-TREE" not in walk, walk
+    erased = plan(ownership._silent_erased(utcnow()))
+    assert "USING INDEX ix_customer_erased_owner" in erased, erased
 
 
 def test_moving_a_user_to_another_team_moves_their_customers(world):

@@ -27,6 +27,7 @@ from meiqia_app.timeutil import utcnow
 BUILT_IN = (
     "trash_purge",
     "customer_archive",
+    "pool_return",
     "export_files",
     "finished_jobs",
     "webhook_deliveries",
@@ -515,7 +516,7 @@ def test_the_scheduler_runs_the_enabled_policies_nightly(actors, monkeypatch):
     assert _job(old_job) is None
     entries = _audit("retention.run")
     ran = {e.target_id: json.loads(e.details) for e in entries}
-    assert set(ran) == set(BUILT_IN) - {"customer_archive"}  # archive is off by default
+    assert set(ran) == set(BUILT_IN) - {"customer_archive", "pool_return"}  # these two are off by default
     assert all(e.actor_name == "system" and json.loads(e.details)["trigger"] == "nightly" for e in entries)
     assert ran["export_files"]["counts"] == {"files": 1, "bytes": 10}
     assert ran["finished_jobs"]["counts"]["jobs"] == 1

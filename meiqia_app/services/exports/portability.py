@@ -53,7 +53,7 @@ def collect(actor: Actor, customer_id: int) -> dict:
     require(actor, "customer.view", action="export.portability", target_type="customer", target_id=customer_id)
     access = CustomerAccess(actor)
     with read_session() as session:
-        customer = access.load(session, customer_id)
+        customer = access.load(session, customer_id, action="export.portability")
         # Not of the trash (even for those who may see it), nor of an erased customer.
         if customer.status == STATUS_TRASHED or customer.erased_at is not None:
             raise NotFound()

@@ -50,7 +50,7 @@ from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv
 from meiqia_app.services.masking import mask_search_term
 from meiqia_app.services.process_owner import HEARTBEATS, current_owner, is_orphaned
 from meiqia_app.services.rbac import Actor, refuse, require
-from meiqia_app.services.selection import KIND_IDS, KIND_QUERY, Selection
+from meiqia_app.services.selection import KIND_IDS, KIND_QUERY, Selection, check_ticked_in_reach
 from meiqia_app.timeutil import as_utc, format_local, to_local, utcnow
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
         selection = Selection.from_dict(
             {"kind": scope.get("kind") or KIND_QUERY, "query": scope.get("query") or {}, "ids": scope.get("ids")}
         )
+        check_ticked_in_reach(actor, selection, "export.request")
         if selection.kind == KIND_IDS:
             stored = {"text": tr(lang, "export.scope.ids_text", count=len(selection.ids))}
         else:

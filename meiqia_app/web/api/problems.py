@@ -36,7 +36,8 @@ PROBLEMS: dict[str, tuple[int, str, str]] = {
     "duplicate": (
         409,
         "Duplicate",
-        "Another customer already has this phone, e-mail or external id (`existing_id`, `field`).",
+        "Another customer already has this phone, e-mail or external id (`existing_id`, `field`; "
+        "only `field` for a customer outside the caller's data scope).",
     ),
     "read-only": (
         409,
@@ -113,7 +114,8 @@ def from_app_error(error: AppError, lang: str, instance: str = "") -> tuple[int,
     if isinstance(error, NotAuthenticated):
         return problem("unauthorized", detail=detail, instance=instance)
     if isinstance(error, DuplicateCustomer):
-        first = error.matches[0] if error.matches else None  # services/duplicate_check.ExistingCustomer
+        # services/duplicate_check.ExistingCustomer as the caller may see it: no id when out of scope.
+        first = error.matches[0] if error.matches else None
         return problem(
             "duplicate",
             detail=detail,
