@@ -246,7 +246,7 @@ def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world
     users.set_export_policy(admin, _role_id("team_exporter"), ExportPolicy())
     for username, role in (("merger_a", "team_merger"), ("exporter_a", "team_exporter")):
         user = users.create_user(admin, username, PASSWORD, role, display_name=username)
-        teams.set_user_team(admin, user["id"], world["teams"]["a"])
+        teams.set_user_team(admin, user.id, world["teams"]["a"])
     merger, exporter = load_actors()["merger_a"], load_actors()["exporter_a"]
     with read_session() as session:
         tag_id = session.execute(select(Tag.id).order_by(Tag.id)).scalars().first()
@@ -377,7 +377,7 @@ def test_a_repeated_phone_of_a_customer_out_of_scope_names_nobody(world):
     users.create_role(admin, "team_importer", "组内导入", "Team importer", ["customer.view", "customer.import"])
     users.set_role_scope(admin, _role_id("team_importer"), "team_pool")
     user = users.create_user(admin, "importer_a", PASSWORD, "team_importer")
-    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    teams.set_user_team(admin, user.id, world["teams"]["a"])
     importer = load_actors()["importer_a"]
     path = write_csv("scoped.csv", [["姓名", "电话"], ["甲", phones["other"]], ["乙", phones["mine"]]])
     report = dry_run(importer, path, suggest_mapping(["姓名", "电话"]))
@@ -409,7 +409,7 @@ def test_bulk_all_matching_and_saved_views_stay_in_scope(world):
     with read_session() as session:
         tag_id = session.execute(select(Tag.id).order_by(Tag.id.desc())).scalars().first()
     result = tags.bulk_tag(agent, Selection.of_query(ListQuery()), tag_id, "add")
-    assert result["status"] == "done"
+    assert result.status == "done"
     with read_session() as session:
         tagged = set(session.execute(select(TagAssignment.customer_id).where(TagAssignment.tag_id == tag_id)).scalars())
     assert {ids["mine"], ids["team"], ids["pool"]} <= tagged and ids["other"] not in tagged
@@ -450,15 +450,15 @@ def test_export_rows_are_the_requesters_scope(world):
         "sort_field": "id",
         "sort_dir": "asc",
     }
-    assert service.review(exporter, data)["row_count"] == _total_active() - 1
-    view = service.run_export(service.request_export(exporter, data, start=False)["id"])
-    assert view["status"] == "done"
+    assert service.review(exporter, data).row_count == _total_active() - 1
+    view = service.run_export(service.request_export(exporter, data, start=False).id)
+    assert view.status == "done"
     exported = _exported_ids(view)
     assert {ids["mine"], ids["team"], ids["pool"]} <= set(exported) and ids["other"] not in exported
     # Ticked rows: those in scope are exported; naming one out of scope is a crafted
     # request, not found (test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited).
     data["scope"] = {"kind": "ids", "ids": [ids["mine"], ids["pool"]], "query": {"status": "active"}}
-    view = service.run_export(service.request_export(exporter, data, start=False)["id"])
+    view = service.run_export(service.request_export(exporter, data, start=False).id)
     assert _exported_ids(view) == sorted([ids["mine"], ids["pool"]])
     data["scope"]["ids"].append(ids["other"])
     with pytest.raises(NotFound):
@@ -584,7 +584,7 @@ def test_bulk_assign_all_matching_the_pool(world):
     manager, agent_b = actors["manager"], _user_id("agent_b")
     pool_size = customer_list.count_customers(manager, ListQuery(owner="pool"), exact=True).value
     result = ownership.bulk_assign(manager, Selection.of_query(ListQuery(owner="pool")), agent_b)
-    assert result["status"] == "done" and result["changed"] == pool_size
+    assert result.status == "done" and result.changed == pool_size
     assert customer_list.count_customers(manager, ListQuery(owner="pool"), exact=True).value == 0
     with read_session() as session:
         rows = session.execute(
