@@ -235,7 +235,7 @@ def main() -> int:
         )
         seconds = time.perf_counter() - started
         verdict = "ok" if seconds <= 30 else "OVER 30 s"
-        print(f"bulk assign: {result['changed']:,} changed in {seconds:,.1f} s ({verdict}); status {result['status']}")
+        print(f"bulk assign: {result.changed:,} changed in {seconds:,.1f} s ({verdict}); status {result.status}")
         # Put exactly those back in the pool for the next run.
         with get_engine().begin() as conn:
             conn.execute(
@@ -243,9 +243,9 @@ def main() -> int:
                     "UPDATE customer SET owner_id = NULL WHERE id IN "
                     "(SELECT customer_id FROM owner_change WHERE job_id = :job)"
                 ),
-                {"job": result["job_id"]},
+                {"job": result.job_id},
             )
-            conn.execute(text("DELETE FROM owner_change WHERE job_id = :job"), {"job": result["job_id"]})
+            conn.execute(text("DELETE FROM owner_change WHERE job_id = :job"), {"job": result.job_id})
     print(f"\nload average after: {os.getloadavg()}")
     return 0
 

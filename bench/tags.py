@@ -86,16 +86,15 @@ def main() -> int:
         result = tags.bulk_tag(SYSTEM_ACTOR, selection, tag_id, "add")
         seconds = time.perf_counter() - started
         print(
-            f"bulk add    sources={','.join(chosen)}: {result['changed']:,} customers in {seconds:6.1f} s "
-            f"({result['changed'] / seconds:,.0f}/s)  peak RSS {rss_mb():.0f} MB",
+            f"bulk add    sources={','.join(chosen)}: {result.changed:,} customers in {seconds:6.1f} s "
+            f"({result.changed / seconds:,.0f}/s)  peak RSS {rss_mb():.0f} MB",
             flush=True,
         )
         started = time.perf_counter()
         result = tags.bulk_tag(SYSTEM_ACTOR, selection, tag_id, "remove")
         seconds = time.perf_counter() - started
         print(
-            f"bulk remove same selection: {result['changed']:,} customers in {seconds:6.1f} s  "
-            f"peak RSS {rss_mb():.0f} MB",
+            f"bulk remove same selection: {result.changed:,} customers in {seconds:6.1f} s  peak RSS {rss_mb():.0f} MB",
             flush=True,
         )
         tags.delete_tag(SYSTEM_ACTOR, tag_id)

@@ -362,27 +362,6 @@ def count_entries(session: Session) -> int:
     return session.exec(select(func.count()).select_from(AuditEntry)).one()
 
 
-def entry_to_dict(entry: AuditEntry) -> dict:
-    return {
-        "id": entry.id,
-        "occurred_at": entry.occurred_at,
-        "actor": entry.actor_name,
-        "action": entry.action,
-        "target": f"{entry.target_type}:{entry.target_id}" if entry.target_type else "",
-        "result": entry.result,
-        "details": entry.details,
-        "client_ip": entry.client_ip,
-        "flagged": entry.flagged,
-    }
-
-
-def parse_details(entry: AuditEntry) -> dict:
-    try:
-        return json.loads(entry.details)
-    except ValueError:
-        return {}
-
-
 def entries_since(session: Session, since: dt.datetime, action_prefix: str = "") -> list[AuditEntry]:
     query = select(AuditEntry).where(AuditEntry.occurred_at >= since)
     if action_prefix:

@@ -381,7 +381,16 @@ def after_erasure(started: dt.datetime) -> list[str]:
     return removed
 
 
-def erase_customer(actor: Actor, customer_id, confirm: str = "", redact: Iterable[str] = ()) -> dict[str, int]:
+@dataclasses.dataclass(frozen=True)
+class ErasureResult:
+    """One customer erased now: rows changed per table, and the mentions found / redacted elsewhere."""
+
+    rows: dict[str, int]  # table name -> rows wiped or deleted
+    mentions_found: int = 0
+    mentions_redacted: int = 0
+
+
+def erase_customer(actor: Actor, customer_id, confirm: str = "", redact: Iterable[str] = ()) -> ErasureResult:
     """Erase one customer now (a single request); ``confirm`` is the customer id.
 
     ``redact``: other customers' records (from :func:`find_mentions`) whose
@@ -395,7 +404,8 @@ def erase_customer(actor: Actor, customer_id, confirm: str = "", redact: Iterabl
         CustomerAccess(actor).load(session, customer_id, action="erasure.execute")
         counts = erase_batch(session, actor, [customer_id], redact=mentions.parse_keys(redact))
     after_erasure(utcnow())
-    return counts
+    found, redacted = counts.pop("mentions_found", 0), counts.pop("mentions_redacted", 0)
+    return ErasureResult(rows=counts, mentions_found=found, mentions_redacted=redacted)
 
 
 def find_mentions(actor: Actor, ids: Sequence[int]) -> list[mentions.Mention] | None:

@@ -38,7 +38,13 @@ from meiqia_app.services.customer_changes import OWNER, customers_changed
 from meiqia_app.services.customer_query import status_condition
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, refuse, require
-from meiqia_app.services.selection import Selection, check_ticked_in_reach, iter_selected_ids, selection_count
+from meiqia_app.services.selection import (
+    BulkResult,
+    Selection,
+    check_ticked_in_reach,
+    iter_selected_ids,
+    selection_count,
+)
 from meiqia_app.timeutil import format_local, utcnow
 
 C = Customer.__table__.c
@@ -292,12 +298,12 @@ def start_bulk_assign_job(actor: Actor, selection, owner_id: object) -> int:
     return job_id
 
 
-def bulk_assign(actor: Actor, selection, owner_id: object) -> dict:
+def bulk_assign(actor: Actor, selection, owner_id: object) -> BulkResult:
     """The same as the job, run in this thread (CLI, tests, benchmarks)."""
     selection, _target, params = _bulk_params(actor, selection, owner_id)
     job_id = jobs.create_job(actor, BULK_JOB_KIND, params, total=selection_count(actor, selection, exact=True))
     view = jobs.run_job(job_id)
-    return {"job_id": job_id, "status": view.status, **view.result}
+    return BulkResult.of_job(view)
 
 
 def _apply_batch(conn, ids: list[int], target: int | None, members, actor: Actor, job_id: int, now) -> int:

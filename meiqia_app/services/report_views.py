@@ -1,8 +1,10 @@
 """What the dashboard and the reports page show, and the XLSX export of it.
 
-Display-ready DTOs (plain dicts of strings and numbers, both languages for
-labels) are built here from :mod:`reports`, so the page and the exported file
-are made from the same figures. No Reflex here.
+Display-ready DTOs (``DashboardView``, ``SegmentReportView``, ``SnapshotView``;
+their rows are plain dicts of strings and numbers, both languages for labels,
+because the pages keep them as ``list[dict]`` state vars that the charts and
+tables read by key) are built here from :mod:`reports`, so the page and the
+exported file are made from the same figures. No Reflex here.
 """
 
 from __future__ import annotations
@@ -131,7 +133,30 @@ def granularity_from_params(params: dict) -> str:
     return granularity
 
 
-def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False, now: dt.datetime | None = None) -> dict:
+@dataclasses.dataclass(frozen=True)
+class DashboardView:
+    """The whole dashboard for one period, ready to show (rows: dicts the page's charts read by key)."""
+
+    period: dict  # reports.Period.to_dict(): label, first, last, to_date…
+    previous: dict  # the period compared with, the same shape
+    note_zh: str
+    note_en: str
+    latest: bool  # the period reaches today: there is no later one to move to
+    partial_bucket: bool
+    cards: list[dict]  # one per measure: key, label_zh/en, value, previous, change, direction, tone, arrow_zh/en
+    lifecycle: list[dict]  # breakdown rows: key, label_zh/en, color, total, new, new_previous, *_text
+    sources: list[dict]
+    regions: list[dict]
+    trend: list[dict]  # start, label, partial, new_customers, orders, amount, conversations, *_text
+    empty: bool
+    computed_at: str
+    stale: bool  # figures being computed or behind changes: the page asks again shortly
+    computing: bool
+
+
+def dashboard_view(
+    actor: Actor, params: dict, allow_stale: bool = False, now: dt.datetime | None = None
+) -> DashboardView:
     """The whole dashboard for ``params`` = {kind, anchor, end, granularity} (``now``: the clock)."""
     period = period_from_params(params, now)
     granularity = granularity_from_params(params)
@@ -151,25 +176,23 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False, now: d
         raw["new_customers"] or raw["orders"] or raw["conversations"] or raw["active_customers"]
     )
     computed = dt.datetime.fromisoformat(board.computed_at) if board.computed_at else None
-    return {
-        "period": board.period,
-        "previous": board.previous,
-        "note_zh": comparison_note(period, "zh"),
-        "note_en": comparison_note(period, "en"),
-        # The period reaches today: there is no later one to move to.
-        "latest": period.last >= reports.local_today(now),
-        "partial_bucket": any(p.partial for p in points),
-        "cards": [_measure_row(m) for m in board.measures],
-        "lifecycle": _breakdown_rows(board.lifecycle, "lifecycle"),
-        "sources": _breakdown_rows(board.sources, "source"),
-        "regions": _breakdown_rows(board.regions, ""),
-        "trend": _trend_rows(points),
-        "empty": empty,
-        "computed_at": format_local(computed, with_seconds=True) if computed else "",
-        # Figures being computed, or behind changes still being applied: the page asks again shortly.
-        "stale": reports.take_served_stale() or board.computing,
-        "computing": board.computing,
-    }
+    return DashboardView(
+        period=board.period,
+        previous=board.previous,
+        note_zh=comparison_note(period, "zh"),
+        note_en=comparison_note(period, "en"),
+        latest=period.last >= reports.local_today(now),
+        partial_bucket=any(p.partial for p in points),
+        cards=[_measure_row(m) for m in board.measures],
+        lifecycle=_breakdown_rows(board.lifecycle, "lifecycle"),
+        sources=_breakdown_rows(board.sources, "source"),
+        regions=_breakdown_rows(board.regions, ""),
+        trend=_trend_rows(points),
+        empty=empty,
+        computed_at=format_local(computed, with_seconds=True) if computed else "",
+        stale=reports.take_served_stale() or board.computing,
+        computing=board.computing,
+    )
 
 
 def segment_from_params(actor: Actor, params: dict) -> tuple[ListQuery | None, str]:
@@ -215,7 +238,21 @@ def segment_text(actor: Actor, params: dict, lang: str) -> str:
     return " · ".join(parts) or tr(lang, "report.segment_all")
 
 
-def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = None) -> dict:
+@dataclasses.dataclass(frozen=True)
+class SegmentReportView:
+    """A segment's two periods side by side, its cohorts and top products (rows: dicts the page reads by key)."""
+
+    segment: str  # "all", "view:<id>" or "lifecycle=…,sources=…"
+    period_a: dict  # reports.Period.to_dict()
+    period_b: dict
+    comparison: list[dict]  # measure rows: key, label_zh/en, a, b, change, direction, tone, arrow_zh/en
+    chart: list[dict]  # label_zh/en, a, b
+    cohorts: list[dict]  # month, size, size_text, retained, r1, r3, r6, raw
+    products: list[dict]  # product, orders, *_text, amount, raw
+    empty: bool
+
+
+def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = None) -> SegmentReportView:
     """Two periods side by side for a segment, cohorts and top products.
 
     ``params`` = {view_id | lifecycle, source, a_from, a_to, b_from, b_to}.
@@ -233,16 +270,16 @@ def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = No
         row["a"] = row.pop("previous")
         row["b"] = row.pop("value")
         rows.append(row)
-    return {
-        "segment": description,
-        "period_a": comparison.period_a,
-        "period_b": comparison.period_b,
-        "comparison": rows,
-        "chart": [
+    return SegmentReportView(
+        segment=description,
+        period_a=comparison.period_a,
+        period_b=comparison.period_b,
+        comparison=rows,
+        chart=[
             {**_both(f"dash.{key}"), "a": comparison.raw_a[key], "b": comparison.raw_b[key]}
             for key in ("orders", "buyers", "conversations", "new_customers")
         ],
-        "cohorts": [
+        cohorts=[
             {
                 "month": row.month,
                 "size": row.size,
@@ -259,7 +296,7 @@ def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = No
             }
             for row in cohort_rows
         ],
-        "products": [
+        products=[
             {
                 "product": p.product,
                 "orders": p.orders,
@@ -272,10 +309,8 @@ def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = No
             }
             for p in products
         ],
-        "empty": not any(
-            comparison.raw_a[k] or comparison.raw_b[k] for k in ("orders", "conversations", "new_customers")
-        ),
-    }
+        empty=not any(comparison.raw_a[k] or comparison.raw_b[k] for k in ("orders", "conversations", "new_customers")),
+    )
 
 
 # --- XLSX export ------------------------------------------------------------------------
@@ -394,12 +429,12 @@ def _report_tables(
                     tr(lang, "dash.amount_cents"),
                     tr(lang, "dash.conversations"),
                 ],
-                [[p["start"], p["new_customers"], p["orders"], p["amount"], p["conversations"]] for p in view["trend"]],
+                [[p["start"], p["new_customers"], p["orders"], p["amount"], p["conversations"]] for p in view.trend],
                 [None, "count", "count", "money", "count"],
             ),
-            breakdown_table("report.sheet_lifecycle", view["lifecycle"]),
-            breakdown_table("report.sheet_sources", view["sources"]),
-            breakdown_table("report.sheet_regions", view["regions"]),
+            breakdown_table("report.sheet_lifecycle", view.lifecycle),
+            breakdown_table("report.sheet_sources", view.sources),
+            breakdown_table("report.sheet_regions", view.regions),
         ]
         stem = f"dashboard-{board.period['first']}-{board.period['last']}-{granularity}"
         details = {"period": board.period, "granularity": granularity}
@@ -420,7 +455,7 @@ def _report_tables(
                     tr(lang, "report.cohort_size"),
                     *[tr(lang, "report.cohort_after", n=k) for k in reports.COHORT_OFFSETS],
                 ],
-                [[row["month"], *row["raw"]] for row in view["cohorts"]],
+                [[row["month"], *row["raw"]] for row in view.cohorts],
                 [None, "count", "count", "count", "count"],
             ),
             _Table(
@@ -432,7 +467,7 @@ def _report_tables(
                     tr(lang, "dash.amount_cents"),
                     tr(lang, "dash.buyers"),
                 ],
-                [p["raw"] for p in view["products"]],
+                [p["raw"] for p in view.products],
                 [None, "count", "count", "money", "count"],
             ),
         ]
@@ -684,6 +719,17 @@ def shift_period(params: dict, step: int) -> dict:
     return {**params, "anchor": (period.first + dt.timedelta(days=period.days * step)).isoformat()}
 
 
-def snapshot_view(actor: Actor) -> dict:
+@dataclasses.dataclass(frozen=True)
+class SnapshotView:
+    """An agent's dashboard without reports: three counts as display text."""
+
+    total: str
+    today: str
+    month: str
+
+
+def snapshot_view(actor: Actor) -> SnapshotView:
     snap = reports.agent_snapshot(actor)
-    return {"total": f"{snap.total_customers:,}", "today": f"{snap.new_today:,}", "month": f"{snap.new_this_month:,}"}
+    return SnapshotView(
+        total=f"{snap.total_customers:,}", today=f"{snap.new_today:,}", month=f"{snap.new_this_month:,}"
+    )

@@ -74,7 +74,7 @@ class Selection:
         return {"kind": KIND_QUERY, "query": self.query.to_dict()}
 
     def describe(self) -> dict:
-        """For audit entries and job parameters: what was selected, not the rows."""
+        """For audit entries and job parameters: what was selected, not the rows (a JSON document stored as-is)."""
         if self.kind == KIND_IDS:
             return {
                 "kind": KIND_IDS,
@@ -83,6 +83,29 @@ class Selection:
                 "ids_sample": list(self.ids[:20]),
             }
         return {"kind": KIND_QUERY, "query": described_query(self.query)}
+
+
+@dataclasses.dataclass(frozen=True)
+class BulkResult:
+    """A bulk action run in this thread (bulk tag, bulk assign): its job and what it changed."""
+
+    job_id: int
+    status: str  # the job's final status: done | failed | cancelled
+    changed: int = 0  # customers changed
+    selected: int = 0  # customers the selection held when walked
+    error: str = ""
+
+    @classmethod
+    def of_job(cls, view) -> BulkResult:
+        """From the final ``jobs.JobView`` of a bulk job (its result holds changed / selected)."""
+        result = view.result or {}
+        return cls(
+            job_id=view.id,
+            status=view.status,
+            changed=int(result.get("changed", 0)),
+            selected=int(result.get("selected", 0)),
+            error=view.error or "",
+        )
 
 
 def described_query(query) -> dict:

@@ -26,7 +26,13 @@ from meiqia_app.services.customer_changes import MANY, TAGS, customers_changed
 from meiqia_app.services.customers import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.rbac import Actor, require
-from meiqia_app.services.selection import Selection, check_ticked_in_reach, iter_selected_ids, selection_count
+from meiqia_app.services.selection import (
+    BulkResult,
+    Selection,
+    check_ticked_in_reach,
+    iter_selected_ids,
+    selection_count,
+)
 from meiqia_app.services.tag_names import MAX_TAG_NAME, tag_key
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
@@ -584,7 +590,7 @@ def start_bulk_tag_job(actor: Actor, selection: Selection, tag_id: int, action: 
     return job_id
 
 
-def bulk_tag(actor: Actor, selection: Selection, tag_id: int, action: str) -> dict:
+def bulk_tag(actor: Actor, selection: Selection, tag_id: int, action: str) -> BulkResult:
     """The same as the job, run in this thread (CLI, tests, benchmarks)."""
     tag_id = parse_id(tag_id)
     require(actor, "tag.assign", action=f"tag.bulk_{action}", target_type="tag", target_id=tag_id)
@@ -603,7 +609,7 @@ def bulk_tag(actor: Actor, selection: Selection, tag_id: int, action: str) -> di
         total=selection_count(actor, selection, exact=True),
     )
     view = jobs.run_job(job_id)
-    return {"job_id": job_id, "status": view.status, **view.result}
+    return BulkResult.of_job(view)
 
 
 def _apply_batch(conn, ids: list[int], tag_id: int, action: str, actor: Actor, now: dt.datetime) -> int:

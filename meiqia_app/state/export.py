@@ -95,33 +95,32 @@ def _quick_range(kind: str, start: str, end: str) -> tuple[str, str]:
 class _ExportBase(AppState):
     """Shared helpers of the export pages."""
 
-    def _row(self, view: dict) -> ExportRow:
+    def _row(self, view: service.ExportInfo) -> ExportRow:
         return ExportRow(
-            id=view["id"],
-            status=view["status"],
-            status_label=self._tr(f"export.status.{view['status']}"),
-            requested_by=view["requested_by"],
-            format=view["format"].upper(),
-            protected=view["protected"],
-            purpose=self._tr(f"export.purpose.{view['purpose']}") if view.get("purpose") in service.PURPOSES else "",
-            scope_text=view["scope_text"],
+            id=view.id,
+            status=view.status,
+            status_label=self._tr(f"export.status.{view.status}"),
+            requested_by=view.requested_by,
+            format=view.format.upper(),
+            protected=view.protected,
+            purpose=self._tr(f"export.purpose.{view.purpose}") if view.purpose in service.PURPOSES else "",
+            scope_text=view.scope_text,
             fields_text=", ".join(
-                self._tr("export.portability.all") if f == "*" else self._tr(f"export.field.{f}")
-                for f in view["fields"]
+                self._tr("export.portability.all") if f == "*" else self._tr(f"export.field.{f}") for f in view.fields
             ),
-            rows=view["row_count"] or view["row_estimate"],
-            percent=view["percent"],
-            size_text=file_size_text(view["file_size"]) if view["file_size"] else "",
-            sha256=view["file_sha256"],
-            created_at=view["created_at"],
-            expires_at=view["expires_at"],
-            approver=view["approver"],
-            comment=view["decision_comment"],
-            error=self._tr(view["error"]) if view["error"] else "",
-            downloadable=view["downloadable"],
-            cancellable=view["status"] in service.CANCELLABLE,
-            needs_password=view["status"] == "approved" and view["protected"],
-            rerunnable=view["status"] in ("done", "expired", "failed", "cancelled") and view["kind"] == "customers",
+            rows=view.row_count or view.row_estimate,
+            percent=view.percent,
+            size_text=file_size_text(view.file_size) if view.file_size else "",
+            sha256=view.file_sha256,
+            created_at=view.created_at,
+            expires_at=view.expires_at,
+            approver=view.approver,
+            comment=view.decision_comment,
+            error=self._tr(view.error) if view.error else "",
+            downloadable=view.downloadable,
+            cancellable=view.status in service.CANCELLABLE,
+            needs_password=view.status == "approved" and view.protected,
+            rerunnable=view.status in ("done", "expired", "failed", "cancelled") and view.kind == "customers",
         )
 
 
@@ -402,13 +401,13 @@ class ExportWizardState(_ExportBase):
         except AppError as error:
             self.step = 1 if isinstance(error, ValidationError) and "scope" in error.field_errors else self.step
             return self._on_error(error)
-        self.review_rows = result["row_count"]
-        self.review_size = file_size_text(result["size_estimate"])
-        self.review_reasons = [self._tr(key, **params) for key, params in result["reasons"]]
-        self.review_allowed = result["allowed"]
-        self.review_needs_approval = result["needs_approval"]
-        self.review_password_required = result["password_required"]
-        self.review_scope = result["scope_text"]
+        self.review_rows = result.row_count
+        self.review_size = file_size_text(result.size_estimate)
+        self.review_reasons = [self._tr(key, **params) for key, params in result.reasons]
+        self.review_allowed = result.allowed
+        self.review_needs_approval = result.needs_approval
+        self.review_password_required = result.password_required
+        self.review_scope = result.scope_text
         self.password_error = ""
         self.reviewed = True
         return None
@@ -436,7 +435,7 @@ class ExportWizardState(_ExportBase):
             password = confirm = ""
         self._apply(view)
         self.step = 5
-        if view["status"] in WATCHED:
+        if view.status in WATCHED:
             return ExportWizardState.poll
         return None
 
@@ -459,18 +458,18 @@ class ExportWizardState(_ExportBase):
         self._apply(view)
         return ExportWizardState.poll
 
-    def _apply(self, view: dict) -> None:
-        self.export_id = view["id"]
-        self.run_status = view["status"]
-        self.run_status_label = self._tr(f"export.status.{view['status']}")
-        self.run_percent = view["percent"]
-        self.run_done = view["progress_done"]
-        self.run_total = view["row_estimate"]
-        self.run_error = self._tr(view["error"]) if view["error"] else ""
-        self.run_downloadable = view["downloadable"]
-        self.run_protected = bool(view["protected"])
-        self.run_approver = view.get("approver") or ""
-        self.run_comment = view.get("decision_comment") or ""
+    def _apply(self, view: service.ExportInfo) -> None:
+        self.export_id = view.id
+        self.run_status = view.status
+        self.run_status_label = self._tr(f"export.status.{view.status}")
+        self.run_percent = view.percent
+        self.run_done = view.progress_done
+        self.run_total = view.row_estimate
+        self.run_error = self._tr(view.error) if view.error else ""
+        self.run_downloadable = view.downloadable
+        self.run_protected = bool(view.protected)
+        self.run_approver = view.approver
+        self.run_comment = view.decision_comment
 
     @rx.event(background=True)
     async def poll(self):
@@ -508,9 +507,9 @@ class ExportWizardState(_ExportBase):
                     if self.export_id != export_id:
                         continue  # the wizard moved on to another export: follow that one
                     self._apply(view)
-                if view["status"] in service.ACTIVE:
+                if view.status in service.ACTIVE:
                     await asyncio.sleep(0.5)
-                elif view["status"] in WATCHED and time.monotonic() < watch_until:
+                elif view.status in WATCHED and time.monotonic() < watch_until:
                     await asyncio.sleep(PENDING_POLL_SECONDS)
                 else:
                     return
@@ -688,7 +687,7 @@ class PortabilityState(_ExportBase):
             return self._on_error(error)
         self.open = False
         # The file downloads right here; it is also in the export history (/exports) until it expires.
-        return [rx.toast.success(self._tr("export.portability.ready")), await _download(self, view["id"])]
+        return [rx.toast.success(self._tr("export.portability.ready")), await _download(self, view.id)]
 
 
 class ExportApprovalsState(_ExportBase):
@@ -730,5 +729,5 @@ class ExportApprovalsState(_ExportBase):
             await self._reload()
         except AppError as error:
             return self._on_error(error)
-        key = "export.approved_toast" if view["status"] != "rejected" else "export.rejected_toast"
-        return rx.toast.success(self._tr(key, id=view["id"]))
+        key = "export.approved_toast" if view.status != "rejected" else "export.rejected_toast"
+        return rx.toast.success(self._tr(key, id=view.id))

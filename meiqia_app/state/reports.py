@@ -75,39 +75,40 @@ class DashboardState(AppState):
             if self.full:
                 view = await self._call(report_views.dashboard_view, actor, self._params(), True)
                 self._apply_view(view)
-                if view["stale"]:
+                if view.stale:
                     yield DashboardState.refresh_when_recomputed
             else:
                 snap = await self._call(report_views.snapshot_view, actor)
-                self.snap_total, self.snap_today, self.snap_month = snap["total"], snap["today"], snap["month"]
+                self.snap_total, self.snap_today, self.snap_month = snap.total, snap.today, snap.month
             self.loaded = True
         except AppError as error:
             yield self._on_error(error)
         finally:
             self.loading = False
 
-    def _apply_view(self, view: dict) -> None:
-        self.cards = view["cards"]
-        self.lifecycle = view["lifecycle"]
-        self.sources = view["sources"]
-        self.regions = view["regions"]
-        self.trend = view["trend"]
-        self.period_label = view["period"]["label"]
-        self.previous_label = view["previous"]["label"]
-        self.note_zh, self.note_en = view["note_zh"], view["note_en"]
-        self.latest = view["latest"]
-        self.partial_bucket = view["partial_bucket"]
-        self.period_first = view["period"]["first"]
-        self.period_last = view["period"]["last"]
+    def _apply_view(self, view: report_views.DashboardView) -> None:
+        # The rows stay dicts: the charts and tables of the page read them by key.
+        self.cards = view.cards
+        self.lifecycle = view.lifecycle
+        self.sources = view.sources
+        self.regions = view.regions
+        self.trend = view.trend
+        self.period_label = view.period["label"]
+        self.previous_label = view.previous["label"]
+        self.note_zh, self.note_en = view.note_zh, view.note_en
+        self.latest = view.latest
+        self.partial_bucket = view.partial_bucket
+        self.period_first = view.period["first"]
+        self.period_last = view.period["last"]
         # The anchor stays the date the person chose (switching day / week /
         # month keeps the period around it); it is filled in on first load:
         # today while the period is under way, so "week" is this week.
-        period = view["period"]
+        period = view.period
         self.anchor = self.anchor or (period["last"] if period.get("to_date") else period["first"])
-        self.end = view["period"]["last"] if self.kind == "custom" else ""
-        self.computed_at = view["computed_at"]
-        self.empty = view["empty"]
-        self.computing = view["computing"]
+        self.end = period["last"] if self.kind == "custom" else ""
+        self.computed_at = view.computed_at
+        self.empty = view.empty
+        self.computing = view.computing
 
     @rx.event(background=True)
     async def refresh_when_recomputed(self):
@@ -130,7 +131,7 @@ class DashboardState(AppState):
             async with self:
                 if self._params() != params:
                     return  # the person moved to another period meanwhile
-                if not view["stale"]:
+                if not view.stale:
                     self._apply_view(view)
                     return
 
@@ -258,13 +259,13 @@ class ReportsState(AppState):
             actor = self._actor()
             self._set_user(actor)
             view = await self._call(report_views.segment_report_view, actor, self._params())
-            self.comparison = view["comparison"]
-            self.chart = view["chart"]
-            self.cohorts = view["cohorts"]
-            self.products = view["products"]
-            self.period_a_label = view["period_a"]["label"]
-            self.period_b_label = view["period_b"]["label"]
-            self.empty = view["empty"]
+            self.comparison = view.comparison
+            self.chart = view.chart
+            self.cohorts = view.cohorts
+            self.products = view.products
+            self.period_a_label = view.period_a["label"]
+            self.period_b_label = view.period_b["label"]
+            self.empty = view.empty
             self.loaded = True
         except AppError as error:
             yield self._on_error(error)

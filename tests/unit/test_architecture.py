@@ -30,6 +30,11 @@ models  <-  services / dbadapter  <-  state  <-  pages / components
   (``invalidate_counts``, ``invalidate_cache``): a write says which customers
   changed (services/customer_changes.py) and the subscribers of
   services/customer_change_subscribers.py, the only callers, retire them.
+- Services return typed results (issue 21): a public function (or method) of
+  services/ annotated ``-> dict``, ``-> list[dict]``, ``-> dict[str, object]``
+  (a record whose keys nobody checks) is one of BARE_DICTS_ALLOWED, each with
+  its reason. Typed mappings (``dict[int, str]``, ``dict[str, int]``) and a
+  typed object's own JSON form (``to_dict`` / ``as_dict``) are fine.
 """
 
 from __future__ import annotations
@@ -351,6 +356,81 @@ def worker_modules(folders: tuple[str, ...]) -> set[str]:
     }
 
 
+# Public service functions that still return a bare dict, and why (issue 21: results are small
+# frozen dataclasses). "module.py:function" (or "module.py:Class.method"), paths under services/.
+TO_TYPE = "to type (issue 21): a result record; its module is being split"
+BARE_DICTS_ALLOWED = {
+    # JSON documents stored or written as they are
+    "audit.py:text_ref": "audit details: a keyed hash and the length of a text, stored in the entry's JSON",
+    "selection.py:Selection.describe": "audit details and job params: what was selected, stored as JSON",
+    "selection.py:described_query": "audit details: a list query with its search masked, stored as JSON",
+    "exports/portability.py:collect": "the customer's data document, written to the file as JSON as it is",
+    "erasure.py:reapply_ledger": "the restore's report, stored as JSON with the restore",
+    "report_aggregates.py:state": "the aggregates' state row, a JSON document (status, zone, built_at)",
+    "report_aggregates.py:build": "the same state document after a build (None when nothing was built)",
+    "retention.py:counts_so_far": "a job's checkpoint counts, stored as JSON in the job table",
+    # request parameters and column values, dicts by nature
+    "report_views.py:default_segment_params": "the segment report's request params (the page sends them back)",
+    "report_views.py:shift_period": "the dashboard's request params for the period before / after",
+    "customer_validation.py:clean_customer_fields": "column values for a Customer row (model keyword arguments)",
+    "customer_validation.py:clean_extras": "custom attributes and consents for a Customer row",
+    "customer_access.py:CustomerAccess.load_many": "rows by customer id (SQL result rows)",
+    "cleanup.py:reason_conditions": "criterion -> SQL condition (a mapping of expressions, not a result)",
+    # job results and reports stored in the job table, in files being split now
+    "cleanup.py:archive_inactive": TO_TYPE,
+    "cleanup.py:purge_trashed_before": TO_TYPE,
+    "cleanup.py:job_report": TO_TYPE,
+    "rules.py:run_rule": TO_TYPE,
+    "rules.py:run_all_rules": TO_TYPE,
+    "rules.py:apply_rules_to_customer": TO_TYPE,
+    "rules.py:apply_rules_to_customers": TO_TYPE,
+    # the audit page's sentences
+    "audit_sentences.py:sentences": "one {zh, en} sentence per entry (the two languages by key)",
+}
+SERIALISERS = ("to_dict", "as_dict")  # a typed object's own JSON form
+
+
+def _bare_dict(node: ast.AST | None) -> bool:
+    """``dict``, ``dict[str, object]`` / ``dict[str, Any]``, ``list[dict…]``, ``dict[K, dict]``, or one of
+    them in a union: a record whose keys nobody checks. ``dict[int, str]`` is a typed mapping."""
+    if node is None:
+        return False
+    if isinstance(node, ast.Name):
+        return node.id == "dict"
+    if isinstance(node, ast.BinOp):  # X | None
+        return _bare_dict(node.left) or _bare_dict(node.right)
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+        args = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if node.value.id == "list":
+            return any(isinstance(a, (ast.Name, ast.Subscript)) and ast.unparse(a).startswith("dict") for a in args)
+        if node.value.id == "dict" and len(args) == 2:
+            value = args[1]
+            return (isinstance(value, ast.Name) and value.id in ("object", "Any", "dict")) or _bare_dict(value)
+    return False
+
+
+def bare_dict_returns(folder: str) -> dict[str, str]:
+    """{"module.py:function": annotation} for the public functions and methods returning a bare dict."""
+    found = {}
+    base = APP / folder
+    for path in sorted(base.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        name = str(path.relative_to(base))
+        functions = [
+            (node.name, node) for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        ]
+        for cls in (node for node in tree.body if isinstance(node, ast.ClassDef)):
+            functions += [
+                (f"{cls.name}.{node.name}", node)
+                for node in cls.body
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in SERIALISERS
+            ]
+        for qualified, node in functions:
+            if not node.name.startswith("_") and _bare_dict(node.returns):
+                found[f"{name}:{qualified}"] = ast.unparse(node.returns)
+    return found
+
+
 # --- the rules --------------------------------------------------------------------------
 
 
@@ -450,6 +530,13 @@ def test_only_the_change_subscribers_invalidate_caches():
     assert hand_called_invalidations(tuple(everything), INVALIDATION_ALLOWED) == []
 
 
+def test_services_return_typed_results_not_bare_dicts():
+    found = bare_dict_returns("services")
+    assert sorted(set(found) - set(BARE_DICTS_ALLOWED)) == []
+    # The allow-list names nothing that is gone or already typed: it only shrinks.
+    assert sorted(set(BARE_DICTS_ALLOWED) - set(found)) == []
+
+
 # --- the checks themselves catch what they are for ----------------------------------------
 
 
@@ -505,6 +592,17 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
     }.items():
         (app / folder).mkdir(parents=True)
         (app / folder / "m.py").write_text(source)
+    (app / "services" / "results.py").write_text(
+        "def a() -> dict: ...\n"
+        "def b(x) -> list[dict[str, str]]: ...\n"
+        "def c() -> dict[str, object] | None: ...\n"
+        "def d() -> dict[int, dict]: ...\n"
+        "def fine() -> dict[int, str]: ...\n"
+        "def _private() -> dict: ...\n"
+        "class R:\n"
+        "    def to_dict(self) -> dict: ...\n"
+        "    def view(self) -> list[dict]: ...\n"
+    )
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "test_x.py").write_text("import pytest\ndef test_x():\n    with pytest.raises(Exception):\n        pass\n")
@@ -556,3 +654,10 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
         "meiqia_app/jobs/m.py:7 uses invalidate_counts",
     ]
     assert hand_called_invalidations(("jobs",), ("meiqia_app/jobs/",)) == []
+    assert bare_dict_returns("services") == {
+        "results.py:a": "dict",
+        "results.py:b": "list[dict[str, str]]",
+        "results.py:c": "dict[str, object] | None",
+        "results.py:d": "dict[int, dict]",
+        "results.py:R.view": "list[dict]",
+    }

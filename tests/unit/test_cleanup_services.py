@@ -382,10 +382,10 @@ def test_a_search_typed_into_an_export_or_bulk_job_keeps_no_trace_after_erasure(
         "sort_field": "id",
         "sort_dir": "asc",
     }
-    mine = exports.request_export(admin, request, start=False)["id"]
+    mine = exports.request_export(admin, request, start=False).id
     unrelated = exports.request_export(
         admin, {**request, "scope": {"kind": "query", "query": {"q": other}}}, start=False
-    )["id"]
+    ).id
     tag_id = _sql("SELECT id FROM tag ORDER BY id LIMIT 1")[0][0]
     tags.start_bulk_tag_job(admin, Selection.of_query(ListQuery.from_dict({"q": values["email"]})), tag_id, "add")
     # What the audit chain received is masked from the start: it can never be erased later.

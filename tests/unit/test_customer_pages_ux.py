@@ -481,4 +481,4 @@ def test_a_role_whose_policy_wants_approval_cannot_export_one_customer_around_th
         ).first()
     assert entry.result == "refused" and "approval_required" in entry.details
     # Below the policy's approval threshold (the analyst's default: above 10,000 rows) one customer is fine.
-    assert portability.export_customer(analyst, customer_id)["row_count"] >= 1
+    assert portability.export_customer(analyst, customer_id).row_count >= 1

@@ -409,7 +409,7 @@ def test_bulk_all_matching_and_saved_views_stay_in_scope(world):
     with read_session() as session:
         tag_id = session.execute(select(Tag.id).order_by(Tag.id.desc())).scalars().first()
     result = tags.bulk_tag(agent, Selection.of_query(ListQuery()), tag_id, "add")
-    assert result["status"] == "done"
+    assert result.status == "done"
     with read_session() as session:
         tagged = set(session.execute(select(TagAssignment.customer_id).where(TagAssignment.tag_id == tag_id)).scalars())
     assert {ids["mine"], ids["team"], ids["pool"]} <= tagged and ids["other"] not in tagged
@@ -450,15 +450,15 @@ def test_export_rows_are_the_requesters_scope(world):
         "sort_field": "id",
         "sort_dir": "asc",
     }
-    assert service.review(exporter, data)["row_count"] == _total_active() - 1
-    view = service.run_export(service.request_export(exporter, data, start=False)["id"])
-    assert view["status"] == "done"
+    assert service.review(exporter, data).row_count == _total_active() - 1
+    view = service.run_export(service.request_export(exporter, data, start=False).id)
+    assert view.status == "done"
     exported = _exported_ids(view)
     assert {ids["mine"], ids["team"], ids["pool"]} <= set(exported) and ids["other"] not in exported
     # Ticked rows: those in scope are exported; naming one out of scope is a crafted
     # request, not found (test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited).
     data["scope"] = {"kind": "ids", "ids": [ids["mine"], ids["pool"]], "query": {"status": "active"}}
-    view = service.run_export(service.request_export(exporter, data, start=False)["id"])
+    view = service.run_export(service.request_export(exporter, data, start=False).id)
     assert _exported_ids(view) == sorted([ids["mine"], ids["pool"]])
     data["scope"]["ids"].append(ids["other"])
     with pytest.raises(NotFound):
@@ -584,7 +584,7 @@ def test_bulk_assign_all_matching_the_pool(world):
     manager, agent_b = actors["manager"], _user_id("agent_b")
     pool_size = customer_list.count_customers(manager, ListQuery(owner="pool"), exact=True).value
     result = ownership.bulk_assign(manager, Selection.of_query(ListQuery(owner="pool")), agent_b)
-    assert result["status"] == "done" and result["changed"] == pool_size
+    assert result.status == "done" and result.changed == pool_size
     assert customer_list.count_customers(manager, ListQuery(owner="pool"), exact=True).value == 0
     with read_session() as session:
         rows = session.execute(

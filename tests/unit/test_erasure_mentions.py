@@ -146,7 +146,7 @@ def test_references_sent_by_the_browser_can_change_nothing_else(seeded_actors, s
     )
     assert _body("note", scene["unrelated"]) == "周末联系，无其他信息"
     assert mentions.REDACTED_MARK in _body("note", scene["note"])
-    assert counts["mentions_found"] == 2 and counts["mentions_redacted"] == 1
+    assert counts.mentions_found == 2 and counts.mentions_redacted == 1
 
 
 def test_a_big_erasure_says_it_did_not_search(seeded_actors):

@@ -18,20 +18,20 @@ def test_the_approver_sees_the_purpose_of_each_request(seeded_db):
     actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0)
     marketing = service.request_export(actors["analyst"], _request(purpose="marketing"), start=False)
     service_desk = service.request_export(actors["analyst"], _request(purpose="service"), start=False)
-    assert marketing["status"] == service_desk["status"] == "pending_approval"
+    assert marketing.status == service_desk.status == "pending_approval"
     token = live_token(seeded_db, "manager")
 
     tab = new_tab()
     served = run(serve(tab, ExportApprovalsState, "on_load", _cookie(token), "/exports/approvals"))
     rows = {row["id"]: row for row in served.value(ExportApprovalsState, "pending")}
-    assert rows[marketing["id"]]["purpose"] == "营销"
-    assert rows[service_desk["id"]]["purpose"] == "客户服务"
+    assert rows[marketing.id]["purpose"] == "营销"
+    assert rows[service_desk.id]["purpose"] == "客户服务"
 
     english = new_tab()
     run(serve(english, AppState, "set_lang", _cookie(token), "/exports/approvals", {"lang": "en"}))
     served = run(serve(english, ExportApprovalsState, "on_load", _cookie(token), "/exports/approvals"))
     rows = {row["id"]: row for row in served.value(ExportApprovalsState, "pending")}
-    assert rows[marketing["id"]]["purpose"] == "Marketing"
+    assert rows[marketing.id]["purpose"] == "Marketing"
 
 
 def test_the_wizard_keeps_following_a_request_that_waits_for_approval(seeded_db):
@@ -51,13 +51,13 @@ def test_an_approved_protected_export_starts_from_the_open_wizard_with_its_passw
     password = "s3cret-Export!"
     actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0)
     pending = service.request_export(actors["analyst"], _request(), password=password, start=False)
-    assert service.decide(actors["manager"], pending["id"], True)["status"] == "approved"
+    assert service.decide(actors["manager"], pending.id, True).status == "approved"
     token = live_token(seeded_db, "analyst")
     tab = new_tab()
     run(serve(tab, ExportWizardState, "on_load", _cookie(token), "/export"))
     # The wizard as it stands after the request was submitted and approved.
     wizard = tab.get_substate(ExportWizardState.get_full_name().split("."))
-    wizard.export_id, wizard.run_status, wizard.step = pending["id"], "approved", 5
+    wizard.export_id, wizard.run_status, wizard.step = pending.id, "approved", 5
 
     served = run(
         serve(tab, ExportWizardState, "start_approved", _cookie(token), "/export", {"form": {"password": password}})
@@ -66,5 +66,5 @@ def test_an_approved_protected_export_starts_from_the_open_wizard_with_its_passw
     assert served.value(ExportWizardState, "run_status") in ("queued", "running", "done")
     assert any(event.name.endswith(".poll") for event in served.events)
     assert password.encode() not in pickled(tab)
-    assert service.wait_for_export(pending["id"], 30)
-    assert service.export_view(actors["analyst"], pending["id"])["status"] == "done"
+    assert service.wait_for_export(pending.id, 30)
+    assert service.export_view(actors["analyst"], pending.id).status == "done"

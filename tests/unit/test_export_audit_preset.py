@@ -29,7 +29,7 @@ def test_exports_preset_lists_every_export_step_and_nothing_else(seeded_actors, 
         "sort_dir": "asc",
     }
     view = service.request_export(manager, data, start=False)
-    service.run_export(view["id"])
+    service.run_export(view.id)
     with pytest.raises(PermissionDenied):  # a refusal is an export step too
         service.request_export(analyst, {**data, "fields": ["id", "phone"]}, start=False)
 

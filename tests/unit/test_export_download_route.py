@@ -44,8 +44,8 @@ def test_download_route_streams_once_for_the_owning_session_only(seeded_actors, 
         {"scope": {"kind": "query", "query": {"sources": ["app"]}}, "fields": ["id", "name"], "format": "csv"},
         start=False,
     )
-    service.run_export(view["id"])
-    token = service.create_download_token(actor, view["id"])
+    service.run_export(view.id)
+    token = service.create_download_token(actor, view.id)
     url = f"/api/export/download/{token}"
 
     other = _login_token(seeded_actors["manager"])  # same user, another browser

@@ -355,36 +355,36 @@ def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(see
     }
     password = "s3cret-Export!"  # total_spent is sensitive
     done = service.request_export(manager, data, password=password, start=False)
-    view = service.run_export(done["id"], password)
-    assert view["status"] == "done" and view["row_count"] > 25 and calls == ["csv"]
+    view = service.run_export(done.id, password)
+    assert view.status == "done" and view.row_count > 25 and calls == ["csv"]
     with get_engine().connect() as conn:
         assert (
-            view["row_count"]
+            view.row_count
             == conn.execute(
                 select(text("count(*)")).select_from(Customer.__table__).where(C.status.in_(("active", "archived")))
             ).scalar_one()
         )
     with read_session() as session:
-        job = session.get(ExportJob, view["id"])
+        job = session.get(ExportJob, view.id)
         path = get_settings().exports_dir / job.file_name
     with pyzipper.AESZipFile(path) as archive:
         archive.setpassword(password.encode())
         content = archive.read(archive.namelist()[0])
-    assert content.startswith(b"\xef\xbb\xbf") and content.count(b"\r\n") == view["row_count"] + 1
+    assert content.startswith(b"\xef\xbb\xbf") and content.count(b"\r\n") == view.row_count + 1
     xlsx = service.run_export(
-        service.request_export(manager, {**data, "format": "xlsx"}, password=password, start=False)["id"], password
+        service.request_export(manager, {**data, "format": "xlsx"}, password=password, start=False).id, password
     )
-    assert xlsx["status"] == "done" and calls == ["csv", "xlsx"]
+    assert xlsx.status == "done" and calls == ["csv", "xlsx"]
     # Cancelling stops the database-built export at its next batch and leaves no file.
     pending = service.request_export(manager, data, password=password, start=False)
     with write_session() as session:
-        job = session.get(ExportJob, pending["id"])
+        job = session.get(ExportJob, pending.id)
         job.cancel_requested = True
         session.add(job)
-    cancelled = service.run_export(pending["id"], password)
-    assert cancelled["status"] == "cancelled" and cancelled["progress_done"] == 25
+    cancelled = service.run_export(pending.id, password)
+    assert cancelled.status == "cancelled" and cancelled.progress_done == 25
     assert not any(
-        p.name.startswith(f"export-{pending['id']}-") or f"export-{pending['id']}-" in p.name
+        p.name.startswith(f"export-{pending.id}-") or f"export-{pending.id}-" in p.name
         for p in get_settings().exports_dir.iterdir()
     )
 

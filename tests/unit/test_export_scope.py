@@ -26,17 +26,17 @@ def test_ticked_ids_are_exactly_the_exported_rows_in_the_chosen_order(seeded_act
         "sort_dir": "desc",
     }
     review = service.review(manager, data)
-    assert review["row_count"] == 4 and "4" in review["scope_text"]
-    view = service.run_export(service.request_export(manager, data, start=False)["id"])
+    assert review.row_count == 4 and "4" in review.scope_text
+    view = service.run_export(service.request_export(manager, data, start=False).id)
     with read_session() as session:
-        path = get_settings().exports_dir / session.get(ExportJob, view["id"]).file_name
+        path = get_settings().exports_dir / session.get(ExportJob, view.id).file_name
     rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")))[1:]
     assert [int(r[0]) for r in rows] == sorted(ids, reverse=True)
 
 
 def _exported_ids(view: dict) -> list[int]:
     with read_session() as session:
-        path = get_settings().exports_dir / session.get(ExportJob, view["id"]).file_name
+        path = get_settings().exports_dir / session.get(ExportJob, view.id).file_name
     rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")))[1:]
     return [int(r[0]) for r in rows]
 
@@ -63,10 +63,10 @@ def test_an_order_status_scope_exports_exactly_the_customers_with_such_an_order(
         "sort_dir": "asc",
     }
     review = service.review(manager, data)
-    assert review["row_count"] == len(expected) and "有订单状态: 已付款" in review["scope_text"]
-    assert "Has an order: Paid" in service.review(manager, data, "en")["scope_text"]
-    view = service.run_export(service.request_export(manager, data, start=False)["id"])
-    assert view["status"] == "done" and view["row_count"] == len(expected)
+    assert review.row_count == len(expected) and "有订单状态: 已付款" in review.scope_text
+    assert "Has an order: Paid" in service.review(manager, data, "en").scope_text
+    view = service.run_export(service.request_export(manager, data, start=False).id)
+    assert view.status == "done" and view.row_count == len(expected)
     assert _exported_ids(view) == expected
 
 

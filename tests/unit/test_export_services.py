@@ -51,13 +51,13 @@ def _request(fields=FIELDS, fmt="csv", query=None, sort_field="registered_at", s
 
 def _run(actor, data, password=""):
     view = service.request_export(actor, data, password=password, start=False)
-    assert view["status"] == "queued", view
-    return service.run_export(view["id"], password)
+    assert view.status == "queued", view
+    return service.run_export(view.id, password)
 
 
 def _file(view) -> Path:  # noqa: F821
     with read_session() as session:
-        job = session.get(ExportJob, view["id"])
+        job = session.get(ExportJob, view.id)
         return get_settings().exports_dir / job.file_name
 
 
@@ -99,7 +99,7 @@ def _set_policy(role_name, **changes):
 
 def test_csv_has_bom_rfc4180_chinese_and_exactly_the_rows_of_a_direct_query(seeded_actors):
     view = _run(seeded_actors["manager"], _request())
-    assert view["status"] == "done"
+    assert view.status == "done"
     raw = _file(view).read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
@@ -113,7 +113,7 @@ def test_csv_has_bom_rfc4180_chinese_and_exactly_the_rows_of_a_direct_query(seed
         stored = conn.execute(select(C.registered_at).where(C.id == int(rows[1][0]))).scalar_one()
     assert rows[1][3] == to_local(stored.replace(tzinfo=dt.UTC)).strftime("%Y-%m-%d %H:%M:%S")
     assert any("\u4e00" <= ch <= "\u9fff" for ch in rows[1][1])
-    assert view["row_count"] == len(expected) and view["file_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert view.row_count == len(expected) and view.file_sha256 == hashlib.sha256(raw).hexdigest()
 
 
 def test_xlsx_cells_are_typed_with_frozen_bold_header_and_a_metadata_sheet(seeded_actors):
@@ -188,7 +188,7 @@ def test_sensitive_fields_require_a_password_that_is_never_stored_or_logged(seed
         service.request_export(seeded_actors["manager"], _request(fields=["id", "phone"]), start=False)
     view = _run(seeded_actors["manager"], _request(fields=["id", "phone"]), PASSWORD)
     with read_session() as session:
-        job = session.get(ExportJob, view["id"])
+        job = session.get(ExportJob, view.id)
         assert PASSWORD not in json.dumps(job.model_dump(), default=str)
         assert all(PASSWORD not in e.details for e in session.exec(sm_select(AuditEntry)).all())
 
@@ -258,7 +258,7 @@ def test_analyst_over_policy_requests_are_refused_and_audited(seeded_actors):
     refused = [e for e in _audit("export.request") if e.result == "refused"]
     assert refused and "export.reason.window" in refused[-1].details and "export.reason.fields" in refused[-1].details
     review = service.review(analyst, _request(fields=["id", "phone"]))
-    assert not review["allowed"] and {r[0] for r in review["reasons"]} >= {
+    assert not review.allowed and {r[0] for r in review.reasons} >= {
         "export.reason.window",
         "export.reason.fields",
     }
@@ -286,30 +286,30 @@ def test_an_export_needing_approval_waits_until_approved_and_nobody_approves_the
     actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0)
     analyst, manager = actors["analyst"], actors["manager"]
     pending = service.request_export(analyst, _request(), start=False)
-    assert pending["status"] == "pending_approval"
-    assert service.run_export(pending["id"])["status"] == "pending_approval"  # does not run
-    assert [p["id"] for p in service.list_pending(manager)] == [pending["id"]]
+    assert pending.status == "pending_approval"
+    assert service.run_export(pending.id).status == "pending_approval"  # does not run
+    assert [p.id for p in service.list_pending(manager)] == [pending.id]
     with pytest.raises(PermissionDenied):
         service.list_pending(analyst)
     with pytest.raises(PermissionDenied):
-        service.decide(analyst, pending["id"], True)
-    approved = service.decide(manager, pending["id"], True, "ok for Q4 review")
-    assert approved["status"] == "queued" and approved["approver"] == "manager"
-    assert service.wait_for_export(pending["id"], 30)
-    done = service.export_view(analyst, pending["id"])
-    assert done["status"] == "done" and done["row_count"] > 0
+        service.decide(analyst, pending.id, True)
+    approved = service.decide(manager, pending.id, True, "ok for Q4 review")
+    assert approved.status == "queued" and approved.approver == "manager"
+    assert service.wait_for_export(pending.id, 30)
+    done = service.export_view(analyst, pending.id)
+    assert done.status == "done" and done.row_count > 0
     with pytest.raises(Conflict):
-        service.decide(manager, pending["id"], False)
-    assert _audit("export.approve")[-1].target_id == str(pending["id"])
+        service.decide(manager, pending.id, False)
+    assert _audit("export.approve")[-1].target_id == str(pending.id)
     rejected = service.request_export(analyst, _request(), start=False)
-    assert service.decide(manager, rejected["id"], False, "too broad")["status"] == "rejected"
+    assert service.decide(manager, rejected.id, False, "too broad").status == "rejected"
     assert "too broad" in _audit("export.reject")[-1].details
 
 
 def test_download_tokens_are_single_use_and_bound_to_user_and_session(seeded_actors):
     manager = _with_session(seeded_actors["manager"])
     view = _run(manager, _request())
-    token = service.create_download_token(manager, view["id"])
+    token = service.create_download_token(manager, view.id)
     other_session = _with_session(seeded_actors["manager"])
     with pytest.raises(PermissionDenied):
         service.claim_download(other_session, token)
@@ -322,7 +322,7 @@ def test_download_tokens_are_single_use_and_bound_to_user_and_session(seeded_act
     assert raised.value.message_key == "export.reason.token_used"
     analyst = _with_session(seeded_actors["analyst"])
     with pytest.raises(PermissionDenied):
-        service.create_download_token(analyst, view["id"])
+        service.create_download_token(analyst, view.id)
     downloads = _audit("export.download")
     assert [e.result for e in downloads].count("ok") == 1 and [e.result for e in downloads].count("refused") >= 3
 
@@ -331,27 +331,27 @@ def test_expired_files_are_deleted_and_cannot_be_downloaded(seeded_actors):
     manager = _with_session(seeded_actors["manager"])
     view = _run(manager, _request())
     path = _file(view)
-    token = service.create_download_token(manager, view["id"])
+    token = service.create_download_token(manager, view.id)
     with write_session() as session:
-        job = session.get(ExportJob, view["id"])
+        job = session.get(ExportJob, view.id)
         job.expires_at = utcnow() - dt.timedelta(minutes=1)
         session.add(job)
     assert service.purge_expired() == 1
     assert not path.exists()
     with pytest.raises(PermissionDenied):
         service.claim_download(manager, token)
-    assert service.export_view(manager, view["id"])["status"] == "expired"
-    assert [v["status"] for v in service.list_exports(manager)] == ["expired"]
+    assert service.export_view(manager, view.id).status == "expired"
+    assert [v.status for v in service.list_exports(manager)] == ["expired"]
 
 
 def test_cancel_before_run_and_large_exports_are_flagged(seeded_actors, monkeypatch):
     manager = seeded_actors["manager"]
     view = service.request_export(manager, _request(), start=False)
-    assert service.cancel_export(manager, view["id"])["status"] == "cancelled"
-    assert service.run_export(view["id"])["status"] == "cancelled"
+    assert service.cancel_export(manager, view.id).status == "cancelled"
+    assert service.run_export(view.id).status == "cancelled"
     monkeypatch.setattr(service, "LARGE_EXPORT_ROWS", 5)
     flagged = _run(manager, _request())
-    entries = [e for e in _audit("export.run") if e.target_id == str(flagged["id"])]
+    entries = [e for e in _audit("export.run") if e.target_id == str(flagged.id)]
     assert entries and entries[0].flagged and "large" in entries[0].details
 
 
@@ -426,16 +426,16 @@ def test_an_approved_protected_export_waits_for_its_requesters_password(seeded_a
     actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0, allowed_fields=("id", "name", "phone"))
     analyst, manager = actors["analyst"], actors["manager"]
     pending = service.request_export(analyst, _request(fields=["id", "name"]), password=PASSWORD, start=False)
-    approved = service.decide(manager, pending["id"], True)
-    assert approved["status"] == "approved" and pending["id"] not in service._runs
+    approved = service.decide(manager, pending.id, True)
+    assert approved.status == "approved" and pending.id not in service._runs
     with pytest.raises(ValidationError):
-        service.start_approved(analyst, pending["id"], "short")
+        service.start_approved(analyst, pending.id, "short")
     with pytest.raises(NotFound):
-        service.start_approved(manager, pending["id"], PASSWORD)  # only the requester
-    service.start_approved(analyst, pending["id"], PASSWORD)
-    assert service.wait_for_export(pending["id"], 30)
-    done = service.export_view(analyst, pending["id"])
-    assert done["status"] == "done" and _file(done).suffix == ".zip"
+        service.start_approved(manager, pending.id, PASSWORD)  # only the requester
+    service.start_approved(analyst, pending.id, PASSWORD)
+    assert service.wait_for_export(pending.id, 30)
+    done = service.export_view(analyst, pending.id)
+    assert done.status == "done" and _file(done).suffix == ".zip"
 
 
 def test_portability_export_holds_everything_about_one_customer_and_downloads_like_any_export(seeded_actors):
@@ -446,8 +446,8 @@ def test_portability_export_holds_everything_about_one_customer_and_downloads_li
     with read_session() as session:
         customer_id = session.exec(sm_select(Order.customer_id).limit(1)).first()
     view = portability.export_customer(manager, customer_id, password=PASSWORD)
-    assert view["status"] == "done" and view["protected"]
-    got = service.claim_download(manager, service.create_download_token(manager, view["id"]))
+    assert view.status == "done" and view.protected
+    got = service.claim_download(manager, service.create_download_token(manager, view.id))
     with pyzipper.AESZipFile(got.path) as archive:
         archive.setpassword(PASSWORD.encode())
         data = json.loads(archive.read("customer.json"))
@@ -465,23 +465,23 @@ def test_a_running_export_stops_at_the_next_batch_when_cancelled_and_leaves_no_f
     manager = seeded_actors["manager"]
     view = service.request_export(manager, _request(fmt="xlsx"), start=False)
     with write_session() as session:  # as if the person clicked cancel while it ran
-        job = session.get(ExportJob, view["id"])
+        job = session.get(ExportJob, view.id)
         job.cancel_requested = True
         session.add(job)
-    assert service.run_export(view["id"])["status"] == "cancelled"
+    assert service.run_export(view.id).status == "cancelled"
     assert list(get_settings().exports_dir.iterdir()) == []
-    assert [e.target_id for e in _audit("export.cancel")] == [str(view["id"])]
+    assert [e.target_id for e in _audit("export.cancel")] == [str(view.id)]
 
 
 def test_rerun_requests_the_same_export_again_under_the_current_policy(seeded_actors):
     manager = seeded_actors["manager"]
     first = _run(manager, _request(fmt="xlsx", sort_dir="desc"))
-    again = service.rerun_export(manager, first["id"], start=False)
-    assert again["id"] != first["id"] and again["fields"] == first["fields"] and again["format"] == "xlsx"
-    second = service.run_export(again["id"])
-    assert _file(second).read_bytes() != b"" and second["row_count"] == first["row_count"]
+    again = service.rerun_export(manager, first.id, start=False)
+    assert again.id != first.id and again.fields == first.fields and again.format == "xlsx"
+    second = service.run_export(again.id)
+    assert _file(second).read_bytes() != b"" and second.row_count == first.row_count
     with pytest.raises(NotFound):
-        service.rerun_export(seeded_actors["analyst"], first["id"], start=False)  # not theirs
+        service.rerun_export(seeded_actors["analyst"], first.id, start=False)  # not theirs
 
 
 def test_a_role_limited_to_some_tags_exports_only_those_customers(seeded_actors):

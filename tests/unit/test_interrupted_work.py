@@ -251,12 +251,12 @@ def test_a_protected_exports_password_is_in_no_table_and_no_log(seeded_actors, c
     caplog.set_level("DEBUG")
     manager = seeded_actors["manager"]
     view = exports.request_export(manager, _export_request(), password=PASSWORD)  # started by the runner
-    assert exports.wait_for_export(view["id"], 60)
+    assert exports.wait_for_export(view.id, 60)
     with read_session() as session:
-        row = session.get(ExportJob, view["id"])
+        row = session.get(ExportJob, view.id)
         job = session.exec(select(Job).where(Job.kind == exports.JOB_KIND)).one()
     assert (row.status, row.protected, job.status) == ("done", True, "done"), (row.error, job.error)
-    assert json.loads(job.params) == {"export_id": view["id"]}  # the export's id, nothing else
+    assert json.loads(job.params) == {"export_id": view.id}  # the export's id, nothing else
     assert row.file_name.endswith(".zip")
     stored = _every_row_as_text()
     assert "export.file" in stored and str(row.file_sha256) in stored  # the scan sees the job and export rows
@@ -273,20 +273,20 @@ def _interrupted_export(actor, protected: bool, job_status: str) -> tuple[int, i
         actor, _export_request(("id", "name")), password=PASSWORD if protected else "", start=False
     )
     requester = actor
-    job_id = jobs.create_job(requester, exports.JOB_KIND, {"export_id": view["id"]})
+    job_id = jobs.create_job(requester, exports.JOB_KIND, {"export_id": view.id})
     with write_session() as session:
         job = session.get(Job, job_id)
         job.status, job.owner, job.heartbeat_at = job_status, dead if job_status == "running" else None, utcnow()
         session.add(job)
-        row = session.get(ExportJob, view["id"])
+        row = session.get(ExportJob, view.id)
         if job_status == "running":
             row.status, row.owner, row.heartbeat_at = "running", dead, utcnow()
         session.add(row)
     folder = get_settings().exports_dir
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".export-{view['id']}-{'f' * 16}.part.csv"
+    partial = folder / f".export-{view.id}-{'f' * 16}.part.csv"
     partial.write_text("id,name\n1,plain text the password never protected\n")
-    return view["id"], job_id, partial
+    return view.id, job_id, partial
 
 
 @pytest.mark.parametrize("job_status", ["running", "queued"])

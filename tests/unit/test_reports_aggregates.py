@@ -258,11 +258,11 @@ def test_big_database_builds_in_the_background_and_dashboard_says_computing(seed
     manager = seeded_actors["manager"]
     _execute("DELETE FROM app_setting WHERE key = :k", k=aggregates.STATE_KEY)
     view = report_views.dashboard_view(manager, {"kind": "month", "anchor": "2026-10-15"}, True)
-    if view["computing"]:
-        assert view["stale"] and view["trend"] == [] and all(c["value"] == "—" for c in view["cards"])
+    if view.computing:
+        assert view.stale and view.trend == [] and all(c["value"] == "—" for c in view.cards)
     aggregates.wait_for_background()
     view = report_views.dashboard_view(manager, {"kind": "month", "anchor": "2026-10-15"}, True)
-    assert not view["computing"] and not view["stale"]
+    assert not view.computing and not view.stale
     with get_engine().connect() as conn:
         built = conn.execute(
             text("SELECT status, processed FROM job WHERE kind = :k"), {"k": "reports.aggregates_build"}

@@ -26,14 +26,14 @@ SEGMENT = {
 def test_dashboard_view_cards_match_the_service(seeded_db, seeded_actors):
     view = report_views.dashboard_view(seeded_actors["manager"], PARAMS)
     board = reports.dashboard(seeded_actors["manager"], reports.make_period("month", "2026-10-15"))
-    cards = {c["key"]: c for c in view["cards"]}
+    cards = {c["key"]: c for c in view.cards}
     assert cards["new_customers"]["value"] == f"{board.raw['new_customers']:,}"
     assert cards["new_customers"]["label_zh"] == "新增客户" and cards["new_customers"]["label_en"] == "New customers"
-    assert len(view["trend"]) == report_views.MAX_TREND_BUCKETS["week"]
-    assert view["trend"][-1]["start"] == "2026-10-26"
+    assert len(view.trend) == report_views.MAX_TREND_BUCKETS["week"]
+    assert view.trend[-1]["start"] == "2026-10-26"
     daily = report_views.dashboard_view(seeded_actors["manager"], {**PARAMS, "granularity": "day"})
-    assert [p["start"] for p in daily["trend"]][::30] == ["2026-10-01", "2026-10-31"]
-    assert not view["empty"]
+    assert [p["start"] for p in daily.trend][::30] == ["2026-10-01", "2026-10-31"]
+    assert not view.empty
 
 
 def test_dashboard_xlsx_has_a_sheet_per_table_with_the_page_numbers(seeded_db, seeded_actors):
@@ -49,12 +49,12 @@ def test_dashboard_xlsx_has_a_sheet_per_table_with_the_page_numbers(seeded_db, s
     assert summary["New customers"][1] == board.raw_previous["new_customers"]
     assert summary["Amount"][2] == pytest.approx(board.raw["amount_cents"] / 100)
     assert summary["Active rate"][2] == pytest.approx(board.raw["active_rate"])
-    cards = {c["label_en"]: c for c in view["cards"]}
+    cards = {c["label_en"]: c for c in view.cards}
     assert f"{summary['Total customers'][2]:,}" == cards["Total customers"]["value"]
     trend = list(book["Trend"].iter_rows(min_row=2, values_only=True))
-    assert [r[1] for r in trend] == [p["new_customers"] for p in view["trend"]]
+    assert [r[1] for r in trend] == [p["new_customers"] for p in view.trend]
     sources = {r[0]: r for r in book["Sources"].iter_rows(min_row=2, values_only=True)}
-    assert sources["WeChat"][1] == next(s["total"] for s in view["sources"] if s["key"] == "wechat")
+    assert sources["WeChat"][1] == next(s["total"] for s in view.sources if s["key"] == "wechat")
     with read_session() as session:
         entry = session.exec(select(AuditEntry).where(AuditEntry.action == "report.export")).one()
     assert entry.actor_name == "manager" and '"xlsx"' in entry.details
@@ -67,13 +67,13 @@ def test_segment_report_xlsx(seeded_db, seeded_actors):
     book = load_workbook(io.BytesIO(data))
     assert book.sheetnames == ["周期对比", "留存", "热门商品"]
     comparison = {r[0]: r for r in book["周期对比"].iter_rows(min_row=2, values_only=True)}
-    rows = {r["key"]: r for r in view["comparison"]}
+    rows = {r["key"]: r for r in view.comparison}
     assert f"{comparison['购买次数'][1]:,}" == rows["orders"]["a"]
     assert f"{comparison['购买次数'][2]:,}" == rows["orders"]["b"]
     cohorts = list(book["留存"].iter_rows(min_row=2, values_only=True))
-    assert [r[1] for r in cohorts] == [c["size"] for c in view["cohorts"]]
+    assert [r[1] for r in cohorts] == [c["size"] for c in view.cohorts]
     products = list(book["热门商品"].iter_rows(min_row=2, values_only=True))
-    assert [r[0] for r in products] == [p["product"] for p in view["products"]]
+    assert [r[0] for r in products] == [p["product"] for p in view.products]
 
 
 @pytest.mark.parametrize("username", ["agent", "senior"])
@@ -99,7 +99,7 @@ def test_saved_view_is_a_segment(seeded_db, seeded_actors):
     option = saved_views.save_view(manager, "微信客户", ListQuery(sources=("wechat",)))
     by_view = report_views.segment_report_view(manager, {**SEGMENT, "source": "", "view_id": str(option.id)})
     by_filter = report_views.segment_report_view(manager, SEGMENT)
-    assert by_view["comparison"] == by_filter["comparison"]
+    assert by_view.comparison == by_filter.comparison
 
 
 def _with_session(actor):
@@ -153,11 +153,11 @@ def test_dashboard_pdf_has_every_table_with_the_page_figures_and_downloads_once(
     compact = text.replace(" ", "")
     for title in ("概览", "趋势", "生命周期", "来源渠道", "地区", "新增客户", "客户总数", "微信"):
         assert title in compact, title
-    for card in view["cards"]:
+    for card in view.cards:
         assert card["value"].replace(" ", "") in compact, card
-    for row in view["sources"]:
+    for row in view.sources:
         assert _in_order(text, [row["label_zh"], row["total_text"], row["new_text"], row["new_previous_text"]]), row
-    for point in view["trend"]:
+    for point in view.trend:
         assert point["new_customers_text"] in compact and point["amount_text"] in compact
     with pytest.raises(PermissionDenied):
         service.claim_download(manager, token)  # single use
@@ -175,11 +175,11 @@ def test_segment_pdf_has_comparison_cohorts_and_products(seeded_db, seeded_actor
     text = _pdf_text(get_settings().exports_dir / job.file_name)
     for title in ("Comparison", "Cohorts", "Top products", "New customers"):
         assert title in text
-    for row in view["comparison"]:
+    for row in view.comparison:
         assert _in_order(text, [row["label_en"], row["a"], row["b"], row["change"]]), row
-    for cohort in view["cohorts"]:
+    for cohort in view.cohorts:
         assert _in_order(text, [cohort["month"], cohort["size_text"], cohort["r1"], cohort["r3"], cohort["r6"]])
-    for product in view["products"]:
+    for product in view.products:
         assert product["product"][:6] in text and product["amount_text"] in text
 
 

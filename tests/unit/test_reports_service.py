@@ -551,35 +551,35 @@ def test_dashboard_on_the_7th_compares_like_with_like_says_so_and_plots_no_futur
     manager = seeded_actors["manager"]
     now = dt.datetime(2026, 10, 7, 3, tzinfo=UTC)  # the seeded data end on 1 November
     view = report_views.dashboard_view(manager, {"kind": "month", "granularity": "day"}, now=now)
-    assert (view["period"]["first"], view["period"]["last"]) == ("2026-10-01", "2026-10-07")
-    assert (view["previous"]["first"], view["previous"]["last"]) == ("2026-09-01", "2026-09-07")
+    assert (view.period["first"], view.period["last"]) == ("2026-10-01", "2026-10-07")
+    assert (view.previous["first"], view.previous["last"]) == ("2026-09-01", "2026-09-07")
     board = reports.dashboard(manager, reports.make_period("month", None, now=now))
     assert_same(board.raw, expected(rows, *bounds(dt.date(2026, 10, 1), dt.date(2026, 10, 7))))
     assert_same(board.raw_previous, expected(rows, *bounds(dt.date(2026, 9, 1), dt.date(2026, 9, 7))))
-    cards = {card["key"]: card for card in view["cards"]}
+    cards = {card["key"]: card for card in view.cards}
     assert cards["new_customers"]["previous"] == f"{board.raw_previous['new_customers']:,}"
     # The trend: 1..7 October, nothing after today.
-    assert [p["start"] for p in view["trend"]] == [f"2026-10-0{d}" for d in range(1, 8)]
+    assert [p["start"] for p in view.trend] == [f"2026-10-0{d}" for d in range(1, 8)]
     # The page says what is compared, in both languages.
-    assert view["note_zh"] == "本月截至今天：2026-10-01 ~ 2026-10-07（7 天），对比上月同期 2026-09-01 ~ 2026-09-07"
-    assert "same days of last month, 2026-09-01 ~ 2026-09-07" in view["note_en"]
-    assert view["latest"] is True
+    assert view.note_zh == "本月截至今天：2026-10-01 ~ 2026-10-07（7 天），对比上月同期 2026-09-01 ~ 2026-09-07"
+    assert "same days of last month, 2026-09-01 ~ 2026-09-07" in view.note_en
+    assert view.latest is True
     # A finished month says "vs. previous" and has a later period to move to.
     september = report_views.dashboard_view(manager, {"kind": "month", "anchor": "2026-09-10"}, now=now)
-    assert september["note_en"] == "vs. previous 2026-08" and september["latest"] is False
+    assert september.note_en == "vs. previous 2026-08" and september.latest is False
 
     # The week (Wednesday 14 October): Monday to Wednesday against the Monday to Wednesday before.
     wednesday = dt.datetime(2026, 10, 14, 3, tzinfo=UTC)
     week = report_views.dashboard_view(manager, {"kind": "week", "granularity": "day"}, now=wednesday)
-    assert (week["period"]["first"], week["period"]["last"]) == ("2026-10-12", "2026-10-14")
-    assert (week["previous"]["first"], week["previous"]["last"]) == ("2026-10-05", "2026-10-07")
-    assert "本周截至今天" in week["note_zh"] and "same days of last week" in week["note_en"]
-    assert max(p["start"] for p in week["trend"]) == "2026-10-14"
+    assert (week.period["first"], week.period["last"]) == ("2026-10-12", "2026-10-14")
+    assert (week.previous["first"], week.previous["last"]) == ("2026-10-05", "2026-10-07")
+    assert "本周截至今天" in week.note_zh and "same days of last week" in week.note_en
+    assert max(p["start"] for p in week.trend) == "2026-10-14"
     # By week: the week under way is the last point, marked as such.
     weekly = report_views.dashboard_view(manager, {"kind": "week", "granularity": "week"}, now=wednesday)
-    assert weekly["trend"][-1]["start"] == "2026-10-12" and weekly["trend"][-1]["partial"]
-    assert weekly["trend"][-1]["label"].endswith("*") and weekly["partial_bucket"]
-    assert not any(p["partial"] for p in weekly["trend"][:-1])
+    assert weekly.trend[-1]["start"] == "2026-10-12" and weekly.trend[-1]["partial"]
+    assert weekly.trend[-1]["label"].endswith("*") and weekly.partial_bucket
+    assert not any(p["partial"] for p in weekly.trend[:-1])
 
 
 def test_cohort_windows_that_have_not_ended_are_none_and_shown_as_a_dash(seeded_db, seeded_actors):
@@ -594,7 +594,7 @@ def test_cohort_windows_that_have_not_ended_are_none_and_shown_as_a_dash(seeded_
     assert table["2026-08"].retained[1] is not None  # November = 3 months after August
     params = {"a_from": "2026-10-01", "a_to": "2026-10-31", "b_from": "2026-11-01", "b_to": "2026-12-07"}
     view = report_views.segment_report_view(manager, params, now=DEC_7)
-    shown = {row["month"]: row for row in view["cohorts"]}
+    shown = {row["month"]: row for row in view.cohorts}
     assert shown["2026-11"]["r1"] == "—" and shown["2026-11"]["retained"][0] == "—"
     assert shown["2026-10"]["r1"] != "—" and shown["2026-10"]["r3"] == "—"
 

@@ -350,9 +350,9 @@ def test_new_exports_expire_after_the_policys_hours(seeded_actors):
         },
         start=False,
     )
-    export_service.run_export(view["id"])
+    export_service.run_export(view.id)
     with read_session() as session:
-        job = session.get(ExportJob, view["id"])
+        job = session.get(ExportJob, view.id)
         lifetime = job.expires_at - job.finished_at
     assert dt.timedelta(hours=4, minutes=59) < lifetime <= dt.timedelta(hours=5, seconds=5)
 

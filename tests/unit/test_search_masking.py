@@ -203,7 +203,7 @@ def test_export_scopes_count_under_the_requester_rules(seeded_actors):
             "fields": ["id", "name"],
             "format": "csv",
         }
-        counts.append(exports.review(analyst, data)["row_count"])
+        counts.append(exports.review(analyst, data).row_count)
     assert len(set(counts)) == 1
     manager_counts = [
         exports.review(
@@ -213,7 +213,7 @@ def test_export_scopes_count_under_the_requester_rules(seeded_actors):
                 "fields": ["id", "name"],
                 "format": "csv",
             },
-        )["row_count"]
+        ).row_count
         for d in DIGITS
     ]
     assert len(set(manager_counts)) > 1  # the manager sees phones: the scope really narrows for them

@@ -181,7 +181,7 @@ def test_bulk_add_and_remove_over_a_filter_is_one_audited_job(seeded_actors):
         result = tags.bulk_tag(manager, selection, tag_id, "add")
     finally:
         tags.BULK_BATCH = old_batch
-    assert result["status"] == "done" and result["changed"] == len(wechat) - 1
+    assert result.status == "done" and result.changed == len(wechat) - 1
     assigned = _assigned(tag_id)
     assert set(assigned) == wechat
     assert assigned[first] == "rule"
@@ -190,7 +190,7 @@ def test_bulk_add_and_remove_over_a_filter_is_one_audited_job(seeded_actors):
 
     ticked = sorted(wechat)[:5]
     result = tags.bulk_tag(manager, Selection.of_ids(ticked), tag_id, "remove")
-    assert result["changed"] == 5
+    assert result.changed == 5
     assert set(_assigned(tag_id)) == wechat - set(ticked)
     assert _audits("tag.bulk_remove")[0]["count"] == 5
 

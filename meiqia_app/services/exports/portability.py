@@ -15,6 +15,7 @@ import json
 import secrets
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlmodel import select
 
@@ -28,6 +29,9 @@ from meiqia_app.services.errors import NotFound, PermissionDenied
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.rbac import Actor, require
 from meiqia_app.timeutil import utcnow
+
+if TYPE_CHECKING:  # the export service is imported when used (see export_customer)
+    from meiqia_app.services.exports.service import ExportInfo
 
 HIDDEN = {"name_pinyin", "name_initials", "version", "updated_by_id"}
 
@@ -50,6 +54,7 @@ def _record(model, access: CustomerAccess) -> dict:
 
 
 def collect(actor: Actor, customer_id: int) -> dict:
+    """Everything about one customer, masked for this actor: the JSON document the file holds as-is."""
     require(actor, "customer.view", action="export.portability", target_type="customer", target_id=customer_id)
     access = CustomerAccess(actor)
     with read_session() as session:
@@ -136,7 +141,7 @@ def needs_approval(actor: Actor) -> bool:
     return bool(policy.approval_required and (policy.approval_over_rows == 0 or 1 > policy.approval_over_rows))
 
 
-def export_customer(actor: Actor, customer_id: int, password: str = "") -> dict:
+def export_customer(actor: Actor, customer_id: int, password: str = "") -> ExportInfo:
     """Build the zip now; returns the export's DTO (download it with a token)."""
     from meiqia_app.services.exports.service import export_dto
 

@@ -217,22 +217,36 @@ def estimate_size(fields, fmt: str, rows: int) -> int:
 # --- review and request -----------------------------------------------------------------------
 
 
-def review(actor: Actor, data: dict, lang: str = "zh") -> dict:
+@dataclasses.dataclass(frozen=True)
+class ExportReview:
+    """What the wizard's review step shows before a request: count, size, policy verdict."""
+
+    row_count: int
+    size_estimate: int
+    reasons: list[tuple[str, dict]]  # (message key, its parameters): why refused or why approval
+    allowed: bool
+    needs_approval: bool
+    password_required: bool
+    masked: list[str]  # chosen fields this role exports masked
+    scope_text: str
+
+
+def review(actor: Actor, data: dict, lang: str = "zh") -> ExportReview:
     """Step 6 of the wizard: row count, size estimate, policy result, approval needed."""
     require(actor, "export.request", action="export.review")
     request = parse_request(actor, data, lang)
     count = RowSource(actor, request.spec, lang).count()
     result = evaluate(actor, request.spec, request.fmt, count)
-    return {
-        "row_count": count,
-        "size_estimate": estimate_size(request.spec.fields, request.fmt, count),
-        "reasons": [[key, params] for key, params in result.reasons],
-        "allowed": result.allowed,
-        "needs_approval": result.needs_approval,
-        "password_required": password_required(actor, request.spec),
-        "masked": sorted(set(request.spec.fields) & masked_fields(actor)),
-        "scope_text": request.scope["text"],
-    }
+    return ExportReview(
+        row_count=count,
+        size_estimate=estimate_size(request.spec.fields, request.fmt, count),
+        reasons=[(key, params) for key, params in result.reasons],
+        allowed=result.allowed,
+        needs_approval=result.needs_approval,
+        password_required=password_required(actor, request.spec),
+        masked=sorted(set(request.spec.fields) & masked_fields(actor)),
+        scope_text=request.scope["text"],
+    )
 
 
 def _anomalies(session, actor: Actor, rows: int) -> list[str]:
@@ -280,7 +294,7 @@ def _details(job: ExportJob, **extra) -> dict:
     }
 
 
-def request_export(actor: Actor, data: dict, password: str = "", lang: str = "zh", start: bool = True) -> dict:
+def request_export(actor: Actor, data: dict, password: str = "", lang: str = "zh", start: bool = True) -> ExportInfo:
     """Create an export: refused (and audited) outside the policy, pending when it
     needs approval, otherwise queued and started in the background."""
     require(actor, "export.request", action="export.request")
@@ -336,14 +350,14 @@ def request_export(actor: Actor, data: dict, password: str = "", lang: str = "zh
         )
         view = export_dto(job)
     if not result.needs_approval and start:
-        start_export(view["id"], password)
+        start_export(view.id, password)
     return view
 
 
 # --- approval -------------------------------------------------------------------------------------
 
 
-def list_pending(actor: Actor) -> list[dict]:
+def list_pending(actor: Actor) -> list[ExportInfo]:
     require(actor, "export.approve", action="export.approvals")
     with read_session() as session:
         jobs = session.exec(
@@ -352,7 +366,7 @@ def list_pending(actor: Actor) -> list[dict]:
         return [export_dto(job) for job in jobs]
 
 
-def decide(actor: Actor, export_id: int, approve: bool, comment: str = "") -> dict:
+def decide(actor: Actor, export_id: int, approve: bool, comment: str = "") -> ExportInfo:
     """Approve or reject a pending request. Nobody approves their own request."""
     require(actor, "export.approve", action="export.approve", target_type="export", target_id=export_id)
     comment = (comment or "").strip()[:500]
@@ -391,11 +405,11 @@ def decide(actor: Actor, export_id: int, approve: bool, comment: str = "") -> di
         )
         view = export_dto(job)
     if start_after:
-        start_export(view["id"], "")
+        start_export(view.id, "")
     return view
 
 
-def start_approved(actor: Actor, export_id: int, password: str) -> dict:
+def start_approved(actor: Actor, export_id: int, password: str) -> ExportInfo:
     """The requester starts an approved protected export, giving its password again."""
     require(actor, "export.request", action="export.run", target_type="export", target_id=export_id)
     protection.validate_password(password)
@@ -409,11 +423,11 @@ def start_approved(actor: Actor, export_id: int, password: str) -> dict:
         job.heartbeat_at = utcnow()  # queued now, not when it was requested: no other worker takes it for dead
         session.add(job)
         view = export_dto(job)
-    start_export(view["id"], password)
+    start_export(view.id, password)
     return view
 
 
-def rerun_export(actor: Actor, export_id: int, password: str = "", lang: str = "zh", start: bool = True) -> dict:
+def rerun_export(actor: Actor, export_id: int, password: str = "", lang: str = "zh", start: bool = True) -> ExportInfo:
     """Request the same export again (EXP-8): same scope, fields, sort and format,
     checked against the policy as it is now, with a fresh count."""
     with read_session() as session:
@@ -439,7 +453,7 @@ def rerun_export(actor: Actor, export_id: int, password: str = "", lang: str = "
     return request_export(actor, data, password=password, lang=lang, start=start)
 
 
-def cancel_export(actor: Actor, export_id: int) -> dict:
+def cancel_export(actor: Actor, export_id: int) -> ExportInfo:
     with write_session() as session:
         job = session.get(ExportJob, int(export_id))
         if job is None or not (actor.can("export.view_all") or job.requested_by_id == actor.user_id):
@@ -507,11 +521,11 @@ def _export_worker(ctx: jobs.JobContext) -> dict:
             view = run_export(export_id, ctx.memory.get("password", ""), ctx=ctx)
     finally:
         _runs.pop(export_id, None)
-    result = {"export_id": export_id, "status": view["status"], "rows": view["row_count"]}
-    if view["status"] == "cancelled":
+    result = {"export_id": export_id, "status": view.status, "rows": view.row_count}
+    if view.status == "cancelled":
         raise jobs.JobCancelled(result)
-    if view["status"] == "failed":
-        raise jobs.JobFailed(view["error"] or "export.error.interrupted")
+    if view.status == "failed":
+        raise jobs.JobFailed(view.error or "export.error.interrupted")
     return result
 
 
@@ -581,7 +595,7 @@ def _finish(export_id: int, **values) -> ExportJob:
         return job
 
 
-def run_export(export_id: int, password: str = "", ctx: jobs.JobContext | None = None) -> dict:
+def run_export(export_id: int, password: str = "", ctx: jobs.JobContext | None = None) -> ExportInfo:
     """Write the file of a queued export in this thread; returns its final DTO.
 
     ``ctx``: the runner's job doing it (its progress and cancel follow the export's).
@@ -748,7 +762,7 @@ def _cleanup(*paths: Path) -> None:
             log.warning("could not delete %s", path)
 
 
-def _fail_interrupted(export_id: int, remove_files: bool = True) -> dict | None:
+def _fail_interrupted(export_id: int, remove_files: bool = True) -> ExportInfo | None:
     """End an export whose run was interrupted: failed, audited, its partial files deleted.
 
     "interrupted" (request it again), or for a protected export "the password
@@ -938,7 +952,35 @@ def _fmt_time(value) -> str:
     return format_local(as_utc(value)) if value else ""
 
 
-def export_dto(job: ExportJob) -> dict:
+@dataclasses.dataclass(frozen=True)
+class ExportInfo:
+    """One export as the wizard, the history and the approvals show it (times as local text)."""
+
+    id: int
+    kind: str  # customers | portability | report
+    status: str
+    requested_by: str
+    format: str
+    protected: bool
+    purpose: str
+    scope_text: str
+    fields: list[str]
+    row_estimate: int
+    row_count: int
+    progress_done: int
+    percent: int
+    file_size: int
+    file_sha256: str
+    created_at: str
+    finished_at: str
+    expires_at: str
+    approver: str
+    decision_comment: str
+    error: str  # a message key, or ""
+    downloadable: bool
+
+
+def export_dto(job: ExportJob) -> ExportInfo:
     scope = json.loads(job.scope or "{}")
     estimate = job.row_estimate or 0
     done = job.progress_done or 0
@@ -948,33 +990,33 @@ def export_dto(job: ExportJob) -> dict:
         percent = min(99, int(done * 100 / estimate))
     else:
         percent = 0
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "status": job.status,
-        "requested_by": job.requested_by_name,
-        "format": job.format,
-        "protected": job.protected,
-        "purpose": job.purpose,
-        "scope_text": scope.get("text", ""),
-        "fields": json.loads(job.fields or "[]"),
-        "row_estimate": estimate,
-        "row_count": job.row_count,
-        "progress_done": done,
-        "percent": percent,
-        "file_size": job.file_size,
-        "file_sha256": job.file_sha256 or "",
-        "created_at": _fmt_time(job.created_at),
-        "finished_at": _fmt_time(job.finished_at),
-        "expires_at": _fmt_time(job.expires_at),
-        "approver": job.approver_name or "",
-        "decision_comment": job.decision_comment or "",
-        "error": job.error or "",
-        "downloadable": job.status == "done" and job.expires_at is not None and as_utc(job.expires_at) > utcnow(),
-    }
+    return ExportInfo(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        requested_by=job.requested_by_name,
+        format=job.format,
+        protected=job.protected,
+        purpose=job.purpose,
+        scope_text=scope.get("text", ""),
+        fields=json.loads(job.fields or "[]"),
+        row_estimate=estimate,
+        row_count=job.row_count,
+        progress_done=done,
+        percent=percent,
+        file_size=job.file_size,
+        file_sha256=job.file_sha256 or "",
+        created_at=_fmt_time(job.created_at),
+        finished_at=_fmt_time(job.finished_at),
+        expires_at=_fmt_time(job.expires_at),
+        approver=job.approver_name or "",
+        decision_comment=job.decision_comment or "",
+        error=job.error or "",
+        downloadable=job.status == "done" and job.expires_at is not None and as_utc(job.expires_at) > utcnow(),
+    )
 
 
-def export_view(actor: Actor, export_id: int) -> dict:
+def export_view(actor: Actor, export_id: int) -> ExportInfo:
     with read_session() as session:
         job = session.get(ExportJob, int(export_id))
         if job is None or not (actor.can("export.view_all") or job.requested_by_id == actor.user_id):
@@ -982,7 +1024,7 @@ def export_view(actor: Actor, export_id: int) -> dict:
         return export_dto(job)
 
 
-def list_exports(actor: Actor, limit: int = 100) -> list[dict]:
+def list_exports(actor: Actor, limit: int = 100) -> list[ExportInfo]:
     """The actor's own exports, newest first (everyone's with export.view_all)."""
     require(actor, "export.request", action="export.history")
     reap_interrupted()
