@@ -89,7 +89,7 @@ os.environ.setdefault("MEIQIA_SCHEDULER", "0")
 def point_at(data_dir: Path) -> None:
     from meiqia_app.config import reload_settings
     from meiqia_app.db import reset_engine
-    from meiqia_app.services import customer_list
+    from meiqia_app.services.customers import listing as customer_list
 
     os.environ["MEIQIA_DATA_DIR"] = str(data_dir)
     reload_settings()
@@ -152,9 +152,10 @@ def main() -> int:
     from sqlalchemy import text
 
     from meiqia_app.db import get_engine
-    from meiqia_app.services import cleanup, jobs
-    from meiqia_app.services.cleanup import Criteria
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.cleanup import actions as cleanup
+    from meiqia_app.services.cleanup.actions import Criteria
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.platform import jobs
 
     print("load:", os.getloadavg())
     if work.exists():
@@ -167,7 +168,7 @@ def main() -> int:
     if not work_url:
         copy_sqlite_database(source / "meiqia.db", work / "meiqia.db")
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import backup
+    from meiqia_app.services.platform import backup
 
     point_at(work)
     started = time.perf_counter()
@@ -210,8 +211,8 @@ def main() -> int:
 
     # 3. writes on the copy
     jobs.start_in_background = lambda job_id: jobs.run_job(job_id)  # run inline, timed
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.saved_views import save_view
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.saved_views import save_view
     from tests.conftest import load_actors
 
     if work_url:  # importing the tests' conftest drops DATABASE_URL (the tests choose their own)

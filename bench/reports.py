@@ -3,7 +3,7 @@
     .venv/bin/python bench/reports.py --copy-to /tmp/reports-1m     # once: copy + migrate (~4 min)
     .venv/bin/python bench/reports.py --db /tmp/reports-1m/meiqia.db [--runs 5] [--rebuild]
 
-The dashboard reads daily aggregates (services/report_aggregates.py, migration
+The dashboard reads daily aggregates (services/reports/aggregates.py, migration
 0003_reports) that are built once and then updated per changed customer. This
 bench WRITES to the database it is given (it builds the aggregates and makes
 edits), so it refuses the shared read-only databases: make a copy with
@@ -87,10 +87,11 @@ def main() -> int:
 
     from meiqia_app.db import get_engine, write_session
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import report_aggregates as aggregates
-    from meiqia_app.services import report_views, reports
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.rbac import BUILTIN_ROLES, Actor
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.identity.rbac import BUILTIN_ROLES, Actor
+    from meiqia_app.services.reports import aggregates
+    from meiqia_app.services.reports import measures as reports
+    from meiqia_app.services.reports import views as report_views
 
     upgrade_to_head()
     manager = Actor(

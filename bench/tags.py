@@ -57,10 +57,11 @@ def main() -> int:
 
     from meiqia_app.db import get_engine
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import rules, tags
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
-    from meiqia_app.services.selection import Selection
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.selection import Selection
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.tags import catalog as tags
+    from meiqia_app.services.tags.rules import runs as rules
 
     upgrade_to_head()
     engine = get_engine()

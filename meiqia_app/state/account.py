@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.identity import login as auth
 from meiqia_app.state.base import LOGOUT_PATH, AppState, full_page_post
 
 

@@ -26,9 +26,10 @@ import reflex as rx
 from reflex.state import _override_base_method
 
 from meiqia_app.i18n import error_text, normalize_lang, tr
-from meiqia_app.services import auth, rbac
 from meiqia_app.services.errors import AppError, NotAuthenticated, ValidationError
-from meiqia_app.services.rbac import Actor
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import rbac
+from meiqia_app.services.identity.rbac import Actor
 from meiqia_app.state import privacy
 
 SESSION_COOKIE = "mq_session"

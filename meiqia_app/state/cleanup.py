@@ -8,8 +8,12 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import cleanup, mentions, retention, saved_views, tags
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import retention
+from meiqia_app.services.customers import saved_views
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.privacy import mentions
+from meiqia_app.services.tags import catalog as tags
 from meiqia_app.state.base import AppState
 
 CRITERIA_FLAGS = ("no_contact", "invalid_contact", "erasure_pending", "duplicates")

@@ -11,11 +11,13 @@ import reflex as rx
 from reflex_base.event import Event
 from reflex_base.event.context import EventContext
 
-from meiqia_app.services import auth, customer_tags, notes, timeline
-from meiqia_app.services.customer_tags import TagOption
+from meiqia_app.services.customers import notes, timeline
+from meiqia_app.services.customers.timeline import MessageItem, TimelineItem
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.services.tag_names import tag_key
-from meiqia_app.services.timeline import MessageItem, TimelineItem
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.tags import assignments as customer_tags
+from meiqia_app.services.tags.assignments import TagOption
+from meiqia_app.services.tags.names import tag_key
 from meiqia_app.state import live
 from meiqia_app.state.customer_detail import CustomerDetailState
 

@@ -1,6 +1,6 @@
 """State of /import: upload a file, map its columns, dry run, import (CUST-6).
 
-The check and the import run as jobs of the runner (services/jobs.py, started by
+The check and the import run as jobs of the runner (services/platform/jobs.py, started by
 ``customer_import.start_job``); this state only follows the job's progress and
 shows its report, so a reload or a reconnect picks the job up again.
 """
@@ -13,9 +13,9 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import customer_import
-from meiqia_app.services.customer_import import ImportReport
-from meiqia_app.services.customer_validation import EDITABLE_FIELDS
+from meiqia_app.services.customers.importing import job as customer_import
+from meiqia_app.services.customers.importing.job import ImportReport
+from meiqia_app.services.customers.validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import AppError, NotAuthenticated, ValidationError
 from meiqia_app.state.base import AppState
 from meiqia_app.state.uploads import current_client_token, upload_actor

@@ -12,13 +12,17 @@ import reflex as rx
 
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
-from meiqia_app.services import cleanup, customer_list, jobs, ownership, saved_views, tags
-from meiqia_app.services.customer_dto import CustomerRow
-from meiqia_app.services.customer_query import PAGE_SIZES, SORTS, ListQuery
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import ownership, saved_views
+from meiqia_app.services.customers.dto import CustomerRow
+from meiqia_app.services.customers.query import PAGE_SIZES, SORTS, ListQuery
+from meiqia_app.services.customers.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
+from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.services.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
-from meiqia_app.services.selection import Selection
-from meiqia_app.services.tags import TagOption
+from meiqia_app.services.platform import jobs
+from meiqia_app.services.tags import catalog as tags
+from meiqia_app.services.tags.catalog import TagOption
 from meiqia_app.state.base import AppState
 
 MULTI_FILTERS = {

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import duplicates
-from meiqia_app.services.duplicates import DuplicateGroup, MergeCandidate, MergeField
+from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.duplicates.finding import DuplicateGroup, MergeCandidate, MergeField
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.state.base import AppState
 

@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 import reflex as rx
 
-from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError
+from meiqia_app.services.identity import login as auth
 from meiqia_app.state.base import AppState, full_page_load
 
 

@@ -8,8 +8,10 @@ from typing import Any
 import reflex as rx
 
 from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
-from meiqia_app.services import report_views, reports, saved_views
+from meiqia_app.services.customers import saved_views
 from meiqia_app.services.errors import AppError
+from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import views as report_views
 from meiqia_app.state.base import AppState, full_page_load
 
 

@@ -9,11 +9,14 @@ from typing import ClassVar
 import reflex as rx
 
 from meiqia_app.models.tag import TAG_GROUPS
-from meiqia_app.services import jobs, lifecycle_update, rules, tags
+from meiqia_app.services.customers import lifecycle_update
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.services.rbac import Actor
-from meiqia_app.services.tag_names import tag_key
-from meiqia_app.services.tags import NearDuplicate, TagView
+from meiqia_app.services.identity.rbac import Actor
+from meiqia_app.services.platform import jobs
+from meiqia_app.services.tags import catalog as tags
+from meiqia_app.services.tags.catalog import NearDuplicate, TagView
+from meiqia_app.services.tags.names import tag_key
+from meiqia_app.services.tags.rules import runs as rules
 from meiqia_app.state.base import AppState
 
 TABS = ("tags", "rules", "hygiene")

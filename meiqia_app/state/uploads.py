@@ -20,9 +20,9 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
-from meiqia_app.services import auth
 from meiqia_app.services.errors import NotAuthenticated, PermissionDenied
-from meiqia_app.services.rbac import Actor
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity.rbac import Actor
 
 if TYPE_CHECKING:
     import reflex as rx

@@ -28,7 +28,7 @@ from reflex.state import StateUpdate
 from reflex_base import constants
 from reflex_base.event import Event
 
-from meiqia_app.services import auth
+from meiqia_app.services.identity import login as auth
 from meiqia_app.state import live, privacy
 from meiqia_app.state.base import AppState, remember_event_session, session_token_from_cookie_header
 

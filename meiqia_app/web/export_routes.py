@@ -15,9 +15,9 @@ from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Route
 
 from meiqia_app.i18n import tr
-from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError
 from meiqia_app.services.exports import service
+from meiqia_app.services.identity import login as auth
 from meiqia_app.state.base import SESSION_COOKIE
 
 

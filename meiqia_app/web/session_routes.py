@@ -16,8 +16,8 @@ from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.routing import Route
 
 from meiqia_app.config import get_settings
-from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError
+from meiqia_app.services.identity import login as auth
 from meiqia_app.state.base import LOGOUT_PATH, SESSION_COOKIE
 from meiqia_app.state.login import safe_next
 from meiqia_app.web.backup_routes import backup_routes

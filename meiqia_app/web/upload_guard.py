@@ -31,9 +31,10 @@ from typing import Any
 from starlette.requests import Request
 
 from meiqia_app.config import get_settings
-from meiqia_app.services import audit, auth
+from meiqia_app.services.audit import log as audit
 from meiqia_app.services.errors import PermissionDenied
-from meiqia_app.services.rbac import require
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity.rbac import require
 from meiqia_app.state.base import SESSION_COOKIE
 from meiqia_app.state.uploads import UPLOAD_GRANTS, UploadGrant
 

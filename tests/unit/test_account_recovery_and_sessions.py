@@ -12,9 +12,9 @@ from sqlmodel import select
 
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import RecoveryCode, UserSession
-from meiqia_app.services import auth
-from meiqia_app.services.auth import AuthError
 from meiqia_app.services.errors import Conflict, NotFound
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity.login import AuthError
 from meiqia_app.state.account import AccountState
 from meiqia_app.timeutil import utcnow
 from tests.unit.tabs import demo_account, live_token, new_tab, pickled, run, serve

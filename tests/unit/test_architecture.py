@@ -12,24 +12,24 @@ models  <-  services / dbadapter  <-  state  <-  pages / components
   must not change when adapters evolve).
 - Tests name the error they expect: ``pytest.raises(Exception)`` passes on
   any crash.
-- Only services/customer_access.py reads a customer by id (``session.get(Customer,
+- Only services/customers/access.py reads a customer by id (``session.get(Customer,
   …)``, ``….where(Customer.id == …)`` in a SELECT): everything else goes
   through CustomerAccess, so who may reach which customer is decided in one
   place (issue 21).
 - Nobody decides by role name (``is_admin``, ``role_name == …``, ``ADMIN_ROLE``)
-  outside identity (services/rbac.py, services/users.py): what a role may do
+  outside identity (services/identity/rbac.py, services/identity/users.py): what a role may do
   is a permission the role matrix shows.
 - One way to run background work (issue 21): long work runs as jobs of the
-  runner (services/jobs.py), the only place that starts worker threads;
+  runner (services/platform/jobs.py), the only place that starts worker threads;
   besides it only the infrastructure loops in THREADS_ALLOWED start a thread.
   Nightly tasks are registered in one place at start
-  (services/scheduled_tasks.py): ``register_task(`` is called nowhere else, so
+  (services/platform/scheduled_tasks.py): ``register_task(`` is called nowhere else, so
   importing a module registers nothing. Every module with job workers is in
   ``startup.WORKER_MODULES``, so a resumed job always finds its code.
 - Nobody clears the list counts or the report caches by hand
   (``invalidate_counts``, ``invalidate_cache``): a write says which customers
-  changed (services/customer_changes.py) and the subscribers of
-  services/customer_change_subscribers.py, the only callers, retire them.
+  changed (services/customers/changes.py) and the subscribers of
+  services/customers/change_subscribers.py, the only callers, retire them.
 """
 
 from __future__ import annotations
@@ -150,22 +150,22 @@ def loose_raises(folder: Path) -> list[str]:
 # Reading a customer by id is CustomerAccess's alone. Also allowed:
 # - models/, migrations/, seed/, dbadapter/: below the services (schema, data
 #   set-up, database-specific SQL; they serve no person's request);
-# - services/lifecycle_update.py: the system's set-based UPDATE of stages and
+# - services/customers/lifecycle_update.py: the system's set-based UPDATE of stages and
 #   tiers (recompute_lifecycle(customer_id=…) runs after a change the caller
 #   already loaded through CustomerAccess; it reads nothing back).
 CUSTOMER_BY_ID_ALLOWED = (
-    "meiqia_app/services/customer_access.py",
+    "meiqia_app/services/customers/access.py",
     "meiqia_app/models/",
     "meiqia_app/migrations/",
     "meiqia_app/seed/",
     "meiqia_app/dbadapter/",
-    "meiqia_app/services/lifecycle_update.py",
+    "meiqia_app/services/customers/lifecycle_update.py",
 )
 # Identity: where roles are defined, resolved and administered.
-ROLE_NAME_ALLOWED = ("meiqia_app/services/rbac.py", "meiqia_app/services/users.py")
+ROLE_NAME_ALLOWED = ("meiqia_app/services/identity/rbac.py", "meiqia_app/services/identity/users.py")
 # Caches follow the "customers changed" signal: only its subscribers retire them.
 INVALIDATIONS = ("invalidate_counts", "invalidate_cache")
-INVALIDATION_ALLOWED = ("meiqia_app/services/customer_change_subscribers.py",)
+INVALIDATION_ALLOWED = ("meiqia_app/services/customers/change_subscribers.py",)
 
 
 def _table_aliases(tree: ast.Module) -> tuple[set[str], set[str]]:
@@ -299,15 +299,15 @@ def _names_a_role(node: ast.AST) -> bool:
 
 # Who may start a thread, and why (everything else runs as a job of the runner).
 THREADS_ALLOWED = {
-    "meiqia_app/services/jobs.py": "the job runner itself: the worker threads of jobs",
-    "meiqia_app/services/scheduler.py": "the scheduler loop (infrastructure: each due task runs as a job)",
-    "meiqia_app/services/webhooks.py": "the webhook delivery loop over the persisted outbox (infrastructure)",
-    "meiqia_app/services/process_owner.py": "the heartbeats of the running jobs' rows (infrastructure)",
+    "meiqia_app/services/platform/jobs.py": "the job runner itself: the worker threads of jobs",
+    "meiqia_app/services/platform/scheduler.py": "the scheduler loop (infrastructure: each due task runs as a job)",
+    "meiqia_app/services/integrations/webhooks.py": "the webhook delivery loop over the persisted outbox (infrastructure)",
+    "meiqia_app/services/platform/process_owner.py": "the heartbeats of the running jobs' rows (infrastructure)",
     "meiqia_app/dbadapter/sqlite.py": "SQLite's WAL checkpointer (infrastructure, database-specific)",
     "meiqia_app/services/exports/rows.py": "parallel row readers inside an export job, joined before it ends",
 }
 THREAD_STARTERS = ("Thread", "Timer", "ThreadPoolExecutor", "ProcessPoolExecutor", "start_new_thread")
-TASKS_REGISTERED_IN = "meiqia_app/services/scheduled_tasks.py"
+TASKS_REGISTERED_IN = "meiqia_app/services/platform/scheduled_tasks.py"
 
 
 def _called_name(call: ast.Call) -> str:
@@ -343,7 +343,7 @@ def worker_modules(folders: tuple[str, ...]) -> set[str]:
     return {
         name.removesuffix(".py").replace("/", ".")
         for name, tree in _modules(*folders)
-        if name != "meiqia_app/services/jobs.py"
+        if name != "meiqia_app/services/platform/jobs.py"
         and any(
             isinstance(node, ast.Call) and _called_name(node) in ("register_worker", "register_policy")
             for node in ast.walk(tree)
@@ -440,7 +440,7 @@ def test_nightly_tasks_are_registered_in_one_place():
 
 
 def test_startup_loads_every_module_with_job_workers():
-    from meiqia_app.services import startup
+    from meiqia_app.services.platform import startup
 
     assert worker_modules(_everything()) == set(startup.WORKER_MODULES)
 
@@ -466,7 +466,7 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
         "pages": (
             "from meiqia_app.models.customer import SOURCES\n"
             "from meiqia_app.services import backup\n"
-            "from meiqia_app.services.backup import _size\n"
+            "from meiqia_app.services.platform.backup import _size\n"
             "x = backup._size(1)\n"
         ),
         "seed": "def f(engine):\n    return engine.dialect.name == 'sqlite' or URL.startswith(('postgresql', 'x'))\n",
@@ -494,7 +494,7 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
             "jobs.register_worker('x', print)\n"
         ),
         "jobs": (
-            "from meiqia_app.services.customer_list import invalidate_counts\n"
+            "from meiqia_app.services.customers.listing import invalidate_counts\n"
             "def invalidate_cache():\n"
             "    return None\n"
             "def f(reports, later):\n"
@@ -520,7 +520,7 @@ def test_the_checks_catch_each_kind_of_breach(tmp_path, monkeypatch):
     ]
     (app / "services" / "backup.py").write_text("def _size(n):\n    return n\n")
     assert private_service_calls(("pages",)) == [
-        "meiqia_app/pages/m.py:3 imports meiqia_app.services.backup._size",
+        "meiqia_app/pages/m.py:3 imports meiqia_app.services.platform.backup._size",
         "meiqia_app/pages/m.py:4 uses backup._size",
     ]
     assert dialect_branches(("seed",), ()) == [

@@ -1,4 +1,4 @@
-"""services/auth.py: passwords, throttling, TOTP, recovery codes, sessions."""
+"""services/identity/login.py: passwords, throttling, TOTP, recovery codes, sessions."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from sqlmodel import select
 from meiqia_app.config import get_settings, reload_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import AuditEntry, LoginChallenge, LoginThrottle, RecoveryCode, User, UserSession
-from meiqia_app.services import auth, users
-from meiqia_app.services.auth import AuthError
 from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import users
+from meiqia_app.services.identity.login import AuthError
 from meiqia_app.timeutil import utcnow
 
 FIXED_NOW = 1_800_000_015.0  # 15 s into a TOTP step: ±1 step is unambiguous

@@ -17,10 +17,11 @@ import pytest
 from sqlalchemy import event
 
 from meiqia_app.db import get_engine
-from meiqia_app.services import cleanup, jobs
-from meiqia_app.services.cleanup import Criteria
-from meiqia_app.services.customer_list import list_customers
-from meiqia_app.services.customer_query import SORTS, ListQuery
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup.actions import Criteria
+from meiqia_app.services.customers.listing import list_customers
+from meiqia_app.services.customers.query import SORTS, ListQuery
+from meiqia_app.services.platform import jobs
 
 
 @pytest.fixture(autouse=True)

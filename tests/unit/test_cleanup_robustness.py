@@ -16,14 +16,16 @@ from sqlmodel import select
 
 from meiqia_app.db import get_engine, read_session, reset_engine
 from meiqia_app.models import AuditEntry, Job
-from meiqia_app.services import cleanup, jobs
-from meiqia_app.services.cleanup import Criteria
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup.actions import Criteria
+from meiqia_app.services.platform import jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from meiqia_app.services import cleanup, jobs
+    from meiqia_app.services.cleanup import actions as cleanup
+    from meiqia_app.services.platform import jobs
     cleanup.BATCH = cleanup.BULK_BATCH = 10
     original = jobs.JobContext.progress
     def slow(self, *args, **kwargs):

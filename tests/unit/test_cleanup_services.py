@@ -11,9 +11,12 @@ from sqlmodel import select
 
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AuditEntry, Backup, Customer, ErasureRequest, ExportJob, Job, Tag
-from meiqia_app.services import cleanup, erasure, jobs, retention
-from meiqia_app.services.cleanup import Criteria
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import retention
+from meiqia_app.services.cleanup.actions import Criteria
 from meiqia_app.services.errors import PermissionDenied, ValidationError
+from meiqia_app.services.platform import jobs
+from meiqia_app.services.privacy import erasure
 from meiqia_app.timeutil import utcnow
 
 
@@ -156,7 +159,7 @@ def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
         return  # a pg_dump archive; its restore is covered by test_backup
     import sqlite3
 
-    from meiqia_app.services import backup
+    from meiqia_app.services.platform import backup
 
     copy = backup.path_of(purge["backup"]).with_name("copy.db")
     with sqlite3.connect(backup.path_of(purge["backup"])) as src, sqlite3.connect(copy) as dst:
@@ -361,10 +364,10 @@ def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_d
 
 
 def test_a_search_typed_into_an_export_or_bulk_job_keeps_no_trace_after_erasure(seeded_actors):
-    from meiqia_app.services import tags
-    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.selection import Selection
     from meiqia_app.services.exports import service as exports
-    from meiqia_app.services.selection import Selection
+    from meiqia_app.services.tags import catalog as tags
 
     admin = seeded_actors["admin"]
     target = _sql(
@@ -443,8 +446,8 @@ def test_duplicates_and_saved_view_criteria(seeded_actors):
         )
     dry = cleanup.dry_run(admin, Criteria(duplicates=True), "archive")
     assert 11 in {r.id for r in dry.sample} or dry.count >= 1
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.saved_views import save_view
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.saved_views import save_view
 
     view = save_view(admin, "gold", ListQuery(tiers=("gold",)))
     expected = _sql("SELECT count(*) FROM customer WHERE status='active' AND membership_tier='gold'")[0][0]
@@ -454,9 +457,9 @@ def test_duplicates_and_saved_view_criteria(seeded_actors):
 def test_list_selection_archive_needs_only_the_archive_permission(seeded_actors):
     """The customer list's bulk archive: a manager (no cleanup.run) archives ticked rows;
     an agent (no customer.archive) is refused and nothing changes."""
-    from meiqia_app.services import jobs
+    from meiqia_app.services.customers.selection import Selection
     from meiqia_app.services.errors import PermissionDenied
-    from meiqia_app.services.selection import Selection
+    from meiqia_app.services.platform import jobs
 
     ids = [r[0] for r in _sql("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 3")]
     criteria = Criteria.from_dict({"selection": Selection.of_ids(ids, status="active").to_dict()})
@@ -501,7 +504,7 @@ def test_set_based_batches_change_exactly_the_matching_customers(seeded_actors, 
         conn.exec_driver_sql("UPDATE customer SET phone=NULL, email=NULL WHERE id IN (50, 51)")
     erasure.request_erasure(admin, 60, "asked")
     erasure.request_erasure(admin, 11, "asked")
-    from meiqia_app.services.cleanup import criteria_conditions
+    from meiqia_app.services.cleanup.actions import criteria_conditions
 
     with get_engine().connect() as conn:
         where, _ = criteria_conditions(conn, admin, criteria)

@@ -1,4 +1,4 @@
-"""The "customers changed" signal (services/customer_changes.py): published once after a
+"""The "customers changed" signal (services/customers/changes.py): published once after a
 commit, never for a rollback; and the list counts and report figures that follow it are
 fresh after each kind of write, without any service invalidating a cache by hand."""
 
@@ -13,18 +13,16 @@ from sqlalchemy import select, text
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_connection, write_session
 from meiqia_app.models import Customer
-from meiqia_app.services import (
-    customer_change_subscribers,
-    customer_changes,
-    customer_edit,
-    customer_import,
-    customer_list,
-    duplicates,
-    erasure,
-    reports,
-)
-from meiqia_app.services.customer_changes import CONSENT, EDITED, MANY, RULE_TAGS, customers_changed
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers import change_subscribers as customer_change_subscribers
+from meiqia_app.services.customers import changes as customer_changes
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers.changes import CONSENT, EDITED, MANY, RULE_TAGS, customers_changed
+from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.importing import job as customer_import
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.privacy import erasure
+from meiqia_app.services.reports import measures as reports
 from tests.unit.api_support import bearer, client, new_key
 from tests.unit.change_support import published, told
 

@@ -17,11 +17,13 @@ from sqlalchemy import text
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, write_session
 from meiqia_app.models import Job
-from meiqia_app.services import customer_import, customer_list, jobs
-from meiqia_app.services.customer_import import dry_run, read_table, run_import, suggest_mapping
-from meiqia_app.services.customer_query import ListQuery
-from meiqia_app.services.customer_validation import normalize_phone
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers.importing import job as customer_import
+from meiqia_app.services.customers.importing.job import dry_run, read_table, run_import, suggest_mapping
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.validation import normalize_phone
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
+from meiqia_app.services.platform import jobs
 from meiqia_app.timeutil import utcnow
 
 HEADERS = ["姓名", "手机号码", "邮箱", "性别", "来源", "会员等级", "生日", "城市", "备注"]

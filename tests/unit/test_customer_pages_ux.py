@@ -11,20 +11,16 @@ import pytest
 from sqlalchemy import text
 
 from meiqia_app.db import get_engine
-from meiqia_app.services import (
-    consent,
-    customer_edit,
-    customer_list,
-    customer_tags,
-    customers,
-    duplicates,
-    jobs,
-    notes,
-    timeline,
-)
-from meiqia_app.services.customer_import import dry_run, suggest_mapping
-from meiqia_app.services.customer_validation import normalize_phone
+from meiqia_app.services.customers import consent, notes, timeline
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import profile as customers
+from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.importing.job import dry_run, suggest_mapping
+from meiqia_app.services.customers.validation import normalize_phone
 from meiqia_app.services.errors import DuplicateCustomer, NotFound, PermissionDenied, ReadOnly, ValidationError
+from meiqia_app.services.platform import jobs
+from meiqia_app.services.tags import assignments as customer_tags
 from meiqia_app.state.customer_activity import CustomerActivityState
 from meiqia_app.state.customer_create import CustomerCreateState
 from meiqia_app.state.customer_list import CustomerListState
@@ -467,7 +463,7 @@ def test_a_role_whose_policy_wants_approval_cannot_export_one_customer_around_th
     from meiqia_app.models import AuditEntry
     from meiqia_app.services.errors import PermissionDenied
     from meiqia_app.services.exports import portability
-    from meiqia_app.services.rbac import ExportPolicy
+    from meiqia_app.services.identity.rbac import ExportPolicy
 
     analyst = seeded_actors["analyst"]
     strict = dataclasses.replace(analyst, export_policy=ExportPolicy(approval_required=True, approval_over_rows=0))

@@ -22,28 +22,21 @@ from sqlalchemy import func, select, text
 
 from meiqia_app.db import get_engine, read_session
 from meiqia_app.models import AuditEntry, Customer, Note, OwnerChange, Role, Tag, TagAssignment, User
-from meiqia_app.services import (
-    consent,
-    customer_edit,
-    customer_list,
-    customer_tags,
-    customers,
-    duplicates,
-    notes,
-    ownership,
-    reports,
-    saved_views,
-    tags,
-    teams,
-    timeline,
-    users,
-)
-from meiqia_app.services.customer_access import CustomerAccess
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers import consent, notes, ownership, saved_views, timeline
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import profile as customers
+from meiqia_app.services.customers.access import CustomerAccess
+from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied
 from meiqia_app.services.exports import portability, service
-from meiqia_app.services.rbac import ExportPolicy
-from meiqia_app.services.selection import Selection
+from meiqia_app.services.identity import teams, users
+from meiqia_app.services.identity.rbac import ExportPolicy
+from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.tags import assignments as customer_tags
+from meiqia_app.services.tags import catalog as tags
 from tests.conftest import load_actors
 
 C = Customer.__table__.c
@@ -234,7 +227,7 @@ def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world
     scope: refused as not found (the very message a missing id gets) and one refusal in
     the audit log naming the actor, the action and the id; a missing id gets the same."""
     from meiqia_app.i18n import error_text
-    from meiqia_app.services import erasure
+    from meiqia_app.services.privacy import erasure
 
     actors, ids, admin = world["actors"], world["ids"], world["actors"]["admin"]
     agent, lead = actors["agent_a"], actors["agent_a2"]
@@ -333,7 +326,7 @@ def test_a_repeated_phone_of_a_customer_out_of_scope_names_nobody(world):
     scope the warning names that customer (as before); out of scope it says only "a
     customer you cannot see already has this phone", and so does the open API's 409
     and the import's report: no id, no name."""
-    from meiqia_app.services.customer_import import dry_run, suggest_mapping
+    from meiqia_app.services.customers.importing.job import dry_run, suggest_mapping
     from meiqia_app.services.errors import DuplicateCustomer
     from meiqia_app.web.api.problems import encode, from_app_error
     from tests.unit.test_customer_import import write_csv
@@ -427,7 +420,7 @@ def test_bulk_all_matching_and_saved_views_stay_in_scope(world):
 
 
 def _iter(actor, selection):
-    from meiqia_app.services.selection import iter_selected_ids
+    from meiqia_app.services.customers.selection import iter_selected_ids
 
     return iter_selected_ids(actor, selection)
 
@@ -556,8 +549,8 @@ def test_assign_transfer_release_are_audited_and_in_the_timeline(world):
         "Assigned to agent_a",
     ]
     assert all(i.summary == f"By {manager.display_name}" for i in items)
-    from meiqia_app.services import audit_log
-    from meiqia_app.services.audit_log import AuditFilter
+    from meiqia_app.services.audit import reading as audit_log
+    from meiqia_app.services.audit.reading import AuditFilter
 
     rows = audit_log.list_entries(actors["admin"], AuditFilter.from_dict({"action": "customer.transfer"})).rows
     assert "transferred customer" in rows[0].sentence_en and "agent_a" in rows[0].sentence_en
@@ -604,7 +597,7 @@ def test_pool_return_sends_silent_customers_back_previewed_audited_once_and_on_t
     entry with the count; each customer's timeline says so; a second run finds nothing."""
     from sqlalchemy import update
 
-    from meiqia_app.services import retention
+    from meiqia_app.services.cleanup import retention
     from meiqia_app.services.errors import ValidationError
     from meiqia_app.timeutil import utcnow
 

@@ -1,4 +1,4 @@
-"""services/duplicates.py: finding duplicate customers and merging them without losing anything."""
+"""services/customers/duplicates/finding.py: finding duplicate customers and merging them without losing anything."""
 
 from __future__ import annotations
 
@@ -20,12 +20,17 @@ from meiqia_app.models import (
     Order,
     TagAssignment,
 )
-from meiqia_app.services import audit, customer_changes, customer_edit, customer_list, duplicates, users
-from meiqia_app.services.customer_query import ListQuery
-from meiqia_app.services.customer_validation import normalize_phone
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.customers import changes as customer_changes
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.masking import MASK, mask_email, mask_phone
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.search_text import build_search_text, search_row
+from meiqia_app.services.customers.validation import normalize_phone
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from meiqia_app.services.masking import MASK, mask_email, mask_phone
-from meiqia_app.services.search_text import build_search_text, search_row
+from meiqia_app.services.identity import users
 from meiqia_app.timeutil import UTC
 from tests.conftest import load_actors
 from tests.unit.change_support import published, told

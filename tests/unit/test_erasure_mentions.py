@@ -11,9 +11,12 @@ from sqlmodel import select
 
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AuditEntry, Job, Message
-from meiqia_app.services import backup, cleanup, erasure, erasure_ledger, jobs, mentions, notes
-from meiqia_app.services.cleanup import Criteria
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup.actions import Criteria
+from meiqia_app.services.customers import notes
 from meiqia_app.services.errors import PermissionDenied
+from meiqia_app.services.platform import backup, jobs
+from meiqia_app.services.privacy import erasure, erasure_ledger, mentions
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from reflex_base.event import Event
 
-from meiqia_app.services import auth
+from meiqia_app.services.identity import login as auth
 from meiqia_app.state.admin_users import AdminUsersState
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_list import CustomerListState

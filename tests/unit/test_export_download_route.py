@@ -10,8 +10,8 @@ from starlette.applications import Starlette
 
 from meiqia_app.db import write_session
 from meiqia_app.models import UserSession
-from meiqia_app.services import auth
 from meiqia_app.services.exports import service
+from meiqia_app.services.identity import login as auth
 from meiqia_app.state.base import SESSION_COOKIE
 from meiqia_app.timeutil import utcnow
 from meiqia_app.web import export_routes

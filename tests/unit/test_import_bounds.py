@@ -10,8 +10,8 @@ import zipfile
 import pytest
 
 from meiqia_app.config import get_settings, reload_settings
-from meiqia_app.services import customer_import
-from meiqia_app.services.customer_import import dry_run, preview_table, run_import, suggest_mapping
+from meiqia_app.services.customers.importing import job as customer_import
+from meiqia_app.services.customers.importing.job import dry_run, preview_table, run_import, suggest_mapping
 from meiqia_app.services.errors import ValidationError
 from tests.unit.test_customer_import import rows, write_csv, write_xlsx
 

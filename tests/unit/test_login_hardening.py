@@ -16,9 +16,10 @@ from starlette.routing import Route
 from meiqia_app.config import allowed_origins, get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import LoginAddressThrottle, LoginChallenge, LoginThrottle, RecoveryCode, User, UserSession
-from meiqia_app.services import auth, users
-from meiqia_app.services.auth import AuthError
 from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import users
+from meiqia_app.services.identity.login import AuthError
 from meiqia_app.state.base import LOGOUT_PATH, SESSION_COOKIE
 from meiqia_app.timeutil import utcnow
 from meiqia_app.web.session_routes import clear_session

@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 from meiqia_app.db import get_engine, write_session
-from meiqia_app.services import report_aggregates as aggregates
-from meiqia_app.services import report_views, reports
+from meiqia_app.services.reports import aggregates
+from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import views as report_views
 from tests.unit.test_reports_service import UTC, Rows, assert_same, bounds, expected, raw_cursor
 
 PERIODS = [
@@ -95,7 +96,7 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
     got = reports.top_products(actor, None, period, 10)
     assert [(p.product, p.orders, p.quantity, p.amount_cents, p.buyers) for p in got] == wanted
     # A segment (summed from the ledger of its customers): comparison, cohorts, top products.
-    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.customers.query import ListQuery
 
     segment = ListQuery(sources=("wechat", "app"), lifecycle=("active", "new", "churned"))
     in_segment = lambda c: c["source"] in ("wechat", "app") and c["lifecycle"] in ("active", "new", "churned")  # noqa: E731
@@ -144,7 +145,9 @@ def _ids(sql: str, **params) -> list[int]:
 
 
 def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
-    from meiqia_app.services import customer_orders, duplicates, erasure
+    from meiqia_app.services.customers import orders as customer_orders
+    from meiqia_app.services.customers.duplicates import finding as duplicates
+    from meiqia_app.services.privacy import erasure
 
     manager, admin = seeded_actors["manager"], seeded_actors["admin"]
     check_everything(manager)
@@ -275,8 +278,8 @@ def test_a_build_interrupted_by_a_restart_resumes_and_takes_its_own_claim_over(s
     """The build's job was running in a process that died a moment ago: its claim still looks
     alive (fresh heartbeat), yet the resumed job takes it over instead of waiting minutes."""
     from meiqia_app.models import Job
-    from meiqia_app.services import jobs
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.platform import jobs
     from meiqia_app.timeutil import utcnow
 
     job_id = jobs.create_job(SYSTEM_ACTOR, aggregates.BUILD_JOB_KIND, {})
@@ -326,7 +329,7 @@ def test_local_day_of_fractional_offset_zone():
 
 
 def test_big_segments_are_computed_from_the_rows_with_the_same_figures(seeded_db, seeded_actors, monkeypatch):
-    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.customers.query import ListQuery
 
     monkeypatch.setattr(reports, "SEGMENT_LEDGER_MAX", 0)  # as for a segment of more than 50k customers
     reports.invalidate_cache()

@@ -10,8 +10,9 @@ from sqlmodel import select
 
 from meiqia_app.db import read_session
 from meiqia_app.models import AuditEntry
-from meiqia_app.services import report_views, reports
 from meiqia_app.services.errors import PermissionDenied, ValidationError
+from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import views as report_views
 
 PARAMS = {"kind": "month", "anchor": "2026-10-15", "granularity": "week"}
 SEGMENT = {
@@ -92,8 +93,8 @@ def test_bad_parameters_are_refused(db, actors):
 
 
 def test_saved_view_is_a_segment(seeded_db, seeded_actors):
-    from meiqia_app.services import saved_views
-    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.customers import saved_views
+    from meiqia_app.services.customers.query import ListQuery
 
     manager = seeded_actors["manager"]
     option = saved_views.save_view(manager, "微信客户", ListQuery(sources=("wechat",)))

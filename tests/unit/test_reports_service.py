@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from meiqia_app.services import reports
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import PermissionDenied, ValidationError
+from meiqia_app.services.reports import measures as reports
 
 UTC = dt.UTC
 
@@ -483,7 +483,7 @@ def test_dashboard_shows_a_change_at_once(boundary_rows, actors):
 
 def test_a_failed_refresh_of_a_stale_figure_is_logged_and_the_next_one_runs(db, caplog):
     """The stale-while-refreshing path once swallowed every error silently."""
-    from meiqia_app.services import jobs
+    from meiqia_app.services.platform import jobs
 
     key = ("broken_figure", (), "test", "zone")
     calls = []
@@ -501,7 +501,7 @@ def test_a_failed_refresh_of_a_stale_figure_is_logged_and_the_next_one_runs(db, 
 
 
 def test_warm_cache_runs_on_an_empty_database(db):
-    from meiqia_app.services import report_aggregates
+    from meiqia_app.services.reports import aggregates as report_aggregates
 
     reports.invalidate_cache()
     reports.warm_cache()
@@ -545,7 +545,7 @@ def test_a_week_under_way_is_compared_with_the_same_weekdays_of_the_week_before(
 
 
 def test_dashboard_on_the_7th_compares_like_with_like_says_so_and_plots_no_future_day(seeded_db, seeded_actors):
-    from meiqia_app.services import report_views
+    from meiqia_app.services.reports import views as report_views
 
     rows = Rows(seeded_db)
     manager = seeded_actors["manager"]
@@ -583,7 +583,7 @@ def test_dashboard_on_the_7th_compares_like_with_like_says_so_and_plots_no_futur
 
 
 def test_cohort_windows_that_have_not_ended_are_none_and_shown_as_a_dash(seeded_db, seeded_actors):
-    from meiqia_app.services import report_views
+    from meiqia_app.services.reports import views as report_views
 
     manager = seeded_actors["manager"]
     table = {row.month: row for row in reports.cohorts(manager, 12, None, now=DEC_7)}
@@ -612,7 +612,7 @@ def test_each_measure_knows_whether_up_is_good():
     assert tone("amount_cents", "money", 50, 100) == "bad"
     assert tone("conversations", "count", 120, 100) == "neutral"  # more inquiries: neither
     assert tone("orders", "count", 100, 100) == "neutral"
-    from meiqia_app.services import report_views
+    from meiqia_app.services.reports import views as report_views
 
     row = report_views._measure_row(falling)
     assert (row["direction"], row["tone"]) == ("down", "good")

@@ -17,11 +17,13 @@ from meiqia_app.config import get_settings, reload_settings
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.i18n.messages import ENTRIES
 from meiqia_app.models import AppSetting, AuditEntry, Backup, Customer, ExportJob, Job, WebhookDelivery, WebhookEndpoint
-from meiqia_app.services import backup, cleanup, jobs, retention, scheduler
-from meiqia_app.services.cleanup import _months_ago
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import retention
+from meiqia_app.services.cleanup.actions import _months_ago
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import service as export_service
-from meiqia_app.services.rbac import Actor
+from meiqia_app.services.identity.rbac import Actor
+from meiqia_app.services.platform import backup, jobs, scheduler
 from meiqia_app.timeutil import utcnow
 
 BUILT_IN = (

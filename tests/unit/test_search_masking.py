@@ -20,13 +20,16 @@ from sqlalchemy import text, update
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import Customer
-from meiqia_app.services import customer_edit, customer_list, reports, saved_views
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import saved_views
+from meiqia_app.services.customers.masking import MASK, mask_phone
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.search_text import parse_query
+from meiqia_app.services.customers.selection import Selection, selection_count
 from meiqia_app.services.errors import PermissionDenied
 from meiqia_app.services.exports import service as exports
-from meiqia_app.services.masking import MASK, mask_phone
-from meiqia_app.services.search_text import parse_query
-from meiqia_app.services.selection import Selection, selection_count
+from meiqia_app.services.reports import measures as reports
 
 DIGITS = "0123456789"
 EMAIL_CHARS = string.ascii_lowercase + DIGITS + "._-"
@@ -85,7 +88,7 @@ def email_guesses(name: str, email: str) -> list[str]:
 
 def change_hidden_part(customer_id: int, phone: str | None = None, email: str | None = None) -> None:
     """Give the customer another phone / e-mail that looks the same masked."""
-    from meiqia_app.services.search_text import search_row
+    from meiqia_app.services.customers.search_text import search_row
 
     with get_engine().begin() as conn:
         if phone is not None:
@@ -377,7 +380,7 @@ def _migrate(target: str, down: bool = False) -> None:
 
 
 def test_migration_0010_moves_the_full_contact_data_out_of_the_public_text(seeded_actors):
-    from meiqia_app.services.search_text import search_row
+    from meiqia_app.services.customers.search_text import search_row
 
     agent, senior = seeded_actors["agent"], seeded_actors["senior"]
     customer_id, _name, phone, _email = victim()

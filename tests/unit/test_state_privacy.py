@@ -21,7 +21,7 @@ from sqlmodel import select
 
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import User
-from meiqia_app.services import auth
+from meiqia_app.services.identity import login as auth
 from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.base import AppState

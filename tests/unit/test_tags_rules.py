@@ -20,9 +20,10 @@ from meiqia_app.models import (
     Tag,
     TagAssignment,
 )
-from meiqia_app.services import rules, tags
 from meiqia_app.services.errors import PermissionDenied, ValidationError
-from meiqia_app.services.rules import Condition, compile_rule
+from meiqia_app.services.tags import catalog as tags
+from meiqia_app.services.tags.rules import runs as rules
+from meiqia_app.services.tags.rules.runs import Condition, compile_rule
 from meiqia_app.timeutil import as_utc, local_day_start_utc
 
 NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
@@ -371,7 +372,7 @@ def test_default_rules_are_shipped_and_editable(seeded_actors):
 
 
 def test_customer_edit_applies_rules_for_that_customer(seeded_actors):
-    from meiqia_app.services import customer_edit
+    from meiqia_app.services.customers import edit as customer_edit
 
     manager = seeded_actors["manager"]
     tag_id = tags.create_tag(manager, "from-weibo")
@@ -389,8 +390,8 @@ def test_customer_edit_applies_rules_for_that_customer(seeded_actors):
 
 
 def test_lifecycle_recompute_follows_configured_thresholds(world, seeded_actors):
-    from meiqia_app.services import lifecycle_update
-    from meiqia_app.services.lifecycle import LifecycleThresholds, lifecycle_stage, membership_tier
+    from meiqia_app.services.customers import lifecycle_update
+    from meiqia_app.services.customers.lifecycle import LifecycleThresholds, lifecycle_stage, membership_tier
 
     admin = seeded_actors["admin"]
     with pytest.raises(ValidationError):
@@ -414,7 +415,7 @@ def test_lifecycle_recompute_follows_configured_thresholds(world, seeded_actors)
 
 def test_adding_orders_makes_a_rule_tag_appear_without_a_run(seeded_actors):
     from meiqia_app.models import Product
-    from meiqia_app.services import customer_orders
+    from meiqia_app.services.customers import orders as customer_orders
 
     manager = seeded_actors["manager"]
     tag_id = tags.create_tag(manager, "busy-week")
@@ -442,7 +443,7 @@ def test_adding_orders_makes_a_rule_tag_appear_without_a_run(seeded_actors):
 
 
 def test_rule_schedule_is_configurable(seeded_actors):
-    from meiqia_app.services import scheduler
+    from meiqia_app.services.platform import scheduler
 
     manager = seeded_actors["manager"]
     assert rules.get_rule_schedule() == "02:30"
@@ -472,7 +473,7 @@ def _registered_within(days: int, now: dt.datetime) -> set[int]:
 
 def test_shipped_new_customer_rule_tags_only_customers_registered_in_the_last_30_days(seeded_actors):
     from meiqia_app.db import write_session
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 
     tag_id = _new_customer_tag()
     registered = NOW - dt.timedelta(days=29)
@@ -508,7 +509,7 @@ def test_migration_corrects_the_shipped_new_customer_rule_of_an_existing_databas
 
     from meiqia_app.migrate import upgrade_to
     from meiqia_app.models import TagRule
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 
     R = TagRule.__table__.c
     T = Tag.__table__.c

@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 from meiqia_app.config import get_settings, reload_settings
 from meiqia_app.db import write_session
 from meiqia_app.models import UserSession
-from meiqia_app.services import auth
 from meiqia_app.services.errors import NotAuthenticated, PermissionDenied
+from meiqia_app.services.identity import login as auth
 from meiqia_app.state.base import SESSION_COOKIE
 from meiqia_app.state.customer_import import CustomerImportState
 from meiqia_app.state.uploads import UPLOAD_GRANTS, upload_actor
