@@ -10,7 +10,7 @@ import reflex as rx
 from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
 from meiqia_app.services.customers import saved_views
 from meiqia_app.services.errors import AppError
-from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import periods as report_periods
 from meiqia_app.services.reports import views as report_views
 from meiqia_app.state.base import AppState, full_page_load
 
@@ -143,7 +143,7 @@ class DashboardState(AppState):
 
     @rx.event
     async def set_kind(self, kind: str | list[str]):
-        if not isinstance(kind, str) or kind not in reports.PERIOD_KINDS:
+        if not isinstance(kind, str) or kind not in report_periods.PERIOD_KINDS:
             return
         self.kind = kind
         if kind == "custom":
@@ -156,7 +156,7 @@ class DashboardState(AppState):
 
     @rx.event
     async def set_granularity(self, granularity: str | list[str]):
-        if not isinstance(granularity, str) or granularity not in reports.GRANULARITIES:
+        if not isinstance(granularity, str) or granularity not in report_periods.GRANULARITIES:
             return
         self.granularity = granularity
         async for update in self._load():

@@ -22,7 +22,9 @@ from meiqia_app.services.customers.duplicates import finding as duplicates
 from meiqia_app.services.customers.importing import job as customer_import
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.privacy import erasure
-from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import dashboard as report_dashboard
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import trends as report_trends
 from tests.unit.api_support import bearer, client, new_key
 from tests.unit.change_support import published, told
 
@@ -176,13 +178,13 @@ class Figures:
 
     def __init__(self, actor, query: ListQuery) -> None:
         self.actor, self.query = actor, query
-        self.day = reports.make_period("day")
-        self.month = reports.make_period("month")
+        self.day = report_periods.make_period("day")
+        self.month = report_periods.make_period("month")
 
     def read(self) -> tuple[int, int, int]:
         count = customer_list.count_customers(self.actor, self.query, exact=True).value
-        dashboard = reports.dashboard(self.actor, self.day).raw["total_customers"]
-        segment = reports.compare_periods(self.actor, self.query, self.month, self.day).raw_b["total_customers"]
+        dashboard = report_dashboard.dashboard(self.actor, self.day).raw["total_customers"]
+        segment = report_trends.compare_periods(self.actor, self.query, self.month, self.day).raw_b["total_customers"]
         return count, dashboard, segment
 
 

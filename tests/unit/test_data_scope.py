@@ -34,7 +34,9 @@ from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied
 from meiqia_app.services.exports import portability, service
 from meiqia_app.services.identity import teams, users
 from meiqia_app.services.identity.rbac import ExportPolicy
-from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import dashboard as report_dashboard
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import trends as report_trends
 from meiqia_app.services.tags import assignments as customer_tags
 from meiqia_app.services.tags import catalog as tags
 from tests.conftest import load_actors
@@ -473,23 +475,23 @@ def test_reports_of_a_scoped_role_count_only_its_customers(world):
         return [(p.start, p.new_customers, p.orders, p.amount_cents) for p in points]
 
     last = "2026-11-01"
-    scoped = figures(reports.trend(reporter, "month", last_day=last, count=36))
-    assert scoped == figures(reports.trend(admin, "month", last_day=last, count=36, segment=as_team))
+    scoped = figures(report_trends.trend(reporter, "month", last_day=last, count=36))
+    assert scoped == figures(report_trends.trend(admin, "month", last_day=last, count=36, segment=as_team))
     assert sum(p[1] for p in scoped) == 2  # the team's two customers
-    assert scoped != figures(reports.trend(admin, "month", last_day=last, count=36))
+    assert scoped != figures(report_trends.trend(admin, "month", last_day=last, count=36))
     # A segment is also cut to the scope.
     everyone = ListQuery(status="active")
-    assert figures(reports.trend(reporter, "month", last_day=last, count=36, segment=everyone)) == scoped
-    period = reports.make_period("custom", "2026-01-01", "2026-11-01")
-    comparison = reports.compare_periods(reporter, None, period, period)
-    expected = reports.compare_periods(admin, as_team, period, period)
+    assert figures(report_trends.trend(reporter, "month", last_day=last, count=36, segment=everyone)) == scoped
+    period = report_periods.make_period("custom", "2026-01-01", "2026-11-01")
+    comparison = report_trends.compare_periods(reporter, None, period, period)
+    expected = report_trends.compare_periods(admin, as_team, period, period)
     assert comparison.raw_b == expected.raw_b
     # The dashboard is read from whole-population aggregates: refused for a narrower scope.
     with pytest.raises(PermissionDenied):
-        reports.dashboard(reporter, period)
-    snapshot = reports.agent_snapshot(actors["senior_a"])
+        report_dashboard.dashboard(reporter, period)
+    snapshot = report_dashboard.agent_snapshot(actors["senior_a"])
     assert snapshot.total_customers == 2
-    assert reports.agent_snapshot(admin).total_customers == _total_active()
+    assert report_dashboard.agent_snapshot(admin).total_customers == _total_active()
 
 
 # --- claim, assign, transfer, release -----------------------------------------------------------------

@@ -11,7 +11,8 @@ from sqlmodel import select
 from meiqia_app.db import read_session
 from meiqia_app.models import AuditEntry
 from meiqia_app.services.errors import PermissionDenied, ValidationError
-from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import dashboard as report_dashboard
+from meiqia_app.services.reports import periods as report_periods
 from meiqia_app.services.reports import views as report_views
 
 PARAMS = {"kind": "month", "anchor": "2026-10-15", "granularity": "week"}
@@ -26,7 +27,7 @@ SEGMENT = {
 
 def test_dashboard_view_cards_match_the_service(seeded_db, seeded_actors):
     view = report_views.dashboard_view(seeded_actors["manager"], PARAMS)
-    board = reports.dashboard(seeded_actors["manager"], reports.make_period("month", "2026-10-15"))
+    board = report_dashboard.dashboard(seeded_actors["manager"], report_periods.make_period("month", "2026-10-15"))
     cards = {c["key"]: c for c in view["cards"]}
     assert cards["new_customers"]["value"] == f"{board.raw['new_customers']:,}"
     assert cards["new_customers"]["label_zh"] == "新增客户" and cards["new_customers"]["label_en"] == "New customers"
@@ -45,7 +46,7 @@ def test_dashboard_xlsx_has_a_sheet_per_table_with_the_page_numbers(seeded_db, s
     book = load_workbook(io.BytesIO(data))
     assert book.sheetnames == ["Summary", "Trend", "Lifecycle", "Sources", "Regions"]
     summary = {row[0]: row for row in book["Summary"].iter_rows(min_row=2, values_only=True)}
-    board = reports.dashboard(manager, reports.make_period("month", "2026-10-15"))
+    board = report_dashboard.dashboard(manager, report_periods.make_period("month", "2026-10-15"))
     assert summary["New customers"][2] == board.raw["new_customers"]
     assert summary["New customers"][1] == board.raw_previous["new_customers"]
     assert summary["Amount"][2] == pytest.approx(board.raw["amount_cents"] / 100)

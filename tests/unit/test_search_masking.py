@@ -29,7 +29,8 @@ from meiqia_app.services.customers.search_text import parse_query
 from meiqia_app.services.customers.selection import Selection, selection_count
 from meiqia_app.services.errors import PermissionDenied
 from meiqia_app.services.exports import service as exports
-from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import trends as report_trends
 
 DIGITS = "0123456789"
 EMAIL_CHARS = string.ascii_lowercase + DIGITS + "._-"
@@ -226,9 +227,9 @@ def test_report_segments_match_under_the_analyst_rules(seeded_actors):
     analyst = seeded_actors["analyst"]
     _customer_id, name, phone, _email = victim()
     today = dt.date.today()
-    a = reports.Period("custom", today - dt.timedelta(days=400), today - dt.timedelta(days=200))
-    b = reports.Period("custom", today - dt.timedelta(days=199), today)
-    results = [reports.compare_periods(analyst, q(q=f"{name} {phone[:3]}{d}"), a, b) for d in DIGITS]
+    a = report_periods.Period("custom", today - dt.timedelta(days=400), today - dt.timedelta(days=200))
+    b = report_periods.Period("custom", today - dt.timedelta(days=199), today)
+    results = [report_trends.compare_periods(analyst, q(q=f"{name} {phone[:3]}{d}"), a, b) for d in DIGITS]
     assert all(result == results[0] for result in results)
 
 

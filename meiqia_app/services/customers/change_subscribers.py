@@ -26,7 +26,7 @@ from collections.abc import Callable
 from meiqia_app.services.customers import changes
 from meiqia_app.services.customers import listing as customer_list
 from meiqia_app.services.customers.changes import CustomersChanged
-from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import cache as report_cache
 from meiqia_app.services.tags.rules import runs as rules
 
 RULE_TRIGGERS = frozenset({changes.CREATED, changes.EDITED, changes.ORDERS, changes.ACTIVITY})
@@ -52,9 +52,9 @@ def retire_counts(change: CustomersChanged) -> None:
 
 def retire_report_figures(change: CustomersChanged) -> None:
     if change.kinds & DROPS_REPORT_FIGURES:
-        reports.invalidate_cache()
+        report_cache.invalidate_cache()
     else:
-        reports.note_customer_change()
+        report_cache.note_customer_change()
 
 
 def register(subscribe: Callable[..., None]) -> None:

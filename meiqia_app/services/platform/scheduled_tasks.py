@@ -35,11 +35,11 @@ def _tasks() -> list[tuple[str, Callable[[], object], str]]:
     from meiqia_app.services.customers import lifecycle_update
     from meiqia_app.services.integrations import idempotency, ingest
     from meiqia_app.services.platform import backup
-    from meiqia_app.services.reports import measures as reports
+    from meiqia_app.services.reports import dashboard as report_dashboard
     from meiqia_app.services.tags.rules import runs as rules
 
     return [
-        ("reports_warmup", reports.warm_cache, "00:05"),
+        ("reports_warmup", report_dashboard.warm_cache, "00:05"),
         ("audit_anchor", audit_anchor.nightly_anchor, "00:15"),
         ("lifecycle", lifecycle_update.nightly_recompute, "02:00"),
         (rules.SCHEDULE_TASK, rules.nightly_run, "02:30"),

@@ -17,7 +17,12 @@ from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import Conflict, ValidationError
 from meiqia_app.services.identity.rbac import Actor, require
+from meiqia_app.services.reports import cache as report_cache
+from meiqia_app.services.reports import dashboard as report_dashboard
+from meiqia_app.services.reports import formatting as report_formatting
 from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import trends as report_trends
 from meiqia_app.timeutil import format_local, today_local
 
 MAX_TREND_BUCKETS = {"day": 31, "week": 26, "month": 24}
@@ -41,14 +46,14 @@ def _both(key: str, **params) -> dict:
 
 
 def _measure_row(measure: reports.Measure) -> dict:
-    direction = reports.change_direction(measure)
-    tone = reports.change_tone(measure)
+    direction = report_formatting.change_direction(measure)
+    tone = report_formatting.change_tone(measure)
     return {
         "key": measure.key,
         **_both(f"dash.{measure.key}"),
-        "value": reports.format_value(measure.kind, measure.value),
-        "previous": reports.format_value(measure.kind, measure.previous),
-        "change": reports.format_change(measure),
+        "value": report_formatting.format_value(measure.kind, measure.value),
+        "previous": report_formatting.format_value(measure.kind, measure.previous),
+        "change": report_formatting.format_change(measure),
         "direction": direction,
         # good / bad / neutral: the arrow's colour (a falling complaint share is good news)
         "tone": tone,
@@ -67,7 +72,7 @@ def _group_label(prefix: str, key: str) -> dict:
     return {"label_zh": key, "label_en": key}
 
 
-def _breakdown_rows(items: list[reports.Breakdown], prefix: str) -> list[dict]:
+def _breakdown_rows(items: list[report_dashboard.Breakdown], prefix: str) -> list[dict]:
     return [
         {
             "key": item.key,
@@ -84,7 +89,7 @@ def _breakdown_rows(items: list[reports.Breakdown], prefix: str) -> list[dict]:
     ]
 
 
-def _trend_rows(points: list[reports.TrendPoint]) -> list[dict]:
+def _trend_rows(points: list[report_trends.TrendPoint]) -> list[dict]:
     return [
         {
             "start": p.start,
@@ -97,19 +102,19 @@ def _trend_rows(points: list[reports.TrendPoint]) -> list[dict]:
             "conversations": p.conversations,
             "new_customers_text": f"{p.new_customers:,}",
             "orders_text": f"{p.orders:,}",
-            "amount_text": reports.format_value("money", p.amount_cents),
+            "amount_text": report_formatting.format_value("money", p.amount_cents),
             "conversations_text": f"{p.conversations:,}",
         }
         for p in points
     ]
 
 
-def period_from_params(params: dict, now: dt.datetime | None = None) -> reports.Period:
+def period_from_params(params: dict, now: dt.datetime | None = None) -> report_periods.Period:
     kind = str(params.get("kind") or "month")
-    return reports.make_period(kind, params.get("anchor") or None, params.get("end") or None, now=now)
+    return report_periods.make_period(kind, params.get("anchor") or None, params.get("end") or None, now=now)
 
 
-def comparison_note(period: reports.Period, lang: str) -> str:
+def comparison_note(period: report_periods.Period, lang: str) -> str:
     """What the page compares, in words: a period under way is compared with
     the same days of the one before, and the page says so."""
     previous = period.previous()
@@ -127,7 +132,7 @@ def comparison_note(period: reports.Period, lang: str) -> str:
 
 def granularity_from_params(params: dict) -> str:
     granularity = str(params.get("granularity") or "day")
-    if granularity not in reports.GRANULARITIES:
+    if granularity not in report_periods.GRANULARITIES:
         raise ValidationError.single("granularity", "error.bad_choice")
     return granularity
 
@@ -136,8 +141,8 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False, now: d
     """The whole dashboard for ``params`` = {kind, anchor, end, granularity} (``now``: the clock)."""
     period = period_from_params(params, now)
     granularity = granularity_from_params(params)
-    reports.take_served_stale()
-    board = reports.dashboard(actor, period, allow_stale=allow_stale)
+    report_cache.take_served_stale()
+    board = report_dashboard.dashboard(actor, period, allow_stale=allow_stale)
     count = MAX_TREND_BUCKETS[granularity]
     if granularity == "day" and period.kind in ("month", "custom") and period.days <= 92:
         count = period.days  # the days of the period itself (up to today)
@@ -145,7 +150,7 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False, now: d
     points = (
         []
         if board.computing
-        else reports.trend(actor, granularity, period.last, count, allow_stale=allow_stale, now=now)
+        else report_trends.trend(actor, granularity, period.last, count, allow_stale=allow_stale, now=now)
     )
     raw = board.raw
     empty = not board.computing and not (
@@ -158,7 +163,7 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False, now: d
         "note_zh": comparison_note(period, "zh"),
         "note_en": comparison_note(period, "en"),
         # The period reaches today: there is no later one to move to.
-        "latest": period.last >= reports.local_today(now),
+        "latest": period.last >= report_periods.local_today(now),
         "partial_bucket": any(p.partial for p in points),
         "cards": [_measure_row(m) for m in board.measures],
         "lifecycle": _breakdown_rows(board.lifecycle, "lifecycle"),
@@ -168,7 +173,7 @@ def dashboard_view(actor: Actor, params: dict, allow_stale: bool = False, now: d
         "empty": empty,
         "computed_at": format_local(computed, with_seconds=True) if computed else "",
         # Figures being computed, or behind changes still being applied: the page asks again shortly.
-        "stale": reports.take_served_stale() or board.computing,
+        "stale": report_cache.take_served_stale() or board.computing,
         "computing": board.computing,
     }
 
@@ -223,11 +228,11 @@ def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = No
     """
     require(actor, "report.view", action="report.segment")
     segment, description = segment_from_params(actor, params)
-    period_a = reports.make_period("custom", params.get("a_from"), params.get("a_to"), now=now)
-    period_b = reports.make_period("custom", params.get("b_from"), params.get("b_to"), now=now)
-    comparison = reports.compare_periods(actor, segment, period_a, period_b)
-    cohort_rows = reports.cohorts(actor, 12, period_b.last, segment, now=now)
-    products = reports.top_products(actor, segment, period_b, 10)
+    period_a = report_periods.make_period("custom", params.get("a_from"), params.get("a_to"), now=now)
+    period_b = report_periods.make_period("custom", params.get("b_from"), params.get("b_to"), now=now)
+    comparison = report_trends.compare_periods(actor, segment, period_a, period_b)
+    cohort_rows = report_trends.cohorts(actor, 12, period_b.last, segment, now=now)
+    products = report_trends.top_products(actor, segment, period_b, 10)
     rows = []
     for m in comparison.measures:
         row = _measure_row(m)
@@ -266,7 +271,7 @@ def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = No
                 "orders": p.orders,
                 "orders_text": f"{p.orders:,}",
                 "quantity_text": f"{p.quantity:,}",
-                "amount_text": reports.format_value("money", p.amount_cents),
+                "amount_text": report_formatting.format_value("money", p.amount_cents),
                 "amount": round(p.amount_cents / 100, 2),
                 "buyers_text": f"{p.buyers:,}",
                 "raw": [p.product, p.orders, p.quantity, p.amount_cents / 100, p.buyers],
@@ -350,7 +355,7 @@ def _report_tables(
                     tr(lang, f"dash.{m.key}"),
                     _cell_value(m.kind, m.previous),
                     _cell_value(m.kind, m.value),
-                    reports.format_change(m),
+                    report_formatting.format_change(m),
                 ]
                 for m in measures
             ],
@@ -374,7 +379,7 @@ def _report_tables(
     if report == "dashboard":
         period = period_from_params(params, now)
         granularity = granularity_from_params(params)
-        board = reports.dashboard(actor, period)
+        board = report_dashboard.dashboard(actor, period)
         if board.computing:
             raise Conflict("dash.computing")
         view = dashboard_view(actor, params, now=now)
@@ -407,9 +412,9 @@ def _report_tables(
         subtitle = f"{tr(lang, 'dash.title')} · {comparison_note(period, lang)}"
     else:
         segment, description = segment_from_params(actor, params)
-        period_a = reports.make_period("custom", params.get("a_from"), params.get("a_to"), now=now)
-        period_b = reports.make_period("custom", params.get("b_from"), params.get("b_to"), now=now)
-        comparison = reports.compare_periods(actor, segment, period_a, period_b)
+        period_a = report_periods.make_period("custom", params.get("a_from"), params.get("a_to"), now=now)
+        period_b = report_periods.make_period("custom", params.get("b_from"), params.get("b_to"), now=now)
+        comparison = report_trends.compare_periods(actor, segment, period_a, period_b)
         view = segment_report_view(actor, params, now=now)
         header = [tr(lang, "report.measure"), f"A {period_a.label()}", f"B {period_b.label()}", tr(lang, "dash.change")]
         tables = [
@@ -419,7 +424,7 @@ def _report_tables(
                 [
                     tr(lang, "report.cohort_month"),
                     tr(lang, "report.cohort_size"),
-                    *[tr(lang, "report.cohort_after", n=k) for k in reports.COHORT_OFFSETS],
+                    *[tr(lang, "report.cohort_after", n=k) for k in report_trends.COHORT_OFFSETS],
                 ],
                 [[row["month"], *row["raw"]] for row in view["cohorts"]],
                 [None, "count", "count", "count", "count"],
@@ -494,7 +499,7 @@ def _pdf_cell(kind: str | None, value) -> str:
     if kind in ("count", "money", "rate", "score"):
         if value is not None and kind == "money":
             value = float(value) * 100
-        return reports.format_value(kind, value)
+        return report_formatting.format_value(kind, value)
     return "—" if value is None else str(value)
 
 
@@ -681,10 +686,10 @@ def shift_period(params: dict, step: int) -> dict:
         first = period.first + dt.timedelta(days=days)
         return {**params, "anchor": first.isoformat(), "end": (period.last + dt.timedelta(days=days)).isoformat()}
     if period.kind == "month":
-        return {**params, "anchor": reports._add_months(period.first, step).isoformat()}
+        return {**params, "anchor": report_periods.add_months(period.first, step).isoformat()}
     return {**params, "anchor": (period.first + dt.timedelta(days=period.days * step)).isoformat()}
 
 
 def snapshot_view(actor: Actor) -> dict:
-    snap = reports.agent_snapshot(actor)
+    snap = report_dashboard.agent_snapshot(actor)
     return {"total": f"{snap.total_customers:,}", "today": f"{snap.new_today:,}", "month": f"{snap.new_this_month:,}"}
