@@ -16,7 +16,8 @@ from meiqia_app.services.customers import edit as customer_edit
 from meiqia_app.services.customers import listing as customer_list
 from meiqia_app.services.customers import profile as customers
 from meiqia_app.services.customers.duplicates import finding as duplicates
-from meiqia_app.services.customers.importing.job import dry_run, suggest_mapping
+from meiqia_app.services.customers.importing.columns import suggest_mapping
+from meiqia_app.services.customers.importing.job import dry_run
 from meiqia_app.services.customers.validation import normalize_phone
 from meiqia_app.services.errors import DuplicateCustomer, NotFound, PermissionDenied, ReadOnly, ValidationError
 from meiqia_app.services.platform import jobs

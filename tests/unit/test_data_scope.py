@@ -328,7 +328,8 @@ def test_a_repeated_phone_of_a_customer_out_of_scope_names_nobody(world):
     scope the warning names that customer (as before); out of scope it says only "a
     customer you cannot see already has this phone", and so does the open API's 409
     and the import's report: no id, no name."""
-    from meiqia_app.services.customers.importing.job import dry_run, suggest_mapping
+    from meiqia_app.services.customers.importing.columns import suggest_mapping
+    from meiqia_app.services.customers.importing.job import dry_run
     from meiqia_app.services.errors import DuplicateCustomer
     from meiqia_app.web.api.problems import encode, from_app_error
     from tests.unit.test_customer_import import write_csv

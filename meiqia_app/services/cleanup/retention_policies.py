@@ -33,7 +33,7 @@ from meiqia_app.services.cleanup.retention import (
     register_policy,
 )
 from meiqia_app.services.customers import ownership
-from meiqia_app.services.customers.importing import job as customer_import
+from meiqia_app.services.customers.importing import files as import_files
 from meiqia_app.services.exports import service as export_service
 from meiqia_app.services.integrations import webhooks
 from meiqia_app.services.platform import backup, jobs
@@ -172,7 +172,7 @@ def _deliveries_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.dateti
 
 def _old_import_files(now: dt.datetime, days: int) -> list[tuple[Path, int]]:
     """(path, bytes) of the regular files directly in the imports dir last changed before the cutoff."""
-    folder = customer_import.imports_dir()
+    folder = import_files.imports_dir()
     if not folder.is_dir():
         return []
     cutoff = (now - days * DAY).timestamp()
