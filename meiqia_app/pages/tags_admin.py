@@ -9,7 +9,7 @@ from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.models.tag import TAG_GROUPS
 from meiqia_app.services.tags.catalog import TAG_COLORS, NearDuplicate, TagView
-from meiqia_app.services.tags.rules.runs import FIELDS
+from meiqia_app.services.tags.rules.conditions import FIELDS
 from meiqia_app.state.tags_admin import CondRow, Option, RuleRow
 from meiqia_app.state.tags_admin import TagsAdminState as S
 

@@ -36,13 +36,14 @@ def _tasks() -> list[tuple[str, Callable[[], object], str]]:
     from meiqia_app.services.integrations import idempotency, ingest
     from meiqia_app.services.platform import backup
     from meiqia_app.services.reports import dashboard as report_dashboard
+    from meiqia_app.services.tags.rules import definitions as rule_definitions
     from meiqia_app.services.tags.rules import runs as rules
 
     return [
         ("reports_warmup", report_dashboard.warm_cache, "00:05"),
         ("audit_anchor", audit_anchor.nightly_anchor, "00:15"),
         ("lifecycle", lifecycle_update.nightly_recompute, "02:00"),
-        (rules.SCHEDULE_TASK, rules.nightly_run, "02:30"),
+        (rule_definitions.SCHEDULE_TASK, rules.nightly_run, "02:30"),
         ("backup", backup.scheduled_backup, "03:00"),
         (retention.SCHEDULE_TASK, retention.run_nightly, retention.SCHEDULE_TIME),  # after the backup
         ("api.idempotency_prune", idempotency.prune, "03:45"),

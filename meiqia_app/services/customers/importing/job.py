@@ -402,4 +402,3 @@ def cancel_job(actor: Actor, job_id: int) -> None:
     """Stop a check or an import after its current batch (committed batches stay)."""
     job_progress(actor, job_id)
     jobs.request_cancel(actor, int(job_id))
-
