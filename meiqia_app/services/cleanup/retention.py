@@ -449,3 +449,4 @@ def progress(ctx: jobs.JobContext, done: int, counts: dict) -> None:
 
 
 # The built-in policies register themselves (they import cleanup, backup, exports…).
+from meiqia_app.services.cleanup import retention_policies  # noqa: E402,F401

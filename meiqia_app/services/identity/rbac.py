@@ -189,7 +189,7 @@ def require(actor: Actor, permission: str, *, action: str, target_type: str = ""
     """Raise PermissionDenied (and audit the refusal) unless the actor has the permission."""
     if permission in actor.permissions:
         return
-    from meiqia_app.services.audit import log as audit
+    from meiqia_app.services.audit import log as audit  # audit imports rbac types; import late
 
     audit.record_refusal(
         actor,

@@ -822,7 +822,7 @@ def _unite_tags(session: Session, survivor: int, others: Sequence[int]) -> tuple
 def _recompute_rule_tags(survivor: int) -> dict[str, list[int]]:
     """The survivor's lifecycle stage and rule tags from its merged data (after the
     merge has committed: the rules read what the merge wrote)."""
-    from meiqia_app.services.tags.rules import runs as rules
+    from meiqia_app.services.tags.rules import runs as rules  # rules imports customer services: import late
 
     try:
         return rules.apply_rules_to_customer(survivor)

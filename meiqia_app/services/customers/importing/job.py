@@ -158,7 +158,7 @@ def _prepare_inserts(rows: Iterable[CheckedRow], actor: Actor, template: dict, n
 def _insert_rows(conn: Connection, records: list[dict], texts: dict[tuple, dict[str, str]]) -> int:
     if not records:
         return 0
-    from meiqia_app.services.integrations import webhooks
+    from meiqia_app.services.integrations import webhooks  # webhooks imports customer services: late
 
     # Multi-row INSERT ... RETURNING. The order of returned rows is not
     # guaranteed, so each search row is found by the returned values
