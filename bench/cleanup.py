@@ -153,7 +153,9 @@ def main() -> int:
 
     from meiqia_app.db import get_engine
     from meiqia_app.services.cleanup import actions as cleanup
-    from meiqia_app.services.cleanup.actions import Criteria
+    from meiqia_app.services.cleanup import preview as cleanup_preview
+    from meiqia_app.services.cleanup import trash as cleanup_trash
+    from meiqia_app.services.cleanup.criteria import Criteria
     from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
     from meiqia_app.services.platform import jobs
 
@@ -180,14 +182,14 @@ def main() -> int:
     criteria = Criteria(inactive_months=12)
     for attempt in range(3):
         started = time.perf_counter()
-        result = cleanup.dry_run(SYSTEM_ACTOR, criteria, "archive")
+        result = cleanup_preview.dry_run(SYSTEM_ACTOR, criteria, "archive")
         seconds = time.perf_counter() - started
         print(
             f"dry run inactive>12 months (run {attempt + 1}): {result.count:,} matches, "
             f"sample {len(result.sample)}, {seconds:.2f} s"
         )
     started = time.perf_counter()
-    result = cleanup.dry_run(SYSTEM_ACTOR, criteria, "erase")
+    result = cleanup_preview.dry_run(SYSTEM_ACTOR, criteria, "erase")
     print(f"dry run inactive>12 months with erase effects (all tables): {time.perf_counter() - started:.2f} s")
     if args.verify_copy:
         started = time.perf_counter()
@@ -228,8 +230,8 @@ def main() -> int:
         ).scalar_one()
     view = save_view(admin, "bench-first-n", ListQuery(registered_to=str(reg)[:10]))
     crit = Criteria(view_id=view.id)
-    count = cleanup.count_matching(admin, crit)
-    list_before = cleanup.list_query_ms(admin)
+    count = cleanup_preview.count_matching(admin, crit)
+    list_before = cleanup_preview.list_query_ms(admin)
     started = time.perf_counter()
     job_id = cleanup.start_action(admin, crit, "archive", confirm=str(count))
     seconds = time.perf_counter() - started
@@ -241,7 +243,7 @@ def main() -> int:
         f"(measured here before: {list_before} ms)"
     )
     trash_crit = Criteria(view_id=view.id, scope="archived")
-    count = cleanup.count_matching(admin, trash_crit)
+    count = cleanup_preview.count_matching(admin, trash_crit)
     started = time.perf_counter()
     job_id = cleanup.start_action(admin, trash_crit, "trash", confirm=str(count))
     seconds = time.perf_counter() - started
@@ -251,7 +253,7 @@ def main() -> int:
         f"(+ automatic backup with sha256 and integrity_check {backup_seconds[-1]:.1f} s: {result.get('backup')})"
     )
     started = time.perf_counter()
-    job_id = cleanup.start_purge(admin, all_trash=True)
+    job_id = cleanup_trash.start_purge(admin, all_trash=True)
     seconds = time.perf_counter() - started
     result = jobs.job_view(admin, job_id).result
     print(

@@ -13,6 +13,8 @@ import reflex as rx
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import criteria as cleanup_criteria
+from meiqia_app.services.cleanup import preview as cleanup_preview
 from meiqia_app.services.customers import listing as customer_list
 from meiqia_app.services.customers import ownership, saved_views
 from meiqia_app.services.customers.dto import CustomerRow
@@ -582,18 +584,18 @@ class CustomerListState(AppState):
         return CustomerListState.follow_bulk_job
 
     # --- archive / trash the selection (the cleanup service's jobs) ----------------------------
-    def _status_criteria(self, action: str) -> cleanup.Criteria:
+    def _status_criteria(self, action: str) -> cleanup_criteria.Criteria:
         selection = self._selection()
         status = selection.query.status
         scope = "active" if action == "archive" or status not in ("active", "archived") else status
-        return cleanup.Criteria.from_dict({"selection": selection.to_dict(), "scope": scope})
+        return cleanup_criteria.Criteria.from_dict({"selection": selection.to_dict(), "scope": scope})
 
     @rx.event
     async def open_status_action(self, action: str):
         if action not in ("archive", "trash") or self.bulk_running:
             return None
         try:
-            count = await self._call(cleanup.count_matching, self._actor(), self._status_criteria(action))
+            count = await self._call(cleanup_preview.count_matching, self._actor(), self._status_criteria(action))
         except AppError as error:
             return self._on_error(error)
         self.status_action = action

@@ -34,15 +34,15 @@ FORWARDERS = (
 
 def _dynamic() -> dict[tuple[str, str], tuple[str, ...]]:
     from meiqia_app.models.customer import STATUS_ARCHIVED, STATUS_TRASHED
-    from meiqia_app.services.cleanup import actions as cleanup
+    from meiqia_app.services.cleanup import criteria as cleanup_criteria
     from meiqia_app.services.tags import catalog as tags
 
     return {
         ("meiqia_app/services/cleanup/actions.py", "f'cleanup.{verb}'"): tuple(
-            f"cleanup.{verb}" for verb in (*cleanup.ACTIONS, "dry_run")
+            f"cleanup.{verb}" for verb in (*cleanup_criteria.ACTIONS, "dry_run")
         ),
         ("meiqia_app/services/cleanup/actions.py", "f'cleanup.{action}'"): tuple(
-            f"cleanup.{action}" for action in (*cleanup.ACTIONS, "purge")
+            f"cleanup.{action}" for action in (*cleanup_criteria.ACTIONS, "purge")
         ),
         ("meiqia_app/services/cleanup/actions.py", "f'cleanup.restore_{status}'"): (
             f"cleanup.restore_{STATUS_ARCHIVED}",

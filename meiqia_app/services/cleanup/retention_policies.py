@@ -22,6 +22,7 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import Job
 from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import trash as cleanup_trash
 from meiqia_app.services.cleanup.retention import (
     SAMPLE_SIZE,
     Keep,
@@ -54,12 +55,12 @@ def _size(size: int) -> str:
 
 
 def _trash_preview(setting: PolicySetting, now: dt.datetime) -> Preview:
-    count, rows = cleanup.trash_preview(now - setting.value * DAY, SAMPLE_SIZE)
+    count, rows = cleanup_trash.trash_preview(now - setting.value * DAY, SAMPLE_SIZE)
     return Preview(count=count, sample=tuple(f"#{i} · {when}" for i, when in rows))
 
 
 def _trash_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) -> dict:
-    result = cleanup.purge_trashed_before(ctx, now - setting.value * DAY)
+    result = cleanup_trash.purge_trashed_before(ctx, now - setting.value * DAY)
     counts = result.get("counts") or {}
     return {
         "customers": counts.get("customer", 0),
