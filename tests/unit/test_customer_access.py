@@ -22,7 +22,7 @@ from meiqia_app.services.customers import listing as customer_list
 from meiqia_app.services.customers import orders as customer_orders
 from meiqia_app.services.customers import profile as customers
 from meiqia_app.services.customers.access import SENSITIVE, CustomerAccess, mask_value
-from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.duplicates import merging as duplicate_merging
 from meiqia_app.services.customers.masking import MASK
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import NotFound, ReadOnly
@@ -203,7 +203,7 @@ def test_services_refuse_a_trashed_customer_as_not_found_for_an_agent(trashed, s
 def test_merge_needs_every_customer_within_reach(trashed, seeded_actors):
     other = _active_ids(3)[2]
     with pytest.raises(NotFound):
-        duplicates.merge_preview(seeded_actors["manager"], [other, trashed])
+        duplicate_merging.merge_preview(seeded_actors["manager"], [other, trashed])
 
 
 def test_services_refuse_an_erased_customer_as_not_found_for_everyone(erased, seeded_actors):

@@ -18,7 +18,7 @@ from meiqia_app.services.customers import changes as customer_changes
 from meiqia_app.services.customers import edit as customer_edit
 from meiqia_app.services.customers import listing as customer_list
 from meiqia_app.services.customers.changes import CONSENT, EDITED, MANY, RULE_TAGS, customers_changed
-from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.duplicates import merging as duplicate_merging
 from meiqia_app.services.customers.importing import job as customer_import
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.privacy import erasure
@@ -229,7 +229,7 @@ def test_a_merge_shows_in_the_counts_and_the_reports_at_once(seeded_db, seeded_a
     before = _cached_twice(figures)
     with read_connection() as conn:
         versions = dict(conn.execute(select(C.id, C.version).where(C.id.in_([survivor, other]))).all())
-    duplicates.merge_customers(
+    duplicate_merging.merge_customers(
         admin, survivor_id=survivor, other_ids=[other], field_choices={}, expected_versions=versions
     )
     assert figures.read() == (before[0] - 1, before[1] - 1, before[2] - 1)

@@ -27,7 +27,7 @@ from meiqia_app.services.customers import edit as customer_edit
 from meiqia_app.services.customers import listing as customer_list
 from meiqia_app.services.customers import profile as customers
 from meiqia_app.services.customers.access import CustomerAccess
-from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.duplicates import merging as duplicate_merging
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied
@@ -189,7 +189,7 @@ def test_an_out_of_scope_customer_is_not_found_by_id_on_every_surface(world):
         "edit": lambda: customer_edit.update_customer(agent, other, version, {"name": "crafted"}),
         "consent": lambda: consent.set_consent(agent, other, "marketing", True),
         "portability": lambda: portability.collect(agent, other),
-        "merge": lambda: duplicates.merge_preview(actors["agent_a"], [ids["pool"], other]),
+        "merge": lambda: duplicate_merging.merge_preview(actors["agent_a"], [ids["pool"], other]),
         "owner card": lambda: ownership.owner_card(agent, other),
         "claim": lambda: ownership.claim(agent, other),
         "release": lambda: ownership.release(agent, other),
@@ -266,12 +266,14 @@ def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world
         "merge preview": (
             merger,
             "customer.merge_preview",
-            lambda i: duplicates.merge_preview(merger, [ids["mine"], i]),
+            lambda i: duplicate_merging.merge_preview(merger, [ids["mine"], i]),
         ),
         "merge": (
             merger,
             "customer.merge",
-            lambda i: duplicates.merge_customers(merger, ids["mine"], [i], {}, {ids["mine"]: mine_version, i: version}),
+            lambda i: duplicate_merging.merge_customers(
+                merger, ids["mine"], [i], {}, {ids["mine"]: mine_version, i: version}
+            ),
         ),
         "export of a selection": (exporter, "export.request", export),
         "portability": (agent, "export.portability", lambda i: portability.collect(agent, i)),
@@ -392,11 +394,11 @@ def test_merge_needs_both_customers_in_scope(world):
     user = users.create_user(admin, "merger_a", PASSWORD, "team_merger")
     teams.set_user_team(admin, user.id, world["teams"]["a"])
     merger = load_actors()["merger_a"]
-    assert len(duplicates.merge_preview(merger, [ids["mine"], ids["team"]]).customers) == 2
+    assert len(duplicate_merging.merge_preview(merger, [ids["mine"], ids["team"]]).customers) == 2
     with pytest.raises(NotFound):
-        duplicates.merge_preview(merger, [ids["mine"], ids["other"]])
+        duplicate_merging.merge_preview(merger, [ids["mine"], ids["other"]])
     with pytest.raises(NotFound):
-        duplicates.merge_preview(merger, [ids["mine"], ids["pool"]])  # team scope: no pool
+        duplicate_merging.merge_preview(merger, [ids["mine"], ids["pool"]])  # team scope: no pool
 
 
 def test_bulk_all_matching_and_saved_views_stay_in_scope(world):

@@ -153,7 +153,7 @@ def _ids(sql: str, **params) -> list[int]:
 
 def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
     from meiqia_app.services.customers import orders as customer_orders
-    from meiqia_app.services.customers.duplicates import finding as duplicates
+    from meiqia_app.services.customers.duplicates import merging as duplicate_merging
     from meiqia_app.services.privacy import erasure
 
     manager, admin = seeded_actors["manager"], seeded_actors["admin"]
@@ -185,7 +185,7 @@ def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
                 text("SELECT id, version FROM customer WHERE id IN (:a, :b)"), {"a": survivor, "b": other}
             )
         }
-    duplicates.merge_customers(admin, survivor, [other], {}, versions)
+    duplicate_merging.merge_customers(admin, survivor, [other], {}, versions)
     # Erasure.
     erasure.erase_customer(admin, active[7], str(active[7]))
     # A bulk import from another connection (bare driver): a customer with events and a chat.

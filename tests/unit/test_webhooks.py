@@ -334,7 +334,7 @@ def test_merges_and_archiving_queue_their_events(seeded_db, receiver, seeded_act
     from meiqia_app.db import get_engine
     from meiqia_app.models import Customer as CustomerModel
     from meiqia_app.services.cleanup import actions as cleanup
-    from meiqia_app.services.customers.duplicates import finding as duplicates
+    from meiqia_app.services.customers.duplicates import merging as duplicate_merging
 
     hook = receiver()
     api, raw = client(), new_key("ops", ["webhooks:manage"])
@@ -344,7 +344,7 @@ def test_merges_and_archiving_queue_their_events(seeded_db, receiver, seeded_act
         survivor, other = session.exec(
             select(CustomerModel).where(CustomerModel.status == "active").order_by(CustomerModel.id).limit(2)
         ).all()
-    duplicates.merge_customers(
+    duplicate_merging.merge_customers(
         manager, survivor.id, [other.id], {}, {survivor.id: survivor.version, other.id: other.version}
     )
     with write_session() as session:
