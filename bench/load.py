@@ -94,7 +94,7 @@ def make_sessions(count: int, username: str) -> list[str]:
 
     from meiqia_app.db import write_session
     from meiqia_app.models import User, UserSession
-    from meiqia_app.services.identity.login import new_token, token_hash
+    from meiqia_app.services.identity.tokens import new_token, token_hash
     from meiqia_app.timeutil import utcnow
 
     tokens = [new_token() for _ in range(count)]

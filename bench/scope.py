@@ -128,7 +128,7 @@ def main() -> int:
     from meiqia_app.services.customers import ownership
     from meiqia_app.services.customers.query import ListQuery
     from meiqia_app.services.customers.selection import Selection
-    from meiqia_app.services.identity.login import actor_for
+    from meiqia_app.services.identity.sessions import actor_for
 
     if not db_file.exists():
         from meiqia_app.seed.loader import seed

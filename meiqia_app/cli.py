@@ -209,12 +209,11 @@ def _cmd_create_user(args) -> int:
     from meiqia_app.migrate import upgrade_to_head
     from meiqia_app.services.audit import log as audit
     from meiqia_app.services.errors import ValidationError
-    from meiqia_app.services.identity import login as auth
-    from meiqia_app.services.identity import users
+    from meiqia_app.services.identity import second_factor, users
     from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 
     upgrade_to_head()
-    secret = args.totp_secret or auth.new_totp_secret()
+    secret = args.totp_secret or second_factor.new_totp_secret()
     try:
         with write_session() as session:
             users.ensure_builtin_roles(session)

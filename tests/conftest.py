@@ -162,7 +162,7 @@ def load_actors() -> dict:
 
     from meiqia_app.db import read_session
     from meiqia_app.models import Role, User
-    from meiqia_app.services.identity.login import actor_for
+    from meiqia_app.services.identity.sessions import actor_for
 
     with read_session() as session:
         rows = session.exec(select(User, Role).join(Role, Role.id == User.role_id)).all()

@@ -43,8 +43,7 @@ from meiqia_app.seed.generator import (
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers import changes as customer_changes
 from meiqia_app.services.customers.search_text import SEARCH_ROW_COLUMNS
-from meiqia_app.services.identity import login as auth
-from meiqia_app.services.identity import users
+from meiqia_app.services.identity import second_factor, users
 from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 from meiqia_app.services.tags.names import tag_key
 from meiqia_app.timeutil import utcnow
@@ -112,7 +111,7 @@ def ensure_demo_accounts(session: Session) -> list[dict]:
         if session.exec(select(User).where(User.username == username)).first():
             continue
         password = f"Demo-{username}-2026"
-        secret = auth.new_totp_secret()
+        secret = second_factor.new_totp_secret()
         users.create_user_record(session, username, password, role_name, display_name, totp_secret=secret)
         by_name[username] = {"username": username, "password": password, "role": role_name, "totp_secret": secret}
     accounts = list(by_name.values())

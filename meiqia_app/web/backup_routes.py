@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Route
 
 from meiqia_app.services.errors import AppError
-from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import sessions
 from meiqia_app.services.platform import backup
 from meiqia_app.state.base import SESSION_COOKIE
 
@@ -23,7 +23,7 @@ async def download_backup(request: Request):
     ip = request.client.host if request.client else ""
     token = request.query_params.get("token", "")[:128]
     try:
-        actor = await asyncio.to_thread(auth.resolve_session, request.cookies.get(SESSION_COOKIE, ""), ip)
+        actor = await asyncio.to_thread(sessions.resolve_session, request.cookies.get(SESSION_COOKIE, ""), ip)
         path = await asyncio.to_thread(backup.claim_download, actor, token)
     except AppError:
         return PlainTextResponse("not found", status_code=404, headers={"Cache-Control": "no-store"})

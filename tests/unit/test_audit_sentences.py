@@ -191,7 +191,7 @@ def test_names_are_looked_up_once_per_kind_for_the_whole_page(actors):
 def test_a_lockout_names_the_locked_account(actors):
     from meiqia_app.config import get_settings
     from meiqia_app.services.identity import login as auth
-    from meiqia_app.services.identity.login import AuthError
+    from meiqia_app.services.identity.tokens import AuthError
 
     for _ in range(get_settings().lockout_threshold):
         with pytest.raises(AuthError):

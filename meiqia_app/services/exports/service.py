@@ -521,7 +521,7 @@ jobs.register_worker(JOB_KIND, _export_worker)
 
 
 def _actor_of(user_id: int) -> Actor | None:
-    from meiqia_app.services.identity.login import actor_for
+    from meiqia_app.services.identity.sessions import actor_for
 
     with read_session() as session:
         row = session.exec(select(User, Role).join(Role, Role.id == User.role_id).where(User.id == user_id)).first()

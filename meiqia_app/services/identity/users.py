@@ -14,7 +14,8 @@ from meiqia_app.db import read_session, write_session
 from meiqia_app.models import LoginThrottle, Role, Team, User, UserSession
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.errors import NotFound, ValidationError
-from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import passwords, second_factor, sessions
+from meiqia_app.services.identity import throttling as login_throttling
 from meiqia_app.services.identity.rbac import (
     ADMIN_ROLE,
     BUILTIN_ROLES,
@@ -172,19 +173,19 @@ def create_user_record(
         raise ValidationError.single("username", "error.username_invalid")
     if session.exec(select(User).where(func.lower(User.username) == username.lower())).first():
         raise ValidationError.single("username", "error.username_taken")
-    auth.validate_password(password, username, display_name)
+    passwords.validate_password(password, username, display_name)
     role = _role_by_name(session, role_name)
     user = User(
         username=username,
         display_name=(display_name or username).strip()[:64],
-        password_hash=auth.hash_password(password),
+        password_hash=passwords.hash_password(password),
         role_id=role.id,
     )
     if totp_secret:
         secret = totp_secret.strip().replace(" ", "").upper()
         if not re.fullmatch(r"[A-Z2-7]{16,64}=*", secret):
             raise ValidationError.single("totp_secret", "auth.totp_secret_invalid")
-        user.totp_secret_enc = auth.encrypt_secret(secret)
+        user.totp_secret_enc = second_factor.encrypt_secret(secret)
         user.totp_enrolled_at = utcnow()
     session.add(user)
     session.flush()
@@ -211,7 +212,7 @@ def list_users(actor: Actor) -> list[UserInfo]:
                 user,
                 role,
                 counts.get(user.id, 0),
-                auth.throttle_key(user.username) in locked,
+                login_throttling.throttle_key(user.username) in locked,
                 teams.get(user.team_id, "") if user.team_id else "",
             )
             for user, role in rows
@@ -276,7 +277,7 @@ def update_user(
             changes["is_active"] = [user.is_active, bool(is_active)]
             user.is_active = bool(is_active)
             if not user.is_active:
-                auth.revoke_sessions(session, user.id, "deactivated")
+                sessions.revoke_sessions(session, user.id, "deactivated")
         user.updated_at = utcnow()
         session.add(user)
         if changes:
@@ -292,11 +293,11 @@ def reset_password(actor: Actor, user_id: int, new_password: str) -> None:
         user = session.get(User, int(user_id))
         if user is None:
             raise NotFound()
-        auth.validate_password(new_password, user.username, user.display_name)
-        user.password_hash = auth.hash_password(new_password)
+        passwords.validate_password(new_password, user.username, user.display_name)
+        user.password_hash = passwords.hash_password(new_password)
         user.password_changed_at = utcnow()
-        revoked = auth.revoke_sessions(session, user.id, "password_reset")
-        auth.unlock(session, user.username)
+        revoked = sessions.revoke_sessions(session, user.id, "password_reset")
+        login_throttling.unlock(session, user.username)
         audit.record(
             session,
             actor,
@@ -317,8 +318,8 @@ def reset_totp(actor: Actor, user_id: int) -> None:
         user.totp_secret_enc = None
         user.totp_enrolled_at = None
         user.totp_last_step = 0
-        auth._store_recovery_codes(session, user.id, [])
-        revoked = auth.revoke_sessions(session, user.id, "totp_reset")
+        second_factor.store_recovery_codes(session, user.id, [])
+        revoked = sessions.revoke_sessions(session, user.id, "totp_reset")
         audit.record(
             session,
             actor,
@@ -332,7 +333,7 @@ def reset_totp(actor: Actor, user_id: int) -> None:
 def revoke_user_sessions(actor: Actor, user_id: int) -> int:
     require(actor, "user.manage", action="user.revoke_sessions", target_type="user", target_id=user_id)
     with write_session() as session:
-        count = auth.revoke_sessions(session, int(user_id), "admin_revoked")
+        count = sessions.revoke_sessions(session, int(user_id), "admin_revoked")
         audit.record(
             session, actor, "user.revoke_sessions", target_type="user", target_id=user_id, details={"sessions": count}
         )
@@ -345,7 +346,7 @@ def unlock_user(actor: Actor, user_id: int) -> None:
         user = session.get(User, int(user_id))
         if user is None:
             raise NotFound()
-        auth.unlock(session, user.username)
+        login_throttling.unlock(session, user.username)
         audit.record(session, actor, "user.unlock", target_type="user", target_id=user.id)
 
 

@@ -185,7 +185,7 @@ def _actor_of(job: Job) -> Actor:
     """The job runs with its creator's current rights (revoked rights stop it)."""
     if job.created_by_id is None:
         return SYSTEM_ACTOR
-    from meiqia_app.services.identity.login import actor_for
+    from meiqia_app.services.identity.sessions import actor_for
 
     with read_session() as session:
         row = session.exec(
