@@ -9,10 +9,7 @@ import functools
 from sqlalchemy import and_, exists, false, or_, select
 from sqlalchemy.orm import aliased
 
-from meiqia_app.models import (
-    Customer,
-    ErasureRequest,
-)
+from meiqia_app.models import Customer, ErasureRequest
 from meiqia_app.models.customer import STATUS_TRASHED
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.listing import all_conditions, scoped_query

@@ -9,16 +9,7 @@ import time
 from sqlalchemy import func, select
 
 from meiqia_app.db import get_engine
-from meiqia_app.models import (
-    BehaviorEvent,
-    Conversation,
-    Customer,
-    ErasureRequest,
-    Message,
-    Note,
-    Order,
-    TagAssignment,
-)
+from meiqia_app.models import BehaviorEvent, Conversation, Customer, ErasureRequest, Message, Note, Order, TagAssignment
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services.cleanup.criteria import Criteria, check_action, criteria_conditions
 from meiqia_app.services.customers.access import CustomerAccess

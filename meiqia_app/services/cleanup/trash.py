@@ -9,9 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, update
 
 from meiqia_app.db import get_engine, write_session
-from meiqia_app.models import (
-    Customer,
-)
+from meiqia_app.models import Customer
 from meiqia_app.models.customer import STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.cleanup.actions import purge_batches, purge_condition

@@ -9,11 +9,7 @@ from sqlmodel import Session, select
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
-from meiqia_app.models import (
-    LoginChallenge,
-    RecoveryCode,
-    User,
-)
+from meiqia_app.models import LoginChallenge, RecoveryCode, User
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.identity.passwords import hash_password, validate_password, verify_password

@@ -21,12 +21,7 @@ from sqlmodel import select
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import write_session
-from meiqia_app.models import (
-    LoginChallenge,
-    Role,
-    User,
-    UserSession,
-)
+from meiqia_app.models import LoginChallenge, Role, User, UserSession
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.identity.passwords import dummy_hash, verify_password
 from meiqia_app.services.identity.second_factor import (

@@ -14,9 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlmodel import Session, select
 
 from meiqia_app.config import get_settings
-from meiqia_app.models import (
-    RecoveryCode,
-)
+from meiqia_app.models import RecoveryCode
 from meiqia_app.services.identity.tokens import AuthError
 from meiqia_app.timeutil import utcnow
 

@@ -11,11 +11,7 @@ from sqlmodel import Session, select
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_connection, read_session, write_session
-from meiqia_app.models import (
-    Role,
-    User,
-    UserSession,
-)
+from meiqia_app.models import Role, User, UserSession
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.errors import Conflict, NotFound
 from meiqia_app.services.identity.rbac import Actor, ExportPolicy

@@ -7,10 +7,7 @@ import datetime as dt
 from sqlmodel import Session
 
 from meiqia_app.config import get_settings
-from meiqia_app.models import (
-    LoginAddressThrottle,
-    LoginThrottle,
-)
+from meiqia_app.models import LoginAddressThrottle, LoginThrottle
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.identity.rbac import Actor
 from meiqia_app.services.identity.tokens import AuthError

@@ -7,9 +7,7 @@ import secrets
 
 from sqlmodel import Session, select
 
-from meiqia_app.models import (
-    LoginChallenge,
-)
+from meiqia_app.models import LoginChallenge
 from meiqia_app.services.errors import AppError
 from meiqia_app.timeutil import as_utc, utcnow
 

@@ -34,9 +34,7 @@ from sqlalchemy import Connection, and_, func, or_, select, tuple_
 
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine
-from meiqia_app.models import (
-    Customer,
-)
+from meiqia_app.models import Customer
 from meiqia_app.models.customer import STATUS_TRASHED
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.validation import normalize_phone

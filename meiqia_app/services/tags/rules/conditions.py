@@ -8,31 +8,11 @@ import json
 import operator
 from collections.abc import Callable
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    MetaData,
-    Table,
-    and_,
-    case,
-    false,
-    func,
-    not_,
-    or_,
-    select,
-    true,
-)
+from sqlalchemy import BigInteger, Column, MetaData, Table, and_, case, false, func, not_, or_, select, true
 
 from meiqia_app.db import get_engine, read_session
 from meiqia_app.dbadapter import get_adapter
-from meiqia_app.models import (
-    BehaviorEvent,
-    Conversation,
-    Customer,
-    Order,
-    Product,
-    Tag,
-)
+from meiqia_app.models import BehaviorEvent, Conversation, Customer, Order, Product, Tag
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.services.customers.access import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError

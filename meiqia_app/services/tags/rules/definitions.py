@@ -7,24 +7,11 @@ import datetime as dt
 import json
 import re
 
-from sqlalchemy import (
-    and_,
-    exists,
-    func,
-    insert,
-    or_,
-    select,
-)
+from sqlalchemy import and_, exists, func, insert, or_, select
 from sqlmodel import select as sm_select
 
 from meiqia_app.db import get_engine, read_session, write_session
-from meiqia_app.models import (
-    AppSetting,
-    Customer,
-    Tag,
-    TagAssignment,
-    TagRule,
-)
+from meiqia_app.models import AppSetting, Customer, Tag, TagAssignment, TagRule
 from meiqia_app.models.customer import IN_WORKING_SET_INDEXES
 from meiqia_app.models.tag import SOURCE_RULE
 from meiqia_app.services.audit import log as audit

@@ -27,23 +27,12 @@ import datetime as dt
 import json
 from collections.abc import Callable
 
-from sqlalchemy import (
-    delete,
-    exists,
-    insert,
-    literal,
-    select,
-)
+from sqlalchemy import delete, exists, insert, literal, select
 from sqlmodel import select as sm_select
 
 from meiqia_app.db import read_session, write_session
 from meiqia_app.dbadapter import get_adapter
-from meiqia_app.models import (
-    Customer,
-    Tag,
-    TagAssignment,
-    TagRule,
-)
+from meiqia_app.models import Customer, Tag, TagAssignment, TagRule
 from meiqia_app.models.tag import SOURCE_RULE
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.access import parse_id
