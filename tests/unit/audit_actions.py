@@ -38,13 +38,13 @@ def _dynamic() -> dict[tuple[str, str], tuple[str, ...]]:
     from meiqia_app.services.tags import catalog as tags
 
     return {
-        ("meiqia_app/services/cleanup/actions.py", "f'cleanup.{verb}'"): tuple(
+        ("meiqia_app/services/cleanup/criteria.py", "f'cleanup.{verb}'"): tuple(
             f"cleanup.{verb}" for verb in (*cleanup_criteria.ACTIONS, "dry_run")
         ),
         ("meiqia_app/services/cleanup/actions.py", "f'cleanup.{action}'"): tuple(
             f"cleanup.{action}" for action in (*cleanup_criteria.ACTIONS, "purge")
         ),
-        ("meiqia_app/services/cleanup/actions.py", "f'cleanup.restore_{status}'"): (
+        ("meiqia_app/services/cleanup/trash.py", "f'cleanup.restore_{status}'"): (
             f"cleanup.restore_{STATUS_ARCHIVED}",
             f"cleanup.restore_{STATUS_TRASHED}",
         ),

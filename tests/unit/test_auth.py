@@ -1,4 +1,4 @@
-"""services/identity/login.py: passwords, throttling, TOTP, recovery codes, sessions."""
+"""services/identity/ (login, passwords, second_factor, throttling, sessions): passwords, throttling, TOTP, recovery codes, sessions."""
 
 from __future__ import annotations
 

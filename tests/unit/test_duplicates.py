@@ -1,4 +1,4 @@
-"""services/customers/duplicates/finding.py: finding duplicate customers and merging them without losing anything."""
+"""services/customers/duplicates/ (finding, merging): finding duplicate customers and merging them without losing anything."""
 
 from __future__ import annotations
 

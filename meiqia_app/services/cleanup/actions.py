@@ -1,4 +1,5 @@
-"""Cleanup of invalid and stale data (CLEAN-1..7): criteria, dry run, bulk actions, archive/trash/purge.
+"""Cleanup actions (CLEAN-1..7) as jobs: archive, trash, tag, erase and purge in batches
+(criteria, the dry run and the trash list are the modules beside this one).
 
 Criteria are validated from untrusted input (:meth:`Criteria.from_dict`) and
 compiled to SQL conditions on the customer table (:func:`criteria_conditions`);

@@ -187,7 +187,7 @@ class CustomerAccess:
         - all: None (the SQL stays exactly as without scopes)
 
         A user in no team under a team scope: their own customers (and the pool for team_pool).
-        The member ids are read with the session (services/identity/login.resolve_session), so a
+        The member ids are read with the session (services/identity/sessions.resolve_session), so a
         customer's team is always its owner's current team.
         """
         if self.scope == "all":

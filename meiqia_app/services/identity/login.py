@@ -1,5 +1,5 @@
-"""Logging in (AUTH-1..5): passwords, TOTP with replay protection, recovery
-codes, throttling, and server-side sessions.
+"""Logging in (AUTH-1..5): the two steps and the ticket claim. Passwords, the second
+factor, throttling, tokens and sessions are the modules beside this one.
 
 The flow across two HTTP-less websocket steps and one HTTP request:
 

@@ -1,5 +1,7 @@
-"""Dashboard and data reports (REP-1, REP-2): measures per period, trends,
-segment comparison, cohorts, top products.
+"""Report measures (REP-1, REP-2): what each figure means and how it is computed
+for a period, the working set or a segment. The package: periods, cache,
+measures, dashboard, trends (with comparison, cohorts, top products),
+formatting, aggregates, views.
 
 Periods are calendar ranges in the configured local zone (``timeutil.local_zone``,
 Asia/Shanghai by default): a day starts at local midnight, a week on Monday, a
@@ -50,7 +52,7 @@ being applied in the background), the measures are computed from the rows
 with the SQL below (covering indexes of migration 0002_reports): for a long
 range the aggregate runs over all rows and the excluded customers' part is
 subtracted; for a short range each row is joined to its customer. Those
-results are kept in an in-process cache (:class:`_ReportCache`) keyed by the
+results are kept in an in-process cache (``_ReportCache``, cache.py) keyed by the
 function, its arguments, the database URL and the zone, and checked against a
 data signature (a counter bumped by every committed customer change, told by
 services/customers/changes.py; the customer-data generation, which tells other

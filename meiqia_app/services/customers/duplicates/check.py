@@ -1,6 +1,6 @@
 """The one rule for "this customer is already here", used by the new-customer
 dialog (services/customers/edit.create_customer) and the import
-(services/customers/importing/job).
+(services/customers/importing/).
 
 A customer repeats another when they share
 

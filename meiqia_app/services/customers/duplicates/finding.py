@@ -1,4 +1,4 @@
-"""Duplicate customers: finding them and merging them (CUST-dup).
+"""Duplicate customers: finding them (CUST-dup); merging is merging.py.
 
 Finding. Customers are duplicates when they share a phone, an e-mail
 (compared case-insensitively) or a name in the same city. Each kind walks its

@@ -1,4 +1,5 @@
-"""Rule-based auto-tagging (TAG-3): a rule = a tag + conditions, combined with all / any.
+"""Running tag rules (TAG-3): one rule, all rules (a job, nightly), and the rules of
+changed customers. A rule = a tag + conditions (conditions.py), kept in definitions.py.
 
 A condition is data, never code: ``{"field": …, "op": …, "value": …, "days": …,
 "product_id": …}``, checked against the allowlist in ``FIELDS`` and compiled
