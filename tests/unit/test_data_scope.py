@@ -241,7 +241,7 @@ def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world
     users.set_export_policy(admin, _role_id("team_exporter"), ExportPolicy())
     for username, role in (("merger_a", "team_merger"), ("exporter_a", "team_exporter")):
         user = users.create_user(admin, username, PASSWORD, role, display_name=username)
-        teams.set_user_team(admin, user["id"], world["teams"]["a"])
+        teams.set_user_team(admin, user.id, world["teams"]["a"])
     merger, exporter = load_actors()["merger_a"], load_actors()["exporter_a"]
     with read_session() as session:
         tag_id = session.execute(select(Tag.id).order_by(Tag.id)).scalars().first()
@@ -375,7 +375,7 @@ def test_a_repeated_phone_of_a_customer_out_of_scope_names_nobody(world):
     users.create_role(admin, "team_importer", "组内导入", "Team importer", ["customer.view", "customer.import"])
     users.set_role_scope(admin, _role_id("team_importer"), "team_pool")
     user = users.create_user(admin, "importer_a", PASSWORD, "team_importer")
-    teams.set_user_team(admin, user["id"], world["teams"]["a"])
+    teams.set_user_team(admin, user.id, world["teams"]["a"])
     importer = load_actors()["importer_a"]
     path = write_csv("scoped.csv", [["姓名", "电话"], ["甲", phones["other"]], ["乙", phones["mine"]]])
     report = dry_run(importer, path, suggest_mapping(["姓名", "电话"]))
