@@ -89,7 +89,7 @@ os.environ.setdefault("MEIQIA_SCHEDULER", "0")
 def point_at(data_dir: Path) -> None:
     from meiqia_app.config import reload_settings
     from meiqia_app.db import reset_engine
-    from meiqia_app.services import customer_list
+    from meiqia_app.services.customers import listing as customer_list
 
     os.environ["MEIQIA_DATA_DIR"] = str(data_dir)
     reload_settings()
@@ -152,9 +152,12 @@ def main() -> int:
     from sqlalchemy import text
 
     from meiqia_app.db import get_engine
-    from meiqia_app.services import cleanup, jobs
-    from meiqia_app.services.cleanup import Criteria
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.cleanup import actions as cleanup
+    from meiqia_app.services.cleanup import preview as cleanup_preview
+    from meiqia_app.services.cleanup import trash as cleanup_trash
+    from meiqia_app.services.cleanup.criteria import Criteria
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.platform import jobs
 
     print("load:", os.getloadavg())
     if work.exists():
@@ -167,7 +170,7 @@ def main() -> int:
     if not work_url:
         copy_sqlite_database(source / "meiqia.db", work / "meiqia.db")
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import backup
+    from meiqia_app.services.platform import backup
 
     point_at(work)
     started = time.perf_counter()
@@ -179,14 +182,14 @@ def main() -> int:
     criteria = Criteria(inactive_months=12)
     for attempt in range(3):
         started = time.perf_counter()
-        result = cleanup.dry_run(SYSTEM_ACTOR, criteria, "archive")
+        result = cleanup_preview.dry_run(SYSTEM_ACTOR, criteria, "archive")
         seconds = time.perf_counter() - started
         print(
             f"dry run inactive>12 months (run {attempt + 1}): {result.count:,} matches, "
             f"sample {len(result.sample)}, {seconds:.2f} s"
         )
     started = time.perf_counter()
-    result = cleanup.dry_run(SYSTEM_ACTOR, criteria, "erase")
+    result = cleanup_preview.dry_run(SYSTEM_ACTOR, criteria, "erase")
     print(f"dry run inactive>12 months with erase effects (all tables): {time.perf_counter() - started:.2f} s")
     if args.verify_copy:
         started = time.perf_counter()
@@ -210,8 +213,8 @@ def main() -> int:
 
     # 3. writes on the copy
     jobs.start_in_background = lambda job_id: jobs.run_job(job_id)  # run inline, timed
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.saved_views import save_view
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.saved_views import save_view
     from tests.conftest import load_actors
 
     if work_url:  # importing the tests' conftest drops DATABASE_URL (the tests choose their own)
@@ -227,8 +230,8 @@ def main() -> int:
         ).scalar_one()
     view = save_view(admin, "bench-first-n", ListQuery(registered_to=str(reg)[:10]))
     crit = Criteria(view_id=view.id)
-    count = cleanup.count_matching(admin, crit)
-    list_before = cleanup.list_query_ms(admin)
+    count = cleanup_preview.count_matching(admin, crit)
+    list_before = cleanup_preview.list_query_ms(admin)
     started = time.perf_counter()
     job_id = cleanup.start_action(admin, crit, "archive", confirm=str(count))
     seconds = time.perf_counter() - started
@@ -240,7 +243,7 @@ def main() -> int:
         f"(measured here before: {list_before} ms)"
     )
     trash_crit = Criteria(view_id=view.id, scope="archived")
-    count = cleanup.count_matching(admin, trash_crit)
+    count = cleanup_preview.count_matching(admin, trash_crit)
     started = time.perf_counter()
     job_id = cleanup.start_action(admin, trash_crit, "trash", confirm=str(count))
     seconds = time.perf_counter() - started
@@ -250,7 +253,7 @@ def main() -> int:
         f"(+ automatic backup with sha256 and integrity_check {backup_seconds[-1]:.1f} s: {result.get('backup')})"
     )
     started = time.perf_counter()
-    job_id = cleanup.start_purge(admin, all_trash=True)
+    job_id = cleanup_trash.start_purge(admin, all_trash=True)
     seconds = time.perf_counter() - started
     result = jobs.job_view(admin, job_id).result
     print(

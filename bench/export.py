@@ -170,12 +170,12 @@ def main() -> int:
     os.environ.setdefault("MEIQIA_SCHEDULER", "off")
 
     from meiqia_app.i18n import tr
-    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.selection import Selection
     from meiqia_app.services.exports import protect
     from meiqia_app.services.exports.rows import ExportSpec, RowSource
     from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_pdf, write_xlsx
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
-    from meiqia_app.services.selection import Selection
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
     from meiqia_app.timeutil import to_local, utcnow
 
     spec = ExportSpec(selection=Selection.of_query(ListQuery()), fields=FIELDS, sort_field=args.sort)

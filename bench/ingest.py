@@ -22,7 +22,7 @@ bench/load.py does) with a rate limit high enough not to be what is measured.
    latencies, with the machine's load average before and after (the box is
    shared: figures move with it).
 
-``--in-process N`` instead sends N batches straight to services/ingest.py in
+``--in-process N`` instead sends N batches straight to services/integrations/ingest.py in
 this process, one at a time (no app, no HTTP): the service's own cost.
 """
 
@@ -108,8 +108,8 @@ def sample_data(count: int, seed: int) -> dict:
 
 
 def make_key(scopes: list[str]) -> str:
-    from meiqia_app.services import api_keys
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.integrations import api_keys
 
     _view, raw = api_keys.create_key(SYSTEM_ACTOR, f"bench-{secrets.token_hex(4)}", scopes)
     return raw
@@ -250,8 +250,8 @@ def bench_ingest(base_url, key, data, args) -> None:
 
 
 def bench_in_process(key: str, data: dict, args) -> None:
-    """Batches straight into services/ingest.py, one at a time (no HTTP, no app)."""
-    from meiqia_app.services import api_keys, ingest
+    """Batches straight into services/integrations/ingest.py, one at a time (no HTTP, no app)."""
+    from meiqia_app.services.integrations import api_keys, ingest
 
     actor = api_keys.authenticate(f"Bearer {key}")
     sender = Sender("http://unused:1", key, data, args.batch, 0, None, None, args.seed + 100)

@@ -94,7 +94,7 @@ def make_sessions(count: int, username: str) -> list[str]:
 
     from meiqia_app.db import write_session
     from meiqia_app.models import User, UserSession
-    from meiqia_app.services.auth import new_token, token_hash
+    from meiqia_app.services.identity.tokens import new_token, token_hash
     from meiqia_app.timeutil import utcnow
 
     tokens = [new_token() for _ in range(count)]
@@ -383,7 +383,7 @@ def bring_reports_up_to_date() -> None:
     (a fresh seed, a purge: minutes of CPU at 1M customers), which would share
     the machine with the measured agents."""
     os.environ.setdefault("MEIQIA_SCHEDULER", "0")
-    from meiqia_app.services import report_aggregates
+    from meiqia_app.services.reports import aggregates as report_aggregates
 
     started = time.perf_counter()
     while True:

@@ -54,8 +54,9 @@ def main() -> int:
 
     from meiqia_app.db import get_engine
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import ownership, retention
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.cleanup import retention
+    from meiqia_app.services.customers import ownership
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
     from meiqia_app.timeutil import utcnow
 
     if not db_file.exists():

@@ -3,7 +3,7 @@
     .venv/bin/python bench/reports.py --copy-to /tmp/reports-1m     # once: copy + migrate (~4 min)
     .venv/bin/python bench/reports.py --db /tmp/reports-1m/meiqia.db [--runs 5] [--rebuild]
 
-The dashboard reads daily aggregates (services/report_aggregates.py, migration
+The dashboard reads daily aggregates (services/reports/aggregates.py, migration
 0003_reports) that are built once and then updated per changed customer. This
 bench WRITES to the database it is given (it builds the aggregates and makes
 edits), so it refuses the shared read-only databases: make a copy with
@@ -87,10 +87,13 @@ def main() -> int:
 
     from meiqia_app.db import get_engine, write_session
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import report_aggregates as aggregates
-    from meiqia_app.services import report_views, reports
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.rbac import BUILTIN_ROLES, Actor
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.identity.rbac import BUILTIN_ROLES, Actor
+    from meiqia_app.services.reports import aggregates
+    from meiqia_app.services.reports import cache as report_cache
+    from meiqia_app.services.reports import periods as report_periods
+    from meiqia_app.services.reports import trends as report_trends
+    from meiqia_app.services.reports import views as report_views
 
     upgrade_to_head()
     manager = Actor(
@@ -174,8 +177,8 @@ def main() -> int:
     aggregates.apply_pending()
 
     defaults = report_views.default_segment_params()
-    a = reports.make_period("custom", defaults["a_from"], defaults["a_to"])
-    b = reports.make_period("custom", defaults["b_from"], defaults["b_to"])
+    a = report_periods.make_period("custom", defaults["a_from"], defaults["a_to"])
+    b = report_periods.make_period("custom", defaults["b_from"], defaults["b_to"])
     with get_engine().connect() as conn:
         city = conn.execute(
             text(
@@ -189,17 +192,20 @@ def main() -> int:
         ("segment source=wechat", ListQuery(sources=("wechat",))),
         ("segment lifecycle=active", ListQuery(lifecycle=("active",))),
     ):
-        reports.invalidate_cache()
-        line(f"/reports {name}: compare two 30-day periods", [timed(reports.compare_periods, manager, segment, a, b)])
-        line(f"/reports {name}: cohorts 12 months", [timed(reports.cohorts, manager, 12, b.last, segment)])
-        line(f"/reports {name}: top products", [timed(reports.top_products, manager, segment, b)])
+        report_cache.invalidate_cache()
+        line(
+            f"/reports {name}: compare two 30-day periods",
+            [timed(report_trends.compare_periods, manager, segment, a, b)],
+        )
+        line(f"/reports {name}: cohorts 12 months", [timed(report_trends.cohorts, manager, 12, b.last, segment)])
+        line(f"/reports {name}: top products", [timed(report_trends.top_products, manager, segment, b)])
     for params in ({}, {"source": "wechat"}):
-        reports.invalidate_cache()
+        report_cache.invalidate_cache()
         line(
             f"/reports page, whole view, cold {params or ''}",
             [timed(report_views.segment_report_view, manager, {**defaults, **params})],
         )
-    line("trend 24 months (all customers)", [timed(reports.trend, manager, "month", None, 24)])
+    line("trend 24 months (all customers)", [timed(report_trends.trend, manager, "month", None, 24)])
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)", flush=True)
     return 0
 

@@ -124,10 +124,11 @@ def main() -> int:
     from meiqia_app.db import get_engine, read_session
     from meiqia_app.migrate import upgrade_to_head
     from meiqia_app.models import Role, User
-    from meiqia_app.services import customer_list, ownership
-    from meiqia_app.services.auth import actor_for
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.selection import Selection
+    from meiqia_app.services.customers import listing as customer_list
+    from meiqia_app.services.customers import ownership
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.selection import Selection
+    from meiqia_app.services.identity.sessions import actor_for
 
     if not db_file.exists():
         from meiqia_app.seed.loader import seed

@@ -53,9 +53,9 @@ def main() -> int:
 
     from meiqia_app.db import get_engine
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import customer_list
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.rbac import BUILTIN_ROLES, Actor
+    from meiqia_app.services.customers import listing as customer_list
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.identity.rbac import BUILTIN_ROLES, Actor
 
     db_file = Path(args.data_dir) / "meiqia.db"
     if not db_file.exists():

@@ -57,10 +57,12 @@ def main() -> int:
 
     from meiqia_app.db import get_engine
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import rules, tags
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
-    from meiqia_app.services.selection import Selection
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.selection import Selection
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.tags import catalog as tags
+    from meiqia_app.services.tags.rules import definitions as rule_definitions
+    from meiqia_app.services.tags.rules import runs as rules
 
     upgrade_to_head()
     engine = get_engine()
@@ -105,7 +107,7 @@ def main() -> int:
         from meiqia_app.timeutil import as_utc
 
         now = as_utc(newest if isinstance(newest, dt.datetime) else dt.datetime.fromisoformat(str(newest)))
-        created = rules.ensure_default_rules()
+        created = rule_definitions.ensure_default_rules()
         print(f"\nrules as of {now:%Y-%m-%d %H:%M} UTC (default rules created now: {created})", flush=True)
         with engine.begin() as conn:
             cleared = conn.execute(text("DELETE FROM tag_assignment WHERE source = 'rule'")).rowcount
@@ -113,7 +115,7 @@ def main() -> int:
         for label in ("first run (every assignment new)", "second run (nothing changes)"):
             print(f"-- {label}", flush=True)
             overall = time.perf_counter()
-            for view in rules.list_rules(SYSTEM_ACTOR):
+            for view in rule_definitions.list_rules(SYSTEM_ACTOR):
                 if not view.enabled:
                     continue
                 started = time.perf_counter()
@@ -134,9 +136,9 @@ def main() -> int:
         from meiqia_app.timeutil import as_utc
 
         now = as_utc(newest if isinstance(newest, dt.datetime) else dt.datetime.fromisoformat(str(newest)))
-        rules.ensure_default_rules()
+        rule_definitions.ensure_default_rules()
         print("-- preview (matching / would gain / would lose / sample) of each default rule in sync mode", flush=True)
-        for view in rules.list_rules(SYSTEM_ACTOR):
+        for view in rule_definitions.list_rules(SYSTEM_ACTOR):
             data = {
                 "name": view.name,
                 "tag_id": view.tag_id,
@@ -145,7 +147,7 @@ def main() -> int:
                 "conditions": view.conditions,
             }
             started = time.perf_counter()
-            preview = rules.preview_rule(SYSTEM_ACTOR, data, view.id, now=now)
+            preview = rule_definitions.preview_rule(SYSTEM_ACTOR, data, view.id, now=now)
             print(
                 f"preview {view.name:<8} {time.perf_counter() - started:6.1f} s  matching={preview.matching:>8,} "
                 f"gain={preview.would_gain:>7,} lose={preview.would_lose:>7,}  peak RSS {rss_mb():.0f} MB",

@@ -121,9 +121,9 @@ def _print_field_errors(error) -> None:
 
 def _cmd_create_api_key(args) -> int:
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import api_keys
     from meiqia_app.services.errors import ValidationError
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.integrations import api_keys
 
     upgrade_to_head()
     try:
@@ -137,7 +137,7 @@ def _cmd_create_api_key(args) -> int:
 
 
 def _parse_pins(raw: list[str]):
-    from meiqia_app.services.audit import Pin
+    from meiqia_app.services.audit.log import Pin
 
     pins = []
     for value in raw or []:
@@ -154,8 +154,8 @@ def _cmd_verify_audit(args) -> int:
     Exit 1 and name the first bad entry (or what is wrong) if it does not verify.
     """
     from meiqia_app.db import read_session
-    from meiqia_app.services import audit
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.audit import log as audit
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 
     try:
         pins = _parse_pins(args.pin)
@@ -193,7 +193,7 @@ def _cmd_verify_audit(args) -> int:
 
 def _cmd_anchor_audit(_args) -> int:
     """Anchor the audit chain's head now (the nightly task does it too); print it to keep a copy elsewhere."""
-    from meiqia_app.services import audit_anchor
+    from meiqia_app.services.audit import anchor as audit_anchor
 
     anchor = audit_anchor.write_anchor("manual")
     if anchor is None:
@@ -207,12 +207,13 @@ def _cmd_anchor_audit(_args) -> int:
 def _cmd_create_user(args) -> int:
     from meiqia_app.db import write_session
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import audit, auth, users
+    from meiqia_app.services.audit import log as audit
     from meiqia_app.services.errors import ValidationError
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity import second_factor, users
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 
     upgrade_to_head()
-    secret = args.totp_secret or auth.new_totp_secret()
+    secret = args.totp_secret or second_factor.new_totp_secret()
     try:
         with write_session() as session:
             users.ensure_builtin_roles(session)
@@ -221,7 +222,7 @@ def _cmd_create_user(args) -> int:
             )
             details = {"username": user.username, "role": args.role, "via": "cli"}
             if args.team:
-                from meiqia_app.services import teams
+                from meiqia_app.services.identity import teams
 
                 user.team_id = teams.team_id_by_name(session, args.team)
                 session.add(user)
@@ -246,9 +247,10 @@ def _cmd_create_user(args) -> int:
 def _cmd_create_team(args) -> int:
     from meiqia_app.db import write_session
     from meiqia_app.migrate import upgrade_to_head
-    from meiqia_app.services import audit, teams
+    from meiqia_app.services.audit import log as audit
     from meiqia_app.services.errors import ValidationError
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity import teams
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 
     upgrade_to_head()
     try:
@@ -272,9 +274,9 @@ def _cmd_create_team(args) -> int:
 
 def _cmd_backup(args) -> int:
     from meiqia_app.i18n import error_text
-    from meiqia_app.services import backup
     from meiqia_app.services.errors import AppError
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.platform import backup
 
     try:
         view = backup.create_backup(SYSTEM_ACTOR, kind="manual", note=args.note or "cli")
@@ -286,13 +288,13 @@ def _cmd_backup(args) -> int:
 
 
 def _cmd_restore(args) -> int:
-    """Restore FILE over the live database (stop the app first: see services/backup.py)."""
+    """Restore FILE over the live database (stop the app first: see services/platform/backup.py)."""
     from pathlib import Path
 
     from meiqia_app.i18n import error_text
-    from meiqia_app.services import backup
     from meiqia_app.services.errors import AppError
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.platform import backup
 
     path = Path(args.file).resolve()
     if not args.yes:

@@ -151,7 +151,7 @@ def _load() -> Settings:
         # Threads building CSV/XLSX rows in the database: two cores' worth
         # (1M rows sorted by registration date: 181k rows/s with one, 252k with two).
         export_workers=_env_int("MEIQIA_EXPORT_WORKERS", min(2, os.cpu_count() or 1)),
-        # Defaults of the retention policies (services/retention_policies.py): a policy saved
+        # Defaults of the retention policies (services/cleanup/retention_policies.py): a policy saved
         # on /admin/retention takes precedence; these apply until one is saved.
         trash_retention_days=_env_int("MEIQIA_TRASH_RETENTION_DAYS", 30),
         backup_keep=_env_int("MEIQIA_BACKUP_KEEP", 10),

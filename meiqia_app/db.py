@@ -105,7 +105,7 @@ def write_session(check_foreign_keys: bool = True) -> Iterator[Session]:
             _after_write.reset(token)
         # The session is closed and its connection back in the pool (committed or not):
         # first what waited for no write transaction to be open (audited refusals),
-        # then what follows the commit (services/customer_changes.py publishes).
+        # then what follows the commit (services/customers/changes.py publishes).
         try:
             for work in pending:
                 work()
@@ -122,7 +122,7 @@ def call_after_close(session: Session, callback: Callable[[], None]) -> bool:
     rolled back) and given its connection back to the pool; False (and nothing
     registered) for a session that ``write_session`` did not open.
 
-    For work that follows a transaction and opens its own (services/customer_changes.py):
+    For work that follows a transaction and opens its own (services/customers/changes.py):
     run there, it holds no second pooled connection and no write lock."""
     callbacks = session.info.get(_AFTER_CLOSE)
     if callbacks is None:
@@ -138,7 +138,7 @@ def after_write_transaction(work: Callable[[], object]) -> None:
 
     For writes that need a transaction of their own while the caller may be inside a
     write transaction: on SQLite a second writer would wait for the caller's lock
-    (an audited refusal raised in the middle of a change, services/customer_access.py).
+    (an audited refusal raised in the middle of a change, services/customers/access.py).
     """
     pending = _after_write.get()
     if pending is None:

@@ -48,7 +48,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"""({SESSION_COOKIE}=)[^;\s'"&,]+"""), rf"\1{REDACTED}"),
     # ?ticket=… &token=… (claim and download links, the websocket URL)
     (re.compile(r"""([?&](?:ticket|token|challenge)=)[^&\s'"#]+"""), rf"\1{REDACTED}"),
-    # An open API key or a webhook signing secret wherever it appears (services/api_keys.py, webhooks.py)
+    # An open API key or a webhook signing secret wherever it appears (services/integrations/api_keys.py, webhooks.py)
     (re.compile(r"""\b(mqk|whsec)_[A-Za-z0-9_-]{8,}"""), rf"\1_{REDACTED}"),
 )
 

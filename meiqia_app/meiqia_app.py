@@ -24,8 +24,8 @@ from meiqia_app.pages.reports import reports_page
 from meiqia_app.pages.retention import retention_page
 from meiqia_app.pages.tags_admin import tags_admin_page
 from meiqia_app.pages.webhooks import webhooks_page
-from meiqia_app.services import startup
-from meiqia_app.services.customer_changes import register_subscribers
+from meiqia_app.services.customers.changes import register_subscribers
+from meiqia_app.services.platform import startup
 from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.admin_roles import AdminRolesState
@@ -52,7 +52,7 @@ from meiqia_app.web.session_routes import session_api
 from meiqia_app.web.upload_guard import upload_guard
 
 log_redaction.install()  # no cookie or token reaches a log, from any library (meiqia_app/log_redaction.py)
-register_subscribers()  # who hears "customers changed": services/customer_change_subscribers.py
+register_subscribers()  # who hears "customers changed": services/customers/change_subscribers.py
 
 app = rx.App(
     stylesheets=["/app.css"],
@@ -71,7 +71,7 @@ privacy.register_root_state_scrubber()
 privacy.make_state_storage_private(app)
 app.register_lifespan_task(upload_request.attach_upload_headers)  # once Reflex's event processor exists
 # At start: the nightly tasks are registered, what a dead process left is taken over,
-# the scheduler and webhook loops start, the report aggregates are warmed (services/startup.py).
+# the scheduler and webhook loops start, the report aggregates are warmed (services/platform/startup.py).
 app.register_lifespan_task(startup.start_background_work)
 
 app.add_page(login_page, route="/login", title="登录 · 美洽客户管理", on_load=LoginState.on_load)

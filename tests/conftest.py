@@ -45,7 +45,7 @@ def _pg_admin(statement: str) -> None:
 def _point_app_at(data_dir: Path) -> None:
     from meiqia_app.config import reload_settings
     from meiqia_app.db import reset_engine
-    from meiqia_app.services import customer_list
+    from meiqia_app.services.customers import listing as customer_list
 
     os.environ["MEIQIA_DATA_DIR"] = str(data_dir)
     if PG_SERVER_URL:
@@ -85,9 +85,9 @@ def _copy_database(source_dir: Path, target_dir: Path) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _nightly_tasks_registered():
-    """What the app does at start (services/startup.py): the nightly tasks are registered
+    """What the app does at start (services/platform/startup.py): the nightly tasks are registered
     in one place, and every module with job workers is loaded."""
-    from meiqia_app.services import scheduled_tasks, startup
+    from meiqia_app.services.platform import scheduled_tasks, startup
 
     scheduled_tasks.register_all()
     startup.load_workers()
@@ -162,7 +162,7 @@ def load_actors() -> dict:
 
     from meiqia_app.db import read_session
     from meiqia_app.models import Role, User
-    from meiqia_app.services.auth import actor_for
+    from meiqia_app.services.identity.sessions import actor_for
 
     with read_session() as session:
         rows = session.exec(select(User, Role).join(Role, Role.id == User.role_id)).all()

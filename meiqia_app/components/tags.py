@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from meiqia_app.services.customer_dto import TagChip
+from meiqia_app.services.customers.dto import TagChip
 
 # Tag colours are stored as Radix colour names; anything else shows grey.
 RADIX_COLORS = (

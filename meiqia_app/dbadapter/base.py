@@ -18,7 +18,7 @@ def escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-# Which texts of ``customer_search`` a search matches (services/customer_query.py
+# Which texts of ``customer_search`` a search matches (services/customers/query.py
 # decides by the acting role): every term must occur in one of them.
 SEARCH_EVERYTHING = ("text", "contact")
 SEARCH_PUBLIC = ("text",)  # what a role without customer.view_sensitive may match
@@ -56,7 +56,7 @@ class DatabaseAdapter(abc.ABC):
     can_compact: bool = False
     #: One write transaction at a time for the whole database (SQLite): a writer that finds the
     #: lock taken polls for it with growing sleeps (up to 100 ms each), so a process's own
-    #: writers of a hot path are better queued on a lock of the process's (services/ingest.py).
+    #: writers of a hot path are better queued on a lock of the process's (services/integrations/ingest.py).
     one_writer: bool = False
 
     @abc.abstractmethod

@@ -503,7 +503,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "customer.updated_by": ("最后由 {by} 于 {at} 修改", "Last changed by {by} at {at}"),
     "customer.erasure_pending": ("已申请删除个人数据，等待执行", "Erasure requested, waiting to be carried out"),
     "customer.erased": ("个人数据已删除", "Personal data erased"),
-    # --- customers: timeline, notes, tags (services/timeline, notes, customer_tags) --------
+    # --- customers: timeline, notes, tags (services/customers/timeline, notes, customer_tags) --------
     "timeline.title": ("客户动态", "Timeline"),
     "timeline.all_kinds": ("全部类型", "All kinds"),
     "timeline.kind.conversation": ("会话", "Conversations"),

@@ -1,4 +1,4 @@
-"""The audit log in words (services/audit_sentences.py): a label per action, a sentence
+"""The audit log in words (services/audit/sentences.py): a label per action, a sentence
 per action done, and the wording of refusals and failures."""
 
 from __future__ import annotations
@@ -432,7 +432,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "audit.say.user.update": ("{actor} 修改了用户 {user}：{changes}", "{actor} changed the user {user}: {changes}"),
     "audit.say.view.delete": ("{actor} 删除了保存的视图「{view}」", "{actor} deleted the saved view “{view}”"),
     "audit.say.view.save": ("{actor} 保存了视图「{view}」", "{actor} saved the view “{view}”"),
-    # the open API (services/api_keys.py, ingest.py, webhooks.py)
+    # the open API (services/integrations/api_keys.py, ingest.py, webhooks.py)
     "audit.act.apikey.create": ("创建 API 密钥", "creating an API key"),
     "audit.act.apikey.list": ("查看 API 密钥", "viewing API keys"),
     "audit.act.apikey.revoke": ("吊销 API 密钥", "revoking an API key"),

@@ -4,7 +4,7 @@ archived / trashed customers, consent recording, the "last changed" line."""
 from __future__ import annotations
 
 ENTRIES: dict[str, tuple[str, str]] = {
-    # new customer: duplicates (services/duplicate_check)
+    # new customer: duplicates (services/customers/duplicates/check)
     "customer.duplicate": (
         "已有客户使用相同的电话、邮箱或外部 ID",
         "A customer with the same phone, e-mail or external id already exists",
@@ -50,7 +50,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "由系统导入或初始化创建于 {at}，之后无人修改",
         "Created by import / seed at {at}; nobody has changed it since",
     ),
-    # consent (services/consent)
+    # consent (services/customers/consent)
     "customer.withdrawn_at": ("已退订 · {at}", "Withdrawn {at}"),
     "consent.grant": ("记录同意", "Record consent"),
     "consent.withdraw": ("记录退订", "Record unsubscribe"),

@@ -30,7 +30,7 @@ class Order(SQLModel, table=True):
     __table_args__ = (
         Index("ix_order_customer_created", "customer_id", "created_at"),
         Index("ix_order_product_customer", "product_id", "customer_id", "created_at"),
-        # Covering indexes of the report aggregates (services/reports.py); they
+        # Covering indexes of the report aggregates (services/reports/measures.py); they
         # also serve every query on (created_at) and (status, paid_at) alone
         # (migration 0005 dropped those prefix indexes).
         Index("ix_order_report_paid", "status", "paid_at", "customer_id", "amount_cents"),

@@ -21,7 +21,7 @@ class ApiKey(SQLModel, table=True):
     prefix: str = Field(max_length=16)
     # SHA-256 of the whole key, hex. The key itself is random (32 bytes): no salt or slow hash needed.
     key_hash: str = Field(max_length=64, unique=True)
-    scopes: str = Field(default="", max_length=255)  # comma-separated, see services/api_keys.SCOPES
+    scopes: str = Field(default="", max_length=255)  # comma-separated, see services/integrations/api_keys.SCOPES
     created_at: dt.datetime = Field(default_factory=utcnow)
     created_by_name: str = Field(default="", max_length=64)
     last_used_at: dt.datetime | None = None

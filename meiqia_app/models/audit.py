@@ -33,5 +33,5 @@ class AuditEntry(SQLModel, table=True):
     prev_hash: str = Field(default="", max_length=64)
     entry_hash: str = Field(default="", max_length=64)
     # HMAC-SHA256 of the same canonical form with a key derived from the secret key
-    # (services/keys.py); "" on entries written before migration 0007.
+    # (services/platform/keys.py); "" on entries written before migration 0007.
     entry_mac: str = Field(default="", max_length=64)

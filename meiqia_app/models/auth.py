@@ -35,7 +35,7 @@ class Role(SQLModel, table=True):
     is_builtin: bool = False
     permissions: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list
     export_policy: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON object
-    # own_pool | team_pool | team | all (DATA_SCOPES): services/customer_access.py applies it.
+    # own_pool | team_pool | team | all (DATA_SCOPES): services/customers/access.py applies it.
     data_scope: str = Field(default="all", max_length=16, sa_column_kwargs={"server_default": "all"})
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
@@ -49,7 +49,7 @@ class User(SQLModel, table=True):
     display_name: str = Field(default="", max_length=64)
     password_hash: str = Field(max_length=128)
     role_id: int = Field(foreign_key="role.id")
-    # The user's team (services/teams.py); no foreign key, like customer.owner_id: adding
+    # The user's team (services/identity/teams.py); no foreign key, like customer.owner_id: adding
     # one would copy app_user, which every session and audit row refers to.
     team_id: int | None = Field(default=None, index=True)
     is_active: bool = True

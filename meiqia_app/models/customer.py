@@ -27,7 +27,7 @@ GENDERS = ("M", "F", "U")
 # a partial index only when the query's WHERE clause contains the index's
 # condition literally, so queries on those indexes carry it as SQL text
 # (``IN_WORKING_SET_INDEXES`` / ``IN_TRASH`` below, added by
-# services.customer_query.status_condition and the cleanup and report queries);
+# services.customers.query.status_condition and the cleanup and report queries);
 # tests/unit/test_cleanup_plans.py checks the plans at 1M statistics.
 # PostgreSQL keeps full indexes (its planner does not need the literal, and
 # its purge is fast enough without).
@@ -152,7 +152,7 @@ class CustomerSearch(SQLModel, table=True):
     last digits). On SQLite an FTS5 trigram index over ``text`` and
     ``contact`` (created in the migrations, kept in sync by triggers), on
     PostgreSQL a pg_trgm index on each, answers substring queries; see
-    services/search_text.py for the format.
+    services/customers/search_text.py for the format.
     """
 
     __tablename__ = "customer_search"
@@ -166,7 +166,7 @@ class CustomerSearch(SQLModel, table=True):
 class OwnerChange(SQLModel, table=True):
     """One change of a customer's owner (claim, assign, transfer, release, pool return).
 
-    The customer's timeline reads these (services/timeline.py); the audit log
+    The customer's timeline reads these (services/customers/timeline.py); the audit log
     has one entry per action (a bulk assignment: one entry with its count), so
     a 100,000-customer assignment writes these rows set-based, not 100,000
     chained audit entries.

@@ -1,4 +1,4 @@
-"""Pre-aggregated report figures (services/report_aggregates.py).
+"""Pre-aggregated report figures (services/reports/aggregates.py).
 
 ``report_daily`` holds additive figures per local day (in the zone they were
 built for); ``report_ledger`` what each customer contributed to it (so a change

@@ -49,7 +49,7 @@ class Job(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     heartbeat_at: dt.datetime | None = None
-    # The process running it ("host|boot id|pid|start ticks", services/process_owner.py).
+    # The process running it ("host|boot id|pid|start ticks", services/platform/process_owner.py).
     owner: str | None = Field(default=None, max_length=200)
     finished_at: dt.datetime | None = None
 

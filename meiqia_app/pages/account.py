@@ -8,7 +8,7 @@ import reflex as rx
 from meiqia_app.components.dialogs import confirm_dialog, field_error
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
-from meiqia_app.services.auth import SessionView
+from meiqia_app.services.identity.sessions import SessionView
 from meiqia_app.state.account import AccountState as S
 
 

@@ -7,7 +7,7 @@ import reflex as rx
 from meiqia_app.components.dialogs import confirm_dialog, field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
-from meiqia_app.services.rbac import PERMISSIONS
+from meiqia_app.services.identity.rbac import PERMISSIONS
 from meiqia_app.state.admin_roles import AdminRolesState as S
 from meiqia_app.state.admin_roles import RoleView
 from meiqia_app.state.base import AppState

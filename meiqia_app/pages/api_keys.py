@@ -7,7 +7,7 @@ import reflex as rx
 from meiqia_app.components.dialogs import confirm_dialog, field_error
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
-from meiqia_app.services.api_keys import SCOPES
+from meiqia_app.services.integrations.api_keys import SCOPES
 from meiqia_app.state.api_keys import ApiKeyRow
 from meiqia_app.state.api_keys import ApiKeysState as S
 

@@ -6,7 +6,7 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
-from meiqia_app.services.audit_log import AnchorRow, AuditRow
+from meiqia_app.services.audit.reading import AnchorRow, AuditRow
 from meiqia_app.state.audit_log import AuditLogState as S
 
 

@@ -7,8 +7,8 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
-from meiqia_app.services.cleanup import ACTIONS, INACTIVE_MONTHS, MATCH_MODES, SCOPES
-from meiqia_app.services.mentions import MAX_CUSTOMERS as MAX_MENTION_CUSTOMERS
+from meiqia_app.services.cleanup.criteria import ACTIONS, INACTIVE_MONTHS, MATCH_MODES, SCOPES
+from meiqia_app.services.privacy.mentions import MAX_CUSTOMERS as MAX_MENTION_CUSTOMERS
 from meiqia_app.state.cleanup import ArchiveState as A
 from meiqia_app.state.cleanup import CleanupState as S
 from meiqia_app.state.cleanup import EffectView, MentionView, Option, ParkedView, SampleView

@@ -6,9 +6,9 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.tags import RADIX_COLORS
-from meiqia_app.services.customer_dto import TagChip
-from meiqia_app.services.customer_tags import TagOption
-from meiqia_app.services.timeline import MessageItem, TimelineItem
+from meiqia_app.services.customers.dto import TagChip
+from meiqia_app.services.customers.timeline import MessageItem, TimelineItem
+from meiqia_app.services.tags.assignments import TagOption
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_activity import KINDS
 from meiqia_app.state.customer_activity import CustomerActivityState as S

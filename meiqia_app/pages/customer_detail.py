@@ -10,7 +10,7 @@ from meiqia_app.components.layout import page_shell
 from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
 from meiqia_app.pages.customer_activity import tags_editor, timeline_card
 from meiqia_app.pages.export import portability_button
-from meiqia_app.services.customers import ConsentView
+from meiqia_app.services.customers.profile import ConsentView
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_detail import CustomerDetailState as S
 from meiqia_app.state.erasure_request import ErasureRequestState as E

@@ -6,8 +6,9 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
-from meiqia_app.services.customer_import import FIELD_LABEL_KEYS, max_upload_bytes
-from meiqia_app.services.customer_validation import EDITABLE_FIELDS
+from meiqia_app.services.customers.importing.columns import FIELD_LABEL_KEYS
+from meiqia_app.services.customers.importing.files import max_upload_bytes
+from meiqia_app.services.customers.validation import EDITABLE_FIELDS
 from meiqia_app.state.customer_import import UPLOAD_ID
 from meiqia_app.state.customer_import import CustomerImportState as S
 

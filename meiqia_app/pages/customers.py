@@ -10,8 +10,8 @@ from meiqia_app.components.layout import page_shell
 from meiqia_app.components.tags import tag_chip
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
-from meiqia_app.services.customer_dto import CustomerRow
-from meiqia_app.services.customer_query import HIDDEN_VALUE_SORTS
+from meiqia_app.services.customers.dto import CustomerRow
+from meiqia_app.services.customers.query import HIDDEN_VALUE_SORTS
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_create import CustomerCreateState as NewCustomer
 from meiqia_app.state.customer_list import CustomerListState as S
@@ -41,7 +41,7 @@ def _shown(key: str, component: rx.Component) -> rx.Component:
     return rx.cond(S.columns.contains(key), component)
 
 
-# Roles that see a value masked cannot sort or filter by it (services/customer_query).
+# Roles that see a value masked cannot sort or filter by it (services/customers/query).
 SEES_HIDDEN_VALUES = AppState.perms.contains("customer.view_sensitive")
 
 

@@ -6,7 +6,8 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
-from meiqia_app.services.duplicates import KINDS, FieldValue
+from meiqia_app.services.customers.duplicates.finding import KINDS
+from meiqia_app.services.customers.duplicates.merging import FieldValue
 from meiqia_app.state.duplicates import DuplicatesState as S
 
 register_nav(NavItem("/duplicates", "nav.duplicates", "copy", "customer.merge", "customers", 20))

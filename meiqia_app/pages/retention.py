@@ -7,7 +7,7 @@ import reflex as rx
 
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
-from meiqia_app.services import retention
+from meiqia_app.services.cleanup import retention
 from meiqia_app.state.base import AppState
 from meiqia_app.state.retention import RetentionState as S
 

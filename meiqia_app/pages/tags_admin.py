@@ -8,8 +8,8 @@ from meiqia_app.components.dialogs import confirm_dialog, field_error, form_butt
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.models.tag import TAG_GROUPS
-from meiqia_app.services.rules import FIELDS
-from meiqia_app.services.tags import TAG_COLORS, NearDuplicate, TagView
+from meiqia_app.services.tags.catalog import TAG_COLORS, NearDuplicate, TagView
+from meiqia_app.services.tags.rules.conditions import FIELDS
 from meiqia_app.state.tags_admin import CondRow, Option, RuleRow
 from meiqia_app.state.tags_admin import TagsAdminState as S
 

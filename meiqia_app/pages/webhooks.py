@@ -7,7 +7,7 @@ import reflex as rx
 from meiqia_app.components.dialogs import confirm_dialog, field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
-from meiqia_app.services.webhooks import EVENT_TYPES
+from meiqia_app.services.integrations.webhooks import EVENT_TYPES
 from meiqia_app.state.webhooks import DeliveryRow, EndpointRow
 from meiqia_app.state.webhooks import WebhooksState as S
 

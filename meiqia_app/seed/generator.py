@@ -18,8 +18,8 @@ import random
 from collections.abc import Callable, Sequence
 
 from meiqia_app.seed import data
-from meiqia_app.services.lifecycle import lifecycle_stage, membership_tier
-from meiqia_app.services.search_text import SEARCH_ROW_COLUMNS, pinyin_of, search_row
+from meiqia_app.services.customers.lifecycle import lifecycle_stage, membership_tier
+from meiqia_app.services.customers.search_text import SEARCH_ROW_COLUMNS, pinyin_of, search_row
 
 CUSTOMER_COLUMNS = (
     "id",

@@ -40,10 +40,12 @@ from meiqia_app.seed.generator import (
     SeedProduct,
     generate_chunk,
 )
-from meiqia_app.services import audit, auth, customer_changes, users
-from meiqia_app.services.rbac import SYSTEM_ACTOR
-from meiqia_app.services.search_text import SEARCH_ROW_COLUMNS
-from meiqia_app.services.tag_names import tag_key
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.customers import changes as customer_changes
+from meiqia_app.services.customers.search_text import SEARCH_ROW_COLUMNS
+from meiqia_app.services.identity import second_factor, users
+from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+from meiqia_app.services.tags.names import tag_key
 from meiqia_app.timeutil import utcnow
 
 BULK_TABLES = ("customer", "customer_order", "conversation", "message", "behavior_event", "note", "tag_assignment")
@@ -109,7 +111,7 @@ def ensure_demo_accounts(session: Session) -> list[dict]:
         if session.exec(select(User).where(User.username == username)).first():
             continue
         password = f"Demo-{username}-2026"
-        secret = auth.new_totp_secret()
+        secret = second_factor.new_totp_secret()
         users.create_user_record(session, username, password, role_name, display_name, totp_secret=secret)
         by_name[username] = {"username": username, "password": password, "role": role_name, "totp_secret": secret}
     accounts = list(by_name.values())
@@ -322,7 +324,7 @@ def _give_the_demo_team_customers() -> None:
 def _after_seed_hooks(progress: Callable[[str], None], as_of: dt.datetime | None = None) -> None:
     """Derived data other features keep (rule-based tags) is computed once after a load."""
     try:
-        from meiqia_app.services import rules
+        from meiqia_app.services.tags.rules import runs as rules
     except ImportError:  # the rules engine is not part of this build
         return
     progress("running the tag rules")

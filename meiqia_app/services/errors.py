@@ -41,7 +41,7 @@ class ReadOnly(AppError):
 class DuplicateCustomer(AppError):
     """A new customer repeats an existing customer's phone, e-mail or external id.
 
-    ``matches`` lists them (``services.duplicate_check.ExistingCustomer``); the
+    ``matches`` lists them (``services.customers.duplicates.check.ExistingCustomer``); the
     person may open one of them or save anyway (``acknowledged``).
     """
 

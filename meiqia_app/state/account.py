@@ -6,8 +6,9 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.identity import account_security, sessions
+from meiqia_app.services.identity import tokens as auth_tokens
 from meiqia_app.state.base import LOGOUT_PATH, AppState, full_page_post
 
 
@@ -36,7 +37,7 @@ class AccountState(AppState):
     regen_step: str = ""
     regen_error: str = ""
 
-    sessions: list[auth.SessionView] = []
+    sessions: list[sessions.SessionView] = []
     sign_out_current_open: bool = False
 
     @rx.event
@@ -49,8 +50,8 @@ class AccountState(AppState):
         try:
             actor = self._actor()
             self._set_user(actor)
-            self.recovery_left = await self._call(auth.remaining_recovery_codes, actor.user_id)
-            self.sessions = await self._call(auth.list_own_sessions, actor)
+            self.recovery_left = await self._call(account_security.remaining_recovery_codes, actor.user_id)
+            self.sessions = await self._call(sessions.list_own_sessions, actor)
         except AppError as error:
             return self._on_error(error)
 
@@ -64,7 +65,7 @@ class AccountState(AppState):
             return None
         try:
             actor = self._actor()
-            await self._call(auth.change_own_password, actor, old, new)
+            await self._call(account_security.change_own_password, actor, old, new)
         except ValidationError as error:
             errors = self._field_errors(error)
             if "password" in errors:
@@ -101,8 +102,8 @@ class AccountState(AppState):
         code = str(form.get("reenrol_current_code", ""))[:32]
         try:
             actor = self._actor()
-            enrolment = await self._call(auth.begin_reenrol, actor, password, code)
-        except auth.AuthError as error:
+            enrolment = await self._call(account_security.begin_reenrol, actor, password, code)
+        except auth_tokens.AuthError as error:
             self.reenrol_error = self._tr(error.message_key, **error.params)
             return rx.set_value("reenrol-password", "")
         except AppError as error:
@@ -121,10 +122,13 @@ class AccountState(AppState):
         try:
             actor = self._actor()
             done = await self._call(
-                auth.confirm_reenrol, actor, str(form.get("challenge", ""))[:128], str(form.get("code", ""))[:12]
+                account_security.confirm_reenrol,
+                actor,
+                str(form.get("challenge", ""))[:128],
+                str(form.get("code", ""))[:12],
             )
         except AppError as error:
-            if isinstance(error, auth.AuthError):
+            if isinstance(error, auth_tokens.AuthError):
                 self.reenrol_error = self._tr(error.message_key, **error.params)
                 return None
             return self._on_error(error)
@@ -158,7 +162,7 @@ class AccountState(AppState):
         self.logout_all_open = False
         try:
             actor = self._actor()
-            await self._call(auth.logout_everywhere, actor)
+            await self._call(sessions.logout_everywhere, actor)
         except AppError as error:
             return self._on_error(error)
         self.user_name = ""
@@ -188,8 +192,8 @@ class AccountState(AppState):
         code = str(form.get("regen_code", ""))[:32]
         try:
             actor = self._actor()
-            codes = await self._call(auth.regenerate_recovery_codes, actor, password, code)
-        except auth.AuthError as error:
+            codes = await self._call(account_security.regenerate_recovery_codes, actor, password, code)
+        except auth_tokens.AuthError as error:
             self.regen_error = self._tr(error.message_key, **error.params)
             return [rx.set_value("regen-password", ""), rx.set_value("regen-code", "")]
         except AppError as error:
@@ -213,7 +217,7 @@ class AccountState(AppState):
 
     # --- sessions ---------------------------------------------------------------------------
     async def _reload_sessions(self, actor) -> None:
-        self.sessions = await self._call(auth.list_own_sessions, actor)
+        self.sessions = await self._call(sessions.list_own_sessions, actor)
 
     @rx.event
     async def sign_out_session(self, session_id: int):
@@ -221,7 +225,7 @@ class AccountState(AppState):
         try:
             actor = self._actor()
             session_id = self._as_id(session_id)
-            await self._call(auth.revoke_own_session, actor, session_id)
+            await self._call(sessions.revoke_own_session, actor, session_id)
             await self._reload_sessions(actor)
         except AppError as error:
             return self._on_error(error)
@@ -239,7 +243,7 @@ class AccountState(AppState):
             actor = self._actor()
             if actor.session_id is None:
                 return None
-            await self._call(auth.revoke_own_session, actor, actor.session_id, True)
+            await self._call(sessions.revoke_own_session, actor, actor.session_id, True)
         except AppError as error:
             return self._on_error(error)
         self.user_name = ""

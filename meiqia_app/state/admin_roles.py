@@ -6,9 +6,9 @@ import dataclasses
 
 import reflex as rx
 
-from meiqia_app.services import users
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.services.rbac import PERMISSIONS, ExportPolicy
+from meiqia_app.services.identity import users
+from meiqia_app.services.identity.rbac import PERMISSIONS, ExportPolicy
 from meiqia_app.state.base import AppState
 
 

@@ -6,8 +6,8 @@ import dataclasses
 
 import reflex as rx
 
-from meiqia_app.services import teams, users
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.identity import teams, users
 from meiqia_app.state.base import AppState
 from meiqia_app.timeutil import format_local
 

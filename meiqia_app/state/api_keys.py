@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import api_keys
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.integrations import api_keys
 from meiqia_app.state.base import AppState
 
 

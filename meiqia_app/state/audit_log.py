@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import audit_log
-from meiqia_app.services.audit_log import AnchorRow, AuditFilter, AuditRow
+from meiqia_app.services.audit import reading as audit_log
+from meiqia_app.services.audit.reading import AnchorRow, AuditFilter, AuditRow
 from meiqia_app.services.errors import AppError
 from meiqia_app.state.base import AppState
 

@@ -6,8 +6,8 @@ import dataclasses
 
 import reflex as rx
 
-from meiqia_app.services import backup
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.platform import backup
 from meiqia_app.state.base import AppState, full_page_load
 
 

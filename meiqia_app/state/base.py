@@ -26,9 +26,9 @@ import reflex as rx
 from reflex.state import _override_base_method
 
 from meiqia_app.i18n import error_text, normalize_lang, tr
-from meiqia_app.services import auth, rbac
 from meiqia_app.services.errors import AppError, NotAuthenticated, ValidationError
-from meiqia_app.services.rbac import Actor
+from meiqia_app.services.identity import rbac, sessions
+from meiqia_app.services.identity.rbac import Actor
 from meiqia_app.state import privacy
 
 SESSION_COOKIE = "mq_session"
@@ -193,7 +193,7 @@ class AppState(rx.State):
             and time.monotonic() - resolved[2] < EVENT_SESSION_REUSE_SECONDS
         ):
             return resolved[1]
-        return auth.resolve_session(token, self._client_ip())
+        return sessions.resolve_session(token, self._client_ip())
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a service off the event loop (DB work and bcrypt would block other users)."""
@@ -297,7 +297,7 @@ class AppState(rx.State):
 
     @rx.event
     async def logout(self):
-        await self._call(auth.logout, self._session_token(), self._client_ip())
+        await self._call(sessions.logout, self._session_token(), self._client_ip())
         self.user_name = ""
         self.perms = []
         # The route clears the HttpOnly cookie (JavaScript cannot).

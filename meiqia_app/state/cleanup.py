@@ -8,8 +8,15 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import cleanup, mentions, retention, saved_views, tags
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import criteria as cleanup_criteria
+from meiqia_app.services.cleanup import preview as cleanup_preview
+from meiqia_app.services.cleanup import retention
+from meiqia_app.services.cleanup import trash as cleanup_trash
+from meiqia_app.services.customers import saved_views
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.privacy import mentions
+from meiqia_app.services.tags import catalog as tags
 from meiqia_app.state.base import AppState
 
 CRITERIA_FLAGS = ("no_contact", "invalid_contact", "erasure_pending", "duplicates")
@@ -110,10 +117,10 @@ class CleanupState(AppState):
     report_lines: list[str] = []
     busy: bool = False
 
-    _ACTIONS: ClassVar[tuple[str, ...]] = cleanup.ACTIONS
+    _ACTIONS: ClassVar[tuple[str, ...]] = cleanup_criteria.ACTIONS
 
-    def _criteria(self) -> cleanup.Criteria:
-        return cleanup.Criteria.from_dict(
+    def _criteria(self) -> cleanup_criteria.Criteria:
+        return cleanup_criteria.Criteria.from_dict(
             {
                 "inactive_months": self.inactive_months,
                 "no_contact": self.no_contact,
@@ -173,10 +180,10 @@ class CleanupState(AppState):
     @rx.event
     def set_choice(self, name: str, value: str):
         allowed = {
-            "inactive_months": ("0", *[str(m) for m in cleanup.INACTIVE_MONTHS]),
-            "match": cleanup.MATCH_MODES,
-            "scope": cleanup.SCOPES,
-            "action": cleanup.ACTIONS,
+            "inactive_months": ("0", *[str(m) for m in cleanup_criteria.INACTIVE_MONTHS]),
+            "match": cleanup_criteria.MATCH_MODES,
+            "scope": cleanup_criteria.SCOPES,
+            "action": cleanup_criteria.ACTIONS,
             "view_id": ("0", *[v.value for v in self.views]),
             "tag_id": tuple(o.value for o in self.tag_options),
         }
@@ -202,7 +209,7 @@ class CleanupState(AppState):
         yield
         try:
             actor = self._actor()
-            result = await self._call(cleanup.dry_run, actor, self._criteria(), self.action)
+            result = await self._call(cleanup_preview.dry_run, actor, self._criteria(), self.action)
         except AppError as error:
             self.busy = False
             yield self._on_error(error)
@@ -358,9 +365,9 @@ class ArchiveState(AppState):
     async def _reload(self):
         actor = self._actor()
         self._set_user(actor)
-        rows = await self._call(cleanup.list_parked, actor, self.tab, 0, 200)
+        rows = await self._call(cleanup_trash.list_parked, actor, self.tab, 0, 200)
         self.rows = [ParkedView(r.id, r.name, r.phone, r.since, r.purge_on) for r in rows]
-        self.total = await self._call(cleanup.count_parked, actor, self.tab)
+        self.total = await self._call(cleanup_trash.count_parked, actor, self.tab)
         policy = await self._call(retention.current, "trash_purge")
         self.retention_days = policy.value if policy.enabled else 0  # 0: not purged automatically
 
@@ -392,7 +399,7 @@ class ArchiveState(AppState):
     async def restore_one(self, customer_id: int):
         try:
             actor = self._actor()
-            await self._call(cleanup.restore, actor, self.tab, [self._as_id(customer_id)])
+            await self._call(cleanup_trash.restore, actor, self.tab, [self._as_id(customer_id)])
             await self._reload()
         except AppError as error:
             return self._on_error(error)
@@ -402,7 +409,7 @@ class ArchiveState(AppState):
     async def restore_all(self):
         try:
             actor = self._actor()
-            count = await self._call(cleanup.restore, actor, self.tab, None)
+            count = await self._call(cleanup_trash.restore, actor, self.tab, None)
             await self._reload()
         except AppError as error:
             return self._on_error(error)
@@ -417,7 +424,7 @@ class ArchiveState(AppState):
         self.purge_error = ""
         try:
             actor = self._actor()
-            self.job_id = await self._call(cleanup.start_purge, actor, True, self.purge_confirm)
+            self.job_id = await self._call(cleanup_trash.start_purge, actor, True, self.purge_confirm)
         except ValidationError as error:
             self.purge_error = next(iter(self._field_errors(error).values()), "")
             return None

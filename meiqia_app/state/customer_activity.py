@@ -11,11 +11,13 @@ import reflex as rx
 from reflex_base.event import Event
 from reflex_base.event.context import EventContext
 
-from meiqia_app.services import auth, customer_tags, notes, timeline
-from meiqia_app.services.customer_tags import TagOption
+from meiqia_app.services.customers import notes, timeline
+from meiqia_app.services.customers.timeline import MessageItem, TimelineItem
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.services.tag_names import tag_key
-from meiqia_app.services.timeline import MessageItem, TimelineItem
+from meiqia_app.services.identity import sessions
+from meiqia_app.services.tags import assignments as customer_tags
+from meiqia_app.services.tags.assignments import TagOption
+from meiqia_app.services.tags.names import tag_key
 from meiqia_app.state import live
 from meiqia_app.state.customer_detail import CustomerDetailState
 
@@ -338,7 +340,7 @@ async def _watch(ctx: EventContext, token: str, customer_id: int, actor, cookie:
             if time.monotonic() - checked > LIVE_RECHECK_SECONDS:
                 checked = time.monotonic()
                 # The session may have ended meanwhile; this check is not activity (no touch).
-                actor = await asyncio.to_thread(auth.resolve_session, cookie, client_ip, False)
+                actor = await asyncio.to_thread(sessions.resolve_session, cookie, client_ip, False)
                 if actor is None:
                     return
             current = await asyncio.to_thread(timeline.activity_marker, actor, customer_id)

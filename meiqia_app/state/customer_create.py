@@ -2,7 +2,7 @@
 
 A customer who repeats an existing one's phone, e-mail or external id is not
 saved at once: the dialog names the existing customers (with links) and the
-person opens one of them or saves anyway (services/duplicate_check). One
+person opens one of them or saves anyway (services/customers/duplicates/check). One
 outside the person's data scope is not named: "a customer you cannot see
 already has this phone", without a link.
 """
@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import customer_edit
-from meiqia_app.services.customer_validation import EDITABLE_FIELDS
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers.validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import AppError, DuplicateCustomer, ValidationError
 from meiqia_app.state.base import AppState
 

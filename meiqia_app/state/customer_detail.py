@@ -6,8 +6,10 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import consent, customer_edit, customers, ownership
-from meiqia_app.services.customers import CustomerDetail
+from meiqia_app.services.customers import consent, ownership
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import profile as customers
+from meiqia_app.services.customers.profile import CustomerDetail
 from meiqia_app.services.errors import AppError, Conflict, NotFound, ValidationError
 from meiqia_app.state.base import AppState
 

@@ -1,6 +1,6 @@
 """State of /import: upload a file, map its columns, dry run, import (CUST-6).
 
-The check and the import run as jobs of the runner (services/jobs.py, started by
+The check and the import run as jobs of the runner (services/platform/jobs.py, started by
 ``customer_import.start_job``); this state only follows the job's progress and
 shows its report, so a reload or a reconnect picks the job up again.
 """
@@ -13,9 +13,11 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import customer_import
-from meiqia_app.services.customer_import import ImportReport
-from meiqia_app.services.customer_validation import EDITABLE_FIELDS
+from meiqia_app.services.customers.importing import columns as import_columns
+from meiqia_app.services.customers.importing import files as import_files
+from meiqia_app.services.customers.importing import job as customer_import
+from meiqia_app.services.customers.importing.rows import ImportReport
+from meiqia_app.services.customers.validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import AppError, NotAuthenticated, ValidationError
 from meiqia_app.state.base import AppState
 from meiqia_app.state.uploads import current_client_token, upload_actor
@@ -87,12 +89,12 @@ class CustomerImportState(AppState):
         if self._path and self.step in ("mapping", "report"):
             # The columns were shown, not kept: after a reload, read them again from the uploaded file.
             try:
-                self._show_columns(await self._call(customer_import.preview_table, actor, self._path))
+                self._show_columns(await self._call(import_files.preview_table, actor, self._path))
             except AppError:
                 self.step, self._path, self.file_name, self.column_fields = "upload", "", "", []
         return None
 
-    def _show_columns(self, preview: customer_import.TablePreview) -> None:
+    def _show_columns(self, preview: import_files.TablePreview) -> None:
         self.mapping_rows = [
             MappingRow(
                 index=str(i),
@@ -124,13 +126,13 @@ class CustomerImportState(AppState):
             return None
         upload = files[0]
         original = str(upload.name or "upload")[-120:]
-        limit = customer_import.max_upload_bytes()
+        limit = import_files.max_upload_bytes()
         target = None
         try:
             # The user of the upload request's own cookie (checked by web/upload_guard.py
             # before the body was read), never the tab's: see state/uploads.py.
             actor = await self._call(upload_actor, current_client_token(self), self.user_name)
-            target = await self._call(customer_import.upload_path_for, actor, original)
+            target = await self._call(import_files.upload_path_for, actor, original)
             written = 0
             with open(target, "wb") as out:
                 while chunk := await upload.read(1 << 20):
@@ -142,7 +144,7 @@ class CustomerImportState(AppState):
                 target.unlink(missing_ok=True)
                 self.error = self._tr("import.too_big", mb=limit // (1024 * 1024))
                 return None
-            preview = await self._call(customer_import.preview_table, actor, target)
+            preview = await self._call(import_files.preview_table, actor, target)
         except NotAuthenticated as error:
             return self._on_error(error)
         except AppError as error:
@@ -293,7 +295,7 @@ class CustomerImportState(AppState):
         self.problems = [
             ProblemRow(
                 p.row,
-                self._tr(customer_import.FIELD_LABEL_KEYS[p.field]) if p.field else "",
+                self._tr(import_columns.FIELD_LABEL_KEYS[p.field]) if p.field else "",
                 self._tr(p.message_key, **p.params),
                 p.value,
             )

@@ -12,13 +12,19 @@ import reflex as rx
 
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES
-from meiqia_app.services import cleanup, customer_list, jobs, ownership, saved_views, tags
-from meiqia_app.services.customer_dto import CustomerRow
-from meiqia_app.services.customer_query import PAGE_SIZES, SORTS, ListQuery
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import criteria as cleanup_criteria
+from meiqia_app.services.cleanup import preview as cleanup_preview
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import ownership, saved_views
+from meiqia_app.services.customers.dto import CustomerRow
+from meiqia_app.services.customers.query import PAGE_SIZES, SORTS, ListQuery
+from meiqia_app.services.customers.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
+from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.services.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
-from meiqia_app.services.selection import Selection
-from meiqia_app.services.tags import TagOption
+from meiqia_app.services.platform import jobs
+from meiqia_app.services.tags import catalog as tags
+from meiqia_app.services.tags.catalog import TagOption
 from meiqia_app.state.base import AppState
 
 MULTI_FILTERS = {
@@ -578,18 +584,18 @@ class CustomerListState(AppState):
         return CustomerListState.follow_bulk_job
 
     # --- archive / trash the selection (the cleanup service's jobs) ----------------------------
-    def _status_criteria(self, action: str) -> cleanup.Criteria:
+    def _status_criteria(self, action: str) -> cleanup_criteria.Criteria:
         selection = self._selection()
         status = selection.query.status
         scope = "active" if action == "archive" or status not in ("active", "archived") else status
-        return cleanup.Criteria.from_dict({"selection": selection.to_dict(), "scope": scope})
+        return cleanup_criteria.Criteria.from_dict({"selection": selection.to_dict(), "scope": scope})
 
     @rx.event
     async def open_status_action(self, action: str):
         if action not in ("archive", "trash") or self.bulk_running:
             return None
         try:
-            count = await self._call(cleanup.count_matching, self._actor(), self._status_criteria(action))
+            count = await self._call(cleanup_preview.count_matching, self._actor(), self._status_criteria(action))
         except AppError as error:
             return self._on_error(error)
         self.status_action = action

@@ -6,8 +6,10 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import duplicates
-from meiqia_app.services.duplicates import DuplicateGroup, MergeCandidate, MergeField
+from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.duplicates import merging as duplicate_merging
+from meiqia_app.services.customers.duplicates.finding import DuplicateGroup
+from meiqia_app.services.customers.duplicates.merging import MergeCandidate, MergeField
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.state.base import AppState
 
@@ -91,7 +93,10 @@ class DuplicatesState(AppState):
         self.merge_error = ""
         try:
             preview = await self._call(
-                duplicates.merge_preview, self._actor(), list(ids or [])[: duplicates.MAX_MERGE], self.lang
+                duplicate_merging.merge_preview,
+                self._actor(),
+                list(ids or [])[: duplicate_merging.MAX_MERGE],
+                self.lang,
             )
         except AppError as error:
             return self._on_error(error)
@@ -129,7 +134,7 @@ class DuplicatesState(AppState):
     @rx.event
     async def confirm_merge(self):
         survivor = self._as_known_id(self.survivor_id)
-        if survivor is None or len(self._versions) < duplicates.MIN_MERGE:
+        if survivor is None or len(self._versions) < duplicate_merging.MIN_MERGE:
             return
         others = [cid for cid in self._versions if cid != survivor]
         field_choices = {field: int(cid) for field, cid in self.choices.items()}
@@ -137,7 +142,7 @@ class DuplicatesState(AppState):
         yield
         try:
             result = await self._call(
-                duplicates.merge_customers, self._actor(), survivor, others, field_choices, dict(self._versions)
+                duplicate_merging.merge_customers, self._actor(), survivor, others, field_choices, dict(self._versions)
             )
         except ValidationError as error:
             self.merging = False

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import reflex as rx
 
-from meiqia_app.services import erasure
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.privacy import erasure
 from meiqia_app.state.base import AppState
 
 

@@ -23,14 +23,14 @@ import reflex as rx
 
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import SOURCES
-from meiqia_app.services import saved_views
+from meiqia_app.services.customers import saved_views
+from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.services.exports import service
 from meiqia_app.services.exports.fields import DEFAULT_FIELDS, FIELD_SPECS
 from meiqia_app.services.exports.policy import field_availability, masked_fields
 from meiqia_app.services.exports.rows import SORT_COLUMNS
-from meiqia_app.services.selection import Selection
-from meiqia_app.services.text_formats import file_size_text
+from meiqia_app.services.platform.text_formats import file_size_text
 from meiqia_app.state.base import AppState, full_page_load
 from meiqia_app.timeutil import today_local
 
@@ -578,7 +578,7 @@ class ExportHistoryState(_ExportBase):
     ttl_hours: int = 24
 
     async def _reload(self):
-        from meiqia_app.services import retention
+        from meiqia_app.services.cleanup import retention
 
         actor = self._actor()
         self._set_user(actor)

@@ -7,8 +7,9 @@ from urllib.parse import quote
 
 import reflex as rx
 
-from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import sessions
 from meiqia_app.state.base import AppState, full_page_load
 
 
@@ -54,7 +55,7 @@ class LoginState(AppState):
         """
         self.error = ""
         self.busy = False
-        actor = await self._call(auth.resolve_session, self._session_token(), self._client_ip())
+        actor = await self._call(sessions.resolve_session, self._session_token(), self._client_ip())
         if actor is not None:
             return rx.redirect(safe_next(self.router.page.params.get("next")))
         self.step = "password"

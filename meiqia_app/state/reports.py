@@ -8,8 +8,11 @@ from typing import Any
 import reflex as rx
 
 from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
-from meiqia_app.services import report_views, reports, saved_views
+from meiqia_app.services.customers import saved_views
 from meiqia_app.services.errors import AppError
+from meiqia_app.services.reports import files as report_files
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import views as report_views
 from meiqia_app.state.base import AppState, full_page_load
 
 
@@ -26,7 +29,7 @@ async def _export_pdf(state: AppState, report: str, params: dict):
 
     try:
         actor = state._actor()
-        export_id = await state._call(report_views.export_pdf, actor, report, params, state.lang)
+        export_id = await state._call(report_files.export_pdf, actor, report, params, state.lang)
         token = await state._call(export_service.create_download_token, actor, export_id)
     except AppError as error:
         return state._on_error(error)
@@ -142,7 +145,7 @@ class DashboardState(AppState):
 
     @rx.event
     async def set_kind(self, kind: str | list[str]):
-        if not isinstance(kind, str) or kind not in reports.PERIOD_KINDS:
+        if not isinstance(kind, str) or kind not in report_periods.PERIOD_KINDS:
             return
         self.kind = kind
         if kind == "custom":
@@ -155,7 +158,7 @@ class DashboardState(AppState):
 
     @rx.event
     async def set_granularity(self, granularity: str | list[str]):
-        if not isinstance(granularity, str) or granularity not in reports.GRANULARITIES:
+        if not isinstance(granularity, str) or granularity not in report_periods.GRANULARITIES:
             return
         self.granularity = granularity
         async for update in self._load():
@@ -198,7 +201,7 @@ class DashboardState(AppState):
     async def export_xlsx(self):
         try:
             actor = self._actor()
-            name, data = await self._call(report_views.export_xlsx, actor, "dashboard", self._params(), self.lang)
+            name, data = await self._call(report_files.export_xlsx, actor, "dashboard", self._params(), self.lang)
         except AppError as error:
             return self._on_error(error)
         return [rx.download(data=data, filename=name), rx.toast.success(self._tr("report.exported"))]
@@ -314,7 +317,7 @@ class ReportsState(AppState):
     async def export_xlsx(self):
         try:
             actor = self._actor()
-            name, data = await self._call(report_views.export_xlsx, actor, "segment", self._params(), self.lang)
+            name, data = await self._call(report_files.export_xlsx, actor, "segment", self._params(), self.lang)
         except AppError as error:
             return self._on_error(error)
         return [rx.download(data=data, filename=name), rx.toast.success(self._tr("report.exported"))]

@@ -13,9 +13,9 @@ import asyncio
 import reflex as rx
 
 from meiqia_app.i18n import tr
-from meiqia_app.services import retention
+from meiqia_app.services.cleanup import retention
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.services.text_formats import file_size_text
+from meiqia_app.services.platform.text_formats import file_size_text
 from meiqia_app.state.base import AppState
 
 MAX_INPUT = 12

@@ -9,15 +9,20 @@ from typing import ClassVar
 import reflex as rx
 
 from meiqia_app.models.tag import TAG_GROUPS
-from meiqia_app.services import jobs, lifecycle_update, rules, tags
+from meiqia_app.services.customers import lifecycle_update
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.services.rbac import Actor
-from meiqia_app.services.tag_names import tag_key
-from meiqia_app.services.tags import NearDuplicate, TagView
+from meiqia_app.services.identity.rbac import Actor
+from meiqia_app.services.platform import jobs
+from meiqia_app.services.tags import catalog as tags
+from meiqia_app.services.tags.catalog import NearDuplicate, TagView
+from meiqia_app.services.tags.names import tag_key
+from meiqia_app.services.tags.rules import conditions as rule_conditions
+from meiqia_app.services.tags.rules import definitions as rule_definitions
+from meiqia_app.services.tags.rules import runs as rules
 from meiqia_app.state.base import AppState
 
 TABS = ("tags", "rules", "hygiene")
-MAX_ROWS = rules.MAX_CONDITIONS
+MAX_ROWS = rule_conditions.MAX_CONDITIONS
 OP_SYMBOLS = {"gte": "≥", "gt": ">", "lte": "≤", "lt": "<", "eq": "=", "ne": "≠"}
 
 
@@ -143,8 +148,10 @@ class TagsAdminState(AppState):
 
     async def _reload_rules(self, actor: Actor):
         if not self.products:
-            self.products = [Option(str(i), name) for i, name in await self._call(rules.product_choices, actor)]
-        views = await self._call(rules.list_rules, actor)
+            self.products = [
+                Option(str(i), name) for i, name in await self._call(rule_conditions.product_choices, actor)
+            ]
+        views = await self._call(rule_definitions.list_rules, actor)
         self.rules = [
             RuleRow(
                 id=v.id,
@@ -159,7 +166,7 @@ class TagsAdminState(AppState):
             )
             for v in views
         ]
-        self.schedule = await self._call(rules.get_rule_schedule)
+        self.schedule = await self._call(rule_definitions.get_rule_schedule)
         thresholds = await self._call(lifecycle_update.get_thresholds)
         self.lc_new, self.lc_active, self.lc_churn = (
             str(thresholds.new_days),
@@ -204,7 +211,7 @@ class TagsAdminState(AppState):
         )
 
     def _row(self, field: str, op: str = "", value: str = "", days: str = "", product_id: str = "") -> CondRow:
-        spec = rules.FIELDS.get(field) or rules.FIELDS["order_count"]
+        spec = rule_conditions.FIELDS.get(field) or rule_conditions.FIELDS["order_count"]
         ops = [Option(o, OP_SYMBOLS.get(o) or self._tr(f"rule.op.{o}")) for o in spec.ops]
         if spec.kind == "bool":
             choices = [Option("true", self._tr("rule.yes")), Option("false", self._tr("rule.no"))]
@@ -466,7 +473,7 @@ class TagsAdminState(AppState):
     async def open_new_rule(self):
         try:
             if not self.products:
-                choices = await self._call(rules.product_choices, self._actor())
+                choices = await self._call(rule_conditions.product_choices, self._actor())
                 self.products = [Option(str(i), name) for i, name in choices]
         except AppError as error:
             return self._on_error(error)
@@ -481,7 +488,7 @@ class TagsAdminState(AppState):
     async def open_rule(self, rule_id: int):
         try:
             actor = self._actor()
-            view = await self._call(rules.get_rule, actor, self._as_id(rule_id))
+            view = await self._call(rule_definitions.get_rule, actor, self._as_id(rule_id))
         except AppError as error:
             return self._on_error(error)
         self.rule_id, self.rule_name, self.rule_tag = view.id, view.name, str(view.tag_id)
@@ -516,12 +523,12 @@ class TagsAdminState(AppState):
     def set_rule_field(self, field: str, value: str):
         value = str(value or "")
         if field == "name":
-            self.rule_name = value[: rules.MAX_NAME]
+            self.rule_name = value[: rule_conditions.MAX_NAME]
         elif field == "tag":
             self.rule_tag = value[:20]
-        elif field == "match" and value in rules.MATCHES:
+        elif field == "match" and value in rule_conditions.MATCHES:
             self.rule_match = value
-        elif field == "mode" and value in rules.MODES:
+        elif field == "mode" and value in rule_conditions.MODES:
             self.rule_mode = value
         self.preview_ready = False
 
@@ -552,7 +559,7 @@ class TagsAdminState(AppState):
         row = self.rows[index]
         value = str(value or "")[:64]
         if key == "field":
-            if value not in rules.FIELDS:
+            if value not in rule_conditions.FIELDS:
                 return
             new = self._row(value)
         elif key == "op":
@@ -570,7 +577,7 @@ class TagsAdminState(AppState):
         self.rule_error = ""
         try:
             actor = self._actor()
-            result = await self._call(rules.preview_rule, actor, self._rule_data(), self.rule_id or None)
+            result = await self._call(rule_definitions.preview_rule, actor, self._rule_data(), self.rule_id or None)
         except ValidationError as error:
             self.rule_error = next(iter(self._field_errors(error).values()), self._tr(error.message_key))
             return None
@@ -590,7 +597,7 @@ class TagsAdminState(AppState):
         self.rule_error = ""
         try:
             actor = self._actor()
-            self.rule_id = await self._call(rules.save_rule, actor, self._rule_data(), self.rule_id or None)
+            self.rule_id = await self._call(rule_definitions.save_rule, actor, self._rule_data(), self.rule_id or None)
             self.rule_open = False
             await self._reload_rules(actor)
         except ValidationError as error:
@@ -604,7 +611,7 @@ class TagsAdminState(AppState):
     async def toggle_rule(self, rule_id: int, enabled: bool):
         try:
             actor = self._actor()
-            await self._call(rules.set_rule_enabled, actor, self._as_id(rule_id), enabled is True)
+            await self._call(rule_definitions.set_rule_enabled, actor, self._as_id(rule_id), enabled is True)
             await self._reload_rules(actor)
         except AppError as error:
             return self._on_error(error)
@@ -613,7 +620,7 @@ class TagsAdminState(AppState):
     async def delete_rule(self, rule_id: int):
         try:
             actor = self._actor()
-            await self._call(rules.delete_rule, actor, self._as_id(rule_id))
+            await self._call(rule_definitions.delete_rule, actor, self._as_id(rule_id))
             await self._reload_rules(actor)
         except AppError as error:
             return self._on_error(error)
@@ -627,7 +634,7 @@ class TagsAdminState(AppState):
     @rx.event
     async def save_schedule(self):
         try:
-            value = await self._call(rules.set_rule_schedule, self._actor(), self.schedule)
+            value = await self._call(rule_definitions.set_rule_schedule, self._actor(), self.schedule)
         except AppError as error:
             return self._on_error(error)
         self.schedule = value

@@ -20,9 +20,9 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
-from meiqia_app.services import auth
 from meiqia_app.services.errors import NotAuthenticated, PermissionDenied
-from meiqia_app.services.rbac import Actor
+from meiqia_app.services.identity import sessions
+from meiqia_app.services.identity.rbac import Actor
 
 if TYPE_CHECKING:
     import reflex as rx
@@ -87,7 +87,7 @@ def upload_actor(client_token: str, tab_user: str) -> Actor:
     grant = UPLOAD_GRANTS.get(client_token)
     if grant is None:
         raise NotAuthenticated()
-    actor = auth.resolve_session(grant.session_token, grant.client_ip)
+    actor = sessions.resolve_session(grant.session_token, grant.client_ip)
     if actor is None or actor.user_id != grant.actor.user_id:
         raise NotAuthenticated()
     if tab_user != actor.username:

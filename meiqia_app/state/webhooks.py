@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import webhooks
 from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.integrations import webhooks
 from meiqia_app.state.base import AppState
 from meiqia_app.timeutil import format_local
 

@@ -1,7 +1,7 @@
 """GET /api/backups/download?token=… — a backup file, through a single-use token.
 
 The token was minted by the backups page after the permission check
-(services/backup.mint_download_token); here the session cookie must resolve to
+(services/platform/backup.mint_download_token); here the session cookie must resolve to
 the same user and session, and the permission is checked again.
 """
 
@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Route
 
-from meiqia_app.services import auth, backup
 from meiqia_app.services.errors import AppError
+from meiqia_app.services.identity import sessions
+from meiqia_app.services.platform import backup
 from meiqia_app.state.base import SESSION_COOKIE
 
 
@@ -22,7 +23,7 @@ async def download_backup(request: Request):
     ip = request.client.host if request.client else ""
     token = request.query_params.get("token", "")[:128]
     try:
-        actor = await asyncio.to_thread(auth.resolve_session, request.cookies.get(SESSION_COOKIE, ""), ip)
+        actor = await asyncio.to_thread(sessions.resolve_session, request.cookies.get(SESSION_COOKIE, ""), ip)
         path = await asyncio.to_thread(backup.claim_download, actor, token)
     except AppError:
         return PlainTextResponse("not found", status_code=404, headers={"Cache-Control": "no-store"})

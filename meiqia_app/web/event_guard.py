@@ -28,7 +28,7 @@ from reflex.state import StateUpdate
 from reflex_base import constants
 from reflex_base.event import Event
 
-from meiqia_app.services import auth
+from meiqia_app.services.identity import sessions
 from meiqia_app.state import live, privacy
 from meiqia_app.state.base import AppState, remember_event_session, session_token_from_cookie_header
 
@@ -68,7 +68,7 @@ async def keep_tab_to_its_session(state, token: str, client_ip: str, hydrating: 
     binding = privacy.tab_binding(token)
     stale = app_state._tab_binding != binding
     if not stale and hydrating and binding:
-        stale = await asyncio.to_thread(auth.resolve_session, token, client_ip) is None
+        stale = await asyncio.to_thread(sessions.resolve_session, token, client_ip) is None
     if stale:
         await privacy.forget_tab(state, AppState)
         app_state._tab_binding = binding
@@ -107,7 +107,7 @@ class LoginRequiredMiddleware(Middleware):
         public = is_public(state_cls, handler)
         if public and not token:
             return None
-        actor = await asyncio.to_thread(auth.resolve_session, token, client_ip)
+        actor = await asyncio.to_thread(sessions.resolve_session, token, client_ip)
         if actor is not None:
             remember_event_session(token, actor)
             await refresh_user(state, actor)

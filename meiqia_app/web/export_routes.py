@@ -15,14 +15,14 @@ from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Route
 
 from meiqia_app.i18n import tr
-from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError
 from meiqia_app.services.exports import service
+from meiqia_app.services.identity import sessions
 from meiqia_app.state.base import SESSION_COOKIE
 
 
 def _claim(token: str, cookie: str, client_ip: str) -> service.DownloadFile:
-    actor = auth.resolve_session(cookie, client_ip)
+    actor = sessions.resolve_session(cookie, client_ip)
     return service.claim_download(actor, token)
 
 

@@ -16,8 +16,9 @@ from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.routing import Route
 
 from meiqia_app.config import get_settings
-from meiqia_app.services import auth
 from meiqia_app.services.errors import AppError
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import sessions
 from meiqia_app.state.base import LOGOUT_PATH, SESSION_COOKIE
 from meiqia_app.state.login import safe_next
 from meiqia_app.web.backup_routes import backup_routes
@@ -88,7 +89,7 @@ async def clear_session(request: Request):
         return PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": "POST"})
     if not is_same_origin(request):
         return PlainTextResponse("Forbidden: cross-site request", status_code=403)
-    await asyncio.to_thread(auth.logout, request.cookies.get(SESSION_COOKIE, ""), _client_ip(request))
+    await asyncio.to_thread(sessions.logout, request.cookies.get(SESSION_COOKIE, ""), _client_ip(request))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.headers["Cache-Control"] = "no-store"

@@ -31,9 +31,10 @@ from typing import Any
 from starlette.requests import Request
 
 from meiqia_app.config import get_settings
-from meiqia_app.services import audit, auth
+from meiqia_app.services.audit import log as audit
 from meiqia_app.services.errors import PermissionDenied
-from meiqia_app.services.rbac import require
+from meiqia_app.services.identity import sessions
+from meiqia_app.services.identity.rbac import require
 from meiqia_app.state.base import SESSION_COOKIE
 from meiqia_app.state.uploads import UPLOAD_GRANTS, UploadGrant
 
@@ -116,7 +117,7 @@ class UploadGuard:
         request = Request(scope)  # headers and cookies only; the body is not touched here
         token = request.cookies.get(SESSION_COOKIE, "")
         client_ip = _client_ip(scope)
-        actor = await asyncio.to_thread(auth.resolve_session, token, client_ip) if token else None
+        actor = await asyncio.to_thread(sessions.resolve_session, token, client_ip) if token else None
         if actor is None:
             await _answer(send, 401, "Not logged in.")
             return

@@ -1,6 +1,6 @@
 """The open API feeding an open customer page: a connected system sends a chat message and an
 order for the customer an agent is looking at; the agent's timeline shows both within two
-seconds, without a reload, and "last active" moves (services/ingest.py, the live watcher in
+seconds, without a reload, and "last active" moves (services/integrations/ingest.py, the live watcher in
 state/customer_activity.py)."""
 
 from __future__ import annotations

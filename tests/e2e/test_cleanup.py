@@ -71,7 +71,7 @@ def _timestamp(app_server, value: dt.datetime) -> str:
 
 
 def _months_ago(now: dt.datetime, months: int) -> dt.datetime:
-    from meiqia_app.services.cleanup import _months_ago as months_ago
+    from meiqia_app.services.cleanup.criteria import _months_ago as months_ago
 
     return months_ago(now, months)
 

@@ -15,7 +15,7 @@ import zipfile
 import pyzipper
 from playwright.sync_api import expect
 
-from meiqia_app.services.customer_validation import normalize_phone
+from meiqia_app.services.customers.validation import normalize_phone
 from tests.e2e.conftest import login
 from tests.e2e.test_retention import _click_until
 

@@ -16,8 +16,8 @@ with warnings.catch_warnings():
 
 from meiqia_app.db import read_session
 from meiqia_app.models import AuditEntry
-from meiqia_app.services import api_keys
-from meiqia_app.services.rbac import SYSTEM_ACTOR
+from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+from meiqia_app.services.integrations import api_keys
 from meiqia_app.web.api import guard
 from meiqia_app.web.api.app import api_app
 

@@ -21,37 +21,40 @@ APP = ROOT / "meiqia_app"
 
 RECORDERS = ("record", "record_now", "record_many", "record_refusal")
 # CustomerAccess's by-id loaders and not_found, and check_ticked_in_reach, audit a refusal
-# under the action they are given (services/customer_access.py, services/selection.py).
+# under the action they are given (services/customers/access.py, services/customers/selection.py).
 REFUSERS = ("require", "refuse", "not_found", "load", "load_row", "load_for_claim", "check_ticked_in_reach")
 # Modules that forward an ``action`` parameter of their own (they are the recorders).
 FORWARDERS = (
-    "meiqia_app/services/audit.py",
-    "meiqia_app/services/rbac.py",
-    "meiqia_app/services/customer_access.py",
-    "meiqia_app/services/selection.py",
+    "meiqia_app/services/audit/log.py",
+    "meiqia_app/services/identity/rbac.py",
+    "meiqia_app/services/customers/access.py",
+    "meiqia_app/services/customers/selection.py",
 )
 
 
 def _dynamic() -> dict[tuple[str, str], tuple[str, ...]]:
     from meiqia_app.models.customer import STATUS_ARCHIVED, STATUS_TRASHED
-    from meiqia_app.services import cleanup, tags
+    from meiqia_app.services.cleanup import criteria as cleanup_criteria
+    from meiqia_app.services.tags import catalog as tags
 
     return {
-        ("meiqia_app/services/cleanup.py", "f'cleanup.{verb}'"): tuple(
-            f"cleanup.{verb}" for verb in (*cleanup.ACTIONS, "dry_run")
+        ("meiqia_app/services/cleanup/criteria.py", "f'cleanup.{verb}'"): tuple(
+            f"cleanup.{verb}" for verb in (*cleanup_criteria.ACTIONS, "dry_run")
         ),
-        ("meiqia_app/services/cleanup.py", "f'cleanup.{action}'"): tuple(
-            f"cleanup.{action}" for action in (*cleanup.ACTIONS, "purge")
+        ("meiqia_app/services/cleanup/actions.py", "f'cleanup.{action}'"): tuple(
+            f"cleanup.{action}" for action in (*cleanup_criteria.ACTIONS, "purge")
         ),
-        ("meiqia_app/services/cleanup.py", "f'cleanup.restore_{status}'"): (
+        ("meiqia_app/services/cleanup/trash.py", "f'cleanup.restore_{status}'"): (
             f"cleanup.restore_{STATUS_ARCHIVED}",
             f"cleanup.restore_{STATUS_TRASHED}",
         ),
-        ("meiqia_app/services/tags.py", "f\"tag.bulk_{(action if action in BULK_ACTIONS else 'invalid')}\""): (
+        ("meiqia_app/services/tags/catalog.py", "f\"tag.bulk_{(action if action in BULK_ACTIONS else 'invalid')}\""): (
             *(f"tag.bulk_{a}" for a in tags.BULK_ACTIONS),
             "tag.bulk_invalid",
         ),
-        ("meiqia_app/services/tags.py", "f'tag.bulk_{action}'"): tuple(f"tag.bulk_{a}" for a in tags.BULK_ACTIONS),
+        ("meiqia_app/services/tags/catalog.py", "f'tag.bulk_{action}'"): tuple(
+            f"tag.bulk_{a}" for a in tags.BULK_ACTIONS
+        ),
     }
 
 

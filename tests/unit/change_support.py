@@ -1,12 +1,12 @@
-"""Helper of the tests of customer changes: what services/customer_changes.py publishes."""
+"""Helper of the tests of customer changes: what services/customers/changes.py publishes."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
-from meiqia_app.services import customer_changes
-from meiqia_app.services.customer_changes import CustomersChanged
+from meiqia_app.services.customers import changes as customer_changes
+from meiqia_app.services.customers.changes import CustomersChanged
 
 
 @contextlib.contextmanager

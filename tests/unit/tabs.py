@@ -21,7 +21,7 @@ from reflex_base.event.processor.base_state_processor import process_event
 from reflex_base.utils import format
 
 import meiqia_app.meiqia_app  # noqa: F401 - registers every state class of the app
-from meiqia_app.services import auth
+from meiqia_app.services.identity import login as auth
 
 
 def run(coroutine):

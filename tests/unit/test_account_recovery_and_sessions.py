@@ -12,9 +12,11 @@ from sqlmodel import select
 
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import RecoveryCode, UserSession
-from meiqia_app.services import auth
-from meiqia_app.services.auth import AuthError
 from meiqia_app.services.errors import Conflict, NotFound
+from meiqia_app.services.identity import account_security, second_factor, sessions
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import tokens as auth_tokens
+from meiqia_app.services.identity.tokens import AuthError
 from meiqia_app.state.account import AccountState
 from meiqia_app.timeutil import utcnow
 from tests.unit.tabs import demo_account, live_token, new_tab, pickled, run, serve
@@ -45,10 +47,10 @@ def _unused_code_hashes(user_id: int) -> set[str]:
 
 def _another_session(username: str, user_agent: str = "", client_ip: str = "") -> tuple[str, int]:
     """A second browser of the same user (a session row like claim_ticket makes): (token, id)."""
-    token = auth.new_token()
+    token = auth_tokens.new_token()
     with write_session() as session:
         row = UserSession(
-            token_hash=auth.token_hash(token),
+            token_hash=auth_tokens.token_hash(token),
             user_id=user_row(username).id,
             expires_at=utcnow() + dt.timedelta(hours=1),
             user_agent=user_agent,
@@ -65,10 +67,10 @@ def _another_session(username: str, user_agent: str = "", client_ip: str = "") -
 
 def test_a_session_alone_cannot_mint_recovery_codes(db):
     """The attack: a stolen session asks for codes without (or with wrong) proof."""
-    actor = auth.resolve_session(login(db, "agent"))
-    old = auth.new_recovery_codes()
+    actor = sessions.resolve_session(login(db, "agent"))
+    old = second_factor.new_recovery_codes()
     with write_session() as session:
-        auth._store_recovery_codes(session, actor.user_id, old)
+        second_factor.store_recovery_codes(session, actor.user_id, old)
     before = _unused_code_hashes(actor.user_id)
     secret = secret_of(db, "agent")
     attempts = [
@@ -80,7 +82,7 @@ def test_a_session_alone_cannot_mint_recovery_codes(db):
     ]
     for password, code, key in attempts:
         with pytest.raises(AuthError) as refused:
-            auth.regenerate_recovery_codes(actor, password, code)
+            account_security.regenerate_recovery_codes(actor, password, code)
         assert refused.value.message_key == key
     assert _unused_code_hashes(actor.user_id) == before  # nothing changed, the offered code not burnt
     refusals = audit_entries("auth.recovery_codes_renew")
@@ -93,29 +95,31 @@ def test_a_session_alone_cannot_mint_recovery_codes(db):
 
 
 def test_wrong_answers_for_new_recovery_codes_lock_the_account(db):
-    actor = auth.resolve_session(login(db, "agent"))
+    actor = sessions.resolve_session(login(db, "agent"))
     from meiqia_app.config import get_settings
 
     for _ in range(get_settings().lockout_threshold - 1):
         with pytest.raises(AuthError):
-            auth.regenerate_recovery_codes(actor, "Wrong-password-1", "123456")
+            account_security.regenerate_recovery_codes(actor, "Wrong-password-1", "123456")
     with pytest.raises(AuthError) as caught:
-        auth.regenerate_recovery_codes(actor, "Wrong-password-1", "123456")
+        account_security.regenerate_recovery_codes(actor, "Wrong-password-1", "123456")
     assert caught.value.message_key == "auth.locked"
     assert audit_entries("auth.recovery_codes_renew")[-1].flagged
 
 
 def test_new_recovery_codes_replace_the_old_ones_and_each_works_once(db):
-    actor = auth.resolve_session(login(db, "agent"))
-    old = auth.new_recovery_codes()
+    actor = sessions.resolve_session(login(db, "agent"))
+    old = second_factor.new_recovery_codes()
     with write_session() as session:
-        auth._store_recovery_codes(session, actor.user_id, old)
+        second_factor.store_recovery_codes(session, actor.user_id, old)
     _complete_with_recovery_code("agent", old[0])  # one of the old ones was used already
 
-    new = auth.regenerate_recovery_codes(actor, password_of("agent"), fresh_code(secret_of(db, "agent"), "agent"))
+    new = account_security.regenerate_recovery_codes(
+        actor, password_of("agent"), fresh_code(secret_of(db, "agent"), "agent")
+    )
 
-    assert len(new) == auth.RECOVERY_CODE_COUNT and len(set(new)) == len(new) and not set(new) & set(old)
-    assert auth.remaining_recovery_codes(actor.user_id) == auth.RECOVERY_CODE_COUNT
+    assert len(new) == second_factor.RECOVERY_CODE_COUNT and len(set(new)) == len(new) and not set(new) & set(old)
+    assert account_security.remaining_recovery_codes(actor.user_id) == second_factor.RECOVERY_CODE_COUNT
     with read_session() as session:  # only keyed hashes are stored
         stored = " ".join(r.code_hash for r in session.exec(select(RecoveryCode)).all())
     assert not any(code in stored or code.replace("-", "") in stored for code in new)
@@ -141,32 +145,32 @@ def test_new_recovery_codes_are_shown_once_and_never_kept_in_the_tab(db):
     }
     served = run(serve(tab, AccountState, "regenerate_codes", f"mq_session={token}", "/account", {"form": form}))
     codes = served.value(AccountState, "new_recovery_codes")
-    assert len(codes) == auth.RECOVERY_CODE_COUNT
+    assert len(codes) == second_factor.RECOVERY_CODE_COUNT
     assert served.value(AccountState, "regen_step") == "codes"
     assert [c for c in codes if c.encode() in pickled(tab)] == []
-    assert auth.remaining_recovery_codes(user_row("admin").id) == auth.RECOVERY_CODE_COUNT
+    assert account_security.remaining_recovery_codes(user_row("admin").id) == second_factor.RECOVERY_CODE_COUNT
 
 
 # --- sessions ---------------------------------------------------------------------------------
 
 
 def test_describe_user_agent_is_short():
-    assert auth.describe_user_agent(CHROME_WINDOWS) == "Chrome 124 · Windows"
-    assert auth.describe_user_agent(SAFARI_IPHONE) == "Safari 17 · iPhone"
-    assert auth.describe_user_agent("") == ""
-    assert auth.describe_user_agent("x" * 80) == "x" * 40 + "…"
+    assert sessions.describe_user_agent(CHROME_WINDOWS) == "Chrome 124 · Windows"
+    assert sessions.describe_user_agent(SAFARI_IPHONE) == "Safari 17 · iPhone"
+    assert sessions.describe_user_agent("") == ""
+    assert sessions.describe_user_agent("x" * 80) == "x" * 40 + "…"
 
 
 def test_own_sessions_are_listed_with_the_current_one_marked(db):
     here = login(db, "agent")
-    actor = auth.resolve_session(here)
+    actor = sessions.resolve_session(here)
     _other_token, other_id = _another_session("agent", CHROME_WINDOWS, "10.1.2.3")
     ended_token, ended_id = _another_session("agent")
     with write_session() as session:
         session.get(UserSession, ended_id).revoked_at = utcnow()
     _another_session("manager", SAFARI_IPHONE)  # somebody else's
 
-    listed = auth.list_own_sessions(actor)
+    listed = sessions.list_own_sessions(actor)
 
     assert [s.id for s in listed] == [actor.session_id, other_id]
     assert listed[0].current and not listed[1].current
@@ -176,41 +180,41 @@ def test_own_sessions_are_listed_with_the_current_one_marked(db):
 
 
 def test_signing_out_another_session_ends_it_and_is_audited(db):
-    actor = auth.resolve_session(login(db, "agent"))
+    actor = sessions.resolve_session(login(db, "agent"))
     other_token, other_id = _another_session("agent", CHROME_WINDOWS)
 
-    assert auth.revoke_own_session(actor, other_id) is False
+    assert sessions.revoke_own_session(actor, other_id) is False
 
-    assert auth.resolve_session(other_token) is None
+    assert sessions.resolve_session(other_token) is None
     with read_session() as session:
         assert session.get(UserSession, other_id).revoked_reason == "signed_out"
-    assert auth.resolve_session(login(db, "agent")) is not None
+    assert sessions.resolve_session(login(db, "agent")) is not None
     entry = audit_entries("auth.session_revoke")[-1]
     assert entry.actor_name == "agent" and entry.result == "ok"
     assert json.loads(entry.details) == {"session_id": other_id, "current": False, "device": "Chrome 124 · Windows"}
     with pytest.raises(NotFound):  # already ended
-        auth.revoke_own_session(actor, other_id)
+        sessions.revoke_own_session(actor, other_id)
 
 
 def test_another_users_session_is_not_found_and_stays(db):
     """The attack: the browser sends the id of someone else's session."""
-    actor = auth.resolve_session(login(db, "agent"))
+    actor = sessions.resolve_session(login(db, "agent"))
     victim_token, victim_id = _another_session("manager")
     for session_id in (victim_id, 0, -1, "abc", 10**9):
         with pytest.raises(NotFound):
-            auth.revoke_own_session(actor, session_id)
-    assert auth.resolve_session(victim_token) is not None
+            sessions.revoke_own_session(actor, session_id)
+    assert sessions.resolve_session(victim_token) is not None
     assert audit_entries("auth.session_revoke") == []
 
 
 def test_the_current_session_ends_only_when_confirmed(db):
     here = login(db, "agent")
-    actor = auth.resolve_session(here)
+    actor = sessions.resolve_session(here)
     with pytest.raises(Conflict):
-        auth.revoke_own_session(actor, actor.session_id)
-    assert auth.resolve_session(here) is not None
-    assert auth.revoke_own_session(actor, actor.session_id, confirm_current=True) is True
-    assert auth.resolve_session(here) is None
+        sessions.revoke_own_session(actor, actor.session_id)
+    assert sessions.resolve_session(here) is not None
+    assert sessions.revoke_own_session(actor, actor.session_id, confirm_current=True) is True
+    assert sessions.resolve_session(here) is None
 
 
 def test_the_sessions_list_reaches_the_browser_and_is_not_kept(db):

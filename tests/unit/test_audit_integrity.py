@@ -17,8 +17,12 @@ from meiqia_app.cli import main
 from meiqia_app.db import get_engine, read_session, reset_engine
 from meiqia_app.migrate import alembic_config
 from meiqia_app.models import AppSetting, AuditEntry
-from meiqia_app.services import audit, audit_anchor, audit_log, erasure, scheduler
-from meiqia_app.services.rbac import Actor
+from meiqia_app.services.audit import anchor as audit_anchor
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.audit import reading as audit_log
+from meiqia_app.services.identity.rbac import Actor
+from meiqia_app.services.platform import scheduler
+from meiqia_app.services.privacy import erasure
 from meiqia_app.timeutil import SQLITE_FORMAT, as_utc, utcnow
 
 SOMEONE = Actor(
@@ -184,7 +188,7 @@ def test_cli_verify_fails_after_truncation_with_a_fixed_head(db, capsys):
 
 
 def test_anchors_are_written_nightly_after_backups_and_not_over_a_broken_chain(seeded_actors):
-    from meiqia_app.services import backup
+    from meiqia_app.services.platform import backup
 
     admin = seeded_actors["admin"]
     assert "audit_anchor" in {task.name for task in scheduler.registered_tasks()}

@@ -1,4 +1,4 @@
-"""The audit log in words (services/audit_sentences.py): every action the code writes
+"""The audit log in words (services/audit/sentences.py): every action the code writes
 reads as a sentence in both languages, names come from today's rows in one query per
 kind, and the raw entry stays one click away."""
 
@@ -13,9 +13,12 @@ from sqlmodel import select
 from meiqia_app.db import get_engine, read_session
 from meiqia_app.i18n.messages import ENTRIES
 from meiqia_app.models import Role
-from meiqia_app.services import audit, audit_log, audit_sentences, users
-from meiqia_app.services.audit_log import AuditFilter
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.audit import reading as audit_log
+from meiqia_app.services.audit import sentences as audit_sentences
+from meiqia_app.services.audit.reading import AuditFilter
 from meiqia_app.services.errors import PermissionDenied
+from meiqia_app.services.identity import users
 from tests.unit.audit_actions import actions_in_code
 
 
@@ -47,7 +50,7 @@ def test_the_scan_finds_actions_however_they_are_written():
 def test_every_action_the_code_writes_has_a_label_and_a_sentence():
     found, _unresolved = actions_in_code()
     unknown = sorted(set(found) - audit_sentences.KNOWN_ACTIONS)
-    assert unknown == [], "add these to PHRASES (or REFUSAL_ONLY) in services/audit_sentences.py"
+    assert unknown == [], "add these to PHRASES (or REFUSAL_ONLY) in services/audit/sentences.py"
     done_without_sentence = sorted(
         a for a, kinds in found.items() if "record" in kinds and a not in audit_sentences.PHRASES
     )
@@ -140,7 +143,7 @@ def test_sentences_name_fields_never_values_and_translate_reasons(actors):
 
 
 def audit_sentences_anonymous(name: str):
-    from meiqia_app.services.rbac import Actor
+    from meiqia_app.services.identity.rbac import Actor
 
     return Actor(user_id=None, username=name, display_name="", role_name="", permissions=frozenset())
 
@@ -187,8 +190,8 @@ def test_names_are_looked_up_once_per_kind_for_the_whole_page(actors):
 
 def test_a_lockout_names_the_locked_account(actors):
     from meiqia_app.config import get_settings
-    from meiqia_app.services import auth
-    from meiqia_app.services.auth import AuthError
+    from meiqia_app.services.identity import login as auth
+    from meiqia_app.services.identity.tokens import AuthError
 
     for _ in range(get_settings().lockout_threshold):
         with pytest.raises(AuthError):

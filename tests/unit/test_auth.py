@@ -1,4 +1,4 @@
-"""services/auth.py: passwords, throttling, TOTP, recovery codes, sessions."""
+"""services/identity/ (login, passwords, second_factor, throttling, sessions): passwords, throttling, TOTP, recovery codes, sessions."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from sqlmodel import select
 from meiqia_app.config import get_settings, reload_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import AuditEntry, LoginChallenge, LoginThrottle, RecoveryCode, User, UserSession
-from meiqia_app.services import auth, users
-from meiqia_app.services.auth import AuthError
 from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.identity import account_security, passwords, second_factor, sessions, users
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import tokens as auth_tokens
+from meiqia_app.services.identity.tokens import AuthError
 from meiqia_app.timeutil import utcnow
 
 FIXED_NOW = 1_800_000_015.0  # 15 s into a TOTP step: ±1 step is unambiguous
@@ -42,9 +44,9 @@ def user_row(username: str) -> User:
 def fresh_code(secret: str, username: str) -> str:
     """A valid code the server has not seen yet (current step, or the next one if it was used)."""
     last = user_row(username).totp_last_step
-    step = max(auth.current_step(), last + 1)
-    assert step <= auth.current_step() + 1, "no unused step left within the drift window"
-    return pyotp.TOTP(secret, interval=auth.TOTP_INTERVAL).generate_otp(step)
+    step = max(second_factor.current_step(), last + 1)
+    assert step <= second_factor.current_step() + 1, "no unused step left within the drift window"
+    return pyotp.TOTP(secret, interval=second_factor.TOTP_INTERVAL).generate_otp(step)
 
 
 def login(data_dir, username: str, client_ip: str = "10.0.0.1") -> str:
@@ -65,12 +67,12 @@ def audit_entries(action: str | None = None) -> list[AuditEntry]:
 
 def session_row(token: str) -> UserSession:
     with read_session() as session:
-        return session.exec(select(UserSession).where(UserSession.token_hash == auth.token_hash(token))).one()
+        return session.exec(select(UserSession).where(UserSession.token_hash == auth_tokens.token_hash(token))).one()
 
 
 def update_session_row(token: str, **values) -> None:
     with write_session() as session:
-        row = session.exec(select(UserSession).where(UserSession.token_hash == auth.token_hash(token))).one()
+        row = session.exec(select(UserSession).where(UserSession.token_hash == auth_tokens.token_hash(token))).one()
         for key, value in values.items():
             setattr(row, key, value)
         session.add(row)
@@ -86,7 +88,7 @@ def create_user_without_totp(username: str = "newbie", role: str = "agent") -> s
 def enrol(username: str, password: str) -> tuple[str, tuple[str, ...]]:
     accepted = auth.begin_login(username, password)
     assert accepted.must_enrol is True
-    code = pyotp.TOTP(accepted.enrol_secret, interval=auth.TOTP_INTERVAL).now()
+    code = pyotp.TOTP(accepted.enrol_secret, interval=second_factor.TOTP_INTERVAL).now()
     done = auth.complete_login(accepted.challenge, code)
     return accepted.enrol_secret, done.recovery_codes
 
@@ -105,18 +107,18 @@ def test_production_bcrypt_cost_defaults_to_12(monkeypatch):
 
 
 def test_hash_password_uses_configured_cost_and_verifies(db):
-    hashed = auth.hash_password("Correct-horse-9")
+    hashed = passwords.hash_password("Correct-horse-9")
     assert hashed.startswith(f"$2b${get_settings().bcrypt_rounds:02d}$")
     assert "Correct-horse-9" not in hashed
-    assert auth.verify_password("Correct-horse-9", hashed)
-    assert not auth.verify_password("correct-horse-9", hashed)
-    assert auth.hash_password("Correct-horse-9") != hashed  # salted
+    assert passwords.verify_password("Correct-horse-9", hashed)
+    assert not passwords.verify_password("correct-horse-9", hashed)
+    assert passwords.hash_password("Correct-horse-9") != hashed  # salted
 
 
 def test_verify_password_refuses_over_72_bytes_instead_of_raising(db):
-    hashed = auth.hash_password("a1" * 30)
-    assert auth.verify_password("密" * 30, hashed) is False  # 90 bytes
-    assert auth.verify_password("x", "not-a-bcrypt-hash") is False
+    hashed = passwords.hash_password("a1" * 30)
+    assert passwords.verify_password("密" * 30, hashed) is False  # 90 bytes
+    assert passwords.verify_password("x", "not-a-bcrypt-hash") is False
 
 
 @pytest.mark.parametrize(
@@ -131,7 +133,7 @@ def test_verify_password_refuses_over_72_bytes_instead_of_raising(db):
 )
 def test_validate_password_rejects_weak_passwords(password, key):
     with pytest.raises(ValidationError) as caught:
-        auth.validate_password(password, "alice12345")
+        passwords.validate_password(password, "alice12345")
     assert caught.value.field_errors["password"][0] == key
 
 
@@ -165,7 +167,7 @@ def test_right_password_gives_a_totp_challenge_for_enrolled_user(db):
     assert accepted.must_enrol is False and accepted.enrol_secret is None
     with read_session() as session:
         row = session.exec(
-            select(LoginChallenge).where(LoginChallenge.challenge_hash == auth.token_hash(accepted.challenge))
+            select(LoginChallenge).where(LoginChallenge.challenge_hash == auth_tokens.token_hash(accepted.challenge))
         ).one()
     assert row.purpose == "totp" and row.user_id == user_row("admin").id
 
@@ -234,7 +236,7 @@ def test_totp_login_issues_ticket_and_stores_the_step(db):
     secret = secret_of(db, "admin")
     accepted = auth.begin_login("admin", password_of("admin"))
     code = pyotp.TOTP(secret).now()
-    before = auth.current_step()
+    before = second_factor.current_step()
     result = auth.complete_login(accepted.challenge, code)
     assert result.ticket and result.recovery_codes == () and result.used_recovery_code is False
     assert user_row("admin").totp_last_step in (before - 1, before, before + 1)
@@ -256,8 +258,8 @@ def test_totp_code_is_rejected_on_reuse(db):
 
 def wrong_code(secret: str) -> str:
     """Six digits that are not valid in any step the server could accept right now."""
-    totp = pyotp.TOTP(secret, interval=auth.TOTP_INTERVAL)
-    step = auth.current_step()
+    totp = pyotp.TOTP(secret, interval=second_factor.TOTP_INTERVAL)
+    step = second_factor.current_step()
     valid = {totp.generate_otp(s) for s in range(step - 2, step + 3)}
     return next(c for c in ("000000", "123456", "999999", "314159") if c not in valid)
 
@@ -308,52 +310,54 @@ def test_expired_challenge_is_refused(db):
 
 def test_totp_accepts_one_step_of_drift_either_way():
     secret = pyotp.random_base32()
-    totp = pyotp.TOTP(secret, interval=auth.TOTP_INTERVAL)
-    step = auth.current_step(FIXED_NOW)
+    totp = pyotp.TOTP(secret, interval=second_factor.TOTP_INTERVAL)
+    step = second_factor.current_step(FIXED_NOW)
     for offset in (-1, 0, 1):
-        code = totp.at(FIXED_NOW + offset * auth.TOTP_INTERVAL)
-        assert auth.match_totp_step(secret, code, last_step=0, now=FIXED_NOW) == step + offset
+        code = totp.at(FIXED_NOW + offset * second_factor.TOTP_INTERVAL)
+        assert second_factor.match_totp_step(secret, code, last_step=0, now=FIXED_NOW) == step + offset
 
 
 @pytest.mark.parametrize("offset", [-2, 2])
 def test_totp_refuses_codes_two_steps_away(offset):
     secret = pyotp.random_base32()
-    code = pyotp.TOTP(secret).at(FIXED_NOW + offset * auth.TOTP_INTERVAL)
+    code = pyotp.TOTP(secret).at(FIXED_NOW + offset * second_factor.TOTP_INTERVAL)
     with pytest.raises(AuthError) as caught:
-        auth.match_totp_step(secret, code, last_step=0, now=FIXED_NOW)
+        second_factor.match_totp_step(secret, code, last_step=0, now=FIXED_NOW)
     assert caught.value.message_key == "auth.invalid_code"
 
 
 def test_totp_refuses_steps_at_or_before_the_last_accepted_one():
     secret = pyotp.random_base32()
     totp = pyotp.TOTP(secret)
-    step = auth.current_step(FIXED_NOW)
+    step = second_factor.current_step(FIXED_NOW)
     for offset in (-1, 0):
         with pytest.raises(AuthError) as caught:
-            auth.match_totp_step(secret, totp.at(FIXED_NOW + offset * 30), last_step=step, now=FIXED_NOW)
+            second_factor.match_totp_step(secret, totp.at(FIXED_NOW + offset * 30), last_step=step, now=FIXED_NOW)
         assert caught.value.message_key == "auth.code_reused"
     # The next step is still fine.
-    assert auth.match_totp_step(secret, totp.at(FIXED_NOW + 30), last_step=step, now=FIXED_NOW) == step + 1
+    assert second_factor.match_totp_step(secret, totp.at(FIXED_NOW + 30), last_step=step, now=FIXED_NOW) == step + 1
 
 
 @pytest.mark.parametrize("code", ["", "12345", "1234567", "abcdef"])
 def test_malformed_totp_code_is_invalid(code):
     with pytest.raises(AuthError) as caught:
-        auth.match_totp_step(pyotp.random_base32(), code, last_step=0, now=FIXED_NOW)
+        second_factor.match_totp_step(pyotp.random_base32(), code, last_step=0, now=FIXED_NOW)
     assert caught.value.message_key == "auth.invalid_code"
 
 
 def test_totp_code_with_spaces_is_accepted():
     secret = pyotp.random_base32()
     code = pyotp.TOTP(secret).at(FIXED_NOW)
-    assert auth.match_totp_step(secret, f" {code[:3]} {code[3:]} ", 0, now=FIXED_NOW) == auth.current_step(FIXED_NOW)
+    assert second_factor.match_totp_step(
+        secret, f" {code[:3]} {code[3:]} ", 0, now=FIXED_NOW
+    ) == second_factor.current_step(FIXED_NOW)
 
 
 def test_totp_secret_is_stored_encrypted(db):
     secret = secret_of(db, "admin")
     stored = user_row("admin").totp_secret_enc
     assert stored and secret not in stored
-    assert auth.decrypt_secret(stored) == secret
+    assert second_factor.decrypt_secret(stored) == secret
 
 
 # --- enrolment and recovery codes ---------------------------------------------------------
@@ -368,14 +372,14 @@ def test_user_without_totp_must_enrol_and_gets_ten_recovery_codes(db):
     assert user_row("newbie").totp_secret_enc is None  # nothing stored until confirmed
 
     done = auth.complete_login(accepted.challenge, pyotp.TOTP(accepted.enrol_secret).now())
-    assert len(done.recovery_codes) == auth.RECOVERY_CODE_COUNT == 10
+    assert len(done.recovery_codes) == second_factor.RECOVERY_CODE_COUNT == 10
     assert len(set(done.recovery_codes)) == 10
     assert done.ticket
 
     user = user_row("newbie")
-    assert auth.decrypt_secret(user.totp_secret_enc) == accepted.enrol_secret
+    assert second_factor.decrypt_secret(user.totp_secret_enc) == accepted.enrol_secret
     assert user.totp_enrolled_at is not None and user.totp_last_step > 0
-    assert auth.remaining_recovery_codes(user.id) == 10
+    assert account_security.remaining_recovery_codes(user.id) == 10
     with read_session() as session:
         stored = [r.code_hash for r in session.exec(select(RecoveryCode).where(RecoveryCode.user_id == user.id))]
     assert not set(done.recovery_codes) & set(stored)  # only hashes are kept
@@ -411,14 +415,14 @@ def test_recovery_code_logs_in_once(db):
     assert accepted.must_enrol is False
     result = auth.complete_login(accepted.challenge, codes[3])
     assert result.used_recovery_code is True and result.ticket
-    assert auth.remaining_recovery_codes(user_id) == 9
+    assert account_security.remaining_recovery_codes(user_id) == 9
     assert len(audit_entries("auth.recovery_code_used")) == 1
 
     again = auth.begin_login("newbie", password)
     with pytest.raises(AuthError) as caught:
         auth.complete_login(again.challenge, codes[3])
     assert caught.value.message_key == "auth.invalid_code"
-    assert auth.remaining_recovery_codes(user_id) == 9
+    assert account_security.remaining_recovery_codes(user_id) == 9
 
 
 def test_recovery_code_ignores_case_and_dash(db):
@@ -445,7 +449,7 @@ def test_recovery_code_of_another_user_is_refused(db):
 
 def test_claimed_ticket_gives_a_session_that_resolves_to_the_actor(db):
     token = login(db, "senior", client_ip="10.1.2.3")
-    actor = auth.resolve_session(token, "10.1.2.3")
+    actor = sessions.resolve_session(token, "10.1.2.3")
     assert actor is not None
     assert actor.username == "senior" and actor.role_name == "senior_agent"
     assert actor.permissions == frozenset({"customer.view", "customer.view_sensitive"})
@@ -487,7 +491,7 @@ def test_expired_ticket_is_refused(db):
     result = auth.complete_login(accepted.challenge, fresh_code(secret_of(db, "agent"), "agent"))
     with write_session() as session:
         row = session.exec(
-            select(LoginChallenge).where(LoginChallenge.challenge_hash == auth.token_hash(result.ticket))
+            select(LoginChallenge).where(LoginChallenge.challenge_hash == auth_tokens.token_hash(result.ticket))
         ).one()
         row.expires_at = utcnow() - dt.timedelta(seconds=1)
         session.add(row)
@@ -497,25 +501,25 @@ def test_expired_ticket_is_refused(db):
 
 @pytest.mark.parametrize("token", [None, "", "not-a-real-token"])
 def test_missing_or_unknown_token_resolves_to_nobody(db, token):
-    assert auth.resolve_session(token) is None
+    assert sessions.resolve_session(token) is None
 
 
 def test_idle_session_expires(db):
     token = login(db, "agent")
     idle = get_settings().session_idle_minutes
     update_session_row(token, last_seen_at=utcnow() - dt.timedelta(minutes=idle, seconds=5))
-    assert auth.resolve_session(token) is None
+    assert sessions.resolve_session(token) is None
 
 
 def test_activity_moves_the_idle_deadline(db):
     token = login(db, "agent")
     idle = get_settings().session_idle_minutes
     update_session_row(token, last_seen_at=utcnow() - dt.timedelta(minutes=idle - 1))
-    assert auth.resolve_session(token) is not None
+    assert sessions.resolve_session(token) is not None
     from meiqia_app.timeutil import as_utc
 
     assert utcnow() - as_utc(session_row(token).last_seen_at) < dt.timedelta(seconds=30)
-    assert auth.resolve_session(token) is not None
+    assert sessions.resolve_session(token) is not None
 
 
 def test_session_expires_at_absolute_deadline_even_when_active(db):
@@ -526,23 +530,23 @@ def test_session_expires_at_absolute_deadline_even_when_active(db):
     lifetime = as_utc(row.expires_at) - as_utc(row.created_at)
     assert abs(lifetime - dt.timedelta(hours=get_settings().session_max_hours)) < dt.timedelta(seconds=5)
     update_session_row(token, expires_at=utcnow() - dt.timedelta(seconds=1), last_seen_at=utcnow())
-    assert auth.resolve_session(token) is None
+    assert sessions.resolve_session(token) is None
 
 
 def test_deactivated_user_loses_the_session(db, actors):
     token = login(db, "agent")
     users.update_user(actors["admin"], actors["agent"].user_id, is_active=False)
-    assert auth.resolve_session(token) is None
+    assert sessions.resolve_session(token) is None
 
 
 def test_logout_revokes_the_session(db):
     token = login(db, "agent")
-    auth.logout(token)
-    assert auth.resolve_session(token) is None
+    sessions.logout(token)
+    assert sessions.resolve_session(token) is None
     row = session_row(token)
     assert row.revoked_at is not None and row.revoked_reason == "logout"
     assert [e.actor_name for e in audit_entries("auth.logout")] == ["agent"]
-    auth.logout(token)  # twice is harmless and not audited again
+    sessions.logout(token)  # twice is harmless and not audited again
     assert len(audit_entries("auth.logout")) == 1
 
 
@@ -550,11 +554,11 @@ def test_logout_everywhere_revokes_every_session_of_the_user_only(db):
     first = login(db, "agent")
     second = login(db, "agent")
     other = login(db, "senior")
-    actor = auth.resolve_session(first)
-    assert auth.logout_everywhere(actor) == 2
-    assert auth.resolve_session(first) is None
-    assert auth.resolve_session(second) is None
-    assert auth.resolve_session(other) is not None
+    actor = sessions.resolve_session(first)
+    assert sessions.logout_everywhere(actor) == 2
+    assert sessions.resolve_session(first) is None
+    assert sessions.resolve_session(second) is None
+    assert sessions.resolve_session(other) is not None
     entry = audit_entries("auth.logout_all")[-1]
     assert json.loads(entry.details) == {"sessions": 2}
 
@@ -564,10 +568,10 @@ def test_logout_everywhere_revokes_every_session_of_the_user_only(db):
 
 def test_change_own_password_requires_the_old_one(db):
     token = login(db, "agent")
-    actor = auth.resolve_session(token)
+    actor = sessions.resolve_session(token)
     before = user_row("agent").password_hash
     with pytest.raises(ValidationError) as caught:
-        auth.change_own_password(actor, "Wrong-old-pass-1", "Brand-new-pass-7")
+        account_security.change_own_password(actor, "Wrong-old-pass-1", "Brand-new-pass-7")
     assert caught.value.field_errors["old_password"][0] == "auth.old_password_wrong"
     assert user_row("agent").password_hash == before
     refused = audit_entries("auth.password_change")
@@ -575,10 +579,10 @@ def test_change_own_password_requires_the_old_one(db):
 
 
 def test_change_own_password_validates_the_new_one(db):
-    actor = auth.resolve_session(login(db, "agent"))
+    actor = sessions.resolve_session(login(db, "agent"))
     before = user_row("agent").password_hash
     with pytest.raises(ValidationError) as caught:
-        auth.change_own_password(actor, password_of("agent"), "short1")
+        account_security.change_own_password(actor, password_of("agent"), "short1")
     assert caught.value.field_errors["password"][0] == "auth.password_too_short"
     assert user_row("agent").password_hash == before
 
@@ -586,11 +590,11 @@ def test_change_own_password_validates_the_new_one(db):
 def test_change_own_password_switches_password_and_revokes_other_sessions(db):
     current = login(db, "agent")
     other = login(db, "agent")
-    actor = auth.resolve_session(current)
-    auth.change_own_password(actor, password_of("agent"), "Brand-new-pass-7")
+    actor = sessions.resolve_session(current)
+    account_security.change_own_password(actor, password_of("agent"), "Brand-new-pass-7")
 
-    assert auth.resolve_session(current) is not None
-    assert auth.resolve_session(other) is None
+    assert sessions.resolve_session(current) is not None
+    assert sessions.resolve_session(other) is None
     assert session_row(other).revoked_reason == "password_changed"
     with pytest.raises(AuthError):
         auth.begin_login("agent", password_of("agent"))

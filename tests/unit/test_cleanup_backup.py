@@ -15,8 +15,8 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, reset_engine, write_session
 from meiqia_app.dbadapter.sqlite import SQLITE_PAGE_SIZE
 from meiqia_app.models import AuditEntry, Backup, Customer
-from meiqia_app.services import backup
 from meiqia_app.services.errors import PermissionDenied, ValidationError
+from meiqia_app.services.platform import backup
 
 
 def _customer_count() -> int:

@@ -17,10 +17,13 @@ import pytest
 from sqlalchemy import event
 
 from meiqia_app.db import get_engine
-from meiqia_app.services import cleanup, jobs
-from meiqia_app.services.cleanup import Criteria
-from meiqia_app.services.customer_list import list_customers
-from meiqia_app.services.customer_query import SORTS, ListQuery
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import preview as cleanup_preview
+from meiqia_app.services.cleanup import trash as cleanup_trash
+from meiqia_app.services.cleanup.criteria import Criteria
+from meiqia_app.services.customers.listing import list_customers
+from meiqia_app.services.customers.query import SORTS, ListQuery
+from meiqia_app.services.platform import jobs
 
 
 @pytest.fixture(autouse=True)
@@ -134,12 +137,12 @@ def test_archive_trash_and_purge_statements_use_indexes(seeded_actors):
     event.listen(engine, "before_cursor_execute", before)
     try:
         criteria = Criteria(inactive_months=12)
-        count = cleanup.count_matching(admin, criteria)
+        count = cleanup_preview.count_matching(admin, criteria)
         assert count > 0
         cleanup.start_action(admin, criteria, "archive", confirm=str(count))
         trash = Criteria(inactive_months=12, scope="archived")
-        cleanup.start_action(admin, trash, "trash", confirm=str(cleanup.count_matching(admin, trash)))
-        cleanup.start_purge(admin, all_trash=True, confirm=str(cleanup.count_parked(admin, "trashed")))
+        cleanup.start_action(admin, trash, "trash", confirm=str(cleanup_preview.count_matching(admin, trash)))
+        cleanup_trash.start_purge(admin, all_trash=True, confirm=str(cleanup_trash.count_parked(admin, "trashed")))
     finally:
         event.remove(engine, "before_cursor_execute", before)
     interesting = [(s, p) for s, p in seen if _target(s) in TABLES]
@@ -187,8 +190,8 @@ def test_list_and_trash_queries_find_the_partial_customer_indexes(seeded_actors)
                     page = list_customers(admin, query)
                     if page.next_cursor:
                         list_customers(admin, query, cursor=page.next_cursor)
-        assert cleanup.count_parked(admin, "trashed") == 5
-        assert len(cleanup.list_parked(admin, "trashed")) == 5
+        assert cleanup_trash.count_parked(admin, "trashed") == 5
+        assert len(cleanup_trash.list_parked(admin, "trashed")) == 5
     finally:
         event.remove(engine, "before_cursor_execute", before)
     plans = _plans(seen, key_length=None)

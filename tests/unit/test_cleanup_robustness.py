@@ -16,14 +16,16 @@ from sqlmodel import select
 
 from meiqia_app.db import get_engine, read_session, reset_engine
 from meiqia_app.models import AuditEntry, Job
-from meiqia_app.services import cleanup, jobs
-from meiqia_app.services.cleanup import Criteria
+from meiqia_app.services.cleanup import preview as cleanup_preview
+from meiqia_app.services.cleanup.criteria import Criteria
+from meiqia_app.services.platform import jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from meiqia_app.services import cleanup, jobs
+    from meiqia_app.services.cleanup import actions as cleanup
+    from meiqia_app.services.platform import jobs
     cleanup.BATCH = cleanup.BULK_BATCH = 10
     original = jobs.JobContext.progress
     def slow(self, *args, **kwargs):
@@ -47,7 +49,7 @@ def test_killed_archive_job_resumes_without_half_moved_customers(seeded_actors, 
             "(SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 120)"
         )
     criteria = Criteria(no_contact=True)
-    total = cleanup.count_matching(admin, criteria)
+    total = cleanup_preview.count_matching(admin, criteria)
     ids = [
         r[0]
         for r in _rows(

@@ -11,9 +11,15 @@ from sqlmodel import select
 
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AuditEntry, Backup, Customer, ErasureRequest, ExportJob, Job, Tag
-from meiqia_app.services import cleanup, erasure, jobs, retention
-from meiqia_app.services.cleanup import Criteria
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import criteria as cleanup_criteria
+from meiqia_app.services.cleanup import preview as cleanup_preview
+from meiqia_app.services.cleanup import retention
+from meiqia_app.services.cleanup import trash as cleanup_trash
+from meiqia_app.services.cleanup.criteria import Criteria
 from meiqia_app.services.errors import PermissionDenied, ValidationError
+from meiqia_app.services.platform import jobs
+from meiqia_app.services.privacy import erasure
 from meiqia_app.timeutil import utcnow
 
 
@@ -60,7 +66,7 @@ def test_dry_run_count_equals_sql_and_explains_each_row(seeded_actors):
         "SELECT count(*) FROM customer WHERE status='active' AND (phone IS NULL OR phone='') "
         "AND (email IS NULL OR email='')"
     )[0][0]
-    result = cleanup.dry_run(seeded_actors["admin"], NO_CONTACT, "archive")
+    result = cleanup_preview.dry_run(seeded_actors["admin"], NO_CONTACT, "archive")
     assert result.count == expected >= 7
     assert result.sample and all(row.reasons == ["no_contact"] for row in result.sample)
     assert result.tables == {"customer": expected} and result.approx_bytes > 0
@@ -69,9 +75,9 @@ def test_dry_run_count_equals_sql_and_explains_each_row(seeded_actors):
 def test_inactive_criterion_matches_direct_sql(seeded_actors):
     criteria = Criteria(inactive_months=12)
     now = utcnow()
-    cutoff = cleanup._months_ago(now, 12)
+    cutoff = cleanup_criteria._months_ago(now, 12)
     with get_engine().connect() as conn:
-        where, _ = cleanup.criteria_conditions(conn, seeded_actors["admin"], criteria, now)
+        where, _ = cleanup_criteria.criteria_conditions(conn, seeded_actors["admin"], criteria, now)
         from sqlalchemy import func
         from sqlalchemy import select as sselect
 
@@ -89,7 +95,7 @@ def test_invalid_contact_uses_the_validators(seeded_actors):
     with write_session() as session:
         session.connection().exec_driver_sql("UPDATE customer SET phone='12345' WHERE id=1")
         session.connection().exec_driver_sql("UPDATE customer SET email='not-an-email' WHERE id=2")
-    result = cleanup.dry_run(seeded_actors["admin"], Criteria(invalid_contact=True), "archive")
+    result = cleanup_preview.dry_run(seeded_actors["admin"], Criteria(invalid_contact=True), "archive")
     ids = {row.id for row in result.sample}
     assert {1, 2} <= ids
 
@@ -97,7 +103,7 @@ def test_invalid_contact_uses_the_validators(seeded_actors):
 def test_archive_job_archives_audits_and_reports_list_time(seeded_actors):
     admin = seeded_actors["admin"]
     ids = _make_no_contact()
-    count = cleanup.dry_run(admin, NO_CONTACT, "archive").count
+    count = cleanup_preview.dry_run(admin, NO_CONTACT, "archive").count
     with pytest.raises(ValidationError):
         cleanup.start_action(admin, NO_CONTACT, "archive", confirm=str(count + 1))
     job_id = cleanup.start_action(admin, NO_CONTACT, "archive", confirm=str(count))
@@ -110,10 +116,10 @@ def test_archive_job_archives_audits_and_reports_list_time(seeded_actors):
     entries = _audit("cleanup.archive")
     assert len(entries) == 1 and json.loads(entries[0].details)["processed"] == count
     # Restore one, then all.
-    assert cleanup.restore(admin, "archived", [ids[0]]) == 1
+    assert cleanup_trash.restore(admin, "archived", [ids[0]]) == 1
     assert _sql("SELECT status FROM customer WHERE id=:i", i=ids[0])[0][0] == "active"
     archived_now = _sql("SELECT count(*) FROM customer WHERE status='archived'")[0][0]
-    assert cleanup.restore(admin, "archived") == archived_now >= count - 1
+    assert cleanup_trash.restore(admin, "archived") == archived_now >= count - 1
     assert _sql("SELECT count(*) FROM customer WHERE status='archived'")[0][0] == 0
 
 
@@ -121,31 +127,31 @@ def test_refused_without_permission(seeded_actors):
     _make_no_contact()
     manager = seeded_actors["manager"]  # has customer.archive but not cleanup.run
     with pytest.raises(PermissionDenied):
-        cleanup.dry_run(manager, NO_CONTACT, "archive")
+        cleanup_preview.dry_run(manager, NO_CONTACT, "archive")
     with pytest.raises(PermissionDenied):
         cleanup.start_action(manager, NO_CONTACT, "trash", confirm="7")
     with pytest.raises(PermissionDenied):
-        cleanup.restore(seeded_actors["agent"], "trashed")
+        cleanup_trash.restore(seeded_actors["agent"], "trashed")
     assert any(e.result == "refused" for e in _audit("cleanup.dry_run"))
 
 
 def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
     admin = seeded_actors["admin"]
     ids = _make_no_contact(10)
-    count = cleanup.count_matching(admin, NO_CONTACT)
+    count = cleanup_preview.count_matching(admin, NO_CONTACT)
     job_id = cleanup.start_action(admin, NO_CONTACT, "trash", confirm=str(count))
     result = json.loads(_job(job_id).result)
     assert result["backup"] and result["processed"] == count
     with read_session() as session:
         assert session.exec(select(Backup).where(Backup.file_name == result["backup"])).first().kind == "pre_purge"
     assert json.loads(_audit("cleanup.trash")[0].details)["backup"] == result["backup"]
-    assert cleanup.restore(admin, "trashed", ids[:5]) == 5
-    trashed = cleanup.count_parked(admin, "trashed")
-    assert trashed >= count - 5 and len(cleanup.list_parked(admin, "trashed")) == trashed
+    assert cleanup_trash.restore(admin, "trashed", ids[:5]) == 5
+    trashed = cleanup_trash.count_parked(admin, "trashed")
+    assert trashed >= count - 5 and len(cleanup_trash.list_parked(admin, "trashed")) == trashed
     # The nightly purge (the trash retention policy) leaves what is inside the retention window alone.
     retention.run_scheduled("trash_purge")
-    assert cleanup.count_parked(admin, "trashed") == trashed
-    purge_id = cleanup.start_purge(admin, all_trash=True, confirm=str(trashed))
+    assert cleanup_trash.count_parked(admin, "trashed") == trashed
+    purge_id = cleanup_trash.start_purge(admin, all_trash=True, confirm=str(trashed))
     purge = json.loads(_job(purge_id).result)
     assert purge["counts"]["customer"] == trashed and purge["backup"]
     gone = ids[5:]
@@ -156,7 +162,7 @@ def test_trash_takes_a_backup_then_restore_and_purge(seeded_actors):
         return  # a pg_dump archive; its restore is covered by test_backup
     import sqlite3
 
-    from meiqia_app.services import backup
+    from meiqia_app.services.platform import backup
 
     copy = backup.path_of(purge["backup"]).with_name("copy.db")
     with sqlite3.connect(backup.path_of(purge["backup"])) as src, sqlite3.connect(copy) as dst:
@@ -206,10 +212,10 @@ def test_a_purge_leaves_no_orphans_and_the_checks_back_on_for_other_writers(seed
             ),
             {"t": utcnow().strftime("%Y-%m-%d %H:%M:%S")},
         )
-    trashed = cleanup.count_parked(admin, "trashed")
+    trashed = cleanup_trash.count_parked(admin, "trashed")
     assert trashed >= 5
-    cleanup.start_purge(admin, all_trash=True, confirm=str(trashed))
-    assert cleanup.count_parked(admin, "trashed") == 0
+    cleanup_trash.start_purge(admin, all_trash=True, confirm=str(trashed))
+    assert cleanup_trash.count_parked(admin, "trashed") == 0
     for child, key in (
         ("conversation", "customer_id"),
         ("customer_order", "customer_id"),
@@ -270,7 +276,7 @@ def test_tag_action_assigns_the_tag(seeded_actors):
     ids = _make_no_contact(4)
     with read_session() as session:
         tag_id = session.exec(select(Tag.id)).first()
-    count = cleanup.count_matching(admin, NO_CONTACT)
+    count = cleanup_preview.count_matching(admin, NO_CONTACT)
     cleanup.start_action(admin, NO_CONTACT, "tag", confirm=str(count), tag_id=tag_id)
     have = _sql(
         f"SELECT count(*) FROM tag_assignment WHERE tag_id=:t AND customer_id IN ({','.join(map(str, ids))})", t=tag_id
@@ -308,7 +314,7 @@ def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_d
             )
         )
     criteria = Criteria(erasure_pending=True, scope="all")
-    dry = cleanup.dry_run(admin, criteria, "erase")
+    dry = cleanup_preview.dry_run(admin, criteria, "erase")
     assert dry.count == 1 and dry.tables["note"] >= 1 and dry.sample[0].reasons == ["erasure_pending"]
     with pytest.raises(PermissionDenied):
         cleanup.start_action(seeded_actors["manager"], criteria, "erase", confirm="1")
@@ -361,10 +367,10 @@ def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_d
 
 
 def test_a_search_typed_into_an_export_or_bulk_job_keeps_no_trace_after_erasure(seeded_actors):
-    from meiqia_app.services import tags
-    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.selection import Selection
     from meiqia_app.services.exports import service as exports
-    from meiqia_app.services.selection import Selection
+    from meiqia_app.services.tags import catalog as tags
 
     admin = seeded_actors["admin"]
     target = _sql(
@@ -441,26 +447,26 @@ def test_duplicates_and_saved_view_criteria(seeded_actors):
         session.connection().exec_driver_sql(
             "UPDATE customer SET email=(SELECT email FROM customer WHERE id=10) WHERE id=11"
         )
-    dry = cleanup.dry_run(admin, Criteria(duplicates=True), "archive")
+    dry = cleanup_preview.dry_run(admin, Criteria(duplicates=True), "archive")
     assert 11 in {r.id for r in dry.sample} or dry.count >= 1
-    from meiqia_app.services.customer_query import ListQuery
-    from meiqia_app.services.saved_views import save_view
+    from meiqia_app.services.customers.query import ListQuery
+    from meiqia_app.services.customers.saved_views import save_view
 
     view = save_view(admin, "gold", ListQuery(tiers=("gold",)))
     expected = _sql("SELECT count(*) FROM customer WHERE status='active' AND membership_tier='gold'")[0][0]
-    assert cleanup.dry_run(admin, Criteria(view_id=view.id), "archive").count == expected
+    assert cleanup_preview.dry_run(admin, Criteria(view_id=view.id), "archive").count == expected
 
 
 def test_list_selection_archive_needs_only_the_archive_permission(seeded_actors):
     """The customer list's bulk archive: a manager (no cleanup.run) archives ticked rows;
     an agent (no customer.archive) is refused and nothing changes."""
-    from meiqia_app.services import jobs
+    from meiqia_app.services.customers.selection import Selection
     from meiqia_app.services.errors import PermissionDenied
-    from meiqia_app.services.selection import Selection
+    from meiqia_app.services.platform import jobs
 
     ids = [r[0] for r in _sql("SELECT id FROM customer WHERE status='active' ORDER BY id LIMIT 3")]
     criteria = Criteria.from_dict({"selection": Selection.of_ids(ids, status="active").to_dict()})
-    assert criteria.list_selection_only and cleanup.count_matching(seeded_actors["manager"], criteria) == 3
+    assert criteria.list_selection_only and cleanup_preview.count_matching(seeded_actors["manager"], criteria) == 3
     with pytest.raises(PermissionDenied):
         cleanup.start_action(seeded_actors["agent"], criteria, "archive", "3")
     job_id = cleanup.start_action(seeded_actors["manager"], criteria, "archive", "3")
@@ -475,7 +481,7 @@ def test_list_selection_archive_needs_only_the_archive_permission(seeded_actors)
     assert statuses == {"archived"}
     # The wizard's own criteria still need cleanup.run.
     with pytest.raises(PermissionDenied):
-        cleanup.dry_run(seeded_actors["manager"], NO_CONTACT, "archive")
+        cleanup_preview.dry_run(seeded_actors["manager"], NO_CONTACT, "archive")
 
 
 @pytest.mark.parametrize(
@@ -501,7 +507,7 @@ def test_set_based_batches_change_exactly_the_matching_customers(seeded_actors, 
         conn.exec_driver_sql("UPDATE customer SET phone=NULL, email=NULL WHERE id IN (50, 51)")
     erasure.request_erasure(admin, 60, "asked")
     erasure.request_erasure(admin, 11, "asked")
-    from meiqia_app.services.cleanup import criteria_conditions
+    from meiqia_app.services.cleanup.criteria import criteria_conditions
 
     with get_engine().connect() as conn:
         where, _ = criteria_conditions(conn, admin, criteria)

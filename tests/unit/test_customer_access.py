@@ -1,4 +1,4 @@
-"""services/customer_access.py: the one way services reach customer rows (issue 21, part 1).
+"""services/customers/access.py: the one way services reach customer rows (issue 21, part 1).
 
 - A customer out of reach is not found through every loader (a trashed one
   without customer.delete; an erased one, for any change), never "forbidden".
@@ -15,26 +15,22 @@ from sqlalchemy import func, select, text
 
 from meiqia_app.db import get_engine, read_connection, read_session, write_session
 from meiqia_app.models import Customer, Note, Product, Tag, TagAssignment
-from meiqia_app.services import (
-    consent,
-    customer_access,
-    customer_edit,
-    customer_list,
-    customer_orders,
-    customer_tags,
-    customers,
-    duplicates,
-    erasure,
-    notes,
-    timeline,
-)
-from meiqia_app.services.customer_access import SENSITIVE, CustomerAccess, mask_value
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers import access as customer_access
+from meiqia_app.services.customers import consent, notes, timeline
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import orders as customer_orders
+from meiqia_app.services.customers import profile as customers
+from meiqia_app.services.customers.access import SENSITIVE, CustomerAccess, mask_value
+from meiqia_app.services.customers.duplicates import merging as duplicate_merging
+from meiqia_app.services.customers.masking import MASK
+from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import NotFound, ReadOnly
 from meiqia_app.services.exports import portability
 from meiqia_app.services.exports.fields import EXPORT_FIELDS, FIELD_SPECS, sensitive_export_fields
 from meiqia_app.services.exports.policy import masked_fields
-from meiqia_app.services.masking import MASK
+from meiqia_app.services.privacy import erasure
+from meiqia_app.services.tags import assignments as customer_tags
 
 C = Customer.__table__.c
 
@@ -151,7 +147,7 @@ def test_the_trash_is_an_empty_set_without_customer_delete(trashed, seeded_actor
 def test_the_working_set_conditions_are_the_list_status_conditions(seeded_actors):
     """The hot paths keep their SQL: for data scope "all" the reach adds nothing for a status
     the actor may see (the agent's team + pool scope adds its one condition: test_data_scope.py)."""
-    from meiqia_app.services.customer_query import status_condition
+    from meiqia_app.services.customers.query import status_condition
 
     for name in ("manager", "analyst", "admin"):
         access = CustomerAccess(seeded_actors[name])
@@ -207,7 +203,7 @@ def test_services_refuse_a_trashed_customer_as_not_found_for_an_agent(trashed, s
 def test_merge_needs_every_customer_within_reach(trashed, seeded_actors):
     other = _active_ids(3)[2]
     with pytest.raises(NotFound):
-        duplicates.merge_preview(seeded_actors["manager"], [other, trashed])
+        duplicate_merging.merge_preview(seeded_actors["manager"], [other, trashed])
 
 
 def test_services_refuse_an_erased_customer_as_not_found_for_everyone(erased, seeded_actors):

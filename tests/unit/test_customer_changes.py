@@ -1,4 +1,4 @@
-"""The "customers changed" signal (services/customer_changes.py): published once after a
+"""The "customers changed" signal (services/customers/changes.py): published once after a
 commit, never for a rollback; and the list counts and report figures that follow it are
 fresh after each kind of write, without any service invalidating a cache by hand."""
 
@@ -13,18 +13,18 @@ from sqlalchemy import select, text
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_connection, write_session
 from meiqia_app.models import Customer
-from meiqia_app.services import (
-    customer_change_subscribers,
-    customer_changes,
-    customer_edit,
-    customer_import,
-    customer_list,
-    duplicates,
-    erasure,
-    reports,
-)
-from meiqia_app.services.customer_changes import CONSENT, EDITED, MANY, RULE_TAGS, customers_changed
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers import change_subscribers as customer_change_subscribers
+from meiqia_app.services.customers import changes as customer_changes
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers.changes import CONSENT, EDITED, MANY, RULE_TAGS, customers_changed
+from meiqia_app.services.customers.duplicates import merging as duplicate_merging
+from meiqia_app.services.customers.importing import job as customer_import
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.privacy import erasure
+from meiqia_app.services.reports import dashboard as report_dashboard
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import trends as report_trends
 from tests.unit.api_support import bearer, client, new_key
 from tests.unit.change_support import published, told
 
@@ -178,13 +178,13 @@ class Figures:
 
     def __init__(self, actor, query: ListQuery) -> None:
         self.actor, self.query = actor, query
-        self.day = reports.make_period("day")
-        self.month = reports.make_period("month")
+        self.day = report_periods.make_period("day")
+        self.month = report_periods.make_period("month")
 
     def read(self) -> tuple[int, int, int]:
         count = customer_list.count_customers(self.actor, self.query, exact=True).value
-        dashboard = reports.dashboard(self.actor, self.day).raw["total_customers"]
-        segment = reports.compare_periods(self.actor, self.query, self.month, self.day).raw_b["total_customers"]
+        dashboard = report_dashboard.dashboard(self.actor, self.day).raw["total_customers"]
+        segment = report_trends.compare_periods(self.actor, self.query, self.month, self.day).raw_b["total_customers"]
         return count, dashboard, segment
 
 
@@ -229,7 +229,7 @@ def test_a_merge_shows_in_the_counts_and_the_reports_at_once(seeded_db, seeded_a
     before = _cached_twice(figures)
     with read_connection() as conn:
         versions = dict(conn.execute(select(C.id, C.version).where(C.id.in_([survivor, other]))).all())
-    duplicates.merge_customers(
+    duplicate_merging.merge_customers(
         admin, survivor_id=survivor, other_ids=[other], field_choices={}, expected_versions=versions
     )
     assert figures.read() == (before[0] - 1, before[1] - 1, before[2] - 1)

@@ -1,4 +1,4 @@
-"""services/customer_edit.py: validation, optimistic locking, search upkeep, audit diff."""
+"""services/customers/edit.py: validation, optimistic locking, search upkeep, audit diff."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from sqlmodel import select
 
 from meiqia_app.db import read_session
 from meiqia_app.models import AuditEntry, Customer, CustomerSearch
-from meiqia_app.services import audit, customer_edit, customer_list
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import Conflict, PermissionDenied, ValidationError
 
 

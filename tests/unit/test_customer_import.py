@@ -17,11 +17,18 @@ from sqlalchemy import text
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, write_session
 from meiqia_app.models import Job
-from meiqia_app.services import customer_import, customer_list, jobs
-from meiqia_app.services.customer_import import dry_run, read_table, run_import, suggest_mapping
-from meiqia_app.services.customer_query import ListQuery
-from meiqia_app.services.customer_validation import normalize_phone
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers.importing import columns as import_columns
+from meiqia_app.services.customers.importing import files as import_files
+from meiqia_app.services.customers.importing import job as customer_import
+from meiqia_app.services.customers.importing import rows as import_rows
+from meiqia_app.services.customers.importing.columns import suggest_mapping
+from meiqia_app.services.customers.importing.files import read_table
+from meiqia_app.services.customers.importing.job import dry_run, run_import
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.validation import normalize_phone
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
+from meiqia_app.services.platform import jobs
 from meiqia_app.timeutil import utcnow
 
 HEADERS = ["姓名", "手机号码", "邮箱", "性别", "来源", "会员等级", "生日", "城市", "备注"]
@@ -192,8 +199,8 @@ def test_suggest_mapping_does_not_guess_from_general_words():
 def test_every_field_and_choice_label_used_by_the_import_exists():
     from meiqia_app.i18n.messages import ENTRIES
 
-    assert set(customer_import.FIELD_LABEL_KEYS.values()) <= set(ENTRIES)
-    labels = customer_import.CHOICE_LABELS
+    assert set(import_columns.FIELD_LABEL_KEYS.values()) <= set(ENTRIES)
+    labels = import_rows.CHOICE_LABELS
     assert (
         labels["source"]["微信"],
         labels["gender"]["男"],
@@ -205,7 +212,7 @@ def test_every_field_and_choice_label_used_by_the_import_exists():
 
 def test_resolve_mapping_accepts_header_names_and_refuses_bad_mappings():
     headers = ["姓名", "电话", "备注"]
-    assert customer_import.resolve_mapping(headers, {"姓名": "name", "1": "phone", 2: ""}) == {0: "name", 1: "phone"}
+    assert import_columns.resolve_mapping(headers, {"姓名": "name", "1": "phone", 2: ""}) == {0: "name", 1: "phone"}
     for bad, key in (
         ({1: "phone"}, "import.name_not_mapped"),
         ({0: "name", 1: "password_hash"}, "import.unknown_field"),
@@ -214,7 +221,7 @@ def test_resolve_mapping_accepts_header_names_and_refuses_bad_mappings():
         ({0: "name", 1: "phone", 2: "phone"}, "import.field_mapped_twice"),
     ):
         with pytest.raises(ValidationError) as caught:
-            customer_import.resolve_mapping(headers, bad)
+            import_columns.resolve_mapping(headers, bad)
         assert caught.value.field_errors["mapping"][0] == key, bad
 
 
@@ -245,8 +252,8 @@ def test_files_outside_the_imports_dir_or_of_other_types_are_refused(db, tmp_pat
             read_table(path)
         assert caught.value.field_errors["file"][0] == "import.file_missing"
     with pytest.raises(ValidationError):
-        customer_import.new_upload_path("customers.xls")
-    assert customer_import.new_upload_path("客户.XLSX").parent == get_settings().imports_dir
+        import_files.new_upload_path("customers.xls")
+    assert import_files.new_upload_path("客户.XLSX").parent == get_settings().imports_dir
 
 
 # --- dry run ------------------------------------------------------------------------------------
@@ -569,7 +576,7 @@ def test_an_agent_cannot_start_an_import_job_and_the_refusal_is_audited(actors):
 def test_a_cancelled_import_keeps_the_committed_batch_and_says_how_many(seeded_actors, mixed, monkeypatch):
     manager = seeded_actors["manager"]
     before = scalar("SELECT count(*) FROM customer")
-    monkeypatch.setattr(customer_import, "BATCH_ROWS", 2)
+    monkeypatch.setattr(import_rows, "BATCH_ROWS", 2)
     monkeypatch.setattr(jobs, "start_in_background", lambda job_id, memory=None: jobs.run_job(job_id, memory))
     original = jobs.JobContext.progress
 

@@ -11,20 +11,17 @@ import pytest
 from sqlalchemy import text
 
 from meiqia_app.db import get_engine
-from meiqia_app.services import (
-    consent,
-    customer_edit,
-    customer_list,
-    customer_tags,
-    customers,
-    duplicates,
-    jobs,
-    notes,
-    timeline,
-)
-from meiqia_app.services.customer_import import dry_run, suggest_mapping
-from meiqia_app.services.customer_validation import normalize_phone
+from meiqia_app.services.customers import consent, notes, timeline
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import profile as customers
+from meiqia_app.services.customers.duplicates import merging as duplicate_merging
+from meiqia_app.services.customers.importing.columns import suggest_mapping
+from meiqia_app.services.customers.importing.job import dry_run
+from meiqia_app.services.customers.validation import normalize_phone
 from meiqia_app.services.errors import DuplicateCustomer, NotFound, PermissionDenied, ReadOnly, ValidationError
+from meiqia_app.services.platform import jobs
+from meiqia_app.services.tags import assignments as customer_tags
 from meiqia_app.state.customer_activity import CustomerActivityState
 from meiqia_app.state.customer_create import CustomerCreateState
 from meiqia_app.state.customer_list import CustomerListState
@@ -227,7 +224,7 @@ def _merge_pair() -> list[int]:
 
 @pytest.mark.parametrize(("lang", "gender", "phone"), [("zh", "性别", "电话"), ("en", "Gender", "Phone")])
 def test_merge_fields_carry_their_translated_names(seeded_db, seeded_actors, lang, gender, phone):
-    preview = duplicates.merge_preview(seeded_actors["manager"], _merge_pair(), lang=lang)
+    preview = duplicate_merging.merge_preview(seeded_actors["manager"], _merge_pair(), lang=lang)
     labels = {f.field: f.label for f in preview.fields}
     assert (labels["gender"], labels["phone"]) == (gender, phone)
     assert not any(label.startswith("customer.") for label in labels.values())
@@ -241,7 +238,7 @@ def test_the_merge_dialog_shows_the_profiles_order_count_and_every_order_apart(s
         "VALUES ('UNPAID-1', :c, '耳机', 1, 100, 'pending', '2026-01-01 00:00:00.000000')",
         c=customer_id,
     )
-    preview = duplicates.merge_preview(seeded_actors["manager"], ids)
+    preview = duplicate_merging.merge_preview(seeded_actors["manager"], ids)
     for candidate in preview.customers:
         profile = customers.get_customer(seeded_actors["manager"], candidate.id)
         assert candidate.paid_orders == profile.order_count
@@ -280,7 +277,7 @@ def test_merge_recomputes_rule_tags_on_the_survivor_instead_of_copying_them(seed
         t=manual,
     )
     versions = {i: scalar("SELECT version FROM customer WHERE id = :i", i=i) for i in (survivor, other)}
-    duplicates.merge_customers(seeded_actors["manager"], survivor, [other], {}, versions)
+    duplicate_merging.merge_customers(seeded_actors["manager"], survivor, [other], {}, versions)
 
     tags = dict(rows("SELECT tag_id, source FROM tag_assignment WHERE customer_id = :s", s=survivor))
     spent = scalar("SELECT total_spent_cents FROM customer WHERE id = :s", s=survivor) / 100
@@ -467,7 +464,7 @@ def test_a_role_whose_policy_wants_approval_cannot_export_one_customer_around_th
     from meiqia_app.models import AuditEntry
     from meiqia_app.services.errors import PermissionDenied
     from meiqia_app.services.exports import portability
-    from meiqia_app.services.rbac import ExportPolicy
+    from meiqia_app.services.identity.rbac import ExportPolicy
 
     analyst = seeded_actors["analyst"]
     strict = dataclasses.replace(analyst, export_policy=ExportPolicy(approval_required=True, approval_over_rows=0))

@@ -22,28 +22,23 @@ from sqlalchemy import func, select, text
 
 from meiqia_app.db import get_engine, read_session
 from meiqia_app.models import AuditEntry, Customer, Note, OwnerChange, Role, Tag, TagAssignment, User
-from meiqia_app.services import (
-    consent,
-    customer_edit,
-    customer_list,
-    customer_tags,
-    customers,
-    duplicates,
-    notes,
-    ownership,
-    reports,
-    saved_views,
-    tags,
-    teams,
-    timeline,
-    users,
-)
-from meiqia_app.services.customer_access import CustomerAccess
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers import consent, notes, ownership, saved_views, timeline
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import profile as customers
+from meiqia_app.services.customers.access import CustomerAccess
+from meiqia_app.services.customers.duplicates import merging as duplicate_merging
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied
 from meiqia_app.services.exports import portability, service
-from meiqia_app.services.rbac import ExportPolicy
-from meiqia_app.services.selection import Selection
+from meiqia_app.services.identity import teams, users
+from meiqia_app.services.identity.rbac import ExportPolicy
+from meiqia_app.services.reports import dashboard as report_dashboard
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import trends as report_trends
+from meiqia_app.services.tags import assignments as customer_tags
+from meiqia_app.services.tags import catalog as tags
 from tests.conftest import load_actors
 
 C = Customer.__table__.c
@@ -194,7 +189,7 @@ def test_an_out_of_scope_customer_is_not_found_by_id_on_every_surface(world):
         "edit": lambda: customer_edit.update_customer(agent, other, version, {"name": "crafted"}),
         "consent": lambda: consent.set_consent(agent, other, "marketing", True),
         "portability": lambda: portability.collect(agent, other),
-        "merge": lambda: duplicates.merge_preview(actors["agent_a"], [ids["pool"], other]),
+        "merge": lambda: duplicate_merging.merge_preview(actors["agent_a"], [ids["pool"], other]),
         "owner card": lambda: ownership.owner_card(agent, other),
         "claim": lambda: ownership.claim(agent, other),
         "release": lambda: ownership.release(agent, other),
@@ -234,7 +229,7 @@ def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world
     scope: refused as not found (the very message a missing id gets) and one refusal in
     the audit log naming the actor, the action and the id; a missing id gets the same."""
     from meiqia_app.i18n import error_text
-    from meiqia_app.services import erasure
+    from meiqia_app.services.privacy import erasure
 
     actors, ids, admin = world["actors"], world["ids"], world["actors"]["admin"]
     agent, lead = actors["agent_a"], actors["agent_a2"]
@@ -271,12 +266,14 @@ def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world
         "merge preview": (
             merger,
             "customer.merge_preview",
-            lambda i: duplicates.merge_preview(merger, [ids["mine"], i]),
+            lambda i: duplicate_merging.merge_preview(merger, [ids["mine"], i]),
         ),
         "merge": (
             merger,
             "customer.merge",
-            lambda i: duplicates.merge_customers(merger, ids["mine"], [i], {}, {ids["mine"]: mine_version, i: version}),
+            lambda i: duplicate_merging.merge_customers(
+                merger, ids["mine"], [i], {}, {ids["mine"]: mine_version, i: version}
+            ),
         ),
         "export of a selection": (exporter, "export.request", export),
         "portability": (agent, "export.portability", lambda i: portability.collect(agent, i)),
@@ -333,7 +330,8 @@ def test_a_repeated_phone_of_a_customer_out_of_scope_names_nobody(world):
     scope the warning names that customer (as before); out of scope it says only "a
     customer you cannot see already has this phone", and so does the open API's 409
     and the import's report: no id, no name."""
-    from meiqia_app.services.customer_import import dry_run, suggest_mapping
+    from meiqia_app.services.customers.importing.columns import suggest_mapping
+    from meiqia_app.services.customers.importing.job import dry_run
     from meiqia_app.services.errors import DuplicateCustomer
     from meiqia_app.web.api.problems import encode, from_app_error
     from tests.unit.test_customer_import import write_csv
@@ -396,11 +394,11 @@ def test_merge_needs_both_customers_in_scope(world):
     user = users.create_user(admin, "merger_a", PASSWORD, "team_merger")
     teams.set_user_team(admin, user.id, world["teams"]["a"])
     merger = load_actors()["merger_a"]
-    assert len(duplicates.merge_preview(merger, [ids["mine"], ids["team"]]).customers) == 2
+    assert len(duplicate_merging.merge_preview(merger, [ids["mine"], ids["team"]]).customers) == 2
     with pytest.raises(NotFound):
-        duplicates.merge_preview(merger, [ids["mine"], ids["other"]])
+        duplicate_merging.merge_preview(merger, [ids["mine"], ids["other"]])
     with pytest.raises(NotFound):
-        duplicates.merge_preview(merger, [ids["mine"], ids["pool"]])  # team scope: no pool
+        duplicate_merging.merge_preview(merger, [ids["mine"], ids["pool"]])  # team scope: no pool
 
 
 def test_bulk_all_matching_and_saved_views_stay_in_scope(world):
@@ -427,7 +425,7 @@ def test_bulk_all_matching_and_saved_views_stay_in_scope(world):
 
 
 def _iter(actor, selection):
-    from meiqia_app.services.selection import iter_selected_ids
+    from meiqia_app.services.customers.selection import iter_selected_ids
 
     return iter_selected_ids(actor, selection)
 
@@ -480,23 +478,23 @@ def test_reports_of_a_scoped_role_count_only_its_customers(world):
         return [(p.start, p.new_customers, p.orders, p.amount_cents) for p in points]
 
     last = "2026-11-01"
-    scoped = figures(reports.trend(reporter, "month", last_day=last, count=36))
-    assert scoped == figures(reports.trend(admin, "month", last_day=last, count=36, segment=as_team))
+    scoped = figures(report_trends.trend(reporter, "month", last_day=last, count=36))
+    assert scoped == figures(report_trends.trend(admin, "month", last_day=last, count=36, segment=as_team))
     assert sum(p[1] for p in scoped) == 2  # the team's two customers
-    assert scoped != figures(reports.trend(admin, "month", last_day=last, count=36))
+    assert scoped != figures(report_trends.trend(admin, "month", last_day=last, count=36))
     # A segment is also cut to the scope.
     everyone = ListQuery(status="active")
-    assert figures(reports.trend(reporter, "month", last_day=last, count=36, segment=everyone)) == scoped
-    period = reports.make_period("custom", "2026-01-01", "2026-11-01")
-    comparison = reports.compare_periods(reporter, None, period, period)
-    expected = reports.compare_periods(admin, as_team, period, period)
+    assert figures(report_trends.trend(reporter, "month", last_day=last, count=36, segment=everyone)) == scoped
+    period = report_periods.make_period("custom", "2026-01-01", "2026-11-01")
+    comparison = report_trends.compare_periods(reporter, None, period, period)
+    expected = report_trends.compare_periods(admin, as_team, period, period)
     assert comparison.raw_b == expected.raw_b
     # The dashboard is read from whole-population aggregates: refused for a narrower scope.
     with pytest.raises(PermissionDenied):
-        reports.dashboard(reporter, period)
-    snapshot = reports.agent_snapshot(actors["senior_a"])
+        report_dashboard.dashboard(reporter, period)
+    snapshot = report_dashboard.agent_snapshot(actors["senior_a"])
     assert snapshot.total_customers == 2
-    assert reports.agent_snapshot(admin).total_customers == _total_active()
+    assert report_dashboard.agent_snapshot(admin).total_customers == _total_active()
 
 
 # --- claim, assign, transfer, release -----------------------------------------------------------------
@@ -556,8 +554,8 @@ def test_assign_transfer_release_are_audited_and_in_the_timeline(world):
         "Assigned to agent_a",
     ]
     assert all(i.summary == f"By {manager.display_name}" for i in items)
-    from meiqia_app.services import audit_log
-    from meiqia_app.services.audit_log import AuditFilter
+    from meiqia_app.services.audit import reading as audit_log
+    from meiqia_app.services.audit.reading import AuditFilter
 
     rows = audit_log.list_entries(actors["admin"], AuditFilter.from_dict({"action": "customer.transfer"})).rows
     assert "transferred customer" in rows[0].sentence_en and "agent_a" in rows[0].sentence_en
@@ -604,7 +602,7 @@ def test_pool_return_sends_silent_customers_back_previewed_audited_once_and_on_t
     entry with the count; each customer's timeline says so; a second run finds nothing."""
     from sqlalchemy import update
 
-    from meiqia_app.services import retention
+    from meiqia_app.services.cleanup import retention
     from meiqia_app.services.errors import ValidationError
     from meiqia_app.timeutil import utcnow
 

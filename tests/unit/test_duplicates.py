@@ -1,4 +1,4 @@
-"""services/duplicates.py: finding duplicate customers and merging them without losing anything."""
+"""services/customers/duplicates/ (finding, merging): finding duplicate customers and merging them without losing anything."""
 
 from __future__ import annotations
 
@@ -20,12 +20,18 @@ from meiqia_app.models import (
     Order,
     TagAssignment,
 )
-from meiqia_app.services import audit, customer_changes, customer_edit, customer_list, duplicates, users
-from meiqia_app.services.customer_query import ListQuery
-from meiqia_app.services.customer_validation import normalize_phone
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.customers import changes as customer_changes
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers.duplicates import finding as duplicates
+from meiqia_app.services.customers.duplicates import merging as duplicate_merging
+from meiqia_app.services.customers.masking import MASK, mask_email, mask_phone
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.search_text import build_search_text, search_row
+from meiqia_app.services.customers.validation import EDITABLE_FIELDS, normalize_phone
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from meiqia_app.services.masking import MASK, mask_email, mask_phone
-from meiqia_app.services.search_text import build_search_text, search_row
+from meiqia_app.services.identity import users
 from meiqia_app.timeutil import UTC
 from tests.conftest import load_actors
 from tests.unit.change_support import published, told
@@ -444,9 +450,9 @@ def test_the_hand_made_pair_is_found_as_a_phone_group(pair):
 
 def test_preview_lists_every_editable_field_and_what_each_customer_has(pair):
     s, o = pair["survivor"], pair["other"]
-    preview = duplicates.merge_preview(pair["admin"], [s, o], lang="en")
+    preview = duplicate_merging.merge_preview(pair["admin"], [s, o], lang="en")
     assert preview.suggested_survivor_id == o and preview.sensitive_visible  # registered first
-    assert [f.field for f in preview.fields] == list(duplicates.EDITABLE_FIELDS)
+    assert [f.field for f in preview.fields] == list(EDITABLE_FIELDS)
     fields = {f.field: f for f in preview.fields}
     assert [(v.customer_id, v.value) for v in fields["name"].values] == [(s, "张伟"), (o, "张玮")]
     assert fields["name"].differs and fields["name"].default_customer_id == o  # the suggested survivor's
@@ -455,9 +461,9 @@ def test_preview_lists_every_editable_field_and_what_each_customer_has(pair):
     assert fields["email"].values[0].empty and not fields["email"].values[1].empty
     assert fields["gender"].default_customer_id == o
     # With the other as survivor, a field it lacks comes from whoever has it.
-    values = {s: {f: None for f in duplicates.EDITABLE_FIELDS}, o: {f: "x" for f in duplicates.EDITABLE_FIELDS}}
+    values = {s: {f: None for f in EDITABLE_FIELDS}, o: {f: "x" for f in EDITABLE_FIELDS}}
     values[s]["name"] = "张伟"
-    choices = duplicates.default_choices(values, s, [s, o])
+    choices = duplicate_merging.default_choices(values, s, [s, o])
     assert choices["name"] == s and choices["email"] == o
     assert [v.value for v in fields["gender"].values] == ["Male", "Unknown"]
     by_id = {c.id: c for c in preview.customers}
@@ -468,7 +474,7 @@ def test_preview_lists_every_editable_field_and_what_each_customer_has(pair):
 
 def test_preview_masks_sensitive_values_without_view_sensitive(pair):
     restricted = restricted_actor(pair["admin"], ["customer.view", "customer.merge"])
-    preview = duplicates.merge_preview(restricted, [pair["survivor"], pair["other"]])
+    preview = duplicate_merging.merge_preview(restricted, [pair["survivor"], pair["other"]])
     fields = {f.field: f for f in preview.fields}
     assert not preview.sensitive_visible
     assert [v.value for v in fields["phone"].values] == [mask_phone("13812345678")] * 2
@@ -481,16 +487,16 @@ def test_preview_masks_sensitive_values_without_view_sensitive(pair):
 @pytest.mark.parametrize("ids", [[1], [1, 1], [1, 2, 3, 4, 5, 6], ["x", 2]])
 def test_preview_needs_two_to_five_distinct_customers(pair, ids):
     with pytest.raises(ValidationError) as caught:
-        duplicates.merge_preview(pair["admin"], ids)
+        duplicate_merging.merge_preview(pair["admin"], ids)
     assert caught.value.field_errors["ids"][0] == "dup.count_range"
 
 
 def test_preview_of_a_missing_or_trashed_customer_is_not_found(pair):
     with pytest.raises(NotFound):
-        duplicates.merge_preview(pair["admin"], [pair["survivor"], 999])
+        duplicate_merging.merge_preview(pair["admin"], [pair["survivor"], 999])
     execute("UPDATE customer SET status = 'trashed' WHERE id = :id", id=pair["other"])
     with pytest.raises(NotFound):
-        duplicates.merge_preview(pair["admin"], [pair["survivor"], pair["other"]])
+        duplicate_merging.merge_preview(pair["admin"], [pair["survivor"], pair["other"]])
 
 
 # --- merging -----------------------------------------------------------------------------------------
@@ -505,7 +511,7 @@ def merge(pair, actor=None, **overrides):
         "expected_versions": versions(s, o),
     }
     args.update(overrides)
-    return duplicates.merge_customers(actor or pair["admin"], **args)
+    return duplicate_merging.merge_customers(actor or pair["admin"], **args)
 
 
 def test_merge_moves_every_order_conversation_event_note_and_message_to_the_survivor(pair):
@@ -651,7 +657,7 @@ def test_merge_of_three_customers(pair):
         tags=[(pair["tags"][2], "rule")],
         tag="c",
     )
-    result = duplicates.merge_customers(pair["admin"], s, [o, third], {}, versions(s, o, third))
+    result = duplicate_merging.merge_customers(pair["admin"], s, [o, third], {}, versions(s, o, third))
     assert result.merged_ids == [o, third]
     assert scalar("SELECT order_count FROM customer WHERE id = :s", s=s) == 4
     assert scalar("SELECT count(*) FROM customer WHERE id IN (:o, :t) AND status = 'trashed'", o=o, t=third) == 2
@@ -695,7 +701,7 @@ def test_agent_may_not_merge_and_the_refusal_is_audited(pair):
     with pytest.raises(PermissionDenied):
         merge(pair, actor=agent)
     with pytest.raises(PermissionDenied):
-        duplicates.merge_preview(agent, [s, o])
+        duplicate_merging.merge_preview(agent, [s, o])
     [refusal] = audit_entries("customer.merge")
     assert refusal.result == "refused" and refusal.actor_name == "agent" and refusal.target_id == str(s)
     assert json.loads(refusal.details) == {"missing_permission": "customer.merge"}
@@ -705,7 +711,7 @@ def test_agent_may_not_merge_and_the_refusal_is_audited(pair):
 def test_an_actor_without_view_sensitive_can_merge_and_the_values_move_unmasked(pair):
     s, o = pair["survivor"], pair["other"]
     restricted = restricted_actor(pair["admin"], ["customer.view", "customer.merge"])
-    duplicates.merge_customers(restricted, s, [o], {"email": o}, versions(s, o))
+    duplicate_merging.merge_customers(restricted, s, [o], {"email": o}, versions(s, o))
     assert scalar("SELECT email FROM customer WHERE id = :s", s=s) == "zw@example.com"
     assert scalar("SELECT updated_by_name FROM customer WHERE id = :s", s=s) == "Merger One"
 

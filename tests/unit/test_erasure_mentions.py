@@ -11,9 +11,13 @@ from sqlmodel import select
 
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AuditEntry, Job, Message
-from meiqia_app.services import backup, cleanup, erasure, erasure_ledger, jobs, mentions, notes
-from meiqia_app.services.cleanup import Criteria
+from meiqia_app.services.cleanup import actions as cleanup
+from meiqia_app.services.cleanup import preview as cleanup_preview
+from meiqia_app.services.cleanup.criteria import Criteria
+from meiqia_app.services.customers import notes
 from meiqia_app.services.errors import PermissionDenied
+from meiqia_app.services.platform import backup, jobs
+from meiqia_app.services.privacy import erasure, erasure_ledger, mentions
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +72,7 @@ ERASE_REQUESTED = Criteria(erasure_pending=True, scope="all")
 
 
 def test_the_dry_run_lists_mentions_in_other_customers_records(seeded_actors, scene):
-    dry = cleanup.dry_run(seeded_actors["admin"], ERASE_REQUESTED, "erase")
+    dry = cleanup_preview.dry_run(seeded_actors["admin"], ERASE_REQUESTED, "erase")
     assert dry.count == 1
     found = {m["key"]: m for m in dry.mentions}
     assert set(found) == {f"note:{scene['note']}", f"message:{scene['message']}"}
@@ -155,7 +159,7 @@ def test_a_big_erasure_says_it_did_not_search(seeded_actors):
     agent = seeded_actors["agent"]
     for customer_id in ids:
         erasure.request_erasure(agent, customer_id, "asked")
-    dry = cleanup.dry_run(admin, ERASE_REQUESTED, "erase")
+    dry = cleanup_preview.dry_run(admin, ERASE_REQUESTED, "erase")
     assert dry.count == 25 and dry.mentions is None
     job_id = cleanup.start_action(admin, ERASE_REQUESTED, "erase", confirm="25")
     with read_session() as session:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from reflex_base.event import Event
 
-from meiqia_app.services import auth
+from meiqia_app.services.identity import sessions
 from meiqia_app.state.admin_users import AdminUsersState
 from meiqia_app.state.base import AppState
 from meiqia_app.state.customer_list import CustomerListState
@@ -63,7 +63,7 @@ def test_protected_event_with_a_live_session_passes(db):
     tab = new_tab()
     event = event_for(tab, AdminUsersState, "confirm", cookie=f"other=1; mq_session={token}", path="/admin/users")
     assert _run(LoginRequiredMiddleware().preprocess(None, tab, event)) is None
-    auth.logout(token)
+    sessions.logout(token)
     assert _run(LoginRequiredMiddleware().preprocess(None, tab, event)) is not None
     with read_session() as session:
         assert session.exec(select(User).where(User.username == "admin")).one().last_login_at is not None
@@ -92,8 +92,8 @@ def test_handler_reuses_the_guards_session_within_one_event_only(db, monkeypatch
     tab = new_tab()
     event = event_for(tab, AdminUsersState, "confirm", cookie=f"mq_session={token}", path="/admin/users")
     lookups = []
-    real_resolve = auth.resolve_session
-    monkeypatch.setattr(auth, "resolve_session", lambda *a: lookups.append(a) or real_resolve(*a))
+    real_resolve = sessions.resolve_session
+    monkeypatch.setattr(sessions, "resolve_session", lambda *a: lookups.append(a) or real_resolve(*a))
 
     async def one_event_then_another():
         guard = LoginRequiredMiddleware()
@@ -103,7 +103,7 @@ def test_handler_reuses_the_guards_session_within_one_event_only(db, monkeypatch
         # Another cookie in the same task does not get this event's actor.
         with pytest.raises(NotAuthenticated):
             AppState._actor(_handler_self("not-the-same-token"))
-        auth.logout(token)
+        sessions.logout(token)
         # The next event, even a public one, starts afresh: the revoked session is refused.
         public = event_for(tab, LoginState, "submit_password", cookie=f"mq_session={token}", path="/login")
         assert await guard.preprocess(None, tab, public) is None
@@ -124,7 +124,7 @@ def test_a_long_background_event_resolves_the_session_again(db, monkeypatch):
 
     async def poll():
         assert await LoginRequiredMiddleware().preprocess(None, tab, event) is None
-        auth.logout(token)
+        sessions.logout(token)
         await asyncio.sleep(0.1)
         with pytest.raises(NotAuthenticated):
             AppState._actor(_handler_self(token))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from meiqia_app.services import audit, audit_log
-from meiqia_app.services.audit_log import AuditFilter
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.audit import reading as audit_log
+from meiqia_app.services.audit.reading import AuditFilter
 from meiqia_app.services.errors import PermissionDenied, ValidationError
 from meiqia_app.services.exports import service
 

@@ -10,19 +10,22 @@ from starlette.applications import Starlette
 
 from meiqia_app.db import write_session
 from meiqia_app.models import UserSession
-from meiqia_app.services import auth
 from meiqia_app.services.exports import service
+from meiqia_app.services.identity import sessions
+from meiqia_app.services.identity import tokens as auth_tokens
 from meiqia_app.state.base import SESSION_COOKIE
 from meiqia_app.timeutil import utcnow
 from meiqia_app.web import export_routes
 
 
 def _login_token(actor) -> str:
-    token = auth.new_token()
+    token = auth_tokens.new_token()
     with write_session() as session:
         session.add(
             UserSession(
-                token_hash=auth.token_hash(token), user_id=actor.user_id, expires_at=utcnow() + dt.timedelta(hours=1)
+                token_hash=auth_tokens.token_hash(token),
+                user_id=actor.user_id,
+                expires_at=utcnow() + dt.timedelta(hours=1),
             )
         )
     return token
@@ -38,7 +41,7 @@ def client():
 
 def test_download_route_streams_once_for_the_owning_session_only(seeded_actors, client):
     cookie = _login_token(seeded_actors["manager"])
-    actor = auth.resolve_session(cookie)
+    actor = sessions.resolve_session(cookie)
     view = service.request_export(
         actor,
         {"scope": {"kind": "query", "query": {"sources": ["app"]}}, "fields": ["id", "name"], "format": "csv"},

@@ -24,11 +24,11 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import Customer, ExportJob
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.exports import service
 from meiqia_app.services.exports.rows import BASE_COLUMNS, ExportSpec, RowSource, csv_field
 from meiqia_app.services.exports.writers import ExportMeta, LineBlock, write_csv, write_csv_lines, write_xlsx
-from meiqia_app.services.selection import Selection
 
 C = Customer.__table__.c
 ALL_SQL_FIELDS = tuple(f for f in BASE_COLUMNS if f != "custom_attributes")

@@ -24,13 +24,13 @@ from sqlmodel import select as sm_select
 from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AuditEntry, Customer, ExportJob, Role, UserSession
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import service
 from meiqia_app.services.exports.rows import ExportSpec, RowSource
 from meiqia_app.services.exports.writers import neutralise
-from meiqia_app.services.rbac import ExportPolicy
-from meiqia_app.services.selection import Selection
+from meiqia_app.services.identity.rbac import ExportPolicy
 from meiqia_app.timeutil import to_local, utcnow
 
 C = Customer.__table__.c

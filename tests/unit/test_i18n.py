@@ -13,7 +13,7 @@ from meiqia_app.i18n import EN, ZH, error_text, tr
 from meiqia_app.i18n.messages import ENTRIES
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES, STATUSES
-from meiqia_app.services.customer_query import STATUS_CHOICES
+from meiqia_app.services.customers.query import STATUS_CHOICES
 from meiqia_app.services.errors import NotFound, ValidationError
 
 SOURCE_ROOT = Path(meiqia_app.__file__).resolve().parent
@@ -204,7 +204,7 @@ def test_every_label_key_in_ui_code_exists(sources):
     """Pages pass keys through small helpers (``_field("customer.phone", ...)``, column lists),
     so in UI code every quoted dotted literal under a catalogue prefix is a message key
     (permission names such as ``customer.view`` excepted)."""
-    from meiqia_app.services.rbac import PERMISSIONS
+    from meiqia_app.services.identity.rbac import PERMISSIONS
 
     prefixes = {key.split(".")[0] for key in ENTRIES}
     missing: dict[str, list[str]] = {}

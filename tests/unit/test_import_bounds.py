@@ -10,8 +10,10 @@ import zipfile
 import pytest
 
 from meiqia_app.config import get_settings, reload_settings
-from meiqia_app.services import customer_import
-from meiqia_app.services.customer_import import dry_run, preview_table, run_import, suggest_mapping
+from meiqia_app.services.customers.importing import files as import_files
+from meiqia_app.services.customers.importing.columns import suggest_mapping
+from meiqia_app.services.customers.importing.files import preview_table
+from meiqia_app.services.customers.importing.job import dry_run, run_import
 from meiqia_app.services.errors import ValidationError
 from tests.unit.test_customer_import import rows, write_csv, write_xlsx
 
@@ -185,6 +187,6 @@ def test_a_cell_with_nul_bytes_is_invalid_and_never_stored(actors):
 
 
 def test_the_upload_cap_is_configurable(env):
-    assert customer_import.max_upload_bytes() == 50 * 1024 * 1024
+    assert import_files.max_upload_bytes() == 50 * 1024 * 1024
     env(MEIQIA_MAX_UPLOAD_MB=7)
-    assert customer_import.max_upload_bytes() == 7 * 1024 * 1024
+    assert import_files.max_upload_bytes() == 7 * 1024 * 1024

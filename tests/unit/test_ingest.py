@@ -1,4 +1,4 @@
-"""Behaviour ingestion (services/ingest.py, POST /api/v1/events): per-record results, re-sends
+"""Behaviour ingestion (services/integrations/ingest.py, POST /api/v1/events): per-record results, re-sends
 that change nothing, prospects for unknown visitors, and the derived figures kept as the seed
 keeps them (last active, paid orders, lifecycle, rule tags, report marks, the live counter)."""
 
@@ -13,8 +13,8 @@ from sqlmodel import select
 
 from meiqia_app.db import get_engine, read_session
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, Message, Order, Tag, TagAssignment
-from meiqia_app.services import timeline
-from meiqia_app.services.rbac import SYSTEM_ACTOR
+from meiqia_app.services.customers import timeline
+from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 from meiqia_app.timeutil import as_utc, utcnow
 from tests.unit.api_support import assert_conforms, audit_rows, bearer, client, new_key
 
@@ -418,8 +418,8 @@ def test_concurrent_batches_all_land_and_queue_for_sqlites_one_writer(seeded_db,
     import threading
 
     from meiqia_app.dbadapter import get_adapter
-    from meiqia_app.services import api_keys, ingest
     from meiqia_app.services.errors import Busy
+    from meiqia_app.services.integrations import api_keys, ingest
 
     raw = new_key("web", ["events:write"])
     actor = api_keys.authenticate(f"Bearer {raw}")

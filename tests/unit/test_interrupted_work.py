@@ -18,7 +18,7 @@ from sqlmodel import select
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import AuditEntry, ExportJob, Job
-from meiqia_app.services import jobs, process_owner, startup
+from meiqia_app.services.platform import jobs, process_owner, startup
 from meiqia_app.timeutil import utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def _clear():
 def _owner_of_a_process(keep_running: bool = False):
     """The owner string of another process: one that has exited (dead), or one still running."""
     code = (
-        "import sys; from meiqia_app.services.process_owner import current_owner; "
+        "import sys; from meiqia_app.services.platform.process_owner import current_owner; "
         "print(current_owner(), flush=True); sys.stdin.read() if len(sys.argv) > 1 else None"
     )
     args = [sys.executable, "-c", code] + (["wait"] if keep_running else [])

@@ -9,8 +9,8 @@ import pytest
 
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import Job
-from meiqia_app.services import jobs
 from meiqia_app.services.errors import NotFound
+from meiqia_app.services.platform import jobs
 from meiqia_app.timeutil import utcnow
 
 SEEN: list[int] = []

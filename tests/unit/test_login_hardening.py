@@ -16,9 +16,12 @@ from starlette.routing import Route
 from meiqia_app.config import allowed_origins, get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import LoginAddressThrottle, LoginChallenge, LoginThrottle, RecoveryCode, User, UserSession
-from meiqia_app.services import auth, users
-from meiqia_app.services.auth import AuthError
 from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.identity import account_security, passwords, second_factor, sessions, users
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import throttling as login_throttling
+from meiqia_app.services.identity import tokens as auth_tokens
+from meiqia_app.services.identity.tokens import AuthError
 from meiqia_app.state.base import LOGOUT_PATH, SESSION_COOKIE
 from meiqia_app.timeutil import utcnow
 from meiqia_app.web.session_routes import clear_session
@@ -47,7 +50,7 @@ from tests.unit.test_auth import (
 )
 def test_guessable_passwords_are_refused_with_the_reason(password, reason):
     with pytest.raises(ValidationError) as caught:
-        auth.validate_password(password, "zhangwei")
+        passwords.validate_password(password, "zhangwei")
     assert caught.value.field_errors["password"][0] == reason
 
 
@@ -63,7 +66,7 @@ def test_guessable_passwords_are_refused_with_the_reason(password, reason):
     ],
 )
 def test_the_demo_and_test_passwords_are_strong_enough(password, username):
-    auth.validate_password(password, username)
+    passwords.validate_password(password, username)
 
 
 def test_an_admin_cannot_create_a_user_with_a_common_password(actors):
@@ -75,10 +78,10 @@ def test_an_admin_cannot_create_a_user_with_a_common_password(actors):
 
 
 def test_own_password_change_to_a_repeated_password_is_refused(db):
-    actor = auth.resolve_session(login(db, "agent"))
+    actor = sessions.resolve_session(login(db, "agent"))
     before = user_row("agent").password_hash
     with pytest.raises(ValidationError) as caught:
-        auth.change_own_password(actor, password_of("agent"), "aaaaaaaaa1")
+        account_security.change_own_password(actor, password_of("agent"), "aaaaaaaaa1")
     assert caught.value.field_errors["password"][0] == "auth.password_weak_repeats"
     assert user_row("agent").password_hash == before
 
@@ -121,7 +124,7 @@ def test_wrong_second_factor_codes_count_for_the_address_too(db):
         with pytest.raises(AuthError):
             auth.complete_login(accepted.challenge, "000000", "203.0.113.10")
         with write_session() as session:  # keep the per-account lock out of the way
-            auth.unlock(session, "admin")
+            login_throttling.unlock(session, "admin")
     with pytest.raises(AuthError) as caught:
         auth.begin_login("admin", password_of("admin"), "203.0.113.10")
     assert caught.value.message_key == "auth.address_locked"
@@ -150,11 +153,11 @@ def test_the_address_lock_expires(db):
 
 def _another_session(username: str) -> str:
     """A second browser of the same user (a session row like claim_ticket makes)."""
-    token = auth.new_token()
+    token = auth_tokens.new_token()
     with write_session() as session:
         session.add(
             UserSession(
-                token_hash=auth.token_hash(token),
+                token_hash=auth_tokens.token_hash(token),
                 user_id=user_row(username).id,
                 expires_at=utcnow() + dt.timedelta(hours=1),
             )
@@ -163,17 +166,17 @@ def _another_session(username: str) -> str:
 
 
 def test_a_session_alone_cannot_replace_the_authenticator(db):
-    actor = auth.resolve_session(login(db, "agent"))
+    actor = sessions.resolve_session(login(db, "agent"))
     secret = secret_of(db, "agent")
     before = user_row("agent").totp_secret_enc
     with pytest.raises(AuthError) as no_password:
-        auth.begin_reenrol(actor, "", fresh_code(secret, "agent"))
+        account_security.begin_reenrol(actor, "", fresh_code(secret, "agent"))
     assert no_password.value.message_key == "auth.old_password_wrong"
     with pytest.raises(AuthError) as wrong_code:
-        auth.begin_reenrol(actor, password_of("agent"), "000000")
+        account_security.begin_reenrol(actor, password_of("agent"), "000000")
     assert wrong_code.value.message_key == "auth.invalid_code"
     with pytest.raises(AuthError) as unused_code:
-        auth.begin_reenrol(actor, password_of("agent"), "abcde-fghjk")
+        account_security.begin_reenrol(actor, password_of("agent"), "abcde-fghjk")
     assert unused_code.value.message_key == "auth.invalid_code"
     assert user_row("agent").totp_secret_enc == before
     with read_session() as session:
@@ -184,12 +187,12 @@ def test_a_session_alone_cannot_replace_the_authenticator(db):
 
 
 def test_wrong_answers_when_replacing_the_authenticator_lock_the_account(db):
-    actor = auth.resolve_session(login(db, "agent"))
+    actor = sessions.resolve_session(login(db, "agent"))
     for _ in range(get_settings().lockout_threshold - 1):
         with pytest.raises(AuthError):
-            auth.begin_reenrol(actor, "Wrong-password-1", "123456")
+            account_security.begin_reenrol(actor, "Wrong-password-1", "123456")
     with pytest.raises(AuthError) as caught:
-        auth.begin_reenrol(actor, "Wrong-password-1", "123456")
+        account_security.begin_reenrol(actor, "Wrong-password-1", "123456")
     assert caught.value.message_key == "auth.locked"
     with pytest.raises(AuthError) as again:  # the lock holds for the login too
         auth.begin_login("agent", password_of("agent"))
@@ -198,27 +201,27 @@ def test_wrong_answers_when_replacing_the_authenticator_lock_the_account(db):
 
 def test_replacing_the_authenticator_ends_every_other_session(db):
     here, elsewhere = login(db, "agent"), _another_session("agent")
-    actor = auth.resolve_session(here)
-    enrolment = auth.begin_reenrol(actor, password_of("agent"), fresh_code(secret_of(db, "agent"), "agent"))
-    new_code = pyotp.TOTP(enrolment.secret, interval=auth.TOTP_INTERVAL).now()
-    done = auth.confirm_reenrol(actor, enrolment.challenge, new_code)
+    actor = sessions.resolve_session(here)
+    enrolment = account_security.begin_reenrol(actor, password_of("agent"), fresh_code(secret_of(db, "agent"), "agent"))
+    new_code = pyotp.TOTP(enrolment.secret, interval=second_factor.TOTP_INTERVAL).now()
+    done = account_security.confirm_reenrol(actor, enrolment.challenge, new_code)
     assert done.sessions_revoked == 1 and len(done.recovery_codes) == 10
-    assert auth.resolve_session(elsewhere) is None
+    assert sessions.resolve_session(elsewhere) is None
     assert session_row(elsewhere).revoked_reason == "totp_reenrolled"
-    assert auth.resolve_session(here) is not None  # the session that did it stays
-    assert auth.decrypt_secret(user_row("agent").totp_secret_enc) == enrolment.secret
+    assert sessions.resolve_session(here) is not None  # the session that did it stays
+    assert second_factor.decrypt_secret(user_row("agent").totp_secret_enc) == enrolment.secret
     entry = audit_entries("auth.totp_reenrolled")[-1]
     assert json.loads(entry.details) == {"other_sessions_revoked": 1}
 
 
 def test_a_recovery_code_can_stand_in_for_the_current_code_once(db):
-    actor = auth.resolve_session(login(db, "agent"))
-    codes = auth.new_recovery_codes()
+    actor = sessions.resolve_session(login(db, "agent"))
+    codes = second_factor.new_recovery_codes()
     with write_session() as session:
-        auth._store_recovery_codes(session, actor.user_id, codes)
-    assert auth.begin_reenrol(actor, password_of("agent"), codes[0].upper()).challenge
+        second_factor.store_recovery_codes(session, actor.user_id, codes)
+    assert account_security.begin_reenrol(actor, password_of("agent"), codes[0].upper()).challenge
     with pytest.raises(AuthError):
-        auth.begin_reenrol(actor, password_of("agent"), codes[0])
+        account_security.begin_reenrol(actor, password_of("agent"), codes[0])
     with read_session() as session:
         used = session.exec(
             select(RecoveryCode).where(RecoveryCode.user_id == actor.user_id, RecoveryCode.used_at.is_not(None))
@@ -260,7 +263,7 @@ def test_a_cross_site_or_get_request_does_not_log_out(db, logout_client, method,
         method, LOGOUT_PATH, headers=headers, cookies={SESSION_COOKIE: token}, follow_redirects=False
     )
     assert response.status_code == (405 if method == "GET" else 403)
-    assert auth.resolve_session(token) is not None
+    assert sessions.resolve_session(token) is not None
     assert session_row(token).revoked_at is None
     assert "set-cookie" not in response.headers
     assert audit_entries("auth.logout") == []
@@ -275,7 +278,7 @@ def test_a_same_origin_post_logs_out_and_clears_the_cookie(db, logout_client, he
     )
     assert response.status_code == 303 and response.headers["location"] == "/login"
     assert f'{SESSION_COOKIE}=""' in response.headers["set-cookie"] and "Max-Age=0" in response.headers["set-cookie"]
-    assert auth.resolve_session(token) is None
+    assert sessions.resolve_session(token) is None
     assert session_row(token).revoked_reason == "logout"
 
 

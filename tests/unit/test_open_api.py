@@ -1,4 +1,4 @@
-"""The open API (meiqia_app/web/api, services/api_keys.py): keys, refusals, masking by scope,
+"""The open API (meiqia_app/web/api, services/integrations/api_keys.py): keys, refusals, masking by scope,
 writes with their conflicts, idempotent POSTs, the contract with the OpenAPI document and a
 bounded fuzzing run (schemathesis) against the in-process app."""
 
@@ -14,8 +14,8 @@ from sqlmodel import select
 from meiqia_app.config import reload_settings
 from meiqia_app.db import get_engine, read_session
 from meiqia_app.models import ApiKey, Customer
-from meiqia_app.services import api_keys
-from meiqia_app.services.rbac import SYSTEM_ACTOR
+from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+from meiqia_app.services.integrations import api_keys
 from tests.unit.api_support import ALL_SCOPES, assert_conforms, audit_rows, bearer, client, new_key
 
 READ = ["customers:read"]
@@ -476,7 +476,7 @@ def test_the_api_layer_never_touches_the_database_or_reflex():
 def test_nul_characters_are_refused_before_they_reach_the_database(seeded_db):
     """Found by the fuzzing on PostgreSQL (which cannot store NUL in text): a 500 there,
     silently stored on SQLite. Refused the same on both, by the API and by the services."""
-    from meiqia_app.services.customer_validation import clean_customer_fields
+    from meiqia_app.services.customers.validation import clean_customer_fields
     from meiqia_app.services.errors import ValidationError
 
     api = client()

@@ -1,4 +1,4 @@
-"""services/rbac.py, services/users.py and services/audit.py: permissions,
+"""services/identity/rbac.py, services/identity/users.py and services/audit/log.py: permissions,
 the last-admin and admin-role guards, and the tamper-evident audit chain."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from sqlmodel import select
 
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.models import AppSetting, AuditEntry, Role, User
-from meiqia_app.services import audit, rbac, users
+from meiqia_app.services.audit import log as audit
 from meiqia_app.services.errors import PermissionDenied, ValidationError
-from meiqia_app.services.rbac import Actor
+from meiqia_app.services.identity import rbac, users
+from meiqia_app.services.identity.rbac import Actor
 from tests.conftest import load_actors
 
 

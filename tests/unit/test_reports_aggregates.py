@@ -12,16 +12,20 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 from meiqia_app.db import get_engine, write_session
-from meiqia_app.services import report_aggregates as aggregates
-from meiqia_app.services import report_views, reports
+from meiqia_app.services.reports import aggregates
+from meiqia_app.services.reports import cache as report_cache
+from meiqia_app.services.reports import dashboard as report_dashboard
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import trends as report_trends
+from meiqia_app.services.reports import views as report_views
 from tests.unit.test_reports_service import UTC, Rows, assert_same, bounds, expected, raw_cursor
 
 PERIODS = [
-    reports.make_period("month", "2026-10-15"),
-    reports.make_period("week", "2026-10-15"),
-    reports.make_period("day", "2026-10-20"),
-    reports.make_period("custom", "2026-03-01", "2026-09-30"),
-    reports.make_period("month", "2025-12-15"),
+    report_periods.make_period("month", "2026-10-15"),
+    report_periods.make_period("week", "2026-10-15"),
+    report_periods.make_period("day", "2026-10-20"),
+    report_periods.make_period("custom", "2026-03-01", "2026-09-30"),
+    report_periods.make_period("month", "2025-12-15"),
 ]
 
 
@@ -37,13 +41,15 @@ def _daily_rows() -> dict:
 def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
     """Every measure of the dashboard, trend, breakdowns, cohorts and top products
     against plain Python over the rows; then the incremental state against a rebuild."""
-    reports.dashboard(actor, PERIODS[0])  # applies the changes (in the request, or in the background when many)
+    report_dashboard.dashboard(
+        actor, PERIODS[0]
+    )  # applies the changes (in the request, or in the background when many)
     aggregates.wait_for_background()
     rows = Rows(None)
     tz = ZoneInfo(zone)
     live = [c for c in rows.customers.values() if c["status"] == "active"]
     for period in PERIODS:
-        board = reports.dashboard(actor, period)
+        board = report_dashboard.dashboard(actor, period)
         assert not board.computing
         assert_same(board.raw, expected(rows, *bounds(period.first, period.last, zone)))
         previous = period.previous()
@@ -55,9 +61,9 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
         for item in board.lifecycle:
             assert item.total == sum(1 for c in live if c["lifecycle"] == item.key)
         assert sum(item.total for item in board.regions) == len(live)
-    for point in reports.trend(actor, "month", "2026-11-30", 14):
+    for point in report_trends.trend(actor, "month", "2026-11-30", 14):
         first = dt.date.fromisoformat(point.start)
-        wanted = expected(rows, *bounds(first, reports._add_months(first, 1) - dt.timedelta(days=1), zone))
+        wanted = expected(rows, *bounds(first, report_periods.add_months(first, 1) - dt.timedelta(days=1), zone))
         assert (point.new_customers, point.orders, point.amount_cents, point.conversations) == (
             wanted["new_customers"],
             wanted["orders"],
@@ -68,20 +74,22 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
 
     def retained_wanted(members, first: dt.date, k: int):
         """None until month M+k has ended; then those active on or after its start."""
-        boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
-        window_end = dt.datetime.combine(reports._add_months(first, k + 1), dt.time.min, tzinfo=tz).astimezone(UTC)
+        boundary = dt.datetime.combine(report_periods.add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
+        window_end = dt.datetime.combine(report_periods.add_months(first, k + 1), dt.time.min, tzinfo=tz).astimezone(
+            UTC
+        )
         if window_end > now:
             return None
         return sum(1 for c in members if c["last_active"] and c["last_active"] >= boundary)
 
-    for row in reports.cohorts(actor, 12, "2026-10-01", now=now):
+    for row in report_trends.cohorts(actor, 12, "2026-10-01", now=now):
         first = dt.date.fromisoformat(row.month + "-01")
-        start, end = bounds(first, reports._add_months(first, 1) - dt.timedelta(days=1), zone)
+        start, end = bounds(first, report_periods.add_months(first, 1) - dt.timedelta(days=1), zone)
         members = [c for c in live if start <= c["registered"] < end]
         assert row.size == len(members)
-        for k, value in zip(reports.COHORT_OFFSETS, row.retained):
+        for k, value in zip(report_trends.COHORT_OFFSETS, row.retained):
             assert value == retained_wanted(members, first, k)
-    period = reports.make_period("custom", "2026-01-01", "2026-10-31")
+    period = report_periods.make_period("custom", "2026-01-01", "2026-10-31")
     start_p, end_p = bounds(period.first, period.last, zone)
     totals: dict[str, list] = {}
     for o in rows.orders:
@@ -92,24 +100,24 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
             entry[2] += o["amount"]
             entry[3].add(o["customer"])
     wanted = sorted(((p, v[0], v[1], v[2], len(v[3])) for p, v in totals.items()), key=lambda r: (-r[3], r[0]))[:10]
-    got = reports.top_products(actor, None, period, 10)
+    got = report_trends.top_products(actor, None, period, 10)
     assert [(p.product, p.orders, p.quantity, p.amount_cents, p.buyers) for p in got] == wanted
     # A segment (summed from the ledger of its customers): comparison, cohorts, top products.
-    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.customers.query import ListQuery
 
     segment = ListQuery(sources=("wechat", "app"), lifecycle=("active", "new", "churned"))
     in_segment = lambda c: c["source"] in ("wechat", "app") and c["lifecycle"] in ("active", "new", "churned")  # noqa: E731
-    reports.invalidate_cache()
+    report_cache.invalidate_cache()
     a, b = PERIODS[3], PERIODS[0]
-    result = reports.compare_periods(actor, segment, a, b)
+    result = report_trends.compare_periods(actor, segment, a, b)
     assert_same(result.raw_a, expected(rows, *bounds(a.first, a.last, zone), segment=in_segment))
     assert_same(result.raw_b, expected(rows, *bounds(b.first, b.last, zone), segment=in_segment))
-    for row in reports.cohorts(actor, 6, "2026-10-01", segment, now=now):
+    for row in report_trends.cohorts(actor, 6, "2026-10-01", segment, now=now):
         first = dt.date.fromisoformat(row.month + "-01")
-        start, end = bounds(first, reports._add_months(first, 1) - dt.timedelta(days=1), zone)
+        start, end = bounds(first, report_periods.add_months(first, 1) - dt.timedelta(days=1), zone)
         members = [c for c in live if start <= c["registered"] < end and in_segment(c)]
         assert row.size == len(members)
-        for k, value in zip(reports.COHORT_OFFSETS, row.retained):
+        for k, value in zip(report_trends.COHORT_OFFSETS, row.retained):
             assert value == retained_wanted(members, first, k)
     seg_totals: dict[str, list] = {}
     for o in rows.orders:
@@ -125,7 +133,7 @@ def check_everything(actor, zone: str = "Asia/Shanghai") -> None:
             entry[2] += o["amount"]
             entry[3].add(o["customer"])
     wanted = sorted(((p, v[0], v[1], v[2], len(v[3])) for p, v in seg_totals.items()), key=lambda r: (-r[3], r[0]))[:10]
-    got = reports.top_products(actor, segment, period, 10)
+    got = report_trends.top_products(actor, segment, period, 10)
     assert [(p.product, p.orders, p.quantity, p.amount_cents, p.buyers) for p in got] == wanted
     # Incremental == from scratch.
     incremental = _daily_rows()
@@ -144,7 +152,9 @@ def _ids(sql: str, **params) -> list[int]:
 
 
 def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
-    from meiqia_app.services import customer_orders, duplicates, erasure
+    from meiqia_app.services.customers import orders as customer_orders
+    from meiqia_app.services.customers.duplicates import merging as duplicate_merging
+    from meiqia_app.services.privacy import erasure
 
     manager, admin = seeded_actors["manager"], seeded_actors["admin"]
     check_everything(manager)
@@ -175,7 +185,7 @@ def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
                 text("SELECT id, version FROM customer WHERE id IN (:a, :b)"), {"a": survivor, "b": other}
             )
         }
-    duplicates.merge_customers(admin, survivor, [other], {}, versions)
+    duplicate_merging.merge_customers(admin, survivor, [other], {}, versions)
     # Erasure.
     erasure.erase_customer(admin, active[7], str(active[7]))
     # A bulk import from another connection (bare driver): a customer with events and a chat.
@@ -215,8 +225,8 @@ def test_aggregates_match_after_every_kind_of_change(seeded_db, seeded_actors):
 
 def test_a_change_updates_only_the_changed_customer(seeded_db, seeded_actors):
     manager = seeded_actors["manager"]
-    period = reports.make_period("month", "2026-10-15")
-    before = reports.dashboard(manager, period).raw
+    period = report_periods.make_period("month", "2026-10-15")
+    before = report_dashboard.dashboard(manager, period).raw
     customer = _ids(
         "SELECT id FROM customer WHERE status = 'active' AND registered_at >= '2026-09-30 16:00' "
         "AND registered_at < '2026-10-31 16:00' ORDER BY id LIMIT 1"
@@ -225,13 +235,13 @@ def test_a_change_updates_only_the_changed_customer(seeded_db, seeded_actors):
     with get_engine().connect() as conn:
         assert aggregates.pending_count(conn) == 1
     assert aggregates.apply_pending() == 1
-    after = reports.dashboard(manager, period).raw
+    after = report_dashboard.dashboard(manager, period).raw
     assert after["new_customers"] == before["new_customers"] - 1
     assert after["total_customers"] == before["total_customers"] - 1
 
 
 def test_a_write_that_changes_nothing_reported_marks_nobody(seeded_db, seeded_actors):
-    reports.dashboard(seeded_actors["manager"], PERIODS[0])
+    report_dashboard.dashboard(seeded_actors["manager"], PERIODS[0])
     _execute("UPDATE customer SET company = 'ACME' WHERE id = 1")
     with get_engine().connect() as conn:
         assert aggregates.pending_count(conn) == 0
@@ -249,7 +259,7 @@ def test_changing_the_zone_rebuilds_for_the_new_local_days(seeded_db, seeded_act
     finally:
         monkeypatch.delenv("MEIQIA_TIMEZONE")
         reload_settings()
-    reports.dashboard(seeded_actors["manager"], PERIODS[0])
+    report_dashboard.dashboard(seeded_actors["manager"], PERIODS[0])
     assert aggregates.state()["zone"] == "Asia/Shanghai"
 
 
@@ -275,8 +285,8 @@ def test_a_build_interrupted_by_a_restart_resumes_and_takes_its_own_claim_over(s
     """The build's job was running in a process that died a moment ago: its claim still looks
     alive (fresh heartbeat), yet the resumed job takes it over instead of waiting minutes."""
     from meiqia_app.models import Job
-    from meiqia_app.services import jobs
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.platform import jobs
     from meiqia_app.timeutil import utcnow
 
     job_id = jobs.create_job(SYSTEM_ACTOR, aggregates.BUILD_JOB_KIND, {})
@@ -298,21 +308,21 @@ def test_a_build_interrupted_by_a_restart_resumes_and_takes_its_own_claim_over(s
 
 def test_many_changes_are_applied_in_the_background(seeded_db, seeded_actors, monkeypatch):
     manager = seeded_actors["manager"]
-    reports.dashboard(manager, PERIODS[0])
+    report_dashboard.dashboard(manager, PERIODS[0])
     monkeypatch.setattr(aggregates, "SYNC_APPLY_LIMIT", 5)
     _execute(
         "UPDATE customer SET status = 'archived' WHERE id IN (SELECT id FROM customer WHERE status = 'active' "
         "ORDER BY id LIMIT 40)"
     )
-    reports.take_served_stale()
-    reports.dashboard(manager, PERIODS[0])
-    assert reports.take_served_stale()  # figures behind: the page asks again
+    report_cache.take_served_stale()
+    report_dashboard.dashboard(manager, PERIODS[0])
+    assert report_cache.take_served_stale()  # figures behind: the page asks again
     aggregates.wait_for_background()
     check_everything(manager)
 
 
 def test_empty_database_needs_no_build_time(db, actors):
-    board = reports.dashboard(actors["manager"], reports.make_period("month", "2026-10-01"))
+    board = report_dashboard.dashboard(actors["manager"], report_periods.make_period("month", "2026-10-01"))
     assert not board.computing and board.raw["total_customers"] == 0
     assert aggregates.state()["status"] == "ready"
 
@@ -326,20 +336,20 @@ def test_local_day_of_fractional_offset_zone():
 
 
 def test_big_segments_are_computed_from_the_rows_with_the_same_figures(seeded_db, seeded_actors, monkeypatch):
-    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.customers.query import ListQuery
 
-    monkeypatch.setattr(reports, "SEGMENT_LEDGER_MAX", 0)  # as for a segment of more than 50k customers
-    reports.invalidate_cache()
+    monkeypatch.setattr(report_dashboard, "SEGMENT_LEDGER_MAX", 0)  # as for a segment of more than 50k customers
+    report_cache.invalidate_cache()
     rows = Rows(None)
     manager = seeded_actors["manager"]
     segment = ListQuery(sources=("wechat", "app"), lifecycle=("active", "new", "churned"))
     in_segment = lambda c: c["source"] in ("wechat", "app") and c["lifecycle"] in ("active", "new", "churned")  # noqa: E731
     for a, b in ((PERIODS[3], PERIODS[0]), (PERIODS[2], PERIODS[1])):
-        result = reports.compare_periods(manager, segment, a, b)
+        result = report_trends.compare_periods(manager, segment, a, b)
         assert_same(result.raw_a, expected(rows, *bounds(a.first, a.last), segment=in_segment))
         assert_same(result.raw_b, expected(rows, *bounds(b.first, b.last), segment=in_segment))
     # The same segment from the ledger gives the same answer.
-    monkeypatch.setattr(reports, "SEGMENT_LEDGER_MAX", 50_000)
-    reports.invalidate_cache()
-    again = reports.compare_periods(manager, segment, PERIODS[2], PERIODS[1])
+    monkeypatch.setattr(report_dashboard, "SEGMENT_LEDGER_MAX", 50_000)
+    report_cache.invalidate_cache()
+    again = report_trends.compare_periods(manager, segment, PERIODS[2], PERIODS[1])
     assert again.raw_a == result.raw_a and again.raw_b == result.raw_b

@@ -10,8 +10,11 @@ from sqlmodel import select
 
 from meiqia_app.db import read_session
 from meiqia_app.models import AuditEntry
-from meiqia_app.services import report_views, reports
 from meiqia_app.services.errors import PermissionDenied, ValidationError
+from meiqia_app.services.reports import dashboard as report_dashboard
+from meiqia_app.services.reports import files as report_files
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import views as report_views
 
 PARAMS = {"kind": "month", "anchor": "2026-10-15", "granularity": "week"}
 SEGMENT = {
@@ -25,7 +28,7 @@ SEGMENT = {
 
 def test_dashboard_view_cards_match_the_service(seeded_db, seeded_actors):
     view = report_views.dashboard_view(seeded_actors["manager"], PARAMS)
-    board = reports.dashboard(seeded_actors["manager"], reports.make_period("month", "2026-10-15"))
+    board = report_dashboard.dashboard(seeded_actors["manager"], report_periods.make_period("month", "2026-10-15"))
     cards = {c["key"]: c for c in view.cards}
     assert cards["new_customers"]["value"] == f"{board.raw['new_customers']:,}"
     assert cards["new_customers"]["label_zh"] == "新增客户" and cards["new_customers"]["label_en"] == "New customers"
@@ -39,12 +42,12 @@ def test_dashboard_view_cards_match_the_service(seeded_db, seeded_actors):
 def test_dashboard_xlsx_has_a_sheet_per_table_with_the_page_numbers(seeded_db, seeded_actors):
     manager = seeded_actors["manager"]
     view = report_views.dashboard_view(manager, PARAMS)
-    name, data = report_views.export_xlsx(manager, "dashboard", PARAMS, "en")
+    name, data = report_files.export_xlsx(manager, "dashboard", PARAMS, "en")
     assert name.endswith(".xlsx")
     book = load_workbook(io.BytesIO(data))
     assert book.sheetnames == ["Summary", "Trend", "Lifecycle", "Sources", "Regions"]
     summary = {row[0]: row for row in book["Summary"].iter_rows(min_row=2, values_only=True)}
-    board = reports.dashboard(manager, reports.make_period("month", "2026-10-15"))
+    board = report_dashboard.dashboard(manager, report_periods.make_period("month", "2026-10-15"))
     assert summary["New customers"][2] == board.raw["new_customers"]
     assert summary["New customers"][1] == board.raw_previous["new_customers"]
     assert summary["Amount"][2] == pytest.approx(board.raw["amount_cents"] / 100)
@@ -63,7 +66,7 @@ def test_dashboard_xlsx_has_a_sheet_per_table_with_the_page_numbers(seeded_db, s
 def test_segment_report_xlsx(seeded_db, seeded_actors):
     analyst = seeded_actors["analyst"]
     view = report_views.segment_report_view(analyst, SEGMENT)
-    name, data = report_views.export_xlsx(analyst, "segment", SEGMENT, "zh")
+    name, data = report_files.export_xlsx(analyst, "segment", SEGMENT, "zh")
     book = load_workbook(io.BytesIO(data))
     assert book.sheetnames == ["周期对比", "留存", "热门商品"]
     comparison = {r[0]: r for r in book["周期对比"].iter_rows(min_row=2, values_only=True)}
@@ -79,7 +82,7 @@ def test_segment_report_xlsx(seeded_db, seeded_actors):
 @pytest.mark.parametrize("username", ["agent", "senior"])
 def test_export_refused_without_permissions(db, actors, username):
     with pytest.raises(PermissionDenied):
-        report_views.export_xlsx(actors[username], "dashboard", PARAMS)
+        report_files.export_xlsx(actors[username], "dashboard", PARAMS)
 
 
 def test_bad_parameters_are_refused(db, actors):
@@ -88,12 +91,12 @@ def test_bad_parameters_are_refused(db, actors):
     with pytest.raises(ValidationError):
         report_views.segment_report_view(actors["manager"], {**SEGMENT, "lifecycle": "vip"})
     with pytest.raises(ValidationError):
-        report_views.export_xlsx(actors["manager"], "everything", PARAMS)
+        report_files.export_xlsx(actors["manager"], "everything", PARAMS)
 
 
 def test_saved_view_is_a_segment(seeded_db, seeded_actors):
-    from meiqia_app.services import saved_views
-    from meiqia_app.services.customer_query import ListQuery
+    from meiqia_app.services.customers import saved_views
+    from meiqia_app.services.customers.query import ListQuery
 
     manager = seeded_actors["manager"]
     option = saved_views.save_view(manager, "微信客户", ListQuery(sources=("wechat",)))
@@ -140,7 +143,7 @@ def test_dashboard_pdf_has_every_table_with_the_page_figures_and_downloads_once(
 
     manager = _with_session(seeded_actors["manager"])
     view = report_views.dashboard_view(manager, PARAMS)
-    export_id = report_views.export_pdf(manager, "dashboard", PARAMS, "zh")
+    export_id = report_files.export_pdf(manager, "dashboard", PARAMS, "zh")
     with read_session() as session:
         job = session.get(ExportJob, export_id)
         assert (job.kind, job.format, job.status, job.requested_by_id) == ("report", "pdf", "done", manager.user_id)
@@ -166,7 +169,7 @@ def test_dashboard_pdf_has_every_table_with_the_page_figures_and_downloads_once(
 def test_segment_pdf_has_comparison_cohorts_and_products(seeded_db, seeded_actors):
     analyst = seeded_actors["analyst"]
     view = report_views.segment_report_view(analyst, SEGMENT)
-    export_id = report_views.export_pdf(analyst, "segment", SEGMENT, "en")
+    export_id = report_files.export_pdf(analyst, "segment", SEGMENT, "en")
     from meiqia_app.config import get_settings
     from meiqia_app.models import ExportJob
 
@@ -186,7 +189,7 @@ def test_segment_pdf_has_comparison_cohorts_and_products(seeded_db, seeded_actor
 @pytest.mark.parametrize("username", ["agent", "senior"])
 def test_pdf_export_refused_without_permissions(db, actors, username):
     with pytest.raises(PermissionDenied):
-        report_views.export_pdf(actors[username], "dashboard", PARAMS)
+        report_files.export_pdf(actors[username], "dashboard", PARAMS)
     from meiqia_app.models import ExportJob
 
     with read_session() as session:
@@ -212,14 +215,14 @@ def test_report_pdf_header_names_the_segment_readably_and_every_page_says_of_n(s
 
     analyst = seeded_actors["analyst"]
     params = {**SEGMENT, "source": "", "lifecycle": "active"}
-    zh = _pages(_export_file(report_views.export_pdf(analyst, "segment", params, "zh")))
+    zh = _pages(_export_file(report_files.export_pdf(analyst, "segment", params, "zh")))
     assert "客户群: 生命周期 = 活跃" in zh[0] and "lifecycle=active" not in "".join(zh)
-    en = _pages(_export_file(report_views.export_pdf(analyst, "segment", {**params, "source": "wechat"}, "en")))
+    en = _pages(_export_file(report_files.export_pdf(analyst, "segment", {**params, "source": "wechat"}, "en")))
     assert "Segment: Lifecycle = Active · Source = WeChat" in en[0]
-    everyone = _pages(_export_file(report_views.export_pdf(analyst, "segment", SEGMENT | {"source": ""}, "en")))
+    everyone = _pages(_export_file(report_files.export_pdf(analyst, "segment", SEGMENT | {"source": ""}, "en")))
     assert "Segment: All customers" in everyone[0]
     # "第 X 页 / 共 N 页" / "Page X of N" on every page (the dashboard has several).
-    dashboard = _pages(_export_file(report_views.export_pdf(analyst, "dashboard", PARAMS, "zh")))
+    dashboard = _pages(_export_file(report_files.export_pdf(analyst, "dashboard", PARAMS, "zh")))
     assert len(dashboard) >= 2
     for number, text in enumerate(dashboard, start=1):
         assert re.search(rf"第 {number} 页 / 共\s*{len(dashboard)}\s*页", text), text[-80:]
@@ -232,5 +235,5 @@ def test_dashboard_pdf_says_what_is_compared(seeded_db, seeded_actors):
 
     manager = seeded_actors["manager"]
     now = dt.datetime(2026, 10, 7, 3, tzinfo=dt.UTC)
-    text = "".join(_pages(_export_file(report_views.export_pdf(manager, "dashboard", {"kind": "month"}, "zh", now))))
+    text = "".join(_pages(_export_file(report_files.export_pdf(manager, "dashboard", {"kind": "month"}, "zh", now))))
     assert "本月截至今天：2026-10-01 ~ 2026-10-07（7 天），对比上月同期 2026-09-01 ~ 2026-09-07" in text

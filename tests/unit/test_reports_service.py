@@ -13,9 +13,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from meiqia_app.services import reports
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import PermissionDenied, ValidationError
+from meiqia_app.services.reports import cache as report_cache
+from meiqia_app.services.reports import dashboard as report_dashboard
+from meiqia_app.services.reports import formatting as report_formatting
+from meiqia_app.services.reports import measures as reports
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import trends as report_trends
 
 UTC = dt.UTC
 
@@ -160,15 +165,15 @@ def assert_same(actual: dict, wanted: dict) -> None:
 
 
 def test_periods_follow_the_local_calendar_and_previous_period_has_same_kind():
-    month = reports.make_period("month", "2026-03-15")
+    month = report_periods.make_period("month", "2026-03-15")
     assert (month.first, month.last) == (dt.date(2026, 3, 1), dt.date(2026, 3, 31))
     assert (month.previous().first, month.previous().last) == (dt.date(2026, 2, 1), dt.date(2026, 2, 28))
-    week = reports.make_period("week", "2026-11-01")  # a Sunday
+    week = report_periods.make_period("week", "2026-11-01")  # a Sunday
     assert (week.first, week.last) == (dt.date(2026, 10, 26), dt.date(2026, 11, 1))
     assert week.previous().first == dt.date(2026, 10, 19)
-    custom = reports.make_period("custom", "2026-01-10", "2026-01-19")
+    custom = report_periods.make_period("custom", "2026-01-10", "2026-01-19")
     assert custom.previous().first == dt.date(2025, 12, 31) and custom.previous().last == dt.date(2026, 1, 9)
-    day = reports.make_period("day", "2026-11-01")
+    day = report_periods.make_period("day", "2026-11-01")
     # Local midnight in Shanghai is 16:00 UTC the day before.
     assert day.start_utc == dt.datetime(2026, 10, 31, 16, tzinfo=UTC)
     assert day.end_utc == dt.datetime(2026, 11, 1, 16, tzinfo=UTC)
@@ -176,13 +181,13 @@ def test_periods_follow_the_local_calendar_and_previous_period_has_same_kind():
 
 def test_bad_period_input_is_refused():
     with pytest.raises(ValidationError):
-        reports.make_period("year", "2026-01-01")
+        report_periods.make_period("year", "2026-01-01")
     with pytest.raises(ValidationError):
-        reports.make_period("day", "not-a-date")
+        report_periods.make_period("day", "not-a-date")
     with pytest.raises(ValidationError):
-        reports.make_period("custom", "2026-02-01", "2026-01-01")
+        report_periods.make_period("custom", "2026-02-01", "2026-01-01")
     with pytest.raises(ValidationError):
-        reports.make_period("custom", "2020-01-01", "2026-01-01")
+        report_periods.make_period("custom", "2020-01-01", "2026-01-01")
 
 
 # --- measures on seeded data -------------------------------------------------------------
@@ -199,8 +204,8 @@ def test_bad_period_input_is_refused():
 )
 def test_dashboard_measures_match_independent_computation(seeded_db, seeded_actors, kind, anchor, end):
     rows = Rows(seeded_db)
-    period = reports.make_period(kind, anchor, end)
-    board = reports.dashboard(seeded_actors["manager"], period)
+    period = report_periods.make_period(kind, anchor, end)
+    board = report_dashboard.dashboard(seeded_actors["manager"], period)
     assert_same(board.raw, expected(rows, *bounds(period.first, period.last)))
     previous = period.previous()
     assert_same(board.raw_previous, expected(rows, *bounds(previous.first, previous.last)))
@@ -210,16 +215,16 @@ def test_dashboard_measures_match_independent_computation(seeded_db, seeded_acto
 
 
 def test_seeded_month_has_figures_in_every_measure(seeded_db, seeded_actors):
-    board = reports.dashboard(seeded_actors["analyst"], reports.make_period("month", "2026-10-15"))
+    board = report_dashboard.dashboard(seeded_actors["analyst"], report_periods.make_period("month", "2026-10-15"))
     assert board.raw["new_customers"] > 0 and board.raw["orders"] > 0 and board.raw["conversations"] > 0
     assert board.raw["satisfaction"] is not None
 
 
 def test_breakdowns_match_rows(seeded_db, seeded_actors):
     rows = Rows(seeded_db)
-    period = reports.make_period("month", "2026-10-15")
+    period = report_periods.make_period("month", "2026-10-15")
     start, end = bounds(period.first, period.last)
-    board = reports.dashboard(seeded_actors["manager"], period)
+    board = report_dashboard.dashboard(seeded_actors["manager"], period)
     live = [c for c in rows.customers.values() if c["status"] == "active"]
     for item in board.lifecycle:
         assert item.total == sum(1 for c in live if c["lifecycle"] == item.key)
@@ -233,7 +238,7 @@ def test_breakdowns_match_rows(seeded_db, seeded_actors):
 def test_archived_and_trashed_customers_are_excluded(seeded_db, seeded_actors):
     rows = Rows(seeded_db)
     assert any(c["status"] != "active" for c in rows.customers.values())  # the seed archives ~1%
-    board = reports.dashboard(seeded_actors["manager"], reports.make_period("month", "2026-10-15"))
+    board = report_dashboard.dashboard(seeded_actors["manager"], report_periods.make_period("month", "2026-10-15"))
     assert board.raw["total_customers"] == sum(
         1
         for c in rows.customers.values()
@@ -244,9 +249,9 @@ def test_archived_and_trashed_customers_are_excluded(seeded_db, seeded_actors):
 def test_segment_comparison_matches_rows(seeded_db, seeded_actors):
     rows = Rows(seeded_db)
     segment = ListQuery(sources=("wechat", "app"))
-    a = reports.make_period("month", "2026-08-10")
-    b = reports.make_period("month", "2026-10-10")
-    result = reports.compare_periods(seeded_actors["manager"], segment, a, b)
+    a = report_periods.make_period("month", "2026-08-10")
+    b = report_periods.make_period("month", "2026-10-10")
+    result = report_trends.compare_periods(seeded_actors["manager"], segment, a, b)
     in_segment = lambda c: c["source"] in ("wechat", "app")  # noqa: E731
     assert_same(result.raw_a, expected(rows, *bounds(a.first, a.last), segment=in_segment))
     assert_same(result.raw_b, expected(rows, *bounds(b.first, b.last), segment=in_segment))
@@ -254,7 +259,9 @@ def test_segment_comparison_matches_rows(seeded_db, seeded_actors):
 
 def test_trend_buckets_are_local_and_empty_ones_are_zero(seeded_db, seeded_actors):
     rows = Rows(seeded_db)
-    points = reports.trend(seeded_actors["manager"], "day", "2026-12-10", 60, now=dt.datetime(2026, 12, 31, tzinfo=UTC))
+    points = report_trends.trend(
+        seeded_actors["manager"], "day", "2026-12-10", 60, now=dt.datetime(2026, 12, 31, tzinfo=UTC)
+    )
     assert len(points) == 60
     assert points[-1].start == "2026-12-10" and points[-1].new_customers == 0 and points[-1].orders == 0
     for point in points:
@@ -263,35 +270,37 @@ def test_trend_buckets_are_local_and_empty_ones_are_zero(seeded_db, seeded_actor
         assert point.new_customers == sum(
             1 for c in rows.customers.values() if c["status"] == "active" and start <= c["registered"] < end
         )
-    months = reports.trend(seeded_actors["manager"], "month", "2026-10-31", 12)
+    months = report_trends.trend(seeded_actors["manager"], "month", "2026-10-31", 12)
     assert [p.start for p in months][-2:] == ["2026-09-01", "2026-10-01"]
     for point in months:
         first = dt.date.fromisoformat(point.start)
-        last = reports._add_months(first, 1) - dt.timedelta(days=1)
+        last = report_periods.add_months(first, 1) - dt.timedelta(days=1)
         wanted = expected(rows, *bounds(first, last))
         assert (point.orders, point.amount_cents, point.conversations) == (
             wanted["orders"],
             wanted["amount_cents"],
             wanted["conversations"],
         )
-    weeks = reports.trend(seeded_actors["manager"], "week", "2026-10-15", 4)
+    weeks = report_trends.trend(seeded_actors["manager"], "week", "2026-10-15", 4)
     assert [dt.date.fromisoformat(p.start).weekday() for p in weeks] == [0, 0, 0, 0]
 
 
 def test_cohorts_count_customers_still_active_k_months_later(seeded_db, seeded_actors):
     rows = Rows(seeded_db)
     now = dt.datetime(2026, 12, 7, 3, tzinfo=UTC)
-    table = reports.cohorts(seeded_actors["manager"], 12, "2026-10-01", now=now)
+    table = report_trends.cohorts(seeded_actors["manager"], 12, "2026-10-01", now=now)
     assert [r.month for r in table][-1] == "2026-10"
     tz = ZoneInfo("Asia/Shanghai")
     for row in table:
         first = dt.date.fromisoformat(row.month + "-01")
-        start, end = bounds(first, reports._add_months(first, 1) - dt.timedelta(days=1))
+        start, end = bounds(first, report_periods.add_months(first, 1) - dt.timedelta(days=1))
         members = [c for c in rows.customers.values() if c["status"] == "active" and start <= c["registered"] < end]
         assert row.size == len(members)
-        for k, value in zip(reports.COHORT_OFFSETS, row.retained):
-            boundary = dt.datetime.combine(reports._add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
-            window_end = dt.datetime.combine(reports._add_months(first, k + 1), dt.time.min, tzinfo=tz).astimezone(UTC)
+        for k, value in zip(report_trends.COHORT_OFFSETS, row.retained):
+            boundary = dt.datetime.combine(report_periods.add_months(first, k), dt.time.min, tzinfo=tz).astimezone(UTC)
+            window_end = dt.datetime.combine(
+                report_periods.add_months(first, k + 1), dt.time.min, tzinfo=tz
+            ).astimezone(UTC)
             if window_end > now:
                 assert value is None
             else:
@@ -300,10 +309,10 @@ def test_cohorts_count_customers_still_active_k_months_later(seeded_db, seeded_a
 
 def test_top_products_rank_by_paid_amount_within_segment(seeded_db, seeded_actors):
     rows = Rows(seeded_db)
-    period = reports.make_period("custom", "2026-01-01", "2026-10-31")
+    period = report_periods.make_period("custom", "2026-01-01", "2026-10-31")
     start, end = bounds(period.first, period.last)
     segment = ListQuery(lifecycle=("active", "new", "dormant"))
-    ranked = reports.top_products(seeded_actors["analyst"], segment, period, 5)
+    ranked = report_trends.top_products(seeded_actors["analyst"], segment, period, 5)
     totals: dict[str, int] = {}
     for o in rows.orders:
         c = rows.customers[o["customer"]]
@@ -362,11 +371,11 @@ def boundary_rows(db):
 
 def test_local_midnight_is_the_day_boundary(boundary_rows, actors):
     manager = actors["manager"]
-    nov1 = reports.dashboard(manager, reports.make_period("day", "2026-11-01"))
+    nov1 = report_dashboard.dashboard(manager, report_periods.make_period("day", "2026-11-01"))
     assert (nov1.raw["new_customers"], nov1.raw["orders"], nov1.raw["amount_cents"]) == (1, 1, 250)
     assert nov1.raw["total_customers"] == 2
     assert (nov1.raw_previous["new_customers"], nov1.raw_previous["amount_cents"]) == (1, 100)
-    points = reports.trend(manager, "day", "2026-11-01", 2)
+    points = report_trends.trend(manager, "day", "2026-11-01", 2)
     assert [(p.start, p.new_customers, p.amount_cents) for p in points] == [
         ("2026-10-31", 1, 100),
         ("2026-11-01", 1, 250),
@@ -379,9 +388,9 @@ def test_configured_time_zone_moves_the_boundary(boundary_rows, actors, monkeypa
     monkeypatch.setenv("MEIQIA_TIMEZONE", "UTC")
     reload_settings()
     try:
-        oct31 = reports.dashboard(actors["manager"], reports.make_period("day", "2026-10-31"))
+        oct31 = report_dashboard.dashboard(actors["manager"], report_periods.make_period("day", "2026-10-31"))
         assert (oct31.raw["new_customers"], oct31.raw["amount_cents"]) == (2, 350)
-        nov1 = reports.dashboard(actors["manager"], reports.make_period("day", "2026-11-01"))
+        nov1 = report_dashboard.dashboard(actors["manager"], report_periods.make_period("day", "2026-11-01"))
         assert nov1.raw["new_customers"] == 0
     finally:
         monkeypatch.delenv("MEIQIA_TIMEZONE")
@@ -389,11 +398,11 @@ def test_configured_time_zone_moves_the_boundary(boundary_rows, actors, monkeypa
 
 
 def test_empty_database_gives_zeros_and_no_rates(db, actors):
-    board = reports.dashboard(actors["manager"], reports.make_period("month", "2026-10-01"))
+    board = report_dashboard.dashboard(actors["manager"], report_periods.make_period("month", "2026-10-01"))
     assert board.raw["total_customers"] == 0
     assert board.raw["active_rate"] is None and board.raw["satisfaction"] is None
     assert all(m.change is None for m in board.measures if m.kind in ("rate", "score"))
-    assert reports.format_value("rate", None) == "—"
+    assert report_formatting.format_value("rate", None) == "—"
 
 
 # --- cache invalidation ----------------------------------------------------------------
@@ -405,21 +414,21 @@ def test_cache_sees_new_and_archived_customers(boundary_rows, actors):
     from meiqia_app.db import write_session
     from meiqia_app.models import Customer
 
-    period = reports.make_period("day", "2026-11-01")
-    assert reports.dashboard(actors["manager"], period).raw["new_customers"] == 1
+    period = report_periods.make_period("day", "2026-11-01")
+    assert report_dashboard.dashboard(actors["manager"], period).raw["new_customers"] == 1
     with write_session() as session:
         _add_customer(session, "丙", dt.datetime(2026, 11, 1, 1, tzinfo=UTC))
-    assert reports.dashboard(actors["manager"], period).raw["new_customers"] == 2
+    assert report_dashboard.dashboard(actors["manager"], period).raw["new_customers"] == 2
     with write_session() as session:
         customer = session.exec(select(Customer).where(Customer.name == "乙")).one()
         customer.status = "archived"
         session.add(customer)
-    assert reports.dashboard(actors["manager"], period).raw["new_customers"] == 1
+    assert report_dashboard.dashboard(actors["manager"], period).raw["new_customers"] == 1
 
 
 def test_cache_sees_raw_sql_writes_from_another_connection(boundary_rows, actors):
-    period = reports.make_period("day", "2026-11-01")
-    assert reports.dashboard(actors["manager"], period).raw["total_customers"] == 2
+    period = report_periods.make_period("day", "2026-11-01")
+    assert report_dashboard.dashboard(actors["manager"], period).raw["total_customers"] == 2
     # Another process: a bare driver connection, invisible to our listener; the
     # max-id part of the data signature catches the insert.
     with raw_cursor() as cursor:
@@ -430,7 +439,7 @@ def test_cache_sees_raw_sql_writes_from_another_connection(boundary_rows, actors
             "'2026-11-01 02:00:00.000000', '2026-11-01 02:00:00.000000', 0, 0, 'prospect', 'regular', false, false, 'active', "
             "'{}', 1, '2026-11-01 02:00:00.000000', '2026-11-01 02:00:00.000000')"
         )
-    assert reports.dashboard(actors["manager"], period).raw["total_customers"] == 3
+    assert report_dashboard.dashboard(actors["manager"], period).raw["total_customers"] == 3
 
 
 # --- permissions -----------------------------------------------------------------------------
@@ -443,11 +452,11 @@ def test_roles_without_report_view_are_refused_and_audited(db, actors, username)
     from meiqia_app.db import read_session
     from meiqia_app.models import AuditEntry
 
-    period = reports.make_period("month", "2026-10-01")
+    period = report_periods.make_period("month", "2026-10-01")
     with pytest.raises(PermissionDenied):
-        reports.dashboard(actors[username], period)
+        report_dashboard.dashboard(actors[username], period)
     with pytest.raises(PermissionDenied):
-        reports.compare_periods(actors[username], None, period, period.previous())
+        report_trends.compare_periods(actors[username], None, period, period.previous())
     with read_session() as session:
         actions = [e.action for e in session.exec(select(AuditEntry).where(AuditEntry.actor_name == username)).all()]
     assert "report.dashboard" in actions
@@ -455,35 +464,35 @@ def test_roles_without_report_view_are_refused_and_audited(db, actors, username)
 
 def test_agents_get_the_small_snapshot(seeded_db, seeded_actors):
     rows = Rows(seeded_db)
-    snap = reports.agent_snapshot(seeded_actors["agent"])
+    snap = report_dashboard.agent_snapshot(seeded_actors["agent"])
     assert snap.total_customers == sum(1 for c in rows.customers.values() if c["status"] == "active")
 
 
 def test_change_formatting():
     m = reports.Measure("dash.new_customers", "count", 120, 100)
-    assert reports.format_change(m) == "+20.0%" and reports.change_direction(m) == "up"
+    assert report_formatting.format_change(m) == "+20.0%" and report_formatting.change_direction(m) == "up"
     r = reports.Measure("dash.active_rate", "rate", 0.25, 0.30)
-    assert reports.format_change(r) == "-5.0 pp" and reports.change_direction(r) == "down"
-    assert reports.format_value("money", 123456789) == "¥1,234,567.89"
-    assert reports.format_value("count", 1234567) == "1,234,567"
+    assert report_formatting.format_change(r) == "-5.0 pp" and report_formatting.change_direction(r) == "down"
+    assert report_formatting.format_value("money", 123456789) == "¥1,234,567.89"
+    assert report_formatting.format_value("count", 1234567) == "1,234,567"
 
 
 def test_dashboard_shows_a_change_at_once(boundary_rows, actors):
     """No stale figures after an edit: the changed customer is applied to the daily aggregates first."""
     from meiqia_app.db import write_session
 
-    period = reports.make_period("day", "2026-11-01")
-    assert reports.dashboard(actors["manager"], period, allow_stale=True).raw["new_customers"] == 1
+    period = report_periods.make_period("day", "2026-11-01")
+    assert report_dashboard.dashboard(actors["manager"], period, allow_stale=True).raw["new_customers"] == 1
     with write_session() as session:
         _add_customer(session, "戊", dt.datetime(2026, 11, 1, 3, tzinfo=UTC))
-    reports.take_served_stale()
-    assert reports.dashboard(actors["manager"], period, allow_stale=True).raw["new_customers"] == 2
-    assert not reports.take_served_stale()
+    report_cache.take_served_stale()
+    assert report_dashboard.dashboard(actors["manager"], period, allow_stale=True).raw["new_customers"] == 2
+    assert not report_cache.take_served_stale()
 
 
 def test_a_failed_refresh_of_a_stale_figure_is_logged_and_the_next_one_runs(db, caplog):
     """The stale-while-refreshing path once swallowed every error silently."""
-    from meiqia_app.services import jobs
+    from meiqia_app.services.platform import jobs
 
     key = ("broken_figure", (), "test", "zone")
     calls = []
@@ -492,19 +501,19 @@ def test_a_failed_refresh_of_a_stale_figure_is_logged_and_the_next_one_runs(db, 
         calls.append(1)
         raise ZeroDivisionError("figure went wrong")
 
-    reports._refresh_in_background(key, broken)
+    report_cache._refresh_in_background(key, broken)
     jobs.wait_in_process(30)
     assert "report-broken_figure failed" in caplog.text and "ZeroDivisionError: figure went wrong" in caplog.text
-    reports._refresh_in_background(key, lambda conn: 42)  # not stuck "refreshing" after the failure
+    report_cache._refresh_in_background(key, lambda conn: 42)  # not stuck "refreshing" after the failure
     jobs.wait_in_process(30)
-    assert calls == [1] and reports._cache.get(key)[2] == 42
+    assert calls == [1] and report_cache._cache.get(key)[2] == 42
 
 
 def test_warm_cache_runs_on_an_empty_database(db):
-    from meiqia_app.services import report_aggregates
+    from meiqia_app.services.reports import aggregates as report_aggregates
 
-    reports.invalidate_cache()
-    reports.warm_cache()
+    report_cache.invalidate_cache()
+    report_dashboard.warm_cache()
     assert report_aggregates.state()["status"] == "ready"
 
 
@@ -514,38 +523,38 @@ DEC_7 = dt.datetime(2026, 12, 7, 3, tzinfo=UTC)  # 11:00 on Monday 7 December in
 
 
 def test_a_month_under_way_is_compared_with_the_same_days_of_the_month_before():
-    month = reports.make_period("month", None, now=DEC_7)
+    month = report_periods.make_period("month", None, now=DEC_7)
     assert (month.first, month.last, month.to_date) == (dt.date(2026, 12, 1), dt.date(2026, 12, 7), True)
     before = month.previous()
     assert (before.first, before.last) == (dt.date(2026, 11, 1), dt.date(2026, 11, 7))
     assert month.label() == "2026-12-01 ~ 2026-12-07" and before.label() == "2026-11-01 ~ 2026-11-07"
     # A finished month is whole, and so is the one before it.
-    november = reports.make_period("month", "2026-11-20", now=DEC_7)
+    november = report_periods.make_period("month", "2026-11-20", now=DEC_7)
     assert (november.first, november.last, november.to_date) == (dt.date(2026, 11, 1), dt.date(2026, 11, 30), False)
     assert (november.previous().first, november.previous().last) == (dt.date(2026, 10, 1), dt.date(2026, 10, 31))
     assert november.label() == "2026-11"
     # 30 March to date: the same days of February end with February.
-    march = reports.make_period("month", None, now=dt.datetime(2027, 3, 30, 3, tzinfo=UTC))
+    march = report_periods.make_period("month", None, now=dt.datetime(2027, 3, 30, 3, tzinfo=UTC))
     assert (march.previous().first, march.previous().last) == (dt.date(2027, 2, 1), dt.date(2027, 2, 28))
     # A period that has not begun is refused, not shown as zeros.
     with pytest.raises(ValidationError):
-        reports.make_period("month", "2027-01-05", now=DEC_7)
+        report_periods.make_period("month", "2027-01-05", now=DEC_7)
 
 
 def test_a_week_under_way_is_compared_with_the_same_weekdays_of_the_week_before():
-    monday = reports.make_period("week", None, now=DEC_7)
+    monday = report_periods.make_period("week", None, now=DEC_7)
     assert (monday.first, monday.last) == (dt.date(2026, 12, 7), dt.date(2026, 12, 7))
     assert (monday.previous().first, monday.previous().last) == (dt.date(2026, 11, 30), dt.date(2026, 11, 30))
-    thursday = reports.make_period("week", None, now=dt.datetime(2026, 12, 10, 3, tzinfo=UTC))
+    thursday = report_periods.make_period("week", None, now=dt.datetime(2026, 12, 10, 3, tzinfo=UTC))
     assert (thursday.first, thursday.last, thursday.to_date) == (dt.date(2026, 12, 7), dt.date(2026, 12, 10), True)
     assert (thursday.previous().first, thursday.previous().last) == (dt.date(2026, 11, 30), dt.date(2026, 12, 3))
     # A custom range into the future ends today; the one before has as many days.
-    custom = reports.make_period("custom", "2026-12-01", "2026-12-31", now=DEC_7)
+    custom = report_periods.make_period("custom", "2026-12-01", "2026-12-31", now=DEC_7)
     assert (custom.last, custom.days, custom.previous().first) == (dt.date(2026, 12, 7), 7, dt.date(2026, 11, 24))
 
 
 def test_dashboard_on_the_7th_compares_like_with_like_says_so_and_plots_no_future_day(seeded_db, seeded_actors):
-    from meiqia_app.services import report_views
+    from meiqia_app.services.reports import views as report_views
 
     rows = Rows(seeded_db)
     manager = seeded_actors["manager"]
@@ -553,7 +562,7 @@ def test_dashboard_on_the_7th_compares_like_with_like_says_so_and_plots_no_futur
     view = report_views.dashboard_view(manager, {"kind": "month", "granularity": "day"}, now=now)
     assert (view.period["first"], view.period["last"]) == ("2026-10-01", "2026-10-07")
     assert (view.previous["first"], view.previous["last"]) == ("2026-09-01", "2026-09-07")
-    board = reports.dashboard(manager, reports.make_period("month", None, now=now))
+    board = report_dashboard.dashboard(manager, report_periods.make_period("month", None, now=now))
     assert_same(board.raw, expected(rows, *bounds(dt.date(2026, 10, 1), dt.date(2026, 10, 7))))
     assert_same(board.raw_previous, expected(rows, *bounds(dt.date(2026, 9, 1), dt.date(2026, 9, 7))))
     cards = {card["key"]: card for card in view.cards}
@@ -583,10 +592,10 @@ def test_dashboard_on_the_7th_compares_like_with_like_says_so_and_plots_no_futur
 
 
 def test_cohort_windows_that_have_not_ended_are_none_and_shown_as_a_dash(seeded_db, seeded_actors):
-    from meiqia_app.services import report_views
+    from meiqia_app.services.reports import views as report_views
 
     manager = seeded_actors["manager"]
-    table = {row.month: row for row in reports.cohorts(manager, 12, None, now=DEC_7)}
+    table = {row.month: row for row in report_trends.cohorts(manager, 12, None, now=DEC_7)}
     # Registered in November: December (the month after) is not over on the 7th.
     assert table["2026-11"].retained == [None, None, None]
     # October: November is over (1 month after); January (3 months after) has not come.
@@ -601,18 +610,18 @@ def test_cohort_windows_that_have_not_ended_are_none_and_shown_as_a_dash(seeded_
 
 def test_each_measure_knows_whether_up_is_good():
     def tone(key: str, kind: str, value, previous) -> str:
-        return reports.change_tone(reports.Measure(key, kind, value, previous))
+        return report_formatting.change_tone(reports.Measure(key, kind, value, previous))
 
     # Fewer complaints: a down arrow, and good news.
     falling = reports.Measure("complaint_share", "rate", 0.05, 0.08)
-    assert reports.change_direction(falling) == "down" and reports.change_tone(falling) == "good"
+    assert report_formatting.change_direction(falling) == "down" and report_formatting.change_tone(falling) == "good"
     assert tone("complaint_share", "rate", 0.10, 0.08) == "bad"
     assert tone("satisfaction", "score", 4.1, 4.5) == "bad"
     assert tone("new_customers", "count", 120, 100) == "good"
     assert tone("amount_cents", "money", 50, 100) == "bad"
     assert tone("conversations", "count", 120, 100) == "neutral"  # more inquiries: neither
     assert tone("orders", "count", 100, 100) == "neutral"
-    from meiqia_app.services import report_views
+    from meiqia_app.services.reports import views as report_views
 
     row = report_views._measure_row(falling)
     assert (row["direction"], row["tone"]) == ("down", "good")

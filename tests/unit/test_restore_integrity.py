@@ -18,8 +18,12 @@ from meiqia_app.cli import main
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.migrate import alembic_config
 from meiqia_app.models import AuditEntry, ExportJob
-from meiqia_app.services import audit, audit_anchor, backup, erasure, erasure_ledger, jobs, notes
+from meiqia_app.services.audit import anchor as audit_anchor
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.customers import notes
 from meiqia_app.services.errors import PermissionDenied
+from meiqia_app.services.platform import backup, jobs
+from meiqia_app.services.privacy import erasure, erasure_ledger
 
 
 @pytest.fixture(autouse=True)

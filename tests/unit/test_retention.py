@@ -17,11 +17,13 @@ from meiqia_app.config import get_settings, reload_settings
 from meiqia_app.db import get_engine, read_session, write_session
 from meiqia_app.i18n.messages import ENTRIES
 from meiqia_app.models import AppSetting, AuditEntry, Backup, Customer, ExportJob, Job, WebhookDelivery, WebhookEndpoint
-from meiqia_app.services import backup, cleanup, jobs, retention, scheduler
-from meiqia_app.services.cleanup import _months_ago
+from meiqia_app.services.cleanup import retention
+from meiqia_app.services.cleanup import trash as cleanup_trash
+from meiqia_app.services.cleanup.criteria import _months_ago
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import service as export_service
-from meiqia_app.services.rbac import Actor
+from meiqia_app.services.identity.rbac import Actor
+from meiqia_app.services.platform import backup, jobs, scheduler
 from meiqia_app.timeutil import utcnow
 
 BUILT_IN = (
@@ -257,9 +259,9 @@ def test_trash_policy_previews_then_purges_with_a_typed_count(seeded_actors):
 def test_trash_shown_with_its_purge_date_only_while_the_policy_is_on(seeded_actors):
     admin = seeded_actors["admin"]
     _trash([7], 1)
-    assert cleanup.list_parked(admin, "trashed")[0].purge_on != ""
+    assert cleanup_trash.list_parked(admin, "trashed")[0].purge_on != ""
     retention.update(admin, "trash_purge", False, "30")
-    assert cleanup.list_parked(admin, "trashed")[0].purge_on == ""
+    assert cleanup_trash.list_parked(admin, "trashed")[0].purge_on == ""
     with pytest.raises(ValidationError) as raised:
         retention.start_run(admin, "trash_purge", "1")
     assert raised.value.field_errors["policy"][0] == "retention.disabled"

@@ -9,7 +9,7 @@ import pytest
 
 from meiqia_app.db import write_session
 from meiqia_app.models import AppSetting
-from meiqia_app.services import scheduler
+from meiqia_app.services.platform import scheduler
 
 RUNS: list[str] = []
 
@@ -90,7 +90,7 @@ def test_no_module_registers_a_task_when_imported_and_register_all_registers_eac
     code = (
         "import importlib, pkgutil, meiqia_app.services as s\n"
         "for m in pkgutil.walk_packages(s.__path__, 'meiqia_app.services.'): importlib.import_module(m.name)\n"
-        "from meiqia_app.services import scheduler, scheduled_tasks\n"
+        "from meiqia_app.services.platform import scheduler, scheduled_tasks\n"
         "before = [t.name for t in scheduler.registered_tasks()]\n"
         "names = scheduled_tasks.register_all()\n"
         "print(before, sorted(names) == sorted(t.name for t in scheduler.registered_tasks()), len(names))\n"
@@ -104,7 +104,7 @@ def test_the_architecture_page_lists_every_scheduled_task_with_its_time(monkeypa
     import re
     from pathlib import Path
 
-    from meiqia_app.services import scheduled_tasks
+    from meiqia_app.services.platform import scheduled_tasks
 
     monkeypatch.setattr(scheduler, "_TASKS", {})
     scheduled_tasks.register_all()

@@ -6,13 +6,14 @@ import pytest
 from sqlalchemy import text
 
 from meiqia_app.db import get_engine
-from meiqia_app.services import customer_list, customers
-from meiqia_app.services.customer_access import CustomerAccess
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import profile as customers
+from meiqia_app.services.customers.access import CustomerAccess
+from meiqia_app.services.customers.masking import MASK, mask_email, mask_phone
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.search_text import FIELD_SEP, PAD, build_contact_text, build_search_text, parse_query
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
-from meiqia_app.services.masking import MASK, mask_email, mask_phone
-from meiqia_app.services.rbac import Actor
-from meiqia_app.services.search_text import FIELD_SEP, PAD, build_contact_text, build_search_text, parse_query
+from meiqia_app.services.identity.rbac import Actor
 
 
 def rows(sql: str, **params) -> list:
@@ -469,7 +470,7 @@ def test_the_filter_dialog_sends_only_known_order_statuses():
 
 
 def test_order_status_filter_survives_a_saved_view(seeded_actors):
-    from meiqia_app.services import saved_views
+    from meiqia_app.services.customers import saved_views
 
     agent = seeded_actors["agent"]
     view = saved_views.save_view(agent, "付过款", q(order_statuses=["paid"], tiers=["gold"]))
@@ -668,7 +669,7 @@ def test_a_change_made_by_another_worker_retires_this_workers_cached_counts(seed
     ],
 )
 def test_a_typed_search_is_masked_for_audit_entries(typed, shown):
-    from meiqia_app.services.masking import mask_search_term
+    from meiqia_app.services.customers.masking import mask_search_term
 
     assert mask_search_term(typed) == shown
 

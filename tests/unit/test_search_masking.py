@@ -20,13 +20,17 @@ from sqlalchemy import text, update
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import Customer
-from meiqia_app.services import customer_edit, customer_list, reports, saved_views
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import saved_views
+from meiqia_app.services.customers.masking import MASK, mask_phone
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.search_text import parse_query
+from meiqia_app.services.customers.selection import Selection, selection_count
 from meiqia_app.services.errors import PermissionDenied
 from meiqia_app.services.exports import service as exports
-from meiqia_app.services.masking import MASK, mask_phone
-from meiqia_app.services.search_text import parse_query
-from meiqia_app.services.selection import Selection, selection_count
+from meiqia_app.services.reports import periods as report_periods
+from meiqia_app.services.reports import trends as report_trends
 
 DIGITS = "0123456789"
 EMAIL_CHARS = string.ascii_lowercase + DIGITS + "._-"
@@ -85,7 +89,7 @@ def email_guesses(name: str, email: str) -> list[str]:
 
 def change_hidden_part(customer_id: int, phone: str | None = None, email: str | None = None) -> None:
     """Give the customer another phone / e-mail that looks the same masked."""
-    from meiqia_app.services.search_text import search_row
+    from meiqia_app.services.customers.search_text import search_row
 
     with get_engine().begin() as conn:
         if phone is not None:
@@ -223,9 +227,9 @@ def test_report_segments_match_under_the_analyst_rules(seeded_actors):
     analyst = seeded_actors["analyst"]
     _customer_id, name, phone, _email = victim()
     today = dt.date.today()
-    a = reports.Period("custom", today - dt.timedelta(days=400), today - dt.timedelta(days=200))
-    b = reports.Period("custom", today - dt.timedelta(days=199), today)
-    results = [reports.compare_periods(analyst, q(q=f"{name} {phone[:3]}{d}"), a, b) for d in DIGITS]
+    a = report_periods.Period("custom", today - dt.timedelta(days=400), today - dt.timedelta(days=200))
+    b = report_periods.Period("custom", today - dt.timedelta(days=199), today)
+    results = [report_trends.compare_periods(analyst, q(q=f"{name} {phone[:3]}{d}"), a, b) for d in DIGITS]
     assert all(result == results[0] for result in results)
 
 
@@ -377,7 +381,7 @@ def _migrate(target: str, down: bool = False) -> None:
 
 
 def test_migration_0010_moves_the_full_contact_data_out_of_the_public_text(seeded_actors):
-    from meiqia_app.services.search_text import search_row
+    from meiqia_app.services.customers.search_text import search_row
 
     agent, senior = seeded_actors["agent"], seeded_actors["senior"]
     customer_id, _name, phone, _email = victim()

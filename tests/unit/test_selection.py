@@ -7,15 +7,15 @@ from sqlalchemy import func, select
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import Customer
-from meiqia_app.services.customer_query import ListQuery
-from meiqia_app.services.errors import PermissionDenied, ValidationError
-from meiqia_app.services.selection import (
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.selection import (
     MAX_TICKED_IDS,
     Selection,
     iter_selected_ids,
     selection_conditions,
     selection_count,
 )
+from meiqia_app.services.errors import PermissionDenied, ValidationError
 
 C = Customer.__table__.c
 
@@ -86,7 +86,7 @@ def test_selection_round_trips_and_describes_without_rows():
 
 
 def test_walking_a_selection_needs_customer_view(seeded_actors):
-    from meiqia_app.services.rbac import Actor
+    from meiqia_app.services.identity.rbac import Actor
 
     nobody = Actor(user_id=None, username="x", display_name="", role_name="", permissions=frozenset())
     with pytest.raises(PermissionDenied):

@@ -21,7 +21,8 @@ from sqlmodel import select
 
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import User
-from meiqia_app.services import auth
+from meiqia_app.services.identity import login as auth
+from meiqia_app.services.identity import second_factor, sessions
 from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
 from meiqia_app.state.base import AppState
@@ -132,7 +133,7 @@ def test_enrolment_secret_recovery_codes_challenge_and_ticket_are_shown_once_nev
         serve(tab, LoginState, "submit_code", path="/login", payload={"form": {"code": code, "challenge": challenge}})
     )
     codes, ticket = step2.value(LoginState, "recovery_codes"), step2.value(LoginState, "ticket")
-    assert len(codes) == auth.RECOVERY_CODE_COUNT and ticket
+    assert len(codes) == second_factor.RECOVERY_CODE_COUNT and ticket
     stored = pickled(tab)
     assert [value for value in [secret, ticket, *codes] if value.encode() in stored] == []
     login = substate(tab, LoginState)
@@ -141,7 +142,7 @@ def test_enrolment_secret_recovery_codes_challenge_and_ticket_are_shown_once_nev
     done = run(serve(tab, LoginState, "finish_recovery", path="/login", payload={"ticket": ticket}))
     script = json.dumps([event.payload for event in done.events], default=str)
     assert "/api/session/claim?ticket=" in script and ticket in script
-    assert auth.resolve_session(auth.claim_ticket(ticket)) is not None
+    assert sessions.resolve_session(auth.claim_ticket(ticket)) is not None
 
 
 def test_reenrolment_secret_and_new_recovery_codes_are_shown_once_never_kept(db):
@@ -161,11 +162,11 @@ def test_reenrolment_secret_and_new_recovery_codes_are_shown_once_never_kept(db)
     form = {"code": pyotp.TOTP(secret).now(), "challenge": challenge}
     confirmed = run(serve(tab, AccountState, "confirm_reenrol", _cookie(token), "/account", payload={"form": form}))
     codes = confirmed.value(AccountState, "new_recovery_codes")
-    assert len(codes) == auth.RECOVERY_CODE_COUNT
+    assert len(codes) == second_factor.RECOVERY_CODE_COUNT
     assert [c for c in codes if c.encode() in pickled(tab)] == []
     with read_session() as session:
         user = session.exec(select(User).where(User.username == "admin")).one()
-        assert auth.decrypt_secret(user.totp_secret_enc) == secret  # the re-enrolment took effect
+        assert second_factor.decrypt_secret(user.totp_secret_enc) == secret  # the re-enrolment took effect
 
 
 # --- a stolen client token -------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def test_a_revoked_session_hydrates_an_empty_tab(seeded_db):
     token = live_token(seeded_db, "manager")
     tab = new_tab()
     run(serve(tab, CustomerListState, "set_q", cookie=_cookie(token), payload={"value": "王"}))
-    auth.logout(token)
+    sessions.logout(token)
     run(serve(tab, State, "hydrate_and_load", cookie=_cookie(token), payload={}))
     assert substate(tab, CustomerListState).q == ""
 

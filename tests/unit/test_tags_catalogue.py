@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 
 from meiqia_app.db import get_engine
 from meiqia_app.models import AuditEntry, Customer, Tag, TagAssignment, TagRule
-from meiqia_app.services import jobs, tags
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers.query import ListQuery
+from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import PermissionDenied, ValidationError
-from meiqia_app.services.selection import Selection
+from meiqia_app.services.platform import jobs
+from meiqia_app.services.tags import catalog as tags
 
 C = Customer.__table__.c
 TA = TagAssignment.__table__.c

@@ -20,9 +20,12 @@ from meiqia_app.models import (
     Tag,
     TagAssignment,
 )
-from meiqia_app.services import rules, tags
 from meiqia_app.services.errors import PermissionDenied, ValidationError
-from meiqia_app.services.rules import Condition, compile_rule
+from meiqia_app.services.tags import catalog as tags
+from meiqia_app.services.tags.rules import conditions as rule_conditions
+from meiqia_app.services.tags.rules import definitions as rule_definitions
+from meiqia_app.services.tags.rules import runs as rules
+from meiqia_app.services.tags.rules.conditions import Condition, compile_rule
 from meiqia_app.timeutil import as_utc, local_day_start_utc
 
 NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
@@ -128,7 +131,9 @@ def python_value(world, c: dict, cond: Condition) -> bool:
 def sql_ids(match, conditions, correlated=False) -> set[int]:
     with get_engine().connect() as conn:
         return set(
-            conn.execute(select(C.id).where(rules.SCOPE, compile_rule(match, conditions, NOW, correlated))).scalars()
+            conn.execute(
+                select(C.id).where(rule_definitions.SCOPE, compile_rule(match, conditions, NOW, correlated))
+            ).scalars()
         )
 
 
@@ -185,10 +190,10 @@ def CASES(product):
 def test_every_field_operator_and_window_matches_a_python_twin(world):
     cases = CASES(world["product"])
     covered = {c["field"] for c in cases}
-    assert covered == set(rules.FIELDS), set(rules.FIELDS) - covered
+    assert covered == set(rule_conditions.FIELDS), set(rule_conditions.FIELDS) - covered
     nonempty = 0
     for raw in cases:
-        conditions = rules.clean_conditions([raw])
+        conditions = rule_conditions.clean_conditions([raw])
         expected = python_ids(world, "all", conditions)
         assert sql_ids("all", conditions) == expected, raw
         assert sql_ids("all", conditions, correlated=True) == expected, raw
@@ -202,7 +207,7 @@ def test_all_and_any_combine_conditions(world):
         {"field": "source", "op": "eq", "value": "wechat"},
         {"field": "orders_paid_count", "op": "gte", "value": 1, "days": 180},
     ]
-    conditions = rules.clean_conditions(raw)
+    conditions = rule_conditions.clean_conditions(raw)
     for match in ("all", "any"):
         expected = python_ids(world, match, conditions)
         assert sql_ids(match, conditions) == expected
@@ -230,7 +235,7 @@ def test_all_and_any_combine_conditions(world):
 )
 def test_crafted_conditions_are_refused(seeded_db, bad):
     with pytest.raises(ValidationError):
-        rules.clean_conditions(bad)
+        rule_conditions.clean_conditions(bad)
 
 
 def _rule_data(tag_id, conditions, mode="sync", match="all", name="test rule"):
@@ -249,7 +254,7 @@ def test_preview_then_sync_run_gains_loses_and_keeps_manual(world, seeded_actors
     manager = seeded_actors["manager"]
     tag_id = tags.create_tag(manager, "rule-sync")
     conditions = [{"field": "order_count", "op": "gte", "value": 3}, {"field": "source", "op": "eq", "value": "wechat"}]
-    expected = python_ids(world, "all", rules.clean_conditions(conditions))
+    expected = python_ids(world, "all", rule_conditions.clean_conditions(conditions))
     assert expected
     outsiders = sorted({c["id"] for c in world["customers"]} - expected)[:3]
     insider = sorted(expected)[0]
@@ -270,13 +275,13 @@ def test_preview_then_sync_run_gains_loses_and_keeps_manual(world, seeded_actors
             ],
         )
     data = _rule_data(tag_id, conditions)
-    preview = rules.preview_rule(manager, data, now=NOW)
+    preview = rule_definitions.preview_rule(manager, data, now=NOW)
     assert preview.matching == len(expected)
     assert preview.would_gain == len(expected) - 1
     assert preview.would_lose == 1
-    assert 0 < len(preview.sample) <= rules.SAMPLE_SIZE and {s["id"] for s in preview.sample} <= expected
+    assert 0 < len(preview.sample) <= rule_definitions.SAMPLE_SIZE and {s["id"] for s in preview.sample} <= expected
 
-    rule_id = rules.save_rule(manager, data)
+    rule_id = rule_definitions.save_rule(manager, data)
     summary = rules.run_rule(manager, rule_id, now=NOW)
     assert summary == {"matched": len(expected), "added": len(expected) - 1, "removed": 1, "at": NOW.isoformat()}
     assigned = _assigned(tag_id)
@@ -289,8 +294,8 @@ def test_preview_then_sync_run_gains_loses_and_keeps_manual(world, seeded_actors
     assert (again["added"], again["removed"]) == (0, 0)
     # Narrow the rule: sync removes its own assignments only.
     narrower = conditions + [{"field": "total_spent", "op": "gte", "value": 3000}]
-    rules.save_rule(manager, _rule_data(tag_id, narrower), rule_id=rule_id)
-    narrow_expected = python_ids(world, "all", rules.clean_conditions(narrower))
+    rule_definitions.save_rule(manager, _rule_data(tag_id, narrower), rule_id=rule_id)
+    narrow_expected = python_ids(world, "all", rule_conditions.clean_conditions(narrower))
     result = rules.run_rule(manager, rule_id, now=NOW)
     assert result["removed"] == len(expected - narrow_expected - {insider})
     assert set(_assigned(tag_id)) == narrow_expected | {outsiders[1], insider}
@@ -311,16 +316,16 @@ def test_add_only_rule_never_removes(world, seeded_actors):
     manager = seeded_actors["manager"]
     tag_id = tags.create_tag(manager, "rule-add")
     broad = [{"field": "order_count", "op": "gte", "value": 1}]
-    rule_id = rules.save_rule(manager, _rule_data(tag_id, broad, mode="add_only"))
+    rule_id = rule_definitions.save_rule(manager, _rule_data(tag_id, broad, mode="add_only"))
     rules.run_rule(manager, rule_id, now=NOW)
     first = set(_assigned(tag_id))
-    rules.save_rule(
+    rule_definitions.save_rule(
         manager,
         _rule_data(tag_id, [{"field": "order_count", "op": "gte", "value": 5}], mode="add_only"),
         rule_id=rule_id,
     )
     assert (
-        rules.preview_rule(
+        rule_definitions.preview_rule(
             manager,
             _rule_data(tag_id, [{"field": "order_count", "op": "gte", "value": 5}], mode="add_only"),
             rule_id,
@@ -336,9 +341,9 @@ def test_rules_need_rule_manage(seeded_actors):
     tag_id = tags.create_tag(seeded_actors["manager"], "perm")
     data = _rule_data(tag_id, [{"field": "order_count", "op": "gte", "value": 1}])
     for call in (
-        lambda a: rules.save_rule(a, data),
-        lambda a: rules.preview_rule(a, data),
-        lambda a: rules.list_rules(a),
+        lambda a: rule_definitions.save_rule(a, data),
+        lambda a: rule_definitions.preview_rule(a, data),
+        lambda a: rule_definitions.list_rules(a),
     ):
         with pytest.raises(PermissionDenied):
             call(seeded_actors["agent"])
@@ -346,7 +351,7 @@ def test_rules_need_rule_manage(seeded_actors):
 
 def test_default_rules_are_shipped_and_editable(seeded_actors):
     manager = seeded_actors["manager"]
-    views = {v.name: v for v in rules.list_rules(manager)}
+    views = {v.name: v for v in rule_definitions.list_rules(manager)}
     assert {"新客户", "高频客户", "金卡会员", "银卡会员", "普通会员", "投诉客户", "待回访"} <= set(views)
     frequent = views["高频客户"]
     assert frequent.conditions[0]["field"] == "orders_paid_count" and frequent.conditions[0]["days"] == 30
@@ -356,7 +361,7 @@ def test_default_rules_are_shipped_and_editable(seeded_actors):
         gold = set(conn.execute(select(C.id).where(C.status == "active", C.total_spent_cents >= 1_000_000)).scalars())
     assert {i for i, (src, _) in _assigned(gold_tag).items() if src == "rule"} == gold
     # editing keeps it; deleting does not bring it back
-    rules.save_rule(
+    rule_definitions.save_rule(
         manager,
         {
             **_rule_data(frequent.tag_id, [{"field": "orders_paid_count", "op": "gte", "value": 2, "days": 30}]),
@@ -364,18 +369,20 @@ def test_default_rules_are_shipped_and_editable(seeded_actors):
         },
         rule_id=frequent.id,
     )
-    rules.delete_rule(manager, views["待回访"].id)
-    assert rules.ensure_default_rules() == 0
-    names = {v.name: v for v in rules.list_rules(manager)}
+    rule_definitions.delete_rule(manager, views["待回访"].id)
+    assert rule_definitions.ensure_default_rules() == 0
+    names = {v.name: v for v in rule_definitions.list_rules(manager)}
     assert "待回访" not in names and names["高频客户"].conditions[0]["value"] == 2
 
 
 def test_customer_edit_applies_rules_for_that_customer(seeded_actors):
-    from meiqia_app.services import customer_edit
+    from meiqia_app.services.customers import edit as customer_edit
 
     manager = seeded_actors["manager"]
     tag_id = tags.create_tag(manager, "from-weibo")
-    rule_id = rules.save_rule(manager, _rule_data(tag_id, [{"field": "source", "op": "eq", "value": "weibo"}]))
+    rule_id = rule_definitions.save_rule(
+        manager, _rule_data(tag_id, [{"field": "source", "op": "eq", "value": "weibo"}])
+    )
     with get_engine().connect() as conn:
         customer = conn.execute(
             select(C.id, C.version).where(C.status == "active", C.source == "web").order_by(C.id).limit(1)
@@ -389,8 +396,8 @@ def test_customer_edit_applies_rules_for_that_customer(seeded_actors):
 
 
 def test_lifecycle_recompute_follows_configured_thresholds(world, seeded_actors):
-    from meiqia_app.services import lifecycle_update
-    from meiqia_app.services.lifecycle import LifecycleThresholds, lifecycle_stage, membership_tier
+    from meiqia_app.services.customers import lifecycle_update
+    from meiqia_app.services.customers.lifecycle import LifecycleThresholds, lifecycle_stage, membership_tier
 
     admin = seeded_actors["admin"]
     with pytest.raises(ValidationError):
@@ -414,11 +421,13 @@ def test_lifecycle_recompute_follows_configured_thresholds(world, seeded_actors)
 
 def test_adding_orders_makes_a_rule_tag_appear_without_a_run(seeded_actors):
     from meiqia_app.models import Product
-    from meiqia_app.services import customer_orders
+    from meiqia_app.services.customers import orders as customer_orders
 
     manager = seeded_actors["manager"]
     tag_id = tags.create_tag(manager, "busy-week")
-    rules.save_rule(manager, _rule_data(tag_id, [{"field": "orders_paid_count", "op": "gte", "value": 2, "days": 7}]))
+    rule_definitions.save_rule(
+        manager, _rule_data(tag_id, [{"field": "orders_paid_count", "op": "gte", "value": 2, "days": 7}])
+    )
     with get_engine().connect() as conn:
         product_id = conn.execute(select(Product.__table__.c.id).limit(1)).scalar_one()
         customer_id, orders_before = conn.execute(
@@ -442,18 +451,18 @@ def test_adding_orders_makes_a_rule_tag_appear_without_a_run(seeded_actors):
 
 
 def test_rule_schedule_is_configurable(seeded_actors):
-    from meiqia_app.services import scheduler
+    from meiqia_app.services.platform import scheduler
 
     manager = seeded_actors["manager"]
-    assert rules.get_rule_schedule() == "02:30"
-    assert rules.set_rule_schedule(manager, "03:15") == "03:15"
+    assert rule_definitions.get_rule_schedule() == "02:30"
+    assert rule_definitions.set_rule_schedule(manager, "03:15") == "03:15"
     assert scheduler.task_time("tag_rules") == "03:15"
-    rules.set_rule_schedule(manager, "OFF")
-    assert scheduler.task_time("tag_rules") is None and rules.get_rule_schedule() == "off"
+    rule_definitions.set_rule_schedule(manager, "OFF")
+    assert scheduler.task_time("tag_rules") is None and rule_definitions.get_rule_schedule() == "off"
     with pytest.raises(ValidationError):
-        rules.set_rule_schedule(manager, "25:00")
+        rule_definitions.set_rule_schedule(manager, "25:00")
     with pytest.raises(PermissionDenied):
-        rules.set_rule_schedule(seeded_actors["agent"], "01:00")
+        rule_definitions.set_rule_schedule(seeded_actors["agent"], "01:00")
 
 
 # --- the shipped 新客户 rule ------------------------------------------------------------------
@@ -472,7 +481,7 @@ def _registered_within(days: int, now: dt.datetime) -> set[int]:
 
 def test_shipped_new_customer_rule_tags_only_customers_registered_in_the_last_30_days(seeded_actors):
     from meiqia_app.db import write_session
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 
     tag_id = _new_customer_tag()
     registered = NOW - dt.timedelta(days=29)
@@ -508,7 +517,7 @@ def test_migration_corrects_the_shipped_new_customer_rule_of_an_existing_databas
 
     from meiqia_app.migrate import upgrade_to
     from meiqia_app.models import TagRule
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 
     R = TagRule.__table__.c
     T = Tag.__table__.c

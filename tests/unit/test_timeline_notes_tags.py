@@ -1,4 +1,4 @@
-"""services/timeline.py, services/notes.py and services/customer_tags.py: the
+"""services/customers/timeline.py, services/customers/notes.py and services/tags/assignments.py: the
 customer detail page's history, notes and tags."""
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from meiqia_app.models import (
     Tag,
     TagAssignment,
 )
-from meiqia_app.services import audit, customer_changes, customer_tags, notes, timeline
-from meiqia_app.services.customer_dto import money
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.customers import changes as customer_changes
+from meiqia_app.services.customers import notes, timeline
+from meiqia_app.services.customers.dto import money
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
-from meiqia_app.services.rbac import Actor
-from meiqia_app.services.tag_names import tag_key
+from meiqia_app.services.identity.rbac import Actor
+from meiqia_app.services.tags import assignments as customer_tags
+from meiqia_app.services.tags.names import tag_key
 from tests.unit.change_support import published, told
 
 TABLES = {"order": Order, "conversation": Conversation, "event": BehaviorEvent, "note": Note}

@@ -14,8 +14,9 @@ from starlette.responses import JSONResponse, Response
 from meiqia_app.config import get_settings, reload_settings
 from meiqia_app.db import write_session
 from meiqia_app.models import UserSession
-from meiqia_app.services import auth
 from meiqia_app.services.errors import NotAuthenticated, PermissionDenied
+from meiqia_app.services.identity import sessions
+from meiqia_app.services.identity import tokens as auth_tokens
 from meiqia_app.state.base import SESSION_COOKIE
 from meiqia_app.state.customer_import import CustomerImportState
 from meiqia_app.state.uploads import UPLOAD_GRANTS, upload_actor
@@ -27,11 +28,13 @@ HANDLER = f"{CustomerImportState.get_full_name()}.handle_upload"
 
 
 def session_for(actor) -> str:
-    token = auth.new_token()
+    token = auth_tokens.new_token()
     with write_session() as session:
         session.add(
             UserSession(
-                token_hash=auth.token_hash(token), user_id=actor.user_id, expires_at=utcnow() + dt.timedelta(hours=1)
+                token_hash=auth_tokens.token_hash(token),
+                user_id=actor.user_id,
+                expires_at=utcnow() + dt.timedelta(hours=1),
             )
         )
     return token
@@ -98,7 +101,7 @@ def test_no_cookie_is_refused_before_the_body_is_read(guarded):
 def test_a_dead_session_or_a_client_token_alone_is_refused(guarded, actors):
     client, inner, folder = guarded
     token = session_for(actors["manager"])
-    auth.logout(token)
+    sessions.logout(token)
     assert post(client, b"data", cookie=token).status_code == 401
     assert post(client, b"data", cookie="not-a-session").status_code == 401
     assert inner.calls == 0 and list(folder.iterdir()) == []
@@ -153,7 +156,7 @@ def test_the_handler_takes_the_user_from_the_grant_not_from_the_tab(actors):
     from meiqia_app.state.uploads import UploadGrant
 
     manager, admin = actors["manager"], actors["admin"]
-    grant = UploadGrant(session_for(admin), auth.resolve_session(session_for(admin)), "")
+    grant = UploadGrant(session_for(admin), sessions.resolve_session(session_for(admin)), "")
     assert UPLOAD_GRANTS.open("tab-9", grant)
     try:
         # The tab belongs to the manager (its websocket logged in as manager); the request's cookie is the admin's.
@@ -170,10 +173,10 @@ def test_a_session_revoked_during_the_upload_no_longer_counts(actors):
     from meiqia_app.state.uploads import UploadGrant
 
     token = session_for(actors["manager"])
-    grant = UploadGrant(token, auth.resolve_session(token), "")
+    grant = UploadGrant(token, sessions.resolve_session(token), "")
     assert UPLOAD_GRANTS.open("tab-10", grant)
     try:
-        auth.logout(token)
+        sessions.logout(token)
         with pytest.raises(NotAuthenticated):
             upload_actor("tab-10", "manager")
     finally:

@@ -1,4 +1,4 @@
-"""Webhooks (services/webhooks.py): signed deliveries checked by an independent implementation,
+"""Webhooks (services/integrations/webhooks.py): signed deliveries checked by an independent implementation,
 retries with backoff, a restart in the middle of retries, erasure not leaking, refused private
 addresses, a rolled-back change sending nothing, and a failing endpoint disabled with its reason.
 
@@ -19,8 +19,9 @@ from sqlmodel import select
 from meiqia_app.config import reload_settings
 from meiqia_app.db import read_session, reset_engine, write_session
 from meiqia_app.models import Customer, WebhookDelivery, WebhookEndpoint
-from meiqia_app.services import erasure, webhooks
-from meiqia_app.services.rbac import SYSTEM_ACTOR
+from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
+from meiqia_app.services.integrations import webhooks
+from meiqia_app.services.privacy import erasure
 from meiqia_app.timeutil import as_utc, utcnow
 from tests.unit.api_support import assert_conforms, audit_rows, bearer, client, new_key
 
@@ -332,7 +333,8 @@ def test_merges_and_archiving_queue_their_events(seeded_db, receiver, seeded_act
 
     from meiqia_app.db import get_engine
     from meiqia_app.models import Customer as CustomerModel
-    from meiqia_app.services import cleanup, duplicates
+    from meiqia_app.services.cleanup import actions as cleanup
+    from meiqia_app.services.customers.duplicates import merging as duplicate_merging
 
     hook = receiver()
     api, raw = client(), new_key("ops", ["webhooks:manage"])
@@ -342,7 +344,7 @@ def test_merges_and_archiving_queue_their_events(seeded_db, receiver, seeded_act
         survivor, other = session.exec(
             select(CustomerModel).where(CustomerModel.status == "active").order_by(CustomerModel.id).limit(2)
         ).all()
-    duplicates.merge_customers(
+    duplicate_merging.merge_customers(
         manager, survivor.id, [other.id], {}, {survivor.id: survivor.version, other.id: other.version}
     )
     with write_session() as session:

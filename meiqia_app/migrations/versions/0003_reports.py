@@ -1,7 +1,7 @@
 """reports: pre-aggregated figures per local day, per-customer ledger, dirty marks
 
 ``report_daily`` / ``report_ledger`` / ``report_dirty`` (see
-models/report.py and services/report_aggregates.py) plus triggers that mark a
+models/report.py and services/reports/aggregates.py) plus triggers that mark a
 customer dirty whenever its row, or one of its orders, conversations or
 behaviour events, is inserted, deleted or changed in a column the reports
 read. Triggers (not service calls) so that every writer is seen: services,

@@ -27,7 +27,7 @@ down_revision: str | None = "0006_partial_status_indexes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TAG_KEY = "新客户"  # services/tag_names.tag_key of the tag's name
+TAG_KEY = "新客户"  # services/tags/names.tag_key of the tag's name
 OLD_CONDITIONS = [{"field": "first_purchase_days", "op": "lte", "value": 30, "days": 0, "product_id": None}]
 NEW_CONDITIONS = [{"field": "registered_days", "op": "lte", "value": 30, "days": 0, "product_id": None}]
 OLD_DESCRIPTION = "注册后 30 天内首次购买"

@@ -1,7 +1,7 @@
 """audit integrity: a MAC on every new audit entry, a MACed head and upgrade point
 
 - ``audit_entry.entry_mac``: HMAC-SHA256 of the entry's canonical form with a
-  key derived from the secret key (services/keys.py); "" on existing entries.
+  key derived from the secret key (services/platform/keys.py); "" on existing entries.
 - ``app_setting['audit.mac_from']``: the first id that must carry a MAC (the
   next id at upgrade time), MACed so it cannot be moved later; the chain head
   ``audit.chain_head`` is rewritten with its MAC (an empty log gets a head of
@@ -35,7 +35,7 @@ GENESIS = "0" * 64
 
 
 def upgrade() -> None:
-    from meiqia_app.services.audit import head_value, mac_from_value
+    from meiqia_app.services.audit.log import head_value, mac_from_value
 
     op.add_column(
         "audit_entry",

@@ -63,16 +63,16 @@ def _rewrite(row_of: Callable[[object], dict]) -> None:
 
 
 def _current_row(customer) -> dict:
-    from meiqia_app.services.search_text import search_row
+    from meiqia_app.services.customers.search_text import search_row
 
-    if customer.erased_at is not None:  # as services/erasure.py leaves it
+    if customer.erased_at is not None:  # as services/privacy/erasure.py leaves it
         return {"text": (customer.name or "").lower(), "contact": "", "phone_mask": ""}
     return search_row(customer.name, customer.phone, customer.email, customer.external_id, customer.visitor_id)
 
 
 def _v1_row(customer) -> dict:
     """The single text of revision 0006: the public text with the full phone and e-mail in it."""
-    from meiqia_app.services.search_text import FIELD_SEP, _prefixes, _short_pieces, normalize, pinyin_of
+    from meiqia_app.services.customers.search_text import FIELD_SEP, _prefixes, _short_pieces, normalize, pinyin_of
 
     if customer.erased_at is not None:
         return {"text": (customer.name or "").lower()}

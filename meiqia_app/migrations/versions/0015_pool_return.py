@@ -1,6 +1,6 @@
 """The pool return's count: a small index of the erased customers
 
-The optional pool return (services/ownership.py, a retention policy) releases
+The optional pool return (services/customers/ownership.py, a retention policy) releases
 owned active customers silent for N days, except erased ones (they keep their
 owner). Its preview counts the candidates per owner along
 ``ix_customer_status_owner`` without reading the table, then takes away the

@@ -2,14 +2,14 @@
 
 Each field has a group (how the picker shows it), a kind (how writers type the
 cell); whether it is sensitive (needs customer.view_sensitive and, in an
-export, a password) comes from services/customer_access.SENSITIVE.
+export, a password) comes from services/customers/access.SENSITIVE.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from meiqia_app.services.customer_access import is_sensitive, sensitive_of
+from meiqia_app.services.customers.access import is_sensitive, sensitive_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +21,7 @@ class FieldSpec:
 
     @property
     def sensitive(self) -> bool:
-        """From the one table of sensitive fields (services/customer_access.SENSITIVE)."""
+        """From the one table of sensitive fields (services/customers/access.SENSITIVE)."""
         return is_sensitive(self.key)
 
 

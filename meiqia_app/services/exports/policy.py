@@ -9,11 +9,11 @@ import dataclasses
 import datetime as dt
 
 from meiqia_app.config import get_settings
-from meiqia_app.services.customer_access import CustomerAccess
+from meiqia_app.services.customers.access import CustomerAccess
+from meiqia_app.services.customers.selection import KIND_IDS
 from meiqia_app.services.exports.fields import EXPORT_FIELDS
 from meiqia_app.services.exports.rows import ExportSpec
-from meiqia_app.services.rbac import Actor
-from meiqia_app.services.selection import KIND_IDS
+from meiqia_app.services.identity.rbac import Actor
 from meiqia_app.timeutil import today_local
 
 #: Without bulk export a request may cover at most one list page of rows.

@@ -23,11 +23,11 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import BehaviorEvent, Conversation, ExportJob, Message, Note, Order, Tag, TagAssignment
 from meiqia_app.models.customer import STATUS_TRASHED
-from meiqia_app.services import audit
-from meiqia_app.services.customer_access import CustomerAccess
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.errors import NotFound, PermissionDenied
 from meiqia_app.services.exports import protect as protection
-from meiqia_app.services.rbac import Actor, require
+from meiqia_app.services.identity.rbac import Actor, require
 from meiqia_app.timeutil import utcnow
 
 if TYPE_CHECKING:  # the export service is imported when used (see export_customer)
@@ -164,7 +164,7 @@ def export_customer(actor: Actor, customer_id: int, password: str = "") -> Expor
         raise ValidationError.single("password", "export.error.password_required")
     if password:
         protection.validate_password(password)
-    from meiqia_app.services import retention
+    from meiqia_app.services.cleanup import retention
 
     data = collect(actor, customer_id)
     directory = get_settings().exports_dir

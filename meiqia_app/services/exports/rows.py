@@ -24,13 +24,13 @@ from meiqia_app.db import get_engine
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.dbadapter.base import ExportColumn, ExportRowFormat
 from meiqia_app.models import Conversation, Customer, Order, Tag, TagAssignment
-from meiqia_app.services.customer_access import is_sensitive, mask_value, sensitive_of
-from meiqia_app.services.customer_query import keyset_after, status_index_condition
+from meiqia_app.services.customers.access import is_sensitive, mask_value, sensitive_of
+from meiqia_app.services.customers.query import keyset_after, status_index_condition
+from meiqia_app.services.customers.selection import Selection, selection_conditions
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.exports.fields import EXPORT_FIELDS, FIELD_SPECS
 from meiqia_app.services.exports.writers import CSV_LINE_END, LineBlock
-from meiqia_app.services.rbac import Actor
-from meiqia_app.services.selection import Selection, selection_conditions
+from meiqia_app.services.identity.rbac import Actor
 from meiqia_app.timeutil import local_zone
 
 C = Customer.__table__.c

@@ -6,7 +6,7 @@ approval, rejection, run, failure, cancel, download and refusal (refusals in
 their own transaction via ``rbac.refuse``). Large, off-hours or frequent
 exports are flagged so they stand out on the audit page.
 
-Running. Writing the file is a job of the runner (services/jobs.py, kind
+Running. Writing the file is a job of the runner (services/platform/jobs.py, kind
 ``export.file``, its params only the export's id); the export keeps its
 status and progress in its own ``export_job`` row (progress_done, heartbeat,
 cancel_requested), which every page polls. A protected export's password goes
@@ -39,18 +39,20 @@ from sqlmodel import select
 from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import ExportJob, Role, SavedView, User
-from meiqia_app.services import audit, downloads, jobs, webhooks
-from meiqia_app.services.customer_query import HIDDEN_VALUE_SORTS
+from meiqia_app.services.audit import log as audit
+from meiqia_app.services.customers.masking import mask_search_term
+from meiqia_app.services.customers.query import HIDDEN_VALUE_SORTS
+from meiqia_app.services.customers.selection import KIND_IDS, KIND_QUERY, Selection, check_ticked_in_reach
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.exports.fields import FIELD_SPECS
 from meiqia_app.services.exports.policy import evaluate, masked_fields
 from meiqia_app.services.exports.rows import ExportSpec, RowSource
 from meiqia_app.services.exports.writers import ExportMeta, write_csv, write_csv_lines, write_pdf, write_xlsx
-from meiqia_app.services.masking import mask_search_term
-from meiqia_app.services.process_owner import HEARTBEATS, current_owner, is_orphaned
-from meiqia_app.services.rbac import Actor, refuse, require
-from meiqia_app.services.selection import KIND_IDS, KIND_QUERY, Selection, check_ticked_in_reach
+from meiqia_app.services.identity.rbac import Actor, refuse, require
+from meiqia_app.services.integrations import webhooks
+from meiqia_app.services.platform import downloads, jobs
+from meiqia_app.services.platform.process_owner import HEARTBEATS, current_owner, is_orphaned
 from meiqia_app.timeutil import as_utc, format_local, to_local, utcnow
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ def query_text(query, lang: str) -> str:
 def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
     """Validate a request coming from the browser (any shape may arrive)."""
     from meiqia_app.i18n import tr
-    from meiqia_app.services.saved_views import load_view
+    from meiqia_app.services.customers.saved_views import load_view
 
     if not isinstance(data, dict):
         raise ValidationError.single("request", "error.bad_choice")
@@ -533,7 +535,7 @@ jobs.register_worker(JOB_KIND, _export_worker)
 
 
 def _actor_of(user_id: int) -> Actor | None:
-    from meiqia_app.services.auth import actor_for
+    from meiqia_app.services.identity.sessions import actor_for
 
     with read_session() as session:
         row = session.exec(select(User, Role).join(Role, Role.id == User.role_id).where(User.id == user_id)).first()
@@ -743,13 +745,13 @@ def run_export(export_id: int, password: str = "", ctx: jobs.JobContext | None =
 
 def _ttl_hours() -> int:
     """Hours an export file may be downloaded: the export-files retention policy's number."""
-    from meiqia_app.services import retention
+    from meiqia_app.services.cleanup import retention
 
     return retention.export_ttl_hours()
 
 
 def _system() -> Actor:
-    from meiqia_app.services.rbac import SYSTEM_ACTOR
+    from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
 
     return SYSTEM_ACTOR
 
@@ -826,7 +828,7 @@ def reap_interrupted() -> int:
     return sum(1 for export_id in candidates if _fail_interrupted(export_id, remove_files=False) is not None)
 
 
-# Files an export run leaves while it writes (see run_export, portability, report_views.export_pdf).
+# Files an export run leaves while it writes (see run_export, portability, reports/files.export_pdf).
 _EXPORT_PART = re.compile(r"^\.export-(\d+)-[0-9a-f]+\.part\.\w+$")
 _EXPORT_FILE = re.compile(r"^export-(\d+)-[0-9a-f]+\.\w+$")
 _UNOWNED_TEMP = re.compile(r"^\.(?:report-[0-9a-f]+\.part\.pdf|portability-\d+-[0-9a-f]+\.(?:json|xlsx))$")
@@ -879,7 +881,7 @@ def purge_expired() -> int:
     """Delete what interrupted exports left, and the files of expired exports (before
     listing history, and by the export-files retention policy); expired files stay
     while that policy is off (kept, e.g. on hold; their links still end)."""
-    from meiqia_app.services import retention
+    from meiqia_app.services.cleanup import retention
 
     remove_partial_files()
     if not retention.current("export_files").enabled:

@@ -4,7 +4,7 @@ For every request under ``/api/v1`` (the OpenAPI document excepted):
 
 1. a declared body above ``MEIQIA_API_MAX_BODY_MB`` → 413; a streamed one is
    counted and cut off at the limit (413);
-2. ``Authorization: Bearer <key>`` → the key's Actor (services/api_keys.py);
+2. ``Authorization: Bearer <key>`` → the key's Actor (services/integrations/api_keys.py);
    none or a bad one → 401, audited (the key's name when it is known and
    revoked, never the key). Unauthenticated requests are rate limited per
    client address, so a flood of bad keys cannot flood the audit log;
@@ -13,7 +13,7 @@ For every request under ``/api/v1`` (the OpenAPI document excepted):
    in the process: with N app workers a key gets up to N times the rate
    (docs/api.md);
 4. a POST with ``Idempotency-Key``: the stored first answer, or the request
-   runs and its answer is stored (services/idempotency.py).
+   runs and its answer is stored (services/integrations/idempotency.py).
 
 The endpoint then finds the actor in ``scope["state"]["api_actor"]``.
 """
@@ -28,9 +28,10 @@ import time
 from collections import OrderedDict
 
 from meiqia_app.config import get_settings
-from meiqia_app.services import api_keys, audit, idempotency
-from meiqia_app.services.api_keys import ApiAuthError
+from meiqia_app.services.audit import log as audit
 from meiqia_app.services.errors import AppError
+from meiqia_app.services.integrations import api_keys, idempotency
+from meiqia_app.services.integrations.api_keys import ApiAuthError
 from meiqia_app.web.api import problems
 
 log = logging.getLogger(__name__)

@@ -102,7 +102,7 @@ def from_app_error(error: AppError, lang: str, instance: str = "") -> tuple[int,
     if isinstance(error, NotFound):
         return problem("not-found", detail=detail, instance=instance)
     if isinstance(error, PermissionDenied):
-        from meiqia_app.services.api_keys import PERMISSION_SCOPES
+        from meiqia_app.services.integrations.api_keys import PERMISSION_SCOPES
 
         permission = error.params.get("permission")
         return problem(
@@ -114,7 +114,7 @@ def from_app_error(error: AppError, lang: str, instance: str = "") -> tuple[int,
     if isinstance(error, NotAuthenticated):
         return problem("unauthorized", detail=detail, instance=instance)
     if isinstance(error, DuplicateCustomer):
-        # services/duplicate_check.ExistingCustomer as the caller may see it: no id when out of scope.
+        # services/customers/duplicates/check.ExistingCustomer as the caller may see it: no id when out of scope.
         first = error.matches[0] if error.matches else None
         return problem(
             "duplicate",

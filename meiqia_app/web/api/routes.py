@@ -14,19 +14,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from meiqia_app.services import (
-    customer_edit,
-    customer_list,
-    customer_tags,
-    customers,
-    ingest,
-    rbac,
-    timeline,
-    webhooks,
-)
-from meiqia_app.services.customer_query import ListQuery
+from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers import profile as customers
+from meiqia_app.services.customers import timeline
+from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
-from meiqia_app.services.rbac import Actor
+from meiqia_app.services.identity import rbac
+from meiqia_app.services.identity.rbac import Actor
+from meiqia_app.services.integrations import ingest, webhooks
+from meiqia_app.services.tags import assignments as customer_tags
 from meiqia_app.web.api import problems
 from meiqia_app.web.api.schemas import (
     CustomerCreate,

@@ -1,0 +1,64 @@
+"""Who hears that customers changed (services/customers/changes.py), in one place.
+
+- the on-change tag rules and lifecycle stage (``rules.apply_rules_to_customers``)
+  for the customers named, after the changes that ran them before this signal
+  existed: a customer made or edited by hand or through the open API, an order
+  added by hand, ingested behaviour. (Merges apply them themselves, to report
+  the rule tags the survivor got; imports, bulk work and consent do not run them.)
+- the customer list's cached counts (``customer_list.invalidate_counts``: this
+  process's cache, and a new generation in the database for the other workers);
+- the report caches (``reports``): every change makes cached figures recompute
+  at their next read; a change of who reaches which customer (owner, team) or
+  a restored database drops them, so nobody is served a figure of a scope that
+  no longer holds.
+
+The report aggregates are not here: database triggers mark the customers whose
+rows changed in the change's own transaction (services/reports/aggregates.py).
+
+Only this module calls ``invalidate_counts`` / ``invalidate_cache``
+(tests/unit/test_architecture.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from meiqia_app.services.customers import changes
+from meiqia_app.services.customers import listing as customer_list
+from meiqia_app.services.customers.changes import CustomersChanged
+from meiqia_app.services.reports import cache as report_cache
+from meiqia_app.services.tags.rules import runs as rules
+
+RULE_TRIGGERS = frozenset({changes.CREATED, changes.EDITED, changes.ORDERS, changes.ACTIVITY})
+# Ingested behaviour alone (last active, events, chats) leaves the counts to expire
+# within a minute, as before: a new generation per batch would add a write to every batch.
+COUNTS_UNMOVED_BY = frozenset({changes.ACTIVITY})
+# Who reaches which customer changed (or everything did): cached figures are dropped.
+DROPS_REPORT_FIGURES = frozenset({changes.OWNER, changes.TEAM, changes.RESTORED})
+
+
+def apply_rules(change: CustomersChanged) -> None:
+    """Stage and rule tags follow the named customers' data (their own change is told too)."""
+    if change.many or not change.kinds & RULE_TRIGGERS:
+        return
+    rules.apply_rules_to_customers(sorted(change.ids))
+
+
+def retire_counts(change: CustomersChanged) -> None:
+    if change.kinds <= COUNTS_UNMOVED_BY:
+        return
+    customer_list.invalidate_counts()
+
+
+def retire_report_figures(change: CustomersChanged) -> None:
+    if change.kinds & DROPS_REPORT_FIGURES:
+        report_cache.invalidate_cache()
+    else:
+        report_cache.note_customer_change()
+
+
+def register(subscribe: Callable[..., None]) -> None:
+    """Called once per process by ``customer_changes.register_subscribers``."""
+    subscribe(apply_rules, writes=True)
+    subscribe(retire_counts)
+    subscribe(retire_report_figures)

@@ -1,0 +1,1 @@
+"""Duplicate customers: the one duplicate rule, finding groups, merging them."""

@@ -1,0 +1,1 @@
+"""Importing customers from CSV or XLSX files (CUST-6)."""

@@ -1,0 +1,1 @@
+"""Connected systems: API keys, idempotency, ingested events and webhooks (docs/api.md)."""
