@@ -108,6 +108,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "bulk.assign_to": ("分配给", "Assign to"),
     "filter.owner": ("负责人", "Owner"),
     "filter.team_ids": ("所属组", "Team"),
+    "filter.owner_ids": ("负责人", "Owner"),
     "owner.filter_any": ("全部", "All"),
     "owner.quick_filters": ("按负责人筛选", "Filter by owner"),
     "owner.transfer": ("转给…", "Transfer to…"),

@@ -313,20 +313,33 @@ def _tag_select(key: str) -> rx.Component:
     )
 
 
-def _team_filter() -> rx.Component:
+def _one_of_filter(key: str, choices, current) -> rx.Component:
+    """A select of one team or one owner for the filter form (its value: an id, "none": any)."""
     return rx.vstack(
-        rx.el.label(t("filter.team_ids"), html_for="filter-team_ids", font_size="13px"),
+        rx.el.label(t(f"filter.{key}"), html_for=f"filter-{key}", font_size="13px"),
         rx.select.root(
-            rx.select.trigger(id="filter-team_ids", aria_label=t("filter.team_ids"), placeholder="—"),
+            rx.select.trigger(id=f"filter-{key}", aria_label=t(f"filter.{key}"), placeholder="—"),
             rx.select.content(
                 rx.select.item("—", value="none"),
-                rx.foreach(S.team_choices, lambda option: rx.select.item(option.label, value=option.value)),
+                rx.foreach(choices, lambda option: rx.select.item(option.label, value=option.value)),
             ),
-            name="team_ids",
-            default_value=S.team_filter,
+            name=key,
+            default_value=current,
             size="1",
         ),
         spacing="1",
+    )
+
+
+def _team_filter() -> rx.Component:
+    return _one_of_filter("team_ids", S.team_choices, S.team_filter)
+
+
+def _owner_filter() -> rx.Component:
+    # Hidden where the scope is "own + pool": the 我的客户 quick filter says it all.
+    return rx.cond(
+        S.owner_filter_choices.length() > 0,
+        _one_of_filter("owner_ids", S.owner_filter_choices, S.owner_ids_filter),
     )
 
 
@@ -402,6 +415,7 @@ def filter_panel() -> rx.Component:
                             spacing="1",
                         ),
                         _team_filter(),
+                        _owner_filter(),
                         columns="2",
                         spacing="3",
                         width="100%",

@@ -49,7 +49,7 @@ TEXT_FILTERS = (
 )
 TAG_FILTERS = ("tags_any", "tags_all", "tags_none")
 # Set outside the filter panel (the quick filters, the team select): kept when the panel is applied.
-OWNER_FILTERS = ("owner", "team_ids")
+OWNER_FILTERS = ("owner", "team_ids", "owner_ids")
 OWNER_QUICK = ("mine", "pool")
 LABEL_PREFIX = {"lifecycle": "lifecycle", "tiers": "tier", "sources": "source", "order_statuses": "order_status"}
 
@@ -131,6 +131,7 @@ class CustomerListState(AppState):
     # Owners a bulk "assign to…" may choose (the user's names, not customer data), teams to filter by.
     owner_choices: list[OwnerChoice] = []
     team_choices: list[OwnerChoice] = []
+    owner_filter_choices: list[OwnerChoice] = []
     assign_open: bool = False
     assign_error: str = ""
     # The bulk tag dialog and its job's progress.
@@ -244,6 +245,10 @@ class CustomerListState(AppState):
             self.team_choices = [
                 OwnerChoice(str(t.id), t.name) for t in await self._call(ownership.team_options, actor)
             ]
+            self.owner_filter_choices = [
+                OwnerChoice(str(o.id), f"{o.name} · {o.team}" if o.team else o.name)
+                for o in await self._call(ownership.owner_filter_options, actor)
+            ]
             version = await self._call(customer_list.data_version, actor)
         except AppError as error:
             return self._on_error(error)
@@ -272,6 +277,9 @@ class CustomerListState(AppState):
             elif key == "team_ids":
                 teams = {c.value: c.label for c in self.team_choices}
                 text = "、".join(teams.get(str(v), "?") for v in value)
+            elif key == "owner_ids":
+                owners = {c.value: c.label for c in self.owner_filter_choices}
+                text = "、".join(owners.get(str(v), "?") for v in value)
             else:
                 text = str(value)
             chips.append(FilterChip(key, f"{self._tr('filter.' + key)}: {text}"))
@@ -286,11 +294,12 @@ class CustomerListState(AppState):
         if not isinstance(form, dict):
             return None
         candidate = {k: v for k, v in self.filters.items() if k in OWNER_FILTERS} | filters_from_form(form)
-        team = str(form.get("team_ids", "") or "")
-        if team == "none":
-            candidate.pop("team_ids", None)
-        elif team:
-            candidate["team_ids"] = [team]
+        for key in ("team_ids", "owner_ids"):  # one team / one owner picked from a select
+            picked = str(form.get(key, "") or "")
+            if picked == "none":
+                candidate.pop(key, None)
+            elif picked:
+                candidate[key] = [picked]
         try:
             ListQuery.from_dict({**candidate, "q": self.q, "sort": self.sort, "direction": self.direction})
         except ValidationError as error:
@@ -693,6 +702,11 @@ class CustomerListState(AppState):
     @rx.var
     def team_filter(self) -> str:
         value = self.filters.get("team_ids") or []
+        return str(value[0]) if value else "none"
+
+    @rx.var
+    def owner_ids_filter(self) -> str:
+        value = self.filters.get("owner_ids") or []
         return str(value[0]) if value else "none"
 
     @rx.var

@@ -124,6 +124,19 @@ def test_agent_sees_team_and_pool_claims_and_loses_a_transferred_customer(page, 
     expect(page.locator("#customer-owner")).to_contain_text("e2e_agent_b")
     assert _owner(app_server, pool_id) == _user_id(app_server, "e2e_agent_b")
 
+    # The manager filters the list by owner: agent B's customers, the transferred one among them.
+    page.goto("/customers")
+    page.locator("#open-filters").click()
+    page.locator("#filter-owner_ids").click()
+    page.get_by_role("option", name="e2e_agent_b · e2e 二组").click()
+    page.locator("#apply-filters").click()
+    expect(page.locator(".filter-chip")).to_contain_text("e2e_agent_b")
+    expect(page.locator("#customer-table .customer-row")).to_have_count(2)
+    shown = page.locator("#customer-table .customer-row").evaluate_all(
+        "rows => rows.map(r => r.getAttribute('data-customer-id'))"
+    )
+    assert sorted(shown) == sorted([str(b_id), str(pool_id)])
+
     # Agent A no longer sees it.
     _login_as(page, app_server, "e2e_agent_a", f"/customers/{pool_id}")
     expect(page.locator("#customer-not-found")).to_be_visible()

@@ -737,3 +737,20 @@ def test_cli_creates_a_team_and_a_user_in_it(seeded_db, capsys):
     admin = load_actors()["admin"]
     [team] = [t for t in teams.list_teams(admin) if t.name == "三组"]
     assert [m.name for m in team.members] == ["agent_c"]
+
+
+def test_the_owner_filter_offers_the_owners_in_scope_and_filters_within_it(world):
+    actors, ids = world["actors"], world["ids"]
+    names = lambda actor: {o.name for o in ownership.owner_filter_options(actor)}  # noqa: E731
+    # A whole-book scope: every active user; a team scope: the team's members only.
+    assert {"agent_a", "agent_a2", "senior_a", "agent_b"} <= names(actors["admin"])
+    assert names(actors["agent_a"]) == {"agent_a", "agent_a2", "senior_a"}
+    assert names(actors["senior_a"]) == {"agent_a", "agent_a2", "senior_a"}
+    # Filtering by an owner stays within the scope: team A's agent asking for team B's owner finds nobody.
+    admin_sees = _all_ids(actors["admin"], ListQuery.from_dict({"owner_ids": [_user_id("agent_b")]}))
+    assert admin_sees == {ids["other"]}
+    assert _all_ids(actors["agent_a"], ListQuery.from_dict({"owner_ids": [_user_id("agent_b")]})) == set()
+    assert _all_ids(actors["agent_a"], ListQuery.from_dict({"owner_ids": [_user_id("agent_a2")]})) == {ids["team"]}
+    # "Own + pool": no owner filter (the quick filter 我的客户 says it).
+    users.set_role_scope(actors["admin"], _role_id("agent"), "own_pool")
+    assert ownership.owner_filter_options(load_actors()["agent_a"]) == []

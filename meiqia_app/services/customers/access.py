@@ -175,6 +175,10 @@ class CustomerAccess:
             return me
         return tuple(sorted(set(self.actor.team_member_ids) | set(me)))
 
+    def owners_in_scope(self) -> tuple[int, ...] | None:
+        """The owners whose customers this actor reaches besides the pool (None: everyone's)."""
+        return None if self.scope == "all" else self._owners()
+
     def _with_pool(self) -> bool:
         return self.scope in ("own_pool", "team_pool")
 

@@ -562,23 +562,40 @@ class OwnerOption:
     team: str
 
 
+def _active_users(owners: tuple[int, ...] | None) -> list[OwnerOption]:
+    """Active users (all, or these) with their team's name, by team then user name."""
+    T = Team.__table__.c
+    statement = (
+        select(U.id, U.username, U.display_name, T.name)
+        .select_from(User.__table__.outerjoin(Team.__table__, T.id == U.team_id))
+        .where(U.is_active.is_(True))
+        .order_by(T.name, U.username)
+    )
+    if owners is not None:
+        statement = statement.where(U.id.in_(owners))
+    with read_connection() as conn:
+        return [OwnerOption(r[0], r[2] or r[1], r[3] or "") for r in conn.execute(statement)]
+
+
 def owner_options(actor: Actor) -> list[OwnerOption]:
     """The users a customer may be assigned to by ``actor`` (active ones; a lead: the team's)."""
     require(actor, "customer.view", action="customer.list")
-    T = Team.__table__.c
+    if actor.can("customer.assign"):
+        return _active_users(None)
     with read_connection() as conn:
-        statement = (
-            select(U.id, U.username, U.display_name, T.name)
-            .select_from(User.__table__.outerjoin(Team.__table__, T.id == U.team_id))
-            .where(U.is_active.is_(True))
-            .order_by(T.name, U.username)
-        )
-        if not actor.can("customer.assign"):
-            led = _led_team(conn, actor)
-            if led is None:
-                return []
-            statement = statement.where(U.id.in_(led[1]))
-        return [OwnerOption(r[0], r[2] or r[1], r[3] or "") for r in conn.execute(statement)]
+        led = _led_team(conn, actor)
+    return [] if led is None else _active_users(tuple(led[1]))
+
+
+def owner_filter_options(actor: Actor) -> list[OwnerOption]:
+    """The owners the list's owner filter offers: those whose customers ``actor`` reaches
+    (every active user for a whole-book scope, the team's members for a team scope; none
+    for "own + pool", where the 我的客户 quick filter says it all)."""
+    require(actor, "customer.view", action="customer.list")
+    access = CustomerAccess(actor)
+    if access.scope == "own_pool":
+        return []
+    return _active_users(access.owners_in_scope())
 
 
 @dataclasses.dataclass(frozen=True)
