@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
@@ -246,6 +247,56 @@ class DatabaseAdapter(abc.ABC):
         """A context manager giving a write engine on a restored copy (where ``stages_restores``)."""
         raise NotImplementedError
 
+    # --- custom fields ----------------------------------------------------------
+    # ``customer.custom_fields`` holds {key: canonical value} (services/custom_field_types.py).
+    # Keys are checked identifiers ([a-z][a-z0-9_]*, custom_field_key below) and are
+    # written into the SQL as literals, never bound: an expression index is used only
+    # when the query's expression is the index's expression, literal for literal.
+    # ``kind`` is how a value compares in SQL: "text" (strings: text, select option
+    # ids, ISO dates and UTC times), "number" (JSON numbers: number, money in cents,
+    # percent) or "bool" (yes/no).
+
+    @abc.abstractmethod
+    def custom_value(self, column: ColumnElement, key: str, kind: str, use_index: bool = True) -> ColumnElement:
+        """The value of custom field ``key`` in ``column`` (NULL when empty), as SQL that
+        compares and sorts as ``kind``. ``use_index=False``: the same value in a form no
+        index matches (a page that should walk the sort index instead; see
+        services/custom_field_values.range_condition)."""
+
+    @abc.abstractmethod
+    def custom_has_any(self, column: ColumnElement, key: str, values: Sequence[str]) -> ColumnElement:
+        """A multi-select value (a JSON array of option ids) holds any of ``values``."""
+
+    @abc.abstractmethod
+    def custom_has_key(self, column: ColumnElement, key: str) -> ColumnElement:
+        """The document has ``key`` (the field is set)."""
+
+    @abc.abstractmethod
+    def custom_patch(self, column: ColumnElement, sets: dict[str, object], removes: Sequence[str]) -> ColumnElement:
+        """``column`` with ``sets`` written (JSON values) and ``removes`` taken out, as one SQL
+        expression: writers patch the stored document rather than replace it, so two
+        writers of different keys (a person's edit, a fill job) never undo each other."""
+
+    @abc.abstractmethod
+    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool) -> list[str]:
+        """Statements that make ``ix_cf_<key>`` on customer: (status, value, last_active_at, id)
+        for equality filters walked in the list's default order, or (status, value, id)
+        for ranges and sorts by the value."""
+
+    def create_custom_field_index(self, engine: Engine, key: str, kind: str, by_last_active: bool) -> None:
+        """Make the field's index (idempotent) and give the planner its statistics."""
+        with engine.begin() as conn:
+            for statement in self.custom_field_index_ddl(key, kind, by_last_active):
+                conn.exec_driver_sql(statement)
+
+    def drop_custom_field_index(self, engine: Engine, key: str) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {custom_field_index_name(key)}")
+
+    @abc.abstractmethod
+    def custom_field_indexes(self, conn: Connection) -> set[str]:
+        """The names of the custom fields' indexes that exist (valid ones)."""
+
     # --- exports --------------------------------------------------------------
     def export_row_sql(self, conn: Connection, row_format: ExportRowFormat) -> str | None:
         """One SQL expression over the customer table that builds a whole export
@@ -267,6 +318,29 @@ class DatabaseAdapter(abc.ABC):
     def export_read_settings(self, conn: Connection) -> contextlib.AbstractContextManager[None]:
         """Connection settings for a long streaming read (bounded memory)."""
         return contextlib.nullcontext()
+
+
+# --- custom fields --------------------------------------------------------------------------------
+
+CUSTOM_FIELD_KEY = re.compile(r"[a-z][a-z0-9_]{1,39}")
+CUSTOM_VALUE_KINDS = ("text", "number", "bool")
+
+
+def custom_field_key(key: str) -> str:
+    """``key`` when it is a valid custom field key (it goes into SQL as a literal), else ValueError."""
+    if not isinstance(key, str) or not CUSTOM_FIELD_KEY.fullmatch(key):
+        raise ValueError(f"not a custom field key: {key!r}")
+    return key
+
+
+def custom_field_index_name(key: str) -> str:
+    return "ix_cf_" + custom_field_key(key)
+
+
+def check_kind(kind: str) -> str:
+    if kind not in CUSTOM_VALUE_KINDS:
+        raise ValueError(f"unknown value kind: {kind!r}")
+    return kind
 
 
 # --- exports ------------------------------------------------------------------------------------
