@@ -5,6 +5,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
@@ -254,14 +256,18 @@ class DatabaseAdapter(abc.ABC):
     # when the query's expression is the index's expression, literal for literal.
     # ``kind`` is how a value compares in SQL: "text" (strings: text, select option
     # ids, ISO dates and UTC times), "number" (JSON numbers: number, money in cents,
-    # percent) or "bool" (yes/no).
+    # percent) or "bool" (yes/no). ``default``: the field's default (canonical), which a
+    # customer without the key has (a key holding JSON null is "explicitly empty");
+    # it is part of the expression, and so of the field's index.
 
     @abc.abstractmethod
-    def custom_value(self, column: ColumnElement, key: str, kind: str, use_index: bool = True) -> ColumnElement:
-        """The value of custom field ``key`` in ``column`` (NULL when empty), as SQL that
-        compares and sorts as ``kind``. ``use_index=False``: the same value in a form no
-        index matches (a page that should walk the sort index instead; see
-        services/custom_field_values.range_condition)."""
+    def custom_value(
+        self, column: ColumnElement, key: str, kind: str, use_index: bool = True, default: object = None
+    ) -> ColumnElement:
+        """The value of custom field ``key`` in ``column`` (NULL when empty; ``default`` when
+        the key is absent), as SQL that compares and sorts as ``kind``. ``use_index=False``:
+        the same value in a form no index matches (a page that should walk the sort index
+        instead; see services/custom_field_values.range_condition)."""
 
     @abc.abstractmethod
     def custom_has_any(self, column: ColumnElement, key: str, values: Sequence[str]) -> ColumnElement:
@@ -269,33 +275,47 @@ class DatabaseAdapter(abc.ABC):
 
     @abc.abstractmethod
     def custom_has_key(self, column: ColumnElement, key: str) -> ColumnElement:
-        """The document has ``key`` (the field is set)."""
+        """The document has ``key`` (a value, or JSON null: explicitly empty)."""
 
     @abc.abstractmethod
     def custom_patch(self, column: ColumnElement, sets: dict[str, object], removes: Sequence[str]) -> ColumnElement:
-        """``column`` with ``sets`` written (JSON values) and ``removes`` taken out, as one SQL
-        expression: writers patch the stored document rather than replace it, so two
-        writers of different keys (a person's edit, a fill job) never undo each other."""
+        """``column`` with ``sets`` written (JSON values; None writes JSON null) and ``removes``
+        taken out, as one SQL expression: writers patch the stored document rather than
+        replace it, so two writers of different keys never undo each other."""
 
     @abc.abstractmethod
-    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool) -> list[str]:
-        """Statements that make ``ix_cf_<key>`` on customer: (status, value, last_active_at, id)
-        for equality filters walked in the list's default order, or (status, value, id)
-        for ranges and sorts by the value."""
+    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool, default: object = None) -> list[str]:
+        """Statements that make the field's index (custom_field_index_name) on customer:
+        (status, value, last_active_at, id) for equality filters walked in the list's
+        default order, or (status, value, id) for ranges and sorts by the value."""
 
-    def create_custom_field_index(self, engine: Engine, key: str, kind: str, by_last_active: bool) -> None:
-        """Make the field's index (idempotent) and give the planner its statistics."""
+    def create_custom_field_index(
+        self, engine: Engine, key: str, kind: str, by_last_active: bool, default: object = None
+    ) -> str:
+        """Make the field's index for its current definition (idempotent), give the planner
+        its statistics, then drop the field's other indexes (made for an earlier default:
+        until the new one exists, queries still find the one they match). Returns its name."""
         with engine.begin() as conn:
-            for statement in self.custom_field_index_ddl(key, kind, by_last_active):
+            for statement in self.custom_field_index_ddl(key, kind, by_last_active, default):
                 conn.exec_driver_sql(statement)
+        name = custom_field_index_name(key, kind, by_last_active, default)
+        self.drop_custom_field_index(engine, key, keep=name)
+        return name
 
-    def drop_custom_field_index(self, engine: Engine, key: str) -> None:
+    def drop_custom_field_index(self, engine: Engine, key: str, keep: str = "") -> None:
+        """Drop the field's indexes (all of them, or all but ``keep``)."""
+        with engine.connect() as conn:
+            names = [n for n in self.custom_field_indexes(conn, valid_only=False) if index_key(n) == key and n != keep]
+        for name in names:
+            self._drop_index(engine, name)
+
+    def _drop_index(self, engine: Engine, name: str) -> None:
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {custom_field_index_name(key)}")
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
 
     @abc.abstractmethod
-    def custom_field_indexes(self, conn: Connection) -> set[str]:
-        """The names of the custom fields' indexes that exist (valid ones)."""
+    def custom_field_indexes(self, conn: Connection, valid_only: bool = True) -> set[str]:
+        """The names of the custom fields' indexes that exist (valid ones, unless ``valid_only`` is False)."""
 
     # --- exports --------------------------------------------------------------
     def export_row_sql(self, conn: Connection, row_format: ExportRowFormat) -> str | None:
@@ -333,8 +353,44 @@ def custom_field_key(key: str) -> str:
     return key
 
 
-def custom_field_index_name(key: str) -> str:
-    return "ix_cf_" + custom_field_key(key)
+INDEX_PREFIX = "ix_cf_"
+_INDEX_NAME = re.compile(r"ix_cf_([a-z][a-z0-9_]{1,39})_([0-9a-f]{8})")
+
+
+def custom_field_index_name(key: str, kind: str, by_last_active: bool, default: object = None) -> str:
+    """``ix_cf_<key>_<8 hex>``: named from the stable key and a digest of what the index
+    holds (kind, shape, default), so a changed default gets a new index beside the old one."""
+    shape = json.dumps([check_kind(kind), bool(by_last_active), default], sort_keys=True, ensure_ascii=False)
+    return f"{INDEX_PREFIX}{custom_field_key(key)}_{hashlib.sha1(shape.encode()).hexdigest()[:8]}"
+
+
+def index_key(name: str) -> str | None:
+    """The key of a custom field index's name, None for any other name."""
+    found = _INDEX_NAME.fullmatch(name or "")
+    return found.group(1) if found else None
+
+
+def custom_literal(kind: str, value: object, true: str = "1", false: str = "0") -> str:
+    """A canonical default as an SQL literal of ``kind`` (part of an indexed expression, so
+    never a bound parameter). Only canonical values reach here (custom_field_types.coerce):
+    text without NUL, finite numbers, booleans."""
+    check_kind(kind)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"not a yes/no default: {value!r}")
+        return true if value else false
+    if kind == "number":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value != value
+            or abs(value) == float("inf")
+        ):
+            raise ValueError(f"not a number default: {value!r}")
+        return repr(value)
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError(f"not a text default: {value!r}")
+    return "'" + value.replace("'", "''") + "'"
 
 
 def check_kind(kind: str) -> str:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     cast,
     create_engine,
     func,
@@ -48,6 +49,7 @@ from meiqia_app.dbadapter.base import (
     check_kind,
     custom_field_index_name,
     custom_field_key,
+    custom_literal,
     like_conditions,
 )
 from meiqia_app.models import CustomerSearch
@@ -200,13 +202,20 @@ class PostgresAdapter(DatabaseAdapter):
     # numeric or boolean for those kinds. PostgreSQL matches an expression index on
     # the same expression with the same literal key; full indexes (its planner needs
     # no partial-index literal), built CONCURRENTLY so writers never wait for them.
-    def custom_value(self, column: ColumnElement, key: str, kind: str, use_index: bool = True) -> ColumnElement:
+    def custom_value(
+        self, column: ColumnElement, key: str, kind: str, use_index: bool = True, default: object = None
+    ) -> ColumnElement:
         # The planner has the expression's statistics (ANALYZE after the index is made) and
         # chooses between the field's index and the sort index itself: use_index is moot here.
         check_kind(kind)
-        value = column.op("->>")(literal_column(f"'{custom_field_key(key)}'"))
+        name = literal_column(f"'{custom_field_key(key)}'")
+        value = column.op("->>")(name)
         if kind in _CUSTOM_CASTS:
-            return cast(value, _CUSTOM_CASTS[kind][1])
+            value = cast(value, _CUSTOM_CASTS[kind][1])
+        if default is not None:
+            # Absent: the default; JSON null (explicitly empty): NULL.
+            fallback = literal_column(custom_literal(kind, default, "true", "false"))
+            value = case((column.op("?")(name), value), else_=fallback)
         return value
 
     def custom_has_any(self, column: ColumnElement, key: str, values: Sequence[str]) -> ColumnElement:
@@ -227,19 +236,24 @@ class PostgresAdapter(DatabaseAdapter):
             value = value.op("||")(cast(literal(_json_text(sets)), JSONB))
         return value
 
-    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool) -> list[str]:
+    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool, default: object = None) -> list[str]:
         check_kind(kind)
-        name = custom_field_index_name(key)
+        name = custom_field_index_name(key, kind, by_last_active, default)
         value = f"(custom_fields ->> '{key}')"
         if kind in _CUSTOM_CASTS:
             value = f"({value}::{_CUSTOM_CASTS[kind][0]})"
+        if default is not None:
+            literal = custom_literal(kind, default, "true", "false")
+            value = f"(CASE WHEN (custom_fields ? '{key}') THEN {value} ELSE {literal} END)"
         columns = f"status, {value}, last_active_at, id" if by_last_active else f"status, {value}, id"
         return [f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON customer ({columns})", "ANALYZE customer"]
 
-    def create_custom_field_index(self, engine: Engine, key: str, kind: str, by_last_active: bool) -> None:
+    def create_custom_field_index(
+        self, engine: Engine, key: str, kind: str, by_last_active: bool, default: object = None
+    ) -> str:
         # CONCURRENTLY cannot run in a transaction; a build that failed half-way leaves an
         # INVALID index behind, which IF NOT EXISTS would keep: dropped and built again.
-        name = custom_field_index_name(key)
+        name = custom_field_index_name(key, kind, by_last_active, default)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             invalid = conn.execute(
                 text(
@@ -250,18 +264,21 @@ class PostgresAdapter(DatabaseAdapter):
             ).first()
             if invalid is not None:
                 conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-            for statement in self.custom_field_index_ddl(key, kind, by_last_active):
+            for statement in self.custom_field_index_ddl(key, kind, by_last_active, default):
                 conn.exec_driver_sql(statement)
+        self.drop_custom_field_index(engine, key, keep=name)
+        return name
 
-    def drop_custom_field_index(self, engine: Engine, key: str) -> None:
+    def _drop_index(self, engine: Engine, name: str) -> None:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {custom_field_index_name(key)}")
+            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
-    def custom_field_indexes(self, conn: Connection) -> set[str]:
+    def custom_field_indexes(self, conn: Connection, valid_only: bool = True) -> set[str]:
         rows = conn.exec_driver_sql(
             "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "JOIN pg_class t ON t.oid = i.indrelid "
-            "WHERE t.relname = 'customer' AND i.indisvalid AND substr(c.relname, 1, 6) = 'ix_cf_'"
+            "WHERE t.relname = 'customer' AND substr(c.relname, 1, 6) = 'ix_cf_'"
+            + (" AND i.indisvalid" if valid_only else "")
         )
         return {row[0] for row in rows}
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     bindparam,
+    case,
     create_engine,
     event,
     exists,
@@ -36,6 +37,7 @@ from meiqia_app.dbadapter.base import (
     check_kind,
     custom_field_index_name,
     custom_field_key,
+    custom_literal,
 )
 
 _FTS = "customer_fts"
@@ -313,9 +315,17 @@ class SqliteAdapter(DatabaseAdapter):
     # '$.<key>') with the path as a literal. The indexes are partial on the working
     # set like the built-in status-led ones (models/customer.py), so the queries
     # carry that literal condition too (customer_query.status_condition adds it).
-    def custom_value(self, column: ColumnElement, key: str, kind: str, use_index: bool = True) -> ColumnElement:
+    def custom_value(
+        self, column: ColumnElement, key: str, kind: str, use_index: bool = True, default: object = None
+    ) -> ColumnElement:
         check_kind(kind)
-        value = func.json_extract(column, literal_column(f"'$.{custom_field_key(key)}'"))
+        path = literal_column(f"'$.{custom_field_key(key)}'")
+        value = func.json_extract(column, path)
+        if default is not None:
+            # Absent: the default; JSON null (explicitly empty): NULL.
+            value = case(
+                (func.json_type(column, path).is_(None), literal_column(custom_literal(kind, default))), else_=value
+            )
         if use_index:
             return value
         # Any arithmetic or concatenation hides the expression from the index and keeps the value.
@@ -339,10 +349,13 @@ class SqliteAdapter(DatabaseAdapter):
             value = func.json_remove(value, *(literal_column(f"'$.{custom_field_key(key)}'") for key in removes))
         return value
 
-    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool) -> list[str]:
+    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool, default: object = None) -> list[str]:
         check_kind(kind)
-        name = custom_field_index_name(key)
+        name = custom_field_index_name(key, kind, by_last_active, default)
         value = f"json_extract(custom_fields, '$.{key}')"
+        if default is not None:
+            literal = custom_literal(kind, default)
+            value = f"CASE WHEN json_type(custom_fields, '$.{key}') IS NULL THEN {literal} ELSE {value} END"
         columns = f"status, {value}, last_active_at, id" if by_last_active else f"status, {value}, id"
         return [
             f"CREATE INDEX IF NOT EXISTS {name} ON customer ({columns}) WHERE status != 'trashed'",
@@ -350,7 +363,7 @@ class SqliteAdapter(DatabaseAdapter):
             f"ANALYZE {name}",
         ]
 
-    def custom_field_indexes(self, conn: Connection) -> set[str]:
+    def custom_field_indexes(self, conn: Connection, valid_only: bool = True) -> set[str]:
         rows = conn.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'customer' "
             "AND substr(name, 1, 6) = 'ix_cf_'"

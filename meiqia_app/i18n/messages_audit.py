@@ -478,7 +478,6 @@ ENTRIES: dict[str, tuple[str, str]] = {
     # --- custom fields (issue 23) ---
     "audit.act.field.create": ("新建自定义字段", "creating a custom field"),
     "audit.act.field.delete": ("删除自定义字段", "deleting a custom field"),
-    "audit.act.field.fill": ("填入字段默认值", "filling in a field's default"),
     "audit.act.field.list": ("查看自定义字段", "viewing the custom fields"),
     "audit.act.field.option": ("修改字段选项", "changing a field's options"),
     "audit.act.field.purge": ("清除已删除字段的值", "removing a deleted field's values"),
@@ -489,10 +488,6 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "audit.say.field.delete": (
         "{actor} 删除了自定义字段 {field}（客户的该字段值随后清除）",
         "{actor} deleted the custom field {field} (its values are then removed from every customer)",
-    ),
-    "audit.say.field.fill": (
-        "{actor} 为 {count} 位客户填入了字段 {field} 的默认值",
-        "{actor} filled in the default of {field} for {count} customers",
     ),
     "audit.say.field.option.add": (
         "{actor} 给字段 {field} 添加了选项「{option}」",

@@ -56,8 +56,8 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "field.required": ("必填", "Required"),
     "field.default": ("默认值", "Default"),
     "field.default_hint": (
-        "设置后，没有值的客户会在后台任务中填入默认值",
-        "Customers without a value get the default, filled in by a background job",
+        "没有填写该字段的客户（包括已有客户和新客户）都取默认值",
+        "Every customer without a value of their own, existing or new, has the default",
     ),
     "field.sensitive": ("敏感（像电话一样遮盖，需要“查看敏感信息”权限）", "Sensitive (masked like the phone)"),
     "field.shown_in_list": ("在客户列表中默认显示", "Shown in the customer list by default"),
@@ -76,9 +76,9 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "field.restored_toast": ("已恢复字段 {name}", "Field {name} restored"),
     "field.delete_title": ("删除字段 {name}", "Delete the field {name}"),
     "field.delete_warning": (
-        "所有客户的该字段值都将被清除，且无法恢复。如只想隐藏字段，请改用“停用”。请输入字段标识 {key} 以确认：",
+        "所有客户的该字段值都将被清除，且无法恢复。如只想隐藏字段，请改用“停用”。请输入字段标识 {field_key} 以确认：",
         "The field's values are removed from every customer and cannot be brought back. To hide the field only, "
-        "retire it instead. Type the key {key} to confirm:",
+        "retire it instead. Type the key {field_key} to confirm:",
     ),
     "field.deleting_toast": (
         "正在删除字段 {name}：后台任务正在清除它的值",

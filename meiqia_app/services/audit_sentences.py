@@ -368,7 +368,6 @@ PHRASES: dict[str, Phrase] = {
     ),
     "field.create": Phrase(_field_target),
     "field.delete": Phrase(_field_target),
-    "field.fill": Phrase(lambda c: {**_field_target(c), "count": c.n(c.get("filled", 0))}),
     "field.option": Phrase(_field_option, variants=FIELD_OPTION_CHANGES),
     "field.purge": Phrase(lambda c: {**_field_target(c), "count": c.n(c.get("removed", 0))}),
     "field.restore": Phrase(_field_target),

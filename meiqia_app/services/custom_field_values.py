@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import Customer
@@ -36,6 +37,7 @@ from meiqia_app.services.custom_field_types import (
     FieldValueError,
     coerce,
     display,
+    field_name,
     form_value,
     is_empty,
     key_of,
@@ -43,7 +45,7 @@ from meiqia_app.services.custom_field_types import (
 )
 from meiqia_app.services.customer_access import CustomerAccess
 from meiqia_app.services.errors import ValidationError
-from meiqia_app.services.rbac import refuse
+from meiqia_app.services.rbac import Actor, refuse, require
 from meiqia_app.timeutil import local_day_start_utc
 
 C = Customer.__table__.c
@@ -72,7 +74,7 @@ class FieldValueView:
     field_type: str
     display: str
     value: str  # the form's text ("" when masked)
-    values: list[str]  # a multi select's option ids ([] when masked)
+    chosen: list[str]  # a multi select's option ids ([] when masked)
     masked: bool
     required: bool
     sensitive: bool
@@ -111,7 +113,7 @@ def value_views(
     document = _document(stored)
     views = []
     for field in active_fields() if fields is None else fields:
-        value = document.get(field.key)
+        value = effective(field, document)
         shown = display(field, value, lang)
         masked_text = access.mask(field.name, shown)
         masked = value is not None and masked_text != shown
@@ -125,7 +127,7 @@ def value_views(
                 field_type=field.field_type,
                 display=str(masked_text),
                 value="" if masked or isinstance(form, list) else form,
-                values=[] if masked or not isinstance(form, list) else form,
+                chosen=[] if masked or not isinstance(form, list) else form,
                 masked=masked,
                 required=field.required,
                 sensitive=field.sensitive,
@@ -137,8 +139,7 @@ def value_views(
 
 def new_customer_views(access: CustomerAccess, lang: str = "zh") -> list[FieldValueView]:
     """The new-customer form's fields, with their defaults filled in."""
-    defaults = {f.key: f.default for f in active_fields() if f.default is not None}
-    return value_views(access, defaults, lang)
+    return value_views(access, {}, lang)
 
 
 def grouped(views: Iterable[FieldValueView], ungrouped: str = "") -> list[FieldGroupView]:
@@ -165,26 +166,47 @@ def column_values(
 # --- writing -----------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class CustomChanges:
+    """What an edit does to a customer's document: keys to write (a None value writes JSON
+    null: explicitly empty, where the field has a default), keys to take out, and each
+    changed field's value before (the default where the key was absent)."""
+
+    sets: dict[str, object] = dataclasses.field(default_factory=dict)
+    removes: tuple[str, ...] = ()
+    before: dict[str, object] = dataclasses.field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.sets or self.removes)
+
+    def diff(self) -> dict[str, tuple[object, object]]:
+        """{"cf.<key>": (before, after)} for the audit entry and the webhook."""
+        changed = {field_name(key): (self.before.get(key), value) for key, value in self.sets.items()}
+        changed.update({field_name(key): (self.before.get(key), None) for key in self.removes})
+        return changed
+
+
 def clean_changes(
     access: CustomerAccess, raw: object, current: object, *, creating: bool = False, require_all: bool = True
-) -> tuple[dict[str, object], list[str]]:
-    """(values to set, keys to remove) for the custom values ``raw`` ({key: input}) sent
-    for a customer whose stored document is ``current``; raises ValidationError keyed
-    "cf.<key>" (every bad field at once).
+) -> CustomChanges:
+    """The change the custom values ``raw`` ({key: input}) make to a customer whose stored
+    document is ``current``; raises ValidationError keyed "cf.<key>" (every bad field at once).
 
     - Only active fields; an unknown or retired key is refused.
+    - A field's default is what a customer without the key has: nothing is written for
+      it (creating a customer writes only the values given). Clearing a field that has a
+      default writes JSON null (explicitly empty); without one, the key goes.
     - A sensitive field the actor sees masked: an empty input keeps the stored value
       (the form offers it empty), as for phone and e-mail.
     - Required: an empty value is refused when the field is sent, and on create when
       it is not sent and has no default (``require_all``: the caller offers every field,
       as the console's form does; a caller that knows no custom fields, such as an
       open API client today, creates customers with the defaults only).
-      ``creating``: fields not sent get their default.
     """
     if raw is None:
         raw = {}
     if not raw and not creating:
-        return {}, []
+        return CustomChanges()
     if not isinstance(raw, dict):
         raise ValidationError.single("custom_fields", "error.bad_choice")
     document = _document(current)
@@ -192,12 +214,13 @@ def clean_changes(
     errors: dict[str, tuple[str, dict]] = {}
     sets: dict[str, object] = {}
     removes: list[str] = []
+    before: dict[str, object] = {}
     for key, given in raw.items():
         field = catalog.get(key if isinstance(key, str) else None)
         if field is None or not field.active:
             errors[f"cf.{str(key)[:40]}"] = ("error.cf_unknown_field", {})
             continue
-        old = document.get(field.key)
+        old = effective(field, document)
         if old is not None and is_empty(given) and not access.sees_sensitive and field.sensitive:
             continue  # shown masked, sent empty: keep
         try:
@@ -209,25 +232,72 @@ def clean_changes(
             if field.required:
                 errors[field.name] = ("error.cf_required", {"field": field.labels})
             elif old is not None:
-                removes.append(field.key)
+                before[field.key] = old
+                if field.default is not None:
+                    sets[field.key] = None
+                else:
+                    removes.append(field.key)
         elif value != old or type(value) is not type(old):
+            before[field.key] = old
             sets[field.key] = value
-    if creating:
+    if creating and require_all:
         for field in catalog.active:
-            if field.key in raw:
-                continue
-            if field.default is not None:
-                sets[field.key] = field.default
-            elif field.required and require_all:
+            if field.key not in raw and field.required and field.default is None:
                 errors[field.name] = ("error.cf_required", {"field": field.labels})
     if errors:
         raise ValidationError(errors)
-    return sets, removes
+    return CustomChanges(sets, tuple(removes), before)
 
 
-def defaults() -> dict[str, object]:
-    """The active fields' defaults: what a customer created without values starts with."""
-    return {f.key: f.default for f in active_fields() if f.default is not None}
+def effective(field: FieldDef, document: object) -> object:
+    """The field's value for a customer: the stored one (None when explicitly empty), or the
+    default when the key is absent."""
+    document = _document(document)
+    return document[field.key] if field.key in document else field.default
+
+
+FORM_PREFIX = "cf."
+MULTI_MARKER = "_multi"
+_FORM_KEY = re.compile(r"[a-z][a-z0-9_]{1,39}")
+_OPTION_ID = re.compile(r"o\d{1,6}")
+MAX_FORM_FIELDS = 300
+MAX_FORM_VALUE = 5000
+
+
+def values_from_form(form: object) -> dict[str, object]:
+    """The custom values of a submitted form (untrusted browser input), for clean_changes:
+
+    - ``cf.<key>``: the field's text (inputs, text areas, selects);
+    - ``cf.<key>._multi``: a multi select is on the form (so that no box ticked clears it),
+      ``cf.<key>.<option id>`` = "on": that option ticked.
+
+    Anything else is ignored; values are cut to MAX_FORM_VALUE characters.
+    """
+    if not isinstance(form, dict):
+        return {}
+    found: dict[str, object] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in list(form.items())[: MAX_FORM_FIELDS * 4]:
+        if not isinstance(name, str) or not name.startswith(FORM_PREFIX):
+            continue
+        key, _dot, option = name[len(FORM_PREFIX) :].partition(".")
+        if not _FORM_KEY.fullmatch(key):
+            continue
+        if not option:
+            found[key] = "" if value is None else str(value)[:MAX_FORM_VALUE]
+        elif option == MULTI_MARKER:
+            multi.setdefault(key, [])
+        elif _OPTION_ID.fullmatch(option) and value in ("on", "true", True):
+            multi.setdefault(key, []).append(option)
+    for key, chosen in multi.items():
+        found[key] = chosen
+    return dict(list(found.items())[:MAX_FORM_FIELDS])
+
+
+def form_fields(actor: Actor, lang: str = "zh") -> list[FieldValueView]:
+    """The new-customer form's custom fields (defaults filled in), for an actor who may create customers."""
+    require(actor, "customer.create", action="customer.create", target_type="customer")
+    return new_customer_views(CustomerAccess(actor), lang)
 
 
 def apply(document: object, sets: dict[str, object], removes: Sequence[str]) -> dict:
@@ -257,8 +327,10 @@ def _invalid(field: FieldDef, message_key: str) -> ValidationError:
 
 
 def value_expression(field: FieldDef, use_index: bool = True) -> ColumnElement:
-    adapter = get_adapter()
-    return adapter.custom_value(C.custom_fields, field.key, field.value_kind or "text", use_index)
+    """The field's value in SQL, its default included (the same expression as its index)."""
+    if field.value_kind is None:
+        raise _invalid(field, "error.cf_operator")
+    return get_adapter().custom_value(C.custom_fields, field.key, field.value_kind, use_index, field.default)
 
 
 def _bounds(field: FieldDef, value: object) -> tuple[object, object, bool]:
@@ -327,7 +399,9 @@ def condition(
         raise _invalid(field, "error.cf_operator")
     adapter = get_adapter()
     if operator in ("empty", "not_empty"):
-        expression = adapter.custom_value(C.custom_fields, field.key, field.value_kind or "text", use_index)
+        if field.value_kind is None:
+            return _multi_empty(adapter, field, operator == "empty")
+        expression = value_expression(field, use_index)
         return expression.is_(None) if operator == "empty" else expression.is_not(None)
     try:
         if operator == "any_of":
@@ -337,7 +411,10 @@ def condition(
                 raise _invalid(field, "error.cf_range")
             bounds = list(dict.fromkeys(sql_bound(field, item) for item in items))
             if field.field_type == "multi_select":
-                return adapter.custom_has_any(C.custom_fields, field.key, bounds)
+                held = adapter.custom_has_any(C.custom_fields, field.key, bounds)
+                if field.default and set(field.default) & set(bounds):
+                    return or_(held, ~adapter.custom_has_key(C.custom_fields, field.key))
+                return held
             return value_expression(field, use_index).in_(bounds)
         if operator == "equals":
             return value_expression(field, use_index) == sql_bound(field, value)
@@ -351,6 +428,15 @@ def condition(
     if high is not None:
         parts.append(expression < high if exclusive else expression <= high)
     return and_(*parts)
+
+
+def _multi_empty(adapter, field: FieldDef, empty: bool) -> ColumnElement:
+    """A multi select is empty: no key and no default, or an explicit JSON null."""
+    value = adapter.custom_value(C.custom_fields, field.key, "text")
+    if not field.default:
+        return value.is_(None) if empty else value.is_not(None)
+    has_key = adapter.custom_has_key(C.custom_fields, field.key)
+    return and_(has_key, value.is_(None)) if empty else or_(value.is_not(None), ~has_key)
 
 
 def range_condition(

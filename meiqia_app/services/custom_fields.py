@@ -14,12 +14,14 @@ the version it was made on (optimistic locking, like customer edits).
   **delete** asks for the key typed again, then a job removes the values from
   every customer in batches and finally the definition.
 - A field that can be filtered gets an expression index (dbadapter
-  ``create_custom_field_index``), made by a job; a field with a **default**
-  fills it in, in batches, for every customer without a value (a job with
-  progress), and new customers get it when created.
+  ``create_custom_field_index``), made by a job. A **default** is what every
+  customer without a value of their own has, existing and new ones alike: it
+  is part of the field's SQL value and index (a changed default: the job makes
+  the index again), so setting one writes nothing to the customers (at 1M
+  customers, writing it into every row took minutes: docs/architecture.md).
 
-Jobs (services/jobs.py): ``field.setup`` (index, then the default),
-``field.purge`` (delete). Both resume from their checkpoint after a restart.
+Jobs (services/jobs.py): ``field.setup`` (the index), ``field.purge``
+(delete: values removed in batches, resumable from its checkpoint).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from sqlmodel import Session
 
 from meiqia_app.db import get_engine, read_connection, read_session, write_session
 from meiqia_app.dbadapter import get_adapter
-from meiqia_app.dbadapter.base import CUSTOM_FIELD_KEY
+from meiqia_app.dbadapter.base import CUSTOM_FIELD_KEY, index_key
 from meiqia_app.i18n import tr
 from meiqia_app.models import Customer, CustomField
 from meiqia_app.models.custom_field import FIELD_TYPES
@@ -60,7 +62,7 @@ MAX_FIELDS = 200
 MAX_OPTIONS = 200
 LABEL_MAX = 64
 GROUP_MAX = 32
-FILL_BATCH = 10_000
+PURGE_BATCH = 10_000
 SETUP_JOB = "field.setup"
 PURGE_JOB = "field.purge"
 
@@ -133,7 +135,7 @@ def _view(row: CustomField, lang: str, indexes: set[str]) -> FieldView:
         status=field.status,
         version=field.version,
         retired_at=format_local(row.retired_at),
-        indexed=("ix_cf_" + field.key) in indexes,
+        indexed=field.key in {index_key(name) for name in indexes},
     )
 
 
@@ -320,7 +322,8 @@ def create_field(actor: Actor, data: dict) -> FieldChange:
     """A new field from the admin's form: key, label_zh, label_en, group_zh, group_en,
     field_type, options (selects), required, default, sensitive, shown_in_list, sort_order.
 
-    Starts a job that makes the field's index (filterable types) and fills the default in."""
+    Starts a job that makes the field's index (filterable types). A default needs no
+    writing: every customer without a value has it (custom_field_values.effective)."""
     require(actor, "field.manage", action="field.create", target_type="custom_field")
     if not isinstance(data, dict):
         raise ValidationError.single("key", "error.bad_choice")
@@ -385,7 +388,7 @@ def create_field(actor: Actor, data: dict) -> FieldChange:
         )
         field_id = row.id
     custom_field_catalog.invalidate()
-    job_id = _start_setup(actor, definition_of(row), index=True, fill=default is not None)
+    job_id = _start_setup(actor, definition_of(row))
     return FieldChange(field_id, 1, job_id)
 
 
@@ -405,7 +408,8 @@ EDITABLE = (
 
 def update_field(actor: Actor, field_id: int, expected_version: int, data: dict) -> FieldChange:
     """Change labels, group, required, default, sensitive, shown in list or order (the
-    keys of ``data`` present). A new or changed default is filled in for the customers
+    keys of ``data`` present). A new or changed default applies at once to every customer
+    without a value of their own; the field's index, which holds it, is made again by a job.
     without a value, by a job."""
     require(actor, "field.manage", action="field.update", target_type="custom_field", target_id=field_id)
     if not isinstance(data, dict):
@@ -436,7 +440,7 @@ def update_field(actor: Actor, field_id: int, expected_version: int, data: dict)
                 change(column, _clean_bool(data[column], column))
         if "sort_order" in data:
             change("sort_order", _clean_order(data["sort_order"]))
-        fill = False
+        reindex = False
         if "default" in data:
             default = _default_of(field, data["default"])  # (a retired option is refused)
             stored = None if default is None else json.dumps(default, ensure_ascii=False)
@@ -444,7 +448,7 @@ def update_field(actor: Actor, field_id: int, expected_version: int, data: dict)
                 # As "had one / has one": the value itself stays out of the log.
                 changes["default"] = [field.default is not None, default is not None]
                 row.default_value = stored
-                fill = default is not None and row.status == "active"
+                reindex = row.status == "active"
         if not changes:
             return FieldChange(row.id, row.version)
         _touch(row, actor)
@@ -452,7 +456,7 @@ def update_field(actor: Actor, field_id: int, expected_version: int, data: dict)
         version = row.version
         fresh = definition_of(row)
     custom_field_catalog.invalidate()
-    job_id = _start_setup(actor, fresh, index=False, fill=True) if fill else 0
+    job_id = _start_setup(actor, fresh) if reindex else 0
     return FieldChange(fresh.id, version, job_id)
 
 
@@ -579,7 +583,7 @@ def restore_field(actor: Actor, field_id: int, expected_version: int) -> FieldCh
         _audit(session, actor, "field.restore", row)
         version, field = row.version, definition_of(row)
     custom_field_catalog.invalidate()
-    job_id = _start_setup(actor, field, index=True, fill=False)
+    job_id = _start_setup(actor, field)
     return FieldChange(field.id, version, job_id)
 
 
@@ -604,12 +608,11 @@ def delete_field(actor: Actor, field_id: int, confirm_key: object) -> FieldChang
 # --- jobs ------------------------------------------------------------------------------------------
 
 
-def _start_setup(actor: Actor, field: FieldDef, *, index: bool, fill: bool) -> int:
-    index = index and field.index_shape is not None
-    fill = fill and field.default is not None
-    if not (index or fill):
+def _start_setup(actor: Actor, field: FieldDef) -> int:
+    """Queue the job that makes the field's index for its current definition (0: none needed)."""
+    if field.index_shape is None:
         return 0
-    job_id = jobs.create_job(actor, SETUP_JOB, {"field_id": field.id, "key": field.key, "index": index, "fill": fill})
+    job_id = jobs.create_job(actor, SETUP_JOB, {"field_id": field.id, "key": field.key})
     jobs.start_in_background(job_id)
     return job_id
 
@@ -626,52 +629,21 @@ def _top_id() -> int:
 
 
 def _setup_worker(ctx: jobs.JobContext) -> dict:
-    """Make the field's index, then fill its default into every customer without a value."""
+    """Make the index of the field as it is defined now (its default is part of the indexed
+    value) and drop the indexes made for an earlier definition. Nothing is written to the
+    customers. A field retired, deleted or changed again meanwhile: the job that change
+    started (if any) makes the right index."""
     field_id, key = int(ctx.params["field_id"]), str(ctx.params["key"])
-    require(ctx.actor, "field.manage", action="field.fill", target_type="custom_field", target_id=field_id)
+    require(ctx.actor, "field.manage", action="field.update", target_type="custom_field", target_id=field_id)
     field = _current(field_id)
-    if field is None or field.key != key or not field.active:
+    if field is None or field.key != key or not field.active or field.index_shape is None:
         return {"skipped": True}
     engine = get_engine()
-    adapter = get_adapter(engine)
-    indexed = False
-    if ctx.params.get("index") and field.index_shape and not ctx.checkpoint.get("indexed"):
-        adapter.create_custom_field_index(engine, key, field.value_kind, field.index_shape == "equality")
-        indexed = True
-        ctx.progress(0, {"indexed": True, "after": 0, "filled": 0})
-    if not ctx.params.get("fill"):
-        return {"indexed": indexed}
-    after = int(ctx.checkpoint.get("after", 0))
-    filled = int(ctx.checkpoint.get("filled", 0))
-    value = field.default
-    while True:
-        top = _top_id()
-        if after >= top:
-            break
-        upto = after + FILL_BATCH
-        with write_session() as session:
-            row = session.get(CustomField, field_id)
-            if row is None or row.status != "active" or row.default_value is None:
-                break
-            value = json.loads(row.default_value)
-            filled += session.execute(
-                update(Customer.__table__)
-                .where(
-                    C.id > after,
-                    C.id <= upto,
-                    C.erased_at.is_(None),
-                    ~adapter.custom_has_key(C.custom_fields, key),
-                )
-                .values(custom_fields=adapter.custom_patch(C.custom_fields, {key: value}, ()))
-            ).rowcount
-        after = upto
-        ctx.progress(min(after, top), {"indexed": True, "after": after, "filled": filled}, total=top)
-    with write_session() as session:
-        row = session.get(CustomField, field_id)
-        if row is not None:
-            _audit(session, ctx.actor, "field.fill", row, filled=filled)
-    _forget_counts()
-    return {"indexed": indexed, "filled": filled}
+    name = get_adapter(engine).create_custom_field_index(
+        engine, key, field.value_kind, field.index_shape == "equality", field.default
+    )
+    ctx.progress(1, {"index": name}, total=1)
+    return {"index": name}
 
 
 def _purge_worker(ctx: jobs.JobContext) -> dict:
@@ -687,7 +659,7 @@ def _purge_worker(ctx: jobs.JobContext) -> dict:
         top = _top_id()
         if after >= top:
             break
-        upto = after + FILL_BATCH
+        upto = after + PURGE_BATCH
         with write_session() as session:
             removed += session.execute(
                 update(Customer.__table__)

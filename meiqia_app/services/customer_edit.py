@@ -53,7 +53,8 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
     ``custom_fields``: {key: value} of the defined custom fields (validated by
     type, an empty value clears; services/custom_field_values.clean_changes),
     written as a patch of the stored document inside the same versioned UPDATE
-    and audited with the other changes as "cf.<key>".
+    and audited with the other changes as "cf.<key>" (before: the default where
+    the customer had no value).
     """
     require(actor, "customer.edit", action="customer.update", target_type="customer", target_id=customer_id)
     raw = dict(raw)
@@ -76,18 +77,16 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
             for field, value in values.items()
             if getattr(customer, field) != value
         }
-        stored = customer.custom_fields if isinstance(customer.custom_fields, dict) else {}
-        sets, removes = custom_field_values.clean_changes(access, raw.get("custom_fields"), stored)
-        diff.update({field_name(key): (stored.get(key), value) for key, value in sets.items()})
-        diff.update({field_name(key): (stored.get(key), None) for key in removes})
+        custom = custom_field_values.clean_changes(access, raw.get("custom_fields"), customer.custom_fields)
+        diff.update(custom.diff())
         if not diff:
             return customer.version
         changes = _with_pinyin(
             {field: new for field, (_old, new) in diff.items() if not field.startswith(FIELD_PREFIX)}
         )
-        if sets or removes:
+        if custom:
             column = Customer.__table__.c.custom_fields
-            changes["custom_fields"] = get_adapter(session.get_bind()).custom_patch(column, sets, removes)
+            changes["custom_fields"] = get_adapter(session.get_bind()).custom_patch(column, custom.sets, custom.removes)
         now = utcnow()
         # The version check is repeated in the UPDATE itself: two saves racing
         # past the read above cannot both win.
@@ -238,12 +237,12 @@ def new_customer(session: Session, actor: Actor, raw: dict, acknowledged: frozen
     own permission: customer.create, or event.ingest for a visitor's prospect)."""
     values = _with_pinyin(clean_customer_fields(raw))
     values.update(_extra_values(None, clean_extras(raw)))
-    # Custom fields: the values sent, each active field's default for the others (required ones checked).
-    custom, _removes = custom_field_values.clean_changes(
+    # Custom fields: the values sent (required ones checked); defaults need no writing.
+    custom = custom_field_values.clean_changes(
         CustomerAccess(actor), raw.get("custom_fields"), {}, creating=True, require_all="custom_fields" in raw
     )
-    if custom:
-        values["custom_fields"] = custom
+    if custom.sets:
+        values["custom_fields"] = {key: value for key, value in custom.sets.items() if value is not None}
     return _insert(session, actor, values, acknowledged)
 
 
@@ -359,7 +358,6 @@ def new_customers_bulk(
     now = utcnow()
     results: list[int | ValidationError] = []
     rows, positions = [], []
-    defaults = custom_field_values.defaults()
     for position, raw in enumerate(raws):
         try:
             values = _with_pinyin(clean_customer_fields(raw))
@@ -370,7 +368,6 @@ def new_customers_bulk(
         moment = registered_at or now
         model = Customer(
             **values,
-            custom_fields=dict(defaults),
             registered_at=moment,
             last_active_at=moment,
             created_at=now,

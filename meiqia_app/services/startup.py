@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from meiqia_app.services import jobs
+from meiqia_app.services import custom_fields, jobs  # noqa: F401 (custom_fields: its job workers, for resumed jobs)
 from meiqia_app.services.exports import service as export_service
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, inspect, select, text, update
 
 from meiqia_app.db import get_engine
 from meiqia_app.dbadapter import get_adapter
-from meiqia_app.dbadapter.base import custom_field_index_name, custom_field_key
+from meiqia_app.dbadapter.base import custom_field_index_name, custom_field_key, index_key
 from meiqia_app.models import Customer
 
 C = Customer.__table__.c
@@ -122,10 +122,11 @@ def test_a_field_index_is_made_once_used_by_its_filter_and_dropped(seeded_db):
     ids = _ids(40)
     for position, customer_id in enumerate(ids):
         _patch(customer_id, {"src": f"o{position % 4 + 1}"})
-    adapter.create_custom_field_index(engine, "src", "text", True)
-    adapter.create_custom_field_index(engine, "src", "text", True)  # idempotent
+    name = adapter.create_custom_field_index(engine, "src", "text", True)
+    assert adapter.create_custom_field_index(engine, "src", "text", True) == name  # idempotent
+    assert name == custom_field_index_name("src", "text", True) and index_key(name) == "src"
     with engine.connect() as conn:
-        assert adapter.custom_field_indexes(conn) == {custom_field_index_name("src")}
+        assert adapter.custom_field_indexes(conn) == {name}
     value = adapter.custom_value(C.custom_fields, "src", "text")
     query = (
         select(C.id)
@@ -139,7 +140,7 @@ def test_a_field_index_is_made_once_used_by_its_filter_and_dropped(seeded_db):
         compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
         plan = " ".join(str(row) for row in conn.exec_driver_sql(f"EXPLAIN {_explain(adapter)}{compiled}").all())
         found = conn.execute(query).scalars().all()
-    assert custom_field_index_name("src") in plan
+    assert name in plan
     assert found and len(found) == 5
     adapter.drop_custom_field_index(engine, "src")
     with engine.connect() as conn:
@@ -149,3 +150,37 @@ def test_a_field_index_is_made_once_used_by_its_filter_and_dropped(seeded_db):
 
 def _explain(adapter) -> str:
     return "QUERY PLAN " if adapter.name == "sqlite" else ""
+
+
+def test_a_default_is_what_a_customer_without_the_key_has_and_its_index_holds_it(seeded_db):
+    engine, adapter = get_engine(), get_adapter()
+    ids = _ids(30)
+    explicit, cleared = ids[0], ids[1]
+    _patch(explicit, {"level": "o2"})
+    _patch(cleared, {"level": None})  # JSON null: explicitly empty
+    assert _document(cleared) == {"level": None}
+    first = adapter.create_custom_field_index(engine, "level", "text", True, "o1")
+    value = adapter.custom_value(C.custom_fields, "level", "text", default="o1")
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(C.id, value).where(C.id.in_(ids))).all())
+    assert rows[explicit] == "o2" and rows[cleared] is None
+    assert all(rows[i] == "o1" for i in ids[2:])
+    # The query's expression is the index's: the index answers the default's filter.
+    query = select(C.id).where(C.status == "active", C.status != text("'trashed'"), value == "o1").limit(5)
+    with engine.connect() as conn:
+        if adapter.name == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")
+        compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = " ".join(str(row) for row in conn.exec_driver_sql(f"EXPLAIN {_explain(adapter)}{compiled}").all())
+    assert first in plan
+    # Another default: another index; the one for the old default goes once the new one is there.
+    second = adapter.create_custom_field_index(engine, "level", "text", True, "it's")
+    with engine.connect() as conn:
+        assert adapter.custom_field_indexes(conn) == {second} != {first}
+        quoted = adapter.custom_value(C.custom_fields, "level", "text", default="it's")
+        assert conn.execute(select(quoted).where(C.id == ids[5])).scalar_one() == "it's"
+    for kind, default in (("number", 12.5), ("number", 3), ("bool", True)):
+        number = adapter.custom_value(C.custom_fields, "points", kind, default=default)
+        with engine.connect() as conn:
+            assert conn.execute(select(number).where(C.id == ids[5])).scalar_one() == default
+        adapter.create_custom_field_index(engine, "points", kind, False, default)

@@ -95,7 +95,7 @@ def test_every_type_round_trips_through_the_edit_form_the_database_and_the_detai
     for key, _t, _o, _typed, _stored, shown in TYPES:
         assert _view(detail, key).display == shown, key
     # The form holds what saves back unchanged: saving it again changes nothing.
-    form = {v.key: (v.values if v.field_type == "multi_select" else v.value) for v in detail.custom_fields}
+    form = {v.key: (v.chosen if v.field_type == "multi_select" else v.value) for v in detail.custom_fields}
     version = _version(customer_id)
     assert _save(admin, customer_id, form) == version
     assert [g.name for g in detail.custom_groups] == ["会员信息", "其他信息"]
@@ -169,10 +169,16 @@ def test_required_fields_are_checked_on_the_forms_and_not_for_callers_that_know_
         customer_edit.create_customer(admin, {"name": "王五", "custom_fields": {}})
     assert list(caught.value.field_errors) == ["cf.f_required"]
     made = customer_edit.create_customer(admin, {"name": "王五", "custom_fields": {"f_required": "有"}})
-    assert _document(made) == {"f_required": "有", "f_default": "o2"}
+    assert _document(made) == {"f_required": "有"}  # the default is not written: it is had
+    assert _view(customers.get_customer(admin, made), "f_default").display == "乙"
     # A caller that knows no custom fields (the open API today) gets the defaults.
     plain = customer_edit.create_customer(admin, {"name": "赵六"})
-    assert _document(plain) == {"f_default": "o2"}
+    assert _document(plain) == {}
+    assert _view(customers.get_customer(admin, plain), "f_default").display == "乙"
+    # Clearing a field with a default keeps "empty" explicitly.
+    _save(admin, plain, {"f_default": ""})
+    assert _document(plain) == {"f_default": None}
+    assert _view(customers.get_customer(admin, plain), "f_default").display == ""
     # An edit that does not send the field leaves it alone.
     _save(admin, plain, {}, company="新公司")
 
@@ -399,3 +405,24 @@ def test_erasure_clears_every_custom_value(seeded_db, seeded_actors):
     with get_engine().connect() as conn:
         texts = [str(v) for v in conn.execute(select(Customer.__table__)).all()]
     assert not any("110101199001011234" in t for t in texts)
+
+
+def test_filters_see_the_default_of_customers_without_a_value(seeded_db, seeded_actors):
+    admin = seeded_actors["admin"]
+    _define(admin, "channels", "multi_select", "微信\n电话\n邮件", default="微信")
+    _define(admin, "level", "single_select", "普通\n金卡", default="普通")
+    a, b, c = _active_ids(3)
+    _save(admin, a, {"channels": ["电话"], "level": "金卡"})
+    _save(admin, b, {"channels": [], "level": ""})  # explicitly empty
+    access = CustomerAccess(admin)
+
+    def found(key, op, value=None):
+        return _ids(admin, values.condition(access, key, op, value)) & {a, b, c}
+
+    assert found("channels", "any_of", ["微信"]) == {c}
+    assert found("channels", "any_of", ["电话"]) == {a}
+    assert found("channels", "empty") == {b}
+    assert found("channels", "not_empty") == {a, c}
+    assert found("level", "equals", "普通") == {c}
+    assert found("level", "equals", "金卡") == {a}
+    assert found("level", "empty") == {b}
