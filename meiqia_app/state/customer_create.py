@@ -12,7 +12,8 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import customer_edit
+from meiqia_app.services import custom_field_values, customer_edit
+from meiqia_app.services.custom_field_values import FieldValueView
 from meiqia_app.services.customer_validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import AppError, DuplicateCustomer, ValidationError
 from meiqia_app.state.base import AppState
@@ -42,6 +43,8 @@ class CustomerCreateState(AppState):
     duplicates: list[DuplicateHint] = []
     # The ids of the customers the warning named (what "save anyway" acknowledges).
     _warned_ids: list[int] = []
+    # The custom fields the form offers (definitions and defaults: no customer data).
+    custom_fields: list[FieldValueView] = []
 
     def _reset_warning(self) -> None:
         self.duplicate_warning = False
@@ -49,10 +52,18 @@ class CustomerCreateState(AppState):
         self._warned_ids = []
 
     @rx.event
-    def set_open(self, value: bool):
-        self.dialog_open = bool(value)
+    async def set_open(self, value: bool):
+        self.dialog_open = value is True
         self.errors = {}
         self._reset_warning()
+        if not self.dialog_open:
+            return None
+        try:
+            self.custom_fields = await self._call(custom_field_values.form_fields, self._actor(), self.lang)
+        except AppError as error:
+            self.custom_fields = []
+            return self._on_error(error)
+        return None
 
     @rx.event
     def open_existing(self, customer_id: int):
@@ -68,7 +79,9 @@ class CustomerCreateState(AppState):
     async def create(self, form: dict):
         if not isinstance(form, dict):
             return None
-        raw = {field: str(form.get(field, "") or "")[:500] for field in EDITABLE_FIELDS if field in form}
+        raw: dict = {field: str(form.get(field, "") or "")[:500] for field in EDITABLE_FIELDS if field in form}
+        # Always sent: the form offers every custom field, so required ones are checked.
+        raw["custom_fields"] = custom_field_values.values_from_form(form)
         save_anyway = self.duplicate_warning and str(form.get("save_anyway", "")) == "1"
         acknowledged = list(self._warned_ids) if save_anyway else []
         self.errors = {}

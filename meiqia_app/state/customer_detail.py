@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import reflex as rx
 
-from meiqia_app.services import consent, customer_edit, customers, ownership
+from meiqia_app.services import consent, custom_field_values, customer_edit, customers, ownership
 from meiqia_app.services.customers import CustomerDetail
 from meiqia_app.services.errors import AppError, Conflict, NotFound, ValidationError
 from meiqia_app.state.base import AppState
@@ -195,7 +195,12 @@ class CustomerDetailState(AppState):
     async def save(self, form: dict):
         if not self._shown_id:
             return
-        values = {field: str(form.get(field, "") or "")[:300] for field in FORM_FIELDS if field in form}
+        if not isinstance(form, dict):
+            return
+        values: dict = {field: str(form.get(field, "") or "")[:300] for field in FORM_FIELDS if field in form}
+        custom = custom_field_values.values_from_form(form)
+        if custom:
+            values["custom_fields"] = custom
         self.edit_errors = {}
         self.conflict = ""
         self.saving = True
