@@ -202,6 +202,9 @@ def main() -> int:
     parser.add_argument("--database-url", default="", help="a PostgreSQL database to use instead of SQLite")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--skip-add", action="store_true", help="do not time adding / deleting a field")
+    parser.add_argument(
+        "--cases", default="filters,page,export,add", help="which of filters, page, export, add to run (comma list)"
+    )
     args = parser.parse_args()
 
     data_dir = Path(args.data_dir)
@@ -283,196 +286,237 @@ def main() -> int:
     for _ in range(3):
         page([])
 
-    # 1. one single select + newest activity first
-    choices = [("bench_source", f"o{i}") for i in range(1, 7)] + [("bench_region", f"o{i}") for i in range(1, 11)]
-    choices += [("bench_level", f"o{i}") for i in range(1, 5)]
-    timings = []
-    for run in range(args.runs):
-        key, option = choices[run % len(choices)]
-        timings.append(timed(lambda key=key, option=option: page([values.condition(access, key, "equals", option)])))
-    report("single select = option, by last active (page of 50)", timings, 100)
-    timings = []
-    for _ in range(args.runs):
-        key, option = rng.choice(choices)
-        other = f"o{int(option[1:]) % 4 + 1}"
-        timings.append(
-            timed(lambda key=key, a=option, b=other: page([values.condition(access, key, "any_of", [a, b])]))
+    def run_filters() -> None:
+        # 1. one single select + newest activity first
+        choices = [("bench_source", f"o{i}") for i in range(1, 7)] + [("bench_region", f"o{i}") for i in range(1, 11)]
+        choices += [("bench_level", f"o{i}") for i in range(1, 5)]
+        timings = []
+        for run in range(args.runs):
+            key, option = choices[run % len(choices)]
+            timings.append(
+                timed(lambda key=key, option=option: page([values.condition(access, key, "equals", option)]))
+            )
+        report("single select = option, by last active (page of 50)", timings, 100)
+        timings = []
+        for _ in range(args.runs):
+            key, option = rng.choice(choices)
+            other = f"o{int(option[1:]) % 4 + 1}"
+            timings.append(
+                timed(lambda key=key, a=option, b=other: page([values.condition(access, key, "any_of", [a, b])]))
+            )
+        report("single select any of two options, by last active", timings)
+
+        # 2. a number range + newest activity first (range_condition picks the index or the walk)
+        widths = [100, 1_000, 5_000, 20_000, 50_000]
+        timings = []
+        by_width: dict[int, list[float]] = {}
+        for run in range(args.runs):
+            width = widths[run % len(widths)]
+            low = rng.randint(0, 100_000 - width)
+
+            def ranged(low=low, width=width) -> None:
+                base = access.status_conditions("active")
+                with read_connection() as conn:
+                    condition = values.range_condition(conn, access, base, "bench_points", [low, low + width])
+                page([condition])
+
+            timings.append(timed(ranged))
+            by_width.setdefault(width, []).append(timings[-1])
+        report("number range (0.1 %–50 %), by last active", timings, 150)
+        print(
+            "    by width: "
+            + ", ".join(f"{w / 1000:g}%: max {max(t) * 1000:.0f} ms" for w, t in sorted(by_width.items())),
+            flush=True,
         )
-    report("single select any of two options, by last active", timings)
+        timings = []
+        for run in range(args.runs):
+            width = widths[run % len(widths)] * 100
+            low = rng.randint(0, 10_000_000 - width) / 100
 
-    # 2. a number range + newest activity first (range_condition picks the index or the walk)
-    widths = [100, 1_000, 5_000, 20_000, 50_000]
-    timings = []
-    by_width: dict[int, list[float]] = {}
-    for run in range(args.runs):
-        width = widths[run % len(widths)]
-        low = rng.randint(0, 100_000 - width)
+            def money(low=low, width=width) -> None:
+                base = access.status_conditions("active")
+                with read_connection() as conn:
+                    condition = values.range_condition(
+                        conn, access, base, "bench_spent", [low, round(low + width / 100, 2)]
+                    )
+                page([condition])
 
-        def ranged(low=low, width=width) -> None:
-            base = access.status_conditions("active")
-            with read_connection() as conn:
-                condition = values.range_condition(conn, access, base, "bench_points", [low, low + width])
-            page([condition])
-
-        timings.append(timed(ranged))
-        by_width.setdefault(width, []).append(timings[-1])
-    report("number range (0.1 %–50 %), by last active", timings, 150)
-    print(
-        "    by width: " + ", ".join(f"{w / 1000:g}%: max {max(t) * 1000:.0f} ms" for w, t in sorted(by_width.items())),
-        flush=True,
-    )
-    timings = []
-    for run in range(args.runs):
-        width = widths[run % len(widths)] * 100
-        low = rng.randint(0, 10_000_000 - width) / 100
-
-        def money(low=low, width=width) -> None:
-            base = access.status_conditions("active")
-            with read_connection() as conn:
-                condition = values.range_condition(
-                    conn, access, base, "bench_spent", [low, round(low + width / 100, 2)]
-                )
-            page([condition])
-
-        timings.append(timed(money))
-    report("money range (0.1 %–50 %), by last active", timings, 150)
-    timings = [timed(lambda: page([values.condition(access, "bench_vip", "equals", True)])) for _ in range(args.runs)]
-    report("yes/no = yes (20 %), by last active", timings, 100)
-    timings = [
-        timed(lambda o=f"o{run % 8 + 1}": page([values.condition(access, "bench_interests", "any_of", [o])]))
-        for run in range(args.runs)
-    ]
-    report("multi select has option (no index: walk), by last active", timings)
-
-    # 3. first page with 5 custom columns, formatted and masked as the list would
-    def first_page() -> None:
-        rows = page([])
-        values.column_values(access, {r.id: r.custom_fields for r in rows}, SHOWN, "zh")
-
-    report("first page of 50 with 5 custom columns", [timed(first_page) for _ in range(args.runs)], 50)
-
-    # 4. every customer with 10 custom columns as CSV lines
-    catalog = custom_field_catalog.catalog()
-    exported = [catalog.get(key) for key in EXPORTED]
-
-    def export(in_sql: bool) -> tuple[int, float]:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        extracted = [
-            values.value_expression(f) if f.value_kind else adapter.custom_value(C.custom_fields, f.key, "text")
-            for f in exported
+            timings.append(timed(money))
+        report("money range (0.1 %–50 %), by last active", timings, 150)
+        timings = [
+            timed(lambda: page([values.condition(access, "bench_vip", "equals", True)])) for _ in range(args.runs)
         ]
-        wanted = [C.id, C.name, C.city, *(extracted if in_sql else [C.custom_fields])]
-        after, rows_written = 0, 0
-        started = time.perf_counter()
-        with read_connection() as conn:
-            while True:
-                rows = conn.execute(
-                    select(*wanted).where(C.id > after, C.status != "trashed").order_by(C.id).limit(10_000)
-                ).all()
-                if not rows:
-                    break
-                for row in rows:
-                    if in_sql:
-                        cells = [display(f, _json_value(f, v)) for f, v in zip(exported, row[3:], strict=True)]
-                    else:
-                        doc = row[3] or {}
-                        cells = [display(f, doc.get(f.key)) for f in exported]
-                    writer.writerow([row[0], row[1], row[2] or "", *cells])
-                rows_written += len(rows)
-                after = rows[-1][0]
-                out.seek(0)
-                out.truncate()
-        return rows_written, time.perf_counter() - started
+        report("yes/no = yes (20 %), by last active", timings, 100)
+        timings = [
+            timed(lambda o=f"o{run % 8 + 1}": page([values.condition(access, "bench_interests", "any_of", [o])]))
+            for run in range(args.runs)
+        ]
+        report("multi select has option (no index: walk), by last active", timings)
 
-    def export_sql_rows(workers: int = 2) -> tuple[int, float]:
-        """Whole CSV lines built by the database (the export's row expression, dbadapter
-        export_row_sql) over the custom values, as an export job builds them: selects as
-        their labels, numbers and dates as stored, money as yuan, yes/no as words; by
-        ``workers`` threads (the export's default: two), each over its share of the ids."""
-        import threading
+    def run_first_page() -> None:
+        # 3. first page with 5 custom columns, formatted and masked as the list would
+        def first_page() -> None:
+            rows = page([])
+            values.column_values(access, {r.id: r.custom_fields for r in rows}, SHOWN, "zh")
 
-        from sqlalchemy import literal_column
+        report("first page of 50 with 5 custom columns", [timed(first_page) for _ in range(args.runs)], 50)
 
-        from meiqia_app.dbadapter.base import ExportColumn, ExportRowFormat
-        from meiqia_app.services.exports.rows import csv_field
-        from meiqia_app.timeutil import local_zone
+    def run_export() -> None:
+        # 4. every customer with 10 custom columns as CSV lines
+        catalog = custom_field_catalog.catalog()
+        exported = [catalog.get(key) for key in EXPORTED]
 
-        def sql_of(expression) -> str:
-            return str(expression.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-
-        cells = [ExportColumn("int", "customer.id"), ExportColumn("text", "customer.name")]
-        for field in exported:
-            kind = field.value_kind or "text"
-            value = sql_of(adapter.custom_value(C.custom_fields, field.key, kind))
-            if field.field_type == "single_select":
-                cells.append(ExportColumn("coded", value, tuple((o.id, o.zh) for o in field.options)))
-            elif field.field_type in ("number", "date"):
-                cells.append(ExportColumn("int", value))  # written as stored
-            elif field.field_type == "money":
-                cells.append(ExportColumn("money", value))
-            elif field.field_type == "yes_no":
-                cells.append(ExportColumn("bool", value))
-            else:
-                cells.append(ExportColumn("text", value))
-        row_format = ExportRowFormat(
-            fmt="csv",
-            columns=tuple(cells),
-            zone=local_zone(),
-            true_text="是",
-            false_text="否",
-            local_text=str,
-            local_cell=str,
-            xml_text=str,
-            csv_quote=csv_field,
-            xml_cell=str,
-        )
-        with engine.connect() as conn:
-            top = conn.execute(select(func.max(C.id))).scalar() or 0
-        counts = [0] * workers
-
-        def work(slot: int) -> None:
-            after, upto = top * slot // workers, top * (slot + 1) // workers
-            with engine.connect() as conn:
-                line = literal_column(adapter.export_row_sql(conn, row_format))
-                out = io.StringIO()
-                while after < upto:
+        def export(in_sql: bool) -> tuple[int, float]:
+            out = io.StringIO()
+            writer = csv.writer(out)
+            extracted = [
+                values.value_expression(f) if f.value_kind else adapter.custom_value(C.custom_fields, f.key, "text")
+                for f in exported
+            ]
+            wanted = [C.id, C.name, C.city, *(extracted if in_sql else [C.custom_fields])]
+            after, rows_written = 0, 0
+            started = time.perf_counter()
+            with read_connection() as conn:
+                while True:
                     rows = conn.execute(
-                        select(C.id, line)
-                        .where(C.id > after, C.id <= upto, C.status != "trashed")
-                        .order_by(C.id)
-                        .limit(20_000)
+                        select(*wanted).where(C.id > after, C.status != "trashed").order_by(C.id).limit(10_000)
                     ).all()
                     if not rows:
                         break
-                    out.write("\r\n".join(r[1] for r in rows))
-                    counts[slot] += len(rows)
+                    for row in rows:
+                        if in_sql:
+                            cells = [display(f, _json_value(f, v)) for f, v in zip(exported, row[3:], strict=True)]
+                        else:
+                            doc = row[3] or {}
+                            cells = [display(f, doc.get(f.key)) for f in exported]
+                        writer.writerow([row[0], row[1], row[2] or "", *cells])
+                    rows_written += len(rows)
                     after = rows[-1][0]
                     out.seek(0)
                     out.truncate()
+            return rows_written, time.perf_counter() - started
 
-        started = time.perf_counter()
-        threads = [threading.Thread(target=work, args=(slot,)) for slot in range(workers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return sum(counts), time.perf_counter() - started
+        def export_sql_rows(workers: int = 2, mode: str = "custom") -> tuple[int, float]:
+            """Whole CSV lines built by the database (the export's row expression, dbadapter
+            export_row_sql), as an export job builds them, by ``workers`` threads (the export's
+            default: two), each over its share of the ids. ``mode``: "custom": id, name and the
+            10 custom values (selects as their labels, numbers and dates as stored, money as
+            yuan, yes/no as words); "builtin": id, name and 10 built-in columns instead (the
+            machine's figure for today's exports, for comparison); "hybrid": the database
+            builds id and name, Python appends the custom cells from the document."""
+            import threading
 
-    for in_sql, name in (
-        (False, "document parsed in Python"),
-        (True, "values extracted in SQL"),
-        (None, "lines built in SQL, 2 threads"),
-    ):
-        count, seconds = export(in_sql) if in_sql is not None else export_sql_rows()
-        print(
-            f"CSV, 10 custom columns, {name:<28} {count:>9,} rows in {seconds:6.1f} s = {count / seconds:9,.0f} rows/s"
-            f"{'  ok' if count / seconds >= 150_000 else '  UNDER 150,000'}",
-            flush=True,
-        )
+            from sqlalchemy import literal_column
 
-    # 5. a new field with a default for every customer, its default changed, then its deletion
-    if not args.skip_add:
+            from meiqia_app.dbadapter.base import ExportColumn, ExportRowFormat
+            from meiqia_app.services.exports.rows import csv_field
+            from meiqia_app.timeutil import local_zone
+
+            def sql_of(expression) -> str:
+                return str(expression.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+
+            cells = [ExportColumn("int", "customer.id"), ExportColumn("text", "customer.name")]
+            if mode == "builtin":
+                for name in ("phone", "email", "province", "city", "company", "external_id", "visitor_id"):
+                    cells.append(ExportColumn("text", f"customer.{name}"))
+                cells += [
+                    ExportColumn("int", "customer.order_count"),
+                    ExportColumn("money", "customer.total_spent_cents"),
+                    ExportColumn("bool", "customer.consent_marketing"),
+                ]
+            for field in exported if mode == "custom" else ():
+                kind = field.value_kind or "text"
+                value = sql_of(adapter.custom_value(C.custom_fields, field.key, kind))
+                if field.field_type == "single_select":
+                    cells.append(ExportColumn("coded", value, tuple((o.id, o.zh) for o in field.options)))
+                elif field.field_type in ("number", "date"):
+                    cells.append(ExportColumn("int", value))  # written as stored
+                elif field.field_type == "money":
+                    cells.append(ExportColumn("money", value))
+                elif field.field_type == "yes_no":
+                    cells.append(ExportColumn("bool", value))
+                else:
+                    cells.append(ExportColumn("text", value))
+            row_format = ExportRowFormat(
+                fmt="csv",
+                columns=tuple(cells),
+                zone=local_zone(),
+                true_text="是",
+                false_text="否",
+                local_text=str,
+                local_cell=str,
+                xml_text=str,
+                csv_quote=csv_field,
+                xml_cell=str,
+            )
+            with engine.connect() as conn:
+                top = conn.execute(select(func.max(C.id))).scalar() or 0
+            counts = [0] * workers
+
+            formatters = [_fast_formatter(field) for field in exported]
+
+            def work(slot: int) -> None:
+                after, upto = top * slot // workers, top * (slot + 1) // workers
+                with engine.connect() as conn:
+                    line = literal_column(adapter.export_row_sql(conn, row_format))
+                    wanted = [C.id, line] + ([C.custom_fields] if mode == "hybrid" else [])
+                    out = io.StringIO()
+                    while after < upto:
+                        rows = conn.execute(
+                            select(*wanted)
+                            .where(C.id > after, C.id <= upto, C.status != "trashed")
+                            .order_by(C.id)
+                            .limit(20_000)
+                        ).all()
+                        if not rows:
+                            break
+                        if mode == "hybrid":
+                            lines = []
+                            for row in rows:
+                                doc = row[2] or {}
+                                lines.append(
+                                    row[1]
+                                    + ","
+                                    + ",".join(
+                                        csv_field(fmt(doc.get(f.key)))
+                                        for f, fmt in zip(exported, formatters, strict=True)
+                                    )
+                                )
+                            out.write("\r\n".join(lines))
+                        else:
+                            out.write("\r\n".join(r[1] for r in rows))
+                        counts[slot] += len(rows)
+                        after = rows[-1][0]
+                        out.seek(0)
+                        out.truncate()
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=work, args=(slot,)) for slot in range(workers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return sum(counts), time.perf_counter() - started
+
+        for case, name in (
+            ("builtin", "(none: 10 built-in columns instead, lines built in SQL, 2 threads)"),
+            ("custom", "lines built in SQL, 2 threads"),
+            ("hybrid", "SQL line + cells from the document in Python, 2 threads"),
+            ("python", "document parsed in Python"),
+            ("sql", "values extracted in SQL"),
+        ):
+            if case in ("python", "sql"):
+                count, seconds = export(case == "sql")
+            else:
+                count, seconds = export_sql_rows(mode=case)
+            print(
+                f"CSV, 10 custom columns, {name}: {count:,} rows in {seconds:.1f} s = {count / seconds:,.0f} rows/s"
+                f"{'  ok' if count / seconds >= 150_000 else '  UNDER 150,000'}",
+                flush=True,
+            )
+
+    def run_add() -> None:
+        # 5. a new field with a default for every customer, its default changed, then its deletion
         jobs.start_in_background = lambda job_id: None
         existing = custom_field_catalog.catalog().get("bench_added")
         if existing is not None:
@@ -533,8 +577,34 @@ def main() -> int:
             f"({view.result.get('removed', 0):,} removed)",
             flush=True,
         )
+
+    cases = set(args.cases.split(","))
+    if "filters" in cases:
+        run_filters()
+    if "page" in cases:
+        run_first_page()
+    if "export" in cases:
+        run_export()
+    if "add" in cases and not args.skip_add:
+        run_add()
     print(f"\nload average after: {os.getloadavg()}")
     return 0
+
+
+def _fast_formatter(field):
+    """One field's value as a CSV cell's text, by a function chosen once per field (what an
+    export's Python path would do, rather than the generic display())."""
+    labels = {o.id: o.zh for o in field.options}
+    kind = field.field_type
+    if kind == "single_select":
+        return lambda v: "" if v is None else labels.get(v, v)
+    if kind == "multi_select":
+        return lambda v: "" if not v else "、".join(labels.get(i, i) for i in v)
+    if kind == "money":
+        return lambda v: "" if v is None else f"{'-' if v < 0 else ''}{abs(v) // 100}.{abs(v) % 100:02d}"
+    if kind == "yes_no":
+        return lambda v: "" if v is None else ("是" if v else "否")
+    return lambda v: "" if v is None else str(v)
 
 
 def _json_value(field, value):

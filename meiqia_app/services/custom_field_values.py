@@ -300,15 +300,6 @@ def form_fields(actor: Actor, lang: str = "zh") -> list[FieldValueView]:
     return new_customer_views(CustomerAccess(actor), lang)
 
 
-def apply(document: object, sets: dict[str, object], removes: Sequence[str]) -> dict:
-    """The document after a change (what the database's patch gives, in Python)."""
-    result = dict(_document(document))
-    result.update(sets)
-    for key in removes:
-        result.pop(key, None)
-    return result
-
-
 # --- filtering and sorting ------------------------------------------------------------------------
 
 
