@@ -7,6 +7,7 @@ import reflex as rx
 from meiqia_app import log_redaction
 from meiqia_app.components.layout import gated_page
 from meiqia_app.pages.account import account_page
+from meiqia_app.pages.admin_fields import admin_fields_page
 from meiqia_app.pages.admin_roles import admin_roles_page
 from meiqia_app.pages.admin_users import admin_users_page
 from meiqia_app.pages.api_keys import api_keys_page
@@ -28,6 +29,7 @@ from meiqia_app.services.customers.changes import register_subscribers
 from meiqia_app.services.platform import startup
 from meiqia_app.state import privacy
 from meiqia_app.state.account import AccountState
+from meiqia_app.state.admin_fields import AdminFieldsState
 from meiqia_app.state.admin_roles import AdminRolesState
 from meiqia_app.state.admin_users import AdminUsersState
 from meiqia_app.state.api_keys import ApiKeysState
@@ -108,6 +110,7 @@ _protected(reports_page, "/reports", "数据报告", ReportsState.on_load, ("rep
 _protected(audit_page, "/audit", "审计日志", AuditLogState.on_load, ("audit.view",))
 _protected(admin_users_page, "/admin/users", "用户管理", AdminUsersState.on_load, ("user.manage",))
 _protected(admin_roles_page, "/admin/roles", "角色权限", AdminRolesState.on_load, ("role.manage",))
+_protected(admin_fields_page, "/admin/fields", "自定义字段", AdminFieldsState.on_load, ("field.manage",))
 _protected(account_page, "/account", "我的账户", AccountState.on_load)
 _protected(tags_admin_page, "/tags", "标签与规则", TagsAdminState.on_load, ("tag.manage",))
 _protected(export_page, "/export", "数据导出", ExportWizardState.on_load, ("export.request",))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import hashlib
+import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
@@ -246,6 +249,74 @@ class DatabaseAdapter(abc.ABC):
         """A context manager giving a write engine on a restored copy (where ``stages_restores``)."""
         raise NotImplementedError
 
+    # --- custom fields ----------------------------------------------------------
+    # ``customer.custom_fields`` holds {key: canonical value} (services/custom_field_types.py).
+    # Keys are checked identifiers ([a-z][a-z0-9_]*, custom_field_key below) and are
+    # written into the SQL as literals, never bound: an expression index is used only
+    # when the query's expression is the index's expression, literal for literal.
+    # ``kind`` is how a value compares in SQL: "text" (strings: text, select option
+    # ids, ISO dates and UTC times), "number" (JSON numbers: number, money in cents,
+    # percent) or "bool" (yes/no). ``default``: the field's default (canonical), which a
+    # customer without the key has (a key holding JSON null is "explicitly empty");
+    # it is part of the expression, and so of the field's index.
+
+    @abc.abstractmethod
+    def custom_value(
+        self, column: ColumnElement, key: str, kind: str, use_index: bool = True, default: object = None
+    ) -> ColumnElement:
+        """The value of custom field ``key`` in ``column`` (NULL when empty; ``default`` when
+        the key is absent), as SQL that compares and sorts as ``kind``. ``use_index=False``:
+        the same value in a form no index matches (a page that should walk the sort index
+        instead; see services/custom_field_values.range_condition)."""
+
+    @abc.abstractmethod
+    def custom_has_any(self, column: ColumnElement, key: str, values: Sequence[str]) -> ColumnElement:
+        """A multi-select value (a JSON array of option ids) holds any of ``values``."""
+
+    @abc.abstractmethod
+    def custom_has_key(self, column: ColumnElement, key: str) -> ColumnElement:
+        """The document has ``key`` (a value, or JSON null: explicitly empty)."""
+
+    @abc.abstractmethod
+    def custom_patch(self, column: ColumnElement, sets: dict[str, object], removes: Sequence[str]) -> ColumnElement:
+        """``column`` with ``sets`` written (JSON values; None writes JSON null) and ``removes``
+        taken out, as one SQL expression: writers patch the stored document rather than
+        replace it, so two writers of different keys never undo each other."""
+
+    @abc.abstractmethod
+    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool, default: object = None) -> list[str]:
+        """Statements that make the field's index (custom_field_index_name) on customer:
+        (status, value, last_active_at, id) for equality filters walked in the list's
+        default order, or (status, value, id) for ranges and sorts by the value."""
+
+    def create_custom_field_index(
+        self, engine: Engine, key: str, kind: str, by_last_active: bool, default: object = None
+    ) -> str:
+        """Make the field's index for its current definition (idempotent), give the planner
+        its statistics, then drop the field's other indexes (made for an earlier default:
+        until the new one exists, queries still find the one they match). Returns its name."""
+        with engine.begin() as conn:
+            for statement in self.custom_field_index_ddl(key, kind, by_last_active, default):
+                conn.exec_driver_sql(statement)
+        name = custom_field_index_name(key, kind, by_last_active, default)
+        self.drop_custom_field_index(engine, key, keep=name)
+        return name
+
+    def drop_custom_field_index(self, engine: Engine, key: str, keep: str = "") -> None:
+        """Drop the field's indexes (all of them, or all but ``keep``)."""
+        with engine.connect() as conn:
+            names = [n for n in self.custom_field_indexes(conn, valid_only=False) if index_key(n) == key and n != keep]
+        for name in names:
+            self._drop_index(engine, name)
+
+    def _drop_index(self, engine: Engine, name: str) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+
+    @abc.abstractmethod
+    def custom_field_indexes(self, conn: Connection, valid_only: bool = True) -> set[str]:
+        """The names of the custom fields' indexes that exist (valid ones, unless ``valid_only`` is False)."""
+
     # --- exports --------------------------------------------------------------
     def export_row_sql(self, conn: Connection, row_format: ExportRowFormat) -> str | None:
         """One SQL expression over the customer table that builds a whole export
@@ -267,6 +338,65 @@ class DatabaseAdapter(abc.ABC):
     def export_read_settings(self, conn: Connection) -> contextlib.AbstractContextManager[None]:
         """Connection settings for a long streaming read (bounded memory)."""
         return contextlib.nullcontext()
+
+
+# --- custom fields --------------------------------------------------------------------------------
+
+CUSTOM_FIELD_KEY = re.compile(r"[a-z][a-z0-9_]{1,39}")
+CUSTOM_VALUE_KINDS = ("text", "number", "bool")
+
+
+def custom_field_key(key: str) -> str:
+    """``key`` when it is a valid custom field key (it goes into SQL as a literal), else ValueError."""
+    if not isinstance(key, str) or not CUSTOM_FIELD_KEY.fullmatch(key):
+        raise ValueError(f"not a custom field key: {key!r}")
+    return key
+
+
+INDEX_PREFIX = "ix_cf_"
+_INDEX_NAME = re.compile(r"ix_cf_([a-z][a-z0-9_]{1,39})_([0-9a-f]{8})")
+
+
+def custom_field_index_name(key: str, kind: str, by_last_active: bool, default: object = None) -> str:
+    """``ix_cf_<key>_<8 hex>``: named from the stable key and a digest of what the index
+    holds (kind, shape, default), so a changed default gets a new index beside the old one."""
+    shape = json.dumps([check_kind(kind), bool(by_last_active), default], sort_keys=True, ensure_ascii=False)
+    return f"{INDEX_PREFIX}{custom_field_key(key)}_{hashlib.sha1(shape.encode()).hexdigest()[:8]}"
+
+
+def index_key(name: str) -> str | None:
+    """The key of a custom field index's name, None for any other name."""
+    found = _INDEX_NAME.fullmatch(name or "")
+    return found.group(1) if found else None
+
+
+def custom_literal(kind: str, value: object, true: str = "1", false: str = "0") -> str:
+    """A canonical default as an SQL literal of ``kind`` (part of an indexed expression, so
+    never a bound parameter). Only canonical values reach here (custom_field_types.coerce):
+    text without NUL, finite numbers, booleans."""
+    check_kind(kind)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"not a yes/no default: {value!r}")
+        return true if value else false
+    if kind == "number":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value != value
+            or abs(value) == float("inf")
+        ):
+            raise ValueError(f"not a number default: {value!r}")
+        return repr(value)
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError(f"not a text default: {value!r}")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def check_kind(kind: str) -> str:
+    if kind not in CUSTOM_VALUE_KINDS:
+        raise ValueError(f"unknown value kind: {kind!r}")
+    return kind
 
 
 # --- exports ------------------------------------------------------------------------------------

@@ -20,24 +20,38 @@ from datetime import tzinfo
 from pathlib import Path
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Connection,
     Engine,
     Integer,
+    Numeric,
+    Text,
     and_,
     any_,
     bindparam,
+    case,
+    cast,
     create_engine,
     func,
     literal,
+    literal_column,
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from meiqia_app.dbadapter.base import DatabaseAdapter, ExportRowFormat, like_conditions
+from meiqia_app.dbadapter.base import (
+    DatabaseAdapter,
+    ExportRowFormat,
+    check_kind,
+    custom_field_index_name,
+    custom_field_key,
+    custom_literal,
+    like_conditions,
+)
 from meiqia_app.models import CustomerSearch
 
 _INDEX = "ix_customer_search_text_trgm"
@@ -45,6 +59,14 @@ _CONTACT_INDEX = "ix_customer_search_contact_trgm"
 # Any constant: the key of the transaction-level advisory lock that serialises
 # appends to the audit hash chain (SQLite gets this from BEGIN IMMEDIATE).
 AUDIT_CHAIN_LOCK = 727_001
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# The SQL type of a custom field's value of each kind (services/custom_field_types.py).
+_CUSTOM_CASTS = {"number": ("numeric", Numeric), "bool": ("boolean", Boolean)}
 
 
 def _libpq_args(url: str) -> tuple[list[str], dict[str, str]]:
@@ -94,6 +116,7 @@ class PostgresAdapter(DatabaseAdapter):
             max_overflow=16,
             connect_args={"options": "-c jit=off -c max_parallel_workers_per_gather=0"},
             execution_options={"preserve_rowcount": True},
+            json_serializer=_json_text,
         )
 
     def read_engine(self, engine: Engine) -> Engine:
@@ -173,6 +196,91 @@ class PostgresAdapter(DatabaseAdapter):
     def rebuild_search_index(self, conn: Connection) -> None:
         for statement in self.search_ddl():
             conn.exec_driver_sql(statement)
+
+    # --- custom fields ----------------------------------------------------------
+    # The document is JSONB; a value is ``custom_fields ->> '<key>'`` (text), cast to
+    # numeric or boolean for those kinds. PostgreSQL matches an expression index on
+    # the same expression with the same literal key; full indexes (its planner needs
+    # no partial-index literal), built CONCURRENTLY so writers never wait for them.
+    def custom_value(
+        self, column: ColumnElement, key: str, kind: str, use_index: bool = True, default: object = None
+    ) -> ColumnElement:
+        # The planner has the expression's statistics (ANALYZE after the index is made) and
+        # chooses between the field's index and the sort index itself: use_index is moot here.
+        check_kind(kind)
+        name = literal_column(f"'{custom_field_key(key)}'")
+        value = column.op("->>")(name)
+        if kind in _CUSTOM_CASTS:
+            value = cast(value, _CUSTOM_CASTS[kind][1])
+        if default is not None:
+            # Absent: the default; JSON null (explicitly empty): NULL.
+            fallback = literal_column(custom_literal(kind, default, "true", "false"))
+            value = case((column.op("?")(name), value), else_=fallback)
+        return value
+
+    def custom_has_any(self, column: ColumnElement, key: str, values: Sequence[str]) -> ColumnElement:
+        items = column.op("->")(literal_column(f"'{custom_field_key(key)}'"))
+        return items.op("?|")(cast(bindparam(None, list(values), type_=ARRAY(Text)), ARRAY(Text)))
+
+    def custom_has_key(self, column: ColumnElement, key: str) -> ColumnElement:
+        return column.op("?")(literal_column(f"'{custom_field_key(key)}'"))
+
+    def custom_patch(self, column: ColumnElement, sets: dict[str, object], removes: Sequence[str]) -> ColumnElement:
+        value = column
+        if removes:
+            for key in removes:
+                value = value.op("-")(literal_column(f"'{custom_field_key(key)}'"))
+        if sets:
+            for key in sets:
+                custom_field_key(key)
+            value = value.op("||")(cast(literal(_json_text(sets)), JSONB))
+        return value
+
+    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool, default: object = None) -> list[str]:
+        check_kind(kind)
+        name = custom_field_index_name(key, kind, by_last_active, default)
+        value = f"(custom_fields ->> '{key}')"
+        if kind in _CUSTOM_CASTS:
+            value = f"({value}::{_CUSTOM_CASTS[kind][0]})"
+        if default is not None:
+            literal = custom_literal(kind, default, "true", "false")
+            value = f"(CASE WHEN (custom_fields ? '{key}') THEN {value} ELSE {literal} END)"
+        columns = f"status, {value}, last_active_at, id" if by_last_active else f"status, {value}, id"
+        return [f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON customer ({columns})", "ANALYZE customer"]
+
+    def create_custom_field_index(
+        self, engine: Engine, key: str, kind: str, by_last_active: bool, default: object = None
+    ) -> str:
+        # CONCURRENTLY cannot run in a transaction; a build that failed half-way leaves an
+        # INVALID index behind, which IF NOT EXISTS would keep: dropped and built again.
+        name = custom_field_index_name(key, kind, by_last_active, default)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            invalid = conn.execute(
+                text(
+                    "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE c.relname = :name AND NOT i.indisvalid"
+                ),
+                {"name": name},
+            ).first()
+            if invalid is not None:
+                conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            for statement in self.custom_field_index_ddl(key, kind, by_last_active, default):
+                conn.exec_driver_sql(statement)
+        self.drop_custom_field_index(engine, key, keep=name)
+        return name
+
+    def _drop_index(self, engine: Engine, name: str) -> None:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+    def custom_field_indexes(self, conn: Connection, valid_only: bool = True) -> set[str]:
+        rows = conn.exec_driver_sql(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_class t ON t.oid = i.indrelid "
+            "WHERE t.relname = 'customer' AND substr(c.relname, 1, 6) = 'ix_cf_'"
+            + (" AND i.indisvalid" if valid_only else "")
+        )
+        return {row[0] for row in rows}
 
     def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
         cursor = conn.connection.driver_connection.cursor()

@@ -16,8 +16,10 @@ from sqlalchemy import (
     Connection,
     Engine,
     bindparam,
+    case,
     create_engine,
     event,
+    exists,
     false,
     func,
     literal,
@@ -27,7 +29,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 
-from meiqia_app.dbadapter.base import SEARCH_EVERYTHING, DatabaseAdapter, ExportRowFormat, check_columns
+from meiqia_app.dbadapter.base import (
+    SEARCH_EVERYTHING,
+    DatabaseAdapter,
+    ExportRowFormat,
+    check_columns,
+    check_kind,
+    custom_field_index_name,
+    custom_field_key,
+    custom_literal,
+)
 
 _FTS = "customer_fts"
 
@@ -55,6 +66,12 @@ AUTOCHECKPOINT_PAGES = 16_384  # 256 MiB of 16-KiB pages
 WAL_TRUNCATE_BYTES = 512 * 1024 * 1024
 
 log = logging.getLogger(__name__)
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 _checkpointers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -262,6 +279,8 @@ class SqliteAdapter(DatabaseAdapter):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            # JSON columns (customer.custom_fields) as compact UTF-8 text.
+            json_serializer=_json_text,
             pool_size=8,
             max_overflow=16,
         )
@@ -288,6 +307,68 @@ class SqliteAdapter(DatabaseAdapter):
     def database_bytes(self, conn: Connection) -> int:
         path = Path(conn.engine.url.database)
         return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+
+    # --- custom fields ----------------------------------------------------------
+    # The document is JSON text; json_extract gives SQL values (text, integer, real;
+    # true/false as 1/0; NULL for an absent key). SQLite matches an expression index
+    # when the query repeats the indexed expression: json_extract(custom_fields,
+    # '$.<key>') with the path as a literal. The indexes are partial on the working
+    # set like the built-in status-led ones (models/customer.py), so the queries
+    # carry that literal condition too (customer_query.status_condition adds it).
+    def custom_value(
+        self, column: ColumnElement, key: str, kind: str, use_index: bool = True, default: object = None
+    ) -> ColumnElement:
+        check_kind(kind)
+        path = literal_column(f"'$.{custom_field_key(key)}'")
+        value = func.json_extract(column, path)
+        if default is not None:
+            # Absent: the default; JSON null (explicitly empty): NULL.
+            value = case(
+                (func.json_type(column, path).is_(None), literal_column(custom_literal(kind, default))), else_=value
+            )
+        if use_index:
+            return value
+        # Any arithmetic or concatenation hides the expression from the index and keeps the value.
+        return value.op("||")(literal_column("''")) if kind == "text" else value.op("+")(literal_column("0"))
+
+    def custom_has_any(self, column: ColumnElement, key: str, values: Sequence[str]) -> ColumnElement:
+        items = func.json_each(column, literal_column(f"'$.{custom_field_key(key)}'")).table_valued("value")
+        return exists(select(literal_column("1")).select_from(items).where(items.c.value.in_(list(values))))
+
+    def custom_has_key(self, column: ColumnElement, key: str) -> ColumnElement:
+        return func.json_type(column, literal_column(f"'$.{custom_field_key(key)}'")).is_not(None)
+
+    def custom_patch(self, column: ColumnElement, sets: dict[str, object], removes: Sequence[str]) -> ColumnElement:
+        value = column
+        if sets:
+            pairs = []
+            for key, item in sets.items():
+                pairs += [literal_column(f"'$.{custom_field_key(key)}'"), func.json(literal(_json_text(item)))]
+            value = func.json_set(value, *pairs)
+        if removes:
+            value = func.json_remove(value, *(literal_column(f"'$.{custom_field_key(key)}'") for key in removes))
+        return value
+
+    def custom_field_index_ddl(self, key: str, kind: str, by_last_active: bool, default: object = None) -> list[str]:
+        check_kind(kind)
+        name = custom_field_index_name(key, kind, by_last_active, default)
+        value = f"json_extract(custom_fields, '$.{key}')"
+        if default is not None:
+            literal = custom_literal(kind, default)
+            value = f"CASE WHEN json_type(custom_fields, '$.{key}') IS NULL THEN {literal} ELSE {value} END"
+        columns = f"status, {value}, last_active_at, id" if by_last_active else f"status, {value}, id"
+        return [
+            f"CREATE INDEX IF NOT EXISTS {name} ON customer ({columns}) WHERE status != 'trashed'",
+            # Without statistics the planner misjudges a new index (see migration 0011).
+            f"ANALYZE {name}",
+        ]
+
+    def custom_field_indexes(self, conn: Connection, valid_only: bool = True) -> set[str]:
+        rows = conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'customer' "
+            "AND substr(name, 1, 6) = 'ix_cf_'"
+        )
+        return {row[0] for row in rows}
 
     builds_export_rows = True
 

@@ -475,4 +475,51 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "{actor} resent webhook delivery #{delivery} ({event})",
     ),
     "audit.say.webhook.update": ("{actor} 修改了 Webhook {url}", "{actor} changed the webhook {url}"),
+    # --- custom fields (issue 23) ---
+    "audit.act.field.create": ("新建自定义字段", "creating a custom field"),
+    "audit.act.field.delete": ("删除自定义字段", "deleting a custom field"),
+    "audit.act.field.list": ("查看自定义字段", "viewing the custom fields"),
+    "audit.act.field.option": ("修改字段选项", "changing a field's options"),
+    "audit.act.field.purge": ("清除已删除字段的值", "removing a deleted field's values"),
+    "audit.act.field.restore": ("恢复自定义字段", "restoring a custom field"),
+    "audit.act.field.retire": ("停用自定义字段", "retiring a custom field"),
+    "audit.act.field.update": ("修改自定义字段", "editing a custom field"),
+    "audit.say.field.create": ("{actor} 新建了自定义字段 {field}", "{actor} created the custom field {field}"),
+    "audit.say.field.delete": (
+        "{actor} 删除了自定义字段 {field}（客户的该字段值随后清除）",
+        "{actor} deleted the custom field {field} (its values are then removed from every customer)",
+    ),
+    "audit.say.field.option.add": (
+        "{actor} 给字段 {field} 添加了选项「{option}」",
+        "{actor} added the option “{option}” to {field}",
+    ),
+    "audit.say.field.option.rename": (
+        "{actor} 修改了字段 {field} 的选项「{option}」的名称",
+        "{actor} renamed the option “{option}” of {field}",
+    ),
+    "audit.say.field.option.move": (
+        "{actor} 调整了字段 {field} 的选项「{option}」的顺序",
+        "{actor} moved the option “{option}” of {field}",
+    ),
+    "audit.say.field.option.retire": (
+        "{actor} 停用了字段 {field} 的选项「{option}」（已保存的值保留）",
+        "{actor} retired the option “{option}” of {field} (stored values kept)",
+    ),
+    "audit.say.field.option.restore": (
+        "{actor} 恢复了字段 {field} 的选项「{option}」",
+        "{actor} restored the option “{option}” of {field}",
+    ),
+    "audit.say.field.purge": (
+        "{actor} 从 {count} 位客户中清除了已删除字段 {field} 的值",
+        "{actor} removed the deleted field {field} from {count} customers",
+    ),
+    "audit.say.field.restore": ("{actor} 恢复了自定义字段 {field}", "{actor} restored the custom field {field}"),
+    "audit.say.field.retire": (
+        "{actor} 停用了自定义字段 {field}（值保留，可恢复）",
+        "{actor} retired the custom field {field} (values kept, restorable)",
+    ),
+    "audit.say.field.update": (
+        "{actor} 修改了自定义字段 {field}：{changes}",
+        "{actor} edited the custom field {field}: {changes}",
+    ),
 }

@@ -15,12 +15,14 @@ target_metadata = SQLModel.metadata
 ADAPTER_TABLE_PREFIXES = ("customer_fts",)
 # The search index the PostgreSQL adapter creates by hand (pg_trgm GIN).
 ADAPTER_INDEX_NAMES = ("ix_customer_search_text_trgm", "ix_customer_search_contact_trgm")
+# The expression indexes the app makes for custom fields at run time (ix_cf_<key>).
+ADAPTER_INDEX_PREFIXES = ("ix_cf_",)
 
 
 def include_object(obj, name, type_, reflected, compare_to):
     if type_ == "table" and name and name.startswith(ADAPTER_TABLE_PREFIXES):
         return False
-    if type_ == "index" and name in ADAPTER_INDEX_NAMES:
+    if type_ == "index" and name and (name in ADAPTER_INDEX_NAMES or name.startswith(ADAPTER_INDEX_PREFIXES)):
         return False
     return True
 

@@ -27,6 +27,7 @@ from meiqia_app.models.auth import (
     User,
     UserSession,
 )
+from meiqia_app.models.custom_field import CustomField
 from meiqia_app.models.customer import Customer, CustomerSearch, OwnerChange
 from meiqia_app.models.report import ReportDaily, ReportDirty, ReportLedger
 from meiqia_app.models.tag import Tag, TagAssignment, TagRule
@@ -53,6 +54,7 @@ __all__ = [
     "BehaviorEvent",
     "Conversation",
     "Customer",
+    "CustomField",
     "CustomerSearch",
     "DownloadToken",
     "ErasureRequest",

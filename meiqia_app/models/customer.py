@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, Index, Text, literal_column, text
+from sqlalchemy import JSON, Column, Index, Text, literal_column, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from meiqia_app.timeutil import utcnow
@@ -34,6 +35,10 @@ GENDERS = ("M", "F", "U")
 WORKING_SET_INDEX_WHERE = "status != 'trashed'"
 TRASH_INDEX_WHERE = "status = 'trashed'"
 ERASED_INDEX_WHERE = "erased_at IS NOT NULL"
+
+
+# The type of ``customer.custom_fields``: JSON text on SQLite, JSONB on PostgreSQL.
+CUSTOM_FIELDS_TYPE = JSON().with_variant(JSONB(), "postgresql")
 
 
 def _working_set_index(name: str, *columns: str) -> Index:
@@ -126,6 +131,14 @@ class Customer(SQLModel, table=True):
     erased_at: dt.datetime | None = None
 
     custom_attributes: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    # The values of the defined custom fields (models/custom_field.py): {key: canonical value},
+    # a key absent when the value is empty. JSON text on SQLite (read with json_extract),
+    # JSONB on PostgreSQL; filterable fields have an expression index each (ix_cf_<key>,
+    # made by the adapter at run time). ``custom_attributes`` above stays the open API's
+    # free-form, untyped extension (no definitions, no filters).
+    custom_fields: dict = Field(
+        default_factory=dict, sa_column=Column(CUSTOM_FIELDS_TYPE, nullable=False, server_default="{}")
+    )
     # Bumped whenever behaviour is recorded for the customer (the open API's
     # ingestion): an open customer page polls it to show new activity live.
     # Not the edit ``version``: activity must not turn an open edit into a conflict.

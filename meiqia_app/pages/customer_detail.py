@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from meiqia_app.components.custom_fields import custom_field_groups, custom_field_inputs
 from meiqia_app.components.dialogs import field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
@@ -163,6 +164,7 @@ def profile_card() -> rx.Component:
                 width="100%",
                 class_name="stack-on-narrow",
             ),
+            custom_field_groups(c.custom_groups),
             rx.heading(t("customer.consents"), size="3", as_="h3"),
             rx.vstack(rx.foreach(c.consents, _consent), spacing="1"),
             rx.text(c.updated_line, size="1", color_scheme="gray", id="customer-updated"),
@@ -260,6 +262,7 @@ def edit_dialog() -> rx.Component:
                     spacing="3",
                     width="100%",
                 ),
+                custom_field_inputs(c.custom_fields, S.edit_errors, "edit-"),
                 rx.box(form_buttons("edit-save", loading=S.saving), width="100%", margin_top="16px"),
                 on_submit=S.save,
                 reset_on_submit=False,

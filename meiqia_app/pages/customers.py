@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from meiqia_app.components.custom_fields import custom_field_inputs
 from meiqia_app.components.dialogs import field_error, form_buttons
 from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import page_shell
@@ -890,6 +891,7 @@ def new_customer_dialog() -> rx.Component:
                         spacing="3",
                         width="100%",
                     ),
+                    custom_field_inputs(NewCustomer.custom_fields, NewCustomer.errors, "new-"),
                     duplicate_warning(),
                     rx.box(
                         rx.cond(

@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import reflex as rx
 
+from meiqia_app.services.custom_fields import values as custom_field_values
+from meiqia_app.services.custom_fields.values import FieldValueView
 from meiqia_app.services.customers import edit as customer_edit
 from meiqia_app.services.customers.validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import AppError, DuplicateCustomer, ValidationError
@@ -47,6 +49,8 @@ class CustomerCreateState(AppState):
     # not name (what "save anyway" acknowledges).
     _warned_ids: list[int] = []
     _warned_fields: list[str] = []
+    # The custom fields the form offers (definitions and defaults: no customer data).
+    custom_fields: list[FieldValueView] = []
 
     def _reset_warning(self) -> None:
         self.duplicate_warning = False
@@ -55,10 +59,18 @@ class CustomerCreateState(AppState):
         self._warned_fields = []
 
     @rx.event
-    def set_open(self, value: bool):
-        self.dialog_open = bool(value)
+    async def set_open(self, value: bool):
+        self.dialog_open = value is True
         self.errors = {}
         self._reset_warning()
+        if not self.dialog_open:
+            return None
+        try:
+            self.custom_fields = await self._call(custom_field_values.form_fields, self._actor(), self.lang)
+        except AppError as error:
+            self.custom_fields = []
+            return self._on_error(error)
+        return None
 
     @rx.event
     def open_existing(self, customer_id: int):
@@ -74,7 +86,9 @@ class CustomerCreateState(AppState):
     async def create(self, form: dict):
         if not isinstance(form, dict):
             return None
-        raw = {field: str(form.get(field, "") or "")[:500] for field in EDITABLE_FIELDS if field in form}
+        raw: dict = {field: str(form.get(field, "") or "")[:500] for field in EDITABLE_FIELDS if field in form}
+        # Always sent: the form offers every custom field, so required ones are checked.
+        raw["custom_fields"] = custom_field_values.values_from_form(form)
         save_anyway = self.duplicate_warning and str(form.get("save_anyway", "")) == "1"
         acknowledged = list(self._warned_ids) if save_anyway else []
         acknowledged_hidden = list(self._warned_fields) if save_anyway else []

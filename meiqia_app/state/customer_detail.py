@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import reflex as rx
 
+from meiqia_app.services.custom_fields import values as custom_field_values
 from meiqia_app.services.customers import consent, ownership
 from meiqia_app.services.customers import edit as customer_edit
 from meiqia_app.services.customers import profile as customers
@@ -197,7 +198,12 @@ class CustomerDetailState(AppState):
     async def save(self, form: dict):
         if not self._shown_id:
             return
-        values = {field: str(form.get(field, "") or "")[:300] for field in FORM_FIELDS if field in form}
+        if not isinstance(form, dict):
+            return
+        values: dict = {field: str(form.get(field, "") or "")[:300] for field in FORM_FIELDS if field in form}
+        custom = custom_field_values.values_from_form(form)
+        if custom:
+            values["custom_fields"] = custom
         self.edit_errors = {}
         self.conflict = ""
         self.saving = True

@@ -23,6 +23,7 @@ ROUTES = (
     "/admin/retention",
     "/admin/users",
     "/admin/roles",
+    "/admin/fields",
     "/admin/api-keys",
     "/admin/webhooks",
     "/audit",

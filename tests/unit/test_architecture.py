@@ -409,6 +409,7 @@ BARE_DICTS_ALLOWED = {
     "reports/views.py:default_segment_params": "the segment report's request params (the page sends them back)",
     "reports/views.py:shift_period": "the dashboard's request params for the period before / after",
     "customers/validation.py:clean_customer_fields": "column values for a Customer row (model keyword arguments)",
+    "custom_fields/values.py:values_from_form": "a form's raw custom values by key, checked by the edit service",
     "customers/validation.py:clean_extras": "custom attributes and consents for a Customer row",
     "customers/access.py:CustomerAccess.load_many": "rows by customer id (SQL result rows)",
     "cleanup/criteria.py:reason_conditions": "criterion -> SQL condition (a mapping of expressions, not a result)",

@@ -42,10 +42,11 @@ ADAPTER_TABLE_PREFIXES = _env_py_table_prefixes()
 
 
 ADAPTER_INDEX_NAMES = ("ix_customer_search_text_trgm", "ix_customer_search_contact_trgm")
+ADAPTER_INDEX_PREFIXES = ("ix_cf_",)  # custom fields' indexes, made at run time
 
 
 def include_object(obj, name, type_, reflected, compare_to):
-    if type_ == "index" and name in ADAPTER_INDEX_NAMES:
+    if type_ == "index" and name and (name in ADAPTER_INDEX_NAMES or name.startswith(ADAPTER_INDEX_PREFIXES)):
         return False
     return not (type_ == "table" and name and name.startswith(ADAPTER_TABLE_PREFIXES))
 

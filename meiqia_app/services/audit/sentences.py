@@ -31,7 +31,8 @@ from typing import Any
 from sqlmodel import select
 
 from meiqia_app.i18n import CATALOGS, tr
-from meiqia_app.models import AuditEntry, Role, Tag, TagRule, User
+from meiqia_app.models import AuditEntry, CustomField, Role, Tag, TagRule, User
+from meiqia_app.services.custom_fields.field_types import key_of
 
 LANGS = ("zh", "en")
 SEPARATOR = {"zh": "、", "en": ", "}
@@ -41,7 +42,9 @@ SEPARATOR = {"zh": "、", "en": ", "}
 class Names:
     """Today's names of the ids a page of entries mentions, looked up in batches."""
 
-    KINDS = ("role", "role_name", "user", "tag", "rule")
+    KINDS = ("role", "role_name", "user", "tag", "rule", "field")
+    # Kinds looked up by a name rather than an id: a custom field by its key.
+    BY_NAME = ("role_name", "field")
 
     def __init__(self) -> None:
         self.wanted: dict[str, set] = {kind: set() for kind in self.KINDS}
@@ -50,7 +53,7 @@ class Names:
     def want(self, kind: str, key: Any) -> None:
         if key in (None, ""):
             return
-        if kind != "role_name":
+        if kind not in self.BY_NAME:
             try:
                 key = int(key)
             except (TypeError, ValueError):
@@ -80,6 +83,12 @@ class Names:
             query = select(TagRule.id, TagRule.name).where(TagRule.id.in_(sorted(self.wanted["rule"])))
             for rule_id, name in session.exec(query).all():
                 self.found["rule"][rule_id] = name
+        if self.wanted["field"]:
+            query = select(CustomField.key, CustomField.label_zh, CustomField.label_en).where(
+                CustomField.key.in_(sorted(self.wanted["field"]))
+            )
+            for key, label_zh, label_en in session.exec(query).all():
+                self.found["field"][key] = {"zh": label_zh, "en": label_en or label_zh}
 
 
 @dataclasses.dataclass
@@ -130,7 +139,7 @@ class Ctx:
         self.names.want(kind, key)
         if self.collecting:
             return ""
-        if kind != "role_name":
+        if kind not in Names.BY_NAME:
             try:
                 key = int(key)
             except (TypeError, ValueError):
@@ -140,7 +149,7 @@ class Ctx:
             return found.get(self.lang) or found["zh"]
         if found:
             return found
-        return str(fallback or (f"#{key}" if kind != "role_name" else key))
+        return str(fallback or (f"#{key}" if kind not in Names.BY_NAME else key))
 
     def role(self, role_id: Any = None, fallback: Any = "") -> str:
         return self._name("role", self.target_id if role_id is None else role_id, fallback)
@@ -159,6 +168,11 @@ class Ctx:
 
     def rule(self, rule_id: Any = None, fallback: Any = "") -> str:
         return self._name("rule", self.target_id if rule_id is None else rule_id, fallback)
+
+    def field(self, key: Any, fallback: Any = "") -> str:
+        """A custom field by its key: today's label in the reader's language ("label（key）"
+        in the entries of the field itself), the label it had, or the key."""
+        return self._name("field", key, fallback or key)
 
 
 Params = dict[str, Any]
@@ -211,7 +225,27 @@ def _user_update(c: Ctx) -> Params:
 
 
 def _fields(c: Ctx, names: Iterable[str]) -> str:
-    return c.join(c.label("customer", name) for name in names)
+    """Field names as people read them; custom fields ("cf.<key>") by today's label."""
+    return c.join(c.field(key_of(name)) if key_of(name) else c.label("customer", name) for name in names)
+
+
+def _field_target(c: Ctx) -> Params:
+    key = c.get("key")
+    return {"field": f"{c.field(key, c.get('label'))} ({key})" if key else c.target_id}
+
+
+def _field_update(c: Ctx) -> Params:
+    changes = c.get("changes", {}) or {}
+    return {**_field_target(c), "changes": c.join(c.t(f"field.attr.{name}") for name in changes)}
+
+
+def _field_option(c: Ctx) -> tuple[str, Params]:
+    change = c.get("change") or "add"
+    variant = change if change in FIELD_OPTION_CHANGES else "add"
+    return variant, {**_field_target(c), "option": c.get("option_label") or c.get("option")}
+
+
+FIELD_OPTION_CHANGES = ("add", "rename", "move", "retire", "restore")
 
 
 def _cleanup(c: Ctx) -> Params:
@@ -332,6 +366,13 @@ PHRASES: dict[str, Phrase] = {
             "customers": c.n(c.get("customers", 0)),
         }
     ),
+    "field.create": Phrase(_field_target),
+    "field.delete": Phrase(_field_target),
+    "field.option": Phrase(_field_option, variants=FIELD_OPTION_CHANGES),
+    "field.purge": Phrase(lambda c: {**_field_target(c), "count": c.n(c.get("removed", 0))}),
+    "field.restore": Phrase(_field_target),
+    "field.retire": Phrase(_field_target),
+    "field.update": Phrase(_field_update),
     "export.approve": Phrase(_export),
     "export.cancel": Phrase(_export),
     "export.download": Phrase(_export),
@@ -460,6 +501,7 @@ REFUSAL_ONLY: frozenset[str] = frozenset(
         "export.approvals",
         "export.history",
         "export.review",
+        "field.list",
         "lifecycle.thresholds",
         "report.cohorts",
         "report.compare",

@@ -21,7 +21,8 @@ the acting user (``CustomerAccess(actor)``):
   without customer.view_sensitive sees it) behind :meth:`CustomerAccess.mask`
   and :func:`mask_value`; the detail card, the edit form, exports, the open
   API's records, portability, the timeline and the audit log's diffs derive
-  their lists from it.
+  their lists from it. Custom fields an admin marked sensitive are in it as
+  "cf.<key>" (read from their definitions: :class:`SensitiveFields`).
 
 Reach:
 
@@ -46,7 +47,7 @@ from there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 
 from sqlalchemy import ColumnElement, and_, false, or_, select, true
 
@@ -54,6 +55,8 @@ from meiqia_app.db import after_write_transaction
 from meiqia_app.models import Customer, ErasureRequest
 from meiqia_app.models.customer import STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
 from meiqia_app.services.audit import log as audit
+from meiqia_app.services.custom_fields import catalog as custom_field_catalog
+from meiqia_app.services.custom_fields.field_types import FIELD_PREFIX
 from meiqia_app.services.customers.masking import MASK, mask_address, mask_email, mask_phone
 from meiqia_app.services.customers.query import status_condition
 from meiqia_app.services.errors import NotFound, ReadOnly
@@ -73,7 +76,7 @@ def _hidden(_value: object) -> str:
 # Names cover the customer's columns, the export catalogue (exports/fields.py)
 # and order rows (timeline, portability). Keep the order: records list their
 # masked fields in it.
-SENSITIVE: dict[str, Callable[[object], object]] = {
+FIXED_SENSITIVE: dict[str, Callable[[object], object]] = {
     "phone": lambda v: mask_phone(str(v)),
     "email": lambda v: mask_email(str(v)),
     "address": lambda v: mask_address(str(v)),
@@ -87,6 +90,63 @@ SENSITIVE: dict[str, Callable[[object], object]] = {
     "recipient_phone": lambda v: mask_phone(str(v)),
     "shipping_address": lambda v: mask_address(str(v)),
 }
+
+# How a sensitive custom field's value looks masked, by its type (others: hidden).
+_CUSTOM_MASKERS: dict[str, Callable[[object], object]] = {
+    "phone": lambda v: mask_phone(str(v)),
+    "email": lambda v: mask_email(str(v)),
+}
+
+
+class SensitiveFields(MutableMapping):
+    """The one table of sensitive fields: the fixed ones above, then every custom field
+    an admin marked sensitive ("cf.<key>", services/custom_field_catalog.py), whatever
+    its status (a retired field's kept values stay masked).
+
+    Looking up a name that is not "cf.…" never reads the definitions. Membership
+    (``in``, ``[]``) answers for both parts; iterating lists the fixed part only (the
+    names of the built-in catalogues that consumers filter; the sensitive custom
+    fields are ``custom_field_catalog.catalog().sensitive``). Setting or deleting an
+    entry changes the fixed part (custom fields are marked sensitive in their
+    definitions, services/custom_fields.py).
+    """
+
+    def __init__(self, fixed: dict[str, Callable[[object], object]]) -> None:
+        self._fixed = fixed
+
+    def _custom(self, field: object) -> Callable[[object], object] | None:
+        if not isinstance(field, str) or not field.startswith(FIELD_PREFIX):
+            return None
+        found = custom_field_catalog.sensitive_field(field)
+        if found is None:
+            return None
+        return _CUSTOM_MASKERS.get(found.field_type, _hidden)
+
+    def __getitem__(self, field: str) -> Callable[[object], object]:
+        if field in self._fixed:
+            return self._fixed[field]
+        masker = self._custom(field)
+        if masker is None:
+            raise KeyError(field)
+        return masker
+
+    def __setitem__(self, field: str, masker: Callable[[object], object]) -> None:
+        self._fixed[field] = masker
+
+    def __delitem__(self, field: str) -> None:
+        del self._fixed[field]
+
+    def __contains__(self, field: object) -> bool:
+        return field in self._fixed or self._custom(field) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fixed)
+
+    def __len__(self) -> int:
+        return len(self._fixed)
+
+
+SENSITIVE = SensitiveFields(FIXED_SENSITIVE)
 
 
 def is_sensitive(field: str) -> bool:
@@ -104,7 +164,7 @@ def mask_value(field: str, value: object, hidden: object = MASK) -> object:
     Empty values and fields that are not sensitive pass through; a fully
     hidden value becomes ``hidden`` (MASK; the open API's records use None).
     """
-    if value is None or value == "" or field not in SENSITIVE:
+    if value is None or value == "" or value == [] or field not in SENSITIVE:
         return value
     masker = SENSITIVE[field]
     return hidden if masker is _hidden else masker(value)

@@ -10,8 +10,12 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from meiqia_app.db import read_connection, write_session
+from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services.audit import log as audit
+from meiqia_app.services.custom_fields import catalog as custom_field_catalog
+from meiqia_app.services.custom_fields import values as custom_field_values
+from meiqia_app.services.custom_fields.field_types import FIELD_PREFIX, FREE_TEXT_TYPES, field_name, key_of
 from meiqia_app.services.customers.access import CustomerAccess, mask_diff
 from meiqia_app.services.customers.changes import CREATED, EDITED, customers_changed
 from meiqia_app.services.customers.duplicates.check import IDENTITY_FIELDS, existing_customers
@@ -49,7 +53,12 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
 
     Raises Conflict when someone saved in between (nothing is overwritten).
     ``raw`` may also carry ``custom_attributes`` (merged: a None value removes
-    a key) and the consents ``consent_marketing`` / ``consent_analytics``.
+    a key), the consents ``consent_marketing`` / ``consent_analytics``, and
+    ``custom_fields``: {key: value} of the defined custom fields (validated by
+    type, an empty value clears; services/custom_field_values.clean_changes),
+    written as a patch of the stored document inside the same versioned UPDATE
+    and audited with the other changes as "cf.<key>" (before: the default where
+    the customer had no value).
     """
     require(actor, "customer.edit", action="customer.update", target_type="customer", target_id=customer_id)
     raw = dict(raw)
@@ -72,9 +81,16 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
             for field, value in values.items()
             if getattr(customer, field) != value
         }
+        custom = custom_field_values.clean_changes(access, raw.get("custom_fields"), customer.custom_fields)
+        diff.update(custom.diff())
         if not diff:
             return customer.version
-        changes = _with_pinyin({field: new for field, (_old, new) in diff.items()})
+        changes = _with_pinyin(
+            {field: new for field, (_old, new) in diff.items() if not field.startswith(FIELD_PREFIX)}
+        )
+        if custom:
+            column = Customer.__table__.c.custom_fields
+            changes["custom_fields"] = get_adapter(session.get_bind()).custom_patch(column, custom.sets, custom.removes)
         now = utcnow()
         # The version check is repeated in the UPDATE itself: two saves racing
         # past the read above cannot both win.
@@ -118,13 +134,21 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
 AUDIT_TEXT_REF_FIELDS = ("name", "company", "external_id", "visitor_id")
 
 
+def _as_text_ref(field: str) -> bool:
+    """Kept as a reference: the free-text built-in fields, and custom fields of a free-text
+    type (text, long text, link, phone, e-mail) unless sensitive (mask_diff masks those)."""
+    if field in AUDIT_TEXT_REF_FIELDS:
+        return True
+    key = key_of(field)
+    custom = custom_field_catalog.field(key) if key else None
+    return custom is not None and custom.field_type in FREE_TEXT_TYPES and not custom.sensitive
+
+
 def _audited(diff: dict) -> dict:
     """The diff as the audit log keeps it: personal free text as references, custom
     attributes (which may hold personal values) as the keys that changed."""
     kept = {
-        field: tuple(audit.text_ref(value) if value else value for value in pair)
-        if field in AUDIT_TEXT_REF_FIELDS
-        else pair
+        field: tuple(audit.text_ref(value) if value else value for value in pair) if _as_text_ref(field) else pair
         for field, pair in diff.items()
     }
     if "custom_attributes" not in diff:
@@ -233,6 +257,12 @@ def new_customer(
     ``acknowledged``: (ids, fields), see create_customer; None: no duplicate check."""
     values = _with_pinyin(clean_customer_fields(raw))
     values.update(_extra_values(None, clean_extras(raw)))
+    # Custom fields: the values sent (required ones checked); defaults need no writing.
+    custom = custom_field_values.clean_changes(
+        CustomerAccess(actor), raw.get("custom_fields"), {}, creating=True, require_all="custom_fields" in raw
+    )
+    if custom.sets:
+        values["custom_fields"] = {key: value for key, value in custom.sets.items() if value is not None}
     return _insert(session, actor, values, acknowledged)
 
 
@@ -313,11 +343,20 @@ def _insert(session: Session, actor: Actor, values: dict, acknowledged: Acknowle
         "customer.create",
         target_type="customer",
         target_id=customer.id,
-        details={"fields": sorted(values), **({"saved_despite_duplicates": repeats} if repeats else {})},
+        details={
+            "fields": sorted(_created_fields(values)),
+            **({"saved_despite_duplicates": repeats} if repeats else {}),
+        },
     )
     webhooks.emit(session, "customer.created", customer.id)
     customers_changed(session, [customer.id], CREATED)
     return customer.id
+
+
+def _created_fields(values: dict) -> list[str]:
+    """The fields a new customer was given, custom ones as "cf.<key>"."""
+    names = [field for field in values if field != "custom_fields"]
+    return names + [field_name(key) for key in values.get("custom_fields") or {}]
 
 
 def new_customers_bulk(

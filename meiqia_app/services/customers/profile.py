@@ -12,6 +12,7 @@ from meiqia_app.db import read_connection, read_session
 from meiqia_app.i18n import tr
 from meiqia_app.models import Customer, ErasureRequest
 from meiqia_app.models.customer import STATUS_ACTIVE
+from meiqia_app.services.custom_fields.values import FieldGroupView, FieldValueView, grouped, value_views
 from meiqia_app.services.customers.access import SENSITIVE, CustomerAccess, erasure_pending, parse_id
 from meiqia_app.services.customers.dto import TagChip, label, money, region_text, tags_for
 from meiqia_app.services.customers.validation import EDITABLE_FIELDS
@@ -73,6 +74,10 @@ class CustomerDetail:
     # The editable fields this actor sees masked (customer_access.SENSITIVE): the edit
     # form offers them empty, with the masked value as a hint; empty keeps the value.
     masked_fields: list[str] = dataclasses.field(default_factory=list)
+    # The defined custom fields (services/custom_field_values.py), masked as the actor
+    # sees them: by group for the card, all of them in order for the edit form.
+    custom_groups: list[FieldGroupView] = dataclasses.field(default_factory=list)
+    custom_fields: list[FieldValueView] = dataclasses.field(default_factory=list)
 
 
 def updated_line(lang: str, by_name: str | None, at) -> str:
@@ -97,6 +102,7 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             attributes = json.loads(c.custom_attributes or "{}")
         except ValueError:
             attributes = {}
+        custom = value_views(access, c.custom_fields, lang)
         # Every personal value through access.mask: the table of sensitive fields decides.
         return CustomerDetail(
             id=c.id,
@@ -153,6 +159,8 @@ def get_customer(actor: Actor, customer_id: int, lang: str = "zh") -> CustomerDe
             erasure_pending=pending,
             erased=c.erased_at is not None,
             masked_fields=list(access.masked_fields(EDITABLE_FIELDS)),
+            custom_groups=grouped(custom, tr(lang, "field.group_other")),
+            custom_fields=custom,
         )
 
 

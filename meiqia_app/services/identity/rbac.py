@@ -42,6 +42,8 @@ PERMISSIONS: tuple[str, ...] = (
     "role.manage",
     "backup.manage",
     "settings.manage",
+    # Define, change, retire and delete custom fields (/admin/fields, services/custom_fields/).
+    "field.manage",
     # Follow and cancel everybody's background jobs, not only one's own (services/platform/jobs.py).
     "job.view_all",
     # The open API (services/integrations/api_keys.py, webhooks.py, ingest.py).

@@ -35,6 +35,7 @@ WORKER_MODULES = (
     "meiqia_app.services.tags.rules.runs",
     "meiqia_app.services.platform.scheduler",
     "meiqia_app.services.tags.catalog",
+    "meiqia_app.services.custom_fields.definitions",
 )
 
 

@@ -68,6 +68,8 @@ from meiqia_app.models import (
 )
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services.audit import log as audit
+from meiqia_app.services.custom_fields import catalog as custom_field_catalog
+from meiqia_app.services.custom_fields.field_types import FREE_TEXT_TYPES
 from meiqia_app.services.customers.access import CustomerAccess, parse_id
 from meiqia_app.services.customers.changes import ERASED, customers_changed
 from meiqia_app.services.errors import Conflict, ValidationError
@@ -211,6 +213,8 @@ def erase_batch(
                 external_id=None,
                 visitor_id=None,
                 custom_attributes="{}",
+                # Every custom field's value, whatever its type or status (issue 23).
+                custom_fields={},
                 consent_marketing=False,
                 consent_marketing_at=None,
                 consent_analytics=False,
@@ -282,9 +286,18 @@ ERASED_MARK = "[已删除]"
 def _personal_values(session, ids: Sequence[int]) -> set[str]:
     """The identifying values of the customers about to be erased (read before they are wiped)."""
     rows = session.execute(
-        select(C.name, C.phone, C.email, C.external_id, C.visitor_id, C.company, C.address).where(C.id.in_(list(ids)))
+        select(C.name, C.phone, C.email, C.external_id, C.visitor_id, C.company, C.address, C.custom_fields).where(
+            C.id.in_(list(ids))
+        )
     ).all()
-    values = {str(v).strip() for row in rows for v in row if v}
+    values = {str(v).strip() for row in rows for v in row[:-1] if v}
+    # Custom fields of free-text types (text, long text, link, phone, e-mail) may identify the person too.
+    catalog = custom_field_catalog.catalog()
+    for row in rows:
+        for key, value in (row.custom_fields if isinstance(row.custom_fields, dict) else {}).items():
+            field = catalog.get(key)
+            if field is not None and field.field_type in FREE_TEXT_TYPES and isinstance(value, str) and value.strip():
+                values.add(value.strip())
     return {v for v in values if len(v) >= MIN_SCRUBBED_LENGTH}
 
 
