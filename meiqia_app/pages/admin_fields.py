@@ -367,6 +367,7 @@ def _edit_dialog() -> rx.Component:
 
 def _option_row(option: OptionView) -> rx.Component:
     return rx.form(
+        rx.el.input(type="hidden", name="option_id", value=option.id),
         rx.hstack(
             rx.input(
                 name="zh",
@@ -430,7 +431,7 @@ def _option_row(option: OptionView) -> rx.Component:
             align="center",
             wrap="wrap",
         ),
-        on_submit=lambda form: S.rename_option(option.id, form),
+        on_submit=S.rename_option,
         reset_on_submit=False,
         key=option.id + option.zh + option.en,
         class_name="option-row",

@@ -227,12 +227,12 @@ class AdminFieldsState(AppState):
         return result
 
     @rx.event
-    async def rename_option(self, option_id: str, form: dict):
+    async def rename_option(self, form: dict):
         if not isinstance(form, dict):
             return None
         return await self._option_change(
             custom_fields.update_option,
-            str(option_id)[:16],
+            _text(form, "option_id", 16),
             zh=_text(form, "zh", 100),
             en=_text(form, "en", 100),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from playwright.sync_api import expect
 
@@ -110,3 +111,65 @@ def test_admin_defines_fields_and_an_agent_fills_them_in_seeing_the_sensitive_on
                 db.execute(f"DROP INDEX IF EXISTS ix_cf_{key}")
             db.execute("DELETE FROM custom_field WHERE key IN (?, ?)", KEYS)
             db.execute("UPDATE customer SET custom_fields = '{}' WHERE id = ?", (customer_id,))
+
+
+def test_admin_edits_options_renames_the_label_and_deletes_the_field_by_its_key(page, app_server):
+    try:
+        login(page, app_server, "admin", "/admin/fields")
+        open_route(page, "/admin/fields")
+        page.locator("#field-key").fill("visit_channel")
+        page.locator("#field-label-zh").fill("来访渠道")
+        page.locator("#field-type").click()
+        page.get_by_role("option", name="多选", exact=True).click()
+        page.locator("#field-options").fill("电话\n微信")
+        page.locator("#field-create").click()
+        expect(page.locator("#field-card-visit_channel")).to_contain_text("微信")
+
+        page.locator("#field-options-visit_channel").click()
+        page.locator("#option-new-zh").fill("邮件")
+        page.locator("#option-add").click()
+        expect(page.locator("#option-zh-o3")).to_have_value("邮件")
+        page.locator("#option-zh-o1").fill("电话回访")
+        page.locator("#option-rename-o1").click()
+        expect(page.locator("#field-card-visit_channel")).to_contain_text("电话回访")
+        page.locator("#option-retire-o2").click()
+        expect(page.locator("#option-restore-o2")).to_be_visible()
+        page.keyboard.press("Escape")
+
+        page.locator("#field-edit-visit_channel").click()
+        page.locator("#field-edit-label-zh").fill("客户来访渠道")
+        page.locator("#field-edit-save").click()
+        expect(page.locator("#field-card-visit_channel")).to_contain_text("客户来访渠道")
+        with app_server.sql() as db:
+            key, label, options = db.execute(
+                "SELECT key, label_zh, options FROM custom_field WHERE key = 'visit_channel'"
+            ).fetchone()
+        assert (key, label) == ("visit_channel", "客户来访渠道")  # renaming never changes the key
+        assert [(o["id"], o["zh"], o["retired"]) for o in json.loads(options)] == [
+            ("o1", "电话回访", False),
+            ("o2", "微信", True),
+            ("o3", "邮件", False),
+        ]
+
+        page.locator("#field-delete-visit_channel").click()
+        page.locator("#field-delete-confirm").fill("来访渠道")
+        page.locator("#field-delete-submit").click()
+        expect(page.get_by_text("请输入该字段的标识以确认删除")).to_be_visible()
+        page.locator("#field-delete-confirm").fill("visit_channel")
+        page.locator("#field-delete-submit").click()
+        expect(page.locator("#field-card-visit_channel")).to_have_count(0)
+        with app_server.sql() as db:
+            for _ in range(40):  # the purge job removes the definition when the values are gone
+                if db.execute("SELECT count(*) FROM custom_field WHERE key = 'visit_channel'").fetchone()[0] == 0:
+                    break
+                time.sleep(0.5)
+            assert db.execute("SELECT count(*) FROM custom_field WHERE key = 'visit_channel'").fetchone()[0] == 0
+            assert (
+                db.execute(
+                    "SELECT count(*) FROM audit_entry WHERE action IN ('field.delete', 'field.purge', 'field.option')"
+                ).fetchone()[0]
+                >= 5
+            )
+    finally:
+        with app_server.sql() as db:
+            db.execute("DELETE FROM custom_field WHERE key = 'visit_channel'")

@@ -118,7 +118,10 @@ class FieldChange:
 
 def _view(row: CustomField, lang: str, indexes: set[str]) -> FieldView:
     field = definition_of(row)
-    default_form = form_value(field, field.default)
+    # The default as the edit form's text: options by their Chinese labels (which coerce reads back).
+    default_form = (
+        display(field, field.default, "zh") if field.field_type in SELECT_TYPES else form_value(field, field.default)
+    )
     return FieldView(
         id=field.id,
         key=field.key,
