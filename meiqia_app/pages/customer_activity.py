@@ -5,7 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from meiqia_app.components.i18n import t
-from meiqia_app.components.tags import RADIX_COLORS
+from meiqia_app.components.tags import tag_color_scheme
 from meiqia_app.services.customers.dto import TagChip
 from meiqia_app.services.customers.timeline import MessageItem, TimelineItem
 from meiqia_app.services.tags.assignments import TagOption
@@ -40,7 +40,7 @@ def _removable_tag(tag: TagChip) -> rx.Component:
                 aria_label=t("tag.remove", name=tag.name),
             ),
         ),
-        color_scheme=rx.match(tag.color, *[(c, c) for c in RADIX_COLORS], "gray"),
+        color_scheme=tag_color_scheme(tag.color),
         variant="soft",
         radius="full",
         class_name="tag-chip",
