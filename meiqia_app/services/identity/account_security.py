@@ -7,7 +7,6 @@ import datetime as dt
 
 from sqlmodel import Session, select
 
-from meiqia_app.config import get_settings
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import LoginChallenge, RecoveryCode, User
 from meiqia_app.services.audit import log as audit
@@ -27,7 +26,7 @@ from meiqia_app.services.identity.second_factor import (
     store_recovery_codes,
 )
 from meiqia_app.services.identity.sessions import revoke_sessions
-from meiqia_app.services.identity.throttling import check_not_locked, register_failure, throttle_key
+from meiqia_app.services.identity.throttling import check_not_locked, refuse_counted, register_failure, throttle_key
 from meiqia_app.services.identity.tokens import CHALLENGE_MINUTES, AuthError, load_challenge, new_token, token_hash
 from meiqia_app.timeutil import utcnow
 
@@ -105,21 +104,7 @@ def begin_reenrol(actor: Actor, password: str, code: str) -> Enrolment:
             except AuthError as error:
                 refusal = error
         if refusal is not None:
-            locked = register_failure(session, key)
-            audit.record(
-                session,
-                actor,
-                "auth.totp_reenrol",
-                result="refused",
-                target_type="user",
-                target_id=user.id,
-                details={"reason": refusal.message_key.split(".")[-1], "locked": locked},
-                flagged=locked,
-            )
-            session.commit()
-            if locked:
-                raise AuthError("auth.locked", minutes=get_settings().lockout_minutes) from refusal
-            raise refusal
+            refuse_counted(session, actor, "auth.totp_reenrol", user.id, refusal, register_failure(session, key))
         if used_recovery:
             audit.record(session, actor, "auth.recovery_code_used", target_type="user", target_id=user.id)
         secret = new_totp_secret()
@@ -211,21 +196,9 @@ def regenerate_recovery_codes(actor: Actor, password: str, code: str) -> tuple[s
         try:
             _check_password_and_totp(session, user, password, code)
         except AuthError as refusal:
-            locked = register_failure(session, key)
-            audit.record(
-                session,
-                actor,
-                "auth.recovery_codes_renew",
-                result="refused",
-                target_type="user",
-                target_id=user.id,
-                details={"reason": refusal.message_key.split(".")[-1], "locked": locked},
-                flagged=locked,
+            refuse_counted(
+                session, actor, "auth.recovery_codes_renew", user.id, refusal, register_failure(session, key)
             )
-            session.commit()
-            if locked:
-                raise AuthError("auth.locked", minutes=get_settings().lockout_minutes) from refusal
-            raise
         unused = len(
             session.exec(
                 select(RecoveryCode.id).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))

@@ -42,6 +42,7 @@ from meiqia_app.services.identity.throttling import (
     check_not_locked,
     clear_failures,
     record_address_lockout,
+    refuse_counted,
     register_address_failure,
     register_failure,
     throttle_key,
@@ -202,20 +203,7 @@ def complete_login(challenge: str, code: str, client_ip: str = "") -> SecondFact
                 record_address_lockout(session, who, client_ip)
             if locked or row.attempts >= get_settings().lockout_threshold:
                 row.used_at = utcnow()
-            audit.record(
-                session,
-                who,
-                "auth.second_factor",
-                result="refused",
-                target_type="user",
-                target_id=user.id,
-                details={"reason": error.message_key.split(".")[-1], "locked": locked},
-                flagged=locked,
-            )
-            session.commit()
-            if locked:
-                raise AuthError("auth.locked", minutes=get_settings().lockout_minutes) from error
-            raise
+            refuse_counted(session, who, "auth.second_factor", user.id, error, locked)
         row.used_at = utcnow()
         clear_failures(session, key)
         ticket = new_token()

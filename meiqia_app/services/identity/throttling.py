@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import NoReturn
 
 from sqlmodel import Session
 
@@ -41,6 +42,30 @@ def register_failure(session: Session, key: str) -> bool:
         row.locked_until = utcnow() + dt.timedelta(minutes=settings.lockout_minutes)
     session.add(row)
     return locked
+
+
+def refuse_counted(
+    session: Session, actor: Actor, action: str, user_id: int, refusal: AuthError, locked: bool
+) -> NoReturn:
+    """End a refused password / code check that counted towards the lockout.
+
+    The refusal is audited (its reason, and flagged when this failure locked the
+    account) and committed before raising, so neither the count nor the entry is
+    rolled back with the request; a lockout is told as such, anything else as it was."""
+    audit.record(
+        session,
+        actor,
+        action,
+        result="refused",
+        target_type="user",
+        target_id=user_id,
+        details={"reason": refusal.message_key.split(".")[-1], "locked": locked},
+        flagged=locked,
+    )
+    session.commit()
+    if locked:
+        raise AuthError("auth.locked", minutes=get_settings().lockout_minutes) from refusal
+    raise refusal
 
 
 def clear_failures(session: Session, key: str) -> None:
