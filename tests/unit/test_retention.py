@@ -91,9 +91,6 @@ def test_a_later_feature_adds_a_policy_with_one_registration(actors, monkeypatch
     retention.register_policy(
         retention.Policy(
             key="webhook_test",
-            label_key="retention.policy.finished_jobs",
-            hint_key="retention.hint.finished_jobs",
-            preview_key="retention.preview.finished_jobs",
             unit="days",
             default=lambda: 30,
             minimum=1,

@@ -95,10 +95,7 @@ class Keep:
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    key: str
-    label_key: str
-    hint_key: str
-    preview_key: str  # a sentence with {count} and {size}
+    key: str  # its messages are retention.policy.<key>, retention.hint.<key> and retention.preview.<key>
     unit: str  # one of UNITS
     default: Callable[[], int]
     minimum: int
@@ -118,6 +115,19 @@ class Policy:
             value=_clamp(int(self.default()), self.minimum, self.maximum),
             keep=_clamp(int(self.keep.default()), self.keep.minimum, self.keep.maximum) if self.keep else None,
         )
+
+    @property
+    def label_key(self) -> str:
+        return "retention.policy." + self.key
+
+    @property
+    def hint_key(self) -> str:
+        return "retention.hint." + self.key
+
+    @property
+    def preview_key(self) -> str:
+        """A sentence with {count} and {size}."""
+        return "retention.preview." + self.key
 
     @property
     def job_kind(self) -> str:

@@ -243,9 +243,6 @@ def _backups_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime)
 register_policy(
     Policy(
         key="trash_purge",
-        label_key="retention.policy.trash_purge",
-        hint_key="retention.hint.trash_purge",
-        preview_key="retention.preview.trash_purge",
         unit="days",
         default=lambda: get_settings().trash_retention_days,
         minimum=1,
@@ -260,9 +257,6 @@ register_policy(
 register_policy(
     Policy(
         key="customer_archive",
-        label_key="retention.policy.customer_archive",
-        hint_key="retention.hint.customer_archive",
-        preview_key="retention.preview.customer_archive",
         unit="months",
         default=lambda: 24,
         minimum=1,
@@ -277,9 +271,6 @@ register_policy(
 register_policy(
     Policy(
         key="pool_return",
-        label_key="retention.policy.pool_return",
-        hint_key="retention.hint.pool_return",
-        preview_key="retention.preview.pool_return",
         unit="days",
         default=lambda: 30,
         minimum=1,
@@ -294,9 +285,6 @@ register_policy(
 register_policy(
     Policy(
         key="export_files",
-        label_key="retention.policy.export_files",
-        hint_key="retention.hint.export_files",
-        preview_key="retention.preview.export_files",
         unit="hours",
         default=lambda: get_settings().export_ttl_hours,
         minimum=1,
@@ -309,9 +297,6 @@ register_policy(
 register_policy(
     Policy(
         key="finished_jobs",
-        label_key="retention.policy.finished_jobs",
-        hint_key="retention.hint.finished_jobs",
-        preview_key="retention.preview.finished_jobs",
         unit="days",
         default=lambda: 90,
         minimum=1,
@@ -324,9 +309,6 @@ register_policy(
 register_policy(
     Policy(
         key="webhook_deliveries",
-        label_key="retention.policy.webhook_deliveries",
-        hint_key="retention.hint.webhook_deliveries",
-        preview_key="retention.preview.webhook_deliveries",
         unit="days",
         default=lambda: webhooks.KEEP_LOG_DAYS,
         minimum=1,
@@ -339,9 +321,6 @@ register_policy(
 register_policy(
     Policy(
         key="import_files",
-        label_key="retention.policy.import_files",
-        hint_key="retention.hint.import_files",
-        preview_key="retention.preview.import_files",
         unit="days",
         default=lambda: 7,
         minimum=1,
@@ -354,9 +333,6 @@ register_policy(
 register_policy(
     Policy(
         key="backups",
-        label_key="retention.policy.backups",
-        hint_key="retention.hint.backups",
-        preview_key="retention.preview.backups",
         unit="days",
         default=lambda: 7,
         minimum=1,
