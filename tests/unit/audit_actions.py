@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "meiqia_app"
 
-RECORDERS = ("record", "record_now", "record_many", "record_refusal")
+RECORDERS = ("record", "record_now", "record_many", "record_refusal", "refuse_counted")
 # CustomerAccess's by-id loaders and not_found, and check_ticked_in_reach, audit a refusal
 # under the action they are given (services/customers/access.py, services/customers/selection.py).
 REFUSERS = ("require", "refuse", "not_found", "load", "load_row", "load_for_claim", "check_ticked_in_reach")
@@ -29,6 +29,7 @@ FORWARDERS = (
     "meiqia_app/services/identity/rbac.py",
     "meiqia_app/services/customers/access.py",
     "meiqia_app/services/customers/selection.py",
+    "meiqia_app/services/identity/throttling.py",  # refuse_counted(session, actor, action, …)
 )
 
 
@@ -78,6 +79,7 @@ def _action_expr(name: str, args: list[ast.expr], node: ast.Call) -> ast.expr | 
         "record": 2,
         "record_now": 1,
         "record_many": 2,
+        "refuse_counted": 2,
         "record_refusal": 1,
         "refuse": 1,
         "not_found": 1,
@@ -170,7 +172,7 @@ def actions_in_code() -> tuple[dict[str, set[str]], list[str]]:
             function = module.enclosing_function(node)
             if module.rel in FORWARDERS and isinstance(expr, ast.Name) and function is not None:
                 continue  # require() -> record_refusal(action): the callers of require() are scanned
-            kind = "record" if name in ("record", "record_now", "record_many") else "refusal"
+            kind = "record" if name in ("record", "record_now", "record_many", "refuse_counted") else "refusal"
             for action in _resolve(module, expr, node, unresolved):
                 found.setdefault(action, set()).add(kind)
     return found, unresolved
