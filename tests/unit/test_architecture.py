@@ -329,7 +329,6 @@ LONG_SERVICES = {
     "meiqia_app/services/integrations/ingest.py": "one ingest batch (_Batch) resolves customers and applies records "
     "in one transaction; not split yet",
     "meiqia_app/services/integrations/webhooks.py": "subscriptions, the outbox, signing and the delivery loop: not split yet",
-    "meiqia_app/services/reports/aggregates.py": "the daily aggregates' build and incremental upkeep: not split yet",
 }
 
 
