@@ -43,9 +43,15 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "敏感字段（您无权查看）：保留主记录的值",
         "Sensitive field (you may not see it): the kept record's value stays",
     ),
+    "dup.cf_masked_choice": (
+        "您无权查看这些敏感字段，不能选择其值：{fields}",
+        "You may not see these sensitive fields, so you cannot choose their values: {fields}",
+    ),
     # timeline
     "timeline.field_changed": ("字段变更", "Field changed"),
     "timeline.field_changed_line": ("{field}：{old} → {new}", "{field}: {old} → {new}"),
     "timeline.field_deleted_note": ("（字段已删除）", " (field deleted)"),
     "timeline.empty_value": ("（空）", "(empty)"),
+    "timeline.text_changed": ("（已修改，文本不留存）", "(changed; the text is not kept)"),
+    "timeline.kind.field": ("字段变更", "Field changes"),
 }
