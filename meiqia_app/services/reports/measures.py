@@ -122,8 +122,9 @@ def segment_conditions(conn: Connection, access: CustomerAccess, segment: ListQu
     if segment is None:
         return []
     from meiqia_app.services.customers.listing import all_conditions
+    from meiqia_app.services.reports.custom_segments import custom_conditions
 
-    return all_conditions(conn, access, segment)
+    return all_conditions(conn, access, segment) + custom_conditions(access, segment)
 
 
 EXCLUDED_CHUNK = 2000
