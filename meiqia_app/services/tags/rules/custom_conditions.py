@@ -173,13 +173,19 @@ def compile_custom_condition(field_name: str, op: str, value: object) -> ColumnE
     raise ValueError(op)
 
 
-def check_sensitive(actor: Actor, conditions, action: str) -> None:
-    """Refuse (audited) a rule on a sensitive field for an actor who sees it masked."""
+def check_sensitive(actor: Actor, conditions, saving: bool) -> None:
+    """Refuse (audited as rule.save or rule.preview) a rule on a sensitive field for an actor who sees it masked."""
     if CustomerAccess(actor).sees_sensitive:
         return
     hidden = sorted({c.field for c in conditions if is_sensitive(c.field)})
     if hidden:
-        refuse(actor, action, "error.hidden_value_filter", target_type="tag_rule", fields=hidden)
+        refuse(
+            actor,
+            "rule.save" if saving else "rule.preview",
+            "error.hidden_value_filter",
+            target_type="tag_rule",
+            fields=hidden,
+        )
 
 
 # --- what the rule editor shows ------------------------------------------------------------------

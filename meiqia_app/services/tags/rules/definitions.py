@@ -62,7 +62,7 @@ def preview_rule(actor: Actor, data: dict, rule_id: int | None = None, now: dt.d
     """
     require(actor, "rule.manage", action="rule.preview")
     spec = clean_rule(data)
-    check_sensitive(actor, spec.conditions, "rule.preview")
+    check_sensitive(actor, spec.conditions, saving=False)
     rule_id = parse_id(rule_id) if rule_id not in (None, "", 0) else None
     now = now or utcnow()
     condition = compile_rule(spec.match, spec.conditions, now)
@@ -177,7 +177,7 @@ def save_rule(actor: Actor, data: dict, rule_id: int | None = None) -> int:
     """Create (``rule_id`` None) or update a rule; returns its id."""
     require(actor, "rule.manage", action="rule.save", target_type="tag_rule", target_id=rule_id or "")
     spec = clean_rule(data)
-    check_sensitive(actor, spec.conditions, "rule.save")
+    check_sensitive(actor, spec.conditions, saving=True)
     conditions = json.dumps([c.as_dict() for c in spec.conditions], ensure_ascii=False)
     now = utcnow()
     with write_session() as session:
