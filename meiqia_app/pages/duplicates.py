@@ -100,24 +100,53 @@ def _candidate_column(candidate) -> rx.Component:
 def _field_choice(field) -> rx.Component:
     return rx.vstack(
         rx.text(field.label, size="2", weight="medium", class_name="merge-field-label"),
-        rx.radio_group.root(
-            rx.foreach(
-                # field.values would be the object's values() method, not the attribute
-                field["values"].to(list[FieldValue]),
-                lambda value: rx.el.label(
-                    rx.radio_group.item(value=value.customer_id.to_string()),
-                    rx.text(rx.cond(value.empty, t("dup.empty_value"), value.value), size="2"),
-                    rx.text("#" + value.customer_id.to_string(), size="1", color_scheme="gray"),
-                    display="flex",
-                    gap="6px",
-                    align_items="center",
+        rx.cond(
+            field.locked,
+            # a sensitive custom field the actor sees masked: the values masked, no choice
+            rx.vstack(
+                rx.hstack(
+                    rx.foreach(
+                        field["values"].to(list[FieldValue]),
+                        lambda value: rx.text(
+                            rx.cond(value.empty, t("dup.empty_value"), value.value),
+                            " #" + value.customer_id.to_string(),
+                            size="2",
+                        ),
+                    ),
+                    spacing="4",
                 ),
+                rx.text(t("merge.cf_masked_kept"), size="1", color_scheme="gray"),
+                spacing="1",
             ),
-            value=S.choices[field.field],
-            on_change=lambda chosen: S.choose_value(field.field, chosen),
-            direction="row",
-            spacing="4",
-            name="field-" + field.field,
+            rx.radio_group.root(
+                rx.foreach(
+                    # field.values would be the object's values() method, not the attribute
+                    field["values"].to(list[FieldValue]),
+                    lambda value: rx.el.label(
+                        rx.radio_group.item(value=value.customer_id.to_string()),
+                        rx.text(rx.cond(value.empty, t("dup.empty_value"), value.value), size="2"),
+                        rx.text("#" + value.customer_id.to_string(), size="1", color_scheme="gray"),
+                        display="flex",
+                        gap="6px",
+                        align_items="center",
+                    ),
+                ),
+                rx.cond(
+                    field.union,
+                    rx.el.label(
+                        rx.radio_group.item(value="union"),
+                        rx.text(t("merge.cf_union"), size="2"),
+                        display="flex",
+                        gap="6px",
+                        align_items="center",
+                    ),
+                ),
+                value=S.choices[field.field],
+                on_change=lambda chosen: S.choose_value(field.field, chosen),
+                direction="row",
+                spacing="4",
+                name="field-" + field.field,
+            ),
         ),
         spacing="1",
         class_name="merge-field",

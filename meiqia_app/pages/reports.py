@@ -64,6 +64,38 @@ def controls() -> rx.Component:
                 ],
                 rx.cond(S.source_filter == "", "any", S.source_filter),
             ),
+            rx.cond(
+                S.cf_fields.length() > 0,
+                rx.fragment(
+                    _select(
+                        "cf_key",
+                        "report.cf_filter_field",
+                        [
+                            rx.select.item(t("report.filter_any"), value="none"),
+                            rx.foreach(S.cf_fields, lambda f: rx.select.item(f["label"], value=f["key"])),
+                        ],
+                        rx.cond(S.cf_key == "", "none", S.cf_key),
+                    ),
+                    rx.cond(
+                        S.cf_key != "",
+                        _select(
+                            "cf_value",
+                            "report.cf_filter_value",
+                            [rx.foreach(S.cf_values, lambda v: rx.select.item(v["label"], value=v["value"]))],
+                            S.cf_value,
+                        ),
+                    ),
+                    _select(
+                        "group_by",
+                        "report.cf_group_by",
+                        [
+                            rx.select.item(t("report.cf_group_none"), value="none"),
+                            rx.foreach(S.cf_fields, lambda f: rx.select.item(f["label"], value=f["key"])),
+                        ],
+                        rx.cond(S.group_by == "", "none", S.group_by),
+                    ),
+                ),
+            ),
             rx.card(
                 rx.hstack(
                     rx.text(t("report.period_a"), weight="bold", size="2"),
@@ -195,6 +227,30 @@ def cohort_section() -> rx.Component:
     )
 
 
+def groups_section() -> rx.Component:
+    """The segment's customers per value of the custom field chosen in "group by"."""
+    return rx.cond(
+        S.groups.length() > 0,
+        rx.card(
+            rx.vstack(
+                rx.heading(S.group_label, size="3", as_="h2"),
+                rx.box(
+                    _num_table(
+                        [t("report.cf_filter_value"), t("dash.total_customers"), "%"],
+                        S.groups,
+                        lambda g: [rx.table.cell(g["label"]), _right(g["customers"]), _right(g["share"])],
+                    ),
+                    id="cf-groups-table",
+                    width="100%",
+                ),
+                spacing="3",
+                width="100%",
+            ),
+            width="100%",
+        ),
+    )
+
+
 def products_section() -> rx.Component:
     return rx.card(
         rx.vstack(
@@ -246,6 +302,7 @@ def reports_page() -> rx.Component:
             S.loaded,
             rx.vstack(
                 comparison_section(),
+                groups_section(),
                 cohort_section(),
                 products_section(),
                 rx.text(t("dash.definitions"), size="1", color_scheme="gray"),

@@ -354,7 +354,13 @@ def _rule_row(rule: RuleRow) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell(rx.text(rule.name, weight="medium")),
         rx.table.cell(rx.badge(rule.tag_name, color_scheme=rule.tag_color, variant="soft")),
-        rx.table.cell(rx.text(rule.summary, size="2")),
+        rx.table.cell(
+            rx.vstack(
+                rx.text(rule.summary, size="2"),
+                rx.cond(rule.flag != "", rx.badge(rule.flag, color_scheme="red", variant="soft")),
+                spacing="1",
+            )
+        ),
         rx.table.cell(rx.cond(rule.mode == "sync", t("rule.mode.sync"), t("rule.mode.add_only"))),
         rx.table.cell(
             rx.switch(checked=rule.enabled, on_change=lambda v: S.toggle_rule(rule.id, v), aria_label=t("rule.enabled"))
@@ -512,7 +518,20 @@ def _condition_row(row: CondRow, index) -> rx.Component:
     return rx.hstack(
         rx.select.root(
             rx.select.trigger(id="cond-field-" + index.to_string(), aria_label=t("rule.field")),
-            rx.select.content(*[rx.select.item(t(f"rule.field.{key}"), value=key) for key in FIELDS]),
+            rx.select.content(
+                rx.select.group(*[rx.select.item(t(f"rule.field.{key}"), value=key) for key in FIELDS]),
+                rx.cond(
+                    S.cf_field_options.length() > 0,
+                    rx.select.group(
+                        rx.select.label(t("rule.cf_group")),
+                        rx.foreach(S.cf_field_options, _option_item),
+                    ),
+                ),
+                rx.cond(
+                    row.kind == "cf_gone",
+                    rx.select.item(row.field, value=row.field, disabled=True),
+                ),
+            ),
             value=row.field,
             on_change=lambda v: S.set_row(index, "field", v),
         ),
@@ -523,7 +542,7 @@ def _condition_row(row: CondRow, index) -> rx.Component:
             on_change=lambda v: S.set_row(index, "op", v),
         ),
         rx.cond(
-            row.kind == "has",
+            (row.kind == "has") | row.valueless,
             rx.fragment(),
             rx.cond(
                 (row.choices.length() > 0) & ((row.op == "eq") | (row.op == "ne")),
@@ -536,7 +555,11 @@ def _condition_row(row: CondRow, index) -> rx.Component:
                 rx.input(
                     value=row.value,
                     on_change=lambda v: S.set_row(index, "value", v),
-                    placeholder=rx.cond(row.kind == "date", "YYYY-MM-DD", rx.cond(row.kind == "choice", "a,b", "")),
+                    placeholder=rx.cond(
+                        row.op == "between",
+                        t("rule.cf_placeholder_range"),
+                        rx.cond(row.kind == "date", "YYYY-MM-DD", rx.cond(row.kind == "choice", "a,b", "")),
+                    ),
                     aria_label=t("rule.value"),
                     id="cond-value-" + index.to_string(),
                     width="120px",

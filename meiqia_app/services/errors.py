@@ -73,3 +73,14 @@ class ValidationError(AppError):
     @classmethod
     def single(cls, field: str, key: str, **params) -> ValidationError:
         return cls({field: (key, params)})
+
+
+class RuleFieldGone(ValidationError):
+    """A tag rule names a custom field that was retired or deleted (``fields``: its key):
+    the rule is not run (it would match nobody, or everybody) until it is edited."""
+
+    message_key = "rule.cf_field_gone"
+
+    def __init__(self, **params: object):
+        n = params.get("n", 1)
+        super().__init__({f"condition_{int(n) - 1}": ("rule.cf_field_gone", dict(params))}, **params)

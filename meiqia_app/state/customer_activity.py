@@ -21,7 +21,7 @@ from meiqia_app.services.tags.names import tag_key
 from meiqia_app.state import live
 from meiqia_app.state.customer_detail import CustomerDetailState
 
-KINDS = ("conversation", "order", "event", "note", "consent")
+KINDS = ("conversation", "order", "event", "note", "consent", "field")
 PAGE_SIZE = 20
 MAX_PAGES = 50  # "load more" stops at 1,000 items
 

@@ -37,6 +37,8 @@ class DuplicatesState(AppState):
     _next_key: str = ""
     _page_keys: list[str] = []
     _versions: dict[int, int] = {}
+    # multi-select custom fields that may take "all options of both" (the choice "union")
+    _union_fields: list[str] = []
 
     async def _load(self, after_key: str) -> object:
         self.loading = True
@@ -103,7 +105,13 @@ class DuplicatesState(AppState):
         self.merge_customers = preview.customers
         self.merge_fields = [field for field in preview.fields if field.differs]
         self.survivor_id = str(preview.suggested_survivor_id)
-        self.choices = {field.field: str(field.default_customer_id) for field in preview.fields if field.differs}
+        # A sensitive custom field the actor sees masked is locked: no choice (the service keeps the survivor's).
+        self.choices = {
+            field.field: str(field.default_customer_id)
+            for field in preview.fields
+            if field.differs and not field.locked
+        }
+        self._union_fields = [field.field for field in preview.fields if field.differs and field.union]
         self._versions = {candidate.id: candidate.version for candidate in preview.customers}
         self.merge_open = True
         return None
@@ -121,7 +129,9 @@ class DuplicatesState(AppState):
 
     @rx.event
     def choose_value(self, field: str, customer_id: str):
-        if field in self.choices and self._as_known_id(customer_id) is not None:
+        if field in self.choices and (
+            self._as_known_id(customer_id) is not None or (customer_id == "union" and field in self._union_fields)
+        ):
             self.choices = {**self.choices, field: str(customer_id)}
 
     def _as_known_id(self, value) -> int | None:
@@ -137,7 +147,7 @@ class DuplicatesState(AppState):
         if survivor is None or len(self._versions) < duplicate_merging.MIN_MERGE:
             return
         others = [cid for cid in self._versions if cid != survivor]
-        field_choices = {field: int(cid) for field, cid in self.choices.items()}
+        field_choices = {field: cid if cid == "union" else int(cid) for field, cid in self.choices.items()}
         self.merging = True
         yield
         try:

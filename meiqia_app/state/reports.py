@@ -10,6 +10,7 @@ import reflex as rx
 from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
 from meiqia_app.services.customers import saved_views
 from meiqia_app.services.errors import AppError
+from meiqia_app.services.reports import custom_segments
 from meiqia_app.services.reports import files as report_files
 from meiqia_app.services.reports import periods as report_periods
 from meiqia_app.services.reports import views as report_views
@@ -233,6 +234,15 @@ class ReportsState(AppState):
     view_id: str = ""
     lifecycle_filter: str = ""
     source_filter: str = ""
+    # custom fields (issue 23): narrow by one (cf_key = cf_value), group by one (group_by)
+    cf_key: str = ""
+    cf_value: str = ""
+    group_by: str = ""
+    cf_fields: list[dict[str, str]] = []  # key, label: the groupable fields
+    cf_values: list[dict[str, str]] = []  # value, label: the chosen filter field's values
+    group_label: str = ""
+    groups: list[dict[str, Any]] = []
+    _cf_choices: dict[str, list[list[str]]] = {}
     views: list[dict[str, str]] = []
     comparison: list[dict[str, str]] = []
     chart: list[dict[str, Any]] = []
@@ -253,6 +263,9 @@ class ReportsState(AppState):
             "view_id": self.view_id,
             "lifecycle": self.lifecycle_filter,
             "source": self.source_filter,
+            "cf_key": self.cf_key,
+            "cf_value": self.cf_value if self.cf_key else "",
+            "group_by": self.group_by,
         }
 
     async def _run(self):
@@ -261,7 +274,7 @@ class ReportsState(AppState):
         try:
             actor = self._actor()
             self._set_user(actor)
-            view = await self._call(report_views.segment_report_view, actor, self._params())
+            view = await self._call(report_views.segment_report_view, actor, self._params(), None, self.lang)
             self.comparison = view.comparison
             self.chart = view.chart
             self.cohorts = view.cohorts
@@ -269,6 +282,8 @@ class ReportsState(AppState):
             self.period_a_label = view.period_a["label"]
             self.period_b_label = view.period_b["label"]
             self.empty = view.empty
+            self.group_label = view.group_label
+            self.groups = view.groups
             self.loaded = True
         except AppError as error:
             yield self._on_error(error)
@@ -280,10 +295,18 @@ class ReportsState(AppState):
         try:
             actor = self._actor()
             options = await self._call(saved_views.list_views, actor)
+            fields = await self._call(custom_segments.groupable_fields, actor, self.lang)
         except AppError as error:
             yield self._on_error(error)
             return
         self.views = [{"id": str(o.id), "name": o.name} for o in options]
+        self.cf_fields = [{"key": f.key, "label": f.label} for f in fields]
+        self._cf_choices = {f.key: [list(pair) for pair in f.values] for f in fields}
+        if self.cf_key not in self._cf_choices:
+            self.cf_key, self.cf_value = "", ""
+        if self.group_by not in self._cf_choices:
+            self.group_by = ""
+        self._set_cf_values()
         if not self.a_from:
             defaults = report_views.default_segment_params()
             self.a_from, self.a_to, self.b_from, self.b_to = (
@@ -307,6 +330,20 @@ class ReportsState(AppState):
             self.lifecycle_filter = value if value in LIFECYCLE_STAGES else ""
         elif name == "source":
             self.source_filter = value if value in SOURCES else ""
+        elif name == "cf_key":
+            self.cf_key = value if value in self._cf_choices else ""
+            self._set_cf_values()
+            self.cf_value = self.cf_values[0]["value"] if self.cf_values else ""
+        elif name == "cf_value":
+            self.cf_value = value if any(v["value"] == value for v in self.cf_values) else ""
+        elif name == "group_by":
+            self.group_by = value if value in self._cf_choices else ""
+
+    def _set_cf_values(self) -> None:
+        choices = self._cf_choices.get(self.cf_key, [])
+        self.cf_values = [{"value": v, "label": label} for v, label in choices] + (
+            [{"value": custom_segments.EMPTY, "label": self._tr("report.cf_empty")}] if self.cf_key else []
+        )
 
     @rx.event
     async def run(self):

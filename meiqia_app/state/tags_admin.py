@@ -17,6 +17,7 @@ from meiqia_app.services.tags import catalog as tags
 from meiqia_app.services.tags.catalog import NearDuplicate, TagView
 from meiqia_app.services.tags.names import tag_key
 from meiqia_app.services.tags.rules import conditions as rule_conditions
+from meiqia_app.services.tags.rules import custom_conditions
 from meiqia_app.services.tags.rules import definitions as rule_definitions
 from meiqia_app.services.tags.rules import runs as rules
 from meiqia_app.state.base import AppState
@@ -24,6 +25,17 @@ from meiqia_app.state.base import AppState
 TABS = ("tags", "rules", "hygiene")
 MAX_ROWS = rule_conditions.MAX_CONDITIONS
 OP_SYMBOLS = {"gte": "≥", "gt": ">", "lte": "≤", "lt": "<", "eq": "=", "ne": "≠"}
+# How the builder shows a custom field's value input, by type (the built-in kinds' inputs).
+CF_KINDS = {
+    "number": "number",
+    "money": "number",
+    "percent": "number",
+    "date": "date",
+    "datetime": "date",
+    "single_select": "choice",
+    "multi_select": "choice",
+    "yes_no": "bool",
+}
 
 
 @dataclasses.dataclass
@@ -46,6 +58,18 @@ class CondRow:
     product: bool = False
     ops: list[Option] = dataclasses.field(default_factory=list)
     choices: list[Option] = dataclasses.field(default_factory=list)
+    valueless: bool = False  # empty / not empty: no value input
+
+
+@dataclasses.dataclass
+class CfChoice:
+    """A custom field the rule builder offers (definitions, not customer data)."""
+
+    name: str
+    label: str
+    field_type: str
+    ops: list[str]
+    options: list[Option]
 
 
 @dataclasses.dataclass
@@ -59,6 +83,7 @@ class RuleRow:
     summary: str
     last_run_at: str
     last_run: str
+    flag: str = ""  # names retired or deleted custom fields: not run until edited
 
 
 class TagsAdminState(AppState):
@@ -69,6 +94,8 @@ class TagsAdminState(AppState):
     tags: list[TagView] = []
     tag_options: list[Option] = []
     products: list[Option] = []
+    cf_choices: list[CfChoice] = []
+    cf_field_options: list[Option] = []
 
     # create / edit
     edit_open: bool = False
@@ -151,6 +178,7 @@ class TagsAdminState(AppState):
             self.products = [
                 Option(str(i), name) for i, name in await self._call(rule_conditions.product_choices, actor)
             ]
+        await self._load_cf_choices(actor)
         views = await self._call(rule_definitions.list_rules, actor)
         self.rules = [
             RuleRow(
@@ -163,6 +191,7 @@ class TagsAdminState(AppState):
                 summary=self._summary(v.match, v.conditions),
                 last_run_at=v.last_run_at,
                 last_run=self._run_text(v.last_run),
+                flag=self._tr("rule.cf_flag", fields=", ".join(v.missing_fields)) if v.missing_fields else "",
             )
             for v in views
         ]
@@ -182,9 +211,46 @@ class TagsAdminState(AppState):
         report = await self._call(tags.tag_hygiene, actor, days)
         self.unused, self.stale, self.duplicates = report.unused, report.stale, report.near_duplicates
 
+    async def _load_cf_choices(self, actor: Actor):
+        choices = await self._call(custom_conditions.rule_field_choices, actor, self.lang)
+        self.cf_choices = [
+            CfChoice(c.name, c.label, c.field_type, list(c.ops), [Option(i, label) for i, label in c.options])
+            for c in choices
+        ]
+        self.cf_field_options = [Option(c.name, c.label) for c in self.cf_choices]
+
+    def _cf(self, name: str) -> CfChoice | None:
+        return next((c for c in self.cf_choices if c.name == name), None)
+
+    def _cf_value_text(self, name: str, op: str, value: object) -> str:
+        """A custom condition's value as the builder and the summary show it (labels, not ids)."""
+        if value is None or op in custom_conditions.VALUELESS_OPS:
+            return ""
+        choice = self._cf(name)
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if choice is not None and choice.options:
+            labels = {o.value: o.label for o in choice.options}
+            return ",".join(labels.get(str(v), str(v)) for v in items)
+        return ",".join(str(v) for v in items)
+
+    def _cf_summary(self, c: dict) -> str:
+        name, op = str(c.get("field")), str(c.get("op"))
+        choice = self._cf(name)
+        label = choice.label if choice else name.removeprefix("cf.") + self._tr("rule.cf_gone_suffix")
+        value = self._cf_value_text(name, op, c.get("value"))
+        if isinstance(c.get("value"), bool):
+            value = self._tr("rule.yes") if c["value"] else self._tr("rule.no")
+        symbol = OP_SYMBOLS.get(op) or self._tr(f"rule.op.{op}")
+        return f"{label} {symbol}" + (f" {value}" if value else "")
+
     def _summary(self, match: str, conditions: list[dict]) -> str:
         parts = []
         for c in conditions:
+            if custom_conditions.is_custom(c.get("field")):
+                parts.append(self._cf_summary(c))
+                continue
             field = self._tr(f"rule.field.{c.get('field')}")
             op = OP_SYMBOLS.get(c.get("op"), self._tr(f"rule.op.{c.get('op')}"))
             value = c.get("value")
@@ -210,7 +276,40 @@ class TagsAdminState(AppState):
             removed=summary.get("removed", 0),
         )
 
+    def _cf_row(self, field: str, op: str, value: str) -> CondRow:
+        choice = self._cf(field)
+        if choice is None:  # retired or deleted (or sensitive for this person): shown, to be changed
+            return CondRow(
+                field=field,
+                op=op,
+                value=value,
+                kind="cf_gone",
+                ops=[Option(op, OP_SYMBOLS.get(op) or self._tr(f"rule.op.{op}"))],
+                valueless=True,
+            )
+        kind = CF_KINDS.get(choice.field_type, "text")
+        op = op if op in choice.ops else choice.ops[0]
+        if kind == "bool":
+            choices = [Option("true", self._tr("rule.yes")), Option("false", self._tr("rule.no"))]
+            if value not in ("true", "false"):
+                value = "true"
+        else:
+            choices = list(choice.options)
+        if kind == "choice" and op == "eq" and value not in {o.value for o in choices} and choices:
+            value = choices[0].value
+        return CondRow(
+            field=field,
+            op=op,
+            value=value,
+            kind=kind,
+            ops=[Option(o, OP_SYMBOLS.get(o) or self._tr(f"rule.op.{o}")) for o in choice.ops],
+            choices=choices,
+            valueless=op in custom_conditions.VALUELESS_OPS,
+        )
+
     def _row(self, field: str, op: str = "", value: str = "", days: str = "", product_id: str = "") -> CondRow:
+        if custom_conditions.is_custom(field):
+            return self._cf_row(field, op, value)
         spec = rule_conditions.FIELDS.get(field) or rule_conditions.FIELDS["order_count"]
         ops = [Option(o, OP_SYMBOLS.get(o) or self._tr(f"rule.op.{o}")) for o in spec.ops]
         if spec.kind == "bool":
@@ -244,6 +343,8 @@ class TagsAdminState(AppState):
         conditions = []
         for row in self.rows:
             item = {"field": row.field, "op": row.op, "value": row.value}
+            if row.valueless:
+                item.pop("value")
             if row.kind == "choice" and row.op in ("in", "not_in"):
                 item["value"] = [v.strip() for v in row.value.split(",") if v.strip()]
             if row.window != "none":
@@ -475,6 +576,7 @@ class TagsAdminState(AppState):
             if not self.products:
                 choices = await self._call(rule_conditions.product_choices, self._actor())
                 self.products = [Option(str(i), name) for i, name in choices]
+            await self._load_cf_choices(self._actor())
         except AppError as error:
             return self._on_error(error)
         self.rule_id, self.rule_name, self.rule_match, self.rule_mode = 0, "", "all", "add_only"
@@ -489,6 +591,7 @@ class TagsAdminState(AppState):
         try:
             actor = self._actor()
             view = await self._call(rule_definitions.get_rule, actor, self._as_id(rule_id))
+            await self._load_cf_choices(actor)
         except AppError as error:
             return self._on_error(error)
         self.rule_id, self.rule_name, self.rule_tag = view.id, view.name, str(view.tag_id)
@@ -496,6 +599,12 @@ class TagsAdminState(AppState):
         rows = []
         for c in view.conditions:
             value = c.get("value")
+            if custom_conditions.is_custom(c.get("field")):
+                text = self._cf_value_text(str(c.get("field")), str(c.get("op")), value)
+                if c.get("op") == "eq" and not isinstance(value, bool):
+                    text = "" if value is None else str(value)  # an option id for the select
+                rows.append(self._row(str(c.get("field")), str(c.get("op")), text))
+                continue
             value = (
                 ",".join(value)
                 if isinstance(value, list)
@@ -559,7 +668,7 @@ class TagsAdminState(AppState):
         row = self.rows[index]
         value = str(value or "")[:64]
         if key == "field":
-            if value not in rule_conditions.FIELDS:
+            if value not in rule_conditions.FIELDS and self._cf(value) is None:
                 return
             new = self._row(value)
         elif key == "op":

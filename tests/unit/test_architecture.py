@@ -329,7 +329,6 @@ LONG_SERVICES = {
     "meiqia_app/services/integrations/ingest.py": "one ingest batch (_Batch) resolves customers and applies records "
     "in one transaction; not split yet",
     "meiqia_app/services/integrations/webhooks.py": "subscriptions, the outbox, signing and the delivery loop: not split yet",
-    "meiqia_app/services/reports/aggregates.py": "the daily aggregates' build and incremental upkeep: not split yet",
 }
 
 
@@ -404,6 +403,8 @@ BARE_DICTS_ALLOWED = {
     "privacy/erasure.py:reapply_ledger": "the restore's report, stored as JSON with the restore",
     "reports/aggregates.py:state": "the aggregates' state row, a JSON document (status, zone, built_at)",
     "reports/aggregates.py:build": "the same state document after a build (None when nothing was built)",
+    "customers/duplicates/custom_merge.py:audited_document": "audit details: a merged customer's custom values "
+    "with sensitive ones masked, stored as JSON",
     "cleanup/retention.py:counts_so_far": "a job's checkpoint counts, stored as JSON in the job table",
     # request parameters and column values, dicts by nature
     "reports/views.py:default_segment_params": "the segment report's request params (the page sends them back)",

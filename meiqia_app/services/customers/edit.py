@@ -118,7 +118,11 @@ def update_customer(actor: Actor, customer_id: int, expected_version: int, raw: 
             "customer.update",
             target_type="customer",
             target_id=customer.id,
-            details={"changes": mask_diff(_audited(diff)), "version": int(expected_version) + 1},
+            details={
+                "changes": mask_diff(_audited(diff)),
+                "version": int(expected_version) + 1,
+                **_custom_field_labels(diff),
+            },
         )
         webhooks.emit(session, "customer.updated", customer.id, {"changes": sorted(diff)})
         # Counts, report caches and the on-change rules follow (services/customers/change_subscribers.py).
@@ -142,6 +146,18 @@ def _as_text_ref(field: str) -> bool:
     key = key_of(field)
     custom = custom_field_catalog.field(key) if key else None
     return custom is not None and custom.field_type in FREE_TEXT_TYPES and not custom.sensitive
+
+
+def _custom_field_labels(diff: dict) -> dict:
+    """``{"field_labels": {"cf.<key>": {"zh", "en"}}}`` for the custom fields of a diff: the
+    labels at the time, so the timeline names a field the same after it is renamed or
+    deleted (services/customers/timeline.py); ``{}`` when no custom field changed."""
+    labels = {}
+    for name in diff:
+        field = custom_field_catalog.field(key_of(name) or "") if name.startswith(FIELD_PREFIX) else None
+        if field is not None:
+            labels[name] = field.labels
+    return {"field_labels": labels} if labels else {}
 
 
 def _audited(diff: dict) -> dict:

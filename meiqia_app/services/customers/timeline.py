@@ -50,12 +50,13 @@ from meiqia_app.timeutil import as_utc, format_local
 KIND_CONSENT = "consent"
 KIND_CONVERSATION = "conversation"
 KIND_EVENT = "event"
+KIND_FIELD = "field"
 KIND_NOTE = "note"
 KIND_ORDER = "order"
 KIND_OWNER = "owner"
 # Alphabetical on purpose: the kind is the tie-breaker between rows of the
 # same instant, and this is also its string order in the cursor.
-KINDS = (KIND_CONSENT, KIND_CONVERSATION, KIND_EVENT, KIND_NOTE, KIND_ORDER, KIND_OWNER)
+KINDS = (KIND_CONSENT, KIND_CONVERSATION, KIND_EVENT, KIND_FIELD, KIND_NOTE, KIND_ORDER, KIND_OWNER)
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -71,11 +72,12 @@ _C = Customer.__table__.c
 _A = AuditEntry.__table__.c
 _OW = OwnerChange.__table__.c
 CONSENT_ACTION = "customer.consent"
+FIELD_ACTIONS = ("customer.update", "customer.merge")
 
 
 @dataclasses.dataclass
 class TimelineItem:
-    kind: str  # conversation | order | event | note | consent | owner
+    kind: str  # conversation | order | event | field | note | consent | owner
     id: int
     key: str  # "kind:id", unique on the page (for rx.foreach keys)
     at: str  # local time, formatted
@@ -395,6 +397,80 @@ def _consents(conn, actor, customer_id, cursor, n, lang):
     return result
 
 
+def _field_changes(conn, actor, customer_id, cursor, n, lang):
+    """Edits of the customer's custom fields ("字段变更"), from the ``customer.update`` and
+    ``customer.merge`` audit entries (their "cf.<key>" changes): the label stored at the time
+    (the key with a note for a field deleted before labels were stored), old → new as shown
+    (option labels, money, dates), masked as the actor sees the field now. The audit log
+    keeps free text as a reference (never the text), so such a change reads "changed";
+    sensitive values are kept masked there, so they are shown masked to everyone."""
+    from meiqia_app.services.custom_fields import catalog as custom_field_catalog
+    from meiqia_app.services.custom_fields.field_types import FIELD_PREFIX, display, key_of
+
+    statement = select(_A.id, _A.occurred_at, _A.actor_name, _A.details).where(
+        _A.target_type == "customer",
+        _A.target_id == str(customer_id),
+        _A.action.in_(FIELD_ACTIONS),
+        _A.result == "ok",
+        _A.details.contains(f'"{FIELD_PREFIX}'),
+    )
+    statement = _newest_first(statement, _A.occurred_at, _A.id, KIND_FIELD, cursor, n)
+    access = CustomerAccess(actor)
+    catalog = custom_field_catalog.catalog()
+    result = []
+    for r in conn.execute(statement):
+        try:
+            details = json.loads(r.details or "{}")
+        except ValueError:
+            continue
+        changes = (details.get("changes") or details.get("survivor_changes")) if isinstance(details, dict) else None
+        if not isinstance(changes, dict):
+            continue
+        labels = details.get("field_labels") if isinstance(details.get("field_labels"), dict) else {}
+        lines = []
+        for name, pair in sorted(changes.items()):
+            if not name.startswith(FIELD_PREFIX) or not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                continue
+            field = catalog.get(key_of(name))
+            stored = labels.get(name)
+            if isinstance(stored, dict) and stored.get("zh"):
+                title = (stored.get("en") or stored["zh"]) if lang == "en" else stored["zh"]
+            else:
+                title = field.label(lang) if field is not None else key_of(name) or name
+            if field is None:
+                title += tr(lang, "timeline.field_deleted_note")
+
+            def shown(value, field=field, name=name):
+                if value is None or value == "":
+                    return tr(lang, "timeline.empty_value")
+                if isinstance(value, dict) and "hmac" in value:  # free text: a reference only
+                    return tr(lang, "timeline.text_changed")
+                text = display(field, value, lang) if field is not None else str(value)
+                return str(access.mask(name, text))
+
+            lines.append(tr(lang, "timeline.field_changed_line", field=title, old=shown(pair[0]), new=shown(pair[1])))
+        if not lines:
+            continue
+        result.append(
+            (
+                r.occurred_at,
+                KIND_FIELD,
+                r.id,
+                TimelineItem(
+                    kind=KIND_FIELD,
+                    id=r.id,
+                    key=f"{KIND_FIELD}:{r.id}",
+                    at=format_local(r.occurred_at),
+                    title=tr(lang, "timeline.field_changed"),
+                    summary="；".join(lines) if lang != "en" else "; ".join(lines),
+                    detail=tr(lang, "timeline.owner_by", by=r.actor_name or "?"),
+                ),
+                None,
+            )
+        )
+    return result
+
+
 def _owner_changes(conn, actor, customer_id, cursor, n, lang):
     """Claims, assignments, transfers, releases and returns to the pool (services/customers/ownership.py,
     table owner_change)."""
@@ -448,6 +524,7 @@ _READERS = {
     KIND_CONSENT: _consents,
     KIND_CONVERSATION: _conversations,
     KIND_EVENT: _events,
+    KIND_FIELD: _field_changes,
     KIND_NOTE: _notes,
     KIND_ORDER: _orders,
     KIND_OWNER: _owner_changes,

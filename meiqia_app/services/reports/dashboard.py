@@ -14,7 +14,7 @@ from meiqia_app.models.customer import LIFECYCLE_STAGES, SOURCES
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.identity.rbac import Actor, refuse, require
-from meiqia_app.services.reports import aggregates
+from meiqia_app.services.reports import aggregate_queries, aggregates
 from meiqia_app.services.reports.cache import cached_result, data_signature, stale_flag
 from meiqia_app.services.reports.measures import (
     ACTIVE,
@@ -74,9 +74,9 @@ def _aggregate_breakdowns(
 ) -> list[Breakdown]:
     previous = period.previous()
     return _breakdown_list(
-        aggregates.group_counts(conn, column.name),
-        aggregates.group_counts(conn, column.name, period.first, period.last),
-        aggregates.group_counts(conn, column.name, previous.first, previous.last),
+        aggregate_queries.group_counts(conn, column.name),
+        aggregate_queries.group_counts(conn, column.name, period.first, period.last),
+        aggregate_queries.group_counts(conn, column.name, previous.first, previous.last),
         keys,
         limit,
     )
@@ -109,14 +109,14 @@ def _breakdown_list(
 
 
 def aggregate_measures(
-    conn: Connection, period: Period, segment_totals: aggregates.SegmentTotals | None = None
+    conn: Connection, period: Period, segment_totals: aggregate_queries.SegmentTotals | None = None
 ) -> dict[str, float | None]:
     """period_measures for the whole working set (the daily aggregates) or a
     segment (its customers' contributions summed, ``segment_totals``)."""
     if segment_totals is not None:
         m = segment_totals.measures(period.first, period.last)
     else:
-        m = aggregates.measures(conn, period.first, period.last)
+        m = aggregate_queries.measures(conn, period.first, period.last)
     return {
         "total_customers": m["total"],
         "new_customers": m["new"],
@@ -154,7 +154,7 @@ def ledger_usable(segment: ListQuery | None) -> bool:
 
 def ledger_segment_totals(
     conn: Connection, access: CustomerAccess, segment: ListQuery | None, usable: bool
-) -> aggregates.SegmentTotals | None:
+) -> aggregate_queries.SegmentTotals | None:
     """A segment's figures from the ledger of its customers (one pass serves the
     comparison, the cohorts and the top products of a report), or None when the
     aggregates cannot answer exactly right now (first build, or many changes
@@ -178,7 +178,7 @@ def ledger_segment_totals(
     # the SQL over the rows costs per row in the periods whatever the segment's
     # size. Small segments (a city, a tag, a saved view) take the ledger.
     size = conn.execute(select(func.count()).select_from(ids.limit(SEGMENT_LEDGER_MAX + 1).subquery())).scalar_one()
-    totals = aggregates.SegmentTotals.load(conn, ids) if size <= SEGMENT_LEDGER_MAX else None
+    totals = aggregate_queries.SegmentTotals.load(conn, ids) if size <= SEGMENT_LEDGER_MAX else None
     with _segment_memo_lock:
         segment_memo[key] = (time.monotonic(), totals)
         while len(segment_memo) > 4:
@@ -281,9 +281,9 @@ def agent_snapshot(actor: Actor) -> Snapshot:
 
     if not scope and aggregates_ready():
         with get_engine().connect() as conn:
-            total = sum(aggregates.group_counts(conn, "lifecycle_stage").values())
-            month = aggregates.measures(conn, month_start(today), today)
-            day = aggregates.measures(conn, today, today)
+            total = sum(aggregate_queries.group_counts(conn, "lifecycle_stage").values())
+            month = aggregate_queries.measures(conn, month_start(today), today)
+            day = aggregate_queries.measures(conn, today, today)
         return Snapshot(total_customers=total, new_today=day["new"], new_this_month=month["new"])
 
     def compute(conn: Connection) -> Snapshot:

@@ -71,7 +71,7 @@ from meiqia_app.models.customer import IN_TRASH, IN_WORKING_SET_INDEXES
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.identity.rbac import Actor
-from meiqia_app.services.reports import aggregates
+from meiqia_app.services.reports import aggregate_queries
 from meiqia_app.services.reports.cache import cached_result, computation_state
 from meiqia_app.services.reports.periods import Period
 
@@ -122,8 +122,9 @@ def segment_conditions(conn: Connection, access: CustomerAccess, segment: ListQu
     if segment is None:
         return []
     from meiqia_app.services.customers.listing import all_conditions
+    from meiqia_app.services.reports.custom_segments import custom_conditions
 
-    return all_conditions(conn, access, segment)
+    return all_conditions(conn, access, segment) + custom_conditions(access, segment)
 
 
 EXCLUDED_CHUNK = 2000
@@ -410,4 +411,4 @@ def snapshot_totals(conn: Connection, column) -> dict[str, int]:
     return cached_result(f"totals:{column.name}", (), lambda c: working_set_group_counts(c, column))
 
 
-segment_memo: OrderedDict[tuple, tuple[float, aggregates.SegmentTotals | None]] = OrderedDict()
+segment_memo: OrderedDict[tuple, tuple[float, aggregate_queries.SegmentTotals | None]] = OrderedDict()

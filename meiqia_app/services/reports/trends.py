@@ -13,7 +13,7 @@ from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.identity.rbac import Actor, require
-from meiqia_app.services.reports import aggregates
+from meiqia_app.services.reports import aggregate_queries
 from meiqia_app.services.reports.cache import cached_result
 from meiqia_app.services.reports.dashboard import (
     aggregate_measures,
@@ -95,7 +95,9 @@ def trend(
 
     if segment is None and aggregates_ready():
         with get_engine().connect() as conn:
-            per_day = aggregates.daily(conn, starts[0], bucket_end(granularity, starts[-1]) - dt.timedelta(days=1))
+            per_day = aggregate_queries.daily(
+                conn, starts[0], bucket_end(granularity, starts[-1]) - dt.timedelta(days=1)
+            )
         points = []
         for start_day in starts:
             sums = [0, 0, 0, 0]
@@ -244,7 +246,7 @@ def cohorts(
         with get_engine().connect() as conn:
             for first in firsts:
                 boundaries = [add_months(first, k) for k in COHORT_OFFSETS]
-                size, retained = aggregates.cohort(conn, first, boundaries)
+                size, retained = aggregate_queries.cohort(conn, first, boundaries)
                 opened = complete(first)
                 rows.append(
                     CohortRow(
@@ -309,7 +311,7 @@ def top_products(actor: Actor, segment: ListQuery | None, period: Period, limit:
     limit = max(1, min(int(limit), 50))
     if segment is None and aggregates_ready():
         with get_engine().connect() as conn:
-            found = aggregates.products(conn, period.first, period.last)
+            found = aggregate_queries.products(conn, period.first, period.last)
         found.sort(key=lambda r: (-r[3], r[0]))
         return [ProductRow(*row) for row in found[:limit]]
 

@@ -17,6 +17,7 @@ from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.identity.rbac import Actor, require
 from meiqia_app.services.reports import cache as report_cache
+from meiqia_app.services.reports import custom_segments
 from meiqia_app.services.reports import dashboard as report_dashboard
 from meiqia_app.services.reports import formatting as report_formatting
 from meiqia_app.services.reports import measures as reports
@@ -199,7 +200,17 @@ def dashboard_view(
 
 
 def segment_from_params(actor: Actor, params: dict) -> tuple[ListQuery | None, str]:
-    """(segment, its description) from {view_id} or {lifecycle, source}."""
+    """(segment, its description) from {view_id} or {lifecycle, source}, narrowed by a
+    custom field ({cf_key, cf_value}: reports/custom_segments.py)."""
+    segment, description = _base_segment(actor, params)
+    if not params.get("cf_key"):
+        return segment, description
+    narrowed = custom_segments.narrowed(actor, segment, params)
+    key, value = narrowed.custom_filter
+    return narrowed, ("" if description == "all" else description + ",") + f"cf.{key}={value}"
+
+
+def _base_segment(actor: Actor, params: dict) -> tuple[ListQuery | None, str]:
     view_id = params.get("view_id")
     if view_id not in (None, "", "0", 0):
         from meiqia_app.services.customers import saved_views
@@ -238,6 +249,9 @@ def segment_text(actor: Actor, params: dict, lang: str) -> str:
         parts.append(f"{tr(lang, 'report.filter_lifecycle')} = {tr(lang, f'lifecycle.{lifecycle}')}")
     if source:
         parts.append(f"{tr(lang, 'report.filter_source')} = {tr(lang, f'source.{source}')}")
+    custom = custom_segments.filter_text(params, lang)
+    if custom:
+        parts.append(custom)
     return " · ".join(parts) or tr(lang, "report.segment_all")
 
 
@@ -253,9 +267,14 @@ class SegmentReportView:
     cohorts: list[dict]  # month, size, size_text, retained, r1, r3, r6, raw
     products: list[dict]  # product, orders, *_text, amount, raw
     empty: bool
+    # the segment grouped by a custom field (params "group_by"): its label, then value, label, customers, share
+    group_label: str = ""
+    groups: list[dict] = dataclasses.field(default_factory=list)
 
 
-def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = None) -> SegmentReportView:
+def segment_report_view(
+    actor: Actor, params: dict, now: dt.datetime | None = None, lang: str = "zh"
+) -> SegmentReportView:
     """Two periods side by side for a segment, cohorts and top products.
 
     ``params`` = {view_id | lifecycle, source, a_from, a_to, b_from, b_to}.
@@ -267,6 +286,8 @@ def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = No
     comparison = report_trends.compare_periods(actor, segment, period_a, period_b)
     cohort_rows = report_trends.cohorts(actor, 12, period_b.last, segment, now=now)
     products = report_trends.top_products(actor, segment, period_b, 10)
+    group_by = str(params.get("group_by") or "")
+    groups = custom_segments.group_counts(actor, segment, group_by, lang) if group_by else []
     rows = []
     for m in comparison.measures:
         row = _measure_row(m)
@@ -313,7 +334,14 @@ def segment_report_view(actor: Actor, params: dict, now: dt.datetime | None = No
             for p in products
         ],
         empty=not any(comparison.raw_a[k] or comparison.raw_b[k] for k in ("orders", "conversations", "new_customers")),
+        group_label=_custom_field_label(group_by, lang) if group_by else "",
+        groups=[dataclasses.asdict(g) for g in groups],
     )
+
+
+def _custom_field_label(key: str, lang: str) -> str:
+    field = custom_segments.custom_field_catalog.field(key)
+    return field.label(lang) if field is not None else key
 
 
 def default_segment_params() -> dict:
@@ -330,6 +358,9 @@ def default_segment_params() -> dict:
         "view_id": "",
         "lifecycle": "",
         "source": "",
+        "cf_key": "",
+        "cf_value": "",
+        "group_by": "",
     }
 
 

@@ -30,10 +30,11 @@ from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.access import CustomerAccess, mask_value
 from meiqia_app.services.customers.changes import MERGED, customers_changed
 from meiqia_app.services.customers.dto import label, money
+from meiqia_app.services.customers.duplicates import custom_merge
 from meiqia_app.services.customers.search_text import pinyin_of, search_row
 from meiqia_app.services.customers.validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
-from meiqia_app.services.identity.rbac import Actor, require
+from meiqia_app.services.identity.rbac import Actor, refuse, require
 from meiqia_app.services.integrations import webhooks
 from meiqia_app.timeutil import as_utc, format_local, utcnow
 
@@ -116,6 +117,8 @@ class MergeField:
     values: list[FieldValue]
     differs: bool
     default_customer_id: int  # for the suggested survivor; see default_choices()
+    union: bool = False  # a multi-select custom field: "all options of both" may be chosen ("union")
+    locked: bool = False  # a sensitive custom field the actor sees masked: not chosen, see custom_merge
 
 
 @dataclasses.dataclass
@@ -259,6 +262,19 @@ def merge_preview(actor: Actor, ids: Sequence[int], lang: str = "zh") -> MergePr
                 default_customer_id=defaults[field],
             )
         )
+    for view in custom_merge.field_views(access, {i: rows[i].custom_fields for i in ids}, survivor, ids, lang):
+        fields.append(
+            MergeField(
+                field=view.field,
+                label_key="",
+                label=view.label,
+                values=[FieldValue(*value) for value in view.values],
+                differs=view.differs,
+                default_customer_id=view.default_customer_id,
+                union=view.union,
+                locked=view.locked,
+            )
+        )
     customers = [
         MergeCandidate(
             id=i,
@@ -290,6 +306,9 @@ def _clean_merge_input(survivor_id, other_ids, field_choices, expected_versions)
     survivor, others = ids[0], ids[1:]
     choices: dict[str, int] = {}
     for field, customer_id in dict(field_choices or {}).items():
+        if custom_merge.is_custom(field):
+            choices[field] = custom_merge.clean_choice(field, customer_id, ids)
+            continue
         if field not in EDITABLE_FIELDS:
             raise ValidationError.single("field_choices", "dup.unknown_field", name=str(field)[:40])
         try:
@@ -320,11 +339,13 @@ def _audit_value(field: str, value):
 
 def _snapshot(row) -> dict:
     """Every column of a customer, sensitive values masked, for the audit entry."""
-    return {
+    snapshot = {
         column.name: _audit_value(column.name, getattr(row, column.name))
         for column in Customer.__table__.columns
         if column.name not in SNAPSHOT_SKIP
     }
+    snapshot["custom_fields"] = custom_merge.audited_document(row.custom_fields)
+    return snapshot
 
 
 def _merged_attributes(rows: Sequence) -> tuple[str, list[str]]:
@@ -466,8 +487,18 @@ def merge_customers(
     ids = [survivor, *others]
     now = utcnow()
     by_name = actor.display_name or actor.username
+    access = CustomerAccess(actor)
+    masked = custom_merge.masked_choices(access, choices)
+    if masked:  # the dialog offers no choice of a value the actor sees masked
+        refuse(
+            actor, "customer.merge", "dup.cf_masked_choice", target_type="customer", target_id=survivor, fields=masked
+        )
     with write_session() as session:
-        rows = _load_mergeable(session, CustomerAccess(actor), ids, versions)
+        rows = _load_mergeable(session, access, ids, versions)
+        custom = custom_merge.merged_values(
+            {i: rows[i].custom_fields for i in ids}, survivor, ids, {f: c for f, c in choices.items() if "." in f}
+        )
+        choices = {f: c for f, c in choices.items() if "." not in f}
         old = {i: {f: getattr(rows[i], f) for f in EDITABLE_FIELDS} for i in ids}
         choices = {**default_choices(old, survivor, ids), **choices}
         new_fields = {field: old[choices[field]][field] for field in EDITABLE_FIELDS}
@@ -503,6 +534,8 @@ def merge_customers(
         if "name" in changes:
             full, initials = pinyin_of(new_fields["name"])
             values.update(name_pinyin=full[:256], name_initials=initials[:64])
+        if custom:
+            values["custom_fields"] = custom.patch(session)
         values.update(_purchase_figures(session, survivor))
         values.update(
             custom_attributes=attributes,
@@ -548,10 +581,12 @@ def merge_customers(
                 "survivor_id": survivor,
                 "merged_ids": others,
                 "moved": moved,
-                "field_choices": choices,
+                "field_choices": {**choices, **custom.choices},
                 "survivor_changes": {
-                    f: [_audit_value(f, old[survivor][f]), _audit_value(f, v)] for f, v in changes.items()
+                    **{f: [_audit_value(f, old[survivor][f]), _audit_value(f, v)] for f, v in changes.items()},
+                    **custom.audited_changes(),
                 },
+                **custom.field_labels(),
                 "survivor_recomputed": {
                     f: [_audit_value(f, getattr(survivor_row, f)), _audit_value(f, values[f])]
                     for f in RECOMPUTED_FIELDS

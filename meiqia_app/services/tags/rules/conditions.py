@@ -17,6 +17,11 @@ from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURC
 from meiqia_app.services.customers.access import parse_id
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.identity.rbac import Actor, require
+from meiqia_app.services.tags.rules.custom_conditions import (
+    clean_custom_condition,
+    compile_custom_condition,
+    is_custom,
+)
 from meiqia_app.timeutil import local_day_start_utc
 
 C = Customer.__table__.c
@@ -141,6 +146,8 @@ def product_choices(actor: Actor) -> list[tuple[int, str]]:
 def _clean_condition(raw: object, index: int, known_products: set[int] | None) -> Condition:
     if not isinstance(raw, dict):
         raise _bad(index)
+    if is_custom(raw.get("field")):
+        return Condition(*clean_custom_condition(raw, index))
     spec = FIELDS.get(str(raw.get("field") or ""))
     if spec is None:
         raise _bad(index, "rule.bad_field")
@@ -340,6 +347,8 @@ def _aggregate_condition(cond: Condition, now: dt.datetime, correlated: bool):
 
 
 def compile_condition(cond: Condition, now: dt.datetime, correlated: bool = False):
+    if is_custom(cond.field):
+        return compile_custom_condition(cond.field, cond.op, cond.value)
     spec = FIELDS[cond.field]
     if spec.aggregate:
         return _aggregate_condition(cond, now, correlated)

@@ -21,6 +21,7 @@ from meiqia_app.services.identity.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.services.platform import scheduler
 from meiqia_app.services.tags.names import tag_key
 from meiqia_app.services.tags.rules.conditions import MATCH_TABLE, M, clean_conditions, clean_rule, compile_rule
+from meiqia_app.services.tags.rules.custom_conditions import check_sensitive, missing_fields
 from meiqia_app.timeutil import format_local, utcnow
 
 C = Customer.__table__.c
@@ -61,6 +62,7 @@ def preview_rule(actor: Actor, data: dict, rule_id: int | None = None, now: dt.d
     """
     require(actor, "rule.manage", action="rule.preview")
     spec = clean_rule(data)
+    check_sensitive(actor, spec.conditions, saving=False)
     rule_id = parse_id(rule_id) if rule_id not in (None, "", 0) else None
     now = now or utcnow()
     condition = compile_rule(spec.match, spec.conditions, now)
@@ -132,9 +134,12 @@ class RuleView:
     conditions: list[dict]
     last_run_at: str
     last_run: dict
+    # keys of custom fields the rule names that were retired or deleted: it is not run until edited
+    missing_fields: list[str] = dataclasses.field(default_factory=list)
 
 
 def _rule_view(rule: TagRule, tag: Tag | None) -> RuleView:
+    conditions = json.loads(rule.conditions or "[]")
     return RuleView(
         id=rule.id,
         name=rule.name,
@@ -144,9 +149,10 @@ def _rule_view(rule: TagRule, tag: Tag | None) -> RuleView:
         match=rule.match,
         mode=rule.mode,
         enabled=rule.enabled,
-        conditions=json.loads(rule.conditions or "[]"),
+        conditions=conditions,
         last_run_at=format_local(rule.last_run_at),
         last_run=json.loads(rule.last_run_summary or "{}"),
+        missing_fields=missing_fields(conditions),
     )
 
 
@@ -171,6 +177,7 @@ def save_rule(actor: Actor, data: dict, rule_id: int | None = None) -> int:
     """Create (``rule_id`` None) or update a rule; returns its id."""
     require(actor, "rule.manage", action="rule.save", target_type="tag_rule", target_id=rule_id or "")
     spec = clean_rule(data)
+    check_sensitive(actor, spec.conditions, saving=True)
     conditions = json.dumps([c.as_dict() for c in spec.conditions], ensure_ascii=False)
     now = utcnow()
     with write_session() as session:

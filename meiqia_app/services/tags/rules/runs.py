@@ -39,7 +39,7 @@ from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.access import parse_id
 from meiqia_app.services.customers.changes import MANY, RULE_TAGS, customers_changed
 from meiqia_app.services.customers.lifecycle_update import recompute_lifecycle
-from meiqia_app.services.errors import NotFound
+from meiqia_app.services.errors import NotFound, RuleFieldGone
 from meiqia_app.services.identity.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.services.platform import jobs
 from meiqia_app.services.tags.rules.conditions import MATCH_TABLE, M, RuleSpec, clean_conditions, compile_rule
@@ -147,8 +147,16 @@ def run_all_rules(
     for rule_id, name in rules:
         if progress:
             progress(f"rule {name}")
-        results[rule_id] = _run_one(rule_id, actor, now)
+        try:
+            results[rule_id] = _run_one(rule_id, actor, now)
+        except RuleFieldGone as gone:  # flagged on /tags; its tags stay as they are
+            results[rule_id] = _skipped(gone)
     return results
+
+
+def _skipped(gone: RuleFieldGone) -> dict:
+    """The result of a rule not run: it names a custom field that was retired or deleted."""
+    return {"skipped": "field_gone", "fields": str(gone.params.get("fields", ""))}
 
 
 def start_rule_run_job(actor: Actor, rule_id: int | None = None) -> int:
@@ -182,6 +190,8 @@ def _run_worker(ctx: jobs.JobContext) -> dict:
             results[str(rule_id)] = _run_one(rule_id, ctx.actor, now)
         except NotFound:
             results[str(rule_id)] = {"missing": True}
+        except RuleFieldGone as gone:
+            results[str(rule_id)] = _skipped(gone)
         done.append(rule_id)
         ctx.progress(len(done), {"done": done, "results": results})
     totals = {key: sum(r.get(key, 0) for r in results.values()) for key in ("matched", "added", "removed")}
@@ -238,8 +248,11 @@ def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> di
         if not active:
             return {}
         for rule in rules:
-            spec = _spec_of(rule)
-            condition = compile_rule(spec.match, spec.conditions, now, correlated=True)
+            try:
+                spec = _spec_of(rule)
+                condition = compile_rule(spec.match, spec.conditions, now, correlated=True)
+            except RuleFieldGone:  # not run until edited (flagged on /tags): no tag given or taken
+                continue
             adapter = get_adapter(conn)
             matching = {
                 row[0]
