@@ -388,8 +388,9 @@ def _guessing(actor, victim: int, families: list[list[str]], truths: list[str], 
     """Replay the guesses; then give the victim another hidden part that looks the same masked and replay them.
 
     ``learned``: families where the victim shows up for the guess of the true character and not for
-    every guess (what the attacker reads). ``visible``: families where it shows up for some guesses
-    only, none the true one (matched through a field the role sees, e.g. a visitor ID).
+    every guess, and that changes with the hidden part (what the attacker reads). ``visible``: families
+    where it shows up for some guesses only, the same whatever the hidden part is (matched through
+    something the role sees, e.g. a visitor ID or the visible digits).
     ``depends``: families whose answers (rows, labels, exact counts) change with the hidden part: the
     criterion of tests/unit/test_search_masking.py.
     """
@@ -400,10 +401,12 @@ def _guessing(actor, victim: int, families: list[list[str]], truths: list[str], 
     finally:
         restore()
     learned, visible = [], []
-    for guesses, answers, truth in zip(families, before, truths):
+    for guesses, answers, changed, truth in zip(families, before, after, truths):
         shown = [typed for typed, row in zip(guesses, _victim_rows(answers, victim)) if row is not None]
         if shown and len(shown) < len(guesses):
-            (learned if truth in shown else visible).append(f"{truth}→{shown[:2]}" if truth in shown else shown[0])
+            # Telling only if it hangs on the hidden part: the same guesses show the customer just the
+            # same once its hidden part is another (then a field the role sees made the match).
+            (learned if truth in shown and answers != changed else visible).append(f"{truth}: {shown[:2]}…")
     depends = [guesses[0] for guesses, a, b in zip(families, before, after) if a != b]
     return {
         "learned": learned,
@@ -473,7 +476,7 @@ def search_unmasking(data_dir: Path, agent, manager) -> None:
         f"2. agent guesses the hidden characters of {target.email}",
         f"the true character's guess singles the customer out in {len(found['learned'])} of {len(families)} "
         f"families {found['learned'][:2]}; answers depend on the hidden part in {len(found['depends'])} "
-        f"families; shown for some guesses through a visible field (not a hidden character) in "
+        f"families; shown for some guesses only, the same whatever the hidden part is, in "
         f"{len(found['visible'])} {found['visible'][:2]} ({found['searches']} searches; {len(whole)} guesses "
         "equal to the whole address left out: exact matches are allowed)",
         not found["learned"] and not found["depends"],
