@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from meiqia_app.models.activity import CHANNELS, CONVERSATION_CATEGORIES, ORDER_STATUSES
 from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES, STATUSES
 from meiqia_app.services.integrations.api_keys import SCOPES
-from meiqia_app.services.integrations.ingest import KINDS, MAX_BATCH
+from meiqia_app.services.integrations.ingest_records import KINDS, MAX_BATCH
 from meiqia_app.services.integrations.webhooks import DATA_LEVELS, EVENT_TYPES
 
 Gender = Literal[GENDERS]  # type: ignore[valid-type]
