@@ -402,6 +402,8 @@ BARE_DICTS_ALLOWED = {
     "reports/aggregates.py:state": "the aggregates' state row, a JSON document (status, zone, built_at)",
     "reports/aggregates.py:build": "the same state document after a build (None when nothing was built)",
     "cleanup/retention.py:counts_so_far": "a job's checkpoint counts, stored as JSON in the job table",
+    "custom_fields/records.py:record_values": "a record's custom_fields JSON object (the admin's keys to typed JSON "
+    "values), sent to API clients and webhooks as it is",
     # request parameters and column values, dicts by nature
     "reports/views.py:default_segment_params": "the segment report's request params (the page sends them back)",
     "reports/views.py:shift_period": "the dashboard's request params for the period before / after",
