@@ -7,7 +7,7 @@ import datetime as dt
 import secrets
 from collections import defaultdict
 
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, update
 
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, ExternalRef, IngestedEvent, Message, Order, Product
@@ -315,29 +315,22 @@ class Batch:
         for row_id, values in changes.items():
             if values:
                 groups[tuple(sorted(values))].append((row_id, values))
+        adapter = get_adapter(self.conn)
         for columns, rows in groups.items():
             if len(rows) == 1:
                 row_id, values = rows[0]
                 self.conn.execute(update(table).where(table.c.id == row_id).values(**values))
                 continue
-            chunk = MAX_PARAMETERS // (len(columns) + 1)
-            for start in range(0, len(rows), chunk):
-                part = rows[start : start + chunk]
-                params, tuples = [], []
-                for n, (row_id, values) in enumerate(part):
-                    params.append(bindparam(f"r{n}", row_id))
-                    params += [bindparam(f"c{n}_{k}", values[c], type_=table.c[c].type) for k, c in enumerate(columns)]
-                    tuples.append("(" + ", ".join([f":r{n}", *(f":c{n}_{k}" for k in range(len(columns)))]) + ")")
-                names = ", ".join(f"v_{c}" for c in columns)
-                # Plain names (conversation, customer_order and their columns): no quoting needed.
-                quoted = table.name
-                self.conn.execute(
-                    text(
-                        f"WITH v(v_row_id, {names}) AS (VALUES {', '.join(tuples)}) "
-                        f"UPDATE {quoted} SET {', '.join(f'{c} = v.v_{c}' for c in columns)} "
-                        f"FROM v WHERE {quoted}.id = v.v_row_id"
-                    ).bindparams(*params)
-                )
+            # Plain names (conversation, customer_order and their columns): no quoting needed.
+            adapter.update_from_values(
+                self.conn,
+                table.name,
+                ["v_row_id", *(f"v_{c}" for c in columns)],
+                [None, *(table.c[c].type for c in columns)],
+                [(row_id, *(values[c] for c in columns)) for row_id, values in rows],
+                ", ".join(f"{c} = v.v_{c}" for c in columns),
+                f"{table.name}.id = v.v_row_id",
+            )
 
     def _lock_customers(self) -> None:
         """Where batches write at the same time (PostgreSQL, several workers), the customers'
@@ -433,33 +426,24 @@ class Batch:
         statement per chunk, the new times in a VALUES list the UPDATE joins (UPDATE … FROM:
         SQLite 3.33+ and PostgreSQL; each customer row finds its values by key, where
         correlated sub-selects scanned the whole list four times per customer)."""
-        chunk = MAX_PARAMETERS // 3
         kind = C.last_active_at.type
-        for start in range(0, len(moving), chunk):
-            part = moving[start : start + chunk]
-            rows = ", ".join(
-                f"(:i{n}, :a{n}, :l{n}, {1 if row['b_login'] is not None else 0})" for n, row in enumerate(part)
-            )
-            params = []
-            for n, row in enumerate(part):
-                params += [
-                    bindparam(f"i{n}", row["b_id"]),
-                    bindparam(f"a{n}", row["b_at"], type_=kind),
-                    bindparam(f"l{n}", row["b_login"] or row["b_at"], type_=kind),
-                ]
-            self.conn.execute(
-                text(
-                    f"WITH v(v_id, v_at, v_login, v_has_login) AS (VALUES {rows}) "
-                    "UPDATE customer SET "
-                    "last_active_at = CASE WHEN customer.last_active_at < v.v_at "
-                    "THEN v.v_at ELSE customer.last_active_at END, "
-                    "last_login_at = CASE WHEN v.v_has_login = 0 THEN customer.last_login_at "
-                    "WHEN customer.last_login_at IS NULL OR customer.last_login_at < v.v_login "
-                    "THEN v.v_login ELSE customer.last_login_at END, "
-                    "activity_seq = customer.activity_seq + 1 "
-                    "FROM v WHERE customer.id = v.v_id"
-                ).bindparams(*params)
-            )
+        get_adapter(self.conn).update_from_values(
+            self.conn,
+            "customer",
+            ["v_id", "v_at", "v_login", "v_has_login"],
+            [None, kind, kind, None],
+            [
+                (row["b_id"], row["b_at"], row["b_login"] or row["b_at"], 1 if row["b_login"] is not None else 0)
+                for row in moving
+            ],
+            "last_active_at = CASE WHEN customer.last_active_at < v.v_at "
+            "THEN v.v_at ELSE customer.last_active_at END, "
+            "last_login_at = CASE WHEN v.v_has_login = 0 THEN customer.last_login_at "
+            "WHEN customer.last_login_at IS NULL OR customer.last_login_at < v.v_login "
+            "THEN v.v_login ELSE customer.last_login_at END, "
+            "activity_seq = customer.activity_seq + 1",
+            "customer.id = v.v_id",
+        )
 
 
 LAST_ACTIVE_GRAIN = dt.timedelta(minutes=1)
