@@ -191,6 +191,44 @@ class DatabaseAdapter(abc.ABC):
         as the database allows (values as the bulk loader writes them: bulk_value_formatters)."""
         self.bulk_insert(conn, table, columns, rows)
 
+    # Bound parameters per statement: under SQLite's 32,766 and PostgreSQL's 65,535.
+    MAX_PARAMETERS = 30_000
+
+    def update_from_values(
+        self,
+        conn: Connection,
+        table: str,
+        names: Sequence[str],
+        types: Sequence,
+        rows: Sequence[Sequence],
+        assignments: str,
+        match: str,
+    ) -> None:
+        """Many rows changed by key in one statement per chunk, in the caller's transaction:
+        ``WITH v(<names>) AS (VALUES <rows>) UPDATE <table> SET <assignments> FROM v WHERE
+        <match>`` (UPDATE … FROM: SQLite 3.33+ and PostgreSQL). ``types``: each value's
+        SQLAlchemy type (None: from the value), for databases bound through SQLAlchemy;
+        ``table``, ``names``, ``assignments`` and ``match`` are the caller's trusted SQL."""
+        from sqlalchemy import bindparam, text
+
+        width = len(names)
+        chunk = max(1, self.MAX_PARAMETERS // max(1, width))
+        for start in range(0, len(rows), chunk):
+            params, tuples = [], []
+            for n, row in enumerate(rows[start : start + chunk]):
+                keys = [f"p{n}_{k}" for k in range(width)]
+                params += [
+                    bindparam(key, value) if kind is None else bindparam(key, value, type_=kind)
+                    for key, value, kind in zip(keys, row, types, strict=True)
+                ]
+                tuples.append("(" + ", ".join(f":{key}" for key in keys) + ")")
+            conn.execute(
+                text(
+                    f"WITH v({', '.join(names)}) AS (VALUES {', '.join(tuples)}) "
+                    f"UPDATE {table} SET {assignments} FROM v WHERE {match}"
+                ).bindparams(*params)
+            )
+
     def insert_rows_returning_ids(self, conn: Connection, table, rows: Sequence[dict]) -> list[int]:
         """Insert rows (dicts with the same keys) and return their new ids in the rows' order."""
         from sqlalchemy import insert

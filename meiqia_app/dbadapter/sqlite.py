@@ -479,6 +479,35 @@ class SqliteAdapter(DatabaseAdapter):
             sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join(one for _ in part)
             cursor.execute(sql, [value for row in part for value in row])
 
+    def update_from_values(self, conn, table, names, types, rows, assignments, match) -> None:
+        # Through the driver, like insert_rows: a statement of a few thousand SQLAlchemy
+        # bind parameters cost more Python (parameter objects, cache key, compiling the text,
+        # binding) than SQLite takes to run it. Times and days as SQLAlchemy stores them.
+        if not rows:
+            return
+        import datetime as dt
+
+        moment, day = self.bulk_value_formatters()
+
+        def stored(value):
+            if isinstance(value, dt.datetime):
+                return moment(value)
+            if isinstance(value, dt.date):
+                return day(value)
+            return value
+
+        width = len(names)
+        chunk = max(1, self.MAX_PARAMETERS // max(1, width))
+        one = "(" + ", ".join("?" for _ in range(width)) + ")"
+        cursor = conn.connection.driver_connection.cursor()
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            cursor.execute(
+                f"WITH v({', '.join(names)}) AS (VALUES {', '.join(one for _ in part)}) "
+                f"UPDATE {table} SET {assignments} FROM v WHERE {match}",
+                [stored(value) for row in part for value in row],
+            )
+
     def insert_rows_returning_ids(self, conn: Connection, table, rows: Sequence[dict]) -> list[int]:
         # SQLAlchemy sends one INSERT per row when the RETURNING order matters on SQLite.
         # A rowid table without AUTOINCREMENT gives each new row max(rowid) + 1, and the

@@ -310,7 +310,7 @@ def _names_a_role(node: ast.AST) -> bool:
 THREADS_ALLOWED = {
     "meiqia_app/services/platform/jobs.py": "the job runner itself: the worker threads of jobs",
     "meiqia_app/services/platform/scheduler.py": "the scheduler loop (infrastructure: each due task runs as a job)",
-    "meiqia_app/services/integrations/webhooks.py": "the webhook delivery loop over the persisted outbox (infrastructure)",
+    "meiqia_app/services/integrations/webhook_delivery.py": "the webhook delivery loop over the persisted outbox (infrastructure)",
     "meiqia_app/services/platform/process_owner.py": "the heartbeats of the running jobs' rows (infrastructure)",
     "meiqia_app/dbadapter/sqlite.py": "SQLite's WAL checkpointer (infrastructure, database-specific)",
     "meiqia_app/services/exports/rows.py": "parallel row readers inside an export job, joined before it ends",
@@ -326,9 +326,6 @@ SERVICE_MAX_LINES = 700
 LONG_SERVICES = {
     "meiqia_app/services/exports/service.py": "the export workflow end to end (request, approval, run, files, downloads): "
     "not split yet (issue 21 item 2 left it for a later step)",
-    "meiqia_app/services/integrations/ingest.py": "one ingest batch (_Batch) resolves customers and applies records "
-    "in one transaction; not split yet",
-    "meiqia_app/services/integrations/webhooks.py": "subscriptions, the outbox, signing and the delivery loop: not split yet",
 }
 
 
@@ -406,6 +403,8 @@ BARE_DICTS_ALLOWED = {
     "customers/duplicates/custom_merge.py:audited_document": "audit details: a merged customer's custom values "
     "with sensitive ones masked, stored as JSON",
     "cleanup/retention.py:counts_so_far": "a job's checkpoint counts, stored as JSON in the job table",
+    "custom_fields/records.py:record_values": "a record's custom_fields JSON object (the admin's keys to typed JSON "
+    "values), sent to API clients and webhooks as it is",
     # request parameters and column values, dicts by nature
     "reports/views.py:default_segment_params": "the segment report's request params (the page sends them back)",
     "reports/views.py:shift_period": "the dashboard's request params for the period before / after",

@@ -20,7 +20,7 @@ from meiqia_app.config import reload_settings
 from meiqia_app.db import read_session, reset_engine, write_session
 from meiqia_app.models import Customer, WebhookDelivery, WebhookEndpoint
 from meiqia_app.services.identity.rbac import SYSTEM_ACTOR
-from meiqia_app.services.integrations import webhooks
+from meiqia_app.services.integrations import webhook_delivery, webhooks
 from meiqia_app.services.privacy import erasure
 from meiqia_app.timeutil import as_utc, utcnow
 from tests.unit.api_support import assert_conforms, audit_rows, bearer, client, new_key
@@ -166,11 +166,11 @@ def test_a_restart_in_the_middle_of_retries_delivers_once_the_dead_claim_expires
     # A worker claims the retry and dies before sending it (its claim stays in the database).
     [delivery] = _deliveries()
     due = as_utc(delivery.next_attempt_at) + dt.timedelta(seconds=1)
-    assert webhooks._claim(delivery.id, due) is not None
+    assert webhook_delivery._claim(delivery.id, due) is not None
     # The app restarts: a new engine, nothing in memory; the row is still there.
     reset_engine()
     assert webhooks.deliver_due(now=due + dt.timedelta(seconds=5)) == {}  # the claim has not expired
-    later = due + dt.timedelta(seconds=webhooks.CLAIM_GRACE_SECONDS + 15)
+    later = due + dt.timedelta(seconds=webhook_delivery.CLAIM_GRACE_SECONDS + 15)
     assert webhooks.deliver_due(now=later) == {"succeeded": 1}
     assert webhooks.deliver_due(now=later + dt.timedelta(hours=1)) == {}  # sent once
     [delivery] = _deliveries()

@@ -36,7 +36,7 @@ from meiqia_app.services.cleanup.retention import (
 from meiqia_app.services.customers import ownership
 from meiqia_app.services.customers.importing import files as import_files
 from meiqia_app.services.exports import service as export_service
-from meiqia_app.services.integrations import webhooks
+from meiqia_app.services.integrations import webhook_delivery
 from meiqia_app.services.platform import backup, jobs
 from meiqia_app.services.platform.text_formats import file_size_text
 
@@ -155,14 +155,14 @@ def _jobs_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) ->
 
 
 def _deliveries_preview(setting: PolicySetting, now: dt.datetime) -> Preview:
-    count, sample = webhooks.finished_deliveries(now - setting.value * DAY, SAMPLE_SIZE)
+    count, sample = webhook_delivery.finished_deliveries(now - setting.value * DAY, SAMPLE_SIZE)
     return Preview(count=count, sample=tuple(sample))
 
 
 def _deliveries_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) -> dict:
     counts = {"deliveries": 0, **counts_so_far(ctx)}
     edge = now - setting.value * DAY
-    while deleted := webhooks.delete_finished_deliveries(edge, JOB_BATCH):
+    while deleted := webhook_delivery.delete_finished_deliveries(edge, JOB_BATCH):
         counts["deliveries"] += deleted
         progress(ctx, counts["deliveries"], counts)
     return counts
@@ -310,7 +310,7 @@ register_policy(
     Policy(
         key="webhook_deliveries",
         unit="days",
-        default=lambda: webhooks.KEEP_LOG_DAYS,
+        default=lambda: webhook_delivery.KEEP_LOG_DAYS,
         minimum=1,
         maximum=TEN_YEARS_DAYS,
         preview=_deliveries_preview,

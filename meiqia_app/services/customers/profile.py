@@ -12,6 +12,7 @@ from meiqia_app.db import read_connection, read_session
 from meiqia_app.i18n import tr
 from meiqia_app.models import Customer, ErasureRequest
 from meiqia_app.models.customer import STATUS_ACTIVE
+from meiqia_app.services.custom_fields import records as custom_field_records
 from meiqia_app.services.custom_fields.values import FieldGroupView, FieldValueView, grouped, value_views
 from meiqia_app.services.customers.access import SENSITIVE, CustomerAccess, erasure_pending, parse_id
 from meiqia_app.services.customers.dto import TagChip, label, money, region_text, tags_for
@@ -205,6 +206,8 @@ class CustomerRecord:
     total_spent_cents: int | None
     consent: dict
     custom_attributes: dict
+    # The defined custom fields, typed JSON by key (services/custom_fields/records.py).
+    custom_fields: dict
     tags: list[dict]
     version: int
     updated_at: str | None
@@ -260,10 +263,11 @@ def record_of(c: Customer, access: CustomerAccess, tags: list[TagChip], pending:
             "analytics_at": iso(c.consent_analytics_at),
         },
         custom_attributes=_attributes(c.custom_attributes),
+        custom_fields=custom_field_records.record_values(access, c.custom_fields),
         tags=[{"id": t.id, "name": t.name, "source": t.source} for t in tags],
         version=c.version,
         updated_at=iso(c.updated_at),
-        masked_fields=list(access.masked_fields(masked_in_records())),
+        masked_fields=[*access.masked_fields(masked_in_records()), *custom_field_records.masked_names(access)],
         erasure_pending=pending,
         erased=c.erased_at is not None,
     )

@@ -67,13 +67,13 @@ def recover_interrupted_work() -> Recovered:
 
 def start_background_work() -> Recovered:
     """At start: register the nightly tasks, take over what a dead process left, start the loops."""
-    from meiqia_app.services.integrations import webhooks
+    from meiqia_app.services.integrations import webhook_delivery
     from meiqia_app.services.platform import scheduler
     from meiqia_app.services.reports import aggregates as report_aggregates
 
     scheduled_tasks.register_all()  # before jobs resume: a nightly run a dead process left needs its task
     recovered = recover_interrupted_work()
     scheduler.start_scheduler_thread()
-    webhooks.start_delivery_thread()  # the persisted outbox: each delivery claimed once across workers
+    webhook_delivery.start_delivery_thread()  # the persisted outbox: each delivery claimed once across workers
     report_aggregates.start_build_in_background()  # dashboard figures ready before the first visit
     return recovered

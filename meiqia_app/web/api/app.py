@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meiqia_app.services.errors import AppError
-from meiqia_app.web.api import docs_page, problems, routes
+from meiqia_app.web.api import custom_field_schema, docs_page, problems, routes
 from meiqia_app.web.api.guard import ApiGuard
 from meiqia_app.web.api.schemas import Problem
 
@@ -86,7 +86,10 @@ def _problem_content() -> dict:
 
 
 def _custom_openapi(app: FastAPI) -> dict:
-    if app.openapi_schema:
+    # The CustomFields schema follows the field definitions: a change to them (in this process
+    # or, within the catalogue's cache time, another) makes the document again.
+    fingerprint = custom_field_schema.fingerprint()
+    if app.openapi_schema and app.state.openapi_fingerprint == fingerprint:
         return app.openapi_schema
     schema = get_openapi(
         title="美洽客户数据 Open API",
@@ -105,6 +108,7 @@ def _custom_openapi(app: FastAPI) -> dict:
     components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
         ref_template="#/components/schemas/{model}"
     )
+    components["schemas"][custom_field_schema.SCHEMA_NAME] = custom_field_schema.custom_fields_schema()
     for name in ("HTTPValidationError", "ValidationError"):
         components["schemas"].pop(name, None)
     components["securitySchemes"] = {
@@ -136,6 +140,7 @@ def _custom_openapi(app: FastAPI) -> dict:
                     "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
                 }
     app.openapi_schema = schema
+    app.state.openapi_fingerprint = fingerprint
     return schema
 
 

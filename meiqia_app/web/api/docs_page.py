@@ -52,14 +52,16 @@ def _type_text(document: dict, schema: dict) -> str:
         return schema["$ref"].rsplit("/", 1)[-1]
     if "anyOf" in schema:
         return " | ".join(_type_text(document, option) for option in schema["anyOf"])
+    if "allOf" in schema:
+        return " & ".join(_type_text(document, option) for option in schema["allOf"])
     if "enum" in schema:
         return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"])
     if "const" in schema:
         return json.dumps(schema["const"], ensure_ascii=False)
-    kind = schema.get("type", "object")
-    if kind == "array":
-        return f"array of {_type_text(document, schema.get('items', {}))}"
-    return str(kind)
+    kinds = schema.get("type", "object")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    texts = [f"array of {_type_text(document, schema.get('items', {}))}" if k == "array" else str(k) for k in kinds]
+    return " | ".join(texts)
 
 
 def _schema_table(document: dict, schema: dict) -> str:

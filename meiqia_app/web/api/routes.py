@@ -8,12 +8,14 @@ erasure and row scope apply exactly as in the console.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from meiqia_app.services.custom_fields.field_types import FIELD_PREFIX
 from meiqia_app.services.customers import edit as customer_edit
 from meiqia_app.services.customers import listing as customer_list
 from meiqia_app.services.customers import profile as customers
@@ -208,7 +210,26 @@ def get_timeline(
 
 
 def _fields(body) -> dict:
-    return body.model_dump(exclude_unset=True)
+    fields = body.model_dump(exclude_unset=True)
+    if fields.get("custom_fields") is None:
+        fields.pop("custom_fields", None)  # null: no custom field changes
+    return fields
+
+
+@contextlib.contextmanager
+def _body_field_names():
+    """A write's bad custom values are named as the body names them: ``custom_fields.<key>``
+    (the services name a custom field ``cf.<key>`` wherever built-in fields are named)."""
+    try:
+        yield
+    except ValidationError as error:
+        if not any(name.startswith(FIELD_PREFIX) for name in error.field_errors):
+            raise
+        renamed = {
+            ("custom_fields." + name[len(FIELD_PREFIX) :]) if name.startswith(FIELD_PREFIX) else name: problem
+            for name, problem in error.field_errors.items()
+        }
+        raise ValidationError(renamed, error.message_key, **error.params) from None
 
 
 @router.post(
@@ -225,7 +246,8 @@ def create_customer(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ):
-    new_id = customer_edit.create_customer(actor, _fields(body))
+    with _body_field_names():
+        new_id = customer_edit.create_customer(actor, _fields(body))
     response.headers["Location"] = f"/api/v1/customers/{new_id}"
     response.headers["ETag"] = '"1"'
     return {"id": new_id, "version": 1, "created": True}
@@ -245,7 +267,8 @@ def upsert_customer(
     response: Response,
 ):
     rbac.require(actor, "customer.create", action="open_api.upsert", target_type="api", target_id="upsert")
-    customer_id, created, version = customer_edit.upsert_by_external_id(actor, external_id, _fields(body))
+    with _body_field_names():
+        customer_id, created, version = customer_edit.upsert_by_external_id(actor, external_id, _fields(body))
     response.status_code = 201 if created else 200
     response.headers["ETag"] = f'"{version}"'
     if created:
@@ -269,7 +292,8 @@ def patch_customer(
 ):
     expected = _version_from(if_match)
     try:
-        version = customer_edit.update_customer(actor, customer_id, expected, _fields(body))
+        with _body_field_names():
+            version = customer_edit.update_customer(actor, customer_id, expected, _fields(body))
     except Conflict:
         current = None
         if actor.can("customer.view"):

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from meiqia_app.models.activity import CHANNELS, CONVERSATION_CATEGORIES, ORDER_STATUSES
 from meiqia_app.models.customer import GENDERS, LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURCES, STATUSES
 from meiqia_app.services.integrations.api_keys import SCOPES
-from meiqia_app.services.integrations.ingest import KINDS, MAX_BATCH
+from meiqia_app.services.integrations.ingest_records import KINDS, MAX_BATCH
 from meiqia_app.services.integrations.webhooks import DATA_LEVELS, EVENT_TYPES
+from meiqia_app.web.api.custom_field_schema import REF as CUSTOM_FIELDS_REF
 
 Gender = Literal[GENDERS]  # type: ignore[valid-type]
 Source = Literal[SOURCES]  # type: ignore[valid-type]
@@ -19,6 +20,9 @@ Tier = Literal[MEMBERSHIP_TIERS]  # type: ignore[valid-type]
 Status = Literal[STATUSES]  # type: ignore[valid-type]
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 Scope = Literal[SCOPES]  # type: ignore[valid-type]
+# The defined custom fields: the schema is made from the live definitions (custom_field_schema.py).
+CustomFieldValues = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": CUSTOM_FIELDS_REF}]})]
+MAX_CUSTOM_FIELDS = 300
 
 
 class Problem(BaseModel):
@@ -81,6 +85,10 @@ class CustomerOut(BaseModel):
     total_spent_cents: int | None
     consent: Consent
     custom_attributes: dict[str, str]
+    custom_fields: CustomFieldValues = Field(
+        description="The defined custom fields by key (see the CustomFields schema); sensitive ones masked "
+        "without customers:read_sensitive and named in masked_fields as cf.<key>."
+    )
     tags: list[TagOut]
     version: int = Field(description="Send it back in If-Match to PATCH")
     updated_at: str | None
@@ -129,6 +137,12 @@ class CustomerFields(BaseModel):
     membership_tier: Tier | None = None
     custom_attributes: dict[str, str | None] | None = Field(
         None, description="Extend fields, merged into the customer's; a null value removes the key."
+    )
+    custom_fields: CustomFieldValues | None = Field(
+        None,
+        max_length=MAX_CUSTOM_FIELDS,
+        description="Defined custom fields to change, by key (validated by type; null clears; other keys "
+        "are left as they are; an unknown key is refused).",
     )
     consent_marketing: bool | None = None
     consent_analytics: bool | None = None
