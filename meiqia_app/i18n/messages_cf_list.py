@@ -41,8 +41,8 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "bulk_edit.builtin": ("基本字段", "Built-in fields"),
     "bulk_edit.check": ("下一步", "Next"),
     "bulk_edit.explained": (
-        "将把 {count} 位客户的「{field}」设为「{value}」。此操作会记录在审计日志中。",
-        "“{field}” will be set to “{value}” on {count} customers. This is recorded in the audit log.",
+        "将把 {count} 位客户的「{field}」设为上面填写的值。此操作会记录在审计日志中。",
+        "“{field}” will be set to the value above on {count} customers. This is recorded in the audit log.",
     ),
     "bulk_edit.stop": ("停止", "Stop"),
     "bulk_edit.done": ("已修改 {count} 位客户", "{count} customers changed"),

@@ -446,3 +446,25 @@ def test_a_crafted_bulk_edit_with_ids_out_of_reach_changes_nothing(filled, seede
     with pytest.raises(NotFound):
         bulk_edit.start_bulk_edit_job(agent, {"kind": "ids", "ids": [target]}, "cf.source2", "推荐", "1")
     assert _document(target) == before
+
+
+# --- the list page's forms (state/customer_list_fields.py) ----------------------------------------------
+
+
+def test_the_filter_form_becomes_a_filter_by_key_and_its_chip_reads_labels(filled):
+    from meiqia_app.state import customer_list_fields as cf_forms
+
+    admin, (a, b, c, d, e, f) = filled
+    fields = list_fields.column_options(list_fields.CustomerAccess(admin), "zh")
+    source = cf_forms.field_of(fields, "cf.source2")
+    item = cf_forms.filter_from_form(source, "any_of", {"opt:o1": "on", "opt:o3": "on", "opt:o9": "on"})
+    assert item == {"key": "source2", "op": "any_of", "value": ["o1", "o3"]}
+    assert cf_forms.chip_text("zh", source, item) == "字段source2：官网、推荐"
+    points = cf_forms.field_of(fields, "points")
+    ranged = cf_forms.filter_from_form(points, "range", {"low": " 5 ", "high": ""})
+    assert cf_forms.chip_text("en", points, ranged) == "字段points: 5 to …"  # the label of the fields given
+    assert set(_all_ids(admin, _query(("points", ranged["op"], ranged["value"])))) == {a, b, d}
+    crafted = cf_forms.filter_from_form(points, "drop table", {"value": "1"})
+    with pytest.raises(ValidationError):
+        ListQuery.from_dict({"custom_filters": [crafted]})
+    assert cf_forms.chip_text("zh", None, {"key": "gone", "op": "empty"}, "已删除的字段") == "已删除的字段：为空"

@@ -33,6 +33,7 @@ from sqlalchemy import and_, or_, update
 
 from meiqia_app.db import write_session
 from meiqia_app.dbadapter import get_adapter
+from meiqia_app.i18n import tr
 from meiqia_app.models import Customer
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.custom_fields import catalog as custom_field_catalog
@@ -45,8 +46,10 @@ from meiqia_app.services.custom_fields.field_types import (
     coerce,
     display,
 )
+from meiqia_app.services.customers import list_fields
 from meiqia_app.services.customers.access import CustomerAccess, is_sensitive, mask_value
 from meiqia_app.services.customers.changes import EDITED, customers_changed
+from meiqia_app.services.customers.list_fields import FieldColumn, FilterOption
 from meiqia_app.services.customers.selection import (
     BulkResult,
     Selection,
@@ -73,6 +76,7 @@ BUILTIN_LABEL_KEYS = {
     "city": "customer.city",
     "company": "customer.company",
 }
+CHOICE_PREFIX = {"source": "source", "gender": "gender"}
 C = Customer.__table__.c
 
 
@@ -144,6 +148,32 @@ def check_edit(actor: Actor, field: object, raw: object) -> BulkEdit:
     if field == "company" and value is not None:
         shown = audit.text_ref(shown)
     return BulkEdit(field, value, shown, is_sensitive(field))
+
+
+def bulk_fields(actor: Actor, lang: str = "zh") -> list[FieldColumn]:
+    """The fields the actor may set in bulk: the built-in ones, then the active custom
+    fields (not those it sees masked), each with its choices."""
+    require(actor, "customer.edit", action=ACTION, target_type="customer")
+    access = CustomerAccess(actor)
+    built_in = []
+    for field in BUILTIN_FIELDS:
+        choices = [FilterOption(code, tr(lang, f"{CHOICE_PREFIX[field]}.{code}")) for code in CHOICES.get(field, ())]
+        built_in.append(
+            FieldColumn(
+                name=field,
+                key=field,
+                label=tr(lang, BUILTIN_LABEL_KEYS[field]),
+                field_type="single_select" if choices else "text",
+                sortable=False,
+                filterable=False,
+                operators=[],
+                options=choices,
+                shown_by_default=False,
+                sensitive=False,
+            )
+        )
+    custom = [c for c in list_fields.column_options(access, lang) if c.filterable]
+    return built_in + custom
 
 
 def _selection(selection) -> Selection:

@@ -49,6 +49,7 @@ from meiqia_app.services.customers.query import (
     status_index_condition,
 )
 from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.identity.rbac import Actor, require
 
 MAX_CUSTOM_COLUMNS = 30
 DEFAULT_SORT = "last_active_at"
@@ -282,3 +283,27 @@ def cells(
             for f in fields
         ]
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class ListSetup:
+    """What the list page needs of the custom fields: the active ones (columns, filters,
+    sort) and the columns shown before anyone chose."""
+
+    fields: list[FieldColumn]
+    default_columns: list[str]
+
+
+def list_setup(actor: Actor, lang: str = "zh") -> ListSetup:
+    require(actor, "customer.view", action="customer.list")
+    from meiqia_app.services.customers.saved_views import default_columns  # saved_views imports this module
+
+    return ListSetup(column_options(CustomerAccess(actor), lang), default_columns())
+
+
+def check_query(actor: Actor, query: ListQuery) -> None:
+    """A query's custom filters and sort as the list would build them for ``actor``: raises
+    ValidationError (unknown field, operator, bad value) or PermissionDenied (audited: a
+    field the actor sees masked). For the event that sets them, before anything is kept."""
+    require(actor, "customer.view", action="customer.list")
+    check(CustomerAccess(actor), query)
