@@ -5,6 +5,8 @@ admin renames the label and the saved view still finds the customer."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from playwright.sync_api import expect
 
@@ -102,3 +104,52 @@ def test_the_list_filters_by_a_custom_select_shows_its_columns_and_a_saved_view_
             db.execute("DELETE FROM custom_field WHERE key IN (?, ?)", KEYS)
             db.execute("DELETE FROM saved_view WHERE name = ?", (VIEW,))
             db.execute("UPDATE customer SET custom_fields = '{}' WHERE id = ?", (customer_id,))
+
+
+def test_manager_sets_a_custom_field_on_ticked_rows_with_the_typed_count_and_sorts_by_it(page, app_server):
+    """Bulk edit from the list: the count typed wrong is refused, typed right the job runs and the
+    column shows the new value; the custom column sorts."""
+    with app_server.sql() as db:
+        db.execute(
+            "INSERT INTO custom_field (key, label_zh, label_en, field_type, options, group_zh, group_en, required,"
+            " sensitive, shown_in_list, sort_order, status, version, created_at, updated_at, updated_by_name)"
+            " VALUES ('bulk_level', '等级', 'Level', 'single_select',"
+            ' \'[{"id":"o1","zh":"甲","en":"","order":1},{"id":"o2","zh":"乙","en":"","order":2}]\','
+            " '', '', 0, 0, 1, 99, 'active', 1, '2026-01-01', '2026-01-01', '')"
+        )
+    ids: list[str] = []
+    try:
+        login(page, app_server, "manager", "/customers")
+        expect(page.locator("th[data-field='cf.bulk_level']")).to_have_text("等级")
+        rows = page.locator("#customer-table .customer-row")
+        ids += [rows.nth(i).get_attribute("data-customer-id") for i in range(2)]
+        rows.nth(0).locator(".row-select").click()
+        rows.nth(1).locator(".row-select").click()
+        page.locator("#bulk-edit").click()
+        page.locator("#bulk-edit-field").click()
+        page.get_by_role("option", name="等级", exact=True).click()
+        page.locator("#bulk-edit-value").click()
+        page.get_by_role("option", name="乙", exact=True).click()
+        page.locator("#bulk-edit-check").click()
+        expect(page.locator("#bulk-edit-explained")).to_contain_text("2")
+        page.locator("#bulk-edit-confirm").fill("3")
+        page.locator("#bulk-edit-submit").click()
+        expect(page.locator("#bulk-edit-error")).to_be_visible()
+        page.locator("#bulk-edit-confirm").fill("2")
+        page.locator("#bulk-edit-submit").click()
+        expect(page.get_by_text("已修改 2 位客户")).to_be_visible(timeout=20000)
+        expect(rows.nth(0).locator("td[data-field='cf.bulk_level']")).to_have_text("乙")
+        with app_server.sql() as db:
+            docs = [db.execute("SELECT custom_fields FROM customer WHERE id = ?", (int(i),)).fetchone()[0] for i in ids]
+            audited = db.execute(
+                "SELECT details FROM audit_entry WHERE action = 'customer.bulk_edit' ORDER BY id DESC LIMIT 1"
+            ).fetchone()[0]
+        assert [(json.loads(d) if isinstance(d, str) else d).get("bulk_level") for d in docs] == ["o2", "o2"]
+        assert json.loads(audited)["field"] == "cf.bulk_level" and json.loads(audited)["count"] == 2
+        page.locator("#customer-table th button.cf-sort").click()
+        expect(page.locator("th[data-field='cf.bulk_level']")).to_have_attribute("aria-sort", "ascending")
+    finally:
+        with app_server.sql() as db:
+            db.execute("DELETE FROM custom_field WHERE key = 'bulk_level'")
+            for customer_id in ids:
+                db.execute("UPDATE customer SET custom_fields = '{}' WHERE id = ?", (int(customer_id),))
