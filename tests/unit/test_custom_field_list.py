@@ -468,3 +468,24 @@ def test_the_filter_form_becomes_a_filter_by_key_and_its_chip_reads_labels(fille
     with pytest.raises(ValidationError):
         ListQuery.from_dict({"custom_filters": [crafted]})
     assert cf_forms.chip_text("zh", None, {"key": "gone", "op": "empty"}, "已删除的字段") == "已删除的字段：为空"
+
+
+def test_stop_ends_the_bulk_edit_after_its_batch_and_the_audit_says_how_many_changed(
+    filled, seeded_actors, monkeypatch
+):
+    admin, (a, b, c, d, e, f) = filled
+    manager = seeded_actors["manager"]
+    monkeypatch.setattr(bulk_edit, "BATCH", 2)
+    original = jobs.JobContext.progress
+
+    def stop_after_first_batch(self, processed, checkpoint=None, total=None):
+        jobs.request_cancel(manager, self.job_id)  # the Stop button, while the batch commits
+        original(self, processed, checkpoint, total)
+
+    monkeypatch.setattr(jobs.JobContext, "progress", stop_after_first_batch)
+    result = bulk_edit.bulk_edit(manager, Selection.of_ids([a, b, c, d]), "cf.nick", "批量", confirm="4")
+    assert result.status == "cancelled" and result.changed == 2
+    assert [_document(i).get("nick") for i in (a, b, c)] == ["批量", "批量", "阿明"]
+    entry = _audits("customer.bulk_edit")[-1]
+    assert entry.details["stopped"] is True and entry.details["count"] == 2
+    assert entry.details["value"] != "批量"  # free text: a reference, not the text
