@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from meiqia_app.components import customer_list_fields as cf_list
 from meiqia_app.components.custom_fields import custom_field_inputs
 from meiqia_app.components.dialogs import field_error, form_buttons
 from meiqia_app.components.i18n import t
@@ -146,6 +147,7 @@ def _row(row: CustomerRow) -> rx.Component:
             ),
         ),
         *[_cell(key, label_key, row) for key, label_key, _sort in COLUMNS if key != "name"],
+        cf_list.custom_cells(row),
         class_name="customer-row",
         data_customer_id=row.id,
         # The whole row is a target for the mouse; keyboard users have the name link.
@@ -241,6 +243,7 @@ def customers_table() -> rx.Component:
                         width="36px",
                     ),
                     *[_header_cell(*column) for column in COLUMNS],
+                    rx.foreach(S.shown_custom, cf_list.custom_header_cell),
                 )
             ),
             rx.table.body(rx.foreach(S.rows, _row)),
@@ -546,8 +549,11 @@ def column_chooser() -> rx.Component:
                     )
                     for key, label_key, _sort in COLUMNS
                 ],
+                cf_list.custom_column_choices(),
                 spacing="2",
             ),
+            max_height="80vh",
+            overflow_y="auto",
         ),
     )
 
@@ -625,6 +631,8 @@ def bulk_actions() -> rx.Component:
             ),
         ),
         assign_dialog(),
+        cf_list.bulk_edit_button(),
+        cf_list.bulk_edit_dialog(),
         rx.cond(
             AppState.perms.contains("customer.archive"),
             rx.button(
@@ -922,13 +930,20 @@ def customers_page() -> rx.Component:
     return page_shell(
         rx.box(
             search_box(),
-            rx.box(filter_panel(), views_menu(), column_chooser(), class_name="toolbar-actions"),
+            rx.box(
+                filter_panel(),
+                cf_list.custom_filter_dialog(),
+                views_menu(),
+                column_chooser(),
+                class_name="toolbar-actions",
+            ),
             rx.spacer(),
             rx.box(count_line(), new_customer_dialog(), class_name="toolbar-actions"),
             class_name="list-toolbar",
         ),
         owner_quick_filters(),
         filter_chips(),
+        cf_list.ignored_notice(),
         selection_bar(),
         customers_table(),
         pager(),

@@ -15,16 +15,18 @@ from meiqia_app.models.customer import LIFECYCLE_STAGES, MEMBERSHIP_TIERS, SOURC
 from meiqia_app.services.cleanup import actions as cleanup
 from meiqia_app.services.cleanup import criteria as cleanup_criteria
 from meiqia_app.services.cleanup import preview as cleanup_preview
+from meiqia_app.services.customers import bulk_edit, list_fields, ownership, saved_views
 from meiqia_app.services.customers import listing as customer_list
-from meiqia_app.services.customers import ownership, saved_views
 from meiqia_app.services.customers.dto import CustomerRow
+from meiqia_app.services.customers.list_fields import FieldColumn, FilterOption
 from meiqia_app.services.customers.query import PAGE_SIZES, SORTS, ListQuery
-from meiqia_app.services.customers.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption, clean_columns
+from meiqia_app.services.customers.saved_views import DEFAULT_COLUMNS, LIST_COLUMNS, ViewOption
 from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.services.platform import jobs
 from meiqia_app.services.tags import catalog as tags
 from meiqia_app.services.tags.catalog import TagOption
+from meiqia_app.state import customer_list_fields as cf_forms
 from meiqia_app.state.base import AppState
 
 MULTI_FILTERS = {
@@ -48,8 +50,10 @@ TEXT_FILTERS = (
     "orders_max",
 )
 TAG_FILTERS = ("tags_any", "tags_all", "tags_none")
-# Set outside the filter panel (the quick filters, the team select): kept when the panel is applied.
-OWNER_FILTERS = ("owner", "team_ids", "owner_ids")
+# Set outside the filter panel (the quick filters, the team select, the custom field filters):
+# kept when the panel is applied.
+OWNER_FILTERS = ("owner", "team_ids", "owner_ids", "custom_filters")
+CUSTOM_FILTERS = "custom_filters"
 OWNER_QUICK = ("mine", "pool")
 LABEL_PREFIX = {"lifecycle": "lifecycle", "tiers": "tier", "sources": "source", "order_statuses": "order_status"}
 
@@ -149,6 +153,23 @@ class CustomerListState(AppState):
     status_error: str = ""
 
     columns: list[str] = list(DEFAULT_COLUMNS)
+    # Custom fields (issue 23): the active ones (columns, filters, sort), and whether the
+    # person chose columns (else the defaults follow the fields "shown in list by default").
+    field_columns: list[FieldColumn] = []
+    _columns_chosen: bool = False
+    # Filters / a sort on fields retired or deleted since the query was made: ignored, said here.
+    ignored_notice: str = ""
+    # The custom field filter dialog.
+    cf_open: bool = False
+    cf_key: str = ""
+    cf_op: str = ""
+    cf_error: str = ""
+    # Bulk edit ("set one field"): the fields the role may set, the chosen one, the count to type.
+    edit_open: bool = False
+    edit_fields: list[FieldColumn] = []
+    edit_field: str = ""
+    edit_count: int = -1
+    edit_error: str = ""
     # Bulk selection (CUST-1): ticked ids, or every match of the current query.
     selected_ids: list[int] = []
     all_matching: bool = False
@@ -178,13 +199,23 @@ class CustomerListState(AppState):
             actor = self._actor()
             query = self._query()
             page = await self._call(
-                customer_list.list_customers, actor, query, cursor, direction, self.page_size, self.lang
+                customer_list.list_customers,
+                actor,
+                query,
+                cursor,
+                direction,
+                self.page_size,
+                self.lang,
+                [c for c in self.columns if c.startswith("cf.")],
             )
         except ValidationError as error:
             return self._on_error(error)
         except AppError as error:
             return self._on_error(error)
         self.rows = page.rows
+        self.ignored_notice = (
+            self._tr("cf_list.ignored", fields="、".join(page.ignored_fields)) if page.ignored_fields else ""
+        )
         self._row_ids = [_row_id(row) for row in page.rows]
         self._shown_key = self._page_key(actor, page.data_version)
         self._shown_at = time.time()
@@ -249,9 +280,16 @@ class CustomerListState(AppState):
                 OwnerChoice(str(o.id), f"{o.name} · {o.team}" if o.team else o.name)
                 for o in await self._call(ownership.owner_filter_options, actor)
             ]
+            setup = await self._call(list_fields.list_setup, actor, self.lang)
             version = await self._call(customer_list.data_version, actor)
         except AppError as error:
             return self._on_error(error)
+        self.field_columns = setup.fields
+        active = {f.name for f in setup.fields}
+        if self._columns_chosen:
+            self.columns = [c for c in self.columns if not c.startswith("cf.") or c in active]
+        else:
+            self.columns = list(setup.default_columns)
         self._refresh_chips()
         if self._shown_page_is_current(actor, version):
             self._mark_loaded()
@@ -280,6 +318,14 @@ class CustomerListState(AppState):
             elif key == "owner_ids":
                 owners = {c.value: c.label for c in self.owner_filter_choices}
                 text = "、".join(owners.get(str(v), "?") for v in value)
+            elif key == CUSTOM_FILTERS:
+                for item in value:
+                    field = cf_forms.field_of(self.field_columns, item.get("key"))
+                    fallback = self._tr("cf_list.deleted_field")
+                    chips.append(
+                        FilterChip("cf." + item.get("key", ""), cf_forms.chip_text(self.lang, field, item, fallback))
+                    )
+                continue
             else:
                 text = str(value)
             chips.append(FilterChip(key, f"{self._tr('filter.' + key)}: {text}"))
@@ -311,7 +357,14 @@ class CustomerListState(AppState):
 
     @rx.event
     async def remove_filter(self, key: str):
-        if key not in self.filters:
+        if isinstance(key, str) and key.startswith("cf."):
+            kept = [f for f in self.filters.get(CUSTOM_FILTERS, []) if "cf." + str(f.get("key")) != key]
+            self.filters = {k: v for k, v in self.filters.items() if k != CUSTOM_FILTERS}
+            if kept:
+                self.filters[CUSTOM_FILTERS] = kept
+            self._refresh_chips()
+            return await self._reload_first_page()
+        if not isinstance(key, str) or key not in self.filters:
             return None
         self.filters = {k: v for k, v in self.filters.items() if k != key}
         self._refresh_chips()
@@ -348,11 +401,12 @@ class CustomerListState(AppState):
     @rx.event
     async def open_view(self, view_id: int):
         try:
-            query, columns = await self._call(saved_views.load_view_setup, self._actor(), self._as_id(view_id))
+            setup = await self._call(saved_views.load_view_details, self._actor(), self._as_id(view_id), self.lang)
         except AppError as error:
             return self._on_error(error)
-        data = query.to_dict()
-        self.columns = columns
+        data = setup.query.to_dict()
+        self.columns = setup.columns
+        self._columns_chosen = True
         self.q = data.pop("q")
         self.sort = data.pop("sort")
         self.direction = data.pop("direction")
@@ -362,7 +416,10 @@ class CustomerListState(AppState):
             if value not in (None, "", [], ()) and not (key == "status" and value == "active")
         }
         self._refresh_chips()
-        return await self._reload_first_page()
+        reloaded = await self._reload_first_page()
+        if setup.ignored_fields and not self.ignored_notice:
+            self.ignored_notice = self._tr("cf_list.ignored", fields="、".join(setup.ignored_fields))
+        return reloaded
 
     @rx.event
     async def delete_view(self, view_id: int):
@@ -447,7 +504,8 @@ class CustomerListState(AppState):
 
     @rx.event
     async def sort_by(self, column: str):
-        if column not in SORTS:
+        custom = cf_forms.field_of(self.field_columns, column) if isinstance(column, str) else None
+        if column not in SORTS and (custom is None or not custom.sortable or column != custom.name):
             return None
         if self.sort == column:
             self.direction = "asc" if self.direction == "desc" else "desc"
@@ -519,11 +577,20 @@ class CustomerListState(AppState):
 
     # --- columns and selection ----------------------------------------------------------
     @rx.event
-    def toggle_column(self, key: str):
-        if key not in LIST_COLUMNS or key == "name":
-            return
-        chosen = set(self.columns) ^ {key}
-        self.columns = clean_columns(list(chosen))
+    async def toggle_column(self, key: str):
+        custom = isinstance(key, str) and key.startswith("cf.")
+        if custom and key not in {f.name for f in self.field_columns}:
+            return None
+        if not custom and (key not in LIST_COLUMNS or key == "name"):
+            return None
+        chosen = (set(self.columns) ^ {key}) | {"name"}
+        self.columns = [c for c in LIST_COLUMNS if c in chosen] + [
+            f.name for f in self.field_columns if f.name in chosen
+        ]
+        self._columns_chosen = True
+        if custom:  # the cells come with the page
+            return await self._load(page_number=1)
+        return None
 
     @rx.event
     def set_row_selected(self, customer_id: int, checked: bool):
@@ -666,9 +733,12 @@ class CustomerListState(AppState):
                     self.bulk_open = False
                     self.status_open = False
                     self.assign_open = False
+                    self.edit_open = False
                     changed = view.result.get("changed", view.result.get("processed", view.processed))
                     if view.status == "done":
                         yield rx.toast.success(self._tr(self._bulk_done_key, count=f"{changed:,}"))
+                    elif view.status == "cancelled" and self._bulk_done_key == "bulk_edit.done":
+                        yield rx.toast.info(self._tr("bulk_edit.stopped"))
                     else:
                         yield rx.toast.error(self._tr("bulk.job_failed", status=view.status))
                     self._clear_selection()
@@ -680,6 +750,161 @@ class CustomerListState(AppState):
                     self.count_value = -1
                     yield CustomerListState.refresh_count
                     return
+
+    # --- custom field filters (issue 23) ------------------------------------------------------
+    @rx.event
+    def set_cf_open(self, value: bool):
+        self.cf_open = bool(value)
+        self.cf_error = ""
+
+    @rx.event
+    def set_cf_key(self, value: str):
+        field = cf_forms.field_of(self.filterable_fields, value)
+        self.cf_key = field.key if field is not None else ""
+        self.cf_op = field.operators[0] if field is not None and field.operators else ""
+        self.cf_error = ""
+
+    @rx.event
+    def set_cf_op(self, value: str):
+        field = cf_forms.field_of(self.filterable_fields, self.cf_key)
+        if field is not None and value in field.operators:
+            self.cf_op = value
+
+    @rx.event
+    async def apply_custom_filter(self, form: dict):
+        """Add (or replace) the filter on one custom field, checked as the list will build it."""
+        if not isinstance(form, dict):
+            return None
+        self.cf_error = ""
+        field = cf_forms.field_of(self.filterable_fields, self.cf_key)
+        if field is None:
+            self.cf_error = self._tr("cf_list.choose_field")
+            return None
+        item = cf_forms.filter_from_form(field, self.cf_op, form)
+        others = [f for f in self.filters.get(CUSTOM_FILTERS, []) if f.get("key") != field.key]
+        candidate = {**self.filters, CUSTOM_FILTERS: [*others, item]}
+        try:
+            query = ListQuery.from_dict({**candidate, "q": self.q, "sort": self.sort, "direction": self.direction})
+            await self._call(list_fields.check_query, self._actor(), query)
+        except ValidationError as error:
+            self.cf_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        # Kept as the query normalised it (options, trimmed values).
+        self.filters = {**self.filters, CUSTOM_FILTERS: query.to_dict()[CUSTOM_FILTERS]}
+        self.cf_open = False
+        self._refresh_chips()
+        return await self._reload_first_page()
+
+    # --- bulk edit: set one field on the selection ------------------------------------------------
+    @rx.event
+    async def open_bulk_edit(self):
+        if self.bulk_running:
+            return None
+        try:
+            self.edit_fields = await self._call(bulk_edit.bulk_fields, self._actor(), self.lang)
+        except AppError as error:
+            return self._on_error(error)
+        self.edit_field = ""
+        self.edit_count = -1
+        self.edit_error = ""
+        self.edit_open = True
+        return None
+
+    @rx.event
+    def set_edit_open(self, value: bool):
+        if not value and not self.bulk_running:
+            self.edit_open = False
+
+    @rx.event
+    def set_edit_field(self, value: str):
+        field = cf_forms.field_of(self.edit_fields, value)
+        self.edit_field = field.name if field is not None else ""
+        self.edit_count = -1
+        self.edit_error = ""
+
+    @rx.event
+    async def submit_bulk_edit(self, form: dict):
+        """First the count to type (the selection now); with the count typed, the job starts.
+        The value travels in the form each time: it is never kept in the tab's state."""
+        if self.bulk_running or not isinstance(form, dict):
+            return None
+        self.edit_error = ""
+        field = cf_forms.field_of(self.edit_fields, self.edit_field)
+        if field is None:
+            self.edit_error = self._tr("cf_list.choose_field")
+            return None
+        value = cf_forms.bulk_value_from_form(field, form)
+        confirm = str(form.get("confirm", "") or "")[:20]
+        try:
+            actor = self._actor()
+            if self.edit_count < 0 or not confirm.strip():
+                preview = await self._call(bulk_edit.preview, actor, self._selection(), field.name, value, self.lang)
+                self.edit_count = preview.count
+                return None
+            job_id = await self._call(
+                bulk_edit.start_bulk_edit_job, actor, self._selection(), field.name, value, confirm
+            )
+        except ValidationError as error:
+            self.edit_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
+            return None
+        except AppError as error:
+            return self._on_error(error)
+        self._bulk_job_id = job_id
+        self._bulk_done_key = "bulk_edit.done"
+        self.bulk_running = True
+        self.bulk_percent = 0
+        return CustomerListState.follow_bulk_job
+
+    @rx.event
+    async def stop_bulk_job(self):
+        """Stop: the job ends after its current batch (what it changed stays changed)."""
+        if not self.bulk_running or not self._bulk_job_id:
+            return None
+        try:
+            await self._call(jobs.request_cancel, self._actor(), self._bulk_job_id)
+        except AppError as error:
+            return self._on_error(error)
+        return None
+
+    @rx.var
+    def filterable_fields(self) -> list[FieldColumn]:
+        return [f for f in self.field_columns if f.filterable]
+
+    @rx.var
+    def shown_custom(self) -> list[FieldColumn]:
+        return [f for f in self.field_columns if f.name in self.columns]
+
+    @rx.var
+    def cf_type(self) -> str:
+        field = cf_forms.field_of(self.field_columns, self.cf_key)
+        return field.field_type if field is not None else ""
+
+    @rx.var
+    def cf_operators(self) -> list[str]:
+        field = cf_forms.field_of(self.filterable_fields, self.cf_key)
+        return list(field.operators) if field is not None else []
+
+    @rx.var
+    def cf_options(self) -> list[FilterOption]:
+        field = cf_forms.field_of(self.field_columns, self.cf_key)
+        return list(field.options) if field is not None else []
+
+    @rx.var
+    def edit_type(self) -> str:
+        field = cf_forms.field_of(self.edit_fields, self.edit_field)
+        return field.field_type if field is not None else ""
+
+    @rx.var
+    def edit_options(self) -> list[FilterOption]:
+        field = cf_forms.field_of(self.edit_fields, self.edit_field)
+        return list(field.options) if field is not None else []
+
+    @rx.var
+    def edit_label(self) -> str:
+        field = cf_forms.field_of(self.edit_fields, self.edit_field)
+        return field.label if field is not None else ""
 
     # --- view helpers -----------------------------------------------------------------
     @rx.var

@@ -202,6 +202,27 @@ def _export(c: Ctx) -> Params:
     }
 
 
+# Built-in fields a bulk edit sets (services/customers/bulk_edit.py): the prefix of their choices' labels.
+_BULK_CHOICE_PREFIX = {"source": "source", "gender": "gender"}
+
+
+def _bulk_edit(c: Ctx) -> Params:
+    field = str(c.get("field"))
+    value = c.get("value")
+    if field.startswith("cf."):
+        labels = c.get("label") or {}
+        name = c.field(field[3:], labels.get("zh", "") if isinstance(labels, dict) else "")
+    else:
+        name = c.label("bulk_edit.field", field)
+        if field in _BULK_CHOICE_PREFIX and isinstance(value, str) and value:
+            value = c.label(_BULK_CHOICE_PREFIX[field], value)
+    if isinstance(value, dict):  # free text: a reference, never the text
+        value = c.t("bulk_edit.text_value")
+    elif value in ("", None):
+        value = c.t("bulk_edit.cleared")
+    return {"field": name, "value": value, "count": c.n(c.get("count", 0))}
+
+
 def _role_update(c: Ctx) -> tuple[str, Params]:
     granted, revoked = c.get("granted", []) or [], c.get("revoked", []) or []
     params = {"role": c.role(), "granted": c.perms(granted), "revoked": c.perms(revoked)}
@@ -326,6 +347,7 @@ PHRASES: dict[str, Phrase] = {
     "customer.transfer": Phrase(
         lambda c: {"customer": c.customer(), "old": c.user(c.get("old_owner_id")), "owner": c.user(c.get("owner_id"))}
     ),
+    "customer.bulk_edit": Phrase(_bulk_edit),
     "customer.release": Phrase(lambda c: {"customer": c.customer(), "old": c.user(c.get("old_owner_id"))}),
     "customer.bulk_assign": Phrase(
         lambda c: (

@@ -159,7 +159,9 @@ def column_values(
     result = {}
     for customer_id, stored in documents.items():
         document = _document(stored)
-        result[customer_id] = {f.key: str(access.mask(f.name, display(f, document.get(f.key), lang))) for f in fields}
+        result[customer_id] = {
+            f.key: str(access.mask(f.name, display(f, effective(f, document), lang))) for f in fields
+        }
     return result
 
 

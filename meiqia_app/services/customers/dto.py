@@ -28,6 +28,15 @@ class TagChip:
 
 
 @dataclasses.dataclass
+class CustomCell:
+    """One custom column's value in a list row (masked as the actor sees it)."""
+
+    name: str  # "cf.<key>"
+    label: str
+    value: str
+
+
+@dataclasses.dataclass
 class CustomerRow:
     id: int
     name: str
@@ -51,6 +60,8 @@ class CustomerRow:
     team: str = ""
     in_pool: bool = True
     status_code: str = "active"
+    # The shown custom columns (list_fields.CustomCell: name, label, masked value), in column order.
+    custom: list[CustomCell] = dataclasses.field(default_factory=list)
 
 
 def money(cents: int | None) -> str:

@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, Connection, and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,6 +32,8 @@ from meiqia_app.db import get_engine, read_connection
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.dbadapter.base import SEARCH_CONTACT, SEARCH_EVERYTHING, SEARCH_PUBLIC
 from meiqia_app.models import AppSetting, Customer
+from meiqia_app.services.custom_fields import values as custom_values
+from meiqia_app.services.customers import list_fields
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.dto import CustomerRow, customer_rows
 from meiqia_app.services.customers.query import (
@@ -84,6 +87,7 @@ LIST_COLUMNS = (
     C.visitor_id,
     C.updated_at,  # the open API's walk by update time
     C.owner_id,
+    C.custom_fields,  # custom columns (issue 23): the document comes with the row
 )
 
 
@@ -95,6 +99,9 @@ class CustomerPage:
     too_short: bool = False  # the query was one or two digits: ask for more
     # The customer data's generation when the page was read (see data_version).
     data_version: str = ""
+    # Filters or a sort on custom fields retired or deleted since the query was made:
+    # ignored, named here (labels; "a deleted field") so that the list can say so.
+    ignored_fields: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +117,7 @@ def scoped_query(actor: Actor, query: ListQuery, action: str = "customer.list") 
     (each filter answer would narrow the hidden amount down): refused and audited.
     Its look-ups by a whole phone number or address are limited (_ExactLookups).
     """
-    scoped = query.for_actor(actor)
+    scoped, _gone = list_fields.without_gone_fields(query.for_actor(actor))
     if not scoped.full_contact_search:
         hidden = query.hidden_value_filters()
         if hidden:
@@ -278,9 +285,16 @@ def all_conditions(conn: Connection, access: CustomerAccess, query: ListQuery) -
     return _conditions_and_candidates(conn, access, query)[0]
 
 
-def _conditions_and_candidates(conn: Connection, access: CustomerAccess, query: ListQuery) -> tuple[list, bool]:
-    """The conditions, and whether a short list of ids from the search index drives them."""
-    conditions = filter_conditions(access, query, driving_tags(conn, access, query))
+def _conditions_and_candidates(
+    conn: Connection, access: CustomerAccess, query: ListQuery, ranges_for_page: bool = False
+) -> tuple[list, bool]:
+    """The conditions, and whether a short list of ids from the search index drives them.
+
+    ``ranges_for_page``: a page in the list's order (a range on a custom field then
+    chooses its index or the sort index; custom_field_values.range_condition)."""
+    conditions = filter_conditions(
+        access, query, driving_tags(conn, access, query), range_conn=conn if ranges_for_page else None
+    )
     search, candidates = _search_condition(conn, query)
     if search is not None:
         conditions.append(search)
@@ -315,25 +329,36 @@ def _read_page(
     walk_descending = descending if direction == "next" else not descending
     if query.terms.too_short_digits and query.terms.empty:
         return _RawPage(records=[], too_short=True, data_version=version)
-    conditions, few_candidates = _conditions_and_candidates(conn, access, query)
+    custom_sort = list_fields.sort_field(access, query)
+    conditions, few_candidates = _conditions_and_candidates(conn, access, query, ranges_for_page=True)
     # Few candidates are read and sorted anyway: exact matches first, then
     # phones ending in the typed digits, then the rest (see rank_expression).
-    rank = rank_expression(query) if few_candidates else None
+    # (A sort by a custom field keeps its own order.)
+    rank = rank_expression(query) if few_candidates and custom_sort is None else None
     forward = direction == "next"
     if cursor and direction != "last":
-        sort_value, row_id, cursor_rank = decode_ranked_cursor(cursor, query.sort)
-        keyset = after_condition(query.sort, walk_descending, sort_value, row_id, query.status)
-        if rank is not None:
-            at = RANK_EXACT if cursor_rank is None else cursor_rank
-            keyset = or_(rank > at if forward else rank < at, and_(rank == at, keyset))
+        if custom_sort is not None:
+            value, last_active, row_id = list_fields.decode_sort_cursor(cursor, custom_sort)
+            keyset = list_fields.after_custom(custom_sort, walk_descending, value, last_active, row_id, query.status)
+        else:
+            sort_value, row_id, cursor_rank = decode_ranked_cursor(cursor, query.sort)
+            keyset = after_condition(query.sort, walk_descending, sort_value, row_id, query.status)
+            if rank is not None:
+                at = RANK_EXACT if cursor_rank is None else cursor_rank
+                keyset = or_(rank > at if forward else rank < at, and_(rank == at, keyset))
         conditions.append(keyset)
-    ordering = order_by(query.sort, walk_descending)
+    columns = LIST_COLUMNS
+    if custom_sort is not None:
+        ordering = custom_values.order_by(access, custom_sort.key, walk_descending)
+        columns = columns + (list_fields.sort_value_expression(custom_sort).label("cf_sort"),)
+    else:
+        ordering = order_by(query.sort, walk_descending)
     if few_candidates:
         # The search index named at most candidate_cap customers: read them by
         # id and sort them. The fence (OFFSET 0) keeps PostgreSQL from walking
         # the sort index instead and filtering on the id list (29k rows read,
         # 70-90 ms for 1,500 candidates at 1M); SQLite reads them by id anyway.
-        columns = LIST_COLUMNS + ((rank.label("match_rank"),) if rank is not None else ())
+        columns = columns + ((rank.label("match_rank"),) if rank is not None else ())
         fenced = base_select(columns, conditions).offset(0).subquery()
         to_fenced = ClauseAdapter(fenced)
         ordering = [to_fenced.traverse(item) for item in ordering]
@@ -341,15 +366,18 @@ def _read_page(
             ordering.insert(0, fenced.c.match_rank.asc() if forward else fenced.c.match_rank.desc())
         statement = select(*fenced.c).order_by(*ordering).limit(page_size + 1)
     else:
-        statement = base_select(LIST_COLUMNS, conditions).order_by(*ordering).limit(page_size + 1)
+        statement = base_select(columns, conditions).order_by(*ordering).limit(page_size + 1)
     records = conn.execute(statement).all()
     has_more = len(records) > page_size
     records = records[:page_size]
     if direction != "next":
         records.reverse()
-    sort_column = SORTS[query.sort][0]
 
     def cursor_of(record) -> str:
+        if custom_sort is not None:
+            tail = record.last_active_at if list_fields.has_activity_tail(custom_sort) else None
+            return list_fields.encode_sort_cursor(record.cf_sort, tail, record.id)
+        sort_column = SORTS[query.sort][0]
         return encode_cursor(getattr(record, sort_column), record.id, record.match_rank if rank is not None else None)
 
     page = _RawPage(records=records, data_version=version)
@@ -373,9 +401,15 @@ def list_customers(
     direction: str = "next",
     page_size: int = 50,
     lang: str = "zh",
+    custom_columns: Sequence[str] = (),
 ) -> CustomerPage:
-    """One page. ``direction`` is next (after ``cursor``), prev (before it) or last."""
+    """One page. ``direction`` is next (after ``cursor``), prev (before it) or last.
+
+    ``custom_columns``: the "cf.<key>" columns shown (their cells in each row, masked);
+    filters and a sort on fields retired or deleted since are ignored and named in
+    ``ignored_fields``."""
     require(actor, "customer.view", action="customer.list")
+    gone = list_fields.without_gone_fields(query)[1]
     query = scoped_query(actor, query)
     if page_size not in PAGE_SIZES:
         page_size = 50
@@ -386,12 +420,16 @@ def list_customers(
         version = data_generation(conn)
         raw = _read_page(conn, CustomerAccess(actor), query, cursor, direction, page_size, version)
         rows = customer_rows(conn, actor, raw.records, lang, reasons=_reasons(query, raw.records))
+    shown = list_fields.cells(CustomerAccess(actor), raw.records, list_fields.clean_column_names(custom_columns), lang)
+    for row in rows:
+        row.custom = shown.get(row.id, [])
     return CustomerPage(
         rows=rows,
         next_cursor=raw.next_cursor,
         prev_cursor=raw.prev_cursor,
         too_short=raw.too_short,
         data_version=raw.data_version,
+        ignored_fields=gone.labels(lang),
     )
 
 

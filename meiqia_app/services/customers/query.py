@@ -36,6 +36,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -163,6 +164,79 @@ def _text(value, limit: int) -> str:
     return str(value or "").strip()[:limit]
 
 
+# --- custom fields (issue 23): named by key, never by label ---------------------------------------
+CUSTOM_PREFIX = "cf."
+CUSTOM_OPERATORS = ("equals", "any_of", "range", "empty", "not_empty")
+MAX_CUSTOM_FILTERS = 10
+MAX_CUSTOM_VALUE_CHARS = 200
+MAX_CUSTOM_ANY_OF = 50
+_CUSTOM_KEY = re.compile(r"[a-z][a-z0-9_]{1,39}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomFilter:
+    """One filter on a custom field: its key, the operator, the value (a tuple for any of / range).
+    Checked against the definitions when the SQL is built (services/customers/list_fields.py)."""
+
+    key: str
+    op: str
+    value: object = None
+
+
+def custom_sort_key(sort: object) -> str | None:
+    """The field key of a sort by a custom field ("cf.<key>"), else None."""
+    if isinstance(sort, str) and sort.startswith(CUSTOM_PREFIX):
+        key = sort[len(CUSTOM_PREFIX) :]
+        return key if _CUSTOM_KEY.fullmatch(key) else None
+    return None
+
+
+def _custom_scalar(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_CUSTOM_VALUE_CHARS and "\x00" not in value:
+        return value.strip()
+    raise ValidationError.single("custom_filters", "error.bad_choice")
+
+
+def parse_custom_filters(raw: object) -> tuple[CustomFilter, ...]:
+    """The custom filters of an untrusted query, by shape (key, operator, value), one per field."""
+    if raw in (None, "", [], ()):
+        return ()
+    if not isinstance(raw, (list, tuple)) or len(raw) > MAX_CUSTOM_FILTERS:
+        raise ValidationError.single("custom_filters", "error.bad_choice")
+    found: dict[str, CustomFilter] = {}
+    for item in raw:
+        if isinstance(item, CustomFilter):
+            item = dataclasses.asdict(item)
+        if not isinstance(item, dict):
+            raise ValidationError.single("custom_filters", "error.bad_choice")
+        key, op, value = item.get("key"), item.get("op"), item.get("value")
+        if not isinstance(key, str) or not _CUSTOM_KEY.fullmatch(key) or op not in CUSTOM_OPERATORS:
+            raise ValidationError.single("custom_filters", "error.bad_choice")
+        if op in ("empty", "not_empty"):
+            value = None
+        elif op == "range":
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise ValidationError.single("custom_filters", "error.bad_choice")
+            value = (_custom_scalar(value[0]), _custom_scalar(value[1]))
+            if all(v in (None, "") for v in value):
+                raise ValidationError.single("custom_filters", "error.bad_choice")
+        elif op == "any_of":
+            items = value if isinstance(value, (list, tuple)) else [value]
+            items = [_custom_scalar(v) for v in items]
+            items = [v for v in items if v not in (None, "")]
+            if not items or len(items) > MAX_CUSTOM_ANY_OF:
+                raise ValidationError.single("custom_filters", "error.bad_choice")
+            value = tuple(dict.fromkeys(items))
+        else:
+            value = _custom_scalar(value)
+            if value in (None, ""):
+                raise ValidationError.single("custom_filters", "error.bad_choice")
+        found[key] = CustomFilter(key, op, value)
+    return tuple(found.values())
+
+
 @dataclasses.dataclass(frozen=True)
 class ListQuery:
     q: str = ""
@@ -197,6 +271,8 @@ class ListQuery:
     status: str = "active"
     sort: str = "last_active_at"
     direction: str = "desc"
+    # Filters on custom fields, by key (a sort by one: sort = "cf.<key>").
+    custom_filters: tuple[CustomFilter, ...] = ()
     # Which matching rules apply (see the module doc); set by for_actor, never
     # from untrusted input, not stored in saved views or export scopes.
     full_contact_search: bool = False
@@ -214,7 +290,7 @@ class ListQuery:
         direction = data.get("direction") or "desc"
         if status not in STATUS_CHOICES:
             raise ValidationError.single("status", "error.bad_choice")
-        if sort not in SORTS:
+        if sort not in SORTS and custom_sort_key(sort) is None:
             raise ValidationError.single("sort", "error.bad_choice")
         if direction not in ("asc", "desc"):
             raise ValidationError.single("direction", "error.bad_choice")
@@ -253,10 +329,15 @@ class ListQuery:
             status=status,
             sort=sort,
             direction=direction,
+            custom_filters=parse_custom_filters(data.get("custom_filters")),
         )
 
     def to_dict(self) -> dict:
         data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        data["custom_filters"] = [
+            {"key": f.key, "op": f.op, "value": list(f.value) if isinstance(f.value, tuple) else f.value}
+            for f in self.custom_filters
+        ]
         data.pop("full_contact_search")
         data.pop("owner_me")
         return data
@@ -354,7 +435,7 @@ def order_status_condition(statuses: Sequence[str]) -> ColumnElement:
 
 
 def filter_conditions(
-    access: CustomerAccess, query: ListQuery, driving_tags: tuple[int, ...] = ()
+    access: CustomerAccess, query: ListQuery, driving_tags: tuple[int, ...] = (), range_conn=None
 ) -> list[ColumnElement]:
     """Every condition of the query except the text search, within ``access``'s reach.
 
@@ -365,6 +446,9 @@ def filter_conditions(
     as ``id IN (customers with the tag)`` instead of a correlated EXISTS, so
     the database reads the tag's few customers and sorts them rather than
     walking the sort index and probing every row (see customer_list).
+
+    ``range_conn``: a page in the list's order is being read: a range on a custom
+    field chooses between its index and the sort index (custom_field_values.range_condition).
     """
     conditions: list[ColumnElement] = access.status_conditions(query.status)
     if query.lifecycle:
@@ -407,6 +491,11 @@ def filter_conditions(
             conditions.append(exists().where(TA.customer_id == C.id, TA.tag_id == tag_id))
     if query.tags_none:
         conditions.append(~exists().where(TA.customer_id == C.id, TA.tag_id.in_(query.tags_none)))
+    if query.custom_filters:
+        # Late: list_fields builds on this module (and on customer_access, which imports it).
+        from meiqia_app.services.customers import list_fields
+
+        conditions += list_fields.conditions(access, query.custom_filters, range_conn, conditions)
     return conditions
 
 

@@ -11,6 +11,7 @@ from sqlmodel import select
 from meiqia_app.db import read_session, write_session
 from meiqia_app.models import SavedView
 from meiqia_app.services.audit import log as audit
+from meiqia_app.services.customers import list_fields
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import NotFound, ValidationError
 from meiqia_app.services.identity.rbac import Actor, refuse, require
@@ -41,11 +42,19 @@ DEFAULT_COLUMNS = ("name", "phone", "region", "source", "lifecycle", "tags", "la
 
 
 def clean_columns(columns) -> list[str]:
-    """Known columns in catalogue order; the name is always shown (it opens the customer)."""
+    """Known columns in catalogue order, then active custom fields' ("cf.<key>", the admin's
+    order); the name is always shown (it opens the customer). Without a choice: the
+    default columns and the custom fields shown in the list by default."""
     if not isinstance(columns, (list, tuple)):
-        return list(DEFAULT_COLUMNS)
+        return default_columns()
     chosen = {str(c) for c in columns[: len(LIST_COLUMNS)]} | {"name"}
-    return [c for c in LIST_COLUMNS if c in chosen]
+    return [c for c in LIST_COLUMNS if c in chosen] + list_fields.clean_column_names(columns)
+
+
+def default_columns() -> list[str]:
+    """The list's columns before anyone chose: DEFAULT_COLUMNS and the custom fields
+    "shown in list by default"."""
+    return list(DEFAULT_COLUMNS) + list_fields.default_column_names()
 
 
 @dataclasses.dataclass
@@ -109,14 +118,40 @@ def load_view(actor: Actor, view_id: int) -> ListQuery:
 
 def load_view_setup(actor: Actor, view_id: int) -> tuple[ListQuery, list[str]]:
     """The stored query and the columns the list showed."""
+    setup = load_view_details(actor, view_id)
+    return setup.query, setup.columns
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSetup:
+    """A saved view as the list opens it: its query and columns without the custom fields
+    retired or deleted since it was saved, and those fields named (labels; "a deleted field")."""
+
+    query: ListQuery
+    columns: list[str]
+    ignored_fields: tuple[str, ...] = ()
+
+
+def load_view_details(actor: Actor, view_id: int, lang: str = "zh") -> ViewSetup:
+    """The stored query, validated again (fields are named by key: a renamed label changes nothing)."""
     require(actor, "customer.view", action="view.load")
     with read_session() as session:
         view = session.get(SavedView, int(view_id))
         if view is None or (view.owner_id != actor.user_id and not view.shared):
             raise NotFound()
         payload = json.loads(view.payload or "{}")
-    columns = clean_columns(payload.pop("columns", None))
-    return ListQuery.from_dict(payload), columns
+    stored_columns = payload.pop("columns", None)
+    columns = clean_columns(stored_columns)
+    query, gone = list_fields.without_gone_fields(ListQuery.from_dict(payload))
+    keys = list(gone.keys)
+    if isinstance(stored_columns, list):
+        kept = set(columns)
+        keys += [
+            str(c)[3:]
+            for c in stored_columns
+            if isinstance(c, str) and c.startswith("cf.") and c not in kept and str(c)[3:] not in keys
+        ][: list_fields.MAX_CUSTOM_COLUMNS]
+    return ViewSetup(query, columns, tuple(list_fields.GoneFields(tuple(keys)).labels(lang)))
 
 
 def delete_view(actor: Actor, view_id: int) -> None:

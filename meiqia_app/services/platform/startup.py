@@ -36,6 +36,7 @@ WORKER_MODULES = (
     "meiqia_app.services.platform.scheduler",
     "meiqia_app.services.tags.catalog",
     "meiqia_app.services.custom_fields.definitions",
+    "meiqia_app.services.customers.bulk_edit",
 )
 
 
