@@ -394,7 +394,6 @@ def worker_modules(folders: tuple[str, ...]) -> set[str]:
 
 # Public service functions that still return a bare dict, and why (issue 21: results are small
 # frozen dataclasses). "module.py:function" (or "module.py:Class.method"), paths under services/.
-TO_TYPE = "to type (issue 21): a result record; its module is being split"
 BARE_DICTS_ALLOWED = {
     # JSON documents stored or written as they are
     "audit/log.py:text_ref": "audit details: a keyed hash and the length of a text, stored in the entry's JSON",
@@ -413,15 +412,6 @@ BARE_DICTS_ALLOWED = {
     "customers/validation.py:clean_extras": "custom attributes and consents for a Customer row",
     "customers/access.py:CustomerAccess.load_many": "rows by customer id (SQL result rows)",
     "cleanup/criteria.py:reason_conditions": "criterion -> SQL condition (a mapping of expressions, not a result)",
-    # job results and reports stored in the job table, in files being split now
-    "cleanup/actions.py:archive_inactive": TO_TYPE,
-    "cleanup/trash.py:purge_trashed_before": TO_TYPE,
-    "cleanup/actions.py:job_report": TO_TYPE,
-    "cleanup/actions.py:purge_batches": TO_TYPE,
-    "tags/rules/runs.py:run_rule": TO_TYPE,
-    "tags/rules/runs.py:run_all_rules": TO_TYPE,
-    "tags/rules/runs.py:apply_rules_to_customer": TO_TYPE,
-    "tags/rules/runs.py:apply_rules_to_customers": TO_TYPE,
     # the audit page's sentences
     "audit/sentences.py:sentences": "one {zh, en} sentence per entry (the two languages by key)",
 }
