@@ -121,7 +121,7 @@ def _status(customer_id: int) -> str | None:
         return conn.execute(select(Customer.__table__.c.status).where(Customer.__table__.c.id == customer_id)).scalar()
 
 
-def _ticked(ids, action: str = "archive") -> Criteria:
+def _ticked(ids) -> Criteria:
     """What the customer list sends for an archive / trash of ticked rows (state/customer_list.py)."""
     return Criteria.from_dict({"selection": Selection.of_ids(ids, status="active").to_dict(), "scope": "active"})
 
@@ -130,7 +130,7 @@ def _ticked(ids, action: str = "archive") -> Criteria:
 def test_ticked_ids_out_of_scope_are_skipped_counted_and_audited(world, cleaner, action):
     ids = world["ids"]
     missing = _missing_id()
-    criteria = _ticked([ids["mine"], ids["other"], missing], action)
+    criteria = _ticked([ids["mine"], ids["other"], missing])
 
     last = _last_entry_id()
     dry = cleanup_preview.dry_run(cleaner, criteria, action)
