@@ -7,8 +7,4 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "跳过 {count} 个所选客户：未找到（不存在或不在您的数据范围内），未作任何更改",
         "{count} selected customers skipped: not found (missing or outside your data scope), nothing changed",
     ),
-    "bulk.skipped_unreachable": (
-        "{count} 个所选客户未找到，已跳过",
-        "{count} selected customers were not found and were skipped",
-    ),
 }

@@ -669,10 +669,6 @@ class CustomerListState(AppState):
                     changed = view.result.get("changed", view.result.get("processed", view.processed))
                     if view.status == "done":
                         yield rx.toast.success(self._tr(self._bulk_done_key, count=f"{changed:,}"))
-                        if view.result.get("skipped"):  # ticked ids out of reach (cleanup jobs)
-                            yield rx.toast.warning(
-                                self._tr("bulk.skipped_unreachable", count=f"{int(view.result['skipped']):,}")
-                            )
                     else:
                         yield rx.toast.error(self._tr("bulk.job_failed", status=view.status))
                     self._clear_selection()
