@@ -122,8 +122,8 @@ def main() -> int:
                 summary = rules.run_rule(SYSTEM_ACTOR, view.id, now=now)
                 print(
                     f"rule {view.name:<8} {time.perf_counter() - started:6.1f} s  "
-                    f"matched={summary['matched']:>8,} added={summary['added']:>8,} "
-                    f"removed={summary['removed']:>7,}  peak RSS {rss_mb():.0f} MB",
+                    f"matched={summary.matched:>8,} added={summary.added:>8,} "
+                    f"removed={summary.removed:>7,}  peak RSS {rss_mb():.0f} MB",
                     flush=True,
                 )
             print(f"all rules: {time.perf_counter() - overall:.1f} s\n", flush=True)

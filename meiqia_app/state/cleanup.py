@@ -14,7 +14,7 @@ from meiqia_app.services.cleanup import preview as cleanup_preview
 from meiqia_app.services.cleanup import retention
 from meiqia_app.services.cleanup import trash as cleanup_trash
 from meiqia_app.services.customers import saved_views
-from meiqia_app.services.errors import AppError, ValidationError
+from meiqia_app.services.errors import AppError, NotFound, ValidationError
 from meiqia_app.services.privacy import mentions
 from meiqia_app.services.tags import catalog as tags
 from meiqia_app.state.base import AppState
@@ -286,39 +286,37 @@ class CleanupState(AppState):
                 except AppError as error:
                     self.step = "criteria"
                     return self._on_error(error)
-                self.percent = view["percent"]
-                self.processed = view["processed"]
-                self.total = view["total"]
-                self.job_status = view["status"]
-                if view["status"] not in ("queued", "running"):
+                self.percent = view.percent
+                self.processed = view.processed
+                self.total = view.total
+                self.job_status = view.status
+                if view.finished:
                     self.report_lines = self._report(view)
                     self.step = "report"
                     return None
             await asyncio.sleep(0.5)
 
-    def _report(self, view: dict) -> list[str]:
-        result = view.get("result") or {}
+    def _report(self, view: cleanup.CleanupReport) -> list[str]:
         lines = [
-            self._tr("cleanup.report.status", status=self._tr(f"cleanup.job.{view['status']}")),
-            self._tr("cleanup.report.processed", count=result.get("processed", view["processed"])),
+            self._tr("cleanup.report.status", status=self._tr(f"cleanup.job.{view.status}")),
+            self._tr("cleanup.report.processed", count=view.processed),
         ]
-        for table, rows in (result.get("counts") or {}).items():
+        for table, rows in view.counts.items():
             if table.startswith("mentions_"):
                 continue  # reported below, with the records
             lines.append(self._tr("cleanup.report.rows", table=self._tr(f"cleanup.table.{table}"), count=rows))
-        found = result.get("mentions")
-        if found is not None:
-            lines += self._mention_lines(found)
-        if result.get("backup"):
-            lines.append(self._tr("cleanup.report.backup", name=result["backup"]))
-        if "list_ms_before" in result:
-            lines.append(
-                self._tr("cleanup.report.speed", before=result["list_ms_before"], after=result["list_ms_after"])
-            )
-        if result.get("export_files_deleted") is not None:
-            lines.append(self._tr("cleanup.report.exports", count=len(result["export_files_deleted"])))
-        if view.get("error"):
-            lines.append(self._tr(view["error"], **(view.get("error_params") or {})))
+        if view.skipped:
+            lines.append(self._tr("cleanup.report.skipped", count=view.skipped))
+        if view.mentions is not None:
+            lines += self._mention_lines(view.mentions)
+        if view.backup:
+            lines.append(self._tr("cleanup.report.backup", name=view.backup))
+        if view.list_ms_before is not None:
+            lines.append(self._tr("cleanup.report.speed", before=view.list_ms_before, after=view.list_ms_after))
+        if view.export_files_deleted is not None:
+            lines.append(self._tr("cleanup.report.exports", count=view.export_files_deleted))
+        if view.error:
+            lines.append(self._tr(view.error, **view.error_params))
         return lines
 
     def _mention_lines(self, found: dict) -> list[str]:
@@ -399,11 +397,13 @@ class ArchiveState(AppState):
     async def restore_one(self, customer_id: int):
         try:
             actor = self._actor()
-            await self._call(cleanup_trash.restore, actor, self.tab, [self._as_id(customer_id)])
+            count = await self._call(cleanup_trash.restore, actor, self.tab, [self._as_id(customer_id)])
             await self._reload()
         except AppError as error:
             return self._on_error(error)
-        return rx.toast.success(self._tr("cleanup.restored", count=1))
+        if not count:  # not in this list (missing, out of reach or no longer parked)
+            return self._on_error(NotFound())
+        return rx.toast.success(self._tr("cleanup.restored", count=count))
 
     @rx.event
     async def restore_all(self):
@@ -441,12 +441,9 @@ class ArchiveState(AppState):
                     view = await asyncio.to_thread(cleanup.job_report, self._actor(), self.job_id)
                 except AppError as error:
                     return self._on_error(error)
-                if view["status"] not in ("queued", "running"):
-                    result = view.get("result") or {}
+                if view.finished:
                     self.purge_message = self._tr(
-                        "cleanup.purge_done",
-                        count=(result.get("counts") or {}).get("customer", 0),
-                        name=result.get("backup", ""),
+                        "cleanup.purge_done", count=view.counts.get("customer", 0), name=view.backup
                     )
                     self.purge_confirm = ""
                     await self._reload()

@@ -20,9 +20,20 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "meiqia_app"
 
 RECORDERS = ("record", "record_now", "record_many", "record_refusal", "refuse_counted")
-# CustomerAccess's by-id loaders and not_found, and check_ticked_in_reach, audit a refusal
-# under the action they are given (services/customers/access.py, services/customers/selection.py).
-REFUSERS = ("require", "refuse", "not_found", "load", "load_row", "load_for_claim", "check_ticked_in_reach")
+# CustomerAccess's by-id loaders, record_customer and not_found, check_ticked_in_reach and the
+# cleanup's skip_unreachable_ticked audit a refusal under the action they are given
+# (services/customers/access.py, services/customers/selection.py, services/cleanup/criteria.py).
+REFUSERS = (
+    "require",
+    "refuse",
+    "not_found",
+    "load",
+    "load_row",
+    "load_for_claim",
+    "record_customer",
+    "check_ticked_in_reach",
+    "skip_unreachable_ticked",
+)
 # Modules that forward an ``action`` parameter of their own (they are the recorders).
 FORWARDERS = (
     "meiqia_app/services/audit/log.py",
@@ -30,6 +41,7 @@ FORWARDERS = (
     "meiqia_app/services/customers/access.py",
     "meiqia_app/services/customers/selection.py",
     "meiqia_app/services/identity/throttling.py",  # refuse_counted(session, actor, action, …)
+    "meiqia_app/services/cleanup/criteria.py",
 )
 
 
@@ -83,7 +95,9 @@ def _action_expr(name: str, args: list[ast.expr], node: ast.Call) -> ast.expr | 
         "record_refusal": 1,
         "refuse": 1,
         "not_found": 1,
+        "record_customer": 4,
         "check_ticked_in_reach": 2,
+        "skip_unreachable_ticked": 2,
     }.get(name)
     return args[position] if position is not None and len(args) > position else None
 

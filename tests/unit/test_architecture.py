@@ -298,6 +298,94 @@ def hand_called_invalidations(folders: tuple[str, ...], allowed: tuple[str, ...]
     return sorted(set(found))
 
 
+# Every writer of customer rows says so (issue 21): a module that UPDATEs, INSERTs
+# or DELETEs customer rows publishes the change (services/customers/changes.py:
+# ``customers_changed`` in its transaction, or ``publish_committed`` for a write of
+# no session, the backup's restore), or the list counts, the report figures and
+# the on-change rules go stale. Where it needs no signal of its own, why:
+CUSTOMER_WRITES_ALLOWED = {
+    "meiqia_app/migrations/": "Alembic revisions: run once, before the app serves (no cache holds anything yet)",
+    "meiqia_app/dbadapter/": "database-specific statements for a table the calling service names; it publishes",
+    "meiqia_app/models/": "table definitions",
+}
+CHANGE_PUBLISHERS = ("customers_changed", "publish_committed")
+RAW_CUSTOMER_WRITE = re.compile(r"\b(UPDATE\s+customer|INSERT\s+INTO\s+customer|DELETE\s+FROM\s+customer)\b", re.I)
+WRITE_STATEMENTS = ("update", "insert", "delete")
+
+
+def _writable_customer_names(tree: ast.AST, customer: set[str]) -> set[str]:
+    """Names bound to a Customer row about to change: ``Customer(...)``, a by-id load
+    ``for_write=True`` or a pool claim's load (services/customers/access.py)."""
+    names = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+            continue
+        call = node.value
+        new_row = isinstance(call.func, ast.Name) and call.func.id in customer
+        loaded = _called_name(call) == "load_for_claim" or (
+            _called_name(call) == "load"
+            and any(
+                k.arg == "for_write" and isinstance(k.value, ast.Constant) and k.value.value is True
+                for k in call.keywords
+            )
+        )
+        if new_row or loaded:
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def customer_writes(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, what) for each write of the customer table: ``update/insert/delete(Customer…)``,
+    ``Customer.__table__.update()``, ``session.add`` / ``delete`` of a Customer row,
+    attributes set on a row loaded for writing, raw SQL "UPDATE customer …"."""
+    customer, _ = _table_aliases(tree)
+    rows = _writable_customer_names(tree, customer)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = _called_name(node)
+            if name in WRITE_STATEMENTS and node.args and _is_customer_ref(node.args[0], customer):
+                found.append((node.lineno, f"{name}(Customer)"))
+            elif (
+                name in WRITE_STATEMENTS
+                and isinstance(node.func, ast.Attribute)
+                and _is_customer_ref(node.func.value, customer)
+            ):
+                found.append((node.lineno, f"Customer.{name}()"))
+            elif name in ("add", "add_all", "delete", "merge") and node.args:
+                arg = node.args[0]
+                if (isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name) and arg.func.id in customer) or any(
+                    isinstance(part, ast.Name) and part.id in rows for part in ast.walk(arg)
+                ):
+                    found.append((node.lineno, f"session.{name} of a Customer"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = RAW_CUSTOMER_WRITE.search(node.value)
+            if match:
+                found.append((node.lineno, f"SQL {' '.join(match.group(0).split())}"))
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found += [
+                (node.lineno, f"sets {t.value.id}.{t.attr}")
+                for t in targets
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id in rows
+            ]
+    return sorted(set(found))
+
+
+def silent_customer_writers(folders: tuple[str, ...], allowed) -> list[str]:
+    """Modules that write customer rows and never publish the change."""
+    found = []
+    for name, tree in _modules(*folders):
+        if name.startswith(tuple(allowed)):
+            continue
+        writes = customer_writes(tree)
+        publishes = any(isinstance(n, ast.Call) and _called_name(n) in CHANGE_PUBLISHERS for n in ast.walk(tree))
+        if writes and not publishes:
+            line, what = writes[0]
+            found.append(f"{name}:{line} writes customer rows ({what}) without customers_changed")
+    return sorted(found)
+
+
 def _names_a_role(node: ast.AST) -> bool:
     if isinstance(node, ast.Name):
         return node.id in ("role_name", "ADMIN_ROLE")
@@ -390,7 +478,6 @@ def worker_modules(folders: tuple[str, ...]) -> set[str]:
 
 # Public service functions that still return a bare dict, and why (issue 21: results are small
 # frozen dataclasses). "module.py:function" (or "module.py:Class.method"), paths under services/.
-TO_TYPE = "to type (issue 21): a result record; its module is being split"
 BARE_DICTS_ALLOWED = {
     # JSON documents stored or written as they are
     "audit/log.py:text_ref": "audit details: a keyed hash and the length of a text, stored in the entry's JSON",
@@ -413,15 +500,6 @@ BARE_DICTS_ALLOWED = {
     "customers/validation.py:clean_extras": "custom attributes and consents for a Customer row",
     "customers/access.py:CustomerAccess.load_many": "rows by customer id (SQL result rows)",
     "cleanup/criteria.py:reason_conditions": "criterion -> SQL condition (a mapping of expressions, not a result)",
-    # job results and reports stored in the job table, in files being split now
-    "cleanup/actions.py:archive_inactive": TO_TYPE,
-    "cleanup/trash.py:purge_trashed_before": TO_TYPE,
-    "cleanup/actions.py:job_report": TO_TYPE,
-    "cleanup/actions.py:purge_batches": TO_TYPE,
-    "tags/rules/runs.py:run_rule": TO_TYPE,
-    "tags/rules/runs.py:run_all_rules": TO_TYPE,
-    "tags/rules/runs.py:apply_rules_to_customer": TO_TYPE,
-    "tags/rules/runs.py:apply_rules_to_customers": TO_TYPE,
     # the audit page's sentences
     "audit/sentences.py:sentences": "one {zh, en} sentence per entry (the two languages by key)",
 }
@@ -566,6 +644,56 @@ def test_startup_loads_every_module_with_job_workers():
 def test_only_the_change_subscribers_invalidate_caches():
     everything = sorted(p.name for p in APP.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists())
     assert hand_called_invalidations(tuple(everything), INVALIDATION_ALLOWED) == []
+
+
+def test_every_writer_of_customer_rows_publishes_the_change():
+    assert silent_customer_writers(_everything(), CUSTOMER_WRITES_ALLOWED) == []
+    for module in CUSTOMER_WRITES_ALLOWED:  # the allow-list names nothing that is gone
+        assert (ROOT / module).exists(), module
+
+
+def test_the_customer_writer_check_finds_each_kind_of_write(tmp_path, monkeypatch):
+    app = tmp_path / "meiqia_app"
+    (app / "services").mkdir(parents=True)
+    (app / "services" / "silent.py").write_text(
+        "T = Customer.__table__\n"
+        "def f(session, access, i):\n"
+        "    session.execute(update(Customer.__table__).where(T.c.id == i).values(name='x'))\n"
+        "    session.execute(T.delete().where(T.c.id == i))\n"
+        "    session.execute(insert(T).values(name='x'))\n"
+        "    session.add(Customer(name='x'))\n"
+        "    row = access.load(session, i, for_write=True)\n"
+        "    row.name = 'y'\n"
+        "    seen = access.load(session, i)\n"
+        "    seen.name = 'not written: a read-only load'\n"
+        "    claimed = access.load_for_claim(session, i)\n"
+        "    session.add(claimed)\n"
+        "    session.execute(text('UPDATE customer SET name = 1'))\n"
+        "    session.execute(text('UPDATE customer_search SET text = 1'))\n"
+    )
+    (app / "services" / "loud.py").write_text(
+        "def f(session, i):\n"
+        "    session.execute(update(Customer).values(name='x'))\n"
+        "    customers_changed(session, [i], EDITED)\n"
+    )
+    (app / "services" / "reader.py").write_text("def f(conn):\n    return conn.execute(select(Customer.id))\n")
+    monkeypatch.setattr(__import__(__name__, fromlist=["APP"]), "APP", app)
+    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
+
+    tree = ast.parse((app / "services" / "silent.py").read_text())
+    assert [what for _line, what in customer_writes(tree)] == [
+        "update(Customer)",
+        "Customer.delete()",
+        "insert(Customer)",
+        "session.add of a Customer",
+        "sets row.name",
+        "session.add of a Customer",
+        "SQL UPDATE customer",
+    ]
+    assert silent_customer_writers(("services",), {}) == [
+        "meiqia_app/services/silent.py:3 writes customer rows (update(Customer)) without customers_changed"
+    ]
+    assert silent_customer_writers(("services",), {"meiqia_app/services/silent.py": "a reason"}) == []
 
 
 def test_services_return_typed_results_not_bare_dicts():

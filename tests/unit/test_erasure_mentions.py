@@ -129,7 +129,7 @@ def test_the_report_lines_say_what_was_found_and_done(seeded_actors, scene):
 
     admin = seeded_actors["admin"]
     job_id = cleanup.start_action(admin, ERASE_REQUESTED, "erase", confirm="1", redact=[f"message:{scene['message']}"])
-    found = cleanup.job_report(admin, job_id)["result"]["mentions"]
+    found = cleanup.job_report(admin, job_id).mentions
     english = mention_report_lines(found, lambda key, **params: tr("en", key, **params))
     assert english == [
         "Mentions in other customers' records: 2 found, 1 redacted",

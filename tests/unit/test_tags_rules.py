@@ -283,7 +283,9 @@ def test_preview_then_sync_run_gains_loses_and_keeps_manual(world, seeded_actors
 
     rule_id = rule_definitions.save_rule(manager, data)
     summary = rules.run_rule(manager, rule_id, now=NOW)
-    assert summary == {"matched": len(expected), "added": len(expected) - 1, "removed": 1, "at": NOW.isoformat()}
+    assert summary == rules.RuleRunSummary(
+        matched=len(expected), added=len(expected) - 1, removed=1, at=NOW.isoformat()
+    )
     assigned = _assigned(tag_id)
     assert set(assigned) == expected | {outsiders[1]}
     assert assigned[outsiders[1]] == ("manual", None)
@@ -291,13 +293,13 @@ def test_preview_then_sync_run_gains_loses_and_keeps_manual(world, seeded_actors
     assert all(assigned[i] == ("rule", rule_id) for i in expected - {insider})
     # A second run changes nothing.
     again = rules.run_rule(manager, rule_id, now=NOW)
-    assert (again["added"], again["removed"]) == (0, 0)
+    assert (again.added, again.removed) == (0, 0)
     # Narrow the rule: sync removes its own assignments only.
     narrower = conditions + [{"field": "total_spent", "op": "gte", "value": 3000}]
     rule_definitions.save_rule(manager, _rule_data(tag_id, narrower), rule_id=rule_id)
     narrow_expected = python_ids(world, "all", rule_conditions.clean_conditions(narrower))
     result = rules.run_rule(manager, rule_id, now=NOW)
-    assert result["removed"] == len(expected - narrow_expected - {insider})
+    assert result.removed == len(expected - narrow_expected - {insider})
     assert set(_assigned(tag_id)) == narrow_expected | {outsiders[1], insider}
     with get_engine().connect() as conn:
         runs = (
@@ -334,7 +336,7 @@ def test_add_only_rule_never_removes(world, seeded_actors):
         == 0
     )
     result = rules.run_rule(manager, rule_id, now=NOW)
-    assert result["removed"] == 0 and set(_assigned(tag_id)) == first
+    assert result.removed == 0 and set(_assigned(tag_id)) == first
 
 
 def test_rules_need_rule_manage(seeded_actors):

@@ -31,6 +31,7 @@ case (few distinct junk values) but reads every distinct value once."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -56,7 +57,7 @@ from meiqia_app.models import (
 from meiqia_app.models.customer import IN_TRASH, STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
 from meiqia_app.models.tag import SOURCE_MANUAL
 from meiqia_app.services.audit import log as audit
-from meiqia_app.services.cleanup.criteria import Criteria, check_action, criteria_conditions
+from meiqia_app.services.cleanup.criteria import Criteria, check_action, criteria_conditions, skip_unreachable_ticked
 from meiqia_app.services.cleanup.preview import count_matching, list_query_ms
 from meiqia_app.services.customers.changes import DELETED, MANY, STATUS, TAGS, customers_changed
 from meiqia_app.services.errors import NotFound, ValidationError
@@ -75,6 +76,77 @@ BATCH = 10_000  # tag and erase (erasure rewrites each customer on its own)
 BULK_BATCH = 50_000
 
 
+@dataclasses.dataclass(frozen=True)
+class CleanupOutcome:
+    """What a batched cleanup walk did: customers walked, rows changed per table, the backup taken first."""
+
+    processed: int
+    counts: dict[str, int]
+    backup: str = ""  # the automatic backup's file name ("" when none was taken)
+
+    @property
+    def customers(self) -> int:
+        """Customer rows changed (archived, trashed or deleted)."""
+        return self.counts.get("customer", 0)
+
+    @property
+    def other_rows(self) -> int:
+        """Rows changed in the other tables (a purge's children)."""
+        return sum(rows for table, rows in self.counts.items() if table != "customer")
+
+    def as_dict(self) -> dict:
+        """The job result's JSON form (the backup only when one was taken)."""
+        data: dict = {"processed": self.processed, "counts": dict(self.counts)}
+        return data | ({"backup": self.backup} if self.backup else {})
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanupReport:
+    """A cleanup job as its page shows it: progress, and once finished what it did."""
+
+    job_id: int
+    kind: str
+    status: str  # queued | running | done | failed | cancelled
+    percent: int
+    processed: int  # customers walked (the final count once finished)
+    total: int
+    counts: dict[str, int]  # rows changed per table
+    backup: str = ""
+    list_ms_before: float | None = None  # archive: the list's first page before and after (ms)
+    list_ms_after: float | None = None
+    export_files_deleted: int | None = None  # erasure: export files deleted afterwards
+    mentions: dict | None = None  # erasure: the mentions document {searched, found, redacted, kept}
+    skipped: int = 0  # ticked ids that were no customer within reach (audited, left alone)
+    error: str = ""
+    error_params: dict = dataclasses.field(default_factory=dict)  # the error key's message params
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("queued", "running")
+
+    @classmethod
+    def of_job(cls, view: jobs.JobView) -> CleanupReport:
+        result = view.result or {}
+        files = result.get("export_files_deleted")
+        return cls(
+            job_id=view.id,
+            kind=view.kind,
+            status=view.status,
+            percent=view.percent,
+            processed=int(result.get("processed", view.processed)),
+            total=view.total,
+            counts={str(k): int(v) for k, v in (result.get("counts") or {}).items()},
+            backup=str(result.get("backup") or ""),
+            list_ms_before=result.get("list_ms_before"),
+            list_ms_after=result.get("list_ms_after"),
+            export_files_deleted=len(files) if files is not None else None,
+            mentions=result.get("mentions"),
+            skipped=int(result.get("skipped", 0)),
+            error=view.error,
+            error_params=dict(view.error_params or {}),
+        )
+
+
 # --- actions as jobs ---------------------------------------------------------------------
 
 
@@ -91,6 +163,9 @@ def start_action(
         with read_session() as session:
             if not tag_id or session.get(Tag, int(tag_id)) is None:
                 raise ValidationError.single("tag_id", "cleanup.tag_required")
+    # Ticked ids naming no customer in reach are left alone (the job's SQL is cut to the
+    # reach), counted in the report and audited.
+    skipped = skip_unreachable_ticked(actor, criteria, f"cleanup.{action}")
     count = count_matching(actor, criteria)
     if (confirm or "").strip() != str(count):
         raise ValidationError.single("confirm", "cleanup.confirm_mismatch", count=count)
@@ -103,6 +178,8 @@ def start_action(
         "expected": count,
         "started_at": utcnow().isoformat(),
     }
+    if skipped:
+        params["skipped"] = len(skipped)
     if action == "erase":
         params["redact"] = sorted(mentions.parse_keys(redact or ()))
     job_id = jobs.create_job(actor, f"cleanup.{action}", params, total=count)
@@ -117,7 +194,7 @@ def _walk(
     before: dict | None = None,
     batch: int = BATCH,
     check_foreign_keys: bool = True,
-) -> dict:
+) -> CleanupOutcome:
     """Apply ``apply_batch(session, in_batch)`` to the matching customers, one transaction per batch.
 
     ``in_batch`` is a condition on the customer table selecting the next
@@ -162,7 +239,7 @@ def _walk(
             finally:
                 adapter.end_bulk_writes(conn)
         ctx.progress(done, checkpoint)
-    return {"processed": done, "counts": counts}
+    return CleanupOutcome(processed=done, counts=counts)
 
 
 def _batch_ids(in_batch):
@@ -200,8 +277,11 @@ def _criteria_where(ctx: jobs.JobContext):
     return lambda conn: criteria_conditions(conn, ctx.actor, criteria, now)[0]
 
 
-def _finish(ctx: jobs.JobContext, action: str, result: dict, extra: dict | None = None) -> dict:
-    result = {**result, **(extra or {}), "action": action, "criteria": ctx.params.get("criteria", {})}
+def _finish(ctx: jobs.JobContext, action: str, outcome: CleanupOutcome, extra: dict | None = None) -> dict:
+    """The job's result document (stored as JSON in the job row), audited once."""
+    result = {**outcome.as_dict(), **(extra or {}), "action": action, "criteria": ctx.params.get("criteria", {})}
+    if ctx.params.get("skipped"):
+        result["skipped"] = int(ctx.params["skipped"])
     if ctx.checkpoint.get("audited"):  # a resumed job whose entry was already written
         return result
     with write_session() as session:
@@ -226,7 +306,7 @@ def _require_in_job(ctx: jobs.JobContext, action: str) -> None:
     check_action(ctx.actor, action, action, Criteria.from_dict(ctx.params.get("criteria") or {}))
 
 
-def _archive_batches(ctx: jobs.JobContext, where_of, before: dict | None = None) -> dict:
+def _archive_batches(ctx: jobs.JobContext, where_of, before: dict | None = None) -> CleanupOutcome:
     """Archive the active customers matching ``where_of(conn)``, in BULK_BATCH transactions."""
     return _walk(
         ctx,
@@ -259,7 +339,7 @@ def inactive_preview(months: int, now: dt.datetime, sample_size: int) -> tuple[i
     return count, [(row.id, format_local(row.last_active_at)) for row in rows]
 
 
-def archive_inactive(ctx: jobs.JobContext, months: int, now: dt.datetime) -> dict:
+def archive_inactive(ctx: jobs.JobContext, months: int, now: dt.datetime) -> CleanupOutcome:
     """The archive retention policy's run: the cleanup wizard's archive, batched and resumable.
 
     Needs what the wizard's archive needs (cleanup.run and customer.archive);
@@ -387,7 +467,7 @@ def _delete_customers(session, in_batch) -> dict[str, int]:
     return counts
 
 
-def purge_batches(ctx: jobs.JobContext, params: dict, note: str) -> dict:
+def purge_batches(ctx: jobs.JobContext, params: dict, note: str) -> CleanupOutcome:
     """Delete the trashed customers ``params`` selects (after a backup), in BULK_BATCH transactions."""
     require(ctx.actor, "customer.delete", action="cleanup.purge", target_type="customer")
     with get_engine().connect() as conn:
@@ -395,7 +475,7 @@ def purge_batches(ctx: jobs.JobContext, params: dict, note: str) -> dict:
             select(func.count()).select_from(Customer.__table__).where(purge_condition(params))
         ).scalar_one()
     if pending == 0 and not ctx.checkpoint.get("done"):
-        return {"processed": 0, "counts": {}, "backup": ""}
+        return CleanupOutcome(processed=0, counts={})
     name = _take_backup(ctx, note)
     result = _walk(
         ctx,
@@ -405,21 +485,20 @@ def purge_batches(ctx: jobs.JobContext, params: dict, note: str) -> dict:
         batch=BULK_BATCH,
         check_foreign_keys=False,
     )
-    return {**result, "backup": name}
+    return dataclasses.replace(result, backup=name)
 
 
 def _work_purge(ctx: jobs.JobContext) -> dict:
-    result = purge_batches(ctx, ctx.params, f"before purge job {ctx.job_id}")
-    backup_name = result.pop("backup")
-    return _finish(ctx, "purge", result, {"backup": backup_name})
+    outcome = purge_batches(ctx, ctx.params, f"before purge job {ctx.job_id}")
+    return _finish(ctx, "purge", outcome, {"backup": outcome.backup})
 
 
-def job_report(actor: Actor, job_id: int) -> dict:
+def job_report(actor: Actor, job_id: int) -> CleanupReport:
     """A cleanup job's progress and final report for the page (only cleanup jobs)."""
     view = jobs.job_view(actor, job_id)
     if not view.kind.startswith("cleanup."):
         raise NotFound()
-    return view.as_dict()
+    return CleanupReport.of_job(view)
 
 
 for _kind, _fn in (

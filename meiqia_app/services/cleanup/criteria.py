@@ -13,7 +13,7 @@ from meiqia_app.models import Customer, ErasureRequest
 from meiqia_app.models.customer import STATUS_TRASHED
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.listing import all_conditions, scoped_query
-from meiqia_app.services.customers.selection import Selection, selection_conditions
+from meiqia_app.services.customers.selection import Selection, selection_conditions, ticked_out_of_reach
 from meiqia_app.services.customers.validation import normalize_email, normalize_phone
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.identity.rbac import Actor, require
@@ -219,3 +219,18 @@ def check_action(actor: Actor, action: str, verb: str, criteria: Criteria | None
     if not (criteria is not None and criteria.list_selection_only and action in ("archive", "trash", "tag")):
         require(actor, "cleanup.run", action=f"cleanup.{verb}", target_type="customer")
     require(actor, ACTION_PERMISSIONS[action], action=f"cleanup.{verb}", target_type="customer")
+
+
+def skip_unreachable_ticked(actor: Actor, criteria: Criteria, action: str) -> tuple[int, ...]:
+    """Ticked ids of the criteria's selection that name no customer the actor reaches
+    (missing or out of scope alike): the cleanup leaves them alone (its SQL is cut to the
+    reach anyway) and says how many; each call audits them as one refusal under
+    ``action`` (CustomerAccess.not_found: a crafted id list, since the list shows only
+    customers in reach). () without ticked ids."""
+    if not criteria.selection:
+        return ()
+    access = CustomerAccess(actor)
+    unreachable = ticked_out_of_reach(access, Selection.from_dict(criteria.selection))
+    if unreachable:
+        access.not_found(unreachable, action)  # audited; the rest of the selection goes on
+    return tuple(unreachable)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from meiqia_app.db import get_engine
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, ErasureRequest, Message, Note, Order, TagAssignment
 from meiqia_app.models.tag import SOURCE_MANUAL
-from meiqia_app.services.cleanup.criteria import Criteria, check_action, criteria_conditions
+from meiqia_app.services.cleanup.criteria import Criteria, check_action, criteria_conditions, skip_unreachable_ticked
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.listing import list_customers
 from meiqia_app.services.customers.query import ListQuery
@@ -60,6 +60,8 @@ class DryRun:
     # Erasure: other customers' notes and messages naming the customers (services/privacy/mentions.py),
     # for the admin to tick the ones to redact; None when not searched (too many customers).
     mentions: list[dict] | None = None
+    # Ticked ids that are no customer within reach (missing or out of scope): left alone, audited.
+    skipped: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -115,6 +117,7 @@ def _table_effects(conn, action: str, where) -> tuple[dict[str, int], int]:
 def dry_run(actor: Actor, criteria: Criteria, action: str = "archive") -> DryRun:
     """Count, a sample with the reason(s) each matched, and what the action would change."""
     check_action(actor, action, "dry_run", criteria)
+    skipped = skip_unreachable_ticked(actor, criteria, "cleanup.dry_run")
     started = time.perf_counter()
     access = CustomerAccess(actor)
     with get_engine().connect() as conn:
@@ -155,6 +158,7 @@ def dry_run(actor: Actor, criteria: Criteria, action: str = "archive") -> DryRun
         approx_bytes=approx,
         seconds=round(time.perf_counter() - started, 3),
         mentions=found,
+        skipped=len(skipped),
     )
 
 

@@ -60,13 +60,8 @@ def _trash_preview(setting: PolicySetting, now: dt.datetime) -> Preview:
 
 
 def _trash_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) -> dict:
-    result = cleanup_trash.purge_trashed_before(ctx, now - setting.value * DAY)
-    counts = result.get("counts") or {}
-    return {
-        "customers": counts.get("customer", 0),
-        "rows": sum(rows for table, rows in counts.items() if table != "customer"),
-        "backup": result.get("backup", ""),
-    }
+    outcome = cleanup_trash.purge_trashed_before(ctx, now - setting.value * DAY)
+    return {"customers": outcome.customers, "rows": outcome.other_rows, "backup": outcome.backup}
 
 
 # --- customers: archive after N months without activity ------------------------------------------
@@ -78,8 +73,7 @@ def _archive_preview(setting: PolicySetting, now: dt.datetime) -> Preview:
 
 
 def _archive_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) -> dict:
-    result = cleanup.archive_inactive(ctx, setting.value, now)
-    return {"customers": (result.get("counts") or {}).get("customer", 0)}
+    return {"customers": cleanup.archive_inactive(ctx, setting.value, now).customers}
 
 
 # --- owners: customers nobody contacted for N days go back to the pool (公海) -----------------------

@@ -12,9 +12,10 @@ from meiqia_app.db import get_engine, write_session
 from meiqia_app.models import Customer
 from meiqia_app.models.customer import STATUS_ACTIVE, STATUS_ARCHIVED, STATUS_TRASHED
 from meiqia_app.services.audit import log as audit
-from meiqia_app.services.cleanup.actions import purge_batches, purge_condition
+from meiqia_app.services.cleanup.actions import CleanupOutcome, purge_batches, purge_condition
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.changes import MANY, STATUS, customers_changed
+from meiqia_app.services.customers.selection import Selection, ticked_out_of_reach
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.identity.rbac import Actor, require
 from meiqia_app.services.platform import jobs
@@ -105,6 +106,12 @@ def restore(actor: Actor, status: str, ids: Sequence[int] | None = None) -> int:
             raise ValidationError.single("ids", "error.bad_choice") from None
         if not ids or len(ids) > 10_000 or ids[0] <= 0:
             raise ValidationError.single("ids", "error.bad_choice")
+        # Ids naming no customer in reach (missing or out of scope alike) are left alone
+        # (the UPDATE below is cut to the reach) and audited as one refusal.
+        access = CustomerAccess(actor)
+        unreachable = ticked_out_of_reach(access, Selection.of_ids(ids))
+        if unreachable:
+            access.not_found(unreachable, f"cleanup.restore_{status}")
     now = utcnow()
     common = {
         "updated_at": now,
@@ -150,7 +157,7 @@ def trash_preview(cutoff: dt.datetime, sample_size: int) -> tuple[int, list[tupl
     return count, [(row.id, format_local(row.trashed_at)) for row in rows]
 
 
-def purge_trashed_before(ctx: jobs.JobContext, cutoff: dt.datetime) -> dict:
+def purge_trashed_before(ctx: jobs.JobContext, cutoff: dt.datetime) -> CleanupOutcome:
     """The trash retention policy's run: the purge job's batches for what was trashed before ``cutoff``.
 
     Takes the same automatic backup first; the caller writes the audit entry.

@@ -320,12 +320,15 @@ class CustomerAccess:
         both write the same entry."""
         return self.scope != "all"
 
-    def not_found(self, customer_ids: object, action: str) -> NotFound:
+    def not_found(self, customer_ids: object, action: str, target_type: str = "customer") -> NotFound:
         """The NotFound to raise for ids the actor cannot reach (missing or out of scope
         alike), with its refusal audited for :attr:`audits_misses` actors: the action and
         the ids, the same entry whatever the reason (nothing in it tells a probe which ids
         exist). Written in a transaction of its own once the caller's write transaction,
-        if any, has ended (db.after_write_transaction)."""
+        if any, has ended (db.after_write_transaction).
+
+        ``target_type``: what the ids name when they are not customers' but records of a
+        customer (a note, a conversation: :meth:`record_customer`)."""
         if self.audits_misses:
             ids = customer_ids if isinstance(customer_ids, (list, tuple)) else [customer_ids]
             target = ",".join(str(i) for i in ids)[:64]
@@ -333,11 +336,24 @@ class CustomerAccess:
 
             def record() -> None:
                 audit.record_refusal(
-                    actor, action, target_type="customer", target_id=target, details={"reason": "error.not_found"}
+                    actor, action, target_type=target_type, target_id=target, details={"reason": "error.not_found"}
                 )
 
             after_write_transaction(record)
         return NotFound()
+
+    def record_customer(
+        self, conn, target_type: str, record_id: object, customer_id: int | None, action: str, *columns
+    ):
+        """The customer (chosen columns, as :meth:`find_row`) of a record found by its own id
+        (a note, a conversation): NotFound when the record is missing (``customer_id`` None)
+        or its customer is out of reach, the two alike, audited as one refusal naming the
+        record (:meth:`not_found`), so a crafted record id tells nothing about other
+        customers' records."""
+        row = None if customer_id is None else self.find_row(conn, customer_id, *columns)
+        if row is None:
+            raise self.not_found(record_id, action, target_type=target_type)
+        return row
 
     def reaches(self, status: str, row=None) -> bool:
         """Whether a customer with ``status`` (and, for the scope, its ``row``) is within reach."""

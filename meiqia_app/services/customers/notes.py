@@ -36,17 +36,23 @@ def clean_text(text: object) -> str:
     return value
 
 
-def _check_author(actor: Actor, note_id: int, action: str) -> None:
-    """Refuse (audited) when the note is someone else's and the actor lacks note.manage_any.
+def _check_note(actor: Actor, note_id: int, action: str) -> None:
+    """Refuse a note the actor may not change, before the write.
 
-    Read in its own short session: the refusal is written in a transaction of
-    its own, which must not wait behind a write transaction of ours. A note's
-    author never changes, so checking before the write is safe.
+    A missing note and a note on a customer out of the actor's reach are the
+    same NotFound, audited alike (CustomerAccess.record_customer): a crafted
+    note id must not tell whether somebody else's customer has that note.
+    Within reach, someone else's note without note.manage_any is refused
+    (audited). Read in its own short session: a refusal is written in a
+    transaction of its own, which must not wait behind a write transaction of
+    ours. A note's author and customer never change, so checking before the
+    write is safe.
     """
     with read_session() as session:
         note = session.get(Note, note_id)
-        if note is None:
-            raise NotFound()
+        CustomerAccess(actor).record_customer(
+            session.connection(), "note", note_id, None if note is None else note.customer_id, action
+        )
         author_id = note.author_id
     if not may_change_note(actor, author_id):
         rbac.refuse(
@@ -93,7 +99,7 @@ def edit_note(actor: Actor, note_id: int, text: str) -> None:
     """Change a note's text (own notes; anybody's with note.manage_any)."""
     _require_note_access(actor, "note.update", note_id)
     note_id = parse_id(note_id)
-    _check_author(actor, note_id, "note.update")
+    _check_note(actor, note_id, "note.update")
     body = clean_text(text)
     with write_session() as session:
         note = session.get(Note, note_id)
@@ -125,7 +131,7 @@ def delete_note(actor: Actor, note_id: int) -> None:
     """Delete a note (own notes; anybody's with note.manage_any); the audit entry keeps a hash of its text."""
     _require_note_access(actor, "note.delete", note_id)
     note_id = parse_id(note_id)
-    _check_author(actor, note_id, "note.delete")
+    _check_note(actor, note_id, "note.delete")
     with write_session() as session:
         note = session.get(Note, note_id)
         if note is None:

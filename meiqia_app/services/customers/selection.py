@@ -129,18 +129,24 @@ def check_ticked_in_reach(actor: Actor, selection: Selection, action: str) -> No
     the list only ever shows those, so another id is a crafted one. NotFound, audited for
     a scoped actor (CustomerAccess.not_found); nothing in the answer says which id.
     A selection of "all matching" is cut to the reach by its query instead."""
-    if selection.kind != KIND_IDS:
-        return
     access = CustomerAccess(actor)
+    unreachable = ticked_out_of_reach(access, selection)
+    if unreachable:
+        raise access.not_found(unreachable, action)
+
+
+def ticked_out_of_reach(access: CustomerAccess, selection: Selection) -> list[int]:
+    """The ticked ids that name no customer ``access`` reaches (missing or out of scope
+    alike, whatever their status); [] for a selection of "all matching"."""
+    if selection.kind != KIND_IDS:
+        return []
     reach = access.reach_condition()
     found: set[int] = set()
     with get_engine().connect() as conn:
         for start in range(0, len(selection.ids), 1000):
             chunk = list(selection.ids[start : start + 1000])
             found.update(conn.execute(select(C.id).where(C.id.in_(chunk), reach)).scalars())
-    unreachable = [i for i in selection.ids if i not in found]
-    if unreachable:
-        raise access.not_found(unreachable, action)
+    return [i for i in selection.ids if i not in found]
 
 
 def _existing_ids_batches(

@@ -42,7 +42,7 @@ from meiqia_app.models import (
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.dto import label, money
 from meiqia_app.services.customers.profile import iso, parse_id
-from meiqia_app.services.errors import NotFound, ValidationError
+from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.identity.rbac import Actor, require
 from meiqia_app.services.integrations import api_keys
 from meiqia_app.timeutil import as_utc, format_local
@@ -603,9 +603,8 @@ def conversation_messages(actor: Actor, conversation_id: int, limit: int = 200, 
         limit = 200
     with read_connection() as conn:
         customer_id = conn.execute(select(_CV.customer_id).where(_CV.id == conversation_id)).scalar_one_or_none()
-        if customer_id is None:
-            raise NotFound()
-        check_customer_visible(conn, actor, customer_id, "conversation.view")
+        # Missing, or of a customer out of reach: the same NotFound, audited alike.
+        CustomerAccess(actor).record_customer(conn, "conversation", conversation_id, customer_id, "conversation.view")
         rows = conn.execute(
             select(_M.id, _M.sender, _M.body, _M.sent_at)
             .where(_M.conversation_id == conversation_id)

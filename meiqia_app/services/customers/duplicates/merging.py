@@ -446,7 +446,8 @@ def _recompute_rule_tags(survivor: int) -> dict[str, list[int]]:
     from meiqia_app.services.tags.rules import runs as rules  # rules imports customer services: import late
 
     try:
-        return rules.apply_rules_to_customer(survivor)
+        change = rules.apply_rules_to_customer(survivor)
+        return {"added": list(change.added), "removed": list(change.removed)}
     except Exception:  # noqa: BLE001 - the merge is saved; the nightly run will catch up
         log.exception("recomputing rule tags of merged customer %s failed", survivor)
         return {"added": [], "removed": []}

@@ -51,6 +51,28 @@ TA = TagAssignment.__table__.c
 RUN_JOB_KIND = "rules.run"
 
 
+@dataclasses.dataclass(frozen=True)
+class RuleRunSummary:
+    """One rule run over every active customer: how many matched, gained and lost its tag."""
+
+    matched: int
+    added: int
+    removed: int
+    at: str  # when it ran (ISO 8601)
+
+    def as_dict(self) -> dict:
+        """The JSON form kept as the rule's last run summary and in the run job's result."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleTagChange:
+    """The rule tags one customer gained and lost when their rules were applied (tag ids)."""
+
+    added: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
+
+
 # --- running ------------------------------------------------------------------------
 
 
@@ -65,7 +87,7 @@ def _spec_of(rule: TagRule) -> RuleSpec:
     )
 
 
-def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> dict:
+def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> RuleRunSummary:
     """Apply one rule to every active customer in one transaction; returns the counts."""
     with write_session() as session:
         rule = session.get(TagRule, rule_id)
@@ -106,9 +128,9 @@ def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> dict:
         MATCH_TABLE.drop(conn)
         if added or removed:
             customers_changed(session, MANY, RULE_TAGS)
-        summary = {"matched": matched, "added": added, "removed": removed, "at": now.isoformat()}
+        summary = RuleRunSummary(matched=matched, added=added, removed=removed, at=now.isoformat())
         rule.last_run_at = now
-        rule.last_run_summary = json.dumps(summary)
+        rule.last_run_summary = json.dumps(summary.as_dict())
         session.add(rule)
         if added:
             tag = session.get(Tag, spec.tag_id)
@@ -120,13 +142,13 @@ def _run_one(rule_id: int, actor: Actor, now: dt.datetime) -> dict:
             "rule.run",
             target_type="tag_rule",
             target_id=rule_id,
-            details={"name": rule.name, "tag_id": spec.tag_id, "mode": spec.mode, **summary},
+            details={"name": rule.name, "tag_id": spec.tag_id, "mode": spec.mode, **summary.as_dict()},
         )
     return summary
 
 
-def run_rule(actor: Actor, rule_id: int, now: dt.datetime | None = None) -> dict:
-    """Run one rule now (in this thread); returns {matched, added, removed}."""
+def run_rule(actor: Actor, rule_id: int, now: dt.datetime | None = None) -> RuleRunSummary:
+    """Run one rule now (in this thread)."""
     rule_id = parse_id(rule_id)
     require(actor, "rule.manage", action="rule.run", target_type="tag_rule", target_id=rule_id)
     return _run_one(rule_id, actor, now or utcnow())
@@ -134,8 +156,8 @@ def run_rule(actor: Actor, rule_id: int, now: dt.datetime | None = None) -> dict
 
 def run_all_rules(
     actor: Actor = SYSTEM_ACTOR, now: dt.datetime | None = None, progress: Callable[[str], None] | None = None
-) -> dict[int, dict]:
-    """Run every enabled rule (nightly task, seed hook, CLI)."""
+) -> dict[int, RuleRunSummary]:
+    """Run every enabled rule (nightly task, seed hook, CLI): each rule's summary by rule id."""
     require(actor, "rule.manage", action="rule.run_all")
     ensure_default_rules()
     now = now or utcnow()
@@ -187,7 +209,7 @@ def _run_worker(ctx: jobs.JobContext) -> dict:
         if rule_id in done:
             continue
         try:
-            results[str(rule_id)] = _run_one(rule_id, ctx.actor, now)
+            results[str(rule_id)] = _run_one(rule_id, ctx.actor, now).as_dict()
         except NotFound:
             results[str(rule_id)] = {"missing": True}
         except RuleFieldGone as gone:
@@ -201,14 +223,13 @@ def _run_worker(ctx: jobs.JobContext) -> dict:
 # --- one customer ---------------------------------------------------------------------
 
 
-def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) -> dict:
+def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) -> RuleTagChange:
     """Bring one customer's lifecycle stage and rule tags up to date after their data changed.
 
     Run for the customers of a change (services/customers/change_subscribers.py) and by the merge.
-    Returns {"added": [tag ids], "removed": [tag ids]}.
     """
     customer_id = parse_id(customer_id)
-    return apply_rules_to_customers([customer_id], now).get(customer_id, {"added": [], "removed": []})
+    return apply_rules_to_customers([customer_id], now).get(customer_id, RuleTagChange())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,12 +239,11 @@ class _Assigned:
     rule_id: int | None
 
 
-def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> dict[int, dict]:
+def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> dict[int, RuleTagChange]:
     """:func:`apply_rules_to_customer` for several customers at once (behaviour ingested in
     batches): the stage in one UPDATE, each rule checked once for the whole set.
 
-    Returns {customer id: {"added": [tag ids], "removed": [tag ids]}} for the
-    customers whose tags changed.
+    Returns the change of each customer whose tags changed, by customer id.
     """
     ids = sorted({parse_id(i) for i in customer_ids})
     now = now or utcnow()
@@ -315,7 +335,7 @@ def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> di
         )
         if changes:
             customers_changed(session, changes, RULE_TAGS)
-    return changes
+    return {i: RuleTagChange(added=tuple(c["added"]), removed=tuple(c["removed"])) for i, c in changes.items()}
 
 
 def nightly_run() -> None:
