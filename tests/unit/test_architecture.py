@@ -307,6 +307,8 @@ CUSTOMER_WRITES_ALLOWED = {
     "meiqia_app/migrations/": "Alembic revisions: run once, before the app serves (no cache holds anything yet)",
     "meiqia_app/dbadapter/": "database-specific statements for a table the calling service names; it publishes",
     "meiqia_app/models/": "table definitions",
+    "meiqia_app/services/integrations/ingest_batch.py": "one ingest batch's writes; ingest.py, which runs the "
+    "batch, publishes customers_changed(batch.touched, ACTIVITY) once it is written",
 }
 CHANGE_PUBLISHERS = ("customers_changed", "publish_committed")
 RAW_CUSTOMER_WRITE = re.compile(r"\b(UPDATE\s+customer|INSERT\s+INTO\s+customer|DELETE\s+FROM\s+customer)\b", re.I)
