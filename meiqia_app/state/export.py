@@ -31,7 +31,7 @@ from meiqia_app.services.exports import downloads as export_downloads
 from meiqia_app.services.exports import history as export_history
 from meiqia_app.services.exports import info as export_info
 from meiqia_app.services.exports import request as export_request
-from meiqia_app.services.exports.fields import DEFAULT_FIELDS, FIELD_SPECS
+from meiqia_app.services.exports.fields import DEFAULT_FIELDS, FIELD_SPECS, custom_field_choices, field_label
 from meiqia_app.services.exports.policy import field_availability, masked_fields
 from meiqia_app.services.exports.rows import SORT_COLUMNS
 from meiqia_app.services.platform.text_formats import file_size_text
@@ -56,6 +56,18 @@ class ChosenField:
     label: str
     sensitive: bool
     masked: bool
+
+
+@dataclasses.dataclass
+class CustomFieldChoice:
+    """A custom field the picker offers ("cf.<key>"), under its group's heading."""
+
+    key: str
+    dom_id: str
+    label: str
+    group: str
+    first_in_group: bool
+    sensitive: bool
 
 
 @dataclasses.dataclass
@@ -110,7 +122,7 @@ class _ExportBase(AppState):
             purpose=self._tr(f"export.purpose.{view.purpose}") if view.purpose in export_info.PURPOSES else "",
             scope_text=view.scope_text,
             fields_text=", ".join(
-                self._tr("export.portability.all") if f == "*" else self._tr(f"export.field.{f}") for f in view.fields
+                self._tr("export.portability.all") if f == "*" else field_label(f, self.lang) for f in view.fields
             ),
             rows=view.row_count or view.row_estimate,
             percent=view.percent,
@@ -146,6 +158,7 @@ class ExportWizardState(_ExportBase):
     chosen: list[str] = list(DEFAULT_FIELDS)
     blocked: dict[str, str] = {}
     masked: list[str] = []
+    custom_choices: list[CustomFieldChoice] = []
     # 3. sort and format
     sort_field: str = "id"
     sort_dir: str = "asc"
@@ -160,6 +173,7 @@ class ExportWizardState(_ExportBase):
     review_needs_approval: bool = False
     review_password_required: bool = False
     review_scope: str = ""
+    review_notice: str = ""
     password_error: str = ""
     # 5. run
     export_id: int = 0
@@ -199,6 +213,17 @@ class ExportWizardState(_ExportBase):
         availability = field_availability(actor)
         self.blocked = {k: self._tr(v) for k, v in availability.items() if v}
         self.masked = sorted(masked_fields(actor))
+        self.custom_choices = [
+            CustomFieldChoice(
+                key=c.name,
+                dom_id="field-cf-" + c.key,
+                label=c.label,
+                group=c.group or self._tr("export.group.cf_ungrouped"),
+                first_in_group=c.first_in_group,
+                sensitive=c.sensitive,
+            )
+            for c in custom_field_choices(self.lang)
+        ]
         self.chosen = [f for f in self.chosen if f in FIELD_SPECS and f not in self.blocked] or [
             f for f in DEFAULT_FIELDS if f not in self.blocked
         ]
@@ -412,6 +437,11 @@ class ExportWizardState(_ExportBase):
         self.review_needs_approval = result.needs_approval
         self.review_password_required = result.password_required
         self.review_scope = result.scope_text
+        self.review_notice = (
+            self._tr("export.skipped_fields", fields=", ".join(f.removeprefix("cf.") for f in result.skipped))
+            if result.skipped
+            else ""
+        )
         self.password_error = ""
         self.reviewed = True
         return None
@@ -548,11 +578,12 @@ class ExportWizardState(_ExportBase):
         return [
             ChosenField(
                 key=f,
-                label=self._tr(f"export.field.{f}"),
+                label=field_label(f, self.lang),
                 sensitive=FIELD_SPECS[f].sensitive,
                 masked=f in masked and FIELD_SPECS[f].sensitive,
             )
             for f in self.chosen
+            if f in FIELD_SPECS
         ]
 
     @rx.var
@@ -565,7 +596,7 @@ class ExportWizardState(_ExportBase):
     @rx.var
     def sensitive_chosen(self) -> bool:
         masked = set(self.masked)
-        return any(FIELD_SPECS[f].sensitive and f not in masked for f in self.chosen)
+        return any(f in FIELD_SPECS and FIELD_SPECS[f].sensitive and f not in masked for f in self.chosen)
 
 
 async def _download(state: AppState, export_id: int):

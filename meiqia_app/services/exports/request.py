@@ -15,7 +15,7 @@ from meiqia_app.services.customers.query import HIDDEN_VALUE_SORTS
 from meiqia_app.services.customers.selection import KIND_IDS, KIND_QUERY, Selection, check_ticked_in_reach
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.exports import protect as protection
-from meiqia_app.services.exports.fields import FIELD_SPECS
+from meiqia_app.services.exports.fields import FIELD_SPECS, present_fields
 from meiqia_app.services.exports.info import FORMATS, ExportInfo, anomalies, audit_details, export_dto
 from meiqia_app.services.exports.policy import evaluate, masked_fields
 from meiqia_app.services.exports.rows import ExportSpec, RowSource
@@ -31,6 +31,7 @@ class ExportRequest:
     fmt: str
     scope: dict  # what is stored in export_job.scope (selection + description)
     lang: str = "zh"
+    skipped: tuple[str, ...] = ()  # custom fields ("cf.<key>") deleted or retired since they were chosen
 
 
 _VALUE_PREFIXES = {
@@ -112,6 +113,11 @@ def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
     fields = data.get("fields")
     if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
         raise ValidationError.single("fields", "export.error.no_fields")
+    # Custom fields are named by their key: one deleted (or retired) since a template or an
+    # earlier export chose it is left out, and the review says so.
+    fields, skipped = present_fields(fields)
+    if not fields and skipped:
+        raise ValidationError.single("fields", "export.error.fields_gone")
     fmt = data.get("format") or "csv"
     if fmt not in FORMATS:
         raise ValidationError.single("format", "error.bad_choice")
@@ -131,7 +137,7 @@ def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
         purpose=purpose,
         restrict_tag_ids=actor.export_policy.allowed_tag_ids,
     )
-    return ExportRequest(spec=spec, fmt=fmt, scope=stored, lang=lang if lang in ("zh", "en") else "zh")
+    return ExportRequest(spec=spec, fmt=fmt, scope=stored, lang=lang if lang in ("zh", "en") else "zh", skipped=skipped)
 
 
 def password_required(actor: Actor, spec: ExportSpec) -> bool:
@@ -167,6 +173,7 @@ class ExportReview:
     password_required: bool
     masked: list[str]  # chosen fields this role exports masked
     scope_text: str
+    skipped: list[str] = dataclasses.field(default_factory=list)  # custom fields gone since chosen ("cf.<key>")
 
 
 def review(actor: Actor, data: dict, lang: str = "zh") -> ExportReview:
@@ -184,6 +191,7 @@ def review(actor: Actor, data: dict, lang: str = "zh") -> ExportReview:
         password_required=password_required(actor, request.spec),
         masked=sorted(set(request.spec.fields) & masked_fields(actor)),
         scope_text=request.scope["text"],
+        skipped=list(request.skipped),
     )
 
 
@@ -238,7 +246,13 @@ def request_export(actor: Actor, data: dict, password: str = "", lang: str = "zh
             "export.request",
             target_type="export",
             target_id=job.id,
-            details=audit_details(job, rows=count, needs_approval=result.needs_approval, anomalies=flags),
+            details=audit_details(
+                job,
+                rows=count,
+                needs_approval=result.needs_approval,
+                anomalies=flags,
+                skipped_fields=list(request.skipped),
+            ),
             flagged=bool(flags),
         )
         view = export_dto(job)

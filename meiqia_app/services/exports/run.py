@@ -29,6 +29,7 @@ from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.exports import protect as protection
+from meiqia_app.services.exports.fields import field_label, present_fields
 from meiqia_app.services.exports.files import fail_interrupted, remove_paths, ttl_hours
 from meiqia_app.services.exports.info import (
     ACTIVE,
@@ -135,7 +136,7 @@ def _actor_of(user_id: int) -> Actor | None:
 def _meta(actor: Actor, job: ExportJob, spec: ExportSpec, lang: str, scope_text: str) -> ExportMeta:
     from meiqia_app.i18n import tr
 
-    headers = tuple(tr(lang, f"export.field.{f}") for f in spec.fields)
+    headers = tuple(field_label(f, lang) for f in spec.fields)
     labels = {
         key: tr(lang, f"export.meta.{key}")
         for key in ("sheet", "meta_sheet", "exporter", "exported_at", "scope", "fields", "row_count", "page", "title")
@@ -158,7 +159,8 @@ def _spec_of(job: ExportJob, actor: Actor) -> tuple[ExportSpec, str, str]:
     sort = json.loads(job.sort or "{}")
     spec = ExportSpec(
         selection=Selection.from_dict(scope.get("selection") or {}),
-        fields=tuple(json.loads(job.fields or "[]")),
+        # A custom field deleted since the request is left out (its values are gone).
+        fields=present_fields(json.loads(job.fields or "[]"))[0],
         sort_field=sort.get("field") or "id",
         descending=sort.get("direction") == "desc",
         purpose=job.purpose,
