@@ -616,7 +616,7 @@ def run_export_job(actor, runs: int) -> None:
 
     sql_only = tuple("bench_rate" if key == "bench_interests" else key for key in EXPORTED)
     out = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    for label, keys in (("with a multi select", EXPORTED), ("all database-built types", sql_only)):
+    for label, keys in (("all database-built types", sql_only), ("with a multi select", EXPORTED)):
         spec = ExportSpec(
             selection=Selection.of_query(ListQuery()),
             fields=("id", "name", *(f"cf.{k}" for k in keys)),
@@ -624,7 +624,7 @@ def run_export_job(actor, runs: int) -> None:
         for fmt in ("csv", "xlsx"):
             for path_name in ("sql", "python"):
                 best = None
-                for _ in range(runs):
+                for _ in range(runs if path_name == "sql" else 1):  # the Python path: once (slow)
                     source = RowSource(actor, spec, "zh", datetimes_as_text=fmt == "csv")
                     if path_name == "sql" and not source.sql_fields_supported(fmt):
                         break
@@ -653,7 +653,7 @@ def run_export_job(actor, runs: int) -> None:
                     target_rate = 150_000 if fmt == "csv" else 40_000
                     print(
                         f"{fmt.upper()} export job, 10 custom columns, {label}, rows built in {path_name}: "
-                        f"best of {runs} {best:,.0f} rows/s{'  ok' if best >= target_rate else f'  UNDER {target_rate:,}'}",
+                        f"best of {runs if path_name == 'sql' else 1} {best:,.0f} rows/s{'  ok' if best >= target_rate else f'  UNDER {target_rate:,}'}",
                         flush=True,
                     )
 

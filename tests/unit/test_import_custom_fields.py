@@ -20,6 +20,7 @@ from meiqia_app.models import AuditEntry, Customer
 from meiqia_app.services.custom_fields import catalog
 from meiqia_app.services.custom_fields import definitions as custom_fields
 from meiqia_app.services.customers.importing.columns import suggest_mapping
+from meiqia_app.services.customers.importing.custom_values import active_fields
 from meiqia_app.services.customers.importing.job import dry_run, run_import
 from meiqia_app.services.errors import PermissionDenied, ValidationError
 from meiqia_app.services.platform import jobs
@@ -63,7 +64,7 @@ def _documents(names: list[str]) -> dict[str, dict]:
 
 def test_headers_equal_to_a_label_in_either_language_or_the_key_are_mapped(fields):
     headers = ["姓名", "会员来源", "Points", "joined", "身份证号（必填）", "备注"]
-    assert suggest_mapping(headers) == {
+    assert suggest_mapping(headers, active_fields()) == {
         0: "name",
         1: "cf.member_source",
         2: "cf.points",

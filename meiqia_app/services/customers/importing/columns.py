@@ -7,7 +7,8 @@ import unicodedata
 from collections.abc import Sequence
 
 from meiqia_app.i18n.messages import ENTRIES
-from meiqia_app.services.customers.importing.custom_values import field_of
+from meiqia_app.services.custom_fields.field_types import FieldDef
+from meiqia_app.services.customers.importing.custom_values import field_of, header_names
 from meiqia_app.services.customers.validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import ValidationError
 
@@ -184,28 +185,27 @@ def _header_guess(header: str) -> tuple[int, str] | None:
     return best
 
 
-def _custom_aliases() -> dict[str, str]:
-    """Header key -> "cf.<key>" of the active custom fields: a header equal to a field's label
+def _custom_aliases(fields: Sequence[FieldDef]) -> dict[str, str]:
+    """Header key -> "cf.<key>" of the given custom fields: a header equal to a field's label
     (either language) or its key. Matched exactly only, and before the built-in names (an
     admin who names a field "来源" means that column)."""
-    from meiqia_app.services.customers.importing.custom_values import active_fields, header_names
-
     aliases: dict[str, str] = {}
-    for field in active_fields():
+    for field in fields:
         for name in header_names(field):
             aliases.setdefault(_header_key(name), field.name)
     return aliases
 
 
-def suggest_mapping(headers: Sequence[str]) -> dict[int, str]:
+def suggest_mapping(headers: Sequence[str], custom_fields: Sequence[FieldDef] = ()) -> dict[int, str]:
     """Column index -> customer field (or custom field "cf.<key>"), for the headers we recognise.
 
+    ``custom_fields``: the active custom fields (``custom_values.active_fields()``).
     Each field is proposed for one column at most: exact names first (custom fields'
     labels and keys before built-in names), then the column whose header contains the
     longest known built-in name, left to right.
     """
     guesses = []
-    custom = _custom_aliases()
+    custom = _custom_aliases(custom_fields)
     for index, header in enumerate(headers):
         if _header_key(header) in custom:
             guesses.append((-1001, index, custom[_header_key(header)]))
