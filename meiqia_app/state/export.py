@@ -570,6 +570,7 @@ class ExportWizardState(_ExportBase):
         self.reviewed = False
         self.export_id = 0
         self.run_status = ""
+        self.run_downloadable = False  # the last file's button must not stand for the next export
 
     # --- views -----------------------------------------------------------------------------
     @rx.var
