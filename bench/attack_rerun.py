@@ -420,7 +420,7 @@ def search_unmasking(data_dir: Path, agent, manager) -> None:
     from meiqia_app.services.customers import listing, saved_views
     from meiqia_app.services.customers.query import ListQuery
     from meiqia_app.services.errors import AppError, PermissionDenied
-    from meiqia_app.services.exports import service as exports
+    from meiqia_app.services.exports import request as exports
     from tests.unit.test_search_masking import change_hidden_part
 
     page = listing.list_customers(agent, ListQuery.from_dict({}), page_size=100)
@@ -771,7 +771,7 @@ def logout_by_get_or_other_site(app, seen: dict) -> None:
 _EXPORT_CHILD = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from meiqia_app.services.exports import service as s
+from meiqia_app.services.exports import request as r, run as s
 from meiqia_app.services.identity.sessions import resolve_session
 
 def slow(items):
@@ -784,7 +784,7 @@ lines, batches = s.write_csv_lines, s.write_csv
 s.write_csv_lines = lambda plain, meta, rows, progress: lines(plain, meta, slow(rows), progress)
 s.write_csv = lambda plain, meta, rows, progress: batches(plain, meta, slow(rows), progress)
 actor = resolve_session(sys.argv[2])
-info = s.request_export(actor, {"scope": {"kind": "query", "query": {}}, "fields": ["id", "name"], "format": "csv"})
+info = r.request_export(actor, {"scope": {"kind": "query", "query": {}}, "fields": ["id", "name"], "format": "csv"})
 print(info.id, info.status, flush=True)
 time.sleep(600)
 """
@@ -866,7 +866,8 @@ def after_restart(app, killed: dict, started: float) -> None:
 
 
 def backup_then_erase(app, admin) -> dict:
-    from meiqia_app.services.exports import service as exports
+    from meiqia_app.services.exports import request as exports
+    from meiqia_app.services.exports.run import wait_for_export
     from meiqia_app.services.privacy import erasure
 
     done = _cli(app.env, "backup", "--note", "attack-rerun")
@@ -880,7 +881,7 @@ def backup_then_erase(app, admin) -> dict:
     info = exports.request_export(
         admin, {"scope": {"kind": "query", "query": {}}, "fields": ["id", "name"], "format": "csv"}
     )
-    exports.wait_for_export(info.id, timeout=60)
+    wait_for_export(info.id, timeout=60)
     export_file = sql(app.data_dir, "SELECT file_name FROM export_job WHERE id=?", (info.id,))[0][0]
     recorded = sql(app.data_dir, "SELECT id, entry_hash, action FROM audit_entry ORDER BY id")
     return {

@@ -363,6 +363,16 @@ class DatabaseAdapter(abc.ABC):
         May register helper functions on ``conn``."""
         return None
 
+    def inline_sql(self, expression: ColumnElement) -> str:
+        """``expression`` as SQL text of this database, its parameters written in as literals
+        (a column of ``export_row_sql``, which takes SQL text)."""
+        from meiqia_app.db import get_engine
+
+        return str(expression.compile(dialect=get_engine().dialect, compile_kwargs={"literal_binds": True}))
+
+    #: Whether ``export_row_sql`` knows the custom fields' column kinds (see ExportColumn).
+    export_custom_kinds = False
+
     def export_rows_supported(self, engine, zone: tzinfo) -> bool:
         """Whether ``export_row_sql`` can build rows here for timestamps shown in ``zone``."""
         return self.builds_export_rows
@@ -444,10 +454,14 @@ def check_kind(kind: str) -> str:
 class ExportColumn:
     """One column of a database-formatted export (see ``export_row_sql``).
 
-    ``column`` is the SQL reference of a customer column ("customer.name");
+    ``column`` is the SQL reference of a customer column ("customer.name"), or
+    an expression over the customer row (a custom field's value);
     ``kind`` is how it is written: text (neutralised), coded (a code shown as
     its label), int, money (integer cents shown as units with two decimals),
-    date, datetime (stored UTC, shown in the local zone) or bool.
+    date, datetime (stored UTC, shown in the local zone) or bool; and, only
+    where ``export_custom_kinds``, for custom fields: number (a number as
+    stored; XLSX style 5), percent (CSV "12.5%", XLSX the fraction in style 6),
+    money_or_empty and bool_or_empty (money and bool, NULL written empty).
     """
 
     kind: str

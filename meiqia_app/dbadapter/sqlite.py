@@ -371,6 +371,7 @@ class SqliteAdapter(DatabaseAdapter):
         return {row[0] for row in rows}
 
     builds_export_rows = True
+    export_custom_kinds = True
 
     def search_ddl(self) -> list[str]:
         return [

@@ -123,6 +123,16 @@ def _csv_cell(column, row_format: ExportRowFormat, fixed) -> str:
         return f"coalesce(substr({col}, 1, 10), '')"
     if kind == "bool":
         return bool_cell_sql(column, lit, row_format.csv_quote, row_format)
+    if kind == "number":
+        return f"coalesce({col}, '')"
+    if kind == "percent":
+        return f"coalesce({col} || '%', '')"
+    if kind == "money_or_empty":
+        return f"CASE WHEN {col} IS NULL THEN '' ELSE {_money_text(col)} END"
+    if kind == "bool_or_empty":
+        return (
+            f"CASE WHEN {col} IS NULL THEN '' ELSE {bool_cell_sql(column, lit, row_format.csv_quote, row_format)} END"
+        )
     if kind == "datetime":
         guard = _fast_time_guard(col, fixed)
         slow = f"meiqia_local_text({col})"
@@ -154,6 +164,13 @@ def _xlsx_cell(column, row_format: ExportRowFormat, fixed) -> str:
         )
     if kind == "bool":
         return bool_cell_sql(column, lit, row_format.xml_cell, row_format)
+    if kind in ("number", "percent"):
+        style, value = (5, col) if kind == "number" else (6, f"({col} / 100.0)")
+        return f"CASE WHEN {col} IS NULL THEN '<c/>' ELSE '<c s=\"{style}\"><v>' || {value} || '</v></c>' END"
+    if kind == "money_or_empty":
+        return f"CASE WHEN {col} IS NULL THEN '<c/>' ELSE '<c s=\"2\"><v>' || {_money_text(col)} || '</v></c>' END"
+    if kind == "bool_or_empty":
+        return f"CASE WHEN {col} IS NULL THEN '<c/>' ELSE {bool_cell_sql(column, lit, row_format.xml_cell, row_format)} END"
     if kind == "datetime":
         guard = _fast_time_guard(col, fixed)
         slow = f"meiqia_local_cell({col})"

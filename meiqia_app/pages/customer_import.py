@@ -72,6 +72,7 @@ def _field_select(row, index) -> rx.Component:
         rx.select.content(
             rx.select.item(t("import.skip_column"), value="skip"),
             *[rx.select.item(t(FIELD_LABEL_KEYS[field]), value=field) for field in EDITABLE_FIELDS],
+            rx.foreach(S.custom_field_options, lambda o: rx.select.item(o["label"], value=o["value"])),
         ),
         value=rx.cond(field == "", "skip", field),
         on_change=lambda value: S.set_column_field(row.index, value),
@@ -116,6 +117,22 @@ def mapping_step() -> rx.Component:
             gap="6px",
             align_items="center",
             font_size="14px",
+        ),
+        rx.cond(
+            S.has_select_fields & S.perms.contains("field.manage"),
+            rx.el.label(
+                rx.checkbox(
+                    checked=S.create_options,
+                    on_change=S.set_create_options,
+                    id="import-create-options",
+                    aria_label=t("import.create_options"),
+                ),
+                t("import.create_options"),
+                display="flex",
+                gap="6px",
+                align_items="center",
+                font_size="14px",
+            ),
         ),
         rx.hstack(
             rx.button(t("common.back"), variant="soft", color_scheme="gray", on_click=S.start_over),
@@ -183,6 +200,7 @@ def report_step() -> rx.Component:
             spacing="3",
             wrap="wrap",
         ),
+        rx.foreach(S.new_options, lambda line: rx.text(line, size="2", class_name="import-new-options")),
         rx.cond(
             S.problems.length() > 0,
             rx.vstack(

@@ -9,7 +9,7 @@ from meiqia_app.components.i18n import t
 from meiqia_app.components.layout import NavItem, page_shell, register_nav
 from meiqia_app.models.activity import ORDER_STATUSES
 from meiqia_app.models.customer import SOURCES
-from meiqia_app.services.exports.fields import FIELD_GROUPS, FIELD_SPECS
+from meiqia_app.services.exports.fields import BUILTIN_SPECS, FIELD_GROUPS
 from meiqia_app.state.export import ChosenField, ExportApprovalsState, ExportHistoryState, ExportRow, PortabilityState
 from meiqia_app.state.export import ExportWizardState as S
 
@@ -213,7 +213,7 @@ def _scope_step() -> rx.Component:
 
 
 def _field_box(key: str) -> rx.Component:
-    spec = FIELD_SPECS[key]
+    spec = BUILTIN_SPECS[key]
     blocked = S.blocked.contains(key)
     return rx.hstack(
         rx.checkbox(
@@ -232,6 +232,31 @@ def _field_box(key: str) -> rx.Component:
         rx.cond(blocked, rx.text(S.blocked[key], size="1", color_scheme="gray", id=f"field-reason-{key}")),
         align="center",
         spacing="2",
+    )
+
+
+def _custom_field_box(item) -> rx.Component:
+    """A custom field in the picker (by its label in the page's language), under its group's name."""
+    blocked = S.blocked.contains(item.key)
+    return rx.vstack(
+        rx.cond(item.first_in_group, rx.text(item.group, weight="bold", size="2", margin_top="6px")),
+        rx.hstack(
+            rx.checkbox(
+                item.label,
+                checked=S.chosen.contains(item.key),
+                disabled=blocked,
+                on_change=lambda checked: S.toggle_field(item.key, checked),
+                id=item.dom_id,
+            ),
+            rx.cond(
+                item.sensitive,
+                rx.badge(t("export.sensitive"), color_scheme="orange", size="1", title=t("export.sensitive_hint")),
+            ),
+            rx.cond(blocked, rx.text(S.blocked[item.key], size="1", color_scheme="gray")),
+            align="center",
+            spacing="2",
+        ),
+        spacing="0",
     )
 
 
@@ -264,7 +289,9 @@ def _chosen_row(field: ChosenField) -> rx.Component:
 def _fields_step() -> rx.Component:
     groups = []
     for group in FIELD_GROUPS:
-        keys = [k for k, spec in FIELD_SPECS.items() if spec.group == group]
+        keys = [k for k, spec in BUILTIN_SPECS.items() if spec.group == group]
+        if not keys:
+            continue
         groups.append(
             rx.box(
                 rx.text(t(f"export.group.{group}"), weight="bold", size="2"),
@@ -276,7 +303,18 @@ def _fields_step() -> rx.Component:
         rx.heading(t("export.step.fields"), size="4", as_="h2"),
         rx.text(t("export.fields.hint"), size="2", color_scheme="gray"),
         rx.grid(
-            rx.box(rx.grid(*groups, columns="2", spacing="4")),
+            rx.box(
+                rx.grid(*groups, columns="2", spacing="4"),
+                rx.cond(
+                    S.custom_choices.length() > 0,
+                    rx.box(
+                        rx.text(t("export.group.cf"), weight="bold", size="3"),
+                        rx.vstack(rx.foreach(S.custom_choices, _custom_field_box), spacing="1"),
+                        margin_top="8px",
+                        id="custom-fields",
+                    ),
+                ),
+            ),
             rx.card(
                 rx.vstack(
                     rx.hstack(
@@ -384,6 +422,10 @@ def _review_step() -> rx.Component:
                         rx.data_list.label(t("export.review.size")), rx.data_list.value(S.review_size, id="review-size")
                     ),
                     rx.data_list.item(rx.data_list.label(t("export.format")), rx.data_list.value(S.fmt.upper())),
+                ),
+                rx.cond(
+                    S.review_notice != "",
+                    rx.callout(S.review_notice, icon="info", color_scheme="gray", id="review-skipped"),
                 ),
                 rx.cond(
                     S.review_allowed,

@@ -14,6 +14,7 @@ from typing import ClassVar
 import reflex as rx
 
 from meiqia_app.services.customers.importing import columns as import_columns
+from meiqia_app.services.customers.importing import custom_values as import_custom_values
 from meiqia_app.services.customers.importing import files as import_files
 from meiqia_app.services.customers.importing import job as customer_import
 from meiqia_app.services.customers.importing.rows import ImportReport
@@ -60,6 +61,11 @@ class CustomerImportState(AppState):
     progress_done: int = 0
     progress_expected: int = 0
     skip_duplicates: bool = True
+    # Custom fields a column may go to: {"value": "cf.<key>", "label": its label}.
+    custom_field_options: list[dict[str, str]] = []
+    has_select_fields: bool = False
+    create_options: bool = False
+    new_options: list[str] = []
 
     report_kind: str = ""
     total_rows: int = 0
@@ -84,6 +90,7 @@ class CustomerImportState(AppState):
         except AppError as error:
             return self._on_error(error)
         self._set_user(actor)
+        self._load_custom_fields()
         if self.step == "running" and self._job_id:
             return CustomerImportState.follow_job  # a reload (or a restarted server) follows the job again
         if self._path and self.step in ("mapping", "report"):
@@ -93,6 +100,11 @@ class CustomerImportState(AppState):
             except AppError:
                 self.step, self._path, self.file_name, self.column_fields = "upload", "", "", []
         return None
+
+    def _load_custom_fields(self) -> None:
+        fields = import_custom_values.active_fields()
+        self.custom_field_options = [{"value": f.name, "label": f.label(self.lang)} for f in fields]
+        self.has_select_fields = any(f.field_type in ("single_select", "multi_select") for f in fields)
 
     def _show_columns(self, preview: import_files.TablePreview) -> None:
         self.mapping_rows = [
@@ -167,7 +179,7 @@ class CustomerImportState(AppState):
     @rx.event
     def set_column_field(self, index: str, field: str):
         field = "" if field == "skip" else field
-        if field and field not in EDITABLE_FIELDS:
+        if field and field not in EDITABLE_FIELDS and field not in {o["value"] for o in self.custom_field_options}:
             return
         try:
             position = int(str(index))
@@ -181,6 +193,10 @@ class CustomerImportState(AppState):
     @rx.event
     def set_skip_duplicates(self, value: bool):
         self.skip_duplicates = bool(value)
+
+    @rx.event
+    def set_create_options(self, value: bool):
+        self.create_options = bool(value)  # the service refuses it without field.manage
 
     def _mapping(self) -> dict[str, str]:
         return {str(i): field for i, field in enumerate(self.column_fields) if field}
@@ -207,6 +223,7 @@ class CustomerImportState(AppState):
                 skip_duplicates=self.skip_duplicates,
                 file_name=self.file_name,
                 lang=self.lang,
+                create_options=self.create_options,
             )
         except NotAuthenticated as error:
             return self._on_error(error)
@@ -295,11 +312,15 @@ class CustomerImportState(AppState):
         self.problems = [
             ProblemRow(
                 p.row,
-                self._tr(import_columns.FIELD_LABEL_KEYS[p.field]) if p.field else "",
+                import_columns.field_label(p.field, self.lang) if p.field else "",
                 self._tr(p.message_key, **p.params),
                 p.value,
             )
             for p in report.problems[:100]
+        ]
+        self.new_options = [
+            self._tr("import.new_options", field=import_columns.field_label(field, self.lang), labels="、".join(labels))
+            for field, labels in report.new_options.items()
         ]
         self._error_report_path = report.error_report_path
         self.has_error_report = bool(report.error_report_path) and report.error_rows > 0

@@ -1,7 +1,7 @@
 """States of /export (the wizard), /exports (history) and /exports/approvals.
 
 Thin: every handler resolves the actor from the session and calls
-services.exports.service, which re-checks permissions and the role's policy.
+services.exports (request, approval, history, downloads), which re-checks permissions and the role's policy.
 The protection password reaches the server only inside the form submitted by
 the run step and is handed straight to the service: it never becomes a state
 var (state is pickled into the state store).
@@ -26,8 +26,12 @@ from meiqia_app.models.customer import SOURCES
 from meiqia_app.services.customers import saved_views
 from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import AppError, ValidationError
-from meiqia_app.services.exports import service
-from meiqia_app.services.exports.fields import DEFAULT_FIELDS, FIELD_SPECS
+from meiqia_app.services.exports import approval as export_approval
+from meiqia_app.services.exports import downloads as export_downloads
+from meiqia_app.services.exports import history as export_history
+from meiqia_app.services.exports import info as export_info
+from meiqia_app.services.exports import request as export_request
+from meiqia_app.services.exports.fields import DEFAULT_FIELDS, FIELD_SPECS, custom_field_choices, field_label
 from meiqia_app.services.exports.policy import field_availability, masked_fields
 from meiqia_app.services.exports.rows import SORT_COLUMNS
 from meiqia_app.services.platform.text_formats import file_size_text
@@ -38,7 +42,7 @@ SCOPES = ("all", "current", "view", "ticked")
 DATE_FIELDS = {"registered": "registered", "active": "active", "purchase": "purchase"}
 DATE_RANGES = ("", "last30", "last_month", "custom")
 STEPS = 5
-WATCHED = (*service.ACTIVE, "pending_approval")
+WATCHED = (*export_info.ACTIVE, "pending_approval")
 # The wizard watches a request waiting for approval (read from the database, so an
 # approval given on another worker shows too) this often, for at most this long.
 PENDING_POLL_SECONDS = 2.0
@@ -52,6 +56,18 @@ class ChosenField:
     label: str
     sensitive: bool
     masked: bool
+
+
+@dataclasses.dataclass
+class CustomFieldChoice:
+    """A custom field the picker offers ("cf.<key>"), under its group's heading."""
+
+    key: str
+    dom_id: str
+    label: str
+    group: str
+    first_in_group: bool
+    sensitive: bool
 
 
 @dataclasses.dataclass
@@ -95,7 +111,7 @@ def _quick_range(kind: str, start: str, end: str) -> tuple[str, str]:
 class _ExportBase(AppState):
     """Shared helpers of the export pages."""
 
-    def _row(self, view: service.ExportInfo) -> ExportRow:
+    def _row(self, view: export_info.ExportInfo) -> ExportRow:
         return ExportRow(
             id=view.id,
             status=view.status,
@@ -103,10 +119,10 @@ class _ExportBase(AppState):
             requested_by=view.requested_by,
             format=view.format.upper(),
             protected=view.protected,
-            purpose=self._tr(f"export.purpose.{view.purpose}") if view.purpose in service.PURPOSES else "",
+            purpose=self._tr(f"export.purpose.{view.purpose}") if view.purpose in export_info.PURPOSES else "",
             scope_text=view.scope_text,
             fields_text=", ".join(
-                self._tr("export.portability.all") if f == "*" else self._tr(f"export.field.{f}") for f in view.fields
+                self._tr("export.portability.all") if f == "*" else field_label(f, self.lang) for f in view.fields
             ),
             rows=view.row_count or view.row_estimate,
             percent=view.percent,
@@ -118,7 +134,7 @@ class _ExportBase(AppState):
             comment=view.decision_comment,
             error=self._tr(view.error) if view.error else "",
             downloadable=view.downloadable,
-            cancellable=view.status in service.CANCELLABLE,
+            cancellable=view.status in export_info.CANCELLABLE,
             needs_password=view.status == "approved" and view.protected,
             rerunnable=view.status in ("done", "expired", "failed", "cancelled") and view.kind == "customers",
         )
@@ -142,6 +158,7 @@ class ExportWizardState(_ExportBase):
     chosen: list[str] = list(DEFAULT_FIELDS)
     blocked: dict[str, str] = {}
     masked: list[str] = []
+    custom_choices: list[CustomFieldChoice] = []
     # 3. sort and format
     sort_field: str = "id"
     sort_dir: str = "asc"
@@ -156,6 +173,7 @@ class ExportWizardState(_ExportBase):
     review_needs_approval: bool = False
     review_password_required: bool = False
     review_scope: str = ""
+    review_notice: str = ""
     password_error: str = ""
     # 5. run
     export_id: int = 0
@@ -195,6 +213,17 @@ class ExportWizardState(_ExportBase):
         availability = field_availability(actor)
         self.blocked = {k: self._tr(v) for k, v in availability.items() if v}
         self.masked = sorted(masked_fields(actor))
+        self.custom_choices = [
+            CustomFieldChoice(
+                key=c.name,
+                dom_id="field-cf-" + c.key,
+                label=c.label,
+                group=c.group or self._tr("export.group.cf_ungrouped"),
+                first_in_group=c.first_in_group,
+                sensitive=c.sensitive,
+            )
+            for c in custom_field_choices(self.lang)
+        ]
         self.chosen = [f for f in self.chosen if f in FIELD_SPECS and f not in self.blocked] or [
             f for f in DEFAULT_FIELDS if f not in self.blocked
         ]
@@ -205,7 +234,7 @@ class ExportWizardState(_ExportBase):
             query = listing._query()
             if query.has_filters() or query.q:
                 self._current_filter = query.to_dict()
-                self.current_filter_text = service.query_text(query, self.lang)
+                self.current_filter_text = export_request.query_text(query, self.lang)
             else:
                 self._current_filter, self.current_filter_text = {}, ""
         except AppError:
@@ -310,7 +339,7 @@ class ExportWizardState(_ExportBase):
 
     @rx.event
     def set_purpose(self, value: str):
-        if value in service.PURPOSES:
+        if value in export_info.PURPOSES:
             self.purpose = value
 
     # --- step 2 ----------------------------------------------------------------------------
@@ -357,7 +386,7 @@ class ExportWizardState(_ExportBase):
 
     @rx.event
     def set_fmt(self, value: str):
-        if value in service.FORMATS:
+        if value in export_info.FORMATS:
             self.fmt = value
 
     # --- request ---------------------------------------------------------------------------
@@ -397,7 +426,7 @@ class ExportWizardState(_ExportBase):
         self.reviewed = False
         try:
             actor = self._actor()
-            result = await self._call(service.review, actor, self._request(), self.lang)
+            result = await self._call(export_request.review, actor, self._request(), self.lang)
         except AppError as error:
             self.step = 1 if isinstance(error, ValidationError) and "scope" in error.field_errors else self.step
             return self._on_error(error)
@@ -408,6 +437,11 @@ class ExportWizardState(_ExportBase):
         self.review_needs_approval = result.needs_approval
         self.review_password_required = result.password_required
         self.review_scope = result.scope_text
+        self.review_notice = (
+            self._tr("export.skipped_fields", fields=", ".join(f.removeprefix("cf.") for f in result.skipped))
+            if result.skipped
+            else ""
+        )
         self.password_error = ""
         self.reviewed = True
         return None
@@ -423,7 +457,7 @@ class ExportWizardState(_ExportBase):
             return None
         try:
             actor = self._actor()
-            view = await self._call(service.request_export, actor, self._request(), password, self.lang)
+            view = await self._call(export_request.request_export, actor, self._request(), password, self.lang)
         except ValidationError as error:
             if "password" in error.field_errors:
                 self.password_error = self._field_errors(error)["password"]
@@ -447,7 +481,7 @@ class ExportWizardState(_ExportBase):
         password = str(form.get("password", "") or "")[:200]
         self.password_error = ""
         try:
-            view = await self._call(service.start_approved, self._actor(), self.export_id, password)
+            view = await self._call(export_approval.start_approved, self._actor(), self.export_id, password)
         except ValidationError as error:
             self.password_error = next(iter(self._field_errors(error).values()), self._tr("error.validation"))
             return None
@@ -458,7 +492,7 @@ class ExportWizardState(_ExportBase):
         self._apply(view)
         return ExportWizardState.poll
 
-    def _apply(self, view: service.ExportInfo) -> None:
+    def _apply(self, view: export_info.ExportInfo) -> None:
         self.export_id = view.id
         self.run_status = view.status
         self.run_status_label = self._tr(f"export.status.{view.status}")
@@ -500,14 +534,14 @@ class ExportWizardState(_ExportBase):
                 if export_id != followed:
                     followed, watch_until = export_id, time.monotonic() + PENDING_WATCH_SECONDS
                 try:
-                    view = await asyncio.to_thread(service.export_view, actor, export_id)
+                    view = await asyncio.to_thread(export_info.export_view, actor, export_id)
                 except AppError:
                     return
                 async with self:
                     if self.export_id != export_id:
                         continue  # the wizard moved on to another export: follow that one
                     self._apply(view)
-                if view.status in service.ACTIVE:
+                if view.status in export_info.ACTIVE:
                     await asyncio.sleep(0.5)
                 elif view.status in WATCHED and time.monotonic() < watch_until:
                     await asyncio.sleep(PENDING_POLL_SECONDS)
@@ -520,7 +554,7 @@ class ExportWizardState(_ExportBase):
     @rx.event
     async def cancel(self):
         try:
-            view = await self._call(service.cancel_export, self._actor(), self.export_id)
+            view = await self._call(export_approval.cancel_export, self._actor(), self.export_id)
         except AppError as error:
             return self._on_error(error)
         self._apply(view)
@@ -536,6 +570,7 @@ class ExportWizardState(_ExportBase):
         self.reviewed = False
         self.export_id = 0
         self.run_status = ""
+        self.run_downloadable = False  # the last file's button must not stand for the next export
 
     # --- views -----------------------------------------------------------------------------
     @rx.var
@@ -544,11 +579,12 @@ class ExportWizardState(_ExportBase):
         return [
             ChosenField(
                 key=f,
-                label=self._tr(f"export.field.{f}"),
+                label=field_label(f, self.lang),
                 sensitive=FIELD_SPECS[f].sensitive,
                 masked=f in masked and FIELD_SPECS[f].sensitive,
             )
             for f in self.chosen
+            if f in FIELD_SPECS
         ]
 
     @rx.var
@@ -561,12 +597,12 @@ class ExportWizardState(_ExportBase):
     @rx.var
     def sensitive_chosen(self) -> bool:
         masked = set(self.masked)
-        return any(FIELD_SPECS[f].sensitive and f not in masked for f in self.chosen)
+        return any(f in FIELD_SPECS and FIELD_SPECS[f].sensitive and f not in masked for f in self.chosen)
 
 
 async def _download(state: AppState, export_id: int):
     try:
-        token = await state._call(service.create_download_token, state._actor(), int(export_id))
+        token = await state._call(export_downloads.create_download_token, state._actor(), int(export_id))
     except AppError as error:
         return state._on_error(error)
     return full_page_load(f"/api/export/download/{token}")
@@ -583,7 +619,7 @@ class ExportHistoryState(_ExportBase):
         actor = self._actor()
         self._set_user(actor)
         self.ttl_hours = await self._call(retention.export_ttl_hours)
-        views = await self._call(service.list_exports, actor)
+        views = await self._call(export_history.list_exports, actor)
         self.exports = [self._row(v) for v in views]
 
     @rx.event
@@ -592,7 +628,7 @@ class ExportHistoryState(_ExportBase):
             await self._reload()
         except AppError as error:
             return self._on_error(error)
-        if any(e.status in service.ACTIVE for e in self.exports):
+        if any(e.status in export_info.ACTIVE for e in self.exports):
             return ExportHistoryState.poll
         return None
 
@@ -610,7 +646,7 @@ class ExportHistoryState(_ExportBase):
                         await self._reload()
                     except AppError:
                         return
-                    if not any(e.status in service.ACTIVE for e in self.exports):
+                    if not any(e.status in export_info.ACTIVE for e in self.exports):
                         return
         finally:
             async with self:
@@ -623,7 +659,7 @@ class ExportHistoryState(_ExportBase):
     @rx.event
     async def cancel(self, export_id: int):
         try:
-            await self._call(service.cancel_export, self._actor(), self._as_id(export_id))
+            await self._call(export_approval.cancel_export, self._actor(), self._as_id(export_id))
             await self._reload()
         except AppError as error:
             return self._on_error(error)
@@ -634,7 +670,9 @@ class ExportHistoryState(_ExportBase):
         """Start an approved protected export: the requester gives its password again."""
         try:
             export_id = self._as_id(form.get("export_id"))
-            await self._call(service.start_approved, self._actor(), export_id, str(form.get("password", ""))[:200])
+            await self._call(
+                export_approval.start_approved, self._actor(), export_id, str(form.get("password", ""))[:200]
+            )
             await self._reload()
         except AppError as error:
             return self._on_error(error)
@@ -646,7 +684,7 @@ class ExportHistoryState(_ExportBase):
         try:
             export_id = self._as_id(form.get("export_id"))
             await self._call(
-                service.rerun_export, self._actor(), export_id, str(form.get("password", ""))[:200], self.lang
+                export_approval.rerun_export, self._actor(), export_id, str(form.get("password", ""))[:200], self.lang
             )
             await self._reload()
         except AppError as error:
@@ -699,7 +737,7 @@ class ExportApprovalsState(_ExportBase):
     async def _reload(self):
         actor = self._actor()
         self._set_user(actor)
-        self.pending = [self._row(v) for v in await self._call(service.list_pending, actor)]
+        self.pending = [self._row(v) for v in await self._call(export_approval.list_pending, actor)]
 
     @rx.event
     async def on_load(self):
@@ -724,7 +762,11 @@ class ExportApprovalsState(_ExportBase):
         self.decide_open = False
         try:
             view = await self._call(
-                service.decide, self._actor(), self.decide_id, self.decide_approve, str(form.get("comment", ""))[:500]
+                export_approval.decide,
+                self._actor(),
+                self.decide_id,
+                self.decide_approve,
+                str(form.get("comment", ""))[:500],
             )
             await self._reload()
         except AppError as error:

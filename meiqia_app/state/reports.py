@@ -26,12 +26,12 @@ def _day(value: Any) -> str:
 async def _export_pdf(state: AppState, report: str, params: dict):
     """Write the report's PDF (export pipeline: file + export_job + audit), then
     download it through the single-use token route."""
-    from meiqia_app.services.exports import service as export_service
+    from meiqia_app.services.exports import downloads as export_downloads
 
     try:
         actor = state._actor()
         export_id = await state._call(report_files.export_pdf, actor, report, params, state.lang)
-        token = await state._call(export_service.create_download_token, actor, export_id)
+        token = await state._call(export_downloads.create_download_token, actor, export_id)
     except AppError as error:
         return state._on_error(error)
     return [full_page_load(f"/api/export/download/{token}"), rx.toast.success(state._tr("report.exported"))]

@@ -2,7 +2,7 @@
 
 ``GET /api/export/download/{token}``: the token is single-use, expires after a
 few minutes and is bound to the login session that asked for it (checked in
-``services.exports.service.claim_download``, which also audits the download or
+``services.exports.export_downloads.claim_download``, which also audits the download or
 the refusal). The file is streamed from the private exports directory.
 """
 
@@ -16,14 +16,14 @@ from starlette.routing import Route
 
 from meiqia_app.i18n import tr
 from meiqia_app.services.errors import AppError
-from meiqia_app.services.exports import service
+from meiqia_app.services.exports import downloads as export_downloads
 from meiqia_app.services.identity import sessions
 from meiqia_app.state.base import SESSION_COOKIE
 
 
-def _claim(token: str, cookie: str, client_ip: str) -> service.DownloadFile:
+def _claim(token: str, cookie: str, client_ip: str) -> export_downloads.DownloadFile:
     actor = sessions.resolve_session(cookie, client_ip)
-    return service.claim_download(actor, token)
+    return export_downloads.claim_download(actor, token)
 
 
 async def download_export(request: Request):

@@ -369,7 +369,7 @@ def test_erasure_request_and_bulk_erasure_leave_no_trace(seeded_actors, seeded_d
 def test_a_search_typed_into_an_export_or_bulk_job_keeps_no_trace_after_erasure(seeded_actors):
     from meiqia_app.services.customers.query import ListQuery
     from meiqia_app.services.customers.selection import Selection
-    from meiqia_app.services.exports import service as exports
+    from meiqia_app.services.exports import request as export_request
     from meiqia_app.services.tags import catalog as tags
 
     admin = seeded_actors["admin"]
@@ -388,8 +388,8 @@ def test_a_search_typed_into_an_export_or_bulk_job_keeps_no_trace_after_erasure(
         "sort_field": "id",
         "sort_dir": "asc",
     }
-    mine = exports.request_export(admin, request, start=False).id
-    unrelated = exports.request_export(
+    mine = export_request.request_export(admin, request, start=False).id
+    unrelated = export_request.request_export(
         admin, {**request, "scope": {"kind": "query", "query": {"q": other}}}, start=False
     ).id
     tag_id = _sql("SELECT id FROM tag ORDER BY id LIMIT 1")[0][0]

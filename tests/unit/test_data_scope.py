@@ -31,7 +31,9 @@ from meiqia_app.services.customers.duplicates import merging as duplicate_mergin
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied
-from meiqia_app.services.exports import portability, service
+from meiqia_app.services.exports import portability
+from meiqia_app.services.exports import request as export_request
+from meiqia_app.services.exports import run as export_run
 from meiqia_app.services.identity import teams, users
 from meiqia_app.services.identity.rbac import ExportPolicy
 from meiqia_app.services.reports import dashboard as report_dashboard
@@ -254,7 +256,7 @@ def test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited(world
             "fields": ["id", "name"],
             "format": "csv",
         }
-        return service.request_export(exporter, data, start=False)
+        return export_request.request_export(exporter, data, start=False)
 
     surfaces = {
         # name: (actor, action, call naming the id)
@@ -448,19 +450,19 @@ def test_export_rows_are_the_requesters_scope(world):
         "sort_field": "id",
         "sort_dir": "asc",
     }
-    assert service.review(exporter, data).row_count == _total_active() - 1
-    view = service.run_export(service.request_export(exporter, data, start=False).id)
+    assert export_request.review(exporter, data).row_count == _total_active() - 1
+    view = export_run.run_export(export_request.request_export(exporter, data, start=False).id)
     assert view.status == "done"
     exported = _exported_ids(view)
     assert {ids["mine"], ids["team"], ids["pool"]} <= set(exported) and ids["other"] not in exported
     # Ticked rows: those in scope are exported; naming one out of scope is a crafted
     # request, not found (test_crafted_calls_naming_an_out_of_scope_id_are_not_found_and_audited).
     data["scope"] = {"kind": "ids", "ids": [ids["mine"], ids["pool"]], "query": {"status": "active"}}
-    view = service.run_export(service.request_export(exporter, data, start=False).id)
+    view = export_run.run_export(export_request.request_export(exporter, data, start=False).id)
     assert _exported_ids(view) == sorted([ids["mine"], ids["pool"]])
     data["scope"]["ids"].append(ids["other"])
     with pytest.raises(NotFound):
-        service.review(exporter, data)
+        export_request.review(exporter, data)
 
 
 def test_reports_of_a_scoped_role_count_only_its_customers(world):

@@ -3,7 +3,10 @@ for, and the requester's open wizard keeps following a request waiting for appro
 
 from __future__ import annotations
 
-from meiqia_app.services.exports import service
+from meiqia_app.services.exports import approval as export_approval
+from meiqia_app.services.exports import info as export_info
+from meiqia_app.services.exports import request as export_request
+from meiqia_app.services.exports import run as export_run
 from meiqia_app.state.base import AppState
 from meiqia_app.state.export import ExportApprovalsState, ExportWizardState
 from tests.unit.tabs import live_token, new_tab, pickled, run, serve
@@ -16,8 +19,8 @@ def _cookie(token: str) -> str:
 
 def test_the_approver_sees_the_purpose_of_each_request(seeded_db):
     actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0)
-    marketing = service.request_export(actors["analyst"], _request(purpose="marketing"), start=False)
-    service_desk = service.request_export(actors["analyst"], _request(purpose="service"), start=False)
+    marketing = export_request.request_export(actors["analyst"], _request(purpose="marketing"), start=False)
+    service_desk = export_request.request_export(actors["analyst"], _request(purpose="service"), start=False)
     assert marketing.status == service_desk.status == "pending_approval"
     token = live_token(seeded_db, "manager")
 
@@ -50,8 +53,8 @@ def test_the_wizard_keeps_following_a_request_that_waits_for_approval(seeded_db)
 def test_an_approved_protected_export_starts_from_the_open_wizard_with_its_password(seeded_db):
     password = "s3cret-Export!"
     actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0)
-    pending = service.request_export(actors["analyst"], _request(), password=password, start=False)
-    assert service.decide(actors["manager"], pending.id, True).status == "approved"
+    pending = export_request.request_export(actors["analyst"], _request(), password=password, start=False)
+    assert export_approval.decide(actors["manager"], pending.id, True).status == "approved"
     token = live_token(seeded_db, "analyst")
     tab = new_tab()
     run(serve(tab, ExportWizardState, "on_load", _cookie(token), "/export"))
@@ -66,5 +69,5 @@ def test_an_approved_protected_export_starts_from_the_open_wizard_with_its_passw
     assert served.value(ExportWizardState, "run_status") in ("queued", "running", "done")
     assert any(event.name.endswith(".poll") for event in served.events)
     assert password.encode() not in pickled(tab)
-    assert service.wait_for_export(pending.id, 30)
-    assert service.export_view(actors["analyst"], pending.id).status == "done"
+    assert export_run.wait_for_export(pending.id, 30)
+    assert export_info.export_view(actors["analyst"], pending.id).status == "done"

@@ -8,7 +8,9 @@ from meiqia_app.services.audit import log as audit
 from meiqia_app.services.audit import reading as audit_log
 from meiqia_app.services.audit.reading import AuditFilter
 from meiqia_app.services.errors import PermissionDenied, ValidationError
-from meiqia_app.services.exports import service
+from meiqia_app.services.exports import info as export_info
+from meiqia_app.services.exports import request as export_request
+from meiqia_app.services.exports import run as export_run
 
 
 def _actions(who, **raw) -> list[str]:
@@ -21,7 +23,7 @@ def test_exports_preset_lists_every_export_step_and_nothing_else(seeded_actors, 
         audit.record_now(manager, action, target_type="x", target_id="1")
     audit.record_now(manager, "report.export", target_type="report", target_id="overview")
     audit.record_now(admin, "role.export_policy", target_type="role", target_id="3")
-    monkeypatch.setattr(service, "LARGE_EXPORT_ROWS", 5)  # this export is "large": flagged
+    monkeypatch.setattr(export_info, "LARGE_EXPORT_ROWS", 5)  # this export is "large": flagged
     data = {
         "scope": {"kind": "query", "query": {"sources": ["wechat"]}},
         "fields": ["id", "name"],
@@ -29,10 +31,10 @@ def test_exports_preset_lists_every_export_step_and_nothing_else(seeded_actors, 
         "sort_field": "id",
         "sort_dir": "asc",
     }
-    view = service.request_export(manager, data, start=False)
-    service.run_export(view.id)
+    view = export_request.request_export(manager, data, start=False)
+    export_run.run_export(view.id)
     with pytest.raises(PermissionDenied):  # a refusal is an export step too
-        service.request_export(analyst, {**data, "fields": ["id", "phone"]}, start=False)
+        export_request.request_export(analyst, {**data, "fields": ["id", "phone"]}, start=False)
 
     listed = _actions(admin, preset="exports")
     assert {"export.request", "export.run", "report.export", "role.export_policy"} <= set(listed)

@@ -10,7 +10,9 @@ from starlette.applications import Starlette
 
 from meiqia_app.db import write_session
 from meiqia_app.models import UserSession
-from meiqia_app.services.exports import service
+from meiqia_app.services.exports import downloads as export_downloads
+from meiqia_app.services.exports import request as export_request
+from meiqia_app.services.exports import run as export_run
 from meiqia_app.services.identity import sessions
 from meiqia_app.services.identity import tokens as auth_tokens
 from meiqia_app.state.base import SESSION_COOKIE
@@ -42,13 +44,13 @@ def client():
 def test_download_route_streams_once_for_the_owning_session_only(seeded_actors, client):
     cookie = _login_token(seeded_actors["manager"])
     actor = sessions.resolve_session(cookie)
-    view = service.request_export(
+    view = export_request.request_export(
         actor,
         {"scope": {"kind": "query", "query": {"sources": ["app"]}}, "fields": ["id", "name"], "format": "csv"},
         start=False,
     )
-    service.run_export(view.id)
-    token = service.create_download_token(actor, view.id)
+    export_run.run_export(view.id)
+    token = export_downloads.create_download_token(actor, view.id)
     url = f"/api/export/download/{token}"
 
     other = _login_token(seeded_actors["manager"])  # same user, another browser

@@ -26,7 +26,8 @@ from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import Customer, ExportJob
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.customers.selection import Selection
-from meiqia_app.services.exports import service
+from meiqia_app.services.exports import request as export_request
+from meiqia_app.services.exports import run as export_run
 from meiqia_app.services.exports.rows import BASE_COLUMNS, ExportSpec, RowSource, csv_field
 from meiqia_app.services.exports.writers import ExportMeta, LineBlock, write_csv, write_csv_lines, write_xlsx
 
@@ -354,8 +355,8 @@ def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(see
         "sort_dir": "asc",
     }
     password = "s3cret-Export!"  # total_spent is sensitive
-    done = service.request_export(manager, data, password=password, start=False)
-    view = service.run_export(done.id, password)
+    done = export_request.request_export(manager, data, password=password, start=False)
+    view = export_run.run_export(done.id, password)
     assert view.status == "done" and view.row_count > 25 and calls == ["csv"]
     with get_engine().connect() as conn:
         assert (
@@ -371,17 +372,17 @@ def test_an_export_job_uses_the_database_built_rows_with_progress_and_cancel(see
         archive.setpassword(password.encode())
         content = archive.read(archive.namelist()[0])
     assert content.startswith(b"\xef\xbb\xbf") and content.count(b"\r\n") == view.row_count + 1
-    xlsx = service.run_export(
-        service.request_export(manager, {**data, "format": "xlsx"}, password=password, start=False).id, password
+    xlsx = export_run.run_export(
+        export_request.request_export(manager, {**data, "format": "xlsx"}, password=password, start=False).id, password
     )
     assert xlsx.status == "done" and calls == ["csv", "xlsx"]
     # Cancelling stops the database-built export at its next batch and leaves no file.
-    pending = service.request_export(manager, data, password=password, start=False)
+    pending = export_request.request_export(manager, data, password=password, start=False)
     with write_session() as session:
         job = session.get(ExportJob, pending.id)
         job.cancel_requested = True
         session.add(job)
-    cancelled = service.run_export(pending.id, password)
+    cancelled = export_run.run_export(pending.id, password)
     assert cancelled.status == "cancelled" and cancelled.progress_done == 25
     assert not any(
         p.name.startswith(f"export-{pending.id}-") or f"export-{pending.id}-" in p.name

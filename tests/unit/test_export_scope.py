@@ -12,7 +12,8 @@ from meiqia_app.config import get_settings
 from meiqia_app.db import get_engine, read_session
 from meiqia_app.models import ExportJob
 from meiqia_app.services.errors import ValidationError
-from meiqia_app.services.exports import service
+from meiqia_app.services.exports import request as export_request
+from meiqia_app.services.exports import run as export_run
 
 
 def test_ticked_ids_are_exactly_the_exported_rows_in_the_chosen_order(seeded_actors):
@@ -25,9 +26,9 @@ def test_ticked_ids_are_exactly_the_exported_rows_in_the_chosen_order(seeded_act
         "sort_field": "id",
         "sort_dir": "desc",
     }
-    review = service.review(manager, data)
+    review = export_request.review(manager, data)
     assert review.row_count == 4 and "4" in review.scope_text
-    view = service.run_export(service.request_export(manager, data, start=False).id)
+    view = export_run.run_export(export_request.request_export(manager, data, start=False).id)
     with read_session() as session:
         path = get_settings().exports_dir / session.get(ExportJob, view.id).file_name
     rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")))[1:]
@@ -62,10 +63,10 @@ def test_an_order_status_scope_exports_exactly_the_customers_with_such_an_order(
         "sort_field": "id",
         "sort_dir": "asc",
     }
-    review = service.review(manager, data)
+    review = export_request.review(manager, data)
     assert review.row_count == len(expected) and "有订单状态: 已付款" in review.scope_text
-    assert "Has an order: Paid" in service.review(manager, data, "en").scope_text
-    view = service.run_export(service.request_export(manager, data, start=False).id)
+    assert "Has an order: Paid" in export_request.review(manager, data, "en").scope_text
+    view = export_run.run_export(export_request.request_export(manager, data, start=False).id)
     assert view.status == "done" and view.row_count == len(expected)
     assert _exported_ids(view) == expected
 
@@ -77,5 +78,5 @@ def test_an_unknown_order_status_in_the_scope_is_refused(seeded_actors):
         "format": "csv",
     }
     with pytest.raises(ValidationError) as caught:
-        service.review(seeded_actors["manager"], data)
+        export_request.review(seeded_actors["manager"], data)
     assert "order_statuses" in caught.value.field_errors

@@ -27,7 +27,13 @@ from meiqia_app.models import AuditEntry, Customer, ExportJob, Role, UserSession
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from meiqia_app.services.exports import service
+from meiqia_app.services.exports import approval as export_approval
+from meiqia_app.services.exports import downloads as export_downloads
+from meiqia_app.services.exports import files as export_files
+from meiqia_app.services.exports import history as export_history
+from meiqia_app.services.exports import info as export_info
+from meiqia_app.services.exports import request as export_request
+from meiqia_app.services.exports import run as export_run
 from meiqia_app.services.exports.rows import ExportSpec, RowSource
 from meiqia_app.services.exports.writers import neutralise
 from meiqia_app.services.identity.rbac import ExportPolicy
@@ -50,9 +56,9 @@ def _request(fields=FIELDS, fmt="csv", query=None, sort_field="registered_at", s
 
 
 def _run(actor, data, password=""):
-    view = service.request_export(actor, data, password=password, start=False)
+    view = export_request.request_export(actor, data, password=password, start=False)
     assert view.status == "queued", view
-    return service.run_export(view.id, password)
+    return export_run.run_export(view.id, password)
 
 
 def _file(view) -> Path:  # noqa: F821
@@ -185,7 +191,7 @@ def test_protected_files_refuse_without_password_and_open_with_it(seeded_actors,
 
 def test_sensitive_fields_require_a_password_that_is_never_stored_or_logged(seeded_actors):
     with pytest.raises(ValidationError):
-        service.request_export(seeded_actors["manager"], _request(fields=["id", "phone"]), start=False)
+        export_request.request_export(seeded_actors["manager"], _request(fields=["id", "phone"]), start=False)
     view = _run(seeded_actors["manager"], _request(fields=["id", "phone"]), PASSWORD)
     with read_session() as session:
         job = session.get(ExportJob, view.id)
@@ -254,17 +260,17 @@ def test_analyst_over_policy_requests_are_refused_and_audited(seeded_actors):
     analyst = seeded_actors["analyst"]
     # No date window (analysts may only export the last 366 days) and a sensitive field.
     with pytest.raises(PermissionDenied):
-        service.request_export(analyst, _request(fields=["id", "phone"]), start=False)
+        export_request.request_export(analyst, _request(fields=["id", "phone"]), start=False)
     refused = [e for e in _audit("export.request") if e.result == "refused"]
     assert refused and "export.reason.window" in refused[-1].details and "export.reason.fields" in refused[-1].details
-    review = service.review(analyst, _request(fields=["id", "phone"]))
+    review = export_request.review(analyst, _request(fields=["id", "phone"]))
     assert not review.allowed and {r[0] for r in review.reasons} >= {
         "export.reason.window",
         "export.reason.fields",
     }
     actors = _set_policy("data_analyst", max_rows=5, window_days=0)
     with pytest.raises(PermissionDenied) as raised:
-        service.request_export(actors["analyst"], _request(fields=["id", "name"]), start=False)
+        export_request.request_export(actors["analyst"], _request(fields=["id", "name"]), start=False)
     assert raised.value.message_key == "export.reason.max_rows"
     with read_session() as session:
         assert session.exec(sm_select(ExportJob)).all() == []
@@ -272,57 +278,57 @@ def test_analyst_over_policy_requests_are_refused_and_audited(seeded_actors):
 
 def test_agent_cannot_request_and_pdf_over_the_cap_is_refused(seeded_actors, monkeypatch):
     with pytest.raises(PermissionDenied):
-        service.request_export(seeded_actors["agent"], _request(), start=False)
+        export_request.request_export(seeded_actors["agent"], _request(), start=False)
     from meiqia_app.config import reload_settings
 
     monkeypatch.setenv("MEIQIA_EXPORT_PDF_MAX_ROWS", "10")
     reload_settings()
     with pytest.raises(PermissionDenied) as raised:
-        service.request_export(seeded_actors["manager"], _request(fmt="pdf"), start=False)
+        export_request.request_export(seeded_actors["manager"], _request(fmt="pdf"), start=False)
     assert raised.value.message_key == "export.reason.pdf_rows"
 
 
 def test_an_export_needing_approval_waits_until_approved_and_nobody_approves_their_own(seeded_actors):
     actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0)
     analyst, manager = actors["analyst"], actors["manager"]
-    pending = service.request_export(analyst, _request(), start=False)
+    pending = export_request.request_export(analyst, _request(), start=False)
     assert pending.status == "pending_approval"
-    assert service.run_export(pending.id).status == "pending_approval"  # does not run
-    assert [p.id for p in service.list_pending(manager)] == [pending.id]
+    assert export_run.run_export(pending.id).status == "pending_approval"  # does not run
+    assert [p.id for p in export_approval.list_pending(manager)] == [pending.id]
     with pytest.raises(PermissionDenied):
-        service.list_pending(analyst)
+        export_approval.list_pending(analyst)
     with pytest.raises(PermissionDenied):
-        service.decide(analyst, pending.id, True)
-    approved = service.decide(manager, pending.id, True, "ok for Q4 review")
+        export_approval.decide(analyst, pending.id, True)
+    approved = export_approval.decide(manager, pending.id, True, "ok for Q4 review")
     assert approved.status == "queued" and approved.approver == "manager"
-    assert service.wait_for_export(pending.id, 30)
-    done = service.export_view(analyst, pending.id)
+    assert export_run.wait_for_export(pending.id, 30)
+    done = export_info.export_view(analyst, pending.id)
     assert done.status == "done" and done.row_count > 0
     with pytest.raises(Conflict):
-        service.decide(manager, pending.id, False)
+        export_approval.decide(manager, pending.id, False)
     assert _audit("export.approve")[-1].target_id == str(pending.id)
-    rejected = service.request_export(analyst, _request(), start=False)
-    assert service.decide(manager, rejected.id, False, "too broad").status == "rejected"
+    rejected = export_request.request_export(analyst, _request(), start=False)
+    assert export_approval.decide(manager, rejected.id, False, "too broad").status == "rejected"
     assert "too broad" in _audit("export.reject")[-1].details
 
 
 def test_download_tokens_are_single_use_and_bound_to_user_and_session(seeded_actors):
     manager = _with_session(seeded_actors["manager"])
     view = _run(manager, _request())
-    token = service.create_download_token(manager, view.id)
+    token = export_downloads.create_download_token(manager, view.id)
     other_session = _with_session(seeded_actors["manager"])
     with pytest.raises(PermissionDenied):
-        service.claim_download(other_session, token)
+        export_downloads.claim_download(other_session, token)
     with pytest.raises(PermissionDenied):
-        service.claim_download(None, token)
-    got = service.claim_download(manager, token)
+        export_downloads.claim_download(None, token)
+    got = export_downloads.claim_download(manager, token)
     assert got.path.read_bytes().startswith(b"\xef\xbb\xbf") and got.filename.endswith(".csv")
     with pytest.raises(PermissionDenied) as raised:
-        service.claim_download(manager, token)
+        export_downloads.claim_download(manager, token)
     assert raised.value.message_key == "export.reason.token_used"
     analyst = _with_session(seeded_actors["analyst"])
     with pytest.raises(PermissionDenied):
-        service.create_download_token(analyst, view.id)
+        export_downloads.create_download_token(analyst, view.id)
     downloads = _audit("export.download")
     assert [e.result for e in downloads].count("ok") == 1 and [e.result for e in downloads].count("refused") >= 3
 
@@ -331,25 +337,25 @@ def test_expired_files_are_deleted_and_cannot_be_downloaded(seeded_actors):
     manager = _with_session(seeded_actors["manager"])
     view = _run(manager, _request())
     path = _file(view)
-    token = service.create_download_token(manager, view.id)
+    token = export_downloads.create_download_token(manager, view.id)
     with write_session() as session:
         job = session.get(ExportJob, view.id)
         job.expires_at = utcnow() - dt.timedelta(minutes=1)
         session.add(job)
-    assert service.purge_expired() == 1
+    assert export_files.purge_expired() == 1
     assert not path.exists()
     with pytest.raises(PermissionDenied):
-        service.claim_download(manager, token)
-    assert service.export_view(manager, view.id).status == "expired"
-    assert [v.status for v in service.list_exports(manager)] == ["expired"]
+        export_downloads.claim_download(manager, token)
+    assert export_info.export_view(manager, view.id).status == "expired"
+    assert [v.status for v in export_history.list_exports(manager)] == ["expired"]
 
 
 def test_cancel_before_run_and_large_exports_are_flagged(seeded_actors, monkeypatch):
     manager = seeded_actors["manager"]
-    view = service.request_export(manager, _request(), start=False)
-    assert service.cancel_export(manager, view.id).status == "cancelled"
-    assert service.run_export(view.id).status == "cancelled"
-    monkeypatch.setattr(service, "LARGE_EXPORT_ROWS", 5)
+    view = export_request.request_export(manager, _request(), start=False)
+    assert export_approval.cancel_export(manager, view.id).status == "cancelled"
+    assert export_run.run_export(view.id).status == "cancelled"
+    monkeypatch.setattr(export_info, "LARGE_EXPORT_ROWS", 5)
     flagged = _run(manager, _request())
     entries = [e for e in _audit("export.run") if e.target_id == str(flagged.id)]
     assert entries and entries[0].flagged and "large" in entries[0].details
@@ -425,16 +431,16 @@ def test_marketing_exports_skip_customers_without_marketing_consent(seeded_actor
 def test_an_approved_protected_export_waits_for_its_requesters_password(seeded_actors):
     actors = _set_policy("data_analyst", approval_over_rows=0, window_days=0, allowed_fields=("id", "name", "phone"))
     analyst, manager = actors["analyst"], actors["manager"]
-    pending = service.request_export(analyst, _request(fields=["id", "name"]), password=PASSWORD, start=False)
-    approved = service.decide(manager, pending.id, True)
-    assert approved.status == "approved" and pending.id not in service._runs
+    pending = export_request.request_export(analyst, _request(fields=["id", "name"]), password=PASSWORD, start=False)
+    approved = export_approval.decide(manager, pending.id, True)
+    assert approved.status == "approved" and pending.id not in export_info.RUNS
     with pytest.raises(ValidationError):
-        service.start_approved(analyst, pending.id, "short")
+        export_approval.start_approved(analyst, pending.id, "short")
     with pytest.raises(NotFound):
-        service.start_approved(manager, pending.id, PASSWORD)  # only the requester
-    service.start_approved(analyst, pending.id, PASSWORD)
-    assert service.wait_for_export(pending.id, 30)
-    done = service.export_view(analyst, pending.id)
+        export_approval.start_approved(manager, pending.id, PASSWORD)  # only the requester
+    export_approval.start_approved(analyst, pending.id, PASSWORD)
+    assert export_run.wait_for_export(pending.id, 30)
+    done = export_info.export_view(analyst, pending.id)
     assert done.status == "done" and _file(done).suffix == ".zip"
 
 
@@ -447,7 +453,7 @@ def test_portability_export_holds_everything_about_one_customer_and_downloads_li
         customer_id = session.exec(sm_select(Order.customer_id).limit(1)).first()
     view = portability.export_customer(manager, customer_id, password=PASSWORD)
     assert view.status == "done" and view.protected
-    got = service.claim_download(manager, service.create_download_token(manager, view.id))
+    got = export_downloads.claim_download(manager, export_downloads.create_download_token(manager, view.id))
     with pyzipper.AESZipFile(got.path) as archive:
         archive.setpassword(PASSWORD.encode())
         data = json.loads(archive.read("customer.json"))
@@ -463,12 +469,12 @@ def test_portability_export_holds_everything_about_one_customer_and_downloads_li
 
 def test_a_running_export_stops_at_the_next_batch_when_cancelled_and_leaves_no_file(seeded_actors):
     manager = seeded_actors["manager"]
-    view = service.request_export(manager, _request(fmt="xlsx"), start=False)
+    view = export_request.request_export(manager, _request(fmt="xlsx"), start=False)
     with write_session() as session:  # as if the person clicked cancel while it ran
         job = session.get(ExportJob, view.id)
         job.cancel_requested = True
         session.add(job)
-    assert service.run_export(view.id).status == "cancelled"
+    assert export_run.run_export(view.id).status == "cancelled"
     assert list(get_settings().exports_dir.iterdir()) == []
     assert [e.target_id for e in _audit("export.cancel")] == [str(view.id)]
 
@@ -476,12 +482,12 @@ def test_a_running_export_stops_at_the_next_batch_when_cancelled_and_leaves_no_f
 def test_rerun_requests_the_same_export_again_under_the_current_policy(seeded_actors):
     manager = seeded_actors["manager"]
     first = _run(manager, _request(fmt="xlsx", sort_dir="desc"))
-    again = service.rerun_export(manager, first.id, start=False)
+    again = export_approval.rerun_export(manager, first.id, start=False)
     assert again.id != first.id and again.fields == first.fields and again.format == "xlsx"
-    second = service.run_export(again.id)
+    second = export_run.run_export(again.id)
     assert _file(second).read_bytes() != b"" and second.row_count == first.row_count
     with pytest.raises(NotFound):
-        service.rerun_export(seeded_actors["analyst"], first.id, start=False)  # not theirs
+        export_approval.rerun_export(seeded_actors["analyst"], first.id, start=False)  # not theirs
 
 
 def test_a_role_limited_to_some_tags_exports_only_those_customers(seeded_actors):

@@ -246,15 +246,17 @@ def _every_row_as_text() -> str:
 
 
 def test_a_protected_exports_password_is_in_no_table_and_no_log(seeded_actors, caplog):
-    from meiqia_app.services.exports import service as exports
+    from meiqia_app.services.exports import info as export_info
+    from meiqia_app.services.exports import request as export_request
+    from meiqia_app.services.exports import run as export_run
 
     caplog.set_level("DEBUG")
     manager = seeded_actors["manager"]
-    view = exports.request_export(manager, _export_request(), password=PASSWORD)  # started by the runner
-    assert exports.wait_for_export(view.id, 60)
+    view = export_request.request_export(manager, _export_request(), password=PASSWORD)  # started by the runner
+    assert export_run.wait_for_export(view.id, 60)
     with read_session() as session:
         row = session.get(ExportJob, view.id)
-        job = session.exec(select(Job).where(Job.kind == exports.JOB_KIND)).one()
+        job = session.exec(select(Job).where(Job.kind == export_info.JOB_KIND)).one()
     assert (row.status, row.protected, job.status) == ("done", True, "done"), (row.error, job.error)
     assert json.loads(job.params) == {"export_id": view.id}  # the export's id, nothing else
     assert row.file_name.endswith(".zip")
@@ -266,14 +268,15 @@ def test_a_protected_exports_password_is_in_no_table_and_no_log(seeded_actors, c
 
 def _interrupted_export(actor, protected: bool, job_status: str) -> tuple[int, int, Path]:
     """An export a killed process was writing (or had queued): its row, its runner job, its partial file."""
-    from meiqia_app.services.exports import service as exports
+    from meiqia_app.services.exports import info as export_info
+    from meiqia_app.services.exports import request as export_request
 
     dead, _child = _owner_of_a_process()
-    view = exports.request_export(
+    view = export_request.request_export(
         actor, _export_request(("id", "name")), password=PASSWORD if protected else "", start=False
     )
     requester = actor
-    job_id = jobs.create_job(requester, exports.JOB_KIND, {"export_id": view.id})
+    job_id = jobs.create_job(requester, export_info.JOB_KIND, {"export_id": view.id})
     with write_session() as session:
         job = session.get(Job, job_id)
         job.status, job.owner, job.heartbeat_at = job_status, dead if job_status == "running" else None, utcnow()

@@ -139,7 +139,7 @@ def _pdf_text(path) -> str:
 
 def test_dashboard_pdf_has_every_table_with_the_page_figures_and_downloads_once(seeded_db, seeded_actors):
     from meiqia_app.models import ExportJob
-    from meiqia_app.services.exports import service
+    from meiqia_app.services.exports import downloads as export_downloads
 
     manager = _with_session(seeded_actors["manager"])
     view = report_views.dashboard_view(manager, PARAMS)
@@ -149,8 +149,8 @@ def test_dashboard_pdf_has_every_table_with_the_page_figures_and_downloads_once(
         assert (job.kind, job.format, job.status, job.requested_by_id) == ("report", "pdf", "done", manager.user_id)
         entry = session.exec(select(AuditEntry).where(AuditEntry.action == "report.export")).one()
     assert '"pdf"' in entry.details and job.file_sha256 in entry.details
-    token = service.create_download_token(manager, export_id)
-    found = service.claim_download(manager, token)
+    token = export_downloads.create_download_token(manager, export_id)
+    found = export_downloads.claim_download(manager, token)
     assert found.media_type == "application/pdf"
     text = _pdf_text(found.path)
     compact = text.replace(" ", "")
@@ -163,7 +163,7 @@ def test_dashboard_pdf_has_every_table_with_the_page_figures_and_downloads_once(
     for point in view.trend:
         assert point["new_customers_text"] in compact and point["amount_text"] in compact
     with pytest.raises(PermissionDenied):
-        service.claim_download(manager, token)  # single use
+        export_downloads.claim_download(manager, token)  # single use
 
 
 def test_segment_pdf_has_comparison_cohorts_and_products(seeded_db, seeded_actors):

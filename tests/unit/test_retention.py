@@ -21,7 +21,9 @@ from meiqia_app.services.cleanup import retention
 from meiqia_app.services.cleanup import trash as cleanup_trash
 from meiqia_app.services.cleanup.criteria import _months_ago
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
-from meiqia_app.services.exports import service as export_service
+from meiqia_app.services.exports import files as export_files
+from meiqia_app.services.exports import request as export_request
+from meiqia_app.services.exports import run as export_run
 from meiqia_app.services.identity.rbac import Actor
 from meiqia_app.services.platform import backup, jobs, scheduler
 from meiqia_app.timeutil import utcnow
@@ -338,7 +340,7 @@ def test_export_files_policy_deletes_files_older_than_n_hours(actors):
 def test_new_exports_expire_after_the_policys_hours(seeded_actors):
     admin = seeded_actors["admin"]
     retention.update(admin, "export_files", True, "5")
-    view = export_service.request_export(
+    view = export_request.request_export(
         admin,
         {
             "scope": {"kind": "query", "query": {"sources": ["wechat"]}},
@@ -349,7 +351,7 @@ def test_new_exports_expire_after_the_policys_hours(seeded_actors):
         },
         start=False,
     )
-    export_service.run_export(view.id)
+    export_run.run_export(view.id)
     with read_session() as session:
         job = session.get(ExportJob, view.id)
         lifetime = job.expires_at - job.finished_at
@@ -360,7 +362,7 @@ def test_export_files_kept_while_the_policy_is_off(actors):
     admin = actors["admin"]
     expired = _export(admin, "hold.csv", 10, finished_hours_ago=30, expires_in_hours=-6)
     retention.update(admin, "export_files", False, "24")
-    assert export_service.purge_expired() == 0
+    assert export_files.purge_expired() == 0
     assert retention.run_nightly()["export_files"] == "skipped"
     assert (get_settings().exports_dir / "hold.csv").exists() and _export_status(expired) == "done"
 

@@ -28,7 +28,7 @@ from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.customers.search_text import parse_query
 from meiqia_app.services.customers.selection import Selection, selection_count
 from meiqia_app.services.errors import PermissionDenied
-from meiqia_app.services.exports import service as exports
+from meiqia_app.services.exports import request as export_request
 from meiqia_app.services.reports import periods as report_periods
 from meiqia_app.services.reports import trends as report_trends
 
@@ -207,10 +207,10 @@ def test_export_scopes_count_under_the_requester_rules(seeded_actors):
             "fields": ["id", "name"],
             "format": "csv",
         }
-        counts.append(exports.review(analyst, data).row_count)
+        counts.append(export_request.review(analyst, data).row_count)
     assert len(set(counts)) == 1
     manager_counts = [
-        exports.review(
+        export_request.review(
             seeded_actors["manager"],
             {
                 "scope": {"kind": "query", "query": {"q": f"{name} {phone[:3]}{d}", "status": "all"}},
@@ -248,9 +248,9 @@ def test_a_role_that_sees_amounts_masked_cannot_filter_or_sort_by_them(seeded_ac
     with pytest.raises(PermissionDenied):
         selection_count(agent, Selection.of_query(query))
     with pytest.raises(PermissionDenied):
-        exports.review(analyst, {"scope": {"kind": "query", "query": query.to_dict()}, "fields": ["id"]})
+        export_request.review(analyst, {"scope": {"kind": "query", "query": query.to_dict()}, "fields": ["id"]})
     with pytest.raises(PermissionDenied):  # nor an export in the order of the amounts it shows masked
-        exports.review(
+        export_request.review(
             analyst, {"scope": {"kind": "query", "query": {}}, "fields": ["id"], "sort_field": "total_spent"}
         )
     view = saved_views.save_view(seeded_actors["senior"], "big spenders", query, shared=True)

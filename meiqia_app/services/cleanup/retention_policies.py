@@ -35,7 +35,7 @@ from meiqia_app.services.cleanup.retention import (
 )
 from meiqia_app.services.customers import ownership
 from meiqia_app.services.customers.importing import files as import_files
-from meiqia_app.services.exports import service as export_service
+from meiqia_app.services.exports import files as export_files
 from meiqia_app.services.integrations import webhook_delivery
 from meiqia_app.services.platform import backup, jobs
 from meiqia_app.services.platform.text_formats import file_size_text
@@ -98,16 +98,16 @@ def _pool_return_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datet
 
 
 def _exports_preview(setting: PolicySetting, now: dt.datetime) -> Preview:
-    count, size, names = export_service.retention_preview(now, now - dt.timedelta(hours=setting.value), SAMPLE_SIZE)
+    count, size, names = export_files.retention_preview(now, now - dt.timedelta(hours=setting.value), SAMPLE_SIZE)
     return Preview(count=count, bytes=size, sample=tuple(names))
 
 
 def _exports_run(ctx: jobs.JobContext, setting: PolicySetting, now: dt.datetime) -> dict:
     counts = {"files": 0, "bytes": 0, **counts_so_far(ctx)}
     finished_before = now - dt.timedelta(hours=setting.value)
-    export_service.remove_partial_files()  # what interrupted exports left (also done at start)
+    export_files.remove_partial_files()  # what interrupted exports left (also done at start)
     while True:
-        files, size = export_service.retention_expire_batch(now, finished_before, FILE_BATCH)
+        files, size = export_files.retention_expire_batch(now, finished_before, FILE_BATCH)
         if not files:
             return counts
         counts["files"] += files

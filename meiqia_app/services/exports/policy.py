@@ -9,9 +9,10 @@ import dataclasses
 import datetime as dt
 
 from meiqia_app.config import get_settings
-from meiqia_app.services.customers.access import CustomerAccess
+from meiqia_app.services.custom_fields.field_types import key_of
+from meiqia_app.services.customers.access import CustomerAccess, is_sensitive
 from meiqia_app.services.customers.selection import KIND_IDS
-from meiqia_app.services.exports.fields import EXPORT_FIELDS
+from meiqia_app.services.exports.fields import export_fields
 from meiqia_app.services.exports.rows import ExportSpec
 from meiqia_app.services.identity.rbac import Actor
 from meiqia_app.timeutil import today_local
@@ -33,21 +34,33 @@ class PolicyResult:
         return [key for key, _ in self.reasons]
 
 
+#: A sensitive custom field follows the export rules of phone and e-mail: a role's list of
+#: allowed fields lets it through when it lets either of them through (or names it).
+SENSITIVE_LIKE = ("phone", "email")
+
+
+def field_allowed(allowed: tuple[str, ...] | None, field: str) -> bool:
+    """Whether a role's list of allowed fields (None: every field) lets ``field`` through.
+
+    The list names built-in fields; custom fields come and go, so a non-sensitive one is
+    allowed, and a sensitive one when the list allows phone or e-mail (or names it)."""
+    if allowed is None or field in allowed:
+        return True
+    if key_of(field) is None:
+        return False
+    return not is_sensitive(field) or any(f in allowed for f in SENSITIVE_LIKE)
+
+
 def field_availability(actor: Actor) -> dict[str, str]:
-    """field → "" when the actor may export it, else the reason key (shown in the picker)."""
-    policy = actor.export_policy
-    result = {}
-    for field in EXPORT_FIELDS:
-        if policy.allowed_fields is not None and field not in policy.allowed_fields:
-            result[field] = "export.reason.field_policy"
-        else:
-            result[field] = ""
-    return result
+    """field → "" when the actor may export it, else the reason key (shown in the picker);
+    the built-in fields, then the active custom fields ("cf.<key>")."""
+    allowed = actor.export_policy.allowed_fields
+    return {f: "" if field_allowed(allowed, f) else "export.reason.field_policy" for f in export_fields()}
 
 
 def masked_fields(actor: Actor) -> set[str]:
-    """Sensitive fields this actor exports masked (no customer.view_sensitive)."""
-    return set(CustomerAccess(actor).masked_fields(EXPORT_FIELDS))
+    """Sensitive fields this actor exports masked (no customer.view_sensitive), custom ones included."""
+    return set(CustomerAccess(actor).masked_fields(export_fields()))
 
 
 def evaluate(actor: Actor, spec: ExportSpec, fmt: str, row_count: int) -> PolicyResult:
@@ -55,8 +68,7 @@ def evaluate(actor: Actor, spec: ExportSpec, fmt: str, row_count: int) -> Policy
     reasons: list[tuple[str, dict]] = []
     if not actor.can("export.request"):
         reasons.append(("export.reason.no_permission", {}))
-    availability = field_availability(actor)
-    refused = [f for f in spec.fields if availability.get(f)]
+    refused = [f for f in spec.fields if not field_allowed(policy.allowed_fields, f)]
     if refused:
         reasons.append(("export.reason.fields", {"fields": ", ".join(refused)}))
     if policy.max_rows and row_count > policy.max_rows:

@@ -31,7 +31,7 @@ from meiqia_app.services.identity.rbac import Actor, require
 from meiqia_app.timeutil import utcnow
 
 if TYPE_CHECKING:  # the export service is imported when used (see export_customer)
-    from meiqia_app.services.exports.service import ExportInfo
+    from meiqia_app.services.exports.info import ExportInfo
 
 HIDDEN = {"name_pinyin", "name_initials", "version", "updated_by_id"}
 
@@ -143,7 +143,7 @@ def needs_approval(actor: Actor) -> bool:
 
 def export_customer(actor: Actor, customer_id: int, password: str = "") -> ExportInfo:
     """Build the zip now; returns the export's DTO (download it with a token)."""
-    from meiqia_app.services.exports.service import export_dto
+    from meiqia_app.services.exports.info import export_dto
 
     require(actor, "export.request", action="export.portability", target_type="customer", target_id=customer_id)
     if needs_approval(actor):

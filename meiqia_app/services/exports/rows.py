@@ -24,10 +24,12 @@ from meiqia_app.db import get_engine
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.dbadapter.base import ExportColumn, ExportRowFormat
 from meiqia_app.models import Conversation, Customer, Order, Tag, TagAssignment
+from meiqia_app.services.custom_fields.field_types import FieldDef, key_of
 from meiqia_app.services.customers.access import is_sensitive, mask_value, sensitive_of
 from meiqia_app.services.customers.query import keyset_after, status_index_condition
 from meiqia_app.services.customers.selection import Selection, selection_conditions
 from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.exports.custom_cells import SQL_CUSTOM_TYPES, custom_cell, custom_sql_column
 from meiqia_app.services.exports.fields import EXPORT_FIELDS, FIELD_SPECS
 from meiqia_app.services.exports.writers import CSV_LINE_END, LineBlock
 from meiqia_app.services.identity.rbac import Actor
@@ -309,7 +311,10 @@ class RowSource:
     def iter_batches(self, batch: int = DEFAULT_BATCH) -> Iterator[list[list]]:
         fields = self.spec.fields
         sort_column = SORT_COLUMNS[self.spec.sort_field][0]
-        base = sorted({BASE_COLUMNS[f] for f in fields if f in BASE_COLUMNS} | {"id", sort_column})
+        base = {BASE_COLUMNS[f] for f in fields if f in BASE_COLUMNS} | {"id", sort_column}
+        if any(key_of(f) for f in fields):
+            base.add("custom_fields")
+        base = sorted(base)
         columns = [self._column(name).label(name) for name in base]
         index = {name: i for i, name in enumerate(base)}
         engine = get_engine()
@@ -325,18 +330,25 @@ class RowSource:
         fields = self.spec.fields
         if fmt not in ("csv", "xlsx") or (fmt == "csv" and len(fields) < 2):
             return False
-        if any(f not in BASE_COLUMNS or f == "custom_attributes" for f in fields):
+        engine = get_engine()
+        adapter = get_adapter(engine)
+        custom = [FIELD_SPECS[f].custom for f in fields if key_of(f)]
+        if custom and (not adapter.export_custom_kinds or any(f.field_type not in SQL_CUSTOM_TYPES for f in custom)):
+            return False
+        if any((f not in BASE_COLUMNS or f == "custom_attributes") and not key_of(f) for f in fields):
             return False
         if not self.can_see_sensitive and any(is_sensitive(f) for f in fields):
             return False
-        engine = get_engine()
-        return get_adapter(engine).export_rows_supported(engine, self.zone)
+        return adapter.export_rows_supported(engine, self.zone)
 
     def _row_format(self, fmt: str, true_text: str, false_text: str) -> ExportRowFormat:
         from meiqia_app.services.exports import xlsx_stream
 
         columns = []
         for field in self.spec.fields:
+            if key_of(field):
+                columns.append(custom_sql_column(FIELD_SPECS[field].custom, self.lang))
+                continue
             ref = f"customer.{BASE_COLUMNS[field]}"
             if field in _CODED:
                 labels = tuple(self._labels[_CODED[field]].items())
@@ -525,8 +537,39 @@ class RowSource:
         tags = self._tags(conn, ids) if "tags" in chosen else {}
         orders = self._orders(conn, ids) if chosen & _ORDER_FIELDS else {}
         chats = self._conversations(conn, ids) if chosen & _CONVERSATION_FIELDS else {}
-        columns = [self._column_values(field, records, ids, index, tags, orders, chats) for field in fields]
+        documents = self._documents(records, index) if "custom_fields" in index else None
+        columns = [
+            self._custom_values(FIELD_SPECS[field].custom, documents)
+            if key_of(field)
+            else self._column_values(field, records, ids, index, tags, orders, chats)
+            for field in fields
+        ]
         return list(zip(*columns))
+
+    @staticmethod
+    def _documents(records: Sequence, index: dict[str, int]) -> list[dict]:
+        """Each row's custom field document, parsed once per row (JSON text on SQLite, a dict on PostgreSQL)."""
+        found = []
+        for raw in map(itemgetter(index["custom_fields"]), records):
+            if raw.__class__ is str:
+                try:
+                    raw = json.loads(raw)
+                except ValueError:
+                    raw = None
+            found.append(raw if isinstance(raw, dict) else {})
+        return found
+
+    def _custom_values(self, field: FieldDef, documents: list[dict]) -> list:
+        """One custom field's cells: typed (numbers, dates, local times, yes/no), selects as
+        their labels in the export's language, masked for a role without customer.view_sensitive."""
+        key, default = field.key, field.default
+        absent = object()
+        raw = [v if (v := d.get(key, absent)) is not absent else default for d in documents]
+        convert = custom_cell(field, self.lang, self.local_time, self.datetimes_as_text)
+        values = [None if v is None else convert(v) for v in raw]
+        if not self.can_see_sensitive and field.sensitive:
+            return [mask_value(field.name, v) for v in values]
+        return values
 
     def _column_values(self, field, records, ids, index, tags, orders, chats) -> list:
         if field in BASE_COLUMNS:

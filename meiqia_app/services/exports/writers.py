@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from meiqia_app.services.exports.fields import FIELD_SPECS
+from meiqia_app.services.exports.fields import BUILTIN_SPECS, FIELD_SPECS
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 Progress = Callable[[int], None]
@@ -59,6 +59,11 @@ def _text_formatter(kind: str, meta: ExportMeta):
         return lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else _as_text(v)
     if kind == "int":
         return lambda v: str(v) if isinstance(v, int) else _as_text(v)
+    if kind == "number":
+        return lambda v: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else _as_text(v)
+    if kind == "percent":
+        # The row source gives CSV percents as their text already ("12.5%", see rows.custom_cell).
+        return lambda v: v if v.__class__ is str and v[-1:] == "%" else _as_text(v)
     if kind == "bool":
         yes, no = meta.true_text, meta.false_text
         return lambda v: (yes if v else no) if isinstance(v, bool) else _as_text(v)
@@ -83,7 +88,7 @@ def _as_text(value) -> str:
 #: text from our own label catalogue (nothing to neutralise).
 _PASS_THROUGH = frozenset(
     {"gender", "source", "lifecycle_stage", "membership_tier"}
-    | {f for f, spec in FIELD_SPECS.items() if spec.kind == "int" and not spec.sensitive}
+    | {f for f, spec in BUILTIN_SPECS.items() if spec.kind == "int" and not spec.sensitive}
 )
 
 
@@ -151,7 +156,14 @@ def write_csv_lines(path: Path, meta: ExportMeta, batches: Iterable, progress: P
     return count
 
 
-_NUMBER_FORMATS = {"datetime": "yyyy-mm-dd hh:mm:ss", "date": "yyyy-mm-dd", "money": "#,##0.00", "int": "0"}
+_NUMBER_FORMATS = {
+    "datetime": "yyyy-mm-dd hh:mm:ss",
+    "date": "yyyy-mm-dd",
+    "money": "#,##0.00",
+    "int": "0",
+    "number": "General",
+    "percent": "0.00%",
+}
 
 
 def write_xlsx(
@@ -262,6 +274,8 @@ def _pdf_text(value, kind: str, meta: ExportMeta) -> str:
         text = value.isoformat()
     elif kind == "money" and isinstance(value, (int, float)):
         text = f"{value:,.2f}"
+    elif kind == "percent" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = f"{round(value * 100, 4):g}%"
     else:
         text = str(value)[:PDF_MAX_TEXT]
     return text.replace("\r", " ").replace("\n", " ")
@@ -303,7 +317,7 @@ def write_pdf(
     font_size = 7 if len(meta.fields) > 8 else 8
     leading = font_size + 2
     kinds = [FIELD_SPECS[f].kind for f in meta.fields]
-    right = [kind in ("int", "money") for kind in kinds]
+    right = [kind in ("int", "money", "number", "percent") for kind in kinds]
     wrapper = CellWrapper(font, font_size, leading, PDF_CELL_PADDING)
     page_label = PageLabel(meta.labels.get("page", "Page {page} of {pages}"), font, 8)
     heading = " · ".join(

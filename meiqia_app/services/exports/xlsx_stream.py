@@ -27,7 +27,7 @@ EXCEL_EPOCH_DATE = dt.date(1899, 12, 30)
 DAY = dt.timedelta(days=1)
 
 # Style ids (cellXfs order in STYLES).
-S_BOLD, S_MONEY, S_DATETIME, S_DATE = 1, 2, 3, 4
+S_BOLD, S_MONEY, S_DATETIME, S_DATE, S_NUMBER, S_PERCENT = 1, 2, 3, 4, 5, 6
 STYLES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">
 <numFmts count="3"><numFmt numFmtId="164" formatCode="#,##0.00"/><numFmt numFmtId="165" formatCode="yyyy-mm-dd hh:mm:ss"/><numFmt numFmtId="166" formatCode="yyyy-mm-dd"/></numFmts>
@@ -35,7 +35,7 @@ STYLES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill></fills>
 <borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>
 <cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>
-<cellXfs count="5"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/><xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/><xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/><xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/><xf numFmtId="166" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>
+<cellXfs count="7"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/><xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/><xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/><xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/><xf numFmtId="166" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/><xf numFmtId="10" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>
 <cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>
 </styleSheet>"""
 
@@ -155,6 +155,13 @@ def _cell_writer(kind: str, true_text: str, false_text: str) -> Callable[[str, o
         def cell(ref, value):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return f'<c r="{ref}" s="{S_MONEY}"><v>{value!r}</v></c>'
+            return fallback(ref, value)
+    elif kind in ("number", "percent"):
+        style = S_NUMBER if kind == "number" else S_PERCENT
+
+        def cell(ref, value):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return f'<c r="{ref}" s="{style}"><v>{value!r}</v></c>'
             return fallback(ref, value)
     elif kind == "datetime":
 

@@ -26,7 +26,7 @@ from meiqia_app.services.platform import jobs, scheduled_tasks
 WORKER_MODULES = (
     "meiqia_app.services.cleanup.actions",
     "meiqia_app.services.customers.importing.job",
-    "meiqia_app.services.exports.service",
+    "meiqia_app.services.exports.run",
     "meiqia_app.services.customers.lifecycle_update",
     "meiqia_app.services.customers.ownership",
     "meiqia_app.services.reports.aggregates",
@@ -57,12 +57,12 @@ def load_workers() -> list[str]:
 def recover_interrupted_work() -> Recovered:
     """Jobs of a process that is gone resume at once (another live worker's are left
     alone); exports it left end as failed, and their partial files are deleted."""
-    from meiqia_app.services.exports import service as export_service
+    from meiqia_app.services.exports import files as export_files
 
     load_workers()
     resumed = jobs.resume_interrupted_jobs()
-    failed = export_service.reap_interrupted()
-    removed = export_service.remove_partial_files()
+    failed = export_files.reap_interrupted()
+    removed = export_files.remove_partial_files()
     return Recovered(resumed, failed, removed)
 
 

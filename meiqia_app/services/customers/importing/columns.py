@@ -7,6 +7,8 @@ import unicodedata
 from collections.abc import Sequence
 
 from meiqia_app.i18n.messages import ENTRIES
+from meiqia_app.services.custom_fields.field_types import FieldDef
+from meiqia_app.services.customers.importing.custom_values import field_of, header_names
 from meiqia_app.services.customers.validation import EDITABLE_FIELDS
 from meiqia_app.services.errors import ValidationError
 
@@ -183,14 +185,31 @@ def _header_guess(header: str) -> tuple[int, str] | None:
     return best
 
 
-def suggest_mapping(headers: Sequence[str]) -> dict[int, str]:
-    """Column index -> customer field, for the headers we recognise.
+def _custom_aliases(fields: Sequence[FieldDef]) -> dict[str, str]:
+    """Header key -> "cf.<key>" of the given custom fields: a header equal to a field's label
+    (either language) or its key. Matched exactly only, and before the built-in names (an
+    admin who names a field "来源" means that column)."""
+    aliases: dict[str, str] = {}
+    for field in fields:
+        for name in header_names(field):
+            aliases.setdefault(_header_key(name), field.name)
+    return aliases
 
-    Each field is proposed for one column at most: exact names first, then
-    the column whose header contains the longest known name, left to right.
+
+def suggest_mapping(headers: Sequence[str], custom_fields: Sequence[FieldDef] = ()) -> dict[int, str]:
+    """Column index -> customer field (or custom field "cf.<key>"), for the headers we recognise.
+
+    ``custom_fields``: the active custom fields (``custom_values.active_fields()``).
+    Each field is proposed for one column at most: exact names first (custom fields'
+    labels and keys before built-in names), then the column whose header contains the
+    longest known built-in name, left to right.
     """
     guesses = []
+    custom = _custom_aliases(custom_fields)
     for index, header in enumerate(headers):
+        if _header_key(header) in custom:
+            guesses.append((-1001, index, custom[_header_key(header)]))
+            continue
         guess = _header_guess(header)
         if guess is not None:
             guesses.append((-guess[0], index, guess[1]))
@@ -203,8 +222,20 @@ def suggest_mapping(headers: Sequence[str]) -> dict[int, str]:
     return dict(sorted(mapping.items()))
 
 
+def field_label(field: str, lang: str = "zh") -> str:
+    """A mapped field's name for people: a custom field's label, a built-in field's message."""
+    from meiqia_app.i18n import tr
+
+    found = field_of(field)
+    if found is not None:
+        return found.label(lang)
+    key = FIELD_LABEL_KEYS.get(field)
+    return tr(lang, key) if key else field
+
+
 def resolve_mapping(headers: Sequence[str], mapping: dict) -> dict[int, str]:
-    """Check a mapping from the page: keys are column indexes (or header texts), values fields.
+    """Check a mapping from the page: keys are column indexes (or header texts), values fields
+    (built-in, or an active custom field "cf.<key>").
 
     Empty values mean "do not import this column". Raises ValidationError.
     """
@@ -215,7 +246,7 @@ def resolve_mapping(headers: Sequence[str], mapping: dict) -> dict[int, str]:
     for key, field in mapping.items():
         if field in (None, ""):
             continue
-        if field not in EDITABLE_FIELDS:
+        if field not in EDITABLE_FIELDS and field_of(field) is None:
             raise ValidationError.single("mapping", "import.unknown_field")
         if isinstance(key, bool):
             raise ValidationError.single("mapping", "import.unknown_column")

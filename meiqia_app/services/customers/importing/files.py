@@ -15,6 +15,7 @@ from pathlib import Path
 
 from meiqia_app.config import get_settings
 from meiqia_app.services.customers.importing.columns import suggest_mapping
+from meiqia_app.services.customers.importing.custom_values import active_fields
 from meiqia_app.services.errors import ValidationError
 from meiqia_app.services.identity.rbac import Actor, require
 from meiqia_app.timeutil import utcnow
@@ -93,7 +94,7 @@ def preview_table(actor: Actor, path: str | Path) -> TablePreview:
         sample.append(
             [cell_text(v)[:MAX_VALUE_CHARS] for v in values[: len(headers)]] + [""] * max(0, len(headers) - len(values))
         )
-    suggested = {str(index): field for index, field in suggest_mapping(headers).items()}
+    suggested = {str(index): field for index, field in suggest_mapping(headers, active_fields()).items()}
     return TablePreview([str(h or "")[:MAX_VALUE_CHARS] for h in headers], sample, suggested)
 
 

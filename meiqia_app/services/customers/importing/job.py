@@ -43,6 +43,7 @@ from meiqia_app.db import get_engine, write_session
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.changes import IMPORTED, MANY, customers_changed, publish_committed
+from meiqia_app.services.customers.importing.custom_values import check_create_options
 from meiqia_app.services.customers.importing.files import checked_upload_path, imports_dir
 from meiqia_app.services.customers.importing.rows import (
     SEARCH_FIELDS,
@@ -91,9 +92,13 @@ def dry_run(
     file_name: str = "",
     lang: str = "zh",
     progress: Progress | None = None,
+    create_options: bool = False,
 ) -> ImportReport:
-    """Check every row and find duplicates; nothing is saved except the error report file."""
+    """Check every row and find duplicates; nothing is saved except the error report file.
+    ``create_options``: unknown options of select custom fields are listed
+    (``report.new_options``), not errors (the import will create them)."""
     require(actor, "customer.import", action="customer.import_dry_run", target_type="customer")
+    check_create_options(actor, create_options)
     started = time.perf_counter()
     checked = checked_upload_path(path)
     work = ImportPass(
@@ -104,6 +109,8 @@ def dry_run(
         file_name=file_name or checked.name,
         lang=lang,
         progress=progress,
+        actor=actor,
+        create_options=create_options,
     )
     try:
         engine = get_engine()
@@ -184,6 +191,7 @@ def run_import(
     file_name: str = "",
     lang: str = "zh",
     after_batch: Callable[[ImportReport], None] | None = None,
+    create_options: bool = False,
 ) -> ImportReport:
     """Insert the good rows, ``BATCH_ROWS`` per transaction; bad rows go to the error report.
 
@@ -200,6 +208,7 @@ def run_import(
     ``progress`` (the job keeps them as its checkpoint).
     """
     require(actor, "customer.import", action="customer.import", target_type="customer")
+    check_create_options(actor, create_options)
     started = time.perf_counter()
     checked = checked_upload_path(path)
     work = ImportPass(
@@ -210,6 +219,8 @@ def run_import(
         file_name=file_name or checked.name,
         lang=lang,
         progress=progress,
+        actor=actor,
+        create_options=create_options,
     )
     report = work.report
     template = _customer_template()
@@ -289,14 +300,17 @@ def start_job(
     skip_duplicates: bool = True,
     file_name: str = "",
     lang: str = "zh",
+    create_options: bool = False,
 ) -> int:
-    """Check (``dry_run``) or import an uploaded file as a job of the runner; returns the job's id."""
+    """Check (``dry_run``) or import an uploaded file as a job of the runner; returns the job's id.
+    ``create_options``: create the select options the file names that do not exist (field.manage)."""
     require(
         actor,
         "customer.import",
         action="customer.import_dry_run" if dry_run else "customer.import",
         target_type="customer",
     )
+    check_create_options(actor, bool(create_options))
     checked = checked_upload_path(path)
     if not isinstance(mapping, dict) or not all(
         isinstance(k, (str, int)) and isinstance(v, str) for k, v in mapping.items()
@@ -308,6 +322,7 @@ def start_job(
         "skip_duplicates": bool(skip_duplicates),
         "file_name": str(file_name or checked.name)[:255],
         "lang": lang if lang in ("zh", "en") else "zh",
+        "create_options": bool(create_options),
     }
     job_id = jobs.create_job(actor, CHECK_JOB_KIND if dry_run else IMPORT_JOB_KIND, params)
     jobs.start_in_background(job_id)
@@ -354,7 +369,11 @@ def _import_worker(ctx: jobs.JobContext) -> dict:
     def progress(done: int, expected: int) -> None:
         ctx.progress(done, dict(seen) if not dry else None, total=expected)
 
-    common = {"file_name": params.get("file_name", ""), "lang": params.get("lang", "zh")}
+    common = {
+        "file_name": params.get("file_name", ""),
+        "lang": params.get("lang", "zh"),
+        "create_options": bool(params.get("create_options", False)),
+    }
     try:
         if dry:
             report = dry_run(ctx.actor, params["path"], params["mapping"], progress=progress, **common)

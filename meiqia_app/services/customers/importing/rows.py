@@ -15,9 +15,16 @@ from sqlalchemy import Connection
 
 from meiqia_app.i18n import tr
 from meiqia_app.i18n.messages import ENTRIES
+from meiqia_app.services.custom_fields.field_types import FIELD_PREFIX as CUSTOM_PREFIX
 from meiqia_app.services.customers.access import CustomerAccess
 from meiqia_app.services.customers.duplicates.check import existing_by_key, identity_keys, reachable_ids
-from meiqia_app.services.customers.importing.columns import FIELD_LABEL_KEYS, resolve_mapping
+from meiqia_app.services.customers.importing.columns import field_label, resolve_mapping
+from meiqia_app.services.customers.importing.custom_values import (
+    MAX_NEW_OPTIONS,
+    check_cells,
+    check_mapped,
+    create_options,
+)
 from meiqia_app.services.customers.importing.files import (
     CONTROL_CHARS,
     MAX_VALUE_CHARS,
@@ -28,7 +35,7 @@ from meiqia_app.services.customers.importing.files import (
     open_table,
 )
 from meiqia_app.services.customers.validation import CHOICES, clean_customer_fields
-from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.errors import PermissionDenied, ValidationError
 from meiqia_app.services.identity.rbac import Actor
 
 BATCH_ROWS = 2_000  # rows checked and inserted per transaction
@@ -81,6 +88,9 @@ class ImportReport:
     error_rows: int = 0
     error_report_path: str = ""
     mapping: dict[str, str] = dataclasses.field(default_factory=dict)  # header -> field
+    # Options of select custom fields the file names that do not exist: "cf.<key>" -> labels
+    # (a check lists them; an import that may create them created them).
+    new_options: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -162,16 +172,32 @@ class CheckedRow:
     cleaned: dict | None = None
     problems: list[ImportProblem] = dataclasses.field(default_factory=list)
     duplicate_of: str = ""  # "existing" | "file"
+    missing: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # select options to create
 
     def search_key(self) -> tuple:
         return tuple(self.cleaned.get(field) for field in SEARCH_FIELDS)
 
 
-def _check_row(number: int, values: list | None, mapping: dict[int, str]) -> CheckedRow:
+def _check_row(number: int, values: list | None, mapping: dict[int, str], creatable: bool = False) -> CheckedRow:
     if values is None:
         return CheckedRow(number, [], problems=[ImportProblem(number, "", "import.unreadable_row")])
     texts = [cell_text(v) for v in values]
     raw = {field: _prepared(field, texts[index] if index < len(texts) else "") for index, field in mapping.items()}
+    custom = {field: raw.pop(field) for field in list(raw) if field.startswith(CUSTOM_PREFIX)}
+    row = _check_builtin(number, texts, raw)
+    if not custom:
+        return row
+    values_, problems, row.missing = check_cells(number, custom, creatable)
+    for field, key, params, value in problems:
+        row.problems.append(ImportProblem(number, field, key, params, str(value)[:MAX_VALUE_CHARS]))
+    if row.problems:
+        row.cleaned = None
+    elif row.cleaned is not None and values_:
+        row.cleaned["custom_fields"] = values_
+    return row
+
+
+def _check_builtin(number: int, texts: list[str], raw: dict[str, str]) -> CheckedRow:
     controls = [field for field, text in raw.items() if text and CONTROL_CHARS.search(text)]
     if controls:
         # NUL and other control characters: the cell is invalid (never stored, and the
@@ -228,13 +254,18 @@ class ImportPass:
         file_name: str,
         lang: str,
         progress: Progress | None,
+        actor: Actor | None = None,
+        create_options: bool = False,
     ):
         self.table = open_table(path)
         try:
             self.mapping = resolve_mapping(self.table.headers, mapping)
-        except ValidationError:
+            check_mapped(actor, self.mapping.values())
+        except (ValidationError, PermissionDenied):
             self.table.rows.close()
             raise
+        self.actor = actor
+        self.create_options = create_options
         self.report = ImportReport(
             file_name=file_name,
             dry_run=dry_run,
@@ -254,7 +285,29 @@ class ImportPass:
             chunk = list(itertools.islice(data, BATCH_ROWS))
             if not chunk:
                 return
-            yield [_check_row(number, values, self.mapping) for number, values in chunk]
+            rows = [_check_row(number, values, self.mapping, self.create_options) for number, values in chunk]
+            missing: dict[str, dict[str, None]] = {}
+            for row in rows:
+                for field, labels in row.missing.items():
+                    missing.setdefault(field, {}).update(dict.fromkeys(labels))
+            if missing and not self.report.dry_run and self.actor is not None:
+                # Create the options this batch names, then check its rows again with them.
+                for field, labels in create_options(self.actor, missing).items():
+                    self._note_new_options(field, labels)
+                again = {row.number for row in rows if row.missing}
+                values_of = dict(chunk)
+                rows = [
+                    _check_row(row.number, values_of[row.number], self.mapping) if row.number in again else row
+                    for row in rows
+                ]
+            elif missing:
+                for field, labels in missing.items():
+                    self._note_new_options(field, list(labels))
+            yield rows
+
+    def _note_new_options(self, field: str, labels: list[str]) -> None:
+        known = self.report.new_options.setdefault(field, [])
+        known.extend(label for label in labels if label not in known and len(known) < MAX_NEW_OPTIONS)
 
     def classify(self, rows: list[CheckedRow], existing: dict[tuple[str, str], int]) -> None:
         """Mark duplicates: an earlier row of the file first, else an existing customer."""
@@ -321,7 +374,7 @@ class ImportPass:
         message = tr(self.lang, problem.message_key, **problem.params)
         if not problem.field:
             return message
-        return f"{tr(self.lang, FIELD_LABEL_KEYS[problem.field])}: {message}"
+        return f"{field_label(problem.field, self.lang)}: {message}"
 
     def _write_error_row(self, row: CheckedRow, problems: list[ImportProblem]) -> None:
         if self._error_writer is None:
