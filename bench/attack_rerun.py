@@ -704,16 +704,16 @@ def audit_privacy_and_mentions(data_dir: Path, admin, seen: dict) -> str:
         )
     finally:
         jobs.start_in_background = original
-    report = cleanup.job_report(admin, job_id)["result"]
+    report = cleanup.job_report(admin, job_id)
     body = sql(data_dir, "SELECT body FROM note WHERE id=?", (note_id,))[0][0]
     erased_audit = " ".join(
         r[0] for r in sql(data_dir, "SELECT details FROM audit_entry WHERE action='erasure.execute'")
     )
     check(
         "13. erasure with the mention ticked: report and redaction",
-        f"report mentions={report.get('mentions')}, name/phone left in the note="
+        f"report mentions={report.mentions}, name/phone left in the note="
         f"{name in body or phone in body}, values in the erasure audit={phone in erased_audit}",
-        key in (report.get("mentions") or {}).get("redacted", [])
+        key in (report.mentions or {}).get("redacted", [])
         and name not in body
         and phone not in body
         and phone not in erased_audit,

@@ -247,7 +247,7 @@ def test_preview_run_and_on_change_follow_a_select_field(fields, seeded_actors):
     preview = rule_definitions.preview_rule(manager, data)
     assert (preview.matching, preview.would_gain) == (2, 2)
     rule_id = rule_definitions.save_rule(manager, data)
-    assert rules.run_rule(manager, rule_id)["added"] == 2
+    assert rules.run_rule(manager, rule_id).added == 2
     assert _assigned(tag_id) == expected
     # an edit of the custom value brings the tag (on-change rules), and takes it away in sync mode
     newcomer = fields["ids"][0]
@@ -275,7 +275,7 @@ def test_a_rule_on_a_retired_or_deleted_field_is_flagged_and_never_run(fields, s
     with pytest.raises(RuleFieldGone):
         rule_definitions.preview_rule(manager, _rule(tag_id, [{"field": "cf.score", "op": "gte", "value": "10"}]))
     results = rules.run_all_rules(manager)
-    assert results[rule_id] == {"skipped": "field_gone", "fields": "score"}
+    assert (results[rule_id].skipped, results[rule_id].fields, results[rule_id].added) == ("field_gone", "score", 0)
     # on-change: an edit of a holder neither crashes nor takes the tag (sync mode would)
     _set(manager, sorted(holders)[0], {"note_text": "改一下"})
     assert _assigned(tag_id) == holders
@@ -283,7 +283,7 @@ def test_a_rule_on_a_retired_or_deleted_field_is_flagged_and_never_run(fields, s
     custom_fields.delete_field(admin, change.field_id, "score")
     (view,) = [r for r in rule_definitions.list_rules(manager) if r.id == rule_id]
     assert view.missing_fields == ["score"]
-    assert rules.run_all_rules(manager)[rule_id]["skipped"] == "field_gone"
+    assert rules.run_all_rules(manager)[rule_id].skipped == "field_gone"
     assert _assigned(tag_id) == holders
 
 

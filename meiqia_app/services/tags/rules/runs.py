@@ -53,12 +53,17 @@ RUN_JOB_KIND = "rules.run"
 
 @dataclasses.dataclass(frozen=True)
 class RuleRunSummary:
-    """One rule run over every active customer: how many matched, gained and lost its tag."""
+    """One rule run over every active customer: how many matched, gained and lost its tag.
+
+    A rule that names a custom field retired or deleted since is not run: ``skipped``
+    says why ("field_gone") and ``fields`` names them; its tags stay as they are."""
 
     matched: int
     added: int
     removed: int
     at: str  # when it ran (ISO 8601)
+    skipped: str = ""
+    fields: str = ""
 
     def as_dict(self) -> dict:
         """The JSON form kept as the rule's last run summary and in the run job's result."""
@@ -172,13 +177,13 @@ def run_all_rules(
         try:
             results[rule_id] = _run_one(rule_id, actor, now)
         except RuleFieldGone as gone:  # flagged on /tags; its tags stay as they are
-            results[rule_id] = _skipped(gone)
+            results[rule_id] = _skipped(gone, now)
     return results
 
 
-def _skipped(gone: RuleFieldGone) -> dict:
+def _skipped(gone: RuleFieldGone, now: dt.datetime) -> RuleRunSummary:
     """The result of a rule not run: it names a custom field that was retired or deleted."""
-    return {"skipped": "field_gone", "fields": str(gone.params.get("fields", ""))}
+    return RuleRunSummary(0, 0, 0, now.isoformat(), skipped="field_gone", fields=str(gone.params.get("fields", "")))
 
 
 def start_rule_run_job(actor: Actor, rule_id: int | None = None) -> int:
@@ -213,7 +218,7 @@ def _run_worker(ctx: jobs.JobContext) -> dict:
         except NotFound:
             results[str(rule_id)] = {"missing": True}
         except RuleFieldGone as gone:
-            results[str(rule_id)] = _skipped(gone)
+            results[str(rule_id)] = _skipped(gone, now).as_dict()
         done.append(rule_id)
         ctx.progress(len(done), {"done": done, "results": results})
     totals = {key: sum(r.get(key, 0) for r in results.values()) for key in ("matched", "added", "removed")}
