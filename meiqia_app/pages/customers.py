@@ -585,6 +585,7 @@ def selection_bar() -> rx.Component:
                 align="center",
                 width="100%",
                 spacing="3",
+                flex_wrap="wrap",
             ),
             variant="surface",
             id="selection-bar",
@@ -675,6 +676,7 @@ def bulk_actions() -> rx.Component:
         bulk_tag_dialog(),
         spacing="2",
         align="center",
+        flex_wrap="wrap",  # five actions do not fit one line on a phone
     )
 
 

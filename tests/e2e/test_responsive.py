@@ -229,7 +229,7 @@ def test_the_lists_dialogs_fit_a_phone_and_a_tablet(page, app_server):
     cards.nth(1).locator(".row-select").click()
     expect(page.locator("#selection-bar")).to_be_visible()
     _page_fits(page, "#selection-bar")
-    for opener in ("#bulk-add-tag", "#bulk-assign", "#bulk-archive"):
+    for opener in ("#bulk-add-tag", "#bulk-assign", "#bulk-edit", "#bulk-archive"):
         page.set_viewport_size(PHONE)
         _dialog_fits_a_phone_and_a_tablet(page, opener)
     page.locator("#clear-selection").click()
@@ -238,6 +238,13 @@ def test_the_lists_dialogs_fit_a_phone_and_a_tablet(page, app_server):
 
 
 def test_the_merge_dialog_and_the_export_wizard_fit_a_phone_and_a_tablet(page, app_server):
+    # A duplicate pair of its own: other tests merge, archive or erase the seeded ones.
+    with app_server.sql() as db:
+        first, second = db.execute(
+            "SELECT id, phone FROM customer WHERE status = 'active' AND erased_at IS NULL"
+            " AND phone IS NOT NULL ORDER BY last_active_at DESC LIMIT 2"
+        ).fetchall()
+        db.execute("UPDATE customer SET phone = ? WHERE id = ?", (first[1], second[0]))
     page.set_viewport_size(PHONE)
     login(page, app_server, "manager", "/duplicates")
     group = page.locator(".dup-group").first
