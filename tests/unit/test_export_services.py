@@ -535,6 +535,25 @@ def test_protected_xlsx_opens_with_the_password_only(tmp_path):
     assert not list(tmp_path.glob(".*package"))  # the temporary encrypted stream is gone
 
 
+@pytest.mark.parametrize("rows", [0, 1, 10])
+def test_a_protected_xlsx_of_a_few_rows_opens_with_the_password(tmp_path, rows):
+    """A workbook under 4 KiB (the streaming writer's, a handful of rows) decrypts and opens."""
+    from openpyxl import load_workbook
+
+    from meiqia_app.services.exports import protect as protection
+    from meiqia_app.services.exports.writers import ExportMeta, write_xlsx
+
+    plain, locked = tmp_path / "few.xlsx", tmp_path / "locked.xlsx"
+    meta = ExportMeta("王经理", dt.datetime(2026, 12, 7, 10), "全部客户", ("ID", "姓名"), ("id", "name"))
+    write_xlsx(plain, meta, [[[i, f"客户{i}"] for i in range(rows)]])
+    assert plain.stat().st_size < 4096
+    protection.protect_xlsx(plain, locked, PASSWORD)
+    opened = _decrypted(locked, PASSWORD)
+    assert opened == plain.read_bytes()
+    sheet = load_workbook(io.BytesIO(opened), read_only=True).worksheets[0]
+    assert [row for row in sheet.iter_rows(values_only=True)][1:] == [(i, f"客户{i}") for i in range(rows)]
+
+
 def test_protected_xlsx_is_encrypted_as_a_stream(tmp_path):
     import tracemalloc
 

@@ -104,6 +104,13 @@ def _encrypt_package(
         digest.update(size)
         index = 0
         while segment := plain.read(SEGMENT_LENGTH):
+            if index == 0 and len(segment) < SEGMENT_LENGTH:
+                # A stream under 4 KiB belongs in the compound file's mini stream, and this
+                # container (like the library's layout) puts the package in regular sectors:
+                # readers then take the sectors for mini-stream ones and cannot decrypt it (an
+                # export of a few rows). The one segment is zero-padded to 4 KiB instead;
+                # readers stop at the plain size written above (MS-OFFCRYPTO 2.3.4.4).
+                segment = segment.ljust(SEGMENT_LENGTH, b"\0")
             iv = agile._normalize_key(
                 agile._get_hash_func(params.hashName)(salt_value + pack("<I", index)).digest(), params.saltSize
             )
