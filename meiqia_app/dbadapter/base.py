@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, Engine, exists, false, or_
+from sqlalchemy import ColumnElement, Connection, Engine, exists, false, func, or_, select
 
 from meiqia_app.models import CustomerSearch
 
@@ -61,6 +61,24 @@ class DatabaseAdapter(abc.ABC):
     #: lock taken polls for it with growing sleeps (up to 100 ms each), so a process's own
     #: writers of a hot path are better queued on a lock of the process's (services/integrations/ingest.py).
     one_writer: bool = False
+
+    def lock_rows_in_id_order(self, conn: Connection, table, ids: Iterable[int], chunk: int = 30_000) -> None:
+        """Lock these rows of ``table`` for an update, lowest id first, where writers run side by
+        side: an UPDATE takes its rows in whatever order its plan visits them, so two
+        transactions writing overlapping customers (two ingest batches, a batch and the
+        lifecycle update after another batch) deadlocked, and one was refused. FOR NO KEY
+        UPDATE is the lock those UPDATEs take anyway: it neither waits for nor blocks
+        another transaction's foreign-key checks on the rows. One writer at a time (SQLite):
+        nothing to do."""
+        if self.one_writer:
+            return
+        ordered = sorted(set(ids))
+        id_column = table.c.id
+        for start in range(0, len(ordered), chunk):
+            locking = (
+                select(id_column).where(id_column.in_(ordered[start : start + chunk])).order_by(id_column)
+            ).with_for_update(key_share=True)
+            conn.execute(select(func.count()).select_from(locking.subquery()))
 
     @abc.abstractmethod
     def create_engine(self, url: str) -> Engine:

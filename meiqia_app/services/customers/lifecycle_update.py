@@ -15,6 +15,7 @@ import json
 from sqlalchemy import case, or_, update
 
 from meiqia_app.db import read_session, write_session
+from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import AppSetting, Customer
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.changes import LIFECYCLE, MANY, customers_changed
@@ -114,6 +115,9 @@ def recompute_lifecycle(
         statement = statement.where(C.id.in_(list(customer_ids)))
         named = list(customer_ids) if named is None else [i for i in named if i in set(customer_ids)]
     with write_session() as session:
+        if named is not None:
+            # After an ingest batch, beside the next one: the same customers, locked in the same order.
+            get_adapter(session.connection()).lock_rows_in_id_order(session.connection(), Customer.__table__, named)
         changed = session.execute(statement).rowcount
         if changed:
             customers_changed(session, MANY if named is None else named, LIFECYCLE)

@@ -7,7 +7,7 @@ import datetime as dt
 import secrets
 from collections import defaultdict
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from meiqia_app.dbadapter import get_adapter
 from meiqia_app.models import BehaviorEvent, Conversation, Customer, ExternalRef, IngestedEvent, Message, Order, Product
@@ -333,18 +333,10 @@ class Batch:
             )
 
     def _lock_customers(self) -> None:
-        """Where batches write at the same time (PostgreSQL, several workers), the customers'
-        rows are locked first, in id order: the UPDATEs below take them in whatever order
-        the plan visits them, and two batches naming the same customers deadlocked (one
-        was refused with a 500). FOR NO KEY UPDATE, the lock those UPDATEs take anyway: it
-        does not wait for (or block) another transaction's foreign-key checks on the rows
-        (a rule's new tag assignment). SQLite has one writer at a time: nothing to do."""
-        if get_adapter(self.conn).one_writer or not self.touched:
-            return
-        ids = sorted(self.touched)
-        for start in range(0, len(ids), MAX_PARAMETERS):
-            locking = select(C.id).where(C.id.in_(ids[start : start + MAX_PARAMETERS])).order_by(C.id)
-            self.conn.execute(select(func.count()).select_from(locking.with_for_update(key_share=True).subquery()))
+        """The customers' rows locked first, in id order, where batches write side by side
+        (dbadapter ``lock_rows_in_id_order``: two batches naming the same customers deadlocked)."""
+        if self.touched:
+            get_adapter(self.conn).lock_rows_in_id_order(self.conn, Customer.__table__, self.touched)
 
     def write(self, customers: dict) -> None:
         self._lock_customers()
@@ -447,5 +439,3 @@ class Batch:
 
 
 LAST_ACTIVE_GRAIN = dt.timedelta(minutes=1)
-# Bound parameters per statement: under SQLite's 32,766 and PostgreSQL's 65,535.
-MAX_PARAMETERS = 30_000
