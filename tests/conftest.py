@@ -83,6 +83,21 @@ def _copy_database(source_dir: Path, target_dir: Path) -> None:
             shutil.copy2(source_dir / name, target_dir / name)
 
 
+DATABASE_FIXTURES = {"db", "seeded_db", "_template_dirs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """On PostgreSQL (``make test-pg``) only the tests that use a database run: the others
+    (pure functions, source scans, formats) cannot tell the two databases apart and have
+    run on SQLite in ``make test`` already."""
+    if not PG_SERVER_URL:
+        return
+    kept = [item for item in items if DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _nightly_tasks_registered():
     """What the app does at start (services/platform/startup.py): the nightly tasks are registered
@@ -188,3 +203,61 @@ def senior_scope_all(request):
             with get_engine().begin() as conn:
                 conn.execute(text("UPDATE role SET data_scope = 'all' WHERE name = 'senior_agent'"))
             return
+
+
+# Databases that fixtures built once, by builder name: (snapshot folder, what the builder returned).
+_built_databases: dict[str, tuple[Path, object]] = {}
+
+
+def built_once(base: str = "seeded_db"):
+    """Turn ``build(actors) -> value`` into a fixture whose database is built once per run.
+
+    The first test that uses the fixture runs ``build`` on its own copy of
+    ``base`` (``db`` or ``seeded_db``) and the result is kept as a template;
+    every later test gets a fresh copy of that template instead of running the
+    builder again (defining fields and saving values through the services
+    costs about a second per test). ``build`` must return plain data (ids,
+    keys, actors): copies keep every id. The fixture gives what ``build``
+    returned.
+    """
+
+    if base not in ("db", "seeded_db"):
+        raise ValueError(f"built_once builds on db or seeded_db, not {base!r}")
+
+    def decorate(build):
+        name = f"{build.__module__}.{build.__name__}"
+
+        def make(data_dir: Path, tmp_path_factory):
+            from meiqia_app.db import reset_engine
+
+            if name in _built_databases:
+                snapshot, value = _built_databases[name]
+                reset_engine()
+                _copy_database(snapshot, data_dir)
+                _point_app_at(data_dir)
+                return value
+            value = build(load_actors())
+            reset_engine()
+            snapshot = _new_template(tmp_path_factory, f"built{len(_built_databases)}-{build.__name__}")
+            _copy_database(data_dir, snapshot)
+            _point_app_at(data_dir)
+            _built_databases[name] = (snapshot, value)
+            return value
+
+        # The base is a named parameter (not looked up at run time) so that pytest, and the
+        # PostgreSQL run's choice of tests below, see that the fixture uses a database.
+        if base == "db":
+
+            def fixture(db, tmp_path_factory):
+                return make(db, tmp_path_factory)
+
+        else:
+
+            def fixture(seeded_db, tmp_path_factory):
+                return make(seeded_db, tmp_path_factory)
+
+        fixture.__name__ = build.__name__
+        fixture.__doc__ = build.__doc__
+        return pytest.fixture()(fixture)
+
+    return decorate

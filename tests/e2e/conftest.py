@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.harness import (  # noqa: F401 - re-exported for the test modules
     CHROMIUM,
@@ -22,6 +23,10 @@ from tests.e2e.harness import (  # noqa: F401 - re-exported for the test modules
     running_app,
     wait_for_path,
 )
+
+# Playwright's assertions wait 5 s by default; an app event on a loaded 2-core machine
+# (the unit suite runs beside this one) can take longer. Actions already wait 20 s.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
 from meiqia_app.services.platform import jobs
+from tests.conftest import built_once
 
 C = Customer.__table__.c
 
@@ -88,10 +89,10 @@ class dataclass_like:  # noqa: N801 - a detached copy of an audit row, details p
         self.details = json.loads(entry.details or "{}")
 
 
-@pytest.fixture()
-def filled(seeded_db, seeded_actors):
+@built_once("seeded_db")
+def filled(actors):
     """Six customers with values; the other active customers have none."""
-    admin = seeded_actors["admin"]
+    admin = actors["admin"]
     _define(admin, "source2", "single_select", "官网\n门店\n推荐", shown_in_list=True)
     _define(admin, "channels", "multi_select", "微信\n电话\n邮件")
     _define(admin, "points", "number")

@@ -18,7 +18,7 @@ from meiqia_app.services.customers.duplicates import merging as duplicate_mergin
 from meiqia_app.services.errors import PermissionDenied
 from meiqia_app.services.identity import users
 from meiqia_app.services.platform import jobs
-from tests.conftest import load_actors
+from tests.conftest import built_once, load_actors
 
 C = Customer.__table__.c
 
@@ -50,9 +50,9 @@ def _entries(action: str) -> list[AuditEntry]:
         )
 
 
-@pytest.fixture()
-def world(seeded_db, seeded_actors):
-    admin = seeded_actors["admin"]
+@built_once("seeded_db")
+def world(actors):
+    admin = actors["admin"]
     made = {
         "member_source": custom_fields.create_field(
             admin,

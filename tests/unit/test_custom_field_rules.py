@@ -27,6 +27,7 @@ from meiqia_app.services.tags.rules import conditions as rule_conditions
 from meiqia_app.services.tags.rules import custom_conditions
 from meiqia_app.services.tags.rules import definitions as rule_definitions
 from meiqia_app.services.tags.rules import runs as rules
+from tests.conftest import built_once
 
 C = Customer.__table__.c
 TA = TagAssignment.__table__.c
@@ -92,9 +93,9 @@ def _set(actor, customer_id: int, values: dict) -> None:
     customer_edit.update_customer(actor, customer_id, version, {"custom_fields": values})
 
 
-@pytest.fixture()
-def fields(seeded_db, seeded_actors):
-    admin = seeded_actors["admin"]
+@built_once("seeded_db")
+def fields(actors):
+    admin = actors["admin"]
     made = {f["key"]: custom_fields.create_field(admin, f) for f in FIELDS}
     ids = _active_ids(len(VALUES))
     for customer_id, values in zip(ids, VALUES, strict=True):

@@ -19,6 +19,7 @@ from meiqia_app.services.errors import PermissionDenied
 from meiqia_app.services.platform import jobs
 from meiqia_app.services.reports import custom_segments
 from meiqia_app.services.reports import views as report_views
+from tests.conftest import built_once
 
 C = Customer.__table__.c
 SEGMENT = {"a_from": "2026-08-01", "a_to": "2026-08-31", "b_from": "2026-09-01", "b_to": "2026-10-31"}
@@ -49,9 +50,9 @@ def _documents() -> dict[int, dict]:
     return {cid: ((doc if isinstance(doc, dict) else json.loads(doc or "{}")), source) for cid, doc, source in rows}
 
 
-@pytest.fixture()
-def world(seeded_db, seeded_actors):
-    admin = seeded_actors["admin"]
+@built_once("seeded_db")
+def world(actors):
+    admin = actors["admin"]
     custom_fields.create_field(
         admin,
         {

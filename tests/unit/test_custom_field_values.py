@@ -21,6 +21,7 @@ from meiqia_app.services.customers.query import status_condition
 from meiqia_app.services.errors import Conflict, PermissionDenied, ValidationError
 from meiqia_app.services.platform import jobs
 from meiqia_app.services.privacy import erasure
+from tests.conftest import built_once
 
 C = Customer.__table__.c
 
@@ -253,10 +254,10 @@ def test_the_audit_diff_masks_sensitive_values_and_keeps_free_text_as_references
 # --- filters and sorts -----------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def filled(seeded_db, seeded_actors):
+@built_once("seeded_db")
+def filled(actors):
     """Six customers with values; the rest of the 300 have none."""
-    admin = seeded_actors["admin"]
+    admin = actors["admin"]
     _define(admin, "source2", "single_select", "官网\n门店\n推荐")
     _define(admin, "channels", "multi_select", "微信\n电话\n邮件")
     _define(admin, "points", "number")

@@ -41,7 +41,7 @@ from meiqia_app.services.reports import periods as report_periods
 from meiqia_app.services.reports import trends as report_trends
 from meiqia_app.services.tags import assignments as customer_tags
 from meiqia_app.services.tags import catalog as tags
-from tests.conftest import load_actors
+from tests.conftest import built_once, load_actors
 
 C = Customer.__table__.c
 PASSWORD = "Scope-test-pass-2026!"
@@ -71,9 +71,9 @@ def _total_active() -> int:
         return conn.execute(text("SELECT count(*) FROM customer WHERE status = 'active'")).scalar_one()
 
 
-@pytest.fixture()
-def world(seeded_db):
-    admin = load_actors()["admin"]
+@built_once("seeded_db")
+def world(actors):
+    admin = actors["admin"]
     # The seed gives the demo team one customer in ten each for its senior and agent
     # (seed/loader.py); this world starts from an all-pool book.
     with get_engine().begin() as conn:

@@ -18,6 +18,7 @@ from meiqia_app.services.customers import notes
 from meiqia_app.services.errors import PermissionDenied
 from meiqia_app.services.platform import backup, jobs
 from meiqia_app.services.privacy import erasure, erasure_ledger, mentions
+from tests.conftest import built_once
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +36,8 @@ def _body(table: str, record_id: int) -> str | None:
     return rows[0][0] if rows else None
 
 
-@pytest.fixture()
-def scene(seeded_actors):
+@built_once("seeded_db")
+def scene(actors):
     """A customer to erase, and another customer whose note and chat name them."""
     target, name, phone, email = _sql(
         "SELECT id, name, phone, email FROM customer WHERE status='active' AND phone IS NOT NULL "
@@ -47,7 +48,7 @@ def scene(seeded_actors):
         "WHERE c.id <> :t AND c.status='active' ORDER BY c.id LIMIT 1",
         t=target,
     )[0]
-    agent = seeded_actors["agent"]
+    agent = actors["agent"]
     mentioning = notes.add_note(agent, other, f"转介绍人：{name}，电话 {phone}，请回访")
     unrelated = notes.add_note(agent, other, "周末联系，无其他信息")
     with write_session() as session:

@@ -32,6 +32,7 @@ from meiqia_app.services.exports.policy import field_availability, masked_fields
 from meiqia_app.services.identity.rbac import ExportPolicy
 from meiqia_app.services.platform import jobs
 from meiqia_app.timeutil import to_local
+from tests.conftest import built_once
 
 C = Customer.__table__.c
 
@@ -73,17 +74,17 @@ def _save(actor, customer_id: int, custom: dict) -> None:
     customer_edit.update_customer(actor, customer_id, version, {"custom_fields": custom})
 
 
-@pytest.fixture()
-def filled(seeded_actors):
+@built_once("seeded_db")
+def filled(actors):
     """Every type defined, the first customer holding a value of each, the second none, plus a
     sensitive phone field "m_secret" held by the first."""
-    admin = seeded_actors["admin"]
+    admin = actors["admin"]
     for key, field_type, options, _ in VALUES:
         _define(admin, key, field_type, options, group_zh="会员信息", group_en="Membership")
     _define(admin, "m_secret", "phone", sensitive=True)
     first, second = _ids(2)
     _save(admin, first, {key: value for key, _, _, value in VALUES} | {"m_secret": "13812345678"})
-    return seeded_actors, first, second
+    return actors, first, second
 
 
 def _request(ids, fields, fmt="csv", **extra) -> dict:

@@ -24,6 +24,7 @@ from meiqia_app.services.customers.importing.custom_values import active_fields
 from meiqia_app.services.customers.importing.job import dry_run, run_import
 from meiqia_app.services.errors import PermissionDenied, ValidationError
 from meiqia_app.services.platform import jobs
+from tests.conftest import built_once
 
 C = Customer.__table__.c
 
@@ -33,9 +34,9 @@ def _jobs_run_inline(monkeypatch):
     monkeypatch.setattr(jobs, "start_in_background", lambda job_id, **_: jobs.run_job(job_id))
 
 
-@pytest.fixture()
-def fields(seeded_actors):
-    admin = seeded_actors["admin"]
+@built_once("seeded_db")
+def fields(actors):
+    admin = actors["admin"]
     for key, label_zh, label_en, field_type, extra in (
         ("member_source", "会员来源", "Member source", "single_select", {"options": "官网\n门店\n推荐"}),
         ("points", "积分", "Points", "number", {}),
@@ -44,7 +45,7 @@ def fields(seeded_actors):
     ):
         data = {"key": key, "label_zh": label_zh, "label_en": label_en, "field_type": field_type, **extra}
         custom_fields.create_field(admin, data)
-    return seeded_actors
+    return actors
 
 
 def _csv(name: str, data: list[list]) -> Path:
