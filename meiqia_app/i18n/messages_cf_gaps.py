@@ -8,4 +8,14 @@ ENTRIES: dict[str, tuple[str, str]] = {
     # report files: the segment grouped by a custom field
     "report.cf_groups_sheet": ("按{field}分组", "By {field}"),
     "report.cf_groups_share": ("占比", "Share"),
+    # import: required custom fields
+    "import.cf_required_unmapped": (
+        "必填的自定义字段“{fields}”没有对应的列：请为它选择一列，否则导入的客户会缺少此字段",
+        "The required custom field “{fields}” has no column: choose one for it, or the imported "
+        "customers would lack it",
+    ),
+    "import.cf_required_hint": (
+        "必填字段尚未选择列：{fields}",
+        "Required fields without a column: {fields}",
+    ),
 }
