@@ -8,6 +8,11 @@ ENTRIES: dict[str, tuple[str, str]] = {
     # report files: the segment grouped by a custom field
     "report.cf_groups_sheet": ("按{field}分组", "By {field}"),
     "report.cf_groups_share": ("占比", "Share"),
+    # exports sorted by a custom field
+    "export.error.cf_sort": (
+        "无法按此字段排序：它已停用、删除，或不是可排序的类型",
+        "The export cannot be sorted by this field: it was retired or deleted, or its type cannot be sorted",
+    ),
     # import: required custom fields
     "import.cf_required_unmapped": (
         "必填的自定义字段“{fields}”没有对应的列：请为它选择一列，否则导入的客户会缺少此字段",
