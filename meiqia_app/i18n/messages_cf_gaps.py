@@ -23,4 +23,30 @@ ENTRIES: dict[str, tuple[str, str]] = {
         "必填字段尚未选择列：{fields}",
         "Required fields without a column: {fields}",
     ),
+    # the open API's custom field filters (GET /customers?cf.<key>=…)
+    "api.cf_param_value": ("参数值无效", "The parameter's value is not valid"),
+    "api.cf_param_unknown": (
+        "未知参数：应为 cf.<key>、cf.<key>.min、cf.<key>.max 或 cf.<key>.empty",
+        "Unknown parameter: expected cf.<key>, cf.<key>.min, cf.<key>.max or cf.<key>.empty",
+    ),
+    "api.cf_param_unknown_field": (
+        "没有键为“{name}”的自定义字段（或已停用）",
+        "No custom field has the key “{name}” (or it was retired)",
+    ),
+    "api.cf_param_too_many": (
+        "自定义字段参数过多（最多 {max} 个）",
+        "Too many custom field parameters (at most {max})",
+    ),
+    "api.cf_param_too_many_fields": (
+        "最多按 {max} 个自定义字段筛选",
+        "Filter by at most {max} custom fields",
+    ),
+    "api.cf_param_once": ("此参数只能出现一次", "This parameter may be given only once"),
+    "api.cf_param_not_for_type": ("此字段类型不支持该参数", "This field's type does not take this parameter"),
+    "api.cf_param_option": ("没有此选项；可用的选项：{options}", "No such option; the options are: {options}"),
+    "api.cf_param_boolean": ("应为 true 或 false", "Expected true or false"),
+    "api.cf_param_combined": (
+        "同一字段的等于、范围和是否为空条件不能同时使用",
+        "Equals, range and empty filters on the same field cannot be combined",
+    ),
 }
