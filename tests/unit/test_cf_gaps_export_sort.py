@@ -130,6 +130,7 @@ def test_the_request_checks_the_custom_sort(sorted_world):
 
 def test_a_field_retired_after_the_request_sorts_the_file_by_id(sorted_world):
     from meiqia_app.services.custom_fields import catalog
+    from meiqia_app.services.exports import approval as export_approval
     from meiqia_app.services.exports import run as export_run
 
     actors, ids = sorted_world
@@ -141,6 +142,8 @@ def test_a_field_retired_after_the_request_sorts_the_file_by_id(sorted_world):
     done = export_run.run_export(view.id)
     assert done.status == "done", done.error
     assert [int(r[0]) for r in _csv_rows(done)[1:]] == sorted(ids, reverse=True)  # by id, as asked (desc)
+    again = export_run.run_export(export_approval.rerun_export(actors["manager"], view.id, start=False).id)
+    assert again.status == "done" and [int(r[0]) for r in _csv_rows(again)[1:]] == sorted(ids, reverse=True)
 
 
 def test_the_wizard_offers_chosen_sortable_custom_fields_by_label(sorted_world):
