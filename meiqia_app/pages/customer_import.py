@@ -134,10 +134,24 @@ def mapping_step() -> rx.Component:
                 font_size="14px",
             ),
         ),
+        rx.cond(
+            S.unmapped_required_text != "",
+            rx.callout(
+                S.unmapped_required_text, icon="triangle-alert", color_scheme="amber", id="import-required-unmapped"
+            ),
+        ),
         rx.hstack(
             rx.button(t("common.back"), variant="soft", color_scheme="gray", on_click=S.start_over),
-            rx.button(t("import.dry_run"), variant="soft", on_click=S.start_dry_run, id="import-dry-run"),
-            rx.button(t("import.run"), on_click=S.start_import, id="import-run"),
+            rx.button(
+                t("import.dry_run"),
+                variant="soft",
+                on_click=S.start_dry_run,
+                id="import-dry-run",
+                disabled=S.unmapped_required_text != "",
+            ),
+            rx.button(
+                t("import.run"), on_click=S.start_import, id="import-run", disabled=S.unmapped_required_text != ""
+            ),
             spacing="3",
         ),
         spacing="3",

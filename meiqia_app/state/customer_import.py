@@ -64,6 +64,8 @@ class CustomerImportState(AppState):
     # Custom fields a column may go to: {"value": "cf.<key>", "label": its label}.
     custom_field_options: list[dict[str, str]] = []
     has_select_fields: bool = False
+    # Required custom fields without a default: a column must go to each ({"value", "label"}).
+    required_custom: list[dict[str, str]] = []
     create_options: bool = False
     new_options: list[str] = []
 
@@ -105,6 +107,9 @@ class CustomerImportState(AppState):
         fields = import_custom_values.active_fields()
         self.custom_field_options = [{"value": f.name, "label": f.label(self.lang)} for f in fields]
         self.has_select_fields = any(f.field_type in ("single_select", "multi_select") for f in fields)
+        self.required_custom = [
+            {"value": f.name, "label": f.label(self.lang)} for f in import_custom_values.unmapped_required(())
+        ]
 
     def _show_columns(self, preview: import_files.TablePreview) -> None:
         self.mapping_rows = [
@@ -335,6 +340,13 @@ class CustomerImportState(AppState):
             return self._on_error(error)
         stem = (self.file_name.rsplit(".", 1)[0] or "import")[:60]
         return rx.download(data=data, filename=f"{stem}-errors.csv")
+
+    @rx.var
+    def unmapped_required_text(self) -> str:
+        """The mapping step's warning: required custom fields no column goes to (the service refuses it)."""
+        chosen = set(self.column_fields)
+        missing = [f["label"] for f in self.required_custom if f["value"] not in chosen]
+        return self._tr("import.cf_required_hint", fields="、".join(missing)) if missing else ""
 
     @rx.var
     def progress_percent(self) -> int:

@@ -27,6 +27,7 @@ from meiqia_app.services.customers import saved_views
 from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import AppError, ValidationError
 from meiqia_app.services.exports import approval as export_approval
+from meiqia_app.services.exports import custom_sort as export_custom_sort
 from meiqia_app.services.exports import downloads as export_downloads
 from meiqia_app.services.exports import history as export_history
 from meiqia_app.services.exports import info as export_info
@@ -376,7 +377,10 @@ class ExportWizardState(_ExportBase):
     # --- step 3 ----------------------------------------------------------------------------
     @rx.event
     def set_sort_field(self, value: str):
-        if value in SORT_COLUMNS:
+        # A built-in sort, or a chosen custom field that may sort ("cf.<key>": stored by key).
+        if value in SORT_COLUMNS or (
+            isinstance(value, str) and value in self.chosen and export_custom_sort.sortable_names([value])
+        ):
             self.sort_field = value
 
     @rx.event
@@ -591,8 +595,10 @@ class ExportWizardState(_ExportBase):
     def sort_options(self) -> list[dict[str, str]]:
         # Not by a value this role sees masked (the order would rank the hidden values).
         masked = set(self.masked)
-        keys = ["id"] + [f for f in self.chosen if f in SORT_COLUMNS and f != "id" and f not in masked]
-        return [{"key": k, "label": self._tr(f"export.field.{k}")} for k in keys]
+        custom = set(export_custom_sort.sortable_names(self.chosen))
+        keys = ["id"] + [f for f in self.chosen if (f in SORT_COLUMNS or f in custom) and f != "id" and f not in masked]
+        # Custom fields by their label (the request names them by key).
+        return [{"key": k, "label": field_label(k, self.lang)} for k in keys]
 
     @rx.var
     def sensitive_chosen(self) -> bool:

@@ -1,6 +1,7 @@
 """Custom fields in the export wizard (issue 23): the admin defines a select field "会员来源" (three
 options) and a sensitive text field through /admin/fields (the steps of test_custom_fields.py),
-a manager exports two ticked customers as CSV and as XLSX with both fields, and the cells are right.
+a manager exports two ticked customers as CSV (sorted by the select, chosen by its label) and as
+XLSX with both fields, and the cells are right.
 The manager sees the sensitive field in clear, so each file is password-protected, as for phones."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tests.e2e.test_custom_fields import KEYS, _define_select_and_sensitive_text
 PASSWORD = "Cf-Export-2026!"
 
 
-def _export(page, fmt: str, target, rows: str | None = "2"):
+def _export(page, fmt: str, target, rows: str | None = "2", sort: str = ""):
     page.locator("#export-step-2").click()
     expect(page.locator("#custom-fields")).to_contain_text("会员来源")  # by group and label
     for key in KEYS:
@@ -30,6 +31,11 @@ def _export(page, fmt: str, target, rows: str | None = "2"):
             page.locator(f"#field-cf-{key}").click()
         expect(chosen).to_be_visible()
     page.locator("#export-step-3").click()
+    if sort:  # a custom field offered by its label among the sorts, newest-first direction
+        page.locator("#sort-field").click()
+        page.get_by_role("option", name=sort, exact=True).click()
+        page.locator("#sort-dir").click()
+        page.get_by_role("option", name="降序", exact=True).click()
     page.locator(f"#format-{fmt}").click()
     page.locator("#export-step-4").click()
     if rows is not None:
@@ -71,7 +77,7 @@ def test_manager_exports_a_select_and_a_sensitive_custom_field_to_csv_and_xlsx(p
         page.locator("#bulk-export").click()
         wait_for_path(page, "/export")
 
-        archive = _export(page, "csv", tmp_path / "cf.zip")
+        archive = _export(page, "csv", tmp_path / "cf.zip", sort="会员来源")
         with pyzipper.AESZipFile(archive) as package:
             package.setpassword(PASSWORD.encode())
             text = package.read(package.namelist()[0]).decode("utf-8-sig")
@@ -82,6 +88,11 @@ def test_manager_exports_a_select_and_a_sensitive_custom_field_to_csv_and_xlsx(p
         source, number = header.index("会员来源"), header.index("证件号码")
         assert by_id[ticked[0]][source] == "门店" and by_id[ticked[0]][number] == "110101199001011234"
         assert by_id[ticked[1]][source] == "老客户推荐" and by_id[ticked[1]][number] == ""
+        # sorted by the select, descending: o3 (老客户推荐) before o2 (门店); stored by key
+        assert [int(line[0]) for line in lines[1:]] == [ticked[1], ticked[0]]
+        with app_server.sql() as db:
+            sort = json.loads(db.execute("SELECT sort FROM export_job ORDER BY id DESC LIMIT 1").fetchone()[0])
+        assert (sort["field"], sort["direction"]) == ("cf.member_source", "desc")
 
         page.locator("#export-new").click()  # the fields still chosen
         expect(page.locator("#export-download")).to_have_count(0)

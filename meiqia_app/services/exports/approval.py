@@ -11,6 +11,7 @@ from meiqia_app.db import read_session, write_session
 from meiqia_app.models import ExportJob
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.errors import Conflict, NotFound
+from meiqia_app.services.exports import custom_sort
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.exports.info import CANCELLABLE, ExportInfo, audit_details, export_dto
 from meiqia_app.services.exports.request import request_export
@@ -111,7 +112,8 @@ def rerun_export(actor: Actor, export_id: int, password: str = "", lang: str = "
             "fields": json.loads(job.fields or "[]"),
             "format": job.format,
             "purpose": job.purpose,
-            "sort_field": sort.get("field") or "id",
+            # a custom field gone since: by id, as the fields gone are left out
+            "sort_field": custom_sort.present_sort(sort.get("field") or "id"),
             "sort_dir": sort.get("direction") or "asc",
         }
     return request_export(actor, data, password=password, lang=lang, start=start)

@@ -14,6 +14,7 @@ from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.query import HIDDEN_VALUE_SORTS
 from meiqia_app.services.customers.selection import KIND_IDS, KIND_QUERY, Selection, check_ticked_in_reach
 from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.exports import custom_sort
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.exports.fields import FIELD_SPECS, present_fields
 from meiqia_app.services.exports.info import FORMATS, ExportInfo, anomalies, audit_details, export_dto
@@ -126,7 +127,11 @@ def parse_request(actor: Actor, data: dict, lang: str = "zh") -> ExportRequest:
     if direction not in ("asc", "desc"):
         raise ValidationError.single("sort", "error.bad_choice")
     sort_field = data.get("sort_field") or "id"
-    if sort_field in HIDDEN_VALUE_SORTS and not actor.can("customer.view_sensitive"):
+    if not isinstance(sort_field, str):
+        raise ValidationError.single("sort", "error.bad_choice")
+    if custom_sort.is_custom_sort(sort_field):
+        custom_sort.check_sort(actor, sort_field)  # by key: active, sortable, not hidden from the actor
+    elif sort_field in HIDDEN_VALUE_SORTS and not actor.can("customer.view_sensitive"):
         # Rows in the order of an amount the file shows masked would rank the hidden amounts.
         refuse(actor, "export.request", "error.hidden_value_filter", target_type="export", fields=["sort_field"])
     spec = ExportSpec(

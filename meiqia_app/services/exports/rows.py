@@ -29,6 +29,7 @@ from meiqia_app.services.customers.access import is_sensitive, mask_value, sensi
 from meiqia_app.services.customers.query import keyset_after, status_index_condition
 from meiqia_app.services.customers.selection import Selection, selection_conditions
 from meiqia_app.services.errors import ValidationError
+from meiqia_app.services.exports import custom_sort
 from meiqia_app.services.exports.custom_cells import SQL_CUSTOM_TYPES, custom_cell, custom_sql_column
 from meiqia_app.services.exports.fields import EXPORT_FIELDS, FIELD_SPECS
 from meiqia_app.services.exports.writers import CSV_LINE_END, LineBlock
@@ -113,7 +114,8 @@ class ExportSpec:
         unknown = [f for f in self.fields if f not in FIELD_SPECS]
         if unknown or len(set(self.fields)) != len(self.fields):
             raise ValidationError.single("fields", "error.bad_choice")
-        if self.sort_field not in SORT_COLUMNS:
+        # A custom field ("cf.<key>") is checked against the definitions by the request (custom_sort).
+        if self.sort_field not in SORT_COLUMNS and not custom_sort.is_custom_sort(self.sort_field):
             raise ValidationError.single("sort", "error.bad_choice")
         if self.purpose not in ("analysis", "marketing", "service"):
             raise ValidationError.single("purpose", "error.bad_choice")
@@ -310,7 +312,8 @@ class RowSource:
 
     def iter_batches(self, batch: int = DEFAULT_BATCH) -> Iterator[list[list]]:
         fields = self.spec.fields
-        sort_column = SORT_COLUMNS[self.spec.sort_field][0]
+        custom = custom_sort.sort_field_of(self.spec.sort_field)
+        sort_column = "id" if custom is not None else SORT_COLUMNS[self.spec.sort_field][0]
         base = {BASE_COLUMNS[f] for f in fields if f in BASE_COLUMNS} | {"id", sort_column}
         if any(key_of(f) for f in fields):
             base.add("custom_fields")
@@ -319,7 +322,11 @@ class RowSource:
         index = {name: i for i, name in enumerate(base)}
         engine = get_engine()
         with engine.connect() as conn, get_adapter(engine).export_read_settings(conn):
-            for records in self._walk(conn, columns, index[sort_column], index["id"], batch):
+            if custom is not None:
+                walk = custom_sort.walk(conn, columns, self.conditions(conn), custom, self.spec.descending, batch)
+            else:
+                walk = self._walk(conn, columns, index[sort_column], index["id"], batch)
+            for records in walk:
                 yield self._build(conn, records, index)
 
     # --- rows built by the database ---------------------------------------------------------
@@ -330,6 +337,8 @@ class RowSource:
         fields = self.spec.fields
         if fmt not in ("csv", "xlsx") or (fmt == "csv" and len(fields) < 2):
             return False
+        if custom_sort.is_custom_sort(self.spec.sort_field):
+            return False  # rows in a custom field's order are built in Python (custom_sort.walk)
         engine = get_engine()
         adapter = get_adapter(engine)
         custom = [FIELD_SPECS[f].custom for f in fields if key_of(f)]

@@ -28,6 +28,7 @@ from meiqia_app.models import ExportJob, Role, User
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.selection import Selection
 from meiqia_app.services.errors import NotFound, PermissionDenied, ValidationError
+from meiqia_app.services.exports import custom_sort
 from meiqia_app.services.exports import protect as protection
 from meiqia_app.services.exports.fields import field_label, present_fields
 from meiqia_app.services.exports.files import fail_interrupted, remove_paths, ttl_hours
@@ -161,7 +162,8 @@ def _spec_of(job: ExportJob, actor: Actor) -> tuple[ExportSpec, str, str]:
         selection=Selection.from_dict(scope.get("selection") or {}),
         # A custom field deleted since the request is left out (its values are gone).
         fields=present_fields(json.loads(job.fields or "[]"))[0],
-        sort_field=sort.get("field") or "id",
+        # A custom field retired or deleted since: by id (its column is left out too).
+        sort_field=custom_sort.present_sort(sort.get("field") or "id"),
         descending=sort.get("direction") == "desc",
         purpose=job.purpose,
         restrict_tag_ids=actor.export_policy.allowed_tag_ids,

@@ -114,6 +114,7 @@ class CustomGroup:
     label: str
     customers: int
     share: str  # of the segment's customers, e.g. "12.5%"
+    ratio: float = 0.0  # the same share as a fraction (0.125): typed cells of the report's files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +191,8 @@ def group_counts(
         )
         order = live + retired
     order.append((EMPTY, tr(lang, "report.cf_empty")))
-    return [
-        CustomGroup(value, label, counts.get(value, 0), f"{(counts.get(value, 0) / total * 100) if total else 0:.1f}%")
-        for value, label in order
-    ]
+    groups = []
+    for value, label in order:
+        ratio = counts.get(value, 0) / total if total else 0.0
+        groups.append(CustomGroup(value, label, counts.get(value, 0), f"{ratio * 100:.1f}%", ratio))
+    return groups

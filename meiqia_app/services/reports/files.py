@@ -160,7 +160,7 @@ def _report_tables(
         period_a = report_periods.make_period("custom", params.get("a_from"), params.get("a_to"), now=now)
         period_b = report_periods.make_period("custom", params.get("b_from"), params.get("b_to"), now=now)
         comparison = report_trends.compare_periods(actor, segment, period_a, period_b)
-        view = segment_report_view(actor, params, now=now)
+        view = segment_report_view(actor, params, now=now, lang=lang)
         header = [tr(lang, "report.measure"), f"A {period_a.label()}", f"B {period_b.label()}", tr(lang, "dash.change")]
         tables = [
             measures_table("report.sheet_comparison", header, comparison.measures),
@@ -187,8 +187,20 @@ def _report_tables(
                 [None, "count", "count", "money", "count"],
             ),
         ]
+        if view.groups:
+            # The segment grouped by a custom field, as the page shows it: option labels, not ids.
+            tables.append(
+                _Table(
+                    tr(lang, "report.cf_groups_sheet", field=view.group_label),
+                    [view.group_label, tr(lang, "dash.total_customers"), tr(lang, "report.cf_groups_share")],
+                    [[g["label"], g["customers"], g["ratio"]] for g in view.groups],
+                    [None, "count", "rate"],
+                )
+            )
         stem = f"report-{period_a.first}-{period_b.last}"
         details = {"segment": description, "a": period_a.to_dict(), "b": period_b.to_dict()}
+        if view.groups:
+            details["group_by"] = str(params.get("group_by") or "")
         subtitle = (
             f"{tr(lang, 'report.title')} · {tr(lang, 'report.segment')}: {segment_text(actor, params, lang)} · "
             f"A {period_a.label()} · B {period_b.label()}"

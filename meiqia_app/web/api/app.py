@@ -75,6 +75,10 @@ async def _precondition(request: Request, error: routes.PreconditionFailed) -> J
     return routes.precondition_response(error, request)
 
 
+async def _bad_parameters(request: Request, error: routes.BadParameters) -> JSONResponse:
+    return routes.bad_parameters_response(error, request)
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("open API request failed: %s %s", request.method, request.url.path)
     status, body = problems.problem("internal", instance=request.url.path)
@@ -109,6 +113,10 @@ def _custom_openapi(app: FastAPI) -> dict:
         ref_template="#/components/schemas/{model}"
     )
     components["schemas"][custom_field_schema.SCHEMA_NAME] = custom_field_schema.custom_fields_schema()
+    listing = schema["paths"].get("/api/v1/customers", {}).get("get")
+    if listing is not None:
+        # One set of filter parameters per defined field (cf.<key>, .min / .max, .empty).
+        listing.setdefault("parameters", []).extend(custom_field_schema.filter_parameters())
     for name in ("HTTPValidationError", "ValidationError"):
         components["schemas"].pop(name, None)
     components["securitySchemes"] = {
@@ -157,6 +165,7 @@ def build_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(routes.PreconditionFailed, _precondition)
+    app.add_exception_handler(routes.BadParameters, _bad_parameters)
     app.add_exception_handler(Exception, _unexpected)
     app.openapi = functools.partial(_custom_openapi, app)  # type: ignore[method-assign]
 

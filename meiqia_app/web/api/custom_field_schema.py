@@ -96,3 +96,74 @@ def custom_fields_schema() -> dict:
         "properties": {field.key: property_schema(field) for field in fields},
         "additionalProperties": False,
     }
+
+
+# --- filter parameters of GET /customers (services/customers/list_field_params.py) ----------------
+
+_TEXT_FILTER = ("text", "link", "phone", "email")
+_RANGE_SCHEMAS: dict[str, dict] = {
+    "number": {"type": "number"},
+    "money": {"type": "number"},
+    "percent": {"type": "number"},
+    "date": {"type": "string", "format": "date"},
+    "datetime": {"type": "string", "maxLength": 40},
+}
+_SENSITIVE_NOTE = " Sensitive: needs customers:read_sensitive (403 without it, whatever the value)."
+
+
+def _parameter(name: str, schema: dict, description: str, field: FieldDef) -> dict:
+    note = _SENSITIVE_NOTE if field.sensitive else ""
+    label = field.label_zh + (f" / {field.label_en}" if field.label_en else "")
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": f"{label} ({field.field_type}): {description}.{note}",
+    }
+
+
+def _equality_parameter(field: FieldDef) -> dict | None:
+    kind = field.field_type
+    option_ids = [o.id for o in field.ordered_options(include_retired=True)]
+    if kind == "single_select":
+        schema = {"type": "array", "items": {"type": "string", "enum": option_ids}, "maxItems": 50}
+        text = "equals this option id; repeated: any of them"
+    elif kind == "multi_select":
+        schema = {"type": "array", "items": {"type": "string", "enum": option_ids}, "maxItems": 50}
+        text = "holds this option id; repeated: holds any of them"
+    elif kind == "yes_no":
+        schema, text = {"type": "boolean"}, "true or false"
+    elif kind == "text":
+        schema = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200}, "maxItems": 50}
+        text = "equals this text; repeated: any of them"
+    elif kind in _TEXT_FILTER:
+        schema, text = {"type": "string", "minLength": 1, "maxLength": 200}, "equals"
+    elif kind in ("number", "money", "percent", "date"):
+        schema = dict(_RANGE_SCHEMAS[kind])
+        text = "equals" + (f", {_READS[kind]}" if kind in _READS else "")
+    else:
+        return None  # long text, datetime: empty / not empty (and ranges for a datetime) only
+    return _parameter(field.name, schema, text, field)
+
+
+def filter_parameters() -> list[dict]:
+    """The query parameters ``GET /customers`` takes for the active custom fields, by key."""
+    found = []
+    for field in custom_field_catalog.catalog().active:
+        equality = _equality_parameter(field)
+        if equality is not None:
+            found.append(equality)
+        if field.field_type in _RANGE_SCHEMAS:
+            reads = _READS.get(field.field_type, "")
+            if field.field_type == "datetime":
+                reads = "YYYY-MM-DD (the whole local day) or an ISO 8601 time"
+            for suffix, text in (("min", "at least"), ("max", "at most")):
+                description = f"{text} (inclusive)" + (f", {reads}" if reads else "")
+                found.append(
+                    _parameter(f"{field.name}.{suffix}", dict(_RANGE_SCHEMAS[field.field_type]), description, field)
+                )
+        found.append(
+            _parameter(f"{field.name}.empty", {"type": "boolean"}, "true: no value; false: has a value", field)
+        )
+    return found

@@ -29,6 +29,12 @@ TYPE_BASE = "/api/docs#problem-"
 
 # name -> (status, title, what it means: shown on the docs page)
 PROBLEMS: dict[str, tuple[int, str, str]] = {
+    "bad-parameter": (
+        400,
+        "Bad Parameter",
+        "A query parameter is unknown or its value is not valid: `errors` names each (`field` is the "
+        "parameter, e.g. `cf.score.min`), with a code.",
+    ),
     "unauthorized": (401, "Unauthorized", "No API key, or one that is malformed, unknown or revoked."),
     "forbidden": (403, "Forbidden", "The key lacks the scope this request needs (`missing_scope`)."),
     "not-found": (404, "Not Found", "No such resource, or the key may not see it (trashed, erased)."),

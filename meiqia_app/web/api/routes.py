@@ -17,9 +17,9 @@ from fastapi.responses import JSONResponse
 
 from meiqia_app.services.custom_fields.field_types import FIELD_PREFIX
 from meiqia_app.services.customers import edit as customer_edit
+from meiqia_app.services.customers import list_field_params, timeline
 from meiqia_app.services.customers import listing as customer_list
 from meiqia_app.services.customers import profile as customers
-from meiqia_app.services.customers import timeline
 from meiqia_app.services.customers.query import ListQuery
 from meiqia_app.services.errors import Conflict, NotFound, ValidationError
 from meiqia_app.services.identity import rbac
@@ -58,6 +58,14 @@ IdempotencyKey = Annotated[
         description="Same key + same body within 24 h → the first answer, nothing done twice.",
     ),
 ]
+
+
+class BadParameters(Exception):
+    """Query parameters the service refused (a ValidationError keyed by parameter): answered 400."""
+
+    def __init__(self, error: ValidationError):
+        super().__init__("bad parameters")
+        self.error = error
 
 
 class PreconditionFailed(Exception):
@@ -135,9 +143,18 @@ def _version_from(if_match: str | None) -> int:
     response_model=CustomerPage,
     tags=["customers"],
     summary="Search and filter customers (cursor pages)",
-    responses=_problem_responses(*COMMON),
+    description=(
+        "The list page's search and filters. Custom fields filter by their key: `cf.<key>=<value>` "
+        "(select: option id; multi select: holds it; yes/no: true / false; text: equals; repeat a "
+        "select's or a text field's parameter for any of them), `cf.<key>.min` / `cf.<key>.max` "
+        "(number, money in yuan, percent, date, datetime; inclusive) and `cf.<key>.empty=true|false`. "
+        "The parameters of every defined field are listed below. An unknown key or a bad value is "
+        "400 naming the parameter; a sensitive field needs customers:read_sensitive (else 403)."
+    ),
+    responses=_problem_responses(400, *COMMON),
 )
 def list_customers(
+    request: Request,
     actor: Annotated[Actor, Depends(needs("customer.view"))],
     q: Annotated[str, Query(max_length=100, description="As the list page's search box")] = "",
     tag: Annotated[list[str], Query(max_length=20, description="Tag names; customers with all of them")] = [],  # noqa: B006
@@ -153,10 +170,17 @@ def list_customers(
     cursor: Annotated[str, Query(max_length=500)] = "",
     limit: Annotated[int, Query(ge=1, le=customer_list.MAX_PAGE_SIZE)] = 50,
 ):
+    try:
+        # The list's own custom field filters (services/customers/list_field_params.py).
+        custom = list_field_params.filters_from_params(actor, request.query_params.multi_items())
+    except ValidationError as error:
+        raise BadParameters(error) from None
     tag_ids = customer_tags.tag_ids_by_name(actor, tag) if tag else []
     if any(tag_id is None for tag_id in tag_ids):
         return {"data": [], "next_cursor": None}
     raw = {"q": q, "tags_all": tag_ids, "lifecycle": list(lifecycle), "status": "all"}
+    if custom.filters:
+        raw["custom_filters"] = list(custom.filters)
     if updated_since:
         raw.update(updated_since=updated_since, sort="updated_at", direction="asc")
     query = ListQuery.from_dict(raw)
@@ -468,6 +492,20 @@ def resend_delivery(
     idempotency_key: IdempotencyKey = None,
 ):
     return dataclasses.asdict(webhooks.resend_delivery(actor, delivery_id))
+
+
+def bad_parameters_response(error: BadParameters, request: Request) -> JSONResponse:
+    from meiqia_app.i18n import tr
+
+    lang = lang_of(request)
+    errors = problems.field_errors(error.error, lang)
+    status, body = problems.problem(
+        "bad-parameter",
+        detail=errors[0]["message"] if errors else tr(lang, "error.validation"),
+        instance=request.url.path,
+        errors=errors,
+    )
+    return JSONResponse(body, status_code=status, media_type=problems.MEDIA_TYPE)
 
 
 def precondition_response(error: PreconditionFailed, request: Request) -> JSONResponse:

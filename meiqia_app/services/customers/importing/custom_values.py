@@ -50,6 +50,22 @@ def check_mapped(actor: Actor | None, fields: Iterable[str]) -> None:
         refuse(actor, "customer.import", "import.cf_sensitive_refused", target_type="customer", fields=sensitive)
 
 
+def unmapped_required(fields: Iterable[str]) -> tuple[FieldDef, ...]:
+    """The active required custom fields without a default that no column of ``fields`` fills:
+    every customer the import makes would lack them."""
+    mapped = {f for f in fields if isinstance(f, str)}
+    return tuple(f for f in active_fields() if f.required and f.default is None and f.name not in mapped)
+
+
+def check_required_mapped(fields: Iterable[str]) -> None:
+    """Refuse a mapping that leaves a required custom field (without a default) unmapped:
+    ValidationError on "mapping" naming the fields by label, in both languages."""
+    missing = unmapped_required(fields)
+    if missing:
+        labels = {"zh": "、".join(f.label("zh") for f in missing), "en": ", ".join(f.label("en") for f in missing)}
+        raise ValidationError.single("mapping", "import.cf_required_unmapped", fields=labels)
+
+
 def check_create_options(actor: Actor, create_options: bool) -> None:
     """Creating missing options is for a person who may manage the fields (refused and audited otherwise)."""
     if create_options and not actor.can("field.manage"):
@@ -94,6 +110,9 @@ def check_cells(
             continue
         if value is not None:
             values[field.key] = value
+        elif field.required and field.default is None:
+            # A cell of separators only ("，" in a multi select): nothing to store either.
+            problems.append((name, "error.cf_required", {"field": field.labels}, text))
     return values, problems, missing
 
 

@@ -43,7 +43,7 @@ from meiqia_app.db import get_engine, write_session
 from meiqia_app.models import Customer, CustomerSearch
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.changes import IMPORTED, MANY, customers_changed, publish_committed
-from meiqia_app.services.customers.importing.custom_values import check_create_options
+from meiqia_app.services.customers.importing.custom_values import check_create_options, check_required_mapped
 from meiqia_app.services.customers.importing.files import checked_upload_path, imports_dir
 from meiqia_app.services.customers.importing.rows import (
     SEARCH_FIELDS,
@@ -316,6 +316,8 @@ def start_job(
         isinstance(k, (str, int)) and isinstance(v, str) for k, v in mapping.items()
     ):
         raise ValidationError.single("mapping", "error.bad_choice")
+    # Said in the mapping step, before any job: the customers made would lack a required value.
+    check_required_mapped(mapping.values())
     params = {
         "path": str(checked),
         "mapping": {str(k): v for k, v in mapping.items()},

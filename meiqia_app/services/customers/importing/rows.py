@@ -23,6 +23,7 @@ from meiqia_app.services.customers.importing.custom_values import (
     MAX_NEW_OPTIONS,
     check_cells,
     check_mapped,
+    check_required_mapped,
     create_options,
 )
 from meiqia_app.services.customers.importing.files import (
@@ -261,6 +262,7 @@ class ImportPass:
         try:
             self.mapping = resolve_mapping(self.table.headers, mapping)
             check_mapped(actor, self.mapping.values())
+            check_required_mapped(self.mapping.values())
         except (ValidationError, PermissionDenied):
             self.table.rows.close()
             raise
