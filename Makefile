@@ -65,8 +65,9 @@ lint: dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Alone, the unit suite runs in two processes (both cores).
 unit: dev
-	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/unit -q -n 2
 
 e2e: dev chromium
 	$(PY) -m pytest tests/e2e -q
@@ -93,13 +94,16 @@ test-shuffled: lint chromium
 # Throwaway PostgreSQL and Redis (Debian packages, loopback, temp data dirs),
 # stopped and deleted afterwards whatever the outcome.
 PG_SERVICES_DIR ?= /tmp/meiqia-test-services
-# The whole unit suite, and the end-to-end tests marked `pg` (their behaviour
-# depends on the database, Redis or two workers: docs/architecture.md says which and why).
+# The unit tests that use a database (the others cannot tell the databases apart:
+# tests/conftest.py leaves them to `make test`), in two processes (alone here, the
+# suite and PostgreSQL keep both cores busy), and the end-to-end tests marked `pg`
+# (their behaviour depends on the database, Redis or two workers: docs/architecture.md
+# says which and why).
 test-pg: dev chromium
 	@scripts/test-services.sh stop $(PG_SERVICES_DIR) >/dev/null 2>&1 || true
 	eval "$$(scripts/test-services.sh start $(PG_SERVICES_DIR))" && \
 	trap 'scripts/test-services.sh stop $(PG_SERVICES_DIR)' EXIT && \
-	$(PY) -m pytest tests/unit -q && $(PY) -m pytest tests/e2e -q -m pg
+	$(PY) -m pytest tests/unit -q -n 2 && $(PY) -m pytest tests/e2e -q -m pg
 
 bench: dev
 	$(PY) bench/search.py
