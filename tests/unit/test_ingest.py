@@ -457,7 +457,7 @@ def test_a_steady_feed_retires_the_list_counts_at_most_once_in_a_while(seeded_db
     from meiqia_app.services.customers import listing as customer_list
 
     clock = [1_000.0]
-    monkeypatch.setattr(change_subscribers.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(change_subscribers, "_clock", lambda: clock[0])
 
     def generation() -> str:
         with get_engine().connect() as conn:

@@ -44,6 +44,7 @@ COUNTS_UNMOVED_BY = frozenset({changes.ACTIVITY})
 INGEST_RETIRES_COUNTS_EVERY_S = 30.0
 _ingest_retired = {"at": None}
 _ingest_retired_lock = threading.Lock()
+_clock = time.monotonic
 # Who reaches which customer changed (or everything did): cached figures are dropped.
 DROPS_REPORT_FIGURES = frozenset({changes.OWNER, changes.TEAM, changes.RESTORED})
 
@@ -58,7 +59,7 @@ def apply_rules(change: CustomersChanged) -> None:
 def retire_counts(change: CustomersChanged) -> None:
     if change.kinds <= COUNTS_UNMOVED_BY:
         return
-    if changes.ACTIVITY in change.kinds and not _ingest_may_retire(time.monotonic()):
+    if changes.ACTIVITY in change.kinds and not _ingest_may_retire(_clock()):
         return
     customer_list.invalidate_counts()
 
