@@ -45,6 +45,7 @@ def _pg_admin(statement: str) -> None:
 def _point_app_at(data_dir: Path) -> None:
     from meiqia_app.config import reload_settings
     from meiqia_app.db import reset_engine
+    from meiqia_app.services.customers import change_subscribers
     from meiqia_app.services.customers import listing as customer_list
 
     os.environ["MEIQIA_DATA_DIR"] = str(data_dir)
@@ -53,6 +54,7 @@ def _point_app_at(data_dir: Path) -> None:
     reload_settings()
     reset_engine()
     customer_list.forget_cached_counts()
+    change_subscribers.forget_ingest_retirement()
 
 
 def _new_template(tmp_path_factory, name: str) -> Path:

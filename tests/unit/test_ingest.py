@@ -446,3 +446,40 @@ def test_concurrent_batches_all_land_and_queue_for_sqlites_one_writer(seeded_db,
     with ingest._WRITERS, pytest.raises(Busy):  # another batch of this process holds the turn
         send(9)
     assert _count(BehaviorEvent) == before + 80
+
+
+def test_a_steady_feed_retires_the_list_counts_at_most_once_in_a_while(seeded_db, monkeypatch):
+    """Each batch that made a prospect wrote a new list generation, so under a steady feed every
+    agent's list recounted 1M customers every second or two. Batches now retire the counts (the
+    generation) at most once every INGEST_RETIRES_COUNTS_EVERY_S; an edit by hand still at once."""
+    from meiqia_app.services.customers import change_subscribers
+    from meiqia_app.services.customers import edit as customer_edit
+    from meiqia_app.services.customers import listing as customer_list
+
+    clock = [1_000.0]
+    monkeypatch.setattr(change_subscribers, "_clock", lambda: clock[0])
+
+    def generation() -> str:
+        with get_engine().connect() as conn:
+            return customer_list.data_generation(conn)
+
+    api = client()
+    raw = new_key("widget", ["events:write"])
+
+    def visit(n: int) -> None:
+        event = {"event_id": f"v{n}", "type": "page_view", "customer": {"visitor_id": f"steady-{n}"}, "url": "/"}
+        assert _post(api, raw, [event]).json()["accepted"] == 1
+
+    first = generation()
+    visit(1)  # the first batch of a while retires them
+    second = generation()
+    assert second != first
+    clock[0] += 5
+    visit(2)  # a prospect made 5 s later: counts held back
+    assert generation() == second
+    customer_edit.create_customer(SYSTEM_ACTOR, {"name": "手工新建"}, acknowledged=None)
+    by_hand = generation()
+    assert by_hand != second  # a change by hand retires them at once, as before
+    clock[0] += change_subscribers.INGEST_RETIRES_COUNTS_EVERY_S
+    visit(3)
+    assert generation() != by_hand

@@ -21,6 +21,8 @@ Only this module calls ``invalidate_counts`` / ``invalidate_cache``
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 from meiqia_app.services.customers import changes
@@ -33,6 +35,16 @@ RULE_TRIGGERS = frozenset({changes.CREATED, changes.EDITED, changes.ORDERS, chan
 # Ingested behaviour alone (last active, events, chats) leaves the counts to expire
 # within a minute, as before: a new generation per batch would add a write to every batch.
 COUNTS_UNMOVED_BY = frozenset({changes.ACTIVITY})
+# An ingest batch (ACTIVITY, with whatever it caused: prospects made for new visitors, stages,
+# rule tags) retires the counts at most once in this many seconds per process. A steady feed
+# sends a batch every second or two, and each retirement made every agent's list count its
+# customers again (an exact count over 1M rows) and re-read its page: with 20 agents beside
+# the feed, most of the app's database time (bench/ingest.py, docs/api.md). What a held-back
+# batch changed shows with the next retirement or when the cached counts expire (a minute).
+INGEST_RETIRES_COUNTS_EVERY_S = 30.0
+_ingest_retired = {"at": None}
+_ingest_retired_lock = threading.Lock()
+_clock = time.monotonic
 # Who reaches which customer changed (or everything did): cached figures are dropped.
 DROPS_REPORT_FIGURES = frozenset({changes.OWNER, changes.TEAM, changes.RESTORED})
 
@@ -47,7 +59,24 @@ def apply_rules(change: CustomersChanged) -> None:
 def retire_counts(change: CustomersChanged) -> None:
     if change.kinds <= COUNTS_UNMOVED_BY:
         return
+    if changes.ACTIVITY in change.kinds and not _ingest_may_retire(_clock()):
+        return
     customer_list.invalidate_counts()
+
+
+def forget_ingest_retirement() -> None:
+    """The next ingest batch retires the counts (a process switching databases: tests)."""
+    with _ingest_retired_lock:
+        _ingest_retired["at"] = None
+
+
+def _ingest_may_retire(now: float) -> bool:
+    with _ingest_retired_lock:
+        last = _ingest_retired["at"]
+        if last is not None and now - last < INGEST_RETIRES_COUNTS_EVERY_S:
+            return False
+        _ingest_retired["at"] = now
+        return True
 
 
 def retire_report_figures(change: CustomersChanged) -> None:

@@ -97,31 +97,47 @@ def recompute_lifecycle(
     now: dt.datetime | None = None, customer_id: int | None = None, customer_ids: list[int] | None = None
 ) -> int:
     """Set every (or one, or the given) customer's stage and tier from their activity; returns rows changed."""
-    now = now or utcnow()
-    thresholds = get_thresholds()
-    stage, tier = stage_expression(now, thresholds), tier_expression()
-    statement = (
-        update(Customer.__table__)
-        .where(or_(C.lifecycle_stage != stage, C.membership_tier != tier))
-        .values(lifecycle_stage=stage, membership_tier=tier)
-    )
     named = None
     if customer_id is not None:
-        statement = statement.where(C.id == customer_id)
         named = [customer_id]
     if customer_ids is not None:
         if not customer_ids:
             return 0
-        statement = statement.where(C.id.in_(list(customer_ids)))
         named = list(customer_ids) if named is None else [i for i in named if i in set(customer_ids)]
     with write_session() as session:
-        if named is not None:
-            # After an ingest batch, beside the next one: the same customers, locked in the same order.
-            get_adapter(session.connection()).lock_rows_in_id_order(session.connection(), Customer.__table__, named)
-        changed = session.execute(statement).rowcount
-        if changed:
-            customers_changed(session, MANY if named is None else named, LIFECYCLE)
+        if named is None:
+            statement = _stage_update(now or utcnow())
+            changed = session.execute(statement).rowcount
+            if changed:
+                customers_changed(session, MANY, LIFECYCLE)
+            return changed
+        return recompute_lifecycle_in(session, named, now)
+
+
+def recompute_lifecycle_in(session, customer_ids, now: dt.datetime | None = None) -> int:
+    """The named customers' stage and tier, in the caller's write transaction (the rules of
+    changed customers run in the same one: services/tags/rules/runs.py); returns rows changed.
+    The customers are locked in id order first, as an ingest batch locks them (PostgreSQL)."""
+    named = sorted(set(customer_ids))
+    if not named:
+        return 0
+    conn = session.connection()
+    # After an ingest batch, beside the next one: the same customers, locked in the same order.
+    get_adapter(conn).lock_rows_in_id_order(conn, Customer.__table__, named)
+    changed = session.execute(_stage_update(now or utcnow()).where(C.id.in_(named))).rowcount
+    if changed:
+        customers_changed(session, named, LIFECYCLE)
     return changed
+
+
+def _stage_update(now: dt.datetime):
+    thresholds = get_thresholds()
+    stage, tier = stage_expression(now, thresholds), tier_expression()
+    return (
+        update(Customer.__table__)
+        .where(or_(C.lifecycle_stage != stage, C.membership_tier != tier))
+        .values(lifecycle_stage=stage, membership_tier=tier)
+    )
 
 
 RECOMPUTE_JOB_KIND = "lifecycle.recompute"

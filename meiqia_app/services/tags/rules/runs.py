@@ -28,7 +28,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 
-from sqlalchemy import delete, exists, insert, literal, select
+from sqlalchemy import and_, case, delete, exists, insert, literal, select
 from sqlmodel import select as sm_select
 
 from meiqia_app.db import read_session, write_session
@@ -38,7 +38,7 @@ from meiqia_app.models.tag import SOURCE_RULE
 from meiqia_app.services.audit import log as audit
 from meiqia_app.services.customers.access import parse_id
 from meiqia_app.services.customers.changes import MANY, RULE_TAGS, customers_changed
-from meiqia_app.services.customers.lifecycle_update import recompute_lifecycle
+from meiqia_app.services.customers.lifecycle_update import recompute_lifecycle_in
 from meiqia_app.services.errors import NotFound, RuleFieldGone
 from meiqia_app.services.identity.rbac import SYSTEM_ACTOR, Actor, require
 from meiqia_app.services.platform import jobs
@@ -246,89 +246,91 @@ class _Assigned:
 
 def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> dict[int, RuleTagChange]:
     """:func:`apply_rules_to_customer` for several customers at once (behaviour ingested in
-    batches): the stage in one UPDATE, each rule checked once for the whole set.
+    batches), in one pass and one transaction: the stage in one UPDATE, then every enabled
+    rule checked in one query (a column per rule) and the rules' tags read in another.
 
+    Rules are applied in id order, as the whole-table runs apply them: a rule sees the tags
+    the rules before it gave or took (kept in memory here; no condition reads tags).
     Returns the change of each customer whose tags changed, by customer id.
     """
     ids = sorted({parse_id(i) for i in customer_ids})
     now = now or utcnow()
     if not ids:
         return {}
-    recompute_lifecycle(now=now, customer_ids=ids)
     changes: dict[int, dict] = {}
     with write_session() as session:
+        # The stage first (rules may name it), with the customers locked in id order.
+        recompute_lifecycle_in(session, ids, now)
         rules = session.exec(sm_select(TagRule).where(TagRule.enabled.is_(True)).order_by(TagRule.id)).all()
-        if not rules:
-            return {}
-        # Like the full runs: rules leave archived and trashed customers alone. The ids come
-        # back packed in one value: an ingested batch names hundreds of customers, and each
-        # row fetched alone hands Python's GIL over (up to 5 ms a row while agents work).
-        conn = session.connection()
-        active = [
-            row[0]
-            for row in get_adapter(conn).packed_rows(
-                conn, select(C.id).where(C.id.in_(ids), C.status == "active"), ("id",)
-            )
-        ]
-        if not active:
-            return {}
+        compiled = []
         for rule in rules:
             try:
                 spec = _spec_of(rule)
-                condition = compile_rule(spec.match, spec.conditions, now, correlated=True)
+                compiled.append((rule, spec, compile_rule(spec.match, spec.conditions, now, correlated=True)))
             except RuleFieldGone:  # not run until edited (flagged on /tags): no tag given or taken
                 continue
-            adapter = get_adapter(conn)
-            matching = {
-                row[0]
-                for row in adapter.packed_rows(
-                    conn,
-                    select(C.id).select_from(Customer.__table__).where(C.id.in_(active), SCOPE, condition),
-                    ("id",),
-                )
-            }
-            assigned = {
-                row[0]: _Assigned(*row)
-                for row in adapter.packed_rows(
-                    conn,
-                    select(TA.customer_id, TA.source, TA.rule_id).where(
-                        TA.tag_id == spec.tag_id, TA.customer_id.in_(active)
-                    ),
-                    ("customer_id", "source", "rule_id"),
-                )
-            }
-            gained = [i for i in active if i in matching and i not in assigned]
+        if not compiled:
+            return {}
+        # Like the full runs: rules leave archived and trashed customers alone. The rows come
+        # back packed in one value: an ingested batch names hundreds of customers, and each
+        # row fetched alone hands Python's GIL over (up to 5 ms a row while agents work).
+        conn = session.connection()
+        packed = get_adapter(conn).packed_rows
+        columns = [f"r{n}" for n in range(len(compiled))]
+        rows = packed(
+            conn,
+            select(
+                C.id,
+                *(
+                    case((and_(SCOPE, condition), 1), else_=0).label(name)
+                    for name, (_rule, _spec, condition) in zip(columns, compiled, strict=True)
+                ),
+            ).where(C.id.in_(ids), C.status == "active"),
+            ("id", *columns),
+        )
+        active = sorted(row[0] for row in rows)
+        if not active:
+            return {}
+        matching = [{row[0] for row in rows if row[n + 1]} for n in range(len(compiled))]
+        assigned: dict[tuple[int, int], _Assigned] = {
+            (tag_id, customer_id): _Assigned(customer_id, source, rule_id)
+            for customer_id, tag_id, source, rule_id in packed(
+                conn,
+                select(TA.customer_id, TA.tag_id, TA.source, TA.rule_id).where(
+                    TA.tag_id.in_(sorted({spec.tag_id for _rule, spec, _condition in compiled})),
+                    TA.customer_id.in_(active),
+                ),
+                ("customer_id", "tag_id", "source", "rule_id"),
+            )
+        }
+        for (rule, spec, _condition), matched in zip(compiled, matching, strict=True):
+            tag = spec.tag_id
+            gained = [i for i in active if i in matched and (tag, i) not in assigned]
             lost = [
                 i
                 for i in active
-                if i not in matching
+                if i not in matched
                 and spec.mode == "sync"
-                and i in assigned
-                and assigned[i].source == SOURCE_RULE
-                and assigned[i].rule_id in (rule.id, None)
+                and (tag, i) in assigned
+                and assigned[(tag, i)].source == SOURCE_RULE
+                and assigned[(tag, i)].rule_id in (rule.id, None)
             ]
             if gained:
                 session.execute(
                     insert(TagAssignment.__table__),
                     [
-                        {
-                            "customer_id": i,
-                            "tag_id": spec.tag_id,
-                            "source": SOURCE_RULE,
-                            "rule_id": rule.id,
-                            "assigned_at": now,
-                        }
+                        {"customer_id": i, "tag_id": tag, "source": SOURCE_RULE, "rule_id": rule.id, "assigned_at": now}
                         for i in gained
                     ],
                 )
             if lost:
-                session.execute(
-                    delete(TagAssignment.__table__).where(TA.tag_id == spec.tag_id, TA.customer_id.in_(lost))
-                )
+                session.execute(delete(TagAssignment.__table__).where(TA.tag_id == tag, TA.customer_id.in_(lost)))
             for i in gained:
-                changes.setdefault(i, {"added": [], "removed": []})["added"].append(spec.tag_id)
+                assigned[(tag, i)] = _Assigned(i, SOURCE_RULE, rule.id)
+                changes.setdefault(i, {"added": [], "removed": []})["added"].append(tag)
             for i in lost:
-                changes.setdefault(i, {"added": [], "removed": []})["removed"].append(spec.tag_id)
+                del assigned[(tag, i)]
+                changes.setdefault(i, {"added": [], "removed": []})["removed"].append(tag)
         audit.record_many(
             session,
             SYSTEM_ACTOR,
