@@ -237,6 +237,17 @@ def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) ->
     return apply_rules_to_customers([customer_id], now).get(customer_id, RuleTagChange())
 
 
+def rule_reads(rule: TagRule, field: str) -> bool:
+    """Whether one of the rule's conditions is on ``field`` (a built-in rule field or "cf.<key>")."""
+    conditions = rule.conditions
+    if isinstance(conditions, str):
+        try:
+            conditions = json.loads(conditions or "[]")
+        except ValueError:
+            return True  # unreadable: checked as any other rule would be
+    return any(isinstance(c, dict) and c.get("field") == field for c in conditions or ())
+
+
 @dataclasses.dataclass(frozen=True)
 class _Assigned:
     customer_id: int
@@ -244,9 +255,15 @@ class _Assigned:
     rule_id: int | None
 
 
-def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> dict[int, RuleTagChange]:
+def apply_rules_to_customers(
+    customer_ids, now: dt.datetime | None = None, reading: str | None = None
+) -> dict[int, RuleTagChange]:
     """:func:`apply_rules_to_customer` for several customers at once (behaviour ingested in
     batches): the stage in one UPDATE, each rule checked once for the whole set.
+
+    ``reading``: only one field changed (a bulk edit, services/customers/bulk_edit.py):
+    only the rules with a condition on that field are checked, and the stage (computed
+    from activity and spending, never from an editable field) is left alone.
 
     Returns the change of each customer whose tags changed, by customer id.
     """
@@ -254,10 +271,13 @@ def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> di
     now = now or utcnow()
     if not ids:
         return {}
-    recompute_lifecycle(now=now, customer_ids=ids)
+    if reading is None:
+        recompute_lifecycle(now=now, customer_ids=ids)
     changes: dict[int, dict] = {}
     with write_session() as session:
         rules = session.exec(sm_select(TagRule).where(TagRule.enabled.is_(True)).order_by(TagRule.id)).all()
+        if reading is not None:
+            rules = [rule for rule in rules if rule_reads(rule, reading)]
         if not rules:
             return {}
         # Like the full runs: rules leave archived and trashed customers alone. The ids come
