@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, Engine, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, String, exists, false, func, or_, select
 
 from meiqia_app.models import CustomerSearch
 
@@ -372,6 +372,11 @@ class DatabaseAdapter(abc.ABC):
     @abc.abstractmethod
     def custom_field_indexes(self, conn: Connection, valid_only: bool = True) -> set[str]:
         """The names of the custom fields' indexes that exist (valid ones, unless ``valid_only`` is False)."""
+
+    def padded_number(self, expression: ColumnElement, width: int) -> ColumnElement:
+        """A non-negative integer as text, zero-padded to ``width`` digits (ids inside
+        generated keys: a webhook event id per customer of a set-based INSERT … SELECT)."""
+        return func.lpad(expression.cast(String), width, "0")
 
     # --- exports --------------------------------------------------------------
     def export_row_sql(self, conn: Connection, row_format: ExportRowFormat) -> str | None:

@@ -370,6 +370,9 @@ class SqliteAdapter(DatabaseAdapter):
         )
         return {row[0] for row in rows}
 
+    def padded_number(self, expression: ColumnElement, width: int) -> ColumnElement:
+        return func.printf(literal_column(f"'%0{int(width)}d'"), expression)
+
     builds_export_rows = True
     export_custom_kinds = True
 

@@ -28,7 +28,7 @@ from meiqia_app.models.auth import (
     UserSession,
 )
 from meiqia_app.models.custom_field import CustomField
-from meiqia_app.models.customer import Customer, CustomerSearch, OwnerChange
+from meiqia_app.models.customer import Customer, CustomerSearch, FieldChange, OwnerChange
 from meiqia_app.models.report import ReportDaily, ReportDirty, ReportLedger
 from meiqia_app.models.tag import Tag, TagAssignment, TagRule
 from meiqia_app.models.workflow import (
@@ -60,6 +60,7 @@ __all__ = [
     "ErasureRequest",
     "ExportJob",
     "Job",
+    "FieldChange",
     "OwnerChange",
     "LoginAddressThrottle",
     "LoginChallenge",

@@ -199,3 +199,29 @@ class OwnerChange(SQLModel, table=True):
     # The audit entry (single changes) or the job (bulk) that made it.
     audit_id: int | None = None
     job_id: int | None = None
+
+
+class FieldChange(SQLModel, table=True):
+    """One customer's field set by a bulk edit (services/customers/bulk_edit.py).
+
+    The customer's timeline reads these as "field" changes; the audit log has one
+    entry per bulk edit (with its count), so a 1,000,000-customer edit writes these
+    rows set-based (one INSERT … SELECT per batch), not a million chained entries.
+    ``value`` is what the timeline may show to anyone allowed to see the customer:
+    the new value as stored (JSON) for choices, numbers, dates and the like; the
+    masked form for a sensitive field (``note`` "masked"); nothing for free text
+    (``note`` "text": a person's words are never copied into history).
+    """
+
+    __tablename__ = "field_change"
+    __table_args__ = (Index("ix_field_change_customer", "customer_id", "changed_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    changed_at: dt.datetime = Field(default_factory=utcnow)
+    field: str = Field(max_length=48)  # a built-in column or "cf.<key>"
+    value: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    note: str = Field(default="", max_length=8)  # "" | masked | text
+    actor_id: int | None = None
+    actor_name: str = Field(default="", max_length=64)
+    job_id: int | None = None

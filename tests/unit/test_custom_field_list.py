@@ -476,7 +476,7 @@ def test_stop_ends_the_bulk_edit_after_its_batch_and_the_audit_says_how_many_cha
 ):
     admin, (a, b, c, d, e, f) = filled
     manager = seeded_actors["manager"]
-    monkeypatch.setattr(bulk_edit, "BATCH", 2)
+    monkeypatch.setattr(bulk_edit, "TX_ROWS", 2)
     original = jobs.JobContext.progress
 
     def stop_after_first_batch(self, processed, checkpoint=None, total=None):

@@ -46,6 +46,7 @@ from meiqia_app.models import (
     Customer,
     CustomerSearch,
     ErasureRequest,
+    FieldChange,
     Job,
     Message,
     Note,
@@ -439,6 +440,7 @@ PURGED_CHILD_TABLES = (
     ErasureRequest.__table__,
     CustomerSearch.__table__,
     OwnerChange.__table__,
+    FieldChange.__table__,
 )
 
 

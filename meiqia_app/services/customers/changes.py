@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # What changed. Subscribers choose by kind (services/customers/change_subscribers.py).
 CREATED = "created"  # new customers (by hand, the open API, an ingested visitor)
 EDITED = "edited"  # profile fields (edit form, API update / upsert)
+# One field set on many customers by a bulk edit (services/customers/bulk_edit.py), which
+# applies the on-change rules that read that field itself, set-based per batch.
+BULK_EDITED = "bulk_edited"
 ORDERS = "orders"  # an order added by hand
 ACTIVITY = "activity"  # ingested behaviour: events, chats, orders, last active
 CONSENT = "consent"
@@ -62,6 +65,7 @@ KINDS = frozenset(
     {
         CREATED,
         EDITED,
+        BULK_EDITED,
         ORDERS,
         ACTIVITY,
         CONSENT,

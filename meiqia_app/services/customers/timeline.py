@@ -33,6 +33,7 @@ from meiqia_app.models import (
     BehaviorEvent,
     Conversation,
     Customer,
+    FieldChange,
     Message,
     Note,
     Order,
@@ -71,6 +72,7 @@ _P = Product.__table__.c
 _C = Customer.__table__.c
 _A = AuditEntry.__table__.c
 _OW = OwnerChange.__table__.c
+_FC = FieldChange.__table__.c
 CONSENT_ACTION = "customer.consent"
 FIELD_ACTIONS = ("customer.update", "customer.merge")
 
@@ -463,6 +465,67 @@ def _field_changes(conn, actor, customer_id, cursor, n, lang):
                     at=format_local(r.occurred_at),
                     title=tr(lang, "timeline.field_changed"),
                     summary="；".join(lines) if lang != "en" else "; ".join(lines),
+                    detail=tr(lang, "timeline.owner_by", by=r.actor_name or "?"),
+                ),
+                None,
+            )
+        )
+    return result + _bulk_field_changes(conn, access, customer_id, cursor, n, lang)
+
+
+def _bulk_field_changes(conn, access: CustomerAccess, customer_id, cursor, n, lang):
+    """Fields set by a bulk edit (table field_change, services/customers/bulk_edit.py): the
+    value as stored for choices, numbers and dates (shown as the actor sees the field now),
+    masked for a sensitive field, "changed" for free text. Their ids are this table's own;
+    they share the kind "field" with the edits read from the audit log (two rows of the
+    two tables at the very same microsecond would be ordered by unrelated ids)."""
+    from meiqia_app.services.custom_fields import catalog as custom_field_catalog
+    from meiqia_app.services.custom_fields.field_types import FIELD_PREFIX, display, key_of
+    from meiqia_app.services.customers.bulk_edit import BUILTIN_LABEL_KEYS, CHOICE_PREFIX
+
+    statement = select(_FC.id, _FC.changed_at, _FC.field, _FC.value, _FC.note, _FC.actor_name).where(
+        _FC.customer_id == customer_id
+    )
+    statement = _newest_first(statement, _FC.changed_at, _FC.id, KIND_FIELD, cursor, n)
+    catalog = custom_field_catalog.catalog()
+    result = []
+    for r in conn.execute(statement):
+        custom = r.field.startswith(FIELD_PREFIX)
+        field = catalog.get(key_of(r.field)) if custom else None
+        if custom:
+            title = field.label(lang) if field is not None else key_of(r.field) or r.field
+            if field is None:
+                title += tr(lang, "timeline.field_deleted_note")
+        else:
+            title = tr(lang, BUILTIN_LABEL_KEYS.get(r.field, r.field))
+        try:
+            value = json.loads(r.value) if r.value is not None else None
+        except ValueError:
+            value = None
+        if r.note == "text":
+            shown = tr(lang, "timeline.text_changed")
+        elif value is None or value == "":
+            shown = tr(lang, "timeline.empty_value")
+        elif r.note == "masked":
+            shown = str(value)
+        elif custom:
+            shown = str(access.mask(r.field, display(field, value, lang) if field is not None else str(value)))
+        elif r.field in CHOICE_PREFIX:
+            shown = tr(lang, f"{CHOICE_PREFIX[r.field]}.{value}")
+        else:
+            shown = str(access.mask(r.field, str(value)))
+        result.append(
+            (
+                r.changed_at,
+                KIND_FIELD,
+                r.id,
+                TimelineItem(
+                    kind=KIND_FIELD,
+                    id=r.id,
+                    key=f"{KIND_FIELD}:bulk:{r.id}",
+                    at=format_local(r.changed_at),
+                    title=tr(lang, "timeline.field_changed"),
+                    summary=tr(lang, "timeline.field_bulk_line", field=title, new=shown),
                     detail=tr(lang, "timeline.owner_by", by=r.actor_name or "?"),
                 ),
                 None,

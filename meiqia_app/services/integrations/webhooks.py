@@ -40,7 +40,7 @@ import dataclasses
 import json
 import uuid
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, literal, select, update
 
 from meiqia_app.db import read_connection, write_session
 from meiqia_app.models import WebhookDelivery, WebhookEndpoint
@@ -393,6 +393,60 @@ def emit_many(session, event_type: str, customer_ids, details: dict | None = Non
     session.execute(insert(WebhookDelivery.__table__), rows)
     wake_after_commit(session)
     return len(rows)
+
+
+def emit_for_select(session, event_type: str, customer_ids, details: dict | None = None) -> int:
+    """:func:`emit_many` for the customers a query names (``customer_ids``: a SELECT of one
+    column of ids), set-based: one INSERT … SELECT per subscribed endpoint, nothing read
+    into Python, nothing written when no enabled endpoint wants ``event_type``. Each
+    customer's event has one id for every endpoint (a per-call random UUID prefix and the
+    customer id: ``xxxxxxxx-xxxx-4xxx-8xxx-<12-digit id>``), as :func:`emit_many` gives."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(event_type)
+    endpoints = _subscribers(session, event_type)
+    if not endpoints:
+        return 0
+    from meiqia_app.dbadapter import get_adapter
+
+    adapter = get_adapter(session.get_bind())
+    now = utcnow()
+    detail_text = json.dumps(details or {}, ensure_ascii=False, sort_keys=True)
+    prefix = str(uuid.uuid4())[:24]
+    ids = customer_ids.subquery("emitted")
+    customer_id = ids.c[0]
+    written = 0
+    for endpoint_id in endpoints:
+        written += session.execute(
+            insert(WebhookDelivery.__table__).from_select(
+                [
+                    "endpoint_id",
+                    "event_id",
+                    "event_type",
+                    "customer_id",
+                    "details",
+                    "created_at",
+                    "status",
+                    "attempts",
+                    "next_attempt_at",
+                    "last_error",
+                ],
+                select(
+                    literal(endpoint_id, D.endpoint_id.type),
+                    literal(prefix) + adapter.padded_number(customer_id, 12),
+                    literal(event_type),
+                    customer_id,
+                    literal(detail_text),
+                    literal(now, D.created_at.type),
+                    literal("pending"),
+                    literal(0, D.attempts.type),
+                    literal(now, D.next_attempt_at.type),
+                    literal(""),
+                ),
+            )
+        ).rowcount
+    if written:
+        wake_after_commit(session)
+    return written
 
 
 def scrub_customers(session, customer_ids) -> int:

@@ -237,6 +237,17 @@ def apply_rules_to_customer(customer_id: int, now: dt.datetime | None = None) ->
     return apply_rules_to_customers([customer_id], now).get(customer_id, RuleTagChange())
 
 
+def rule_reads(rule: TagRule, field: str) -> bool:
+    """Whether one of the rule's conditions is on ``field`` (a built-in rule field or "cf.<key>")."""
+    conditions = rule.conditions
+    if isinstance(conditions, str):
+        try:
+            conditions = json.loads(conditions or "[]")
+        except ValueError:
+            return True  # unreadable: checked as any other rule would be
+    return any(isinstance(c, dict) and c.get("field") == field for c in conditions or ())
+
+
 @dataclasses.dataclass(frozen=True)
 class _Assigned:
     customer_id: int
@@ -244,13 +255,20 @@ class _Assigned:
     rule_id: int | None
 
 
-def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> dict[int, RuleTagChange]:
+def apply_rules_to_customers(
+    customer_ids, now: dt.datetime | None = None, reading: str | None = None
+) -> dict[int, RuleTagChange]:
     """:func:`apply_rules_to_customer` for several customers at once (behaviour ingested in
     batches), in one pass and one transaction: the stage in one UPDATE, then every enabled
     rule checked in one query (a column per rule) and the rules' tags read in another.
 
     Rules are applied in id order, as the whole-table runs apply them: a rule sees the tags
     the rules before it gave or took (kept in memory here; no condition reads tags).
+
+    ``reading``: only one field changed (a bulk edit, services/customers/bulk_edit.py):
+    only the rules with a condition on that field are checked, and the stage (computed
+    from activity and spending, never from an editable field) is left alone.
+
     Returns the change of each customer whose tags changed, by customer id.
     """
     ids = sorted({parse_id(i) for i in customer_ids})
@@ -259,9 +277,12 @@ def apply_rules_to_customers(customer_ids, now: dt.datetime | None = None) -> di
         return {}
     changes: dict[int, dict] = {}
     with write_session() as session:
-        # The stage first (rules may name it), with the customers locked in id order.
-        recompute_lifecycle_in(session, ids, now)
+        if reading is None:
+            # The stage first (rules may name it), with the customers locked in id order.
+            recompute_lifecycle_in(session, ids, now)
         rules = session.exec(sm_select(TagRule).where(TagRule.enabled.is_(True)).order_by(TagRule.id)).all()
+        if reading is not None:
+            rules = [rule for rule in rules if rule_reads(rule, reading)]
         compiled = []
         for rule in rules:
             try:
