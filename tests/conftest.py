@@ -89,12 +89,17 @@ DATABASE_FIXTURES = {"db", "seeded_db", "_template_dirs"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """On PostgreSQL (``make test-pg``) only the tests that use a database run: the others
+    """On PostgreSQL (``make test-pg``) only the unit tests that use a database run: the others
     (pure functions, source scans, formats) cannot tell the two databases apart and have
     run on SQLite in ``make test`` already."""
     if not PG_SERVER_URL:
         return
-    kept = [item for item in items if DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    unit = Path(__file__).parent / "unit"
+    kept = [
+        item
+        for item in items
+        if not item.path.is_relative_to(unit) or DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    ]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
